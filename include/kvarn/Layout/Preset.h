@@ -1,0 +1,38 @@
+//===- Preset.h - KVarN presets and supported shapes ------------*- C++ -*-===//
+//
+// The one table of presets (KVARN_SPEC.md section 1) and the one check of
+// supported head dims. Compiler, runtime, C API and tests all read these.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_LAYOUT_PRESET_H
+#define KVARN_LAYOUT_PRESET_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+namespace kvarn {
+
+struct Preset {
+  const char *name;
+  int keyBits;
+  int valueBits;
+  int group; // tokens per tile, equal to the paged cache's block size
+  int sinkhornIters;
+};
+
+/// The four presets of KVARN_SPEC.md section 1, default first.
+llvm::ArrayRef<Preset> allPresets();
+const Preset &defaultPreset();
+llvm::Expected<const Preset *> lookupPreset(llvm::StringRef name);
+
+constexpr int kMinHeadDim = 64;
+constexpr int kMaxHeadDim = 512;
+constexpr int kHeadDimMultiple = 16;
+
+/// Success for every head_dim that is a multiple of 16 in [64, 512].
+llvm::Error checkHeadDim(int headDim);
+
+} // namespace kvarn
+
+#endif // KVARN_LAYOUT_PRESET_H

@@ -1,0 +1,107 @@
+//===- Quantizer.h - CPU reference of the KVarN tile quantizer --*- C++ -*-===//
+//
+// KVARN_SPEC.md sections 4-6, written for clarity and exactness: Sinkhorn-like
+// variance normalization with best-iterate tracking (fp32, as the reference),
+// asymmetric round-to-nearest per row, low-bit packing, and the record that
+// holds one (block, KV head) tile. This is the oracle every kernel is tested
+// against.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_REFERENCE_QUANTIZER_H
+#define KVARN_REFERENCE_QUANTIZER_H
+
+#include "kvarn/Layout/RecordLayout.h"
+
+#include "llvm/ADT/ArrayRef.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace kvarn {
+
+/// A row-major fp32 matrix.
+struct Matrix {
+  int rows = 0;
+  int cols = 0;
+  std::vector<float> data;
+  Matrix() = default;
+  Matrix(int rows, int cols) : rows(rows), cols(cols), data(size_t(rows) * cols) {}
+  float &at(int r, int c) { return data[size_t(r) * cols + c]; }
+  float at(int r, int c) const { return data[size_t(r) * cols + c]; }
+};
+
+// Constants of KVARN_SPEC.md section 4.
+constexpr float kStdMin = 1e-3f;
+constexpr float kStdMax = 1e3f;
+constexpr float kLogScaleMin = -0.3f;
+constexpr float kLogScaleMax = 10.0f;
+constexpr float kImbalanceFloor = 1e-8f;
+constexpr float kRangeFloor = 1e-10f;
+
+/// max(colstd)/max(min(colstd), 1e-8) + the same over rowstd, with unbiased
+/// standard deviations (colstd: one per column, over the rows).
+float imbalance(const Matrix &m);
+
+struct SinkhornResult {
+  std::vector<float> logCol; // best iterate, length cols
+  std::vector<float> logRow; // best iterate, length rows
+  float initialImbalance = 0;
+  float bestImbalance = 0;
+  int bestIteration = 0; // 0 = the untouched tile
+};
+
+/// Section 4: `iters` column-then-row steps in the log domain, the best
+/// iterate (ties: the newer) kept.
+SinkhornResult sinkhorn(const Matrix &m, int iters);
+
+/// Section 5 on one tile M[R, C]: codes (unpacked, row-major [R, C]) and the
+/// fp16 bits of the absorbed row scale and zero and of the column scale.
+struct QuantizedTile {
+  int rows = 0;
+  int cols = 0;
+  int bits = 0;
+  std::vector<uint8_t> codes;
+  std::vector<uint16_t> absorbedScale; // per row
+  std::vector<uint16_t> absorbedZero;  // per row
+  std::vector<uint16_t> otherScale;    // per column
+};
+
+QuantizedTile quantizeTile(const Matrix &m, int bits, const SinkhornResult &s);
+
+/// Normalize then quantize, the whole of sections 4 and 5.
+QuantizedTile normalizeAndQuantize(const Matrix &m, int bits, int iters,
+                                   SinkhornResult *sinkhornOut = nullptr);
+
+/// x[r][c] = (code * absorbedScale[r] + absorbedZero[r]) * otherScale[c],
+/// evaluated in fp32 in that order, as the public reference (and the GPU
+/// kernels) do; with it, fp64 attention over the cache reproduces the
+/// reference's `out_exact` bit for bit. Returned widened to double.
+std::vector<double> dequantizeTile(const QuantizedTile &q);
+
+/// Packs codes of `bits` bits low bits first: code i goes to byte
+/// i / (8 / bits) at shift (i mod (8 / bits)) * bits.
+void packCodes(llvm::ArrayRef<uint8_t> codes, int bits,
+               llvm::MutableArrayRef<uint8_t> out);
+void unpackCodes(llvm::ArrayRef<uint8_t> packed, int bits,
+                 llvm::MutableArrayRef<uint8_t> out);
+
+/// Section 6. `kRot` and `vRot` are one tile's rotated tokens, fp16 bits
+/// [G][D]. K is quantized as [D, G] (per channel), V as [G, D] (per token).
+/// Writes layout.recordBytes bytes, padding zeroed.
+void encodeRecord(const RecordLayout &layout, const uint16_t *kRot,
+                  const uint16_t *vRot, uint8_t *record);
+
+/// The two quantized tiles held by a record: K as [D, G], V as [G, D].
+struct DecodedRecord {
+  QuantizedTile k;
+  QuantizedTile v;
+};
+DecodedRecord decodeRecord(const RecordLayout &layout, const uint8_t *record);
+
+/// Dequantized rotated K and V of a record, both [G][D] row-major, in double.
+void dequantizeRecord(const RecordLayout &layout, const uint8_t *record,
+                      double *kRot, double *vRot);
+
+} // namespace kvarn
+
+#endif // KVARN_REFERENCE_QUANTIZER_H

@@ -1,0 +1,51 @@
+//===- CAPITest.cpp - the C API of libkvarn.so ----------------------------===//
+//
+// Links the shared library as a client would, so only exported symbols are
+// reachable.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/kvarn.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+
+TEST(CAPI, VersionAndStatusStrings) {
+  EXPECT_STREQ(kvarn_version(), "0.1.0");
+  EXPECT_STREQ(kvarn_status_string(KVARN_OK), "KVARN_OK");
+  EXPECT_STREQ(kvarn_status_string(KVARN_ERROR_POOL_EXHAUSTED),
+               "KVARN_ERROR_POOL_EXHAUSTED");
+  EXPECT_STREQ(kvarn_status_string(kvarn_status_t(999)),
+               "KVARN_ERROR_UNKNOWN_STATUS");
+}
+
+TEST(CAPI, PresetsAndLayouts) {
+  ASSERT_EQ(kvarn_preset_count(), 4u);
+  EXPECT_STREQ(kvarn_preset_name(0), "kvarn_k4v2_g128");
+  EXPECT_EQ(kvarn_preset_name(4), nullptr);
+  kvarn_record_layout_t l;
+  ASSERT_EQ(kvarn_record_layout("kvarn_k4v2_g128", 128, &l), KVARN_OK);
+  EXPECT_EQ(l.record_bytes, 13824);
+  EXPECT_EQ(l.v_codes_offset, 8960);
+  EXPECT_EQ(l.group, 128);
+  EXPECT_STREQ(kvarn_last_error(), "");
+}
+
+TEST(CAPI, ErrorsCarryAStatusAndAMessage) {
+  kvarn_record_layout_t l;
+  std::memset(&l, 0x5a, sizeof l);
+  kvarn_record_layout_t untouched = l;
+  EXPECT_EQ(kvarn_record_layout("kvarn_k9v9", 128, &l),
+            KVARN_ERROR_UNKNOWN_PRESET);
+  EXPECT_NE(std::string(kvarn_last_error()).find("kvarn_k9v9"),
+            std::string::npos);
+  EXPECT_EQ(kvarn_record_layout("kvarn_k4v2_g128", 100, &l),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_NE(std::string(kvarn_last_error()).find("100"), std::string::npos);
+  EXPECT_EQ(kvarn_record_layout(nullptr, 128, &l), KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_record_layout("kvarn_k4v2_g128", 128, nullptr),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0); // failures write nothing
+}
