@@ -1,0 +1,47 @@
+//===- KVTileAttrs.td - kvt attributes ----------------------*- tablegen -*-===//
+#ifndef KVARN_DIALECT_KVTILE_ATTRS_TD
+#define KVARN_DIALECT_KVTILE_ATTRS_TD
+
+include "KVTileDialect.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+
+def KVTile_SpecAttr : AttrDef<KVTile_Dialect, "Spec"> {
+  let mnemonic = "spec";
+  let summary = "the specialization a kernel was built for";
+  let description = [{
+    The preset and shape bound into a kernel:
+    `#kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 4>`. The preset's
+    fields (group, key and value bits, Sinkhorn iterations) and the record
+    layout follow from the name and head_dim through kvarn's one layout
+    table; the verifier rejects unknown presets and unsupported head dims.
+  }];
+  let parameters = (ins StringRefParameter<"preset name">:$preset,
+                        "int64_t":$headDim,
+                        "int64_t":$gqa);
+  let assemblyFormat = "`<` $preset `,` `head_dim` `=` $headDim `,` `gqa` `=` $gqa `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The record layout of this preset at this head_dim (verified to exist).
+    kvarn::RecordLayout getLayout() const;
+  }];
+}
+
+def KVTile_RecordField : I32EnumAttr<"RecordField", "a field of a KVarN record", [
+    I32EnumAttrCase<"KCodes", 0, "k_codes">,
+    I32EnumAttrCase<"KScale", 1, "k_scale">,
+    I32EnumAttrCase<"KZero", 2, "k_zero">,
+    I32EnumAttrCase<"KTokenScale", 3, "k_token_scale">,
+    I32EnumAttrCase<"VCodes", 4, "v_codes">,
+    I32EnumAttrCase<"VChannelScale", 5, "v_channel_scale">,
+    I32EnumAttrCase<"VScale", 6, "v_scale">,
+    I32EnumAttrCase<"VZero", 7, "v_zero">]> {
+  let cppNamespace = "::kvarn::kvt";
+  let genSpecializedAttr = 0;
+}
+
+def KVTile_RecordFieldAttr : EnumAttr<KVTile_Dialect, KVTile_RecordField, "field"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+#endif // KVARN_DIALECT_KVTILE_ATTRS_TD

@@ -1,0 +1,135 @@
+// RUN: kvarn-opt %s -split-input-file -verify-diagnostics
+
+// expected-error @+1 {{a tile has rank 1 to 3, not 4}}
+func.func private @rank4(!kvt.tile<2x2x2x2xf32>)
+
+// -----
+
+// expected-error @+1 {{tile element type must be f16, bf16, f32, i8 or i32, not 'f64'}}
+func.func private @f64(!kvt.tile<4xf64>)
+
+// -----
+
+func.func @stride_count(%p: !kvt.ptr<f16>, %o: i64) {
+  // expected-error @+1 {{needs one stride per tile dimension: 2 dimensions, 1 strides}}
+  %t = kvt.load_tile %p[%o] strides(%o) : !kvt.ptr<f16> -> !kvt.tile<4x4xf16>
+  return
+}
+
+// -----
+
+func.func @pointee(%p: !kvt.ptr<f32>, %o: i64) {
+  // expected-error @+1 {{pointer to 'f32' cannot access a tile of 'f16'}}
+  %t = kvt.load_tile %p[%o] strides(%o) : !kvt.ptr<f32> -> !kvt.tile<4xf16>
+  return
+}
+
+// -----
+
+func.func @rotate_f16(%t: !kvt.tile<4x128xf16>) {
+  // expected-error @+1 {{rotates f32 tiles; convert 'f16' first}}
+  %r = kvt.rotate %t : !kvt.tile<4x128xf16>
+  return
+}
+
+// -----
+
+func.func @rotate_order(%t: !kvt.tile<4x100xf32>) {
+  // expected-error @+1 {{no rotation of order 100: head_dim 100 is not supported}}
+  %r = kvt.rotate %t : !kvt.tile<4x100xf32>
+  return
+}
+
+// -----
+
+func.func @normalize_rank(%t: !kvt.tile<128xf32>) {
+  // expected-error @+1 {{input must have rank 2, got 1}}
+  %c, %r = kvt.normalize %t iters = 8 : !kvt.tile<128xf32>
+  return
+}
+
+// -----
+
+func.func @quantize_bits(%t: !kvt.tile<4x8xf32>, %c: !kvt.tile<8xf32>, %r: !kvt.tile<4xf32>) {
+  // expected-error @+1 {{bits must be 2, 4 or 8, got 3}}
+  %q:4 = kvt.quantize %t, %c, %r bits = 3 : !kvt.tile<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @pack_partial_byte(%c: !kvt.tile<4x6xi8>) {
+  // expected-error @+1 {{a row of 6 codes does not fill whole bytes at 2 bits}}
+  %p = kvt.pack %c bits = 2 : !kvt.tile<4x6xi8>
+  return
+}
+
+// -----
+
+func.func @convert_shape(%t: !kvt.tile<4xf16>) {
+  // expected-error @+1 {{cannot change the shape}}
+  %c = kvt.convert %t : !kvt.tile<4xf16> -> !kvt.tile<8xf32>
+  return
+}
+
+// -----
+
+func.func @convert_to_int(%t: !kvt.tile<4xf32>) {
+  // expected-error @+1 {{unsupported conversion from 'f32' to 'i8'}}
+  %c = kvt.convert %t : !kvt.tile<4xf32> -> !kvt.tile<4xi8>
+  return
+}
+
+// -----
+
+func.func @field_without_spec(%p: !kvt.ptr<i8>, %o: i64) {
+  // expected-error @+1 {{needs an enclosing kernel with a 'kvt.spec' attribute}}
+  %t = kvt.load_field %p[%o] <k_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf16>
+  return
+}
+
+// -----
+
+func.func @field_shape(%p: !kvt.ptr<i8>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g64", head_dim = 128, gqa = 1>} {
+  // expected-error @+1 {{field k_token_scale of kvarn_k4v2_g64 at head_dim 128 is '!kvt.tile<64xf16>', not '!kvt.tile<128xf16>'}}
+  %t = kvt.load_field %p[%o] <k_token_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf16>
+  return
+}
+
+// -----
+
+func.func @field_cache_type(%p: !kvt.ptr<f16>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
+  // expected-error @+1 {{record cache must be a !kvt.ptr<i8>}}
+  %t = kvt.load_field %p[%o] <k_scale> : !kvt.ptr<f16> -> !kvt.tile<128xf16>
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown preset 'kvarn_k8v8_g16'}}
+func.func private @bad_preset() attributes {kvt.spec = #kvt.spec<"kvarn_k8v8_g16", head_dim = 128, gqa = 1>}
+
+// -----
+
+// expected-error @+1 {{head_dim 72 is not supported}}
+func.func private @bad_head_dim() attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 72, gqa = 1>}
+
+// -----
+
+func.func @attend_channels(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x64xf32>,
+                           %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
+                           %valid: !kvt.tile<4xi32>, %s: f32) {
+  // expected-error @+1 {{queries have 128 channels but keys have 64}}
+  %r:3 = kvt.attend %q, %k, %k state(%m, %m, %acc) valid %valid scale %s : !kvt.tile<4x128xf32>, !kvt.tile<64x64xf32>
+  return
+}
+
+// -----
+
+func.func @program_axis() {
+  // expected-error @+1 {{attribute 'axis' failed to satisfy constraint}}
+  %p = kvt.program_id 3
+  return
+}
