@@ -2,6 +2,7 @@
 
 #include "kvarn/RegisterKvarnDialects.h"
 
+#include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {

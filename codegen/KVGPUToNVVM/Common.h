@@ -1,0 +1,46 @@
+//===- Common.h - helpers shared by the kvgpu lowerings ---------*- C++ -*-===//
+#ifndef KVARN_CODEGEN_KVGPUTONVVM_COMMON_H
+#define KVARN_CODEGEN_KVGPUTONVVM_COMMON_H
+
+#include "kvarn/Conversion/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+
+#include <functional>
+
+namespace kvarn::kvgpu {
+
+constexpr int64_t kWarpSize = 32;
+
+/// Threads per CTA of the kernel enclosing `op` (its kvgpu.num_warps).
+int64_t getNumThreads(mlir::Operation *op);
+
+/// The linear thread index as `index`.
+mlir::Value threadIndex(mlir::OpBuilder &b, mlir::Location loc);
+
+mlir::Value indexConstant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+
+/// for (p = start; p < total; p += step) body(p), with index values.
+void buildStridedLoop(mlir::OpBuilder &b, mlir::Location loc, mlir::Value start,
+                      int64_t total, int64_t step,
+                      llvm::function_ref<void(mlir::OpBuilder &, mlir::Value)> body);
+
+/// Row-major indices of linear index `p` in `shape`.
+llvm::SmallVector<mlir::Value> delinearize(mlir::OpBuilder &b,
+                                          mlir::Location loc, mlir::Value p,
+                                          llvm::ArrayRef<int64_t> shape);
+
+/// Clones the single block of `region` at the builder's insertion point with
+/// its arguments replaced by `args`; returns the terminator's operands mapped.
+llvm::SmallVector<mlir::Value> inlineBody(mlir::OpBuilder &b,
+                                          mlir::Region &region,
+                                          mlir::ValueRange args);
+
+/// Pattern sets, one per op family.
+void populateKVGPUMemoryToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPULoopToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPUKVarNToNVVMPatterns(mlir::RewritePatternSet &patterns);
+
+} // namespace kvarn::kvgpu
+
+#endif // KVARN_CODEGEN_KVGPUTONVVM_COMMON_H

@@ -1,0 +1,111 @@
+//===- LoopOpsToNVVM.cpp - foreach, reduce and warp_reduce ----------------===//
+
+#include "Common.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace kvarn::kvgpu;
+
+namespace {
+
+Value combine(OpBuilder &b, Location loc, ReduceKind kind, Value x, Value y) {
+  switch (kind) {
+  case ReduceKind::Add:
+    return arith::AddFOp::create(b, loc, x, y);
+  case ReduceKind::Max:
+    return arith::MaximumFOp::create(b, loc, x, y);
+  case ReduceKind::Min:
+    return arith::MinimumFOp::create(b, loc, x, y);
+  }
+  llvm_unreachable("unknown reduction");
+}
+
+Value identity(OpBuilder &b, Location loc, ReduceKind kind) {
+  float v = kind == ReduceKind::Add   ? 0.0f
+            : kind == ReduceKind::Max ? -std::numeric_limits<float>::infinity()
+                                      : std::numeric_limits<float>::infinity();
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+/// Point p of the space runs on thread p mod threads.
+struct ForeachLowering : OpRewritePattern<ForeachOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ForeachOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    ArrayRef<int64_t> shape = op.getShape();
+    int64_t total = 1;
+    for (int64_t d : shape)
+      total *= d;
+    buildStridedLoop(rw, loc, threadIndex(rw, loc), total, getNumThreads(op),
+                     [&](OpBuilder &b, Value p) {
+                       inlineBody(b, op.getBody(), delinearize(b, loc, p, shape));
+                     });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+/// One warp per row; its lanes stride over the row and combine with
+/// shuffles; lane 0 writes.
+struct ReduceLowering : OpRewritePattern<ReduceOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ReduceOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t rows = op.getShape()[0], cols = op.getShape()[1];
+    int64_t warps = getNumThreads(op) / kWarpSize;
+    Value tid = threadIndex(rw, loc);
+    Value warp = arith::DivUIOp::create(rw, loc, tid,
+                                        indexConstant(rw, loc, kWarpSize));
+    Value lane = arith::RemUIOp::create(rw, loc, tid,
+                                        indexConstant(rw, loc, kWarpSize));
+    ReduceKind kind = op.getKind();
+    buildStridedLoop(rw, loc, warp, rows, warps, [&](OpBuilder &b, Value row) {
+      auto inner = scf::ForOp::create(
+          b, loc, lane, indexConstant(b, loc, cols),
+          indexConstant(b, loc, kWarpSize), ValueRange{identity(b, loc, kind)},
+          [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
+            Value v = inlineBody(nb, op.getBody(), {row, col}).front();
+            scf::YieldOp::create(nb, loc, combine(nb, loc, kind, acc[0], v));
+          });
+      Value total = WarpReduceOp::create(
+          b, loc, ReduceKindAttr::get(b.getContext(), kind), inner.getResult(0));
+      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                          lane, indexConstant(b, loc, 0));
+      scf::IfOp::create(b, loc, first, [&](OpBuilder &tb, Location) {
+        memref::StoreOp::create(tb, loc, total, op.getOut(), ValueRange{row});
+        scf::YieldOp::create(tb, loc);
+      });
+    });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+struct WarpReduceLowering : OpRewritePattern<WarpReduceOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(WarpReduceOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    Value acc = op.getValue();
+    Value width = arith::ConstantIntOp::create(rw, loc, kWarpSize, 32);
+    for (int64_t offset = kWarpSize / 2; offset >= 1; offset /= 2) {
+      Value off = arith::ConstantIntOp::create(rw, loc, offset, 32);
+      Value other = gpu::ShuffleOp::create(rw, loc, acc, off, width,
+                                           gpu::ShuffleMode::XOR)
+                        .getShuffleResult();
+      acc = combine(rw, loc, op.getKind(), acc, other);
+    }
+    rw.replaceOp(op, acc);
+    return success();
+  }
+};
+
+} // namespace
+
+void kvarn::kvgpu::populateKVGPULoopToNVVMPatterns(RewritePatternSet &patterns) {
+  patterns.add<ForeachLowering, ReduceLowering, WarpReduceLowering>(
+      patterns.getContext());
+}

@@ -1,0 +1,229 @@
+//===- MemoryOpsToNVVM.cpp - shared buffers, barriers, global copies ------===//
+
+#include "Common.h"
+
+using namespace mlir;
+using namespace kvarn::kvgpu;
+
+namespace {
+
+constexpr int64_t kVectorBytes = 16; // ld.global.v4.b32 / st.global.v4.b32
+
+Value i64Constant(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 64);
+}
+
+Value toI64(OpBuilder &b, Location loc, Value index) {
+  return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+}
+
+/// base + byteOffset + sum(idx[k] * byteStrides[k]), as a global pointer.
+Value elementAddress(OpBuilder &b, Location loc, Value base, Value byteOffset,
+                     ValueRange byteStrides, ArrayRef<Value> idx) {
+  Value offset = byteOffset;
+  for (auto [i, stride] : llvm::zip(idx, byteStrides))
+    offset = arith::AddIOp::create(
+        b, loc, offset,
+        arith::MulIOp::create(b, loc, toI64(b, loc, i), stride));
+  return LLVM::GEPOp::create(b, loc, base.getType(), b.getI8Type(), base,
+                             ValueRange{offset});
+}
+
+/// Whether the copy can move `vectorElems` contiguous elements per access:
+/// the innermost stride equals the element size and every other stride and
+/// the start address are 16-byte aligned. Decided at run time (uniformly).
+Value vectorizable(OpBuilder &b, Location loc, Value base, Value byteOffset,
+                   ValueRange byteStrides, int64_t elemBytes) {
+  Value align = i64Constant(b, loc, kVectorBytes - 1);
+  Value zero = i64Constant(b, loc, 0);
+  Value addr = arith::AddIOp::create(
+      b, loc, LLVM::PtrToIntOp::create(b, loc, b.getI64Type(), base),
+      byteOffset);
+  Value ok = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq,
+      arith::AndIOp::create(b, loc, addr, align), zero);
+  for (auto [k, stride] : llvm::enumerate(byteStrides)) {
+    Value cond =
+        k + 1 == byteStrides.size()
+            ? arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, stride,
+                                    i64Constant(b, loc, elemBytes))
+            : arith::CmpIOp::create(
+                  b, loc, arith::CmpIPredicate::eq,
+                  arith::AndIOp::create(b, loc, stride, align), zero);
+    ok = arith::AndIOp::create(b, loc, ok, cond);
+  }
+  return ok;
+}
+
+/// Emits the copy between global memory and the shared buffer `shared`, in
+/// both the vector and the scalar form, chosen at run time.
+template <bool ToShared>
+void emitCopy(PatternRewriter &rw, Operation *op, Value global,
+              Value byteOffset, ValueRange byteStrides, Value shared) {
+  Location loc = op->getLoc();
+  auto type = cast<MemRefType>(shared.getType());
+  Type elt = type.getElementType();
+  int64_t elemBytes = elt.getIntOrFloatBitWidth() / 8;
+  ArrayRef<int64_t> shape = type.getShape();
+  int64_t total = type.getNumElements();
+  int64_t threads = getNumThreads(op);
+  int64_t vecElems = kVectorBytes / elemBytes;
+  bool canVectorize = shape.back() % vecElems == 0 && vecElems > 1;
+
+  auto scalarCopy = [&](OpBuilder &b) {
+    buildStridedLoop(b, loc, threadIndex(b, loc), total, threads,
+                     [&](OpBuilder &nb, Value p) {
+                       SmallVector<Value> idx = delinearize(nb, loc, p, shape);
+                       Value addr = elementAddress(nb, loc, global, byteOffset,
+                                                   byteStrides, idx);
+                       if (ToShared) {
+                         Value v = LLVM::LoadOp::create(nb, loc, elt, addr);
+                         memref::StoreOp::create(nb, loc, v, shared, idx);
+                       } else {
+                         Value v = memref::LoadOp::create(nb, loc, shared, idx);
+                         LLVM::StoreOp::create(nb, loc, v, addr);
+                       }
+                     });
+  };
+  if (!canVectorize) {
+    scalarCopy(rw);
+    rw.eraseOp(op);
+    return;
+  }
+
+  auto vectorCopy = [&](OpBuilder &b) {
+    SmallVector<int64_t> vecShape(shape);
+    vecShape.back() /= vecElems;
+    auto vecType = VectorType::get({vecElems}, elt);
+    buildStridedLoop(
+        b, loc, threadIndex(b, loc), total / vecElems, threads,
+        [&](OpBuilder &nb, Value p) {
+          SmallVector<Value> idx = delinearize(nb, loc, p, vecShape);
+          idx.back() = arith::MulIOp::create(nb, loc, idx.back(),
+                                             indexConstant(nb, loc, vecElems));
+          Value addr = elementAddress(nb, loc, global, byteOffset,
+                                      byteStrides, idx);
+          SmallVector<Value> at(idx);
+          if (ToShared) {
+            Value vec = LLVM::LoadOp::create(nb, loc, vecType, addr,
+                                             /*alignment=*/kVectorBytes);
+            for (int64_t k = 0; k < vecElems; ++k) {
+              at.back() = arith::AddIOp::create(nb, loc, idx.back(),
+                                                indexConstant(nb, loc, k));
+              Value e = LLVM::ExtractElementOp::create(
+                  nb, loc, vec, i64Constant(nb, loc, k));
+              memref::StoreOp::create(nb, loc, e, shared, at);
+            }
+          } else {
+            Value vec = LLVM::PoisonOp::create(nb, loc, vecType);
+            for (int64_t k = 0; k < vecElems; ++k) {
+              at.back() = arith::AddIOp::create(nb, loc, idx.back(),
+                                                indexConstant(nb, loc, k));
+              Value e = memref::LoadOp::create(nb, loc, shared, at);
+              vec = LLVM::InsertElementOp::create(nb, loc, vec, e,
+                                                  i64Constant(nb, loc, k));
+            }
+            LLVM::StoreOp::create(nb, loc, vec, addr, kVectorBytes);
+          }
+        });
+  };
+  Value ok = vectorizable(rw, loc, global, byteOffset, byteStrides, elemBytes);
+  scf::IfOp::create(
+      rw, loc, ok,
+      [&](OpBuilder &b, Location) {
+        vectorCopy(b);
+        scf::YieldOp::create(b, loc);
+      },
+      [&](OpBuilder &b, Location) {
+        scalarCopy(b);
+        scf::YieldOp::create(b, loc);
+      });
+  rw.eraseOp(op);
+}
+
+struct SharedBufferLowering : OpRewritePattern<SharedBufferOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SharedBufferOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto base = MemRefType::get({ShapedType::kDynamic}, rw.getI8Type(),
+                                MemRefLayoutAttrInterface(),
+                                op.getBuffer().getType().getMemorySpace());
+    Value smem = gpu::DynamicSharedMemoryOp::create(rw, loc, base);
+    Value offset = indexConstant(rw, loc, op.getOffset());
+    rw.replaceOpWithNewOp<memref::ViewOp>(op, op.getBuffer().getType(), smem,
+                                          offset, ValueRange());
+    return success();
+  }
+};
+
+struct BarrierLowering : OpRewritePattern<BarrierOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(BarrierOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<gpu::BarrierOp>(op);
+    return success();
+  }
+};
+
+struct GlobalLoadLowering : OpRewritePattern<GlobalLoadOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GlobalLoadOp op,
+                                PatternRewriter &rw) const override {
+    Value addr = LLVM::GEPOp::create(rw, op.getLoc(), op.getPtr().getType(),
+                                     rw.getI8Type(), op.getPtr(),
+                                     ValueRange{op.getByteOffset()});
+    rw.replaceOpWithNewOp<LLVM::LoadOp>(op, op.getType(), addr);
+    return success();
+  }
+};
+
+/// Thread 0 stores; the value is uniform, so one store suffices.
+struct GlobalStoreLowering : OpRewritePattern<GlobalStoreOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GlobalStoreOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    Value first = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq,
+                                        threadIndex(rw, loc),
+                                        indexConstant(rw, loc, 0));
+    scf::IfOp::create(rw, loc, first, [&](OpBuilder &b, Location) {
+      Value addr = LLVM::GEPOp::create(b, loc, op.getPtr().getType(),
+                                       b.getI8Type(), op.getPtr(),
+                                       ValueRange{op.getByteOffset()});
+      LLVM::StoreOp::create(b, loc, op.getValue(), addr);
+      scf::YieldOp::create(b, loc);
+    });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+struct CopyInLowering : OpRewritePattern<CopyInOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(CopyInOp op,
+                                PatternRewriter &rw) const override {
+    emitCopy</*ToShared=*/true>(rw, op, op.getSrc(), op.getByteOffset(),
+                                op.getByteStrides(), op.getDst());
+    return success();
+  }
+};
+
+struct CopyOutLowering : OpRewritePattern<CopyOutOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(CopyOutOp op,
+                                PatternRewriter &rw) const override {
+    emitCopy</*ToShared=*/false>(rw, op, op.getDst(), op.getByteOffset(),
+                                 op.getByteStrides(), op.getSrc());
+    return success();
+  }
+};
+
+} // namespace
+
+void kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(
+    RewritePatternSet &patterns) {
+  patterns.add<SharedBufferLowering, BarrierLowering, GlobalLoadLowering,
+               GlobalStoreLowering, CopyInLowering, CopyOutLowering>(
+      patterns.getContext());
+}

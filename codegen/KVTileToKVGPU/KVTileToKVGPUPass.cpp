@@ -1,0 +1,297 @@
+//===- KVTileToKVGPUPass.cpp - the convert-kvt-to-kvgpu pass --------------===//
+//
+// Moves every kvt kernel into `gpu.module @kvarn_kernels` as a gpu.func with
+// Triton's parameter convention, and lowers its body op by op: kvt ops
+// through the per-family lowering table, scf/arith ops by cloning.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TileLowering.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+namespace kvarn {
+#define GEN_PASS_DEF_CONVERTKVTILETOKVGPU
+#include "kvarn/Conversion/Passes.h.inc"
+} // namespace kvarn
+
+using namespace mlir;
+using namespace kvarn;
+using namespace kvarn::kvt;
+
+namespace {
+
+/// The most dynamic shared memory a CTA can have on sm_80 / sm_90.
+constexpr int64_t kMaxSharedBytes = 227 * 1024;
+
+/// Pre-order positions of ops and the last position each tile value is
+/// needed at (a use inside a nested region keeps it alive to the end of the
+/// enclosing op in the value's own block).
+struct Liveness {
+  llvm::DenseMap<Operation *, int64_t> position, end;
+  llvm::DenseMap<Value, int64_t> lastUse;
+
+  explicit Liveness(func::FuncOp func) {
+    int64_t next = 0;
+    func.walk<WalkOrder::PreOrder>([&](Operation *op) {
+      position[op] = next++;
+    });
+    func.walk<WalkOrder::PostOrder>([&](Operation *op) {
+      int64_t e = position[op];
+      for (Region &r : op->getRegions())
+        for (Operation &inner : r.getOps())
+          e = std::max(e, end[&inner]);
+      end[op] = e;
+    });
+    auto record = [&](Value v, Block *home) {
+      int64_t last = v.getDefiningOp() ? position[v.getDefiningOp()] : 0;
+      for (Operation *user : v.getUsers()) {
+        Operation *a = home->findAncestorOpInBlock(*user);
+        if (a)
+          last = std::max(last, end[a]);
+      }
+      lastUse[v] = last;
+    };
+    func.walk([&](Operation *op) {
+      for (Value r : op->getResults())
+        if (isa<TileType>(r.getType()))
+          record(r, op->getBlock());
+    });
+  }
+};
+
+int64_t pickNumWarps(func::FuncOp func) {
+  int64_t largest = 0;
+  func.walk([&](Operation *op) {
+    for (Type t : op->getResultTypes())
+      if (auto tile = dyn_cast<TileType>(t))
+        largest = std::max(largest, tile.getNumElements());
+  });
+  return largest >= 8192 ? 8 : largest >= 1024 ? 4 : 1;
+}
+
+class KernelLowering {
+public:
+  KernelLowering(func::FuncOp func, TileLowering &state,
+                 const llvm::DenseMap<OperationName, OpLowering> &table)
+      : liveness(func), state(state), table(table) {}
+
+  LogicalResult lowerBlock(Block &old) {
+    for (Operation &op : old) {
+      if (failed(lowerOp(&op)))
+        return failure();
+      releaseDeadBuffers(liveness.end[&op]);
+    }
+    return success();
+  }
+
+  Liveness liveness;
+
+private:
+  TileLowering &state;
+  const llvm::DenseMap<OperationName, OpLowering> &table;
+
+  static bool touchesTiles(Operation *op) {
+    auto isTile = [](Type t) { return isa<TileType>(t); };
+    return llvm::any_of(op->getOperandTypes(), isTile) ||
+           llvm::any_of(op->getResultTypes(), isTile);
+  }
+
+  void releaseDeadBuffers(int64_t now) {
+    SmallVector<int> dead;
+    for (auto [id, last] : state.bufferLastUse)
+      if (last <= now)
+        dead.push_back(id);
+    for (int id : dead) {
+      state.bufferLastUse.erase(id);
+      state.planner.release(id);
+    }
+  }
+
+  /// Records the views `op` created and extends their buffers' lifetimes.
+  void noteResults(Operation *op) {
+    for (Value r : op->getResults()) {
+      auto it = state.tiles.find(r);
+      if (it == state.tiles.end() || !it->second.buffer)
+        continue;
+      int64_t &last = state.bufferLastUse[it->second.bufferId];
+      last = std::max(last, liveness.lastUse.lookup(r));
+    }
+  }
+
+  LogicalResult lowerOp(Operation *op) {
+    OpBuilder &b = state.b;
+    auto lowering = table.find(op->getName());
+    if (lowering != table.end()) {
+      if (failed(lowering->second(state, op)))
+        return failure();
+      noteResults(op);
+      return success();
+    }
+    if (isa<KVTileDialect>(op->getDialect()))
+      return op->emitOpError("has no GPU lowering yet");
+    if (isa<func::ReturnOp>(op)) {
+      gpu::ReturnOp::create(b, op->getLoc());
+      return success();
+    }
+    if (touchesTiles(op))
+      return op->emitOpError("on tiles is not supported by the GPU lowering "
+                             "yet (tile-valued scf results and loop-carried "
+                             "tiles come with the decode kernels)");
+    if (auto ifOp = dyn_cast<scf::IfOp>(op))
+      return lowerIf(ifOp);
+    if (auto forOp = dyn_cast<scf::ForOp>(op))
+      return lowerFor(forOp);
+    if (auto yield = dyn_cast<scf::YieldOp>(op)) {
+      SmallVector<Value> values;
+      for (Value v : yield.getOperands())
+        values.push_back(state.lookup(v));
+      scf::YieldOp::create(b, op->getLoc(), values);
+      return success();
+    }
+    if (op->getNumRegions())
+      return op->emitOpError("with regions is not supported in kvt kernels");
+    b.clone(*op, state.scalars);
+    return success();
+  }
+
+  LogicalResult lowerIf(scf::IfOp op) {
+    OpBuilder &b = state.b;
+    auto newIf = scf::IfOp::create(b, op.getLoc(), op.getResultTypes(),
+                                   state.lookup(op.getCondition()),
+                                   /*withElseRegion=*/!op.getElseRegion().empty());
+    for (auto [oldRegion, newRegion] :
+         {std::pair{&op.getThenRegion(), &newIf.getThenRegion()},
+          std::pair{&op.getElseRegion(), &newIf.getElseRegion()}}) {
+      if (oldRegion->empty())
+        continue;
+      Block &newBlock = newRegion->front();
+      if (!newBlock.empty())
+        newBlock.back().erase(); // the implicit yield; ours comes from `old`
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToEnd(&newBlock);
+      if (failed(lowerBlock(oldRegion->front())))
+        return failure();
+    }
+    state.scalars.map(op.getResults(), newIf.getResults());
+    return success();
+  }
+
+  LogicalResult lowerFor(scf::ForOp op) {
+    OpBuilder &b = state.b;
+    SmallVector<Value> inits;
+    for (Value v : op.getInitArgs())
+      inits.push_back(state.lookup(v));
+    auto newFor = scf::ForOp::create(
+        b, op.getLoc(), state.lookup(op.getLowerBound()),
+        state.lookup(op.getUpperBound()), state.lookup(op.getStep()), inits);
+    Block &newBody = *newFor.getBody();
+    state.scalars.map(op.getInductionVar(), newFor.getInductionVar());
+    state.scalars.map(op.getRegionIterArgs(), newFor.getRegionIterArgs());
+    if (!newBody.empty())
+      newBody.back().erase();
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToEnd(&newBody);
+      if (failed(lowerBlock(*op.getBody())))
+        return failure();
+    }
+    state.scalars.map(op.getResults(), newFor.getResults());
+    return success();
+  }
+};
+
+struct ConvertKVTileToKVGPUPass
+    : kvarn::impl::ConvertKVTileToKVGPUBase<ConvertKVTileToKVGPUPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    llvm::DenseMap<OperationName, OpLowering> table;
+    registerMemoryOpLowerings(table, ctx);
+    registerPrimitiveOpLowerings(table, ctx);
+    registerAttendOpLowerings(table, ctx);
+
+    SmallVector<func::FuncOp> kernels;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (func->hasAttr(KVTileDialect::getKernelAttrName()))
+        kernels.push_back(func);
+    if (kernels.empty())
+      return;
+
+    OpBuilder b(ctx);
+    b.setInsertionPointToEnd(module.getBody());
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(ctx));
+    auto gpuModule = module.lookupSymbol<gpu::GPUModuleOp>("kvarn_kernels");
+    if (!gpuModule)
+      gpuModule = gpu::GPUModuleOp::create(b, module.getLoc(), "kvarn_kernels");
+
+    for (func::FuncOp func : kernels) {
+      if (failed(convertKernel(func, gpuModule, table)))
+        return signalPassFailure();
+      func.erase();
+    }
+  }
+
+  LogicalResult
+  convertKernel(func::FuncOp func, gpu::GPUModuleOp gpuModule,
+                const llvm::DenseMap<OperationName, OpLowering> &table) {
+    MLIRContext *ctx = &getContext();
+    auto spec = func->getAttrOfType<SpecAttr>(KVTileDialect::getSpecAttrName());
+    if (!spec)
+      return func.emitOpError("kernel lacks a 'kvt.spec' attribute");
+    if (func.getNumResults())
+      return func.emitOpError("a kernel returns nothing");
+
+    // Triton's convention: pointers and scalars in order, then the global
+    // and profile scratch pointers.
+    auto globalPtr = LLVM::LLVMPointerType::get(ctx, 1);
+    SmallVector<Type> argTypes;
+    for (Type t : func.getArgumentTypes()) {
+      if (isa<PointerType>(t))
+        argTypes.push_back(globalPtr);
+      else if (t.isInteger(32) || t.isInteger(64) || t.isF32())
+        argTypes.push_back(t);
+      else
+        return func.emitOpError("kernel argument of type ")
+               << t << " is not a pointer, i32, i64 or f32";
+    }
+    argTypes.push_back(globalPtr);
+    argTypes.push_back(globalPtr);
+
+    OpBuilder b(ctx);
+    b.setInsertionPointToEnd(gpuModule.getBody());
+    auto gpuFunc = gpu::GPUFuncOp::create(b, func.getLoc(), func.getName(),
+                                          b.getFunctionType(argTypes, {}));
+    gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+    int64_t warps = numWarps > 0 ? numWarps : pickNumWarps(func);
+
+    Block &entry = gpuFunc.getBody().front();
+    b.setInsertionPointToStart(&entry);
+    TileLowering state(b, spec, warps);
+    for (auto [oldArg, newArg] :
+         llvm::zip(func.getArguments(), entry.getArguments()))
+      state.scalars.map(oldArg, newArg);
+    KernelLowering lowering(func, state, table);
+    if (failed(lowering.lowerBlock(func.getBody().front())))
+      return failure();
+
+    int64_t shared = state.planner.peakBytes();
+    if (shared > kMaxSharedBytes)
+      return func.emitOpError("needs ")
+             << shared << " bytes of shared memory; a CTA has at most "
+             << kMaxSharedBytes;
+    gpuFunc->setAttr(kvgpu::kNumWarpsAttrName, b.getI64IntegerAttr(warps));
+    gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
+    gpuFunc.setKnownBlockSizeAttr(
+        b.getDenseI32ArrayAttr({int32_t(warps * 32), 1, 1}));
+    for (llvm::StringRef name : {"kvt.spec", "kvt.grid"})
+      if (Attribute a = func->getAttr(name))
+        gpuFunc->setAttr(name, a);
+    return success();
+  }
+};
+
+} // namespace

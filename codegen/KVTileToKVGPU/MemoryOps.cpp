@@ -1,0 +1,194 @@
+//===- MemoryOps.cpp - program ids, loads, stores, views ------------------===//
+
+#include "TileLowering.h"
+
+using namespace mlir;
+using namespace kvarn;
+using namespace kvarn::kvt;
+
+namespace {
+
+int64_t elementBytes(Type t) { return t.getIntOrFloatBitWidth() / 8; }
+
+gpu::Dimension dimension(uint32_t axis) {
+  return axis == 0 ? gpu::Dimension::x
+                   : axis == 1 ? gpu::Dimension::y : gpu::Dimension::z;
+}
+
+LogicalResult lowerProgramId(TileLowering &s, Operation *raw) {
+  auto op = cast<ProgramIdOp>(raw);
+  Value id = gpu::BlockIdOp::create(s.b, op.getLoc(), dimension(op.getAxis()));
+  s.scalars.map(op.getResult(), arith::IndexCastOp::create(
+                                    s.b, op.getLoc(), s.b.getI32Type(), id));
+  return success();
+}
+
+LogicalResult lowerNumPrograms(TileLowering &s, Operation *raw) {
+  auto op = cast<NumProgramsOp>(raw);
+  Value n = gpu::GridDimOp::create(s.b, op.getLoc(), dimension(op.getAxis()));
+  s.scalars.map(op.getResult(), arith::IndexCastOp::create(
+                                    s.b, op.getLoc(), s.b.getI32Type(), n));
+  return success();
+}
+
+/// index * sizeof(element), in bytes.
+Value byteOffset(TileLowering &s, Location loc, Value elementIndex,
+                 Type element) {
+  return arith::MulIOp::create(s.b, loc, s.i64(loc, elementIndex),
+                               s.i64Constant(loc, elementBytes(element)));
+}
+
+LogicalResult lowerLoad(TileLowering &s, Operation *raw) {
+  auto op = cast<LoadOp>(raw);
+  Location loc = op.getLoc();
+  Value offset = byteOffset(s, loc, s.lookup(op.getIndex()), op.getType());
+  s.scalars.map(op.getResult(),
+                kvgpu::GlobalLoadOp::create(s.b, loc, op.getType(),
+                                            s.lookup(op.getPtr()), offset));
+  return success();
+}
+
+LogicalResult lowerStore(TileLowering &s, Operation *raw) {
+  auto op = cast<StoreOp>(raw);
+  Location loc = op.getLoc();
+  Type elt = op.getValue().getType();
+  Value offset = byteOffset(s, loc, s.lookup(op.getIndex()), elt);
+  kvgpu::GlobalStoreOp::create(s.b, loc, s.lookup(op.getValue()),
+                               s.lookup(op.getPtr()), offset);
+  return success();
+}
+
+SmallVector<Value> byteStrides(TileLowering &s, Location loc,
+                               ValueRange strides, Type elt) {
+  SmallVector<Value> out;
+  for (Value st : strides)
+    out.push_back(byteOffset(s, loc, st, elt));
+  return out;
+}
+
+LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
+  auto op = cast<LoadTileOp>(raw);
+  Location loc = op.getLoc();
+  TileType type = op.getResult().getType();
+  Type elt = type.getElementType();
+  TileView v = s.allocate(loc, type);
+  kvgpu::CopyInOp::create(
+      s.b, loc, s.lookup(op.getPtr()),
+      byteOffset(s, loc, s.lookup(op.getOffset()), elt),
+      byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
+                    return s.lookup(v);
+                  }), elt),
+      v.buffer);
+  s.barrier(loc);
+  s.tiles[op.getResult()] = v;
+  return success();
+}
+
+LogicalResult lowerStoreTile(TileLowering &s, Operation *raw) {
+  auto op = cast<StoreTileOp>(raw);
+  Location loc = op.getLoc();
+  TileType type = op.getValue().getType();
+  TileView v = s.materialize(loc, s.view(op.getValue()), type.getElementType());
+  kvgpu::CopyOutOp::create(
+      s.b, loc, v.buffer, s.lookup(op.getPtr()),
+      byteOffset(s, loc, s.lookup(op.getOffset()), type.getElementType()),
+      byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
+                    return s.lookup(v);
+                  }), type.getElementType()));
+  s.barrier(loc);
+  if (v.buffer != s.view(op.getValue()).buffer)
+    s.planner.release(v.bufferId);
+  return success();
+}
+
+/// Byte strides of a row-major field: [rowBytes, elementBytes] or [elementBytes].
+SmallVector<Value> fieldStrides(TileLowering &s, Location loc, TileType t) {
+  int64_t eb = elementBytes(t.getElementType());
+  if (t.getRank() == 2)
+    return {s.i64Constant(loc, t.getDim(1) * eb), s.i64Constant(loc, eb)};
+  return {s.i64Constant(loc, eb)};
+}
+
+Value fieldByteOffset(TileLowering &s, Location loc, Value recordOffset,
+                      RecordField field) {
+  int64_t at = getFieldOffset(s.spec.getLayout(), field);
+  return arith::AddIOp::create(s.b, loc, s.i64(loc, recordOffset),
+                               s.i64Constant(loc, at));
+}
+
+LogicalResult lowerLoadField(TileLowering &s, Operation *raw) {
+  auto op = cast<LoadFieldOp>(raw);
+  Location loc = op.getLoc();
+  TileType type = op.getResult().getType();
+  TileView v = s.allocate(loc, type);
+  kvgpu::CopyInOp::create(
+      s.b, loc, s.lookup(op.getCache()),
+      fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
+      fieldStrides(s, loc, type), v.buffer);
+  s.barrier(loc);
+  s.tiles[op.getResult()] = v;
+  return success();
+}
+
+LogicalResult lowerStoreField(TileLowering &s, Operation *raw) {
+  auto op = cast<StoreFieldOp>(raw);
+  Location loc = op.getLoc();
+  TileType type = op.getValue().getType();
+  TileView v = s.materialize(loc, s.view(op.getValue()), type.getElementType());
+  kvgpu::CopyOutOp::create(
+      s.b, loc, v.buffer, s.lookup(op.getCache()),
+      fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
+      fieldStrides(s, loc, type));
+  s.barrier(loc);
+  if (v.buffer != s.view(op.getValue()).buffer)
+    s.planner.release(v.bufferId);
+  return success();
+}
+
+LogicalResult lowerSplat(TileLowering &s, Operation *raw) {
+  auto op = cast<SplatOp>(raw);
+  TileView v;
+  v.type = op.getResult().getType();
+  v.splat = s.lookup(op.getValue());
+  s.tiles[op.getResult()] = v;
+  return success();
+}
+
+/// A view: reads convert on the fly.
+LogicalResult lowerConvert(TileLowering &s, Operation *raw) {
+  auto op = cast<ConvertOp>(raw);
+  TileView v = s.view(op.getInput());
+  v.type = op.getResult().getType();
+  v.conversions.push_back(v.type.getElementType());
+  s.tiles[op.getResult()] = v;
+  return success();
+}
+
+/// A view: reads swap their indices.
+LogicalResult lowerTranspose(TileLowering &s, Operation *raw) {
+  auto op = cast<TransposeOp>(raw);
+  TileView v = s.view(op.getInput());
+  v.type = op.getResult().getType();
+  for (int &d : v.bufferDims)
+    if (d >= 0)
+      d = 1 - d;
+  s.tiles[op.getResult()] = v;
+  return success();
+}
+
+} // namespace
+
+void kvarn::kvt::registerMemoryOpLowerings(
+    llvm::DenseMap<OperationName, OpLowering> &table, MLIRContext *ctx) {
+  table[OperationName(ProgramIdOp::getOperationName(), ctx)] = lowerProgramId;
+  table[OperationName(NumProgramsOp::getOperationName(), ctx)] = lowerNumPrograms;
+  table[OperationName(LoadOp::getOperationName(), ctx)] = lowerLoad;
+  table[OperationName(StoreOp::getOperationName(), ctx)] = lowerStore;
+  table[OperationName(LoadTileOp::getOperationName(), ctx)] = lowerLoadTile;
+  table[OperationName(StoreTileOp::getOperationName(), ctx)] = lowerStoreTile;
+  table[OperationName(LoadFieldOp::getOperationName(), ctx)] = lowerLoadField;
+  table[OperationName(StoreFieldOp::getOperationName(), ctx)] = lowerStoreField;
+  table[OperationName(SplatOp::getOperationName(), ctx)] = lowerSplat;
+  table[OperationName(ConvertOp::getOperationName(), ctx)] = lowerConvert;
+  table[OperationName(TransposeOp::getOperationName(), ctx)] = lowerTranspose;
+}

@@ -1,0 +1,211 @@
+//===- TileLowering.cpp - views, the shared-memory planner, helpers -------===//
+
+#include "TileLowering.h"
+
+using namespace mlir;
+using namespace kvarn;
+using namespace kvarn::kvt;
+
+//===----------------------------------------------------------------------===//
+// SharedMemoryPlanner
+//===----------------------------------------------------------------------===//
+
+static constexpr int64_t kBufferAlignment = 16; // 16-byte vector accesses
+
+std::pair<int, int64_t> SharedMemoryPlanner::allocate(int64_t bytes) {
+  bytes = llvm::alignTo(bytes, kBufferAlignment);
+  int64_t offset = 0;
+  size_t at = 0;
+  for (; at < live.size(); ++at) { // first gap that fits
+    if (live[at].offset - offset >= bytes)
+      break;
+    offset = live[at].offset + live[at].bytes;
+  }
+  int id = nextId++;
+  live.insert(live.begin() + at, Block{id, offset, bytes});
+  peak = std::max(peak, offset + bytes);
+  return {id, offset};
+}
+
+void SharedMemoryPlanner::release(int id) {
+  llvm::erase_if(live, [&](const Block &b) { return b.id == id; });
+}
+
+//===----------------------------------------------------------------------===//
+// TileLowering
+//===----------------------------------------------------------------------===//
+
+Value TileLowering::allocateScratch(Location loc, ArrayRef<int64_t> shape,
+                                    Type elt, int &id) {
+  MemRefType type = kvgpu::getSharedMemRefType(shape, elt);
+  int64_t bytes = type.getNumElements() * (elt.getIntOrFloatBitWidth() / 8);
+  auto [bufferId, offset] = planner.allocate(bytes);
+  id = bufferId;
+  return kvgpu::SharedBufferOp::create(b, loc, type,
+                                       b.getI64IntegerAttr(offset));
+}
+
+TileView TileLowering::allocate(Location loc, TileType type) {
+  TileView v;
+  v.type = type;
+  v.buffer = allocateScratch(loc, type.getShape(), type.getElementType(),
+                             v.bufferId);
+  for (int i = 0; i < int(type.getRank()); ++i)
+    v.bufferDims.push_back(i);
+  return v;
+}
+
+static Value convertScalar(OpBuilder &b, Location loc, Value v, Type to) {
+  Type from = v.getType();
+  if (from == to)
+    return v;
+  if (isa<FloatType>(from) && isa<FloatType>(to)) {
+    unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
+    if (fw == tw) // f16 <-> bf16 goes through f32
+      return convertScalar(b, loc, convertScalar(b, loc, v, b.getF32Type()),
+                           to);
+    if (fw < tw)
+      return arith::ExtFOp::create(b, loc, to, v);
+    return arith::TruncFOp::create(b, loc, to, v); // round to nearest even
+  }
+  if (from.isInteger(8) && isa<FloatType>(to)) // codes are unsigned
+    return arith::UIToFPOp::create(b, loc, to, v);
+  if (from.isInteger(32) && isa<FloatType>(to))
+    return arith::SIToFPOp::create(b, loc, to, v);
+  llvm_unreachable("conversion rejected by the kvt.convert verifier");
+}
+
+Value TileLowering::read(OpBuilder &at, Location loc, const TileView &v,
+                         ValueRange idx) const {
+  Value x;
+  if (v.splat) {
+    x = v.splat;
+  } else {
+    SmallVector<Value> bufIdx;
+    for (int d : v.bufferDims)
+      bufIdx.push_back(d >= 0 ? idx[d] : arith::ConstantIndexOp::create(at, loc, 0));
+    x = memref::LoadOp::create(at, loc, v.buffer, bufIdx);
+  }
+  for (Type t : v.conversions)
+    x = convertScalar(at, loc, x, t);
+  return x;
+}
+
+static bool isPlainBuffer(const TileView &v, Type elt, bool asRank2) {
+  if (!v.buffer || !v.conversions.empty() ||
+      cast<MemRefType>(v.buffer.getType()).getElementType() != elt)
+    return false;
+  int rank = int(v.type.getRank());
+  SmallVector<int> identity;
+  if (asRank2 && rank == 1)
+    identity.push_back(-1);
+  for (int i = 0; i < rank; ++i)
+    identity.push_back(i);
+  return llvm::ArrayRef<int>(v.bufferDims) == llvm::ArrayRef<int>(identity);
+}
+
+TileView TileLowering::materialize(Location loc, const TileView &v, Type elt,
+                                   bool asRank2) {
+  if (isPlainBuffer(v, elt, asRank2))
+    return v;
+  ArrayRef<int64_t> shape = v.type.getShape();
+  SmallVector<int64_t> bufShape;
+  TileView out;
+  out.type = v.type.cloneWith(elt);
+  if (asRank2 && shape.size() == 1) {
+    bufShape = {1, shape[0]};
+    out.bufferDims = {-1, 0};
+  } else {
+    bufShape.assign(shape.begin(), shape.end());
+    for (int i = 0; i < int(shape.size()); ++i)
+      out.bufferDims.push_back(i);
+  }
+  out.buffer = allocateScratch(loc, bufShape, elt, out.bufferId);
+  foreach(loc, shape, [&](OpBuilder &at, ValueRange idx) {
+    Value x = convertScalar(at, loc, read(at, loc, v, idx), elt);
+    SmallVector<Value> bufIdx;
+    for (int d : out.bufferDims)
+      bufIdx.push_back(d >= 0 ? idx[d] : index(at, loc, 0));
+    memref::StoreOp::create(at, loc, x, out.buffer, bufIdx);
+  });
+  return out;
+}
+
+void TileLowering::barrier(Location loc) { kvgpu::BarrierOp::create(b, loc); }
+
+Value TileLowering::i64(Location loc, Value v) {
+  if (v.getType().isInteger(64))
+    return v;
+  return arith::ExtSIOp::create(b, loc, b.getI64Type(), v);
+}
+
+Value TileLowering::i64Constant(Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 64);
+}
+
+Value TileLowering::f32Constant(OpBuilder &at, Location loc, float v) {
+  return arith::ConstantOp::create(at, loc, at.getF32FloatAttr(v));
+}
+
+Value TileLowering::index(OpBuilder &at, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(at, loc, v);
+}
+
+void TileLowering::foreach(Location loc, ArrayRef<int64_t> shape,
+                           function_ref<void(OpBuilder &, ValueRange)> body) {
+  auto op = kvgpu::ForeachOp::create(b, loc, shape);
+  Block &block = op.getBody().front();
+  OpBuilder at = OpBuilder::atBlockTerminator(&block);
+  body(at, block.getArguments());
+  barrier(loc);
+}
+
+void TileLowering::reduce(
+    Location loc, kvgpu::ReduceKind kind, int64_t rows, int64_t cols, Value out,
+    function_ref<Value(OpBuilder &, Value, Value)> body) {
+  auto op = kvgpu::ReduceOp::create(
+      b, loc, kvgpu::ReduceKindAttr::get(b.getContext(), kind),
+      b.getDenseI64ArrayAttr({rows, cols}), out);
+  Block *block = new Block();
+  block->addArgument(b.getIndexType(), loc);
+  block->addArgument(b.getIndexType(), loc);
+  op.getBody().push_back(block);
+  OpBuilder at = OpBuilder::atBlockEnd(block);
+  Value v = body(at, block->getArgument(0), block->getArgument(1));
+  kvgpu::YieldOp::create(at, loc, ValueRange{v});
+  barrier(loc);
+}
+
+/// exp(x) = 2^(x log2 e) with ex2.approx.f32: relative error about 2^-22.
+Value kvarn::kvt::emitExp(OpBuilder &b, Location loc, Value x) {
+  Value log2e = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.4426950408889634f));
+  Value y = arith::MulFOp::create(b, loc, x, log2e);
+  return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
+                                       b.getStringAttr("llvm.nvvm.ex2.approx.f32"),
+                                       ValueRange{y})
+      .getResult(0);
+}
+
+/// log(x) = log2(x) ln 2 with lg2.approx.f32: absolute error about 2^-22.
+Value kvarn::kvt::emitLog(OpBuilder &b, Location loc, Value x) {
+  Value y = LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
+                                          b.getStringAttr("llvm.nvvm.lg2.approx.f"),
+                                          ValueRange{x})
+                .getResult(0);
+  Value ln2 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.6931471805599453f));
+  return arith::MulFOp::create(b, loc, y, ln2);
+}
+
+Value kvarn::kvt::emitSqrt(OpBuilder &b, Location loc, Value x) {
+  return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
+                                       b.getStringAttr("llvm.nvvm.sqrt.rn.f"),
+                                       ValueRange{x})
+      .getResult(0);
+}
+
+Value kvarn::kvt::emitRoundToInt(OpBuilder &b, Location loc, Value x) {
+  return LLVM::CallIntrinsicOp::create(b, loc, b.getI32Type(),
+                                       b.getStringAttr("llvm.nvvm.f2i.rn"),
+                                       ValueRange{x})
+      .getResult(0);
+}

@@ -1,0 +1,128 @@
+//===- TileLowering.h - state of the kvt -> kvgpu lowering ------*- C++ -*-===//
+//
+// A kvt tile becomes a *view* of a shared-memory buffer: widening or
+// narrowing conversions and transposes only change how the buffer is read,
+// so they cost no shared memory and no copy. Ops that compute new tiles get a
+// fresh buffer from the planner, which reuses the bytes of buffers no longer
+// live. Every op family has its lowering function in its own file.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H
+#define KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H
+
+#include "kvarn/Conversion/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+
+#include "llvm/ADT/DenseMap.h"
+
+namespace kvarn::kvt {
+
+/// How a tile value reads from shared memory (or from a uniform scalar).
+struct TileView {
+  TileType type;            // the logical tile
+  mlir::Value buffer;       // memref in shared memory; null for a splat
+  int bufferId = -1;        // the planner's id of `buffer`
+  /// bufferDims[k]: the logical dimension indexing buffer dimension k, or -1
+  /// for a buffer dimension always indexed by 0.
+  llvm::SmallVector<int> bufferDims;
+  /// Element types a read converts through, after the buffer's own type.
+  llvm::SmallVector<mlir::Type> conversions;
+  mlir::Value splat; // the value of every element when there is no buffer
+};
+
+/// Plans byte offsets in dynamic shared memory with first-fit reuse.
+class SharedMemoryPlanner {
+public:
+  /// A new buffer id and its offset.
+  std::pair<int, int64_t> allocate(int64_t bytes);
+  void release(int id);
+  int64_t peakBytes() const { return peak; }
+
+private:
+  struct Block {
+    int id;
+    int64_t offset, bytes;
+  };
+  llvm::SmallVector<Block> live; // sorted by offset
+  int nextId = 0;
+  int64_t peak = 0;
+};
+
+class TileLowering {
+public:
+  TileLowering(mlir::OpBuilder &builder, SpecAttr spec, int64_t numWarps)
+      : b(builder), spec(spec), numWarps(numWarps) {}
+
+  mlir::OpBuilder &b;
+  SpecAttr spec;
+  int64_t numWarps;
+  mlir::IRMapping scalars;                      // old scalar -> new value
+  llvm::DenseMap<mlir::Value, TileView> tiles;  // old tile -> its view
+  SharedMemoryPlanner planner;
+  /// Buffers still referenced by a live tile, with the position of the last
+  /// op that reads them.
+  llvm::DenseMap<int, int64_t> bufferLastUse;
+
+  mlir::Value lookup(mlir::Value old) const { return scalars.lookup(old); }
+  const TileView &view(mlir::Value oldTile) const {
+    return tiles.find(oldTile)->second;
+  }
+
+  /// A fresh shared buffer of `shape` x `elt`, identity view of `type`.
+  TileView allocate(mlir::Location loc, TileType type);
+  mlir::Value allocateScratch(mlir::Location loc,
+                              llvm::ArrayRef<int64_t> shape, mlir::Type elt,
+                              int &id);
+
+  /// The element at logical `idx` of `v`, converted to the tile's element type.
+  mlir::Value read(mlir::OpBuilder &at, mlir::Location loc, const TileView &v,
+                   mlir::ValueRange idx) const;
+  /// A buffer holding `v` exactly as a row-major tile of `elt` (no copy when
+  /// `v` already is one). `shape2d` forces a rank-2 [rows, last] buffer.
+  TileView materialize(mlir::Location loc, const TileView &v, mlir::Type elt,
+                       bool asRank2 = false);
+
+  void barrier(mlir::Location loc);
+  mlir::Value i64(mlir::Location loc, mlir::Value v);
+  mlir::Value i64Constant(mlir::Location loc, int64_t v);
+  mlir::Value f32Constant(mlir::OpBuilder &at, mlir::Location loc, float v);
+  mlir::Value index(mlir::OpBuilder &at, mlir::Location loc, int64_t v);
+
+  /// `foreach shape (...) { body }` followed by a barrier.
+  void foreach(mlir::Location loc, llvm::ArrayRef<int64_t> shape,
+               llvm::function_ref<void(mlir::OpBuilder &, mlir::ValueRange)> body);
+  /// `reduce kind [rows, cols] into out { body }` followed by a barrier.
+  void reduce(mlir::Location loc, kvgpu::ReduceKind kind, int64_t rows,
+              int64_t cols, mlir::Value out,
+              llvm::function_ref<mlir::Value(mlir::OpBuilder &, mlir::Value,
+                                             mlir::Value)> body);
+};
+
+/// Lowers one kvt op; failure after emitting a diagnostic.
+using OpLowering = mlir::LogicalResult (*)(TileLowering &, mlir::Operation *);
+
+void registerMemoryOpLowerings(
+    llvm::DenseMap<mlir::OperationName, OpLowering> &table,
+    mlir::MLIRContext *ctx);
+void registerPrimitiveOpLowerings(
+    llvm::DenseMap<mlir::OperationName, OpLowering> &table,
+    mlir::MLIRContext *ctx);
+void registerAttendOpLowerings(
+    llvm::DenseMap<mlir::OperationName, OpLowering> &table,
+    mlir::MLIRContext *ctx);
+
+/// f32 fast approximations (one PTX instruction each), used where the
+/// reference calls expf/logf: no libdevice is needed at run time.
+mlir::Value emitExp(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+mlir::Value emitLog(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+/// sqrt.rn.f32 (correctly rounded) and cvt.rni.s32.f32 (half to even),
+/// called as NVVM intrinsics because convert-gpu-to-nvvm would turn the
+/// generic math ops into libdevice calls.
+mlir::Value emitSqrt(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+mlir::Value emitRoundToInt(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
+
+} // namespace kvarn::kvt
+
+#endif // KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H

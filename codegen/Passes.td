@@ -1,0 +1,62 @@
+//===- Passes.td - kvarn's conversion passes ----------------*- tablegen -*-===//
+#ifndef KVARN_CONVERSION_PASSES_TD
+#define KVARN_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
+  let summary = "Distribute kvt kernels over a CTA as kvgpu ops in a gpu.module";
+  let description = [{
+    Every `func.func` marked `kvt.kernel` becomes a `gpu.func` kernel in the
+    `gpu.module @kvarn_kernels`. Its `!kvt.ptr` arguments become `!llvm.ptr<1>`
+    and two trailing `!llvm.ptr<1>` arguments (global and profile scratch,
+    Triton's convention) are appended. Tiles are placed in dynamic shared
+    memory (`kvgpu.shared_buffer`) by a liveness-based planner; widening
+    conversions and transposes are views, not copies. The kernel gets
+    `kvgpu.num_warps` and `kvgpu.shared_bytes`.
+  }];
+  let dependentDialects = [
+    "::kvarn::kvgpu::KVGPUDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect"
+  ];
+  let options = [
+    Option<"numWarps", "num-warps", "int", /*default=*/"0",
+           "Warps per CTA; 0 picks from the largest tile">
+  ];
+}
+
+def ConvertKVGPUToNVVM : Pass<"convert-kvgpu-to-nvvm", "mlir::gpu::GPUModuleOp"> {
+  let summary = "Lower kvgpu collective ops to gpu, scf, arith, memref and llvm";
+  let description = [{
+    Expands each collective kvgpu op into thread- or warp-strided loops
+    (`gpu.thread_id`, `gpu.shuffle`, `gpu.barrier`), shared-memory accesses
+    through `memref` views of `gpu.dynamic_shared_memory`, and global
+    accesses through `llvm.getelementptr`/`llvm.load`/`llvm.store` with
+    16-byte vector accesses where alignment allows. The upstream
+    `convert-gpu-to-nvvm` finishes the job.
+  }];
+  let dependentDialects = [
+    "::mlir::gpu::GPUDialect", "::mlir::LLVM::LLVMDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+    "::mlir::arith::ArithDialect", "::mlir::vector::VectorDialect",
+    "::mlir::NVVM::NVVMDialect"
+  ];
+}
+
+def ExternDynamicSharedMemory
+    : Pass<"kvarn-extern-dynamic-shared-memory", "mlir::gpu::GPUModuleOp"> {
+  let summary = "Give the dynamic shared memory symbol external linkage";
+  let description = [{
+    `convert-gpu-to-nvvm` declares dynamic shared memory as an internal
+    zero-length array in address space 3. LLVM's NVPTX printer demotes such
+    an internal global used by one kernel to a 1-byte *static* `.shared`
+    variable, which breaks every access past its first byte. With external
+    linkage it prints `.extern .shared .align 16 .b8 name[];`, the dynamic
+    shared memory the launch provides.
+  }];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
+}
+
+#endif // KVARN_CONVERSION_PASSES_TD

@@ -1,0 +1,166 @@
+//===- Pipeline.cpp - from kvt to PTX -------------------------------------===//
+
+#include "kvarn/Codegen/Pipeline.h"
+#include "kvarn/Conversion/Passes.h"
+#include "kvarn/Support/Error.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
+
+#include "llvm/IR/Module.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace kvarn;
+
+/// kvgpu (in the gpu.module) down to the NVVM and LLVM dialects.
+static void addKVGPUToNVVMPasses(OpPassManager &pm) {
+  OpPassManager &gpuPm = pm.nest<gpu::GPUModuleOp>();
+  gpuPm.addPass(createConvertKVGPUToNVVM());
+  gpuPm.addPass(createCanonicalizerPass());
+  gpuPm.addPass(createCSEPass());
+  gpuPm.addPass(createSCFToControlFlowPass());
+  ConvertGpuOpsToNVVMOpsOptions nvvmOptions;
+  nvvmOptions.indexBitwidth = 32; // tile indices are small; saves registers
+  gpuPm.addPass(createConvertGpuOpsToNVVMOps(nvvmOptions));
+  gpuPm.addPass(createExternDynamicSharedMemory());
+  gpuPm.addPass(createCanonicalizerPass());
+  gpuPm.addPass(createCSEPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,
+                                   const CompileOptions &opts) {
+  ConvertKVTileToKVGPUOptions tileOptions;
+  tileOptions.numWarps = opts.numWarps;
+  pm.addPass(createConvertKVTileToKVGPU(tileOptions));
+  pm.addPass(createCanonicalizerPass());
+  addKVGPUToNVVMPasses(pm);
+}
+
+namespace {
+/// Collects every diagnostic of a compilation into one message.
+struct DiagnosticCollector {
+  std::string text;
+  ScopedDiagnosticHandler handler;
+  explicit DiagnosticCollector(MLIRContext *ctx)
+      : handler(ctx, [this](Diagnostic &diag) {
+          if (diag.getSeverity() != DiagnosticSeverity::Error)
+            return success();
+          llvm::raw_string_ostream os(text);
+          if (!text.empty())
+            os << "\n";
+          os << diag.getLocation() << ": " << diag;
+          for (Diagnostic &note : diag.getNotes())
+            os << "\n  note: " << note.getLocation() << ": " << note;
+          return success();
+        }) {}
+};
+
+std::string printOp(Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  op->print(os);
+  return s;
+}
+
+llvm::Error runPasses(ModuleOp module,
+                      function_ref<void(OpPassManager &)> populate,
+                      const CompileOptions &opts, DiagnosticCollector &diags,
+                      llvm::StringRef stage) {
+  PassManager runner(module.getContext());
+  populate(runner);
+  if (opts.printIRAfterAll) {
+    module.getContext()->disableMultithreading();
+    runner.enableIRPrinting();
+  }
+  if (opts.timing)
+    runner.enableTiming();
+  if (failed(runner.run(module)))
+    return makeError(KVARN_ERROR_COMPILE, "compiling to {0} failed: {1}", stage,
+                     diags.text.empty() ? "(no diagnostic)" : diags.text);
+  if (opts.onStage)
+    opts.onStage(stage, printOp(module));
+  return llvm::Error::success();
+}
+} // namespace
+
+llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
+                                                   const CompileOptions &opts) {
+  Target target = opts.target;
+  if (llvm::Error err = validateTarget(target))
+    return std::move(err);
+  MLIRContext *ctx = module.getContext();
+  DiagnosticCollector diags(ctx);
+  if (opts.onStage)
+    opts.onStage("kvt", printOp(module));
+
+  // kvt -> kvgpu, then kvgpu -> NVVM, so each stage can be dumped.
+  if (llvm::Error err = runPasses(
+          module,
+          [&](OpPassManager &pm) {
+            ConvertKVTileToKVGPUOptions tileOptions;
+            tileOptions.numWarps = opts.numWarps;
+            pm.addPass(createConvertKVTileToKVGPU(tileOptions));
+            pm.addPass(createCanonicalizerPass());
+          },
+          opts, diags, "kvgpu"))
+    return std::move(err);
+
+  CompiledModule result;
+  module.walk([&](gpu::GPUFuncOp func) {
+    if (!func.isKernel())
+      return;
+    CompiledKernel k;
+    k.name = func.getName().str();
+    if (auto w = func->getAttrOfType<IntegerAttr>(kvgpu::kNumWarpsAttrName))
+      k.numWarps = int(w.getInt());
+    if (auto s = func->getAttrOfType<IntegerAttr>(kvgpu::kSharedBytesAttrName))
+      k.sharedBytes = s.getInt();
+    k.numArgs = int(func.getNumArguments());
+    result.kernels.push_back(k);
+  });
+
+  if (llvm::Error err = runPasses(
+          module, [&](OpPassManager &pm) { addKVGPUToNVVMPasses(pm); }, opts,
+          diags, "nvvm"))
+    return std::move(err);
+
+  // LLVM's NVPTX backend, in process, to PTX.
+  auto nvvmTarget = NVVM::NVVMTargetAttr::get(
+      ctx, /*optLevel=*/3, "nvptx64-nvidia-cuda", target.chip,
+      target.features());
+  module.walk([&](gpu::GPUModuleOp gpuModule) {
+    gpuModule.setTargetsAttr(ArrayAttr::get(ctx, {nvvmTarget}));
+  });
+  std::string llvmIR, ptx;
+  auto captureIR = [&](llvm::Module &m) {
+    llvmIR.clear();
+    llvm::raw_string_ostream os(llvmIR);
+    m.print(os, nullptr);
+  };
+  auto capturePTX = [&](llvm::StringRef isa) { ptx = isa.str(); };
+  gpu::TargetOptions targetOptions(
+      /*toolkitPath=*/"", /*librariesToLink=*/{}, /*cmdOptions=*/"",
+      /*elfSection=*/"", gpu::CompilationTarget::Assembly,
+      /*getSymbolTableCallback=*/{}, /*initialLlvmIRCallback=*/{},
+      /*linkedLlvmIRCallback=*/{}, captureIR, capturePTX);
+  if (failed(gpu::transformGpuModulesToBinaries(module, nullptr,
+                                                targetOptions)))
+    return makeError(KVARN_ERROR_COMPILE, "LLVM NVPTX code generation failed: "
+                                          "{0}",
+                     diags.text.empty() ? "(no diagnostic)" : diags.text);
+  if (ptx.empty())
+    return makeError(KVARN_ERROR_COMPILE, "LLVM produced no PTX");
+  result.llvmIR = std::move(llvmIR);
+  result.ptx = std::move(ptx);
+  if (opts.onStage) {
+    opts.onStage("llir", result.llvmIR);
+    opts.onStage("ptx", result.ptx);
+  }
+  return result;
+}

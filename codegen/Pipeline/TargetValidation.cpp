@@ -1,0 +1,56 @@
+//===- TargetValidation.cpp - chip / PTX version pairs --------------------===//
+//
+// LLVM's NVPTX backend aborts the process on a chip / PTX ISA pair it cannot
+// emit; every target is checked here first.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/Codegen/Pipeline.h"
+#include "kvarn/Support/Error.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+using namespace kvarn;
+
+namespace {
+struct ChipInfo {
+  const char *chip;
+  int minPtx; // the first PTX ISA version that knows the chip
+};
+// From the PTX ISA release notes, as LLVM 22's NVPTX backend encodes them.
+constexpr ChipInfo kChips[] = {
+    {"sm_80", 70},  {"sm_86", 71},   {"sm_87", 74},   {"sm_89", 78},
+    {"sm_90", 78},  {"sm_90a", 80},  {"sm_100", 86},  {"sm_100a", 86},
+    {"sm_120", 87}, {"sm_120a", 87},
+};
+constexpr int kMaxPtx = 90;     // LLVM 22 emits up to PTX ISA 9.0
+constexpr int kDefaultPtx = 78; // CUDA 11.8 drivers and newer load it
+} // namespace
+
+std::vector<std::string> kvarn::supportedChips() {
+  std::vector<std::string> chips;
+  for (const ChipInfo &c : kChips)
+    chips.push_back(c.chip);
+  return chips;
+}
+
+llvm::Error kvarn::validateTarget(Target &target) {
+  const ChipInfo *info = nullptr;
+  for (const ChipInfo &c : kChips)
+    if (target.chip == c.chip)
+      info = &c;
+  if (!info)
+    return makeError(KVARN_ERROR_UNSUPPORTED_TARGET,
+                     "unsupported GPU architecture '{0}' (supported: {1})",
+                     target.chip, llvm::join(supportedChips(), ", "));
+  if (target.ptxVersion == 0)
+    target.ptxVersion = std::max(info->minPtx, kDefaultPtx);
+  if (target.ptxVersion < info->minPtx || target.ptxVersion > kMaxPtx)
+    return makeError(KVARN_ERROR_UNSUPPORTED_TARGET,
+                     "PTX ISA {0}.{1} cannot target {2}: it needs {3}.{4} to "
+                     "{5}.{6}",
+                     target.ptxVersion / 10, target.ptxVersion % 10,
+                     target.chip, info->minPtx / 10, info->minPtx % 10,
+                     kMaxPtx / 10, kMaxPtx % 10);
+  return llvm::Error::success();
+}

@@ -1,0 +1,275 @@
+//===- KVGPU.td - the kvgpu dialect -------------------------*- tablegen -*-===//
+//
+// The work of a kvt tile op distributed over one CTA: shared-memory tile
+// buffers, cooperative copies between global and shared memory, thread- and
+// warp-distributed loops and reductions, Walsh-Hadamard butterflies and
+// low-bit packing. Everything here is executed by all threads of the CTA
+// together; an op that writes shared memory is followed by kvgpu.barrier
+// before anything reads it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_DIALECT_KVGPU_TD
+#define KVARN_DIALECT_KVGPU_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/EnumAttr.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+def KVGPU_Dialect : Dialect {
+  let name = "kvgpu";
+  let cppNamespace = "::kvarn::kvgpu";
+  let summary = "KVarN tile work distributed over a CTA";
+  let description = [{
+    `kvgpu` sits between the tile-level `kvt` dialect and upstream
+    `gpu`/`nvvm`/`llvm`. Tiles live in shared memory (`kvgpu.shared_buffer`,
+    views into the kernel's dynamic shared memory at offsets planned by
+    `convert-kvt-to-kvgpu`). Global memory is addressed through
+    `!llvm.ptr<1>` kernel arguments with byte offsets and byte strides.
+    Ops are collective: every thread of the CTA executes them; each
+    distributes its elements over the threads (`foreach`), over warps with
+    shuffle reductions (`reduce`, `warp_reduce`), or over butterflies
+    (`fwht`). `convert-kvgpu-to-nvvm` lowers them to `gpu`, `scf`, `arith`,
+    `memref` and `llvm` ops.
+  }];
+  let useDefaultAttributePrinterParser = 1;
+}
+
+class KVGPU_Op<string mnemonic, list<Trait> traits = []>
+    : Op<KVGPU_Dialect, mnemonic, traits>;
+
+def KVGPU_SharedMemRef : Type<
+    And<[IsMemRefTypePred,
+         CPred<"::kvarn::kvgpu::isSharedMemRef($_self)">]>,
+    "statically shaped memref in workgroup (shared) memory",
+    "::mlir::MemRefType">;
+
+def KVGPU_GlobalPtr : Type<
+    CPred<"::kvarn::kvgpu::isGlobalPointer($_self)">, "!llvm.ptr<1>",
+    "::mlir::LLVM::LLVMPointerType">,
+  BuildableType<"::mlir::LLVM::LLVMPointerType::get($_builder.getContext(), 1)">;
+
+def KVGPU_ReduceKind : I32EnumAttr<"ReduceKind", "a reduction", [
+    I32EnumAttrCase<"Add", 0, "add">,
+    I32EnumAttrCase<"Max", 1, "max">,
+    I32EnumAttrCase<"Min", 2, "min">]> {
+  let cppNamespace = "::kvarn::kvgpu";
+  let genSpecializedAttr = 0;
+}
+def KVGPU_ReduceKindAttr : EnumAttr<KVGPU_Dialect, KVGPU_ReduceKind, "reduce_kind"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
+//===----------------------------------------------------------------------===//
+// Shared memory and synchronization
+//===----------------------------------------------------------------------===//
+
+def KVGPU_SharedBufferOp : KVGPU_Op<"shared_buffer", [Pure]> {
+  let summary = "a tile buffer at a byte offset of the dynamic shared memory";
+  let description = [{
+    ```mlir
+    %k = kvgpu.shared_buffer 0 : memref<128x128xf16, #gpu.address_space<workgroup>>
+    ```
+    The offset is planned by the tile lowering; buffers whose lifetimes do
+    not overlap share bytes. The enclosing kernel's `kvgpu.shared_bytes`
+    attribute covers every buffer.
+  }];
+  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$offset);
+  let results = (outs KVGPU_SharedMemRef:$buffer);
+  let assemblyFormat = "$offset attr-dict `:` type($buffer)";
+  let hasVerifier = 1;
+}
+
+def KVGPU_BarrierOp : KVGPU_Op<"barrier"> {
+  let summary = "wait for every thread of the CTA (bar.sync 0)";
+  let assemblyFormat = "attr-dict";
+}
+
+//===----------------------------------------------------------------------===//
+// Global memory
+//===----------------------------------------------------------------------===//
+
+def KVGPU_GlobalLoadOp : KVGPU_Op<"global_load"> {
+  let summary = "every thread loads the same scalar from global memory";
+  let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$ptr, I64:$byteOffset);
+  let results = (outs AnyTypeOf<[F16, BF16, F32, I8, I32, I64]>:$result);
+  let assemblyFormat = "$ptr `[` $byteOffset `]` attr-dict `:` type($result)";
+}
+
+def KVGPU_GlobalStoreOp : KVGPU_Op<"global_store"> {
+  let summary = "thread 0 stores a scalar to global memory";
+  let arguments = (ins AnyTypeOf<[F16, BF16, F32, I8, I32, I64]>:$value,
+                       Arg<KVGPU_GlobalPtr, "", [MemWrite]>:$ptr, I64:$byteOffset);
+  let assemblyFormat = "$value `,` $ptr `[` $byteOffset `]` attr-dict `:` type($value)";
+}
+
+def KVGPU_CopyInOp : KVGPU_Op<"copy_in"> {
+  let summary = "cooperative strided copy from global to shared memory";
+  let description = [{
+    `dst[i, j] = *(T *)(src + byteOffset + i * byteStrides[0] + j * byteStrides[1])`.
+    When the innermost byte stride is the element size (a constant), each
+    thread moves `vector` contiguous elements per access (16-byte loads for
+    f16 x 8).
+  }];
+  let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$src, I64:$byteOffset,
+                       Variadic<I64>:$byteStrides,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$dst);
+  let assemblyFormat = [{
+    $src `[` $byteOffset `]` `strides` `(` $byteStrides `)` `to` $dst attr-dict `:` type($dst)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_CopyOutOp : KVGPU_Op<"copy_out"> {
+  let summary = "cooperative strided copy from shared to global memory";
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$src,
+                       Arg<KVGPU_GlobalPtr, "", [MemWrite]>:$dst, I64:$byteOffset,
+                       Variadic<I64>:$byteStrides);
+  let assemblyFormat = [{
+    $src `to` $dst `[` $byteOffset `]` `strides` `(` $byteStrides `)` attr-dict `:` type($src)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Distributed loops
+//===----------------------------------------------------------------------===//
+
+def KVGPU_YieldOp : KVGPU_Op<"yield", [Pure, Terminator,
+    ParentOneOf<["ForeachOp", "ReduceOp"]>]> {
+  let summary = "terminates the body of foreach (no values) or reduce (one)";
+  let arguments = (ins Variadic<AnyType>:$values);
+  let builders = [OpBuilder<(ins), [{ build($_builder, $_state, ::mlir::ValueRange()); }]>];
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+def KVGPU_ForeachOp : KVGPU_Op<"foreach", [
+    SingleBlockImplicitTerminator<"YieldOp">]> {
+  let summary = "run the body once per point of a static index space, over all threads";
+  let description = [{
+    Point `p` (row-major linear index) of `shape` runs on thread
+    `p mod threads`, so consecutive threads take consecutive points. The body
+    receives one `index` per dimension and may read and write shared memory
+    and registers; it must not assume any order between points.
+
+    ```mlir
+    kvgpu.foreach [128, 64] (%r, %c) {
+      ...
+    }
+    ```
+  }];
+  let arguments = (ins DenseI64ArrayAttr:$shape);
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let skipDefaultBuilders = 1;
+  let builders = [
+    OpBuilder<(ins "llvm::ArrayRef<int64_t>":$shape)>
+  ];
+}
+
+def KVGPU_ReduceOp : KVGPU_Op<"reduce", [
+    SingleBlockImplicitTerminator<"YieldOp">]> {
+  let summary = "reduce a computed f32 over the last dimension, one result per row";
+  let description = [{
+    `out[r] = kind_{c < C} body(r, c)` for a `[R, C]` index space. Each row is
+    reduced by one warp: its lanes stride over `c` and combine with a
+    shuffle tree (`kvgpu.warp_reduce`); lane 0 writes the row's result. To
+    reduce over rows instead, the body reads its operands transposed.
+
+    ```mlir
+    kvgpu.reduce <add> [128, 64] (%r, %c) into %sums : memref<128xf32, 3> {
+      %x = memref.load %tile[%r, %c] : memref<128x64xf32, 3>
+      kvgpu.yield %x : f32
+    }
+    ```
+  }];
+  let arguments = (ins KVGPU_ReduceKindAttr:$kind, DenseI64ArrayAttr:$shape,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$out);
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+}
+
+def KVGPU_WarpReduceOp : KVGPU_Op<"warp_reduce", [Pure, SameOperandsAndResultType]> {
+  let summary = "combine one f32 per lane over the warp (butterfly shuffles)";
+  let description = [{
+    Every lane gets the reduction of all 32 lanes' values
+    (`shfl.sync.bfly` with offsets 16, 8, 4, 2, 1).
+  }];
+  let arguments = (ins KVGPU_ReduceKindAttr:$kind, F32:$value);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$kind $value attr-dict `:` type($value)";
+}
+
+//===----------------------------------------------------------------------===//
+// KVarN building blocks
+//===----------------------------------------------------------------------===//
+
+def KVGPU_FWHTOp : KVGPU_Op<"fwht"> {
+  let summary = "in-place unnormalized Walsh-Hadamard transform of row chunks";
+  let description = [{
+    For every row of the `[R, D]` f32 buffer and each of the `count`
+    contiguous chunks of `length` channels starting at channel `start`
+    (`length` a power of two), applies the Sylvester butterflies
+    `(a, b) -> (a + b, a - b)` for strides 1, 2, ..., length/2, with a
+    barrier between stages, and multiplies the chunk by `scale`.
+    A Sylvester rotation of order D is one chunk of D scaled by 1/sqrt(D);
+    a Kronecker rotation starts with D/s chunks of s; a block-diagonal one is
+    one op per block.
+
+    ```mlir
+    kvgpu.fwht %buf chunks 1 x 128 at 0 scale 0.0883883461 : memref<1x128xf32, 3>
+    ```
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$buffer,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$count,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$length,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$start,
+                       F32Attr:$scale);
+  let assemblyFormat = [{
+    $buffer `chunks` $count `x` $length `at` $start `scale` $scale attr-dict `:` type($buffer)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_DenseMixOp : KVGPU_Op<"dense_mix"> {
+  let summary = "mix the m chunks of every row with a ±1 matrix";
+  let description = [{
+    For `[R, D]` buffers with D = m * s and a ±1 matrix A of order m:
+    `out[r, b*s + i] = scale * sum_a A[a, b] * in[r, a*s + i]` (with
+    `transpose`, `A[b, a]`). Together with `kvgpu.fwht` of length s this is
+    the Kronecker rotation (A kron S_s) / sqrt(D).
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$input,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$output,
+                       DenseI8ArrayAttr:$matrix, UnitAttr:$transpose, F32Attr:$scale);
+  let assemblyFormat = [{
+    $input `to` $output (`transpose` $transpose^)? `scale` $scale `matrix` $matrix attr-dict
+    `:` type($input) `,` type($output)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_PackBitsOp : KVGPU_Op<"pack_bits"> {
+  let summary = "pack every row's codes, low bits first";
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$packed,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+  let assemblyFormat = "$codes `to` $packed `bits` $bits attr-dict `:` type($codes) `,` type($packed)";
+  let hasVerifier = 1;
+}
+
+def KVGPU_UnpackBitsOp : KVGPU_Op<"unpack_bits"> {
+  let summary = "unpack every row's codes (the inverse of pack_bits)";
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$packed,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$codes,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+  let assemblyFormat = "$packed `to` $codes `bits` $bits attr-dict `:` type($packed) `,` type($codes)";
+  let hasVerifier = 1;
+}
+
+#endif // KVARN_DIALECT_KVGPU_TD

@@ -1,0 +1,71 @@
+//===- Pipeline.h - from kvt to PTX -----------------------------*- C++ -*-===//
+//
+// The compiler's one entry point: a kvt module in, PTX (and the LLVM IR it
+// came from, and the IR after every stage on request) out. MLIR types appear
+// only as forward declarations so the runtime can include this.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_CODEGEN_PIPELINE_H
+#define KVARN_CODEGEN_PIPELINE_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class ModuleOp;
+class OpPassManager;
+} // namespace mlir
+
+namespace kvarn {
+
+/// A chip and the PTX ISA version to emit for it.
+struct Target {
+  std::string chip = "sm_90"; // sm_80, sm_86, sm_89, sm_90, sm_90a, ...
+  int ptxVersion = 0;         // e.g. 80 for PTX ISA 8.0; 0: the chip's default
+  std::string features() const { return "+ptx" + std::to_string(ptxVersion); }
+};
+
+/// Checks the chip and fills in / checks the PTX version, so LLVM never sees
+/// a pair it would abort on. The highest PTX version LLVM 22 emits is 9.0.
+llvm::Error validateTarget(Target &target);
+
+/// The chips kvarn emits code for.
+std::vector<std::string> supportedChips();
+
+struct CompileOptions {
+  Target target;
+  int numWarps = 0; // 0: chosen per kernel from its largest tile
+  /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
+  /// "nvvm", "llir", "ptx".
+  std::function<void(llvm::StringRef, llvm::StringRef)> onStage;
+  bool printIRAfterAll = false; // upstream -mlir-print-ir-after-all, to stderr
+  bool timing = false;          // pass timing report, to stderr
+};
+
+struct CompiledKernel {
+  std::string name;
+  int numWarps = 0;
+  int64_t sharedBytes = 0; // dynamic shared memory to launch with
+  int numArgs = 0;         // parameters including the two scratch pointers
+};
+
+struct CompiledModule {
+  std::string llvmIR;
+  std::string ptx;
+  std::vector<CompiledKernel> kernels;
+};
+
+/// The pass pipeline from kvt to the NVVM/LLVM dialects.
+void buildKvtToNVVMPipeline(mlir::OpPassManager &pm, const CompileOptions &opts);
+
+/// Lowers `module` (kvt kernels) in place and serializes it to PTX.
+llvm::Expected<CompiledModule> compileToPTX(mlir::ModuleOp module,
+                                            const CompileOptions &opts);
+
+} // namespace kvarn
+
+#endif // KVARN_CODEGEN_PIPELINE_H
