@@ -47,6 +47,7 @@ Stream::~Stream() {
 }
 
 llvm::Error Stream::synchronize() const {
+  KVARN_ENTER_CONTEXT(*ctx);
   return KVARN_CUDA_CHECK(ctx->driver(), cuStreamSynchronize, stream);
 }
 
@@ -86,11 +87,13 @@ llvm::Error Event::record(CUstream stream) const {
 }
 
 llvm::Error Event::synchronize() const {
+  KVARN_ENTER_CONTEXT(*ctx);
   return KVARN_CUDA_CHECK(ctx->driver(), cuEventSynchronize, event);
 }
 
 llvm::Expected<float> Event::elapsedMilliseconds(const Event &start,
                                                  const Event &end) {
+  KVARN_ENTER_CONTEXT(*start.ctx);
   float ms = 0;
   if (llvm::Error err = KVARN_CUDA_CHECK(start.ctx->driver(),
                                          cuEventElapsedTime, &ms, start.event,

@@ -31,7 +31,16 @@ if [ ! -f "$tarball" ]; then
   exit 1
 fi
 rm -rf "$work" && mkdir -p "$work"
-if ! xz -dc "$tarball" | tar -xf - -C "$work"; then
+# Python's lzma where the image has no xz binary.
+unpack() {
+  if command -v xz >/dev/null; then
+    xz -dc "$tarball" | tar -xf - -C "$work"
+  else
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+      "$tarball" "$work"
+  fi
+}
+if ! unpack; then
   say "run-on-device: cannot unpack $tarball"
   exit 1
 fi
@@ -49,6 +58,10 @@ else
   full_golden=0
 fi
 kv=$KVARN_DEVICE_ROOT
+# Where nvidia-smi sees a GPU, GPU tests must run: a skip there is a failure.
+if nvidia-smi -L >/dev/null 2>&1; then
+  export KVARN_REQUIRE_GPU=1
+fi
 
 results=()
 failures=0
