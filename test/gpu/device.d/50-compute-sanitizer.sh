@@ -8,6 +8,9 @@ if [ ! -x "$sanitizer" ]; then
   echo "no compute-sanitizer on this machine: skipped"
   exit 77
 fi
+# Only tests whose every driver call should succeed: memcheck counts a failed
+# API call (the negative tests' cuModuleGetFunction of a missing kernel, say)
+# as an error, as it did on the H100.
 "$sanitizer" --tool memcheck --error-exitcode 1 \
   "$KVARN_DEVICE_ROOT/tests/gpu/KVarnGpuTests" --gtest_brief=1 \
-  --gtest_filter='Gpu.DeviceQuery:Gpu.MemcpyRoundTrip:Gpu.Memset:Gpu.TwoStreamsAtOnce:Gpu.DriverLinkerMakesALoadableCubin'
+  --gtest_filter='Gpu.DeviceQuery:Gpu.MemcpyRoundTrip:Gpu.Memset:Gpu.TwoStreamsAtOnce:Gpu.WorksFromAnotherThreadAndLeavesItsContextAlone'
