@@ -2,6 +2,8 @@
 
 #include "kvarn/Runtime/Context.h"
 
+#include "Internal.h"
+
 using namespace kvarn;
 using namespace kvarn::cuda;
 
@@ -119,16 +121,12 @@ void Context::release() {
 }
 
 llvm::Error Context::synchronize() const {
-  llvm::Expected<ScopedContext> scope = enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(*this);
   return KVARN_CUDA_CHECK(*drv, cuCtxSynchronize);
 }
 
 llvm::Expected<Context::MemoryInfo> Context::memoryInfo() const {
-  llvm::Expected<ScopedContext> scope = enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(*this);
   size_t freeBytes = 0, totalBytes = 0;
   if (llvm::Error err =
           KVARN_CUDA_CHECK(*drv, cuMemGetInfo, &freeBytes, &totalBytes))

@@ -2,16 +2,13 @@
 
 #include "kvarn/Runtime/Memory.h"
 
+#include "Internal.h"
+
 #include <utility>
 
 using namespace kvarn;
 using namespace kvarn::cuda;
 
-/// Enters `ctx` for the rest of the enclosing function, or returns its error.
-#define KVARN_ENTER_CONTEXT(ctx)                                               \
-  llvm::Expected<ScopedContext> scopedContext = (ctx).enter();                 \
-  if (!scopedContext)                                                          \
-    return scopedContext.takeError();
 
 // Move assignment swaps, so the moved-from object releases what this one
 // held when it is destroyed.
@@ -39,10 +36,7 @@ Stream &Stream::operator=(Stream &&other) noexcept {
 Stream::~Stream() {
   if (!stream)
     return;
-  if (llvm::Expected<ScopedContext> scope = ctx->enter())
-    (void)ctx->driver().api().cuStreamDestroy(stream);
-  else
-    llvm::consumeError(scope.takeError());
+  releaseInContext(*ctx, ctx->driver().api().cuStreamDestroy, stream);
   stream = nullptr;
 }
 
@@ -74,10 +68,7 @@ Event &Event::operator=(Event &&other) noexcept {
 Event::~Event() {
   if (!event)
     return;
-  if (llvm::Expected<ScopedContext> scope = ctx->enter())
-    (void)ctx->driver().api().cuEventDestroy(event);
-  else
-    llvm::consumeError(scope.takeError());
+  releaseInContext(*ctx, ctx->driver().api().cuEventDestroy, event);
   event = nullptr;
 }
 
@@ -133,10 +124,7 @@ DeviceBuffer &DeviceBuffer::operator=(DeviceBuffer &&other) noexcept {
 DeviceBuffer::~DeviceBuffer() {
   if (!pointer)
     return;
-  if (llvm::Expected<ScopedContext> scope = ctx->enter())
-    (void)ctx->driver().api().cuMemFree(pointer);
-  else
-    llvm::consumeError(scope.takeError());
+  releaseInContext(*ctx, ctx->driver().api().cuMemFree, pointer);
   pointer = 0;
 }
 

@@ -2,6 +2,8 @@
 
 #include "kvarn/Runtime/Module.h"
 
+#include "Internal.h"
+
 #include <utility>
 #include <vector>
 
@@ -12,35 +14,18 @@ using namespace kvarn::cuda;
 // Module
 //===----------------------------------------------------------------------===//
 
-/// A JIT log buffer as the driver fills it: NUL-terminated text.
-static std::string jitLogText(const std::vector<char> &buffer) {
-  return llvm::StringRef(buffer.data(), strnlen(buffer.data(), buffer.size()))
-      .trim()
-      .str();
-}
-
 llvm::Expected<Module> Module::loadPtx(const Context &context,
                                        llvm::StringRef ptx) {
-  llvm::Expected<ScopedContext> scope = context.enter();
-  if (!scope)
-    return scope.takeError();
-  constexpr size_t kLogBytes = 64 * 1024;
-  std::vector<char> errorLog(kLogBytes, '\0');
-  CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER,
-                            CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *values[] = {errorLog.data(), reinterpret_cast<void *>(kLogBytes)};
+  KVARN_ENTER_CONTEXT(context);
+  JitLogs logs(/*verbose=*/false);
   std::string text = ptx.str(); // the driver reads up to the NUL
-
   Module m;
   m.ctx = &context;
-  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadDataEx,
-                                         &m.module, text.c_str(),
-                                         std::size(options), options, values)) {
-    std::string log = jitLogText(errorLog);
-    return withContext(std::move(err),
-                       "JIT for " + context.info().arch() +
-                           (log.empty() ? "" : "; JIT error log: " + log));
-  }
+  if (llvm::Error err = KVARN_CUDA_CHECK(
+          context.driver(), cuModuleLoadDataEx, &m.module, text.c_str(),
+          logs.count(), logs.optionArray(), logs.valueArray()))
+    return withContext(std::move(err), "JIT for " + context.info().arch() +
+                                           logs.forMessage());
   return std::move(m);
 }
 
@@ -49,9 +34,7 @@ llvm::Expected<Module> Module::loadCubin(const Context &context,
   if (image.empty())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "Module::loadCubin: the image is empty");
-  llvm::Expected<ScopedContext> scope = context.enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(context);
   Module m;
   m.ctx = &context;
   if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadData,
@@ -71,19 +54,14 @@ Module &Module::operator=(Module &&other) noexcept {
 Module::~Module() {
   if (!module)
     return;
-  if (llvm::Expected<ScopedContext> scope = ctx->enter())
-    (void)ctx->driver().api().cuModuleUnload(module);
-  else
-    llvm::consumeError(scope.takeError());
+  releaseInContext(*ctx, ctx->driver().api().cuModuleUnload, module);
   module = nullptr;
 }
 
 llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
                                          int dynamicSharedBytes) const {
   const Driver &driver = ctx->driver();
-  llvm::Expected<ScopedContext> scope = ctx->enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(*ctx);
   Kernel kernel;
   kernel.name = name.str();
   if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuModuleGetFunction,
@@ -182,9 +160,7 @@ llvm::Error cuda::launch(const Context &context, const Kernel &kernel,
                          const LaunchConfig &config, KernelArgs &args) {
   if (llvm::Error err = checkLaunchConfig(kernel, config))
     return err;
-  llvm::Expected<ScopedContext> scope = context.enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(context);
   const Grid &g = config.grid;
   if (llvm::Error err = KVARN_CUDA_CHECK(
           context.driver(), cuLaunchKernel, kernel.function, g.x, g.y, g.z,

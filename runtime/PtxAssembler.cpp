@@ -2,6 +2,8 @@
 
 #include "kvarn/Runtime/PtxAssembler.h"
 
+#include "Internal.h"
+
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -90,33 +92,17 @@ std::vector<KernelResources> cuda::parseAssemblerLog(llvm::StringRef log) {
 // The driver's linker
 //===----------------------------------------------------------------------===//
 
-/// A JIT log buffer as the driver fills it: NUL-terminated text.
-static std::string logText(const std::vector<char> &buffer) {
-  return std::string(buffer.data(), strnlen(buffer.data(), buffer.size()));
-}
-
 llvm::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
                                                    llvm::StringRef ptx,
                                                    llvm::StringRef name) {
   const Driver &driver = context.driver();
-  llvm::Expected<ScopedContext> scope = context.enter();
-  if (!scope)
-    return scope.takeError();
+  KVARN_ENTER_CONTEXT(context);
 
-  constexpr size_t kLogBytes = 64 * 1024;
-  std::vector<char> infoLog(kLogBytes, '\0'), errorLog(kLogBytes, '\0');
-  CUjit_option options[] = {
-      CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
-      CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-      CU_JIT_LOG_VERBOSE};
-  void *values[] = {infoLog.data(), reinterpret_cast<void *>(kLogBytes),
-                    errorLog.data(), reinterpret_cast<void *>(kLogBytes),
-                    reinterpret_cast<void *>(uintptr_t(1))};
-
+  JitLogs logs(/*verbose=*/true);
   CUlinkState state = nullptr;
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuLinkCreate,
-                                         std::size(options), options, values,
-                                         &state))
+  if (llvm::Error err =
+          KVARN_CUDA_CHECK(driver, cuLinkCreate, logs.count(),
+                           logs.optionArray(), logs.valueArray(), &state))
     return std::move(err);
   // The driver owns the cubin until cuLinkDestroy: copy it out first.
   auto finish = [&](llvm::Error err) -> llvm::Expected<CubinImage> {
@@ -124,14 +110,9 @@ llvm::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
     return std::move(err);
   };
   auto withLogs = [&](llvm::Error err) {
-    std::string errors = logText(errorLog), info = logText(infoLog);
-    std::string what =
-        "linking " + name.str() + " for " + context.info().arch();
-    if (!errors.empty())
-      what += "; JIT error log: " + llvm::StringRef(errors).trim().str();
-    else if (!info.empty())
-      what += "; JIT info log: " + llvm::StringRef(info).trim().str();
-    return withContext(std::move(err), what);
+    return withContext(std::move(err), "linking " + name.str() + " for " +
+                                           context.info().arch() +
+                                           logs.forMessage());
   };
 
   // The PTX must be NUL-terminated, and the size counts the NUL.
@@ -149,7 +130,7 @@ llvm::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
 
   CubinImage image;
   image.bytes.assign(static_cast<const char *>(cubin), cubinBytes);
-  image.log = logText(infoLog);
+  image.log = logs.info();
   image.kernels = parseAssemblerLog(image.log);
   (void)driver.api().cuLinkDestroy(state);
   return std::move(image);
