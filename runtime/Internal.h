@@ -27,7 +27,7 @@ namespace kvarn::cuda {
 /// function `fn` on `handle` with `ctx` current, ignoring failures (a
 /// context that cannot be entered leaks the handle rather than abort).
 template <typename Fn, typename Handle>
-void releaseInContext(const Context &ctx, Fn fn, Handle handle) {
+void releaseInContext(ContextRef ctx, Fn fn, Handle handle) {
   llvm::Expected<ScopedContext> scope = ctx.enter();
   if (!scope) {
     llvm::consumeError(scope.takeError());

@@ -20,7 +20,7 @@ using namespace kvarn::cuda;
 llvm::Expected<Stream> Stream::create(const Context &context) {
   KVARN_ENTER_CONTEXT(context);
   Stream s;
-  s.ctx = &context;
+  s.ctx = context.ref();
   if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuStreamCreate,
                                          &s.stream, CU_STREAM_NON_BLOCKING))
     return std::move(err);
@@ -36,13 +36,13 @@ Stream &Stream::operator=(Stream &&other) noexcept {
 Stream::~Stream() {
   if (!stream)
     return;
-  releaseInContext(*ctx, ctx->driver().api().cuStreamDestroy, stream);
+  releaseInContext(ctx, ctx.driver().api().cuStreamDestroy, stream);
   stream = nullptr;
 }
 
 llvm::Error Stream::synchronize() const {
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuStreamSynchronize, stream);
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuStreamSynchronize, stream);
 }
 
 //===----------------------------------------------------------------------===//
@@ -52,7 +52,7 @@ llvm::Error Stream::synchronize() const {
 llvm::Expected<Event> Event::create(const Context &context) {
   KVARN_ENTER_CONTEXT(context);
   Event e;
-  e.ctx = &context;
+  e.ctx = context.ref();
   if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuEventCreate,
                                          &e.event, CU_EVENT_DEFAULT))
     return std::move(err);
@@ -68,25 +68,25 @@ Event &Event::operator=(Event &&other) noexcept {
 Event::~Event() {
   if (!event)
     return;
-  releaseInContext(*ctx, ctx->driver().api().cuEventDestroy, event);
+  releaseInContext(ctx, ctx.driver().api().cuEventDestroy, event);
   event = nullptr;
 }
 
 llvm::Error Event::record(CUstream stream) const {
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuEventRecord, event, stream);
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuEventRecord, event, stream);
 }
 
 llvm::Error Event::synchronize() const {
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuEventSynchronize, event);
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuEventSynchronize, event);
 }
 
 llvm::Expected<float> Event::elapsedMilliseconds(const Event &start,
                                                  const Event &end) {
-  KVARN_ENTER_CONTEXT(*start.ctx);
+  KVARN_ENTER_CONTEXT(start.ctx);
   float ms = 0;
-  if (llvm::Error err = KVARN_CUDA_CHECK(start.ctx->driver(),
+  if (llvm::Error err = KVARN_CUDA_CHECK(start.ctx.driver(),
                                          cuEventElapsedTime, &ms, start.event,
                                          end.event))
     return std::move(err);
@@ -100,7 +100,7 @@ llvm::Expected<float> Event::elapsedMilliseconds(const Event &start,
 llvm::Expected<DeviceBuffer> DeviceBuffer::allocate(const Context &context,
                                                     size_t bytes) {
   DeviceBuffer buffer;
-  buffer.ctx = &context;
+  buffer.ctx = context.ref();
   if (bytes == 0)
     return std::move(buffer);
   KVARN_ENTER_CONTEXT(context);
@@ -124,7 +124,7 @@ DeviceBuffer &DeviceBuffer::operator=(DeviceBuffer &&other) noexcept {
 DeviceBuffer::~DeviceBuffer() {
   if (!pointer)
     return;
-  releaseInContext(*ctx, ctx->driver().api().cuMemFree, pointer);
+  releaseInContext(ctx, ctx.driver().api().cuMemFree, pointer);
   pointer = 0;
 }
 
@@ -153,8 +153,8 @@ llvm::Error DeviceBuffer::upload(const void *host, size_t count,
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyHtoD, pointer + offset, host,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyHtoD, pointer + offset, host,
                           count);
 }
 
@@ -164,8 +164,8 @@ llvm::Error DeviceBuffer::download(void *host, size_t count,
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyDtoH, host, pointer + offset,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoH, host, pointer + offset,
                           count);
 }
 
@@ -176,8 +176,8 @@ llvm::Error DeviceBuffer::copyFrom(const DeviceBuffer &source, size_t count) {
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyDtoD, pointer, source.pointer,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoD, pointer, source.pointer,
                           count);
 }
 
@@ -187,8 +187,8 @@ llvm::Error DeviceBuffer::uploadAsync(const void *host, size_t count,
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyHtoDAsync, pointer + offset,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyHtoDAsync, pointer + offset,
                           host, count, stream);
 }
 
@@ -198,8 +198,8 @@ llvm::Error DeviceBuffer::downloadAsync(void *host, size_t count,
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyDtoHAsync, host,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoHAsync, host,
                           pointer + offset, count, stream);
 }
 
@@ -211,8 +211,8 @@ llvm::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
     return err;
   if (count == 0)
     return llvm::Error::success();
-  KVARN_ENTER_CONTEXT(*ctx);
-  return KVARN_CUDA_CHECK(ctx->driver(), cuMemcpyDtoDAsync, pointer,
+  KVARN_ENTER_CONTEXT(ctx);
+  return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoDAsync, pointer,
                           source.pointer, count, stream);
 }
 
@@ -224,8 +224,8 @@ llvm::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
       return err;                                                              \
     if (bytes == 0)                                                            \
       return llvm::Error::success();                                           \
-    KVARN_ENTER_CONTEXT(*ctx);                                                 \
-    return KVARN_CUDA_CHECK(ctx->driver(), cuMemsetD##bits, pointer, value,    \
+    KVARN_ENTER_CONTEXT(ctx);                                                 \
+    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits, pointer, value,    \
                             bytes / (bits / 8));                               \
   }                                                                            \
   llvm::Error DeviceBuffer::fill##bits##Async(type value, CUstream stream) {   \
@@ -233,8 +233,8 @@ llvm::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
       return err;                                                              \
     if (bytes == 0)                                                            \
       return llvm::Error::success();                                           \
-    KVARN_ENTER_CONTEXT(*ctx);                                                 \
-    return KVARN_CUDA_CHECK(ctx->driver(), cuMemsetD##bits##Async, pointer,    \
+    KVARN_ENTER_CONTEXT(ctx);                                                 \
+    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits##Async, pointer,    \
                             value, bytes / (bits / 8), stream);                \
   }
 KVARN_DEFINE_FILL(8, uint8_t)

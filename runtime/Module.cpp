@@ -20,7 +20,8 @@ llvm::Expected<Module> Module::loadPtx(const Context &context,
   JitLogs logs(/*verbose=*/false);
   std::string text = ptx.str(); // the driver reads up to the NUL
   Module m;
-  m.ctx = &context;
+  m.ctx = context.ref();
+  m.device = context.info();
   if (llvm::Error err = KVARN_CUDA_CHECK(
           context.driver(), cuModuleLoadDataEx, &m.module, text.c_str(),
           logs.count(), logs.optionArray(), logs.valueArray()))
@@ -36,7 +37,8 @@ llvm::Expected<Module> Module::loadCubin(const Context &context,
                      "Module::loadCubin: the image is empty");
   KVARN_ENTER_CONTEXT(context);
   Module m;
-  m.ctx = &context;
+  m.ctx = context.ref();
+  m.device = context.info();
   if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadData,
                                          &m.module, image.data()))
     return withContext(std::move(err), "a " + std::to_string(image.size()) +
@@ -47,6 +49,7 @@ llvm::Expected<Module> Module::loadCubin(const Context &context,
 
 Module &Module::operator=(Module &&other) noexcept {
   std::swap(ctx, other.ctx);
+  std::swap(device, other.device);
   std::swap(module, other.module);
   return *this;
 }
@@ -54,14 +57,14 @@ Module &Module::operator=(Module &&other) noexcept {
 Module::~Module() {
   if (!module)
     return;
-  releaseInContext(*ctx, ctx->driver().api().cuModuleUnload, module);
+  releaseInContext(ctx, ctx.driver().api().cuModuleUnload, module);
   module = nullptr;
 }
 
 llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
                                          int dynamicSharedBytes) const {
-  const Driver &driver = ctx->driver();
-  KVARN_ENTER_CONTEXT(*ctx);
+  const Driver &driver = ctx.driver();
+  KVARN_ENTER_CONTEXT(ctx);
   Kernel kernel;
   kernel.name = name.str();
   if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuModuleGetFunction,
@@ -94,16 +97,16 @@ llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
     return std::move(err);
 
   if (dynamicSharedBytes > kernel.attributes.maxDynamicSharedBytes) {
-    int available = ctx->info().maxSharedBytesPerBlockOptin -
+    int available = device.maxSharedBytesPerBlockOptin -
                     kernel.attributes.staticSharedBytes;
     if (dynamicSharedBytes > available)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kernel '{0}' asks for {1} bytes of dynamic shared "
                        "memory; {2} ({3}) allows {4} per block, less {5} "
                        "static",
-                       kernel.name, dynamicSharedBytes, ctx->info().name,
-                       ctx->info().arch(),
-                       ctx->info().maxSharedBytesPerBlockOptin,
+                       kernel.name, dynamicSharedBytes, device.name,
+                       device.arch(),
+                       device.maxSharedBytesPerBlockOptin,
                        kernel.attributes.staticSharedBytes);
     if (llvm::Error err = KVARN_CUDA_CHECK(
             driver, cuFuncSetAttribute, kernel.function,
@@ -156,7 +159,7 @@ llvm::Error cuda::checkLaunchConfig(const Kernel &kernel,
   return llvm::Error::success();
 }
 
-llvm::Error cuda::launch(const Context &context, const Kernel &kernel,
+llvm::Error cuda::launch(ContextRef context, const Kernel &kernel,
                          const LaunchConfig &config, KernelArgs &args) {
   if (llvm::Error err = checkLaunchConfig(kernel, config))
     return err;
@@ -188,7 +191,7 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
                      "LoadedKernel::load: a kernel image needs a name and PTX "
                      "or a cubin");
   LoadedKernel loaded;
-  loaded.ctx = &context;
+  loaded.ctx = context.ref();
   loaded.warps = image.numWarps;
   loaded.shared = image.sharedBytes;
   llvm::Expected<Module> module =
@@ -212,5 +215,5 @@ llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
   config.numWarps = warps;
   config.dynamicSharedBytes = shared;
   config.stream = stream;
-  return cuda::launch(*ctx, function, config, args);
+  return cuda::launch(ctx, function, config, args);
 }

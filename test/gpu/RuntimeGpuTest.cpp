@@ -322,6 +322,19 @@ TEST_F(Gpu, WorksFromAnotherThreadAndLeavesItsContextAlone) {
   EXPECT_EQ(currentAfter, nullptr); // restored to what the thread had: none
 }
 
+TEST_F(Gpu, BuffersSurviveMovingTheirContext) {
+  // Objects keep a ContextRef, not the Context's address.
+  llvm::Expected<Context> first = Context::create(0);
+  ASSERT_TRUE(bool(first)) << llvm::toString(first.takeError());
+  llvm::Expected<DeviceBuffer> buffer = DeviceBuffer::allocate(*first, 4096);
+  ASSERT_TRUE(bool(buffer)) << llvm::toString(buffer.takeError());
+  Context moved = std::move(*first);
+  std::vector<uint8_t> host = randomBytes(4096), back(4096);
+  ASSERT_OK(buffer->upload(host.data(), host.size()));
+  ASSERT_OK(buffer->download(back.data(), back.size()));
+  EXPECT_TRUE(back == host);
+}
+
 TEST_F(Gpu, DriverLinkerMakesALoadableCubin) {
   llvm::Expected<CubinImage> cubin =
       linkPtxWithDriver(context(), ptxModuleWithNoKernels(context().info()));

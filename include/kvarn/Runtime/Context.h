@@ -53,9 +53,28 @@ private:
   bool restore;
 };
 
+/// What objects made in a Context keep of it: the driver and the raw primary
+/// context, which stay valid while the primary context is retained. Unlike a
+/// pointer to the Context, this survives the Context being moved.
+class ContextRef {
+public:
+  ContextRef() = default;
+  ContextRef(const Driver *driver, CUcontext context)
+      : drv(driver), context(context) {}
+  const Driver &driver() const { return *drv; }
+  CUcontext handle() const { return context; }
+  llvm::Expected<ScopedContext> enter() const {
+    return ScopedContext::enter(*drv, context);
+  }
+
+private:
+  const Driver *drv = nullptr;
+  CUcontext context = nullptr;
+};
+
 /// A device and its retained primary context. Buffers, streams, events and
-/// modules made for a Context keep its raw handle: the Context must outlive
-/// them.
+/// modules made for a Context keep a ContextRef: the Context (the retain) must
+/// outlive them, but it may be moved.
 class Context {
 public:
   /// Retains device `ordinal`'s primary context, through Driver::get().
@@ -71,6 +90,8 @@ public:
   CUcontext handle() const { return context; }
   CUdevice device() const { return dev; }
   const DeviceInfo &info() const { return deviceInfo; }
+  ContextRef ref() const { return ContextRef(drv, context); }
+  operator ContextRef() const { return ref(); }
 
   /// Makes this context current on the calling thread for the scope.
   llvm::Expected<ScopedContext> enter() const {

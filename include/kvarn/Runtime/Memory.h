@@ -1,7 +1,7 @@
 //===- Memory.h - device buffers, streams and events ------------*- C++ -*-===//
 //
 // Owning wrappers (move-only, released in the destructor) over device memory,
-// streams and events of one Context, which must outlive them. Every operation
+// streams and events of one Context, which must outlive them (see ContextRef). Every operation
 // returns an llvm::Error naming the driver call that failed.
 //
 //===----------------------------------------------------------------------===//
@@ -29,7 +29,7 @@ public:
   llvm::Error synchronize() const;
 
 private:
-  const Context *ctx = nullptr;
+  ContextRef ctx;
   CUstream stream = nullptr;
 };
 
@@ -50,7 +50,7 @@ public:
                                                    const Event &end);
 
 private:
-  const Context *ctx = nullptr;
+  ContextRef ctx;
   CUevent event = nullptr;
 };
 
@@ -97,7 +97,7 @@ private:
                          size_t count) const;
   llvm::Error checkFillWidth(size_t width) const;
 
-  const Context *ctx = nullptr;
+  ContextRef ctx;
   CUdeviceptr pointer = 0;
   size_t bytes = 0;
 };

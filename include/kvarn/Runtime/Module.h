@@ -72,7 +72,8 @@ public:
                                    int dynamicSharedBytes = 0) const;
 
 private:
-  const Context *ctx = nullptr;
+  ContextRef ctx;
+  DeviceInfo device; // for the shared memory limit and messages
   CUmodule module = nullptr;
 };
 
@@ -132,7 +133,7 @@ llvm::Error checkLaunchConfig(const Kernel &kernel, const LaunchConfig &config);
 
 /// cuLaunchKernel: enqueues and returns; errors from the kernel's execution
 /// surface at the next synchronization.
-llvm::Error launch(const Context &context, const Kernel &kernel,
+llvm::Error launch(ContextRef context, const Kernel &kernel,
                    const LaunchConfig &config, KernelArgs &args);
 
 /// What the compiler hands the runtime for one kernel.
@@ -159,7 +160,7 @@ public:
   llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
 
 private:
-  const Context *ctx = nullptr;
+  ContextRef ctx;
   Module module;
   Kernel function;
   int warps = 0;
