@@ -7,6 +7,7 @@
 
 #include "kvarn/kvarn.h"
 #include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Runtime/CudaDriver.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Version.h"
 
@@ -81,6 +82,18 @@ kvarn_status_t kvarn_record_layout(const char *preset, int32_t headDim,
           l->kScale,        l->kZero,          l->kTokenScale,
           l->vCodes,        l->vChannelScale,  l->vScale,
           l->vZero,         l->unalignedBytes, l->recordBytes};
+  return succeed();
+}
+
+kvarn_status_t kvarn_cuda_available(int *device_count) {
+  llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
+  if (!driver) {
+    if (device_count)
+      *device_count = 0;
+    return fail(driver.takeError());
+  }
+  if (device_count)
+    *device_count = driver->deviceCount();
   return succeed();
 }
 

@@ -75,6 +75,14 @@ typedef struct kvarn_record_layout {
 KVARN_API kvarn_status_t kvarn_record_layout(const char *preset, int32_t head_dim,
                                              kvarn_record_layout_t *out);
 
+/* Whether kernels can run here. KVARN_OK with the number of GPUs in
+ * *device_count (which may be NULL); else KVARN_ERROR_NO_DRIVER (libcuda.so.1
+ * missing, the toolkit's stub, or too old), KVARN_ERROR_NO_DEVICE (a driver
+ * but no GPU) or KVARN_ERROR_CUDA, with kvarn_last_error() saying why. The
+ * driver is loaded on the first call (set KVARN_LIBCUDA to load another
+ * file); later calls return the same answer. */
+KVARN_API kvarn_status_t kvarn_cuda_available(int *device_count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,3 +23,12 @@ kvarn_status_t kvarn::consumeError(llvm::Error err, std::string &message) {
       });
   return status;
 }
+
+llvm::Error kvarn::withContext(llvm::Error err, llvm::StringRef context) {
+  if (!err)
+    return err;
+  std::string message;
+  kvarn_status_t status = consumeError(std::move(err), message);
+  return llvm::make_error<KvarnError>(status,
+                                      message + " (" + context.str() + ")");
+}

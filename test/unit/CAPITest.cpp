@@ -9,8 +9,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
+
+// The driver is loaded once per process, on first use: point it at a file
+// that does not exist before any test runs, so the no-driver path is tested
+// on every machine, GPU or not (test/gpu tests the C API with a driver).
+static const bool kNoDriverForThisProcess =
+    setenv("KVARN_LIBCUDA", "/nonexistent/kvarn-capi-test/libcuda.so.1", 1) == 0;
 
 TEST(CAPI, VersionAndStatusStrings) {
   EXPECT_STREQ(kvarn_version(), "0.1.0");
@@ -48,4 +55,19 @@ TEST(CAPI, ErrorsCarryAStatusAndAMessage) {
   EXPECT_EQ(kvarn_record_layout("kvarn_k4v2_g128", 128, nullptr),
             KVARN_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0); // failures write nothing
+}
+
+TEST(CAPI, WithoutADriverCudaIsUnavailableAndSaysWhy) {
+  ASSERT_TRUE(kNoDriverForThisProcess);
+  int devices = -1;
+  EXPECT_EQ(kvarn_cuda_available(&devices), KVARN_ERROR_NO_DRIVER);
+  EXPECT_EQ(devices, 0);
+  std::string why = kvarn_last_error();
+  EXPECT_NE(why.find("no CUDA driver"), std::string::npos) << why;
+  EXPECT_NE(why.find("/nonexistent/kvarn-capi-test/libcuda.so.1"),
+            std::string::npos)
+      << why;
+  // The answer is remembered, and a null count is allowed.
+  EXPECT_EQ(kvarn_cuda_available(nullptr), KVARN_ERROR_NO_DRIVER);
+  EXPECT_EQ(kvarn_last_error(), why);
 }

@@ -17,12 +17,16 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 
 using namespace kvarn;
 
+/// $KVARN_GOLDEN_DIR where set (the GPU machine runs these binaries away
+/// from the source tree they were built in), else the tree's own copy.
 static std::string casePath(const std::string &name) {
-  return std::string(KVARN_GOLDEN_DIR) + "/" + name;
+  const char *dir = std::getenv("KVARN_GOLDEN_DIR");
+  return std::string(dir && *dir ? dir : KVARN_GOLDEN_DIR) + "/" + name;
 }
 
 static GoldenCase loadCase(const std::string &name) {

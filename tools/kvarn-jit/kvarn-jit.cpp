@@ -2,6 +2,7 @@
 //
 //   kvarn-jit ref flush  --case DIR --out FILE   CPU reference records
 //   kvarn-jit ref decode --case DIR --out FILE   CPU reference attention
+//   kvarn-jit devices                            the CUDA driver and GPUs
 //
 // Every error is one line on stderr and a non-zero exit status.
 //
@@ -10,6 +11,8 @@
 #include "kvarn/Golden/Compare.h"
 #include "kvarn/Golden/GoldenCase.h"
 #include "kvarn/Golden/ReferenceOnCase.h"
+#include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/PtxAssembler.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Version.h"
 
@@ -55,6 +58,7 @@ int failure(llvm::Error err) {
   std::string message;
   kvarn_status_t status = kvarn::consumeError(std::move(err), message);
   (void)status;
+  llvm::outs().flush(); // what was printed before the error comes first
   llvm::errs() << "kvarn-jit: error: " << message << "\n";
   return kExitFailure;
 }
@@ -138,6 +142,34 @@ int runRefDecode(const Options &opts) {
   return kExitOk;
 }
 
+/// The driver, its GPUs and the ptxas kvarn would use; fails (exit 1) with
+/// the driver loader's message where kernels cannot run.
+int runDevices(const Options &) {
+  llvm::Expected<std::string> ptxas = cuda::findPtxas();
+  llvm::outs() << "ptxas: "
+               << (ptxas ? *ptxas : "none (" + toString(ptxas.takeError()) + ")")
+               << "\n";
+  llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
+  if (!driver)
+    return failure(driver.takeError());
+  int version = driver->version();
+  llvm::outs() << llvm::formatv("CUDA driver {0}.{1} ({2}), {3} GPU(s)\n",
+                                version / 1000, version % 1000 / 10,
+                                driver->libraryPath(), driver->deviceCount());
+  for (int ordinal = 0; ordinal < driver->deviceCount(); ++ordinal) {
+    llvm::Expected<cuda::DeviceInfo> info = cuda::queryDevice(*driver, ordinal);
+    if (!info)
+      return failure(info.takeError());
+    llvm::outs() << llvm::formatv(
+        "  GPU {0}: {1}, {2}, {3} SMs, {4:f1} GiB, {5} KiB shared per block "
+        "(opt-in), {6} MiB L2\n",
+        ordinal, info->name, info->arch(), info->multiprocessors,
+        double(info->totalMemoryBytes) / (1u << 30),
+        info->maxSharedBytesPerBlockOptin / 1024, info->l2CacheBytes >> 20);
+  }
+  return kExitOk;
+}
+
 std::vector<Subcommand> subcommands() {
   std::vector<std::pair<const char *, const char *>> caseOptions = {
       {"case", "a golden-format case directory (case.json + binaries)"},
@@ -151,6 +183,10 @@ std::vector<Subcommand> subcommands() {
        "attend over a decode case's paged cache with the CPU reference; "
        "writes fp32 [B, Hq, D]",
        caseOptions, runRefDecode},
+      {"devices",
+       "report the CUDA driver, the GPUs and ptxas; exit 1 when kernels "
+       "cannot run here",
+       {}, runDevices},
   };
 }
 

@@ -39,6 +39,11 @@ llvm::Error makeError(kvarn_status_t status, const char *fmt, Ts &&...vals) {
       status, llvm::formatv(fmt, std::forward<Ts>(vals)...).str());
 }
 
+/// `err` with " (context)" appended to its message and its status kept, so a
+/// low-level failure can say what it was doing ("cuMemAlloc: ... (allocating
+/// 64 bytes on GPU 0)"). Success stays success.
+llvm::Error withContext(llvm::Error err, llvm::StringRef context);
+
 /// Consumes `err` and returns its status (KVARN_ERROR_INTERNAL for errors that
 /// did not come from kvarn) and its message in `message`.
 kvarn_status_t consumeError(llvm::Error err, std::string &message);

@@ -1,0 +1,172 @@
+//===- Module.h - loaded modules, kernels and launches ----------*- C++ -*-===//
+//
+// A kernel comes from the compiler as PTX (and, where it was assembled, a
+// cubin), a name, a warp count and a dynamic shared memory size: KernelImage.
+// LoadedKernel turns that into something launchable; Module, Kernel,
+// KernelArgs and launch() are the pieces underneath for callers that need
+// them one by one.
+//
+// Kernel parameters follow Triton's convention: the signature's raw global
+// pointers and scalars in order, then two trailing global pointers (global
+// scratch, profile scratch), null when the kernel uses none.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_RUNTIME_MODULE_H
+#define KVARN_RUNTIME_MODULE_H
+
+#include "kvarn/Runtime/Memory.h"
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace kvarn::cuda {
+
+/// Static shared memory a block may use without opting in, on every chip.
+constexpr int kDefaultSharedBytesPerBlock = 48 * 1024;
+
+/// What the driver reports about a loaded kernel (cuFuncGetAttribute).
+struct KernelAttributes {
+  int registers = 0;
+  int staticSharedBytes = 0;
+  int localBytes = 0;            // per thread; > 0 means local memory (spills, arrays)
+  int maxThreadsPerBlock = 0;
+  int maxDynamicSharedBytes = 0; // the current opt-in limit for launches
+  int ptxVersion = 0;            // 10 * major + minor of the PTX it came from
+  int binaryVersion = 0;         // 10 * major + minor of the SASS
+};
+
+/// A kernel of a loaded Module: valid while that Module lives.
+struct Kernel {
+  CUfunction function = nullptr;
+  std::string name;
+  KernelAttributes attributes;
+};
+
+/// A loaded module (cuModuleLoadData*), unloaded in the destructor.
+class Module {
+public:
+  /// Loads PTX through the driver's JIT for the context's GPU; a rejected PTX
+  /// fails with KVARN_ERROR_COMPILE and the JIT's error log.
+  static llvm::Expected<Module> loadPtx(const Context &context,
+                                        llvm::StringRef ptx);
+  /// Loads a cubin (or fatbin) image.
+  static llvm::Expected<Module> loadCubin(const Context &context,
+                                          llvm::StringRef image);
+
+  Module() = default;
+  Module(Module &&other) noexcept { *this = std::move(other); }
+  Module &operator=(Module &&other) noexcept;
+  ~Module();
+
+  CUmodule handle() const { return module; }
+
+  /// The kernel called `name`. When `dynamicSharedBytes` is more than the
+  /// driver allows by default (48 KiB less static shared memory), raises the
+  /// kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), or
+  /// fails if the GPU has less.
+  llvm::Expected<Kernel> getKernel(llvm::StringRef name,
+                                   int dynamicSharedBytes = 0) const;
+
+private:
+  ContextRef ctx;
+  DeviceInfo device; // for the shared memory limit and messages
+  CUmodule module = nullptr;
+};
+
+/// Kernel parameters in launch order; each value is copied in, so temporaries
+/// are fine. data() is what cuLaunchKernel takes.
+class KernelArgs {
+public:
+  KernelArgs &pointer(CUdeviceptr address) { return add(uint64_t(address)); }
+  KernelArgs &pointer(const DeviceBuffer &buffer) {
+    return pointer(buffer.address());
+  }
+  KernelArgs &i32(int32_t value) { return addBits(value); }
+  KernelArgs &u32(uint32_t value) { return addBits(value); }
+  KernelArgs &i64(int64_t value) { return addBits(value); }
+  KernelArgs &f32(float value) { return addBits(value); }
+  /// The two trailing pointers every kvarn (and Triton) kernel takes.
+  KernelArgs &scratch(CUdeviceptr globalScratch = 0,
+                      CUdeviceptr profileScratch = 0) {
+    return pointer(globalScratch).pointer(profileScratch);
+  }
+
+  size_t size() const { return slots.size(); }
+  /// Pointers to each value; valid until the next value is added.
+  void **data();
+
+private:
+  template <typename T> KernelArgs &addBits(T value) {
+    static_assert(sizeof(T) <= sizeof(uint64_t));
+    uint64_t slot = 0;
+    std::memcpy(&slot, &value, sizeof(T)); // the driver reads sizeof(T) bytes
+    return add(slot);
+  }
+  KernelArgs &add(uint64_t slot) {
+    slots.push_back(slot);
+    return *this;
+  }
+
+  llvm::SmallVector<uint64_t, 16> slots;
+  llvm::SmallVector<void *, 16> addresses;
+};
+
+struct Grid {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+/// How to launch: a 1-D block of 32 * numWarps threads, as Triton does.
+struct LaunchConfig {
+  Grid grid;
+  int numWarps = 4;
+  int dynamicSharedBytes = 0;
+  CUstream stream = nullptr;  // null: the legacy default stream
+};
+
+/// Checks `config` against what `kernel` allows, before the driver does, so
+/// the message says which limit was exceeded.
+llvm::Error checkLaunchConfig(const Kernel &kernel, const LaunchConfig &config);
+
+/// cuLaunchKernel: enqueues and returns; errors from the kernel's execution
+/// surface at the next synchronization.
+llvm::Error launch(ContextRef context, const Kernel &kernel,
+                   const LaunchConfig &config, KernelArgs &args);
+
+/// What the compiler hands the runtime for one kernel.
+struct KernelImage {
+  std::string name;       // the entry function
+  std::string ptx;
+  std::string cubin;      // empty: the driver JITs the PTX
+  int numWarps = 4;
+  int sharedBytes = 0;    // dynamic shared memory per block
+};
+
+/// A KernelImage loaded into a context, ready to launch with its own warp
+/// count and shared memory size.
+class LoadedKernel {
+public:
+  /// Loads the cubin if there is one, else the PTX, and finds the kernel.
+  static llvm::Expected<LoadedKernel> load(const Context &context,
+                                           const KernelImage &image);
+
+  const Kernel &kernel() const { return function; }
+  int numWarps() const { return warps; }
+  int sharedBytes() const { return shared; }
+
+  llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
+
+private:
+  ContextRef ctx;
+  Module module;
+  Kernel function;
+  int warps = 0;
+  int shared = 0;
+};
+
+} // namespace kvarn::cuda
+
+#endif // KVARN_RUNTIME_MODULE_H

@@ -1,0 +1,219 @@
+//===- Module.cpp - loaded modules, kernels and launches ------------------===//
+
+#include "kvarn/Runtime/Module.h"
+
+#include "Internal.h"
+
+#include <utility>
+#include <vector>
+
+using namespace kvarn;
+using namespace kvarn::cuda;
+
+//===----------------------------------------------------------------------===//
+// Module
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<Module> Module::loadPtx(const Context &context,
+                                       llvm::StringRef ptx) {
+  KVARN_ENTER_CONTEXT(context);
+  JitLogs logs(/*verbose=*/false);
+  std::string text = ptx.str(); // the driver reads up to the NUL
+  Module m;
+  m.ctx = context.ref();
+  m.device = context.info();
+  if (llvm::Error err = KVARN_CUDA_CHECK(
+          context.driver(), cuModuleLoadDataEx, &m.module, text.c_str(),
+          logs.count(), logs.optionArray(), logs.valueArray()))
+    return withContext(std::move(err), "JIT for " + context.info().arch() +
+                                           logs.forMessage());
+  return std::move(m);
+}
+
+llvm::Expected<Module> Module::loadCubin(const Context &context,
+                                         llvm::StringRef image) {
+  if (image.empty())
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "Module::loadCubin: the image is empty");
+  KVARN_ENTER_CONTEXT(context);
+  Module m;
+  m.ctx = context.ref();
+  m.device = context.info();
+  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadData,
+                                         &m.module, image.data()))
+    return withContext(std::move(err), "a " + std::to_string(image.size()) +
+                                           "-byte image on " +
+                                           context.info().arch());
+  return std::move(m);
+}
+
+Module &Module::operator=(Module &&other) noexcept {
+  std::swap(ctx, other.ctx);
+  std::swap(device, other.device);
+  std::swap(module, other.module);
+  return *this;
+}
+
+Module::~Module() {
+  if (!module)
+    return;
+  releaseInContext(ctx, ctx.driver().api().cuModuleUnload, module);
+  module = nullptr;
+}
+
+llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
+                                         int dynamicSharedBytes) const {
+  const Driver &driver = ctx.driver();
+  KVARN_ENTER_CONTEXT(ctx);
+  Kernel kernel;
+  kernel.name = name.str();
+  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuModuleGetFunction,
+                                         &kernel.function, module,
+                                         kernel.name.c_str()))
+    return withContext(std::move(err), "kernel '" + kernel.name + "'");
+
+  auto readAttributes = [&]() -> llvm::Error {
+    KernelAttributes &a = kernel.attributes;
+    struct {
+      CUfunction_attribute attribute;
+      int *field;
+    } fields[] = {
+        {CU_FUNC_ATTRIBUTE_NUM_REGS, &a.registers},
+        {CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, &a.staticSharedBytes},
+        {CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, &a.localBytes},
+        {CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, &a.maxThreadsPerBlock},
+        {CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+         &a.maxDynamicSharedBytes},
+        {CU_FUNC_ATTRIBUTE_PTX_VERSION, &a.ptxVersion},
+        {CU_FUNC_ATTRIBUTE_BINARY_VERSION, &a.binaryVersion},
+    };
+    for (auto &[attribute, field] : fields)
+      if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuFuncGetAttribute, field,
+                                             attribute, kernel.function))
+        return withContext(std::move(err), "kernel '" + kernel.name + "'");
+    return llvm::Error::success();
+  };
+  if (llvm::Error err = readAttributes())
+    return std::move(err);
+
+  if (dynamicSharedBytes > kernel.attributes.maxDynamicSharedBytes) {
+    int available = device.maxSharedBytesPerBlockOptin -
+                    kernel.attributes.staticSharedBytes;
+    if (dynamicSharedBytes > available)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}' asks for {1} bytes of dynamic shared "
+                       "memory; {2} ({3}) allows {4} per block, less {5} "
+                       "static",
+                       kernel.name, dynamicSharedBytes, device.name,
+                       device.arch(),
+                       device.maxSharedBytesPerBlockOptin,
+                       kernel.attributes.staticSharedBytes);
+    if (llvm::Error err = KVARN_CUDA_CHECK(
+            driver, cuFuncSetAttribute, kernel.function,
+            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            dynamicSharedBytes))
+      return withContext(std::move(err), "kernel '" + kernel.name + "'");
+    kernel.attributes.maxDynamicSharedBytes = dynamicSharedBytes;
+  }
+  return std::move(kernel);
+}
+
+//===----------------------------------------------------------------------===//
+// Launches
+//===----------------------------------------------------------------------===//
+
+void **KernelArgs::data() {
+  addresses.clear();
+  for (uint64_t &slot : slots)
+    addresses.push_back(&slot);
+  return addresses.data();
+}
+
+llvm::Error cuda::checkLaunchConfig(const Kernel &kernel,
+                                    const LaunchConfig &config) {
+  const Grid &g = config.grid;
+  if (g.x == 0 || g.y == 0 || g.z == 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': empty grid ({1}, {2}, {3})", kernel.name,
+                     g.x, g.y, g.z);
+  if (g.y > 65535 || g.z > 65535)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': grid ({1}, {2}, {3}) exceeds 65535 in y or "
+                     "z",
+                     kernel.name, g.x, g.y, g.z);
+  int threads = 32 * config.numWarps;
+  if (config.numWarps <= 0 || threads > kernel.attributes.maxThreadsPerBlock)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': {1} warps ({2} threads) per block; it "
+                     "allows at most {3} threads",
+                     kernel.name, config.numWarps, threads,
+                     kernel.attributes.maxThreadsPerBlock);
+  if (config.dynamicSharedBytes < 0 ||
+      config.dynamicSharedBytes > kernel.attributes.maxDynamicSharedBytes)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': {1} bytes of dynamic shared memory; it "
+                     "allows {2} (load it with Module::getKernel(name, "
+                     "bytes) to raise the limit)",
+                     kernel.name, config.dynamicSharedBytes,
+                     kernel.attributes.maxDynamicSharedBytes);
+  return llvm::Error::success();
+}
+
+llvm::Error cuda::launch(ContextRef context, const Kernel &kernel,
+                         const LaunchConfig &config, KernelArgs &args) {
+  if (llvm::Error err = checkLaunchConfig(kernel, config))
+    return err;
+  KVARN_ENTER_CONTEXT(context);
+  const Grid &g = config.grid;
+  if (llvm::Error err = KVARN_CUDA_CHECK(
+          context.driver(), cuLaunchKernel, kernel.function, g.x, g.y, g.z,
+          unsigned(32 * config.numWarps), 1u, 1u,
+          unsigned(config.dynamicSharedBytes), config.stream, args.data(),
+          nullptr))
+    return withContext(std::move(err),
+                       llvm::formatv("kernel '{0}', grid ({1}, {2}, {3}), {4} "
+                                     "warps, {5} B shared, {6} parameters",
+                                     kernel.name, g.x, g.y, g.z,
+                                     config.numWarps, config.dynamicSharedBytes,
+                                     args.size())
+                           .str());
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// LoadedKernel
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
+                                                const KernelImage &image) {
+  if (image.name.empty() || (image.ptx.empty() && image.cubin.empty()))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "LoadedKernel::load: a kernel image needs a name and PTX "
+                     "or a cubin");
+  LoadedKernel loaded;
+  loaded.ctx = context.ref();
+  loaded.warps = image.numWarps;
+  loaded.shared = image.sharedBytes;
+  llvm::Expected<Module> module =
+      image.cubin.empty() ? Module::loadPtx(context, image.ptx)
+                          : Module::loadCubin(context, image.cubin);
+  if (!module)
+    return withContext(module.takeError(), "loading kernel '" + image.name + "'");
+  loaded.module = std::move(*module);
+  llvm::Expected<Kernel> kernel =
+      loaded.module.getKernel(image.name, image.sharedBytes);
+  if (!kernel)
+    return kernel.takeError();
+  loaded.function = std::move(*kernel);
+  return std::move(loaded);
+}
+
+llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
+                                 CUstream stream) const {
+  LaunchConfig config;
+  config.grid = grid;
+  config.numWarps = warps;
+  config.dynamicSharedBytes = shared;
+  config.stream = stream;
+  return cuda::launch(ctx, function, config, args);
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Packs what a run on the GPU machine needs into DEST (default: .device/ at the
+# repository root, git-ignored): one xz tarball of the static build and the
+# script that unpacks and runs it there. See docs/device.md.
+#
+#   test/gpu/pack-for-device.sh [DEST]
+#
+# The tarball holds bin/ (every tool), lib/ (libkvarn.so*), tests/unit and
+# tests/gpu (every GoogleTest binary), hooks/ (test/gpu/device.d), golden/ (the
+# one flush case `kvarn-jit ref flush` runs on, in case the tree that travels
+# lacks test/data/golden) and MANIFEST. Binaries are stripped. The GPU machine
+# has no LLVM, no lit and no build tools: nothing else is needed there.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${KVARN_BUILD_DIR:-$root/build}
+dest=${1:-$root/.device}
+golden_case=flush_kvarn_k4v2_g128_d128_a
+# The device tool refuses a tree plus carried paths over 64 MiB; the golden
+# data (~27 MiB) travels with the tree, so keep the tarball well under this.
+max_tarball_mib=${KVARN_DEVICE_MAX_MIB:-30}
+
+if [ ! -f "$build/build.ninja" ]; then
+  echo "pack-for-device: no build in $build; run 'bash .ci/setup' first" >&2
+  exit 1
+fi
+# The whole build: every binary that could be packed must be current.
+cmake --build "$build"
+
+if grep -q '^KVARN_STATIC_LLVM:BOOL=OFF' "$build/CMakeCache.txt"; then
+  echo "pack-for-device: $build links the shared libLLVM, which the GPU" \
+       "machine lacks; configure with -DKVARN_STATIC_LLVM=ON" >&2
+  exit 1
+fi
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+pkg=$stage/kvarn
+mkdir -p "$pkg"/{bin,lib,tests/unit,tests/gpu,hooks,golden}
+
+# Executables of a build folder, stripped, into a package folder.
+copy_executables() {
+  local from=$1 to=$2 f
+  [ -d "$from" ] || return 0
+  for f in "$from"/*; do
+    [ -f "$f" ] && [ -x "$f" ] || continue
+    cp "$f" "$to/"
+    strip --strip-all "$to/$(basename "$f")"
+  done
+}
+copy_executables "$build/bin" "$pkg/bin"
+copy_executables "$build/unittests" "$pkg/tests/unit"
+copy_executables "$build/gputests" "$pkg/tests/gpu"
+
+# libkvarn.so and its SONAME links, as the loader will look for them.
+cp -P "$build"/lib/libkvarn.so* "$pkg/lib/"
+for f in "$pkg"/lib/libkvarn.so*; do
+  [ -L "$f" ] || strip --strip-unneeded "$f"
+done
+
+cp "$root/test/gpu/run-on-device.sh" "$pkg/"
+if compgen -G "$root/test/gpu/device.d/*" >/dev/null; then
+  cp "$root"/test/gpu/device.d/* "$pkg/hooks/"
+fi
+cp -r "$root/test/data/golden/$golden_case" "$pkg/golden/"
+
+{
+  echo "commit: $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)$(
+    git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "branch: $(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)"
+  echo "packed: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
+  echo "build: $(grep '^CMAKE_BUILD_TYPE:' "$build/CMakeCache.txt" | cut -d= -f2)," \
+       "static LLVM $(grep '^KVARN_STATIC_LLVM:' "$build/CMakeCache.txt" | cut -d= -f2)"
+  echo "files:"
+  (cd "$pkg" && find . -type f -o -type l | sort | sed 's/^\.\//  /')
+} >"$pkg/MANIFEST"
+
+mkdir -p "$dest"
+tarball=$dest/kvarn-device.tar.xz
+tar -C "$stage" -cf - kvarn | xz -T2 -6 >"$tarball.tmp"
+mv "$tarball.tmp" "$tarball"
+# The entry point travels beside the tarball, so the device command is just
+# `bash .device/run-on-device.sh`, whichever tree the device tool sends.
+cp "$root/test/gpu/run-on-device.sh" "$dest/run-on-device.sh"
+
+size_mib=$(( $(stat -c %s "$tarball") / 1048576 ))
+echo "pack-for-device: $tarball ($(du -h "$tarball" | cut -f1)," \
+     "$(du -sh "$pkg" | cut -f1) unpacked), $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
+if [ "$size_mib" -gt "$max_tarball_mib" ]; then
+  echo "pack-for-device: the tarball is over ${max_tarball_mib} MiB; with the" \
+       "tree it may pass the device tool's 64 MiB limit" >&2
+  exit 1
+fi
