@@ -1,0 +1,53 @@
+// RUN: kvarn-opt %s -convert-kvgpu-to-nvvm | FileCheck %s
+// Collective ops become thread- and warp-strided loops.
+
+gpu.module @m {
+  // 4 warps: 128 threads. foreach over 512 points: start at the thread
+  // index, step 128.
+  // CHECK-LABEL: gpu.func @foreach
+  // CHECK: %[[TID:.*]] = gpu.thread_id x
+  // CHECK: scf.for %[[P:.*]] = %[[TID]] to %c512 step %c128
+  // CHECK: arith.remui %[[P]], %c128
+  // CHECK: arith.divui %[[P]], %c128
+  // CHECK: memref.store
+  gpu.func @foreach() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    kvgpu.foreach [4, 128] (%r, %c) {
+      %x = arith.constant 1.0 : f32
+      memref.store %x, %a[%r, %c] : memref<4x128xf32, #gpu.address_space<workgroup>>
+    }
+    gpu.return
+  }
+
+  // One warp per row (4 warps, 8 rows: step 4), lanes stride over the row,
+  // then five butterfly shuffles and a store by lane 0.
+  // CHECK-LABEL: gpu.func @reduce
+  // CHECK: scf.for %[[ROW:.*]] = %{{.*}} to %c8 step %c4
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c64 step %c32 iter_args
+  // CHECK: arith.maximumf
+  // CHECK-COUNT-5: gpu.shuffle  xor
+  // CHECK: scf.if
+  // CHECK: memref.store %{{.*}}, %{{.*}}[%[[ROW]]]
+  gpu.func @reduce() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<8x64xf32, #gpu.address_space<workgroup>>
+    %o = kvgpu.shared_buffer 2048 : memref<8xf32, #gpu.address_space<workgroup>>
+    kvgpu.reduce <max> [8, 64] (%r, %c) into %o : memref<8xf32, #gpu.address_space<workgroup>> {
+      %x = memref.load %a[%r, %c] : memref<8x64xf32, #gpu.address_space<workgroup>>
+      kvgpu.yield %x : f32
+    }
+    gpu.return
+  }
+
+  // log2(16) = 4 butterfly stages, barriers between them, the scale folded
+  // into the last.
+  // CHECK-LABEL: gpu.func @fwht
+  // CHECK-COUNT-3: gpu.barrier
+  // CHECK: arith.mulf
+  // CHECK-NOT: gpu.barrier
+  // CHECK: gpu.return
+  gpu.func @fwht() kernel attributes {kvgpu.num_warps = 1 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<2x16xf32, #gpu.address_space<workgroup>>
+    kvgpu.fwht %a chunks 1 x 16 at 0 scale 0.25 : memref<2x16xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}

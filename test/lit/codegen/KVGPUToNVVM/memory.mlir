@@ -1,0 +1,35 @@
+// RUN: kvarn-opt %s -convert-kvgpu-to-nvvm | FileCheck %s
+// Shared buffers are views of the dynamic shared memory; global copies
+// move 16 bytes per access when the address and strides allow it (checked at
+// run time), element by element otherwise.
+
+gpu.module @m {
+  // CHECK-LABEL: gpu.func @copy_in
+  // CHECK: %[[SMEM:.*]] = gpu.dynamic_shared_memory
+  // CHECK: memref.view %[[SMEM]][%c1024][]
+  // CHECK: llvm.ptrtoint
+  // CHECK: arith.andi %{{.*}}, %c15_i64
+  // CHECK: scf.if
+  // CHECK: llvm.load %{{.*}} {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf16>
+  // CHECK-COUNT-8: llvm.extractelement
+  // CHECK: } else {
+  // CHECK: llvm.load %{{.*}} : !llvm.ptr<1> -> f16
+  gpu.func @copy_in(%p: !llvm.ptr<1>, %off: i64, %s0: i64, %s1: i64) kernel
+      attributes {kvgpu.num_warps = 1 : i64} {
+    %a = kvgpu.shared_buffer 1024 : memref<4x64xf16, #gpu.address_space<workgroup>>
+    kvgpu.copy_in %p[%off] strides(%s0, %s1) to %a : memref<4x64xf16, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
+  // A scalar store is made by thread 0 alone.
+  // CHECK-LABEL: gpu.func @store
+  // CHECK: %[[TID:.*]] = gpu.thread_id x
+  // CHECK: %[[FIRST:.*]] = arith.cmpi eq, %[[TID]], %c0
+  // CHECK: scf.if %[[FIRST]]
+  // CHECK: llvm.store
+  gpu.func @store(%p: !llvm.ptr<1>, %off: i64, %v: i32) kernel
+      attributes {kvgpu.num_warps = 1 : i64} {
+    kvgpu.global_store %v, %p[%off] : i32
+    gpu.return
+  }
+}

@@ -1,0 +1,74 @@
+// RUN: kvarn-opt %s -split-input-file -verify-diagnostics
+
+func.func @global_buffer() {
+  // expected-error @+1 {{must be statically shaped memref in workgroup (shared) memory}}
+  %a = kvgpu.shared_buffer 0 : memref<4xf32>
+  return
+}
+
+// -----
+
+func.func @misaligned() {
+  // expected-error @+1 {{offset 2 is not aligned to the element size}}
+  %a = kvgpu.shared_buffer 2 : memref<4xf32, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @strides(%p: !llvm.ptr<1>, %o: i64) {
+  %a = kvgpu.shared_buffer 0 : memref<4x4xf32, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{needs one byte stride per buffer dimension: 2 dimensions, 1 strides}}
+  kvgpu.copy_in %p[%o] strides(%o) to %a : memref<4x4xf32, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @fwht_chunks() {
+  %a = kvgpu.shared_buffer 0 : memref<2x96xf32, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{chunks end at channel 128, past the row's 96}}
+  kvgpu.fwht %a chunks 1 x 128 at 0 scale 1.0 : memref<2x96xf32, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @fwht_length() {
+  %a = kvgpu.shared_buffer 0 : memref<2x96xf32, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{chunk length 12 is not a power of two}}
+  kvgpu.fwht %a chunks 8 x 12 at 0 scale 1.0 : memref<2x96xf32, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @mix_entries() {
+  %a = kvgpu.shared_buffer 0 : memref<2x8xf32, #gpu.address_space<workgroup>>
+  %b = kvgpu.shared_buffer 64 : memref<2x8xf32, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{matrix entries must be +1 or -1}}
+  kvgpu.dense_mix %a to %b scale 1.0 matrix [1, 0, 1, -1] : memref<2x8xf32, #gpu.address_space<workgroup>>, memref<2x8xf32, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @pack_width() {
+  %c = kvgpu.shared_buffer 0 : memref<2x8xi8, #gpu.address_space<workgroup>>
+  %p = kvgpu.shared_buffer 16 : memref<2x8xi8, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{a row of 8 codes packs into 4 bytes, not 8}}
+  kvgpu.pack_bits %c to %p bits 4 : memref<2x8xi8, #gpu.address_space<workgroup>>, memref<2x8xi8, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @reduce_out() {
+  %o = kvgpu.shared_buffer 0 : memref<3xf32, #gpu.address_space<workgroup>>
+  // expected-error @+1 {{result buffer must be memref<4xf32> in shared memory}}
+  kvgpu.reduce <add> [4, 8] (%r, %c) into %o : memref<3xf32, #gpu.address_space<workgroup>> {
+    %x = arith.constant 1.0 : f32
+    kvgpu.yield %x : f32
+  }
+  return
+}
