@@ -1,28 +1,259 @@
 //===- AttendOps.cpp - attend, attend_finish, merge -----------------------===//
 //
-// The decode family's ops. Their distributed form (online softmax over
-// blocks held in registers, split-K merge) is not written yet: kernels that
-// use them fail to compile with a clear diagnostic rather than silently.
+// Online softmax over one block, its finish, and the split-K merge, as
+// shared-memory reductions over the CTA: one warp per score (q . k over D)
+// and per output channel (p . v over the block). exp and log are the
+// hardware approximations; everything accumulates in fp32.
 //
 //===----------------------------------------------------------------------===//
 
 #include "TileLowering.h"
 
+#include <limits>
+
 using namespace mlir;
+using namespace kvarn;
 using namespace kvarn::kvt;
+using kvgpu::ReduceKind;
 
 namespace {
-LogicalResult notYet(TileLowering &, Operation *op) {
-  return op->emitOpError("has no GPU lowering yet: the decode-family kernels "
-                         "(attend, attend_finish, merge) are not generated "
-                         "for the GPU in this version");
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+Value load(OpBuilder &b, Location loc, Value buf, ValueRange idx) {
+  return memref::LoadOp::create(b, loc, buf, idx);
 }
+
+void store(OpBuilder &b, Location loc, Value v, Value buf, ValueRange idx) {
+  memref::StoreOp::create(b, loc, v, buf, idx);
+}
+
+Value cst(OpBuilder &b, Location loc, float v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+Value idx(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+
+/// (i / n, i mod n)
+std::pair<Value, Value> split(OpBuilder &b, Location loc, Value i, int64_t n) {
+  Value nv = idx(b, loc, n);
+  return {arith::DivUIOp::create(b, loc, i, nv),
+          arith::RemUIOp::create(b, loc, i, nv)};
+}
+
+Value isNegInf(OpBuilder &b, Location loc, Value x) {
+  return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x,
+                               cst(b, loc, kNegInf));
+}
+
+struct Scratch {
+  TileLowering &s;
+  SmallVector<int> ids;
+  explicit Scratch(TileLowering &s) : s(s) {}
+  Value get(Location loc, ArrayRef<int64_t> shape) {
+    int id;
+    Value v = s.allocateScratch(loc, shape, s.b.getF32Type(), id);
+    ids.push_back(id);
+    return v;
+  }
+  ~Scratch() {
+    for (int id : ids)
+      s.planner.release(id);
+  }
+};
+
+LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
+  auto op = cast<AttendOp>(raw);
+  Location loc = op.getLoc();
+  TileType qType = op.getQ().getType();
+  int64_t H = qType.getDim(0), D = qType.getDim(1);
+  int64_t G = op.getK().getType().getDim(0);
+  TileView q = s.view(op.getQ()), k = s.view(op.getK()), v = s.view(op.getV()),
+           m = s.view(op.getM()), l = s.view(op.getL()),
+           acc = s.view(op.getAcc()), valid = s.view(op.getValid());
+  Value scale = s.lookup(op.getScale());
+  Scratch scratch(s);
+  Value scores = scratch.get(loc, {H * G}), blockMax = scratch.get(loc, {H});
+  Value probs = scratch.get(loc, {H * G}), probSum = scratch.get(loc, {H});
+  Value alpha = scratch.get(loc, {H}), weighted = scratch.get(loc, {H * D});
+
+  // scores[h, t] = q[h] . k[t]
+  s.reduce(loc, ReduceKind::Add, H * G, D, scores,
+           [&](OpBuilder &b, Value r, Value d) {
+             auto [h, t] = split(b, loc, r, G);
+             return arith::MulFOp::create(b, loc, s.read(b, loc, q, {h, d}),
+                                          s.read(b, loc, k, {t, d}))
+                 .getResult();
+           });
+  // The scaled score of (h, t), or -inf for tokens past valid[h].
+  auto scaled = [&](OpBuilder &b, Value h, Value t) -> Value {
+    Value hg = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, G)), t);
+    Value x = arith::MulFOp::create(b, loc, load(b, loc, scores, hg), scale);
+    Value limit = arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                             s.read(b, loc, valid, {h}));
+    Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, t, limit);
+    return arith::SelectOp::create(b, loc, in, x, cst(b, loc, kNegInf));
+  };
+  s.reduce(loc, ReduceKind::Max, H, G, blockMax, scaled);
+
+  TileView newM = s.allocate(loc, op.getNewM().getType());
+  TileView newL = s.allocate(loc, op.getNewL().getType());
+  TileView newAcc = s.allocate(loc, op.getNewAcc().getType());
+  s.foreach(loc, {H}, [&](OpBuilder &b, ValueRange i) {
+    Value old = s.read(b, loc, m, i);
+    Value mx = arith::MaximumFOp::create(b, loc, old, load(b, loc, blockMax, i));
+    store(b, loc, mx, newM.buffer, i);
+    // exp(m - m') rescales the old state; nothing to rescale from -inf.
+    Value a = arith::SelectOp::create(
+        b, loc, isNegInf(b, loc, old), cst(b, loc, 0.0f),
+        emitExp(b, loc, arith::SubFOp::create(b, loc, old, mx)));
+    store(b, loc, a, alpha, i);
+  });
+  s.foreach(loc, {H, G}, [&](OpBuilder &b, ValueRange i) {
+    Value mx = load(b, loc, newM.buffer, {i[0]});
+    Value x = scaled(b, i[0], i[1]);
+    Value p = arith::SelectOp::create(
+        b, loc,
+        arith::OrIOp::create(b, loc, isNegInf(b, loc, x), isNegInf(b, loc, mx)),
+        cst(b, loc, 0.0f), emitExp(b, loc, arith::SubFOp::create(b, loc, x, mx)));
+    Value hg = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, G)), i[1]);
+    store(b, loc, p, probs, {hg});
+  });
+  auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
+    Value hg = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, G)), t);
+    return load(b, loc, probs, {hg});
+  };
+  s.reduce(loc, ReduceKind::Add, H, G, probSum, prob);
+  // weighted[h, d] = sum_t p[h, t] v[t, d]
+  s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
+           [&](OpBuilder &b, Value r, Value t) {
+             auto [h, d] = split(b, loc, r, D);
+             return arith::MulFOp::create(b, loc, prob(b, h, t),
+                                          s.read(b, loc, v, {t, d}))
+                 .getResult();
+           });
+  s.foreach(loc, {H}, [&](OpBuilder &b, ValueRange i) {
+    Value x = arith::MulFOp::create(b, loc, load(b, loc, alpha, i),
+                                    s.read(b, loc, l, i));
+    store(b, loc, arith::AddFOp::create(b, loc, x, load(b, loc, probSum, i)),
+          newL.buffer, i);
+  });
+  s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
+    Value x = arith::MulFOp::create(b, loc, load(b, loc, alpha, {i[0]}),
+                                    s.read(b, loc, acc, i));
+    Value hd = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, D)), i[1]);
+    store(b, loc, arith::AddFOp::create(b, loc, x, load(b, loc, weighted, {hd})),
+          newAcc.buffer, i);
+  });
+  s.tiles[op.getNewM()] = newM;
+  s.tiles[op.getNewL()] = newL;
+  s.tiles[op.getNewAcc()] = newAcc;
+  return success();
+}
+
+/// out = acc / l and lse = m + log(l); rows that saw nothing: 0 and -inf.
+LogicalResult lowerAttendFinish(TileLowering &s, Operation *raw) {
+  auto op = cast<AttendFinishOp>(raw);
+  Location loc = op.getLoc();
+  TileView m = s.view(op.getM()), l = s.view(op.getL()),
+           acc = s.view(op.getAcc());
+  TileView out = s.allocate(loc, op.getOut().getType());
+  TileView lse = s.allocate(loc, op.getLse().getType());
+  auto empty = [&](OpBuilder &b, Value sum) {
+    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLE, sum,
+                                 cst(b, loc, 0.0f));
+  };
+  s.foreach(loc, op.getAcc().getType().getShape(),
+            [&](OpBuilder &b, ValueRange i) {
+              Value sum = s.read(b, loc, l, {i[0]});
+              Value x = arith::DivFOp::create(b, loc, s.read(b, loc, acc, i), sum);
+              store(b, loc,
+                    arith::SelectOp::create(b, loc, empty(b, sum),
+                                            cst(b, loc, 0.0f), x),
+                    out.buffer, i);
+            });
+  s.foreach(loc, op.getM().getType().getShape(), [&](OpBuilder &b, ValueRange i) {
+    Value sum = s.read(b, loc, l, i);
+    Value x = arith::AddFOp::create(b, loc, s.read(b, loc, m, i),
+                                    emitLog(b, loc, sum));
+    store(b, loc,
+          arith::SelectOp::create(b, loc, empty(b, sum), cst(b, loc, kNegInf), x),
+          lse.buffer, i);
+  });
+  s.tiles[op.getOut()] = out;
+  s.tiles[op.getLse()] = lse;
+  return success();
+}
+
+/// out[h] = sum_s w[s, h] parts[s, h] / sum_s w[s, h], w = exp(lse - max).
+LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
+  auto op = cast<MergeOp>(raw);
+  Location loc = op.getLoc();
+  TileType partsType = op.getParts().getType();
+  int64_t S = partsType.getDim(0), H = partsType.getDim(1),
+          D = partsType.getDim(2);
+  TileView parts = s.view(op.getParts()), lses = s.view(op.getLses());
+  Value count = arith::IndexCastOp::create(s.b, loc, s.b.getIndexType(),
+                                           s.lookup(op.getCount()));
+  Scratch scratch(s);
+  Value gmax = scratch.get(loc, {H}), weights = scratch.get(loc, {S * H});
+  Value denom = scratch.get(loc, {H}), sums = scratch.get(loc, {H * D});
+  auto lseOf = [&](OpBuilder &b, Value h, Value sIdx) -> Value {
+    Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, sIdx, count);
+    return arith::SelectOp::create(b, loc, in, s.read(b, loc, lses, {sIdx, h}),
+                                   cst(b, loc, kNegInf));
+  };
+  s.reduce(loc, ReduceKind::Max, H, S, gmax, lseOf);
+  auto weightIdx = [&](OpBuilder &b, Value sIdx, Value h) -> Value {
+    return arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, sIdx, idx(b, loc, H)), h);
+  };
+  s.foreach(loc, {S, H}, [&](OpBuilder &b, ValueRange i) {
+    Value x = lseOf(b, i[1], i[0]);
+    Value mx = load(b, loc, gmax, {i[1]});
+    Value w = arith::SelectOp::create(
+        b, loc,
+        arith::OrIOp::create(b, loc, isNegInf(b, loc, x), isNegInf(b, loc, mx)),
+        cst(b, loc, 0.0f), emitExp(b, loc, arith::SubFOp::create(b, loc, x, mx)));
+    store(b, loc, w, weights, {weightIdx(b, i[0], i[1])});
+  });
+  s.reduce(loc, ReduceKind::Add, H, S, denom, [&](OpBuilder &b, Value h, Value sIdx) {
+    return load(b, loc, weights, {weightIdx(b, sIdx, h)});
+  });
+  s.reduce(loc, ReduceKind::Add, H * D, S, sums,
+           [&](OpBuilder &b, Value r, Value sIdx) {
+             auto [h, d] = split(b, loc, r, D);
+             return arith::MulFOp::create(b, loc,
+                                          load(b, loc, weights, {weightIdx(b, sIdx, h)}),
+                                          s.read(b, loc, parts, {sIdx, h, d}))
+                 .getResult();
+           });
+  TileView out = s.allocate(loc, op.getResult().getType());
+  s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
+    Value den = load(b, loc, denom, {i[0]});
+    Value hd = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, D)), i[1]);
+    Value x = arith::DivFOp::create(b, loc, load(b, loc, sums, {hd}), den);
+    Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLE, den,
+                                       cst(b, loc, 0.0f));
+    store(b, loc, arith::SelectOp::create(b, loc, none, cst(b, loc, 0.0f), x),
+          out.buffer, i);
+  });
+  s.tiles[op.getResult()] = out;
+  return success();
+}
+
 } // namespace
 
 void kvarn::kvt::registerAttendOpLowerings(
     llvm::DenseMap<OperationName, OpLowering> &table, MLIRContext *ctx) {
-  for (llvm::StringRef name :
-       {AttendOp::getOperationName(), AttendFinishOp::getOperationName(),
-        MergeOp::getOperationName()})
-    table[OperationName(name, ctx)] = notYet;
+  table[OperationName(AttendOp::getOperationName(), ctx)] = lowerAttend;
+  table[OperationName(AttendFinishOp::getOperationName(), ctx)] = lowerAttendFinish;
+  table[OperationName(MergeOp::getOperationName(), ctx)] = lowerMerge;
 }

@@ -9,6 +9,8 @@
 #include "TileLowering.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace kvarn {
 #define GEN_PASS_DEF_CONVERTKVTILETOKVGPU
@@ -78,6 +80,7 @@ public:
 
   LogicalResult lowerBlock(Block &old) {
     for (Operation &op : old) {
+      assert(!isa<scf::YieldOp>(op) && "yields are lowered with their op");
       if (failed(lowerOp(&op)))
         return failure();
       releaseDeadBuffers(liveness.end[&op]);
@@ -112,10 +115,68 @@ private:
   void noteResults(Operation *op) {
     for (Value r : op->getResults()) {
       auto it = state.tiles.find(r);
-      if (it == state.tiles.end() || !it->second.buffer)
+      if (it == state.tiles.end())
         continue;
-      int64_t &last = state.bufferLastUse[it->second.bufferId];
-      last = std::max(last, liveness.lastUse.lookup(r));
+      for (int id : it->second.buffers()) {
+        int64_t &last = state.bufferLastUse[id];
+        last = std::max(last, liveness.lastUse.lookup(r));
+      }
+    }
+  }
+
+  /// A plain buffer for each tile-typed value in `types`, to hold the
+  /// results of an scf.if or the loop-carried tiles of an scf.for; they live
+  /// at least to the end of `owner`.
+  SmallVector<TileView> allocateCarried(Operation *owner, TypeRange types) {
+    SmallVector<TileView> views;
+    for (Type t : types)
+      if (auto tile = dyn_cast<TileType>(t)) {
+        views.push_back(state.allocate(owner->getLoc(), tile));
+        state.bufferLastUse[views.back().bufferId] = liveness.end[owner];
+      }
+    return views;
+  }
+
+  /// Yields: scalars as operands, tiles by copying into `carried` (through a
+  /// temporary when the value reads the very buffer it overwrites).
+  void yieldInto(scf::YieldOp yield, ArrayRef<TileView> carried) {
+    Location loc = yield.getLoc();
+    SmallVector<Value> scalars;
+    size_t next = 0;
+    for (Value v : yield.getOperands()) {
+      if (!isa<TileType>(v.getType())) {
+        scalars.push_back(state.lookup(v));
+        continue;
+      }
+      const TileView &dst = carried[next++];
+      TileView src = state.view(v);
+      if (src.isPlainBuffer() && src.buffer == dst.buffer &&
+          src.bufferDims == dst.bufferDims && src.conversions.empty())
+        continue; // yields the carried buffer unchanged
+      if (llvm::is_contained(src.buffers(), dst.bufferId)) {
+        TileView tmp = state.materialize(loc, src, dst.type.getElementType());
+        state.copyInto(loc, tmp, dst);
+        state.planner.release(tmp.bufferId);
+      } else {
+        state.copyInto(loc, src, dst);
+      }
+    }
+    scf::YieldOp::create(state.b, loc, scalars);
+  }
+
+  void mapCarried(ValueRange oldValues, ValueRange newScalars,
+                  ArrayRef<TileView> carried) {
+    size_t s = 0, t = 0;
+    for (Value v : oldValues) {
+      if (isa<TileType>(v.getType())) {
+        state.tiles[v] = carried[t++];
+        for (int id : carried[t - 1].buffers()) {
+          int64_t &last = state.bufferLastUse[id];
+          last = std::max(last, liveness.lastUse.lookup(v));
+        }
+      } else {
+        state.scalars.map(v, newScalars[s++]);
+      }
     }
   }
 
@@ -134,30 +195,44 @@ private:
       gpu::ReturnOp::create(b, op->getLoc());
       return success();
     }
-    if (touchesTiles(op))
-      return op->emitOpError("on tiles is not supported by the GPU lowering "
-                             "yet (tile-valued scf results and loop-carried "
-                             "tiles come with the decode kernels)");
     if (auto ifOp = dyn_cast<scf::IfOp>(op))
       return lowerIf(ifOp);
     if (auto forOp = dyn_cast<scf::ForOp>(op))
       return lowerFor(forOp);
-    if (auto yield = dyn_cast<scf::YieldOp>(op)) {
-      SmallVector<Value> values;
-      for (Value v : yield.getOperands())
-        values.push_back(state.lookup(v));
-      scf::YieldOp::create(b, op->getLoc(), values);
-      return success();
-    }
+    if (isa<scf::YieldOp>(op))
+      return success(); // emitted by lowerIf / lowerFor
+    if (touchesTiles(op))
+      return op->emitOpError("on tiles has no GPU lowering");
     if (op->getNumRegions())
       return op->emitOpError("with regions is not supported in kvt kernels");
     b.clone(*op, state.scalars);
     return success();
   }
 
+  static SmallVector<Type> scalarTypes(TypeRange types) {
+    SmallVector<Type> out;
+    for (Type t : types)
+      if (!isa<TileType>(t))
+        out.push_back(t);
+    return out;
+  }
+
+  /// Lowers the ops of `old` but its terminator, then the terminator as a
+  /// yield into `carried`.
+  LogicalResult lowerRegionBody(Block &old, ArrayRef<TileView> carried) {
+    for (Operation &op : old.without_terminator()) {
+      if (failed(lowerOp(&op)))
+        return failure();
+      releaseDeadBuffers(liveness.end[&op]);
+    }
+    yieldInto(cast<scf::YieldOp>(old.getTerminator()), carried);
+    return success();
+  }
+
   LogicalResult lowerIf(scf::IfOp op) {
     OpBuilder &b = state.b;
-    auto newIf = scf::IfOp::create(b, op.getLoc(), op.getResultTypes(),
+    SmallVector<TileView> carried = allocateCarried(op, op.getResultTypes());
+    auto newIf = scf::IfOp::create(b, op.getLoc(), scalarTypes(op.getResultTypes()),
                                    state.lookup(op.getCondition()),
                                    /*withElseRegion=*/!op.getElseRegion().empty());
     for (auto [oldRegion, newRegion] :
@@ -170,36 +245,115 @@ private:
         newBlock.back().erase(); // the implicit yield; ours comes from `old`
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToEnd(&newBlock);
-      if (failed(lowerBlock(oldRegion->front())))
+      if (failed(lowerRegionBody(oldRegion->front(), carried)))
         return failure();
     }
-    state.scalars.map(op.getResults(), newIf.getResults());
+    mapCarried(op.getResults(), newIf.getResults(), carried);
     return success();
   }
 
   LogicalResult lowerFor(scf::ForOp op) {
     OpBuilder &b = state.b;
+    Location loc = op.getLoc();
+    SmallVector<TileView> carried = allocateCarried(op, op.getResultTypes());
     SmallVector<Value> inits;
-    for (Value v : op.getInitArgs())
-      inits.push_back(state.lookup(v));
+    size_t t = 0;
+    for (Value v : op.getInitArgs()) {
+      if (isa<TileType>(v.getType()))
+        state.copyInto(loc, state.view(v), carried[t++]);
+      else
+        inits.push_back(state.lookup(v));
+    }
     auto newFor = scf::ForOp::create(
-        b, op.getLoc(), state.lookup(op.getLowerBound()),
+        b, loc, state.lookup(op.getLowerBound()),
         state.lookup(op.getUpperBound()), state.lookup(op.getStep()), inits);
     Block &newBody = *newFor.getBody();
     state.scalars.map(op.getInductionVar(), newFor.getInductionVar());
-    state.scalars.map(op.getRegionIterArgs(), newFor.getRegionIterArgs());
+    mapCarried(op.getRegionIterArgs(), newFor.getRegionIterArgs(), carried);
     if (!newBody.empty())
       newBody.back().erase();
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToEnd(&newBody);
-      if (failed(lowerBlock(*op.getBody())))
+      if (failed(lowerRegionBody(*op.getBody(), carried)))
         return failure();
     }
-    state.scalars.map(op.getResults(), newFor.getResults());
+    mapCarried(op.getResults(), newFor.getResults(), carried);
     return success();
   }
 };
+
+/// A tile-valued scf.if whose tile results all feed one pure op right after
+/// it (decode's "read the block from the pool or from its record, then
+/// attend") gets a copy of that op in each branch instead: the branches then
+/// yield the op's (small) results, and the large tiles stay lazy views that
+/// never need a shared buffer of their own.
+void sinkTileConsumersIntoBranches(func::FuncOp func) {
+  SmallVector<scf::IfOp> candidates;
+  func.walk([&](scf::IfOp op) {
+    if (llvm::any_of(op.getResultTypes(),
+                     [](Type t) { return isa<TileType>(t); }))
+      candidates.push_back(op);
+  });
+  for (scf::IfOp op : candidates) {
+    Operation *consumer = nullptr;
+    bool ok = !op.getElseRegion().empty();
+    for (Value r : op.getResults()) {
+      if (!isa<TileType>(r.getType()))
+        continue;
+      for (Operation *user : r.getUsers()) {
+        if (consumer && user != consumer)
+          ok = false;
+        consumer = user;
+      }
+    }
+    if (!ok || !consumer || consumer->getBlock() != op->getBlock() ||
+        !isPure(consumer) || consumer->getNumRegions())
+      continue;
+    // Every other operand must be available before the if.
+    for (Value v : consumer->getOperands())
+      if (v.getDefiningOp() != op.getOperation() &&
+          !(v.getParentBlock() != op->getBlock() ||
+            !v.getDefiningOp() || v.getDefiningOp()->isBeforeInBlock(op)))
+        ok = false;
+    if (!ok)
+      continue;
+    // New results: the if's scalar results, then the consumer's results.
+    SmallVector<Type> types;
+    SmallVector<unsigned> scalarIdx;
+    for (auto [i, r] : llvm::enumerate(op.getResults()))
+      if (!isa<TileType>(r.getType())) {
+        types.push_back(r.getType());
+        scalarIdx.push_back(i);
+      }
+    llvm::append_range(types, consumer->getResultTypes());
+    OpBuilder b(op);
+    auto newIf = scf::IfOp::create(b, op.getLoc(), types, op.getCondition(),
+                                   /*withElseRegion=*/true);
+    for (auto [oldRegion, newRegion] :
+         {std::pair{&op.getThenRegion(), &newIf.getThenRegion()},
+          std::pair{&op.getElseRegion(), &newIf.getElseRegion()}}) {
+      newRegion->takeBody(*oldRegion);
+      auto yield = cast<scf::YieldOp>(newRegion->front().getTerminator());
+      IRMapping map;
+      map.map(op.getResults(), yield.getOperands());
+      OpBuilder inner(yield);
+      Operation *clone = inner.clone(*consumer, map);
+      SmallVector<Value> values;
+      for (unsigned i : scalarIdx)
+        values.push_back(yield.getOperand(i));
+      llvm::append_range(values, clone->getResults());
+      scf::YieldOp::create(inner, yield.getLoc(), values);
+      yield.erase();
+    }
+    for (auto [k, i] : llvm::enumerate(scalarIdx))
+      op.getResult(i).replaceAllUsesWith(newIf.getResult(k));
+    consumer->replaceAllUsesWith(
+        newIf.getResults().drop_front(scalarIdx.size()));
+    consumer->erase();
+    op.erase();
+  }
+}
 
 struct ConvertKVTileToKVGPUPass
     : kvarn::impl::ConvertKVTileToKVGPUBase<ConvertKVTileToKVGPUPass> {
@@ -260,6 +414,8 @@ struct ConvertKVTileToKVGPUPass
     }
     argTypes.push_back(globalPtr);
     argTypes.push_back(globalPtr);
+
+    sinkTileConsumersIntoBranches(func);
 
     OpBuilder b(ctx);
     b.setInsertionPointToEnd(gpuModule.getBody());

@@ -66,19 +66,43 @@ SmallVector<Value> byteStrides(TileLowering &s, Location loc,
   return out;
 }
 
+/// Tiles up to this size are staged in shared memory by one cooperative,
+/// vectorized copy; larger ones (a [128, 512] f16 pool tile) are read from
+/// global memory where they are used, so that they need no shared memory.
+constexpr int64_t kMaxStagedTileBytes = 64 * 1024;
+
 LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
   auto op = cast<LoadTileOp>(raw);
   Location loc = op.getLoc();
   TileType type = op.getResult().getType();
   Type elt = type.getElementType();
-  TileView v = s.allocate(loc, type);
-  kvgpu::CopyInOp::create(
-      s.b, loc, s.lookup(op.getPtr()),
-      byteOffset(s, loc, s.lookup(op.getOffset()), elt),
+  Value ptr = s.lookup(op.getPtr());
+  Value offset = byteOffset(s, loc, s.lookup(op.getOffset()), elt);
+  SmallVector<Value> strides =
       byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
                     return s.lookup(v);
-                  }), elt),
-      v.buffer);
+                  }), elt);
+  if (type.getNumElements() * elementBytes(elt) > kMaxStagedTileBytes) {
+    TileView v;
+    v.type = type;
+    v.compute = [ptr, offset, strides, elt](OpBuilder &b, Location l,
+                                             ValueRange idx) -> Value {
+      Value at = offset;
+      for (auto [i, stride] : llvm::zip(idx, strides))
+        at = arith::AddIOp::create(
+            b, l, at,
+            arith::MulIOp::create(
+                b, l, arith::IndexCastOp::create(b, l, b.getI64Type(), i),
+                stride));
+      Value addr = LLVM::GEPOp::create(b, l, ptr.getType(), b.getI8Type(),
+                                       ptr, ValueRange{at});
+      return LLVM::LoadOp::create(b, l, elt, addr);
+    };
+    s.tiles[op.getResult()] = v;
+    return success();
+  }
+  TileView v = s.allocate(loc, type);
+  kvgpu::CopyInOp::create(s.b, loc, ptr, offset, strides, v.buffer);
   s.barrier(loc);
   s.tiles[op.getResult()] = v;
   return success();
@@ -169,9 +193,16 @@ LogicalResult lowerTranspose(TileLowering &s, Operation *raw) {
   auto op = cast<TransposeOp>(raw);
   TileView v = s.view(op.getInput());
   v.type = op.getResult().getType();
-  for (int &d : v.bufferDims)
-    if (d >= 0)
-      d = 1 - d;
+  if (v.compute) {
+    ElementFn inner = v.compute;
+    v.compute = [inner](OpBuilder &b, Location l, ValueRange idx) {
+      return inner(b, l, {idx[1], idx[0]});
+    };
+  } else {
+    for (int &d : v.bufferDims)
+      if (d >= 0)
+        d = 1 - d;
+  }
   s.tiles[op.getResult()] = v;
   return success();
 }

@@ -349,29 +349,33 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   return success();
 }
 
+/// A lazy view: (code * scale[r] + zero[r]) * other[c] in fp32, computed
+/// where it is read, so a dequantized tile never occupies memory.
 LogicalResult lowerDequantize(TileLowering &s, Operation *raw) {
   auto op = cast<DequantizeOp>(raw);
-  Location loc = op.getLoc();
-  TileType type = op.getResult().getType();
   TileView codes = s.view(op.getCodes()), scale = s.view(op.getScale()),
            zero = s.view(op.getZero()), other = s.view(op.getOtherScale());
-  TileView out = s.allocate(loc, type);
-  Type f32 = s.b.getF32Type();
-  auto asF32 = [&](OpBuilder &b, Value v) -> Value {
-    if (v.getType().isF32())
-      return v;
-    if (v.getType().isInteger(8))
-      return arith::UIToFPOp::create(b, loc, f32, v);
-    return arith::ExtFOp::create(b, loc, f32, v);
+  TileView out;
+  out.type = op.getResult().getType();
+  for (const TileView *in : {&codes, &scale, &zero, &other})
+    out.deps.append(in->buffers());
+  TileLowering *state = &s;
+  out.compute = [=](OpBuilder &b, Location loc, ValueRange i) -> Value {
+    Type f32 = b.getF32Type();
+    auto asF32 = [&](Value v) -> Value {
+      if (v.getType().isF32())
+        return v;
+      if (v.getType().isInteger(8))
+        return arith::UIToFPOp::create(b, loc, f32, v);
+      return arith::ExtFOp::create(b, loc, f32, v);
+    };
+    Value x = arith::MulFOp::create(b, loc, asF32(state->read(b, loc, codes, i)),
+                                    asF32(state->read(b, loc, scale, {i[0]})));
+    x = arith::AddFOp::create(b, loc, x,
+                              asF32(state->read(b, loc, zero, {i[0]})));
+    return arith::MulFOp::create(b, loc, x,
+                                 asF32(state->read(b, loc, other, {i[1]})));
   };
-  s.foreach(loc, type.getShape(), [&](OpBuilder &b, ValueRange i) {
-    // (code * scale[r] + zero[r]) * other[c], in fp32 as the reference
-    Value x = arith::MulFOp::create(b, loc, asF32(b, s.read(b, loc, codes, i)),
-                                    asF32(b, s.read(b, loc, scale, {i[0]})));
-    x = arith::AddFOp::create(b, loc, x, asF32(b, s.read(b, loc, zero, {i[0]})));
-    x = arith::MulFOp::create(b, loc, x, asF32(b, s.read(b, loc, other, {i[1]})));
-    store(b, loc, x, out.buffer, i);
-  });
   s.tiles[op.getResult()] = out;
   return success();
 }
@@ -393,15 +397,33 @@ LogicalResult lowerPack(TileLowering &s, Operation *raw) {
   return success();
 }
 
+/// A lazy view over the packed bytes: code c of row r is
+/// (packed[r][c / P] >> ((c mod P) * bits)) & (2^bits - 1).
 LogicalResult lowerUnpack(TileLowering &s, Operation *raw) {
   auto op = cast<UnpackOp>(raw);
   Location loc = op.getLoc();
   TileView packed = s.materialize(loc, s.view(op.getPacked()), s.b.getI8Type());
-  TileView out = s.allocate(loc, op.getResult().getType());
-  kvgpu::UnpackBitsOp::create(s.b, loc, packed.buffer, out.buffer, op.getBits());
-  s.barrier(loc);
-  if (packed.buffer != s.view(op.getPacked()).buffer)
-    s.planner.release(packed.bufferId);
+  int64_t bits = op.getBits(), perByte = 8 / bits;
+  TileView out;
+  out.type = op.getResult().getType();
+  out.deps = packed.buffers();
+  Value buffer = packed.buffer;
+  out.compute = [=](OpBuilder &b, Location l, ValueRange i) -> Value {
+    Value per = arith::ConstantIndexOp::create(b, l, perByte);
+    Value byte = memref::LoadOp::create(
+        b, l, buffer, ValueRange{i[0], arith::DivUIOp::create(b, l, i[1], per)});
+    Value shift = arith::MulIOp::create(
+        b, l,
+        arith::IndexCastOp::create(b, l, b.getI32Type(),
+                                   arith::RemUIOp::create(b, l, i[1], per)),
+        arith::ConstantIntOp::create(b, l, bits, 32));
+    Value code = arith::AndIOp::create(
+        b, l,
+        arith::ShRUIOp::create(
+            b, l, arith::ExtUIOp::create(b, l, b.getI32Type(), byte), shift),
+        arith::ConstantIntOp::create(b, l, (1 << bits) - 1, 32));
+    return arith::TruncIOp::create(b, l, b.getI8Type(), code);
+  };
   s.tiles[op.getResult()] = out;
   return success();
 }

@@ -78,7 +78,9 @@ static Value convertScalar(OpBuilder &b, Location loc, Value v, Type to) {
 Value TileLowering::read(OpBuilder &at, Location loc, const TileView &v,
                          ValueRange idx) const {
   Value x;
-  if (v.splat) {
+  if (v.compute) {
+    x = v.compute(at, loc, idx);
+  } else if (v.splat) {
     x = v.splat;
   } else {
     SmallVector<Value> bufIdx;
@@ -92,7 +94,7 @@ Value TileLowering::read(OpBuilder &at, Location loc, const TileView &v,
 }
 
 static bool isPlainBuffer(const TileView &v, Type elt, bool asRank2) {
-  if (!v.buffer || !v.conversions.empty() ||
+  if (!v.isPlainBuffer() || !v.conversions.empty() ||
       cast<MemRefType>(v.buffer.getType()).getElementType() != elt)
     return false;
   int rank = int(v.type.getRank());
@@ -121,14 +123,20 @@ TileView TileLowering::materialize(Location loc, const TileView &v, Type elt,
       out.bufferDims.push_back(i);
   }
   out.buffer = allocateScratch(loc, bufShape, elt, out.bufferId);
-  foreach(loc, shape, [&](OpBuilder &at, ValueRange idx) {
+  copyInto(loc, v, out);
+  return out;
+}
+
+void TileLowering::copyInto(Location loc, const TileView &v,
+                            const TileView &dst) {
+  Type elt = cast<MemRefType>(dst.buffer.getType()).getElementType();
+  foreach(loc, v.type.getShape(), [&](OpBuilder &at, ValueRange idx) {
     Value x = convertScalar(at, loc, read(at, loc, v, idx), elt);
     SmallVector<Value> bufIdx;
-    for (int d : out.bufferDims)
+    for (int d : dst.bufferDims)
       bufIdx.push_back(d >= 0 ? idx[d] : index(at, loc, 0));
-    memref::StoreOp::create(at, loc, x, out.buffer, bufIdx);
+    memref::StoreOp::create(at, loc, x, dst.buffer, bufIdx);
   });
-  return out;
 }
 
 void TileLowering::barrier(Location loc) { kvgpu::BarrierOp::create(b, loc); }

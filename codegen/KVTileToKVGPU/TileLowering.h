@@ -17,19 +17,43 @@
 
 #include "llvm/ADT/DenseMap.h"
 
+#include <functional>
+
 namespace kvarn::kvt {
 
-/// How a tile value reads from shared memory (or from a uniform scalar).
+/// Computes one element of a lazy tile from its logical indices.
+using ElementFn = std::function<mlir::Value(mlir::OpBuilder &, mlir::Location,
+                                            mlir::ValueRange)>;
+
+/// How a tile value is read. One of three kinds:
+///  * a shared-memory buffer (`buffer`), possibly transposed or padded with
+///    leading unit dimensions (`bufferDims`);
+///  * a uniform scalar (`splat`);
+///  * a lazy element function (`compute`): unpacked codes, dequantized
+///    values or a tile too large to stage, read straight from global memory.
+/// Reads then convert through `conversions`.
 struct TileView {
   TileType type;            // the logical tile
-  mlir::Value buffer;       // memref in shared memory; null for a splat
+  mlir::Value buffer;       // memref in shared memory
   int bufferId = -1;        // the planner's id of `buffer`
   /// bufferDims[k]: the logical dimension indexing buffer dimension k, or -1
   /// for a buffer dimension always indexed by 0.
   llvm::SmallVector<int> bufferDims;
-  /// Element types a read converts through, after the buffer's own type.
+  mlir::Value splat;
+  ElementFn compute;
+  /// Buffers a lazy view reads (kept alive as long as the view is).
+  llvm::SmallVector<int> deps;
+  /// Element types a read converts through, after the stored type.
   llvm::SmallVector<mlir::Type> conversions;
-  mlir::Value splat; // the value of every element when there is no buffer
+
+  bool isPlainBuffer() const { return buffer && !compute; }
+  /// Every buffer this view needs.
+  llvm::SmallVector<int> buffers() const {
+    llvm::SmallVector<int> all(deps);
+    if (bufferId >= 0)
+      all.push_back(bufferId);
+    return all;
+  }
 };
 
 /// Plans byte offsets in dynamic shared memory with first-fit reuse.
@@ -80,9 +104,11 @@ public:
   mlir::Value read(mlir::OpBuilder &at, mlir::Location loc, const TileView &v,
                    mlir::ValueRange idx) const;
   /// A buffer holding `v` exactly as a row-major tile of `elt` (no copy when
-  /// `v` already is one). `shape2d` forces a rank-2 [rows, last] buffer.
+  /// `v` already is one). `asRank2` gives rank-1 tiles a [1, n] buffer.
   TileView materialize(mlir::Location loc, const TileView &v, mlir::Type elt,
                        bool asRank2 = false);
+  /// Writes every element of `v` into the plain buffer view `dst`.
+  void copyInto(mlir::Location loc, const TileView &v, const TileView &dst);
 
   void barrier(mlir::Location loc);
   mlir::Value i64(mlir::Location loc, mlir::Value v);
