@@ -48,9 +48,11 @@ static void printHelp(const std::vector<Command> &commands,
   llvm::raw_ostream &os = llvm::outs();
   if (!only) {
     os << "kvarn-jit " << KVARN_VERSION_STRING
-       << ": JIT kernel generator for KVarN-quantized KV caches\n\nusage:\n";
+       << ": JIT kernel generator for KVarN-quantized KV caches\n\n"
+          "usage: kvarn-jit <command> [options]\n";
     for (const Command &c : commands)
-      os << "  kvarn-jit " << c.usage << "\n";
+      if (!*c.path)
+        os << "       kvarn-jit " << c.usage << "\n";
     os << "\ncommands:\n";
     for (const Command &c : commands)
       os << llvm::formatv("  {0,-12} {1}\n",
