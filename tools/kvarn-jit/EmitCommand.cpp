@@ -123,8 +123,9 @@ int runEmit(const ParsedOptions &opts) {
 
   std::vector<std::string> wanted;
   if (opts.has("kernels")) {
+    std::string list = opts.get("kernels");
     llvm::SmallVector<llvm::StringRef> names;
-    llvm::StringRef(opts.get("kernels")).split(names, ',', -1, false);
+    llvm::StringRef(list).split(names, ',', -1, false);
     for (llvm::StringRef n : names)
       wanted.push_back(n.trim().str());
     if (wanted.empty())
