@@ -11,25 +11,22 @@
 
 using namespace kvarn;
 
-namespace {
-/// The rotated K and V of one (block, KV head), gathered from wherever the
-/// block lives, as double [G][D].
-struct BlockRows {
-  std::vector<double> k, v;
-};
-} // namespace
-
-static llvm::Error loadBlock(const PagedCacheView &cache, int64_t block,
-                             int kvHead, BlockRows &rows) {
+llvm::Error kvarn::readBlockRows(const PagedCacheView &cache, int64_t block,
+                                 int kvHead, std::vector<double> &k,
+                                 std::vector<double> &v) {
   const RecordLayout &l = *cache.layout;
   const int d = l.headDim, g = l.group;
-  rows.k.resize(size_t(g) * d);
-  rows.v.resize(size_t(g) * d);
+  if (block < 0 || block >= cache.numBlocks)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "block id {0} is outside [0, {1})", block,
+                     cache.numBlocks);
+  k.resize(size_t(g) * d);
+  v.resize(size_t(g) * d);
   int32_t slot = cache.blockToSlot[block];
   if (slot < 0) {
     const uint8_t *record =
         cache.records + (block * cache.numKvHeads + kvHead) * l.recordBytes;
-    dequantizeRecord(l, record, rows.k.data(), rows.v.data());
+    dequantizeRecord(l, record, k.data(), v.data());
     return llvm::Error::success();
   }
   if (slot >= cache.poolSlots)
@@ -40,8 +37,8 @@ static llvm::Error loadBlock(const PagedCacheView &cache, int64_t block,
   for (int t = 0; t < g; ++t)
     for (int c = 0; c < d; ++c) {
       size_t at = ((size_t(slot) * g + t) * cache.numKvHeads + kvHead) * d + c;
-      rows.k[size_t(t) * d + c] = halfToFloat(cache.poolK[at]);
-      rows.v[size_t(t) * d + c] = halfToFloat(cache.poolV[at]);
+      k[size_t(t) * d + c] = halfToFloat(cache.poolK[at]);
+      v[size_t(t) * d + c] = halfToFloat(cache.poolV[at]);
     }
   return llvm::Error::success();
 }
@@ -62,7 +59,7 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
   const int ratio = batch.numQHeads / cache.numKvHeads;
 
   std::vector<double> qRot(size_t(ratio) * d), scores, outRot(d), tmp(d);
-  BlockRows rows;
+  std::vector<double> blockK, blockV;
   for (int b = 0; b < batch.batch; ++b) {
     const int32_t len = batch.seqLens[b];
     float *outRow = out + size_t(b) * batch.numQHeads * d;
@@ -93,12 +90,12 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
                            "request {0}, block {1}: block id {2} is outside "
                            "[0, {3})",
                            b, blk, block, cache.numBlocks);
-        if (llvm::Error err = loadBlock(cache, block, kvh, rows))
+        if (llvm::Error err = readBlockRows(cache, block, kvh, blockK, blockV))
           return err;
         int tokens = std::min(g, len - blk * g);
-        std::copy_n(rows.k.begin(), size_t(tokens) * d,
+        std::copy_n(blockK.begin(), size_t(tokens) * d,
                     kAll.begin() + size_t(blk) * g * d);
-        std::copy_n(rows.v.begin(), size_t(tokens) * d,
+        std::copy_n(blockV.begin(), size_t(tokens) * d,
                     vAll.begin() + size_t(blk) * g * d);
       }
       for (int j = 0; j < ratio; ++j) {
@@ -126,6 +123,72 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
         float *o = outRow + (size_t(kvh) * ratio + j) * d;
         for (int c = 0; c < d; ++c)
           o[c] = float(tmp[c]);
+      }
+    }
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
+                                   const VerifyBatchView &batch,
+                                   const Rotation &rotation, float *out) {
+  // Every (request, query token) is one decode row with its causal length;
+  // q and out of [B, T, Hq, D] are already [B * T, Hq, D].
+  const int t = batch.maxQueryTokens;
+  std::vector<int32_t> table(size_t(batch.batch) * t * batch.maxBlocks);
+  std::vector<int32_t> lens(size_t(batch.batch) * t);
+  for (int b = 0; b < batch.batch; ++b) {
+    if (batch.queryLens[b] > t)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "request {0} has {1} query tokens, more than {2}", b,
+                       batch.queryLens[b], t);
+    for (int j = 0; j < t; ++j) {
+      size_t row = size_t(b) * t + j;
+      std::copy_n(batch.blockTable + size_t(b) * batch.maxBlocks,
+                  batch.maxBlocks, table.begin() + row * batch.maxBlocks);
+      lens[row] = j < batch.queryLens[b] ? batch.contextLens[b] + j + 1 : 0;
+    }
+  }
+  DecodeBatchView rows;
+  rows.batch = batch.batch * t;
+  rows.numQHeads = batch.numQHeads;
+  rows.q = batch.q;
+  rows.blockTable = table.data();
+  rows.maxBlocks = batch.maxBlocks;
+  rows.seqLens = lens.data();
+  rows.softmaxScale = batch.softmaxScale;
+  return decodeAttention(cache, rows, rotation, out);
+}
+
+llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
+                                      const ContextBatchView &batch,
+                                      int64_t outRows, uint16_t *outK,
+                                      uint16_t *outV) {
+  const RecordLayout &l = *cache.layout;
+  const int d = l.headDim, g = l.group, hk = cache.numKvHeads;
+  std::vector<double> k, v;
+  for (int b = 0; b < batch.batch; ++b) {
+    const int32_t len = batch.seqLens[b];
+    if (len <= 0)
+      continue;
+    const int numBlocks = (len + g - 1) / g;
+    const int64_t start = batch.outStart[b];
+    if (numBlocks > batch.maxBlocks || start < 0 || start + len > outRows)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "request {0}: {1} tokens from row {2} do not fit {3} "
+                       "blocks and {4} output rows",
+                       b, len, start, batch.maxBlocks, outRows);
+    for (int blk = 0; blk < numBlocks; ++blk) {
+      int32_t block = batch.blockTable[size_t(b) * batch.maxBlocks + blk];
+      for (int h = 0; h < hk; ++h) {
+        if (llvm::Error err = readBlockRows(cache, block, h, k, v))
+          return err;
+        for (int t = 0; t < std::min(g, len - blk * g); ++t)
+          for (int c = 0; c < d; ++c) {
+            size_t at = ((size_t(start) + size_t(blk) * g + t) * hk + h) * d + c;
+            outK[at] = floatToHalf(float(k[size_t(t) * d + c]));
+            outV[at] = floatToHalf(float(v[size_t(t) * d + c]));
+          }
       }
     }
   }

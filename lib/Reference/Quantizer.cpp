@@ -94,8 +94,24 @@ SinkhornResult kvarn::sinkhorn(const Matrix &m, int iters) {
   return best;
 }
 
+std::vector<float> kvarn::scalesFromLogs(llvm::ArrayRef<float> logScales) {
+  std::vector<float> scales(logScales.size());
+  for (size_t i = 0; i < logScales.size(); ++i)
+    scales[i] = std::exp(logScales[i]);
+  return scales;
+}
+
 QuantizedTile kvarn::quantizeTile(const Matrix &m, int bits,
                                   const SinkhornResult &s) {
+  return quantizeTileWithScales(m, bits, scalesFromLogs(s.logCol),
+                                scalesFromLogs(s.logRow));
+}
+
+QuantizedTile kvarn::quantizeTileWithScales(const Matrix &m, int bits,
+                                            llvm::ArrayRef<float> colScale,
+                                            llvm::ArrayRef<float> rowScale) {
+  assert(colScale.size() == size_t(m.cols) && rowScale.size() == size_t(m.rows) &&
+         "one scale per column and per row");
   QuantizedTile q;
   q.rows = m.rows;
   q.cols = m.cols;
@@ -104,12 +120,6 @@ QuantizedTile kvarn::quantizeTile(const Matrix &m, int bits,
   q.absorbedScale.resize(m.rows);
   q.absorbedZero.resize(m.rows);
   q.otherScale.resize(m.cols);
-
-  std::vector<float> colScale(m.cols), rowScale(m.rows);
-  for (int c = 0; c < m.cols; ++c)
-    colScale[c] = std::exp(s.logCol[c]);
-  for (int r = 0; r < m.rows; ++r)
-    rowScale[r] = std::exp(s.logRow[r]);
 
   const float qmax = float((1 << bits) - 1);
   std::vector<float> balanced(m.cols);

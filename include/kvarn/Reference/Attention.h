@@ -13,6 +13,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <vector>
 
 namespace kvarn {
 
@@ -41,6 +42,13 @@ struct DecodeBatchView {
   double softmaxScale = 0;
 };
 
+/// The rotated K and V of one (block, KV head) as double [G][D]: the fp16
+/// pool rows when block_to_slot[block] >= 0, else the dequantized record.
+/// Checks the block id and the pool slot.
+llvm::Error readBlockRows(const PagedCacheView &cache, int64_t block,
+                          int kvHead, std::vector<double> &k,
+                          std::vector<double> &v);
+
 /// out[b, h, :] = softmax(scale * q_rot . K_rot^T) V_rot, un-rotated (H^T),
 /// written as fp32 [batch, numQHeads, D]. Rows with seq_len <= 0 are zero.
 /// Validates every index it follows (block ids, pool slots, lengths) and
@@ -48,6 +56,45 @@ struct DecodeBatchView {
 llvm::Error decodeAttention(const PagedCacheView &cache,
                             const DecodeBatchView &batch,
                             const Rotation &rotation, float *out);
+
+/// Speculative verification: up to maxQueryTokens query tokens per request,
+/// token j of request b attending to the first contextLens[b] + j + 1 tokens
+/// of its context (the committed tokens and the drafts up to itself).
+struct VerifyBatchView {
+  int batch = 0;
+  int numQHeads = 0;
+  int maxQueryTokens = 0;
+  const uint16_t *q = nullptr; // [batch, maxQueryTokens, numQHeads, D] fp16, un-rotated
+  const int32_t *blockTable = nullptr; // [batch, maxBlocks]
+  int maxBlocks = 0;
+  const int32_t *contextLens = nullptr; // [batch] tokens before query token 0
+  const int32_t *queryLens = nullptr;   // [batch] query tokens in use, <= maxQueryTokens
+  double softmaxScale = 0;
+};
+
+/// fp32 [batch, maxQueryTokens, numQHeads, D], un-rotated; rows of unused
+/// query tokens (j >= queryLens[b]) are zero. decodeAttention on every
+/// (request, token) with its causal length.
+llvm::Error verifyAttention(const PagedCacheView &cache,
+                            const VerifyBatchView &batch,
+                            const Rotation &rotation, float *out);
+
+/// Whole contexts to rebuild in fp16 (prefill continuation).
+struct ContextBatchView {
+  int batch = 0;
+  const int32_t *blockTable = nullptr; // [batch, maxBlocks]
+  int maxBlocks = 0;
+  const int32_t *seqLens = nullptr;  // [batch]; <= 0: nothing
+  const int32_t *outStart = nullptr; // [batch] first output row of each request
+};
+
+/// Token t < seqLens[b] of request b and KV head h goes to row
+/// outStart[b] + t of outK / outV ([outRows, numKvHeads, D] fp16 bits): the
+/// rotated pool row, or the dequantized record value rounded to fp16. Other
+/// rows are not written.
+llvm::Error materializeContext(const PagedCacheView &cache,
+                               const ContextBatchView &batch, int64_t outRows,
+                               uint16_t *outK, uint16_t *outV);
 
 } // namespace kvarn
 

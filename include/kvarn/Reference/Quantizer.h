@@ -68,6 +68,16 @@ struct QuantizedTile {
 
 QuantizedTile quantizeTile(const Matrix &m, int bits, const SinkhornResult &s);
 
+/// The scales exp(log) of a Sinkhorn iterate, in fp32 as quantizeTile uses
+/// them (kvt.normalize returns these).
+std::vector<float> scalesFromLogs(llvm::ArrayRef<float> logScales);
+
+/// quantizeTile with the column and row scales given directly (length C and
+/// R): quantizeTile(m, bits, s) is this with scalesFromLogs of s's iterate.
+QuantizedTile quantizeTileWithScales(const Matrix &m, int bits,
+                                     llvm::ArrayRef<float> colScale,
+                                     llvm::ArrayRef<float> rowScale);
+
 /// Normalize then quantize, the whole of sections 4 and 5.
 QuantizedTile normalizeAndQuantize(const Matrix &m, int bits, int iters,
                                    SinkhornResult *sinkhornOut = nullptr);

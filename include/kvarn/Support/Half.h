@@ -68,6 +68,24 @@ inline uint16_t floatToHalf(float f) {
   return sign | uint16_t(result);
 }
 
+/// bfloat16 is the high half of an fp32.
+inline float bfloat16ToFloat(uint16_t b) {
+  uint32_t bits = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/// Round to nearest even, as cvt.rn.bf16.f32; NaN stays a (quiet) NaN.
+inline uint16_t floatToBFloat16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((x >> 16) | 0x40);
+  uint32_t lsb = (x >> 16) & 1;
+  return uint16_t((x + 0x7fffu + lsb) >> 16);
+}
+
 /// Rounds a float to the nearest fp16 value and back.
 inline float roundToHalf(float f) { return halfToFloat(floatToHalf(f)); }
 

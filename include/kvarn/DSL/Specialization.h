@@ -1,0 +1,50 @@
+//===- Specialization.h - what a kernel is built for ------------*- C++ -*-===//
+//
+// A .kvt kernel is generic over the preset, head_dim and GQA ratio; building
+// it for one Specialization binds the DSL's named constants (D, G, KBITS, ...)
+// from kvarn's one layout table, the way Triton binds constexprs, so every
+// tile shape in the kvt IR is static.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_DSL_SPECIALIZATION_H
+#define KVARN_DSL_SPECIALIZATION_H
+
+#include "kvarn/Layout/RecordLayout.h"
+
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace kvarn::dsl {
+
+struct Specialization {
+  std::string preset = "kvarn_k4v2_g128";
+  int headDim = 128;
+  int gqa = 1; // query heads per KV head
+
+  /// Checks the preset, head_dim and GQA ratio (1 to kMaxGqa).
+  llvm::Error check() const;
+};
+
+constexpr int kMaxGqa = 64;
+
+/// Most partial results decode_split writes per (request, KV head): the
+/// static split dimension of the scratch buffers and of combine's kvt.merge.
+constexpr int kMaxDecodeSplits = 16;
+
+/// A named integer constant of the DSL.
+struct SpecConstant {
+  const char *name;
+  int64_t value;
+  const char *meaning;
+};
+
+/// D, G, KBITS, VBITS, ITERS, GQA, RECORD_BYTES, RECORD_USED_BYTES and
+/// MAX_SPLITS for `spec` (which must pass check()).
+std::vector<SpecConstant> specConstants(const Specialization &spec,
+                                        const RecordLayout &layout);
+
+} // namespace kvarn::dsl
+
+#endif // KVARN_DSL_SPECIALIZATION_H

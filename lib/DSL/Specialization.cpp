@@ -1,0 +1,36 @@
+//===- Specialization.cpp - what a kernel is built for --------------------===//
+
+#include "kvarn/DSL/Specialization.h"
+#include "kvarn/Support/Error.h"
+
+using namespace kvarn;
+using namespace kvarn::dsl;
+
+llvm::Error Specialization::check() const {
+  llvm::Expected<const Preset *> p = lookupPreset(preset);
+  if (!p)
+    return p.takeError();
+  if (llvm::Error err = checkHeadDim(headDim))
+    return err;
+  if (gqa < 1 || gqa > kMaxGqa)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "gqa ratio {0} is outside [1, {1}]", gqa, kMaxGqa);
+  return llvm::Error::success();
+}
+
+std::vector<SpecConstant> kvarn::dsl::specConstants(const Specialization &spec,
+                                                    const RecordLayout &l) {
+  return {
+      {"D", l.headDim, "head_dim"},
+      {"G", l.group, "tokens per tile (the block size)"},
+      {"KBITS", l.keyBits, "bits per key code"},
+      {"VBITS", l.valueBits, "bits per value code"},
+      {"ITERS", l.sinkhornIters, "Sinkhorn iterations"},
+      {"GQA", spec.gqa, "query heads per KV head"},
+      {"RECORD_BYTES", l.recordBytes, "bytes per record (the record stride)"},
+      {"RECORD_USED_BYTES", l.unalignedBytes,
+       "bytes of a record before its padding"},
+      {"MAX_SPLITS", kMaxDecodeSplits,
+       "split dimension of decode_split's scratch buffers"},
+  };
+}

@@ -1,0 +1,370 @@
+//===- TileOps.cpp - kvt ops: memory, layout, KVarN primitives ------------===//
+//
+// The primitives call the CPU reference: Rotation for kvt.rotate, sinkhorn
+// and scalesFromLogs for kvt.normalize, quantizeTileWithScales,
+// dequantizeTile, packCodes/unpackCodes, attendBlock, finishAttention and
+// mergePartials. Record fields use the layout of the kernel's kvt.spec
+// through kvt::getFieldOffset / getFieldType.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Interpreter.h"
+
+#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Reference/OnlineSoftmax.h"
+#include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Support/Half.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <cstring>
+
+using namespace mlir;
+using namespace kvarn;
+using namespace kvarn::eval;
+
+static std::shared_ptr<Tile> newTile(Type type) {
+  auto tileType = cast<kvt::TileType>(type);
+  auto t = std::make_shared<Tile>();
+  t->shape.assign(tileType.getShape().begin(), tileType.getShape().end());
+  t->elementType = tileType.getElementType();
+  t->data.assign(size_t(tileType.getNumElements()), 0.0);
+  return t;
+}
+
+/// Calls `fn(linearIndex, memoryOffset)` for each element of a strided tile.
+template <typename Fn>
+static void forEachStrided(llvm::ArrayRef<int64_t> shape, int64_t offset,
+                           llvm::ArrayRef<int64_t> strides, Fn fn) {
+  llvm::SmallVector<int64_t, 3> idx(shape.size(), 0);
+  int64_t total = 1;
+  for (int64_t d : shape)
+    total *= d;
+  for (int64_t linear = 0; linear < total; ++linear) {
+    int64_t at = offset;
+    for (size_t d = 0; d < shape.size(); ++d)
+      at += idx[d] * strides[d];
+    fn(linear, at);
+    for (size_t d = shape.size(); d-- > 0;) {
+      if (++idx[d] < shape[d])
+        break;
+      idx[d] = 0;
+    }
+  }
+}
+
+/// The range of memory offsets a strided tile touches (strides may be
+/// negative or zero).
+static std::pair<int64_t, int64_t> stridedExtent(llvm::ArrayRef<int64_t> shape,
+                                                 int64_t offset,
+                                                 llvm::ArrayRef<int64_t> strides) {
+  int64_t lo = offset, hi = offset;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    int64_t span = (shape[d] - 1) * strides[d];
+    (span < 0 ? lo : hi) += span;
+  }
+  return {lo, hi};
+}
+
+static Matrix toMatrix(const Tile &t) {
+  Matrix m(int(t.dim(0)), int(t.dim(1)));
+  for (size_t i = 0; i < t.data.size(); ++i)
+    m.data[i] = float(t.data[i]);
+  return m;
+}
+
+static std::vector<float> toFloats(const Tile &t) {
+  return std::vector<float>(t.data.begin(), t.data.end());
+}
+
+static std::vector<uint16_t> toHalfBits(const Tile &t) {
+  std::vector<uint16_t> bits(t.data.size());
+  for (size_t i = 0; i < bits.size(); ++i)
+    bits[i] = floatToHalf(float(t.data[i]));
+  return bits;
+}
+
+llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
+  if (!isa<kvt::KVTileDialect>(op->getDialect()))
+    return llvm::Error::success();
+  handled = true;
+  auto tileOf = [&](Value v) -> const Tile & { return *get(v).tile; };
+  auto setTile = [&](Value v, std::shared_ptr<Tile> t) {
+    set(v, RtValue::ofTile(std::move(t)));
+  };
+  auto ok = [] { return llvm::Error::success(); };
+
+  // Record fields: the byte offset and shape of `field` in this kernel's
+  // record layout.
+  auto fieldAccess = [&](kvt::RecordField field, int64_t recordOffset,
+                         const RtValue &cache, Type &type,
+                         int64_t &byteOffset) -> llvm::Error {
+    if (!hasLayout)
+      return errorAt(op, "the kernel has no kvt.spec, so no record layout");
+    type = kvt::getFieldType(op->getContext(), recordLayout, field);
+    byteOffset = recordOffset + kvt::getFieldOffset(recordLayout, field);
+    auto tile = cast<kvt::TileType>(type);
+    int64_t bytes = tile.getNumElements() * elementBytes(tile.getElementType());
+    return checkAccess(op, cache, byteOffset, bytes);
+  };
+
+  return llvm::TypeSwitch<Operation *, llvm::Error>(op)
+      //===--- Program and memory ---------------------------------------===//
+      .Case([&](kvt::ProgramIdOp p) {
+        set(p.getResult(), RtValue::ofInt(programId[p.getAxis()]));
+        return ok();
+      })
+      .Case([&](kvt::NumProgramsOp p) {
+        set(p.getResult(), RtValue::ofInt(numPrograms[p.getAxis()]));
+        return ok();
+      })
+      .Case([&](kvt::LoadOp l) -> llvm::Error {
+        const RtValue &ptr = get(l.getPtr());
+        int64_t index = get(l.getIndex()).i;
+        if (llvm::Error err = checkAccess(op, ptr, index))
+          return err;
+        const Buffer &b = buffer(ptr.buffer);
+        if (b.elementType.isInteger()) {
+          // Exactly, i64 included; a scalar i8 is signed, as arith reads it.
+          int64_t v = 0;
+          std::memcpy(&v, b.data + index * elementBytes(b.elementType),
+                      elementBytes(b.elementType));
+          set(l.getResult(),
+              RtValue::ofInt(wrapInt(v, b.elementType.getIntOrFloatBitWidth())));
+        } else {
+          set(l.getResult(),
+              RtValue::ofFloat(readElement(b.data, b.elementType, index)));
+        }
+        return ok();
+      })
+      .Case([&](kvt::StoreOp s) -> llvm::Error {
+        const RtValue &ptr = get(s.getPtr());
+        int64_t index = get(s.getIndex()).i;
+        if (llvm::Error err = checkAccess(op, ptr, index))
+          return err;
+        const Buffer &b = buffer(ptr.buffer);
+        const RtValue &v = get(s.getValue());
+        if (b.elementType.isInteger())
+          std::memcpy(b.data + index * elementBytes(b.elementType), &v.i,
+                      elementBytes(b.elementType)); // little-endian host
+        else
+          writeElement(b.data, b.elementType, index, v.f);
+        return ok();
+      })
+      .Case([&](kvt::LoadTileOp l) -> llvm::Error {
+        const RtValue &ptr = get(l.getPtr());
+        auto tile = newTile(l.getResult().getType());
+        llvm::SmallVector<int64_t, 3> strides;
+        for (Value s : l.getStrides())
+          strides.push_back(get(s).i);
+        int64_t offset = get(l.getOffset()).i;
+        auto [lo, hi] = stridedExtent(tile->shape, offset, strides);
+        if (llvm::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
+          return err;
+        const Buffer &b = buffer(ptr.buffer);
+        forEachStrided(tile->shape, offset, strides, [&](int64_t i, int64_t at) {
+          tile->data[i] = readElement(b.data, b.elementType, at);
+        });
+        setTile(l.getResult(), tile);
+        return ok();
+      })
+      .Case([&](kvt::StoreTileOp s) -> llvm::Error {
+        const RtValue &ptr = get(s.getPtr());
+        const Tile &tile = tileOf(s.getValue());
+        llvm::SmallVector<int64_t, 3> strides;
+        for (Value v : s.getStrides())
+          strides.push_back(get(v).i);
+        int64_t offset = get(s.getOffset()).i;
+        auto [lo, hi] = stridedExtent(tile.shape, offset, strides);
+        if (llvm::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
+          return err;
+        const Buffer &b = buffer(ptr.buffer);
+        forEachStrided(tile.shape, offset, strides, [&](int64_t i, int64_t at) {
+          writeElement(b.data, b.elementType, at, tile.data[i]);
+        });
+        return ok();
+      })
+      .Case([&](kvt::LoadFieldOp l) -> llvm::Error {
+        Type type;
+        int64_t at;
+        const RtValue &cache = get(l.getCache());
+        if (llvm::Error err =
+                fieldAccess(l.getField(), get(l.getOffset()).i, cache, type, at))
+          return err;
+        auto tile = newTile(type);
+        const Buffer &b = buffer(cache.buffer);
+        Type element = tile->elementType;
+        for (size_t i = 0; i < tile->data.size(); ++i)
+          tile->data[i] = readElement(b.data + at, element, int64_t(i));
+        setTile(l.getResult(), tile);
+        return ok();
+      })
+      .Case([&](kvt::StoreFieldOp s) -> llvm::Error {
+        Type type;
+        int64_t at;
+        const RtValue &cache = get(s.getCache());
+        if (llvm::Error err =
+                fieldAccess(s.getField(), get(s.getOffset()).i, cache, type, at))
+          return err;
+        const Tile &tile = tileOf(s.getValue());
+        const Buffer &b = buffer(cache.buffer);
+        for (size_t i = 0; i < tile.data.size(); ++i)
+          writeElement(b.data + at, tile.elementType, int64_t(i), tile.data[i]);
+        return ok();
+      })
+      //===--- Elementwise and layout -----------------------------------===//
+      .Case([&](kvt::SplatOp s) {
+        auto tile = newTile(s.getResult().getType());
+        const RtValue &v = get(s.getValue());
+        double x = tile->elementType.isInteger() ? double(v.i) : v.f;
+        std::fill(tile->data.begin(), tile->data.end(),
+                  roundToType(x, tile->elementType));
+        setTile(s.getResult(), tile);
+        return ok();
+      })
+      .Case([&](kvt::ConvertOp c) {
+        auto tile = newTile(c.getResult().getType());
+        const Tile &in = tileOf(c.getInput());
+        for (size_t i = 0; i < in.data.size(); ++i)
+          tile->data[i] = roundToType(in.data[i], tile->elementType);
+        setTile(c.getResult(), tile);
+        return ok();
+      })
+      .Case([&](kvt::TransposeOp t) {
+        auto tile = newTile(t.getResult().getType());
+        const Tile &in = tileOf(t.getInput());
+        int64_t rows = in.dim(0), cols = in.dim(1);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < cols; ++c)
+            tile->data[c * rows + r] = in.data[r * cols + c];
+        setTile(t.getResult(), tile);
+        return ok();
+      })
+      //===--- KVarN primitives -----------------------------------------===//
+      .Case([&](kvt::RotateOp r) -> llvm::Error {
+        const Tile &in = tileOf(r.getInput());
+        int64_t d = in.shape.back();
+        llvm::Expected<const Rotation *> rot = rotation(int(d));
+        if (!rot)
+          return errorAt(op, llvm::toString(rot.takeError()));
+        auto tile = newTile(r.getResult().getType());
+        for (size_t row = 0; row < in.data.size() / size_t(d); ++row) {
+          const double *x = &in.data[row * d];
+          double *y = &tile->data[row * d];
+          if (r.getInverse())
+            (*rot)->unrotate(x, y);
+          else
+            (*rot)->rotate(x, y);
+        }
+        setTile(r.getResult(), tile);
+        return ok();
+      })
+      .Case([&](kvt::NormalizeOp n) {
+        const Tile &in = tileOf(n.getInput());
+        SinkhornResult s = sinkhorn(toMatrix(in), int(n.getIters()));
+        auto col = newTile(n.getColScale().getType());
+        auto row = newTile(n.getRowScale().getType());
+        std::vector<float> colScale = scalesFromLogs(s.logCol);
+        std::vector<float> rowScale = scalesFromLogs(s.logRow);
+        col->data.assign(colScale.begin(), colScale.end());
+        row->data.assign(rowScale.begin(), rowScale.end());
+        setTile(n.getColScale(), col);
+        setTile(n.getRowScale(), row);
+        return ok();
+      })
+      .Case([&](kvt::QuantizeOp q) {
+        QuantizedTile result = quantizeTileWithScales(
+            toMatrix(tileOf(q.getInput())), int(q.getBits()),
+            toFloats(tileOf(q.getColScale())), toFloats(tileOf(q.getRowScale())));
+        auto codes = newTile(q.getCodes().getType());
+        auto scale = newTile(q.getScale().getType());
+        auto zero = newTile(q.getZero().getType());
+        auto other = newTile(q.getOtherScale().getType());
+        codes->data.assign(result.codes.begin(), result.codes.end());
+        for (size_t i = 0; i < result.absorbedScale.size(); ++i) {
+          scale->data[i] = halfToFloat(result.absorbedScale[i]);
+          zero->data[i] = halfToFloat(result.absorbedZero[i]);
+        }
+        for (size_t i = 0; i < result.otherScale.size(); ++i)
+          other->data[i] = halfToFloat(result.otherScale[i]);
+        setTile(q.getCodes(), codes);
+        setTile(q.getScale(), scale);
+        setTile(q.getZero(), zero);
+        setTile(q.getOtherScale(), other);
+        return ok();
+      })
+      .Case([&](kvt::DequantizeOp d) {
+        const Tile &codes = tileOf(d.getCodes());
+        QuantizedTile q;
+        q.rows = int(codes.dim(0));
+        q.cols = int(codes.dim(1));
+        q.codes.assign(codes.data.begin(), codes.data.end());
+        q.absorbedScale = toHalfBits(tileOf(d.getScale()));
+        q.absorbedZero = toHalfBits(tileOf(d.getZero()));
+        q.otherScale = toHalfBits(tileOf(d.getOtherScale()));
+        auto tile = newTile(d.getResult().getType());
+        tile->data = dequantizeTile(q);
+        setTile(d.getResult(), tile);
+        return ok();
+      })
+      .Case<kvt::PackOp, kvt::UnpackOp>([&](Operation *) {
+        bool isPack = isa<kvt::PackOp>(op);
+        const Tile &in = tileOf(op->getOperand(0));
+        int bits = int(op->getAttrOfType<IntegerAttr>("bits").getInt());
+        auto tile = newTile(op->getResult(0).getType());
+        int64_t rows = in.dim(0), inCols = in.dim(1), outCols = tile->dim(1);
+        std::vector<uint8_t> from(inCols), to(outCols);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = 0; c < inCols; ++c)
+            from[c] = uint8_t(in.data[r * inCols + c]);
+          if (isPack)
+            packCodes(from, bits, to);
+          else
+            unpackCodes(from, bits, to);
+          for (int64_t c = 0; c < outCols; ++c)
+            tile->data[r * outCols + c] = to[c];
+        }
+        setTile(op->getResult(0), tile);
+        return ok();
+      })
+      //===--- Attention -------------------------------------------------===//
+      .Case([&](kvt::AttendOp a) {
+        const Tile &q = tileOf(a.getQ());
+        const Tile &validTile = tileOf(a.getValid());
+        int rows = int(q.dim(0)), dim = int(q.dim(1));
+        auto m = std::make_shared<Tile>(tileOf(a.getM()));
+        auto l = std::make_shared<Tile>(tileOf(a.getL()));
+        auto acc = std::make_shared<Tile>(tileOf(a.getAcc()));
+        std::vector<int32_t> valid(validTile.data.begin(), validTile.data.end());
+        attendBlock(rows, dim, q.data, tileOf(a.getK()).data,
+                    tileOf(a.getV()).data, valid, double(get(a.getScale()).f),
+                    m->data, l->data, acc->data);
+        setTile(a.getNewM(), m);
+        setTile(a.getNewL(), l);
+        setTile(a.getNewAcc(), acc);
+        return ok();
+      })
+      .Case([&](kvt::AttendFinishOp f) {
+        const Tile &acc = tileOf(f.getAcc());
+        auto out = newTile(f.getOut().getType());
+        auto lse = newTile(f.getLse().getType());
+        finishAttention(int(acc.dim(0)), int(acc.dim(1)), tileOf(f.getM()).data,
+                        tileOf(f.getL()).data, acc.data, out->data, lse->data);
+        setTile(f.getOut(), out);
+        setTile(f.getLse(), lse);
+        return ok();
+      })
+      .Case([&](kvt::MergeOp m) {
+        const Tile &parts = tileOf(m.getParts());
+        auto out = newTile(m.getResult().getType());
+        mergePartials(int(parts.dim(0)), int(parts.dim(1)), int(parts.dim(2)),
+                      parts.data, tileOf(m.getLses()).data,
+                      int(get(m.getCount()).i), out->data);
+        setTile(m.getResult(), out);
+        return ok();
+      })
+      .Default([&](Operation *) -> llvm::Error {
+        return errorAt(op, "the kvt evaluator does not support this op");
+      });
+}

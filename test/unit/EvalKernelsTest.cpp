@@ -1,0 +1,371 @@
+//===- EvalKernelsTest.cpp - every library kernel against the reference ---===//
+//
+// Fresh random inputs (seeded, KVARN_TEST_SEED replays) for shapes beyond
+// the golden cases: append vs Rotation::rotateHalf, flush vs encodeRecord,
+// decode vs decodeAttention, decode_split + combine vs decode, verify vs
+// verifyAttention, materialize vs materializeContext. Outputs are poisoned
+// first, so a row the kernel should not write is checked too.
+//
+//===----------------------------------------------------------------------===//
+
+#include "EvalTestUtil.h"
+#include "RandomPagedCache.h"
+
+#include "kvarn/Golden/Compare.h"
+#include "kvarn/Reference/Attention.h"
+#include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Reference/Rotation.h"
+#include "kvarn/Support/Half.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/Passes.h"
+
+#include <gtest/gtest.h>
+
+using namespace kvarn;
+using namespace kvarn::test;
+using eval::KernelArg;
+
+namespace {
+
+constexpr uint16_t kPoison = 0x7e00; // fp16 NaN
+
+std::vector<double> widen(const std::vector<uint16_t> &h) {
+  std::vector<double> out(h.size());
+  for (size_t i = 0; i < h.size(); ++i)
+    out[i] = halfToFloat(h[i]);
+  return out;
+}
+
+/// fp16 bits of a reference output.
+std::vector<uint16_t> toHalf(const std::vector<float> &f) {
+  std::vector<uint16_t> out(f.size());
+  for (size_t i = 0; i < f.size(); ++i)
+    out[i] = floatToHalf(f[i]);
+  return out;
+}
+
+/// Runs the canonicalizer (and CSE) over a built kernel: the evaluator must
+/// give the same results on the IR later stages see.
+void canonicalize(BuiltKernel &k) {
+  mlir::PassManager pm(k.context.get());
+  pm.addPass(mlir::createCanonicalizerPass());
+  pm.addPass(mlir::createCSEPass());
+  ASSERT_TRUE(mlir::succeeded(pm.run(*k.module)));
+}
+
+struct DecodeRun {
+  RandomPagedCache &c;
+  float scale;
+  std::vector<eval::KernelArg> cacheArgs() {
+    return {KernelArg::buffer(c.blockTable), KernelArg::buffer(c.lens),
+            KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+            KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV)};
+  }
+};
+
+std::vector<float> referenceDecode(RandomPagedCache &c, float scale) {
+  DecodeBatchView bv = c.batchView();
+  bv.softmaxScale = scale;
+  std::vector<float> out(size_t(bv.batch) * c.hq * c.d);
+  llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), out.data());
+  EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  return out;
+}
+
+std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
+                                float scale) {
+  int batch = int(c.seqLens.size());
+  std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
+  llvm::Expected<eval::RunStats> stats = k.run(
+      {KernelArg::buffer(c.q), KernelArg::buffer(c.blockTable),
+       KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
+       KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
+       KernelArg::buffer(c.poolV), KernelArg::buffer(out),
+       KernelArg::f32(scale), KernelArg::integer(batch),
+       KernelArg::integer(c.maxBlocks), KernelArg::integer(c.hk)});
+  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  return out;
+}
+
+/// decode_split then combine; part buffers sized for MAX_SPLITS.
+std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
+                                     RandomPagedCache &c, float scale,
+                                     int splits) {
+  int batch = int(c.seqLens.size()), ratio = c.hq / c.hk;
+  size_t parts = size_t(batch) * c.hk * dsl::kMaxDecodeSplits * ratio;
+  std::vector<float> partOut(parts * c.d, NAN), partLse(parts, NAN);
+  llvm::Expected<eval::RunStats> stats = split.run(
+      {KernelArg::buffer(c.q), KernelArg::buffer(c.blockTable),
+       KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
+       KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
+       KernelArg::buffer(c.poolV), KernelArg::buffer(partOut),
+       KernelArg::buffer(partLse), KernelArg::f32(scale),
+       KernelArg::integer(batch), KernelArg::integer(c.maxBlocks),
+       KernelArg::integer(c.hk), KernelArg::integer(splits)});
+  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
+  stats = combine.run({KernelArg::buffer(partOut), KernelArg::buffer(partLse),
+                       KernelArg::buffer(c.lens), KernelArg::buffer(out),
+                       KernelArg::integer(batch), KernelArg::integer(c.hk),
+                       KernelArg::integer(splits)});
+  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  return out;
+}
+
+/// Rows of requests with seq_len <= 0 must keep their poison.
+void expectPaddingUntouched(const RandomPagedCache &c,
+                            const std::vector<uint16_t> &out) {
+  size_t row = size_t(c.hq) * c.d;
+  for (size_t b = 0; b < c.seqLens.size(); ++b)
+    if (c.lens[b] <= 0)
+      for (size_t i = 0; i < row; ++i)
+        ASSERT_EQ(out[b * row + i], kPoison) << "request " << b;
+}
+
+/// Outputs that went through fp32 scratch (decode_split's partials) differ
+/// from the single-pass ones by fp16 rounding steps and by the partials' f32
+/// rounding, which is relative to the size of the row, not of each element
+/// (un-rotation mixes a row's channels).
+void expectCloseToSinglePass(const std::vector<uint16_t> &a,
+                             const std::vector<uint16_t> &b, int d) {
+  for (size_t row = 0; row < a.size() / d; ++row) {
+    double rowMax = 0;
+    for (int i = 0; i < d; ++i)
+      rowMax = std::max(rowMax, std::fabs(double(halfToFloat(b[row * d + i]))));
+    for (int i = 0; i < d; ++i) {
+      size_t at = row * d + i;
+      if (a[at] == b[at])
+        continue;
+      double x = halfToFloat(a[at]), y = halfToFloat(b[at]);
+      ASSERT_LE(std::fabs(x - y), std::ldexp(std::fabs(y), -10) + 1e-6 * rowMax)
+          << "element " << at << ": " << x << " vs " << y;
+    }
+  }
+}
+
+struct Shape {
+  int presetIndex, d, hk, ratio;
+  std::vector<int> lens;
+};
+
+const std::vector<Shape> &shapes() {
+  static const std::vector<Shape> s = {
+      {0, 128, 2, 4, {300, 1, 0, 129}}, // a padding row, a one-token row
+      {1, 96, 1, 6, {200, 64}},         // Kronecker rotation, GQA 6
+      {3, 64, 3, 1, {65, 513}},
+      {2, 80, 2, 2, {257}},
+  };
+  return s;
+}
+
+} // namespace
+
+TEST(EvalKernels, AppendWritesRotatedTokensToThePool) {
+  std::mt19937_64 rng(freshSeed());
+  for (int d : {128, 96}) {
+    const Preset &preset = allPresets()[1]; // G = 64
+    const int g = preset.group, hk = 2, tokens = 7, poolSlots = 3;
+    std::vector<uint16_t> k = heavyTailedTokens(rng, tokens * hk, d, false);
+    std::vector<uint16_t> v = heavyTailedTokens(rng, tokens * hk, d, false);
+    // Blocks 0..3; block 1 is quantized (-1), the others in slots 2, 0, 1.
+    std::vector<int32_t> blockToSlot = {2, -1, 0, 1};
+    std::vector<int32_t> slots = {5, -1, g + 3, 2 * g, 2 * g + 63, -7, 3 * g + 1};
+    std::vector<uint16_t> poolK(size_t(poolSlots) * g * hk * d, kPoison);
+    std::vector<uint16_t> poolV = poolK;
+    BuiltKernel append = buildLibrary("append", preset.name, d);
+    ASSERT_TRUE(bool(append));
+    llvm::Expected<eval::RunStats> stats = append.run(
+        {KernelArg::buffer(k), KernelArg::buffer(v), KernelArg::buffer(slots),
+         KernelArg::buffer(blockToSlot), KernelArg::buffer(poolK),
+         KernelArg::buffer(poolV), KernelArg::integer(tokens),
+         KernelArg::integer(hk)});
+    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+
+    Rotation rot = *Rotation::get(d);
+    std::vector<uint16_t> expectK(poolK.size(), kPoison), expectV = expectK;
+    for (int t = 0; t < tokens; ++t) {
+      if (slots[t] < 0 || blockToSlot[slots[t] / g] < 0)
+        continue;
+      int ps = blockToSlot[slots[t] / g];
+      for (int h = 0; h < hk; ++h) {
+        size_t to = ((size_t(ps) * g + slots[t] % g) * hk + h) * d;
+        size_t from = (size_t(t) * hk + h) * d;
+        rot.rotateHalf(&k[from], &expectK[to]);
+        rot.rotateHalf(&v[from], &expectV[to]);
+      }
+    }
+    EXPECT_EQ(poolK, expectK) << "head_dim " << d;
+    EXPECT_EQ(poolV, expectV) << "head_dim " << d;
+  }
+}
+
+TEST(EvalKernels, FlushMatchesEncodeRecordAtEveryPresetAndHeadDim96) {
+  std::mt19937_64 rng(freshSeed());
+  for (const Preset &preset : allPresets()) {
+    const int d = 96, g = preset.group, hk = 1;
+    RecordLayout l = *RecordLayout::get(preset, d);
+    std::vector<uint16_t> k = heavyTailedTokens(rng, g, d, true);
+    std::vector<uint16_t> v = heavyTailedTokens(rng, g, d, false);
+    std::vector<int32_t> slot = {0}, block = {1};
+    std::vector<uint8_t> cache(2 * l.recordBytes, 0xA5), expected(l.recordBytes);
+    BuiltKernel flush = buildLibrary("flush", preset.name, d);
+    ASSERT_TRUE(bool(flush));
+    for (bool canonical : {false, true}) {
+      if (canonical)
+        canonicalize(flush);
+      llvm::Expected<eval::RunStats> stats = flush.run(
+          {KernelArg::buffer(k), KernelArg::buffer(v), KernelArg::buffer(slot),
+           KernelArg::buffer(block), KernelArg::buffer(cache),
+           KernelArg::integer(1), KernelArg::integer(hk)});
+      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+      encodeRecord(l, k.data(), v.data(), expected.data());
+      EXPECT_EQ(0, std::memcmp(&cache[l.recordBytes], expected.data(),
+                               l.recordBytes))
+          << preset.name << (canonical ? " canonicalized" : "");
+      EXPECT_EQ(cache[0], 0xA5);
+    }
+  }
+}
+
+TEST(EvalKernels, DecodeMatchesDecodeAttention) {
+  std::mt19937_64 rng(freshSeed());
+  for (const Shape &s : shapes()) {
+    RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio, s.lens, rng);
+    c.lens = {s.lens.begin(), s.lens.end()};
+    float scale = float(1.0 / std::sqrt(double(s.d)));
+    BuiltKernel decode =
+        buildLibrary("decode", allPresets()[s.presetIndex].name, s.d, s.ratio);
+    ASSERT_TRUE(bool(decode));
+    std::vector<uint16_t> expected = toHalf(referenceDecode(c, scale));
+    std::vector<uint16_t> got = runDecode(decode, c, scale);
+    expectPaddingUntouched(c, got);
+    for (size_t b = 0; b < s.lens.size(); ++b)
+      if (c.lens[b] <= 0)
+        std::fill_n(&got[b * c.hq * c.d], size_t(c.hq) * c.d, uint16_t(0));
+    std::vector<double> gw = widen(got), ew = widen(expected);
+    EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
+        << "head_dim " << s.d << " gqa " << s.ratio;
+    canonicalize(decode);
+    std::vector<uint16_t> canonical = runDecode(decode, c, scale);
+    for (size_t b = 0; b < s.lens.size(); ++b)
+      if (c.lens[b] <= 0)
+        std::fill_n(&canonical[b * c.hq * c.d], size_t(c.hq) * c.d, uint16_t(0));
+    EXPECT_EQ(canonical, got) << "canonicalized decode, head_dim " << s.d;
+  }
+}
+
+TEST(EvalKernels, SplitDecodeAndCombineMatchDecode) {
+  std::mt19937_64 rng(freshSeed());
+  for (const Shape &s : shapes()) {
+    RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio, s.lens, rng);
+    const char *preset = allPresets()[s.presetIndex].name;
+    float scale = float(1.0 / std::sqrt(double(s.d)));
+    BuiltKernel decode = buildLibrary("decode", preset, s.d, s.ratio);
+    BuiltKernel split = buildLibrary("decode_split", preset, s.d, s.ratio);
+    BuiltKernel combine = buildLibrary("combine", preset, s.d, s.ratio);
+    ASSERT_TRUE(decode && split && combine);
+    std::vector<uint16_t> single = runDecode(decode, c, scale);
+    // 1 split, a few, more splits than blocks, and more than MAX_SPLITS.
+    for (int splits : {1, 3, 7, dsl::kMaxDecodeSplits + 4}) {
+      std::vector<uint16_t> merged = runSplitDecode(split, combine, c, scale, splits);
+      expectPaddingUntouched(c, merged);
+      expectCloseToSinglePass(merged, single, s.d);
+      std::vector<double> mw = widen(merged), sw = widen(single);
+      for (size_t i = 0; i < mw.size(); ++i)
+        if (std::isnan(sw[i]))
+          mw[i] = sw[i] = 0; // padding rows
+      EXPECT_LT(relativeL2(mw.data(), sw.data(), mw.size()), 1e-4)
+          << splits << " splits, head_dim " << s.d;
+    }
+  }
+}
+
+TEST(EvalKernels, VerifyMatchesVerifyAttention) {
+  std::mt19937_64 rng(freshSeed());
+  const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
+  const int d = 128, hk = 2, ratio = 3, t = 4;
+  RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+  const int batch = 3;
+  // Committed lengths leave room for the drafts inside seq_lens.
+  std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+  std::vector<uint16_t> q = heavyTailedTokens(rng, batch * t * c.hq, d, false);
+  std::vector<uint16_t> out(q.size(), kPoison);
+  float scale = 0.09f;
+  BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio);
+  ASSERT_TRUE(bool(verify));
+  llvm::Expected<eval::RunStats> stats = verify.run(
+      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
+       KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
+       KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+       KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
+       KernelArg::buffer(out), KernelArg::f32(scale), KernelArg::integer(batch),
+       KernelArg::integer(t), KernelArg::integer(c.maxBlocks),
+       KernelArg::integer(hk)});
+  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+
+  VerifyBatchView vb;
+  vb.batch = batch;
+  vb.numQHeads = c.hq;
+  vb.maxQueryTokens = t;
+  vb.q = q.data();
+  vb.blockTable = c.blockTable.data();
+  vb.maxBlocks = c.maxBlocks;
+  vb.contextLens = contextLens.data();
+  vb.queryLens = queryLens.data();
+  vb.softmaxScale = scale;
+  std::vector<float> expected(out.size());
+  llvm::Error err = verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
+  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  size_t row = size_t(c.hq) * d;
+  for (int b = 0; b < batch; ++b)
+    for (int j = 0; j < t; ++j)
+      for (size_t i = 0; i < row; ++i) {
+        size_t at = (size_t(b) * t + j) * row + i;
+        uint16_t want = j < queryLens[b] ? floatToHalf(expected[at]) : kPoison;
+        ASSERT_EQ(out[at], want) << "request " << b << " token " << j;
+      }
+}
+
+TEST(EvalKernels, MaterializeMatchesMaterializeContext) {
+  std::mt19937_64 rng(freshSeed());
+  const Preset &preset = allPresets()[0];
+  const int d = 96, hk = 2;
+  RandomPagedCache c(preset, d, hk, 1, {300, 0, 128}, rng);
+  const int g = preset.group, batch = 3;
+  // Each request gets whole blocks of rows: 384 rows, then 128.
+  std::vector<int32_t> start = {0, 0, 384};
+  const int64_t rows = 512;
+  std::vector<uint16_t> outK(size_t(rows) * hk * d, kPoison), outV = outK;
+  BuiltKernel materialize = buildLibrary("materialize", preset.name, d);
+  ASSERT_TRUE(bool(materialize));
+  llvm::Expected<eval::RunStats> stats = materialize.run(
+      {KernelArg::buffer(c.blockTable), KernelArg::buffer(c.lens),
+       KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+       KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
+       KernelArg::buffer(start), KernelArg::buffer(outK),
+       KernelArg::buffer(outV), KernelArg::integer(batch),
+       KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
+  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+
+  std::vector<uint16_t> wantK(outK.size(), kPoison), wantV = wantK;
+  ContextBatchView cb;
+  cb.batch = batch;
+  cb.blockTable = c.blockTable.data();
+  cb.maxBlocks = c.maxBlocks;
+  cb.seqLens = c.lens.data();
+  cb.outStart = start.data();
+  llvm::Error err = materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
+  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  for (int b = 0; b < batch; ++b)
+    for (int t = 0; t < std::max(0, c.lens[b]); ++t)
+      for (int i = 0; i < hk * d; ++i) {
+        size_t at = (size_t(start[b]) + t) * hk * d + i;
+        ASSERT_EQ(outK[at], wantK[at]) << "request " << b << " token " << t;
+        ASSERT_EQ(outV[at], wantV[at]) << "request " << b << " token " << t;
+      }
+  // Rows past a request's length in its last block are written (whole
+  // blocks), rows of other requests' space are not.
+  EXPECT_NE(outK[size_t(300) * hk * d], kPoison);
+  EXPECT_EQ(g, 128);
+}

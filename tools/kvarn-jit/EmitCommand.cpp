@@ -1,0 +1,221 @@
+//===- EmitCommand.cpp - build kernels for a shape and emit them ----------===//
+//
+// kvarn-jit's top-level mode (issue 6's syntax). Only the kvt stage exists
+// so far: `--emit kvt` prints (or writes) the specialized kvt IR, which
+// kvarn-opt parses. Later stages fail with a clear message until the code
+// generator lands.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Commands.h"
+
+#include "kvarn/DSL/Diagnostics.h"
+#include "kvarn/DSL/KernelBuilder.h"
+#include "kvarn/DSL/KernelLibrary.h"
+#include "kvarn/Layout/Preset.h"
+#include "kvarn/Layout/RecordLayout.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/MLIRContext.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace kvarn;
+using namespace kvarn::jit;
+
+namespace {
+
+int listPresets() {
+  for (const Preset &p : allPresets())
+    llvm::outs() << llvm::formatv("{0,-16} key bits {1}, value bits {2}, "
+                                  "group {3}, Sinkhorn iterations {4}{5}\n",
+                                  p.name, p.keyBits, p.valueBits, p.group,
+                                  p.sinkhornIters,
+                                  &p == &defaultPreset() ? " (default)" : "");
+  return kExitOk;
+}
+
+int listKernels() {
+  for (const dsl::LibraryFile &f : dsl::libraryFiles())
+    if (f.isKernel)
+      llvm::outs() << f.name << "\n";
+  return kExitOk;
+}
+
+/// Builds `fileName`'s `text` into `out`, keeping the kernels in `wanted`
+/// (all when empty). Diagnostics go to stderr, one line each.
+bool buildSource(llvm::StringRef fileName, std::unique_ptr<llvm::MemoryBuffer> text,
+                 const dsl::Specialization &spec,
+                 const std::vector<std::string> &wanted, mlir::ModuleOp out,
+                 std::vector<std::string> &built) {
+  mlir::MLIRContext *context = out.getContext();
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(text), llvm::SMLoc());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      dsl::buildKernels(sourceMgr, spec, context);
+  if (!module)
+    return false;
+  std::vector<std::string> defined;
+  for (auto func : llvm::make_early_inc_range(module->getOps<mlir::func::FuncOp>())) {
+    defined.push_back(func.getName().str());
+    if (!wanted.empty() && !llvm::is_contained(wanted, func.getName()))
+      continue;
+    built.push_back(func.getName().str());
+    func->moveBefore(out.getBody(), out.getBody()->end());
+  }
+  for (const std::string &name : wanted)
+    if (!llvm::is_contained(defined, name) && !llvm::is_contained(built, name)) {
+      failure("kernel '" + name + "' is not defined in " + fileName +
+              " (it defines: " + llvm::join(defined, ", ") + ")");
+      return false;
+    }
+  return true;
+}
+
+int writeFile(llvm::StringRef path, llvm::function_ref<void(llvm::raw_ostream &)> write) {
+  std::error_code ec;
+  llvm::ToolOutputFile file(path, ec, llvm::sys::fs::OF_Text);
+  if (ec)
+    return failure("cannot write '" + path + "': " + ec.message());
+  write(file.os());
+  file.os().flush();
+  if (file.os().has_error())
+    return failure("cannot write '" + path + "'");
+  file.keep();
+  return kExitOk;
+}
+
+int runEmit(const ParsedOptions &opts) {
+  if (opts.has("list-presets"))
+    return listPresets();
+  if (opts.has("list-kernels"))
+    return listKernels();
+
+  dsl::Specialization spec;
+  spec.preset = opts.get("preset", defaultPreset().name);
+  std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
+  std::optional<int64_t> gqa = opts.getInt("gqa", 1);
+  if (!headDim || !gqa)
+    return kExitUsage;
+  if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
+      *gqa > INT32_MAX)
+    return usageError("--head-dim and --gqa take 32-bit integers");
+  spec.headDim = int(*headDim);
+  spec.gqa = int(*gqa);
+  if (llvm::Error err = spec.check())
+    return failure(std::move(err));
+
+  std::string emit = opts.get("emit", "kvt");
+  if (emit == "ptx" || emit == "cubin" || emit == "llvm" || emit == "mlir")
+    return failure("--emit " + emit +
+                   " is not available yet: this build has no GPU code "
+                   "generator; --emit kvt is");
+  if (emit != "kvt")
+    return usageError("unknown --emit stage '" + emit +
+                      "' (stages: kvt; later ptx, cubin, llvm, mlir)");
+
+  std::vector<std::string> wanted;
+  if (opts.has("kernels")) {
+    std::string list = opts.get("kernels");
+    llvm::SmallVector<llvm::StringRef> names;
+    llvm::StringRef(list).split(names, ',', -1, false);
+    for (llvm::StringRef n : names)
+      wanted.push_back(n.trim().str());
+    if (wanted.empty())
+      return usageError("--kernels needs kernel names");
+  }
+
+  mlir::MLIRContext context;
+  context.printOpOnDiagnostic(false); // the message and location say enough
+  dsl::loadKvtDialects(&context);
+  dsl::OneLineDiagnosticHandler diagnostics(&context, llvm::errs());
+  mlir::OwningOpRef<mlir::ModuleOp> out =
+      mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
+  std::vector<std::string> built;
+
+  if (opts.has("source")) {
+    std::string path = opts.get("source");
+    llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> file =
+        llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+    if (!file)
+      return failure("cannot read '" + path + "': " + file.getError().message());
+    if (!buildSource(path, std::move(*file), spec, wanted, *out, built))
+      return kExitFailure;
+  } else {
+    std::vector<std::string> names = wanted;
+    if (names.empty())
+      for (const dsl::LibraryFile &f : dsl::libraryFiles())
+        if (f.isKernel)
+          names.push_back(f.name.str());
+    for (const std::string &name : names) {
+      const dsl::LibraryFile *file = dsl::findLibraryFile(name);
+      if (!file || !file->isKernel) {
+        std::vector<std::string> known;
+        for (const dsl::LibraryFile &f : dsl::libraryFiles())
+          if (f.isKernel)
+            known.push_back(f.name.str());
+        return usageError("unknown kernel '" + name +
+                          "' (library kernels: " + llvm::join(known, ", ") + ")");
+      }
+      if (!buildSource(file->fileName,
+                       llvm::MemoryBuffer::getMemBuffer(file->text, file->fileName,
+                                                        false),
+                       spec, {name}, *out, built))
+        return kExitFailure;
+    }
+  }
+
+  if (!opts.has("out")) {
+    out->print(llvm::outs());
+    llvm::outs() << "\n";
+    return kExitOk;
+  }
+  std::string dir = opts.get("out");
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return failure("cannot create '" + dir + "': " + ec.message());
+  for (auto func : out->getOps<mlir::func::FuncOp>()) {
+    llvm::SmallString<256> path(dir);
+    llvm::sys::path::append(path, func.getName() + ".kvt.mlir");
+    mlir::OwningOpRef<mlir::ModuleOp> one =
+        mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
+    one->getBody()->push_back(func.clone());
+    if (int rc = writeFile(path, [&](llvm::raw_ostream &os) {
+          one->print(os);
+          os << "\n";
+        }))
+      return rc;
+    llvm::outs() << llvm::formatv("{0}: {1} head_dim {2} gqa {3} -> {4}\n",
+                                  func.getName(), spec.preset, spec.headDim,
+                                  spec.gqa, path);
+  }
+  return kExitOk;
+}
+
+} // namespace
+
+Command kvarn::jit::emitCommand() {
+  return {"",
+          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--emit kvt] "
+          "[--source FILE] [--out DIR]",
+          "build kernels for one preset and shape and emit them (the kvt "
+          "stage is the only one so far)",
+          {{"kernels", "LIST", "comma-separated kernels (default: all)"},
+           {"preset", "NAME", "KVarN preset (default kvarn_k4v2_g128)"},
+           {"head-dim", "N", "head_dim, a multiple of 16 in [64, 512] "
+                             "(default 128)"},
+           {"gqa", "N", "query heads per KV head (default 1)"},
+           {"emit", "STAGE", "what to emit: kvt (default)"},
+           {"source", "FILE", "a .kvt file instead of the built-in library"},
+           {"out", "DIR", "write <kernel>.kvt.mlir files here instead of "
+                          "printing"},
+           {"list-presets", nullptr, "list the presets"},
+           {"list-kernels", nullptr, "list the library's kernels"}},
+          runEmit};
+}
