@@ -13,6 +13,7 @@ using namespace kvarn;
 using namespace kvarn::jit;
 
 int jit::usageError(const llvm::Twine &message) {
+  llvm::outs().flush();
   llvm::errs() << "kvarn-jit: error: " << message
                << " (see kvarn-jit --help)\n";
   return kExitUsage;
@@ -25,6 +26,7 @@ int jit::failure(llvm::Error err) {
 }
 
 int jit::failure(const llvm::Twine &message) {
+  llvm::outs().flush(); // what was said before the error comes first
   llvm::errs() << "kvarn-jit: error: " << message << "\n";
   return kExitFailure;
 }
