@@ -67,9 +67,10 @@ SmallVector<Value> byteStrides(TileLowering &s, Location loc,
 }
 
 /// Tiles up to this size are staged in shared memory by one cooperative,
-/// vectorized copy; larger ones (a [128, 512] f16 pool tile) are read from
-/// global memory where they are used, so that they need no shared memory.
-constexpr int64_t kMaxStagedTileBytes = 64 * 1024;
+/// vectorized copy (a [128, 128] f16 pool tile); larger ones are read from
+/// global memory where they are used, so that decode's K, V and attention
+/// scratch fit in a CTA's shared memory for every head_dim and GQA ratio.
+constexpr int64_t kMaxStagedTileBytes = 32 * 1024;
 
 LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
   auto op = cast<LoadTileOp>(raw);
@@ -108,20 +109,49 @@ LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
   return success();
 }
 
+/// Stores `v` at `offset` with `strides` (bytes): a plain buffer by one
+/// vectorized cooperative copy; a lazy view element by element, computed
+/// where it is stored, with no shared buffer in between.
+void storeView(TileLowering &s, Location loc, const TileView &v, Type elt,
+               Value ptr, Value offset, ArrayRef<Value> strides) {
+  TileView plain = v;
+  bool copy = v.isPlainBuffer() && v.conversions.empty() &&
+              cast<MemRefType>(v.buffer.getType()).getElementType() == elt &&
+              v.bufferDims.size() == size_t(v.type.getRank());
+  for (size_t k = 0; copy && k < v.bufferDims.size(); ++k)
+    copy = v.bufferDims[k] == int(k);
+  if (copy || v.splat) {
+    plain = s.materialize(loc, v, elt); // a splat: small, write it once
+    kvgpu::CopyOutOp::create(s.b, loc, plain.buffer, ptr, offset, strides);
+    s.barrier(loc);
+    if (plain.buffer != v.buffer)
+      s.planner.release(plain.bufferId);
+    return;
+  }
+  s.foreach(loc, v.type.getShape(), [&](OpBuilder &b, ValueRange idx) {
+    Value x = s.read(b, loc, v, idx); // reads convert to the tile's type
+    Value at = offset;
+    for (auto [i, stride] : llvm::zip(idx, strides))
+      at = arith::AddIOp::create(
+          b, loc, at,
+          arith::MulIOp::create(
+              b, loc, arith::IndexCastOp::create(b, loc, b.getI64Type(), i),
+              stride));
+    Value addr = LLVM::GEPOp::create(b, loc, ptr.getType(), b.getI8Type(), ptr,
+                                     ValueRange{at});
+    LLVM::StoreOp::create(b, loc, x, addr);
+  });
+}
+
 LogicalResult lowerStoreTile(TileLowering &s, Operation *raw) {
   auto op = cast<StoreTileOp>(raw);
   Location loc = op.getLoc();
-  TileType type = op.getValue().getType();
-  TileView v = s.materialize(loc, s.view(op.getValue()), type.getElementType());
-  kvgpu::CopyOutOp::create(
-      s.b, loc, v.buffer, s.lookup(op.getPtr()),
-      byteOffset(s, loc, s.lookup(op.getOffset()), type.getElementType()),
-      byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
-                    return s.lookup(v);
-                  }), type.getElementType()));
-  s.barrier(loc);
-  if (v.buffer != s.view(op.getValue()).buffer)
-    s.planner.release(v.bufferId);
+  Type elt = op.getValue().getType().getElementType();
+  storeView(s, loc, s.view(op.getValue()), elt, s.lookup(op.getPtr()),
+            byteOffset(s, loc, s.lookup(op.getOffset()), elt),
+            byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
+                          return s.lookup(v);
+                        }), elt));
   return success();
 }
 
@@ -158,14 +188,10 @@ LogicalResult lowerStoreField(TileLowering &s, Operation *raw) {
   auto op = cast<StoreFieldOp>(raw);
   Location loc = op.getLoc();
   TileType type = op.getValue().getType();
-  TileView v = s.materialize(loc, s.view(op.getValue()), type.getElementType());
-  kvgpu::CopyOutOp::create(
-      s.b, loc, v.buffer, s.lookup(op.getCache()),
-      fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
-      fieldStrides(s, loc, type));
-  s.barrier(loc);
-  if (v.buffer != s.view(op.getValue()).buffer)
-    s.planner.release(v.bufferId);
+  storeView(s, loc, s.view(op.getValue()), type.getElementType(),
+            s.lookup(op.getCache()),
+            fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
+            fieldStrides(s, loc, type));
   return success();
 }
 

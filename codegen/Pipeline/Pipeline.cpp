@@ -2,15 +2,20 @@
 
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Conversion/Passes.h"
+#include "kvarn/RegisterKvarnDialects.h"
 #include "kvarn/Support/Error.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/Passes.h"
 
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -95,6 +100,12 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   if (llvm::Error err = validateTarget(target))
     return std::move(err);
   MLIRContext *ctx = module.getContext();
+  // The lowering needs every dialect's ConvertToLLVM interface and the
+  // translations, whatever the caller's context was created with.
+  DialectRegistry registry;
+  registerKvarnDialects(registry);
+  ctx->appendDialectRegistry(registry);
+  ctx->loadAllAvailableDialects();
   DiagnosticCollector diags(ctx);
   if (opts.onStage)
     opts.onStage("kvt", printOp(module));
@@ -137,18 +148,30 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   module.walk([&](gpu::GPUModuleOp gpuModule) {
     gpuModule.setTargetsAttr(ArrayAttr::get(ctx, {nvvmTarget}));
   });
+  // kvarn's own attributes were read above; LLVM IR has no use for them.
+  module.walk([&](LLVM::LLVMFuncOp func) {
+    for (NamedAttribute attr : llvm::to_vector(func->getDiscardableAttrs()))
+      if (attr.getName().strref().starts_with("kvt.") ||
+          attr.getName().strref().starts_with("kvgpu."))
+        func->removeDiscardableAttr(attr.getName());
+  });
+  // The LLVM IR handed to the NVPTX backend (before its optimizations).
   std::string llvmIR, ptx;
-  auto captureIR = [&](llvm::Module &m) {
-    llvmIR.clear();
-    llvm::raw_string_ostream os(llvmIR);
-    m.print(os, nullptr);
-  };
+  module.walk([&](gpu::GPUModuleOp gpuModule) {
+    llvm::LLVMContext llvmContext;
+    std::unique_ptr<llvm::Module> m =
+        translateModuleToLLVMIR(gpuModule, llvmContext, "kvarn_kernels");
+    if (m) {
+      llvm::raw_string_ostream os(llvmIR);
+      m->print(os, nullptr);
+    }
+  });
   auto capturePTX = [&](llvm::StringRef isa) { ptx = isa.str(); };
   gpu::TargetOptions targetOptions(
       /*toolkitPath=*/"", /*librariesToLink=*/{}, /*cmdOptions=*/"",
       /*elfSection=*/"", gpu::CompilationTarget::Assembly,
       /*getSymbolTableCallback=*/{}, /*initialLlvmIRCallback=*/{},
-      /*linkedLlvmIRCallback=*/{}, captureIR, capturePTX);
+      /*linkedLlvmIRCallback=*/{}, /*optimizedLlvmIRCallback=*/{}, capturePTX);
   if (failed(gpu::transformGpuModulesToBinaries(module, nullptr,
                                                 targetOptions)))
     return makeError(KVARN_ERROR_COMPILE, "LLVM NVPTX code generation failed: "

@@ -1,13 +1,16 @@
 //===- EmitCommand.cpp - build kernels for a shape and emit them ----------===//
 //
-// kvarn-jit's top-level mode (issue 6's syntax). Only the kvt stage exists
-// so far: `--emit kvt` prints (or writes) the specialized kvt IR, which
-// kvarn-opt parses. Later stages fail with a clear message until the code
-// generator lands.
+// kvarn-jit's top-level mode (issue 6's syntax): build the kernels for one
+// preset and shape and emit one stage of each: the specialized kvt IR
+// (kvarn-opt parses it), the kvgpu or NVVM-dialect IR, LLVM IR, PTX, or a
+// cubin assembled by ptxas.
 //
 //===----------------------------------------------------------------------===//
 
 #include "Commands.h"
+
+#include "kvarn/Codegen/Pipeline.h"
+#include "kvarn/Runtime/PtxAssembler.h"
 
 #include "kvarn/DSL/Diagnostics.h"
 #include "kvarn/DSL/KernelBuilder.h"
@@ -92,6 +95,99 @@ int writeFile(llvm::StringRef path, llvm::function_ref<void(llvm::raw_ostream &)
   return kExitOk;
 }
 
+/// Writes `text` to `dir/name` or, without --out, prints it.
+int emitText(const ParsedOptions &opts, llvm::StringRef name,
+             llvm::StringRef text) {
+  if (!opts.has("out")) {
+    llvm::outs() << text;
+    if (!text.ends_with("\n"))
+      llvm::outs() << "\n";
+    return kExitOk;
+  }
+  std::string dir = opts.get("out");
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return failure("cannot create '" + dir + "': " + ec.message());
+  llvm::SmallString<256> path(dir);
+  llvm::sys::path::append(path, name);
+  return writeFile(path, [&](llvm::raw_ostream &os) { os << text; });
+}
+
+std::string printModule(mlir::Operation *op) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  op->print(os);
+  os << "\n";
+  return s;
+}
+
+int emitKvt(const ParsedOptions &opts, const dsl::Specialization &spec,
+            mlir::MLIRContext &context, mlir::ModuleOp out) {
+  if (!opts.has("out"))
+    return emitText(opts, "", printModule(out));
+  for (auto func : out.getOps<mlir::func::FuncOp>()) {
+    mlir::OwningOpRef<mlir::ModuleOp> one =
+        mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
+    one->getBody()->push_back(func.clone());
+    std::string name = (func.getName() + ".kvt.mlir").str();
+    if (int rc = emitText(opts, name, printModule(*one)))
+      return rc;
+    llvm::outs() << llvm::formatv("{0}: {1} head_dim {2} gqa {3} -> {4}/{5}\n",
+                                  func.getName(), spec.preset, spec.headDim,
+                                  spec.gqa, opts.get("out"), name);
+  }
+  return kExitOk;
+}
+
+/// Compiles each kernel of `out` on its own and emits `stage`.
+int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
+                 const Target &target, llvm::StringRef stage,
+                 mlir::ModuleOp out) {
+  static const llvm::StringMap<std::string> kExtension = {
+      {"kvgpu", "kvgpu.mlir"}, {"mlir", "nvvm.mlir"}, {"llvm", "llir"},
+      {"ptx", "ptx"},          {"cubin", "cubin"}};
+  for (auto func : out.getOps<mlir::func::FuncOp>()) {
+    mlir::OwningOpRef<mlir::ModuleOp> one =
+        mlir::ModuleOp::create(mlir::UnknownLoc::get(out.getContext()));
+    one->getBody()->push_back(func.clone());
+    std::string name = func.getName().str();
+    std::string text;
+    CompileOptions options;
+    options.target = target;
+    // --emit names -> the pipeline's stage names (CompileOptions::onStage).
+    llvm::StringRef wantedStage = stage == "mlir"   ? "nvvm"
+                                  : stage == "llvm" ? "llir"
+                                                    : stage;
+    options.onStage = [&](llvm::StringRef s, llvm::StringRef ir) {
+      if (s == wantedStage || (wantedStage == "cubin" && s == "ptx"))
+        text = ir.str();
+    };
+    llvm::Expected<CompiledModule> compiled = compileToPTX(*one, options);
+    if (!compiled)
+      return failure(compiled.takeError());
+    if (stage == "cubin") {
+      cuda::PtxasOptions ptxas;
+      ptxas.arch = target.chip;
+      llvm::Expected<cuda::CubinImage> cubin =
+          cuda::assembleWithPtxas(compiled->ptx, ptxas);
+      if (!cubin)
+        return failure(cubin.takeError());
+      text = std::move(cubin->bytes);
+    }
+    std::string file = name + "." + kExtension.lookup(stage);
+    if (int rc = emitText(opts, file, text))
+      return rc;
+    if (opts.has("out")) {
+      const CompiledKernel &k = compiled->kernels.front();
+      llvm::outs() << llvm::formatv(
+          "{0}: {1} head_dim {2} gqa {3} {4} -> {5}/{6} ({7} warps, {8} bytes "
+          "of shared memory)\n",
+          name, spec.preset, spec.headDim, spec.gqa, target.chip,
+          opts.get("out"), file, k.numWarps, k.sharedBytes);
+    }
+  }
+  return kExitOk;
+}
+
 int runEmit(const ParsedOptions &opts) {
   if (opts.has("list-presets"))
     return listPresets();
@@ -113,13 +209,15 @@ int runEmit(const ParsedOptions &opts) {
     return failure(std::move(err));
 
   std::string emit = opts.get("emit", "kvt");
-  if (emit == "ptx" || emit == "cubin" || emit == "llvm" || emit == "mlir")
-    return failure("--emit " + emit +
-                   " is not available yet: this build has no GPU code "
-                   "generator; --emit kvt is");
-  if (emit != "kvt")
+  static const char *const kStages[] = {"kvt", "kvgpu", "mlir", "llvm", "ptx",
+                                        "cubin"};
+  if (!llvm::is_contained(kStages, emit))
     return usageError("unknown --emit stage '" + emit +
-                      "' (stages: kvt; later ptx, cubin, llvm, mlir)");
+                      "' (stages: kvt, kvgpu, mlir, llvm, ptx, cubin)");
+  Target target;
+  target.chip = opts.get("arch", "sm_90");
+  if (llvm::Error err = validateTarget(target))
+    return failure(std::move(err));
 
   std::vector<std::string> wanted;
   if (opts.has("kernels")) {
@@ -172,46 +270,26 @@ int runEmit(const ParsedOptions &opts) {
     }
   }
 
-  if (!opts.has("out")) {
-    out->print(llvm::outs());
-    llvm::outs() << "\n";
-    return kExitOk;
-  }
-  std::string dir = opts.get("out");
-  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
-    return failure("cannot create '" + dir + "': " + ec.message());
-  for (auto func : out->getOps<mlir::func::FuncOp>()) {
-    llvm::SmallString<256> path(dir);
-    llvm::sys::path::append(path, func.getName() + ".kvt.mlir");
-    mlir::OwningOpRef<mlir::ModuleOp> one =
-        mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
-    one->getBody()->push_back(func.clone());
-    if (int rc = writeFile(path, [&](llvm::raw_ostream &os) {
-          one->print(os);
-          os << "\n";
-        }))
-      return rc;
-    llvm::outs() << llvm::formatv("{0}: {1} head_dim {2} gqa {3} -> {4}\n",
-                                  func.getName(), spec.preset, spec.headDim,
-                                  spec.gqa, path);
-  }
-  return kExitOk;
+  if (emit == "kvt")
+    return emitKvt(opts, spec, context, *out);
+  return emitCompiled(opts, spec, target, emit, *out);
 }
-
 } // namespace
 
 Command kvarn::jit::emitCommand() {
   return {"",
-          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--emit kvt] "
+          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--emit STAGE] [--arch SM] "
           "[--source FILE] [--out DIR]",
-          "build kernels for one preset and shape and emit them (the kvt "
-          "stage is the only one so far)",
+          "build kernels for one preset and shape and emit one stage",
           {{"kernels", "LIST", "comma-separated kernels (default: all)"},
            {"preset", "NAME", "KVarN preset (default kvarn_k4v2_g128)"},
            {"head-dim", "N", "head_dim, a multiple of 16 in [64, 512] "
                              "(default 128)"},
            {"gqa", "N", "query heads per KV head (default 1)"},
-           {"emit", "STAGE", "what to emit: kvt (default)"},
+           {"emit", "STAGE", "what to emit: kvt (default), kvgpu, mlir (the "
+                             "NVVM dialect), llvm, ptx, cubin (needs ptxas)"},
+           {"arch", "SM", "target GPU (default sm_90): sm_80, sm_86, sm_89, "
+                          "sm_90, sm_90a, ..."},
            {"source", "FILE", "a .kvt file instead of the built-in library"},
            {"out", "DIR", "write <kernel>.kvt.mlir files here instead of "
                           "printing"},

@@ -1,0 +1,70 @@
+//===- KernelCompiler.cpp - a DSL kernel to PTX ---------------------------===//
+
+#include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/DSL/KernelBuilder.h"
+#include "kvarn/RegisterKvarnDialects.h"
+#include "kvarn/Support/Error.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+
+using namespace mlir;
+using namespace kvarn;
+
+llvm::Expected<CompiledModule>
+kvarn::compileKernel(const KernelRequest &request,
+                     const CompileOptions &options) {
+  if (llvm::Error err = request.spec.check())
+    return std::move(err);
+  DialectRegistry registry;
+  registerKvarnDialects(registry);
+  // Compilations run on several threads, each with its own context.
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  context.loadAllAvailableDialects();
+
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {
+    if (diag.getSeverity() == DiagnosticSeverity::Error) {
+      llvm::raw_string_ostream os(diagnostics);
+      os << (diagnostics.empty() ? "" : "\n") << diag.getLocation() << ": "
+         << diag;
+    }
+    return success();
+  });
+
+  OwningOpRef<ModuleOp> module;
+  llvm::SourceMgr sourceMgr;
+  if (request.source.empty()) {
+    module = dsl::buildLibraryKernel(request.kernel, request.spec, &context);
+  } else {
+    sourceMgr.AddNewSourceBuffer(
+        llvm::MemoryBuffer::getMemBufferCopy(request.source, request.sourceName),
+        llvm::SMLoc());
+    module = dsl::buildKernels(sourceMgr, request.spec, &context);
+    if (module) { // keep only the requested kernel
+      bool found = false;
+      for (auto func : llvm::make_early_inc_range(module->getOps<func::FuncOp>())) {
+        if (func.getName() == request.kernel)
+          found = true;
+        else
+          func.erase();
+      }
+      if (!found)
+        return makeError(KVARN_ERROR_COMPILE, "{0} defines no kernel '{1}'",
+                         request.sourceName, request.kernel);
+    }
+  }
+  if (!module)
+    return makeError(KVARN_ERROR_COMPILE, "{0}",
+                     diagnostics.empty() ? "the DSL front end failed"
+                                         : diagnostics);
+  llvm::Expected<CompiledModule> compiled = compileToPTX(*module, options);
+  if (!compiled)
+    return compiled.takeError();
+  return compiled;
+}
