@@ -166,6 +166,35 @@ private:
     scf::YieldOp::create(state.b, loc, scalars);
   }
 
+  /// Buffers of the loops being lowered, by their yield.
+  llvm::DenseMap<Operation *, SmallVector<TileView>> loopCarried;
+
+  /// The if's result buffers. A tile result whose one use is the enclosing
+  /// loop's yield is written straight into that loop's carried buffer (the
+  /// branch has read the old state by then), saving a buffer and a copy.
+  SmallVector<TileView> allocateIfResults(scf::IfOp op) {
+    SmallVector<TileView> views;
+    for (Value r : op.getResults()) {
+      auto tile = dyn_cast<TileType>(r.getType());
+      if (!tile)
+        continue;
+      if (r.hasOneUse()) {
+        Operation *user = *r.getUsers().begin();
+        auto it = loopCarried.find(user);
+        if (it != loopCarried.end() && user->getBlock() == op->getBlock()) {
+          unsigned pos = r.getUses().begin()->getOperandNumber(), t = 0;
+          for (unsigned i = 0; i < pos; ++i)
+            t += isa<TileType>(user->getOperand(i).getType());
+          views.push_back(it->second[t]);
+          continue;
+        }
+      }
+      views.push_back(state.allocate(op->getLoc(), tile));
+      state.bufferLastUse[views.back().bufferId] = liveness.end[op];
+    }
+    return views;
+  }
+
   void mapCarried(ValueRange oldValues, ValueRange newScalars,
                   ArrayRef<TileView> carried) {
     size_t s = 0, t = 0;
@@ -233,7 +262,7 @@ private:
 
   LogicalResult lowerIf(scf::IfOp op) {
     OpBuilder &b = state.b;
-    SmallVector<TileView> carried = allocateCarried(op, op.getResultTypes());
+    SmallVector<TileView> carried = allocateIfResults(op);
     auto newIf = scf::IfOp::create(b, op.getLoc(), scalarTypes(op.getResultTypes()),
                                    state.lookup(op.getCondition()),
                                    /*withElseRegion=*/!op.getElseRegion().empty());
@@ -258,6 +287,7 @@ private:
     OpBuilder &b = state.b;
     Location loc = op.getLoc();
     SmallVector<TileView> carried = allocateCarried(op, op.getResultTypes());
+    loopCarried[op.getBody()->getTerminator()] = carried;
     SmallVector<Value> inits;
     size_t t = 0;
     for (Value v : op.getInitArgs()) {
@@ -317,12 +347,30 @@ LogicalResult sinkTileUsersIntoBranches(scf::IfOp op) {
   for (Operation *user : slice)
     if (last->isBeforeInBlock(user))
       last = user;
-  // Everything else between the if and the last user moves above the if.
+  // Everything else between the if and the last user moves above the if: it
+  // must be pure, or only read memory while nothing here writes it.
+  auto writes = [](Operation *o) {
+    bool found = false;
+    o->walk([&](Operation *inner) {
+      auto effects = dyn_cast<MemoryEffectOpInterface>(inner);
+      if (effects ? effects.hasEffect<MemoryEffects::Write>()
+                  : !inner->hasTrait<OpTrait::HasRecursiveMemoryEffects>() &&
+                        !isPure(inner) && !isa<scf::YieldOp>(inner))
+        found = true;
+    });
+    return found;
+  };
+  auto onlyReads = [](Operation *o) {
+    auto effects = dyn_cast<MemoryEffectOpInterface>(o);
+    return effects && effects.onlyHasEffect<MemoryEffects::Read>();
+  };
+  bool memoryQuiet = !writes(op);
   SmallVector<Operation *> hoist;
   for (Operation *it = op->getNextNode(); it != last; it = it->getNextNode()) {
     if (slice.contains(it))
       continue;
-    if (!isPure(it) || it->getNumRegions())
+    if (it->getNumRegions() ||
+        !(isPure(it) || (memoryQuiet && onlyReads(it))))
       return failure();
     for (Value v : it->getOperands())
       if (Operation *def = v.getDefiningOp())
