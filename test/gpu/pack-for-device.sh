@@ -38,12 +38,16 @@ trap 'rm -rf "$stage"' EXIT
 pkg=$stage/kvarn
 mkdir -p "$pkg"/{bin,lib,tests/unit,tests/gpu,hooks,golden}
 
-# Executables of a build folder, stripped, into a package folder.
+# Executables of a build folder, stripped, into a package folder. Each binary
+# that links LLVM is ~50 MB stripped, and the tarball plus the tree must stay
+# under the device tool's 64 MiB: KVARN_DEVICE_SKIP names what to leave out.
+skip=" ${KVARN_DEVICE_SKIP-kvarn-opt KVarnEvalTests} "
 copy_executables() {
   local from=$1 to=$2 f
   [ -d "$from" ] || return 0
   for f in "$from"/*; do
     [ -f "$f" ] && [ -x "$f" ] || continue
+    [[ "$skip" == *" $(basename "$f") "* ]] && continue
     cp "$f" "$to/"
     strip --strip-all "$to/$(basename "$f")"
   done

@@ -14,3 +14,13 @@ fi
 "$sanitizer" --tool memcheck --error-exitcode 1 \
   "$KVARN_DEVICE_ROOT/tests/gpu/KVarnGpuTests" --gtest_brief=1 \
   --gtest_filter='Gpu.DeviceQuery:Gpu.MemcpyRoundTrip:Gpu.Memset:Gpu.TwoStreamsAtOnce:Gpu.WorksFromAnotherThreadAndLeavesItsContextAlone'
+status=$?
+# The generated kernels: memcheck and racecheck on small launches of flush
+# (with its Sinkhorn reductions in shared memory) and append.
+for tool in memcheck racecheck; do
+  "$sanitizer" --tool $tool --error-exitcode 1 \
+    "$KVARN_DEVICE_ROOT/tests/gpu/KVarnKernelGpuTests" --gtest_brief=1 \
+    --gtest_filter='Flush.SmallForTheSanitizers:KernelGpu.AppendRotatesIntoThePoolAndSkipsPadding' \
+    || status=1
+done
+exit $status

@@ -1,0 +1,269 @@
+//===- kvarn-bench.cpp - kernel timings on the GPU ------------------------===//
+//
+// Times the generated kernels with CUDA events (warm-up, then the median of
+// many launches) on fresh data larger than L2, next to the device-to-device
+// copy bandwidth measured in the same run. Prints a table; --json FILE writes
+// the figures. A benchmark, not a test: it asserts nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/Module.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Half.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+
+using namespace kvarn;
+using namespace kvarn::cuda;
+
+namespace {
+
+struct Row {
+  std::string what;
+  double micros = 0;
+  double gbPerSecond = 0; // over the bytes the kernel must move
+  std::string note;
+};
+
+[[noreturn]] void die(llvm::Error err) {
+  std::string message;
+  kvarn::consumeError(std::move(err), message);
+  llvm::errs() << "kvarn-bench: error: " << message << "\n";
+  std::exit(1);
+}
+
+template <typename T> T check(llvm::Expected<T> v) {
+  if (!v)
+    die(v.takeError());
+  return std::move(*v);
+}
+
+void check(llvm::Error err) {
+  if (err)
+    die(std::move(err));
+}
+
+struct Bench {
+  Context ctx;
+  Stream stream;
+  Event start, stop;
+  std::mt19937_64 rng{12345};
+
+  DeviceBuffer buffer(size_t bytes) {
+    return check(DeviceBuffer::allocate(ctx, std::max<size_t>(bytes, 1)));
+  }
+  template <typename T> DeviceBuffer upload(const std::vector<T> &v) {
+    DeviceBuffer b = buffer(v.size() * sizeof(T));
+    check(b.upload(v.data(), v.size() * sizeof(T)));
+    return b;
+  }
+  DeviceBuffer randomHalves(size_t n) {
+    std::normal_distribution<float> normal;
+    std::vector<uint16_t> h(n);
+    for (uint16_t &x : h)
+      x = floatToHalf(normal(rng));
+    return upload(h);
+  }
+
+  /// Median microseconds of `launch` over `reps` timed runs after warm-up.
+  double time(const std::function<void()> &launch, int reps = 30) {
+    for (int i = 0; i < 3; ++i)
+      launch();
+    check(stream.synchronize());
+    std::vector<double> us;
+    for (int i = 0; i < reps; ++i) {
+      check(start.record(stream.handle()));
+      launch();
+      check(stop.record(stream.handle()));
+      check(stop.synchronize());
+      us.push_back(1000.0 * check(Event::elapsedMilliseconds(start, stop)));
+    }
+    std::sort(us.begin(), us.end());
+    return us[us.size() / 2];
+  }
+
+  LoadedKernel load(const std::string &name, const dsl::Specialization &spec) {
+    CompileOptions options;
+    options.target.chip = ctx.info().arch();
+    CompiledModule m = check(compileKernel({name, spec, "", ""}, options));
+    KernelImage image{m.kernels[0].name, m.ptx, "", m.kernels[0].numWarps,
+                      int(m.kernels[0].sharedBytes)};
+    return check(LoadedKernel::load(ctx, image));
+  }
+};
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string jsonPath;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
+      jsonPath = argv[++i];
+    else if (!std::strcmp(argv[i], "--help")) {
+      llvm::outs() << "usage: kvarn-bench [--json FILE]\n";
+      return 0;
+    } else {
+      llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
+                   << "' (see kvarn-bench --help)\n";
+      return 2;
+    }
+  }
+  Context ctx = check(Context::create(0));
+  Bench b{std::move(ctx), Stream(), Event(), Event()};
+  b.stream = check(Stream::create(b.ctx));
+  b.start = check(Event::create(b.ctx));
+  b.stop = check(Event::create(b.ctx));
+  std::vector<Row> rows;
+  const DeviceInfo &info = b.ctx.info();
+
+  // Device-to-device copy of 1 GiB: read + write bytes per second.
+  double copyGBs = 0;
+  {
+    size_t bytes = size_t(1) << 30;
+    DeviceBuffer src = b.buffer(bytes), dst = b.buffer(bytes);
+    double us = b.time([&] { check(dst.copyFromAsync(src, bytes, b.stream.handle())); }, 10);
+    copyGBs = 2.0 * bytes / us / 1e3;
+    rows.push_back({"device copy 1 GiB", us, copyGBs, "read + write"});
+  }
+
+  // append: 4096 tokens x 8 KV heads, head_dim 128.
+  {
+    const int n = 4096, hk = 8, d = 128, g = 128;
+    dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
+    LoadedKernel k = b.load("append", spec);
+    int blocks = n / g;
+    std::vector<int32_t> mapping(n), toSlot(blocks);
+    std::iota(toSlot.begin(), toSlot.end(), 0);
+    std::shuffle(toSlot.begin(), toSlot.end(), b.rng);
+    for (int t = 0; t < n; ++t)
+      mapping[t] = t;
+    DeviceBuffer kk = b.randomHalves(size_t(n) * hk * d),
+                 vv = b.randomHalves(size_t(n) * hk * d), m = b.upload(mapping),
+                 ts = b.upload(toSlot), pk = b.buffer(size_t(n) * hk * d * 2),
+                 pv = b.buffer(size_t(n) * hk * d * 2);
+    KernelArgs args;
+    args.pointer(kk).pointer(vv).pointer(m).pointer(ts).pointer(pk).pointer(pv)
+        .i32(n).i32(hk).scratch();
+    double us = b.time([&] {
+      check(k.launch({unsigned(n), unsigned(hk), 1}, args, b.stream.handle()));
+    });
+    double bytes = 4.0 * n * hk * d * 2; // read k, v; write two pool rows
+    rows.push_back({"append 4096 tok x 8 heads, D=128", us, bytes / us / 1e3,
+                    llvm::formatv("{0:P0} of copy", bytes / us / 1e3 / copyGBs)});
+  }
+
+  // flush: 2048 (K, V) tile pairs (256 tiles x 8 heads), D = 128 and 256.
+  for (int d : {128, 256}) {
+    const int tiles = 256, hk = 8, g = 128;
+    dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
+    RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), d));
+    LoadedKernel k = b.load("flush", spec);
+    std::vector<int32_t> slots(tiles), blocks(tiles);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::iota(blocks.begin(), blocks.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), b.rng);
+    std::shuffle(blocks.begin(), blocks.end(), b.rng);
+    size_t poolElems = size_t(tiles) * g * hk * d;
+    DeviceBuffer pk = b.randomHalves(poolElems), pv = b.randomHalves(poolElems),
+                 s = b.upload(slots), bl = b.upload(blocks),
+                 cache = b.buffer(size_t(tiles) * hk * l.recordBytes);
+    KernelArgs args;
+    args.pointer(pk).pointer(pv).pointer(s).pointer(bl).pointer(cache)
+        .i32(tiles).i32(hk).scratch();
+    double us = b.time([&] {
+      check(k.launch({unsigned(tiles), unsigned(hk), 1}, args, b.stream.handle()));
+    }, 10);
+    double bytes = 2.0 * poolElems * 2 + double(tiles) * hk * l.recordBytes;
+    rows.push_back({llvm::formatv("flush 2048 tile pairs, D={0}", d).str(), us,
+                    bytes / us / 1e3,
+                    llvm::formatv("{0:f2} us per pair", us / 2048).str()});
+  }
+
+  // decode: Hq/Hk 32/8, D=128, k4v2_g128, all blocks quantized but the sink,
+  // block tables shuffled.
+  for (auto [batch, ctxLen] : std::vector<std::pair<int, int>>{
+           {1, 32768}, {8, 32768}, {32, 8192}, {128, 2048}}) {
+    const int hq = 32, hk = 8, d = 128, g = 128;
+    dsl::Specialization spec{"kvarn_k4v2_g128", d, hq / hk};
+    RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), d));
+    LoadedKernel k = b.load("decode", spec);
+    int perReq = ctxLen / g, numBlocks = batch * perReq;
+    std::vector<int32_t> ids(numBlocks), table(numBlocks), lens(batch, ctxLen),
+        toSlot(numBlocks, -1);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), b.rng);
+    for (int i = 0; i < numBlocks; ++i)
+      table[i] = ids[i];
+    for (int r = 0; r < batch; ++r) // the sink block stays fp16 in the pool
+      toSlot[table[size_t(r) * perReq]] = r;
+    // Records with plausible scales: random codes, unit scales.
+    std::vector<uint8_t> rec(l.recordBytes);
+    for (auto &x : rec)
+      x = uint8_t(b.rng());
+    auto setHalves = [&](int64_t at, int n, float v) {
+      uint16_t h = floatToHalf(v);
+      for (int i = 0; i < n; ++i)
+        std::memcpy(&rec[at + 2 * i], &h, 2);
+    };
+    setHalves(l.kScale, d, 0.1f), setHalves(l.kZero, d, -0.7f);
+    setHalves(l.kTokenScale, g, 1.0f), setHalves(l.vChannelScale, d, 1.0f);
+    setHalves(l.vScale, g, 0.3f), setHalves(l.vZero, g, -0.45f);
+    std::vector<uint8_t> cacheHost(size_t(numBlocks) * hk * l.recordBytes);
+    for (size_t i = 0; i < size_t(numBlocks) * hk; ++i)
+      std::memcpy(&cacheHost[i * l.recordBytes], rec.data(), l.recordBytes);
+    DeviceBuffer q = b.randomHalves(size_t(batch) * hq * d), bt = b.upload(table),
+                 sl = b.upload(lens), ts = b.upload(toSlot), cache = b.upload(cacheHost),
+                 pk = b.randomHalves(size_t(batch) * g * hk * d),
+                 pv = b.randomHalves(size_t(batch) * g * hk * d),
+                 out = b.buffer(size_t(batch) * hq * d * 2);
+    KernelArgs args;
+    args.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
+        .pointer(pk).pointer(pv).pointer(out).f32(1.0f / std::sqrt(float(d)))
+        .i32(batch).i32(perReq).i32(hk).scratch();
+    double us = b.time([&] {
+      check(k.launch({unsigned(batch), unsigned(hk), 1}, args, b.stream.handle()));
+    }, 5);
+    double bytes = double(numBlocks) * hk * l.recordBytes;
+    rows.push_back({llvm::formatv("decode 32/8 D=128 {0} x {1}", batch, ctxLen).str(),
+                    us, bytes / us / 1e3,
+                    llvm::formatv("limit {0:f1} us at 2.98 TB/s", bytes / 2.98e6).str()});
+  }
+
+  llvm::outs() << llvm::formatv("kvarn-bench on {0} ({1}, {2} SMs)\n\n",
+                                info.name, info.arch(), info.multiprocessors);
+  llvm::outs() << llvm::formatv("{0,-40} {1,12} {2,10}  {3}\n", "what",
+                                "median us", "GB/s", "note");
+  for (const Row &r : rows)
+    llvm::outs() << llvm::formatv("{0,-40} {1,12:f1} {2,10:f1}  {3}\n", r.what,
+                                  r.micros, r.gbPerSecond, r.note);
+  if (!jsonPath.empty()) {
+    llvm::json::Array array;
+    for (const Row &r : rows)
+      array.push_back(llvm::json::Object{{"what", r.what},
+                                         {"median_us", r.micros},
+                                         {"gb_per_s", r.gbPerSecond},
+                                         {"note", r.note}});
+    std::error_code ec;
+    llvm::raw_fd_ostream os(jsonPath, ec);
+    if (ec) {
+      llvm::errs() << "kvarn-bench: error: cannot write '" << jsonPath
+                   << "': " << ec.message() << "\n";
+      return 1;
+    }
+    os << llvm::json::Value(llvm::json::Object{
+        {"device", info.name}, {"arch", info.arch()}, {"rows", std::move(array)}});
+  }
+  return 0;
+}

@@ -1,0 +1,421 @@
+//===- KernelGpuTest.cpp - the generated kernels on the GPU ---------------===//
+//
+// Every kernel here comes out of the DSL library through kvt, kvgpu and NVVM
+// (kvarn::compileKernel), is loaded through the Driver API, and is checked
+// against the CPU reference and the golden cases. Fresh random inputs each
+// run (KVARN_TEST_SEED replays one); outputs are poisoned first; tests SKIP
+// where there is no GPU (and fail on the GPU machine if the driver fails).
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Golden/Compare.h"
+#include "kvarn/Golden/GoldenCase.h"
+#include "kvarn/Golden/ReferenceOnCase.h"
+#include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Reference/Rotation.h"
+#include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/Module.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Half.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+
+using namespace kvarn;
+using namespace kvarn::cuda;
+
+namespace {
+
+uint64_t freshSeed() {
+  static uint64_t seed = [] {
+    if (const char *env = std::getenv("KVARN_TEST_SEED"))
+      return uint64_t(std::strtoull(env, nullptr, 0));
+    return uint64_t(std::random_device{}()) << 32 | std::random_device{}();
+  }();
+  static bool printed = [] {
+    std::fprintf(stderr, "[   seed   ] KVARN_TEST_SEED=%llu\n",
+                 (unsigned long long)seed);
+    return true;
+  }();
+  (void)printed;
+  return seed;
+}
+
+std::string goldenPath(const std::string &name) {
+  const char *dir = std::getenv("KVARN_GOLDEN_DIR");
+  return std::string(dir && *dir ? dir : KVARN_GOLDEN_DIR) + "/" + name;
+}
+
+/// Heavy-tailed fp16 tokens [n][d] with outlier channels and a sink token.
+std::vector<uint16_t> tokens(std::mt19937_64 &rng, int n, int d, bool sink) {
+  std::student_t_distribution<float> t(3.0f);
+  std::uniform_int_distribution<int> channel(0, d - 1);
+  std::vector<float> scale(d, 1.0f);
+  for (int i = 0; i < 3; ++i)
+    scale[channel(rng)] = 20.0f;
+  std::vector<uint16_t> out(size_t(n) * d);
+  for (int k = 0; k < n; ++k)
+    for (int c = 0; c < d; ++c)
+      out[size_t(k) * d + c] = floatToHalf(
+          std::clamp(t(rng) * scale[c] * (sink && k == 0 ? 30.0f : 1.0f),
+                     -6e4f, 6e4f));
+  return out;
+}
+
+struct Gpu {
+  std::unique_ptr<Context> context;
+  std::string why;
+  kvarn_status_t status = KVARN_OK;
+  std::map<std::string, std::unique_ptr<LoadedKernel>> kernels;
+};
+
+Gpu &gpu() {
+  static Gpu *g = [] {
+    auto *g = new Gpu();
+    llvm::Expected<Context> context = Context::create(0);
+    if (context)
+      g->context = std::make_unique<Context>(std::move(*context));
+    else
+      g->status = kvarn::consumeError(context.takeError(), g->why);
+    return g;
+  }();
+  return *g;
+}
+
+class KernelGpu : public ::testing::Test {
+protected:
+  void SetUp() override {
+    const char *required = std::getenv("KVARN_REQUIRE_GPU");
+    bool mustRun = required && *required && *required != '0';
+    if (!mustRun && (gpu().status == KVARN_ERROR_NO_DRIVER ||
+                     gpu().status == KVARN_ERROR_NO_DEVICE))
+      GTEST_SKIP() << gpu().why;
+    ASSERT_TRUE(gpu().context) << "the CUDA driver loaded but failed: "
+                               << gpu().why;
+    freshSeed();
+  }
+
+  const Context &ctx() { return *gpu().context; }
+
+  /// The library kernel `name` for `spec`, compiled and loaded once.
+  const LoadedKernel *kernel(const std::string &name,
+                             const dsl::Specialization &spec) {
+    std::string key = name + "/" + spec.preset + "/" +
+                      std::to_string(spec.headDim) + "/" +
+                      std::to_string(spec.gqa);
+    auto &slot = gpu().kernels[key];
+    if (slot)
+      return slot.get();
+    CompileOptions options;
+    options.target.chip = ctx().info().arch();
+    llvm::Expected<CompiledModule> compiled =
+        compileKernel({name, spec, "", ""}, options);
+    if (!compiled) {
+      ADD_FAILURE() << key << ": " << llvm::toString(compiled.takeError());
+      return nullptr;
+    }
+    KernelImage image;
+    image.name = compiled->kernels.front().name;
+    image.ptx = compiled->ptx;
+    image.numWarps = compiled->kernels.front().numWarps;
+    image.sharedBytes = int(compiled->kernels.front().sharedBytes);
+    llvm::Expected<LoadedKernel> loaded = LoadedKernel::load(ctx(), image);
+    if (!loaded) {
+      ADD_FAILURE() << key << ": " << llvm::toString(loaded.takeError());
+      return nullptr;
+    }
+    slot = std::make_unique<LoadedKernel>(std::move(*loaded));
+    return slot.get();
+  }
+
+  template <typename T> DeviceBuffer upload(const std::vector<T> &host) {
+    llvm::Expected<DeviceBuffer> buf =
+        DeviceBuffer::allocate(ctx(), std::max<size_t>(1, host.size() * sizeof(T)));
+    EXPECT_TRUE(bool(buf));
+    if (!buf)
+      return DeviceBuffer();
+    if (!host.empty())
+      EXPECT_FALSE(bool(buf->upload(host.data(), host.size() * sizeof(T))));
+    return std::move(*buf);
+  }
+
+  template <typename T> std::vector<T> download(const DeviceBuffer &buf) {
+    std::vector<T> host(buf.size() / sizeof(T));
+    llvm::Error err = buf.download(host.data(), host.size() * sizeof(T));
+    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    return host;
+  }
+
+  void run(const LoadedKernel *k, Grid grid, KernelArgs &args) {
+    ASSERT_NE(k, nullptr);
+    llvm::Error err = k->launch(grid, args, nullptr);
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    llvm::Error sync = ctx().synchronize();
+    ASSERT_FALSE(bool(sync)) << llvm::toString(std::move(sync));
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// flush
+//===----------------------------------------------------------------------===//
+
+/// Runs flush on `tiles` (K, V) tile pairs of `hk` heads held in a pool,
+/// into blocks `blocks[t]` of a cache of `numBlocks` blocks poisoned 0xA5.
+/// kTiles/vTiles: [tiles][hk][G][D] rotated fp16.
+struct FlushRun {
+  std::vector<uint8_t> cache;
+};
+
+class Flush : public KernelGpu {
+protected:
+  FlushRun flush(const dsl::Specialization &spec, const RecordLayout &l, int hk,
+                 const std::vector<uint16_t> &kTiles,
+                 const std::vector<uint16_t> &vTiles,
+                 const std::vector<int32_t> &slots,
+                 const std::vector<int32_t> &blocks, int poolSlots,
+                 int numBlocks) {
+    const int g = l.group, d = l.headDim, tiles = int(slots.size());
+    // Pool [poolSlots, G, Hk, D]; tile t of head h sits at pool slot slots[t].
+    std::vector<uint16_t> poolK(size_t(poolSlots) * g * hk * d, 0x7C01);
+    std::vector<uint16_t> poolV = poolK;
+    for (int t = 0; t < tiles; ++t)
+      for (int h = 0; h < hk; ++h)
+        for (int tok = 0; tok < g; ++tok)
+          for (int c = 0; c < d; ++c) {
+            size_t src = ((size_t(t) * hk + h) * g + tok) * d + c;
+            size_t dst = ((size_t(slots[t]) * g + tok) * hk + h) * d + c;
+            poolK[dst] = kTiles[src];
+            poolV[dst] = vTiles[src];
+          }
+    DeviceBuffer dk = upload(poolK), dv = upload(poolV), ds = upload(slots),
+                 db = upload(blocks);
+    DeviceBuffer dc = upload(std::vector<uint8_t>(
+        size_t(numBlocks) * hk * l.recordBytes, 0xA5));
+    KernelArgs args;
+    args.pointer(dk).pointer(dv).pointer(ds).pointer(db).pointer(dc)
+        .i32(tiles).i32(hk).scratch();
+    run(kernel("flush", spec), {unsigned(tiles), unsigned(hk), 1}, args);
+    return {download<uint8_t>(dc)};
+  }
+};
+
+TEST_F(Flush, GoldenCasesMatchThePublicReference) {
+  for (const char *name :
+       {"flush_kvarn_k4v2_g128_d128_a", "flush_kvarn_k4v2_g128_d256_a",
+        "flush_kvarn_k4v2_g128_d64_a", "flush_kvarn_k4v2_g64_d128_a",
+        "flush_kvarn_k4v4_g128_d128_a", "flush_kvarn_k4v4_g64_d128_a"}) {
+    SCOPED_TRACE(name);
+    llvm::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
+    ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+    const RecordLayout &l = c->recordLayout();
+    llvm::Expected<Tensor> k = c->tensor("k_rot", "float16", 3);
+    llvm::Expected<Tensor> v = c->tensor("v_rot", "float16", 3);
+    llvm::Expected<Tensor> ref = c->tensor("records_ref", "uint8", 2);
+    ASSERT_TRUE(k && v && ref);
+    int tiles = int(k->shape[0]);
+    std::mt19937_64 rng(freshSeed());
+    std::vector<int32_t> slots(tiles), blocks(tiles);
+    for (int t = 0; t < tiles; ++t)
+      slots[t] = t, blocks[t] = t + 2;
+    std::shuffle(slots.begin(), slots.end(), rng);
+    std::shuffle(blocks.begin(), blocks.end(), rng);
+    std::vector<uint16_t> kt(k->as<uint16_t>(), k->as<uint16_t>() + k->numElements());
+    std::vector<uint16_t> vt(v->as<uint16_t>(), v->as<uint16_t>() + v->numElements());
+    dsl::Specialization spec{c->presetName(), l.headDim, 1};
+    FlushRun r = flush(spec, l, 1, kt, vt, slots, blocks, tiles + 1, tiles + 3);
+    std::vector<uint8_t> ours(size_t(tiles) * l.recordBytes);
+    for (int t = 0; t < tiles; ++t)
+      std::copy_n(&r.cache[size_t(blocks[t]) * l.recordBytes], l.recordBytes,
+                  &ours[size_t(t) * l.recordBytes]);
+    RecordComparison cmp =
+        compareRecords(l, ours.data(), ref->bytes.data(), tiles);
+    EXPECT_GE(cmp.codeAgreement(), 0.99);
+    EXPECT_LE(cmp.maxCodeStep, 1);
+    EXPECT_LE(cmp.maxKRelL2, 5e-3);
+    EXPECT_LE(cmp.maxVRelL2, 5e-3);
+    for (int blk : {0, 1, tiles + 2}) // blocks no tile maps to are untouched
+      for (int64_t i = 0; i < l.recordBytes; ++i)
+        ASSERT_EQ(r.cache[size_t(blk) * l.recordBytes + i], 0xA5);
+    std::printf("[ figures  ] %s GPU vs records_ref: codes %.5f%%, step %d, "
+                "K %.2e, V %.2e, bytes %.3f%%\n",
+                name, 100 * cmp.codeAgreement(), cmp.maxCodeStep, cmp.maxKRelL2,
+                cmp.maxVRelL2, 100 * cmp.byteAgreement());
+  }
+}
+
+TEST_F(Flush, RandomTilesMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (const Preset &preset : allPresets())
+    for (int d : {64, 96, 128, 256}) {
+      SCOPED_TRACE(std::string(preset.name) + " head_dim " + std::to_string(d));
+      RecordLayout l = *RecordLayout::get(preset, d);
+      const int hk = 2, tiles = 3, g = l.group;
+      std::vector<uint16_t> kt, vt;
+      for (int i = 0; i < tiles * hk; ++i) {
+        std::vector<uint16_t> k = tokens(rng, g, d, i % 2 == 0);
+        std::vector<uint16_t> v = tokens(rng, g, d, false);
+        kt.insert(kt.end(), k.begin(), k.end());
+        vt.insert(vt.end(), v.begin(), v.end());
+      }
+      std::vector<int32_t> slots = {2, 0, 3}, blocks = {4, 1, 0};
+      dsl::Specialization spec{preset.name, d, 1};
+      FlushRun r = flush(spec, l, hk, kt, vt, slots, blocks, 4, 5);
+      std::vector<uint8_t> ours, expected(size_t(tiles) * hk * l.recordBytes);
+      for (int t = 0; t < tiles; ++t)
+        for (int h = 0; h < hk; ++h) {
+          size_t tile = size_t(t) * hk + h;
+          encodeRecord(l, &kt[tile * g * d], &vt[tile * g * d],
+                       &expected[tile * l.recordBytes]);
+          const uint8_t *rec =
+              &r.cache[(size_t(blocks[t]) * hk + h) * l.recordBytes];
+          ours.insert(ours.end(), rec, rec + l.recordBytes);
+        }
+      RecordComparison cmp = compareRecords(l, ours.data(), expected.data(),
+                                            tiles * hk);
+      EXPECT_GE(cmp.codeAgreement(), 0.99);
+      EXPECT_LE(cmp.maxCodeStep, 1);
+      EXPECT_LE(cmp.maxKRelL2, 5e-3);
+      EXPECT_LE(cmp.maxVRelL2, 5e-3);
+      for (int t = 0; t < tiles * hk; ++t) // padding is zero
+        for (int64_t i = l.unalignedBytes; i < l.recordBytes; ++i)
+          ASSERT_EQ(ours[size_t(t) * l.recordBytes + i], 0);
+    }
+}
+
+/// One small flush, for compute-sanitizer's memcheck and racecheck.
+TEST_F(Flush, SmallForTheSanitizers) {
+  std::mt19937_64 rng(freshSeed());
+  RecordLayout l = *RecordLayout::get(defaultPreset(), 96);
+  std::vector<uint16_t> k = tokens(rng, l.group, 96, true),
+                        v = tokens(rng, l.group, 96, false);
+  FlushRun r = flush({defaultPreset().name, 96, 1}, l, 1, k, v, {0}, {1}, 1, 2);
+  std::vector<uint8_t> expected(l.recordBytes);
+  encodeRecord(l, k.data(), v.data(), expected.data());
+  RecordComparison cmp =
+      compareRecords(l, &r.cache[l.recordBytes], expected.data(), 1);
+  EXPECT_GE(cmp.codeAgreement(), 0.99);
+  EXPECT_LE(cmp.maxCodeStep, 1);
+}
+
+//===----------------------------------------------------------------------===//
+// append
+//===----------------------------------------------------------------------===//
+
+TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
+  std::mt19937_64 rng(freshSeed());
+  for (int d : {64, 96, 128, 256}) {
+    SCOPED_TRACE("head_dim " + std::to_string(d));
+    const int g = 64, hk = 3, n = 200, blocks = 8, poolSlots = 6;
+    dsl::Specialization spec{"kvarn_k4v2_g64", d, 1};
+    Rotation rot = *Rotation::get(d);
+    std::vector<uint16_t> k = tokens(rng, n * hk, d, false);
+    std::vector<uint16_t> v = tokens(rng, n * hk, d, false);
+    // Blocks 0..5 live in the pool (shuffled slots); 6 and 7 do not.
+    std::vector<int32_t> toSlot = {3, 0, 5, 1, 4, 2, -1, -1};
+    std::vector<int32_t> slotMapping(n);
+    std::uniform_int_distribution<int> slot(0, blocks * g - 1);
+    std::vector<int> used(blocks * g, 0);
+    for (int t = 0; t < n; ++t) {
+      if (t % 7 == 3) {
+        slotMapping[t] = -1; // padding
+        continue;
+      }
+      int s;
+      do
+        s = slot(rng);
+      while (used[s]);
+      used[s] = 1;
+      slotMapping[t] = s;
+    }
+    const uint16_t poison = 0x7E01;
+    std::vector<uint16_t> pool(size_t(poolSlots) * g * hk * d, poison);
+    DeviceBuffer dk = upload(k), dv = upload(v), dm = upload(slotMapping),
+                 dt = upload(toSlot), pk = upload(pool), pv = upload(pool);
+    KernelArgs args;
+    args.pointer(dk).pointer(dv).pointer(dm).pointer(dt).pointer(pk)
+        .pointer(pv).i32(n).i32(hk).scratch();
+    run(kernel("append", spec), {unsigned(n), unsigned(hk), 1}, args);
+    std::vector<uint16_t> gotK = download<uint16_t>(pk);
+    std::vector<uint16_t> gotV = download<uint16_t>(pv);
+    std::vector<uint16_t> expectK = pool, expectV = pool, row(d);
+    for (int t = 0; t < n; ++t) {
+      int s = slotMapping[t];
+      if (s < 0 || toSlot[s / g] < 0)
+        continue;
+      for (int h = 0; h < hk; ++h) {
+        size_t dst = ((size_t(toSlot[s / g]) * g + s % g) * hk + h) * d;
+        rot.rotateHalf(&k[(size_t(t) * hk + h) * d], &expectK[dst]);
+        rot.rotateHalf(&v[(size_t(t) * hk + h) * d], &expectV[dst]);
+      }
+    }
+    int64_t differing = 0;
+    for (size_t i = 0; i < pool.size(); ++i)
+      for (auto [got, want] : {std::pair{gotK[i], expectK[i]},
+                               std::pair{gotV[i], expectV[i]}}) {
+        if (want == poison) { // untouched rows stay poisoned
+          ASSERT_EQ(got, poison) << "element " << i;
+          continue;
+        }
+        // within one fp16 ulp of the reference rotation
+        ASSERT_LE(std::abs(int(got) - int(want)), 1)
+            << "element " << i << ": " << halfToFloat(got) << " vs "
+            << halfToFloat(want);
+        differing += got != want;
+      }
+    std::printf("[ figures  ] append head_dim %d: %lld of %zu values one ulp "
+                "off the reference\n",
+                d, (long long)differing, 2 * pool.size());
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// decode
+//===----------------------------------------------------------------------===//
+
+TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
+  for (const char *name :
+       {"decode_kvarn_k4v2_g128_d128_h24x4_a", "decode_kvarn_k4v2_g128_d128_h32x8_a",
+        "decode_kvarn_k4v2_g128_d256_h8x2_a", "decode_kvarn_k4v2_g64_d128_h8x1_a",
+        "decode_kvarn_k4v4_g128_d64_h16x2_a"}) {
+    SCOPED_TRACE(name);
+    llvm::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
+    ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+    auto t = [&](const char *n, const char *dtype) {
+      llvm::Expected<Tensor> x = c->tensor(n, dtype);
+      EXPECT_TRUE(bool(x)) << n;
+      return x ? std::move(*x) : Tensor();
+    };
+    Tensor q = t("q", "float16"), table = t("block_table", "int32"),
+           lens = t("seq_lens", "int32"), toSlot = t("block_to_slot", "int32"),
+           cache = t("kv_cache", "uint8"), pk = t("pool_k", "float16"),
+           pv = t("pool_v", "float16"), exact = t("out_exact", "float32");
+    int batch = int(q.shape[0]), hq = int(q.shape[1]), d = int(q.shape[2]);
+    int hk = int(cache.shape[1]), maxBlocks = int(table.shape[1]);
+    dsl::Specialization spec{c->presetName(), d, hq / hk};
+    DeviceBuffer dq = upload(q.bytes), dt = upload(table.bytes),
+                 dl = upload(lens.bytes), ds = upload(toSlot.bytes),
+                 dc = upload(cache.bytes), dpk = upload(pk.bytes),
+                 dpv = upload(pv.bytes);
+    DeviceBuffer out = upload(std::vector<uint16_t>(q.numElements(), 0x7E01));
+    KernelArgs args;
+    args.pointer(dq).pointer(dt).pointer(dl).pointer(ds).pointer(dc)
+        .pointer(dpk).pointer(dpv).pointer(out)
+        .f32(float(*c->getNumber("softmax_scale")))
+        .i32(batch).i32(maxBlocks).i32(hk).scratch();
+    run(kernel("decode", spec), {unsigned(batch), unsigned(hk), 1}, args);
+    std::vector<uint16_t> got = download<uint16_t>(out);
+    std::vector<float> gotF(got.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      gotF[i] = halfToFloat(got[i]);
+    double err = relativeL2(gotF.data(), exact.as<float>(), gotF.size());
+    EXPECT_LE(err, 4e-4);
+    std::printf("[ figures  ] %s GPU decode vs out_exact: %.3e\n", name, err);
+  }
+}
+
+} // namespace
