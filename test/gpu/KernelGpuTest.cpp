@@ -354,18 +354,26 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
       }
     }
     int64_t differing = 0;
-    for (size_t i = 0; i < pool.size(); ++i)
-      for (auto [got, want] : {std::pair{gotK[i], expectK[i]},
-                               std::pair{gotV[i], expectV[i]}}) {
-        if (want == poison) { // untouched rows stay poisoned
-          ASSERT_EQ(got, poison) << "element " << i;
+    for (auto [got, want] : {std::pair{&gotK, &expectK}, std::pair{&gotV, &expectV}})
+      for (size_t i = 0; i < pool.size(); ++i) {
+        uint16_t g = (*got)[i], w = (*want)[i];
+        if (w == poison) { // untouched rows stay poisoned
+          ASSERT_EQ(g, poison) << "element " << i;
           continue;
         }
-        // within one fp16 ulp of the reference rotation
-        ASSERT_LE(std::abs(int(got) - int(want)), 1)
-            << "element " << i << ": " << halfToFloat(got) << " vs "
-            << halfToFloat(want);
-        differing += got != want;
+        // Within one fp16 ulp of the reference rotation; values so small that
+        // fp32 summation error (relative to the row's largest value, not to
+        // the value itself) exceeds their ulp get that bound instead.
+        float rowMax = 0;
+        for (size_t c = i / d * d; c < i / d * d + d; ++c)
+          rowMax = std::max(rowMax, std::fabs(halfToFloat((*want)[c])));
+        bool withinUlp = std::abs(int(g) - int(w)) <= 1;
+        bool withinFp32 = std::fabs(halfToFloat(g) - halfToFloat(w)) <=
+                          rowMax * std::ldexp(1.0f, -20);
+        ASSERT_TRUE(withinUlp || withinFp32)
+            << "element " << i << ": " << halfToFloat(g) << " vs "
+            << halfToFloat(w);
+        differing += g != w;
       }
     std::printf("[ figures  ] append head_dim %d: %lld of %zu values one ulp "
                 "off the reference\n",
