@@ -47,14 +47,47 @@ struct ForeachLowering : OpRewritePattern<ForeachOp> {
   }
 };
 
-/// One warp per row; its lanes stride over the row and combine with
-/// shuffles; lane 0 writes.
+/// Whether the body reads a shared buffer whose innermost index is the row:
+/// then consecutive rows are adjacent in memory, and lanes must take
+/// consecutive rows (a warp striding along such a row would hit one bank
+/// 32 times).
+bool readsRowsContiguously(ReduceOp op) {
+  Value row = op.getBody().getArgument(0);
+  bool found = false;
+  op.getBody().walk([&](memref::LoadOp load) {
+    if (load.getIndices().size() >= 2 && load.getIndices().back() == row)
+      found = true;
+  });
+  return found;
+}
+
+/// Lanes along the row (one warp per row, shuffle-combined, lane 0 writes)
+/// when the body reads along rows; one thread per row otherwise.
 struct ReduceLowering : OpRewritePattern<ReduceOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(ReduceOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     int64_t rows = op.getShape()[0], cols = op.getShape()[1];
+    if (readsRowsContiguously(op)) {
+      ReduceKind kind = op.getKind();
+      buildStridedLoop(
+          rw, loc, threadIndex(rw, loc), rows, getNumThreads(op),
+          [&](OpBuilder &b, Value row) {
+            auto inner = scf::ForOp::create(
+                b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),
+                indexConstant(b, loc, 1), ValueRange{identity(b, loc, kind)},
+                [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
+                  Value v = inlineBody(nb, op.getBody(), {row, col}).front();
+                  scf::YieldOp::create(nb, loc,
+                                       combine(nb, loc, kind, acc[0], v));
+                });
+            memref::StoreOp::create(b, loc, inner.getResult(0), op.getOut(),
+                                    ValueRange{row});
+          });
+      rw.eraseOp(op);
+      return success();
+    }
     int64_t warps = getNumThreads(op) / kWarpSize;
     Value tid = threadIndex(rw, loc);
     Value warp = arith::DivUIOp::create(rw, loc, tid,
