@@ -508,25 +508,38 @@ struct ConvertKVTileToKVGPUPass
     argTypes.push_back(globalPtr);
 
     sinkTileConsumersIntoBranches(func);
-
-    OpBuilder b(ctx);
-    b.setInsertionPointToEnd(gpuModule.getBody());
-    auto gpuFunc = gpu::GPUFuncOp::create(b, func.getLoc(), func.getName(),
-                                          b.getFunctionType(argTypes, {}));
-    gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     int64_t warps = numWarps > 0 ? numWarps : pickNumWarps(func);
 
-    Block &entry = gpuFunc.getBody().front();
-    b.setInsertionPointToStart(&entry);
-    TileLowering state(b, spec, warps);
-    for (auto [oldArg, newArg] :
-         llvm::zip(func.getArguments(), entry.getArguments()))
-      state.scalars.map(oldArg, newArg);
-    KernelLowering lowering(func, state, table);
-    if (failed(lowering.lowerBlock(func.getBody().front())))
-      return failure();
-
-    int64_t shared = state.planner.peakBytes();
+    // Stage loaded tiles in shared memory when they fit: try the largest
+    // staging limit first and give up staging, step by step, until the
+    // kernel fits in a CTA's shared memory.
+    int64_t shared = 0;
+    gpu::GPUFuncOp gpuFunc;
+    for (int64_t limit : {int64_t(64) << 10, int64_t(32) << 10,
+                          int64_t(16) << 10, int64_t(0)}) {
+      OpBuilder b(ctx);
+      b.setInsertionPointToEnd(gpuModule.getBody());
+      gpuFunc = gpu::GPUFuncOp::create(b, func.getLoc(), func.getName(),
+                                       b.getFunctionType(argTypes, {}));
+      Block &entry = gpuFunc.getBody().front();
+      b.setInsertionPointToStart(&entry);
+      TileLowering state(b, spec, warps, limit);
+      for (auto [oldArg, newArg] :
+           llvm::zip(func.getArguments(), entry.getArguments()))
+        state.scalars.map(oldArg, newArg);
+      KernelLowering lowering(func, state, table);
+      if (failed(lowering.lowerBlock(func.getBody().front()))) {
+        gpuFunc.erase();
+        return failure();
+      }
+      shared = state.planner.peakBytes();
+      if (shared <= kMaxSharedBytes)
+        break;
+      if (limit != 0)
+        gpuFunc.erase();
+    }
+    OpBuilder b(gpuFunc);
+    gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     if (shared > kMaxSharedBytes)
       return func.emitOpError("needs ")
              << shared << " bytes of shared memory; a CTA has at most "

@@ -66,12 +66,6 @@ SmallVector<Value> byteStrides(TileLowering &s, Location loc,
   return out;
 }
 
-/// Tiles up to this size are staged in shared memory by one cooperative,
-/// vectorized copy (a [128, 128] f16 pool tile); larger ones are read from
-/// global memory where they are used, so that decode's K, V and attention
-/// scratch fit in a CTA's shared memory for every head_dim and GQA ratio.
-constexpr int64_t kMaxStagedTileBytes = 32 * 1024;
-
 LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
   auto op = cast<LoadTileOp>(raw);
   Location loc = op.getLoc();
@@ -83,7 +77,9 @@ LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
       byteStrides(s, loc, llvm::map_to_vector(op.getStrides(), [&](Value v) {
                     return s.lookup(v);
                   }), elt);
-  if (type.getNumElements() * elementBytes(elt) > kMaxStagedTileBytes) {
+  // Staged: one cooperative, vectorized copy into shared memory. Too large
+  // for the kernel's budget: read from global memory where it is used.
+  if (type.getNumElements() * elementBytes(elt) > s.maxStagedTileBytes) {
     TileView v;
     v.type = type;
     v.compute = [ptr, offset, strides, elt](OpBuilder &b, Location l,

@@ -76,12 +76,17 @@ private:
 
 class TileLowering {
 public:
-  TileLowering(mlir::OpBuilder &builder, SpecAttr spec, int64_t numWarps)
-      : b(builder), spec(spec), numWarps(numWarps) {}
+  TileLowering(mlir::OpBuilder &builder, SpecAttr spec, int64_t numWarps,
+               int64_t maxStagedTileBytes)
+      : b(builder), spec(spec), numWarps(numWarps),
+        maxStagedTileBytes(maxStagedTileBytes) {}
 
   mlir::OpBuilder &b;
   SpecAttr spec;
   int64_t numWarps;
+  /// Loaded tiles up to this size are staged in shared memory; larger ones
+  /// are read from global memory where they are used.
+  int64_t maxStagedTileBytes;
   mlir::IRMapping scalars;                      // old scalar -> new value
   llvm::DenseMap<mlir::Value, TileView> tiles;  // old tile -> its view
   SharedMemoryPlanner planner;
