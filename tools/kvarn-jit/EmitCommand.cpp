@@ -151,6 +151,7 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     one->getBody()->push_back(func.clone());
     std::string name = func.getName().str();
     std::string text;
+    std::string resources;
     CompileOptions options;
     options.target = target;
     // --emit names -> the pipeline's stage names (CompileOptions::onStage).
@@ -172,6 +173,12 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
       if (!cubin)
         return failure(cubin.takeError());
       text = std::move(cubin->bytes);
+      for (const cuda::KernelResources &r : cubin->kernels)
+        resources = llvm::formatv(", {0} registers, {1} bytes stack, {2} "
+                                  "bytes spilled",
+                                  r.registers, r.stackFrameBytes,
+                                  r.spillStoreBytes + r.spillLoadBytes)
+                        .str();
     }
     std::string file = name + "." + kExtension.lookup(stage);
     if (int rc = emitText(opts, file, text))
@@ -180,9 +187,9 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
       const CompiledKernel &k = compiled->kernels.front();
       llvm::outs() << llvm::formatv(
           "{0}: {1} head_dim {2} gqa {3} {4} -> {5}/{6} ({7} warps, {8} bytes "
-          "of shared memory)\n",
+          "of shared memory{9})\n",
           name, spec.preset, spec.headDim, spec.gqa, target.chip,
-          opts.get("out"), file, k.numWarps, k.sharedBytes);
+          opts.get("out"), file, k.numWarps, k.sharedBytes, resources);
     }
   }
   return kExitOk;
