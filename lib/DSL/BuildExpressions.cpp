@@ -750,6 +750,9 @@ FailureOr<Operand> KvtBuilder::inlineFunction(const ast::Function &fn,
   if (activeFunctions.size() >= kMaxInlineDepth)
     return error(at, "fn calls are nested deeper than " +
                          llvm::Twine(kMaxInlineDepth) + " levels");
+  if (++inlinedCalls > kMaxInlinedCalls)
+    return error(at, "the kernel inlines more than " +
+                         llvm::Twine(kMaxInlinedCalls) + " fn calls");
   SmallVector<Operand> args;
   for (const ast::ExprPtr &arg : call.getArgs()) {
     FailureOr<Operand> v = buildSingle(*arg);

@@ -246,6 +246,7 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
   }
   func->setAttr(kGridAttrName, builder.getArrayAttr(grid));
   gridRank = unsigned(grid.size());
+  inlinedCalls = 0;
 
   Block *entry = func.addEntryBlock();
   pushScope();
