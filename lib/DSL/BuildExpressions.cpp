@@ -767,7 +767,7 @@ FailureOr<Operand> KvtBuilder::inlineFunction(const ast::Function &fn,
   callSites.push_back(loc(at));
   activeFunctions.push_back(&fn);
   pushScope();
-  auto leave = llvm::make_scope_exit([&] {
+  llvm::scope_exit leave([&] {
     popScope();
     activeFunctions.pop_back();
     callSites.pop_back();

@@ -4,6 +4,7 @@
 
 #include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/DSL/Parser.h"
+#include "kvarn/RegisterKvarnDialects.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -62,7 +63,7 @@ LogicalResult KvtBuilder::error(llvm::SMLoc at, const llvm::Twine &message) {
 
 static bool isTypeName(llvm::StringRef name) {
   return llvm::StringSwitch<bool>(name)
-      .Cases("i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr", true)
+      .Cases({"i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr"}, true)
       .Default(false);
 }
 
@@ -304,8 +305,11 @@ OwningOpRef<ModuleOp> KvtBuilder::build() {
 }
 
 void kvarn::dsl::loadKvtDialects(MLIRContext *context) {
-  context->loadDialect<kvt::KVTileDialect, func::FuncDialect,
-                       arith::ArithDialect, scf::SCFDialect>();
+  // The one list of dialects every tool registers.
+  DialectRegistry registry;
+  registerKvarnDialects(registry);
+  context->appendDialectRegistry(registry);
+  context->loadAllAvailableDialects();
 }
 
 OwningOpRef<ModuleOp> kvarn::dsl::buildKernels(llvm::SourceMgr &sourceMgr,
