@@ -154,6 +154,12 @@ LogicalResult KvtBuilder::defineConstant(const ast::Name &name,
                                          const ast::Expr &value) {
   if (isReserved(name.text))
     return error(name.loc, "'" + name.text + "' is already defined");
+  // A constant expression folds; one that does not (a cast, a builtin call)
+  // builds ops before it is rejected. They go into a scratch block that is
+  // freed here, since there is no kernel to hold them.
+  Block scratch;
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToEnd(&scratch);
   FailureOr<Operand> v = buildSingle(value);
   if (failed(v))
     return failure();
