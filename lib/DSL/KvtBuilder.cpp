@@ -4,7 +4,6 @@
 
 #include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/DSL/Parser.h"
-#include "kvarn/RegisterKvarnDialects.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -311,11 +310,11 @@ OwningOpRef<ModuleOp> KvtBuilder::build() {
 }
 
 void kvarn::dsl::loadKvtDialects(MLIRContext *context) {
-  // The one list of dialects every tool registers.
-  DialectRegistry registry;
-  registerKvarnDialects(registry);
-  context->appendDialectRegistry(registry);
-  context->loadAllAvailableDialects();
+  // What the front end builds. Tools register everything else (kvgpu, the
+  // lowerings' dialects) through RegisterKvarnDialects.h, which lives with
+  // the code generator; the front end must not depend on it.
+  context->loadDialect<kvt::KVTileDialect, func::FuncDialect,
+                       arith::ArithDialect, scf::SCFDialect>();
 }
 
 OwningOpRef<ModuleOp> kvarn::dsl::buildKernels(llvm::SourceMgr &sourceMgr,

@@ -9,7 +9,6 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/DSL/KernelBuilder.h"
-#include "kvarn/RegisterKvarnDialects.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -32,9 +31,8 @@ extern "C" const char *__asan_default_options() {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  mlir::DialectRegistry registry;
-  kvarn::registerKvarnDialects(registry);
-  mlir::MLIRContext context(registry);
+  mlir::MLIRContext context;
+  kvarn::dsl::loadKvtDialects(&context);
   context.printOpOnDiagnostic(false);
   // Diagnostics are the expected outcome; swallow them.
   mlir::ScopedDiagnosticHandler quiet(&context, [](mlir::Diagnostic &) {
