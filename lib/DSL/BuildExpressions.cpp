@@ -750,6 +750,9 @@ FailureOr<Operand> KvtBuilder::inlineFunction(const ast::Function &fn,
   if (activeFunctions.size() >= kMaxInlineDepth)
     return error(at, "fn calls are nested deeper than " +
                          llvm::Twine(kMaxInlineDepth) + " levels");
+  if (++inlinedCalls > kMaxInlinedCalls)
+    return error(at, "the kernel inlines more than " +
+                         llvm::Twine(kMaxInlinedCalls) + " fn calls");
   SmallVector<Operand> args;
   for (const ast::ExprPtr &arg : call.getArgs()) {
     FailureOr<Operand> v = buildSingle(*arg);
@@ -764,7 +767,7 @@ FailureOr<Operand> KvtBuilder::inlineFunction(const ast::Function &fn,
   callSites.push_back(loc(at));
   activeFunctions.push_back(&fn);
   pushScope();
-  auto leave = llvm::make_scope_exit([&] {
+  llvm::scope_exit leave([&] {
     popScope();
     activeFunctions.pop_back();
     callSites.pop_back();

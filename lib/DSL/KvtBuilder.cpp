@@ -62,7 +62,7 @@ LogicalResult KvtBuilder::error(llvm::SMLoc at, const llvm::Twine &message) {
 
 static bool isTypeName(llvm::StringRef name) {
   return llvm::StringSwitch<bool>(name)
-      .Cases("i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr", true)
+      .Cases({"i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr"}, true)
       .Default(false);
 }
 
@@ -153,6 +153,12 @@ LogicalResult KvtBuilder::defineConstant(const ast::Name &name,
                                          const ast::Expr &value) {
   if (isReserved(name.text))
     return error(name.loc, "'" + name.text + "' is already defined");
+  // A constant expression folds; one that does not (a cast, a builtin call)
+  // builds ops before it is rejected. They go into a scratch block that is
+  // freed here, since there is no kernel to hold them.
+  Block scratch;
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToEnd(&scratch);
   FailureOr<Operand> v = buildSingle(value);
   if (failed(v))
     return failure();
@@ -246,6 +252,7 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
   }
   func->setAttr(kGridAttrName, builder.getArrayAttr(grid));
   gridRank = unsigned(grid.size());
+  inlinedCalls = 0;
 
   Block *entry = func.addEntryBlock();
   pushScope();
@@ -303,6 +310,9 @@ OwningOpRef<ModuleOp> KvtBuilder::build() {
 }
 
 void kvarn::dsl::loadKvtDialects(MLIRContext *context) {
+  // What the front end builds. Tools register everything else (kvgpu, the
+  // lowerings' dialects) through RegisterKvarnDialects.h, which lives with
+  // the code generator; the front end must not depend on it.
   context->loadDialect<kvt::KVTileDialect, func::FuncDialect,
                        arith::ArithDialect, scf::SCFDialect>();
 }

@@ -275,6 +275,8 @@ public:
   size_t frameBase = 0;
   /// Call-site locations of the fns being inlined, outermost first.
   llvm::SmallVector<mlir::Location> callSites;
+  /// fn calls inlined into the kernel being built.
+  unsigned inlinedCalls = 0;
   /// The fns being inlined (recursion is an error).
   llvm::SmallVector<const ast::Function *> activeFunctions;
   /// The fn body whose last statement is the `return` being allowed.
@@ -282,6 +284,9 @@ public:
 };
 
 constexpr unsigned kMaxInlineDepth = 16;
+/// fn calls inlined into one kernel: bounds the IR a small file can ask for
+/// (fns calling fns several times grow exponentially).
+constexpr unsigned kMaxInlinedCalls = 4096;
 
 } // namespace kvarn::dsl
 

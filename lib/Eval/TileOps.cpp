@@ -187,7 +187,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
       })
       .Case([&](kvt::LoadFieldOp l) -> llvm::Error {
         Type type;
-        int64_t at;
+        int64_t at = 0;
         const RtValue &cache = get(l.getCache());
         if (llvm::Error err =
                 fieldAccess(l.getField(), get(l.getOffset()).i, cache, type, at))
@@ -202,7 +202,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
       })
       .Case([&](kvt::StoreFieldOp s) -> llvm::Error {
         Type type;
-        int64_t at;
+        int64_t at = 0;
         const RtValue &cache = get(s.getCache());
         if (llvm::Error err =
                 fieldAccess(s.getField(), get(s.getOffset()).i, cache, type, at))
