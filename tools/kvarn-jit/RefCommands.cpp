@@ -20,11 +20,6 @@ using namespace kvarn::jit;
 
 namespace {
 
-llvm::Expected<GoldenCase> loadCaseOption(const ParsedOptions &opts) {
-  std::string dir = opts.get("case");
-  return GoldenCase::load(dir);
-}
-
 int runRefFlush(const ParsedOptions &opts) {
   llvm::Expected<GoldenCase> c = loadCaseOption(opts);
   if (!c)
@@ -43,23 +38,30 @@ int runRefFlush(const ParsedOptions &opts) {
                                 "{3} B per record -> {4}",
                                 tiles, c->presetName(), l.headDim,
                                 l.recordBytes, opts.get("out"));
-  // Where the case carries the public reference's records, say how close.
-  llvm::Expected<Tensor> expected = c->tensor("records_ref", "uint8", 2);
-  if (expected) {
-    if (int64_t(expected->bytes.size()) != int64_t(records->size()))
-      return failure(makeError(KVARN_ERROR_CORRUPT_DATA,
-                               "records_ref holds {0} bytes, expected {1}",
-                               expected->bytes.size(), records->size()));
-    RecordComparison cmp = compareRecords(l, records->data(),
-                                          expected->bytes.data(), tiles);
-    llvm::outs() << llvm::formatv(
-        "; vs records_ref: codes equal {0:P3}, max code step {1}, worst tile "
-        "dequantized rel L2 K {2:e2} V {3:e2}, bytes equal {4:P3}",
-        cmp.codeAgreement(), cmp.maxCodeStep, cmp.maxKRelL2, cmp.maxVRelL2,
-        cmp.byteAgreement());
-  } else {
-    llvm::consumeError(expected.takeError());
-  }
+  if (llvm::Error err = describeRecordsAgainstCase(*c, *records))
+    return failure(std::move(err));
+  llvm::outs() << "\n";
+  return kExitOk;
+}
+
+/// K rotated then V rotated, [tiles, G, D] fp16 each, from a flush case's
+/// raw tokens: what `append` writes into the pool.
+int runRefAppend(const ParsedOptions &opts) {
+  llvm::Expected<GoldenCase> c = loadCaseOption(opts);
+  if (!c)
+    return failure(c.takeError());
+  llvm::Expected<std::vector<uint16_t>> rotated = referenceAppend(*c);
+  if (!rotated)
+    return failure(rotated.takeError());
+  if (llvm::Error err = writeBinaryFile(opts.get("out"), rotated->data(),
+                                        rotated->size() * 2))
+    return failure(std::move(err));
+  llvm::outs() << llvm::formatv("ref append: {0} tokens of head_dim {1} "
+                                "rotated -> {2}",
+                                rotated->size() / 2 / c->headDim(),
+                                c->headDim(), opts.get("out"));
+  if (llvm::Error err = describeRotationAgainstCase(*c, *rotated))
+    return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
 }
@@ -81,20 +83,8 @@ int runRefDecode(const ParsedOptions &opts) {
                                 "head_dim {2}, {3} -> {4}",
                                 shape.batch, shape.numQHeads, shape.headDim,
                                 c->presetName(), opts.get("out"));
-  for (const char *name : {"out_exact", "out_unquantized"}) {
-    llvm::Expected<Tensor> t = c->tensor(name, "float32");
-    if (!t) {
-      llvm::consumeError(t.takeError());
-      continue;
-    }
-    if (t->bytes.size() != out->size() * sizeof(float))
-      return failure(makeError(KVARN_ERROR_CORRUPT_DATA,
-                               "{0} has {1} bytes, expected {2}", name,
-                               t->bytes.size(), out->size() * sizeof(float)));
-    llvm::outs() << llvm::formatv("; rel L2 vs {0} {1:e2}", name,
-                                  relativeL2(out->data(), t->as<float>(),
-                                             out->size()));
-  }
+  if (llvm::Error err = describeAttentionAgainstCase(*c, *out))
+    return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
 }
@@ -112,6 +102,10 @@ std::vector<Command> kvarn::jit::refCommands() {
        "quantize a flush case's k_rot/v_rot tiles with the CPU reference; "
        "writes records [tiles, record_bytes]",
        caseOptions, runRefFlush},
+      {"ref append", "ref append --case DIR --out FILE",
+       "rotate a flush case's k_raw/v_raw tokens with the CPU reference; "
+       "writes K then V, [tiles, G, D] fp16 each (the case's k_rot, v_rot)",
+       caseOptions, runRefAppend},
       {"ref decode", "ref decode --case DIR --out FILE",
        "attend over a decode case's paged cache with the CPU reference; "
        "writes fp32 [B, Hq, D]",

@@ -3,7 +3,8 @@
 //   kvarn-jit [--kernels a,b] [--preset P] [--head-dim N] [--gqa N]
 //             [--emit kvt] [--source FILE] [--out DIR]
 //   kvarn-jit --list-presets | --list-kernels
-//   kvarn-jit ref flush|decode --case DIR --out FILE
+//   kvarn-jit ref flush|append|decode --case DIR --out FILE
+//   kvarn-jit run flush|append|decode --case DIR --out FILE
 //   kvarn-jit devices
 //
 // Every error is one line on stderr and a non-zero exit status.
@@ -17,6 +18,8 @@ using namespace kvarn::jit;
 int main(int argc, char **argv) {
   std::vector<Command> commands = {emitCommand()};
   for (Command &c : refCommands())
+    commands.push_back(std::move(c));
+  for (Command &c : runCommands())
     commands.push_back(std::move(c));
   commands.push_back(devicesCommand());
   return runCommandLine(commands, std::vector<std::string>(argv + 1, argv + argc));
