@@ -9,6 +9,7 @@
 #include "TileLowering.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/IR/IRMapping.h"
 
 #include "llvm/ADT/SetVector.h"
@@ -548,6 +549,11 @@ struct ConvertKVTileToKVGPUPass
     gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
     gpuFunc.setKnownBlockSizeAttr(
         b.getDenseI32ArrayAttr({int32_t(warps * 32), 1, 1}));
+    // `.minnctapersm 1`: with only `.maxntid`, ptxas caps registers to fit
+    // several CTAs per SM and spills (flush: 48 registers and 64 bytes of
+    // spills on sm_80); the kernels are shared-memory bound anyway.
+    gpuFunc->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                     b.getI32IntegerAttr(1));
     for (llvm::StringRef name : {"kvt.spec", "kvt.grid"})
       if (Attribute a = func->getAttr(name))
         gpuFunc->setAttr(name, a);
