@@ -48,22 +48,6 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
                                cst(b, loc, kNegInf));
 }
 
-struct Scratch {
-  TileLowering &s;
-  SmallVector<int> ids;
-  explicit Scratch(TileLowering &s) : s(s) {}
-  Value get(Location loc, ArrayRef<int64_t> shape) {
-    int id;
-    Value v = s.allocateScratch(loc, shape, s.b.getF32Type(), id);
-    ids.push_back(id);
-    return v;
-  }
-  ~Scratch() {
-    for (int id : ids)
-      s.planner.release(id);
-  }
-};
-
 LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   auto op = cast<AttendOp>(raw);
   Location loc = op.getLoc();
@@ -74,10 +58,11 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
            m = s.view(op.getM()), l = s.view(op.getL()),
            acc = s.view(op.getAcc()), valid = s.view(op.getValid());
   Value scale = s.lookup(op.getScale());
-  Scratch scratch(s);
-  Value scores = scratch.get(loc, {H * G}), blockMax = scratch.get(loc, {H});
-  Value probs = scratch.get(loc, {H * G}), probSum = scratch.get(loc, {H});
-  Value alpha = scratch.get(loc, {H}), weighted = scratch.get(loc, {H * D});
+  Type f32 = s.b.getF32Type();
+  ScratchBuffers scratch(s);
+  Value scores = scratch.get(loc, {H * G}, f32), blockMax = scratch.get(loc, {H}, f32);
+  Value probs = scratch.get(loc, {H * G}, f32), probSum = scratch.get(loc, {H}, f32);
+  Value alpha = scratch.get(loc, {H}, f32), weighted = scratch.get(loc, {H * D}, f32);
 
   // scores[h, t] = q[h] . k[t]
   s.reduce(loc, ReduceKind::Add, H * G, D, scores,
@@ -201,9 +186,10 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   TileView parts = s.view(op.getParts()), lses = s.view(op.getLses());
   Value count = arith::IndexCastOp::create(s.b, loc, s.b.getIndexType(),
                                            s.lookup(op.getCount()));
-  Scratch scratch(s);
-  Value gmax = scratch.get(loc, {H}), weights = scratch.get(loc, {S * H});
-  Value denom = scratch.get(loc, {H}), sums = scratch.get(loc, {H * D});
+  Type f32 = s.b.getF32Type();
+  ScratchBuffers scratch(s);
+  Value gmax = scratch.get(loc, {H}, f32), weights = scratch.get(loc, {S * H}, f32);
+  Value denom = scratch.get(loc, {H}, f32), sums = scratch.get(loc, {H * D}, f32);
   auto lseOf = [&](OpBuilder &b, Value h, Value sIdx) -> Value {
     Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, sIdx, count);
     return arith::SelectOp::create(b, loc, in, s.read(b, loc, lses, {sIdx, h}),

@@ -20,23 +20,6 @@ using kvgpu::ReduceKind;
 
 namespace {
 
-/// Scratch buffers of one op lowering, released when it is done.
-struct Scratch {
-  TileLowering &s;
-  SmallVector<int> ids;
-  explicit Scratch(TileLowering &s) : s(s) {}
-  Value get(Location loc, ArrayRef<int64_t> shape, Type elt) {
-    int id;
-    Value v = s.allocateScratch(loc, shape, elt, id);
-    ids.push_back(id);
-    return v;
-  }
-  ~Scratch() {
-    for (int id : ids)
-      s.planner.release(id);
-  }
-};
-
 Value load(OpBuilder &b, Location loc, Value buf, ValueRange idx) {
   return memref::LoadOp::create(b, loc, buf, idx);
 }
@@ -159,7 +142,7 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
   int64_t R = type.getDim(0), C = type.getDim(1);
   Type f32 = s.b.getF32Type();
   TileView m = s.view(op.getInput());
-  Scratch scratch(s);
+  ScratchBuffers scratch(s);
   Value logCol = scratch.get(loc, {C}, f32), logRow = scratch.get(loc, {R}, f32);
   Value expCol = scratch.get(loc, {C}, f32), expRow = scratch.get(loc, {R}, f32);
   Value bestCol = scratch.get(loc, {C}, f32), bestRow = scratch.get(loc, {R}, f32);
@@ -295,7 +278,7 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   float qmax = float((1 << op.getBits()) - 1);
   TileView m = s.view(op.getInput()), sCol = s.view(op.getColScale()),
            sRow = s.view(op.getRowScale());
-  Scratch scratch(s);
+  ScratchBuffers scratch(s);
   Value lo = scratch.get(loc, {R}, f32), hi = scratch.get(loc, {R}, f32);
   Value step = scratch.get(loc, {R}, f32);
 

@@ -131,6 +131,25 @@ public:
                                              mlir::Value)> body);
 };
 
+/// Scratch buffers of one op's lowering, released when it is done.
+struct ScratchBuffers {
+  TileLowering &s;
+  llvm::SmallVector<int> ids;
+  explicit ScratchBuffers(TileLowering &s) : s(s) {}
+  ScratchBuffers(const ScratchBuffers &) = delete;
+  mlir::Value get(mlir::Location loc, llvm::ArrayRef<int64_t> shape,
+                  mlir::Type elt) {
+    int id;
+    mlir::Value v = s.allocateScratch(loc, shape, elt, id);
+    ids.push_back(id);
+    return v;
+  }
+  ~ScratchBuffers() {
+    for (int id : ids)
+      s.planner.release(id);
+  }
+};
+
 /// Lowers one kvt op; failure after emitting a diagnostic.
 using OpLowering = mlir::LogicalResult (*)(TileLowering &, mlir::Operation *);
 

@@ -8,6 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TestUtil.h"
+
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Golden/Compare.h"
 #include "kvarn/Golden/GoldenCase.h"
@@ -31,40 +33,15 @@ using namespace kvarn::cuda;
 
 namespace {
 
-uint64_t freshSeed() {
-  static uint64_t seed = [] {
-    if (const char *env = std::getenv("KVARN_TEST_SEED"))
-      return uint64_t(std::strtoull(env, nullptr, 0));
-    return uint64_t(std::random_device{}()) << 32 | std::random_device{}();
-  }();
-  static bool printed = [] {
-    std::fprintf(stderr, "[   seed   ] KVARN_TEST_SEED=%llu\n",
-                 (unsigned long long)seed);
-    return true;
-  }();
-  (void)printed;
-  return seed;
-}
+using test::freshSeed;
 
 std::string goldenPath(const std::string &name) {
   const char *dir = std::getenv("KVARN_GOLDEN_DIR");
   return std::string(dir && *dir ? dir : KVARN_GOLDEN_DIR) + "/" + name;
 }
 
-/// Heavy-tailed fp16 tokens [n][d] with outlier channels and a sink token.
 std::vector<uint16_t> tokens(std::mt19937_64 &rng, int n, int d, bool sink) {
-  std::student_t_distribution<float> t(3.0f);
-  std::uniform_int_distribution<int> channel(0, d - 1);
-  std::vector<float> scale(d, 1.0f);
-  for (int i = 0; i < 3; ++i)
-    scale[channel(rng)] = 20.0f;
-  std::vector<uint16_t> out(size_t(n) * d);
-  for (int k = 0; k < n; ++k)
-    for (int c = 0; c < d; ++c)
-      out[size_t(k) * d + c] = floatToHalf(
-          std::clamp(t(rng) * scale[c] * (sink && k == 0 ? 30.0f : 1.0f),
-                     -6e4f, 6e4f));
-  return out;
+  return test::heavyTailedTokens(rng, n, d, sink);
 }
 
 struct Gpu {
