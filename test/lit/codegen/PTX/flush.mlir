@@ -6,7 +6,7 @@
 
 // CHECK: .extern .shared .align 16 .b8 __dynamic_shmem__0[];
 // CHECK: .maxntid 256, 1, 1
-// CHECK: .minnctapersm 1
+// CHECK: .minnctapersm {{[1-9]}}
 // CHECK-NOT: .local
 // CHECK-DAG: ld.global.v4
 // CHECK-DAG: shfl.sync.bfly.b32
