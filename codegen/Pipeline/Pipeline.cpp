@@ -38,12 +38,17 @@ static void addKVGPUToNVVMPasses(OpPassManager &pm) {
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
-void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,
-                                   const CompileOptions &opts) {
+/// kvt kernels to kvgpu in a gpu.module.
+static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   ConvertKVTileToKVGPUOptions tileOptions;
   tileOptions.numWarps = opts.numWarps;
   pm.addPass(createConvertKVTileToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
+}
+
+void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,
+                                   const CompileOptions &opts) {
+  addKvtToKVGPUPasses(pm, opts);
   addKVGPUToNVVMPasses(pm);
 }
 
@@ -112,13 +117,7 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
 
   // kvt -> kvgpu, then kvgpu -> NVVM, so each stage can be dumped.
   if (llvm::Error err = runPasses(
-          module,
-          [&](OpPassManager &pm) {
-            ConvertKVTileToKVGPUOptions tileOptions;
-            tileOptions.numWarps = opts.numWarps;
-            pm.addPass(createConvertKVTileToKVGPU(tileOptions));
-            pm.addPass(createCanonicalizerPass());
-          },
+          module, [&](OpPassManager &pm) { addKvtToKVGPUPasses(pm, opts); },
           opts, diags, "kvgpu"))
     return std::move(err);
 
