@@ -144,7 +144,7 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
   TileView m = s.view(op.getInput());
   ScratchBuffers scratch(s);
   Value logCol = scratch.get(loc, {C}, f32), logRow = scratch.get(loc, {R}, f32);
-  Value expCol = scratch.get(loc, {C}, f32), expRow = scratch.get(loc, {R}, f32);
+  Value invCol = scratch.get(loc, {C}, f32), invRow = scratch.get(loc, {R}, f32);
   Value bestCol = scratch.get(loc, {C}, f32), bestRow = scratch.get(loc, {R}, f32);
   Value colStd = scratch.get(loc, {C}, f32), rowStd = scratch.get(loc, {R}, f32);
   Value colSum = scratch.get(loc, {C}, f32), rowSum = scratch.get(loc, {R}, f32);
@@ -152,11 +152,13 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
                    scratch.get(loc, {1}, f32), scratch.get(loc, {1}, f32)};
   Value bestImbalance = scratch.get(loc, {1}, f32);
 
-  // cur = M / exp(log_c)[None, :] / exp(log_r)[:, None], in that order.
+  // cur = M / exp(log_c)[None, :] / exp(log_r)[:, None], as products with
+  // the reciprocals (one correctly rounded division per scale, not two per
+  // element and pass: within an ulp of the reference's quotients).
   auto cur = [&](OpBuilder &b, Value r, Value c) -> Value {
     Value x = s.read(b, loc, m, {r, c});
-    x = arith::DivFOp::create(b, loc, x, load(b, loc, expCol, c));
-    return arith::DivFOp::create(b, loc, x, load(b, loc, expRow, r));
+    x = arith::MulFOp::create(b, loc, x, load(b, loc, invCol, c));
+    return arith::MulFOp::create(b, loc, x, load(b, loc, invRow, r));
   };
   auto computeColStd = [&] {
     rowStds(s, loc, C, R, colStd, colSum,
@@ -189,12 +191,12 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
   // The untouched tile is the first candidate.
   s.foreach(loc, {C}, [&](OpBuilder &b, ValueRange i) {
     store(b, loc, s.f32Constant(b, loc, 0.0f), logCol, i);
-    store(b, loc, s.f32Constant(b, loc, 1.0f), expCol, i);
+    store(b, loc, s.f32Constant(b, loc, 1.0f), invCol, i);
     store(b, loc, s.f32Constant(b, loc, 0.0f), bestCol, i);
   });
   s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
     store(b, loc, s.f32Constant(b, loc, 0.0f), logRow, i);
-    store(b, loc, s.f32Constant(b, loc, 1.0f), expRow, i);
+    store(b, loc, s.f32Constant(b, loc, 1.0f), invRow, i);
     store(b, loc, s.f32Constant(b, loc, 0.0f), bestRow, i);
   });
   computeColStd();
@@ -204,13 +206,16 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     store(b, loc, initial, bestImbalance, i);
   });
 
-  auto step = [&](OpBuilder &b, Value logs, Value exps, Value stds, Value i) {
+  auto step = [&](OpBuilder &b, Value logs, Value invs, Value stds, Value i) {
     Value std = clampF(b, loc, load(b, loc, stds, i), kStdMin, kStdMax);
     Value l = arith::AddFOp::create(b, loc, load(b, loc, logs, i),
                                     emitLog(b, loc, std));
     l = clampF(b, loc, l, kLogScaleMin, kLogScaleMax);
     store(b, loc, l, logs, i);
-    store(b, loc, emitExp(b, loc, l), exps, i);
+    store(b, loc,
+          arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f),
+                                emitExp(b, loc, l)),
+          invs, i);
   };
 
   auto loop = scf::ForOp::create(s.b, loc, s.index(s.b, loc, 0),
@@ -221,11 +226,11 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     s.b.setInsertionPoint(loop.getBody()->getTerminator());
     // colStd holds the column stds of the current scaling: column step.
     s.foreach(loc, {C}, [&](OpBuilder &b, ValueRange i) {
-      step(b, logCol, expCol, colStd, i[0]);
+      step(b, logCol, invCol, colStd, i[0]);
     });
     computeRowStd();
     s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
-      step(b, logRow, expRow, rowStd, i[0]);
+      step(b, logRow, invRow, rowStd, i[0]);
     });
     computeColStd();
     computeRowStd();
