@@ -20,14 +20,6 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-Value load(OpBuilder &b, Location loc, Value buf, ValueRange idx) {
-  return memref::LoadOp::create(b, loc, buf, idx);
-}
-
-void store(OpBuilder &b, Location loc, Value v, Value buf, ValueRange idx) {
-  memref::StoreOp::create(b, loc, v, buf, idx);
-}
-
 Value cst(OpBuilder &b, Location loc, float v) {
   return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
 }

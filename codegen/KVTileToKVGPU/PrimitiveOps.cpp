@@ -20,27 +20,10 @@ using kvgpu::ReduceKind;
 
 namespace {
 
-Value load(OpBuilder &b, Location loc, Value buf, ValueRange idx) {
-  return memref::LoadOp::create(b, loc, buf, idx);
-}
-
-void store(OpBuilder &b, Location loc, Value v, Value buf, ValueRange idx) {
-  memref::StoreOp::create(b, loc, v, buf, idx);
-}
-
 Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
   Value l = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(lo));
   Value h = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(hi));
   return arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, x, l), h);
-}
-
-TileView vectorView(Value buffer, int id, int64_t n, Type elt) {
-  TileView v;
-  v.type = TileType::get({n}, elt);
-  v.buffer = buffer;
-  v.bufferId = id;
-  v.bufferDims = {0};
-  return v;
 }
 
 //===----------------------------------------------------------------------===//

@@ -131,6 +131,16 @@ public:
                                              mlir::Value)> body);
 };
 
+/// One element of a shared buffer, at the builder's point.
+inline mlir::Value load(mlir::OpBuilder &b, mlir::Location loc,
+                        mlir::Value buffer, mlir::ValueRange idx) {
+  return mlir::memref::LoadOp::create(b, loc, buffer, idx);
+}
+inline void store(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v,
+                  mlir::Value buffer, mlir::ValueRange idx) {
+  mlir::memref::StoreOp::create(b, loc, v, buffer, idx);
+}
+
 /// Scratch buffers of one op's lowering, released when it is done.
 struct ScratchBuffers {
   TileLowering &s;
