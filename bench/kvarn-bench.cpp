@@ -10,6 +10,7 @@
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
@@ -191,22 +192,32 @@ int main(int argc, char **argv) {
                     llvm::formatv("{0:f2} us per pair", us / 2048).str()});
   }
 
-  // decode: Hq/Hk 32/8, D=128, k4v2_g128, all blocks quantized but the sink,
-  // block tables shuffled.
-  for (auto [batch, ctxLen] : std::vector<std::pair<int, int>>{
-           {1, 32768}, {8, 32768}, {32, 8192}, {128, 2048}}) {
-    const int hq = 32, hk = 8, d = 128, g = 128;
-    dsl::Specialization spec{"kvarn_k4v2_g128", d, hq / hk};
-    RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), d));
-    LoadedKernel k = b.load("decode", spec);
-    int perReq = ctxLen / g, numBlocks = batch * perReq;
-    std::vector<int32_t> ids(numBlocks), table(numBlocks), lens(batch, ctxLen),
+  // decode: k4v2_g128, every block quantized but the sink (fp16 in the
+  // pool), block tables shuffled; plain decode and decode_split + combine
+  // (split count from decodeSplitCount), the best of the two reported.
+  struct DecodePoint {
+    int hq, hk, d, batch, context;
+  };
+  std::vector<DecodePoint> points = {
+      {32, 8, 128, 1, 32768},  {32, 8, 128, 1, 131072}, {32, 8, 128, 8, 32768},
+      {32, 8, 128, 32, 8192},  {32, 8, 128, 64, 4096},  {32, 8, 128, 128, 2048},
+      {64, 8, 128, 8, 32768},  {32, 32, 128, 8, 32768}, {32, 8, 64, 8, 32768},
+      {32, 8, 256, 8, 32768}};
+  for (const DecodePoint &p : points) {
+    const int g = 128;
+    dsl::Specialization spec{"kvarn_k4v2_g128", p.d, p.hq / p.hk};
+    RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), p.d));
+    LoadedKernel single = b.load("decode", spec);
+    LoadedKernel split = b.load("decode_split", spec);
+    LoadedKernel combine = b.load("combine", spec);
+    int perReq = p.context / g, numBlocks = p.batch * perReq;
+    std::vector<int32_t> ids(numBlocks), table(numBlocks), lens(p.batch, p.context),
         toSlot(numBlocks, -1);
     std::iota(ids.begin(), ids.end(), 0);
     std::shuffle(ids.begin(), ids.end(), b.rng);
     for (int i = 0; i < numBlocks; ++i)
       table[i] = ids[i];
-    for (int r = 0; r < batch; ++r) // the sink block stays fp16 in the pool
+    for (int r = 0; r < p.batch; ++r) // the sink block stays fp16 in the pool
       toSlot[table[size_t(r) * perReq]] = r;
     // Records with plausible scales: random codes, unit scales.
     std::vector<uint8_t> rec(l.recordBytes);
@@ -217,28 +228,53 @@ int main(int argc, char **argv) {
       for (int i = 0; i < n; ++i)
         std::memcpy(&rec[at + 2 * i], &h, 2);
     };
-    setHalves(l.kScale, d, 0.1f), setHalves(l.kZero, d, -0.7f);
-    setHalves(l.kTokenScale, g, 1.0f), setHalves(l.vChannelScale, d, 1.0f);
+    setHalves(l.kScale, p.d, 0.1f), setHalves(l.kZero, p.d, -0.7f);
+    setHalves(l.kTokenScale, g, 1.0f), setHalves(l.vChannelScale, p.d, 1.0f);
     setHalves(l.vScale, g, 0.3f), setHalves(l.vZero, g, -0.45f);
-    std::vector<uint8_t> cacheHost(size_t(numBlocks) * hk * l.recordBytes);
-    for (size_t i = 0; i < size_t(numBlocks) * hk; ++i)
+    std::vector<uint8_t> cacheHost(size_t(numBlocks) * p.hk * l.recordBytes);
+    for (size_t i = 0; i < size_t(numBlocks) * p.hk; ++i)
       std::memcpy(&cacheHost[i * l.recordBytes], rec.data(), l.recordBytes);
-    DeviceBuffer q = b.randomHalves(size_t(batch) * hq * d), bt = b.upload(table),
+    int gqa = p.hq / p.hk;
+    size_t parts = size_t(p.batch) * p.hk * kDecodeMaxSplits * gqa;
+    DeviceBuffer q = b.randomHalves(size_t(p.batch) * p.hq * p.d), bt = b.upload(table),
                  sl = b.upload(lens), ts = b.upload(toSlot), cache = b.upload(cacheHost),
-                 pk = b.randomHalves(size_t(batch) * g * hk * d),
-                 pv = b.randomHalves(size_t(batch) * g * hk * d),
-                 out = b.buffer(size_t(batch) * hq * d * 2);
+                 pk = b.randomHalves(size_t(p.batch) * g * p.hk * p.d),
+                 pv = b.randomHalves(size_t(p.batch) * g * p.hk * p.d),
+                 out = b.buffer(size_t(p.batch) * p.hq * p.d * 2),
+                 partOut = b.buffer(parts * p.d * 4), partLse = b.buffer(parts * 4);
+    float scale = 1.0f / std::sqrt(float(p.d));
     KernelArgs args;
     args.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
-        .pointer(pk).pointer(pv).pointer(out).f32(1.0f / std::sqrt(float(d)))
-        .i32(batch).i32(perReq).i32(hk).scratch();
-    double us = b.time([&] {
-      check(k.launch({unsigned(batch), unsigned(hk), 1}, args, b.stream.handle()));
-    }, 5);
-    double bytes = double(numBlocks) * hk * l.recordBytes;
-    rows.push_back({llvm::formatv("decode 32/8 D=128 {0} x {1}", batch, ctxLen).str(),
-                    us, bytes / us / 1e3,
-                    llvm::formatv("limit {0:f1} us at 2.98 TB/s", bytes / 2.98e6).str()});
+        .pointer(pk).pointer(pv).pointer(out).f32(scale)
+        .i32(p.batch).i32(perReq).i32(p.hk).scratch();
+    double singleUs = b.time([&] {
+      check(single.launch({unsigned(p.batch), unsigned(p.hk), 1}, args,
+                          b.stream.handle()));
+    }, 10);
+    int splits = decodeSplitCount(p.batch * p.hk, info.multiprocessors);
+    KernelArgs splitArgs, combineArgs;
+    splitArgs.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
+        .pointer(pk).pointer(pv).pointer(partOut).pointer(partLse).f32(scale)
+        .i32(p.batch).i32(perReq).i32(p.hk).i32(splits).scratch();
+    combineArgs.pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
+        .i32(p.batch).i32(p.hk).i32(splits).scratch();
+    double splitUs = b.time([&] {
+      check(split.launch({unsigned(p.batch), unsigned(p.hk), unsigned(splits)},
+                         splitArgs, b.stream.handle()));
+      check(combine.launch({unsigned(p.batch), unsigned(p.hk), 1}, combineArgs,
+                           b.stream.handle()));
+    }, 10);
+    double us = std::min(singleUs, splitUs);
+    double bytes = double(numBlocks) * p.hk * l.recordBytes;
+    rows.push_back(
+        {llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq, p.hk, p.d,
+                       p.batch, p.context)
+             .str(),
+         us, bytes / us / 1e3,
+         llvm::formatv("single {0:f1} us, {1} splits {2:f1} us; limit {3:f1} us "
+                       "at 2.98 TB/s",
+                       singleUs, splits, splitUs, bytes / 2.98e6)
+             .str()});
   }
 
   llvm::outs() << llvm::formatv("kvarn-bench on {0} ({1}, {2} SMs)\n\n",

@@ -27,6 +27,24 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
   ];
 }
 
+def EliminateBarriers : Pass<"kvgpu-eliminate-barriers", "mlir::gpu::GPUModuleOp"> {
+  let summary = "Remove kvgpu barriers that order no shared-memory access";
+  let description = [{
+    The tile lowering ends every collective op with `kvgpu.barrier`. A
+    barrier is removed when the accesses since the previous barrier every
+    thread passed and the accesses up to the next barrier of the same block
+    touch disjoint shared-memory bytes (or only read common ones) and do not
+    both touch global memory with a write. Shared buffers are located by
+    their `kvgpu.shared_buffer` offsets; the state flows through `scf.if`
+    and `scf.for` (to a fixed point). A block's closing barrier is kept, and
+    anything that cannot be analysed keeps its barriers. Consecutive
+    `copy_in`s then have their global loads in flight together.
+  }];
+  let statistics = [
+    Statistic<"numRemoved", "barriers-removed", "Barriers removed">
+  ];
+}
+
 def ConvertKVGPUToNVVM : Pass<"convert-kvgpu-to-nvvm", "mlir::gpu::GPUModuleOp"> {
   let summary = "Lower kvgpu collective ops to gpu, scf, arith, memref and llvm";
   let description = [{

@@ -47,44 +47,100 @@ struct ForeachLowering : OpRewritePattern<ForeachOp> {
   }
 };
 
-/// Whether the body reads a shared buffer whose innermost index is the row:
-/// then consecutive rows are adjacent in memory, and lanes must take
-/// consecutive rows (a warp striding along such a row would hit one bank
-/// 32 times).
-bool readsRowsContiguously(ReduceOp op) {
-  Value row = op.getBody().getArgument(0);
+/// Whether `v` (inside the body of `op`) is computed from block argument
+/// `arg`.
+bool dependsOn(Value v, BlockArgument arg, Region &body) {
+  if (v == arg)
+    return true;
+  Operation *def = v.getDefiningOp();
+  if (!def || !body.isAncestor(def->getParentRegion()))
+    return false;
+  return llvm::any_of(def->getOperands(), [&](Value operand) {
+    return dependsOn(operand, arg, body);
+  });
+}
+
+/// Whether some shared-memory read of the body has its innermost index
+/// computed from the row and not from the column: then consecutive rows are
+/// adjacent (or equal) in memory, and lanes must take consecutive rows (a
+/// warp striding along the columns of such a buffer hits one bank 32 times).
+bool readsAlongRows(ReduceOp op) {
+  Region &body = op.getBody();
+  BlockArgument row = body.getArgument(0), col = body.getArgument(1);
   bool found = false;
-  op.getBody().walk([&](memref::LoadOp load) {
-    if (load.getIndices().size() >= 2 && load.getIndices().back() == row)
+  body.walk([&](memref::LoadOp load) {
+    if (load.getIndices().size() < 2) // a per-row scalar is no layout
+      return;
+    Value inner = load.getIndices().back();
+    if (dependsOn(inner, row, body) && !dependsOn(inner, col, body))
       found = true;
   });
   return found;
 }
 
-/// Lanes along the row (one warp per row, shuffle-combined, lane 0 writes)
-/// when the body reads along rows; one thread per row otherwise.
+/// Most rows one thread reduces side by side (one accumulator each).
+constexpr int64_t kMaxRowsPerThread = 8;
+
+/// Thread-per-row reduction. When every thread has the same number k of
+/// rows (k <= kMaxRowsPerThread), it reduces its rows r, r + T, ... in one
+/// loop over the columns with k accumulators, so reads the rows share
+/// (a code byte and its dequantization, for all query heads of one token)
+/// are loaded once.
+void lowerRowPerThread(PatternRewriter &rw, ReduceOp op) {
+  Location loc = op.getLoc();
+  int64_t rows = op.getShape()[0], cols = op.getShape()[1];
+  int64_t threads = getNumThreads(op);
+  ReduceKind kind = op.getKind();
+  int64_t perThread = rows % threads == 0 ? rows / threads : 0;
+  if (perThread < 2 || perThread > kMaxRowsPerThread) {
+    buildStridedLoop(
+        rw, loc, threadIndex(rw, loc), rows, threads,
+        [&](OpBuilder &b, Value row) {
+          auto inner = scf::ForOp::create(
+              b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),
+              indexConstant(b, loc, 1), ValueRange{identity(b, loc, kind)},
+              [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
+                Value v = inlineBody(nb, op.getBody(), {row, col}).front();
+                scf::YieldOp::create(nb, loc, combine(nb, loc, kind, acc[0], v));
+              });
+          memref::StoreOp::create(b, loc, inner.getResult(0), op.getOut(),
+                                  ValueRange{row});
+        });
+    return;
+  }
+  Value tid = threadIndex(rw, loc);
+  SmallVector<Value> myRows, inits;
+  for (int64_t k = 0; k < perThread; ++k) {
+    myRows.push_back(arith::AddIOp::create(rw, loc, tid,
+                                           indexConstant(rw, loc, k * threads)));
+    inits.push_back(identity(rw, loc, kind));
+  }
+  auto inner = scf::ForOp::create(
+      rw, loc, indexConstant(rw, loc, 0), indexConstant(rw, loc, cols),
+      indexConstant(rw, loc, 1), inits,
+      [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
+        SmallVector<Value> next;
+        for (int64_t k = 0; k < perThread; ++k) {
+          Value v = inlineBody(nb, op.getBody(), {myRows[k], col}).front();
+          next.push_back(combine(nb, loc, kind, acc[k], v));
+        }
+        scf::YieldOp::create(nb, loc, next);
+      });
+  for (int64_t k = 0; k < perThread; ++k)
+    memref::StoreOp::create(rw, loc, inner.getResult(k), op.getOut(),
+                            ValueRange{myRows[k]});
+}
+
+/// One thread per row when the body reads along rows; else lanes along the
+/// row (one warp per row, shuffle-combined, lane 0 writes).
 struct ReduceLowering : OpRewritePattern<ReduceOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(ReduceOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     int64_t rows = op.getShape()[0], cols = op.getShape()[1];
-    if (readsRowsContiguously(op)) {
-      ReduceKind kind = op.getKind();
-      buildStridedLoop(
-          rw, loc, threadIndex(rw, loc), rows, getNumThreads(op),
-          [&](OpBuilder &b, Value row) {
-            auto inner = scf::ForOp::create(
-                b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),
-                indexConstant(b, loc, 1), ValueRange{identity(b, loc, kind)},
-                [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
-                  Value v = inlineBody(nb, op.getBody(), {row, col}).front();
-                  scf::YieldOp::create(nb, loc,
-                                       combine(nb, loc, kind, acc[0], v));
-                });
-            memref::StoreOp::create(b, loc, inner.getResult(0), op.getOut(),
-                                    ValueRange{row});
-          });
+    if (readsAlongRows(op)) {
+      lowerRowPerThread(rw, op);
       rw.eraseOp(op);
       return success();
     }

@@ -204,12 +204,17 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   s.reduce(loc, ReduceKind::Add, H, S, denom, [&](OpBuilder &b, Value h, Value sIdx) {
     return load(b, loc, weights, {weightIdx(b, sIdx, h)});
   });
+  // Splits past `count` are never written: their (weight 0) partials may
+  // hold anything, NaN included, so they are skipped rather than weighted.
   s.reduce(loc, ReduceKind::Add, H * D, S, sums,
            [&](OpBuilder &b, Value r, Value sIdx) {
              auto [h, d] = split(b, loc, r, D);
-             return arith::MulFOp::create(b, loc,
-                                          load(b, loc, weights, {weightIdx(b, sIdx, h)}),
-                                          s.read(b, loc, parts, {sIdx, h, d}))
+             Value x = arith::MulFOp::create(
+                 b, loc, load(b, loc, weights, {weightIdx(b, sIdx, h)}),
+                 s.read(b, loc, parts, {sIdx, h, d}));
+             Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                              sIdx, count);
+             return arith::SelectOp::create(b, loc, in, x, cst(b, loc, 0.0f))
                  .getResult();
            });
   TileView out = s.allocate(loc, op.getResult().getType());

@@ -44,6 +44,7 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   tileOptions.numWarps = opts.numWarps;
   pm.addPass(createConvertKVTileToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
+  pm.nest<gpu::GPUModuleOp>().addPass(createEliminateBarriers());
 }
 
 void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,

@@ -8,18 +8,23 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RandomPagedCache.h"
 #include "TestUtil.h"
 
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Golden/Compare.h"
 #include "kvarn/Golden/GoldenCase.h"
 #include "kvarn/Golden/ReferenceOnCase.h"
+#include "kvarn/Reference/Attention.h"
 #include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Reference/Rotation.h"
 #include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
+
+#include "llvm/Support/FormatVariadic.h"
 
 #include <gtest/gtest.h>
 
@@ -400,6 +405,260 @@ TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
     double err = relativeL2(gotF.data(), exact.as<float>(), gotF.size());
     EXPECT_LE(err, 4e-4);
     std::printf("[ figures  ] %s GPU decode vs out_exact: %.3e\n", name, err);
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// decode, decode_split + combine, verify, materialize on random paged caches
+//===----------------------------------------------------------------------===//
+
+constexpr uint16_t kPoison = 0x7e00; // fp16 NaN
+
+/// Relative L2 of fp16 `got` against fp32 `want` over the rows of requests
+/// with seq_len > 0; rows of the others must still hold the poison.
+double decodeError(const std::vector<uint16_t> &got,
+                   const std::vector<float> &want,
+                   const std::vector<int32_t> &lens, size_t rowElems) {
+  std::vector<double> g, w;
+  for (size_t b = 0; b < lens.size(); ++b)
+    for (size_t i = 0; i < rowElems; ++i) {
+      size_t at = b * rowElems + i;
+      if (lens[b] <= 0) {
+        EXPECT_EQ(got[at], kPoison) << "padding request " << b << " written";
+        continue;
+      }
+      g.push_back(halfToFloat(got[at]));
+      w.push_back(want[at]);
+    }
+  return g.empty() ? 0.0 : relativeL2(g.data(), w.data(), g.size());
+}
+
+double relativeL2Half(const std::vector<uint16_t> &a,
+                      const std::vector<uint16_t> &b) {
+  std::vector<double> x, y;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != kPoison || b[i] != kPoison) {
+      x.push_back(halfToFloat(a[i]));
+      y.push_back(halfToFloat(b[i]));
+    }
+  return x.empty() ? 0.0 : relativeL2(x.data(), y.data(), x.size());
+}
+
+struct DecodeShape {
+  int presetIndex, d, hk, ratio;
+  std::vector<int> lens; // -1: random in 1..3000
+};
+
+class DecodeGpu : public KernelGpu {
+protected:
+  struct Buffers {
+    DeviceBuffer q, table, lens, toSlot, cache, poolK, poolV;
+  };
+  Buffers upload(const test::RandomPagedCache &c) {
+    return {KernelGpu::upload(c.q),           KernelGpu::upload(c.blockTable),
+            KernelGpu::upload(c.lens),        KernelGpu::upload(c.blockToSlot),
+            KernelGpu::upload(c.records),     KernelGpu::upload(c.poolK),
+            KernelGpu::upload(c.poolV)};
+  }
+
+  std::vector<uint16_t> decode(const dsl::Specialization &spec,
+                               const test::RandomPagedCache &c, Buffers &in,
+                               float scale) {
+    int batch = int(c.seqLens.size());
+    DeviceBuffer out = KernelGpu::upload(
+        std::vector<uint16_t>(size_t(batch) * c.hq * c.d, kPoison));
+    KernelArgs args;
+    args.pointer(in.q).pointer(in.table).pointer(in.lens).pointer(in.toSlot)
+        .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(out)
+        .f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk).scratch();
+    run(kernel("decode", spec), {unsigned(batch), unsigned(c.hk), 1}, args);
+    return download<uint16_t>(out);
+  }
+
+  std::vector<uint16_t> splitDecode(const dsl::Specialization &spec,
+                                    const test::RandomPagedCache &c,
+                                    Buffers &in, float scale, int splits) {
+    int batch = int(c.seqLens.size());
+    size_t parts = size_t(batch) * c.hk * kDecodeMaxSplits * spec.gqa;
+    DeviceBuffer partOut =
+        KernelGpu::upload(std::vector<float>(parts * c.d, NAN));
+    DeviceBuffer partLse = KernelGpu::upload(std::vector<float>(parts, NAN));
+    DeviceBuffer out = KernelGpu::upload(
+        std::vector<uint16_t>(size_t(batch) * c.hq * c.d, kPoison));
+    KernelArgs a;
+    a.pointer(in.q).pointer(in.table).pointer(in.lens).pointer(in.toSlot)
+        .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(partOut)
+        .pointer(partLse).f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk)
+        .i32(splits).scratch();
+    run(kernel("decode_split", spec),
+        {unsigned(batch), unsigned(c.hk), unsigned(splits)}, a);
+    KernelArgs m;
+    m.pointer(partOut).pointer(partLse).pointer(in.lens).pointer(out)
+        .i32(batch).i32(c.hk).i32(splits).scratch();
+    run(kernel("combine", spec), {unsigned(batch), unsigned(c.hk), 1}, m);
+    return download<uint16_t>(out);
+  }
+
+  /// decode and decode_split + combine (two split counts) on one random
+  /// cache of `shape`, against decodeAttention and each other.
+  void check(const DecodeShape &shape, std::mt19937_64 &rng) {
+    const Preset &preset = allPresets()[shape.presetIndex];
+    std::vector<int> lens = shape.lens;
+    for (int &len : lens)
+      if (len == -1)
+        len = 1 + int(rng() % 3000);
+    test::RandomPagedCache c(preset, shape.d, shape.hk, shape.ratio, lens, rng);
+    dsl::Specialization spec{preset.name, shape.d, shape.ratio};
+    std::string what = llvm::formatv("{0} D={1} Hk={2} GQA={3}", preset.name,
+                                     shape.d, shape.hk, shape.ratio)
+                           .str();
+    SCOPED_TRACE(what);
+    float scale = float(1.0 / std::sqrt(double(shape.d)));
+    DecodeBatchView bv = c.batchView();
+    bv.softmaxScale = scale;
+    std::vector<float> want(size_t(bv.batch) * c.hq * c.d);
+    llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), want.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+
+    Buffers in = upload(c);
+    size_t row = size_t(c.hq) * c.d;
+    std::vector<uint16_t> single = decode(spec, c, in, scale);
+    double singleErr = decodeError(single, want, c.lens, row);
+    EXPECT_LE(singleErr, 4e-4) << "decode";
+    int pairs = int(lens.size()) * c.hk;
+    for (int splits : {decodeSplitCount(pairs, ctx().info().multiprocessors), 3}) {
+      std::vector<uint16_t> merged = splitDecode(spec, c, in, scale, splits);
+      double splitErr = decodeError(merged, want, c.lens, row);
+      EXPECT_LE(splitErr, 4e-4) << splits << " splits";
+      double apart = relativeL2Half(merged, single);
+      EXPECT_LE(apart, 2e-4) << splits << " splits vs single";
+      std::printf("[ figures  ] %s: decode %.2e, %d splits %.2e, split vs "
+                  "single %.2e\n",
+                  what.c_str(), singleErr, splits, splitErr, apart);
+    }
+  }
+};
+
+TEST_F(DecodeGpu, EveryGqaRatioMatchesTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int ratio : {1, 2, 4, 6, 8, 16})
+    check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
+}
+
+TEST_F(DecodeGpu, EveryHeadDimAndPresetMatchesTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int d : {64, 96, 256})
+    check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
+  for (int preset = 1; preset < int(allPresets().size()); ++preset)
+    check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
+}
+
+TEST_F(DecodeGpu, LongContextsMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  check({0, 128, 1, 4, {131072, 32768 + 77}}, rng);
+}
+
+TEST_F(DecodeGpu, SmallForTheSanitizers) {
+  std::mt19937_64 rng(freshSeed());
+  check({0, 128, 1, 4, {300, 0, 129}}, rng);
+}
+
+TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
+  const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
+  test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+  std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+  std::vector<uint16_t> q = tokens(rng, batch * t * c.hq, d, false);
+  float scale = 0.09f;
+  Buffers in = upload(c);
+  DeviceBuffer dq = KernelGpu::upload(q), dctx = KernelGpu::upload(contextLens),
+               dql = KernelGpu::upload(queryLens),
+               out = KernelGpu::upload(std::vector<uint16_t>(q.size(), kPoison));
+  KernelArgs args;
+  args.pointer(dq).pointer(in.table).pointer(dctx).pointer(dql)
+      .pointer(in.toSlot).pointer(in.cache).pointer(in.poolK).pointer(in.poolV)
+      .pointer(out).f32(scale).i32(batch).i32(t).i32(c.maxBlocks).i32(hk)
+      .scratch();
+  run(kernel("verify", {preset.name, d, ratio}),
+      {unsigned(batch), unsigned(hk), unsigned(t)}, args);
+  std::vector<uint16_t> got = download<uint16_t>(out);
+
+  VerifyBatchView vb;
+  vb.batch = batch;
+  vb.numQHeads = c.hq;
+  vb.maxQueryTokens = t;
+  vb.q = q.data();
+  vb.blockTable = c.blockTable.data();
+  vb.maxBlocks = c.maxBlocks;
+  vb.contextLens = contextLens.data();
+  vb.queryLens = queryLens.data();
+  vb.softmaxScale = scale;
+  std::vector<float> want(q.size());
+  llvm::Error err = verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
+  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  // Unused query tokens are padding: one "request" row per (b, j).
+  std::vector<int32_t> used;
+  for (int b = 0; b < batch; ++b)
+    for (int j = 0; j < t; ++j)
+      used.push_back(j < queryLens[b] ? 1 : 0);
+  double e = decodeError(got, want, used, size_t(c.hq) * d);
+  EXPECT_LE(e, 4e-4);
+  std::printf("[ figures  ] verify vs verifyAttention: %.2e\n", e);
+}
+
+TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int d : {96, 128}) {
+    const Preset &preset = allPresets()[0];
+    const int hk = 2, batch = 3;
+    test::RandomPagedCache c(preset, d, hk, 1, {300, 0, 128}, rng);
+    std::vector<int32_t> start = {0, 0, 384}; // whole blocks of rows each
+    const int64_t rows = 512;
+    Buffers in = upload(c);
+    std::vector<uint16_t> poison(size_t(rows) * hk * d, kPoison);
+    DeviceBuffer ds = KernelGpu::upload(start), ok = KernelGpu::upload(poison),
+                 ov = KernelGpu::upload(poison);
+    KernelArgs args;
+    args.pointer(in.table).pointer(in.lens).pointer(in.toSlot).pointer(in.cache)
+        .pointer(in.poolK).pointer(in.poolV).pointer(ds).pointer(ok).pointer(ov)
+        .i32(batch).i32(c.maxBlocks).i32(hk).scratch();
+    run(kernel("materialize", {preset.name, d, 1}),
+        {unsigned(batch), unsigned(hk), unsigned(c.maxBlocks)}, args);
+    std::vector<uint16_t> gotK = download<uint16_t>(ok),
+                          gotV = download<uint16_t>(ov);
+    std::vector<uint16_t> wantK = poison, wantV = poison;
+    ContextBatchView cb;
+    cb.batch = batch;
+    cb.blockTable = c.blockTable.data();
+    cb.maxBlocks = c.maxBlocks;
+    cb.seqLens = c.lens.data();
+    cb.outStart = start.data();
+    llvm::Error err =
+        materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    // Pool rows are copies; record values are the same fp32 dequantization
+    // rounded to fp16, where an FMA may move a value by one fp16 step.
+    size_t equal = 0, total = 0;
+    for (int b = 0; b < batch; ++b)
+      for (int tok = 0; tok < std::max(0, c.lens[b]); ++tok)
+        for (int i = 0; i < hk * d; ++i) {
+          size_t at = (size_t(start[b]) + tok) * hk * d + i;
+          for (auto [got, want] : {std::pair{gotK[at], wantK[at]},
+                                   std::pair{gotV[at], wantV[at]}}) {
+            ++total;
+            if (got == want) {
+              ++equal;
+              continue;
+            }
+            ASSERT_LE(std::abs(int(got) - int(want)), 1)
+                << "request " << b << " token " << tok << " element " << i;
+          }
+        }
+    EXPECT_GE(double(equal) / double(total), 0.99);
+    EXPECT_NE(gotK[size_t(300) * hk * d], kPoison); // the last block is whole
+    std::printf("[ figures  ] materialize D=%d: %.5f%% of values equal\n", d,
+                100.0 * double(equal) / double(total));
   }
 }
 
