@@ -19,6 +19,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
+
 using namespace kvarn;
 using namespace kvarn::jit;
 using namespace kvarn::cuda;
@@ -232,7 +234,11 @@ int runDecode(const ParsedOptions &opts) {
 /// golden cases, compared with the reference. Without a GPU it says so and
 /// runs the CPU reference on the same cases instead, and succeeds.
 int runExample(const ParsedOptions &opts) {
-  std::string golden = opts.get("golden", KVARN_GOLDEN_DIR);
+  // --golden, else $KVARN_GOLDEN_DIR (as the tests read it), else the
+  // source tree's cases.
+  const char *env = std::getenv("KVARN_GOLDEN_DIR");
+  std::string golden =
+      opts.get("golden", env && *env ? env : KVARN_GOLDEN_DIR);
   std::string outDir = opts.get("out");
   if (outDir.empty()) {
     llvm::SmallString<256> tmp;
@@ -303,8 +309,8 @@ std::vector<Command> kvarn::jit::runCommands() {
        "run the generated flush and decode kernels on bundled golden cases "
        "and print their error against the reference; without a GPU, say so "
        "and run the CPU reference instead",
-       {{"golden", "DIR", "the golden cases (default: the source tree's "
-                          "test/data/golden)"},
+       {{"golden", "DIR", "the golden cases (default: $KVARN_GOLDEN_DIR, "
+                          "else the source tree's test/data/golden)"},
         {"out", "DIR", "where the outputs go (default: the temporary "
                        "directory)"}},
        runExample},
