@@ -475,7 +475,6 @@ int runBench(const ParsedOptions &opts) {
   }
 
   // Warm: a new process reads the entries (and loads them on the GPU).
-  llvm::ErrorOr<std::string> self = llvm::sys::findProgramByName("kvarn-jit");
   std::string exe = llvm::sys::fs::getMainExecutable(nullptr, nullptr);
   llvm::SmallString<256> childOut;
   llvm::sys::fs::createTemporaryFile("kvarn-cache-bench", "json", childOut);
@@ -491,7 +490,6 @@ int runBench(const ParsedOptions &opts) {
   auto childStart = std::chrono::steady_clock::now();
   int rc = llvm::sys::ExecuteAndWait(exe, argv, std::nullopt, redirects, 600);
   double childSeconds = since(childStart);
-  (void)self;
   double warmSeconds = -1;
   int64_t warmCompiled = -1;
   if (auto text = llvm::MemoryBuffer::getFile(childOut)) {
