@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/DecodeSplit.h"
@@ -95,14 +96,12 @@ struct Bench {
     return us[us.size() / 2];
   }
 
-  LoadedKernel load(const std::string &name, const dsl::Specialization &spec) {
-    CompileOptions options;
-    options.target.chip = ctx.info().arch();
-    CompiledModule m = check(compileKernel({name, spec, "", ""}, options));
-    KernelImage image{m.kernels[0].name, m.ptx, "", m.kernels[0].numWarps,
-                      int(m.kernels[0].sharedBytes)};
-    return check(LoadedKernel::load(ctx, image));
+  /// Through the kernel cache; it keeps the kernel loaded.
+  const LoadedKernel &load(const std::string &name,
+                           const dsl::Specialization &spec) {
+    return *check(cache->load({name, spec, "", ""}, CompileOptions(), ctx));
   }
+  std::unique_ptr<KernelCache> cache = std::make_unique<KernelCache>();
 };
 
 } // namespace
@@ -143,7 +142,7 @@ int main(int argc, char **argv) {
   {
     const int n = 4096, hk = 8, d = 128, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
-    LoadedKernel k = b.load("append", spec);
+    const LoadedKernel &k = b.load("append", spec);
     int blocks = n / g;
     std::vector<int32_t> mapping(n), toSlot(blocks);
     std::iota(toSlot.begin(), toSlot.end(), 0);
@@ -170,7 +169,7 @@ int main(int argc, char **argv) {
     const int tiles = 256, hk = 8, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
     RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), d));
-    LoadedKernel k = b.load("flush", spec);
+    const LoadedKernel &k = b.load("flush", spec);
     std::vector<int32_t> slots(tiles), blocks(tiles);
     std::iota(slots.begin(), slots.end(), 0);
     std::iota(blocks.begin(), blocks.end(), 0);
@@ -207,9 +206,9 @@ int main(int argc, char **argv) {
     const int g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", p.d, p.hq / p.hk};
     RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), p.d));
-    LoadedKernel single = b.load("decode", spec);
-    LoadedKernel split = b.load("decode_split", spec);
-    LoadedKernel combine = b.load("combine", spec);
+    const LoadedKernel &single = b.load("decode", spec);
+    const LoadedKernel &split = b.load("decode_split", spec);
+    const LoadedKernel &combine = b.load("combine", spec);
     int perReq = p.context / g, numBlocks = p.batch * perReq;
     std::vector<int32_t> ids(numBlocks), table(numBlocks), lens(p.batch, p.context),
         toSlot(numBlocks, -1);

@@ -26,6 +26,7 @@ kvarn::compileKernel(const KernelRequest &request,
   // Compilations run on several threads, each with its own context.
   MLIRContext context(registry, MLIRContext::Threading::DISABLED);
   context.loadAllAvailableDialects();
+  context.printOpOnDiagnostic(false); // the location says where
 
   std::string diagnostics;
   ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {

@@ -91,6 +91,8 @@ llvm::Error runPasses(ModuleOp module,
   }
   if (opts.timing)
     runner.enableTiming();
+  if (!opts.crashReproducer.empty())
+    runner.enableCrashReproducerGeneration(opts.crashReproducer);
   if (failed(runner.run(module)))
     return makeError(KVARN_ERROR_COMPILE, "compiling to {0} failed: {1}", stage,
                      diags.text.empty() ? "(no diagnostic)" : diags.text);

@@ -1,7 +1,7 @@
 //===- KernelGpuTest.cpp - the generated kernels on the GPU ---------------===//
 //
 // Every kernel here comes out of the DSL library through kvt, kvgpu and NVVM
-// (kvarn::compileKernel), is loaded through the Driver API, and is checked
+// (through kvarn::KernelCache), is loaded through the Driver API, and is checked
 // against the CPU reference and the golden cases. Fresh random inputs each
 // run (KVARN_TEST_SEED replays one); outputs are poisoned first; tests SKIP
 // where there is no GPU (and fail on the GPU machine if the driver fails).
@@ -20,6 +20,7 @@
 #include "kvarn/Reference/Rotation.h"
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/DecodeSplit.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
@@ -53,16 +54,19 @@ struct Gpu {
   std::unique_ptr<Context> context;
   std::string why;
   kvarn_status_t status = KVARN_OK;
-  std::map<std::string, std::unique_ptr<LoadedKernel>> kernels;
+  // The kernel cache ($KVARN_CACHE_DIR): kernels are compiled once per
+  // cache directory and loaded once per process.
+  std::unique_ptr<KernelCache> cache;
 };
 
 Gpu &gpu() {
   static Gpu *g = [] {
     auto *g = new Gpu();
     llvm::Expected<Context> context = Context::create(0);
-    if (context)
+    if (context) {
       g->context = std::make_unique<Context>(std::move(*context));
-    else
+      g->cache = std::make_unique<KernelCache>();
+    } else
       g->status = kvarn::consumeError(context.takeError(), g->why);
     return g;
   }();
@@ -84,35 +88,17 @@ protected:
 
   const Context &ctx() { return *gpu().context; }
 
-  /// The library kernel `name` for `spec`, compiled and loaded once.
+  /// The library kernel `name` for `spec`, through the kernel cache.
   const LoadedKernel *kernel(const std::string &name,
                              const dsl::Specialization &spec) {
-    std::string key = name + "/" + spec.preset + "/" +
-                      std::to_string(spec.headDim) + "/" +
-                      std::to_string(spec.gqa);
-    auto &slot = gpu().kernels[key];
-    if (slot)
-      return slot.get();
-    CompileOptions options;
-    options.target.chip = ctx().info().arch();
-    llvm::Expected<CompiledModule> compiled =
-        compileKernel({name, spec, "", ""}, options);
-    if (!compiled) {
-      ADD_FAILURE() << key << ": " << llvm::toString(compiled.takeError());
-      return nullptr;
-    }
-    KernelImage image;
-    image.name = compiled->kernels.front().name;
-    image.ptx = compiled->ptx;
-    image.numWarps = compiled->kernels.front().numWarps;
-    image.sharedBytes = int(compiled->kernels.front().sharedBytes);
-    llvm::Expected<LoadedKernel> loaded = LoadedKernel::load(ctx(), image);
+    llvm::Expected<std::shared_ptr<const LoadedKernel>> loaded =
+        gpu().cache->load({name, spec, "", ""}, CompileOptions(), ctx());
     if (!loaded) {
-      ADD_FAILURE() << key << ": " << llvm::toString(loaded.takeError());
+      ADD_FAILURE() << name << "/" << spec.preset << "/" << spec.headDim << "/"
+                    << spec.gqa << ": " << llvm::toString(loaded.takeError());
       return nullptr;
     }
-    slot = std::make_unique<LoadedKernel>(std::move(*loaded));
-    return slot.get();
+    return loaded->get(); // the cache keeps it loaded
   }
 
   template <typename T> DeviceBuffer upload(const std::vector<T> &host) {

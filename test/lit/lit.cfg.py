@@ -16,6 +16,9 @@ config.substitutions.append(
     ("%libkvarn", os.path.join(config.kvarn_lib_dir, "libkvarn.so")))
 
 llvm_config.with_system_environment(["HOME", "TMPDIR"])
+# kvarn-jit's default mode fills the kernel cache: keep tests out of ~/.cache.
+config.environment["KVARN_CACHE_DIR"] = os.path.join(
+    config.kvarn_obj_root, "test", "lit", "kvarn-cache")
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.kvarn_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

@@ -6,6 +6,7 @@
 #include "kvarn/Version.h"
 
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -104,6 +105,30 @@ int jit::runCommandLine(const std::vector<Command> &commands,
   }
   if (!command || (consumed == 0 && !args.empty() &&
                    !llvm::StringRef(args[0]).starts_with("-"))) {
+    // A group of commands ("cache", "run", "ref") without a known one.
+    std::vector<const Command *> group;
+    if (!args.empty())
+      for (const Command &c : commands)
+        if (llvm::StringRef(c.path).starts_with(args[0] + " "))
+          group.push_back(&c);
+    bool wantsHelp = args.size() > 1 && (args[1] == "--help" || args[1] == "-h");
+    if (!group.empty() && (args.size() == 1 || wantsHelp)) {
+      std::vector<std::string> names;
+      for (const Command *c : group)
+        names.push_back(llvm::StringRef(c->path).split(' ').second.str());
+      if (!wantsHelp)
+        return usageError("'" + args[0] + "' needs a command: " +
+                          llvm::join(names, ", "));
+      llvm::outs() << "usage: kvarn-jit " << args[0] << " <command> [options]\n"
+                   << "\ncommands:\n";
+      for (const Command *c : group)
+        llvm::outs() << llvm::formatv("  {0,-14} {1}\n",
+                                      llvm::StringRef(c->path).split(' ').second,
+                                      c->summary);
+      llvm::outs() << "\n`kvarn-jit " << args[0]
+                   << " <command> --help` for a command's options\n";
+      return kExitOk;
+    }
     std::string cmd = args.empty() ? "" : args[0];
     if (args.size() > 1 && !llvm::StringRef(args[1]).starts_with("-"))
       cmd += " " + args[1];

@@ -1,15 +1,17 @@
 //===- EmitCommand.cpp - build kernels for a shape and emit them ----------===//
 //
-// kvarn-jit's top-level mode (issue 6's syntax): build the kernels for one
-// preset and shape and emit one stage of each: the specialized kvt IR
-// (kvarn-opt parses it), the kvgpu or NVVM-dialect IR, LLVM IR, PTX, or a
-// cubin assembled by ptxas.
+// kvarn-jit's top-level mode: build the kernels for one preset and shape.
+// By default they go through the kernel cache (or into --out DIR laid out
+// the same way); with --emit, one stage of each is printed or written: the
+// specialized kvt IR (kvarn-opt parses it), the kvgpu or NVVM-dialect IR,
+// LLVM IR, PTX, or a cubin assembled by ptxas.
 //
 //===----------------------------------------------------------------------===//
 
 #include "Commands.h"
 
 #include "kvarn/Codegen/Pipeline.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/PtxAssembler.h"
 
 #include "kvarn/DSL/Diagnostics.h"
@@ -141,7 +143,7 @@ int emitKvt(const ParsedOptions &opts, const dsl::Specialization &spec,
 /// Compiles each kernel of `out` on its own and emits `stage`.
 int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
                  const Target &target, llvm::StringRef stage,
-                 mlir::ModuleOp out) {
+                 mlir::ModuleOp out, const KernelSources &sources) {
   static const llvm::StringMap<std::string> kExtension = {
       {"kvgpu", "kvgpu.mlir"}, {"mlir", "nvvm.mlir"}, {"llvm", "llir"},
       {"ptx", "ptx"},          {"cubin", "cubin"}};
@@ -158,13 +160,18 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     llvm::StringRef wantedStage = stage == "mlir"   ? "nvvm"
                                   : stage == "llvm" ? "llir"
                                                     : stage;
+    applyReportingOptions(opts, name, options);
+    StageDumper dumper(opts, name);
+    if (auto it = sources.find(name); it != sources.end())
+      dumper.source(it->second.text);
     options.onStage = [&](llvm::StringRef s, llvm::StringRef ir) {
+      dumper.stage(s, ir);
       if (s == wantedStage || (wantedStage == "cubin" && s == "ptx"))
         text = ir.str();
     };
     llvm::Expected<CompiledModule> compiled = compileToPTX(*one, options);
     if (!compiled)
-      return failure(compiled.takeError());
+      return compileFailure(name, options, compiled.takeError());
     if (stage == "cubin") {
       cuda::PtxasOptions ptxas;
       ptxas.arch = target.chip;
@@ -173,6 +180,7 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
       if (!cubin)
         return failure(cubin.takeError());
       text = std::move(cubin->bytes);
+      dumper.sass(text);
       for (const cuda::KernelResources &r : cubin->kernels)
         resources = llvm::formatv(", {0} registers, {1} bytes stack, {2} "
                                   "bytes spilled",
@@ -183,6 +191,8 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     std::string file = name + "." + kExtension.lookup(stage);
     if (int rc = emitText(opts, file, text))
       return rc;
+    if (!dumper.problem().empty())
+      return failure(dumper.problem());
     if (opts.has("out")) {
       const CompiledKernel &k = compiled->kernels.front();
       llvm::outs() << llvm::formatv(
@@ -205,26 +215,35 @@ int runEmit(const ParsedOptions &opts) {
   spec.preset = opts.get("preset", defaultPreset().name);
   std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
   std::optional<int64_t> gqa = opts.getInt("gqa", 1);
-  if (!headDim || !gqa)
+  std::optional<int64_t> threads = opts.getInt("threads", 0);
+  if (!headDim || !gqa || !threads)
     return kExitUsage;
   if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
       *gqa > INT32_MAX)
     return usageError("--head-dim and --gqa take 32-bit integers");
+  if (*threads < 0 || *threads > 1024)
+    return usageError("--threads takes 0 (one per core) to 1024");
   spec.headDim = int(*headDim);
   spec.gqa = int(*gqa);
   if (llvm::Error err = spec.check())
     return failure(std::move(err));
 
-  std::string emit = opts.get("emit", "kvt");
+  // No --emit: every kernel through the kernel cache (or into --out).
+  std::string emit = opts.get("emit", "");
   static const char *const kStages[] = {"kvt", "kvgpu", "mlir", "llvm", "ptx",
                                         "cubin"};
-  if (!llvm::is_contained(kStages, emit))
+  if (!emit.empty() && !llvm::is_contained(kStages, emit))
     return usageError("unknown --emit stage '" + emit +
                       "' (stages: kvt, kvgpu, mlir, llvm, ptx, cubin)");
   Target target;
-  target.chip = opts.get("arch", "sm_90");
+  target.chip = opts.has("arch") ? opts.get("arch") : localArch();
   if (llvm::Error err = validateTarget(target))
     return failure(std::move(err));
+  if (opts.has("dump-ir"))
+    if (std::error_code ec =
+            llvm::sys::fs::create_directories(opts.get("dump-ir")))
+      return failure("cannot create '" + opts.get("dump-ir") +
+                     "': " + ec.message());
 
   std::vector<std::string> wanted;
   if (opts.has("kernels")) {
@@ -244,6 +263,7 @@ int runEmit(const ParsedOptions &opts) {
   mlir::OwningOpRef<mlir::ModuleOp> out =
       mlir::ModuleOp::create(mlir::UnknownLoc::get(&context));
   std::vector<std::string> built;
+  KernelSources sources; // kernel -> (DSL text, file name, a user's file?)
 
   if (opts.has("source")) {
     std::string path = opts.get("source");
@@ -251,8 +271,11 @@ int runEmit(const ParsedOptions &opts) {
         llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
     if (!file)
       return failure("cannot read '" + path + "': " + file.getError().message());
+    std::string text = (*file)->getBuffer().str();
     if (!buildSource(path, std::move(*file), spec, wanted, *out, built))
       return kExitFailure;
+    for (const std::string &name : built)
+      sources[name] = {text, path, true};
   } else {
     std::vector<std::string> names = wanted;
     if (names.empty())
@@ -269,6 +292,11 @@ int runEmit(const ParsedOptions &opts) {
         return usageError("unknown kernel '" + name +
                           "' (library kernels: " + llvm::join(known, ", ") + ")");
       }
+      sources[name] = {file->text.str(), file->fileName.str(), false};
+      if (emit.empty()) { // the cache builds it
+        built.push_back(name);
+        continue;
+      }
       if (!buildSource(file->fileName,
                        llvm::MemoryBuffer::getMemBuffer(file->text, file->fileName,
                                                         false),
@@ -277,29 +305,47 @@ int runEmit(const ParsedOptions &opts) {
     }
   }
 
+  if (emit.empty())
+    return buildThroughCache(opts, spec, target, built, sources,
+                             unsigned(*threads));
   if (emit == "kvt")
     return emitKvt(opts, spec, context, *out);
-  return emitCompiled(opts, spec, target, emit, *out);
+  return emitCompiled(opts, spec, target, emit, *out, sources);
 }
 } // namespace
 
 Command kvarn::jit::emitCommand() {
   return {"",
-          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--emit STAGE] [--arch SM] "
-          "[--source FILE] [--out DIR]",
-          "build kernels for one preset and shape and emit one stage",
+          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--arch SM] "
+          "[--emit STAGE] [--source FILE] [--out DIR] [--json] [--dump-ir DIR] "
+          "[--print-ir-after-all] [--timing]",
+          "build kernels for one preset and shape: into the kernel cache "
+          "($KVARN_CACHE_DIR, default ~/.cache/kvarn) or --out DIR, or, with "
+          "--emit, one stage of each",
           {{"kernels", "LIST", "comma-separated kernels (default: all)"},
            {"preset", "NAME", "KVarN preset (default kvarn_k4v2_g128)"},
            {"head-dim", "N", "head_dim, a multiple of 16 in [64, 512] "
                              "(default 128)"},
            {"gqa", "N", "query heads per KV head (default 1)"},
-           {"emit", "STAGE", "what to emit: kvt (default), kvgpu, mlir (the "
-                             "NVVM dialect), llvm, ptx, cubin (needs ptxas)"},
-           {"arch", "SM", "target GPU (default sm_90): sm_80, sm_86, sm_89, "
-                          "sm_90, sm_90a, ..."},
+           {"arch", "SM", "target GPU: sm_80, sm_86, sm_89, sm_90, sm_90a, ... "
+                          "(default: the local GPU's, else sm_90)"},
+           {"emit", "STAGE", "print (or with --out write) one stage instead: "
+                             "kvt, kvgpu, mlir (the NVVM dialect), llvm, ptx, "
+                             "cubin (needs ptxas)"},
            {"source", "FILE", "a .kvt file instead of the built-in library"},
-           {"out", "DIR", "write <kernel>.kvt.mlir files here instead of "
-                          "printing"},
+           {"out", "DIR", "the cache directory to fill (default: the kernel "
+                          "cache); with --emit, write <kernel>.<stage> files "
+                          "here instead of printing"},
+           {"json", nullptr, "describe what was built as JSON on stdout"},
+           {"threads", "N", "compile on N threads (default: one per core)"},
+           {"dump-ir", "DIR", "write the IR after every stage to "
+                              "DIR/<kernel>/NN-<stage>.<ext> (compiles even "
+                              "on a cache hit)"},
+           {"print-ir-after-all", nullptr, "print the IR after every pass to "
+                                           "stderr (one thread; compiles even "
+                                           "on a cache hit)"},
+           {"timing", nullptr, "report pass timing on stderr (one thread; "
+                               "compiles even on a cache hit)"},
            {"list-presets", nullptr, "list the presets"},
            {"list-kernels", nullptr, "list the library's kernels"}},
           runEmit};

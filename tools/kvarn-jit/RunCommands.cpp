@@ -9,12 +9,17 @@
 
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
 
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <cstdlib>
 
 using namespace kvarn;
 using namespace kvarn::jit;
@@ -31,18 +36,13 @@ public:
     if (!ctx)
       return ctx.takeError();
     GpuRun run(std::move(*ctx));
-    CompileOptions options;
-    options.target.chip = run.ctx.info().arch();
-    llvm::Expected<CompiledModule> m =
-        compileKernel({kernel, spec, "", ""}, options);
-    if (!m)
-      return m.takeError();
-    KernelImage image{m->kernels[0].name, m->ptx, "", m->kernels[0].numWarps,
-                      int(m->kernels[0].sharedBytes)};
-    llvm::Expected<LoadedKernel> k = LoadedKernel::load(run.ctx, image);
+    // Through the kernel cache: compiled once, then loaded from disk.
+    run.cache = std::make_unique<KernelCache>();
+    llvm::Expected<std::shared_ptr<const LoadedKernel>> k =
+        run.cache->load({kernel, spec, "", ""}, CompileOptions(), run.ctx);
     if (!k)
       return k.takeError();
-    run.kernel = std::make_unique<LoadedKernel>(std::move(*k));
+    run.kernel = std::move(*k);
     return std::move(run);
   }
 
@@ -67,7 +67,9 @@ public:
   }
 
   Context ctx;
-  std::unique_ptr<LoadedKernel> kernel;
+  // Destroyed before the context: the cache's modules live in it.
+  std::unique_ptr<KernelCache> cache;
+  std::shared_ptr<const LoadedKernel> kernel;
 
 private:
   explicit GpuRun(Context ctx) : ctx(std::move(ctx)) {}
@@ -228,6 +230,60 @@ int runDecode(const ParsedOptions &opts) {
   return kExitOk;
 }
 
+/// The README's example: the generated flush and decode kernels on bundled
+/// golden cases, compared with the reference. Without a GPU it says so and
+/// runs the CPU reference on the same cases instead, and succeeds.
+int runExample(const ParsedOptions &opts) {
+  // --golden, else $KVARN_GOLDEN_DIR (as the tests read it), else the
+  // source tree's cases.
+  const char *env = std::getenv("KVARN_GOLDEN_DIR");
+  std::string golden =
+      opts.get("golden", env && *env ? env : KVARN_GOLDEN_DIR);
+  std::string outDir = opts.get("out");
+  if (outDir.empty()) {
+    llvm::SmallString<256> tmp;
+    llvm::sys::path::system_temp_directory(/*ErasedOnReboot=*/true, tmp);
+    outDir = tmp.str().str();
+  } else if (std::error_code ec = llvm::sys::fs::create_directories(outDir)) {
+    return failure("cannot create '" + outDir + "': " + ec.message());
+  }
+  struct Step {
+    const char *kernel, *caseName, *output;
+  } steps[] = {{"flush", "flush_kvarn_k4v2_g128_d128_a", "example-records.bin"},
+               {"decode", "decode_kvarn_k4v2_g128_d128_h32x8_a",
+                "example-decode.bin"}};
+  auto optionsFor = [&](const Step &step) {
+    ParsedOptions o;
+    o.values["case"] = golden + "/" + step.caseName;
+    o.values["out"] = outDir + "/" + step.output;
+    return o;
+  };
+
+  llvm::Expected<Context> ctx = Context::create(0);
+  if (!ctx) {
+    std::string why;
+    kvarn_status_t status = kvarn::consumeError(ctx.takeError(), why);
+    if (status != KVARN_ERROR_NO_DRIVER && status != KVARN_ERROR_NO_DEVICE)
+      return failure(why);
+    llvm::outs() << "run example: no GPU here (" << why
+                 << "): the kernels are built but not run; the CPU reference "
+                    "on the same cases instead:\n";
+    for (const Step &step : steps)
+      for (const Command &c : refCommands())
+        if (c.path == "ref " + std::string(step.kernel))
+          if (int rc = c.run(optionsFor(step)))
+            return rc;
+    return kExitOk;
+  }
+  for (const Step &step : steps) {
+    int rc = std::string(step.kernel) == "flush" ? runFlush(optionsFor(step))
+                                                 : runDecode(optionsFor(step));
+    if (rc)
+      return rc;
+  }
+  return kExitOk;
+}
+
 } // namespace
 
 std::vector<Command> kvarn::jit::runCommands() {
@@ -249,5 +305,14 @@ std::vector<Command> kvarn::jit::runCommands() {
        "attend over a decode case's paged cache with the generated decode "
        "kernel on the GPU; writes fp32 [B, Hq, D]",
        caseOptions, runDecode},
+      {"run example", "run example [--golden DIR] [--out DIR]",
+       "run the generated flush and decode kernels on bundled golden cases "
+       "and print their error against the reference; without a GPU, say so "
+       "and run the CPU reference instead",
+       {{"golden", "DIR", "the golden cases (default: $KVARN_GOLDEN_DIR, "
+                          "else the source tree's test/data/golden)"},
+        {"out", "DIR", "where the outputs go (default: the temporary "
+                       "directory)"}},
+       runExample},
   };
 }

@@ -44,6 +44,9 @@ struct CompileOptions {
   std::function<void(llvm::StringRef, llvm::StringRef)> onStage;
   bool printIRAfterAll = false; // upstream -mlir-print-ir-after-all, to stderr
   bool timing = false;          // pass timing report, to stderr
+  /// When set, a failing pass pipeline writes an MLIR reproducer here: the
+  /// IR before the pipeline and the pipeline (`kvarn-opt --run-reproducer`).
+  std::string crashReproducer;
 };
 
 struct CompiledKernel {

@@ -1,0 +1,244 @@
+//===- KernelCache.h - compiled kernels, in memory and on disk --*- C++ -*-===//
+//
+// Every way of getting a kernel to run goes through here: look the kernel up
+// in this process's memory, then in the disk cache ($KVARN_CACHE_DIR, laid out
+// the way Triton lays out its cache), and compile it only when neither has
+// it. docs/cache.md describes the key, the files, the locking and the
+// environment variables.
+//
+// The header keeps MLIR out: a request is a KernelRequest and CompileOptions
+// (kvarn/Codegen/KernelCompiler.h needs only LLVM's ADT and Support).
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_RUNTIME_KERNELCACHE_H
+#define KVARN_RUNTIME_KERNELCACHE_H
+
+#include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Runtime/Module.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kvarn {
+
+namespace cuda {
+class Context;
+} // namespace cuda
+
+//===----------------------------------------------------------------------===//
+// The key
+//===----------------------------------------------------------------------===//
+
+/// Everything that changes the generated code of one kernel, as named text
+/// fields in a fixed order. The cache key is the SHA-256 of their
+/// serialization; the directory is its base32 spelling (as Triton names its
+/// cache directories).
+struct CacheKey {
+  std::vector<std::pair<std::string, std::string>> fields;
+  std::string hash;      // 64 hex digits
+  std::string directory; // 52 characters of [A-Z2-7]
+
+  const std::string *find(llvm::StringRef field) const;
+};
+
+/// The key of `request` compiled with `options`. Fails like compileKernel on
+/// an unknown preset, a bad shape or an unsupported target, and on a library
+/// kernel that does not exist.
+llvm::Expected<CacheKey> computeCacheKey(const KernelRequest &request,
+                                         const CompileOptions &options);
+
+/// RFC 4648 base32 without padding, the alphabet A-Z2-7.
+std::string base32Encode(llvm::ArrayRef<uint8_t> bytes);
+
+/// Whether `name` looks like a cache entry's directory name.
+bool isCacheKeyDirectory(llvm::StringRef name);
+
+/// The environment variables that change compilation; their values are part
+/// of every key.
+llvm::ArrayRef<const char *> keyedEnvironmentVariables();
+
+/// The compiler's identity: the kvarn version, a hash of the compiler's
+/// sources (build id) and the LLVM version it was built with.
+struct CompilerIdentity {
+  std::string kvarnVersion;
+  std::string buildId;
+  std::string llvmVersion;
+};
+const CompilerIdentity &compilerIdentity();
+
+//===----------------------------------------------------------------------===//
+// Cache entries
+//===----------------------------------------------------------------------===//
+
+/// Where a kernel came from this time.
+enum class CacheOutcome { Compiled, DiskHit, MemoryHit };
+llvm::StringRef toString(CacheOutcome outcome);
+
+/// One compiled kernel: what a loader needs, and where its files are.
+struct KernelArtifacts {
+  std::string name;      // the entry function
+  std::string hash;      // the key, hex
+  std::string key;       // the key, base32: the directory name
+  std::string directory; // the entry's directory; empty without a disk level
+  std::string chip;      // "sm_90"
+  int ptxVersion = 0;
+  std::string ptx;
+  std::string cubin; // empty when no assembler was at hand
+  int numWarps = 0;
+  int64_t sharedBytes = 0;
+  int numArgs = 0;
+  /// Triton-style parameter types without the two scratch pointers: "*i8"
+  /// for a pointer, "i32", "i64", "fp32".
+  std::vector<std::string> signature;
+  std::string metadataJson; // <name>.json as written
+  double compileSeconds = 0; // of the compilation that made it
+
+  cuda::KernelImage image() const;
+};
+
+/// What one lookup returned.
+struct CacheResult {
+  std::shared_ptr<const KernelArtifacts> artifacts;
+  CacheOutcome outcome = CacheOutcome::Compiled;
+  double seconds = 0; // this lookup, compilation included
+};
+
+struct CacheOptions {
+  /// The disk level's root; empty: memory only.
+  std::string directory;
+  /// KVARN_ALWAYS_COMPILE: compile even on a hit (and write the result).
+  bool alwaysCompile = false;
+  /// The disk level's size cap in bytes; 0: none. Least recently used
+  /// entries are removed after a write takes the cache over it.
+  uint64_t maxBytes = 0;
+  /// Assemble a cubin with ptxas when no GPU context is given and ptxas is
+  /// found (with a context the driver's linker makes it).
+  bool assembleWithPtxas = true;
+  /// Keep the per-stage IR files (<name>.kvt.mlir, .kvgpu.mlir, .nvvm.mlir,
+  /// .llir) in each entry, as Triton keeps ttir/ttgir/llir.
+  bool keepIR = true;
+  /// Where warnings go (one line each, no newline); default: stderr.
+  std::function<void(llvm::StringRef)> warn;
+
+  /// $KVARN_CACHE_DIR (default ~/.cache/kvarn; "" or "off": memory only),
+  /// $KVARN_ALWAYS_COMPILE, $KVARN_CACHE_MAX_SIZE (bytes, or with a K, M or G
+  /// suffix; default 1G; 0: no cap).
+  static CacheOptions fromEnvironment();
+};
+
+/// Bytes from "512M", "2G", "1048576", "0". None on a malformed value.
+std::optional<uint64_t> parseByteSize(llvm::StringRef text);
+
+/// Counters since the cache was made.
+struct CacheStats {
+  uint64_t compiled = 0;
+  uint64_t diskHits = 0;
+  uint64_t memoryHits = 0;
+  uint64_t rebuilt = 0; // entries found corrupt, stale or foreign and rebuilt
+  uint64_t evicted = 0;
+};
+
+/// The two-level kernel cache. Thread-safe; compilation of several kernels
+/// runs on several threads (each compilation has its own MLIRContext).
+class KernelCache {
+public:
+  explicit KernelCache(CacheOptions options = CacheOptions::fromEnvironment());
+  ~KernelCache();
+  KernelCache(const KernelCache &) = delete;
+  KernelCache &operator=(const KernelCache &) = delete;
+
+  const CacheOptions &options() const { return opts; }
+
+  /// The kernel's artifacts: from memory, else disk, else compiled (and
+  /// written to disk). With `context`, a cubin is linked for its GPU by the
+  /// driver; without, by ptxas where found.
+  llvm::Expected<CacheResult> getOrCompile(const KernelRequest &request,
+                                           const CompileOptions &options,
+                                           const cuda::Context *context = nullptr);
+
+  /// getOrCompile for each request on up to `threads` threads (0: one per
+  /// core), with `options[i]`, or `options[0]` for all when there is one.
+  /// `onDone(i, result)` is called as request i finishes (result null if
+  /// it failed), from the worker thread, one call at a time.
+  std::vector<llvm::Expected<CacheResult>> getOrCompileAll(
+      llvm::ArrayRef<KernelRequest> requests,
+      llvm::ArrayRef<CompileOptions> options,
+      unsigned threads = 0, const cuda::Context *context = nullptr,
+      std::function<void(size_t, const CacheResult *)> onDone = nullptr);
+
+  /// The kernel compiled for `context`'s GPU (the chip in `options` is
+  /// replaced by the GPU's) and loaded into it; later calls for the same
+  /// kernel and context return the same LoadedKernel from memory. The
+  /// context must outlive this cache.
+  llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>>
+  load(const KernelRequest &request, CompileOptions options,
+       const cuda::Context &context);
+
+  CacheStats stats() const;
+
+private:
+  llvm::Expected<CacheResult> lookupOrCompile(const KernelRequest &request,
+                                              const CompileOptions &options,
+                                              const cuda::Context *context);
+  void warnOnce(const std::string &key, const std::string &message);
+
+  CacheOptions opts;
+  mutable std::mutex mutex;
+  std::map<std::string, std::shared_ptr<const KernelArtifacts>> artifacts;
+  std::map<std::string, std::shared_ptr<const cuda::LoadedKernel>> loaded;
+  std::map<std::string, bool> warned;
+  struct Counters {
+    std::atomic<uint64_t> compiled{0}, diskHits{0}, memoryHits{0}, rebuilt{0},
+        evicted{0};
+  } counters;
+};
+
+//===----------------------------------------------------------------------===//
+// The disk level, for tools (kvarn-jit cache ls|verify|clear)
+//===----------------------------------------------------------------------===//
+
+/// One directory of the disk cache as found.
+struct DiskEntry {
+  std::string key;       // the directory name
+  std::string directory; // full path
+  std::string name;      // the kernel, from __grp__<name>.json; empty if none
+  uint64_t bytes = 0;
+  int64_t lastUsed = 0; // seconds since the epoch (the group file's mtime)
+  bool complete = false; // has a group file
+  /// Empty when the entry checks out; else why it cannot be used.
+  std::string problem;
+  /// From the metadata, when readable.
+  std::string preset, chip;
+  int headDim = 0, gqa = 0;
+};
+
+/// Every entry under `root`. With `verify`, reads each complete entry and
+/// checks its metadata, versions and checksums (`problem` says what failed).
+llvm::Expected<std::vector<DiskEntry>> listDiskCache(llvm::StringRef root,
+                                                     bool verify);
+
+/// Removes every cache entry (and leftover temporary files) under `root`;
+/// returns how many entries went. Files that are not kvarn's stay.
+llvm::Expected<size_t> clearDiskCache(llvm::StringRef root);
+
+/// Removes least recently used complete entries until the cache holds at
+/// most `maxBytes`; `keep` (a directory name) is never removed. Returns how
+/// many went.
+llvm::Expected<size_t> evictDiskCache(llvm::StringRef root, uint64_t maxBytes,
+                                      llvm::StringRef keep = "");
+
+} // namespace kvarn
+
+#endif // KVARN_RUNTIME_KERNELCACHE_H

@@ -1,0 +1,183 @@
+//===- CacheKey.cpp - what a cached kernel depends on ---------------------===//
+//
+// The key lists every input that changes a kernel's code, by name, so a test
+// (and a curious user, through the metadata) can see what went in. Inputs
+// that only change how the compiler reports (IR printing, timing, stage
+// callbacks) are left out.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/Runtime/KernelCache.h"
+
+#include "kvarn/DSL/KernelLibrary.h"
+#include "kvarn/Layout/Preset.h"
+#include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Version.h"
+
+#include "KernelCacheBuildId.inc" // KVARN_COMPILER_BUILD_ID
+
+#include "mlir/Pass/PassManager.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/SHA256.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+using namespace kvarn;
+
+std::string kvarn::base32Encode(llvm::ArrayRef<uint8_t> bytes) {
+  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  std::string out;
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (uint8_t byte : bytes) {
+    buffer = (buffer << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out.push_back(kAlphabet[(buffer >> (bits - 5)) & 31]);
+      bits -= 5;
+    }
+  }
+  if (bits > 0)
+    out.push_back(kAlphabet[(buffer << (5 - bits)) & 31]);
+  return out;
+}
+
+bool kvarn::isCacheKeyDirectory(llvm::StringRef name) {
+  // 256 bits in 5-bit digits.
+  return name.size() == 52 && llvm::all_of(name, [](char c) {
+           return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7');
+         });
+}
+
+llvm::ArrayRef<const char *> kvarn::keyedEnvironmentVariables() {
+  // KVARN_PTXAS picks the assembler that makes the cached cubin.
+  static const char *const kVariables[] = {"KVARN_PTXAS"};
+  return kVariables;
+}
+
+const CompilerIdentity &kvarn::compilerIdentity() {
+  static const CompilerIdentity identity{KVARN_VERSION_STRING,
+                                         KVARN_COMPILER_BUILD_ID,
+                                         LLVM_VERSION_STRING};
+  return identity;
+}
+
+const std::string *CacheKey::find(llvm::StringRef field) const {
+  for (const auto &[name, value] : fields)
+    if (name == field)
+      return &value;
+  return nullptr;
+}
+
+namespace {
+
+/// The pass pipeline as MLIR prints it, plus what the NVPTX backend is asked
+/// for. Building the passes needs no context; the text is memoized per
+/// warp count.
+std::string pipelineText(const CompileOptions &options) {
+  static std::mutex mutex;
+  static std::map<int, std::string> memo;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::string &text = memo[options.numWarps];
+  if (text.empty()) {
+    mlir::OpPassManager pm("builtin.module");
+    buildKvtToNVVMPipeline(pm, options);
+    llvm::raw_string_ostream os(text);
+    pm.printAsTextualPipeline(os);
+  }
+  return text;
+}
+
+/// The DSL text a library kernel is built from: its file and every module
+/// a kernel may import (kernels import modules only).
+std::string librarySource(const dsl::LibraryFile &kernel) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "== " << kernel.fileName << "\n" << kernel.text;
+  for (const dsl::LibraryFile &f : dsl::libraryFiles())
+    if (!f.isKernel)
+      os << "\n== " << f.fileName << "\n" << f.text;
+  return text;
+}
+
+} // namespace
+
+llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
+                                                const CompileOptions &options) {
+  if (llvm::Error err = request.spec.check())
+    return std::move(err);
+  Target target = options.target;
+  if (llvm::Error err = validateTarget(target))
+    return std::move(err);
+  llvm::Expected<const Preset *> preset = lookupPreset(request.spec.preset);
+  if (!preset)
+    return preset.takeError();
+  llvm::Expected<RecordLayout> layout =
+      RecordLayout::get(**preset, request.spec.headDim);
+  if (!layout)
+    return layout.takeError();
+
+  CacheKey key;
+  auto add = [&](const char *name, const llvm::Twine &value) {
+    key.fields.emplace_back(name, value.str());
+  };
+  const CompilerIdentity &id = compilerIdentity();
+  add("format", "kvarn-cache-1");
+  add("kvarn_version", id.kvarnVersion);
+  add("build_id", id.buildId);
+  add("llvm_version", id.llvmVersion);
+  add("kernel", request.kernel);
+  if (request.source.empty()) {
+    const dsl::LibraryFile *file = dsl::findLibraryFile(request.kernel);
+    if (!file || !file->isKernel)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "unknown kernel '{0}' (not in the kernel library)",
+                       request.kernel);
+    add("source_name", "library:" + file->fileName);
+    add("source", librarySource(*file));
+  } else {
+    add("source_name", request.sourceName);
+    add("source", request.source);
+  }
+  add("preset", (*preset)->name);
+  add("key_bits", llvm::Twine((*preset)->keyBits));
+  add("value_bits", llvm::Twine((*preset)->valueBits));
+  add("group", llvm::Twine((*preset)->group));
+  add("sinkhorn_iters", llvm::Twine((*preset)->sinkhornIters));
+  add("head_dim", llvm::Twine(request.spec.headDim));
+  add("gqa", llvm::Twine(request.spec.gqa));
+  add("record_bytes", llvm::Twine(layout->recordBytes));
+  // The element types the ABI fixes (docs/dsl.md): fp16 activations and pool,
+  // fp32 accumulation, byte records.
+  add("dtypes", "q,k,v,pool,out=f16 accumulate=f32 records=u8");
+  add("chip", target.chip);
+  add("ptx_version", llvm::Twine(target.ptxVersion));
+  add("pipeline", pipelineText(options));
+  add("codegen", "nvptx64-nvidia-cuda O3 " + target.features());
+  add("num_warps", llvm::Twine(options.numWarps));
+  for (const char *variable : keyedEnvironmentVariables()) {
+    const char *value = std::getenv(variable);
+    key.fields.emplace_back(std::string("env:") + variable,
+                            value ? value : "<unset>");
+  }
+
+  // Length-prefixed fields, so no two lists serialize alike.
+  llvm::SHA256 sha;
+  for (const auto &[name, value] : key.fields) {
+    std::string header = name;
+    header.push_back('\0');
+    header += std::to_string(value.size()) + "\n";
+    sha.update(header);
+    sha.update(value);
+  }
+  std::array<uint8_t, 32> digest = sha.final();
+  key.hash = llvm::toHex(digest, /*LowerCase=*/true);
+  key.directory = base32Encode(digest);
+  return key;
+}

@@ -1,0 +1,409 @@
+//===- KernelCache.cpp - compiled kernels, in memory and on disk ----------===//
+
+#include "kvarn/Runtime/KernelCache.h"
+
+#include "DiskCache.h"
+
+#include "kvarn/DSL/KernelLibrary.h"
+#include "kvarn/Runtime/Context.h"
+#include "kvarn/Runtime/PtxAssembler.h"
+#include "kvarn/Support/Error.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "llvm/ADT/StringMap.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <unistd.h>
+
+using namespace kvarn;
+using namespace kvarn::cache;
+
+llvm::StringRef kvarn::toString(CacheOutcome outcome) {
+  switch (outcome) {
+  case CacheOutcome::Compiled:
+    return "compiled";
+  case CacheOutcome::DiskHit:
+    return "disk";
+  case CacheOutcome::MemoryHit:
+    return "memory";
+  }
+  return "?";
+}
+
+cuda::KernelImage KernelArtifacts::image() const {
+  cuda::KernelImage image;
+  image.name = name;
+  image.ptx = ptx;
+  image.cubin = cubin;
+  image.numWarps = numWarps;
+  image.sharedBytes = int(sharedBytes);
+  return image;
+}
+
+std::optional<uint64_t> kvarn::parseByteSize(llvm::StringRef text) {
+  text = text.trim();
+  uint64_t scale = 1;
+  if (!text.empty()) {
+    switch (llvm::toUpper(text.back())) {
+    case 'K':
+      scale = 1ull << 10;
+      break;
+    case 'M':
+      scale = 1ull << 20;
+      break;
+    case 'G':
+      scale = 1ull << 30;
+      break;
+    case 'T':
+      scale = 1ull << 40;
+      break;
+    default:
+      break;
+    }
+    if (scale != 1)
+      text = text.drop_back();
+  }
+  uint64_t value;
+  if (text.empty() || text.getAsInteger(10, value) ||
+      (value && value > UINT64_MAX / scale))
+    return std::nullopt;
+  return value * scale;
+}
+
+CacheOptions CacheOptions::fromEnvironment() {
+  CacheOptions o;
+  const char *dir = std::getenv("KVARN_CACHE_DIR");
+  if (dir) {
+    o.directory = llvm::StringRef(dir) == "off" ? "" : dir;
+  } else {
+    llvm::SmallString<256> home;
+    if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
+      home = xdg;
+      llvm::sys::path::append(home, "kvarn");
+    } else if (const char *h = std::getenv("HOME"); h && *h) {
+      home = h;
+      llvm::sys::path::append(home, ".cache", "kvarn");
+    }
+    o.directory = home.str().str();
+  }
+  const char *always = std::getenv("KVARN_ALWAYS_COMPILE");
+  o.alwaysCompile = always && *always && llvm::StringRef(always) != "0";
+  o.maxBytes = 1ull << 30;
+  if (const char *cap = std::getenv("KVARN_CACHE_MAX_SIZE"); cap && *cap) {
+    if (std::optional<uint64_t> bytes = parseByteSize(cap))
+      o.maxBytes = *bytes;
+    else
+      llvm::errs() << "kvarn: warning: KVARN_CACHE_MAX_SIZE='" << cap
+                   << "' is not a size (e.g. 512M, 2G, 0 for none); using 1G\n";
+  }
+  return o;
+}
+
+KernelCache::KernelCache(CacheOptions options) : opts(std::move(options)) {
+  if (!opts.warn)
+    opts.warn = [](llvm::StringRef line) {
+      llvm::errs() << "kvarn: warning: " << line << "\n";
+    };
+}
+
+KernelCache::~KernelCache() = default;
+
+CacheStats KernelCache::stats() const {
+  CacheStats s;
+  s.compiled = counters.compiled;
+  s.diskHits = counters.diskHits;
+  s.memoryHits = counters.memoryHits;
+  s.rebuilt = counters.rebuilt;
+  s.evicted = counters.evicted;
+  return s;
+}
+
+void KernelCache::warnOnce(const std::string &key, const std::string &message) {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!warned.emplace(key, true).second)
+      return;
+  }
+  opts.warn(message);
+}
+
+namespace {
+
+/// The memory level's key: the request as given (no hashing of the library,
+/// which cannot change within a process).
+std::string memoryKey(const KernelRequest &r, const CompileOptions &o) {
+  std::string key = r.kernel + "|" + r.spec.preset + "|" +
+                    std::to_string(r.spec.headDim) + "|" +
+                    std::to_string(r.spec.gqa) + "|" + o.target.chip + "|" +
+                    std::to_string(o.target.ptxVersion) + "|" +
+                    std::to_string(o.numWarps);
+  if (!r.source.empty())
+    key += "|" + r.sourceName + "|" +
+           llvm::utohexstr(std::hash<std::string>()(r.source));
+  return key;
+}
+
+std::string messageOf(llvm::Error err) {
+  std::string message;
+  kvarn::consumeError(std::move(err), message);
+  return message;
+}
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+} // namespace
+
+llvm::Expected<CacheResult>
+KernelCache::getOrCompile(const KernelRequest &request,
+                          const CompileOptions &options,
+                          const cuda::Context *context) {
+  auto start = std::chrono::steady_clock::now();
+  std::string memKey = memoryKey(request, options);
+  if (!opts.alwaysCompile) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = artifacts.find(memKey);
+    // An entry made without a cubin does not do for a caller with a GPU.
+    if (it != artifacts.end() && (!context || !it->second->cubin.empty())) {
+      ++counters.memoryHits;
+      return CacheResult{it->second, CacheOutcome::MemoryHit,
+                         secondsSince(start)};
+    }
+  }
+  llvm::Expected<CacheResult> result =
+      lookupOrCompile(request, options, context);
+  if (!result)
+    return result.takeError();
+  result->seconds = secondsSince(start);
+  std::lock_guard<std::mutex> lock(mutex);
+  artifacts[memKey] = result->artifacts;
+  return result;
+}
+
+llvm::Expected<CacheResult>
+KernelCache::lookupOrCompile(const KernelRequest &request,
+                             const CompileOptions &options,
+                             const cuda::Context *context) {
+  llvm::Expected<CacheKey> key = computeCacheKey(request, options);
+  if (!key)
+    return key.takeError();
+  const std::string &name = request.kernel;
+  std::string dir;
+  if (!opts.directory.empty()) {
+    llvm::SmallString<256> path(opts.directory);
+    llvm::sys::path::append(path, key->directory);
+    dir = path.str().str();
+  }
+  bool sawBadEntry = false;
+  // A usable entry, or nothing (after warning about a bad one).
+  auto lookOnDisk = [&]() -> std::shared_ptr<KernelArtifacts> {
+    if (dir.empty() || opts.alwaysCompile)
+      return nullptr;
+    EntryRead r = readEntry(dir, name, &key->hash, /*verifyAll=*/false);
+    if (r.status == EntryRead::Ok && (!context || !r.artifacts.cubin.empty())) {
+      touchEntry(dir, name);
+      return std::make_shared<KernelArtifacts>(std::move(r.artifacts));
+    }
+    if (r.status == EntryRead::Bad) {
+      sawBadEntry = true;
+      warnOnce(key->directory, "kernel cache entry " + dir + ": " + r.problem +
+                                   "; compiling '" + name + "' again");
+    }
+    return nullptr;
+  };
+
+  // Readers never wait: a complete entry is used without locking.
+  if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
+    ++counters.diskHits;
+    return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+  }
+
+  std::optional<FileLock> lock;
+  if (!dir.empty()) {
+    if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+      return makeError(KVARN_ERROR_IO, "cannot create the cache directory "
+                                       "'{0}': {1}",
+                       dir, ec.message());
+    llvm::Expected<FileLock> held = FileLock::acquire(dir + "/" + name + ".lock");
+    if (!held)
+      return held.takeError();
+    lock.emplace(std::move(*held));
+    // Another process may have compiled it while this one waited.
+    if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
+      ++counters.diskHits;
+      return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+    }
+    // Readers must not see a bad entry's group file while it is rewritten.
+    ::unlink((dir + "/" + groupFileName(name)).c_str());
+  }
+
+  // Compile, keeping the IR of every stage for the entry.
+  auto start = std::chrono::steady_clock::now();
+  std::vector<EntryFile> files;
+  CompileOptions compileOptions = options;
+  compileOptions.onStage = [&](llvm::StringRef stage, llvm::StringRef ir) {
+    if (options.onStage)
+      options.onStage(stage, ir);
+    if (!opts.keepIR || stage == "ptx" || dir.empty())
+      return;
+    static const llvm::StringMap<std::string> kExtension = {
+        {"kvt", "kvt.mlir"},
+        {"kvgpu", "kvgpu.mlir"},
+        {"nvvm", "nvvm.mlir"},
+        {"llir", "llir"}};
+    auto ext = kExtension.find(stage);
+    if (ext != kExtension.end())
+      files.push_back(EntryFile{name + "." + ext->second, ir.str()});
+  };
+  llvm::Expected<CompiledModule> compiled =
+      compileKernel(request, compileOptions);
+  if (!compiled)
+    return compiled.takeError();
+  if (compiled->kernels.size() != 1 || compiled->kernels[0].name != name)
+    return makeError(KVARN_ERROR_INTERNAL,
+                     "compiling '{0}' gave {1} kernels", name,
+                     compiled->kernels.size());
+
+  auto a = std::make_shared<KernelArtifacts>();
+  Target target = options.target;
+  (void)validateTarget(target); // checked by computeCacheKey
+  const CompiledKernel &k = compiled->kernels[0];
+  a->name = name;
+  a->hash = key->hash;
+  a->key = key->directory;
+  a->directory = dir;
+  a->chip = target.chip;
+  a->ptxVersion = target.ptxVersion;
+  a->ptx = std::move(compiled->ptx);
+  a->numWarps = k.numWarps;
+  a->sharedBytes = k.sharedBytes;
+  a->numArgs = k.numArgs;
+  a->signature = signatureFromPtx(a->ptx, name);
+
+  // A cubin: the driver's linker for a caller's GPU, else ptxas if found.
+  std::string cubinMaker;
+  if (context) {
+    llvm::Expected<cuda::CubinImage> cubin =
+        cuda::linkPtxWithDriver(*context, a->ptx, name + ".ptx");
+    if (!cubin)
+      return cubin.takeError();
+    a->cubin = std::move(cubin->bytes);
+    cubinMaker = "driver";
+  } else if (opts.assembleWithPtxas) {
+    if (llvm::Expected<std::string> ptxas = cuda::findPtxas()) {
+      cuda::PtxasOptions ptxasOptions;
+      ptxasOptions.arch = target.chip;
+      ptxasOptions.ptxasPath = *ptxas;
+      llvm::Expected<cuda::CubinImage> cubin =
+          cuda::assembleWithPtxas(a->ptx, ptxasOptions);
+      if (!cubin)
+        return cubin.takeError();
+      a->cubin = std::move(cubin->bytes);
+      cubinMaker = "ptxas";
+    } else {
+      llvm::consumeError(ptxas.takeError()); // PTX only; the driver JITs it
+    }
+  }
+  a->compileSeconds = secondsSince(start);
+  ++counters.compiled;
+  if (sawBadEntry)
+    ++counters.rebuilt;
+
+  if (!dir.empty()) {
+    std::string sourceText;
+    if (request.source.empty()) {
+      if (const dsl::LibraryFile *f = dsl::findLibraryFile(name))
+        sourceText = f->text.str();
+    } else {
+      sourceText = request.source;
+    }
+    files.insert(files.begin(), EntryFile{name + ".kvt", std::move(sourceText)});
+    files.push_back(EntryFile{name + ".ptx", a->ptx});
+    if (!a->cubin.empty())
+      files.push_back(EntryFile{name + ".cubin", a->cubin});
+    llvm::json::Object metadata = buildMetadata(*a, request, *key, cubinMaker);
+    if (llvm::Error err =
+            writeEntry(dir, name, files, std::move(metadata), a->metadataJson))
+      // The kernel is good; only the disk level failed.
+      warnOnce(key->directory + "/write", messageOf(std::move(err)));
+    lock.reset();
+    if (opts.maxBytes) {
+      llvm::Expected<size_t> evicted =
+          evictDiskCache(opts.directory, opts.maxBytes, key->directory);
+      if (evicted)
+        counters.evicted += *evicted;
+      else
+        warnOnce("evict", messageOf(evicted.takeError()));
+    }
+  }
+  return CacheResult{std::move(a), CacheOutcome::Compiled, 0};
+}
+
+std::vector<llvm::Expected<CacheResult>> KernelCache::getOrCompileAll(
+    llvm::ArrayRef<KernelRequest> requests,
+    llvm::ArrayRef<CompileOptions> options, unsigned threads, const cuda::Context *context,
+    std::function<void(size_t, const CacheResult *)> onDone) {
+  assert(options.size() == 1 || options.size() == requests.size());
+  std::vector<std::optional<llvm::Expected<CacheResult>>> slots(requests.size());
+  if (threads == 0)
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min<unsigned>(threads, std::max<size_t>(requests.size(), 1));
+  std::atomic<size_t> next{0};
+  std::mutex doneMutex;
+  auto work = [&] {
+    for (size_t i = next++; i < requests.size(); i = next++) {
+      llvm::Expected<CacheResult> r = getOrCompile(
+          requests[i], options.size() == 1 ? options[0] : options[i], context);
+      if (onDone) {
+        std::lock_guard<std::mutex> lock(doneMutex);
+        onDone(i, r ? &*r : nullptr);
+      }
+      slots[i].emplace(std::move(r));
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t)
+    pool.emplace_back(work);
+  work();
+  for (std::thread &t : pool)
+    t.join();
+  std::vector<llvm::Expected<CacheResult>> results;
+  results.reserve(slots.size());
+  for (auto &slot : slots)
+    results.push_back(std::move(*slot));
+  return results;
+}
+
+llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>>
+KernelCache::load(const KernelRequest &request, CompileOptions options,
+                  const cuda::Context &context) {
+  options.target.chip = context.info().arch();
+  std::string key = memoryKey(request, options) + "|ctx:" +
+                    llvm::utohexstr(uintptr_t(context.handle()));
+  if (!opts.alwaysCompile) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = loaded.find(key);
+    if (it != loaded.end()) {
+      ++counters.memoryHits;
+      return it->second;
+    }
+  }
+  llvm::Expected<CacheResult> found = getOrCompile(request, options, &context);
+  if (!found)
+    return found.takeError();
+  llvm::Expected<cuda::LoadedKernel> kernel =
+      cuda::LoadedKernel::load(context, found->artifacts->image());
+  if (!kernel)
+    return kernel.takeError();
+  auto shared = std::make_shared<const cuda::LoadedKernel>(std::move(*kernel));
+  std::lock_guard<std::mutex> lock(mutex);
+  return loaded.emplace(key, std::move(shared)).first->second;
+}

@@ -1,0 +1,703 @@
+//===- KernelCacheTest.cpp - the kernel cache -----------------------------===//
+//
+// The key (stable, and changed by each input), the disk layout and metadata,
+// recovery from damaged entries, LRU eviction and compiling on threads. Tests
+// compile a one-line user kernel where they can (fast) and a library kernel
+// where the layout of a real kernel matters. No GPU needed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvarn/Runtime/KernelCache.h"
+
+#include "kvarn/Layout/Preset.h"
+#include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Runtime/PtxAssembler.h"
+#include "kvarn/Support/Error.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Regex.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <set>
+#include <sys/stat.h>
+#include <utime.h>
+
+using namespace kvarn;
+
+namespace {
+
+const char *kTinySource =
+    "kernel tiny(p: ptr<f32>, n: i32) grid(n) { p[program_id(0)] = 1.0; }\n";
+
+KernelRequest tiny(const std::string &source = kTinySource) {
+  return {"tiny", {}, source, "tiny.kvt"};
+}
+
+CompileOptions sm90() {
+  CompileOptions o;
+  o.target.chip = "sm_90";
+  return o;
+}
+
+std::string keyOf(const KernelRequest &r, const CompileOptions &o) {
+  llvm::Expected<CacheKey> key = computeCacheKey(r, o);
+  EXPECT_TRUE(bool(key)) << llvm::toString(key.takeError());
+  return key ? key->hash : "";
+}
+
+std::string readFile(const std::string &path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  return buffer ? (*buffer)->getBuffer().str() : "";
+}
+
+void writeFile(const std::string &path, llvm::StringRef text) {
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  ASSERT_FALSE(ec) << path;
+  os << text;
+}
+
+/// A fresh directory, removed afterwards.
+class TempDir {
+public:
+  TempDir() {
+    llvm::SmallString<128> p;
+    EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory("kvarn-cache-test", p));
+    path = p.str().str();
+  }
+  ~TempDir() { llvm::sys::fs::remove_directories(path); }
+  std::string path;
+};
+
+/// A cache on `dir` that records its warnings instead of printing them.
+struct TestCache {
+  explicit TestCache(const std::string &dir, bool ptxas = false) {
+    CacheOptions o;
+    o.directory = dir;
+    o.assembleWithPtxas = ptxas;
+    o.warn = [this](llvm::StringRef w) { warnings.push_back(w.str()); };
+    cache = std::make_unique<KernelCache>(o);
+  }
+  CacheResult get(const KernelRequest &r, const CompileOptions &o = sm90()) {
+    llvm::Expected<CacheResult> result = cache->getOrCompile(r, o);
+    EXPECT_TRUE(bool(result)) << llvm::toString(result.takeError());
+    return result ? *result : CacheResult{};
+  }
+  std::vector<std::string> warnings;
+  std::unique_ptr<KernelCache> cache;
+};
+
+//===----------------------------------------------------------------------===//
+// The key
+//===----------------------------------------------------------------------===//
+
+TEST(CacheKey, Base32MatchesRfc4648) {
+  auto enc = [](llvm::StringRef s) {
+    return base32Encode(llvm::ArrayRef<uint8_t>(s.bytes_begin(), s.size()));
+  };
+  EXPECT_EQ(enc(""), "");
+  EXPECT_EQ(enc("f"), "MY");
+  EXPECT_EQ(enc("fo"), "MZXQ");
+  EXPECT_EQ(enc("foo"), "MZXW6");
+  EXPECT_EQ(enc("foob"), "MZXW6YQ");
+  EXPECT_EQ(enc("fooba"), "MZXW6YTB");
+  EXPECT_EQ(enc("foobar"), "MZXW6YTBOI");
+}
+
+TEST(CacheKey, IsStableAndNamesAValidDirectory) {
+  KernelRequest r{"decode", {}, "", ""};
+  llvm::Expected<CacheKey> a = computeCacheKey(r, sm90());
+  llvm::Expected<CacheKey> b = computeCacheKey(r, sm90());
+  ASSERT_TRUE(bool(a) && bool(b));
+  EXPECT_EQ(a->hash, b->hash);
+  EXPECT_EQ(a->hash.size(), 64u);
+  EXPECT_TRUE(isCacheKeyDirectory(a->directory)) << a->directory;
+  std::string digest;
+  ASSERT_TRUE(llvm::tryGetFromHex(a->hash, digest));
+  EXPECT_EQ(a->directory,
+            base32Encode(llvm::ArrayRef<uint8_t>(
+                reinterpret_cast<const uint8_t *>(digest.data()), 32)));
+  // The inputs the issue names are all there.
+  for (const char *field :
+       {"kvarn_version", "build_id", "llvm_version", "source", "preset",
+        "head_dim", "group", "gqa", "dtypes", "chip", "ptx_version",
+        "pipeline", "num_warps", "env:KVARN_PTXAS"})
+    EXPECT_NE(a->find(field), nullptr) << field;
+  EXPECT_NE(a->find("pipeline")->find("convert-kvt-to-kvgpu"),
+            std::string::npos)
+      << *a->find("pipeline");
+  // The default PTX version is filled in before hashing: 0 and its value
+  // are one key.
+  CompileOptions explicitPtx = sm90();
+  explicitPtx.target.ptxVersion = std::stoi(*a->find("ptx_version"));
+  EXPECT_EQ(keyOf(r, explicitPtx), a->hash);
+}
+
+TEST(CacheKey, ChangesWithEveryInput) {
+  KernelRequest base{"decode", {}, "", ""};
+  std::string baseKey = keyOf(base, sm90());
+  std::set<std::string> keys = {baseKey};
+  auto expectNew = [&](const char *what, const KernelRequest &r,
+                       const CompileOptions &o) {
+    std::string k = keyOf(r, o);
+    EXPECT_TRUE(keys.insert(k).second) << what << " did not change the key";
+  };
+  KernelRequest r = base;
+  r.kernel = "flush";
+  expectNew("kernel", r, sm90());
+  r = base;
+  r.spec.preset = "kvarn_k4v4_g64";
+  expectNew("preset", r, sm90());
+  r = base;
+  r.spec.preset = "kvarn_k4v2_g64"; // group only
+  expectNew("group", r, sm90());
+  r = base;
+  r.spec.headDim = 96;
+  expectNew("head_dim", r, sm90());
+  r = base;
+  r.spec.gqa = 4;
+  expectNew("gqa", r, sm90());
+  CompileOptions o = sm90();
+  o.target.chip = "sm_80";
+  expectNew("chip", base, o);
+  o = sm90();
+  o.target.ptxVersion = 84;
+  expectNew("ptx version", base, o);
+  o = sm90();
+  o.numWarps = 8;
+  expectNew("num_warps", base, o);
+  expectNew("user source", tiny(), sm90());
+  expectNew("user source text",
+            tiny(std::string(kTinySource) + "// a comment\n"), sm90());
+  KernelRequest renamed = tiny();
+  renamed.sourceName = "other.kvt";
+  expectNew("source name", renamed, sm90());
+  ::setenv("KVARN_PTXAS", "/nonexistent/ptxas", 1);
+  expectNew("KVARN_PTXAS", base, sm90());
+  ::unsetenv("KVARN_PTXAS");
+  EXPECT_EQ(keyOf(base, sm90()), baseKey);
+
+  // What does not change the code does not change the key.
+  o = sm90();
+  o.printIRAfterAll = false;
+  o.timing = true;
+  o.onStage = [](llvm::StringRef, llvm::StringRef) {};
+  o.crashReproducer = "/tmp/x.mlir";
+  EXPECT_EQ(keyOf(base, o), baseKey);
+}
+
+TEST(CacheKey, RejectsWhatCannotCompile) {
+  auto status = [](const KernelRequest &r, const CompileOptions &o) {
+    llvm::Expected<CacheKey> k = computeCacheKey(r, o);
+    std::string message;
+    return k ? KVARN_OK : kvarn::consumeError(k.takeError(), message);
+  };
+  KernelRequest r{"decode", {}, "", ""};
+  r.spec.preset = "nope";
+  EXPECT_EQ(status(r, sm90()), KVARN_ERROR_UNKNOWN_PRESET);
+  r = {"decode", {}, "", ""};
+  r.spec.headDim = 100;
+  EXPECT_EQ(status(r, sm90()), KVARN_ERROR_UNSUPPORTED_SHAPE);
+  r = {"nope", {}, "", ""};
+  EXPECT_EQ(status(r, sm90()), KVARN_ERROR_INVALID_ARGUMENT);
+  CompileOptions o = sm90();
+  o.target.chip = "sm_70";
+  EXPECT_EQ(status({"decode", {}, "", ""}, o), KVARN_ERROR_UNSUPPORTED_TARGET);
+}
+
+TEST(CacheOptions, ParsesSizes) {
+  EXPECT_EQ(parseByteSize("0"), 0u);
+  EXPECT_EQ(parseByteSize("1048576"), 1048576u);
+  EXPECT_EQ(parseByteSize("512K"), 512u << 10);
+  EXPECT_EQ(parseByteSize("3m"), 3u << 20);
+  EXPECT_EQ(parseByteSize("2G"), 2ull << 30);
+  EXPECT_FALSE(parseByteSize(""));
+  EXPECT_FALSE(parseByteSize("G"));
+  EXPECT_FALSE(parseByteSize("-1"));
+  EXPECT_FALSE(parseByteSize("1.5G"));
+  EXPECT_FALSE(parseByteSize("99999999999999999999"));
+}
+
+TEST(CacheOptions, ReadsTheEnvironment) {
+  ::setenv("KVARN_CACHE_DIR", "/some/dir", 1);
+  ::setenv("KVARN_ALWAYS_COMPILE", "1", 1);
+  ::setenv("KVARN_CACHE_MAX_SIZE", "64M", 1);
+  CacheOptions o = CacheOptions::fromEnvironment();
+  EXPECT_EQ(o.directory, "/some/dir");
+  EXPECT_TRUE(o.alwaysCompile);
+  EXPECT_EQ(o.maxBytes, 64u << 20);
+  ::setenv("KVARN_CACHE_DIR", "off", 1);
+  ::setenv("KVARN_ALWAYS_COMPILE", "0", 1);
+  EXPECT_EQ(CacheOptions::fromEnvironment().directory, "");
+  EXPECT_FALSE(CacheOptions::fromEnvironment().alwaysCompile);
+  ::unsetenv("KVARN_CACHE_DIR");
+  ::unsetenv("KVARN_ALWAYS_COMPILE");
+  ::unsetenv("KVARN_CACHE_MAX_SIZE");
+  ::setenv("HOME", "/home/someone", 1);
+  ::unsetenv("XDG_CACHE_HOME");
+  EXPECT_EQ(CacheOptions::fromEnvironment().directory,
+            "/home/someone/.cache/kvarn");
+}
+
+//===----------------------------------------------------------------------===//
+// Entries on disk
+//===----------------------------------------------------------------------===//
+
+TEST(KernelCache, CompilesOnceThenHitsDiskThenMemory) {
+  TempDir dir;
+  TestCache first(dir.path);
+  CacheResult a = first.get(tiny());
+  ASSERT_TRUE(a.artifacts);
+  EXPECT_EQ(a.outcome, CacheOutcome::Compiled);
+  EXPECT_EQ(first.get(tiny()).outcome, CacheOutcome::MemoryHit);
+
+  TestCache second(dir.path); // as a new process would
+  CacheResult b = second.get(tiny());
+  EXPECT_EQ(b.outcome, CacheOutcome::DiskHit);
+  EXPECT_EQ(b.artifacts->ptx, a.artifacts->ptx);
+  EXPECT_EQ(b.artifacts->numWarps, a.artifacts->numWarps);
+  EXPECT_EQ(b.artifacts->sharedBytes, a.artifacts->sharedBytes);
+  EXPECT_EQ(b.artifacts->signature, a.artifacts->signature);
+  EXPECT_TRUE(first.warnings.empty() && second.warnings.empty());
+  EXPECT_EQ(second.cache->stats().compiled, 0u);
+  EXPECT_EQ(second.cache->stats().diskHits, 1u);
+
+  CacheOptions always;
+  always.directory = dir.path;
+  always.alwaysCompile = true;
+  always.assembleWithPtxas = false;
+  KernelCache third(always);
+  llvm::Expected<CacheResult> c = third.getOrCompile(tiny(), sm90());
+  ASSERT_TRUE(bool(c));
+  EXPECT_EQ(c->outcome, CacheOutcome::Compiled);
+}
+
+TEST(KernelCache, WritesTritonsLayout) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  CacheResult r = cache.get(tiny());
+  ASSERT_TRUE(r.artifacts);
+  const KernelArtifacts &a = *r.artifacts;
+  EXPECT_EQ(llvm::sys::path::parent_path(a.directory), dir.path);
+  EXPECT_EQ(llvm::sys::path::filename(a.directory), a.key);
+  std::set<std::string> files;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(a.directory, ec), end;
+       it != end && !ec; it.increment(ec))
+    files.insert(llvm::sys::path::filename(it->path()).str());
+  std::set<std::string> expected = {
+      "tiny.kvt",  "tiny.kvt.mlir", "tiny.kvgpu.mlir", "tiny.nvvm.mlir",
+      "tiny.llir", "tiny.ptx",      "tiny.json",       "__grp__tiny.json",
+      "tiny.lock"};
+  EXPECT_EQ(files, expected);
+  EXPECT_EQ(readFile(a.directory + "/tiny.kvt"), kTinySource);
+
+  // The group file lists every other file, by absolute path, as Triton's.
+  llvm::Expected<llvm::json::Value> group =
+      llvm::json::parse(readFile(a.directory + "/__grp__tiny.json"));
+  ASSERT_TRUE(bool(group));
+  const llvm::json::Object *children =
+      group->getAsObject()->getObject("child_paths");
+  ASSERT_NE(children, nullptr);
+  std::set<std::string> listed;
+  for (const auto &[name, path] : *children) {
+    listed.insert(name.str());
+    EXPECT_EQ(path.getAsString().value_or(""), a.directory + "/" + name.str());
+  }
+  expected.erase("__grp__tiny.json");
+  expected.erase("tiny.lock");
+  EXPECT_EQ(listed, expected);
+}
+
+/// Reads the metadata JSON of `a`.
+llvm::json::Object metadataOf(const KernelArtifacts &a) {
+  llvm::Expected<llvm::json::Value> v =
+      llvm::json::parse(readFile(a.directory + "/" + a.name + ".json"));
+  EXPECT_TRUE(bool(v));
+  return v && v->getAsObject() ? *v->getAsObject() : llvm::json::Object();
+}
+
+TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  dsl::Specialization spec{"kvarn_k4v4_g64", 96, 4};
+  CacheResult r = cache.get({"decode", spec, "", ""});
+  ASSERT_TRUE(r.artifacts);
+  llvm::json::Object m = metadataOf(*r.artifacts);
+
+  // The field set Triton's CompiledKernel and CUDA launcher read, and no
+  // surprise: additions must be deliberate (docs/cache.md lists them).
+  std::set<std::string> fields;
+  for (const auto &[k, v] : m)
+    fields.insert(k.str());
+  std::set<std::string> expected = {
+      "name", "hash", "target", "num_warps", "num_ctas", "num_stages",
+      "shared", "cluster_dims", "global_scratch_size", "global_scratch_align",
+      "profile_scratch_size", "profile_scratch_align",
+      "launch_cooperative_grid", "launch_pdl", "tmem_size", "ptx_version",
+      "arch", "backend_name", "enable_fp_fusion", "debug", "kvarn"};
+  EXPECT_EQ(fields, expected);
+
+  EXPECT_EQ(m.getString("name").value_or(""), "decode");
+  llvm::Expected<CacheKey> key =
+      computeCacheKey({"decode", spec, "", ""}, sm90());
+  ASSERT_TRUE(bool(key));
+  EXPECT_EQ(m.getString("hash").value_or(""), key->hash);
+  const llvm::json::Object *target = m.getObject("target");
+  ASSERT_NE(target, nullptr);
+  EXPECT_EQ(target->getString("backend").value_or(""), "cuda");
+  EXPECT_EQ(target->getInteger("arch").value_or(0), 90);
+  EXPECT_EQ(target->getInteger("warp_size").value_or(0), 32);
+  EXPECT_EQ(m.getInteger("num_ctas").value_or(0), 1);
+
+  // num_warps is what the PTX says the kernel runs with.
+  llvm::SmallVector<llvm::StringRef> match;
+  llvm::Regex maxntid("\\.maxntid ([0-9]+)");
+  ASSERT_TRUE(maxntid.match(r.artifacts->ptx, &match)) << "no .maxntid";
+  int threads = 0;
+  ASSERT_FALSE(match[1].getAsInteger(10, threads));
+  EXPECT_EQ(m.getInteger("num_warps").value_or(0), threads / 32);
+  EXPECT_GE(m.getInteger("shared").value_or(-1), 0);
+
+  const llvm::json::Object *kvarn = m.getObject("kvarn");
+  ASSERT_NE(kvarn, nullptr);
+  EXPECT_EQ(kvarn->getString("preset").value_or(""), "kvarn_k4v4_g64");
+  EXPECT_EQ(kvarn->getInteger("head_dim").value_or(0), 96);
+  EXPECT_EQ(kvarn->getInteger("gqa").value_or(0), 4);
+  EXPECT_EQ(kvarn->getInteger("group").value_or(0), 64);
+  EXPECT_EQ(kvarn->getInteger("key_bits").value_or(0), 4);
+  EXPECT_EQ(kvarn->getInteger("value_bits").value_or(0), 4);
+  EXPECT_EQ(kvarn->getString("chip").value_or(""), "sm_90");
+  EXPECT_EQ(kvarn->getString("version").value_or(""),
+            compilerIdentity().kvarnVersion);
+  EXPECT_EQ(kvarn->getString("llvm_version").value_or(""),
+            compilerIdentity().llvmVersion);
+  llvm::Expected<RecordLayout> layout =
+      RecordLayout::get(**lookupPreset("kvarn_k4v4_g64"), 96);
+  ASSERT_TRUE(bool(layout));
+  const llvm::json::Object *rl = kvarn->getObject("record_layout");
+  ASSERT_NE(rl, nullptr);
+  EXPECT_EQ(rl->getInteger("record_bytes").value_or(0), layout->recordBytes);
+  EXPECT_EQ(rl->getInteger("v_zero").value_or(0), layout->vZero);
+  // decode(q, block_table, seq_lens, block_to_slot, kv_cache, pool_k, pool_v,
+  // out, scale, batch, max_blocks, num_kv_heads): docs/dsl.md.
+  const llvm::json::Array *sig = kvarn->getArray("signature");
+  ASSERT_NE(sig, nullptr);
+  std::vector<std::string> types;
+  for (const llvm::json::Value &t : *sig)
+    types.push_back(t.getAsString().value_or("").str());
+  std::vector<std::string> decodeSig = {"*i8", "*i8", "*i8",  "*i8",
+                                        "*i8", "*i8", "*i8",  "*i8",
+                                        "fp32", "i32", "i32", "i32"};
+  EXPECT_EQ(types, decodeSig);
+  EXPECT_EQ(kvarn->getInteger("num_args").value_or(0),
+            int64_t(decodeSig.size() + 2));
+  const llvm::json::Object *sums = kvarn->getObject("files");
+  ASSERT_NE(sums, nullptr);
+  const llvm::json::Object *ptx = sums->getObject("decode.ptx");
+  ASSERT_NE(ptx, nullptr);
+  EXPECT_EQ(ptx->getInteger("bytes").value_or(0),
+            int64_t(r.artifacts->ptx.size()));
+}
+
+//===----------------------------------------------------------------------===//
+// Damaged entries
+//===----------------------------------------------------------------------===//
+
+struct Damage {
+  const char *name;
+  const char *file; // relative to the entry, %s = the kernel
+  std::function<std::string(const std::string &)> change;
+};
+
+class DamagedEntry : public ::testing::TestWithParam<Damage> {};
+
+TEST_P(DamagedEntry, IsReportedOnceAndRebuilt) {
+  TempDir dir;
+  std::string ptx, entry;
+  {
+    TestCache cache(dir.path);
+    CacheResult r = cache.get(tiny());
+    ASSERT_TRUE(r.artifacts);
+    ptx = r.artifacts->ptx;
+    entry = r.artifacts->directory;
+  }
+  std::string file = entry + "/" + GetParam().file;
+  writeFile(file, GetParam().change(readFile(file)));
+
+  TestCache cache(dir.path);
+  CacheResult r = cache.get(tiny());
+  ASSERT_TRUE(r.artifacts);
+  EXPECT_EQ(r.outcome, CacheOutcome::Compiled);
+  EXPECT_EQ(r.artifacts->ptx, ptx);
+  ASSERT_EQ(cache.warnings.size(), 1u);
+  EXPECT_NE(cache.warnings[0].find(entry), std::string::npos)
+      << cache.warnings[0];
+  EXPECT_EQ(cache.cache->stats().rebuilt, 1u);
+
+  // Rebuilt in place: the next process hits it, with no warning.
+  TestCache next(dir.path);
+  EXPECT_EQ(next.get(tiny()).outcome, CacheOutcome::DiskHit);
+  EXPECT_TRUE(next.warnings.empty());
+}
+
+std::string setKvarnField(const std::string &json, const char *field,
+                          llvm::json::Value value) {
+  llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
+  if (!v)
+    return "garbage";
+  (*v->getAsObject()->getObject("kvarn"))[field] = std::move(value);
+  return llvm::formatv("{0}", *v).str();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cache, DamagedEntry,
+    ::testing::Values(
+        Damage{"TruncatedPtx", "tiny.ptx",
+               [](const std::string &s) { return s.substr(0, s.size() / 2); }},
+        Damage{"FlippedPtx", "tiny.ptx",
+               [](const std::string &s) {
+                 std::string t = s;
+                 t[t.size() / 2] ^= 1;
+                 return t;
+               }},
+        Damage{"EmptyPtx", "tiny.ptx", [](const std::string &) { return ""; }},
+        Damage{"TruncatedJson", "tiny.json",
+               [](const std::string &s) { return s.substr(0, s.size() / 2); }},
+        Damage{"GarbageJson", "tiny.json",
+               [](const std::string &) { return "\x01\x02 not json"; }},
+        Damage{"ForeignJson", "tiny.json",
+               [](const std::string &) { return "{\"name\": \"tiny\"}"; }},
+        Damage{"OtherVersion", "tiny.json",
+               [](const std::string &s) {
+                 return setKvarnField(s, "version", "0.0.0-other");
+               }},
+        Damage{"OtherBuild", "tiny.json",
+               [](const std::string &s) {
+                 return setKvarnField(s, "build_id", "0123");
+               }},
+        Damage{"OtherLLVM", "tiny.json",
+               [](const std::string &s) {
+                 return setKvarnField(s, "llvm_version", "17.0.0");
+               }},
+        Damage{"GarbageGroup", "__grp__tiny.json",
+               [](const std::string &) { return "]["; }},
+        Damage{"GroupWithoutMetadata", "__grp__tiny.json",
+               [](const std::string &) { return "{\"child_paths\": {}}"; }}),
+    [](const auto &info) { return std::string(info.param.name); });
+
+TEST(KernelCache, RebuildsAnEntryWithADamagedCubin) {
+  if (!cuda::findPtxas()) {
+    llvm::consumeError(cuda::findPtxas().takeError());
+    GTEST_SKIP() << "no ptxas here, so no cubin";
+  }
+  TempDir dir;
+  std::string entry;
+  {
+    TestCache cache(dir.path, /*ptxas=*/true);
+    CacheResult r = cache.get(tiny());
+    ASSERT_TRUE(r.artifacts && !r.artifacts->cubin.empty());
+    entry = r.artifacts->directory;
+  }
+  std::string cubin = readFile(entry + "/tiny.cubin");
+  writeFile(entry + "/tiny.cubin", cubin.substr(0, cubin.size() - 1));
+  TestCache cache(dir.path, /*ptxas=*/true);
+  CacheResult r = cache.get(tiny());
+  EXPECT_EQ(r.outcome, CacheOutcome::Compiled);
+  EXPECT_EQ(r.artifacts->cubin.size(), cubin.size());
+  EXPECT_EQ(cache.warnings.size(), 1u);
+}
+
+TEST(KernelCache, AMissingFileOfAnEntryIsDamage) {
+  TempDir dir;
+  std::string entry;
+  {
+    TestCache cache(dir.path);
+    entry = cache.get(tiny()).artifacts->directory;
+  }
+  llvm::sys::fs::remove(entry + "/tiny.ptx");
+  TestCache cache(dir.path);
+  EXPECT_EQ(cache.get(tiny()).outcome, CacheOutcome::Compiled);
+  EXPECT_EQ(cache.warnings.size(), 1u);
+  // An entry without its group file is not one yet: a silent miss.
+  llvm::sys::fs::remove(entry + "/__grp__tiny.json");
+  TestCache again(dir.path);
+  EXPECT_EQ(again.get(tiny()).outcome, CacheOutcome::Compiled);
+  EXPECT_TRUE(again.warnings.empty());
+}
+
+TEST(KernelCache, VerifyFindsDamage) {
+  TempDir dir;
+  std::string entry;
+  {
+    TestCache cache(dir.path);
+    entry = cache.get(tiny()).artifacts->directory;
+    cache.get(tiny(std::string(kTinySource) + "// two\n"));
+  }
+  llvm::Expected<std::vector<DiskEntry>> entries = listDiskCache(dir.path, true);
+  ASSERT_TRUE(bool(entries));
+  ASSERT_EQ(entries->size(), 2u);
+  for (const DiskEntry &e : *entries)
+    EXPECT_EQ(e.problem, "") << e.key;
+  // An IR file is checked by verify, not by a lookup.
+  writeFile(entry + "/tiny.nvvm.mlir", "damaged");
+  entries = listDiskCache(dir.path, true);
+  ASSERT_TRUE(bool(entries));
+  size_t bad = 0;
+  for (const DiskEntry &e : *entries)
+    bad += !e.problem.empty();
+  EXPECT_EQ(bad, 1u);
+  TestCache cache(dir.path);
+  EXPECT_EQ(cache.get(tiny()).outcome, CacheOutcome::DiskHit);
+
+  llvm::Expected<size_t> cleared = clearDiskCache(dir.path);
+  ASSERT_TRUE(bool(cleared));
+  EXPECT_EQ(*cleared, 2u);
+  entries = listDiskCache(dir.path, false);
+  ASSERT_TRUE(bool(entries));
+  EXPECT_TRUE(entries->empty());
+}
+
+//===----------------------------------------------------------------------===//
+// Eviction
+//===----------------------------------------------------------------------===//
+
+void setLastUse(const std::string &entry, const std::string &name,
+                time_t when) {
+  struct utimbuf times = {when, when};
+  ASSERT_EQ(::utime((entry + "/__grp__" + name + ".json").c_str(), &times), 0);
+}
+
+TEST(KernelCache, EvictsTheLeastRecentlyUsed) {
+  TempDir dir;
+  std::vector<std::string> entries;
+  uint64_t entryBytes = 0;
+  {
+    TestCache cache(dir.path);
+    for (int i = 0; i < 3; ++i)
+      entries.push_back(
+          cache.get(tiny(kTinySource + std::string("// v") + char('0' + i) +
+                         "\n"))
+              .artifacts->directory);
+  }
+  llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, false);
+  ASSERT_TRUE(bool(listed));
+  for (const DiskEntry &e : *listed)
+    entryBytes = std::max(entryBytes, e.bytes);
+  // Entry 1 is the oldest, then 0, then 2.
+  time_t now = std::time(nullptr);
+  setLastUse(entries[1], "tiny", now - 300);
+  setLastUse(entries[0], "tiny", now - 200);
+  setLastUse(entries[2], "tiny", now - 100);
+
+  // Room for two: the oldest goes.
+  llvm::Expected<size_t> evicted = evictDiskCache(dir.path, 2 * entryBytes + 64);
+  ASSERT_TRUE(bool(evicted));
+  EXPECT_EQ(*evicted, 1u);
+  EXPECT_FALSE(llvm::sys::fs::exists(entries[1]));
+  EXPECT_TRUE(llvm::sys::fs::exists(entries[0]));
+  EXPECT_TRUE(llvm::sys::fs::exists(entries[2]));
+
+  // A hit makes an entry recent: entry 0 used now, so entry 2 goes next.
+  {
+    TestCache cache(dir.path);
+    EXPECT_EQ(cache.get(tiny(kTinySource + std::string("// v0\n"))).outcome,
+              CacheOutcome::DiskHit);
+  }
+  evicted = evictDiskCache(dir.path, entryBytes + 64);
+  ASSERT_TRUE(bool(evicted));
+  EXPECT_EQ(*evicted, 1u);
+  EXPECT_TRUE(llvm::sys::fs::exists(entries[0]));
+  EXPECT_FALSE(llvm::sys::fs::exists(entries[2]));
+}
+
+TEST(KernelCache, KeepsItsSizeCapWhenWriting) {
+  TempDir dir;
+  CacheOptions o;
+  o.directory = dir.path;
+  o.assembleWithPtxas = false;
+  o.maxBytes = 1; // every write evicts all but the entry just written
+  KernelCache cache(o);
+  std::string last;
+  for (int i = 0; i < 3; ++i) {
+    llvm::Expected<CacheResult> r = cache.getOrCompile(
+        tiny(kTinySource + std::string("// w") + char('0' + i) + "\n"), sm90());
+    ASSERT_TRUE(bool(r));
+    last = r->artifacts->directory;
+  }
+  llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, false);
+  ASSERT_TRUE(bool(listed));
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].directory, last);
+  EXPECT_EQ(cache.stats().evicted, 2u);
+}
+
+//===----------------------------------------------------------------------===//
+// Threads
+//===----------------------------------------------------------------------===//
+
+TEST(KernelCache, CompilesOnThreadsAndOncePerKernel) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  std::vector<KernelRequest> requests;
+  for (int i = 0; i < 3; ++i)
+    for (int copy = 0; copy < 2; ++copy) // every kernel asked for twice
+      requests.push_back(
+          tiny(kTinySource + std::string("// t") + char('0' + i) + "\n"));
+  requests.push_back({"append", {}, "", ""});
+  size_t calls = 0;
+  std::vector<llvm::Expected<CacheResult>> results = cache.cache->getOrCompileAll(
+      requests, {sm90()}, 4, nullptr,
+      [&](size_t, const CacheResult *r) {
+        EXPECT_NE(r, nullptr);
+        ++calls;
+      });
+  EXPECT_EQ(calls, requests.size());
+  ASSERT_EQ(results.size(), requests.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    ASSERT_TRUE(bool(results[i])) << llvm::toString(results[i].takeError());
+    EXPECT_EQ(results[i]->artifacts->name, requests[i].kernel);
+  }
+  // Two threads asking for one kernel: one compiles, one waits and hits.
+  EXPECT_EQ(cache.cache->stats().compiled, 4u);
+  EXPECT_EQ(cache.cache->stats().diskHits + cache.cache->stats().memoryHits,
+            3u);
+}
+
+TEST(KernelCache, WorksWithoutADiskLevel) {
+  CacheOptions o;
+  o.directory = "";
+  KernelCache cache(o);
+  llvm::Expected<CacheResult> r = cache.getOrCompile(tiny(), sm90());
+  ASSERT_TRUE(bool(r));
+  EXPECT_EQ(r->outcome, CacheOutcome::Compiled);
+  EXPECT_EQ(r->artifacts->directory, "");
+  llvm::Expected<CacheResult> again = cache.getOrCompile(tiny(), sm90());
+  ASSERT_TRUE(bool(again));
+  EXPECT_EQ(again->outcome, CacheOutcome::MemoryHit);
+}
+
+TEST(KernelCache, ReportsCompileErrors) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  llvm::Expected<CacheResult> r =
+      cache.cache->getOrCompile(tiny("kernel tiny(p: ptr<f32>) {"), sm90());
+  ASSERT_FALSE(bool(r));
+  std::string message;
+  EXPECT_EQ(kvarn::consumeError(r.takeError(), message), KVARN_ERROR_COMPILE);
+  // Where: the file, line 1.
+  EXPECT_NE(message.find("tiny.kvt"), std::string::npos) << message;
+  EXPECT_NE(message.find(":1:"), std::string::npos) << message;
+}
+
+} // namespace
