@@ -277,6 +277,18 @@ std::vector<FlushTile> PoolState::takeFlushWork() {
   return tiles;
 }
 
+std::vector<FlushTile> PoolState::flushWork() const {
+  std::vector<FlushTile> tiles;
+  std::vector<uint8_t> seen(readyMark.size(), 0);
+  for (int32_t block : ready) {
+    if (!readyMark[block] || seen[block])
+      continue;
+    seen[block] = 1;
+    tiles.push_back({block, toSlot[block]});
+  }
+  return tiles;
+}
+
 int32_t PoolState::pendingFlushCount() const {
   int32_t n = 0;
   for (uint8_t m : readyMark)

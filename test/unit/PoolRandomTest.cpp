@@ -282,7 +282,9 @@ TEST_P(PoolRandomTest, MatchesTheModel) {
       std::set<int> expected = model.flushable();
       std::vector<int32_t> slotsBefore(pool.blockToSlot().begin(),
                                        pool.blockToSlot().end());
+      std::vector<FlushTile> peeked = pool.flushWork();
       std::vector<FlushTile> work = pool.takeFlushWork();
+      EXPECT_EQ(peeked, work);
       std::set<int> got;
       for (const FlushTile &t : work) {
         EXPECT_TRUE(got.insert(t.block).second) << "block flushed twice";

@@ -98,6 +98,9 @@ public:
   /// pool: their slots are free for the next append (stream order makes the
   /// flush read them before a later append writes them).
   std::vector<FlushTile> takeFlushWork();
+  /// What takeFlushWork() would return, without taking it (to launch the
+  /// flush before the bookkeeping commits to it).
+  std::vector<FlushTile> flushWork() const;
   /// How many blocks takeFlushWork() would return.
   int32_t pendingFlushCount() const;
 
