@@ -6,14 +6,36 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/kvarn.h"
+#include "Kernels.h"
+#include "ManagedPool.h"
 #include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Runtime/Capacity.h"
 #include "kvarn/Runtime/CudaDriver.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Version.h"
 
+#include "llvm/ADT/StringExtras.h"
+
+#include <new>
 #include <string>
 
 using namespace kvarn;
+using namespace kvarn::runtime;
+
+// What the opaque handles of kvarn.h are.
+struct kvarn_context {
+  std::shared_ptr<ContextState> state;
+};
+struct kvarn_kernels {
+  std::unique_ptr<KernelSet> set;
+};
+struct kvarn_pool {
+  std::unique_ptr<ManagedPool> pool;
+};
+struct kvarn_step {
+  kvarn_pool *owner;
+  std::unique_ptr<Step> step;
+};
 
 static thread_local std::string lastError;
 
@@ -24,6 +46,70 @@ static kvarn_status_t fail(llvm::Error err) {
 static kvarn_status_t succeed() {
   lastError.clear();
   return KVARN_OK;
+}
+
+/// Runs `body` (returning llvm::Error) so that nothing escapes: an error
+/// becomes its status and message, an exception OUT_OF_MEMORY or INTERNAL.
+template <typename Body> static kvarn_status_t guarded(Body &&body) {
+  try {
+    if (llvm::Error e = body())
+      return fail(std::move(e));
+    return succeed();
+  } catch (const std::bad_alloc &) {
+    lastError = "out of host memory";
+    return KVARN_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception &e) {
+    lastError = std::string("internal error: ") + e.what();
+    return KVARN_ERROR_INTERNAL;
+  } catch (...) {
+    lastError = "internal error: an unknown exception";
+    return KVARN_ERROR_INTERNAL;
+  }
+}
+
+static llvm::Error nullArgument(const char *fn, const char *what) {
+  return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} must not be null",
+                   fn, what);
+}
+
+#define KVARN_REQUIRE(fn, arg)                                                 \
+  if (!(arg))                                                                  \
+    return nullArgument(fn, #arg);
+
+static llvm::Expected<RecordLayout> layoutFor(const char *preset,
+                                              int32_t headDim) {
+  llvm::Expected<const Preset *> p =
+      lookupPreset(preset ? preset : defaultPreset().name);
+  if (!p)
+    return p.takeError();
+  return RecordLayout::get(**p, headDim);
+}
+
+static kvarn_capacity_t toC(const pool::Capacity &c) {
+  return {c.numBlocks,       c.numPoolSlots,  c.tokens,
+          c.usedBytes,       c.recordBytesPerToken, c.bytesPerToken,
+          c.fp16Tokens,      c.ratioVsFp16};
+}
+
+/// Runs `body(ManagedPool &)` with the pool's mutex held.
+template <typename Body>
+static kvarn_status_t withPool(const char *fn, kvarn_pool_t *pool,
+                               Body &&body) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE(fn, pool);
+    std::lock_guard<std::mutex> lock(pool->pool->mutex);
+    return body(*pool->pool);
+  });
+}
+
+template <typename Body>
+static kvarn_status_t withStep(const char *fn, kvarn_step_t *step,
+                               Body &&body) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE(fn, step);
+    std::lock_guard<std::mutex> lock(step->owner->pool->mutex);
+    return body(*step->step);
+  });
 }
 
 extern "C" {
@@ -95,6 +181,541 @@ kvarn_status_t kvarn_cuda_available(int *device_count) {
   if (device_count)
     *device_count = driver->deviceCount();
   return succeed();
+}
+
+//===----------------------------------------------------------------------===//
+// Sizes
+//===----------------------------------------------------------------------===//
+
+kvarn_status_t kvarn_cache_shape(const char *preset, int32_t head_dim,
+                                 int32_t num_kv_heads, int64_t num_blocks,
+                                 int64_t pool_slots, kvarn_cache_shape_t *out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_cache_shape", out);
+    llvm::Expected<RecordLayout> l = layoutFor(preset, head_dim);
+    if (!l)
+      return l.takeError();
+    if (num_kv_heads <= 0 || num_blocks < 0 || pool_slots < 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kvarn_cache_shape: num_kv_heads ({0}) must be "
+                       "positive, num_blocks ({1}) and pool_slots ({2}) not "
+                       "negative",
+                       num_kv_heads, num_blocks, pool_slots);
+    pool::PoolBytes b =
+        pool::poolBytes(*l, {1, num_kv_heads, head_dim}, num_blocks, pool_slots);
+    *out = {num_blocks, num_kv_heads, l->recordBytes, l->group,
+            head_dim,   pool_slots,   b.cacheBytes,   b.poolBytes / 2};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_decode_split_scratch_bytes(int32_t batch,
+                                                int32_t num_kv_heads,
+                                                int32_t gqa, int32_t head_dim,
+                                                int64_t *part_out_bytes,
+                                                int64_t *part_lse_bytes) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_out_bytes);
+    KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_lse_bytes);
+    if (batch < 0 || num_kv_heads <= 0 || gqa <= 0 || head_dim <= 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kvarn_decode_split_scratch_bytes: batch {0}, "
+                       "num_kv_heads {1}, gqa {2}, head_dim {3}",
+                       batch, num_kv_heads, gqa, head_dim);
+    int64_t rows = int64_t(batch) * num_kv_heads * dsl::kMaxDecodeSplits * gqa;
+    *part_out_bytes = rows * head_dim * 4;
+    *part_lse_bytes = rows * 4;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_capacity_plan(const char *preset, int32_t head_dim,
+                                   int32_t num_layers, int32_t num_kv_heads,
+                                   int64_t budget_bytes,
+                                   int64_t concurrent_requests,
+                                   int64_t pool_slots, kvarn_capacity_t *out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_capacity_plan", out);
+    llvm::Expected<RecordLayout> l = layoutFor(preset, head_dim);
+    if (!l)
+      return l.takeError();
+    llvm::Expected<pool::Capacity> c =
+        pool::planCapacity(*l, {num_layers, num_kv_heads, head_dim},
+                           budget_bytes, concurrent_requests, pool_slots);
+    if (!c)
+      return c.takeError();
+    *out = toC(*c);
+    return llvm::Error::success();
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Contexts and kernels
+//===----------------------------------------------------------------------===//
+
+kvarn_status_t kvarn_context_create(int device, kvarn_stream_t stream,
+                                    kvarn_context_t **out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_context_create", out);
+    llvm::Expected<cuda::Context> ctx = cuda::Context::create(device);
+    if (!ctx)
+      return ctx.takeError();
+    auto state = std::make_shared<ContextState>(std::move(*ctx),
+                                                static_cast<CUstream>(stream));
+    *out = new kvarn_context{std::move(state)};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_context_destroy(kvarn_context_t *context) {
+  return guarded([&]() -> llvm::Error {
+    if (context) {
+      context->state->alive = false;
+      delete context;
+    }
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_context_synchronize(kvarn_context_t *context) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_context_synchronize", context);
+    return context->state->synchronize();
+  });
+}
+
+kvarn_status_t kvarn_kernels_create(kvarn_context_t *context,
+                                    const char *preset, int32_t head_dim,
+                                    int32_t gqa, kvarn_kernels_t **out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_kernels_create", context);
+    KVARN_REQUIRE("kvarn_kernels_create", out);
+    dsl::Specialization spec{preset ? preset : defaultPreset().name, head_dim,
+                             gqa};
+    llvm::Expected<std::unique_ptr<KernelSet>> set =
+        KernelSet::create(context->state, spec);
+    if (!set)
+      return set.takeError();
+    *out = new kvarn_kernels{std::move(*set)};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_kernels_destroy(kvarn_kernels_t *kernels) {
+  return guarded([&]() -> llvm::Error {
+    delete kernels;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_kernels_load(kvarn_kernels_t *kernels, const char *names) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_kernels_load", kernels);
+    llvm::SmallVector<KernelKind, 8> kinds;
+    if (!names) {
+      for (size_t i = 0; i < kNumKernelKinds; ++i)
+        kinds.push_back(KernelKind(i));
+    } else {
+      llvm::SmallVector<llvm::StringRef, 8> parts;
+      llvm::StringRef(names).split(parts, ',', -1, false);
+      for (llvm::StringRef p : parts) {
+        llvm::Expected<KernelKind> k = parseKernelName(p.trim());
+        if (!k)
+          return k.takeError();
+        kinds.push_back(*k);
+      }
+    }
+    for (KernelKind k : kinds)
+      if (llvm::Expected<const cuda::LoadedKernel *> l = kernels->set->get(k);
+          !l)
+        return l.takeError();
+    return llvm::Error::success();
+  });
+}
+
+#define KVARN_KERNELS(fn)                                                      \
+  KVARN_REQUIRE(fn, kernels);                                                  \
+  KernelSet &ks = *kernels->set;                                               \
+  CUstream s = static_cast<CUstream>(stream);
+
+kvarn_status_t kvarn_append(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                            kvarn_devptr_t k, kvarn_devptr_t v,
+                            kvarn_devptr_t slot_mapping,
+                            kvarn_devptr_t block_to_slot, kvarn_devptr_t pool_k,
+                            kvarn_devptr_t pool_v, int32_t num_tokens,
+                            int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_append");
+    return launchAppend(ks, s, k, v, slot_mapping, block_to_slot, pool_k,
+                        pool_v, num_tokens, num_kv_heads);
+  });
+}
+
+kvarn_status_t kvarn_flush(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                           kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+                           kvarn_devptr_t tile_slots,
+                           kvarn_devptr_t tile_blocks, kvarn_devptr_t cache,
+                           int32_t num_tiles, int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_flush");
+    return launchFlush(ks, s, pool_k, pool_v, tile_slots, tile_blocks, cache,
+                       num_tiles, num_kv_heads);
+  });
+}
+
+kvarn_status_t kvarn_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                            kvarn_devptr_t q, kvarn_devptr_t block_table,
+                            kvarn_devptr_t seq_lens,
+                            kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+                            kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+                            kvarn_devptr_t out, float softmax_scale,
+                            int32_t batch, int32_t max_blocks,
+                            int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_decode");
+    return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
+                        pool_k, pool_v, out, softmax_scale, batch, max_blocks,
+                        num_kv_heads);
+  });
+}
+
+kvarn_status_t kvarn_decode_split(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
+    kvarn_devptr_t out, float softmax_scale, int32_t batch, int32_t max_blocks,
+    int32_t num_kv_heads, int32_t num_splits) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_decode_split");
+    return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
+                             cache, pool_k, pool_v, part_out, part_lse, out,
+                             softmax_scale, batch, max_blocks, num_kv_heads,
+                             num_splits);
+  });
+}
+
+kvarn_status_t kvarn_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                            kvarn_devptr_t q, kvarn_devptr_t block_table,
+                            kvarn_devptr_t context_lens,
+                            kvarn_devptr_t query_lens,
+                            kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+                            kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+                            kvarn_devptr_t out, float softmax_scale,
+                            int32_t batch, int32_t max_query_tokens,
+                            int32_t max_blocks, int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_verify");
+    return launchVerify(ks, s, q, block_table, context_lens, query_lens,
+                        block_to_slot, cache, pool_k, pool_v, out,
+                        softmax_scale, batch, max_query_tokens, max_blocks,
+                        num_kv_heads);
+  });
+}
+
+kvarn_status_t kvarn_materialize(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t out_start, kvarn_devptr_t out_k,
+    kvarn_devptr_t out_v, int32_t batch, int32_t max_blocks,
+    int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_materialize");
+    return launchMaterialize(ks, s, block_table, seq_lens, block_to_slot,
+                             cache, pool_k, pool_v, out_start, out_k, out_v,
+                             batch, max_blocks, num_kv_heads);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// The managed pool
+//===----------------------------------------------------------------------===//
+
+kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
+                                 const kvarn_pool_config_t *config,
+                                 kvarn_pool_t **out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_pool_create", config);
+    KVARN_REQUIRE("kvarn_pool_create", out);
+    llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::create(
+        context ? context->state : nullptr, *config);
+    if (!p)
+      return p.takeError();
+    *out = new kvarn_pool{std::move(*p)};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool) {
+  return guarded([&]() -> llvm::Error {
+    if (!pool)
+      return llvm::Error::success();
+    {
+      std::lock_guard<std::mutex> lock(pool->pool->mutex);
+      if (pool->pool->liveSteps)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                         "kvarn_pool_destroy: {0} step(s) of the pool still "
+                         "exist; destroy them first",
+                         pool->pool->liveSteps);
+    }
+    delete pool;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_pool_add_request(kvarn_pool_t *pool, int64_t request) {
+  return withPool("kvarn_pool_add_request", pool, [&](ManagedPool &p) {
+    return p.state.addRequest(request);
+  });
+}
+
+/// Finish, preempt and free change a request's blocks, which an open step's
+/// tables name.
+static llvm::Error checkNotInStep(ManagedPool &p, int64_t request,
+                                  const char *fn) {
+  if (p.inOpenStep.count(request))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: request {1} is in an open step; commit it first",
+                     fn, request);
+  return llvm::Error::success();
+}
+
+kvarn_status_t kvarn_pool_finish(kvarn_pool_t *pool, int64_t request) {
+  return withPool("kvarn_pool_finish", pool, [&](ManagedPool &p) {
+    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_finish"))
+      return e;
+    return p.state.finish(request);
+  });
+}
+
+kvarn_status_t kvarn_pool_preempt(kvarn_pool_t *pool, int64_t request) {
+  return withPool("kvarn_pool_preempt", pool, [&](ManagedPool &p) {
+    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_preempt"))
+      return e;
+    return p.state.preempt(request);
+  });
+}
+
+kvarn_status_t kvarn_pool_free(kvarn_pool_t *pool, int64_t request) {
+  return withPool("kvarn_pool_free", pool, [&](ManagedPool &p) {
+    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_free"))
+      return e;
+    return p.state.free(request);
+  });
+}
+
+kvarn_status_t kvarn_pool_share_prefix(kvarn_pool_t *pool, int64_t dst,
+                                       int64_t src, int32_t tokens) {
+  return withPool("kvarn_pool_share_prefix", pool, [&](ManagedPool &p) {
+    if (llvm::Error e = checkNotInStep(p, dst, "kvarn_pool_share_prefix"))
+      return e;
+    return p.state.sharePrefix(dst, src, tokens);
+  });
+}
+
+kvarn_status_t kvarn_pool_flush(kvarn_pool_t *pool, int32_t *num_blocks) {
+  return withPool("kvarn_pool_flush", pool, [&](ManagedPool &p) -> llvm::Error {
+    llvm::Expected<int32_t> n = p.flush();
+    if (!n)
+      return n.takeError();
+    if (num_blocks)
+      *num_blocks = *n;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_pool_request_info(kvarn_pool_t *pool, int64_t request,
+                                       kvarn_request_info_t *out) {
+  return withPool("kvarn_pool_request_info", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_pool_request_info", out);
+                    llvm::Expected<pool::RequestInfo> r =
+                        p.state.request(request);
+                    if (!r)
+                      return r.takeError();
+                    *out = {r->phase == pool::RequestPhase::Live, r->length,
+                            r->committed, int32_t(r->blocks.size())};
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_pool_request_blocks(kvarn_pool_t *pool, int64_t request,
+                                         int32_t *blocks, int32_t capacity,
+                                         int32_t *count) {
+  return withPool("kvarn_pool_request_blocks", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_pool_request_blocks", count);
+                    if (capacity > 0 && !blocks)
+                      return nullArgument("kvarn_pool_request_blocks",
+                                          "blocks");
+                    llvm::Expected<pool::RequestInfo> r =
+                        p.state.request(request);
+                    if (!r)
+                      return r.takeError();
+                    size_t n = std::min(r->blocks.size(),
+                                        size_t(std::max(capacity, 0)));
+                    std::copy_n(r->blocks.begin(), n, blocks);
+                    *count = int32_t(r->blocks.size());
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_pool_stats(kvarn_pool_t *pool, kvarn_pool_stats_t *out) {
+  return withPool("kvarn_pool_stats", pool, [&](ManagedPool &p) -> llvm::Error {
+    KVARN_REQUIRE("kvarn_pool_stats", out);
+    *out = {p.state.numRequests(), p.state.freeBlockCount(),
+            p.state.freeSlotCount(), p.state.pendingFlushCount(),
+            p.openSteps};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool, kvarn_capacity_t *out) {
+  return withPool("kvarn_pool_capacity", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_pool_capacity", out);
+                    pool::PoolBytes b = p.bytes();
+                    pool::Capacity c;
+                    c.numBlocks = p.state.geometry().numBlocks;
+                    c.numPoolSlots = p.state.geometry().numPoolSlots;
+                    c.tokens = c.numBlocks * p.layout.group;
+                    c.usedBytes = b.totalBytes();
+                    c.recordBytesPerToken =
+                        double(p.layout.recordBytes) / p.layout.group;
+                    c.bytesPerToken = double(c.usedBytes) /
+                                      (double(c.tokens) * p.model.numLayers *
+                                       p.model.numKvHeads);
+                    int64_t fp16 = 4 * int64_t(p.model.numLayers) *
+                                   p.model.numKvHeads * p.model.headDim;
+                    c.fp16Tokens = c.usedBytes / fp16;
+                    c.ratioVsFp16 = c.fp16Tokens
+                                        ? double(c.tokens) / double(c.fp16Tokens)
+                                        : 0;
+                    *out = toC(c);
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
+                                  kvarn_pool_buffers_t *out) {
+  return withPool("kvarn_pool_buffers", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_pool_buffers", out);
+                    pool::PoolBytes b = p.bytes();
+                    *out = {p.cache.address(),
+                            p.poolK.address(),
+                            p.poolV.address(),
+                            p.blockToSlot.address(),
+                            b.cacheBytes / p.model.numLayers,
+                            b.poolBytes / 2 / p.model.numLayers};
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_pool_block_to_slot(kvarn_pool_t *pool, int32_t *out,
+                                        int32_t capacity) {
+  return withPool("kvarn_pool_block_to_slot", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_pool_block_to_slot", out);
+                    llvm::ArrayRef<int32_t> b = p.state.blockToSlot();
+                    if (capacity < int32_t(b.size()))
+                      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                                       "kvarn_pool_block_to_slot: capacity "
+                                       "{0} < num_blocks {1}",
+                                       capacity, b.size());
+                    std::copy(b.begin(), b.end(), out);
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_step_create(kvarn_pool_t *pool, kvarn_step_t **out) {
+  return withPool("kvarn_step_create", pool,
+                  [&](ManagedPool &p) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_step_create", out);
+                    auto step = std::make_unique<Step>(p);
+                    *out = new kvarn_step{pool, std::move(step)};
+                    ++p.liveSteps;
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_step_destroy(kvarn_step_t *step) {
+  return guarded([&]() -> llvm::Error {
+    if (!step)
+      return llvm::Error::success();
+    {
+      std::lock_guard<std::mutex> lock(step->owner->pool->mutex);
+      if (step->step->open)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                         "kvarn_step_destroy: the step is open; commit it "
+                         "first");
+      --step->owner->pool->liveSteps;
+    }
+    delete step;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_step_begin(kvarn_step_t *step, int32_t n,
+                                const int64_t *ids, const int32_t *counts) {
+  return withStep("kvarn_step_begin", step, [&](Step &s) -> llvm::Error {
+    if (n < 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kvarn_step_begin: n is negative ({0})", n);
+    if (n > 0) {
+      KVARN_REQUIRE("kvarn_step_begin", ids);
+      KVARN_REQUIRE("kvarn_step_begin", counts);
+    }
+    return s.begin(llvm::ArrayRef<int64_t>(ids, size_t(n)),
+                   llvm::ArrayRef<int32_t>(counts, size_t(n)));
+  });
+}
+
+kvarn_status_t kvarn_step_write_kv(kvarn_step_t *step, int32_t layer,
+                                   kvarn_devptr_t k, kvarn_devptr_t v) {
+  return withStep("kvarn_step_write_kv", step,
+                  [&](Step &s) { return s.writeKV(layer, k, v); });
+}
+
+kvarn_status_t kvarn_step_decode(kvarn_step_t *step, int32_t layer,
+                                 kvarn_devptr_t q, kvarn_devptr_t out,
+                                 float softmax_scale) {
+  return withStep("kvarn_step_decode", step, [&](Step &s) {
+    return s.decode(layer, q, out, softmax_scale);
+  });
+}
+
+kvarn_status_t kvarn_step_verify(kvarn_step_t *step, int32_t layer,
+                                 kvarn_devptr_t q, kvarn_devptr_t out,
+                                 float softmax_scale) {
+  return withStep("kvarn_step_verify", step, [&](Step &s) {
+    return s.verify(layer, q, out, softmax_scale);
+  });
+}
+
+kvarn_status_t kvarn_step_slot_mapping(kvarn_step_t *step, int32_t *out,
+                                       int32_t capacity, int32_t *num_tokens) {
+  return withStep("kvarn_step_slot_mapping", step,
+                  [&](Step &s) -> llvm::Error {
+                    KVARN_REQUIRE("kvarn_step_slot_mapping", num_tokens);
+                    if (!s.open)
+                      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                                       "kvarn_step_slot_mapping: the step is "
+                                       "not open");
+                    if (capacity > 0 && !out)
+                      return nullArgument("kvarn_step_slot_mapping", "out");
+                    size_t n = std::min(s.slotMapping.size(),
+                                        size_t(std::max(capacity, 0)));
+                    std::copy_n(s.slotMapping.begin(), n, out);
+                    *num_tokens = int32_t(s.slotMapping.size());
+                    return llvm::Error::success();
+                  });
+}
+
+kvarn_status_t kvarn_step_commit(kvarn_step_t *step, const int32_t *accepted) {
+  return withStep("kvarn_step_commit", step,
+                  [&](Step &s) { return s.commit(accepted); });
 }
 
 } // extern "C"

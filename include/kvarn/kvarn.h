@@ -83,6 +83,288 @@ KVARN_API kvarn_status_t kvarn_record_layout(const char *preset, int32_t head_di
  * file); later calls return the same answer. */
 KVARN_API kvarn_status_t kvarn_cuda_available(int *device_count);
 
+/*===----------------------------------------------------------------------===*
+ * Sizes: what a stack that owns its memory allocates.
+ *===----------------------------------------------------------------------===*/
+
+/* The shapes of a paged cache and its fp16 pool for one layer:
+ *   cache  [num_blocks, num_kv_heads, record_bytes]          u8
+ *   pool_k [pool_slots, block_size, num_kv_heads, head_dim]  fp16 (pool_v alike)
+ */
+typedef struct kvarn_cache_shape {
+  int64_t num_blocks;
+  int64_t num_kv_heads;
+  int64_t record_bytes;
+  int64_t block_size;       /* the preset's tile: tokens per block */
+  int64_t head_dim;
+  int64_t pool_slots;
+  int64_t cache_bytes;      /* one layer's cache */
+  int64_t pool_bytes;       /* one layer's pool_k (pool_v is the same size) */
+} kvarn_cache_shape_t;
+
+KVARN_API kvarn_status_t kvarn_cache_shape(const char *preset, int32_t head_dim,
+                                           int32_t num_kv_heads,
+                                           int64_t num_blocks,
+                                           int64_t pool_slots,
+                                           kvarn_cache_shape_t *out);
+
+/* Bytes of decode_split's scratch (f32 part_out and part_lse), sized for
+ * its fixed maximum split count whatever num_splits is. */
+KVARN_API kvarn_status_t kvarn_decode_split_scratch_bytes(
+    int32_t batch, int32_t num_kv_heads, int32_t gqa, int32_t head_dim,
+    int64_t *part_out_bytes, int64_t *part_lse_bytes);
+
+/* What a memory budget holds, counting the records of every block and the
+ * fp16 pool (the sinks and partial tails live there). */
+typedef struct kvarn_capacity {
+  int64_t num_blocks;
+  int64_t pool_slots;
+  int64_t tokens;                 /* num_blocks * block_size */
+  int64_t used_bytes;             /* of the budget: records + pool */
+  double record_bytes_per_token;  /* per token and KV head: record / block */
+  double bytes_per_token;         /* per token, KV head and layer, all in */
+  int64_t fp16_tokens;            /* the same budget as an fp16 K/V cache */
+  double ratio_vs_fp16;           /* tokens / fp16_tokens */
+} kvarn_capacity_t;
+
+/* pool_slots < 0: two per concurrent request and one per eight more. */
+KVARN_API kvarn_status_t kvarn_capacity_plan(
+    const char *preset, int32_t head_dim, int32_t num_layers,
+    int32_t num_kv_heads, int64_t budget_bytes, int64_t concurrent_requests,
+    int64_t pool_slots, kvarn_capacity_t *out);
+
+/*===----------------------------------------------------------------------===*
+ * Contexts and kernels: launches on buffers the caller owns.
+ *
+ * Device pointers are CUdeviceptr values (a PyTorch tensor's data_ptr()),
+ * streams CUstream values (NULL: the context's stream). Launches enqueue and
+ * return: they never synchronize the host and may be captured in a CUDA
+ * graph once the kernels are loaded (kvarn_kernels_load). kvarn works in the
+ * device's primary context, the one the CUDA runtime and PyTorch use.
+ *===----------------------------------------------------------------------===*/
+
+typedef uint64_t kvarn_devptr_t;
+typedef void *kvarn_stream_t;
+typedef struct kvarn_context kvarn_context_t;
+typedef struct kvarn_kernels kvarn_kernels_t;
+
+/* A context on GPU `device` whose launches default to `stream` (NULL: the
+ * legacy default stream). */
+KVARN_API kvarn_status_t kvarn_context_create(int device, kvarn_stream_t stream,
+                                              kvarn_context_t **out);
+/* Destroys the handle; pools and kernels made from it stay valid objects but
+ * every device call on them fails ("context destroyed") until they are
+ * destroyed too. NULL is a no-op. */
+KVARN_API kvarn_status_t kvarn_context_destroy(kvarn_context_t *context);
+/* Waits for the context's stream. */
+KVARN_API kvarn_status_t kvarn_context_synchronize(kvarn_context_t *context);
+
+/* The kernels of one (preset, head_dim, GQA ratio), compiled for the
+ * context's GPU on first use. */
+KVARN_API kvarn_status_t kvarn_kernels_create(kvarn_context_t *context,
+                                              const char *preset,
+                                              int32_t head_dim, int32_t gqa,
+                                              kvarn_kernels_t **out);
+KVARN_API kvarn_status_t kvarn_kernels_destroy(kvarn_kernels_t *kernels);
+/* Compiles and loads now the kernels named in the comma-separated `names`
+ * ("append,flush,decode"; NULL: all), so no launch compiles. */
+KVARN_API kvarn_status_t kvarn_kernels_load(kvarn_kernels_t *kernels,
+                                            const char *names);
+
+/* The kernel ABIs of docs/dsl.md, in the same parameter order. */
+KVARN_API kvarn_status_t kvarn_append(kvarn_kernels_t *kernels,
+                                      kvarn_stream_t stream, kvarn_devptr_t k,
+                                      kvarn_devptr_t v,
+                                      kvarn_devptr_t slot_mapping,
+                                      kvarn_devptr_t block_to_slot,
+                                      kvarn_devptr_t pool_k,
+                                      kvarn_devptr_t pool_v, int32_t num_tokens,
+                                      int32_t num_kv_heads);
+KVARN_API kvarn_status_t kvarn_flush(kvarn_kernels_t *kernels,
+                                     kvarn_stream_t stream,
+                                     kvarn_devptr_t pool_k,
+                                     kvarn_devptr_t pool_v,
+                                     kvarn_devptr_t tile_slots,
+                                     kvarn_devptr_t tile_blocks,
+                                     kvarn_devptr_t cache, int32_t num_tiles,
+                                     int32_t num_kv_heads);
+KVARN_API kvarn_status_t kvarn_decode(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t out, float softmax_scale,
+    int32_t batch, int32_t max_blocks, int32_t num_kv_heads);
+/* decode_split then combine (flash-decoding), scratch from
+ * kvarn_decode_split_scratch_bytes. */
+KVARN_API kvarn_status_t kvarn_decode_split(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
+    kvarn_devptr_t out, float softmax_scale, int32_t batch,
+    int32_t max_blocks, int32_t num_kv_heads, int32_t num_splits);
+KVARN_API kvarn_status_t kvarn_verify(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t context_lens,
+    kvarn_devptr_t query_lens, kvarn_devptr_t block_to_slot,
+    kvarn_devptr_t cache, kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+    kvarn_devptr_t out, float softmax_scale, int32_t batch,
+    int32_t max_query_tokens, int32_t max_blocks, int32_t num_kv_heads);
+KVARN_API kvarn_status_t kvarn_materialize(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t out_start, kvarn_devptr_t out_k,
+    kvarn_devptr_t out_v, int32_t batch, int32_t max_blocks,
+    int32_t num_kv_heads);
+
+/*===----------------------------------------------------------------------===*
+ * The managed pool: kvarn owns the record cache and the fp16 pool of every
+ * layer and does the bookkeeping of KVARN_SPEC.md section 7.
+ *
+ * A serving step over some requests:
+ *   kvarn_step_begin(step, n, ids, counts)    tokens appended (all or nothing)
+ *   for each layer:
+ *     kvarn_step_write_kv(step, layer, k, v)  K/V of the step's tokens
+ *     kvarn_step_decode / kvarn_step_verify   attention over the cache
+ *   kvarn_step_commit(step, accepted)         rejected drafts rolled back
+ *   kvarn_pool_flush(pool)                    one launch: every full block
+ *
+ * Thread safety: every call on a pool (and on its steps) takes the pool's
+ * mutex, so several threads may drive different requests of one pool, each
+ * with its own step object; one step object is used by one thread at a time.
+ * All device work of a pool goes to its context's stream in call order.
+ * kvarn_pool_flush needs every step of the pool committed.
+ *
+ * A pool created with a NULL context does the bookkeeping only (no device
+ * memory; write_kv, decode, verify and flush's launch fail), for planning
+ * and tests.
+ *===----------------------------------------------------------------------===*/
+
+typedef struct kvarn_pool kvarn_pool_t;
+typedef struct kvarn_step kvarn_step_t;
+
+typedef struct kvarn_pool_config {
+  const char *preset;            /* NULL: kvarn_k4v2_g128 */
+  int32_t num_layers;
+  int32_t num_kv_heads;
+  int32_t num_q_heads;           /* a multiple of num_kv_heads (GQA) */
+  int32_t head_dim;
+  int32_t block_size;            /* 0: the preset's tile; else must equal it */
+  int32_t num_blocks;
+  int32_t pool_slots;
+  int32_t max_requests;
+  int32_t max_blocks_per_request;/* the longest context / block_size */
+} kvarn_pool_config_t;
+
+KVARN_API kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
+                                           const kvarn_pool_config_t *config,
+                                           kvarn_pool_t **out);
+/* Fails (pool unchanged) while steps of the pool exist. NULL is a no-op. */
+KVARN_API kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool);
+
+KVARN_API kvarn_status_t kvarn_pool_add_request(kvarn_pool_t *pool,
+                                                int64_t request);
+/* Stops the request: full committed blocks are kept (and flushed, the sink
+ * too) for kvarn_pool_share_prefix until kvarn_pool_free; the partial last
+ * block and uncommitted tokens are dropped. */
+KVARN_API kvarn_status_t kvarn_pool_finish(kvarn_pool_t *pool, int64_t request);
+/* Drops all the request's blocks; it stays, empty, to be prefilled again. */
+KVARN_API kvarn_status_t kvarn_pool_preempt(kvarn_pool_t *pool,
+                                            int64_t request);
+KVARN_API kvarn_status_t kvarn_pool_free(kvarn_pool_t *pool, int64_t request);
+/* The empty request `dst` takes the first `tokens` (a multiple of the block
+ * size, full and committed) of `src` by reference. */
+KVARN_API kvarn_status_t kvarn_pool_share_prefix(kvarn_pool_t *pool,
+                                                 int64_t dst, int64_t src,
+                                                 int32_t tokens);
+/* Flushes every block that is full, committed and not a live sink: one
+ * launch for all layers. *num_blocks (may be NULL): how many. */
+KVARN_API kvarn_status_t kvarn_pool_flush(kvarn_pool_t *pool,
+                                          int32_t *num_blocks);
+
+typedef struct kvarn_request_info {
+  int32_t live;        /* 1 live, 0 finished */
+  int32_t length;      /* tokens held, committed or not */
+  int32_t committed;
+  int32_t num_blocks;
+} kvarn_request_info_t;
+KVARN_API kvarn_status_t kvarn_pool_request_info(kvarn_pool_t *pool,
+                                                 int64_t request,
+                                                 kvarn_request_info_t *out);
+/* The request's block ids (up to `capacity`); *count: how many it holds. */
+KVARN_API kvarn_status_t kvarn_pool_request_blocks(kvarn_pool_t *pool,
+                                                   int64_t request,
+                                                   int32_t *blocks,
+                                                   int32_t capacity,
+                                                   int32_t *count);
+
+typedef struct kvarn_pool_stats {
+  int32_t num_requests;
+  int32_t free_blocks;
+  int32_t free_slots;
+  int32_t pending_flush;  /* blocks the next kvarn_pool_flush writes */
+  int32_t open_steps;
+} kvarn_pool_stats_t;
+KVARN_API kvarn_status_t kvarn_pool_stats(kvarn_pool_t *pool,
+                                          kvarn_pool_stats_t *out);
+/* The pool's own capacity (its blocks and slots against fp16 in the same
+ * bytes). */
+KVARN_API kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool,
+                                             kvarn_capacity_t *out);
+
+/* The device memory of a pool (0 without a context), for callers that read
+ * it (tests, the kernel-level API). Layer l's cache is at
+ * cache + l * cache_layer_stride bytes, its pools at pool_k/pool_v +
+ * l * pool_layer_stride bytes; block_to_slot [num_blocks] i32. */
+typedef struct kvarn_pool_buffers {
+  kvarn_devptr_t cache;
+  kvarn_devptr_t pool_k;
+  kvarn_devptr_t pool_v;
+  kvarn_devptr_t block_to_slot;
+  int64_t cache_layer_stride;
+  int64_t pool_layer_stride;
+} kvarn_pool_buffers_t;
+KVARN_API kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
+                                            kvarn_pool_buffers_t *out);
+/* Copies the host's block_to_slot [num_blocks] (-1: not in the pool). */
+KVARN_API kvarn_status_t kvarn_pool_block_to_slot(kvarn_pool_t *pool,
+                                                  int32_t *out,
+                                                  int32_t capacity);
+
+KVARN_API kvarn_status_t kvarn_step_create(kvarn_pool_t *pool,
+                                           kvarn_step_t **out);
+/* Fails while the step is open (begun, not committed). NULL is a no-op. */
+KVARN_API kvarn_status_t kvarn_step_destroy(kvarn_step_t *step);
+/* Appends counts[i] tokens to request ids[i] (uncommitted), all or
+ * nothing, and uploads the step's tables. A request is in one open step at
+ * most. */
+KVARN_API kvarn_status_t kvarn_step_begin(kvarn_step_t *step, int32_t n,
+                                          const int64_t *ids,
+                                          const int32_t *counts);
+/* k, v: fp16 [num_tokens, num_kv_heads, head_dim], un-rotated, the step's
+ * tokens request after request. */
+KVARN_API kvarn_status_t kvarn_step_write_kv(kvarn_step_t *step, int32_t layer,
+                                             kvarn_devptr_t k,
+                                             kvarn_devptr_t v);
+/* Every count 1: q, out fp16 [n, num_q_heads, head_dim]. */
+KVARN_API kvarn_status_t kvarn_step_decode(kvarn_step_t *step, int32_t layer,
+                                           kvarn_devptr_t q, kvarn_devptr_t out,
+                                           float softmax_scale);
+/* Any counts: q, out fp16 [n, max_count, num_q_heads, head_dim]; token j of
+ * request i attends to its first length - counts[i] + j + 1 tokens. */
+KVARN_API kvarn_status_t kvarn_step_verify(kvarn_step_t *step, int32_t layer,
+                                           kvarn_devptr_t q, kvarn_devptr_t out,
+                                           float softmax_scale);
+/* The open step's token count and its slot mapping (up to `capacity`). */
+KVARN_API kvarn_status_t kvarn_step_slot_mapping(kvarn_step_t *step,
+                                                 int32_t *out, int32_t capacity,
+                                                 int32_t *num_tokens);
+/* Commits accepted[i] of request i's tokens (NULL: all) and closes the step;
+ * the rest are rolled back. */
+KVARN_API kvarn_status_t kvarn_step_commit(kvarn_step_t *step,
+                                           const int32_t *accepted);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,259 @@
+//===- Kernels.cpp - contexts and the kernels of one shape ----------------===//
+
+#include "Kernels.h"
+#include "Internal.h"
+
+#include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Runtime/KernelCache.h"
+#include "kvarn/Support/Error.h"
+
+#include "llvm/ADT/STLExtras.h"
+
+using namespace kvarn;
+using namespace kvarn::runtime;
+using namespace kvarn::cuda;
+
+llvm::Error ContextState::checkAlive(llvm::StringRef what) const {
+  if (!alive.load())
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: its context was destroyed", what);
+  return llvm::Error::success();
+}
+
+llvm::Error ContextState::synchronize() const {
+  KVARN_ENTER_CONTEXT(context);
+  return KVARN_CUDA_CHECK(context.driver(), cuStreamSynchronize, stream);
+}
+
+static constexpr const char *kKernelNames[kNumKernelKinds] = {
+    "append", "flush", "decode", "decode_split", "combine", "verify",
+    "materialize"};
+
+const char *kvarn::runtime::kernelName(KernelKind kind) {
+  return kKernelNames[size_t(kind)];
+}
+
+llvm::Expected<KernelKind> kvarn::runtime::parseKernelName(llvm::StringRef name) {
+  for (size_t i = 0; i < kNumKernelKinds; ++i)
+    if (name == kKernelNames[i])
+      return KernelKind(i);
+  return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                   "unknown kernel '{0}' (append, flush, decode, decode_split, "
+                   "combine, verify, materialize)",
+                   name);
+}
+
+llvm::Expected<std::unique_ptr<KernelSet>>
+KernelSet::create(std::shared_ptr<ContextState> context,
+                  dsl::Specialization spec) {
+  if (llvm::Error e = spec.check())
+    return std::move(e);
+  return std::unique_ptr<KernelSet>(
+      new KernelSet(std::move(context), std::move(spec)));
+}
+
+/// The process's kernel cache: memory, and disk at $KVARN_CACHE_DIR (see
+/// docs/cache.md). Never destroyed: it holds only artifacts, no GPU state.
+static KernelCache &processKernelCache() {
+  static KernelCache *cache = new KernelCache();
+  return *cache;
+}
+
+/// One library kernel for the context's GPU, from the cache or compiled,
+/// loaded into the context.
+static llvm::Expected<LoadedKernel>
+compileAndLoad(const Context &context, const char *kernel,
+               const dsl::Specialization &spec) {
+  CompileOptions options;
+  options.target.chip = context.info().arch();
+  llvm::Expected<CacheResult> found =
+      processKernelCache().getOrCompile({kernel, spec, "", ""}, options, &context);
+  if (!found)
+    return found.takeError();
+  return LoadedKernel::load(context, found->artifacts->image());
+}
+
+llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
+  if (llvm::Error e = ctx->checkAlive(kernelName(kind)))
+    return std::move(e);
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<LoadedKernel> &slot = loaded[size_t(kind)];
+  if (!slot) {
+    llvm::Expected<LoadedKernel> k =
+        compileAndLoad(ctx->context, kernelName(kind), specialization);
+    if (!k)
+      return withContext(k.takeError(),
+                         llvm::formatv("compiling '{0}' for {1}, head_dim {2}, "
+                                       "GQA {3}",
+                                       kernelName(kind), specialization.preset,
+                                       specialization.headDim,
+                                       specialization.gqa)
+                             .str());
+    slot = std::make_unique<LoadedKernel>(std::move(*k));
+  }
+  return slot.get();
+}
+
+namespace {
+/// Checks extents and required pointers, then launches.
+struct Launch {
+  KernelSet &ks;
+  KernelKind kind;
+  llvm::SmallVector<std::pair<const char *, int64_t>, 4> extents;
+  llvm::SmallVector<std::pair<const char *, CUdeviceptr>, 12> buffers;
+  KernelArgs args;
+
+  llvm::Error run(CUstream stream, Grid grid) {
+    const char *name = kernelName(kind);
+    bool empty = false;
+    for (auto [what, n] : extents) {
+      if (n < 0)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} is negative ({2})",
+                         name, what, n);
+      empty |= n == 0;
+    }
+    if (empty)
+      return llvm::Error::success();
+    for (auto [what, p] : buffers)
+      if (!p)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} is null",
+                         name, what);
+    llvm::Expected<const LoadedKernel *> k = ks.get(kind);
+    if (!k)
+      return k.takeError();
+    args.scratch();
+    return withContext((*k)->launch(grid, args, ks.streamOr(stream)),
+                       std::string("launching ") + name);
+  }
+};
+} // namespace
+
+#define KVARN_PTR(name) {#name, name}
+
+llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
+                                         CUdeviceptr k, CUdeviceptr v,
+                                         CUdeviceptr slotMapping,
+                                         CUdeviceptr blockToSlot,
+                                         CUdeviceptr poolK, CUdeviceptr poolV,
+                                         int32_t numTokens,
+                                         int32_t numKvHeads) {
+  Launch l{ks, KernelKind::Append, {{"num_tokens", numTokens}, {"num_kv_heads", numKvHeads}},
+           {KVARN_PTR(k), KVARN_PTR(v), KVARN_PTR(slotMapping),
+            KVARN_PTR(blockToSlot), KVARN_PTR(poolK), KVARN_PTR(poolV)}, {}};
+  l.args.pointer(k).pointer(v).pointer(slotMapping).pointer(blockToSlot)
+      .pointer(poolK).pointer(poolV).i32(numTokens).i32(numKvHeads);
+  return l.run(stream, {unsigned(std::max(numTokens, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+}
+
+llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
+                                        CUdeviceptr poolK, CUdeviceptr poolV,
+                                        CUdeviceptr tileSlots,
+                                        CUdeviceptr tileBlocks,
+                                        CUdeviceptr cache, int32_t numTiles,
+                                        int32_t numKvHeads) {
+  Launch l{ks, KernelKind::Flush, {{"num_tiles", numTiles}, {"num_kv_heads", numKvHeads}},
+           {KVARN_PTR(poolK), KVARN_PTR(poolV), KVARN_PTR(tileSlots),
+            KVARN_PTR(tileBlocks), KVARN_PTR(cache)}, {}};
+  l.args.pointer(poolK).pointer(poolV).pointer(tileSlots).pointer(tileBlocks)
+      .pointer(cache).i32(numTiles).i32(numKvHeads);
+  return l.run(stream, {unsigned(std::max(numTiles, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+}
+
+llvm::Error kvarn::runtime::launchDecode(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
+    CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out, float scale,
+    int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
+  Launch l{ks, KernelKind::Decode, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+           {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(seqLens),
+            KVARN_PTR(blockToSlot), KVARN_PTR(cache), KVARN_PTR(poolK),
+            KVARN_PTR(poolV), KVARN_PTR(out)}, {}};
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode: max_blocks is negative ({0})", maxBlocks);
+  l.args.pointer(q).pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
+      .pointer(cache).pointer(poolK).pointer(poolV).pointer(out).f32(scale)
+      .i32(batch).i32(maxBlocks).i32(numKvHeads);
+  return l.run(stream, {unsigned(std::max(batch, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+}
+
+llvm::Error kvarn::runtime::launchDecodeSplit(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
+    CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr partOut,
+    CUdeviceptr partLse, CUdeviceptr out, float scale, int32_t batch,
+    int32_t maxBlocks, int32_t numKvHeads, int32_t numSplits) {
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode_split: max_blocks is negative ({0})", maxBlocks);
+  if (numSplits < 1)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode_split: num_splits must be at least 1, got {0}",
+                     numSplits);
+  // Both kernels are fetched first so a compile failure launches nothing.
+  for (KernelKind kind : {KernelKind::DecodeSplit, KernelKind::Combine})
+    if (batch > 0 && numKvHeads > 0)
+      if (llvm::Expected<const LoadedKernel *> k = ks.get(kind); !k)
+        return k.takeError();
+  Launch split{ks, KernelKind::DecodeSplit, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+               {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(seqLens),
+                KVARN_PTR(blockToSlot), KVARN_PTR(cache), KVARN_PTR(poolK),
+                KVARN_PTR(poolV), KVARN_PTR(partOut), KVARN_PTR(partLse),
+                KVARN_PTR(out)}, {}};
+  split.args.pointer(q).pointer(blockTable).pointer(seqLens)
+      .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
+      .pointer(partOut).pointer(partLse).f32(scale).i32(batch).i32(maxBlocks)
+      .i32(numKvHeads).i32(numSplits);
+  if (llvm::Error e = split.run(stream, {unsigned(std::max(batch, 0)),
+                                         unsigned(std::max(numKvHeads, 0)),
+                                         unsigned(numSplits)}))
+    return e;
+  Launch combine{ks, KernelKind::Combine, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+                 {KVARN_PTR(partOut), KVARN_PTR(partLse), KVARN_PTR(seqLens),
+                  KVARN_PTR(out)}, {}};
+  combine.args.pointer(partOut).pointer(partLse).pointer(seqLens).pointer(out)
+      .i32(batch).i32(numKvHeads).i32(numSplits);
+  return combine.run(stream, {unsigned(std::max(batch, 0)),
+                              unsigned(std::max(numKvHeads, 0)), 1});
+}
+
+llvm::Error kvarn::runtime::launchVerify(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr contextLens, CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+    CUdeviceptr cache, CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
+    float scale, int32_t batch, int32_t maxQueryTokens, int32_t maxBlocks,
+    int32_t numKvHeads) {
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "verify: max_blocks is negative ({0})", maxBlocks);
+  Launch l{ks, KernelKind::Verify,
+           {{"batch", batch}, {"num_kv_heads", numKvHeads},
+            {"max_query_tokens", maxQueryTokens}},
+           {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(contextLens),
+            KVARN_PTR(queryLens), KVARN_PTR(blockToSlot), KVARN_PTR(cache),
+            KVARN_PTR(poolK), KVARN_PTR(poolV), KVARN_PTR(out)}, {}};
+  l.args.pointer(q).pointer(blockTable).pointer(contextLens).pointer(queryLens)
+      .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
+      .pointer(out).f32(scale).i32(batch).i32(maxQueryTokens).i32(maxBlocks)
+      .i32(numKvHeads);
+  return l.run(stream, {unsigned(std::max(batch, 0)),
+                        unsigned(std::max(numKvHeads, 0)),
+                        unsigned(std::max(maxQueryTokens, 0))});
+}
+
+llvm::Error kvarn::runtime::launchMaterialize(
+    KernelSet &ks, CUstream stream, CUdeviceptr blockTable,
+    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
+    CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr outStart,
+    CUdeviceptr outK, CUdeviceptr outV, int32_t batch, int32_t maxBlocks,
+    int32_t numKvHeads) {
+  Launch l{ks, KernelKind::Materialize,
+           {{"batch", batch}, {"num_kv_heads", numKvHeads},
+            {"max_blocks", maxBlocks}},
+           {KVARN_PTR(blockTable), KVARN_PTR(seqLens), KVARN_PTR(blockToSlot),
+            KVARN_PTR(cache), KVARN_PTR(poolK), KVARN_PTR(poolV),
+            KVARN_PTR(outStart), KVARN_PTR(outK), KVARN_PTR(outV)}, {}};
+  l.args.pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
+      .pointer(cache).pointer(poolK).pointer(poolV).pointer(outStart)
+      .pointer(outK).pointer(outV).i32(batch).i32(maxBlocks).i32(numKvHeads);
+  return l.run(stream, {unsigned(std::max(batch, 0)),
+                        unsigned(std::max(numKvHeads, 0)),
+                        unsigned(std::max(maxBlocks, 0))});
+}

@@ -1,0 +1,117 @@
+//===- Kernels.h - contexts and the kernels of one shape --------*- C++ -*-===//
+//
+// Internal to the runtime: what the C API's context and kernels handles hold,
+// and one launcher per kernel of docs/dsl.md in its ABI order.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_RUNTIME_KERNELS_H
+#define KVARN_RUNTIME_KERNELS_H
+
+#include "kvarn/DSL/Specialization.h"
+#include "kvarn/Runtime/Module.h"
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+namespace kvarn::runtime {
+
+/// A GPU's primary context and the stream launches default to. Shared by the
+/// handles made from it; `alive` turns false when the caller destroys the
+/// context handle, after which device calls through the others fail.
+struct ContextState {
+  cuda::Context context;
+  CUstream stream = nullptr;
+  std::atomic<bool> alive{true};
+
+  explicit ContextState(cuda::Context c, CUstream s)
+      : context(std::move(c)), stream(s) {}
+  llvm::Error checkAlive(llvm::StringRef what) const;
+  /// Waits for `stream` (cuStreamSynchronize).
+  llvm::Error synchronize() const;
+};
+
+enum class KernelKind {
+  Append,
+  Flush,
+  Decode,
+  DecodeSplit,
+  Combine,
+  Verify,
+  Materialize,
+};
+constexpr size_t kNumKernelKinds = 7;
+const char *kernelName(KernelKind kind);
+/// "decode" -> KernelKind::Decode.
+llvm::Expected<KernelKind> parseKernelName(llvm::StringRef name);
+
+/// The library's kernels for one specialization in one context, each
+/// compiled and loaded on first use.
+class KernelSet {
+public:
+  static llvm::Expected<std::unique_ptr<KernelSet>>
+  create(std::shared_ptr<ContextState> context, dsl::Specialization spec);
+
+  const dsl::Specialization &spec() const { return specialization; }
+  ContextState &context() const { return *ctx; }
+  CUstream streamOr(CUstream stream) const {
+    return stream ? stream : ctx->stream;
+  }
+  /// The loaded kernel, compiling it first if needed (thread-safe).
+  llvm::Expected<const cuda::LoadedKernel *> get(KernelKind kind);
+
+private:
+  KernelSet(std::shared_ptr<ContextState> context, dsl::Specialization spec)
+      : ctx(std::move(context)), specialization(std::move(spec)) {}
+
+  std::shared_ptr<ContextState> ctx;
+  dsl::Specialization specialization;
+  std::mutex mutex;
+  std::array<std::unique_ptr<cuda::LoadedKernel>, kNumKernelKinds> loaded;
+};
+
+/// One launcher per kernel, parameters in the ABI order of docs/dsl.md. A
+/// zero extent launches nothing; negative extents and null buffers that
+/// would be read are errors.
+llvm::Error launchAppend(KernelSet &ks, CUstream stream, CUdeviceptr k,
+                         CUdeviceptr v, CUdeviceptr slotMapping,
+                         CUdeviceptr blockToSlot, CUdeviceptr poolK,
+                         CUdeviceptr poolV, int32_t numTokens,
+                         int32_t numKvHeads);
+llvm::Error launchFlush(KernelSet &ks, CUstream stream, CUdeviceptr poolK,
+                        CUdeviceptr poolV, CUdeviceptr tileSlots,
+                        CUdeviceptr tileBlocks, CUdeviceptr cache,
+                        int32_t numTiles, int32_t numKvHeads);
+llvm::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                         CUdeviceptr blockTable, CUdeviceptr seqLens,
+                         CUdeviceptr blockToSlot, CUdeviceptr cache,
+                         CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
+                         float scale, int32_t batch, int32_t maxBlocks,
+                         int32_t numKvHeads);
+llvm::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                              CUdeviceptr blockTable, CUdeviceptr seqLens,
+                              CUdeviceptr blockToSlot, CUdeviceptr cache,
+                              CUdeviceptr poolK, CUdeviceptr poolV,
+                              CUdeviceptr partOut, CUdeviceptr partLse,
+                              CUdeviceptr out, float scale, int32_t batch,
+                              int32_t maxBlocks, int32_t numKvHeads,
+                              int32_t numSplits);
+llvm::Error launchVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                         CUdeviceptr blockTable, CUdeviceptr contextLens,
+                         CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+                         CUdeviceptr cache, CUdeviceptr poolK,
+                         CUdeviceptr poolV, CUdeviceptr out, float scale,
+                         int32_t batch, int32_t maxQueryTokens,
+                         int32_t maxBlocks, int32_t numKvHeads);
+llvm::Error launchMaterialize(KernelSet &ks, CUstream stream,
+                              CUdeviceptr blockTable, CUdeviceptr seqLens,
+                              CUdeviceptr blockToSlot, CUdeviceptr cache,
+                              CUdeviceptr poolK, CUdeviceptr poolV,
+                              CUdeviceptr outStart, CUdeviceptr outK,
+                              CUdeviceptr outV, int32_t batch,
+                              int32_t maxBlocks, int32_t numKvHeads);
+
+} // namespace kvarn::runtime
+
+#endif // KVARN_RUNTIME_KERNELS_H

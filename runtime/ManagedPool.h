@@ -1,0 +1,105 @@
+//===- ManagedPool.h - the pool behind kvarn_pool_t -------------*- C++ -*-===//
+//
+// Internal to the runtime. PoolState (the bookkeeping) plus, when there is a
+// context, the device memory of every layer and the launches, all behind one
+// mutex. Steps are the unit of work of a serving loop (kvarn.h).
+//
+// Device layout (one allocation each, so one flush launch covers every
+// layer): cache [layers, blocks, Hk, record], pool_k and pool_v [layers,
+// slots, G, Hk, D] fp16, block_to_slot [blocks] i32 (the same slot in every
+// layer's pool). Flush tile t of layer l names pool slot l * slots + s and
+// block l * blocks + b of these flattened arrays.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_RUNTIME_MANAGEDPOOL_H
+#define KVARN_RUNTIME_MANAGEDPOOL_H
+
+#include "Kernels.h"
+
+#include "kvarn/Runtime/Capacity.h"
+#include "kvarn/Runtime/Memory.h"
+#include "kvarn/Runtime/PoolState.h"
+#include "kvarn/kvarn.h"
+
+#include <memory>
+#include <mutex>
+#include <unordered_set>
+
+namespace kvarn::runtime {
+
+class Step;
+
+class ManagedPool {
+public:
+  /// `context` null: bookkeeping only.
+  static llvm::Expected<std::unique_ptr<ManagedPool>>
+  create(std::shared_ptr<ContextState> context,
+         const kvarn_pool_config_t &config);
+
+  std::mutex mutex; // guards everything below and every Step of this pool
+
+  pool::PoolState state;
+  pool::ModelShape model;
+  RecordLayout layout;
+  int32_t numQHeads = 0;
+  int32_t openSteps = 0;
+  int32_t liveSteps = 0; // created, not destroyed
+  std::unordered_set<pool::RequestId> inOpenStep;
+
+  bool hasDevice() const { return ctx != nullptr; }
+  llvm::Error checkDevice(llvm::StringRef what) const;
+
+  /// Flushes every ready block (one launch over all layers) and frees their
+  /// slots; without a device only the bookkeeping.
+  llvm::Expected<int32_t> flush();
+  /// Uploads block_to_slot if it changed since the last upload.
+  llvm::Error syncBlockToSlot();
+  pool::PoolBytes bytes() const;
+
+  std::shared_ptr<ContextState> ctx;
+  std::unique_ptr<KernelSet> kernels;
+  cuda::DeviceBuffer cache, poolK, poolV, blockToSlot, flushTiles;
+  bool blockToSlotDirty = true;
+
+private:
+  ManagedPool(pool::PoolState s) : state(std::move(s)) {}
+};
+
+/// One serving step over some requests of a pool.
+class Step {
+public:
+  explicit Step(ManagedPool &pool) : pool(pool) {}
+
+  llvm::Error begin(llvm::ArrayRef<pool::RequestId> ids,
+                    llvm::ArrayRef<int32_t> counts);
+  llvm::Error writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v);
+  llvm::Error decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                     float scale);
+  llvm::Error verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                     float scale);
+  llvm::Error commit(const int32_t *accepted);
+
+  ManagedPool &pool;
+  bool open = false;
+  std::vector<pool::RequestId> ids;
+  std::vector<int32_t> counts;
+  std::vector<int32_t> slotMapping;
+  int32_t maxCount = 0, width = 0;
+
+private:
+  llvm::Error checkOpen(const char *op) const;
+  llvm::Error checkLayer(const char *op, int32_t layer) const;
+
+  // Device tables of the open step, one buffer, one upload:
+  // slot_mapping | block_table | seq_lens | context_lens | query_lens.
+  std::vector<int32_t> host;
+  cuda::DeviceBuffer device;
+  size_t blockTableAt = 0, seqLensAt = 0, contextLensAt = 0, queryLensAt = 0;
+  CUdeviceptr at(size_t index) const {
+    return device.address() + index * sizeof(int32_t);
+  }
+};
+
+} // namespace kvarn::runtime
+
+#endif // KVARN_RUNTIME_MANAGEDPOOL_H

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The managed pool on the GPU: a serving loop through the C API (prefill,
+# decode, speculative steps, prefix sharing, preemption, flushes), every step
+# checked against the CPU reference; then the bookkeeping's host overhead per
+# step for 256 requests on this machine's CPU, and the Python package's tests
+# against the packed libkvarn.so. See docs/runtime.md.
+set -uo pipefail
+bin=$KVARN_DEVICE_ROOT/bin
+rc=0
+if [ ! -x "$bin/serving-loop" ]; then
+  echo "no serving-loop in the package: skipped"
+  exit 77
+fi
+"$bin/serving-loop" --steps 40 --seed 1 || rc=1
+"$bin/serving-loop" --steps 40 || rc=1
+"$bin/kvarn-pool-overhead" --requests 256 --steps 2000 || rc=1
+if [ -d "$KVARN_REPO/python/kvarn" ]; then
+  (cd "$KVARN_REPO/test/python" &&
+    PYTHONPATH=$KVARN_REPO/python KVARN_LIBRARY=$KVARN_DEVICE_ROOT/lib/libkvarn.so.0 \
+      python3 -m unittest -v test_kvarn) || rc=1
+fi
+exit $rc
