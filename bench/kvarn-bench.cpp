@@ -101,9 +101,11 @@ struct Bench {
                            const dsl::Specialization &spec) {
     CompileOptions options;
     options.numWarps = numWarps;
+    options.minCtasPerSM = minCtasPerSM;
     return *check(cache->load({name, spec, "", ""}, options, ctx));
   }
-  int numWarps = 0; // 0: the compiler's choice
+  int numWarps = 0;     // 0: the compiler's choice
+  int minCtasPerSM = 0; // 0: the compiler's choice
   std::string only; // run only the rows whose name contains this
   bool wants(const std::string &row) const {
     return only.empty() || row.find(only) != std::string::npos;
@@ -115,13 +117,20 @@ struct Bench {
 
 int main(int argc, char **argv) {
   std::string jsonPath, only;
-  int numWarps = 0;
+  int numWarps = 0, minCtasPerSM = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       jsonPath = argv[++i];
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
       only = argv[++i];
-    else if (!std::strcmp(argv[i], "--num-warps") && i + 1 < argc) {
+    else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) {
+      minCtasPerSM = std::atoi(argv[++i]);
+      if (minCtasPerSM < 0 || minCtasPerSM > 32) {
+        llvm::errs() << "kvarn-bench: error: --min-ctas takes 0 (the "
+                        "compiler's choice) to 32\n";
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--num-warps") && i + 1 < argc) {
       numWarps = std::atoi(argv[++i]);
       if (numWarps < 0 || numWarps > 32) {
         llvm::errs() << "kvarn-bench: error: --num-warps takes 0 (the "
@@ -131,9 +140,10 @@ int main(int argc, char **argv) {
     }
     else if (!std::strcmp(argv[i], "--help")) {
       llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
-                      "[--num-warps N]\n"
+                      "[--num-warps N] [--min-ctas N]\n"
                       "  --only       run only the rows whose name contains SUBSTRING\n"
-                      "  --num-warps  compile every kernel with N warps per CTA\n";
+                      "  --num-warps  compile every kernel with N warps per CTA\n"
+                      "  --min-ctas   ... and registers budgeted for N CTAs per SM\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -148,6 +158,7 @@ int main(int argc, char **argv) {
   b.stop = check(Event::create(b.ctx));
   b.only = only;
   b.numWarps = numWarps;
+  b.minCtasPerSM = minCtasPerSM;
   std::vector<Row> rows;
   const DeviceInfo &info = b.ctx.info();
 

@@ -79,12 +79,12 @@ namespace {
 
 /// The pass pipeline as MLIR prints it, plus what the NVPTX backend is asked
 /// for. Building the passes needs no context; the text is memoized per
-/// warp count.
+/// (warp count, CTAs per SM).
 std::string pipelineText(const CompileOptions &options) {
   static std::mutex mutex;
-  static std::map<int, std::string> memo;
+  static std::map<std::pair<int, int>, std::string> memo;
   std::lock_guard<std::mutex> lock(mutex);
-  std::string &text = memo[options.numWarps];
+  std::string &text = memo[{options.numWarps, options.minCtasPerSM}];
   if (text.empty()) {
     mlir::OpPassManager pm("builtin.module");
     buildKvtToNVVMPipeline(pm, options);
@@ -161,6 +161,7 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   add("pipeline", pipelineText(options));
   add("codegen", "nvptx64-nvidia-cuda O3 " + target.features());
   add("num_warps", llvm::Twine(options.numWarps));
+  add("min_ctas_per_sm", llvm::Twine(options.minCtasPerSM));
   for (const char *variable : keyedEnvironmentVariables()) {
     const char *value = std::getenv(variable);
     key.fields.emplace_back(std::string("env:") + variable,

@@ -142,7 +142,8 @@ std::string memoryKey(const KernelRequest &r, const CompileOptions &o) {
                     std::to_string(r.spec.headDim) + "|" +
                     std::to_string(r.spec.gqa) + "|" + o.target.chip + "|" +
                     std::to_string(o.target.ptxVersion) + "|" +
-                    std::to_string(o.numWarps);
+                    std::to_string(o.numWarps) + "|" +
+                    std::to_string(o.minCtasPerSM);
   if (!r.source.empty())
     key += "|" + r.sourceName + "|" +
            llvm::utohexstr(std::hash<std::string>()(r.source));

@@ -216,8 +216,15 @@ int runEmit(const ParsedOptions &opts) {
   std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
   std::optional<int64_t> gqa = opts.getInt("gqa", 1);
   std::optional<int64_t> threads = opts.getInt("threads", 0);
-  if (!headDim || !gqa || !threads)
+  std::optional<int64_t> warps = opts.getInt("num-warps", 0);
+  std::optional<int64_t> minCtas = opts.getInt("min-ctas-per-sm", 0);
+  if (!headDim || !gqa || !threads || !warps || !minCtas)
     return kExitUsage;
+  if (*warps < 0 || *warps > 32)
+    return usageError("--num-warps takes 1 to 32 (0: the compiler's choice)");
+  if (*minCtas < 0 || *minCtas > 32)
+    return usageError(
+        "--min-ctas-per-sm takes 1 to 32 (0: the compiler's choice, 1)");
   if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
       *gqa > INT32_MAX)
     return usageError("--head-dim and --gqa take 32-bit integers");
@@ -338,6 +345,9 @@ Command kvarn::jit::emitCommand() {
                           "here instead of printing"},
            {"json", nullptr, "describe what was built as JSON on stdout"},
            {"threads", "N", "compile on N threads (default: one per core)"},
+           {"num-warps", "N", "warps per CTA (default: from the largest tile)"},
+           {"min-ctas-per-sm", "N", "CTAs per SM ptxas budgets registers for "
+                                    "(.minnctapersm; default 1)"},
            {"dump-ir", "DIR", "write the IR after every stage to "
                               "DIR/<kernel>/NN-<stage>.<ext> (compiles even "
                               "on a cache hit)"},
