@@ -101,8 +101,8 @@ protected:
     llvm::Expected<std::shared_ptr<const LoadedKernel>> loaded =
         gpu().cache->load({name, spec, "", ""}, CompileOptions(), ctx());
     if (!loaded) {
-      ADD_FAILURE() << name << "/" << spec.preset << "/" << spec.headDim << "/"
-                    << spec.gqa << ": " << llvm::toString(loaded.takeError());
+      ADD_FAILURE() << name << " " << spec.describe() << ": "
+                    << llvm::toString(loaded.takeError());
       return nullptr;
     }
     return loaded->get(); // the cache keeps it loaded
