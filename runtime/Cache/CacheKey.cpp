@@ -153,9 +153,11 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   add("head_dim", llvm::Twine(request.spec.headDim));
   add("gqa", llvm::Twine(request.spec.gqa));
   add("record_bytes", llvm::Twine(layout->recordBytes));
-  // The element types the ABI fixes (docs/dsl.md): fp16 activations and pool,
-  // fp32 accumulation, byte records.
-  add("dtypes", "q,k,v,pool,out=f16 accumulate=f32 records=u8");
+  // The element types of the ABI (docs/dsl.md): the activations (q, append's
+  // k/v, outputs) in the specialization's dtype; the fp16 pool, fp32
+  // accumulation and byte records are fixed.
+  add("dtypes", "q,k,v,out=" + spell(request.spec.dtype) +
+                    " pool=f16 accumulate=f32 records=u8");
   add("chip", target.chip);
   add("ptx_version", llvm::Twine(target.ptxVersion));
   add("pipeline", pipelineText(options));
