@@ -80,10 +80,11 @@ bool readsAlongRows(ReduceOp op) {
 
 /// Most rows one thread reduces side by side.
 constexpr int64_t kMaxRowsPerThread = 8;
-/// Partial results per row: a thread sums columns c, c + P, ... into P
-/// accumulators combined at the end, which keeps fp32 sums closer to a tree
-/// reduction's accuracy than one running sum over hundreds of columns (and
-/// gives the loop independent chains).
+/// Partial results of a thread: it sums columns c, c + P, ... of a row into
+/// P accumulators combined at the end, which keeps fp32 sums closer to a
+/// tree reduction's accuracy than one running sum over hundreds of columns
+/// (and gives the loop independent chains). P = 4 for one row, fewer when a
+/// thread reduces several rows at once.
 constexpr int64_t kPartialsPerRow = 4;
 
 /// Reduces `rows` (all this thread's) over every column in one loop, with
@@ -93,9 +94,11 @@ void reduceRowsInOneLoop(OpBuilder &b, Location loc, ReduceOp op,
                          ArrayRef<Value> rows) {
   int64_t cols = op.getShape()[1];
   ReduceKind kind = op.getKind();
-  int64_t partials = cols % kPartialsPerRow == 0 && cols >= 2 * kPartialsPerRow
-                         ? kPartialsPerRow
-                         : 1;
+  // At most kPartialsPerRow accumulators in all (registers: the decode
+  // family must not spill at 4 CTAs per SM).
+  int64_t partials = std::max<int64_t>(1, kPartialsPerRow / int64_t(rows.size()));
+  while (partials > 1 && (cols % partials != 0 || cols < 2 * partials))
+    partials /= 2;
   SmallVector<Value> inits(rows.size() * partials, identity(b, loc, kind));
   auto loop = scf::ForOp::create(
       b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),

@@ -520,7 +520,7 @@ struct ConvertKVTileToKVGPUPass
                     : attends    ? kAttentionNumWarps
                                  : pickNumWarps(func);
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM
-                        : attends        ? kAttentionCtasPerSM
+                        : attends ? attentionCtasPerSM(int(spec.getHeadDim()))
                                          : 1;
     int64_t sharedBudget =
         std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);

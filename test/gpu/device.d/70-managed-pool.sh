@@ -3,7 +3,8 @@
 # decode, speculative steps, prefix sharing, preemption, flushes), every step
 # checked against the CPU reference; then the bookkeeping's host overhead per
 # step for 256 requests on this machine's CPU, and the Python package's tests
-# against the packed libkvarn.so. See docs/runtime.md.
+# against the packed libkvarn.so (test_kvarn; test_torch with PyTorch
+# tensors). See docs/runtime.md.
 set -uo pipefail
 bin=$KVARN_DEVICE_ROOT/bin
 rc=0
@@ -18,5 +19,10 @@ if [ -d "$KVARN_REPO/python/kvarn" ]; then
   (cd "$KVARN_REPO/test/python" &&
     PYTHONPATH=$KVARN_REPO/python KVARN_LIBRARY=$KVARN_DEVICE_ROOT/lib/libkvarn.so.0 \
       python3 -m unittest -v test_kvarn) || rc=1
+  # PyTorch CUDA tensors through the package (its own process: test_kvarn
+  # hides libcuda); skips with the reason where torch or CUDA is missing.
+  (cd "$KVARN_REPO/test/python" &&
+    PYTHONPATH=$KVARN_REPO/python KVARN_LIBRARY=$KVARN_DEVICE_ROOT/lib/libkvarn.so.0 \
+      python3 -m unittest -v test_torch) || rc=1
 fi
 exit $rc
