@@ -515,12 +515,17 @@ struct ConvertKVTileToKVGPUPass
     sinkTileConsumersIntoBranches(func);
     // Kernels that attend: kvarn/Codegen/LaunchPolicy.h says why.
     bool attends = false;
-    func.walk([&](AttendOp) { attends = true; });
+    int64_t group = 0, headDim = 0; // of the attended K tile [G, D]
+    func.walk([&](AttendOp op) {
+      attends = true;
+      group = op.getK().getType().getDim(0);
+      headDim = op.getK().getType().getDim(1);
+    });
     int64_t warps = numWarps > 0 ? numWarps
                     : attends    ? kAttentionNumWarps
                                  : pickNumWarps(func);
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM
-                        : attends ? attentionCtasPerSM(int(spec.getHeadDim()))
+                        : attends ? attentionCtasPerSM(int(group), int(headDim))
                                          : 1;
     int64_t sharedBudget =
         std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);

@@ -21,11 +21,12 @@ constexpr int kAttentionNumWarps = 4;
 /// 4 beat 2 and 3 at 32 x 8K and 8 x 32K.
 constexpr int kAttentionCtasPerSM = 4;
 
-/// kAttentionCtasPerSM, except at head_dim 64 and below: there the 64-column
-/// score loops unroll fully and ptxas spilled (24-40 bytes) within the 128
-/// registers of 4 CTAs per SM; 3 CTAs leave 168.
-constexpr int attentionCtasPerSM(int headDim) {
-  return headDim <= 64 ? 3 : kAttentionCtasPerSM;
+/// kAttentionCtasPerSM, except when a block's tokens (G) or channels
+/// (head_dim) are 64 or fewer: the 64-long reduction loops unroll fully and
+/// ptxas spilled (8-40 bytes) within the 128 registers of 4 CTAs per SM; 3
+/// CTAs leave 168.
+constexpr int attentionCtasPerSM(int group, int headDim) {
+  return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
 } // namespace kvarn
