@@ -36,6 +36,12 @@ std::pair<Value, Value> split(OpBuilder &b, Location loc, Value i, int64_t n) {
           arith::RemUIOp::create(b, loc, i, nv)};
 }
 
+/// i * n + j: the row-major index of (i, j) in a flattened [*, n] scratch.
+Value flatIndex(OpBuilder &b, Location loc, Value i, Value j, int64_t n) {
+  return arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, i, idx(b, loc, n)), j);
+}
+
 Value isNegInf(OpBuilder &b, Location loc, Value x) {
   return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x,
                                cst(b, loc, kNegInf));
@@ -88,10 +94,6 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
 
   std::optional<AffineDequant> kq = matchDequant(s, op.getK(), /*transposed=*/true);
   std::optional<AffineDequant> vq = matchDequant(s, op.getV(), /*transposed=*/false);
-  auto hIdx = [&](OpBuilder &b, Value h, Value i, int64_t n) -> Value {
-    return arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, n)), i);
-  };
   Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
   if (kq) {
     kScaledQ = scratch.get(loc, {H * D}, f32);
@@ -100,7 +102,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       Value x = arith::MulFOp::create(
           b, loc, s.read(b, loc, q, i),
           widenToF32(b, loc, s.read(b, loc, kq->scale, {i[1]})));
-      store(b, loc, x, kScaledQ, {hIdx(b, i[0], i[1], D)});
+      store(b, loc, x, kScaledQ, {flatIndex(b, loc, i[0], i[1], D)});
     });
     s.reduce(loc, ReduceKind::Add, H, D, kZeroDot,
              [&](OpBuilder &b, Value h, Value d) {
@@ -116,7 +118,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
              auto [h, t] = split(b, loc, r, G);
              if (kq)
                return arith::MulFOp::create(
-                          b, loc, load(b, loc, kScaledQ, {hIdx(b, h, d, D)}),
+                          b, loc, load(b, loc, kScaledQ, {flatIndex(b, loc, h, d, D)}),
                           widenToF32(b, loc, s.read(b, loc, kq->codes, {d, t})))
                    .getResult();
              return arith::MulFOp::create(b, loc, s.read(b, loc, q, {h, d}),
@@ -125,8 +127,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
            });
   // The scaled score of (h, t), or -inf for tokens past valid[h].
   auto scaled = [&](OpBuilder &b, Value h, Value t) -> Value {
-    Value hg = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, G)), t);
+    Value hg = flatIndex(b, loc, h, t, G);
     Value dot = load(b, loc, scores, hg);
     if (kq)
       dot = arith::MulFOp::create(
@@ -161,8 +162,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
         b, loc,
         arith::OrIOp::create(b, loc, isNegInf(b, loc, x), isNegInf(b, loc, mx)),
         cst(b, loc, 0.0f), emitExp(b, loc, arith::SubFOp::create(b, loc, x, mx)));
-    Value hg = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, G)), i[1]);
+    Value hg = flatIndex(b, loc, i[0], i[1], G);
     store(b, loc, p, probs, {hg});
     if (vq) // p[h, t] * vscale[t]
       store(b, loc,
@@ -171,8 +171,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
             vScaledProbs, {hg});
   });
   auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
-    Value hg = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, G)), t);
+    Value hg = flatIndex(b, loc, h, t, G);
     return load(b, loc, probs, {hg});
   };
   s.reduce(loc, ReduceKind::Add, H, G, probSum, prob);
@@ -193,7 +192,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
              auto [h, d] = split(b, loc, r, D);
              if (vq)
                return arith::MulFOp::create(
-                          b, loc, load(b, loc, vScaledProbs, {hIdx(b, h, t, G)}),
+                          b, loc, load(b, loc, vScaledProbs, {flatIndex(b, loc, h, t, G)}),
                           widenToF32(b, loc, s.read(b, loc, vq->codes, {t, d})))
                    .getResult();
              return arith::MulFOp::create(b, loc, prob(b, h, t),
@@ -209,8 +208,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
     Value x = arith::MulFOp::create(b, loc, load(b, loc, alpha, {i[0]}),
                                     s.read(b, loc, acc, i));
-    Value hd = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, D)), i[1]);
+    Value hd = flatIndex(b, loc, i[0], i[1], D);
     Value w = load(b, loc, weighted, {hd});
     if (vq)
       w = arith::MulFOp::create(
@@ -279,8 +277,7 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   };
   s.reduce(loc, ReduceKind::Max, H, S, gmax, lseOf);
   auto weightIdx = [&](OpBuilder &b, Value sIdx, Value h) -> Value {
-    return arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, sIdx, idx(b, loc, H)), h);
+    return flatIndex(b, loc, sIdx, h, H);
   };
   s.foreach(loc, {S, H}, [&](OpBuilder &b, ValueRange i) {
     Value x = lseOf(b, i[1], i[0]);
@@ -310,8 +307,7 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   TileView out = s.allocate(loc, op.getResult().getType());
   s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
     Value den = load(b, loc, denom, {i[0]});
-    Value hd = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, D)), i[1]);
+    Value hd = flatIndex(b, loc, i[0], i[1], D);
     Value x = arith::DivFOp::create(b, loc, load(b, loc, sums, {hd}), den);
     Value none = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLE, den,
                                        cst(b, loc, 0.0f));

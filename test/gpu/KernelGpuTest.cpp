@@ -706,13 +706,7 @@ TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
       std::vector<uint16_t> gotK = download<uint16_t>(ok),
                             gotV = download<uint16_t>(ov);
       std::vector<uint16_t> wantK = poison, wantV = poison;
-      ContextBatchView cb;
-      cb.batch = batch;
-      cb.blockTable = c.blockTable.data();
-      cb.maxBlocks = c.maxBlocks;
-      cb.seqLens = c.lens.data();
-      cb.outStart = start.data();
-      cb.outType = dtype;
+      ContextBatchView cb = c.contextView(start, dtype);
       llvm::Error err =
           materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
       ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));

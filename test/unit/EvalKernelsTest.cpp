@@ -411,13 +411,7 @@ TEST(EvalKernels, MaterializeMatchesMaterializeContext) {
     ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
     std::vector<uint16_t> wantK(outK.size(), kPoison), wantV = wantK;
-    ContextBatchView cb;
-    cb.batch = batch;
-    cb.blockTable = c.blockTable.data();
-    cb.maxBlocks = c.maxBlocks;
-    cb.seqLens = c.lens.data();
-    cb.outStart = start.data();
-    cb.outType = dtype;
+    ContextBatchView cb = c.contextView(start, dtype);
     llvm::Error err =
         materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
     ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));

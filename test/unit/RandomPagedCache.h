@@ -118,6 +118,18 @@ struct RandomPagedCache {
     b.softmaxScale = 1.0 / std::sqrt(double(d));
     return b;
   }
+  /// materializeContext's view: request b's rows start at outStart[b].
+  ContextBatchView contextView(const std::vector<int32_t> &outStart,
+                               DType outType) const {
+    ContextBatchView b;
+    b.batch = int(seqLens.size());
+    b.blockTable = blockTable.data();
+    b.maxBlocks = maxBlocks;
+    b.seqLens = lens.data();
+    b.outStart = outStart.data();
+    b.outType = outType;
+    return b;
+  }
 };
 } // namespace kvarn::test
 
