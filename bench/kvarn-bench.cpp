@@ -107,12 +107,16 @@ struct Bench {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string jsonPath;
+  std::string jsonPath, only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       jsonPath = argv[++i];
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
+      only = argv[++i];
     else if (!std::strcmp(argv[i], "--help")) {
-      llvm::outs() << "usage: kvarn-bench [--json FILE]\n";
+      llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING]\n"
+                      "  --only: time only the rows whose name contains "
+                      "SUBSTRING (the device copy always runs)\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -138,8 +142,12 @@ int main(int argc, char **argv) {
     rows.push_back({"device copy 1 GiB", us, copyGBs, "read + write"});
   }
 
+  auto want = [&](llvm::StringRef name) {
+    return only.empty() || name.contains(only);
+  };
+
   // append: 4096 tokens x 8 KV heads, head_dim 128.
-  {
+  if (want("append 4096 tok x 8 heads, D=128")) {
     const int n = 4096, hk = 8, d = 128, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
     const LoadedKernel &k = b.load("append", spec);
@@ -166,6 +174,8 @@ int main(int argc, char **argv) {
 
   // flush: 2048 (K, V) tile pairs (256 tiles x 8 heads), D = 128 and 256.
   for (int d : {128, 256}) {
+    if (!want(llvm::formatv("flush 2048 tile pairs, D={0}", d).str()))
+      continue;
     const int tiles = 256, hk = 8, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
     RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), d));
@@ -203,6 +213,10 @@ int main(int argc, char **argv) {
       {64, 8, 128, 8, 32768},  {32, 32, 128, 8, 32768}, {32, 8, 64, 8, 32768},
       {32, 8, 256, 8, 32768}};
   for (const DecodePoint &p : points) {
+    if (!want(llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq, p.hk, p.d,
+                            p.batch, p.context)
+                  .str()))
+      continue;
     const int g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", p.d, p.hq / p.hk};
     RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), p.d));
