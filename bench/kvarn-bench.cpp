@@ -99,7 +99,16 @@ struct Bench {
   /// Through the kernel cache; it keeps the kernel loaded.
   const LoadedKernel &load(const std::string &name,
                            const dsl::Specialization &spec) {
-    return *check(cache->load({name, spec, "", ""}, CompileOptions(), ctx));
+    CompileOptions options;
+    options.numWarps = numWarps;
+    options.minCtasPerSM = minCtasPerSM;
+    return *check(cache->load({name, spec, "", ""}, options, ctx));
+  }
+  int numWarps = 0;     // 0: the compiler's choice
+  int minCtasPerSM = 0; // 0: the compiler's choice
+  std::string only; // run only the rows whose name contains this
+  bool wants(const std::string &row) const {
+    return only.empty() || row.find(only) != std::string::npos;
   }
   std::unique_ptr<KernelCache> cache = std::make_unique<KernelCache>();
 };
@@ -108,15 +117,33 @@ struct Bench {
 
 int main(int argc, char **argv) {
   std::string jsonPath, only;
+  int numWarps = 0, minCtasPerSM = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       jsonPath = argv[++i];
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
       only = argv[++i];
+    else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) {
+      minCtasPerSM = std::atoi(argv[++i]);
+      if (minCtasPerSM < 0 || minCtasPerSM > 32) {
+        llvm::errs() << "kvarn-bench: error: --min-ctas takes 0 (the "
+                        "compiler's choice) to 32\n";
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--num-warps") && i + 1 < argc) {
+      numWarps = std::atoi(argv[++i]);
+      if (numWarps < 0 || numWarps > 32) {
+        llvm::errs() << "kvarn-bench: error: --num-warps takes 0 (the "
+                        "compiler's choice) to 32\n";
+        return 2;
+      }
+    }
     else if (!std::strcmp(argv[i], "--help")) {
-      llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING]\n"
-                      "  --only: time only the rows whose name contains "
-                      "SUBSTRING (the device copy always runs)\n";
+      llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
+                      "[--num-warps N] [--min-ctas N]\n"
+                      "  --only       run only the rows whose name contains SUBSTRING\n"
+                      "  --num-warps  compile every kernel with N warps per CTA\n"
+                      "  --min-ctas   ... and registers budgeted for N CTAs per SM\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -129,6 +156,9 @@ int main(int argc, char **argv) {
   b.stream = check(Stream::create(b.ctx));
   b.start = check(Event::create(b.ctx));
   b.stop = check(Event::create(b.ctx));
+  b.only = only;
+  b.numWarps = numWarps;
+  b.minCtasPerSM = minCtasPerSM;
   std::vector<Row> rows;
   const DeviceInfo &info = b.ctx.info();
 
@@ -142,12 +172,8 @@ int main(int argc, char **argv) {
     rows.push_back({"device copy 1 GiB", us, copyGBs, "read + write"});
   }
 
-  auto want = [&](llvm::StringRef name) {
-    return only.empty() || name.contains(only);
-  };
-
   // append: 4096 tokens x 8 KV heads, head_dim 128.
-  if (want("append 4096 tok x 8 heads, D=128")) {
+  if (b.wants("append 4096 tok x 8 heads, D=128")) {
     const int n = 4096, hk = 8, d = 128, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
     const LoadedKernel &k = b.load("append", spec);
@@ -174,7 +200,8 @@ int main(int argc, char **argv) {
 
   // flush: 2048 (K, V) tile pairs (256 tiles x 8 heads), D = 128 and 256.
   for (int d : {128, 256}) {
-    if (!want(llvm::formatv("flush 2048 tile pairs, D={0}", d).str()))
+    std::string what = llvm::formatv("flush 2048 tile pairs, D={0}", d).str();
+    if (!b.wants(what))
       continue;
     const int tiles = 256, hk = 8, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
@@ -196,7 +223,7 @@ int main(int argc, char **argv) {
       check(k.launch({unsigned(tiles), unsigned(hk), 1}, args, b.stream.handle()));
     }, 10);
     double bytes = 2.0 * poolElems * 2 + double(tiles) * hk * l.recordBytes;
-    rows.push_back({llvm::formatv("flush 2048 tile pairs, D={0}", d).str(), us,
+    rows.push_back({what, us,
                     bytes / us / 1e3,
                     llvm::formatv("{0:f2} us per pair", us / 2048).str()});
   }
@@ -213,9 +240,10 @@ int main(int argc, char **argv) {
       {64, 8, 128, 8, 32768},  {32, 32, 128, 8, 32768}, {32, 8, 64, 8, 32768},
       {32, 8, 256, 8, 32768}};
   for (const DecodePoint &p : points) {
-    if (!want(llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq, p.hk, p.d,
-                            p.batch, p.context)
-                  .str()))
+    std::string what = llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq,
+                                     p.hk, p.d, p.batch, p.context)
+                           .str();
+    if (!b.wants(what))
       continue;
     const int g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", p.d, p.hq / p.hk};
@@ -280,9 +308,7 @@ int main(int argc, char **argv) {
     double us = std::min(singleUs, splitUs);
     double bytes = double(numBlocks) * p.hk * l.recordBytes;
     rows.push_back(
-        {llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq, p.hk, p.d,
-                       p.batch, p.context)
-             .str(),
+        {what,
          us, bytes / us / 1e3,
          llvm::formatv("single {0:f1} us, {1} splits {2:f1} us; limit {3:f1} us "
                        "at 2.98 TB/s",

@@ -23,7 +23,11 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
   ];
   let options = [
     Option<"numWarps", "num-warps", "int", /*default=*/"0",
-           "Warps per CTA; 0 picks from the largest tile">
+           "Warps per CTA; 0: 4 for kernels that attend, else from the "
+           "largest tile">,
+    Option<"minCtasPerSM", "min-ctas-per-sm", "int", /*default=*/"0",
+           "CTAs per SM that registers (.minnctapersm) and shared memory are "
+           "budgeted for; 0: 2 for kernels that attend, else 1">
   ];
 }
 

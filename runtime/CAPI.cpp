@@ -287,11 +287,23 @@ kvarn_status_t kvarn_context_synchronize(kvarn_context_t *context) {
 kvarn_status_t kvarn_kernels_create(kvarn_context_t *context,
                                     const char *preset, int32_t head_dim,
                                     int32_t gqa, kvarn_kernels_t **out) {
+  return kvarn_kernels_create_dtype(context, preset, head_dim, gqa, nullptr,
+                                    out);
+}
+
+kvarn_status_t kvarn_kernels_create_dtype(kvarn_context_t *context,
+                                          const char *preset, int32_t head_dim,
+                                          int32_t gqa, const char *dtype,
+                                          kvarn_kernels_t **out) {
   return guarded([&]() -> llvm::Error {
+    // The dtype first: a bad one is reported with or without a GPU.
+    llvm::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
+    if (!activation)
+      return activation.takeError();
     KVARN_REQUIRE("kvarn_kernels_create", context);
     KVARN_REQUIRE("kvarn_kernels_create", out);
     dsl::Specialization spec{preset ? preset : defaultPreset().name, head_dim,
-                             gqa};
+                             gqa, *activation};
     llvm::Expected<std::unique_ptr<KernelSet>> set =
         KernelSet::create(context->state, spec);
     if (!set)

@@ -83,11 +83,9 @@ llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
         compileAndLoad(ctx->context, kernelName(kind), specialization);
     if (!k)
       return withContext(k.takeError(),
-                         llvm::formatv("compiling '{0}' for {1}, head_dim {2}, "
-                                       "GQA {3}",
-                                       kernelName(kind), specialization.preset,
-                                       specialization.headDim,
-                                       specialization.gqa)
+                         llvm::formatv("compiling '{0}' for {1}",
+                                       kernelName(kind),
+                                       specialization.describe())
                              .str());
     slot = std::make_unique<LoadedKernel>(std::move(*k));
   }

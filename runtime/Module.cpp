@@ -114,6 +114,14 @@ llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
             dynamicSharedBytes))
       return withContext(std::move(err), "kernel '" + kernel.name + "'");
     kernel.attributes.maxDynamicSharedBytes = dynamicSharedBytes;
+    // Split the SM's unified L1/shared memory all to shared, so as many CTAs
+    // as their shared memory allows fit at once (the default split can hold
+    // one 79 KiB CTA where two fit). A hint: the driver may round it.
+    if (llvm::Error err = KVARN_CUDA_CHECK(
+            driver, cuFuncSetAttribute, kernel.function,
+            CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            int(CU_SHAREDMEM_CARVEOUT_MAX_SHARED)))
+      return withContext(std::move(err), "kernel '" + kernel.name + "'");
   }
   return std::move(kernel);
 }

@@ -1,8 +1,8 @@
 //===- AttendOps.cpp - attend, attend_finish, merge -----------------------===//
 //
 // Online softmax over one block, its finish, and the split-K merge, as
-// shared-memory reductions over the CTA: one warp per score (q . k over D)
-// and per output channel (p . v over the block). exp and log are the
+// shared-memory reductions over the CTA (kvgpu.reduce picks a thread or a
+// warp per score and per output channel). exp and log are the
 // hardware approximations; everything accumulates in fp32.
 //
 //===----------------------------------------------------------------------===//
@@ -10,6 +10,7 @@
 #include "TileLowering.h"
 
 #include <limits>
+#include <optional>
 
 using namespace mlir;
 using namespace kvarn;
@@ -40,6 +41,35 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
                                cst(b, loc, kNegInf));
 }
 
+/// A dequantized tile, (code * scale[r] + zero[r]) * other[c]: the views of
+/// kvt.dequantize's operands.
+struct AffineDequant {
+  TileView codes, scale, zero, other;
+};
+
+/// `tile` as a dequantize op's result (behind a transpose when `transposed`).
+std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
+                                          bool transposed) {
+  if (transposed) {
+    auto t = tile.getDefiningOp<TransposeOp>();
+    if (!t)
+      return std::nullopt;
+    tile = t.getInput();
+  }
+  auto dq = tile.getDefiningOp<DequantizeOp>();
+  if (!dq)
+    return std::nullopt;
+  return AffineDequant{s.view(dq.getCodes()), s.view(dq.getScale()),
+                       s.view(dq.getZero()), s.view(dq.getOtherScale())};
+}
+
+/// Online softmax over one block. When K or V is read from a record
+/// (dequantized codes), the scales are folded out of the dot products
+/// (DESIGN.md, "Speed"):
+///   q . k[t]  = kouter[t] * (sum_d (q[d] kscale[d]) code[d, t] + sum_d q[d] kzero[d])
+///   sum_t p[t] v[t, d] = vouter[d] * (sum_t (p[t] vscale[t]) code[t, d] + sum_t p[t] vzero[t])
+/// so the inner loops multiply raw codes, and the per-channel and per-token
+/// terms are computed once per block.
 LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   auto op = cast<AttendOp>(raw);
   Location loc = op.getLoc();
@@ -56,10 +86,39 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   Value probs = scratch.get(loc, {H * G}, f32), probSum = scratch.get(loc, {H}, f32);
   Value alpha = scratch.get(loc, {H}, f32), weighted = scratch.get(loc, {H * D}, f32);
 
-  // scores[h, t] = q[h] . k[t]
+  std::optional<AffineDequant> kq = matchDequant(s, op.getK(), /*transposed=*/true);
+  std::optional<AffineDequant> vq = matchDequant(s, op.getV(), /*transposed=*/false);
+  auto hIdx = [&](OpBuilder &b, Value h, Value i, int64_t n) -> Value {
+    return arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, n)), i);
+  };
+  Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
+  if (kq) {
+    kScaledQ = scratch.get(loc, {H * D}, f32);
+    kZeroDot = scratch.get(loc, {H}, f32);
+    s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
+      Value x = arith::MulFOp::create(
+          b, loc, s.read(b, loc, q, i),
+          widenToF32(b, loc, s.read(b, loc, kq->scale, {i[1]})));
+      store(b, loc, x, kScaledQ, {hIdx(b, i[0], i[1], D)});
+    });
+    s.reduce(loc, ReduceKind::Add, H, D, kZeroDot,
+             [&](OpBuilder &b, Value h, Value d) {
+               return arith::MulFOp::create(
+                          b, loc, s.read(b, loc, q, {h, d}),
+                          widenToF32(b, loc, s.read(b, loc, kq->zero, {d})))
+                   .getResult();
+             });
+  }
+  // scores[h, t] = q[h] . k[t] (on raw codes when K is quantized)
   s.reduce(loc, ReduceKind::Add, H * G, D, scores,
            [&](OpBuilder &b, Value r, Value d) {
              auto [h, t] = split(b, loc, r, G);
+             if (kq)
+               return arith::MulFOp::create(
+                          b, loc, load(b, loc, kScaledQ, {hIdx(b, h, d, D)}),
+                          widenToF32(b, loc, s.read(b, loc, kq->codes, {d, t})))
+                   .getResult();
              return arith::MulFOp::create(b, loc, s.read(b, loc, q, {h, d}),
                                           s.read(b, loc, k, {t, d}))
                  .getResult();
@@ -68,7 +127,12 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   auto scaled = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = arith::AddIOp::create(
         b, loc, arith::MulIOp::create(b, loc, h, idx(b, loc, G)), t);
-    Value x = arith::MulFOp::create(b, loc, load(b, loc, scores, hg), scale);
+    Value dot = load(b, loc, scores, hg);
+    if (kq)
+      dot = arith::MulFOp::create(
+          b, loc, arith::AddFOp::create(b, loc, dot, load(b, loc, kZeroDot, {h})),
+          widenToF32(b, loc, s.read(b, loc, kq->other, {t})));
+    Value x = arith::MulFOp::create(b, loc, dot, scale);
     Value limit = arith::IndexCastOp::create(b, loc, b.getIndexType(),
                                              s.read(b, loc, valid, {h}));
     Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, t, limit);
@@ -89,6 +153,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
         emitExp(b, loc, arith::SubFOp::create(b, loc, old, mx)));
     store(b, loc, a, alpha, i);
   });
+  Value vScaledProbs = vq ? scratch.get(loc, {H * G}, f32) : Value();
   s.foreach(loc, {H, G}, [&](OpBuilder &b, ValueRange i) {
     Value mx = load(b, loc, newM.buffer, {i[0]});
     Value x = scaled(b, i[0], i[1]);
@@ -99,6 +164,11 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
     Value hg = arith::AddIOp::create(
         b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, G)), i[1]);
     store(b, loc, p, probs, {hg});
+    if (vq) // p[h, t] * vscale[t]
+      store(b, loc,
+            arith::MulFOp::create(
+                b, loc, p, widenToF32(b, loc, s.read(b, loc, vq->scale, {i[1]}))),
+            vScaledProbs, {hg});
   });
   auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = arith::AddIOp::create(
@@ -106,10 +176,26 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
     return load(b, loc, probs, {hg});
   };
   s.reduce(loc, ReduceKind::Add, H, G, probSum, prob);
-  // weighted[h, d] = sum_t p[h, t] v[t, d]
+  Value vZeroDot; // sum_t p[h, t] * vzero[t]
+  if (vq) {
+    vZeroDot = scratch.get(loc, {H}, f32);
+    s.reduce(loc, ReduceKind::Add, H, G, vZeroDot,
+             [&](OpBuilder &b, Value h, Value t) {
+               return arith::MulFOp::create(
+                          b, loc, prob(b, h, t),
+                          widenToF32(b, loc, s.read(b, loc, vq->zero, {t})))
+                   .getResult();
+             });
+  }
+  // weighted[h, d] = sum_t p[h, t] v[t, d] (on raw codes when V is quantized)
   s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
            [&](OpBuilder &b, Value r, Value t) {
              auto [h, d] = split(b, loc, r, D);
+             if (vq)
+               return arith::MulFOp::create(
+                          b, loc, load(b, loc, vScaledProbs, {hIdx(b, h, t, G)}),
+                          widenToF32(b, loc, s.read(b, loc, vq->codes, {t, d})))
+                   .getResult();
              return arith::MulFOp::create(b, loc, prob(b, h, t),
                                           s.read(b, loc, v, {t, d}))
                  .getResult();
@@ -125,8 +211,12 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
                                     s.read(b, loc, acc, i));
     Value hd = arith::AddIOp::create(
         b, loc, arith::MulIOp::create(b, loc, i[0], idx(b, loc, D)), i[1]);
-    store(b, loc, arith::AddFOp::create(b, loc, x, load(b, loc, weighted, {hd})),
-          newAcc.buffer, i);
+    Value w = load(b, loc, weighted, {hd});
+    if (vq)
+      w = arith::MulFOp::create(
+          b, loc, arith::AddFOp::create(b, loc, w, load(b, loc, vZeroDot, {i[0]})),
+          widenToF32(b, loc, s.read(b, loc, vq->other, {i[1]})));
+    store(b, loc, arith::AddFOp::create(b, loc, x, w), newAcc.buffer, i);
   });
   s.tiles[op.getNewM()] = newM;
   s.tiles[op.getNewL()] = newL;

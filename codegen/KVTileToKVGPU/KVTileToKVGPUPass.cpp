@@ -27,7 +27,11 @@ using namespace kvarn::kvt;
 namespace {
 
 /// The most dynamic shared memory a CTA can have on sm_80 / sm_90.
-constexpr int64_t kMaxSharedBytes = 227 * 1024;
+constexpr int64_t kMaxSharedBytes = 227 * 1024;    // one CTA (sm_90)
+constexpr int64_t kSharedBytesPerSM = 228 * 1024;  // all CTAs of an SM
+constexpr int64_t kReservedSharedBytes = 1024;     // the driver's, per CTA
+constexpr int64_t kAttendNumWarps = 4;
+constexpr int64_t kAttendCtasPerSM = 2;
 
 /// Pre-order positions of ops and the last position each tile value is
 /// needed at (a use inside a nested region keeps it alive to the end of the
@@ -509,11 +513,24 @@ struct ConvertKVTileToKVGPUPass
     argTypes.push_back(globalPtr);
 
     sinkTileConsumersIntoBranches(func);
-    int64_t warps = numWarps > 0 ? numWarps : pickNumWarps(func);
+    // Kernels that attend loop over blocks: latency-bound, they want several
+    // CTAs per SM (registers and shared memory for kAttendCtasPerSM), and
+    // four warps, so each thread reduces several query heads of one token.
+    bool attends = false;
+    func.walk([&](AttendOp) { attends = true; });
+    int64_t warps = numWarps > 0 ? numWarps
+                    : attends    ? kAttendNumWarps
+                                 : pickNumWarps(func);
+    int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM
+                        : attends        ? kAttendCtasPerSM
+                                         : 1;
+    int64_t sharedBudget =
+        std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);
 
     // Stage loaded tiles in shared memory when they fit: try the largest
     // staging limit first and give up staging, step by step, until the
-    // kernel fits in a CTA's shared memory.
+    // kernel's shared memory lets `ctasPerSM` CTAs share an SM (or, with
+    // nothing staged, fits one CTA).
     int64_t shared = 0;
     gpu::GPUFuncOp gpuFunc;
     for (int64_t limit : {int64_t(64) << 10, int64_t(32) << 10,
@@ -534,7 +551,7 @@ struct ConvertKVTileToKVGPUPass
         return failure();
       }
       shared = state.planner.peakBytes();
-      if (shared <= kMaxSharedBytes)
+      if (shared <= sharedBudget || (limit == 0 && shared <= kMaxSharedBytes))
         break;
       if (limit != 0)
         gpuFunc.erase();
@@ -549,12 +566,12 @@ struct ConvertKVTileToKVGPUPass
     gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
     gpuFunc.setKnownBlockSizeAttr(
         b.getDenseI32ArrayAttr({int32_t(warps * 32), 1, 1}));
-    // `.minnctapersm 1`: with only `.maxntid`, ptxas budgets registers for
-    // as many CTAs as threads allow and spills (flush at sm_80: 48 registers,
-    // 64 bytes). Hinting the CTAs shared memory allows spilled in 118 of 504
-    // kernels (docs/benchmarks.md); 1 spills in none.
+    // `.minnctapersm` (default 1): with only `.maxntid`, ptxas budgets
+    // registers for as many CTAs as threads allow and spills (flush at sm_80:
+    // 48 registers, 64 bytes). Hinting the CTAs shared memory allows spilled
+    // in 118 of 504 kernels (docs/benchmarks.md); 1 spills in none.
     gpuFunc->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                     b.getI32IntegerAttr(1));
+                     b.getI32IntegerAttr(int(ctasPerSM)));
     for (llvm::StringRef name : {"kvt.spec", "kvt.grid"})
       if (Attribute a = func->getAttr(name))
         gpuFunc->setAttr(name, a);

@@ -18,6 +18,15 @@ using namespace kvarn;
 using namespace kvarn::kvt;
 using kvgpu::ReduceKind;
 
+Value kvarn::kvt::widenToF32(OpBuilder &b, Location loc, Value v) {
+  Type f32 = b.getF32Type();
+  if (v.getType().isF32())
+    return v;
+  if (v.getType().isInteger(8)) // codes are unsigned
+    return arith::UIToFPOp::create(b, loc, f32, v);
+  return arith::ExtFOp::create(b, loc, f32, v);
+}
+
 namespace {
 
 Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
@@ -419,14 +428,7 @@ LogicalResult lowerDequantize(TileLowering &s, Operation *raw) {
     out.deps.append(in->buffers());
   TileLowering *state = &s;
   out.compute = [=](OpBuilder &b, Location loc, ValueRange i) -> Value {
-    Type f32 = b.getF32Type();
-    auto asF32 = [&](Value v) -> Value {
-      if (v.getType().isF32())
-        return v;
-      if (v.getType().isInteger(8))
-        return arith::UIToFPOp::create(b, loc, f32, v);
-      return arith::ExtFOp::create(b, loc, f32, v);
-    };
+    auto asF32 = [&](Value v) { return widenToF32(b, loc, v); };
     Value x = arith::MulFOp::create(b, loc, asF32(state->read(b, loc, codes, i)),
                                     asF32(state->read(b, loc, scale, {i[0]})));
     x = arith::AddFOp::create(b, loc, x,

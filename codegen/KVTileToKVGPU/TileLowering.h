@@ -173,6 +173,9 @@ void registerAttendOpLowerings(
     llvm::DenseMap<mlir::OperationName, OpLowering> &table,
     mlir::MLIRContext *ctx);
 
+/// `v` (f16, f32 or an unsigned i8 code) as f32.
+mlir::Value widenToF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
+
 /// f32 fast approximations (one PTX instruction each), used where the
 /// reference calls expf/logf: no libdevice is needed at run time.
 mlir::Value emitExp(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);

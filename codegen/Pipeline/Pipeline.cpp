@@ -42,6 +42,7 @@ static void addKVGPUToNVVMPasses(OpPassManager &pm) {
 static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   ConvertKVTileToKVGPUOptions tileOptions;
   tileOptions.numWarps = opts.numWarps;
+  tileOptions.minCtasPerSM = opts.minCtasPerSM;
   pm.addPass(createConvertKVTileToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
   pm.nest<gpu::GPUModuleOp>().addPass(createEliminateBarriers());

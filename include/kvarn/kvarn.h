@@ -160,11 +160,21 @@ KVARN_API kvarn_status_t kvarn_context_destroy(kvarn_context_t *context);
 KVARN_API kvarn_status_t kvarn_context_synchronize(kvarn_context_t *context);
 
 /* The kernels of one (preset, head_dim, GQA ratio), compiled for the
- * context's GPU on first use. */
+ * context's GPU on first use, for fp16 activations. */
 KVARN_API kvarn_status_t kvarn_kernels_create(kvarn_context_t *context,
                                               const char *preset,
                                               int32_t head_dim, int32_t gqa,
                                               kvarn_kernels_t **out);
+/* The same for activations of `dtype`: "f16" (NULL) or "bf16". q, append's
+ * k and v, and the outputs of decode, decode_split, verify and materialize
+ * are then of that type; the fp16 pool, the records and decode_split's fp32
+ * scratch are not. Another dtype is KVARN_ERROR_INVALID_ARGUMENT. */
+KVARN_API kvarn_status_t kvarn_kernels_create_dtype(kvarn_context_t *context,
+                                                    const char *preset,
+                                                    int32_t head_dim,
+                                                    int32_t gqa,
+                                                    const char *dtype,
+                                                    kvarn_kernels_t **out);
 KVARN_API kvarn_status_t kvarn_kernels_destroy(kvarn_kernels_t *kernels);
 /* Compiles and loads now the kernels named in the comma-separated `names`
  * ("append,flush,decode"; NULL: all), so no launch compiles. */

@@ -546,7 +546,10 @@ bool KvtBuilder::isBuiltinName(llvm::StringRef name) {
 
 bool KvtBuilder::isPureBuiltin(llvm::StringRef name) {
   const Builtin *b = findBuiltin(name);
-  return (b && b->pure) || llvm::is_contained({"min", "max", "cdiv", "i8", "i32", "i64", "f16", "bf16", "f32"}, name);
+  return (b && b->pure) ||
+         llvm::is_contained({"min", "max", "cdiv", "i8", "i32", "i64", "f16",
+                             "bf16", "f32", kActivationTypeName.data()},
+                            name);
 }
 
 std::optional<FailureOr<Operand>>

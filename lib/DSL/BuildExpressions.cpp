@@ -563,20 +563,30 @@ FailureOr<Operand> KvtBuilder::buildLoad(const ast::IndexExpr &expr) {
 // Calls: casts, min/max/cdiv, fns; the kvt builtins are in BuildBuiltins.cpp
 //===----------------------------------------------------------------------===//
 
-static Type castTarget(Builder &b, llvm::StringRef name) {
+Type KvtBuilder::activationType() {
+  switch (spec.dtype) {
+  case DType::F16: return builder.getF16Type();
+  case DType::BF16: return builder.getBF16Type();
+  }
+  llvm_unreachable("unknown dtype");
+}
+
+Type KvtBuilder::conversionTarget(llvm::StringRef name) {
+  if (name == kActivationTypeName)
+    return activationType();
   return llvm::StringSwitch<Type>(name)
-      .Case("i8", b.getI8Type())
-      .Case("i32", b.getI32Type())
-      .Case("i64", b.getI64Type())
-      .Case("f16", b.getF16Type())
-      .Case("bf16", b.getBF16Type())
-      .Case("f32", b.getF32Type())
+      .Case("i8", builder.getI8Type())
+      .Case("i32", builder.getI32Type())
+      .Case("i64", builder.getI64Type())
+      .Case("f16", builder.getF16Type())
+      .Case("bf16", builder.getBF16Type())
+      .Case("f32", builder.getF32Type())
       .Default(Type());
 }
 
 FailureOr<Operand> KvtBuilder::buildCall(const ast::CallExpr &call) {
   llvm::StringRef callee = call.getCallee();
-  if (Type target = castTarget(builder, callee))
+  if (Type target = conversionTarget(callee))
     return buildCast(target, call);
   if (callee == "min" || callee == "max")
     return buildMinMax(call, callee == "max");

@@ -61,9 +61,11 @@ LogicalResult KvtBuilder::error(llvm::SMLoc at, const llvm::Twine &message) {
 //===----------------------------------------------------------------------===//
 
 static bool isTypeName(llvm::StringRef name) {
-  return llvm::StringSwitch<bool>(name)
-      .Cases({"i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr"}, true)
-      .Default(false);
+  return name == kActivationTypeName ||
+         llvm::StringSwitch<bool>(name)
+             .Cases({"i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr"},
+                    true)
+             .Default(false);
 }
 
 bool KvtBuilder::isReserved(llvm::StringRef name) const {
@@ -201,6 +203,7 @@ Type KvtBuilder::convertType(const ast::TypeSpec &type) {
   case ast::ScalarKind::F16: element = builder.getF16Type(); break;
   case ast::ScalarKind::BF16: element = builder.getBF16Type(); break;
   case ast::ScalarKind::F32: element = builder.getF32Type(); break;
+  case ast::ScalarKind::Act: element = activationType(); break;
   }
   if (type.isPointer)
     return kvt::PointerType::get(context, element);

@@ -224,6 +224,12 @@ public:
   mlir::FailureOr<std::pair<mlir::Value, mlir::Value>>
   unifyScalars(const Operand &lhs, const Operand &rhs, llvm::StringRef opName,
                llvm::SMLoc at);
+  /// The element type `ACT` names: the specialization's activation dtype.
+  mlir::Type activationType();
+  /// The type a conversion `name(x)` converts to (`f16`, `ACT`, ...), or
+  /// null when `name` is not a type.
+  mlir::Type conversionTarget(llvm::StringRef name);
+
   /// A readable type: "i32", "tile<128x64xf32>", "ptr<f16>".
   std::string describe(mlir::Type type);
   std::string describe(const Operand &operand);

@@ -2,6 +2,7 @@
 
 #include "kvarn/DSL/Parser.h"
 #include "kvarn/DSL/Lexer.h"
+#include "kvarn/DSL/Specialization.h"
 
 #include "llvm/ADT/StringSwitch.h"
 
@@ -35,6 +36,7 @@ llvm::StringRef ast::spell(ScalarKind kind) {
   case ScalarKind::F16: return "f16";
   case ScalarKind::BF16: return "bf16";
   case ScalarKind::F32: return "f32";
+  case ScalarKind::Act: return kActivationTypeName;
   }
   return "?";
 }
@@ -227,6 +229,7 @@ bool Parser::parseType(TypeSpec &type) {
         .Case("f16", ScalarKind::F16)
         .Case("bf16", ScalarKind::BF16)
         .Case("f32", ScalarKind::F32)
+        .Case(kActivationTypeName, ScalarKind::Act)
         .Default(std::nullopt);
   };
   if (word == "ptr") {
@@ -237,7 +240,8 @@ bool Parser::parseType(TypeSpec &type) {
     if (at(TokenKind::Identifier))
       elt = scalar(tok.text);
     if (!elt)
-      return failExpected("a pointee type (i8, i32, i64, f16, bf16 or f32)");
+      return failExpected("a pointee type (i8, i32, i64, f16, bf16, f32 or "
+                          "ACT)");
     advance();
     type.isPointer = true;
     type.element = *elt;

@@ -18,6 +18,15 @@ llvm::Error Specialization::check() const {
   return llvm::Error::success();
 }
 
+std::string Specialization::describe() const {
+  std::string text = llvm::formatv("{0} head_dim {1} gqa {2}", preset,
+                                   headDim, gqa)
+                         .str();
+  if (dtype != DType::F16)
+    text += (" dtype " + spell(dtype)).str();
+  return text;
+}
+
 std::vector<SpecConstant> kvarn::dsl::specConstants(const Specialization &spec,
                                                     const RecordLayout &l) {
   return {

@@ -78,7 +78,7 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
         const uint16_t *q = batch.q + (size_t(b) * batch.numQHeads +
                                        size_t(kvh) * ratio + j) * d;
         for (int c = 0; c < d; ++c)
-          tmp[c] = halfToFloat(q[c]);
+          tmp[c] = dtypeToFloat(q[c], batch.qType);
         rotation.rotate(tmp.data(), qRot.data() + size_t(j) * d);
       }
       // Scores for every token, then a plain (two-pass) softmax.
@@ -153,6 +153,7 @@ llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
   rows.batch = batch.batch * t;
   rows.numQHeads = batch.numQHeads;
   rows.q = batch.q;
+  rows.qType = batch.qType;
   rows.blockTable = table.data();
   rows.maxBlocks = batch.maxBlocks;
   rows.seqLens = lens.data();
@@ -186,8 +187,8 @@ llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
         for (int t = 0; t < std::min(g, len - blk * g); ++t)
           for (int c = 0; c < d; ++c) {
             size_t at = ((size_t(start) + size_t(blk) * g + t) * hk + h) * d + c;
-            outK[at] = floatToHalf(float(k[size_t(t) * d + c]));
-            outV[at] = floatToHalf(float(v[size_t(t) * d + c]));
+            outK[at] = floatToDType(float(k[size_t(t) * d + c]), batch.outType);
+            outV[at] = floatToDType(float(v[size_t(t) * d + c]), batch.outType);
           }
       }
     }

@@ -207,10 +207,10 @@ void Rotation::unrotate(const double *x, double *y) const {
   apply(x, y, true);
 }
 
-void Rotation::rotateHalf(const uint16_t *x, uint16_t *y) const {
+void Rotation::rotateHalf(const uint16_t *x, uint16_t *y, DType xType) const {
   std::vector<double> in(n), out(n);
   for (int i = 0; i < n; ++i)
-    in[i] = halfToFloat(x[i]);
+    in[i] = dtypeToFloat(x[i], xType);
   rotate(in.data(), out.data());
   for (int i = 0; i < n; ++i)
     y[i] = floatToHalf(float(out[i]));

@@ -123,6 +123,8 @@ _SIGNATURES = {
     "kvarn_context_destroy": (_H,),
     "kvarn_context_synchronize": (_H,),
     "kvarn_kernels_create": (_H, c_char_p, c_int32, c_int32, POINTER(_H)),
+    "kvarn_kernels_create_dtype": (_H, c_char_p, c_int32, c_int32, c_char_p,
+                                   POINTER(_H)),
     "kvarn_kernels_destroy": (_H,),
     "kvarn_kernels_load": (_H, c_char_p),
     "kvarn_append": (_H, _H) + (_P,) * 6 + (c_int32, c_int32),
@@ -283,15 +285,17 @@ class Context(_Handle):
 
 
 class Kernels(_Handle):
-    """The kernels of one (preset, head_dim, GQA ratio), on caller buffers.
-    Argument order is docs/dsl.md's; tensors or ints as pointers."""
+    """The kernels of one (preset, head_dim, GQA ratio, activation dtype
+    "f16" or "bf16"), on caller buffers. Argument order is docs/dsl.md's;
+    tensors or ints as pointers."""
     _destroy = "kvarn_kernels_destroy"
 
-    def __init__(self, context, preset="kvarn_k4v2_g128", head_dim=128, gqa=1):
+    def __init__(self, context, preset="kvarn_k4v2_g128", head_dim=128, gqa=1,
+                 dtype="f16"):
         super().__init__()
         self.context = context
-        _call("kvarn_kernels_create", context._h, _bytes(preset), head_dim,
-              gqa, byref(self._h))
+        _call("kvarn_kernels_create_dtype", context._h, _bytes(preset),
+              head_dim, gqa, _bytes(dtype), byref(self._h))
 
     def load(self, names=None):
         _call("kvarn_kernels_load", self._h, _bytes(names))

@@ -79,12 +79,12 @@ namespace {
 
 /// The pass pipeline as MLIR prints it, plus what the NVPTX backend is asked
 /// for. Building the passes needs no context; the text is memoized per
-/// warp count.
+/// (warp count, CTAs per SM).
 std::string pipelineText(const CompileOptions &options) {
   static std::mutex mutex;
-  static std::map<int, std::string> memo;
+  static std::map<std::pair<int, int>, std::string> memo;
   std::lock_guard<std::mutex> lock(mutex);
-  std::string &text = memo[options.numWarps];
+  std::string &text = memo[{options.numWarps, options.minCtasPerSM}];
   if (text.empty()) {
     mlir::OpPassManager pm("builtin.module");
     buildKvtToNVVMPipeline(pm, options);
@@ -153,14 +153,17 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   add("head_dim", llvm::Twine(request.spec.headDim));
   add("gqa", llvm::Twine(request.spec.gqa));
   add("record_bytes", llvm::Twine(layout->recordBytes));
-  // The element types the ABI fixes (docs/dsl.md): fp16 activations and pool,
-  // fp32 accumulation, byte records.
-  add("dtypes", "q,k,v,pool,out=f16 accumulate=f32 records=u8");
+  // The element types of the ABI (docs/dsl.md): the activations (q, append's
+  // k/v, outputs) in the specialization's dtype; the fp16 pool, fp32
+  // accumulation and byte records are fixed.
+  add("dtypes", "q,k,v,out=" + spell(request.spec.dtype) +
+                    " pool=f16 accumulate=f32 records=u8");
   add("chip", target.chip);
   add("ptx_version", llvm::Twine(target.ptxVersion));
   add("pipeline", pipelineText(options));
   add("codegen", "nvptx64-nvidia-cuda O3 " + target.features());
   add("num_warps", llvm::Twine(options.numWarps));
+  add("min_ctas_per_sm", llvm::Twine(options.minCtasPerSM));
   for (const char *variable : keyedEnvironmentVariables()) {
     const char *value = std::getenv(variable);
     key.fields.emplace_back(std::string("env:") + variable,

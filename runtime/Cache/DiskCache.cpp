@@ -174,6 +174,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"preset", request.spec.preset},
       {"head_dim", request.spec.headDim},
       {"gqa", request.spec.gqa},
+      {"dtype", spell(request.spec.dtype)},
       {"chip", a.chip},
       {"ptx_version", a.ptxVersion},
       {"num_args", a.numArgs},
@@ -524,6 +525,7 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
       e.chip = kvarn->getString("chip").value_or("").str();
       e.headDim = int(kvarn->getInteger("head_dim").value_or(0));
       e.gqa = int(kvarn->getInteger("gqa").value_or(0));
+      e.dtype = kvarn->getString("dtype").value_or("f16").str();
     } else if (llvm::Expected<std::string> text =
                    readWholeFile(joinPath(s.directory, s.name + ".json"))) {
       // Unusable entries still say what they were, where they can.
@@ -534,6 +536,7 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
             e.chip = k->getString("chip").value_or("").str();
             e.headDim = int(k->getInteger("head_dim").value_or(0));
             e.gqa = int(k->getInteger("gqa").value_or(0));
+            e.dtype = k->getString("dtype").value_or("f16").str();
           }
       } else {
         llvm::consumeError(v.takeError());
@@ -544,8 +547,9 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
     out.push_back(std::move(e));
   }
   std::sort(out.begin(), out.end(), [](const DiskEntry &a, const DiskEntry &b) {
-    return std::tie(a.name, a.preset, a.headDim, a.gqa, a.chip, a.key) <
-           std::tie(b.name, b.preset, b.headDim, b.gqa, b.chip, b.key);
+    return std::tie(a.name, a.preset, a.headDim, a.gqa, a.dtype, a.chip,
+                    a.key) < std::tie(b.name, b.preset, b.headDim, b.gqa,
+                                      b.dtype, b.chip, b.key);
   });
   return out;
 }

@@ -19,18 +19,25 @@ using kvarn::test::RandomPagedCache;
 // Attention computed in the un-rotated frame (un-rotated q against K and V
 // un-rotated after dequantization) must equal the reference, which works in
 // the rotated frame and un-rotates the output: this checks the rotation of
-// q, the GQA head mapping and the dual-source read together.
+// q, the GQA head mapping and the dual-source read together. q is read as
+// fp16 or as bf16 bits.
 TEST(DecodeAttention, MatchesAttentionInTheUnrotatedFrame) {
   std::mt19937_64 rng(test::freshSeed());
   struct Shape { int presetIndex, d, hk, ratio; std::vector<int> lens; };
+  for (DType dtype : {DType::F16, DType::BF16})
   for (const Shape &s : std::vector<Shape>{{0, 128, 2, 4, {1, 300, 129}},
                                            {1, 96, 1, 6, {200, 64}},
                                            {3, 64, 3, 1, {65, 5}},
                                            {2, 80, 2, 2, {257}}}) {
     RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio, s.lens, rng);
+    if (dtype == DType::BF16) // the same values, rounded to bf16 bits
+      for (uint16_t &x : c.q)
+        x = floatToBFloat16(halfToFloat(x));
     Rotation rot = *Rotation::get(s.d);
     std::vector<float> out(size_t(s.lens.size()) * c.hq * s.d);
-    ASSERT_FALSE(bool(decodeAttention(c.view(), c.batchView(), rot, out.data())));
+    DecodeBatchView bv = c.batchView();
+    bv.qType = dtype;
+    ASSERT_FALSE(bool(decodeAttention(c.view(), bv, rot, out.data())));
     for (size_t b = 0; b < s.lens.size(); ++b)
       for (int h = 0; h < c.hq; ++h) {
         int kvh = h / s.ratio, len = s.lens[b];
@@ -40,7 +47,9 @@ TEST(DecodeAttention, MatchesAttentionInTheUnrotatedFrame) {
         for (int t = 0; t < len; ++t) {
           double dot = 0;
           for (int i = 0; i < s.d; ++i)
-            dot += halfToFloat(q[i]) * c.kHeld[b][kvh][size_t(t) * s.d + i];
+            dot += (dtype == DType::F16 ? halfToFloat(q[i])
+                                        : bfloat16ToFloat(q[i])) *
+                   c.kHeld[b][kvh][size_t(t) * s.d + i];
           scores[t] = dot / std::sqrt(double(s.d));
           mx = std::max(mx, scores[t]);
         }
@@ -53,7 +62,8 @@ TEST(DecodeAttention, MatchesAttentionInTheUnrotatedFrame) {
         for (int i = 0; i < s.d; ++i)
           ASSERT_NEAR(out[(b * c.hq + h) * s.d + i], expect[i] / den,
                       1e-5 * (1 + std::fabs(expect[i] / den)))
-              << "request " << b << " head " << h << " channel " << i;
+              << "request " << b << " head " << h << " channel " << i << " "
+              << spell(dtype).str();
       }
   }
 }

@@ -57,6 +57,23 @@ TEST(CAPI, ErrorsCarryAStatusAndAMessage) {
   EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0); // failures write nothing
 }
 
+// A dtype other than f16 and bf16 is refused, GPU or not, and says which
+// dtypes there are; nothing is created.
+TEST(CAPI, KernelsRejectAnUnknownDtype) {
+  kvarn_kernels_t *kernels = nullptr;
+  EXPECT_EQ(kvarn_kernels_create_dtype(nullptr, nullptr, 128, 1, "fp8",
+                                       &kernels),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(kvarn_last_error(), "unknown dtype 'fp8' (dtypes: f16, bf16)");
+  EXPECT_EQ(kernels, nullptr);
+  // A valid dtype gets as far as the missing context.
+  EXPECT_EQ(kvarn_kernels_create_dtype(nullptr, nullptr, 128, 1, "bf16",
+                                       &kernels),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(kvarn_last_error()).find("dtype"), std::string::npos)
+      << kvarn_last_error();
+}
+
 TEST(CAPI, WithoutADriverCudaIsUnavailableAndSaysWhy) {
   ASSERT_TRUE(kNoDriverForThisProcess);
   int devices = -1;

@@ -6,6 +6,7 @@
 #include "kvarn/DSL/Parser.h"
 #include "kvarn/Dialect/KVTile/KVTile.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <gtest/gtest.h>
@@ -162,6 +163,7 @@ TEST(Parser, ErrorsAreReportedOnceWithTheirLocation) {
            Case{"kernel k() { }", "every kernel declares its launch grid", 11},
            Case{"kernel k(a) grid(1) {}", "expected ':' after the parameter name", 10},
            Case{"kernel k(a: f16) grid(1) {}", "'f16' is not a parameter type", 12},
+           Case{"kernel k(a: ACT) grid(1) {}", "'ACT' is not a parameter type", 12},
            Case{"kernel k(a: ptr<x>) grid(1) {}", "expected a pointee type", 16},
            Case{"kernel k() grid(1) { if 1 < 2 < 3 {} }", "comparisons do not chain", 30},
            Case{"kernel k() grid(1) { kernel j() grid(1) {} }", "only allowed at the top level", 21},
@@ -237,13 +239,16 @@ TEST(Builder, EveryLibraryKernelBuildsForEveryPresetAndShape) {
       continue;
     for (const Preset &preset : allPresets())
       for (int d : {64, 80, 96, 128, 256, 368, 512})
-        for (int gqa : {1, 6}) {
-          BuiltKernel k = buildFromSource(file.text, file.fileName, file.name,
-                                          spec(preset.name, d, gqa));
-          ASSERT_TRUE(bool(k)) << file.name.str() << " " << preset.name
-                               << " D=" << d << " gqa=" << gqa << ": "
-                               << k.diagnostics;
-        }
+        for (int gqa : {1, 6})
+          for (DType dtype : {DType::F16, DType::BF16}) {
+            Specialization s = spec(preset.name, d, gqa);
+            s.dtype = dtype;
+            BuiltKernel k =
+                buildFromSource(file.text, file.fileName, file.name, s);
+            ASSERT_TRUE(bool(k))
+                << file.name.str() << " " << s.describe() << ": "
+                << k.diagnostics;
+          }
   }
 }
 
@@ -264,6 +269,41 @@ TEST(Builder, KernelAttributes) {
   EXPECT_EQ(dims, (std::vector<std::string>{"batch", "num_kv_heads", "num_splits"}));
   EXPECT_EQ(k.func.getArgAttrOfType<mlir::StringAttr>(0, "kvt.name").str(), "q");
   EXPECT_EQ(k.func.getNumArguments(), 14u);
+}
+
+// ACT is the specialization's dtype in pointer types and conversions, so
+// one source serves fp16 and bf16 models.
+TEST(Builder, ActIsTheActivationDtype) {
+  const char *source = R"(
+kernel k(x: ptr<ACT>, y: ptr<ACT>, n: i32) grid(n) {
+  let t = f32(load_tile(x, 0, [1, D], [D, 1]));
+  store_tile(y, 0, [D, 1], ACT(t));
+  y[D] = ACT(f32(n));
+}
+)";
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    Specialization s = spec("kvarn_k4v2_g128", 64);
+    s.dtype = dtype;
+    BuiltKernel k = buildFromSource(source, "k.kvt", "k", s);
+    ASSERT_TRUE(bool(k)) << k.diagnostics;
+    mlir::MLIRContext *ctx = k.context.get();
+    mlir::Type act = dtype == DType::F16 ? mlir::Type(mlir::Float16Type::get(ctx))
+                                         : mlir::Type(mlir::BFloat16Type::get(ctx));
+    EXPECT_EQ(k.func.getArgumentTypes()[0], kvt::PointerType::get(ctx, act));
+    EXPECT_EQ(k.func.getArgumentTypes()[1], kvt::PointerType::get(ctx, act));
+    int converts = 0, scalarTruncs = 0;
+    k.func.walk([&](kvt::ConvertOp c) {
+      converts += c.getResult().getType() == kvt::TileType::get({1, 64}, act);
+    });
+    k.func.walk([&](mlir::arith::TruncFOp t) {
+      scalarTruncs += t.getType() == act;
+    });
+    EXPECT_EQ(converts, 1) << spell(dtype).str();
+    EXPECT_EQ(scalarTruncs, 1) << spell(dtype).str();
+  }
+  // Without a dtype the specialization is f16: existing kernels keep their
+  // fp16 ABI.
+  EXPECT_EQ(Specialization().dtype, DType::F16);
 }
 
 TEST(Builder, ConstantsFoldAndPickBranches) {
@@ -325,6 +365,9 @@ TEST(Builder, DiagnosticsNameTheLocation) {
            Case{"kernel k(n: i32) grid(n) { let x; for i in 0..n { x = i; } }",
                 "a variable assigned in this loop has no value before it"},
            Case{"kernel k(n: i32) grid(n) { let D = 1; }", "'D' is a constant and cannot be redefined"},
+           Case{"kernel k(n: i32) grid(n) { let ACT = 1; }", "'ACT' is the name of a function or type"},
+           Case{"kernel k(p: ptr<ACT>, n: i32) grid(n) { p[0] = 1.0 + p[1]; }",
+                "'+' does not apply to f16; convert with i32(...) or f32(...) first"},
            Case{"kernel k(n: i32) grid(n) { let a = 1; let a = 2; }", "'a' is already defined in this scope; note: k.kvt:1:32: first defined here"},
            Case{"fn f(a) { return f(a); } kernel k(n: i32) grid(n) { let x = f(n); }",
                 "'f' calls itself; fns are inlined"},

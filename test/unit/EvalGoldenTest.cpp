@@ -226,8 +226,8 @@ TEST_P(DecodeGolden, DecodeWithF32OutputIsWithin1e9) {
     ASSERT_NE(at, std::string::npos) << from.str();
     source.replace(at, from.size(), to.str());
   };
-  replace("out: ptr<f16>", "out: ptr<f32>");
-  replace("f16(unrotate(o))", "unrotate(o)");
+  replace("out: ptr<ACT>", "out: ptr<f32>");
+  replace("ACT(unrotate(o))", "unrotate(o)");
   dsl::Specialization spec;
   spec.preset = c.presetName();
   spec.headDim = in.d;

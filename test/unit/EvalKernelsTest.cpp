@@ -3,8 +3,9 @@
 // Fresh random inputs (seeded, KVARN_TEST_SEED replays) for shapes beyond
 // the golden cases: append vs Rotation::rotateHalf, flush vs encodeRecord,
 // decode vs decodeAttention, decode_split + combine vs decode, verify vs
-// verifyAttention, materialize vs materializeContext. Outputs are poisoned
-// first, so a row the kernel should not write is checked too.
+// verifyAttention, materialize vs materializeContext; the kernels that take
+// activations for both dtypes (fp16 and bf16 q, k/v and outputs). Outputs
+// are poisoned first, so a row the kernel should not write is checked too.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,20 +29,32 @@ using eval::KernelArg;
 
 namespace {
 
-constexpr uint16_t kPoison = 0x7e00; // fp16 NaN
+constexpr uint16_t kPoison = 0x7e00; // fp16 NaN; a bf16 1.7e38
 
-std::vector<double> widen(const std::vector<uint16_t> &h) {
+constexpr DType kDTypes[] = {DType::F16, DType::BF16};
+
+std::vector<double> widen(const std::vector<uint16_t> &h,
+                          DType dtype = DType::F16) {
   std::vector<double> out(h.size());
   for (size_t i = 0; i < h.size(); ++i)
-    out[i] = halfToFloat(h[i]);
+    out[i] = dtypeToFloat(h[i], dtype);
   return out;
 }
 
-/// fp16 bits of a reference output.
-std::vector<uint16_t> toHalf(const std::vector<float> &f) {
+/// `dtype` bits of a reference output.
+std::vector<uint16_t> toDType(const std::vector<float> &f, DType dtype) {
   std::vector<uint16_t> out(f.size());
   for (size_t i = 0; i < f.size(); ++i)
-    out[i] = floatToHalf(f[i]);
+    out[i] = floatToDType(f[i], dtype);
+  return out;
+}
+
+/// fp16 test activations as `dtype` (rounded to bf16 for bf16).
+std::vector<uint16_t> activations(const std::vector<uint16_t> &half,
+                                  DType dtype) {
+  std::vector<uint16_t> out(half.size());
+  for (size_t i = 0; i < half.size(); ++i)
+    out[i] = floatToDType(halfToFloat(half[i]), dtype);
   return out;
 }
 
@@ -64,21 +77,27 @@ struct DecodeRun {
   }
 };
 
-std::vector<float> referenceDecode(RandomPagedCache &c, float scale) {
+/// decodeAttention on the cache with q `q` of `dtype`.
+std::vector<float> referenceDecode(RandomPagedCache &c, float scale,
+                                   const std::vector<uint16_t> &q,
+                                   DType dtype) {
   DecodeBatchView bv = c.batchView();
   bv.softmaxScale = scale;
+  bv.q = q.data();
+  bv.qType = dtype;
   std::vector<float> out(size_t(bv.batch) * c.hq * c.d);
   llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), out.data());
   EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
   return out;
 }
 
+/// decode with q (fp16 or bf16 bits, as `k` was built); out in that type.
 std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
-                                float scale) {
+                                float scale, std::vector<uint16_t> &q) {
   int batch = int(c.seqLens.size());
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
   llvm::Expected<eval::RunStats> stats = k.run(
-      {KernelArg::buffer(c.q), KernelArg::buffer(c.blockTable),
+      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
        KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
        KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
        KernelArg::buffer(c.poolV), KernelArg::buffer(out),
@@ -91,12 +110,13 @@ std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
 /// decode_split then combine; part buffers sized for MAX_SPLITS.
 std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
                                      RandomPagedCache &c, float scale,
+                                     std::vector<uint16_t> &q,
                                      int splits) {
   int batch = int(c.seqLens.size()), ratio = c.hq / c.hk;
   size_t parts = size_t(batch) * c.hk * dsl::kMaxDecodeSplits * ratio;
   std::vector<float> partOut(parts * c.d, NAN), partLse(parts, NAN);
   llvm::Expected<eval::RunStats> stats = split.run(
-      {KernelArg::buffer(c.q), KernelArg::buffer(c.blockTable),
+      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
        KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
        KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
        KernelArg::buffer(c.poolV), KernelArg::buffer(partOut),
@@ -124,21 +144,25 @@ void expectPaddingUntouched(const RandomPagedCache &c,
 }
 
 /// Outputs that went through fp32 scratch (decode_split's partials) differ
-/// from the single-pass ones by fp16 rounding steps and by the partials' f32
-/// rounding, which is relative to the size of the row, not of each element
-/// (un-rotation mixes a row's channels).
+/// from the single-pass ones by a rounding step of the output type (one ulp:
+/// 2^-10 relative for fp16, 2^-7 for bf16's 7 stored mantissa bits) and by
+/// the partials' f32 rounding, which is relative to the size of the row, not
+/// of each element (un-rotation mixes a row's channels).
 void expectCloseToSinglePass(const std::vector<uint16_t> &a,
-                             const std::vector<uint16_t> &b, int d) {
+                             const std::vector<uint16_t> &b, int d,
+                             DType dtype) {
+  const int ulpExponent = dtype == DType::F16 ? -10 : -7;
   for (size_t row = 0; row < a.size() / d; ++row) {
     double rowMax = 0;
     for (int i = 0; i < d; ++i)
-      rowMax = std::max(rowMax, std::fabs(double(halfToFloat(b[row * d + i]))));
+      rowMax = std::max(rowMax, std::fabs(double(dtypeToFloat(b[row * d + i], dtype))));
     for (int i = 0; i < d; ++i) {
       size_t at = row * d + i;
       if (a[at] == b[at])
         continue;
-      double x = halfToFloat(a[at]), y = halfToFloat(b[at]);
-      ASSERT_LE(std::fabs(x - y), std::ldexp(std::fabs(y), -10) + 1e-6 * rowMax)
+      double x = dtypeToFloat(a[at], dtype), y = dtypeToFloat(b[at], dtype);
+      ASSERT_LE(std::fabs(x - y),
+                std::ldexp(std::fabs(y), ulpExponent) + 1e-6 * rowMax)
           << "element " << at << ": " << x << " vs " << y;
     }
   }
@@ -163,41 +187,47 @@ const std::vector<Shape> &shapes() {
 
 TEST(EvalKernels, AppendWritesRotatedTokensToThePool) {
   std::mt19937_64 rng(freshSeed());
-  for (int d : {128, 96}) {
-    const Preset &preset = allPresets()[1]; // G = 64
-    const int g = preset.group, hk = 2, tokens = 7, poolSlots = 3;
-    std::vector<uint16_t> k = heavyTailedTokens(rng, tokens * hk, d, false);
-    std::vector<uint16_t> v = heavyTailedTokens(rng, tokens * hk, d, false);
-    // Blocks 0..3; block 1 is quantized (-1), the others in slots 2, 0, 1.
-    std::vector<int32_t> blockToSlot = {2, -1, 0, 1};
-    std::vector<int32_t> slots = {5, -1, g + 3, 2 * g, 2 * g + 63, -7, 3 * g + 1};
-    std::vector<uint16_t> poolK(size_t(poolSlots) * g * hk * d, kPoison);
-    std::vector<uint16_t> poolV = poolK;
-    BuiltKernel append = buildLibrary("append", preset.name, d);
-    ASSERT_TRUE(bool(append));
-    llvm::Expected<eval::RunStats> stats = append.run(
-        {KernelArg::buffer(k), KernelArg::buffer(v), KernelArg::buffer(slots),
-         KernelArg::buffer(blockToSlot), KernelArg::buffer(poolK),
-         KernelArg::buffer(poolV), KernelArg::integer(tokens),
-         KernelArg::integer(hk)});
-    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  for (DType dtype : kDTypes)
+    for (int d : {128, 96}) {
+      const Preset &preset = allPresets()[1]; // G = 64
+      const int g = preset.group, hk = 2, tokens = 7, poolSlots = 3;
+      std::vector<uint16_t> k =
+          activations(heavyTailedTokens(rng, tokens * hk, d, false), dtype);
+      std::vector<uint16_t> v =
+          activations(heavyTailedTokens(rng, tokens * hk, d, false), dtype);
+      // Blocks 0..3; block 1 is quantized (-1), the others in slots 2, 0, 1.
+      std::vector<int32_t> blockToSlot = {2, -1, 0, 1};
+      std::vector<int32_t> slots = {5,          -1, g + 3,    2 * g,
+                                    2 * g + 63, -7, 3 * g + 1};
+      std::vector<uint16_t> poolK(size_t(poolSlots) * g * hk * d, kPoison);
+      std::vector<uint16_t> poolV = poolK;
+      BuiltKernel append = buildLibrary("append", preset.name, d, 1, dtype);
+      ASSERT_TRUE(bool(append));
+      llvm::Expected<eval::RunStats> stats =
+          append.run({KernelArg::buffer(k), KernelArg::buffer(v),
+                      KernelArg::buffer(slots), KernelArg::buffer(blockToSlot),
+                      KernelArg::buffer(poolK), KernelArg::buffer(poolV),
+                      KernelArg::integer(tokens), KernelArg::integer(hk)});
+      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
-    Rotation rot = *Rotation::get(d);
-    std::vector<uint16_t> expectK(poolK.size(), kPoison), expectV = expectK;
-    for (int t = 0; t < tokens; ++t) {
-      if (slots[t] < 0 || blockToSlot[slots[t] / g] < 0)
-        continue;
-      int ps = blockToSlot[slots[t] / g];
-      for (int h = 0; h < hk; ++h) {
-        size_t to = ((size_t(ps) * g + slots[t] % g) * hk + h) * d;
-        size_t from = (size_t(t) * hk + h) * d;
-        rot.rotateHalf(&k[from], &expectK[to]);
-        rot.rotateHalf(&v[from], &expectV[to]);
+      Rotation rot = *Rotation::get(d);
+      std::vector<uint16_t> expectK(poolK.size(), kPoison), expectV = expectK;
+      for (int t = 0; t < tokens; ++t) {
+        if (slots[t] < 0 || blockToSlot[slots[t] / g] < 0)
+          continue;
+        int ps = blockToSlot[slots[t] / g];
+        for (int h = 0; h < hk; ++h) {
+          size_t to = ((size_t(ps) * g + slots[t] % g) * hk + h) * d;
+          size_t from = (size_t(t) * hk + h) * d;
+          rot.rotateHalf(&k[from], &expectK[to], dtype);
+          rot.rotateHalf(&v[from], &expectV[to], dtype);
+        }
       }
+      EXPECT_EQ(poolK, expectK)
+          << "head_dim " << d << " " << spell(dtype).str();
+      EXPECT_EQ(poolV, expectV)
+          << "head_dim " << d << " " << spell(dtype).str();
     }
-    EXPECT_EQ(poolK, expectK) << "head_dim " << d;
-    EXPECT_EQ(poolV, expectV) << "head_dim " << d;
-  }
 }
 
 TEST(EvalKernels, FlushMatchesEncodeRecordAtEveryPresetAndHeadDim96) {
@@ -228,144 +258,181 @@ TEST(EvalKernels, FlushMatchesEncodeRecordAtEveryPresetAndHeadDim96) {
   }
 }
 
+/// fp16 and bf16: q read as its dtype, the output the reference rounded to
+/// it (the evaluator's fp64 matches the reference's, so only a value on a
+/// rounding boundary could differ).
 TEST(EvalKernels, DecodeMatchesDecodeAttention) {
   std::mt19937_64 rng(freshSeed());
-  for (const Shape &s : shapes()) {
-    RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio, s.lens, rng);
-    c.lens = {s.lens.begin(), s.lens.end()};
-    float scale = float(1.0 / std::sqrt(double(s.d)));
-    BuiltKernel decode =
-        buildLibrary("decode", allPresets()[s.presetIndex].name, s.d, s.ratio);
-    ASSERT_TRUE(bool(decode));
-    std::vector<uint16_t> expected = toHalf(referenceDecode(c, scale));
-    std::vector<uint16_t> got = runDecode(decode, c, scale);
-    expectPaddingUntouched(c, got);
-    for (size_t b = 0; b < s.lens.size(); ++b)
-      if (c.lens[b] <= 0)
-        std::fill_n(&got[b * c.hq * c.d], size_t(c.hq) * c.d, uint16_t(0));
-    std::vector<double> gw = widen(got), ew = widen(expected);
-    EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
-        << "head_dim " << s.d << " gqa " << s.ratio;
-    canonicalize(decode);
-    std::vector<uint16_t> canonical = runDecode(decode, c, scale);
-    for (size_t b = 0; b < s.lens.size(); ++b)
-      if (c.lens[b] <= 0)
-        std::fill_n(&canonical[b * c.hq * c.d], size_t(c.hq) * c.d, uint16_t(0));
-    EXPECT_EQ(canonical, got) << "canonicalized decode, head_dim " << s.d;
-  }
+  for (DType dtype : kDTypes)
+    for (const Shape &s : shapes()) {
+      RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio,
+                         s.lens, rng);
+      c.lens = {s.lens.begin(), s.lens.end()};
+      float scale = float(1.0 / std::sqrt(double(s.d)));
+      BuiltKernel decode = buildLibrary(
+          "decode", allPresets()[s.presetIndex].name, s.d, s.ratio, dtype);
+      ASSERT_TRUE(bool(decode));
+      std::vector<uint16_t> q = activations(c.q, dtype);
+      std::vector<uint16_t> expected =
+          toDType(referenceDecode(c, scale, q, dtype), dtype);
+      std::vector<uint16_t> got = runDecode(decode, c, scale, q);
+      expectPaddingUntouched(c, got);
+      for (size_t b = 0; b < s.lens.size(); ++b)
+        if (c.lens[b] <= 0)
+          std::fill_n(&got[b * c.hq * c.d], size_t(c.hq) * c.d, uint16_t(0));
+      std::vector<double> gw = widen(got, dtype), ew = widen(expected, dtype);
+      EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
+          << "head_dim " << s.d << " gqa " << s.ratio << " "
+          << spell(dtype).str();
+      canonicalize(decode);
+      std::vector<uint16_t> canonical = runDecode(decode, c, scale, q);
+      for (size_t b = 0; b < s.lens.size(); ++b)
+        if (c.lens[b] <= 0)
+          std::fill_n(&canonical[b * c.hq * c.d], size_t(c.hq) * c.d,
+                      uint16_t(0));
+      EXPECT_EQ(canonical, got) << "canonicalized decode, head_dim " << s.d;
+    }
 }
 
 TEST(EvalKernels, SplitDecodeAndCombineMatchDecode) {
   std::mt19937_64 rng(freshSeed());
-  for (const Shape &s : shapes()) {
-    RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio, s.lens, rng);
-    const char *preset = allPresets()[s.presetIndex].name;
-    float scale = float(1.0 / std::sqrt(double(s.d)));
-    BuiltKernel decode = buildLibrary("decode", preset, s.d, s.ratio);
-    BuiltKernel split = buildLibrary("decode_split", preset, s.d, s.ratio);
-    BuiltKernel combine = buildLibrary("combine", preset, s.d, s.ratio);
-    ASSERT_TRUE(decode && split && combine);
-    std::vector<uint16_t> single = runDecode(decode, c, scale);
-    // 1 split, a few, more splits than blocks, and more than MAX_SPLITS.
-    for (int splits : {1, 3, 7, dsl::kMaxDecodeSplits + 4}) {
-      std::vector<uint16_t> merged = runSplitDecode(split, combine, c, scale, splits);
-      expectPaddingUntouched(c, merged);
-      expectCloseToSinglePass(merged, single, s.d);
-      std::vector<double> mw = widen(merged), sw = widen(single);
-      for (size_t i = 0; i < mw.size(); ++i)
-        if (std::isnan(sw[i]))
-          mw[i] = sw[i] = 0; // padding rows
-      EXPECT_LT(relativeL2(mw.data(), sw.data(), mw.size()), 1e-4)
-          << splits << " splits, head_dim " << s.d;
+  for (DType dtype : kDTypes)
+    for (const Shape &s : shapes()) {
+      RandomPagedCache c(allPresets()[s.presetIndex], s.d, s.hk, s.ratio,
+                         s.lens, rng);
+      const char *preset = allPresets()[s.presetIndex].name;
+      float scale = float(1.0 / std::sqrt(double(s.d)));
+      BuiltKernel decode = buildLibrary("decode", preset, s.d, s.ratio, dtype);
+      BuiltKernel split =
+          buildLibrary("decode_split", preset, s.d, s.ratio, dtype);
+      BuiltKernel combine =
+          buildLibrary("combine", preset, s.d, s.ratio, dtype);
+      ASSERT_TRUE(decode && split && combine);
+      std::vector<uint16_t> q = activations(c.q, dtype);
+      std::vector<uint16_t> single = runDecode(decode, c, scale, q);
+      // 1 split, a few, more splits than blocks, and more than MAX_SPLITS.
+      for (int splits : {1, 3, 7, dsl::kMaxDecodeSplits + 4}) {
+        std::vector<uint16_t> merged =
+            runSplitDecode(split, combine, c, scale, q, splits);
+        expectPaddingUntouched(c, merged);
+        expectCloseToSinglePass(merged, single, s.d, dtype);
+        std::vector<double> mw = widen(merged, dtype),
+                            sw = widen(single, dtype);
+        for (size_t b = 0; b < s.lens.size(); ++b)
+          if (c.lens[b] <= 0) // padding rows
+            for (size_t i = 0; i < size_t(c.hq) * c.d; ++i)
+              mw[b * c.hq * c.d + i] = sw[b * c.hq * c.d + i] = 0;
+        // A few elements one ulp apart: far below one ulp (fp16 2^-11, bf16
+        // 2^-8 relative) over the whole output.
+        EXPECT_LT(relativeL2(mw.data(), sw.data(), mw.size()),
+                  dtype == DType::F16 ? 1e-4 : 1e-3)
+            << splits << " splits, head_dim " << s.d << " "
+            << spell(dtype).str();
+      }
     }
-  }
 }
 
 TEST(EvalKernels, VerifyMatchesVerifyAttention) {
   std::mt19937_64 rng(freshSeed());
-  const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
-  const int d = 128, hk = 2, ratio = 3, t = 4;
-  RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
-  const int batch = 3;
-  // Committed lengths leave room for the drafts inside seq_lens.
-  std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
-  std::vector<uint16_t> q = heavyTailedTokens(rng, batch * t * c.hq, d, false);
-  std::vector<uint16_t> out(q.size(), kPoison);
-  float scale = 0.09f;
-  BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio);
-  ASSERT_TRUE(bool(verify));
-  llvm::Expected<eval::RunStats> stats = verify.run(
-      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
-       KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
-       KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
-       KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
-       KernelArg::buffer(out), KernelArg::f32(scale), KernelArg::integer(batch),
-       KernelArg::integer(t), KernelArg::integer(c.maxBlocks),
-       KernelArg::integer(hk)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  for (DType dtype : kDTypes) {
+    const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
+    const int d = 128, hk = 2, ratio = 3, t = 4;
+    RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+    const int batch = 3;
+    // Committed lengths leave room for the drafts inside seq_lens.
+    std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+    std::vector<uint16_t> q =
+        activations(heavyTailedTokens(rng, batch * t * c.hq, d, false), dtype);
+    std::vector<uint16_t> out(q.size(), kPoison);
+    float scale = 0.09f;
+    BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio, dtype);
+    ASSERT_TRUE(bool(verify));
+    llvm::Expected<eval::RunStats> stats = verify.run(
+        {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
+         KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
+         KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+         KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
+         KernelArg::buffer(out), KernelArg::f32(scale),
+         KernelArg::integer(batch), KernelArg::integer(t),
+         KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
+    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
-  VerifyBatchView vb;
-  vb.batch = batch;
-  vb.numQHeads = c.hq;
-  vb.maxQueryTokens = t;
-  vb.q = q.data();
-  vb.blockTable = c.blockTable.data();
-  vb.maxBlocks = c.maxBlocks;
-  vb.contextLens = contextLens.data();
-  vb.queryLens = queryLens.data();
-  vb.softmaxScale = scale;
-  std::vector<float> expected(out.size());
-  llvm::Error err = verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
-  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-  size_t row = size_t(c.hq) * d;
-  for (int b = 0; b < batch; ++b)
-    for (int j = 0; j < t; ++j)
-      for (size_t i = 0; i < row; ++i) {
-        size_t at = (size_t(b) * t + j) * row + i;
-        uint16_t want = j < queryLens[b] ? floatToHalf(expected[at]) : kPoison;
-        ASSERT_EQ(out[at], want) << "request " << b << " token " << j;
-      }
+    VerifyBatchView vb;
+    vb.batch = batch;
+    vb.numQHeads = c.hq;
+    vb.maxQueryTokens = t;
+    vb.q = q.data();
+    vb.blockTable = c.blockTable.data();
+    vb.maxBlocks = c.maxBlocks;
+    vb.contextLens = contextLens.data();
+    vb.queryLens = queryLens.data();
+    vb.softmaxScale = scale;
+    vb.qType = dtype;
+    std::vector<float> expected(out.size());
+    llvm::Error err =
+        verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    size_t row = size_t(c.hq) * d;
+    for (int b = 0; b < batch; ++b)
+      for (int j = 0; j < t; ++j)
+        for (size_t i = 0; i < row; ++i) {
+          size_t at = (size_t(b) * t + j) * row + i;
+          uint16_t want =
+              j < queryLens[b] ? floatToDType(expected[at], dtype) : kPoison;
+          ASSERT_EQ(out[at], want)
+              << "request " << b << " token " << j << " " << spell(dtype).str();
+        }
+  }
 }
 
+/// Outputs in the activation dtype: pool rows and dequantized records
+/// rounded once to it.
 TEST(EvalKernels, MaterializeMatchesMaterializeContext) {
   std::mt19937_64 rng(freshSeed());
-  const Preset &preset = allPresets()[0];
-  const int d = 96, hk = 2;
-  RandomPagedCache c(preset, d, hk, 1, {300, 0, 128}, rng);
-  const int g = preset.group, batch = 3;
-  // Each request gets whole blocks of rows: 384 rows, then 128.
-  std::vector<int32_t> start = {0, 0, 384};
-  const int64_t rows = 512;
-  std::vector<uint16_t> outK(size_t(rows) * hk * d, kPoison), outV = outK;
-  BuiltKernel materialize = buildLibrary("materialize", preset.name, d);
-  ASSERT_TRUE(bool(materialize));
-  llvm::Expected<eval::RunStats> stats = materialize.run(
-      {KernelArg::buffer(c.blockTable), KernelArg::buffer(c.lens),
-       KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
-       KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
-       KernelArg::buffer(start), KernelArg::buffer(outK),
-       KernelArg::buffer(outV), KernelArg::integer(batch),
-       KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  for (DType dtype : kDTypes) {
+    const Preset &preset = allPresets()[0];
+    const int d = 96, hk = 2;
+    RandomPagedCache c(preset, d, hk, 1, {300, 0, 128}, rng);
+    const int g = preset.group, batch = 3;
+    // Each request gets whole blocks of rows: 384 rows, then 128.
+    std::vector<int32_t> start = {0, 0, 384};
+    const int64_t rows = 512;
+    std::vector<uint16_t> outK(size_t(rows) * hk * d, kPoison), outV = outK;
+    BuiltKernel materialize =
+        buildLibrary("materialize", preset.name, d, 1, dtype);
+    ASSERT_TRUE(bool(materialize));
+    llvm::Expected<eval::RunStats> stats = materialize.run(
+        {KernelArg::buffer(c.blockTable), KernelArg::buffer(c.lens),
+         KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+         KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
+         KernelArg::buffer(start), KernelArg::buffer(outK),
+         KernelArg::buffer(outV), KernelArg::integer(batch),
+         KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
+    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
-  std::vector<uint16_t> wantK(outK.size(), kPoison), wantV = wantK;
-  ContextBatchView cb;
-  cb.batch = batch;
-  cb.blockTable = c.blockTable.data();
-  cb.maxBlocks = c.maxBlocks;
-  cb.seqLens = c.lens.data();
-  cb.outStart = start.data();
-  llvm::Error err = materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
-  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-  for (int b = 0; b < batch; ++b)
-    for (int t = 0; t < std::max(0, c.lens[b]); ++t)
-      for (int i = 0; i < hk * d; ++i) {
-        size_t at = (size_t(start[b]) + t) * hk * d + i;
-        ASSERT_EQ(outK[at], wantK[at]) << "request " << b << " token " << t;
-        ASSERT_EQ(outV[at], wantV[at]) << "request " << b << " token " << t;
-      }
-  // Rows past a request's length in its last block are written (whole
-  // blocks), rows of other requests' space are not.
-  EXPECT_NE(outK[size_t(300) * hk * d], kPoison);
-  EXPECT_EQ(g, 128);
+    std::vector<uint16_t> wantK(outK.size(), kPoison), wantV = wantK;
+    ContextBatchView cb;
+    cb.batch = batch;
+    cb.blockTable = c.blockTable.data();
+    cb.maxBlocks = c.maxBlocks;
+    cb.seqLens = c.lens.data();
+    cb.outStart = start.data();
+    cb.outType = dtype;
+    llvm::Error err =
+        materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    for (int b = 0; b < batch; ++b)
+      for (int t = 0; t < std::max(0, c.lens[b]); ++t)
+        for (int i = 0; i < hk * d; ++i) {
+          size_t at = (size_t(start[b]) + t) * hk * d + i;
+          ASSERT_EQ(outK[at], wantK[at])
+              << "request " << b << " token " << t << " " << spell(dtype).str();
+          ASSERT_EQ(outV[at], wantV[at])
+              << "request " << b << " token " << t << " " << spell(dtype).str();
+        }
+    // Rows past a request's length in its last block are written (whole
+    // blocks), rows of other requests' space are not.
+    EXPECT_NE(outK[size_t(300) * hk * d], kPoison);
+    EXPECT_EQ(g, 128);
+  }
 }

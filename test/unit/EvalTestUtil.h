@@ -55,14 +55,16 @@ inline BuiltKernel buildFromSource(llvm::StringRef source,
   return k;
 }
 
-/// Builds library kernel `name` for (preset, head_dim, gqa); fails the test
-/// when that does not work.
+/// Builds library kernel `name` for (preset, head_dim, gqa, dtype); fails
+/// the test when that does not work.
 inline BuiltKernel buildLibrary(llvm::StringRef name, llvm::StringRef preset,
-                                int headDim, int gqa = 1) {
+                                int headDim, int gqa = 1,
+                                DType dtype = DType::F16) {
   dsl::Specialization spec;
   spec.preset = preset.str();
   spec.headDim = headDim;
   spec.gqa = gqa;
+  spec.dtype = dtype;
   const dsl::LibraryFile *file = dsl::findLibraryFile(name);
   EXPECT_NE(file, nullptr) << name.str();
   if (!file)

@@ -167,6 +167,13 @@ TEST(CacheKey, ChangesWithEveryInput) {
   r = base;
   r.spec.gqa = 4;
   expectNew("gqa", r, sm90());
+  r = base;
+  r.spec.dtype = DType::BF16;
+  expectNew("dtype", r, sm90());
+  llvm::Expected<CacheKey> bf16Key = computeCacheKey(r, sm90());
+  ASSERT_TRUE(bool(bf16Key));
+  EXPECT_NE(bf16Key->find("dtypes")->find("q,k,v,out=bf16"), std::string::npos)
+      << *bf16Key->find("dtypes");
   CompileOptions o = sm90();
   o.target.chip = "sm_80";
   expectNew("chip", base, o);
@@ -685,6 +692,30 @@ TEST(KernelCache, WorksWithoutADiskLevel) {
   llvm::Expected<CacheResult> again = cache.getOrCompile(tiny(), sm90());
   ASSERT_TRUE(bool(again));
   EXPECT_EQ(again->outcome, CacheOutcome::MemoryHit);
+}
+
+// The memory level keys the dtype too: a bf16 kernel of the same source and
+// shape is another kernel, in memory and on disk.
+TEST(KernelCache, TheDtypeSelectsAnotherKernel) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  KernelRequest f16 = tiny(
+      "kernel tiny(p: ptr<ACT>, n: i32) grid(n) { p[program_id(0)] = ACT(1.5); }\n");
+  KernelRequest bf16 = f16;
+  bf16.spec.dtype = DType::BF16;
+  CacheResult a = cache.get(f16);
+  CacheResult b = cache.get(bf16);
+  ASSERT_TRUE(a.artifacts && b.artifacts);
+  EXPECT_EQ(b.outcome, CacheOutcome::Compiled);
+  EXPECT_NE(a.artifacts->key, b.artifacts->key);
+  // 1.5 is 0x3E00 in fp16 and 0x3FC0 in bf16.
+  EXPECT_NE(a.artifacts->ptx.find(", 0x3E00;"),
+            std::string::npos) << a.artifacts->ptx;
+  EXPECT_NE(b.artifacts->ptx.find(", 0x3FC0;"),
+            std::string::npos) << b.artifacts->ptx;
+  EXPECT_EQ(cache.get(bf16).outcome, CacheOutcome::MemoryHit);
+  EXPECT_NE(b.artifacts->metadataJson.find("\"dtype\": \"bf16\""),
+            std::string::npos);
 }
 
 TEST(KernelCache, ReportsCompileErrors) {

@@ -168,6 +168,25 @@ TEST(MaterializeContext, RebuildsWhatTheCacheHolds) {
         }
       }
   EXPECT_EQ(k[0], 0x7e00) << "rows before the first request are not written";
+  // In bf16: the same rows, each rounded once to bf16 (8 significant bits,
+  // so within 2^-8 of the value, relative).
+  std::vector<uint16_t> kb(k.size(), 0x7e00), vb = kb;
+  cb.outType = DType::BF16;
+  ASSERT_FALSE(bool(materializeContext(c.view(), cb, rows, kb.data(), vb.data())));
+  for (int b = 0; b < 2; ++b)
+    for (int h = 0; h < c.hk; ++h)
+      for (int t = 0; t < c.seqLens[b]; ++t) {
+        rot.rotate(&c.kHeld[b][h][size_t(t) * c.d], held.data());
+        rot.rotate(&c.vHeld[b][h][size_t(t) * c.d], rotated.data());
+        for (int i = 0; i < c.d; ++i) {
+          size_t at = ((size_t(start[b]) + t) * c.hk + h) * c.d + i;
+          ASSERT_NEAR(bfloat16ToFloat(kb[at]), held[i],
+                      std::ldexp(std::fabs(held[i]), -8) + 1e-6);
+          ASSERT_NEAR(bfloat16ToFloat(vb[at]), rotated[i],
+                      std::ldexp(std::fabs(rotated[i]), -8) + 1e-6);
+        }
+      }
+  cb.outType = DType::F16;
   start[1] = 200; // 129 rows from 200 overrun the output
   llvm::Error overrun = materializeContext(c.view(), cb, rows, k.data(), v.data());
   EXPECT_TRUE(bool(overrun));

@@ -54,6 +54,9 @@ static std::string reproducerPath(llvm::StringRef kernel) {
 void jit::applyReportingOptions(const ParsedOptions &opts,
                                 llvm::StringRef kernel,
                                 CompileOptions &options) {
+  // Validated by the command (0: the compiler's choice).
+  options.numWarps = int(opts.getInt("num-warps", 0).value_or(0));
+  options.minCtasPerSM = int(opts.getInt("min-ctas-per-sm", 0).value_or(0));
   options.printIRAfterAll = opts.has("print-ir-after-all");
   options.timing = opts.has("timing");
   options.crashReproducer = reproducerPath(kernel);
@@ -275,6 +278,7 @@ int jit::buildThroughCache(const ParsedOptions &opts,
           {"preset", spec.preset},
           {"head_dim", spec.headDim},
           {"gqa", spec.gqa},
+          {"dtype", spell(spec.dtype)},
           {"arch", a.chip},
           {"ptx_version", a.ptxVersion},
           {"key", a.key},
@@ -291,9 +295,9 @@ int jit::buildThroughCache(const ParsedOptions &opts,
       continue;
     }
     llvm::outs() << llvm::formatv(
-        "{0}: {1} head_dim {2} gqa {3} {4}: {5} in {6:f3} s -> {7} ({8} warps, "
-        "{9} bytes of shared memory, {10})\n",
-        name, spec.preset, spec.headDim, spec.gqa, a.chip,
+        "{0}: {1} {2}: {3} in {4:f3} s -> {5} ({6} warps, "
+        "{7} bytes of shared memory, {8})\n",
+        name, spec.describe(), a.chip,
         r.outcome == CacheOutcome::Compiled ? "compiled" : "cache hit",
         r.seconds, where, a.numWarps, a.sharedBytes,
         a.cubin.empty() ? "PTX only" : "PTX and cubin");

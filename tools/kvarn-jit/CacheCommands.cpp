@@ -65,6 +65,7 @@ json::Object entryJson(const DiskEntry &e) {
                       {"preset", e.preset},
                       {"head_dim", e.headDim},
                       {"gqa", e.gqa},
+                      {"dtype", e.dtype},
                       {"arch", e.chip},
                       {"bytes", int64_t(e.bytes)},
                       {"last_used", e.lastUsed},
@@ -106,10 +107,12 @@ int runList(const ParsedOptions &opts, bool verify) {
   } else {
     for (const DiskEntry &e : *entries) {
       llvm::outs() << llvm::formatv(
-          "{0}  {1,-12} {2,-16} head_dim {3,3} gqa {4,2} {5,-7} {6,10}  {7}", e.key,
-          e.name.empty() ? "?" : e.name, e.preset.empty() ? "?" : e.preset,
-          e.headDim, e.gqa, e.chip.empty() ? "?" : e.chip, humanBytes(e.bytes),
-          humanAge(e.lastUsed));
+          "{0}  {1,-12} {2,-16} head_dim {3,3} gqa {4,2} {5,-4} {6,-7} {7,10}  "
+          "{8}",
+          e.key, e.name.empty() ? "?" : e.name,
+          e.preset.empty() ? "?" : e.preset, e.headDim, e.gqa,
+          e.dtype.empty() ? "?" : e.dtype, e.chip.empty() ? "?" : e.chip,
+          humanBytes(e.bytes), humanAge(e.lastUsed));
       if (!e.problem.empty())
         llvm::outs() << "  UNUSABLE: " << e.problem;
       llvm::outs() << "\n";
@@ -160,8 +163,8 @@ std::vector<std::string> libraryKernels() {
 }
 
 /// The shapes file: {"arch": "sm_90", "shapes": [{"preset": P, "head_dim":
-/// N, "gqa": N or [N, ...], "kernels": [...], "arch": SM}, ...]} or just
-/// the list of shapes.
+/// N, "gqa": N or [N, ...], "dtype": "f16" or "bf16", "kernels": [...],
+/// "arch": SM}, ...]} or just the list of shapes.
 llvm::Expected<std::vector<WarmItem>> readShapes(const std::string &path,
                                                  const std::string &defaultArch) {
   llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> file =
@@ -194,10 +197,11 @@ llvm::Expected<std::vector<WarmItem>> readShapes(const std::string &path,
     if (!shape)
       return bad("not an object");
     for (const auto &[field, value] : *shape)
-      if (!llvm::is_contained({"preset", "head_dim", "gqa", "kernels", "arch"},
-                              field.str()))
+      if (!llvm::is_contained(
+              {"preset", "head_dim", "gqa", "dtype", "kernels", "arch"},
+              field.str()))
         return bad("unknown field '" + field.str() +
-                   "' (fields: preset, head_dim, gqa, kernels, arch)");
+                   "' (fields: preset, head_dim, gqa, dtype, kernels, arch)");
     dsl::Specialization spec;
     if (const json::Value *p = shape->get("preset")) {
       if (!p->getAsString())
@@ -208,6 +212,14 @@ llvm::Expected<std::vector<WarmItem>> readShapes(const std::string &path,
     if (!headDim)
       return bad("needs an integer 'head_dim'");
     spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
+    if (const json::Value *d = shape->get("dtype")) {
+      if (!d->getAsString())
+        return bad("'dtype' must be a string (f16 or bf16)");
+      llvm::Expected<DType> dtype = parseDType(*d->getAsString());
+      if (!dtype)
+        return bad(llvm::toString(dtype.takeError()));
+      spec.dtype = *dtype;
+    }
     std::vector<int64_t> gqas = {1};
     if (const json::Value *g = shape->get("gqa")) {
       gqas.clear();
@@ -294,10 +306,9 @@ int runWarm(const ParsedOptions &opts) {
           return;
         ++done;
         const KernelRequest &q = requests[i];
-        llvm::errs() << llvm::formatv("\r\033[K[{0}/{1}] {2} {3} head_dim {4} "
-                                      "gqa {5}: {6}",
-                                      done, requests.size(), q.kernel,
-                                      q.spec.preset, q.spec.headDim, q.spec.gqa,
+        llvm::errs() << llvm::formatv("\r\033[K[{0}/{1}] {2} {3}: {4}", done,
+                                      requests.size(), q.kernel,
+                                      q.spec.describe(),
                                       r ? toString(r->outcome) : "failed");
         if (done == requests.size())
           llvm::errs() << "\r\033[K";
@@ -311,9 +322,8 @@ int runWarm(const ParsedOptions &opts) {
   json::Array list;
   for (size_t i = 0; i < results.size(); ++i) {
     const KernelRequest &q = requests[i];
-    std::string what = llvm::formatv("{0} {1} head_dim {2} gqa {3} {4}",
-                                     q.kernel, q.spec.preset, q.spec.headDim,
-                                     q.spec.gqa, options[i].target.chip);
+    std::string what = llvm::formatv("{0} {1} {2}", q.kernel, q.spec.describe(),
+                                     options[i].target.chip);
     if (!results[i]) {
       rc = compileFailure(what, options[i], results[i].takeError());
       continue;
@@ -325,6 +335,7 @@ int runWarm(const ParsedOptions &opts) {
                                   {"preset", q.spec.preset},
                                   {"head_dim", q.spec.headDim},
                                   {"gqa", q.spec.gqa},
+                                  {"dtype", spell(q.spec.dtype)},
                                   {"arch", options[i].target.chip},
                                   {"key", r.artifacts->key},
                                   {"cache", toString(r.outcome)},
@@ -376,6 +387,10 @@ llvm::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "bad usage");
   b.spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
   b.spec.gqa = int(std::clamp<int64_t>(*gqa, INT32_MIN, INT32_MAX));
+  llvm::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
+  if (!dtype)
+    return dtype.takeError();
+  b.spec.dtype = *dtype;
   if (llvm::Error err = b.spec.check())
     return std::move(err);
   b.options.target.chip = opts.has("arch") ? opts.get("arch") : localArch();
@@ -482,7 +497,8 @@ int runBench(const ParsedOptions &opts) {
                                    dir.str().str(), "--preset",
                                    shape->spec.preset, "--head-dim",
                                    std::to_string(shape->spec.headDim), "--gqa",
-                                   std::to_string(shape->spec.gqa), "--arch",
+                                   std::to_string(shape->spec.gqa), "--dtype",
+                                   spell(shape->spec.dtype).str(), "--arch",
                                    chip};
   std::vector<llvm::StringRef> argv(args.begin(), args.end());
   std::optional<llvm::StringRef> redirects[] = {
@@ -538,15 +554,14 @@ int runBench(const ParsedOptions &opts) {
                             : "no GPU (" + std::to_string(cores) + " cores)";
   std::string cubinBy = ctx ? "driver linker" : cubins ? "ptxas" : "none";
   llvm::outs() << llvm::formatv(
-      "kernel cache: {0} kernels of {1} head_dim {2} gqa {3} for {4}, on {5}\n"
-      "  cold, empty cache ({6} threads):   {7,8:f3} s wall, {8:f3} s of "
-      "compilation (cubins: {9})\n"
-      "  warm disk cache, new process:      {10,8:f2} ms ({11} compiled; the "
-      "process ran {12:f0} ms)\n"
-      "  memory-cache hit:                  {13,8:f3} us per {14}\n",
-      shape->requests.size(), shape->spec.preset, shape->spec.headDim,
-      shape->spec.gqa, chip, machine, useThreads, coldSeconds, sumCompile,
-      cubinBy, warmSeconds * 1e3, warmCompiled, childSeconds * 1e3,
+      "kernel cache: {0} kernels of {1} for {2}, on {3}\n"
+      "  cold, empty cache ({4} threads):   {5,8:f3} s wall, {6:f3} s of "
+      "compilation (cubins: {7})\n"
+      "  warm disk cache, new process:      {8,8:f2} ms ({9} compiled; the "
+      "process ran {10:f0} ms)\n"
+      "  memory-cache hit:                  {11,8:f3} us per {12}\n",
+      shape->requests.size(), shape->spec.describe(), chip, machine,
+      useThreads, coldSeconds, sumCompile, cubinBy, warmSeconds * 1e3, warmCompiled, childSeconds * 1e3,
       memoryMicros, ctx ? "load()" : "getOrCompile()");
   if (opts.has("json")) {
     std::error_code ec;
@@ -562,6 +577,7 @@ int runBench(const ParsedOptions &opts) {
             {"preset", shape->spec.preset},
             {"head_dim", shape->spec.headDim},
             {"gqa", shape->spec.gqa},
+            {"dtype", spell(shape->spec.dtype)},
             {"threads", int64_t(useThreads)},
             {"cold_seconds", coldSeconds},
             {"cold_compile_seconds_sum", sumCompile},
@@ -597,8 +613,9 @@ std::vector<Command> kvarn::jit::cacheCommands() {
                      "[--threads N] [--json]",
        "compile the kernels of every shape in FILE into the cache ahead of "
        "serving. FILE: {\"arch\": \"sm_90\", \"shapes\": [{\"preset\": P, "
-       "\"head_dim\": N, \"gqa\": N or [N, ...], \"kernels\": [...]}]} "
-       "(preset, gqa, kernels and arch optional)",
+       "\"head_dim\": N, \"gqa\": N or [N, ...], \"dtype\": \"f16\" or "
+       "\"bf16\", \"kernels\": [...]}]} (preset, gqa, dtype, kernels and "
+       "arch optional)",
        {{"shapes", "FILE", "the JSON list of shapes", /*required=*/true},
         dir,
         {"arch", "SM", "target GPU (default: the local GPU's, else sm_90)"},
@@ -606,12 +623,14 @@ std::vector<Command> kvarn::jit::cacheCommands() {
         jsonOut},
        runWarm},
       {"cache bench", "cache bench [--preset P] [--head-dim N] [--gqa N] "
-                      "[--arch SM] [--threads N] [--json FILE]",
+                      "[--dtype f16|bf16] [--arch SM] [--threads N] "
+                      "[--json FILE]",
        "time the kernel set of one shape: cold compile into an empty cache, "
        "load from the warm disk cache in a new process, memory-cache hit",
        {{"preset", "NAME", "KVarN preset (default kvarn_k4v2_g128)"},
         {"head-dim", "N", "head_dim (default 128)"},
         {"gqa", "N", "query heads per KV head (default 1)"},
+        {"dtype", "TYPE", "activation dtype: f16 or bf16 (default f16)"},
         {"arch", "SM", "target GPU (default: the local GPU's, else sm_90)"},
         {"threads", "N", "compile on N threads (default: one per core)"},
         {"reps", "N", "memory-cache lookups to average (default 200000)"},

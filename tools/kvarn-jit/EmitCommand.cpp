@@ -133,9 +133,8 @@ int emitKvt(const ParsedOptions &opts, const dsl::Specialization &spec,
     std::string name = (func.getName() + ".kvt.mlir").str();
     if (int rc = emitText(opts, name, printModule(*one)))
       return rc;
-    llvm::outs() << llvm::formatv("{0}: {1} head_dim {2} gqa {3} -> {4}/{5}\n",
-                                  func.getName(), spec.preset, spec.headDim,
-                                  spec.gqa, opts.get("out"), name);
+    llvm::outs() << llvm::formatv("{0}: {1} -> {2}/{3}\n", func.getName(),
+                                  spec.describe(), opts.get("out"), name);
   }
   return kExitOk;
 }
@@ -196,9 +195,9 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     if (opts.has("out")) {
       const CompiledKernel &k = compiled->kernels.front();
       llvm::outs() << llvm::formatv(
-          "{0}: {1} head_dim {2} gqa {3} {4} -> {5}/{6} ({7} warps, {8} bytes "
-          "of shared memory{9})\n",
-          name, spec.preset, spec.headDim, spec.gqa, target.chip,
+          "{0}: {1} {2} -> {3}/{4} ({5} warps, {6} bytes "
+          "of shared memory{7})\n",
+          name, spec.describe(), target.chip,
           opts.get("out"), file, k.numWarps, k.sharedBytes, resources);
     }
   }
@@ -216,8 +215,15 @@ int runEmit(const ParsedOptions &opts) {
   std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
   std::optional<int64_t> gqa = opts.getInt("gqa", 1);
   std::optional<int64_t> threads = opts.getInt("threads", 0);
-  if (!headDim || !gqa || !threads)
+  std::optional<int64_t> warps = opts.getInt("num-warps", 0);
+  std::optional<int64_t> minCtas = opts.getInt("min-ctas-per-sm", 0);
+  if (!headDim || !gqa || !threads || !warps || !minCtas)
     return kExitUsage;
+  if (*warps < 0 || *warps > 32)
+    return usageError("--num-warps takes 1 to 32 (0: the compiler's choice)");
+  if (*minCtas < 0 || *minCtas > 32)
+    return usageError(
+        "--min-ctas-per-sm takes 1 to 32 (0: the compiler's choice, 1)");
   if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
       *gqa > INT32_MAX)
     return usageError("--head-dim and --gqa take 32-bit integers");
@@ -225,6 +231,10 @@ int runEmit(const ParsedOptions &opts) {
     return usageError("--threads takes 0 (one per core) to 1024");
   spec.headDim = int(*headDim);
   spec.gqa = int(*gqa);
+  llvm::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
+  if (!dtype)
+    return usageError(llvm::toString(dtype.takeError()));
+  spec.dtype = *dtype;
   if (llvm::Error err = spec.check())
     return failure(std::move(err));
 
@@ -316,7 +326,8 @@ int runEmit(const ParsedOptions &opts) {
 
 Command kvarn::jit::emitCommand() {
   return {"",
-          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--arch SM] "
+          "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] "
+          "[--dtype f16|bf16] [--arch SM] "
           "[--emit STAGE] [--source FILE] [--out DIR] [--json] [--dump-ir DIR] "
           "[--print-ir-after-all] [--timing]",
           "build kernels for one preset and shape: into the kernel cache "
@@ -327,6 +338,8 @@ Command kvarn::jit::emitCommand() {
            {"head-dim", "N", "head_dim, a multiple of 16 in [64, 512] "
                              "(default 128)"},
            {"gqa", "N", "query heads per KV head (default 1)"},
+           {"dtype", "TYPE", "activation dtype of q, new K/V and outputs: f16 "
+                             "or bf16 (default f16; the pool stays fp16)"},
            {"arch", "SM", "target GPU: sm_80, sm_86, sm_89, sm_90, sm_90a, ... "
                           "(default: the local GPU's, else sm_90)"},
            {"emit", "STAGE", "print (or with --out write) one stage instead: "
@@ -338,6 +351,9 @@ Command kvarn::jit::emitCommand() {
                           "here instead of printing"},
            {"json", nullptr, "describe what was built as JSON on stdout"},
            {"threads", "N", "compile on N threads (default: one per core)"},
+           {"num-warps", "N", "warps per CTA (default: from the largest tile)"},
+           {"min-ctas-per-sm", "N", "CTAs per SM ptxas budgets registers for "
+                                    "(.minnctapersm; default 1)"},
            {"dump-ir", "DIR", "write the IR after every stage to "
                               "DIR/<kernel>/NN-<stage>.<ext> (compiles even "
                               "on a cache hit)"},

@@ -38,7 +38,10 @@ std::vector<std::string> supportedChips();
 
 struct CompileOptions {
   Target target;
-  int numWarps = 0; // 0: chosen per kernel from its largest tile
+  int numWarps = 0; // 0: chosen per kernel (4 for attention, else by tile size)
+  /// CTAs per SM that registers (.minnctapersm) and shared memory are
+  /// budgeted for; 0: chosen per kernel (2 for attention, else 1).
+  int minCtasPerSM = 0;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
   std::function<void(llvm::StringRef, llvm::StringRef)> onStage;

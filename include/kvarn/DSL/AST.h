@@ -311,8 +311,9 @@ private:
 // Top level
 //===----------------------------------------------------------------------===//
 
-/// Element types a kernel parameter or pointer can name.
-enum class ScalarKind { I8, I32, I64, F16, BF16, F32 };
+/// Element types a kernel parameter or pointer can name. Act is `ACT`, the
+/// specialization's activation dtype (f16 or bf16), bound by the builder.
+enum class ScalarKind { I8, I32, I64, F16, BF16, F32, Act };
 llvm::StringRef spell(ScalarKind kind);
 
 /// `i32`, `f32`, or `ptr<f16>`.

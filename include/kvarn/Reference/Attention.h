@@ -2,13 +2,15 @@
 //
 // Exact (fp64) attention over what a KVarN paged cache holds: for every block
 // of a request either the fp16 pool rows (block_to_slot[block] >= 0) or the
-// dequantized record. Queries come un-rotated; the output is un-rotated.
+// dequantized record. Queries come un-rotated, in fp16 or bf16 (the
+// activation dtype); the output is un-rotated fp32, for the caller to round.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_REFERENCE_ATTENTION_H
 #define KVARN_REFERENCE_ATTENTION_H
 
 #include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Support/DType.h"
 
 #include "llvm/Support/Error.h"
 
@@ -35,11 +37,12 @@ struct PagedCacheView {
 struct DecodeBatchView {
   int batch = 0;
   int numQHeads = 0;
-  const uint16_t *q = nullptr;          // [batch, numQHeads, D] fp16, un-rotated
+  const uint16_t *q = nullptr;          // [batch, numQHeads, D] qType, un-rotated
   const int32_t *blockTable = nullptr;  // [batch, maxBlocks]
   int maxBlocks = 0;
   const int32_t *seqLens = nullptr;     // [batch]; <= 0: no output row
   double softmaxScale = 0;
+  DType qType = DType::F16;             // of q's elements
 };
 
 /// The rotated K and V of one (block, KV head) as double [G][D]: the fp16
@@ -64,12 +67,13 @@ struct VerifyBatchView {
   int batch = 0;
   int numQHeads = 0;
   int maxQueryTokens = 0;
-  const uint16_t *q = nullptr; // [batch, maxQueryTokens, numQHeads, D] fp16, un-rotated
+  const uint16_t *q = nullptr; // [batch, maxQueryTokens, numQHeads, D] qType, un-rotated
   const int32_t *blockTable = nullptr; // [batch, maxBlocks]
   int maxBlocks = 0;
   const int32_t *contextLens = nullptr; // [batch] tokens before query token 0
   const int32_t *queryLens = nullptr;   // [batch] query tokens in use, <= maxQueryTokens
   double softmaxScale = 0;
+  DType qType = DType::F16;             // of q's elements
 };
 
 /// fp32 [batch, maxQueryTokens, numQHeads, D], un-rotated; rows of unused
@@ -79,19 +83,20 @@ llvm::Error verifyAttention(const PagedCacheView &cache,
                             const VerifyBatchView &batch,
                             const Rotation &rotation, float *out);
 
-/// Whole contexts to rebuild in fp16 (prefill continuation).
+/// Whole contexts to rebuild in the activation dtype (prefill continuation).
 struct ContextBatchView {
   int batch = 0;
   const int32_t *blockTable = nullptr; // [batch, maxBlocks]
   int maxBlocks = 0;
   const int32_t *seqLens = nullptr;  // [batch]; <= 0: nothing
   const int32_t *outStart = nullptr; // [batch] first output row of each request
+  DType outType = DType::F16;        // of outK / outV
 };
 
 /// Token t < seqLens[b] of request b and KV head h goes to row
-/// outStart[b] + t of outK / outV ([outRows, numKvHeads, D] fp16 bits): the
-/// rotated pool row, or the dequantized record value rounded to fp16. Other
-/// rows are not written.
+/// outStart[b] + t of outK / outV ([outRows, numKvHeads, D] bits of
+/// batch.outType): the rotated fp16 pool row or the dequantized record value,
+/// rounded once to outType. Other rows are not written.
 llvm::Error materializeContext(const PagedCacheView &cache,
                                const ContextBatchView &batch, int64_t outRows,
                                uint16_t *outK, uint16_t *outV);

@@ -21,6 +21,8 @@
 #ifndef KVARN_REFERENCE_ROTATION_H
 #define KVARN_REFERENCE_ROTATION_H
 
+#include "kvarn/Support/DType.h"
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
@@ -58,9 +60,11 @@ public:
   /// y = x * H^T, the inverse rotation.
   void unrotate(const double *x, double *y) const;
 
-  /// fp16 in, fp16 out: the rotation in double rounded once to fp16, which is
-  /// what the GPU's fp32 transform rounds to within one ulp.
-  void rotateHalf(const uint16_t *x, uint16_t *y) const;
+  /// fp16 (or bf16: `xType`) in, fp16 out: the rotation in double rounded
+  /// once to fp16, which is what the GPU's fp32 transform rounds to within
+  /// one ulp. append does this to a model's new K and V.
+  void rotateHalf(const uint16_t *x, uint16_t *y,
+                  DType xType = DType::F16) const;
 
 private:
   Rotation() = default;

@@ -219,8 +219,9 @@ struct DiskEntry {
   bool complete = false; // has a group file
   /// Empty when the entry checks out; else why it cannot be used.
   std::string problem;
-  /// From the metadata, when readable.
-  std::string preset, chip;
+  /// From the metadata, when readable (dtype "f16" for entries that predate
+  /// the field).
+  std::string preset, chip, dtype;
   int headDim = 0, gqa = 0;
 };
 

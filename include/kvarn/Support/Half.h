@@ -1,7 +1,8 @@
-//===- Half.h - IEEE binary16 conversions -----------------------*- C++ -*-===//
+//===- Half.h - IEEE binary16 and bfloat16 conversions ----------*- C++ -*-===//
 //
-// Bit-exact fp16 <-> fp32 conversions with round-to-nearest-even, as the GPU's
-// cvt.rn.f16.f32 does. The record format stores every scale as fp16.
+// Bit-exact fp16 <-> fp32 and bf16 <-> fp32 conversions with
+// round-to-nearest-even, as the GPU's cvt.rn.f16.f32 and cvt.rn.bf16.f32 do.
+// The record format stores every scale as fp16; bf16 is an activation dtype.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_SUPPORT_HALF_H
@@ -88,6 +89,11 @@ inline uint16_t floatToBFloat16(float f) {
 
 /// Rounds a float to the nearest fp16 value and back.
 inline float roundToHalf(float f) { return halfToFloat(floatToHalf(f)); }
+
+/// Rounds a float to the nearest bfloat16 value (ties to even) and back.
+inline float roundToBFloat16(float f) {
+  return bfloat16ToFloat(floatToBFloat16(f));
+}
 
 } // namespace kvarn
 
