@@ -128,7 +128,7 @@ void rowStds(TileLowering &s, Location loc, int64_t rows, int64_t cols,
 }
 
 /// The shared buffer and orientation of `m` when kvgpu.sinkhorn and
-/// kvgpu.quantize_tile can hold it in registers: an f16 or f32 buffer read
+/// kvgpu.quantize_tile can hold it in registers: an f16, bf16 or f32 buffer read
 /// as f32, straight or transposed, that the CTA's grid divides.
 /// Elements per thread up to which ptxas keeps each op's tile, state and
 /// temporaries in 255 registers without spilling (flush at head_dim 256, 8
@@ -146,7 +146,7 @@ std::optional<RegisterTileInput> registerTileInput(TileLowering &s,
     return std::nullopt;
   auto type = cast<MemRefType>(m.buffer.getType());
   Type elt = type.getElementType();
-  if (type.getRank() != 2 || !(elt.isF16() || elt.isF32()))
+  if (type.getRank() != 2 || !(elt.isF16() || elt.isBF16() || elt.isF32()))
     return std::nullopt;
   if (!llvm::all_of(m.conversions, [](Type t) { return t.isF32(); }) ||
       !(elt.isF32() || !m.conversions.empty()))

@@ -266,8 +266,8 @@ static LogicalResult verifyRegisterTile(Operation *op, MemRefType input,
   if (input.getRank() != 2)
     return op->emitOpError("needs a 2-D input buffer");
   Type elt = input.getElementType();
-  if (!elt.isF16() && !elt.isF32())
-    return op->emitOpError("reads f16 or f32 tiles");
+  if (!elt.isF16() && !elt.isBF16() && !elt.isF32())
+    return op->emitOpError("reads f16, bf16 or f32 tiles");
   rows = input.getDimSize(transpose ? 1 : 0);
   cols = input.getDimSize(transpose ? 0 : 1);
   return success();
