@@ -27,7 +27,8 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
            "largest tile">,
     Option<"minCtasPerSM", "min-ctas-per-sm", "int", /*default=*/"0",
            "CTAs per SM that registers (.minnctapersm) and shared memory are "
-           "budgeted for; 0: 2 for kernels that attend, else 1">
+           "budgeted for; 0: kvarn::kAttentionCtasPerSM for kernels that "
+           "attend, else 1">
   ];
 }
 

@@ -78,57 +78,78 @@ bool readsAlongRows(ReduceOp op) {
   return found;
 }
 
-/// Most rows one thread reduces side by side (one accumulator each).
+/// Most rows one thread reduces side by side.
 constexpr int64_t kMaxRowsPerThread = 8;
+/// Partial results per row: a thread sums columns c, c + P, ... into P
+/// accumulators combined at the end, which keeps fp32 sums closer to a tree
+/// reduction's accuracy than one running sum over hundreds of columns (and
+/// gives the loop independent chains).
+constexpr int64_t kPartialsPerRow = 4;
+
+/// Reduces `rows` (all this thread's) over every column in one loop, with
+/// kPartialsPerRow accumulators per row when the columns divide evenly,
+/// and stores each row's result.
+void reduceRowsInOneLoop(OpBuilder &b, Location loc, ReduceOp op,
+                         ArrayRef<Value> rows) {
+  int64_t cols = op.getShape()[1];
+  ReduceKind kind = op.getKind();
+  int64_t partials = cols % kPartialsPerRow == 0 && cols >= 2 * kPartialsPerRow
+                         ? kPartialsPerRow
+                         : 1;
+  SmallVector<Value> inits(rows.size() * partials, identity(b, loc, kind));
+  auto loop = scf::ForOp::create(
+      b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),
+      indexConstant(b, loc, partials), inits,
+      [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
+        SmallVector<Value> next;
+        for (size_t r = 0; r < rows.size(); ++r)
+          for (int64_t p = 0; p < partials; ++p) {
+            Value c = p == 0 ? col
+                             : arith::AddIOp::create(nb, loc, col,
+                                                     indexConstant(nb, loc, p));
+            Value v = inlineBody(nb, op.getBody(), {rows[r], c}).front();
+            next.push_back(combine(nb, loc, kind, acc[r * partials + p], v));
+          }
+        scf::YieldOp::create(nb, loc, next);
+      });
+  for (size_t r = 0; r < rows.size(); ++r) {
+    SmallVector<Value> level(loop.getResults().begin() + r * partials,
+                             loop.getResults().begin() + (r + 1) * partials);
+    while (level.size() > 1) { // pairwise, as a tree would
+      SmallVector<Value> up;
+      for (size_t i = 0; i + 1 < level.size(); i += 2)
+        up.push_back(combine(b, loc, kind, level[i], level[i + 1]));
+      if (level.size() % 2)
+        up.push_back(level.back());
+      level = std::move(up);
+    }
+    memref::StoreOp::create(b, loc, level.front(), op.getOut(),
+                            ValueRange{rows[r]});
+  }
+}
 
 /// Thread-per-row reduction. When every thread has the same number k of
 /// rows (k <= kMaxRowsPerThread), it reduces its rows r, r + T, ... in one
-/// loop over the columns with k accumulators, so reads the rows share
-/// (a code byte and its dequantization, for all query heads of one token)
-/// are loaded once.
+/// loop over the columns, so reads the rows share (a code byte and its
+/// decoding, for all query heads of one token) are loaded once.
 void lowerRowPerThread(PatternRewriter &rw, ReduceOp op) {
   Location loc = op.getLoc();
-  int64_t rows = op.getShape()[0], cols = op.getShape()[1];
+  int64_t rows = op.getShape()[0];
   int64_t threads = getNumThreads(op);
-  ReduceKind kind = op.getKind();
   int64_t perThread = rows % threads == 0 ? rows / threads : 0;
   if (perThread < 2 || perThread > kMaxRowsPerThread) {
-    buildStridedLoop(
-        rw, loc, threadIndex(rw, loc), rows, threads,
-        [&](OpBuilder &b, Value row) {
-          auto inner = scf::ForOp::create(
-              b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, cols),
-              indexConstant(b, loc, 1), ValueRange{identity(b, loc, kind)},
-              [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
-                Value v = inlineBody(nb, op.getBody(), {row, col}).front();
-                scf::YieldOp::create(nb, loc, combine(nb, loc, kind, acc[0], v));
-              });
-          memref::StoreOp::create(b, loc, inner.getResult(0), op.getOut(),
-                                  ValueRange{row});
-        });
+    buildStridedLoop(rw, loc, threadIndex(rw, loc), rows, threads,
+                     [&](OpBuilder &b, Value row) {
+                       reduceRowsInOneLoop(b, loc, op, {row});
+                     });
     return;
   }
   Value tid = threadIndex(rw, loc);
-  SmallVector<Value> myRows, inits;
-  for (int64_t k = 0; k < perThread; ++k) {
+  SmallVector<Value> myRows;
+  for (int64_t k = 0; k < perThread; ++k)
     myRows.push_back(arith::AddIOp::create(rw, loc, tid,
                                            indexConstant(rw, loc, k * threads)));
-    inits.push_back(identity(rw, loc, kind));
-  }
-  auto inner = scf::ForOp::create(
-      rw, loc, indexConstant(rw, loc, 0), indexConstant(rw, loc, cols),
-      indexConstant(rw, loc, 1), inits,
-      [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
-        SmallVector<Value> next;
-        for (int64_t k = 0; k < perThread; ++k) {
-          Value v = inlineBody(nb, op.getBody(), {myRows[k], col}).front();
-          next.push_back(combine(nb, loc, kind, acc[k], v));
-        }
-        scf::YieldOp::create(nb, loc, next);
-      });
-  for (int64_t k = 0; k < perThread; ++k)
-    memref::StoreOp::create(rw, loc, inner.getResult(k), op.getOut(),
-                            ValueRange{myRows[k]});
+  reduceRowsInOneLoop(rw, loc, op, myRows);
 }
 
 /// One thread per row when the body reads along rows; else lanes along the

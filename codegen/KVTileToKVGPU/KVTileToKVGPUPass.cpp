@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "TileLowering.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -30,8 +31,7 @@ namespace {
 constexpr int64_t kMaxSharedBytes = 227 * 1024;    // one CTA (sm_90)
 constexpr int64_t kSharedBytesPerSM = 228 * 1024;  // all CTAs of an SM
 constexpr int64_t kReservedSharedBytes = 1024;     // the driver's, per CTA
-constexpr int64_t kAttendNumWarps = 4;
-constexpr int64_t kAttendCtasPerSM = 2;
+
 
 /// Pre-order positions of ops and the last position each tile value is
 /// needed at (a use inside a nested region keeps it alive to the end of the
@@ -513,16 +513,14 @@ struct ConvertKVTileToKVGPUPass
     argTypes.push_back(globalPtr);
 
     sinkTileConsumersIntoBranches(func);
-    // Kernels that attend loop over blocks: latency-bound, they want several
-    // CTAs per SM (registers and shared memory for kAttendCtasPerSM), and
-    // four warps, so each thread reduces several query heads of one token.
+    // Kernels that attend: kvarn/Codegen/LaunchPolicy.h says why.
     bool attends = false;
     func.walk([&](AttendOp) { attends = true; });
     int64_t warps = numWarps > 0 ? numWarps
-                    : attends    ? kAttendNumWarps
+                    : attends    ? kAttentionNumWarps
                                  : pickNumWarps(func);
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM
-                        : attends        ? kAttendCtasPerSM
+                        : attends        ? kAttentionCtasPerSM
                                          : 1;
     int64_t sharedBudget =
         std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);

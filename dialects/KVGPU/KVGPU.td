@@ -175,10 +175,12 @@ def KVGPU_ReduceOp : KVGPU_Op<"reduce", [
     SingleBlockImplicitTerminator<"YieldOp">]> {
   let summary = "reduce a computed f32 over the last dimension, one result per row";
   let description = [{
-    `out[r] = kind_{c < C} body(r, c)` for a `[R, C]` index space. Each row is
-    reduced by one warp: its lanes stride over `c` and combine with a
-    shuffle tree (`kvgpu.warp_reduce`); lane 0 writes the row's result. To
-    reduce over rows instead, the body reads its operands transposed.
+    `out[r] = kind_{c < C} body(r, c)` for a `[R, C]` index space. A row is
+    reduced by one warp (its lanes stride over `c` and combine with a
+    shuffle tree, `kvgpu.warp_reduce`; lane 0 writes the result) or, when
+    the body reads a shared buffer along rows (its innermost index computed
+    from `r`, not `c`), by one thread, which may take several rows at once.
+    To reduce over rows instead, the body reads its operands transposed.
 
     ```mlir
     kvgpu.reduce <add> [128, 64] (%r, %c) into %sums : memref<128xf32, 3> {

@@ -40,7 +40,7 @@ struct CompileOptions {
   Target target;
   int numWarps = 0; // 0: chosen per kernel (4 for attention, else by tile size)
   /// CTAs per SM that registers (.minnctapersm) and shared memory are
-  /// budgeted for; 0: chosen per kernel (2 for attention, else 1).
+  /// budgeted for; 0: chosen per kernel (LaunchPolicy.h for attention, else 1).
   int minCtasPerSM = 0;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".

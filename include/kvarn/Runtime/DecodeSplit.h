@@ -10,6 +10,7 @@
 #ifndef KVARN_RUNTIME_DECODESPLIT_H
 #define KVARN_RUNTIME_DECODESPLIT_H
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/DSL/Specialization.h"
 
 #include <algorithm>
@@ -21,12 +22,14 @@ namespace kvarn {
 constexpr int kDecodeMaxSplits = dsl::kMaxDecodeSplits;
 
 /// Splits for `pairs` (request, KV head) programs on a GPU with
-/// `multiprocessors` SMs: enough CTAs for two per SM, at most
-/// kDecodeMaxSplits; 1 (use plain decode) when the pairs alone fill the GPU.
+/// `multiprocessors` SMs: enough CTAs to fill every SM's attention CTA slots
+/// (kAttentionCtasPerSM), at most kDecodeMaxSplits; 1 (use plain decode)
+/// when the pairs alone fill them.
 inline int decodeSplitCount(int pairs, int multiprocessors) {
   if (pairs <= 0 || multiprocessors <= 0)
     return 1;
-  int wanted = (2 * multiprocessors + pairs - 1) / pairs;
+  int slots = kAttentionCtasPerSM * multiprocessors;
+  int wanted = (slots + pairs - 1) / pairs;
   return std::clamp(wanted, 1, kDecodeMaxSplits);
 }
 
