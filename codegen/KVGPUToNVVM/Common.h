@@ -40,6 +40,7 @@ llvm::SmallVector<mlir::Value> inlineBody(mlir::OpBuilder &b,
 void populateKVGPUMemoryToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPULoopToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUKVarNToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPUTileToNVVMPatterns(mlir::RewritePatternSet &patterns);
 
 } // namespace kvarn::kvgpu
 

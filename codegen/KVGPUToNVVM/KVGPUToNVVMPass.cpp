@@ -19,6 +19,7 @@ struct ConvertKVGPUToNVVMPass
     kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPULoopToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUKVarNToNVVMPatterns(patterns);
+    kvarn::kvgpu::populateKVGPUTileToNVVMPatterns(patterns);
     GreedyRewriteConfig config;
     config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),

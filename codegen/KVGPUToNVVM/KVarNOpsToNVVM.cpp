@@ -33,8 +33,115 @@ void emitForeach(PatternRewriter &rw, Location loc, ArrayRef<int64_t> shape,
 
 /// Stage h of the butterflies pairs channel i with i + h inside each chunk;
 /// the last stage also applies the scale.
+///
+/// In registers: each chunk goes to a group of L lanes (L = len / 4 up to a
+/// warp), lane l holding its E = len / L contiguous channels l*E .. l*E+E-1.
+/// Stages h < E pair registers of one lane; stages h >= E pair lane l with
+/// lane l ^ (h / E) (`shfl.sync.bfly`): the lower lane keeps x + y, the upper
+/// x - y, the same operations as through shared memory. One load and one
+/// store per element, no barrier between stages. Every lane runs the same
+/// number of rounds so the shuffles stay converged; lanes past the last
+/// chunk load and store nothing.
 struct FWHTLowering : OpRewritePattern<FWHTOp> {
   using OpRewritePattern::OpRewritePattern;
+
+  static void lowerInRegisters(PatternRewriter &rw, FWHTOp op, int64_t rows,
+                               int64_t len, int64_t count, int64_t start,
+                               float scale) {
+    Location loc = op.getLoc();
+    Value buf = op.getBuffer();
+    int64_t lanes = std::min<int64_t>(kWarpSize, std::max<int64_t>(1, len / 4));
+    int64_t per = len / lanes;
+    int64_t threads = getNumThreads(op), groups = threads / lanes;
+    int64_t total = rows * count, rounds = (total + groups - 1) / groups;
+    Value tid = threadIndex(rw, loc);
+    Value lane = arith::RemUIOp::create(rw, loc, tid, indexConstant(rw, loc, lanes));
+    Value group = arith::DivUIOp::create(rw, loc, tid, indexConstant(rw, loc, lanes));
+    Value laneI32 = arith::IndexCastOp::create(rw, loc, rw.getI32Type(), lane);
+    Type f32 = rw.getF32Type();
+    buildStridedLoop(rw, loc, indexConstant(rw, loc, 0), rounds, 1,
+                     [&](OpBuilder &b, Value round) {
+      Value chunk = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, round, indexConstant(b, loc, groups)),
+          group);
+      Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                          chunk, indexConstant(b, loc, total));
+      Value row = arith::DivUIOp::create(b, loc, chunk, indexConstant(b, loc, count));
+      Value first = arith::AddIOp::create(
+          b, loc,
+          arith::AddIOp::create(
+              b, loc,
+              arith::MulIOp::create(
+                  b, loc,
+                  arith::RemUIOp::create(b, loc, chunk, indexConstant(b, loc, count)),
+                  indexConstant(b, loc, len)),
+              arith::MulIOp::create(b, loc, lane, indexConstant(b, loc, per))),
+          indexConstant(b, loc, start));
+      auto channel = [&](OpBuilder &nb, int64_t e) -> Value {
+        return arith::AddIOp::create(nb, loc, first, indexConstant(nb, loc, e));
+      };
+      SmallVector<Type> types(per, f32);
+      auto loaded = scf::IfOp::create(b, loc, types, valid,
+                                      /*withElseRegion=*/true);
+      {
+        Block *then = &loaded.getThenRegion().front();
+        if (!then->empty())
+          then->back().erase();
+        OpBuilder tb = OpBuilder::atBlockEnd(then);
+        SmallVector<Value> v;
+        for (int64_t e = 0; e < per; ++e)
+          v.push_back(memref::LoadOp::create(tb, loc, buf,
+                                             ValueRange{row, channel(tb, e)}));
+        scf::YieldOp::create(tb, loc, v);
+        Block *other = &loaded.getElseRegion().front();
+        if (!other->empty())
+          other->back().erase();
+        OpBuilder eb = OpBuilder::atBlockEnd(other);
+        SmallVector<Value> zeros(per, f32Constant(eb, loc, 0.0f));
+        scf::YieldOp::create(eb, loc, zeros);
+      }
+      SmallVector<Value> v(loaded.getResults());
+      Value s = f32Constant(b, loc, scale);
+      Value width = i32Constant(b, loc, kWarpSize);
+      for (int64_t h = 1; h < len; h *= 2) {
+        bool last = 2 * h == len && scale != 1.0f;
+        auto finish = [&](Value x) -> Value {
+          return last ? arith::MulFOp::create(b, loc, x, s).getResult() : x;
+        };
+        if (h < per) {
+          for (int64_t e = 0; e < per; ++e) {
+            if (e & h)
+              continue;
+            Value x = v[e], y = v[e + h];
+            v[e] = finish(arith::AddFOp::create(b, loc, x, y));
+            v[e + h] = finish(arith::SubFOp::create(b, loc, x, y));
+          }
+          continue;
+        }
+        int64_t mask = h / per;
+        Value upper = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::ne,
+            arith::AndIOp::create(b, loc, laneI32, i32Constant(b, loc, mask)),
+            i32Constant(b, loc, 0));
+        for (int64_t e = 0; e < per; ++e) {
+          Value mine = v[e];
+          Value other = gpu::ShuffleOp::create(b, loc, mine,
+                                               i32Constant(b, loc, mask), width,
+                                               gpu::ShuffleMode::XOR)
+                            .getShuffleResult();
+          Value sum = finish(arith::AddFOp::create(b, loc, mine, other));
+          Value diff = finish(arith::SubFOp::create(b, loc, other, mine));
+          v[e] = arith::SelectOp::create(b, loc, upper, diff, sum);
+        }
+      }
+      scf::IfOp::create(b, loc, valid, [&](OpBuilder &tb, Location) {
+        for (int64_t e = 0; e < per; ++e)
+          memref::StoreOp::create(tb, loc, v[e], buf, ValueRange{row, channel(tb, e)});
+        scf::YieldOp::create(tb, loc);
+      });
+    });
+  }
+
   LogicalResult matchAndRewrite(FWHTOp op, PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     Value buf = op.getBuffer();
@@ -50,6 +157,11 @@ struct FWHTLowering : OpRewritePattern<FWHTOp> {
         x = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, scale));
         memref::StoreOp::create(b, loc, x, buf, ValueRange{idx[0], c});
       });
+      rw.eraseOp(op);
+      return success();
+    }
+    if (len / std::min<int64_t>(kWarpSize, std::max<int64_t>(1, len / 4)) <= 32) {
+      lowerInRegisters(rw, op, rows, len, count, start, scale);
       rw.eraseOp(op);
       return success();
     }

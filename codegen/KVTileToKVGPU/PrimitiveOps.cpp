@@ -127,6 +127,52 @@ void rowStds(TileLowering &s, Location loc, int64_t rows, int64_t cols,
   });
 }
 
+/// The shared buffer and orientation of `m` when kvgpu.sinkhorn and
+/// kvgpu.quantize_tile can hold it in registers: an f16, bf16 or f32 buffer read
+/// as f32, straight or transposed, that the CTA's grid divides.
+/// Elements per thread up to which ptxas keeps each op's tile, state and
+/// temporaries in 255 registers without spilling (flush at head_dim 256, 8
+/// warps: 128 per thread fit kvgpu.sinkhorn, not kvgpu.quantize_tile).
+constexpr int64_t kMaxSinkhornElements = 128;
+constexpr int64_t kMaxQuantizeElements = 96;
+struct RegisterTileInput {
+  Value buffer;
+  bool transpose;
+};
+std::optional<RegisterTileInput> registerTileInput(TileLowering &s,
+                                                   const TileView &m,
+                                                   int64_t maxElements) {
+  if (!m.isPlainBuffer())
+    return std::nullopt;
+  auto type = cast<MemRefType>(m.buffer.getType());
+  Type elt = type.getElementType();
+  if (type.getRank() != 2 || !(elt.isF16() || elt.isBF16() || elt.isF32()))
+    return std::nullopt;
+  if (!llvm::all_of(m.conversions, [](Type t) { return t.isF32(); }) ||
+      !(elt.isF32() || !m.conversions.empty()))
+    return std::nullopt;
+  bool transpose;
+  if (ArrayRef<int>(m.bufferDims) == ArrayRef<int>{0, 1})
+    transpose = false;
+  else if (ArrayRef<int>(m.bufferDims) == ArrayRef<int>{1, 0})
+    transpose = true;
+  else
+    return std::nullopt;
+  auto grid = kvgpu::getRegisterTileGrid(type.getDimSize(0), type.getDimSize(1),
+                                         s.numWarps * 32);
+  if (!grid || grid->n0 * grid->n1 > maxElements)
+    return std::nullopt;
+  return RegisterTileInput{m.buffer, transpose};
+}
+
+Value registerTileScratch(TileLowering &s, Location loc, Value buffer,
+                          ScratchBuffers &scratch) {
+  auto type = cast<MemRefType>(buffer.getType());
+  int64_t floats =
+      kvgpu::getRegisterTileScratchFloats(type.getDimSize(1), s.numWarps * 32);
+  return scratch.get(loc, {floats}, s.b.getF32Type());
+}
+
 LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
   auto op = cast<NormalizeOp>(raw);
   Location loc = op.getLoc();
@@ -134,6 +180,21 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
   int64_t R = type.getDim(0), C = type.getDim(1);
   Type f32 = s.b.getF32Type();
   TileView m = s.view(op.getInput());
+  if (auto in = registerTileInput(s, m, kMaxSinkhornElements)) {
+    // The tile stays in registers across all iterations.
+    TileView sCol = s.allocate(loc, TileType::get({C}, f32));
+    TileView sRow = s.allocate(loc, TileType::get({R}, f32));
+    {
+      ScratchBuffers scratch(s);
+      Value buf = registerTileScratch(s, loc, in->buffer, scratch);
+      kvgpu::SinkhornOp::create(s.b, loc, in->buffer, sCol.buffer, sRow.buffer,
+                                buf, in->transpose, op.getIters());
+    }
+    s.barrier(loc);
+    s.tiles[op.getColScale()] = sCol;
+    s.tiles[op.getRowScale()] = sRow;
+    return success();
+  }
   ScratchBuffers scratch(s);
   Value logCol = scratch.get(loc, {C}, f32), logRow = scratch.get(loc, {R}, f32);
   Value invCol = scratch.get(loc, {C}, f32), invRow = scratch.get(loc, {R}, f32);
@@ -275,6 +336,32 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   float qmax = float((1 << op.getBits()) - 1);
   TileView m = s.view(op.getInput()), sCol = s.view(op.getColScale()),
            sRow = s.view(op.getRowScale());
+  auto in = registerTileInput(s, m, kMaxQuantizeElements);
+  if (in && sCol.isPlainBuffer() && sRow.isPlainBuffer() &&
+      sCol.conversions.empty() && sRow.conversions.empty() &&
+      cast<MemRefType>(sCol.buffer.getType()).getElementType().isF32() &&
+      cast<MemRefType>(sRow.buffer.getType()).getElementType().isF32() &&
+      cast<MemRefType>(sCol.buffer.getType()).getRank() == 1 &&
+      cast<MemRefType>(sRow.buffer.getType()).getRank() == 1) {
+    TileView codes = s.allocate(loc, TileType::get({R, C}, s.b.getI8Type()));
+    TileView scale = s.allocate(loc, TileType::get({R}, f16));
+    TileView zero = s.allocate(loc, TileType::get({R}, f16));
+    TileView other = s.allocate(loc, TileType::get({C}, f16));
+    {
+      ScratchBuffers scratch(s);
+      Value buf = registerTileScratch(s, loc, in->buffer, scratch);
+      kvgpu::QuantizeTileOp::create(
+          s.b, loc, in->buffer, sCol.buffer, sRow.buffer, codes.buffer,
+          scale.buffer, zero.buffer, other.buffer, buf, in->transpose,
+          op.getBits());
+    }
+    s.barrier(loc);
+    s.tiles[op.getCodes()] = codes;
+    s.tiles[op.getScale()] = scale;
+    s.tiles[op.getZero()] = zero;
+    s.tiles[op.getOtherScale()] = other;
+    return success();
+  }
   ScratchBuffers scratch(s);
   Value lo = scratch.get(loc, {R}, f32), hi = scratch.get(loc, {R}, f32);
   Value step = scratch.get(loc, {R}, f32);

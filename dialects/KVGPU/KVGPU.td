@@ -274,4 +274,65 @@ def KVGPU_UnpackBitsOp : KVGPU_Op<"unpack_bits"> {
   let hasVerifier = 1;
 }
 
+
+def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
+  let summary = "Sinkhorn normalization of a tile held in registers";
+  let description = [{
+    KVARN_SPEC.md section 4 on the logical `[R, C]` tile read from `input`
+    (`input[r, c]`, or `input[c, r]` with `transpose`): alternating column
+    and row steps of the log scales for `iters` iterations, keeping the
+    iterate of least imbalance; writes `col_scale[c] = exp(best log_c)` and
+    `row_scale[r] = exp(best log_r)`.
+
+    The tile is read from shared memory once and held in registers across
+    all iterations: the CTA's threads form a grid over the buffer, each
+    thread holds a fixed block of elements, and the standard deviations are
+    reduced with shuffles inside a warp and through `scratch` (two regions of
+    `warps x max(B1, 4)` floats) across warps, one barrier per cross-warp
+    reduction. `kvgpu.sinkhorn_fits` says whether a tile fits the registers.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$input,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$col_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$row_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       UnitAttr:$transpose,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$iters);
+  let assemblyFormat = [{
+    $input (`transpose` $transpose^)? `iters` $iters `into` $col_scale `,` $row_scale
+    `scratch` $scratch attr-dict `:` type($input) `,` type($col_scale) `,`
+    type($row_scale) `,` type($scratch)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_QuantizeTileOp : KVGPU_Op<"quantize_tile"> {
+  let summary = "asymmetric per-row quantization of a tile held in registers";
+  let description = [{
+    KVARN_SPEC.md section 5 on the logical `[R, C]` tile read from `input`
+    (transposed with `transpose`): `balanced = M / col_scale[c] / row_scale[r]`
+    (exact divisions), per row `lo`, `hi`, `step = max((hi - lo) / qmax,
+    floor)`, `codes[r, c] = clamp(rni((balanced - lo) / step), 0, qmax)`,
+    `scale[r] = f16(row_scale[r] * step)`, `zero[r] = f16(row_scale[r] * lo)`,
+    `other[c] = f16(col_scale[c])`. The same thread grid as
+    `kvgpu.sinkhorn`; min and max are reduced together.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$input,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$col_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$row_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$zero,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$other,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       UnitAttr:$transpose,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+  let assemblyFormat = [{
+    $input (`transpose` $transpose^)? `scales` $col_scale `,` $row_scale `bits` $bits
+    `into` $codes `,` $scale `,` $zero `,` $other `scratch` $scratch attr-dict
+    `:` type($input) `,` type($col_scale) `,` type($row_scale) `,` type($codes)
+    `,` type($scale) `,` type($zero) `,` type($other) `,` type($scratch)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // KVARN_DIALECT_KVGPU_TD

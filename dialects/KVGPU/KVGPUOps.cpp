@@ -235,5 +235,86 @@ LogicalResult UnpackBitsOp::verify() {
                        getBits());
 }
 
+//===----------------------------------------------------------------------===//
+// SinkhornOp, QuantizeTileOp: tiles held in registers
+//===----------------------------------------------------------------------===//
+
+std::optional<RegisterTileGrid>
+kvarn::kvgpu::getRegisterTileGrid(int64_t b0, int64_t b1, int64_t threads) {
+  // Of the grids that divide the buffer, the one with the fewest indices
+  // per thread (n0 + n1: the per-row and per-column state it holds).
+  std::optional<RegisterTileGrid> best;
+  for (int64_t t1 : {16, 32, 8, 4, 2, 1}) {
+    if (threads % t1 || b1 % t1)
+      continue;
+    int64_t t0 = threads / t1;
+    if (b0 % t0)
+      continue;
+    RegisterTileGrid g{t0, t1, b0 / t0, b1 / t1};
+    if (g.n0 * g.n1 > maxRegisterTileElements(threads))
+      continue;
+    if (!best || g.n0 + g.n1 < best->n0 + best->n1)
+      best = g;
+  }
+  return best;
+}
+
+/// The logical [R, C] extents of a 2-D input buffer read maybe transposed.
+static LogicalResult verifyRegisterTile(Operation *op, MemRefType input,
+                                        bool transpose, int64_t &rows,
+                                        int64_t &cols) {
+  if (input.getRank() != 2)
+    return op->emitOpError("needs a 2-D input buffer");
+  Type elt = input.getElementType();
+  if (!elt.isF16() && !elt.isBF16() && !elt.isF32())
+    return op->emitOpError("reads f16, bf16 or f32 tiles");
+  rows = input.getDimSize(transpose ? 1 : 0);
+  cols = input.getDimSize(transpose ? 0 : 1);
+  return success();
+}
+
+static LogicalResult verifyVector(Operation *op, MemRefType t, int64_t n,
+                                  StringRef what) {
+  if (t.getRank() != 1 || t.getDimSize(0) != n)
+    return op->emitOpError(what) << " must have " << n << " elements";
+  return success();
+}
+
+LogicalResult SinkhornOp::verify() {
+  int64_t rows, cols;
+  if (failed(verifyRegisterTile(*this, getInput().getType(), getTranspose(),
+                                rows, cols)) ||
+      failed(verifyVector(*this, getColScale().getType(), cols, "col_scale")) ||
+      failed(verifyVector(*this, getRowScale().getType(), rows, "row_scale")))
+    return failure();
+  if (!getColScale().getType().getElementType().isF32() ||
+      !getRowScale().getType().getElementType().isF32() ||
+      !getScratch().getType().getElementType().isF32() ||
+      getScratch().getType().getRank() != 1)
+    return emitOpError("scales and scratch are f32 vectors");
+  return success();
+}
+
+LogicalResult QuantizeTileOp::verify() {
+  int64_t rows, cols;
+  if (failed(verifyRegisterTile(*this, getInput().getType(), getTranspose(),
+                                rows, cols)) ||
+      failed(verifyVector(*this, getColScale().getType(), cols, "col_scale")) ||
+      failed(verifyVector(*this, getRowScale().getType(), rows, "row_scale")) ||
+      failed(verifyVector(*this, getScale().getType(), rows, "scale")) ||
+      failed(verifyVector(*this, getZero().getType(), rows, "zero")) ||
+      failed(verifyVector(*this, getOther().getType(), cols, "other")))
+    return failure();
+  auto codes = getCodes().getType();
+  if (codes.getRank() != 2 || codes.getDimSize(0) != rows ||
+      codes.getDimSize(1) != cols || !codes.getElementType().isInteger(8))
+    return emitOpError("codes must be an i8 [") << rows << ", " << cols
+                                                << "] buffer";
+  if (getScratch().getType().getRank() != 1 ||
+      !getScratch().getType().getElementType().isF32())
+    return emitOpError("scratch is an f32 vector");
+  return success();
+}
+
 #define GET_OP_CLASSES
 #include "kvarn/Dialect/KVGPU/KVGPUOps.cpp.inc"

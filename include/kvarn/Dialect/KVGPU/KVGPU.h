@@ -15,6 +15,8 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Dialect/LLVMIR/LLVMTypes.h"
 
+#include <optional>
+
 namespace kvarn::kvgpu {
 /// A statically shaped, identity-layout memref in the workgroup address space.
 bool isSharedMemRef(mlir::Type type);
@@ -26,6 +28,28 @@ mlir::MemRefType getSharedMemRefType(llvm::ArrayRef<int64_t> shape,
 /// Attribute names on kernels.
 inline constexpr llvm::StringLiteral kSharedBytesAttrName = "kvgpu.shared_bytes";
 inline constexpr llvm::StringLiteral kNumWarpsAttrName = "kvgpu.num_warps";
+
+/// How kvgpu.sinkhorn and kvgpu.quantize_tile spread a [b0, b1] shared
+/// buffer over a CTA's threads: t1 threads (a divisor of 32, consecutive
+/// lanes) along dimension 1, t0 = threads / t1 along dimension 0; thread t
+/// holds elements (t / t1 + i * t0, t % t1 + j * t1) for i < n0, j < n1.
+struct RegisterTileGrid {
+  int64_t t0, t1, n0, n1;
+};
+/// Most elements one thread holds (up to 256 threads have 255 registers
+/// each; 512 threads 128).
+inline int64_t maxRegisterTileElements(int64_t threads) {
+  return threads > 256 ? 48 : 128;
+}
+/// The grid for a [b0, b1] buffer and `threads` threads, or nothing when the
+/// buffer does not divide evenly or would not fit the registers.
+std::optional<RegisterTileGrid> getRegisterTileGrid(int64_t b0, int64_t b1,
+                                                    int64_t threads);
+/// Floats of the scratch buffer these ops need: two alternating regions of
+/// one row of partials per warp (two reductions of b1 values, or four).
+inline int64_t getRegisterTileScratchFloats(int64_t b1, int64_t threads) {
+  return 2 * (threads / 32) * (2 * b1 + 4);
+}
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"

@@ -38,10 +38,14 @@ gpu.module @m {
     gpu.return
   }
 
-  // log2(16) = 4 butterfly stages, barriers between them, the scale folded
-  // into the last.
+  // log2(16) = 4 butterfly stages in registers: chunks of 16 go to groups
+  // of 4 lanes with 4 channels each, so stages 1 and 2 stay in a lane and
+  // stages 4 and 8 shuffle (xor 1 and 2); no barrier between stages, the
+  // scale folded into the last.
   // CHECK-LABEL: gpu.func @fwht
-  // CHECK-COUNT-3: gpu.barrier
+  // CHECK-NOT: gpu.barrier
+  // CHECK: gpu.shuffle xor %{{.*}}, %c1_i32
+  // CHECK: gpu.shuffle xor %{{.*}}, %c2_i32
   // CHECK: arith.mulf
   // CHECK-NOT: gpu.barrier
   // CHECK: gpu.return

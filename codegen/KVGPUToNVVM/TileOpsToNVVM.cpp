@@ -1,0 +1,525 @@
+//===- TileOpsToNVVM.cpp - sinkhorn and quantize_tile in registers --------===//
+//
+// kvgpu.sinkhorn and kvgpu.quantize_tile read their tile from shared memory
+// once into registers (getRegisterTileGrid: each thread a fixed block) and
+// keep it there. A reduction over buffer dimension 1 stays inside a warp
+// (the t1 threads of a grid row are consecutive lanes): shuffles. One over
+// dimension 0 shuffles across the lanes of a warp that share t1, then goes
+// through `scratch` across warps: lanes < t1 write their warp's partials,
+// one barrier, and every thread combines the warps' partials in the same
+// order (so all threads hold bit-identical results). Cross-warp reductions
+// alternate between the scratch's two regions, so a region is written again
+// only after the barrier of the reduction in between.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Common.h"
+
+#include "kvarn/Reference/Quantizer.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace kvarn::kvgpu;
+
+namespace {
+
+Value f32C(OpBuilder &b, Location loc, float v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+Value i32C(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 32);
+}
+
+Value combineValues(OpBuilder &b, Location loc, ReduceKind kind, Value x,
+                    Value y) {
+  switch (kind) {
+  case ReduceKind::Add:
+    return arith::AddFOp::create(b, loc, x, y);
+  case ReduceKind::Max:
+    return arith::MaximumFOp::create(b, loc, x, y);
+  case ReduceKind::Min:
+    return arith::MinimumFOp::create(b, loc, x, y);
+  }
+  llvm_unreachable("unknown reduction");
+}
+
+Value intrinsic(OpBuilder &b, Location loc, Type type, StringRef name,
+                ValueRange args) {
+  return LLVM::CallIntrinsicOp::create(b, loc, type, b.getStringAttr(name), args)
+      .getResult(0);
+}
+Value expF(OpBuilder &b, Location loc, Value x) {
+  Value y = arith::MulFOp::create(b, loc, x, f32C(b, loc, 1.4426950408889634f));
+  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.ex2.approx.f32", {y});
+}
+Value logF(OpBuilder &b, Location loc, Value x) {
+  Value y = intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.lg2.approx.f", {x});
+  return arith::MulFOp::create(b, loc, y, f32C(b, loc, 0.6931471805599453f));
+}
+Value sqrtF(OpBuilder &b, Location loc, Value x) {
+  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.sqrt.rn.f", {x});
+}
+Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
+  return arith::MinimumFOp::create(
+      b, loc, arith::MaximumFOp::create(b, loc, x, f32C(b, loc, lo)),
+      f32C(b, loc, hi));
+}
+
+/// One CTA's register tile: thread coordinates and reduction helpers.
+struct RegisterTile {
+  OpBuilder &b;
+  Location loc;
+  RegisterTileGrid g;
+  int64_t B[2], T[2], n[2], warps;
+  Value tid, tc[2], warp, lane;
+  Value scratch;
+  int64_t regionFloats;
+  int parity = 0; // the scratch region of the next cross-warp reduction
+
+  RegisterTile(OpBuilder &b, Location loc, RegisterTileGrid g, int64_t b0,
+               int64_t b1, int64_t threads, Value scratch)
+      : b(b), loc(loc), g(g), scratch(scratch) {
+    B[0] = b0, B[1] = b1, T[0] = g.t0, T[1] = g.t1, n[0] = g.n0, n[1] = g.n1;
+    warps = threads / kWarpSize;
+    regionFloats = warps * (2 * b1 + 4);
+    tid = threadIndex(b, loc);
+    tc[1] = arith::RemUIOp::create(b, loc, tid, idx(g.t1));
+    tc[0] = arith::DivUIOp::create(b, loc, tid, idx(g.t1));
+    warp = arith::DivUIOp::create(b, loc, tid, idx(kWarpSize));
+    lane = arith::RemUIOp::create(b, loc, tid, idx(kWarpSize));
+  }
+
+  Value idx(int64_t v) { return indexConstant(b, loc, v); }
+  /// Buffer index along dimension d of this thread's k-th element.
+  Value coord(int d, int64_t k) {
+    return arith::AddIOp::create(b, loc, tc[d], idx(k * T[d]));
+  }
+  /// The thread's elements, x[i * n1 + j], as f32.
+  SmallVector<Value> load(Value buffer) {
+    SmallVector<Value> x;
+    SmallVector<Value> c0, c1;
+    for (int64_t i = 0; i < n[0]; ++i)
+      c0.push_back(coord(0, i));
+    for (int64_t j = 0; j < n[1]; ++j)
+      c1.push_back(coord(1, j));
+    for (int64_t i = 0; i < n[0]; ++i)
+      for (int64_t j = 0; j < n[1]; ++j) {
+        Value v = memref::LoadOp::create(b, loc, buffer, ValueRange{c0[i], c1[j]});
+        if (!v.getType().isF32())
+          v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+        x.push_back(v);
+      }
+    return x;
+  }
+  /// The per-index vector of dimension d read from a 1-D buffer.
+  SmallVector<Value> loadVector(int d, Value buffer) {
+    SmallVector<Value> v;
+    for (int64_t k = 0; k < n[d]; ++k)
+      v.push_back(memref::LoadOp::create(b, loc, buffer, ValueRange{coord(d, k)}));
+    return v;
+  }
+  /// Writes the per-index vector of dimension d into a 1-D buffer (threads
+  /// whose coordinate along the other dimension is 0).
+  void storeVector(int d, ArrayRef<Value> v, Value buffer) {
+    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                        tc[1 - d], idx(0));
+    scf::IfOp::create(b, loc, first, [&](OpBuilder &tb, Location) {
+      for (int64_t k = 0; k < n[d]; ++k)
+        memref::StoreOp::create(tb, loc, v[k], buffer, ValueRange{coord(d, k)});
+      scf::YieldOp::create(tb, loc);
+    });
+  }
+
+  Value shuffleXor(Value v, int64_t offset) {
+    return gpu::ShuffleOp::create(b, loc, v, i32C(b, loc, offset),
+                                  i32C(b, loc, kWarpSize), gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+
+  /// `vals[k]` are this thread's partials per index of dimension 1 - d;
+  /// returns the reduction over dimension d (every thread holding an index
+  /// gets its total). Several vectors reduce together (one barrier).
+  SmallVector<SmallVector<Value>>
+  reduceOver(int d, ArrayRef<ReduceKind> kinds,
+             SmallVector<SmallVector<Value>> vals) {
+    if (d == 1) { // the t1 lanes of a grid row
+      for (int64_t off = 1; off < T[1]; off *= 2)
+        for (auto [kind, vec] : llvm::zip(kinds, vals))
+          for (Value &v : vec)
+            v = combineValues(b, loc, kind, v, shuffleXor(v, off));
+      return vals;
+    }
+    for (int64_t off = T[1]; off < kWarpSize; off *= 2)
+      for (size_t s = 0; s < vals.size(); ++s)
+        for (Value &v : vals[s])
+          v = combineValues(b, loc, kinds[s], v, shuffleXor(v, off));
+    if (warps == 1)
+      return vals;
+    // Partials of warp w for index c of vector s at w * (2 B1 + 4) + s B1 + c.
+    int64_t stride = 2 * B[1] + 4;
+    Value base = idx(parity * regionFloats);
+    parity ^= 1;
+    Value rowBase = arith::AddIOp::create(
+        b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
+    Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                         lane, idx(T[1]));
+    scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
+      for (size_t s = 0; s < vals.size(); ++s)
+        for (int64_t k = 0; k < n[1]; ++k) {
+          Value c = arith::AddIOp::create(tb, loc, tc[1], idx(k * T[1] + s * B[1]));
+          Value at = arith::AddIOp::create(tb, loc, rowBase, c);
+          memref::StoreOp::create(tb, loc, vals[s][k], scratch, ValueRange{at});
+        }
+      scf::YieldOp::create(tb, loc);
+    });
+    gpu::BarrierOp::create(b, loc);
+    for (size_t s = 0; s < vals.size(); ++s) {
+      for (int64_t k = 0; k < n[1]; ++k) {
+        Value col = arith::AddIOp::create(
+            b, loc, base, arith::AddIOp::create(b, loc, coord(1, k), idx(s * B[1])));
+        Value acc;
+        for (int64_t w = 0; w < warps; ++w) {
+          Value at = arith::AddIOp::create(b, loc, col, idx(w * stride));
+          Value v = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
+          acc = acc ? combineValues(b, loc, kinds[s], acc, v) : v;
+        }
+        vals[s][k] = acc;
+      }
+    }
+    return vals;
+  }
+
+  /// Reduces one scalar per thread (each of `kinds`) over the whole CTA.
+  SmallVector<Value> reduceAll(ArrayRef<ReduceKind> kinds,
+                               SmallVector<Value> vals) {
+    for (int64_t off = 1; off < kWarpSize; off *= 2)
+      for (size_t s = 0; s < vals.size(); ++s)
+        vals[s] = combineValues(b, loc, kinds[s], vals[s], shuffleXor(vals[s], off));
+    if (warps == 1)
+      return vals;
+    int64_t stride = 2 * B[1] + 4;
+    Value base = idx(parity * regionFloats);
+    parity ^= 1;
+    Value rowBase = arith::AddIOp::create(
+        b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
+    Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                         lane, idx(0));
+    scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
+      for (size_t s = 0; s < vals.size(); ++s)
+        memref::StoreOp::create(
+            tb, loc, vals[s], scratch,
+            ValueRange{arith::AddIOp::create(tb, loc, rowBase, idx(s))});
+      scf::YieldOp::create(tb, loc);
+    });
+    gpu::BarrierOp::create(b, loc);
+    for (size_t s = 0; s < vals.size(); ++s) {
+      Value acc;
+      for (int64_t w = 0; w < warps; ++w) {
+        Value at = arith::AddIOp::create(b, loc, base, idx(w * stride + s));
+        Value x = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
+        acc = acc ? combineValues(b, loc, kinds[s], acc, x) : x;
+      }
+      vals[s] = acc;
+    }
+    return vals;
+  }
+
+  /// x[i, j] as element (k along dimension keep, m along the other).
+  Value at(ArrayRef<Value> x, int keep, int64_t k, int64_t m) {
+    return keep == 0 ? x[k * n[1] + m] : x[m * n[1] + k];
+  }
+};
+
+/// Unbiased standard deviations, two-pass, of `x * scale[other index]` over
+/// dimension 1 - keep, one per index of dimension `keep`.
+SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
+                           ArrayRef<Value> scale) {
+  OpBuilder &b = t.b;
+  Location loc = t.loc;
+  int other = 1 - keep;
+  // sum of x * s, then sum of (x * s - mean)^2, each element one or two
+  // fused multiply-adds.
+  auto fma = [&](Value a, Value m, Value c) -> Value {
+    return LLVM::FMAOp::create(b, loc, a, m, c);
+  };
+  SmallVector<Value> sums;
+  for (int64_t k = 0; k < t.n[keep]; ++k) {
+    Value acc;
+    for (int64_t m = 0; m < t.n[other]; ++m) {
+      Value v = t.at(x, keep, k, m);
+      if (!acc)
+        acc = scale.empty() ? v : arith::MulFOp::create(b, loc, v, scale[m]).getResult();
+      else
+        acc = scale.empty() ? arith::AddFOp::create(b, loc, acc, v).getResult()
+                            : fma(v, scale[m], acc);
+    }
+    sums.push_back(acc);
+  }
+  sums = t.reduceOver(other, {ReduceKind::Add}, {sums})[0];
+  Value count = f32C(b, loc, float(t.B[other]));
+  SmallVector<Value> devs;
+  for (int64_t k = 0; k < t.n[keep]; ++k) {
+    Value mean = arith::DivFOp::create(b, loc, sums[k], count);
+    Value negMean = arith::NegFOp::create(b, loc, mean);
+    Value acc = f32C(b, loc, 0.0f);
+    for (int64_t m = 0; m < t.n[other]; ++m) {
+      Value v = t.at(x, keep, k, m);
+      Value d = scale.empty() ? arith::AddFOp::create(b, loc, v, negMean).getResult()
+                              : fma(v, scale[m], negMean);
+      acc = fma(d, d, acc);
+    }
+    devs.push_back(acc);
+  }
+  devs = t.reduceOver(other, {ReduceKind::Add}, {devs})[0];
+  Value n1 = f32C(b, loc, float(t.B[other] - 1));
+  for (Value &v : devs)
+    v = sqrtF(b, loc, arith::DivFOp::create(b, loc, v, n1));
+  return devs;
+}
+
+/// log_s = clamp(log_s + log(clamp(std))), inv_s = 1 / exp(log_s).
+void stepScales(OpBuilder &b, Location loc, SmallVector<Value> &logs,
+                SmallVector<Value> &invs, ArrayRef<Value> stds) {
+  for (size_t k = 0; k < logs.size(); ++k) {
+    Value std = clampF(b, loc, stds[k], kvarn::kStdMin, kvarn::kStdMax);
+    Value l = arith::AddFOp::create(b, loc, logs[k], logF(b, loc, std));
+    logs[k] = clampF(b, loc, l, kvarn::kLogScaleMin, kvarn::kLogScaleMax);
+    invs[k] = arith::DivFOp::create(b, loc, f32C(b, loc, 1.0f),
+                                    expF(b, loc, logs[k]));
+  }
+}
+
+SmallVector<Value> scaled(OpBuilder &b, Location loc, ArrayRef<Value> s,
+                          ArrayRef<Value> stds) {
+  SmallVector<Value> out;
+  for (auto [a, c] : llvm::zip(s, stds))
+    out.push_back(arith::MulFOp::create(b, loc, a, c));
+  return out;
+}
+
+/// max(col)/max(min(col), floor) + max(row)/max(min(row), floor).
+Value imbalance(RegisterTile &t, ArrayRef<Value> colStd,
+                ArrayRef<Value> rowStd) {
+  OpBuilder &b = t.b;
+  Location loc = t.loc;
+  auto extreme = [&](ArrayRef<Value> v, ReduceKind kind) {
+    Value acc = v[0];
+    for (Value x : v.drop_front())
+      acc = combineValues(b, loc, kind, acc, x);
+    return acc;
+  };
+  SmallVector<Value> r = t.reduceAll(
+      {ReduceKind::Max, ReduceKind::Min, ReduceKind::Max, ReduceKind::Min},
+      {extreme(colStd, ReduceKind::Max), extreme(colStd, ReduceKind::Min),
+       extreme(rowStd, ReduceKind::Max), extreme(rowStd, ReduceKind::Min)});
+  Value floor = f32C(b, loc, kvarn::kImbalanceFloor);
+  auto ratio = [&](Value hi, Value lo) -> Value {
+    return arith::DivFOp::create(b, loc, hi,
+                                 arith::MaximumFOp::create(b, loc, lo, floor));
+  };
+  return arith::AddFOp::create(b, loc, ratio(r[0], r[1]), ratio(r[2], r[3]));
+}
+
+std::optional<RegisterTileGrid> gridFor(Operation *op, MemRefType input,
+                                        int64_t threads) {
+  return getRegisterTileGrid(input.getDimSize(0), input.getDimSize(1), threads);
+}
+
+struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SinkhornOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto inType = op.getInput().getType();
+    int64_t threads = getNumThreads(op);
+    auto grid = gridFor(op, inType, threads);
+    if (!grid)
+      return op.emitOpError("tile does not fit the registers of ")
+             << threads << " threads";
+    RegisterTile t(rw, loc, *grid, inType.getDimSize(0), inType.getDimSize(1),
+                   threads, op.getScratch());
+    // Logical columns run along buffer dimension dc, rows along dr.
+    int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
+    SmallVector<Value> x = t.load(op.getInput());
+    Value zero = f32C(rw, loc, 0.0f), one = f32C(rw, loc, 1.0f);
+    SmallVector<Value> logCol(t.n[dc], zero), invCol(t.n[dc], one);
+    SmallVector<Value> logRow(t.n[dr], zero), invRow(t.n[dr], one);
+    // The untouched tile is the first candidate.
+    SmallVector<Value> colStd = stdKeep(t, x, dc, {});
+    SmallVector<Value> rowStd = stdKeep(t, x, dr, {});
+    Value best = imbalance(t, colStd, rowStd);
+    // The best iterate's log scales wait in the outputs, written and read
+    // back by the same threads (storeVector's), so no barrier orders them.
+    t.storeVector(dc, logCol, op.getColScale());
+    t.storeVector(dr, logRow, op.getRowScale());
+
+    // iter_args: logCol, invCol, logRow, invRow, colStd, best
+    SmallVector<Value> inits;
+    llvm::append_range(inits, logCol);
+    llvm::append_range(inits, invCol);
+    llvm::append_range(inits, logRow);
+    llvm::append_range(inits, invRow);
+    llvm::append_range(inits, colStd);
+    inits.push_back(best);
+    int64_t nc = t.n[dc], nr = t.n[dr];
+    int startParity = t.parity;
+    auto loop = scf::ForOp::create(rw, loc, t.idx(0), t.idx(op.getIters()),
+                                   t.idx(1), inits);
+    {
+      OpBuilder::InsertionGuard guard(rw);
+      rw.setInsertionPointToStart(loop.getBody());
+      ValueRange args = loop.getRegionIterArgs();
+      size_t p = 0;
+      auto take = [&](int64_t count) {
+        SmallVector<Value> v(args.begin() + p, args.begin() + p + count);
+        p += count;
+        return v;
+      };
+      SmallVector<Value> lc = take(nc), ic = take(nc), lr = take(nr),
+                         ir = take(nr), cs = take(nc);
+      Value bestImb = args[p];
+      // Column step, then the row stds of M * ic (times ir: the std of
+      // M / exp(log_c) / exp(log_r) over a row scales with the row's factor).
+      stepScales(rw, loc, lc, ic, cs);
+      SmallVector<Value> rowBase = stdKeep(t, x, dr, ic);
+      stepScales(rw, loc, lr, ir, scaled(rw, loc, ir, rowBase));
+      SmallVector<Value> colNew = scaled(rw, loc, ic, stdKeep(t, x, dc, ir));
+      SmallVector<Value> rowNew = scaled(rw, loc, ir, rowBase);
+      Value imb = imbalance(t, colNew, rowNew);
+      Value better = arith::CmpFOp::create(rw, loc, arith::CmpFPredicate::OLE,
+                                           imb, bestImb);
+      scf::IfOp::create(rw, loc, better, [&](OpBuilder &tb, Location) {
+        OpBuilder::InsertionGuard inner(rw);
+        rw.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
+        t.storeVector(dc, lc, op.getColScale()); // ties: the newer iterate wins
+        t.storeVector(dr, lr, op.getRowScale());
+        scf::YieldOp::create(rw, loc);
+      });
+      bestImb = arith::SelectOp::create(rw, loc, better, imb, bestImb);
+      if (t.parity != startParity) // keep the regions alternating across iterations
+        gpu::BarrierOp::create(rw, loc);
+      t.parity = startParity;
+      SmallVector<Value> yields;
+      for (auto *v : {&lc, &ic, &lr, &ir, &colNew})
+        llvm::append_range(yields, *v);
+      yields.push_back(bestImb);
+      scf::YieldOp::create(rw, loc, yields);
+    }
+    // s = exp(best log s), in place by the threads that wrote them.
+    auto finish = [&](int d, Value buffer) {
+      Value writer = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq,
+                                           t.tc[1 - d], t.idx(0));
+      scf::IfOp::create(rw, loc, writer, [&](OpBuilder &tb, Location) {
+        for (int64_t k = 0; k < t.n[d]; ++k) {
+          Value at = arith::AddIOp::create(tb, loc, t.tc[d], t.idx(k * t.T[d]));
+          Value x = memref::LoadOp::create(tb, loc, buffer, ValueRange{at});
+          memref::StoreOp::create(tb, loc, expF(tb, loc, x), buffer,
+                                  ValueRange{at});
+        }
+        scf::YieldOp::create(tb, loc);
+      });
+    };
+    finish(dc, op.getColScale());
+    finish(dr, op.getRowScale());
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(QuantizeTileOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto inType = op.getInput().getType();
+    int64_t threads = getNumThreads(op);
+    auto grid = gridFor(op, inType, threads);
+    if (!grid)
+      return op.emitOpError("tile does not fit the registers of ")
+             << threads << " threads";
+    RegisterTile t(rw, loc, *grid, inType.getDimSize(0), inType.getDimSize(1),
+                   threads, op.getScratch());
+    int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
+    float qmax = float((1 << op.getBits()) - 1);
+    SmallVector<Value> x = t.load(op.getInput());
+    SmallVector<Value> sCol = t.loadVector(dc, op.getColScale());
+    SmallVector<Value> sRow = t.loadVector(dr, op.getRowScale());
+    // balanced = M / s_col / s_row as products with the correctly rounded
+    // reciprocals (within an ulp of the quotients; a code moves only when
+    // its quotient lies within an ulp of a rounding tie).
+    Value oneF = f32C(rw, loc, 1.0f);
+    auto recip = [&](ArrayRef<Value> v) {
+      SmallVector<Value> out;
+      for (Value a : v)
+        out.push_back(arith::DivFOp::create(rw, loc, oneF, a));
+      return out;
+    };
+    SmallVector<Value> rCol = recip(sCol), rRow = recip(sRow);
+    for (int64_t i = 0; i < t.n[0]; ++i)
+      for (int64_t j = 0; j < t.n[1]; ++j) {
+        int64_t c = dc == 0 ? i : j, r = dc == 0 ? j : i;
+        Value &v = x[i * t.n[1] + j];
+        v = arith::MulFOp::create(rw, loc, v, rCol[c]);
+        v = arith::MulFOp::create(rw, loc, v, rRow[r]);
+      }
+    SmallVector<Value> lo, hi;
+    for (int64_t k = 0; k < t.n[dr]; ++k) {
+      Value mn = t.at(x, dr, k, 0), mx = mn;
+      for (int64_t m = 1; m < t.n[dc]; ++m) {
+        Value v = t.at(x, dr, k, m);
+        mn = arith::MinimumFOp::create(rw, loc, mn, v);
+        mx = arith::MaximumFOp::create(rw, loc, mx, v);
+      }
+      lo.push_back(mn);
+      hi.push_back(mx);
+    }
+    auto red = t.reduceOver(dc, {ReduceKind::Min, ReduceKind::Max}, {lo, hi});
+    lo = red[0];
+    hi = red[1];
+    SmallVector<Value> step;
+    for (int64_t k = 0; k < t.n[dr]; ++k) {
+      Value range = arith::SubFOp::create(rw, loc, hi[k], lo[k]);
+      Value a = arith::DivFOp::create(rw, loc, range, f32C(rw, loc, qmax));
+      step.push_back(
+          arith::MaximumFOp::create(rw, loc, a, f32C(rw, loc, kvarn::kRangeFloor)));
+    }
+    SmallVector<Value> rStep = recip(step);
+    Value zeroI = i32C(rw, loc, 0), maxI = i32C(rw, loc, int64_t(qmax));
+    for (int64_t i = 0; i < t.n[0]; ++i)
+      for (int64_t j = 0; j < t.n[1]; ++j) {
+        int64_t r = dc == 0 ? j : i;
+        Value v = arith::SubFOp::create(rw, loc, x[i * t.n[1] + j], lo[r]);
+        v = arith::MulFOp::create(rw, loc, v, rStep[r]);
+        Value q = intrinsic(rw, loc, rw.getI32Type(), "llvm.nvvm.f2i.rn", {v});
+        q = arith::MaxSIOp::create(rw, loc, q, zeroI);
+        q = arith::MinSIOp::create(rw, loc, q, maxI);
+        Value b0 = t.coord(0, i), b1 = t.coord(1, j);
+        Value row = dc == 0 ? b1 : b0, col = dc == 0 ? b0 : b1;
+        memref::StoreOp::create(rw, loc,
+                                arith::TruncIOp::create(rw, loc, rw.getI8Type(), q),
+                                op.getCodes(), ValueRange{row, col});
+      }
+    Type f16 = rw.getF16Type();
+    SmallVector<Value> scale, zero, other;
+    for (int64_t k = 0; k < t.n[dr]; ++k) {
+      scale.push_back(arith::TruncFOp::create(
+          rw, loc, f16, arith::MulFOp::create(rw, loc, sRow[k], step[k])));
+      zero.push_back(arith::TruncFOp::create(
+          rw, loc, f16, arith::MulFOp::create(rw, loc, sRow[k], lo[k])));
+    }
+    for (int64_t k = 0; k < t.n[dc]; ++k)
+      other.push_back(arith::TruncFOp::create(rw, loc, f16, sCol[k]));
+    t.storeVector(dr, scale, op.getScale());
+    t.storeVector(dr, zero, op.getZero());
+    t.storeVector(dc, other, op.getOther());
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+} // namespace
+
+void kvarn::kvgpu::populateKVGPUTileToNVVMPatterns(RewritePatternSet &patterns) {
+  patterns.add<SinkhornLowering, QuantizeTileLowering>(patterns.getContext());
+}
