@@ -17,6 +17,8 @@
 
 #include "kvarn/Reference/Quantizer.h"
 
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
 #include <limits>
 
 using namespace mlir;
@@ -58,7 +60,8 @@ Value logF(OpBuilder &b, Location loc, Value x) {
   return arith::MulFOp::create(b, loc, y, f32C(b, loc, 0.6931471805599453f));
 }
 Value sqrtF(OpBuilder &b, Location loc, Value x) {
-  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.sqrt.rn.f", {x});
+  // Within an ulp or two of the rounded root: the stds only steer the scales.
+  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.sqrt.approx.f", {x});
 }
 Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
   return arith::MinimumFOp::create(
@@ -156,38 +159,80 @@ struct RegisterTile {
           v = combineValues(b, loc, kinds[s], v, shuffleXor(v, off));
     if (warps == 1)
       return vals;
-    // Partials of warp w for index c of vector s at w * (2 B1 + 4) + s B1 + c.
+    // Warp w's partials at w * (2 B1 + 4) + tc1 * S n1 + s n1 + k (S vectors):
+    // a thread's values for all its indices lie together, so it reads each
+    // warp's with 16-byte loads.
     int64_t stride = 2 * B[1] + 4;
+    int64_t perThread = int64_t(vals.size()) * n[1];
     Value base = idx(parity * regionFloats);
     parity ^= 1;
-    Value rowBase = arith::AddIOp::create(
-        b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
+    Value mine = arith::AddIOp::create(
+        b, loc, base, arith::MulIOp::create(b, loc, tc[1], idx(perThread)));
+    SmallVector<Value> flat;
+    for (auto &vec : vals)
+      llvm::append_range(flat, vec);
     Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                          lane, idx(T[1]));
     scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
-      for (size_t s = 0; s < vals.size(); ++s)
-        for (int64_t k = 0; k < n[1]; ++k) {
-          Value c = arith::AddIOp::create(tb, loc, tc[1], idx(k * T[1] + s * B[1]));
-          Value at = arith::AddIOp::create(tb, loc, rowBase, c);
-          memref::StoreOp::create(tb, loc, vals[s][k], scratch, ValueRange{at});
-        }
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
+      storeRun(flat, arith::AddIOp::create(
+                         b, loc, mine, arith::MulIOp::create(b, loc, warp, idx(stride))));
       scf::YieldOp::create(tb, loc);
     });
     gpu::BarrierOp::create(b, loc);
-    for (size_t s = 0; s < vals.size(); ++s) {
-      for (int64_t k = 0; k < n[1]; ++k) {
-        Value col = arith::AddIOp::create(
-            b, loc, base, arith::AddIOp::create(b, loc, coord(1, k), idx(s * B[1])));
-        Value acc;
-        for (int64_t w = 0; w < warps; ++w) {
-          Value at = arith::AddIOp::create(b, loc, col, idx(w * stride));
-          Value v = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
-          acc = acc ? combineValues(b, loc, kinds[s], acc, v) : v;
-        }
-        vals[s][k] = acc;
-      }
+    SmallVector<Value> acc;
+    for (int64_t w = 0; w < warps; ++w) {
+      SmallVector<Value> part = loadRun(
+          arith::AddIOp::create(b, loc, mine, idx(w * stride)), perThread);
+      if (w == 0)
+        acc = part;
+      else
+        for (int64_t i = 0; i < perThread; ++i)
+          acc[i] = combineValues(b, loc, kinds[i / n[1]], acc[i], part[i]);
     }
+    for (size_t s = 0; s < vals.size(); ++s)
+      for (int64_t k = 0; k < n[1]; ++k)
+        vals[s][k] = acc[s * n[1] + k];
     return vals;
+  }
+
+  /// `count` consecutive scratch floats from `at`: 16-byte vector loads when
+  /// `at` and `count` are multiples of 4 (the callers' layouts keep them so).
+  SmallVector<Value> loadRun(Value at, int64_t count) {
+    SmallVector<Value> out;
+    if (count % 4 != 0) {
+      for (int64_t i = 0; i < count; ++i)
+        out.push_back(memref::LoadOp::create(
+            b, loc, scratch, ValueRange{arith::AddIOp::create(b, loc, at, idx(i))}));
+      return out;
+    }
+    auto v4 = VectorType::get({4}, b.getF32Type());
+    for (int64_t i = 0; i < count; i += 4) {
+      Value vec = vector::LoadOp::create(
+          b, loc, v4, scratch, ValueRange{arith::AddIOp::create(b, loc, at, idx(i))},
+          /*nontemporal=*/false, llvm::MaybeAlign(16));
+      for (int64_t e = 0; e < 4; ++e)
+        out.push_back(vector::ExtractOp::create(b, loc, vec, e));
+    }
+    return out;
+  }
+  void storeRun(ArrayRef<Value> vals, Value at) {
+    int64_t count = vals.size();
+    if (count % 4 != 0) {
+      for (int64_t i = 0; i < count; ++i)
+        memref::StoreOp::create(
+            b, loc, vals[i], scratch,
+            ValueRange{arith::AddIOp::create(b, loc, at, idx(i))});
+      return;
+    }
+    auto v4 = VectorType::get({4}, b.getF32Type());
+    for (int64_t i = 0; i < count; i += 4) {
+      Value vec = vector::FromElementsOp::create(b, loc, v4, vals.slice(i, 4));
+      vector::StoreOp::create(b, loc, vec, scratch,
+                              ValueRange{arith::AddIOp::create(b, loc, at, idx(i))},
+                              /*nontemporal=*/false, llvm::MaybeAlign(16));
+    }
   }
 
   /// Reduces one scalar per thread (each of `kinds`) over the whole CTA.
@@ -206,23 +251,23 @@ struct RegisterTile {
     Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                          lane, idx(0));
     scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
-      for (size_t s = 0; s < vals.size(); ++s)
-        memref::StoreOp::create(
-            tb, loc, vals[s], scratch,
-            ValueRange{arith::AddIOp::create(tb, loc, rowBase, idx(s))});
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
+      storeRun(vals, rowBase);
       scf::YieldOp::create(tb, loc);
     });
     gpu::BarrierOp::create(b, loc);
-    for (size_t s = 0; s < vals.size(); ++s) {
-      Value acc;
-      for (int64_t w = 0; w < warps; ++w) {
-        Value at = arith::AddIOp::create(b, loc, base, idx(w * stride + s));
-        Value x = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
-        acc = acc ? combineValues(b, loc, kinds[s], acc, x) : x;
-      }
-      vals[s] = acc;
+    SmallVector<Value> acc;
+    for (int64_t w = 0; w < warps; ++w) {
+      SmallVector<Value> part =
+          loadRun(arith::AddIOp::create(b, loc, base, idx(w * stride)), vals.size());
+      if (w == 0)
+        acc = part;
+      else
+        for (size_t s = 0; s < vals.size(); ++s)
+          acc[s] = combineValues(b, loc, kinds[s], acc[s], part[s]);
     }
-    return vals;
+    return acc;
   }
 
   /// x[i, j] as element (k along dimension keep, m along the other).
@@ -257,10 +302,12 @@ SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
     sums.push_back(acc);
   }
   sums = t.reduceOver(other, {ReduceKind::Add}, {sums})[0];
-  Value count = f32C(b, loc, float(t.B[other]));
+  // Products with the reciprocals of the counts: exact for powers of two,
+  // otherwise within an ulp of the quotient.
+  Value invCount = f32C(b, loc, 1.0f / float(t.B[other]));
   SmallVector<Value> devs;
   for (int64_t k = 0; k < t.n[keep]; ++k) {
-    Value mean = arith::DivFOp::create(b, loc, sums[k], count);
+    Value mean = arith::MulFOp::create(b, loc, sums[k], invCount);
     Value negMean = arith::NegFOp::create(b, loc, mean);
     Value acc = f32C(b, loc, 0.0f);
     for (int64_t m = 0; m < t.n[other]; ++m) {
@@ -272,21 +319,20 @@ SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
     devs.push_back(acc);
   }
   devs = t.reduceOver(other, {ReduceKind::Add}, {devs})[0];
-  Value n1 = f32C(b, loc, float(t.B[other] - 1));
+  Value invN1 = f32C(b, loc, 1.0f / float(t.B[other] - 1));
   for (Value &v : devs)
-    v = sqrtF(b, loc, arith::DivFOp::create(b, loc, v, n1));
+    v = sqrtF(b, loc, arith::MulFOp::create(b, loc, v, invN1));
   return devs;
 }
 
-/// log_s = clamp(log_s + log(clamp(std))), inv_s = 1 / exp(log_s).
+/// log_s = clamp(log_s + log(clamp(std))), inv_s = exp(-log_s).
 void stepScales(OpBuilder &b, Location loc, SmallVector<Value> &logs,
                 SmallVector<Value> &invs, ArrayRef<Value> stds) {
   for (size_t k = 0; k < logs.size(); ++k) {
     Value std = clampF(b, loc, stds[k], kvarn::kStdMin, kvarn::kStdMax);
     Value l = arith::AddFOp::create(b, loc, logs[k], logF(b, loc, std));
     logs[k] = clampF(b, loc, l, kvarn::kLogScaleMin, kvarn::kLogScaleMax);
-    invs[k] = arith::DivFOp::create(b, loc, f32C(b, loc, 1.0f),
-                                    expF(b, loc, logs[k]));
+    invs[k] = expF(b, loc, arith::NegFOp::create(b, loc, logs[k]));
   }
 }
 
