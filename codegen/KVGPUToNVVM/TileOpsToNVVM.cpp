@@ -159,42 +159,78 @@ struct RegisterTile {
           v = combineValues(b, loc, kinds[s], v, shuffleXor(v, off));
     if (warps == 1)
       return vals;
-    // Warp w's partials at w * (2 B1 + 4) + tc1 * S n1 + s n1 + k (S vectors):
-    // a thread's values for all its indices lie together, so it reads each
-    // warp's with 16-byte loads.
+    // Two stages through scratch. Warp w's partials go to
+    // P[w][q] = base + w * (2 B1 + 4) + q, slot q = tc1 * S n1 + s n1 + k
+    // (S vectors); after a barrier thread q sums slot q over the warps, in
+    // warp order, into Q[q] (past both regions); after a second barrier each
+    // thread reads its S n1 totals, which lie together (16-byte loads). Every
+    // total is summed once, so all threads hold bit-identical values.
     int64_t stride = 2 * B[1] + 4;
     int64_t perThread = int64_t(vals.size()) * n[1];
+    int64_t slots = perThread * T[1];
     Value base = idx(parity * regionFloats);
     parity ^= 1;
-    Value mine = arith::AddIOp::create(
-        b, loc, base, arith::MulIOp::create(b, loc, tc[1], idx(perThread)));
+    Value totals = idx(2 * regionFloats);
+    Value mine = arith::MulIOp::create(b, loc, tc[1], idx(perThread));
     SmallVector<Value> flat;
     for (auto &vec : vals)
       llvm::append_range(flat, vec);
     Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                          lane, idx(T[1]));
-    scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
-      storeRun(flat, arith::AddIOp::create(
-                         b, loc, mine, arith::MulIOp::create(b, loc, warp, idx(stride))));
-      scf::YieldOp::create(tb, loc);
+    inside(writer, [&] {
+      Value row = arith::AddIOp::create(
+          b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
+      storeRun(flat, arith::AddIOp::create(b, loc, row, mine));
     });
     gpu::BarrierOp::create(b, loc);
-    SmallVector<Value> acc;
-    for (int64_t w = 0; w < warps; ++w) {
-      SmallVector<Value> part = loadRun(
-          arith::AddIOp::create(b, loc, mine, idx(w * stride)), perThread);
-      if (w == 0)
-        acc = part;
-      else
-        for (int64_t i = 0; i < perThread; ++i)
-          acc[i] = combineValues(b, loc, kinds[i / n[1]], acc[i], part[i]);
+    int64_t threads = warps * kWarpSize;
+    for (int64_t first = 0; first < slots; first += threads) {
+      Value q = arith::AddIOp::create(b, loc, tid, idx(first));
+      Value owner = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, q,
+                                          idx(slots));
+      // The slot's kind: slots of vector s are s n1 .. s n1 + n1 - 1 within
+      // each tc1 group.
+      auto sum = [&](ReduceKind kind) {
+        Value acc;
+        for (int64_t w = 0; w < warps; ++w) {
+          Value at = arith::AddIOp::create(
+              b, loc, base, arith::AddIOp::create(b, loc, q, idx(w * stride)));
+          Value v = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
+          acc = acc ? combineValues(b, loc, kind, acc, v) : v;
+        }
+        memref::StoreOp::create(b, loc, acc, scratch,
+                                ValueRange{arith::AddIOp::create(b, loc, totals, q)});
+      };
+      inside(owner, [&] {
+        if (llvm::all_equal(kinds)) {
+          sum(kinds[0]);
+          return;
+        }
+        // Mixed kinds (min with max): the vector index decides.
+        Value s = arith::DivUIOp::create(
+            b, loc, arith::RemUIOp::create(b, loc, q, idx(perThread)), idx(n[1]));
+        for (size_t k = 0; k < kinds.size(); ++k)
+          inside(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, idx(k)),
+                 [&] { sum(kinds[k]); });
+      });
     }
+    gpu::BarrierOp::create(b, loc);
+    SmallVector<Value> acc =
+        loadRun(arith::AddIOp::create(b, loc, totals, mine), perThread);
     for (size_t s = 0; s < vals.size(); ++s)
       for (int64_t k = 0; k < n[1]; ++k)
         vals[s][k] = acc[s * n[1] + k];
     return vals;
+  }
+
+  /// Emits `body` under `scf.if cond` at the builder's position.
+  void inside(Value cond, llvm::function_ref<void()> body) {
+    scf::IfOp::create(b, loc, cond, [&](OpBuilder &tb, Location) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
+      body();
+      scf::YieldOp::create(b, loc);
+    });
   }
 
   /// `count` consecutive scratch floats from `at`: 16-byte vector loads when

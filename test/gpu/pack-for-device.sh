@@ -88,6 +88,7 @@ mv "$tarball.tmp" "$tarball"
 # The entry point travels beside the tarball, so the device command is just
 # `bash .device/run-on-device.sh`, whichever tree the device tool sends.
 cp "$root/test/gpu/run-on-device.sh" "$dest/run-on-device.sh"
+cp "$root/test/gpu/device-shell.sh" "$dest/device-shell.sh"
 
 size_mib=$(( $(stat -c %s "$tarball") / 1048576 ))
 echo "pack-for-device: $tarball ($(du -h "$tarball" | cut -f1)," \

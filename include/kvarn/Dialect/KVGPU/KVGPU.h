@@ -46,9 +46,10 @@ inline int64_t maxRegisterTileElements(int64_t threads) {
 std::optional<RegisterTileGrid> getRegisterTileGrid(int64_t b0, int64_t b1,
                                                     int64_t threads);
 /// Floats of the scratch buffer these ops need: two alternating regions of
-/// one row of partials per warp (two reductions of b1 values, or four).
+/// one row of partials per warp (two reductions of b1 values, or four),
+/// then one row of cross-warp totals.
 inline int64_t getRegisterTileScratchFloats(int64_t b1, int64_t threads) {
-  return 2 * (threads / 32) * (2 * b1 + 4);
+  return (2 * (threads / 32) + 1) * (2 * b1 + 4);
 }
 } // namespace kvarn::kvgpu
 
