@@ -78,7 +78,14 @@ struct RegisterTile {
   Value tid, tc[2], warp, lane;
   Value scratch;
   int64_t regionFloats;
-  int parity = 0; // the scratch region of the next cross-warp reduction
+  int64_t ownBase; // the threads' private slots: slot s of thread t at
+                   // ownBase + s * threads + t (consecutive threads, banks)
+  // The region of partials the last one-stage reduction (reduceAll) used, or
+  // -1 when the last reduction had two stages. A one-stage reduction's
+  // readers may still be reading after its barrier, so the next reduction
+  // writes the other region; a two-stage one's readers are done by its
+  // second barrier, so any region is free after it.
+  int lastOneStageRegion = -1;
 
   RegisterTile(OpBuilder &b, Location loc, RegisterTileGrid g, int64_t b0,
                int64_t b1, int64_t threads, Value scratch)
@@ -86,6 +93,7 @@ struct RegisterTile {
     B[0] = b0, B[1] = b1, T[0] = g.t0, T[1] = g.t1, n[0] = g.n0, n[1] = g.n1;
     warps = threads / kWarpSize;
     regionFloats = warps * (2 * b1 + 4);
+    ownBase = (2 * warps + 1) * (2 * b1 + 4);
     tid = threadIndex(b, loc);
     tc[1] = arith::RemUIOp::create(b, loc, tid, idx(g.t1));
     tc[0] = arith::DivUIOp::create(b, loc, tid, idx(g.t1));
@@ -168,8 +176,8 @@ struct RegisterTile {
     int64_t stride = 2 * B[1] + 4;
     int64_t perThread = int64_t(vals.size()) * n[1];
     int64_t slots = perThread * T[1];
-    Value base = idx(parity * regionFloats);
-    parity ^= 1;
+    Value base = idx((lastOneStageRegion == 1 ? 0 : 1) * regionFloats);
+    lastOneStageRegion = -1;
     Value totals = idx(2 * regionFloats);
     Value mine = arith::MulIOp::create(b, loc, tc[1], idx(perThread));
     SmallVector<Value> flat;
@@ -221,6 +229,24 @@ struct RegisterTile {
       for (int64_t k = 0; k < n[1]; ++k)
         vals[s][k] = acc[s * n[1] + k];
     return vals;
+  }
+
+  /// Keeps `vals` in this thread's private slots `first`, `first + 1`, ...
+  /// of scratch (state that would not fit the registers), and reads them
+  /// back. No other thread touches them, so no barrier orders them.
+  void stash(ArrayRef<Value> vals, int64_t first) {
+    for (auto [i, v] : llvm::enumerate(vals))
+      memref::StoreOp::create(b, loc, v, scratch, ValueRange{ownSlot(first + i)});
+  }
+  SmallVector<Value> unstash(int64_t first, int64_t count) {
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < count; ++i)
+      out.push_back(memref::LoadOp::create(b, loc, scratch, ValueRange{ownSlot(first + i)}));
+    return out;
+  }
+  Value ownSlot(int64_t slot) {
+    return arith::AddIOp::create(b, loc, tid,
+                                 idx(ownBase + slot * warps * kWarpSize));
   }
 
   /// Emits `body` under `scf.if cond` at the builder's position.
@@ -280,8 +306,9 @@ struct RegisterTile {
     if (warps == 1)
       return vals;
     int64_t stride = 2 * B[1] + 4;
-    Value base = idx(parity * regionFloats);
-    parity ^= 1;
+    int region = lastOneStageRegion == 0 ? 1 : 0;
+    lastOneStageRegion = region;
+    Value base = idx(region * regionFloats);
     Value rowBase = arith::AddIOp::create(
         b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
     Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
@@ -381,20 +408,25 @@ SmallVector<Value> scaled(OpBuilder &b, Location loc, ArrayRef<Value> s,
 }
 
 /// max(col)/max(min(col), floor) + max(row)/max(min(row), floor).
-Value imbalance(RegisterTile &t, ArrayRef<Value> colStd,
-                ArrayRef<Value> rowStd) {
+/// A thread's largest and smallest of `v`.
+std::pair<Value, Value> extremes(OpBuilder &b, Location loc, ArrayRef<Value> v) {
+  Value hi = v[0], lo = v[0];
+  for (Value x : v.drop_front()) {
+    hi = combineValues(b, loc, ReduceKind::Max, hi, x);
+    lo = combineValues(b, loc, ReduceKind::Min, lo, x);
+  }
+  return {hi, lo};
+}
+
+/// max(col)/max(min(col), floor) + max(row)/max(min(row), floor), from each
+/// thread's extremes of its column and row stds.
+Value imbalance(RegisterTile &t, std::pair<Value, Value> col,
+                std::pair<Value, Value> row) {
   OpBuilder &b = t.b;
   Location loc = t.loc;
-  auto extreme = [&](ArrayRef<Value> v, ReduceKind kind) {
-    Value acc = v[0];
-    for (Value x : v.drop_front())
-      acc = combineValues(b, loc, kind, acc, x);
-    return acc;
-  };
   SmallVector<Value> r = t.reduceAll(
       {ReduceKind::Max, ReduceKind::Min, ReduceKind::Max, ReduceKind::Min},
-      {extreme(colStd, ReduceKind::Max), extreme(colStd, ReduceKind::Min),
-       extreme(rowStd, ReduceKind::Max), extreme(rowStd, ReduceKind::Min)});
+      {col.first, col.second, row.first, row.second});
   Value floor = f32C(b, loc, kvarn::kImbalanceFloor);
   auto ratio = [&](Value hi, Value lo) -> Value {
     return arith::DivFOp::create(b, loc, hi,
@@ -424,69 +456,72 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
     // Logical columns run along buffer dimension dc, rows along dr.
     int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
     SmallVector<Value> x = t.load(op.getInput());
-    Value zero = f32C(rw, loc, 0.0f), one = f32C(rw, loc, 1.0f);
-    SmallVector<Value> logCol(t.n[dc], zero), invCol(t.n[dc], one);
-    SmallVector<Value> logRow(t.n[dr], zero), invRow(t.n[dr], one);
+    Value zero = f32C(rw, loc, 0.0f);
+    SmallVector<Value> logCol(t.n[dc], zero), logRow(t.n[dr], zero);
     // The untouched tile is the first candidate.
     SmallVector<Value> colStd = stdKeep(t, x, dc, {});
     SmallVector<Value> rowStd = stdKeep(t, x, dr, {});
-    Value best = imbalance(t, colStd, rowStd);
+    Value best = imbalance(t, extremes(rw, loc, colStd), extremes(rw, loc, rowStd));
     // The best iterate's log scales wait in the outputs, written and read
     // back by the same threads (storeVector's), so no barrier orders them.
     t.storeVector(dc, logCol, op.getColScale());
     t.storeVector(dr, logRow, op.getRowScale());
-
-    // iter_args: logCol, invCol, logRow, invRow, colStd, best
-    SmallVector<Value> inits;
-    llvm::append_range(inits, logCol);
-    llvm::append_range(inits, invCol);
-    llvm::append_range(inits, logRow);
-    llvm::append_range(inits, invRow);
-    llvm::append_range(inits, colStd);
-    inits.push_back(best);
+    // Each iteration's column step needs the column stds the previous one
+    // ended with; it is taken at the end of that iteration. The log scales
+    // live in the threads' private scratch slots (logCol at 0, logRow at nc)
+    // and the inverse scales are recomputed from them where needed: only
+    // the tile stays in registers across the stds, which is what lets flush
+    // keep 64 elements per thread in 128 registers.
     int64_t nc = t.n[dc], nr = t.n[dr];
-    int startParity = t.parity;
+    SmallVector<Value> ignored(nc);
+    stepScales(rw, loc, logCol, ignored, colStd);
+    t.stash(logCol, 0);
+    t.stash(logRow, nc);
+
+    int startRegion = t.lastOneStageRegion;
     auto loop = scf::ForOp::create(rw, loc, t.idx(0), t.idx(op.getIters()),
-                                   t.idx(1), inits);
+                                   t.idx(1), ValueRange{best});
     {
       OpBuilder::InsertionGuard guard(rw);
       rw.setInsertionPointToStart(loop.getBody());
-      ValueRange args = loop.getRegionIterArgs();
-      size_t p = 0;
-      auto take = [&](int64_t count) {
-        SmallVector<Value> v(args.begin() + p, args.begin() + p + count);
-        p += count;
-        return v;
+      Value bestImb = loop.getRegionIterArgs()[0];
+      auto inverse = [&](ArrayRef<Value> logs) {
+        SmallVector<Value> out;
+        for (Value l : logs)
+          out.push_back(expF(rw, loc, arith::NegFOp::create(rw, loc, l)));
+        return out;
       };
-      SmallVector<Value> lc = take(nc), ic = take(nc), lr = take(nr),
-                         ir = take(nr), cs = take(nc);
-      Value bestImb = args[p];
-      // Column step, then the row stds of M * ic (times ir: the std of
-      // M / exp(log_c) / exp(log_r) over a row scales with the row's factor).
-      stepScales(rw, loc, lc, ic, cs);
-      SmallVector<Value> rowBase = stdKeep(t, x, dr, ic);
-      stepScales(rw, loc, lr, ir, scaled(rw, loc, ir, rowBase));
-      SmallVector<Value> colNew = scaled(rw, loc, ic, stdKeep(t, x, dc, ir));
-      SmallVector<Value> rowNew = scaled(rw, loc, ir, rowBase);
-      Value imb = imbalance(t, colNew, rowNew);
+      // The row stds of M * ic (times ir: the std of M / exp(log_c) /
+      // exp(log_r) over a row scales with the row's factor), the row step,
+      // then the column stds of the new iterate.
+      SmallVector<Value> rowBase = stdKeep(t, x, dr, inverse(t.unstash(0, nc)));
+      SmallVector<Value> lr = t.unstash(nc, nr), ir(nr);
+      SmallVector<Value> rowNew = scaled(rw, loc, inverse(lr), rowBase);
+      stepScales(rw, loc, lr, ir, rowNew);
+      t.stash(lr, nc);
+      rowNew = scaled(rw, loc, ir, rowBase);
+      std::pair<Value, Value> rowExt = extremes(rw, loc, rowNew);
+      SmallVector<Value> colNew = stdKeep(t, x, dc, ir);
+      SmallVector<Value> lc = t.unstash(0, nc);
+      colNew = scaled(rw, loc, inverse(lc), colNew);
+      Value imb = imbalance(t, extremes(rw, loc, colNew), rowExt);
       Value better = arith::CmpFOp::create(rw, loc, arith::CmpFPredicate::OLE,
                                            imb, bestImb);
       scf::IfOp::create(rw, loc, better, [&](OpBuilder &tb, Location) {
         OpBuilder::InsertionGuard inner(rw);
         rw.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
         t.storeVector(dc, lc, op.getColScale()); // ties: the newer iterate wins
-        t.storeVector(dr, lr, op.getRowScale());
+        t.storeVector(dr, t.unstash(nc, nr), op.getRowScale());
         scf::YieldOp::create(rw, loc);
       });
       bestImb = arith::SelectOp::create(rw, loc, better, imb, bestImb);
-      if (t.parity != startParity) // keep the regions alternating across iterations
+      SmallVector<Value> ic(nc);
+      stepScales(rw, loc, lc, ic, colNew); // the next iteration's column step
+      t.stash(lc, 0);
+      if (t.lastOneStageRegion != startRegion) // the next iteration's first write
         gpu::BarrierOp::create(rw, loc);
-      t.parity = startParity;
-      SmallVector<Value> yields;
-      for (auto *v : {&lc, &ic, &lr, &ir, &colNew})
-        llvm::append_range(yields, *v);
-      yields.push_back(bestImb);
-      scf::YieldOp::create(rw, loc, yields);
+      t.lastOneStageRegion = startRegion;
+      scf::YieldOp::create(rw, loc, ValueRange{bestImb});
     }
     // s = exp(best log s), in place by the threads that wrote them.
     auto finish = [&](int d, Value buffer) {

@@ -521,12 +521,21 @@ struct ConvertKVTileToKVGPUPass
       group = op.getK().getType().getDim(0);
       headDim = op.getK().getType().getDim(1);
     });
-    int64_t warps = numWarps > 0 ? numWarps
-                    : attends    ? kAttentionNumWarps
-                                 : pickNumWarps(func);
-    int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM
-                        : attends ? attentionCtasPerSM(int(group), int(headDim))
-                                         : 1;
+    // Kernels that normalize: by their largest normalized tile.
+    int64_t normalized = 0;
+    func.walk([&](NormalizeOp op) {
+      normalized = std::max(normalized, op.getInput().getType().getNumElements());
+    });
+    NormalizeLaunch normalizeShape = normalizeLaunch(long(normalized));
+    int64_t defaultWarps = attends ? kAttentionNumWarps
+                           : normalized && normalizeShape.warps
+                               ? normalizeShape.warps
+                               : pickNumWarps(func);
+    int64_t defaultCtas = attends ? attentionCtasPerSM(int(group), int(headDim))
+                          : normalized ? normalizeShape.ctasPerSM
+                                       : 1;
+    int64_t warps = numWarps > 0 ? numWarps : defaultWarps;
+    int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
     int64_t sharedBudget =
         std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);
 
@@ -556,6 +565,13 @@ struct ConvertKVTileToKVGPUPass
       shared = state.planner.peakBytes();
       if (shared <= sharedBudget || (limit == 0 && shared <= kMaxSharedBytes))
         break;
+      // A normalizing kernel keeps its tiles staged (kvgpu.sinkhorn reads
+      // them from shared memory) and gives up CTAs per SM instead.
+      if (normalized && defaultCtas > 1 && minCtasPerSM <= 0 &&
+          shared <= kMaxSharedBytes) {
+        ctasPerSM = 1;
+        break;
+      }
       if (limit != 0)
         gpuFunc.erase();
     }

@@ -169,7 +169,8 @@ Value registerTileScratch(TileLowering &s, Location loc, Value buffer,
                           ScratchBuffers &scratch) {
   auto type = cast<MemRefType>(buffer.getType());
   int64_t floats =
-      kvgpu::getRegisterTileScratchFloats(type.getDimSize(1), s.numWarps * 32);
+      kvgpu::getRegisterTileScratchFloats(type.getDimSize(0), type.getDimSize(1),
+                                          s.numWarps * 32);
   return scratch.get(loc, {floats}, s.b.getF32Type());
 }
 

@@ -259,6 +259,13 @@ kvarn::kvgpu::getRegisterTileGrid(int64_t b0, int64_t b1, int64_t threads) {
   return best;
 }
 
+int64_t kvarn::kvgpu::getRegisterTileScratchFloats(int64_t b0, int64_t b1,
+                                                  int64_t threads) {
+  auto grid = getRegisterTileGrid(b0, b1, threads);
+  int64_t own = grid ? threads * (grid->n0 + grid->n1) : 0;
+  return (2 * (threads / 32) + 1) * (2 * b1 + 4) + own;
+}
+
 /// The logical [R, C] extents of a 2-D input buffer read maybe transposed.
 static LogicalResult verifyRegisterTile(Operation *op, MemRefType input,
                                         bool transpose, int64_t &rows,

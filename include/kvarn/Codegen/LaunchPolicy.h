@@ -2,7 +2,8 @@
 //
 // The launch shape the code generator gives kernels that attend (decode,
 // decode_split, verify), shared with the runtime, whose decode split count
-// aims to fill the CTA slots this shape leaves per SM. Plain constants: no
+// aims to fill the CTA slots this shape leaves per SM, and kernels that
+// normalize (flush). Plain constants: no
 // MLIR needed to read them.
 //
 //===----------------------------------------------------------------------===//
@@ -27,6 +28,26 @@ constexpr int kAttentionCtasPerSM = 4;
 /// CTAs leave 168.
 constexpr int attentionCtasPerSM(int group, int headDim) {
   return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
+}
+
+/// Warps and CTAs per SM of a kernel that normalizes (flush), by the
+/// elements of its largest normalized tile. kvgpu.sinkhorn keeps the tile in
+/// registers and reduces across warps through barriers, so the SM needs
+/// several barrier groups or many warps to stay busy: up to 16384 elements
+/// (64 per thread), two CTAs of 8 warps (128 registers each); up to 32768,
+/// one CTA of 16 warps (128 registers). Measured on the H100 against one
+/// CTA of 8 warps (docs/benchmarks.md): flush 2048 pairs D=128 925 -> 726 us,
+/// D=256 2778 -> 2006 us, although ptxas spills about 120 bytes per thread
+/// in both (docs/kernels.md). Larger tiles: warps = 0 (by the largest
+/// tile), one CTA.
+struct NormalizeLaunch {
+  int warps;
+  int ctasPerSM;
+};
+constexpr NormalizeLaunch normalizeLaunch(long tileElements) {
+  return tileElements <= 16384   ? NormalizeLaunch{8, 2}
+         : tileElements <= 32768 ? NormalizeLaunch{16, 1}
+                                 : NormalizeLaunch{0, 1};
 }
 
 } // namespace kvarn

@@ -39,18 +39,18 @@ struct RegisterTileGrid {
 /// Most elements one thread holds (up to 256 threads have 255 registers
 /// each; 512 threads 128).
 inline int64_t maxRegisterTileElements(int64_t threads) {
-  return threads > 256 ? 48 : 128;
+  return threads > 256 ? 64 : 128;
 }
 /// The grid for a [b0, b1] buffer and `threads` threads, or nothing when the
 /// buffer does not divide evenly or would not fit the registers.
 std::optional<RegisterTileGrid> getRegisterTileGrid(int64_t b0, int64_t b1,
                                                     int64_t threads);
-/// Floats of the scratch buffer these ops need: two alternating regions of
-/// one row of partials per warp (two reductions of b1 values, or four),
-/// then one row of cross-warp totals.
-inline int64_t getRegisterTileScratchFloats(int64_t b1, int64_t threads) {
-  return (2 * (threads / 32) + 1) * (2 * b1 + 4);
-}
+/// Floats of the scratch buffer these ops need for a [b0, b1] tile: two
+/// alternating regions of one row of partials per warp (two reductions of
+/// b1 values, or four), one row of cross-warp totals, then each thread's
+/// private slots for its n0 + n1 per-index values (state kept out of the
+/// registers).
+int64_t getRegisterTileScratchFloats(int64_t b0, int64_t b1, int64_t threads);
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"
