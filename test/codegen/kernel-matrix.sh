@@ -44,8 +44,21 @@ for arch in sm_80 sm_90; do
   done
 done
 kernels=$(grep -c '^| sm_' "$out")
-# Spills are a failure up to head_dim 256 (at 512 they are reported only).
-spilling=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out")
+# Spills are a failure up to head_dim 256 (at 512 they are reported only),
+# but for flush's measured exception: its launch shape budgets 128 registers
+# for 64 tile elements per thread (kvarn/Codegen/LaunchPolicy.h,
+# normalizeLaunch), where ptxas spills about 120 bytes and the kernel still
+# runs faster than the spill-free one-CTA shape (docs/benchmarks.md).
+flush_spill_allowance=192
+spilling=$(awk -F'|' -v allow=$flush_spill_allowance '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0 &&
+  !($5 ~ /^ flush $/ && $8+0 == 128 && $10+0 <= allow)' "$out")
+allowed=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -c ' flush ')
+{
+  echo
+  echo "Spills up to head_dim 256: none, except $allowed flush kernels with 64"
+  echo "tile elements per thread in 128 registers (at most $flush_spill_allowance bytes;"
+  echo "\`LaunchPolicy.h\` \`normalizeLaunch\` says why that shape is kept)."
+} >>"$out"
 if [ -n "$spilling" ]; then
   echo "kernels that spill registers at head_dim <= 256:"
   echo "$spilling"
