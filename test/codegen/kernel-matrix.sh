@@ -47,9 +47,10 @@ kernels=$(grep -c '^| sm_' "$out")
 # Spills are a failure up to head_dim 256 (at 512 they are reported only),
 # but for flush's measured exception: its launch shape budgets 128 registers
 # for 64 tile elements per thread (kvarn/Codegen/LaunchPolicy.h,
-# normalizeLaunch), where ptxas spills about 120 bytes and the kernel still
+# normalizeLaunch), where ptxas spills (272-548 bytes of spill stores plus
+# loads) and the kernel still
 # runs faster than the spill-free one-CTA shape (docs/benchmarks.md).
-flush_spill_allowance=192
+flush_spill_allowance=640
 spilling=$(awk -F'|' -v allow=$flush_spill_allowance '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0 &&
   !($5 ~ /^ flush $/ && $8+0 == 128 && $10+0 <= allow)' "$out")
 allowed=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -c ' flush ')

@@ -37,8 +37,8 @@ constexpr int attentionCtasPerSM(int group, int headDim) {
 /// (64 per thread), two CTAs of 8 warps (128 registers each); up to 32768,
 /// one CTA of 16 warps (128 registers). Measured on the H100 against one
 /// CTA of 8 warps (docs/benchmarks.md): flush 2048 pairs D=128 925 -> 726 us,
-/// D=256 2778 -> 2006 us, although ptxas spills about 120 bytes per thread
-/// in both (docs/kernels.md). Larger tiles: warps = 0 (by the largest
+/// D=256 2778 -> 2006 us, although ptxas spills in both (116 bytes of spill
+/// stores per thread at G=128; docs/kernels.md lists each kernel). Larger tiles: warps = 0 (by the largest
 /// tile), one CTA.
 struct NormalizeLaunch {
   int warps;
