@@ -155,8 +155,10 @@ struct RegisterTile {
   reduceOver(int d, ArrayRef<ReduceKind> kinds,
              SmallVector<SmallVector<Value>> vals) {
     if (d == 1) { // the t1 lanes of a grid row
-      for (auto [kind, vec] : llvm::zip(kinds, vals))
-        vec = reduceAcrossLanes(kind, vec);
+      for (int64_t off = 1; off < T[1]; off *= 2)
+        for (auto [kind, vec] : llvm::zip(kinds, vals))
+          for (Value &v : vec)
+            v = combineValues(b, loc, kind, v, shuffleXor(v, off));
       return vals;
     }
     for (int64_t off = T[1]; off < kWarpSize; off *= 2)
@@ -293,59 +295,6 @@ struct RegisterTile {
                               ValueRange{arith::AddIOp::create(b, loc, at, idx(i))},
                               /*nontemporal=*/false, llvm::MaybeAlign(16));
     }
-  }
-
-  /// Reduces each of `vec`'s N values over the T1 lanes of a grid row.
-  /// With N a power of two up to T1, by halving: at the stage of offset o a
-  /// lane keeps one half of its values (the upper when its bit o is set),
-  /// sends the other to lane ^ o and adds what it receives, so after log2 N
-  /// stages lane l holds index rev(l mod N) (bit-reversed), completed by
-  /// plain butterflies over the remaining lane bits; then every lane gathers
-  /// the N totals with indexed shuffles: about 2N shuffles instead of
-  /// N log2 T1, and each total is combined once, so all lanes hold the same
-  /// bits. Otherwise every value takes a full butterfly.
-  SmallVector<Value> reduceAcrossLanes(ReduceKind kind, SmallVector<Value> vec) {
-    int64_t count = vec.size();
-    if (count < 2 || !llvm::isPowerOf2_64(count) || count > T[1]) {
-      for (int64_t off = 1; off < T[1]; off *= 2)
-        for (Value &v : vec)
-          v = combineValues(b, loc, kind, v, shuffleXor(v, off));
-      return vec;
-    }
-    Value laneI32 = arith::IndexCastOp::create(b, loc, b.getI32Type(), lane);
-    int64_t off = 1;
-    for (; off < count; off *= 2) {
-      Value upper = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::ne,
-          arith::AndIOp::create(b, loc, laneI32, i32C(b, loc, off)), i32C(b, loc, 0));
-      int64_t half = vec.size() / 2;
-      SmallVector<Value> kept;
-      for (int64_t i = 0; i < half; ++i) {
-        Value lo = vec[i], hi = vec[i + half];
-        Value keep = arith::SelectOp::create(b, loc, upper, hi, lo);
-        Value send = arith::SelectOp::create(b, loc, upper, lo, hi);
-        kept.push_back(combineValues(b, loc, kind, keep, shuffleXor(send, off)));
-      }
-      vec = kept;
-    }
-    Value total = vec.front();
-    for (; off < T[1]; off *= 2)
-      total = combineValues(b, loc, kind, total, shuffleXor(total, off));
-    // Index j lives in the lanes whose low log2 N bits are rev(j).
-    int bits = llvm::Log2_64(count);
-    Value group = arith::AndIOp::create(b, loc, laneI32, i32C(b, loc, ~(T[1] - 1)));
-    SmallVector<Value> out;
-    for (int64_t j = 0; j < count; ++j) {
-      int64_t rev = 0;
-      for (int k = 0; k < bits; ++k)
-        if (j & (int64_t(1) << k))
-          rev |= int64_t(1) << (bits - 1 - k);
-      Value src = arith::OrIOp::create(b, loc, group, i32C(b, loc, rev));
-      out.push_back(gpu::ShuffleOp::create(b, loc, total, src, i32C(b, loc, kWarpSize),
-                                           gpu::ShuffleMode::IDX)
-                        .getShuffleResult());
-    }
-    return out;
   }
 
   /// Reduces one scalar per thread (each of `kinds`) over the whole CTA.
