@@ -29,6 +29,13 @@ constexpr int attentionCtasPerSM(int group, int headDim) {
   return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
+/// Programs per CTA (one warp each) of a kernel whose tiles are all register
+/// rows (append): one program is too short a CTA for the rate CTAs are
+/// launched at (append with one program a CTA took 26.5 us whatever it did;
+/// 4096 tokens x 8 heads, H100, docs/benchmarks.md), so a CTA runs several.
+/// Measured there: 4 programs 15.0 us, 8 15.6, 16 16.3, 32 15.9.
+constexpr int kPackedProgramsPerCta = 4;
+
 } // namespace kvarn
 
 #endif // KVARN_CODEGEN_LAUNCHPOLICY_H
