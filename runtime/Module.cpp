@@ -4,6 +4,7 @@
 
 #include "Internal.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -202,6 +203,7 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   loaded.ctx = context.ref();
   loaded.warps = image.numWarps;
   loaded.shared = image.sharedBytes;
+  loaded.programs = std::max(image.programsPerCta, 1);
   llvm::Expected<Module> module =
       image.cubin.empty() ? Module::loadPtx(context, image.ptx)
                           : Module::loadCubin(context, image.cubin);
@@ -220,6 +222,7 @@ llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
                                  CUstream stream) const {
   LaunchConfig config;
   config.grid = grid;
+  config.grid.x = unsigned((uint64_t(grid.x) + programs - 1) / programs);
   config.numWarps = warps;
   config.dynamicSharedBytes = shared;
   config.stream = stream;

@@ -61,3 +61,43 @@ SmallVector<Value> kvarn::kvgpu::inlineBody(OpBuilder &b, Region &region,
     results.push_back(map.lookupOrDefault(v));
   return results;
 }
+
+void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
+                                          MutableArrayRef<Value> v, Value lane,
+                                          int64_t lanes, float scale) {
+  int64_t per = int64_t(v.size()), len = lanes * per;
+  auto i32 = [&](int64_t c) -> Value {
+    return arith::ConstantIntOp::create(b, loc, c, 32);
+  };
+  Value s = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(scale));
+  Value width = i32(kWarpSize);
+  for (int64_t h = 1; h < len; h *= 2) {
+    bool last = 2 * h == len && scale != 1.0f;
+    auto finish = [&](Value x) -> Value {
+      return last ? arith::MulFOp::create(b, loc, x, s).getResult() : x;
+    };
+    if (h < per) {
+      for (int64_t e = 0; e < per; ++e) {
+        if (e & h)
+          continue;
+        Value x = v[e], y = v[e + h];
+        v[e] = finish(arith::AddFOp::create(b, loc, x, y));
+        v[e + h] = finish(arith::SubFOp::create(b, loc, x, y));
+      }
+      continue;
+    }
+    int64_t mask = h / per;
+    Value upper = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ne,
+        arith::AndIOp::create(b, loc, lane, i32(mask)), i32(0));
+    for (int64_t e = 0; e < per; ++e) {
+      Value mine = v[e];
+      Value other = gpu::ShuffleOp::create(b, loc, mine, i32(mask), width,
+                                           gpu::ShuffleMode::XOR)
+                        .getShuffleResult();
+      Value sum = finish(arith::AddFOp::create(b, loc, mine, other));
+      Value diff = finish(arith::SubFOp::create(b, loc, other, mine));
+      v[e] = arith::SelectOp::create(b, loc, upper, diff, sum);
+    }
+  }
+}

@@ -36,11 +36,23 @@ llvm::SmallVector<mlir::Value> inlineBody(mlir::OpBuilder &b,
                                           mlir::Region &region,
                                           mlir::ValueRange args);
 
+/// The Sylvester butterflies of a chunk of `lanes x v.size()` channels held
+/// by `lanes` consecutive lanes (a divisor of 32), lane l holding channels
+/// l*E .. l*E+E-1 in `v` (E = v.size(), a power of two), in place: stages
+/// h < E pair registers of one lane, the others lane l with l ^ (h / E)
+/// (`shfl.sync.bfly`, the lower lane keeping x + y, the upper x - y); the
+/// last stage multiplies by `scale` (unless 1). `lane` is the lane index as
+/// i32. Every lane of the warp must run it (the shuffles are converged).
+void emitRegisterButterflies(mlir::OpBuilder &b, mlir::Location loc,
+                             llvm::MutableArrayRef<mlir::Value> v,
+                             mlir::Value lane, int64_t lanes, float scale);
+
 /// Pattern sets, one per op family.
 void populateKVGPUMemoryToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPULoopToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUKVarNToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUTileToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPUFragmentToNVVMPatterns(mlir::RewritePatternSet &patterns);
 
 } // namespace kvarn::kvgpu
 

@@ -20,6 +20,7 @@ struct ConvertKVGPUToNVVMPass
     kvarn::kvgpu::populateKVGPULoopToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUKVarNToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUTileToNVVMPatterns(patterns);
+    kvarn::kvgpu::populateKVGPUFragmentToNVVMPatterns(patterns);
     GreedyRewriteConfig config;
     config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),

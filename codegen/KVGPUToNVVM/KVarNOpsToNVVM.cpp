@@ -101,39 +101,7 @@ struct FWHTLowering : OpRewritePattern<FWHTOp> {
         scf::YieldOp::create(eb, loc, zeros);
       }
       SmallVector<Value> v(loaded.getResults());
-      Value s = f32Constant(b, loc, scale);
-      Value width = i32Constant(b, loc, kWarpSize);
-      for (int64_t h = 1; h < len; h *= 2) {
-        bool last = 2 * h == len && scale != 1.0f;
-        auto finish = [&](Value x) -> Value {
-          return last ? arith::MulFOp::create(b, loc, x, s).getResult() : x;
-        };
-        if (h < per) {
-          for (int64_t e = 0; e < per; ++e) {
-            if (e & h)
-              continue;
-            Value x = v[e], y = v[e + h];
-            v[e] = finish(arith::AddFOp::create(b, loc, x, y));
-            v[e + h] = finish(arith::SubFOp::create(b, loc, x, y));
-          }
-          continue;
-        }
-        int64_t mask = h / per;
-        Value upper = arith::CmpIOp::create(
-            b, loc, arith::CmpIPredicate::ne,
-            arith::AndIOp::create(b, loc, laneI32, i32Constant(b, loc, mask)),
-            i32Constant(b, loc, 0));
-        for (int64_t e = 0; e < per; ++e) {
-          Value mine = v[e];
-          Value other = gpu::ShuffleOp::create(b, loc, mine,
-                                               i32Constant(b, loc, mask), width,
-                                               gpu::ShuffleMode::XOR)
-                            .getShuffleResult();
-          Value sum = finish(arith::AddFOp::create(b, loc, mine, other));
-          Value diff = finish(arith::SubFOp::create(b, loc, other, mine));
-          v[e] = arith::SelectOp::create(b, loc, upper, diff, sum);
-        }
-      }
+      emitRegisterButterflies(b, loc, v, laneI32, lanes, scale);
       scf::IfOp::create(b, loc, valid, [&](OpBuilder &tb, Location) {
         for (int64_t e = 0; e < per; ++e)
           memref::StoreOp::create(tb, loc, v[e], buf, ValueRange{row, channel(tb, e)});

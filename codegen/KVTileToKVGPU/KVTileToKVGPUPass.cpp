@@ -69,6 +69,35 @@ struct Liveness {
   }
 };
 
+/// Grid axis 0's extent as the kernel's code sees it (`kvt.grid[0]`: a
+/// constant or the name of an integer parameter): whether there is one, and
+/// its value as i32 in the lowered kernel whose arguments are `args`.
+bool hasGridX(func::FuncOp func) {
+  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
+  if (!grid || grid.empty())
+    return false;
+  if (isa<IntegerAttr>(grid[0]))
+    return true;
+  for (unsigned i = 0; i < func.getNumArguments(); ++i)
+    if (func.getArgAttr(i, "kvt.name") == grid[0])
+      return func.getArgumentTypes()[i].isInteger(32) ||
+             func.getArgumentTypes()[i].isInteger(64);
+  return false;
+}
+Value gridXValue(func::FuncOp func, OpBuilder &b, ValueRange args) {
+  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
+  Location loc = func.getLoc();
+  if (auto c = dyn_cast<IntegerAttr>(grid[0]))
+    return arith::ConstantIntOp::create(b, loc, c.getInt(), 32);
+  for (unsigned i = 0; i < func.getNumArguments(); ++i)
+    if (func.getArgAttr(i, "kvt.name") == grid[0])
+      return args[i].getType().isInteger(32)
+                 ? args[i]
+                 : arith::TruncIOp::create(b, loc, b.getI32Type(), args[i])
+                       .getResult();
+  llvm_unreachable("checked by hasGridX");
+}
+
 int64_t pickNumWarps(func::FuncOp func) {
   int64_t largest = 0;
   func.walk([&](Operation *op) {
@@ -218,6 +247,8 @@ private:
 
   LogicalResult lowerOp(Operation *op) {
     OpBuilder &b = state.b;
+    if (isRegisterRowOp(state, op))
+      return lowerRegisterRowOp(state, op);
     auto lowering = table.find(op->getName());
     if (lowering != table.end()) {
       if (failed(lowering->second(state, op)))
@@ -228,7 +259,8 @@ private:
     if (isa<KVTileDialect>(op->getDialect()))
       return op->emitOpError("has no GPU lowering yet");
     if (isa<func::ReturnOp>(op)) {
-      gpu::ReturnOp::create(b, op->getLoc());
+      if (!state.gridX) // else it follows the guard around the body
+        gpu::ReturnOp::create(b, op->getLoc());
       return success();
     }
     if (auto ifOp = dyn_cast<scf::IfOp>(op))
@@ -521,20 +553,33 @@ struct ConvertKVTileToKVGPUPass
       group = op.getK().getType().getDim(0);
       headDim = op.getK().getType().getDim(1);
     });
+    // A kernel whose tiles are all register rows (append) needs neither
+    // shared memory nor barriers, so its programs need not have CTAs of
+    // their own: each warp runs one program, all its chains, and a CTA
+    // packs several (LaunchPolicy.h), unless it stores scalars (thread 0
+    // of a CTA does). Otherwise each chain gets its own warp, up to 4.
+    RegisterRowChains chains = findRegisterRowChains(func);
+    bool storesScalars = false;
+    func.walk([&](StoreOp) { storesScalars = true; });
+    bool pack = !attends && chains.coversAllTiles && !storesScalars &&
+                hasGridX(func);
     // Kernels that normalize: by their largest normalized tile.
     int64_t normalized = 0;
     func.walk([&](NormalizeOp op) {
       normalized = std::max(normalized, op.getInput().getType().getNumElements());
     });
     NormalizeLaunch normalizeShape = normalizeLaunch(long(normalized));
-    int64_t defaultWarps = attends ? kAttentionNumWarps
-                           : normalized && normalizeShape.warps
-                               ? normalizeShape.warps
-                               : pickNumWarps(func);
+    int64_t defaultWarps =
+        attends ? kAttentionNumWarps
+        : pack  ? kPackedProgramsPerCta
+        : normalized && normalizeShape.warps ? normalizeShape.warps
+        : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
+                                : pickNumWarps(func);
     int64_t defaultCtas = attends ? attentionCtasPerSM(int(group), int(headDim))
                           : normalized ? normalizeShape.ctasPerSM
                                        : 1;
     int64_t warps = numWarps > 0 ? numWarps : defaultWarps;
+    int64_t programs = pack ? warps : 1, warpsPerProgram = warps / programs;
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
     int64_t sharedBudget =
         std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);
@@ -554,13 +599,29 @@ struct ConvertKVTileToKVGPUPass
       Block &entry = gpuFunc.getBody().front();
       b.setInsertionPointToStart(&entry);
       TileLowering state(b, spec, warps, limit);
+      for (auto [v, chain] : chains.chainOf)
+        state.registerRows[v] = chain % warpsPerProgram;
       for (auto [oldArg, newArg] :
            llvm::zip(func.getArguments(), entry.getArguments()))
         state.scalars.map(oldArg, newArg);
+      if (pack) {
+        // The last CTA's programs past the grid do nothing.
+        state.programsPerCta = programs;
+        state.gridX = gridXValue(func, b, entry.getArguments());
+        Value inGrid = arith::CmpIOp::create(
+            b, func.getLoc(), arith::CmpIPredicate::slt,
+            state.programId(func.getLoc(), 0), state.gridX);
+        auto guard = scf::IfOp::create(b, func.getLoc(), inGrid);
+        b.setInsertionPoint(guard.thenBlock()->getTerminator());
+      }
       KernelLowering lowering(func, state, table);
       if (failed(lowering.lowerBlock(func.getBody().front()))) {
         gpuFunc.erase();
         return failure();
+      }
+      if (pack) {
+        b.setInsertionPointToEnd(&entry);
+        gpu::ReturnOp::create(b, func.getLoc());
       }
       shared = state.planner.peakBytes();
       if (shared <= sharedBudget || (limit == 0 && shared <= kMaxSharedBytes))
@@ -582,6 +643,12 @@ struct ConvertKVTileToKVGPUPass
              << shared << " bytes of shared memory; a CTA has at most "
              << kMaxSharedBytes;
     gpuFunc->setAttr(kvgpu::kNumWarpsAttrName, b.getI64IntegerAttr(warps));
+    if (pack && programs > 1) {
+      if (shared)
+        return func.emitOpError("packs programs but needs shared memory");
+      gpuFunc->setAttr(kvgpu::kProgramsPerCtaAttrName,
+                       b.getI64IntegerAttr(programs));
+    }
     gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
     gpuFunc.setKnownBlockSizeAttr(
         b.getDenseI32ArrayAttr({int32_t(warps * 32), 1, 1}));

@@ -17,14 +17,16 @@ gpu::Dimension dimension(uint32_t axis) {
 
 LogicalResult lowerProgramId(TileLowering &s, Operation *raw) {
   auto op = cast<ProgramIdOp>(raw);
-  Value id = gpu::BlockIdOp::create(s.b, op.getLoc(), dimension(op.getAxis()));
-  s.scalars.map(op.getResult(), arith::IndexCastOp::create(
-                                    s.b, op.getLoc(), s.b.getI32Type(), id));
+  s.scalars.map(op.getResult(), s.programId(op.getLoc(), op.getAxis()));
   return success();
 }
 
 LogicalResult lowerNumPrograms(TileLowering &s, Operation *raw) {
   auto op = cast<NumProgramsOp>(raw);
+  if (op.getAxis() == 0 && s.programsPerCta > 1) { // the grid, not the CTAs
+    s.scalars.map(op.getResult(), s.gridX);
+    return success();
+  }
   Value n = gpu::GridDimOp::create(s.b, op.getLoc(), dimension(op.getAxis()));
   s.scalars.map(op.getResult(), arith::IndexCastOp::create(
                                     s.b, op.getLoc(), s.b.getI32Type(), n));

@@ -139,6 +139,24 @@ void TileLowering::copyInto(Location loc, const TileView &v,
   });
 }
 
+Value TileLowering::programId(Location loc, unsigned axis) {
+  auto dim = axis == 0 ? gpu::Dimension::x
+             : axis == 1 ? gpu::Dimension::y
+                         : gpu::Dimension::z;
+  Value id = gpu::BlockIdOp::create(b, loc, dim);
+  if (axis == 0 && programsPerCta > 1) {
+    // blockIdx.x * P + the thread's warp group.
+    int64_t groupThreads = numWarps / programsPerCta * 32;
+    Value group = arith::DivUIOp::create(
+        b, loc, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x),
+        index(b, loc, groupThreads));
+    Value first =
+        arith::MulIOp::create(b, loc, id, index(b, loc, programsPerCta));
+    id = arith::AddIOp::create(b, loc, first, group);
+  }
+  return arith::IndexCastOp::create(b, loc, b.getI32Type(), id);
+}
+
 void TileLowering::barrier(Location loc) { kvgpu::BarrierOp::create(b, loc); }
 
 Value TileLowering::i64(Location loc, Value v) {

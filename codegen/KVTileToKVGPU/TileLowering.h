@@ -25,12 +25,15 @@ namespace kvarn::kvt {
 using ElementFn = std::function<mlir::Value(mlir::OpBuilder &, mlir::Location,
                                             mlir::ValueRange)>;
 
-/// How a tile value is read. One of three kinds:
+/// How a tile value is read. One of four kinds:
 ///  * a shared-memory buffer (`buffer`), possibly transposed or padded with
 ///    leading unit dimensions (`bufferDims`);
 ///  * a uniform scalar (`splat`);
 ///  * a lazy element function (`compute`): unpacked codes, dequantized
-///    values or a tile too large to stage, read straight from global memory.
+///    values or a tile too large to stage, read straight from global memory;
+///  * a register row (`fragment`, RegisterRows.cpp): a row of N = 32 x E
+///    elements held by warp `warp` as a vector<E x T> per lane; only the ops
+///    of a register chain read it.
 /// Reads then convert through `conversions`.
 struct TileView {
   TileType type;            // the logical tile
@@ -38,13 +41,15 @@ struct TileView {
   int bufferId = -1;        // the planner's id of `buffer`
   /// bufferDims[k]: the logical dimension indexing buffer dimension k, or -1
   /// for a buffer dimension always indexed by 0.
-  llvm::SmallVector<int> bufferDims;
+  llvm::SmallVector<int, 4> bufferDims;
   mlir::Value splat;
   ElementFn compute;
   /// Buffers a lazy view reads (kept alive as long as the view is).
   llvm::SmallVector<int> deps;
   /// Element types a read converts through, after the stored type.
   llvm::SmallVector<mlir::Type> conversions;
+  mlir::Value fragment; // vector<E x T>
+  int64_t warp = 0;
 
   bool isPlainBuffer() const { return buffer && !compute; }
   /// Every buffer this view needs.
@@ -93,6 +98,15 @@ public:
   /// Buffers still referenced by a live tile, with the position of the last
   /// op that reads them.
   llvm::DenseMap<int, int64_t> bufferLastUse;
+  /// The tiles held as register rows, with the warp (of its program's
+  /// warps) holding each.
+  llvm::DenseMap<mlir::Value, int64_t> registerRows;
+  /// Programs (points of the kernel's grid along axis 0) per CTA: with P > 1
+  /// each group of numWarps / P warps runs one program, program_id(0) is
+  /// blockIdx.x * P + group, and `gridX` (i32) is the grid's extent along
+  /// axis 0 (the launch has ceil(gridX / P) CTAs there).
+  int64_t programsPerCta = 1;
+  mlir::Value gridX;
 
   mlir::Value lookup(mlir::Value old) const { return scalars.lookup(old); }
   const TileView &view(mlir::Value oldTile) const {
@@ -115,6 +129,8 @@ public:
   /// Writes every element of `v` into the plain buffer view `dst`.
   void copyInto(mlir::Location loc, const TileView &v, const TileView &dst);
 
+  /// program_id(axis) as i32 (see programsPerCta).
+  mlir::Value programId(mlir::Location loc, unsigned axis);
   void barrier(mlir::Location loc);
   mlir::Value i64(mlir::Location loc, mlir::Value v);
   mlir::Value i64Constant(mlir::Location loc, int64_t v);
@@ -159,6 +175,25 @@ struct ScratchBuffers {
       s.planner.release(id);
   }
 };
+
+/// Register rows (RegisterRows.cpp): a chain of load_tile, convert, rotate
+/// and store_tile on rows of N = 32 x E elements (a [N] or [1, N] tile, N up
+/// to 512; rotations Sylvester) whose every tile is used only by the chain's
+/// own ops keeps its rows in registers, one warp per row, with no shared
+/// memory: kvgpu.fragment_load, arith conversions of the vectors,
+/// kvgpu.fragment_fwht, kvgpu.fragment_store.
+struct RegisterRowChains {
+  /// Every tile of a chain, with the chain's index (in program order).
+  llvm::DenseMap<mlir::Value, int64_t> chainOf;
+  int64_t numChains = 0;
+  /// Whether every tile of the kernel is in a chain.
+  bool coversAllTiles = false;
+};
+RegisterRowChains findRegisterRowChains(mlir::Operation *kernel);
+/// Whether `op` is one of a register chain's ops (lowered by
+/// lowerRegisterRowOp, not through the table).
+bool isRegisterRowOp(const TileLowering &s, mlir::Operation *op);
+mlir::LogicalResult lowerRegisterRowOp(TileLowering &s, mlir::Operation *op);
 
 /// Lowers one kvt op; failure after emitting a diagnostic.
 using OpLowering = mlir::LogicalResult (*)(TileLowering &, mlir::Operation *);

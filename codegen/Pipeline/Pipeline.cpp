@@ -133,6 +133,9 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
     k.name = func.getName().str();
     if (auto w = func->getAttrOfType<IntegerAttr>(kvgpu::kNumWarpsAttrName))
       k.numWarps = int(w.getInt());
+    if (auto p =
+            func->getAttrOfType<IntegerAttr>(kvgpu::kProgramsPerCtaAttrName))
+      k.programsPerCta = int(p.getInt());
     if (auto s = func->getAttrOfType<IntegerAttr>(kvgpu::kSharedBytesAttrName))
       k.sharedBytes = s.getInt();
     k.numArgs = int(func.getNumArguments());

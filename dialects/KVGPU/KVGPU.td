@@ -32,8 +32,10 @@ def KVGPU_Dialect : Dialect {
     Ops are collective: every thread of the CTA executes them; each
     distributes its elements over the threads (`foreach`), over warps with
     shuffle reductions (`reduce`, `warp_reduce`), or over butterflies
-    (`fwht`). `convert-kvgpu-to-nvvm` lowers them to `gpu`, `scf`, `arith`,
-    `memref` and `llvm` ops.
+    (`fwht`). Register rows (`fragment_*`) live in one warp's registers
+    instead; a kernel made only of them may run several programs a CTA
+    (`kvgpu.programs_per_cta`), each on its own warps. `convert-kvgpu-to-nvvm`
+    lowers them to `gpu`, `scf`, `arith`, `memref` and `llvm` ops.
   }];
   let useDefaultAttributePrinterParser = 1;
 }
@@ -93,7 +95,7 @@ def KVGPU_BarrierOp : KVGPU_Op<"barrier"> {
 //===----------------------------------------------------------------------===//
 
 def KVGPU_GlobalLoadOp : KVGPU_Op<"global_load"> {
-  let summary = "every thread loads the same scalar from global memory";
+  let summary = "every thread of a program loads the same scalar from global memory";
   let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$ptr, I64:$byteOffset);
   let results = (outs AnyTypeOf<[F16, BF16, F32, I8, I32, I64]>:$result);
   let assemblyFormat = "$ptr `[` $byteOffset `]` attr-dict `:` type($result)";
@@ -130,6 +132,83 @@ def KVGPU_CopyOutOp : KVGPU_Op<"copy_out"> {
                        Variadic<I64>:$byteStrides);
   let assemblyFormat = [{
     $src `to` $dst `[` $byteOffset `]` `strides` `(` $byteStrides `)` attr-dict `:` type($src)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Register fragments: one row held by one warp
+//===----------------------------------------------------------------------===//
+
+def KVGPU_Fragment : VectorOfRankAndType<[1], [F16, BF16, F32]>;
+
+def KVGPU_FragmentLoadOp : KVGPU_Op<"fragment_load"> {
+  let summary = "load a row from global memory into one warp's registers";
+  let description = [{
+    The row of `N = 32 x E` elements at `src + byteOffset + c * byteStride`
+    (c < N), E the result's vector length: lane `l` of warp `warp` of the
+    program (a kernel with `kvgpu.programs_per_cta` P runs P programs a
+    CTA, `kvgpu.num_warps / P` warps each; else the CTA is one program)
+    gets channels `l*E .. l*E+E-1`, in order. The program's other warps do
+    nothing and hold zeros. When `byteStride` is the element size and the
+    row's address is aligned, each lane reads its channels with vector loads
+    of up to 16 bytes (decided at run time, uniformly); element loads
+    otherwise.
+
+    ```mlir
+    %k = kvgpu.fragment_load %src[%off] stride %c2 warp 0 : vector<4xf16>
+    ```
+  }];
+  let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$src, I64:$byteOffset,
+                       I64:$byteStride,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$warp);
+  let results = (outs KVGPU_Fragment:$result);
+  let assemblyFormat = [{
+    $src `[` $byteOffset `]` `stride` $byteStride `warp` $warp attr-dict `:` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_FragmentFWHTOp : KVGPU_Op<"fragment_fwht", [NoMemoryEffect,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "unnormalized Walsh-Hadamard transform of a warp's row";
+  let description = [{
+    The Sylvester butterflies `(a, b) -> (a + b, a - b)` for strides 1, 2,
+    ..., N/2 over the whole row held as a fragment (`kvgpu.fragment_load`'s
+    layout, N = 32 x E), then a multiplication by `scale` in the last stage:
+    the same operations, in the same order, as `kvgpu.fwht`. Strides below E
+    pair registers of one lane, the others lanes (`shfl.sync.bfly`). Only
+    warp `warp` of the program computes; its other warps get zeros.
+
+    ```mlir
+    %r = kvgpu.fragment_fwht %x scale 0.0883883461 warp 0 : vector<4xf32>
+    ```
+  }];
+  let arguments = (ins VectorOfRankAndType<[1], [F32]>:$input, F32Attr:$scale,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$warp);
+  let results = (outs VectorOfRankAndType<[1], [F32]>:$result);
+  let assemblyFormat = "$input `scale` $scale `warp` $warp attr-dict `:` type($input)";
+  let hasVerifier = 1;
+}
+
+def KVGPU_FragmentStoreOp : KVGPU_Op<"fragment_store"> {
+  let summary = "store a warp's row from registers to global memory";
+  let description = [{
+    The inverse of `kvgpu.fragment_load`: lane `l` of warp `warp` of the
+    program writes its E channels `l*E ..` at `dst + byteOffset + c *
+    byteStride`, with vector stores when the stride is the element size and
+    the address is aligned.
+
+    ```mlir
+    kvgpu.fragment_store %h, %dst[%off] stride %c2 warp 0 : vector<4xf16>
+    ```
+  }];
+  let arguments = (ins KVGPU_Fragment:$value,
+                       Arg<KVGPU_GlobalPtr, "", [MemWrite]>:$dst, I64:$byteOffset,
+                       I64:$byteStride,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$warp);
+  let assemblyFormat = [{
+    $value `,` $dst `[` $byteOffset `]` `stride` $byteStride `warp` $warp attr-dict `:` type($value)
   }];
   let hasVerifier = 1;
 }

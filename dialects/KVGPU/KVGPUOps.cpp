@@ -37,6 +37,55 @@ LogicalResult CopyOutOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// Register fragments
+//===----------------------------------------------------------------------===//
+
+int64_t kvarn::kvgpu::getWarpsPerProgram(Operation *op) {
+  for (Operation *p = op; p; p = p->getParentOp())
+    if (auto warps = p->getAttrOfType<IntegerAttr>(kNumWarpsAttrName)) {
+      auto programs = p->getAttrOfType<IntegerAttr>(kProgramsPerCtaAttrName);
+      return warps.getInt() / (programs ? programs.getInt() : 1);
+    }
+  return 4;
+}
+
+/// `warp` must be one of a program's warps (when the kernel says how many).
+static LogicalResult verifyFragment(Operation *op, VectorType type,
+                                    int64_t warp) {
+  if (type.isScalable() || type.getNumElements() < 1 ||
+      type.getNumElements() > 32)
+    return op->emitOpError("holds 1 to 32 elements per lane, got ")
+           << type;
+  for (Operation *p = op->getParentOp(); p; p = p->getParentOp())
+    if (p->hasAttr(kNumWarpsAttrName)) {
+      int64_t warps = getWarpsPerProgram(p);
+      if (warp >= warps)
+        return op->emitOpError("warp ")
+               << warp << " is not one of the program's " << warps;
+      break;
+    }
+  return success();
+}
+
+LogicalResult FragmentLoadOp::verify() {
+  return verifyFragment(*this, getResult().getType(), getWarp());
+}
+
+LogicalResult FragmentStoreOp::verify() {
+  return verifyFragment(*this, getValue().getType(), getWarp());
+}
+
+LogicalResult FragmentFWHTOp::verify() {
+  VectorType type = getInput().getType();
+  if (failed(verifyFragment(*this, type, getWarp())))
+    return failure();
+  if (!llvm::isPowerOf2_64(type.getNumElements()))
+    return emitOpError("row of 32 x ")
+           << type.getNumElements() << " channels is not a power of two";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // ForeachOp and ReduceOp: `[shape] (%i, %j) <region>`
 //===----------------------------------------------------------------------===//
 

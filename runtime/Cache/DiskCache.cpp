@@ -178,6 +178,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"chip", a.chip},
       {"ptx_version", a.ptxVersion},
       {"num_args", a.numArgs},
+      {"programs_per_cta", a.programsPerCta},
       {"signature", std::move(signature)},
       {"cubin_by", cubinMaker.empty() ? json::Value(nullptr)
                                       : json::Value(cubinMaker)},
@@ -418,6 +419,9 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
   a.numWarps = int(integer(&m, "num_warps"));
   a.sharedBytes = integer(&m, "shared");
   a.numArgs = int(integer(kvarn, "num_args"));
+  // Absent in entries older than the field: one program per CTA.
+  if (std::optional<int64_t> p = kvarn->getInteger("programs_per_cta"))
+    a.programsPerCta = int(*p);
   if (const json::Array *sig = kvarn->getArray("signature"))
     for (const json::Value &t : *sig)
       if (std::optional<llvm::StringRef> s = t.getAsString())
@@ -426,6 +430,9 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
     a.compileSeconds = *s;
   if (a.numWarps <= 0 || a.sharedBytes < 0 || a.chip.empty())
     return bad(metadataName + " lacks num_warps, shared or the chip");
+  if (a.programsPerCta <= 0 || a.numWarps % a.programsPerCta)
+    return bad(metadataName + " has programs_per_cta that does not divide "
+                              "num_warps");
   a.metadataJson = std::move(*metadataText);
   r.metadata = std::move(m);
   r.status = EntryRead::Ok;

@@ -42,6 +42,7 @@ cuda::KernelImage KernelArtifacts::image() const {
   image.ptx = ptx;
   image.cubin = cubin;
   image.numWarps = numWarps;
+  image.programsPerCta = programsPerCta;
   image.sharedBytes = int(sharedBytes);
   return image;
 }
@@ -286,6 +287,7 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
   a->ptxVersion = target.ptxVersion;
   a->ptx = std::move(compiled->ptx);
   a->numWarps = k.numWarps;
+  a->programsPerCta = k.programsPerCta;
   a->sharedBytes = k.sharedBytes;
   a->numArgs = k.numArgs;
   a->signature = signatureFromPtx(a->ptx, name);

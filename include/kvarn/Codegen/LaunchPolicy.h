@@ -38,8 +38,8 @@ constexpr int attentionCtasPerSM(int group, int headDim) {
 /// one CTA of 16 warps (128 registers). Measured on the H100 against one
 /// CTA of 8 warps (docs/benchmarks.md): flush 2048 pairs D=128 925 -> 726 us,
 /// D=256 2778 -> 2006 us, although ptxas spills in both (116 bytes of spill
-/// stores per thread at G=128; docs/kernels.md lists each kernel). Larger tiles: warps = 0 (by the largest
-/// tile), one CTA.
+/// stores per thread at G=128; docs/kernels.md lists each kernel).
+/// Larger tiles: warps = 0 (by the largest tile), one CTA.
 struct NormalizeLaunch {
   int warps;
   int ctasPerSM;
@@ -49,6 +49,13 @@ constexpr NormalizeLaunch normalizeLaunch(long tileElements) {
          : tileElements <= 32768 ? NormalizeLaunch{16, 1}
                                  : NormalizeLaunch{0, 1};
 }
+
+/// Programs per CTA (one warp each) of a kernel whose tiles are all register
+/// rows (append): one program is too short a CTA for the rate CTAs are
+/// launched at (append with one program a CTA took 26.5 us whatever it did;
+/// 4096 tokens x 8 heads, H100, docs/benchmarks.md), so a CTA runs several.
+/// Measured there: 4 programs 15.0 us, 8 15.6, 16 16.3, 32 15.9.
+constexpr int kPackedProgramsPerCta = 4;
 
 } // namespace kvarn
 

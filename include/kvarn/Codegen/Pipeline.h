@@ -55,6 +55,8 @@ struct CompileOptions {
 struct CompiledKernel {
   std::string name;
   int numWarps = 0;
+  /// Grid points along x one CTA runs: launch ceil(grid.x / P) CTAs there.
+  int programsPerCta = 1;
   int64_t sharedBytes = 0; // dynamic shared memory to launch with
   int numArgs = 0;         // parameters including the two scratch pointers
 };

@@ -143,6 +143,9 @@ struct KernelImage {
   std::string cubin;      // empty: the driver JITs the PTX
   int numWarps = 4;
   int sharedBytes = 0;    // dynamic shared memory per block
+  /// Grid points along x one CTA runs (the code generator packs short
+  /// programs): a launch of grid.x points has ceil(grid.x / P) CTAs.
+  int programsPerCta = 1;
 };
 
 /// A KernelImage loaded into a context, ready to launch with its own warp
@@ -156,7 +159,10 @@ public:
   const Kernel &kernel() const { return function; }
   int numWarps() const { return warps; }
   int sharedBytes() const { return shared; }
+  int programsPerCta() const { return programs; }
 
+  /// Launches the kernel's grid of programs (`grid`, as the kernel declares
+  /// it): ceil(grid.x / programsPerCta()) CTAs along x.
   llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
 
 private:
@@ -165,6 +171,7 @@ private:
   Kernel function;
   int warps = 0;
   int shared = 0;
+  int programs = 1;
 };
 
 } // namespace kvarn::cuda

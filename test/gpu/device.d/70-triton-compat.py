@@ -82,8 +82,11 @@ def launch(metadata_group):
     pool_k = torch.full((tiles * group_size * d,), 0x7E01, dtype=torch.int16,
                         device="cuda").view(torch.float16)
     pool_v = pool_k.clone()
-    kernel[(tokens, 1, 1)](k_raw, v_raw, slot_mapping, block_to_slot, pool_k,
-                           pool_v, tokens, 1)
+    # A CTA runs `programs_per_cta` tokens (docs/cache.md).
+    per_cta = metadata["kvarn"].get("programs_per_cta", 1)
+    kernel[(-(-tokens // per_cta), 1, 1)](k_raw, v_raw, slot_mapping,
+                                          block_to_slot, pool_k, pool_v,
+                                          tokens, 1)
     torch.cuda.synchronize()
     return torch.cat([pool_k, pool_v])
 

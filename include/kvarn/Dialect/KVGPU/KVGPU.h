@@ -28,6 +28,12 @@ mlir::MemRefType getSharedMemRefType(llvm::ArrayRef<int64_t> shape,
 /// Attribute names on kernels.
 inline constexpr llvm::StringLiteral kSharedBytesAttrName = "kvgpu.shared_bytes";
 inline constexpr llvm::StringLiteral kNumWarpsAttrName = "kvgpu.num_warps";
+/// Programs (grid points along axis 0) one CTA runs, num_warps / P warps
+/// each; absent means 1. The launch has ceil(grid.x / P) CTAs along x.
+inline constexpr llvm::StringLiteral kProgramsPerCtaAttrName =
+    "kvgpu.programs_per_cta";
+/// Warps per program of the kernel enclosing `op`.
+int64_t getWarpsPerProgram(mlir::Operation *op);
 
 /// How kvgpu.sinkhorn and kvgpu.quantize_tile spread a [b0, b1] shared
 /// buffer over a CTA's threads: t1 threads (a divisor of 32, consecutive

@@ -4,22 +4,24 @@
 // a Paley matrix), or one transform per block (block-diagonal).
 
 // CHECK-LABEL: gpu.func @sylvester
+// (Two rows go through shared memory; one row stays in registers,
+// register-rows.mlir.)
 // The widening convert is a view: the rotation's copy reads f16 and extends.
-// CHECK: kvgpu.foreach [1, 128]
+// CHECK: kvgpu.foreach [2, 128]
 // CHECK: arith.extf
 // CHECK: kvgpu.fwht %{{.*}} chunks 1 x 128 at 0 scale 0.0883883461
 // CHECK-NOT: kvgpu.dense_mix
 // The narrowing convert is a view too: the store rounds as it writes.
-// CHECK: kvgpu.foreach [1, 128]
+// CHECK: kvgpu.foreach [2, 128]
 // CHECK: arith.truncf
 // CHECK: llvm.store
 func.func @sylvester(%p: !kvt.ptr<f16>, %o: i64, %s: i64)
     attributes {kvt.kernel, kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
-  %x = kvt.load_tile %p[%o] strides(%s, %s) : !kvt.ptr<f16> -> !kvt.tile<1x128xf16>
-  %f = kvt.convert %x : !kvt.tile<1x128xf16> -> !kvt.tile<1x128xf32>
-  %r = kvt.rotate %f : !kvt.tile<1x128xf32>
-  %h = kvt.convert %r : !kvt.tile<1x128xf32> -> !kvt.tile<1x128xf16>
-  kvt.store_tile %h, %p[%o] strides(%s, %s) : !kvt.tile<1x128xf16>, !kvt.ptr<f16>
+  %x = kvt.load_tile %p[%o] strides(%s, %s) : !kvt.ptr<f16> -> !kvt.tile<2x128xf16>
+  %f = kvt.convert %x : !kvt.tile<2x128xf16> -> !kvt.tile<2x128xf32>
+  %r = kvt.rotate %f : !kvt.tile<2x128xf32>
+  %h = kvt.convert %r : !kvt.tile<2x128xf32> -> !kvt.tile<2x128xf16>
+  kvt.store_tile %h, %p[%o] strides(%s, %s) : !kvt.tile<2x128xf16>, !kvt.ptr<f16>
   return
 }
 

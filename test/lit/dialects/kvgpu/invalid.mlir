@@ -72,3 +72,38 @@ func.func @reduce_out() {
   }
   return
 }
+
+// -----
+
+gpu.module @m {
+  gpu.func @fragment_warp(%p: !llvm.ptr<1>, %o: i64) kernel
+      attributes {kvgpu.num_warps = 2 : i64} {
+    // expected-error @+1 {{warp 2 is not one of the program's 2}}
+    %r = kvgpu.fragment_load %p[%o] stride %o warp 2 : vector<4xf16>
+    gpu.return
+  }
+}
+
+// -----
+
+func.func @fragment_fwht_length(%x: vector<3xf32>) {
+  // expected-error @+1 {{row of 32 x 3 channels is not a power of two}}
+  %r = kvgpu.fragment_fwht %x scale 1.0 warp 0 : vector<3xf32>
+  return
+}
+
+// -----
+
+func.func @fragment_elements(%p: !llvm.ptr<1>, %o: i64) {
+  // expected-error @+1 {{holds 1 to 32 elements per lane, got 'vector<64xf16>'}}
+  %r = kvgpu.fragment_load %p[%o] stride %o warp 0 : vector<64xf16>
+  return
+}
+
+// -----
+
+func.func @fragment_type(%p: !llvm.ptr<1>, %o: i64) {
+  // expected-error @+1 {{must be vector of 16-bit float or bfloat16 type or 32-bit float values}}
+  %r = kvgpu.fragment_load %p[%o] stride %o warp 0 : vector<4xi32>
+  return
+}

@@ -46,6 +46,13 @@ gpu.module @m {
     %f = arith.constant 1.0 : f32
     // CHECK: kvgpu.warp_reduce <add> %{{.*}} : f32
     %w = kvgpu.warp_reduce <add> %f : f32
+    // CHECK: kvgpu.fragment_load %{{.*}}[%{{.*}}] stride %{{.*}} warp 3 : vector<4xf16>
+    %row = kvgpu.fragment_load %p[%off] stride %s1 warp 3 : vector<4xf16>
+    %wide = arith.extf %row : vector<4xf16> to vector<4xf32>
+    // CHECK: kvgpu.fragment_fwht %{{.*}} scale 0.0883883461 warp 3 : vector<4xf32>
+    %rot = kvgpu.fragment_fwht %wide scale 0.0883883461 warp 3 : vector<4xf32>
+    // CHECK: kvgpu.fragment_store %{{.*}}, %{{.*}}[%{{.*}}] stride %{{.*}} warp 3 : vector<4xf32>
+    kvgpu.fragment_store %rot, %p[%off] stride %s1 warp 3 : vector<4xf32>
     gpu.return
   }
 }
