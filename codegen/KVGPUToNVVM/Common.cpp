@@ -21,6 +21,31 @@ Value kvarn::kvgpu::indexConstant(OpBuilder &b, Location loc, int64_t v) {
   return arith::ConstantIndexOp::create(b, loc, v);
 }
 
+Value kvarn::kvgpu::i32Constant(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 32);
+}
+
+Value kvarn::kvgpu::i64Constant(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIntOp::create(b, loc, v, 64);
+}
+
+Value kvarn::kvgpu::f32Constant(OpBuilder &b, Location loc, float v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+Value kvarn::kvgpu::combineReduction(OpBuilder &b, Location loc,
+                                     ReduceKind kind, Value x, Value y) {
+  switch (kind) {
+  case ReduceKind::Add:
+    return arith::AddFOp::create(b, loc, x, y);
+  case ReduceKind::Max:
+    return arith::MaximumFOp::create(b, loc, x, y);
+  case ReduceKind::Min:
+    return arith::MinimumFOp::create(b, loc, x, y);
+  }
+  llvm_unreachable("unknown reduction");
+}
+
 void kvarn::kvgpu::buildStridedLoop(
     OpBuilder &b, Location loc, Value start, int64_t total, int64_t step,
     function_ref<void(OpBuilder &, Value)> body) {

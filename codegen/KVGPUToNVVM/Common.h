@@ -19,6 +19,13 @@ int64_t getNumThreads(mlir::Operation *op);
 mlir::Value threadIndex(mlir::OpBuilder &b, mlir::Location loc);
 
 mlir::Value indexConstant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+mlir::Value i32Constant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+mlir::Value i64Constant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+mlir::Value f32Constant(mlir::OpBuilder &b, mlir::Location loc, float v);
+
+/// x (+, max, min) y: one step of a reduction of `kind`.
+mlir::Value combineReduction(mlir::OpBuilder &b, mlir::Location loc,
+                             ReduceKind kind, mlir::Value x, mlir::Value y);
 
 /// for (p = start; p < total; p += step) body(p), with index values.
 void buildStridedLoop(mlir::OpBuilder &b, mlir::Location loc, mlir::Value start,

@@ -25,10 +25,6 @@ namespace {
 
 constexpr int64_t kMaxAccessBytes = 16; // ld.global.v4.b32 / st.global.v4.b32
 
-Value i64Constant(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIntOp::create(b, loc, v, 64);
-}
-
 /// Runs `body` in warp `warp` of each program only (directly when a
 /// program has one warp); the other warps get zeros for its results.
 SmallVector<Value>

@@ -14,14 +14,6 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-Value f32Constant(OpBuilder &b, Location loc, float v) {
-  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-}
-
-Value i32Constant(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIntOp::create(b, loc, v, 32);
-}
-
 /// Emits `foreach shape (...) { body }` at the rewriter's position.
 void emitForeach(PatternRewriter &rw, Location loc, ArrayRef<int64_t> shape,
                  function_ref<void(OpBuilder &, ValueRange)> body) {

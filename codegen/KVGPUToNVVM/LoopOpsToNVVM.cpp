@@ -9,18 +9,6 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-Value combine(OpBuilder &b, Location loc, ReduceKind kind, Value x, Value y) {
-  switch (kind) {
-  case ReduceKind::Add:
-    return arith::AddFOp::create(b, loc, x, y);
-  case ReduceKind::Max:
-    return arith::MaximumFOp::create(b, loc, x, y);
-  case ReduceKind::Min:
-    return arith::MinimumFOp::create(b, loc, x, y);
-  }
-  llvm_unreachable("unknown reduction");
-}
-
 Value identity(OpBuilder &b, Location loc, ReduceKind kind) {
   float v = kind == ReduceKind::Add   ? 0.0f
             : kind == ReduceKind::Max ? -std::numeric_limits<float>::infinity()
@@ -111,7 +99,7 @@ void reduceRowsInOneLoop(OpBuilder &b, Location loc, ReduceOp op,
                              : arith::AddIOp::create(nb, loc, col,
                                                      indexConstant(nb, loc, p));
             Value v = inlineBody(nb, op.getBody(), {rows[r], c}).front();
-            next.push_back(combine(nb, loc, kind, acc[r * partials + p], v));
+            next.push_back(combineReduction(nb, loc, kind, acc[r * partials + p], v));
           }
         scf::YieldOp::create(nb, loc, next);
       });
@@ -121,7 +109,7 @@ void reduceRowsInOneLoop(OpBuilder &b, Location loc, ReduceOp op,
     while (level.size() > 1) { // pairwise, as a tree would
       SmallVector<Value> up;
       for (size_t i = 0; i + 1 < level.size(); i += 2)
-        up.push_back(combine(b, loc, kind, level[i], level[i + 1]));
+        up.push_back(combineReduction(b, loc, kind, level[i], level[i + 1]));
       if (level.size() % 2)
         up.push_back(level.back());
       level = std::move(up);
@@ -181,7 +169,7 @@ struct ReduceLowering : OpRewritePattern<ReduceOp> {
           indexConstant(b, loc, kWarpSize), ValueRange{identity(b, loc, kind)},
           [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
             Value v = inlineBody(nb, op.getBody(), {row, col}).front();
-            scf::YieldOp::create(nb, loc, combine(nb, loc, kind, acc[0], v));
+            scf::YieldOp::create(nb, loc, combineReduction(nb, loc, kind, acc[0], v));
           });
       Value total = WarpReduceOp::create(
           b, loc, ReduceKindAttr::get(b.getContext(), kind), inner.getResult(0));
@@ -209,7 +197,7 @@ struct WarpReduceLowering : OpRewritePattern<WarpReduceOp> {
       Value other = gpu::ShuffleOp::create(rw, loc, acc, off, width,
                                            gpu::ShuffleMode::XOR)
                         .getShuffleResult();
-      acc = combine(rw, loc, op.getKind(), acc, other);
+      acc = combineReduction(rw, loc, op.getKind(), acc, other);
     }
     rw.replaceOp(op, acc);
     return success();

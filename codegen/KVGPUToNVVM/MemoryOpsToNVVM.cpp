@@ -9,10 +9,6 @@ namespace {
 
 constexpr int64_t kVectorBytes = 16; // ld.global.v4.b32 / st.global.v4.b32
 
-Value i64Constant(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIntOp::create(b, loc, v, 64);
-}
-
 Value toI64(OpBuilder &b, Location loc, Value index) {
   return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
 }

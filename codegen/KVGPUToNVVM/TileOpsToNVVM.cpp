@@ -26,38 +26,18 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-Value f32C(OpBuilder &b, Location loc, float v) {
-  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-}
-Value i32C(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIntOp::create(b, loc, v, 32);
-}
-
-Value combineValues(OpBuilder &b, Location loc, ReduceKind kind, Value x,
-                    Value y) {
-  switch (kind) {
-  case ReduceKind::Add:
-    return arith::AddFOp::create(b, loc, x, y);
-  case ReduceKind::Max:
-    return arith::MaximumFOp::create(b, loc, x, y);
-  case ReduceKind::Min:
-    return arith::MinimumFOp::create(b, loc, x, y);
-  }
-  llvm_unreachable("unknown reduction");
-}
-
 Value intrinsic(OpBuilder &b, Location loc, Type type, StringRef name,
                 ValueRange args) {
   return LLVM::CallIntrinsicOp::create(b, loc, type, b.getStringAttr(name), args)
       .getResult(0);
 }
 Value expF(OpBuilder &b, Location loc, Value x) {
-  Value y = arith::MulFOp::create(b, loc, x, f32C(b, loc, 1.4426950408889634f));
+  Value y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, 1.4426950408889634f));
   return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.ex2.approx.f32", {y});
 }
 Value logF(OpBuilder &b, Location loc, Value x) {
   Value y = intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.lg2.approx.f", {x});
-  return arith::MulFOp::create(b, loc, y, f32C(b, loc, 0.6931471805599453f));
+  return arith::MulFOp::create(b, loc, y, f32Constant(b, loc, 0.6931471805599453f));
 }
 Value sqrtF(OpBuilder &b, Location loc, Value x) {
   // Within an ulp or two of the rounded root: the stds only steer the scales.
@@ -65,8 +45,8 @@ Value sqrtF(OpBuilder &b, Location loc, Value x) {
 }
 Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
   return arith::MinimumFOp::create(
-      b, loc, arith::MaximumFOp::create(b, loc, x, f32C(b, loc, lo)),
-      f32C(b, loc, hi));
+      b, loc, arith::MaximumFOp::create(b, loc, x, f32Constant(b, loc, lo)),
+      f32Constant(b, loc, hi));
 }
 
 /// One CTA's register tile: thread coordinates and reduction helpers.
@@ -135,16 +115,15 @@ struct RegisterTile {
   void storeVector(int d, ArrayRef<Value> v, Value buffer) {
     Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                         tc[1 - d], idx(0));
-    scf::IfOp::create(b, loc, first, [&](OpBuilder &tb, Location) {
+    inside(first, [&] {
       for (int64_t k = 0; k < n[d]; ++k)
-        memref::StoreOp::create(tb, loc, v[k], buffer, ValueRange{coord(d, k)});
-      scf::YieldOp::create(tb, loc);
+        memref::StoreOp::create(b, loc, v[k], buffer, ValueRange{coord(d, k)});
     });
   }
 
   Value shuffleXor(Value v, int64_t offset) {
-    return gpu::ShuffleOp::create(b, loc, v, i32C(b, loc, offset),
-                                  i32C(b, loc, kWarpSize), gpu::ShuffleMode::XOR)
+    return gpu::ShuffleOp::create(b, loc, v, i32Constant(b, loc, offset),
+                                  i32Constant(b, loc, kWarpSize), gpu::ShuffleMode::XOR)
         .getShuffleResult();
   }
 
@@ -158,13 +137,13 @@ struct RegisterTile {
       for (int64_t off = 1; off < T[1]; off *= 2)
         for (auto [kind, vec] : llvm::zip(kinds, vals))
           for (Value &v : vec)
-            v = combineValues(b, loc, kind, v, shuffleXor(v, off));
+            v = combineReduction(b, loc, kind, v, shuffleXor(v, off));
       return vals;
     }
     for (int64_t off = T[1]; off < kWarpSize; off *= 2)
       for (size_t s = 0; s < vals.size(); ++s)
         for (Value &v : vals[s])
-          v = combineValues(b, loc, kinds[s], v, shuffleXor(v, off));
+          v = combineReduction(b, loc, kinds[s], v, shuffleXor(v, off));
     if (warps == 1)
       return vals;
     // Two stages through scratch. Warp w's partials go to
@@ -204,7 +183,7 @@ struct RegisterTile {
           Value at = arith::AddIOp::create(
               b, loc, base, arith::AddIOp::create(b, loc, q, idx(w * stride)));
           Value v = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
-          acc = acc ? combineValues(b, loc, kind, acc, v) : v;
+          acc = acc ? combineReduction(b, loc, kind, acc, v) : v;
         }
         memref::StoreOp::create(b, loc, acc, scratch,
                                 ValueRange{arith::AddIOp::create(b, loc, totals, q)});
@@ -302,7 +281,7 @@ struct RegisterTile {
                                SmallVector<Value> vals) {
     for (int64_t off = 1; off < kWarpSize; off *= 2)
       for (size_t s = 0; s < vals.size(); ++s)
-        vals[s] = combineValues(b, loc, kinds[s], vals[s], shuffleXor(vals[s], off));
+        vals[s] = combineReduction(b, loc, kinds[s], vals[s], shuffleXor(vals[s], off));
     if (warps == 1)
       return vals;
     int64_t stride = 2 * B[1] + 4;
@@ -313,12 +292,7 @@ struct RegisterTile {
         b, loc, base, arith::MulIOp::create(b, loc, warp, idx(stride)));
     Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                          lane, idx(0));
-    scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
-      storeRun(vals, rowBase);
-      scf::YieldOp::create(tb, loc);
-    });
+    inside(writer, [&] { storeRun(vals, rowBase); });
     gpu::BarrierOp::create(b, loc);
     SmallVector<Value> acc;
     for (int64_t w = 0; w < warps; ++w) {
@@ -328,7 +302,7 @@ struct RegisterTile {
         acc = part;
       else
         for (size_t s = 0; s < vals.size(); ++s)
-          acc[s] = combineValues(b, loc, kinds[s], acc[s], part[s]);
+          acc[s] = combineReduction(b, loc, kinds[s], acc[s], part[s]);
     }
     return acc;
   }
@@ -367,12 +341,12 @@ SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
   sums = t.reduceOver(other, {ReduceKind::Add}, {sums})[0];
   // Products with the reciprocals of the counts: exact for powers of two,
   // otherwise within an ulp of the quotient.
-  Value invCount = f32C(b, loc, 1.0f / float(t.B[other]));
+  Value invCount = f32Constant(b, loc, 1.0f / float(t.B[other]));
   SmallVector<Value> devs;
   for (int64_t k = 0; k < t.n[keep]; ++k) {
     Value mean = arith::MulFOp::create(b, loc, sums[k], invCount);
     Value negMean = arith::NegFOp::create(b, loc, mean);
-    Value acc = f32C(b, loc, 0.0f);
+    Value acc = f32Constant(b, loc, 0.0f);
     for (int64_t m = 0; m < t.n[other]; ++m) {
       Value v = t.at(x, keep, k, m);
       Value d = scale.empty() ? arith::AddFOp::create(b, loc, v, negMean).getResult()
@@ -382,21 +356,29 @@ SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
     devs.push_back(acc);
   }
   devs = t.reduceOver(other, {ReduceKind::Add}, {devs})[0];
-  Value invN1 = f32C(b, loc, 1.0f / float(t.B[other] - 1));
+  Value invN1 = f32Constant(b, loc, 1.0f / float(t.B[other] - 1));
   for (Value &v : devs)
     v = sqrtF(b, loc, arith::MulFOp::create(b, loc, v, invN1));
   return devs;
 }
 
-/// log_s = clamp(log_s + log(clamp(std))), inv_s = exp(-log_s).
-void stepScales(OpBuilder &b, Location loc, SmallVector<Value> &logs,
-                SmallVector<Value> &invs, ArrayRef<Value> stds) {
+/// log_s = clamp(log_s + log(clamp(std))).
+void stepLogs(OpBuilder &b, Location loc, MutableArrayRef<Value> logs,
+              ArrayRef<Value> stds) {
   for (size_t k = 0; k < logs.size(); ++k) {
     Value std = clampF(b, loc, stds[k], kvarn::kStdMin, kvarn::kStdMax);
     Value l = arith::AddFOp::create(b, loc, logs[k], logF(b, loc, std));
     logs[k] = clampF(b, loc, l, kvarn::kLogScaleMin, kvarn::kLogScaleMax);
-    invs[k] = expF(b, loc, arith::NegFOp::create(b, loc, logs[k]));
   }
+}
+
+/// inv_s = exp(-log_s).
+SmallVector<Value> inverseScales(OpBuilder &b, Location loc,
+                                 ArrayRef<Value> logs) {
+  SmallVector<Value> out;
+  for (Value l : logs)
+    out.push_back(expF(b, loc, arith::NegFOp::create(b, loc, l)));
+  return out;
 }
 
 SmallVector<Value> scaled(OpBuilder &b, Location loc, ArrayRef<Value> s,
@@ -412,8 +394,8 @@ SmallVector<Value> scaled(OpBuilder &b, Location loc, ArrayRef<Value> s,
 std::pair<Value, Value> extremes(OpBuilder &b, Location loc, ArrayRef<Value> v) {
   Value hi = v[0], lo = v[0];
   for (Value x : v.drop_front()) {
-    hi = combineValues(b, loc, ReduceKind::Max, hi, x);
-    lo = combineValues(b, loc, ReduceKind::Min, lo, x);
+    hi = combineReduction(b, loc, ReduceKind::Max, hi, x);
+    lo = combineReduction(b, loc, ReduceKind::Min, lo, x);
   }
   return {hi, lo};
 }
@@ -427,7 +409,7 @@ Value imbalance(RegisterTile &t, std::pair<Value, Value> col,
   SmallVector<Value> r = t.reduceAll(
       {ReduceKind::Max, ReduceKind::Min, ReduceKind::Max, ReduceKind::Min},
       {col.first, col.second, row.first, row.second});
-  Value floor = f32C(b, loc, kvarn::kImbalanceFloor);
+  Value floor = f32Constant(b, loc, kvarn::kImbalanceFloor);
   auto ratio = [&](Value hi, Value lo) -> Value {
     return arith::DivFOp::create(b, loc, hi,
                                  arith::MaximumFOp::create(b, loc, lo, floor));
@@ -435,9 +417,20 @@ Value imbalance(RegisterTile &t, std::pair<Value, Value> col,
   return arith::AddFOp::create(b, loc, ratio(r[0], r[1]), ratio(r[2], r[3]));
 }
 
-std::optional<RegisterTileGrid> gridFor(Operation *op, MemRefType input,
-                                        int64_t threads) {
-  return getRegisterTileGrid(input.getDimSize(0), input.getDimSize(1), threads);
+/// The CTA's register tile over the input buffer of a kvgpu.sinkhorn or
+/// kvgpu.quantize_tile, or nothing (and an error on the op) when it does not
+/// fit.
+template <typename OpT>
+std::optional<RegisterTile> registerTileOf(OpT op, PatternRewriter &rw) {
+  MemRefType in = op.getInput().getType();
+  int64_t threads = getNumThreads(op);
+  auto grid = getRegisterTileGrid(in.getDimSize(0), in.getDimSize(1), threads);
+  if (!grid) {
+    op.emitOpError("tile does not fit the registers of ") << threads << " threads";
+    return std::nullopt;
+  }
+  return RegisterTile(rw, op.getLoc(), *grid, in.getDimSize(0), in.getDimSize(1),
+                      threads, op.getScratch());
 }
 
 struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
@@ -445,18 +438,14 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
   LogicalResult matchAndRewrite(SinkhornOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
-    auto inType = op.getInput().getType();
-    int64_t threads = getNumThreads(op);
-    auto grid = gridFor(op, inType, threads);
-    if (!grid)
-      return op.emitOpError("tile does not fit the registers of ")
-             << threads << " threads";
-    RegisterTile t(rw, loc, *grid, inType.getDimSize(0), inType.getDimSize(1),
-                   threads, op.getScratch());
+    std::optional<RegisterTile> tile = registerTileOf(op, rw);
+    if (!tile)
+      return failure();
+    RegisterTile &t = *tile;
     // Logical columns run along buffer dimension dc, rows along dr.
     int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
     SmallVector<Value> x = t.load(op.getInput());
-    Value zero = f32C(rw, loc, 0.0f);
+    Value zero = f32Constant(rw, loc, 0.0f);
     SmallVector<Value> logCol(t.n[dc], zero), logRow(t.n[dr], zero);
     // The untouched tile is the first candidate.
     SmallVector<Value> colStd = stdKeep(t, x, dc, {});
@@ -473,8 +462,7 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
     // the tile stays in registers across the stds, which is what lets flush
     // keep 64 elements per thread in 128 registers.
     int64_t nc = t.n[dc], nr = t.n[dr];
-    SmallVector<Value> ignored(nc);
-    stepScales(rw, loc, logCol, ignored, colStd);
+    stepLogs(rw, loc, logCol, colStd);
     t.stash(logCol, 0);
     t.stash(logRow, nc);
 
@@ -485,38 +473,29 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
       OpBuilder::InsertionGuard guard(rw);
       rw.setInsertionPointToStart(loop.getBody());
       Value bestImb = loop.getRegionIterArgs()[0];
-      auto inverse = [&](ArrayRef<Value> logs) {
-        SmallVector<Value> out;
-        for (Value l : logs)
-          out.push_back(expF(rw, loc, arith::NegFOp::create(rw, loc, l)));
-        return out;
-      };
       // The row stds of M * ic (times ir: the std of M / exp(log_c) /
       // exp(log_r) over a row scales with the row's factor), the row step,
       // then the column stds of the new iterate.
-      SmallVector<Value> rowBase = stdKeep(t, x, dr, inverse(t.unstash(0, nc)));
-      SmallVector<Value> lr = t.unstash(nc, nr), ir(nr);
-      SmallVector<Value> rowNew = scaled(rw, loc, inverse(lr), rowBase);
-      stepScales(rw, loc, lr, ir, rowNew);
+      SmallVector<Value> rowBase =
+          stdKeep(t, x, dr, inverseScales(rw, loc, t.unstash(0, nc)));
+      SmallVector<Value> lr = t.unstash(nc, nr);
+      stepLogs(rw, loc, lr, scaled(rw, loc, inverseScales(rw, loc, lr), rowBase));
       t.stash(lr, nc);
-      rowNew = scaled(rw, loc, ir, rowBase);
+      SmallVector<Value> ir = inverseScales(rw, loc, lr);
+      SmallVector<Value> rowNew = scaled(rw, loc, ir, rowBase);
       std::pair<Value, Value> rowExt = extremes(rw, loc, rowNew);
       SmallVector<Value> colNew = stdKeep(t, x, dc, ir);
       SmallVector<Value> lc = t.unstash(0, nc);
-      colNew = scaled(rw, loc, inverse(lc), colNew);
+      colNew = scaled(rw, loc, inverseScales(rw, loc, lc), colNew);
       Value imb = imbalance(t, extremes(rw, loc, colNew), rowExt);
       Value better = arith::CmpFOp::create(rw, loc, arith::CmpFPredicate::OLE,
                                            imb, bestImb);
-      scf::IfOp::create(rw, loc, better, [&](OpBuilder &tb, Location) {
-        OpBuilder::InsertionGuard inner(rw);
-        rw.setInsertionPoint(tb.getInsertionBlock(), tb.getInsertionPoint());
-        t.storeVector(dc, lc, op.getColScale()); // ties: the newer iterate wins
+      t.inside(better, [&] { // ties: the newer iterate wins
+        t.storeVector(dc, lc, op.getColScale());
         t.storeVector(dr, t.unstash(nc, nr), op.getRowScale());
-        scf::YieldOp::create(rw, loc);
       });
       bestImb = arith::SelectOp::create(rw, loc, better, imb, bestImb);
-      SmallVector<Value> ic(nc);
-      stepScales(rw, loc, lc, ic, colNew); // the next iteration's column step
+      stepLogs(rw, loc, lc, colNew); // the next iteration's column step
       t.stash(lc, 0);
       if (t.lastOneStageRegion != startRegion) // the next iteration's first write
         gpu::BarrierOp::create(rw, loc);
@@ -527,14 +506,13 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
     auto finish = [&](int d, Value buffer) {
       Value writer = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq,
                                            t.tc[1 - d], t.idx(0));
-      scf::IfOp::create(rw, loc, writer, [&](OpBuilder &tb, Location) {
+      t.inside(writer, [&] {
         for (int64_t k = 0; k < t.n[d]; ++k) {
-          Value at = arith::AddIOp::create(tb, loc, t.tc[d], t.idx(k * t.T[d]));
-          Value x = memref::LoadOp::create(tb, loc, buffer, ValueRange{at});
-          memref::StoreOp::create(tb, loc, expF(tb, loc, x), buffer,
+          Value at = t.coord(d, k);
+          Value x = memref::LoadOp::create(rw, loc, buffer, ValueRange{at});
+          memref::StoreOp::create(rw, loc, expF(rw, loc, x), buffer,
                                   ValueRange{at});
         }
-        scf::YieldOp::create(tb, loc);
       });
     };
     finish(dc, op.getColScale());
@@ -549,14 +527,10 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
   LogicalResult matchAndRewrite(QuantizeTileOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
-    auto inType = op.getInput().getType();
-    int64_t threads = getNumThreads(op);
-    auto grid = gridFor(op, inType, threads);
-    if (!grid)
-      return op.emitOpError("tile does not fit the registers of ")
-             << threads << " threads";
-    RegisterTile t(rw, loc, *grid, inType.getDimSize(0), inType.getDimSize(1),
-                   threads, op.getScratch());
+    std::optional<RegisterTile> tile = registerTileOf(op, rw);
+    if (!tile)
+      return failure();
+    RegisterTile &t = *tile;
     int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
     float qmax = float((1 << op.getBits()) - 1);
     SmallVector<Value> x = t.load(op.getInput());
@@ -565,7 +539,7 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
     // balanced = M / s_col / s_row as products with the correctly rounded
     // reciprocals (within an ulp of the quotients; a code moves only when
     // its quotient lies within an ulp of a rounding tie).
-    Value oneF = f32C(rw, loc, 1.0f);
+    Value oneF = f32Constant(rw, loc, 1.0f);
     auto recip = [&](ArrayRef<Value> v) {
       SmallVector<Value> out;
       for (Value a : v)
@@ -597,12 +571,12 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
     SmallVector<Value> step;
     for (int64_t k = 0; k < t.n[dr]; ++k) {
       Value range = arith::SubFOp::create(rw, loc, hi[k], lo[k]);
-      Value a = arith::DivFOp::create(rw, loc, range, f32C(rw, loc, qmax));
+      Value a = arith::DivFOp::create(rw, loc, range, f32Constant(rw, loc, qmax));
       step.push_back(
-          arith::MaximumFOp::create(rw, loc, a, f32C(rw, loc, kvarn::kRangeFloor)));
+          arith::MaximumFOp::create(rw, loc, a, f32Constant(rw, loc, kvarn::kRangeFloor)));
     }
     SmallVector<Value> rStep = recip(step);
-    Value zeroI = i32C(rw, loc, 0), maxI = i32C(rw, loc, int64_t(qmax));
+    Value zeroI = i32Constant(rw, loc, 0), maxI = i32Constant(rw, loc, int64_t(qmax));
     for (int64_t i = 0; i < t.n[0]; ++i)
       for (int64_t j = 0; j < t.n[1]; ++j) {
         int64_t r = dc == 0 ? j : i;

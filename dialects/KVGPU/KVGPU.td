@@ -366,9 +366,10 @@ def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
     The tile is read from shared memory once and held in registers across
     all iterations: the CTA's threads form a grid over the buffer, each
     thread holds a fixed block of elements, and the standard deviations are
-    reduced with shuffles inside a warp and through `scratch` (two regions of
-    `warps x max(B1, 4)` floats) across warps, one barrier per cross-warp
-    reduction. `kvgpu.sinkhorn_fits` says whether a tile fits the registers.
+    reduced with shuffles inside a warp and through `scratch` across warps
+    (`getRegisterTileScratchFloats` floats: regions of per-warp partials, a
+    row of totals, and each thread's private slots for its log scales).
+    `getRegisterTileGrid` says whether a tile fits the registers.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$input,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$col_scale,
