@@ -662,17 +662,8 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
         {unsigned(batch), unsigned(hk), unsigned(t)}, args);
     std::vector<uint16_t> got = download<uint16_t>(out);
 
-    VerifyBatchView vb;
-    vb.batch = batch;
-    vb.numQHeads = c.hq;
-    vb.maxQueryTokens = t;
-    vb.q = q.data();
-    vb.blockTable = c.blockTable.data();
-    vb.maxBlocks = c.maxBlocks;
-    vb.contextLens = contextLens.data();
-    vb.queryLens = queryLens.data();
-    vb.softmaxScale = scale;
-    vb.qType = dtype;
+    VerifyBatchView vb =
+        c.verifyView(batch, t, q.data(), contextLens, queryLens, scale, dtype);
     std::vector<float> want(q.size());
     llvm::Error err =
         verifyAttention(c.view(), vb, *Rotation::get(d), want.data());

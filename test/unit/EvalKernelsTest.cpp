@@ -357,17 +357,8 @@ TEST(EvalKernels, VerifyMatchesVerifyAttention) {
          KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
     ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
-    VerifyBatchView vb;
-    vb.batch = batch;
-    vb.numQHeads = c.hq;
-    vb.maxQueryTokens = t;
-    vb.q = q.data();
-    vb.blockTable = c.blockTable.data();
-    vb.maxBlocks = c.maxBlocks;
-    vb.contextLens = contextLens.data();
-    vb.queryLens = queryLens.data();
-    vb.softmaxScale = scale;
-    vb.qType = dtype;
+    VerifyBatchView vb =
+        c.verifyView(batch, t, q.data(), contextLens, queryLens, scale, dtype);
     std::vector<float> expected(out.size());
     llvm::Error err =
         verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());

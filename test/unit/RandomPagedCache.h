@@ -118,6 +118,25 @@ struct RandomPagedCache {
     b.softmaxScale = 1.0 / std::sqrt(double(d));
     return b;
   }
+  /// verifyAttention's view of `batch` requests of up to `maxQueryTokens`
+  /// queries `q` ([batch, maxQueryTokens, hq, d] of qType) over this cache.
+  VerifyBatchView verifyView(int batch, int maxQueryTokens, const uint16_t *q,
+                             const std::vector<int32_t> &contextLens,
+                             const std::vector<int32_t> &queryLens,
+                             double softmaxScale, DType qType) const {
+    VerifyBatchView b;
+    b.batch = batch;
+    b.numQHeads = hq;
+    b.maxQueryTokens = maxQueryTokens;
+    b.q = q;
+    b.blockTable = blockTable.data();
+    b.maxBlocks = maxBlocks;
+    b.contextLens = contextLens.data();
+    b.queryLens = queryLens.data();
+    b.softmaxScale = softmaxScale;
+    b.qType = qType;
+    return b;
+  }
   /// materializeContext's view: request b's rows start at outStart[b].
   ContextBatchView contextView(const std::vector<int32_t> &outStart,
                                DType outType) const {
