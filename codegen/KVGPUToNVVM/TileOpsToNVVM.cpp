@@ -15,7 +15,8 @@
 
 #include "Common.h"
 
-#include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Codegen/TileArithmeticEmitters.h"
+#include "kvarn/Reference/TileArithmetic.h"
 
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
@@ -31,23 +32,7 @@ Value intrinsic(OpBuilder &b, Location loc, Type type, StringRef name,
   return LLVM::CallIntrinsicOp::create(b, loc, type, b.getStringAttr(name), args)
       .getResult(0);
 }
-Value expF(OpBuilder &b, Location loc, Value x) {
-  Value y = arith::MulFOp::create(b, loc, x, f32Constant(b, loc, 1.4426950408889634f));
-  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.ex2.approx.f32", {y});
-}
-Value logF(OpBuilder &b, Location loc, Value x) {
-  Value y = intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.lg2.approx.f", {x});
-  return arith::MulFOp::create(b, loc, y, f32Constant(b, loc, 0.6931471805599453f));
-}
-Value sqrtF(OpBuilder &b, Location loc, Value x) {
-  // Within an ulp or two of the rounded root: the stds only steer the scales.
-  return intrinsic(b, loc, b.getF32Type(), "llvm.nvvm.sqrt.approx.f", {x});
-}
-Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
-  return arith::MinimumFOp::create(
-      b, loc, arith::MaximumFOp::create(b, loc, x, f32Constant(b, loc, lo)),
-      f32Constant(b, loc, hi));
-}
+using kvarn::codegen::emitClamp;
 
 /// One CTA's register tile: thread coordinates and reduction helpers.
 struct RegisterTile {
@@ -75,10 +60,17 @@ struct RegisterTile {
     regionFloats = warps * (2 * b1 + 4);
     ownBase = (2 * warps + 1) * (2 * b1 + 4);
     tid = threadIndex(b, loc);
-    tc[1] = arith::RemUIOp::create(b, loc, tid, idx(g.t1));
-    tc[0] = arith::DivUIOp::create(b, loc, tid, idx(g.t1));
     warp = arith::DivUIOp::create(b, loc, tid, idx(kWarpSize));
     lane = arith::RemUIOp::create(b, loc, tid, idx(kWarpSize));
+    // tc1 = the lane within its t1 consecutive lanes; tc0 = warp + warps *
+    // (lane / t1): the warp in tc0's low bits, so a tree sum over dimension 0
+    // (TileArithmetic.h: highest index bits first) runs the lane shuffles
+    // before the cross-warp stage.
+    tc[1] = arith::RemUIOp::create(b, loc, lane, idx(g.t1));
+    tc[0] = arith::AddIOp::create(
+        b, loc, warp,
+        arith::MulIOp::create(b, loc, idx(warps),
+                              arith::DivUIOp::create(b, loc, lane, idx(g.t1))));
   }
 
   Value idx(int64_t v) { return indexConstant(b, loc, v); }
@@ -133,14 +125,16 @@ struct RegisterTile {
   SmallVector<SmallVector<Value>>
   reduceOver(int d, ArrayRef<ReduceKind> kinds,
              SmallVector<SmallVector<Value>> vals) {
+    // Sums follow TileArithmetic.h's tree: index bits from the highest down
+    // (lanes, then warps, whose bits are tc0's lowest), min and max alike.
     if (d == 1) { // the t1 lanes of a grid row
-      for (int64_t off = 1; off < T[1]; off *= 2)
+      for (int64_t off = T[1] / 2; off >= 1; off /= 2)
         for (auto [kind, vec] : llvm::zip(kinds, vals))
           for (Value &v : vec)
             v = combineReduction(b, loc, kind, v, shuffleXor(v, off));
       return vals;
     }
-    for (int64_t off = T[1]; off < kWarpSize; off *= 2)
+    for (int64_t off = kWarpSize / 2; off >= T[1]; off /= 2)
       for (size_t s = 0; s < vals.size(); ++s)
         for (Value &v : vals[s])
           v = combineReduction(b, loc, kinds[s], v, shuffleXor(v, off));
@@ -178,13 +172,16 @@ struct RegisterTile {
       // The slot's kind: slots of vector s are s n1 .. s n1 + n1 - 1 within
       // each tc1 group.
       auto sum = [&](ReduceKind kind) {
-        Value acc;
+        SmallVector<Value> part;
         for (int64_t w = 0; w < warps; ++w) {
           Value at = arith::AddIOp::create(
               b, loc, base, arith::AddIOp::create(b, loc, q, idx(w * stride)));
-          Value v = memref::LoadOp::create(b, loc, scratch, ValueRange{at});
-          acc = acc ? combineReduction(b, loc, kind, acc, v) : v;
+          part.push_back(memref::LoadOp::create(b, loc, scratch, ValueRange{at}));
         }
+        for (int64_t h = warps / 2; h >= 1; h /= 2) // warp bits, highest first
+          for (int64_t w = 0; w < h; ++w)
+            part[w] = combineReduction(b, loc, kind, part[w], part[w + h]);
+        Value acc = part[0];
         memref::StoreOp::create(b, loc, acc, scratch,
                                 ValueRange{arith::AddIOp::create(b, loc, totals, q)});
       };
@@ -313,71 +310,91 @@ struct RegisterTile {
   }
 };
 
-/// Unbiased standard deviations, two-pass, of `x * scale[other index]` over
-/// dimension 1 - keep, one per index of dimension `keep`.
+/// TileArithmetic.h's productTreeSum of one thread's a[j] * b[j] (its
+/// elements j = 0, 1, ... along the reduced dimension, at least two: the
+/// fused first level is in-thread; a missing power-of-two tail is skipped).
+/// No `b`: the plain tree sum of `a`.
+Value productTreeSum(OpBuilder &b, Location loc, ArrayRef<Value> a,
+                     ArrayRef<Value> f) {
+  int64_t n = int64_t(a.size()), p = 1;
+  while (p < n)
+    p *= 2;
+  auto product = [&](int64_t k) -> Value {
+    return f.empty() ? a[k] : arith::MulFOp::create(b, loc, a[k], f[k]).getResult();
+  };
+  SmallVector<Value> v(p / 2);
+  int64_t h = p / 2;
+  for (int64_t k = 0; k < h; ++k) {
+    if (k + h >= n)
+      v[k] = product(k);
+    else if (f.empty())
+      v[k] = arith::AddFOp::create(b, loc, a[k], a[k + h]);
+    else
+      v[k] = LLVM::FMAOp::create(b, loc, a[k], f[k], product(k + h));
+  }
+  int64_t live = std::min(n, h);
+  for (h /= 2; h >= 1; h /= 2) {
+    for (int64_t k = 0; k < h && k + h < live; ++k)
+      v[k] = arith::AddFOp::create(b, loc, v[k], v[k + h]);
+    live = std::min(live, h);
+  }
+  return v[0];
+}
+
+/// Unbiased standard deviations of y = x * scale[other index] over dimension
+/// 1 - keep, one per index of dimension `keep`, in TileArithmetic.h's
+/// arithmetic (standardDeviation): two product tree sums, the fp32
+/// reciprocal counts, the clamped root.
 SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
                            ArrayRef<Value> scale) {
   OpBuilder &b = t.b;
   Location loc = t.loc;
   int other = 1 - keep;
-  // sum of x * s, then sum of (x * s - mean)^2, each element one or two
-  // fused multiply-adds.
-  auto fma = [&](Value a, Value m, Value c) -> Value {
-    return LLVM::FMAOp::create(b, loc, a, m, c);
+  auto row = [&](int64_t k) {
+    SmallVector<Value> xs;
+    for (int64_t m = 0; m < t.n[other]; ++m)
+      xs.push_back(t.at(x, keep, k, m));
+    return xs;
   };
   SmallVector<Value> sums;
-  for (int64_t k = 0; k < t.n[keep]; ++k) {
-    Value acc;
-    for (int64_t m = 0; m < t.n[other]; ++m) {
-      Value v = t.at(x, keep, k, m);
-      if (!acc)
-        acc = scale.empty() ? v : arith::MulFOp::create(b, loc, v, scale[m]).getResult();
-      else
-        acc = scale.empty() ? arith::AddFOp::create(b, loc, acc, v).getResult()
-                            : fma(v, scale[m], acc);
-    }
-    sums.push_back(acc);
-  }
+  for (int64_t k = 0; k < t.n[keep]; ++k)
+    sums.push_back(productTreeSum(b, loc, row(k), scale));
   sums = t.reduceOver(other, {ReduceKind::Add}, {sums})[0];
-  // Products with the reciprocals of the counts: exact for powers of two,
-  // otherwise within an ulp of the quotient.
-  Value invCount = f32Constant(b, loc, 1.0f / float(t.B[other]));
+  Value invCount = f32Constant(b, loc, kvarn::tilemath::reciprocalCount(t.B[other]));
   SmallVector<Value> devs;
   for (int64_t k = 0; k < t.n[keep]; ++k) {
-    Value mean = arith::MulFOp::create(b, loc, sums[k], invCount);
-    Value negMean = arith::NegFOp::create(b, loc, mean);
-    Value acc = f32Constant(b, loc, 0.0f);
-    for (int64_t m = 0; m < t.n[other]; ++m) {
-      Value v = t.at(x, keep, k, m);
-      Value d = scale.empty() ? arith::AddFOp::create(b, loc, v, negMean).getResult()
-                              : fma(v, scale[m], negMean);
-      acc = fma(d, d, acc);
-    }
-    devs.push_back(acc);
+    Value negMean = arith::NegFOp::create(
+        b, loc, arith::MulFOp::create(b, loc, sums[k], invCount));
+    SmallVector<Value> d;
+    for (auto [m, v] : llvm::enumerate(row(k)))
+      d.push_back(scale.empty()
+                      ? arith::AddFOp::create(b, loc, v, negMean).getResult()
+                      : LLVM::FMAOp::create(b, loc, v, scale[m], negMean).getResult());
+    devs.push_back(productTreeSum(b, loc, d, d));
   }
   devs = t.reduceOver(other, {ReduceKind::Add}, {devs})[0];
-  Value invN1 = f32Constant(b, loc, 1.0f / float(t.B[other] - 1));
+  Value invN1 = f32Constant(b, loc, kvarn::tilemath::reciprocalCount(t.B[other] - 1));
   for (Value &v : devs)
-    v = sqrtF(b, loc, arith::MulFOp::create(b, loc, v, invN1));
+    v = kvarn::codegen::emitVarianceRoot(b, loc, arith::MulFOp::create(b, loc, v, invN1));
   return devs;
 }
 
-/// log_s = clamp(log_s + log(clamp(std))).
-void stepLogs(OpBuilder &b, Location loc, MutableArrayRef<Value> logs,
-              ArrayRef<Value> stds) {
-  for (size_t k = 0; k < logs.size(); ++k) {
-    Value std = clampF(b, loc, stds[k], kvarn::kStdMin, kvarn::kStdMax);
-    Value l = arith::AddFOp::create(b, loc, logs[k], logF(b, loc, std));
-    logs[k] = clampF(b, loc, l, kvarn::kLogScaleMin, kvarn::kLogScaleMax);
+/// s = clamp(s * clamp(std)): tilemath::stepScale.
+void stepScales(OpBuilder &b, Location loc, MutableArrayRef<Value> scales,
+                ArrayRef<Value> stds) {
+  namespace tmath = kvarn::tilemath;
+  for (size_t k = 0; k < scales.size(); ++k) {
+    Value std = emitClamp(b, loc, stds[k], tmath::kStdMin, tmath::kStdMax);
+    Value s = arith::MulFOp::create(b, loc, scales[k], std);
+    scales[k] = emitClamp(b, loc, s, tmath::kScaleMin, tmath::kScaleMax);
   }
 }
 
-/// inv_s = exp(-log_s).
-SmallVector<Value> inverseScales(OpBuilder &b, Location loc,
-                                 ArrayRef<Value> logs) {
+/// 1 / s of scales, correctly rounded.
+SmallVector<Value> reciprocals(OpBuilder &b, Location loc, ArrayRef<Value> s) {
   SmallVector<Value> out;
-  for (Value l : logs)
-    out.push_back(expF(b, loc, arith::NegFOp::create(b, loc, l)));
+  for (Value v : s)
+    out.push_back(kvarn::codegen::emitScaleReciprocal(b, loc, v));
   return out;
 }
 
@@ -409,7 +426,7 @@ Value imbalance(RegisterTile &t, std::pair<Value, Value> col,
   SmallVector<Value> r = t.reduceAll(
       {ReduceKind::Max, ReduceKind::Min, ReduceKind::Max, ReduceKind::Min},
       {col.first, col.second, row.first, row.second});
-  Value floor = f32Constant(b, loc, kvarn::kImbalanceFloor);
+  Value floor = f32Constant(b, loc, kvarn::tilemath::kImbalanceFloor);
   auto ratio = [&](Value hi, Value lo) -> Value {
     return arith::DivFOp::create(b, loc, hi,
                                  arith::MaximumFOp::create(b, loc, lo, floor));
@@ -445,26 +462,27 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
     // Logical columns run along buffer dimension dc, rows along dr.
     int dc = op.getTranspose() ? 0 : 1, dr = 1 - dc;
     SmallVector<Value> x = t.load(op.getInput());
-    Value zero = f32Constant(rw, loc, 0.0f);
-    SmallVector<Value> logCol(t.n[dc], zero), logRow(t.n[dr], zero);
-    // The untouched tile is the first candidate.
+    Value one = f32Constant(rw, loc, 1.0f);
+    int64_t nc = t.n[dc], nr = t.n[dr];
+    SmallVector<Value> sc(nc, one), sr(nr, one);
+    // The untouched tile is the first candidate (scales 1).
     SmallVector<Value> colStd = stdKeep(t, x, dc, {});
     SmallVector<Value> rowStd = stdKeep(t, x, dr, {});
     Value best = imbalance(t, extremes(rw, loc, colStd), extremes(rw, loc, rowStd));
-    // The best iterate's log scales wait in the outputs, written and read
-    // back by the same threads (storeVector's), so no barrier orders them.
-    t.storeVector(dc, logCol, op.getColScale());
-    t.storeVector(dr, logRow, op.getRowScale());
+    // The best iterate's scales wait in the outputs, written and read back
+    // by the same threads (storeVector's), so no barrier orders them.
+    t.storeVector(dc, sc, op.getColScale());
+    t.storeVector(dr, sr, op.getRowScale());
     // Each iteration's column step needs the column stds the previous one
-    // ended with; it is taken at the end of that iteration. The log scales
-    // live in the threads' private scratch slots (logCol at 0, logRow at nc)
-    // and the inverse scales are recomputed from them where needed: only
-    // the tile stays in registers across the stds, which is what lets flush
-    // keep 64 elements per thread in 128 registers.
-    int64_t nc = t.n[dc], nr = t.n[dr];
-    stepLogs(rw, loc, logCol, colStd);
-    t.stash(logCol, 0);
-    t.stash(logRow, nc);
+    // ended with; it is taken at the end of that iteration. The scales live
+    // in the threads' private scratch slots (columns at 0, rows at nc) and
+    // their reciprocals are recomputed where needed: only the tile stays in
+    // registers across the stds, which is what lets flush keep 64 elements
+    // per thread in 128 registers. Same order and operations as
+    // kvarn::sinkhorn (TileArithmetic.h), so the bits are the reference's.
+    stepScales(rw, loc, sc, colStd);
+    t.stash(sc, 0);
+    t.stash(sr, nc);
 
     int startRegion = t.lastOneStageRegion;
     auto loop = scf::ForOp::create(rw, loc, t.idx(0), t.idx(op.getIters()),
@@ -473,50 +491,33 @@ struct SinkhornLowering : OpRewritePattern<SinkhornOp> {
       OpBuilder::InsertionGuard guard(rw);
       rw.setInsertionPointToStart(loop.getBody());
       Value bestImb = loop.getRegionIterArgs()[0];
-      // The row stds of M * ic (times ir: the std of M / exp(log_c) /
-      // exp(log_r) over a row scales with the row's factor), the row step,
-      // then the column stds of the new iterate.
+      // Row stds of M / c (then / r: a row's std scales with its factor),
+      // the row step, then the column stds of the new iterate.
       SmallVector<Value> rowBase =
-          stdKeep(t, x, dr, inverseScales(rw, loc, t.unstash(0, nc)));
-      SmallVector<Value> lr = t.unstash(nc, nr);
-      stepLogs(rw, loc, lr, scaled(rw, loc, inverseScales(rw, loc, lr), rowBase));
-      t.stash(lr, nc);
-      SmallVector<Value> ir = inverseScales(rw, loc, lr);
-      SmallVector<Value> rowNew = scaled(rw, loc, ir, rowBase);
-      std::pair<Value, Value> rowExt = extremes(rw, loc, rowNew);
+          stdKeep(t, x, dr, reciprocals(rw, loc, t.unstash(0, nc)));
+      SmallVector<Value> rs = t.unstash(nc, nr);
+      stepScales(rw, loc, rs, scaled(rw, loc, reciprocals(rw, loc, rs), rowBase));
+      t.stash(rs, nc);
+      SmallVector<Value> ir = reciprocals(rw, loc, rs);
+      std::pair<Value, Value> rowExt = extremes(rw, loc, scaled(rw, loc, ir, rowBase));
       SmallVector<Value> colNew = stdKeep(t, x, dc, ir);
-      SmallVector<Value> lc = t.unstash(0, nc);
-      colNew = scaled(rw, loc, inverseScales(rw, loc, lc), colNew);
+      SmallVector<Value> cs = t.unstash(0, nc);
+      colNew = scaled(rw, loc, reciprocals(rw, loc, cs), colNew);
       Value imb = imbalance(t, extremes(rw, loc, colNew), rowExt);
       Value better = arith::CmpFOp::create(rw, loc, arith::CmpFPredicate::OLE,
                                            imb, bestImb);
       t.inside(better, [&] { // ties: the newer iterate wins
-        t.storeVector(dc, lc, op.getColScale());
+        t.storeVector(dc, cs, op.getColScale());
         t.storeVector(dr, t.unstash(nc, nr), op.getRowScale());
       });
       bestImb = arith::SelectOp::create(rw, loc, better, imb, bestImb);
-      stepLogs(rw, loc, lc, colNew); // the next iteration's column step
-      t.stash(lc, 0);
+      stepScales(rw, loc, cs, colNew); // the next iteration's column step
+      t.stash(cs, 0);
       if (t.lastOneStageRegion != startRegion) // the next iteration's first write
         gpu::BarrierOp::create(rw, loc);
       t.lastOneStageRegion = startRegion;
       scf::YieldOp::create(rw, loc, ValueRange{bestImb});
     }
-    // s = exp(best log s), in place by the threads that wrote them.
-    auto finish = [&](int d, Value buffer) {
-      Value writer = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq,
-                                           t.tc[1 - d], t.idx(0));
-      t.inside(writer, [&] {
-        for (int64_t k = 0; k < t.n[d]; ++k) {
-          Value at = t.coord(d, k);
-          Value x = memref::LoadOp::create(rw, loc, buffer, ValueRange{at});
-          memref::StoreOp::create(rw, loc, expF(rw, loc, x), buffer,
-                                  ValueRange{at});
-        }
-      });
-    };
-    finish(dc, op.getColScale());
-    finish(dr, op.getRowScale());
     rw.eraseOp(op);
     return success();
   }
@@ -546,7 +547,8 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
         out.push_back(arith::DivFOp::create(rw, loc, oneF, a));
       return out;
     };
-    SmallVector<Value> rCol = recip(sCol), rRow = recip(sRow);
+    SmallVector<Value> rCol = reciprocals(rw, loc, sCol);
+    SmallVector<Value> rRow = reciprocals(rw, loc, sRow);
     for (int64_t i = 0; i < t.n[0]; ++i)
       for (int64_t j = 0; j < t.n[1]; ++j) {
         int64_t c = dc == 0 ? i : j, r = dc == 0 ? j : i;
@@ -573,7 +575,7 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
       Value range = arith::SubFOp::create(rw, loc, hi[k], lo[k]);
       Value a = arith::DivFOp::create(rw, loc, range, f32Constant(rw, loc, qmax));
       step.push_back(
-          arith::MaximumFOp::create(rw, loc, a, f32Constant(rw, loc, kvarn::kRangeFloor)));
+          arith::MaximumFOp::create(rw, loc, a, f32Constant(rw, loc, kvarn::tilemath::kRangeFloor)));
     }
     SmallVector<Value> rStep = recip(step);
     Value zeroI = i32Constant(rw, loc, 0), maxI = i32Constant(rw, loc, int64_t(qmax));

@@ -8,9 +8,11 @@
 
 #include "TileLowering.h"
 
-#include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Codegen/TileArithmeticEmitters.h"
+#include "kvarn/Reference/TileArithmetic.h"
 #include "kvarn/Reference/Rotation.h"
 
+#include <array>
 #include <cmath>
 
 using namespace mlir;
@@ -29,11 +31,7 @@ Value kvarn::kvt::widenToF32(OpBuilder &b, Location loc, Value v) {
 
 namespace {
 
-Value clampF(OpBuilder &b, Location loc, Value x, float lo, float hi) {
-  Value l = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(lo));
-  Value h = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(hi));
-  return arith::MinimumFOp::create(b, loc, arith::MaximumFOp::create(b, loc, x, l), h);
-}
+using kvarn::codegen::emitClamp;
 
 //===----------------------------------------------------------------------===//
 // rotate
@@ -107,23 +105,104 @@ LogicalResult lowerRotate(TileLowering &s, Operation *raw) {
 // normalize
 //===----------------------------------------------------------------------===//
 
-/// Unbiased standard deviations of `value(row, col)` over cols, one per row,
-/// two-pass: sums into `out`, then squared deviations.
+/// Floats of the partial sums of productTreeSums: `rows` x Q, Q a power of two.
+constexpr int64_t kTreeSumFloats = 4096;
+
+/// The factors of one product of a productTreeSum (TileArithmetic.h).
+using Product = std::pair<Value, Value>;
+using ProductFn = function_ref<Product(OpBuilder &, Value, Value)>;
+
+/// out[r] = TileArithmetic.h's productTreeSum of the products
+/// product(r, 0 .. cols - 1): each thread of a foreach sums one (r, q) as
+/// the tree's top levels over k = q + m Q (the fused first level among
+/// them: at least two terms), then the remaining levels halve Q in shared
+/// memory, a barrier each. Q divides cols, so the top levels skip the same m
+/// for every q.
+void productTreeSums(TileLowering &s, Location loc, int64_t rows, int64_t cols,
+                     Value out, Value partial, ProductFn product) {
+  int64_t p = 1;
+  while (p < cols)
+    p *= 2;
+  int64_t q = std::max<int64_t>(1, p / 2);
+  while (q > 1 && (cols % q || rows * q > kTreeSumFloats))
+    q /= 2;
+  s.foreach(loc, {rows, q}, [&](OpBuilder &b, ValueRange i) {
+    SmallVector<Product> terms;
+    for (int64_t m = 0; m * q < cols; ++m)
+      terms.push_back(product(
+          b, i[0], arith::AddIOp::create(b, loc, i[1], s.index(b, loc, m * q))));
+    int64_t n = int64_t(terms.size()), top = 1;
+    while (top < n)
+      top *= 2;
+    auto round = [&](const Product &t) -> Value {
+      return arith::MulFOp::create(b, loc, t.first, t.second);
+    };
+    int64_t h = top / 2;
+    SmallVector<Value> v;
+    for (int64_t k = 0; k < std::max<int64_t>(h, 1); ++k)
+      v.push_back(k + h < n && h > 0
+                      ? LLVM::FMAOp::create(b, loc, terms[k].first, terms[k].second,
+                                            round(terms[k + h])).getResult()
+                      : round(terms[k]));
+    int64_t live = std::min(n, std::max<int64_t>(h, 1));
+    for (h /= 2; h >= 1; h /= 2) {
+      for (int64_t k = 0; k < h && k + h < live; ++k)
+        v[k] = arith::AddFOp::create(b, loc, v[k], v[k + h]);
+      live = std::min(live, h);
+    }
+    Value at = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, i[0], s.index(b, loc, q)), i[1]);
+    store(b, loc, v[0], partial, at);
+  });
+  for (int64_t h = q / 2; h >= 1; h /= 2)
+    s.foreach(loc, {rows, h}, [&](OpBuilder &b, ValueRange i) {
+      Value at = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, i[0], s.index(b, loc, q)), i[1]);
+      Value other = arith::AddIOp::create(b, loc, at, s.index(b, loc, h));
+      store(b, loc,
+            arith::AddFOp::create(b, loc, load(b, loc, partial, at),
+                                  load(b, loc, partial, other)),
+            partial, at);
+    });
+  s.foreach(loc, {rows}, [&](OpBuilder &b, ValueRange i) {
+    store(b, loc,
+          load(b, loc, partial,
+               arith::MulIOp::create(b, loc, i[0], s.index(b, loc, q)).getResult()),
+          out, i);
+  });
+}
+
+/// Unbiased standard deviations of x(row, col) * scale(col) over cols, one
+/// per row, times factor(row) when given: TileArithmetic.h's
+/// standardDeviation, as kvarn::sinkhorn computes it.
 void rowStds(TileLowering &s, Location loc, int64_t rows, int64_t cols,
-             Value out, Value means,
-             function_ref<Value(OpBuilder &, Value, Value)> value) {
-  s.reduce(loc, ReduceKind::Add, rows, cols, means, value);
-  s.reduce(loc, ReduceKind::Add, rows, cols, out,
-           [&](OpBuilder &b, Value r, Value c) {
-             Value n = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(float(cols)));
-             Value mean = arith::DivFOp::create(b, loc, load(b, loc, means, r), n);
-             Value dev = arith::SubFOp::create(b, loc, value(b, r, c), mean);
-             return arith::MulFOp::create(b, loc, dev, dev).getResult();
-           });
+             Value out, Value means, Value partial,
+             function_ref<Value(OpBuilder &, Value, Value)> x,
+             function_ref<Value(OpBuilder &, Value)> scale,
+             function_ref<Value(OpBuilder &, Value)> factor) {
+  namespace tmath = kvarn::tilemath;
+  productTreeSums(s, loc, rows, cols, means, partial,
+                  [&](OpBuilder &b, Value r, Value c) -> Product {
+                    return {x(b, r, c), scale(b, c)};
+                  });
+  s.foreach(loc, {rows}, [&](OpBuilder &b, ValueRange i) {
+    Value inv = s.f32Constant(b, loc, tmath::reciprocalCount(cols));
+    store(b, loc, arith::MulFOp::create(b, loc, load(b, loc, means, i), inv),
+          means, i);
+  });
+  productTreeSums(s, loc, rows, cols, out, partial,
+                  [&](OpBuilder &b, Value r, Value c) -> Product {
+                    Value negMean = arith::NegFOp::create(b, loc, load(b, loc, means, r));
+                    Value d = LLVM::FMAOp::create(b, loc, x(b, r, c), scale(b, c), negMean);
+                    return {d, d};
+                  });
   s.foreach(loc, {rows}, [&](OpBuilder &b, ValueRange idx) {
-    Value n1 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(float(cols - 1)));
-    Value var = arith::DivFOp::create(b, loc, load(b, loc, out, idx), n1);
-    store(b, loc, emitSqrt(b, loc, var), out, idx);
+    Value inv = s.f32Constant(b, loc, tmath::reciprocalCount(cols - 1));
+    Value variance = arith::MulFOp::create(b, loc, load(b, loc, out, idx), inv);
+    Value std = kvarn::codegen::emitVarianceRoot(b, loc, variance);
+    if (factor)
+      std = arith::MulFOp::create(b, loc, factor(b, idx[0]), std);
+    store(b, loc, std, out, idx);
   });
 }
 
@@ -196,29 +275,38 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     s.tiles[op.getRowScale()] = sRow;
     return success();
   }
+  // The tile in shared memory: kvarn::sinkhorn step for step, in its
+  // arithmetic (TileArithmetic.h), so these bits are the register path's
+  // and the reference's.
+  namespace tmath = kvarn::tilemath;
   ScratchBuffers scratch(s);
-  Value logCol = scratch.get(loc, {C}, f32), logRow = scratch.get(loc, {R}, f32);
-  Value invCol = scratch.get(loc, {C}, f32), invRow = scratch.get(loc, {R}, f32);
+  Value sc = scratch.get(loc, {C}, f32), sr = scratch.get(loc, {R}, f32);
+  Value ic = scratch.get(loc, {C}, f32), ir = scratch.get(loc, {R}, f32);
   Value bestCol = scratch.get(loc, {C}, f32), bestRow = scratch.get(loc, {R}, f32);
   Value colStd = scratch.get(loc, {C}, f32), rowStd = scratch.get(loc, {R}, f32);
-  Value colSum = scratch.get(loc, {C}, f32), rowSum = scratch.get(loc, {R}, f32);
+  Value colMean = scratch.get(loc, {C}, f32), rowMean = scratch.get(loc, {R}, f32);
+  Value partial = scratch.get(loc, {kTreeSumFloats}, f32);
   Value stat[4] = {scratch.get(loc, {1}, f32), scratch.get(loc, {1}, f32),
                    scratch.get(loc, {1}, f32), scratch.get(loc, {1}, f32)};
   Value bestImbalance = scratch.get(loc, {1}, f32);
 
-  // cur = M / exp(log_c)[None, :] / exp(log_r)[:, None], as products with
-  // the reciprocals (one correctly rounded division per scale, not two per
-  // element and pass: within an ulp of the reference's quotients).
-  auto cur = [&](OpBuilder &b, Value r, Value c) -> Value {
-    Value x = s.read(b, loc, m, {r, c});
-    x = arith::MulFOp::create(b, loc, x, load(b, loc, invCol, c));
-    return arith::MulFOp::create(b, loc, x, load(b, loc, invRow, r));
-  };
+  auto x = [&](OpBuilder &b, Value r, Value c) { return s.read(b, loc, m, {r, c}); };
+  // Column stds (1/c) std_r(M * (1/r)); row stds std_c(M * (1/c)), times
+  // 1/r unless `bare` (the row step's base).
   auto computeColStd = [&] {
-    rowStds(s, loc, C, R, colStd, colSum,
-            [&](OpBuilder &b, Value c, Value r) { return cur(b, r, c); });
+    rowStds(
+        s, loc, C, R, colStd, colMean, partial,
+        [&](OpBuilder &b, Value c, Value r) { return x(b, r, c); },
+        [&](OpBuilder &b, Value r) { return load(b, loc, ir, r); },
+        [&](OpBuilder &b, Value c) { return load(b, loc, ic, c); });
   };
-  auto computeRowStd = [&] { rowStds(s, loc, R, C, rowStd, rowSum, cur); };
+  auto computeRowStd = [&](bool bare) {
+    auto factor = [&](OpBuilder &b, Value r) { return load(b, loc, ir, r); };
+    rowStds(
+        s, loc, R, C, rowStd, rowMean, partial, x,
+        [&](OpBuilder &b, Value c) { return load(b, loc, ic, c); },
+        bare ? function_ref<Value(OpBuilder &, Value)>() : factor);
+  };
   // max(colstd)/max(min(colstd), 1e-8) + the same over rows; every thread
   // computes it from the four reduced values.
   auto imbalance = [&]() -> Value {
@@ -232,7 +320,7 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     extreme(stat[2], rowStd, R, ReduceKind::Max);
     extreme(stat[3], rowStd, R, ReduceKind::Min);
     Value zero = s.index(s.b, loc, 0);
-    Value floor = s.f32Constant(s.b, loc, kImbalanceFloor);
+    Value floor = s.f32Constant(s.b, loc, tmath::kImbalanceFloor);
     auto ratio = [&](Value hi, Value lo) {
       return arith::DivFOp::create(
           s.b, loc, load(s.b, loc, hi, zero),
@@ -241,36 +329,28 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     return arith::AddFOp::create(s.b, loc, ratio(stat[0], stat[1]),
                                  ratio(stat[2], stat[3]));
   };
+  auto step = [&](OpBuilder &b, Value scales, Value inverses, Value std, Value i) {
+    Value f = emitClamp(b, loc, std, tmath::kStdMin, tmath::kStdMax);
+    Value v = arith::MulFOp::create(b, loc, load(b, loc, scales, i), f);
+    v = emitClamp(b, loc, v, tmath::kScaleMin, tmath::kScaleMax);
+    store(b, loc, v, scales, i);
+    store(b, loc, arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v),
+          inverses, i);
+  };
 
-  // The untouched tile is the first candidate.
-  s.foreach(loc, {C}, [&](OpBuilder &b, ValueRange i) {
-    store(b, loc, s.f32Constant(b, loc, 0.0f), logCol, i);
-    store(b, loc, s.f32Constant(b, loc, 1.0f), invCol, i);
-    store(b, loc, s.f32Constant(b, loc, 0.0f), bestCol, i);
-  });
-  s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
-    store(b, loc, s.f32Constant(b, loc, 0.0f), logRow, i);
-    store(b, loc, s.f32Constant(b, loc, 1.0f), invRow, i);
-    store(b, loc, s.f32Constant(b, loc, 0.0f), bestRow, i);
-  });
+  // The untouched tile is the first candidate (scales 1).
+  for (auto [n, vecs] : {std::pair{C, std::array{sc, ic, bestCol}},
+                         std::pair{R, std::array{sr, ir, bestRow}}})
+    s.foreach(loc, {n}, [&, vecs = vecs](OpBuilder &b, ValueRange i) {
+      for (Value v : vecs)
+        store(b, loc, s.f32Constant(b, loc, 1.0f), v, i);
+    });
   computeColStd();
-  computeRowStd();
+  computeRowStd(false);
   Value initial = imbalance();
   s.foreach(loc, {1}, [&](OpBuilder &b, ValueRange i) {
     store(b, loc, initial, bestImbalance, i);
   });
-
-  auto step = [&](OpBuilder &b, Value logs, Value invs, Value stds, Value i) {
-    Value std = clampF(b, loc, load(b, loc, stds, i), kStdMin, kStdMax);
-    Value l = arith::AddFOp::create(b, loc, load(b, loc, logs, i),
-                                    emitLog(b, loc, std));
-    l = clampF(b, loc, l, kLogScaleMin, kLogScaleMax);
-    store(b, loc, l, logs, i);
-    store(b, loc,
-          arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f),
-                                emitExp(b, loc, l)),
-          invs, i);
-  };
 
   auto loop = scf::ForOp::create(s.b, loc, s.index(s.b, loc, 0),
                                  s.index(s.b, loc, op.getIters()),
@@ -280,14 +360,15 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     s.b.setInsertionPoint(loop.getBody()->getTerminator());
     // colStd holds the column stds of the current scaling: column step.
     s.foreach(loc, {C}, [&](OpBuilder &b, ValueRange i) {
-      step(b, logCol, invCol, colStd, i[0]);
+      step(b, sc, ic, load(b, loc, colStd, i), i[0]);
     });
-    computeRowStd();
+    computeRowStd(/*bare=*/true);
     s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
-      step(b, logRow, invRow, rowStd, i[0]);
+      Value base = load(b, loc, rowStd, i);
+      step(b, sr, ir, arith::MulFOp::create(b, loc, load(b, loc, ir, i), base), i[0]);
+      store(b, loc, arith::MulFOp::create(b, loc, load(b, loc, ir, i), base), rowStd, i);
     });
     computeColStd();
-    computeRowStd();
     Value imb = imbalance();
     Value zero = s.index(s.b, loc, 0);
     Value better = arith::CmpFOp::create(s.b, loc, arith::CmpFPredicate::OLE,
@@ -298,10 +379,10 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
       s.b.setInsertionPoint(b.getInsertionBlock(), b.getInsertionPoint());
       // ties: the newer iterate wins
       s.foreach(loc, {C}, [&](OpBuilder &fb, ValueRange i) {
-        store(fb, loc, load(fb, loc, logCol, i), bestCol, i);
+        store(fb, loc, load(fb, loc, sc, i), bestCol, i);
       });
       s.foreach(loc, {R}, [&](OpBuilder &fb, ValueRange i) {
-        store(fb, loc, load(fb, loc, logRow, i), bestRow, i);
+        store(fb, loc, load(fb, loc, sr, i), bestRow, i);
       });
       s.foreach(loc, {1}, [&](OpBuilder &fb, ValueRange i) {
         store(fb, loc, imb, bestImbalance, i);
@@ -310,14 +391,13 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     });
   }
 
-  // s_col = exp(best log_c), s_row = exp(best log_r).
   TileView sCol = s.allocate(loc, TileType::get({C}, f32));
   TileView sRow = s.allocate(loc, TileType::get({R}, f32));
   s.foreach(loc, {C}, [&](OpBuilder &b, ValueRange i) {
-    store(b, loc, emitExp(b, loc, load(b, loc, bestCol, i)), sCol.buffer, i);
+    store(b, loc, load(b, loc, bestCol, i), sCol.buffer, i);
   });
   s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
-    store(b, loc, emitExp(b, loc, load(b, loc, bestRow, i)), sRow.buffer, i);
+    store(b, loc, load(b, loc, bestRow, i), sRow.buffer, i);
   });
   s.tiles[op.getColScale()] = sCol;
   s.tiles[op.getRowScale()] = sRow;
@@ -367,11 +447,15 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   Value lo = scratch.get(loc, {R}, f32), hi = scratch.get(loc, {R}, f32);
   Value step = scratch.get(loc, {R}, f32);
 
-  // balanced = M / s_col[None, :] / s_row[:, None]
+  // balanced = M * (1/s_col)[None, :] * (1/s_row)[:, None], the reciprocals
+  // correctly rounded: kvarn::quantizeTileWithScales's operations.
+  auto recip = [&](OpBuilder &b, Value v) -> Value {
+    return arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v);
+  };
   auto balanced = [&](OpBuilder &b, Value r, Value c) -> Value {
-    Value x = arith::DivFOp::create(b, loc, s.read(b, loc, m, {r, c}),
-                                    s.read(b, loc, sCol, {c}));
-    return arith::DivFOp::create(b, loc, x, s.read(b, loc, sRow, {r}));
+    Value x = arith::MulFOp::create(b, loc, s.read(b, loc, m, {r, c}),
+                                    recip(b, s.read(b, loc, sCol, {c})));
+    return arith::MulFOp::create(b, loc, x, recip(b, s.read(b, loc, sRow, {r})));
   };
   s.reduce(loc, ReduceKind::Min, R, C, lo, balanced);
   s.reduce(loc, ReduceKind::Max, R, C, hi, balanced);
@@ -379,7 +463,8 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
     Value range = arith::SubFOp::create(b, loc, load(b, loc, hi, i), load(b, loc, lo, i));
     Value a = arith::DivFOp::create(b, loc, range, s.f32Constant(b, loc, qmax));
     store(b, loc,
-          arith::MaximumFOp::create(b, loc, a, s.f32Constant(b, loc, kRangeFloor)),
+          arith::MaximumFOp::create(
+              b, loc, a, s.f32Constant(b, loc, kvarn::tilemath::kRangeFloor)),
           step, i);
   });
 
@@ -387,7 +472,7 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   s.foreach(loc, {R, C}, [&](OpBuilder &b, ValueRange i) {
     Value x = arith::SubFOp::create(b, loc, balanced(b, i[0], i[1]),
                                     load(b, loc, lo, i[0]));
-    x = arith::DivFOp::create(b, loc, x, load(b, loc, step, i[0]));
+    x = arith::MulFOp::create(b, loc, x, recip(b, load(b, loc, step, i[0])));
     // cvt.rni.s32.f32 rounds half to even, as the reference's nearbyint.
     Value q = emitRoundToInt(b, loc, x);
     q = arith::MaxSIOp::create(b, loc, q, arith::ConstantIntOp::create(b, loc, 0, 32));

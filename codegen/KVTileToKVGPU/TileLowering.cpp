@@ -222,13 +222,6 @@ Value kvarn::kvt::emitLog(OpBuilder &b, Location loc, Value x) {
   return arith::MulFOp::create(b, loc, y, ln2);
 }
 
-Value kvarn::kvt::emitSqrt(OpBuilder &b, Location loc, Value x) {
-  return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
-                                       b.getStringAttr("llvm.nvvm.sqrt.rn.f"),
-                                       ValueRange{x})
-      .getResult(0);
-}
-
 Value kvarn::kvt::emitRoundToInt(OpBuilder &b, Location loc, Value x) {
   return LLVM::CallIntrinsicOp::create(b, loc, b.getI32Type(),
                                        b.getStringAttr("llvm.nvvm.f2i.rn"),

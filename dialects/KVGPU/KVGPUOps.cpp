@@ -300,7 +300,9 @@ kvarn::kvgpu::getRegisterTileGrid(int64_t b0, int64_t b1, int64_t threads) {
     if (b0 % t0)
       continue;
     RegisterTileGrid g{t0, t1, b0 / t0, b1 / t1};
-    if (g.n0 * g.n1 > maxRegisterTileElements(threads))
+    // Two elements per thread along each dimension at least: the fused
+    // first level of TileArithmetic.h's product tree sums stays in-thread.
+    if (g.n0 < 2 || g.n1 < 2 || g.n0 * g.n1 > maxRegisterTileElements(threads))
       continue;
     if (!best || g.n0 + g.n1 < best->n0 + best->n1)
       best = g;

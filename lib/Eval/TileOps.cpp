@@ -1,7 +1,7 @@
 //===- TileOps.cpp - kvt ops: memory, layout, KVarN primitives ------------===//
 //
 // The primitives call the CPU reference: Rotation for kvt.rotate, sinkhorn
-// and scalesFromLogs for kvt.normalize, quantizeTileWithScales,
+// (its scales) for kvt.normalize, quantizeTileWithScales,
 // dequantizeTile, packCodes/unpackCodes, attendBlock, finishAttention and
 // mergePartials. Record fields use the layout of the kernel's kvt.spec
 // through kvt::getFieldOffset / getFieldType.
@@ -265,10 +265,8 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         SinkhornResult s = sinkhorn(toMatrix(in), int(n.getIters()));
         auto col = newTile(n.getColScale().getType());
         auto row = newTile(n.getRowScale().getType());
-        std::vector<float> colScale = scalesFromLogs(s.logCol);
-        std::vector<float> rowScale = scalesFromLogs(s.logRow);
-        col->data.assign(colScale.begin(), colScale.end());
-        row->data.assign(rowScale.begin(), rowScale.end());
+        col->data.assign(s.colScale.begin(), s.colScale.end());
+        row->data.assign(s.rowScale.begin(), s.rowScale.end());
         setTile(n.getColScale(), col);
         setTile(n.getRowScale(), row);
         return ok();

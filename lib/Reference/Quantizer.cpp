@@ -1,12 +1,12 @@
 //===- Quantizer.cpp - CPU reference of the KVarN tile quantizer ----------===//
 //
-// Arithmetic follows the public reference's PyTorch path step by step in fp32
-// (standard deviations are accumulated in double and rounded once, which is
-// at least as exact as torch's reduction).
+// The public reference's algorithm in the arithmetic of TileArithmetic.h,
+// which every GPU lowering shares bit for bit (built with -ffp-contract=off).
 //
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Reference/TileArithmetic.h"
 #include "kvarn/Support/Half.h"
 
 #include <algorithm>
@@ -15,96 +15,98 @@
 
 using namespace kvarn;
 
-/// Unbiased standard deviation of n values read through `at(i)`.
-template <typename At> static float unbiasedStd(int n, At at) {
-  double mean = 0;
-  for (int i = 0; i < n; ++i)
-    mean += at(i);
-  mean /= n;
-  double ss = 0;
-  for (int i = 0; i < n; ++i) {
-    double d = at(i) - mean;
-    ss += d * d;
-  }
-  return float(std::sqrt(ss / (n - 1)));
-}
+namespace tmath = kvarn::tilemath;
 
-static std::vector<float> columnStds(const Matrix &m) {
+/// Column stds of M / c / r, factored as TileArithmetic.h says:
+/// (1/c_j) * std_i(M_ij * (1/r_i)). `invCol`, `invRow` are the reciprocals.
+static std::vector<float> columnStds(const Matrix &m,
+                                     const std::vector<float> &invCol,
+                                     const std::vector<float> &invRow) {
   std::vector<float> out(m.cols);
   for (int c = 0; c < m.cols; ++c)
-    out[c] = unbiasedStd(m.rows, [&](int r) { return m.at(r, c); });
+    out[c] = invCol[c] * tmath::standardDeviation(
+                             m.rows, [&](int r) { return m.at(r, c); },
+                             [&](int r) { return invRow[r]; });
   return out;
 }
 
-static std::vector<float> rowStds(const Matrix &m) {
+/// Row stds of M / c / r: (1/r_i) * std_j(M_ij * (1/c_j)).
+static std::vector<float> rowStds(const Matrix &m, const std::vector<float> &invCol,
+                                  const std::vector<float> &invRow) {
   std::vector<float> out(m.rows);
   for (int r = 0; r < m.rows; ++r)
-    out[r] = unbiasedStd(m.cols, [&](int c) { return m.at(r, c); });
+    out[r] = invRow[r] * tmath::standardDeviation(
+                             m.cols, [&](int c) { return m.at(r, c); },
+                             [&](int c) { return invCol[c]; });
   return out;
 }
 
-static float spread(const std::vector<float> &stds) {
-  auto [lo, hi] = std::minmax_element(stds.begin(), stds.end());
-  return *hi / std::max(*lo, kImbalanceFloor);
+static std::vector<float> reciprocals(const std::vector<float> &v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = 1.0f / v[i];
+  return out;
+}
+
+static float imbalanceOf(const std::vector<float> &colStd,
+                         const std::vector<float> &rowStd) {
+  auto [cLo, cHi] = std::minmax_element(colStd.begin(), colStd.end());
+  auto [rLo, rHi] = std::minmax_element(rowStd.begin(), rowStd.end());
+  return tmath::spread(*cHi, *cLo) + tmath::spread(*rHi, *rLo);
+}
+
+float kvarn::imbalance(const Matrix &m, llvm::ArrayRef<float> colScale,
+                       llvm::ArrayRef<float> rowScale) {
+  std::vector<float> ic = reciprocals(colScale.vec()), ir = reciprocals(rowScale.vec());
+  return imbalanceOf(columnStds(m, ic, ir), rowStds(m, ic, ir));
 }
 
 float kvarn::imbalance(const Matrix &m) {
-  return spread(columnStds(m)) + spread(rowStds(m));
+  return imbalance(m, std::vector<float>(m.cols, 1.0f),
+                   std::vector<float>(m.rows, 1.0f));
 }
 
-/// cur = M / exp(logCol)[None, :] / exp(logRow)[:, None], in that order.
-static Matrix scaled(const Matrix &m, const std::vector<float> &logCol,
-                     const std::vector<float> &logRow) {
-  Matrix cur(m.rows, m.cols);
-  for (int r = 0; r < m.rows; ++r) {
-    float rowScale = std::exp(logRow[r]);
-    for (int c = 0; c < m.cols; ++c)
-      cur.at(r, c) = m.at(r, c) / std::exp(logCol[c]) / rowScale;
-  }
-  return cur;
-}
-
-static float stepLogScale(float logScale, float std) {
-  float clampedStd = std::clamp(std, kStdMin, kStdMax);
-  return std::clamp(logScale + std::log(clampedStd), kLogScaleMin,
-                    kLogScaleMax);
-}
-
+// The order of KVARN_SPEC.md section 4 with the stds of TileArithmetic.h.
+// The column stds an iteration ends with (those of its imbalance) are the
+// next iteration's column step's; the row stds after a row step are the
+// step's own, divided by the step's factor.
 SinkhornResult kvarn::sinkhorn(const Matrix &m, int iters) {
-  std::vector<float> logCol(m.cols, 0.0f), logRow(m.rows, 0.0f);
+  std::vector<float> sc(m.cols, 1.0f), sr(m.rows, 1.0f);
+  std::vector<float> ic = sc, ir = sr;
+  std::vector<float> colStd = columnStds(m, ic, ir);
   SinkhornResult best;
-  best.initialImbalance = best.bestImbalance = imbalance(m);
-  best.logCol = logCol;
-  best.logRow = logRow;
+  best.initialImbalance = best.bestImbalance =
+      imbalanceOf(colStd, rowStds(m, ic, ir));
+  best.colScale = sc;
+  best.rowScale = sr;
   for (int it = 1; it <= iters; ++it) {
-    std::vector<float> colStd = columnStds(scaled(m, logCol, logRow));
     for (int c = 0; c < m.cols; ++c)
-      logCol[c] = stepLogScale(logCol[c], colStd[c]);
-    std::vector<float> rowStd = rowStds(scaled(m, logCol, logRow));
+      sc[c] = tmath::stepScale(sc[c], colStd[c]);
+    ic = reciprocals(sc);
+    std::vector<float> rowBase(m.rows), rowStd(m.rows);
+    for (int r = 0; r < m.rows; ++r) {
+      rowBase[r] = tmath::standardDeviation(
+          m.cols, [&](int c) { return m.at(r, c); }, [&](int c) { return ic[c]; });
+      sr[r] = tmath::stepScale(sr[r], ir[r] * rowBase[r]);
+    }
+    ir = reciprocals(sr);
     for (int r = 0; r < m.rows; ++r)
-      logRow[r] = stepLogScale(logRow[r], rowStd[r]);
-    float imb = imbalance(scaled(m, logCol, logRow));
+      rowStd[r] = ir[r] * rowBase[r];
+    colStd = columnStds(m, ic, ir);
+    float imb = imbalanceOf(colStd, rowStd);
     if (imb <= best.bestImbalance) { // ties: the newer iterate wins
       best.bestImbalance = imb;
       best.bestIteration = it;
-      best.logCol = logCol;
-      best.logRow = logRow;
+      best.colScale = sc;
+      best.rowScale = sr;
     }
   }
   return best;
 }
 
-std::vector<float> kvarn::scalesFromLogs(llvm::ArrayRef<float> logScales) {
-  std::vector<float> scales(logScales.size());
-  for (size_t i = 0; i < logScales.size(); ++i)
-    scales[i] = std::exp(logScales[i]);
-  return scales;
-}
-
 QuantizedTile kvarn::quantizeTile(const Matrix &m, int bits,
                                   const SinkhornResult &s) {
-  return quantizeTileWithScales(m, bits, scalesFromLogs(s.logCol),
-                                scalesFromLogs(s.logRow));
+  return quantizeTileWithScales(m, bits, s.colScale, s.rowScale);
 }
 
 QuantizedTile kvarn::quantizeTileWithScales(const Matrix &m, int bits,
@@ -122,16 +124,19 @@ QuantizedTile kvarn::quantizeTileWithScales(const Matrix &m, int bits,
   q.otherScale.resize(m.cols);
 
   const float qmax = float((1 << bits) - 1);
+  std::vector<float> ic = reciprocals(colScale.vec());
   std::vector<float> balanced(m.cols);
   for (int r = 0; r < m.rows; ++r) {
+    float ir = 1.0f / rowScale[r];
     for (int c = 0; c < m.cols; ++c)
-      balanced[c] = m.at(r, c) / colScale[c] / rowScale[r];
+      balanced[c] = m.at(r, c) * ic[c] * ir;
     auto [loIt, hiIt] = std::minmax_element(balanced.begin(), balanced.end());
     float lo = *loIt, hi = *hiIt;
-    float a = std::max((hi - lo) / qmax, kRangeFloor);
+    float a = std::max((hi - lo) / qmax, tmath::kRangeFloor);
+    float inverseStep = 1.0f / a;
     for (int c = 0; c < m.cols; ++c) {
       // nearbyint rounds half to even in the default rounding mode.
-      float code = std::nearbyint((balanced[c] - lo) / a);
+      float code = std::nearbyint((balanced[c] - lo) * inverseStep);
       q.codes[size_t(r) * m.cols + c] = uint8_t(std::clamp(code, 0.0f, qmax));
     }
     q.absorbedScale[r] = floatToHalf(rowScale[r] * a);

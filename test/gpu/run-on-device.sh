@@ -199,11 +199,24 @@ for t in "$kv"/tests/unit/*; do
   fi
   run_step "unit: $name" 300 "$t" --gtest_brief=1
 done
+# Every GPU test binary three times, each run with a fresh seed (printed as
+# KVARN_TEST_SEED=...): a bound that holds only for some seeds cannot pass
+# by luck for long.
+seed_runs=${KVARN_SEED_RUNS:-3}
 for t in "$kv"/tests/gpu/*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
-  run_step "gpu: $name" 300 "$t" --gtest_output="json:$OUT/gpu-$name.json"
+  for run in $(seq 1 "$seed_runs"); do
+    run_step "gpu: $name (fresh seed $run)" 300 "$t" \
+      --gtest_output="json:$OUT/gpu-$name-$run.json"
+  done
 done
+# The flush-fidelity stress: 200 seeds x every preset x head_dim x dtype.
+if [ -x "$kv/tests/gpu/KVarnKernelGpuTests" ]; then
+  run_step "gpu: flush stress (${KVARN_FLUSH_STRESS_SEEDS:-200} seeds)" 600 \
+    env KVARN_FLUSH_STRESS_SEEDS=${KVARN_FLUSH_STRESS_SEEDS:-200} \
+    "$kv/tests/gpu/KVarnKernelGpuTests" --gtest_filter='Flush.Stress*'
+fi
 for hook in "$kv"/hooks/*.sh; do
   [ -f "$hook" ] || continue
   run_step "hook: $(basename "$hook" .sh)" 300 bash "$hook"

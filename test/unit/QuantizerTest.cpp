@@ -3,6 +3,7 @@
 #include "TestUtil.h"
 
 #include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Reference/TileArithmetic.h"
 #include "kvarn/Support/Half.h"
 
 #include <gtest/gtest.h>
@@ -63,15 +64,10 @@ TEST(Sinkhorn, BestIterateIsNeverWorseThanTheInput) {
       SinkhornResult s = sinkhorn(m, 8);
       EXPECT_LE(s.bestImbalance, s.initialImbalance);
       EXPECT_EQ(s.initialImbalance, imbalance(m));
-      Matrix kept(m.rows, m.cols);
-      for (int r = 0; r < m.rows; ++r)
-        for (int c = 0; c < m.cols; ++c)
-          kept.at(r, c) =
-              m.at(r, c) / std::exp(s.logCol[c]) / std::exp(s.logRow[r]);
-      EXPECT_EQ(imbalance(kept), s.bestImbalance);
-      for (float l : s.logCol) {
-        EXPECT_GE(l, kLogScaleMin);
-        EXPECT_LE(l, kLogScaleMax);
+      EXPECT_EQ(imbalance(m, s.colScale, s.rowScale), s.bestImbalance);
+      for (float x : s.colScale) {
+        EXPECT_GE(x, tilemath::kScaleMin);
+        EXPECT_LE(x, tilemath::kScaleMax);
       }
     }
   }
@@ -83,8 +79,8 @@ TEST(Sinkhorn, ZeroIterationsKeepsTheTile) {
     m.data[i] = float(i * i) - 3.0f;
   SinkhornResult s = sinkhorn(m, 0);
   EXPECT_EQ(s.bestIteration, 0);
-  for (float l : s.logCol)
-    EXPECT_EQ(l, 0.0f);
+  for (float x : s.colScale)
+    EXPECT_EQ(x, 1.0f);
 }
 
 // Every element reconstructs within half a quantization step of its row,
@@ -101,16 +97,16 @@ TEST(Quantize, RoundTripErrorBoundPerBitWidth) {
       std::vector<double> x = dequantizeTile(q);
       const int qmax = (1 << bits) - 1;
       for (int r = 0; r < m.rows; ++r) {
-        double sRow = std::exp(double(s.logRow[r]));
+        double sRow = s.rowScale[r];
         double lo = INFINITY, hi = -INFINITY;
         for (int c = 0; c < m.cols; ++c) {
-          double b = m.at(r, c) / std::exp(double(s.logCol[c])) / sRow;
+          double b = m.at(r, c) / double(s.colScale[c]) / sRow;
           lo = std::min(lo, b);
           hi = std::max(hi, b);
         }
         double a = std::max((hi - lo) / qmax, 1e-10);
         for (int c = 0; c < m.cols; ++c) {
-          double sCol = std::exp(double(s.logCol[c]));
+          double sCol = s.colScale[c];
           double step = a * sRow * sCol;
           double magnitude = (qmax * a + std::fabs(lo)) * sRow * sCol;
           double bound = 0.5 * step * (1 + 1e-4) + 3 * ulp * magnitude +
@@ -157,5 +153,56 @@ TEST(Record, PaddingIsZeroAndFieldsRoundTrip) {
         ASSERT_EQ(kd[size_t(t) * d + c], kTile[size_t(c) * l.group + t]);
         ASSERT_EQ(vd[size_t(t) * d + c], vTile[size_t(t) * d + c]);
       }
+  }
+}
+
+// TileArithmetic.h's claim: a grid of T threads (a power of two) holding
+// elements k = t + j T realizes treeSum exactly when each thread first sums
+// its own elements as the tree over j, then the threads combine from their
+// highest index bit down (what the GPU lowering does with shuffles and the
+// cross-warp stage). Checked bit for bit on random data, any n.
+TEST(TileArithmetic, AThreadGridRealizesTheTreeSum) {
+  std::mt19937_64 rng(test::freshSeed());
+  std::student_t_distribution<float> t3(3.0f);
+  for (int n : {64, 80, 96, 112, 128, 192, 256, 320, 512}) {
+    std::vector<float> x(n);
+    for (float &v : x)
+      v = t3(rng) * (rng() % 4 == 0 ? 100.0f : 1.0f);
+    float tree = tilemath::treeSum(n, [&](int k) { return x[k]; });
+    for (int threads = 1; threads <= 64 && n % threads == 0; threads *= 2) {
+      const int per = n / threads;
+      std::vector<float> partial(threads);
+      for (int t = 0; t < threads; ++t)
+        partial[t] = tilemath::treeSum(per, [&](int j) { return x[t + j * threads]; });
+      for (int h = threads / 2; h >= 1; h /= 2)
+        for (int t = 0; t < h; ++t)
+          partial[t] = partial[t] + partial[t + h];
+      EXPECT_EQ(partial[0], tree) << n << " elements on " << threads << " threads";
+    }
+    // The product tree sum too, its fused first level in-thread (at least
+    // two elements per thread).
+    std::vector<float> f(n);
+    for (float &v : f)
+      v = 1.0f / (1.0f + float(rng() % 1000) / 100.0f);
+    float products = tilemath::productTreeSum(
+        n, [&](int k) { return x[k]; }, [&](int k) { return f[k]; });
+    for (int threads = 1; threads <= 64 && n % threads == 0 && n / threads >= 2;
+         threads *= 2) {
+      const int per = n / threads;
+      std::vector<float> partial(threads);
+      for (int t = 0; t < threads; ++t)
+        partial[t] = tilemath::productTreeSum(
+            per, [&](int j) { return x[t + j * threads]; },
+            [&](int j) { return f[t + j * threads]; });
+      for (int h = threads / 2; h >= 1; h /= 2)
+        for (int t = 0; t < h; ++t)
+          partial[t] = partial[t] + partial[t + h];
+      EXPECT_EQ(partial[0], products) << n << " products on " << threads << " threads";
+    }
+    // And it is a sum: within n ulps of the exact one.
+    double exact = 0, magnitude = 0;
+    for (float v : x)
+      exact += v, magnitude += std::fabs(v);
+    EXPECT_NEAR(tree, exact, n * magnitude * 0x1p-24);
   }
 }

@@ -30,28 +30,25 @@ struct Matrix {
   float at(int r, int c) const { return data[size_t(r) * cols + c]; }
 };
 
-// Constants of KVARN_SPEC.md section 4.
-constexpr float kStdMin = 1e-3f;
-constexpr float kStdMax = 1e3f;
-constexpr float kLogScaleMin = -0.3f;
-constexpr float kLogScaleMax = 10.0f;
-constexpr float kImbalanceFloor = 1e-8f;
-constexpr float kRangeFloor = 1e-10f;
-
 /// max(colstd)/max(min(colstd), 1e-8) + the same over rowstd, with unbiased
-/// standard deviations (colstd: one per column, over the rows).
+/// standard deviations (colstd: one per column, over the rows), of M, or of
+/// M / colScale[None, :] / rowScale[:, None] (TileArithmetic.h's arithmetic).
 float imbalance(const Matrix &m);
+float imbalance(const Matrix &m, llvm::ArrayRef<float> colScale,
+                llvm::ArrayRef<float> rowScale);
 
 struct SinkhornResult {
-  std::vector<float> logCol; // best iterate, length cols
-  std::vector<float> logRow; // best iterate, length rows
+  std::vector<float> colScale; // best iterate, length cols
+  std::vector<float> rowScale; // best iterate, length rows
   float initialImbalance = 0;
   float bestImbalance = 0;
   int bestIteration = 0; // 0 = the untouched tile
 };
 
-/// Section 4: `iters` column-then-row steps in the log domain, the best
-/// iterate (ties: the newer) kept.
+/// Section 4: `iters` column-then-row steps, the best iterate (ties: the
+/// newer) kept, in TileArithmetic.h's arithmetic: the scales kept in the
+/// linear domain (exp of the spec's log scales), within rounding of the
+/// spec and identical to every GPU lowering's.
 SinkhornResult sinkhorn(const Matrix &m, int iters);
 
 /// Section 5 on one tile M[R, C]: codes (unpacked, row-major [R, C]) and the
@@ -68,12 +65,8 @@ struct QuantizedTile {
 
 QuantizedTile quantizeTile(const Matrix &m, int bits, const SinkhornResult &s);
 
-/// The scales exp(log) of a Sinkhorn iterate, in fp32 as quantizeTile uses
-/// them (kvt.normalize returns these).
-std::vector<float> scalesFromLogs(llvm::ArrayRef<float> logScales);
-
 /// quantizeTile with the column and row scales given directly (length C and
-/// R): quantizeTile(m, bits, s) is this with scalesFromLogs of s's iterate.
+/// R): quantizeTile(m, bits, s) is this with s's scales.
 QuantizedTile quantizeTileWithScales(const Matrix &m, int bits,
                                      llvm::ArrayRef<float> colScale,
                                      llvm::ArrayRef<float> rowScale);

@@ -1,17 +1,23 @@
 // RUN: kvarn-opt %s -kvarn-kvt-to-nvvm -nvvm-attach-target="chip=sm_90 features=+ptx80 O=3" -gpu-module-to-binary="format=isa" | FileCheck %s
+// RUN: kvarn-opt %s -kvarn-kvt-to-nvvm -nvvm-attach-target="chip=sm_90 features=+ptx80 O=3" -gpu-module-to-binary="format=isa" | FileCheck %s --check-prefix=EXACT
 // The instructions that matter in a flush kernel's PTX: 16-byte global loads
 // of the pool tiles, warp shuffles for the Sinkhorn reductions, dynamic (not
-// static) shared memory, the hardware ex2/lg2 approximations, and no local
-// memory at all.
+// static) shared memory, and only correctly rounded fp32 arithmetic
+// (TileArithmetic.h): roots and reciprocals are MUFU approximations with
+// their fma corrections and no special-case branch (TileArithmeticEmitters.h),
+// no exp/log, so the codes are the CPU reference's bit for bit.
 
+// EXACT-NOT: {{[[:space:]]sqrt\.|ex2|lg2|div\.approx|div\.full}}
 // CHECK: .extern .shared .align 16 .b8 __dynamic_shmem__0[];
 // CHECK: .maxntid 256, 1, 1
 // CHECK: .minnctapersm {{[1-9]}}
 // CHECK-NOT: .local
 // CHECK-DAG: ld.global.v4
 // CHECK-DAG: shfl.sync.bfly.b32
-// CHECK-DAG: lg2.approx
-// CHECK-DAG: ex2.approx
+// CHECK-DAG: rsqrt.approx.ftz.f32
+// CHECK-DAG: rcp.approx.ftz.f32
+// CHECK-DAG: fma.rn.f32
+// CHECK-DAG: div.rn.f32
 // CHECK-DAG: cvt.rni.s32.f32
 // CHECK-DAG: st.global
 // CHECK-DAG: bar.sync

@@ -1,0 +1,76 @@
+//===- TileArithmeticEmitters.h - TileArithmetic.h's operations as IR -*- C++ -*-===//
+//
+// The operations of kvarn/Reference/TileArithmetic.h that every lowering of
+// kvt.normalize and kvt.quantize emits the same way (the register-tile
+// lowering of kvgpu.sinkhorn and the shared-memory one of kvt.normalize), so
+// the GPU computes the CPU reference's bits.
+//
+// The root and the reciprocal are the fast paths of PTX's sqrt.rn.f32 and
+// rcp.rn.f32 (one MUFU approximation, then one or two fma corrections; the
+// same instructions ptxas emits), which are correctly rounded for normal
+// inputs away from the exponent range's ends. The callers' inputs stay there
+// by construction (variances clamped to [kVarianceMin, kVarianceMax], scales
+// to [kScaleMin, kScaleMax]), so the special-case branch ptxas wraps around
+// each sqrt.rn/rcp.rn (a call, and a convergence barrier that keeps the
+// scheduler from overlapping them) is not needed: the results equal the CPU's
+// sqrtf and 1.0f / x.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_CODEGEN_TILEARITHMETICEMITTERS_H
+#define KVARN_CODEGEN_TILEARITHMETICEMITTERS_H
+
+#include "kvarn/Reference/TileArithmetic.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+
+namespace kvarn::codegen {
+
+inline mlir::Value emitF32(mlir::OpBuilder &b, mlir::Location loc, float v) {
+  return mlir::arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+/// min(max(x, lo), hi).
+inline mlir::Value emitClamp(mlir::OpBuilder &b, mlir::Location loc,
+                             mlir::Value x, float lo, float hi) {
+  return mlir::arith::MinimumFOp::create(
+      b, loc, mlir::arith::MaximumFOp::create(b, loc, x, emitF32(b, loc, lo)),
+      emitF32(b, loc, hi));
+}
+
+inline mlir::Value emitNvvmF32(mlir::OpBuilder &b, mlir::Location loc,
+                               llvm::StringRef name, mlir::Value x) {
+  return mlir::LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
+                                             b.getStringAttr(name),
+                                             mlir::ValueRange{x})
+      .getResult(0);
+}
+
+/// sqrt(clamp(variance, kVarianceMin, kVarianceMax)), correctly rounded:
+/// r ~ 1/sqrt(v); s = v r; s + (v - s s) (r / 2).
+inline mlir::Value emitVarianceRoot(mlir::OpBuilder &b, mlir::Location loc,
+                                    mlir::Value variance) {
+  namespace tmath = kvarn::tilemath;
+  using namespace mlir;
+  Value v = emitClamp(b, loc, variance, tmath::kVarianceMin, tmath::kVarianceMax);
+  Value r = emitNvvmF32(b, loc, "llvm.nvvm.rsqrt.approx.ftz.f", v);
+  Value s = arith::MulFOp::create(b, loc, v, r);
+  Value half = arith::MulFOp::create(b, loc, r, emitF32(b, loc, 0.5f));
+  Value residual = LLVM::FMAOp::create(
+      b, loc, arith::NegFOp::create(b, loc, s), s, v);
+  return LLVM::FMAOp::create(b, loc, residual, half, s);
+}
+
+/// 1 / s for a scale in [kScaleMin, kScaleMax], correctly rounded:
+/// r ~ 1/s; r + r (1 - s r).
+inline mlir::Value emitScaleReciprocal(mlir::OpBuilder &b, mlir::Location loc,
+                                       mlir::Value scale) {
+  using namespace mlir;
+  Value r = emitNvvmF32(b, loc, "llvm.nvvm.rcp.approx.ftz.f", scale);
+  Value e = LLVM::FMAOp::create(b, loc, scale, r, emitF32(b, loc, -1.0f));
+  return LLVM::FMAOp::create(b, loc, r, arith::NegFOp::create(b, loc, e), r);
+}
+
+} // namespace kvarn::codegen
+
+#endif // KVARN_CODEGEN_TILEARITHMETICEMITTERS_H
