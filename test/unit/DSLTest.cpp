@@ -341,6 +341,27 @@ kernel k(p: ptr<f32>, n: i32) grid(n, 3) {
   EXPECT_TRUE(found);
 }
 
+// LLVM's backend is superlinear in a kernel's size (10,000 one-line stores
+// took 38 s): past kMaxKernelOps operations a kernel is an error that says
+// so, and up to it one builds.
+TEST(Builder, KernelSizeIsBounded) {
+  auto stores = [](int n) {
+    std::string source = "kernel k(p: ptr<f32>, n: i32) grid(n) {\n";
+    for (int i = 0; i < n; ++i)
+      source += "  p[" + std::to_string(i) + "] = 1.0;\n";
+    return source + "}\n";
+  };
+  BuiltKernel small = buildFromSource(stores(1000), "k.kvt", "k", spec());
+  EXPECT_TRUE(bool(small)) << small.diagnostics; // 3,002 operations
+  BuiltKernel large = buildFromSource(stores(10000), "k.kvt", "k", spec());
+  EXPECT_FALSE(bool(large));
+  EXPECT_NE(large.diagnostics.find("k.kvt:1:8: error: kernel 'k' has 30002 "
+                                   "operations after fn inlining, more than "
+                                   "4096"),
+            std::string::npos)
+      << large.diagnostics;
+}
+
 TEST(Builder, FloatToIntFoldsTruncateWithinRange) {
   // The values each constant store writes, in order.
   BuiltKernel k = buildFromSource(R"(
