@@ -37,12 +37,14 @@ struct LowerSCFInReversePass
     PatternApplicator applicator(patterns);
     applicator.applyDefaultCostModel();
     PatternRewriter rewriter(&getContext());
-    // A pattern may create scf ops (scf.parallel becomes scf.for): repeat
-    // until none is left. Terminators go with their parent op, so they are
-    // never collected (their pointers would dangle).
+    // Reverse post-order: an op before the ops nested in it, as upstream
+    // (so the blocks come out in upstream's order), and the ops of a block
+    // last to first. A pattern may create scf ops (scf.parallel becomes
+    // scf.for): repeat until none is left. Terminators go with their parent
+    // op, so they are never collected (their pointers would dangle).
     for (;;) {
       SmallVector<Operation *> ops;
-      getOperation()->walk<WalkOrder::PreOrder>([&](Operation *op) {
+      getOperation()->walk<WalkOrder::PostOrder>([&](Operation *op) {
         if (isa<scf::SCFDialect>(op->getDialect()) &&
             !op->hasTrait<OpTrait::IsTerminator>())
           ops.push_back(op);
