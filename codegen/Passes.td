@@ -68,6 +68,18 @@ def ConvertKVGPUToNVVM : Pass<"convert-kvgpu-to-nvvm", "mlir::gpu::GPUModuleOp">
   ];
 }
 
+def LowerSCFInReverse : Pass<"kvarn-lower-scf-in-reverse", "mlir::gpu::GPUModuleOp"> {
+  let summary = "convert-scf-to-cf's patterns, applied from the last op to the first";
+  let description = [{
+    The upstream `convert-scf-to-cf` lowers the first op first; each lowering
+    splits its block and moves every later op of the block, so a kernel of n
+    guarded stores took O(n^2) time and memory. Applying the same patterns
+    from the last op to the first moves each op a bounded number of times,
+    so the time is linear in the kernel's size. The result is the same CFG.
+  }];
+  let dependentDialects = ["::mlir::cf::ControlFlowDialect"];
+}
+
 def ExternDynamicSharedMemory
     : Pass<"kvarn-extern-dynamic-shared-memory", "mlir::gpu::GPUModuleOp"> {
   let summary = "Give the dynamic shared memory symbol external linkage";

@@ -201,10 +201,12 @@ kvarn_status_t kvarn_cache_shape(const char *preset, int32_t head_dim,
                        "positive, num_blocks ({1}) and pool_slots ({2}) not "
                        "negative",
                        num_kv_heads, num_blocks, pool_slots);
-    pool::PoolBytes b =
+    llvm::Expected<pool::PoolBytes> b =
         pool::poolBytes(*l, {1, num_kv_heads, head_dim}, num_blocks, pool_slots);
+    if (!b)
+      return withContext(b.takeError(), "kvarn_cache_shape");
     *out = {num_blocks, num_kv_heads, l->recordBytes, l->group,
-            head_dim,   pool_slots,   b.cacheBytes,   b.poolBytes / 2};
+            head_dim,   pool_slots,   b->cacheBytes,  b->poolBytes / 2};
     return llvm::Error::success();
   });
 }
@@ -222,9 +224,20 @@ kvarn_status_t kvarn_decode_split_scratch_bytes(int32_t batch,
                        "kvarn_decode_split_scratch_bytes: batch {0}, "
                        "num_kv_heads {1}, gqa {2}, head_dim {3}",
                        batch, num_kv_heads, gqa, head_dim);
-    int64_t rows = int64_t(batch) * num_kv_heads * dsl::kMaxDecodeSplits * gqa;
-    *part_out_bytes = rows * head_dim * 4;
-    *part_lse_bytes = rows * 4;
+    // batch * Hk * MAX_SPLITS * gqa * head_dim * 4 reaches 2^101.
+    std::optional<int64_t> lse = pool::checkedProduct(
+        {batch, num_kv_heads, dsl::kMaxDecodeSplits, gqa, 4});
+    std::optional<int64_t> outBytes =
+        lse ? pool::checkedProduct({*lse, head_dim}) : std::nullopt;
+    if (!outBytes)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kvarn_decode_split_scratch_bytes: batch {0} x "
+                       "num_kv_heads {1} x {2} splits x gqa {3} x head_dim "
+                       "{4} fp32 values do not fit in a 64-bit byte count",
+                       batch, num_kv_heads, dsl::kMaxDecodeSplits, gqa,
+                       head_dim);
+    *part_out_bytes = *outBytes;
+    *part_lse_bytes = *lse;
     return llvm::Error::success();
   });
 }

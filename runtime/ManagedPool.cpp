@@ -51,14 +51,32 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   g.numPoolSlots = c.pool_slots;
   g.maxRequests = c.max_requests;
   g.maxBlocksPerRequest = c.max_blocks_per_request;
+  // Every size is checked before anything is allocated.
+  if (llvm::Error e = g.check())
+    return std::move(e);
+  ModelShape model{c.num_layers, c.num_kv_heads, c.head_dim};
+  llvm::Expected<PoolBytes> bytes =
+      poolBytes(*layout, model, g.numBlocks, g.numPoolSlots);
+  if (!bytes)
+    return withContext(bytes.takeError(), "pool");
+  // The flush kernel takes every layer's slots and blocks as one i32 index
+  // (tile_slots, tile_blocks).
+  if (int64_t(c.num_layers) * g.numBlocks > INT32_MAX ||
+      int64_t(c.num_layers) * g.numPoolSlots > INT32_MAX)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "pool: {0} layers x {1} blocks (or {2} pool slots) "
+                     "overflow the flush kernel's 32-bit block and slot "
+                     "indices",
+                     c.num_layers, g.numBlocks, g.numPoolSlots);
   llvm::Expected<PoolState> state = PoolState::create(g);
   if (!state)
     return state.takeError();
 
   std::unique_ptr<ManagedPool> p(new ManagedPool(std::move(*state)));
-  p->model = {c.num_layers, c.num_kv_heads, c.head_dim};
+  p->model = model;
   p->layout = *layout;
   p->numQHeads = c.num_q_heads;
+  p->sizes = *bytes;
   if (!context)
     return std::move(p);
 
@@ -99,10 +117,6 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   return std::move(p);
 }
 
-PoolBytes ManagedPool::bytes() const {
-  return poolBytes(layout, model, state.geometry().numBlocks,
-                   state.geometry().numPoolSlots);
-}
 
 llvm::Error ManagedPool::checkDevice(llvm::StringRef what) const {
   if (!ctx)

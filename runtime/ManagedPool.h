@@ -54,7 +54,8 @@ public:
   llvm::Expected<int32_t> flush();
   /// Uploads block_to_slot if it changed since the last upload.
   llvm::Error syncBlockToSlot();
-  pool::PoolBytes bytes() const;
+  /// Checked at creation (poolBytes), so every size here fits in int64.
+  const pool::PoolBytes &bytes() const { return sizes; }
 
   std::shared_ptr<ContextState> ctx;
   std::unique_ptr<KernelSet> kernels;
@@ -63,6 +64,7 @@ public:
 
 private:
   ManagedPool(pool::PoolState s) : state(std::move(s)) {}
+  pool::PoolBytes sizes;
 };
 
 /// One serving step over some requests of a pool.

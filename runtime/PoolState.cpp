@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <map>
 
+#include <unistd.h>
+
 using namespace kvarn;
 using namespace kvarn::pool;
 
@@ -48,7 +50,40 @@ llvm::Error PoolGeometry::check() const {
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "pool: {0} blocks per request overflow a 32-bit length",
                      maxBlocksPerRequest);
+  // A slot holds one block from its allocation to its flush, so slots past
+  // the block count are never used (and each costs host and device memory).
+  if (numPoolSlots > numBlocks)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "pool: {0} pool slots for {1} blocks; a slot holds one "
+                     "block until it is flushed, so at most {1} slots can be "
+                     "used",
+                     numPoolSlots, numBlocks);
   return llvm::Error::success();
+}
+
+int64_t PoolGeometry::hostBytes() const {
+  // Per block: free list, refs, toSlot, sinkHolders (i32), readyMark (u8),
+  // two `ready` entries (i32); per slot: the free list. Below 2^31 * 29.
+  return int64_t(numBlocks) * (4 * 4 + 1 + 2 * 4) + int64_t(numPoolSlots) * 4;
+}
+
+llvm::Error PoolGeometry::check(uint64_t hostMemory) const {
+  if (llvm::Error e = check())
+    return e;
+  if (uint64_t(hostBytes()) > hostMemory)
+    return makeError(KVARN_ERROR_OUT_OF_MEMORY,
+                     "pool: the bookkeeping of {0} blocks and {1} pool slots "
+                     "needs {2} bytes of host memory, more than the {3} this "
+                     "machine has",
+                     numBlocks, numPoolSlots, hostBytes(), hostMemory);
+  return llvm::Error::success();
+}
+
+uint64_t PoolGeometry::physicalMemory() {
+  long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || size <= 0)
+    return UINT64_MAX; // unknown: the allocation itself reports
+  return uint64_t(pages) * uint64_t(size);
 }
 
 PoolState::PoolState(const PoolGeometry &geometry) : geom(geometry) {
@@ -68,11 +103,13 @@ PoolState::PoolState(const PoolGeometry &geometry) : geom(geometry) {
   // 2x covers every stale entry between two takeFlushWork calls in practice,
   // and push_back beyond it only reallocates.
   ready.reserve(2 * size_t(geom.numBlocks));
-  requests.reserve(geom.maxRequests);
+  // Only an addRequest inserts (and may rehash, before it changes anything),
+  // so this is a hint: requests that hold blocks are at most numBlocks.
+  requests.reserve(std::min(geom.maxRequests, geom.numBlocks));
 }
 
 llvm::Expected<PoolState> PoolState::create(const PoolGeometry &geometry) {
-  if (llvm::Error e = geometry.check())
+  if (llvm::Error e = geometry.check(PoolGeometry::physicalMemory()))
     return std::move(e);
   return PoolState(geometry);
 }
@@ -130,7 +167,9 @@ llvm::Error PoolState::addRequest(RequestId id) {
                      "requests",
                      geom.maxRequests);
   Request r;
-  r.blocks.reserve(geom.maxBlocksPerRequest); // may throw: nothing changed yet
+  // A request holds distinct blocks, so never more than numBlocks.
+  r.blocks.reserve(std::min(geom.maxBlocksPerRequest,
+                            geom.numBlocks)); // may throw: nothing changed yet
   requests.emplace(id, std::move(r));
   return llvm::Error::success();
 }

@@ -28,7 +28,7 @@ static void addKVGPUToNVVMPasses(OpPassManager &pm) {
   gpuPm.addPass(createConvertKVGPUToNVVM());
   gpuPm.addPass(createCanonicalizerPass());
   gpuPm.addPass(createCSEPass());
-  gpuPm.addPass(createSCFToControlFlowPass());
+  gpuPm.addPass(createLowerSCFInReverse()); // convert-scf-to-cf, linear
   ConvertGpuOpsToNVVMOpsOptions nvvmOptions;
   nvvmOptions.indexBitwidth = 32; // tile indices are small; saves registers
   gpuPm.addPass(createConvertGpuOpsToNVVMOps(nvvmOptions));

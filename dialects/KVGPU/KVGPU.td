@@ -38,6 +38,11 @@ def KVGPU_Dialect : Dialect {
     lowers them to `gpu`, `scf`, `arith`, `memref` and `llvm` ops.
   }];
   let useDefaultAttributePrinterParser = 1;
+  // The parsers build !llvm.ptr<1> and #gpu.address_space types for operands
+  // whose type the assembly leaves implicit: those dialects must be loaded
+  // before the first kvgpu op is parsed, not when an !llvm type appears.
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect",
+                           "::mlir::gpu::GPUDialect"];
 }
 
 class KVGPU_Op<string mnemonic, list<Trait> traits = []>

@@ -84,7 +84,9 @@ KVARN_API kvarn_status_t kvarn_record_layout(const char *preset, int32_t head_di
 KVARN_API kvarn_status_t kvarn_cuda_available(int *device_count);
 
 /*===----------------------------------------------------------------------===*
- * Sizes: what a stack that owns its memory allocates.
+ * Sizes: what a stack that owns its memory allocates. A byte count that
+ * does not fit in int64_t is KVARN_ERROR_INVALID_ARGUMENT (out unchanged),
+ * never KVARN_OK with a wrapped value.
  *===----------------------------------------------------------------------===*/
 
 /* The shapes of a paged cache and its fp16 pool for one layer:
@@ -262,11 +264,16 @@ typedef struct kvarn_pool_config {
   int32_t head_dim;
   int32_t block_size;            /* 0: the preset's tile; else must equal it */
   int32_t num_blocks;
-  int32_t pool_slots;
+  int32_t pool_slots;            /* <= num_blocks: a slot holds one block */
   int32_t max_requests;
   int32_t max_blocks_per_request;/* the longest context / block_size */
 } kvarn_pool_config_t;
 
+/* Every size is checked before anything is allocated: num_blocks *
+ * block_size, num_layers * num_blocks and num_layers * pool_slots fit in
+ * int32_t (slot mappings and the flush kernel's indices), the device bytes
+ * in int64_t, and the bookkeeping's host memory in this machine's RAM
+ * (KVARN_ERROR_OUT_OF_MEMORY). */
 KVARN_API kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
                                            const kvarn_pool_config_t *config,
                                            kvarn_pool_t **out);

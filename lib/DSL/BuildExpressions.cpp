@@ -12,9 +12,11 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringSwitch.h"
 
+#include <charconv>
 #include <cmath>
 
 using namespace mlir;
@@ -65,6 +67,27 @@ static bool isIntegerScalar(Type t) {
 static bool isIndexInteger(Type t) { return t.isInteger(32) || t.isInteger(64); }
 static bool isFloatScalar(Type t) { return t.isF16() || t.isBF16() || t.isF32(); }
 
+/// The shortest text that reads back as `v` (1e+30, 0.1, inf, nan).
+static std::string formatFloat(double v) {
+  if (std::isnan(v))
+    return "nan"; // INF - INF is -nan on x86, a sign nobody asked for
+  char text[32];
+  auto [end, ec] = std::to_chars(text, text + sizeof text, v);
+  return ec == std::errc() ? std::string(text, end) : std::string("?");
+}
+
+/// Whether a finite `v` becomes infinite in the float type `t`: a constant
+/// must not silently turn into inf (+-inf and NaN themselves stay).
+static bool overflowsFloat(double v, Type t) {
+  if (!std::isfinite(v))
+    return false;
+  llvm::APFloat f(v);
+  bool lost = false;
+  f.convert(cast<FloatType>(t).getFloatSemantics(),
+            llvm::APFloat::rmNearestTiesToEven, &lost);
+  return f.isInfinity();
+}
+
 static bool fitsIn(int64_t v, Type t) {
   if (t.isInteger(8))
     return v >= -128 && v <= 255; // bytes are written either way
@@ -87,14 +110,24 @@ FailureOr<Value> KvtBuilder::materialize(const Operand &operand, Type type) {
       return Value(arith::ConstantOp::create(
           builder, at, builder.getIntegerAttr(type, operand.intValue)));
     }
-    if (isFloatScalar(type))
+    if (isFloatScalar(type)) {
+      if (overflowsFloat(double(operand.intValue), type))
+        return error(operand.loc, "the constant " +
+                                      llvm::Twine(operand.intValue) +
+                                      " does not fit in " + describe(type));
       return Value(arith::ConstantOp::create(
           builder, at, builder.getFloatAttr(type, double(operand.intValue))));
+    }
     break;
   case Operand::Kind::Float:
-    if (isFloatScalar(type))
+    if (isFloatScalar(type)) {
+      if (overflowsFloat(operand.floatValue, type))
+        return error(operand.loc, "the constant " +
+                                      formatFloat(operand.floatValue) +
+                                      " does not fit in " + describe(type));
       return Value(arith::ConstantOp::create(
           builder, at, builder.getFloatAttr(type, operand.floatValue)));
+    }
     if (isIntegerScalar(type))
       return error(operand.loc, "a float constant cannot be used as " +
                                     describe(type) + "; convert it with " +
@@ -623,8 +656,15 @@ FailureOr<Operand> KvtBuilder::buildCast(Type target,
   Location where = loc(at);
   if (in->kind == Operand::Kind::Bool)
     in = Operand::ofInt(in->boolValue ? 1 : 0, in->loc);
-  if (in->kind == Operand::Kind::Float && isIntegerScalar(target))
-    in = Operand::ofInt(int64_t(in->floatValue), in->loc); // truncates
+  if (in->kind == Operand::Kind::Float && isIntegerScalar(target)) {
+    // Truncates toward zero, like arith.fptosi; checked before the C++ cast,
+    // which is undefined for NaN, infinities and values out of int64 range.
+    double t = std::trunc(in->floatValue);
+    if (!(t >= -0x1p63 && t < 0x1p63) || !fitsIn(int64_t(t), target))
+      return error(in->loc, "the constant " + formatFloat(in->floatValue) +
+                                " does not fit in " + describe(target));
+    in = Operand::ofInt(int64_t(t), in->loc);
+  }
   if (in->isConstant()) {
     FailureOr<Value> v = materialize(*in, target);
     if (failed(v))
@@ -728,6 +768,8 @@ FailureOr<Operand> KvtBuilder::buildCeilDiv(const ast::CallExpr &call) {
   if (a->kind == Operand::Kind::Int && b->kind == Operand::Kind::Int) {
     if (b->intValue == 0)
       return error(at, "division by zero in a constant expression");
+    if (a->intValue == INT64_MIN && b->intValue == -1) // traps (SIGFPE)
+      return error(at, "the constant expression overflows 64 bits");
     int64_t q = a->intValue / b->intValue;
     bool roundUp = (a->intValue % b->intValue != 0) &&
                    ((a->intValue < 0) == (b->intValue < 0));

@@ -275,6 +275,16 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
     return failure();
   builder.setInsertionPointToEnd(entry);
   func::ReturnOp::create(builder, loc(kernel.name.loc));
+  unsigned ops = 0;
+  func.walk([&](Operation *) { ++ops; });
+  if (ops > kMaxKernelOps)
+    return error(kernel.name.loc,
+                 "kernel '" + kernel.name.text + "' has " + llvm::Twine(ops) +
+                     " operations after fn inlining, more than " +
+                     llvm::Twine(kMaxKernelOps) +
+                     "; the backend's compile time grows faster than "
+                     "linearly with a kernel's size: use a 'for' loop or "
+                     "split the kernel");
   return success();
 }
 

@@ -293,6 +293,11 @@ constexpr unsigned kMaxInlineDepth = 16;
 /// fn calls inlined into one kernel: bounds the IR a small file can ask for
 /// (fns calling fns several times grow exponentially).
 constexpr unsigned kMaxInlinedCalls = 4096;
+/// Operations of one built kernel (the library's largest has about 130):
+/// LLVM's NVPTX backend takes time quadratic in the size of a basic block
+/// (10,000 straight-line stores: 38 s), so a kernel past this is an error
+/// rather than a compile that seems to hang.
+constexpr unsigned kMaxKernelOps = 4096;
 
 } // namespace kvarn::dsl
 

@@ -2,6 +2,7 @@
 
 #include "kvarn/DSL/Lexer.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 
@@ -165,8 +166,15 @@ Token Lexer::lexNumber(const char *from) {
   errno = 0;
   if (isFloat) {
     t.floatValue = std::strtod(text.c_str(), nullptr);
-    if (errno == ERANGE && std::abs(t.floatValue) > 1.0)
-      return error(from, "number is too large");
+    // f32 is the widest float type, so a literal past its range would only
+    // become infinity where it is used.
+    llvm::APFloat single(t.floatValue);
+    bool lost = false;
+    single.convert(llvm::APFloat::IEEEsingle(),
+                   llvm::APFloat::rmNearestTiesToEven, &lost);
+    if ((errno == ERANGE && std::abs(t.floatValue) > 1.0) || single.isInfinity())
+      return error(from, "float literal does not fit in f32 (largest "
+                         "3.4028235e38)");
   } else {
     unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
     if (errno == ERANGE || v > uint64_t(INT64_MAX))

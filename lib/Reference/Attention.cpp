@@ -66,7 +66,8 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
     std::fill(outRow, outRow + size_t(batch.numQHeads) * d, 0.0f);
     if (len <= 0)
       continue;
-    const int numBlocks = (len + g - 1) / g;
+    // In 64 bits: len + g - 1 overflows an int32 near INT32_MAX.
+    const int64_t numBlocks = (int64_t(len) + g - 1) / g;
     if (numBlocks > batch.maxBlocks)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "request {0} has {1} tokens ({2} blocks) but the block "
@@ -135,13 +136,27 @@ llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
   // Every (request, query token) is one decode row with its causal length;
   // q and out of [B, T, Hq, D] are already [B * T, Hq, D].
   const int t = batch.maxQueryTokens;
-  std::vector<int32_t> table(size_t(batch.batch) * t * batch.maxBlocks);
-  std::vector<int32_t> lens(size_t(batch.batch) * t);
+  if (int64_t(batch.batch) * t > INT32_MAX)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0} requests of {1} query tokens are more than 2^31 "
+                     "rows",
+                     batch.batch, t);
   for (int b = 0; b < batch.batch; ++b) {
     if (batch.queryLens[b] > t)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "request {0} has {1} query tokens, more than {2}", b,
                        batch.queryLens[b], t);
+    // Its last token attends to context + query tokens, an int32 length.
+    if (batch.queryLens[b] > 0 &&
+        int64_t(batch.contextLens[b]) + batch.queryLens[b] > INT32_MAX)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "request {0}: {1} context and {2} query tokens are "
+                       "more than 2^31 - 1",
+                       b, batch.contextLens[b], batch.queryLens[b]);
+  }
+  std::vector<int32_t> table(size_t(batch.batch) * t * batch.maxBlocks);
+  std::vector<int32_t> lens(size_t(batch.batch) * t);
+  for (int b = 0; b < batch.batch; ++b) {
     for (int j = 0; j < t; ++j) {
       size_t row = size_t(b) * t + j;
       std::copy_n(batch.blockTable + size_t(b) * batch.maxBlocks,
@@ -172,9 +187,9 @@ llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
     const int32_t len = batch.seqLens[b];
     if (len <= 0)
       continue;
-    const int numBlocks = (len + g - 1) / g;
+    const int64_t numBlocks = (int64_t(len) + g - 1) / g;
     const int64_t start = batch.outStart[b];
-    if (numBlocks > batch.maxBlocks || start < 0 || start + len > outRows)
+    if (numBlocks > batch.maxBlocks || start < 0 || start > outRows - len)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "request {0}: {1} tokens from row {2} do not fit {3} "
                        "blocks and {4} output rows",

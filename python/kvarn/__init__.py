@@ -4,7 +4,10 @@ No build step: the package finds libkvarn.so through $KVARN_LIBRARY, next to
 this file, or the dynamic loader's path. Tensors (PyTorch or anything with
 data_ptr()) pass as raw device pointers without copies; plain ints are taken
 as device pointers too. Every failing call raises KvarnError (with .status,
-the C status name, and the library's message).
+the C status name, and the library's message); an argument that does not fit
+its C type (an int out of int32_t, a list of the wrong length) raises
+KvarnArgumentError, a KvarnError and a ValueError, before anything reaches
+the library.
 
     import kvarn
     ctx = kvarn.Context(device=0, stream=torch.cuda.current_stream().cuda_stream)
@@ -21,6 +24,7 @@ the C status name, and the library's message).
 """
 
 from ._api import (  # noqa: F401
+    KvarnArgumentError,
     KvarnError,
     Capacity,
     CacheShape,

@@ -1,6 +1,9 @@
 """The ctypes layer: one Python function or method per C API entry point."""
 
 import ctypes
+import math
+import numbers
+import operator
 import os
 from ctypes import (POINTER, Structure, byref, c_char_p, c_double, c_float,
                     c_int, c_int32, c_int64, c_size_t, c_uint64, c_void_p)
@@ -17,6 +20,72 @@ class KvarnError(RuntimeError):
         self.code = code
         self.status = status
         self.message = message
+
+
+class KvarnArgumentError(KvarnError, ValueError):
+    """An argument rejected before it reaches libkvarn: a value out of its C
+    type's range (ctypes would wrap it silently), of the wrong type, or a
+    list of the wrong length. .status is 'KVARN_ERROR_INVALID_ARGUMENT'."""
+
+    def __init__(self, message):
+        super().__init__(1, "KVARN_ERROR_INVALID_ARGUMENT", message)
+
+
+def _int_range(ctype):
+    bits = 8 * ctypes.sizeof(ctype)
+    signed = ctype(-1).value < 0
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed \
+        else (0, (1 << bits) - 1)
+
+
+# The integer types of the signatures below (c_int, c_size_t are aliases of
+# some of these).
+_C_NAMES = {ctypes.c_int32: "int32_t", ctypes.c_int64: "int64_t",
+            ctypes.c_uint64: "uint64_t"}
+_FLT_MAX = 3.4028234663852886e38
+
+
+def _as_int(where, value, ctype):
+    """`value` as an int within `ctype`'s range, or KvarnArgumentError."""
+    if isinstance(value, bool):
+        raise KvarnArgumentError("%s must be an integer, not a bool" % where)
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise KvarnArgumentError("%s must be an integer, not %s"
+                                 % (where, type(value).__name__)) from None
+    lo, hi = _int_range(ctype)
+    if not lo <= v <= hi:
+        raise KvarnArgumentError("%s = %d does not fit in %s [%d, %d]"
+                                 % (where, v, _C_NAMES.get(ctype, ctype.__name__),
+                                    lo, hi))
+    return v
+
+
+def _checked(where, ctype, value):
+    """`value` for a parameter of C type `ctype`, checked: ctypes itself wraps
+    ints out of range, turns floats past FLT_MAX into inf and cuts strings at
+    a NUL, all silently."""
+    if ctype in _C_NAMES:
+        return _as_int(where, value, ctype)
+    if ctype is ctypes.c_float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise KvarnArgumentError("%s must be a number, not %s"
+                                     % (where, type(value).__name__))
+        v = float(value)
+        if not math.isfinite(v) or abs(v) > _FLT_MAX:
+            raise KvarnArgumentError("%s = %r is not a finite float" % (where, v))
+        return v
+    if ctype is ctypes.c_void_p:  # handles (c_void_p), streams (ints), None
+        if value is None or isinstance(value, ctypes.c_void_p):
+            return value
+        return _as_int(where, value, ctypes.c_uint64)
+    if ctype is ctypes.c_char_p:
+        if value is not None and (not isinstance(value, bytes) or b"\0" in value):
+            raise KvarnArgumentError("%s must be a str without NUL characters"
+                                     % where)
+        return value
+    return value  # pointers to the library's own structures and arrays
 
 
 def _candidates():
@@ -160,6 +229,67 @@ _SIGNATURES = {
                                 POINTER(c_int32)),
     "kvarn_step_commit": (_H, POINTER(c_int32)),
 }
+# Parameter names, as kvarn.h has them (the python-package test checks), for
+# the messages of arguments rejected before they cross into C.
+_PARAMS = {
+    "kvarn_version": "",
+    "kvarn_status_string": "status",
+    "kvarn_last_error": "",
+    "kvarn_preset_count": "",
+    "kvarn_preset_name": "index",
+    "kvarn_record_layout": "preset head_dim out",
+    "kvarn_cuda_available": "device_count",
+    "kvarn_cache_shape": ("preset head_dim num_kv_heads num_blocks "
+        "pool_slots out"),
+    "kvarn_decode_split_scratch_bytes": ("batch num_kv_heads gqa head_dim "
+        "part_out_bytes part_lse_bytes"),
+    "kvarn_capacity_plan": ("preset head_dim num_layers num_kv_heads "
+        "budget_bytes concurrent_requests pool_slots out"),
+    "kvarn_context_create": "device stream out",
+    "kvarn_context_destroy": "context",
+    "kvarn_context_synchronize": "context",
+    "kvarn_kernels_create": "context preset head_dim gqa out",
+    "kvarn_kernels_create_dtype": "context preset head_dim gqa dtype out",
+    "kvarn_kernels_destroy": "kernels",
+    "kvarn_kernels_load": "kernels names",
+    "kvarn_append": ("kernels stream k v slot_mapping block_to_slot pool_k "
+        "pool_v num_tokens num_kv_heads"),
+    "kvarn_flush": ("kernels stream pool_k pool_v tile_slots tile_blocks "
+        "cache num_tiles num_kv_heads"),
+    "kvarn_decode": ("kernels stream q block_table seq_lens block_to_slot "
+        "cache pool_k pool_v out softmax_scale batch max_blocks num_kv_heads"),
+    "kvarn_decode_split": ("kernels stream q block_table seq_lens "
+        "block_to_slot cache pool_k pool_v part_out part_lse out "
+        "softmax_scale batch max_blocks num_kv_heads num_splits"),
+    "kvarn_verify": ("kernels stream q block_table context_lens query_lens "
+        "block_to_slot cache pool_k pool_v out softmax_scale batch "
+        "max_query_tokens max_blocks num_kv_heads"),
+    "kvarn_materialize": ("kernels stream block_table seq_lens block_to_slot "
+        "cache pool_k pool_v out_start out_k out_v batch max_blocks "
+        "num_kv_heads"),
+    "kvarn_pool_create": "context config out",
+    "kvarn_pool_destroy": "pool",
+    "kvarn_pool_add_request": "pool request",
+    "kvarn_pool_finish": "pool request",
+    "kvarn_pool_preempt": "pool request",
+    "kvarn_pool_free": "pool request",
+    "kvarn_pool_share_prefix": "pool dst src tokens",
+    "kvarn_pool_flush": "pool num_blocks",
+    "kvarn_pool_request_info": "pool request out",
+    "kvarn_pool_request_blocks": "pool request blocks capacity count",
+    "kvarn_pool_stats": "pool out",
+    "kvarn_pool_capacity": "pool out",
+    "kvarn_pool_buffers": "pool out",
+    "kvarn_pool_block_to_slot": "pool out capacity",
+    "kvarn_step_create": "pool out",
+    "kvarn_step_destroy": "step",
+    "kvarn_step_begin": "step n ids counts",
+    "kvarn_step_write_kv": "step layer k v",
+    "kvarn_step_decode": "step layer q out softmax_scale",
+    "kvarn_step_verify": "step layer q out softmax_scale",
+    "kvarn_step_slot_mapping": "step out capacity num_tokens",
+    "kvarn_step_commit": "step accepted",
+}
 _RESTYPES = {
     "kvarn_version": c_char_p,
     "kvarn_status_string": c_char_p,
@@ -184,16 +314,21 @@ def _check(status):
 
 
 def _call(name, *args):
+    """Calls kvarn `name` after checking every argument against its C type."""
+    params = _PARAMS[name].split()
+    args = [_checked("%s: %s" % (name, p), t, a)
+            for p, t, a in zip(params, _SIGNATURES[name], args)]
     _check(getattr(library(), name)(*args))
 
 
 def _ptr(x):
-    """A device pointer from a tensor (data_ptr()), an int, or None (0)."""
+    """A device pointer from a tensor (data_ptr()), an int, or None (0).
+    An int that is not a valid pointer is rejected by _call."""
     if x is None:
         return 0
     if hasattr(x, "data_ptr"):
-        return int(x.data_ptr())
-    return int(x)
+        return x.data_ptr()
+    return x
 
 
 def _stream(s):
@@ -201,12 +336,16 @@ def _stream(s):
     if s is None:
         return None
     if hasattr(s, "cuda_stream"):
-        return int(s.cuda_stream)
-    return int(s)
+        return s.cuda_stream
+    return s
 
 
 def _bytes(s):
-    return None if s is None else s.encode()
+    if s is None:
+        return None
+    if not isinstance(s, str):
+        raise KvarnArgumentError("expected a str, not %s" % type(s).__name__)
+    return s.encode()
 
 
 def version():
@@ -343,14 +482,19 @@ class Kernels(_Handle):
             out_start, out_k, out_v)), batch, max_blocks, num_kv_heads)
 
 
-def _i64s(xs):
-    xs = list(xs)
-    return (c_int64 * max(len(xs), 1))(*xs), len(xs)
+def _array(ctype, what, xs):
+    """A C array of `xs` (each checked: ctypes arrays wrap silently), and its
+    length."""
+    xs = [_as_int("%s[%d]" % (what, i), x, ctype) for i, x in enumerate(xs)]
+    return (ctype * max(len(xs), 1))(*xs), len(xs)
 
 
-def _i32s(xs):
-    xs = list(xs)
-    return (c_int32 * max(len(xs), 1))(*xs), len(xs)
+def _i64s(what, xs):
+    return _array(c_int64, what, xs)
+
+
+def _i32s(what, xs):
+    return _array(c_int32, what, xs)
 
 
 class Pool(_Handle):
@@ -363,10 +507,17 @@ class Pool(_Handle):
                  block_size=0):
         super().__init__()
         self.context = context
-        self.num_blocks = num_blocks
-        cfg = _PoolConfig(_bytes(preset), num_layers, num_kv_heads,
-                          num_q_heads, head_dim, block_size, num_blocks,
-                          pool_slots, max_requests, max_blocks_per_request)
+        values = dict(num_layers=num_layers, num_kv_heads=num_kv_heads,
+                      num_q_heads=num_q_heads, head_dim=head_dim,
+                      block_size=block_size, num_blocks=num_blocks,
+                      pool_slots=pool_slots, max_requests=max_requests,
+                      max_blocks_per_request=max_blocks_per_request)
+        # The config's int32 fields would wrap silently.
+        for field, value in values.items():
+            values[field] = _as_int("kvarn_pool_create: config.%s" % field,
+                                    value, c_int32)
+        self.num_blocks = values["num_blocks"]
+        cfg = _PoolConfig(_bytes(preset), **values)
         _call("kvarn_pool_create", context._h if context else None,
               byref(cfg), byref(self._h))
 
@@ -435,14 +586,17 @@ class Step(_Handle):
     def __init__(self, pool):
         super().__init__()
         self.pool = pool
+        self._requests = None  # of the open step: commit's accepted length
         _call("kvarn_step_create", pool._h, byref(self._h))
 
     def begin(self, ids, counts):
-        ids, n = _i64s(ids)
-        counts, m = _i32s(counts)
+        ids, n = _i64s("kvarn_step_begin: ids", ids)
+        counts, m = _i32s("kvarn_step_begin: counts", counts)
         if n != m:
-            raise ValueError("begin: %d ids but %d counts" % (n, m))
+            raise KvarnArgumentError("kvarn_step_begin: %d ids but %d counts"
+                                     % (n, m))
         _call("kvarn_step_begin", self._h, n, ids, counts)
+        self._requests = n
 
     def write_kv(self, layer, k, v):
         _call("kvarn_step_write_kv", self._h, layer, _ptr(k), _ptr(v))
@@ -463,8 +617,18 @@ class Step(_Handle):
         return list(buf[:n.value])
 
     def commit(self, accepted=None):
+        """accepted: one count per request of begin() (the rest are rolled
+        back), or None for every token. libkvarn reads as many counts as the
+        step has requests, so the length is checked here."""
         if accepted is None:
             _call("kvarn_step_commit", self._h, None)
         else:
-            arr, _ = _i32s(accepted)
+            arr, n = _i32s("kvarn_step_commit: accepted", accepted)
+            if self._requests is not None and n != self._requests:
+                raise KvarnArgumentError(
+                    "kvarn_step_commit: %d accepted counts for a step of %d "
+                    "requests" % (n, self._requests))
+            if self._requests is None:
+                arr = (c_int32 * 1)()  # not open: libkvarn reads nothing
             _call("kvarn_step_commit", self._h, arr)
+        self._requests = None

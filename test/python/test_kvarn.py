@@ -4,6 +4,7 @@ bookkeeping-only pool. Run: KVARN_LIBRARY=build/lib/libkvarn.so.0
 PYTHONPATH=python python3 -m unittest test/python/test_kvarn.py"""
 
 import os
+import re
 import unittest
 
 # Before the library loads the driver: this process must not find one, so
@@ -88,6 +89,93 @@ class PackageTest(unittest.TestCase):
             pool.free(r)
         st = pool.stats()
         self.assertEqual((st["free_blocks"], st["free_slots"]), (16, 6))
+        step.close()
+        pool.close()
+
+    def test_parameters_match_the_header(self):
+        # The names in argument errors and the arity of every signature.
+        header = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "..", "..", "include", "kvarn", "kvarn.h")
+        if not os.path.exists(header):
+            self.skipTest("no kvarn.h beside this test")
+        with open(header) as f:
+            text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+        declared = {}
+        for m in re.finditer(r"KVARN_API\s+[\w\s*]+?\b(kvarn_\w+)\s*\(([^)]*)\)",
+                             text):
+            params = m.group(2).strip()
+            declared[m.group(1)] = [] if params in ("", "void") else [
+                re.search(r"(\w+)\s*$", p).group(1) for p in params.split(",")]
+        from kvarn import _api
+        self.assertEqual(set(_api._SIGNATURES), set(declared))
+        for name, params in declared.items():
+            self.assertEqual(_api._PARAMS[name].split(), params, name)
+            self.assertEqual(len(_api._SIGNATURES[name]), len(params), name)
+
+    def test_arguments_are_checked_before_they_reach_c(self):
+        # ctypes wraps ints silently: this was the 128 layout.
+        with self.assertRaises(kvarn.KvarnArgumentError) as e:
+            kvarn.record_layout("kvarn_k4v2_g128", 2**32 + 128)
+        self.assertEqual(e.exception.status, "KVARN_ERROR_INVALID_ARGUMENT")
+        self.assertIsInstance(e.exception, kvarn.KvarnError)
+        self.assertIsInstance(e.exception, ValueError)
+        self.assertIn("kvarn_record_layout: head_dim = 4294967424 does not fit "
+                      "in int32_t", str(e.exception))
+        bad = [
+            (lambda: kvarn.record_layout("kvarn_k4v2_g128", -2**31 - 1),
+             "head_dim = -2147483649"),
+            (lambda: kvarn.record_layout("kvarn_k4v2_g128", 128.0),
+             "head_dim must be an integer, not float"),
+            (lambda: kvarn.record_layout("kvarn_k4v2_g128", True),
+             "head_dim must be an integer, not a bool"),
+            # ctypes cuts a string at a NUL: this was kvarn_k4v2_g128.
+            (lambda: kvarn.record_layout("kvarn_k4v2_g128\0junk", 128),
+             "preset must be a str without NUL"),
+            (lambda: kvarn.record_layout(b"kvarn_k4v2_g128", 128),
+             "expected a str, not bytes"),
+            (lambda: kvarn.cache_shape("kvarn_k4v2_g128", 128, 8, 2**63, 1),
+             "num_blocks = 9223372036854775808 does not fit in int64_t"),
+            (lambda: kvarn.capacity_plan("kvarn_k4v2_g128", 128, 2**31, 8,
+                                         1 << 30, 4),
+             "num_layers = 2147483648"),
+            (lambda: kvarn.Pool(None, 2, 2, 4, 64, 2**32 + 16, 6, 4, 8,
+                                preset="kvarn_k4v2_g64"),
+             "config.num_blocks = 4294967312"),
+            (lambda: kvarn.Context(0, stream=-1), "stream = -1"),
+        ]
+        for call, message in bad:
+            with self.assertRaises(kvarn.KvarnArgumentError) as e:
+                call()
+            self.assertIn(message, str(e.exception))
+
+    def test_commit_checks_the_accepted_counts(self):
+        pool = kvarn.Pool(None, num_layers=1, num_kv_heads=1, num_q_heads=1,
+                          head_dim=64, num_blocks=8, pool_slots=4,
+                          max_requests=4, max_blocks_per_request=4,
+                          preset="kvarn_k4v2_g64")
+        pool.add_request(1)
+        pool.add_request(2)
+        step = pool.step()
+        step.begin([1, 2], [3, 3])
+        before = (pool.stats(), pool.request_info(1), pool.request_info(2))
+        # libkvarn reads one count per request: a short list was read past
+        # its end (requests silently rolled back).
+        for accepted, message in (([3], "1 accepted counts for a step of 2"),
+                                  ([3, 3, 3], "3 accepted counts"),
+                                  ([3, 2**32 + 1], "accepted[1] = 4294967297")):
+            with self.assertRaises(kvarn.KvarnArgumentError) as e:
+                step.commit(accepted)
+            self.assertIn(message, str(e.exception))
+            self.assertEqual((pool.stats(), pool.request_info(1),
+                              pool.request_info(2)), before)
+        with self.assertRaises(kvarn.KvarnArgumentError):
+            step.begin([1, 2], [1])
+        step.commit([3, 1])
+        self.assertEqual(pool.request_info(2)["length"], 1)
+        # Not open: libkvarn says so whatever the list is.
+        with self.assertRaises(kvarn.KvarnError) as e:
+            step.commit([1, 2, 3])
+        self.assertIn("not open", str(e.exception))
         step.close()
         pool.close()
 

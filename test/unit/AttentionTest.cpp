@@ -102,3 +102,61 @@ TEST(DecodeAttention, PaddingRowsAreZeroAndBadIndicesAreErrors) {
             KVARN_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(message.find("12345"), std::string::npos);
 }
+
+// Lengths near INT32_MAX are errors, never an int32 overflow: a block count
+// of (len + G - 1) / G wrapped negative, passed the table check and the
+// reference then tried to allocate len * D doubles (std::bad_alloc).
+TEST(DecodeAttention, LengthsNearInt32MaxAreErrors) {
+  std::mt19937_64 rng(test::freshSeed());
+  RandomPagedCache c(defaultPreset(), 64, 1, 2, {130, 10}, rng);
+  Rotation rot = *Rotation::get(64);
+  std::vector<float> out(2 * 2 * 64);
+  std::string message;
+  c.lens[1] = INT32_MAX - 126; // + G - 1 = 2^31
+  EXPECT_EQ(consumeError(decodeAttention(c.view(), c.batchView(), rot,
+                                         out.data()),
+                         message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("2147483521 tokens (16777216 blocks)"),
+            std::string::npos) << message;
+
+  // verify: the last query token's length is context + query tokens.
+  c.lens[1] = 10;
+  std::vector<int32_t> contextLens = {130, INT32_MAX - 1}, queryLens = {1, 2};
+  std::vector<uint16_t> q(2 * 2 * 2 * 64);
+  VerifyBatchView v;
+  v.batch = 2;
+  v.numQHeads = 2;
+  v.maxQueryTokens = 2;
+  v.q = q.data();
+  v.blockTable = c.blockTable.data();
+  v.maxBlocks = c.maxBlocks;
+  v.contextLens = contextLens.data();
+  v.queryLens = queryLens.data();
+  std::vector<float> verifyOut(2 * 2 * 2 * 64);
+  EXPECT_EQ(consumeError(verifyAttention(c.view(), v, rot, verifyOut.data()),
+                         message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("2147483646 context and 2 query tokens"),
+            std::string::npos) << message;
+
+  // materialize: the same block count, and a start past the output rows.
+  std::vector<int32_t> lens = {INT32_MAX - 126, 10}, starts = {0, INT32_MAX};
+  ContextBatchView m;
+  m.batch = 2;
+  m.blockTable = c.blockTable.data();
+  m.maxBlocks = c.maxBlocks;
+  m.seqLens = lens.data();
+  m.outStart = starts.data();
+  std::vector<uint16_t> k(16 * 2 * 64), vv(16 * 2 * 64);
+  EXPECT_EQ(consumeError(materializeContext(c.view(), m, 16, k.data(),
+                                            vv.data()),
+                         message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  lens[0] = 10;
+  EXPECT_EQ(consumeError(materializeContext(c.view(), m, 16, k.data(),
+                                            vv.data()),
+                         message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("request 1"), std::string::npos) << message;
+}

@@ -82,6 +82,71 @@ TEST(CAPISizes, CacheShapeAndScratch) {
   EXPECT_EQ(out, lse * 128);
 }
 
+// Callers size allocations from these: a byte count past int64 is an error,
+// never KVARN_OK with a wrapped value, and `out` is left as it was.
+TEST(CAPISizes, ByteCountsThatOverflowAreErrors) {
+  const int64_t perBlock = 8 * 13824; // 8 KV heads of kvarn_k4v2_g128, D=128
+  kvarn_cache_shape_t s, untouched;
+  std::memset(&untouched, 0x5a, sizeof untouched);
+  s = untouched;
+  EXPECT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, 8, INT64_MAX, 0, &s),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("do not fit in a 64-bit byte count"),
+            std::string::npos) << lastError();
+  EXPECT_EQ(std::memcmp(&s, &untouched, sizeof s), 0);
+  EXPECT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, 8, 0, INT64_MAX, &s),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, INT32_MAX,
+                              INT64_MAX / 13824 / 1000, 0, &s),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  // The largest cache that fits is exact; one more block is an error, and so
+  // is a pool whose bytes no longer fit beside it.
+  ASSERT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, 8, INT64_MAX / perBlock,
+                              0, &s),
+            KVARN_OK);
+  EXPECT_EQ(s.cache_bytes, INT64_MAX / perBlock * perBlock);
+  EXPECT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, 8,
+                              INT64_MAX / perBlock + 1, 0, &s),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_cache_shape("kvarn_k4v2_g128", 128, 8, INT64_MAX / perBlock,
+                              1000, &s),
+            KVARN_ERROR_INVALID_ARGUMENT);
+
+  int64_t out = -1, lse = -1;
+  EXPECT_EQ(kvarn_decode_split_scratch_bytes(INT32_MAX, INT32_MAX, INT32_MAX,
+                                             512, &out, &lse),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_decode_split_scratch_bytes(INT32_MAX, INT32_MAX, 1, 512,
+                                             &out, &lse),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(out, -1);
+  EXPECT_EQ(lse, -1);
+  ASSERT_EQ(kvarn_decode_split_scratch_bytes(INT32_MAX, 1, 1, 512, &out, &lse),
+            KVARN_OK);
+  EXPECT_EQ(lse, int64_t(INT32_MAX) * 16 * 4);
+  EXPECT_EQ(out, lse * 512);
+
+  kvarn_capacity_t c;
+  EXPECT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, INT32_MAX, INT32_MAX,
+                                INT64_MAX, 64, -1, &c),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, 32, 8, INT64_MAX,
+                                INT64_MAX, -1, &c),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, 32, 8, INT64_MAX,
+                                INT64_MAX, 136, &c),
+            KVARN_ERROR_OUT_OF_MEMORY);
+  EXPECT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, 32, 8, INT64_MAX, 64,
+                                INT64_MAX, &c),
+            KVARN_ERROR_OUT_OF_MEMORY);
+  // A budget past any fp16 cache's per-token bytes still plans.
+  ASSERT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, 32, 8, INT64_MAX, 64,
+                                -1, &c),
+            KVARN_OK);
+  EXPECT_EQ(c.num_blocks, INT32_MAX / 128);
+  EXPECT_GT(c.used_bytes, 0);
+}
+
 TEST(CAPISizes, CapacityPlanOfTheIssueFigure) {
   kvarn_capacity_t c;
   ASSERT_EQ(kvarn_capacity_plan("kvarn_k4v2_g128", 128, 32, 8, int64_t(60) << 30,
@@ -118,6 +183,28 @@ TEST(CAPIPool, ConfigErrors) {
             KVARN_ERROR_INVALID_ARGUMENT);
   EXPECT_EQ(kvarn_pool_create(nullptr, nullptr, &pool),
             KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(pool, nullptr);
+  // Sizes are checked before anything is allocated: slots a pool can never
+  // use (this took 39 s and 8.4 GB), byte counts past int64, and layer-wide
+  // block and slot indices past the flush kernel's i32.
+  c = smallConfig();
+  c.pool_slots = INT32_MAX;
+  EXPECT_EQ(kvarn_pool_create(nullptr, &c, &pool),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("2147483647 pool slots for 32 blocks"),
+            std::string::npos) << lastError();
+  c = smallConfig();
+  c.num_layers = c.num_kv_heads = c.num_q_heads = INT32_MAX;
+  EXPECT_EQ(kvarn_pool_create(nullptr, &c, &pool),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("64-bit byte count"), std::string::npos)
+      << lastError();
+  c = smallConfig();
+  c.num_layers = 1 << 27;
+  EXPECT_EQ(kvarn_pool_create(nullptr, &c, &pool),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("32-bit block and slot indices"),
+            std::string::npos) << lastError();
   EXPECT_EQ(pool, nullptr);
   c = smallConfig();
   c.block_size = 64;

@@ -16,11 +16,40 @@ RecordLayout layoutOf(const char *preset, int d) {
 
 TEST(Capacity, PoolBytesCountRecordsAndBothFp16Pools) {
   RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);
-  PoolBytes b = poolBytes(l, {32, 8, 128}, 10, 3);
+  PoolBytes b = llvm::cantFail(poolBytes(l, {32, 8, 128}, 10, 3));
   EXPECT_EQ(b.recordBytes, 13824);
   EXPECT_EQ(b.cacheBytesPerBlock, 32 * 8 * 13824);
   EXPECT_EQ(b.poolBytesPerSlot, 2 * 32 * 128 * 8 * 128 * 2);
   EXPECT_EQ(b.totalBytes(), 10 * b.cacheBytesPerBlock + 3 * b.poolBytesPerSlot);
+}
+
+// Byte counts past int64 are errors, not wrapped values: the pool and the C
+// API allocate from them.
+TEST(Capacity, ByteCountsPastInt64AreErrors) {
+  RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);
+  auto status = [](auto e) {
+    std::string m;
+    return consumeError(e.takeError(), m);
+  };
+  const int64_t perBlock = 32 * 8 * 13824;
+  EXPECT_EQ(status(poolBytes(l, {32, 8, 128}, INT64_MAX, 0)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(status(poolBytes(l, {32, 8, 128}, 0, INT64_MAX)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(status(poolBytes(l, {INT32_MAX, INT32_MAX, 128}, 1, 1)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(status(poolBytes(l, {32, 8, 128}, -1, 0)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  // Each count fits, their sum does not.
+  int64_t blocks = INT64_MAX / perBlock;
+  llvm::Expected<PoolBytes> most = poolBytes(l, {32, 8, 128}, blocks, 0);
+  ASSERT_TRUE(bool(most));
+  EXPECT_EQ(most->cacheBytes, blocks * perBlock);
+  EXPECT_EQ(status(poolBytes(l, {32, 8, 128}, blocks, 1 << 20)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_FALSE(defaultPoolSlots(INT64_MAX / 2).has_value());
+  EXPECT_EQ(defaultPoolSlots(64), 136);
+  EXPECT_EQ(defaultPoolSlots(65), 130 + 9);
 }
 
 // The figure of issue 7: Hq/Hk 32/8, D=128, 32 layers, 60 GiB of cache, 64

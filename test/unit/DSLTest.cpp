@@ -61,6 +61,10 @@ TEST(Lexer, BadInputIsAnErrorTokenNeverACrash) {
                  Case{"0x", "hexadecimal literal needs digits"},
                  Case{"99999999999999999999", "does not fit in 64 bits"},
                  Case{"0x8000000000000000", "does not fit in 64 bits"},
+                 // Past f32's range: rejected like 1e309, not read as inf.
+                 Case{"1e39", "float literal does not fit in f32"},
+                 Case{"3.4028236e38", "float literal does not fit in f32"},
+                 Case{"1e309", "float literal does not fit in f32"},
                  Case{"\xff", "unexpected byte 0xff"},
                  Case{"a & b", "did you mean '&&'"},
                  Case{"a.b", "unexpected '.'"},
@@ -71,6 +75,9 @@ TEST(Lexer, BadInputIsAnErrorTokenNeverACrash) {
     EXPECT_NE(message.find(c.message), std::string::npos)
         << c.text << ": " << message;
   }
+  // f32's largest value itself is a literal.
+  std::vector<Token> largest = lexAll("3.4028234e38");
+  EXPECT_TRUE(largest[0].is(TokenKind::Float));
   // An embedded NUL is a bad byte, not the end of the input.
   std::string withNul("let\0x", 5);
   std::vector<Token> t = lexAll(withNul);
@@ -334,6 +341,50 @@ kernel k(p: ptr<f32>, n: i32) grid(n, 3) {
   EXPECT_TRUE(found);
 }
 
+// LLVM's backend is superlinear in a kernel's size (10,000 one-line stores
+// took 38 s): past kMaxKernelOps operations a kernel is an error that says
+// so, and up to it one builds.
+TEST(Builder, KernelSizeIsBounded) {
+  auto stores = [](int n) {
+    std::string source = "kernel k(p: ptr<f32>, n: i32) grid(n) {\n";
+    for (int i = 0; i < n; ++i)
+      source += "  p[" + std::to_string(i) + "] = 1.0;\n";
+    return source + "}\n";
+  };
+  BuiltKernel small = buildFromSource(stores(1000), "k.kvt", "k", spec());
+  EXPECT_TRUE(bool(small)) << small.diagnostics; // 3,002 operations
+  BuiltKernel large = buildFromSource(stores(10000), "k.kvt", "k", spec());
+  EXPECT_FALSE(bool(large));
+  EXPECT_NE(large.diagnostics.find("k.kvt:1:8: error: kernel 'k' has 30002 "
+                                   "operations after fn inlining, more than "
+                                   "4096"),
+            std::string::npos)
+      << large.diagnostics;
+}
+
+TEST(Builder, FloatToIntFoldsTruncateWithinRange) {
+  // The values each constant store writes, in order.
+  BuiltKernel k = buildFromSource(R"(
+kernel k(p: ptr<i64>, q: ptr<i32>, n: i32) grid(n) {
+  p[0] = i64(-2.9);
+  p[1] = i64(-9223372036854775808.0);
+  p[2] = i64(9.2e18);
+  p[3] = cdiv(-9223372036854775807 - 1, 1);
+  p[4] = cdiv(-7, 2);
+  q[0] = i32(2147483647.9);
+  q[1] = i32(-2147483648.5);
+}
+)", "k.kvt", "k", spec());
+  ASSERT_TRUE(bool(k)) << k.diagnostics;
+  std::vector<int64_t> stored;
+  k.func.walk([&](kvt::StoreOp s) {
+    auto c = s.getValue().getDefiningOp<mlir::arith::ConstantIntOp>();
+    stored.push_back(c ? c.value() : -1);
+  });
+  EXPECT_EQ(stored, (std::vector<int64_t>{-2, INT64_MIN, 9200000000000000000,
+                                          INT64_MIN, -3, INT32_MAX, INT32_MIN}));
+}
+
 TEST(Builder, DiagnosticsNameTheLocation) {
   struct Case { const char *source; const char *expected; };
   for (Case c : {
@@ -380,6 +431,24 @@ TEST(Builder, DiagnosticsNameTheLocation) {
            Case{"kernel k(n: f32) grid(n) { }", "grid dimension 'n' must be an i32 or i64 parameter"},
            Case{"kernel k(n: i32) grid(n) { let x = 3000000000 + n; }", "the constant 3000000000 does not fit in i32"},
            Case{"kernel k(n: i32) grid(n) { const Z = 1 / 0; }", "division by zero in a constant expression"},
+           // INT64_MIN / -1 traps in C++; cdiv folds it like '/'.
+           Case{"kernel k(n: i32) grid(n) { const Z = cdiv(-9223372036854775807 - 1, -1); }",
+                "k.kvt:1:38: error: the constant expression overflows 64 bits"},
+           Case{"kernel k(n: i32) grid(n) { const Z = cdiv(1, 0); }", "division by zero in a constant expression"},
+           // Float to int folds check the range first and quote the float.
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(1e19); }", "the constant 1e+19 does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(-1e19); }", "the constant -1e+19 does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(9223372036854775807.0); }",
+                "the constant 9223372036854775808 does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF); }", "the constant inf does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF - INF); }", "the constant nan does not fit in i64"},
+           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = i32(1e30); }", "the constant 1e+30 does not fit in i32"},
+           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = i32(2147483648.0); }",
+                "the constant 2147483648 does not fit in i32"},
+           // A constant expression past a float type's range is not inf.
+           Case{"kernel k(p: ptr<f32>, n: i32) grid(n) { p[0] = 1e38 * 10.0; }", "the constant 1e+39 does not fit in f32"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000.0); }", "the constant 70000 does not fit in f16"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000); }", "the constant 70000 does not fit in f16"},
            Case{"kernel k(n: i32) grid(n) { let x = n + 1.5; }", "a float constant cannot be used as i32"},
            Case{"kernel k(n: i32) grid(n) { if n { } }", "a condition must be a comparison"},
            Case{"kernel k(n: i32) grid(n) { rotate(splat(1.0, [1, D])); }", "the result of 'rotate' is unused"},

@@ -125,7 +125,7 @@ TEST_P(PoolRandomTest, MatchesTheModel) {
   PoolGeometry g;
   g.blockSize = std::array<int, 3>{1, 4, 16}[uniform(0, 2)];
   g.numBlocks = uniform(4, 40);
-  g.numPoolSlots = uniform(2, 24);
+  g.numPoolSlots = std::min(uniform(2, 24), g.numBlocks); // slots <= blocks
   g.maxRequests = uniform(1, 8);
   g.maxBlocksPerRequest = uniform(1, 10);
   PoolState pool = std::move(*PoolState::create(g));

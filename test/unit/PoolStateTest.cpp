@@ -169,14 +169,52 @@ TEST_F(PoolStateTest, AppendErrorsLeaveThePoolUnchanged) {
 }
 
 TEST_F(PoolStateTest, OutOfBlocksBeforeSlots) {
+  // Slots cannot outnumber blocks; a flushed block frees its slot but keeps
+  // its block, so blocks run out first.
   PoolGeometry g = smallGeometry();
   g.numBlocks = 3;
-  g.numPoolSlots = 8;
+  g.numPoolSlots = 3;
   PoolState p = std::move(*PoolState::create(g));
   ASSERT_OK(p.addRequest(1));
-  EXPECT_FAILS_UNCHANGED(p, p.append({1}, {13}), KVARN_ERROR_POOL_EXHAUSTED,
+  ASSERT_OK(p.append({1}, {2 * G}));
+  ASSERT_OK(p.commit({1}, {2 * G}));
+  ASSERT_EQ(p.takeFlushWork().size(), 1u); // block 1; block 0 is the sink
+  ASSERT_EQ(p.freeSlotCount(), 2);
+  ASSERT_EQ(p.freeBlockCount(), 1);
+  EXPECT_FAILS_UNCHANGED(p, p.append({1}, {G + 1}), KVARN_ERROR_POOL_EXHAUSTED,
                          "new blocks");
-  EXPECT_OK(p.append({1}, {12}));
+  EXPECT_OK(p.append({1}, {G}));
+}
+
+TEST(PoolGeometry, SizesAreCheckedBeforeAnythingIsAllocated) {
+  // INT32_MAX slots for 64 blocks took 39 s and 8.4 GB to fill a free list
+  // of slots that can never be used.
+  PoolGeometry g = smallGeometry();
+  g.numBlocks = 64;
+  g.numPoolSlots = INT32_MAX;
+  std::string message;
+  EXPECT_EQ(statusOf(PoolState::create(g).takeError(), &message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("2147483647 pool slots for 64 blocks"),
+            std::string::npos) << message;
+  g.numPoolSlots = 64;
+  EXPECT_OK(g.check());
+  // The bookkeeping's host memory against what the machine has.
+  g.blockSize = 1;
+  g.numBlocks = g.numPoolSlots = 1 << 20;
+  EXPECT_OK(g.check(uint64_t(g.hostBytes())));
+  EXPECT_EQ(statusOf(g.check(uint64_t(g.hostBytes()) - 1), &message),
+            KVARN_ERROR_OUT_OF_MEMORY);
+  EXPECT_NE(message.find("needs " + std::to_string(g.hostBytes()) +
+                         " bytes of host memory"),
+            std::string::npos) << message;
+  // Wide limits are fine: what is reserved follows the blocks.
+  g = smallGeometry();
+  g.maxRequests = INT32_MAX;
+  g.maxBlocksPerRequest = INT32_MAX / G;
+  llvm::Expected<PoolState> p = PoolState::create(g);
+  ASSERT_TRUE(bool(p));
+  EXPECT_OK(p->addRequest(1));
 }
 
 TEST_F(PoolStateTest, AddRequestErrors) {

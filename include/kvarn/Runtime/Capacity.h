@@ -15,6 +15,8 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <initializer_list>
+#include <optional>
 
 namespace kvarn::pool {
 
@@ -35,8 +37,15 @@ struct PoolBytes {
   int64_t totalBytes() const { return cacheBytes + poolBytes; }
 };
 
-PoolBytes poolBytes(const RecordLayout &layout, const ModelShape &model,
-                    int64_t numBlocks, int64_t numPoolSlots);
+/// KVARN_ERROR_INVALID_ARGUMENT when a count is negative or a byte count
+/// does not fit in int64: callers size allocations from these, so a wrapped
+/// value must never come back.
+llvm::Expected<PoolBytes> poolBytes(const RecordLayout &layout,
+                                    const ModelShape &model, int64_t numBlocks,
+                                    int64_t numPoolSlots);
+
+/// The product of `factors`, or nullopt when it overflows int64.
+std::optional<int64_t> checkedProduct(std::initializer_list<int64_t> factors);
 
 struct Capacity {
   int64_t numBlocks = 0;
@@ -60,8 +69,9 @@ llvm::Expected<Capacity> planCapacity(const RecordLayout &layout,
                                       int64_t numPoolSlots = -1);
 
 /// Two slots per request (its sink and its partial tail) plus one per eight
-/// requests for blocks that fill during a step and wait for its flush.
-int64_t defaultPoolSlots(int64_t concurrentRequests);
+/// requests for blocks that fill during a step and wait for its flush;
+/// nullopt when that overflows int64.
+std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests);
 
 } // namespace kvarn::pool
 

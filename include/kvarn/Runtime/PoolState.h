@@ -42,7 +42,14 @@ struct PoolGeometry {
   int32_t maxRequests = 0;         // requests known at once (live or finished)
   int32_t maxBlocksPerRequest = 0; // the block table's width: max context / G
 
+  /// The sizes: positive, within 32-bit slot mappings, slots <= blocks.
   llvm::Error check() const;
+  /// check(), and the bookkeeping's host memory (hostBytes) within
+  /// `hostMemory`: KVARN_ERROR_OUT_OF_MEMORY before anything is allocated.
+  llvm::Error check(uint64_t hostMemory) const;
+  int64_t hostBytes() const;
+  /// This machine's RAM in bytes (UINT64_MAX when unknown).
+  static uint64_t physicalMemory();
 };
 
 /// A (block, pool slot) pair to flush: the block's records are written from

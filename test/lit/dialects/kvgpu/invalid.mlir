@@ -1,5 +1,15 @@
 // RUN: kvarn-opt %s -split-input-file -verify-diagnostics
 
+// First in the file (a fresh context): an undefined pointer is an error, not
+// a crash while building its implicit !llvm.ptr<1> type.
+func.func @undefined_pointer(%o: i64) {
+  // expected-error @+1 {{use of undeclared SSA value name}}
+  %v = kvgpu.global_load %p[%o] : i32
+  return
+}
+
+// -----
+
 func.func @global_buffer() {
   // expected-error @+1 {{must be statically shaped memref in workgroup (shared) memory}}
   %a = kvgpu.shared_buffer 0 : memref<4xf32>
