@@ -89,10 +89,11 @@ int jit::compileFailure(llvm::StringRef kernel, const CompileOptions &options,
     oneLine += (oneLine.empty() ? "" : "; ") + line.str();
   }
   if (!options.crashReproducer.empty() &&
-      llvm::sys::fs::exists(options.crashReproducer))
+      llvm::sys::fs::exists(options.crashReproducer)) {
     oneLine += " (crash reproducer: " + options.crashReproducer +
                "; replay with kvarn-opt --run-reproducer " +
                options.crashReproducer + ")";
+  }
   return failure(kernel + ": " + oneLine);
 }
 
@@ -269,6 +270,12 @@ int jit::buildThroughCache(const ParsedOptions &opts,
     if (!dumpers[i]->problem().empty())
       rc = failure(dumpers[i]->problem());
     std::string where = a.directory.empty() ? "memory only" : a.directory;
+    // --out asks for files; the cache may fall back to memory, --out not.
+    if (opts.has("out") && a.directory.empty()) {
+      rc = failure(name + ": not written to '" + opts.get("out") +
+                   "' (the warning above says why)");
+      continue;
+    }
     if (opts.has("json")) {
       llvm::json::Array signature;
       for (const std::string &t : a.signature)
