@@ -336,7 +336,12 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     a->cubin = std::move(cubin->bytes);
     cubinMaker = "driver";
   } else if (opts.assembleWithPtxas) {
-    if (llvm::Expected<std::string> ptxas = cuda::findPtxas()) {
+    std::string ptxasWarning;
+    llvm::Expected<std::string> ptxas =
+        cuda::findPtxas(cuda::ptxasCandidates(), &ptxasWarning);
+    if (!ptxasWarning.empty())
+      warnOnce("ptxas", ptxasWarning);
+    if (ptxas) {
       cuda::PtxasOptions ptxasOptions;
       ptxasOptions.arch = target.chip;
       ptxasOptions.ptxasPath = *ptxas;
@@ -347,7 +352,11 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
       a->cubin = std::move(cubin->bytes);
       cubinMaker = "ptxas";
     } else {
-      llvm::consumeError(ptxas.takeError()); // PTX only; the driver JITs it
+      std::string why = messageOf(ptxas.takeError());
+      // No ptxas at all is normal (PTX only; the driver JITs it); a
+      // KVARN_PTXAS that leads nowhere is said once.
+      if (llvm::StringRef(why).starts_with("KVARN_PTXAS"))
+        warnOnce("ptxas", why + "; the entry has PTX only");
     }
   }
   a->compileSeconds = secondsSince(start);
