@@ -136,7 +136,10 @@ int runList(const ParsedOptions &opts, bool verify) {
     llvm::outs() << "\n";
   }
   for (const std::string &line : notDeleted)
-    llvm::errs() << "kvarn-jit: " << line << "\n";
+    if (llvm::StringRef(line).starts_with("cannot"))
+      failure(line);
+    else
+      llvm::errs() << "kvarn-jit: " << line << "\n";
   // verify fails on unusable entries it was not asked to delete.
   return verify && bad > removed ? kExitFailure : kExitOk;
 }
