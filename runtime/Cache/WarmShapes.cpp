@@ -20,6 +20,8 @@ using namespace kvarn;
 namespace json = llvm::json;
 
 namespace {
+constexpr size_t kMaxWarmKernels = 100000;
+
 std::vector<std::string> libraryKernels() {
   std::vector<std::string> names;
   for (const dsl::LibraryFile &f : dsl::libraryFiles())
@@ -140,6 +142,12 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       spec.gqa = int(std::clamp<int64_t>(gqa, INT32_MIN, INT32_MAX));
       if (llvm::Error err = spec.check())
         return bad(llvm::toString(std::move(err)));
+      // Every distinct kernel of every preset, head_dim, GQA ratio, dtype
+      // and chip is far fewer; a file that lists more repeats itself
+      // (e.g. a long "gqa" list) and would only take memory.
+      if (items.size() + kernels.size() > kMaxWarmKernels)
+        return bad("more than " + llvm::Twine(kMaxWarmKernels) +
+                   " kernels in the file");
       for (const std::string &kernel : kernels)
         items.push_back(WarmShape{KernelRequest{kernel, spec, "", ""}, chip});
     }

@@ -986,6 +986,17 @@ TEST(WarmShapes, RefuseDeepNestingAndTakeANumericArch) {
   ASSERT_EQ(shapes->size(), 2u);
   EXPECT_EQ((*shapes)[0].chip, "sm_80");
   EXPECT_EQ((*shapes)[1].chip, "sm_90");
+  // A file that repeats itself does not turn into millions of requests.
+  std::string many = R"([{"head_dim": 64, "gqa": [1)";
+  for (int i = 0; i < 20000; ++i)
+    many += ",1";
+  many += "]}]";
+  llvm::Expected<std::vector<WarmShape>> tooMany =
+      parseWarmShapes(many, "many.json", "sm_90");
+  ASSERT_FALSE(bool(tooMany));
+  EXPECT_NE(llvm::toString(tooMany.takeError())
+                .find("shapes[0]: more than 100000 kernels in the file"),
+            std::string::npos);
   llvm::Expected<std::vector<WarmShape>> bad =
       parseWarmShapes(R"({"arch": true, "shapes": []})", "b.json", "sm_90");
   ASSERT_FALSE(bool(bad));

@@ -59,6 +59,17 @@ std::string humanAge(int64_t when) {
   return std::to_string(age / 86400) + " days ago";
 }
 
+/// `text` with control characters shown as '?': names and problems come
+/// from files anyone with write access to the cache may have made, and must
+/// not drive the terminal.
+std::string printable(llvm::StringRef text) {
+  std::string out = text.str();
+  for (char &c : out)
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+      c = '?';
+  return out;
+}
+
 json::Object entryJson(const DiskEntry &e) {
   return json::Object{{"key", e.key},
                       {"directory", e.directory},
@@ -118,12 +129,13 @@ int runList(const ParsedOptions &opts, bool verify) {
       llvm::outs() << llvm::formatv(
           "{0}  {1,-12} {2,-16} head_dim {3,3} gqa {4,2} {5,-4} {6,-7} {7,10}  "
           "{8}",
-          e.key, e.name.empty() ? "?" : e.name,
-          e.preset.empty() ? "?" : e.preset, e.headDim, e.gqa,
-          e.dtype.empty() ? "?" : e.dtype, e.chip.empty() ? "?" : e.chip,
-          humanBytes(e.bytes), humanAge(e.lastUsed));
+          e.key, e.name.empty() ? "?" : printable(e.name),
+          e.preset.empty() ? "?" : printable(e.preset), e.headDim, e.gqa,
+          e.dtype.empty() ? "?" : printable(e.dtype),
+          e.chip.empty() ? "?" : printable(e.chip), humanBytes(e.bytes),
+          humanAge(e.lastUsed));
       if (!e.problem.empty())
-        llvm::outs() << "  UNUSABLE: " << e.problem;
+        llvm::outs() << "  UNUSABLE: " << printable(e.problem);
       llvm::outs() << "\n";
     }
     llvm::outs() << llvm::formatv("{0}: {1} entries, {2}", dir,
@@ -137,9 +149,9 @@ int runList(const ParsedOptions &opts, bool verify) {
   }
   for (const std::string &line : notDeleted)
     if (llvm::StringRef(line).starts_with("cannot"))
-      failure(line);
+      failure(printable(line));
     else
-      llvm::errs() << "kvarn-jit: " << line << "\n";
+      llvm::errs() << "kvarn-jit: " << printable(line) << "\n";
   // verify fails on unusable entries it was not asked to delete.
   return verify && bad > removed ? kExitFailure : kExitOk;
 }
@@ -159,9 +171,9 @@ int runClear(const ParsedOptions &opts) {
   llvm::outs() << llvm::formatv("{0}: removed {1} entries\n", dir,
                                 report->removed);
   for (const std::string &why : report->leftAlone)
-    llvm::errs() << "kvarn-jit: left alone " << why << "\n";
+    llvm::errs() << "kvarn-jit: left alone " << printable(why) << "\n";
   for (const std::string &why : report->failed)
-    failure("cannot remove " + why);
+    failure("cannot remove " + printable(why));
   return report->failed.empty() ? kExitOk : kExitFailure;
 }
 
