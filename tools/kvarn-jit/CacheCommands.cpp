@@ -261,6 +261,13 @@ int runWarm(const ParsedOptions &opts) {
       continue;
     }
     const CacheResult &r = *results[i];
+    // Warming is for the disk: a kernel the cache kept in memory only (an
+    // unwritable cache, an obstruction) is a failure here.
+    if (r.artifacts->directory.empty()) {
+      rc = failure(what + ": not written to '" + cacheOptions.directory +
+                   "' (the warning above says why)");
+      continue;
+    }
     (r.outcome == CacheOutcome::Compiled ? compiled : hits)++;
     if (opts.has("json")) {
       list.push_back(json::Object{{"name", q.kernel},
