@@ -4,11 +4,12 @@
 // seed (files and directories given on the command line), then on inputs
 // mutated from them by a fixed-seed generator, until --runs inputs or
 // --max-seconds have passed. The same seed gives the same inputs, so a
-// failure reproduces; the input that crashed is written first to
-// --crash-file (default ./crash-input) so it can be replayed.
+// failure reproduces; each input is written first to --crash-file (default
+// ./crash-input), so after a crash it holds the input, which `--runs 0 F`
+// replays (seeds always run).
 //
-//   kvarn-cache-fuzz-ci [--runs N] [--max-seconds S] [--seed K]
-//                       [--crash-file F] [SEED_FILE_OR_DIR...]
+//   kvarn-{dsl,cache}-fuzz-ci [--runs N] [--max-seconds S] [--seed K]
+//                             [--crash-file F] [SEED_FILE_OR_DIR...]
 //
 //===----------------------------------------------------------------------===//
 
