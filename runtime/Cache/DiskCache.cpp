@@ -130,8 +130,16 @@ llvm::Error cache::writeFileAtomically(const EntryDir &dir,
                       llvm::Twine(counter++))
                          .str();
   std::string path = joinPath(dir.path(), file);
-  int fd = ::openat(dir.descriptor(), temp.c_str(),
+  auto create = [&] {
+    return ::openat(dir.descriptor(), temp.c_str(),
                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  };
+  int fd = create();
+  // A temporary of a crashed process that had this pid: ours to replace (we
+  // hold the entry's lock; unlinkat removes a link, not its target).
+  if (fd < 0 && errno == EEXIST &&
+      ::unlinkat(dir.descriptor(), temp.c_str(), 0) == 0)
+    fd = create();
   if (fd < 0)
     return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                      std::strerror(errno));

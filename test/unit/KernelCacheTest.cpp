@@ -1043,4 +1043,34 @@ TEST(FileIO, CountsNestingOutsideStringsOnly) {
             std::string::npos);
 }
 
+// Temporaries left by a crashed process whose pid this one has (as links,
+// to make it worse): replaced, not followed, and the entry still written.
+// (CTest runs each test in its own process, so the temporaries' counter
+// starts at 0 here.)
+TEST(KernelCache, StaleTemporariesOfThisPidAreReplaced) {
+  TempDir dir, outside;
+  llvm::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
+  ASSERT_TRUE(bool(key));
+  std::string entry = dir.path + "/" + key->directory;
+  ASSERT_EQ(::mkdir(entry.c_str(), 0755), 0);
+  std::string victim = outside.path + "/victim";
+  writeFile(victim, "keep me");
+  for (const char *file :
+       {"tiny.kvt", "tiny.kvt.mlir", "tiny.kvgpu.mlir", "tiny.nvvm.mlir",
+        "tiny.llir", "tiny.ptx", "tiny.json", "__grp__tiny.json"})
+    for (int n = 0; n < 64; ++n) {
+      std::string temp = entry + "/" + file + ".tmp." +
+                         std::to_string(::getpid()) + "." + std::to_string(n);
+      ASSERT_EQ(::symlink(victim.c_str(), temp.c_str()), 0);
+    }
+  TestCache cache(dir.path);
+  CacheResult r = cache.get(tiny());
+  ASSERT_TRUE(r.artifacts);
+  EXPECT_EQ(r.artifacts->directory, entry);
+  EXPECT_TRUE(cache.warnings.empty()) << cache.warnings[0];
+  EXPECT_EQ(readFile(victim), "keep me");
+  TestCache next(dir.path);
+  EXPECT_EQ(next.get(tiny()).outcome, CacheOutcome::DiskHit);
+}
+
 } // namespace
