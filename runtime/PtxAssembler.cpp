@@ -159,17 +159,29 @@ std::vector<std::string> cuda::ptxasCandidates() {
 }
 
 llvm::Expected<std::string>
-cuda::findPtxas(const std::vector<std::string> &candidates) {
+cuda::findPtxas(const std::vector<std::string> &candidates,
+                std::string *warning) {
+  auto usable = [](const std::string &path) {
+    return llvm::sys::fs::can_execute(path) &&
+           !llvm::sys::fs::is_directory(path);
+  };
   const char *explicitPath = std::getenv("KVARN_PTXAS");
-  if (explicitPath && *explicitPath &&
-      !llvm::sys::fs::can_execute(explicitPath))
-    return makeError(KVARN_ERROR_IO,
-                     "KVARN_PTXAS is '{0}', which is not an executable file",
-                     explicitPath);
+  std::string ignored;
+  if (explicitPath && *explicitPath && !usable(explicitPath))
+    ignored = explicitPath;
   for (const std::string &candidate : candidates)
-    if (llvm::sys::fs::can_execute(candidate) &&
-        !llvm::sys::fs::is_directory(candidate))
+    if (candidate != ignored && usable(candidate)) {
+      // A wrong KVARN_PTXAS is said, not silently replaced.
+      if (!ignored.empty() && warning)
+        *warning = "KVARN_PTXAS is '" + ignored +
+                   "', which is not an executable file; using " + candidate;
       return candidate;
+    }
+  if (!ignored.empty())
+    return makeError(KVARN_ERROR_IO,
+                     "KVARN_PTXAS is '{0}', which is not an executable file, "
+                     "and no other ptxas was found",
+                     ignored);
   return makeError(KVARN_ERROR_IO,
                    "ptxas not found (looked at {0}); install the "
                    "CUDA toolkit or set CUDA_HOME or KVARN_PTXAS",

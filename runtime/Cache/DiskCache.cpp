@@ -12,11 +12,11 @@
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/FileIO.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Chrono.h"
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
@@ -27,6 +27,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -37,7 +38,8 @@ using namespace kvarn::cache;
 namespace fs = llvm::sys::fs;
 namespace json = llvm::json;
 
-static constexpr int kMetadataFormat = 1;
+// 2: the metadata carries its own checksum (kvarn.metadata_xxh3).
+static constexpr int kMetadataFormat = 2;
 
 std::string cache::groupFileName(llvm::StringRef name) {
   return ("__grp__" + name + ".json").str();
@@ -57,15 +59,89 @@ static std::string checksum(llvm::StringRef bytes) {
 // Files
 //===----------------------------------------------------------------------===//
 
-llvm::Error cache::writeFileAtomically(llvm::StringRef path,
+static bool isIdentifier(llvm::StringRef s) {
+  return !s.empty() && (llvm::isAlpha(s[0]) || s[0] == '_') &&
+         llvm::all_of(s, [](char c) { return llvm::isAlnum(c) || c == '_'; });
+}
+
+bool cache::isCacheFileName(llvm::StringRef file) {
+  // <file>.tmp.<pid>.<n>: a temporary of writeFileAtomically.
+  if (size_t tmp = file.find(".tmp."); tmp != llvm::StringRef::npos) {
+    llvm::StringRef pid, n;
+    std::tie(pid, n) = file.substr(tmp + 5).split('.');
+    if (pid.empty() || n.empty() || !llvm::all_of(pid, llvm::isDigit) ||
+        !llvm::all_of(n, llvm::isDigit))
+      return false;
+    file = file.take_front(tmp);
+  }
+  if (file.consume_front("__grp__"))
+    return file.consume_back(".json") && isIdentifier(file);
+  size_t dot = file.find('.');
+  if (dot == llvm::StringRef::npos || !isIdentifier(file.take_front(dot)))
+    return false;
+  return llvm::is_contained({".kvt", ".kvt.mlir", ".kvgpu.mlir", ".nvvm.mlir",
+                             ".llir", ".ptx", ".cubin", ".json", ".lock"},
+                            file.drop_front(dot));
+}
+
+llvm::Expected<EntryDir> EntryDir::open(const std::string &path, bool create,
+                                        int *errnoOut) {
+  auto fail = [&](int err, const llvm::Twine &why) {
+    if (errnoOut)
+      *errnoOut = err;
+    return makeError(KVARN_ERROR_IO, "{0}", why.str());
+  };
+  if (create) {
+    // The root may be a link (a user's choice); the entry may not.
+    llvm::StringRef root = llvm::sys::path::parent_path(path);
+    if (std::error_code ec = fs::create_directories(root))
+      return fail(ec.value(), "cannot create the cache directory '" + root +
+                                  "': " + ec.message());
+    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+      return fail(errno, "cannot create the cache directory '" + path +
+                             "': " + std::strerror(errno));
+  }
+  int fd = ::open(path.c_str(),
+                  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    struct stat st;
+    if ((err == ELOOP || err == ENOTDIR) && ::lstat(path.c_str(), &st) == 0)
+      return fail(err, llvm::Twine(S_ISLNK(st.st_mode) ? "a symbolic link"
+                                                       : "not a directory") +
+                           " is in the entry's place (not kvarn's; left alone)");
+    return fail(err, "cannot open the entry: " + llvm::Twine(std::strerror(err)));
+  }
+  if (errnoOut)
+    *errnoOut = 0;
+  return EntryDir(fd, path);
+}
+
+EntryDir::~EntryDir() {
+  if (fd >= 0)
+    ::close(fd);
+}
+
+llvm::Error cache::writeFileAtomically(const EntryDir &dir,
+                                       llvm::StringRef file,
                                        llvm::StringRef contents) {
   static std::atomic<unsigned> counter{0};
-  std::string temp = (path + ".tmp." + llvm::Twine(::getpid()) + "." +
+  std::string temp = (file + ".tmp." + llvm::Twine(::getpid()) + "." +
                       llvm::Twine(counter++))
                          .str();
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  std::string path = joinPath(dir.path(), file);
+  auto create = [&] {
+    return ::openat(dir.descriptor(), temp.c_str(),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  };
+  int fd = create();
+  // A temporary of a crashed process that had this pid: ours to replace (we
+  // hold the entry's lock; unlinkat removes a link, not its target).
+  if (fd < 0 && errno == EEXIST &&
+      ::unlinkat(dir.descriptor(), temp.c_str(), 0) == 0)
+    fd = create();
   if (fd < 0)
-    return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", temp,
+    return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                      std::strerror(errno));
   const char *p = contents.data();
   size_t left = contents.size();
@@ -74,34 +150,53 @@ llvm::Error cache::writeFileAtomically(llvm::StringRef path,
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
-      int saved = errno;
+      int saved = n < 0 ? errno : EIO;
       ::close(fd);
-      ::unlink(temp.c_str());
-      return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", temp,
+      ::unlinkat(dir.descriptor(), temp.c_str(), 0);
+      return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                        std::strerror(saved));
     }
     p += n;
     left -= size_t(n);
   }
-  if (::close(fd) != 0 || ::rename(temp.c_str(), path.str().c_str()) != 0) {
+  // rename replaces a link in the way, never writes through it.
+  if (::close(fd) != 0 || ::renameat(dir.descriptor(), temp.c_str(),
+                                     dir.descriptor(), file.str().c_str()) != 0) {
     int saved = errno;
-    ::unlink(temp.c_str());
+    ::unlinkat(dir.descriptor(), temp.c_str(), 0);
     return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                      std::strerror(saved));
   }
   return llvm::Error::success();
 }
 
-void cache::touchEntry(llvm::StringRef dir, llvm::StringRef name) {
-  std::string group = joinPath(dir, groupFileName(name));
-  ::utimensat(AT_FDCWD, group.c_str(), nullptr, 0); // now; best effort
+void cache::hideEntry(const EntryDir &dir, llvm::StringRef name) {
+  ::unlinkat(dir.descriptor(), groupFileName(name).c_str(), 0);
 }
 
-llvm::Expected<FileLock> FileLock::acquire(const std::string &path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+void cache::touchEntry(llvm::StringRef dir, llvm::StringRef name) {
+  std::string group = joinPath(dir, groupFileName(name));
+  // now; best effort (a read-only cache keeps its old times)
+  ::utimensat(AT_FDCWD, group.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
+}
+
+llvm::Expected<FileLock> FileLock::acquire(const EntryDir &dir,
+                                           llvm::StringRef name) {
+  std::string file = (name + ".lock").str();
+  std::string path = joinPath(dir.path(), file);
+  // O_NONBLOCK: a FIFO in the lock's place must not block the open.
+  int fd = ::openat(dir.descriptor(), file.c_str(),
+                    O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                    0644);
   if (fd < 0)
     return makeError(KVARN_ERROR_IO, "cannot open the lock file '{0}': {1}",
                      path, std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return makeError(KVARN_ERROR_IO,
+                     "the lock file '{0}' is not a regular file", path);
+  }
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno == EINTR)
       continue;
@@ -245,7 +340,21 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
   };
 }
 
-llvm::Error cache::writeEntry(llvm::StringRef dir, llvm::StringRef name,
+std::string cache::metadataChecksum(const json::Object &metadata) {
+  json::Object copy = metadata;
+  if (json::Object *kvarn = copy.getObject("kvarn"))
+    kvarn->erase("metadata_xxh3");
+  // llvm::json prints object keys sorted: one text per value.
+  return checksum(llvm::formatv("{0}", json::Value(std::move(copy))).str());
+}
+
+void cache::sealMetadata(json::Object &metadata) {
+  std::string sum = metadataChecksum(metadata);
+  if (json::Object *kvarn = metadata.getObject("kvarn"))
+    (*kvarn)["metadata_xxh3"] = std::move(sum);
+}
+
+llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
                               const std::vector<EntryFile> &files,
                               json::Object metadata,
                               std::string &metadataText) {
@@ -254,65 +363,105 @@ llvm::Error cache::writeEntry(llvm::StringRef dir, llvm::StringRef name,
   for (const EntryFile &f : files) {
     sums[f.name] = json::Object{{"bytes", int64_t(f.contents.size())},
                                 {"xxh3", checksum(f.contents)}};
-    if (llvm::Error err = writeFileAtomically(joinPath(dir, f.name), f.contents))
+    if (llvm::Error err = writeFileAtomically(dir, f.name, f.contents))
       return err;
-    children[f.name] = joinPath(dir, f.name);
+    children[f.name] = joinPath(dir.path(), f.name);
   }
   if (json::Object *kvarn = metadata.getObject("kvarn"))
     (*kvarn)["files"] = std::move(sums);
+  sealMetadata(metadata);
   metadataText = llvm::formatv("{0:2}", json::Value(std::move(metadata))).str();
   std::string metadataName = (name + ".json").str();
-  if (llvm::Error err =
-          writeFileAtomically(joinPath(dir, metadataName), metadataText))
+  if (llvm::Error err = writeFileAtomically(dir, metadataName, metadataText))
     return err;
-  children[metadataName] = joinPath(dir, metadataName);
+  children[metadataName] = joinPath(dir.path(), metadataName);
   // Last: from now on readers see the entry.
   std::string group =
       llvm::formatv("{0:2}", json::Value(json::Object{
                                  {"child_paths", std::move(children)}}))
           .str();
-  return writeFileAtomically(joinPath(dir, groupFileName(name)), group);
+  return writeFileAtomically(dir, groupFileName(name), group);
 }
 
 //===----------------------------------------------------------------------===//
 // Reading and checking an entry
 //===----------------------------------------------------------------------===//
 
-static llvm::Expected<std::string> readWholeFile(const std::string &path) {
-  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
-      llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                  /*RequiresNullTerminator=*/false);
-  if (!buffer)
-    return makeError(KVARN_ERROR_IO, "cannot read {0}: {1}",
-                     llvm::sys::path::filename(path),
-                     buffer.getError().message());
-  return (*buffer)->getBuffer().str();
+/// `.maxntid N` of `name`'s entry in `ptx`, or 0 when it has none.
+static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
+  size_t entry = ptx.find((".entry " + name + "(").str());
+  if (entry == llvm::StringRef::npos)
+    return 0;
+  llvm::StringRef rest = ptx.substr(entry);
+  size_t body = rest.find('{');
+  llvm::StringRef header = rest.take_front(body);
+  size_t at = header.find(".maxntid");
+  if (at == llvm::StringRef::npos)
+    return 0;
+  // ".maxntid X[, Y[, Z]]": the product.
+  llvm::StringRef rest2 = header.substr(at + 8);
+  int64_t threads = 1;
+  for (int i = 0; i < 3; ++i) {
+    rest2 = rest2.ltrim();
+    llvm::StringRef digits = rest2.take_while(llvm::isDigit);
+    int64_t n = 0;
+    if (digits.empty() || digits.size() > 6 || digits.getAsInteger(10, n))
+      return i ? threads : 0;
+    threads *= n;
+    rest2 = rest2.drop_front(digits.size()).ltrim();
+    if (!rest2.consume_front(","))
+      break;
+  }
+  return threads;
 }
 
-EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
-                           const std::string *expectedHash, bool verifyAll) {
+EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
+                           const std::string *expectedHash) {
   EntryRead r;
-  std::string groupPath = joinPath(dir, groupFileName(name));
-  auto bad = [&](const llvm::Twine &why) -> EntryRead & {
-    // A group file that went away meanwhile (evicted, cleared, being
-    // rebuilt) is a miss, not a corrupt entry.
-    r.status = fs::exists(groupPath) ? EntryRead::Bad : EntryRead::Missing;
-    r.problem = why.str();
-    return r;
-  };
+  std::string groupName = groupFileName(name);
+  int openErrno = 0;
+  llvm::Expected<EntryDir> dir = EntryDir::open(dirPath.str(), false, &openErrno);
+  std::optional<EntryDir> held;
   auto takeMessage = [](llvm::Error err) {
     std::string message;
     kvarn::consumeError(std::move(err), message);
     return message;
   };
-
-  llvm::Expected<std::string> groupText = readWholeFile(groupPath);
-  if (!groupText) {
-    llvm::consumeError(groupText.takeError());
-    r.status = EntryRead::Missing;
+  if (!dir) {
+    std::string why = takeMessage(dir.takeError());
+    // Something in the entry's place is damage; no entry (or no root) a miss.
+    struct stat st;
+    if (openErrno != ENOENT && ::lstat(dirPath.str().c_str(), &st) == 0) {
+      r.status = EntryRead::Bad;
+      r.problem = why;
+    }
     return r;
   }
-  llvm::Expected<json::Value> group = json::parse(*groupText);
+  held.emplace(std::move(*dir));
+  int fd = held->descriptor();
+  auto read = [&](llvm::StringRef file, uint64_t maxBytes) {
+    return readRegularFile(file, ReadOptions{maxBytes, /*noFollow=*/true}, fd);
+  };
+  auto bad = [&](const llvm::Twine &why) -> EntryRead & {
+    // A group file that went away meanwhile (evicted, cleared, being
+    // rebuilt) is a miss, not a corrupt entry.
+    struct stat st;
+    r.status = ::fstatat(fd, groupName.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0
+                   ? EntryRead::Bad
+                   : EntryRead::Missing;
+    r.problem = why.str();
+    return r;
+  };
+
+  llvm::Expected<std::string> groupText = read(groupName, limits::kGroupFileBytes);
+  if (!groupText) {
+    std::string why = takeMessage(groupText.takeError());
+    struct stat st;
+    if (::fstatat(fd, groupName.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+      return r; // no group file: not an entry yet
+    return bad(why);
+  }
+  llvm::Expected<json::Value> group = parseJson(*groupText);
   if (!group)
     return bad("the group file is not JSON (" + takeMessage(group.takeError()) +
                ")");
@@ -324,14 +473,13 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
     return bad("the group file does not list " + metadataName);
 
   llvm::Expected<std::string> metadataText =
-      readWholeFile(joinPath(dir, metadataName));
+      read(metadataName, limits::kMetadataBytes);
   if (!metadataText)
     return bad(takeMessage(metadataText.takeError()));
-  llvm::Expected<json::Value> parsed = json::parse(*metadataText);
+  llvm::Expected<json::Value> parsed = parseJson(*metadataText);
   if (!parsed || !parsed->getAsObject()) {
-    if (!parsed)
-      llvm::consumeError(parsed.takeError());
-    return bad(metadataName + " is not a JSON object");
+    std::string why = parsed ? "" : " (" + takeMessage(parsed.takeError()) + ")";
+    return bad(metadataName + " is not a JSON object" + why);
   }
   json::Object &m = *parsed->getAsObject();
   const json::Object *kvarn = m.getObject("kvarn");
@@ -358,11 +506,14 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
                id.kvarnVersion + " (build " +
                llvm::StringRef(id.buildId).take_front(12) + ", LLVM " +
                id.llvmVersion + ")");
+  // Every field (the launch's among them) as written, or not at all.
+  if (str(kvarn, "metadata_xxh3") != metadataChecksum(m))
+    return bad(metadataName + " does not match its checksum (edited?)");
   if (str(&m, "name") != name)
     return bad("the metadata names kernel '" + str(&m, "name") + "'");
   std::string hash = str(&m, "hash");
   if (expectedHash ? hash != *expectedHash
-                   : llvm::sys::path::filename(dir) != [&] {
+                   : llvm::sys::path::filename(dirPath) != [&] {
                        std::string bytes;
                        if (!llvm::tryGetFromHex(hash, bytes))
                          return std::string();
@@ -382,14 +533,28 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
       bad(metadataName + " has no checksum for " + file);
       return false;
     }
-    llvm::Expected<std::string> bytes = readWholeFile(joinPath(dir, file));
-    if (!bytes) {
-      bad(takeMessage(bytes.takeError()));
+    if (!isCacheFileName(file) || file.contains(".tmp.")) {
+      bad(metadataName + " lists '" + file + "', not a file of an entry");
       return false;
     }
-    if (integer(sum, "bytes") != int64_t(bytes->size())) {
+    int64_t expected = integer(sum, "bytes");
+    if (expected < 0 || uint64_t(expected) > limits::kEntryFileBytes) {
+      bad(metadataName + " gives " + file + " an impossible size");
+      return false;
+    }
+    // Bounded by the size the metadata gives: a longer file is damage.
+    llvm::Expected<std::string> bytes = read(file, uint64_t(expected));
+    if (!bytes) {
+      std::string why = takeMessage(bytes.takeError());
+      if (llvm::StringRef(why).ends_with("the most this file may have"))
+        why = file.str() + " is longer than the metadata says (" +
+              std::to_string(expected) + " bytes)";
+      bad(why);
+      return false;
+    }
+    if (expected != int64_t(bytes->size())) {
       bad(file + " has " + llvm::Twine(bytes->size()) + " bytes, the metadata " +
-          "says " + llvm::Twine(integer(sum, "bytes")) + " (truncated?)");
+          "says " + llvm::Twine(expected) + " (truncated?)");
       return false;
     }
     if (str(sum, "xxh3") != checksum(*bytes)) {
@@ -400,39 +565,52 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
       *into = std::move(*bytes);
     return true;
   };
+  // Every file the entry lists, the source and IR too: a lookup and
+  // `cache verify` agree on which entries are usable.
   std::string ptxName = (name + ".ptx").str(), cubinName = (name + ".cubin").str();
   if (!loadFile(ptxName, &a.ptx))
     return r;
   if (files->get(cubinName) && !loadFile(cubinName, &a.cubin))
     return r;
-  if (verifyAll)
-    for (const auto &[file, sum] : *files)
-      if (file != ptxName && file != cubinName && !loadFile(file, nullptr))
-        return r;
+  for (const auto &[file, sum] : *files)
+    if (file != ptxName && file != cubinName && !loadFile(file, nullptr))
+      return r;
 
   a.name = name.str();
   a.hash = hash;
-  a.key = llvm::sys::path::filename(dir).str();
-  a.directory = dir.str();
+  a.key = llvm::sys::path::filename(dirPath).str();
+  a.directory = dirPath.str();
   a.chip = str(kvarn, "chip");
-  a.ptxVersion = int(integer(kvarn, "ptx_version"));
-  a.numWarps = int(integer(&m, "num_warps"));
-  a.sharedBytes = integer(&m, "shared");
-  a.numArgs = int(integer(kvarn, "num_args"));
-  // Absent in entries older than the field: one program per CTA.
-  if (std::optional<int64_t> p = kvarn->getInteger("programs_per_cta"))
-    a.programsPerCta = int(*p);
+  a.ptxVersion = int(std::clamp<int64_t>(integer(kvarn, "ptx_version"), -1, 1000));
+  // Range-checked before narrowing; the checksum says they are as written.
+  int64_t warps = integer(&m, "num_warps"), shared = integer(&m, "shared");
+  int64_t args = integer(kvarn, "num_args");
+  int64_t programs = 1; // absent in entries older than the field
+  if (kvarn->get("programs_per_cta"))
+    programs = integer(kvarn, "programs_per_cta");
+  if (warps < 1 || warps > 32 || shared < 0 || shared > (1 << 20) ||
+      a.chip.empty() || args < 0 || args > 1024)
+    return bad(metadataName + " lacks num_warps, shared, num_args or the chip");
+  if (programs < 1 || programs > warps || warps % programs)
+    return bad(metadataName + " has programs_per_cta that does not divide "
+                              "num_warps");
+  a.numWarps = int(warps);
+  a.sharedBytes = shared;
+  a.numArgs = int(args);
+  a.programsPerCta = int(programs);
   if (const json::Array *sig = kvarn->getArray("signature"))
     for (const json::Value &t : *sig)
       if (std::optional<llvm::StringRef> s = t.getAsString())
         a.signature.push_back(s->str());
   if (std::optional<double> s = kvarn->getNumber("compile_seconds"))
     a.compileSeconds = *s;
-  if (a.numWarps <= 0 || a.sharedBytes < 0 || a.chip.empty())
-    return bad(metadataName + " lacks num_warps, shared or the chip");
-  if (a.programsPerCta <= 0 || a.numWarps % a.programsPerCta)
-    return bad(metadataName + " has programs_per_cta that does not divide "
-                              "num_warps");
+  // What the verified PTX says must agree with the metadata.
+  if (int64_t threads = maxThreadsOf(a.ptx, name);
+      threads && threads != warps * 32)
+    return bad(metadataName + " says " + llvm::Twine(warps) +
+               " warps, the PTX " + llvm::Twine(threads) + " threads");
+  if (a.signature != signatureFromPtx(a.ptx, name))
+    return bad(metadataName + "'s signature is not the PTX's");
   a.metadataJson = std::move(*metadataText);
   r.metadata = std::move(m);
   r.status = EntryRead::Ok;
@@ -441,115 +619,296 @@ EntryRead cache::readEntry(llvm::StringRef dir, llvm::StringRef name,
 
 //===----------------------------------------------------------------------===//
 // Listing, clearing, eviction
+//
+// Nothing here follows a link or deletes a name the cache does not write:
+// directories are opened with O_NOFOLLOW and files removed with unlinkat
+// relative to them, only when isCacheFileName says they are the cache's.
 //===----------------------------------------------------------------------===//
 
 namespace {
+
+/// The names in the directory `dirFd` (without . and ..).
+bool listNames(int dirFd, std::vector<std::string> &names, int &err) {
+  int fd = ::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    err = errno;
+    return false;
+  }
+  DIR *d = ::fdopendir(fd);
+  if (!d) {
+    err = errno;
+    ::close(fd);
+    return false;
+  }
+  errno = 0;
+  while (struct dirent *e = ::readdir(d)) {
+    llvm::StringRef n(e->d_name);
+    if (n != "." && n != "..")
+      names.push_back(n.str());
+  }
+  err = errno;
+  ::closedir(d);
+  return err == 0;
+}
+
+const char *kindOf(mode_t mode) {
+  if (S_ISLNK(mode))
+    return "a symbolic link";
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  return "not a regular file";
+}
+
 struct EntryScan {
   std::string key, directory, name;
   uint64_t bytes = 0;
   int64_t lastUsed = 0;
   bool complete = false;
+  bool isDirectory = false;
+  /// Why it cannot be an entry at all (an obstruction), if so.
+  std::string problem;
+  size_t ownFiles = 0;
+  std::vector<std::string> foreign; // names that are not the cache's
 };
 
-llvm::Expected<std::vector<EntryScan>> scan(llvm::StringRef root) {
-  std::vector<EntryScan> entries;
-  if (!fs::is_directory(root))
-    return entries;
-  std::error_code ec;
-  for (fs::directory_iterator it(root, ec), end; it != end && !ec;
-       it.increment(ec)) {
-    llvm::StringRef key = llvm::sys::path::filename(it->path());
-    if (!isCacheKeyDirectory(key) || !fs::is_directory(it->path()))
-      continue;
-    EntryScan e;
-    e.key = key.str();
-    e.directory = it->path();
-    struct stat st;
-    if (::stat(e.directory.c_str(), &st) == 0)
-      e.lastUsed = st.st_mtime;
-    std::error_code inner;
-    for (fs::directory_iterator f(it->path(), inner), fend; f != fend && !inner;
-         f.increment(inner)) {
-      llvm::StringRef file = llvm::sys::path::filename(f->path());
-      if (::stat(f->path().c_str(), &st) != 0)
-        continue;
-      e.bytes += uint64_t(st.st_size);
-      if (file.starts_with("__grp__") && file.ends_with(".json") &&
-          !file.contains(".tmp.")) {
-        e.complete = true;
-        e.name = file.drop_front(7).drop_back(5).str();
-        e.lastUsed = st.st_mtime;
-      }
-    }
-    entries.push_back(std::move(e));
+class RootDir {
+public:
+  explicit RootDir(llvm::StringRef root) : path(root.str()) {
+    // The root itself may be a link: the user's choice of place.
+    fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    err = fd < 0 ? errno : 0;
   }
-  if (ec)
-    return makeError(KVARN_ERROR_IO, "cannot list '{0}': {1}", root,
-                     ec.message());
+  ~RootDir() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+  std::string path;
+  int fd = -1, err = 0;
+};
+
+EntryScan scanEntry(const RootDir &root, const std::string &key) {
+  EntryScan e;
+  e.key = key;
+  e.directory = joinPath(root.path, key);
+  struct stat st;
+  if (::fstatat(root.fd, key.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    e.problem = std::string("cannot stat: ") + std::strerror(errno);
+    return e;
+  }
+  e.lastUsed = st.st_mtime;
+  if (!S_ISDIR(st.st_mode)) {
+    e.problem = std::string(kindOf(st.st_mode)) +
+                " in an entry's place (not kvarn's; left alone)";
+    return e;
+  }
+  e.isDirectory = true;
+  int fd = ::openat(root.fd, key.c_str(),
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  std::vector<std::string> names;
+  int err = 0;
+  if (fd < 0 || !listNames(fd, names, err)) {
+    e.problem = std::string("cannot read the entry: ") +
+                std::strerror(fd < 0 ? errno : err);
+    if (fd >= 0)
+      ::close(fd);
+    return e;
+  }
+  for (const std::string &file : names) {
+    if (::fstatat(fd, file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+      continue; // gone meanwhile
+    if (!isCacheFileName(file) || S_ISDIR(st.st_mode)) {
+      e.foreign.push_back(file);
+      if (isCacheFileName(file) && e.problem.empty())
+        e.problem = file + " is a directory, not a regular file";
+      continue;
+    }
+    ++e.ownFiles;
+    if (!S_ISREG(st.st_mode)) {
+      if (e.problem.empty())
+        e.problem = file + " is " + kindOf(st.st_mode) + ", not a regular file";
+      continue;
+    }
+    e.bytes += uint64_t(st.st_size);
+    llvm::StringRef f(file);
+    if (f.starts_with("__grp__") && f.ends_with(".json") &&
+        !f.contains(".tmp.")) {
+      e.complete = true;
+      e.name = f.drop_front(7).drop_back(5).str();
+      e.lastUsed = st.st_mtime;
+    }
+  }
+  ::close(fd);
+  return e;
+}
+
+llvm::Expected<std::vector<EntryScan>> scan(const RootDir &root) {
+  std::vector<EntryScan> entries;
+  if (root.fd < 0) {
+    if (root.err == ENOENT)
+      return entries;
+    return makeError(KVARN_ERROR_IO, "cannot list '{0}': {1}", root.path,
+                     std::strerror(root.err));
+  }
+  std::vector<std::string> names;
+  int err = 0;
+  if (!listNames(root.fd, names, err))
+    return makeError(KVARN_ERROR_IO, "cannot list '{0}': {1}", root.path,
+                     std::strerror(err));
+  for (const std::string &name : names)
+    if (isCacheKeyDirectory(name))
+      entries.push_back(scanEntry(root, name));
   return entries;
 }
 
-/// Renames the entry out of readers' sight, then deletes it.
-bool removeEntry(llvm::StringRef root, const std::string &directory) {
-  static std::atomic<unsigned> counter{0};
-  std::string doomed = joinPath(root, (".evicted." + llvm::Twine(::getpid()) +
-                                       "." + llvm::Twine(counter++))
-                                          .str());
-  if (::rename(directory.c_str(), doomed.c_str()) != 0)
-    return false;
-  (void)fs::remove_directories(doomed, /*IgnoreErrors=*/true);
-  return true;
+/// What removing one directory's cache files did.
+struct Removal {
+  enum Outcome { Removed, NotOurs, Failed } outcome = NotOurs;
+  std::string message; // NotOurs, Failed: why; Removed: what was kept
+};
+
+/// Removes the cache's files of directory `name` under the root, the group
+/// file first so readers see the entry gone, then the directory if nothing
+/// else is in it. A directory holding only the cache's files is renamed out
+/// of sight first (`hide`); one holding anything else keeps it and its place.
+Removal removeCacheDirectory(const RootDir &root, const std::string &name,
+                             bool hide) {
+  Removal r;
+  std::string path = joinPath(root.path, name);
+  struct stat st;
+  if (::fstatat(root.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    r.message = errno == ENOENT ? "gone meanwhile"
+                                : std::string(std::strerror(errno));
+    r.outcome = errno == ENOENT ? Removal::NotOurs : Removal::Failed;
+    return r;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    r.message = std::string(kindOf(st.st_mode)) + ", not an entry";
+    return r;
+  }
+  int fd = ::openat(root.fd, name.c_str(),
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  std::vector<std::string> names, own, foreign;
+  int err = 0;
+  if (fd < 0 || !listNames(fd, names, err)) {
+    r.outcome = Removal::Failed;
+    r.message = std::strerror(fd < 0 ? errno : err);
+    if (fd >= 0)
+      ::close(fd);
+    return r;
+  }
+  for (const std::string &file : names) {
+    bool dir = ::fstatat(fd, file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+               S_ISDIR(st.st_mode);
+    (isCacheFileName(file) && !dir ? own : foreign).push_back(file);
+  }
+  if (own.empty() && !foreign.empty()) {
+    ::close(fd);
+    r.message = "holds no kvarn files (" + llvm::join(foreign, ", ") + ")";
+    return r;
+  }
+  std::string hiddenAs;
+  if (hide && foreign.empty()) {
+    static std::atomic<unsigned> counter{0};
+    hiddenAs = (".evicted." + llvm::Twine(::getpid()) + "." +
+                llvm::Twine(counter++))
+                   .str();
+    if (::renameat(root.fd, name.c_str(), root.fd, hiddenAs.c_str()) != 0) {
+      r.outcome = Removal::Failed;
+      r.message = std::strerror(errno);
+      ::close(fd);
+      return r;
+    }
+  }
+  // Group files first: from then on readers see no entry.
+  std::stable_partition(own.begin(), own.end(), [](const std::string &f) {
+    return llvm::StringRef(f).starts_with("__grp__");
+  });
+  for (const std::string &file : own)
+    if (::unlinkat(fd, file.c_str(), 0) != 0 && errno != ENOENT) {
+      r.outcome = Removal::Failed;
+      r.message = file + ": " + std::strerror(errno);
+      ::close(fd);
+      return r;
+    }
+  ::close(fd);
+  r.outcome = Removal::Removed;
+  if (!foreign.empty()) {
+    r.message = "kept, with what is not kvarn's in it: " +
+                llvm::join(foreign, ", ");
+    return r;
+  }
+  // Fails harmlessly if something was put in it meanwhile.
+  (void)::unlinkat(root.fd, (hiddenAs.empty() ? name : hiddenAs).c_str(),
+                   AT_REMOVEDIR);
+  return r;
+}
+
+DiskEntry describe(const EntryScan &s) {
+  DiskEntry e;
+  e.key = s.key;
+  e.directory = s.directory;
+  e.name = s.name;
+  e.bytes = s.bytes;
+  e.lastUsed = s.lastUsed;
+  e.complete = s.complete;
+  e.problem = s.problem;
+  if (e.problem.empty() && !s.complete)
+    e.problem = s.ownFiles == 0 && !s.foreign.empty()
+                    ? "holds no kvarn files (not kvarn's; left alone)"
+                    : "incomplete (no group file: being compiled, or "
+                      "abandoned)";
+  return e;
+}
+
+void fillFrom(DiskEntry &e, const json::Object &m) {
+  if (const json::Object *k = m.getObject("kvarn")) {
+    e.preset = k->getString("preset").value_or("").str();
+    e.chip = k->getString("chip").value_or("").str();
+    e.headDim = int(std::clamp<int64_t>(k->getInteger("head_dim").value_or(0),
+                                        INT32_MIN, INT32_MAX));
+    e.gqa = int(std::clamp<int64_t>(k->getInteger("gqa").value_or(0),
+                                    INT32_MIN, INT32_MAX));
+    e.dtype = k->getString("dtype").value_or("f16").str();
+  }
 }
 } // namespace
 
 llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root,
-                                                            bool verify) {
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(root);
+                                                            bool /*verify*/) {
+  RootDir rootDir(root);
+  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
   std::vector<DiskEntry> out;
   for (EntryScan &s : *scanned) {
-    DiskEntry e;
-    e.key = s.key;
-    e.directory = s.directory;
-    e.name = s.name;
-    e.bytes = s.bytes;
-    e.lastUsed = s.lastUsed;
-    e.complete = s.complete;
-    if (!s.complete) {
-      e.problem = "incomplete (no group file: being compiled, or abandoned)";
+    DiskEntry e = describe(s);
+    if (!e.problem.empty() || !s.complete) {
       out.push_back(std::move(e));
       continue;
     }
-    EntryRead r = readEntry(s.directory, s.name, nullptr, verify);
-    if (r.status != EntryRead::Ok) {
+    // Listing reads what verifying reads: the same check a lookup makes.
+    EntryRead r = readEntry(s.directory, s.name, nullptr);
+    if (r.status == EntryRead::Ok) {
+      fillFrom(e, r.metadata);
+    } else {
       e.problem = r.status == EntryRead::Missing && r.problem.empty()
                       ? "the group file went away"
                       : r.problem;
-    }
-    if (const json::Object *kvarn = r.metadata.getObject("kvarn")) {
-      e.preset = kvarn->getString("preset").value_or("").str();
-      e.chip = kvarn->getString("chip").value_or("").str();
-      e.headDim = int(kvarn->getInteger("head_dim").value_or(0));
-      e.gqa = int(kvarn->getInteger("gqa").value_or(0));
-      e.dtype = kvarn->getString("dtype").value_or("f16").str();
-    } else if (llvm::Expected<std::string> text =
-                   readWholeFile(joinPath(s.directory, s.name + ".json"))) {
       // Unusable entries still say what they were, where they can.
-      if (llvm::Expected<json::Value> v = json::parse(*text)) {
-        if (const json::Object *o = v->getAsObject())
-          if (const json::Object *k = o->getObject("kvarn")) {
-            e.preset = k->getString("preset").value_or("").str();
-            e.chip = k->getString("chip").value_or("").str();
-            e.headDim = int(k->getInteger("head_dim").value_or(0));
-            e.gqa = int(k->getInteger("gqa").value_or(0));
-            e.dtype = k->getString("dtype").value_or("f16").str();
-          }
+      if (llvm::Expected<std::string> text = readRegularFile(
+              joinPath(s.directory, s.name + ".json"),
+              ReadOptions{limits::kMetadataBytes, /*noFollow=*/true})) {
+        if (llvm::Expected<json::Value> v = parseJson(*text)) {
+          if (const json::Object *o = v->getAsObject())
+            fillFrom(e, *o);
+        } else {
+          llvm::consumeError(v.takeError());
+        }
       } else {
-        llvm::consumeError(v.takeError());
+        llvm::consumeError(text.takeError());
       }
-    } else {
-      llvm::consumeError(text.takeError());
     }
     out.push_back(std::move(e));
   }
@@ -561,26 +920,71 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
   return out;
 }
 
-llvm::Expected<size_t> kvarn::clearDiskCache(llvm::StringRef root) {
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(root);
+static void record(CacheRemoval &report, const std::string &path,
+                   const Removal &r, bool count) {
+  switch (r.outcome) {
+  case Removal::Removed:
+    report.removed += count;
+    if (!r.message.empty())
+      report.leftAlone.push_back(path + ": " + r.message);
+    break;
+  case Removal::NotOurs:
+    if (r.message != "gone meanwhile")
+      report.leftAlone.push_back(path + ": " + r.message);
+    break;
+  case Removal::Failed:
+    report.failed.push_back(path + ": " + r.message);
+    break;
+  }
+}
+
+CacheRemoval kvarn::removeDiskEntry(llvm::StringRef root, llvm::StringRef key) {
+  CacheRemoval report;
+  RootDir rootDir(root);
+  std::string path = joinPath(root, key);
+  if (rootDir.fd < 0) {
+    report.failed.push_back(path + ": " + std::strerror(rootDir.err));
+    return report;
+  }
+  if (!isCacheKeyDirectory(key)) {
+    report.leftAlone.push_back(path + ": not an entry's name");
+    return report;
+  }
+  record(report, path, removeCacheDirectory(rootDir, key.str(), true), true);
+  return report;
+}
+
+llvm::Expected<CacheRemoval> kvarn::clearDiskCache(llvm::StringRef root) {
+  RootDir rootDir(root);
+  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
-  size_t removed = 0;
-  for (const EntryScan &s : *scanned)
-    removed += removeEntry(root, s.directory);
-  // Leftovers of interrupted evictions.
-  std::error_code ec;
-  for (fs::directory_iterator it(root, ec), end; it != end && !ec;
-       it.increment(ec))
-    if (llvm::sys::path::filename(it->path()).starts_with(".evicted."))
-      (void)fs::remove_directories(it->path(), /*IgnoreErrors=*/true);
-  return removed;
+  CacheRemoval report;
+  for (const EntryScan &s : *scanned) {
+    if (!s.isDirectory) {
+      report.leftAlone.push_back(s.directory + ": " + s.problem);
+      continue;
+    }
+    // An empty directory is removed but was not an entry.
+    record(report, s.directory, removeCacheDirectory(rootDir, s.key, true),
+           s.ownFiles > 0);
+  }
+  // Leftovers of interrupted removals.
+  std::vector<std::string> names;
+  int err = 0;
+  if (rootDir.fd >= 0 && listNames(rootDir.fd, names, err))
+    for (const std::string &name : names)
+      if (llvm::StringRef(name).starts_with(".evicted."))
+        record(report, joinPath(root, name),
+               removeCacheDirectory(rootDir, name, false), false);
+  return report;
 }
 
 llvm::Expected<size_t> kvarn::evictDiskCache(llvm::StringRef root,
                                              uint64_t maxBytes,
                                              llvm::StringRef keep) {
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(root);
+  RootDir rootDir(root);
+  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
   uint64_t total = 0;
@@ -589,11 +993,13 @@ llvm::Expected<size_t> kvarn::evictDiskCache(llvm::StringRef root,
   if (total <= maxBytes)
     return 0;
   // Oldest first; entries still being written (no group file) are left to
-  // their writers unless abandoned for an hour.
+  // their writers unless abandoned for an hour; what is not a directory is
+  // not the cache's.
   std::vector<const EntryScan *> order;
   int64_t now = std::time(nullptr);
   for (const EntryScan &s : *scanned)
-    if (s.key != keep && (s.complete || now - s.lastUsed > 3600))
+    if (s.isDirectory && s.ownFiles && s.key != keep &&
+        (s.complete || now - s.lastUsed > 3600))
       order.push_back(&s);
   std::sort(order.begin(), order.end(),
             [](const EntryScan *a, const EntryScan *b) {
@@ -604,7 +1010,8 @@ llvm::Expected<size_t> kvarn::evictDiskCache(llvm::StringRef root,
   for (const EntryScan *s : order) {
     if (total <= maxBytes)
       break;
-    if (removeEntry(root, s->directory)) {
+    if (removeCacheDirectory(rootDir, s->key, true).outcome ==
+        Removal::Removed) {
       total -= std::min(total, s->bytes);
       ++removed;
     }

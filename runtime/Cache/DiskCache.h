@@ -18,6 +18,37 @@ namespace kvarn::cache {
 
 std::string groupFileName(llvm::StringRef name);
 
+/// Whether `file` is a name the cache writes inside an entry: <kernel>.kvt,
+/// .kvt.mlir, .kvgpu.mlir, .nvvm.mlir, .llir, .ptx, .cubin, .json, .lock,
+/// __grp__<kernel>.json, or one of their temporaries (<file>.tmp.<pid>.<n>).
+/// Nothing else is ever deleted.
+bool isCacheFileName(llvm::StringRef file);
+
+/// An entry's directory, opened without following a link: every file of
+/// the entry is read, written, renamed and removed relative to it, so a
+/// link in the entry's place is never written through.
+class EntryDir {
+public:
+  /// Opens `path`, making it (and the cache's root) first with `create`.
+  /// Fails with ENOENT in `errnoOut` when absent, and when it is a link, a
+  /// file or unreadable (an obstruction).
+  static llvm::Expected<EntryDir> open(const std::string &path, bool create,
+                                       int *errnoOut = nullptr);
+  EntryDir(EntryDir &&other) noexcept
+      : fd(other.fd), dirPath(std::move(other.dirPath)) {
+    other.fd = -1;
+  }
+  EntryDir &operator=(EntryDir &&) = delete;
+  ~EntryDir();
+  int descriptor() const { return fd; }
+  const std::string &path() const { return dirPath; }
+
+private:
+  EntryDir(int fd, std::string path) : fd(fd), dirPath(std::move(path)) {}
+  int fd = -1;
+  std::string dirPath;
+};
+
 /// What reading an entry found.
 struct EntryRead {
   enum Status { Missing, Ok, Bad } status = Missing;
@@ -27,11 +58,12 @@ struct EntryRead {
 };
 
 /// Reads the entry of kernel `name` in `dir`. Checks the group file, the
-/// metadata (format, kvarn version, build id, LLVM version, name and, when
-/// given, the hash), and the checksums of the PTX and cubin, or of every
-/// file with `verifyAll`. An entry whose group file is absent is Missing.
+/// metadata (format, kvarn version, build id, LLVM version, its own
+/// checksum, name and, when given, the hash), the sizes and checksums of
+/// every file it lists, and the launch fields against the PTX. An entry
+/// whose group file is absent is Missing.
 EntryRead readEntry(llvm::StringRef dir, llvm::StringRef name,
-                    const std::string *expectedHash, bool verifyAll);
+                    const std::string *expectedHash);
 
 /// One file of an entry, by name inside the entry's directory.
 struct EntryFile {
@@ -40,22 +72,37 @@ struct EntryFile {
 };
 
 /// Writes `files` and `<name>.json` (the metadata, with the checksums of
-/// `files` added), then the group file. The caller holds the entry's lock.
-llvm::Error writeEntry(llvm::StringRef dir, llvm::StringRef name,
+/// `files` and its own added), then the group file. The caller holds the
+/// entry's lock.
+llvm::Error writeEntry(const EntryDir &dir, llvm::StringRef name,
                        const std::vector<EntryFile> &files,
                        llvm::json::Object metadata, std::string &metadataText);
 
-/// Writes `contents` to `path` through a temporary file and a rename.
-llvm::Error writeFileAtomically(llvm::StringRef path, llvm::StringRef contents);
+/// Writes `contents` to `file` in `dir` through a temporary file and a
+/// rename; never through a link.
+llvm::Error writeFileAtomically(const EntryDir &dir, llvm::StringRef file,
+                                llvm::StringRef contents);
+
+/// Removes `name`'s group file (readers stop using the entry); best effort.
+void hideEntry(const EntryDir &dir, llvm::StringRef name);
 
 /// Marks the entry used now (the group file's mtime), for LRU eviction.
 void touchEntry(llvm::StringRef dir, llvm::StringRef name);
 
-/// An exclusive lock on a file (flock), released in the destructor or when
-/// the process dies, so a crashed compiler never leaves it held.
+/// The metadata's checksum of itself: xxh3 of its compact JSON without the
+/// field `kvarn.metadata_xxh3`, which holds it. Every field a launch uses
+/// is covered.
+std::string metadataChecksum(const llvm::json::Object &metadata);
+/// Sets `kvarn.metadata_xxh3`.
+void sealMetadata(llvm::json::Object &metadata);
+
+/// An exclusive lock on `<name>.lock` in `dir` (flock), released in the
+/// destructor or when the process dies, so a crashed compiler never leaves
+/// it held. The lock file must be a regular file.
 class FileLock {
 public:
-  static llvm::Expected<FileLock> acquire(const std::string &path);
+  static llvm::Expected<FileLock> acquire(const EntryDir &dir,
+                                          llvm::StringRef name);
   FileLock(FileLock &&other) noexcept : fd(other.fd) { other.fd = -1; }
   FileLock &operator=(FileLock &&) = delete;
   ~FileLock();

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cerrno>
 #include <thread>
 #include <unistd.h>
 
@@ -205,21 +206,19 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     llvm::sys::path::append(path, key->directory);
     dir = path.str().str();
   }
-  bool sawBadEntry = false;
-  // A usable entry, or nothing (after warning about a bad one).
+  // Why the entry on disk could not be used, for the one warning.
+  std::string badEntry;
+  // A usable entry, or nothing.
   auto lookOnDisk = [&]() -> std::shared_ptr<KernelArtifacts> {
     if (dir.empty() || opts.alwaysCompile)
       return nullptr;
-    EntryRead r = readEntry(dir, name, &key->hash, /*verifyAll=*/false);
+    EntryRead r = readEntry(dir, name, &key->hash);
     if (r.status == EntryRead::Ok && (!context || !r.artifacts.cubin.empty())) {
       touchEntry(dir, name);
       return std::make_shared<KernelArtifacts>(std::move(r.artifacts));
     }
-    if (r.status == EntryRead::Bad) {
-      sawBadEntry = true;
-      warnOnce(key->directory, "kernel cache entry " + dir + ": " + r.problem +
-                                   "; compiling '" + name + "' again");
-    }
+    if (r.status == EntryRead::Bad)
+      badEntry = r.problem;
     return nullptr;
   };
 
@@ -229,24 +228,59 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
   }
 
+  // The disk level is best effort: an unwritable cache or an obstruction in
+  // the entry's place (a file, a link, a lock that is not a file) means
+  // compiling in memory, with one warning, never failing the kernel.
+  std::optional<EntryDir> entryDir;
   std::optional<FileLock> lock;
   if (!dir.empty()) {
-    if (std::error_code ec = llvm::sys::fs::create_directories(dir))
-      return makeError(KVARN_ERROR_IO, "cannot create the cache directory "
-                                       "'{0}': {1}",
-                       dir, ec.message());
-    llvm::Expected<FileLock> held = FileLock::acquire(dir + "/" + name + ".lock");
-    if (!held)
-      return held.takeError();
-    lock.emplace(std::move(*held));
-    // Another process may have compiled it while this one waited.
-    if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
-      ++counters.diskHits;
-      return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+    int err = 0;
+    llvm::Expected<EntryDir> opened = EntryDir::open(dir, /*create=*/true, &err);
+    llvm::Error problem = llvm::Error::success();
+    if (opened) {
+      entryDir.emplace(std::move(*opened));
+      llvm::Expected<FileLock> held = FileLock::acquire(*entryDir, name);
+      if (held)
+        lock.emplace(std::move(*held));
+      else
+        problem = held.takeError();
+    } else {
+      problem = opened.takeError();
     }
-    // Readers must not see a bad entry's group file while it is rewritten.
-    ::unlink((dir + "/" + groupFileName(name)).c_str());
+    if (problem) {
+      std::string why = messageOf(std::move(problem));
+      bool readOnly = ::access(opts.directory.c_str(), W_OK) != 0 ||
+                      err == EACCES || err == EROFS || err == EPERM;
+      if (!badEntry.empty())
+        warnOnce(key->directory,
+                 "kernel cache entry " + dir + ": " + badEntry +
+                     "; compiling '" + name + "' in memory" +
+                     (why == badEntry ? "" : " (" + why + ")"));
+      else if (readOnly)
+        warnOnce("unwritable", "kernel cache " + opts.directory +
+                                   " is not writable (" + why +
+                                   "); compiling in memory");
+      else
+        warnOnce(key->directory, "kernel cache entry " + dir + ": " + why +
+                                     "; compiling '" + name + "' in memory");
+      entryDir.reset();
+      dir.clear();
+    } else {
+      // Another process may have compiled it while this one waited.
+      badEntry.clear();
+      if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
+        ++counters.diskHits;
+        return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+      }
+      if (!badEntry.empty())
+        warnOnce(key->directory, "kernel cache entry " + dir + ": " +
+                                     badEntry + "; compiling '" + name +
+                                     "' again");
+      // Readers must not see a bad entry's group file while it is rewritten.
+      hideEntry(*entryDir, name);
+    }
   }
+  bool sawBadEntry = !badEntry.empty();
 
   // Compile, keeping the IR of every stage for the entry.
   auto start = std::chrono::steady_clock::now();
@@ -302,7 +336,12 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     a->cubin = std::move(cubin->bytes);
     cubinMaker = "driver";
   } else if (opts.assembleWithPtxas) {
-    if (llvm::Expected<std::string> ptxas = cuda::findPtxas()) {
+    std::string ptxasWarning;
+    llvm::Expected<std::string> ptxas =
+        cuda::findPtxas(cuda::ptxasCandidates(), &ptxasWarning);
+    if (!ptxasWarning.empty())
+      warnOnce("ptxas", ptxasWarning);
+    if (ptxas) {
       cuda::PtxasOptions ptxasOptions;
       ptxasOptions.arch = target.chip;
       ptxasOptions.ptxasPath = *ptxas;
@@ -313,7 +352,11 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
       a->cubin = std::move(cubin->bytes);
       cubinMaker = "ptxas";
     } else {
-      llvm::consumeError(ptxas.takeError()); // PTX only; the driver JITs it
+      std::string why = messageOf(ptxas.takeError());
+      // No ptxas at all is normal (PTX only; the driver JITs it); a
+      // KVARN_PTXAS that leads nowhere is said once.
+      if (llvm::StringRef(why).starts_with("KVARN_PTXAS"))
+        warnOnce("ptxas", why + "; the entry has PTX only");
     }
   }
   a->compileSeconds = secondsSince(start);
@@ -334,10 +377,14 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     if (!a->cubin.empty())
       files.push_back(EntryFile{name + ".cubin", a->cubin});
     llvm::json::Object metadata = buildMetadata(*a, request, *key, cubinMaker);
-    if (llvm::Error err =
-            writeEntry(dir, name, files, std::move(metadata), a->metadataJson))
+    if (llvm::Error err = writeEntry(*entryDir, name, files,
+                                     std::move(metadata), a->metadataJson)) {
       // The kernel is good; only the disk level failed.
-      warnOnce(key->directory + "/write", messageOf(std::move(err)));
+      warnOnce(key->directory + "/write", messageOf(std::move(err)) +
+                                              "; the kernel stays in memory");
+      hideEntry(*entryDir, name);
+      a->directory.clear();
+    }
     lock.reset();
     if (opts.maxBytes) {
       llvm::Expected<size_t> evicted =

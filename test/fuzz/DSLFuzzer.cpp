@@ -4,7 +4,8 @@
 // specialization. Any input may fail with diagnostics; none may crash, hang
 // or leak. When an input builds, its IR must verify and print in a form
 // that parses back (what kvarn-opt will read). Build with
-// -DKVARN_BUILD_FUZZERS=ON and clang; docs/dsl.md has the run recipe.
+// -DKVARN_BUILD_FUZZERS=ON and clang; docs/dsl.md has the run recipe. CI
+// runs it for a fixed budget through StandaloneFuzzMain.cpp (dsl-fuzz).
 //
 //===----------------------------------------------------------------------===//
 

@@ -22,3 +22,21 @@ config.environment["KVARN_CACHE_DIR"] = os.path.join(
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.kvarn_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+# %readonly DIR CMD...: CMD with DIR read-only (chmod, or as root a read-only
+# bind mount). Tests that need it require the feature, present where a write
+# under such a DIR really fails.
+import subprocess
+import tempfile
+_readonly = os.path.join(config.test_source_root, "jit", "Inputs", "readonly.sh")
+config.substitutions.append(("%readonly", "bash " + _readonly))
+with tempfile.TemporaryDirectory() as _probe:
+    _works = subprocess.run(["bash", _readonly, _probe, "true"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode == 0
+    _blocks = subprocess.run(["bash", _readonly, _probe, "touch",
+                              os.path.join(_probe, "x")],
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL).returncode != 0
+    if _works and _blocks:
+        config.available_features.add("readonly-dir")

@@ -13,6 +13,7 @@
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/PtxAssembler.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/FileIO.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -27,6 +28,8 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <future>
+#include <thread>
 #include <set>
 #include <sys/stat.h>
 #include <utime.h>
@@ -467,6 +470,18 @@ std::string setKvarnField(const std::string &json, const char *field,
   return llvm::formatv("{0}", *v).str();
 }
 
+/// The metadata with launch fields changed the way a hand edit would.
+std::string editLaunchFields(const std::string &json) {
+  llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
+  if (!v)
+    return "garbage";
+  llvm::json::Object &m = *v->getAsObject();
+  // tiny has one warp and no shared memory; more of either is what the old
+  // checks let through (a library kernel's case is in the lit tests).
+  m["shared"] = m.getInteger("shared").value_or(0) + 4096;
+  return llvm::formatv("{0:2}", *v).str();
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Cache, DamagedEntry,
     ::testing::Values(
@@ -500,7 +515,34 @@ INSTANTIATE_TEST_SUITE_P(
         Damage{"GarbageGroup", "__grp__tiny.json",
                [](const std::string &) { return "]["; }},
         Damage{"GroupWithoutMetadata", "__grp__tiny.json",
-               [](const std::string &) { return "{\"child_paths\": {}}"; }}),
+               [](const std::string &) { return "{\"child_paths\": {}}"; }},
+        // Launch fields the checksum of the binaries did not cover.
+        Damage{"LaunchFieldsEdited", "tiny.json", editLaunchFields},
+        Damage{"NumWarpsEdited", "tiny.json",
+               [](const std::string &s) {
+                 llvm::Expected<llvm::json::Value> v = llvm::json::parse(s);
+                 if (!v)
+                   return std::string("garbage");
+                 llvm::json::Object &m = *v->getAsObject();
+                 m["num_warps"] = m.getInteger("num_warps").value_or(1) * 2;
+                 return llvm::formatv("{0}", *v).str();
+               }},
+        Damage{"SignatureEdited", "tiny.json",
+               [](const std::string &s) {
+                 return setKvarnField(s, "signature",
+                                      llvm::json::Array{"i64", "i64"});
+               }},
+        // Nesting deep enough to overflow a recursive parser's stack.
+        Damage{"DeepMetadata", "tiny.json",
+               [](const std::string &) { return std::string(200000, '['); }},
+        Damage{"DeepGroup", "__grp__tiny.json",
+               [](const std::string &) {
+                 return "{\"child_paths\": " + std::string(200000, '{');
+               }},
+        Damage{"LongerThanItsSize", "tiny.ptx",
+               [](const std::string &s) { return s + "// more\n"; }},
+        Damage{"EditedSource", "tiny.kvt",
+               [](const std::string &s) { return s + "// edited\n"; }}),
     [](const auto &info) { return std::string(info.param.name); });
 
 TEST(KernelCache, RebuildsAnEntryWithADamagedCubin) {
@@ -556,20 +598,29 @@ TEST(KernelCache, VerifyFindsDamage) {
   ASSERT_EQ(entries->size(), 2u);
   for (const DiskEntry &e : *entries)
     EXPECT_EQ(e.problem, "") << e.key;
-  // An IR file is checked by verify, not by a lookup.
-  writeFile(entry + "/tiny.nvvm.mlir", "damaged");
-  entries = listDiskCache(dir.path, true);
-  ASSERT_TRUE(bool(entries));
-  size_t bad = 0;
-  for (const DiskEntry &e : *entries)
-    bad += !e.problem.empty();
-  EXPECT_EQ(bad, 1u);
-  TestCache cache(dir.path);
-  EXPECT_EQ(cache.get(tiny()).outcome, CacheOutcome::DiskHit);
+  // An edited source or IR file: verify and a lookup agree that the entry
+  // is damaged, and the lookup's rebuild repairs it for verify too.
+  for (const char *file : {"tiny.nvvm.mlir", "tiny.kvt"}) {
+    writeFile(entry + "/" + file, "damaged");
+    entries = listDiskCache(dir.path, true);
+    ASSERT_TRUE(bool(entries));
+    size_t bad = 0;
+    for (const DiskEntry &e : *entries)
+      bad += !e.problem.empty();
+    EXPECT_EQ(bad, 1u) << file;
+    TestCache cache(dir.path);
+    EXPECT_EQ(cache.get(tiny()).outcome, CacheOutcome::Compiled) << file;
+    EXPECT_EQ(cache.warnings.size(), 1u) << file;
+    entries = listDiskCache(dir.path, true);
+    ASSERT_TRUE(bool(entries));
+    for (const DiskEntry &e : *entries)
+      EXPECT_EQ(e.problem, "") << file;
+  }
 
-  llvm::Expected<size_t> cleared = clearDiskCache(dir.path);
+  llvm::Expected<CacheRemoval> cleared = clearDiskCache(dir.path);
   ASSERT_TRUE(bool(cleared));
-  EXPECT_EQ(*cleared, 2u);
+  EXPECT_EQ(cleared->removed, 2u);
+  EXPECT_TRUE(cleared->failed.empty() && cleared->leftAlone.empty());
   entries = listDiskCache(dir.path, false);
   ASSERT_TRUE(bool(entries));
   EXPECT_TRUE(entries->empty());
@@ -729,6 +780,297 @@ TEST(KernelCache, ReportsCompileErrors) {
   // Where: the file, line 1.
   EXPECT_NE(message.find("tiny.kvt"), std::string::npos) << message;
   EXPECT_NE(message.find(":1:"), std::string::npos) << message;
+}
+
+//===----------------------------------------------------------------------===//
+// Hostile files: links, FIFOs, devices, obstructions
+//===----------------------------------------------------------------------===//
+
+/// Runs `body` on a thread and fails (instead of hanging the suite) if it
+/// has not returned within `seconds`; the thread is left behind then.
+bool finishesWithin(double seconds, std::function<void()> body) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> f = done->get_future();
+  std::thread([body = std::move(body), done] {
+    body();
+    done->set_value();
+  }).detach();
+  return f.wait_for(std::chrono::duration<double>(seconds)) ==
+         std::future_status::ready;
+}
+
+std::string compiledEntry(const std::string &root) {
+  TestCache cache(root);
+  CacheResult r = cache.get(tiny());
+  return r.artifacts ? r.artifacts->directory : "";
+}
+
+// A FIFO or a link to a device in place of any file of an entry: damage,
+// reported without blocking in open() or reading without end.
+TEST(KernelCache, AFifoOrADeviceInAnEntryIsDamageNotAHang) {
+  for (const char *file : {"tiny.ptx", "tiny.json", "__grp__tiny.json",
+                           "tiny.kvt", "tiny.lock"})
+    for (const char *kind : {"fifo", "/dev/zero", "/dev/urandom"}) {
+      TempDir dir;
+      std::string entry = compiledEntry(dir.path);
+      ASSERT_FALSE(entry.empty());
+      std::string path = entry + "/" + file;
+      ASSERT_EQ(::unlink(path.c_str()), 0);
+      if (std::string(kind) == "fifo")
+        ASSERT_EQ(::mkfifo(path.c_str(), 0644), 0);
+      else
+        ASSERT_EQ(::symlink(kind, path.c_str()), 0);
+      std::vector<std::string> warnings;
+      CacheOutcome outcome = CacheOutcome::DiskHit;
+      size_t unusable = 0;
+      ASSERT_TRUE(finishesWithin(60, [&] {
+        llvm::Expected<std::vector<DiskEntry>> listed =
+            listDiskCache(dir.path, true);
+        if (listed)
+          for (const DiskEntry &e : *listed)
+            unusable += !e.problem.empty();
+        else
+          llvm::consumeError(listed.takeError());
+        TestCache cache(dir.path);
+        outcome = cache.get(tiny()).outcome;
+        warnings = cache.warnings;
+      })) << file << " as " << kind << ": blocked";
+      EXPECT_EQ(unusable, 1u) << file << " as " << kind;
+      // A lookup does not need the lock: a hit. The rest is damage.
+      bool lock = std::string(file) == "tiny.lock";
+      EXPECT_EQ(outcome, lock ? CacheOutcome::DiskHit : CacheOutcome::Compiled)
+          << file << " as " << kind;
+      EXPECT_EQ(warnings.size(), lock ? 0u : 1u) << file << " as " << kind;
+    }
+}
+
+// clear and eviction remove the cache's own files, never through a link and
+// never a directory that is not an entry.
+TEST(KernelCache, ClearAndEvictionDeleteOnlyTheirOwnFiles) {
+  for (bool evict : {false, true}) {
+    TempDir dir, outside;
+    std::string precious = outside.path + "/precious";
+    writeFile(precious, "keep me");
+    ASSERT_EQ(::mkdir((outside.path + "/sub").c_str(), 0755), 0);
+    writeFile(outside.path + "/sub/tiny.ptx", "keep me too");
+    std::string entry = compiledEntry(dir.path);
+    ASSERT_FALSE(entry.empty());
+    // A link named like an entry, to a directory of kvarn-like names.
+    std::string linkKey(52, 'A');
+    ASSERT_EQ(::symlink((outside.path + "/sub").c_str(),
+                        (dir.path + "/" + linkKey).c_str()), 0);
+    // Links inside an entry named like the cache's files.
+    ASSERT_EQ(::symlink(precious.c_str(),
+                        (entry + "/tiny.cubin.tmp.1.2").c_str()), 0);
+    // A key-named directory holding no kvarn files.
+    std::string foreignDir = dir.path + "/" + std::string(52, 'B');
+    ASSERT_EQ(::mkdir(foreignDir.c_str(), 0755), 0);
+    writeFile(foreignDir + "/notes.txt", "mine");
+
+    size_t removed = 0;
+    if (evict) {
+      llvm::Expected<size_t> n = evictDiskCache(dir.path, 1);
+      ASSERT_TRUE(bool(n));
+      removed = *n;
+    } else {
+      llvm::Expected<CacheRemoval> r = clearDiskCache(dir.path);
+      ASSERT_TRUE(bool(r));
+      removed = r->removed;
+      EXPECT_TRUE(r->failed.empty());
+      EXPECT_EQ(r->leftAlone.size(), 2u); // the link, the foreign directory
+    }
+    EXPECT_EQ(removed, 1u) << (evict ? "evict" : "clear");
+    EXPECT_FALSE(llvm::sys::fs::exists(entry));
+    EXPECT_EQ(readFile(precious), "keep me");
+    EXPECT_EQ(readFile(outside.path + "/sub/tiny.ptx"), "keep me too");
+    EXPECT_EQ(readFile(foreignDir + "/notes.txt"), "mine");
+    EXPECT_TRUE(llvm::sys::fs::is_symlink_file(dir.path + "/" + linkKey));
+  }
+}
+
+// An entry with one foreign file: its kvarn files go, the foreign file and
+// so the directory stay.
+TEST(KernelCache, RemovingAnEntryKeepsWhatIsNotKvarns) {
+  TempDir dir;
+  std::string entry = compiledEntry(dir.path);
+  writeFile(entry + "/README", "someone's");
+  CacheRemoval r =
+      removeDiskEntry(dir.path, llvm::sys::path::filename(entry));
+  EXPECT_EQ(r.removed, 1u);
+  EXPECT_TRUE(r.failed.empty());
+  ASSERT_EQ(r.leftAlone.size(), 1u);
+  EXPECT_NE(r.leftAlone[0].find("README"), std::string::npos) << r.leftAlone[0];
+  EXPECT_EQ(readFile(entry + "/README"), "someone's");
+  EXPECT_FALSE(llvm::sys::fs::exists(entry + "/tiny.ptx"));
+  EXPECT_FALSE(llvm::sys::fs::exists(entry + "/__grp__tiny.json"));
+}
+
+// Something in an entry's place: the kernel is compiled in memory with one
+// warning, nothing is written through it, and verify counts it unusable.
+TEST(KernelCache, AnObstructionMeansCompilingInMemory) {
+  llvm::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
+  ASSERT_TRUE(bool(key));
+  struct Case {
+    const char *name;
+    std::function<void(const std::string &root, const std::string &entry)> make;
+  };
+  std::vector<Case> cases = {
+      {"a file", [](const std::string &, const std::string &entry) {
+         writeFile(entry, "not a directory");
+       }},
+      {"a lock that is a directory",
+       [](const std::string &, const std::string &entry) {
+         ASSERT_EQ(::mkdir(entry.c_str(), 0755), 0);
+         ASSERT_EQ(::mkdir((entry + "/tiny.lock").c_str(), 0755), 0);
+       }},
+      {"a link to another entry",
+       [](const std::string &root, const std::string &entry) {
+         std::string other = root + "/" + std::string(52, 'C');
+         ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
+         writeFile(other + "/tiny.ptx", "another entry's");
+         ASSERT_EQ(::symlink(other.c_str(), entry.c_str()), 0);
+       }},
+  };
+  for (const Case &c : cases) {
+    TempDir dir;
+    std::string entry = dir.path + "/" + key->directory;
+    c.make(dir.path, entry);
+    TestCache cache(dir.path);
+    llvm::Expected<CacheResult> r = cache.cache->getOrCompile(tiny(), sm90());
+    ASSERT_TRUE(bool(r)) << c.name << ": " << llvm::toString(r.takeError());
+    EXPECT_EQ(r->outcome, CacheOutcome::Compiled) << c.name;
+    EXPECT_EQ(r->artifacts->directory, "") << c.name;
+    EXPECT_EQ(cache.warnings.size(), 1u) << c.name;
+    // Again in the same process: still one warning.
+    ASSERT_TRUE(bool(cache.cache->getOrCompile(tiny(), sm90())));
+    EXPECT_EQ(cache.warnings.size(), 1u) << c.name;
+    llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, true);
+    ASSERT_TRUE(bool(listed));
+    size_t unusable = 0;
+    for (const DiskEntry &e : *listed)
+      unusable += e.key == key->directory && !e.problem.empty();
+    EXPECT_EQ(unusable, 1u) << c.name;
+    if (std::string(c.name) == "a link to another entry")
+      EXPECT_EQ(readFile(dir.path + "/" + std::string(52, 'C') + "/tiny.ptx"),
+                "another entry's");
+  }
+}
+
+// A metadata file reformatted without a change of value still checks out:
+// the checksum covers values, not the text's layout.
+TEST(KernelCache, TheMetadataChecksumCoversValuesNotLayout) {
+  TempDir dir;
+  std::string entry = compiledEntry(dir.path);
+  llvm::Expected<llvm::json::Value> v =
+      llvm::json::parse(readFile(entry + "/tiny.json"));
+  ASSERT_TRUE(bool(v));
+  writeFile(entry + "/tiny.json", llvm::formatv("{0}", *v).str());
+  TestCache cache(dir.path);
+  EXPECT_EQ(cache.get(tiny()).outcome, CacheOutcome::DiskHit);
+  EXPECT_TRUE(cache.warnings.empty());
+}
+
+TEST(WarmShapes, RefuseDeepNestingAndTakeANumericArch) {
+  llvm::Expected<std::vector<WarmShape>> deep =
+      parseWarmShapes(std::string(200000, '['), "deep.json", "sm_90");
+  ASSERT_FALSE(bool(deep));
+  std::string message = llvm::toString(deep.takeError());
+  EXPECT_NE(message.find("deep.json: not JSON: nested deeper than"),
+            std::string::npos)
+      << message;
+  llvm::Expected<std::vector<WarmShape>> shapes = parseWarmShapes(
+      R"({"arch": 80, "shapes": [{"head_dim": 64, "kernels": ["append"]},
+          {"head_dim": 64, "kernels": ["append"], "arch": 90}]})",
+      "s.json", "sm_90");
+  ASSERT_TRUE(bool(shapes)) << llvm::toString(shapes.takeError());
+  ASSERT_EQ(shapes->size(), 2u);
+  EXPECT_EQ((*shapes)[0].chip, "sm_80");
+  EXPECT_EQ((*shapes)[1].chip, "sm_90");
+  // A file that repeats itself does not turn into millions of requests.
+  std::string many = R"([{"head_dim": 64, "gqa": [1)";
+  for (int i = 0; i < 20000; ++i)
+    many += ",1";
+  many += "]}]";
+  llvm::Expected<std::vector<WarmShape>> tooMany =
+      parseWarmShapes(many, "many.json", "sm_90");
+  ASSERT_FALSE(bool(tooMany));
+  EXPECT_NE(llvm::toString(tooMany.takeError())
+                .find("shapes[0]: more than 100000 kernels in the file"),
+            std::string::npos);
+  llvm::Expected<std::vector<WarmShape>> bad =
+      parseWarmShapes(R"({"arch": true, "shapes": []})", "b.json", "sm_90");
+  ASSERT_FALSE(bool(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("'arch' must be"),
+            std::string::npos);
+}
+
+TEST(FileIO, ReadsRegularFilesWithinTheirBoundOnly) {
+  TempDir dir;
+  std::string file = dir.path + "/f";
+  writeFile(file, "0123456789");
+  llvm::Expected<std::string> whole = readRegularFile(file, ReadOptions{10});
+  ASSERT_TRUE(bool(whole)) << llvm::toString(whole.takeError());
+  EXPECT_EQ(*whole, "0123456789");
+  llvm::Expected<std::string> over = readRegularFile(file, ReadOptions{9});
+  ASSERT_FALSE(bool(over));
+  std::string message;
+  EXPECT_EQ(kvarn::consumeError(over.takeError(), message),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(message.find("larger than 9 bytes"), std::string::npos) << message;
+  // stat says 0 bytes; the text is read whole.
+  llvm::Expected<std::string> proc =
+      readRegularFile("/proc/self/status", ReadOptions{1 << 20});
+  ASSERT_TRUE(bool(proc)) << llvm::toString(proc.takeError());
+  EXPECT_NE(proc->find("Pid:"), std::string::npos);
+  ASSERT_EQ(::symlink(file.c_str(), (dir.path + "/link").c_str()), 0);
+  EXPECT_TRUE(bool(readRegularFile(dir.path + "/link", ReadOptions{10})));
+  llvm::Expected<std::string> link =
+      readRegularFile(dir.path + "/link", ReadOptions{10, /*noFollow=*/true});
+  ASSERT_FALSE(bool(link));
+  EXPECT_NE(llvm::toString(link.takeError()).find("a symbolic link"),
+            std::string::npos);
+}
+
+TEST(FileIO, CountsNestingOutsideStringsOnly) {
+  EXPECT_EQ(jsonNestingDepth(R"({"a": [[1], {"b": "[[[[{{"}]})", 100), 3u);
+  EXPECT_EQ(jsonNestingDepth(R"(["\"[[[", "\\", [0]])", 100), 2u);
+  EXPECT_EQ(jsonNestingDepth(std::string(1000, '['), 10), 11u);
+  EXPECT_TRUE(bool(parseJson(std::string(64, '[') + std::string(64, ']'))));
+  llvm::Expected<llvm::json::Value> deep =
+      parseJson(std::string(65, '[') + std::string(65, ']'));
+  ASSERT_FALSE(bool(deep));
+  EXPECT_NE(llvm::toString(deep.takeError()).find("nested deeper than 64"),
+            std::string::npos);
+}
+
+// Temporaries left by a crashed process whose pid this one has (as links,
+// to make it worse): replaced, not followed, and the entry still written.
+// (CTest runs each test in its own process, so the temporaries' counter
+// starts at 0 here.)
+TEST(KernelCache, StaleTemporariesOfThisPidAreReplaced) {
+  TempDir dir, outside;
+  llvm::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
+  ASSERT_TRUE(bool(key));
+  std::string entry = dir.path + "/" + key->directory;
+  ASSERT_EQ(::mkdir(entry.c_str(), 0755), 0);
+  std::string victim = outside.path + "/victim";
+  writeFile(victim, "keep me");
+  for (const char *file :
+       {"tiny.kvt", "tiny.kvt.mlir", "tiny.kvgpu.mlir", "tiny.nvvm.mlir",
+        "tiny.llir", "tiny.ptx", "tiny.json", "__grp__tiny.json"})
+    for (int n = 0; n < 64; ++n) {
+      std::string temp = entry + "/" + file + ".tmp." +
+                         std::to_string(::getpid()) + "." + std::to_string(n);
+      ASSERT_EQ(::symlink(victim.c_str(), temp.c_str()), 0);
+    }
+  TestCache cache(dir.path);
+  CacheResult r = cache.get(tiny());
+  ASSERT_TRUE(r.artifacts);
+  EXPECT_EQ(r.artifacts->directory, entry);
+  EXPECT_TRUE(cache.warnings.empty()) << cache.warnings[0];
+  EXPECT_EQ(readFile(victim), "keep me");
+  TestCache next(dir.path);
+  EXPECT_EQ(next.get(tiny()).outcome, CacheOutcome::DiskHit);
 }
 
 } // namespace

@@ -309,12 +309,27 @@ TEST(Ptxas, CandidatesFollowTheEnvironmentFirst) {
 
 TEST(Ptxas, AnExplicitPathMustBeAProgram) {
   ScopedEnv explicitPath("KVARN_PTXAS", "/nonexistent/ptxas");
-  llvm::Expected<std::string> found = findPtxas();
+  llvm::Expected<std::string> found = findPtxas({"/nonexistent/ptxas"});
   auto [status, message] = statusAndMessage(found);
   EXPECT_EQ(status, KVARN_ERROR_IO);
   EXPECT_TRUE(contains(message, "KVARN_PTXAS") &&
               contains(message, "/nonexistent/ptxas"))
       << message;
+}
+
+// A KVARN_PTXAS that leads nowhere falls back to the next ptxas, and says
+// so (it used to give PTX only, silently).
+TEST(Ptxas, AWrongExplicitPathFallsBackWithAWarning) {
+  ScopedEnv explicitPath("KVARN_PTXAS", "/nonexistent/ptxas");
+  std::string warning;
+  // /bin/sh stands in for a toolkit's ptxas: an executable file.
+  llvm::Expected<std::string> found =
+      findPtxas({"/nonexistent/ptxas", "/bin/sh"}, &warning);
+  ASSERT_TRUE(bool(found)) << llvm::toString(found.takeError());
+  EXPECT_EQ(*found, "/bin/sh");
+  EXPECT_TRUE(contains(warning, "KVARN_PTXAS is '/nonexistent/ptxas'") &&
+              contains(warning, "using /bin/sh"))
+      << warning;
 }
 
 TEST(Ptxas, NoToolkitSaysWhereItLooked) {

@@ -20,6 +20,10 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace kvarn;
@@ -49,6 +53,39 @@ static std::string reproducerPath(llvm::StringRef kernel) {
                                  llvm::Twine(::getpid()) + ".mlir")
                                     .str());
   return path.str().str();
+}
+
+/// Keeps the newest kKeptReproducers of this user's reproducers in the
+/// temporary directory and removes the older ones, so failed compiles do not
+/// pile up files. Only regular files named kvarn-reproducer-*.mlir and owned
+/// by this user go, never through a link.
+static constexpr size_t kKeptReproducers = 8;
+static void pruneReproducers(llvm::StringRef keep) {
+  llvm::StringRef dir = llvm::sys::path::parent_path(keep);
+  int dirFd = ::open(dir.str().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dirFd < 0)
+    return;
+  DIR *d = ::fdopendir(::dup(dirFd));
+  std::vector<std::pair<int64_t, std::string>> found; // (mtime, name)
+  while (d) {
+    struct dirent *e = ::readdir(d);
+    if (!e)
+      break;
+    llvm::StringRef name(e->d_name);
+    struct stat st;
+    if (!name.starts_with("kvarn-reproducer-") || !name.ends_with(".mlir") ||
+        ::fstatat(dirFd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISREG(st.st_mode) || st.st_uid != ::getuid() ||
+        name == llvm::sys::path::filename(keep))
+      continue;
+    found.push_back({int64_t(st.st_mtime), name.str()});
+  }
+  if (d)
+    ::closedir(d);
+  std::sort(found.rbegin(), found.rend()); // newest first
+  for (size_t i = kKeptReproducers - 1; i < found.size(); ++i)
+    ::unlinkat(dirFd, found[i].second.c_str(), 0);
+  ::close(dirFd);
 }
 
 void jit::applyReportingOptions(const ParsedOptions &opts,
@@ -89,10 +126,12 @@ int jit::compileFailure(llvm::StringRef kernel, const CompileOptions &options,
     oneLine += (oneLine.empty() ? "" : "; ") + line.str();
   }
   if (!options.crashReproducer.empty() &&
-      llvm::sys::fs::exists(options.crashReproducer))
+      llvm::sys::fs::exists(options.crashReproducer)) {
+    pruneReproducers(options.crashReproducer);
     oneLine += " (crash reproducer: " + options.crashReproducer +
                "; replay with kvarn-opt --run-reproducer " +
                options.crashReproducer + ")";
+  }
   return failure(kernel + ": " + oneLine);
 }
 
@@ -269,6 +308,12 @@ int jit::buildThroughCache(const ParsedOptions &opts,
     if (!dumpers[i]->problem().empty())
       rc = failure(dumpers[i]->problem());
     std::string where = a.directory.empty() ? "memory only" : a.directory;
+    // --out asks for files; the cache may fall back to memory, --out not.
+    if (opts.has("out") && a.directory.empty()) {
+      rc = failure(name + ": not written to '" + opts.get("out") +
+                   "' (the warning above says why)");
+      continue;
+    }
     if (opts.has("json")) {
       llvm::json::Array signature;
       for (const std::string &t : a.signature)

@@ -15,6 +15,7 @@
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/FileIO.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -58,6 +59,17 @@ std::string humanAge(int64_t when) {
   return std::to_string(age / 86400) + " days ago";
 }
 
+/// `text` with control characters shown as '?': names and problems come
+/// from files anyone with write access to the cache may have made, and must
+/// not drive the terminal.
+std::string printable(llvm::StringRef text) {
+  std::string out = text.str();
+  for (char &c : out)
+    if ((unsigned char)c < 0x20 || c == 0x7f)
+      c = '?';
+  return out;
+}
+
 json::Object entryJson(const DiskEntry &e) {
   return json::Object{{"key", e.key},
                       {"directory", e.directory},
@@ -89,11 +101,19 @@ int runList(const ParsedOptions &opts, bool verify) {
     total += e.bytes;
     bad += !e.problem.empty();
   }
+  // What could not be deleted is said, one line each, and still unusable.
+  std::vector<std::string> notDeleted;
   if (verify && opts.has("delete") && bad) {
-    for (const DiskEntry &e : *entries)
-      if (!e.problem.empty() &&
-          !llvm::sys::fs::remove_directories(e.directory, true))
-        ++removed;
+    for (const DiskEntry &e : *entries) {
+      if (e.problem.empty())
+        continue;
+      CacheRemoval r = removeDiskEntry(dir, e.key);
+      removed += r.removed;
+      for (const std::string &why : r.failed)
+        notDeleted.push_back("cannot delete " + why);
+      for (const std::string &why : r.leftAlone)
+        notDeleted.push_back("left alone " + why);
+    }
   }
   if (opts.has("json")) {
     json::Array list;
@@ -109,12 +129,13 @@ int runList(const ParsedOptions &opts, bool verify) {
       llvm::outs() << llvm::formatv(
           "{0}  {1,-12} {2,-16} head_dim {3,3} gqa {4,2} {5,-4} {6,-7} {7,10}  "
           "{8}",
-          e.key, e.name.empty() ? "?" : e.name,
-          e.preset.empty() ? "?" : e.preset, e.headDim, e.gqa,
-          e.dtype.empty() ? "?" : e.dtype, e.chip.empty() ? "?" : e.chip,
-          humanBytes(e.bytes), humanAge(e.lastUsed));
+          e.key, e.name.empty() ? "?" : printable(e.name),
+          e.preset.empty() ? "?" : printable(e.preset), e.headDim, e.gqa,
+          e.dtype.empty() ? "?" : printable(e.dtype),
+          e.chip.empty() ? "?" : printable(e.chip), humanBytes(e.bytes),
+          humanAge(e.lastUsed));
       if (!e.problem.empty())
-        llvm::outs() << "  UNUSABLE: " << e.problem;
+        llvm::outs() << "  UNUSABLE: " << printable(e.problem);
       llvm::outs() << "\n";
     }
     llvm::outs() << llvm::formatv("{0}: {1} entries, {2}", dir,
@@ -126,6 +147,11 @@ int runList(const ParsedOptions &opts, bool verify) {
       llvm::outs() << llvm::formatv(" ({0} deleted)", removed);
     llvm::outs() << "\n";
   }
+  for (const std::string &line : notDeleted)
+    if (llvm::StringRef(line).starts_with("cannot"))
+      failure(printable(line));
+    else
+      llvm::errs() << "kvarn-jit: " << printable(line) << "\n";
   // verify fails on unusable entries it was not asked to delete.
   return verify && bad > removed ? kExitFailure : kExitOk;
 }
@@ -137,22 +163,23 @@ int runClear(const ParsedOptions &opts) {
   std::string dir = cacheDir(opts);
   if (dir.empty())
     return failure("no cache directory (KVARN_CACHE_DIR is 'off'; give --dir)");
-  llvm::Expected<size_t> removed = clearDiskCache(dir);
-  if (!removed)
-    return failure(removed.takeError());
-  llvm::outs() << llvm::formatv("{0}: removed {1} entries\n", dir, *removed);
-  return kExitOk;
+  if (llvm::sys::fs::exists(dir) && !llvm::sys::fs::is_directory(dir))
+    return failure("'" + dir + "' is not a directory");
+  llvm::Expected<CacheRemoval> report = clearDiskCache(dir);
+  if (!report)
+    return failure(report.takeError());
+  llvm::outs() << llvm::formatv("{0}: removed {1} entries\n", dir,
+                                report->removed);
+  for (const std::string &why : report->leftAlone)
+    llvm::errs() << "kvarn-jit: left alone " << printable(why) << "\n";
+  for (const std::string &why : report->failed)
+    failure("cannot remove " + printable(why));
+  return report->failed.empty() ? kExitOk : kExitFailure;
 }
 
 //===----------------------------------------------------------------------===//
 // warm: compile a list of shapes ahead of time
 //===----------------------------------------------------------------------===//
-
-/// One kernel to build for `cache warm`.
-struct WarmItem {
-  KernelRequest request;
-  std::string chip;
-};
 
 std::vector<std::string> libraryKernels() {
   std::vector<std::string> names;
@@ -162,110 +189,15 @@ std::vector<std::string> libraryKernels() {
   return names;
 }
 
-/// The shapes file: {"arch": "sm_90", "shapes": [{"preset": P, "head_dim":
-/// N, "gqa": N or [N, ...], "dtype": "f16" or "bf16", "kernels": [...],
-/// "arch": SM}, ...]} or just the list of shapes.
-llvm::Expected<std::vector<WarmItem>> readShapes(const std::string &path,
-                                                 const std::string &defaultArch) {
-  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> file =
-      llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!file)
-    return makeError(KVARN_ERROR_IO, "cannot read '{0}': {1}", path,
-                     file.getError().message());
-  llvm::Expected<json::Value> root = json::parse((*file)->getBuffer());
-  if (!root)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: not JSON: {1}", path,
-                     llvm::toString(root.takeError()));
-  std::string arch = defaultArch;
-  const json::Array *shapes = root->getAsArray();
-  if (const json::Object *o = root->getAsObject()) {
-    shapes = o->getArray("shapes");
-    if (std::optional<llvm::StringRef> a = o->getString("arch"))
-      arch = a->str();
-  }
-  if (!shapes)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "{0}: expected a list of shapes or {{\"shapes\": [...]}",
-                     path);
-  std::vector<WarmItem> items;
-  for (size_t i = 0; i < shapes->size(); ++i) {
-    auto bad = [&](const llvm::Twine &why) {
-      return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: shapes[{1}]: {2}",
-                       path, i, why.str());
-    };
-    const json::Object *shape = (*shapes)[i].getAsObject();
-    if (!shape)
-      return bad("not an object");
-    for (const auto &[field, value] : *shape)
-      if (!llvm::is_contained(
-              {"preset", "head_dim", "gqa", "dtype", "kernels", "arch"},
-              field.str()))
-        return bad("unknown field '" + field.str() +
-                   "' (fields: preset, head_dim, gqa, dtype, kernels, arch)");
-    dsl::Specialization spec;
-    if (const json::Value *p = shape->get("preset")) {
-      if (!p->getAsString())
-        return bad("'preset' must be a string");
-      spec.preset = p->getAsString()->str();
-    }
-    std::optional<int64_t> headDim = shape->getInteger("head_dim");
-    if (!headDim)
-      return bad("needs an integer 'head_dim'");
-    spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
-    if (const json::Value *d = shape->get("dtype")) {
-      if (!d->getAsString())
-        return bad("'dtype' must be a string (f16 or bf16)");
-      llvm::Expected<DType> dtype = parseDType(*d->getAsString());
-      if (!dtype)
-        return bad(llvm::toString(dtype.takeError()));
-      spec.dtype = *dtype;
-    }
-    std::vector<int64_t> gqas = {1};
-    if (const json::Value *g = shape->get("gqa")) {
-      gqas.clear();
-      if (std::optional<int64_t> one = g->getAsInteger())
-        gqas.push_back(*one);
-      else if (const json::Array *many = g->getAsArray())
-        for (const json::Value &v : *many) {
-          if (!v.getAsInteger())
-            return bad("'gqa' must be an integer or a list of integers");
-          gqas.push_back(*v.getAsInteger());
-        }
-      else
-        return bad("'gqa' must be an integer or a list of integers");
-    }
-    std::vector<std::string> kernels = libraryKernels();
-    if (const json::Value *k = shape->get("kernels")) {
-      const json::Array *list = k->getAsArray();
-      if (!list)
-        return bad("'kernels' must be a list of kernel names");
-      kernels.clear();
-      for (const json::Value &v : *list) {
-        std::optional<llvm::StringRef> name = v.getAsString();
-        const dsl::LibraryFile *f = name ? dsl::findLibraryFile(*name) : nullptr;
-        if (!f || !f->isKernel)
-          return bad("unknown kernel " +
-                     (name ? "'" + name->str() + "'" : std::string("(not a string)")) +
-                     " (library kernels: " + llvm::join(libraryKernels(), ", ") +
-                     ")");
-        kernels.push_back(name->str());
-      }
-    }
-    std::string chip = arch;
-    if (std::optional<llvm::StringRef> a = shape->getString("arch"))
-      chip = a->str();
-    Target target{chip, 0};
-    if (llvm::Error err = validateTarget(target))
-      return bad(llvm::toString(std::move(err)));
-    for (int64_t gqa : gqas) {
-      spec.gqa = int(std::clamp<int64_t>(gqa, INT32_MIN, INT32_MAX));
-      if (llvm::Error err = spec.check())
-        return bad(llvm::toString(std::move(err)));
-      for (const std::string &kernel : kernels)
-        items.push_back({KernelRequest{kernel, spec, "", ""}, chip});
-    }
-  }
-  return items;
+/// The shapes file, read as any file from outside: a regular file of
+/// bounded size (not a FIFO or /dev/zero), then parsed by the cache.
+llvm::Expected<std::vector<WarmShape>> readShapes(const std::string &path,
+                                                  const std::string &defaultArch) {
+  llvm::Expected<std::string> text =
+      readRegularFile(path, ReadOptions{limits::kShapesFileBytes});
+  if (!text)
+    return text.takeError();
+  return parseWarmShapes(*text, path, defaultArch);
 }
 
 int runWarm(const ParsedOptions &opts) {
@@ -278,7 +210,7 @@ int runWarm(const ParsedOptions &opts) {
   Target target{arch, 0};
   if (llvm::Error err = validateTarget(target))
     return failure(std::move(err));
-  llvm::Expected<std::vector<WarmItem>> items =
+  llvm::Expected<std::vector<WarmShape>> items =
       readShapes(opts.get("shapes"), arch);
   if (!items)
     return failure(items.takeError());
@@ -290,7 +222,7 @@ int runWarm(const ParsedOptions &opts) {
   KernelCache cache(cacheOptions);
   std::vector<KernelRequest> requests;
   std::vector<CompileOptions> options;
-  for (const WarmItem &item : *items) {
+  for (const WarmShape &item : *items) {
     requests.push_back(item.request);
     CompileOptions o;
     o.target.chip = item.chip;
@@ -329,6 +261,13 @@ int runWarm(const ParsedOptions &opts) {
       continue;
     }
     const CacheResult &r = *results[i];
+    // Warming is for the disk: a kernel the cache kept in memory only (an
+    // unwritable cache, an obstruction) is a failure here.
+    if (r.artifacts->directory.empty()) {
+      rc = failure(what + ": not written to '" + cacheOptions.directory +
+                   "' (the warning above says why)");
+      continue;
+    }
     (r.outcome == CacheOutcome::Compiled ? compiled : hits)++;
     if (opts.has("json")) {
       list.push_back(json::Object{{"name", q.kernel},

@@ -14,10 +14,12 @@ using namespace kvarn::jit;
 /// The driver, its GPUs and the ptxas kvarn would use; fails (exit 1) with
 /// the driver loader's message where kernels cannot run.
 static int runDevices(const ParsedOptions &) {
-  llvm::Expected<std::string> ptxas = cuda::findPtxas();
+  std::string warning;
+  llvm::Expected<std::string> ptxas =
+      cuda::findPtxas(cuda::ptxasCandidates(), &warning);
   llvm::outs() << "ptxas: "
                << (ptxas ? *ptxas : "none (" + toString(ptxas.takeError()) + ")")
-               << "\n";
+               << (warning.empty() ? "" : " (" + warning + ")") << "\n";
   llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
   if (!driver)
     return failure(driver.takeError());

@@ -19,6 +19,7 @@
 #include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Support/FileIO.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -277,15 +278,19 @@ int runEmit(const ParsedOptions &opts) {
 
   if (opts.has("source")) {
     std::string path = opts.get("source");
-    llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> file =
-        llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-    if (!file)
-      return failure("cannot read '" + path + "': " + file.getError().message());
-    std::string text = (*file)->getBuffer().str();
-    if (!buildSource(path, std::move(*file), spec, wanted, *out, built))
+    // A regular file of bounded size: not a FIFO, /dev/zero or the like;
+    // /proc files read whole.
+    llvm::Expected<std::string> text =
+        readRegularFile(path, ReadOptions{limits::kSourceFileBytes});
+    if (!text)
+      return failure(text.takeError());
+    if (!buildSource(path, llvm::MemoryBuffer::getMemBufferCopy(*text, path),
+                     spec, wanted, *out, built))
       return kExitFailure;
+    if (built.empty())
+      return failure(path + " defines no kernels");
     for (const std::string &name : built)
-      sources[name] = {text, path, true};
+      sources[name] = {*text, path, true};
   } else {
     std::vector<std::string> names = wanted;
     if (names.empty())

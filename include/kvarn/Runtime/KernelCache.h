@@ -142,6 +142,20 @@ struct CacheOptions {
 /// Bytes from "512M", "2G", "1048576", "0". None on a malformed value.
 std::optional<uint64_t> parseByteSize(llvm::StringRef text);
 
+/// One kernel of a shapes file (`kvarn-jit cache warm`).
+struct WarmShape {
+  KernelRequest request;
+  std::string chip;
+};
+
+/// The shapes file's text: {"arch": "sm_90" or 90, "shapes": [{"preset": P,
+/// "head_dim": N, "gqa": N or [N, ...], "dtype": "f16" or "bf16",
+/// "kernels": [...], "arch": SM}, ...]} or just the list of shapes, as the
+/// kernels to build. Errors name `path` and the shape, in one line.
+llvm::Expected<std::vector<WarmShape>>
+parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
+                llvm::StringRef defaultArch);
+
 /// Counters since the cache was made.
 struct CacheStats {
   uint64_t compiled = 0;
@@ -226,14 +240,28 @@ struct DiskEntry {
   int headDim = 0, gqa = 0;
 };
 
-/// Every entry under `root`. With `verify`, reads each complete entry and
-/// checks its metadata, versions and checksums (`problem` says what failed).
+/// Every entry under `root`, and whatever else is named like one. Each
+/// complete entry is read and checked as a lookup checks it (metadata,
+/// versions, checksums of every file); `problem` says what failed, or what
+/// is in an entry's place (a link, a file, an unreadable directory).
+/// (`verify` is kept for callers; listing and verifying read the same.)
 llvm::Expected<std::vector<DiskEntry>> listDiskCache(llvm::StringRef root,
                                                      bool verify);
 
-/// Removes every cache entry (and leftover temporary files) under `root`;
-/// returns how many entries went. Files that are not kvarn's stay.
-llvm::Expected<size_t> clearDiskCache(llvm::StringRef root);
+/// What removing entries did. Only the cache's own file names are removed,
+/// never through a link; a directory holding anything else keeps it.
+struct CacheRemoval {
+  size_t removed = 0;                 // entries whose files went
+  std::vector<std::string> leftAlone; // "PATH: why", not (all) kvarn's
+  std::vector<std::string> failed;    // "PATH: why", could not be removed
+};
+
+/// Removes every cache entry (and leftovers of interrupted removals) under
+/// `root`.
+llvm::Expected<CacheRemoval> clearDiskCache(llvm::StringRef root);
+
+/// Removes the entry `key` (a directory name) under `root`.
+CacheRemoval removeDiskEntry(llvm::StringRef root, llvm::StringRef key);
 
 /// Removes least recently used complete entries until the cache holds at
 /// most `maxBytes`; `keep` (a directory name) is never removed. Returns how

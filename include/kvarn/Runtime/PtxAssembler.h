@@ -59,10 +59,12 @@ llvm::Expected<CubinImage> linkPtxWithDriver(const Context &context,
 std::vector<std::string> ptxasCandidates();
 
 /// The first of `candidates` that is an executable file; else KVARN_ERROR_IO
-/// with a message listing where it looked. If $KVARN_PTXAS is set, it must be
-/// such a file.
+/// with a message listing where it looked. A $KVARN_PTXAS that is not such a
+/// file is passed over for the next candidate, and `warning` (if given) says
+/// so; with no other candidate the error names it.
 llvm::Expected<std::string>
-findPtxas(const std::vector<std::string> &candidates = ptxasCandidates());
+findPtxas(const std::vector<std::string> &candidates = ptxasCandidates(),
+          std::string *warning = nullptr);
 
 struct PtxasOptions {
   std::string arch = "sm_90";    // what ptxas's -arch takes

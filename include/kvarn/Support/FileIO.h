@@ -1,0 +1,62 @@
+//===- FileIO.h - bounded reads of regular files ----------------*- C++ -*-===//
+//
+// Every file kvarn reads from a place it does not control (the kernel cache,
+// a shapes file, a user's .kvt source) goes through readRegularFile: regular
+// files only (a FIFO, a device or a directory is refused without blocking),
+// at most a size that makes sense for that file, and JSON is checked for
+// nesting depth before the recursive parser sees it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef KVARN_SUPPORT_FILEIO_H
+#define KVARN_SUPPORT_FILEIO_H
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <cstdint>
+#include <string>
+
+namespace kvarn {
+
+/// Size limits of the files kvarn reads.
+namespace limits {
+inline constexpr uint64_t kGroupFileBytes = 1 << 20;      // __grp__<name>.json
+inline constexpr uint64_t kMetadataBytes = 4 << 20;       // <name>.json
+inline constexpr uint64_t kEntryFileBytes = 1ull << 30;   // a PTX, cubin, IR
+inline constexpr uint64_t kShapesFileBytes = 4 << 20;     // cache warm --shapes
+inline constexpr uint64_t kSourceFileBytes = 16 << 20;    // a .kvt source
+/// Deeper than any file kvarn writes or documents (they nest 4 levels), far
+/// below what the recursive JSON parser survives.
+inline constexpr unsigned kJsonDepth = 64;
+} // namespace limits
+
+struct ReadOptions {
+  uint64_t maxBytes = limits::kSourceFileBytes;
+  /// Refuse a symbolic link as the last component (cache files: kvarn never
+  /// writes links).
+  bool noFollow = false;
+};
+
+/// The bytes of the regular file `path` (opened relative to `dirFd` unless
+/// it is AT_FDCWD or the path is absolute). Reads until end of file, so
+/// files whose size stat cannot tell (/proc) read whole. Fails with
+/// KVARN_ERROR_IO when it cannot be opened or read and with
+/// KVARN_ERROR_INVALID_ARGUMENT when it is not a regular file or holds more
+/// than `maxBytes`; the message names `path` and says why, in one line.
+llvm::Expected<std::string> readRegularFile(llvm::StringRef path,
+                                            const ReadOptions &options,
+                                            int dirFd = -100 /*AT_FDCWD*/);
+
+/// JSON of at most `maxDepth` nested arrays and objects, parsed. Deeper
+/// text is refused before parsing (llvm::json::parse recurses per level).
+llvm::Expected<llvm::json::Value>
+parseJson(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
+
+/// How deep `text`'s arrays and objects nest, counting brackets outside
+/// strings; stops counting past `stopAt`.
+unsigned jsonNestingDepth(llvm::StringRef text, unsigned stopAt);
+
+} // namespace kvarn
+
+#endif // KVARN_SUPPORT_FILEIO_H

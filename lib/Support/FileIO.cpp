@@ -1,0 +1,127 @@
+//===- FileIO.cpp - bounded reads of regular files ------------------------===//
+
+#include "kvarn/Support/FileIO.h"
+
+#include "kvarn/Support/Error.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace kvarn;
+
+static const char *fileKind(mode_t mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  if (S_ISLNK(mode))
+    return "a symbolic link";
+  return "not a regular file";
+}
+
+llvm::Expected<std::string> kvarn::readRegularFile(llvm::StringRef path,
+                                                   const ReadOptions &options,
+                                                   int dirFd) {
+  std::string p = path.str();
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+  // below. Regular files ignore the flag.
+  int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
+              (options.noFollow ? O_NOFOLLOW : 0);
+  int fd = ::openat(dirFd, p.c_str(), flags);
+  if (fd < 0) {
+    int saved = errno;
+    if (saved == ELOOP && options.noFollow)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "cannot read '{0}': a symbolic link", path);
+    return makeError(KVARN_ERROR_IO, "cannot read '{0}': {1}", path,
+                     std::strerror(saved));
+  }
+  auto fail = [&](kvarn_status_t status, const std::string &why) {
+    ::close(fd);
+    return makeError(status, "cannot read '{0}': {1}", path, why);
+  };
+  struct stat st;
+  if (::fstat(fd, &st) != 0)
+    return fail(KVARN_ERROR_IO, std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    return fail(KVARN_ERROR_INVALID_ARGUMENT,
+                std::string(fileKind(st.st_mode)) + ", not a regular file");
+  auto tooLarge = [&] {
+    return fail(KVARN_ERROR_INVALID_ARGUMENT,
+                "larger than " + std::to_string(options.maxBytes) +
+                    " bytes, the most this file may have");
+  };
+  if (uint64_t(st.st_size) > options.maxBytes)
+    return tooLarge();
+  std::string bytes;
+  // Up to one byte past the limit, to tell a file that grew past it.
+  bytes.resize(size_t(std::min<uint64_t>(uint64_t(st.st_size), options.maxBytes) + 1));
+  size_t used = 0;
+  for (;;) {
+    if (used == bytes.size()) {
+      if (used > options.maxBytes)
+        return tooLarge();
+      bytes.resize(size_t(std::min<uint64_t>(options.maxBytes + 1,
+                                             std::max<uint64_t>(used * 2, 4096))));
+    }
+    ssize_t n = ::read(fd, bytes.data() + used, bytes.size() - used);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return fail(KVARN_ERROR_IO, std::strerror(errno));
+    if (n == 0)
+      break;
+    used += size_t(n);
+  }
+  if (used > options.maxBytes)
+    return tooLarge();
+  ::close(fd);
+  bytes.resize(used);
+  return bytes;
+}
+
+unsigned kvarn::jsonNestingDepth(llvm::StringRef text, unsigned stopAt) {
+  unsigned depth = 0, deepest = 0;
+  bool inString = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (inString) {
+      if (c == '\\')
+        ++i; // the escaped character cannot end the string
+      else if (c == '"')
+        inString = false;
+      continue;
+    }
+    if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > stopAt)
+        return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+llvm::Expected<llvm::json::Value> kvarn::parseJson(llvm::StringRef text,
+                                                   unsigned maxDepth) {
+  if (jsonNestingDepth(text, maxDepth) > maxDepth)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "nested deeper than {0} levels", maxDepth);
+  llvm::Expected<llvm::json::Value> value = llvm::json::parse(text);
+  if (!value)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}",
+                     llvm::toString(value.takeError()));
+  return value;
+}
