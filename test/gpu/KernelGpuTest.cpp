@@ -274,6 +274,19 @@ TEST_F(Flush, RandomTilesMatchTheCpuReference) {
 /// records differ is classified: codes differ under identical fp16 metadata
 /// (a code decided differently at a rounding tie), or the metadata differ
 /// (the scales themselves: another Sinkhorn iterate or scale rounding).
+/// f(0) .. f(n - 1) on `workers` threads.
+template <typename F> void parallelFor(unsigned workers, int64_t n, F f) {
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (unsigned w = 0; w < workers; ++w)
+    pool.emplace_back([&] {
+      for (int64_t i; (i = next++) < n;)
+        f(i);
+    });
+  for (std::thread &t : pool)
+    t.join();
+}
+
 TEST_F(Flush, StressEveryPresetHeadDimAndDType) {
   const char *env = std::getenv("KVARN_FLUSH_STRESS_SEEDS");
   const int seeds = env && *env ? std::max(1, std::atoi(env)) : 3;
@@ -291,16 +304,20 @@ TEST_F(Flush, StressEveryPresetHeadDimAndDType) {
         SCOPED_TRACE(name);
         RecordLayout l = *RecordLayout::get(preset, d);
         const int g = l.group, tiles = seeds * tilesPerSeed;
-        std::vector<uint16_t> kt, vt;
-        for (int s = 0; s < seeds; ++s) {
+        // Each seed's tiles from its own generator, the seeds on every core.
+        const size_t tile = size_t(g) * d;
+        std::vector<uint16_t> kt(size_t(seeds) * pairsPerSeed * tile),
+            vt(kt.size());
+        parallelFor(workers, seeds, [&](int64_t s) {
           std::mt19937_64 rng(base + uint64_t(s));
           for (int i = 0; i < pairsPerSeed; ++i) {
+            size_t at = (size_t(s) * pairsPerSeed + i) * tile;
             std::vector<uint16_t> k = tokens(rng, g, d, i % 2 == 0);
             std::vector<uint16_t> v = tokens(rng, g, d, false);
-            kt.insert(kt.end(), k.begin(), k.end());
-            vt.insert(vt.end(), v.begin(), v.end());
+            std::copy(k.begin(), k.end(), kt.begin() + at);
+            std::copy(v.begin(), v.end(), vt.begin() + at);
           }
-        }
+        });
         std::vector<int32_t> slots(tiles), blocks(tiles);
         for (int t = 0; t < tiles; ++t)
           slots[t] = tiles - 1 - t, blocks[t] = t;
@@ -311,16 +328,10 @@ TEST_F(Flush, StressEveryPresetHeadDimAndDType) {
         // The CPU reference, tile by tile on every core.
         const int64_t n = int64_t(tiles) * hk;
         std::vector<uint8_t> expected(size_t(n) * l.recordBytes);
-        std::atomic<int64_t> next{0};
-        std::vector<std::thread> pool;
-        for (unsigned w = 0; w < workers; ++w)
-          pool.emplace_back([&] {
-            for (int64_t i; (i = next++) < n;)
-              encodeRecord(l, &kt[size_t(i) * g * d], &vt[size_t(i) * g * d],
-                           &expected[size_t(i) * l.recordBytes]);
-          });
-        for (std::thread &t : pool)
-          t.join();
+        parallelFor(workers, n, [&](int64_t i) {
+          encodeRecord(l, &kt[size_t(i) * g * d], &vt[size_t(i) * g * d],
+                       &expected[size_t(i) * l.recordBytes]);
+        });
         int64_t exact = 0, ties = 0, scales = 0;
         double agreement = 1, kErr = 0, vErr = 0, errRatio = 0;
         int step = 0;
