@@ -304,7 +304,8 @@ int main(int argc, char **argv) {
       check(single.launch({unsigned(p.batch), unsigned(p.hk), 1}, args,
                           b.stream.handle()));
     }, 10);
-    int splits = decodeSplitCount(p.batch * p.hk, info.multiprocessors);
+    int splits = check(decodeSplitCount(
+        {int64_t(p.batch) * p.hk, perReq, info.multiprocessors, split.ctasPerSM()}));
     KernelArgs splitArgs, combineArgs;
     splitArgs.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
         .pointer(pk).pointer(pv).pointer(partOut).pointer(partLse).f32(scale)
