@@ -9,6 +9,7 @@
 
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Runtime/KernelCache.h"
+#include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/DecodeSplit.h"
@@ -16,6 +17,8 @@
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
@@ -24,6 +27,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -37,6 +41,7 @@ struct Row {
   double micros = 0;
   double gbPerSecond = 0; // over the bytes the kernel must move
   std::string note;
+  llvm::json::Object extra; // more fields for --json
 };
 
 [[noreturn]] void die(llvm::Error err) {
@@ -113,12 +118,209 @@ struct Bench {
   std::unique_ptr<KernelCache> cache = std::make_unique<KernelCache>();
 };
 
+/// One decode row of issue 14's table.
+struct DecodePoint {
+  int hq, hk, d, batch, context;
+  std::string preset = "kvarn_k4v2_g128";
+
+  /// "decode 32/8 D=128 8 x 32768", the preset appended when not the
+  /// default: stable names for --only.
+  std::string name() const {
+    std::string n = llvm::formatv("decode {0}/{1} D={2} {3} x {4}", hq, hk, d,
+                                  batch, context)
+                        .str();
+    return preset == "kvarn_k4v2_g128" ? n : n + " " + preset;
+  }
+};
+
+/// Issue 14's rows: Hq/Hk 32/8, head_dim 128, kvarn_k4v2_g128 unless named.
+std::vector<DecodePoint> decodePoints() {
+  return {{32, 8, 128, 4, 3000},
+          {32, 8, 128, 1, 32768},
+          {32, 8, 128, 1, 131072},
+          {32, 8, 128, 8, 32768},
+          {32, 8, 128, 36, 32768}, // the fp16 bytes of 8 x 32K
+          {32, 8, 128, 32, 8192},
+          {32, 8, 128, 64, 4096},
+          {32, 8, 128, 128, 2048},
+          {32, 8, 128, 256, 4096},
+          {64, 8, 128, 8, 32768},
+          {32, 32, 128, 8, 32768},
+          {32, 8, 64, 8, 32768},
+          {32, 8, 256, 8, 32768},
+          {32, 8, 128, 8, 32768, "kvarn_k4v2_g64"},
+          {32, 8, 128, 8, 32768, "kvarn_k4v4_g128"}};
+}
+
+/// The fixed split counts each row sweeps (1: plain decode).
+std::vector<int> sweptSplitCounts() {
+  std::vector<int> counts = {1, 2, 4, 8, 11, 16, kDecodeMaxSplits};
+  std::sort(counts.begin(), counts.end());
+  counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
+  return counts;
+}
+
+struct DecodeResult {
+  int autoSplits = 1, bestSplits = 1, ctasPerSM = 0;
+  double autoUs = 0, bestUs = 0;
+  double bytes = 0;   // the records of every block the requests span
+  double limitUs = 0; // those bytes read once at the measured copy rate
+  std::vector<std::pair<int, double>> sweep; // (splits, median us)
+};
+
+DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
+  dsl::Specialization spec{p.preset, p.d, p.hq / p.hk};
+  const Preset &preset = *check(lookupPreset(spec.preset));
+  RecordLayout l = check(RecordLayout::get(preset, p.d));
+  const int g = preset.group, gqa = p.hq / p.hk;
+  const LoadedKernel &single = b.load("decode", spec);
+  const LoadedKernel &split = b.load("decode_split", spec);
+  const LoadedKernel &combine = b.load("combine", spec);
+  // A context that is not a whole number of blocks ends in a partial block,
+  // which stays fp16 in the pool (as the sink does) until it fills.
+  const int perReq = (p.context + g - 1) / g;
+  const bool partialTail = p.context % g != 0 && perReq > 1;
+  const size_t numBlocks = size_t(p.batch) * perReq;
+  std::vector<int32_t> ids(numBlocks), table(numBlocks),
+      lens(p.batch, p.context), toSlot(numBlocks, -1);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), b.rng);
+  for (size_t i = 0; i < numBlocks; ++i)
+    table[i] = ids[i];
+  int poolSlots = 0;
+  for (int r = 0; r < p.batch; ++r) {
+    toSlot[table[size_t(r) * perReq]] = poolSlots++;
+    if (partialTail)
+      toSlot[table[size_t(r) * perReq + perReq - 1]] = poolSlots++;
+  }
+  // Records with plausible scales: random codes, unit scales.
+  std::vector<uint8_t> rec(l.recordBytes);
+  for (auto &x : rec)
+    x = uint8_t(b.rng());
+  auto setHalves = [&](int64_t at, int n, float v) {
+    uint16_t h = floatToHalf(v);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(&rec[at + 2 * i], &h, 2);
+  };
+  setHalves(l.kScale, p.d, 0.1f), setHalves(l.kZero, p.d, -0.7f);
+  setHalves(l.kTokenScale, g, 1.0f), setHalves(l.vChannelScale, p.d, 1.0f);
+  setHalves(l.vScale, g, 0.3f), setHalves(l.vZero, g, -0.45f);
+  size_t records = numBlocks * p.hk, cacheBytes = records * l.recordBytes;
+
+  // Small caches would stay in L2 from one launch to the next: launches
+  // cycle through copies of the cache and pool, at least 256 MiB in all,
+  // so each reads memory the previous ones did not touch.
+  const size_t poolElems = size_t(poolSlots) * g * p.hk * p.d;
+  const size_t setBytes = cacheBytes + 2 * poolElems * 2;
+  const int sets = int(std::clamp<size_t>(
+      ((size_t(256) << 20) + setBytes - 1) / setBytes, 1, 16));
+  std::vector<uint8_t> cacheHost(cacheBytes);
+  for (size_t i = 0; i < records; ++i)
+    std::memcpy(&cacheHost[i * l.recordBytes], rec.data(), l.recordBytes);
+  struct Set {
+    DeviceBuffer cache, poolK, poolV;
+  };
+  std::vector<Set> copies;
+  for (int i = 0; i < sets; ++i)
+    copies.push_back({b.upload(cacheHost), b.randomHalves(poolElems),
+                      b.randomHalves(poolElems)});
+  cacheHost = {};
+
+  size_t parts = size_t(p.batch) * p.hk * kDecodeMaxSplits * gqa;
+  DeviceBuffer q = b.randomHalves(size_t(p.batch) * p.hq * p.d),
+               bt = b.upload(table), sl = b.upload(lens), ts = b.upload(toSlot),
+               out = b.buffer(size_t(p.batch) * p.hq * p.d * 2),
+               partOut = b.buffer(parts * p.d * 4), partLse = b.buffer(parts * 4);
+  float scale = 1.0f / std::sqrt(float(p.d));
+
+  // Median microseconds of `splits` (1: plain decode), cycling the sets.
+  auto timeSplits = [&](int splits) {
+    std::vector<KernelArgs> first(sets), second(sets);
+    for (int i = 0; i < sets; ++i) {
+      const Set &s = copies[i];
+      if (splits == 1) {
+        first[i].pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(s.cache)
+            .pointer(s.poolK).pointer(s.poolV).pointer(out).f32(scale)
+            .i32(p.batch).i32(perReq).i32(p.hk).scratch();
+        continue;
+      }
+      first[i].pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(s.cache)
+          .pointer(s.poolK).pointer(s.poolV).pointer(partOut).pointer(partLse)
+          .f32(scale).i32(p.batch).i32(perReq).i32(p.hk).i32(splits).scratch();
+      second[i].pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
+          .i32(p.batch).i32(p.hk).i32(splits).scratch();
+    }
+    int next = 0;
+    return b.time([&] {
+      CUstream stream = b.stream.handle();
+      if (splits == 1) {
+        check(single.launch({unsigned(p.batch), unsigned(p.hk), 1},
+                            first[next], stream));
+      } else {
+        check(split.launch({unsigned(p.batch), unsigned(p.hk), unsigned(splits)},
+                           first[next], stream));
+        check(combine.launch({unsigned(p.batch), unsigned(p.hk), 1},
+                             second[next], stream));
+      }
+      next = (next + 1) % sets;
+    }, 20);
+  };
+
+  DecodeResult r;
+  r.ctasPerSM = split.ctasPerSM();
+  r.autoSplits = check(decodeSplitCount(
+      {int64_t(p.batch) * p.hk, perReq, b.ctx.info().multiprocessors,
+       r.ctasPerSM}));
+  // The sweep's counts, and the automatic one when it is not among them;
+  // "best" is the fastest of the sweep's.
+  const std::vector<int> swept = sweptSplitCounts();
+  std::vector<int> counts = swept;
+  if (!llvm::is_contained(counts, r.autoSplits))
+    counts.insert(llvm::upper_bound(counts, r.autoSplits), r.autoSplits);
+  r.bestUs = std::numeric_limits<double>::infinity();
+  for (int splits : counts) {
+    double us = timeSplits(splits);
+    r.sweep.push_back({splits, us});
+    if (splits == r.autoSplits)
+      r.autoUs = us;
+    if (llvm::is_contained(swept, splits) && us < r.bestUs) {
+      r.bestUs = us;
+      r.bestSplits = splits;
+    }
+  }
+  r.bytes = double(cacheBytes);
+  r.limitUs = r.bytes / (copyGBs * 1e3);
+  return r;
+}
+
+constexpr const char *kAppendRow = "append 4096 tok x 8 heads, D=128";
+std::string flushRow(int headDim) {
+  return llvm::formatv("flush 2048 tile pairs, D={0}", headDim).str();
+}
+
+/// Every row --only can select, in the order they run (the device copy
+/// always runs: the other rows' rates are relative to it).
+std::vector<std::string> rowNames() {
+  std::vector<std::string> names = {kAppendRow, flushRow(128), flushRow(256)};
+  for (const DecodePoint &p : decodePoints())
+    names.push_back(p.name());
+  return names;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string jsonPath, only;
   int numWarps = 0, minCtasPerSM = 0;
   for (int i = 1; i < argc; ++i) {
+    bool takesValue = !std::strcmp(argv[i], "--json") ||
+                      !std::strcmp(argv[i], "--only") ||
+                      !std::strcmp(argv[i], "--min-ctas") ||
+                      !std::strcmp(argv[i], "--num-warps");
+    if (takesValue && i + 1 == argc) {
+      llvm::errs() << "kvarn-bench: error: " << argv[i] << " needs a value\n";
+      return 2;
+    }
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       jsonPath = argv[++i];
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
@@ -138,10 +340,15 @@ int main(int argc, char **argv) {
         return 2;
       }
     }
-    else if (!std::strcmp(argv[i], "--help")) {
+    else if (!std::strcmp(argv[i], "--list")) {
+      for (const std::string &name : rowNames())
+        llvm::outs() << name << "\n";
+      return 0;
+    } else if (!std::strcmp(argv[i], "--help")) {
       llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
-                      "[--num-warps N] [--min-ctas N]\n"
+                      "[--num-warps N] [--min-ctas N] [--list]\n"
                       "  --only       run only the rows whose name contains SUBSTRING\n"
+                      "  --list       print the rows' names and exit\n"
                       "  --num-warps  compile every kernel with N warps per CTA\n"
                       "  --min-ctas   ... and registers budgeted for N CTAs per SM\n";
       return 0;
@@ -150,6 +357,14 @@ int main(int argc, char **argv) {
                    << "' (see kvarn-bench --help)\n";
       return 2;
     }
+  }
+  if (!only.empty() &&
+      llvm::none_of(rowNames(), [&](const std::string &name) {
+        return name.find(only) != std::string::npos;
+      })) {
+    llvm::errs() << "kvarn-bench: error: --only '" << only
+                 << "' matches no row (kvarn-bench --list names them)\n";
+    return 2;
   }
   Context ctx = check(Context::create(0));
   Bench b{std::move(ctx), Stream(), Event(), Event()};
@@ -160,6 +375,7 @@ int main(int argc, char **argv) {
   b.numWarps = numWarps;
   b.minCtasPerSM = minCtasPerSM;
   std::vector<Row> rows;
+  std::vector<std::pair<std::string, DecodeResult>> decodeRows;
   const DeviceInfo &info = b.ctx.info();
 
   // Device-to-device copy of 1 GiB: read + write bytes per second.
@@ -173,7 +389,7 @@ int main(int argc, char **argv) {
   }
 
   // append: 4096 tokens x 8 KV heads, head_dim 128.
-  if (b.wants("append 4096 tok x 8 heads, D=128")) {
+  if (b.wants(kAppendRow)) {
     const int n = 4096, hk = 8, d = 128, g = 128;
     dsl::Specialization spec{"kvarn_k4v2_g128", d, 1};
     const LoadedKernel &k = b.load("append", spec);
@@ -206,13 +422,13 @@ int main(int argc, char **argv) {
       next = (next + 1) % kSets;
     });
     double bytes = 4.0 * n * hk * d * 2; // read k, v; write two pool rows
-    rows.push_back({"append 4096 tok x 8 heads, D=128", us, bytes / us / 1e3,
+    rows.push_back({kAppendRow, us, bytes / us / 1e3,
                     llvm::formatv("{0:P0} of copy", bytes / us / 1e3 / copyGBs)});
   }
 
   // flush: 2048 (K, V) tile pairs (256 tiles x 8 heads), D = 128 and 256.
   for (int d : {128, 256}) {
-    std::string what = llvm::formatv("flush 2048 tile pairs, D={0}", d).str();
+    std::string what = flushRow(d);
     if (!b.wants(what))
       continue;
     const int tiles = 256, hk = 8, g = 128;
@@ -240,108 +456,85 @@ int main(int argc, char **argv) {
                     llvm::formatv("{0:f2} us per pair", us / 2048).str()});
   }
 
-  // decode: k4v2_g128, every block quantized but the sink (fp16 in the
-  // pool), block tables shuffled; plain decode and decode_split + combine
-  // (split count from decodeSplitCount), the best of the two reported.
-  struct DecodePoint {
-    int hq, hk, d, batch, context;
-  };
-  std::vector<DecodePoint> points = {
-      {32, 8, 128, 1, 32768},  {32, 8, 128, 1, 131072}, {32, 8, 128, 8, 32768},
-      {32, 8, 128, 32, 8192},  {32, 8, 128, 64, 4096},  {32, 8, 128, 128, 2048},
-      {64, 8, 128, 8, 32768},  {32, 32, 128, 8, 32768}, {32, 8, 64, 8, 32768},
-      {32, 8, 256, 8, 32768}};
-  for (const DecodePoint &p : points) {
-    std::string what = llvm::formatv("decode {0}/{1} D={2} {3} x {4}", p.hq,
-                                     p.hk, p.d, p.batch, p.context)
-                           .str();
+  // decode: issue 14's rows. Every block quantized but the sink (and a
+  // partial last block), which stay fp16 in the pool as in serving; block
+  // tables shuffled. Each row times the runtime's automatic split count
+  // (decodeSplitCount: the wave model, with decode_split's own ctas_per_sm)
+  // and a sweep of fixed counts, 1 being plain decode.
+  for (const DecodePoint &p : decodePoints()) {
+    std::string what = p.name();
     if (!b.wants(what))
       continue;
-    const int g = 128;
-    dsl::Specialization spec{"kvarn_k4v2_g128", p.d, p.hq / p.hk};
-    RecordLayout l = check(RecordLayout::get(*check(lookupPreset(spec.preset)), p.d));
-    const LoadedKernel &single = b.load("decode", spec);
-    const LoadedKernel &split = b.load("decode_split", spec);
-    const LoadedKernel &combine = b.load("combine", spec);
-    int perReq = p.context / g, numBlocks = p.batch * perReq;
-    std::vector<int32_t> ids(numBlocks), table(numBlocks), lens(p.batch, p.context),
-        toSlot(numBlocks, -1);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::shuffle(ids.begin(), ids.end(), b.rng);
-    for (int i = 0; i < numBlocks; ++i)
-      table[i] = ids[i];
-    for (int r = 0; r < p.batch; ++r) // the sink block stays fp16 in the pool
-      toSlot[table[size_t(r) * perReq]] = r;
-    // Records with plausible scales: random codes, unit scales.
-    std::vector<uint8_t> rec(l.recordBytes);
-    for (auto &x : rec)
-      x = uint8_t(b.rng());
-    auto setHalves = [&](int64_t at, int n, float v) {
-      uint16_t h = floatToHalf(v);
-      for (int i = 0; i < n; ++i)
-        std::memcpy(&rec[at + 2 * i], &h, 2);
-    };
-    setHalves(l.kScale, p.d, 0.1f), setHalves(l.kZero, p.d, -0.7f);
-    setHalves(l.kTokenScale, g, 1.0f), setHalves(l.vChannelScale, p.d, 1.0f);
-    setHalves(l.vScale, g, 0.3f), setHalves(l.vZero, g, -0.45f);
-    std::vector<uint8_t> cacheHost(size_t(numBlocks) * p.hk * l.recordBytes);
-    for (size_t i = 0; i < size_t(numBlocks) * p.hk; ++i)
-      std::memcpy(&cacheHost[i * l.recordBytes], rec.data(), l.recordBytes);
-    int gqa = p.hq / p.hk;
-    size_t parts = size_t(p.batch) * p.hk * kDecodeMaxSplits * gqa;
-    DeviceBuffer q = b.randomHalves(size_t(p.batch) * p.hq * p.d), bt = b.upload(table),
-                 sl = b.upload(lens), ts = b.upload(toSlot), cache = b.upload(cacheHost),
-                 pk = b.randomHalves(size_t(p.batch) * g * p.hk * p.d),
-                 pv = b.randomHalves(size_t(p.batch) * g * p.hk * p.d),
-                 out = b.buffer(size_t(p.batch) * p.hq * p.d * 2),
-                 partOut = b.buffer(parts * p.d * 4), partLse = b.buffer(parts * 4);
-    float scale = 1.0f / std::sqrt(float(p.d));
-    KernelArgs args;
-    args.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
-        .pointer(pk).pointer(pv).pointer(out).f32(scale)
-        .i32(p.batch).i32(perReq).i32(p.hk).scratch();
-    double singleUs = b.time([&] {
-      check(single.launch({unsigned(p.batch), unsigned(p.hk), 1}, args,
-                          b.stream.handle()));
-    }, 10);
-    int splits = decodeSplitCount(p.batch * p.hk, info.multiprocessors);
-    KernelArgs splitArgs, combineArgs;
-    splitArgs.pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(cache)
-        .pointer(pk).pointer(pv).pointer(partOut).pointer(partLse).f32(scale)
-        .i32(p.batch).i32(perReq).i32(p.hk).i32(splits).scratch();
-    combineArgs.pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
-        .i32(p.batch).i32(p.hk).i32(splits).scratch();
-    double splitUs = b.time([&] {
-      check(split.launch({unsigned(p.batch), unsigned(p.hk), unsigned(splits)},
-                         splitArgs, b.stream.handle()));
-      check(combine.launch({unsigned(p.batch), unsigned(p.hk), 1}, combineArgs,
-                           b.stream.handle()));
-    }, 10);
-    double us = std::min(singleUs, splitUs);
-    double bytes = double(numBlocks) * p.hk * l.recordBytes;
-    rows.push_back(
-        {what,
-         us, bytes / us / 1e3,
-         llvm::formatv("single {0:f1} us, {1} splits {2:f1} us; limit {3:f1} us "
-                       "at 2.98 TB/s",
-                       singleUs, splits, splitUs, bytes / 2.98e6)
-             .str()});
+    DecodeResult r = benchDecode(b, p, copyGBs);
+    std::string sweep;
+    for (auto [splits, us] : r.sweep)
+      sweep += llvm::formatv("{0}{1}: {2:f1}", sweep.empty() ? "" : ", ",
+                             splits, us)
+                   .str();
+    Row row{what, r.autoUs, r.bytes / r.autoUs / 1e3,
+            llvm::formatv("auto {0} splits; best {1} splits {2:f1} us, "
+                          "auto/best {3:f2}; limit {4:f1} us at the copy "
+                          "rate, {5:P1} of it; sweep (splits: us) {6}",
+                          r.autoSplits, r.bestSplits, r.bestUs,
+                          r.autoUs / r.bestUs, r.limitUs,
+                          r.limitUs / r.autoUs, sweep)
+                .str()};
+    llvm::json::Object sweepJson;
+    for (auto [splits, us] : r.sweep)
+      sweepJson[std::to_string(splits)] = us;
+    row.extra = llvm::json::Object{
+        {"auto_splits", r.autoSplits},   {"auto_us", r.autoUs},
+        {"best_splits", r.bestSplits},   {"best_us", r.bestUs},
+        {"auto_over_best", r.autoUs / r.bestUs},
+        {"limit_us", r.limitUs},
+        {"copy_fraction_auto", r.limitUs / r.autoUs},
+        {"copy_fraction_best", r.limitUs / r.bestUs},
+        {"quantized_bytes", r.bytes},
+        {"ctas_per_sm", r.ctasPerSM},
+        {"sweep_us", std::move(sweepJson)}};
+    rows.push_back(std::move(row));
+    decodeRows.push_back({what, r});
   }
 
   llvm::outs() << llvm::formatv("kvarn-bench on {0} ({1}, {2} SMs)\n\n",
                                 info.name, info.arch(), info.multiprocessors);
-  llvm::outs() << llvm::formatv("{0,-40} {1,12} {2,10}  {3}\n", "what",
+  llvm::outs() << llvm::formatv("{0,-44} {1,12} {2,10}  {3}\n", "what",
                                 "median us", "GB/s", "note");
   for (const Row &r : rows)
-    llvm::outs() << llvm::formatv("{0,-40} {1,12:f1} {2,10:f1}  {3}\n", r.what,
+    llvm::outs() << llvm::formatv("{0,-44} {1,12:f1} {2,10:f1}  {3}\n", r.what,
                                   r.micros, r.gbPerSecond, r.note);
+  // Issue 14's table: the runtime's choice against the best swept count,
+  // and the limit from this run's copy rate.
+  if (!decodeRows.empty()) {
+    llvm::outs() << llvm::formatv(
+        "\ndecode: auto = decodeSplitCount, best = fastest of splits {0} "
+        "(1 = plain decode); limit = the records read once at {1:f0} GB/s\n",
+        llvm::join(llvm::map_range(sweptSplitCounts(),
+                                   [](int s) { return std::to_string(s); }),
+                   ","),
+        copyGBs);
+    llvm::outs() << llvm::formatv("{0,-44} {1,17} {2,17} {3,9} {4,9} {5,8}\n",
+                                  "shape", "auto us (splits)",
+                                  "best us (splits)", "auto/best", "limit us",
+                                  "of copy");
+    for (const auto &[what, r] : decodeRows)
+      llvm::outs() << llvm::formatv(
+          "{0,-44} {1,17} {2,17} {3,9:f2} {4,9:f1} {5,8:P1}\n", what,
+          llvm::formatv("{0:f1} ({1})", r.autoUs, r.autoSplits).str(),
+          llvm::formatv("{0:f1} ({1})", r.bestUs, r.bestSplits).str(),
+          r.autoUs / r.bestUs, r.limitUs, r.limitUs / r.autoUs);
+  }
   if (!jsonPath.empty()) {
     llvm::json::Array array;
-    for (const Row &r : rows)
-      array.push_back(llvm::json::Object{{"what", r.what},
-                                         {"median_us", r.micros},
-                                         {"gb_per_s", r.gbPerSecond},
-                                         {"note", r.note}});
+    for (Row &r : rows) {
+      llvm::json::Object o{{"what", r.what},
+                           {"median_us", r.micros},
+                           {"gb_per_s", r.gbPerSecond},
+                           {"note", r.note}};
+      for (auto &[key, value] : r.extra)
+        o[key] = std::move(value);
+      array.push_back(std::move(o));
+    }
     std::error_code ec;
     llvm::raw_fd_ostream os(jsonPath, ec);
     if (ec) {
@@ -350,7 +543,11 @@ int main(int argc, char **argv) {
       return 1;
     }
     os << llvm::json::Value(llvm::json::Object{
-        {"device", info.name}, {"arch", info.arch()}, {"rows", std::move(array)}});
+        {"device", info.name},
+        {"arch", info.arch()},
+        {"multiprocessors", info.multiprocessors},
+        {"copy_gb_per_s", copyGBs},
+        {"rows", std::move(array)}});
   }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Capacity.h"
 #include "kvarn/Runtime/CudaDriver.h"
+#include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Version.h"
 
@@ -417,6 +418,39 @@ kvarn_status_t kvarn_decode_split(
                              cache, pool_k, pool_v, part_out, part_lse, out,
                              softmax_scale, batch, max_blocks, num_kv_heads,
                              num_splits);
+  });
+}
+
+kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
+                                        int32_t batch_capacity,
+                                        int32_t max_blocks,
+                                        int32_t num_kv_heads,
+                                        int32_t *num_splits) {
+  return guarded([&]() -> llvm::Error {
+    const char *fn = "kvarn_decode_split_count";
+    KVARN_REQUIRE(fn, num_splits);
+    // The extents before the kernels, so they are checked without a GPU.
+    if (batch_capacity <= 0 || max_blocks <= 0 || num_kv_heads <= 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "{0}: batch_capacity ({1}), max_blocks ({2}) and "
+                       "num_kv_heads ({3}) must be positive",
+                       fn, batch_capacity, max_blocks, num_kv_heads);
+    KVARN_REQUIRE(fn, kernels);
+    KernelSet &ks = *kernels->set;
+    // The CTAs per SM decode_split was built for, from its metadata.
+    llvm::Expected<const cuda::LoadedKernel *> split =
+        ks.get(KernelKind::DecodeSplit);
+    if (!split)
+      return split.takeError();
+    DecodeDeployment deployment{int64_t(batch_capacity) * num_kv_heads,
+                                max_blocks,
+                                ks.context().context.info().multiprocessors,
+                                (*split)->ctasPerSM()};
+    llvm::Expected<int> count = decodeSplitCount(deployment);
+    if (!count)
+      return withContext(count.takeError(), fn);
+    *num_splits = *count;
+    return llvm::Error::success();
   });
 }
 

@@ -204,6 +204,7 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   loaded.warps = image.numWarps;
   loaded.shared = image.sharedBytes;
   loaded.programs = std::max(image.programsPerCta, 1);
+  loaded.ctasPerMultiprocessor = std::max(image.ctasPerSM, 1);
   llvm::Expected<Module> module =
       image.cubin.empty() ? Module::loadPtx(context, image.ptx)
                           : Module::loadCubin(context, image.cubin);

@@ -136,6 +136,9 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
     if (auto p =
             func->getAttrOfType<IntegerAttr>(kvgpu::kProgramsPerCtaAttrName))
       k.programsPerCta = int(p.getInt());
+    if (auto c = func->getAttrOfType<IntegerAttr>(
+            NVVM::NVVMDialect::getMinctasmAttrName()))
+      k.ctasPerSM = int(c.getInt());
     if (auto s = func->getAttrOfType<IntegerAttr>(kvgpu::kSharedBytesAttrName))
       k.sharedBytes = s.getInt();
     k.numArgs = int(func.getNumArguments());

@@ -215,6 +215,22 @@ KVARN_API kvarn_status_t kvarn_decode_split(
     kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
     kvarn_devptr_t out, float softmax_scale, int32_t batch,
     int32_t max_blocks, int32_t num_kv_heads, int32_t num_splits);
+/* The num_splits for a deployment of up to batch_capacity requests of up to
+ * max_blocks blocks each (the block table's width: context capacity /
+ * block_size) and num_kv_heads, on the context's GPU: of 1 to 16, the count
+ * whose waves of decode_split CTAs (the GPU's SMs x the CTAs per SM
+ * decode_split was compiled for) stream the fewest blocks, counting a
+ * block's worth per wave and for combine (docs/runtime.md); 1 means: call
+ * kvarn_decode. It never depends on the current sequence lengths, so one
+ * count serves every step and keeps captured CUDA graphs valid. Compiles
+ * and loads decode_split if it is not loaded yet. Extents that are not
+ * positive, or whose pairs (batch_capacity x num_kv_heads) pass INT32_MAX,
+ * are KVARN_ERROR_INVALID_ARGUMENT, *num_splits unchanged. */
+KVARN_API kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
+                                                  int32_t batch_capacity,
+                                                  int32_t max_blocks,
+                                                  int32_t num_kv_heads,
+                                                  int32_t *num_splits);
 KVARN_API kvarn_status_t kvarn_verify(
     kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
     kvarn_devptr_t block_table, kvarn_devptr_t context_lens,

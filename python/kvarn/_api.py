@@ -201,6 +201,8 @@ _SIGNATURES = {
     "kvarn_decode": (_H, _H) + (_P,) * 8 + (c_float, c_int32, c_int32, c_int32),
     "kvarn_decode_split": (_H, _H) + (_P,) * 10 +
                           (c_float, c_int32, c_int32, c_int32, c_int32),
+    "kvarn_decode_split_count": (_H, c_int32, c_int32, c_int32,
+                                 POINTER(c_int32)),
     "kvarn_verify": (_H, _H) + (_P,) * 9 +
                     (c_float, c_int32, c_int32, c_int32, c_int32),
     "kvarn_materialize": (_H, _H) + (_P,) * 9 + (c_int32, c_int32, c_int32),
@@ -261,6 +263,8 @@ _PARAMS = {
     "kvarn_decode_split": ("kernels stream q block_table seq_lens "
         "block_to_slot cache pool_k pool_v part_out part_lse out "
         "softmax_scale batch max_blocks num_kv_heads num_splits"),
+    "kvarn_decode_split_count": ("kernels batch_capacity max_blocks "
+        "num_kv_heads num_splits"),
     "kvarn_verify": ("kernels stream q block_table context_lens query_lens "
         "block_to_slot cache pool_k pool_v out softmax_scale batch "
         "max_query_tokens max_blocks num_kv_heads"),
@@ -465,6 +469,15 @@ class Kernels(_Handle):
             q, block_table, seq_lens, block_to_slot, cache, pool_k, pool_v,
             part_out, part_lse, out)), softmax_scale, batch, max_blocks,
             num_kv_heads, num_splits)
+
+    def decode_split_count(self, batch_capacity, max_blocks, num_kv_heads):
+        """num_splits for decode_split in a deployment of up to
+        batch_capacity requests of up to max_blocks blocks: fixed per
+        deployment (CUDA graphs stay valid); 1 means use decode."""
+        n = c_int32(0)
+        _call("kvarn_decode_split_count", self._h, batch_capacity, max_blocks,
+              num_kv_heads, byref(n))
+        return n.value
 
     def verify(self, q, block_table, context_lens, query_lens, block_to_slot,
                cache, pool_k, pool_v, out, softmax_scale, batch,

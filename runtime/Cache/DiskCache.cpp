@@ -274,6 +274,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"ptx_version", a.ptxVersion},
       {"num_args", a.numArgs},
       {"programs_per_cta", a.programsPerCta},
+      {"ctas_per_sm", a.ctasPerSM},
       {"signature", std::move(signature)},
       {"cubin_by", cubinMaker.empty() ? json::Value(nullptr)
                                       : json::Value(cubinMaker)},
@@ -387,14 +388,33 @@ llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
 // Reading and checking an entry
 //===----------------------------------------------------------------------===//
 
-/// `.maxntid N` of `name`'s entry in `ptx`, or 0 when it has none.
-static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
+/// The directives between `name`'s entry and its body in `ptx`; empty when
+/// it has no such entry.
+static llvm::StringRef entryHeaderOf(llvm::StringRef ptx, llvm::StringRef name) {
   size_t entry = ptx.find((".entry " + name + "(").str());
   if (entry == llvm::StringRef::npos)
-    return 0;
+    return {};
   llvm::StringRef rest = ptx.substr(entry);
-  size_t body = rest.find('{');
-  llvm::StringRef header = rest.take_front(body);
+  return rest.take_front(rest.find('{'));
+}
+
+/// `.minnctapersm N` of `name`'s entry in `ptx`, or 0 when it has none.
+static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
+  llvm::StringRef header = entryHeaderOf(ptx, name);
+  size_t at = header.find(".minnctapersm");
+  if (at == llvm::StringRef::npos)
+    return 0;
+  llvm::StringRef digits =
+      header.substr(at + 13).ltrim().take_while(llvm::isDigit);
+  int64_t n = 0;
+  if (digits.empty() || digits.size() > 6 || digits.getAsInteger(10, n))
+    return 0;
+  return n;
+}
+
+/// `.maxntid N` of `name`'s entry in `ptx`, or 0 when it has none.
+static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
+  llvm::StringRef header = entryHeaderOf(ptx, name);
   size_t at = header.find(".maxntid");
   if (at == llvm::StringRef::npos)
     return 0;
@@ -594,10 +614,15 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   if (programs < 1 || programs > warps || warps % programs)
     return bad(metadataName + " has programs_per_cta that does not divide "
                               "num_warps");
+  // Every kernel of this format has it (the runtime plans waves with it).
+  int64_t ctas = integer(kvarn, "ctas_per_sm");
+  if (ctas < 1 || ctas > 64)
+    return bad(metadataName + " lacks ctas_per_sm (1 to 64)");
   a.numWarps = int(warps);
   a.sharedBytes = shared;
   a.numArgs = int(args);
   a.programsPerCta = int(programs);
+  a.ctasPerSM = int(ctas);
   if (const json::Array *sig = kvarn->getArray("signature"))
     for (const json::Value &t : *sig)
       if (std::optional<llvm::StringRef> s = t.getAsString())
@@ -609,6 +634,9 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
       threads && threads != warps * 32)
     return bad(metadataName + " says " + llvm::Twine(warps) +
                " warps, the PTX " + llvm::Twine(threads) + " threads");
+  if (int64_t minCtas = minCtasPerSMOf(a.ptx, name); minCtas && minCtas != ctas)
+    return bad(metadataName + " says " + llvm::Twine(ctas) +
+               " CTAs per SM, the PTX's .minnctapersm " + llvm::Twine(minCtas));
   if (a.signature != signatureFromPtx(a.ptx, name))
     return bad(metadataName + "'s signature is not the PTX's");
   a.metadataJson = std::move(*metadataText);

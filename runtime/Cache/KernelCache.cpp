@@ -44,6 +44,7 @@ cuda::KernelImage KernelArtifacts::image() const {
   image.cubin = cubin;
   image.numWarps = numWarps;
   image.programsPerCta = programsPerCta;
+  image.ctasPerSM = ctasPerSM;
   image.sharedBytes = int(sharedBytes);
   return image;
 }
@@ -322,6 +323,7 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
   a->ptx = std::move(compiled->ptx);
   a->numWarps = k.numWarps;
   a->programsPerCta = k.programsPerCta;
+  a->ctasPerSM = k.ctasPerSM;
   a->sharedBytes = k.sharedBytes;
   a->numArgs = k.numArgs;
   a->signature = signatureFromPtx(a->ptx, name);

@@ -173,6 +173,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           "programs_per_cta does not divide num_warps");
     check(a.sharedBytes >= 0 && a.sharedBytes <= (1 << 20),
           "shared out of range");
+    check(a.ctasPerSM >= 1 && a.ctasPerSM <= 64, "ctas_per_sm out of range");
     check(!a.ptx.empty() && !a.chip.empty(), "no PTX or chip");
   } else {
     check(r.status == cache::EntryRead::Missing || !r.problem.empty(),

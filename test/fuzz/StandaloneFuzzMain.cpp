@@ -41,6 +41,7 @@ const char *const kTokens[] = {
     "true", "false", "-1", "0", "1e309", "-9223372036854775808",
     "9223372036854775808", "18446744073709551616", "4294967296", "1.5",
     "\"num_warps\": ", "\"shared\": ", "\"programs_per_cta\": ",
+    "\"ctas_per_sm\": ",
     "\"kvarn\": {", "\"files\": {", "\"bytes\": ", "\"xxh3\": ",
     "\"tiny.ptx\"", "\"../tiny.ptx\"", "\"/dev/zero\"", "\"child_paths\": {",
     "\"tiny.json\": ", "\"shapes\": [", "\"head_dim\": ", "\"gqa\": [",

@@ -704,8 +704,14 @@ protected:
     std::vector<uint16_t> single = decode(spec, c, in, scale);
     double singleErr = decodeError(single, want, c.lens, row, dtype);
     EXPECT_LE(singleErr, decodeBound(dtype)) << "decode";
-    int pairs = int(lens.size()) * c.hk;
-    for (int splits : {decodeSplitCount(pairs, ctx().info().multiprocessors), 3}) {
+    // The runtime's choice for this batch and context capacity, and 3.
+    const LoadedKernel *split = kernel("decode_split", spec);
+    ASSERT_NE(split, nullptr);
+    llvm::Expected<int> chosen = decodeSplitCount(
+        {int64_t(lens.size()) * c.hk, std::max(c.maxBlocks, 1),
+         ctx().info().multiprocessors, split->ctasPerSM()});
+    ASSERT_TRUE(bool(chosen)) << llvm::toString(chosen.takeError());
+    for (int splits : {*chosen, 3}) {
       std::vector<uint16_t> merged = splitDecode(spec, c, in, scale, splits);
       double splitErr = decodeError(merged, want, c.lens, row, dtype);
       EXPECT_LE(splitErr, decodeBound(dtype)) << splits << " splits";

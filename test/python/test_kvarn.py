@@ -5,6 +5,7 @@ PYTHONPATH=python python3 -m unittest test/python/test_kvarn.py"""
 
 import os
 import re
+import types
 import unittest
 
 # Before the library loads the driver: this process must not find one, so
@@ -142,6 +143,10 @@ class PackageTest(unittest.TestCase):
                                 preset="kvarn_k4v2_g64"),
              "config.num_blocks = 4294967312"),
             (lambda: kvarn.Context(0, stream=-1), "stream = -1"),
+            # Checked before the (here absent) kernels handle is needed.
+            (lambda: kvarn.Kernels.decode_split_count(
+                types.SimpleNamespace(_h=None), 2**31, 256, 8),
+             "kvarn_decode_split_count: batch_capacity = 2147483648"),
         ]
         for call, message in bad:
             with self.assertRaises(kvarn.KvarnArgumentError) as e:

@@ -15,6 +15,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -80,6 +81,26 @@ TEST(CAPISizes, CacheShapeAndScratch) {
             KVARN_OK);
   EXPECT_EQ(lse, 3LL * 8 * 16 * 4 * 4);
   EXPECT_EQ(out, lse * 128);
+}
+
+// The split count's arguments are checked before it needs a GPU; a bad one
+// names itself and leaves *num_splits alone.
+TEST(CAPISizes, DecodeSplitCountRejectsBadDeployments) {
+  int32_t splits = -7;
+  EXPECT_EQ(kvarn_decode_split_count(nullptr, 8, 256, 8, nullptr),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("num_splits"), std::string::npos) << lastError();
+  for (auto [batch, blocks, heads] :
+       {std::tuple{0, 256, 8}, std::tuple{8, 0, 8}, std::tuple{8, 256, -1}}) {
+    EXPECT_EQ(kvarn_decode_split_count(nullptr, batch, blocks, heads, &splits),
+              KVARN_ERROR_INVALID_ARGUMENT);
+    EXPECT_NE(lastError().find("must be positive"), std::string::npos)
+        << lastError();
+  }
+  EXPECT_EQ(kvarn_decode_split_count(nullptr, 8, 256, 8, &splits),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("kernels"), std::string::npos) << lastError();
+  EXPECT_EQ(splits, -7);
 }
 
 // Callers size allocations from these: a byte count past int64 is an error,

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/Runtime/KernelCache.h"
+#include "DiskCache.h"
 
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
@@ -277,6 +278,7 @@ TEST(KernelCache, CompilesOnceThenHitsDiskThenMemory) {
   EXPECT_EQ(b.artifacts->ptx, a.artifacts->ptx);
   EXPECT_EQ(b.artifacts->numWarps, a.artifacts->numWarps);
   EXPECT_EQ(b.artifacts->sharedBytes, a.artifacts->sharedBytes);
+  EXPECT_EQ(b.artifacts->ctasPerSM, a.artifacts->ctasPerSM);
   EXPECT_EQ(b.artifacts->signature, a.artifacts->signature);
   EXPECT_TRUE(first.warnings.empty() && second.warnings.empty());
   EXPECT_EQ(second.cache->stats().compiled, 0u);
@@ -381,6 +383,13 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
 
   const llvm::json::Object *kvarn = m.getObject("kvarn");
   ASSERT_NE(kvarn, nullptr);
+  // ctas_per_sm is the CTAs per SM the PTX budgets registers for.
+  llvm::Regex minCtas("\\.minnctapersm ([0-9]+)");
+  ASSERT_TRUE(minCtas.match(r.artifacts->ptx, &match)) << "no .minnctapersm";
+  int ctas = 0;
+  ASSERT_FALSE(match[1].getAsInteger(10, ctas));
+  EXPECT_EQ(kvarn->getInteger("ctas_per_sm").value_or(0), ctas);
+  EXPECT_EQ(r.artifacts->ctasPerSM, ctas);
   EXPECT_EQ(kvarn->getString("preset").value_or(""), "kvarn_k4v4_g64");
   EXPECT_EQ(kvarn->getInteger("head_dim").value_or(0), 96);
   EXPECT_EQ(kvarn->getInteger("gqa").value_or(0), 4);
@@ -470,6 +479,19 @@ std::string setKvarnField(const std::string &json, const char *field,
   return llvm::formatv("{0}", *v).str();
 }
 
+/// The metadata with ctas_per_sm changed and sealed again, as a writer
+/// that got the field wrong would: only the PTX's .minnctapersm says so.
+std::string resealedWithOtherCtasPerSM(const std::string &json) {
+  llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
+  if (!v)
+    return "garbage";
+  llvm::json::Object &m = *v->getAsObject();
+  llvm::json::Object &kvarn = *m.getObject("kvarn");
+  kvarn["ctas_per_sm"] = kvarn.getInteger("ctas_per_sm").value_or(1) + 1;
+  cache::sealMetadata(m);
+  return llvm::formatv("{0:2}", *v).str();
+}
+
 /// The metadata with launch fields changed the way a hand edit would.
 std::string editLaunchFields(const std::string &json) {
   llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
@@ -527,6 +549,11 @@ INSTANTIATE_TEST_SUITE_P(
                  m["num_warps"] = m.getInteger("num_warps").value_or(1) * 2;
                  return llvm::formatv("{0}", *v).str();
                }},
+        Damage{"CtasPerSMEdited", "tiny.json",
+               [](const std::string &s) {
+                 return setKvarnField(s, "ctas_per_sm", 4);
+               }},
+        Damage{"CtasPerSMNotThePtxs", "tiny.json", resealedWithOtherCtasPerSM},
         Damage{"SignatureEdited", "tiny.json",
                [](const std::string &s) {
                  return setKvarnField(s, "signature",

@@ -1,10 +1,10 @@
 //===- LaunchPolicy.h - how attention kernels are shaped --------*- C++ -*-===//
 //
 // The launch shape the code generator gives kernels that attend (decode,
-// decode_split, verify), shared with the runtime, whose decode split count
-// aims to fill the CTA slots this shape leaves per SM, and kernels that
-// normalize (flush). Plain constants: no
-// MLIR needed to read them.
+// decode_split, verify) and kernels that normalize (flush). Plain constants:
+// no MLIR needed to read them. The runtime does not read them: each kernel's
+// metadata carries the CTAs per SM it was built for (ctas_per_sm), which
+// decode's split count plans its waves with (kvarn/Runtime/DecodeSplit.h).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_CODEGEN_LAUNCHPOLICY_H

@@ -57,6 +57,9 @@ struct CompiledKernel {
   int numWarps = 0;
   /// Grid points along x one CTA runs: launch ceil(grid.x / P) CTAs there.
   int programsPerCta = 1;
+  /// CTAs per SM its registers (.minnctapersm) and shared memory were
+  /// budgeted for: what the runtime plans waves with (decode splits).
+  int ctasPerSM = 1;
   int64_t sharedBytes = 0; // dynamic shared memory to launch with
   int numArgs = 0;         // parameters including the two scratch pointers
 };

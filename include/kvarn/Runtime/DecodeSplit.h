@@ -3,17 +3,27 @@
 // decode runs one CTA per (request, KV head); with few such pairs most SMs
 // idle, so decode_split divides each request's blocks into splits and
 // combine merges them. The count depends only on the deployment (batch
-// capacity, KV heads, GPU), never on the current sequence lengths, so a
-// captured CUDA graph stays valid from step to step.
+// capacity, KV heads, context capacity, GPU, kernel), never on the current
+// sequence lengths, so a captured CUDA graph stays valid from step to step.
+//
+// Why a model of waves: the CTAs of one launch run in waves of (SMs x CTAs
+// per SM), and a wave lasts as long as its longest CTA, so what a split
+// count costs is (waves) x (blocks one split streams). Filling the CTA
+// slots exactly, as the rule before this one did, often made one CTA too
+// many: on an H200 (132 SMs, 4 CTAs each) 8 requests x 8 KV heads at 32K
+// got 9 splits (576 CTAs: 2 waves of 29 blocks, 726 us) where 8 make one
+// wave of 32 blocks (563 us), and 36 x 8 pairs got 2 (2 waves of 128
+// blocks, 3399 us) where 16 make 9 waves of 16 blocks (2243 us).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_RUNTIME_DECODESPLIT_H
 #define KVARN_RUNTIME_DECODESPLIT_H
 
-#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/DSL/Specialization.h"
 
-#include <algorithm>
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
 
 namespace kvarn {
 
@@ -21,17 +31,55 @@ namespace kvarn {
 /// static scratch dimension.
 constexpr int kDecodeMaxSplits = dsl::kMaxDecodeSplits;
 
-/// Splits for `pairs` (request, KV head) programs on a GPU with
-/// `multiprocessors` SMs: enough CTAs to fill every SM's attention CTA slots
-/// (kAttentionCtasPerSM), at most kDecodeMaxSplits; 1 (use plain decode)
-/// when the pairs alone fill them.
-inline int decodeSplitCount(int pairs, int multiprocessors) {
-  if (pairs <= 0 || multiprocessors <= 0)
-    return 1;
-  int slots = kAttentionCtasPerSM * multiprocessors;
-  int wanted = (slots + pairs - 1) / pairs;
-  return std::clamp(wanted, 1, kDecodeMaxSplits);
-}
+/// What fixes a deployment's split count.
+struct DecodeDeployment {
+  /// Batch capacity x KV heads: the CTAs of plain decode.
+  int64_t pairs = 0;
+  /// Blocks one request may span: its context capacity / block tokens (the
+  /// block table's width, decode's max_blocks).
+  int64_t maxBlocks = 0;
+  /// The GPU's SMs.
+  int multiprocessors = 0;
+  /// CTAs of decode_split one SM runs at once: what its launch shape was
+  /// built for (LoadedKernel::ctasPerSM(), the metadata's ctas_per_sm).
+  int ctasPerSM = 0;
+};
+
+/// Fixed costs, in units of one block streamed by one CTA. The block loop
+/// is latency-bound, so one block-step of a wave takes about as long as
+/// anything else a CTA does once: loading and rotating q, writing its
+/// output or partials (startup, paid once per wave since each wave's CTAs
+/// do it in parallel), and the combine launch, which reads a few KB per
+/// pair (paid once, and only with splits). Their exact size matters only
+/// between counts whose waves x blocks are nearly equal, where they favour
+/// fewer waves and fewer splits.
+constexpr int64_t kDecodeCtaStartupBlocks = 1;
+constexpr int64_t kDecodeCombineBlocks = 1;
+
+/// What the model says `splits` costs a deployment.
+struct DecodeSplitCost {
+  int64_t waves = 0;          // ceil(pairs * splits / (SMs * CTAs per SM))
+  int64_t blocksPerSplit = 0; // ceil(maxBlocks / splits): at full context
+  int64_t overheadBlocks = 0; // waves x startup, + combine when splits > 1
+
+  /// Block-steps the longest CTA of each wave takes, summed over the waves.
+  int64_t streamedBlocks() const { return waves * blocksPerSplit; }
+  int64_t total() const { return streamedBlocks() + overheadBlocks; }
+};
+
+/// Checks a deployment: pairs and maxBlocks in [1, INT32_MAX] (the
+/// kernels' i32 extents), SMs in [1, 4096], CTAs per SM in [1, 64].
+llvm::Error checkDecodeDeployment(const DecodeDeployment &deployment);
+
+/// The model's cost of `splits` (1 to kDecodeMaxSplits; 1 is plain decode)
+/// for a deployment that passes checkDecodeDeployment.
+DecodeSplitCost decodeSplitCost(const DecodeDeployment &deployment,
+                                int splits);
+
+/// The split count in [1, kDecodeMaxSplits] of least decodeSplitCost total,
+/// the fewest splits among equals; 1 means plain decode. Fails with
+/// KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
+llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
 
 } // namespace kvarn
 

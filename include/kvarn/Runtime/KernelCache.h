@@ -98,6 +98,7 @@ struct KernelArtifacts {
   std::string cubin; // empty when no assembler was at hand
   int numWarps = 0;
   int programsPerCta = 1; // grid points along x per CTA
+  int ctasPerSM = 1;      // CTAs per SM the launch shape was budgeted for
   int64_t sharedBytes = 0;
   int numArgs = 0;
   /// Triton-style parameter types without the two scratch pointers: "*i8"

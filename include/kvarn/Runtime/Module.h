@@ -146,6 +146,9 @@ struct KernelImage {
   /// Grid points along x one CTA runs (the code generator packs short
   /// programs): a launch of grid.x points has ceil(grid.x / P) CTAs.
   int programsPerCta = 1;
+  /// CTAs per SM the kernel's registers and shared memory were budgeted for
+  /// (the metadata's ctas_per_sm): how many of its CTAs make a wave.
+  int ctasPerSM = 1;
 };
 
 /// A KernelImage loaded into a context, ready to launch with its own warp
@@ -160,6 +163,7 @@ public:
   int numWarps() const { return warps; }
   int sharedBytes() const { return shared; }
   int programsPerCta() const { return programs; }
+  int ctasPerSM() const { return ctasPerMultiprocessor; }
 
   /// Launches the kernel's grid of programs (`grid`, as the kernel declares
   /// it): ceil(grid.x / programsPerCta()) CTAs along x.
@@ -172,6 +176,7 @@ private:
   int warps = 0;
   int shared = 0;
   int programs = 1;
+  int ctasPerMultiprocessor = 1;
 };
 
 } // namespace kvarn::cuda

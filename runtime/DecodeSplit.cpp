@@ -1,0 +1,57 @@
+//===- DecodeSplit.cpp - how many splits flash-decoding uses --------------===//
+
+#include "kvarn/Runtime/DecodeSplit.h"
+#include "kvarn/Support/Error.h"
+
+#include <cassert>
+#include <cstdint>
+#include <limits>
+
+using namespace kvarn;
+
+llvm::Error kvarn::checkDecodeDeployment(const DecodeDeployment &d) {
+  constexpr int64_t kMaxExtent = std::numeric_limits<int32_t>::max();
+  auto bad = [](const char *what, int64_t value, const char *range) {
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode split count: {0} is {1}, must be {2}", what,
+                     value, range);
+  };
+  if (d.pairs < 1 || d.pairs > kMaxExtent)
+    return bad("pairs (batch capacity x KV heads)", d.pairs,
+               "1 to 2147483647");
+  if (d.maxBlocks < 1 || d.maxBlocks > kMaxExtent)
+    return bad("max_blocks (context capacity / block tokens)", d.maxBlocks,
+               "1 to 2147483647");
+  if (d.multiprocessors < 1 || d.multiprocessors > 4096)
+    return bad("the multiprocessor count", d.multiprocessors, "1 to 4096");
+  if (d.ctasPerSM < 1 || d.ctasPerSM > 64)
+    return bad("CTAs per SM", d.ctasPerSM, "1 to 64");
+  return llvm::Error::success();
+}
+
+DecodeSplitCost kvarn::decodeSplitCost(const DecodeDeployment &d, int splits) {
+  assert(splits >= 1 && splits <= kDecodeMaxSplits && "splits out of range");
+  // Within checkDecodeDeployment's bounds nothing here overflows: waves <
+  // 2^36 and waves x blocksPerSplit <= pairs x maxBlocks + 16 x pairs +
+  // maxBlocks + 1 < 2^63.
+  int64_t slots = int64_t(d.multiprocessors) * d.ctasPerSM;
+  DecodeSplitCost c;
+  c.waves = (d.pairs * splits + slots - 1) / slots;
+  c.blocksPerSplit = (d.maxBlocks + splits - 1) / splits;
+  c.overheadBlocks = c.waves * kDecodeCtaStartupBlocks +
+                     (splits > 1 ? kDecodeCombineBlocks : 0);
+  return c;
+}
+
+llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
+  if (llvm::Error e = checkDecodeDeployment(d))
+    return std::move(e);
+  int best = 1;
+  int64_t bestTotal = decodeSplitCost(d, 1).total();
+  for (int s = 2; s <= kDecodeMaxSplits; ++s)
+    if (int64_t total = decodeSplitCost(d, s).total(); total < bestTotal) {
+      best = s;
+      bestTotal = total;
+    }
+  return best;
+}
