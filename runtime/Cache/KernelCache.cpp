@@ -312,7 +312,9 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
 
   auto a = std::make_shared<KernelArtifacts>();
   Target target = options.target;
-  (void)validateTarget(target); // checked by computeCacheKey
+  // computeCacheKey has checked it; this fills in the defaulted PTX version.
+  if (llvm::Error err = validateTarget(target))
+    return std::move(err);
   const CompiledKernel &k = compiled->kernels[0];
   a->name = name;
   a->hash = key->hash;
