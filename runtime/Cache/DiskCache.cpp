@@ -398,40 +398,46 @@ static llvm::StringRef entryHeaderOf(llvm::StringRef ptx, llvm::StringRef name) 
   return rest.take_front(rest.find('{'));
 }
 
-/// `.minnctapersm N` of `name`'s entry in `ptx`, or 0 when it has none.
-static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
+/// The numbers after `directive` ("X[, Y[, Z]]") in `name`'s entry header
+/// in `ptx`; none when the directive or its first number is missing.
+static llvm::SmallVector<int64_t, 3>
+directiveOperandsOf(llvm::StringRef ptx, llvm::StringRef name,
+                    llvm::StringRef directive) {
+  llvm::SmallVector<int64_t, 3> out;
   llvm::StringRef header = entryHeaderOf(ptx, name);
-  size_t at = header.find(".minnctapersm");
+  size_t at = header.find(directive);
   if (at == llvm::StringRef::npos)
-    return 0;
-  llvm::StringRef digits =
-      header.substr(at + 13).ltrim().take_while(llvm::isDigit);
-  int64_t n = 0;
-  if (digits.empty() || digits.size() > 6 || digits.getAsInteger(10, n))
-    return 0;
-  return n;
-}
-
-/// `.maxntid N` of `name`'s entry in `ptx`, or 0 when it has none.
-static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
-  llvm::StringRef header = entryHeaderOf(ptx, name);
-  size_t at = header.find(".maxntid");
-  if (at == llvm::StringRef::npos)
-    return 0;
-  // ".maxntid X[, Y[, Z]]": the product.
-  llvm::StringRef rest2 = header.substr(at + 8);
-  int64_t threads = 1;
+    return out;
+  llvm::StringRef rest = header.substr(at + directive.size());
   for (int i = 0; i < 3; ++i) {
-    rest2 = rest2.ltrim();
-    llvm::StringRef digits = rest2.take_while(llvm::isDigit);
+    rest = rest.ltrim();
+    llvm::StringRef digits = rest.take_while(llvm::isDigit);
     int64_t n = 0;
     if (digits.empty() || digits.size() > 6 || digits.getAsInteger(10, n))
-      return i ? threads : 0;
-    threads *= n;
-    rest2 = rest2.drop_front(digits.size()).ltrim();
-    if (!rest2.consume_front(","))
+      break;
+    out.push_back(n);
+    rest = rest.drop_front(digits.size()).ltrim();
+    if (!rest.consume_front(","))
       break;
   }
+  return out;
+}
+
+/// `.minnctapersm N` of `name`'s entry in `ptx`, or 0 when it has none.
+static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
+  llvm::SmallVector<int64_t, 3> n = directiveOperandsOf(ptx, name, ".minnctapersm");
+  return n.empty() ? 0 : n[0];
+}
+
+/// `.maxntid X[, Y[, Z]]` of `name`'s entry in `ptx` as a thread count (the
+/// product), or 0 when it has none.
+static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
+  llvm::SmallVector<int64_t, 3> n = directiveOperandsOf(ptx, name, ".maxntid");
+  if (n.empty())
+    return 0;
+  int64_t threads = 1;
+  for (int64_t x : n)
+    threads *= x;
   return threads;
 }
 
