@@ -207,11 +207,61 @@ void Rotation::unrotate(const double *x, double *y) const {
   apply(x, y, true);
 }
 
+/// The unnormalized transform in fp32 with the normalization folded into
+/// the last stage, as the kernels' butterflies (kvgpu.fwht) do it.
+static void fwhtF32(float *x, int len, float scale) {
+  for (int h = 1; h < len; h *= 2) {
+    bool last = 2 * h == len;
+    for (int i = 0; i < len; i += 2 * h)
+      for (int j = i; j < i + h; ++j) {
+        float a = x[j], b = x[j + h];
+        float sum = a + b, diff = a - b;
+        x[j] = last ? sum * scale : sum;
+        x[j + h] = last ? diff * scale : diff;
+      }
+  }
+  if (len == 1)
+    x[0] = x[0] * scale;
+}
+
+void Rotation::rotateF32(const float *x, float *y, bool inverse) const {
+  std::vector<float> t(x, x + n);
+  if (k == Kind::Sylvester) {
+    fwhtF32(t.data(), n, float(1.0 / std::sqrt(double(n))));
+    std::copy(t.begin(), t.end(), y);
+    return;
+  }
+  if (k == Kind::BlockDiagonal) {
+    int start = 0;
+    for (int b : blocks) {
+      fwhtF32(t.data() + start, b, float(1.0 / std::sqrt(double(b))));
+      start += b;
+    }
+    std::copy(t.begin(), t.end(), y);
+    return;
+  }
+  // Kronecker: unnormalized chunks, then kvgpu.dense_mix.
+  int s = n / m;
+  for (int a = 0; a < m; ++a)
+    fwhtF32(t.data() + a * s, s, 1.0f);
+  float norm = float(1.0 / std::sqrt(double(n)));
+  for (int b = 0; b < m; ++b)
+    for (int i = 0; i < s; ++i) {
+      float acc = 0.0f;
+      for (int a = 0; a < m; ++a) {
+        float v = t[a * s + i];
+        acc = (inverse ? dense[b * m + a] : dense[a * m + b]) > 0 ? acc + v
+                                                                  : acc - v;
+      }
+      y[b * s + i] = acc * norm;
+    }
+}
+
 void Rotation::rotateHalf(const uint16_t *x, uint16_t *y, DType xType) const {
-  std::vector<double> in(n), out(n);
+  std::vector<float> in(n), out(n);
   for (int i = 0; i < n; ++i)
     in[i] = dtypeToFloat(x[i], xType);
-  rotate(in.data(), out.data());
+  rotateF32(in.data(), out.data());
   for (int i = 0; i < n; ++i)
-    y[i] = floatToHalf(float(out[i]));
+    y[i] = floatToHalf(out[i]);
 }

@@ -60,9 +60,18 @@ public:
   /// y = x * H^T, the inverse rotation.
   void unrotate(const double *x, double *y) const;
 
-  /// fp16 (or bf16: `xType`) in, fp16 out: the rotation in double rounded
-  /// once to fp16, which is what the GPU's fp32 transform rounds to within
-  /// one ulp. append does this to a model's new K and V.
+  /// y = x * H (or x * H^T with `inverse`) with the kernels' fp32
+  /// arithmetic, bit for bit: the butterflies stage by stage (h = 1, 2, ...;
+  /// x + y and x - y, each rounded), the Kronecker chunks mixed by summing
+  /// +-t_a in order a = 0 .. m-1 from 0, and the normalization as one
+  /// multiply by fp32(1/sqrt(size)) after the last stage (or the mix). A
+  /// value stored from it (append's fp16 pool rows) is then the same bits on
+  /// every path; the double transform differs from it by an fp16 ulp on a
+  /// few values in 10^4, enough to flip a flush code at a rounding boundary.
+  void rotateF32(const float *x, float *y, bool inverse = false) const;
+
+  /// fp16 (or bf16: `xType`) in, fp16 out: rotateF32 rounded once to fp16,
+  /// what append writes for a model's new K and V.
   void rotateHalf(const uint16_t *x, uint16_t *y,
                   DType xType = DType::F16) const;
 
