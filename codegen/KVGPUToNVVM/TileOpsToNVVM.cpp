@@ -390,7 +390,7 @@ void stepScales(OpBuilder &b, Location loc, MutableArrayRef<Value> scales,
   }
 }
 
-/// 1 / s of scales, correctly rounded.
+/// 1 / s of Sinkhorn's scales (in [kScaleMin, kScaleMax]), correctly rounded.
 SmallVector<Value> reciprocals(OpBuilder &b, Location loc, ArrayRef<Value> s) {
   SmallVector<Value> out;
   for (Value v : s)
@@ -538,17 +538,19 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
     SmallVector<Value> sCol = t.loadVector(dc, op.getColScale());
     SmallVector<Value> sRow = t.loadVector(dr, op.getRowScale());
     // balanced = M / s_col / s_row as products with the correctly rounded
-    // reciprocals (within an ulp of the quotients; a code moves only when
-    // its quotient lies within an ulp of a rounding tie).
+    // reciprocals (tilemath's quantizer). These are divisions, not
+    // emitScaleReciprocal: the scales are the kernel's operands, and a DSL
+    // kernel may pass its own outside Sinkhorn's [kScaleMin, kScaleMax]
+    // (denormal, or past 2^126), where only div.rn is exact. Once per tile.
     Value oneF = f32Constant(rw, loc, 1.0f);
-    auto recip = [&](ArrayRef<Value> v) {
+    auto divideOne = [&](ArrayRef<Value> v) {
       SmallVector<Value> out;
       for (Value a : v)
         out.push_back(arith::DivFOp::create(rw, loc, oneF, a));
       return out;
     };
-    SmallVector<Value> rCol = reciprocals(rw, loc, sCol);
-    SmallVector<Value> rRow = reciprocals(rw, loc, sRow);
+    SmallVector<Value> rCol = divideOne(sCol);
+    SmallVector<Value> rRow = divideOne(sRow);
     for (int64_t i = 0; i < t.n[0]; ++i)
       for (int64_t j = 0; j < t.n[1]; ++j) {
         int64_t c = dc == 0 ? i : j, r = dc == 0 ? j : i;
@@ -577,7 +579,7 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
       step.push_back(
           arith::MaximumFOp::create(rw, loc, a, f32Constant(rw, loc, kvarn::tilemath::kRangeFloor)));
     }
-    SmallVector<Value> rStep = recip(step);
+    SmallVector<Value> rStep = divideOne(step);
     Value zeroI = i32Constant(rw, loc, 0), maxI = i32Constant(rw, loc, int64_t(qmax));
     for (int64_t i = 0; i < t.n[0]; ++i)
       for (int64_t j = 0; j < t.n[1]; ++j) {
