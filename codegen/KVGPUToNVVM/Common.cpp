@@ -6,12 +6,6 @@
 
 using namespace mlir;
 
-int64_t kvarn::kvgpu::getNumThreads(Operation *op) {
-  for (Operation *p = op; p; p = p->getParentOp())
-    if (auto warps = p->getAttrOfType<IntegerAttr>(kNumWarpsAttrName))
-      return warps.getInt() * kWarpSize;
-  return 4 * kWarpSize;
-}
 
 Value kvarn::kvgpu::threadIndex(OpBuilder &b, Location loc) {
   return gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);

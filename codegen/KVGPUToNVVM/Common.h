@@ -12,9 +12,6 @@ namespace kvarn::kvgpu {
 
 constexpr int64_t kWarpSize = 32;
 
-/// Threads per CTA of the kernel enclosing `op` (its kvgpu.num_warps).
-int64_t getNumThreads(mlir::Operation *op);
-
 /// The linear thread index as `index`.
 mlir::Value threadIndex(mlir::OpBuilder &b, mlir::Location loc);
 
@@ -58,6 +55,7 @@ void emitRegisterButterflies(mlir::OpBuilder &b, mlir::Location loc,
 void populateKVGPUMemoryToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPULoopToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUKVarNToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPUAttentionToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUTileToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUFragmentToNVVMPatterns(mlir::RewritePatternSet &patterns);
 

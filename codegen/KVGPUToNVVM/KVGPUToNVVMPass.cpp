@@ -19,6 +19,7 @@ struct ConvertKVGPUToNVVMPass
     kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPULoopToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUKVarNToNVVMPatterns(patterns);
+    kvarn::kvgpu::populateKVGPUAttentionToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUTileToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUFragmentToNVVMPatterns(patterns);
     GreedyRewriteConfig config;

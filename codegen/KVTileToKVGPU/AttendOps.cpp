@@ -48,9 +48,12 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
 }
 
 /// A dequantized tile, (code * scale[r] + zero[r]) * other[c]: the views of
-/// kvt.dequantize's operands.
+/// kvt.dequantize's operands. When the codes are a kvt.unpack of a staged
+/// buffer (a record's field), `packed` is that buffer of `bits`-bit codes.
 struct AffineDequant {
   TileView codes, scale, zero, other;
+  Value packed;
+  int64_t bits = 0;
 };
 
 /// `tile` as a dequantize op's result (behind a transpose when `transposed`).
@@ -65,8 +68,45 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
   auto dq = tile.getDefiningOp<DequantizeOp>();
   if (!dq)
     return std::nullopt;
-  return AffineDequant{s.view(dq.getCodes()), s.view(dq.getScale()),
+  AffineDequant result{s.view(dq.getCodes()), s.view(dq.getScale()),
                        s.view(dq.getZero()), s.view(dq.getOtherScale())};
+  if (auto unpack = dq.getCodes().getDefiningOp<UnpackOp>()) {
+    const TileView &packed = s.view(unpack.getPacked());
+    auto type = packed.isPlainBuffer()
+                    ? dyn_cast<MemRefType>(packed.buffer.getType())
+                    : MemRefType();
+    bool identity = packed.bufferDims.empty() ||
+                    llvm::equal(packed.bufferDims, llvm::ArrayRef<int>{0, 1});
+    if (type && type.getRank() == 2 && type.getElementType().isInteger(8) &&
+        packed.conversions.empty() && identity) {
+      result.packed = packed.buffer;
+      result.bits = unpack.getBits();
+    }
+  }
+  return result;
+}
+
+/// The layout of kvgpu.packed_matmul for `dq`'s codes as the [K, N] operand,
+/// or nothing (then attention reduces through kvgpu.reduce).
+std::optional<kvgpu::PackedMatmulLayout>
+packedLayout(TileLowering &s, const std::optional<AffineDequant> &dq,
+             int64_t h, int64_t k, int64_t n) {
+  if (!dq || !dq->packed)
+    return std::nullopt;
+  auto type = cast<MemRefType>(dq->packed.getType());
+  if (type.getDimSize(0) != k || type.getDimSize(1) * 8 != n * dq->bits)
+    return std::nullopt;
+  return kvgpu::getPackedMatmulLayout(h, k, n, dq->bits,
+                                      s.numWarps * 32);
+}
+
+/// out[h, n] = sum_k a[k, h] code[k, n] in registers (kvgpu.packed_matmul),
+/// its cross-warp partials in `partials`.
+void emitPackedMatmul(TileLowering &s, Location loc, Value a,
+                      const AffineDequant &dq, Value out, Value partials) {
+  kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed, out, partials,
+                                s.b.getI32IntegerAttr(int32_t(dq.bits)));
+  s.barrier(loc);
 }
 
 /// Online softmax over one block. When K or V is read from a record
@@ -94,6 +134,19 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
 
   std::optional<AffineDequant> kq = matchDequant(s, op.getK(), /*transposed=*/true);
   std::optional<AffineDequant> vq = matchDequant(s, op.getV(), /*transposed=*/false);
+  // Dot products over a record's packed codes run in registers
+  // (kvgpu.packed_matmul, its a operand k-major); others, and the pool's
+  // fp16 blocks, through kvgpu.reduce.
+  std::optional<kvgpu::PackedMatmulLayout> kPacked = packedLayout(s, kq, H, D, G);
+  std::optional<kvgpu::PackedMatmulLayout> vPacked = packedLayout(s, vq, H, G, D);
+  // One partials buffer for both: the K products end before the V ones.
+  int64_t partialFloats = 1;
+  for (const auto &layout : {kPacked, vPacked})
+    if (layout)
+      partialFloats = std::max(partialFloats, layout->scratchFloats);
+  Value partials = kPacked || vPacked
+                       ? scratch.get(loc, {partialFloats}, f32)
+                       : Value();
   Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
   if (kq) {
     kScaledQ = scratch.get(loc, {H * D}, f32);
@@ -102,7 +155,9 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       Value x = arith::MulFOp::create(
           b, loc, s.read(b, loc, q, i),
           widenToF32(b, loc, s.read(b, loc, kq->scale, {i[1]})));
-      store(b, loc, x, kScaledQ, {flatIndex(b, loc, i[0], i[1], D)});
+      store(b, loc, x, kScaledQ,
+            {kPacked ? flatIndex(b, loc, i[1], i[0], H)
+                     : flatIndex(b, loc, i[0], i[1], D)});
     });
     s.reduce(loc, ReduceKind::Add, H, D, kZeroDot,
              [&](OpBuilder &b, Value h, Value d) {
@@ -113,7 +168,10 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
              });
   }
   // scores[h, t] = q[h] . k[t] (on raw codes when K is quantized)
-  s.reduce(loc, ReduceKind::Add, H * G, D, scores,
+  if (kPacked)
+    emitPackedMatmul(s, loc, kScaledQ, *kq, scores, partials);
+  else
+    s.reduce(loc, ReduceKind::Add, H * G, D, scores,
            [&](OpBuilder &b, Value r, Value d) {
              auto [h, t] = split(b, loc, r, G);
              if (kq)
@@ -168,7 +226,8 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       store(b, loc,
             arith::MulFOp::create(
                 b, loc, p, widenToF32(b, loc, s.read(b, loc, vq->scale, {i[1]}))),
-            vScaledProbs, {hg});
+            vScaledProbs,
+            {vPacked ? flatIndex(b, loc, i[1], i[0], H) : hg});
   });
   auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = flatIndex(b, loc, h, t, G);
@@ -187,7 +246,10 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
              });
   }
   // weighted[h, d] = sum_t p[h, t] v[t, d] (on raw codes when V is quantized)
-  s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
+  if (vPacked)
+    emitPackedMatmul(s, loc, vScaledProbs, *vq, weighted, partials);
+  else
+    s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
            [&](OpBuilder &b, Value r, Value t) {
              auto [h, d] = split(b, loc, r, D);
              if (vq)

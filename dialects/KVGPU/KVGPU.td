@@ -358,6 +358,45 @@ def KVGPU_UnpackBitsOp : KVGPU_Op<"unpack_bits"> {
   let hasVerifier = 1;
 }
 
+def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
+  let summary = "out[h, n] = sum_k a[k, h] * code[k, n] over packed codes, in registers";
+  let description = [{
+    ```mlir
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %partials
+        : memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<128x64xi8, #gpu.address_space<workgroup>>,
+          memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<2048xf32, #gpu.address_space<workgroup>>
+    ```
+    The dot products of attention over quantized K and V (`kvt.attend` on
+    dequantized codes, the scales folded out): `a` is [K, H] row-major
+    (k-major, so one thread's H values of row k are adjacent), `codes` is
+    [K, N * bits / 8] bytes with code (k, n) in bits `(n * bits) mod 8`
+    upwards of byte `n * bits / 8` (`pack_bits`' order), `out` is [H, N]
+    row-major.
+
+    Each thread holds one piece (32, 16 or 8 bits) of a codes row and the
+    H x (piece / bits) sums of its columns over a slice of the rows
+    (`getPackedMatmulLayout`: the piece, the threads per column group and
+    the split of K); it reads one piece and H values of `a` per row, widens
+    the codes with the 2^23 magic number (no integer conversion) and
+    accumulates with fma. The slices' sums meet through warp shuffles and,
+    when warps split K, through `scratch` (at least
+    `PackedMatmulLayout::scratchFloats` floats) behind an internal barrier.
+    Like every op here, its writes to `out` need a kvgpu.barrier before
+    other threads read them.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$a,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$out,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+  let assemblyFormat = [{
+    $a `,` $codes `bits` $bits `into` $out `scratch` $scratch attr-dict `:`
+    type($a) `,` type($codes) `,` type($out) `,` type($scratch)
+  }];
+  let hasVerifier = 1;
+}
 
 def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
   let summary = "Sinkhorn normalization of a tile held in registers";

@@ -285,6 +285,79 @@ LogicalResult UnpackBitsOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// PackedMatmulOp
+//===----------------------------------------------------------------------===//
+
+int64_t kvarn::kvgpu::getNumThreads(Operation *op) {
+  for (Operation *p = op; p; p = p->getParentOp())
+    if (auto warps = p->getAttrOfType<IntegerAttr>(kNumWarpsAttrName))
+      return warps.getInt() * 32;
+  return 4 * 32;
+}
+
+std::optional<PackedMatmulLayout>
+kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
+                                    int64_t bits, int64_t threads) {
+  constexpr int64_t kMaxSums = 32; // a thread's accumulators
+  if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % 32)
+    return std::nullopt;
+  int64_t warps = threads / 32;
+  for (int64_t pieceBits : {32, 16, 8}) {
+    int64_t codes = pieceBits / bits;
+    if (h * codes > kMaxSums || (n * bits) % pieceBits)
+      continue;
+    int64_t groups = n / codes;
+    int64_t laneGroups = std::min<int64_t>(groups, 32);
+    if (32 % laneGroups || groups % laneGroups)
+      continue;
+    int64_t warpGroups = groups / laneGroups;
+    if (warpGroups > warps || warps % warpGroups)
+      continue;
+    int64_t laneSplits = 32 / laneGroups, warpSplits = warps / warpGroups;
+    int64_t splits = laneSplits * warpSplits;
+    if (k % splits)
+      continue;
+    return PackedMatmulLayout{pieceBits,  codes,      groups,
+                              laneGroups, laneSplits, warpGroups,
+                              warpSplits, splits,     k / splits,
+                              (warpSplits - 1) * h * n};
+  }
+  return std::nullopt;
+}
+
+LogicalResult PackedMatmulOp::verify() {
+  MemRefType a = getA().getType(), codes = getCodes().getType(),
+             out = getOut().getType(), scratch = getScratch().getType();
+  for (MemRefType t : {a, out, scratch})
+    if (t.getRank() != 1 || !t.getElementType().isF32())
+      return emitOpError("a, out and scratch are 1-D f32 buffers");
+  if (codes.getRank() != 2 || !codes.getElementType().isInteger(8))
+    return emitOpError("codes are a 2-D i8 buffer [K, N * bits / 8]");
+  int64_t bits = getBits();
+  if (8 % bits)
+    return emitOpError("bits must divide 8, not ") << bits;
+  int64_t k = codes.getDimSize(0), n = codes.getDimSize(1) * 8 / bits;
+  if (a.getNumElements() % k)
+    return emitOpError("a has ")
+           << a.getNumElements() << " elements, not a multiple of K = " << k;
+  int64_t h = a.getNumElements() / k;
+  if (out.getNumElements() != h * n)
+    return emitOpError("out has ") << out.getNumElements()
+                                   << " elements; [H, N] is " << h * n;
+  std::optional<PackedMatmulLayout> layout =
+      getPackedMatmulLayout(h, k, n, bits, getNumThreads(*this));
+  if (!layout)
+    return emitOpError("no packed layout for H = ")
+           << h << ", K = " << k << ", N = " << n << " over "
+           << getNumThreads(*this) << " threads";
+  if (scratch.getNumElements() < layout->scratchFloats)
+    return emitOpError("scratch has ")
+           << scratch.getNumElements() << " floats; the layout needs "
+           << layout->scratchFloats;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // SinkhornOp, QuantizeTileOp: tiles held in registers
 //===----------------------------------------------------------------------===//
 

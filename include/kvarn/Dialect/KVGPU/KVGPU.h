@@ -57,6 +57,38 @@ std::optional<RegisterTileGrid> getRegisterTileGrid(int64_t b0, int64_t b1,
 /// private slots for its n0 + n1 per-index values (state kept out of the
 /// registers).
 int64_t getRegisterTileScratchFloats(int64_t b0, int64_t b1, int64_t threads);
+
+/// Threads per CTA of the kernel enclosing `op` (its kvgpu.num_warps; 4
+/// warps outside a kernel).
+int64_t getNumThreads(mlir::Operation *op);
+
+/// How kvgpu.packed_matmul spreads out[h, n] = sum_k a[k, h] code[k, n] (H
+/// rows, K terms, N columns of `bits`-bit codes) over a CTA: the one
+/// computation the tile lowering sizes the scratch with and the NVVM
+/// lowering emits.
+///
+/// A thread holds a piece of `pieceBits` bits of a codes row: the `codes`
+/// consecutive columns of its column group g, H x codes sums. The N / codes
+/// groups go to `laneGroups` consecutive lanes (lane % laneGroups) of
+/// `warpGroups` warps (warp % warpGroups); the lanes and warps sharing a
+/// group split K: thread split s = (warp / warpGroups) * laneSplits +
+/// lane / laneGroups takes rows k = i * splits + s, i < rowsPerThread
+/// (interleaved: the lanes of a warp read adjacent rows, in different
+/// banks). Sums meet by xor shuffles across lanes, then across warps: the
+/// first warp split writes `out`, the others their partials to
+/// `scratchFloats` floats of shared memory ([warpSplits - 1, H, N]), added
+/// to `out` in split order.
+struct PackedMatmulLayout {
+  int64_t pieceBits, codes, groups;
+  int64_t laneGroups, laneSplits, warpGroups, warpSplits;
+  int64_t splits, rowsPerThread, scratchFloats;
+};
+/// The layout, or nothing when the shape does not divide over `threads`
+/// (or needs more than 32 sums a thread): attention then reduces through
+/// kvgpu.reduce.
+std::optional<PackedMatmulLayout>
+getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
+                      int64_t threads);
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"

@@ -117,3 +117,45 @@ func.func @fragment_type(%p: !llvm.ptr<1>, %o: i64) {
   %r = kvgpu.fragment_load %p[%o] stride %o warp 0 : vector<4xi32>
   return
 }
+
+// -----
+
+gpu.module @m {
+  gpu.func @packed_matmul_shapes() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 10240 : memref<256xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 12288 : memref<1536xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{out has 256 elements; [H, N] is 512}}
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, memref<256xf32, #gpu.address_space<workgroup>>, memref<1536xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @packed_matmul_scratch() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 10240 : memref<512xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 12288 : memref<16xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{scratch has 16 floats; the layout needs 1536}}
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @packed_matmul_bits() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<384xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<96x48xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 10240 : memref<512xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 12288 : memref<16xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{bits must divide 8, not 3}}
+    kvgpu.packed_matmul %a, %codes bits 3 into %out scratch %p : memref<384xf32, #gpu.address_space<workgroup>>, memref<96x48xi8, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
