@@ -636,6 +636,12 @@ struct ConvertKVTileToKVGPUPass
       if (limit != 0)
         gpuFunc.erase();
     }
+    // Where the staged tiles outgrew the budget, fewer CTAs share an SM than
+    // planned: say so (.minnctapersm and the metadata's ctas_per_sm, which
+    // decode's split count plans its waves with), rather than the plan.
+    if (shared > sharedBudget)
+      ctasPerSM = std::clamp<int64_t>(
+          kSharedBytesPerSM / (shared + kReservedSharedBytes), 1, ctasPerSM);
     OpBuilder b(gpuFunc);
     gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     if (shared > kMaxSharedBytes)

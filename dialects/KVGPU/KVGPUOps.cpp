@@ -298,7 +298,9 @@ int64_t kvarn::kvgpu::getNumThreads(Operation *op) {
 std::optional<PackedMatmulLayout>
 kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
                                     int64_t bits, int64_t threads) {
-  constexpr int64_t kMaxSums = 32; // a thread's accumulators
+  // A thread's accumulators: 32 spilled within the 128 registers of 4 CTAs
+  // per SM (sm_80, decode at head_dim 128).
+  constexpr int64_t kMaxSums = 16;
   if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % 32)
     return std::nullopt;
   int64_t warps = threads / 32;

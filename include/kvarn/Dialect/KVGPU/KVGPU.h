@@ -84,7 +84,7 @@ struct PackedMatmulLayout {
   int64_t splits, rowsPerThread, scratchFloats;
 };
 /// The layout, or nothing when the shape does not divide over `threads`
-/// (or needs more than 32 sums a thread): attention then reduces through
+/// (or needs more than 16 sums a thread): attention then reduces through
 /// kvgpu.reduce.
 std::optional<PackedMatmulLayout>
 getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
