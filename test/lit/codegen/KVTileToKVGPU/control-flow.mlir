@@ -16,8 +16,11 @@
 // CHECK: kvgpu.copy_in
 // CHECK: kvgpu.reduce <add> [512, 128]
 // CHECK: } else {
-// Record branch: packed codes staged (8 KiB), unpacked and dequantized lazily.
+// Record branch: packed codes staged (8 KiB). The scores run on them in
+// registers; V here is K's transposed tile, no dequantized [G, D] operand,
+// so its product reduces, unpacking and dequantizing lazily.
 // CHECK: kvgpu.shared_buffer {{.*}} : memref<128x64xi8
+// CHECK: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4
 // CHECK: kvgpu.reduce <add> [512, 128]
 // CHECK: arith.shrui
 // CHECK: }
