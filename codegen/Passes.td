@@ -32,6 +32,20 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
   ];
 }
 
+def SinkTileUsersIntoBranches : Pass<"kvt-sink-into-branches", "mlir::func::FuncOp"> {
+  let summary = "Clone the users of a tile-valued scf.if into its branches";
+  let description = [{
+    In a `kvt.kernel`, an `scf.if` yielding tiles (decode's "read the block
+    from the pool or from its record") is followed by the ops that use them
+    (attend, materialize's stores). Those ops are cloned into each branch,
+    so the branches yield only what escapes (attend's small state) and the
+    large tiles stay lazy views in `convert-kvt-to-kvgpu`, never a shared
+    buffer of their own. Pure ops in between that do not depend on the if
+    move above it; an if whose users cannot move is left as it is.
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect"];
+}
+
 def EliminateBarriers : Pass<"kvgpu-eliminate-barriers", "mlir::gpu::GPUModuleOp"> {
   let summary = "Remove kvgpu barriers that order no shared-memory access";
   let description = [{
