@@ -1,12 +1,16 @@
 //===- AttentionOpsToNVVM.cpp - packed_matmul -----------------------------===//
 //
 // kvgpu.packed_matmul: attention's dot products over a record's packed codes
-// with the operands in registers. getPackedMatmulLayout (KVGPU.h) decides
-// which thread holds which piece of which codes row; this file emits it.
+// with the operands in registers, on tensor cores (bf16 mma.sync) or with
+// fma. getPackedMatmulLayout (KVGPU.h) decides the strategy and which thread
+// holds which codes; this file emits it.
 //
 //===----------------------------------------------------------------------===//
 
 #include "Common.h"
+
+#include <algorithm>
+#include <array>
 
 using namespace mlir;
 using namespace kvarn::kvgpu;
@@ -51,6 +55,206 @@ Value widenCode(OpBuilder &b, Location loc, Value piece, int64_t shift,
   return arith::SubFOp::create(b, loc, v, f32Constant(b, loc, 8388608.0f));
 }
 
+/// Two codes as the bf16 pair (low, high) of an mma operand register (i32):
+/// each OR-ed into the mantissa of 128.0 (0x4300: ulp 1 there, exact for
+/// codes < 128), then 128 subtracted by one fma.rn.bf16x2 (exact).
+Value codePairToBf16x2(OpBuilder &b, Location loc, Value low, Value high,
+                       int64_t bits) {
+  Value mask = i32Constant(b, loc, (1 << bits) - 1);
+  Value lo = arith::AndIOp::create(b, loc, low, mask);
+  Value hi = arith::ShLIOp::create(
+      b, loc, arith::AndIOp::create(b, loc, high, mask), i32Constant(b, loc, 16));
+  Value v = arith::OrIOp::create(
+      b, loc, arith::OrIOp::create(b, loc, lo, hi),
+      i32Constant(b, loc, 0x43004300));
+  auto bf16x2 = VectorType::get({2}, b.getBF16Type());
+  Value pair = LLVM::BitcastOp::create(b, loc, bf16x2, v);
+  Value one = LLVM::ConstantOp::create(
+      b, loc, bf16x2, DenseElementsAttr::get(bf16x2, b.getFloatAttr(b.getBF16Type(), 1.0)));
+  Value minus128 = LLVM::ConstantOp::create(
+      b, loc, bf16x2,
+      DenseElementsAttr::get(bf16x2, b.getFloatAttr(b.getBF16Type(), -128.0)));
+  pair = LLVM::FMAOp::create(b, loc, pair, one, minus128);
+  return LLVM::BitcastOp::create(b, loc, b.getI32Type(), pair);
+}
+
+/// (x0, x1) as three bf16x2 registers hi, mid, lo with hi + mid + lo equal
+/// to each value to fp32's precision (each part the rounded remainder of
+/// the ones before it).
+std::array<Value, 3> splitToBf16x2(OpBuilder &b, Location loc, Value x0,
+                                   Value x1) {
+  auto f32x2 = VectorType::get({2}, b.getF32Type());
+  auto bf16x2 = VectorType::get({2}, b.getBF16Type());
+  Value rest = vector::FromElementsOp::create(b, loc, f32x2, ValueRange{x0, x1});
+  std::array<Value, 3> parts;
+  for (int p = 0; p < 3; ++p) {
+    Value part = LLVM::FPTruncOp::create(b, loc, bf16x2, rest);
+    parts[p] = LLVM::BitcastOp::create(b, loc, b.getI32Type(), part);
+    if (p < 2)
+      rest = LLVM::FSubOp::create(b, loc, rest,
+                                  LLVM::FPExtOp::create(b, loc, f32x2, part));
+  }
+  return parts;
+}
+
+/// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
+LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
+                                 const PackedMatmulMmaTiling &T, int64_t h,
+                                 int64_t n, int64_t bits) {
+  Location loc = op.getLoc();
+  auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+  int64_t runCodes = 2 * T.columnTiles;
+  // A run shorter than a byte is read as its byte and shifted.
+  int64_t wordBits = std::clamp<int64_t>(T.runBits, 8, 32);
+  int64_t words = std::max<int64_t>(1, T.runBits / 32);
+  FailureOr<Value> wordView = piecesView(rw, loc, op.getCodes(), wordBits);
+  if (failed(wordView))
+    return rw.notifyMatchFailure(op, "codes are not an aligned shared buffer");
+  int64_t wordsPerRow = n * bits / wordBits;
+
+  Value tid = threadIndex(rw, loc);
+  Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
+  Value lane = arith::RemUIOp::create(rw, loc, tid, c(kWarpSize));
+  Value g = arith::DivUIOp::create(rw, loc, lane, c(4));
+  Value t = arith::RemUIOp::create(rw, loc, lane, c(4));
+  Value column = arith::AddIOp::create(
+      rw, loc, arith::MulIOp::create(rw, loc, warp, c(16 * T.columnTiles)),
+      arith::MulIOp::create(rw, loc, g, c(runCodes)));
+  Value firstBit = arith::MulIOp::create(rw, loc, column, c(bits));
+  Value wordInRow = arith::DivUIOp::create(rw, loc, firstBit, c(wordBits));
+  Value subShift =
+      T.runBits < 8
+          ? arith::IndexCastOp::create(
+                rw, loc, rw.getI32Type(),
+                arith::RemUIOp::create(rw, loc, firstBit, c(8)))
+                .getResult()
+          : Value();
+  // This lane's heads in head tile j: 8j + g (the B operand) and the
+  // clamped row of `a` it reads (rows past H read row H - 1, then zero).
+  SmallVector<Value> bHead, bHeadValid;
+  for (int64_t j = 0; j < T.headTiles; ++j) {
+    Value head = arith::AddIOp::create(rw, loc, g, c(8 * j));
+    bHeadValid.push_back(
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h)));
+    bHead.push_back(arith::MinUIOp::create(rw, loc, head, c(h - 1)));
+  }
+
+  int64_t accCount = T.columnTiles * T.headTiles * 4;
+  auto accIndex = [&](int64_t i, int64_t j) { return (i * T.headTiles + j) * 4; };
+  Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+  auto accType = LLVM::LLVMStructType::getLiteral(rw.getContext(),
+                                                  {f32, f32, f32, f32});
+  SmallVector<Value> zeros(accCount, f32Constant(rw, loc, 0.0f));
+  auto loop = scf::ForOp::create(
+      rw, loc, c(0), c(T.kTiles), c(1), zeros,
+      [&](OpBuilder &b, Location, Value kt, ValueRange accIn) {
+        SmallVector<Value> acc(accIn);
+        Value rowBase = arith::AddIOp::create(
+            b, loc, arith::MulIOp::create(b, loc, kt, c(16)), t);
+        // The run of row rowBase + offset as `words` i32 values.
+        auto loadRun = [&](int64_t offset) {
+          Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+          Value at = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
+              wordInRow);
+          SmallVector<Value> run;
+          for (int64_t w = 0; w < words; ++w) {
+            Value word = memref::LoadOp::create(
+                b, loc, *wordView,
+                ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
+            if (wordBits < 32)
+              word = arith::ExtUIOp::create(b, loc, i32, word);
+            if (subShift)
+              word = arith::ShRUIOp::create(b, loc, word, subShift);
+            run.push_back(word);
+          }
+          return run;
+        };
+        auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
+          int64_t bit = j * bits;
+          Value word = run[bit / 32];
+          return bit % 32 ? arith::ShRUIOp::create(b, loc, word,
+                                                   i32Constant(b, loc, bit % 32))
+                                .getResult()
+                          : word;
+        };
+        // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t + 12.
+        SmallVector<Value> r0 = loadRun(0), r1 = loadRun(4), r8 = loadRun(8),
+                           r9 = loadRun(12);
+        // b: the three parts of each head tile's two registers.
+        SmallVector<std::array<Value, 3>> b0, b1;
+        for (int64_t j = 0; j < T.headTiles; ++j) {
+          auto aValue = [&](int64_t offset) -> Value {
+            Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+            Value at = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, row, c(h)), bHead[j]);
+            Value x = memref::LoadOp::create(b, loc, op.getA(), at);
+            return arith::SelectOp::create(b, loc, bHeadValid[j], x,
+                                           f32Constant(b, loc, 0.0f));
+          };
+          b0.push_back(splitToBf16x2(b, loc, aValue(0), aValue(4)));
+          b1.push_back(splitToBf16x2(b, loc, aValue(8), aValue(12)));
+        }
+        // One column tile at a time: its a registers live only for its MMAs
+        // (all tiles' at once spilled at head_dim 256).
+        for (int64_t i = 0; i < T.columnTiles; ++i) {
+          auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high, int64_t j) {
+            return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j), bits);
+          };
+          std::array<Value, 4> aRegs = {pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
+                                        pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)};
+          for (int64_t j = 0; j < T.headTiles; ++j) {
+            int64_t base = accIndex(i, j);
+            // Smallest part first.
+            for (int p = 2; p >= 0; --p) {
+              Value mma = NVVM::MmaOp::create(
+                  b, loc, accType, aRegs, ValueRange{b0[j][p], b1[j][p]},
+                  ValueRange(acc).slice(base, 4), ArrayRef<int64_t>{16, 8, 16},
+                  std::nullopt, std::nullopt,
+                  std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
+                                                NVVM::MMATypes::bf16},
+                  std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                 NVVM::MMALayout::col});
+              for (int64_t e = 0; e < 4; ++e)
+                acc[base + e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+            }
+          }
+        }
+        scf::YieldOp::create(b, loc, acc);
+      });
+
+  // Accumulator (i, j): c0, c1 at column 2i of the run, heads 8j + 2t and
+  // 8j + 2t + 1; c2, c3 at column 2i + 1.
+  for (int64_t j = 0; j < T.headTiles; ++j)
+    for (int64_t e = 0; e < 2; ++e) {
+      Value head = arith::AddIOp::create(
+          rw, loc, arith::MulIOp::create(rw, loc, t, c(2)), c(8 * j + e));
+      auto store = [&](OpBuilder &b) {
+        Value rowStart = arith::AddIOp::create(
+            b, loc, arith::MulIOp::create(b, loc, head, c(n)), column);
+        for (int64_t i = 0; i < T.columnTiles; ++i)
+          for (int64_t half = 0; half < 2; ++half)
+            memref::StoreOp::create(
+                b, loc, loop.getResult(accIndex(i, j) + 2 * half + e),
+                op.getOut(),
+                ValueRange{arith::AddIOp::create(b, loc, rowStart,
+                                                 c(2 * i + half))});
+      };
+      if (h % 8 == 0) {
+        store(rw);
+        continue;
+      }
+      Value valid =
+          arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
+      scf::IfOp::create(rw, loc, valid, [&](OpBuilder &b, Location) {
+        store(b);
+        scf::YieldOp::create(b, loc);
+      });
+    }
+  rw.eraseOp(op);
+  return success();
+}
+
 struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(PackedMatmulOp op,
@@ -66,6 +270,8 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
     if (!layout)
       return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
     const PackedMatmulLayout &L = *layout;
+    if (L.mma)
+      return lowerOnTensorCores(op, rw, *L.mma, h, n, bits);
     FailureOr<Value> pieces = piecesView(rw, loc, op.getCodes(), L.pieceBits);
     if (failed(pieces))
       return rw.notifyMatchFailure(op, "codes are not an aligned shared buffer");

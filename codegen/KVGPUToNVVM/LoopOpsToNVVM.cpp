@@ -143,8 +143,17 @@ void lowerRowPerThread(PatternRewriter &rw, ReduceOp op) {
   reduceRowsInOneLoop(rw, loc, op, myRows);
 }
 
+/// Most rows a warp reduces side by side: their loads are in flight
+/// together (decode's fp16 pool blocks read K and V from global memory
+/// inside the reduction; one row at a time, every row waited a full memory
+/// latency: ~100 us for one block).
+constexpr int64_t kMaxRowsPerWarp = 8;
+
 /// One thread per row when the body reads along rows; else lanes along the
-/// row (one warp per row, shuffle-combined, lane 0 writes).
+/// row (one warp per row, shuffle-combined, lane 0 writes). A warp takes R
+/// adjacent rows at once (R the largest power of two up to
+/// kMaxRowsPerWarp that divides the rows evenly over the warps), each row
+/// combined in the same order as alone.
 struct ReduceLowering : OpRewritePattern<ReduceOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(ReduceOp op,
@@ -157,26 +166,48 @@ struct ReduceLowering : OpRewritePattern<ReduceOp> {
       return success();
     }
     int64_t warps = getNumThreads(op) / kWarpSize;
+    int64_t together = kMaxRowsPerWarp;
+    while (together > 1 && rows % (warps * together))
+      together /= 2;
     Value tid = threadIndex(rw, loc);
     Value warp = arith::DivUIOp::create(rw, loc, tid,
                                         indexConstant(rw, loc, kWarpSize));
     Value lane = arith::RemUIOp::create(rw, loc, tid,
                                         indexConstant(rw, loc, kWarpSize));
     ReduceKind kind = op.getKind();
-    buildStridedLoop(rw, loc, warp, rows, warps, [&](OpBuilder &b, Value row) {
+    Value firstGroup =
+        arith::MulIOp::create(rw, loc, warp, indexConstant(rw, loc, together));
+    buildStridedLoop(rw, loc, firstGroup, rows, warps * together,
+                     [&](OpBuilder &b, Value group) {
+      SmallVector<Value> groupRows;
+      for (int64_t r = 0; r < together; ++r)
+        groupRows.push_back(
+            r ? arith::AddIOp::create(b, loc, group, indexConstant(b, loc, r))
+                    .getResult()
+              : group);
+      SmallVector<Value> inits(together, identity(b, loc, kind));
       auto inner = scf::ForOp::create(
           b, loc, lane, indexConstant(b, loc, cols),
-          indexConstant(b, loc, kWarpSize), ValueRange{identity(b, loc, kind)},
+          indexConstant(b, loc, kWarpSize), inits,
           [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
-            Value v = inlineBody(nb, op.getBody(), {row, col}).front();
-            scf::YieldOp::create(nb, loc, combineReduction(nb, loc, kind, acc[0], v));
+            SmallVector<Value> next;
+            for (int64_t r = 0; r < together; ++r) {
+              Value v = inlineBody(nb, op.getBody(), {groupRows[r], col}).front();
+              next.push_back(combineReduction(nb, loc, kind, acc[r], v));
+            }
+            scf::YieldOp::create(nb, loc, next);
           });
-      Value total = WarpReduceOp::create(
-          b, loc, ReduceKindAttr::get(b.getContext(), kind), inner.getResult(0));
+      SmallVector<Value> totals;
+      for (int64_t r = 0; r < together; ++r)
+        totals.push_back(WarpReduceOp::create(
+            b, loc, ReduceKindAttr::get(b.getContext(), kind),
+            inner.getResult(r)));
       Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                           lane, indexConstant(b, loc, 0));
       scf::IfOp::create(b, loc, first, [&](OpBuilder &tb, Location) {
-        memref::StoreOp::create(tb, loc, total, op.getOut(), ValueRange{row});
+        for (int64_t r = 0; r < together; ++r)
+          memref::StoreOp::create(tb, loc, totals[r], op.getOut(),
+                                  ValueRange{groupRows[r]});
         scf::YieldOp::create(tb, loc);
       });
     });

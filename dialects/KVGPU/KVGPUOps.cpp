@@ -304,6 +304,19 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % 32)
     return std::nullopt;
   int64_t warps = threads / 32;
+  // Tensor cores: codes below 128 (the bf16 magic number), whole k tiles,
+  // whole column tiles per warp, a run that is one aligned load (a power of
+  // two of tiles), at most 32 accumulators a thread.
+  if ((bits == 1 || bits == 2 || bits == 4) && k % 16 == 0 &&
+      n % (16 * warps) == 0) {
+    int64_t columnTiles = n / (16 * warps), headTiles = (h + 7) / 8;
+    if (llvm::isPowerOf2_64(columnTiles) && columnTiles * headTiles * 4 <= 32) {
+      PackedMatmulLayout layout;
+      layout.mma = PackedMatmulMmaTiling{columnTiles, headTiles, k / 16,
+                                         2 * columnTiles * bits};
+      return layout;
+    }
+  }
   for (int64_t pieceBits : {32, 16, 8}) {
     int64_t codes = pieceBits / bits;
     if (h * codes > kMaxSums || (n * bits) % pieceBits)
@@ -319,10 +332,10 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
     int64_t splits = laneSplits * warpSplits;
     if (k % splits)
       continue;
-    return PackedMatmulLayout{pieceBits,  codes,      groups,
-                              laneGroups, laneSplits, warpGroups,
-                              warpSplits, splits,     k / splits,
-                              (warpSplits - 1) * h * n};
+    return PackedMatmulLayout{std::nullopt, pieceBits,  codes,
+                              groups,       laneGroups, laneSplits,
+                              warpGroups,   warpSplits, splits,
+                              k / splits,   (warpSplits - 1) * h * n};
   }
   return std::nullopt;
 }

@@ -62,15 +62,33 @@ int64_t getRegisterTileScratchFloats(int64_t b0, int64_t b1, int64_t threads);
 /// warps outside a kernel).
 int64_t getNumThreads(mlir::Operation *op);
 
+/// The tensor-core strategy of kvgpu.packed_matmul: the product is D[n, h] =
+/// sum_k code[k, n] a[k, h] as bf16 `mma.sync` m16n8k16 with fp32
+/// accumulators (M: code columns, N: heads padded to 8, K: rows). Warp w
+/// takes the 16 x columnTiles columns from w * 16 * columnTiles; lane
+/// (g = lane / 4, t = lane % 4) holds the run of 2 x columnTiles adjacent
+/// columns from g * 2 * columnTiles (one load of `runBits` bits a row), m-rows
+/// g and g + 8 of column tile i being columns 2i and 2i + 1 of its run. Slot
+/// 2t + e + 8f of a k tile (e, f in {0, 1}) reads row t + 4e + 8f of it, so
+/// the lanes of one load read adjacent rows (fewer bank conflicts). Codes
+/// become bf16 through the 0x4300 magic number (exact below 128); `a` is
+/// split in three bf16 parts (hi + mid + lo: fp32's 24 bits), three MMAs
+/// accumulating into the same fp32 sums. Every warp owns its columns: no
+/// scratch, no shuffles, no barrier.
+struct PackedMatmulMmaTiling {
+  int64_t columnTiles, headTiles, kTiles, runBits;
+};
+
 /// How kvgpu.packed_matmul spreads out[h, n] = sum_k a[k, h] code[k, n] (H
 /// rows, K terms, N columns of `bits`-bit codes) over a CTA: the one
 /// computation the tile lowering sizes the scratch with and the NVVM
-/// lowering emits.
+/// lowering emits. Tensor cores (`mma`, above) when the shape tiles for
+/// them; otherwise the fma strategy below.
 ///
-/// A thread holds a piece of `pieceBits` bits of a codes row: the `codes`
-/// consecutive columns of its column group g, H x codes sums. The N / codes
-/// groups go to `laneGroups` consecutive lanes (lane % laneGroups) of
-/// `warpGroups` warps (warp % warpGroups); the lanes and warps sharing a
+/// fma: a thread holds a piece of `pieceBits` bits of a codes row: the
+/// `codes` consecutive columns of its column group g, H x codes sums. The
+/// N / codes groups go to `laneGroups` consecutive lanes (lane % laneGroups)
+/// of `warpGroups` warps (warp % warpGroups); the lanes and warps sharing a
 /// group split K: thread split s = (warp / warpGroups) * laneSplits +
 /// lane / laneGroups takes rows k = i * splits + s, i < rowsPerThread
 /// (interleaved: the lanes of a warp read adjacent rows, in different
@@ -79,13 +97,14 @@ int64_t getNumThreads(mlir::Operation *op);
 /// `scratchFloats` floats of shared memory ([warpSplits - 1, H, N]), added
 /// to `out` in split order.
 struct PackedMatmulLayout {
-  int64_t pieceBits, codes, groups;
-  int64_t laneGroups, laneSplits, warpGroups, warpSplits;
-  int64_t splits, rowsPerThread, scratchFloats;
+  std::optional<PackedMatmulMmaTiling> mma;
+  int64_t pieceBits = 0, codes = 0, groups = 0;
+  int64_t laneGroups = 0, laneSplits = 0, warpGroups = 0, warpSplits = 0;
+  int64_t splits = 0, rowsPerThread = 0, scratchFloats = 0;
 };
 /// The layout, or nothing when the shape does not divide over `threads`
-/// (or needs more than 16 sums a thread): attention then reduces through
-/// kvgpu.reduce.
+/// for either strategy (or the fma one needs more than 16 sums a thread):
+/// attention then reduces through kvgpu.reduce.
 std::optional<PackedMatmulLayout>
 getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
                       int64_t threads);

@@ -19,15 +19,19 @@ gpu.module @m {
     gpu.return
   }
 
-  // One warp per row (4 warps, 8 rows: step 4), lanes stride over the row,
-  // then five butterfly shuffles and a store by lane 0.
+  // Lanes along a row, a warp taking two adjacent rows at once (4 warps, 8
+  // rows: rows 2w and 2w + 1, step 8; their loads in flight together), then
+  // five butterfly shuffles a row and the stores by lane 0.
   // CHECK-LABEL: gpu.func @reduce
-  // CHECK: scf.for %[[ROW:.*]] = %{{.*}} to %c8 step %c4
-  // CHECK: scf.for %{{.*}} = %{{.*}} to %c64 step %c32 iter_args
+  // CHECK: scf.for %[[ROW:.*]] = %{{.*}} to %c8 step %c8
+  // CHECK: %[[NEXT:.*]] = arith.addi %[[ROW]], %c1
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c64 step %c32 iter_args({{.*}}) -> (f32, f32)
   // CHECK: arith.maximumf
-  // CHECK-COUNT-5: gpu.shuffle  xor
+  // CHECK: arith.maximumf
+  // CHECK-COUNT-10: gpu.shuffle  xor
   // CHECK: scf.if
   // CHECK: memref.store %{{.*}}, %{{.*}}[%[[ROW]]]
+  // CHECK: memref.store %{{.*}}, %{{.*}}[%[[NEXT]]]
   gpu.func @reduce() kernel attributes {kvgpu.num_warps = 4 : i64} {
     %a = kvgpu.shared_buffer 0 : memref<8x64xf32, #gpu.address_space<workgroup>>
     %o = kvgpu.shared_buffer 2048 : memref<8xf32, #gpu.address_space<workgroup>>

@@ -1,26 +1,94 @@
 // RUN: kvarn-opt %s | kvarn-opt | FileCheck %s --check-prefix=ROUNDTRIP
 // RUN: kvarn-opt %s -convert-kvgpu-to-nvvm | FileCheck %s
-// kvgpu.packed_matmul over 4-bit codes [128 channels, 128 tokens], 4 warps.
+// kvgpu.packed_matmul, 4 warps: on tensor cores where the shape tiles for
+// them (PackedMatmulMmaTiling in KVGPU.h: whole k tiles of 16 rows, 16 x 2^i code
+// columns a warp), with fma otherwise (120 rows below).
 
 !f32s = memref<512xf32, #gpu.address_space<workgroup>>
 !codes = memref<128x64xi8, #gpu.address_space<workgroup>>
+!rows120 = memref<120x64xi8, #gpu.address_space<workgroup>>
 gpu.module @m {
-  // Four query heads (getPackedMatmulLayout: 16-bit pieces of 4 codes, 16
-  // sums a thread, the 32 column groups on the 32 lanes, K split across the
-  // 4 warps, 32 rows a thread).
+  // Scores over 4-bit codes [128 channels, 128 tokens], four query heads:
+  // two column tiles a warp (a lane's run: 4 codes, one i16 a row), 8 k
+  // tiles, one head tile (heads 4-7 zero).
+  // ROUNDTRIP-LABEL: gpu.func @tensor_cores
+  // ROUNDTRIP: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4 into %{{.*}} scratch %{{.*}} :
+  // CHECK-LABEL: gpu.func @tensor_cores
+  gpu.func @tensor_cores() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : !f32s
+    %codes = kvgpu.shared_buffer 2048 : !codes
+    %out = kvgpu.shared_buffer 10240 : !f32s
+    %none = kvgpu.shared_buffer 12288 : memref<1xf32, #gpu.address_space<workgroup>>
+    // CHECK: to memref<4096xi16, #gpu.address_space<workgroup>>
+    // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
+    // CHECK-COUNT-4: memref.load %{{.*}} : memref<4096xi16
+    // a in three bf16 parts.
+    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: llvm.fptrunc
+    // CHECK: llvm.fptrunc
+    // Codes into the mantissa of 128.0 (0x43004300), 128 subtracted.
+    // CHECK: arith.ori %{{.*}}, %c1124090624_i32 : i32
+    // CHECK: llvm.bitcast %{{.*}} : i32 to vector<2xbf16>
+    // CHECK: llvm.intr.fma
+    // CHECK-COUNT-6: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: scf.yield
+    // Heads 2t and 2t + 1 exist for t < 2 only; no shuffle, no barrier.
+    // CHECK-NOT: gpu.shuffle
+    // CHECK-NOT: gpu.barrier
+    // CHECK: scf.if
+    // CHECK-COUNT-4: memref.store
+    // CHECK: scf.if
+    // CHECK-COUNT-4: memref.store
+    // CHECK-NOT: gpu.barrier
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %none
+        : !f32s, !codes, !f32s, memref<1xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
+  // Values over 2-bit codes [128 tokens, 64 channels], eight heads: one
+  // column tile a warp, a lane's run of 2 codes is half a byte (read as its
+  // byte, shifted by 4 x (g mod 2)); all 8 heads real: no guard.
+  // CHECK-LABEL: gpu.func @tensor_cores_sub_byte_run
+  gpu.func @tensor_cores_sub_byte_run() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<128x16xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 6144 : memref<512xf32, #gpu.address_space<workgroup>>
+    %none = kvgpu.shared_buffer 8192 : memref<1xf32, #gpu.address_space<workgroup>>
+    // CHECK: arith.remui %{{.*}}, %c8 : index
+    // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32) {
+    // CHECK: memref.load %{{.*}} : memref<2048xi8
+    // CHECK: arith.shrui
+    // CHECK-COUNT-3: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: scf.yield
+    // CHECK-NOT: scf.if
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a, %codes bits 2 into %out scratch %none
+        : memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<128x16xi8, #gpu.address_space<workgroup>>,
+          memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<1xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
+  // fma, four query heads (getPackedMatmulLayout: 16-bit pieces of 4 codes,
+  // 16 sums a thread, the 32 column groups on the 32 lanes, K split across
+  // the 4 warps, 30 rows a thread).
   // ROUNDTRIP-LABEL: gpu.func @four_heads
   // ROUNDTRIP: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4 into %{{.*}} scratch %{{.*}} :
   // CHECK-LABEL: gpu.func @four_heads
   gpu.func @four_heads() kernel attributes {kvgpu.num_warps = 4 : i64} {
-    %a = kvgpu.shared_buffer 0 : !f32s
-    %codes = kvgpu.shared_buffer 2048 : !codes
+    %a = kvgpu.shared_buffer 0 : memref<480xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : !rows120
     %out = kvgpu.shared_buffer 10240 : !f32s
     %partials = kvgpu.shared_buffer 12288 : memref<1536xf32, #gpu.address_space<workgroup>>
     // The codes are read as i16 pieces of the same shared bytes.
-    // CHECK: memref.view %{{.*}}[%{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<4096xi16, #gpu.address_space<workgroup>>
-    // One row a loop iteration, 32 iterations, 16 sums carried.
-    // CHECK: scf.for %{{.*}} = %{{.*}} to %c32 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32) {
-    // CHECK: memref.load %{{.*}} : memref<4096xi16
+    // CHECK: memref.view %{{.*}}[%{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<3840xi16, #gpu.address_space<workgroup>>
+    // One row a loop iteration, 30 iterations, 16 sums carried.
+    // CHECK: scf.for %{{.*}} = %{{.*}} to %c30 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32, f32) {
+    // CHECK: memref.load %{{.*}} : memref<3840xi16
     // CHECK: arith.extui %{{.*}} : i16 to i32
     // Codes widened through the 2^23 magic number, no integer conversion.
     // CHECK: arith.ori %{{.*}}, %c1258291200_i32
@@ -36,26 +104,26 @@ gpu.module @m {
     // CHECK: arith.addf
     // CHECK: gpu.return
     kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %partials
-        : !f32s, !codes, !f32s, memref<1536xf32, #gpu.address_space<workgroup>>
+        : memref<480xf32, #gpu.address_space<workgroup>>, !rows120, !f32s, memref<1536xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 
-  // One query head: 32-bit pieces of 8 codes, 16 column groups on 16 lanes,
+  // fma, one query head: 32-bit pieces of 8 codes, 16 column groups on 16 lanes,
   // K split 2 ways across lanes (one xor shuffle at lane distance 16 a sum)
   // and 4 across warps.
   // CHECK-LABEL: gpu.func @one_head
   gpu.func @one_head() kernel attributes {kvgpu.num_warps = 4 : i64} {
-    %a = kvgpu.shared_buffer 0 : memref<128xf32, #gpu.address_space<workgroup>>
-    %codes = kvgpu.shared_buffer 2048 : !codes
+    %a = kvgpu.shared_buffer 0 : memref<120xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : !rows120
     %out = kvgpu.shared_buffer 10240 : memref<128xf32, #gpu.address_space<workgroup>>
     %partials = kvgpu.shared_buffer 12288 : memref<384xf32, #gpu.address_space<workgroup>>
-    // CHECK: to memref<2048xi32, #gpu.address_space<workgroup>>
-    // CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c1
+    // CHECK: to memref<1920xi32, #gpu.address_space<workgroup>>
+    // CHECK: scf.for %{{.*}} = %{{.*}} to %c15 step %c1
     // CHECK-COUNT-8: gpu.shuffle  xor %{{.*}}, %c16_i32, %c32_i32 : f32
     // CHECK-NOT: gpu.shuffle
     // CHECK: gpu.barrier
     kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %partials
-        : memref<128xf32, #gpu.address_space<workgroup>>, !codes,
+        : memref<120xf32, #gpu.address_space<workgroup>>, !rows120,
           memref<128xf32, #gpu.address_space<workgroup>>,
           memref<384xf32, #gpu.address_space<workgroup>>
     gpu.return

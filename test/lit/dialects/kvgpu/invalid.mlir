@@ -136,12 +136,13 @@ gpu.module @m {
 
 gpu.module @m {
   gpu.func @packed_matmul_scratch() kernel attributes {kvgpu.num_warps = 4 : i64} {
-    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
-    %codes = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %a = kvgpu.shared_buffer 0 : memref<480xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<120x64xi8, #gpu.address_space<workgroup>>
     %out = kvgpu.shared_buffer 10240 : memref<512xf32, #gpu.address_space<workgroup>>
     %p = kvgpu.shared_buffer 12288 : memref<16xf32, #gpu.address_space<workgroup>>
+    // 120 rows are no whole k tiles: the fma layout, with cross-warp partials.
     // expected-error @+1 {{scratch has 16 floats; the layout needs 1536}}
-    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %p : memref<480xf32, #gpu.address_space<workgroup>>, memref<120x64xi8, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 }
