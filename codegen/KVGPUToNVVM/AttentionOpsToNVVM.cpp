@@ -345,15 +345,6 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
     bool partials = L.warpSplits > 1;
     Value first = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq,
                                         warpSplit, c(0));
-    Value base = partials ? arith::MulIOp::create(
-                                rw, loc,
-                                arith::SubIOp::create(rw, loc,
-                                                      arith::MaxUIOp::create(
-                                                          rw, loc, warpSplit, c(1)),
-                                                      c(1)),
-                                c(h * n))
-                                .getResult()
-                          : c(0);
     Value column = arith::MulIOp::create(rw, loc, g, c(L.codes));
     for (int64_t x = 0; x < sums; ++x) {
       int64_t r = x / L.codes, j = x % L.codes;
@@ -371,6 +362,10 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
                 scf::YieldOp::create(tb, loc);
               },
               [&](OpBuilder &eb, Location) {
+                // Warp split w >= 1 writes partials region w - 1.
+                Value base = arith::MulIOp::create(
+                    eb, loc, arith::SubIOp::create(eb, loc, warpSplit, c(1)),
+                    c(h * n));
                 memref::StoreOp::create(
                     eb, loc, acc[x], op.getScratch(),
                     ValueRange{arith::AddIOp::create(eb, loc, base, at)});

@@ -147,13 +147,15 @@ void lowerRowPerThread(PatternRewriter &rw, ReduceOp op) {
 /// together (decode's fp16 pool blocks read K and V from global memory
 /// inside the reduction; one row at a time, every row waited a full memory
 /// latency: ~100 us for one block).
-constexpr int64_t kMaxRowsPerWarp = 8;
+constexpr int64_t kMaxRowsPerWarp = 4;
+/// Most (row, column) terms of a group a lane computes in straight-line code.
+constexpr int64_t kMaxColumnsUnrolled = 16;
 
 /// One thread per row when the body reads along rows; else lanes along the
 /// row (one warp per row, shuffle-combined, lane 0 writes). A warp takes R
 /// adjacent rows at once (R the largest power of two up to
 /// kMaxRowsPerWarp that divides the rows evenly over the warps), each row
-/// combined in the same order as alone.
+/// combined in the same order as alone; a lane's few columns are unrolled.
 struct ReduceLowering : OpRewritePattern<ReduceOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(ReduceOp op,
@@ -185,23 +187,37 @@ struct ReduceLowering : OpRewritePattern<ReduceOp> {
             r ? arith::AddIOp::create(b, loc, group, indexConstant(b, loc, r))
                     .getResult()
               : group);
-      SmallVector<Value> inits(together, identity(b, loc, kind));
-      auto inner = scf::ForOp::create(
-          b, loc, lane, indexConstant(b, loc, cols),
-          indexConstant(b, loc, kWarpSize), inits,
-          [&](OpBuilder &nb, Location, Value col, ValueRange acc) {
-            SmallVector<Value> next;
-            for (int64_t r = 0; r < together; ++r) {
-              Value v = inlineBody(nb, op.getBody(), {groupRows[r], col}).front();
-              next.push_back(combineReduction(nb, loc, kind, acc[r], v));
-            }
-            scf::YieldOp::create(nb, loc, next);
-          });
+      SmallVector<Value> acc(together, identity(b, loc, kind));
+      auto addColumn = [&](OpBuilder &nb, Value col, SmallVector<Value> &sums) {
+        for (int64_t r = 0; r < together; ++r) {
+          Value v = inlineBody(nb, op.getBody(), {groupRows[r], col}).front();
+          sums[r] = combineReduction(nb, loc, kind, sums[r], v);
+        }
+      };
+      int64_t steps = cols / kWarpSize;
+      if (cols % kWarpSize == 0 && steps * together <= kMaxColumnsUnrolled) {
+        // Straight-line columns: every load of the group is in flight at
+        // once (a loop from `lane` has no constant trip count to unroll).
+        for (int64_t j = 0; j < steps; ++j)
+          addColumn(b,
+                    arith::AddIOp::create(b, loc, lane,
+                                          indexConstant(b, loc, j * kWarpSize)),
+                    acc);
+      } else {
+        auto inner = scf::ForOp::create(
+            b, loc, lane, indexConstant(b, loc, cols),
+            indexConstant(b, loc, kWarpSize), acc,
+            [&](OpBuilder &nb, Location, Value col, ValueRange in) {
+              SmallVector<Value> next(in);
+              addColumn(nb, col, next);
+              scf::YieldOp::create(nb, loc, next);
+            });
+        acc.assign(inner.getResults().begin(), inner.getResults().end());
+      }
       SmallVector<Value> totals;
       for (int64_t r = 0; r < together; ++r)
         totals.push_back(WarpReduceOp::create(
-            b, loc, ReduceKindAttr::get(b.getContext(), kind),
-            inner.getResult(r)));
+            b, loc, ReduceKindAttr::get(b.getContext(), kind), acc[r]));
       Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
                                           lane, indexConstant(b, loc, 0));
       scf::IfOp::create(b, loc, first, [&](OpBuilder &tb, Location) {

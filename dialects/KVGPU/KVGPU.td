@@ -375,13 +375,19 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
     upwards of byte `n * bits / 8` (`pack_bits`' order), `out` is [H, N]
     row-major.
 
-    Each thread holds one piece (32, 16 or 8 bits) of a codes row and the
-    H x (piece / bits) sums of its columns over a slice of the rows
-    (`getPackedMatmulLayout`: the piece, the threads per column group and
-    the split of K); it reads one piece and H values of `a` per row, widens
-    the codes with the 2^23 magic number (no integer conversion) and
-    accumulates with fma. The slices' sums meet through warp shuffles and,
-    when warps split K, through `scratch` (at least
+    `getPackedMatmulLayout` picks one of two strategies. On tensor cores
+    (when K is whole tiles of 16 rows and the columns split into 16 x 2^i
+    a warp, codes below 128): bf16 `mma.sync` m16n8k16 with the code
+    columns as M and the heads as N, each warp owning its columns; the
+    codes become bf16 through the 0x4300 magic number and `a` is split in
+    three bf16 parts (fp32's precision), three MMAs into the same fp32
+    sums; no scratch, no barrier. Otherwise with fma: each thread holds one
+    piece (32, 16 or 8 bits) of a codes row and the H x (piece / bits) sums
+    of its columns over a slice of the rows (the piece, the threads per
+    column group and the split of K); it reads one piece and H values of
+    `a` per row, widens the codes with the 2^23 magic number (no integer
+    conversion) and accumulates with fma. The slices' sums meet through warp
+    shuffles and, when warps split K, through `scratch` (at least
     `PackedMatmulLayout::scratchFloats` floats) behind an internal barrier.
     Like every op here, its writes to `out` need a kvgpu.barrier before
     other threads read them.
