@@ -25,6 +25,9 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
     Option<"numWarps", "num-warps", "int", /*default=*/"0",
            "Warps per CTA; 0: 4 for kernels that attend, else from the "
            "largest tile">,
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "Target chip (sm_80, sm_86, sm_89, sm_90, ...): its shared memory "
+           "bounds staging and CTAs per SM">,
     Option<"minCtasPerSM", "min-ctas-per-sm", "int", /*default=*/"0",
            "CTAs per SM that registers (.minnctapersm) and shared memory are "
            "budgeted for; 0: kvarn::attentionCtasPerSM(G, head_dim) for "

@@ -24,10 +24,6 @@ using namespace kvarn::kvt;
 
 namespace {
 
-/// The most dynamic shared memory a CTA can have on sm_80 / sm_90.
-constexpr int64_t kMaxSharedBytes = 227 * 1024;    // one CTA (sm_90)
-constexpr int64_t kSharedBytesPerSM = 228 * 1024;  // all CTAs of an SM
-constexpr int64_t kReservedSharedBytes = 1024;     // the driver's, per CTA
 
 
 /// Pre-order positions of ops and the last position each tile value is
@@ -445,8 +441,12 @@ struct ConvertKVTileToKVGPUPass
     int64_t warps = numWarps > 0 ? numWarps : defaultWarps;
     int64_t programs = pack ? warps : 1, warpsPerProgram = warps / programs;
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
+    // The target chip's shared memory (LaunchPolicy.h).
+    SharedMemoryLimits limits = sharedMemoryLimits(chip);
+    const int64_t maxSharedBytes = limits.perCta, sharedBytesPerSM = limits.perSM;
+    const int64_t reservedSharedBytes = kReservedSharedBytesPerCta;
     int64_t sharedBudget =
-        std::min(kMaxSharedBytes, kSharedBytesPerSM / ctasPerSM - kReservedSharedBytes);
+        std::min(maxSharedBytes, sharedBytesPerSM / ctasPerSM - reservedSharedBytes);
 
     // Stage loaded tiles in shared memory when they fit: try the largest
     // staging limit first and give up staging, step by step, until the
@@ -488,12 +488,12 @@ struct ConvertKVTileToKVGPUPass
         gpu::ReturnOp::create(b, func.getLoc());
       }
       shared = state.planner.peakBytes();
-      if (shared <= sharedBudget || (limit == 0 && shared <= kMaxSharedBytes))
+      if (shared <= sharedBudget || (limit == 0 && shared <= maxSharedBytes))
         break;
       // A normalizing kernel keeps its tiles staged (kvgpu.sinkhorn reads
       // them from shared memory) and gives up CTAs per SM instead.
       if (normalized && defaultCtas > 1 && minCtasPerSM <= 0 &&
-          shared <= kMaxSharedBytes) {
+          shared <= maxSharedBytes) {
         ctasPerSM = 1;
         break;
       }
@@ -505,13 +505,13 @@ struct ConvertKVTileToKVGPUPass
     // decode's split count plans its waves with), rather than the plan.
     if (shared > sharedBudget)
       ctasPerSM = std::clamp<int64_t>(
-          kSharedBytesPerSM / (shared + kReservedSharedBytes), 1, ctasPerSM);
+          sharedBytesPerSM / (shared + reservedSharedBytes), 1, ctasPerSM);
     OpBuilder b(gpuFunc);
     gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-    if (shared > kMaxSharedBytes)
+    if (shared > maxSharedBytes)
       return func.emitOpError("needs ")
              << shared << " bytes of shared memory; a CTA has at most "
-             << kMaxSharedBytes;
+             << maxSharedBytes;
     gpuFunc->setAttr(kvgpu::kNumWarpsAttrName, b.getI64IntegerAttr(warps));
     if (pack && programs > 1) {
       if (shared)

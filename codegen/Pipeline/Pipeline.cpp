@@ -43,6 +43,7 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   ConvertKVTileToKVGPUOptions tileOptions;
   tileOptions.numWarps = opts.numWarps;
   tileOptions.minCtasPerSM = opts.minCtasPerSM;
+  tileOptions.chip = opts.target.chip;
   pm.addNestedPass<func::FuncOp>(createSinkTileUsersIntoBranches());
   pm.addPass(createConvertKVTileToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());

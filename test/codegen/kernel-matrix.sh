@@ -74,6 +74,15 @@ attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE 
   echo "$attending decode-family kernels at 4 CTAs per SM (at most $attention_spill_allowance bytes;"
   echo "measured faster than the spill-free version before them, docs/benchmarks.md)."
 } >>"$out"
+# Every kernel launches on its chip: dynamic shared memory within the most
+# one CTA may have there (sm_80: 163 KiB, sm_90: 227 KiB; LaunchPolicy.h).
+oversized=$(awk -F'|' '/^\| sm_/ &&
+  (($2 ~ /^ sm_80 $/ && $7+0 > 163 * 1024) || ($2 ~ /^ sm_90 $/ && $7+0 > 227 * 1024))' "$out")
+if [ -n "$oversized" ]; then
+  echo "kernels that ask for more shared memory than their chip has:"
+  echo "$oversized"
+  failures=$((failures + 1))
+fi
 if [ -n "$spilling" ]; then
   echo "kernels that spill registers at head_dim <= 256:"
   echo "$spilling"

@@ -10,7 +10,28 @@
 #ifndef KVARN_CODEGEN_LAUNCHPOLICY_H
 #define KVARN_CODEGEN_LAUNCHPOLICY_H
 
+#include <string_view>
+
 namespace kvarn {
+
+/// A chip's shared memory (CUDA's occupancy tables): the most dynamic
+/// shared memory one CTA may ask for, and what an SM holds for all its
+/// CTAs (each also costs kReservedSharedBytesPerCta of it).
+struct SharedMemoryLimits {
+  long perCta;
+  long perSM;
+};
+constexpr long kReservedSharedBytesPerCta = 1024;
+constexpr SharedMemoryLimits sharedMemoryLimits(std::string_view chip) {
+  // sm_80 (A100) and sm_87 (Orin): 164 KiB an SM; sm_86, sm_89 and sm_120
+  // (consumer parts): 100 KiB; sm_90 and sm_100: 228 KiB.
+  if (chip.substr(0, 5) == "sm_80" || chip.substr(0, 5) == "sm_87")
+    return {163 * 1024, 164 * 1024};
+  if (chip.substr(0, 5) == "sm_86" || chip.substr(0, 5) == "sm_89" ||
+      chip.substr(0, 6) == "sm_120")
+    return {99 * 1024, 100 * 1024};
+  return {227 * 1024, 228 * 1024};
+}
 
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
