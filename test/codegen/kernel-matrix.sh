@@ -54,10 +54,12 @@ kernels=$(grep -c '^| sm_' "$out")
 # (128 registers; 168 at head_dim 64): since its reductions over the fp16
 # pool blocks keep up to 4 rows x 4 columns of global loads in flight
 # (LoopOpsToNVVM.cpp) and its dot products run on tensor cores, ptxas spills
-# up to 116 bytes in some of them; on the H200 that version ran every decode
-# row faster than the spill-free one before it (docs/benchmarks.md, "tensor
-# cores"). A register budget chosen per kernel by a launch-configuration
-# pass is the fix (issue 14).
+# up to 116 bytes in some of them. On the H200 the first spilling version
+# (807c912: 8 rows at once) ran 13 of the 15 decode rows of kvarn-bench
+# 1.02-1.55x faster than the spill-free one before it, 32/32 heads 8% and
+# 1 x 128K 1% slower (docs/benchmarks.md, "tensor cores"). A register
+# budget chosen per kernel by a launch-configuration pass is the fix
+# (issue 14).
 flush_spill_allowance=640
 attention_spill_allowance=128
 spilling=$(awk -F'|' -v allow=$flush_spill_allowance -v attend=$attention_spill_allowance '
@@ -72,7 +74,7 @@ attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE 
   echo "tile elements per thread in 128 registers (at most $flush_spill_allowance bytes;"
   echo "\`LaunchPolicy.h\` \`normalizeLaunch\` says why that shape is kept) and"
   echo "$attending decode-family kernels at 4 CTAs per SM (at most $attention_spill_allowance bytes;"
-  echo "measured faster than the spill-free version before them, docs/benchmarks.md)."
+  echo "the first spilling version measured faster on 13 of 15 decode rows, docs/benchmarks.md)."
 } >>"$out"
 # Every kernel launches on its chip: dynamic shared memory within the most
 # one CTA may have there (sm_80: 163 KiB, sm_90: 227 KiB; LaunchPolicy.h).
