@@ -441,9 +441,13 @@ struct ConvertKVTileToKVGPUPass
     int64_t warps = numWarps > 0 ? numWarps : defaultWarps;
     int64_t programs = pack ? warps : 1, warpsPerProgram = warps / programs;
     int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
-    // The target chip's shared memory (LaunchPolicy.h).
-    SharedMemoryLimits limits = sharedMemoryLimits(chip);
-    const int64_t maxSharedBytes = limits.perCta, sharedBytesPerSM = limits.perSM;
+    // The target chip's shared memory (kChips, LaunchPolicy.h); sm_90's
+    // for a chip outside the table (validateTarget rejects those first).
+    const ChipInfo *target = findChip(chip);
+    if (!target)
+      target = findChip("sm_90");
+    const int64_t maxSharedBytes = target->sharedPerCta,
+                  sharedBytesPerSM = target->sharedPerSM;
     const int64_t reservedSharedBytes = kReservedSharedBytesPerCta;
     int64_t sharedBudget =
         std::min(maxSharedBytes, sharedBytesPerSM / ctasPerSM - reservedSharedBytes);

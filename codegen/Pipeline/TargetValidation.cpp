@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Support/Error.h"
 
@@ -13,16 +14,6 @@
 using namespace kvarn;
 
 namespace {
-struct ChipInfo {
-  const char *chip;
-  int minPtx; // the first PTX ISA version that knows the chip
-};
-// From the PTX ISA release notes, as LLVM 22's NVPTX backend encodes them.
-constexpr ChipInfo kChips[] = {
-    {"sm_80", 70},  {"sm_86", 71},   {"sm_87", 74},   {"sm_89", 78},
-    {"sm_90", 78},  {"sm_90a", 80},  {"sm_100", 86},  {"sm_100a", 86},
-    {"sm_120", 87}, {"sm_120a", 87},
-};
 constexpr int kMaxPtx = 90;     // LLVM 22 emits up to PTX ISA 9.0
 constexpr int kDefaultPtx = 78; // CUDA 11.8 drivers and newer load it
 } // namespace
@@ -30,15 +21,12 @@ constexpr int kDefaultPtx = 78; // CUDA 11.8 drivers and newer load it
 std::vector<std::string> kvarn::supportedChips() {
   std::vector<std::string> chips;
   for (const ChipInfo &c : kChips)
-    chips.push_back(c.chip);
+    chips.push_back(std::string(c.chip));
   return chips;
 }
 
 llvm::Error kvarn::validateTarget(Target &target) {
-  const ChipInfo *info = nullptr;
-  for (const ChipInfo &c : kChips)
-    if (target.chip == c.chip)
-      info = &c;
+  const ChipInfo *info = findChip(target.chip);
   if (!info)
     return makeError(KVARN_ERROR_UNSUPPORTED_TARGET,
                      "unsupported GPU architecture '{0}' (supported: {1})",

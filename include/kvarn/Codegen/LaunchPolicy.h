@@ -1,6 +1,7 @@
 //===- LaunchPolicy.h - how attention kernels are shaped --------*- C++ -*-===//
 //
-// The launch shape the code generator gives kernels that attend (decode,
+// The chips kvarn targets (kChips) and the launch shape the code generator
+// gives kernels that attend (decode,
 // decode_split, verify) and kernels that normalize (flush). Plain constants:
 // no MLIR needed to read them. The runtime does not read them: each kernel's
 // metadata carries the CTAs per SM it was built for (ctas_per_sm), which
@@ -14,23 +15,33 @@
 
 namespace kvarn {
 
-/// A chip's shared memory (CUDA's occupancy tables): the most dynamic
-/// shared memory one CTA may ask for, and what an SM holds for all its
-/// CTAs (each also costs kReservedSharedBytesPerCta of it).
-struct SharedMemoryLimits {
-  long perCta;
-  long perSM;
+/// The chips kvarn emits code for, one row each: the first PTX ISA version
+/// that knows the chip (from the PTX ISA release notes, as LLVM 22's NVPTX
+/// backend encodes them; validateTarget checks targets against it) and its
+/// shared memory (CUDA's occupancy tables): the most dynamic shared memory
+/// one CTA may ask for, and what an SM holds for all its CTAs (each also
+/// costs kReservedSharedBytesPerCta of it).
+struct ChipInfo {
+  std::string_view chip;
+  int minPtx;
+  long sharedPerCta;
+  long sharedPerSM;
+};
+inline constexpr ChipInfo kChips[] = {
+    {"sm_80", 70, 163 * 1024, 164 * 1024},   {"sm_86", 71, 99 * 1024, 100 * 1024},
+    {"sm_87", 74, 163 * 1024, 164 * 1024},   {"sm_89", 78, 99 * 1024, 100 * 1024},
+    {"sm_90", 78, 227 * 1024, 228 * 1024},   {"sm_90a", 80, 227 * 1024, 228 * 1024},
+    {"sm_100", 86, 227 * 1024, 228 * 1024},  {"sm_100a", 86, 227 * 1024, 228 * 1024},
+    {"sm_120", 87, 99 * 1024, 100 * 1024},   {"sm_120a", 87, 99 * 1024, 100 * 1024},
 };
 constexpr long kReservedSharedBytesPerCta = 1024;
-constexpr SharedMemoryLimits sharedMemoryLimits(std::string_view chip) {
-  // sm_80 (A100) and sm_87 (Orin): 164 KiB an SM; sm_86, sm_89 and sm_120
-  // (consumer parts): 100 KiB; sm_90 and sm_100: 228 KiB.
-  if (chip.substr(0, 5) == "sm_80" || chip.substr(0, 5) == "sm_87")
-    return {163 * 1024, 164 * 1024};
-  if (chip.substr(0, 5) == "sm_86" || chip.substr(0, 5) == "sm_89" ||
-      chip.substr(0, 6) == "sm_120")
-    return {99 * 1024, 100 * 1024};
-  return {227 * 1024, 228 * 1024};
+
+/// The row of `chip`, or nullptr.
+constexpr const ChipInfo *findChip(std::string_view chip) {
+  for (const ChipInfo &c : kChips)
+    if (c.chip == chip)
+      return &c;
+  return nullptr;
 }
 
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
