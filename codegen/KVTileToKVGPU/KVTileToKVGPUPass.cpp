@@ -458,8 +458,7 @@ struct ConvertKVTileToKVGPUPass
     // nothing staged, fits one CTA).
     int64_t shared = 0;
     gpu::GPUFuncOp gpuFunc;
-    for (int64_t limit : {int64_t(64) << 10, int64_t(32) << 10,
-                          int64_t(16) << 10, int64_t(0)}) {
+    for (int64_t limit : kStagingLimits) {
       OpBuilder b(ctx);
       b.setInsertionPointToEnd(gpuModule.getBody());
       gpuFunc = gpu::GPUFuncOp::create(b, func.getLoc(), func.getName(),

@@ -1,6 +1,7 @@
 //===- Specialization.cpp - what a kernel is built for --------------------===//
 
 #include "kvarn/DSL/Specialization.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Support/Error.h"
 
 using namespace kvarn;
@@ -39,6 +40,8 @@ std::vector<SpecConstant> kvarn::dsl::specConstants(const Specialization &spec,
       {"RECORD_BYTES", l.recordBytes, "bytes per record (the record stride)"},
       {"RECORD_USED_BYTES", l.unalignedBytes,
        "bytes of a record before its padding"},
+      {"POOL_ROWS", poolRowsPerStep(l.group, l.headDim),
+       "tokens of an fp16 pool block attended per step (LaunchPolicy.h)"},
       {"MAX_SPLITS", kMaxDecodeSplits,
        "split dimension of decode_split's scratch buffers"},
   };

@@ -459,7 +459,7 @@ TEST(Builder, DiagnosticsNameTheLocation) {
            Case{"import nothing; kernel k(n: i32) grid(n) { }", "unknown module 'nothing' (library modules: paged)"},
            Case{"kernel k(n: i32) grid(n) { let x = frob(1); }", "unknown function 'frob'"},
            Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = load_queries(p, n, 0.5); }",
-                "paged.kvt:41:54 (inlined at k.kvt:1:63): error: a float constant cannot be used as i32"},
+                "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float constant cannot be used as i32"},
        }) {
     BuiltKernel k = buildFromSource(c.source, "k.kvt", "k", spec());
     EXPECT_FALSE(bool(k)) << c.source;

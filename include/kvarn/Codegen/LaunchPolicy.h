@@ -44,6 +44,29 @@ constexpr const ChipInfo *findChip(std::string_view chip) {
   return nullptr;
 }
 
+/// The staging limits convert-kvt-to-kvgpu tries in turn, largest first: a
+/// loaded tile of at most the limit's bytes is copied into shared memory
+/// once; a larger one is read from global memory where it is used. The
+/// first limit under which the kernel's shared memory fits its CTAs per SM
+/// wins; 0 stages nothing.
+inline constexpr long kStagingLimits[] = {64 << 10, 32 << 10, 16 << 10, 0};
+constexpr long kSmallestStagingLimit = 16 << 10;
+
+/// Tokens of an fp16 pool block that attention takes per step (the DSL's
+/// POOL_ROWS): the largest power-of-two divisor of the block's G tokens
+/// whose fp16 K (or V) rows fit the smallest staging limit, so that they
+/// are staged next to a record's fields. A whole pool block is too large to
+/// stage; read from global memory inside the reductions, it cost ~75 us
+/// (the sink block of 8 x 32K on the H200, docs/benchmarks.md).
+constexpr int poolRowsPerStep(int group, int headDim) {
+  int rows = group;
+  while (rows % 2 == 0 && long(rows) * headDim * 2 > kSmallestStagingLimit)
+    rows /= 2;
+  return rows;
+}
+static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128 &&
+              poolRowsPerStep(128, 160) == 32 && poolRowsPerStep(64, 512) == 16);
+
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;

@@ -54,8 +54,8 @@ struct SpecConstant {
   const char *meaning;
 };
 
-/// D, G, KBITS, VBITS, ITERS, GQA, RECORD_BYTES, RECORD_USED_BYTES and
-/// MAX_SPLITS for `spec` (which must pass check()).
+/// D, G, KBITS, VBITS, ITERS, GQA, RECORD_BYTES, RECORD_USED_BYTES,
+/// POOL_ROWS and MAX_SPLITS for `spec` (which must pass check()).
 std::vector<SpecConstant> specConstants(const Specialization &spec,
                                         const RecordLayout &layout);
 
