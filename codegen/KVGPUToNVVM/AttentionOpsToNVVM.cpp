@@ -78,19 +78,20 @@ Value codePairToBf16x2(OpBuilder &b, Location loc, Value low, Value high,
   return LLVM::BitcastOp::create(b, loc, b.getI32Type(), pair);
 }
 
-/// (x0, x1) as three bf16x2 registers hi, mid, lo with hi + mid + lo equal
-/// to each value to fp32's precision (each part the rounded remainder of
-/// the ones before it).
-std::array<Value, 3> splitToBf16x2(OpBuilder &b, Location loc, Value x0,
-                                   Value x1) {
+/// (x0, x1) as kMmaSplitParts bf16x2 registers, largest part first, each
+/// the rounded rest of the ones before it (hi + lo: 16 of fp32's 24 bits,
+/// within 2^-17 of each value; PackedMatmulMmaTiling says why that is
+/// enough).
+std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
+                                                Value x0, Value x1) {
   auto f32x2 = VectorType::get({2}, b.getF32Type());
   auto bf16x2 = VectorType::get({2}, b.getBF16Type());
   Value rest = vector::FromElementsOp::create(b, loc, f32x2, ValueRange{x0, x1});
-  std::array<Value, 3> parts;
-  for (int p = 0; p < 3; ++p) {
+  std::array<Value, kMmaSplitParts> parts;
+  for (int p = 0; p < kMmaSplitParts; ++p) {
     Value part = LLVM::FPTruncOp::create(b, loc, bf16x2, rest);
     parts[p] = LLVM::BitcastOp::create(b, loc, b.getI32Type(), part);
-    if (p < 2)
+    if (p + 1 < kMmaSplitParts)
       rest = LLVM::FSubOp::create(b, loc, rest,
                                   LLVM::FPExtOp::create(b, loc, f32x2, part));
   }
@@ -129,19 +130,53 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                 arith::RemUIOp::create(rw, loc, firstBit, c(8)))
                 .getResult()
           : Value();
-  // This lane's heads in head tile j: 8j + g (the B operand) and the
-  // clamped row of `a` it reads (rows past H read row H - 1, then zero).
-  SmallVector<Value> bHead, bHeadValid;
-  for (int64_t j = 0; j < T.headTiles; ++j) {
-    Value head = arith::AddIOp::create(rw, loc, g, c(8 * j));
-    bHeadValid.push_back(
-        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h)));
-    bHead.push_back(arith::MinUIOp::create(rw, loc, head, c(h - 1)));
-  }
+  // The B fragments, split once per CTA into `scratch` (KVGPU.h): fragment
+  // f = (k tile * headTiles + head tile) * 32 + lane holds, for each part,
+  // the lane's two registers: slots 2t, 2t + 1 (rows t, t + 4) and 2t + 8,
+  // 2t + 9 (rows t + 8, t + 12) of head 8j + g. Heads past H are zero.
+  static_assert(2 * kMmaSplitParts == 4, "a fragment is one 16-byte load");
+  Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+  auto f32x4 = VectorType::get({4}, f32);
+  Value scratch = op.getScratch();
+  buildStridedLoop(
+      rw, loc, tid, getMmaSplitScratchWords(T) / 4, getNumThreads(op),
+      [&](OpBuilder &b, Value f) {
+        Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
+        Value tile = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
+        Value j = arith::RemUIOp::create(b, loc, tile, c(T.headTiles));
+        Value kt = arith::DivUIOp::create(b, loc, tile, c(T.headTiles));
+        Value head = arith::AddIOp::create(
+            b, loc, arith::MulIOp::create(b, loc, j, c(8)),
+            arith::DivUIOp::create(b, loc, fl, c(4)));
+        Value valid =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, head, c(h));
+        Value clamped = arith::MinUIOp::create(b, loc, head, c(h - 1));
+        Value rowBase = arith::AddIOp::create(
+            b, loc, arith::MulIOp::create(b, loc, kt, c(16)),
+            arith::RemUIOp::create(b, loc, fl, c(4)));
+        auto aValue = [&](int64_t offset) -> Value {
+          Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+          Value at = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, row, c(h)), clamped);
+          Value x = memref::LoadOp::create(b, loc, op.getA(), at);
+          return arith::SelectOp::create(b, loc, valid, x,
+                                         f32Constant(b, loc, 0.0f));
+        };
+        std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(b, loc, aValue(0), aValue(4)),
+                                          r1 = splitToBf16x2(b, loc, aValue(8), aValue(12));
+        SmallVector<Value> words;
+        for (int p = 0; p < kMmaSplitParts; ++p)
+          for (Value w : {r0[p], r1[p]})
+            words.push_back(arith::BitcastOp::create(b, loc, f32, w));
+        vector::StoreOp::create(
+            b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
+            scratch, ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+      });
+  gpu::BarrierOp::create(rw, loc);
 
   int64_t accCount = T.columnTiles * T.headTiles * 4;
   auto accIndex = [&](int64_t i, int64_t j) { return (i * T.headTiles + j) * 4; };
-  Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
   auto accType = LLVM::LLVMStructType::getLiteral(rw.getContext(),
                                                   {f32, f32, f32, f32});
   SmallVector<Value> zeros(accCount, f32Constant(rw, loc, 0.0f));
@@ -181,34 +216,46 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
         // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t + 12.
         SmallVector<Value> r0 = loadRun(0), r1 = loadRun(4), r8 = loadRun(8),
                            r9 = loadRun(12);
-        // b: the three parts of each head tile's two registers.
-        SmallVector<std::array<Value, 3>> b0, b1;
+        // b: each head tile's fragment, one 16-byte load.
+        SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
         for (int64_t j = 0; j < T.headTiles; ++j) {
-          auto aValue = [&](int64_t offset) -> Value {
-            Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
-            Value at = arith::AddIOp::create(
-                b, loc, arith::MulIOp::create(b, loc, row, c(h)), bHead[j]);
-            Value x = memref::LoadOp::create(b, loc, op.getA(), at);
-            return arith::SelectOp::create(b, loc, bHeadValid[j], x,
-                                           f32Constant(b, loc, 0.0f));
+          Value f = arith::AddIOp::create(
+              b, loc,
+              arith::MulIOp::create(
+                  b, loc, arith::AddIOp::create(
+                              b, loc, arith::MulIOp::create(b, loc, kt, c(T.headTiles)),
+                              c(j)),
+                  c(kWarpSize)),
+              lane);
+          Value vec = vector::LoadOp::create(
+              b, loc, f32x4, scratch,
+              ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
+          auto word = [&](int64_t e) -> Value {
+            return arith::BitcastOp::create(
+                b, loc, i32, vector::ExtractOp::create(b, loc, vec, e));
           };
-          b0.push_back(splitToBf16x2(b, loc, aValue(0), aValue(4)));
-          b1.push_back(splitToBf16x2(b, loc, aValue(8), aValue(12)));
+          b0.push_back({word(0), word(2)});
+          b1.push_back({word(1), word(3)});
         }
-        // One column tile at a time: its a registers live only for its MMAs
-        // (all tiles' at once spilled at head_dim 256).
+        // Every column tile's a registers first, then the MMAs part by
+        // part across the tiles: consecutive MMAs accumulate into different
+        // sums, so they do not wait for one another.
+        SmallVector<std::array<Value, 4>> aRegs;
         for (int64_t i = 0; i < T.columnTiles; ++i) {
           auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high, int64_t j) {
             return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j), bits);
           };
-          std::array<Value, 4> aRegs = {pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
-                                        pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)};
-          for (int64_t j = 0; j < T.headTiles; ++j) {
-            int64_t base = accIndex(i, j);
-            // Smallest part first.
-            for (int p = 2; p >= 0; --p) {
+          aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
+                           pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+        }
+        // Smallest part first.
+        for (int p = kMmaSplitParts - 1; p >= 0; --p)
+          for (int64_t i = 0; i < T.columnTiles; ++i)
+            for (int64_t j = 0; j < T.headTiles; ++j) {
+              int64_t base = accIndex(i, j);
               Value mma = NVVM::MmaOp::create(
-                  b, loc, accType, aRegs, ValueRange{b0[j][p], b1[j][p]},
+                  b, loc, accType, aRegs[i], ValueRange{b0[j][p], b1[j][p]},
                   ValueRange(acc).slice(base, 4), ArrayRef<int64_t>{16, 8, 16},
                   std::nullopt, std::nullopt,
                   std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
@@ -218,8 +265,6 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
               for (int64_t e = 0; e < 4; ++e)
                 acc[base + e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
             }
-          }
-        }
         scf::YieldOp::create(b, loc, acc);
       });
 

@@ -314,6 +314,7 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
       PackedMatmulLayout layout;
       layout.mma = PackedMatmulMmaTiling{columnTiles, headTiles, k / 16,
                                          2 * columnTiles * bits};
+      layout.scratchFloats = getMmaSplitScratchWords(*layout.mma);
       return layout;
     }
   }

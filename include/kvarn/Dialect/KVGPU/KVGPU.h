@@ -72,12 +72,26 @@ int64_t getNumThreads(mlir::Operation *op);
 /// 2t + e + 8f of a k tile (e, f in {0, 1}) reads row t + 4e + 8f of it, so
 /// the lanes of one load read adjacent rows (fewer bank conflicts). Codes
 /// become bf16 through the 0x4300 magic number (exact below 128); `a` is
-/// split in three bf16 parts (hi + mid + lo: fp32's 24 bits), three MMAs
-/// accumulating into the same fp32 sums. Every warp owns its columns: no
-/// scratch, no shuffles, no barrier.
+/// split in kMmaSplitParts bf16 parts, one MMA each, accumulating into the
+/// same fp32 sums. Every warp needs all of `a`'s B fragments, so the CTA
+/// splits them once, into the scratch buffer in the order a lane reads
+/// them (one 16-byte load per k tile and head tile), before one barrier;
+/// then every warp owns its columns: no shuffles, no further barrier.
 struct PackedMatmulMmaTiling {
   int64_t columnTiles, headTiles, kTiles, runBits;
 };
+/// bf16 parts `a` is split in: hi + lo carry 16 bits, each value within
+/// 2^-17 of itself, so a dot product's error stays ~1e-5 of its terms'
+/// magnitude, far under decode's 4e-4 bound (where the output's own
+/// rounding to fp16 already costs ~1.5e-4). A third part (fp32's 24 bits)
+/// cost 12 more ALU instructions per register pair in the k loop, which is
+/// what bounds decode's block loop (instruction issue, not tensor cores).
+constexpr int kMmaSplitParts = 2;
+/// 32-bit words of the split B fragments: for each k tile, head tile and
+/// lane, the two registers of each part.
+constexpr int64_t getMmaSplitScratchWords(const PackedMatmulMmaTiling &t) {
+  return t.kTiles * t.headTiles * 32 * 2 * kMmaSplitParts;
+}
 
 /// How kvgpu.packed_matmul spreads out[h, n] = sum_k a[k, h] code[k, n] (H
 /// rows, K terms, N columns of `bits`-bit codes) over a CTA: the one

@@ -18,19 +18,34 @@ gpu.module @m {
     %a = kvgpu.shared_buffer 0 : !f32s
     %codes = kvgpu.shared_buffer 2048 : !codes
     %out = kvgpu.shared_buffer 10240 : !f32s
-    %none = kvgpu.shared_buffer 12288 : memref<1xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
     // CHECK: to memref<4096xi16, #gpu.address_space<workgroup>>
+    // First the CTA splits a into its B fragments, two bf16 parts
+    // (kMmaSplitParts): hi, then the rest rounded; one 16-byte store each
+    // (8 k tiles x 32 lanes, two a thread), then one barrier.
+    // CHECK: scf.for
+    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: llvm.fpext
+    // CHECK: llvm.fsub
+    // CHECK: llvm.fptrunc
+    // CHECK-NOT: llvm.fsub
+    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: llvm.fsub
+    // CHECK: llvm.fptrunc
+    // CHECK-NOT: llvm.fsub
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK: gpu.barrier
     // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
     // CHECK-COUNT-4: memref.load %{{.*}} : memref<4096xi16
-    // a in three bf16 parts.
-    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
-    // CHECK: llvm.fptrunc
-    // CHECK: llvm.fptrunc
+    // The lane's fragment: one load.
+    // CHECK: vector.load %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-NOT: llvm.fptrunc
     // Codes into the mantissa of 128.0 (0x43004300), 128 subtracted.
     // CHECK: arith.ori %{{.*}}, %c1124090624_i32 : i32
     // CHECK: llvm.bitcast %{{.*}} : i32 to vector<2xbf16>
     // CHECK: llvm.intr.fma
-    // CHECK-COUNT-6: nvvm.mma.sync
+    // Two column tiles x two parts, the tiles' MMAs alternating.
+    // CHECK-COUNT-4: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: scf.yield
     // Heads 2t and 2t + 1 exist for t < 2 only; no shuffle, no barrier.
@@ -42,8 +57,8 @@ gpu.module @m {
     // CHECK-COUNT-4: memref.store
     // CHECK-NOT: gpu.barrier
     // CHECK: gpu.return
-    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %none
-        : !f32s, !codes, !f32s, memref<1xf32, #gpu.address_space<workgroup>>
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %frags
+        : !f32s, !codes, !f32s, memref<1024xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 
@@ -55,21 +70,21 @@ gpu.module @m {
     %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
     %codes = kvgpu.shared_buffer 4096 : memref<128x16xi8, #gpu.address_space<workgroup>>
     %out = kvgpu.shared_buffer 6144 : memref<512xf32, #gpu.address_space<workgroup>>
-    %none = kvgpu.shared_buffer 8192 : memref<1xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 8192 : memref<1024xf32, #gpu.address_space<workgroup>>
     // CHECK: arith.remui %{{.*}}, %c8 : index
     // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32) {
     // CHECK: memref.load %{{.*}} : memref<2048xi8
     // CHECK: arith.shrui
-    // CHECK-COUNT-3: nvvm.mma.sync
+    // CHECK-COUNT-2: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: scf.yield
     // CHECK-NOT: scf.if
     // CHECK: gpu.return
-    kvgpu.packed_matmul %a, %codes bits 2 into %out scratch %none
+    kvgpu.packed_matmul %a, %codes bits 2 into %out scratch %frags
         : memref<1024xf32, #gpu.address_space<workgroup>>,
           memref<128x16xi8, #gpu.address_space<workgroup>>,
           memref<512xf32, #gpu.address_space<workgroup>>,
-          memref<1xf32, #gpu.address_space<workgroup>>
+          memref<1024xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 
