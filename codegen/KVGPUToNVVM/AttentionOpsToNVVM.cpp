@@ -130,21 +130,26 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                 arith::RemUIOp::create(rw, loc, firstBit, c(8)))
                 .getResult()
           : Value();
-  // The B fragments, split once per CTA into `scratch` (KVGPU.h): fragment
-  // f = (k tile * headTiles + head tile) * 32 + lane holds, for each part,
+  // The B fragments of k tiles [first, first + getMmaSplitRoundTiles), split
+  // once per CTA into `scratch` (KVGPU.h): fragment f = ((k tile - first) *
+  // headTiles + head tile) * 32 + lane holds, for each part,
   // the lane's two registers: slots 2t, 2t + 1 (rows t, t + 4) and 2t + 8,
   // 2t + 9 (rows t + 8, t + 12) of head 8j + g. Heads past H are zero.
   static_assert(2 * kMmaSplitParts == 4, "a fragment is one 16-byte load");
   Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
   auto f32x4 = VectorType::get({4}, f32);
   Value scratch = op.getScratch();
+  int64_t roundTiles = getMmaSplitRoundTiles(T);
+  auto splitRound = [&](int64_t first) {
   buildStridedLoop(
       rw, loc, tid, getMmaSplitScratchWords(T) / 4, getNumThreads(op),
       [&](OpBuilder &b, Value f) {
         Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
         Value tile = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
         Value j = arith::RemUIOp::create(b, loc, tile, c(T.headTiles));
-        Value kt = arith::DivUIOp::create(b, loc, tile, c(T.headTiles));
+        Value kt = arith::AddIOp::create(
+            b, loc, arith::DivUIOp::create(b, loc, tile, c(T.headTiles)),
+            c(first));
         Value head = arith::AddIOp::create(
             b, loc, arith::MulIOp::create(b, loc, j, c(8)),
             arith::DivUIOp::create(b, loc, fl, c(4)));
@@ -174,14 +179,21 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             /*nontemporal=*/false, llvm::MaybeAlign(16));
       });
   gpu::BarrierOp::create(rw, loc);
+  };
 
   int64_t accCount = T.columnTiles * T.headTiles * 4;
   auto accIndex = [&](int64_t i, int64_t j) { return (i * T.headTiles + j) * 4; };
   auto accType = LLVM::LLVMStructType::getLiteral(rw.getContext(),
                                                   {f32, f32, f32, f32});
-  SmallVector<Value> zeros(accCount, f32Constant(rw, loc, 0.0f));
+  SmallVector<Value> sums(accCount, f32Constant(rw, loc, 0.0f));
+  // Rounds of roundTiles k tiles: split, barrier, MMAs; a barrier before
+  // the next round's split overwrites the fragments.
+  for (int64_t first = 0; first < T.kTiles; first += roundTiles) {
+  if (first > 0)
+    gpu::BarrierOp::create(rw, loc);
+  splitRound(first);
   auto loop = scf::ForOp::create(
-      rw, loc, c(0), c(T.kTiles), c(1), zeros,
+      rw, loc, c(first), c(first + roundTiles), c(1), sums,
       [&](OpBuilder &b, Location, Value kt, ValueRange accIn) {
         SmallVector<Value> acc(accIn);
         Value rowBase = arith::AddIOp::create(
@@ -222,9 +234,13 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
           Value f = arith::AddIOp::create(
               b, loc,
               arith::MulIOp::create(
-                  b, loc, arith::AddIOp::create(
-                              b, loc, arith::MulIOp::create(b, loc, kt, c(T.headTiles)),
-                              c(j)),
+                  b, loc,
+                  arith::AddIOp::create(
+                      b, loc,
+                      arith::MulIOp::create(
+                          b, loc, arith::SubIOp::create(b, loc, kt, c(first)),
+                          c(T.headTiles)),
+                      c(j)),
                   c(kWarpSize)),
               lane);
           Value vec = vector::LoadOp::create(
@@ -267,6 +283,8 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             }
         scf::YieldOp::create(b, loc, acc);
       });
+  sums = loop.getResults();
+  }
 
   // Accumulator (i, j): c0, c1 at column 2i of the run, heads 8j + 2t and
   // 8j + 2t + 1; c2, c3 at column 2i + 1.
@@ -280,7 +298,7 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
         for (int64_t i = 0; i < T.columnTiles; ++i)
           for (int64_t half = 0; half < 2; ++half)
             memref::StoreOp::create(
-                b, loc, loop.getResult(accIndex(i, j) + 2 * half + e),
+                b, loc, sums[accIndex(i, j) + 2 * half + e],
                 op.getOut(),
                 ValueRange{arith::AddIOp::create(b, loc, rowStart,
                                                  c(2 * i + half))});

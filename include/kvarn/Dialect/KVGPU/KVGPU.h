@@ -87,10 +87,16 @@ struct PackedMatmulMmaTiling {
 /// cost 12 more ALU instructions per register pair in the k loop, which is
 /// what bounds decode's block loop (instruction issue, not tensor cores).
 constexpr int kMmaSplitParts = 2;
-/// 32-bit words of the split B fragments: for each k tile, head tile and
-/// lane, the two registers of each part.
+/// K tiles whose B fragments are split at a time: 8 (head_dim 128's K);
+/// longer K runs in rounds, so that the scratch stays 4 KiB a head tile
+/// (at head_dim 256, 8 KiB took decode past 4 CTAs' shared memory).
+constexpr int64_t getMmaSplitRoundTiles(const PackedMatmulMmaTiling &t) {
+  return t.kTiles % 8 == 0 ? 8 : t.kTiles;
+}
+/// 32-bit words of the split B fragments of one round: for each of its k
+/// tiles, each head tile and lane, the two registers of each part.
 constexpr int64_t getMmaSplitScratchWords(const PackedMatmulMmaTiling &t) {
-  return t.kTiles * t.headTiles * 32 * 2 * kMmaSplitParts;
+  return getMmaSplitRoundTiles(t) * t.headTiles * 32 * 2 * kMmaSplitParts;
 }
 
 /// How kvgpu.packed_matmul spreads out[h, n] = sum_k a[k, h] code[k, n] (H

@@ -88,6 +88,37 @@ gpu.module @m {
     gpu.return
   }
 
+  // A K of 256 rows (16 k tiles) splits its fragments in two rounds of 8
+  // (getMmaSplitRoundTiles): the scratch holds one round, 4 KiB.
+  // CHECK-LABEL: gpu.func @tensor_cores_rounds
+  gpu.func @tensor_cores_rounds() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<256x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 20480 : !f32s
+    %frags = kvgpu.shared_buffer 22528 : memref<1024xf32, #gpu.address_space<workgroup>>
+    // CHECK: vector.store %{{.*}} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-NEXT: }
+    // CHECK-NEXT: gpu.barrier
+    // CHECK: scf.for %{{.*}} = %c0 to %c8 step %c1
+    // CHECK: vector.load
+    // CHECK-COUNT-4: nvvm.mma.sync
+    // CHECK: scf.yield
+    // The second round waits until every warp is done with the first.
+    // CHECK: gpu.barrier
+    // CHECK: vector.store
+    // CHECK: gpu.barrier
+    // CHECK: scf.for %{{.*}} = %c8 to %c16 step %c1
+    // CHECK-COUNT-4: nvvm.mma.sync
+    // CHECK: scf.yield
+    // CHECK-NOT: gpu.barrier
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a, %codes bits 4 into %out scratch %frags
+        : memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<256x64xi8, #gpu.address_space<workgroup>>, !f32s,
+          memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
   // fma, four query heads (getPackedMatmulLayout: 16-bit pieces of 4 codes,
   // 16 sums a thread, the 32 column groups on the 32 lanes, K split across
   // the 4 warps, 30 rows a thread).
