@@ -381,7 +381,9 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
     columns as M and the heads as N, each warp owning its columns; the
     codes become bf16 through the 0x4300 magic number and `a` is split in
     two bf16 parts (hi + lo, 16 bits), two MMAs into the same fp32 sums;
-    no scratch, no barrier. Otherwise with fma: each thread holds one
+    the CTA splits `a` into the lanes' B fragments in `scratch` once
+    (rounds of 8 k tiles) and waits at one barrier; the k loop has none.
+    Otherwise with fma: each thread holds one
     piece (32, 16 or 8 bits) of a codes row and the H x (piece / bits) sums
     of its columns over a slice of the rows (the piece, the threads per
     column group and the split of K); it reads one piece and H values of
