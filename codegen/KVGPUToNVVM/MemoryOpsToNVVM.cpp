@@ -174,6 +174,41 @@ struct GlobalLoadLowering : OpRewritePattern<GlobalLoadOp> {
   }
 };
 
+/// Thread t prefetches lines t, t + threads, ... of the range into L2.
+struct PrefetchLowering : OpRewritePattern<PrefetchOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(PrefetchOp op,
+                                PatternRewriter &rw) const override {
+    constexpr int64_t kLineBytes = 128;
+    Location loc = op.getLoc();
+    int64_t lines = (op.getBytes() + kLineBytes - 1) / kLineBytes;
+    buildStridedLoop(
+        rw, loc, threadIndex(rw, loc), lines, getNumThreads(op),
+        [&](OpBuilder &b, Value line) {
+          Value at = arith::AddIOp::create(
+              b, loc, op.getByteOffset(),
+              arith::MulIOp::create(
+                  b, loc,
+                  arith::IndexCastOp::create(b, loc, b.getI64Type(), line),
+                  i64Constant(b, loc, kLineBytes)));
+          Value addr = LLVM::GEPOp::create(b, loc, op.getSrc().getType(),
+                                           b.getI8Type(), op.getSrc(),
+                                           ValueRange{at});
+          // Inline PTX, one instruction: upstream's nvvm.prefetch becomes an
+          // intrinsic NVPTX selects only from PTX 8.0, and kvarn emits 7.8
+          // for sm_90 (the instruction itself is as old as sm_20).
+          Value bits = LLVM::PtrToIntOp::create(b, loc, b.getI64Type(), addr);
+          LLVM::InlineAsmOp::create(
+              b, loc, TypeRange{}, ValueRange{bits}, "prefetch.global.L2 [$0];",
+              "l", /*has_side_effects=*/true, /*is_align_stack=*/false,
+              LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+              ArrayAttr());
+        });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
 /// Thread 0 stores; the value is uniform, so one store suffices.
 struct GlobalStoreLowering : OpRewritePattern<GlobalStoreOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -220,6 +255,7 @@ struct CopyOutLowering : OpRewritePattern<CopyOutOp> {
 void kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(
     RewritePatternSet &patterns) {
   patterns.add<SharedBufferLowering, BarrierLowering, GlobalLoadLowering,
-               GlobalStoreLowering, CopyInLowering, CopyOutLowering>(
+               GlobalStoreLowering, PrefetchLowering, CopyInLowering,
+               CopyOutLowering>(
       patterns.getContext());
 }

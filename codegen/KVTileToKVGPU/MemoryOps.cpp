@@ -60,6 +60,16 @@ LogicalResult lowerStore(TileLowering &s, Operation *raw) {
   return success();
 }
 
+LogicalResult lowerPrefetch(TileLowering &s, Operation *raw) {
+  auto op = cast<PrefetchOp>(raw);
+  Location loc = op.getLoc();
+  Type elt = cast<PointerType>(op.getPtr().getType()).getPointeeType();
+  kvgpu::PrefetchOp::create(s.b, loc, s.lookup(op.getPtr()),
+                            byteOffset(s, loc, s.lookup(op.getOffset()), elt),
+                            op.getBytesAttr());
+  return success();
+}
+
 SmallVector<Value> byteStrides(TileLowering &s, Location loc,
                                ValueRange strides, Type elt) {
   SmallVector<Value> out;
@@ -240,6 +250,7 @@ void kvarn::kvt::registerMemoryOpLowerings(
   table[OperationName(LoadOp::getOperationName(), ctx)] = lowerLoad;
   table[OperationName(StoreOp::getOperationName(), ctx)] = lowerStore;
   table[OperationName(LoadTileOp::getOperationName(), ctx)] = lowerLoadTile;
+  table[OperationName(PrefetchOp::getOperationName(), ctx)] = lowerPrefetch;
   table[OperationName(StoreTileOp::getOperationName(), ctx)] = lowerStoreTile;
   table[OperationName(LoadFieldOp::getOperationName(), ctx)] = lowerLoadField;
   table[OperationName(StoreFieldOp::getOperationName(), ctx)] = lowerStoreField;

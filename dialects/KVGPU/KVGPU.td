@@ -113,6 +113,19 @@ def KVGPU_GlobalStoreOp : KVGPU_Op<"global_store"> {
   let assemblyFormat = "$value `,` $ptr `[` $byteOffset `]` attr-dict `:` type($value)";
 }
 
+def KVGPU_PrefetchOp : KVGPU_Op<"prefetch"> {
+  let summary = "the CTA's threads bring bytes of global memory into L2";
+  let description = [{
+    Each thread prefetches some of the 128-byte lines that `bytes` bytes
+    from `src + byteOffset` touch (`prefetch.global.L2`, thread t the lines
+    t, t + threads, ...). A hint: it changes no value, and is declared with
+    unknown memory effects so that it is not erased as dead.
+  }];
+  let arguments = (ins KVGPU_GlobalPtr:$src, I64:$byteOffset,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes);
+  let assemblyFormat = "$src `[` $byteOffset `]` `bytes` $bytes attr-dict";
+}
+
 def KVGPU_CopyInOp : KVGPU_Op<"copy_in"> {
   let summary = "cooperative strided copy from global to shared memory";
   let description = [{

@@ -96,6 +96,24 @@ def KVTile_StoreTileOp : KVTile_Op<"store_tile"> {
   let hasVerifier = 1;
 }
 
+def KVTile_PrefetchOp : KVTile_Op<"prefetch"> {
+  let summary = "hint: bring bytes of global memory into the L2 cache";
+  let description = [{
+    Asks for the `bytes` bytes from element `offset` of `ptr` to be brought
+    into the L2 cache, so that a later load of them waits less; it changes
+    no value. The range must lie inside the buffer, as a load's would.
+    Declared with unknown memory effects so that it is never erased as dead
+    (an op that only reads and has no result would be).
+
+    ```mlir
+    kvt.prefetch %cache[%next_record] bytes 13824 : !kvt.ptr<i8>
+    ```
+  }];
+  let arguments = (ins KVTile_PointerType:$ptr, I64:$offset,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes);
+  let assemblyFormat = "$ptr `[` $offset `]` `bytes` $bytes attr-dict `:` qualified(type($ptr))";
+}
+
 def KVTile_LoadFieldOp : KVTile_Op<"load_field"> {
   let summary = "load one field of a KVarN record";
   let description = [{

@@ -246,6 +246,24 @@ FailureOr<Operand> buildStoreTile(KvtBuilder &kb, CallArgs &args) {
   return none();
 }
 
+FailureOr<Operand> buildPrefetch(KvtBuilder &kb, CallArgs &args) {
+  if (failed(args.arity({"ptr", "offset", "bytes"})))
+    return failure();
+  FailureOr<Value> ptr = args.pointer(0, "pointer");
+  if (failed(ptr))
+    return failure();
+  FailureOr<Value> offset = args.index64(1, "offset");
+  if (failed(offset))
+    return failure();
+  FailureOr<int64_t> bytes = args.constant(2, "byte count");
+  if (failed(bytes))
+    return failure();
+  if (failed(kb.createVerified<kvt::PrefetchOp>(
+          args.loc(), *ptr, *offset, kb.b().getI64IntegerAttr(*bytes))))
+    return failure();
+  return none();
+}
+
 FailureOr<Operand> buildLoadField(KvtBuilder &kb, CallArgs &args) {
   if (failed(args.arity({"cache", "offset", "field"})))
     return failure();
@@ -514,6 +532,7 @@ const Builtin kBuiltins[] = {
     {"num_programs", buildAxisQuery<kvt::NumProgramsOp>, true},
     {"load_tile", buildLoadTile, true},
     {"store_tile", buildStoreTile, false},
+    {"prefetch", buildPrefetch, false},
     {"load_field", buildLoadField, true},
     {"store_field", buildStoreField, false},
     {"splat", buildSplat, true},

@@ -458,6 +458,10 @@ TEST(Builder, DiagnosticsNameTheLocation) {
                 "a shape dimension must be a compile-time integer"},
            Case{"import nothing; kernel k(n: i32) grid(n) { }", "unknown module 'nothing' (library modules: paged)"},
            Case{"kernel k(n: i32) grid(n) { let x = frob(1); }", "unknown function 'frob'"},
+           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, n); }",
+                "argument 3 of 'prefetch' (byte count) must be a compile-time integer, not i32"},
+           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, 0); }",
+                "'kvt.prefetch' op attribute 'bytes' failed to satisfy constraint"},
            Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = load_queries(p, n, 0.5); }",
                 "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float constant cannot be used as i32"},
        }) {

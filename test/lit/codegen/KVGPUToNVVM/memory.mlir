@@ -21,6 +21,22 @@ gpu.module @m {
     gpu.return
   }
 
+  // A prefetch of 13824 bytes (a k4v2 record at head_dim 128): 108 lines of
+  // 128 bytes, thread t the lines t, t + 128, ... (one here), each one
+  // prefetch.global.L2 (inline PTX: upstream's intrinsic needs PTX 8.0).
+  // CHECK-LABEL: gpu.func @prefetch
+  // CHECK: %[[TID:.*]] = gpu.thread_id x
+  // CHECK: scf.for %[[LINE:.*]] = %[[TID]] to %c108 step %c128
+  // CHECK: arith.muli %{{.*}}, %c128_i64
+  // CHECK: %[[ADDR:.*]] = llvm.getelementptr
+  // CHECK: %[[BITS:.*]] = llvm.ptrtoint %[[ADDR]] : !llvm.ptr<1> to i64
+  // CHECK: llvm.inline_asm has_side_effects "prefetch.global.L2 [$0];", "l" %[[BITS]] : (i64) -> ()
+  gpu.func @prefetch(%p: !llvm.ptr<1>, %off: i64) kernel
+      attributes {kvgpu.num_warps = 4 : i64} {
+    kvgpu.prefetch %p[%off] bytes 13824
+    gpu.return
+  }
+
   // A scalar store is made by thread 0 alone.
   // CHECK-LABEL: gpu.func @store
   // CHECK: %[[TID:.*]] = gpu.thread_id x

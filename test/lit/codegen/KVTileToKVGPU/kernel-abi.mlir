@@ -16,6 +16,9 @@
 // CHECK: kvgpu.copy_in
 // CHECK-NEXT: kvgpu.barrier
 // CHECK: kvgpu.copy_out
+// A prefetch keeps its range, the offset in bytes (2 per f16).
+// CHECK: %[[AT:.*]] = arith.muli %{{.*}}, %c2_i64{{.*}} : i64
+// CHECK: kvgpu.prefetch %{{.*}}[%[[AT]]] bytes 512
 // CHECK: gpu.return
 func.func @copy_rows(%src: !kvt.ptr<f16>, %dst: !kvt.ptr<f16>, %n: i32, %unused: f32)
     attributes {kvt.kernel, kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
@@ -27,5 +30,6 @@ func.func @copy_rows(%src: !kvt.ptr<f16>, %dst: !kvt.ptr<f16>, %n: i32, %unused:
   %x = kvt.load %src[%t] : !kvt.ptr<f16>, i32
   %row = kvt.load_tile %src[%base] strides(%c128, %c1) : !kvt.ptr<f16> -> !kvt.tile<2x128xf16>
   kvt.store_tile %row, %dst[%base] strides(%c128, %c1) : !kvt.tile<2x128xf16>, !kvt.ptr<f16>
+  kvt.prefetch %src[%base] bytes 512 : !kvt.ptr<f16>
   return
 }

@@ -18,6 +18,8 @@ gpu.module @m {
     kvgpu.copy_in %p[%off] strides(%s0, %s1) to %h : memref<4x128xf16, #gpu.address_space<workgroup>>
     // CHECK: kvgpu.barrier
     kvgpu.barrier
+    // CHECK: kvgpu.prefetch %{{.*}}[%{{.*}}] bytes 13824
+    kvgpu.prefetch %p[%off] bytes 13824
     // CHECK: kvgpu.foreach [4, 128] (%{{.*}}, %{{.*}}) {
     kvgpu.foreach [4, 128] (%r, %c) {
       %x = memref.load %h[%r, %c] : memref<4x128xf16, #gpu.address_space<workgroup>>

@@ -133,3 +133,11 @@ func.func @program_axis() {
   %p = kvt.program_id 3
   return
 }
+
+// -----
+
+func.func @prefetch_nothing(%p: !kvt.ptr<i8>, %o: i64) {
+  // expected-error @+1 {{attribute 'bytes' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
+  kvt.prefetch %p[%o] bytes 0 : !kvt.ptr<i8>
+  return
+}

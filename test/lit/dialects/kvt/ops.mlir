@@ -14,6 +14,8 @@ func.func @flush_tile(%pool: !kvt.ptr<f16>, %cache: !kvt.ptr<i8>, %slots: !kvt.p
   %slot = kvt.load %slots[%t] : !kvt.ptr<i32>, i32
   // CHECK: kvt.load_tile %{{.*}}[%{{.*}}] strides(%{{.*}}, %{{.*}}) : !kvt.ptr<f16> -> !kvt.tile<128x128xf16>
   %k16 = kvt.load_tile %pool[%base] strides(%row, %one) : !kvt.ptr<f16> -> !kvt.tile<128x128xf16>
+  // CHECK: kvt.prefetch %{{.*}}[%{{.*}}] bytes 32768 : !kvt.ptr<f16>
+  kvt.prefetch %pool[%base] bytes 32768 : !kvt.ptr<f16>
   // CHECK: kvt.convert %{{.*}} : !kvt.tile<128x128xf16> -> !kvt.tile<128x128xf32>
   %k = kvt.convert %k16 : !kvt.tile<128x128xf16> -> !kvt.tile<128x128xf32>
   // CHECK: kvt.rotate %{{.*}} : !kvt.tile<128x128xf32>
