@@ -123,13 +123,12 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
       arith::MulIOp::create(rw, loc, g, c(runCodes)));
   Value firstBit = arith::MulIOp::create(rw, loc, column, c(bits));
   Value wordInRow = arith::DivUIOp::create(rw, loc, firstBit, c(wordBits));
-  Value subShift =
-      T.runBits < 8
-          ? arith::IndexCastOp::create(
-                rw, loc, rw.getI32Type(),
-                arith::RemUIOp::create(rw, loc, firstBit, c(8)))
-                .getResult()
-          : Value();
+  Value subShift = T.runBits < 8
+                       ? arith::IndexCastOp::create(
+                             rw, loc, rw.getI32Type(),
+                             arith::RemUIOp::create(rw, loc, firstBit, c(8)))
+                             .getResult()
+                       : Value();
   // The B fragments of k tiles [first, first + getMmaSplitRoundTiles), split
   // once per CTA into `scratch` (KVGPU.h): fragment f = ((k tile - first) *
   // headTiles + head tile) * 32 + lane holds, for each part,
@@ -141,149 +140,155 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   Value scratch = op.getScratch();
   int64_t roundTiles = getMmaSplitRoundTiles(T);
   auto splitRound = [&](int64_t first) {
-  buildStridedLoop(
-      rw, loc, tid, getMmaSplitScratchWords(T) / 4, getNumThreads(op),
-      [&](OpBuilder &b, Value f) {
-        Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
-        Value tile = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
-        Value j = arith::RemUIOp::create(b, loc, tile, c(T.headTiles));
-        Value kt = arith::AddIOp::create(
-            b, loc, arith::DivUIOp::create(b, loc, tile, c(T.headTiles)),
-            c(first));
-        Value head = arith::AddIOp::create(
-            b, loc, arith::MulIOp::create(b, loc, j, c(8)),
-            arith::DivUIOp::create(b, loc, fl, c(4)));
-        Value valid =
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, head, c(h));
-        Value clamped = arith::MinUIOp::create(b, loc, head, c(h - 1));
-        Value rowBase = arith::AddIOp::create(
-            b, loc, arith::MulIOp::create(b, loc, kt, c(16)),
-            arith::RemUIOp::create(b, loc, fl, c(4)));
-        auto aValue = [&](int64_t offset) -> Value {
-          Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
-          Value at = arith::AddIOp::create(
-              b, loc, arith::MulIOp::create(b, loc, row, c(h)), clamped);
-          Value x = memref::LoadOp::create(b, loc, op.getA(), at);
-          return arith::SelectOp::create(b, loc, valid, x,
-                                         f32Constant(b, loc, 0.0f));
-        };
-        std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(b, loc, aValue(0), aValue(4)),
-                                          r1 = splitToBf16x2(b, loc, aValue(8), aValue(12));
-        SmallVector<Value> words;
-        for (int p = 0; p < kMmaSplitParts; ++p)
-          for (Value w : {r0[p], r1[p]})
-            words.push_back(arith::BitcastOp::create(b, loc, f32, w));
-        vector::StoreOp::create(
-            b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
-            scratch, ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
-            /*nontemporal=*/false, llvm::MaybeAlign(16));
-      });
-  gpu::BarrierOp::create(rw, loc);
+    buildStridedLoop(
+        rw, loc, tid, getMmaSplitScratchWords(T) / 4, getNumThreads(op),
+        [&](OpBuilder &b, Value f) {
+          Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
+          Value tile = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
+          Value j = arith::RemUIOp::create(b, loc, tile, c(T.headTiles));
+          Value kt = arith::AddIOp::create(
+              b, loc, arith::DivUIOp::create(b, loc, tile, c(T.headTiles)),
+              c(first));
+          Value head = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, j, c(8)),
+              arith::DivUIOp::create(b, loc, fl, c(4)));
+          Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                              head, c(h));
+          Value clamped = arith::MinUIOp::create(b, loc, head, c(h - 1));
+          Value rowBase = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, kt, c(16)),
+              arith::RemUIOp::create(b, loc, fl, c(4)));
+          auto aValue = [&](int64_t offset) -> Value {
+            Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+            Value at = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, row, c(h)), clamped);
+            Value x = memref::LoadOp::create(b, loc, op.getA(), at);
+            return arith::SelectOp::create(b, loc, valid, x,
+                                           f32Constant(b, loc, 0.0f));
+          };
+          std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(
+                                                b, loc, aValue(0), aValue(4)),
+                                            r1 = splitToBf16x2(
+                                                b, loc, aValue(8), aValue(12));
+          SmallVector<Value> words;
+          for (int p = 0; p < kMmaSplitParts; ++p)
+            for (Value w : {r0[p], r1[p]})
+              words.push_back(arith::BitcastOp::create(b, loc, f32, w));
+          vector::StoreOp::create(
+              b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
+              scratch, ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
+        });
+    gpu::BarrierOp::create(rw, loc);
   };
 
   int64_t accCount = T.columnTiles * T.headTiles * 4;
-  auto accIndex = [&](int64_t i, int64_t j) { return (i * T.headTiles + j) * 4; };
-  auto accType = LLVM::LLVMStructType::getLiteral(rw.getContext(),
-                                                  {f32, f32, f32, f32});
+  auto accIndex = [&](int64_t i, int64_t j) {
+    return (i * T.headTiles + j) * 4;
+  };
+  auto accType =
+      LLVM::LLVMStructType::getLiteral(rw.getContext(), {f32, f32, f32, f32});
   SmallVector<Value> sums(accCount, f32Constant(rw, loc, 0.0f));
   // Rounds of roundTiles k tiles: split, barrier, MMAs; a barrier before
   // the next round's split overwrites the fragments.
   for (int64_t first = 0; first < T.kTiles; first += roundTiles) {
-  if (first > 0)
-    gpu::BarrierOp::create(rw, loc);
-  splitRound(first);
-  auto loop = scf::ForOp::create(
-      rw, loc, c(first), c(first + roundTiles), c(1), sums,
-      [&](OpBuilder &b, Location, Value kt, ValueRange accIn) {
-        SmallVector<Value> acc(accIn);
-        Value rowBase = arith::AddIOp::create(
-            b, loc, arith::MulIOp::create(b, loc, kt, c(16)), t);
-        // The run of row rowBase + offset as `words` i32 values.
-        auto loadRun = [&](int64_t offset) {
-          Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
-          Value at = arith::AddIOp::create(
-              b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
-              wordInRow);
-          SmallVector<Value> run;
-          for (int64_t w = 0; w < words; ++w) {
-            Value word = memref::LoadOp::create(
-                b, loc, *wordView,
-                ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
-            if (wordBits < 32)
-              word = arith::ExtUIOp::create(b, loc, i32, word);
-            if (subShift)
-              word = arith::ShRUIOp::create(b, loc, word, subShift);
-            run.push_back(word);
-          }
-          return run;
-        };
-        auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
-          int64_t bit = j * bits;
-          Value word = run[bit / 32];
-          return bit % 32 ? arith::ShRUIOp::create(b, loc, word,
-                                                   i32Constant(b, loc, bit % 32))
-                                .getResult()
-                          : word;
-        };
-        // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t + 12.
-        SmallVector<Value> r0 = loadRun(0), r1 = loadRun(4), r8 = loadRun(8),
-                           r9 = loadRun(12);
-        // b: each head tile's fragment, one 16-byte load.
-        SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
-        for (int64_t j = 0; j < T.headTiles; ++j) {
-          Value f = arith::AddIOp::create(
-              b, loc,
-              arith::MulIOp::create(
-                  b, loc,
-                  arith::AddIOp::create(
-                      b, loc,
-                      arith::MulIOp::create(
-                          b, loc, arith::SubIOp::create(b, loc, kt, c(first)),
-                          c(T.headTiles)),
-                      c(j)),
-                  c(kWarpSize)),
-              lane);
-          Value vec = vector::LoadOp::create(
-              b, loc, f32x4, scratch,
-              ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
-              /*nontemporal=*/false, llvm::MaybeAlign(16));
-          auto word = [&](int64_t e) -> Value {
-            return arith::BitcastOp::create(
-                b, loc, i32, vector::ExtractOp::create(b, loc, vec, e));
-          };
-          b0.push_back({word(0), word(2)});
-          b1.push_back({word(1), word(3)});
-        }
-        // Every column tile's a registers first, then the MMAs part by
-        // part across the tiles: consecutive MMAs accumulate into different
-        // sums, so they do not wait for one another.
-        SmallVector<std::array<Value, 4>> aRegs;
-        for (int64_t i = 0; i < T.columnTiles; ++i) {
-          auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high, int64_t j) {
-            return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j), bits);
-          };
-          aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
-                           pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
-        }
-        // Smallest part first.
-        for (int p = kMmaSplitParts - 1; p >= 0; --p)
-          for (int64_t i = 0; i < T.columnTiles; ++i)
-            for (int64_t j = 0; j < T.headTiles; ++j) {
-              int64_t base = accIndex(i, j);
-              Value mma = NVVM::MmaOp::create(
-                  b, loc, accType, aRegs[i], ValueRange{b0[j][p], b1[j][p]},
-                  ValueRange(acc).slice(base, 4), ArrayRef<int64_t>{16, 8, 16},
-                  std::nullopt, std::nullopt,
-                  std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
-                                                NVVM::MMATypes::bf16},
-                  std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                                 NVVM::MMALayout::col});
-              for (int64_t e = 0; e < 4; ++e)
-                acc[base + e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+    if (first > 0)
+      gpu::BarrierOp::create(rw, loc);
+    splitRound(first);
+    auto loop = scf::ForOp::create(
+        rw, loc, c(first), c(first + roundTiles), c(1), sums,
+        [&](OpBuilder &b, Location, Value kt, ValueRange accIn) {
+          SmallVector<Value> acc(accIn);
+          Value rowBase = arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, kt, c(16)), t);
+          // The run of row rowBase + offset as `words` i32 values.
+          auto loadRun = [&](int64_t offset) {
+            Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+            Value at = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
+                wordInRow);
+            SmallVector<Value> run;
+            for (int64_t w = 0; w < words; ++w) {
+              Value word = memref::LoadOp::create(
+                  b, loc, *wordView,
+                  ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
+              if (wordBits < 32)
+                word = arith::ExtUIOp::create(b, loc, i32, word);
+              if (subShift)
+                word = arith::ShRUIOp::create(b, loc, word, subShift);
+              run.push_back(word);
             }
-        scf::YieldOp::create(b, loc, acc);
-      });
-  sums = loop.getResults();
+            return run;
+          };
+          auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
+            int64_t bit = j * bits;
+            Value word = run[bit / 32];
+            return bit % 32 ? arith::ShRUIOp::create(
+                                  b, loc, word, i32Constant(b, loc, bit % 32))
+                                  .getResult()
+                            : word;
+          };
+          // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t + 12.
+          SmallVector<Value> r0 = loadRun(0), r1 = loadRun(4), r8 = loadRun(8),
+                             r9 = loadRun(12);
+          // b: each head tile's fragment, one 16-byte load.
+          SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
+          for (int64_t j = 0; j < T.headTiles; ++j) {
+            Value f = arith::AddIOp::create(
+                b, loc,
+                arith::MulIOp::create(
+                    b, loc,
+                    arith::AddIOp::create(
+                        b, loc,
+                        arith::MulIOp::create(
+                            b, loc, arith::SubIOp::create(b, loc, kt, c(first)),
+                            c(T.headTiles)),
+                        c(j)),
+                    c(kWarpSize)),
+                lane);
+            Value vec = vector::LoadOp::create(
+                b, loc, f32x4, scratch,
+                ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
+                /*nontemporal=*/false, llvm::MaybeAlign(16));
+            auto word = [&](int64_t e) -> Value {
+              return arith::BitcastOp::create(
+                  b, loc, i32, vector::ExtractOp::create(b, loc, vec, e));
+            };
+            b0.push_back({word(0), word(2)});
+            b1.push_back({word(1), word(3)});
+          }
+          // Every column tile's a registers first, then the MMAs part by
+          // part across the tiles: consecutive MMAs accumulate into different
+          // sums, so they do not wait for one another.
+          SmallVector<std::array<Value, 4>> aRegs;
+          for (int64_t i = 0; i < T.columnTiles; ++i) {
+            auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high,
+                            int64_t j) {
+              return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j),
+                                      bits);
+            };
+            aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
+                             pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+          }
+          // Smallest part first.
+          for (int p = kMmaSplitParts - 1; p >= 0; --p)
+            for (int64_t i = 0; i < T.columnTiles; ++i)
+              for (int64_t j = 0; j < T.headTiles; ++j) {
+                int64_t base = accIndex(i, j);
+                Value mma = NVVM::MmaOp::create(
+                    b, loc, accType, aRegs[i], ValueRange{b0[j][p], b1[j][p]},
+                    ValueRange(acc).slice(base, 4),
+                    ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
+                    std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
+                                                  NVVM::MMATypes::bf16},
+                    std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                   NVVM::MMALayout::col});
+                for (int64_t e = 0; e < 4; ++e)
+                  acc[base + e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+              }
+          scf::YieldOp::create(b, loc, acc);
+        });
+    sums = loop.getResults();
   }
 
   // Accumulator (i, j): c0, c1 at column 2i of the run, heads 8j + 2t and
@@ -297,11 +302,10 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             b, loc, arith::MulIOp::create(b, loc, head, c(n)), column);
         for (int64_t i = 0; i < T.columnTiles; ++i)
           for (int64_t half = 0; half < 2; ++half)
-            memref::StoreOp::create(
-                b, loc, sums[accIndex(i, j) + 2 * half + e],
-                op.getOut(),
-                ValueRange{arith::AddIOp::create(b, loc, rowStart,
-                                                 c(2 * i + half))});
+            memref::StoreOp::create(b, loc, sums[accIndex(i, j) + 2 * half + e],
+                                    op.getOut(),
+                                    ValueRange{arith::AddIOp::create(
+                                        b, loc, rowStart, c(2 * i + half))});
       };
       if (h % 8 == 0) {
         store(rw);

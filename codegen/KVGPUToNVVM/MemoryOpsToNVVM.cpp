@@ -191,9 +191,9 @@ struct PrefetchLowering : OpRewritePattern<PrefetchOp> {
                   b, loc,
                   arith::IndexCastOp::create(b, loc, b.getI64Type(), line),
                   i64Constant(b, loc, kLineBytes)));
-          Value addr = LLVM::GEPOp::create(b, loc, op.getSrc().getType(),
-                                           b.getI8Type(), op.getSrc(),
-                                           ValueRange{at});
+          Value addr =
+              LLVM::GEPOp::create(b, loc, op.getSrc().getType(), b.getI8Type(),
+                                  op.getSrc(), ValueRange{at});
           // Inline PTX, one instruction: upstream's nvvm.prefetch becomes an
           // intrinsic NVPTX selects only from PTX 8.0, and kvarn emits 7.8
           // for sm_90 (the instruction itself is as old as sm_20).

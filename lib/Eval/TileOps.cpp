@@ -172,8 +172,8 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
       .Case([&](kvt::PrefetchOp p) -> llvm::Error {
         // A hint on the GPU; here only its range is checked, as a load's.
         const RtValue &ptr = get(p.getPtr());
-        int64_t elementSize =
-            elementBytes(cast<kvt::PointerType>(p.getPtr().getType()).getPointeeType());
+        int64_t elementSize = elementBytes(
+            cast<kvt::PointerType>(p.getPtr().getType()).getPointeeType());
         int64_t count = (p.getBytes() + elementSize - 1) / elementSize;
         return checkAccess(op, ptr, get(p.getOffset()).i, count);
       })
