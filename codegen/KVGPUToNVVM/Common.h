@@ -10,8 +10,6 @@
 
 namespace kvarn::kvgpu {
 
-constexpr int64_t kWarpSize = 32;
-
 /// The linear thread index as `index`.
 mlir::Value threadIndex(mlir::OpBuilder &b, mlir::Location loc);
 

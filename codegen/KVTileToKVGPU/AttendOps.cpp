@@ -97,7 +97,7 @@ packedLayout(TileLowering &s, const std::optional<AffineDequant> &dq,
   if (type.getDimSize(0) != k || type.getDimSize(1) * 8 != n * dq->bits)
     return std::nullopt;
   return kvgpu::getPackedMatmulLayout(h, k, n, dq->bits,
-                                      s.numWarps * 32);
+                                      s.numWarps * kvgpu::kWarpSize);
 }
 
 /// out[h, n] = sum_k a[k, h] code[k, n] in registers (kvgpu.packed_matmul),

@@ -524,7 +524,7 @@ struct ConvertKVTileToKVGPUPass
     }
     gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
     gpuFunc.setKnownBlockSizeAttr(
-        b.getDenseI32ArrayAttr({int32_t(warps * 32), 1, 1}));
+        b.getDenseI32ArrayAttr({int32_t(warps * kvgpu::kWarpSize), 1, 1}));
     // `.minnctapersm` (default 1): with only `.maxntid`, ptxas budgets
     // registers for as many CTAs as threads allow and spills (flush at sm_80:
     // 48 registers, 64 bytes). Hinting the CTAs shared memory allows spilled

@@ -238,7 +238,7 @@ std::optional<RegisterTileInput> registerTileInput(TileLowering &s,
   else
     return std::nullopt;
   auto grid = kvgpu::getRegisterTileGrid(type.getDimSize(0), type.getDimSize(1),
-                                         s.numWarps * 32);
+                                         s.numWarps * kvgpu::kWarpSize);
   if (!grid || grid->n0 * grid->n1 > maxElements)
     return std::nullopt;
   return RegisterTileInput{m.buffer, transpose};
@@ -249,7 +249,7 @@ Value registerTileScratch(TileLowering &s, Location loc, Value buffer,
   auto type = cast<MemRefType>(buffer.getType());
   int64_t floats =
       kvgpu::getRegisterTileScratchFloats(type.getDimSize(0), type.getDimSize(1),
-                                          s.numWarps * 32);
+                                          s.numWarps * kvgpu::kWarpSize);
   return scratch.get(loc, {floats}, s.b.getF32Type());
 }
 

@@ -146,7 +146,7 @@ Value TileLowering::programId(Location loc, unsigned axis) {
   Value id = gpu::BlockIdOp::create(b, loc, dim);
   if (axis == 0 && programsPerCta > 1) {
     // blockIdx.x * P + the thread's warp group.
-    int64_t groupThreads = numWarps / programsPerCta * 32;
+    int64_t groupThreads = numWarps / programsPerCta * kvgpu::kWarpSize;
     Value group = arith::DivUIOp::create(
         b, loc, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x),
         index(b, loc, groupThreads));

@@ -291,8 +291,8 @@ LogicalResult UnpackBitsOp::verify() {
 int64_t kvarn::kvgpu::getNumThreads(Operation *op) {
   for (Operation *p = op; p; p = p->getParentOp())
     if (auto warps = p->getAttrOfType<IntegerAttr>(kNumWarpsAttrName))
-      return warps.getInt() * 32;
-  return 4 * 32;
+      return warps.getInt() * kWarpSize;
+  return 4 * kWarpSize;
 }
 
 std::optional<PackedMatmulLayout>
@@ -301,9 +301,9 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   // A thread's accumulators: 32 spilled within the 128 registers of 4 CTAs
   // per SM (sm_80, decode at head_dim 128).
   constexpr int64_t kMaxSums = 16;
-  if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % 32)
+  if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % kWarpSize)
     return std::nullopt;
-  int64_t warps = threads / 32;
+  int64_t warps = threads / kWarpSize;
   // Tensor cores: codes below 128 (the bf16 magic number), whole k tiles,
   // whole column tiles per warp, a run that is one aligned load (a power of
   // two of tiles), at most 32 accumulators a thread.
@@ -323,13 +323,13 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
     if (h * codes > kMaxSums || (n * bits) % pieceBits)
       continue;
     int64_t groups = n / codes;
-    int64_t laneGroups = std::min<int64_t>(groups, 32);
-    if (32 % laneGroups || groups % laneGroups)
+    int64_t laneGroups = std::min<int64_t>(groups, kWarpSize);
+    if (kWarpSize % laneGroups || groups % laneGroups)
       continue;
     int64_t warpGroups = groups / laneGroups;
     if (warpGroups > warps || warps % warpGroups)
       continue;
-    int64_t laneSplits = 32 / laneGroups, warpSplits = warps / warpGroups;
+    int64_t laneSplits = kWarpSize / laneGroups, warpSplits = warps / warpGroups;
     int64_t splits = laneSplits * warpSplits;
     if (k % splits)
       continue;
@@ -403,7 +403,7 @@ int64_t kvarn::kvgpu::getRegisterTileScratchFloats(int64_t b0, int64_t b1,
                                                   int64_t threads) {
   auto grid = getRegisterTileGrid(b0, b1, threads);
   int64_t own = grid ? threads * (grid->n0 + grid->n1) : 0;
-  return (2 * (threads / 32) + 1) * (2 * b1 + 4) + own;
+  return (2 * (threads / kWarpSize) + 1) * (2 * b1 + 4) + own;
 }
 
 /// The logical [R, C] extents of a 2-D input buffer read maybe transposed.

@@ -18,6 +18,9 @@
 #include <optional>
 
 namespace kvarn::kvgpu {
+/// Threads of a warp: the one spelling of it for the layouts here and the
+/// lowerings that emit them.
+constexpr int64_t kWarpSize = 32;
 /// A statically shaped, identity-layout memref in the workgroup address space.
 bool isSharedMemRef(mlir::Type type);
 /// `!llvm.ptr<1>`.
@@ -96,7 +99,8 @@ constexpr int64_t getMmaSplitRoundTiles(const PackedMatmulMmaTiling &t) {
 /// 32-bit words of the split B fragments of one round: for each of its k
 /// tiles, each head tile and lane, the two registers of each part.
 constexpr int64_t getMmaSplitScratchWords(const PackedMatmulMmaTiling &t) {
-  return getMmaSplitRoundTiles(t) * t.headTiles * 32 * 2 * kMmaSplitParts;
+  return getMmaSplitRoundTiles(t) * t.headTiles * kWarpSize * 2 *
+         kMmaSplitParts;
 }
 
 /// How kvgpu.packed_matmul spreads out[h, n] = sum_k a[k, h] code[k, n] (H
