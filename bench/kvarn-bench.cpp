@@ -154,7 +154,7 @@ std::vector<DecodePoint> decodePoints() {
 
 /// The fixed split counts each row sweeps (1: plain decode).
 std::vector<int> sweptSplitCounts() {
-  std::vector<int> counts = {1, 2, 4, 8, 11, 16, kDecodeMaxSplits};
+  std::vector<int> counts = {1, 2, 4, 8, 11, 16, 32, kDecodeMaxSplits};
   std::sort(counts.begin(), counts.end());
   counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
   return counts;

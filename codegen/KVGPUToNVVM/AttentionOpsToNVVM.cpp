@@ -9,35 +9,46 @@
 
 #include "Common.h"
 
+#include "kvarn/Codegen/TileArithmeticEmitters.h"
+
 #include <algorithm>
 #include <array>
+#include <limits>
 
 using namespace mlir;
 using namespace kvarn::kvgpu;
 
 namespace {
 
-/// `codes` (a shared buffer of bytes) read as `pieceBits`-bit integers: a
-/// view of the same shared bytes with that element type.
-FailureOr<Value> piecesView(PatternRewriter &rw, Location loc, Value codes,
-                            int64_t pieceBits) {
-  auto type = cast<MemRefType>(codes.getType());
-  int64_t pieceBytes = pieceBits / 8;
-  auto view = MemRefType::get({type.getNumElements() / pieceBytes},
-                              rw.getIntegerType(pieceBits),
-                              MemRefLayoutAttrInterface(),
-                              type.getMemorySpace());
-  if (auto buffer = codes.getDefiningOp<SharedBufferOp>()) {
-    if (buffer.getOffset() % pieceBytes)
+/// The bytes of shared `buffer` as a 1-D memref of `element` (an integer or
+/// float type of at least 8 bits), or failure when `buffer` is not a
+/// shared_buffer (or its lowering) aligned to the new element.
+FailureOr<Value> sharedView(OpBuilder &rw, Location loc, Value buffer,
+                            Type element) {
+  auto type = cast<MemRefType>(buffer.getType());
+  int64_t bytes =
+      type.getNumElements() * type.getElementType().getIntOrFloatBitWidth() / 8;
+  int64_t elementBytes = element.getIntOrFloatBitWidth() / 8;
+  auto view =
+      MemRefType::get({bytes / elementBytes}, element,
+                      MemRefLayoutAttrInterface(), type.getMemorySpace());
+  if (auto shared = buffer.getDefiningOp<SharedBufferOp>()) {
+    if (shared.getOffset() % elementBytes)
       return failure();
-    return SharedBufferOp::create(rw, loc, view, buffer.getOffset())
+    return SharedBufferOp::create(rw, loc, view, shared.getOffset())
         .getResult();
   }
-  if (auto lowered = codes.getDefiningOp<memref::ViewOp>()) // shared_buffer's
+  if (auto lowered = buffer.getDefiningOp<memref::ViewOp>()) // shared_buffer's
     return memref::ViewOp::create(rw, loc, view, lowered.getSource(),
                                   lowered.getByteShift(), ValueRange())
         .getResult();
   return failure();
+}
+
+/// `codes` (a shared buffer of bytes) read as `pieceBits`-bit integers.
+FailureOr<Value> piecesView(OpBuilder &rw, Location loc, Value codes,
+                            int64_t pieceBits) {
+  return sharedView(rw, loc, codes, rw.getIntegerType(pieceBits));
 }
 
 /// The code of `bits` bits at bit `shift` of `piece` (i32) as f32: OR-ed
@@ -55,6 +66,8 @@ Value widenCode(OpBuilder &b, Location loc, Value piece, int64_t shift,
   return arith::SubFOp::create(b, loc, v, f32Constant(b, loc, 8388608.0f));
 }
 
+Value biasedCodesToBf16x2(OpBuilder &b, Location loc, Value v);
+
 /// Two codes as the bf16 pair (low, high) of an mma operand register (i32):
 /// each OR-ed into the mantissa of 128.0 (0x4300: ulp 1 there, exact for
 /// codes < 128), then 128 subtracted by one fma.rn.bf16x2 (exact).
@@ -64,9 +77,43 @@ Value codePairToBf16x2(OpBuilder &b, Location loc, Value low, Value high,
   Value lo = arith::AndIOp::create(b, loc, low, mask);
   Value hi = arith::ShLIOp::create(
       b, loc, arith::AndIOp::create(b, loc, high, mask), i32Constant(b, loc, 16));
-  Value v = arith::OrIOp::create(
-      b, loc, arith::OrIOp::create(b, loc, lo, hi),
-      i32Constant(b, loc, 0x43004300));
+  return biasedCodesToBf16x2(b, loc, arith::OrIOp::create(b, loc, lo, hi));
+}
+
+/// (a & b) | c as one `lop3.b32` (inline PTX: LLVM has no lop3, and
+/// ptxas left the AND and the OR of the code conversion two instructions).
+Value andOr(OpBuilder &b, Location loc, Value a, int64_t mask, int64_t bias) {
+  // The truth table of (a & b) | c: 0xF0 & 0xCC | 0xAA.
+  return LLVM::InlineAsmOp::create(b, loc, b.getI32Type(),
+                                   ValueRange{a, i32Constant(b, loc, mask),
+                                              i32Constant(b, loc, bias)},
+                                   "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n",
+                                   /*has_side_effects=*/false,
+                                   /*is_align_stack=*/false,
+                                   LLVM::tailcallkind::TailCallKind::None,
+                                   LLVM::AsmDialectAttr(), ArrayAttr())
+      .getResult(0);
+}
+
+/// 128 + each of the two `bits`-bit codes at bit `shift` of the 16-bit
+/// halves of `pair` (i32), as a bf16 pair: a shift and one lop3 (the mask
+/// and the mantissa of 128.0, 0x4300). The caller takes 128 x the other
+/// operand's sum back off the product (kRecordCodeBias).
+Value halvesToBiasedBf16x2(OpBuilder &b, Location loc, Value pair,
+                           int64_t shift, int64_t bits) {
+  Value v =
+      shift ? arith::ShRUIOp::create(b, loc, pair, i32Constant(b, loc, shift))
+                  .getResult()
+            : pair;
+  int64_t mask = (1 << bits) - 1;
+  return andOr(b, loc, v, mask | mask << 16, 0x43004300);
+}
+
+/// `codes` (two codes below 128 in the low bits of each 16-bit half) OR-ed
+/// into the mantissas of 128.0 and 128 subtracted: the bf16 pair (i32).
+Value biasedCodesToBf16x2(OpBuilder &b, Location loc, Value codes) {
+  Value v =
+      arith::OrIOp::create(b, loc, codes, i32Constant(b, loc, 0x43004300));
   auto bf16x2 = VectorType::get({2}, b.getBF16Type());
   Value pair = LLVM::BitcastOp::create(b, loc, bf16x2, v);
   Value one = LLVM::ConstantOp::create(
@@ -462,9 +509,577 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
   }
 };
 
+/// One bf16 m16n8k16 MMA: acc += a (4 registers) x b (2 registers).
+void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
+             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
+  Type f32 = b.getF32Type();
+  auto accType =
+      LLVM::LLVMStructType::getLiteral(b.getContext(), {f32, f32, f32, f32});
+  Value mma = NVVM::MmaOp::create(
+      b, loc, accType, a, bRegs, acc, ArrayRef<int64_t>{16, 8, 16},
+      std::nullopt, std::nullopt,
+      std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16, NVVM::MMATypes::bf16},
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  for (int64_t e = 0; e < 4; ++e)
+    acc[e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+}
+
+/// 16-bit halves of two pieces of codes (each `pieceBits` bits, as i32
+/// words): half h of chunk i holds bits [16 i, 16 i + 16) of piece h, so
+/// that the code at one offset of both pieces is one bf16 pair (ptxas makes
+/// each chunk a prmt).
+SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
+                                    ArrayRef<Value> low, ArrayRef<Value> high,
+                                    int64_t pieceBits) {
+  SmallVector<Value> chunks;
+  for (int64_t i = 0; i < std::max<int64_t>(1, pieceBits / 16); ++i) {
+    Value l = low[i / 2], h = high[i / 2];
+    if (i % 2) {
+      l = arith::ShRUIOp::create(b, loc, l, i32Constant(b, loc, 16));
+      h = arith::AndIOp::create(b, loc, h, i32Constant(b, loc, 0xFFFF0000));
+    } else {
+      if (pieceBits > 16)
+        l = arith::AndIOp::create(b, loc, l, i32Constant(b, loc, 0xFFFF));
+      h = arith::ShLIOp::create(b, loc, h, i32Constant(b, loc, 16));
+    }
+    chunks.push_back(arith::OrIOp::create(b, loc, l, h));
+  }
+  return chunks;
+}
+
+/// 128 + code `j` of both pieces behind `chunks` (interleaveHalves) as a
+/// bf16 pair.
+Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
+                   int64_t j, int64_t bits) {
+  return halvesToBiasedBf16x2(b, loc, chunks[j * bits / 16], j * bits % 16,
+                              bits);
+}
+
+/// The bias the codes carry into attend_record's products (128.0's
+/// mantissa): sum_k a[k] (128 + code[k]) - 128 sum_k a[k], where a[k] is
+/// the sum of the parts the MMAs multiplied (exact in fp32), is the
+/// product over the codes. Against subtracting 128 from every code pair
+/// (one bf16 fma each, a fifth of the loop's instructions), the sums are
+/// up to ~100 times larger than the product (2-bit codes), which costs
+/// fp32 accumulators ~1e-5 of it, under the split's own 2^-17 a term.
+constexpr float kRecordCodeBias = 128.0f;
+
+/// The sum of the kMmaSplitParts bf16 parts of `x`, as splitToBf16x2 makes
+/// them (hi, then the rounded rest): what the MMAs multiply in place of x.
+Value sumOfSplitParts(OpBuilder &b, Location loc, Value x) {
+  Type bf16 = b.getBF16Type(), f32 = b.getF32Type();
+  Value rest = x, sum = f32Constant(b, loc, 0.0f);
+  for (int p = 0; p < kMmaSplitParts; ++p) {
+    Value part = LLVM::FPExtOp::create(
+        b, loc, f32, LLVM::FPTruncOp::create(b, loc, bf16, rest));
+    sum = arith::AddFOp::create(b, loc, sum, part);
+    if (p + 1 < kMmaSplitParts)
+      rest = arith::SubFOp::create(b, loc, rest, part);
+  }
+  return sum;
+}
+
+/// x where `keep`, else 0 (f32).
+Value zeroUnless(OpBuilder &b, Location loc, Value keep, Value x) {
+  return arith::SelectOp::create(b, loc, keep, x, f32Constant(b, loc, 0.0f));
+}
+
+/// exp(x - max), 0 for x = -inf (then max may be -inf too).
+Value expBelow(OpBuilder &b, Location loc, Value x, Value max) {
+  Value isInf = arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OEQ, x,
+      f32Constant(b, loc, -std::numeric_limits<float>::infinity()));
+  Value e = kvarn::codegen::emitFastExp(b, loc,
+                                        arith::SubFOp::create(b, loc, x, max));
+  return arith::SelectOp::create(b, loc, isInf, f32Constant(b, loc, 0.0f), e);
+}
+
+/// kvgpu.attend_record (RecordAttendLayout in KVGPU.h).
+struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AttendRecordOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t h = op.getM().getType().getNumElements();
+    int64_t d = op.getQ().getType().getNumElements() / h;
+    int64_t kBits = op.getKBits(), vBits = op.getVBits();
+    int64_t g = op.getKCodes().getType().getDimSize(1) * 8 / kBits;
+    int64_t threads = getNumThreads(op);
+    std::optional<RecordAttendLayout> layout =
+        getRecordAttendLayout(h, d, g, kBits, vBits, threads);
+    if (!layout)
+      return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
+    const RecordAttendLayout &L = *layout;
+    Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+    auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+
+    // Flat views of every buffer; the codes as the lanes' pieces.
+    auto flat = [&](Value buffer) -> FailureOr<Value> {
+      return sharedView(rw, loc, buffer,
+                        cast<MemRefType>(buffer.getType()).getElementType());
+    };
+    SmallVector<Value> views;
+    for (Value v :
+         {op.getQ(), op.getKScale(), op.getKZero(), op.getKTokenScale(),
+          op.getVScale(), op.getVZero(), op.getVChannelScale(), op.getM(),
+          op.getL(), op.getAcc(), op.getNewM(), op.getNewL(), op.getNewAcc(),
+          op.getScratch()}) {
+      FailureOr<Value> view = flat(v);
+      if (failed(view))
+        return rw.notifyMatchFailure(op, "an operand is not a shared buffer");
+      views.push_back(*view);
+    }
+    Value q = views[0], kScale = views[1], kZero = views[2], kToken = views[3],
+          vScale = views[4], vZero = views[5], vChannel = views[6],
+          mIn = views[7], lIn = views[8], accIn = views[9], mOut = views[10],
+          lOut = views[11], accOut = views[12], scratch = views[13];
+    int64_t vWordBits = std::min<int64_t>(L.vPieceBits, 32);
+    FailureOr<Value> kPieces =
+        piecesView(rw, loc, op.getKCodes(), L.kPieceBits);
+    FailureOr<Value> vPieces = piecesView(rw, loc, op.getVCodes(), vWordBits);
+    if (failed(kPieces) || failed(vPieces))
+      return rw.notifyMatchFailure(op,
+                                   "codes are not an aligned shared buffer");
+
+    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) -> Value {
+      Value x = memref::LoadOp::create(b, loc, buffer, i);
+      return x.getType().isF32()
+                 ? x
+                 : arith::ExtFOp::create(b, loc, f32, x).getResult();
+    };
+    auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+      return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
+    };
+    auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+      return arith::MulIOp::create(b, loc, x, c(v));
+    };
+    Value negInf =
+        f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
+    Value width = i32Constant(rw, loc, kWarpSize);
+    auto shuffleXor = [&](Value x, int64_t mask) -> Value {
+      return gpu::ShuffleOp::create(rw, loc, x, i32Constant(rw, loc, mask),
+                                    width, gpu::ShuffleMode::XOR)
+          .getShuffleResult();
+    };
+
+    Value tid = threadIndex(rw, loc);
+    Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lane = arith::RemUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lg = arith::DivUIOp::create(rw, loc, lane, c(4));
+    Value lt = arith::RemUIOp::create(rw, loc, lane, c(4));
+    int64_t kTiles = d / 16;
+
+    // 1. The CTA splits q * kscale into the scores' B fragments (fragment
+    // f = k tile * 32 + lane: both parts of the lane's two registers, slots
+    // 2t, 2t + 1 and 2t + 8, 2t + 9 of head g; heads past H are zero) and
+    // sums q . kzero per head (one warp a head).
+    auto f32x4 = VectorType::get({4}, f32);
+    buildStridedLoop(
+        rw, loc, tid, kTiles * kWarpSize, threads, [&](OpBuilder &b, Value f) {
+          Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
+          Value kt = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
+          Value head = arith::DivUIOp::create(b, loc, fl, c(4));
+          Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                              head, c(h));
+          Value row = mul(b, arith::MinUIOp::create(b, loc, head, c(h - 1)), d);
+          Value first = arith::AddIOp::create(
+              b, loc, mul(b, kt, 16),
+              mul(b, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
+          auto aValue = [&](int64_t slot) -> Value {
+            Value ch = add(b, first, slot);
+            Value x = arith::MulFOp::create(
+                b, loc,
+                memref::LoadOp::create(
+                    b, loc, q,
+                    ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
+                scaleAt(b, kScale, ch));
+            return zeroUnless(b, loc, valid, x);
+          };
+          std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(
+                                                b, loc, aValue(0), aValue(1)),
+                                            r1 = splitToBf16x2(
+                                                b, loc, aValue(8), aValue(9));
+          SmallVector<Value> words;
+          for (int p = 0; p < kMmaSplitParts; ++p)
+            for (Value w : {r0[p], r1[p]})
+              words.push_back(arith::BitcastOp::create(b, loc, f32, w));
+          vector::StoreOp::create(
+              b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
+              scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
+              llvm::MaybeAlign(16));
+        });
+    for (int64_t first = 0; first < h; first += L.warps) {
+      Value head = add(rw, warp, first);
+      Value mine =
+          arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
+      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+        // sum_d q kzero - 128 sum_d split(q kscale) (kRecordCodeBias).
+        Value sum = f32Constant(b, loc, 0.0f);
+        for (int64_t ch = 0; ch < d; ch += kWarpSize) {
+          Value at = add(b, lane, ch);
+          Value inRange = arith::CmpIOp::create(
+              b, loc, arith::CmpIPredicate::ult, at, c(d));
+          Value clamped = arith::MinUIOp::create(b, loc, at, c(d - 1));
+          Value qv =
+              memref::LoadOp::create(b, loc, q,
+                                     ValueRange{arith::AddIOp::create(
+                                         b, loc, mul(b, head, d), clamped)});
+          Value x = LLVM::FMAOp::create(
+              b, loc,
+              sumOfSplitParts(b, loc,
+                              arith::MulFOp::create(
+                                  b, loc, qv, scaleAt(b, kScale, clamped))),
+              f32Constant(b, loc, -kRecordCodeBias),
+              arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, clamped)));
+          sum = arith::AddFOp::create(b, loc, sum,
+                                      zeroUnless(b, loc, inRange, x));
+        }
+        for (int64_t mask = kWarpSize / 2; mask >= 1; mask /= 2)
+          sum = arith::AddFOp::create(
+              b, loc, sum,
+              gpu::ShuffleOp::create(b, loc, sum, i32Constant(b, loc, mask),
+                                     i32Constant(b, loc, kWarpSize),
+                                     gpu::ShuffleMode::XOR)
+                  .getShuffleResult());
+        Value lane0 =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
+        scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
+          memref::StoreOp::create(tb, loc, sum, scratch,
+                                  ValueRange{add(tb, head, L.kZeroDotOffset)});
+          scf::YieldOp::create(tb, loc);
+        });
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    gpu::BarrierOp::create(rw, loc);
+
+    // 2. Scores of the warp's tokens: lane (g, t) holds tokens
+    // tokenBase + j, j < perLane, m tile j / 2, row g + 8 (j % 2).
+    int64_t tokens = L.tokensPerWarp, mTiles = tokens / 16,
+            perLane = tokens / 8;
+    Value warpToken = mul(rw, warp, tokens);
+    Value tokenBase =
+        arith::AddIOp::create(rw, loc, warpToken, mul(rw, lg, perLane));
+    int64_t kRowPieces = g * kBits / L.kPieceBits;
+    Value kPieceInRow = arith::DivUIOp::create(
+        rw, loc, mul(rw, tokenBase, kBits), c(L.kPieceBits));
+    auto kPiece = [&](Value ch) -> Value {
+      Value at =
+          arith::AddIOp::create(rw, loc, mul(rw, ch, kRowPieces), kPieceInRow);
+      Value piece = memref::LoadOp::create(rw, loc, *kPieces, at);
+      return arith::ExtUIOp::create(rw, loc, i32, piece);
+    };
+    SmallVector<SmallVector<Value>> scores(
+        mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f)));
+    for (int64_t kt = 0; kt < kTiles; ++kt) {
+      Value f = add(rw, lane, kt * kWarpSize);
+      Value vec = vector::LoadOp::create(
+          rw, loc, f32x4, scratch, ValueRange{mul(rw, f, 4)},
+          /*nontemporal=*/false, llvm::MaybeAlign(16));
+      SmallVector<Value> word;
+      for (int64_t e = 0; e < 4; ++e)
+        word.push_back(arith::BitcastOp::create(
+            rw, loc, i32, vector::ExtractOp::create(rw, loc, vec, e)));
+      Value ch = add(rw, mul(rw, lt, 2), kt * 16);
+      SmallVector<Value> low = interleaveHalves(rw, loc, {kPiece(ch)},
+                                                {kPiece(add(rw, ch, 1))},
+                                                L.kPieceBits),
+                         high = interleaveHalves(
+                             rw, loc, {kPiece(add(rw, ch, 8))},
+                             {kPiece(add(rw, ch, 9))}, L.kPieceBits);
+      SmallVector<std::array<Value, 4>> aRegs;
+      for (int64_t i = 0; i < mTiles; ++i)
+        aRegs.push_back({codeOfHalves(rw, loc, low, 2 * i, kBits),
+                         codeOfHalves(rw, loc, low, 2 * i + 1, kBits),
+                         codeOfHalves(rw, loc, high, 2 * i, kBits),
+                         codeOfHalves(rw, loc, high, 2 * i + 1, kBits)});
+      // Smallest part first; consecutive MMAs into different sums.
+      for (int p = kMmaSplitParts - 1; p >= 0; --p)
+        for (int64_t i = 0; i < mTiles; ++i)
+          mmaBf16(rw, loc, aRegs[i], {word[2 * p], word[2 * p + 1]}, scores[i]);
+    }
+
+    // 3. The warp's softmax: accumulator e of m tile i is token j = 2 i +
+    // e / 2, head 2t + e % 2. Per head: the max over the warp's tokens, the
+    // probabilities, their sum and their sum against vzero.
+    Value valid =
+        arith::IndexCastOp::create(rw, loc, rw.getIndexType(), op.getValid());
+    Value softmaxScale = op.getSoftmaxScale();
+    SmallVector<Value> heads, kZeroDot;
+    for (int64_t e = 0; e < 2; ++e) {
+      Value head = add(rw, mul(rw, lt, 2), e);
+      heads.push_back(head);
+      kZeroDot.push_back(memref::LoadOp::create(
+          rw, loc, scratch,
+          ValueRange{add(rw, arith::MinUIOp::create(rw, loc, head, c(h - 1)),
+                         L.kZeroDotOffset)}));
+    }
+    SmallVector<Value> x(perLane * 2), tokenOf(perLane);
+    for (int64_t j = 0; j < perLane; ++j)
+      tokenOf[j] = add(rw, tokenBase, j);
+    for (int64_t j = 0; j < perLane; ++j) {
+      Value kTok = scaleAt(rw, kToken, tokenOf[j]);
+      Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
+                                         tokenOf[j], valid);
+      for (int64_t e = 0; e < 2; ++e) {
+        Value dot = scores[j / 2][2 * (j % 2) + e];
+        Value s = arith::MulFOp::create(
+            rw, loc,
+            arith::MulFOp::create(
+                rw, loc, arith::AddFOp::create(rw, loc, dot, kZeroDot[e]),
+                kTok),
+            softmaxScale);
+        Value in = arith::AndIOp::create(
+            rw, loc, live,
+            arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, heads[e],
+                                  c(h)));
+        x[2 * j + e] = arith::SelectOp::create(rw, loc, in, s, negInf);
+      }
+    }
+    // Lanes with one t hold one head's values: reduce over g (lanes t + 4k).
+    auto warpReduce = [&](Value v, bool isMax) {
+      for (int64_t mask = 4; mask < kWarpSize; mask *= 2) {
+        Value other = shuffleXor(v, mask);
+        v = isMax ? arith::MaximumFOp::create(rw, loc, v, other).getResult()
+                  : arith::AddFOp::create(rw, loc, v, other).getResult();
+      }
+      return v;
+    };
+    SmallVector<Value> rowMax(2), rowSum(2), zeroSum(2);
+    for (int64_t e = 0; e < 2; ++e) {
+      Value mx = x[e];
+      for (int64_t j = 1; j < perLane; ++j)
+        mx = arith::MaximumFOp::create(rw, loc, mx, x[2 * j + e]);
+      rowMax[e] = warpReduce(mx, /*isMax=*/true);
+    }
+    // p * vscale, split into bf16 parts, goes to the warp's region as the
+    // B fragments' registers: word (part * 8 + head) * rowWords + i holds
+    // tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read hit
+    // 32 banks). Every head row is written (zeros past H).
+    int64_t rowWords = tokens / 2 + 4;
+    Value region = add(rw, mul(rw, warp, L.partialFloats), L.partialOffset);
+    auto wordVec = VectorType::get({perLane / 2}, f32);
+    auto f32x2 = VectorType::get({2}, f32);
+    auto bf16x2 = VectorType::get({2}, rw.getBF16Type());
+    for (int64_t e = 0; e < 2; ++e) {
+      Value sum = f32Constant(rw, loc, 0.0f), zsum = sum;
+      SmallVector<Value> scaled;
+      for (int64_t j = 0; j < perLane; ++j) {
+        Value p = expBelow(rw, loc, x[2 * j + e], rowMax[e]);
+        sum = arith::AddFOp::create(rw, loc, sum, p);
+        zsum = LLVM::FMAOp::create(rw, loc, p, scaleAt(rw, vZero, tokenOf[j]),
+                                   zsum);
+        scaled.push_back(
+            arith::MulFOp::create(rw, loc, p, scaleAt(rw, vScale, tokenOf[j])));
+      }
+      SmallVector<SmallVector<Value>> words(kMmaSplitParts);
+      for (int64_t j = 0; j < perLane; j += 2) {
+        std::array<Value, kMmaSplitParts> parts =
+            splitToBf16x2(rw, loc, scaled[j], scaled[j + 1]);
+        // Less 128 x what the MMAs multiply (kRecordCodeBias).
+        Value multiplied;
+        for (int p = 0; p < kMmaSplitParts; ++p) {
+          words[p].push_back(arith::BitcastOp::create(rw, loc, f32, parts[p]));
+          Value part = LLVM::FPExtOp::create(
+              rw, loc, f32x2,
+              LLVM::BitcastOp::create(rw, loc, bf16x2, parts[p]));
+          multiplied =
+              p ? LLVM::FAddOp::create(rw, loc, multiplied, part).getResult()
+                : part;
+        }
+        for (int64_t i = 0; i < 2; ++i)
+          zsum = LLVM::FMAOp::create(
+              rw, loc, vector::ExtractOp::create(rw, loc, multiplied, i),
+              f32Constant(rw, loc, -kRecordCodeBias), zsum);
+      }
+      rowSum[e] = warpReduce(sum, /*isMax=*/false);
+      zeroSum[e] = warpReduce(zsum, /*isMax=*/false);
+      for (int p = 0; p < kMmaSplitParts; ++p) {
+        Value at = arith::AddIOp::create(
+            rw, loc, region,
+            arith::AddIOp::create(rw, loc,
+                                  mul(rw, add(rw, heads[e], 8 * p), rowWords),
+                                  mul(rw, lg, perLane / 2)));
+        Value row =
+            perLane == 2
+                ? words[p][0]
+                : vector::FromElementsOp::create(rw, loc, wordVec, words[p])
+                      .getResult();
+        if (perLane == 2)
+          memref::StoreOp::create(rw, loc, row, scratch, ValueRange{at});
+        else
+          vector::StoreOp::create(rw, loc, row, scratch, ValueRange{at},
+                                  /*nontemporal=*/false,
+                                  llvm::MaybeAlign(2 * perLane));
+      }
+    }
+    Value fullMask = i32Constant(rw, loc, -1);
+    NVVM::SyncWarpOp::create(rw, loc, fullMask);
+
+    // 4. weighted[d, h] = sum_t code_v[t, d] p[h, t] vscale[t] over the
+    // warp's tokens: lane (g, t) holds channels g * D / 8 + j (m tile j / 2,
+    // row g + 8 (j % 2)); k slot s of k tile i is the warp's token 16 i + s.
+    int64_t vTiles = d / 16, vWords = std::max<int64_t>(1, L.vPieceBits / 32);
+    int64_t vRowWords = d * vBits / vWordBits;
+    Value vWordInRow = mul(rw, lg, vWords);
+    auto vPiece = [&](Value token) -> SmallVector<Value> {
+      Value at =
+          arith::AddIOp::create(rw, loc, mul(rw, token, vRowWords), vWordInRow);
+      SmallVector<Value> piece;
+      if (vWords > 1) {
+        auto vec = VectorType::get({vWords}, i32);
+        Value v = vector::LoadOp::create(rw, loc, vec, *vPieces, ValueRange{at},
+                                         /*nontemporal=*/false,
+                                         llvm::MaybeAlign(4 * vWords));
+        for (int64_t w = 0; w < vWords; ++w)
+          piece.push_back(vector::ExtractOp::create(rw, loc, v, w));
+        return piece;
+      }
+      Value word = memref::LoadOp::create(rw, loc, *vPieces, at);
+      if (vWordBits < 32)
+        word = arith::ExtUIOp::create(rw, loc, i32, word);
+      piece.push_back(word);
+      return piece;
+    };
+    SmallVector<SmallVector<Value>> weighted(
+        vTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f)));
+    for (int64_t kt = 0; kt < tokens / 16; ++kt) {
+      // B: p[h = g, tokens 16 kt + 2t, + 1] and [.. + 8, + 9], each part
+      // one word of the region.
+      Value firstSlot = add(rw, mul(rw, lt, 2), 16 * kt);
+      SmallVector<std::array<Value, kMmaSplitParts>> bParts(2);
+      for (int64_t half = 0; half < 2; ++half)
+        for (int p = 0; p < kMmaSplitParts; ++p) {
+          Value at = arith::AddIOp::create(
+              rw, loc, region,
+              arith::AddIOp::create(rw, loc,
+                                    mul(rw, add(rw, lg, 8 * p), rowWords),
+                                    add(rw, lt, 8 * kt + 4 * half)));
+          bParts[half][p] = arith::BitcastOp::create(
+              rw, loc, i32, memref::LoadOp::create(rw, loc, scratch, at));
+        }
+      Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
+      SmallVector<Value> low = interleaveHalves(rw, loc, vPiece(slotToken),
+                                                vPiece(add(rw, slotToken, 1)),
+                                                L.vPieceBits),
+                         high = interleaveHalves(
+                             rw, loc, vPiece(add(rw, slotToken, 8)),
+                             vPiece(add(rw, slotToken, 9)), L.vPieceBits);
+      SmallVector<std::array<Value, 4>> aRegs;
+      for (int64_t i = 0; i < vTiles; ++i)
+        aRegs.push_back({codeOfHalves(rw, loc, low, 2 * i, vBits),
+                         codeOfHalves(rw, loc, low, 2 * i + 1, vBits),
+                         codeOfHalves(rw, loc, high, 2 * i, vBits),
+                         codeOfHalves(rw, loc, high, 2 * i + 1, vBits)});
+      for (int p = kMmaSplitParts - 1; p >= 0; --p)
+        for (int64_t i = 0; i < vTiles; ++i)
+          mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
+    }
+
+    // 5. The warp's partial state: weighted + p . vzero per head (channels
+    // g * D / 8 + j: accumulator e of m tile i is channel 2 i + e / 2, head
+    // 2t + e % 2) over the probabilities (read above: the warp syncs first),
+    // and the max and sum (lanes g = 0).
+    NVVM::SyncWarpOp::create(rw, loc, fullMask);
+    int64_t perLaneChannels = d / 8;
+    for (int64_t e = 0; e < 2; ++e) {
+      Value mine = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult,
+                                         heads[e], c(h));
+      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+        Value at = arith::AddIOp::create(
+            b, loc, region,
+            arith::AddIOp::create(b, loc, mul(b, heads[e], d),
+                                  mul(b, lg, perLaneChannels)));
+        for (int64_t j0 = 0; j0 < perLaneChannels; j0 += 4) {
+          SmallVector<Value> four;
+          for (int64_t j = j0; j < j0 + 4; ++j)
+            four.push_back(arith::AddFOp::create(
+                b, loc, weighted[j / 2][2 * (j % 2) + e], zeroSum[e]));
+          vector::StoreOp::create(
+              b, loc, vector::FromElementsOp::create(b, loc, f32x4, four),
+              scratch, ValueRange{add(b, at, j0)}, /*nontemporal=*/false,
+              llvm::MaybeAlign(16));
+        }
+        Value g0 =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lg, c(0));
+        scf::IfOp::create(b, loc, g0, [&](OpBuilder &tb, Location) {
+          Value stats = add(tb, mul(tb, warp, 16), L.statsOffset);
+          Value at = arith::AddIOp::create(tb, loc, stats, heads[e]);
+          memref::StoreOp::create(tb, loc, rowMax[e], scratch, ValueRange{at});
+          memref::StoreOp::create(tb, loc, rowSum[e], scratch,
+                                  ValueRange{add(tb, at, 8)});
+          scf::YieldOp::create(tb, loc);
+        });
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    gpu::BarrierOp::create(rw, loc);
+
+    // 6. The partials meet the incoming state, four channels a thread.
+    buildStridedLoop(
+        rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
+          Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
+          Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
+          Value old = memref::LoadOp::create(b, loc, mIn, ValueRange{head});
+          SmallVector<Value> maxes, sums;
+          Value mx = old;
+          for (int64_t w = 0; w < L.warps; ++w) {
+            Value at = add(b, head, L.statsOffset + 16 * w);
+            maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
+            sums.push_back(
+                memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
+            mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
+          }
+          Value alpha = expBelow(b, loc, old, mx);
+          Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
+          Value accVec = vector::LoadOp::create(
+              b, loc, f32x4, accIn, ValueRange{hd},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
+          Value l = arith::MulFOp::create(
+              b, loc, alpha, memref::LoadOp::create(b, loc, lIn, head));
+          SmallVector<Value> sum(4, f32Constant(b, loc, 0.0f));
+          for (int64_t w = 0; w < L.warps; ++w) {
+            Value beta = expBelow(b, loc, maxes[w], mx);
+            l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
+            Value part = vector::LoadOp::create(
+                b, loc, f32x4, scratch,
+                ValueRange{add(b, hd, L.partialOffset + w * L.partialFloats)},
+                /*nontemporal=*/false, llvm::MaybeAlign(16));
+            for (int64_t e = 0; e < 4; ++e)
+              sum[e] = LLVM::FMAOp::create(
+                  b, loc, beta, vector::ExtractOp::create(b, loc, part, e),
+                  sum[e]);
+          }
+          SmallVector<Value> out;
+          for (int64_t e = 0; e < 4; ++e) {
+            Value scaled = arith::MulFOp::create(
+                b, loc, sum[e], scaleAt(b, vChannel, add(b, first, e)));
+            out.push_back(LLVM::FMAOp::create(
+                b, loc, alpha, vector::ExtractOp::create(b, loc, accVec, e),
+                scaled));
+          }
+          vector::StoreOp::create(
+              b, loc, vector::FromElementsOp::create(b, loc, f32x4, out),
+              accOut, ValueRange{hd}, /*nontemporal=*/false,
+              llvm::MaybeAlign(16));
+          Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                               first, c(0));
+          scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
+            memref::StoreOp::create(tb, loc, mx, mOut, ValueRange{head});
+            memref::StoreOp::create(tb, loc, l, lOut, ValueRange{head});
+            scf::YieldOp::create(tb, loc);
+          });
+        });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
 } // namespace
 
 void kvarn::kvgpu::populateKVGPUAttentionToNVVMPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<PackedMatmulLowering>(patterns.getContext());
+  patterns.add<PackedMatmulLowering, AttendRecordLowering>(
+      patterns.getContext());
 }

@@ -109,6 +109,79 @@ void emitPackedMatmul(TileLowering &s, Location loc, Value a,
   s.barrier(loc);
 }
 
+/// `v`'s buffer when it already holds the tile as f16 or f32 elements in
+/// row-major order (reads only widen it); otherwise a materialized f32 copy.
+Value scaleBuffer(TileLowering &s, Location loc, const TileView &v) {
+  if (v.isPlainBuffer() &&
+      llvm::all_of(v.conversions, [](Type t) { return t.isF32(); })) {
+    auto type = cast<MemRefType>(v.buffer.getType());
+    SmallVector<int> dims;
+    for (int d : v.bufferDims)
+      if (d >= 0)
+        dims.push_back(d);
+    bool rowMajor = llvm::equal(dims, llvm::seq<int>(0, int(dims.size()))) &&
+                    int64_t(dims.size()) == v.type.getRank();
+    if ((type.getElementType().isF16() || type.getElementType().isF32()) &&
+        type.getNumElements() == v.type.getNumElements() &&
+        (v.bufferDims.empty() || rowMajor))
+      return v.buffer;
+  }
+  return s.materialize(loc, v, s.b.getF32Type()).buffer;
+}
+
+/// The step as one kvgpu.attend_record when K and V are both a record's
+/// staged codes, `valid` is uniform and the shape has a register layout
+/// (RecordAttendLayout); false otherwise, having emitted nothing.
+bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
+                         const std::optional<AffineDequant> &kq,
+                         const std::optional<AffineDequant> &vq) {
+  TileType qType = op.getQ().getType();
+  int64_t H = qType.getDim(0), D = qType.getDim(1);
+  int64_t G = op.getK().getType().getDim(0);
+  const TileView &valid = s.view(op.getValid());
+  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat)
+    return false;
+  auto kType = cast<MemRefType>(kq->packed.getType()),
+       vType = cast<MemRefType>(vq->packed.getType());
+  if (kType.getDimSize(0) != D || kType.getDimSize(1) * 8 != G * kq->bits ||
+      vType.getDimSize(0) != G || vType.getDimSize(1) * 8 != D * vq->bits)
+    return false;
+  std::optional<kvgpu::RecordAttendLayout> layout =
+      kvgpu::getRecordAttendLayout(H, D, G, kq->bits, vq->bits,
+                                   s.numWarps * kvgpu::kWarpSize);
+  if (!layout)
+    return false;
+  Location loc = op.getLoc();
+  Type f32 = s.b.getF32Type();
+  Value q = s.materialize(loc, s.view(op.getQ()), f32).buffer;
+  Value m = s.materialize(loc, s.view(op.getM()), f32).buffer;
+  Value l = s.materialize(loc, s.view(op.getL()), f32).buffer;
+  Value acc = s.materialize(loc, s.view(op.getAcc()), f32).buffer;
+  SmallVector<Value> scales;
+  for (const TileView *v :
+       {&kq->scale, &kq->zero, &kq->other, &vq->scale, &vq->zero, &vq->other})
+    scales.push_back(scaleBuffer(s, loc, *v));
+  Value count = valid.splat;
+  if (!count.getType().isInteger(32))
+    count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
+  ScratchBuffers scratch(s);
+  Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
+  TileView newM = s.allocate(loc, op.getNewM().getType());
+  TileView newL = s.allocate(loc, op.getNewL().getType());
+  TileView newAcc = s.allocate(loc, op.getNewAcc().getType());
+  kvgpu::AttendRecordOp::create(
+      s.b, loc, q, kq->packed, scales[0], scales[1], scales[2], vq->packed,
+      scales[3], scales[4], scales[5], m, l, acc, count,
+      s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
+      s.b.getI32IntegerAttr(int32_t(kq->bits)),
+      s.b.getI32IntegerAttr(int32_t(vq->bits)));
+  s.barrier(loc);
+  s.tiles[op.getNewM()] = newM;
+  s.tiles[op.getNewL()] = newL;
+  s.tiles[op.getNewAcc()] = newAcc;
+  return true;
+}
+
 /// Online softmax over one block. When K or V is read from a record
 /// (dequantized codes), the scales are folded out of the dot products
 /// (DESIGN.md, "Speed"):
@@ -125,6 +198,12 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   TileView q = s.view(op.getQ()), k = s.view(op.getK()), v = s.view(op.getV()),
            m = s.view(op.getM()), l = s.view(op.getL()),
            acc = s.view(op.getAcc()), valid = s.view(op.getValid());
+  std::optional<AffineDequant> kq =
+      matchDequant(s, op.getK(), /*transposed=*/true);
+  std::optional<AffineDequant> vq =
+      matchDequant(s, op.getV(), /*transposed=*/false);
+  if (lowerAttendOnRecord(s, op, kq, vq))
+    return success();
   Value scale = s.lookup(op.getScale());
   Type f32 = s.b.getF32Type();
   ScratchBuffers scratch(s);
@@ -132,8 +211,6 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   Value probs = scratch.get(loc, {H * G}, f32), probSum = scratch.get(loc, {H}, f32);
   Value alpha = scratch.get(loc, {H}, f32), weighted = scratch.get(loc, {H * D}, f32);
 
-  std::optional<AffineDequant> kq = matchDequant(s, op.getK(), /*transposed=*/true);
-  std::optional<AffineDequant> vq = matchDequant(s, op.getV(), /*transposed=*/false);
   // Dot products over a record's packed codes run in registers
   // (kvgpu.packed_matmul, its a operand k-major); others, and the pool's
   // fp16 blocks, through kvgpu.reduce.
@@ -354,17 +431,28 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
     return load(b, loc, weights, {weightIdx(b, sIdx, h)});
   });
   // Splits past `count` are never written: their (weight 0) partials may
-  // hold anything, NaN included, so they are skipped rather than weighted.
+  // hold anything, NaN included, so they are not read at all (with 64
+  // splits' room and 8 used, reading every row made combine the slowest
+  // part of split decode).
   s.reduce(loc, ReduceKind::Add, H * D, S, sums,
            [&](OpBuilder &b, Value r, Value sIdx) {
-             auto [h, d] = split(b, loc, r, D);
-             Value x = arith::MulFOp::create(
-                 b, loc, load(b, loc, weights, {weightIdx(b, sIdx, h)}),
-                 s.read(b, loc, parts, {sIdx, h, d}));
+             Value h, d;
+             std::tie(h, d) = split(b, loc, r, D);
              Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                               sIdx, count);
-             return arith::SelectOp::create(b, loc, in, x, cst(b, loc, 0.0f))
-                 .getResult();
+             auto read = scf::IfOp::create(
+                 b, loc, in,
+                 [&](OpBuilder &tb, Location) {
+                   Value x = arith::MulFOp::create(
+                       tb, loc,
+                       load(tb, loc, weights, {weightIdx(tb, sIdx, h)}),
+                       s.read(tb, loc, parts, {sIdx, h, d}));
+                   scf::YieldOp::create(tb, loc, x);
+                 },
+                 [&](OpBuilder &eb, Location) {
+                   scf::YieldOp::create(eb, loc, cst(eb, loc, 0.0f));
+                 });
+             return read.getResult(0);
            });
   TileView out = s.allocate(loc, op.getResult().getType());
   s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {

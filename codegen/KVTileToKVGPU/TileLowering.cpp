@@ -2,6 +2,8 @@
 
 #include "TileLowering.h"
 
+#include "kvarn/Codegen/TileArithmeticEmitters.h"
+
 using namespace mlir;
 using namespace kvarn;
 using namespace kvarn::kvt;
@@ -204,12 +206,7 @@ void TileLowering::reduce(
 
 /// exp(x) = 2^(x log2 e) with ex2.approx.f32: relative error about 2^-22.
 Value kvarn::kvt::emitExp(OpBuilder &b, Location loc, Value x) {
-  Value log2e = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.4426950408889634f));
-  Value y = arith::MulFOp::create(b, loc, x, log2e);
-  return LLVM::CallIntrinsicOp::create(b, loc, b.getF32Type(),
-                                       b.getStringAttr("llvm.nvvm.ex2.approx.f32"),
-                                       ValueRange{y})
-      .getResult(0);
+  return kvarn::codegen::emitFastExp(b, loc, x);
 }
 
 /// log(x) = log2(x) ln 2 with lg2.approx.f32: absolute error about 2^-22.

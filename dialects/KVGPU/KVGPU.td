@@ -419,6 +419,67 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
   let hasVerifier = 1;
 }
 
+def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
+  let summary = "one online-softmax step over a record's packed K and V codes, in registers";
+  let description = [{
+    ```mlir
+    kvgpu.attend_record q %q
+        keys %kc bits 4 scales %ks, %kz, %kt
+        values %vc bits 2 scales %vs, %vz, %vch
+        state %m, %l, %acc valid %n softmax_scale %s
+        into %m2, %l2, %acc2 scratch %scratch : ...
+    ```
+    `kvt.attend` over one block whose K and V are a record's dequantized
+    codes, the scales folded out of the dot products as for packed_matmul:
+    K[t, d] = (code_k[d, t] kscale[d] + kzero[d]) ktoken[t] from the
+    [D, G * kbits / 8] byte field `k_codes`, V[t, d] = (code_v[t, d]
+    vscale[t] + vzero[t]) vchannel[d] from [G, D * vbits / 8] `v_codes`
+    (pack_bits' order). With the incoming state (`m`, `l` [H], `acc` [H, D],
+    f32) and the rotated queries `q` [H, D] f32, it writes the state after
+    the block's first `valid` tokens to `new_m`, `new_l`, `new_acc`.
+
+    `getRecordAttendLayout` (KVGPU.h) says who does what: each warp attends
+    its own tokens with two bf16 `mma.sync` products and a softmax held in
+    registers (warp shuffles for the row max and sums), and the warps'
+    partial states meet the incoming one at one barrier. The scratch holds
+    the split B fragments of `q * kscale`, the probabilities on their way
+    from one product to the other, and the partials. Like every op here,
+    its writes need a kvgpu.barrier before other threads read them.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_zero,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_token_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$v_codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$v_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$v_zero,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$v_channel_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$m,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$l,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$acc,
+                       I32:$valid, F32:$softmax_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_m,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_l,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$k_bits,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$v_bits);
+  let assemblyFormat = [{
+    `q` $q
+    `keys` $k_codes `bits` $k_bits `scales` $k_scale `,` $k_zero `,` $k_token_scale
+    `values` $v_codes `bits` $v_bits `scales` $v_scale `,` $v_zero `,` $v_channel_scale
+    `state` $m `,` $l `,` $acc `valid` $valid `softmax_scale` $softmax_scale
+    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
+    type($q) `,` type($k_codes) `,` type($k_scale) `,` type($k_zero) `,`
+    type($k_token_scale) `,` type($v_codes) `,` type($v_scale) `,`
+    type($v_zero) `,` type($v_channel_scale) `,` type($m) `,` type($l) `,`
+    type($acc) `,` type($new_m) `,` type($new_l) `,` type($new_acc) `,`
+    type($scratch)
+  }];
+  let hasVerifier = 1;
+}
+
 def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
   let summary = "Sinkhorn normalization of a tile held in registers";
   let description = [{

@@ -341,6 +341,95 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   return std::nullopt;
 }
 
+std::optional<RecordAttendLayout>
+kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
+                                    int64_t kBits, int64_t vBits,
+                                    int64_t threads) {
+  auto codeBits = [](int64_t bits) { return bits == 2 || bits == 4; };
+  if (h < 1 || h > 8 || d < 32 || d > 256 || d % 32 || !codeBits(kBits) ||
+      !codeBits(vBits) || threads % kWarpSize || threads == 0)
+    return std::nullopt;
+  int64_t warps = threads / kWarpSize;
+  if (g % warps)
+    return std::nullopt;
+  int64_t tokens = g / warps;
+  // A K piece is at most 16 bits (one half of an operand register); a V
+  // piece at least a byte.
+  int64_t kPiece = tokens / 8 * kBits, vPiece = d / 8 * vBits;
+  if (tokens % 16 || kPiece > 16 || vPiece < 8 || !llvm::isPowerOf2_64(vPiece))
+    return std::nullopt;
+  RecordAttendLayout l;
+  l.warps = warps;
+  l.tokensPerWarp = tokens;
+  l.kPieceBits = kPiece;
+  l.vPieceBits = vPiece;
+  l.kZeroDotOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;
+  l.partialOffset = l.kZeroDotOffset + 8;
+  // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.
+  l.partialFloats = llvm::alignTo(std::max(h * d, 8 * tokens + 64), 4);
+  l.statsOffset = l.partialOffset + warps * l.partialFloats;
+  l.scratchFloats = l.statsOffset + warps * 16;
+  return l;
+}
+
+LogicalResult AttendRecordOp::verify() {
+  auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
+  int64_t h = getM().getType().getNumElements();
+  MemRefType q = getQ().getType(), kCodes = getKCodes().getType(),
+             vCodes = getVCodes().getType();
+  for (MemRefType t :
+       {q, getM().getType(), getL().getType(), getAcc().getType(),
+        getNewM().getType(), getNewL().getType(), getNewAcc().getType(),
+        getScratch().getType()})
+    if (!isF32(t))
+      return emitOpError("queries, state and scratch must be f32");
+  if (h < 1 || q.getNumElements() % h)
+    return emitOpError("q has ")
+           << q.getNumElements() << " elements, not H x D with H = " << h;
+  int64_t d = q.getNumElements() / h;
+  for (MemRefType t :
+       {getL().getType(), getNewM().getType(), getNewL().getType()})
+    if (t.getNumElements() != h)
+      return emitOpError("m, l and their results must have H = ")
+             << h << " elements";
+  for (MemRefType t : {getAcc().getType(), getNewAcc().getType()})
+    if (t.getNumElements() != h * d)
+      return emitOpError("acc must have H x D = ") << h * d << " elements";
+  int64_t kBits = getKBits(), vBits = getVBits();
+  for (MemRefType t : {kCodes, vCodes})
+    if (t.getRank() != 2 || !t.getElementType().isInteger(8))
+      return emitOpError("codes must be rank-2 i8 buffers");
+  if (kCodes.getDimSize(0) != d || (kCodes.getDimSize(1) * 8) % kBits)
+    return emitOpError("k_codes must be [D, G * k_bits / 8] with D = ") << d;
+  int64_t g = kCodes.getDimSize(1) * 8 / kBits;
+  if (vCodes.getDimSize(0) != g || vCodes.getDimSize(1) * 8 != d * vBits)
+    return emitOpError("v_codes must be [G, D * v_bits / 8] = [")
+           << g << ", " << d * vBits / 8 << "]";
+  auto isScale = [](MemRefType t, int64_t n) {
+    return t.getNumElements() == n &&
+           (t.getElementType().isF16() || t.getElementType().isF32());
+  };
+  if (!isScale(getKScale().getType(), d) || !isScale(getKZero().getType(), d) ||
+      !isScale(getKTokenScale().getType(), g) ||
+      !isScale(getVScale().getType(), g) || !isScale(getVZero().getType(), g) ||
+      !isScale(getVChannelScale().getType(), d))
+    return emitOpError("scales must be f16 or f32 with D (k_scale, k_zero, "
+                       "v_channel_scale) or G (k_token_scale, v_scale, "
+                       "v_zero) elements");
+  int64_t threads = getNumThreads(*this);
+  std::optional<RecordAttendLayout> layout =
+      getRecordAttendLayout(h, d, g, kBits, vBits, threads);
+  if (!layout)
+    return emitOpError("no register layout for H = ")
+           << h << ", D = " << d << ", G = " << g << ", " << kBits << "/"
+           << vBits << " bits over " << threads << " threads";
+  if (getScratch().getType().getNumElements() < layout->scratchFloats)
+    return emitOpError("scratch has ")
+           << getScratch().getType().getNumElements()
+           << " floats; the layout needs " << layout->scratchFloats;
+  return success();
+}
+
 LogicalResult PackedMatmulOp::verify() {
   MemRefType a = getA().getType(), codes = getCodes().getType(),
              out = getOut().getType(), scratch = getScratch().getType();

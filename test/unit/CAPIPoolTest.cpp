@@ -79,7 +79,7 @@ TEST(CAPISizes, CacheShapeAndScratch) {
   int64_t out = 0, lse = 0;
   ASSERT_EQ(kvarn_decode_split_scratch_bytes(3, 8, 4, 128, &out, &lse),
             KVARN_OK);
-  EXPECT_EQ(lse, 3LL * 8 * 16 * 4 * 4);
+  EXPECT_EQ(lse, 3LL * 8 * 64 * 4 * 4); // MAX_SPLITS = 64
   EXPECT_EQ(out, lse * 128);
 }
 
@@ -144,7 +144,7 @@ TEST(CAPISizes, ByteCountsThatOverflowAreErrors) {
   EXPECT_EQ(lse, -1);
   ASSERT_EQ(kvarn_decode_split_scratch_bytes(INT32_MAX, 1, 1, 512, &out, &lse),
             KVARN_OK);
-  EXPECT_EQ(lse, int64_t(INT32_MAX) * 16 * 4);
+  EXPECT_EQ(lse, int64_t(INT32_MAX) * 64 * 4);
   EXPECT_EQ(out, lse * 512);
 
   kvarn_capacity_t c;

@@ -132,6 +132,46 @@ struct PackedMatmulLayout {
 std::optional<PackedMatmulLayout>
 getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
                       int64_t threads);
+
+/// How kvgpu.attend_record spreads one online-softmax step over a record's
+/// packed K and V codes (H query heads, head_dim D, G tokens) over a CTA:
+/// the one computation the tile lowering sizes the scratch with and the
+/// NVVM lowering emits.
+///
+/// Warp w owns the T = G / warps tokens from w * T and attends them alone,
+/// in registers, as two bf16 `mma.sync` m16n8k16 products (the heads as N,
+/// padded to 8; `a` split in kMmaSplitParts parts as for packed_matmul):
+///  * scores[t, h] = sum_d code_k[d, t] (q[h, d] kscale[d]): M = the warp's
+///    tokens (T / 16 tiles), K = channels (D / 16 tiles, slot s of k tile i
+///    = channel 16 i + s). Lane (g, t) holds tokens g * T / 8 + j, j < T /
+///    8 (m tile j / 2, row g + 8 (j % 2)): one `kPieceBits`-bit piece of a
+///    channel's codes row. The B fragments are split once per CTA into the
+///    scratch (as packed_matmul's, all k tiles in one round).
+///  * weighted[d, h] = sum_t code_v[t, d] (p[h, t] vscale[t]): M = channels
+///    (D / 16 tiles), K = the warp's tokens. Lane (g, t) holds channels
+///    g * D / 8 + j, j < D / 8 (m tile j / 2, row g + 8 (j % 2)): one
+///    `vPieceBits`-bit piece of a token's codes row. The probabilities go
+///    from the scores' accumulators (tokens as rows) to the B fragments
+///    (tokens as K) through the warp's own scratch.
+/// Each warp's max, sum and weighted values (its partial softmax) meet the
+/// incoming state at one barrier; no barrier inside a warp's work.
+struct RecordAttendLayout {
+  int64_t warps, tokensPerWarp, kPieceBits, vPieceBits;
+  /// Scratch offsets in floats: the split B fragments of the scores (D / 16
+  /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
+  /// warp `partialFloats` (the weighted partial [H, D], and before it the
+  /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and 16 (max
+  /// and sum of 8 heads).
+  int64_t kZeroDotOffset, partialOffset, partialFloats, statsOffset;
+  int64_t scratchFloats;
+};
+/// The layout, or nothing when the shape does not fit it (H > 8, D not 16 x
+/// a multiple of 32 up to 256, codes other than 2 or 4 bits, T not a multiple
+/// of 16 or over 32): the attention step then keeps packed_matmul and
+/// shared-memory reductions.
+std::optional<RecordAttendLayout>
+getRecordAttendLayout(int64_t h, int64_t d, int64_t g, int64_t kBits,
+                      int64_t vBits, int64_t threads);
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"

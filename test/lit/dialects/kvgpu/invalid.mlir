@@ -160,3 +160,58 @@ gpu.module @m {
     gpu.return
   }
 }
+
+// -----
+
+!f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  gpu.func @attend_record_scratch(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %s = kvgpu.shared_buffer 10240 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 15872 : memref<4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 15904 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3000xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{scratch has 3000 floats; the layout needs 3144}}
+    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3000xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+!f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  gpu.func @attend_record_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<16x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 8192 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %s = kvgpu.shared_buffer 16384 : !f16x128
+    %vc = kvgpu.shared_buffer 16640 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 20736 : memref<16xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 20800 : memref<16x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 28992 : memref<8192xf32, #gpu.address_space<workgroup>>
+    // Sixteen heads are more than one MMA's N (8).
+    // expected-error @+1 {{no register layout for H = 16, D = 128, G = 128, 4/2 bits over 128 threads}}
+    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<16x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<16xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>, memref<16x128xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>, memref<16xf32, #gpu.address_space<workgroup>>, memref<16x128xf32, #gpu.address_space<workgroup>>, memref<8192xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+!f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  gpu.func @attend_record_values(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %s = kvgpu.shared_buffer 10240 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<64x32xi8, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 15872 : memref<4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 15904 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3144xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{v_codes must be [G, D * v_bits / 8] = [128, 32]}}
+    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<64x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3144xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}

@@ -1,0 +1,72 @@
+// RUN: kvarn-opt %s | kvarn-opt | FileCheck %s --check-prefix=ROUNDTRIP
+// RUN: kvarn-opt %s -convert-kvgpu-to-nvvm | FileCheck %s
+// kvgpu.attend_record, 4 warps, 4 query heads, head_dim 128, G = 128,
+// 4-bit keys and 2-bit values (RecordAttendLayout in KVGPU.h): each warp
+// attends its 32 tokens in registers, the warps' partials meet at one
+// barrier.
+
+!f32x4x128 = memref<4x128xf32, #gpu.address_space<workgroup>>
+!f32x4 = memref<4xf32, #gpu.address_space<workgroup>>
+!f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  // ROUNDTRIP-LABEL: gpu.func @record
+  // ROUNDTRIP: kvgpu.attend_record q %{{.*}} keys %{{.*}} bits 4 scales %{{.*}}, %{{.*}}, %{{.*}} values %{{.*}} bits 2 scales
+  // CHECK-LABEL: gpu.func @record
+  gpu.func @record(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 15616 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : !f32x4
+    %l = kvgpu.shared_buffer 15888 : !f32x4
+    %acc = kvgpu.shared_buffer 15904 : !f32x4x128
+    %m2 = kvgpu.shared_buffer 17952 : !f32x4
+    %l2 = kvgpu.shared_buffer 17968 : !f32x4
+    %acc2 = kvgpu.shared_buffer 17984 : !f32x4x128
+    %scratch = kvgpu.shared_buffer 20032 : memref<3144xf32, #gpu.address_space<workgroup>>
+    // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
+    // channels of a token (32 bits).
+    // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
+    // CHECK-DAG: to memref<1024xi32, #gpu.address_space<workgroup>>
+    // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
+    // less 128 x the split q * kscale per head with shuffles, one barrier.
+    // CHECK: scf.for
+    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3144xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-COUNT-5: gpu.shuffle  xor
+    // CHECK: gpu.barrier
+    // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
+    // pair is a shift and one lop3 (mask | 0x4300: 128 + code, the 128
+    // taken off through q . kzero), no bf16 arithmetic.
+    // CHECK-NOT: gpu.barrier
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n"
+    // CHECK-NOT: vector<2xbf16>, vector<2xbf16>, vector<2xbf16>
+    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
+    // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
+    // head (xor 4, 8, 16), the probabilities through the warp's scratch.
+    // CHECK-NOT: gpu.barrier
+    // CHECK-COUNT-6: gpu.shuffle  xor
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+    // CHECK: vector.store {{.*}} : memref<3144xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: nvvm.bar.warp.sync
+    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
+    // CHECK-NOT: gpu.barrier
+    // CHECK-COUNT-32: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // 5. Partials, one barrier, 6. the merge with the incoming state.
+    // CHECK: nvvm.bar.warp.sync
+    // CHECK: gpu.barrier
+    // CHECK: scf.for
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+    // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-NOT: gpu.barrier
+    // CHECK: gpu.return
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3144xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
