@@ -1,9 +1,15 @@
-//===- AttentionOpsToNVVM.cpp - packed_matmul -----------------------------===//
+//===- AttentionOpsToNVVM.cpp - packed_matmul, attend_record --------------===//
 //
 // kvgpu.packed_matmul: attention's dot products over a record's packed codes
 // with the operands in registers, on tensor cores (bf16 mma.sync) or with
 // fma. getPackedMatmulLayout (KVGPU.h) decides the strategy and which thread
 // holds which codes; this file emits it.
+//
+// kvgpu.attend_record: a whole online-softmax step over a record block, each
+// warp attending its own tokens on tensor cores with its softmax in
+// registers (getRecordAttendLayout in KVGPU.h). The two ops share the code
+// conversion (the 0x4300 magic number) and the bf16 split of the other
+// operand.
 //
 //===----------------------------------------------------------------------===//
 
