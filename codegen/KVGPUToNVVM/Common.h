@@ -49,6 +49,12 @@ void emitRegisterButterflies(mlir::OpBuilder &b, mlir::Location loc,
                              llvm::MutableArrayRef<mlir::Value> v,
                              mlir::Value lane, int64_t lanes, float scale);
 
+/// kvgpu.copy_in is asynchronous (cp.async): its writes land by the next
+/// kvgpu.barrier, which this makes wait for the thread's copies first
+/// (cp.async.wait_group 0 before each barrier of a function that copies
+/// in). Runs before the patterns, while the barriers are still kvgpu ops.
+void waitForCopiesAtBarriers(mlir::Operation *root);
+
 /// Pattern sets, one per op family.
 void populateKVGPUMemoryToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPULoopToNVVMPatterns(mlir::RewritePatternSet &patterns);

@@ -15,6 +15,7 @@ namespace {
 struct ConvertKVGPUToNVVMPass
     : kvarn::impl::ConvertKVGPUToNVVMBase<ConvertKVGPUToNVVMPass> {
   void runOnOperation() override {
+    kvarn::kvgpu::waitForCopiesAtBarriers(getOperation());
     RewritePatternSet patterns(&getContext());
     kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPULoopToNVVMPatterns(patterns);

@@ -51,6 +51,26 @@ Value vectorizable(OpBuilder &b, Location loc, Value base, Value byteOffset,
   return ok;
 }
 
+/// The address of element `idx` of the shared buffer `shared` as a
+/// shared-space pointer.
+Value sharedAddress(OpBuilder &b, Location loc, Value shared,
+                    ArrayRef<Value> idx) {
+  auto type = cast<MemRefType>(shared.getType());
+  Value linear = indexConstant(b, loc, 0);
+  for (auto [i, size] : llvm::zip(idx, type.getShape()))
+    linear = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, linear, indexConstant(b, loc, size)),
+        i);
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, shared);
+  auto ptr = LLVM::LLVMPointerType::get(b.getContext(), /*addressSpace=*/3);
+  Value basePtr = LLVM::IntToPtrOp::create(b, loc, ptr, toI64(b, loc, base));
+  int64_t elemBytes = type.getElementType().getIntOrFloatBitWidth() / 8;
+  Value bytes = arith::MulIOp::create(b, loc, toI64(b, loc, linear),
+                                      i64Constant(b, loc, elemBytes));
+  return LLVM::GEPOp::create(b, loc, ptr, b.getI8Type(), basePtr,
+                             ValueRange{bytes});
+}
+
 /// Emits the copy between global memory and the shared buffer `shared`, in
 /// both the vector and the scalar form, chosen at run time.
 template <bool ToShared>
@@ -101,15 +121,14 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
                                       byteStrides, idx);
           SmallVector<Value> at(idx);
           if (ToShared) {
-            Value vec = LLVM::LoadOp::create(nb, loc, vecType, addr,
-                                             /*alignment=*/kVectorBytes);
-            for (int64_t k = 0; k < vecElems; ++k) {
-              at.back() = arith::AddIOp::create(nb, loc, idx.back(),
-                                                indexConstant(nb, loc, k));
-              Value e = LLVM::ExtractElementOp::create(
-                  nb, loc, vec, i64Constant(nb, loc, k));
-              memref::StoreOp::create(nb, loc, e, shared, at);
-            }
+            // 16 bytes global -> shared without a register in between
+            // (cp.async.cg: L2 only); the thread goes on at once, and the
+            // next kvgpu.barrier waits for its copies (waitForCopiesAtBarriers).
+            NVVM::CpAsyncOp::create(nb, loc,
+                                    sharedAddress(nb, loc, shared, idx),
+                                    addr, kVectorBytes,
+                                    NVVM::LoadCacheModifierKind::CG,
+                                    /*cpSize=*/Value());
           } else {
             Value vec = LLVM::PoisonOp::create(nb, loc, vecType);
             for (int64_t k = 0; k < vecElems; ++k) {
@@ -128,6 +147,8 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
       rw, loc, ok,
       [&](OpBuilder &b, Location) {
         vectorCopy(b);
+        if (ToShared)
+          NVVM::CpAsyncCommitGroupOp::create(b, loc);
         scf::YieldOp::create(b, loc);
       },
       [&](OpBuilder &b, Location) {
@@ -251,6 +272,19 @@ struct CopyOutLowering : OpRewritePattern<CopyOutOp> {
 };
 
 } // namespace
+
+void kvarn::kvgpu::waitForCopiesAtBarriers(Operation *root) {
+  root->walk([](gpu::GPUFuncOp func) {
+    bool copies = false;
+    func.walk([&](CopyInOp) { copies = true; });
+    if (!copies)
+      return;
+    func.walk([](BarrierOp barrier) {
+      OpBuilder b(barrier);
+      NVVM::CpAsyncWaitGroupOp::create(b, barrier.getLoc(), 0);
+    });
+  });
+}
 
 void kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(
     RewritePatternSet &patterns) {

@@ -1,7 +1,9 @@
 // RUN: kvarn-opt %s -convert-kvgpu-to-nvvm | FileCheck %s
 // Shared buffers are views of the dynamic shared memory; global copies
 // move 16 bytes per access when the address and strides allow it (checked at
-// run time), element by element otherwise.
+// run time), element by element otherwise. Copies into shared memory are
+// asynchronous (cp.async.cg, then one commit), and every barrier of a
+// function that copies in first waits for them.
 
 gpu.module @m {
   // CHECK-LABEL: gpu.func @copy_in
@@ -10,14 +12,20 @@ gpu.module @m {
   // CHECK: llvm.ptrtoint
   // CHECK: arith.andi %{{.*}}, %c15_i64
   // CHECK: scf.if
-  // CHECK: llvm.load %{{.*}} {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf16>
-  // CHECK-COUNT-8: llvm.extractelement
+  // CHECK: memref.extract_aligned_pointer_as_index
+  // CHECK: llvm.inttoptr %{{.*}} : i64 to !llvm.ptr<3>
+  // CHECK: nvvm.cp.async.shared.global %{{.*}}, %{{.*}}, 16, cache = cg : !llvm.ptr<3>, !llvm.ptr<1>
+  // CHECK-NOT: llvm.extractelement
+  // CHECK: nvvm.cp.async.commit.group
   // CHECK: } else {
   // CHECK: llvm.load %{{.*}} : !llvm.ptr<1> -> f16
+  // CHECK: nvvm.cp.async.wait.group 0
+  // CHECK-NEXT: gpu.barrier
   gpu.func @copy_in(%p: !llvm.ptr<1>, %off: i64, %s0: i64, %s1: i64) kernel
       attributes {kvgpu.num_warps = 1 : i64} {
     %a = kvgpu.shared_buffer 1024 : memref<4x64xf16, #gpu.address_space<workgroup>>
     kvgpu.copy_in %p[%off] strides(%s0, %s1) to %a : memref<4x64xf16, #gpu.address_space<workgroup>>
+    kvgpu.barrier
     gpu.return
   }
 

@@ -1,6 +1,6 @@
 // RUN: kvarn-opt %s -kvarn-kvt-to-nvvm -nvvm-attach-target="chip=sm_90 features=+ptx80 O=3" -gpu-module-to-binary="format=isa" | FileCheck %s
 // RUN: kvarn-opt %s -kvarn-kvt-to-nvvm -nvvm-attach-target="chip=sm_90 features=+ptx80 O=3" -gpu-module-to-binary="format=isa" | FileCheck %s --check-prefix=EXACT
-// The instructions that matter in a flush kernel's PTX: 16-byte global loads
+// The instructions that matter in a flush kernel's PTX: 16-byte asynchronous copies
 // of the pool tiles, warp shuffles for the Sinkhorn reductions, dynamic (not
 // static) shared memory, and only correctly rounded fp32 arithmetic
 // (TileArithmetic.h): roots and reciprocals are MUFU approximations with
@@ -12,7 +12,8 @@
 // CHECK: .maxntid 256, 1, 1
 // CHECK: .minnctapersm {{[1-9]}}
 // CHECK-NOT: .local
-// CHECK-DAG: ld.global.v4
+// CHECK-DAG: cp.async.cg.shared.global
+// CHECK-DAG: cp.async.wait_group
 // CHECK-DAG: shfl.sync.bfly.b32
 // CHECK-DAG: rsqrt.approx.ftz.f32
 // CHECK-DAG: rcp.approx.ftz.f32
