@@ -151,6 +151,48 @@ std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
   return parts;
 }
 
+/// A lane's B fragment in the split-fragment scratch (fragment f: words
+/// 4f .. 4f + 3, one 16-byte access): the two registers (b0, b1 of the
+/// m16n8k16 layout) of each part.
+struct SplitFragment {
+  std::array<std::array<Value, 2>, kMmaSplitParts> parts;
+};
+static_assert(2 * kMmaSplitParts == 4, "a fragment is one 16-byte access");
+
+/// Splits b0 = (x0, x1) and b1 = (x8, x9) into their bf16 parts and writes
+/// them as fragment `f` of `scratch` (f32 words), part by part.
+void storeSplitFragment(OpBuilder &b, Location loc, Value scratch, Value f,
+                        Value x0, Value x1, Value x8, Value x9) {
+  Type f32 = b.getF32Type();
+  std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(b, loc, x0, x1),
+                                    r1 = splitToBf16x2(b, loc, x8, x9);
+  SmallVector<Value> words;
+  for (int p = 0; p < kMmaSplitParts; ++p)
+    for (Value w : {r0[p], r1[p]})
+      words.push_back(arith::BitcastOp::create(b, loc, f32, w));
+  Value at = arith::MulIOp::create(b, loc, f, indexConstant(b, loc, 4));
+  vector::StoreOp::create(
+      b, loc,
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), words),
+      scratch, ValueRange{at}, /*nontemporal=*/false, llvm::MaybeAlign(16));
+}
+
+/// Fragment `f` of `scratch` as storeSplitFragment wrote it.
+SplitFragment loadSplitFragment(OpBuilder &b, Location loc, Value scratch,
+                                Value f) {
+  Value at = arith::MulIOp::create(b, loc, f, indexConstant(b, loc, 4));
+  Value vec = vector::LoadOp::create(
+      b, loc, VectorType::get({4}, b.getF32Type()), scratch, ValueRange{at},
+      /*nontemporal=*/false, llvm::MaybeAlign(16));
+  SplitFragment fragment;
+  for (int p = 0; p < kMmaSplitParts; ++p)
+    for (int r = 0; r < 2; ++r)
+      fragment.parts[p][r] = arith::BitcastOp::create(
+          b, loc, b.getI32Type(),
+          vector::ExtractOp::create(b, loc, vec, 2 * p + r));
+  return fragment;
+}
+
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                  const PackedMatmulMmaTiling &T, int64_t h,
@@ -187,9 +229,7 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   // headTiles + head tile) * 32 + lane holds, for each part,
   // the lane's two registers: slots 2t, 2t + 1 (rows t, t + 4) and 2t + 8,
   // 2t + 9 (rows t + 8, t + 12) of head 8j + g. Heads past H are zero.
-  static_assert(2 * kMmaSplitParts == 4, "a fragment is one 16-byte load");
   Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
-  auto f32x4 = VectorType::get({4}, f32);
   Value scratch = op.getScratch();
   int64_t roundTiles = getMmaSplitRoundTiles(T);
   auto splitRound = [&](int64_t first) {
@@ -219,18 +259,10 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             return arith::SelectOp::create(b, loc, valid, x,
                                            f32Constant(b, loc, 0.0f));
           };
-          std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(
-                                                b, loc, aValue(0), aValue(4)),
-                                            r1 = splitToBf16x2(
-                                                b, loc, aValue(8), aValue(12));
-          SmallVector<Value> words;
-          for (int p = 0; p < kMmaSplitParts; ++p)
-            for (Value w : {r0[p], r1[p]})
-              words.push_back(arith::BitcastOp::create(b, loc, f32, w));
-          vector::StoreOp::create(
-              b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
-              scratch, ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
-              /*nontemporal=*/false, llvm::MaybeAlign(16));
+          // In slot order (arguments have no evaluation order).
+          Value x0 = aValue(0), x4 = aValue(4), x8 = aValue(8),
+                x12 = aValue(12);
+          storeSplitFragment(b, loc, scratch, f, x0, x4, x8, x12);
         });
     gpu::BarrierOp::create(rw, loc);
   };
@@ -299,16 +331,9 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                         c(j)),
                     c(kWarpSize)),
                 lane);
-            Value vec = vector::LoadOp::create(
-                b, loc, f32x4, scratch,
-                ValueRange{arith::MulIOp::create(b, loc, f, c(4))},
-                /*nontemporal=*/false, llvm::MaybeAlign(16));
-            auto word = [&](int64_t e) -> Value {
-              return arith::BitcastOp::create(
-                  b, loc, i32, vector::ExtractOp::create(b, loc, vec, e));
-            };
-            b0.push_back({word(0), word(2)});
-            b1.push_back({word(1), word(3)});
+            SplitFragment fragment = loadSplitFragment(b, loc, scratch, f);
+            b0.push_back({fragment.parts[0][0], fragment.parts[1][0]});
+            b1.push_back({fragment.parts[0][1], fragment.parts[1][1]});
           }
           // Every column tile's a registers first, then the MMAs part by
           // part across the tiles: consecutive MMAs accumulate into different
@@ -702,18 +727,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                 scaleAt(b, kScale, ch));
             return zeroUnless(b, loc, valid, x);
           };
-          std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(
-                                                b, loc, aValue(0), aValue(1)),
-                                            r1 = splitToBf16x2(
-                                                b, loc, aValue(8), aValue(9));
-          SmallVector<Value> words;
-          for (int p = 0; p < kMmaSplitParts; ++p)
-            for (Value w : {r0[p], r1[p]})
-              words.push_back(arith::BitcastOp::create(b, loc, f32, w));
-          vector::StoreOp::create(
-              b, loc, vector::FromElementsOp::create(b, loc, f32x4, words),
-              scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
-              llvm::MaybeAlign(16));
+          // In slot order (arguments have no evaluation order).
+          Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
+          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9);
         });
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = add(rw, warp, first);
@@ -780,13 +796,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f)));
     for (int64_t kt = 0; kt < kTiles; ++kt) {
       Value f = add(rw, lane, kt * kWarpSize);
-      Value vec = vector::LoadOp::create(
-          rw, loc, f32x4, scratch, ValueRange{mul(rw, f, 4)},
-          /*nontemporal=*/false, llvm::MaybeAlign(16));
-      SmallVector<Value> word;
-      for (int64_t e = 0; e < 4; ++e)
-        word.push_back(arith::BitcastOp::create(
-            rw, loc, i32, vector::ExtractOp::create(rw, loc, vec, e)));
+      SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
       Value ch = add(rw, mul(rw, lt, 2), kt * 16);
       SmallVector<Value> low = interleaveHalves(rw, loc, {kPiece(ch)},
                                                 {kPiece(add(rw, ch, 1))},
@@ -803,7 +813,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
-          mmaBf16(rw, loc, aRegs[i], {word[2 * p], word[2 * p + 1]}, scores[i]);
+          mmaBf16(rw, loc, aRegs[i], fragment.parts[p], scores[i]);
     }
 
     // 3. The warp's softmax: accumulator e of m tile i is token j = 2 i +
