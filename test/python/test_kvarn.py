@@ -5,6 +5,8 @@ PYTHONPATH=python python3 -m unittest test/python/test_kvarn.py"""
 
 import os
 import re
+import subprocess
+import sys
 import types
 import unittest
 
@@ -183,6 +185,25 @@ class PackageTest(unittest.TestCase):
         self.assertIn("not open", str(e.exception))
         step.close()
         pool.close()
+
+    def test_core_does_not_need_torch(self):
+        # kvarn.torch / kvarn.hf import torch and transformers; the ctypes
+        # core must not, so `import kvarn` works where they are missing.
+        code = ("import sys, kvarn; "
+                "bad = [m for m in ('torch', 'transformers', 'kvarn.torch', "
+                "'kvarn.hf') if m in sys.modules]; "
+                "print(bad); sys.exit(1 if bad else 0)")
+        env = dict(os.environ)
+        r = subprocess.run([sys.executable, "-c", code], env=env,
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            # Without torch, the torch layer says what is missing.
+            with self.assertRaises(ImportError) as e:
+                import kvarn.torch  # noqa: F401
+            self.assertIn("torch", str(e.exception))
 
 
 if __name__ == "__main__":
