@@ -1030,6 +1030,20 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         scf::YieldOp::create(b, loc);
       });
     }
+    // The incoming max and sum go to the scratch before the barrier, so
+    // that step 6 may write the new state over the old one.
+    Value stateReader =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, tid, c(h));
+    scf::IfOp::create(rw, loc, stateReader, [&](OpBuilder &b, Location) {
+      Value at = add(b, tid, L.incomingOffset);
+      memref::StoreOp::create(
+          b, loc, memref::LoadOp::create(b, loc, mIn, ValueRange{tid}), scratch,
+          ValueRange{at});
+      memref::StoreOp::create(
+          b, loc, memref::LoadOp::create(b, loc, lIn, ValueRange{tid}), scratch,
+          ValueRange{add(b, at, 8)});
+      scf::YieldOp::create(b, loc);
+    });
     gpu::BarrierOp::create(rw, loc);
 
     // 6. The partials meet the incoming state, four channels a thread.
@@ -1037,7 +1051,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
           Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
           Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
-          Value old = memref::LoadOp::create(b, loc, mIn, ValueRange{head});
+          Value incoming = add(b, head, L.incomingOffset);
+          Value old = memref::LoadOp::create(b, loc, scratch, incoming);
           SmallVector<Value> maxes, sums;
           Value mx = old;
           for (int64_t w = 0; w < L.warps; ++w) {
@@ -1053,7 +1068,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
               b, loc, f32x4, accIn, ValueRange{hd},
               /*nontemporal=*/false, llvm::MaybeAlign(16));
           Value l = arith::MulFOp::create(
-              b, loc, alpha, memref::LoadOp::create(b, loc, lIn, head));
+              b, loc, alpha,
+              memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
           SmallVector<Value> sum(4, f32Constant(b, loc, 0.0f));
           for (int64_t w = 0; w < L.warps; ++w) {
             Value beta = expBelow(b, loc, maxes[w], mx);

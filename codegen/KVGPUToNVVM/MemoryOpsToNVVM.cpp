@@ -7,8 +7,6 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-constexpr int64_t kVectorBytes = 16; // ld.global.v4.b32 / st.global.v4.b32
-
 Value toI64(OpBuilder &b, Location loc, Value index) {
   return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
 }

@@ -104,7 +104,9 @@ void collect(Operation *op, Accesses &out) {
     out.known = false;
     return;
   }
-  if (isPureIntrinsic(op))
+  // A prefetch is a hint that changes no value; its ODS declares unknown
+  // effects only so that it is not erased as dead.
+  if (isPureIntrinsic(op) || isa<PrefetchOp>(op))
     return;
   if (op->getNumRegions() > 0 &&
       (isa<ForeachOp, ReduceOp, scf::ForOp, scf::IfOp, scf::WhileOp>(op))) {

@@ -166,9 +166,17 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
     count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
-  TileView newM = s.allocate(loc, op.getNewM().getType());
-  TileView newL = s.allocate(loc, op.getNewL().getType());
-  TileView newAcc = s.allocate(loc, op.getNewAcc().getType());
+  // The new state over the old where nothing reads the old one afterwards
+  // (a loop's carried state: the loop's yield then copies nothing).
+  auto stateBuffer = [&](Value oldTile, Value buffer, Value newTile) {
+    const TileView &old = s.view(oldTile);
+    if (old.buffer == buffer && s.canOverwrite(oldTile, op))
+      return old;
+    return s.allocate(loc, cast<TileType>(newTile.getType()));
+  };
+  TileView newM = stateBuffer(op.getM(), m, op.getNewM());
+  TileView newL = stateBuffer(op.getL(), l, op.getNewL());
+  TileView newAcc = stateBuffer(op.getAcc(), acc, op.getNewAcc());
   kvgpu::AttendRecordOp::create(
       s.b, loc, q, kq->packed, scales[0], scales[1], scales[2], vq->packed,
       scales[3], scales[4], scales[5], m, l, acc, count,

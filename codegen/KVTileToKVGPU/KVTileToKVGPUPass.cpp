@@ -105,7 +105,9 @@ class KernelLowering {
 public:
   KernelLowering(func::FuncOp func, TileLowering &state,
                  const llvm::DenseMap<OperationName, OpLowering> &table)
-      : liveness(func), state(state), table(table) {}
+      : liveness(func), state(state), table(table) {
+    state.lastUseOf = [this](Value v) { return liveness.lastUse.lookup(v); };
+  }
 
   LogicalResult lowerBlock(Block &old) {
     for (Operation &op : old) {

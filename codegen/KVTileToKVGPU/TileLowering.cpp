@@ -12,7 +12,8 @@ using namespace kvarn::kvt;
 // SharedMemoryPlanner
 //===----------------------------------------------------------------------===//
 
-static constexpr int64_t kBufferAlignment = 16; // 16-byte vector accesses
+// Aligned for copy_in / copy_out's vector accesses.
+static constexpr int64_t kBufferAlignment = kvgpu::kVectorBytes;
 
 std::pair<int, int64_t> SharedMemoryPlanner::allocate(int64_t bytes) {
   bytes = llvm::alignTo(bytes, kBufferAlignment);
@@ -127,6 +128,56 @@ TileView TileLowering::materialize(Location loc, const TileView &v, Type elt,
   out.buffer = allocateScratch(loc, bufShape, elt, out.bufferId);
   copyInto(loc, v, out);
   return out;
+}
+
+/// Whether no use of `v` can run after `at`, where `v` is a value of a block
+/// enclosing `at` (or of `at`'s own block).
+static bool noUseAfter(Value v, Operation *at) {
+  Block *home = v.getParentBlock();
+  for (Operation *user : v.getUsers()) {
+    if (user == at)
+      continue;
+    // From `at` outwards to v's block: the first block that holds the user
+    // (or an op around it) says where it runs relative to `at`.
+    Operation *a = at;
+    while (true) {
+      Block *block = a->getBlock();
+      if (Operation *u = block->findAncestorOpInBlock(*user)) {
+        if (u == a) { // in another region of `a`: the other branch of an if
+          if (!isa<scf::IfOp>(a))
+            return false;
+        } else if (!u->isBeforeInBlock(a)) {
+          return false;
+        }
+        break;
+      }
+      if (block == home || !block->getParentOp() ||
+          !block->getParentOp()->getBlock())
+        return false; // not found: assume it runs later
+      a = block->getParentOp();
+      // A loop between `at` and v's block runs `at` again, after every use
+      // in its body: only v rebound each iteration (the loop's own
+      // iter_arg) has its uses in one iteration.
+      if (isa<scf::ForOp, scf::WhileOp>(a) && a->isProperAncestor(at) &&
+          !(home->getParentOp() == a))
+        return false;
+    }
+  }
+  return true;
+}
+
+bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
+  auto it = tiles.find(oldTile);
+  if (it == tiles.end() || !it->second.isPlainBuffer() ||
+      !it->second.conversions.empty())
+    return false;
+  int id = it->second.bufferId;
+  if (id < 0)
+    return false;
+  for (const auto &[value, view] : tiles)
+    if (llvm::is_contained(view.buffers(), id) && !noUseAfter(value, at))
+      return false;
+  return true;
 }
 
 void TileLowering::copyInto(Location loc, const TileView &v,

@@ -107,6 +107,19 @@ public:
   /// axis 0 (the launch has ceil(gridX / P) CTAs there).
   int64_t programsPerCta = 1;
   mlir::Value gridX;
+  /// The position of the last op that needs tile `oldTile` (the kernel's
+  /// liveness, set by the pass).
+  std::function<int64_t(mlir::Value)> lastUseOf;
+  /// Records staged whole (MemoryOps.cpp, lowerLoadField), by the old
+  /// (cache, byte offset) values of their load_field ops: the buffer, and
+  /// the block of those ops (where the copy is known to have run).
+  struct StagedRecord {
+    int bufferId;
+    int64_t offset;
+    mlir::Block *block;
+  };
+  llvm::DenseMap<std::pair<mlir::Value, mlir::Value>, StagedRecord>
+      stagedRecords;
 
   mlir::Value lookup(mlir::Value old) const { return scalars.lookup(old); }
   const TileView &view(mlir::Value oldTile) const {
@@ -126,6 +139,12 @@ public:
   /// `v` already is one). `asRank2` gives rank-1 tiles a [1, n] buffer.
   TileView materialize(mlir::Location loc, const TileView &v, mlir::Type elt,
                        bool asRank2 = false);
+  /// Whether the op `at` may write its result over the buffer of `oldTile`:
+  /// a plain buffer read by no tile after `at` (no later use of `oldTile`
+  /// or of another view of the buffer in program order, none in a later
+  /// iteration of a loop around `at`; a use in the other branch of an
+  /// scf.if never runs after it).
+  bool canOverwrite(mlir::Value oldTile, mlir::Operation *at) const;
   /// Writes every element of `v` into the plain buffer view `dst`.
   void copyInto(mlir::Location loc, const TileView &v, const TileView &dst);
 

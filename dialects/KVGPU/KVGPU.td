@@ -436,7 +436,10 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     vscale[t] + vzero[t]) vchannel[d] from [G, D * vbits / 8] `v_codes`
     (pack_bits' order). With the incoming state (`m`, `l` [H], `acc` [H, D],
     f32) and the rotated queries `q` [H, D] f32, it writes the state after
-    the block's first `valid` tokens to `new_m`, `new_l`, `new_acc`.
+    the block's first `valid` tokens to `new_m`, `new_l`, `new_acc`, which
+    may be the incoming state's own buffers (an update in place: the
+    incoming `m` and `l` are read before the barrier that precedes any
+    write, and each `acc` element is read and written by one thread).
 
     `getRecordAttendLayout` (KVGPU.h) says who does what: each warp attends
     its own tokens with two bf16 `mma.sync` products and a softmax held in

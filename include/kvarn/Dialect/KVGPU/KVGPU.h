@@ -21,6 +21,9 @@ namespace kvarn::kvgpu {
 /// Threads of a warp: the one spelling of it for the layouts here and the
 /// lowerings that emit them.
 constexpr int64_t kWarpSize = 32;
+/// Bytes a thread moves per access of copy_in / copy_out (ld.global.v4.b32,
+/// 16-byte cp.async); shared buffers are aligned to it.
+constexpr int64_t kVectorBytes = 16;
 /// A statically shaped, identity-layout memref in the workgroup address space.
 bool isSharedMemRef(mlir::Type type);
 /// `!llvm.ptr<1>`.
@@ -161,8 +164,10 @@ struct RecordAttendLayout {
   /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
   /// warp `partialFloats` (the weighted partial [H, D], and before it the
   /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and 16 (max
-  /// and sum of 8 heads).
+  /// and sum of 8 heads), then the incoming max and sum (16), read there so
+  /// that the new state may overwrite the old one.
   int64_t kZeroDotOffset, partialOffset, partialFloats, statsOffset;
+  int64_t incomingOffset;
   int64_t scratchFloats;
 };
 /// The layout, or nothing when the shape does not fit it (H > 8, D not 16 x

@@ -28,7 +28,7 @@ gpu.module @m {
     %m2 = kvgpu.shared_buffer 17952 : !f32x4
     %l2 = kvgpu.shared_buffer 17968 : !f32x4
     %acc2 = kvgpu.shared_buffer 17984 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 20032 : memref<3144xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3160xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
     // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
@@ -37,7 +37,7 @@ gpu.module @m {
     // less 128 x the split q * kscale per head with shuffles, one barrier.
     // CHECK: scf.for
     // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
-    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3144xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
@@ -52,21 +52,63 @@ gpu.module @m {
     // CHECK-NOT: gpu.barrier
     // CHECK-COUNT-6: gpu.shuffle  xor
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
-    // CHECK: vector.store {{.*}} : memref<3144xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.store {{.*}} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.bar.warp.sync
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
     // CHECK-NOT: gpu.barrier
     // CHECK-COUNT-32: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
-    // 5. Partials, one barrier, 6. the merge with the incoming state.
+    // 5. Partials; the incoming max and sum copied into the scratch (so
+    // that the new state may overwrite them); one barrier; 6. the merge.
     // CHECK: nvvm.bar.warp.sync
+    // CHECK: scf.if
+    // CHECK: memref.load %{{.*}} : memref<4xf32, #gpu.address_space<workgroup>>
+    // CHECK: memref.store %{{.*}} : memref<3160xf32, #gpu.address_space<workgroup>>
+    // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.barrier
     // CHECK: scf.for
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
     // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: gpu.barrier
     // CHECK: gpu.return
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3144xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3160xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+  // The new state over the old one (a loop's carried state): the same
+  // lowering; the incoming max and sum are read before the barrier.
+  // ROUNDTRIP-LABEL: gpu.func @record_in_place
+  // ROUNDTRIP: state %[[M:.*]], %[[L:.*]], %[[A:.*]] valid %{{.*}} softmax_scale %{{.*}} into %[[M]], %[[L]], %[[A]] scratch
+  // CHECK-LABEL: gpu.func @record_in_place
+  // CHECK: gpu.barrier
+  // CHECK: gpu.barrier
+  // CHECK: gpu.return
+  gpu.func @record_in_place(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 15616 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : !f32x4
+    %l = kvgpu.shared_buffer 15888 : !f32x4
+    %acc = kvgpu.shared_buffer 15904 : !f32x4x128
+    %scratch = kvgpu.shared_buffer 20032 : memref<3160xf32, #gpu.address_space<workgroup>>
+    // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
+    // channels of a token (32 bits).
+    // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
+    // less 128 x the split q * kscale per head with shuffles, one barrier.
+    // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
+    // pair is a shift and one lop3 (mask | 0x4300: 128 + code, the 128
+    // taken off through q . kzero), no bf16 arithmetic.
+    // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
+    // head (xor 4, 8, 16), the probabilities through the warp's scratch.
+    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
+    // 5. Partials; the incoming max and sum copied into the scratch (so
+    // that the new state may overwrite them); one barrier; 6. the merge.
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3160xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 }

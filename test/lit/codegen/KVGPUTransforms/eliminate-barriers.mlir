@@ -91,6 +91,25 @@ gpu.func @loop(%p: !llvm.ptr<1>, %o: i64, %n: index) kernel {
   gpu.return
 }
 
+// A prefetch (decode's next record, into L2) changes no value: the two
+// copies after it still go out together, the barrier between them removed.
+// CHECK-LABEL: gpu.func @prefetch_orders_nothing
+// CHECK: kvgpu.prefetch
+// CHECK-NEXT: kvgpu.copy_in
+// CHECK-NEXT: kvgpu.copy_in
+// CHECK-NEXT: kvgpu.barrier
+gpu.func @prefetch_orders_nothing(%p: !llvm.ptr<1>, %o: i64) kernel {
+  %c2 = arith.constant 2 : i64
+  %a = kvgpu.shared_buffer 0 : !buf
+  %b = kvgpu.shared_buffer 256 : !buf
+  kvgpu.prefetch %p[%o] bytes 4096
+  kvgpu.copy_in %p[%o] strides(%c2) to %a : !buf
+  kvgpu.barrier
+  kvgpu.copy_in %p[%o] strides(%c2) to %b : !buf
+  kvgpu.barrier
+  gpu.return
+}
+
 // A global store and a later global load of the same kernel: kept.
 // CHECK-LABEL: gpu.func @global_order
 // CHECK: kvgpu.global_store
