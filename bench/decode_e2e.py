@@ -109,8 +109,11 @@ def kvarn_batch(s, context, budget):
     lo, hi = 0, 1 << 16
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        plan = kvarn.capacity_plan(PRESET, s.d, s.layers, s.hk, budget, mid)
-        if plan.num_blocks >= mid * blocks:
+        try:
+            plan = kvarn.capacity_plan(PRESET, s.d, s.layers, s.hk, budget, mid)
+        except kvarn.KvarnError:  # not even the pool slots of mid requests
+            plan = None
+        if plan is not None and plan.num_blocks >= mid * blocks:
             lo = mid
         else:
             hi = mid - 1

@@ -51,25 +51,27 @@ print("test_hf: seed %d (KVARN_TEST_SEED=%d replays it), %d steps"
       % (SEED, SEED, STEPS))
 
 # Bounds of the quantized (k4v2, flushed) run: per-step relative L2 of the
-# logits from the reference, and teacher-forced argmax agreement.
+# logits from the reference (mean and max over 256 steps x 3 rows), and the
+# teacher-forced argmax agreement. Measured on the H200 (seeds printed in
+# docs/pytorch.md); each bound leaves about 1.5x the worst measurement.
 #
-# Plain random weights give K/V that are i.i.d. noise around zero. 2-bit
-# values per token then carry an RMS error of about half the values' own
-# spread (4 levels over about +-2.5 sigma), and attention over such V averages
-# signal and error alike, so each attention output moves by ~0.5 relative
-# and the logits by a large fraction of that (measured on the H200: mean
-# 0.24-0.33, max 0.66-0.83, top-1 0.57-0.68). Only loose bounds hold there
-# ("iid" below, run for Llama to show the worst case).
+# Plain random weights ("iid", run for Llama) give K/V that are i.i.d. noise
+# around zero. 2-bit values per token then carry an RMS error of about half
+# the values' own spread (4 levels over about +-2.5 sigma), and attention
+# over such V averages signal and error alike, so each attention output
+# moves by ~0.5 relative and the logits by a large fraction of that:
+# measured mean 0.24-0.33, max 0.66-0.83, top-1 0.57-0.68.
 #
 # Trained models' K/V are not like that: they share a large per-channel
 # component across tokens (test_torch.py's kv_like data, on which attention
-# over KVarN records is 0.12-0.14 relative L2 from exact). "model-like" adds
-# that component to the random models: a fixed per-channel offset on the
-# k_proj output (1x its spread; RoPE then rotates it with position) and on
-# the v_proj output (2x). The attention error then is ~0.13 and the logits'
-# a fraction of it, so the bounds are tighter.
+# over KVarN records is 0.12-0.14 relative L2 from exact, the format's own
+# error). "model-like" adds that component to the random models: a fixed
+# per-channel offset on the k_proj output (1x its spread; RoPE then rotates
+# it with position) and on the v_proj output (2x). The logits then move by
+# about the attention error itself (random 4-6 layer models do not damp
+# it): measured mean 0.13-0.155, max 0.28-0.36, top-1 0.74-0.98.
 BOUNDS = {"iid": dict(mean=0.5, max=1.2, top1=0.45),
-          "model-like": dict(mean=0.15, max=0.5, top1=0.80)}
+          "model-like": dict(mean=0.25, max=0.6, top1=0.6)}
 
 
 def _skip_reason():
