@@ -193,99 +193,92 @@ KernelCache::getOrCompile(const KernelRequest &request,
   return result;
 }
 
-llvm::Expected<CacheResult>
-KernelCache::lookupOrCompile(const KernelRequest &request,
-                             const CompileOptions &options,
-                             const cuda::Context *context) {
-  llvm::Expected<CacheKey> key = computeCacheKey(request, options);
-  if (!key)
-    return key.takeError();
-  const std::string &name = request.kernel;
-  std::string dir;
-  if (!opts.directory.empty()) {
-    llvm::SmallString<256> path(opts.directory);
-    llvm::sys::path::append(path, key->directory);
-    dir = path.str().str();
-  }
-  // Why the entry on disk could not be used, for the one warning.
-  std::string badEntry;
-  // A usable entry, or nothing.
-  auto lookOnDisk = [&]() -> std::shared_ptr<KernelArtifacts> {
-    if (dir.empty() || opts.alwaysCompile)
-      return nullptr;
-    EntryRead r = readEntry(dir, name, &key->hash);
-    if (r.status == EntryRead::Ok && (!context || !r.artifacts.cubin.empty())) {
-      touchEntry(dir, name);
-      return std::make_shared<KernelArtifacts>(std::move(r.artifacts));
-    }
-    if (r.status == EntryRead::Bad)
-      badEntry = r.problem;
-    return nullptr;
-  };
+// lookupOrCompile's steps, in order: look on disk without waiting; claim
+// the entry (its directory, under its lock; look again, since another
+// process may have written it meanwhile); compile, assemble a cubin; write
+// the entry and evict what the size cap says. The disk level is best effort
+// throughout: any failure there means a warning and a kernel in memory.
 
-  // Readers never wait: a complete entry is used without locking.
-  if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
-    ++counters.diskHits;
-    return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
-  }
-
-  // The disk level is best effort: an unwritable cache or an obstruction in
-  // the entry's place (a file, a link, a lock that is not a file) means
-  // compiling in memory, with one warning, never failing the kernel.
-  std::optional<EntryDir> entryDir;
+struct KernelCache::ClaimedEntry {
+  std::optional<EntryDir> dir;
   std::optional<FileLock> lock;
-  if (!dir.empty()) {
-    int err = 0;
-    llvm::Expected<EntryDir> opened = EntryDir::open(dir, /*create=*/true, &err);
-    llvm::Error problem = llvm::Error::success();
-    if (opened) {
-      entryDir.emplace(std::move(*opened));
-      llvm::Expected<FileLock> held = FileLock::acquire(*entryDir, name);
-      if (held)
-        lock.emplace(std::move(*held));
-      else
-        problem = held.takeError();
-    } else {
-      problem = opened.takeError();
-    }
-    if (problem) {
-      std::string why = messageOf(std::move(problem));
-      bool readOnly = ::access(opts.directory.c_str(), W_OK) != 0 ||
-                      err == EACCES || err == EROFS || err == EPERM;
-      if (!badEntry.empty())
-        warnOnce(key->directory,
-                 "kernel cache entry " + dir + ": " + badEntry +
-                     "; compiling '" + name + "' in memory" +
-                     (why == badEntry ? "" : " (" + why + ")"));
-      else if (readOnly)
-        warnOnce("unwritable", "kernel cache " + opts.directory +
-                                   " is not writable (" + why +
-                                   "); compiling in memory");
-      else
-        warnOnce(key->directory, "kernel cache entry " + dir + ": " + why +
-                                     "; compiling '" + name + "' in memory");
-      entryDir.reset();
-      dir.clear();
-    } else {
-      // Another process may have compiled it while this one waited.
-      badEntry.clear();
-      if (std::shared_ptr<KernelArtifacts> hit = lookOnDisk()) {
-        ++counters.diskHits;
-        return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
-      }
-      if (!badEntry.empty())
-        warnOnce(key->directory, "kernel cache entry " + dir + ": " +
-                                     badEntry + "; compiling '" + name +
-                                     "' again");
-      // Readers must not see a bad entry's group file while it is rewritten.
-      hideEntry(*entryDir, name);
-    }
-  }
-  bool sawBadEntry = !badEntry.empty();
+};
 
+std::shared_ptr<KernelArtifacts>
+KernelCache::readUsableEntry(const std::string &dir, const std::string &name,
+                             const CacheKey &key, const cuda::Context *context,
+                             std::string &problem) {
+  if (dir.empty() || opts.alwaysCompile)
+    return nullptr;
+  EntryRead r = readEntry(dir, name, &key.hash);
+  if (r.status == EntryRead::Ok && (!context || !r.artifacts.cubin.empty())) {
+    touchEntry(dir, name);
+    return std::make_shared<KernelArtifacts>(std::move(r.artifacts));
+  }
+  if (r.status == EntryRead::Bad)
+    problem = r.problem;
+  return nullptr;
+}
+
+std::shared_ptr<KernelArtifacts>
+KernelCache::claimEntry(std::string &dir, const std::string &name,
+                        const CacheKey &key, const cuda::Context *context,
+                        std::string &badEntry, ClaimedEntry &claim) {
+  // An unwritable cache or an obstruction in the entry's place (a file, a
+  // link, a lock that is not a file) means compiling in memory, with one
+  // warning, never failing the kernel.
+  int err = 0;
+  llvm::Error problem = llvm::Error::success();
+  if (llvm::Expected<EntryDir> opened =
+          EntryDir::open(dir, /*create=*/true, &err)) {
+    claim.dir.emplace(std::move(*opened));
+    if (llvm::Expected<FileLock> held = FileLock::acquire(*claim.dir, name))
+      claim.lock.emplace(std::move(*held));
+    else
+      problem = held.takeError();
+  } else {
+    problem = opened.takeError();
+  }
+  if (problem) {
+    std::string why = messageOf(std::move(problem));
+    bool readOnly = ::access(opts.directory.c_str(), W_OK) != 0 ||
+                    err == EACCES || err == EROFS || err == EPERM;
+    if (!badEntry.empty())
+      warnOnce(key.directory, "kernel cache entry " + dir + ": " + badEntry +
+                                  "; compiling '" + name + "' in memory" +
+                                  (why == badEntry ? "" : " (" + why + ")"));
+    else if (readOnly)
+      warnOnce("unwritable", "kernel cache " + opts.directory +
+                                 " is not writable (" + why +
+                                 "); compiling in memory");
+    else
+      warnOnce(key.directory, "kernel cache entry " + dir + ": " + why +
+                                  "; compiling '" + name + "' in memory");
+    claim.lock.reset();
+    claim.dir.reset();
+    dir.clear();
+    return nullptr;
+  }
+  // Another process may have compiled it while this one waited.
+  badEntry.clear();
+  if (std::shared_ptr<KernelArtifacts> hit =
+          readUsableEntry(dir, name, key, context, badEntry))
+    return hit;
+  if (!badEntry.empty())
+    warnOnce(key.directory, "kernel cache entry " + dir + ": " + badEntry +
+                                "; compiling '" + name + "' again");
+  // Readers must not see a bad entry's group file while it is rewritten.
+  hideEntry(*claim.dir, name);
+  return nullptr;
+}
+
+llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
+    const KernelRequest &request, const CompileOptions &options,
+    const CacheKey &key, const std::string &dir, const cuda::Context *context,
+    std::vector<EntryFile> &files, std::string &cubinMaker) {
+  const std::string &name = request.kernel;
   // Compile, keeping the IR of every stage for the entry.
   auto start = std::chrono::steady_clock::now();
-  std::vector<EntryFile> files;
   CompileOptions compileOptions = options;
   compileOptions.onStage = [&](llvm::StringRef stage, llvm::StringRef ir) {
     if (options.onStage)
@@ -317,8 +310,8 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     return std::move(err);
   const CompiledKernel &k = compiled->kernels[0];
   a->name = name;
-  a->hash = key->hash;
-  a->key = key->directory;
+  a->hash = key.hash;
+  a->key = key.directory;
   a->directory = dir;
   a->chip = target.chip;
   a->ptxVersion = target.ptxVersion;
@@ -329,77 +322,131 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
   a->sharedBytes = k.sharedBytes;
   a->numArgs = k.numArgs;
   a->signature = signatureFromPtx(a->ptx, name);
+  if (llvm::Error err = assembleCubin(*a, context, cubinMaker))
+    return std::move(err);
+  a->compileSeconds = secondsSince(start);
+  return a;
+}
 
-  // A cubin: the driver's linker for a caller's GPU, else ptxas if found.
-  std::string cubinMaker;
+llvm::Error KernelCache::assembleCubin(KernelArtifacts &a,
+                                       const cuda::Context *context,
+                                       std::string &maker) {
+  // The driver's linker for a caller's GPU, else ptxas if found.
   if (context) {
     llvm::Expected<cuda::CubinImage> cubin =
-        cuda::linkPtxWithDriver(*context, a->ptx, name + ".ptx");
+        cuda::linkPtxWithDriver(*context, a.ptx, a.name + ".ptx");
     if (!cubin)
       return cubin.takeError();
-    a->cubin = std::move(cubin->bytes);
-    cubinMaker = "driver";
-  } else if (opts.assembleWithPtxas) {
-    std::string ptxasWarning;
-    llvm::Expected<std::string> ptxas =
-        cuda::findPtxas(cuda::ptxasCandidates(), &ptxasWarning);
-    if (!ptxasWarning.empty())
-      warnOnce("ptxas", ptxasWarning);
-    if (ptxas) {
-      cuda::PtxasOptions ptxasOptions;
-      ptxasOptions.arch = target.chip;
-      ptxasOptions.ptxasPath = *ptxas;
-      llvm::Expected<cuda::CubinImage> cubin =
-          cuda::assembleWithPtxas(a->ptx, ptxasOptions);
-      if (!cubin)
-        return cubin.takeError();
-      a->cubin = std::move(cubin->bytes);
-      cubinMaker = "ptxas";
-    } else {
-      std::string why = messageOf(ptxas.takeError());
-      // No ptxas at all is normal (PTX only; the driver JITs it); a
-      // KVARN_PTXAS that leads nowhere is said once.
-      if (llvm::StringRef(why).starts_with("KVARN_PTXAS"))
-        warnOnce("ptxas", why + "; the entry has PTX only");
-    }
+    a.cubin = std::move(cubin->bytes);
+    maker = "driver";
+    return llvm::Error::success();
   }
-  a->compileSeconds = secondsSince(start);
+  if (!opts.assembleWithPtxas)
+    return llvm::Error::success();
+  std::string ptxasWarning;
+  llvm::Expected<std::string> ptxas =
+      cuda::findPtxas(cuda::ptxasCandidates(), &ptxasWarning);
+  if (!ptxasWarning.empty())
+    warnOnce("ptxas", ptxasWarning);
+  if (!ptxas) {
+    std::string why = messageOf(ptxas.takeError());
+    // No ptxas at all is normal (PTX only; the driver JITs it); a
+    // KVARN_PTXAS that leads nowhere is said once.
+    if (llvm::StringRef(why).starts_with("KVARN_PTXAS"))
+      warnOnce("ptxas", why + "; the entry has PTX only");
+    return llvm::Error::success();
+  }
+  cuda::PtxasOptions ptxasOptions;
+  ptxasOptions.arch = a.chip;
+  ptxasOptions.ptxasPath = *ptxas;
+  llvm::Expected<cuda::CubinImage> cubin =
+      cuda::assembleWithPtxas(a.ptx, ptxasOptions);
+  if (!cubin)
+    return cubin.takeError();
+  a.cubin = std::move(cubin->bytes);
+  maker = "ptxas";
+  return llvm::Error::success();
+}
+
+void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
+                             const CacheKey &key, KernelArtifacts &a,
+                             std::vector<EntryFile> files,
+                             const std::string &cubinMaker) {
+  const std::string &name = request.kernel;
+  std::string sourceText;
+  if (request.source.empty()) {
+    if (const dsl::LibraryFile *f = dsl::findLibraryFile(name))
+      sourceText = f->text.str();
+  } else {
+    sourceText = request.source;
+  }
+  files.insert(files.begin(), EntryFile{name + ".kvt", std::move(sourceText)});
+  files.push_back(EntryFile{name + ".ptx", a.ptx});
+  if (!a.cubin.empty())
+    files.push_back(EntryFile{name + ".cubin", a.cubin});
+  llvm::json::Object metadata = buildMetadata(a, request, key, cubinMaker);
+  if (llvm::Error err = writeEntry(*claim.dir, name, files, std::move(metadata),
+                                   a.metadataJson)) {
+    // The kernel is good; only the disk level failed.
+    warnOnce(key.directory + "/write",
+             messageOf(std::move(err)) + "; the kernel stays in memory");
+    hideEntry(*claim.dir, name);
+    a.directory.clear();
+  }
+  claim.lock.reset();
+  if (opts.maxBytes) {
+    llvm::Expected<size_t> evicted =
+        evictDiskCache(opts.directory, opts.maxBytes, key.directory);
+    if (evicted)
+      counters.evicted += *evicted;
+    else
+      warnOnce("evict", messageOf(evicted.takeError()));
+  }
+}
+
+llvm::Expected<CacheResult>
+KernelCache::lookupOrCompile(const KernelRequest &request,
+                             const CompileOptions &options,
+                             const cuda::Context *context) {
+  llvm::Expected<CacheKey> key = computeCacheKey(request, options);
+  if (!key)
+    return key.takeError();
+  const std::string &name = request.kernel;
+  std::string dir; // empty: no disk level
+  if (!opts.directory.empty()) {
+    llvm::SmallString<256> path(opts.directory);
+    llvm::sys::path::append(path, key->directory);
+    dir = path.str().str();
+  }
+  // Why the entry on disk could not be used, for the one warning.
+  std::string badEntry;
+  // Readers never wait: a complete entry is used without locking.
+  if (std::shared_ptr<KernelArtifacts> hit =
+          readUsableEntry(dir, name, *key, context, badEntry)) {
+    ++counters.diskHits;
+    return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+  }
+  ClaimedEntry claim;
+  if (!dir.empty())
+    if (std::shared_ptr<KernelArtifacts> hit =
+            claimEntry(dir, name, *key, context, badEntry, claim)) {
+      ++counters.diskHits;
+      return CacheResult{std::move(hit), CacheOutcome::DiskHit, 0};
+    }
+  bool sawBadEntry = !badEntry.empty();
+
+  std::vector<EntryFile> files;
+  std::string cubinMaker;
+  llvm::Expected<std::shared_ptr<KernelArtifacts>> a =
+      compileArtifacts(request, options, *key, dir, context, files, cubinMaker);
+  if (!a)
+    return a.takeError();
   ++counters.compiled;
   if (sawBadEntry)
     ++counters.rebuilt;
-
-  if (!dir.empty()) {
-    std::string sourceText;
-    if (request.source.empty()) {
-      if (const dsl::LibraryFile *f = dsl::findLibraryFile(name))
-        sourceText = f->text.str();
-    } else {
-      sourceText = request.source;
-    }
-    files.insert(files.begin(), EntryFile{name + ".kvt", std::move(sourceText)});
-    files.push_back(EntryFile{name + ".ptx", a->ptx});
-    if (!a->cubin.empty())
-      files.push_back(EntryFile{name + ".cubin", a->cubin});
-    llvm::json::Object metadata = buildMetadata(*a, request, *key, cubinMaker);
-    if (llvm::Error err = writeEntry(*entryDir, name, files,
-                                     std::move(metadata), a->metadataJson)) {
-      // The kernel is good; only the disk level failed.
-      warnOnce(key->directory + "/write", messageOf(std::move(err)) +
-                                              "; the kernel stays in memory");
-      hideEntry(*entryDir, name);
-      a->directory.clear();
-    }
-    lock.reset();
-    if (opts.maxBytes) {
-      llvm::Expected<size_t> evicted =
-          evictDiskCache(opts.directory, opts.maxBytes, key->directory);
-      if (evicted)
-        counters.evicted += *evicted;
-      else
-        warnOnce("evict", messageOf(evicted.takeError()));
-    }
-  }
-  return CacheResult{std::move(a), CacheOutcome::Compiled, 0};
+  if (claim.dir)
+    storeEntry(claim, request, *key, **a, std::move(files), cubinMaker);
+  return CacheResult{std::move(*a), CacheOutcome::Compiled, 0};
 }
 
 std::vector<llvm::Expected<CacheResult>> KernelCache::getOrCompileAll(

@@ -36,6 +36,9 @@ namespace kvarn {
 namespace cuda {
 class Context;
 } // namespace cuda
+namespace cache { // the disk level (runtime/Cache/DiskCache.h)
+struct EntryFile;
+} // namespace cache
 
 //===----------------------------------------------------------------------===//
 // The key
@@ -205,9 +208,43 @@ public:
   CacheStats stats() const;
 
 private:
+  /// An entry's directory held under its lock while this process writes it
+  /// (KernelCache.cpp).
+  struct ClaimedEntry;
+  /// Disk, else compile (KernelCache.cpp says the steps).
   llvm::Expected<CacheResult> lookupOrCompile(const KernelRequest &request,
                                               const CompileOptions &options,
                                               const cuda::Context *context);
+  /// The entry in `dir` when usable (with a cubin for `context`); else
+  /// null, and why, when it is corrupt, in `problem`.
+  std::shared_ptr<KernelArtifacts> readUsableEntry(const std::string &dir,
+                                                   const std::string &name,
+                                                   const CacheKey &key,
+                                                   const cuda::Context *context,
+                                                   std::string &problem);
+  /// Opens and locks the entry for writing into `claim`, or, where the disk
+  /// fails, warns and clears `dir`; the entry if another process wrote it
+  /// meanwhile.
+  std::shared_ptr<KernelArtifacts>
+  claimEntry(std::string &dir, const std::string &name, const CacheKey &key,
+             const cuda::Context *context, std::string &badEntry,
+             ClaimedEntry &claim);
+  /// Compiles the kernel into artifacts (the IR of its stages into `files`
+  /// when the entry keeps them) and assembles its cubin.
+  llvm::Expected<std::shared_ptr<KernelArtifacts>> compileArtifacts(
+      const KernelRequest &request, const CompileOptions &options,
+      const CacheKey &key, const std::string &dir, const cuda::Context *context,
+      std::vector<cache::EntryFile> &files, std::string &cubinMaker);
+  /// A cubin: the driver's linker with `context`, else ptxas where found
+  /// (none: PTX only); `maker` says which.
+  llvm::Error assembleCubin(KernelArtifacts &artifacts,
+                            const cuda::Context *context, std::string &maker);
+  /// Writes the claimed entry (source, stages, PTX, cubin, metadata),
+  /// releases its lock and evicts past the size cap.
+  void storeEntry(ClaimedEntry &claim, const KernelRequest &request,
+                  const CacheKey &key, KernelArtifacts &artifacts,
+                  std::vector<cache::EntryFile> files,
+                  const std::string &cubinMaker);
   void warnOnce(const std::string &key, const std::string &message);
 
   CacheOptions opts;
