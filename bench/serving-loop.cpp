@@ -10,7 +10,7 @@
 //            the last flush, for every live (prefilled) and finished request,
 //            layer and KV head, the pool and the record cache hold the
 //            request's true tokens where its block table says, with the
-//            acceptance criteria of the kernels (KVARN_SPEC.md section 9,
+//            acceptance criteria of the kernels (docs/kvarn.md, "Golden data",
 //            the GPU Append and Flush tests, lib/Golden/Compare):
 //            - a block in the pool (block_to_slot >= 0): its rows at positions
 //              below the request's length (committed + this step's drafts) are
@@ -93,7 +93,7 @@ constexpr int G = 64, D = 128, HK = 2, HQ = 8, LAYERS = 2;
 constexpr int NUM_BLOCKS = 192, POOL_SLOTS = 40, MAX_REQUESTS = 16,
               MAX_BLOCKS = 12;
 constexpr double kTolerance = 4e-4;
-// The flush criterion (KVARN_SPEC.md section 9, the GPU Flush tests).
+// The flush criterion (docs/kvarn.md, "Golden data"; the GPU Flush tests).
 constexpr double kFlushAgreement = 0.99, kFlushRelL2 = 5e-3;
 constexpr int kFlushMaxStep = 1;
 

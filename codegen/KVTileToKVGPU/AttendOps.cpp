@@ -192,7 +192,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
 
 /// Online softmax over one block. When K or V is read from a record
 /// (dequantized codes), the scales are folded out of the dot products
-/// (DESIGN.md, "Speed"):
+/// (docs/design.md, "Speed"):
 ///   q . k[t]  = kouter[t] * (sum_d (q[d] kscale[d]) code[d, t] + sum_d q[d] kzero[d])
 ///   sum_t p[t] v[t, d] = vouter[d] * (sum_t (p[t] vscale[t]) code[t, d] + sum_t p[t] vzero[t])
 /// so the inner loops multiply raw codes, and the per-channel and per-token

@@ -1,8 +1,9 @@
 //===- PrimitiveOps.cpp - rotate, normalize, quantize, (un)pack -----------===//
 //
-// The KVarN primitives of KVARN_SPEC.md sections 3-6, distributed over a CTA
-// on shared-memory tiles. The arithmetic follows the CPU reference
-// (lib/Reference) step for step; exp and log are the hardware approximations.
+// The KVarN primitives of docs/kvarn.md ("Rotation" to "Record layout"),
+// distributed over a CTA on shared-memory tiles. The arithmetic follows the
+// CPU reference (lib/Reference) step for step, in TileArithmetic.h's
+// contract (no exp or log).
 //
 //===----------------------------------------------------------------------===//
 

@@ -486,18 +486,19 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
 def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
   let summary = "Sinkhorn normalization of a tile held in registers";
   let description = [{
-    KVARN_SPEC.md section 4 on the logical `[R, C]` tile read from `input`
-    (`input[r, c]`, or `input[c, r]` with `transpose`): alternating column
-    and row steps of the log scales for `iters` iterations, keeping the
-    iterate of least imbalance; writes `col_scale[c] = exp(best log_c)` and
-    `row_scale[r] = exp(best log_r)`.
+    docs/kvarn.md, "Variance normalization", on the logical `[R, C]` tile
+    read from `input` (`input[r, c]`, or `input[c, r]` with `transpose`), in
+    the arithmetic of include/kvarn/Reference/TileArithmetic.h: alternating
+    column and row steps of the linear-domain scales for `iters` iterations,
+    keeping the iterate of least imbalance; writes the best iterate's
+    `col_scale[c]` and `row_scale[r]`.
 
     The tile is read from shared memory once and held in registers across
     all iterations: the CTA's threads form a grid over the buffer, each
     thread holds a fixed block of elements, and the standard deviations are
     reduced with shuffles inside a warp and through `scratch` across warps
     (`getRegisterTileScratchFloats` floats: regions of per-warp partials, a
-    row of totals, and each thread's private slots for its log scales).
+    row of totals, and each thread's private slots for its scales).
     `getRegisterTileGrid` says whether a tile fits the registers.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$input,
@@ -517,10 +518,12 @@ def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
 def KVGPU_QuantizeTileOp : KVGPU_Op<"quantize_tile"> {
   let summary = "asymmetric per-row quantization of a tile held in registers";
   let description = [{
-    KVARN_SPEC.md section 5 on the logical `[R, C]` tile read from `input`
-    (transposed with `transpose`): `balanced = M / col_scale[c] / row_scale[r]`
-    (exact divisions), per row `lo`, `hi`, `step = max((hi - lo) / qmax,
-    floor)`, `codes[r, c] = clamp(rni((balanced - lo) / step), 0, qmax)`,
+    docs/kvarn.md, "Quantization", on the logical `[R, C]` tile read from
+    `input` (transposed with `transpose`):
+    `balanced = M * (1 / col_scale[c]) * (1 / row_scale[r])` (correctly
+    rounded reciprocals), per row `lo`, `hi`,
+    `step = max((hi - lo) / qmax, floor)`,
+    `codes[r, c] = clamp(rni((balanced - lo) * (1 / step)), 0, qmax)`,
     `scale[r] = f16(row_scale[r] * step)`, `zero[r] = f16(row_scale[r] * lo)`,
     `other[c] = f16(col_scale[c])`. The same thread grid as
     `kvgpu.sinkhorn`; min and max are reduced together.

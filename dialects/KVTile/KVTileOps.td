@@ -175,7 +175,7 @@ def KVTile_TransposeOp : KVTile_Op<"transpose", [Pure,
 //===----------------------------------------------------------------------===//
 
 def KVTile_RotateOp : KVTile_Op<"rotate", [Pure, SameOperandsAndResultType]> {
-  let summary = "Hadamard rotation of every row (KVARN_SPEC.md section 3)";
+  let summary = "Hadamard rotation of every row (docs/kvarn.md#rotation)";
   let description = [{
     Multiplies every row (the last dimension, of length D) by the orthonormal
     Hadamard matrix H of order D, or by H^T with `inverse`. H is kvarn's
@@ -191,7 +191,8 @@ def KVTile_NormalizeOp : KVTile_Op<"normalize", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "Sinkhorn-like variance normalization with the best iterate kept";
   let description = [{
-    KVARN_SPEC.md section 4 on a tile M[R, C] (rows are quantization groups):
+    docs/kvarn.md, "Variance normalization", on a tile M[R, C] (rows are
+    quantization groups):
     returns the column scales `s_col` [C] and row scales `s_row` [R] of the
     best of `iters` column-then-row iterations (the untouched tile included).
   }];
@@ -204,7 +205,7 @@ def KVTile_NormalizeOp : KVTile_Op<"normalize", [Pure,
 def KVTile_QuantizeOp : KVTile_Op<"quantize", [Pure,
     ColVectorOf<"input", "colScale", F32Of>, RowVectorOf<"input", "rowScale", F32Of>,
     InferTypeOpAdaptor]> {
-  let summary = "asymmetric round-to-nearest per row (KVARN_SPEC.md section 5)";
+  let summary = "asymmetric round-to-nearest per row (docs/kvarn.md#quantization)";
   let description = [{
     Quantizes `input / s_col[None, :] / s_row[:, None]` per row to `bits`
     bits. Results: the codes [R, C] (i8, unpacked), the absorbed row scale
@@ -237,7 +238,7 @@ def KVTile_PackOp : KVTile_Op<"pack", [Pure,
   let summary = "pack each row's codes, low bits first";
   let description = [{
     Code `c` of a row goes to byte `c / (8 / bits)` at bit shift
-    `(c mod (8 / bits)) * bits` (KVARN_SPEC.md section 6).
+    `(c mod (8 / bits)) * bits` (docs/kvarn.md, "Record layout").
   }];
   let arguments = (ins KVTile_TileType:$codes,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);

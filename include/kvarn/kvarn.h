@@ -48,12 +48,13 @@ KVARN_API const char *kvarn_status_string(kvarn_status_t status);
 /* The message of the calling thread's last failed call, or "" if none. */
 KVARN_API const char *kvarn_last_error(void);
 
-/* Number of presets and their names, in the order of KVARN_SPEC.md section 1. */
+/* Number of presets and their names, in the order of docs/kvarn.md,
+ * "Presets". */
 KVARN_API size_t kvarn_preset_count(void);
 KVARN_API const char *kvarn_preset_name(size_t index);
 
 /* The cache geometry of a (preset, head_dim) pair, so a stack can size its
- * own allocations. Offsets are those of KVARN_SPEC.md section 6. */
+ * own allocations. Offsets are those of docs/kvarn.md, "Record layout". */
 typedef struct kvarn_record_layout {
   int32_t head_dim;
   int32_t group;            /* tokens per tile = block size */
@@ -248,7 +249,7 @@ KVARN_API kvarn_status_t kvarn_materialize(
 
 /*===----------------------------------------------------------------------===*
  * The managed pool: kvarn owns the record cache and the fp16 pool of every
- * layer and does the bookkeeping of KVARN_SPEC.md section 7.
+ * layer and does the bookkeeping of docs/kvarn.md, "The cache at run time".
  *
  * A serving step over some requests:
  *   kvarn_step_begin(step, n, ids, counts)    tokens appended (all or nothing)

@@ -66,7 +66,8 @@ float kvarn::imbalance(const Matrix &m) {
                    std::vector<float>(m.rows, 1.0f));
 }
 
-// The order of KVARN_SPEC.md section 4 with the stds of TileArithmetic.h.
+// The order of docs/kvarn.md, "Variance normalization", with the stds of
+// TileArithmetic.h.
 // The column stds an iteration ends with (those of its imbalance) are the
 // next iteration's column step's; the row stds after a row step are the
 // step's own, divided by the step's factor.

@@ -2,7 +2,7 @@
 kernel-level API (kvarn.Kernels) fed torch tensors directly (data_ptr(), no
 copies), checked end to end against torch itself:
 
-1. append writes the rotated tokens (KVARN_SPEC.md section 3: k_rot = k . H,
+1. append writes the rotated tokens (docs/kvarn.md, "Rotation": k_rot = k . H,
    H the Sylvester Hadamard of order D divided by sqrt(D)) into a torch fp16
    pool within one fp16 ulp; padding tokens and blocks without a pool slot
    leave the (poisoned) pool untouched.
@@ -59,7 +59,7 @@ def _skip_reason():
 
 
 def hadamard(d, dtype=None):
-    """KVARN_SPEC.md section 3: H1 = [1], H2n = [[Hn, Hn], [Hn, -Hn]],
+    """docs/kvarn.md, "Rotation": H1 = [1], H2n = [[Hn, Hn], [Hn, -Hn]],
     divided by sqrt(d); no signs, natural (Sylvester) order."""
     h = torch.ones(1, 1, dtype=torch.float64)
     while h.shape[0] < d:

@@ -54,7 +54,7 @@ TEST(Capacity, ByteCountsPastInt64AreErrors) {
 
 // The figure of issue 7: Hq/Hk 32/8, D=128, 32 layers, 60 GiB of cache, 64
 // concurrent requests. Computed independently here from the record size of
-// KVARN_SPEC.md section 6 (13,824 bytes per 128-token record).
+// docs/kvarn.md, "Record layout" (13,824 bytes per 128-token record).
 TEST(Capacity, K4V2At60GiBHoldsOver4Point5TimesFp16) {
   const int64_t budget = int64_t(60) << 30;
   RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);

@@ -1,6 +1,6 @@
 //===- GoldenTest.cpp - the CPU reference against the public reference ----===//
 //
-// KVARN_SPEC.md section 9, on every golden case bundled under
+// docs/kvarn.md, "Golden data", on every golden case bundled under
 // test/data/golden (copied from ../shared/golden).
 //
 //===----------------------------------------------------------------------===//

@@ -15,7 +15,7 @@ static RecordLayout layoutFor(const char *preset, int headDim) {
   return *l;
 }
 
-// The offsets KVARN_SPEC.md section 6 lists for k4v2_g128 at D = 128.
+// The offsets docs/kvarn.md, "Record layout", lists for k4v2_g128 at D = 128.
 TEST(RecordLayout, SpecExampleOffsets) {
   RecordLayout l = layoutFor("kvarn_k4v2_g128", 128);
   EXPECT_EQ(l.kCodes, 0);

@@ -1,14 +1,14 @@
 //===- PoolRandomTest.cpp - random operation sequences against a model ----===//
 //
-// A deliberately simple model of the pool, written from KVARN_SPEC.md
-// section 7 and not from PoolState: requests with lengths and block lists,
-// a per-block "in the fp16 pool" flag, and the flush rule stated directly
-// (held, in the pool, full and committed by a holder, not a live request's
-// first block). The model predicts whether each random operation succeeds;
-// the pool's choice of block ids for new blocks is adopted after checking
-// that they were free. After every operation the two must agree on every
-// request, every block's holders and pool residence, and the free counts;
-// a failing operation must leave describe() unchanged.
+// A deliberately simple model of the pool, written from docs/kvarn.md, "The
+// cache at run time", and not from PoolState: requests with lengths and block
+// lists, a per-block "in the fp16 pool" flag, and the flush rule stated
+// directly (held, in the pool, full and committed by a holder, not a live
+// request's first block). The model predicts whether each random operation
+// succeeds; the pool's choice of block ids for new blocks is adopted after
+// checking that they were free. After every operation the two must agree on
+// every request, every block's holders and pool residence, and the free
+// counts; a failing operation must leave describe() unchanged.
 //
 //===----------------------------------------------------------------------===//
 

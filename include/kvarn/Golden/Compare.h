@@ -1,7 +1,8 @@
 //===- Compare.h - agreement figures between records and outputs -*- C++ -*-===//
 //
-// The figures KVARN_SPEC.md section 9 and the golden tests speak in: code
-// agreement, code step, and relative L2 of dequantized tiles and outputs.
+// The figures docs/kvarn.md, "Golden data", and the golden tests speak in:
+// code agreement, code step, and relative L2 of dequantized tiles and
+// outputs.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_GOLDEN_COMPARE_H

@@ -2,7 +2,7 @@
 //
 // A golden case is a folder with `case.json` (parameters, record offsets and
 // a `tensors` table of {file, dtype, shape}) and raw little-endian binaries,
-// as produced from the public reference (KVARN_SPEC.md section 9). Every
+// as produced from the public reference (docs/kvarn.md, "Golden data"). Every
 // malformed input is an error, never a crash.
 //
 //===----------------------------------------------------------------------===//

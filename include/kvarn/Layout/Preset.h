@@ -1,6 +1,6 @@
 //===- Preset.h - KVarN presets and supported shapes ------------*- C++ -*-===//
 //
-// The one table of presets (KVARN_SPEC.md section 1) and the one check of
+// The one table of presets (docs/kvarn.md, "Presets") and the one check of
 // supported head dims. Compiler, runtime, C API and tests all read these.
 //
 //===----------------------------------------------------------------------===//
@@ -21,7 +21,7 @@ struct Preset {
   int sinkhornIters;
 };
 
-/// The four presets of KVARN_SPEC.md section 1, default first.
+/// The four presets of docs/kvarn.md, "Presets", default first.
 llvm::ArrayRef<Preset> allPresets();
 const Preset &defaultPreset();
 llvm::Expected<const Preset *> lookupPreset(llvm::StringRef name);

@@ -1,7 +1,7 @@
 //===- RecordLayout.h - byte layout of one KVarN record ---------*- C++ -*-===//
 //
-// The record of one (block, KV head) tile, KVARN_SPEC.md section 6. This is
-// the only place that computes offsets and sizes.
+// The record of one (block, KV head) tile, docs/kvarn.md, "Record layout".
+// This is the only place that computes offsets and sizes.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_LAYOUT_RECORDLAYOUT_H

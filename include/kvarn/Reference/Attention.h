@@ -21,7 +21,8 @@ namespace kvarn {
 
 class Rotation;
 
-/// Views of a paged cache, with the shapes of KVARN_SPEC.md sections 6-7.
+/// Views of a paged cache, with the shapes of docs/kvarn.md ("Record layout",
+/// "The cache at run time").
 struct PagedCacheView {
   const RecordLayout *layout = nullptr;
   int numKvHeads = 0;

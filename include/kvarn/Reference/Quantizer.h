@@ -1,9 +1,10 @@
 //===- Quantizer.h - CPU reference of the KVarN tile quantizer --*- C++ -*-===//
 //
-// KVARN_SPEC.md sections 4-6, written for clarity and exactness: Sinkhorn-like
-// variance normalization with best-iterate tracking (fp32, as the reference),
-// asymmetric round-to-nearest per row, low-bit packing, and the record that
-// holds one (block, KV head) tile. This is the oracle every kernel is tested
+// docs/kvarn.md ("Variance normalization", "Quantization", "Record layout"),
+// written for clarity and exactness: Sinkhorn-like variance normalization
+// with best-iterate tracking (fp32, as the reference), asymmetric
+// round-to-nearest per row, low-bit packing, and the record that holds one
+// (block, KV head) tile. This is the oracle every kernel is tested
 // against.
 //
 //===----------------------------------------------------------------------===//

@@ -1,6 +1,7 @@
 //===- Rotation.h - the orthonormal Hadamard rotation of a head -*- C++ -*-===//
 //
-// KVARN_SPEC.md section 3, extended to every supported head_dim (section 8):
+// docs/kvarn.md, "Rotation", extended to every supported head_dim ("Rotations
+// for every head_dim"):
 //
 //   * D a power of two:   H = S_D / sqrt(D), S the Sylvester matrix
 //                         (S_1 = [1], S_2n = [[S_n, S_n], [S_n, -S_n]]);

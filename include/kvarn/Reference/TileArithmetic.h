@@ -25,7 +25,7 @@
 //    productTreeSum(d, d) * (1/(n-1)), clamped to [kVarianceMin,
 //    kVarianceMax]; sqrt. The std of a scaled row is factored:
 //    std_j(x_ij / c_j / r_i) = (1/r_i) * std_j(x_ij * (1/c_j)).
-//  - Ties keep KVARN_SPEC.md's rules: the newer iterate wins an equal
+//  - Ties keep docs/kvarn.md's rules: the newer iterate wins an equal
 //    imbalance, codes round half to even.
 //
 // The result is within rounding of the spec's log-domain Sinkhorn (same
@@ -42,9 +42,9 @@
 
 namespace kvarn::tilemath {
 
-// KVARN_SPEC.md section 4's constants (the std clamp and the imbalance
-// floor), and its cumulative log-scale clamp [-0.3, 10] as scale bounds:
-// fp32(exp(-0.3f)) and fp32(exp(10.0f)).
+// The constants of docs/kvarn.md, "Variance normalization" (the std clamp
+// and the imbalance floor), and its cumulative log-scale clamp [-0.3, 10] as
+// scale bounds: fp32(exp(-0.3f)) and fp32(exp(10.0f)).
 constexpr float kStdMin = 1e-3f;
 constexpr float kStdMax = 1e3f;
 constexpr float kScaleMin = 0x1.7b4c86p-1f;

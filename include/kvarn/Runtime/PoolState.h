@@ -1,10 +1,10 @@
 //===- PoolState.h - bookkeeping of the managed paged KV pool ---*- C++ -*-===//
 //
-// The host side of the managed pool (KVARN_SPEC.md section 7): which blocks
-// and fp16 pool slots are free, which request holds which blocks, how many of
-// its tokens are committed, which blocks became full and committed and wait
-// to be flushed. Plain C++: no CUDA, no MLIR, so it is tested in CI and the
-// C API wraps it with the device buffers and launches.
+// The host side of the managed pool (docs/kvarn.md, "The cache at run time"):
+// which blocks and fp16 pool slots are free, which request holds which blocks,
+// how many of its tokens are committed, which blocks became full and committed
+// and wait to be flushed. Plain C++: no CUDA, no MLIR, so it is tested in CI
+// and the C API wraps it with the device buffers and launches.
 //
 // Model. A block is one paged-cache block (G tokens, every layer and KV head:
 // its records sit at `cache[layer][block]`). A block lives in an fp16 pool
