@@ -103,7 +103,78 @@ llvm::Error runPasses(ModuleOp module,
     opts.onStage(stage, printOp(module));
   return llvm::Error::success();
 }
+std::string debugString(Attribute a) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  a.print(os);
+  return text;
+}
+
+/// The ABI of a kvt kernel: its parameters (names from `kvt.name`) and its
+/// `kvt.grid`.
+llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
+  auto scalarName = [](Type t) -> std::string {
+    if (t.isInteger(32))
+      return "i32";
+    if (t.isInteger(64))
+      return "i64";
+    if (t.isInteger(8))
+      return "i8";
+    if (t.isF32())
+      return "f32";
+    if (t.isF16())
+      return "f16";
+    if (t.isBF16())
+      return "bf16";
+    return "";
+  };
+  KernelAbi abi;
+  for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+    KernelAbi::Param p;
+    if (auto name = func.getArgAttrOfType<StringAttr>(i, "kvt.name"))
+      p.name = name.str();
+    else
+      p.name = "arg" + std::to_string(i);
+    Type t = func.getArgumentTypes()[i];
+    if (auto ptr = dyn_cast<kvt::PointerType>(t))
+      p.type = "*" + scalarName(ptr.getPointeeType());
+    else
+      p.type = scalarName(t);
+    if (p.type.empty() || p.type == "*" ||
+        !(p.isPointer() || p.type == "i32" || p.type == "i64" ||
+          p.type == "f32"))
+      return makeError(KVARN_ERROR_COMPILE,
+                       "kernel '{0}': parameter '{1}' has no ABI type",
+                       func.getName(), p.name);
+    abi.params.push_back(std::move(p));
+  }
+  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
+  for (Attribute extent : grid ? grid.getValue() : ArrayRef<Attribute>()) {
+    if (auto c = dyn_cast<IntegerAttr>(extent)) {
+      abi.grid.push_back(-1 - int(c.getInt()));
+      continue;
+    }
+    auto name = dyn_cast<StringAttr>(extent);
+    auto at = llvm::find_if(abi.params, [&](const KernelAbi::Param &p) {
+      return name && p.name == name.strref();
+    });
+    if (at == abi.params.end() || at->isPointer() || at->type == "f32")
+      return makeError(KVARN_ERROR_COMPILE,
+                       "kernel '{0}': grid extent {1} is not an integer "
+                       "parameter",
+                       func.getName(), debugString(extent));
+    abi.grid.push_back(int(at - abi.params.begin()));
+  }
+  while (abi.grid.size() < 3)
+    abi.grid.push_back(-2); // 1
+  return abi;
+}
 } // namespace
+
+std::string KernelAbi::gridExpression(size_t axis) const {
+  int g = axis < grid.size() ? grid[axis] : -2;
+  return g >= 0 ? params[size_t(g)].name : std::to_string(-1 - g);
+}
 
 llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
                                                    const CompileOptions &opts) {
@@ -120,6 +191,15 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   DiagnosticCollector diags(ctx);
   if (opts.onStage)
     opts.onStage("kvt", printOp(module));
+  // The kernels' ABI, from the kvt signatures before they are lowered.
+  llvm::StringMap<KernelAbi> abis;
+  for (auto func : module.getOps<func::FuncOp>())
+    if (func->hasAttr(kvt::KVTileDialect::getKernelAttrName())) {
+      llvm::Expected<KernelAbi> abi = kernelAbi(func);
+      if (!abi)
+        return abi.takeError();
+      abis[func.getName()] = std::move(*abi);
+    }
 
   // kvt -> kvgpu, then kvgpu -> NVVM, so each stage can be dumped.
   if (llvm::Error err = runPasses(
@@ -133,6 +213,7 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
       return;
     CompiledKernel k;
     k.name = func.getName().str();
+    k.abi = abis.lookup(k.name);
     if (auto w = func->getAttrOfType<IntegerAttr>(kvgpu::kNumWarpsAttrName))
       k.numWarps = int(w.getInt());
     if (auto p =

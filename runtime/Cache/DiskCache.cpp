@@ -258,6 +258,11 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
   json::Array signature;
   for (const std::string &t : a.signature)
     signature.push_back(t);
+  json::Array params, grid;
+  for (const KernelAbi::Param &p : a.abi.params)
+    params.push_back(json::Object{{"name", p.name}, {"type", p.type}});
+  for (size_t axis = 0; axis < a.abi.grid.size(); ++axis)
+    grid.push_back(a.abi.gridExpression(axis));
 
   json::Object kvarn{
       {"format", kMetadataFormat},
@@ -276,8 +281,13 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"programs_per_cta", a.programsPerCta},
       {"ctas_per_sm", a.ctasPerSM},
       {"signature", std::move(signature)},
-      {"cubin_by", cubinMaker.empty() ? json::Value(nullptr)
-                                      : json::Value(cubinMaker)},
+      // The launch contract (Pipeline.h, KernelAbi): the parameters before
+      // the two scratch pointers, and the grid along x, y, z as a parameter
+      // name or a constant (x in programs: ceil(x / programs_per_cta) CTAs).
+      {"abi",
+       json::Object{{"params", std::move(params)}, {"grid", std::move(grid)}}},
+      {"cubin_by",
+       cubinMaker.empty() ? json::Value(nullptr) : json::Value(cubinMaker)},
       {"compile_seconds", a.compileSeconds},
       {"created", int64_t(std::time(nullptr))},
       {"created_by_pid", int64_t(::getpid())},
@@ -431,6 +441,62 @@ static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
 
 /// `.maxntid X[, Y[, Z]]` of `name`'s entry in `ptx` as a thread count (the
 /// product), or 0 when it has none.
+/// The metadata's "abi" into `a.abi`, checked against `a.signature` (the
+/// PTX's parameters): one typed, named parameter each, and a grid of three
+/// integer parameters or constants.
+static llvm::Error readAbi(const json::Object &abi, KernelArtifacts &a) {
+  auto fail = [](const llvm::Twine &why) {
+    return llvm::createStringError(
+        std::make_error_code(std::errc::invalid_argument), why.str().c_str());
+  };
+  const json::Array *params = abi.getArray("params");
+  const json::Array *grid = abi.getArray("grid");
+  if (!params || !grid)
+    return fail("no params or grid");
+  if (params->size() != a.signature.size())
+    return fail(llvm::Twine(params->size()) + " parameters, the PTX " +
+                llvm::Twine(a.signature.size()));
+  KernelAbi out;
+  for (size_t i = 0; i < params->size(); ++i) {
+    const json::Object *p = (*params)[i].getAsObject();
+    std::optional<llvm::StringRef> name =
+        p ? p->getString("name") : std::nullopt;
+    std::optional<llvm::StringRef> type =
+        p ? p->getString("type") : std::nullopt;
+    if (!name || !type || name->empty() || !isIdentifier(*name))
+      return fail("parameter " + llvm::Twine(i) + " has no name or type");
+    // The PTX's view of it: any pointer is "*i8"; f32 is "fp32".
+    std::string ptxType = type->starts_with("*") ? "*i8"
+                          : *type == "f32"       ? "fp32"
+                                                 : type->str();
+    if (ptxType != a.signature[i])
+      return fail("parameter '" + *name + "' is " + *type + ", the PTX's " +
+                  a.signature[i]);
+    out.params.push_back({name->str(), type->str()});
+  }
+  if (grid->size() != 3)
+    return fail("the grid has " + llvm::Twine(grid->size()) + " extents");
+  for (const json::Value &v : *grid) {
+    std::optional<llvm::StringRef> extent = v.getAsString();
+    int64_t constant = 0;
+    if (extent && !extent->getAsInteger(10, constant) && constant >= 0 &&
+        constant <= INT32_MAX) {
+      out.grid.push_back(-1 - int(constant));
+      continue;
+    }
+    auto at = extent ? llvm::find_if(out.params,
+                                     [&](const KernelAbi::Param &p) {
+                                       return p.name == *extent;
+                                     })
+                     : out.params.end();
+    if (at == out.params.end() || (at->type != "i32" && at->type != "i64"))
+      return fail("a grid extent is not an integer parameter or a constant");
+    out.grid.push_back(int(at - out.params.begin()));
+  }
+  a.abi = std::move(out);
+  return llvm::Error::success();
+}
+
 static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
   llvm::SmallVector<int64_t, 3> n = directiveOperandsOf(ptx, name, ".maxntid");
   if (n.empty())
@@ -645,6 +711,10 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
                " CTAs per SM, the PTX's .minnctapersm " + llvm::Twine(minCtas));
   if (a.signature != signatureFromPtx(a.ptx, name))
     return bad(metadataName + "'s signature is not the PTX's");
+  if (const json::Object *abi = kvarn->getObject("abi")) {
+    if (llvm::Error err = readAbi(*abi, a))
+      return bad(metadataName + "'s abi: " + llvm::toString(std::move(err)));
+  }
   a.metadataJson = std::move(*metadataText);
   r.metadata = std::move(m);
   r.status = EntryRead::Ok;

@@ -322,6 +322,7 @@ llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
   a->sharedBytes = k.sharedBytes;
   a->numArgs = k.numArgs;
   a->signature = signatureFromPtx(a->ptx, name);
+  a->abi = k.abi;
   if (llvm::Error err = assembleCubin(*a, context, cubinMaker))
     return std::move(err);
   a->compileSeconds = secondsSince(start);

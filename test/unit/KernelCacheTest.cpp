@@ -281,6 +281,14 @@ TEST(KernelCache, CompilesOnceThenHitsDiskThenMemory) {
   EXPECT_EQ(b.artifacts->sharedBytes, a.artifacts->sharedBytes);
   EXPECT_EQ(b.artifacts->ctasPerSM, a.artifacts->ctasPerSM);
   EXPECT_EQ(b.artifacts->signature, a.artifacts->signature);
+  // The ABI as the compiler stated it: tiny(p: ptr<f32>, n: i32) grid(n).
+  ASSERT_EQ(b.artifacts->abi.params.size(), 2u);
+  EXPECT_EQ(b.artifacts->abi.params[0].name, "p");
+  EXPECT_EQ(b.artifacts->abi.params[0].type, "*f32");
+  EXPECT_EQ(b.artifacts->abi.params[1].name, "n");
+  EXPECT_EQ(b.artifacts->abi.params[1].type, "i32");
+  EXPECT_EQ(b.artifacts->abi.grid, (std::vector<int>{1, -2, -2}));
+  EXPECT_EQ(b.artifacts->abi.grid, a.artifacts->abi.grid);
   EXPECT_TRUE(first.warnings.empty() && second.warnings.empty());
   EXPECT_EQ(second.cache->stats().compiled, 0u);
   EXPECT_EQ(second.cache->stats().diskHits, 1u);
@@ -422,6 +430,32 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   EXPECT_EQ(types, decodeSig);
   EXPECT_EQ(kvarn->getInteger("num_args").value_or(0),
             int64_t(decodeSig.size() + 2));
+  // The same parameters with their names and pointee types, and the grid
+  // rule: decode.kvt's signature and grid(batch, num_kv_heads).
+  const llvm::json::Object *abi = kvarn->getObject("abi");
+  ASSERT_NE(abi, nullptr);
+  std::vector<std::string> params;
+  for (const llvm::json::Value &p : *abi->getArray("params"))
+    params.push_back((p.getAsObject()->getString("name").value_or("") + ":" +
+                      p.getAsObject()->getString("type").value_or(""))
+                         .str());
+  std::vector<std::string> decodeParams = {"q:*f16",
+                                           "block_table:*i32",
+                                           "seq_lens:*i32",
+                                           "block_to_slot:*i32",
+                                           "cache:*i8",
+                                           "pool_k:*f16",
+                                           "pool_v:*f16",
+                                           "out:*f16",
+                                           "softmax_scale:f32",
+                                           "batch:i32",
+                                           "max_blocks:i32",
+                                           "num_kv_heads:i32"};
+  EXPECT_EQ(params, decodeParams);
+  std::vector<std::string> grid;
+  for (const llvm::json::Value &g : *abi->getArray("grid"))
+    grid.push_back(g.getAsString().value_or("").str());
+  EXPECT_EQ(grid, (std::vector<std::string>{"batch", "num_kv_heads", "1"}));
   const llvm::json::Object *sums = kvarn->getObject("files");
   ASSERT_NE(sums, nullptr);
   const llvm::json::Object *ptx = sums->getObject("decode.ptx");
@@ -493,6 +527,24 @@ std::string resealedWithOtherCtasPerSM(const std::string &json) {
   return llvm::formatv("{0:2}", *v).str();
 }
 
+/// The metadata with its "abi" replaced (parameters p: `pType`, n: i32 and
+/// the grid `gridX`) and sealed again, as a writer that got it wrong would:
+/// only the check against the PTX's parameters says so.
+std::string resealedWithAbi(const std::string &json, const char *pType,
+                            const char *gridX) {
+  llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
+  if (!v)
+    return "garbage";
+  llvm::json::Object &m = *v->getAsObject();
+  (*m.getObject("kvarn"))["abi"] = llvm::json::Object{
+      {"params", llvm::json::Array{
+                     llvm::json::Object{{"name", "p"}, {"type", pType}},
+                     llvm::json::Object{{"name", "n"}, {"type", "i32"}}}},
+      {"grid", llvm::json::Array{gridX, "1", "1"}}};
+  cache::sealMetadata(m);
+  return llvm::formatv("{0:2}", *v).str();
+}
+
 /// The metadata with launch fields changed the way a hand edit would.
 std::string editLaunchFields(const std::string &json) {
   llvm::Expected<llvm::json::Value> v = llvm::json::parse(json);
@@ -559,6 +611,16 @@ INSTANTIATE_TEST_SUITE_P(
                [](const std::string &s) {
                  return setKvarnField(s, "signature",
                                       llvm::json::Array{"i64", "i64"});
+               }},
+        // An ABI that disagrees with the PTX's parameters, or whose grid
+        // names a pointer.
+        Damage{"AbiTypeNotThePtxs", "tiny.json",
+               [](const std::string &s) {
+                 return resealedWithAbi(s, "i32", "n");
+               }},
+        Damage{"AbiGridNamesAPointer", "tiny.json",
+               [](const std::string &s) {
+                 return resealedWithAbi(s, "*f32", "p");
                }},
         // Nesting deep enough to overflow a recursive parser's stack.
         Damage{"DeepMetadata", "tiny.json",

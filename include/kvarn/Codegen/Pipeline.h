@@ -52,8 +52,30 @@ struct CompileOptions {
   std::string crashReproducer;
 };
 
+/// A kernel's calling convention, as its `.kvt` signature and `grid(...)`
+/// state it: what a launcher needs to build the argument list and the grid
+/// (Triton's convention: these parameters in order, then the global and
+/// profile scratch pointers, passed null).
+struct KernelAbi {
+  struct Param {
+    std::string name;
+    /// "i32", "i64", "f32", or a pointer: "*" and the pointee ("*f16",
+    /// "*bf16", "*f32", "*i8", "*i32").
+    std::string type;
+    bool isPointer() const { return !type.empty() && type[0] == '*'; }
+  };
+  std::vector<Param> params;
+  /// The grid along x, y, z: the index in `params` of the integer parameter
+  /// that gives the extent, or -1 - the constant extent (so -2 is 1).
+  std::vector<int> grid;
+  /// The extent `grid[axis]` names, as C source over the parameter names
+  /// (a name or a constant).
+  std::string gridExpression(size_t axis) const;
+};
+
 struct CompiledKernel {
   std::string name;
+  KernelAbi abi;
   int numWarps = 0;
   /// Grid points along x one CTA runs: launch ceil(grid.x / P) CTAs there.
   int programsPerCta = 1;

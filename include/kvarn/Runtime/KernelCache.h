@@ -107,6 +107,10 @@ struct KernelArtifacts {
   /// Triton-style parameter types without the two scratch pointers: "*i8"
   /// for a pointer, "i32", "i64", "fp32".
   std::vector<std::string> signature;
+  /// The parameters' names and types and the grid rule (the compiler's;
+  /// from the metadata's "abi" on a disk hit, empty in entries older than
+  /// it).
+  KernelAbi abi;
   std::string metadataJson; // <name>.json as written
   double compileSeconds = 0; // of the compilation that made it
 
