@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CLauncher.h"
 #include "Commands.h"
 
 #include "kvarn/Codegen/Pipeline.h"
@@ -157,9 +158,10 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     CompileOptions options;
     options.target = target;
     // --emit names -> the pipeline's stage names (CompileOptions::onStage).
-    llvm::StringRef wantedStage = stage == "mlir"   ? "nvvm"
-                                  : stage == "llvm" ? "llir"
-                                                    : stage;
+    llvm::StringRef wantedStage = stage == "mlir"         ? "nvvm"
+                                  : stage == "llvm"       ? "llir"
+                                  : stage == "c-launcher" ? "ptx"
+                                                          : stage;
     applyReportingOptions(opts, name, options);
     StageDumper dumper(opts, name);
     if (auto it = sources.find(name); it != sources.end())
@@ -172,6 +174,39 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     llvm::Expected<CompiledModule> compiled = compileToPTX(*one, options);
     if (!compiled)
       return compileFailure(name, options, compiled.takeError());
+    if (stage == "c-launcher") {
+      // The cubin where ptxas is at hand, else the PTX (the driver JITs it).
+      const CompiledKernel &k = compiled->kernels.front();
+      bool isCubin = false;
+      std::string image = compiled->ptx;
+      if (llvm::Expected<std::string> found = cuda::findPtxas()) {
+        cuda::PtxasOptions ptxas;
+        ptxas.arch = target.chip;
+        ptxas.ptxasPath = *found;
+        llvm::Expected<cuda::CubinImage> cubin =
+            cuda::assembleWithPtxas(compiled->ptx, ptxas);
+        if (!cubin)
+          return failure(cubin.takeError());
+        image = std::move(cubin->bytes);
+        isCubin = true;
+      } else {
+        llvm::consumeError(found.takeError());
+      }
+      llvm::Expected<CLauncher> launcher = makeCLauncher(
+          k, image, isCubin, spec.describe() + ", " + target.chip);
+      if (!launcher)
+        return failure(launcher.takeError());
+      for (auto [file, text] : {std::pair{name + ".h", &launcher->header},
+                                std::pair{name + ".c", &launcher->source}})
+        if (int rc = emitText(opts, file, *text))
+          return rc;
+      if (opts.has("out"))
+        llvm::outs() << llvm::formatv(
+            "{0}: {1} {2} -> {3}/{0}.h, {0}.c ({4} embedded)\n", name,
+            spec.describe(), target.chip, opts.get("out"),
+            isCubin ? "cubin" : "PTX");
+      continue;
+    }
     if (stage == "cubin") {
       cuda::PtxasOptions ptxas;
       ptxas.arch = target.chip;
@@ -241,11 +276,12 @@ int runEmit(const ParsedOptions &opts) {
 
   // No --emit: every kernel through the kernel cache (or into --out).
   std::string emit = opts.get("emit", "");
-  static const char *const kStages[] = {"kvt", "kvgpu", "mlir", "llvm", "ptx",
-                                        "cubin"};
+  static const char *const kStages[] = {"kvt", "kvgpu", "mlir",      "llvm",
+                                        "ptx", "cubin", "c-launcher"};
   if (!emit.empty() && !llvm::is_contained(kStages, emit))
     return usageError("unknown --emit stage '" + emit +
-                      "' (stages: kvt, kvgpu, mlir, llvm, ptx, cubin)");
+                      "' (stages: kvt, kvgpu, mlir, llvm, ptx, cubin, "
+                      "c-launcher)");
   Target target;
   target.chip = opts.has("arch") ? opts.get("arch") : localArch();
   if (llvm::Error err = validateTarget(target))
@@ -340,33 +376,45 @@ Command kvarn::jit::emitCommand() {
           "--emit, one stage of each",
           {{"kernels", "LIST", "comma-separated kernels (default: all)"},
            {"preset", "NAME", "KVarN preset (default kvarn_k4v2_g128)"},
-           {"head-dim", "N", "head_dim, a multiple of 16 in [64, 512] "
-                             "(default 128)"},
+           {"head-dim", "N",
+            "head_dim, a multiple of 16 in [64, 512] "
+            "(default 128)"},
            {"gqa", "N", "query heads per KV head (default 1)"},
-           {"dtype", "TYPE", "activation dtype of q, new K/V and outputs: f16 "
-                             "or bf16 (default f16; the pool stays fp16)"},
-           {"arch", "SM", "target GPU: sm_80, sm_86, sm_89, sm_90, sm_90a, ... "
-                          "(default: the local GPU's, else sm_90)"},
-           {"emit", "STAGE", "print (or with --out write) one stage instead: "
-                             "kvt, kvgpu, mlir (the NVVM dialect), llvm, ptx, "
-                             "cubin (needs ptxas)"},
+           {"dtype", "TYPE",
+            "activation dtype of q, new K/V and outputs: f16 "
+            "or bf16 (default f16; the pool stays fp16)"},
+           {"arch", "SM",
+            "target GPU: sm_80, sm_86, sm_89, sm_90, sm_90a, ... "
+            "(default: the local GPU's, else sm_90)"},
+           {"emit", "STAGE",
+            "print (or with --out write) one stage instead: "
+            "kvt, kvgpu, mlir (the NVVM dialect), llvm, ptx, "
+            "cubin (needs ptxas), c-launcher (<kernel>.h and "
+            ".c: the kernel embedded, a C launcher needing "
+            "only the CUDA driver, as Triton's AOT compiler "
+            "writes them)"},
            {"source", "FILE", "a .kvt file instead of the built-in library"},
-           {"out", "DIR", "the cache directory to fill (default: the kernel "
-                          "cache); with --emit, write <kernel>.<stage> files "
-                          "here instead of printing"},
+           {"out", "DIR",
+            "the cache directory to fill (default: the kernel "
+            "cache); with --emit, write <kernel>.<stage> files "
+            "here instead of printing"},
            {"json", nullptr, "describe what was built as JSON on stdout"},
            {"threads", "N", "compile on N threads (default: one per core)"},
            {"num-warps", "N", "warps per CTA (default: from the largest tile)"},
-           {"min-ctas-per-sm", "N", "CTAs per SM ptxas budgets registers for "
-                                    "(.minnctapersm; default 1)"},
-           {"dump-ir", "DIR", "write the IR after every stage to "
-                              "DIR/<kernel>/NN-<stage>.<ext> (compiles even "
-                              "on a cache hit)"},
-           {"print-ir-after-all", nullptr, "print the IR after every pass to "
-                                           "stderr (one thread; compiles even "
-                                           "on a cache hit)"},
-           {"timing", nullptr, "report pass timing on stderr (one thread; "
-                               "compiles even on a cache hit)"},
+           {"min-ctas-per-sm", "N",
+            "CTAs per SM ptxas budgets registers for "
+            "(.minnctapersm; default 1)"},
+           {"dump-ir", "DIR",
+            "write the IR after every stage to "
+            "DIR/<kernel>/NN-<stage>.<ext> (compiles even "
+            "on a cache hit)"},
+           {"print-ir-after-all", nullptr,
+            "print the IR after every pass to "
+            "stderr (one thread; compiles even "
+            "on a cache hit)"},
+           {"timing", nullptr,
+            "report pass timing on stderr (one thread; "
+            "compiles even on a cache hit)"},
            {"list-presets", nullptr, "list the presets"},
            {"list-kernels", nullptr, "list the library's kernels"}},
           runEmit};
