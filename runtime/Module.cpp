@@ -205,6 +205,7 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   loaded.shared = image.sharedBytes;
   loaded.programs = std::max(image.programsPerCta, 1);
   loaded.ctasPerMultiprocessor = std::max(image.ctasPerSM, 1);
+  loaded.signature = image.abi;
   llvm::Expected<Module> module =
       image.cubin.empty() ? Module::loadPtx(context, image.ptx)
                           : Module::loadCubin(context, image.cubin);
@@ -219,8 +220,49 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   return std::move(loaded);
 }
 
+llvm::Error cuda::checkArguments(llvm::StringRef name, const KernelAbi &abi,
+                                 const KernelArgs &args) {
+  if (abi.params.empty())
+    return llvm::Error::success();
+  if (args.size() != abi.params.size() + 2)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': {1} arguments; it takes {2} (its {3} "
+                     "parameters and the two scratch pointers)",
+                     name, args.size(), abi.params.size() + 2,
+                     abi.params.size());
+  auto kindName = [](KernelArgs::Kind k) {
+    switch (k) {
+    case KernelArgs::Kind::Pointer:
+      return "a pointer";
+    case KernelArgs::Kind::I32:
+      return "i32";
+    case KernelArgs::Kind::I64:
+      return "i64";
+    case KernelArgs::Kind::F32:
+      return "f32";
+    }
+    return "?";
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    KernelArgs::Kind want = KernelArgs::Kind::Pointer; // the scratch pointers
+    std::string what = i < abi.params.size() ? abi.params[i].name : "scratch";
+    if (i < abi.params.size() && !abi.params[i].isPointer())
+      want = abi.params[i].type == "i64"   ? KernelArgs::Kind::I64
+             : abi.params[i].type == "f32" ? KernelArgs::Kind::F32
+                                           : KernelArgs::Kind::I32;
+    if (args.kind(i) != want)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}': argument {1} ({2}) is {3}; the kernel "
+                       "takes {4}",
+                       name, i, what, kindName(args.kind(i)), kindName(want));
+  }
+  return llvm::Error::success();
+}
+
 llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
                                  CUstream stream) const {
+  if (llvm::Error err = checkArguments(function.name, signature, args))
+    return err;
   LaunchConfig config;
   config.grid = grid;
   config.grid.x = unsigned((uint64_t(grid.x) + programs - 1) / programs);

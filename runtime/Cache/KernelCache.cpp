@@ -46,6 +46,7 @@ cuda::KernelImage KernelArtifacts::image() const {
   image.programsPerCta = programsPerCta;
   image.ctasPerSM = ctasPerSM;
   image.sharedBytes = int(sharedBytes);
+  image.abi = abi;
   return image;
 }
 

@@ -348,6 +348,65 @@ llvm::json::Object metadataOf(const KernelArtifacts &a) {
   return v && v->getAsObject() ? *v->getAsObject() : llvm::json::Object();
 }
 
+/// The code of the error `err` carries, consumed.
+kvarn_status_t statusOf(llvm::Error err) {
+  std::string message;
+  return kvarn::consumeError(std::move(err), message);
+}
+
+TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
+  // decode's ABI as the compiler states it, carried into the kernel image
+  // every launch checks its arguments against.
+  TempDir dir;
+  TestCache cache(dir.path);
+  CacheResult r = cache.get({"decode", {"kvarn_k4v2_g128", 128, 4}, "", ""});
+  ASSERT_TRUE(r.artifacts);
+  const KernelAbi &abi = r.artifacts->image().abi;
+  ASSERT_EQ(abi.params.size(), 12u);
+  auto decodeArgs = [](bool scaleAsI32) {
+    cuda::KernelArgs a;
+    for (int i = 0; i < 8; ++i) // q ... out
+      a.pointer(CUdeviceptr(0x1000 * (i + 1)));
+    if (scaleAsI32)
+      a.i32(1);
+    else
+      a.f32(0.088f);
+    a.i32(2).i32(16).i32(8); // batch, max_blocks, num_kv_heads
+    return a;
+  };
+  cuda::KernelArgs good = decodeArgs(false);
+  good.scratch();
+  EXPECT_FALSE(bool(cuda::checkArguments("decode", abi, good)));
+
+  cuda::KernelArgs noScratch = decodeArgs(false);
+  llvm::Error e = cuda::checkArguments("decode", abi, noScratch);
+  ASSERT_TRUE(bool(e));
+  std::string message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("12 arguments; it takes 14"), std::string::npos)
+      << message;
+
+  cuda::KernelArgs wrongKind = decodeArgs(true);
+  wrongKind.scratch();
+  e = cuda::checkArguments("decode", abi, wrongKind);
+  ASSERT_TRUE(bool(e));
+  message = llvm::toString(std::move(e));
+  EXPECT_NE(message.find("argument 8 (softmax_scale) is i32; the kernel takes "
+                         "f32"),
+            std::string::npos)
+      << message;
+
+  cuda::KernelArgs scalarForPointer;
+  scalarForPointer.i64(0x1000);
+  for (int i = 1; i < 8; ++i)
+    scalarForPointer.pointer(CUdeviceptr(0x1000));
+  scalarForPointer.f32(0.088f).i32(2).i32(16).i32(8).scratch();
+  EXPECT_EQ(statusOf(cuda::checkArguments("decode", abi, scalarForPointer)),
+            KVARN_ERROR_INVALID_ARGUMENT);
+
+  // An image without an ABI (built by hand) is launched unchecked.
+  EXPECT_FALSE(bool(cuda::checkArguments("decode", KernelAbi{}, noScratch)));
+}
+
 TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   TempDir dir;
   TestCache cache(dir.path);

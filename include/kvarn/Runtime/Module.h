@@ -14,6 +14,7 @@
 #ifndef KVARN_RUNTIME_MODULE_H
 #define KVARN_RUNTIME_MODULE_H
 
+#include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Runtime/Memory.h"
 
 #include "llvm/ADT/SmallVector.h"
@@ -81,14 +82,19 @@ private:
 /// are fine. data() is what cuLaunchKernel takes.
 class KernelArgs {
 public:
-  KernelArgs &pointer(CUdeviceptr address) { return add(uint64_t(address)); }
+  /// What a slot holds, for the check against the kernel's ABI at launch.
+  enum class Kind { Pointer, I32, I64, F32 };
+
+  KernelArgs &pointer(CUdeviceptr address) {
+    return add(uint64_t(address), Kind::Pointer);
+  }
   KernelArgs &pointer(const DeviceBuffer &buffer) {
     return pointer(buffer.address());
   }
-  KernelArgs &i32(int32_t value) { return addBits(value); }
-  KernelArgs &u32(uint32_t value) { return addBits(value); }
-  KernelArgs &i64(int64_t value) { return addBits(value); }
-  KernelArgs &f32(float value) { return addBits(value); }
+  KernelArgs &i32(int32_t value) { return addBits(value, Kind::I32); }
+  KernelArgs &u32(uint32_t value) { return addBits(value, Kind::I32); }
+  KernelArgs &i64(int64_t value) { return addBits(value, Kind::I64); }
+  KernelArgs &f32(float value) { return addBits(value, Kind::F32); }
   /// The two trailing pointers every kvarn (and Triton) kernel takes.
   KernelArgs &scratch(CUdeviceptr globalScratch = 0,
                       CUdeviceptr profileScratch = 0) {
@@ -96,24 +102,34 @@ public:
   }
 
   size_t size() const { return slots.size(); }
+  Kind kind(size_t i) const { return kinds[i]; }
   /// Pointers to each value; valid until the next value is added.
   void **data();
 
 private:
-  template <typename T> KernelArgs &addBits(T value) {
+  template <typename T> KernelArgs &addBits(T value, Kind kind) {
     static_assert(sizeof(T) <= sizeof(uint64_t));
     uint64_t slot = 0;
     std::memcpy(&slot, &value, sizeof(T)); // the driver reads sizeof(T) bytes
-    return add(slot);
+    return add(slot, kind);
   }
-  KernelArgs &add(uint64_t slot) {
+  KernelArgs &add(uint64_t slot, Kind kind) {
     slots.push_back(slot);
+    kinds.push_back(kind);
     return *this;
   }
 
   llvm::SmallVector<uint64_t, 16> slots;
+  llvm::SmallVector<Kind, 16> kinds;
   llvm::SmallVector<void *, 16> addresses;
 };
+
+/// Checks `args` against the ABI of kernel `name`: one argument per
+/// parameter, of its kind (a pointer for `*T`, i32, i64, f32), then the two
+/// scratch pointers. KVARN_ERROR_INVALID_ARGUMENT naming the first that
+/// differs; nothing to check for an empty ABI (an image made without one).
+llvm::Error checkArguments(llvm::StringRef name, const KernelAbi &abi,
+                           const KernelArgs &args);
 
 struct Grid {
   unsigned x = 1, y = 1, z = 1;
@@ -149,6 +165,9 @@ struct KernelImage {
   /// CTAs per SM the kernel's registers and shared memory were budgeted for
   /// (the metadata's ctas_per_sm): how many of its CTAs make a wave.
   int ctasPerSM = 1;
+  /// The parameters and grid rule (the compiler's); every launch's
+  /// arguments are checked against it.
+  KernelAbi abi;
 };
 
 /// A KernelImage loaded into a context, ready to launch with its own warp
@@ -164,9 +183,11 @@ public:
   int sharedBytes() const { return shared; }
   int programsPerCta() const { return programs; }
   int ctasPerSM() const { return ctasPerMultiprocessor; }
+  const KernelAbi &abi() const { return signature; }
 
   /// Launches the kernel's grid of programs (`grid`, as the kernel declares
-  /// it): ceil(grid.x / programsPerCta()) CTAs along x.
+  /// it): ceil(grid.x / programsPerCta()) CTAs along x, after checking
+  /// `args` against the ABI (checkArguments).
   llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
 
 private:
@@ -177,6 +198,7 @@ private:
   int shared = 0;
   int programs = 1;
   int ctasPerMultiprocessor = 1;
+  KernelAbi signature;
 };
 
 } // namespace kvarn::cuda
