@@ -1,6 +1,7 @@
 //===- KernelCompiler.cpp - a DSL kernel to PTX ---------------------------===//
 
 #include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/DSL/Diagnostics.h"
 #include "kvarn/DSL/KernelBuilder.h"
 #include "kvarn/RegisterKvarnDialects.h"
 #include "kvarn/Support/Error.h"
@@ -28,15 +29,7 @@ kvarn::compileKernel(const KernelRequest &request,
   context.loadAllAvailableDialects();
   context.printOpOnDiagnostic(false); // the location says where
 
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {
-    if (diag.getSeverity() == DiagnosticSeverity::Error) {
-      llvm::raw_string_ostream os(diagnostics);
-      os << (diagnostics.empty() ? "" : "\n") << diag.getLocation() << ": "
-         << diag;
-    }
-    return success();
-  });
+  dsl::ErrorCollector diagnostics(&context);
 
   OwningOpRef<ModuleOp> module;
   llvm::SourceMgr sourceMgr;
@@ -62,8 +55,8 @@ kvarn::compileKernel(const KernelRequest &request,
   }
   if (!module)
     return makeError(KVARN_ERROR_COMPILE, "{0}",
-                     diagnostics.empty() ? "the DSL front end failed"
-                                         : diagnostics);
+                     diagnostics.text().empty() ? "the DSL front end failed"
+                                                : diagnostics.text());
   llvm::Expected<CompiledModule> compiled = compileToPTX(*module, options);
   if (!compiled)
     return compiled.takeError();

@@ -2,6 +2,7 @@
 
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Conversion/Passes.h"
+#include "kvarn/DSL/Diagnostics.h"
 #include "kvarn/RegisterKvarnDialects.h"
 #include "kvarn/Support/Error.h"
 
@@ -57,24 +58,6 @@ void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,
 }
 
 namespace {
-/// Collects every diagnostic of a compilation into one message.
-struct DiagnosticCollector {
-  std::string text;
-  ScopedDiagnosticHandler handler;
-  explicit DiagnosticCollector(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &diag) {
-          if (diag.getSeverity() != DiagnosticSeverity::Error)
-            return success();
-          llvm::raw_string_ostream os(text);
-          if (!text.empty())
-            os << "\n";
-          os << diag.getLocation() << ": " << diag;
-          for (Diagnostic &note : diag.getNotes())
-            os << "\n  note: " << note.getLocation() << ": " << note;
-          return success();
-        }) {}
-};
-
 std::string printOp(Operation *op) {
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -84,7 +67,7 @@ std::string printOp(Operation *op) {
 
 llvm::Error runPasses(ModuleOp module,
                       function_ref<void(OpPassManager &)> populate,
-                      const CompileOptions &opts, DiagnosticCollector &diags,
+                      const CompileOptions &opts, dsl::ErrorCollector &diags,
                       llvm::StringRef stage) {
   PassManager runner(module.getContext());
   populate(runner);
@@ -98,7 +81,7 @@ llvm::Error runPasses(ModuleOp module,
     runner.enableCrashReproducerGeneration(opts.crashReproducer);
   if (failed(runner.run(module)))
     return makeError(KVARN_ERROR_COMPILE, "compiling to {0} failed: {1}", stage,
-                     diags.text.empty() ? "(no diagnostic)" : diags.text);
+                     diags.text().empty() ? "(no diagnostic)" : diags.text());
   if (opts.onStage)
     opts.onStage(stage, printOp(module));
   return llvm::Error::success();
@@ -188,7 +171,7 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   registerKvarnDialects(registry);
   ctx->appendDialectRegistry(registry);
   ctx->loadAllAvailableDialects();
-  DiagnosticCollector diags(ctx);
+  dsl::ErrorCollector diags(ctx);
   if (opts.onStage)
     opts.onStage("kvt", printOp(module));
   // The kernels' ABI, from the kvt signatures before they are lowered.
@@ -266,9 +249,10 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
       /*linkedLlvmIRCallback=*/{}, /*optimizedLlvmIRCallback=*/{}, capturePTX);
   if (failed(gpu::transformGpuModulesToBinaries(module, nullptr,
                                                 targetOptions)))
-    return makeError(KVARN_ERROR_COMPILE, "LLVM NVPTX code generation failed: "
-                                          "{0}",
-                     diags.text.empty() ? "(no diagnostic)" : diags.text);
+    return makeError(KVARN_ERROR_COMPILE,
+                     "LLVM NVPTX code generation failed: "
+                     "{0}",
+                     diags.text().empty() ? "(no diagnostic)" : diags.text());
   if (ptx.empty())
     return makeError(KVARN_ERROR_COMPILE, "LLVM produced no PTX");
   result.llvmIR = std::move(llvmIR);

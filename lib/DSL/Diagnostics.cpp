@@ -58,3 +58,12 @@ kvarn::dsl::OneLineDiagnosticHandler::OneLineDiagnosticHandler(
     return success();
   });
 }
+
+kvarn::dsl::ErrorCollector::ErrorCollector(MLIRContext *context)
+    : ScopedDiagnosticHandler(context) {
+  setHandler([this](Diagnostic &diag) {
+    if (diag.getSeverity() == DiagnosticSeverity::Error)
+      errors += (errors.empty() ? "" : "\n") + formatDiagnostic(diag);
+    return success();
+  });
+}

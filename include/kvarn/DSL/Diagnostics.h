@@ -26,6 +26,19 @@ public:
   OneLineDiagnosticHandler(mlir::MLIRContext *context, llvm::raw_ostream &os);
 };
 
+/// While alive, collects the errors of `context` (warnings and remarks are
+/// dropped) as formatDiagnostic lines, one per error, for a compile error's
+/// message: the one collector of the front end and the pass pipeline.
+class ErrorCollector : public mlir::ScopedDiagnosticHandler {
+public:
+  explicit ErrorCollector(mlir::MLIRContext *context);
+  /// The errors so far, joined by newlines; empty if none.
+  const std::string &text() const { return errors; }
+
+private:
+  std::string errors;
+};
+
 } // namespace kvarn::dsl
 
 #endif // KVARN_DSL_DIAGNOSTICS_H
