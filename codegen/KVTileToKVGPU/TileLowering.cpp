@@ -4,6 +4,8 @@
 
 #include "kvarn/Codegen/TileArithmeticEmitters.h"
 
+#include "mlir/Interfaces/LoopLikeInterface.h"
+
 using namespace mlir;
 using namespace kvarn;
 using namespace kvarn::kvt;
@@ -134,33 +136,33 @@ TileView TileLowering::materialize(Location loc, const TileView &v, Type elt,
 /// enclosing `at` (or of `at`'s own block).
 static bool noUseAfter(Value v, Operation *at) {
   Block *home = v.getParentBlock();
+  // A loop between `at` and v's block runs `at` again with the same v (and
+  // every use of v inside it after this one): only a value rebound each
+  // iteration (the loop's own iter_arg, whose block is the loop's body) can
+  // be overwritten. A v of no enclosing block: nothing is known.
+  for (Block *b = at->getBlock(); b != home;) {
+    Operation *parent = b->getParentOp();
+    if (!parent || !parent->getBlock() || isa<LoopLikeOpInterface>(parent) ||
+        isa<scf::WhileOp>(parent))
+      return false;
+    b = parent->getBlock();
+  }
   for (Operation *user : v.getUsers()) {
     if (user == at)
       continue;
     // From `at` outwards to v's block: the first block that holds the user
     // (or an op around it) says where it runs relative to `at`.
-    Operation *a = at;
-    while (true) {
+    for (Operation *a = at;; a = a->getBlock()->getParentOp()) {
       Block *block = a->getBlock();
       if (Operation *u = block->findAncestorOpInBlock(*user)) {
-        if (u == a) { // in another region of `a`: the other branch of an if
-          if (!isa<scf::IfOp>(a))
-            return false;
-        } else if (!u->isBeforeInBlock(a)) {
+        // In another region of `a` (the other branch of an if), or before.
+        if ((u == a && !isa<scf::IfOp>(a)) ||
+            (u != a && !u->isBeforeInBlock(a)))
           return false;
-        }
         break;
       }
-      if (block == home || !block->getParentOp() ||
-          !block->getParentOp()->getBlock())
+      if (block == home)
         return false; // not found: assume it runs later
-      a = block->getParentOp();
-      // A loop between `at` and v's block runs `at` again, after every use
-      // in its body: only v rebound each iteration (the loop's own
-      // iter_arg) has its uses in one iteration.
-      if (isa<scf::ForOp, scf::WhileOp>(a) && a->isProperAncestor(at) &&
-          !(home->getParentOp() == a))
-        return false;
     }
   }
   return true;
