@@ -4,6 +4,7 @@
 #include "Internal.h"
 
 #include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
 
@@ -25,22 +26,32 @@ llvm::Error ContextState::synchronize() const {
   return KVARN_CUDA_CHECK(context.driver(), cuStreamSynchronize, stream);
 }
 
-static constexpr const char *kKernelNames[kNumKernelKinds] = {
-    "append", "flush", "decode", "decode_split", "combine", "verify",
-    "materialize"};
+// The kernels' names are the library's (dsl::libraryFiles: kernels first,
+// in KernelKind's order); nothing here spells them again.
+static llvm::ArrayRef<dsl::LibraryFile> libraryKernels() {
+  llvm::ArrayRef<dsl::LibraryFile> files = dsl::libraryFiles();
+  size_t n = 0;
+  while (n < files.size() && files[n].isKernel)
+    ++n;
+  assert(n == kNumKernelKinds && "KernelKind and the kernel library differ");
+  return files.take_front(n);
+}
 
 const char *kvarn::runtime::kernelName(KernelKind kind) {
-  return kKernelNames[size_t(kind)];
+  // The library's names are literals embedded at build time.
+  return libraryKernels()[size_t(kind)].name.data();
 }
 
 llvm::Expected<KernelKind> kvarn::runtime::parseKernelName(llvm::StringRef name) {
-  for (size_t i = 0; i < kNumKernelKinds; ++i)
-    if (name == kKernelNames[i])
+  llvm::ArrayRef<dsl::LibraryFile> kernels = libraryKernels();
+  for (size_t i = 0; i < kernels.size(); ++i)
+    if (name == kernels[i].name)
       return KernelKind(i);
-  return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                   "unknown kernel '{0}' (append, flush, decode, decode_split, "
-                   "combine, verify, materialize)",
-                   name);
+  std::string known;
+  for (const dsl::LibraryFile &k : kernels)
+    known += (known.empty() ? "" : ", ") + k.name.str();
+  return makeError(KVARN_ERROR_INVALID_ARGUMENT, "unknown kernel '{0}' ({1})",
+                   name, known);
 }
 
 llvm::Expected<std::unique_ptr<KernelSet>>
