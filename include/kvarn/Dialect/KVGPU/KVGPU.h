@@ -1,6 +1,6 @@
 //===- KVGPU.h - the kvgpu dialect ------------------------------*- C++ -*-===//
 //
-// KVarN tile work distributed over a CTA (see dialects/KVGPU/KVGPU.td).
+// KVarN tile work distributed over a CTA (see KVGPU.td beside this header).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_DIALECT_KVGPU_KVGPU_H
