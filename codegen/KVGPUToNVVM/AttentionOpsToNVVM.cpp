@@ -596,6 +596,35 @@ Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
 /// fp32 accumulators ~1e-5 of it, under the split's own 2^-17 a term.
 constexpr float kRecordCodeBias = 128.0f;
 
+/// The A fragments of `tiles` m16n8k16 tiles whose codes are the pieces of
+/// rows r, r + 1 (the fragment's low k pair) and r + 8, r + 9 (its high
+/// pair), `piece(i)` loading row r + i's: 128 + code as bf16 pairs,
+/// fragment i from codes 2i, 2i + 1 of both halves (the scores' and the
+/// weighted values' products alike).
+SmallVector<std::array<Value, 4>>
+codeFragments(OpBuilder &b, Location loc,
+              llvm::function_ref<SmallVector<Value>(int64_t)> piece,
+              int64_t pieceBits, int64_t tiles, int64_t bits) {
+  // Each pair's second row loaded first: the order the emitted code has had
+  // (the PTX stays byte for byte what it was).
+  SmallVector<Value> low, high;
+  {
+    SmallVector<Value> row1 = piece(1), row0 = piece(0);
+    low = interleaveHalves(b, loc, row0, row1, pieceBits);
+  }
+  {
+    SmallVector<Value> row9 = piece(9), row8 = piece(8);
+    high = interleaveHalves(b, loc, row8, row9, pieceBits);
+  }
+  SmallVector<std::array<Value, 4>> fragments;
+  for (int64_t i = 0; i < tiles; ++i)
+    fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits),
+                         codeOfHalves(b, loc, low, 2 * i + 1, bits),
+                         codeOfHalves(b, loc, high, 2 * i, bits),
+                         codeOfHalves(b, loc, high, 2 * i + 1, bits)});
+  return fragments;
+}
+
 /// The sum of the kMmaSplitParts bf16 parts of `x`, as splitToBf16x2 makes
 /// them (hi, then the rounded rest): what the MMAs multiply in place of x.
 Value sumOfSplitParts(OpBuilder &b, Location loc, Value x) {
@@ -798,18 +827,12 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value f = add(rw, lane, kt * kWarpSize);
       SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
       Value ch = add(rw, mul(rw, lt, 2), kt * 16);
-      SmallVector<Value> low = interleaveHalves(rw, loc, {kPiece(ch)},
-                                                {kPiece(add(rw, ch, 1))},
-                                                L.kPieceBits),
-                         high = interleaveHalves(
-                             rw, loc, {kPiece(add(rw, ch, 8))},
-                             {kPiece(add(rw, ch, 9))}, L.kPieceBits);
-      SmallVector<std::array<Value, 4>> aRegs;
-      for (int64_t i = 0; i < mTiles; ++i)
-        aRegs.push_back({codeOfHalves(rw, loc, low, 2 * i, kBits),
-                         codeOfHalves(rw, loc, low, 2 * i + 1, kBits),
-                         codeOfHalves(rw, loc, high, 2 * i, kBits),
-                         codeOfHalves(rw, loc, high, 2 * i + 1, kBits)});
+      SmallVector<std::array<Value, 4>> aRegs = codeFragments(
+          rw, loc,
+          [&](int64_t row) -> SmallVector<Value> {
+            return {kPiece(add(rw, ch, row))};
+          },
+          L.kPieceBits, mTiles, kBits);
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
@@ -976,18 +999,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
               rw, loc, i32, memref::LoadOp::create(rw, loc, scratch, at));
         }
       Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
-      SmallVector<Value> low = interleaveHalves(rw, loc, vPiece(slotToken),
-                                                vPiece(add(rw, slotToken, 1)),
-                                                L.vPieceBits),
-                         high = interleaveHalves(
-                             rw, loc, vPiece(add(rw, slotToken, 8)),
-                             vPiece(add(rw, slotToken, 9)), L.vPieceBits);
-      SmallVector<std::array<Value, 4>> aRegs;
-      for (int64_t i = 0; i < vTiles; ++i)
-        aRegs.push_back({codeOfHalves(rw, loc, low, 2 * i, vBits),
-                         codeOfHalves(rw, loc, low, 2 * i + 1, vBits),
-                         codeOfHalves(rw, loc, high, 2 * i, vBits),
-                         codeOfHalves(rw, loc, high, 2 * i + 1, vBits)});
+      SmallVector<std::array<Value, 4>> aRegs = codeFragments(
+          rw, loc, [&](int64_t row) { return vPiece(add(rw, slotToken, row)); },
+          L.vPieceBits, vTiles, vBits);
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < vTiles; ++i)
           mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
