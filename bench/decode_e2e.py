@@ -32,6 +32,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kvarn
 import kvarn.torch as kt
@@ -143,10 +144,16 @@ def run_fp16(s, w, batch, context, steps, warmup, dev):
         n = state["len"]
         kc[:, :, n] = k
         vc[:, :, n] = v
-        out = F.scaled_dot_product_attention(
-            q[:, :, None, :], kc[:, :, :n + 1], vc[:, :, :n + 1],
-            enable_gqa=True)
-        return out[:, :, 0, :]
+        # The GQA query heads of one KV head as that head's query rows (the
+        # one new token attends to every cached one: no mask), so that flash
+        # attention runs with no enable_gqa and no K/V expansion; the flash
+        # backend forced, so a fallback to the math kernel is an error, not
+        # a silently slower baseline.
+        qg = q.view(q.shape[0], s.hk, s.hq // s.hk, s.d)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            out = F.scaled_dot_product_attention(qg, kc[:, :, :n + 1],
+                                                 vc[:, :, :n + 1])
+        return out.reshape(q.shape)
 
     x = torch.randn(batch, s.hidden, device=dev, dtype=torch.bfloat16)
 
