@@ -254,13 +254,10 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
     return b.time([&] {
       CUstream stream = b.stream.handle();
       if (splits == 1) {
-        check(single.launch({unsigned(p.batch), unsigned(p.hk), 1},
-                            first[next], stream));
+        check(single.launch(first[next], stream));
       } else {
-        check(split.launch({unsigned(p.batch), unsigned(p.hk), unsigned(splits)},
-                           first[next], stream));
-        check(combine.launch({unsigned(p.batch), unsigned(p.hk), 1},
-                             second[next], stream));
+        check(split.launch(first[next], stream));
+        check(combine.launch(second[next], stream));
       }
       next = (next + 1) % sets;
     }, 20);
@@ -418,7 +415,7 @@ int main(int argc, char **argv) {
     }
     int next = 0;
     double us = b.time([&] {
-      check(k.launch({unsigned(n), unsigned(hk), 1}, sets[next], b.stream.handle()));
+      check(k.launch(sets[next], b.stream.handle()));
       next = (next + 1) % kSets;
     });
     double bytes = 4.0 * n * hk * d * 2; // read k, v; write two pool rows
@@ -447,9 +444,7 @@ int main(int argc, char **argv) {
     KernelArgs args;
     args.pointer(pk).pointer(pv).pointer(s).pointer(bl).pointer(cache)
         .i32(tiles).i32(hk).scratch();
-    double us = b.time([&] {
-      check(k.launch({unsigned(tiles), unsigned(hk), 1}, args, b.stream.handle()));
-    }, 10);
+    double us = b.time([&] { check(k.launch(args, b.stream.handle())); }, 10);
     double bytes = 2.0 * poolElems * 2 + double(tiles) * hk * l.recordBytes;
     rows.push_back({what, us,
                     bytes / us / 1e3,

@@ -112,7 +112,8 @@ struct Launch {
   llvm::SmallVector<std::pair<const char *, CUdeviceptr>, 12> buffers;
   KernelArgs args;
 
-  llvm::Error run(CUstream stream, Grid grid) {
+  /// Launches the grid the kernel declares for `args` (its ABI).
+  llvm::Error run(CUstream stream) {
     const char *name = kernelName(kind);
     bool empty = false;
     for (auto [what, n] : extents) {
@@ -131,7 +132,7 @@ struct Launch {
     if (!k)
       return k.takeError();
     args.scratch();
-    return withContext((*k)->launch(grid, args, ks.streamOr(stream)),
+    return withContext((*k)->launch(args, ks.streamOr(stream)),
                        std::string("launching ") + name);
   }
 };
@@ -151,7 +152,7 @@ llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
             KVARN_PTR(blockToSlot), KVARN_PTR(poolK), KVARN_PTR(poolV)}, {}};
   l.args.pointer(k).pointer(v).pointer(slotMapping).pointer(blockToSlot)
       .pointer(poolK).pointer(poolV).i32(numTokens).i32(numKvHeads);
-  return l.run(stream, {unsigned(std::max(numTokens, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+  return l.run(stream);
 }
 
 llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
@@ -165,7 +166,7 @@ llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
             KVARN_PTR(tileBlocks), KVARN_PTR(cache)}, {}};
   l.args.pointer(poolK).pointer(poolV).pointer(tileSlots).pointer(tileBlocks)
       .pointer(cache).i32(numTiles).i32(numKvHeads);
-  return l.run(stream, {unsigned(std::max(numTiles, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+  return l.run(stream);
 }
 
 llvm::Error kvarn::runtime::launchDecode(
@@ -182,7 +183,7 @@ llvm::Error kvarn::runtime::launchDecode(
   l.args.pointer(q).pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
       .pointer(cache).pointer(poolK).pointer(poolV).pointer(out).f32(scale)
       .i32(batch).i32(maxBlocks).i32(numKvHeads);
-  return l.run(stream, {unsigned(std::max(batch, 0)), unsigned(std::max(numKvHeads, 0)), 1});
+  return l.run(stream);
 }
 
 llvm::Error kvarn::runtime::launchDecodeSplit(
@@ -211,17 +212,14 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
       .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
       .pointer(partOut).pointer(partLse).f32(scale).i32(batch).i32(maxBlocks)
       .i32(numKvHeads).i32(numSplits);
-  if (llvm::Error e = split.run(stream, {unsigned(std::max(batch, 0)),
-                                         unsigned(std::max(numKvHeads, 0)),
-                                         unsigned(numSplits)}))
+  if (llvm::Error e = split.run(stream))
     return e;
   Launch combine{ks, KernelKind::Combine, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
                  {KVARN_PTR(partOut), KVARN_PTR(partLse), KVARN_PTR(seqLens),
                   KVARN_PTR(out)}, {}};
   combine.args.pointer(partOut).pointer(partLse).pointer(seqLens).pointer(out)
       .i32(batch).i32(numKvHeads).i32(numSplits);
-  return combine.run(stream, {unsigned(std::max(batch, 0)),
-                              unsigned(std::max(numKvHeads, 0)), 1});
+  return combine.run(stream);
 }
 
 llvm::Error kvarn::runtime::launchVerify(
@@ -242,9 +240,7 @@ llvm::Error kvarn::runtime::launchVerify(
       .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
       .pointer(out).f32(scale).i32(batch).i32(maxQueryTokens).i32(maxBlocks)
       .i32(numKvHeads);
-  return l.run(stream, {unsigned(std::max(batch, 0)),
-                        unsigned(std::max(numKvHeads, 0)),
-                        unsigned(std::max(maxQueryTokens, 0))});
+  return l.run(stream);
 }
 
 llvm::Error kvarn::runtime::launchMaterialize(
@@ -262,7 +258,5 @@ llvm::Error kvarn::runtime::launchMaterialize(
   l.args.pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
       .pointer(cache).pointer(poolK).pointer(poolV).pointer(outStart)
       .pointer(outK).pointer(outV).i32(batch).i32(maxBlocks).i32(numKvHeads);
-  return l.run(stream, {unsigned(std::max(batch, 0)),
-                        unsigned(std::max(numKvHeads, 0)),
-                        unsigned(std::max(maxBlocks, 0))});
+  return l.run(stream);
 }

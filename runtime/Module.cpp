@@ -5,6 +5,7 @@
 #include "Internal.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -270,4 +271,45 @@ llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
   config.dynamicSharedBytes = shared;
   config.stream = stream;
   return cuda::launch(ctx, function, config, args);
+}
+
+llvm::Expected<Grid> cuda::gridOf(llvm::StringRef name, const KernelAbi &abi,
+                                  const KernelArgs &args) {
+  if (abi.params.empty() || abi.grid.empty() || abi.grid.size() > 3)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': its image carries no grid rule (ABI)",
+                     name);
+  unsigned extents[3] = {1, 1, 1};
+  for (size_t axis = 0; axis < abi.grid.size(); ++axis) {
+    int g = abi.grid[axis];
+    int64_t n = -1 - int64_t(g); // a constant extent
+    if (g >= 0) {
+      if (size_t(g) >= abi.params.size() || size_t(g) >= args.size() ||
+          abi.params[g].isPointer())
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                         "kernel '{0}': grid axis {1} names no integer "
+                         "parameter",
+                         name, axis);
+      n = args.integer(size_t(g));
+    }
+    if (n < 0 || n > std::numeric_limits<int32_t>::max())
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}': grid axis {1} ({2}) is {3}, must be 0 "
+                       "to 2147483647",
+                       name, axis,
+                       g >= 0 ? abi.params[size_t(g)].name : "a constant", n);
+    extents[axis] = unsigned(n);
+  }
+  return Grid{extents[0], extents[1], extents[2]};
+}
+
+llvm::Error LoadedKernel::launch(KernelArgs &args, CUstream stream) const {
+  if (llvm::Error err = checkArguments(function.name, signature, args))
+    return err;
+  llvm::Expected<Grid> grid = gridOf(function.name, signature, args);
+  if (!grid)
+    return grid.takeError();
+  if (grid->empty())
+    return llvm::Error::success();
+  return launch(*grid, args, stream);
 }

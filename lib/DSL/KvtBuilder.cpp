@@ -231,23 +231,35 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
                 kvt::SpecAttr::get(context, spec.preset, int64_t(spec.headDim),
                                    int64_t(spec.gqa)));
 
-  // The grid: each dimension a constant or the name of an integer parameter.
+  // The grid: each dimension a constant (an integer or a specialization
+  // constant such as GQA) or the name of an integer parameter.
   if (kernel.grid.size() > 3)
     return error(kernel.grid[3].loc, "a grid has at most 3 dimensions");
   SmallVector<Attribute> grid;
   for (const ast::GridDim &dim : kernel.grid) {
-    if (!dim.param) {
-      if (dim.constant < 1 || dim.constant > INT32_MAX)
+    std::optional<int64_t> constant;
+    if (!dim.param)
+      constant = dim.constant;
+    auto param = kernel.params.end();
+    if (dim.param) {
+      param = llvm::find_if(kernel.params, [&](const ast::Param &p) {
+        return p.name.text == dim.param->text;
+      });
+      auto global = globalConstants.find(dim.param->text);
+      if (param == kernel.params.end() && global != globalConstants.end() &&
+          global->second.kind == Operand::Kind::Int)
+        constant = global->second.intValue;
+    }
+    if (constant) {
+      if (*constant < 1 || *constant > INT32_MAX)
         return error(dim.loc, "a constant grid dimension must be in [1, 2^31)");
-      grid.push_back(builder.getI64IntegerAttr(dim.constant));
+      grid.push_back(builder.getI64IntegerAttr(*constant));
       continue;
     }
-    auto param = llvm::find_if(kernel.params, [&](const ast::Param &p) {
-      return p.name.text == dim.param->text;
-    });
     if (param == kernel.params.end())
       return error(dim.loc, "grid dimension '" + dim.param->text +
-                                "' is not a parameter of the kernel");
+                                "' is neither a parameter of the kernel nor "
+                                "a constant");
     if (param->type.isPointer || param->type.element == ast::ScalarKind::F32)
       return error(dim.loc, "grid dimension '" + dim.param->text +
                                 "' must be an i32 or i64 parameter");

@@ -128,9 +128,10 @@ protected:
     return host;
   }
 
-  void run(const LoadedKernel *k, Grid grid, KernelArgs &args) {
+  /// Launches the grid `k` declares for `args` (its ABI), and waits.
+  void run(const LoadedKernel *k, KernelArgs &args) {
     ASSERT_NE(k, nullptr);
-    llvm::Error err = k->launch(grid, args, nullptr);
+    llvm::Error err = k->launch(args, nullptr);
     ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
     llvm::Error sync = ctx().synchronize();
     ASSERT_FALSE(bool(sync)) << llvm::toString(std::move(sync));
@@ -176,7 +177,7 @@ protected:
     KernelArgs args;
     args.pointer(dk).pointer(dv).pointer(ds).pointer(db).pointer(dc)
         .i32(tiles).i32(hk).scratch();
-    run(kernel("flush", spec), {unsigned(tiles), unsigned(hk), 1}, args);
+    run(kernel("flush", spec), args);
     return {download<uint8_t>(dc)};
   }
 };
@@ -468,7 +469,7 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
           .i32(n)
           .i32(hk)
           .scratch();
-      run(kernel("append", spec), {unsigned(n), unsigned(hk), 1}, args);
+      run(kernel("append", spec), args);
       std::vector<uint16_t> gotK = download<uint16_t>(pk);
       std::vector<uint16_t> gotV = download<uint16_t>(pv);
       for (std::vector<uint16_t> *got : {&gotK, &gotV}) {
@@ -545,7 +546,7 @@ TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
         .pointer(dpk).pointer(dpv).pointer(out)
         .f32(float(*c->getNumber("softmax_scale")))
         .i32(batch).i32(maxBlocks).i32(hk).scratch();
-    run(kernel("decode", spec), {unsigned(batch), unsigned(hk), 1}, args);
+    run(kernel("decode", spec), args);
     std::vector<uint16_t> got = download<uint16_t>(out);
     std::vector<float> gotF(got.size());
     for (size_t i = 0; i < got.size(); ++i)
@@ -639,7 +640,7 @@ protected:
     args.pointer(in.q).pointer(in.table).pointer(in.lens).pointer(in.toSlot)
         .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(out)
         .f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk).scratch();
-    run(kernel("decode", spec), {unsigned(batch), unsigned(c.hk), 1}, args);
+    run(kernel("decode", spec), args);
     return download<uint16_t>(out);
   }
 
@@ -658,12 +659,11 @@ protected:
         .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(partOut)
         .pointer(partLse).f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk)
         .i32(splits).scratch();
-    run(kernel("decode_split", spec),
-        {unsigned(batch), unsigned(c.hk), unsigned(splits)}, a);
+    run(kernel("decode_split", spec), a);
     KernelArgs m;
     m.pointer(partOut).pointer(partLse).pointer(in.lens).pointer(out)
         .i32(batch).i32(c.hk).i32(splits).scratch();
-    run(kernel("combine", spec), {unsigned(batch), unsigned(c.hk), 1}, m);
+    run(kernel("combine", spec), m);
     return download<uint16_t>(out);
   }
 
@@ -789,8 +789,7 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
         .i32(c.maxBlocks)
         .i32(hk)
         .scratch();
-    run(kernel("verify", {preset.name, d, ratio, dtype}),
-        {unsigned(batch), unsigned(hk), unsigned(t)}, args);
+    run(kernel("verify", {preset.name, d, ratio, dtype}), args);
     std::vector<uint16_t> got = download<uint16_t>(out);
 
     VerifyBatchView vb =
@@ -842,8 +841,7 @@ TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
           .i32(c.maxBlocks)
           .i32(hk)
           .scratch();
-      run(kernel("materialize", {preset.name, d, 1, dtype}),
-          {unsigned(batch), unsigned(hk), unsigned(c.maxBlocks)}, args);
+      run(kernel("materialize", {preset.name, d, 1, dtype}), args);
       std::vector<uint16_t> gotK = download<uint16_t>(ok),
                             gotV = download<uint16_t>(ov);
       std::vector<uint16_t> wantK = poison, wantV = poison;

@@ -388,82 +388,136 @@ kernel k(p: ptr<i64>, q: ptr<i32>, n: i32) grid(n) {
 TEST(Builder, DiagnosticsNameTheLocation) {
   struct Case { const char *source; const char *expected; };
   for (Case c : {
-           Case{"kernel k(n: i32) grid(n) { let x = y; }", "k.kvt:1:36: error: unknown name 'y'"},
+           Case{"kernel k(n: i32) grid(n) { let x = y; }",
+                "k.kvt:1:36: error: unknown name 'y'"},
            Case{"kernel k(n: i32) grid(n) { let x = 1.5; x = n; }",
                 "k.kvt:1:45: error: 'x' is f32; cannot assign i32"},
            Case{"kernel k(n: i32) grid(n) { let x = rotate(1, 2); }",
-                "k.kvt:1:36: error: 'rotate' takes 1 argument, got 2: rotate(tile)"},
-           Case{"kernel k(n: i32) grid(n) { let x = transpose(splat(1.0, [D])); }",
+                "k.kvt:1:36: error: 'rotate' takes 1 argument, got 2: "
+                "rotate(tile)"},
+           Case{"kernel k(n: i32) grid(n) { let x = transpose(splat(1.0, "
+                "[D])); }",
                 "k.kvt:1:36: error: input must have rank 2, got 1"},
-           Case{"kernel k(n: i32) grid(n) { let x = rotate(splat(1.0, [4, 100])); }",
+           Case{"kernel k(n: i32) grid(n) { let x = rotate(splat(1.0, [4, "
+                "100])); }",
                 "k.kvt:1:36: error: 'kvt.rotate' op no rotation of order 100"},
-           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { store_field(p, 0, k_scale, splat(1.0, [D])); }",
-                "error: 'kvt.store_field' op field k_scale of kvarn_k4v2_g128 at head_dim 128 is '!kvt.tile<128xf16>', not '!kvt.tile<128xf32>'"},
-           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { let f = load_field(p, 0, k_bogus); }",
+           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { store_field(p, 0, "
+                "k_scale, splat(1.0, [D])); }",
+                "error: 'kvt.store_field' op field k_scale of kvarn_k4v2_g128 "
+                "at head_dim 128 is '!kvt.tile<128xf16>', not "
+                "'!kvt.tile<128xf32>'"},
+           Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { let f = load_field(p, "
+                "0, k_bogus); }",
                 "must be a record field name: k_codes, k_scale"},
            Case{"kernel k(n: i32) grid(n) { let x = program_id(1); }",
                 "axis 1 is outside the kernel's 1-dimensional grid"},
-           Case{"kernel k(n: i32) grid(n) { let a, b = normalize(splat(1.0, [4, 4]), 8); let c = a + b; }",
+           Case{"kernel k(n: i32) grid(n) { let a, b = normalize(splat(1.0, "
+                "[4, 4]), 8); let c = a + b; }",
                 "'+' works on scalars, not tile<4xf32>"},
-           Case{"kernel k(n: i32) grid(n) { let a = normalize(splat(1.0, [4, 4]), 8); }",
+           Case{"kernel k(n: i32) grid(n) { let a = normalize(splat(1.0, [4, "
+                "4]), 8); }",
                 "2 values cannot be bound to 1 name"},
            Case{"kernel k(n: i32) grid(n) { let x; let y = x + 1; }",
                 "'x' is used before it has a value on every path"},
-           Case{"kernel k(n: i32) grid(n) { let x; if n > 0 { x = 1; } let y = x; }",
+           Case{"kernel k(n: i32) grid(n) { let x; if n > 0 { x = 1; } let y = "
+                "x; }",
                 "'x' is used before it has a value on every path"},
-           Case{"kernel k(n: i32) grid(n) { n = 1; }", "cannot assign to parameter 'n'"},
-           Case{"kernel k(n: i32) grid(n) { for i in 0..n { i = 1; } }", "cannot assign to loop variable 'i'"},
+           Case{"kernel k(n: i32) grid(n) { n = 1; }",
+                "cannot assign to parameter 'n'"},
+           Case{"kernel k(n: i32) grid(n) { for i in 0..n { i = 1; } }",
+                "cannot assign to loop variable 'i'"},
            Case{"kernel k(n: i32) grid(n) { let x; for i in 0..n { x = i; } }",
                 "a variable assigned in this loop has no value before it"},
-           Case{"kernel k(n: i32) grid(n) { let D = 1; }", "'D' is a constant and cannot be redefined"},
-           Case{"kernel k(n: i32) grid(n) { let ACT = 1; }", "'ACT' is the name of a function or type"},
+           Case{"kernel k(n: i32) grid(n) { let D = 1; }",
+                "'D' is a constant and cannot be redefined"},
+           Case{"kernel k(n: i32) grid(n) { let ACT = 1; }",
+                "'ACT' is the name of a function or type"},
            Case{"kernel k(p: ptr<ACT>, n: i32) grid(n) { p[0] = 1.0 + p[1]; }",
-                "'+' does not apply to f16; convert with i32(...) or f32(...) first"},
-           Case{"kernel k(n: i32) grid(n) { let a = 1; let a = 2; }", "'a' is already defined in this scope; note: k.kvt:1:32: first defined here"},
-           Case{"fn f(a) { return f(a); } kernel k(n: i32) grid(n) { let x = f(n); }",
+                "'+' does not apply to f16; convert with i32(...) or f32(...) "
+                "first"},
+           Case{"kernel k(n: i32) grid(n) { let a = 1; let a = 2; }",
+                "'a' is already defined in this scope; note: k.kvt:1:32: first "
+                "defined here"},
+           Case{"fn f(a) { return f(a); } kernel k(n: i32) grid(n) { let x = "
+                "f(n); }",
                 "'f' calls itself; fns are inlined"},
-           Case{"fn f(a, b) { return a; } kernel k(n: i32) grid(n) { let x = f(n); }",
+           Case{"fn f(a, b) { return a; } kernel k(n: i32) grid(n) { let x = "
+                "f(n); }",
                 "'f' takes 2 arguments, got 1"},
-           Case{"fn f(a) { return a; let b = 1; } kernel k(n: i32) grid(n) { let x = f(n); }",
+           Case{"fn f(a) { return a; let b = 1; } kernel k(n: i32) grid(n) { "
+                "let x = f(n); }",
                 "'return' must be the last statement of a fn body"},
-           Case{"kernel k(n: i32) grid(n) { return; }", "'return' is only allowed at the end of a fn"},
-           Case{"kernel k(n: i32) grid(m) { }", "grid dimension 'm' is not a parameter of the kernel"},
-           Case{"kernel k(n: f32) grid(n) { }", "grid dimension 'n' must be an i32 or i64 parameter"},
-           Case{"kernel k(n: i32) grid(n) { let x = 3000000000 + n; }", "the constant 3000000000 does not fit in i32"},
-           Case{"kernel k(n: i32) grid(n) { const Z = 1 / 0; }", "division by zero in a constant expression"},
+           Case{"kernel k(n: i32) grid(n) { return; }",
+                "'return' is only allowed at the end of a fn"},
+           Case{"kernel k(n: i32) grid(m) { }",
+                "grid dimension 'm' is neither a parameter of the kernel nor a "
+                "constant"},
+           Case{"kernel k(n: f32) grid(n) { }",
+                "grid dimension 'n' must be an i32 or i64 parameter"},
+           Case{"kernel k(n: i32) grid(n) { let x = 3000000000 + n; }",
+                "the constant 3000000000 does not fit in i32"},
+           Case{"kernel k(n: i32) grid(n) { const Z = 1 / 0; }",
+                "division by zero in a constant expression"},
            // INT64_MIN / -1 traps in C++; cdiv folds it like '/'.
-           Case{"kernel k(n: i32) grid(n) { const Z = cdiv(-9223372036854775807 - 1, -1); }",
+           Case{"kernel k(n: i32) grid(n) { const Z = "
+                "cdiv(-9223372036854775807 - 1, -1); }",
                 "k.kvt:1:38: error: the constant expression overflows 64 bits"},
-           Case{"kernel k(n: i32) grid(n) { const Z = cdiv(1, 0); }", "division by zero in a constant expression"},
+           Case{"kernel k(n: i32) grid(n) { const Z = cdiv(1, 0); }",
+                "division by zero in a constant expression"},
            // Float to int folds check the range first and quote the float.
-           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(1e19); }", "the constant 1e+19 does not fit in i64"},
-           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(-1e19); }", "the constant -1e+19 does not fit in i64"},
-           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(9223372036854775807.0); }",
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(1e19); }",
+                "the constant 1e+19 does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(-1e19); }",
+                "the constant -1e+19 does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = "
+                "i64(9223372036854775807.0); }",
                 "the constant 9223372036854775808 does not fit in i64"},
-           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF); }", "the constant inf does not fit in i64"},
-           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF - INF); }", "the constant nan does not fit in i64"},
-           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = i32(1e30); }", "the constant 1e+30 does not fit in i32"},
-           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = i32(2147483648.0); }",
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF); }",
+                "the constant inf does not fit in i64"},
+           Case{"kernel k(p: ptr<i64>, n: i32) grid(n) { p[0] = i64(INF - "
+                "INF); }",
+                "the constant nan does not fit in i64"},
+           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = i32(1e30); }",
+                "the constant 1e+30 does not fit in i32"},
+           Case{"kernel k(p: ptr<i32>, n: i32) grid(n) { p[0] = "
+                "i32(2147483648.0); }",
                 "the constant 2147483648 does not fit in i32"},
            // A constant expression past a float type's range is not inf.
-           Case{"kernel k(p: ptr<f32>, n: i32) grid(n) { p[0] = 1e38 * 10.0; }", "the constant 1e+39 does not fit in f32"},
-           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000.0); }", "the constant 70000 does not fit in f16"},
-           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000); }", "the constant 70000 does not fit in f16"},
-           Case{"kernel k(n: i32) grid(n) { let x = n + 1.5; }", "a float constant cannot be used as i32"},
-           Case{"kernel k(n: i32) grid(n) { if n { } }", "a condition must be a comparison"},
-           Case{"kernel k(n: i32) grid(n) { rotate(splat(1.0, [1, D])); }", "the result of 'rotate' is unused"},
-           Case{"kernel k(n: i32) grid(n) { n + 1; }", "this expression has no effect"},
-           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = 1.0 + p[1]; }", "k.kvt:1:52: error: '+' does not apply to f16; convert with i32(...) or f32(...) first"},
-           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { let t = load_tile(p, 0, [n], [1]); }",
+           Case{"kernel k(p: ptr<f32>, n: i32) grid(n) { p[0] = 1e38 * 10.0; }",
+                "the constant 1e+39 does not fit in f32"},
+           Case{
+               "kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000.0); }",
+               "the constant 70000 does not fit in f16"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = f16(70000); }",
+                "the constant 70000 does not fit in f16"},
+           Case{"kernel k(n: i32) grid(n) { let x = n + 1.5; }",
+                "a float constant cannot be used as i32"},
+           Case{"kernel k(n: i32) grid(n) { if n { } }",
+                "a condition must be a comparison"},
+           Case{"kernel k(n: i32) grid(n) { rotate(splat(1.0, [1, D])); }",
+                "the result of 'rotate' is unused"},
+           Case{"kernel k(n: i32) grid(n) { n + 1; }",
+                "this expression has no effect"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { p[0] = 1.0 + p[1]; }",
+                "k.kvt:1:52: error: '+' does not apply to f16; convert with "
+                "i32(...) or f32(...) first"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { let t = load_tile(p, "
+                "0, [n], [1]); }",
                 "a shape dimension must be a compile-time integer"},
-           Case{"import nothing; kernel k(n: i32) grid(n) { }", "unknown module 'nothing' (library modules: paged)"},
-           Case{"kernel k(n: i32) grid(n) { let x = frob(1); }", "unknown function 'frob'"},
+           Case{"import nothing; kernel k(n: i32) grid(n) { }",
+                "unknown module 'nothing' (library modules: paged)"},
+           Case{"kernel k(n: i32) grid(n) { let x = frob(1); }",
+                "unknown function 'frob'"},
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, n); }",
-                "argument 3 of 'prefetch' (byte count) must be a compile-time integer, not i32"},
+                "argument 3 of 'prefetch' (byte count) must be a compile-time "
+                "integer, not i32"},
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, 0); }",
-                "'kvt.prefetch' op attribute 'bytes' failed to satisfy constraint"},
-           Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = load_queries(p, n, 0.5); }",
-                "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float constant cannot be used as i32"},
+                "'kvt.prefetch' op attribute 'bytes' failed to satisfy "
+                "constraint"},
+           Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = "
+                "load_queries(p, n, 0.5); }",
+                "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float "
+                "constant cannot be used as i32"},
        }) {
     BuiltKernel k = buildFromSource(c.source, "k.kvt", "k", spec());
     EXPECT_FALSE(bool(k)) << c.source;

@@ -9,6 +9,7 @@
 
 #include "kvarn/Runtime/KernelCache.h"
 #include "DiskCache.h"
+#include "TestUtil.h"
 
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
@@ -31,9 +32,10 @@
 #include <cstdlib>
 #include <ctime>
 #include <future>
-#include <thread>
+#include <random>
 #include <set>
 #include <sys/stat.h>
+#include <thread>
 #include <utime.h>
 
 using namespace kvarn;
@@ -405,6 +407,63 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
 
   // An image without an ABI (built by hand) is launched unchecked.
   EXPECT_FALSE(bool(cuda::checkArguments("decode", KernelAbi{}, noScratch)));
+}
+
+TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
+  // Launchers pass no grid: it is the .kvt's grid(...) evaluated on the
+  // launch's arguments. decode_split's names three parameters; combine's
+  // has GQA, a specialization constant, as its third axis.
+  TempDir dir;
+  TestCache cache(dir.path);
+  std::mt19937_64 rng(test::freshSeed());
+  std::uniform_int_distribution<int> extent(1, 1000);
+  int batch = extent(rng), heads = extent(rng), splits = extent(rng);
+  for (int gqa : {1, 4, 8}) {
+    CacheResult split =
+        cache.get({"decode_split", {"kvarn_k4v2_g128", 128, gqa}, "", ""});
+    CacheResult combine =
+        cache.get({"combine", {"kvarn_k4v2_g128", 128, gqa}, "", ""});
+    ASSERT_TRUE(split.artifacts && combine.artifacts);
+    cuda::KernelArgs s;
+    for (int i = 0; i < 9; ++i) // q ... part_lse
+      s.pointer(CUdeviceptr(0x1000));
+    s.f32(0.088f).i32(batch).i32(16).i32(heads).i32(splits).scratch();
+    llvm::Expected<cuda::Grid> g =
+        cuda::gridOf("decode_split", split.artifacts->image().abi, s);
+    ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
+    EXPECT_EQ(g->x, unsigned(batch));
+    EXPECT_EQ(g->y, unsigned(heads));
+    EXPECT_EQ(g->z, unsigned(splits));
+
+    cuda::KernelArgs c;
+    for (int i = 0; i < 4; ++i) // part_out, part_lse, seq_lens, out
+      c.pointer(CUdeviceptr(0x1000));
+    c.i32(batch).i32(heads).i32(splits).scratch();
+    g = cuda::gridOf("combine", combine.artifacts->image().abi, c);
+    ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
+    EXPECT_EQ(g->x, unsigned(batch));
+    EXPECT_EQ(g->y, unsigned(heads));
+    EXPECT_EQ(g->z, unsigned(gqa));
+
+    cuda::KernelArgs negative;
+    for (int i = 0; i < 4; ++i)
+      negative.pointer(CUdeviceptr(0x1000));
+    negative.i32(batch).i32(-heads).i32(splits).scratch();
+    llvm::Expected<cuda::Grid> bad =
+        cuda::gridOf("combine", combine.artifacts->image().abi, negative);
+    ASSERT_FALSE(bool(bad));
+    std::string message = llvm::toString(bad.takeError());
+    EXPECT_NE(
+        message.find("grid axis 1 (num_kv_heads) is " + std::to_string(-heads)),
+        std::string::npos)
+        << message;
+  }
+  // An image without an ABI has no grid to launch.
+  cuda::KernelArgs any;
+  any.i32(1).scratch();
+  llvm::Expected<cuda::Grid> none = cuda::gridOf("k", KernelAbi{}, any);
+  ASSERT_FALSE(bool(none));
+  EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
 }
 
 TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {

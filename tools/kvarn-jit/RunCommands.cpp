@@ -60,8 +60,9 @@ public:
     return upload(v.data(), v.size() * sizeof(T));
   }
 
-  llvm::Error launch(Grid grid, KernelArgs &args) {
-    if (llvm::Error err = kernel->launch(grid, args, nullptr))
+  /// Launches the grid the kernel declares for `args`, and waits.
+  llvm::Error launch(KernelArgs &args) {
+    if (llvm::Error err = kernel->launch(args, nullptr))
       return err;
     return ctx.synchronize();
   }
@@ -109,7 +110,7 @@ int runFlush(const ParsedOptions &opts) {
   KernelArgs args;
   args.pointer(pk).pointer(pv).pointer(slots).pointer(blocks).pointer(cache)
       .i32(tiles).i32(1).scratch();
-  if (llvm::Error err = run.launch({unsigned(tiles), 1, 1}, args))
+  if (llvm::Error err = run.launch(args))
     return failure(std::move(err));
   if (llvm::Error err = cache.download(records.data(), records.size()))
     return failure(std::move(err));
@@ -156,7 +157,7 @@ int runAppend(const ParsedOptions &opts) {
   KernelArgs args;
   args.pointer(dk).pointer(dv).pointer(dm).pointer(dt).pointer(pk).pointer(pv)
       .i32(tokens).i32(1).scratch();
-  if (llvm::Error err = run.launch({unsigned(tokens), 1, 1}, args))
+  if (llvm::Error err = run.launch(args))
     return failure(std::move(err));
   size_t half = pool.size() / 2;
   if (llvm::Error err = pk.download(pool.data(), half * 2))
@@ -210,7 +211,7 @@ int runDecode(const ParsedOptions &opts) {
   args.pointer(dq).pointer(dt).pointer(dl).pointer(ds).pointer(dc)
       .pointer(dpk).pointer(dpv).pointer(dout).f32(float(scale))
       .i32(batch).i32(maxBlocks).i32(hk).scratch();
-  if (llvm::Error err = run.launch({unsigned(batch), unsigned(hk), 1}, args))
+  if (llvm::Error err = run.launch(args))
     return failure(std::move(err));
   if (llvm::Error err = dout.download(out.data(), out.size() * 2))
     return failure(std::move(err));

@@ -103,6 +103,11 @@ public:
 
   size_t size() const { return slots.size(); }
   Kind kind(size_t i) const { return kinds[i]; }
+  /// Slot i's integer (an I32 or I64 slot), sign-extended.
+  int64_t integer(size_t i) const {
+    return kinds[i] == Kind::I32 ? int64_t(int32_t(uint32_t(slots[i])))
+                                 : int64_t(slots[i]);
+  }
   /// Pointers to each value; valid until the next value is added.
   void **data();
 
@@ -133,7 +138,16 @@ llvm::Error checkArguments(llvm::StringRef name, const KernelAbi &abi,
 
 struct Grid {
   unsigned x = 1, y = 1, z = 1;
+  bool empty() const { return x == 0 || y == 0 || z == 0; }
 };
+
+/// The grid of programs kernel `name` declares (`grid(...)` in its .kvt, the
+/// ABI's rule) for these arguments, which checkArguments accepted: each axis
+/// the integer argument it names, or its constant. A negative extent or one
+/// past 2^31 - 1 is KVARN_ERROR_INVALID_ARGUMENT naming the parameter; an
+/// empty ABI (an image made without one) is too: the grid is unknown.
+llvm::Expected<Grid> gridOf(llvm::StringRef name, const KernelAbi &abi,
+                            const KernelArgs &args);
 
 /// How to launch: a 1-D block of 32 * numWarps threads, as Triton does.
 struct LaunchConfig {
@@ -189,6 +203,9 @@ public:
   /// it): ceil(grid.x / programsPerCta()) CTAs along x, after checking
   /// `args` against the ABI (checkArguments).
   llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
+  /// Launches the grid the kernel declares for `args` (gridOf); an empty
+  /// grid (an extent of 0) launches nothing.
+  llvm::Error launch(KernelArgs &args, CUstream stream) const;
 
 private:
   ContextRef ctx;
