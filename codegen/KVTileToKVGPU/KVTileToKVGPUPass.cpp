@@ -62,21 +62,9 @@ struct Liveness {
   }
 };
 
-/// Grid axis 0's extent as the kernel's code sees it (`kvt.grid[0]`: a
-/// constant or the name of an integer parameter): whether there is one, and
-/// its value as i32 in the lowered kernel whose arguments are `args`.
-bool hasGridX(func::FuncOp func) {
-  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
-  if (!grid || grid.empty())
-    return false;
-  if (isa<IntegerAttr>(grid[0]))
-    return true;
-  for (unsigned i = 0; i < func.getNumArguments(); ++i)
-    if (func.getArgAttr(i, "kvt.name") == grid[0])
-      return func.getArgumentTypes()[i].isInteger(32) ||
-             func.getArgumentTypes()[i].isInteger(64);
-  return false;
-}
+/// Grid axis 0's extent (`kvt.grid[0]`: a constant or the name of an
+/// integer parameter; kvt-select-launch packs programs only where it has
+/// one) as i32 in the lowered kernel whose arguments are `args`.
 Value gridXValue(func::FuncOp func, OpBuilder &b, ValueRange args) {
   auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
   Location loc = func.getLoc();
@@ -88,17 +76,7 @@ Value gridXValue(func::FuncOp func, OpBuilder &b, ValueRange args) {
                  ? args[i]
                  : arith::TruncIOp::create(b, loc, b.getI32Type(), args[i])
                        .getResult();
-  llvm_unreachable("checked by hasGridX");
-}
-
-int64_t pickNumWarps(func::FuncOp func) {
-  int64_t largest = 0;
-  func.walk([&](Operation *op) {
-    for (Type t : op->getResultTypes())
-      if (auto tile = dyn_cast<TileType>(t))
-        largest = std::max(largest, tile.getNumElements());
-  });
-  return largest >= 8192 ? 8 : largest >= 1024 ? 4 : 1;
+  llvm_unreachable("kvt-select-launch packs only kernels with a grid x");
 }
 
 class KernelLowering {
@@ -407,42 +385,17 @@ struct ConvertKVTileToKVGPUPass
     argTypes.push_back(globalPtr);
     argTypes.push_back(globalPtr);
 
-    // Kernels that attend: kvarn/Codegen/LaunchPolicy.h says why.
-    bool attends = false;
-    int64_t group = 0, headDim = 0; // of the attended K tile [G, D]
-    func.walk([&](AttendOp op) {
-      attends = true;
-      group = op.getK().getType().getDim(0);
-      headDim = op.getK().getType().getDim(1);
-    });
-    // A kernel whose tiles are all register rows (append) needs neither
-    // shared memory nor barriers, so its programs need not have CTAs of
-    // their own: each warp runs one program, all its chains, and a CTA
-    // packs several (LaunchPolicy.h), unless it stores scalars (thread 0
-    // of a CTA does). Otherwise each chain gets its own warp, up to 4.
+    // The launch shape kvt-select-launch chose (SelectLaunch.cpp).
+    std::optional<LaunchChoice> launch = readLaunchChoice(func);
+    if (!launch)
+      return func.emitOpError("has no valid '")
+             << kLaunchAttrName << "' (run kvt-select-launch first)";
     RegisterRowChains chains = findRegisterRowChains(func);
-    bool storesScalars = false;
-    func.walk([&](StoreOp) { storesScalars = true; });
-    bool pack = !attends && chains.coversAllTiles && !storesScalars &&
-                hasGridX(func);
-    // Kernels that normalize: by their largest normalized tile.
-    int64_t normalized = 0;
-    func.walk([&](NormalizeOp op) {
-      normalized = std::max(normalized, op.getInput().getType().getNumElements());
-    });
-    NormalizeLaunch normalizeShape = normalizeLaunch(long(normalized));
-    int64_t defaultWarps =
-        attends ? kAttentionNumWarps
-        : pack  ? kPackedProgramsPerCta
-        : normalized && normalizeShape.warps ? normalizeShape.warps
-        : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
-                                : pickNumWarps(func);
-    int64_t defaultCtas = attends ? attentionCtasPerSM(int(group), int(headDim))
-                          : normalized ? normalizeShape.ctasPerSM
-                                       : 1;
-    int64_t warps = numWarps > 0 ? numWarps : defaultWarps;
-    int64_t programs = pack ? warps : 1, warpsPerProgram = warps / programs;
-    int64_t ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
+    bool pack = launch->programsPerCta > 0;
+    int64_t warps = launch->numWarps;
+    int64_t programs = pack ? launch->programsPerCta : 1,
+            warpsPerProgram = warps / programs;
+    int64_t ctasPerSM = launch->ctasPerSM;
     // The target chip's shared memory (kChips, LaunchPolicy.h); sm_90's
     // for a chip outside the table (validateTarget rejects those first).
     const ChipInfo *target = findChip(chip);
@@ -497,8 +450,7 @@ struct ConvertKVTileToKVGPUPass
         break;
       // A normalizing kernel keeps its tiles staged (kvgpu.sinkhorn reads
       // them from shared memory) and gives up CTAs per SM instead.
-      if (normalized && defaultCtas > 1 && minCtasPerSM <= 0 &&
-          shared <= maxSharedBytes) {
+      if (launch->keepsStaging && shared <= maxSharedBytes) {
         ctasPerSM = 1;
         break;
       }

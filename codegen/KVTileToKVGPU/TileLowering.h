@@ -18,6 +18,7 @@
 #include "llvm/ADT/DenseMap.h"
 
 #include <functional>
+#include <optional>
 
 namespace kvarn::kvt {
 
@@ -213,6 +214,23 @@ RegisterRowChains findRegisterRowChains(mlir::Operation *kernel);
 /// lowerRegisterRowOp, not through the table).
 bool isRegisterRowOp(const TileLowering &s, mlir::Operation *op);
 mlir::LogicalResult lowerRegisterRowOp(TileLowering &s, mlir::Operation *op);
+
+/// A kernel's launch shape, as kvt-select-launch (SelectLaunch.cpp) chose
+/// it and wrote it in the kernel's `kvt.launch` dictionary; convert-kvt-to-
+/// kvgpu lowers by it and states what it settled on as kvgpu attributes.
+struct LaunchChoice {
+  int64_t numWarps = 0;
+  /// CTAs per SM that registers and shared memory are budgeted for.
+  int64_t ctasPerSM = 1;
+  /// Programs one CTA runs (a warp each), or 0: one program a CTA.
+  int64_t programsPerCta = 0;
+  /// Where staging outgrows the budget: keep the tiles staged and run one
+  /// CTA per SM (kernels that normalize), rather than stage less.
+  bool keepsStaging = false;
+};
+inline constexpr llvm::StringLiteral kLaunchAttrName = "kvt.launch";
+/// The `kvt.launch` of `kernel`, or nothing where it is absent or malformed.
+std::optional<LaunchChoice> readLaunchChoice(mlir::Operation *kernel);
 
 /// Lowers one kvt op; failure after emitting a diagnostic.
 using OpLowering = mlir::LogicalResult (*)(TileLowering &, mlir::Operation *);

@@ -41,11 +41,13 @@ static void addKVGPUToNVVMPasses(OpPassManager &pm) {
 
 /// kvt kernels to kvgpu in a gpu.module.
 static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
+  SelectLaunchOptions launchOptions;
+  launchOptions.numWarps = opts.numWarps;
+  launchOptions.minCtasPerSM = opts.minCtasPerSM;
   ConvertKVTileToKVGPUOptions tileOptions;
-  tileOptions.numWarps = opts.numWarps;
-  tileOptions.minCtasPerSM = opts.minCtasPerSM;
   tileOptions.chip = opts.target.chip;
   pm.addNestedPass<func::FuncOp>(createSinkTileUsersIntoBranches());
+  pm.addPass(createSelectLaunch(launchOptions));
   pm.addPass(createConvertKVTileToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
   pm.nest<gpu::GPUModuleOp>().addPass(createEliminateBarriers());

@@ -12,8 +12,11 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
     and two trailing `!llvm.ptr<1>` arguments (global and profile scratch,
     Triton's convention) are appended. Tiles are placed in dynamic shared
     memory (`kvgpu.shared_buffer`) by a liveness-based planner; widening
-    conversions and transposes are views, not copies. The kernel gets
-    `kvgpu.num_warps` and `kvgpu.shared_bytes`.
+    conversions and transposes are views, not copies. Each kernel is lowered
+    by the launch shape in its `kvt.launch` (kvt-select-launch writes it);
+    it gets `kvgpu.num_warps`, `kvgpu.shared_bytes` and the CTAs per SM it
+    settled on (`nvvm.minctasm`: fewer than planned where staged tiles
+    outgrew the chip's shared memory).
   }];
   let dependentDialects = [
     "::kvarn::kvgpu::KVGPUDialect", "::mlir::gpu::GPUDialect",
@@ -22,16 +25,32 @@ def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
     "::mlir::math::MathDialect"
   ];
   let options = [
-    Option<"numWarps", "num-warps", "int", /*default=*/"0",
-           "Warps per CTA; 0: 4 for kernels that attend, else from the "
-           "largest tile">,
     Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
            "Target chip (sm_80, sm_86, sm_89, sm_90, ...): its shared memory "
-           "bounds staging and CTAs per SM">,
+           "bounds staging and CTAs per SM">
+  ];
+}
+
+def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
+  let summary = "Choose each kvt kernel's launch shape, as its kvt.launch";
+  let description = [{
+    Writes `kvt.launch = {num_warps, ctas_per_sm[, programs_per_cta]
+    [, keeps_staging]}` on every `kvt.kernel` function, from what it does
+    and kvarn/Codegen/LaunchPolicy.h: kernels that attend get
+    `kAttentionNumWarps` warps and `attentionCtasPerSM(G, head_dim)`;
+    kernels that normalize their tiles `normalizeLaunch` (and keep their
+    tiles staged at fewer CTAs per SM where the chip's shared memory is
+    short); kernels that are all register rows pack `kPackedProgramsPerCta`
+    programs a CTA, one warp each; others a warp per register-row chain (up
+    to 4) or warps by their largest tile, one CTA per SM.
+    `convert-kvt-to-kvgpu` lowers by it.
+  }];
+  let options = [
+    Option<"numWarps", "num-warps", "int", /*default=*/"0",
+           "Warps per CTA; 0: the policy's">,
     Option<"minCtasPerSM", "min-ctas-per-sm", "int", /*default=*/"0",
            "CTAs per SM that registers (.minnctapersm) and shared memory are "
-           "budgeted for; 0: kvarn::attentionCtasPerSM(G, head_dim) for "
-           "kernels that attend, else 1">
+           "budgeted for; 0: the policy's">
   ];
 }
 

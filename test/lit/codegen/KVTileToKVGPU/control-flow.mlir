@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -pass-pipeline="builtin.module(func.func(kvt-sink-into-branches),convert-kvt-to-kvgpu)" | FileCheck %s
+// RUN: kvarn-opt %s -pass-pipeline="builtin.module(func.func(kvt-sink-into-branches),kvt-select-launch,convert-kvt-to-kvgpu)" | FileCheck %s
 // Tiles carried by scf.for live in fixed buffers (the yield copies into
 // them); an scf.if whose tiles feed one pure op gets that op in each branch,
 // so the branches yield its small results and the big tiles stay lazy.

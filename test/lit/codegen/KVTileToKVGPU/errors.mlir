@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -split-input-file -convert-kvt-to-kvgpu -verify-diagnostics
+// RUN: kvarn-opt %s -split-input-file -kvt-select-launch -convert-kvt-to-kvgpu -verify-diagnostics
 
 // expected-error @+1 {{needs 262144 bytes of shared memory; a CTA has at most 232448}}
 func.func @too_much_shared(%p: !kvt.ptr<f32>, %o: i64, %s: i64)

@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -convert-kvt-to-kvgpu | FileCheck %s
+// RUN: kvarn-opt %s -kvt-select-launch -convert-kvt-to-kvgpu | FileCheck %s
 // A kvt kernel becomes a gpu.func kernel: !kvt.ptr -> !llvm.ptr<1>, scalars
 // kept, two trailing scratch pointers (Triton's convention), launch facts as
 // attributes. (Two rows: a single row would stay in registers,

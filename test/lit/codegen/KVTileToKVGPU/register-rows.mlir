@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -split-input-file -convert-kvt-to-kvgpu | FileCheck %s
+// RUN: kvarn-opt %s -split-input-file -kvt-select-launch -convert-kvt-to-kvgpu | FileCheck %s
 // Register rows: a load_tile -> convert -> rotate -> convert -> store_tile
 // chain on rows of 32 x E elements, whose tiles nothing else reads, stays in
 // registers (kvgpu.fragment_*, no shared memory); the chains of a kernel

@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -split-input-file -convert-kvt-to-kvgpu | FileCheck %s
+// RUN: kvarn-opt %s -split-input-file -kvt-select-launch -convert-kvt-to-kvgpu | FileCheck %s
 // kvt.rotate picks kvarn's rotation for the head_dim: one Walsh-Hadamard
 // transform (Sylvester), chunked transforms plus a dense mix (Kronecker with
 // a Paley matrix), or one transform per block (block-diagonal).

@@ -1,4 +1,4 @@
-// RUN: kvarn-opt %s -convert-kvt-to-kvgpu | FileCheck %s
+// RUN: kvarn-opt %s -kvt-select-launch -convert-kvt-to-kvgpu | FileCheck %s
 // The planner reuses the bytes of tiles that are no longer needed, and views
 // (convert, transpose) cost no shared memory.
 
