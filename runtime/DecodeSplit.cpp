@@ -43,15 +43,34 @@ DecodeSplitCost kvarn::decodeSplitCost(const DecodeDeployment &d, int splits) {
   return c;
 }
 
+bool kvarn::decodeSplitDesynchronizes(const DecodeDeployment &d, int splits) {
+  DecodeSplitCost c = decodeSplitCost(d, splits);
+  return c.waves >= kDecodeSteppedWaves &&
+         c.blocksPerSplit >= kDecodeMinSplitBlocks;
+}
+
 llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
   if (llvm::Error e = checkDecodeDeployment(d))
     return std::move(e);
-  int best = 1;
-  int64_t bestTotal = decodeSplitCost(d, 1).total();
-  for (int s = 2; s <= kDecodeMaxSplits; ++s)
-    if (int64_t total = decodeSplitCost(d, s).total(); total < bestTotal) {
-      best = s;
-      bestTotal = total;
+  // The count of least cost among those `eligible` accepts, or 0.
+  auto cheapest = [&](auto eligible) {
+    int best = 0;
+    int64_t bestTotal = 0;
+    for (int s = 1; s <= kDecodeMaxSplits; ++s) {
+      if (!eligible(s))
+        continue;
+      if (int64_t total = decodeSplitCost(d, s).total();
+          !best || total < bestTotal) {
+        best = s;
+        bestTotal = total;
+      }
     }
-  return best;
+    return best;
+  };
+  int best = cheapest([](int) { return true; });
+  if (decodeSplitCost(d, best).waves >= kDecodeSteppedWaves)
+    return best;
+  int stepped =
+      cheapest([&](int s) { return decodeSplitDesynchronizes(d, s); });
+  return stepped ? stepped : best;
 }

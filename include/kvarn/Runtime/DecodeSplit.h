@@ -76,9 +76,29 @@ llvm::Error checkDecodeDeployment(const DecodeDeployment &deployment);
 DecodeSplitCost decodeSplitCost(const DecodeDeployment &deployment,
                                 int splits);
 
-/// The split count in [1, kDecodeMaxSplits] of least decodeSplitCost total,
-/// the fewest splits among equals; 1 means plain decode. Fails with
-/// KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
+/// Launches of fewer waves than this run their CTAs in step: every CTA of an
+/// SM waits for its record at the same time and computes at the same time,
+/// where CTAs that start wave after wave drift apart and overlap one
+/// another's copies with their arithmetic. Measured on the H200 (issue 14,
+/// docs/benchmarks.md): at 8 x 32K, 8 splits (one wave of 32 blocks) took
+/// 325 us at GQA 8 where 32 (four waves of 8) took 256, and 493 us at
+/// head_dim 256 where 16 took 404; at GQA 4 the two were within 3%. An
+/// empirical rule, not a model of the SM: where the model's best makes
+/// fewer waves, a count of at least kDecodeSteppedWaves waves whose splits
+/// still stream kDecodeMinSplitBlocks blocks is preferred (the one of least
+/// cost); with none such (one request, short contexts), the model's best.
+constexpr int64_t kDecodeSteppedWaves = 4;
+constexpr int64_t kDecodeMinSplitBlocks = 8;
+
+/// Whether `splits` is one the rule above prefers: at least
+/// kDecodeSteppedWaves waves, at least kDecodeMinSplitBlocks blocks a split.
+bool decodeSplitDesynchronizes(const DecodeDeployment &deployment, int splits);
+
+/// The split count in [1, kDecodeMaxSplits] of least decodeSplitCost total
+/// among those decodeSplitDesynchronizes prefers, or among all counts where
+/// the best of all already makes kDecodeSteppedWaves waves or none is
+/// preferred; the fewest splits among equals; 1 means plain decode. Fails
+/// with KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
 llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
 
 } // namespace kvarn
