@@ -44,11 +44,11 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   SelectLaunchOptions launchOptions;
   launchOptions.numWarps = opts.numWarps;
   launchOptions.minCtasPerSM = opts.minCtasPerSM;
-  ConvertKVTileToKVGPUOptions tileOptions;
+  ConvertKVTToKVGPUOptions tileOptions;
   tileOptions.chip = opts.target.chip;
   pm.addNestedPass<func::FuncOp>(createSinkTileUsersIntoBranches());
   pm.addPass(createSelectLaunch(launchOptions));
-  pm.addPass(createConvertKVTileToKVGPU(tileOptions));
+  pm.addPass(createConvertKVTToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
   pm.nest<gpu::GPUModuleOp>().addPass(createEliminateBarriers());
 }
@@ -179,7 +179,7 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   // The kernels' ABI, from the kvt signatures before they are lowered.
   llvm::StringMap<KernelAbi> abis;
   for (auto func : module.getOps<func::FuncOp>())
-    if (func->hasAttr(kvt::KVTileDialect::getKernelAttrName())) {
+    if (func->hasAttr(kvt::KVTDialect::getKernelAttrName())) {
       llvm::Expected<KernelAbi> abi = kernelAbi(func);
       if (!abi)
         return abi.takeError();

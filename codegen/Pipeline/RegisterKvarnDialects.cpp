@@ -31,7 +31,7 @@
 
 void kvarn::registerKvarnDialects(mlir::DialectRegistry &registry) {
   using namespace mlir;
-  registry.insert<kvt::KVTileDialect, kvgpu::KVGPUDialect, arith::ArithDialect,
+  registry.insert<kvt::KVTDialect, kvgpu::KVGPUDialect, arith::ArithDialect,
                   cf::ControlFlowDialect, func::FuncDialect, gpu::GPUDialect,
                   index::IndexDialect, LLVM::LLVMDialect, math::MathDialect,
                   memref::MemRefDialect, NVVM::NVVMDialect, scf::SCFDialect,

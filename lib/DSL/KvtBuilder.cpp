@@ -226,8 +226,8 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
   auto func = func::FuncOp::create(builder, loc(kernel.name.loc),
                                    kernel.name.text,
                                    builder.getFunctionType(argTypes, {}));
-  func->setAttr(kvt::KVTileDialect::getKernelAttrName(), builder.getUnitAttr());
-  func->setAttr(kvt::KVTileDialect::getSpecAttrName(),
+  func->setAttr(kvt::KVTDialect::getKernelAttrName(), builder.getUnitAttr());
+  func->setAttr(kvt::KVTDialect::getSpecAttrName(),
                 kvt::SpecAttr::get(context, spec.preset, int64_t(spec.headDim),
                                    int64_t(spec.gqa)));
 
@@ -338,7 +338,7 @@ void kvarn::dsl::loadKvtDialects(MLIRContext *context) {
   // What the front end builds. Tools register everything else (kvgpu, the
   // lowerings' dialects) through RegisterKvarnDialects.h, which lives with
   // the code generator; the front end must not depend on it.
-  context->loadDialect<kvt::KVTileDialect, func::FuncDialect,
+  context->loadDialect<kvt::KVTDialect, func::FuncDialect,
                        arith::ArithDialect, scf::SCFDialect>();
 }
 

@@ -17,7 +17,7 @@
 
 #include "kvarn/DSL/AST.h"
 #include "kvarn/DSL/KernelBuilder.h"
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"

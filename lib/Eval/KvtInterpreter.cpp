@@ -2,7 +2,7 @@
 
 #include "Interpreter.h"
 
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
 
@@ -138,7 +138,7 @@ llvm::Error Interpreter::checkAccess(Operation *op, const RtValue &ptr,
 }
 
 llvm::Error Interpreter::bindArguments() {
-  if (!kernel->hasAttr(kvt::KVTileDialect::getKernelAttrName()))
+  if (!kernel->hasAttr(kvt::KVTDialect::getKernelAttrName()))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "'{0}' is not a kvt kernel (no kvt.kernel attribute)",
                      kernel.getName());

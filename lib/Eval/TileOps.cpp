@@ -10,7 +10,7 @@
 
 #include "Interpreter.h"
 
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 #include "kvarn/Reference/OnlineSoftmax.h"
 #include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Support/Half.h"
@@ -86,7 +86,7 @@ static std::vector<uint16_t> toHalfBits(const Tile &t) {
 }
 
 llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
-  if (!isa<kvt::KVTileDialect>(op->getDialect()))
+  if (!isa<kvt::KVTDialect>(op->getDialect()))
     return llvm::Error::success();
   handled = true;
   auto tileOf = [&](Value v) -> const Tile & { return *get(v).tile; };

@@ -5,7 +5,7 @@
 # run-on-device.sh gives its steps, and runs COMMAND there. For targeted
 # experiments (one test filter, one benchmark, ncu on one kernel).
 #
-#   bash .device/device-shell.sh 'tests/gpu/KVarnKernelGpuTests --gtest_filter=Flush.*'
+#   bash .device/device-shell.sh 'tests/gpu/KvarnKernelGpuTests --gtest_filter=Flush.*'
 #   bash .device/device-shell.sh 'bin/kvarn-bench --only flush'
 #
 # COMMAND runs in the unpacked package (bin/, lib/, tests/, hooks/); the tree

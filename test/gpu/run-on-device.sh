@@ -193,7 +193,7 @@ run_step "kvarn-jit ref flush" 120 bash -c ref_flush
 for t in "$kv"/tests/unit/*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
-  if [ "$name" = KVarnGoldenTests ] && [ $full_golden = 0 ]; then
+  if [ "$name" = KvarnGoldenTests ] && [ $full_golden = 0 ]; then
     run_step "unit: $name" 10 bash -c 'echo "no test/data/golden in the tree: skipped"; exit 77'
     continue
   fi
@@ -212,10 +212,10 @@ for t in "$kv"/tests/gpu/*; do
   done
 done
 # The flush-fidelity stress: 200 seeds x every preset x head_dim x dtype.
-if [ -x "$kv/tests/gpu/KVarnKernelGpuTests" ]; then
+if [ -x "$kv/tests/gpu/KvarnKernelGpuTests" ]; then
   run_step "gpu: flush stress (${KVARN_FLUSH_STRESS_SEEDS:-200} seeds)" 600 \
     env KVARN_FLUSH_STRESS_SEEDS=${KVARN_FLUSH_STRESS_SEEDS:-200} \
-    "$kv/tests/gpu/KVarnKernelGpuTests" --gtest_filter='Flush.Stress*'
+    "$kv/tests/gpu/KvarnKernelGpuTests" --gtest_filter='Flush.Stress*'
 fi
 for hook in "$kv"/hooks/*.sh; do
   [ -f "$hook" ] || continue

@@ -4,7 +4,7 @@
 
 #include "kvarn/DSL/Lexer.h"
 #include "kvarn/DSL/Parser.h"
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"

@@ -3,7 +3,7 @@
 #define KVARN_CONVERSION_PASSES_H
 
 #include "kvarn/Dialect/KVGPU/KVGPU.h"
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"

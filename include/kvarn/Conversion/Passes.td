@@ -4,7 +4,7 @@
 
 include "mlir/Pass/PassBase.td"
 
-def ConvertKVTileToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
+def ConvertKVTToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
   let summary = "Distribute kvt kernels over a CTA as kvgpu ops in a gpu.module";
   let description = [{
     Every `func.func` marked `kvt.kernel` becomes a `gpu.func` kernel in the

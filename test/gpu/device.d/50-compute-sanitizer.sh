@@ -13,20 +13,20 @@ fi
 # as an error, as it did on the H100.
 status=0
 # A package may leave a test binary out (KVARN_DEVICE_SKIP): skip its part.
-if [ -x "$KVARN_DEVICE_ROOT/tests/gpu/KVarnGpuTests" ]; then
+if [ -x "$KVARN_DEVICE_ROOT/tests/gpu/KvarnGpuTests" ]; then
   "$sanitizer" --tool memcheck --error-exitcode 1 \
-    "$KVARN_DEVICE_ROOT/tests/gpu/KVarnGpuTests" --gtest_brief=1 \
+    "$KVARN_DEVICE_ROOT/tests/gpu/KvarnGpuTests" --gtest_brief=1 \
     --gtest_filter='Gpu.DeviceQuery:Gpu.MemcpyRoundTrip:Gpu.Memset:Gpu.TwoStreamsAtOnce:Gpu.WorksFromAnotherThreadAndLeavesItsContextAlone' \
     || status=1
 else
-  echo "no KVarnGpuTests in this package: its memcheck part skipped"
+  echo "no KvarnGpuTests in this package: its memcheck part skipped"
 fi
 # The generated kernels: memcheck and racecheck on small launches of flush
 # (with its Sinkhorn reductions in shared memory), append and the decode
 # family (whose barriers kvgpu-eliminate-barriers thins out).
 for tool in memcheck racecheck; do
   "$sanitizer" --tool $tool --error-exitcode 1 \
-    "$KVARN_DEVICE_ROOT/tests/gpu/KVarnKernelGpuTests" --gtest_brief=1 \
+    "$KVARN_DEVICE_ROOT/tests/gpu/KvarnKernelGpuTests" --gtest_brief=1 \
     --gtest_filter='Flush.SmallForTheSanitizers:KernelGpu.AppendRotatesIntoThePoolAndSkipsPadding:DecodeGpu.SmallForTheSanitizers' \
     || status=1
 done

@@ -1,6 +1,6 @@
-//===- KVTileOps.cpp - kvt operations: verifiers, type inference, folds ---===//
+//===- KVTOps.cpp - kvt operations: verifiers, type inference, folds ---===//
 
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -378,4 +378,4 @@ LogicalResult MergeOp::inferReturnTypes(MLIRContext *ctx,
 }
 
 #define GET_OP_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileOps.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTOps.cpp.inc"

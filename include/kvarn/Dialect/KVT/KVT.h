@@ -1,10 +1,10 @@
-//===- KVTile.h - the kvt dialect -------------------------------*- C++ -*-===//
+//===- KVT.h - the kvt dialect -------------------------------*- C++ -*-===//
 //
 // The tile-level dialect the .kvt DSL parses into: types, attributes, ops.
 //
 //===----------------------------------------------------------------------===//
-#ifndef KVARN_DIALECT_KVTILE_KVTILE_H
-#define KVARN_DIALECT_KVTILE_KVTILE_H
+#ifndef KVARN_DIALECT_KVT_KVT_H
+#define KVARN_DIALECT_KVT_KVT_H
 
 #include "kvarn/Layout/RecordLayout.h"
 
@@ -16,17 +16,17 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
-#include "kvarn/Dialect/KVTile/KVTileDialect.h.inc"
-#include "kvarn/Dialect/KVTile/KVTileEnums.h.inc"
+#include "kvarn/Dialect/KVT/KVTDialect.h.inc"
+#include "kvarn/Dialect/KVT/KVTEnums.h.inc"
 
 #define GET_TYPEDEF_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileTypes.h.inc"
+#include "kvarn/Dialect/KVT/KVTTypes.h.inc"
 
 #define GET_ATTRDEF_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileAttrs.h.inc"
+#include "kvarn/Dialect/KVT/KVTAttrs.h.inc"
 
 #define GET_OP_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileOps.h.inc"
+#include "kvarn/Dialect/KVT/KVTOps.h.inc"
 
 namespace kvarn::kvt {
 
@@ -42,4 +42,4 @@ int64_t getFieldOffset(const RecordLayout &layout, RecordField field);
 
 } // namespace kvarn::kvt
 
-#endif // KVARN_DIALECT_KVTILE_KVTILE_H
+#endif // KVARN_DIALECT_KVT_KVT_H

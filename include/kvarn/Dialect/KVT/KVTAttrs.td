@@ -1,12 +1,12 @@
-//===- KVTileAttrs.td - kvt attributes ----------------------*- tablegen -*-===//
-#ifndef KVARN_DIALECT_KVTILE_ATTRS_TD
-#define KVARN_DIALECT_KVTILE_ATTRS_TD
+//===- KVTAttrs.td - kvt attributes ----------------------*- tablegen -*-===//
+#ifndef KVARN_DIALECT_KVT_ATTRS_TD
+#define KVARN_DIALECT_KVT_ATTRS_TD
 
-include "KVTileDialect.td"
+include "KVTDialect.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/EnumAttr.td"
 
-def KVTile_SpecAttr : AttrDef<KVTile_Dialect, "Spec"> {
+def KVT_SpecAttr : AttrDef<KVT_Dialect, "Spec"> {
   let mnemonic = "spec";
   let summary = "the specialization a kernel was built for";
   let description = [{
@@ -27,7 +27,7 @@ def KVTile_SpecAttr : AttrDef<KVTile_Dialect, "Spec"> {
   }];
 }
 
-def KVTile_RecordField : I32EnumAttr<"RecordField", "a field of a KVarN record", [
+def KVT_RecordField : I32EnumAttr<"RecordField", "a field of a KVarN record", [
     I32EnumAttrCase<"KCodes", 0, "k_codes">,
     I32EnumAttrCase<"KScale", 1, "k_scale">,
     I32EnumAttrCase<"KZero", 2, "k_zero">,
@@ -40,8 +40,8 @@ def KVTile_RecordField : I32EnumAttr<"RecordField", "a field of a KVarN record",
   let genSpecializedAttr = 0;
 }
 
-def KVTile_RecordFieldAttr : EnumAttr<KVTile_Dialect, KVTile_RecordField, "field"> {
+def KVT_RecordFieldAttr : EnumAttr<KVT_Dialect, KVT_RecordField, "field"> {
   let assemblyFormat = "`<` $value `>`";
 }
 
-#endif // KVARN_DIALECT_KVTILE_ATTRS_TD
+#endif // KVARN_DIALECT_KVT_ATTRS_TD

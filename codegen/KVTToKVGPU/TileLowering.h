@@ -7,8 +7,8 @@
 // live. Every op family has its lowering function in its own file.
 //
 //===----------------------------------------------------------------------===//
-#ifndef KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H
-#define KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H
+#ifndef KVARN_CODEGEN_KVTTOKVGPU_TILELOWERING_H
+#define KVARN_CODEGEN_KVTTOKVGPU_TILELOWERING_H
 
 #include "kvarn/Conversion/Passes.h"
 
@@ -258,4 +258,4 @@ mlir::Value emitRoundToInt(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x
 
 } // namespace kvarn::kvt
 
-#endif // KVARN_CODEGEN_KVTILETOKVGPU_TILELOWERING_H
+#endif // KVARN_CODEGEN_KVTTOKVGPU_TILELOWERING_H

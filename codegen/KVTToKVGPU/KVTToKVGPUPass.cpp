@@ -1,4 +1,4 @@
-//===- KVTileToKVGPUPass.cpp - the convert-kvt-to-kvgpu pass --------------===//
+//===- KVTToKVGPUPass.cpp - the convert-kvt-to-kvgpu pass --------------===//
 //
 // Moves every kvt kernel into `gpu.module @kvarn_kernels` as a gpu.func with
 // Triton's parameter convention, and lowers its body op by op: kvt ops
@@ -14,7 +14,7 @@
 
 
 namespace kvarn {
-#define GEN_PASS_DEF_CONVERTKVTILETOKVGPU
+#define GEN_PASS_DEF_CONVERTKVTTOKVGPU
 #include "kvarn/Conversion/Passes.h.inc"
 } // namespace kvarn
 
@@ -229,7 +229,7 @@ private:
       noteResults(op);
       return success();
     }
-    if (isa<KVTileDialect>(op->getDialect()))
+    if (isa<KVTDialect>(op->getDialect()))
       return op->emitOpError("has no GPU lowering yet");
     if (isa<func::ReturnOp>(op)) {
       if (!state.gridX) // else it follows the guard around the body
@@ -325,8 +325,8 @@ private:
   }
 };
 
-struct ConvertKVTileToKVGPUPass
-    : kvarn::impl::ConvertKVTileToKVGPUBase<ConvertKVTileToKVGPUPass> {
+struct ConvertKVTToKVGPUPass
+    : kvarn::impl::ConvertKVTToKVGPUBase<ConvertKVTToKVGPUPass> {
   using Base::Base;
 
   void runOnOperation() override {
@@ -339,7 +339,7 @@ struct ConvertKVTileToKVGPUPass
 
     SmallVector<func::FuncOp> kernels;
     for (auto func : module.getOps<func::FuncOp>())
-      if (func->hasAttr(KVTileDialect::getKernelAttrName()))
+      if (func->hasAttr(KVTDialect::getKernelAttrName()))
         kernels.push_back(func);
     if (kernels.empty())
       return;
@@ -363,7 +363,7 @@ struct ConvertKVTileToKVGPUPass
   convertKernel(func::FuncOp func, gpu::GPUModuleOp gpuModule,
                 const llvm::DenseMap<OperationName, OpLowering> &table) {
     MLIRContext *ctx = &getContext();
-    auto spec = func->getAttrOfType<SpecAttr>(KVTileDialect::getSpecAttrName());
+    auto spec = func->getAttrOfType<SpecAttr>(KVTDialect::getSpecAttrName());
     if (!spec)
       return func.emitOpError("kernel lacks a 'kvt.spec' attribute");
     if (func.getNumResults())

@@ -1,10 +1,10 @@
-//===- KVTileOps.td - kvt operations ------------------------*- tablegen -*-===//
-#ifndef KVARN_DIALECT_KVTILE_OPS_TD
-#define KVARN_DIALECT_KVTILE_OPS_TD
+//===- KVTOps.td - kvt operations ------------------------*- tablegen -*-===//
+#ifndef KVARN_DIALECT_KVT_OPS_TD
+#define KVARN_DIALECT_KVT_OPS_TD
 
-include "KVTileDialect.td"
-include "KVTileTypes.td"
-include "KVTileAttrs.td"
+include "KVTDialect.td"
+include "KVTTypes.td"
+include "KVTAttrs.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
@@ -27,44 +27,44 @@ defvar I32Of = "::mlir::IntegerType::get($_self.getContext(), 32)";
 // Program and memory
 //===----------------------------------------------------------------------===//
 
-def KVTile_ProgramIdOp : KVTile_Op<"program_id", [Pure]> {
+def KVT_ProgramIdOp : KVT_Op<"program_id", [Pure]> {
   let summary = "index of this program along a grid axis";
   let arguments = (ins ConfinedAttr<I32Attr, [IntNonNegative, IntMaxValue<2>]>:$axis);
   let results = (outs I32:$result);
   let assemblyFormat = "$axis attr-dict";
 }
 
-def KVTile_NumProgramsOp : KVTile_Op<"num_programs", [Pure]> {
+def KVT_NumProgramsOp : KVT_Op<"num_programs", [Pure]> {
   let summary = "number of programs along a grid axis";
   let arguments = (ins ConfinedAttr<I32Attr, [IntNonNegative, IntMaxValue<2>]>:$axis);
   let results = (outs I32:$result);
   let assemblyFormat = "$axis attr-dict";
 }
 
-def KVTile_LoadOp : KVTile_Op<"load", [
+def KVT_LoadOp : KVT_Op<"load", [
     TypesMatchWith<"result is the pointee", "ptr", "result",
                    "::llvm::cast<::kvarn::kvt::PointerType>($_self).getPointeeType()">]> {
   let summary = "load one scalar from global memory";
   let description = [{
     `%x = kvt.load %p[%i] : !kvt.ptr<i32>, i32` reads element `%i` of `%p`.
   }];
-  let arguments = (ins Arg<KVTile_PointerType, "", [MemRead]>:$ptr,
+  let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$ptr,
                        AnyTypeOf<[I32, I64]>:$index);
   let results = (outs AnyTypeOf<[F16, BF16, F32, I8, I32, I64]>:$result);
   let assemblyFormat = "$ptr `[` $index `]` attr-dict `:` qualified(type($ptr)) `,` type($index)";
 }
 
-def KVTile_StoreOp : KVTile_Op<"store", [
+def KVT_StoreOp : KVT_Op<"store", [
     TypesMatchWith<"value is the pointee", "ptr", "value",
                    "::llvm::cast<::kvarn::kvt::PointerType>($_self).getPointeeType()">]> {
   let summary = "store one scalar to global memory";
   let arguments = (ins AnyTypeOf<[F16, BF16, F32, I8, I32, I64]>:$value,
-                       Arg<KVTile_PointerType, "", [MemWrite]>:$ptr,
+                       Arg<KVT_PointerType, "", [MemWrite]>:$ptr,
                        AnyTypeOf<[I32, I64]>:$index);
   let assemblyFormat = "$value `,` $ptr `[` $index `]` attr-dict `:` qualified(type($ptr)) `,` type($index)";
 }
 
-def KVTile_LoadTileOp : KVTile_Op<"load_tile"> {
+def KVT_LoadTileOp : KVT_Op<"load_tile"> {
   let summary = "load a strided tile from global memory";
   let description = [{
     Element `(i, j)` of the result is `ptr[offset + i * strides[0] + j * strides[1]]`
@@ -74,9 +74,9 @@ def KVTile_LoadTileOp : KVTile_Op<"load_tile"> {
     %k = kvt.load_tile %pool[%base] strides(%row, %c1) : !kvt.ptr<f16> -> !kvt.tile<128x128xf16>
     ```
   }];
-  let arguments = (ins Arg<KVTile_PointerType, "", [MemRead]>:$ptr, I64:$offset,
+  let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$ptr, I64:$offset,
                        Variadic<I64>:$strides);
-  let results = (outs KVTile_TileType:$result);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = [{
     $ptr `[` $offset `]` `strides` `(` $strides `)` attr-dict `:`
     qualified(type($ptr)) `->` qualified(type($result))
@@ -84,10 +84,10 @@ def KVTile_LoadTileOp : KVTile_Op<"load_tile"> {
   let hasVerifier = 1;
 }
 
-def KVTile_StoreTileOp : KVTile_Op<"store_tile"> {
+def KVT_StoreTileOp : KVT_Op<"store_tile"> {
   let summary = "store a tile to global memory with strides";
-  let arguments = (ins KVTile_TileType:$value,
-                       Arg<KVTile_PointerType, "", [MemWrite]>:$ptr, I64:$offset,
+  let arguments = (ins KVT_TileType:$value,
+                       Arg<KVT_PointerType, "", [MemWrite]>:$ptr, I64:$offset,
                        Variadic<I64>:$strides);
   let assemblyFormat = [{
     $value `,` $ptr `[` $offset `]` `strides` `(` $strides `)` attr-dict `:`
@@ -96,7 +96,7 @@ def KVTile_StoreTileOp : KVTile_Op<"store_tile"> {
   let hasVerifier = 1;
 }
 
-def KVTile_PrefetchOp : KVTile_Op<"prefetch"> {
+def KVT_PrefetchOp : KVT_Op<"prefetch"> {
   let summary = "hint: bring bytes of global memory into the L2 cache";
   let description = [{
     Asks for the `bytes` bytes from element `offset` of `ptr` to be brought
@@ -109,12 +109,12 @@ def KVTile_PrefetchOp : KVTile_Op<"prefetch"> {
     kvt.prefetch %cache[%next_record] bytes 13824 : !kvt.ptr<i8>
     ```
   }];
-  let arguments = (ins KVTile_PointerType:$ptr, I64:$offset,
+  let arguments = (ins KVT_PointerType:$ptr, I64:$offset,
                        ConfinedAttr<I64Attr, [IntPositive]>:$bytes);
   let assemblyFormat = "$ptr `[` $offset `]` `bytes` $bytes attr-dict `:` qualified(type($ptr))";
 }
 
-def KVTile_LoadFieldOp : KVTile_Op<"load_field"> {
+def KVT_LoadFieldOp : KVT_Op<"load_field"> {
   let summary = "load one field of a KVarN record";
   let description = [{
     Reads field `field` of the record that starts at byte `offset` of
@@ -123,18 +123,18 @@ def KVTile_LoadFieldOp : KVTile_Op<"load_field"> {
     `[D] f16`, `k_token_scale`/`v_scale`/`v_zero` `[G] f16`, `v_codes`
     `[G, D*vbits/8] i8`.
   }];
-  let arguments = (ins Arg<KVTile_PointerType, "", [MemRead]>:$cache, I64:$offset,
-                       KVTile_RecordFieldAttr:$field);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$cache, I64:$offset,
+                       KVT_RecordFieldAttr:$field);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$cache `[` $offset `]` $field attr-dict `:` qualified(type($cache)) `->` qualified(type($result))";
   let hasVerifier = 1;
 }
 
-def KVTile_StoreFieldOp : KVTile_Op<"store_field"> {
+def KVT_StoreFieldOp : KVT_Op<"store_field"> {
   let summary = "store one field of a KVarN record";
-  let arguments = (ins KVTile_TileType:$value,
-                       Arg<KVTile_PointerType, "", [MemWrite]>:$cache, I64:$offset,
-                       KVTile_RecordFieldAttr:$field);
+  let arguments = (ins KVT_TileType:$value,
+                       Arg<KVT_PointerType, "", [MemWrite]>:$cache, I64:$offset,
+                       KVT_RecordFieldAttr:$field);
   let assemblyFormat = "$value `,` $cache `[` $offset `]` $field attr-dict `:` qualified(type($value)) `,` qualified(type($cache))";
   let hasVerifier = 1;
 }
@@ -143,29 +143,29 @@ def KVTile_StoreFieldOp : KVTile_Op<"store_field"> {
 // Elementwise and layout
 //===----------------------------------------------------------------------===//
 
-def KVTile_SplatOp : KVTile_Op<"splat", [Pure,
+def KVT_SplatOp : KVT_Op<"splat", [Pure,
     TypesMatchWith<"value is the element type", "result", "value",
                    "::llvm::cast<::kvarn::kvt::TileType>($_self).getElementType()">]> {
   let summary = "a tile with every element equal to a scalar";
   let arguments = (ins AnyTypeOf<[F16, BF16, F32, I8, I32]>:$value);
-  let results = (outs KVTile_TileType:$result);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$value attr-dict `:` qualified(type($result))";
 }
 
-def KVTile_ConvertOp : KVTile_Op<"convert", [Pure]> {
+def KVT_ConvertOp : KVT_Op<"convert", [Pure]> {
   let summary = "convert a tile's elements (round to nearest even when narrowing)";
-  let arguments = (ins KVTile_TileType:$input);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins KVT_TileType:$input);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$input attr-dict `:` qualified(type($input)) `->` qualified(type($result))";
   let hasVerifier = 1;
   let hasFolder = 1;
 }
 
-def KVTile_TransposeOp : KVTile_Op<"transpose", [Pure,
+def KVT_TransposeOp : KVT_Op<"transpose", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "swap the two dimensions of a rank-2 tile";
-  let arguments = (ins KVTile_TileType:$input);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins KVT_TileType:$input);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$input attr-dict `:` qualified(type($input))";
   let hasFolder = 1;
 }
@@ -174,20 +174,20 @@ def KVTile_TransposeOp : KVTile_Op<"transpose", [Pure,
 // KVarN primitives
 //===----------------------------------------------------------------------===//
 
-def KVTile_RotateOp : KVTile_Op<"rotate", [Pure, SameOperandsAndResultType]> {
+def KVT_RotateOp : KVT_Op<"rotate", [Pure, SameOperandsAndResultType]> {
   let summary = "Hadamard rotation of every row (docs/kvarn.md#rotation)";
   let description = [{
     Multiplies every row (the last dimension, of length D) by the orthonormal
     Hadamard matrix H of order D, or by H^T with `inverse`. H is kvarn's
     rotation for that head_dim (Sylvester for powers of two).
   }];
-  let arguments = (ins KVTile_TileType:$input, UnitAttr:$inverse);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins KVT_TileType:$input, UnitAttr:$inverse);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$input (`inverse` $inverse^)? attr-dict `:` qualified(type($input))";
   let hasVerifier = 1;
 }
 
-def KVTile_NormalizeOp : KVTile_Op<"normalize", [Pure,
+def KVT_NormalizeOp : KVT_Op<"normalize", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "Sinkhorn-like variance normalization with the best iterate kept";
   let description = [{
@@ -196,13 +196,13 @@ def KVTile_NormalizeOp : KVTile_Op<"normalize", [Pure,
     returns the column scales `s_col` [C] and row scales `s_row` [R] of the
     best of `iters` column-then-row iterations (the untouched tile included).
   }];
-  let arguments = (ins KVTile_TileType:$input,
+  let arguments = (ins KVT_TileType:$input,
                        ConfinedAttr<I32Attr, [IntNonNegative, IntMaxValue<64>]>:$iters);
-  let results = (outs KVTile_TileType:$colScale, KVTile_TileType:$rowScale);
+  let results = (outs KVT_TileType:$colScale, KVT_TileType:$rowScale);
   let assemblyFormat = "$input `iters` `=` $iters attr-dict `:` qualified(type($input))";
 }
 
-def KVTile_QuantizeOp : KVTile_Op<"quantize", [Pure,
+def KVT_QuantizeOp : KVT_Op<"quantize", [Pure,
     ColVectorOf<"input", "colScale", F32Of>, RowVectorOf<"input", "rowScale", F32Of>,
     InferTypeOpAdaptor]> {
   let summary = "asymmetric round-to-nearest per row (docs/kvarn.md#quantization)";
@@ -211,48 +211,48 @@ def KVTile_QuantizeOp : KVTile_Op<"quantize", [Pure,
     bits. Results: the codes [R, C] (i8, unpacked), the absorbed row scale
     and zero [R] f16, and the column scale [C] f16.
   }];
-  let arguments = (ins KVTile_TileType:$input, KVTile_TileType:$colScale,
-                       KVTile_TileType:$rowScale,
+  let arguments = (ins KVT_TileType:$input, KVT_TileType:$colScale,
+                       KVT_TileType:$rowScale,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
-  let results = (outs KVTile_TileType:$codes, KVTile_TileType:$scale,
-                      KVTile_TileType:$zero, KVTile_TileType:$otherScale);
+  let results = (outs KVT_TileType:$codes, KVT_TileType:$scale,
+                      KVT_TileType:$zero, KVT_TileType:$otherScale);
   let assemblyFormat = [{
     $input `,` $colScale `,` $rowScale `bits` `=` $bits attr-dict `:` qualified(type($input))
   }];
 }
 
-def KVTile_DequantizeOp : KVTile_Op<"dequantize", [Pure,
+def KVT_DequantizeOp : KVT_Op<"dequantize", [Pure,
     RowVectorOf<"codes", "scale", F16Of>, RowVectorOf<"codes", "zero", F16Of>,
     ColVectorOf<"codes", "otherScale", F16Of>, InferTypeOpAdaptor]> {
   let summary = "(code * scale[r] + zero[r]) * other[c], in fp32";
-  let arguments = (ins KVTile_TileType:$codes, KVTile_TileType:$scale,
-                       KVTile_TileType:$zero, KVTile_TileType:$otherScale);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins KVT_TileType:$codes, KVT_TileType:$scale,
+                       KVT_TileType:$zero, KVT_TileType:$otherScale);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = [{
     $codes `,` $scale `,` $zero `,` $otherScale attr-dict `:` qualified(type($codes))
   }];
 }
 
-def KVTile_PackOp : KVTile_Op<"pack", [Pure,
+def KVT_PackOp : KVT_Op<"pack", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "pack each row's codes, low bits first";
   let description = [{
     Code `c` of a row goes to byte `c / (8 / bits)` at bit shift
     `(c mod (8 / bits)) * bits` (docs/kvarn.md, "Record layout").
   }];
-  let arguments = (ins KVTile_TileType:$codes,
+  let arguments = (ins KVT_TileType:$codes,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
-  let results = (outs KVTile_TileType:$result);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$codes `bits` `=` $bits attr-dict `:` qualified(type($codes))";
   let hasFolder = 1;
 }
 
-def KVTile_UnpackOp : KVTile_Op<"unpack", [Pure,
+def KVT_UnpackOp : KVT_Op<"unpack", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "unpack each row's codes (the inverse of kvt.pack)";
-  let arguments = (ins KVTile_TileType:$packed,
+  let arguments = (ins KVT_TileType:$packed,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
-  let results = (outs KVTile_TileType:$result);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$packed `bits` `=` $bits attr-dict `:` qualified(type($packed))";
   let hasFolder = 1;
 }
@@ -261,7 +261,7 @@ def KVTile_UnpackOp : KVTile_Op<"unpack", [Pure,
 // Attention
 //===----------------------------------------------------------------------===//
 
-def KVTile_AttendOp : KVTile_Op<"attend", [Pure,
+def KVT_AttendOp : KVT_Op<"attend", [Pure,
     AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "acc", "newAcc"]>,
     RowVectorOf<"q", "m", F32Of>, RowVectorOf<"q", "l", F32Of>,
     RowVectorOf<"q", "newM", F32Of>, RowVectorOf<"q", "newL", F32Of>,
@@ -273,11 +273,11 @@ def KVTile_AttendOp : KVTile_Op<"attend", [Pure,
     running max `m`, sum `l` and accumulator `acc` are updated as in
     flash-attention. Rows with `valid[h] <= 0` are unchanged.
   }];
-  let arguments = (ins KVTile_TileType:$q, KVTile_TileType:$k, KVTile_TileType:$v,
-                       KVTile_TileType:$m, KVTile_TileType:$l, KVTile_TileType:$acc,
-                       KVTile_TileType:$valid, F32:$scale);
-  let results = (outs KVTile_TileType:$newM, KVTile_TileType:$newL,
-                      KVTile_TileType:$newAcc);
+  let arguments = (ins KVT_TileType:$q, KVT_TileType:$k, KVT_TileType:$v,
+                       KVT_TileType:$m, KVT_TileType:$l, KVT_TileType:$acc,
+                       KVT_TileType:$valid, F32:$scale);
+  let results = (outs KVT_TileType:$newM, KVT_TileType:$newL,
+                      KVT_TileType:$newAcc);
   let assemblyFormat = [{
     $q `,` $k `,` $v `state` `(` $m `,` $l `,` $acc `)` `valid` $valid `scale` $scale
     attr-dict `:` qualified(type($q)) `,` qualified(type($k))
@@ -285,19 +285,19 @@ def KVTile_AttendOp : KVTile_Op<"attend", [Pure,
   let hasVerifier = 1;
 }
 
-def KVTile_AttendFinishOp : KVTile_Op<"attend_finish", [Pure,
+def KVT_AttendFinishOp : KVT_Op<"attend_finish", [Pure,
     AllTypesMatch<["acc", "out"]>, RowVectorOf<"acc", "m", F32Of>,
     RowVectorOf<"acc", "l", F32Of>, RowVectorOf<"acc", "lse", F32Of>]> {
   let summary = "the attention output acc / l and its log-sum-exp m + log(l)";
   let description = [{
     Rows that saw no key (l = 0) give a zero output and an lse of -inf.
   }];
-  let arguments = (ins KVTile_TileType:$m, KVTile_TileType:$l, KVTile_TileType:$acc);
-  let results = (outs KVTile_TileType:$out, KVTile_TileType:$lse);
+  let arguments = (ins KVT_TileType:$m, KVT_TileType:$l, KVT_TileType:$acc);
+  let results = (outs KVT_TileType:$out, KVT_TileType:$lse);
   let assemblyFormat = "$m `,` $l `,` $acc attr-dict `:` qualified(type($acc))";
 }
 
-def KVTile_MergeOp : KVTile_Op<"merge", [Pure,
+def KVT_MergeOp : KVT_Op<"merge", [Pure,
     InferTypeOpAdaptor]> {
   let summary = "combine split-K partial outputs by their log-sum-exp weights";
   let description = [{
@@ -305,9 +305,9 @@ def KVTile_MergeOp : KVTile_Op<"merge", [Pure,
     the first `count` are combined: out[h] = sum_s w[s, h] parts[s, h] with
     w = softmax over s of lses[s, h]. Splits with lse = -inf weigh nothing.
   }];
-  let arguments = (ins KVTile_TileType:$parts, KVTile_TileType:$lses, I32:$count);
-  let results = (outs KVTile_TileType:$result);
+  let arguments = (ins KVT_TileType:$parts, KVT_TileType:$lses, I32:$count);
+  let results = (outs KVT_TileType:$result);
   let assemblyFormat = "$parts `,` $lses `count` $count attr-dict `:` qualified(type($parts)) `,` qualified(type($lses))";
 }
 
-#endif // KVARN_DIALECT_KVTILE_OPS_TD
+#endif // KVARN_DIALECT_KVT_OPS_TD

@@ -15,7 +15,7 @@
 #include "TileLowering.h"
 #include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Conversion/Passes.h"
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -132,7 +132,7 @@ struct SelectLaunchPass : kvarn::impl::SelectLaunchBase<SelectLaunchPass> {
 
   void runOnOperation() override {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
-      if (!func->hasAttr(KVTileDialect::getKernelAttrName()))
+      if (!func->hasAttr(KVTDialect::getKernelAttrName()))
         continue;
       LaunchChoice c = chooseLaunch(func, numWarps, minCtasPerSM);
       Builder b(func);

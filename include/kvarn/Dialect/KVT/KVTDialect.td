@@ -1,10 +1,10 @@
-//===- KVTileDialect.td - the kvt dialect ------------------*- tablegen -*-===//
-#ifndef KVARN_DIALECT_KVTILE_DIALECT_TD
-#define KVARN_DIALECT_KVTILE_DIALECT_TD
+//===- KVTDialect.td - the kvt dialect ------------------*- tablegen -*-===//
+#ifndef KVARN_DIALECT_KVT_DIALECT_TD
+#define KVARN_DIALECT_KVT_DIALECT_TD
 
 include "mlir/IR/OpBase.td"
 
-def KVTile_Dialect : Dialect {
+def KVT_Dialect : Dialect {
   let name = "kvt";
   let cppNamespace = "::kvarn::kvt";
   let summary = "Tile-level operations of KVarN: rotate, normalize, quantize, attend";
@@ -32,7 +32,7 @@ def KVTile_Dialect : Dialect {
   }];
 }
 
-class KVTile_Op<string mnemonic, list<Trait> traits = []>
-    : Op<KVTile_Dialect, mnemonic, traits>;
+class KVT_Op<string mnemonic, list<Trait> traits = []>
+    : Op<KVT_Dialect, mnemonic, traits>;
 
-#endif // KVARN_DIALECT_KVTILE_DIALECT_TD
+#endif // KVARN_DIALECT_KVT_DIALECT_TD

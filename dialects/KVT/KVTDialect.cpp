@@ -1,6 +1,6 @@
-//===- KVTileDialect.cpp - the kvt dialect --------------------------------===//
+//===- KVTDialect.cpp - the kvt dialect --------------------------------===//
 
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/IR/DialectImplementation.h"
 
@@ -9,25 +9,25 @@
 using namespace mlir;
 using namespace kvarn::kvt;
 
-#include "kvarn/Dialect/KVTile/KVTileDialect.cpp.inc"
-#include "kvarn/Dialect/KVTile/KVTileEnums.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTDialect.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTEnums.cpp.inc"
 
 #define GET_ATTRDEF_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileAttrs.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTAttrs.cpp.inc"
 
-void KVTileDialect::initialize() {
+void KVTDialect::initialize() {
   registerTypes();
   registerAttributes();
   addOperations<
 #define GET_OP_LIST
-#include "kvarn/Dialect/KVTile/KVTileOps.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTOps.cpp.inc"
       >();
 }
 
-void KVTileDialect::registerAttributes() {
+void KVTDialect::registerAttributes() {
   addAttributes<
 #define GET_ATTRDEF_LIST
-#include "kvarn/Dialect/KVTile/KVTileAttrs.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTAttrs.cpp.inc"
       >();
 }
 
@@ -56,7 +56,7 @@ kvarn::RecordLayout SpecAttr::getLayout() const {
 SpecAttr kvarn::kvt::getEnclosingSpec(Operation *op) {
   for (Operation *parent = op; parent; parent = parent->getParentOp())
     if (auto spec = parent->getAttrOfType<SpecAttr>(
-            KVTileDialect::getSpecAttrName()))
+            KVTDialect::getSpecAttrName()))
       return spec;
   return {};
 }

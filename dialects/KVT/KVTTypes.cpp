@@ -1,6 +1,6 @@
-//===- KVTileTypes.cpp - kvt types ----------------------------------------===//
+//===- KVTTypes.cpp - kvt types ----------------------------------------===//
 
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/IR/DialectImplementation.h"
 
@@ -10,12 +10,12 @@ using namespace mlir;
 using namespace kvarn::kvt;
 
 #define GET_TYPEDEF_CLASSES
-#include "kvarn/Dialect/KVTile/KVTileTypes.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTTypes.cpp.inc"
 
-void KVTileDialect::registerTypes() {
+void KVTDialect::registerTypes() {
   addTypes<
 #define GET_TYPEDEF_LIST
-#include "kvarn/Dialect/KVTile/KVTileTypes.cpp.inc"
+#include "kvarn/Dialect/KVT/KVTTypes.cpp.inc"
       >();
 }
 

@@ -1,17 +1,17 @@
-//===- KVTileTypes.td - kvt types ---------------------------*- tablegen -*-===//
-#ifndef KVARN_DIALECT_KVTILE_TYPES_TD
-#define KVARN_DIALECT_KVTILE_TYPES_TD
+//===- KVTTypes.td - kvt types ---------------------------*- tablegen -*-===//
+#ifndef KVARN_DIALECT_KVT_TYPES_TD
+#define KVARN_DIALECT_KVT_TYPES_TD
 
-include "KVTileDialect.td"
+include "KVTDialect.td"
 include "mlir/IR/AttrTypeBase.td"
 include "mlir/IR/BuiltinTypeInterfaces.td"
 
-class KVTile_Type<string name, string typeMnemonic, list<Trait> traits = []>
-    : TypeDef<KVTile_Dialect, name, traits> {
+class KVT_Type<string name, string typeMnemonic, list<Trait> traits = []>
+    : TypeDef<KVT_Dialect, name, traits> {
   let mnemonic = typeMnemonic;
 }
 
-def KVTile_TileType : KVTile_Type<"Tile", "tile"> {
+def KVT_TileType : KVT_Type<"Tile", "tile"> {
   let summary = "a statically shaped tile of values";
   let description = [{
     A rank-1 or rank-2 tile with a static shape, e.g. `!kvt.tile<128x128xf32>`
@@ -38,7 +38,7 @@ def KVTile_TileType : KVTile_Type<"Tile", "tile"> {
   }];
 }
 
-def KVTile_PointerType : KVTile_Type<"Pointer", "ptr"> {
+def KVT_PointerType : KVT_Type<"Pointer", "ptr"> {
   let summary = "a global-memory pointer to elements of one type";
   let description = [{
     A kernel argument pointing to global memory: `!kvt.ptr<f16>`. It lowers to
@@ -48,4 +48,4 @@ def KVTile_PointerType : KVTile_Type<"Pointer", "ptr"> {
   let assemblyFormat = "`<` $pointeeType `>`";
 }
 
-#endif // KVARN_DIALECT_KVTILE_TYPES_TD
+#endif // KVARN_DIALECT_KVT_TYPES_TD

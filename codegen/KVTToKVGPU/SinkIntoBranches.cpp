@@ -6,7 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/Conversion/Passes.h"
-#include "kvarn/Dialect/KVTile/KVTile.h"
+#include "kvarn/Dialect/KVT/KVT.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -151,7 +151,7 @@ struct SinkTileUsersIntoBranchesPass
           SinkTileUsersIntoBranchesPass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
-    if (!func->hasAttr(KVTileDialect::getKernelAttrName()))
+    if (!func->hasAttr(KVTDialect::getKernelAttrName()))
       return;
     SmallVector<scf::IfOp> candidates;
     func.walk([&](scf::IfOp op) {
