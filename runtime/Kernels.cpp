@@ -104,15 +104,17 @@ llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
 }
 
 namespace {
-/// Checks extents and required pointers, then launches.
+/// Checks extents and required pointers, then launches with the arguments
+/// bound by name to the kernel's ABI (its .kvt parameters, in their order).
 struct Launch {
   KernelSet &ks;
   KernelKind kind;
+  /// Integers that must not be negative; any of them 0 launches nothing.
   llvm::SmallVector<std::pair<const char *, int64_t>, 4> extents;
-  llvm::SmallVector<std::pair<const char *, CUdeviceptr>, 12> buffers;
-  KernelArgs args;
+  /// Every argument by its parameter's name; every pointer must be set.
+  llvm::SmallVector<NamedArg, 16> args;
 
-  /// Launches the grid the kernel declares for `args` (its ABI).
+  /// Launches the grid the kernel declares for the arguments (its ABI).
   llvm::Error run(CUstream stream) {
     const char *name = kernelName(kind);
     bool empty = false;
@@ -124,21 +126,21 @@ struct Launch {
     }
     if (empty)
       return llvm::Error::success();
-    for (auto [what, p] : buffers)
-      if (!p)
-        return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} is null",
-                         name, what);
+    for (const NamedArg &a : args)
+      if (a.kind == KernelArgs::Kind::Pointer && !a.bits)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} is null", name,
+                         a.name);
     llvm::Expected<const LoadedKernel *> k = ks.get(kind);
     if (!k)
       return k.takeError();
-    args.scratch();
-    return withContext((*k)->launch(args, ks.streamOr(stream)),
+    llvm::Expected<KernelArgs> bound = bindArguments(name, (*k)->abi(), args);
+    if (!bound)
+      return bound.takeError();
+    return withContext((*k)->launch(*bound, ks.streamOr(stream)),
                        std::string("launching ") + name);
   }
 };
 } // namespace
-
-#define KVARN_PTR(name) {#name, name}
 
 llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
                                          CUdeviceptr k, CUdeviceptr v,
@@ -147,12 +149,18 @@ llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
                                          CUdeviceptr poolK, CUdeviceptr poolV,
                                          int32_t numTokens,
                                          int32_t numKvHeads) {
-  Launch l{ks, KernelKind::Append, {{"num_tokens", numTokens}, {"num_kv_heads", numKvHeads}},
-           {KVARN_PTR(k), KVARN_PTR(v), KVARN_PTR(slotMapping),
-            KVARN_PTR(blockToSlot), KVARN_PTR(poolK), KVARN_PTR(poolV)}, {}};
-  l.args.pointer(k).pointer(v).pointer(slotMapping).pointer(blockToSlot)
-      .pointer(poolK).pointer(poolV).i32(numTokens).i32(numKvHeads);
-  return l.run(stream);
+  return Launch{ks,
+                KernelKind::Append,
+                {{"num_tokens", numTokens}, {"num_kv_heads", numKvHeads}},
+                {{"k", k},
+                 {"v", v},
+                 {"slot_mapping", slotMapping},
+                 {"block_to_slot", blockToSlot},
+                 {"pool_k", poolK},
+                 {"pool_v", poolV},
+                 {"num_tokens", numTokens},
+                 {"num_kv_heads", numKvHeads}}}
+      .run(stream);
 }
 
 llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
@@ -161,12 +169,17 @@ llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
                                         CUdeviceptr tileBlocks,
                                         CUdeviceptr cache, int32_t numTiles,
                                         int32_t numKvHeads) {
-  Launch l{ks, KernelKind::Flush, {{"num_tiles", numTiles}, {"num_kv_heads", numKvHeads}},
-           {KVARN_PTR(poolK), KVARN_PTR(poolV), KVARN_PTR(tileSlots),
-            KVARN_PTR(tileBlocks), KVARN_PTR(cache)}, {}};
-  l.args.pointer(poolK).pointer(poolV).pointer(tileSlots).pointer(tileBlocks)
-      .pointer(cache).i32(numTiles).i32(numKvHeads);
-  return l.run(stream);
+  return Launch{ks,
+                KernelKind::Flush,
+                {{"num_tiles", numTiles}, {"num_kv_heads", numKvHeads}},
+                {{"pool_k", poolK},
+                 {"pool_v", poolV},
+                 {"tile_slots", tileSlots},
+                 {"tile_blocks", tileBlocks},
+                 {"cache", cache},
+                 {"num_tiles", numTiles},
+                 {"num_kv_heads", numKvHeads}}}
+      .run(stream);
 }
 
 llvm::Error kvarn::runtime::launchDecode(
@@ -174,16 +187,24 @@ llvm::Error kvarn::runtime::launchDecode(
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out, float scale,
     int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
-  Launch l{ks, KernelKind::Decode, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
-           {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(seqLens),
-            KVARN_PTR(blockToSlot), KVARN_PTR(cache), KVARN_PTR(poolK),
-            KVARN_PTR(poolV), KVARN_PTR(out)}, {}};
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode: max_blocks is negative ({0})", maxBlocks);
-  l.args.pointer(q).pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
-      .pointer(cache).pointer(poolK).pointer(poolV).pointer(out).f32(scale)
-      .i32(batch).i32(maxBlocks).i32(numKvHeads);
-  return l.run(stream);
+  return Launch{ks,
+                KernelKind::Decode,
+                {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+                {{"q", q},
+                 {"block_table", blockTable},
+                 {"seq_lens", seqLens},
+                 {"block_to_slot", blockToSlot},
+                 {"cache", cache},
+                 {"pool_k", poolK},
+                 {"pool_v", poolV},
+                 {"out", out},
+                 {"softmax_scale", scale},
+                 {"batch", batch},
+                 {"max_blocks", maxBlocks},
+                 {"num_kv_heads", numKvHeads}}}
+      .run(stream);
 }
 
 llvm::Error kvarn::runtime::launchDecodeSplit(
@@ -198,28 +219,44 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "decode_split: num_splits must be at least 1, got {0}",
                      numSplits);
+  // combine's output, checked before decode_split writes anything.
+  if (batch > 0 && numKvHeads > 0 && !out)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode_split: out is null");
   // Both kernels are fetched first so a compile failure launches nothing.
   for (KernelKind kind : {KernelKind::DecodeSplit, KernelKind::Combine})
     if (batch > 0 && numKvHeads > 0)
       if (llvm::Expected<const LoadedKernel *> k = ks.get(kind); !k)
         return k.takeError();
-  Launch split{ks, KernelKind::DecodeSplit, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
-               {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(seqLens),
-                KVARN_PTR(blockToSlot), KVARN_PTR(cache), KVARN_PTR(poolK),
-                KVARN_PTR(poolV), KVARN_PTR(partOut), KVARN_PTR(partLse),
-                KVARN_PTR(out)}, {}};
-  split.args.pointer(q).pointer(blockTable).pointer(seqLens)
-      .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
-      .pointer(partOut).pointer(partLse).f32(scale).i32(batch).i32(maxBlocks)
-      .i32(numKvHeads).i32(numSplits);
-  if (llvm::Error e = split.run(stream))
+  if (llvm::Error e = Launch{ks,
+                             KernelKind::DecodeSplit,
+                             {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+                             {{"q", q},
+                              {"block_table", blockTable},
+                              {"seq_lens", seqLens},
+                              {"block_to_slot", blockToSlot},
+                              {"cache", cache},
+                              {"pool_k", poolK},
+                              {"pool_v", poolV},
+                              {"part_out", partOut},
+                              {"part_lse", partLse},
+                              {"softmax_scale", scale},
+                              {"batch", batch},
+                              {"max_blocks", maxBlocks},
+                              {"num_kv_heads", numKvHeads},
+                              {"num_splits", numSplits}}}
+                          .run(stream))
     return e;
-  Launch combine{ks, KernelKind::Combine, {{"batch", batch}, {"num_kv_heads", numKvHeads}},
-                 {KVARN_PTR(partOut), KVARN_PTR(partLse), KVARN_PTR(seqLens),
-                  KVARN_PTR(out)}, {}};
-  combine.args.pointer(partOut).pointer(partLse).pointer(seqLens).pointer(out)
-      .i32(batch).i32(numKvHeads).i32(numSplits);
-  return combine.run(stream);
+  return Launch{ks,
+                KernelKind::Combine,
+                {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+                {{"part_out", partOut},
+                 {"part_lse", partLse},
+                 {"seq_lens", seqLens},
+                 {"out", out},
+                 {"batch", batch},
+                 {"num_kv_heads", numKvHeads},
+                 {"num_splits", numSplits}}}
+      .run(stream);
 }
 
 llvm::Error kvarn::runtime::launchVerify(
@@ -230,17 +267,26 @@ llvm::Error kvarn::runtime::launchVerify(
     int32_t numKvHeads) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "verify: max_blocks is negative ({0})", maxBlocks);
-  Launch l{ks, KernelKind::Verify,
-           {{"batch", batch}, {"num_kv_heads", numKvHeads},
-            {"max_query_tokens", maxQueryTokens}},
-           {KVARN_PTR(q), KVARN_PTR(blockTable), KVARN_PTR(contextLens),
-            KVARN_PTR(queryLens), KVARN_PTR(blockToSlot), KVARN_PTR(cache),
-            KVARN_PTR(poolK), KVARN_PTR(poolV), KVARN_PTR(out)}, {}};
-  l.args.pointer(q).pointer(blockTable).pointer(contextLens).pointer(queryLens)
-      .pointer(blockToSlot).pointer(cache).pointer(poolK).pointer(poolV)
-      .pointer(out).f32(scale).i32(batch).i32(maxQueryTokens).i32(maxBlocks)
-      .i32(numKvHeads);
-  return l.run(stream);
+  return Launch{ks,
+                KernelKind::Verify,
+                {{"batch", batch},
+                 {"num_kv_heads", numKvHeads},
+                 {"max_query_tokens", maxQueryTokens}},
+                {{"q", q},
+                 {"block_table", blockTable},
+                 {"context_lens", contextLens},
+                 {"query_lens", queryLens},
+                 {"block_to_slot", blockToSlot},
+                 {"cache", cache},
+                 {"pool_k", poolK},
+                 {"pool_v", poolV},
+                 {"out", out},
+                 {"softmax_scale", scale},
+                 {"batch", batch},
+                 {"max_query_tokens", maxQueryTokens},
+                 {"max_blocks", maxBlocks},
+                 {"num_kv_heads", numKvHeads}}}
+      .run(stream);
 }
 
 llvm::Error kvarn::runtime::launchMaterialize(
@@ -249,14 +295,22 @@ llvm::Error kvarn::runtime::launchMaterialize(
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr outStart,
     CUdeviceptr outK, CUdeviceptr outV, int32_t batch, int32_t maxBlocks,
     int32_t numKvHeads) {
-  Launch l{ks, KernelKind::Materialize,
-           {{"batch", batch}, {"num_kv_heads", numKvHeads},
-            {"max_blocks", maxBlocks}},
-           {KVARN_PTR(blockTable), KVARN_PTR(seqLens), KVARN_PTR(blockToSlot),
-            KVARN_PTR(cache), KVARN_PTR(poolK), KVARN_PTR(poolV),
-            KVARN_PTR(outStart), KVARN_PTR(outK), KVARN_PTR(outV)}, {}};
-  l.args.pointer(blockTable).pointer(seqLens).pointer(blockToSlot)
-      .pointer(cache).pointer(poolK).pointer(poolV).pointer(outStart)
-      .pointer(outK).pointer(outV).i32(batch).i32(maxBlocks).i32(numKvHeads);
-  return l.run(stream);
+  return Launch{ks,
+                KernelKind::Materialize,
+                {{"batch", batch},
+                 {"num_kv_heads", numKvHeads},
+                 {"max_blocks", maxBlocks}},
+                {{"block_table", blockTable},
+                 {"seq_lens", seqLens},
+                 {"block_to_slot", blockToSlot},
+                 {"cache", cache},
+                 {"pool_k", poolK},
+                 {"pool_v", poolV},
+                 {"out_start", outStart},
+                 {"out_k", outK},
+                 {"out_v", outV},
+                 {"batch", batch},
+                 {"max_blocks", maxBlocks},
+                 {"num_kv_heads", numKvHeads}}}
+      .run(stream);
 }

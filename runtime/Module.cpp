@@ -4,6 +4,8 @@
 
 #include "Internal.h"
 
+#include "llvm/ADT/STLExtras.h"
+
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -258,6 +260,45 @@ llvm::Error cuda::checkArguments(llvm::StringRef name, const KernelAbi &abi,
                        name, i, what, kindName(args.kind(i)), kindName(want));
   }
   return llvm::Error::success();
+}
+
+llvm::Expected<KernelArgs> cuda::bindArguments(llvm::StringRef name,
+                                               const KernelAbi &abi,
+                                               llvm::ArrayRef<NamedArg> named) {
+  if (abi.params.empty())
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "kernel '{0}': its image carries no parameter names (ABI)",
+                     name);
+  for (size_t i = 0; i < named.size(); ++i) {
+    auto same = [&](const NamedArg &a) {
+      return llvm::StringRef(a.name) == named[i].name;
+    };
+    if (llvm::none_of(abi.params, [&](const KernelAbi::Param &p) {
+          return p.name == named[i].name;
+        }))
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}' has no parameter '{1}'", name,
+                       named[i].name);
+    if (llvm::any_of(named.take_front(i), same))
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}': '{1}' is given twice", name,
+                       named[i].name);
+  }
+  KernelArgs args;
+  for (const KernelAbi::Param &p : abi.params) {
+    const NamedArg *a = llvm::find_if(
+        named, [&](const NamedArg &n) { return p.name == n.name; });
+    if (a == named.end())
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "kernel '{0}': no argument for its parameter '{1}'",
+                       name, p.name);
+    args.raw(a->kind, a->bits);
+  }
+  args.scratch();
+  // Kinds against the parameters' types, with checkArguments' messages.
+  if (llvm::Error err = checkArguments(name, abi, args))
+    return std::move(err);
+  return std::move(args);
 }
 
 llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,

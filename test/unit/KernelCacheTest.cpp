@@ -28,6 +28,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -462,6 +463,78 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
   cuda::KernelArgs any;
   any.i32(1).scratch();
   llvm::Expected<cuda::Grid> none = cuda::gridOf("k", KernelAbi{}, any);
+  ASSERT_FALSE(bool(none));
+  EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
+}
+
+TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
+  // The runtime's launchers name their arguments by the .kvt parameters;
+  // bindArguments puts them in the compiled ABI's order, so no launcher
+  // states an order.
+  TempDir dir;
+  TestCache cache(dir.path);
+  CacheResult r = cache.get({"decode", {"kvarn_k4v2_g128", 128, 4}, "", ""});
+  ASSERT_TRUE(r.artifacts);
+  const KernelAbi &abi = r.artifacts->image().abi;
+  std::mt19937_64 rng(test::freshSeed());
+  std::uniform_int_distribution<int32_t> extent(1, 1 << 20);
+  int32_t batch = extent(rng), maxBlocks = extent(rng), heads = extent(rng);
+  std::vector<cuda::NamedArg> named = {
+      {"q", CUdeviceptr(0x1000)},        {"block_table", CUdeviceptr(0x2000)},
+      {"seq_lens", CUdeviceptr(0x3000)}, {"block_to_slot", CUdeviceptr(0x4000)},
+      {"cache", CUdeviceptr(0x5000)},    {"pool_k", CUdeviceptr(0x6000)},
+      {"pool_v", CUdeviceptr(0x7000)},   {"out", CUdeviceptr(0x8000)},
+      {"softmax_scale", 0.088f},         {"batch", batch},
+      {"max_blocks", maxBlocks},         {"num_kv_heads", heads}};
+  std::shuffle(named.begin(), named.end(), rng);
+  llvm::Expected<cuda::KernelArgs> bound =
+      cuda::bindArguments("decode", abi, named);
+  ASSERT_TRUE(bool(bound)) << llvm::toString(bound.takeError());
+  ASSERT_EQ(bound->size(), abi.params.size() + 2);
+  for (size_t i = 0; i < abi.params.size(); ++i) {
+    const cuda::NamedArg &given = *llvm::find_if(
+        named, [&](const auto &a) { return abi.params[i].name == a.name; });
+    EXPECT_EQ(bound->kind(i), given.kind) << abi.params[i].name;
+    if (given.kind == cuda::KernelArgs::Kind::I32) {
+      EXPECT_EQ(bound->integer(i), int32_t(given.bits)) << abi.params[i].name;
+    }
+  }
+  EXPECT_EQ(bound->integer(9), batch); // batch, max_blocks, num_kv_heads
+  EXPECT_EQ(bound->integer(10), maxBlocks);
+  EXPECT_EQ(bound->integer(11), heads);
+  EXPECT_EQ(bound->kind(12), cuda::KernelArgs::Kind::Pointer); // scratch
+  EXPECT_EQ(bound->kind(13), cuda::KernelArgs::Kind::Pointer);
+
+  auto failure = [&](std::vector<cuda::NamedArg> args) {
+    llvm::Expected<cuda::KernelArgs> b =
+        cuda::bindArguments("decode", abi, args);
+    EXPECT_FALSE(bool(b));
+    return b ? std::string() : llvm::toString(b.takeError());
+  };
+  std::vector<cuda::NamedArg> missing = named;
+  missing.erase(llvm::find_if(missing, [](const auto &a) {
+    return llvm::StringRef(a.name) == "max_blocks";
+  }));
+  EXPECT_NE(failure(missing).find("no argument for its parameter 'max_blocks'"),
+            std::string::npos);
+  std::vector<cuda::NamedArg> extra = named;
+  extra.push_back({"num_splits", int32_t(2)});
+  EXPECT_NE(failure(extra).find("has no parameter 'num_splits'"),
+            std::string::npos);
+  std::vector<cuda::NamedArg> twice = named;
+  twice.push_back({"batch", int32_t(2)});
+  EXPECT_NE(failure(twice).find("'batch' is given twice"), std::string::npos);
+  std::vector<cuda::NamedArg> wrongKind = named;
+  for (cuda::NamedArg &a : wrongKind)
+    if (llvm::StringRef(a.name) == "softmax_scale")
+      a = cuda::NamedArg("softmax_scale", int32_t(1));
+  EXPECT_NE(
+      failure(wrongKind).find("(softmax_scale) is i32; the kernel takes f32"),
+      std::string::npos);
+  EXPECT_NE(failure({}).find("no argument for its parameter 'q'"),
+            std::string::npos);
+  llvm::Expected<cuda::KernelArgs> none =
+      cuda::bindArguments("k", KernelAbi{}, named);
   ASSERT_FALSE(bool(none));
   EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
 }

@@ -17,6 +17,7 @@
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Runtime/Memory.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 
@@ -95,6 +96,24 @@ public:
   KernelArgs &u32(uint32_t value) { return addBits(value, Kind::I32); }
   KernelArgs &i64(int64_t value) { return addBits(value, Kind::I64); }
   KernelArgs &f32(float value) { return addBits(value, Kind::F32); }
+  /// A slot of `kind` holding `bits` (a NamedArg's).
+  KernelArgs &raw(Kind kind, uint64_t bits) {
+    switch (kind) {
+    case Kind::Pointer:
+      return pointer(CUdeviceptr(bits));
+    case Kind::I32:
+      return i32(int32_t(uint32_t(bits)));
+    case Kind::I64:
+      return i64(int64_t(bits));
+    case Kind::F32: {
+      float f;
+      uint32_t b = uint32_t(bits);
+      std::memcpy(&f, &b, sizeof f);
+      return f32(f);
+    }
+    }
+    return *this;
+  }
   /// The two trailing pointers every kvarn (and Triton) kernel takes.
   KernelArgs &scratch(CUdeviceptr globalScratch = 0,
                       CUdeviceptr profileScratch = 0) {
@@ -135,6 +154,32 @@ private:
 /// differs; nothing to check for an empty ABI (an image made without one).
 llvm::Error checkArguments(llvm::StringRef name, const KernelAbi &abi,
                            const KernelArgs &args);
+
+/// One argument of a kernel by its parameter's name in the .kvt signature:
+/// what bindArguments puts in the ABI's order.
+struct NamedArg {
+  const char *name;
+  KernelArgs::Kind kind;
+  uint64_t bits;
+  NamedArg(const char *name, CUdeviceptr pointer)
+      : name(name), kind(KernelArgs::Kind::Pointer), bits(pointer) {}
+  NamedArg(const char *name, int32_t value)
+      : name(name), kind(KernelArgs::Kind::I32),
+        bits(uint64_t(uint32_t(value))) {}
+  NamedArg(const char *name, float value)
+      : name(name), kind(KernelArgs::Kind::F32), bits(0) {
+    std::memcpy(&bits, &value, sizeof value);
+  }
+};
+
+/// `named` as kernel `name`'s argument list: one per parameter of `abi`, in
+/// its order, then the two scratch pointers (null). KVARN_ERROR_INVALID_
+/// ARGUMENT naming a parameter no argument gives, an argument no parameter
+/// takes (or given twice), or one whose kind is not the parameter's; an
+/// empty ABI (an image made without one) cannot be bound.
+llvm::Expected<KernelArgs> bindArguments(llvm::StringRef name,
+                                         const KernelAbi &abi,
+                                         llvm::ArrayRef<NamedArg> named);
 
 struct Grid {
   unsigned x = 1, y = 1, z = 1;
