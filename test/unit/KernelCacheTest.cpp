@@ -499,6 +499,26 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
       EXPECT_EQ(bound->integer(i), int32_t(given.bits)) << abi.params[i].name;
     }
   }
+  // What the driver reads for each parameter: the pointer, the float, the
+  // integer given under its name.
+  void **slots = bound->data();
+  for (size_t i = 0; i < abi.params.size(); ++i) {
+    const cuda::NamedArg &given = *llvm::find_if(
+        named, [&](const auto &a) { return abi.params[i].name == a.name; });
+    switch (given.kind) {
+    case cuda::KernelArgs::Kind::Pointer:
+      EXPECT_EQ(*static_cast<CUdeviceptr *>(slots[i]), given.bits)
+          << abi.params[i].name;
+      break;
+    case cuda::KernelArgs::Kind::F32:
+      EXPECT_EQ(*static_cast<float *>(slots[i]), 0.088f) << abi.params[i].name;
+      break;
+    default:
+      EXPECT_EQ(*static_cast<int32_t *>(slots[i]), int32_t(given.bits))
+          << abi.params[i].name;
+    }
+  }
+  EXPECT_EQ(*static_cast<CUdeviceptr *>(slots[0]), CUdeviceptr(0x1000)); // q
   EXPECT_EQ(bound->integer(9), batch); // batch, max_blocks, num_kv_heads
   EXPECT_EQ(bound->integer(10), maxBlocks);
   EXPECT_EQ(bound->integer(11), heads);
