@@ -1,4 +1,4 @@
-//===- KVTToKVGPUPass.cpp - the convert-kvt-to-kvgpu pass --------------===//
+//===- KVTToKVGPUPass.cpp ---- the convert-kvt-to-kvgpu pass --------------===//
 //
 // Moves every kvt kernel into `gpu.module @kvarn_kernels` as a gpu.func with
 // Triton's parameter convention, and lowers its body op by op: kvt ops
@@ -12,7 +12,6 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 
-
 namespace kvarn {
 #define GEN_PASS_DEF_CONVERTKVTTOKVGPU
 #include "kvarn/Conversion/Passes.h.inc"
@@ -23,8 +22,6 @@ using namespace kvarn;
 using namespace kvarn::kvt;
 
 namespace {
-
-
 
 /// Pre-order positions of ops and the last position each tile value is
 /// needed at (a use inside a nested region keeps it alive to the end of the

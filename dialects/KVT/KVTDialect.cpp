@@ -1,4 +1,4 @@
-//===- KVTDialect.cpp - the kvt dialect --------------------------------===//
+//===- KVTDialect.cpp ---- the kvt dialect --------------------------------===//
 
 #include "kvarn/Dialect/KVT/KVT.h"
 

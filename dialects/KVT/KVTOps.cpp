@@ -1,4 +1,4 @@
-//===- KVTOps.cpp - kvt operations: verifiers, type inference, folds ---===//
+//===- KVTOps.cpp ---- kvt operations: verifiers, type inference, folds ---===//
 
 #include "kvarn/Dialect/KVT/KVT.h"
 

@@ -1,4 +1,4 @@
-//===- KVTTypes.cpp - kvt types ----------------------------------------===//
+//===- KVTTypes.cpp ---- kvt types ----------------------------------------===//
 
 #include "kvarn/Dialect/KVT/KVT.h"
 

@@ -1,4 +1,4 @@
-//===- Passes.td - kvarn's conversion passes ----------------*- tablegen -*-===//
+//===- Passes.td  kvarn's conversion passes ----------------*- tablegen -*-===//
 #ifndef KVARN_CONVERSION_PASSES_TD
 #define KVARN_CONVERSION_PASSES_TD
 

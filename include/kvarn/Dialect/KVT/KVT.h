@@ -1,4 +1,4 @@
-//===- KVT.h - the kvt dialect -------------------------------*- C++ -*-===//
+//===- KVT.h ---- the kvt dialect -------------------------------*- C++ -*-===//
 //
 // The tile-level dialect the .kvt DSL parses into: types, attributes, ops.
 //

@@ -1,4 +1,4 @@
-//===- KVTAttrs.td - kvt attributes ----------------------*- tablegen -*-===//
+//===- KVTAttrs.td --- kvt attributes ----------------------*- tablegen -*-===//
 #ifndef KVARN_DIALECT_KVT_ATTRS_TD
 #define KVARN_DIALECT_KVT_ATTRS_TD
 

@@ -1,4 +1,4 @@
-//===- KVTDialect.td - the kvt dialect ------------------*- tablegen -*-===//
+//===- KVTDialect.td ---- the kvt dialect ------------------*- tablegen -*-===//
 #ifndef KVARN_DIALECT_KVT_DIALECT_TD
 #define KVARN_DIALECT_KVT_DIALECT_TD
 

@@ -1,4 +1,4 @@
-//===- KVTOps.td - kvt operations ------------------------*- tablegen -*-===//
+//===- KVTOps.td --- kvt operations ------------------------*- tablegen -*-===//
 #ifndef KVARN_DIALECT_KVT_OPS_TD
 #define KVARN_DIALECT_KVT_OPS_TD
 

@@ -1,4 +1,4 @@
-//===- KVTTypes.td - kvt types ---------------------------*- tablegen -*-===//
+//===- KVTTypes.td --- kvt types ---------------------------*- tablegen -*-===//
 #ifndef KVARN_DIALECT_KVT_TYPES_TD
 #define KVARN_DIALECT_KVT_TYPES_TD
 
