@@ -249,10 +249,20 @@ llvm::Error cuda::checkArguments(llvm::StringRef name, const KernelAbi &abi,
   for (size_t i = 0; i < args.size(); ++i) {
     KernelArgs::Kind want = KernelArgs::Kind::Pointer; // the scratch pointers
     std::string what = i < abi.params.size() ? abi.params[i].name : "scratch";
-    if (i < abi.params.size() && !abi.params[i].isPointer())
-      want = abi.params[i].type == "i64"   ? KernelArgs::Kind::I64
-             : abi.params[i].type == "f32" ? KernelArgs::Kind::F32
-                                           : KernelArgs::Kind::I32;
+    if (i < abi.params.size())
+      switch (abi.params[i].passed().value_or(KernelAbi::Passed::I32)) {
+      case KernelAbi::Passed::Pointer:
+        break;
+      case KernelAbi::Passed::I32:
+        want = KernelArgs::Kind::I32;
+        break;
+      case KernelAbi::Passed::I64:
+        want = KernelArgs::Kind::I64;
+        break;
+      case KernelAbi::Passed::F32:
+        want = KernelArgs::Kind::F32;
+        break;
+      }
     if (args.kind(i) != want)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kernel '{0}': argument {1} ({2}) is {3}; the kernel "
@@ -326,7 +336,7 @@ llvm::Expected<Grid> cuda::gridOf(llvm::StringRef name, const KernelAbi &abi,
     int64_t n = -1 - int64_t(g); // a constant extent
     if (g >= 0) {
       if (size_t(g) >= abi.params.size() || size_t(g) >= args.size() ||
-          abi.params[g].isPointer())
+          !abi.params[g].isInteger())
         return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                          "kernel '{0}': grid axis {1} names no integer "
                          "parameter",

@@ -125,9 +125,7 @@ llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
       p.type = "*" + scalarName(ptr.getPointeeType());
     else
       p.type = scalarName(t);
-    if (p.type.empty() || p.type == "*" ||
-        !(p.isPointer() || p.type == "i32" || p.type == "i64" ||
-          p.type == "f32"))
+    if (!p.passed())
       return makeError(KVARN_ERROR_COMPILE,
                        "kernel '{0}': parameter '{1}' has no ABI type",
                        func.getName(), p.name);
@@ -143,7 +141,7 @@ llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
     auto at = llvm::find_if(abi.params, [&](const KernelAbi::Param &p) {
       return name && p.name == name.strref();
     });
-    if (at == abi.params.end() || at->isPointer() || at->type == "f32")
+    if (at == abi.params.end() || !at->isInteger())
       return makeError(KVARN_ERROR_COMPILE,
                        "kernel '{0}': grid extent {1} is not an integer "
                        "parameter",

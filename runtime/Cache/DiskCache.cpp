@@ -465,14 +465,12 @@ static llvm::Error readAbi(const json::Object &abi, KernelArtifacts &a) {
         p ? p->getString("type") : std::nullopt;
     if (!name || !type || name->empty() || !isIdentifier(*name))
       return fail("parameter " + llvm::Twine(i) + " has no name or type");
-    // The PTX's view of it: any pointer is "*i8"; f32 is "fp32".
-    std::string ptxType = type->starts_with("*") ? "*i8"
-                          : *type == "f32"       ? "fp32"
-                                                 : type->str();
-    if (ptxType != a.signature[i])
+    KernelAbi::Param param{name->str(), type->str()};
+    // The PTX's view of it (Param::ptxSignature).
+    if (param.ptxSignature().empty() || param.ptxSignature() != a.signature[i])
       return fail("parameter '" + *name + "' is " + *type + ", the PTX's " +
                   a.signature[i]);
-    out.params.push_back({name->str(), type->str()});
+    out.params.push_back(std::move(param));
   }
   if (grid->size() != 3)
     return fail("the grid has " + llvm::Twine(grid->size()) + " extents");

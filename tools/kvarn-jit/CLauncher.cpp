@@ -14,12 +14,16 @@ namespace {
 
 /// The C type a parameter is passed as.
 std::string cType(const KernelAbi::Param &p) {
-  if (p.isPointer())
+  switch (p.passed().value_or(KernelAbi::Passed::I32)) {
+  case KernelAbi::Passed::Pointer:
     return "CUdeviceptr";
-  if (p.type == "i64")
+  case KernelAbi::Passed::I64:
     return "int64_t";
-  if (p.type == "f32")
+  case KernelAbi::Passed::F32:
     return "float";
+  case KernelAbi::Passed::I32:
+    return "int32_t";
+  }
   return "int32_t";
 }
 

@@ -12,6 +12,7 @@
 #include "llvm/Support/Error.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,12 +58,46 @@ struct CompileOptions {
 /// (Triton's convention: these parameters in order, then the global and
 /// profile scratch pointers, passed null).
 struct KernelAbi {
+  /// How a parameter is passed: the one reading of `Param::type` that the
+  /// compiler's check, the cache reader, the launch check and the C
+  /// launchers share.
+  enum class Passed { Pointer, I32, I64, F32 };
   struct Param {
     std::string name;
     /// "i32", "i64", "f32", or a pointer: "*" and the pointee ("*f16",
     /// "*bf16", "*f32", "*i8", "*i32").
     std::string type;
-    bool isPointer() const { return !type.empty() && type[0] == '*'; }
+    bool isPointer() const { return type.size() > 1 && type[0] == '*'; }
+    /// How it is passed, or nothing for a type the ABI does not have.
+    std::optional<Passed> passed() const {
+      if (isPointer())
+        return Passed::Pointer;
+      if (type == "i32")
+        return Passed::I32;
+      if (type == "i64")
+        return Passed::I64;
+      if (type == "f32")
+        return Passed::F32;
+      return std::nullopt;
+    }
+    bool isInteger() const {
+      return passed() == Passed::I32 || passed() == Passed::I64;
+    }
+    /// Its entry in the PTX-derived Triton `signature` (pointers are all
+    /// "*i8" there, f32 "fp32"); empty for a type the ABI does not have.
+    std::string ptxSignature() const {
+      switch (passed().value_or(Passed::Pointer)) {
+      case Passed::Pointer:
+        return isPointer() ? "*i8" : "";
+      case Passed::I32:
+        return "i32";
+      case Passed::I64:
+        return "i64";
+      case Passed::F32:
+        return "fp32";
+      }
+      return "";
+    }
   };
   std::vector<Param> params;
   /// The grid along x, y, z: the index in `params` of the integer parameter
