@@ -63,17 +63,15 @@ struct Liveness {
 /// integer parameter; kvt-select-launch packs programs only where it has
 /// one) as i32 in the lowered kernel whose arguments are `args`.
 Value gridXValue(func::FuncOp func, OpBuilder &b, ValueRange args) {
-  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
+  std::optional<GridX> x = findGridX(func);
+  assert(x && "kvt-select-launch packs only kernels with a grid x");
   Location loc = func.getLoc();
-  if (auto c = dyn_cast<IntegerAttr>(grid[0]))
-    return arith::ConstantIntOp::create(b, loc, c.getInt(), 32);
-  for (unsigned i = 0; i < func.getNumArguments(); ++i)
-    if (func.getArgAttr(i, "kvt.name") == grid[0])
-      return args[i].getType().isInteger(32)
-                 ? args[i]
-                 : arith::TruncIOp::create(b, loc, b.getI32Type(), args[i])
-                       .getResult();
-  llvm_unreachable("kvt-select-launch packs only kernels with a grid x");
+  if (x->constant)
+    return arith::ConstantIntOp::create(b, loc, *x->constant, 32);
+  Value arg = args[x->param];
+  return arg.getType().isInteger(32)
+             ? arg
+             : arith::TruncIOp::create(b, loc, b.getI32Type(), arg).getResult();
 }
 
 class KernelLowering {

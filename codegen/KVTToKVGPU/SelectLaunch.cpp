@@ -54,22 +54,22 @@ std::optional<LaunchChoice> kvarn::kvt::readLaunchChoice(Operation *kernel) {
   return c;
 }
 
-namespace {
-
-/// Whether grid axis 0 has an extent the kernel's code can read (a constant
-/// or an integer parameter): packed programs past it must do nothing.
-bool hasGridX(func::FuncOp func) {
-  auto grid = func->getAttrOfType<ArrayAttr>("kvt.grid");
-  if (!grid || grid.empty())
-    return false;
-  if (isa<IntegerAttr>(grid[0]))
-    return true;
+std::optional<GridX> kvarn::kvt::findGridX(Operation *kernel) {
+  auto func = dyn_cast<func::FuncOp>(kernel);
+  auto grid = kernel->getAttrOfType<ArrayAttr>("kvt.grid");
+  if (!func || !grid || grid.empty())
+    return std::nullopt;
+  if (auto c = dyn_cast<IntegerAttr>(grid[0]))
+    return GridX{c.getInt(), 0};
   for (unsigned i = 0; i < func.getNumArguments(); ++i)
-    if (func.getArgAttr(i, "kvt.name") == grid[0])
-      return func.getArgumentTypes()[i].isInteger(32) ||
-             func.getArgumentTypes()[i].isInteger(64);
-  return false;
+    if (func.getArgAttr(i, "kvt.name") == grid[0] &&
+        (func.getArgumentTypes()[i].isInteger(32) ||
+         func.getArgumentTypes()[i].isInteger(64)))
+      return GridX{std::nullopt, i};
+  return std::nullopt;
 }
+
+namespace {
 
 /// Warps for a kernel with nothing more specific to go by: its largest tile.
 int64_t warpsForLargestTile(func::FuncOp func) {
@@ -100,8 +100,8 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   RegisterRowChains chains = findRegisterRowChains(func);
   bool storesScalars = false;
   func.walk([&](StoreOp) { storesScalars = true; });
-  bool pack =
-      !attends && chains.coversAllTiles && !storesScalars && hasGridX(func);
+  bool pack = !attends && chains.coversAllTiles && !storesScalars &&
+              findGridX(func).has_value();
   // Kernels that normalize: by their largest normalized tile.
   int64_t normalized = 0;
   func.walk([&](NormalizeOp op) {

@@ -229,6 +229,13 @@ struct LaunchChoice {
   bool keepsStaging = false;
 };
 inline constexpr llvm::StringLiteral kLaunchAttrName = "kvt.launch";
+/// Grid axis 0's extent as the kernel states it (`kvt.grid[0]`): a constant,
+/// or the integer parameter that names it; nothing when it has neither.
+struct GridX {
+  std::optional<int64_t> constant;
+  unsigned param = 0; // when not constant
+};
+std::optional<GridX> findGridX(mlir::Operation *kernel);
 /// The `kvt.launch` of `kernel`, or nothing where it is absent or malformed.
 std::optional<LaunchChoice> readLaunchChoice(mlir::Operation *kernel);
 

@@ -357,14 +357,19 @@ kvarn_status_t statusOf(llvm::Error err) {
   return kvarn::consumeError(std::move(err), message);
 }
 
+/// The ABI the compiler states for library kernel `kernel` (k4v2_g128,
+/// head_dim 128), compiled into a fresh cache; empty if it failed.
+KernelAbi compiledAbi(const char *kernel, int gqa) {
+  TempDir dir;
+  TestCache cache(dir.path);
+  CacheResult r = cache.get({kernel, {"kvarn_k4v2_g128", 128, gqa}, "", ""});
+  return r.artifacts ? r.artifacts->image().abi : KernelAbi{};
+}
+
 TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   // decode's ABI as the compiler states it, carried into the kernel image
   // every launch checks its arguments against.
-  TempDir dir;
-  TestCache cache(dir.path);
-  CacheResult r = cache.get({"decode", {"kvarn_k4v2_g128", 128, 4}, "", ""});
-  ASSERT_TRUE(r.artifacts);
-  const KernelAbi &abi = r.artifacts->image().abi;
+  KernelAbi abi = compiledAbi("decode", 4);
   ASSERT_EQ(abi.params.size(), 12u);
   auto decodeArgs = [](bool scaleAsI32) {
     cuda::KernelArgs a;
@@ -414,23 +419,18 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
   // Launchers pass no grid: it is the .kvt's grid(...) evaluated on the
   // launch's arguments. decode_split's names three parameters; combine's
   // has GQA, a specialization constant, as its third axis.
-  TempDir dir;
-  TestCache cache(dir.path);
   std::mt19937_64 rng(test::freshSeed());
   std::uniform_int_distribution<int> extent(1, 1000);
   int batch = extent(rng), heads = extent(rng), splits = extent(rng);
   for (int gqa : {1, 4, 8}) {
-    CacheResult split =
-        cache.get({"decode_split", {"kvarn_k4v2_g128", 128, gqa}, "", ""});
-    CacheResult combine =
-        cache.get({"combine", {"kvarn_k4v2_g128", 128, gqa}, "", ""});
-    ASSERT_TRUE(split.artifacts && combine.artifacts);
+    KernelAbi splitAbi = compiledAbi("decode_split", gqa),
+              combineAbi = compiledAbi("combine", gqa);
+    ASSERT_FALSE(splitAbi.params.empty() || combineAbi.params.empty());
     cuda::KernelArgs s;
     for (int i = 0; i < 9; ++i) // q ... part_lse
       s.pointer(CUdeviceptr(0x1000));
     s.f32(0.088f).i32(batch).i32(16).i32(heads).i32(splits).scratch();
-    llvm::Expected<cuda::Grid> g =
-        cuda::gridOf("decode_split", split.artifacts->image().abi, s);
+    llvm::Expected<cuda::Grid> g = cuda::gridOf("decode_split", splitAbi, s);
     ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
     EXPECT_EQ(g->y, unsigned(heads));
@@ -440,7 +440,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     for (int i = 0; i < 4; ++i) // part_out, part_lse, seq_lens, out
       c.pointer(CUdeviceptr(0x1000));
     c.i32(batch).i32(heads).i32(splits).scratch();
-    g = cuda::gridOf("combine", combine.artifacts->image().abi, c);
+    g = cuda::gridOf("combine", combineAbi, c);
     ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
     EXPECT_EQ(g->y, unsigned(heads));
@@ -451,7 +451,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
       negative.pointer(CUdeviceptr(0x1000));
     negative.i32(batch).i32(-heads).i32(splits).scratch();
     llvm::Expected<cuda::Grid> bad =
-        cuda::gridOf("combine", combine.artifacts->image().abi, negative);
+        cuda::gridOf("combine", combineAbi, negative);
     ASSERT_FALSE(bool(bad));
     std::string message = llvm::toString(bad.takeError());
     EXPECT_NE(
@@ -471,11 +471,8 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
   // The runtime's launchers name their arguments by the .kvt parameters;
   // bindArguments puts them in the compiled ABI's order, so no launcher
   // states an order.
-  TempDir dir;
-  TestCache cache(dir.path);
-  CacheResult r = cache.get({"decode", {"kvarn_k4v2_g128", 128, 4}, "", ""});
-  ASSERT_TRUE(r.artifacts);
-  const KernelAbi &abi = r.artifacts->image().abi;
+  KernelAbi abi = compiledAbi("decode", 4);
+  ASSERT_EQ(abi.params.size(), 12u);
   std::mt19937_64 rng(test::freshSeed());
   std::uniform_int_distribution<int32_t> extent(1, 1 << 20);
   int32_t batch = extent(rng), maxBlocks = extent(rng), heads = extent(rng);
