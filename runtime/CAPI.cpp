@@ -17,6 +17,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -491,19 +492,187 @@ kvarn_status_t kvarn_materialize(
 // The managed pool
 //===----------------------------------------------------------------------===//
 
+} // extern "C"
+
+/// Whether the `size - known` bytes past `known` at `p` are all zero: a
+/// caller built against a newer kvarn.h may pass a larger struct, whose
+/// fields this library does not know and so must not silently ignore.
+static bool tailIsZero(const void *p, size_t known, size_t size) {
+  const unsigned char *b = static_cast<const unsigned char *>(p);
+  for (size_t i = known; i < size; ++i)
+    if (b[i])
+      return false;
+  return true;
+}
+
+/// The layer configs of `options` (NULL: none), copied at the caller's
+/// struct sizes.
+static llvm::Expected<std::vector<kvarn_layer_config_t>>
+readOptions(const char *fn, const kvarn_pool_config_t &config,
+            const kvarn_pool_options_t *options) {
+  std::vector<kvarn_layer_config_t> layers;
+  if (!options)
+    return layers;
+  // struct_size and layer_config_size are read first: every version has them.
+  if (options->struct_size < sizeof(kvarn_pool_options_t))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: options->struct_size {1} is smaller than "
+                     "kvarn_pool_options_t ({2} bytes); set it to "
+                     "sizeof(kvarn_pool_options_t)",
+                     fn, options->struct_size, sizeof(kvarn_pool_options_t));
+  if (!tailIsZero(options, sizeof(kvarn_pool_options_t), options->struct_size))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: options set fields past the {1} bytes this kvarn "
+                     "({2}) knows",
+                     fn, sizeof(kvarn_pool_options_t), KVARN_VERSION_STRING);
+  if (!options->layers)
+    return layers;
+  size_t stride = options->layer_config_size;
+  if (stride < sizeof(kvarn_layer_config_t))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: options->layer_config_size {1} is smaller than "
+                     "kvarn_layer_config_t ({2} bytes); set it to "
+                     "sizeof(kvarn_layer_config_t)",
+                     fn, stride, sizeof(kvarn_layer_config_t));
+  if (config.num_layers <= 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: num_layers ({1}) must be positive", fn,
+                     config.num_layers);
+  const char *base = reinterpret_cast<const char *>(options->layers);
+  for (int32_t l = 0; l < config.num_layers; ++l) {
+    const char *at = base + size_t(l) * stride;
+    if (!tailIsZero(at, sizeof(kvarn_layer_config_t), stride))
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "{0}: layer {1} sets fields past the {2} bytes this "
+                       "kvarn ({3}) knows",
+                       fn, l, sizeof(kvarn_layer_config_t),
+                       KVARN_VERSION_STRING);
+    kvarn_layer_config_t c;
+    std::memcpy(&c, at, sizeof c);
+    layers.push_back(c);
+  }
+  return layers;
+}
+
+static kvarn_layer_info_t layerInfo(const ManagedPool &p,
+                                    const pool::LayerBytes &b,
+                                    const pool::LayerSpec &s,
+                                    int64_t numBlocks) {
+  kvarn_layer_info_t i{};
+  i.struct_size = sizeof(kvarn_layer_info_t);
+  i.kind = int32_t(b.kind);
+  i.window = b.window;
+  i.preset = b.kind == pool::LayerKind::Kvarn ? s.preset : nullptr;
+  i.record_bytes = b.recordBytes;
+  i.cache_bytes = b.cacheBytes;
+  i.pool_bytes = b.poolBytes;
+  i.fp16_bytes = b.kind == pool::LayerKind::Absent
+                     ? 0
+                     : numBlocks * p.layout.group * p.model.numKvHeads *
+                           p.model.headDim * 4;
+  return i;
+}
+
+extern "C" {
+
 kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
                                  const kvarn_pool_config_t *config,
                                  kvarn_pool_t **out) {
+  return kvarn_pool_create_ex(context, config, nullptr, out);
+}
+
+kvarn_status_t kvarn_pool_create_ex(kvarn_context_t *context,
+                                    const kvarn_pool_config_t *config,
+                                    const kvarn_pool_options_t *options,
+                                    kvarn_pool_t **out) {
   return guarded([&]() -> llvm::Error {
     KVARN_REQUIRE("kvarn_pool_create", config);
     KVARN_REQUIRE("kvarn_pool_create", out);
+    llvm::Expected<std::vector<kvarn_layer_config_t>> layers =
+        readOptions("kvarn_pool_create", *config, options);
+    if (!layers)
+      return layers.takeError();
     llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::create(
-        context ? context->state : nullptr, *config);
+        context ? context->state : nullptr, *config, *layers);
     if (!p)
       return p.takeError();
     *out = new kvarn_pool{std::move(*p)};
     return llvm::Error::success();
   });
+}
+
+kvarn_status_t kvarn_capacity_plan_ex(
+    const kvarn_pool_config_t *config, const kvarn_pool_options_t *options,
+    int64_t budget_bytes, int64_t concurrent_requests, int64_t pool_slots,
+    kvarn_capacity_t *out, kvarn_layer_info_t *layers, int32_t capacity) {
+  return guarded([&]() -> llvm::Error {
+    const char *fn = "kvarn_capacity_plan_ex";
+    KVARN_REQUIRE(fn, config);
+    KVARN_REQUIRE(fn, out);
+    if (capacity > 0 && !layers)
+      return nullArgument(fn, "layers");
+    llvm::Expected<std::vector<kvarn_layer_config_t>> lc =
+        readOptions(fn, *config, options);
+    if (!lc)
+      return lc.takeError();
+    // The layers checked as kvarn_pool_create checks them, on a pool of one
+    // block (bookkeeping only) whose sizes the budget then replaces.
+    kvarn_pool_config_t one = *config;
+    one.num_blocks = one.pool_slots = one.max_requests =
+        one.max_blocks_per_request = 1;
+    llvm::Expected<std::unique_ptr<ManagedPool>> p =
+        ManagedPool::create(nullptr, one, *lc);
+    if (!p)
+      return withContext(p.takeError(), fn);
+    const ManagedPool &mp = **p;
+    llvm::Expected<pool::Capacity> c = pool::planCapacity(
+        mp.specs, mp.model.numKvHeads, mp.model.headDim, mp.layout.group,
+        budget_bytes, concurrent_requests, pool_slots);
+    if (!c)
+      return c.takeError();
+    pool::MixedBytes b = llvm::cantFail(
+        pool::mixedBytes(mp.specs, mp.model.numKvHeads, mp.model.headDim,
+                         mp.layout.group, c->numBlocks, c->numPoolSlots));
+    int32_t n = std::min(std::max(capacity, 0), mp.model.numLayers);
+    for (int32_t l = 0; l < n; ++l)
+      layers[l] = layerInfo(mp, b.layers[l], mp.specs[l], c->numBlocks);
+    *out = toC(*c);
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
+                                     kvarn_layer_info_t *out) {
+  return withPool(
+      "kvarn_pool_layer_info", pool, [&](ManagedPool &p) -> llvm::Error {
+        const char *fn = "kvarn_pool_layer_info";
+        KVARN_REQUIRE(fn, out);
+        if (out->struct_size != sizeof(kvarn_layer_info_t))
+          return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                           "{0}: out->struct_size {1} is not "
+                           "sizeof(kvarn_layer_info_t) = {2}",
+                           fn, out->struct_size, sizeof(kvarn_layer_info_t));
+        if (layer < 0 || layer >= p.model.numLayers)
+          return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                           "{0}: layer {1} is not in [0, {2})", fn, layer,
+                           p.model.numLayers);
+        kvarn_layer_info_t i =
+            layerInfo(p, p.mixed.layers[layer], p.specs[layer],
+                      p.state.geometry().numBlocks);
+        if (p.hasDevice() &&
+            p.mixed.layers[layer].kind != pool::LayerKind::Absent) {
+          llvm::Expected<ManagedPool::LayerMemory> m = p.layerMemory(fn, layer);
+          if (!m)
+            return m.takeError();
+          i.pool_k = m->poolK;
+          i.pool_v = m->poolV;
+          i.block_to_slot = m->blockToSlot;
+          if (p.mixed.layers[layer].kind == pool::LayerKind::Kvarn)
+            i.cache = m->cache;
+        }
+        *out = i;
+        return llvm::Error::success();
+      });
 }
 
 kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool) {
@@ -634,24 +803,10 @@ kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool, kvarn_capacity_t *out) {
   return withPool("kvarn_pool_capacity", pool,
                   [&](ManagedPool &p) -> llvm::Error {
                     KVARN_REQUIRE("kvarn_pool_capacity", out);
-                    pool::PoolBytes b = p.bytes();
-                    pool::Capacity c;
-                    c.numBlocks = p.state.geometry().numBlocks;
-                    c.numPoolSlots = p.state.geometry().numPoolSlots;
-                    c.tokens = c.numBlocks * p.layout.group;
-                    c.usedBytes = b.totalBytes();
-                    c.recordBytesPerToken =
-                        double(p.layout.recordBytes) / p.layout.group;
-                    c.bytesPerToken = double(c.usedBytes) /
-                                      (double(c.tokens) * p.model.numLayers *
-                                       p.model.numKvHeads);
-                    int64_t fp16 = 4 * int64_t(p.model.numLayers) *
-                                   p.model.numKvHeads * p.model.headDim;
-                    c.fp16Tokens = c.usedBytes / fp16;
-                    c.ratioVsFp16 = c.fp16Tokens
-                                        ? double(c.tokens) / double(c.fp16Tokens)
-                                        : 0;
-                    *out = toC(c);
+                    const pool::PoolGeometry &g = p.state.geometry();
+                    *out = toC(pool::capacityOf(p.mixed, p.model.numKvHeads,
+                                                p.model.headDim, g.blockSize,
+                                                g.numBlocks, g.numPoolSlots));
                     return llvm::Error::success();
                   });
 }
@@ -661,13 +816,19 @@ kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
   return withPool("kvarn_pool_buffers", pool,
                   [&](ManagedPool &p) -> llvm::Error {
                     KVARN_REQUIRE("kvarn_pool_buffers", out);
-                    pool::PoolBytes b = p.bytes();
-                    *out = {p.cache.address(),
+                    if (!p.uniform())
+                      return makeError(
+                          KVARN_ERROR_INVALID_ARGUMENT,
+                          "kvarn_pool_buffers: the pool's layers differ in "
+                          "kind or preset, so they have no common stride; "
+                          "use kvarn_pool_layer_info");
+                    const pool::LayerBytes &l0 = p.mixed.layers[0];
+                    *out = {p.caches.empty() ? 0 : p.caches[0].address(),
                             p.poolK.address(),
                             p.poolV.address(),
                             p.blockToSlot.address(),
-                            b.cacheBytes / p.model.numLayers,
-                            b.poolBytes / 2 / p.model.numLayers};
+                            l0.cacheBytes,
+                            l0.poolBytes / 2};
                     return llvm::Error::success();
                   });
 }

@@ -126,3 +126,200 @@ llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
   c.ratioVsFp16 = double(c.tokens) / double(c.fp16Tokens);
   return c;
 }
+
+//===----------------------------------------------------------------------===//
+// Mixed pools: per-layer kinds and presets
+//===----------------------------------------------------------------------===//
+
+int64_t MixedBytes::totalBytes() const {
+  int64_t t = poolBytes;
+  for (int64_t c : groupCacheBytes)
+    t += c;
+  return t;
+}
+
+llvm::Expected<MixedBytes>
+kvarn::pool::mixedBytes(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
+                        int32_t headDim, int32_t blockSize, int64_t numBlocks,
+                        int64_t numPoolSlots) {
+  if (layers.empty() || numKvHeads <= 0 || headDim <= 0 || blockSize <= 0 ||
+      numBlocks < 0 || numPoolSlots < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "sizes: layers ({0}), KV heads ({1}), head_dim ({2}) "
+                     "and block size ({3}) must be positive, blocks ({4}) "
+                     "and pool slots ({5}) not negative",
+                     layers.size(), numKvHeads, headDim, blockSize, numBlocks,
+                     numPoolSlots);
+  auto overflow = [&] {
+    return tooLarge(llvm::formatv("{0} blocks and {1} pool slots of {2} "
+                                  "layers x {3} KV heads x head_dim {4}",
+                                  numBlocks, numPoolSlots, layers.size(),
+                                  numKvHeads, headDim)
+                        .str());
+  };
+  // K and V fp16 rows of one tile: 2 x G x Hk x D x 2 bytes (< 2^40).
+  int64_t rowBytes = int64_t(blockSize) * numKvHeads * headDim * 2;
+  MixedBytes m;
+  m.layers.resize(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec &s = layers[l];
+    LayerBytes &b = m.layers[l];
+    b.kind = s.kind;
+    b.window = s.window;
+    b.poolOffset = m.poolRows * rowBytes; // checked below, as poolRows grows
+    b.poolRows = m.poolRows;
+    std::optional<int64_t> rows;
+    if (s.kind == LayerKind::Absent)
+      continue;
+    ++m.kvLayers;
+    if (s.kind == LayerKind::Kvarn) {
+      if (s.layout.headDim != headDim || s.layout.group != blockSize)
+        return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                         "sizes: layer {0}'s preset has head_dim {1} and "
+                         "tiles of {2} tokens; the pool's are {3} and {4}",
+                         l, s.layout.headDim, s.layout.group, headDim,
+                         blockSize);
+      size_t g = 0;
+      while (g < m.groupPreset.size() &&
+             llvm::StringRef(m.groupPreset[g]) != s.preset)
+        ++g;
+      if (g == m.groupPreset.size()) {
+        m.groupPreset.push_back(s.preset);
+        m.groupCacheBytes.push_back(0);
+      }
+      b.group = int32_t(g);
+      b.recordBytes = s.layout.recordBytes;
+      b.cacheBytesPerBlock = numKvHeads * s.layout.recordBytes;
+      b.poolBytesPerSlot = 2 * rowBytes;
+      std::optional<int64_t> cache =
+          checkedProduct({numBlocks, b.cacheBytesPerBlock});
+      if (!cache || m.groupCacheBytes[g] > INT64_MAX - *cache)
+        return overflow();
+      b.indexInGroup = 0;
+      for (size_t k = 0; k < l; ++k)
+        b.indexInGroup += m.layers[k].group == int32_t(g);
+      b.cacheOffset = m.groupCacheBytes[g];
+      b.cacheBytes = *cache;
+      m.groupCacheBytes[g] += *cache;
+      m.cacheBytesPerBlock += b.cacheBytesPerBlock;
+      m.poolBytesPerSlot += b.poolBytesPerSlot;
+      rows = numPoolSlots;
+    } else {
+      b.poolBytesPerBlock = 2 * rowBytes;
+      m.fp16BytesPerBlock += b.poolBytesPerBlock;
+      rows = numBlocks;
+    }
+    std::optional<int64_t> bytes = checkedProduct({2, *rows, rowBytes});
+    if (!bytes || m.poolRows > INT64_MAX / 4 - *rows)
+      return overflow();
+    b.poolBytes = *bytes;
+    m.poolRows += *rows;
+    if (!checkedProduct({m.poolRows, 2, rowBytes}))
+      return overflow();
+  }
+  if (m.kvLayers == 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "sizes: every one of the {0} layers is absent; a pool "
+                     "needs at least one layer with a KV cache",
+                     layers.size());
+  m.poolBytes = 2 * m.poolRows * rowBytes;
+  int64_t total = m.poolBytes;
+  for (int64_t c : m.groupCacheBytes)
+    if (total > INT64_MAX - c)
+      return overflow();
+    else
+      total += c;
+  return m;
+}
+
+Capacity kvarn::pool::capacityOf(const MixedBytes &b, int32_t numKvHeads,
+                                 int32_t headDim, int32_t blockSize,
+                                 int64_t numBlocks, int64_t numPoolSlots) {
+  Capacity c;
+  c.numBlocks = numBlocks;
+  c.numPoolSlots = numPoolSlots;
+  c.tokens = numBlocks * blockSize;
+  c.usedBytes = b.totalBytes();
+  // Per token and KV head, over the layers with KV: records and fp16 rows.
+  c.recordBytesPerToken = double(b.cacheBytesPerBlock + b.fp16BytesPerBlock) /
+                          (double(blockSize) * numKvHeads * b.kvLayers);
+  c.bytesPerToken = c.tokens ? double(c.usedBytes) /
+                                   (double(c.tokens) * b.kvLayers * numKvHeads)
+                             : 0;
+  std::optional<int64_t> fp16PerToken =
+      checkedProduct({2, b.kvLayers, numKvHeads, headDim, 2});
+  c.fp16Tokens = fp16PerToken ? c.usedBytes / *fp16PerToken : 0;
+  c.ratioVsFp16 = c.fp16Tokens ? double(c.tokens) / double(c.fp16Tokens) : 0;
+  return c;
+}
+
+llvm::Expected<Capacity>
+kvarn::pool::planCapacity(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
+                          int32_t headDim, int32_t blockSize,
+                          int64_t budgetBytes, int64_t concurrentRequests,
+                          int64_t numPoolSlots) {
+  if (budgetBytes <= 0 || concurrentRequests < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "capacity: the budget ({0} bytes) must be positive and "
+                     "the request count ({1}) not negative",
+                     budgetBytes, concurrentRequests);
+  if (numPoolSlots < 0) {
+    std::optional<int64_t> slots = defaultPoolSlots(concurrentRequests);
+    if (!slots)
+      return tooLarge("the default pool slots of " +
+                      llvm::Twine(concurrentRequests) + " requests");
+    numPoolSlots = *slots;
+  }
+  llvm::Expected<MixedBytes> perOne =
+      mixedBytes(layers, numKvHeads, headDim, blockSize, 1, 1);
+  if (!perOne)
+    return perOne.takeError();
+  int64_t perBlock = perOne->cacheBytesPerBlock + perOne->fp16BytesPerBlock;
+  std::optional<int64_t> slotBytes =
+      checkedProduct({numPoolSlots, perOne->poolBytesPerSlot});
+  std::optional<int64_t> sinkBytes =
+      checkedProduct({std::max<int64_t>(concurrentRequests, 1), perBlock});
+  int64_t left = slotBytes ? budgetBytes - *slotBytes : -1;
+  if (!slotBytes || !sinkBytes || left < *sinkBytes)
+    return makeError(KVARN_ERROR_OUT_OF_MEMORY,
+                     "capacity: {0} bytes do not hold {1} pool slots ({2} "
+                     "bytes each) and a block for each of {3} requests ({4} "
+                     "bytes each)",
+                     budgetBytes, numPoolSlots, perOne->poolBytesPerSlot,
+                     concurrentRequests, perBlock);
+  int64_t blocks = std::min<int64_t>(left / perBlock, INT32_MAX / blockSize);
+  MixedBytes b = llvm::cantFail(
+      mixedBytes(layers, numKvHeads, headDim, blockSize, blocks, numPoolSlots));
+  Capacity c =
+      capacityOf(b, numKvHeads, headDim, blockSize, blocks, numPoolSlots);
+  // Against an fp16 cache of the whole budget, as planCapacity does.
+  std::optional<int64_t> fp16PerToken =
+      checkedProduct({2, b.kvLayers, numKvHeads, headDim, 2});
+  c.fp16Tokens = fp16PerToken ? budgetBytes / *fp16PerToken : 0;
+  c.ratioVsFp16 = c.fp16Tokens ? double(c.tokens) / double(c.fp16Tokens) : 0;
+  return c;
+}
+
+std::vector<FlushLaunch>
+kvarn::pool::flushLaunches(const MixedBytes &b, llvm::ArrayRef<int32_t> blocks,
+                           llvm::ArrayRef<int32_t> slots, int64_t numBlocks) {
+  std::vector<FlushLaunch> launches(b.groupPreset.size());
+  for (size_t g = 0; g < launches.size(); ++g)
+    launches[g].group = int32_t(g);
+  if (blocks.empty())
+    return {};
+  for (const LayerBytes &l : b.layers) {
+    if (l.kind != LayerKind::Kvarn)
+      continue;
+    FlushLaunch &f = launches[l.group];
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      f.poolRows.push_back(int32_t(l.poolRows + slots[i]));
+      f.cacheBlocks.push_back(int32_t(l.indexInGroup * numBlocks + blocks[i]));
+    }
+  }
+  std::vector<FlushLaunch> out;
+  for (FlushLaunch &f : launches)
+    if (!f.poolRows.empty())
+      out.push_back(std::move(f));
+  return out;
+}

@@ -16,13 +16,27 @@ using namespace kvarn::runtime;
 using namespace kvarn::pool;
 using namespace kvarn::cuda;
 
+static const char *kindName(int32_t kind) {
+  switch (kind) {
+  case KVARN_LAYER_KVARN:
+    return "kvarn";
+  case KVARN_LAYER_FP16:
+    return "fp16";
+  case KVARN_LAYER_ABSENT:
+    return "absent";
+  }
+  return "unknown";
+}
+
 llvm::Expected<std::unique_ptr<ManagedPool>>
 ManagedPool::create(std::shared_ptr<ContextState> context,
-                    const kvarn_pool_config_t &c) {
+                    const kvarn_pool_config_t &c,
+                    llvm::ArrayRef<kvarn_layer_config_t> layerConfigs) {
   const char *presetName = c.preset ? c.preset : defaultPreset().name;
   llvm::Expected<const Preset *> preset = lookupPreset(presetName);
   if (!preset)
     return preset.takeError();
+  presetName = (*preset)->name; // static storage
   llvm::Expected<RecordLayout> layout = RecordLayout::get(**preset, c.head_dim);
   if (!layout)
     return layout.takeError();
@@ -41,8 +55,8 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                      "pool: num_q_heads {0} is not a multiple of num_kv_heads "
                      "{1}",
                      c.num_q_heads, c.num_kv_heads);
-  dsl::Specialization spec{presetName, c.head_dim,
-                           c.num_q_heads / c.num_kv_heads};
+  int32_t gqa = c.num_q_heads / c.num_kv_heads;
+  dsl::Specialization spec{presetName, c.head_dim, gqa};
   if (llvm::Error e = spec.check())
     return std::move(e);
   PoolGeometry g;
@@ -54,20 +68,100 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   // Every size is checked before anything is allocated.
   if (llvm::Error e = g.check())
     return std::move(e);
-  ModelShape model{c.num_layers, c.num_kv_heads, c.head_dim};
-  llvm::Expected<PoolBytes> bytes =
-      poolBytes(*layout, model, g.numBlocks, g.numPoolSlots);
-  if (!bytes)
-    return withContext(bytes.takeError(), "pool");
-  // The flush kernel takes every layer's slots and blocks as one i32 index
-  // (tile_slots, tile_blocks).
-  if (int64_t(c.num_layers) * g.numBlocks > INT32_MAX ||
-      int64_t(c.num_layers) * g.numPoolSlots > INT32_MAX)
+  if (layerConfigs.empty()) {
+    // Every layer alike: the sizes are checked before a per-layer table is
+    // (num_layers may be anything here, unlike with a caller's table).
+    llvm::Expected<PoolBytes> bytes =
+        poolBytes(*layout, {c.num_layers, c.num_kv_heads, c.head_dim},
+                  g.numBlocks, g.numPoolSlots);
+    if (!bytes)
+      return withContext(bytes.takeError(), "pool");
+    if (int64_t(c.num_layers) * c.num_blocks > INT32_MAX ||
+        int64_t(c.num_layers) * c.pool_slots > INT32_MAX)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "pool: {0} layers x {1} blocks (or {2} pool slots) "
+                       "overflow the flush kernel's 32-bit block and slot "
+                       "indices",
+                       c.num_layers, c.num_blocks, c.pool_slots);
+  }
+  // The layers: every one checked before anything is sized.
+  std::vector<LayerSpec> specs(c.num_layers);
+  if (!layerConfigs.empty() && int64_t(layerConfigs.size()) != c.num_layers)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "pool: {0} layers x {1} blocks (or {2} pool slots) "
-                     "overflow the flush kernel's 32-bit block and slot "
-                     "indices",
-                     c.num_layers, g.numBlocks, g.numPoolSlots);
+                     "pool: {0} layer configs for num_layers = {1}",
+                     layerConfigs.size(), c.num_layers);
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    LayerSpec &ls = specs[l];
+    ls.layout = *layout;
+    ls.preset = presetName;
+    if (layerConfigs.empty())
+      continue;
+    const kvarn_layer_config_t &lc = layerConfigs[l];
+    if (lc.kind != KVARN_LAYER_KVARN && lc.kind != KVARN_LAYER_FP16 &&
+        lc.kind != KVARN_LAYER_ABSENT)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "pool: layer {0}: kind {1} is not KVARN_LAYER_KVARN "
+                       "(0), KVARN_LAYER_FP16 (1) or KVARN_LAYER_ABSENT (2)",
+                       l, lc.kind);
+    if (lc.window < 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "pool: layer {0}: window {1} is negative (0: no "
+                       "sliding window)",
+                       l, lc.window);
+    ls.kind = LayerKind(lc.kind);
+    ls.window = lc.window;
+    if (lc.kind != KVARN_LAYER_KVARN) {
+      if (lc.preset)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                         "pool: layer {0} is {1} but names preset '{2}'; "
+                         "only kvarn layers have a preset",
+                         l, kindName(lc.kind), lc.preset);
+      if (lc.kind == KVARN_LAYER_ABSENT && lc.window)
+        return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                         "pool: layer {0} is absent (no KV) but has a "
+                         "window of {1} tokens",
+                         l, lc.window);
+      ls.preset = nullptr;
+      continue;
+    }
+    if (!lc.preset)
+      continue;
+    llvm::Expected<const Preset *> lp = lookupPreset(lc.preset);
+    if (!lp)
+      return withContext(lp.takeError(), "pool: layer " + std::to_string(l));
+    if ((*lp)->group != (*preset)->group)
+      return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                       "pool: layer {0}'s preset {1} has tiles of {2} "
+                       "tokens, the pool's blocks ({3}) have {4}; the layers "
+                       "of a pool share its block size",
+                       l, (*lp)->name, (*lp)->group, presetName,
+                       (*preset)->group);
+    dsl::Specialization ls2{(*lp)->name, c.head_dim, gqa};
+    if (llvm::Error e = ls2.check())
+      return withContext(std::move(e), "pool: layer " + std::to_string(l));
+    llvm::Expected<RecordLayout> ll = RecordLayout::get(**lp, c.head_dim);
+    if (!ll)
+      return withContext(ll.takeError(), "pool: layer " + std::to_string(l));
+    ls.layout = *ll;
+    ls.preset = (*lp)->name;
+  }
+  ModelShape model{c.num_layers, c.num_kv_heads, c.head_dim};
+  llvm::Expected<MixedBytes> mixed =
+      mixedBytes(specs, c.num_kv_heads, c.head_dim, g.blockSize, g.numBlocks,
+                 g.numPoolSlots);
+  if (!mixed)
+    return withContext(mixed.takeError(), "pool");
+  // The flush kernel takes pool rows and blocks of a preset's cache as i32
+  // indices (tile_slots, tile_blocks); the kernels index rows in i32 too.
+  int64_t mostInGroup = 0;
+  for (const LayerBytes &lb : mixed->layers)
+    mostInGroup = std::max<int64_t>(mostInGroup, lb.indexInGroup + 1);
+  if (mostInGroup * g.numBlocks > INT32_MAX || mixed->poolRows > INT32_MAX)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "pool: {0} layers x {1} blocks (or {2} pool rows of "
+                     "every layer) overflow the flush kernel's 32-bit block "
+                     "and slot indices",
+                     c.num_layers, g.numBlocks, mixed->poolRows);
   llvm::Expected<PoolState> state = PoolState::create(g);
   if (!state)
     return state.takeError();
@@ -76,18 +170,29 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   p->model = model;
   p->layout = *layout;
   p->numQHeads = c.num_q_heads;
-  p->sizes = *bytes;
+  p->specs = std::move(specs);
+  p->mixed = std::move(*mixed);
   if (!context)
     return std::move(p);
 
   if (llvm::Error e = context->checkAlive("pool"))
     return std::move(e);
   p->ctx = context;
-  llvm::Expected<std::unique_ptr<KernelSet>> ks = KernelSet::create(context, spec);
-  if (!ks)
-    return ks.takeError();
-  p->kernels = std::move(*ks);
-  PoolBytes b = p->bytes();
+  const MixedBytes &b = p->mixed;
+  for (const char *name : b.groupPreset) {
+    llvm::Expected<std::unique_ptr<KernelSet>> ks =
+        KernelSet::create(context, {name, c.head_dim, gqa});
+    if (!ks)
+      return ks.takeError();
+    p->groupKernels.push_back(std::move(*ks));
+  }
+  if (b.fp16BytesPerBlock) {
+    llvm::Expected<std::unique_ptr<KernelSet>> ks =
+        KernelSet::create(context, spec);
+    if (!ks)
+      return ks.takeError();
+    p->fp16Kernels = std::move(*ks);
+  }
   auto allocate = [&](DeviceBuffer &buffer, int64_t bytes) -> llvm::Error {
     llvm::Expected<DeviceBuffer> d =
         DeviceBuffer::allocate(context->context, size_t(bytes));
@@ -96,27 +201,101 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
     buffer = std::move(*d);
     return llvm::Error::success();
   };
-  if (llvm::Error e = allocate(p->cache, b.cacheBytes))
-    return std::move(e);
+  p->caches.resize(b.groupCacheBytes.size());
+  for (size_t i = 0; i < b.groupCacheBytes.size(); ++i)
+    if (llvm::Error e = allocate(p->caches[i], b.groupCacheBytes[i]))
+      return std::move(e);
   if (llvm::Error e = allocate(p->poolK, b.poolBytes / 2))
     return std::move(e);
   if (llvm::Error e = allocate(p->poolV, b.poolBytes / 2))
     return std::move(e);
   if (llvm::Error e = allocate(p->blockToSlot, int64_t(g.numBlocks) * 4))
     return std::move(e);
-  // At most every slot's block, in every layer: slots then blocks.
-  if (llvm::Error e = allocate(p->flushTiles, 2 * int64_t(c.num_layers) *
-                                                  g.numPoolSlots * 4))
-    return std::move(e);
+  if (b.fp16BytesPerBlock) {
+    if (llvm::Error e = allocate(p->identity, int64_t(g.numBlocks) * 4))
+      return std::move(e);
+    std::vector<int32_t> ids(g.numBlocks);
+    for (int32_t i = 0; i < g.numBlocks; ++i)
+      ids[i] = i;
+    if (llvm::Error e = p->identity.uploadAsync(ids.data(), ids.size() * 4,
+                                                context->stream))
+      return std::move(e);
+    // `ids` is pageable memory: the driver staged it before returning.
+  }
+  // At most every slot's block, in every kvarn layer: rows then blocks.
+  int64_t kvarnLayers = 0;
+  for (const LayerBytes &lb : b.layers)
+    kvarnLayers += lb.kind == LayerKind::Kvarn;
+  if (kvarnLayers)
+    if (llvm::Error e =
+            allocate(p->flushTiles, 2 * kvarnLayers * g.numPoolSlots * 4))
+      return std::move(e);
   // The kernels a serving step uses, so no step compiles.
-  for (KernelKind k : {KernelKind::Append, KernelKind::Flush,
-                       KernelKind::Decode, KernelKind::Verify})
-    if (llvm::Expected<const LoadedKernel *> loaded = p->kernels->get(k);
-        !loaded)
-      return loaded.takeError();
+  auto load = [](KernelSet &ks,
+                 std::initializer_list<KernelKind> kinds) -> llvm::Error {
+    for (KernelKind k : kinds)
+      if (llvm::Expected<const LoadedKernel *> loaded = ks.get(k); !loaded)
+        return loaded.takeError();
+    return llvm::Error::success();
+  };
+  for (auto &ks : p->groupKernels)
+    if (llvm::Error e = load(*ks, {KernelKind::Append, KernelKind::Flush,
+                                   KernelKind::Decode, KernelKind::Verify}))
+      return std::move(e);
+  if (p->fp16Kernels)
+    if (llvm::Error e =
+            load(*p->fp16Kernels,
+                 {KernelKind::Append, KernelKind::Decode, KernelKind::Verify}))
+      return std::move(e);
   return std::move(p);
 }
 
+bool ManagedPool::uniform() const {
+  if (mixed.groupPreset.size() != 1)
+    return false;
+  for (const LayerBytes &l : mixed.layers)
+    if (l.kind != LayerKind::Kvarn)
+      return false;
+  return true;
+}
+
+llvm::Error ManagedPool::checkLayer(const char *op, int32_t layer) const {
+  if (layer < 0 || layer >= model.numLayers)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: layer {1} is not in [0, {2})", op, layer,
+                     model.numLayers);
+  if (mixed.layers[layer].kind == LayerKind::Absent)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: layer {1} is absent (configured without a KV "
+                     "cache: a Mamba or linear-attention layer)",
+                     op, layer);
+  return llvm::Error::success();
+}
+
+llvm::Expected<ManagedPool::LayerMemory>
+ManagedPool::layerMemory(const char *op, int32_t layer) {
+  if (llvm::Error e = checkLayer(op, layer))
+    return std::move(e);
+  if (llvm::Error e = checkDevice(op))
+    return std::move(e);
+  const LayerBytes &l = mixed.layers[layer];
+  LayerMemory m;
+  m.poolK = poolK.address() + l.poolOffset;
+  m.poolV = poolV.address() + l.poolOffset;
+  if (l.kind == LayerKind::Kvarn) {
+    m.kernels = groupKernels[l.group].get();
+    m.cache = caches[l.group].address() + l.cacheOffset;
+    m.blockToSlot = blockToSlot.address();
+  } else {
+    // Every block of an fp16 layer is in its rows (the identity table), so
+    // its kernels never read a record: the cache argument only has to be a
+    // valid pointer.
+    m.kernels = fp16Kernels.get();
+    m.cache = m.poolK;
+    m.blockToSlot = identity.address();
+  }
+  return m;
+}
 
 llvm::Error ManagedPool::checkDevice(llvm::StringRef what) const {
   if (!ctx)
@@ -152,24 +331,31 @@ llvm::Expected<int32_t> ManagedPool::flush() {
       return std::move(e);
   std::vector<FlushTile> work = state.flushWork();
   if (!work.empty() && ctx) {
-    const PoolGeometry &g = state.geometry();
-    int32_t layers = model.numLayers;
-    size_t tiles = size_t(layers) * work.size();
-    std::vector<int32_t> lists(2 * tiles);
-    for (int32_t l = 0; l < layers; ++l)
-      for (size_t i = 0; i < work.size(); ++i) {
-        lists[l * work.size() + i] = l * g.numPoolSlots + work[i].slot;
-        lists[tiles + l * work.size() + i] = l * g.numBlocks + work[i].block;
-      }
-    if (llvm::Error e = flushTiles.uploadAsync(lists.data(), lists.size() * 4,
-                                               ctx->stream))
-      return std::move(e);
-    CUdeviceptr base = flushTiles.address();
-    if (llvm::Error e = launchFlush(*kernels, ctx->stream, poolK.address(),
-                                    poolV.address(), base,
-                                    base + tiles * 4, cache.address(),
-                                    int32_t(tiles), model.numKvHeads))
-      return std::move(e);
+    std::vector<int32_t> blocks, slots;
+    for (const FlushTile &t : work) {
+      blocks.push_back(t.block);
+      slots.push_back(t.slot);
+    }
+    // Only kvarn layers: an fp16 layer's rows are its blocks, never flushed.
+    std::vector<FlushLaunch> launches =
+        flushLaunches(mixed, blocks, slots, state.geometry().numBlocks);
+    size_t at = 0;
+    for (const FlushLaunch &f : launches) {
+      size_t tiles = f.poolRows.size();
+      // The launches share one tile buffer, each its own part.
+      std::vector<int32_t> lists(f.poolRows);
+      lists.insert(lists.end(), f.cacheBlocks.begin(), f.cacheBlocks.end());
+      if (llvm::Error e = flushTiles.uploadAsync(lists.data(), lists.size() * 4,
+                                                 ctx->stream, at * 4))
+        return std::move(e);
+      CUdeviceptr base = flushTiles.address() + at * 4;
+      if (llvm::Error e = launchFlush(
+              *groupKernels[f.group], ctx->stream, poolK.address(),
+              poolV.address(), base, base + tiles * 4,
+              caches[f.group].address(), int32_t(tiles), model.numKvHeads))
+        return std::move(e);
+      at += 2 * tiles;
+    }
   }
   state.takeFlushWork();
   if (!work.empty())
@@ -188,16 +374,11 @@ llvm::Error Step::checkOpen(const char *op) const {
   return llvm::Error::success();
 }
 
-llvm::Error Step::checkLayer(const char *op, int32_t layer) const {
+llvm::Expected<ManagedPool::LayerMemory> Step::checkLayer(const char *op,
+                                                          int32_t layer) const {
   if (llvm::Error e = checkOpen(op))
-    return e;
-  if (llvm::Error e = pool.checkDevice(op))
-    return e;
-  if (layer < 0 || layer >= pool.model.numLayers)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "{0}: layer {1} is not in [0, {2})", op, layer,
-                     pool.model.numLayers);
-  return llvm::Error::success();
+    return std::move(e);
+  return pool.layerMemory(op, layer);
 }
 
 llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
@@ -279,20 +460,20 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
 }
 
 llvm::Error Step::writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v) {
-  if (llvm::Error e = checkLayer("step_write_kv", layer))
-    return e;
-  int64_t stride = pool.bytes().poolBytes / 2 / pool.model.numLayers;
-  return launchAppend(*pool.kernels, pool.ctx->stream, k, v, at(0),
-                      pool.blockToSlot.address(),
-                      pool.poolK.address() + layer * stride,
-                      pool.poolV.address() + layer * stride,
+  llvm::Expected<ManagedPool::LayerMemory> m =
+      checkLayer("step_write_kv", layer);
+  if (!m)
+    return m.takeError();
+  return launchAppend(*m->kernels, pool.ctx->stream, k, v, at(0),
+                      m->blockToSlot, m->poolK, m->poolV,
                       int32_t(slotMapping.size()), pool.model.numKvHeads);
 }
 
 llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                          float scale) {
-  if (llvm::Error e = checkLayer("step_decode", layer))
-    return e;
+  llvm::Expected<ManagedPool::LayerMemory> m = checkLayer("step_decode", layer);
+  if (!m)
+    return m.takeError();
   for (size_t i = 0; i < ids.size(); ++i)
     if (counts[i] != 1)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -300,32 +481,21 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                        "decode takes one per request (kvarn_step_verify takes "
                        "several)",
                        ids[i], counts[i]);
-  PoolBytes b = pool.bytes();
-  int64_t cacheStride = b.cacheBytes / pool.model.numLayers;
-  int64_t poolStride = b.poolBytes / 2 / pool.model.numLayers;
-  return launchDecode(*pool.kernels, pool.ctx->stream, q, at(blockTableAt),
-                      at(seqLensAt), pool.blockToSlot.address(),
-                      pool.cache.address() + layer * cacheStride,
-                      pool.poolK.address() + layer * poolStride,
-                      pool.poolV.address() + layer * poolStride, out, scale,
-                      int32_t(ids.size()), width, pool.model.numKvHeads);
+  return launchDecode(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
+                      at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
+                      m->poolV, out, scale, int32_t(ids.size()), width,
+                      pool.model.numKvHeads);
 }
 
 llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                          float scale) {
-  if (llvm::Error e = checkLayer("step_verify", layer))
-    return e;
-  PoolBytes b = pool.bytes();
-  int64_t cacheStride = b.cacheBytes / pool.model.numLayers;
-  int64_t poolStride = b.poolBytes / 2 / pool.model.numLayers;
-  return launchVerify(*pool.kernels, pool.ctx->stream, q, at(blockTableAt),
-                      at(contextLensAt), at(queryLensAt),
-                      pool.blockToSlot.address(),
-                      pool.cache.address() + layer * cacheStride,
-                      pool.poolK.address() + layer * poolStride,
-                      pool.poolV.address() + layer * poolStride, out, scale,
-                      int32_t(ids.size()), maxCount, width,
-                      pool.model.numKvHeads);
+  llvm::Expected<ManagedPool::LayerMemory> m = checkLayer("step_verify", layer);
+  if (!m)
+    return m.takeError();
+  return launchVerify(
+      *m->kernels, pool.ctx->stream, q, at(blockTableAt), at(contextLensAt),
+      at(queryLensAt), m->blockToSlot, m->cache, m->poolK, m->poolV, out, scale,
+      int32_t(ids.size()), maxCount, width, pool.model.numKvHeads);
 }
 
 llvm::Error Step::commit(const int32_t *accepted) {

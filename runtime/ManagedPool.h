@@ -4,11 +4,16 @@
 // context, the device memory of every layer and the launches, all behind one
 // mutex. Steps are the unit of work of a serving loop (kvarn.h).
 //
-// Device layout (one allocation each, so one flush launch covers every
-// layer): cache [layers, blocks, Hk, record], pool_k and pool_v [layers,
-// slots, G, Hk, D] fp16, block_to_slot [blocks] i32 (the same slot in every
-// layer's pool). Flush tile t of layer l names pool slot l * slots + s and
-// block l * blocks + b of these flattened arrays.
+// Device layout (pool::mixedBytes): one record cache per preset of its
+// kvarn layers, [layers of the preset, blocks, Hk, record]; pool_k and
+// pool_v, one allocation each, the rows of every layer with KV in layer
+// order: [slots, G, Hk, D] fp16 for a kvarn layer, [blocks, G, Hk, D] for an
+// fp16 layer; block_to_slot [blocks] i32 (the same slot in every kvarn
+// layer's pool) and, when there are fp16 layers, the identity [blocks] that
+// their kernels take (so every block of theirs is read from its rows). One
+// flush launch per preset covers its layers: tile t names pool row
+// (the layer's first row) + slot and block (index in the preset's cache) *
+// blocks + b. A pool of one preset and no other kind has today's layout.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_RUNTIME_MANAGEDPOOL_H
@@ -32,15 +37,21 @@ class Step;
 class ManagedPool {
 public:
   /// `context` null: bookkeeping only.
+  /// `layers` empty: every layer kvarn with the pool's preset.
   static llvm::Expected<std::unique_ptr<ManagedPool>>
   create(std::shared_ptr<ContextState> context,
-         const kvarn_pool_config_t &config);
+         const kvarn_pool_config_t &config,
+         llvm::ArrayRef<kvarn_layer_config_t> layers = {});
 
   std::mutex mutex; // guards everything below and every Step of this pool
 
   pool::PoolState state;
   pool::ModelShape model;
-  RecordLayout layout;
+  RecordLayout layout; // of the pool's preset
+  std::vector<pool::LayerSpec> specs;
+  pool::MixedBytes mixed;
+  /// One preset, every layer kvarn: kvarn_pool_buffers' strides hold.
+  bool uniform() const;
   int32_t numQHeads = 0;
   int32_t openSteps = 0;
   int32_t liveSteps = 0; // created, not destroyed
@@ -54,17 +65,26 @@ public:
   llvm::Expected<int32_t> flush();
   /// Uploads block_to_slot if it changed since the last upload.
   llvm::Error syncBlockToSlot();
-  /// Checked at creation (poolBytes), so every size here fits in int64.
-  const pool::PoolBytes &bytes() const { return sizes; }
+  /// The device memory of a layer's kernels; an error for an absent layer
+  /// or one out of range.
+  struct LayerMemory {
+    KernelSet *kernels;
+    CUdeviceptr cache, poolK, poolV, blockToSlot;
+  };
+  llvm::Expected<LayerMemory> layerMemory(const char *op, int32_t layer);
+  /// The layer's range and kind (not absent), before any device check.
+  llvm::Error checkLayer(const char *op, int32_t layer) const;
 
   std::shared_ptr<ContextState> ctx;
-  std::unique_ptr<KernelSet> kernels;
-  cuda::DeviceBuffer cache, poolK, poolV, blockToSlot, flushTiles;
+  /// Per preset group of mixed.groupPreset; fp16 layers use fp16Kernels.
+  std::vector<std::unique_ptr<KernelSet>> groupKernels;
+  std::unique_ptr<KernelSet> fp16Kernels;
+  std::vector<cuda::DeviceBuffer> caches; // per preset group
+  cuda::DeviceBuffer poolK, poolV, blockToSlot, identity, flushTiles;
   bool blockToSlotDirty = true;
 
 private:
   ManagedPool(pool::PoolState s) : state(std::move(s)) {}
-  pool::PoolBytes sizes;
 };
 
 /// One serving step over some requests of a pool.
@@ -90,7 +110,8 @@ public:
 
 private:
   llvm::Error checkOpen(const char *op) const;
-  llvm::Error checkLayer(const char *op, int32_t layer) const;
+  llvm::Expected<ManagedPool::LayerMemory> checkLayer(const char *op,
+                                                      int32_t layer) const;
 
   // Device tables of the open step, one buffer, one upload:
   // slot_mapping | block_table | seq_lens | context_lens | query_lens.

@@ -286,6 +286,83 @@ typedef struct kvarn_pool_config {
   int32_t max_blocks_per_request;/* the longest context / block_size */
 } kvarn_pool_config_t;
 
+/* Per-layer kinds (issue 17). A layer is
+ *   KVARN_LAYER_KVARN   quantized as today, with its own preset among those
+ *                       of the pool's block size and head_dim;
+ *   KVARN_LAYER_FP16    kept unquantized: fp16 rows for every block of the
+ *                       layer, never flushed (sliding-window layers by
+ *                       default, layers a deployment wants exact);
+ *   KVARN_LAYER_ABSENT  no KV cache (Mamba, linear attention): nothing is
+ *                       allocated and every step call on it is
+ *                       KVARN_ERROR_INVALID_ARGUMENT.
+ * Blocks, pool slots and request tables are shared by every layer; a flush
+ * writes the records of kvarn layers only. `window` is the layer's sliding
+ * window in tokens (0: none), kept with the layer and reported by
+ * kvarn_pool_layer_info; memory of blocks that left a window is not
+ * released (block ids are shared by all layers, docs/runtime.md). */
+typedef enum kvarn_layer_kind {
+  KVARN_LAYER_KVARN = 0,
+  KVARN_LAYER_FP16 = 1,
+  KVARN_LAYER_ABSENT = 2
+} kvarn_layer_kind_t;
+
+typedef struct kvarn_layer_config {
+  int32_t kind;       /* kvarn_layer_kind_t */
+  int32_t window;     /* tokens, >= 0; 0: no sliding window */
+  const char *preset; /* kvarn layers; NULL: the pool's preset */
+} kvarn_layer_config_t;
+
+/* What kvarn_pool_create_ex adds to kvarn_pool_config_t. Growable: callers
+ * set struct_size = sizeof(kvarn_pool_options_t) and layer_config_size =
+ * sizeof(kvarn_layer_config_t) as they were compiled; fields a later
+ * version appends read as zero for a smaller struct_size. */
+typedef struct kvarn_pool_options {
+  uint32_t struct_size;
+  uint32_t layer_config_size;
+  const kvarn_layer_config_t *layers; /* num_layers entries; NULL: all kvarn */
+} kvarn_pool_options_t;
+
+/* kvarn_pool_create with per-layer kinds, presets and windows (options may
+ * be NULL: the same as kvarn_pool_create). */
+KVARN_API kvarn_status_t kvarn_pool_create_ex(
+    kvarn_context_t *context, const kvarn_pool_config_t *config,
+    const kvarn_pool_options_t *options, kvarn_pool_t **out);
+
+/* One layer of a pool: kind, window, preset, bytes and device memory.
+ *   cache        [num_blocks, num_kv_heads, record_bytes] u8 (kvarn only)
+ *   pool_k/v     [rows, block_size, num_kv_heads, head_dim] fp16: rows are
+ *                the pool slots of a kvarn layer, the blocks of an fp16 one
+ *   block_to_slot the table its kernels take: the pool's for a kvarn layer,
+ *                the identity [num_blocks] for an fp16 one
+ * Device pointers are 0 without a context or for an absent layer. */
+typedef struct kvarn_layer_info {
+  uint32_t struct_size; /* in: sizeof(kvarn_layer_info_t) */
+  int32_t kind;
+  int32_t window;
+  const char *preset;   /* kvarn layers; else NULL */
+  int64_t record_bytes; /* one (block, KV head) record; 0 unless kvarn */
+  int64_t cache_bytes;  /* the layer's records */
+  int64_t pool_bytes;   /* the layer's fp16 rows, K and V together */
+  int64_t fp16_bytes;   /* the same blocks as an fp16 K/V cache */
+  kvarn_devptr_t cache;
+  kvarn_devptr_t pool_k;
+  kvarn_devptr_t pool_v;
+  kvarn_devptr_t block_to_slot;
+} kvarn_layer_info_t;
+KVARN_API kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool,
+                                               int32_t layer,
+                                               kvarn_layer_info_t *out);
+
+/* kvarn_capacity_plan for a pool of `config`'s shape and `options`' layers
+ * (config's num_blocks and pool_slots are ignored: the budget decides
+ * them; pool_slots < 0 as in kvarn_capacity_plan). `layers` (may be NULL)
+ * receives up to `capacity` layers' bytes at the planned size; fp16 tokens
+ * and the ratio count the layers that have KV. */
+KVARN_API kvarn_status_t kvarn_capacity_plan_ex(
+    const kvarn_pool_config_t *config, const kvarn_pool_options_t *options,
+    int64_t budget_bytes, int64_t concurrent_requests, int64_t pool_slots,
+    kvarn_capacity_t *out, kvarn_layer_info_t *layers, int32_t capacity);
+
 /* Every size is checked before anything is allocated: num_blocks *
  * block_size, num_layers * num_blocks and num_layers * pool_slots fit in
  * int32_t (slot mappings and the flush kernel's indices), the device bytes

@@ -6,7 +6,8 @@ import numbers
 import operator
 import os
 from ctypes import (POINTER, Structure, byref, c_char_p, c_double, c_float,
-                    c_int, c_int32, c_int64, c_size_t, c_uint64, c_void_p)
+                    c_int, c_int32, c_int64, c_size_t, c_uint32, c_uint64,
+                    c_void_p, cast, sizeof)
 
 _lib = None
 
@@ -152,6 +153,76 @@ class _PoolConfig(Structure):
         "num_blocks", "pool_slots", "max_requests", "max_blocks_per_request")]
 
 
+class _LayerConfig(Structure):
+    _fields_ = [("kind", c_int32), ("window", c_int32), ("preset", c_char_p)]
+
+
+class _PoolOptions(Structure):
+    _fields_ = [("struct_size", c_uint32), ("layer_config_size", c_uint32),
+                ("layers", POINTER(_LayerConfig))]
+
+
+class _LayerInfo(Structure):
+    _fields_ = [("struct_size", c_uint32), ("kind", c_int32),
+                ("window", c_int32), ("preset", c_char_p)] + \
+               [(n, c_int64) for n in ("record_bytes", "cache_bytes",
+                                       "pool_bytes", "fp16_bytes")] + \
+               [(n, c_uint64) for n in ("cache", "pool_k", "pool_v",
+                                        "block_to_slot")]
+
+
+# kvarn_layer_kind_t
+LAYER_KINDS = ("kvarn", "fp16", "absent")
+
+
+def _layer_dict(info):
+    return {"kind": LAYER_KINDS[info.kind] if 0 <= info.kind < 3 else info.kind,
+            "window": info.window,
+            "preset": info.preset.decode() if info.preset else None,
+            "record_bytes": info.record_bytes,
+            "cache_bytes": info.cache_bytes, "pool_bytes": info.pool_bytes,
+            "total_bytes": info.cache_bytes + info.pool_bytes,
+            "fp16_bytes": info.fp16_bytes, "cache": info.cache,
+            "pool_k": info.pool_k, "pool_v": info.pool_v,
+            "block_to_slot": info.block_to_slot}
+
+
+def _pool_options(fn, num_layers, layers):
+    """kvarn_pool_options_t for `layers` (None: every layer kvarn): a list of
+    kinds ("kvarn", "fp16", "absent") or dicts {"kind", "window", "preset"}.
+    Returns (options or None, what must outlive the call)."""
+    if layers is None:
+        return None, None
+    layers = list(layers)
+    if len(layers) != num_layers:
+        raise KvarnArgumentError("%s: %d layer configs for num_layers = %d"
+                                 % (fn, len(layers), num_layers))
+    arr = (_LayerConfig * max(len(layers), 1))()
+    for i, l in enumerate(layers):
+        d = {"kind": l} if isinstance(l, str) else dict(l)
+        unknown = set(d) - {"kind", "window", "preset"}
+        if unknown:
+            raise KvarnArgumentError("%s: layer %d: unknown keys %s"
+                                     % (fn, i, sorted(unknown)))
+        kind = d.get("kind", "kvarn")
+        if kind not in LAYER_KINDS:
+            raise KvarnArgumentError(
+                "%s: layer %d: kind %r is not one of %s"
+                % (fn, i, kind, ", ".join(LAYER_KINDS)))
+        arr[i].kind = LAYER_KINDS.index(kind)
+        arr[i].window = _as_int("%s: layer %d window" % (fn, i),
+                                d.get("window", 0), c_int32)
+        preset = d.get("preset")
+        if preset is not None and (not isinstance(preset, str) or
+                                   "\0" in preset):
+            raise KvarnArgumentError("%s: layer %d: preset must be a str "
+                                     "without NUL characters" % (fn, i))
+        arr[i].preset = _bytes(preset)
+    opts = _PoolOptions(sizeof(_PoolOptions), sizeof(_LayerConfig),
+                        cast(arr, POINTER(_LayerConfig)))
+    return opts, arr
+
+
 class _RequestInfo(Structure):
     _fields_ = [(n, c_int32) for n in ("live", "length", "committed",
                                        "num_blocks")]
@@ -207,6 +278,12 @@ _SIGNATURES = {
                     (c_float, c_int32, c_int32, c_int32, c_int32),
     "kvarn_materialize": (_H, _H) + (_P,) * 9 + (c_int32, c_int32, c_int32),
     "kvarn_pool_create": (_H, POINTER(_PoolConfig), POINTER(_H)),
+    "kvarn_pool_create_ex": (_H, POINTER(_PoolConfig), POINTER(_PoolOptions),
+                             POINTER(_H)),
+    "kvarn_pool_layer_info": (_H, c_int32, POINTER(_LayerInfo)),
+    "kvarn_capacity_plan_ex": (POINTER(_PoolConfig), POINTER(_PoolOptions),
+                               c_int64, c_int64, c_int64, POINTER(Capacity),
+                               POINTER(_LayerInfo), c_int32),
     "kvarn_pool_destroy": (_H,),
     "kvarn_pool_add_request": (_H, c_int64),
     "kvarn_pool_finish": (_H, c_int64),
@@ -272,6 +349,10 @@ _PARAMS = {
         "cache pool_k pool_v out_start out_k out_v batch max_blocks "
         "num_kv_heads"),
     "kvarn_pool_create": "context config out",
+    "kvarn_pool_create_ex": "context config options out",
+    "kvarn_pool_layer_info": "pool layer out",
+    "kvarn_capacity_plan_ex": ("config options budget_bytes "
+        "concurrent_requests pool_slots out layers capacity"),
     "kvarn_pool_destroy": "pool",
     "kvarn_pool_add_request": "pool request",
     "kvarn_pool_finish": "pool request",
@@ -381,6 +462,27 @@ def capacity_plan(preset, head_dim, num_layers, num_kv_heads, budget_bytes,
     _call("kvarn_capacity_plan", _bytes(preset), head_dim, num_layers,
           num_kv_heads, budget_bytes, concurrent_requests, pool_slots,
           byref(out))
+    return out
+
+
+def capacity_plan_layers(layers, head_dim, num_kv_heads, num_q_heads,
+                         budget_bytes, concurrent_requests, pool_slots=-1,
+                         preset="kvarn_k4v2_g128"):
+    """capacity_plan for a pool of per-layer kinds (see Pool): the plan, with
+    `layers` set to each layer's bytes at the planned size."""
+    fn = "kvarn_capacity_plan_ex"
+    n = len(layers)
+    values = dict(num_layers=n, num_kv_heads=num_kv_heads,
+                  num_q_heads=num_q_heads, head_dim=head_dim)
+    for field, value in values.items():
+        values[field] = _as_int("%s: config.%s" % (fn, field), value, c_int32)
+    cfg = _PoolConfig(_bytes(preset), **values)
+    opts, keep = _pool_options(fn, n, layers)
+    out = Capacity()
+    infos = (_LayerInfo * max(n, 1))()
+    _call(fn, byref(cfg), byref(opts) if opts else None, budget_bytes, concurrent_requests,
+          pool_slots, byref(out), infos, n)
+    out.layers = [_layer_dict(infos[i]) for i in range(n)]
     return out
 
 
@@ -517,7 +619,11 @@ class Pool(_Handle):
     def __init__(self, context, num_layers, num_kv_heads, num_q_heads,
                  head_dim, num_blocks, pool_slots, max_requests,
                  max_blocks_per_request, preset="kvarn_k4v2_g128",
-                 block_size=0):
+                 block_size=0, layers=None):
+        """layers: None (every layer kvarn with `preset`) or one entry per
+        layer, a kind ("kvarn", "fp16", "absent") or a dict {"kind",
+        "window" (tokens, 0: none), "preset" (kvarn layers)}; kvarn.h,
+        kvarn_layer_config_t."""
         super().__init__()
         self.context = context
         values = dict(num_layers=num_layers, num_kv_heads=num_kv_heads,
@@ -530,9 +636,12 @@ class Pool(_Handle):
             values[field] = _as_int("kvarn_pool_create: config.%s" % field,
                                     value, c_int32)
         self.num_blocks = values["num_blocks"]
+        self.num_layers = values["num_layers"]
         cfg = _PoolConfig(_bytes(preset), **values)
-        _call("kvarn_pool_create", context._h if context else None,
-              byref(cfg), byref(self._h))
+        opts, keep = _pool_options("kvarn_pool_create", self.num_layers,
+                                   layers)
+        _call("kvarn_pool_create_ex", context._h if context else None,
+              byref(cfg), byref(opts) if opts else None, byref(self._h))
 
     def add_request(self, request):
         _call("kvarn_pool_add_request", self._h, request)
@@ -574,9 +683,18 @@ class Pool(_Handle):
         return {f: getattr(out, f) for f, _ in _PoolStats._fields_}
 
     def capacity(self):
+        """kvarn_pool_capacity, with `layers`: every layer's bytes
+        (layer_info without the device pointers)."""
         out = Capacity()
         _call("kvarn_pool_capacity", self._h, byref(out))
+        out.layers = [self.layer_info(l) for l in range(self.num_layers)]
         return out
+
+    def layer_info(self, layer):
+        out = _LayerInfo()
+        out.struct_size = sizeof(_LayerInfo)
+        _call("kvarn_pool_layer_info", self._h, layer, byref(out))
+        return _layer_dict(out)
 
     def buffers(self):
         out = _PoolBuffers()

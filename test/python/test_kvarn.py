@@ -95,6 +95,53 @@ class PackageTest(unittest.TestCase):
         step.close()
         pool.close()
 
+    def test_mixed_layer_pool(self):
+        # Issue 17: kvarn layers of two presets, fp16 and absent ones.
+        layers = ["kvarn", {"kind": "fp16", "window": 1024}, "absent",
+                  {"kind": "kvarn", "preset": "kvarn_k4v4_g64"}]
+        pool = kvarn.Pool(None, 4, 2, 4, 64, 16, 6, 4, 8,
+                          preset="kvarn_k4v2_g64", layers=layers)
+        rec = {p: kvarn.record_layout(p, 64).record_bytes
+               for p in ("kvarn_k4v2_g64", "kvarn_k4v4_g64")}
+        tile = 64 * 2 * 64 * 2  # one K (or V) tile of 64 tokens, fp16
+        want = [(16 * 2 * rec["kvarn_k4v2_g64"], 2 * 6 * tile),
+                (0, 2 * 16 * tile), (0, 0),
+                (16 * 2 * rec["kvarn_k4v4_g64"], 2 * 6 * tile)]
+        cap = pool.capacity()
+        got = [(l["cache_bytes"], l["pool_bytes"]) for l in cap.layers]
+        self.assertEqual(got, want)
+        self.assertEqual([l["kind"] for l in cap.layers],
+                         ["kvarn", "fp16", "absent", "kvarn"])
+        self.assertEqual(cap.layers[1]["window"], 1024)
+        self.assertEqual(cap.used_bytes, sum(c + p for c, p in want))
+        self.assertEqual(cap.fp16_tokens, cap.used_bytes // (4 * 3 * 2 * 64))
+        pool.add_request(1)
+        step = pool.step()
+        step.begin([1], [1])
+        with self.assertRaises(kvarn.KvarnError) as e:
+            step.decode(2, 1, 1, 1.0)
+        self.assertIn("layer 2 is absent", str(e.exception))
+        step.commit()
+        step.close()
+        pool.close()
+        plan = kvarn.capacity_plan_layers(layers, 64, 2, 4, 1 << 30, 8,
+                                          preset="kvarn_k4v2_g64")
+        self.assertEqual(plan.used_bytes,
+                         sum(l["total_bytes"] for l in plan.layers))
+        self.assertEqual(plan.layers[1]["pool_bytes"],
+                         2 * plan.num_blocks * tile)
+        for bad, status in (
+                (["kvarn", "nope", "absent", "kvarn"],
+                 "KVARN_ERROR_INVALID_ARGUMENT"),
+                (["absent"] * 4, "KVARN_ERROR_INVALID_ARGUMENT"),
+                (["kvarn", {"kind": "kvarn", "preset": "kvarn_k4v2_g128"},
+                  "absent", "fp16"], "KVARN_ERROR_UNSUPPORTED_SHAPE"),
+                (["kvarn"] * 3, "KVARN_ERROR_INVALID_ARGUMENT")):
+            with self.assertRaises(kvarn.KvarnError) as e:
+                kvarn.Pool(None, 4, 2, 4, 64, 16, 6, 4, 8,
+                           preset="kvarn_k4v2_g64", layers=bad)
+            self.assertEqual(e.exception.status, status, bad)
+
     def test_parameters_match_the_header(self):
         # The names in argument errors and the arity of every signature.
         header = os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -12,11 +12,13 @@
 
 #include "kvarn/Layout/RecordLayout.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <vector>
 
 namespace kvarn::pool {
 
@@ -72,6 +74,87 @@ llvm::Expected<Capacity> planCapacity(const RecordLayout &layout,
 /// requests for blocks that fill during a step and wait for its flush;
 /// nullopt when that overflows int64.
 std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests);
+
+/// What a layer of a mixed pool keeps (kvarn.h, kvarn_layer_kind_t).
+enum class LayerKind : int32_t { Kvarn = 0, Fp16 = 1, Absent = 2 };
+
+/// One layer of a pool: its kind, the record layout of its preset (kvarn
+/// layers only) and its sliding window in tokens (0: none).
+struct LayerSpec {
+  LayerKind kind = LayerKind::Kvarn;
+  RecordLayout layout;          // kvarn layers
+  const char *preset = nullptr; // kvarn layers: the preset's name
+  int32_t window = 0;
+};
+
+/// Where one layer of a mixed pool lives and what it costs. Kvarn layers of
+/// one preset share a record cache [layers of the group, blocks, Hk,
+/// record] (`group`, `indexInGroup`); every layer with KV has fp16 rows in
+/// pool_k and pool_v: [slots, G, Hk, D] for a kvarn layer (its sinks and
+/// tails, freed by flush), [blocks, G, Hk, D] for an fp16 layer (every
+/// block, never flushed). Absent layers own nothing.
+struct LayerBytes {
+  LayerKind kind = LayerKind::Kvarn;
+  int32_t window = 0;
+  int32_t group = -1;             // kvarn: index of its preset's record cache
+  int32_t indexInGroup = -1;      // kvarn: its layer index in that cache
+  int64_t recordBytes = 0;        // kvarn: one (block, KV head) record
+  int64_t cacheBytesPerBlock = 0; // kvarn: Hk records
+  int64_t poolBytesPerSlot = 0;   // kvarn: K and V rows of one slot
+  int64_t poolBytesPerBlock = 0;  // fp16: K and V rows of one block
+  int64_t cacheOffset = 0;        // bytes into its group's record cache
+  int64_t cacheBytes = 0;
+  int64_t poolOffset = 0; // bytes into pool_k (and into pool_v)
+  int64_t poolBytes = 0;  // K and V together
+  int64_t poolRows = 0;   // rows of [G, Hk, D] before poolOffset
+  int64_t totalBytes() const { return cacheBytes + poolBytes; }
+};
+
+/// The byte layout of a pool of `layers` (all of one head_dim and block
+/// size): per layer and the allocations' sizes. KVARN_ERROR_INVALID_ARGUMENT
+/// when a count is negative or a size does not fit in int64.
+struct MixedBytes {
+  std::vector<LayerBytes> layers;
+  std::vector<int64_t> groupCacheBytes; // one record cache per preset
+  std::vector<const char *> groupPreset;
+  int64_t poolBytes = 0;          // pool_k + pool_v
+  int64_t poolRows = 0;           // rows of [G, Hk, D] in pool_k
+  int64_t cacheBytesPerBlock = 0; // every kvarn layer
+  int64_t fp16BytesPerBlock = 0;  // every fp16 layer
+  int64_t poolBytesPerSlot = 0;   // every kvarn layer
+  int32_t kvLayers = 0;           // layers that are not absent
+  int64_t totalBytes() const;
+};
+llvm::Expected<MixedBytes> mixedBytes(llvm::ArrayRef<LayerSpec> layers,
+                                      int32_t numKvHeads, int32_t headDim,
+                                      int32_t blockSize, int64_t numBlocks,
+                                      int64_t numPoolSlots);
+
+/// planCapacity for a mixed pool: the fp16 comparison counts the layers
+/// that have KV (an absent layer costs nothing either way).
+llvm::Expected<Capacity> planCapacity(llvm::ArrayRef<LayerSpec> layers,
+                                      int32_t numKvHeads, int32_t headDim,
+                                      int32_t blockSize, int64_t budgetBytes,
+                                      int64_t concurrentRequests,
+                                      int64_t numPoolSlots = -1);
+/// The capacity figures of a pool of `numBlocks` blocks and the given bytes.
+Capacity capacityOf(const MixedBytes &b, int32_t numKvHeads, int32_t headDim,
+                    int32_t blockSize, int64_t numBlocks, int64_t numPoolSlots);
+
+/// One flush launch: the tiles of one preset's record cache, as the flush
+/// kernel takes them (pool rows of pool_k/pool_v, blocks of the group's
+/// cache [layers of the group x blocks]).
+struct FlushLaunch {
+  int32_t group = 0;
+  std::vector<int32_t> poolRows;
+  std::vector<int32_t> cacheBlocks;
+};
+/// The launches that flush `work` (blocks and their slots): one per preset
+/// group, covering only kvarn layers.
+std::vector<FlushLaunch> flushLaunches(const MixedBytes &b,
+                                       llvm::ArrayRef<int32_t> blocks,
+                                       llvm::ArrayRef<int32_t> slots,
+                                       int64_t numBlocks);
 
 } // namespace kvarn::pool
 
