@@ -573,6 +573,26 @@ static kvarn_layer_info_t layerInfo(const ManagedPool &p,
   return i;
 }
 
+/// Writes `info` to `out`, a kvarn_layer_info_t of `size` bytes as the
+/// caller was compiled (at least this library's): fields this library does
+/// not know are zeroed.
+static void writeLayerInfo(void *out, kvarn_layer_info_t info, size_t size) {
+  info.struct_size = uint32_t(size);
+  std::memcpy(out, &info, sizeof info);
+  std::memset(static_cast<char *>(out) + sizeof info, 0, size - sizeof info);
+}
+
+static llvm::Error checkInfoSize(const char *fn, const char *what,
+                                 uint32_t size) {
+  if (size < sizeof(kvarn_layer_info_t))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: {1}struct_size {2} is smaller than "
+                     "kvarn_layer_info_t ({3} bytes); set it to "
+                     "sizeof(kvarn_layer_info_t)",
+                     fn, what, size, sizeof(kvarn_layer_info_t));
+  return llvm::Error::success();
+}
+
 extern "C" {
 
 kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
@@ -611,6 +631,10 @@ kvarn_status_t kvarn_capacity_plan_ex(
     KVARN_REQUIRE(fn, out);
     if (capacity > 0 && !layers)
       return nullArgument(fn, "layers");
+    if (capacity > 0)
+      if (llvm::Error e =
+              checkInfoSize(fn, "layers[0].", layers[0].struct_size))
+        return e;
     llvm::Expected<std::vector<kvarn_layer_config_t>> lc =
         readOptions(fn, *config, options);
     if (!lc)
@@ -634,8 +658,11 @@ kvarn_status_t kvarn_capacity_plan_ex(
         pool::mixedBytes(mp.specs, mp.model.numKvHeads, mp.model.headDim,
                          mp.layout.group, c->numBlocks, c->numPoolSlots));
     int32_t n = std::min(std::max(capacity, 0), mp.model.numLayers);
+    size_t stride = n ? layers[0].struct_size : 0;
     for (int32_t l = 0; l < n; ++l)
-      layers[l] = layerInfo(mp, b.layers[l], mp.specs[l], c->numBlocks);
+      writeLayerInfo(reinterpret_cast<char *>(layers) + size_t(l) * stride,
+                     layerInfo(mp, b.layers[l], mp.specs[l], c->numBlocks),
+                     stride);
     *out = toC(*c);
     return llvm::Error::success();
   });
@@ -647,11 +674,8 @@ kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
       "kvarn_pool_layer_info", pool, [&](ManagedPool &p) -> llvm::Error {
         const char *fn = "kvarn_pool_layer_info";
         KVARN_REQUIRE(fn, out);
-        if (out->struct_size != sizeof(kvarn_layer_info_t))
-          return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                           "{0}: out->struct_size {1} is not "
-                           "sizeof(kvarn_layer_info_t) = {2}",
-                           fn, out->struct_size, sizeof(kvarn_layer_info_t));
+        if (llvm::Error e = checkInfoSize(fn, "out->", out->struct_size))
+          return e;
         if (layer < 0 || layer >= p.model.numLayers)
           return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                            "{0}: layer {1} is not in [0, {2})", fn, layer,
@@ -670,7 +694,7 @@ kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
           if (p.mixed.layers[layer].kind == pool::LayerKind::Kvarn)
             i.cache = m->cache;
         }
-        *out = i;
+        writeLayerInfo(out, i, out->struct_size);
         return llvm::Error::success();
       });
 }

@@ -314,8 +314,10 @@ typedef struct kvarn_layer_config {
 
 /* What kvarn_pool_create_ex adds to kvarn_pool_config_t. Growable: callers
  * set struct_size = sizeof(kvarn_pool_options_t) and layer_config_size =
- * sizeof(kvarn_layer_config_t) as they were compiled; fields a later
- * version appends read as zero for a smaller struct_size. */
+ * sizeof(kvarn_layer_config_t) as they were compiled. Later versions
+ * append fields; sizes smaller than this header's are errors, larger ones
+ * are accepted when every byte past the fields this library knows is zero
+ * (a setting it cannot honour is an error, never ignored). */
 typedef struct kvarn_pool_options {
   uint32_t struct_size;
   uint32_t layer_config_size;
@@ -336,7 +338,9 @@ KVARN_API kvarn_status_t kvarn_pool_create_ex(
  *                the identity [num_blocks] for an fp16 one
  * Device pointers are 0 without a context or for an absent layer. */
 typedef struct kvarn_layer_info {
-  uint32_t struct_size; /* in: sizeof(kvarn_layer_info_t) */
+  uint32_t struct_size; /* in: sizeof(kvarn_layer_info_t) as compiled (at
+                         * least this header's); fields past what the
+                         * library knows come back zero */
   int32_t kind;
   int32_t window;
   const char *preset;   /* kvarn layers; else NULL */
@@ -355,9 +359,10 @@ KVARN_API kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool,
 
 /* kvarn_capacity_plan for a pool of `config`'s shape and `options`' layers
  * (config's num_blocks and pool_slots are ignored: the budget decides
- * them; pool_slots < 0 as in kvarn_capacity_plan). `layers` (may be NULL)
- * receives up to `capacity` layers' bytes at the planned size; fp16 tokens
- * and the ratio count the layers that have KV. */
+ * them; pool_slots < 0 as in kvarn_capacity_plan). `layers` (NULL when
+ * capacity is 0) receives up to `capacity` layers' bytes at the planned
+ * size (device pointers 0); set layers[0].struct_size, the array's element
+ * size. fp16 tokens and the ratio count the layers that have KV. */
 KVARN_API kvarn_status_t kvarn_capacity_plan_ex(
     const kvarn_pool_config_t *config, const kvarn_pool_options_t *options,
     int64_t budget_bytes, int64_t concurrent_requests, int64_t pool_slots,

@@ -480,8 +480,9 @@ def capacity_plan_layers(layers, head_dim, num_kv_heads, num_q_heads,
     opts, keep = _pool_options(fn, n, layers)
     out = Capacity()
     infos = (_LayerInfo * max(n, 1))()
-    _call(fn, byref(cfg), byref(opts) if opts else None, budget_bytes, concurrent_requests,
-          pool_slots, byref(out), infos, n)
+    infos[0].struct_size = sizeof(_LayerInfo)
+    _call(fn, byref(cfg), byref(opts) if opts else None, budget_bytes,
+          concurrent_requests, pool_slots, byref(out), infos, n)
     out.layers = [_layer_dict(infos[i]) for i in range(n)]
     return out
 

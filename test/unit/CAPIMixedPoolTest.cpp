@@ -156,6 +156,18 @@ TEST(CAPIMixedPool, PerLayerBytesAndCapacity) {
   i.struct_size = 8;
   EXPECT_EQ(kvarn_pool_layer_info(pool, 0, &i), KVARN_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(lastError().find("struct_size"), std::string::npos);
+  // A caller built against a larger kvarn_layer_info_t: its unknown tail
+  // comes back zero, the known fields filled.
+  struct Bigger {
+    kvarn_layer_info_t i;
+    uint64_t future;
+  } big;
+  std::memset(&big, 0xff, sizeof big);
+  big.i.struct_size = sizeof big;
+  ASSERT_EQ(kvarn_pool_layer_info(pool, 3, &big.i), KVARN_OK) << lastError();
+  EXPECT_EQ(big.future, 0u);
+  EXPECT_EQ(big.i.cache_bytes, want[3].cache);
+  EXPECT_EQ(big.i.struct_size, sizeof big);
   // No common stride: kvarn_pool_buffers refuses, saying what to use.
   kvarn_pool_buffers_t b;
   EXPECT_EQ(kvarn_pool_buffers(pool, &b), KVARN_ERROR_INVALID_ARGUMENT);
@@ -197,6 +209,7 @@ TEST(CAPIMixedPool, CapacityPlanPerLayer) {
   const int64_t budget = int64_t(3) << 30, requests = 16;
   kvarn_capacity_t cap;
   std::vector<kvarn_layer_info_t> per(ls.size());
+  per[0].struct_size = sizeof(kvarn_layer_info_t);
   ASSERT_EQ(kvarn_capacity_plan_ex(&c, &o, budget, requests, -1, &cap,
                                    per.data(), int32_t(per.size())),
             KVARN_OK)
@@ -249,6 +262,12 @@ TEST(CAPIMixedPool, CapacityPlanPerLayer) {
   EXPECT_EQ(
       kvarn_capacity_plan_ex(&c, &o, 1000, requests, -1, &cap, nullptr, 0),
       KVARN_ERROR_OUT_OF_MEMORY);
+  per[0].struct_size = 4;
+  EXPECT_EQ(
+      kvarn_capacity_plan_ex(&c, &o, budget, requests, -1, &cap, per.data(), 3),
+      KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(lastError().find("layers[0].struct_size 4"), std::string::npos)
+      << lastError();
 }
 
 TEST(CAPIMixedPool, BadConfigsAreRejectedClearly) {
