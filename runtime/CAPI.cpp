@@ -400,8 +400,8 @@ kvarn_status_t kvarn_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
   return guarded([&]() -> llvm::Error {
     KVARN_KERNELS("kvarn_decode");
     return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
-                        pool_k, pool_v, out, softmax_scale, batch, max_blocks,
-                        num_kv_heads);
+                        pool_k, pool_v, out, softmax_scale, /*window=*/0, batch,
+                        max_blocks, num_kv_heads);
   });
 }
 
@@ -416,8 +416,8 @@ kvarn_status_t kvarn_decode_split(
     KVARN_KERNELS("kvarn_decode_split");
     return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
                              cache, pool_k, pool_v, part_out, part_lse, out,
-                             softmax_scale, batch, max_blocks, num_kv_heads,
-                             num_splits);
+                             softmax_scale, /*window=*/0, batch, max_blocks,
+                             num_kv_heads, num_splits);
   });
 }
 
@@ -467,8 +467,8 @@ kvarn_status_t kvarn_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
     KVARN_KERNELS("kvarn_verify");
     return launchVerify(ks, s, q, block_table, context_lens, query_lens,
                         block_to_slot, cache, pool_k, pool_v, out,
-                        softmax_scale, batch, max_query_tokens, max_blocks,
-                        num_kv_heads);
+                        softmax_scale, /*window=*/0, batch, max_query_tokens,
+                        max_blocks, num_kv_heads);
   });
 }
 

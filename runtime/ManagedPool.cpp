@@ -303,12 +303,12 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
   PoolBytes b = pool.bytes();
   int64_t cacheStride = b.cacheBytes / pool.model.numLayers;
   int64_t poolStride = b.poolBytes / 2 / pool.model.numLayers;
-  return launchDecode(*pool.kernels, pool.ctx->stream, q, at(blockTableAt),
-                      at(seqLensAt), pool.blockToSlot.address(),
-                      pool.cache.address() + layer * cacheStride,
-                      pool.poolK.address() + layer * poolStride,
-                      pool.poolV.address() + layer * poolStride, out, scale,
-                      int32_t(ids.size()), width, pool.model.numKvHeads);
+  return launchDecode(
+      *pool.kernels, pool.ctx->stream, q, at(blockTableAt), at(seqLensAt),
+      pool.blockToSlot.address(), pool.cache.address() + layer * cacheStride,
+      pool.poolK.address() + layer * poolStride,
+      pool.poolV.address() + layer * poolStride, out, scale,
+      /*window=*/0, int32_t(ids.size()), width, pool.model.numKvHeads);
 }
 
 llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
@@ -324,7 +324,7 @@ llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                       pool.cache.address() + layer * cacheStride,
                       pool.poolK.address() + layer * poolStride,
                       pool.poolV.address() + layer * poolStride, out, scale,
-                      int32_t(ids.size()), maxCount, width,
+                      /*window=*/0, int32_t(ids.size()), maxCount, width,
                       pool.model.numKvHeads);
 }
 
