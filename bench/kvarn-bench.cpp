@@ -239,14 +239,40 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
     for (int i = 0; i < sets; ++i) {
       const Set &s = copies[i];
       if (splits == 1) {
-        first[i].pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(s.cache)
-            .pointer(s.poolK).pointer(s.poolV).pointer(out).f32(scale)
-            .i32(p.batch).i32(perReq).i32(p.hk).scratch();
+        first[i]
+            .pointer(q)
+            .pointer(bt)
+            .pointer(sl)
+            .pointer(ts)
+            .pointer(s.cache)
+            .pointer(s.poolK)
+            .pointer(s.poolV)
+            .pointer(out)
+            .f32(scale)
+            .i32(/*window=*/0)
+            .i32(p.batch)
+            .i32(perReq)
+            .i32(p.hk)
+            .scratch();
         continue;
       }
-      first[i].pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(s.cache)
-          .pointer(s.poolK).pointer(s.poolV).pointer(partOut).pointer(partLse)
-          .f32(scale).i32(p.batch).i32(perReq).i32(p.hk).i32(splits).scratch();
+      first[i]
+          .pointer(q)
+          .pointer(bt)
+          .pointer(sl)
+          .pointer(ts)
+          .pointer(s.cache)
+          .pointer(s.poolK)
+          .pointer(s.poolV)
+          .pointer(partOut)
+          .pointer(partLse)
+          .f32(scale)
+          .i32(/*window=*/0)
+          .i32(p.batch)
+          .i32(perReq)
+          .i32(p.hk)
+          .i32(splits)
+          .scratch();
       second[i].pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
           .i32(p.batch).i32(p.hk).i32(splits).scratch();
     }

@@ -401,8 +401,8 @@ kvarn_status_t kvarn_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
   return guarded([&]() -> llvm::Error {
     KVARN_KERNELS("kvarn_decode");
     return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
-                        pool_k, pool_v, out, softmax_scale, batch, max_blocks,
-                        num_kv_heads);
+                        pool_k, pool_v, out, softmax_scale, /*window=*/0, batch,
+                        max_blocks, num_kv_heads);
   });
 }
 
@@ -417,8 +417,8 @@ kvarn_status_t kvarn_decode_split(
     KVARN_KERNELS("kvarn_decode_split");
     return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
                              cache, pool_k, pool_v, part_out, part_lse, out,
-                             softmax_scale, batch, max_blocks, num_kv_heads,
-                             num_splits);
+                             softmax_scale, /*window=*/0, batch, max_blocks,
+                             num_kv_heads, num_splits);
   });
 }
 
@@ -468,8 +468,66 @@ kvarn_status_t kvarn_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
     KVARN_KERNELS("kvarn_verify");
     return launchVerify(ks, s, q, block_table, context_lens, query_lens,
                         block_to_slot, cache, pool_k, pool_v, out,
-                        softmax_scale, batch, max_query_tokens, max_blocks,
-                        num_kv_heads);
+                        softmax_scale, /*window=*/0, batch, max_query_tokens,
+                        max_blocks, num_kv_heads);
+  });
+}
+
+/// A negative window is an argument error before the kernels are looked at,
+/// so it is one without a GPU too.
+#define KVARN_WINDOW(fn)                                                       \
+  if (window < 0)                                                              \
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,                             \
+                     "{0}: window is {1} tokens; it must be >= 0 (0: no "      \
+                     "sliding window)",                                        \
+                     fn, window);
+
+kvarn_status_t kvarn_decode_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t out, float softmax_scale,
+    int32_t window, int32_t batch, int32_t max_blocks, int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_WINDOW("kvarn_decode_window");
+    KVARN_KERNELS("kvarn_decode_window");
+    return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
+                        pool_k, pool_v, out, softmax_scale, window, batch,
+                        max_blocks, num_kv_heads);
+  });
+}
+
+kvarn_status_t kvarn_decode_split_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
+    kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
+    int32_t max_blocks, int32_t num_kv_heads, int32_t num_splits) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_WINDOW("kvarn_decode_split_window");
+    KVARN_KERNELS("kvarn_decode_split_window");
+    return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
+                             cache, pool_k, pool_v, part_out, part_lse, out,
+                             softmax_scale, window, batch, max_blocks,
+                             num_kv_heads, num_splits);
+  });
+}
+
+kvarn_status_t kvarn_verify_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t context_lens,
+    kvarn_devptr_t query_lens, kvarn_devptr_t block_to_slot,
+    kvarn_devptr_t cache, kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+    kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
+    int32_t max_query_tokens, int32_t max_blocks, int32_t num_kv_heads) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_WINDOW("kvarn_verify_window");
+    KVARN_KERNELS("kvarn_verify_window");
+    return launchVerify(ks, s, q, block_table, context_lens, query_lens,
+                        block_to_slot, cache, pool_k, pool_v, out,
+                        softmax_scale, window, batch, max_query_tokens,
+                        max_blocks, num_kv_heads);
   });
 }
 

@@ -74,3 +74,16 @@ llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
       cheapest([&](int s) { return decodeSplitDesynchronizes(d, s); });
   return stepped ? stepped : best;
 }
+
+llvm::Expected<int64_t> kvarn::decodeBlocksRead(int64_t maxBlocks,
+                                                int32_t window, int group) {
+  if (window < 0 || group < 1 || maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode blocks read: window ({0}) and max_blocks ({1}) "
+                     "must be >= 0 and the group ({2}) >= 1",
+                     window, maxBlocks, group);
+  if (window == 0)
+    return maxBlocks;
+  return std::min<int64_t>(maxBlocks,
+                           (int64_t(window) + group - 2) / group + 1);
+}

@@ -182,13 +182,25 @@ llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
       .run(stream);
 }
 
+/// A sliding window is a token count; 0 means none.
+static llvm::Error checkWindow(const char *kernel, int32_t window) {
+  if (window < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: window is {1} tokens; it must be >= 0 (0: no "
+                     "sliding window)",
+                     kernel, window);
+  return llvm::Error::success();
+}
+
 llvm::Error kvarn::runtime::launchDecode(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out, float scale,
-    int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
+    int32_t window, int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode: max_blocks is negative ({0})", maxBlocks);
+  if (llvm::Error e = checkWindow("decode", window))
+    return e;
   return Launch{ks,
                 KernelKind::Decode,
                 {{"batch", batch}, {"num_kv_heads", numKvHeads}},
@@ -201,6 +213,7 @@ llvm::Error kvarn::runtime::launchDecode(
                  {"pool_v", poolV},
                  {"out", out},
                  {"softmax_scale", scale},
+                 {"window", window},
                  {"batch", batch},
                  {"max_blocks", maxBlocks},
                  {"num_kv_heads", numKvHeads}}}
@@ -211,10 +224,12 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr partOut,
-    CUdeviceptr partLse, CUdeviceptr out, float scale, int32_t batch,
-    int32_t maxBlocks, int32_t numKvHeads, int32_t numSplits) {
+    CUdeviceptr partLse, CUdeviceptr out, float scale, int32_t window,
+    int32_t batch, int32_t maxBlocks, int32_t numKvHeads, int32_t numSplits) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode_split: max_blocks is negative ({0})", maxBlocks);
+  if (llvm::Error e = checkWindow("decode_split", window))
+    return e;
   if (numSplits < 1)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "decode_split: num_splits must be at least 1, got {0}",
@@ -240,6 +255,7 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
                               {"part_out", partOut},
                               {"part_lse", partLse},
                               {"softmax_scale", scale},
+                              {"window", window},
                               {"batch", batch},
                               {"max_blocks", maxBlocks},
                               {"num_kv_heads", numKvHeads},
@@ -263,10 +279,12 @@ llvm::Error kvarn::runtime::launchVerify(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr contextLens, CUdeviceptr queryLens, CUdeviceptr blockToSlot,
     CUdeviceptr cache, CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
-    float scale, int32_t batch, int32_t maxQueryTokens, int32_t maxBlocks,
-    int32_t numKvHeads) {
+    float scale, int32_t window, int32_t batch, int32_t maxQueryTokens,
+    int32_t maxBlocks, int32_t numKvHeads) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "verify: max_blocks is negative ({0})", maxBlocks);
+  if (llvm::Error e = checkWindow("verify", window))
+    return e;
   return Launch{ks,
                 KernelKind::Verify,
                 {{"batch", batch},
@@ -282,6 +300,7 @@ llvm::Error kvarn::runtime::launchVerify(
                  {"pool_v", poolV},
                  {"out", out},
                  {"softmax_scale", scale},
+                 {"window", window},
                  {"batch", batch},
                  {"max_query_tokens", maxQueryTokens},
                  {"max_blocks", maxBlocks},

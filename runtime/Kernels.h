@@ -87,22 +87,22 @@ llvm::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
                          CUdeviceptr blockTable, CUdeviceptr seqLens,
                          CUdeviceptr blockToSlot, CUdeviceptr cache,
                          CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
-                         float scale, int32_t batch, int32_t maxBlocks,
-                         int32_t numKvHeads);
+                         float scale, int32_t window, int32_t batch,
+                         int32_t maxBlocks, int32_t numKvHeads);
 llvm::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
                               CUdeviceptr blockTable, CUdeviceptr seqLens,
                               CUdeviceptr blockToSlot, CUdeviceptr cache,
                               CUdeviceptr poolK, CUdeviceptr poolV,
                               CUdeviceptr partOut, CUdeviceptr partLse,
-                              CUdeviceptr out, float scale, int32_t batch,
-                              int32_t maxBlocks, int32_t numKvHeads,
-                              int32_t numSplits);
+                              CUdeviceptr out, float scale, int32_t window,
+                              int32_t batch, int32_t maxBlocks,
+                              int32_t numKvHeads, int32_t numSplits);
 llvm::Error launchVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
                          CUdeviceptr blockTable, CUdeviceptr contextLens,
                          CUdeviceptr queryLens, CUdeviceptr blockToSlot,
                          CUdeviceptr cache, CUdeviceptr poolK,
                          CUdeviceptr poolV, CUdeviceptr out, float scale,
-                         int32_t batch, int32_t maxQueryTokens,
+                         int32_t window, int32_t batch, int32_t maxQueryTokens,
                          int32_t maxBlocks, int32_t numKvHeads);
 llvm::Error launchMaterialize(KernelSet &ks, CUstream stream,
                               CUdeviceptr blockTable, CUdeviceptr seqLens,

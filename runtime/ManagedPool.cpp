@@ -280,6 +280,7 @@ ManagedPool::layerMemory(const char *op, int32_t layer) {
     return std::move(e);
   const LayerBytes &l = mixed.layers[layer];
   LayerMemory m;
+  m.window = l.window;
   m.poolK = poolK.address() + l.poolOffset;
   m.poolV = poolV.address() + l.poolOffset;
   if (l.kind == LayerKind::Kvarn) {
@@ -483,8 +484,8 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                        ids[i], counts[i]);
   return launchDecode(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
                       at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
-                      m->poolV, out, scale, int32_t(ids.size()), width,
-                      pool.model.numKvHeads);
+                      m->poolV, out, scale, m->window, int32_t(ids.size()),
+                      width, pool.model.numKvHeads);
 }
 
 llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
@@ -495,7 +496,7 @@ llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
   return launchVerify(
       *m->kernels, pool.ctx->stream, q, at(blockTableAt), at(contextLensAt),
       at(queryLensAt), m->blockToSlot, m->cache, m->poolK, m->poolV, out, scale,
-      int32_t(ids.size()), maxCount, width, pool.model.numKvHeads);
+      m->window, int32_t(ids.size()), maxCount, width, pool.model.numKvHeads);
 }
 
 llvm::Error Step::commit(const int32_t *accepted) {

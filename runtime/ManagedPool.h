@@ -70,6 +70,7 @@ public:
   struct LayerMemory {
     KernelSet *kernels;
     CUdeviceptr cache, poolK, poolV, blockToSlot;
+    int32_t window; // tokens; 0: no sliding window
   };
   llvm::Expected<LayerMemory> layerMemory(const char *op, int32_t layer);
   /// The layer's range and kind (not absent), before any device check.

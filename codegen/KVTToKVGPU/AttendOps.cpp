@@ -130,8 +130,9 @@ Value scaleBuffer(TileLowering &s, Location loc, const TileView &v) {
 }
 
 /// The step as one kvgpu.attend_record when K and V are both a record's
-/// staged codes, `valid` is uniform and the shape has a register layout
-/// (RecordAttendLayout); false otherwise, having emitted nothing.
+/// staged codes, `valid` is uniform, there is no `from` and the shape has a
+/// register layout (RecordAttendLayout); false otherwise, having emitted
+/// nothing.
 bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
                          const std::optional<AffineDequant> &kq,
                          const std::optional<AffineDequant> &vq) {
@@ -139,7 +140,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t G = op.getK().getType().getDim(0);
   const TileView &valid = s.view(op.getValid());
-  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat)
+  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat || op.getFrom())
     return false;
   auto kType = cast<MemRefType>(kq->packed.getType()),
        vType = cast<MemRefType>(vq->packed.getType());
@@ -268,7 +269,11 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
                                           s.read(b, loc, k, {t, d}))
                  .getResult();
            });
-  // The scaled score of (h, t), or -inf for tokens past valid[h].
+  std::optional<TileView> from;
+  if (op.getFrom())
+    from = s.view(op.getFrom());
+  // The scaled score of (h, t), or -inf for tokens past valid[h] (or before
+  // from[h]).
   auto scaled = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = flatIndex(b, loc, h, t, G);
     Value dot = load(b, loc, scores, hg);
@@ -280,6 +285,13 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
     Value limit = arith::IndexCastOp::create(b, loc, b.getIndexType(),
                                              s.read(b, loc, valid, {h}));
     Value in = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, t, limit);
+    if (from) {
+      Value first = arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                               s.read(b, loc, *from, {h}));
+      in = arith::AndIOp::create(
+          b, loc, in,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, t, first));
+    }
     return arith::SelectOp::create(b, loc, in, x, cst(b, loc, kNegInf));
   };
   s.reduce(loc, ReduceKind::Max, H, G, blockMax, scaled);

@@ -239,6 +239,35 @@ KVARN_API kvarn_status_t kvarn_verify(
     kvarn_devptr_t cache, kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
     kvarn_devptr_t out, float softmax_scale, int32_t batch,
     int32_t max_query_tokens, int32_t max_blocks, int32_t num_kv_heads);
+/* kvarn_decode, kvarn_decode_split and kvarn_verify with a sliding window of
+ * `window` tokens (0: none, as the calls without it): the query at position
+ * p (seq_lens[b] - 1; for verify token j, context_lens[b] + j) attends the
+ * tokens t with p - window < t <= p, and blocks wholly before the window are
+ * not read. One compiled kernel serves every window. A negative window is
+ * KVARN_ERROR_INVALID_ARGUMENT, checked before anything else. For a
+ * windowed layer's kvarn_decode_split_count, pass as max_blocks the blocks
+ * the window spans, min(max_blocks, (window + block_size - 2) / block_size
+ * + 1). */
+KVARN_API kvarn_status_t kvarn_decode_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t out, float softmax_scale,
+    int32_t window, int32_t batch, int32_t max_blocks, int32_t num_kv_heads);
+KVARN_API kvarn_status_t kvarn_decode_split_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
+    kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
+    kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
+    int32_t max_blocks, int32_t num_kv_heads, int32_t num_splits);
+KVARN_API kvarn_status_t kvarn_verify_window(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t context_lens,
+    kvarn_devptr_t query_lens, kvarn_devptr_t block_to_slot,
+    kvarn_devptr_t cache, kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
+    kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
+    int32_t max_query_tokens, int32_t max_blocks, int32_t num_kv_heads);
 KVARN_API kvarn_status_t kvarn_materialize(
     kvarn_kernels_t *kernels, kvarn_stream_t stream,
     kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,

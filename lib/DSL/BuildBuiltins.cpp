@@ -458,25 +458,35 @@ FailureOr<Operand> buildPacking(KvtBuilder &kb, CallArgs &args) {
 // Attention
 //===----------------------------------------------------------------------===//
 
+/// attend(q, k, v, m, l, acc, valid, scale) and, with a window's lower
+/// edge, attend_range(q, k, v, m, l, acc, from, valid, scale).
+template <bool Ranged>
 FailureOr<Operand> buildAttend(KvtBuilder &kb, CallArgs &args) {
-  if (failed(args.arity({"q", "k", "v", "m", "l", "acc", "valid", "scale"})))
+  if (failed(Ranged ? args.arity({"q", "k", "v", "m", "l", "acc", "from",
+                                  "valid", "scale"})
+                    : args.arity(
+                          {"q", "k", "v", "m", "l", "acc", "valid", "scale"})))
     return failure();
   SmallVector<Value> tiles;
-  const char *roles[] = {"queries", "keys", "values", "running max",
-                         "running sum", "accumulator", "valid keys per row"};
-  for (unsigned i = 0; i < 7; ++i) {
+  SmallVector<const char *> roles = {
+      "queries", "keys", "values", "running max", "running sum", "accumulator"};
+  if (Ranged)
+    roles.push_back("first key per row");
+  roles.push_back("valid keys per row");
+  for (unsigned i = 0; i < roles.size(); ++i) {
     FailureOr<Value> v = args.tile(i, roles[i]);
     if (failed(v))
       return failure();
     tiles.push_back(*v);
   }
   FailureOr<Value> scale =
-      args.scalar(7, "softmax scale", kb.b().getF32Type());
+      args.scalar(roles.size(), "softmax scale", kb.b().getF32Type());
   if (failed(scale))
     return failure();
+  Value valid = tiles.back(), from = Ranged ? tiles[6] : Value();
   FailureOr<kvt::AttendOp> op = kb.createVerified<kvt::AttendOp>(
       args.loc(), tiles[3].getType(), tiles[4].getType(), tiles[5].getType(),
-      tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], tiles[5], tiles[6],
+      tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], tiles[5], valid, from,
       *scale);
   if (failed(op))
     return failure();
@@ -544,7 +554,8 @@ const Builtin kBuiltins[] = {
     {"dequantize", buildDequantize, true},
     {"pack", buildPacking<kvt::PackOp>, true},
     {"unpack", buildPacking<kvt::UnpackOp>, true},
-    {"attend", buildAttend, true},
+    {"attend", buildAttend<false>, true},
+    {"attend_range", buildAttend<true>, true},
     {"attend_finish", buildAttendFinish, true},
     {"merge", buildMerge, true},
 };

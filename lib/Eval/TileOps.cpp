@@ -343,9 +343,14 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         auto l = std::make_shared<Tile>(tileOf(a.getL()));
         auto acc = std::make_shared<Tile>(tileOf(a.getAcc()));
         std::vector<int32_t> valid(validTile.data.begin(), validTile.data.end());
+        std::vector<int32_t> from;
+        if (a.getFrom()) {
+          const Tile &fromTile = tileOf(a.getFrom());
+          from.assign(fromTile.data.begin(), fromTile.data.end());
+        }
         attendBlock(rows, dim, q.data, tileOf(a.getK()).data,
                     tileOf(a.getV()).data, valid, double(get(a.getScale()).f),
-                    m->data, l->data, acc->data);
+                    m->data, l->data, acc->data, from);
         setTile(a.getNewM(), m);
         setTile(a.getNewL(), l);
         setTile(a.getNewAcc(), acc);

@@ -60,6 +60,11 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
 
   std::vector<double> qRot(size_t(ratio) * d), scores, outRot(d), tmp(d);
   std::vector<double> blockK, blockV;
+  if (batch.window < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "the sliding window is {0} tokens; it must be >= 0 (0: "
+                     "no window)",
+                     batch.window);
   for (int b = 0; b < batch.batch; ++b) {
     const int32_t len = batch.seqLens[b];
     float *outRow = out + size_t(b) * batch.numQHeads * d;
@@ -82,9 +87,12 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
           tmp[c] = dtypeToFloat(q[c], batch.qType);
         rotation.rotate(tmp.data(), qRot.data() + size_t(j) * d);
       }
-      // Scores for every token, then a plain (two-pass) softmax.
+      // Scores for every token of the window [lo, len), then a plain
+      // (two-pass) softmax. Blocks wholly before lo are not read.
+      const int32_t lo =
+          batch.window > 0 ? std::max<int32_t>(len - batch.window, 0) : 0;
       std::vector<double> kAll(size_t(len) * d), vAll(size_t(len) * d);
-      for (int blk = 0; blk < numBlocks; ++blk) {
+      for (int blk = lo / g; blk < numBlocks; ++blk) {
         int32_t block = batch.blockTable[size_t(b) * batch.maxBlocks + blk];
         if (block < 0 || block >= cache.numBlocks)
           return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -103,7 +111,7 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
         const double *qj = qRot.data() + size_t(j) * d;
         scores.assign(len, 0.0);
         double maxScore = -INFINITY;
-        for (int t = 0; t < len; ++t) {
+        for (int t = lo; t < len; ++t) {
           double s = 0;
           for (int c = 0; c < d; ++c)
             s += qj[c] * kAll[size_t(t) * d + c];
@@ -112,7 +120,7 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
         }
         double denom = 0;
         std::fill(outRot.begin(), outRot.end(), 0.0);
-        for (int t = 0; t < len; ++t) {
+        for (int t = lo; t < len; ++t) {
           double p = std::exp(scores[t] - maxScore);
           denom += p;
           for (int c = 0; c < d; ++c)
@@ -173,6 +181,7 @@ llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
   rows.maxBlocks = batch.maxBlocks;
   rows.seqLens = lens.data();
   rows.softmaxScale = batch.softmaxScale;
+  rows.window = batch.window;
   return decodeAttention(cache, rows, rotation, out);
 }
 

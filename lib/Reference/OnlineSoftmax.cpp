@@ -14,20 +14,23 @@ void kvarn::attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
                         llvm::ArrayRef<int32_t> valid, double scale,
                         llvm::MutableArrayRef<double> m,
                         llvm::MutableArrayRef<double> l,
-                        llvm::MutableArrayRef<double> acc) {
+                        llvm::MutableArrayRef<double> acc,
+                        llvm::ArrayRef<int32_t> from) {
   const int keys = int(k.size() / size_t(dim));
   assert(q.size() == size_t(rows) * dim && v.size() == k.size() &&
          valid.size() == size_t(rows) && m.size() == size_t(rows) &&
          l.size() == size_t(rows) && acc.size() == size_t(rows) * dim &&
+         (from.empty() || from.size() == size_t(rows)) &&
          "shapes of an attention block step");
   std::vector<double> scores(keys);
   for (int h = 0; h < rows; ++h) {
     const int seen = std::min<int32_t>(valid[h], keys);
-    if (seen <= 0)
+    const int start = from.empty() ? 0 : std::max<int32_t>(from[h], 0);
+    if (seen <= start)
       continue;
     const double *qh = &q[size_t(h) * dim];
     double blockMax = -INFINITY;
-    for (int t = 0; t < seen; ++t) {
+    for (int t = start; t < seen; ++t) {
       double dot = 0;
       for (int c = 0; c < dim; ++c)
         dot += qh[c] * k[size_t(t) * dim + c];
@@ -41,7 +44,7 @@ void kvarn::attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
     double sum = l[h] * rescale;
     for (int c = 0; c < dim; ++c)
       acch[c] *= rescale;
-    for (int t = 0; t < seen; ++t) {
+    for (int t = start; t < seen; ++t) {
       double p = std::exp(scores[t] - newMax);
       sum += p;
       for (int c = 0; c < dim; ++c)

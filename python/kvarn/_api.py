@@ -276,6 +276,11 @@ _SIGNATURES = {
                                  POINTER(c_int32)),
     "kvarn_verify": (_H, _H) + (_P,) * 9 +
                     (c_float, c_int32, c_int32, c_int32, c_int32),
+    "kvarn_decode_window": (_H, _H) + (_P,) * 8 +
+                           (c_float, c_int32, c_int32, c_int32, c_int32),
+    "kvarn_decode_split_window": (_H, _H) + (_P,) * 10 +
+                                 (c_float,) + (c_int32,) * 5,
+    "kvarn_verify_window": (_H, _H) + (_P,) * 9 + (c_float,) + (c_int32,) * 5,
     "kvarn_materialize": (_H, _H) + (_P,) * 9 + (c_int32, c_int32, c_int32),
     "kvarn_pool_create": (_H, POINTER(_PoolConfig), POINTER(_H)),
     "kvarn_pool_create_ex": (_H, POINTER(_PoolConfig), POINTER(_PoolOptions),
@@ -345,6 +350,15 @@ _PARAMS = {
     "kvarn_verify": ("kernels stream q block_table context_lens query_lens "
         "block_to_slot cache pool_k pool_v out softmax_scale batch "
         "max_query_tokens max_blocks num_kv_heads"),
+    "kvarn_decode_window": ("kernels stream q block_table seq_lens "
+        "block_to_slot cache pool_k pool_v out softmax_scale window batch "
+        "max_blocks num_kv_heads"),
+    "kvarn_decode_split_window": ("kernels stream q block_table seq_lens "
+        "block_to_slot cache pool_k pool_v part_out part_lse out "
+        "softmax_scale window batch max_blocks num_kv_heads num_splits"),
+    "kvarn_verify_window": ("kernels stream q block_table context_lens "
+        "query_lens block_to_slot cache pool_k pool_v out softmax_scale "
+        "window batch max_query_tokens max_blocks num_kv_heads"),
     "kvarn_materialize": ("kernels stream block_table seq_lens block_to_slot "
         "cache pool_k pool_v out_start out_k out_v batch max_blocks "
         "num_kv_heads"),
@@ -560,18 +574,22 @@ class Kernels(_Handle):
 
     def decode(self, q, block_table, seq_lens, block_to_slot, cache, pool_k,
                pool_v, out, softmax_scale, batch, max_blocks, num_kv_heads,
-               stream=None):
-        _call("kvarn_decode", self._h, _stream(stream), *map(_ptr, (
+               stream=None, window=0):
+        """window: sliding window in tokens (0: none); the query attends its
+        last `window` tokens."""
+        _call("kvarn_decode_window", self._h, _stream(stream), *map(_ptr, (
             q, block_table, seq_lens, block_to_slot, cache, pool_k, pool_v,
-            out)), softmax_scale, batch, max_blocks, num_kv_heads)
+            out)), softmax_scale, window, batch, max_blocks, num_kv_heads)
 
     def decode_split(self, q, block_table, seq_lens, block_to_slot, cache,
                      pool_k, pool_v, part_out, part_lse, out, softmax_scale,
-                     batch, max_blocks, num_kv_heads, num_splits, stream=None):
-        _call("kvarn_decode_split", self._h, _stream(stream), *map(_ptr, (
-            q, block_table, seq_lens, block_to_slot, cache, pool_k, pool_v,
-            part_out, part_lse, out)), softmax_scale, batch, max_blocks,
-            num_kv_heads, num_splits)
+                     batch, max_blocks, num_kv_heads, num_splits, stream=None,
+                     window=0):
+        _call("kvarn_decode_split_window", self._h, _stream(stream),
+              *map(_ptr, (q, block_table, seq_lens, block_to_slot, cache,
+                          pool_k, pool_v, part_out, part_lse, out)),
+              softmax_scale, window, batch, max_blocks, num_kv_heads,
+              num_splits)
 
     def decode_split_count(self, batch_capacity, max_blocks, num_kv_heads):
         """num_splits for decode_split in a deployment of up to
@@ -584,11 +602,12 @@ class Kernels(_Handle):
 
     def verify(self, q, block_table, context_lens, query_lens, block_to_slot,
                cache, pool_k, pool_v, out, softmax_scale, batch,
-               max_query_tokens, max_blocks, num_kv_heads, stream=None):
-        _call("kvarn_verify", self._h, _stream(stream), *map(_ptr, (
+               max_query_tokens, max_blocks, num_kv_heads, stream=None,
+               window=0):
+        _call("kvarn_verify_window", self._h, _stream(stream), *map(_ptr, (
             q, block_table, context_lens, query_lens, block_to_slot, cache,
-            pool_k, pool_v, out)), softmax_scale, batch, max_query_tokens,
-            max_blocks, num_kv_heads)
+            pool_k, pool_v, out)), softmax_scale, window, batch,
+            max_query_tokens, max_blocks, num_kv_heads)
 
     def materialize(self, block_table, seq_lens, block_to_slot, cache, pool_k,
                     pool_v, out_start, out_k, out_v, batch, max_blocks,

@@ -542,10 +542,20 @@ TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
                  dpv = upload(pv.bytes);
     DeviceBuffer out = upload(std::vector<uint16_t>(q.numElements(), 0x7E01));
     KernelArgs args;
-    args.pointer(dq).pointer(dt).pointer(dl).pointer(ds).pointer(dc)
-        .pointer(dpk).pointer(dpv).pointer(out)
+    args.pointer(dq)
+        .pointer(dt)
+        .pointer(dl)
+        .pointer(ds)
+        .pointer(dc)
+        .pointer(dpk)
+        .pointer(dpv)
+        .pointer(out)
         .f32(float(*c->getNumber("softmax_scale")))
-        .i32(batch).i32(maxBlocks).i32(hk).scratch();
+        .i32(/*window=*/0)
+        .i32(batch)
+        .i32(maxBlocks)
+        .i32(hk)
+        .scratch();
     run(kernel("decode", spec), args);
     std::vector<uint16_t> got = download<uint16_t>(out);
     std::vector<float> gotF(got.size());
@@ -632,21 +642,33 @@ protected:
 
   std::vector<uint16_t> decode(const dsl::Specialization &spec,
                                const test::RandomPagedCache &c, Buffers &in,
-                               float scale) {
+                               float scale, int window = 0) {
     int batch = int(c.seqLens.size());
     DeviceBuffer out = KernelGpu::upload(
         std::vector<uint16_t>(size_t(batch) * c.hq * c.d, kPoison));
     KernelArgs args;
-    args.pointer(in.q).pointer(in.table).pointer(in.lens).pointer(in.toSlot)
-        .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(out)
-        .f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk).scratch();
+    args.pointer(in.q)
+        .pointer(in.table)
+        .pointer(in.lens)
+        .pointer(in.toSlot)
+        .pointer(in.cache)
+        .pointer(in.poolK)
+        .pointer(in.poolV)
+        .pointer(out)
+        .f32(scale)
+        .i32(window)
+        .i32(batch)
+        .i32(c.maxBlocks)
+        .i32(c.hk)
+        .scratch();
     run(kernel("decode", spec), args);
     return download<uint16_t>(out);
   }
 
   std::vector<uint16_t> splitDecode(const dsl::Specialization &spec,
                                     const test::RandomPagedCache &c,
-                                    Buffers &in, float scale, int splits) {
+                                    Buffers &in, float scale, int splits,
+                                    int window = 0) {
     int batch = int(c.seqLens.size());
     size_t parts = size_t(batch) * c.hk * kDecodeMaxSplits * spec.gqa;
     DeviceBuffer partOut =
@@ -655,10 +677,22 @@ protected:
     DeviceBuffer out = KernelGpu::upload(
         std::vector<uint16_t>(size_t(batch) * c.hq * c.d, kPoison));
     KernelArgs a;
-    a.pointer(in.q).pointer(in.table).pointer(in.lens).pointer(in.toSlot)
-        .pointer(in.cache).pointer(in.poolK).pointer(in.poolV).pointer(partOut)
-        .pointer(partLse).f32(scale).i32(batch).i32(c.maxBlocks).i32(c.hk)
-        .i32(splits).scratch();
+    a.pointer(in.q)
+        .pointer(in.table)
+        .pointer(in.lens)
+        .pointer(in.toSlot)
+        .pointer(in.cache)
+        .pointer(in.poolK)
+        .pointer(in.poolV)
+        .pointer(partOut)
+        .pointer(partLse)
+        .f32(scale)
+        .i32(window)
+        .i32(batch)
+        .i32(c.maxBlocks)
+        .i32(c.hk)
+        .i32(splits)
+        .scratch();
     run(kernel("decode_split", spec), a);
     KernelArgs m;
     m.pointer(partOut).pointer(partLse).pointer(in.lens).pointer(out)
@@ -671,7 +705,7 @@ protected:
   /// cache of `shape` with q and out in `dtype`, against decodeAttention
   /// (q read as that dtype) and each other.
   void check(const DecodeShape &shape, std::mt19937_64 &rng,
-             DType dtype = DType::F16) {
+             DType dtype = DType::F16, int window = 0) {
     const Preset &preset = allPresets()[shape.presetIndex];
     std::vector<int> lens = shape.lens;
     for (int &len : lens)
@@ -680,33 +714,39 @@ protected:
     test::RandomPagedCache c(preset, shape.d, shape.hk, shape.ratio, lens, rng);
     c.q = inDType(c.q, dtype);
     dsl::Specialization spec{preset.name, shape.d, shape.ratio, dtype};
-    std::string what = llvm::formatv("{0} D={1} Hk={2} GQA={3} {4}",
-                                     preset.name, shape.d, shape.hk,
-                                     shape.ratio, spell(dtype))
-                           .str();
+    std::string what =
+        llvm::formatv("{0} D={1} Hk={2} GQA={3} {4} window {5}", preset.name,
+                      shape.d, shape.hk, shape.ratio, spell(dtype), window)
+            .str();
     SCOPED_TRACE(what);
     float scale = float(1.0 / std::sqrt(double(shape.d)));
     DecodeBatchView bv = c.batchView();
     bv.softmaxScale = scale;
     bv.qType = dtype;
+    bv.window = window;
     std::vector<float> want(size_t(bv.batch) * c.hq * c.d);
     llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), want.data());
     ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
 
     Buffers in = upload(c);
     size_t row = size_t(c.hq) * c.d;
-    std::vector<uint16_t> single = decode(spec, c, in, scale);
+    std::vector<uint16_t> single = decode(spec, c, in, scale, window);
     double singleErr = decodeError(single, want, c.lens, row, dtype);
     EXPECT_LE(singleErr, decodeBound(dtype)) << "decode";
-    // The runtime's choice for this batch and context capacity, and 3.
+    // The runtime's choice for this batch and the blocks a request reads
+    // (its context capacity, or its window's), and 3.
     const LoadedKernel *split = kernel("decode_split", spec);
     ASSERT_NE(split, nullptr);
-    llvm::Expected<int> chosen = decodeSplitCount(
-        {int64_t(lens.size()) * c.hk, std::max(c.maxBlocks, 1),
-         ctx().info().multiprocessors, split->ctasPerSM()});
+    llvm::Expected<int64_t> blocksRead =
+        decodeBlocksRead(std::max(c.maxBlocks, 1), window, preset.group);
+    ASSERT_TRUE(bool(blocksRead)) << llvm::toString(blocksRead.takeError());
+    llvm::Expected<int> chosen =
+        decodeSplitCount({int64_t(lens.size()) * c.hk, *blocksRead,
+                          ctx().info().multiprocessors, split->ctasPerSM()});
     ASSERT_TRUE(bool(chosen)) << llvm::toString(chosen.takeError());
     for (int splits : {*chosen, 3}) {
-      std::vector<uint16_t> merged = splitDecode(spec, c, in, scale, splits);
+      std::vector<uint16_t> merged =
+          splitDecode(spec, c, in, scale, splits, window);
       double splitErr = decodeError(merged, want, c.lens, row, dtype);
       EXPECT_LE(splitErr, decodeBound(dtype)) << splits << " splits";
       double apart = relativeL2Between(merged, single, dtype);
@@ -751,6 +791,20 @@ TEST_F(DecodeGpu, Bf16MatchesTheCpuReference) {
   check({0, 128, 1, 4, {32768 + 77}}, rng, DType::BF16);
 }
 
+// Sliding windows against exact fp64 attention with the same window: its
+// edge inside the first (sink) block, at and around block edges, inside a
+// later block, one token, and past every context; pool and record blocks
+// mixed at random; fp16 (4e-4) and bf16.
+TEST_F(DecodeGpu, SlidingWindowsMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int window : {1, 5, 63, 64, 65, 127, 128, 129, 300, 1000, 100000})
+    check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
+          window);
+  for (int window : {1, 64, 100, 4096})
+    check({1, 128, 2, 8, {64, 65, -1, 5000}}, rng, DType::BF16, window);
+  check({0, 128, 1, 4, {32768 + 77}}, rng, DType::F16, 1024);
+}
+
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
@@ -758,56 +812,59 @@ TEST_F(DecodeGpu, SmallForTheSanitizers) {
 
 TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
-  for (DType dtype : {DType::F16, DType::BF16}) {
-    SCOPED_TRACE(spell(dtype).str());
-    const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
-    const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
-    test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
-    std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
-    std::vector<uint16_t> q =
-        inDType(tokens(rng, batch * t * c.hq, d, false), dtype);
-    float scale = 0.09f;
-    Buffers in = upload(c);
-    DeviceBuffer dq = KernelGpu::upload(q),
-                 dctx = KernelGpu::upload(contextLens),
-                 dql = KernelGpu::upload(queryLens),
-                 out = KernelGpu::upload(
-                     std::vector<uint16_t>(q.size(), kPoison));
-    KernelArgs args;
-    args.pointer(dq)
-        .pointer(in.table)
-        .pointer(dctx)
-        .pointer(dql)
-        .pointer(in.toSlot)
-        .pointer(in.cache)
-        .pointer(in.poolK)
-        .pointer(in.poolV)
-        .pointer(out)
-        .f32(scale)
-        .i32(batch)
-        .i32(t)
-        .i32(c.maxBlocks)
-        .i32(hk)
-        .scratch();
-    run(kernel("verify", {preset.name, d, ratio, dtype}), args);
-    std::vector<uint16_t> got = download<uint16_t>(out);
+  for (DType dtype : {DType::F16, DType::BF16})
+    for (int window : {0, 1, 3, 64, 70, 100000}) {
+      SCOPED_TRACE(spell(dtype).str() + " window " + std::to_string(window));
+      const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
+      const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
+      test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+      std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+      std::vector<uint16_t> q =
+          inDType(tokens(rng, batch * t * c.hq, d, false), dtype);
+      float scale = 0.09f;
+      Buffers in = upload(c);
+      DeviceBuffer dq = KernelGpu::upload(q),
+                   dctx = KernelGpu::upload(contextLens),
+                   dql = KernelGpu::upload(queryLens),
+                   out = KernelGpu::upload(
+                       std::vector<uint16_t>(q.size(), kPoison));
+      KernelArgs args;
+      args.pointer(dq)
+          .pointer(in.table)
+          .pointer(dctx)
+          .pointer(dql)
+          .pointer(in.toSlot)
+          .pointer(in.cache)
+          .pointer(in.poolK)
+          .pointer(in.poolV)
+          .pointer(out)
+          .f32(scale)
+          .i32(window)
+          .i32(batch)
+          .i32(t)
+          .i32(c.maxBlocks)
+          .i32(hk)
+          .scratch();
+      run(kernel("verify", {preset.name, d, ratio, dtype}), args);
+      std::vector<uint16_t> got = download<uint16_t>(out);
 
-    VerifyBatchView vb =
-        c.verifyView(batch, t, q.data(), contextLens, queryLens, scale, dtype);
-    std::vector<float> want(q.size());
-    llvm::Error err =
-        verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    // Unused query tokens are padding: one "request" row per (b, j).
-    std::vector<int32_t> used;
-    for (int b = 0; b < batch; ++b)
-      for (int j = 0; j < t; ++j)
-        used.push_back(j < queryLens[b] ? 1 : 0);
-    double e = decodeError(got, want, used, size_t(c.hq) * d, dtype);
-    EXPECT_LE(e, decodeBound(dtype));
-    std::printf("[ figures  ] verify %s vs verifyAttention: %.2e\n",
-                spell(dtype).data(), e);
-  }
+      VerifyBatchView vb = c.verifyView(batch, t, q.data(), contextLens,
+                                        queryLens, scale, dtype);
+      vb.window = window;
+      std::vector<float> want(q.size());
+      llvm::Error err =
+          verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
+      ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+      // Unused query tokens are padding: one "request" row per (b, j).
+      std::vector<int32_t> used;
+      for (int b = 0; b < batch; ++b)
+        for (int j = 0; j < t; ++j)
+          used.push_back(j < queryLens[b] ? 1 : 0);
+      double e = decodeError(got, want, used, size_t(c.hq) * d, dtype);
+      EXPECT_LE(e, decodeBound(dtype));
+      std::printf("[ figures  ] verify %s window %d vs verifyAttention: %.2e\n",
+                  spell(dtype).data(), window, e);
+    }
 }
 
 /// Outputs in the activation dtype (out_k/out_v feed the model's prefill

@@ -88,3 +88,31 @@ TEST(CAPI, WithoutADriverCudaIsUnavailableAndSaysWhy) {
   EXPECT_EQ(kvarn_cuda_available(nullptr), KVARN_ERROR_NO_DRIVER);
   EXPECT_EQ(kvarn_last_error(), why);
 }
+
+// A negative sliding window is refused, GPU or not, naming the call and the
+// window; window 0 (none) gets as far as the missing kernels.
+TEST(CAPI, NegativeWindowsAreArgumentErrors) {
+  EXPECT_EQ(kvarn_decode_window(nullptr, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 0.1f,
+                                -3, 1, 1, 1),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error())
+                .find("kvarn_decode_window: window "
+                      "is -3 tokens"),
+            std::string::npos)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_decode_split_window(nullptr, nullptr, 0, 0, 0, 0, 0, 0, 0, 0,
+                                      0, 0, 0.1f, -1, 1, 1, 1, 2),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("window is -1 tokens"),
+            std::string::npos);
+  EXPECT_EQ(kvarn_verify_window(nullptr, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                0.1f, INT32_MIN, 1, 1, 1, 1),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  // Window 0 is no window: the next check is the missing kernels.
+  EXPECT_EQ(kvarn_decode_window(nullptr, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 0.1f,
+                                0, 1, 1, 1),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(kvarn_last_error()).find("window is"),
+            std::string::npos)
+      << kvarn_last_error();
+}

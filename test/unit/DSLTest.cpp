@@ -275,7 +275,7 @@ TEST(Builder, KernelAttributes) {
     dims.push_back(mlir::cast<mlir::StringAttr>(a).str());
   EXPECT_EQ(dims, (std::vector<std::string>{"batch", "num_kv_heads", "num_splits"}));
   EXPECT_EQ(k.func.getArgAttrOfType<mlir::StringAttr>(0, "kvt.name").str(), "q");
-  EXPECT_EQ(k.func.getNumArguments(), 14u);
+  EXPECT_EQ(k.func.getNumArguments(), 15u);
 }
 
 // ACT is the specialization's dtype in pointer types and conversions, so

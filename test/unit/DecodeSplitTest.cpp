@@ -228,3 +228,30 @@ TEST(DecodeSplit, IssueFourteensShapesLeaveTheOneWaveChoice) {
   EXPECT_LE(streamedBlocks(bulk, best),
             streamedBlocks(bulk, 16) + mostOverhead(bulk));
 }
+
+// A sliding window's blocks: the most blocks any window of `window` tokens
+// ending anywhere in a context of maxBlocks blocks touches, counted token
+// by token.
+TEST(DecodeSplit, WindowedBlocksReadAreTheMostAnyWindowTouches) {
+  for (int group : {1, 3, 64, 128})
+    for (int64_t maxBlocks : {1, 2, 5, 40})
+      for (int32_t window : {1, 2, 3, 63, 64, 65, 127, 128, 129, 300, 100000}) {
+        int64_t most = 0;
+        for (int64_t len = 1; len <= maxBlocks * group; ++len) {
+          int64_t lo = std::max<int64_t>(len - window, 0);
+          most = std::max(most, (len + group - 1) / group - lo / group);
+        }
+        llvm::Expected<int64_t> got =
+            decodeBlocksRead(maxBlocks, window, group);
+        ASSERT_TRUE(bool(got)) << llvm::toString(got.takeError());
+        EXPECT_EQ(*got, most) << "window " << window << " group " << group
+                              << " max_blocks " << maxBlocks;
+      }
+  llvm::Expected<int64_t> all = decodeBlocksRead(7, 0, 64);
+  ASSERT_TRUE(bool(all));
+  EXPECT_EQ(*all, 7);
+  llvm::Expected<int64_t> bad = decodeBlocksRead(7, -1, 64);
+  ASSERT_FALSE(bool(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("window (-1)"),
+            std::string::npos);
+}

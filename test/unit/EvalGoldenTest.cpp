@@ -182,8 +182,9 @@ struct DecodeInputs {
                   KernelArg::buffer(lens), KernelArg::buffer(toSlot),
                   KernelArg::buffer(cache), KernelArg::buffer(poolK),
                   KernelArg::buffer(poolV), KernelArg::buffer(out),
-                  KernelArg::f32(scale), KernelArg::integer(batch),
-                  KernelArg::integer(maxBlocks), KernelArg::integer(hk)});
+                  KernelArg::f32(scale), KernelArg::integer(0),
+                  KernelArg::integer(batch), KernelArg::integer(maxBlocks),
+                  KernelArg::integer(hk)});
   }
 };
 } // namespace

@@ -79,10 +79,11 @@ struct DecodeRun {
 
 /// decodeAttention on the cache with q `q` of `dtype`.
 std::vector<float> referenceDecode(RandomPagedCache &c, float scale,
-                                   const std::vector<uint16_t> &q,
-                                   DType dtype) {
+                                   const std::vector<uint16_t> &q, DType dtype,
+                                   int window = 0) {
   DecodeBatchView bv = c.batchView();
   bv.softmaxScale = scale;
+  bv.window = window;
   bv.q = q.data();
   bv.qType = dtype;
   std::vector<float> out(size_t(bv.batch) * c.hq * c.d);
@@ -93,16 +94,18 @@ std::vector<float> referenceDecode(RandomPagedCache &c, float scale,
 
 /// decode with q (fp16 or bf16 bits, as `k` was built); out in that type.
 std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
-                                float scale, std::vector<uint16_t> &q) {
+                                float scale, std::vector<uint16_t> &q,
+                                int window = 0) {
   int batch = int(c.seqLens.size());
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
-  llvm::Expected<eval::RunStats> stats = k.run(
-      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
-       KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
-       KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
-       KernelArg::buffer(c.poolV), KernelArg::buffer(out),
-       KernelArg::f32(scale), KernelArg::integer(batch),
-       KernelArg::integer(c.maxBlocks), KernelArg::integer(c.hk)});
+  llvm::Expected<eval::RunStats> stats =
+      k.run({KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
+             KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
+             KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
+             KernelArg::buffer(c.poolV), KernelArg::buffer(out),
+             KernelArg::f32(scale), KernelArg::integer(window),
+             KernelArg::integer(batch), KernelArg::integer(c.maxBlocks),
+             KernelArg::integer(c.hk)});
   EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
   return out;
 }
@@ -110,19 +113,20 @@ std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
 /// decode_split then combine; part buffers sized for MAX_SPLITS.
 std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
                                      RandomPagedCache &c, float scale,
-                                     std::vector<uint16_t> &q,
-                                     int splits) {
+                                     std::vector<uint16_t> &q, int splits,
+                                     int window = 0) {
   int batch = int(c.seqLens.size()), ratio = c.hq / c.hk;
   size_t parts = size_t(batch) * c.hk * dsl::kMaxDecodeSplits * ratio;
   std::vector<float> partOut(parts * c.d, NAN), partLse(parts, NAN);
-  llvm::Expected<eval::RunStats> stats = split.run(
-      {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
-       KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
-       KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
-       KernelArg::buffer(c.poolV), KernelArg::buffer(partOut),
-       KernelArg::buffer(partLse), KernelArg::f32(scale),
-       KernelArg::integer(batch), KernelArg::integer(c.maxBlocks),
-       KernelArg::integer(c.hk), KernelArg::integer(splits)});
+  llvm::Expected<eval::RunStats> stats =
+      split.run({KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
+                 KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
+                 KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
+                 KernelArg::buffer(c.poolV), KernelArg::buffer(partOut),
+                 KernelArg::buffer(partLse), KernelArg::f32(scale),
+                 KernelArg::integer(window), KernelArg::integer(batch),
+                 KernelArg::integer(c.maxBlocks), KernelArg::integer(c.hk),
+                 KernelArg::integer(splits)});
   EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
   stats = combine.run({KernelArg::buffer(partOut), KernelArg::buffer(partLse),
@@ -347,47 +351,113 @@ TEST(EvalKernels, SplitDecodeAndCombineMatchDecode) {
     }
 }
 
+/// Windows (0: none) inside the first block, at a block edge, inside a
+/// later block, of one token and longer than every context.
 TEST(EvalKernels, VerifyMatchesVerifyAttention) {
   std::mt19937_64 rng(freshSeed());
-  for (DType dtype : kDTypes) {
-    const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
-    const int d = 128, hk = 2, ratio = 3, t = 4;
-    RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
-    const int batch = 3;
-    // Committed lengths leave room for the drafts inside seq_lens.
-    std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
-    std::vector<uint16_t> q =
-        activations(heavyTailedTokens(rng, batch * t * c.hq, d, false), dtype);
-    std::vector<uint16_t> out(q.size(), kPoison);
-    float scale = 0.09f;
-    BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio, dtype);
-    ASSERT_TRUE(bool(verify));
-    llvm::Expected<eval::RunStats> stats = verify.run(
-        {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
-         KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
-         KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
-         KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
-         KernelArg::buffer(out), KernelArg::f32(scale),
-         KernelArg::integer(batch), KernelArg::integer(t),
-         KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
-    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  for (DType dtype : kDTypes)
+    for (int window : {0, 1, 3, 64, 70, 100000}) {
+      const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
+      const int d = 128, hk = 2, ratio = 3, t = 4;
+      RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+      const int batch = 3;
+      // Committed lengths leave room for the drafts inside seq_lens.
+      std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+      std::vector<uint16_t> q = activations(
+          heavyTailedTokens(rng, batch * t * c.hq, d, false), dtype);
+      std::vector<uint16_t> out(q.size(), kPoison);
+      float scale = 0.09f;
+      BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio, dtype);
+      ASSERT_TRUE(bool(verify));
+      llvm::Expected<eval::RunStats> stats = verify.run(
+          {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
+           KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
+           KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
+           KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
+           KernelArg::buffer(out), KernelArg::f32(scale),
+           KernelArg::integer(window), KernelArg::integer(batch),
+           KernelArg::integer(t), KernelArg::integer(c.maxBlocks),
+           KernelArg::integer(hk)});
+      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
 
-    VerifyBatchView vb =
-        c.verifyView(batch, t, q.data(), contextLens, queryLens, scale, dtype);
-    std::vector<float> expected(out.size());
-    llvm::Error err =
-        verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    size_t row = size_t(c.hq) * d;
-    for (int b = 0; b < batch; ++b)
-      for (int j = 0; j < t; ++j)
-        for (size_t i = 0; i < row; ++i) {
-          size_t at = (size_t(b) * t + j) * row + i;
-          uint16_t want =
-              j < queryLens[b] ? floatToDType(expected[at], dtype) : kPoison;
-          ASSERT_EQ(out[at], want)
-              << "request " << b << " token " << j << " " << spell(dtype).str();
-        }
+      VerifyBatchView vb = c.verifyView(batch, t, q.data(), contextLens,
+                                        queryLens, scale, dtype);
+      vb.window = window;
+      std::vector<float> expected(out.size());
+      llvm::Error err =
+          verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
+      ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+      size_t row = size_t(c.hq) * d;
+      for (int b = 0; b < batch; ++b)
+        for (int j = 0; j < t; ++j)
+          for (size_t i = 0; i < row; ++i) {
+            size_t at = (size_t(b) * t + j) * row + i;
+            uint16_t want =
+                j < queryLens[b] ? floatToDType(expected[at], dtype) : kPoison;
+            ASSERT_EQ(out[at], want)
+                << "request " << b << " token " << j << " window " << window
+                << " " << spell(dtype).str();
+          }
+    }
+}
+
+/// Sliding windows: decode and decode_split + combine against the fp64
+/// reference with the same window, the window's edge inside the first (sink)
+/// block, at block edges, inside a later block, one token, and at or past
+/// the whole context; records and pool blocks mixed at random. Blocks
+/// wholly before the window get an invalid id: reading one is an error.
+TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
+  std::mt19937_64 rng(freshSeed());
+  const Preset &preset = allPresets()[1]; // G = 64
+  const int g = preset.group, d = 128, hk = 2, ratio = 4;
+  const std::vector<int> lens = {300, 64, 1, 0, 129, 40};
+  for (DType dtype : kDTypes) {
+    RandomPagedCache c(preset, d, hk, ratio, lens, rng);
+    float scale = float(1.0 / std::sqrt(double(d)));
+    BuiltKernel decode = buildLibrary("decode", preset.name, d, ratio, dtype);
+    BuiltKernel split =
+        buildLibrary("decode_split", preset.name, d, ratio, dtype);
+    BuiltKernel combine = buildLibrary("combine", preset.name, d, ratio, dtype);
+    ASSERT_TRUE(decode && split && combine);
+    std::vector<uint16_t> q = activations(c.q, dtype);
+    std::vector<double> full =
+        widen(toDType(referenceDecode(c, scale, q, dtype), dtype), dtype);
+    const std::vector<int32_t> table = c.blockTable;
+    for (int window : {1, 5, 39, 40, 63, 64, 65, 128, 200, 300, 301, 100000}) {
+      c.blockTable = table;
+      for (size_t b = 0; b < lens.size(); ++b) {
+        int lo = std::max(lens[b] - window, 0);
+        for (int blk = 0; blk < lo / g; ++blk)
+          c.blockTable[b * c.maxBlocks + blk] = -1000;
+      }
+      std::vector<uint16_t> expected =
+          toDType(referenceDecode(c, scale, q, dtype, window), dtype);
+      std::vector<double> ew = widen(expected, dtype);
+      // The window changes the output exactly where it hides tokens.
+      bool hides = false;
+      for (int len : lens)
+        hides |= len > window;
+      if (hides)
+        EXPECT_GT(relativeL2(ew.data(), full.data(), ew.size()), 1e-3)
+            << "window " << window;
+      std::vector<uint16_t> got = runDecode(decode, c, scale, q, window);
+      expectPaddingUntouched(c, got);
+      for (size_t b = 0; b < lens.size(); ++b)
+        if (c.lens[b] <= 0)
+          std::fill_n(&got[b * c.hq * d], size_t(c.hq) * d, uint16_t(0));
+      std::vector<double> gw = widen(got, dtype);
+      EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
+          << "decode, window " << window << " " << spell(dtype).str();
+      for (int splits : {1, 2, 5}) {
+        std::vector<uint16_t> merged =
+            runSplitDecode(split, combine, c, scale, q, splits, window);
+        expectPaddingUntouched(c, merged);
+        for (size_t b = 0; b < lens.size(); ++b)
+          if (c.lens[b] <= 0)
+            std::fill_n(&merged[b * c.hq * d], size_t(c.hq) * d, uint16_t(0));
+        expectCloseToSinglePass(merged, got, d, dtype);
+      }
+    }
   }
 }
 

@@ -370,7 +370,7 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   // decode's ABI as the compiler states it, carried into the kernel image
   // every launch checks its arguments against.
   KernelAbi abi = compiledAbi("decode", 4);
-  ASSERT_EQ(abi.params.size(), 12u);
+  ASSERT_EQ(abi.params.size(), 13u);
   auto decodeArgs = [](bool scaleAsI32) {
     cuda::KernelArgs a;
     for (int i = 0; i < 8; ++i) // q ... out
@@ -379,7 +379,7 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
       a.i32(1);
     else
       a.f32(0.088f);
-    a.i32(2).i32(16).i32(8); // batch, max_blocks, num_kv_heads
+    a.i32(0).i32(2).i32(16).i32(8); // window, batch, max_blocks, num_kv_heads
     return a;
   };
   cuda::KernelArgs good = decodeArgs(false);
@@ -390,7 +390,7 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   llvm::Error e = cuda::checkArguments("decode", abi, noScratch);
   ASSERT_TRUE(bool(e));
   std::string message = llvm::toString(std::move(e));
-  EXPECT_NE(message.find("12 arguments; it takes 14"), std::string::npos)
+  EXPECT_NE(message.find("13 arguments; it takes 15"), std::string::npos)
       << message;
 
   cuda::KernelArgs wrongKind = decodeArgs(true);
@@ -407,7 +407,7 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   scalarForPointer.i64(0x1000);
   for (int i = 1; i < 8; ++i)
     scalarForPointer.pointer(CUdeviceptr(0x1000));
-  scalarForPointer.f32(0.088f).i32(2).i32(16).i32(8).scratch();
+  scalarForPointer.f32(0.088f).i32(0).i32(2).i32(16).i32(8).scratch();
   EXPECT_EQ(statusOf(cuda::checkArguments("decode", abi, scalarForPointer)),
             KVARN_ERROR_INVALID_ARGUMENT);
 
@@ -429,7 +429,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     cuda::KernelArgs s;
     for (int i = 0; i < 9; ++i) // q ... part_lse
       s.pointer(CUdeviceptr(0x1000));
-    s.f32(0.088f).i32(batch).i32(16).i32(heads).i32(splits).scratch();
+    s.f32(0.088f).i32(0).i32(batch).i32(16).i32(heads).i32(splits).scratch();
     llvm::Expected<cuda::Grid> g = cuda::gridOf("decode_split", splitAbi, s);
     ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
@@ -472,17 +472,24 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
   // bindArguments puts them in the compiled ABI's order, so no launcher
   // states an order.
   KernelAbi abi = compiledAbi("decode", 4);
-  ASSERT_EQ(abi.params.size(), 12u);
+  ASSERT_EQ(abi.params.size(), 13u);
   std::mt19937_64 rng(test::freshSeed());
   std::uniform_int_distribution<int32_t> extent(1, 1 << 20);
-  int32_t batch = extent(rng), maxBlocks = extent(rng), heads = extent(rng);
-  std::vector<cuda::NamedArg> named = {
-      {"q", CUdeviceptr(0x1000)},        {"block_table", CUdeviceptr(0x2000)},
-      {"seq_lens", CUdeviceptr(0x3000)}, {"block_to_slot", CUdeviceptr(0x4000)},
-      {"cache", CUdeviceptr(0x5000)},    {"pool_k", CUdeviceptr(0x6000)},
-      {"pool_v", CUdeviceptr(0x7000)},   {"out", CUdeviceptr(0x8000)},
-      {"softmax_scale", 0.088f},         {"batch", batch},
-      {"max_blocks", maxBlocks},         {"num_kv_heads", heads}};
+  int32_t batch = extent(rng), maxBlocks = extent(rng), heads = extent(rng),
+          window = extent(rng);
+  std::vector<cuda::NamedArg> named = {{"q", CUdeviceptr(0x1000)},
+                                       {"block_table", CUdeviceptr(0x2000)},
+                                       {"seq_lens", CUdeviceptr(0x3000)},
+                                       {"block_to_slot", CUdeviceptr(0x4000)},
+                                       {"cache", CUdeviceptr(0x5000)},
+                                       {"pool_k", CUdeviceptr(0x6000)},
+                                       {"pool_v", CUdeviceptr(0x7000)},
+                                       {"out", CUdeviceptr(0x8000)},
+                                       {"softmax_scale", 0.088f},
+                                       {"window", window},
+                                       {"batch", batch},
+                                       {"max_blocks", maxBlocks},
+                                       {"num_kv_heads", heads}};
   std::shuffle(named.begin(), named.end(), rng);
   llvm::Expected<cuda::KernelArgs> bound =
       cuda::bindArguments("decode", abi, named);
@@ -516,11 +523,13 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
     }
   }
   EXPECT_EQ(*static_cast<CUdeviceptr *>(slots[0]), CUdeviceptr(0x1000)); // q
-  EXPECT_EQ(bound->integer(9), batch); // batch, max_blocks, num_kv_heads
-  EXPECT_EQ(bound->integer(10), maxBlocks);
-  EXPECT_EQ(bound->integer(11), heads);
-  EXPECT_EQ(bound->kind(12), cuda::KernelArgs::Kind::Pointer); // scratch
-  EXPECT_EQ(bound->kind(13), cuda::KernelArgs::Kind::Pointer);
+  // window, batch, max_blocks, num_kv_heads
+  EXPECT_EQ(bound->integer(9), window);
+  EXPECT_EQ(bound->integer(10), batch);
+  EXPECT_EQ(bound->integer(11), maxBlocks);
+  EXPECT_EQ(bound->integer(12), heads);
+  EXPECT_EQ(bound->kind(13), cuda::KernelArgs::Kind::Pointer); // scratch
+  EXPECT_EQ(bound->kind(14), cuda::KernelArgs::Kind::Pointer);
 
   auto failure = [&](std::vector<cuda::NamedArg> args) {
     llvm::Expected<cuda::KernelArgs> b =
@@ -626,15 +635,15 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   EXPECT_EQ(rl->getInteger("record_bytes").value_or(0), layout->recordBytes);
   EXPECT_EQ(rl->getInteger("v_zero").value_or(0), layout->vZero);
   // decode(q, block_table, seq_lens, block_to_slot, kv_cache, pool_k, pool_v,
-  // out, scale, batch, max_blocks, num_kv_heads): docs/dsl.md.
+  // out, scale, window, batch, max_blocks, num_kv_heads): docs/dsl.md.
   const llvm::json::Array *sig = kvarn->getArray("signature");
   ASSERT_NE(sig, nullptr);
   std::vector<std::string> types;
   for (const llvm::json::Value &t : *sig)
     types.push_back(t.getAsString().value_or("").str());
-  std::vector<std::string> decodeSig = {"*i8", "*i8", "*i8",  "*i8",
-                                        "*i8", "*i8", "*i8",  "*i8",
-                                        "fp32", "i32", "i32", "i32"};
+  std::vector<std::string> decodeSig = {"*i8", "*i8", "*i8", "*i8",  "*i8",
+                                        "*i8", "*i8", "*i8", "fp32", "i32",
+                                        "i32", "i32", "i32"};
   EXPECT_EQ(types, decodeSig);
   EXPECT_EQ(kvarn->getInteger("num_args").value_or(0),
             int64_t(decodeSig.size() + 2));
@@ -656,6 +665,7 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
                                            "pool_v:*f16",
                                            "out:*f16",
                                            "softmax_scale:f32",
+                                           "window:i32",
                                            "batch:i32",
                                            "max_blocks:i32",
                                            "num_kv_heads:i32"};

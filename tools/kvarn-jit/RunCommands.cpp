@@ -208,9 +208,20 @@ int runDecode(const ParsedOptions &opts) {
   std::vector<uint16_t> out(q.numElements(), 0);
   KVARN_TRY(dout, run.upload(out));
   KernelArgs args;
-  args.pointer(dq).pointer(dt).pointer(dl).pointer(ds).pointer(dc)
-      .pointer(dpk).pointer(dpv).pointer(dout).f32(float(scale))
-      .i32(batch).i32(maxBlocks).i32(hk).scratch();
+  args.pointer(dq)
+      .pointer(dt)
+      .pointer(dl)
+      .pointer(ds)
+      .pointer(dc)
+      .pointer(dpk)
+      .pointer(dpv)
+      .pointer(dout)
+      .f32(float(scale))
+      .i32(/*window=*/0)
+      .i32(batch)
+      .i32(maxBlocks)
+      .i32(hk)
+      .scratch();
   if (llvm::Error err = run.launch(args))
     return failure(std::move(err));
   if (llvm::Error err = dout.download(out.data(), out.size() * 2))

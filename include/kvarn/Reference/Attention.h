@@ -44,6 +44,10 @@ struct DecodeBatchView {
   const int32_t *seqLens = nullptr;     // [batch]; <= 0: no output row
   double softmaxScale = 0;
   DType qType = DType::F16;             // of q's elements
+  /// Sliding window in tokens (0: none): the query at position p = len - 1
+  /// attends tokens t with p - window < t <= p; blocks wholly before the
+  /// window are not read. Negative: an error.
+  int window = 0;
 };
 
 /// The rotated K and V of one (block, KV head) as double [G][D]: the fp16
@@ -75,6 +79,9 @@ struct VerifyBatchView {
   const int32_t *queryLens = nullptr;   // [batch] query tokens in use, <= maxQueryTokens
   double softmaxScale = 0;
   DType qType = DType::F16;             // of q's elements
+  /// Sliding window in tokens (0: none), as DecodeBatchView's: token j, at
+  /// position contextLens[b] + j, attends its last `window` tokens.
+  int window = 0;
 };
 
 /// fp32 [batch, maxQueryTokens, numQHeads, D], un-rotated; rows of unused

@@ -19,14 +19,15 @@
 namespace kvarn {
 
 /// One block step. q is [H][D], k and v are [G][D] (G = k.size() / D); query
-/// row h sees keys t < min(valid[h], G) and is left unchanged when
-/// valid[h] <= 0. Scores are scale * (q[h] . k[t]).
+/// row h sees keys from[h] <= t < min(valid[h], G) (from empty: from 0) and
+/// is left unchanged when it sees none. Scores are scale * (q[h] . k[t]).
 void attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
                  llvm::ArrayRef<double> k, llvm::ArrayRef<double> v,
                  llvm::ArrayRef<int32_t> valid, double scale,
                  llvm::MutableArrayRef<double> m,
                  llvm::MutableArrayRef<double> l,
-                 llvm::MutableArrayRef<double> acc);
+                 llvm::MutableArrayRef<double> acc,
+                 llvm::ArrayRef<int32_t> from = {});
 
 /// out[h] = acc[h] / l[h] and lse[h] = m[h] + log(l[h]); rows that saw no key
 /// (l = 0) give out = 0 and lse = -inf.

@@ -35,8 +35,9 @@ constexpr int kDecodeMaxSplits = dsl::kMaxDecodeSplits;
 struct DecodeDeployment {
   /// Batch capacity x KV heads: the CTAs of plain decode.
   int64_t pairs = 0;
-  /// Blocks one request may span: its context capacity / block tokens (the
-  /// block table's width, decode's max_blocks).
+  /// Blocks one request's decode reads: its context capacity / block tokens
+  /// (the block table's width, decode's max_blocks), or with a sliding
+  /// window the fewer blocks the window spans (decodeBlocksRead).
   int64_t maxBlocks = 0;
   /// The GPU's SMs.
   int multiprocessors = 0;
@@ -100,6 +101,14 @@ bool decodeSplitDesynchronizes(const DecodeDeployment &deployment, int splits);
 /// preferred; the fewest splits among equals; 1 means plain decode. Fails
 /// with KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
 llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
+
+/// The most blocks decode reads for one request of at most `maxBlocks`
+/// blocks of `group` tokens under a sliding window of `window` tokens (0: no
+/// window, all maxBlocks): a window that starts inside a block spans
+/// (window + group - 2) / group + 1 blocks. What DecodeDeployment::maxBlocks
+/// takes for a windowed layer. window < 0 or group < 1 is an error.
+llvm::Expected<int64_t> decodeBlocksRead(int64_t maxBlocks, int32_t window,
+                                         int group);
 
 } // namespace kvarn
 

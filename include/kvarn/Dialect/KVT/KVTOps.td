@@ -265,21 +265,28 @@ def KVT_AttendOp : KVT_Op<"attend", [Pure,
     AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "acc", "newAcc"]>,
     RowVectorOf<"q", "m", F32Of>, RowVectorOf<"q", "l", F32Of>,
     RowVectorOf<"q", "newM", F32Of>, RowVectorOf<"q", "newL", F32Of>,
-    RowVectorOf<"q", "valid", I32Of>]> {
+    RowVectorOf<"q", "valid", I32Of>,
+    OptionalTypesMatchWith<"from is a per-row vector of q", "q", "from",
+        "::kvarn::kvt::TileType::get({::llvm::cast<::kvarn::kvt::TileType>($_self).getDim(0)}, "
+        "::mlir::IntegerType::get($_self.getContext(), 32))">]> {
   let summary = "one online-softmax step over a block of keys and values";
   let description = [{
     For every query row h of `q` [H, D] (rotated, f32) and the first
     `valid[h]` rows of `k`, `v` [G, D]: scores `scale * q[h] . k[t]`, then the
     running max `m`, sum `l` and accumulator `acc` are updated as in
-    flash-attention. Rows with `valid[h] <= 0` are unchanged.
+    flash-attention. With `from` (an i32 per-row vector, like `valid`), row
+    h sees only rows from[h] <= t < valid[h] (a sliding window's lower
+    edge). Rows that see no key are unchanged.
   }];
   let arguments = (ins KVT_TileType:$q, KVT_TileType:$k, KVT_TileType:$v,
                        KVT_TileType:$m, KVT_TileType:$l, KVT_TileType:$acc,
-                       KVT_TileType:$valid, F32:$scale);
+                       KVT_TileType:$valid,
+                       Optional<KVT_TileType>:$from, F32:$scale);
   let results = (outs KVT_TileType:$newM, KVT_TileType:$newL,
                       KVT_TileType:$newAcc);
   let assemblyFormat = [{
-    $q `,` $k `,` $v `state` `(` $m `,` $l `,` $acc `)` `valid` $valid `scale` $scale
+    $q `,` $k `,` $v `state` `(` $m `,` $l `,` $acc `)` `valid` $valid
+    (`from` $from^)? `scale` $scale
     attr-dict `:` qualified(type($q)) `,` qualified(type($k))
   }];
   let hasVerifier = 1;

@@ -141,3 +141,23 @@ func.func @prefetch_nothing(%p: !kvt.ptr<i8>, %o: i64) {
   kvt.prefetch %p[%o] bytes 0 : !kvt.ptr<i8>
   return
 }
+
+// -----
+
+func.func @attend_from_not_per_row(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf32>,
+                                   %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
+                                   %valid: !kvt.tile<4xi32>, %from: !kvt.tile<8xi32>, %s: f32) {
+  // expected-error @+1 {{from is a per-row vector of q}}
+  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %from, %s) : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<8xi32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
+  return
+}
+
+// -----
+
+func.func @attend_from_not_i32(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf32>,
+                               %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
+                               %valid: !kvt.tile<4xi32>, %s: f32) {
+  // expected-error @+1 {{from is a per-row vector of q}}
+  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %m, %s) : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<4xf32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
+  return
+}

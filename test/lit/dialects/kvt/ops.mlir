@@ -65,6 +65,9 @@ func.func @attend_block(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<128x128xf32>,
   %valid = kvt.splat %len : !kvt.tile<4xi32>
   // CHECK: kvt.attend %{{.*}}, %{{.*}}, %{{.*}} state(%{{.*}}, %{{.*}}, %{{.*}}) valid %{{.*}} scale %{{.*}} : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
   %m2, %l2, %acc2 = kvt.attend %q, %k, %v state(%m, %l, %acc) valid %valid scale %scale : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
+  // A sliding window's lower edge: rows see keys from <= t < valid.
+  // CHECK: kvt.attend %{{.*}}, %{{.*}}, %{{.*}} state(%{{.*}}, %{{.*}}, %{{.*}}) valid %[[VALID:.*]] from %[[VALID]] scale %{{.*}} : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
+  %m3, %l3, %acc3 = kvt.attend %q, %k, %v state(%m, %l, %acc) valid %valid from %valid scale %scale : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
   // CHECK: kvt.attend_finish %{{.*}}, %{{.*}}, %{{.*}} : !kvt.tile<4x128xf32>
   %out, %lse = kvt.attend_finish %m2, %l2, %acc2 : !kvt.tile<4x128xf32>
   // CHECK: kvt.merge %{{.*}}, %{{.*}} count %{{.*}} : !kvt.tile<8x4x128xf32>, !kvt.tile<8x4xf32>
