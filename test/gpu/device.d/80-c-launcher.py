@@ -76,7 +76,7 @@ def main():
             status = lib.decode(
                 ctypes.c_void_p(stream.cuda_stream),
                 *[ctypes.c_uint64(t.data_ptr()) for t in args],
-                ctypes.c_float(scale), ctypes.c_int32(len(lens)),
+                ctypes.c_float(scale), ctypes.c_int32(0), ctypes.c_int32(len(lens)),
                 ctypes.c_int32(3), ctypes.c_int32(HK))
             assert status == 0, "the C launcher's decode returned %d" % status
         torch.cuda.synchronize(dev)
@@ -88,11 +88,11 @@ def main():
     # An empty grid launches nothing; a negative extent is refused.
     assert lib.decode(ctypes.c_void_p(stream.cuda_stream),
                       *[ctypes.c_uint64(0)] * 8, ctypes.c_float(scale),
-                      ctypes.c_int32(0), ctypes.c_int32(3),
+                      ctypes.c_int32(0), ctypes.c_int32(0), ctypes.c_int32(3),
                       ctypes.c_int32(HK)) == 0
     assert lib.decode(ctypes.c_void_p(stream.cuda_stream),
                       *[ctypes.c_uint64(0)] * 8, ctypes.c_float(scale),
-                      ctypes.c_int32(-1), ctypes.c_int32(3),
+                      ctypes.c_int32(0), ctypes.c_int32(-1), ctypes.c_int32(3),
                       ctypes.c_int32(HK)) == 1  # CUDA_ERROR_INVALID_VALUE
     print("c-launcher: empty and negative grids handled")
     kern.close()
