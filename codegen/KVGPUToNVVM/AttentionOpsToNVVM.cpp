@@ -139,14 +139,22 @@ std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
                                                 Value x0, Value x1) {
   auto f32x2 = VectorType::get({2}, b.getF32Type());
   auto bf16x2 = VectorType::get({2}, b.getBF16Type());
-  Value rest = vector::FromElementsOp::create(b, loc, f32x2, ValueRange{x0, x1});
+  std::array<Value, 2> rest = {x0, x1};
   std::array<Value, kMmaSplitParts> parts;
   for (int p = 0; p < kMmaSplitParts; ++p) {
-    Value part = LLVM::FPTruncOp::create(b, loc, bf16x2, rest);
+    // cvt.rn.bf16x2.f32 (its first operand the high half): one instruction
+    // where LLVM's fptrunc of a pair makes two conversions and a prmt.
+    Value part = LLVM::CallIntrinsicOp::create(
+                     b, loc, bf16x2, b.getStringAttr("llvm.nvvm.ff2bf16x2.rn"),
+                     ValueRange{rest[1], rest[0]})
+                     .getResult(0);
     parts[p] = LLVM::BitcastOp::create(b, loc, b.getI32Type(), part);
-    if (p + 1 < kMmaSplitParts)
-      rest = LLVM::FSubOp::create(b, loc, rest,
-                                  LLVM::FPExtOp::create(b, loc, f32x2, part));
+    if (p + 1 < kMmaSplitParts) {
+      Value wide = LLVM::FPExtOp::create(b, loc, f32x2, part);
+      for (int64_t i = 0; i < 2; ++i)
+        rest[i] = arith::SubFOp::create(
+            b, loc, rest[i], vector::ExtractOp::create(b, loc, wide, i));
+    }
   }
   return parts;
 }
@@ -645,14 +653,26 @@ Value zeroUnless(OpBuilder &b, Location loc, Value keep, Value x) {
   return arith::SelectOp::create(b, loc, keep, x, f32Constant(b, loc, 0.0f));
 }
 
-/// exp(x - max), 0 for x = -inf (then max may be -inf too).
-Value expBelow(OpBuilder &b, Location loc, Value x, Value max) {
-  Value isInf = arith::CmpFOp::create(
-      b, loc, arith::CmpFPredicate::OEQ, x,
+/// -max log2(e), with 0 for a max of -inf (no token seen): the operand of
+/// expBelow, computed once per row, so that the exps of -inf scores are 0
+/// without a test each (-inf - -inf would be NaN).
+Value negScaledMax(OpBuilder &b, Location loc, Value max) {
+  Value none = arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OEQ, max,
       f32Constant(b, loc, -std::numeric_limits<float>::infinity()));
-  Value e = kvarn::codegen::emitFastExp(b, loc,
-                                        arith::SubFOp::create(b, loc, x, max));
-  return arith::SelectOp::create(b, loc, isInf, f32Constant(b, loc, 0.0f), e);
+  Value finite =
+      arith::SelectOp::create(b, loc, none, f32Constant(b, loc, 0.0f), max);
+  return arith::MulFOp::create(b, loc, finite,
+                               f32Constant(b, loc, -kvarn::codegen::kLog2E));
+}
+
+/// exp(x - max) as 2^(x log2(e) - max log2(e)): one fma and one ex2, 0 for
+/// x = -inf. `negMax` is negScaledMax(max).
+Value expBelow(OpBuilder &b, Location loc, Value x, Value negMax) {
+  return kvarn::codegen::emitFastExp2(
+      b, loc,
+      LLVM::FMAOp::create(b, loc, x,
+                          f32Constant(b, loc, kvarn::codegen::kLog2E), negMax));
 }
 
 /// kvgpu.attend_record (RecordAttendLayout in KVGPU.h).
@@ -821,8 +841,12 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value piece = memref::LoadOp::create(rw, loc, *kPieces, at);
       return arith::ExtUIOp::create(rw, loc, i32, piece);
     };
-    SmallVector<SmallVector<Value>> scores(
-        mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f)));
+    // One sum per m tile and part: chains of kTiles dependent MMAs, not
+    // kMmaSplitParts * kTiles (an MMA's latency is ~30 cycles).
+    SmallVector<SmallVector<SmallVector<Value>>> partScores(
+        kMmaSplitParts,
+        SmallVector<SmallVector<Value>>(
+            mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f))));
     for (int64_t kt = 0; kt < kTiles; ++kt) {
       Value f = add(rw, lane, kt * kWarpSize);
       SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
@@ -836,8 +860,15 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
-          mmaBf16(rw, loc, aRegs[i], fragment.parts[p], scores[i]);
+          mmaBf16(rw, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
     }
+    // The parts' sums added smallest first.
+    SmallVector<SmallVector<Value>> scores = partScores[kMmaSplitParts - 1];
+    for (int p = kMmaSplitParts - 2; p >= 0; --p)
+      for (int64_t i = 0; i < mTiles; ++i)
+        for (int64_t e = 0; e < 4; ++e)
+          scores[i][e] =
+              arith::AddFOp::create(rw, loc, scores[i][e], partScores[p][i][e]);
 
     // 3. The warp's softmax: accumulator e of m tile i is token j = 2 i +
     // e / 2, head 2t + e % 2. Per head: the max over the warp's tokens, the
@@ -904,8 +935,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     for (int64_t e = 0; e < 2; ++e) {
       Value sum = f32Constant(rw, loc, 0.0f), zsum = sum;
       SmallVector<Value> scaled;
+      Value negMax = negScaledMax(rw, loc, rowMax[e]);
       for (int64_t j = 0; j < perLane; ++j) {
-        Value p = expBelow(rw, loc, x[2 * j + e], rowMax[e]);
+        Value p = expBelow(rw, loc, x[2 * j + e], negMax);
         sum = arith::AddFOp::create(rw, loc, sum, p);
         zsum = LLVM::FMAOp::create(rw, loc, p, scaleAt(rw, vZero, tokenOf[j]),
                                    zsum);
@@ -1076,7 +1108,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                 memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
             mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
           }
-          Value alpha = expBelow(b, loc, old, mx);
+          Value negMax = negScaledMax(b, loc, mx);
+          Value alpha = expBelow(b, loc, old, negMax);
           Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
           Value accVec = vector::LoadOp::create(
               b, loc, f32x4, accIn, ValueRange{hd},
@@ -1086,7 +1119,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
               memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
           SmallVector<Value> sum(4, f32Constant(b, loc, 0.0f));
           for (int64_t w = 0; w < L.warps; ++w) {
-            Value beta = expBelow(b, loc, maxes[w], mx);
+            Value beta = expBelow(b, loc, maxes[w], negMax);
             l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
             Value part = vector::LoadOp::create(
                 b, loc, f32x4, scratch,

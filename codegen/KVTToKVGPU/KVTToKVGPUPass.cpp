@@ -168,12 +168,15 @@ private:
     scf::YieldOp::create(state.b, loc, scalars);
   }
 
-  /// Buffers of the loops being lowered, by their yield.
-  llvm::DenseMap<Operation *, SmallVector<TileView>> loopCarried;
+  /// Where the yields of the loops and ifs being lowered copy their tiles:
+  /// a loop's carried buffers, an if's result buffers.
+  llvm::DenseMap<Operation *, SmallVector<TileView>> yieldTargets;
 
   /// The if's result buffers. A tile result whose one use is the enclosing
-  /// loop's yield is written straight into that loop's carried buffer (the
-  /// branch has read the old state by then), saving a buffer and a copy.
+  /// loop's or if's yield is written straight into that yield's target (the
+  /// branch has read the old state by then), saving a buffer and a copy:
+  /// decode's `if pool {..} else if windowed {..} else {..}` updates the
+  /// loop's state in place through both ifs.
   SmallVector<TileView> allocateIfResults(scf::IfOp op) {
     SmallVector<TileView> views;
     for (Value r : op.getResults()) {
@@ -182,8 +185,8 @@ private:
         continue;
       if (r.hasOneUse()) {
         Operation *user = *r.getUsers().begin();
-        auto it = loopCarried.find(user);
-        if (it != loopCarried.end() && user->getBlock() == op->getBlock()) {
+        auto it = yieldTargets.find(user);
+        if (it != yieldTargets.end() && user->getBlock() == op->getBlock()) {
           unsigned pos = r.getUses().begin()->getOperandNumber(), t = 0;
           for (unsigned i = 0; i < pos; ++i)
             t += isa<TileType>(user->getOperand(i).getType());
@@ -268,6 +271,9 @@ private:
   LogicalResult lowerIf(scf::IfOp op) {
     OpBuilder &b = state.b;
     SmallVector<TileView> carried = allocateIfResults(op);
+    yieldTargets[op.thenYield()] = carried;
+    if (!op.getElseRegion().empty())
+      yieldTargets[op.elseYield()] = carried;
     auto newIf = scf::IfOp::create(b, op.getLoc(), scalarTypes(op.getResultTypes()),
                                    state.lookup(op.getCondition()),
                                    /*withElseRegion=*/!op.getElseRegion().empty());
@@ -292,7 +298,7 @@ private:
     OpBuilder &b = state.b;
     Location loc = op.getLoc();
     SmallVector<TileView> carried = allocateCarried(op, op.getResultTypes());
-    loopCarried[op.getBody()->getTerminator()] = carried;
+    yieldTargets[op.getBody()->getTerminator()] = carried;
     SmallVector<Value> inits;
     size_t t = 0;
     for (Value v : op.getInitArgs()) {

@@ -46,13 +46,24 @@ inline mlir::Value emitNvvmF32(mlir::OpBuilder &b, mlir::Location loc,
       .getResult(0);
 }
 
-/// exp(x) as 2^(x log2 e) with ex2.approx.f32 (one MUFU instruction): the
-/// exp of attention's softmax in every lowering of it.
+/// log2(e): exp(x) = 2^(x log2 e).
+constexpr float kLog2E = 1.4426950408889634f;
+
+/// 2^y with ex2.approx.ftz.f32: one MUFU instruction (without ftz, ptxas
+/// wraps it in four more to keep results below 2^-126, which the
+/// softmax's exp(x - max) never needs: they are 0 beside its sum >= 1).
+inline mlir::Value emitFastExp2(mlir::OpBuilder &b, mlir::Location loc,
+                                mlir::Value y) {
+  return emitNvvmF32(b, loc, "llvm.nvvm.ex2.approx.ftz.f32", y);
+}
+
+/// exp(x) as 2^(x log2 e) (emitFastExp2): the exp of attention's softmax in
+/// every lowering of it.
 inline mlir::Value emitFastExp(mlir::OpBuilder &b, mlir::Location loc,
                                mlir::Value x) {
-  mlir::Value y = mlir::arith::MulFOp::create(
-      b, loc, x, emitF32(b, loc, 1.4426950408889634f));
-  return emitNvvmF32(b, loc, "llvm.nvvm.ex2.approx.f32", y);
+  mlir::Value y =
+      mlir::arith::MulFOp::create(b, loc, x, emitF32(b, loc, kLog2E));
+  return emitFastExp2(b, loc, y);
 }
 
 /// sqrt(clamp(variance, kVarianceMin, kVarianceMax)), correctly rounded:

@@ -36,7 +36,7 @@ gpu.module @m {
     // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
     // less 128 x the split q * kscale per head with shuffles, one barrier.
     // CHECK: scf.for
-    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
     // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
@@ -51,7 +51,8 @@ gpu.module @m {
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // CHECK-NOT: gpu.barrier
     // CHECK-COUNT-6: gpu.shuffle  xor
-    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+    // exp(x - max) is one fma and one ex2 (ftz: no subnormal fix-up).
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"
     // CHECK: vector.store {{.*}} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.bar.warp.sync
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
@@ -67,7 +68,8 @@ gpu.module @m {
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.barrier
     // CHECK: scf.for
-    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+    // exp(x - max) is one fma and one ex2 (ftz: no subnormal fix-up).
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"
     // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: gpu.barrier
     // CHECK: gpu.return

@@ -23,16 +23,18 @@ gpu.module @m {
     // First the CTA splits a into its B fragments, two bf16 parts
     // (kMmaSplitParts): hi, then the rest rounded; one 16-byte store each
     // (8 k tiles x 32 lanes, two a thread), then one barrier.
+    // Each bf16 pair is one cvt.rn.bf16x2.f32.
     // CHECK: scf.for
-    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"(%{{.*}}, %{{.*}}) : (f32, f32) -> vector<2xbf16>
     // CHECK: llvm.fpext
-    // CHECK: llvm.fsub
-    // CHECK: llvm.fptrunc
-    // CHECK-NOT: llvm.fsub
-    // CHECK: llvm.fptrunc %{{.*}} : vector<2xf32> to vector<2xbf16>
-    // CHECK: llvm.fsub
-    // CHECK: llvm.fptrunc
-    // CHECK-NOT: llvm.fsub
+    // CHECK-COUNT-2: arith.subf
+    // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK-NOT: arith.subf
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK: llvm.fpext
+    // CHECK-COUNT-2: arith.subf
+    // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK-NOT: arith.subf
     // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK: gpu.barrier
     // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
