@@ -111,6 +111,7 @@ struct Bench {
   }
   int numWarps = 0;     // 0: the compiler's choice
   int minCtasPerSM = 0; // 0: the compiler's choice
+  int splits = 0;       // > 0: the one split count decode rows time
   std::string only; // run only the rows whose name contains this
   bool wants(const std::string &row) const {
     return only.empty() || row.find(only) != std::string::npos;
@@ -296,7 +297,12 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
        r.ctasPerSM}));
   // The sweep's counts, and the automatic one when it is not among them;
   // "best" is the fastest of the sweep's.
-  const std::vector<int> swept = sweptSplitCounts();
+  // --splits N: that count alone, as the automatic choice too (for a
+  // profiler to see one kernel shape).
+  if (b.splits > 0)
+    r.autoSplits = b.splits;
+  const std::vector<int> swept =
+      b.splits > 0 ? std::vector<int>{b.splits} : sweptSplitCounts();
   std::vector<int> counts = swept;
   if (!llvm::is_contained(counts, r.autoSplits))
     counts.insert(llvm::upper_bound(counts, r.autoSplits), r.autoSplits);
@@ -334,12 +340,13 @@ std::vector<std::string> rowNames() {
 
 int main(int argc, char **argv) {
   std::string jsonPath, only;
-  int numWarps = 0, minCtasPerSM = 0;
+  int numWarps = 0, minCtasPerSM = 0, splits = 0;
   for (int i = 1; i < argc; ++i) {
     bool takesValue = !std::strcmp(argv[i], "--json") ||
                       !std::strcmp(argv[i], "--only") ||
                       !std::strcmp(argv[i], "--min-ctas") ||
-                      !std::strcmp(argv[i], "--num-warps");
+                      !std::strcmp(argv[i], "--num-warps") ||
+                      !std::strcmp(argv[i], "--splits");
     if (takesValue && i + 1 == argc) {
       llvm::errs() << "kvarn-bench: error: " << argv[i] << " needs a value\n";
       return 2;
@@ -362,18 +369,28 @@ int main(int argc, char **argv) {
                         "compiler's choice) to 32\n";
         return 2;
       }
-    }
-    else if (!std::strcmp(argv[i], "--list")) {
+    } else if (!std::strcmp(argv[i], "--splits") && i + 1 < argc) {
+      splits = std::atoi(argv[++i]);
+      if (splits < 1 || splits > kDecodeMaxSplits) {
+        llvm::errs() << "kvarn-bench: error: --splits takes 1 (plain decode) "
+                        "to "
+                     << kDecodeMaxSplits << ", not '" << argv[i] << "'\n";
+        return 2;
+      }
+    } else if (!std::strcmp(argv[i], "--list")) {
       for (const std::string &name : rowNames())
         llvm::outs() << name << "\n";
       return 0;
     } else if (!std::strcmp(argv[i], "--help")) {
-      llvm::outs() << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
-                      "[--num-warps N] [--min-ctas N] [--list]\n"
-                      "  --only       run only the rows whose name contains SUBSTRING\n"
-                      "  --list       print the rows' names and exit\n"
-                      "  --num-warps  compile every kernel with N warps per CTA\n"
-                      "  --min-ctas   ... and registers budgeted for N CTAs per SM\n";
+      llvm::outs()
+          << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
+             "[--num-warps N] [--min-ctas N] [--splits N] [--list]\n"
+             "  --only       run only the rows whose name contains SUBSTRING\n"
+             "  --list       print the rows' names and exit\n"
+             "  --num-warps  compile every kernel with N warps per CTA\n"
+             "  --min-ctas   ... and registers budgeted for N CTAs per SM\n"
+             "  --splits     decode rows time N splits only (1: plain "
+             "decode)\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -397,6 +414,7 @@ int main(int argc, char **argv) {
   b.only = only;
   b.numWarps = numWarps;
   b.minCtasPerSM = minCtasPerSM;
+  b.splits = splits;
   std::vector<Row> rows;
   std::vector<std::pair<std::string, DecodeResult>> decodeRows;
   const DeviceInfo &info = b.ctx.info();

@@ -68,7 +68,7 @@ llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
     return best;
   };
   int best = cheapest([](int) { return true; });
-  if (decodeSplitCost(d, best).waves >= kDecodeSteppedWaves)
+  if (best == 1 || decodeSplitCost(d, best).waves >= kDecodeSteppedWaves)
     return best;
   int stepped =
       cheapest([&](int s) { return decodeSplitDesynchronizes(d, s); });

@@ -653,26 +653,25 @@ Value zeroUnless(OpBuilder &b, Location loc, Value keep, Value x) {
   return arith::SelectOp::create(b, loc, keep, x, f32Constant(b, loc, 0.0f));
 }
 
-/// -max log2(e), with 0 for a max of -inf (no token seen): the operand of
-/// expBelow, computed once per row, so that the exps of -inf scores are 0
-/// without a test each (-inf - -inf would be NaN).
-Value negScaledMax(OpBuilder &b, Location loc, Value max) {
+/// max, or 0 where it is -inf (no token seen): the operand of expBelow,
+/// computed once per row, so that the exps of -inf scores are 0 without a
+/// test each (-inf - -inf would be NaN).
+Value finiteMax(OpBuilder &b, Location loc, Value max) {
   Value none = arith::CmpFOp::create(
       b, loc, arith::CmpFPredicate::OEQ, max,
       f32Constant(b, loc, -std::numeric_limits<float>::infinity()));
-  Value finite =
-      arith::SelectOp::create(b, loc, none, f32Constant(b, loc, 0.0f), max);
-  return arith::MulFOp::create(b, loc, finite,
-                               f32Constant(b, loc, -kvarn::codegen::kLog2E));
+  return arith::SelectOp::create(b, loc, none, f32Constant(b, loc, 0.0f), max);
 }
 
-/// exp(x - max) as 2^(x log2(e) - max log2(e)): one fma and one ex2, 0 for
-/// x = -inf. `negMax` is negScaledMax(max).
-Value expBelow(OpBuilder &b, Location loc, Value x, Value negMax) {
-  return kvarn::codegen::emitFastExp2(
-      b, loc,
-      LLVM::FMAOp::create(b, loc, x,
-                          f32Constant(b, loc, kvarn::codegen::kLog2E), negMax));
+/// exp(x - max), 0 for x = -inf; `max` is finiteMax's. The difference is
+/// taken before the scaling by log2(e): exact where x = max, so that a
+/// state's own rescaling is exactly 1. (x log2(e) - max log2(e) as one fma
+/// would carry the rounding of max log2(e) into l, and from there into a
+/// split's log-sum-exp: 2e-4 apart from single decode with a sink token's
+/// score near 1e4.)
+Value expBelow(OpBuilder &b, Location loc, Value x, Value max) {
+  return kvarn::codegen::emitFastExp(b, loc,
+                                     arith::SubFOp::create(b, loc, x, max));
 }
 
 /// kvgpu.attend_record (RecordAttendLayout in KVGPU.h).
@@ -755,7 +754,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // 2t, 2t + 1 and 2t + 8, 2t + 9 of head g; heads past H are zero) and
     // sums q . kzero per head (one warp a head).
     auto f32x4 = VectorType::get({4}, f32);
-    buildStridedLoop(
+    buildThreadStridedLoop(
         rw, loc, tid, kTiles * kWarpSize, threads, [&](OpBuilder &b, Value f) {
           Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
           Value kt = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
@@ -935,9 +934,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     for (int64_t e = 0; e < 2; ++e) {
       Value sum = f32Constant(rw, loc, 0.0f), zsum = sum;
       SmallVector<Value> scaled;
-      Value negMax = negScaledMax(rw, loc, rowMax[e]);
+      Value max = finiteMax(rw, loc, rowMax[e]);
       for (int64_t j = 0; j < perLane; ++j) {
-        Value p = expBelow(rw, loc, x[2 * j + e], negMax);
+        Value p = expBelow(rw, loc, x[2 * j + e], max);
         sum = arith::AddFOp::create(rw, loc, sum, p);
         zsum = LLVM::FMAOp::create(rw, loc, p, scaleAt(rw, vZero, tokenOf[j]),
                                    zsum);
@@ -1039,10 +1038,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
     }
 
-    // 5. The warp's partial state: weighted + p . vzero per head (channels
-    // g * D / 8 + j: accumulator e of m tile i is channel 2 i + e / 2, head
-    // 2t + e % 2) over the probabilities (read above: the warp syncs first),
-    // and the max and sum (lanes g = 0).
+    // 5. The warp's partial state: weighted per head (channels g * D / 8 +
+    // j: accumulator e of m tile i is channel 2 i + e / 2, head 2t + e % 2)
+    // over the probabilities (read above: the warp syncs first), and the
+    // max, sum and p . vzero term (lanes g = 0; the merge adds the term once
+    // per output, not each warp once per channel).
     NVVM::SyncWarpOp::create(rw, loc, fullMask);
     int64_t perLaneChannels = d / 8;
     for (int64_t e = 0; e < 2; ++e) {
@@ -1056,8 +1056,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         for (int64_t j0 = 0; j0 < perLaneChannels; j0 += 4) {
           SmallVector<Value> four;
           for (int64_t j = j0; j < j0 + 4; ++j)
-            four.push_back(arith::AddFOp::create(
-                b, loc, weighted[j / 2][2 * (j % 2) + e], zeroSum[e]));
+            four.push_back(weighted[j / 2][2 * (j % 2) + e]);
           vector::StoreOp::create(
               b, loc, vector::FromElementsOp::create(b, loc, f32x4, four),
               scratch, ValueRange{add(b, at, j0)}, /*nontemporal=*/false,
@@ -1066,11 +1065,14 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         Value g0 =
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lg, c(0));
         scf::IfOp::create(b, loc, g0, [&](OpBuilder &tb, Location) {
-          Value stats = add(tb, mul(tb, warp, 16), L.statsOffset);
+          Value stats =
+              add(tb, mul(tb, warp, kRecordAttendStatsFloats), L.statsOffset);
           Value at = arith::AddIOp::create(tb, loc, stats, heads[e]);
           memref::StoreOp::create(tb, loc, rowMax[e], scratch, ValueRange{at});
           memref::StoreOp::create(tb, loc, rowSum[e], scratch,
                                   ValueRange{add(tb, at, 8)});
+          memref::StoreOp::create(tb, loc, zeroSum[e], scratch,
+                                  ValueRange{add(tb, at, 16)});
           scf::YieldOp::create(tb, loc);
         });
         scf::YieldOp::create(b, loc);
@@ -1093,23 +1095,26 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     gpu::BarrierOp::create(rw, loc);
 
     // 6. The partials meet the incoming state, four channels a thread.
-    buildStridedLoop(
+    buildThreadStridedLoop(
         rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
           Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
           Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
           Value incoming = add(b, head, L.incomingOffset);
           Value old = memref::LoadOp::create(b, loc, scratch, incoming);
-          SmallVector<Value> maxes, sums;
+          SmallVector<Value> maxes, sums, zeroTerms;
           Value mx = old;
           for (int64_t w = 0; w < L.warps; ++w) {
-            Value at = add(b, head, L.statsOffset + 16 * w);
+            Value at =
+                add(b, head, L.statsOffset + kRecordAttendStatsFloats * w);
             maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
             sums.push_back(
                 memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
+            zeroTerms.push_back(
+                memref::LoadOp::create(b, loc, scratch, add(b, at, 16)));
             mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
           }
-          Value negMax = negScaledMax(b, loc, mx);
-          Value alpha = expBelow(b, loc, old, negMax);
+          Value finiteMx = finiteMax(b, loc, mx);
+          Value alpha = expBelow(b, loc, old, finiteMx);
           Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
           Value accVec = vector::LoadOp::create(
               b, loc, f32x4, accIn, ValueRange{hd},
@@ -1117,9 +1122,16 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           Value l = arith::MulFOp::create(
               b, loc, alpha,
               memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
-          SmallVector<Value> sum(4, f32Constant(b, loc, 0.0f));
+          SmallVector<Value> betas;
+          Value zeroTerm = f32Constant(b, loc, 0.0f);
           for (int64_t w = 0; w < L.warps; ++w) {
-            Value beta = expBelow(b, loc, maxes[w], negMax);
+            betas.push_back(expBelow(b, loc, maxes[w], finiteMx));
+            zeroTerm =
+                LLVM::FMAOp::create(b, loc, betas[w], zeroTerms[w], zeroTerm);
+          }
+          SmallVector<Value> sum(4, zeroTerm);
+          for (int64_t w = 0; w < L.warps; ++w) {
+            Value beta = betas[w];
             l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
             Value part = vector::LoadOp::create(
                 b, loc, f32x4, scratch,

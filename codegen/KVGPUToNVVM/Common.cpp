@@ -52,6 +52,23 @@ void kvarn::kvgpu::buildStridedLoop(
                      });
 }
 
+void kvarn::kvgpu::buildThreadStridedLoop(
+    OpBuilder &b, Location loc, Value tid, int64_t total, int64_t threads,
+    function_ref<void(OpBuilder &, Value)> body) {
+  // Straight-line code lets ptxas overlap the iterations' loads; a loop of
+  // one or two trips would keep each iteration's latency in sequence.
+  constexpr int64_t kMaxUnrolled = 4;
+  if (total % threads || total / threads > kMaxUnrolled) {
+    buildStridedLoop(b, loc, tid, total, threads, body);
+    return;
+  }
+  for (int64_t i = 0; i < total / threads; ++i)
+    body(b, i ? arith::AddIOp::create(b, loc, tid,
+                                      indexConstant(b, loc, i * threads))
+                    .getResult()
+              : tid);
+}
+
 SmallVector<Value> kvarn::kvgpu::delinearize(OpBuilder &b, Location loc,
                                              Value p, ArrayRef<int64_t> shape) {
   SmallVector<Value> idx(shape.size());

@@ -27,6 +27,13 @@ void buildStridedLoop(mlir::OpBuilder &b, mlir::Location loc, mlir::Value start,
                       int64_t total, int64_t step,
                       llvm::function_ref<void(mlir::OpBuilder &, mlir::Value)> body);
 
+/// buildStridedLoop from thread `tid` (< threads) with step `threads`:
+/// unrolled when every thread runs the same few iterations.
+void buildThreadStridedLoop(
+    mlir::OpBuilder &b, mlir::Location loc, mlir::Value tid, int64_t total,
+    int64_t threads,
+    llvm::function_ref<void(mlir::OpBuilder &, mlir::Value)> body);
+
 /// Row-major indices of linear index `p` in `shape`.
 llvm::SmallVector<mlir::Value> delinearize(mlir::OpBuilder &b,
                                           mlir::Location loc, mlir::Value p,

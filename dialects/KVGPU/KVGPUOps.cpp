@@ -368,7 +368,7 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.
   l.partialFloats = llvm::alignTo(std::max(h * d, 8 * tokens + 64), 4);
   l.statsOffset = l.partialOffset + warps * l.partialFloats;
-  l.incomingOffset = l.statsOffset + warps * 16;
+  l.incomingOffset = l.statsOffset + warps * kRecordAttendStatsFloats;
   l.scratchFloats = l.incomingOffset + 16;
   return l;
 }

@@ -88,6 +88,10 @@ DecodeSplitCost decodeSplitCost(const DecodeDeployment &deployment,
 /// fewer waves, a count of at least kDecodeSteppedWaves waves whose splits
 /// still stream kDecodeMinSplitBlocks blocks is preferred (the one of least
 /// cost); with none such (one request, short contexts), the model's best.
+/// Not where the model's best is plain decode: splitting that adds the
+/// combine pass and the partials' writes, more than the drift saves (H200,
+/// c. 2bb439e: 64 x 4K took 187.6 us unsplit against 206.0 at the rule's 4
+/// splits, 128 x 2K 208.3 against 242.6 at 2).
 constexpr int64_t kDecodeSteppedWaves = 4;
 constexpr int64_t kDecodeMinSplitBlocks = 8;
 
@@ -97,8 +101,8 @@ bool decodeSplitDesynchronizes(const DecodeDeployment &deployment, int splits);
 
 /// The split count in [1, kDecodeMaxSplits] of least decodeSplitCost total
 /// among those decodeSplitDesynchronizes prefers, or among all counts where
-/// the best of all already makes kDecodeSteppedWaves waves or none is
-/// preferred; the fewest splits among equals; 1 means plain decode. Fails
+/// the best of all is 1 or already makes kDecodeSteppedWaves waves or none
+/// is preferred; the fewest splits among equals; 1 means plain decode. Fails
 /// with KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
 llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
 

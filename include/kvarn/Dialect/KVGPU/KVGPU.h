@@ -158,14 +158,19 @@ getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
 ///    (tokens as K) through the warp's own scratch.
 /// Each warp's max, sum and weighted values (its partial softmax) meet the
 /// incoming state at one barrier; no barrier inside a warp's work.
+/// Per warp, RecordAttendLayout's statistics of 8 heads: max, sum, and the
+/// p . vzero term (less the codes' bias) added once per output in the merge.
+constexpr int64_t kRecordAttendStatsFloats = 24;
+
 struct RecordAttendLayout {
   int64_t warps, tokensPerWarp, kPieceBits, vPieceBits;
   /// Scratch offsets in floats: the split B fragments of the scores (D / 16
   /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
   /// warp `partialFloats` (the weighted partial [H, D], and before it the
-  /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and 16 (max
-  /// and sum of 8 heads), then the incoming max and sum (16), read there so
-  /// that the new state may overwrite the old one.
+  /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and
+  /// kRecordAttendStatsFloats (max, sum and the p . vzero term of 8 heads),
+  /// then the incoming max and sum (16), read there so that the new state
+  /// may overwrite the old one.
   int64_t kZeroDotOffset, partialOffset, partialFloats, statsOffset;
   int64_t incomingOffset;
   int64_t scratchFloats;

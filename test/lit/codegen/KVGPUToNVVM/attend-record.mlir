@@ -28,16 +28,17 @@ gpu.module @m {
     %m2 = kvgpu.shared_buffer 17952 : !f32x4
     %l2 = kvgpu.shared_buffer 17968 : !f32x4
     %acc2 = kvgpu.shared_buffer 17984 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 20032 : memref<3160xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
     // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK-DAG: to memref<1024xi32, #gpu.address_space<workgroup>>
-    // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
-    // less 128 x the split q * kscale per head with shuffles, one barrier.
-    // CHECK: scf.for
+    // 1. The CTA splits q * kscale into B fragments (hi, lo), two a thread
+    // in straight-line code, sums q . kzero less 128 x the split q * kscale
+    // per head with shuffles, one barrier.
+    // CHECK-NOT: scf.for
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
-    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
@@ -51,9 +52,10 @@ gpu.module @m {
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // CHECK-NOT: gpu.barrier
     // CHECK-COUNT-6: gpu.shuffle  xor
-    // exp(x - max) is one fma and one ex2 (ftz: no subnormal fix-up).
+    // exp(x - max): a subtraction, a multiply and one ex2 (ftz: no
+    // subnormal fix-up).
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"
-    // CHECK: vector.store {{.*}} : memref<3160xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.bar.warp.sync
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
     // CHECK-NOT: gpu.barrier
@@ -64,16 +66,17 @@ gpu.module @m {
     // CHECK: nvvm.bar.warp.sync
     // CHECK: scf.if
     // CHECK: memref.load %{{.*}} : memref<4xf32, #gpu.address_space<workgroup>>
-    // CHECK: memref.store %{{.*}} : memref<3160xf32, #gpu.address_space<workgroup>>
+    // CHECK: memref.store %{{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.barrier
-    // CHECK: scf.for
-    // exp(x - max) is one fma and one ex2 (ftz: no subnormal fix-up).
+    // CHECK-NOT: scf.for
+    // exp(x - max): a subtraction, a multiply and one ex2 (ftz: no
+    // subnormal fix-up).
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"
     // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: gpu.barrier
     // CHECK: gpu.return
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3160xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // The new state over the old one (a loop's carried state): the same
@@ -97,7 +100,7 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 15872 : !f32x4
     %l = kvgpu.shared_buffer 15888 : !f32x4
     %acc = kvgpu.shared_buffer 15904 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 20032 : memref<3160xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
     // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
@@ -110,7 +113,7 @@ gpu.module @m {
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
     // 5. Partials; the incoming max and sum copied into the scratch (so
     // that the new state may overwrite them); one barrier; 6. the merge.
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3160xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 }

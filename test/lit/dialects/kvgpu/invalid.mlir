@@ -173,7 +173,7 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 15872 : memref<4xf32, #gpu.address_space<workgroup>>
     %acc = kvgpu.shared_buffer 15904 : memref<4x128xf32, #gpu.address_space<workgroup>>
     %scratch = kvgpu.shared_buffer 20032 : memref<3000xf32, #gpu.address_space<workgroup>>
-    // expected-error @+1 {{scratch has 3000 floats; the layout needs 3160}}
+    // expected-error @+1 {{scratch has 3000 floats; the layout needs 3192}}
     kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3000xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
@@ -209,9 +209,9 @@ gpu.module @m {
     %vc = kvgpu.shared_buffer 11008 : memref<64x32xi8, #gpu.address_space<workgroup>>
     %m = kvgpu.shared_buffer 15872 : memref<4xf32, #gpu.address_space<workgroup>>
     %acc = kvgpu.shared_buffer 15904 : memref<4x128xf32, #gpu.address_space<workgroup>>
-    %scratch = kvgpu.shared_buffer 20032 : memref<3160xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
     // expected-error @+1 {{v_codes must be [G, D * v_bits / 8] = [128, 32]}}
-    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<64x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3160xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<64x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3192xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 }
