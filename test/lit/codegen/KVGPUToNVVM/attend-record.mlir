@@ -52,9 +52,15 @@ gpu.module @m {
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // CHECK-NOT: gpu.barrier
     // CHECK-COUNT-6: gpu.shuffle  xor
-    // exp(x - max): a subtraction, a multiply and one ex2 (ftz: no
-    // subnormal fix-up).
-    // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"
+    // exp(x - max): the row's max made finite once (0 for a row of no
+    // tokens), then per score the difference first, the scaling by log2 e,
+    // one ex2 (ftz: no subnormal fix-up). Not x log2e - max log2e as one
+    // fma: exp(m - m) must be exactly 1 (docs/codegen.md).
+    // CHECK: %[[NONE:.*]] = arith.cmpf oeq, %[[MAX:.*]], %{{.*}} : f32
+    // CHECK-NEXT: %[[FINITE:.*]] = arith.select %[[NONE]], %{{.*}}, %[[MAX]] : f32
+    // CHECK-NEXT: %[[DIFF:.*]] = arith.subf %{{.*}}, %[[FINITE]] : f32
+    // CHECK-NEXT: %[[SCALED:.*]] = arith.mulf %[[DIFF]], %{{.*}} : f32
+    // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"(%[[SCALED]])
     // CHECK: vector.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.bar.warp.sync
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
