@@ -7,9 +7,10 @@
 //
 // kvgpu.attend_record: a whole online-softmax step over a record block, each
 // warp attending its own tokens on tensor cores with its softmax in
-// registers (getRecordAttendLayout in KVGPU.h). The two ops share the code
-// conversion (the 0x4300 magic number) and the bf16 split of the other
-// operand.
+// registers (getRecordAttendLayout in KVGPU.h). The two ops share the bf16
+// split of the other operand, and build their products from
+// kvgpu.mma_bf16 and (attend_record) kvgpu.biased_code_pair, which
+// MmaOpsToNVVM.cpp lowers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -84,35 +85,6 @@ Value codePairToBf16x2(OpBuilder &b, Location loc, Value low, Value high,
   Value hi = arith::ShLIOp::create(
       b, loc, arith::AndIOp::create(b, loc, high, mask), i32Constant(b, loc, 16));
   return biasedCodesToBf16x2(b, loc, arith::OrIOp::create(b, loc, lo, hi));
-}
-
-/// (a & b) | c as one `lop3.b32` (inline PTX: LLVM has no lop3, and
-/// ptxas left the AND and the OR of the code conversion two instructions).
-Value andOr(OpBuilder &b, Location loc, Value a, int64_t mask, int64_t bias) {
-  // The truth table of (a & b) | c: 0xF0 & 0xCC | 0xAA.
-  return LLVM::InlineAsmOp::create(b, loc, b.getI32Type(),
-                                   ValueRange{a, i32Constant(b, loc, mask),
-                                              i32Constant(b, loc, bias)},
-                                   "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n",
-                                   /*has_side_effects=*/false,
-                                   /*is_align_stack=*/false,
-                                   LLVM::tailcallkind::TailCallKind::None,
-                                   LLVM::AsmDialectAttr(), ArrayAttr())
-      .getResult(0);
-}
-
-/// 128 + each of the two `bits`-bit codes at bit `shift` of the 16-bit
-/// halves of `pair` (i32), as a bf16 pair: a shift and one lop3 (the mask
-/// and the mantissa of 128.0, 0x4300). The caller takes 128 x the other
-/// operand's sum back off the product (kRecordCodeBias).
-Value halvesToBiasedBf16x2(OpBuilder &b, Location loc, Value pair,
-                           int64_t shift, int64_t bits) {
-  Value v =
-      shift ? arith::ShRUIOp::create(b, loc, pair, i32Constant(b, loc, shift))
-                  .getResult()
-            : pair;
-  int64_t mask = (1 << bits) - 1;
-  return andOr(b, loc, v, mask | mask << 16, 0x43004300);
 }
 
 /// `codes` (two codes below 128 in the low bits of each 16-bit half) OR-ed
@@ -201,6 +173,9 @@ SplitFragment loadSplitFragment(OpBuilder &b, Location loc, Value scratch,
   return fragment;
 }
 
+void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
+             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc);
+
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                  const PackedMatmulMmaTiling &T, int64_t h,
@@ -237,7 +212,7 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   // headTiles + head tile) * 32 + lane holds, for each part,
   // the lane's two registers: slots 2t, 2t + 1 (rows t, t + 4) and 2t + 8,
   // 2t + 9 (rows t + 8, t + 12) of head 8j + g. Heads past H are zero.
-  Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+  Type i32 = rw.getI32Type();
   Value scratch = op.getScratch();
   int64_t roundTiles = getMmaSplitRoundTiles(T);
   auto splitRound = [&](int64_t first) {
@@ -279,8 +254,6 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   auto accIndex = [&](int64_t i, int64_t j) {
     return (i * T.headTiles + j) * 4;
   };
-  auto accType =
-      LLVM::LLVMStructType::getLiteral(rw.getContext(), {f32, f32, f32, f32});
   SmallVector<Value> sums(accCount, f32Constant(rw, loc, 0.0f));
   // Rounds of roundTiles k tiles: split, barrier, MMAs; a barrier before
   // the next round's split overwrites the fragments.
@@ -361,16 +334,8 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             for (int64_t i = 0; i < T.columnTiles; ++i)
               for (int64_t j = 0; j < T.headTiles; ++j) {
                 int64_t base = accIndex(i, j);
-                Value mma = NVVM::MmaOp::create(
-                    b, loc, accType, aRegs[i], ValueRange{b0[j][p], b1[j][p]},
-                    ValueRange(acc).slice(base, 4),
-                    ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
-                    std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
-                                                  NVVM::MMATypes::bf16},
-                    std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                                   NVVM::MMALayout::col});
-                for (int64_t e = 0; e < 4; ++e)
-                  acc[base + e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+                mmaBf16(b, loc, aRegs[i], {b0[j][p], b1[j][p]},
+                        MutableArrayRef<Value>(acc).slice(base, 4));
               }
           scf::YieldOp::create(b, loc, acc);
         });
@@ -548,20 +513,18 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
   }
 };
 
-/// One bf16 m16n8k16 MMA: acc += a (4 registers) x b (2 registers).
+/// One kvgpu.mma_bf16: acc += a (4 registers) x b (2 registers), the
+/// registers as scalars.
 void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
              ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
-  Type f32 = b.getF32Type();
-  auto accType =
-      LLVM::LLVMStructType::getLiteral(b.getContext(), {f32, f32, f32, f32});
-  Value mma = NVVM::MmaOp::create(
-      b, loc, accType, a, bRegs, acc, ArrayRef<int64_t>{16, 8, 16},
-      std::nullopt, std::nullopt,
-      std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16, NVVM::MMATypes::bf16},
-      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                     NVVM::MMALayout::col});
+  Type i32 = b.getI32Type(), f32 = b.getF32Type();
+  Value sum = MmaBf16Op::create(
+      b, loc,
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
+      vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), acc));
   for (int64_t e = 0; e < 4; ++e)
-    acc[e] = LLVM::ExtractValueOp::create(b, loc, mma, e);
+    acc[e] = vector::ExtractOp::create(b, loc, sum, e);
 }
 
 /// 16-bit halves of two pieces of codes (each `pieceBits` bits, as i32
@@ -591,8 +554,8 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
 /// bf16 pair.
 Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
                    int64_t j, int64_t bits) {
-  return halvesToBiasedBf16x2(b, loc, chunks[j * bits / 16], j * bits % 16,
-                              bits);
+  return BiasedCodePairOp::create(b, loc, chunks[j * bits / 16], j * bits % 16,
+                                  bits);
 }
 
 /// The bias the codes carry into attend_record's products (128.0's

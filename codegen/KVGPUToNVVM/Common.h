@@ -69,6 +69,7 @@ void populateKVGPUKVarNToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUAttentionToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUTileToNVVMPatterns(mlir::RewritePatternSet &patterns);
 void populateKVGPUFragmentToNVVMPatterns(mlir::RewritePatternSet &patterns);
+void populateKVGPUMmaToNVVMPatterns(mlir::RewritePatternSet &patterns);
 
 } // namespace kvarn::kvgpu
 

@@ -23,6 +23,7 @@ struct ConvertKVGPUToNVVMPass
     kvarn::kvgpu::populateKVGPUAttentionToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUTileToNVVMPatterns(patterns);
     kvarn::kvgpu::populateKVGPUFragmentToNVVMPatterns(patterns);
+    kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(patterns);
     GreedyRewriteConfig config;
     config.setRegionSimplificationLevel(GreedySimplifyRegionLevel::Disabled);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),

@@ -373,6 +373,14 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   return l;
 }
 
+LogicalResult BiasedCodePairOp::verify() {
+  if (getShift() + getBits() > 16)
+    return emitOpError("codes at bit ")
+           << getShift() << " of " << getBits()
+           << " bits leave a 16-bit half (shift + bits must be <= 16)";
+  return success();
+}
+
 LogicalResult AttendRecordOp::verify() {
   auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
   int64_t h = getM().getType().getNumElements();

@@ -419,6 +419,54 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Tensor-core operands in registers (the building blocks of packed_matmul's
+// and attend_record's lowerings)
+//===----------------------------------------------------------------------===//
+
+def KVGPU_MmaBf16Op : KVGPU_Op<"mma_bf16", [Pure,
+    AllTypesMatch<["acc", "result"]>]> {
+  let summary = "one warp's m16n8k16 bf16 tensor-core product into f32";
+  let description = [{
+    `acc + a x b` over one warp's register fragments, in `mma.sync`'s
+    m16n8k16 layout (row-major A, column-major B): `a` is the lane's four A
+    registers, each a bf16 pair (a0: row g, k 2t and 2t + 1; a1: row g + 8;
+    a2, a3: the same rows at k + 8), `b` its two B registers (k 2t, 2t + 1
+    and 2t + 8, 2t + 9 of column g), `acc` and the result its four
+    accumulators (rows g and g + 8, columns 2t and 2t + 1), lane = 4 g + t.
+
+    ```mlir
+    %d = kvgpu.mma_bf16 %a, %b, %acc : vector<4xi32>, vector<2xi32>, vector<4xf32>
+    ```
+  }];
+  let arguments = (ins VectorOfLengthAndType<[4], [I32]>:$a,
+                       VectorOfLengthAndType<[2], [I32]>:$b,
+                       VectorOfLengthAndType<[4], [F32]>:$acc);
+  let results = (outs VectorOfLengthAndType<[4], [F32]>:$result);
+  let assemblyFormat = "$a `,` $b `,` $acc attr-dict `:` type($a) `,` type($b) `,` type($acc)";
+}
+
+def KVGPU_BiasedCodePairOp : KVGPU_Op<"biased_code_pair", [Pure]> {
+  let summary = "two low-bit codes as the bf16 pair 128 + code, for an mma operand";
+  let description = [{
+    The `bits`-bit codes at bit `shift` of each 16-bit half of `pair` (i32),
+    each OR-ed into the mantissa of 128.0 (bf16 0x4300, whose ulp is 1): the
+    bf16 pair (128 + low code, 128 + high code), exact for codes below 128.
+    One shift and one `lop3` (mask and bias at once). The consumer takes 128
+    x the other operand's sum back off the product.
+
+    ```mlir
+    %r = kvgpu.biased_code_pair %pair shift 4 bits 4 : i32
+    ```
+  }];
+  let arguments = (ins I32:$pair,
+                       ConfinedAttr<I32Attr, [IntNonNegative, IntMaxValue<15>]>:$shift,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<7>]>:$bits);
+  let results = (outs I32:$result);
+  let assemblyFormat = "$pair `shift` $shift `bits` $bits attr-dict `:` type($pair)";
+  let hasVerifier = 1;
+}
+
 def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
   let summary = "one online-softmax step over a record's packed K and V codes, in registers";
   let description = [{

@@ -215,3 +215,30 @@ gpu.module @m {
     gpu.return
   }
 }
+
+// -----
+
+// A code pair must stay inside each 16-bit half of the register.
+func.func @codes_leave_the_half(%pair: i32) -> i32 {
+  // expected-error @+1 {{codes at bit 14 of 4 bits leave a 16-bit half (shift + bits must be <= 16)}}
+  %r = kvgpu.biased_code_pair %pair shift 14 bits 4 : i32
+  return %r : i32
+}
+
+// -----
+
+// 128.0's mantissa holds codes of at most 7 bits.
+func.func @codes_too_wide(%pair: i32) -> i32 {
+  // expected-error @+1 {{attribute 'bits' failed to satisfy constraint}}
+  %r = kvgpu.biased_code_pair %pair shift 0 bits 8 : i32
+  return %r : i32
+}
+
+// -----
+
+// The operands are the m16n8k16 fragments: 4 A registers, 2 B, 4 sums.
+func.func @mma_fragment_sizes(%a: vector<2xi32>, %b: vector<2xi32>, %acc: vector<4xf32>) -> vector<4xf32> {
+  // expected-error @+1 {{operand #0 must be vector of 32-bit signless integer values of length 4}}
+  %d = kvgpu.mma_bf16 %a, %b, %acc : vector<2xi32>, vector<2xi32>, vector<4xf32>
+  return %d : vector<4xf32>
+}

@@ -1,0 +1,85 @@
+//===- MmaOpsToNVVM.cpp - mma_bf16, biased_code_pair ----------------------===//
+//
+// The tensor-core operands in registers that packed_matmul's and
+// attend_record's lowerings build their products from: one m16n8k16 bf16
+// mma.sync, and a pair of low-bit codes turned into its bf16 A operand with
+// the 0x4300 magic number.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Common.h"
+
+#include <array>
+
+using namespace mlir;
+using namespace kvarn::kvgpu;
+
+namespace {
+
+/// kvgpu.mma_bf16: nvvm.mma.sync m16n8k16, row x col, bf16 x bf16 + f32.
+struct MmaBf16Lowering : OpRewritePattern<MmaBf16Op> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MmaBf16Op op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    auto elements = [&](Value v, int64_t n) {
+      SmallVector<Value> out;
+      for (int64_t i = 0; i < n; ++i)
+        out.push_back(vector::ExtractOp::create(rw, loc, v, i));
+      return out;
+    };
+    Type f32 = rw.getF32Type();
+    auto accType =
+        LLVM::LLVMStructType::getLiteral(rw.getContext(), {f32, f32, f32, f32});
+    Value mma = NVVM::MmaOp::create(
+        rw, loc, accType, elements(op.getA(), 4), elements(op.getB(), 2),
+        elements(op.getAcc(), 4), ArrayRef<int64_t>{16, 8, 16}, std::nullopt,
+        std::nullopt,
+        std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
+                                      NVVM::MMATypes::bf16},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                       NVVM::MMALayout::col});
+    SmallVector<Value> sums;
+    for (int64_t e = 0; e < 4; ++e)
+      sums.push_back(LLVM::ExtractValueOp::create(rw, loc, mma, e));
+    rw.replaceOpWithNewOp<vector::FromElementsOp>(op, op.getType(), sums);
+    return success();
+  }
+};
+
+/// (a & b) | c as one `lop3.b32` (inline PTX: LLVM has no lop3, and ptxas
+/// left the AND and the OR of the code conversion two instructions).
+Value andOr(OpBuilder &b, Location loc, Value a, int64_t mask, int64_t bias) {
+  // The truth table of (a & b) | c: 0xF0 & 0xCC | 0xAA.
+  return LLVM::InlineAsmOp::create(b, loc, b.getI32Type(),
+                                   ValueRange{a, i32Constant(b, loc, mask),
+                                              i32Constant(b, loc, bias)},
+                                   "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n",
+                                   /*has_side_effects=*/false,
+                                   /*is_align_stack=*/false,
+                                   LLVM::tailcallkind::TailCallKind::None,
+                                   LLVM::AsmDialectAttr(), ArrayAttr())
+      .getResult(0);
+}
+
+/// kvgpu.biased_code_pair: a shift, then the mask and 128.0's mantissa
+/// (0x4300) in one lop3.
+struct BiasedCodePairLowering : OpRewritePattern<BiasedCodePairOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(BiasedCodePairOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t shift = op.getShift(), mask = (int64_t(1) << op.getBits()) - 1;
+    Value v = op.getPair();
+    if (shift)
+      v = arith::ShRUIOp::create(rw, loc, v, i32Constant(rw, loc, shift));
+    rw.replaceOp(op, andOr(rw, loc, v, mask | mask << 16, 0x43004300));
+    return success();
+  }
+};
+
+} // namespace
+
+void kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(RewritePatternSet &patterns) {
+  patterns.add<MmaBf16Lowering, BiasedCodePairLowering>(patterns.getContext());
+}
