@@ -109,26 +109,8 @@ Value biasedCodesToBf16x2(OpBuilder &b, Location loc, Value codes) {
 /// enough).
 std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
                                                 Value x0, Value x1) {
-  auto f32x2 = VectorType::get({2}, b.getF32Type());
-  auto bf16x2 = VectorType::get({2}, b.getBF16Type());
-  std::array<Value, 2> rest = {x0, x1};
-  std::array<Value, kMmaSplitParts> parts;
-  for (int p = 0; p < kMmaSplitParts; ++p) {
-    // cvt.rn.bf16x2.f32 (its first operand the high half): one instruction
-    // where LLVM's fptrunc of a pair makes two conversions and a prmt.
-    Value part = LLVM::CallIntrinsicOp::create(
-                     b, loc, bf16x2, b.getStringAttr("llvm.nvvm.ff2bf16x2.rn"),
-                     ValueRange{rest[1], rest[0]})
-                     .getResult(0);
-    parts[p] = LLVM::BitcastOp::create(b, loc, b.getI32Type(), part);
-    if (p + 1 < kMmaSplitParts) {
-      Value wide = LLVM::FPExtOp::create(b, loc, f32x2, part);
-      for (int64_t i = 0; i < 2; ++i)
-        rest[i] = arith::SubFOp::create(
-            b, loc, rest[i], vector::ExtractOp::create(b, loc, wide, i));
-    }
-  }
-  return parts;
+  auto split = SplitBf16x2Op::create(b, loc, x0, x1);
+  return {split.getHi(), split.getLo()};
 }
 
 /// A lane's B fragment in the split-fragment scratch (fragment f: words

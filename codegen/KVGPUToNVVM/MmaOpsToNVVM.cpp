@@ -1,9 +1,10 @@
-//===- MmaOpsToNVVM.cpp - mma_bf16, biased_code_pair ----------------------===//
+//===- MmaOpsToNVVM.cpp - mma_bf16, biased_code_pair, split_bf16x2 --------===//
 //
 // The tensor-core operands in registers that packed_matmul's and
 // attend_record's lowerings build their products from: one m16n8k16 bf16
-// mma.sync, and a pair of low-bit codes turned into its bf16 A operand with
-// the 0x4300 magic number.
+// mma.sync, a pair of low-bit codes turned into its bf16 A operand with the
+// 0x4300 magic number, and an f32 pair split into the bf16 hi and lo
+// operands of two products.
 //
 //===----------------------------------------------------------------------===//
 
@@ -78,8 +79,41 @@ struct BiasedCodePairLowering : OpRewritePattern<BiasedCodePairOp> {
   }
 };
 
+/// kvgpu.split_bf16x2: hi by one cvt.rn.bf16x2.f32 (its first operand the
+/// high half: one instruction where LLVM's fptrunc of a pair makes two
+/// conversions and a prmt), hi widened back, the rests, lo by another cvt.
+struct SplitBf16x2Lowering : OpRewritePattern<SplitBf16x2Op> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SplitBf16x2Op op,
+                                PatternRewriter &rw) const override {
+    static_assert(kMmaSplitParts == 2, "the op's results are hi and lo");
+    Location loc = op.getLoc();
+    auto f32x2 = VectorType::get({2}, rw.getF32Type());
+    auto bf16x2 = VectorType::get({2}, rw.getBF16Type());
+    auto convert = [&](Value x0, Value x1) {
+      return LLVM::CallIntrinsicOp::create(
+                 rw, loc, bf16x2, rw.getStringAttr("llvm.nvvm.ff2bf16x2.rn"),
+                 ValueRange{x1, x0})
+          .getResult(0);
+    };
+    Value hi = convert(op.getX0(), op.getX1());
+    Value hiWord = LLVM::BitcastOp::create(rw, loc, rw.getI32Type(), hi);
+    Value wide = LLVM::FPExtOp::create(rw, loc, f32x2, hi);
+    std::array<Value, 2> rest;
+    for (int64_t i = 0; i < 2; ++i)
+      rest[i] =
+          arith::SubFOp::create(rw, loc, i ? op.getX1() : op.getX0(),
+                                vector::ExtractOp::create(rw, loc, wide, i));
+    Value lo = convert(rest[0], rest[1]);
+    rw.replaceOp(
+        op, {hiWord, LLVM::BitcastOp::create(rw, loc, rw.getI32Type(), lo)});
+    return success();
+  }
+};
+
 } // namespace
 
 void kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(RewritePatternSet &patterns) {
-  patterns.add<MmaBf16Lowering, BiasedCodePairLowering>(patterns.getContext());
+  patterns.add<MmaBf16Lowering, BiasedCodePairLowering, SplitBf16x2Lowering>(
+      patterns.getContext());
 }

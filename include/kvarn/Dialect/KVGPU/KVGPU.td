@@ -446,6 +446,25 @@ def KVGPU_MmaBf16Op : KVGPU_Op<"mma_bf16", [Pure,
   let assemblyFormat = "$a `,` $b `,` $acc attr-dict `:` type($a) `,` type($b) `,` type($acc)";
 }
 
+def KVGPU_SplitBf16x2Op : KVGPU_Op<"split_bf16x2", [Pure]> {
+  let summary = "two f32 values as a bf16 pair plus the pair of their rounded rests";
+  let description = [{
+    `hi` = (x0, x1) rounded to bf16 (round to nearest even), `lo` = the rests
+    x - hi rounded to bf16, each a bf16 pair in one i32 register (x0 in the
+    low half), ready as mma operands: `hi + lo` carries 16 of fp32's 24
+    bits, within 2^-17 of each value (kMmaSplitParts = 2 MMAs, one per part;
+    PackedMatmulMmaTiling in KVGPU.h says why that is enough). Each pair is
+    one `cvt.rn.bf16x2.f32`.
+
+    ```mlir
+    %hi, %lo = kvgpu.split_bf16x2 %x0, %x1
+    ```
+  }];
+  let arguments = (ins F32:$x0, F32:$x1);
+  let results = (outs I32:$hi, I32:$lo);
+  let assemblyFormat = "$x0 `,` $x1 attr-dict";
+}
+
 def KVGPU_BiasedCodePairOp : KVGPU_Op<"biased_code_pair", [Pure]> {
   let summary = "two low-bit codes as the bf16 pair 128 + code, for an mma operand";
   let description = [{
