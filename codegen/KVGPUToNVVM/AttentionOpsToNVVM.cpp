@@ -750,13 +750,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           sum = arith::AddFOp::create(b, loc, sum,
                                       zeroUnless(b, loc, inRange, x));
         }
-        for (int64_t mask = kWarpSize / 2; mask >= 1; mask /= 2)
-          sum = arith::AddFOp::create(
-              b, loc, sum,
-              gpu::ShuffleOp::create(b, loc, sum, i32Constant(b, loc, mask),
-                                     i32Constant(b, loc, kWarpSize),
-                                     gpu::ShuffleMode::XOR)
-                  .getShuffleResult());
+        sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
         Value lane0 =
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
         scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
