@@ -292,15 +292,15 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
 
   DecodeResult r;
   r.ctasPerSM = split.ctasPerSM();
-  r.autoSplits = check(decodeSplitCount(
-      {int64_t(p.batch) * p.hk, perReq, b.ctx.info().multiprocessors,
-       r.ctasPerSM}));
-  // The sweep's counts, and the automatic one when it is not among them;
-  // "best" is the fastest of the sweep's.
   // --splits N: that count alone, as the automatic choice too (for a
   // profiler to see one kernel shape).
-  if (b.splits > 0)
-    r.autoSplits = b.splits;
+  r.autoSplits = b.splits > 0
+                     ? b.splits
+                     : check(decodeSplitCount({int64_t(p.batch) * p.hk, perReq,
+                                               b.ctx.info().multiprocessors,
+                                               r.ctasPerSM}));
+  // The sweep's counts, and the automatic one when it is not among them;
+  // "best" is the fastest of the sweep's.
   const std::vector<int> swept =
       b.splits > 0 ? std::vector<int>{b.splits} : sweptSplitCounts();
   std::vector<int> counts = swept;

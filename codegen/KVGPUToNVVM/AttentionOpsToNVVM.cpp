@@ -155,8 +155,19 @@ SplitFragment loadSplitFragment(OpBuilder &b, Location loc, Value scratch,
   return fragment;
 }
 
+/// One kvgpu.mma_bf16: acc += a (4 registers) x b (2 registers), the
+/// registers as scalars.
 void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
-             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc);
+             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
+  Type i32 = b.getI32Type(), f32 = b.getF32Type();
+  Value sum = MmaBf16Op::create(
+      b, loc,
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
+      vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), acc));
+  for (int64_t e = 0; e < 4; ++e)
+    acc[e] = vector::ExtractOp::create(b, loc, sum, e);
+}
 
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
@@ -494,20 +505,6 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
     return success();
   }
 };
-
-/// One kvgpu.mma_bf16: acc += a (4 registers) x b (2 registers), the
-/// registers as scalars.
-void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
-             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
-  Type i32 = b.getI32Type(), f32 = b.getF32Type();
-  Value sum = MmaBf16Op::create(
-      b, loc,
-      vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
-      vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
-      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), acc));
-  for (int64_t e = 0; e < 4; ++e)
-    acc[e] = vector::ExtractOp::create(b, loc, sum, e);
-}
 
 /// 16-bit halves of two pieces of codes (each `pieceBits` bits, as i32
 /// words): half h of chunk i holds bits [16 i, 16 i + 16) of piece h, so
