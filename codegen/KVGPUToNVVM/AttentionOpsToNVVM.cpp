@@ -508,23 +508,21 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
 
 /// 16-bit halves of two pieces of codes (each `pieceBits` bits, as i32
 /// words): half h of chunk i holds bits [16 i, 16 i + 16) of piece h, so
-/// that the code at one offset of both pieces is one bf16 pair (ptxas makes
-/// each chunk a prmt).
+/// that the code at one offset of both pieces is one bf16 pair. Each chunk
+/// is one prmt (LLVM left the mask, shift and OR two instructions).
 SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
                                     ArrayRef<Value> low, ArrayRef<Value> high,
                                     int64_t pieceBits) {
   SmallVector<Value> chunks;
   for (int64_t i = 0; i < std::max<int64_t>(1, pieceBits / 16); ++i) {
-    Value l = low[i / 2], h = high[i / 2];
-    if (i % 2) {
-      l = arith::ShRUIOp::create(b, loc, l, i32Constant(b, loc, 16));
-      h = arith::AndIOp::create(b, loc, h, i32Constant(b, loc, 0xFFFF0000));
-    } else {
-      if (pieceBits > 16)
-        l = arith::AndIOp::create(b, loc, l, i32Constant(b, loc, 0xFFFF));
-      h = arith::ShLIOp::create(b, loc, h, i32Constant(b, loc, 16));
-    }
-    chunks.push_back(arith::OrIOp::create(b, loc, l, h));
+    // Bytes 0, 1 (even chunks) or 2, 3 (odd) of the low piece, then the
+    // same bytes of the high one.
+    int64_t selector = i % 2 ? 0x7632 : 0x5410;
+    chunks.push_back(
+        LLVM::CallIntrinsicOp::create(
+            b, loc, b.getI32Type(), b.getStringAttr("llvm.nvvm.prmt"),
+            ValueRange{low[i / 2], high[i / 2], i32Constant(b, loc, selector)})
+            .getResult(0));
   }
   return chunks;
 }
@@ -546,26 +544,14 @@ Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
 /// fp32 accumulators ~1e-5 of it, under the split's own 2^-17 a term.
 constexpr float kRecordCodeBias = 128.0f;
 
-/// The A fragments of `tiles` m16n8k16 tiles whose codes are the pieces of
-/// rows r, r + 1 (the fragment's low k pair) and r + 8, r + 9 (its high
-/// pair), `piece(i)` loading row r + i's: 128 + code as bf16 pairs,
-/// fragment i from codes 2i, 2i + 1 of both halves (the scores' and the
-/// weighted values' products alike).
+/// The A fragments of `tiles` m16n8k16 tiles from the interleaved chunks
+/// (interleaveHalves) of rows r, r + 1 (`low`: the fragment's low k pair)
+/// and r + 8, r + 9 (`high`): 128 + code as bf16 pairs, fragment i from
+/// codes 2i, 2i + 1 of both halves (the scores' and the weighted values'
+/// products alike).
 SmallVector<std::array<Value, 4>>
-codeFragments(OpBuilder &b, Location loc,
-              llvm::function_ref<SmallVector<Value>(int64_t)> piece,
-              int64_t pieceBits, int64_t tiles, int64_t bits) {
-  // Each pair's second row loaded first: the order the emitted code has had
-  // (the PTX stays byte for byte what it was).
-  SmallVector<Value> low, high;
-  {
-    SmallVector<Value> row1 = piece(1), row0 = piece(0);
-    low = interleaveHalves(b, loc, row0, row1, pieceBits);
-  }
-  {
-    SmallVector<Value> row9 = piece(9), row8 = piece(8);
-    high = interleaveHalves(b, loc, row8, row9, pieceBits);
-  }
+fragmentsOfChunks(OpBuilder &b, Location loc, ArrayRef<Value> low,
+                  ArrayRef<Value> high, int64_t tiles, int64_t bits) {
   SmallVector<std::array<Value, 4>> fragments;
   for (int64_t i = 0; i < tiles; ++i)
     fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits),
@@ -573,6 +559,30 @@ codeFragments(OpBuilder &b, Location loc,
                          codeOfHalves(b, loc, high, 2 * i, bits),
                          codeOfHalves(b, loc, high, 2 * i + 1, bits)});
   return fragments;
+}
+
+/// fragmentsOfChunks of the pieces of rows r, r + 1, r + 8, r + 9,
+/// `piece(i)` loading row r + i's.
+SmallVector<std::array<Value, 4>>
+codeFragments(OpBuilder &b, Location loc,
+              llvm::function_ref<SmallVector<Value>(int64_t)> piece,
+              int64_t pieceBits, int64_t tiles, int64_t bits) {
+  SmallVector<Value> row0 = piece(0), row1 = piece(1);
+  SmallVector<Value> low = interleaveHalves(b, loc, row0, row1, pieceBits);
+  SmallVector<Value> row8 = piece(8), row9 = piece(9);
+  SmallVector<Value> high = interleaveHalves(b, loc, row8, row9, pieceBits);
+  return fragmentsOfChunks(b, loc, low, high, tiles, bits);
+}
+
+/// The byte offset of shared `buffer` in the kernel's shared memory where
+/// it is a constant.
+std::optional<int64_t> staticByteOffset(Value buffer) {
+  if (auto shared = buffer.getDefiningOp<SharedBufferOp>())
+    return shared.getOffset();
+  if (auto view = buffer.getDefiningOp<memref::ViewOp>())
+    if (std::optional<int64_t> shift = getConstantIntValue(view.getByteShift()))
+      return *shift;
+  return std::nullopt;
 }
 
 /// The sum of the kMmaSplitParts bf16 parts of `x`, as splitToBf16x2 makes
@@ -693,34 +703,48 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
 
     // 1. The CTA splits q * kscale into the scores' B fragments (fragment
     // f = k tile * 32 + lane: both parts of the lane's two registers, slots
-    // 2t, 2t + 1 and 2t + 8, 2t + 9 of head g; heads past H are zero) and
-    // sums q . kzero per head (one warp a head).
+    // 2t, 2t + 1 and 2t + 8, 2t + 9 of head g) and sums q . kzero per head
+    // (one warp a head). Only the 4 H lanes of a k tile that hold a head
+    // compute theirs; the others' fragments (heads past H) are zeros.
     auto f32x4 = VectorType::get({4}, f32);
     buildThreadStridedLoop(
-        rw, loc, tid, kTiles * kWarpSize, threads, [&](OpBuilder &b, Value f) {
-          Value fl = arith::RemUIOp::create(b, loc, f, c(kWarpSize));
-          Value kt = arith::DivUIOp::create(b, loc, f, c(kWarpSize));
-          Value head = arith::DivUIOp::create(b, loc, fl, c(4));
-          Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                              head, c(h));
-          Value row = mul(b, arith::MinUIOp::create(b, loc, head, c(h - 1)), d);
+        rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
+          Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
+          Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
+          Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
+          Value row = mul(b, arith::DivUIOp::create(b, loc, fl, c(4)), d);
           Value first = arith::AddIOp::create(
               b, loc, mul(b, kt, 16),
               mul(b, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
           auto aValue = [&](int64_t slot) -> Value {
             Value ch = add(b, first, slot);
-            Value x = arith::MulFOp::create(
+            return arith::MulFOp::create(
                 b, loc,
                 memref::LoadOp::create(
                     b, loc, q,
                     ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
                 scaleAt(b, kScale, ch));
-            return zeroUnless(b, loc, valid, x);
           };
           // In slot order (arguments have no evaluation order).
           Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
           storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9);
         });
+    if (h < 8)
+      buildThreadStridedLoop(
+          rw, loc, tid, kTiles * 4 * (8 - h), threads,
+          [&](OpBuilder &b, Value e) {
+            Value fl = add(b, arith::RemUIOp::create(b, loc, e, c(4 * (8 - h))),
+                           4 * h);
+            Value kt = arith::DivUIOp::create(b, loc, e, c(4 * (8 - h)));
+            Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
+            Value zero = f32Constant(b, loc, 0.0f);
+            vector::StoreOp::create(
+                b, loc,
+                vector::FromElementsOp::create(b, loc, f32x4,
+                                               SmallVector<Value>(4, zero)),
+                scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
+                llvm::MaybeAlign(16));
+          });
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = add(rw, warp, first);
       Value mine =
@@ -776,6 +800,27 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value piece = memref::LoadOp::create(rw, loc, *kPieces, at);
       return arith::ExtUIOp::create(rw, loc, i32, piece);
     };
+    // With 16-bit pieces, the warp's pieces of a channel are one 16-byte
+    // row of 8 pieces (piece g: lane g's tokens), so one transposed
+    // load_matrix brings the interleaved chunks of two k tiles: matrix m
+    // holds channels 16 (kt + m / 2) + 8 (m % 2) + 0..7, and lane (g, t)
+    // gets piece g of channels 2t and 2t + 1 of each, as interleaveHalves
+    // would have joined them. The rows must be 16-byte aligned.
+    std::optional<int64_t> kCodesAt = staticByteOffset(op.getKCodes());
+    bool kMatrices = L.kPieceBits == 16 && kTiles % 2 == 0 && kCodesAt &&
+                     *kCodesAt % 16 == 0 && (kRowPieces * 2) % 16 == 0;
+    Value kMatrixRow;
+    if (kMatrices) {
+      Value m = arith::DivUIOp::create(rw, loc, lane, c(8));
+      Value channel = arith::AddIOp::create(
+          rw, loc, mul(rw, arith::DivUIOp::create(rw, loc, m, c(2)), 16),
+          arith::AddIOp::create(
+              rw, loc, mul(rw, arith::RemUIOp::create(rw, loc, m, c(2)), 8),
+              arith::RemUIOp::create(rw, loc, lane, c(8))));
+      kMatrixRow = arith::AddIOp::create(rw, loc, mul(rw, channel, kRowPieces),
+                                         mul(rw, warp, 8));
+    }
+    SmallVector<Value> kChunks;
     // One sum per m tile and part: chains of kTiles dependent MMAs, not
     // kMmaSplitParts * kTiles (an MMA's latency is ~30 cycles).
     SmallVector<SmallVector<SmallVector<Value>>> partScores(
@@ -785,13 +830,27 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     for (int64_t kt = 0; kt < kTiles; ++kt) {
       Value f = add(rw, lane, kt * kWarpSize);
       SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
-      Value ch = add(rw, mul(rw, lt, 2), kt * 16);
-      SmallVector<std::array<Value, 4>> aRegs = codeFragments(
-          rw, loc,
-          [&](int64_t row) -> SmallVector<Value> {
-            return {kPiece(add(rw, ch, row))};
-          },
-          L.kPieceBits, mTiles, kBits);
+      SmallVector<std::array<Value, 4>> aRegs;
+      if (kMatrices) {
+        if (kt % 2 == 0) {
+          Value regs = LoadMatrixOp::create(
+              rw, loc, VectorType::get({4}, i32), *kPieces,
+              add(rw, kMatrixRow, kt * 16 * kRowPieces), /*transpose=*/true);
+          kChunks.clear();
+          for (int64_t r = 0; r < 4; ++r)
+            kChunks.push_back(vector::ExtractOp::create(rw, loc, regs, r));
+        }
+        aRegs = fragmentsOfChunks(rw, loc, kChunks[2 * (kt % 2)],
+                                  kChunks[2 * (kt % 2) + 1], mTiles, kBits);
+      } else {
+        Value ch = add(rw, mul(rw, lt, 2), kt * 16);
+        aRegs = codeFragments(
+            rw, loc,
+            [&](int64_t row) -> SmallVector<Value> {
+              return {kPiece(add(rw, ch, row))};
+            },
+            L.kPieceBits, mTiles, kBits);
+      }
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
@@ -865,8 +924,6 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     int64_t rowWords = tokens / 2 + 4;
     Value region = add(rw, mul(rw, warp, L.partialFloats), L.partialOffset);
     auto wordVec = VectorType::get({perLane / 2}, f32);
-    auto f32x2 = VectorType::get({2}, f32);
-    auto bf16x2 = VectorType::get({2}, rw.getBF16Type());
     for (int64_t e = 0; e < 2; ++e) {
       Value sum = f32Constant(rw, loc, 0.0f), zsum = sum;
       SmallVector<Value> scaled;
@@ -884,20 +941,20 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         std::array<Value, kMmaSplitParts> parts =
             splitToBf16x2(rw, loc, scaled[j], scaled[j + 1]);
         // Less 128 x what the MMAs multiply (kRecordCodeBias).
-        Value multiplied;
+        std::array<Value, 2> multiplied;
         for (int p = 0; p < kMmaSplitParts; ++p) {
           words[p].push_back(arith::BitcastOp::create(rw, loc, f32, parts[p]));
-          Value part = LLVM::FPExtOp::create(
-              rw, loc, f32x2,
-              LLVM::BitcastOp::create(rw, loc, bf16x2, parts[p]));
-          multiplied =
-              p ? LLVM::FAddOp::create(rw, loc, multiplied, part).getResult()
-                : part;
+          std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
+          for (int64_t i = 0; i < 2; ++i)
+            multiplied[i] =
+                p ? arith::AddFOp::create(rw, loc, multiplied[i], part[i])
+                        .getResult()
+                  : part[i];
         }
         for (int64_t i = 0; i < 2; ++i)
-          zsum = LLVM::FMAOp::create(
-              rw, loc, vector::ExtractOp::create(rw, loc, multiplied, i),
-              f32Constant(rw, loc, -kRecordCodeBias), zsum);
+          zsum =
+              LLVM::FMAOp::create(rw, loc, multiplied[i],
+                                  f32Constant(rw, loc, -kRecordCodeBias), zsum);
       }
       rowSum[e] = warpReduce(sum, /*isMax=*/false);
       zeroSum[e] = warpReduce(zsum, /*isMax=*/false);

@@ -137,3 +137,34 @@ void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
     }
   }
 }
+
+Value kvarn::kvgpu::sharedAddress(OpBuilder &b, Location loc, Value shared,
+                                  ArrayRef<Value> idx) {
+  auto type = cast<MemRefType>(shared.getType());
+  auto toI64 = [&](Value index) -> Value {
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+  };
+  Value linear = indexConstant(b, loc, 0);
+  for (auto [i, size] : llvm::zip(idx, type.getShape()))
+    linear = arith::AddIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, linear, indexConstant(b, loc, size)), i);
+  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, shared);
+  auto ptr = LLVM::LLVMPointerType::get(b.getContext(), /*addressSpace=*/3);
+  Value basePtr = LLVM::IntToPtrOp::create(b, loc, ptr, toI64(base));
+  int64_t elemBytes = type.getElementType().getIntOrFloatBitWidth() / 8;
+  Value bytes = arith::MulIOp::create(b, loc, toI64(linear),
+                                      i64Constant(b, loc, elemBytes));
+  return LLVM::GEPOp::create(b, loc, ptr, b.getI8Type(), basePtr,
+                             ValueRange{bytes});
+}
+
+std::array<Value, 2> kvarn::kvgpu::widenBf16x2(OpBuilder &b, Location loc,
+                                               Value pair) {
+  Type f32 = b.getF32Type();
+  Value low = arith::ShLIOp::create(b, loc, pair, i32Constant(b, loc, 16));
+  Value high =
+      arith::AndIOp::create(b, loc, pair, i32Constant(b, loc, 0xFFFF0000));
+  return {arith::BitcastOp::create(b, loc, f32, low),
+          arith::BitcastOp::create(b, loc, f32, high)};
+}

@@ -6,6 +6,7 @@
 
 #include "mlir/IR/PatternMatch.h"
 
+#include <array>
 #include <functional>
 
 namespace kvarn::kvgpu {
@@ -17,6 +18,17 @@ mlir::Value indexConstant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
 mlir::Value i32Constant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
 mlir::Value i64Constant(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
 mlir::Value f32Constant(mlir::OpBuilder &b, mlir::Location loc, float v);
+
+/// The address of element `idx` of the shared buffer `shared` as a
+/// shared-space pointer.
+mlir::Value sharedAddress(mlir::OpBuilder &b, mlir::Location loc,
+                          mlir::Value shared, llvm::ArrayRef<mlir::Value> idx);
+
+/// The two halves of a bf16 pair (i32, the first value in the low half) as
+/// f32, by integer ops on the word: a shift and a mask, where LLVM's fpext
+/// of the pair splits it into two registers and joins it again (prmts).
+std::array<mlir::Value, 2> widenBf16x2(mlir::OpBuilder &b, mlir::Location loc,
+                                       mlir::Value pair);
 
 /// x (+, max, min) y: one step of a reduction of `kind`.
 mlir::Value combineReduction(mlir::OpBuilder &b, mlir::Location loc,

@@ -49,26 +49,6 @@ Value vectorizable(OpBuilder &b, Location loc, Value base, Value byteOffset,
   return ok;
 }
 
-/// The address of element `idx` of the shared buffer `shared` as a
-/// shared-space pointer.
-Value sharedAddress(OpBuilder &b, Location loc, Value shared,
-                    ArrayRef<Value> idx) {
-  auto type = cast<MemRefType>(shared.getType());
-  Value linear = indexConstant(b, loc, 0);
-  for (auto [i, size] : llvm::zip(idx, type.getShape()))
-    linear = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, linear, indexConstant(b, loc, size)),
-        i);
-  Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, shared);
-  auto ptr = LLVM::LLVMPointerType::get(b.getContext(), /*addressSpace=*/3);
-  Value basePtr = LLVM::IntToPtrOp::create(b, loc, ptr, toI64(b, loc, base));
-  int64_t elemBytes = type.getElementType().getIntOrFloatBitWidth() / 8;
-  Value bytes = arith::MulIOp::create(b, loc, toI64(b, loc, linear),
-                                      i64Constant(b, loc, elemBytes));
-  return LLVM::GEPOp::create(b, loc, ptr, b.getI8Type(), basePtr,
-                             ValueRange{bytes});
-}
-
 /// Emits the copy between global memory and the shared buffer `shared`, in
 /// both the vector and the scalar form, chosen at run time.
 template <bool ToShared>

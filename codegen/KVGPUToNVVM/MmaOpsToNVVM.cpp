@@ -1,10 +1,11 @@
-//===- MmaOpsToNVVM.cpp - mma_bf16, biased_code_pair, split_bf16x2 --------===//
+//===- MmaOpsToNVVM.cpp - mma_bf16, load_matrix and operand conversions -===//
 //
 // The tensor-core operands in registers that packed_matmul's and
 // attend_record's lowerings build their products from: one m16n8k16 bf16
 // mma.sync, a pair of low-bit codes turned into its bf16 A operand with the
-// 0x4300 magic number, and an f32 pair split into the bf16 hi and lo
-// operands of two products.
+// 0x4300 magic number, an f32 pair split into the bf16 hi and lo
+// operands of two products, and ldmatrix (four 8x8 matrices of 16-bit
+// elements, transposed or not, into the lanes' operand registers).
 //
 //===----------------------------------------------------------------------===//
 
@@ -81,14 +82,14 @@ struct BiasedCodePairLowering : OpRewritePattern<BiasedCodePairOp> {
 
 /// kvgpu.split_bf16x2: hi by one cvt.rn.bf16x2.f32 (its first operand the
 /// high half: one instruction where LLVM's fptrunc of a pair makes two
-/// conversions and a prmt), hi widened back, the rests, lo by another cvt.
+/// conversions and a prmt), hi widened back by a shift and a mask
+/// (widenBf16x2), the rests, lo by another cvt.
 struct SplitBf16x2Lowering : OpRewritePattern<SplitBf16x2Op> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(SplitBf16x2Op op,
                                 PatternRewriter &rw) const override {
     static_assert(kMmaSplitParts == 2, "the op's results are hi and lo");
     Location loc = op.getLoc();
-    auto f32x2 = VectorType::get({2}, rw.getF32Type());
     auto bf16x2 = VectorType::get({2}, rw.getBF16Type());
     auto convert = [&](Value x0, Value x1) {
       return LLVM::CallIntrinsicOp::create(
@@ -98,12 +99,11 @@ struct SplitBf16x2Lowering : OpRewritePattern<SplitBf16x2Op> {
     };
     Value hi = convert(op.getX0(), op.getX1());
     Value hiWord = LLVM::BitcastOp::create(rw, loc, rw.getI32Type(), hi);
-    Value wide = LLVM::FPExtOp::create(rw, loc, f32x2, hi);
+    std::array<Value, 2> wide = widenBf16x2(rw, loc, hiWord);
     std::array<Value, 2> rest;
     for (int64_t i = 0; i < 2; ++i)
       rest[i] =
-          arith::SubFOp::create(rw, loc, i ? op.getX1() : op.getX0(),
-                                vector::ExtractOp::create(rw, loc, wide, i));
+          arith::SubFOp::create(rw, loc, i ? op.getX1() : op.getX0(), wide[i]);
     Value lo = convert(rest[0], rest[1]);
     rw.replaceOp(
         op, {hiWord, LLVM::BitcastOp::create(rw, loc, rw.getI32Type(), lo)});
@@ -111,9 +111,33 @@ struct SplitBf16x2Lowering : OpRewritePattern<SplitBf16x2Op> {
   }
 };
 
+/// kvgpu.load_matrix: nvvm.ldmatrix x4 of b16 (the column layout is the
+/// .trans form).
+struct LoadMatrixLowering : OpRewritePattern<LoadMatrixOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LoadMatrixOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    Type i32 = rw.getI32Type();
+    auto resultType =
+        LLVM::LLVMStructType::getLiteral(rw.getContext(), {i32, i32, i32, i32});
+    Value rows = NVVM::LdMatrixOp::create(
+        rw, loc, resultType,
+        sharedAddress(rw, loc, op.getRows(), {op.getIndex()}), 4,
+        op.getTranspose() ? NVVM::MMALayout::col : NVVM::MMALayout::row,
+        NVVM::LdStMatrixShapeAttr::get(rw.getContext(), 8, 8),
+        NVVM::LdStMatrixEltType::B16);
+    SmallVector<Value> regs;
+    for (int64_t m = 0; m < 4; ++m)
+      regs.push_back(LLVM::ExtractValueOp::create(rw, loc, rows, m));
+    rw.replaceOpWithNewOp<vector::FromElementsOp>(op, op.getType(), regs);
+    return success();
+  }
+};
+
 } // namespace
 
 void kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(RewritePatternSet &patterns) {
-  patterns.add<MmaBf16Lowering, BiasedCodePairLowering, SplitBf16x2Lowering>(
-      patterns.getContext());
+  patterns.add<MmaBf16Lowering, BiasedCodePairLowering, SplitBf16x2Lowering,
+               LoadMatrixLowering>(patterns.getContext());
 }

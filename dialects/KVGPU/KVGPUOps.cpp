@@ -381,6 +381,14 @@ LogicalResult BiasedCodePairOp::verify() {
   return success();
 }
 
+LogicalResult LoadMatrixOp::verify() {
+  MemRefType rows = getRows().getType();
+  if (rows.getRank() != 1 || !rows.getElementType().isIntOrFloat() ||
+      rows.getElementType().getIntOrFloatBitWidth() != 16)
+    return emitOpError("rows are a 1-D buffer of 16-bit elements");
+  return success();
+}
+
 LogicalResult AttendRecordOp::verify() {
   auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
   int64_t h = getM().getType().getNumElements();

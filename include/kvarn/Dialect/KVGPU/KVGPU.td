@@ -486,6 +486,30 @@ def KVGPU_BiasedCodePairOp : KVGPU_Op<"biased_code_pair", [Pure]> {
   let hasVerifier = 1;
 }
 
+def KVGPU_LoadMatrixOp : KVGPU_Op<"load_matrix"> {
+  let summary = "one warp's ldmatrix: four 8x8 matrices of 16-bit elements from shared memory";
+  let description = [{
+    Lane i gives the start of row i % 8 of matrix i / 8: element `index` of
+    `rows` (a 1-D shared buffer of 16-bit elements), the first of 8
+    consecutive elements, 16-byte aligned. Register m of the result holds
+    two elements of matrix m for the lane (lane = 4 g + t), the first in
+    the low half: row g, columns 2t and 2t + 1; with `transpose`, rows 2t
+    and 2t + 1 of column g (the layout of an mma operand whose k runs along
+    the stored rows). One `ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16`
+    against 8 scalar loads and 4 register merges.
+
+    ```mlir
+    %r = kvgpu.load_matrix %rows[%i] transpose
+        : memref<4096xi16, #gpu.address_space<workgroup>> -> vector<4xi32>
+    ```
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$rows, Index:$index,
+                       UnitAttr:$transpose);
+  let results = (outs VectorOfLengthAndType<[4], [I32]>:$result);
+  let assemblyFormat = "$rows `[` $index `]` (`transpose` $transpose^)? attr-dict `:` type($rows) `->` type($result)";
+  let hasVerifier = 1;
+}
+
 def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
   let summary = "one online-softmax step over a record's packed K and V codes, in registers";
   let description = [{

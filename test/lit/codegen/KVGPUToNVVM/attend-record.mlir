@@ -33,18 +33,27 @@ gpu.module @m {
     // channels of a token (32 bits).
     // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK-DAG: to memref<1024xi32, #gpu.address_space<workgroup>>
-    // 1. The CTA splits q * kscale into B fragments (hi, lo), two a thread
-    // in straight-line code, sums q . kzero less 128 x the split q * kscale
-    // per head with shuffles, one barrier.
+    // 1. The CTA splits q * kscale into B fragments (hi, lo): the 16 lanes
+    // of a k tile that hold one of the 4 heads, one fragment a thread in
+    // straight-line code; the other lanes' fragments are zeros, one store a
+    // thread. It sums q . kzero less 128 x the split q * kscale per head
+    // with shuffles, one barrier.
     // CHECK-NOT: scf.for
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
     // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-NOT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK: vector.store %[[ZEROS:cst.*]], %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK-NOT: vector.store
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
-    // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
-    // pair is a shift and one lop3 (mask | 0x4300: 128 + code, the 128
-    // taken off through q . kzero), no bf16 arithmetic.
+    // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; the K
+    // codes of two k tiles are one transposed ldmatrix (the warp's 16-bit
+    // pieces of 8 channels are one 16-byte row); a code pair is a shift and
+    // one lop3 (mask | 0x4300: 128 + code, the 128 taken off through q .
+    // kzero), no bf16 arithmetic.
     // CHECK-NOT: gpu.barrier
+    // CHECK: nvvm.ldmatrix %{{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<col>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
+    // CHECK-NOT: memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n"
     // CHECK-NOT: vector<2xbf16>, vector<2xbf16>, vector<2xbf16>
     // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
@@ -63,8 +72,12 @@ gpu.module @m {
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"(%[[SCALED]])
     // CHECK: vector.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.bar.warp.sync
-    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
+    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts; two
+    // tokens' 32-bit pieces meet in the halves of a register by one prmt
+    // each (bytes 0, 1 of both, then 2, 3).
     // CHECK-NOT: gpu.barrier
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
+    // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c30258_i32)
     // CHECK-COUNT-32: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
     // 5. Partials; the incoming max and sum copied into the scratch (so

@@ -26,12 +26,14 @@ gpu.module @m {
     // Each bf16 pair is one cvt.rn.bf16x2.f32.
     // CHECK: scf.for
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"(%{{.*}}, %{{.*}}) : (f32, f32) -> vector<2xbf16>
-    // CHECK: llvm.fpext
+    // CHECK: arith.shli
+    // CHECK: arith.andi
     // CHECK-COUNT-2: arith.subf
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
     // CHECK-NOT: arith.subf
     // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
-    // CHECK: llvm.fpext
+    // CHECK: arith.shli
+    // CHECK: arith.andi
     // CHECK-COUNT-2: arith.subf
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
     // CHECK-NOT: arith.subf

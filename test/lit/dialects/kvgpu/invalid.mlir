@@ -242,3 +242,12 @@ func.func @mma_fragment_sizes(%a: vector<2xi32>, %b: vector<2xi32>, %acc: vector
   %d = kvgpu.mma_bf16 %a, %b, %acc : vector<2xi32>, vector<2xi32>, vector<4xf32>
   return %d : vector<4xf32>
 }
+
+// -----
+
+// ldmatrix moves 16-bit elements: the rows are a 1-D buffer of them.
+func.func @matrix_of_bytes(%rows: memref<64xi8, #gpu.address_space<workgroup>>, %i: index) -> vector<4xi32> {
+  // expected-error @+1 {{rows are a 1-D buffer of 16-bit elements}}
+  %r = kvgpu.load_matrix %rows[%i] transpose : memref<64xi8, #gpu.address_space<workgroup>> -> vector<4xi32>
+  return %r : vector<4xi32>
+}
