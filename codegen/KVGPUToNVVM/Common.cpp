@@ -122,18 +122,23 @@ void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
       }
       continue;
     }
+    // The lower lane keeps mine + other, the upper other - mine: both are
+    // one fma(sign, mine, other) with sign = +-1 per lane (exact product,
+    // one rounding: the same bits as the add or the subtraction), against
+    // an add, a subtraction and a select per value.
     int64_t mask = h / per;
     Value upper = arith::CmpIOp::create(
         b, loc, arith::CmpIPredicate::ne,
         arith::AndIOp::create(b, loc, lane, i32(mask)), i32(0));
+    Value sign = arith::SelectOp::create(
+        b, loc, upper, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(-1)),
+        arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1)));
     for (int64_t e = 0; e < per; ++e) {
       Value mine = v[e];
       Value other = gpu::ShuffleOp::create(b, loc, mine, i32(mask), width,
                                            gpu::ShuffleMode::XOR)
                         .getShuffleResult();
-      Value sum = finish(arith::AddFOp::create(b, loc, mine, other));
-      Value diff = finish(arith::SubFOp::create(b, loc, other, mine));
-      v[e] = arith::SelectOp::create(b, loc, upper, diff, sum);
+      v[e] = finish(LLVM::FMAOp::create(b, loc, sign, mine, other));
     }
   }
 }

@@ -35,7 +35,15 @@ gpu.module @m {
   // CHECK: scf.if %{{.*}} -> (vector<4xf32>)
   // CHECK-COUNT-4: arith.addf
   // CHECK-NOT: gpu.barrier
-  // CHECK-COUNT-20: gpu.shuffle  xor
+  // A shuffle stage: per lane a sign (+1 lower, -1 upper), then per value
+  // one shuffle and one fma(sign, mine, other) (x + y or y - x, the same
+  // bits as the add or subtraction), no select.
+  // CHECK: %[[SIGN:.*]] = arith.select %{{.*}}, %cst{{.*}}, %cst{{.*}} : f32
+  // CHECK: %[[OTHER:.*]], %{{.*}} = gpu.shuffle  xor %[[MINE:.*]], %c1_i32
+  // CHECK-NEXT: llvm.intr.fma(%[[SIGN]], %[[MINE]], %[[OTHER]])
+  // CHECK-NOT: arith.select
+  // CHECK-COUNT-19: gpu.shuffle  xor
+  // CHECK-NOT: arith.select
   // CHECK: arith.truncf %{{.*}} : vector<4xf32> to vector<4xf16>
   // CHECK: scf.if
   // CHECK: llvm.store %{{.*}}, %{{.*}} {alignment = 8 : i64} : vector<4xf16>, !llvm.ptr<1>
