@@ -589,20 +589,16 @@ std::optional<int64_t> staticByteOffset(Value buffer) {
 /// them (hi, then the rounded rest): what the MMAs multiply in place of x.
 Value sumOfSplitParts(OpBuilder &b, Location loc, Value x) {
   Type bf16 = b.getBF16Type(), f32 = b.getF32Type();
-  Value rest = x, sum = f32Constant(b, loc, 0.0f);
+  Value rest = x, sum;
   for (int p = 0; p < kMmaSplitParts; ++p) {
     Value part = LLVM::FPExtOp::create(
         b, loc, f32, LLVM::FPTruncOp::create(b, loc, bf16, rest));
-    sum = arith::AddFOp::create(b, loc, sum, part);
+    // The first part is the sum so far (0 + part would be an instruction).
+    sum = p ? arith::AddFOp::create(b, loc, sum, part).getResult() : part;
     if (p + 1 < kMmaSplitParts)
       rest = arith::SubFOp::create(b, loc, rest, part);
   }
   return sum;
-}
-
-/// x where `keep`, else 0 (f32).
-Value zeroUnless(OpBuilder &b, Location loc, Value keep, Value x) {
-  return arith::SelectOp::create(b, loc, keep, x, f32Constant(b, loc, 0.0f));
 }
 
 /// max, or 0 where it is -inf (no token seen): the operand of expBelow,
@@ -750,26 +746,22 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value mine =
           arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
-        // sum_d q kzero - 128 sum_d split(q kscale) (kRecordCodeBias).
-        Value sum = f32Constant(b, loc, 0.0f);
+        // sum_d q kzero - 128 sum_d split(q kscale) (kRecordCodeBias); D is
+        // a multiple of 32 (the layout's), so every lane's channels exist.
+        Value sum;
         for (int64_t ch = 0; ch < d; ch += kWarpSize) {
           Value at = add(b, lane, ch);
-          Value inRange = arith::CmpIOp::create(
-              b, loc, arith::CmpIPredicate::ult, at, c(d));
-          Value clamped = arith::MinUIOp::create(b, loc, at, c(d - 1));
-          Value qv =
-              memref::LoadOp::create(b, loc, q,
-                                     ValueRange{arith::AddIOp::create(
-                                         b, loc, mul(b, head, d), clamped)});
+          Value qv = memref::LoadOp::create(
+              b, loc, q,
+              ValueRange{arith::AddIOp::create(b, loc, mul(b, head, d), at)});
           Value x = LLVM::FMAOp::create(
               b, loc,
-              sumOfSplitParts(b, loc,
-                              arith::MulFOp::create(
-                                  b, loc, qv, scaleAt(b, kScale, clamped))),
+              sumOfSplitParts(
+                  b, loc,
+                  arith::MulFOp::create(b, loc, qv, scaleAt(b, kScale, at))),
               f32Constant(b, loc, -kRecordCodeBias),
-              arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, clamped)));
-          sum = arith::AddFOp::create(b, loc, sum,
-                                      zeroUnless(b, loc, inRange, x));
+              arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, at)));
+          sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
         }
         sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
         Value lane0 =
@@ -925,14 +917,17 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     Value region = add(rw, mul(rw, warp, L.partialFloats), L.partialOffset);
     auto wordVec = VectorType::get({perLane / 2}, f32);
     for (int64_t e = 0; e < 2; ++e) {
-      Value sum = f32Constant(rw, loc, 0.0f), zsum = sum;
+      // The sums start from the first token's terms (not 0 + term: one
+      // instruction each less).
+      Value sum, zsum;
       SmallVector<Value> scaled;
       Value max = finiteMax(rw, loc, rowMax[e]);
       for (int64_t j = 0; j < perLane; ++j) {
         Value p = expBelow(rw, loc, x[2 * j + e], max);
-        sum = arith::AddFOp::create(rw, loc, sum, p);
-        zsum = LLVM::FMAOp::create(rw, loc, p, scaleAt(rw, vZero, tokenOf[j]),
-                                   zsum);
+        Value vz = scaleAt(rw, vZero, tokenOf[j]);
+        sum = j ? arith::AddFOp::create(rw, loc, sum, p).getResult() : p;
+        zsum = j ? LLVM::FMAOp::create(rw, loc, p, vz, zsum).getResult()
+                 : arith::MulFOp::create(rw, loc, p, vz).getResult();
         scaled.push_back(
             arith::MulFOp::create(rw, loc, p, scaleAt(rw, vScale, tokenOf[j])));
       }
