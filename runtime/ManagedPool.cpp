@@ -9,6 +9,7 @@
 
 #include "ManagedPool.h"
 
+#include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Support/Error.h"
 
 using namespace kvarn;
@@ -240,12 +241,14 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   };
   for (auto &ks : p->groupKernels)
     if (llvm::Error e = load(*ks, {KernelKind::Append, KernelKind::Flush,
-                                   KernelKind::Decode, KernelKind::Verify}))
+                                   KernelKind::Decode, KernelKind::DecodeSplit,
+                                   KernelKind::Combine, KernelKind::Verify}))
       return std::move(e);
   if (p->fp16Kernels)
     if (llvm::Error e =
-            load(*p->fp16Kernels,
-                 {KernelKind::Append, KernelKind::Decode, KernelKind::Verify}))
+            load(*p->fp16Kernels, {KernelKind::Append, KernelKind::Decode,
+                                   KernelKind::DecodeSplit, KernelKind::Combine,
+                                   KernelKind::Verify}))
       return std::move(e);
   return std::move(p);
 }
@@ -482,10 +485,68 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                        "decode takes one per request (kvarn_step_verify takes "
                        "several)",
                        ids[i], counts[i]);
+  // Flash-decoding where plain decode's batch x Hk CTAs would leave SMs
+  // idle (a few requests at long contexts).
+  llvm::Expected<int> splits = pool.decodeSplits(*m, int64_t(ids.size()));
+  if (!splits)
+    return withContext(splits.takeError(), "step_decode");
+  if (*splits > 1) {
+    llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
+        pool.splitPartials(int64_t(ids.size()));
+    if (!partials)
+      return withContext(partials.takeError(), "step_decode");
+    return launchDecodeSplit(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
+                             at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
+                             m->poolV, partials->first, partials->second, out,
+                             scale, m->window, int32_t(ids.size()), width,
+                             pool.model.numKvHeads, *splits);
+  }
   return launchDecode(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
                       at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
                       m->poolV, out, scale, m->window, int32_t(ids.size()),
                       width, pool.model.numKvHeads);
+}
+
+llvm::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
+                                              int64_t batch) {
+  llvm::Expected<const cuda::LoadedKernel *> split =
+      layer.kernels->get(KernelKind::DecodeSplit);
+  if (!split)
+    return split.takeError();
+  llvm::Expected<int64_t> blocks = decodeBlocksRead(
+      state.geometry().maxBlocksPerRequest, layer.window, layout.group);
+  if (!blocks)
+    return blocks.takeError();
+  return decodeSplitCount({batch * model.numKvHeads, *blocks,
+                           ctx->context.info().multiprocessors,
+                           (*split)->ctasPerSM()});
+}
+
+llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
+ManagedPool::splitPartials(int64_t batch) {
+  // part_out [batch, Hk, MAX_SPLITS, GQA, D] and part_lse [.., GQA], f32
+  // (decode_split.kvt); the pool's extents were checked at creation.
+  int64_t lseBytes = batch * model.numKvHeads * kDecodeMaxSplits *
+                     (numQHeads / model.numKvHeads) * 4;
+  int64_t outBytes = lseBytes * model.headDim;
+  if (partOut.size() < size_t(outBytes)) {
+    // Rare (a larger batch than any before): launches in flight may still
+    // read the old buffers.
+    if (partOut.size())
+      if (llvm::Error e = ctx->synchronize())
+        return withContext(std::move(e), "growing decode_split's partials");
+    llvm::Expected<DeviceBuffer> o =
+        DeviceBuffer::allocate(ctx->context, size_t(outBytes));
+    if (!o)
+      return o.takeError();
+    llvm::Expected<DeviceBuffer> l =
+        DeviceBuffer::allocate(ctx->context, size_t(lseBytes));
+    if (!l)
+      return l.takeError();
+    partOut = std::move(*o);
+    partLse = std::move(*l);
+  }
+  return std::make_pair(partOut.address(), partLse.address());
 }
 
 llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,

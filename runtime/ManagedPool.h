@@ -84,6 +84,19 @@ public:
   cuda::DeviceBuffer poolK, poolV, blockToSlot, identity, flushTiles;
   bool blockToSlotDirty = true;
 
+  /// How many splits a step's decode of `layer` over `batch` requests uses
+  /// (1: plain decode): decodeSplitCount for batch x Hk pairs over the
+  /// pool's context capacity (max_blocks_per_request, or the blocks a
+  /// sliding window spans), this GPU's SMs and decode_split's CTAs per SM.
+  /// It changes with the batch only, never with the sequence lengths.
+  llvm::Expected<int> decodeSplits(const LayerMemory &layer, int64_t batch);
+  /// decode_split's partials (part_out, part_lse) for `batch` requests, one
+  /// pair of buffers shared by every layer and step (their launches share
+  /// the pool's stream), grown when a larger batch needs them.
+  llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
+  splitPartials(int64_t batch);
+  cuda::DeviceBuffer partOut, partLse;
+
 private:
   ManagedPool(pool::PoolState s) : state(std::move(s)) {}
 };
