@@ -234,11 +234,13 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
                       b.randomHalves(poolElems)});
   cacheHost = {};
 
-  size_t parts = size_t(p.batch) * p.hk * kDecodeMaxSplits * gqa;
+  DecodeSplitPartialBytes parts =
+      check(decodeSplitPartialBytes(p.batch, p.hk, gqa, p.d));
   DeviceBuffer q = b.randomHalves(size_t(p.batch) * p.hq * p.d),
                bt = b.upload(table), sl = b.upload(lens), ts = b.upload(toSlot),
                out = b.buffer(size_t(p.batch) * p.hq * p.d * 2),
-               partOut = b.buffer(parts * p.d * 4), partLse = b.buffer(parts * 4);
+               partOut = b.buffer(size_t(parts.partOut)),
+               partLse = b.buffer(size_t(parts.partLse));
   float scale = 1.0f / std::sqrt(float(p.d));
 
   // Median microseconds of `splits` (1: plain decode), cycling the sets.

@@ -221,25 +221,12 @@ kvarn_status_t kvarn_decode_split_scratch_bytes(int32_t batch,
   return guarded([&]() -> llvm::Error {
     KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_out_bytes);
     KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_lse_bytes);
-    if (batch < 0 || num_kv_heads <= 0 || gqa <= 0 || head_dim <= 0)
-      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                       "kvarn_decode_split_scratch_bytes: batch {0}, "
-                       "num_kv_heads {1}, gqa {2}, head_dim {3}",
-                       batch, num_kv_heads, gqa, head_dim);
-    // batch * Hk * MAX_SPLITS * gqa * head_dim * 4 reaches 2^101.
-    std::optional<int64_t> lse = pool::checkedProduct(
-        {batch, num_kv_heads, dsl::kMaxDecodeSplits, gqa, 4});
-    std::optional<int64_t> outBytes =
-        lse ? pool::checkedProduct({*lse, head_dim}) : std::nullopt;
-    if (!outBytes)
-      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                       "kvarn_decode_split_scratch_bytes: batch {0} x "
-                       "num_kv_heads {1} x {2} splits x gqa {3} x head_dim "
-                       "{4} fp32 values do not fit in a 64-bit byte count",
-                       batch, num_kv_heads, dsl::kMaxDecodeSplits, gqa,
-                       head_dim);
-    *part_out_bytes = *outBytes;
-    *part_lse_bytes = *lse;
+    llvm::Expected<DecodeSplitPartialBytes> bytes =
+        decodeSplitPartialBytes(batch, num_kv_heads, gqa, head_dim);
+    if (!bytes)
+      return withContext(bytes.takeError(), "kvarn_decode_split_scratch_bytes");
+    *part_out_bytes = bytes->partOut;
+    *part_lse_bytes = bytes->partLse;
     return llvm::Error::success();
   });
 }
@@ -437,17 +424,8 @@ kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
                        "num_kv_heads ({3}) must be positive",
                        fn, batch_capacity, max_blocks, num_kv_heads);
     KVARN_REQUIRE(fn, kernels);
-    KernelSet &ks = *kernels->set;
-    // The CTAs per SM decode_split was built for, from its metadata.
-    llvm::Expected<const cuda::LoadedKernel *> split =
-        ks.get(KernelKind::DecodeSplit);
-    if (!split)
-      return split.takeError();
-    DecodeDeployment deployment{int64_t(batch_capacity) * num_kv_heads,
-                                max_blocks,
-                                ks.context().context.info().multiprocessors,
-                                (*split)->ctasPerSM()};
-    llvm::Expected<int> count = decodeSplitCount(deployment);
+    llvm::Expected<int> count = decodeSplitCountFor(
+        *kernels->set, int64_t(batch_capacity) * num_kv_heads, max_blocks);
     if (!count)
       return withContext(count.takeError(), fn);
     *num_splits = *count;

@@ -1,6 +1,7 @@
 //===- DecodeSplit.cpp - how many splits flash-decoding uses --------------===//
 
 #include "kvarn/Runtime/DecodeSplit.h"
+#include "kvarn/Runtime/Capacity.h"
 #include "kvarn/Support/Error.h"
 
 #include <cassert>
@@ -86,4 +87,26 @@ llvm::Expected<int64_t> kvarn::decodeBlocksRead(int64_t maxBlocks,
     return maxBlocks;
   return std::min<int64_t>(maxBlocks,
                            (int64_t(window) + group - 2) / group + 1);
+}
+
+llvm::Expected<kvarn::DecodeSplitPartialBytes>
+kvarn::decodeSplitPartialBytes(int64_t batch, int64_t numKvHeads, int64_t gqa,
+                               int64_t headDim) {
+  if (batch < 0 || numKvHeads <= 0 || gqa <= 0 || headDim <= 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode_split partials: batch {0}, num_kv_heads {1}, gqa "
+                     "{2}, head_dim {3}",
+                     batch, numKvHeads, gqa, headDim);
+  // batch * Hk * MAX_SPLITS * gqa * head_dim * 4 reaches 2^101.
+  std::optional<int64_t> lse =
+      pool::checkedProduct({batch, numKvHeads, kDecodeMaxSplits, gqa, 4});
+  std::optional<int64_t> out =
+      lse ? pool::checkedProduct({*lse, headDim}) : std::nullopt;
+  if (!out)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode_split partials: batch {0} x num_kv_heads {1} x "
+                     "{2} splits x gqa {3} x head_dim {4} fp32 values do not "
+                     "fit in a 64-bit byte count",
+                     batch, numKvHeads, kDecodeMaxSplits, gqa, headDim);
+  return DecodeSplitPartialBytes{*out, *lse};
 }

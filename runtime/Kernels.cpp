@@ -5,6 +5,7 @@
 
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/DSL/KernelLibrary.h"
+#include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
 
@@ -218,6 +219,17 @@ llvm::Error kvarn::runtime::launchDecode(
                  {"max_blocks", maxBlocks},
                  {"num_kv_heads", numKvHeads}}}
       .run(stream);
+}
+
+llvm::Expected<int> kvarn::runtime::decodeSplitCountFor(KernelSet &ks,
+                                                        int64_t pairs,
+                                                        int64_t maxBlocks) {
+  llvm::Expected<const LoadedKernel *> split = ks.get(KernelKind::DecodeSplit);
+  if (!split)
+    return split.takeError();
+  return decodeSplitCount({pairs, maxBlocks,
+                           ks.context().context.info().multiprocessors,
+                           (*split)->ctasPerSM()});
 }
 
 llvm::Error kvarn::runtime::launchDecodeSplit(

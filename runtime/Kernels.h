@@ -89,6 +89,11 @@ llvm::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
                          CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
                          float scale, int32_t window, int32_t batch,
                          int32_t maxBlocks, int32_t numKvHeads);
+/// decodeSplitCount for `pairs` (requests x Hk) over `maxBlocks` blocks a
+/// request on this set's GPU, with the CTAs per SM decode_split was built
+/// for (its metadata); loads decode_split if it is not yet.
+llvm::Expected<int> decodeSplitCountFor(KernelSet &ks, int64_t pairs,
+                                        int64_t maxBlocks);
 llvm::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
                               CUdeviceptr blockTable, CUdeviceptr seqLens,
                               CUdeviceptr blockToSlot, CUdeviceptr cache,

@@ -509,26 +509,20 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
 
 llvm::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
                                               int64_t batch) {
-  llvm::Expected<const cuda::LoadedKernel *> split =
-      layer.kernels->get(KernelKind::DecodeSplit);
-  if (!split)
-    return split.takeError();
   llvm::Expected<int64_t> blocks = decodeBlocksRead(
       state.geometry().maxBlocksPerRequest, layer.window, layout.group);
   if (!blocks)
     return blocks.takeError();
-  return decodeSplitCount({batch * model.numKvHeads, *blocks,
-                           ctx->context.info().multiprocessors,
-                           (*split)->ctasPerSM()});
+  return decodeSplitCountFor(*layer.kernels, batch * model.numKvHeads, *blocks);
 }
 
 llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
 ManagedPool::splitPartials(int64_t batch) {
-  // part_out [batch, Hk, MAX_SPLITS, GQA, D] and part_lse [.., GQA], f32
-  // (decode_split.kvt); the pool's extents were checked at creation.
-  int64_t lseBytes = batch * model.numKvHeads * kDecodeMaxSplits *
-                     (numQHeads / model.numKvHeads) * 4;
-  int64_t outBytes = lseBytes * model.headDim;
+  llvm::Expected<DecodeSplitPartialBytes> bytes = decodeSplitPartialBytes(
+      batch, model.numKvHeads, numQHeads / model.numKvHeads, model.headDim);
+  if (!bytes)
+    return bytes.takeError();
+  int64_t outBytes = bytes->partOut, lseBytes = bytes->partLse;
   if (partOut.size() < size_t(outBytes)) {
     // Rare (a larger batch than any before): launches in flight may still
     // read the old buffers.

@@ -114,6 +114,18 @@ llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
 llvm::Expected<int64_t> decodeBlocksRead(int64_t maxBlocks, int32_t window,
                                          int group);
 
+/// The bytes of decode_split's partials for `batch` requests (decode_split.kvt:
+/// part_out [batch, Hk, kDecodeMaxSplits, GQA, D] and part_lse [.., GQA],
+/// f32), what every caller allocates. Fails with
+/// KVARN_ERROR_INVALID_ARGUMENT for a negative batch, a nonpositive extent
+/// or a byte count past int64.
+struct DecodeSplitPartialBytes {
+  int64_t partOut = 0, partLse = 0;
+};
+llvm::Expected<DecodeSplitPartialBytes>
+decodeSplitPartialBytes(int64_t batch, int64_t numKvHeads, int64_t gqa,
+                        int64_t headDim);
+
 } // namespace kvarn
 
 #endif // KVARN_RUNTIME_DECODESPLIT_H
