@@ -157,7 +157,8 @@ std::vector<DecodePoint> decodePoints() {
           {32, 8, 64, 8, 32768},
           {32, 8, 256, 8, 32768},
           {32, 8, 128, 8, 32768, "kvarn_k4v2_g64"},
-          {32, 8, 128, 8, 32768, "kvarn_k4v4_g128"}};
+          {32, 8, 128, 8, 32768, "kvarn_k4v4_g128"},
+          {32, 8, 128, 8, 32768, "kvarn_k4v2_g128_e4m3"}};
 }
 
 /// The fixed split counts each row sweeps (1: plain decode).

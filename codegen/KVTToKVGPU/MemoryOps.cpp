@@ -1,6 +1,7 @@
 //===- MemoryOps.cpp - program ids, loads, stores, views ------------------===//
 
 #include "TileLowering.h"
+#include "kvarn/Codegen/E4M3Emitters.h"
 
 using namespace mlir;
 using namespace kvarn;
@@ -205,10 +206,17 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
       int64_t at = getFieldOffset(layout, f.getField());
       if (at % kvgpu::kVectorBytes)
         return std::nullopt; // a view there would not be 16-byte aligned
-      end = std::max(end, at + tileBytes(f.getResult().getType()));
+      int64_t fieldBytes =
+          tileBytes(getStoredFieldType(s.b.getContext(), layout, f.getField()));
+      end = std::max(end, at + fieldBytes);
       if (seen.insert(at).second)
-        covered += tileBytes(f.getResult().getType());
+        covered += fieldBytes;
     }
+    // E4M3 fields: their shared exponents (after the last field) too.
+    if (llvm::any_of(fields, [&](LoadFieldOp f) {
+          return isE4M3Field(layout, f.getField());
+        }))
+      end = std::max(end, layout.scaleExponents + kScaleFieldCount);
     int64_t bytes = llvm::alignTo(end, kvgpu::kVectorBytes);
     if (layout.recordBytes % kvgpu::kVectorBytes ||
         bytes > layout.recordBytes || 4 * covered < 3 * bytes)
@@ -232,7 +240,7 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
                  key, TileLowering::StagedRecord{id, offset, op->getBlock()})
              .first;
   }
-  TileType type = op.getResult().getType();
+  TileType type = getStoredFieldType(s.b.getContext(), layout, op.getField());
   TileView v;
   v.type = type;
   v.bufferId = it->second.bufferId;
@@ -246,26 +254,120 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
   return v;
 }
 
+/// Byte offset of scale field `field`'s shared exponent in the record at
+/// `recordOffset`.
+Value scaleExponentOffset(TileLowering &s, Location loc, Value recordOffset,
+                          RecordField field) {
+  const RecordLayout &layout = s.spec.getLayout();
+  return arith::AddIOp::create(
+      s.b, loc, s.i64(loc, recordOffset),
+      s.i64Constant(loc, layout.scaleExponents + *getScaleFieldIndex(field)));
+}
+
+/// The f32 view of an e4m3 field whose bytes `bytes` holds: each element
+/// decoded and scaled by 2^ the field's exponent, read once by every thread
+/// from the staged record at shared byte `stagedRecord` when it is staged
+/// (else from global memory).
+TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
+                          const TileView &bytes,
+                          std::optional<int64_t> stagedRecord) {
+  Location loc = op.getLoc();
+  Value exponent;
+  if (stagedRecord) {
+    const RecordLayout &layout = s.spec.getLayout();
+    Value exponents = kvgpu::SharedBufferOp::create(
+        s.b, loc,
+        kvgpu::getSharedMemRefType({kScaleFieldCount}, s.b.getI8Type()),
+        s.b.getI64IntegerAttr(*stagedRecord + layout.scaleExponents));
+    exponent = load(s.b, loc, exponents,
+                    {s.index(s.b, loc, *getScaleFieldIndex(op.getField()))});
+  } else {
+    exponent = kvgpu::GlobalLoadOp::create(
+        s.b, loc, s.b.getI8Type(), s.lookup(op.getCache()),
+        scaleExponentOffset(s, loc, s.lookup(op.getOffset()), op.getField()));
+  }
+  Value scale = codegen::emitPow2(
+      s.b, loc, arith::ExtSIOp::create(s.b, loc, s.b.getI32Type(), exponent));
+  TileView v;
+  v.type = op.getResult().getType();
+  v.deps = bytes.buffers();
+  Value buffer = bytes.buffer;
+  v.compute = [=](OpBuilder &b, Location l, ValueRange i) -> Value {
+    Value byte = memref::LoadOp::create(b, l, buffer, i);
+    return arith::MulFOp::create(b, l, codegen::emitDecodeE4M3(b, l, byte),
+                                 scale);
+  };
+  return v;
+}
+
 LogicalResult lowerLoadField(TileLowering &s, Operation *raw) {
   auto op = cast<LoadFieldOp>(raw);
+  bool e4m3 = isE4M3Field(s.spec.getLayout(), op.getField());
   if (std::optional<TileView> staged = stagedRecordField(s, op)) {
-    s.tiles[op.getResult()] = *staged;
+    int64_t record =
+        s.stagedRecords.find({op.getCache(), op.getOffset()})->second.offset;
+    s.tiles[op.getResult()] =
+        e4m3 ? decodedE4M3Field(s, op, *staged, record) : *staged;
     return success();
   }
   Location loc = op.getLoc();
-  TileType type = op.getResult().getType();
+  TileType type =
+      getStoredFieldType(s.b.getContext(), s.spec.getLayout(), op.getField());
   TileView v = s.allocate(loc, type);
   kvgpu::CopyInOp::create(
       s.b, loc, s.lookup(op.getCache()),
       fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
       fieldStrides(s, loc, type), v.buffer);
   s.barrier(loc);
-  s.tiles[op.getResult()] = v;
+  s.tiles[op.getResult()] = e4m3 ? decodedE4M3Field(s, op, v, std::nullopt) : v;
   return success();
+}
+
+/// store_field of an e4m3 field: the exponent of the values' maximum
+/// (scaleFieldExponent), each value / 2^exponent as its e4m3 byte (exact:
+/// the values are ones quantize rounded to e4m3 under an exponent at least
+/// this one), then the bytes and the exponent written.
+void storeE4M3Field(TileLowering &s, StoreFieldOp op) {
+  Location loc = op.getLoc();
+  MLIRContext *ctx = s.b.getContext();
+  TileView values = s.view(op.getValue());
+  int64_t n = op.getValue().getType().getNumElements();
+  ScratchBuffers scratch(s);
+  Value max = scratch.get(loc, {1}, s.b.getF32Type());
+  s.reduce(loc, kvgpu::ReduceKind::Max, 1, n, max,
+           [&](OpBuilder &b, Value, Value i) {
+             return s.read(b, loc, values, {i});
+           });
+  Value exponent = codegen::emitScaleExponent(
+      s.b, loc, load(s.b, loc, max, {s.index(s.b, loc, 0)}));
+  Value inverse = codegen::emitPow2(
+      s.b, loc,
+      arith::SubIOp::create(s.b, loc, codegen::emitI32(s.b, loc, 0), exponent));
+  TileType stored = getStoredFieldType(ctx, s.spec.getLayout(), op.getField());
+  TileView bytes = s.allocate(loc, stored);
+  s.foreach (loc, {n}, [&](OpBuilder &b, ValueRange i) {
+    Value x = arith::MulFOp::create(b, loc, s.read(b, loc, values, i), inverse);
+    store(b, loc, codegen::emitE4M3Byte(b, loc, x), bytes.buffer, i);
+  });
+  storeView(s, loc, bytes, stored.getElementType(), s.lookup(op.getCache()),
+            fieldByteOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
+            fieldStrides(s, loc, stored));
+  s.planner.release(bytes.bufferId);
+  TileView e;
+  e.type = TileType::get({1}, s.b.getI8Type());
+  e.splat = arith::TruncIOp::create(s.b, loc, s.b.getI8Type(), exponent);
+  storeView(
+      s, loc, e, s.b.getI8Type(), s.lookup(op.getCache()),
+      scaleExponentOffset(s, loc, s.lookup(op.getOffset()), op.getField()),
+      {s.i64Constant(loc, 1)});
 }
 
 LogicalResult lowerStoreField(TileLowering &s, Operation *raw) {
   auto op = cast<StoreFieldOp>(raw);
+  if (isE4M3Field(s.spec.getLayout(), op.getField())) {
+    storeE4M3Field(s, op);
+    return success();
+  }
   Location loc = op.getLoc();
   TileType type = op.getValue().getType();
   storeView(s, loc, s.view(op.getValue()), type.getElementType(),

@@ -9,9 +9,10 @@
 
 #include "TileLowering.h"
 
+#include "kvarn/Codegen/E4M3Emitters.h"
 #include "kvarn/Codegen/TileArithmeticEmitters.h"
-#include "kvarn/Reference/TileArithmetic.h"
 #include "kvarn/Reference/Rotation.h"
+#include "kvarn/Reference/TileArithmetic.h"
 
 #include <array>
 #include <cmath>
@@ -409,8 +410,111 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
 // quantize, dequantize
 //===----------------------------------------------------------------------===//
 
+/// kvt.quantize with e4m3_scales, in shared memory:
+/// kvarn::quantizeTileWithScales's ScaleFormat::E4M3 operations, in order.
+LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
+  namespace cg = kvarn::codegen;
+  Location loc = op.getLoc();
+  TileType type = op.getInput().getType();
+  int64_t R = type.getDim(0), C = type.getDim(1);
+  Type f32 = s.b.getF32Type(), f16 = s.b.getF16Type();
+  float qmax = float((1 << op.getBits()) - 1);
+  TileView m = s.view(op.getInput()), sCol = s.view(op.getColScale());
+  ScratchBuffers scratch(s);
+  Value max = scratch.get(loc, {1}, f32);
+  Value zeroIndex = s.index(s.b, loc, 0);
+  // v rounded to the e4m3 grid of exponent e (at least its smallest step).
+  auto rounded = [&](OpBuilder &b, Value v, Value e) -> Value {
+    Value x = arith::MulFOp::create(
+        b, loc, v,
+        cg::emitPow2(b, loc,
+                     arith::SubIOp::create(b, loc, cg::emitI32(b, loc, 0), e)));
+    x = arith::MaximumFOp::create(b, loc, cg::emitRoundToE4M3(b, loc, x),
+                                  s.f32Constant(b, loc, kE4M3MinSubnormal));
+    return arith::MulFOp::create(b, loc, x, cg::emitPow2(b, loc, e));
+  };
+
+  // The column scales as stored, and their reciprocals.
+  s.reduce(loc, ReduceKind::Max, 1, C, max, [&](OpBuilder &b, Value, Value c) {
+    return s.read(b, loc, sCol, {c});
+  });
+  TileView other = s.allocate(loc, TileType::get({C}, f32));
+  Value ic = scratch.get(loc, {C}, f32);
+  s.foreach (loc, {C}, [&](OpBuilder &b, ValueRange i) {
+    Value e = cg::emitScaleExponent(b, loc, load(b, loc, max, {zeroIndex}));
+    Value v = rounded(b, s.read(b, loc, sCol, i), e);
+    store(b, loc, v, other.buffer, i);
+    store(b, loc, arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v),
+          ic, i);
+  });
+  auto y = [&](OpBuilder &b, Value r, Value c) -> Value {
+    return arith::MulFOp::create(b, loc, s.read(b, loc, m, {r, c}),
+                                 load(b, loc, ic, {c}));
+  };
+  // Each row's minimum and step; the steps' maximum.
+  Value lo = scratch.get(loc, {R}, f32), hi = scratch.get(loc, {R}, f32);
+  Value step = scratch.get(loc, {R}, f32);
+  s.reduce(loc, ReduceKind::Min, R, C, lo, y);
+  s.reduce(loc, ReduceKind::Max, R, C, hi, y);
+  s.foreach (loc, {R}, [&](OpBuilder &b, ValueRange i) {
+    Value range =
+        arith::SubFOp::create(b, loc, load(b, loc, hi, i), load(b, loc, lo, i));
+    Value a = arith::DivFOp::create(b, loc, range, s.f32Constant(b, loc, qmax));
+    store(b, loc,
+          arith::MaximumFOp::create(
+              b, loc, a, s.f32Constant(b, loc, kvarn::tilemath::kRangeFloor)),
+          step, i);
+  });
+  s.reduce(loc, ReduceKind::Max, 1, R, max, [&](OpBuilder &b, Value, Value r) {
+    return load(b, loc, step, {r});
+  });
+  // The rounded step, and the zero point of its grid centred on the range.
+  TileView scale = s.allocate(loc, TileType::get({R}, f32));
+  TileView zero = s.allocate(loc, TileType::get({R}, f16));
+  s.foreach (loc, {R}, [&](OpBuilder &b, ValueRange i) {
+    Value e = cg::emitScaleExponent(b, loc, load(b, loc, max, {zeroIndex}));
+    Value st = load(b, loc, step, i);
+    Value a = rounded(b, st, e);
+    Value shift = arith::MulFOp::create(
+        b, loc,
+        arith::MulFOp::create(b, loc, s.f32Constant(b, loc, 0.5f),
+                              arith::SubFOp::create(b, loc, st, a)),
+        s.f32Constant(b, loc, qmax));
+    store(b, loc, a, scale.buffer, i);
+    store(b, loc,
+          arith::TruncFOp::create(
+              b, loc, f16,
+              arith::AddFOp::create(b, loc, load(b, loc, lo, i), shift)),
+          zero.buffer, i);
+  });
+  TileView codes = s.allocate(loc, TileType::get({R, C}, s.b.getI8Type()));
+  s.foreach (loc, {R, C}, [&](OpBuilder &b, ValueRange i) {
+    Value z =
+        arith::ExtFOp::create(b, loc, f32, load(b, loc, zero.buffer, {i[0]}));
+    Value inverse = arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f),
+                                          load(b, loc, scale.buffer, {i[0]}));
+    Value x = arith::MulFOp::create(
+        b, loc, arith::SubFOp::create(b, loc, y(b, i[0], i[1]), z), inverse);
+    // cvt.rni.s32.f32 rounds half to even, as the reference's nearbyint.
+    Value q = emitRoundToInt(b, loc, x);
+    q = arith::MaxSIOp::create(b, loc, q,
+                               arith::ConstantIntOp::create(b, loc, 0, 32));
+    q = arith::MinSIOp::create(
+        b, loc, q, arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
+    store(b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), q),
+          codes.buffer, i);
+  });
+  s.tiles[op.getCodes()] = codes;
+  s.tiles[op.getScale()] = scale;
+  s.tiles[op.getZero()] = zero;
+  s.tiles[op.getOtherScale()] = other;
+  return success();
+}
+
 LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
   auto op = cast<QuantizeOp>(raw);
+  if (op.getE4m3Scales())
+    return lowerQuantizeE4M3(s, op);
   Location loc = op.getLoc();
   TileType type = op.getInput().getType();
   int64_t R = type.getDim(0), C = type.getDim(1);

@@ -68,25 +68,56 @@ static LogicalResult verifyStridedAccess(Operation *op, PointerType ptr,
 // Record fields
 //===----------------------------------------------------------------------===//
 
-TileType kvarn::kvt::getFieldType(MLIRContext *ctx, const RecordLayout &l,
-                                  RecordField field) {
+std::optional<int> kvarn::kvt::getScaleFieldIndex(RecordField field) {
+  switch (field) {
+  case RecordField::KScale:
+    return 0;
+  case RecordField::KTokenScale:
+    return 1;
+  case RecordField::VChannelScale:
+    return 2;
+  case RecordField::VScale:
+    return 3;
+  default:
+    return std::nullopt;
+  }
+}
+
+bool kvarn::kvt::isE4M3Field(const RecordLayout &l, RecordField field) {
+  return l.scaleFormat == ScaleFormat::E4M3 &&
+         getScaleFieldIndex(field).has_value();
+}
+
+TileType kvarn::kvt::getStoredFieldType(MLIRContext *ctx, const RecordLayout &l,
+                                        RecordField field) {
   Type f16 = Float16Type::get(ctx), i8 = IntegerType::get(ctx, 8);
+  Type scale = l.scaleFormat == ScaleFormat::E4M3 ? i8 : f16;
   const int64_t d = l.headDim, g = l.group;
   switch (field) {
   case RecordField::KCodes:
     return TileType::get({d, l.kRowBytes()}, i8);
   case RecordField::VCodes:
     return TileType::get({g, l.vRowBytes()}, i8);
-  case RecordField::KScale:
   case RecordField::KZero:
-  case RecordField::VChannelScale:
     return TileType::get({d}, f16);
-  case RecordField::KTokenScale:
-  case RecordField::VScale:
   case RecordField::VZero:
     return TileType::get({g}, f16);
+  case RecordField::KScale:
+  case RecordField::VChannelScale:
+    return TileType::get({d}, scale);
+  case RecordField::KTokenScale:
+  case RecordField::VScale:
+    return TileType::get({g}, scale);
   }
   llvm_unreachable("unknown record field");
+}
+
+TileType kvarn::kvt::getFieldType(MLIRContext *ctx, const RecordLayout &l,
+                                  RecordField field) {
+  TileType stored = getStoredFieldType(ctx, l, field);
+  if (isE4M3Field(l, field))
+    return TileType::get(stored.getShape(), Float32Type::get(ctx));
+  return stored;
 }
 
 int64_t kvarn::kvt::getFieldOffset(const RecordLayout &l, RecordField field) {
@@ -262,30 +293,63 @@ LogicalResult QuantizeOp::inferReturnTypes(MLIRContext *ctx,
                                llvm::Twine(rows) + "xf32>");
   if (failed(checkBits(loc, adaptor.getBits())))
     return failure();
+  Type scale = adaptor.getE4m3Scales() ? f32 : f16;
   types.push_back(TileType::get({rows, cols}, IntegerType::get(ctx, 8)));
+  types.push_back(TileType::get({rows}, scale));
   types.push_back(TileType::get({rows}, f16));
-  types.push_back(TileType::get({rows}, f16));
-  types.push_back(TileType::get({cols}, f16));
+  types.push_back(TileType::get({cols}, scale));
   return success();
+}
+
+/// kvt.dequantize's scale types: [R] and [C] of f16, or of the element type
+/// after a trailing `scales` keyword.
+static ParseResult parseScaleElementType(OpAsmParser &parser, Type codes,
+                                         Type &scale, Type &other) {
+  auto tile = dyn_cast<TileType>(codes);
+  if (!tile || tile.getRank() != 2)
+    return parser.emitError(parser.getCurrentLocation(),
+                            "codes must be a rank-2 tile");
+  Type elt = Float16Type::get(parser.getContext());
+  if (succeeded(parser.parseOptionalKeyword("scales")) &&
+      failed(parser.parseType(elt)))
+    return failure();
+  scale = TileType::get({tile.getDim(0)}, elt);
+  other = TileType::get({tile.getDim(1)}, elt);
+  return success();
+}
+
+static void printScaleElementType(OpAsmPrinter &printer, Operation *, Type,
+                                  Type scale, Type) {
+  Type elt = cast<TileType>(scale).getElementType();
+  if (!elt.isF16())
+    printer << " scales " << elt;
 }
 
 LogicalResult DequantizeOp::inferReturnTypes(MLIRContext *ctx,
                                              std::optional<Location> loc,
                                              Adaptor adaptor,
                                              SmallVectorImpl<Type> &types) {
-  Type f16 = Float16Type::get(ctx);
+  Type f16 = Float16Type::get(ctx), f32 = Float32Type::get(ctx);
   FailureOr<TileType> codes = expectTile(loc, adaptor.getCodes(), "codes", 2,
                                          IntegerType::get(ctx, 8));
   if (failed(codes))
     return failure();
   int64_t rows = codes->getDim(0), cols = codes->getDim(1);
-  if (adaptor.getScale().getType() != TileType::get({rows}, f16) ||
+  // Scales: f16, or f32 (decoded e4m3); the zero is always f16.
+  auto isScaleVector = [&](Type t, int64_t n) {
+    return t == TileType::get({n}, f16) || t == TileType::get({n}, f32);
+  };
+  if (!isScaleVector(adaptor.getScale().getType(), rows) ||
       adaptor.getZero().getType() != TileType::get({rows}, f16))
-    return inferError(loc, "scale and zero must be !kvt.tile<" +
+    return inferError(loc, "scale must be !kvt.tile<" + llvm::Twine(rows) +
+                               "xf16> or xf32, zero !kvt.tile<" +
                                llvm::Twine(rows) + "xf16>");
-  if (adaptor.getOtherScale().getType() != TileType::get({cols}, f16))
+  if (!isScaleVector(adaptor.getOtherScale().getType(), cols) ||
+      cast<TileType>(adaptor.getOtherScale().getType()).getElementType() !=
+          cast<TileType>(adaptor.getScale().getType()).getElementType())
     return inferError(loc, "column scales must be !kvt.tile<" +
-                               llvm::Twine(cols) + "xf16>");
+                               llvm::Twine(cols) +
+                               "x...> of the scale's element type");
   types.push_back(TileType::get({rows, cols}, Float32Type::get(ctx)));
   return success();
 }

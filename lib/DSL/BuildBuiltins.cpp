@@ -413,8 +413,11 @@ FailureOr<Operand> buildQuantize(KvtBuilder &kb, CallArgs &args) {
   FailureOr<uint32_t> bits = bitsArg(kb, args, 3);
   if (failed(bits))
     return failure();
+  // The record's scale format decides the rounding (the scales' types
+  // follow, and store_field checks them against the field).
+  bool e4m3 = kb.layout().scaleFormat == ScaleFormat::E4M3;
   FailureOr<kvt::QuantizeOp> op = kb.createInferred<kvt::QuantizeOp>(
-      args.loc(), 4, *in, *colScale, *rowScale, *bits);
+      args.loc(), 4, *in, *colScale, *rowScale, *bits, e4m3);
   if (failed(op))
     return failure();
   return several(op->getResults(), args.loc());

@@ -13,6 +13,7 @@
 #include "kvarn/Dialect/KVT/KVT.h"
 #include "kvarn/Reference/OnlineSoftmax.h"
 #include "kvarn/Reference/Quantizer.h"
+#include "kvarn/Support/Fp8.h"
 #include "kvarn/Support/Half.h"
 
 #include "llvm/ADT/TypeSwitch.h"
@@ -102,11 +103,23 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
                          int64_t &byteOffset) -> llvm::Error {
     if (!hasLayout)
       return errorAt(op, "the kernel has no kvt.spec, so no record layout");
-    type = kvt::getFieldType(op->getContext(), recordLayout, field);
+    type = kvt::getStoredFieldType(op->getContext(), recordLayout, field);
     byteOffset = recordOffset + kvt::getFieldOffset(recordLayout, field);
     auto tile = cast<kvt::TileType>(type);
     int64_t bytes = tile.getNumElements() * elementBytes(tile.getElementType());
-    return checkAccess(op, cache, byteOffset, bytes);
+    if (llvm::Error err = checkAccess(op, cache, byteOffset, bytes))
+      return err;
+    // An e4m3 field's shared exponent, at the record's end.
+    if (kvt::isE4M3Field(recordLayout, field))
+      return checkAccess(op, cache,
+                         recordOffset + recordLayout.scaleExponents +
+                             *kvt::getScaleFieldIndex(field),
+                         1);
+    return llvm::Error::success();
+  };
+  auto exponentAt = [&](kvt::RecordField field, int64_t recordOffset) {
+    return recordOffset + recordLayout.scaleExponents +
+           *kvt::getScaleFieldIndex(field);
   };
 
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
@@ -200,11 +213,18 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         if (llvm::Error err =
                 fieldAccess(l.getField(), get(l.getOffset()).i, cache, type, at))
           return err;
-        auto tile = newTile(type);
+        auto tile = newTile(l.getResult().getType());
         const Buffer &b = buffer(cache.buffer);
-        Type element = tile->elementType;
-        for (size_t i = 0; i < tile->data.size(); ++i)
-          tile->data[i] = readElement(b.data + at, element, int64_t(i));
+        if (kvt::isE4M3Field(recordLayout, l.getField())) {
+          int exponent =
+              int8_t(b.data[exponentAt(l.getField(), get(l.getOffset()).i)]);
+          for (size_t i = 0; i < tile->data.size(); ++i)
+            tile->data[i] = decodeScale(b.data[at + i], exponent);
+        } else {
+          Type element = tile->elementType;
+          for (size_t i = 0; i < tile->data.size(); ++i)
+            tile->data[i] = readElement(b.data + at, element, int64_t(i));
+        }
         setTile(l.getResult(), tile);
         return ok();
       })
@@ -217,6 +237,19 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           return err;
         const Tile &tile = tileOf(s.getValue());
         const Buffer &b = buffer(cache.buffer);
+        if (kvt::isE4M3Field(recordLayout, s.getField())) {
+          // Fp8.h's canonical encoding of values quantize rounded.
+          float max = 0;
+          for (double x : tile.data)
+            max = std::max(max, float(x));
+          int exponent = scaleFieldExponent(max);
+          for (size_t i = 0; i < tile.data.size(); ++i)
+            b.data[at + i] =
+                encodeScale(float(tile.data[i]), exponent, /*roundUp=*/false);
+          b.data[exponentAt(s.getField(), get(s.getOffset()).i)] =
+              uint8_t(int8_t(exponent));
+          return ok();
+        }
         for (size_t i = 0; i < tile.data.size(); ++i)
           writeElement(b.data + at, tile.elementType, int64_t(i), tile.data[i]);
         return ok();
@@ -282,18 +315,20 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
       .Case([&](kvt::QuantizeOp q) {
         QuantizedTile result = quantizeTileWithScales(
             toMatrix(tileOf(q.getInput())), int(q.getBits()),
-            toFloats(tileOf(q.getColScale())), toFloats(tileOf(q.getRowScale())));
+            toFloats(tileOf(q.getColScale())),
+            toFloats(tileOf(q.getRowScale())),
+            q.getE4m3Scales() ? ScaleFormat::E4M3 : ScaleFormat::F16);
         auto codes = newTile(q.getCodes().getType());
         auto scale = newTile(q.getScale().getType());
         auto zero = newTile(q.getZero().getType());
         auto other = newTile(q.getOtherScale().getType());
         codes->data.assign(result.codes.begin(), result.codes.end());
         for (size_t i = 0; i < result.absorbedScale.size(); ++i) {
-          scale->data[i] = halfToFloat(result.absorbedScale[i]);
-          zero->data[i] = halfToFloat(result.absorbedZero[i]);
+          scale->data[i] = result.scaleAt(int(i));
+          zero->data[i] = result.zeroAt(int(i));
         }
         for (size_t i = 0; i < result.otherScale.size(); ++i)
-          other->data[i] = halfToFloat(result.otherScale[i]);
+          other->data[i] = result.otherAt(int(i));
         setTile(q.getCodes(), codes);
         setTile(q.getScale(), scale);
         setTile(q.getZero(), zero);
@@ -306,11 +341,24 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         q.rows = int(codes.dim(0));
         q.cols = int(codes.dim(1));
         q.codes.assign(codes.data.begin(), codes.data.end());
-        q.absorbedScale = toHalfBits(tileOf(d.getScale()));
         q.absorbedZero = toHalfBits(tileOf(d.getZero()));
-        q.otherScale = toHalfBits(tileOf(d.getOtherScale()));
         auto tile = newTile(d.getResult().getType());
-        tile->data = dequantizeTile(q);
+        if (tileOf(d.getScale()).elementType.isF32()) {
+          // Decoded e4m3 scales: dequantizeTile's fp32 arithmetic on them.
+          const Tile &scale = tileOf(d.getScale()),
+                     &other = tileOf(d.getOtherScale());
+          for (int r = 0; r < q.rows; ++r)
+            for (int c = 0; c < q.cols; ++c)
+              tile->data[size_t(r) * q.cols + c] =
+                  (float(q.codes[size_t(r) * q.cols + c]) *
+                       float(scale.data[r]) +
+                   halfToFloat(q.absorbedZero[r])) *
+                  float(other.data[c]);
+        } else {
+          q.absorbedScale = toHalfBits(tileOf(d.getScale()));
+          q.otherScale = toHalfBits(tileOf(d.getOtherScale()));
+          tile->data = dequantizeTile(q);
+        }
         setTile(d.getResult(), tile);
         return ok();
       })

@@ -10,6 +10,10 @@ static const Preset kPresets[] = {
     {"kvarn_k4v2_g64", 4, 2, 64, 8},
     {"kvarn_k4v4_g128", 4, 4, 128, 8},
     {"kvarn_k4v4_g64", 4, 4, 64, 8},
+    {"kvarn_k4v2_g128_e4m3", 4, 2, 128, 8, ScaleFormat::E4M3},
+    {"kvarn_k4v2_g64_e4m3", 4, 2, 64, 8, ScaleFormat::E4M3},
+    {"kvarn_k4v4_g128_e4m3", 4, 4, 128, 8, ScaleFormat::E4M3},
+    {"kvarn_k4v4_g64_e4m3", 4, 4, 64, 8, ScaleFormat::E4M3},
 };
 
 llvm::ArrayRef<Preset> kvarn::allPresets() { return kPresets; }

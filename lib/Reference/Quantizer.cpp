@@ -7,6 +7,7 @@
 
 #include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Reference/TileArithmetic.h"
+#include "kvarn/Support/Fp8.h"
 #include "kvarn/Support/Half.h"
 
 #include <algorithm>
@@ -105,24 +106,107 @@ SinkhornResult kvarn::sinkhorn(const Matrix &m, int iters) {
   return best;
 }
 
+float QuantizedTile::scaleAt(int r) const {
+  return scaleFormat == ScaleFormat::E4M3
+             ? decodeScale(uint8_t(absorbedScale[r]), scaleExponent)
+             : halfToFloat(absorbedScale[r]);
+}
+
+float QuantizedTile::zeroAt(int r) const {
+  return halfToFloat(absorbedZero[r]);
+}
+
+float QuantizedTile::otherAt(int c) const {
+  return scaleFormat == ScaleFormat::E4M3
+             ? decodeScale(uint8_t(otherScale[c]), otherExponent)
+             : halfToFloat(otherScale[c]);
+}
+
 QuantizedTile kvarn::quantizeTile(const Matrix &m, int bits,
-                                  const SinkhornResult &s) {
-  return quantizeTileWithScales(m, bits, s.colScale, s.rowScale);
+                                  const SinkhornResult &s, ScaleFormat format) {
+  return quantizeTileWithScales(m, bits, s.colScale, s.rowScale, format);
+}
+
+/// A scale field rounded under a provisional exponent (that of its values
+/// before rounding), re-encoded under the exponent of its rounded values:
+/// the form a store of those values writes (never a larger exponent, so
+/// exact). Rounding may lower the maximum into a smaller binade.
+static void canonicalizeScaleField(std::vector<uint16_t> &bytes,
+                                   int &exponent) {
+  float max = 0;
+  for (uint16_t b : bytes)
+    max = std::max(max, decodeScale(uint8_t(b), exponent));
+  int canonical = scaleFieldExponent(max);
+  for (uint16_t &b : bytes)
+    b = encodeScale(decodeScale(uint8_t(b), exponent), canonical,
+                    /*roundUp=*/false);
+  exponent = canonical;
+}
+
+/// quantizeTileWithScales for ScaleFormat::E4M3 (its header comment).
+static void quantizeAgainstE4M3(const Matrix &m, llvm::ArrayRef<float> colScale,
+                                QuantizedTile &q) {
+  const float qmax = float((1 << q.bits) - 1);
+  // The column scales as stored; never 0 (they divide).
+  q.otherExponent =
+      scaleFieldExponent(*std::max_element(colScale.begin(), colScale.end()));
+  std::vector<float> ic(m.cols);
+  for (int c = 0; c < m.cols; ++c) {
+    uint8_t bits = std::max<uint8_t>(
+        encodeScale(colScale[c], q.otherExponent, /*roundUp=*/false), 1);
+    q.otherScale[c] = bits;
+    ic[c] = 1.0f / decodeScale(bits, q.otherExponent);
+  }
+  std::vector<float> y(size_t(m.rows) * m.cols), lo(m.rows), step(m.rows);
+  float maxStep = 0;
+  for (int r = 0; r < m.rows; ++r) {
+    float *row = &y[size_t(r) * m.cols];
+    for (int c = 0; c < m.cols; ++c)
+      row[c] = m.at(r, c) * ic[c];
+    auto [loIt, hiIt] = std::minmax_element(row, row + m.cols);
+    lo[r] = *loIt;
+    step[r] = std::max((*hiIt - *loIt) / qmax, tmath::kRangeFloor);
+    maxStep = std::max(maxStep, step[r]);
+  }
+  q.scaleExponent = scaleFieldExponent(maxStep);
+  for (int r = 0; r < m.rows; ++r) {
+    uint8_t bits = encodeScale(step[r], q.scaleExponent, /*roundUp=*/false);
+    bits = std::max<uint8_t>(bits, 1);
+    q.absorbedScale[r] = bits;
+    // The grid of the rounded step centred on the row's range.
+    float a = decodeScale(bits, q.scaleExponent);
+    q.absorbedZero[r] = floatToHalf(lo[r] + 0.5f * (step[r] - a) * qmax);
+    float inverseStep = 1.0f / decodeScale(bits, q.scaleExponent);
+    float zero = halfToFloat(q.absorbedZero[r]);
+    for (int c = 0; c < m.cols; ++c) {
+      float code =
+          std::nearbyint((y[size_t(r) * m.cols + c] - zero) * inverseStep);
+      q.codes[size_t(r) * m.cols + c] = uint8_t(std::clamp(code, 0.0f, qmax));
+    }
+  }
+  canonicalizeScaleField(q.absorbedScale, q.scaleExponent);
+  canonicalizeScaleField(q.otherScale, q.otherExponent);
 }
 
 QuantizedTile kvarn::quantizeTileWithScales(const Matrix &m, int bits,
                                             llvm::ArrayRef<float> colScale,
-                                            llvm::ArrayRef<float> rowScale) {
+                                            llvm::ArrayRef<float> rowScale,
+                                            ScaleFormat format) {
   assert(colScale.size() == size_t(m.cols) && rowScale.size() == size_t(m.rows) &&
          "one scale per column and per row");
   QuantizedTile q;
   q.rows = m.rows;
   q.cols = m.cols;
   q.bits = bits;
+  q.scaleFormat = format;
   q.codes.resize(size_t(m.rows) * m.cols);
   q.absorbedScale.resize(m.rows);
   q.absorbedZero.resize(m.rows);
   q.otherScale.resize(m.cols);
+  if (format == ScaleFormat::E4M3) {
+    quantizeAgainstE4M3(m, colScale, q);
+    return q;
+  }
 
   const float qmax = float((1 << bits) - 1);
   std::vector<float> ic = reciprocals(colScale.vec());
@@ -149,9 +233,10 @@ QuantizedTile kvarn::quantizeTileWithScales(const Matrix &m, int bits,
 }
 
 QuantizedTile kvarn::normalizeAndQuantize(const Matrix &m, int bits, int iters,
-                                          SinkhornResult *sinkhornOut) {
+                                          SinkhornResult *sinkhornOut,
+                                          ScaleFormat format) {
   SinkhornResult s = sinkhorn(m, iters);
-  QuantizedTile q = quantizeTile(m, bits, s);
+  QuantizedTile q = quantizeTile(m, bits, s, format);
   if (sinkhornOut)
     *sinkhornOut = std::move(s);
   return q;
@@ -161,12 +246,12 @@ std::vector<double> kvarn::dequantizeTile(const QuantizedTile &q) {
   std::vector<double> x(size_t(q.rows) * q.cols);
   for (int r = 0; r < q.rows; ++r) {
     // fp32 on purpose: see the header.
-    float scale = halfToFloat(q.absorbedScale[r]);
-    float zero = halfToFloat(q.absorbedZero[r]);
+    float scale = q.scaleAt(r);
+    float zero = q.zeroAt(r);
     for (int c = 0; c < q.cols; ++c)
       x[size_t(r) * q.cols + c] =
           (float(q.codes[size_t(r) * q.cols + c]) * scale + zero) *
-          halfToFloat(q.otherScale[c]);
+          q.otherAt(c);
   }
   return x;
 }
@@ -187,6 +272,29 @@ void kvarn::unpackCodes(llvm::ArrayRef<uint8_t> packed, int bits,
   uint8_t mask = uint8_t((1 << bits) - 1);
   for (size_t i = 0; i < out.size(); ++i)
     out[i] = (packed[i / perByte] >> ((i % perByte) * bits)) & mask;
+}
+
+/// A scale field: fp16 little-endian, or one e4m3 byte per element.
+static void storeScales(ScaleFormat format, llvm::ArrayRef<uint16_t> values,
+                        uint8_t *dst) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (format == ScaleFormat::E4M3) {
+      dst[i] = uint8_t(values[i]);
+      continue;
+    }
+    dst[2 * i] = uint8_t(values[i] & 0xff);
+    dst[2 * i + 1] = uint8_t(values[i] >> 8);
+  }
+}
+
+static std::vector<uint16_t> loadScales(ScaleFormat format, const uint8_t *src,
+                                        size_t n) {
+  std::vector<uint16_t> out(n);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = format == ScaleFormat::E4M3
+                 ? src[i]
+                 : uint16_t(src[2 * i] | (src[2 * i + 1] << 8));
+  return out;
 }
 
 static void storeHalves(llvm::ArrayRef<uint16_t> values, uint8_t *dst) {
@@ -212,21 +320,29 @@ void kvarn::encodeRecord(const RecordLayout &layout, const uint16_t *kRot,
       k.at(c, t) = halfToFloat(kRot[size_t(t) * d + c]);
       v.at(t, c) = halfToFloat(vRot[size_t(t) * d + c]);
     }
-  QuantizedTile qk = normalizeAndQuantize(k, layout.keyBits, layout.sinkhornIters);
-  QuantizedTile qv =
-      normalizeAndQuantize(v, layout.valueBits, layout.sinkhornIters);
+  const ScaleFormat f = layout.scaleFormat;
+  QuantizedTile qk =
+      normalizeAndQuantize(k, layout.keyBits, layout.sinkhornIters, nullptr, f);
+  QuantizedTile qv = normalizeAndQuantize(v, layout.valueBits,
+                                          layout.sinkhornIters, nullptr, f);
 
   std::fill(record, record + layout.recordBytes, 0);
   packCodes(qk.codes, layout.keyBits,
             {record + layout.kCodes, size_t(d * layout.kRowBytes())});
-  storeHalves(qk.absorbedScale, record + layout.kScale);
+  storeScales(f, qk.absorbedScale, record + layout.kScale);
   storeHalves(qk.absorbedZero, record + layout.kZero);
-  storeHalves(qk.otherScale, record + layout.kTokenScale);
+  storeScales(f, qk.otherScale, record + layout.kTokenScale);
   packCodes(qv.codes, layout.valueBits,
             {record + layout.vCodes, size_t(g * layout.vRowBytes())});
-  storeHalves(qv.otherScale, record + layout.vChannelScale);
-  storeHalves(qv.absorbedScale, record + layout.vScale);
+  storeScales(f, qv.otherScale, record + layout.vChannelScale);
+  storeScales(f, qv.absorbedScale, record + layout.vScale);
   storeHalves(qv.absorbedZero, record + layout.vZero);
+  if (f == ScaleFormat::E4M3) {
+    const int exponents[kScaleFieldCount] = {
+        qk.scaleExponent, qk.otherExponent, qv.otherExponent, qv.scaleExponent};
+    for (int i = 0; i < kScaleFieldCount; ++i)
+      record[layout.scaleExponents + i] = uint8_t(int8_t(exponents[i]));
+  }
 }
 
 DecodedRecord kvarn::decodeRecord(const RecordLayout &layout,
@@ -239,9 +355,11 @@ DecodedRecord kvarn::decodeRecord(const RecordLayout &layout,
   r.k.codes.resize(size_t(d) * g);
   unpackCodes({record + layout.kCodes, size_t(d * layout.kRowBytes())},
               layout.keyBits, r.k.codes);
-  r.k.absorbedScale = loadHalves(record + layout.kScale, d);
+  const ScaleFormat f = layout.scaleFormat;
+  r.k.scaleFormat = r.v.scaleFormat = f;
+  r.k.absorbedScale = loadScales(f, record + layout.kScale, d);
   r.k.absorbedZero = loadHalves(record + layout.kZero, d);
-  r.k.otherScale = loadHalves(record + layout.kTokenScale, g);
+  r.k.otherScale = loadScales(f, record + layout.kTokenScale, g);
 
   r.v.rows = g;
   r.v.cols = d;
@@ -249,9 +367,18 @@ DecodedRecord kvarn::decodeRecord(const RecordLayout &layout,
   r.v.codes.resize(size_t(g) * d);
   unpackCodes({record + layout.vCodes, size_t(g * layout.vRowBytes())},
               layout.valueBits, r.v.codes);
-  r.v.otherScale = loadHalves(record + layout.vChannelScale, d);
-  r.v.absorbedScale = loadHalves(record + layout.vScale, g);
+  r.v.otherScale = loadScales(f, record + layout.vChannelScale, d);
+  r.v.absorbedScale = loadScales(f, record + layout.vScale, g);
   r.v.absorbedZero = loadHalves(record + layout.vZero, g);
+  if (f == ScaleFormat::E4M3) {
+    auto exponent = [&](int i) {
+      return int(int8_t(record[layout.scaleExponents + i]));
+    };
+    r.k.scaleExponent = exponent(0);
+    r.k.otherExponent = exponent(1);
+    r.v.otherExponent = exponent(2);
+    r.v.scaleExponent = exponent(3);
+  }
   return r;
 }
 

@@ -12,7 +12,8 @@ out=$2
 gqa=${3:-4}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-presets="kvarn_k4v2_g128 kvarn_k4v2_g64 kvarn_k4v4_g128 kvarn_k4v4_g64"
+presets="kvarn_k4v2_g128 kvarn_k4v2_g64 kvarn_k4v4_g128 kvarn_k4v4_g64
+  kvarn_k4v2_g128_e4m3 kvarn_k4v2_g64_e4m3 kvarn_k4v4_g128_e4m3 kvarn_k4v4_g64_e4m3"
 dims="64 80 96 112 128 160 192 256 512"
 failures=0
 {

@@ -21,7 +21,8 @@ class PackageTest(unittest.TestCase):
     def test_version_and_presets(self):
         self.assertRegex(kvarn.version(), r"^\d+\.\d+\.\d+$")
         self.assertEqual(kvarn.presets()[0], "kvarn_k4v2_g128")
-        self.assertEqual(len(kvarn.presets()), 4)
+        self.assertEqual(len(kvarn.presets()), 8)
+        self.assertIn("kvarn_k4v2_g128_e4m3", kvarn.presets())
 
     def test_record_layout_matches_the_spec(self):
         l = kvarn.record_layout("kvarn_k4v2_g128", 128)

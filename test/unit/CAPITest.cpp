@@ -29,14 +29,19 @@ TEST(CAPI, VersionAndStatusStrings) {
 }
 
 TEST(CAPI, PresetsAndLayouts) {
-  ASSERT_EQ(kvarn_preset_count(), 4u);
+  ASSERT_EQ(kvarn_preset_count(), 8u);
   EXPECT_STREQ(kvarn_preset_name(0), "kvarn_k4v2_g128");
-  EXPECT_EQ(kvarn_preset_name(4), nullptr);
+  EXPECT_STREQ(kvarn_preset_name(4), "kvarn_k4v2_g128_e4m3");
+  EXPECT_EQ(kvarn_preset_name(8), nullptr);
   kvarn_record_layout_t l;
   ASSERT_EQ(kvarn_record_layout("kvarn_k4v2_g128", 128, &l), KVARN_OK);
   EXPECT_EQ(l.record_bytes, 13824);
   EXPECT_EQ(l.v_codes_offset, 8960);
   EXPECT_EQ(l.group, 128);
+  // e4m3 scales: one byte each, four exponent bytes after the last field.
+  ASSERT_EQ(kvarn_record_layout("kvarn_k4v2_g128_e4m3", 128, &l), KVARN_OK);
+  EXPECT_EQ(l.k_zero_offset - l.k_scale_offset, 128);
+  EXPECT_EQ(l.unaligned_bytes, 13824 - 4 * 128 + 4);
   EXPECT_STREQ(kvarn_last_error(), "");
 }
 

@@ -46,16 +46,32 @@ TEST(RecordLayout, EverySupportedShapeIsConsistent) {
       EXPECT_EQ(l.kScale - l.kCodes, int64_t(d) * p.group * p.keyBits / 8);
       EXPECT_EQ(l.vChannelScale - l.vCodes,
                 int64_t(d) * p.group * p.valueBits / 8);
-      EXPECT_EQ(l.unalignedBytes, l.vZero + 2 * p.group);
+      bool e4m3 = p.scales == ScaleFormat::E4M3;
+      EXPECT_EQ(l.scaleBytes(), e4m3 ? 1 : 2);
+      EXPECT_EQ(l.kZero - l.kScale, int64_t(d) * l.scaleBytes());
+      EXPECT_EQ(l.vZero - l.vScale, int64_t(p.group) * l.scaleBytes());
+      // E4M3: the four shared exponents after the last field.
+      EXPECT_EQ(l.scaleExponents, e4m3 ? l.vZero + 2 * p.group : -1);
+      EXPECT_EQ(l.unalignedBytes,
+                l.vZero + 2 * p.group + (e4m3 ? kScaleFieldCount : 0));
       EXPECT_GE(l.recordBytes, l.unalignedBytes);
       EXPECT_EQ(l.recordBytes % 8, 0);
-      EXPECT_EQ(l.kScale % 2, 0); // fp16 fields at even offsets
-      EXPECT_EQ(l.vChannelScale % 2, 0);
+      // fp16 fields at even offsets, every scale and code field 16-byte
+      // aligned (cp.async copies them whole).
+      EXPECT_EQ(l.kZero % 2, 0);
+      EXPECT_EQ(l.vZero % 2, 0);
+      for (int64_t at :
+           {l.kScale, l.kTokenScale, l.vCodes, l.vChannelScale, l.vScale})
+        EXPECT_EQ(at % 16, 0) << p.name << " D " << d;
     }
 }
 
 TEST(Preset, TableAndErrors) {
-  ASSERT_EQ(allPresets().size(), 4u);
+  ASSERT_EQ(allPresets().size(), 8u);
+  for (const Preset &p : allPresets()) // the e4m3 twin of every preset
+    EXPECT_TRUE(bool(lookupPreset(
+        std::string(p.name) + (p.scales == ScaleFormat::E4M3 ? "" : "_e4m3"))))
+        << p.name;
   EXPECT_STREQ(defaultPreset().name, "kvarn_k4v2_g128");
   llvm::Expected<const Preset *> bad = lookupPreset("kvarn_k3v1_g32");
   ASSERT_FALSE(bool(bad));

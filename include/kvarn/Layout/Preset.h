@@ -13,15 +13,21 @@
 
 namespace kvarn {
 
+/// How a record stores its scales (docs/kvarn.md, "Scale formats"): fp16
+/// (the public reference's format), or e4m3 bytes with one shared exponent
+/// byte per field (the zero points stay fp16).
+enum class ScaleFormat { F16, E4M3 };
+
 struct Preset {
   const char *name;
   int keyBits;
   int valueBits;
   int group; // tokens per tile, equal to the paged cache's block size
   int sinkhornIters;
+  ScaleFormat scales = ScaleFormat::F16;
 };
 
-/// The four presets of docs/kvarn.md, "Presets", default first.
+/// The presets of docs/kvarn.md, "Presets", default first.
 llvm::ArrayRef<Preset> allPresets();
 const Preset &defaultPreset();
 llvm::Expected<const Preset *> lookupPreset(llvm::StringRef name);

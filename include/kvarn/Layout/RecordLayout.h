@@ -13,25 +13,36 @@
 
 namespace kvarn {
 
+/// The scale fields, each with its own shared exponent in E4M3 records.
+constexpr int kScaleFieldCount = 4;
+
 struct RecordLayout {
   int headDim = 0;
   int group = 0;
   int keyBits = 0;
   int valueBits = 0;
   int sinkhornIters = 0;
+  ScaleFormat scaleFormat = ScaleFormat::F16;
 
-  // Byte offsets of the fields, in record order.
+  // Byte offsets of the fields, in record order. "scale" is fp16 or, with
+  // ScaleFormat::E4M3, one e4m3 byte per element (times 2^ its field's
+  // entry of scaleExponents); zeros are always fp16.
   int64_t kCodes = 0;        // u8 [D][G / kCodesPerByte], channel-major
-  int64_t kScale = 0;        // fp16 [D], absorbed scale per channel
+  int64_t kScale = 0;        // scale [D], absorbed scale per channel
   int64_t kZero = 0;         // fp16 [D], absorbed zero per channel
-  int64_t kTokenScale = 0;   // fp16 [G], Sinkhorn column scale
+  int64_t kTokenScale = 0;   // scale [G], Sinkhorn column scale
   int64_t vCodes = 0;        // u8 [G][D / vCodesPerByte], token-major
-  int64_t vChannelScale = 0; // fp16 [D], Sinkhorn column scale
-  int64_t vScale = 0;        // fp16 [G], absorbed scale per token
+  int64_t vChannelScale = 0; // scale [D], Sinkhorn column scale
+  int64_t vScale = 0;        // scale [G], absorbed scale per token
   int64_t vZero = 0;         // fp16 [G], absorbed zero per token
+  // E4M3 only: i8 [4], the shared exponents of k_scale, k_token_scale,
+  // v_channel_scale and v_scale, in that order (-1 for fp16 scales).
+  int64_t scaleExponents = -1;
   int64_t unalignedBytes = 0;
   int64_t recordBytes = 0; // aligned size, the record stride
 
+  /// Bytes per element of the scale fields (2 for fp16, 1 for e4m3).
+  int scaleBytes() const { return scaleFormat == ScaleFormat::E4M3 ? 1 : 2; }
   int kCodesPerByte() const { return 8 / keyBits; }
   int vCodesPerByte() const { return 8 / valueBits; }
   int64_t kRowBytes() const { return int64_t(group) * keyBits / 8; }

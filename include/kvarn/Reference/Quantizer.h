@@ -52,29 +52,51 @@ struct SinkhornResult {
 /// spec and identical to every GPU lowering's.
 SinkhornResult sinkhorn(const Matrix &m, int iters);
 
-/// Section 5 on one tile M[R, C]: codes (unpacked, row-major [R, C]) and the
-/// fp16 bits of the absorbed row scale and zero and of the column scale.
+/// Section 5 on one tile M[R, C]: codes (unpacked, row-major [R, C]), the
+/// absorbed row scale and zero and the column scale as stored: fp16 bits,
+/// or with ScaleFormat::E4M3 the scales as e4m3 bytes times 2^ their
+/// field's exponent (the zero stays fp16).
 struct QuantizedTile {
   int rows = 0;
   int cols = 0;
   int bits = 0;
+  ScaleFormat scaleFormat = ScaleFormat::F16;
   std::vector<uint8_t> codes;
   std::vector<uint16_t> absorbedScale; // per row
-  std::vector<uint16_t> absorbedZero;  // per row
+  std::vector<uint16_t> absorbedZero;  // per row, fp16
   std::vector<uint16_t> otherScale;    // per column
+  int scaleExponent = 0;               // E4M3: absorbedScale's
+  int otherExponent = 0;               // E4M3: otherScale's
+
+  /// The stored values, widened to fp32.
+  float scaleAt(int r) const;
+  float zeroAt(int r) const;
+  float otherAt(int c) const;
 };
 
-QuantizedTile quantizeTile(const Matrix &m, int bits, const SinkhornResult &s);
+QuantizedTile quantizeTile(const Matrix &m, int bits, const SinkhornResult &s,
+                           ScaleFormat format = ScaleFormat::F16);
 
 /// quantizeTile with the column and row scales given directly (length C and
 /// R): quantizeTile(m, bits, s) is this with s's scales.
+///
+/// ScaleFormat::E4M3 (docs/kvarn.md, "Scale formats") quantizes against the
+/// stored values: the column scale is rounded to its e4m3 field first and
+/// the row divided by the rounded value; the row's step (its range / qmax)
+/// is rounded to the nearest e4m3 value, the grid of that step centred on
+/// the row's range (its zero point, fp16, moved by half the difference),
+/// and the codes computed with the stored step and zero, so that rounding
+/// a scale changes only the step. (The row's Sinkhorn scale cancels out of
+/// the absorbed scale and zero; only the column scale matters.)
 QuantizedTile quantizeTileWithScales(const Matrix &m, int bits,
                                      llvm::ArrayRef<float> colScale,
-                                     llvm::ArrayRef<float> rowScale);
+                                     llvm::ArrayRef<float> rowScale,
+                                     ScaleFormat format = ScaleFormat::F16);
 
 /// Normalize then quantize, the whole of sections 4 and 5.
 QuantizedTile normalizeAndQuantize(const Matrix &m, int bits, int iters,
-                                   SinkhornResult *sinkhornOut = nullptr);
+                                   SinkhornResult *sinkhornOut = nullptr,
+                                   ScaleFormat format = ScaleFormat::F16);
 
 /// x[r][c] = (code * absorbedScale[r] + absorbedZero[r]) * otherScale[c],
 /// evaluated in fp32 in that order, as the public reference (and the GPU

@@ -33,9 +33,22 @@ namespace kvarn::kvt {
 /// The `kvt.spec` of the kernel enclosing `op`, or null.
 SpecAttr getEnclosingSpec(mlir::Operation *op);
 
-/// The shape and element type of `field` in records of `layout`.
+/// The tile kvt.load_field gives and kvt.store_field takes for `field` in
+/// records of `layout`: the stored type, except that e4m3 scales are f32.
 TileType getFieldType(mlir::MLIRContext *context, const RecordLayout &layout,
                       RecordField field);
+
+/// The shape and element type `field` has in the record's bytes (e4m3
+/// scales: i8).
+TileType getStoredFieldType(mlir::MLIRContext *context,
+                            const RecordLayout &layout, RecordField field);
+
+/// The index of a scale field among RecordLayout::scaleExponents (k_scale,
+/// k_token_scale, v_channel_scale, v_scale), or nothing for other fields.
+std::optional<int> getScaleFieldIndex(RecordField field);
+
+/// Whether `field` is stored as e4m3 bytes with a shared exponent.
+bool isE4M3Field(const RecordLayout &layout, RecordField field);
 
 /// Byte offset of `field` within a record of `layout`.
 int64_t getFieldOffset(const RecordLayout &layout, RecordField field);

@@ -121,7 +121,11 @@ def KVT_LoadFieldOp : KVT_Op<"load_field"> {
     `cache`, with the shape the enclosing kernel's `kvt.spec` gives it:
     `k_codes` is `[D, G*kbits/8] i8`, `k_scale`/`k_zero`/`v_channel_scale`
     `[D] f16`, `k_token_scale`/`v_scale`/`v_zero` `[G] f16`, `v_codes`
-    `[G, D*vbits/8] i8`.
+    `[G, D*vbits/8] i8`. In a preset with e4m3 scales the four scale
+    fields read as f32, decoded (e4m3 byte times 2^ the field's shared
+    exponent, docs/kvarn.md "Scale formats"); store_field takes them as f32
+    and encodes them (the values must be ones that quantize with
+    `e4m3_scales` produces).
   }];
   let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$cache, I64:$offset,
                        KVT_RecordFieldAttr:$field);
@@ -210,26 +214,39 @@ def KVT_QuantizeOp : KVT_Op<"quantize", [Pure,
     Quantizes `input / s_col[None, :] / s_row[:, None]` per row to `bits`
     bits. Results: the codes [R, C] (i8, unpacked), the absorbed row scale
     and zero [R] f16, and the column scale [C] f16.
+
+    With `e4m3_scales` (presets with e4m3 scales) the codes are computed
+    against the stored values: the column scale rounded to its e4m3 field,
+    the step rounded to e4m3 and its grid centred on the row's range
+    (kvarn::quantizeTileWithScales); the absorbed scale and the column
+    scale are then f32 tiles of those exact values.
   }];
   let arguments = (ins KVT_TileType:$input, KVT_TileType:$colScale,
                        KVT_TileType:$rowScale,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits,
+                       UnitAttr:$e4m3_scales);
   let results = (outs KVT_TileType:$codes, KVT_TileType:$scale,
                       KVT_TileType:$zero, KVT_TileType:$otherScale);
   let assemblyFormat = [{
-    $input `,` $colScale `,` $rowScale `bits` `=` $bits attr-dict `:` qualified(type($input))
+    $input `,` $colScale `,` $rowScale `bits` `=` $bits (`e4m3_scales` $e4m3_scales^)?
+    attr-dict `:` qualified(type($input))
   }];
 }
 
 def KVT_DequantizeOp : KVT_Op<"dequantize", [Pure,
-    RowVectorOf<"codes", "scale", F16Of>, RowVectorOf<"codes", "zero", F16Of>,
-    ColVectorOf<"codes", "otherScale", F16Of>, InferTypeOpAdaptor]> {
+    RowVectorOf<"codes", "zero", F16Of>, InferTypeOpAdaptor]> {
   let summary = "(code * scale[r] + zero[r]) * other[c], in fp32";
+  let description = [{
+    `scale` [R] and `other_scale` [C] are f16, or f32 (the decoded scales of
+    a preset with e4m3 scales, printed as a trailing `scales f32`); `zero`
+    is f16.
+  }];
   let arguments = (ins KVT_TileType:$codes, KVT_TileType:$scale,
                        KVT_TileType:$zero, KVT_TileType:$otherScale);
   let results = (outs KVT_TileType:$result);
   let assemblyFormat = [{
     $codes `,` $scale `,` $zero `,` $otherScale attr-dict `:` qualified(type($codes))
+    custom<ScaleElementType>(ref(type($codes)), type($scale), type($otherScale))
   }];
 }
 

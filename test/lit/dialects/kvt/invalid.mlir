@@ -99,6 +99,15 @@ func.func @field_shape(%p: !kvt.ptr<i8>, %o: i64)
 
 // -----
 
+func.func @e4m3_field_is_f32(%p: !kvt.ptr<i8>, %o: i64, %s: !kvt.tile<128xf16>)
+    attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128_e4m3", head_dim = 128, gqa = 1>} {
+  // expected-error @+1 {{field v_scale of kvarn_k4v2_g128_e4m3 at head_dim 128 is '!kvt.tile<128xf32>', not '!kvt.tile<128xf16>'}}
+  kvt.store_field %s, %p[%o] <v_scale> : !kvt.tile<128xf16>, !kvt.ptr<i8>
+  return
+}
+
+// -----
+
 func.func @field_cache_type(%p: !kvt.ptr<f16>, %o: i64)
     attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
   // expected-error @+1 {{record cache must be a !kvt.ptr<i8>}}

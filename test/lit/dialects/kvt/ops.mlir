@@ -74,3 +74,24 @@ func.func @attend_block(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<128x128xf32>,
   %merged = kvt.merge %parts, %lses count %count : !kvt.tile<8x4x128xf32>, !kvt.tile<8x4xf32>
   return %out, %merged : !kvt.tile<4x128xf32>, !kvt.tile<4x128xf32>
 }
+
+// A preset with e4m3 scales: quantize rounds against them and gives f32
+// scales, the scale fields read and write f32, dequantize takes them.
+// CHECK-LABEL: func.func @e4m3_scales
+func.func @e4m3_scales(%cache: !kvt.ptr<i8>, %rec: i64, %v: !kvt.tile<128x128xf32>,
+                       %cs: !kvt.tile<128xf32>, %rs: !kvt.tile<128xf32>)
+    attributes {kvt.kernel, kvt.spec = #kvt.spec<"kvarn_k4v2_g128_e4m3", head_dim = 128, gqa = 1>} {
+  // CHECK: kvt.quantize %{{.*}}, %{{.*}}, %{{.*}} bits = 2 e4m3_scales : !kvt.tile<128x128xf32>
+  %codes, %scale, %zero, %ch = kvt.quantize %v, %cs, %rs bits = 2 e4m3_scales : !kvt.tile<128x128xf32>
+  // CHECK: kvt.store_field %{{.*}}, %{{.*}}[%{{.*}}] <v_scale> : !kvt.tile<128xf32>, !kvt.ptr<i8>
+  kvt.store_field %scale, %cache[%rec] <v_scale> : !kvt.tile<128xf32>, !kvt.ptr<i8>
+  kvt.store_field %zero, %cache[%rec] <v_zero> : !kvt.tile<128xf16>, !kvt.ptr<i8>
+  kvt.store_field %ch, %cache[%rec] <v_channel_scale> : !kvt.tile<128xf32>, !kvt.ptr<i8>
+  // CHECK: kvt.load_field %{{.*}}[%{{.*}}] <v_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf32>
+  %vs = kvt.load_field %cache[%rec] <v_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf32>
+  %vz = kvt.load_field %cache[%rec] <v_zero> : !kvt.ptr<i8> -> !kvt.tile<128xf16>
+  %vch = kvt.load_field %cache[%rec] <v_channel_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf32>
+  // CHECK: kvt.dequantize %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : !kvt.tile<128x128xi8> scales f32
+  %d = kvt.dequantize %codes, %vs, %vz, %vch : !kvt.tile<128x128xi8> scales f32
+  return
+}
