@@ -88,7 +88,7 @@ using namespace kvarn;
 
 namespace {
 
-constexpr const char *kPreset = "kvarn_k4v2_g64";
+constexpr const char *kDefaultPreset = "kvarn_k4v2_g64";
 constexpr int G = 64, D = 128, HK = 2, HQ = 8, LAYERS = 2;
 constexpr int NUM_BLOCKS = 192, POOL_SLOTS = 40, MAX_REQUESTS = 16,
               MAX_BLOCKS = 12;
@@ -173,15 +173,25 @@ double relL2(const float *got, const float *want, size_t n) {
 int main(int argc, char **argv) {
   int steps = 60;
   uint64_t seed = std::random_device{}();
+  const char *preset = kDefaultPreset;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps"))
       steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seed"))
       seed = std::strtoull(argv[i + 1], nullptr, 0);
+    else if (!std::strcmp(argv[i], "--preset"))
+      preset = argv[i + 1];
+  }
+  llvm::Expected<const Preset *> chosen = lookupPreset(preset);
+  if (!chosen || (*chosen)->group != G) {
+    std::fprintf(stderr, "serving-loop: --preset must name a preset of %d-token "
+                         "blocks: %s\n",
+                 G, chosen ? preset : llvm::toString(chosen.takeError()).c_str());
+    return 2;
   }
   std::printf("serving-loop: %s, D=%d, Hq/Hk %d/%d, %d layers, %d blocks, %d "
               "pool slots, %d steps, seed %llu\n",
-              kPreset, D, HQ, HK, LAYERS, NUM_BLOCKS, POOL_SLOTS, steps,
+              preset, D, HQ, HK, LAYERS, NUM_BLOCKS, POOL_SLOTS, steps,
               (unsigned long long)seed);
   int gpus = 0;
   if (kvarn_cuda_available(&gpus) != KVARN_OK || gpus == 0) {
@@ -195,7 +205,7 @@ int main(int argc, char **argv) {
   cuda::Context gpu = orDie(cuda::Context::create(0), "context");
   kvarn_context_t *ctx = nullptr;
   CHECK_KVARN(kvarn_context_create(0, nullptr, &ctx));
-  kvarn_pool_config_t cfg{kPreset, LAYERS, HK, HQ, D, 0, NUM_BLOCKS,
+  kvarn_pool_config_t cfg{preset, LAYERS, HK, HQ, D, 0, NUM_BLOCKS,
                           POOL_SLOTS, MAX_REQUESTS, MAX_BLOCKS};
   kvarn_pool_t *pool = nullptr;
   CHECK_KVARN(kvarn_pool_create(ctx, &cfg, &pool));
@@ -204,7 +214,7 @@ int main(int argc, char **argv) {
   kvarn_pool_buffers_t bufs;
   CHECK_KVARN(kvarn_pool_buffers(pool, &bufs));
   RecordLayout layout =
-      orDie(RecordLayout::get(**lookupPreset(kPreset), D), "layout");
+      orDie(RecordLayout::get(**chosen, D), "layout");
   Rotation rot = orDie(Rotation::get(D), "rotation");
   const float scale = float(1.0 / std::sqrt(double(D)));
 

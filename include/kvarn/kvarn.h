@@ -55,6 +55,12 @@ KVARN_API const char *kvarn_preset_name(size_t index);
 
 /* The cache geometry of a (preset, head_dim) pair, so a stack can size its
  * own allocations. Offsets are those of docs/kvarn.md, "Record layout". */
+/* The byte layout of one (block, KV head) record (docs/kvarn.md, "Record
+ * layout"). In the `_e4m3` presets the four scale fields (k_scale,
+ * k_token_scale, v_channel_scale, v_scale) hold one e4m3 byte per element,
+ * and their shared exponents (int8, in that order) are the 4 bytes before
+ * unaligned_bytes (docs/kvarn.md, "Scale formats"); zero points are fp16
+ * in every preset. */
 typedef struct kvarn_record_layout {
   int32_t head_dim;
   int32_t group;            /* tokens per tile = block size */

@@ -226,6 +226,16 @@ TEST_F(Flush, GoldenCasesMatchThePublicReference) {
   }
 }
 
+/// The index in allPresets() of the default preset's e4m3-scale twin.
+int e4m3PresetIndex() {
+  std::string name = std::string(defaultPreset().name) + "_e4m3";
+  for (size_t i = 0; i < allPresets().size(); ++i)
+    if (name == allPresets()[i].name)
+      return int(i);
+  ADD_FAILURE() << "no preset " << name;
+  return 0;
+}
+
 TEST_F(Flush, RandomTilesMatchTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
   for (const Preset &preset : allPresets())
@@ -397,16 +407,20 @@ TEST_F(Flush, StressEveryPresetHeadDimAndDType) {
 /// One small flush, for compute-sanitizer's memcheck and racecheck.
 TEST_F(Flush, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
-  RecordLayout l = *RecordLayout::get(defaultPreset(), 96);
-  std::vector<uint16_t> k = tokens(rng, l.group, 96, true),
-                        v = tokens(rng, l.group, 96, false);
-  FlushRun r = flush({defaultPreset().name, 96, 1}, l, 1, k, v, {0}, {1}, 1, 2);
-  std::vector<uint8_t> expected(l.recordBytes);
-  encodeRecord(l, k.data(), v.data(), expected.data());
-  RecordComparison cmp =
-      compareRecords(l, &r.cache[l.recordBytes], expected.data(), 1);
-  EXPECT_GE(cmp.codeAgreement(), 0.99);
-  EXPECT_LE(cmp.maxCodeStep, 1);
+  // The default preset and one with e4m3 scales (another quantize lowering).
+  for (const Preset *preset :
+       {&defaultPreset(), &allPresets()[e4m3PresetIndex()]}) {
+    RecordLayout l = *RecordLayout::get(*preset, 96);
+    std::vector<uint16_t> k = tokens(rng, l.group, 96, true),
+                          v = tokens(rng, l.group, 96, false);
+    FlushRun r = flush({preset->name, 96, 1}, l, 1, k, v, {0}, {1}, 1, 2);
+    std::vector<uint8_t> expected(l.recordBytes);
+    encodeRecord(l, k.data(), v.data(), expected.data());
+    RecordComparison cmp =
+        compareRecords(l, &r.cache[l.recordBytes], expected.data(), 1);
+    EXPECT_GE(cmp.codeAgreement(), 0.99) << preset->name;
+    EXPECT_LE(cmp.maxCodeStep, 1) << preset->name;
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -808,6 +822,7 @@ TEST_F(DecodeGpu, SlidingWindowsMatchTheCpuReference) {
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
+  check({e4m3PresetIndex(), 128, 1, 4, {300, 0, 129}}, rng); // e4m3 scales
 }
 
 TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {

@@ -454,7 +454,8 @@ TEST_F(Gpu, MixedLayerPoolMatchesOneLayerPoolsAndExactAttention) {
   kvarn_context_t *ctx = nullptr;
   ASSERT_EQ(kvarn_context_create(0, nullptr, &ctx), KVARN_OK)
       << kvarn_last_error();
-  const char *presets[] = {"kvarn_k4v2_g64", "kvarn_k4v4_g64"};
+  // Two presets of one block size: fp16 scales and e4m3 scales.
+  const char *presets[] = {"kvarn_k4v2_g64", "kvarn_k4v4_g64_e4m3"};
   std::vector<kvarn_layer_config_t> ls(4);
   ls[0] = {KVARN_LAYER_KVARN, 0, nullptr};
   ls[1] = {KVARN_LAYER_FP16, 0, nullptr};

@@ -16,6 +16,8 @@ fi
 "$bin/serving-loop" --steps 40 --seed 1 || rc=1
 # The seed whose flushed block once missed the bound (a rounding tie).
 "$bin/serving-loop" --steps 40 --seed 3309951037 || rc=1
+# A preset with e4m3 scales (docs/kvarn.md, "Scale formats").
+"$bin/serving-loop" --steps 40 --preset kvarn_k4v2_g64_e4m3 || rc=1
 for run in 1 2 3; do
   "$bin/serving-loop" --steps 40 || rc=1
 done
