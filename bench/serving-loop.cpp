@@ -56,7 +56,13 @@
 // and the true tokens' pool rows at the kernels' 4e-4: it differs from held
 // in holding only the blocks the step's block tables name.
 //
-//   serving-loop [--steps N] [--seed S]
+//   serving-loop [--steps N] [--seed S] [--preset P] [--mixed]
+//
+// --mixed draws a random per-layer configuration from the seed (issue 17):
+// four layers, each kvarn (a random preset of 64-token blocks, e4m3 scales
+// included), fp16 (kept exact) or absent (no KV), each with a random
+// sliding window or none; every check above runs per layer with that
+// layer's layout, block_to_slot (the identity for fp16 layers) and window.
 //
 // Exit 0: all checks passed; 1: a check failed; 77: no GPU (skipped).
 //
@@ -89,7 +95,7 @@ using namespace kvarn;
 namespace {
 
 constexpr const char *kDefaultPreset = "kvarn_k4v2_g64";
-constexpr int G = 64, D = 128, HK = 2, HQ = 8, LAYERS = 2;
+constexpr int G = 64, D = 128, HK = 2, HQ = 8, kMaxLayers = 4;
 constexpr int NUM_BLOCKS = 192, POOL_SLOTS = 40, MAX_REQUESTS = 16,
               MAX_BLOCKS = 12;
 constexpr double kTolerance = 4e-4;
@@ -122,7 +128,7 @@ void orDie(llvm::Error e, const char *what) {
   }
 }
 
-/// One token's un-rotated K or V: [LAYERS][HK][D] fp16.
+/// One token's un-rotated K or V: [kMaxLayers][HK][D] fp16.
 using Token = std::vector<uint16_t>;
 
 struct Request {
@@ -132,7 +138,7 @@ struct Request {
 
 Token randomToken(std::mt19937_64 &rng) {
   std::student_t_distribution<float> t(3.0f);
-  Token tok(size_t(LAYERS) * HK * D);
+  Token tok(size_t(kMaxLayers) * HK * D);
   for (uint16_t &x : tok)
     x = floatToHalf(std::clamp(t(rng), -100.0f, 100.0f));
   return tok;
@@ -182,6 +188,9 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--preset"))
       preset = argv[i + 1];
   }
+  bool mixed = false;
+  for (int i = 1; i < argc; ++i)
+    mixed |= !std::strcmp(argv[i], "--mixed");
   llvm::Expected<const Preset *> chosen = lookupPreset(preset);
   if (!chosen || (*chosen)->group != G) {
     std::fprintf(stderr, "serving-loop: --preset must name a preset of %d-token "
@@ -189,32 +198,87 @@ int main(int argc, char **argv) {
                  G, chosen ? preset : llvm::toString(chosen.takeError()).c_str());
     return 2;
   }
-  std::printf("serving-loop: %s, D=%d, Hq/Hk %d/%d, %d layers, %d blocks, %d "
-              "pool slots, %d steps, seed %llu\n",
-              preset, D, HQ, HK, LAYERS, NUM_BLOCKS, POOL_SLOTS, steps,
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  // The layers: two of `preset`, or (--mixed) a random configuration.
+  const int LAYERS = mixed ? kMaxLayers : 2;
+  std::vector<kvarn_layer_config_t> plan(
+      LAYERS, kvarn_layer_config_t{KVARN_LAYER_KVARN, 0, preset});
+  if (mixed) {
+    std::vector<const char *> sameBlocks;
+    for (const Preset &p : allPresets())
+      if (p.group == G)
+        sameBlocks.push_back(p.name);
+    const int windows[] = {0, 0, 1, 70, 200};
+    do {
+      for (kvarn_layer_config_t &c : plan) {
+        int kind = uniform(0, 3);
+        c.kind = kind < 2 ? KVARN_LAYER_KVARN
+                          : kind == 2 ? KVARN_LAYER_FP16 : KVARN_LAYER_ABSENT;
+        c.preset = c.kind == KVARN_LAYER_KVARN
+                       ? sameBlocks[uniform(0, int(sameBlocks.size()) - 1)]
+                       : nullptr;
+        c.window = c.kind == KVARN_LAYER_ABSENT ? 0 : windows[uniform(0, 4)];
+      }
+    } while (std::none_of(plan.begin(), plan.end(), [](auto &c) {
+      return c.kind == KVARN_LAYER_KVARN;
+    }));
+  }
+  std::string planText;
+  for (const kvarn_layer_config_t &c : plan)
+    planText += std::string(planText.empty() ? "" : ", ") +
+                (c.kind == KVARN_LAYER_KVARN ? c.preset
+                 : c.kind == KVARN_LAYER_FP16 ? "fp16"
+                                              : "absent") +
+                (c.window ? " window " + std::to_string(c.window) : "");
+  std::printf("serving-loop: %s, D=%d, Hq/Hk %d/%d, %d layers (%s), %d blocks, "
+              "%d pool slots, %d steps, seed %llu\n",
+              mixed ? "mixed layers" : preset, D, HQ, HK, LAYERS,
+              planText.c_str(), NUM_BLOCKS, POOL_SLOTS, steps,
               (unsigned long long)seed);
   int gpus = 0;
   if (kvarn_cuda_available(&gpus) != KVARN_OK || gpus == 0) {
     std::printf("serving-loop: no GPU (%s): skipped\n", kvarn_last_error());
     return 77;
   }
-  std::mt19937_64 rng(seed);
-  auto uniform = [&](int lo, int hi) {
-    return std::uniform_int_distribution<int>(lo, hi)(rng);
-  };
   cuda::Context gpu = orDie(cuda::Context::create(0), "context");
   kvarn_context_t *ctx = nullptr;
   CHECK_KVARN(kvarn_context_create(0, nullptr, &ctx));
   kvarn_pool_config_t cfg{preset, LAYERS, HK, HQ, D, 0, NUM_BLOCKS,
                           POOL_SLOTS, MAX_REQUESTS, MAX_BLOCKS};
   kvarn_pool_t *pool = nullptr;
-  CHECK_KVARN(kvarn_pool_create(ctx, &cfg, &pool));
+  kvarn_pool_options_t options{sizeof options, sizeof(kvarn_layer_config_t),
+                               plan.data()};
+  CHECK_KVARN(kvarn_pool_create_ex(ctx, &cfg, &options, &pool));
   kvarn_step_t *step = nullptr;
   CHECK_KVARN(kvarn_step_create(pool, &step));
-  kvarn_pool_buffers_t bufs;
-  CHECK_KVARN(kvarn_pool_buffers(pool, &bufs));
-  RecordLayout layout =
-      orDie(RecordLayout::get(**chosen, D), "layout");
+  // Each layer's kind, layout (kvarn layers) and device memory.
+  struct LayerPlan {
+    int kind = KVARN_LAYER_KVARN, window = 0;
+    RecordLayout layout;
+    int rows = 0; // pool rows: slots (kvarn) or blocks (fp16)
+    kvarn_layer_info_t info{};
+  };
+  std::vector<LayerPlan> layers(LAYERS);
+  for (int l = 0; l < LAYERS; ++l) {
+    LayerPlan &lp = layers[l];
+    lp.kind = plan[l].kind;
+    lp.window = plan[l].window;
+    lp.info.struct_size = sizeof lp.info;
+    CHECK_KVARN(kvarn_pool_layer_info(pool, l, &lp.info));
+    lp.layout = orDie(RecordLayout::get(**lookupPreset(plan[l].preset
+                                                           ? plan[l].preset
+                                                           : preset),
+                                        D),
+                      "layout");
+    lp.rows = lp.kind == KVARN_LAYER_FP16 ? NUM_BLOCKS : POOL_SLOTS;
+  }
+  auto hasKV = [&](int l) { return layers[l].kind != KVARN_LAYER_ABSENT; };
+  int firstWithKV = 0;
+  while (!hasKV(firstWithKV))
+    ++firstWithKV;
   Rotation rot = orDie(Rotation::get(D), "rotation");
   const float scale = float(1.0 / std::sqrt(double(D)));
 
@@ -240,21 +304,34 @@ int main(int argc, char **argv) {
           "download");
   };
 
-  // One layer of a cache: records [NUM_BLOCKS, HK, recordBytes] and the pool
-  // [POOL_SLOTS, G, HK, D] rotated fp16.
+  // One layer of a cache: records [NUM_BLOCKS, HK, recordBytes] (kvarn
+  // layers) and the pool rows [rows, G, HK, D] rotated fp16.
   struct LayerCache {
     std::vector<uint8_t> records;
     std::vector<uint16_t> pk, pv;
   };
   auto downloadLayer = [&](int l) {
-    LayerCache c{std::vector<uint8_t>(size_t(NUM_BLOCKS) * HK * layout.recordBytes),
-                 std::vector<uint16_t>(size_t(POOL_SLOTS) * G * HK * D),
-                 std::vector<uint16_t>(size_t(POOL_SLOTS) * G * HK * D)};
-    download(c.records.data(), bufs.cache + l * bufs.cache_layer_stride,
-             c.records.size());
-    download(c.pk.data(), bufs.pool_k + l * bufs.pool_layer_stride, c.pk.size() * 2);
-    download(c.pv.data(), bufs.pool_v + l * bufs.pool_layer_stride, c.pv.size() * 2);
+    const LayerPlan &lp = layers[l];
+    bool kvarn = lp.kind == KVARN_LAYER_KVARN;
+    LayerCache c{std::vector<uint8_t>(kvarn ? size_t(NUM_BLOCKS) * HK *
+                                                  lp.layout.recordBytes
+                                            : 0),
+                 std::vector<uint16_t>(size_t(lp.rows) * G * HK * D),
+                 std::vector<uint16_t>(size_t(lp.rows) * G * HK * D)};
+    if (kvarn)
+      download(c.records.data(), lp.info.cache, c.records.size());
+    download(c.pk.data(), lp.info.pool_k, c.pk.size() * 2);
+    download(c.pv.data(), lp.info.pool_v, c.pv.size() * 2);
     return c;
+  };
+  // Layer l's block_to_slot: the pool's, or the identity (fp16 layers).
+  auto blockToSlot = [&](int l, const std::vector<int32_t> &pools) {
+    if (layers[l].kind == KVARN_LAYER_KVARN)
+      return pools;
+    std::vector<int32_t> identity(NUM_BLOCKS);
+    for (int b = 0; b < NUM_BLOCKS; ++b)
+      identity[b] = b;
+    return identity;
   };
 
   // A request the block check covers: its true tokens are r->k/v up to
@@ -312,6 +389,8 @@ int main(int argc, char **argv) {
                          LayerCache *history) {
     char buf[512];
     int64_t codes = 0, codesEqual = 0;
+    const RecordLayout &layout = layers[l].layout;
+    const int rowsOfLayer = layers[l].rows;
     std::vector<uint16_t> kr(size_t(G) * D), vr(size_t(G) * D);
     std::vector<uint8_t> expected(layout.recordBytes);
     for (const Target &x : targets) {
@@ -321,7 +400,7 @@ int main(int argc, char **argv) {
       int32_t n = 0;
       CHECK_KVARN(kvarn_pool_request_blocks(pool, x.id, table.data(), MAX_BLOCKS, &n));
       int nb = (x.length + G - 1) / G;
-      if (l == 0 && (info.length != x.length || info.committed != x.committed ||
+      if (l == firstWithKV && (info.length != x.length || info.committed != x.committed ||
                      info.live != int32_t(x.live) || n < nb)) {
         std::snprintf(buf, sizeof buf,
                       "step %d request %lld: the pool has %d tokens (%d "
@@ -338,8 +417,8 @@ int main(int argc, char **argv) {
         int32_t block = table[i];
         int rows = std::min(G, x.length - i * G), first = i * G,
             last = i * G + rows - 1;
-        if (block < 0 || block >= NUM_BLOCKS || b2s[block] >= POOL_SLOTS) {
-          if (l == 0) {
+        if (block < 0 || block >= NUM_BLOCKS || b2s[block] >= rowsOfLayer) {
+          if (l == firstWithKV) {
             std::snprintf(buf, sizeof buf,
                           "step %d request %lld: block %d of its table is %d "
                           "(pool slot %d)",
@@ -458,13 +537,17 @@ int main(int argc, char **argv) {
     CHECK_KVARN(kvarn_pool_block_to_slot(pool, b2s.data(), NUM_BLOCKS));
     std::vector<Target> targets = blockTargets({}, {}, nullptr, nullptr);
     for (int l = 0; l < LAYERS; ++l)
-      checkBlocks(s, l, downloadLayer(l), b2s, targets, nullptr);
+      if (hasKV(l))
+        checkBlocks(s, l, downloadLayer(l), blockToSlot(l, b2s), targets,
+                    nullptr);
   };
 
   // Appends `tokens` (per request) on every layer: upload K/V in step order.
   auto writeKV = [&](const std::vector<std::vector<const Token *>> &k,
                      const std::vector<std::vector<const Token *>> &v) {
     for (int l = 0; l < LAYERS; ++l) {
+      if (!hasKV(l))
+        continue; // no KV: nothing to write
       std::vector<uint16_t> hk, hv;
       for (size_t r = 0; r < k.size(); ++r)
         for (size_t t = 0; t < k[r].size(); ++t) {
@@ -608,6 +691,10 @@ int main(int argc, char **argv) {
         qLens[b] = counts[b];
       }
       for (int l = 0; l < LAYERS; ++l) {
+        if (!hasKV(l))
+          continue;
+        std::vector<int32_t> layerB2s = blockToSlot(l, b2s);
+        const LayerPlan &lp = layers[l];
         std::vector<uint16_t> q(size_t(batch) * T * HQ * D);
         for (uint16_t &x : q)
           x = floatToHalf(std::normal_distribution<float>(0, 1)(rng));
@@ -631,20 +718,23 @@ int main(int argc, char **argv) {
         LayerCache history{std::vector<uint8_t>(held.records.size(), 0),
                            std::vector<uint16_t>(held.pk.size(), 0),
                            std::vector<uint16_t>(held.pv.size(), 0)};
-        checkBlocks(s, l, held, b2s, targets, &history);
+        checkBlocks(s, l, held, layerB2s, targets, &history);
         std::vector<float> wantHeld(got.size()), wantHistory(got.size());
         for (int which = 0; which < 2; ++which) {
           const LayerCache &c = which ? history : held;
-          PagedCacheView view{&layout, HK, NUM_BLOCKS, c.records.data(),
-                              b2s.data(), POOL_SLOTS, c.pk.data(), c.pv.data()};
+          PagedCacheView view{&lp.layout,      HK,         NUM_BLOCKS,
+                              c.records.data(), layerB2s.data(), lp.rows,
+                              c.pk.data(),     c.pv.data()};
           float *want = which ? wantHistory.data() : wantHeld.data();
           if (speculative) {
             VerifyBatchView vb{batch, HQ, T, q.data(), table.data(), MAX_BLOCKS,
                                ctxLens.data(), qLens.data(), scale};
+            vb.window = lp.window;
             orDie(verifyAttention(view, vb, rot, want), "reference verify");
           } else {
             DecodeBatchView db{batch, HQ, q.data(), table.data(), MAX_BLOCKS,
                                lens.data(), scale};
+            db.window = lp.window;
             orDie(decodeAttention(view, db, rot, want), "reference decode");
           }
         }

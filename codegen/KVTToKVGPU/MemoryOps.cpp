@@ -265,36 +265,42 @@ Value scaleExponentOffset(TileLowering &s, Location loc, Value recordOffset,
 }
 
 /// The f32 view of an e4m3 field whose bytes `bytes` holds: each element
-/// decoded and scaled by 2^ the field's exponent, read once by every thread
-/// from the staged record at shared byte `stagedRecord` when it is staged
-/// (else from global memory).
+/// decoded and scaled by 2^ the field's exponent. With the record staged
+/// at shared byte `stagedRecord`, every read takes the exponent from there
+/// (a shared load: nothing stays live from here to the reads, which would
+/// cost the attention's registers); else every thread loads it once from
+/// global memory here.
 TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
                           const TileView &bytes,
                           std::optional<int64_t> stagedRecord) {
   Location loc = op.getLoc();
-  Value exponent;
-  if (stagedRecord) {
-    const RecordLayout &layout = s.spec.getLayout();
-    Value exponents = kvgpu::SharedBufferOp::create(
-        s.b, loc,
-        kvgpu::getSharedMemRefType({kScaleFieldCount}, s.b.getI8Type()),
-        s.b.getI64IntegerAttr(*stagedRecord + layout.scaleExponents));
-    exponent = load(s.b, loc, exponents,
-                    {s.index(s.b, loc, *getScaleFieldIndex(op.getField()))});
-  } else {
-    exponent = kvgpu::GlobalLoadOp::create(
+  const RecordLayout &layout = s.spec.getLayout();
+  int64_t index = *getScaleFieldIndex(op.getField());
+  Value globalExponent;
+  if (!stagedRecord)
+    globalExponent = kvgpu::GlobalLoadOp::create(
         s.b, loc, s.b.getI8Type(), s.lookup(op.getCache()),
         scaleExponentOffset(s, loc, s.lookup(op.getOffset()), op.getField()));
-  }
-  Value scale = codegen::emitPow2(
-      s.b, loc, arith::ExtSIOp::create(s.b, loc, s.b.getI32Type(), exponent));
   TileView v;
   v.type = op.getResult().getType();
   v.deps = bytes.buffers();
   Value buffer = bytes.buffer;
+  std::optional<int64_t> exponentAt;
+  if (stagedRecord)
+    exponentAt = *stagedRecord + layout.scaleExponents + index;
   v.compute = [=](OpBuilder &b, Location l, ValueRange i) -> Value {
-    Value byte = memref::LoadOp::create(b, l, buffer, i);
-    return arith::MulFOp::create(b, l, codegen::emitDecodeE4M3(b, l, byte),
+    Value exponent = globalExponent;
+    if (exponentAt) {
+      Value byte = kvgpu::SharedBufferOp::create(
+          b, l, kvgpu::getSharedMemRefType({1}, b.getI8Type()),
+          b.getI64IntegerAttr(*exponentAt));
+      exponent = memref::LoadOp::create(
+          b, l, byte, ValueRange{arith::ConstantIndexOp::create(b, l, 0)});
+    }
+    Value scale = codegen::emitPow2(
+        b, l, arith::ExtSIOp::create(b, l, b.getI32Type(), exponent));
+    Value code = memref::LoadOp::create(b, l, buffer, i);
+    return arith::MulFOp::create(b, l, codegen::emitDecodeE4M3(b, l, code),
                                  scale);
   };
   return v;

@@ -18,6 +18,10 @@ fi
 "$bin/serving-loop" --steps 40 --seed 3309951037 || rc=1
 # A preset with e4m3 scales (docs/kvarn.md, "Scale formats").
 "$bin/serving-loop" --steps 40 --preset kvarn_k4v2_g64_e4m3 || rc=1
+# Random per-layer configurations (kinds, presets, windows), fresh seeds.
+for run in 1 2; do
+  "$bin/serving-loop" --steps 40 --mixed || rc=1
+done
 for run in 1 2 3; do
   "$bin/serving-loop" --steps 40 || rc=1
 done
