@@ -410,6 +410,27 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
 // quantize, dequantize
 //===----------------------------------------------------------------------===//
 
+/// x rounded half to even (cvt.rni.s32.f32, as the reference's nearbyint)
+/// and clamped to the codes [0, qmax], as i8.
+Value clampedCode(OpBuilder &b, Location loc, Value x, float qmax) {
+  Value q = emitRoundToInt(b, loc, x);
+  q = arith::MaxSIOp::create(b, loc, q,
+                             arith::ConstantIntOp::create(b, loc, 0, 32));
+  q = arith::MinSIOp::create(
+      b, loc, q, arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
+  return arith::TruncIOp::create(b, loc, b.getI8Type(), q);
+}
+
+/// kvt.quantize's four results are these views.
+void setQuantizeResults(TileLowering &s, QuantizeOp op, const TileView &codes,
+                        const TileView &scale, const TileView &zero,
+                        const TileView &other) {
+  s.tiles[op.getCodes()] = codes;
+  s.tiles[op.getScale()] = scale;
+  s.tiles[op.getZero()] = zero;
+  s.tiles[op.getOtherScale()] = other;
+}
+
 /// kvt.quantize with e4m3_scales, in shared memory:
 /// kvarn::quantizeTileWithScales's ScaleFormat::E4M3 operations, in order.
 LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
@@ -495,19 +516,9 @@ LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
                                           load(b, loc, scale.buffer, {i[0]}));
     Value x = arith::MulFOp::create(
         b, loc, arith::SubFOp::create(b, loc, y(b, i[0], i[1]), z), inverse);
-    // cvt.rni.s32.f32 rounds half to even, as the reference's nearbyint.
-    Value q = emitRoundToInt(b, loc, x);
-    q = arith::MaxSIOp::create(b, loc, q,
-                               arith::ConstantIntOp::create(b, loc, 0, 32));
-    q = arith::MinSIOp::create(
-        b, loc, q, arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
-    store(b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), q),
-          codes.buffer, i);
+    store(b, loc, clampedCode(b, loc, x, qmax), codes.buffer, i);
   });
-  s.tiles[op.getCodes()] = codes;
-  s.tiles[op.getScale()] = scale;
-  s.tiles[op.getZero()] = zero;
-  s.tiles[op.getOtherScale()] = other;
+  setQuantizeResults(s, op, codes, scale, zero, other);
   return success();
 }
 
@@ -542,10 +553,7 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
           op.getBits());
     }
     s.barrier(loc);
-    s.tiles[op.getCodes()] = codes;
-    s.tiles[op.getScale()] = scale;
-    s.tiles[op.getZero()] = zero;
-    s.tiles[op.getOtherScale()] = other;
+    setQuantizeResults(s, op, codes, scale, zero, other);
     return success();
   }
   ScratchBuffers scratch(s);
@@ -578,13 +586,7 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
     Value x = arith::SubFOp::create(b, loc, balanced(b, i[0], i[1]),
                                     load(b, loc, lo, i[0]));
     x = arith::MulFOp::create(b, loc, x, recip(b, load(b, loc, step, i[0])));
-    // cvt.rni.s32.f32 rounds half to even, as the reference's nearbyint.
-    Value q = emitRoundToInt(b, loc, x);
-    q = arith::MaxSIOp::create(b, loc, q, arith::ConstantIntOp::create(b, loc, 0, 32));
-    q = arith::MinSIOp::create(b, loc, q,
-                               arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
-    store(b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), q),
-          codes.buffer, i);
+    store(b, loc, clampedCode(b, loc, x, qmax), codes.buffer, i);
   });
   TileView scale = s.allocate(loc, TileType::get({R}, f16));
   TileView zero = s.allocate(loc, TileType::get({R}, f16));
@@ -600,10 +602,7 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
     store(b, loc, arith::TruncFOp::create(b, loc, f16, s.read(b, loc, sCol, i)),
           other.buffer, i);
   });
-  s.tiles[op.getCodes()] = codes;
-  s.tiles[op.getScale()] = scale;
-  s.tiles[op.getZero()] = zero;
-  s.tiles[op.getOtherScale()] = other;
+  setQuantizeResults(s, op, codes, scale, zero, other);
   return success();
 }
 

@@ -37,20 +37,6 @@ TEST(Pack, RandomRoundTrip) {
   }
 }
 
-static Matrix tileFromTokens(const std::vector<uint16_t> &tokens, int g, int d,
-                             bool channelRows) {
-  Matrix m(channelRows ? d : g, channelRows ? g : d);
-  for (int t = 0; t < g; ++t)
-    for (int c = 0; c < d; ++c) {
-      float x = halfToFloat(tokens[size_t(t) * d + c]);
-      if (channelRows)
-        m.at(c, t) = x;
-      else
-        m.at(t, c) = x;
-    }
-  return m;
-}
-
 // The best-iterate rule: the kept imbalance is never above the untouched
 // tile's, and it is the imbalance of the scales actually kept.
 TEST(Sinkhorn, BestIterateIsNeverWorseThanTheInput) {
@@ -60,7 +46,7 @@ TEST(Sinkhorn, BestIterateIsNeverWorseThanTheInput) {
     std::vector<uint16_t> tokens =
         test::heavyTailedTokens(rng, g, d, /*sink=*/trial % 3 == 0);
     for (bool channelRows : {true, false}) {
-      Matrix m = tileFromTokens(tokens, g, d, channelRows);
+      Matrix m = test::tileFromTokens(tokens.data(), g, d, channelRows);
       SinkhornResult s = sinkhorn(m, 8);
       EXPECT_LE(s.bestImbalance, s.initialImbalance);
       EXPECT_EQ(s.initialImbalance, imbalance(m));
@@ -91,7 +77,7 @@ TEST(Quantize, RoundTripErrorBoundPerBitWidth) {
   for (int bits : {2, 4}) {
     for (bool channelRows : {true, false}) {
       std::vector<uint16_t> tokens = test::heavyTailedTokens(rng, 128, 128);
-      Matrix m = tileFromTokens(tokens, 128, 128, channelRows);
+      Matrix m = test::tileFromTokens(tokens.data(), 128, 128, channelRows);
       SinkhornResult s;
       QuantizedTile q = normalizeAndQuantize(m, bits, 8, &s);
       std::vector<double> x = dequantizeTile(q);
@@ -120,40 +106,52 @@ TEST(Quantize, RoundTripErrorBoundPerBitWidth) {
   }
 }
 
+// fp16 scales and e4m3 scales (docs/kvarn.md, "Scale formats").
 TEST(Record, PaddingIsZeroAndFieldsRoundTrip) {
   std::mt19937_64 rng(test::freshSeed());
-  for (int d : {128, 256}) {
-    RecordLayout l = *RecordLayout::get(defaultPreset(), d);
-    std::vector<uint16_t> k = test::heavyTailedTokens(rng, l.group, d);
-    std::vector<uint16_t> v = test::heavyTailedTokens(rng, l.group, d);
-    std::vector<uint8_t> record(l.recordBytes, 0xA5);
-    encodeRecord(l, k.data(), v.data(), record.data());
-    for (int64_t i = l.unalignedBytes; i < l.recordBytes; ++i)
-      ASSERT_EQ(record[i], 0) << "padding byte " << i;
-    if (d == 256)
-      EXPECT_GT(l.recordBytes, l.unalignedBytes);
+  for (const char *name :
+       {"kvarn_k4v2_g128", "kvarn_k4v2_g128_e4m3", "kvarn_k4v4_g64_e4m3"})
+    for (int d : {128, 256}) {
+      SCOPED_TRACE(std::string(name) + " head_dim " + std::to_string(d));
+      RecordLayout l = *RecordLayout::get(**lookupPreset(name), d);
+      std::vector<uint16_t> k = test::heavyTailedTokens(rng, l.group, d);
+      std::vector<uint16_t> v = test::heavyTailedTokens(rng, l.group, d);
+      std::vector<uint8_t> record(l.recordBytes, 0xA5);
+      encodeRecord(l, k.data(), v.data(), record.data());
+      for (int64_t i = l.unalignedBytes; i < l.recordBytes; ++i)
+        ASSERT_EQ(record[i], 0) << "padding byte " << i;
+      if (d == 256)
+        EXPECT_GT(l.recordBytes, l.unalignedBytes);
 
-    // Decoding gives back exactly the quantized tiles the encoder made.
-    Matrix km = tileFromTokens(k, l.group, d, true);
-    QuantizedTile qk = normalizeAndQuantize(km, l.keyBits, l.sinkhornIters);
-    DecodedRecord dec = decodeRecord(l, record.data());
-    EXPECT_EQ(dec.k.codes, qk.codes);
-    EXPECT_EQ(dec.k.absorbedScale, qk.absorbedScale);
-    EXPECT_EQ(dec.k.absorbedZero, qk.absorbedZero);
-    EXPECT_EQ(dec.k.otherScale, qk.otherScale);
-
-    // The dequantized record is exactly the dequantized tiles.
-    Matrix vm = tileFromTokens(v, l.group, d, false);
-    QuantizedTile qv = normalizeAndQuantize(vm, l.valueBits, l.sinkhornIters);
-    std::vector<double> kTile = dequantizeTile(qk), vTile = dequantizeTile(qv);
-    std::vector<double> kd(size_t(l.group) * d), vd(kd.size());
-    dequantizeRecord(l, record.data(), kd.data(), vd.data());
-    for (int t = 0; t < l.group; ++t)
-      for (int c = 0; c < d; ++c) {
-        ASSERT_EQ(kd[size_t(t) * d + c], kTile[size_t(c) * l.group + t]);
-        ASSERT_EQ(vd[size_t(t) * d + c], vTile[size_t(t) * d + c]);
+      // Decoding gives back exactly the quantized tiles the encoder made.
+      Matrix km = test::tileFromTokens(k.data(), l.group, d, true);
+      Matrix vm = test::tileFromTokens(v.data(), l.group, d, false);
+      QuantizedTile qk = normalizeAndQuantize(km, l.keyBits, l.sinkhornIters,
+                                              nullptr, l.scaleFormat);
+      QuantizedTile qv = normalizeAndQuantize(vm, l.valueBits, l.sinkhornIters,
+                                              nullptr, l.scaleFormat);
+      DecodedRecord dec = decodeRecord(l, record.data());
+      for (auto [got, want] :
+           {std::pair{&dec.k, &qk}, std::pair{&dec.v, &qv}}) {
+        EXPECT_EQ(got->codes, want->codes);
+        EXPECT_EQ(got->absorbedScale, want->absorbedScale);
+        EXPECT_EQ(got->absorbedZero, want->absorbedZero);
+        EXPECT_EQ(got->otherScale, want->otherScale);
+        EXPECT_EQ(got->scaleExponent, want->scaleExponent);
+        EXPECT_EQ(got->otherExponent, want->otherExponent);
       }
-  }
+
+      // The dequantized record is exactly the dequantized tiles.
+      std::vector<double> kTile = dequantizeTile(qk),
+                          vTile = dequantizeTile(qv);
+      std::vector<double> kd(size_t(l.group) * d), vd(kd.size());
+      dequantizeRecord(l, record.data(), kd.data(), vd.data());
+      for (int t = 0; t < l.group; ++t)
+        for (int c = 0; c < d; ++c) {
+          ASSERT_EQ(kd[size_t(t) * d + c], kTile[size_t(c) * l.group + t]);
+          ASSERT_EQ(vd[size_t(t) * d + c], vTile[size_t(t) * d + c]);
+        }
+    }
 }
 
 // TileArithmetic.h's claim: a grid of T threads (a power of two) holding

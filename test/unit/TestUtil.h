@@ -2,6 +2,7 @@
 #ifndef KVARN_TEST_TESTUTIL_H
 #define KVARN_TEST_TESTUTIL_H
 
+#include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Support/Half.h"
 
 #include <gtest/gtest.h>
@@ -50,6 +51,22 @@ inline std::vector<uint16_t> heavyTailedTokens(std::mt19937_64 &rng,
       out[size_t(k) * dim + c] = floatToHalf(std::clamp(x, -6e4f, 6e4f));
     }
   return out;
+}
+
+/// One tile of [g][d] fp16 tokens as the quantizer's matrix: [d, g] (rows
+/// = channels, as K is quantized) when `channelRows`, else [g, d] (V).
+inline Matrix tileFromTokens(const uint16_t *tokens, int g, int d,
+                             bool channelRows) {
+  Matrix m(channelRows ? d : g, channelRows ? g : d);
+  for (int t = 0; t < g; ++t)
+    for (int c = 0; c < d; ++c) {
+      float x = halfToFloat(tokens[size_t(t) * d + c]);
+      if (channelRows)
+        m.at(c, t) = x;
+      else
+        m.at(t, c) = x;
+    }
+  return m;
 }
 
 } // namespace kvarn::test
