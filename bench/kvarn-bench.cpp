@@ -67,6 +67,10 @@ struct Bench {
   Stream stream;
   Event start, stop;
   std::mt19937_64 rng{12345};
+  /// Decode rows keep each request's sink (and a partial tail) fp16 in the
+  /// pool, as serving does; --no-pool-blocks makes every block a record
+  /// (what the pool blocks cost, by difference).
+  bool poolBlocks = true;
 
   DeviceBuffer buffer(size_t bytes) {
     return check(DeviceBuffer::allocate(ctx, std::max<size_t>(bytes, 1)));
@@ -197,7 +201,7 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
   for (size_t i = 0; i < numBlocks; ++i)
     table[i] = ids[i];
   int poolSlots = 0;
-  for (int r = 0; r < p.batch; ++r) {
+  for (int r = 0; r < p.batch && b.poolBlocks; ++r) {
     toSlot[table[size_t(r) * perReq]] = poolSlots++;
     if (partialTail)
       toSlot[table[size_t(r) * perReq + perReq - 1]] = poolSlots++;
@@ -350,6 +354,7 @@ std::vector<std::string> rowNames() {
 
 int main(int argc, char **argv) {
   std::string jsonPath, only;
+  bool poolBlocks = true;
   int numWarps = 0, minCtasPerSM = 0, splits = 0;
   for (int i = 1; i < argc; ++i) {
     bool takesValue = !std::strcmp(argv[i], "--json") ||
@@ -387,6 +392,8 @@ int main(int argc, char **argv) {
                      << kDecodeMaxSplits << ", not '" << argv[i] << "'\n";
         return 2;
       }
+    } else if (!std::strcmp(argv[i], "--no-pool-blocks")) {
+      poolBlocks = false;
     } else if (!std::strcmp(argv[i], "--list")) {
       for (const std::string &name : rowNames())
         llvm::outs() << name << "\n";
@@ -394,13 +401,17 @@ int main(int argc, char **argv) {
     } else if (!std::strcmp(argv[i], "--help")) {
       llvm::outs()
           << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
-             "[--num-warps N] [--min-ctas N] [--splits N] [--list]\n"
+             "[--num-warps N] [--min-ctas N] [--splits N] [--no-pool-blocks] "
+             "[--list]\n"
              "  --only       run only the rows whose name contains SUBSTRING\n"
              "  --list       print the rows' names and exit\n"
              "  --num-warps  compile every kernel with N warps per CTA\n"
              "  --min-ctas   ... and registers budgeted for N CTAs per SM\n"
              "  --splits     decode rows time N splits only (1: plain "
-             "decode)\n";
+             "decode)\n"
+             "  --no-pool-blocks  decode rows read every block from its "
+             "record (by default each request's sink and partial tail are "
+             "fp16 pool blocks, as in serving)\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -418,6 +429,7 @@ int main(int argc, char **argv) {
   }
   Context ctx = check(Context::create(0));
   Bench b{std::move(ctx), Stream(), Event(), Event()};
+  b.poolBlocks = poolBlocks;
   b.stream = check(Stream::create(b.ctx));
   b.start = check(Event::create(b.ctx));
   b.stop = check(Event::create(b.ctx));

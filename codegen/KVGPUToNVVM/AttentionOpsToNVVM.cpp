@@ -113,6 +113,23 @@ std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
   return {split.getHi(), split.getLo()};
 }
 
+/// (x0, x1) as the f16 pairs hi = (x0, x1) rounded to f16 and lo = the
+/// rests rounded, each one i32 register (x0 in the low half): 22 of fp32's
+/// 24 bits, for the f16 products of attend_rows (values within f16's range).
+std::array<Value, kMmaSplitParts> splitToF16x2(OpBuilder &b, Location loc,
+                                               Value x0, Value x1) {
+  auto f32x2 = VectorType::get({2}, b.getF32Type());
+  auto f16x2 = VectorType::get({2}, b.getF16Type());
+  Value x = vector::FromElementsOp::create(b, loc, f32x2, ValueRange{x0, x1});
+  Value hi = arith::TruncFOp::create(b, loc, f16x2, x);
+  Value rest = arith::SubFOp::create(b, loc, x,
+                                     arith::ExtFOp::create(b, loc, f32x2, hi));
+  Value lo = arith::TruncFOp::create(b, loc, f16x2, rest);
+  static_assert(kMmaSplitParts == 2, "hi and lo");
+  return {LLVM::BitcastOp::create(b, loc, b.getI32Type(), hi),
+          LLVM::BitcastOp::create(b, loc, b.getI32Type(), lo)};
+}
+
 /// A lane's B fragment in the split-fragment scratch (fragment f: words
 /// 4f .. 4f + 3, one 16-byte access): the two registers (b0, b1 of the
 /// m16n8k16 layout) of each part.
@@ -121,13 +138,19 @@ struct SplitFragment {
 };
 static_assert(2 * kMmaSplitParts == 4, "a fragment is one 16-byte access");
 
-/// Splits b0 = (x0, x1) and b1 = (x8, x9) into their bf16 parts and writes
-/// them as fragment `f` of `scratch` (f32 words), part by part.
+/// How an f32 pair becomes the kMmaSplitParts registers of an mma operand
+/// (splitToBf16x2, splitToF16x2).
+using SplitPairFn = std::array<Value, kMmaSplitParts> (*)(OpBuilder &, Location,
+                                                          Value, Value);
+
+/// Splits b0 = (x0, x1) and b1 = (x8, x9) into their parts by `split` and
+/// writes them as fragment `f` of `scratch` (f32 words), part by part.
 void storeSplitFragment(OpBuilder &b, Location loc, Value scratch, Value f,
-                        Value x0, Value x1, Value x8, Value x9) {
+                        Value x0, Value x1, Value x8, Value x9,
+                        SplitPairFn split = splitToBf16x2) {
   Type f32 = b.getF32Type();
-  std::array<Value, kMmaSplitParts> r0 = splitToBf16x2(b, loc, x0, x1),
-                                    r1 = splitToBf16x2(b, loc, x8, x9);
+  std::array<Value, kMmaSplitParts> r0 = split(b, loc, x0, x1),
+                                    r1 = split(b, loc, x8, x9);
   SmallVector<Value> words;
   for (int p = 0; p < kMmaSplitParts; ++p)
     for (Value w : {r0[p], r1[p]})
@@ -161,6 +184,19 @@ void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
              ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
   Type i32 = b.getI32Type(), f32 = b.getF32Type();
   Value sum = MmaBf16Op::create(
+      b, loc,
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
+      vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
+      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), acc));
+  for (int64_t e = 0; e < 4; ++e)
+    acc[e] = vector::ExtractOp::create(b, loc, sum, e);
+}
+
+/// One kvgpu.mma_f16: acc += a (4 registers) x b (2 registers).
+void mmaF16(OpBuilder &b, Location loc, ArrayRef<Value> a,
+            ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
+  Type i32 = b.getI32Type(), f32 = b.getF32Type();
+  Value sum = MmaF16Op::create(
       b, loc,
       vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
       vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
@@ -622,6 +658,173 @@ Value expBelow(OpBuilder &b, Location loc, Value x, Value max) {
                                      arith::SubFOp::create(b, loc, x, max));
 }
 
+/// Step 1 of attend_record and attend_rows: the scores' B fragments of
+/// x[head, channel] (`value(b, head * D, channel)`) split by `split` into
+/// `scratch`: fragment f = k tile * 32 + lane holds every part of the
+/// lane's two registers, slots 2t, 2t + 1 and 2t + 8, 2t + 9 of head g.
+/// Only the 4 H lanes of a k tile that hold a head compute theirs; the
+/// others' fragments (heads past H) are zeros. No barrier.
+void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
+                        int64_t h, int64_t d, Value scratch,
+                        function_ref<Value(OpBuilder &, Value, Value)> value,
+                        SplitPairFn split) {
+  auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+  auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+    return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
+  };
+  auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+    return arith::MulIOp::create(b, loc, x, c(v));
+  };
+  int64_t kTiles = d / 16;
+  auto f32x4 = VectorType::get({4}, rw.getF32Type());
+  buildThreadStridedLoop(
+      rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
+        Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
+        Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
+        Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
+        Value row = mul(b, arith::DivUIOp::create(b, loc, fl, c(4)), d);
+        Value first = arith::AddIOp::create(
+            b, loc, mul(b, kt, 16),
+            mul(b, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
+        auto aValue = [&](int64_t slot) -> Value {
+          Value ch = add(b, first, slot);
+          return value(b, row, ch);
+        };
+        // In slot order (arguments have no evaluation order).
+        Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
+        storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9, split);
+      });
+  if (h < 8)
+    buildThreadStridedLoop(
+        rw, loc, tid, kTiles * 4 * (8 - h), threads,
+        [&](OpBuilder &b, Value e) {
+          Value fl =
+              add(b, arith::RemUIOp::create(b, loc, e, c(4 * (8 - h))), 4 * h);
+          Value kt = arith::DivUIOp::create(b, loc, e, c(4 * (8 - h)));
+          Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
+          Value zero = f32Constant(b, loc, 0.0f);
+          vector::StoreOp::create(
+              b, loc,
+              vector::FromElementsOp::create(b, loc, f32x4,
+                                             SmallVector<Value>(4, zero)),
+              scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
+              llvm::MaybeAlign(16));
+        });
+}
+
+/// Where the warps of attend_record and attend_rows leave their partial
+/// states in the scratch (RecordAttendLayout, RowsAttendLayout).
+struct WarpPartials {
+  int64_t warps, partialOffset, partialFloats, statsOffset, incomingOffset;
+};
+
+/// The last steps of attend_record and attend_rows: the incoming max and
+/// sum go to the scratch (so that the new state may be written over the
+/// old one), one barrier, then the warps' partials (weighted [H, D] per
+/// warp, and its max, sum and p . vzero term of 8 heads) meet the incoming
+/// state, four channels a thread. `channelScale(b, channel)`, where given
+/// (attend_record's vchannel), scales the weighted sums plus their p .
+/// vzero terms; without it there are no such terms.
+void emitMergeWarpPartials(
+    OpBuilder &rw, Location loc, Value tid, int64_t threads, int64_t h,
+    int64_t d, const WarpPartials &P, Value scratch, Value mIn, Value lIn,
+    Value accIn, Value mOut, Value lOut, Value accOut,
+    function_ref<Value(OpBuilder &, Value)> channelScale) {
+  auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+  auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+    return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
+  };
+  auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+    return arith::MulIOp::create(b, loc, x, c(v));
+  };
+  auto f32x4 = VectorType::get({4}, rw.getF32Type());
+  Value stateReader =
+      arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, tid, c(h));
+  scf::IfOp::create(rw, loc, stateReader, [&](OpBuilder &b, Location) {
+    Value at = add(b, tid, P.incomingOffset);
+    memref::StoreOp::create(
+        b, loc, memref::LoadOp::create(b, loc, mIn, ValueRange{tid}), scratch,
+        ValueRange{at});
+    memref::StoreOp::create(
+        b, loc, memref::LoadOp::create(b, loc, lIn, ValueRange{tid}), scratch,
+        ValueRange{add(b, at, 8)});
+    scf::YieldOp::create(b, loc);
+  });
+  gpu::BarrierOp::create(rw, loc);
+
+  buildThreadStridedLoop(
+      rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
+        Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
+        Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
+        Value incoming = add(b, head, P.incomingOffset);
+        Value old = memref::LoadOp::create(b, loc, scratch, incoming);
+        SmallVector<Value> maxes, sums, zeroTerms;
+        Value mx = old;
+        for (int64_t w = 0; w < P.warps; ++w) {
+          Value at = add(b, head, P.statsOffset + kRecordAttendStatsFloats * w);
+          maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
+          sums.push_back(
+              memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
+          if (channelScale)
+            zeroTerms.push_back(
+                memref::LoadOp::create(b, loc, scratch, add(b, at, 16)));
+          mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
+        }
+        Value finiteMx = finiteMax(b, loc, mx);
+        Value alpha = expBelow(b, loc, old, finiteMx);
+        Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
+        Value accVec =
+            vector::LoadOp::create(b, loc, f32x4, accIn, ValueRange{hd},
+                                   /*nontemporal=*/false, llvm::MaybeAlign(16));
+        Value l = arith::MulFOp::create(
+            b, loc, alpha,
+            memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
+        SmallVector<Value> betas;
+        Value zeroTerm = f32Constant(b, loc, 0.0f);
+        for (int64_t w = 0; w < P.warps; ++w) {
+          betas.push_back(expBelow(b, loc, maxes[w], finiteMx));
+          if (channelScale)
+            zeroTerm =
+                LLVM::FMAOp::create(b, loc, betas[w], zeroTerms[w], zeroTerm);
+        }
+        SmallVector<Value> sum(4, zeroTerm);
+        for (int64_t w = 0; w < P.warps; ++w) {
+          Value beta = betas[w];
+          l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
+          Value part = vector::LoadOp::create(
+              b, loc, f32x4, scratch,
+              ValueRange{add(b, hd, P.partialOffset + w * P.partialFloats)},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
+          for (int64_t e = 0; e < 4; ++e)
+            sum[e] = LLVM::FMAOp::create(
+                b, loc, beta, vector::ExtractOp::create(b, loc, part, e),
+                sum[e]);
+        }
+        SmallVector<Value> out;
+        for (int64_t e = 0; e < 4; ++e) {
+          Value scaled =
+              channelScale
+                  ? arith::MulFOp::create(b, loc, sum[e],
+                                          channelScale(b, add(b, first, e)))
+                        .getResult()
+                  : sum[e];
+          out.push_back(LLVM::FMAOp::create(
+              b, loc, alpha, vector::ExtractOp::create(b, loc, accVec, e),
+              scaled));
+        }
+        vector::StoreOp::create(
+            b, loc, vector::FromElementsOp::create(b, loc, f32x4, out), accOut,
+            ValueRange{hd}, /*nontemporal=*/false, llvm::MaybeAlign(16));
+        Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                             first, c(0));
+        scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
+          memref::StoreOp::create(tb, loc, mx, mOut, ValueRange{head});
+          memref::StoreOp::create(tb, loc, l, lOut, ValueRange{head});
+          scf::YieldOp::create(tb, loc);
+        });
+      });
+}
+
 /// kvgpu.attend_record (RecordAttendLayout in KVGPU.h).
 struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -697,50 +900,20 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     Value lt = arith::RemUIOp::create(rw, loc, lane, c(4));
     int64_t kTiles = d / 16;
 
-    // 1. The CTA splits q * kscale into the scores' B fragments (fragment
-    // f = k tile * 32 + lane: both parts of the lane's two registers, slots
-    // 2t, 2t + 1 and 2t + 8, 2t + 9 of head g) and sums q . kzero per head
-    // (one warp a head). Only the 4 H lanes of a k tile that hold a head
-    // compute theirs; the others' fragments (heads past H) are zeros.
+    // 1. The CTA splits q * kscale into the scores' B fragments and sums
+    // q . kzero per head (one warp a head).
     auto f32x4 = VectorType::get({4}, f32);
-    buildThreadStridedLoop(
-        rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
-          Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
-          Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
-          Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
-          Value row = mul(b, arith::DivUIOp::create(b, loc, fl, c(4)), d);
-          Value first = arith::AddIOp::create(
-              b, loc, mul(b, kt, 16),
-              mul(b, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
-          auto aValue = [&](int64_t slot) -> Value {
-            Value ch = add(b, first, slot);
-            return arith::MulFOp::create(
-                b, loc,
-                memref::LoadOp::create(
-                    b, loc, q,
-                    ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
-                scaleAt(b, kScale, ch));
-          };
-          // In slot order (arguments have no evaluation order).
-          Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
-          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9);
-        });
-    if (h < 8)
-      buildThreadStridedLoop(
-          rw, loc, tid, kTiles * 4 * (8 - h), threads,
-          [&](OpBuilder &b, Value e) {
-            Value fl = add(b, arith::RemUIOp::create(b, loc, e, c(4 * (8 - h))),
-                           4 * h);
-            Value kt = arith::DivUIOp::create(b, loc, e, c(4 * (8 - h)));
-            Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
-            Value zero = f32Constant(b, loc, 0.0f);
-            vector::StoreOp::create(
-                b, loc,
-                vector::FromElementsOp::create(b, loc, f32x4,
-                                               SmallVector<Value>(4, zero)),
-                scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
-                llvm::MaybeAlign(16));
-          });
+    emitQueryFragments(
+        rw, loc, tid, threads, h, d, scratch,
+        [&](OpBuilder &b, Value row, Value ch) -> Value {
+          return arith::MulFOp::create(
+              b, loc,
+              memref::LoadOp::create(
+                  b, loc, q,
+                  ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
+              scaleAt(b, kScale, ch));
+        },
+        splitToBf16x2);
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = add(rw, warp, first);
       Value mine =
@@ -1066,90 +1239,298 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         scf::YieldOp::create(b, loc);
       });
     }
-    // The incoming max and sum go to the scratch before the barrier, so
-    // that step 6 may write the new state over the old one.
-    Value stateReader =
-        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, tid, c(h));
-    scf::IfOp::create(rw, loc, stateReader, [&](OpBuilder &b, Location) {
-      Value at = add(b, tid, L.incomingOffset);
-      memref::StoreOp::create(
-          b, loc, memref::LoadOp::create(b, loc, mIn, ValueRange{tid}), scratch,
-          ValueRange{at});
-      memref::StoreOp::create(
-          b, loc, memref::LoadOp::create(b, loc, lIn, ValueRange{tid}), scratch,
-          ValueRange{add(b, at, 8)});
-      scf::YieldOp::create(b, loc);
-    });
+    // 6. The partials meet the incoming state.
+    emitMergeWarpPartials(rw, loc, tid, threads, h, d,
+                          {L.warps, L.partialOffset, L.partialFloats,
+                           L.statsOffset, L.incomingOffset},
+                          scratch, mIn, lIn, accIn, mOut, lOut, accOut,
+                          [&](OpBuilder &b, Value channel) {
+                            return scaleAt(b, vChannel, channel);
+                          });
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
+/// kvgpu.attend_rows (RowsAttendLayout in KVGPU.h): attend_record's steps
+/// on fp16 rows. The warp's tokens are permuted in the scores' product so
+/// that each lane ends with pairs of neighbours: MMA row g of m tile i is
+/// token 16 i + 2 g, row g + 8 token 16 i + 2 g + 1. Then a lane's two
+/// probabilities of one head are one f16 pair of the weighted values' B
+/// operand, which keeps the tokens in order.
+struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AttendRowsOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t h = op.getM().getType().getNumElements();
+    int64_t d = op.getQ().getType().getNumElements() / h;
+    int64_t t = op.getKeys().getType().getNumElements() / d;
+    int64_t threads = getNumThreads(op);
+    std::optional<RowsAttendLayout> layout =
+        getRowsAttendLayout(h, d, t, threads);
+    if (!layout)
+      return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
+    const RowsAttendLayout &L = *layout;
+    Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+    auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+    auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+      return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
+    };
+    auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
+      return arith::MulIOp::create(b, loc, x, c(v));
+    };
+
+    SmallVector<Value> views;
+    for (Value v : {op.getQ(), op.getKeys(), op.getValues(), op.getM(),
+                    op.getL(), op.getAcc(), op.getNewM(), op.getNewL(),
+                    op.getNewAcc(), op.getScratch()}) {
+      FailureOr<Value> view = sharedView(
+          rw, loc, v, cast<MemRefType>(v.getType()).getElementType());
+      if (failed(view))
+        return rw.notifyMatchFailure(op, "an operand is not a shared buffer");
+      views.push_back(*view);
+    }
+    Value q = views[0], keys = views[1], values = views[2], mIn = views[3],
+          lIn = views[4], accIn = views[5], mOut = views[6], lOut = views[7],
+          accOut = views[8], scratch = views[9];
+    // ldmatrix reads 16-byte rows: the buffers and each row aligned.
+    for (Value rows : {op.getKeys(), op.getValues()}) {
+      std::optional<int64_t> at = staticByteOffset(rows);
+      if (!at || *at % 16 || (d * 2) % 16)
+        return rw.notifyMatchFailure(op, "rows are not 16-byte aligned");
+    }
+
+    Value negInf =
+        f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
+    Value width = i32Constant(rw, loc, kWarpSize);
+    auto warpReduce = [&](OpBuilder &b, Value v, bool isMax) {
+      for (int64_t mask = 4; mask < kWarpSize; mask *= 2) {
+        Value other =
+            gpu::ShuffleOp::create(b, loc, v, i32Constant(b, loc, mask), width,
+                                   gpu::ShuffleMode::XOR)
+                .getShuffleResult();
+        v = isMax ? arith::MaximumFOp::create(b, loc, v, other).getResult()
+                  : arith::AddFOp::create(b, loc, v, other).getResult();
+      }
+      return v;
+    };
+
+    Value tid = threadIndex(rw, loc);
+    Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lane = arith::RemUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lg = arith::DivUIOp::create(rw, loc, lane, c(4));
+    Value lt = arith::RemUIOp::create(rw, loc, lane, c(4));
+    int64_t kTiles = d / 16;
+
+    // 1. The CTA splits q into the scores' B fragments (f16 hi + lo).
+    emitQueryFragments(
+        rw, loc, tid, threads, h, d, scratch,
+        [&](OpBuilder &b, Value row, Value ch) -> Value {
+          return memref::LoadOp::create(
+              b, loc, q, ValueRange{arith::AddIOp::create(b, loc, row, ch)});
+        },
+        splitToF16x2);
     gpu::BarrierOp::create(rw, loc);
 
-    // 6. The partials meet the incoming state, four channels a thread.
-    buildThreadStridedLoop(
-        rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
-          Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
-          Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
-          Value incoming = add(b, head, L.incomingOffset);
-          Value old = memref::LoadOp::create(b, loc, scratch, incoming);
-          SmallVector<Value> maxes, sums, zeroTerms;
-          Value mx = old;
-          for (int64_t w = 0; w < L.warps; ++w) {
-            Value at =
-                add(b, head, L.statsOffset + kRecordAttendStatsFloats * w);
-            maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
-            sums.push_back(
-                memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
-            zeroTerms.push_back(
-                memref::LoadOp::create(b, loc, scratch, add(b, at, 16)));
-            mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
+    // Steps 2-5 in the warps that have tokens.
+    int64_t tokens = L.tokensPerWarp, mTiles = tokens / 16;
+    auto attendWarpTokens = [&](OpBuilder &b) {
+      Value warpToken = mul(b, warp, tokens);
+      // 2. Scores: lane (g, t) of m tile i holds tokens 16 i + 2 g (e = 0,
+      // 1) and + 1 (e = 2, 3), heads 2t + e % 2. ldmatrix matrix m = lane /
+      // 8 brings rows 2 (lane % 8) + m % 2, channels 8 (m / 2) on.
+      Value lm = arith::DivUIOp::create(b, loc, lane, c(8));
+      Value lr = arith::RemUIOp::create(b, loc, lane, c(8));
+      Value kRow = arith::AddIOp::create(
+          b, loc, arith::AddIOp::create(b, loc, warpToken, mul(b, lr, 2)),
+          arith::RemUIOp::create(b, loc, lm, c(2)));
+      Value kAt = arith::AddIOp::create(
+          b, loc, mul(b, kRow, d),
+          mul(b, arith::DivUIOp::create(b, loc, lm, c(2)), 8));
+      SmallVector<SmallVector<SmallVector<Value>>> partScores(
+          kMmaSplitParts,
+          SmallVector<SmallVector<Value>>(
+              mTiles, SmallVector<Value>(4, f32Constant(b, loc, 0.0f))));
+      for (int64_t kt = 0; kt < kTiles; ++kt) {
+        SplitFragment fragment =
+            loadSplitFragment(b, loc, scratch, add(b, lane, kt * kWarpSize));
+        SmallVector<std::array<Value, 4>> aRegs;
+        for (int64_t i = 0; i < mTiles; ++i) {
+          Value regs = LoadMatrixOp::create(
+              b, loc, VectorType::get({4}, i32), keys,
+              add(b, kAt, i * 16 * d + kt * 16), /*transpose=*/false);
+          std::array<Value, 4> a;
+          for (int64_t r = 0; r < 4; ++r)
+            a[r] = vector::ExtractOp::create(b, loc, regs, r);
+          aRegs.push_back(a);
+        }
+        for (int p = kMmaSplitParts - 1; p >= 0; --p)
+          for (int64_t i = 0; i < mTiles; ++i)
+            mmaF16(b, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
+      }
+      SmallVector<SmallVector<Value>> scores = partScores[kMmaSplitParts - 1];
+      for (int p = kMmaSplitParts - 2; p >= 0; --p)
+        for (int64_t i = 0; i < mTiles; ++i)
+          for (int64_t e = 0; e < 4; ++e)
+            scores[i][e] = arith::AddFOp::create(b, loc, scores[i][e],
+                                                 partScores[p][i][e]);
+
+      // 3. The warp's softmax, per head over the lanes of one t.
+      Value from =
+          arith::IndexCastOp::create(b, loc, b.getIndexType(), op.getFrom());
+      Value valid =
+          arith::IndexCastOp::create(b, loc, b.getIndexType(), op.getValid());
+      SmallVector<Value> heads;
+      for (int64_t e = 0; e < 2; ++e)
+        heads.push_back(add(b, mul(b, lt, 2), e));
+      // Token j of the lane (j = 2 i + r): 16 i + 2 g + r of the warp's.
+      int64_t perLane = 2 * mTiles;
+      Value laneToken = arith::AddIOp::create(b, loc, warpToken, mul(b, lg, 2));
+      SmallVector<Value> x(perLane * 2);
+      for (int64_t j = 0; j < perLane; ++j) {
+        Value token = add(b, laneToken, 16 * (j / 2) + j % 2);
+        Value live = arith::AndIOp::create(
+            b, loc,
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, token,
+                                  from),
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, token,
+                                  valid));
+        for (int64_t e = 0; e < 2; ++e) {
+          Value sc = arith::MulFOp::create(
+              b, loc, scores[j / 2][2 * (j % 2) + e], op.getSoftmaxScale());
+          Value in = arith::AndIOp::create(
+              b, loc, live,
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, heads[e],
+                                    c(h)));
+          x[2 * j + e] = arith::SelectOp::create(b, loc, in, sc, negInf);
+        }
+      }
+      SmallVector<Value> rowMax(2), rowSum(2);
+      for (int64_t e = 0; e < 2; ++e) {
+        Value mx = x[e];
+        for (int64_t j = 1; j < perLane; ++j)
+          mx = arith::MaximumFOp::create(b, loc, mx, x[2 * j + e]);
+        rowMax[e] = warpReduce(b, mx, /*isMax=*/true);
+      }
+      // The probabilities, split into f16 parts, go to the warp's region as
+      // the B fragments' registers: word (part * 8 + head) * rowWords + i
+      // holds tokens 2i, 2i + 1 (rows padded by 4 words). Every head row is
+      // written (zeros past H).
+      int64_t rowWords = tokens / 2 + 4;
+      Value region = add(b, mul(b, warp, L.partialFloats), L.partialOffset);
+      for (int64_t e = 0; e < 2; ++e) {
+        Value max = finiteMax(b, loc, rowMax[e]);
+        Value sum;
+        for (int64_t i = 0; i < mTiles; ++i) {
+          Value p0 = expBelow(b, loc, x[2 * (2 * i) + e], max);
+          Value p1 = expBelow(b, loc, x[2 * (2 * i + 1) + e], max);
+          Value pair = arith::AddFOp::create(b, loc, p0, p1);
+          sum = i ? arith::AddFOp::create(b, loc, sum, pair).getResult() : pair;
+          std::array<Value, kMmaSplitParts> parts =
+              splitToF16x2(b, loc, p0, p1);
+          for (int p = 0; p < kMmaSplitParts; ++p) {
+            Value at = arith::AddIOp::create(
+                b, loc, region,
+                arith::AddIOp::create(b, loc,
+                                      mul(b, add(b, heads[e], 8 * p), rowWords),
+                                      add(b, lg, 8 * i)));
+            memref::StoreOp::create(
+                b, loc, arith::BitcastOp::create(b, loc, f32, parts[p]),
+                scratch, ValueRange{at});
           }
-          Value finiteMx = finiteMax(b, loc, mx);
-          Value alpha = expBelow(b, loc, old, finiteMx);
-          Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
-          Value accVec = vector::LoadOp::create(
-              b, loc, f32x4, accIn, ValueRange{hd},
-              /*nontemporal=*/false, llvm::MaybeAlign(16));
-          Value l = arith::MulFOp::create(
-              b, loc, alpha,
-              memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
-          SmallVector<Value> betas;
-          Value zeroTerm = f32Constant(b, loc, 0.0f);
-          for (int64_t w = 0; w < L.warps; ++w) {
-            betas.push_back(expBelow(b, loc, maxes[w], finiteMx));
-            zeroTerm =
-                LLVM::FMAOp::create(b, loc, betas[w], zeroTerms[w], zeroTerm);
+        }
+        rowSum[e] = warpReduce(b, sum, /*isMax=*/false);
+      }
+      Value fullMask = i32Constant(b, loc, -1);
+      NVVM::SyncWarpOp::create(b, loc, fullMask);
+
+      // 4. weighted[d, h] = sum_t v[t, d] p[h, t] over the warp's tokens:
+      // A is V transposed (ldmatrix.trans: matrix m = lane / 8 brings
+      // tokens 8 (m / 2) + lane % 8 of channels 8 (m % 2) on), lane (g, t)
+      // ends with channels 16 i + g (e = 0, 1) and + 8 (e = 2, 3), heads
+      // 2t + e % 2.
+      int64_t vTiles = d / 16;
+      Value vRow = arith::AddIOp::create(
+          b, loc, warpToken,
+          arith::AddIOp::create(
+              b, loc, lr, mul(b, arith::DivUIOp::create(b, loc, lm, c(2)), 8)));
+      Value vAt = arith::AddIOp::create(
+          b, loc, mul(b, vRow, d),
+          mul(b, arith::RemUIOp::create(b, loc, lm, c(2)), 8));
+      SmallVector<SmallVector<Value>> weighted(
+          vTiles, SmallVector<Value>(4, f32Constant(b, loc, 0.0f)));
+      for (int64_t kt = 0; kt < tokens / 16; ++kt) {
+        SmallVector<std::array<Value, kMmaSplitParts>> bParts(2);
+        for (int64_t half = 0; half < 2; ++half)
+          for (int p = 0; p < kMmaSplitParts; ++p) {
+            Value at = arith::AddIOp::create(
+                b, loc, region,
+                arith::AddIOp::create(b, loc,
+                                      mul(b, add(b, lg, 8 * p), rowWords),
+                                      add(b, lt, 8 * kt + 4 * half)));
+            bParts[half][p] = arith::BitcastOp::create(
+                b, loc, i32, memref::LoadOp::create(b, loc, scratch, at));
           }
-          SmallVector<Value> sum(4, zeroTerm);
-          for (int64_t w = 0; w < L.warps; ++w) {
-            Value beta = betas[w];
-            l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
-            Value part = vector::LoadOp::create(
-                b, loc, f32x4, scratch,
-                ValueRange{add(b, hd, L.partialOffset + w * L.partialFloats)},
-                /*nontemporal=*/false, llvm::MaybeAlign(16));
-            for (int64_t e = 0; e < 4; ++e)
-              sum[e] = LLVM::FMAOp::create(
-                  b, loc, beta, vector::ExtractOp::create(b, loc, part, e),
-                  sum[e]);
-          }
-          SmallVector<Value> out;
-          for (int64_t e = 0; e < 4; ++e) {
-            Value scaled = arith::MulFOp::create(
-                b, loc, sum[e], scaleAt(b, vChannel, add(b, first, e)));
-            out.push_back(LLVM::FMAOp::create(
-                b, loc, alpha, vector::ExtractOp::create(b, loc, accVec, e),
-                scaled));
-          }
-          vector::StoreOp::create(
-              b, loc, vector::FromElementsOp::create(b, loc, f32x4, out),
-              accOut, ValueRange{hd}, /*nontemporal=*/false,
-              llvm::MaybeAlign(16));
-          Value writer = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                               first, c(0));
-          scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
-            memref::StoreOp::create(tb, loc, mx, mOut, ValueRange{head});
-            memref::StoreOp::create(tb, loc, l, lOut, ValueRange{head});
+        for (int64_t i = 0; i < vTiles; ++i) {
+          Value regs = LoadMatrixOp::create(
+              b, loc, VectorType::get({4}, i32), values,
+              add(b, vAt, kt * 16 * d + i * 16), /*transpose=*/true);
+          std::array<Value, 4> a;
+          for (int64_t r = 0; r < 4; ++r)
+            a[r] = vector::ExtractOp::create(b, loc, regs, r);
+          for (int p = kMmaSplitParts - 1; p >= 0; --p)
+            mmaF16(b, loc, a, {bParts[0][p], bParts[1][p]}, weighted[i]);
+        }
+      }
+
+      // 5. The warp's partial state: weighted per head (after the warp's
+      // reads of the probabilities), max and sum (lanes g = 0).
+      NVVM::SyncWarpOp::create(b, loc, fullMask);
+      for (int64_t e = 0; e < 2; ++e) {
+        Value mine = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                           heads[e], c(h));
+        scf::IfOp::create(b, loc, mine, [&](OpBuilder &ib, Location) {
+          Value at = arith::AddIOp::create(
+              ib, loc, region,
+              arith::AddIOp::create(ib, loc, mul(ib, heads[e], d), lg));
+          for (int64_t i = 0; i < vTiles; ++i)
+            for (int64_t r = 0; r < 2; ++r)
+              memref::StoreOp::create(ib, loc, weighted[i][2 * r + e], scratch,
+                                      ValueRange{add(ib, at, 16 * i + 8 * r)});
+          Value g0 = arith::CmpIOp::create(ib, loc, arith::CmpIPredicate::eq,
+                                           lg, c(0));
+          scf::IfOp::create(ib, loc, g0, [&](OpBuilder &tb, Location) {
+            Value stats =
+                add(tb, mul(tb, warp, kRecordAttendStatsFloats), L.statsOffset);
+            Value at = arith::AddIOp::create(tb, loc, stats, heads[e]);
+            memref::StoreOp::create(tb, loc, rowMax[e], scratch,
+                                    ValueRange{at});
+            memref::StoreOp::create(tb, loc, rowSum[e], scratch,
+                                    ValueRange{add(tb, at, 8)});
             scf::YieldOp::create(tb, loc);
           });
+          scf::YieldOp::create(ib, loc);
         });
+      }
+    };
+    if (L.warps * kWarpSize == threads) {
+      attendWarpTokens(rw);
+    } else {
+      Value attending = arith::CmpIOp::create(
+          rw, loc, arith::CmpIPredicate::ult, warp, c(L.warps));
+      scf::IfOp::create(rw, loc, attending, [&](OpBuilder &b, Location) {
+        attendWarpTokens(b);
+        scf::YieldOp::create(b, loc);
+      });
+    }
+
+    // 6. The partials meet the incoming state.
+    emitMergeWarpPartials(rw, loc, tid, threads, h, d,
+                          {L.warps, L.partialOffset, L.partialFloats,
+                           L.statsOffset, L.incomingOffset},
+                          scratch, mIn, lIn, accIn, mOut, lOut, accOut,
+                          /*channelScale=*/{});
     rw.eraseOp(op);
     return success();
   }
@@ -1159,6 +1540,6 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
 
 void kvarn::kvgpu::populateKVGPUAttentionToNVVMPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<PackedMatmulLowering, AttendRecordLowering>(
+  patterns.add<PackedMatmulLowering, AttendRecordLowering, AttendRowsLowering>(
       patterns.getContext());
 }

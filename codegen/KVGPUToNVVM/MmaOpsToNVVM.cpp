@@ -1,11 +1,11 @@
-//===- MmaOpsToNVVM.cpp - mma_bf16, load_matrix and operand conversions -===//
+//===- MmaOpsToNVVM.cpp - mma, load_matrix and operand conversions ------===//
 //
 // The tensor-core operands in registers that packed_matmul's and
 // attend_record's lowerings build their products from: one m16n8k16 bf16
-// mma.sync, a pair of low-bit codes turned into its bf16 A operand with the
-// 0x4300 magic number, an f32 pair split into the bf16 hi and lo
-// operands of two products, and ldmatrix (four 8x8 matrices of 16-bit
-// elements, transposed or not, into the lanes' operand registers).
+// or f16 mma.sync, a pair of low-bit codes turned into its bf16 A operand with
+// the 0x4300 magic number, an f32 pair split into the bf16 hi and lo operands
+// of two products, and ldmatrix (four 8x8 matrices of 16-bit elements,
+// transposed or not, into the lanes' operand registers).
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,33 +18,44 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-/// kvgpu.mma_bf16: nvvm.mma.sync m16n8k16, row x col, bf16 x bf16 + f32.
-struct MmaBf16Lowering : OpRewritePattern<MmaBf16Op> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MmaBf16Op op,
-                                PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    auto elements = [&](Value v, int64_t n) {
-      SmallVector<Value> out;
-      for (int64_t i = 0; i < n; ++i)
-        out.push_back(vector::ExtractOp::create(rw, loc, v, i));
-      return out;
-    };
-    Type f32 = rw.getF32Type();
-    auto accType =
-        LLVM::LLVMStructType::getLiteral(rw.getContext(), {f32, f32, f32, f32});
-    Value mma = NVVM::MmaOp::create(
-        rw, loc, accType, elements(op.getA(), 4), elements(op.getB(), 2),
-        elements(op.getAcc(), 4), ArrayRef<int64_t>{16, 8, 16}, std::nullopt,
-        std::nullopt,
-        std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
-                                      NVVM::MMATypes::bf16},
-        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                       NVVM::MMALayout::col});
-    SmallVector<Value> sums;
-    for (int64_t e = 0; e < 4; ++e)
-      sums.push_back(LLVM::ExtractValueOp::create(rw, loc, mma, e));
-    rw.replaceOpWithNewOp<vector::FromElementsOp>(op, op.getType(), sums);
+/// nvvm.mma.sync m16n8k16, row x col, `type` x `type` + f32, on the
+/// registers of `a`, `b` (i32 pairs; f16 operands as vector<2xf16>) and
+/// `acc`: the four sums.
+Value emitMma(PatternRewriter &rw, Location loc, NVVM::MMATypes type, Value a,
+              Value b, Value acc, Type resultType) {
+  auto elements = [&](Value v, int64_t n) {
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < n; ++i) {
+      Value x = vector::ExtractOp::create(rw, loc, v, i);
+      if (type == NVVM::MMATypes::f16 && x.getType().isInteger(32))
+        x = LLVM::BitcastOp::create(rw, loc,
+                                    VectorType::get({2}, rw.getF16Type()), x);
+      out.push_back(x);
+    }
+    return out;
+  };
+  Type f32 = rw.getF32Type();
+  auto accType =
+      LLVM::LLVMStructType::getLiteral(rw.getContext(), {f32, f32, f32, f32});
+  Value mma = NVVM::MmaOp::create(
+      rw, loc, accType, elements(a, 4), elements(b, 2), elements(acc, 4),
+      ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
+      std::array<NVVM::MMATypes, 2>{type, type},
+      std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                     NVVM::MMALayout::col});
+  SmallVector<Value> sums;
+  for (int64_t e = 0; e < 4; ++e)
+    sums.push_back(LLVM::ExtractValueOp::create(rw, loc, mma, e));
+  return vector::FromElementsOp::create(rw, loc, resultType, sums);
+}
+
+/// kvgpu.mma_bf16 and kvgpu.mma_f16: one m16n8k16 mma.sync each.
+template <typename MmaOp, NVVM::MMATypes kType>
+struct MmaLowering : OpRewritePattern<MmaOp> {
+  using OpRewritePattern<MmaOp>::OpRewritePattern;
+  LogicalResult matchAndRewrite(MmaOp op, PatternRewriter &rw) const override {
+    rw.replaceOp(op, emitMma(rw, op.getLoc(), kType, op.getA(), op.getB(),
+                             op.getAcc(), op.getType()));
     return success();
   }
 };
@@ -138,6 +149,8 @@ struct LoadMatrixLowering : OpRewritePattern<LoadMatrixOp> {
 } // namespace
 
 void kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(RewritePatternSet &patterns) {
-  patterns.add<MmaBf16Lowering, BiasedCodePairLowering, SplitBf16x2Lowering,
-               LoadMatrixLowering>(patterns.getContext());
+  patterns.add<MmaLowering<MmaBf16Op, NVVM::MMATypes::bf16>,
+               MmaLowering<MmaF16Op, NVVM::MMATypes::f16>,
+               BiasedCodePairLowering, SplitBf16x2Lowering, LoadMatrixLowering>(
+      patterns.getContext());
 }

@@ -9,6 +9,7 @@
 
 #include "TileLowering.h"
 
+#include <array>
 #include <limits>
 #include <optional>
 
@@ -129,6 +130,23 @@ Value scaleBuffer(TileLowering &s, Location loc, const TileView &v) {
   return s.materialize(loc, v, s.b.getF32Type()).buffer;
 }
 
+/// The views an attend op's new state (m, l, acc) is written to, given the
+/// buffers its incoming state was materialized in: the new state over the
+/// old where nothing reads the old one afterwards (a loop's carried state:
+/// the loop's yield then copies nothing), fresh buffers otherwise.
+std::array<TileView, 3> newStateViews(TileLowering &s, AttendOp op, Value m,
+                                      Value l, Value acc) {
+  auto stateBuffer = [&](Value oldTile, Value buffer, Value newTile) {
+    const TileView &old = s.view(oldTile);
+    if (old.buffer == buffer && s.canOverwrite(oldTile, op))
+      return old;
+    return s.allocate(op.getLoc(), cast<TileType>(newTile.getType()));
+  };
+  return {stateBuffer(op.getM(), m, op.getNewM()),
+          stateBuffer(op.getL(), l, op.getNewL()),
+          stateBuffer(op.getAcc(), acc, op.getNewAcc())};
+}
+
 /// The step as one kvgpu.attend_record when K and V are both a record's
 /// staged codes, `valid` is uniform, there is no `from` and the shape has a
 /// register layout (RecordAttendLayout); false otherwise, having emitted
@@ -167,23 +185,74 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
     count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
-  // The new state over the old where nothing reads the old one afterwards
-  // (a loop's carried state: the loop's yield then copies nothing).
-  auto stateBuffer = [&](Value oldTile, Value buffer, Value newTile) {
-    const TileView &old = s.view(oldTile);
-    if (old.buffer == buffer && s.canOverwrite(oldTile, op))
-      return old;
-    return s.allocate(loc, cast<TileType>(newTile.getType()));
-  };
-  TileView newM = stateBuffer(op.getM(), m, op.getNewM());
-  TileView newL = stateBuffer(op.getL(), l, op.getNewL());
-  TileView newAcc = stateBuffer(op.getAcc(), acc, op.getNewAcc());
+  auto [newM, newL, newAcc] = newStateViews(s, op, m, l, acc);
   kvgpu::AttendRecordOp::create(
       s.b, loc, q, kq->packed, scales[0], scales[1], scales[2], vq->packed,
       scales[3], scales[4], scales[5], m, l, acc, count,
       s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
       s.b.getI32IntegerAttr(int32_t(kq->bits)),
       s.b.getI32IntegerAttr(int32_t(vq->bits)));
+  s.barrier(loc);
+  s.tiles[op.getNewM()] = newM;
+  s.tiles[op.getNewL()] = newL;
+  s.tiles[op.getNewAcc()] = newAcc;
+  return true;
+}
+
+/// `v`'s staged f16 buffer when the tile is one read as f32 ([T, D] rows in
+/// order: a pool block's chunk), or nothing.
+Value stagedF16Rows(const TileView &v) {
+  if (!v.isPlainBuffer() || v.conversions.size() != 1 ||
+      !v.conversions[0].isF32())
+    return Value();
+  auto type = dyn_cast<MemRefType>(v.buffer.getType());
+  bool identity = v.bufferDims.empty() ||
+                  llvm::equal(v.bufferDims, llvm::ArrayRef<int>{0, 1});
+  if (!type || !type.getElementType().isF16() || !identity ||
+      type.getNumElements() != v.type.getNumElements())
+    return Value();
+  return v.buffer;
+}
+
+/// The step as one kvgpu.attend_rows when K and V are fp16 rows staged in
+/// shared memory, `valid` and `from` (if any) are uniform and the shape
+/// has a register layout (RowsAttendLayout); false otherwise, having
+/// emitted nothing.
+bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
+  TileType qType = op.getQ().getType();
+  int64_t H = qType.getDim(0), D = qType.getDim(1);
+  int64_t T = op.getK().getType().getDim(0);
+  const TileView &valid = s.view(op.getValid());
+  const TileView *from = op.getFrom() ? &s.view(op.getFrom()) : nullptr;
+  Value keys = stagedF16Rows(s.view(op.getK())),
+        values = stagedF16Rows(s.view(op.getV()));
+  if (!keys || !values || !valid.splat || (from && !from->splat))
+    return false;
+  std::optional<kvgpu::RowsAttendLayout> layout =
+      kvgpu::getRowsAttendLayout(H, D, T, s.numWarps * kvgpu::kWarpSize);
+  if (!layout)
+    return false;
+  Location loc = op.getLoc();
+  Type f32 = s.b.getF32Type();
+  Value q = s.materialize(loc, s.view(op.getQ()), f32).buffer;
+  Value m = s.materialize(loc, s.view(op.getM()), f32).buffer;
+  Value l = s.materialize(loc, s.view(op.getL()), f32).buffer;
+  Value acc = s.materialize(loc, s.view(op.getAcc()), f32).buffer;
+  auto asI32 = [&](Value x) -> Value {
+    if (x.getType().isInteger(32))
+      return x;
+    return arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), x);
+  };
+  Value first = from
+                    ? asI32(from->splat)
+                    : arith::ConstantIntOp::create(s.b, loc, 0, 32).getResult();
+  Value count = asI32(valid.splat);
+  ScratchBuffers scratch(s);
+  Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
+  auto [newM, newL, newAcc] = newStateViews(s, op, m, l, acc);
+  kvgpu::AttendRowsOp::create(s.b, loc, q, keys, values, m, l, acc, first,
+                              count, s.lookup(op.getScale()), newM.buffer,
+                              newL.buffer, newAcc.buffer, buffer);
   s.barrier(loc);
   s.tiles[op.getNewM()] = newM;
   s.tiles[op.getNewL()] = newL;
@@ -211,7 +280,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       matchDequant(s, op.getK(), /*transposed=*/true);
   std::optional<AffineDequant> vq =
       matchDequant(s, op.getV(), /*transposed=*/false);
-  if (lowerAttendOnRecord(s, op, kq, vq))
+  if (lowerAttendOnRecord(s, op, kq, vq) || lowerAttendOnRows(s, op))
     return success();
   Value scale = s.lookup(op.getScale());
   Type f32 = s.b.getF32Type();

@@ -373,6 +373,30 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   return l;
 }
 
+std::optional<RowsAttendLayout>
+kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
+                                  int64_t threads) {
+  if (h < 1 || h > 8 || d < 16 || d > 256 || d % 16 || t < 16 || t % 16 ||
+      threads % kWarpSize || threads == 0)
+    return std::nullopt;
+  int64_t warps = std::min(threads / kWarpSize, t / 16);
+  int64_t tokens = t / warps;
+  // Each warp's tokens are whole 16-token tiles, at most 4 (its scores'
+  // registers).
+  if (t % warps || tokens % 16 || tokens > 64)
+    return std::nullopt;
+  RowsAttendLayout l;
+  l.warps = warps;
+  l.tokensPerWarp = tokens;
+  l.partialOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;
+  // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.
+  l.partialFloats = llvm::alignTo(std::max(h * d, 8 * tokens + 64), 4);
+  l.statsOffset = l.partialOffset + warps * l.partialFloats;
+  l.incomingOffset = l.statsOffset + warps * kRecordAttendStatsFloats;
+  l.scratchFloats = l.incomingOffset + 16;
+  return l;
+}
+
 LogicalResult BiasedCodePairOp::verify() {
   if (getShift() + getBits() > 16)
     return emitOpError("codes at bit ")
@@ -440,6 +464,49 @@ LogicalResult AttendRecordOp::verify() {
     return emitOpError("no register layout for H = ")
            << h << ", D = " << d << ", G = " << g << ", " << kBits << "/"
            << vBits << " bits over " << threads << " threads";
+  if (getScratch().getType().getNumElements() < layout->scratchFloats)
+    return emitOpError("scratch has ")
+           << getScratch().getType().getNumElements()
+           << " floats; the layout needs " << layout->scratchFloats;
+  return success();
+}
+
+LogicalResult AttendRowsOp::verify() {
+  auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
+  int64_t h = getM().getType().getNumElements();
+  MemRefType q = getQ().getType();
+  for (MemRefType t :
+       {q, getM().getType(), getL().getType(), getAcc().getType(),
+        getNewM().getType(), getNewL().getType(), getNewAcc().getType(),
+        getScratch().getType()})
+    if (!isF32(t))
+      return emitOpError("queries, state and scratch must be f32");
+  if (h < 1 || q.getNumElements() % h)
+    return emitOpError("q has ")
+           << q.getNumElements() << " elements, not H x D with H = " << h;
+  int64_t d = q.getNumElements() / h;
+  for (MemRefType t :
+       {getL().getType(), getNewM().getType(), getNewL().getType()})
+    if (t.getNumElements() != h)
+      return emitOpError("m, l and their results must have H = ")
+             << h << " elements";
+  for (MemRefType t : {getAcc().getType(), getNewAcc().getType()})
+    if (t.getNumElements() != h * d)
+      return emitOpError("acc must have H x D = ") << h * d << " elements";
+  MemRefType keys = getKeys().getType(), values = getValues().getType();
+  if (!keys.getElementType().isF16() || !values.getElementType().isF16() ||
+      keys.getNumElements() != values.getNumElements() ||
+      keys.getNumElements() % d)
+    return emitOpError("keys and values must be f16 rows of D = ")
+           << d << " elements, as many of each";
+  int64_t t = keys.getNumElements() / d;
+  int64_t threads = getNumThreads(*this);
+  std::optional<RowsAttendLayout> layout =
+      getRowsAttendLayout(h, d, t, threads);
+  if (!layout)
+    return emitOpError("no register layout for H = ")
+           << h << ", D = " << d << ", T = " << t << " over " << threads
+           << " threads";
   if (getScratch().getType().getNumElements() < layout->scratchFloats)
     return emitOpError("scratch has ")
            << getScratch().getType().getNumElements()

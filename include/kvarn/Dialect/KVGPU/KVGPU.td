@@ -446,6 +446,25 @@ def KVGPU_MmaBf16Op : KVGPU_Op<"mma_bf16", [Pure,
   let assemblyFormat = "$a `,` $b `,` $acc attr-dict `:` type($a) `,` type($b) `,` type($acc)";
 }
 
+def KVGPU_MmaF16Op : KVGPU_Op<"mma_f16", [Pure,
+    AllTypesMatch<["acc", "result"]>]> {
+  let summary = "one warp's m16n8k16 f16 tensor-core product into f32";
+  let description = [{
+    kvgpu.mma_bf16's product and register layout with f16 operands (each
+    register an f16 pair, the first element in the low half): for operands
+    that are f16 already, as the pool's K and V rows, which bf16 would round.
+
+    ```mlir
+    %d = kvgpu.mma_f16 %a, %b, %acc : vector<4xi32>, vector<2xi32>, vector<4xf32>
+    ```
+  }];
+  let arguments = (ins VectorOfLengthAndType<[4], [I32]>:$a,
+                       VectorOfLengthAndType<[2], [I32]>:$b,
+                       VectorOfLengthAndType<[4], [F32]>:$acc);
+  let results = (outs VectorOfLengthAndType<[4], [F32]>:$result);
+  let assemblyFormat = "$a `,` $b `,` $acc attr-dict `:` type($a) `,` type($b) `,` type($acc)";
+}
+
 def KVGPU_SplitBf16x2Op : KVGPU_Op<"split_bf16x2", [Pure]> {
   let summary = "two f32 values as a bf16 pair plus the pair of their rounded rests";
   let description = [{
@@ -568,6 +587,50 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     type($q) `,` type($k_codes) `,` type($k_scale) `,` type($k_zero) `,`
     type($k_token_scale) `,` type($v_codes) `,` type($v_scale) `,`
     type($v_zero) `,` type($v_channel_scale) `,` type($m) `,` type($l) `,`
+    type($acc) `,` type($new_m) `,` type($new_l) `,` type($new_acc) `,`
+    type($scratch)
+  }];
+  let hasVerifier = 1;
+}
+
+def KVGPU_AttendRowsOp : KVGPU_Op<"attend_rows"> {
+  let summary = "one online-softmax step over fp16 K and V rows, in registers";
+  let description = [{
+    ```mlir
+    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc
+        from %from valid %n softmax_scale %s
+        into %m2, %l2, %acc2 scratch %scratch : ...
+    ```
+    `kvt.attend` over T tokens whose K and V are fp16 rows staged in shared
+    memory (`keys`, `values`: T x D f16, row-major; the pool's blocks), for
+    tokens `from` <= t < `valid` of every query head. The state, queries and
+    in-place update are those of kvgpu.attend_record.
+
+    `getRowsAttendLayout` (KVGPU.h) says who does what: each of the first
+    T / 16 warps (at most all) attends 16 or more tokens with two f16
+    `mma.sync` products (q and the probabilities split in f16 hi + lo parts;
+    K and V exact) fed by `ldmatrix`, its softmax in registers, and the
+    warps' partials meet the incoming state at one barrier as in
+    attend_record. The scratch holds q's split B fragments, the
+    probabilities between the products, and the partials.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$keys,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$values,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$m,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$l,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$acc,
+                       I32:$from, I32:$valid, F32:$softmax_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_m,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_l,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch);
+  let assemblyFormat = [{
+    `q` $q `keys` $keys `values` $values
+    `state` $m `,` $l `,` $acc `from` $from `valid` $valid
+    `softmax_scale` $softmax_scale
+    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
+    type($q) `,` type($keys) `,` type($values) `,` type($m) `,` type($l) `,`
     type($acc) `,` type($new_m) `,` type($new_l) `,` type($new_acc) `,`
     type($scratch)
   }];

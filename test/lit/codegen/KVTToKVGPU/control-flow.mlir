@@ -12,9 +12,10 @@
 // The sunk attend's results, carried out of the if in their own buffers,
 // which do not overlap the loop's.
 // CHECK-NOT: kvgpu.shared_buffer 0 :
+// Pool branch: the fp16 rows staged, attended in registers.
 // CHECK: scf.if
 // CHECK: kvgpu.copy_in
-// CHECK: kvgpu.reduce <add> [512, 128]
+// CHECK: kvgpu.attend_rows q
 // CHECK: } else {
 // Record branch: packed codes staged (8 KiB). The scores run on them in
 // registers; V here is K's transposed tile, no dequantized [G, D] operand,

@@ -251,3 +251,50 @@ func.func @matrix_of_bytes(%rows: memref<64xi8, #gpu.address_space<workgroup>>, 
   %r = kvgpu.load_matrix %rows[%i] transpose : memref<64xi8, #gpu.address_space<workgroup>> -> vector<4xi32>
   return %r : vector<4xi32>
 }
+
+// -----
+
+!rows = memref<64x128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  gpu.func @attend_rows_scratch(%n: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %k = kvgpu.shared_buffer 2048 : !rows
+    %m = kvgpu.shared_buffer 34816 : memref<4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 34848 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 36896 : memref<3000xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{scratch has 3000 floats; the layout needs 3184}}
+    kvgpu.attend_rows q %q keys %k values %k state %m, %m, %acc from %n valid %n softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, !rows, !rows, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3000xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @attend_rows_tokens(%n: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %k = kvgpu.shared_buffer 2048 : memref<40x128xf16, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 34816 : memref<4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 34848 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 36896 : memref<4096xf32, #gpu.address_space<workgroup>>
+    // Tokens come in tiles of 16.
+    // expected-error @+1 {{no register layout for H = 4, D = 128, T = 40 over 128 threads}}
+    kvgpu.attend_rows q %q keys %k values %k state %m, %m, %acc from %n valid %n softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<40x128xf16, #gpu.address_space<workgroup>>, memref<40x128xf16, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4096xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @attend_rows_bf16(%n: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %k = kvgpu.shared_buffer 2048 : memref<64x128xbf16, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 34816 : memref<4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 34848 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 36896 : memref<4096xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{keys and values must be f16 rows of D = 128 elements, as many of each}}
+    kvgpu.attend_rows q %q keys %k values %k state %m, %m, %acc from %n valid %n softmax_scale %scale into %m, %m, %acc scratch %scratch : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<64x128xbf16, #gpu.address_space<workgroup>>, memref<64x128xbf16, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4096xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
