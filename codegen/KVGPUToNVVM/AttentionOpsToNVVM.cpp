@@ -178,12 +178,13 @@ SplitFragment loadSplitFragment(OpBuilder &b, Location loc, Value scratch,
   return fragment;
 }
 
-/// One kvgpu.mma_bf16: acc += a (4 registers) x b (2 registers), the
-/// registers as scalars.
-void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
-             ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
+/// One kvgpu.mma_bf16 or kvgpu.mma_f16 (MmaOp): acc += a (4 registers) x
+/// b (2 registers), the registers as scalars.
+template <typename MmaOp>
+void mma(OpBuilder &b, Location loc, ArrayRef<Value> a, ArrayRef<Value> bRegs,
+         MutableArrayRef<Value> acc) {
   Type i32 = b.getI32Type(), f32 = b.getF32Type();
-  Value sum = MmaBf16Op::create(
+  Value sum = MmaOp::create(
       b, loc,
       vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
       vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
@@ -191,19 +192,8 @@ void mmaBf16(OpBuilder &b, Location loc, ArrayRef<Value> a,
   for (int64_t e = 0; e < 4; ++e)
     acc[e] = vector::ExtractOp::create(b, loc, sum, e);
 }
-
-/// One kvgpu.mma_f16: acc += a (4 registers) x b (2 registers).
-void mmaF16(OpBuilder &b, Location loc, ArrayRef<Value> a,
-            ArrayRef<Value> bRegs, MutableArrayRef<Value> acc) {
-  Type i32 = b.getI32Type(), f32 = b.getF32Type();
-  Value sum = MmaF16Op::create(
-      b, loc,
-      vector::FromElementsOp::create(b, loc, VectorType::get({4}, i32), a),
-      vector::FromElementsOp::create(b, loc, VectorType::get({2}, i32), bRegs),
-      vector::FromElementsOp::create(b, loc, VectorType::get({4}, f32), acc));
-  for (int64_t e = 0; e < 4; ++e)
-    acc[e] = vector::ExtractOp::create(b, loc, sum, e);
-}
+constexpr auto mmaBf16 = mma<MmaBf16Op>;
+constexpr auto mmaF16 = mma<MmaF16Op>;
 
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,

@@ -130,6 +130,18 @@ Value scaleBuffer(TileLowering &s, Location loc, const TileView &v) {
   return s.materialize(loc, v, s.b.getF32Type()).buffer;
 }
 
+/// The f32 buffers of an attend op's queries and incoming state (m, l,
+/// acc), materialized where their views are not plain f32 buffers.
+std::array<Value, 4> stateBuffers(TileLowering &s, AttendOp op) {
+  Location loc = op.getLoc();
+  Type f32 = s.b.getF32Type();
+  std::array<Value, 4> buffers;
+  for (auto [i, tile] : llvm::enumerate(
+           std::array<Value, 4>{op.getQ(), op.getM(), op.getL(), op.getAcc()}))
+    buffers[i] = s.materialize(loc, s.view(tile), f32).buffer;
+  return buffers;
+}
+
 /// The views an attend op's new state (m, l, acc) is written to, given the
 /// buffers its incoming state was materialized in: the new state over the
 /// old where nothing reads the old one afterwards (a loop's carried state:
@@ -172,10 +184,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
     return false;
   Location loc = op.getLoc();
   Type f32 = s.b.getF32Type();
-  Value q = s.materialize(loc, s.view(op.getQ()), f32).buffer;
-  Value m = s.materialize(loc, s.view(op.getM()), f32).buffer;
-  Value l = s.materialize(loc, s.view(op.getL()), f32).buffer;
-  Value acc = s.materialize(loc, s.view(op.getAcc()), f32).buffer;
+  auto [q, m, l, acc] = stateBuffers(s, op);
   SmallVector<Value> scales;
   for (const TileView *v :
        {&kq->scale, &kq->zero, &kq->other, &vq->scale, &vq->zero, &vq->other})
@@ -234,10 +243,7 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
     return false;
   Location loc = op.getLoc();
   Type f32 = s.b.getF32Type();
-  Value q = s.materialize(loc, s.view(op.getQ()), f32).buffer;
-  Value m = s.materialize(loc, s.view(op.getM()), f32).buffer;
-  Value l = s.materialize(loc, s.view(op.getL()), f32).buffer;
-  Value acc = s.materialize(loc, s.view(op.getAcc()), f32).buffer;
+  auto [q, m, l, acc] = stateBuffers(s, op);
   auto asI32 = [&](Value x) -> Value {
     if (x.getType().isInteger(32))
       return x;

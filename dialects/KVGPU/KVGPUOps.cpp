@@ -413,29 +413,40 @@ LogicalResult LoadMatrixOp::verify() {
   return success();
 }
 
-LogicalResult AttendRecordOp::verify() {
+/// The checks attend_record and attend_rows share: f32 queries [H, D],
+/// state m, l [H] and acc [H, D] (in and out) and scratch. Returns (H, D).
+template <typename AttendOp>
+static FailureOr<std::pair<int64_t, int64_t>> verifyAttendState(AttendOp op) {
   auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
-  int64_t h = getM().getType().getNumElements();
-  MemRefType q = getQ().getType(), kCodes = getKCodes().getType(),
-             vCodes = getVCodes().getType();
+  int64_t h = op.getM().getType().getNumElements();
+  MemRefType q = op.getQ().getType();
   for (MemRefType t :
-       {q, getM().getType(), getL().getType(), getAcc().getType(),
-        getNewM().getType(), getNewL().getType(), getNewAcc().getType(),
-        getScratch().getType()})
+       {q, op.getM().getType(), op.getL().getType(), op.getAcc().getType(),
+        op.getNewM().getType(), op.getNewL().getType(),
+        op.getNewAcc().getType(), op.getScratch().getType()})
     if (!isF32(t))
-      return emitOpError("queries, state and scratch must be f32");
+      return op.emitOpError("queries, state and scratch must be f32");
   if (h < 1 || q.getNumElements() % h)
-    return emitOpError("q has ")
+    return op.emitOpError("q has ")
            << q.getNumElements() << " elements, not H x D with H = " << h;
   int64_t d = q.getNumElements() / h;
   for (MemRefType t :
-       {getL().getType(), getNewM().getType(), getNewL().getType()})
+       {op.getL().getType(), op.getNewM().getType(), op.getNewL().getType()})
     if (t.getNumElements() != h)
-      return emitOpError("m, l and their results must have H = ")
+      return op.emitOpError("m, l and their results must have H = ")
              << h << " elements";
-  for (MemRefType t : {getAcc().getType(), getNewAcc().getType()})
+  for (MemRefType t : {op.getAcc().getType(), op.getNewAcc().getType()})
     if (t.getNumElements() != h * d)
-      return emitOpError("acc must have H x D = ") << h * d << " elements";
+      return op.emitOpError("acc must have H x D = ") << h * d << " elements";
+  return std::make_pair(h, d);
+}
+
+LogicalResult AttendRecordOp::verify() {
+  FailureOr<std::pair<int64_t, int64_t>> hd = verifyAttendState(*this);
+  if (failed(hd))
+    return failure();
+  auto [h, d] = *hd;
+  MemRefType kCodes = getKCodes().getType(), vCodes = getVCodes().getType();
   int64_t kBits = getKBits(), vBits = getVBits();
   for (MemRefType t : {kCodes, vCodes})
     if (t.getRank() != 2 || !t.getElementType().isInteger(8))
@@ -472,27 +483,10 @@ LogicalResult AttendRecordOp::verify() {
 }
 
 LogicalResult AttendRowsOp::verify() {
-  auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
-  int64_t h = getM().getType().getNumElements();
-  MemRefType q = getQ().getType();
-  for (MemRefType t :
-       {q, getM().getType(), getL().getType(), getAcc().getType(),
-        getNewM().getType(), getNewL().getType(), getNewAcc().getType(),
-        getScratch().getType()})
-    if (!isF32(t))
-      return emitOpError("queries, state and scratch must be f32");
-  if (h < 1 || q.getNumElements() % h)
-    return emitOpError("q has ")
-           << q.getNumElements() << " elements, not H x D with H = " << h;
-  int64_t d = q.getNumElements() / h;
-  for (MemRefType t :
-       {getL().getType(), getNewM().getType(), getNewL().getType()})
-    if (t.getNumElements() != h)
-      return emitOpError("m, l and their results must have H = ")
-             << h << " elements";
-  for (MemRefType t : {getAcc().getType(), getNewAcc().getType()})
-    if (t.getNumElements() != h * d)
-      return emitOpError("acc must have H x D = ") << h * d << " elements";
+  FailureOr<std::pair<int64_t, int64_t>> hd = verifyAttendState(*this);
+  if (failed(hd))
+    return failure();
+  auto [h, d] = *hd;
   MemRefType keys = getKeys().getType(), values = getValues().getType();
   if (!keys.getElementType().isF16() || !values.getElementType().isF16() ||
       keys.getNumElements() != values.getNumElements() ||
