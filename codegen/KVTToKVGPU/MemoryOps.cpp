@@ -261,7 +261,7 @@ Value scaleExponentOffset(TileLowering &s, Location loc, Value recordOffset,
   const RecordLayout &layout = s.spec.getLayout();
   return arith::AddIOp::create(
       s.b, loc, s.i64(loc, recordOffset),
-      s.i64Constant(loc, layout.scaleExponents + *getScaleFieldIndex(field)));
+      s.i64Constant(loc, layout.scaleExponentOffset(*getScaleField(field))));
 }
 
 /// The f32 view of an e4m3 field whose bytes `bytes` holds: each element
@@ -275,7 +275,7 @@ TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
                           std::optional<int64_t> stagedRecord) {
   Location loc = op.getLoc();
   const RecordLayout &layout = s.spec.getLayout();
-  int64_t index = *getScaleFieldIndex(op.getField());
+  ScaleField field = *getScaleField(op.getField());
   Value globalExponent;
   if (!stagedRecord)
     globalExponent = kvgpu::GlobalLoadOp::create(
@@ -287,7 +287,7 @@ TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
   Value buffer = bytes.buffer;
   std::optional<int64_t> exponentAt;
   if (stagedRecord)
-    exponentAt = *stagedRecord + layout.scaleExponents + index;
+    exponentAt = *stagedRecord + layout.scaleExponentOffset(field);
   v.compute = [=](OpBuilder &b, Location l, ValueRange i) -> Value {
     Value exponent = globalExponent;
     if (exponentAt) {

@@ -68,24 +68,23 @@ static LogicalResult verifyStridedAccess(Operation *op, PointerType ptr,
 // Record fields
 //===----------------------------------------------------------------------===//
 
-std::optional<int> kvarn::kvt::getScaleFieldIndex(RecordField field) {
+std::optional<ScaleField> kvarn::kvt::getScaleField(RecordField field) {
   switch (field) {
   case RecordField::KScale:
-    return 0;
+    return ScaleField::KScale;
   case RecordField::KTokenScale:
-    return 1;
+    return ScaleField::KTokenScale;
   case RecordField::VChannelScale:
-    return 2;
+    return ScaleField::VChannelScale;
   case RecordField::VScale:
-    return 3;
+    return ScaleField::VScale;
   default:
     return std::nullopt;
   }
 }
 
 bool kvarn::kvt::isE4M3Field(const RecordLayout &l, RecordField field) {
-  return l.scaleFormat == ScaleFormat::E4M3 &&
-         getScaleFieldIndex(field).has_value();
+  return l.scaleFormat == ScaleFormat::E4M3 && getScaleField(field).has_value();
 }
 
 TileType kvarn::kvt::getStoredFieldType(MLIRContext *ctx, const RecordLayout &l,

@@ -112,14 +112,14 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
     // An e4m3 field's shared exponent, at the record's end.
     if (kvt::isE4M3Field(recordLayout, field))
       return checkAccess(op, cache,
-                         recordOffset + recordLayout.scaleExponents +
-                             *kvt::getScaleFieldIndex(field),
+                         recordOffset + recordLayout.scaleExponentOffset(
+                                            *kvt::getScaleField(field)),
                          1);
     return llvm::Error::success();
   };
   auto exponentAt = [&](kvt::RecordField field, int64_t recordOffset) {
-    return recordOffset + recordLayout.scaleExponents +
-           *kvt::getScaleFieldIndex(field);
+    return recordOffset +
+           recordLayout.scaleExponentOffset(*kvt::getScaleField(field));
   };
 
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)

@@ -338,10 +338,13 @@ void kvarn::encodeRecord(const RecordLayout &layout, const uint16_t *kRot,
   storeScales(f, qv.absorbedScale, record + layout.vScale);
   storeHalves(qv.absorbedZero, record + layout.vZero);
   if (f == ScaleFormat::E4M3) {
-    const int exponents[kScaleFieldCount] = {
-        qk.scaleExponent, qk.otherExponent, qv.otherExponent, qv.scaleExponent};
-    for (int i = 0; i < kScaleFieldCount; ++i)
-      record[layout.scaleExponents + i] = uint8_t(int8_t(exponents[i]));
+    auto store = [&](ScaleField field, int exponent) {
+      record[layout.scaleExponentOffset(field)] = uint8_t(int8_t(exponent));
+    };
+    store(ScaleField::KScale, qk.scaleExponent);
+    store(ScaleField::KTokenScale, qk.otherExponent);
+    store(ScaleField::VChannelScale, qv.otherExponent);
+    store(ScaleField::VScale, qv.scaleExponent);
   }
 }
 
@@ -371,13 +374,13 @@ DecodedRecord kvarn::decodeRecord(const RecordLayout &layout,
   r.v.absorbedScale = loadScales(f, record + layout.vScale, g);
   r.v.absorbedZero = loadHalves(record + layout.vZero, g);
   if (f == ScaleFormat::E4M3) {
-    auto exponent = [&](int i) {
-      return int(int8_t(record[layout.scaleExponents + i]));
+    auto exponent = [&](ScaleField field) {
+      return int(int8_t(record[layout.scaleExponentOffset(field)]));
     };
-    r.k.scaleExponent = exponent(0);
-    r.k.otherExponent = exponent(1);
-    r.v.otherExponent = exponent(2);
-    r.v.scaleExponent = exponent(3);
+    r.k.scaleExponent = exponent(ScaleField::KScale);
+    r.k.otherExponent = exponent(ScaleField::KTokenScale);
+    r.v.otherExponent = exponent(ScaleField::VChannelScale);
+    r.v.scaleExponent = exponent(ScaleField::VScale);
   }
   return r;
 }

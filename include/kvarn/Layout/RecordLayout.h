@@ -13,7 +13,9 @@
 
 namespace kvarn {
 
-/// The scale fields, each with its own shared exponent in E4M3 records.
+/// The scale fields, each with its own shared exponent in E4M3 records, in
+/// the order of those exponents.
+enum class ScaleField { KScale, KTokenScale, VChannelScale, VScale };
 constexpr int kScaleFieldCount = 4;
 
 struct RecordLayout {
@@ -41,6 +43,10 @@ struct RecordLayout {
   int64_t unalignedBytes = 0;
   int64_t recordBytes = 0; // aligned size, the record stride
 
+  /// Byte offset of `field`'s shared exponent (E4M3 records only).
+  int64_t scaleExponentOffset(ScaleField field) const {
+    return scaleExponents + int64_t(field);
+  }
   /// Bytes per element of the scale fields (2 for fp16, 1 for e4m3).
   int scaleBytes() const { return scaleFormat == ScaleFormat::E4M3 ? 1 : 2; }
   int kCodesPerByte() const { return 8 / keyBits; }

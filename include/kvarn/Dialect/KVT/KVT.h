@@ -43,9 +43,9 @@ TileType getFieldType(mlir::MLIRContext *context, const RecordLayout &layout,
 TileType getStoredFieldType(mlir::MLIRContext *context,
                             const RecordLayout &layout, RecordField field);
 
-/// The index of a scale field among RecordLayout::scaleExponents (k_scale,
-/// k_token_scale, v_channel_scale, v_scale), or nothing for other fields.
-std::optional<int> getScaleFieldIndex(RecordField field);
+/// The scale field `field` is (its shared exponent's place in an E4M3
+/// record: RecordLayout::scaleExponentOffset), or nothing for other fields.
+std::optional<ScaleField> getScaleField(RecordField field);
 
 /// Whether `field` is stored as e4m3 bytes with a shared exponent.
 bool isE4M3Field(const RecordLayout &layout, RecordField field);
