@@ -648,6 +648,45 @@ Value expBelow(OpBuilder &b, Location loc, Value x, Value max) {
                                      arith::SubFOp::create(b, loc, x, max));
 }
 
+/// The scores of each m tile: the parts' sums (partScores[part][tile][e])
+/// added smallest first.
+SmallVector<SmallVector<Value>>
+sumParts(OpBuilder &b, Location loc,
+         ArrayRef<SmallVector<SmallVector<Value>>> partScores) {
+  SmallVector<SmallVector<Value>> sums = partScores.back();
+  for (int p = int(partScores.size()) - 2; p >= 0; --p)
+    for (size_t i = 0; i < sums.size(); ++i)
+      for (int64_t e = 0; e < 4; ++e)
+        sums[i][e] =
+            arith::AddFOp::create(b, loc, sums[i][e], partScores[p][i][e]);
+  return sums;
+}
+
+/// The weighted values' B registers of k tile `kt` from the warp's
+/// probabilities `region` of the scratch (word (part * 8 + head) *
+/// `rowWords` + i holds the pair of tokens 2i, 2i + 1): [half][part], half
+/// 0 tokens 16 kt + 2t, + 1 and half 1 the same + 8, of head g.
+SmallVector<std::array<Value, kMmaSplitParts>>
+loadProbabilityFragments(OpBuilder &b, Location loc, Value scratch,
+                         Value region, Value lg, Value lt, int64_t rowWords,
+                         int64_t kt) {
+  auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
+  SmallVector<std::array<Value, kMmaSplitParts>> parts(2);
+  for (int64_t half = 0; half < 2; ++half)
+    for (int p = 0; p < kMmaSplitParts; ++p) {
+      Value head =
+          p ? arith::AddIOp::create(b, loc, lg, c(8 * p)).getResult() : lg;
+      Value word = arith::AddIOp::create(b, loc, lt, c(8 * kt + 4 * half));
+      Value at = arith::AddIOp::create(
+          b, loc, region,
+          arith::AddIOp::create(
+              b, loc, arith::MulIOp::create(b, loc, head, c(rowWords)), word));
+      parts[half][p] = arith::BitcastOp::create(
+          b, loc, b.getI32Type(), memref::LoadOp::create(b, loc, scratch, at));
+    }
+  return parts;
+}
+
 /// Step 1 of attend_record and attend_rows: the scores' B fragments of
 /// x[head, channel] (`value(b, head * D, channel)`) split by `split` into
 /// `scratch`: fragment f = k tile * 32 + lane holds every part of the
@@ -1011,13 +1050,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         for (int64_t i = 0; i < mTiles; ++i)
           mmaBf16(rw, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
     }
-    // The parts' sums added smallest first.
-    SmallVector<SmallVector<Value>> scores = partScores[kMmaSplitParts - 1];
-    for (int p = kMmaSplitParts - 2; p >= 0; --p)
-      for (int64_t i = 0; i < mTiles; ++i)
-        for (int64_t e = 0; e < 4; ++e)
-          scores[i][e] =
-              arith::AddFOp::create(rw, loc, scores[i][e], partScores[p][i][e]);
+    SmallVector<SmallVector<Value>> scores = sumParts(rw, loc, partScores);
 
     // 3. The warp's softmax: accumulator e of m tile i is token j = 2 i +
     // e / 2, head 2t + e % 2. Per head: the max over the warp's tokens, the
@@ -1169,17 +1202,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       // B: p[h = g, tokens 16 kt + 2t, + 1] and [.. + 8, + 9], each part
       // one word of the region.
       Value firstSlot = add(rw, mul(rw, lt, 2), 16 * kt);
-      SmallVector<std::array<Value, kMmaSplitParts>> bParts(2);
-      for (int64_t half = 0; half < 2; ++half)
-        for (int p = 0; p < kMmaSplitParts; ++p) {
-          Value at = arith::AddIOp::create(
-              rw, loc, region,
-              arith::AddIOp::create(rw, loc,
-                                    mul(rw, add(rw, lg, 8 * p), rowWords),
-                                    add(rw, lt, 8 * kt + 4 * half)));
-          bParts[half][p] = arith::BitcastOp::create(
-              rw, loc, i32, memref::LoadOp::create(rw, loc, scratch, at));
-        }
+      SmallVector<std::array<Value, kMmaSplitParts>> bParts =
+          loadProbabilityFragments(rw, loc, scratch, region, lg, lt, rowWords,
+                                   kt);
       Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
       SmallVector<std::array<Value, 4>> aRegs = codeFragments(
           rw, loc, [&](int64_t row) { return vPiece(add(rw, slotToken, row)); },
@@ -1359,12 +1384,7 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
           for (int64_t i = 0; i < mTiles; ++i)
             mmaF16(b, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
       }
-      SmallVector<SmallVector<Value>> scores = partScores[kMmaSplitParts - 1];
-      for (int p = kMmaSplitParts - 2; p >= 0; --p)
-        for (int64_t i = 0; i < mTiles; ++i)
-          for (int64_t e = 0; e < 4; ++e)
-            scores[i][e] = arith::AddFOp::create(b, loc, scores[i][e],
-                                                 partScores[p][i][e]);
+      SmallVector<SmallVector<Value>> scores = sumParts(b, loc, partScores);
 
       // 3. The warp's softmax, per head over the lanes of one t.
       Value from =
@@ -1451,17 +1471,9 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
       SmallVector<SmallVector<Value>> weighted(
           vTiles, SmallVector<Value>(4, f32Constant(b, loc, 0.0f)));
       for (int64_t kt = 0; kt < tokens / 16; ++kt) {
-        SmallVector<std::array<Value, kMmaSplitParts>> bParts(2);
-        for (int64_t half = 0; half < 2; ++half)
-          for (int p = 0; p < kMmaSplitParts; ++p) {
-            Value at = arith::AddIOp::create(
-                b, loc, region,
-                arith::AddIOp::create(b, loc,
-                                      mul(b, add(b, lg, 8 * p), rowWords),
-                                      add(b, lt, 8 * kt + 4 * half)));
-            bParts[half][p] = arith::BitcastOp::create(
-                b, loc, i32, memref::LoadOp::create(b, loc, scratch, at));
-          }
+        SmallVector<std::array<Value, kMmaSplitParts>> bParts =
+            loadProbabilityFragments(b, loc, scratch, region, lg, lt, rowWords,
+                                     kt);
         for (int64_t i = 0; i < vTiles; ++i) {
           Value regs = LoadMatrixOp::create(
               b, loc, VectorType::get({4}, i32), values,
