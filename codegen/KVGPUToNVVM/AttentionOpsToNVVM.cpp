@@ -115,7 +115,9 @@ std::array<Value, kMmaSplitParts> splitToBf16x2(OpBuilder &b, Location loc,
 
 /// (x0, x1) as the f16 pairs hi = (x0, x1) rounded to f16 and lo = the
 /// rests rounded, each one i32 register (x0 in the low half): 22 of fp32's
-/// 24 bits, for the f16 products of attend_rows (values within f16's range).
+/// 24 bits, for attend_rows' products and attend_record's scores (values
+/// within f16's range: |q * kscale| < 65504; below 2^-14 the parts lose
+/// precision, ~3e-8 absolute a term).
 std::array<Value, kMmaSplitParts> splitToF16x2(OpBuilder &b, Location loc,
                                                Value x0, Value x1) {
   auto f32x2 = VectorType::get({2}, b.getF32Type());
@@ -553,37 +555,51 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
   return chunks;
 }
 
-/// 128 + code `j` of both pieces behind `chunks` (interleaveHalves) as a
-/// bf16 pair.
+/// How attend_record's code fragments carry their codes: the scores' as
+/// exact f16 codes (kvgpu.f16_code_pair), the weighted values' as bf16 128
+/// + code (kvgpu.biased_code_pair, kRecordCodeBias).
+enum class CodeOperand { F16, BiasedBf16 };
+
+/// Code `j` of both pieces behind `chunks` (interleaveHalves) as one pair
+/// of the `kind`.
 Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
-                   int64_t j, int64_t bits) {
-  return BiasedCodePairOp::create(b, loc, chunks[j * bits / 16], j * bits % 16,
-                                  bits);
+                   int64_t j, int64_t bits, CodeOperand kind) {
+  Value pair = chunks[j * bits / 16];
+  int64_t shift = j * bits % 16;
+  if (kind == CodeOperand::F16)
+    return F16CodePairOp::create(b, loc, pair, shift, bits);
+  return BiasedCodePairOp::create(b, loc, pair, shift, bits);
 }
 
-/// The bias the codes carry into attend_record's products (128.0's
+/// The bias the codes carry into the weighted values' products (128.0's
 /// mantissa): sum_k a[k] (128 + code[k]) - 128 sum_k a[k], where a[k] is
 /// the sum of the parts the MMAs multiplied (exact in fp32), is the
 /// product over the codes. Against subtracting 128 from every code pair
-/// (one bf16 fma each, a fifth of the loop's instructions), the sums are
-/// up to ~100 times larger than the product (2-bit codes), which costs
-/// fp32 accumulators ~1e-5 of it, under the split's own 2^-17 a term.
+/// (one bf16 add each), the sums are up to ~100 times larger than the
+/// product (2-bit codes), and the tensor cores' accumulation truncates
+/// below fp32's 24 bits of the largest addend: ~1e-5 of a weighted value,
+/// whose probabilities are positive. The scores' sums have both signs and
+/// cancel (a score can be ~100x smaller than the sum of its terms' sizes),
+/// where the same truncation cost 2e-3 on one head of a test seed: their
+/// codes are exact f16 (kvgpu.f16_code_pair) and their q * kscale two f16
+/// parts (22 bits).
 constexpr float kRecordCodeBias = 128.0f;
 
 /// The A fragments of `tiles` m16n8k16 tiles from the interleaved chunks
 /// (interleaveHalves) of rows r, r + 1 (`low`: the fragment's low k pair)
-/// and r + 8, r + 9 (`high`): 128 + code as bf16 pairs, fragment i from
-/// codes 2i, 2i + 1 of both halves (the scores' and the weighted values'
-/// products alike).
-SmallVector<std::array<Value, 4>>
-fragmentsOfChunks(OpBuilder &b, Location loc, ArrayRef<Value> low,
-                  ArrayRef<Value> high, int64_t tiles, int64_t bits) {
+/// and r + 8, r + 9 (`high`): code pairs of the `kind`, fragment i from
+/// codes 2i, 2i + 1 of both halves.
+SmallVector<std::array<Value, 4>> fragmentsOfChunks(OpBuilder &b, Location loc,
+                                                    ArrayRef<Value> low,
+                                                    ArrayRef<Value> high,
+                                                    int64_t tiles, int64_t bits,
+                                                    CodeOperand kind) {
   SmallVector<std::array<Value, 4>> fragments;
   for (int64_t i = 0; i < tiles; ++i)
-    fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits),
-                         codeOfHalves(b, loc, low, 2 * i + 1, bits),
-                         codeOfHalves(b, loc, high, 2 * i, bits),
-                         codeOfHalves(b, loc, high, 2 * i + 1, bits)});
+    fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits, kind),
+                         codeOfHalves(b, loc, low, 2 * i + 1, bits, kind),
+                         codeOfHalves(b, loc, high, 2 * i, bits, kind),
+                         codeOfHalves(b, loc, high, 2 * i + 1, bits, kind)});
   return fragments;
 }
 
@@ -592,12 +608,13 @@ fragmentsOfChunks(OpBuilder &b, Location loc, ArrayRef<Value> low,
 SmallVector<std::array<Value, 4>>
 codeFragments(OpBuilder &b, Location loc,
               llvm::function_ref<SmallVector<Value>(int64_t)> piece,
-              int64_t pieceBits, int64_t tiles, int64_t bits) {
+              int64_t pieceBits, int64_t tiles, int64_t bits,
+              CodeOperand kind) {
   SmallVector<Value> row0 = piece(0), row1 = piece(1);
   SmallVector<Value> low = interleaveHalves(b, loc, row0, row1, pieceBits);
   SmallVector<Value> row8 = piece(8), row9 = piece(9);
   SmallVector<Value> high = interleaveHalves(b, loc, row8, row9, pieceBits);
-  return fragmentsOfChunks(b, loc, low, high, tiles, bits);
+  return fragmentsOfChunks(b, loc, low, high, tiles, bits, kind);
 }
 
 /// The byte offset of shared `buffer` in the kernel's shared memory where
@@ -609,22 +626,6 @@ std::optional<int64_t> staticByteOffset(Value buffer) {
     if (std::optional<int64_t> shift = getConstantIntValue(view.getByteShift()))
       return *shift;
   return std::nullopt;
-}
-
-/// The sum of the kMmaSplitParts bf16 parts of `x`, as splitToBf16x2 makes
-/// them (hi, then the rounded rest): what the MMAs multiply in place of x.
-Value sumOfSplitParts(OpBuilder &b, Location loc, Value x) {
-  Type bf16 = b.getBF16Type(), f32 = b.getF32Type();
-  Value rest = x, sum;
-  for (int p = 0; p < kMmaSplitParts; ++p) {
-    Value part = LLVM::FPExtOp::create(
-        b, loc, f32, LLVM::FPTruncOp::create(b, loc, bf16, rest));
-    // The first part is the sum so far (0 + part would be an instruction).
-    sum = p ? arith::AddFOp::create(b, loc, sum, part).getResult() : part;
-    if (p + 1 < kMmaSplitParts)
-      rest = arith::SubFOp::create(b, loc, rest, part);
-  }
-  return sum;
 }
 
 /// max, or 0 where it is -inf (no token seen): the operand of expBelow,
@@ -942,27 +943,21 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                   ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
               scaleAt(b, kScale, ch));
         },
-        splitToBf16x2);
+        splitToF16x2);
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = add(rw, warp, first);
       Value mine =
           arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
-        // sum_d q kzero - 128 sum_d split(q kscale) (kRecordCodeBias); D is
-        // a multiple of 32 (the layout's), so every lane's channels exist.
+        // sum_d q kzero; D is a multiple of 32 (the layout's), so every
+        // lane's channels exist.
         Value sum;
         for (int64_t ch = 0; ch < d; ch += kWarpSize) {
           Value at = add(b, lane, ch);
           Value qv = memref::LoadOp::create(
               b, loc, q,
               ValueRange{arith::AddIOp::create(b, loc, mul(b, head, d), at)});
-          Value x = LLVM::FMAOp::create(
-              b, loc,
-              sumOfSplitParts(
-                  b, loc,
-                  arith::MulFOp::create(b, loc, qv, scaleAt(b, kScale, at))),
-              f32Constant(b, loc, -kRecordCodeBias),
-              arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, at)));
+          Value x = arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, at));
           sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
         }
         sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
@@ -1035,7 +1030,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             kChunks.push_back(vector::ExtractOp::create(rw, loc, regs, r));
         }
         aRegs = fragmentsOfChunks(rw, loc, kChunks[2 * (kt % 2)],
-                                  kChunks[2 * (kt % 2) + 1], mTiles, kBits);
+                                  kChunks[2 * (kt % 2) + 1], mTiles, kBits,
+                                  CodeOperand::F16);
       } else {
         Value ch = add(rw, mul(rw, lt, 2), kt * 16);
         aRegs = codeFragments(
@@ -1043,12 +1039,12 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             [&](int64_t row) -> SmallVector<Value> {
               return {kPiece(add(rw, ch, row))};
             },
-            L.kPieceBits, mTiles, kBits);
+            L.kPieceBits, mTiles, kBits, CodeOperand::F16);
       }
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
-          mmaBf16(rw, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
+          mmaF16(rw, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
     }
     SmallVector<SmallVector<Value>> scores = sumParts(rw, loc, partScores);
 
@@ -1208,7 +1204,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
       SmallVector<std::array<Value, 4>> aRegs = codeFragments(
           rw, loc, [&](int64_t row) { return vPiece(add(rw, slotToken, row)); },
-          L.vPieceBits, vTiles, vBits);
+          L.vPieceBits, vTiles, vBits, CodeOperand::BiasedBf16);
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < vTiles; ++i)
           mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);

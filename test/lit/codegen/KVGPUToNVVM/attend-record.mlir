@@ -36,27 +36,29 @@ gpu.module @m {
     // 1. The CTA splits q * kscale into B fragments (hi, lo): the 16 lanes
     // of a k tile that hold one of the 4 heads, one fragment a thread in
     // straight-line code; the other lanes' fragments are zeros, one store a
-    // thread. It sums q . kzero less 128 x the split q * kscale per head
-    // with shuffles, one barrier.
+    // thread, each part f16 (22 bits: the scores' sums cancel). It sums
+    // q . kzero per head with shuffles, one barrier.
     // CHECK-NOT: scf.for
-    // CHECK: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
+    // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
-    // CHECK-NOT: llvm.call_intrinsic "llvm.nvvm.ff2bf16x2.rn"
+    // CHECK-NOT: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: vector.store %[[ZEROS:cst.*]], %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: vector.store
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; the K
     // codes of two k tiles are one transposed ldmatrix (the warp's 16-bit
-    // pieces of 8 channels are one 16-byte row); a code pair is a shift and
-    // one lop3 (mask | 0x4300: 128 + code, the 128 taken off through q .
-    // kzero), no bf16 arithmetic.
+    // pieces of 8 channels are one 16-byte row); a code pair is a shift, one
+    // lop3 (mask | 0x6400: 1024 + code) and one f16 subtraction of 1024:
+    // exact codes (kvgpu.f16_code_pair), f16 products.
     // CHECK-NOT: gpu.barrier
     // CHECK: nvvm.ldmatrix %{{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<col>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
     // CHECK-NOT: memref<4096xi16, #gpu.address_space<workgroup>>
-    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n"
-    // CHECK-NOT: vector<2xbf16>, vector<2xbf16>, vector<2xbf16>
-    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %{{.*}}, %c983055_i32, %c1677747200_i32
+    // CHECK-NEXT: llvm.bitcast %{{.*}} : i32 to vector<2xf16>
+    // CHECK-NEXT: llvm.fsub %{{.*}}, %{{.*}} : vector<2xf16>
+    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
     // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // CHECK-NOT: gpu.barrier
@@ -78,7 +80,10 @@ gpu.module @m {
     // CHECK-NOT: gpu.barrier
     // CHECK: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c30258_i32)
-    // CHECK-COUNT-32: nvvm.mma.sync
+    // The values' codes are bf16 128 + code (kvgpu.biased_code_pair: one
+    // lop3, 0x4300), the 128 taken off through p . vzero; bf16 products.
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %{{.*}}, %c196611_i32, %c1124090624_i32
+    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
     // CHECK-NOT: nvvm.mma.sync
     // 5. Partials; the incoming max and sum copied into the scratch (so
     // that the new state may overwrite them); one barrier; 6. the merge.
@@ -122,11 +127,10 @@ gpu.module @m {
     %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
-    // 1. The CTA splits q * kscale into B fragments (hi, lo), sums q . kzero
-    // less 128 x the split q * kscale per head with shuffles, one barrier.
+    // 1. The CTA splits q * kscale into f16 B fragments (hi, lo), sums q .
+    // kzero per head with shuffles, one barrier.
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
-    // pair is a shift and one lop3 (mask | 0x4300: 128 + code, the 128
-    // taken off through q . kzero), no bf16 arithmetic.
+    // pair is exact f16 (kvgpu.f16_code_pair).
     // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
