@@ -1,4 +1,4 @@
-//===- AttentionOpsToNVVM.cpp - packed_matmul, attend_record --------------===//
+//===- AttentionOpsToNVVM.cpp - packed_matmul, attend_record, attend_rows -===//
 //
 // kvgpu.packed_matmul: attention's dot products over a record's packed codes
 // with the operands in registers, on tensor cores (bf16 mma.sync) or with
@@ -7,10 +7,12 @@
 //
 // kvgpu.attend_record: a whole online-softmax step over a record block, each
 // warp attending its own tokens on tensor cores with its softmax in
-// registers (getRecordAttendLayout in KVGPU.h). The two ops share the bf16
-// split of the other operand, and build their products from
-// kvgpu.mma_bf16 and (attend_record) kvgpu.biased_code_pair, which
-// MmaOpsToNVVM.cpp lowers.
+// registers (getRecordAttendLayout in KVGPU.h); kvgpu.attend_rows: the same
+// over fp16 rows (getRowsAttendLayout). The other operand is split in two
+// parts: bf16 for packed_matmul and attend_record's weighted values
+// (kvgpu.split_bf16x2, kvgpu.mma_bf16, codes by kvgpu.biased_code_pair), f16
+// for attend_record's scores (codes as f16 subnormals) and attend_rows
+// (kvgpu.mma_f16). MmaOpsToNVVM.cpp lowers those ops.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +22,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
+#include <cmath>
 #include <limits>
 
 using namespace mlir;
@@ -556,19 +560,55 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
 }
 
 /// How attend_record's code fragments carry their codes: the scores' as
-/// exact f16 codes (kvgpu.f16_code_pair), the weighted values' as bf16 128
-/// + code (kvgpu.biased_code_pair, kRecordCodeBias).
-enum class CodeOperand { F16, BiasedBf16 };
+/// f16 subnormals (subnormalCodePair), the weighted values' as bf16 128 +
+/// code (kvgpu.biased_code_pair, kRecordCodeBias).
+enum class CodeOperand { SubnormalF16, BiasedBf16 };
+
+/// Where code `j` of `bits` bits lies as a subnormalCodePair: `shift`, the
+/// right shift of its chunk (0 or 8: one shift serves the codes of a
+/// chunk's high byte), and `at`, its bit in the shifted halves.
+struct SubnormalCode {
+  int64_t shift, at;
+};
+SubnormalCode subnormalCode(int64_t j, int64_t bits) {
+  int64_t p = j * bits % 16;
+  assert(p % 8 + bits <= 10 && "a subnormal f16 holds 10 mantissa bits");
+  return {p - p % 8, p % 8};
+}
+
+/// What the f16 product of subnormalCodePair's code `j` is to be multiplied
+/// by to be the product over the code: 2^(24 - at).
+float subnormalCodeFactor(int64_t j, int64_t bits) {
+  return std::ldexp(1.0f, 24 - subnormalCode(j, bits).at);
+}
+
+/// Code `j` of both halves of `chunk` (interleaveHalves) as the f16 pair
+/// code * 2^(at - 24): the code masked in place in the mantissa of a
+/// subnormal f16 (exponent 0), one AND, plus one shift for the chunk's high
+/// byte, shared by its codes. Exact, and without the bias of 1024.0's
+/// mantissa, that would take one f16 subtraction a pair; the consumer
+/// scales the product (subnormalCodeFactor: 2^24 for the codes of a 16-bit
+/// chunk's low nibble, 2^20 for the next). The tensor cores multiply f16
+/// subnormals exactly.
+Value subnormalCodePair(OpBuilder &b, Location loc, Value chunk, int64_t j,
+                        int64_t bits) {
+  SubnormalCode code = subnormalCode(j, bits);
+  Value v = chunk;
+  if (code.shift)
+    v = arith::ShRUIOp::create(b, loc, v, i32Constant(b, loc, code.shift));
+  int64_t mask = ((int64_t(1) << bits) - 1) << code.at;
+  return arith::AndIOp::create(b, loc, v,
+                               i32Constant(b, loc, mask | mask << 16));
+}
 
 /// Code `j` of both pieces behind `chunks` (interleaveHalves) as one pair
 /// of the `kind`.
 Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
                    int64_t j, int64_t bits, CodeOperand kind) {
   Value pair = chunks[j * bits / 16];
-  int64_t shift = j * bits % 16;
-  if (kind == CodeOperand::F16)
-    return F16CodePairOp::create(b, loc, pair, shift, bits);
-  return BiasedCodePairOp::create(b, loc, pair, shift, bits);
+  if (kind == CodeOperand::SubnormalF16)
+    return subnormalCodePair(b, loc, pair, j, bits);
+  return BiasedCodePairOp::create(b, loc, pair, j * bits % 16, bits);
 }
 
 /// The bias the codes carry into the weighted values' products (128.0's
@@ -581,8 +621,8 @@ Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
 /// whose probabilities are positive. The scores' sums have both signs and
 /// cancel (a score can be ~100x smaller than the sum of its terms' sizes),
 /// where the same truncation cost 2e-3 on one head of a test seed: their
-/// codes are exact f16 (kvgpu.f16_code_pair) and their q * kscale two f16
-/// parts (22 bits).
+/// codes are exact f16 subnormals (subnormalCodePair) and their q * kscale
+/// two f16 parts (22 bits).
 constexpr float kRecordCodeBias = 128.0f;
 
 /// The A fragments of `tiles` m16n8k16 tiles from the interleaved chunks
@@ -1031,7 +1071,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         }
         aRegs = fragmentsOfChunks(rw, loc, kChunks[2 * (kt % 2)],
                                   kChunks[2 * (kt % 2) + 1], mTiles, kBits,
-                                  CodeOperand::F16);
+                                  CodeOperand::SubnormalF16);
       } else {
         Value ch = add(rw, mul(rw, lt, 2), kt * 16);
         aRegs = codeFragments(
@@ -1039,7 +1079,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             [&](int64_t row) -> SmallVector<Value> {
               return {kPiece(add(rw, ch, row))};
             },
-            L.kPieceBits, mTiles, kBits, CodeOperand::F16);
+            L.kPieceBits, mTiles, kBits, CodeOperand::SubnormalF16);
       }
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
@@ -1071,13 +1111,13 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
                                          tokenOf[j], valid);
       for (int64_t e = 0; e < 2; ++e) {
-        Value dot = scores[j / 2][2 * (j % 2) + e];
+        // The product over code j, scaled back (subnormalCodeFactor), plus
+        // q . kzero: one fma.
+        Value dot = LLVM::FMAOp::create(
+            rw, loc, scores[j / 2][2 * (j % 2) + e],
+            f32Constant(rw, loc, subnormalCodeFactor(j, kBits)), kZeroDot[e]);
         Value s = arith::MulFOp::create(
-            rw, loc,
-            arith::MulFOp::create(
-                rw, loc, arith::AddFOp::create(rw, loc, dot, kZeroDot[e]),
-                kTok),
-            softmaxScale);
+            rw, loc, arith::MulFOp::create(rw, loc, dot, kTok), softmaxScale);
         Value in = arith::AndIOp::create(
             rw, loc, live,
             arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, heads[e],

@@ -91,31 +91,6 @@ struct BiasedCodePairLowering : OpRewritePattern<BiasedCodePairOp> {
   }
 };
 
-/// kvgpu.f16_code_pair: a shift, the mask and 1024.0's mantissa (0x6400)
-/// in one lop3, then 1024 subtracted from both halves (one sub.f16x2,
-/// exact).
-struct F16CodePairLowering : OpRewritePattern<F16CodePairOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(F16CodePairOp op,
-                                PatternRewriter &rw) const override {
-    Location loc = op.getLoc();
-    int64_t shift = op.getShift(), mask = (int64_t(1) << op.getBits()) - 1;
-    Value v = op.getPair();
-    if (shift)
-      v = arith::ShRUIOp::create(rw, loc, v, i32Constant(rw, loc, shift));
-    v = andOr(rw, loc, v, mask | mask << 16, 0x64006400);
-    auto f16x2 = VectorType::get({2}, rw.getF16Type());
-    Value biased = LLVM::BitcastOp::create(rw, loc, f16x2, v);
-    Value bias = LLVM::ConstantOp::create(
-        rw, loc, f16x2,
-        DenseElementsAttr::get(f16x2,
-                               rw.getFloatAttr(rw.getF16Type(), 1024.0)));
-    Value codes = LLVM::FSubOp::create(rw, loc, biased, bias);
-    rw.replaceOpWithNewOp<LLVM::BitcastOp>(op, rw.getI32Type(), codes);
-    return success();
-  }
-};
-
 /// kvgpu.split_bf16x2: hi by one cvt.rn.bf16x2.f32 (its first operand the
 /// high half: one instruction where LLVM's fptrunc of a pair makes two
 /// conversions and a prmt), hi widened back by a shift and a mask
@@ -174,9 +149,8 @@ struct LoadMatrixLowering : OpRewritePattern<LoadMatrixOp> {
 } // namespace
 
 void kvarn::kvgpu::populateKVGPUMmaToNVVMPatterns(RewritePatternSet &patterns) {
-  patterns
-      .add<MmaLowering<MmaBf16Op, NVVM::MMATypes::bf16>,
-           MmaLowering<MmaF16Op, NVVM::MMATypes::f16>, BiasedCodePairLowering,
-           F16CodePairLowering, SplitBf16x2Lowering, LoadMatrixLowering>(
-          patterns.getContext());
+  patterns.add<MmaLowering<MmaBf16Op, NVVM::MMATypes::bf16>,
+               MmaLowering<MmaF16Op, NVVM::MMATypes::f16>,
+               BiasedCodePairLowering, SplitBf16x2Lowering, LoadMatrixLowering>(
+      patterns.getContext());
 }

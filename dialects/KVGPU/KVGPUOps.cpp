@@ -397,18 +397,13 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
   return l;
 }
 
-/// The codes of a code-pair op stay inside each 16-bit half.
-template <typename CodePairOp> LogicalResult verifyCodePair(CodePairOp op) {
-  if (op.getShift() + op.getBits() > 16)
-    return op.emitOpError("codes at bit ")
-           << op.getShift() << " of " << op.getBits()
+LogicalResult BiasedCodePairOp::verify() {
+  if (getShift() + getBits() > 16)
+    return emitOpError("codes at bit ")
+           << getShift() << " of " << getBits()
            << " bits leave a 16-bit half (shift + bits must be <= 16)";
   return success();
 }
-
-LogicalResult BiasedCodePairOp::verify() { return verifyCodePair(*this); }
-
-LogicalResult F16CodePairOp::verify() { return verifyCodePair(*this); }
 
 LogicalResult LoadMatrixOp::verify() {
   MemRefType rows = getRows().getType();

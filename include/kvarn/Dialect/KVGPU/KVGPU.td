@@ -505,31 +505,6 @@ def KVGPU_BiasedCodePairOp : KVGPU_Op<"biased_code_pair", [Pure]> {
   let hasVerifier = 1;
 }
 
-def KVGPU_F16CodePairOp : KVGPU_Op<"f16_code_pair", [Pure]> {
-  let summary = "two low-bit codes as the f16 pair (low code, high code), for an mma operand";
-  let description = [{
-    The `bits`-bit codes at bit `shift` of each 16-bit half of `pair` (i32),
-    each OR-ed into the mantissa of 1024.0 (f16 0x6400, whose ulp is 1) and
-    1024 subtracted: the f16 pair (low code, high code), exact. One shift,
-    one `lop3` (mask and 1024.0 at once) and one `sub.f16x2`. Against
-    `biased_code_pair`, whose consumer takes 128 x the other operand's sum
-    back off the product, the product itself carries no bias: what
-    attend_record's scores need, whose sums would otherwise be up to ~100
-    times the score and lose its low bits in the tensor cores' truncating
-    accumulation.
-
-    ```mlir
-    %r = kvgpu.f16_code_pair %pair shift 4 bits 4 : i32
-    ```
-  }];
-  let arguments = (ins I32:$pair,
-                       ConfinedAttr<I32Attr, [IntNonNegative, IntMaxValue<15>]>:$shift,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
-  let results = (outs I32:$result);
-  let assemblyFormat = "$pair `shift` $shift `bits` $bits attr-dict `:` type($pair)";
-  let hasVerifier = 1;
-}
-
 def KVGPU_LoadMatrixOp : KVGPU_Op<"load_matrix"> {
   let summary = "one warp's ldmatrix: four 8x8 matrices of 16-bit elements from shared memory";
   let description = [{

@@ -49,19 +49,25 @@ gpu.module @m {
     // CHECK: gpu.barrier
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; the K
     // codes of two k tiles are one transposed ldmatrix (the warp's 16-bit
-    // pieces of 8 channels are one 16-byte row); a code pair is a shift, one
-    // lop3 (mask | 0x6400: 1024 + code) and one f16 subtraction of 1024:
-    // exact codes (kvgpu.f16_code_pair), f16 products.
+    // pieces of 8 channels are one 16-byte row); a code pair is the code
+    // masked in place as an f16 subnormal: one AND (0x000F000F, the low
+    // nibbles, then 0x00F000F0), one shift by 8 for a chunk's high byte,
+    // no f16 arithmetic and no lop3; f16 products.
     // CHECK-NOT: gpu.barrier
     // CHECK: nvvm.ldmatrix %{{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<col>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
     // CHECK-NOT: memref<4096xi16, #gpu.address_space<workgroup>>
-    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %{{.*}}, %c983055_i32, %c1677747200_i32
-    // CHECK-NEXT: llvm.bitcast %{{.*}} : i32 to vector<2xf16>
-    // CHECK-NEXT: llvm.fsub %{{.*}}, %{{.*}} : vector<2xf16>
+    // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
+    // CHECK: arith.andi %{{.*}}, %c15728880_i32 : i32
+    // CHECK: arith.shrui %{{.*}}, %c8_i32 : i32
+    // CHECK-NOT: llvm.inline_asm
+    // CHECK-NOT: vector<2xf16>, vector<2xf16>, vector<2xf16>
     // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
-    // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
-    // head (xor 4, 8, 16), the probabilities through the warp's scratch.
+    // 3. The warp's softmax: a score is the product scaled back (2^24 for
+    // the rows of low nibbles, 2^20 for the next) plus q . kzero, one fma;
+    // max, then sum and p . vzero over the lanes of a head (xor 4, 8, 16),
+    // the probabilities through the warp's scratch.
     // CHECK-NOT: gpu.barrier
+    // CHECK: llvm.intr.fma(%{{.*}}, %{{.*}}, %{{.*}}) : (f32, f32, f32) -> f32
     // CHECK-COUNT-6: gpu.shuffle  xor
     // exp(x - max): the row's max made finite once (0 for a row of no
     // tokens), then per score the difference first, the scaling by log2 e,
@@ -130,7 +136,7 @@ gpu.module @m {
     // 1. The CTA splits q * kscale into f16 B fragments (hi, lo), sums q .
     // kzero per head with shuffles, one barrier.
     // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; a code
-    // pair is exact f16 (kvgpu.f16_code_pair).
+    // pair is an f16 subnormal (one AND).
     // 3. The warp's softmax: max, then sum and p . vzero over the lanes of a
     // head (xor 4, 8, 16), the probabilities through the warp's scratch.
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.

@@ -227,15 +227,6 @@ func.func @codes_leave_the_half(%pair: i32) -> i32 {
 
 // -----
 
-// The f16 code pair's codes stay inside each 16-bit half too.
-func.func @f16_codes_leave_the_half(%pair: i32) -> i32 {
-  // expected-error @+1 {{codes at bit 10 of 8 bits leave a 16-bit half (shift + bits must be <= 16)}}
-  %r = kvgpu.f16_code_pair %pair shift 10 bits 8 : i32
-  return %r : i32
-}
-
-// -----
-
 // 128.0's mantissa holds codes of at most 7 bits.
 func.func @codes_too_wide(%pair: i32) -> i32 {
   // expected-error @+1 {{attribute 'bits' failed to satisfy constraint}}
