@@ -27,13 +27,6 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
-Value intrinsic(OpBuilder &b, Location loc, Type type, StringRef name,
-                ValueRange args) {
-  return LLVM::CallIntrinsicOp::create(b, loc, type, b.getStringAttr(name), args)
-      .getResult(0);
-}
-using kvarn::codegen::emitClamp;
-
 /// One CTA's register tile: thread coordinates and reduction helpers.
 struct RegisterTile {
   OpBuilder &b;
@@ -382,12 +375,8 @@ SmallVector<Value> stdKeep(RegisterTile &t, ArrayRef<Value> x, int keep,
 /// s = clamp(s * clamp(std)): tilemath::stepScale.
 void stepScales(OpBuilder &b, Location loc, MutableArrayRef<Value> scales,
                 ArrayRef<Value> stds) {
-  namespace tmath = kvarn::tilemath;
-  for (size_t k = 0; k < scales.size(); ++k) {
-    Value std = emitClamp(b, loc, stds[k], tmath::kStdMin, tmath::kStdMax);
-    Value s = arith::MulFOp::create(b, loc, scales[k], std);
-    scales[k] = emitClamp(b, loc, s, tmath::kScaleMin, tmath::kScaleMax);
-  }
+  for (size_t k = 0; k < scales.size(); ++k)
+    scales[k] = kvarn::codegen::emitSinkhornStep(b, loc, scales[k], stds[k]);
 }
 
 /// 1 / s of Sinkhorn's scales (in [kScaleMin, kScaleMax]), correctly rounded.
@@ -426,12 +415,7 @@ Value imbalance(RegisterTile &t, std::pair<Value, Value> col,
   SmallVector<Value> r = t.reduceAll(
       {ReduceKind::Max, ReduceKind::Min, ReduceKind::Max, ReduceKind::Min},
       {col.first, col.second, row.first, row.second});
-  Value floor = f32Constant(b, loc, kvarn::tilemath::kImbalanceFloor);
-  auto ratio = [&](Value hi, Value lo) -> Value {
-    return arith::DivFOp::create(b, loc, hi,
-                                 arith::MaximumFOp::create(b, loc, lo, floor));
-  };
-  return arith::AddFOp::create(b, loc, ratio(r[0], r[1]), ratio(r[2], r[3]));
+  return kvarn::codegen::emitImbalance(b, loc, r[0], r[1], r[2], r[3]);
 }
 
 /// The CTA's register tile over the input buffer of a kvgpu.sinkhorn or
@@ -542,11 +526,10 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
     // emitScaleReciprocal: the scales are the kernel's operands, and a DSL
     // kernel may pass its own outside Sinkhorn's [kScaleMin, kScaleMax]
     // (denormal, or past 2^126), where only div.rn is exact. Once per tile.
-    Value oneF = f32Constant(rw, loc, 1.0f);
     auto divideOne = [&](ArrayRef<Value> v) {
       SmallVector<Value> out;
       for (Value a : v)
-        out.push_back(arith::DivFOp::create(rw, loc, oneF, a));
+        out.push_back(kvarn::codegen::emitReciprocal(rw, loc, a));
       return out;
     };
     SmallVector<Value> rCol = divideOne(sCol);
@@ -573,27 +556,19 @@ struct QuantizeTileLowering : OpRewritePattern<QuantizeTileOp> {
     lo = red[0];
     hi = red[1];
     SmallVector<Value> step;
-    for (int64_t k = 0; k < t.n[dr]; ++k) {
-      Value range = arith::SubFOp::create(rw, loc, hi[k], lo[k]);
-      Value a = arith::DivFOp::create(rw, loc, range, f32Constant(rw, loc, qmax));
+    for (int64_t k = 0; k < t.n[dr]; ++k)
       step.push_back(
-          arith::MaximumFOp::create(rw, loc, a, f32Constant(rw, loc, kvarn::tilemath::kRangeFloor)));
-    }
+          kvarn::codegen::emitQuantizeStep(rw, loc, lo[k], hi[k], qmax));
     SmallVector<Value> rStep = divideOne(step);
-    Value zeroI = i32Constant(rw, loc, 0), maxI = i32Constant(rw, loc, int64_t(qmax));
     for (int64_t i = 0; i < t.n[0]; ++i)
       for (int64_t j = 0; j < t.n[1]; ++j) {
         int64_t r = dc == 0 ? j : i;
-        Value v = arith::SubFOp::create(rw, loc, x[i * t.n[1] + j], lo[r]);
-        v = arith::MulFOp::create(rw, loc, v, rStep[r]);
-        Value q = intrinsic(rw, loc, rw.getI32Type(), "llvm.nvvm.f2i.rn", {v});
-        q = arith::MaxSIOp::create(rw, loc, q, zeroI);
-        q = arith::MinSIOp::create(rw, loc, q, maxI);
+        Value q = kvarn::codegen::emitQuantizedCode(rw, loc, x[i * t.n[1] + j],
+                                                    lo[r], rStep[r], qmax);
         Value b0 = t.coord(0, i), b1 = t.coord(1, j);
         Value row = dc == 0 ? b1 : b0, col = dc == 0 ? b0 : b1;
-        memref::StoreOp::create(rw, loc,
-                                arith::TruncIOp::create(rw, loc, rw.getI8Type(), q),
-                                op.getCodes(), ValueRange{row, col});
+        memref::StoreOp::create(rw, loc, q, op.getCodes(),
+                                ValueRange{row, col});
       }
     Type f16 = rw.getF16Type();
     SmallVector<Value> scale, zero, other;

@@ -34,6 +34,7 @@ Value kvarn::kvt::widenToF32(OpBuilder &b, Location loc, Value v) {
 namespace {
 
 using kvarn::codegen::emitClamp;
+namespace cg = kvarn::codegen;
 
 //===----------------------------------------------------------------------===//
 // rotate
@@ -322,22 +323,17 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
     extreme(stat[2], rowStd, R, ReduceKind::Max);
     extreme(stat[3], rowStd, R, ReduceKind::Min);
     Value zero = s.index(s.b, loc, 0);
-    Value floor = s.f32Constant(s.b, loc, tmath::kImbalanceFloor);
-    auto ratio = [&](Value hi, Value lo) {
-      return arith::DivFOp::create(
-          s.b, loc, load(s.b, loc, hi, zero),
-          arith::MaximumFOp::create(s.b, loc, load(s.b, loc, lo, zero), floor));
-    };
-    return arith::AddFOp::create(s.b, loc, ratio(stat[0], stat[1]),
-                                 ratio(stat[2], stat[3]));
+    Value colMax = load(s.b, loc, stat[0], zero);
+    Value colMin = load(s.b, loc, stat[1], zero);
+    Value rowMax = load(s.b, loc, stat[2], zero);
+    Value rowMin = load(s.b, loc, stat[3], zero);
+    return cg::emitImbalance(s.b, loc, colMax, colMin, rowMax, rowMin);
   };
-  auto step = [&](OpBuilder &b, Value scales, Value inverses, Value std, Value i) {
-    Value f = emitClamp(b, loc, std, tmath::kStdMin, tmath::kStdMax);
-    Value v = arith::MulFOp::create(b, loc, load(b, loc, scales, i), f);
-    v = emitClamp(b, loc, v, tmath::kScaleMin, tmath::kScaleMax);
+  auto step = [&](OpBuilder &b, Value scales, Value inverses, Value std,
+                  Value i) {
+    Value v = cg::emitSinkhornStep(b, loc, load(b, loc, scales, i), std);
     store(b, loc, v, scales, i);
-    store(b, loc, arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v),
-          inverses, i);
+    store(b, loc, cg::emitReciprocal(b, loc, v), inverses, i);
   };
 
   // The untouched tile is the first candidate (scales 1).
@@ -410,17 +406,6 @@ LogicalResult lowerNormalize(TileLowering &s, Operation *raw) {
 // quantize, dequantize
 //===----------------------------------------------------------------------===//
 
-/// x rounded half to even (cvt.rni.s32.f32, as the reference's nearbyint)
-/// and clamped to the codes [0, qmax], as i8.
-Value clampedCode(OpBuilder &b, Location loc, Value x, float qmax) {
-  Value q = emitRoundToInt(b, loc, x);
-  q = arith::MaxSIOp::create(b, loc, q,
-                             arith::ConstantIntOp::create(b, loc, 0, 32));
-  q = arith::MinSIOp::create(
-      b, loc, q, arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
-  return arith::TruncIOp::create(b, loc, b.getI8Type(), q);
-}
-
 /// kvt.quantize's four results are these views.
 void setQuantizeResults(TileLowering &s, QuantizeOp op, const TileView &codes,
                         const TileView &scale, const TileView &zero,
@@ -434,7 +419,6 @@ void setQuantizeResults(TileLowering &s, QuantizeOp op, const TileView &codes,
 /// kvt.quantize with e4m3_scales, in shared memory:
 /// kvarn::quantizeTileWithScales's ScaleFormat::E4M3 operations, in order.
 LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
-  namespace cg = kvarn::codegen;
   Location loc = op.getLoc();
   TileType type = op.getInput().getType();
   int64_t R = type.getDim(0), C = type.getDim(1);
@@ -465,8 +449,7 @@ LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
     Value e = cg::emitScaleExponent(b, loc, load(b, loc, max, {zeroIndex}));
     Value v = rounded(b, s.read(b, loc, sCol, i), e);
     store(b, loc, v, other.buffer, i);
-    store(b, loc, arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v),
-          ic, i);
+    store(b, loc, cg::emitReciprocal(b, loc, v), ic, i);
   });
   auto y = [&](OpBuilder &b, Value r, Value c) -> Value {
     return arith::MulFOp::create(b, loc, s.read(b, loc, m, {r, c}),
@@ -478,12 +461,9 @@ LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
   s.reduce(loc, ReduceKind::Min, R, C, lo, y);
   s.reduce(loc, ReduceKind::Max, R, C, hi, y);
   s.foreach (loc, {R}, [&](OpBuilder &b, ValueRange i) {
-    Value range =
-        arith::SubFOp::create(b, loc, load(b, loc, hi, i), load(b, loc, lo, i));
-    Value a = arith::DivFOp::create(b, loc, range, s.f32Constant(b, loc, qmax));
     store(b, loc,
-          arith::MaximumFOp::create(
-              b, loc, a, s.f32Constant(b, loc, kvarn::tilemath::kRangeFloor)),
+          cg::emitQuantizeStep(b, loc, load(b, loc, lo, i), load(b, loc, hi, i),
+                               qmax),
           step, i);
   });
   s.reduce(loc, ReduceKind::Max, 1, R, max, [&](OpBuilder &b, Value, Value r) {
@@ -512,11 +492,11 @@ LogicalResult lowerQuantizeE4M3(TileLowering &s, QuantizeOp op) {
   s.foreach (loc, {R, C}, [&](OpBuilder &b, ValueRange i) {
     Value z =
         arith::ExtFOp::create(b, loc, f32, load(b, loc, zero.buffer, {i[0]}));
-    Value inverse = arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f),
-                                          load(b, loc, scale.buffer, {i[0]}));
-    Value x = arith::MulFOp::create(
-        b, loc, arith::SubFOp::create(b, loc, y(b, i[0], i[1]), z), inverse);
-    store(b, loc, clampedCode(b, loc, x, qmax), codes.buffer, i);
+    Value inverse =
+        cg::emitReciprocal(b, loc, load(b, loc, scale.buffer, {i[0]}));
+    store(b, loc,
+          cg::emitQuantizedCode(b, loc, y(b, i[0], i[1]), z, inverse, qmax),
+          codes.buffer, i);
   });
   setQuantizeResults(s, op, codes, scale, zero, other);
   return success();
@@ -562,31 +542,29 @@ LogicalResult lowerQuantize(TileLowering &s, Operation *raw) {
 
   // balanced = M * (1/s_col)[None, :] * (1/s_row)[:, None], the reciprocals
   // correctly rounded: kvarn::quantizeTileWithScales's operations.
-  auto recip = [&](OpBuilder &b, Value v) -> Value {
-    return arith::DivFOp::create(b, loc, s.f32Constant(b, loc, 1.0f), v);
-  };
   auto balanced = [&](OpBuilder &b, Value r, Value c) -> Value {
-    Value x = arith::MulFOp::create(b, loc, s.read(b, loc, m, {r, c}),
-                                    recip(b, s.read(b, loc, sCol, {c})));
-    return arith::MulFOp::create(b, loc, x, recip(b, s.read(b, loc, sRow, {r})));
+    Value x = arith::MulFOp::create(
+        b, loc, s.read(b, loc, m, {r, c}),
+        cg::emitReciprocal(b, loc, s.read(b, loc, sCol, {c})));
+    return arith::MulFOp::create(
+        b, loc, x, cg::emitReciprocal(b, loc, s.read(b, loc, sRow, {r})));
   };
   s.reduce(loc, ReduceKind::Min, R, C, lo, balanced);
   s.reduce(loc, ReduceKind::Max, R, C, hi, balanced);
-  s.foreach(loc, {R}, [&](OpBuilder &b, ValueRange i) {
-    Value range = arith::SubFOp::create(b, loc, load(b, loc, hi, i), load(b, loc, lo, i));
-    Value a = arith::DivFOp::create(b, loc, range, s.f32Constant(b, loc, qmax));
+  s.foreach (loc, {R}, [&](OpBuilder &b, ValueRange i) {
     store(b, loc,
-          arith::MaximumFOp::create(
-              b, loc, a, s.f32Constant(b, loc, kvarn::tilemath::kRangeFloor)),
+          cg::emitQuantizeStep(b, loc, load(b, loc, lo, i), load(b, loc, hi, i),
+                               qmax),
           step, i);
   });
 
   TileView codes = s.allocate(loc, TileType::get({R, C}, s.b.getI8Type()));
-  s.foreach(loc, {R, C}, [&](OpBuilder &b, ValueRange i) {
-    Value x = arith::SubFOp::create(b, loc, balanced(b, i[0], i[1]),
-                                    load(b, loc, lo, i[0]));
-    x = arith::MulFOp::create(b, loc, x, recip(b, load(b, loc, step, i[0])));
-    store(b, loc, clampedCode(b, loc, x, qmax), codes.buffer, i);
+  s.foreach (loc, {R, C}, [&](OpBuilder &b, ValueRange i) {
+    Value x = balanced(b, i[0], i[1]);
+    Value lowest = load(b, loc, lo, i[0]);
+    Value inverse = cg::emitReciprocal(b, loc, load(b, loc, step, i[0]));
+    store(b, loc, cg::emitQuantizedCode(b, loc, x, lowest, inverse, qmax),
+          codes.buffer, i);
   });
   TileView scale = s.allocate(loc, TileType::get({R}, f16));
   TileView zero = s.allocate(loc, TileType::get({R}, f16));

@@ -1,9 +1,12 @@
-//===- TileArithmeticEmitters.h - TileArithmetic.h's operations as IR -*- C++ -*-===//
+//===- TileArithmeticEmitters.h - TileArithmetic.h's operations as IR -*- C++
+//-*-===//
 //
 // The operations of kvarn/Reference/TileArithmetic.h that every lowering of
-// kvt.normalize and kvt.quantize emits the same way (the register-tile
-// lowering of kvgpu.sinkhorn and the shared-memory one of kvt.normalize), so
-// the GPU computes the CPU reference's bits.
+// kvt.normalize (Sinkhorn) and kvt.quantize emits the same way: the
+// register-tile lowerings (kvgpu.sinkhorn, kvgpu.quantize_tile;
+// KVGPUToNVVM/TileOpsToNVVM.cpp) and the shared-memory ones
+// (KVTToKVGPU/PrimitiveOps.cpp) build each step from these, so the GPU
+// computes the CPU reference's bits whichever strategy a tile gets.
 //
 // The root and the reciprocal are the fast paths of PTX's sqrt.rn.f32 and
 // rcp.rn.f32 (one MUFU approximation, then one or two fma corrections; the
@@ -89,6 +92,72 @@ inline mlir::Value emitScaleReciprocal(mlir::OpBuilder &b, mlir::Location loc,
   Value r = emitNvvmF32(b, loc, "llvm.nvvm.rcp.approx.ftz.f", scale);
   Value e = LLVM::FMAOp::create(b, loc, scale, r, emitF32(b, loc, -1.0f));
   return LLVM::FMAOp::create(b, loc, r, arith::NegFOp::create(b, loc, e), r);
+}
+
+/// 1 / x by one correctly rounded division (div.rn.f32): for values that
+/// need not lie in Sinkhorn's scale range (a quantizer's operands, which a
+/// DSL kernel may pass; its steps), where emitScaleReciprocal would not be
+/// exact.
+inline mlir::Value emitReciprocal(mlir::OpBuilder &b, mlir::Location loc,
+                                  mlir::Value x) {
+  return mlir::arith::DivFOp::create(b, loc, emitF32(b, loc, 1.0f), x);
+}
+
+/// One Sinkhorn step of a scale: clamp(scale * clamp(std, kStdMin,
+/// kStdMax), kScaleMin, kScaleMax).
+inline mlir::Value emitSinkhornStep(mlir::OpBuilder &b, mlir::Location loc,
+                                    mlir::Value scale, mlir::Value std) {
+  namespace tmath = kvarn::tilemath;
+  mlir::Value f = emitClamp(b, loc, std, tmath::kStdMin, tmath::kStdMax);
+  mlir::Value s = mlir::arith::MulFOp::create(b, loc, scale, f);
+  return emitClamp(b, loc, s, tmath::kScaleMin, tmath::kScaleMax);
+}
+
+/// Sinkhorn's imbalance from the extremes of the column and row stds:
+/// max(col) / max(min(col), floor) + max(row) / max(min(row), floor).
+inline mlir::Value emitImbalance(mlir::OpBuilder &b, mlir::Location loc,
+                                 mlir::Value colMax, mlir::Value colMin,
+                                 mlir::Value rowMax, mlir::Value rowMin) {
+  using namespace mlir;
+  Value floor = emitF32(b, loc, kvarn::tilemath::kImbalanceFloor);
+  auto ratio = [&](Value hi, Value lo) -> Value {
+    return arith::DivFOp::create(b, loc, hi,
+                                 arith::MaximumFOp::create(b, loc, lo, floor));
+  };
+  return arith::AddFOp::create(b, loc, ratio(colMax, colMin),
+                               ratio(rowMax, rowMin));
+}
+
+/// A quantized row's step: max((hi - lo) / qmax, kRangeFloor).
+inline mlir::Value emitQuantizeStep(mlir::OpBuilder &b, mlir::Location loc,
+                                    mlir::Value lo, mlir::Value hi,
+                                    float qmax) {
+  using namespace mlir;
+  Value range = arith::SubFOp::create(b, loc, hi, lo);
+  Value a = arith::DivFOp::create(b, loc, range, emitF32(b, loc, qmax));
+  return arith::MaximumFOp::create(
+      b, loc, a, emitF32(b, loc, kvarn::tilemath::kRangeFloor));
+}
+
+/// The code of `x` in a row of minimum `lo` and step reciprocal
+/// `stepReciprocal`: (x - lo) * (1 / step) rounded half to even
+/// (cvt.rni.s32.f32, as the reference's nearbyint), clamped to [0, qmax],
+/// as i8.
+inline mlir::Value emitQuantizedCode(mlir::OpBuilder &b, mlir::Location loc,
+                                     mlir::Value x, mlir::Value lo,
+                                     mlir::Value stepReciprocal, float qmax) {
+  using namespace mlir;
+  Value v = arith::SubFOp::create(b, loc, x, lo);
+  v = arith::MulFOp::create(b, loc, v, stepReciprocal);
+  Value q = LLVM::CallIntrinsicOp::create(b, loc, b.getI32Type(),
+                                          b.getStringAttr("llvm.nvvm.f2i.rn"),
+                                          ValueRange{v})
+                .getResult(0);
+  q = arith::MaxSIOp::create(b, loc, q,
+                             arith::ConstantIntOp::create(b, loc, 0, 32));
+  q = arith::MinSIOp::create(
+      b, loc, q, arith::ConstantIntOp::create(b, loc, int64_t(qmax), 32));
+  return arith::TruncIOp::create(b, loc, b.getI8Type(), q);
 }
 
 } // namespace kvarn::codegen
