@@ -31,6 +31,18 @@ using namespace kvarn::kvgpu;
 
 namespace {
 
+/// x + v on indices; x itself for v = 0 (no instruction).
+Value addIndex(OpBuilder &b, Location loc, Value x, int64_t v) {
+  return v ? arith::AddIOp::create(b, loc, x, indexConstant(b, loc, v))
+                 .getResult()
+           : x;
+}
+
+/// x * v on indices.
+Value mulIndex(OpBuilder &b, Location loc, Value x, int64_t v) {
+  return arith::MulIOp::create(b, loc, x, indexConstant(b, loc, v));
+}
+
 /// The bytes of shared `buffer` as a 1-D memref of `element` (an integer or
 /// float type of at least 8 bits), or failure when `buffer` is not a
 /// shared_buffer (or its lowering) aligned to the new element.
@@ -739,25 +751,21 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
                         function_ref<Value(OpBuilder &, Value, Value)> value,
                         SplitPairFn split) {
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
-  auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-    return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
-  };
-  auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-    return arith::MulIOp::create(b, loc, x, c(v));
-  };
   int64_t kTiles = d / 16;
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
   buildThreadStridedLoop(
       rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
         Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
         Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
-        Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
-        Value row = mul(b, arith::DivUIOp::create(b, loc, fl, c(4)), d);
+        Value f =
+            arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, kWarpSize), fl);
+        Value row =
+            mulIndex(b, loc, arith::DivUIOp::create(b, loc, fl, c(4)), d);
         Value first = arith::AddIOp::create(
-            b, loc, mul(b, kt, 16),
-            mul(b, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
+            b, loc, mulIndex(b, loc, kt, 16),
+            mulIndex(b, loc, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
         auto aValue = [&](int64_t slot) -> Value {
-          Value ch = add(b, first, slot);
+          Value ch = addIndex(b, loc, first, slot);
           return value(b, row, ch);
         };
         // In slot order (arguments have no evaluation order).
@@ -768,17 +776,18 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
     buildThreadStridedLoop(
         rw, loc, tid, kTiles * 4 * (8 - h), threads,
         [&](OpBuilder &b, Value e) {
-          Value fl =
-              add(b, arith::RemUIOp::create(b, loc, e, c(4 * (8 - h))), 4 * h);
+          Value fl = addIndex(
+              b, loc, arith::RemUIOp::create(b, loc, e, c(4 * (8 - h))), 4 * h);
           Value kt = arith::DivUIOp::create(b, loc, e, c(4 * (8 - h)));
-          Value f = arith::AddIOp::create(b, loc, mul(b, kt, kWarpSize), fl);
+          Value f = arith::AddIOp::create(b, loc,
+                                          mulIndex(b, loc, kt, kWarpSize), fl);
           Value zero = f32Constant(b, loc, 0.0f);
           vector::StoreOp::create(
               b, loc,
               vector::FromElementsOp::create(b, loc, f32x4,
                                              SmallVector<Value>(4, zero)),
-              scratch, ValueRange{mul(b, f, 4)}, /*nontemporal=*/false,
-              llvm::MaybeAlign(16));
+              scratch, ValueRange{mulIndex(b, loc, f, 4)},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
         });
 }
 
@@ -801,23 +810,17 @@ void emitMergeWarpPartials(
     Value accIn, Value mOut, Value lOut, Value accOut,
     function_ref<Value(OpBuilder &, Value)> channelScale) {
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
-  auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-    return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
-  };
-  auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-    return arith::MulIOp::create(b, loc, x, c(v));
-  };
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
   Value stateReader =
       arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, tid, c(h));
   scf::IfOp::create(rw, loc, stateReader, [&](OpBuilder &b, Location) {
-    Value at = add(b, tid, P.incomingOffset);
+    Value at = addIndex(b, loc, tid, P.incomingOffset);
     memref::StoreOp::create(
         b, loc, memref::LoadOp::create(b, loc, mIn, ValueRange{tid}), scratch,
         ValueRange{at});
     memref::StoreOp::create(
         b, loc, memref::LoadOp::create(b, loc, lIn, ValueRange{tid}), scratch,
-        ValueRange{add(b, at, 8)});
+        ValueRange{addIndex(b, loc, at, 8)});
     scf::YieldOp::create(b, loc);
   });
   gpu::BarrierOp::create(rw, loc);
@@ -825,30 +828,34 @@ void emitMergeWarpPartials(
   buildThreadStridedLoop(
       rw, loc, tid, h * d / 4, threads, [&](OpBuilder &b, Value i) {
         Value head = arith::DivUIOp::create(b, loc, i, c(d / 4));
-        Value first = mul(b, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
-        Value incoming = add(b, head, P.incomingOffset);
+        Value first =
+            mulIndex(b, loc, arith::RemUIOp::create(b, loc, i, c(d / 4)), 4);
+        Value incoming = addIndex(b, loc, head, P.incomingOffset);
         Value old = memref::LoadOp::create(b, loc, scratch, incoming);
         SmallVector<Value> maxes, sums, zeroTerms;
         Value mx = old;
         for (int64_t w = 0; w < P.warps; ++w) {
-          Value at = add(b, head, P.statsOffset + kRecordAttendStatsFloats * w);
+          Value at = addIndex(b, loc, head,
+                              P.statsOffset + kRecordAttendStatsFloats * w);
           maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
           sums.push_back(
-              memref::LoadOp::create(b, loc, scratch, add(b, at, 8)));
+              memref::LoadOp::create(b, loc, scratch, addIndex(b, loc, at, 8)));
           if (channelScale)
-            zeroTerms.push_back(
-                memref::LoadOp::create(b, loc, scratch, add(b, at, 16)));
+            zeroTerms.push_back(memref::LoadOp::create(
+                b, loc, scratch, addIndex(b, loc, at, 16)));
           mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
         }
         Value finiteMx = finiteMax(b, loc, mx);
         Value alpha = expBelow(b, loc, old, finiteMx);
-        Value hd = arith::AddIOp::create(b, loc, mul(b, head, d), first);
+        Value hd =
+            arith::AddIOp::create(b, loc, mulIndex(b, loc, head, d), first);
         Value accVec =
             vector::LoadOp::create(b, loc, f32x4, accIn, ValueRange{hd},
                                    /*nontemporal=*/false, llvm::MaybeAlign(16));
         Value l = arith::MulFOp::create(
             b, loc, alpha,
-            memref::LoadOp::create(b, loc, scratch, add(b, incoming, 8)));
+            memref::LoadOp::create(b, loc, scratch,
+                                   addIndex(b, loc, incoming, 8)));
         SmallVector<Value> betas;
         Value zeroTerm = f32Constant(b, loc, 0.0f);
         for (int64_t w = 0; w < P.warps; ++w) {
@@ -863,7 +870,8 @@ void emitMergeWarpPartials(
           l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
           Value part = vector::LoadOp::create(
               b, loc, f32x4, scratch,
-              ValueRange{add(b, hd, P.partialOffset + w * P.partialFloats)},
+              ValueRange{
+                  addIndex(b, loc, hd, P.partialOffset + w * P.partialFloats)},
               /*nontemporal=*/false, llvm::MaybeAlign(16));
           for (int64_t e = 0; e < 4; ++e)
             sum[e] = LLVM::FMAOp::create(
@@ -872,12 +880,12 @@ void emitMergeWarpPartials(
         }
         SmallVector<Value> out;
         for (int64_t e = 0; e < 4; ++e) {
-          Value scaled =
-              channelScale
-                  ? arith::MulFOp::create(b, loc, sum[e],
-                                          channelScale(b, add(b, first, e)))
-                        .getResult()
-                  : sum[e];
+          Value scaled = channelScale
+                             ? arith::MulFOp::create(
+                                   b, loc, sum[e],
+                                   channelScale(b, addIndex(b, loc, first, e)))
+                                   .getResult()
+                             : sum[e];
           out.push_back(LLVM::FMAOp::create(
               b, loc, alpha, vector::ExtractOp::create(b, loc, accVec, e),
               scaled));
@@ -948,12 +956,6 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                  ? x
                  : arith::ExtFOp::create(b, loc, f32, x).getResult();
     };
-    auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-      return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
-    };
-    auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-      return arith::MulIOp::create(b, loc, x, c(v));
-    };
     Value negInf =
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
     Value width = i32Constant(rw, loc, kWarpSize);
@@ -985,7 +987,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         },
         splitToF16x2);
     for (int64_t first = 0; first < h; first += L.warps) {
-      Value head = add(rw, warp, first);
+      Value head = addIndex(rw, loc, warp, first);
       Value mine =
           arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
@@ -993,10 +995,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         // lane's channels exist.
         Value sum;
         for (int64_t ch = 0; ch < d; ch += kWarpSize) {
-          Value at = add(b, lane, ch);
+          Value at = addIndex(b, loc, lane, ch);
           Value qv = memref::LoadOp::create(
               b, loc, q,
-              ValueRange{arith::AddIOp::create(b, loc, mul(b, head, d), at)});
+              ValueRange{arith::AddIOp::create(b, loc,
+                                               mulIndex(b, loc, head, d), at)});
           Value x = arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, at));
           sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
         }
@@ -1004,8 +1007,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         Value lane0 =
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
         scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
-          memref::StoreOp::create(tb, loc, sum, scratch,
-                                  ValueRange{add(tb, head, L.kZeroDotOffset)});
+          memref::StoreOp::create(
+              tb, loc, sum, scratch,
+              ValueRange{addIndex(tb, loc, head, L.kZeroDotOffset)});
           scf::YieldOp::create(tb, loc);
         });
         scf::YieldOp::create(b, loc);
@@ -1017,15 +1021,15 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // tokenBase + j, j < perLane, m tile j / 2, row g + 8 (j % 2).
     int64_t tokens = L.tokensPerWarp, mTiles = tokens / 16,
             perLane = tokens / 8;
-    Value warpToken = mul(rw, warp, tokens);
-    Value tokenBase =
-        arith::AddIOp::create(rw, loc, warpToken, mul(rw, lg, perLane));
+    Value warpToken = mulIndex(rw, loc, warp, tokens);
+    Value tokenBase = arith::AddIOp::create(rw, loc, warpToken,
+                                            mulIndex(rw, loc, lg, perLane));
     int64_t kRowPieces = g * kBits / L.kPieceBits;
     Value kPieceInRow = arith::DivUIOp::create(
-        rw, loc, mul(rw, tokenBase, kBits), c(L.kPieceBits));
+        rw, loc, mulIndex(rw, loc, tokenBase, kBits), c(L.kPieceBits));
     auto kPiece = [&](Value ch) -> Value {
-      Value at =
-          arith::AddIOp::create(rw, loc, mul(rw, ch, kRowPieces), kPieceInRow);
+      Value at = arith::AddIOp::create(
+          rw, loc, mulIndex(rw, loc, ch, kRowPieces), kPieceInRow);
       Value piece = memref::LoadOp::create(rw, loc, *kPieces, at);
       return arith::ExtUIOp::create(rw, loc, i32, piece);
     };
@@ -1042,12 +1046,15 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     if (kMatrices) {
       Value m = arith::DivUIOp::create(rw, loc, lane, c(8));
       Value channel = arith::AddIOp::create(
-          rw, loc, mul(rw, arith::DivUIOp::create(rw, loc, m, c(2)), 16),
+          rw, loc,
+          mulIndex(rw, loc, arith::DivUIOp::create(rw, loc, m, c(2)), 16),
           arith::AddIOp::create(
-              rw, loc, mul(rw, arith::RemUIOp::create(rw, loc, m, c(2)), 8),
+              rw, loc,
+              mulIndex(rw, loc, arith::RemUIOp::create(rw, loc, m, c(2)), 8),
               arith::RemUIOp::create(rw, loc, lane, c(8))));
-      kMatrixRow = arith::AddIOp::create(rw, loc, mul(rw, channel, kRowPieces),
-                                         mul(rw, warp, 8));
+      kMatrixRow =
+          arith::AddIOp::create(rw, loc, mulIndex(rw, loc, channel, kRowPieces),
+                                mulIndex(rw, loc, warp, 8));
     }
     SmallVector<Value> kChunks;
     // One sum per m tile and part: chains of kTiles dependent MMAs, not
@@ -1057,14 +1064,15 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         SmallVector<SmallVector<Value>>(
             mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f))));
     for (int64_t kt = 0; kt < kTiles; ++kt) {
-      Value f = add(rw, lane, kt * kWarpSize);
+      Value f = addIndex(rw, loc, lane, kt * kWarpSize);
       SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
       SmallVector<std::array<Value, 4>> aRegs;
       if (kMatrices) {
         if (kt % 2 == 0) {
           Value regs = LoadMatrixOp::create(
               rw, loc, VectorType::get({4}, i32), *kPieces,
-              add(rw, kMatrixRow, kt * 16 * kRowPieces), /*transpose=*/true);
+              addIndex(rw, loc, kMatrixRow, kt * 16 * kRowPieces),
+              /*transpose=*/true);
           kChunks.clear();
           for (int64_t r = 0; r < 4; ++r)
             kChunks.push_back(vector::ExtractOp::create(rw, loc, regs, r));
@@ -1073,11 +1081,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                                   kChunks[2 * (kt % 2) + 1], mTiles, kBits,
                                   CodeOperand::SubnormalF16);
       } else {
-        Value ch = add(rw, mul(rw, lt, 2), kt * 16);
+        Value ch = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), kt * 16);
         aRegs = codeFragments(
             rw, loc,
             [&](int64_t row) -> SmallVector<Value> {
-              return {kPiece(add(rw, ch, row))};
+              return {kPiece(addIndex(rw, loc, ch, row))};
             },
             L.kPieceBits, mTiles, kBits, CodeOperand::SubnormalF16);
       }
@@ -1096,16 +1104,17 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     Value softmaxScale = op.getSoftmaxScale();
     SmallVector<Value> heads, kZeroDot;
     for (int64_t e = 0; e < 2; ++e) {
-      Value head = add(rw, mul(rw, lt, 2), e);
+      Value head = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), e);
       heads.push_back(head);
       kZeroDot.push_back(memref::LoadOp::create(
           rw, loc, scratch,
-          ValueRange{add(rw, arith::MinUIOp::create(rw, loc, head, c(h - 1)),
-                         L.kZeroDotOffset)}));
+          ValueRange{addIndex(rw, loc,
+                              arith::MinUIOp::create(rw, loc, head, c(h - 1)),
+                              L.kZeroDotOffset)}));
     }
     SmallVector<Value> x(perLane * 2), tokenOf(perLane);
     for (int64_t j = 0; j < perLane; ++j)
-      tokenOf[j] = add(rw, tokenBase, j);
+      tokenOf[j] = addIndex(rw, loc, tokenBase, j);
     for (int64_t j = 0; j < perLane; ++j) {
       Value kTok = scaleAt(rw, kToken, tokenOf[j]);
       Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
@@ -1146,7 +1155,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read hit
     // 32 banks). Every head row is written (zeros past H).
     int64_t rowWords = tokens / 2 + 4;
-    Value region = add(rw, mul(rw, warp, L.partialFloats), L.partialOffset);
+    Value region = addIndex(rw, loc, mulIndex(rw, loc, warp, L.partialFloats),
+                            L.partialOffset);
     auto wordVec = VectorType::get({perLane / 2}, f32);
     for (int64_t e = 0; e < 2; ++e) {
       // The sums start from the first token's terms (not 0 + term: one
@@ -1188,9 +1198,10 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       for (int p = 0; p < kMmaSplitParts; ++p) {
         Value at = arith::AddIOp::create(
             rw, loc, region,
-            arith::AddIOp::create(rw, loc,
-                                  mul(rw, add(rw, heads[e], 8 * p), rowWords),
-                                  mul(rw, lg, perLane / 2)));
+            arith::AddIOp::create(
+                rw, loc,
+                mulIndex(rw, loc, addIndex(rw, loc, heads[e], 8 * p), rowWords),
+                mulIndex(rw, loc, lg, perLane / 2)));
         Value row =
             perLane == 2
                 ? words[p][0]
@@ -1212,10 +1223,10 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // row g + 8 (j % 2)); k slot s of k tile i is the warp's token 16 i + s.
     int64_t vTiles = d / 16, vWords = std::max<int64_t>(1, L.vPieceBits / 32);
     int64_t vRowWords = d * vBits / vWordBits;
-    Value vWordInRow = mul(rw, lg, vWords);
+    Value vWordInRow = mulIndex(rw, loc, lg, vWords);
     auto vPiece = [&](Value token) -> SmallVector<Value> {
-      Value at =
-          arith::AddIOp::create(rw, loc, mul(rw, token, vRowWords), vWordInRow);
+      Value at = arith::AddIOp::create(
+          rw, loc, mulIndex(rw, loc, token, vRowWords), vWordInRow);
       SmallVector<Value> piece;
       if (vWords > 1) {
         auto vec = VectorType::get({vWords}, i32);
@@ -1237,13 +1248,16 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     for (int64_t kt = 0; kt < tokens / 16; ++kt) {
       // B: p[h = g, tokens 16 kt + 2t, + 1] and [.. + 8, + 9], each part
       // one word of the region.
-      Value firstSlot = add(rw, mul(rw, lt, 2), 16 * kt);
+      Value firstSlot = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
       SmallVector<std::array<Value, kMmaSplitParts>> bParts =
           loadProbabilityFragments(rw, loc, scratch, region, lg, lt, rowWords,
                                    kt);
       Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
       SmallVector<std::array<Value, 4>> aRegs = codeFragments(
-          rw, loc, [&](int64_t row) { return vPiece(add(rw, slotToken, row)); },
+          rw, loc,
+          [&](int64_t row) {
+            return vPiece(addIndex(rw, loc, slotToken, row));
+          },
           L.vPieceBits, vTiles, vBits, CodeOperand::BiasedBf16);
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < vTiles; ++i)
@@ -1263,28 +1277,29 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
         Value at = arith::AddIOp::create(
             b, loc, region,
-            arith::AddIOp::create(b, loc, mul(b, heads[e], d),
-                                  mul(b, lg, perLaneChannels)));
+            arith::AddIOp::create(b, loc, mulIndex(b, loc, heads[e], d),
+                                  mulIndex(b, loc, lg, perLaneChannels)));
         for (int64_t j0 = 0; j0 < perLaneChannels; j0 += 4) {
           SmallVector<Value> four;
           for (int64_t j = j0; j < j0 + 4; ++j)
             four.push_back(weighted[j / 2][2 * (j % 2) + e]);
           vector::StoreOp::create(
               b, loc, vector::FromElementsOp::create(b, loc, f32x4, four),
-              scratch, ValueRange{add(b, at, j0)}, /*nontemporal=*/false,
-              llvm::MaybeAlign(16));
+              scratch, ValueRange{addIndex(b, loc, at, j0)},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
         }
         Value g0 =
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lg, c(0));
         scf::IfOp::create(b, loc, g0, [&](OpBuilder &tb, Location) {
-          Value stats =
-              add(tb, mul(tb, warp, kRecordAttendStatsFloats), L.statsOffset);
+          Value stats = addIndex(
+              tb, loc, mulIndex(tb, loc, warp, kRecordAttendStatsFloats),
+              L.statsOffset);
           Value at = arith::AddIOp::create(tb, loc, stats, heads[e]);
           memref::StoreOp::create(tb, loc, rowMax[e], scratch, ValueRange{at});
           memref::StoreOp::create(tb, loc, rowSum[e], scratch,
-                                  ValueRange{add(tb, at, 8)});
+                                  ValueRange{addIndex(tb, loc, at, 8)});
           memref::StoreOp::create(tb, loc, zeroSum[e], scratch,
-                                  ValueRange{add(tb, at, 16)});
+                                  ValueRange{addIndex(tb, loc, at, 16)});
           scf::YieldOp::create(tb, loc);
         });
         scf::YieldOp::create(b, loc);
@@ -1325,12 +1340,6 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
     const RowsAttendLayout &L = *layout;
     Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
     auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
-    auto add = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-      return v ? arith::AddIOp::create(b, loc, x, c(v)).getResult() : x;
-    };
-    auto mul = [&](OpBuilder &b, Value x, int64_t v) -> Value {
-      return arith::MulIOp::create(b, loc, x, c(v));
-    };
 
     SmallVector<Value> views;
     for (Value v : {op.getQ(), op.getKeys(), op.getValues(), op.getM(),
@@ -1387,30 +1396,31 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
     // Steps 2-5 in the warps that have tokens.
     int64_t tokens = L.tokensPerWarp, mTiles = tokens / 16;
     auto attendWarpTokens = [&](OpBuilder &b) {
-      Value warpToken = mul(b, warp, tokens);
+      Value warpToken = mulIndex(b, loc, warp, tokens);
       // 2. Scores: lane (g, t) of m tile i holds tokens 16 i + 2 g (e = 0,
       // 1) and + 1 (e = 2, 3), heads 2t + e % 2. ldmatrix matrix m = lane /
       // 8 brings rows 2 (lane % 8) + m % 2, channels 8 (m / 2) on.
       Value lm = arith::DivUIOp::create(b, loc, lane, c(8));
       Value lr = arith::RemUIOp::create(b, loc, lane, c(8));
       Value kRow = arith::AddIOp::create(
-          b, loc, arith::AddIOp::create(b, loc, warpToken, mul(b, lr, 2)),
+          b, loc,
+          arith::AddIOp::create(b, loc, warpToken, mulIndex(b, loc, lr, 2)),
           arith::RemUIOp::create(b, loc, lm, c(2)));
       Value kAt = arith::AddIOp::create(
-          b, loc, mul(b, kRow, d),
-          mul(b, arith::DivUIOp::create(b, loc, lm, c(2)), 8));
+          b, loc, mulIndex(b, loc, kRow, d),
+          mulIndex(b, loc, arith::DivUIOp::create(b, loc, lm, c(2)), 8));
       SmallVector<SmallVector<SmallVector<Value>>> partScores(
           kMmaSplitParts,
           SmallVector<SmallVector<Value>>(
               mTiles, SmallVector<Value>(4, f32Constant(b, loc, 0.0f))));
       for (int64_t kt = 0; kt < kTiles; ++kt) {
-        SplitFragment fragment =
-            loadSplitFragment(b, loc, scratch, add(b, lane, kt * kWarpSize));
+        SplitFragment fragment = loadSplitFragment(
+            b, loc, scratch, addIndex(b, loc, lane, kt * kWarpSize));
         SmallVector<std::array<Value, 4>> aRegs;
         for (int64_t i = 0; i < mTiles; ++i) {
           Value regs = LoadMatrixOp::create(
               b, loc, VectorType::get({4}, i32), keys,
-              add(b, kAt, i * 16 * d + kt * 16), /*transpose=*/false);
+              addIndex(b, loc, kAt, i * 16 * d + kt * 16), /*transpose=*/false);
           std::array<Value, 4> a;
           for (int64_t r = 0; r < 4; ++r)
             a[r] = vector::ExtractOp::create(b, loc, regs, r);
@@ -1429,13 +1439,14 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
           arith::IndexCastOp::create(b, loc, b.getIndexType(), op.getValid());
       SmallVector<Value> heads;
       for (int64_t e = 0; e < 2; ++e)
-        heads.push_back(add(b, mul(b, lt, 2), e));
+        heads.push_back(addIndex(b, loc, mulIndex(b, loc, lt, 2), e));
       // Token j of the lane (j = 2 i + r): 16 i + 2 g + r of the warp's.
       int64_t perLane = 2 * mTiles;
-      Value laneToken = arith::AddIOp::create(b, loc, warpToken, mul(b, lg, 2));
+      Value laneToken =
+          arith::AddIOp::create(b, loc, warpToken, mulIndex(b, loc, lg, 2));
       SmallVector<Value> x(perLane * 2);
       for (int64_t j = 0; j < perLane; ++j) {
-        Value token = add(b, laneToken, 16 * (j / 2) + j % 2);
+        Value token = addIndex(b, loc, laneToken, 16 * (j / 2) + j % 2);
         Value live = arith::AndIOp::create(
             b, loc,
             arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, token,
@@ -1464,7 +1475,8 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
       // holds tokens 2i, 2i + 1 (rows padded by 4 words). Every head row is
       // written (zeros past H).
       int64_t rowWords = tokens / 2 + 4;
-      Value region = add(b, mul(b, warp, L.partialFloats), L.partialOffset);
+      Value region = addIndex(b, loc, mulIndex(b, loc, warp, L.partialFloats),
+                              L.partialOffset);
       for (int64_t e = 0; e < 2; ++e) {
         Value max = finiteMax(b, loc, rowMax[e]);
         Value sum;
@@ -1478,9 +1490,11 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
           for (int p = 0; p < kMmaSplitParts; ++p) {
             Value at = arith::AddIOp::create(
                 b, loc, region,
-                arith::AddIOp::create(b, loc,
-                                      mul(b, add(b, heads[e], 8 * p), rowWords),
-                                      add(b, lg, 8 * i)));
+                arith::AddIOp::create(
+                    b, loc,
+                    mulIndex(b, loc, addIndex(b, loc, heads[e], 8 * p),
+                             rowWords),
+                    addIndex(b, loc, lg, 8 * i)));
             memref::StoreOp::create(
                 b, loc, arith::BitcastOp::create(b, loc, f32, parts[p]),
                 scratch, ValueRange{at});
@@ -1500,10 +1514,11 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
       Value vRow = arith::AddIOp::create(
           b, loc, warpToken,
           arith::AddIOp::create(
-              b, loc, lr, mul(b, arith::DivUIOp::create(b, loc, lm, c(2)), 8)));
+              b, loc, lr,
+              mulIndex(b, loc, arith::DivUIOp::create(b, loc, lm, c(2)), 8)));
       Value vAt = arith::AddIOp::create(
-          b, loc, mul(b, vRow, d),
-          mul(b, arith::RemUIOp::create(b, loc, lm, c(2)), 8));
+          b, loc, mulIndex(b, loc, vRow, d),
+          mulIndex(b, loc, arith::RemUIOp::create(b, loc, lm, c(2)), 8));
       SmallVector<SmallVector<Value>> weighted(
           vTiles, SmallVector<Value>(4, f32Constant(b, loc, 0.0f)));
       for (int64_t kt = 0; kt < tokens / 16; ++kt) {
@@ -1513,7 +1528,7 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
         for (int64_t i = 0; i < vTiles; ++i) {
           Value regs = LoadMatrixOp::create(
               b, loc, VectorType::get({4}, i32), values,
-              add(b, vAt, kt * 16 * d + i * 16), /*transpose=*/true);
+              addIndex(b, loc, vAt, kt * 16 * d + i * 16), /*transpose=*/true);
           std::array<Value, 4> a;
           for (int64_t r = 0; r < 4; ++r)
             a[r] = vector::ExtractOp::create(b, loc, regs, r);
@@ -1531,21 +1546,24 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
         scf::IfOp::create(b, loc, mine, [&](OpBuilder &ib, Location) {
           Value at = arith::AddIOp::create(
               ib, loc, region,
-              arith::AddIOp::create(ib, loc, mul(ib, heads[e], d), lg));
+              arith::AddIOp::create(ib, loc, mulIndex(ib, loc, heads[e], d),
+                                    lg));
           for (int64_t i = 0; i < vTiles; ++i)
             for (int64_t r = 0; r < 2; ++r)
-              memref::StoreOp::create(ib, loc, weighted[i][2 * r + e], scratch,
-                                      ValueRange{add(ib, at, 16 * i + 8 * r)});
+              memref::StoreOp::create(
+                  ib, loc, weighted[i][2 * r + e], scratch,
+                  ValueRange{addIndex(ib, loc, at, 16 * i + 8 * r)});
           Value g0 = arith::CmpIOp::create(ib, loc, arith::CmpIPredicate::eq,
                                            lg, c(0));
           scf::IfOp::create(ib, loc, g0, [&](OpBuilder &tb, Location) {
-            Value stats =
-                add(tb, mul(tb, warp, kRecordAttendStatsFloats), L.statsOffset);
+            Value stats = addIndex(
+                tb, loc, mulIndex(tb, loc, warp, kRecordAttendStatsFloats),
+                L.statsOffset);
             Value at = arith::AddIOp::create(tb, loc, stats, heads[e]);
             memref::StoreOp::create(tb, loc, rowMax[e], scratch,
                                     ValueRange{at});
             memref::StoreOp::create(tb, loc, rowSum[e], scratch,
-                                    ValueRange{add(tb, at, 8)});
+                                    ValueRange{addIndex(tb, loc, at, 8)});
             scf::YieldOp::create(tb, loc);
           });
           scf::YieldOp::create(ib, loc);
