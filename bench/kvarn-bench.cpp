@@ -123,9 +123,12 @@ struct Bench {
   int numWarps = 0;     // 0: the compiler's choice
   int minCtasPerSM = 0; // 0: the compiler's choice
   int splits = 0;       // > 0: the one split count decode rows time
-  std::string only; // run only the rows whose name contains this
+  /// Run only the rows whose name contains one of these (all when empty).
+  std::vector<std::string> only;
   bool wants(const std::string &row) const {
-    return only.empty() || row.find(only) != std::string::npos;
+    return only.empty() || llvm::any_of(only, [&](const std::string &part) {
+             return row.find(part) != std::string::npos;
+           });
   }
   std::unique_ptr<KernelCache> cache = std::make_unique<KernelCache>();
 };
@@ -353,7 +356,8 @@ std::vector<std::string> rowNames() {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string jsonPath, only;
+  std::string jsonPath;
+  std::vector<std::string> only;
   bool poolBlocks = true;
   int numWarps = 0, minCtasPerSM = 0, splits = 0;
   for (int i = 1; i < argc; ++i) {
@@ -368,9 +372,19 @@ int main(int argc, char **argv) {
     }
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
       jsonPath = argv[++i];
-    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc)
-      only = argv[++i];
-    else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) {
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) {
+      // Several patterns, comma-separated: row names have no commas.
+      llvm::SmallVector<llvm::StringRef> parts;
+      llvm::StringRef(argv[++i]).split(parts, ',');
+      for (llvm::StringRef part : parts) {
+        if (part.trim().empty()) {
+          llvm::errs() << "kvarn-bench: error: --only '" << argv[i]
+                       << "' has an empty pattern\n";
+          return 2;
+        }
+        only.push_back(part.trim().str());
+      }
+    } else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) {
       minCtasPerSM = std::atoi(argv[++i]);
       if (minCtasPerSM < 0 || minCtasPerSM > 32) {
         llvm::errs() << "kvarn-bench: error: --min-ctas takes 0 (the "
@@ -400,10 +414,11 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!std::strcmp(argv[i], "--help")) {
       llvm::outs()
-          << "usage: kvarn-bench [--json FILE] [--only SUBSTRING] "
+          << "usage: kvarn-bench [--json FILE] [--only SUBSTRING[,...]] "
              "[--num-warps N] [--min-ctas N] [--splits N] [--no-pool-blocks] "
              "[--list]\n"
-             "  --only       run only the rows whose name contains SUBSTRING\n"
+             "  --only       run only the rows whose name contains SUBSTRING "
+             "(or one of several, comma-separated)\n"
              "  --list       print the rows' names and exit\n"
              "  --num-warps  compile every kernel with N warps per CTA\n"
              "  --min-ctas   ... and registers budgeted for N CTAs per SM\n"
@@ -419,14 +434,16 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (!only.empty() &&
-      llvm::none_of(rowNames(), [&](const std::string &name) {
-        return name.find(only) != std::string::npos;
-      })) {
-    llvm::errs() << "kvarn-bench: error: --only '" << only
-                 << "' matches no row (kvarn-bench --list names them)\n";
-    return 2;
-  }
+  // Every pattern must select a row: a misspelt one would otherwise cost a
+  // device run that times nothing it asked for.
+  for (const std::string &part : only)
+    if (llvm::none_of(rowNames(), [&](const std::string &name) {
+          return name.find(part) != std::string::npos;
+        })) {
+      llvm::errs() << "kvarn-bench: error: --only pattern '" << part
+                   << "' matches no row (kvarn-bench --list names them)\n";
+      return 2;
+    }
   Context ctx = check(Context::create(0));
   Bench b{std::move(ctx), Stream(), Event(), Event()};
   b.poolBlocks = poolBlocks;
