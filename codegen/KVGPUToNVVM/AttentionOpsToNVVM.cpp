@@ -741,15 +741,15 @@ loadProbabilityFragments(OpBuilder &b, Location loc, Value scratch,
 }
 
 /// Step 1 of attend_record and attend_rows: the scores' B fragments of
-/// x[head, channel] (`value(b, head * D, channel)`) split by `split` into
-/// `scratch`: fragment f = k tile * 32 + lane holds every part of the
-/// lane's two registers, slots 2t, 2t + 1 and 2t + 8, 2t + 9 of head g.
-/// Only the 4 H lanes of a k tile that hold a head compute theirs; the
-/// others' fragments (heads past H) are zeros. No barrier.
+/// x[head, channel] (`value(b, head * D, channel)`) split into f16 parts
+/// (splitToF16x2: both ops' scores are f16 products) in `scratch`: fragment f =
+/// k tile * 32 + lane holds every part of the lane's two registers, slots 2t,
+/// 2t + 1 and 2t + 8, 2t + 9 of head g. Only the 4 H lanes of a k tile that
+/// hold a head compute theirs; the others' fragments (heads past H) are zeros.
+/// No barrier.
 void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
                         int64_t h, int64_t d, Value scratch,
-                        function_ref<Value(OpBuilder &, Value, Value)> value,
-                        SplitPairFn split) {
+                        function_ref<Value(OpBuilder &, Value, Value)> value) {
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   int64_t kTiles = d / 16;
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
@@ -770,7 +770,7 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
         };
         // In slot order (arguments have no evaluation order).
         Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
-        storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9, split);
+        storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9, splitToF16x2);
       });
   if (h < 8)
     buildThreadStridedLoop(
@@ -984,8 +984,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                   b, loc, q,
                   ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
               scaleAt(b, kScale, ch));
-        },
-        splitToF16x2);
+        });
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = addIndex(rw, loc, warp, first);
       Value mine =
@@ -1389,8 +1388,7 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
         [&](OpBuilder &b, Value row, Value ch) -> Value {
           return memref::LoadOp::create(
               b, loc, q, ValueRange{arith::AddIOp::create(b, loc, row, ch)});
-        },
-        splitToF16x2);
+        });
     gpu::BarrierOp::create(rw, loc);
 
     // Steps 2-5 in the warps that have tokens.

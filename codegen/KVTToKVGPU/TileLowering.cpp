@@ -271,10 +271,3 @@ Value kvarn::kvt::emitLog(OpBuilder &b, Location loc, Value x) {
   Value ln2 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.6931471805599453f));
   return arith::MulFOp::create(b, loc, y, ln2);
 }
-
-Value kvarn::kvt::emitRoundToInt(OpBuilder &b, Location loc, Value x) {
-  return LLVM::CallIntrinsicOp::create(b, loc, b.getI32Type(),
-                                       b.getStringAttr("llvm.nvvm.f2i.rn"),
-                                       ValueRange{x})
-      .getResult(0);
-}

@@ -259,9 +259,6 @@ mlir::Value widenToF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);
 /// reference calls expf/logf: no libdevice is needed at run time.
 mlir::Value emitExp(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
 mlir::Value emitLog(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
-/// cvt.rni.s32.f32 (half to even), called as an NVVM intrinsic because
-/// convert-gpu-to-nvvm would turn the generic math op into a libdevice call.
-mlir::Value emitRoundToInt(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x);
 
 } // namespace kvarn::kvt
 

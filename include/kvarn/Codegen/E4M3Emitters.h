@@ -65,11 +65,9 @@ inline mlir::Value emitRoundToE4M3(mlir::OpBuilder &b, mlir::Location loc,
       b, loc,
       arith::SIToFPOp::create(
           b, loc, f32,
-          LLVM::CallIntrinsicOp::create(
-              b, loc, i32, b.getStringAttr("llvm.nvvm.f2i.rn"),
-              ValueRange{
-                  arith::MulFOp::create(b, loc, x, emitF32(b, loc, 0x1p9f))})
-              .getResult(0)),
+          emitRoundToInt(
+              b, loc,
+              arith::MulFOp::create(b, loc, x, emitF32(b, loc, 0x1p9f)))),
       emitF32(b, loc, 0x1p-9f));
   Value bits = arith::BitcastOp::create(b, loc, i32, x);
   Value odd = arith::AndIOp::create(

@@ -139,6 +139,17 @@ inline mlir::Value emitQuantizeStep(mlir::OpBuilder &b, mlir::Location loc,
       b, loc, a, emitF32(b, loc, kvarn::tilemath::kRangeFloor));
 }
 
+/// x rounded half to even to i32 (cvt.rni.s32.f32, the reference's
+/// nearbyint), as an NVVM intrinsic: convert-gpu-to-nvvm would make the
+/// generic math op a libdevice call.
+inline mlir::Value emitRoundToInt(mlir::OpBuilder &b, mlir::Location loc,
+                                  mlir::Value x) {
+  return mlir::LLVM::CallIntrinsicOp::create(
+             b, loc, b.getI32Type(), b.getStringAttr("llvm.nvvm.f2i.rn"),
+             mlir::ValueRange{x})
+      .getResult(0);
+}
+
 /// The code of `x` in a row of minimum `lo` and step reciprocal
 /// `stepReciprocal`: (x - lo) * (1 / step) rounded half to even
 /// (cvt.rni.s32.f32, as the reference's nearbyint), clamped to [0, qmax],
@@ -149,10 +160,7 @@ inline mlir::Value emitQuantizedCode(mlir::OpBuilder &b, mlir::Location loc,
   using namespace mlir;
   Value v = arith::SubFOp::create(b, loc, x, lo);
   v = arith::MulFOp::create(b, loc, v, stepReciprocal);
-  Value q = LLVM::CallIntrinsicOp::create(b, loc, b.getI32Type(),
-                                          b.getStringAttr("llvm.nvvm.f2i.rn"),
-                                          ValueRange{v})
-                .getResult(0);
+  Value q = emitRoundToInt(b, loc, v);
   q = arith::MaxSIOp::create(b, loc, q,
                              arith::ConstantIntOp::create(b, loc, 0, 32));
   q = arith::MinSIOp::create(
