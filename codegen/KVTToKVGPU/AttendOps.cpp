@@ -159,6 +159,16 @@ std::array<TileView, 3> newStateViews(TileLowering &s, AttendOp op, Value m,
           stateBuffer(op.getAcc(), acc, op.getNewAcc())};
 }
 
+/// After an attend op's kvgpu step: one barrier, then its results are the
+/// new state's views.
+void publishNewState(TileLowering &s, AttendOp op, const TileView &newM,
+                     const TileView &newL, const TileView &newAcc) {
+  s.barrier(op.getLoc());
+  s.tiles[op.getNewM()] = newM;
+  s.tiles[op.getNewL()] = newL;
+  s.tiles[op.getNewAcc()] = newAcc;
+}
+
 /// The step as one kvgpu.attend_record when K and V are both a record's
 /// staged codes, `valid` is uniform, there is no `from` and the shape has a
 /// register layout (RecordAttendLayout); false otherwise, having emitted
@@ -201,10 +211,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
       s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
       s.b.getI32IntegerAttr(int32_t(kq->bits)),
       s.b.getI32IntegerAttr(int32_t(vq->bits)));
-  s.barrier(loc);
-  s.tiles[op.getNewM()] = newM;
-  s.tiles[op.getNewL()] = newL;
-  s.tiles[op.getNewAcc()] = newAcc;
+  publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
 
@@ -259,10 +266,7 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
   kvgpu::AttendRowsOp::create(s.b, loc, q, keys, values, m, l, acc, first,
                               count, s.lookup(op.getScale()), newM.buffer,
                               newL.buffer, newAcc.buffer, buffer);
-  s.barrier(loc);
-  s.tiles[op.getNewM()] = newM;
-  s.tiles[op.getNewL()] = newL;
-  s.tiles[op.getNewAcc()] = newAcc;
+  publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
 
