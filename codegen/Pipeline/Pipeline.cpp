@@ -154,11 +154,6 @@ llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
 }
 } // namespace
 
-std::string KernelAbi::gridExpression(size_t axis) const {
-  int g = axis < grid.size() ? grid[axis] : -2;
-  return g >= 0 ? params[size_t(g)].name : std::to_string(-1 - g);
-}
-
 llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
                                                    const CompileOptions &opts) {
   Target target = opts.target;

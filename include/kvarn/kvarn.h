@@ -23,20 +23,26 @@ extern "C" {
 
 typedef enum kvarn_status {
   KVARN_OK = 0,
-  KVARN_ERROR_INVALID_ARGUMENT = 1,   /* a null pointer, a size out of range */
-  KVARN_ERROR_UNKNOWN_PRESET = 2,     /* a preset name kvarn does not know */
-  KVARN_ERROR_UNSUPPORTED_SHAPE = 3,  /* head_dim, group or GQA ratio unsupported */
-  KVARN_ERROR_IO = 4,                 /* a file could not be read or written */
-  KVARN_ERROR_CORRUPT_DATA = 5,       /* a malformed case, cache file or record */
-  KVARN_ERROR_NO_DRIVER = 6,          /* libcuda.so.1 could not be loaded */
-  KVARN_ERROR_NO_DEVICE = 7,          /* the driver loaded but found no GPU */
-  KVARN_ERROR_CUDA = 8,               /* a CUDA driver call failed */
-  KVARN_ERROR_COMPILE = 9,            /* the DSL or the compiler rejected a kernel */
+  KVARN_ERROR_INVALID_ARGUMENT = 1, /* a null pointer, a size out of range */
+  KVARN_ERROR_UNKNOWN_PRESET = 2,   /* a preset name kvarn does not know */
+  KVARN_ERROR_UNSUPPORTED_SHAPE =
+      3,                        /* head_dim, group or GQA ratio unsupported */
+  KVARN_ERROR_IO = 4,           /* a file could not be read or written */
+  KVARN_ERROR_CORRUPT_DATA = 5, /* a malformed case, cache file or record */
+  KVARN_ERROR_NO_DRIVER = 6,    /* libcuda.so.1 could not be loaded */
+  KVARN_ERROR_NO_DEVICE = 7,    /* the driver loaded but found no GPU */
+  KVARN_ERROR_CUDA = 8,         /* a CUDA driver call failed */
+  KVARN_ERROR_COMPILE = 9,      /* the DSL or the compiler rejected a kernel */
   KVARN_ERROR_OUT_OF_MEMORY = 10,
-  KVARN_ERROR_POOL_EXHAUSTED = 11,    /* no free block or pool slot */
+  KVARN_ERROR_POOL_EXHAUSTED = 11, /* no free block or pool slot */
   KVARN_ERROR_UNKNOWN_REQUEST = 12,
-  KVARN_ERROR_UNSUPPORTED_TARGET = 13,/* a chip / PTX version pair kvarn cannot emit */
-  KVARN_ERROR_INTERNAL = 14
+  KVARN_ERROR_UNSUPPORTED_TARGET =
+      13, /* a chip / PTX version pair kvarn cannot emit */
+  KVARN_ERROR_INTERNAL = 14,
+  KVARN_ERROR_KERNEL_NOT_CACHED =
+      15 /* the runtime core (libkvarn_runtime.so) has
+            no compiler and the kernel cache lacks the
+            kernel: warm it with kvarn-jit cache warm */
 } kvarn_status_t;
 
 /* The library version, "MAJOR.MINOR.PATCH". */

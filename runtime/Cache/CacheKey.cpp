@@ -3,7 +3,10 @@
 // The key lists every input that changes a kernel's code, by name, so a test
 // (and a curious user, through the metadata) can see what went in. Inputs
 // that only change how the compiler reports (IR printing, timing, stage
-// callbacks) are left out.
+// callbacks) are left out. The pass pipeline is not a field: its code is in
+// the compiler's sources, which the build id hashes, and its options are
+// num_warps and min_ctas_per_sm; so the runtime core, which has no
+// compiler, computes the same keys as the JIT.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,16 +20,12 @@
 
 #include "KernelCacheBuildId.inc" // KVARN_COMPILER_BUILD_ID
 
-#include "mlir/Pass/PassManager.h"
-
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
-#include <map>
-#include <mutex>
 
 using namespace kvarn;
 
@@ -77,23 +76,6 @@ const std::string *CacheKey::find(llvm::StringRef field) const {
 
 namespace {
 
-/// The pass pipeline as MLIR prints it, plus what the NVPTX backend is asked
-/// for. Building the passes needs no context; the text is memoized per
-/// (warp count, CTAs per SM).
-std::string pipelineText(const CompileOptions &options) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, int>, std::string> memo;
-  std::lock_guard<std::mutex> lock(mutex);
-  std::string &text = memo[{options.numWarps, options.minCtasPerSM}];
-  if (text.empty()) {
-    mlir::OpPassManager pm("builtin.module");
-    buildKvtToNVVMPipeline(pm, options);
-    llvm::raw_string_ostream os(text);
-    pm.printAsTextualPipeline(os);
-  }
-  return text;
-}
-
 /// The DSL text a library kernel is built from: its file and every module
 /// a kernel may import (kernels import modules only).
 std::string librarySource(const dsl::LibraryFile &kernel) {
@@ -128,7 +110,7 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
     key.fields.emplace_back(name, value.str());
   };
   const CompilerIdentity &id = compilerIdentity();
-  add("format", "kvarn-cache-1");
+  add("format", "kvarn-cache-2");
   add("kvarn_version", id.kvarnVersion);
   add("build_id", id.buildId);
   add("llvm_version", id.llvmVersion);
@@ -160,7 +142,6 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
                     " pool=f16 accumulate=f32 records=u8");
   add("chip", target.chip);
   add("ptx_version", llvm::Twine(target.ptxVersion));
-  add("pipeline", pipelineText(options));
   add("codegen", "nvptx64-nvidia-cuda O3 " + target.features());
   add("num_warps", llvm::Twine(options.numWarps));
   add("min_ctas_per_sm", llvm::Twine(options.minCtasPerSM));

@@ -296,7 +296,7 @@ llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
       files.push_back(EntryFile{name + "." + ext->second, ir.str()});
   };
   llvm::Expected<CompiledModule> compiled =
-      compileKernel(request, compileOptions);
+      linkedCompiler()(request, compileOptions);
   if (!compiled)
     return compiled.takeError();
   if (compiled->kernels.size() != 1 || compiled->kernels[0].name != name)
@@ -406,6 +406,44 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   }
 }
 
+llvm::Expected<CacheResult> KernelCache::serveCachedOnly(
+    const KernelRequest &request, const CompileOptions &options,
+    const CacheKey &key, const std::string &dir, const cuda::Context *context) {
+  const std::string &name = request.kernel;
+  std::string why = "it has no entry " + key.directory;
+  if (dir.empty()) {
+    why = "there is no disk cache (KVARN_CACHE_DIR is off)";
+  } else if (opts.alwaysCompile) {
+    why = "KVARN_ALWAYS_COMPILE is set";
+  } else {
+    cache::EntryRead r = cache::readEntry(dir, name, &key.hash);
+    if (r.status == cache::EntryRead::Ok) {
+      auto a = std::make_shared<KernelArtifacts>(std::move(r.artifacts));
+      std::string maker;
+      if (context && a->cubin.empty())
+        if (llvm::Error err = assembleCubin(*a, context, maker))
+          return std::move(err);
+      touchEntry(dir, name);
+      ++counters.diskHits;
+      return CacheResult{std::move(a), CacheOutcome::DiskHit, 0};
+    }
+    if (r.status == cache::EntryRead::Bad)
+      why = "its entry " + key.directory + " is unusable (" + r.problem + ")";
+  }
+  std::string launch;
+  if (options.numWarps)
+    launch += ", " + std::to_string(options.numWarps) + " warps";
+  if (options.minCtasPerSM)
+    launch += ", " + std::to_string(options.minCtasPerSM) + " CTAs per SM";
+  return makeError(KVARN_ERROR_KERNEL_NOT_CACHED,
+                   "kernel '{0}' ({1}, {2}{3}) cannot be served from the "
+                   "kernel cache {4}: {5}; this is the runtime core, which "
+                   "has no compiler: warm the cache ahead of serving with "
+                   "`kvarn-jit cache warm` (docs/cache.md)",
+                   name, request.spec.describe(), options.target.chip, launch,
+                   opts.directory.empty() ? "(none)" : opts.directory, why);
+}
+
 llvm::Expected<CacheResult>
 KernelCache::lookupOrCompile(const KernelRequest &request,
                              const CompileOptions &options,
@@ -420,6 +458,8 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
     llvm::sys::path::append(path, key->directory);
     dir = path.str().str();
   }
+  if (!linkedCompiler())
+    return serveCachedOnly(request, options, *key, dir, context);
   // Why the entry on disk could not be used, for the one warning.
   std::string badEntry;
   // Readers never wait: a complete entry is used without locking.

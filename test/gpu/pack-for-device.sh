@@ -5,8 +5,8 @@
 #
 #   test/gpu/pack-for-device.sh [DEST]
 #
-# The tarball holds bin/ (every tool), lib/ (libkvarn.so*), tests/unit and
-# tests/gpu (every GoogleTest binary), hooks/ (test/gpu/device.d), golden/ (the
+# The tarball holds bin/ (every tool), lib/ (libkvarn.so*,
+# libkvarn_runtime.so*), tests/unit and tests/gpu (every GoogleTest binary), hooks/ (test/gpu/device.d), golden/ (the
 # one flush case `kvarn-jit ref flush` runs on, in case the tree that travels
 # lacks test/data/golden) and MANIFEST. Binaries are stripped. The GPU machine
 # has no LLVM, no lit and no build tools: nothing else is needed there.
@@ -57,9 +57,10 @@ copy_executables "$build/bin" "$pkg/bin"
 copy_executables "$build/unittests" "$pkg/tests/unit"
 copy_executables "$build/gputests" "$pkg/tests/gpu"
 
-# libkvarn.so and its SONAME links, as the loader will look for them.
-cp -P "$build"/lib/libkvarn.so* "$pkg/lib/"
-for f in "$pkg"/lib/libkvarn.so*; do
+# libkvarn.so, the runtime core libkvarn_runtime.so and their SONAME links,
+# as the loader will look for them.
+cp -P "$build"/lib/libkvarn.so* "$build"/lib/libkvarn_runtime.so* "$pkg/lib/"
+for f in "$pkg"/lib/libkvarn*.so*; do
   [ -L "$f" ] || strip --strip-unneeded "$f"
 done
 

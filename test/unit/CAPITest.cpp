@@ -24,6 +24,8 @@ TEST(CAPI, VersionAndStatusStrings) {
   EXPECT_STREQ(kvarn_status_string(KVARN_OK), "KVARN_OK");
   EXPECT_STREQ(kvarn_status_string(KVARN_ERROR_POOL_EXHAUSTED),
                "KVARN_ERROR_POOL_EXHAUSTED");
+  EXPECT_STREQ(kvarn_status_string(KVARN_ERROR_KERNEL_NOT_CACHED),
+               "KVARN_ERROR_KERNEL_NOT_CACHED");
   EXPECT_STREQ(kvarn_status_string(kvarn_status_t(999)),
                "KVARN_ERROR_UNKNOWN_STATUS");
 }

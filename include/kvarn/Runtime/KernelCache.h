@@ -173,6 +173,18 @@ struct CacheStats {
   uint64_t evicted = 0;
 };
 
+/// Compiles one kernel: compileKernel (KernelCompiler.h).
+using KernelCompileFn = llvm::Expected<CompiledModule> (*)(
+    const KernelRequest &request, const CompileOptions &options);
+
+/// The compiler linked into this program, chosen at link time: compileKernel
+/// where the JIT is linked (libkvarn.so, the tools: KvarnCache,
+/// runtime/Cache/LinkedCompiler.cpp), null in the runtime core
+/// (libkvarn_runtime.so: KvarnCacheCore, runtime/Cache/NoCompiler.cpp),
+/// which serves what the disk cache holds and reports any other kernel as
+/// KVARN_ERROR_KERNEL_NOT_CACHED.
+KernelCompileFn linkedCompiler();
+
 /// The two-level kernel cache. Thread-safe; compilation of several kernels
 /// runs on several threads (each compilation has its own MLIRContext).
 class KernelCache {
@@ -226,6 +238,15 @@ private:
                                                    const CacheKey &key,
                                                    const cuda::Context *context,
                                                    std::string &problem);
+  /// The runtime core's lookup (no compiler linked): the entry in `dir` as
+  /// it is, one with PTX only linked for `context`'s GPU by the driver, in
+  /// memory (the core never writes the cache); a missing or unusable entry
+  /// is KVARN_ERROR_KERNEL_NOT_CACHED, saying how to warm it.
+  llvm::Expected<CacheResult> serveCachedOnly(const KernelRequest &request,
+                                              const CompileOptions &options,
+                                              const CacheKey &key,
+                                              const std::string &dir,
+                                              const cuda::Context *context);
   /// Opens and locks the entry for writing into `claim`, or, where the disk
   /// fails, warns and clears `dir`; the entry if another process wrote it
   /// meanwhile.
