@@ -5,15 +5,17 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "kvarn/kvarn.h"
 #include "Kernels.h"
 #include "ManagedPool.h"
+#include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Capacity.h"
 #include "kvarn/Runtime/CudaDriver.h"
 #include "kvarn/Runtime/DecodeSplit.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Version.h"
+#include "kvarn/kvarn.h"
 
 #include "llvm/ADT/StringExtras.h"
 
@@ -173,6 +175,35 @@ kvarn_status_t kvarn_record_layout(const char *preset, int32_t headDim,
           l->vZero,         l->unalignedBytes, l->recordBytes};
   return succeed();
 }
+
+size_t kvarn_mla_preset_count(void) { return allMlaPresets().size(); }
+
+const char *kvarn_mla_preset_name(size_t index) {
+  llvm::ArrayRef<MlaPreset> presets = allMlaPresets();
+  return index < presets.size() ? presets[index].name : nullptr;
+}
+
+kvarn_status_t kvarn_mla_record_layout(const char *preset, int32_t kv_lora_rank,
+                                       int32_t rope_dim,
+                                       kvarn_mla_record_layout_t *out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_mla_record_layout", preset);
+    KVARN_REQUIRE("kvarn_mla_record_layout", out);
+    llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
+    if (!p)
+      return p.takeError();
+    llvm::Expected<MlaRecordLayout> l =
+        MlaRecordLayout::get(**p, kv_lora_rank, rope_dim);
+    if (!l)
+      return l.takeError();
+    *out = {l->kvLoraRank,    l->ropeDim, l->group,      l->bits,
+            l->sinkhornIters, l->codes,   l->scale,      l->zero,
+            l->tokenScale,    l->rope,    l->recordBytes};
+    return llvm::Error::success();
+  });
+}
+
+int kvarn_can_compile(void) { return linkedCompiler() != nullptr; }
 
 kvarn_status_t kvarn_cuda_available(int *device_count) {
   llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();

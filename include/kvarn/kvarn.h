@@ -88,6 +88,41 @@ typedef struct kvarn_record_layout {
 KVARN_API kvarn_status_t kvarn_record_layout(const char *preset, int32_t head_dim,
                                              kvarn_record_layout_t *out);
 
+/* MLA layers (docs/kvarn.md, "MLA records"): the presets and the byte layout
+ * of one block's record of the compressed KV latent (kv_lora_rank channels,
+ * quantized) with its decoupled rope keys (rope_dim channels, fp16). The
+ * layout only: no kernel, pool or context runs MLA yet. */
+KVARN_API size_t kvarn_mla_preset_count(void);
+KVARN_API const char *kvarn_mla_preset_name(size_t index);
+
+typedef struct kvarn_mla_record_layout {
+  int32_t kv_lora_rank;
+  int32_t rope_dim;
+  int32_t group; /* tokens per block */
+  int32_t bits;  /* of a latent code */
+  int32_t sinkhorn_iters;
+  int64_t codes_offset; /* u8 [group][kv_lora_rank * bits / 8], token-major,
+                           low bits first (4 bits: low nibble = even channel) */
+  int64_t scale_offset; /* fp16 [kv_lora_rank], per channel */
+  int64_t zero_offset;  /* fp16 [kv_lora_rank], per channel */
+  int64_t token_scale_offset; /* fp16 [group] */
+  int64_t rope_offset;        /* fp16 [group][rope_dim] */
+  int64_t record_bytes;       /* one block's record (no padding) */
+} kvarn_mla_record_layout_t;
+
+/* kv_lora_rank: a power of two in [64, 512]; rope_dim: a multiple of 8 in
+ * [0, 256]; else KVARN_ERROR_UNSUPPORTED_SHAPE. An unknown preset is
+ * KVARN_ERROR_UNKNOWN_PRESET. */
+KVARN_API kvarn_status_t
+kvarn_mla_record_layout(const char *preset, int32_t kv_lora_rank,
+                        int32_t rope_dim, kvarn_mla_record_layout_t *out);
+
+/* Whether this library compiles the kernels its cache lacks: 1 for
+ * libkvarn.so; 0 for the runtime core libkvarn_runtime.so, which serves
+ * kernels compiled ahead of time (kvarn-jit cache warm) and reports any
+ * other as KVARN_ERROR_KERNEL_NOT_CACHED (docs/runtime.md, "Installing"). */
+KVARN_API int kvarn_can_compile(void);
+
 /* Whether kernels can run here. KVARN_OK with the number of GPUs in
  * *device_count (which may be NULL); else KVARN_ERROR_NO_DRIVER (libcuda.so.1
  * missing, the toolkit's stub, or too old), KVARN_ERROR_NO_DEVICE (a driver

@@ -132,6 +132,14 @@ class RecordLayout(Structure):
                                        "unaligned_bytes", "record_bytes")]
 
 
+class MlaRecordLayout(Structure):
+    _fields_ = [(n, c_int32) for n in ("kv_lora_rank", "rope_dim", "group",
+                                       "bits", "sinkhorn_iters")] + \
+               [(n, c_int64) for n in ("codes_offset", "scale_offset",
+                                       "zero_offset", "token_scale_offset",
+                                       "rope_offset", "record_bytes")]
+
+
 class CacheShape(Structure):
     _fields_ = [(n, c_int64) for n in ("num_blocks", "num_kv_heads",
                                        "record_bytes", "block_size",
@@ -252,6 +260,11 @@ _SIGNATURES = {
     "kvarn_preset_count": (),
     "kvarn_preset_name": (c_size_t,),
     "kvarn_record_layout": (c_char_p, c_int32, POINTER(RecordLayout)),
+    "kvarn_mla_preset_count": (),
+    "kvarn_mla_preset_name": (c_size_t,),
+    "kvarn_mla_record_layout": (c_char_p, c_int32, c_int32,
+                                POINTER(MlaRecordLayout)),
+    "kvarn_can_compile": (),
     "kvarn_cuda_available": (POINTER(c_int),),
     "kvarn_cache_shape": (c_char_p, c_int32, c_int32, c_int64, c_int64,
                           POINTER(CacheShape)),
@@ -322,6 +335,10 @@ _PARAMS = {
     "kvarn_preset_count": "",
     "kvarn_preset_name": "index",
     "kvarn_record_layout": "preset head_dim out",
+    "kvarn_mla_preset_count": "",
+    "kvarn_mla_preset_name": "index",
+    "kvarn_mla_record_layout": "preset kv_lora_rank rope_dim out",
+    "kvarn_can_compile": "",
     "kvarn_cuda_available": "device_count",
     "kvarn_cache_shape": ("preset head_dim num_kv_heads num_blocks "
         "pool_slots out"),
@@ -395,6 +412,9 @@ _RESTYPES = {
     "kvarn_last_error": c_char_p,
     "kvarn_preset_count": c_size_t,
     "kvarn_preset_name": c_char_p,
+    "kvarn_mla_preset_count": c_size_t,
+    "kvarn_mla_preset_name": c_char_p,
+    "kvarn_can_compile": c_int,
 }
 
 
@@ -461,6 +481,28 @@ def record_layout(preset="kvarn_k4v2_g128", head_dim=128):
     out = RecordLayout()
     _call("kvarn_record_layout", _bytes(preset), head_dim, byref(out))
     return out
+
+
+def mla_presets():
+    lib = library()
+    return [lib.kvarn_mla_preset_name(i).decode()
+            for i in range(lib.kvarn_mla_preset_count())]
+
+
+def mla_record_layout(preset="kvarn_mla_k4_g128", kv_lora_rank=512,
+                      rope_dim=64):
+    """The byte layout of an MLA layer's block record (the format only: no
+    kernel runs MLA yet)."""
+    out = MlaRecordLayout()
+    _call("kvarn_mla_record_layout", _bytes(preset), kv_lora_rank, rope_dim,
+          byref(out))
+    return out
+
+
+def can_compile():
+    """True for libkvarn.so (the JIT), False for the runtime core
+    libkvarn_runtime.so, which serves only kernels compiled ahead of time."""
+    return bool(library().kvarn_can_compile())
 
 
 def cache_shape(preset, head_dim, num_kv_heads, num_blocks, pool_slots):

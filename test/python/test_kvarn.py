@@ -143,6 +143,29 @@ class PackageTest(unittest.TestCase):
                            preset="kvarn_k4v2_g64", layers=bad)
             self.assertEqual(e.exception.status, status, bad)
 
+    def test_mla_record_layout_matches_the_spec(self):
+        self.assertEqual(kvarn.mla_presets(), ["kvarn_mla_k4_g128"])
+        l = kvarn.mla_record_layout("kvarn_mla_k4_g128", 512, 64)
+        # docs/kvarn.md, "MLA records": 32768 code bytes, scale and zero
+        # fp16 [512], token scale fp16 [128], rope fp16 [128][64].
+        self.assertEqual((l.codes_offset, l.scale_offset, l.zero_offset,
+                          l.token_scale_offset, l.rope_offset,
+                          l.record_bytes),
+                         (0, 32768, 33792, 34816, 35072, 51456))
+        self.assertEqual((l.group, l.bits, l.sinkhorn_iters), (128, 4, 16))
+        with self.assertRaises(kvarn.KvarnError) as e:
+            kvarn.mla_record_layout("kvarn_mla_k4_g128", 300, 64)
+        self.assertEqual(e.exception.status, "KVARN_ERROR_UNSUPPORTED_SHAPE")
+        with self.assertRaises(kvarn.KvarnError) as e:
+            kvarn.mla_record_layout("kvarn_k4v2_g128", 512, 64)
+        self.assertEqual(e.exception.status, "KVARN_ERROR_UNKNOWN_PRESET")
+
+    def test_can_compile_says_which_library_this_is(self):
+        expected = os.environ.get("KVARN_EXPECT_CAN_COMPILE")
+        if expected is None:
+            self.skipTest("KVARN_EXPECT_CAN_COMPILE not set (ctest sets it)")
+        self.assertEqual(kvarn.can_compile(), expected == "1")
+
     def test_parameters_match_the_header(self):
         # The names in argument errors and the arity of every signature.
         header = os.path.join(os.path.dirname(os.path.abspath(__file__)),

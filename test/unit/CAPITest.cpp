@@ -47,6 +47,57 @@ TEST(CAPI, PresetsAndLayouts) {
   EXPECT_STREQ(kvarn_last_error(), "");
 }
 
+TEST(CAPI, MlaPresetsAndLayouts) {
+  ASSERT_EQ(kvarn_mla_preset_count(), 1u);
+  EXPECT_STREQ(kvarn_mla_preset_name(0), "kvarn_mla_k4_g128");
+  EXPECT_EQ(kvarn_mla_preset_name(1), nullptr);
+  // docs/kvarn.md, "MLA records": codes token-major, then scale and zero
+  // per channel, token scale, rope keys; no padding.
+  for (auto [rank, rope] : {std::pair{512, 64}, {256, 32}, {64, 0}}) {
+    kvarn_mla_record_layout_t l;
+    ASSERT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", rank, rope, &l),
+              KVARN_OK)
+        << kvarn_last_error();
+    const int64_t g = 128, codes = g * rank * 4 / 8;
+    EXPECT_EQ(l.kv_lora_rank, rank);
+    EXPECT_EQ(l.rope_dim, rope);
+    EXPECT_EQ(l.group, g);
+    EXPECT_EQ(l.bits, 4);
+    EXPECT_EQ(l.sinkhorn_iters, 16);
+    EXPECT_EQ(l.codes_offset, 0);
+    EXPECT_EQ(l.scale_offset, codes);
+    EXPECT_EQ(l.zero_offset, codes + 2 * rank);
+    EXPECT_EQ(l.token_scale_offset, codes + 4 * rank);
+    EXPECT_EQ(l.rope_offset, codes + 4 * rank + 2 * g);
+    EXPECT_EQ(l.record_bytes, codes + 4 * rank + 2 * g + 2 * g * rope);
+  }
+  kvarn_mla_record_layout_t l;
+  ASSERT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", 512, 64, &l),
+            KVARN_OK);
+  EXPECT_EQ(l.record_bytes, 51456); // the reference's stride for R 512, E 64
+  kvarn_mla_record_layout_t untouched = l;
+  EXPECT_EQ(kvarn_mla_record_layout("kvarn_k4v2_g128", 512, 64, &l),
+            KVARN_ERROR_UNKNOWN_PRESET);
+  EXPECT_NE(std::string(kvarn_last_error()).find("kvarn_k4v2_g128"),
+            std::string::npos);
+  EXPECT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", 384, 64, &l),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_NE(std::string(kvarn_last_error()).find("384"), std::string::npos);
+  EXPECT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", 512, 60, &l),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_EQ(kvarn_mla_record_layout(nullptr, 512, 64, &l),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", 512, 64, nullptr),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0);
+}
+
+// KvarnCAPITests links libkvarn.so, KvarnCAPIRuntimeCoreTests the runtime
+// core (test/unit/CMakeLists.txt says which through this macro).
+TEST(CAPI, CanCompileSaysWhichLibraryThisIs) {
+  EXPECT_EQ(kvarn_can_compile(), KVARN_EXPECT_CAN_COMPILE);
+}
+
 TEST(CAPI, ErrorsCarryAStatusAndAMessage) {
   kvarn_record_layout_t l;
   std::memset(&l, 0x5a, sizeof l);
