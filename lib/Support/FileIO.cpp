@@ -125,3 +125,45 @@ llvm::Expected<llvm::json::Value> kvarn::parseJson(llvm::StringRef text,
                      llvm::toString(value.takeError()));
   return value;
 }
+
+namespace {
+/// Takes nothing but the message of the first syntax error (nlohmann's
+/// non-throwing parse says only that there was one).
+struct SyntaxErrorOf : nlohmann::json_sax<nlohmann::json> {
+  std::string message;
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t &) override { return true; }
+  bool string(string_t &) override { return true; }
+  bool binary(binary_t &) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t &) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string &,
+                   const nlohmann::detail::exception &e) override {
+    message = e.what();
+    return false;
+  }
+};
+} // namespace
+
+llvm::Expected<nlohmann::json> kvarn::parseJsonDocument(llvm::StringRef text,
+                                                        unsigned maxDepth) {
+  if (jsonNestingDepth(text, maxDepth) > maxDepth)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "nested deeper than {0} levels", maxDepth);
+  nlohmann::json value = nlohmann::json::parse(text.begin(), text.end(),
+                                               /*cb=*/nullptr,
+                                               /*allow_exceptions=*/false);
+  if (!value.is_discarded())
+    return value;
+  SyntaxErrorOf error;
+  nlohmann::json::sax_parse(text.begin(), text.end(), &error);
+  return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}",
+                   error.message.empty() ? "malformed JSON" : error.message);
+}
+

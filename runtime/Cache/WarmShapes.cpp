@@ -1,6 +1,7 @@
 //===- WarmShapes.cpp - the shapes file of `kvarn-jit cache warm` ---------===//
 //
-// Parsed here, beside the cache, so the cache-reader fuzzer covers it.
+// Parsed here, beside the cache, so the cache-reader fuzzer covers it; with
+// nlohmann/json, as the runtime core reads JSON.
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,14 +11,14 @@
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/FileIO.h"
 
-#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/JSON.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 using namespace kvarn;
-namespace json = llvm::json;
+using Json = nlohmann::json;
 
 namespace {
 constexpr size_t kMaxWarmKernels = 100000;
@@ -30,11 +31,36 @@ std::vector<std::string> libraryKernels() {
   return names;
 }
 
+/// `v` as an integer: an integer, or a number with an integral value that
+/// fits in int64 (128.0), as JSON writers may give it.
+std::optional<int64_t> integerOf(const Json &v) {
+  if (v.is_number_integer() && !v.is_number_unsigned())
+    return v.get<int64_t>();
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u <= uint64_t(std::numeric_limits<int64_t>::max()))
+      return int64_t(u);
+    return std::nullopt;
+  }
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && d >= -0x1p63 && d < 0x1p63)
+      return int64_t(d);
+  }
+  return std::nullopt;
+}
+
+/// The member `field` of object `o`, or null.
+const Json *member(const Json &o, const char *field) {
+  auto it = o.find(field);
+  return it == o.end() ? nullptr : &*it;
+}
+
 /// "sm_90", or 90 as Triton writes a target's arch.
-llvm::Expected<std::string> archOf(const json::Value &v) {
-  if (std::optional<llvm::StringRef> s = v.getAsString())
-    return s->str();
-  if (std::optional<int64_t> n = v.getAsInteger(); n && *n > 0 && *n < 1000)
+llvm::Expected<std::string> archOf(const Json &v) {
+  if (v.is_string())
+    return v.get_ref<const std::string &>();
+  if (std::optional<int64_t> n = integerOf(v); n && *n > 0 && *n < 1000)
     return "sm_" + std::to_string(*n);
   return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                    "'arch' must be a string (\"sm_90\") or a number (90)");
@@ -44,15 +70,15 @@ llvm::Expected<std::string> archOf(const json::Value &v) {
 llvm::Expected<std::vector<WarmShape>>
 kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
                        llvm::StringRef defaultArch) {
-  llvm::Expected<json::Value> root = parseJson(text);
+  llvm::Expected<Json> root = parseJsonDocument(text);
   if (!root)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: not JSON: {1}", path,
                      llvm::toString(root.takeError()));
   std::string arch = defaultArch.str();
-  const json::Array *shapes = root->getAsArray();
-  if (const json::Object *o = root->getAsObject()) {
-    shapes = o->getArray("shapes");
-    if (const json::Value *a = o->get("arch")) {
+  const Json *shapes = root->is_array() ? &*root : nullptr;
+  if (root->is_object()) {
+    shapes = member(*root, "shapes");
+    if (const Json *a = member(*root, "arch")) {
       llvm::Expected<std::string> chip = archOf(*a);
       if (!chip)
         return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1}", path,
@@ -60,7 +86,7 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       arch = *chip;
     }
   }
-  if (!shapes)
+  if (!shapes || !shapes->is_array())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: expected a list of shapes or {{\"shapes\": [...]}",
                      path);
@@ -70,66 +96,70 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: shapes[{1}]: {2}",
                        path, i, why.str());
     };
-    const json::Object *shape = (*shapes)[i].getAsObject();
-    if (!shape)
+    const Json &shape = (*shapes)[i];
+    if (!shape.is_object())
       return bad("not an object");
-    for (const auto &[field, value] : *shape)
+    for (const auto &item : shape.items())
       if (!llvm::is_contained(
               {"preset", "head_dim", "gqa", "dtype", "kernels", "arch"},
-              field.str()))
-        return bad("unknown field '" + field.str() +
+              item.key()))
+        return bad("unknown field '" + item.key() +
                    "' (fields: preset, head_dim, gqa, dtype, kernels, arch)");
     dsl::Specialization spec;
-    if (const json::Value *p = shape->get("preset")) {
-      if (!p->getAsString())
+    if (const Json *p = member(shape, "preset")) {
+      if (!p->is_string())
         return bad("'preset' must be a string");
-      spec.preset = p->getAsString()->str();
+      spec.preset = p->get_ref<const std::string &>();
     }
-    std::optional<int64_t> headDim = shape->getInteger("head_dim");
+    const Json *headDimValue = member(shape, "head_dim");
+    std::optional<int64_t> headDim =
+        headDimValue ? integerOf(*headDimValue) : std::nullopt;
     if (!headDim)
       return bad("needs an integer 'head_dim'");
     spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
-    if (const json::Value *d = shape->get("dtype")) {
-      if (!d->getAsString())
+    if (const Json *d = member(shape, "dtype")) {
+      if (!d->is_string())
         return bad("'dtype' must be a string (f16 or bf16)");
-      llvm::Expected<DType> dtype = parseDType(*d->getAsString());
+      llvm::Expected<DType> dtype =
+          parseDType(d->get_ref<const std::string &>());
       if (!dtype)
         return bad(llvm::toString(dtype.takeError()));
       spec.dtype = *dtype;
     }
     std::vector<int64_t> gqas = {1};
-    if (const json::Value *g = shape->get("gqa")) {
+    if (const Json *g = member(shape, "gqa")) {
       gqas.clear();
-      if (std::optional<int64_t> one = g->getAsInteger())
+      if (std::optional<int64_t> one = integerOf(*g))
         gqas.push_back(*one);
-      else if (const json::Array *many = g->getAsArray())
-        for (const json::Value &v : *many) {
-          if (!v.getAsInteger())
+      else if (g->is_array())
+        for (const Json &v : *g) {
+          std::optional<int64_t> each = integerOf(v);
+          if (!each)
             return bad("'gqa' must be an integer or a list of integers");
-          gqas.push_back(*v.getAsInteger());
+          gqas.push_back(*each);
         }
       else
         return bad("'gqa' must be an integer or a list of integers");
     }
     std::vector<std::string> kernels = libraryKernels();
-    if (const json::Value *k = shape->get("kernels")) {
-      const json::Array *list = k->getAsArray();
-      if (!list)
+    if (const Json *k = member(shape, "kernels")) {
+      if (!k->is_array())
         return bad("'kernels' must be a list of kernel names");
       kernels.clear();
-      for (const json::Value &v : *list) {
-        std::optional<llvm::StringRef> name = v.getAsString();
+      for (const Json &v : *k) {
+        const std::string *name =
+            v.is_string() ? &v.get_ref<const std::string &>() : nullptr;
         const dsl::LibraryFile *f = name ? dsl::findLibraryFile(*name) : nullptr;
         if (!f || !f->isKernel)
           return bad("unknown kernel " +
-                     (name ? "'" + name->str() + "'" : std::string("(not a string)")) +
+                     (name ? "'" + *name + "'" : std::string("(not a string)")) +
                      " (library kernels: " + llvm::join(libraryKernels(), ", ") +
                      ")");
-        kernels.push_back(name->str());
+        kernels.push_back(*name);
       }
     }
     std::string chip = arch;
-    if (const json::Value *a = shape->get("arch")) {
+    if (const Json *a = member(shape, "arch")) {
       llvm::Expected<std::string> given = archOf(*a);
       if (!given)
         return bad(llvm::toString(given.takeError()));
@@ -154,4 +184,3 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
   }
   return items;
 }
-

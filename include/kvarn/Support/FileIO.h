@@ -14,6 +14,8 @@
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 
@@ -52,6 +54,14 @@ llvm::Expected<std::string> readRegularFile(llvm::StringRef path,
 /// text is refused before parsing (llvm::json::parse recurses per level).
 llvm::Expected<llvm::json::Value>
 parseJson(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
+
+/// parseJson's document as nlohmann::json, the JSON of the runtime core (no
+/// LLVM): the same depth limit; never throws (kvarn builds without
+/// exceptions, where nlohmann would abort): a malformed text is an error
+/// with nlohmann's message. Readers check each value's type before they
+/// take it (nlohmann aborts on a wrong get<>() here too).
+llvm::Expected<nlohmann::json>
+parseJsonDocument(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
 
 /// How deep `text`'s arrays and objects nest, counting brackets outside
 /// strings; stops counting past `stopAt`.
