@@ -5,8 +5,10 @@
 #include "kvarn/Support/Error.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fcntl.h>
+#include <limits>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,18 +116,6 @@ unsigned kvarn::jsonNestingDepth(llvm::StringRef text, unsigned stopAt) {
   return deepest;
 }
 
-llvm::Expected<llvm::json::Value> kvarn::parseJson(llvm::StringRef text,
-                                                   unsigned maxDepth) {
-  if (jsonNestingDepth(text, maxDepth) > maxDepth)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "nested deeper than {0} levels", maxDepth);
-  llvm::Expected<llvm::json::Value> value = llvm::json::parse(text);
-  if (!value)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}",
-                     llvm::toString(value.takeError()));
-  return value;
-}
-
 namespace {
 /// Takes nothing but the message of the first syntax error (nlohmann's
 /// non-throwing parse says only that there was one).
@@ -167,3 +157,19 @@ llvm::Expected<nlohmann::json> kvarn::parseJsonDocument(llvm::StringRef text,
                    error.message.empty() ? "malformed JSON" : error.message);
 }
 
+std::optional<int64_t> kvarn::jsonInteger(const nlohmann::json &v) {
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u <= uint64_t(std::numeric_limits<int64_t>::max()))
+      return int64_t(u);
+    return std::nullopt;
+  }
+  if (v.is_number_integer())
+    return v.get<int64_t>();
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && d >= -0x1p63 && d < 0x1p63)
+      return int64_t(d);
+  }
+  return std::nullopt;
+}

@@ -36,7 +36,7 @@
 using namespace kvarn;
 using namespace kvarn::cache;
 namespace fs = llvm::sys::fs;
-namespace json = llvm::json;
+using Json = nlohmann::json;
 
 // 2: the metadata carries its own checksum (kvarn.metadata_xxh3).
 static constexpr int kMetadataFormat = 2;
@@ -248,23 +248,22 @@ std::vector<std::string> cache::signatureFromPtx(llvm::StringRef ptx,
   return types;
 }
 
-json::Object cache::buildMetadata(const KernelArtifacts &a,
-                                  const KernelRequest &request,
-                                  const CacheKey &key,
-                                  llvm::StringRef cubinMaker) {
+Json cache::buildMetadata(const KernelArtifacts &a,
+                          const KernelRequest &request, const CacheKey &key,
+                          llvm::StringRef cubinMaker) {
   int arch = 0;
   llvm::StringRef digits = llvm::StringRef(a.chip).drop_front(3); // "sm_"
   digits.take_while(llvm::isDigit).getAsInteger(10, arch);
-  json::Array signature;
+  Json signature = Json::array();
   for (const std::string &t : a.signature)
     signature.push_back(t);
-  json::Array params, grid;
+  Json params = Json::array(), grid = Json::array();
   for (const KernelAbi::Param &p : a.abi.params)
-    params.push_back(json::Object{{"name", p.name}, {"type", p.type}});
+    params.push_back(Json{{"name", p.name}, {"type", p.type}});
   for (size_t axis = 0; axis < a.abi.grid.size(); ++axis)
     grid.push_back(a.abi.gridExpression(axis));
 
-  json::Object kvarn{
+  Json kvarn{
       {"format", kMetadataFormat},
       {"version", compilerIdentity().kvarnVersion},
       {"build_id", compilerIdentity().buildId},
@@ -274,7 +273,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"preset", request.spec.preset},
       {"head_dim", request.spec.headDim},
       {"gqa", request.spec.gqa},
-      {"dtype", spell(request.spec.dtype)},
+      {"dtype", spell(request.spec.dtype).str()},
       {"chip", a.chip},
       {"ptx_version", a.ptxVersion},
       {"num_args", a.numArgs},
@@ -284,10 +283,8 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       // The launch contract (Pipeline.h, KernelAbi): the parameters before
       // the two scratch pointers, and the grid along x, y, z as a parameter
       // name or a constant (x in programs: ceil(x / programs_per_cta) CTAs).
-      {"abi",
-       json::Object{{"params", std::move(params)}, {"grid", std::move(grid)}}},
-      {"cubin_by",
-       cubinMaker.empty() ? json::Value(nullptr) : json::Value(cubinMaker)},
+      {"abi", Json{{"params", std::move(params)}, {"grid", std::move(grid)}}},
+      {"cubin_by", cubinMaker.empty() ? Json(nullptr) : Json(cubinMaker.str())},
       {"compile_seconds", a.compileSeconds},
       {"created", int64_t(std::time(nullptr))},
       {"created_by_pid", int64_t(::getpid())},
@@ -299,7 +296,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
     kvarn["sinkhorn_iters"] = (*preset)->sinkhornIters;
     if (llvm::Expected<RecordLayout> l =
             RecordLayout::get(**preset, request.spec.headDim)) {
-      kvarn["record_layout"] = json::Object{
+      kvarn["record_layout"] = Json{
           {"record_bytes", l->recordBytes},
           {"unaligned_bytes", l->unalignedBytes},
           {"k_codes", l->kCodes},
@@ -317,24 +314,23 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
   } else {
     llvm::consumeError(preset.takeError());
   }
-  // The key's inputs; long ones (source text, pipeline) by their checksum.
-  json::Object keyFields;
+  // The key's inputs; long ones (source text) by their checksum.
+  Json keyFields = Json::object();
   for (const auto &[name, value] : key.fields)
     keyFields[name] = value.size() > 120 ? "xxh3:" + checksum(value) : value;
   kvarn["key"] = std::move(keyFields);
 
   // Triton's fields: what triton.compiler.CompiledKernel and the CUDA
   // launcher of Triton 3.x read (docs/cache.md lists them).
-  return json::Object{
+  return Json{
       {"name", a.name},
       {"hash", a.hash},
-      {"target",
-       json::Object{{"backend", "cuda"}, {"arch", arch}, {"warp_size", 32}}},
+      {"target", Json{{"backend", "cuda"}, {"arch", arch}, {"warp_size", 32}}},
       {"num_warps", a.numWarps},
       {"num_ctas", 1},
       {"num_stages", 1},
       {"shared", a.sharedBytes},
-      {"cluster_dims", json::Array{1, 1, 1}},
+      {"cluster_dims", Json::array({1, 1, 1})},
       {"global_scratch_size", 0},
       {"global_scratch_align", 1},
       {"profile_scratch_size", 0},
@@ -343,7 +339,7 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
       {"launch_pdl", false},
       {"tmem_size", 0},
       {"ptx_version", a.ptxVersion},
-      {"arch", ("sm" + llvm::Twine(arch)).str()},
+      {"arch", "sm" + std::to_string(arch)},
       {"backend_name", "cuda"},
       {"enable_fp_fusion", true},
       {"debug", false},
@@ -351,46 +347,57 @@ json::Object cache::buildMetadata(const KernelArtifacts &a,
   };
 }
 
-std::string cache::metadataChecksum(const json::Object &metadata) {
-  json::Object copy = metadata;
-  if (json::Object *kvarn = copy.getObject("kvarn"))
-    kvarn->erase("metadata_xxh3");
-  // llvm::json prints object keys sorted: one text per value.
-  return checksum(llvm::formatv("{0}", json::Value(std::move(copy))).str());
+/// `j` as text: compact (indent < 0) or indented; strings that are not
+/// UTF-8 (a user's file name) with U+FFFD, as nlohmann would otherwise
+/// abort without exceptions.
+static std::string jsonText(const Json &j, int indent) {
+  return j.dump(indent, ' ', /*ensure_ascii=*/false,
+                Json::error_handler_t::replace);
 }
 
-void cache::sealMetadata(json::Object &metadata) {
+std::string cache::metadataChecksum(const Json &metadata) {
+  Json copy = metadata;
+  if (copy.is_object()) {
+    auto kvarn = copy.find("kvarn");
+    if (kvarn != copy.end() && kvarn->is_object())
+      kvarn->erase("metadata_xxh3");
+  }
+  // nlohmann::json keeps object keys sorted: one text per value.
+  return checksum(jsonText(copy, -1));
+}
+
+void cache::sealMetadata(Json &metadata) {
   std::string sum = metadataChecksum(metadata);
-  if (json::Object *kvarn = metadata.getObject("kvarn"))
+  if (!metadata.is_object())
+    return;
+  auto kvarn = metadata.find("kvarn");
+  if (kvarn != metadata.end() && kvarn->is_object())
     (*kvarn)["metadata_xxh3"] = std::move(sum);
 }
 
 llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
                               const std::vector<EntryFile> &files,
-                              json::Object metadata,
-                              std::string &metadataText) {
-  json::Object sums;
-  json::Object children;
+                              Json metadata, std::string &metadataText) {
+  Json sums = Json::object();
+  Json children = Json::object();
   for (const EntryFile &f : files) {
-    sums[f.name] = json::Object{{"bytes", int64_t(f.contents.size())},
-                                {"xxh3", checksum(f.contents)}};
+    sums[f.name] = Json{{"bytes", int64_t(f.contents.size())},
+                        {"xxh3", checksum(f.contents)}};
     if (llvm::Error err = writeFileAtomically(dir, f.name, f.contents))
       return err;
     children[f.name] = joinPath(dir.path(), f.name);
   }
-  if (json::Object *kvarn = metadata.getObject("kvarn"))
+  auto kvarn = metadata.find("kvarn");
+  if (kvarn != metadata.end() && kvarn->is_object())
     (*kvarn)["files"] = std::move(sums);
   sealMetadata(metadata);
-  metadataText = llvm::formatv("{0:2}", json::Value(std::move(metadata))).str();
+  metadataText = jsonText(metadata, 2);
   std::string metadataName = (name + ".json").str();
   if (llvm::Error err = writeFileAtomically(dir, metadataName, metadataText))
     return err;
   children[metadataName] = joinPath(dir.path(), metadataName);
   // Last: from now on readers see the entry.
-  std::string group =
-      llvm::formatv("{0:2}", json::Value(json::Object{
-                                 {"child_paths", std::move(children)}}))
-          .str();
+  std::string group = jsonText(Json{{"child_paths", std::move(children)}}, 2);
   return writeFileAtomically(dir, groupFileName(name), group);
 }
 
@@ -444,28 +451,42 @@ static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
 /// The metadata's "abi" into `a.abi`, checked against `a.signature` (the
 /// PTX's parameters): one typed, named parameter each, and a grid of three
 /// integer parameters or constants.
-static llvm::Error readAbi(const json::Object &abi, KernelArtifacts &a) {
+/// Member `field` of `o` when `o` is an object that has it; else null.
+static const Json *member(const Json *o, const char *field) {
+  if (!o || !o->is_object())
+    return nullptr;
+  auto it = o->find(field);
+  return it == o->end() ? nullptr : &*it;
+}
+
+/// The string `field` of `o`, or nothing.
+static std::optional<std::string> stringOf(const Json *o, const char *field) {
+  const Json *v = member(o, field);
+  if (!v || !v->is_string())
+    return std::nullopt;
+  return v->get<std::string>();
+}
+
+static llvm::Error readAbi(const Json &abi, KernelArtifacts &a) {
   auto fail = [](const llvm::Twine &why) {
     return llvm::createStringError(
         std::make_error_code(std::errc::invalid_argument), why.str().c_str());
   };
-  const json::Array *params = abi.getArray("params");
-  const json::Array *grid = abi.getArray("grid");
-  if (!params || !grid)
+  const Json *params = member(&abi, "params");
+  const Json *grid = member(&abi, "grid");
+  if (!params || !grid || !params->is_array() || !grid->is_array())
     return fail("no params or grid");
   if (params->size() != a.signature.size())
     return fail(llvm::Twine(params->size()) + " parameters, the PTX " +
                 llvm::Twine(a.signature.size()));
   KernelAbi out;
   for (size_t i = 0; i < params->size(); ++i) {
-    const json::Object *p = (*params)[i].getAsObject();
-    std::optional<llvm::StringRef> name =
-        p ? p->getString("name") : std::nullopt;
-    std::optional<llvm::StringRef> type =
-        p ? p->getString("type") : std::nullopt;
+    const Json *p = &(*params)[i];
+    std::optional<std::string> name = stringOf(p, "name");
+    std::optional<std::string> type = stringOf(p, "type");
     if (!name || !type || name->empty() || !isIdentifier(*name))
       return fail("parameter " + llvm::Twine(i) + " has no name or type");
-    KernelAbi::Param param{name->str(), type->str()};
+    KernelAbi::Param param{*name, *type};
     // The PTX's view of it (Param::ptxSignature).
     if (param.ptxSignature().empty() || param.ptxSignature() != a.signature[i])
       return fail("parameter '" + *name + "' is " + *type + ", the PTX's " +
@@ -474,11 +495,13 @@ static llvm::Error readAbi(const json::Object &abi, KernelArtifacts &a) {
   }
   if (grid->size() != 3)
     return fail("the grid has " + llvm::Twine(grid->size()) + " extents");
-  for (const json::Value &v : *grid) {
-    std::optional<llvm::StringRef> extent = v.getAsString();
+  for (const Json &v : *grid) {
+    std::optional<std::string> extent;
+    if (v.is_string())
+      extent = v.get<std::string>();
     int64_t constant = 0;
-    if (extent && !extent->getAsInteger(10, constant) && constant >= 0 &&
-        constant <= INT32_MAX) {
+    if (extent && !llvm::StringRef(*extent).getAsInteger(10, constant) &&
+        constant >= 0 && constant <= INT32_MAX) {
       out.grid.push_back(-1 - int(constant));
       continue;
     }
@@ -551,36 +574,34 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
       return r; // no group file: not an entry yet
     return bad(why);
   }
-  llvm::Expected<json::Value> group = parseJson(*groupText);
+  llvm::Expected<Json> group = parseJsonDocument(*groupText);
   if (!group)
     return bad("the group file is not JSON (" + takeMessage(group.takeError()) +
                ")");
-  const json::Object *children =
-      group->getAsObject() ? group->getAsObject()->getObject("child_paths")
-                           : nullptr;
+  const Json *children = member(&*group, "child_paths");
   std::string metadataName = (name + ".json").str();
-  if (!children || !children->get(metadataName))
+  if (!member(children, metadataName.c_str()))
     return bad("the group file does not list " + metadataName);
 
   llvm::Expected<std::string> metadataText =
       read(metadataName, limits::kMetadataBytes);
   if (!metadataText)
     return bad(takeMessage(metadataText.takeError()));
-  llvm::Expected<json::Value> parsed = parseJson(*metadataText);
-  if (!parsed || !parsed->getAsObject()) {
+  llvm::Expected<Json> parsed = parseJsonDocument(*metadataText);
+  if (!parsed || !parsed->is_object()) {
     std::string why = parsed ? "" : " (" + takeMessage(parsed.takeError()) + ")";
     return bad(metadataName + " is not a JSON object" + why);
   }
-  json::Object &m = *parsed->getAsObject();
-  const json::Object *kvarn = m.getObject("kvarn");
-  if (!kvarn)
+  Json &m = *parsed;
+  const Json *kvarn = member(&m, "kvarn");
+  if (!kvarn || !kvarn->is_object())
     return bad(metadataName + " has no 'kvarn' section (not kvarn's)");
-  auto str = [](const json::Object *o, llvm::StringRef field) {
-    std::optional<llvm::StringRef> s = o ? o->getString(field) : std::nullopt;
-    return s ? s->str() : std::string();
+  auto str = [](const Json *o, const char *field) {
+    return stringOf(o, field).value_or("");
   };
-  auto integer = [](const json::Object *o, llvm::StringRef field) {
-    std::optional<int64_t> i = o ? o->getInteger(field) : std::nullopt;
+  auto integer = [](const Json *o, const char *field) {
+    const Json *v = member(o, field);
+    std::optional<int64_t> i = v ? jsonInteger(*v) : std::nullopt;
     return i ? *i : int64_t(-1);
   };
   const CompilerIdentity &id = compilerIdentity();
@@ -612,14 +633,14 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
                            bytes.size()));
                      }())
     return bad("the metadata's hash does not match the entry's key");
-  const json::Object *files = kvarn->getObject("files");
-  if (!files)
+  const Json *files = member(kvarn, "files");
+  if (!files || !files->is_object())
     return bad(metadataName + " lists no files");
 
   KernelArtifacts &a = r.artifacts;
   auto loadFile = [&](llvm::StringRef file, std::string *into) -> bool {
-    const json::Object *sum = files->getObject(file);
-    if (!sum) {
+    const Json *sum = member(files, file.str().c_str());
+    if (!sum || !sum->is_object()) {
       bad(metadataName + " has no checksum for " + file);
       return false;
     }
@@ -660,10 +681,11 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   std::string ptxName = (name + ".ptx").str(), cubinName = (name + ".cubin").str();
   if (!loadFile(ptxName, &a.ptx))
     return r;
-  if (files->get(cubinName) && !loadFile(cubinName, &a.cubin))
+  if (member(files, cubinName.c_str()) && !loadFile(cubinName, &a.cubin))
     return r;
-  for (const auto &[file, sum] : *files)
-    if (file != ptxName && file != cubinName && !loadFile(file, nullptr))
+  for (const auto &item : files->items())
+    if (item.key() != ptxName && item.key() != cubinName &&
+        !loadFile(item.key(), nullptr))
       return r;
 
   a.name = name.str();
@@ -676,7 +698,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   int64_t warps = integer(&m, "num_warps"), shared = integer(&m, "shared");
   int64_t args = integer(kvarn, "num_args");
   int64_t programs = 1; // absent in entries older than the field
-  if (kvarn->get("programs_per_cta"))
+  if (member(kvarn, "programs_per_cta"))
     programs = integer(kvarn, "programs_per_cta");
   if (warps < 1 || warps > 32 || shared < 0 || shared > (1 << 20) ||
       a.chip.empty() || args < 0 || args > 1024)
@@ -693,12 +715,12 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   a.numArgs = int(args);
   a.programsPerCta = int(programs);
   a.ctasPerSM = int(ctas);
-  if (const json::Array *sig = kvarn->getArray("signature"))
-    for (const json::Value &t : *sig)
-      if (std::optional<llvm::StringRef> s = t.getAsString())
-        a.signature.push_back(s->str());
-  if (std::optional<double> s = kvarn->getNumber("compile_seconds"))
-    a.compileSeconds = *s;
+  if (const Json *sig = member(kvarn, "signature"); sig && sig->is_array())
+    for (const Json &t : *sig)
+      if (t.is_string())
+        a.signature.push_back(t.get<std::string>());
+  if (const Json *s = member(kvarn, "compile_seconds"); s && s->is_number())
+    a.compileSeconds = s->get<double>();
   // What the verified PTX says must agree with the metadata.
   if (int64_t threads = maxThreadsOf(a.ptx, name);
       threads && threads != warps * 32)
@@ -709,7 +731,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
                " CTAs per SM, the PTX's .minnctapersm " + llvm::Twine(minCtas));
   if (a.signature != signatureFromPtx(a.ptx, name))
     return bad(metadataName + "'s signature is not the PTX's");
-  if (const json::Object *abi = kvarn->getObject("abi")) {
+  if (const Json *abi = member(kvarn, "abi")) {
     if (llvm::Error err = readAbi(*abi, a))
       return bad(metadataName + "'s abi: " + llvm::toString(std::move(err)));
   }
@@ -964,16 +986,20 @@ DiskEntry describe(const EntryScan &s) {
   return e;
 }
 
-void fillFrom(DiskEntry &e, const json::Object &m) {
-  if (const json::Object *k = m.getObject("kvarn")) {
-    e.preset = k->getString("preset").value_or("").str();
-    e.chip = k->getString("chip").value_or("").str();
-    e.headDim = int(std::clamp<int64_t>(k->getInteger("head_dim").value_or(0),
-                                        INT32_MIN, INT32_MAX));
-    e.gqa = int(std::clamp<int64_t>(k->getInteger("gqa").value_or(0),
-                                    INT32_MIN, INT32_MAX));
-    e.dtype = k->getString("dtype").value_or("f16").str();
-  }
+void fillFrom(DiskEntry &e, const Json &m) {
+  const Json *k = member(&m, "kvarn");
+  if (!k || !k->is_object())
+    return;
+  auto integer = [&](const char *field) {
+    const Json *v = member(k, field);
+    std::optional<int64_t> i = v ? jsonInteger(*v) : std::nullopt;
+    return int(std::clamp<int64_t>(i.value_or(0), INT32_MIN, INT32_MAX));
+  };
+  e.preset = stringOf(k, "preset").value_or("");
+  e.chip = stringOf(k, "chip").value_or("");
+  e.headDim = integer("head_dim");
+  e.gqa = integer("gqa");
+  e.dtype = stringOf(k, "dtype").value_or("f16");
 }
 } // namespace
 
@@ -1002,9 +1028,8 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
       if (llvm::Expected<std::string> text = readRegularFile(
               joinPath(s.directory, s.name + ".json"),
               ReadOptions{limits::kMetadataBytes, /*noFollow=*/true})) {
-        if (llvm::Expected<json::Value> v = parseJson(*text)) {
-          if (const json::Object *o = v->getAsObject())
-            fillFrom(e, *o);
+        if (llvm::Expected<Json> v = parseJsonDocument(*text)) {
+          fillFrom(e, *v);
         } else {
           llvm::consumeError(v.takeError());
         }

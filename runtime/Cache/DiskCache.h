@@ -12,7 +12,7 @@
 
 #include "kvarn/Runtime/KernelCache.h"
 
-#include "llvm/Support/JSON.h"
+#include <nlohmann/json.hpp>
 
 namespace kvarn::cache {
 
@@ -54,7 +54,7 @@ struct EntryRead {
   enum Status { Missing, Ok, Bad } status = Missing;
   std::string problem; // for Bad
   KernelArtifacts artifacts;
-  llvm::json::Object metadata;
+  nlohmann::json metadata; // the metadata object, as read
 };
 
 /// Reads the entry of kernel `name` in `dir`. Checks the group file, the
@@ -76,7 +76,7 @@ struct EntryFile {
 /// entry's lock.
 llvm::Error writeEntry(const EntryDir &dir, llvm::StringRef name,
                        const std::vector<EntryFile> &files,
-                       llvm::json::Object metadata, std::string &metadataText);
+                       nlohmann::json metadata, std::string &metadataText);
 
 /// Writes `contents` to `file` in `dir` through a temporary file and a
 /// rename; never through a link.
@@ -89,12 +89,13 @@ void hideEntry(const EntryDir &dir, llvm::StringRef name);
 /// Marks the entry used now (the group file's mtime), for LRU eviction.
 void touchEntry(llvm::StringRef dir, llvm::StringRef name);
 
-/// The metadata's checksum of itself: xxh3 of its compact JSON without the
-/// field `kvarn.metadata_xxh3`, which holds it. Every field a launch uses
-/// is covered.
-std::string metadataChecksum(const llvm::json::Object &metadata);
+/// The metadata's checksum of itself: xxh3 of its compact JSON (keys
+/// sorted, as nlohmann::json keeps them) without the field
+/// `kvarn.metadata_xxh3`, which holds it. Every field a launch uses is
+/// covered.
+std::string metadataChecksum(const nlohmann::json &metadata);
 /// Sets `kvarn.metadata_xxh3`.
-void sealMetadata(llvm::json::Object &metadata);
+void sealMetadata(nlohmann::json &metadata);
 
 /// An exclusive lock on `<name>.lock` in `dir` (flock), released in the
 /// destructor or when the process dies, so a crashed compiler never leaves
@@ -114,10 +115,9 @@ private:
 
 /// Triton's metadata fields and kvarn's, for `artifacts` compiled from
 /// `request` under `key`.
-llvm::json::Object buildMetadata(const KernelArtifacts &artifacts,
-                                 const KernelRequest &request,
-                                 const CacheKey &key,
-                                 llvm::StringRef cubinMaker);
+nlohmann::json buildMetadata(const KernelArtifacts &artifacts,
+                             const KernelRequest &request, const CacheKey &key,
+                             llvm::StringRef cubinMaker);
 
 /// The PTX entry's parameter types, Triton-style, without the trailing
 /// scratch pointers.

@@ -386,7 +386,7 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   files.push_back(EntryFile{name + ".ptx", a.ptx});
   if (!a.cubin.empty())
     files.push_back(EntryFile{name + ".cubin", a.cubin});
-  llvm::json::Object metadata = buildMetadata(a, request, key, cubinMaker);
+  nlohmann::json metadata = buildMetadata(a, request, key, cubinMaker);
   if (llvm::Error err = writeEntry(*claim.dir, name, files, std::move(metadata),
                                    a.metadataJson)) {
     // The kernel is good; only the disk level failed.

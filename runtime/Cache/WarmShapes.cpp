@@ -14,8 +14,6 @@
 #include "llvm/ADT/StringExtras.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
 using namespace kvarn;
 using Json = nlohmann::json;
@@ -31,25 +29,6 @@ std::vector<std::string> libraryKernels() {
   return names;
 }
 
-/// `v` as an integer: an integer, or a number with an integral value that
-/// fits in int64 (128.0), as JSON writers may give it.
-std::optional<int64_t> integerOf(const Json &v) {
-  if (v.is_number_integer() && !v.is_number_unsigned())
-    return v.get<int64_t>();
-  if (v.is_number_unsigned()) {
-    uint64_t u = v.get<uint64_t>();
-    if (u <= uint64_t(std::numeric_limits<int64_t>::max()))
-      return int64_t(u);
-    return std::nullopt;
-  }
-  if (v.is_number_float()) {
-    double d = v.get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && d >= -0x1p63 && d < 0x1p63)
-      return int64_t(d);
-  }
-  return std::nullopt;
-}
-
 /// The member `field` of object `o`, or null.
 const Json *member(const Json &o, const char *field) {
   auto it = o.find(field);
@@ -60,7 +39,7 @@ const Json *member(const Json &o, const char *field) {
 llvm::Expected<std::string> archOf(const Json &v) {
   if (v.is_string())
     return v.get_ref<const std::string &>();
-  if (std::optional<int64_t> n = integerOf(v); n && *n > 0 && *n < 1000)
+  if (std::optional<int64_t> n = jsonInteger(v); n && *n > 0 && *n < 1000)
     return "sm_" + std::to_string(*n);
   return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                    "'arch' must be a string (\"sm_90\") or a number (90)");
@@ -113,7 +92,7 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
     }
     const Json *headDimValue = member(shape, "head_dim");
     std::optional<int64_t> headDim =
-        headDimValue ? integerOf(*headDimValue) : std::nullopt;
+        headDimValue ? jsonInteger(*headDimValue) : std::nullopt;
     if (!headDim)
       return bad("needs an integer 'head_dim'");
     spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
@@ -129,11 +108,11 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
     std::vector<int64_t> gqas = {1};
     if (const Json *g = member(shape, "gqa")) {
       gqas.clear();
-      if (std::optional<int64_t> one = integerOf(*g))
+      if (std::optional<int64_t> one = jsonInteger(*g))
         gqas.push_back(*one);
       else if (g->is_array())
         for (const Json &v : *g) {
-          std::optional<int64_t> each = integerOf(v);
+          std::optional<int64_t> each = jsonInteger(v);
           if (!each)
             return bad("'gqa' must be an integer or a list of integers");
           gqas.push_back(*each);

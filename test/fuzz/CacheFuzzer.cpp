@@ -152,10 +152,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::string groupPath = fixture->entry + "/__grp__tiny.json";
   if (mode == 1) {
     // Sealed: what a tool that rewrites the metadata consistently makes.
-    llvm::Expected<llvm::json::Value> v = parseJson(text);
-    if (v && v->getAsObject() && v->getAsObject()->getObject("kvarn")) {
-      cache::sealMetadata(*v->getAsObject());
-      text = llvm::formatv("{0}", *v).str();
+    llvm::Expected<nlohmann::json> v = parseJsonDocument(text);
+    if (v && v->is_object() && v->contains("kvarn")) {
+      cache::sealMetadata(*v);
+      text = v->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } else if (!v) {
       llvm::consumeError(v.takeError());
     }

@@ -12,11 +12,10 @@
 
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
-#include "llvm/Support/JSON.h"
-
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace kvarn {
@@ -50,18 +49,18 @@ llvm::Expected<std::string> readRegularFile(llvm::StringRef path,
                                             const ReadOptions &options,
                                             int dirFd = -100 /*AT_FDCWD*/);
 
-/// JSON of at most `maxDepth` nested arrays and objects, parsed. Deeper
-/// text is refused before parsing (llvm::json::parse recurses per level).
-llvm::Expected<llvm::json::Value>
-parseJson(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
-
-/// parseJson's document as nlohmann::json, the JSON of the runtime core (no
-/// LLVM): the same depth limit; never throws (kvarn builds without
+/// JSON of at most `maxDepth` nested arrays and objects, parsed (deeper
+/// text is refused before parsing) as nlohmann::json, kvarn's JSON where
+/// the runtime core reads it (no LLVM). Never throws (kvarn builds without
 /// exceptions, where nlohmann would abort): a malformed text is an error
 /// with nlohmann's message. Readers check each value's type before they
 /// take it (nlohmann aborts on a wrong get<>() here too).
 llvm::Expected<nlohmann::json>
 parseJsonDocument(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
+
+/// `v` as an integer: an integer, or a number with an integral value that
+/// fits in int64 (128.0), as JSON writers may give it; else nothing.
+std::optional<int64_t> jsonInteger(const nlohmann::json &v);
 
 /// How deep `text`'s arrays and objects nest, counting brackets outside
 /// strings; stops counting past `stopAt`.
