@@ -95,7 +95,9 @@ llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
         compileAndLoad(ctx->context, kernelName(kind), specialization);
     if (!k)
       return withContext(k.takeError(),
-                         llvm::formatv("compiling '{0}' for {1}",
+                         llvm::formatv("{0} '{1}' for {2}",
+                                       linkedCompiler() ? "compiling"
+                                                        : "loading",
                                        kernelName(kind),
                                        specialization.describe())
                              .str());
