@@ -4,18 +4,22 @@
 
 #include "Internal.h"
 
-#include "llvm/ADT/SmallString.h"
-#include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/FileUtilities.h"
-#include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
-#include "llvm/Support/Regex.h"
+#include "kvarn/Support/FileIO.h"
 
+#include "llvm/ADT/StringExtras.h"
+
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <map>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
 
 using namespace kvarn;
 using namespace kvarn::cuda;
@@ -26,12 +30,31 @@ using namespace kvarn::cuda;
 
 /// The integer before `suffix` in `line` ("40 registers" -> 40), or -1.
 static int64_t figureBefore(llvm::StringRef line, llvm::StringRef suffix) {
-  llvm::Regex pattern(("([0-9]+) " + suffix).str());
-  llvm::SmallVector<llvm::StringRef, 2> match;
+  size_t at = line.find((" " + suffix).str());
+  if (at == llvm::StringRef::npos)
+    return -1;
+  llvm::StringRef before = line.take_front(at);
+  size_t last = before.find_last_not_of("0123456789");
+  llvm::StringRef digits =
+      last == llvm::StringRef::npos ? before : before.drop_front(last + 1);
   int64_t value = -1;
-  if (pattern.match(line, &match))
-    llvm::to_integer(match[1], value, 10);
+  if (digits.empty() || digits.getAsInteger(10, value))
+    return -1;
   return value;
+}
+
+/// The text between `open` and the next `close` after it in `line`, or
+/// nothing when `line` lacks either.
+static std::optional<llvm::StringRef>
+between(llvm::StringRef line, llvm::StringRef open, llvm::StringRef close) {
+  size_t from = line.find(open);
+  if (from == llvm::StringRef::npos)
+    return std::nullopt;
+  llvm::StringRef rest = line.drop_front(from + open.size());
+  size_t to = rest.find(close);
+  if (to == llvm::StringRef::npos)
+    return std::nullopt;
+  return rest.take_front(to);
 }
 
 // ptxas -v (CUDA 13) writes, per entry function:
@@ -43,29 +66,36 @@ static int64_t figureBefore(llvm::StringRef line, llvm::StringRef suffix) {
 std::vector<KernelResources> cuda::parseAssemblerLog(llvm::StringRef log) {
   std::vector<KernelResources> kernels;
   std::map<std::string, size_t> indexByName;
-  llvm::Regex entryPattern("Compiling entry function '([^']+)' for '([^']+)'");
-  llvm::Regex propertiesPattern("Function properties for ([^ ]+)");
   KernelResources *current = nullptr;     // the entry being compiled
   KernelResources *propertiesOf = nullptr; // whose "stack frame" line is next
 
   llvm::SmallVector<llvm::StringRef, 0> lines;
   log.split(lines, '\n');
   for (llvm::StringRef line : lines) {
-    llvm::SmallVector<llvm::StringRef, 3> match;
-    if (entryPattern.match(line, &match)) {
-      std::string name = match[1].str();
+    std::optional<llvm::StringRef> entry =
+        between(line, "Compiling entry function '", "'");
+    std::optional<llvm::StringRef> entryArch =
+        entry ? between(line, "' for '", "'") : std::nullopt;
+    if (entry && !entry->empty() && entryArch && !entryArch->empty()) {
+      std::string name = entry->str();
       auto [it, inserted] = indexByName.try_emplace(name, kernels.size());
       if (inserted) {
         kernels.push_back({});
         kernels.back().name = name;
       }
       current = &kernels[it->second];
-      current->arch = match[2].str();
+      current->arch = entryArch->str();
       propertiesOf = nullptr;
       continue;
     }
-    if (propertiesPattern.match(line, &match)) {
-      auto it = indexByName.find(match[1].trim().str());
+    if (size_t at = line.find("Function properties for ");
+        at != llvm::StringRef::npos &&
+        line.size() > at + strlen("Function properties for ")) {
+      llvm::StringRef name =
+          line.drop_front(at + strlen("Function properties for "))
+              .take_until([](char c) { return c == ' '; })
+              .trim();
+      auto it = indexByName.find(name.str());
       propertiesOf = it == indexByName.end() ? nullptr : &kernels[it->second];
       continue;
     }
@@ -140,6 +170,28 @@ llvm::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
 // ptxas
 //===----------------------------------------------------------------------===//
 
+/// An executable regular file (or a link to one) at `path`.
+static bool isExecutableFile(const std::string &path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+         ::access(path.c_str(), X_OK) == 0;
+}
+
+/// `program` in a directory of $PATH, as a shell would find it.
+static std::optional<std::string> findOnPath(const char *program) {
+  const char *path = std::getenv("PATH");
+  if (!path)
+    return std::nullopt;
+  llvm::SmallVector<llvm::StringRef, 16> dirs;
+  llvm::StringRef(path).split(dirs, ':');
+  for (llvm::StringRef dir : dirs) {
+    std::string candidate = (dir.empty() ? "." : dir.str()) + "/" + program;
+    if (isExecutableFile(candidate))
+      return candidate;
+  }
+  return std::nullopt;
+}
+
 std::vector<std::string> cuda::ptxasCandidates() {
   std::vector<std::string> candidates;
   if (const char *explicitPath = std::getenv("KVARN_PTXAS");
@@ -152,8 +204,7 @@ std::vector<std::string> cuda::ptxasCandidates() {
   candidates.push_back(KVARN_CUDA_TOOLKIT_DIR "/bin/ptxas");
 #endif
   candidates.push_back("/usr/local/cuda/bin/ptxas");
-  if (llvm::ErrorOr<std::string> onPath =
-          llvm::sys::findProgramByName("ptxas"))
+  if (std::optional<std::string> onPath = findOnPath("ptxas"))
     candidates.push_back(*onPath);
   return candidates;
 }
@@ -161,10 +212,7 @@ std::vector<std::string> cuda::ptxasCandidates() {
 llvm::Expected<std::string>
 cuda::findPtxas(const std::vector<std::string> &candidates,
                 std::string *warning) {
-  auto usable = [](const std::string &path) {
-    return llvm::sys::fs::can_execute(path) &&
-           !llvm::sys::fs::is_directory(path);
-  };
+  auto usable = [](const std::string &path) { return isExecutableFile(path); };
   const char *explicitPath = std::getenv("KVARN_PTXAS");
   std::string ignored;
   if (explicitPath && *explicitPath && !usable(explicitPath))
@@ -189,32 +237,94 @@ cuda::findPtxas(const std::vector<std::string> &candidates,
 }
 
 namespace {
-/// A temporary file, removed when this goes out of scope.
+/// A temporary file ($TMPDIR, else /tmp), removed when this goes out of
+/// scope.
 struct TemporaryFile {
-  llvm::SmallString<128> path;
-  std::optional<llvm::FileRemover> remover;
+  std::string path;
+  ~TemporaryFile() {
+    if (!path.empty())
+      ::unlink(path.c_str());
+  }
 
   static llvm::Expected<std::unique_ptr<TemporaryFile>>
   create(llvm::StringRef suffix) {
+    const char *dir = std::getenv("TMPDIR");
+    std::string name = std::string(dir && *dir ? dir : "/tmp") +
+                       "/kvarn-ptxas-XXXXXX." + suffix.str();
+    int fd = ::mkstemps(name.data(), int(suffix.size()) + 1);
+    if (fd < 0)
+      return makeError(KVARN_ERROR_IO,
+                       "cannot create a temporary .{0} file: {1}", suffix,
+                       std::strerror(errno));
+    ::close(fd);
     auto file = std::make_unique<TemporaryFile>();
-    if (std::error_code ec = llvm::sys::fs::createTemporaryFile(
-            "kvarn-ptxas", suffix, file->path))
-      return makeError(KVARN_ERROR_IO, "cannot create a temporary .{0} file: {1}",
-                       suffix, ec.message());
-    file->remover.emplace(file->path);
+    file->path = std::move(name);
     return std::move(file);
   }
 };
+
+/// Writes all of `bytes` to `path` (created or truncated).
+llvm::Error writeWholeFile(const std::string &path, llvm::StringRef bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+  if (fd < 0)
+    return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}", path,
+                     std::strerror(errno));
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}", path,
+                       std::strerror(err));
+    }
+    done += size_t(n);
+  }
+  if (::close(fd) != 0)
+    return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}", path,
+                     std::strerror(errno));
+  return llvm::Error::success();
+}
+
+/// Runs `args` (args[0] the program's path) with stdin from /dev/null and
+/// stdout and stderr to `logPath`; its exit code, or an error when it
+/// could not be started or did not exit normally.
+llvm::Expected<int> runProgram(const std::vector<std::string> &args,
+                               const std::string &logPath) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, logPath.c_str(),
+                                   O_WRONLY | O_TRUNC, 0);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char *> argv;
+  for (const std::string &a : args)
+    argv.push_back(const_cast<char *>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(),
+                          environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0)
+    return makeError(KVARN_ERROR_IO, "cannot run {0}: {1}", args[0],
+                     std::strerror(err));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      return makeError(KVARN_ERROR_IO, "waiting for {0}: {1}", args[0],
+                       std::strerror(errno));
+  if (WIFSIGNALED(status))
+    return makeError(KVARN_ERROR_COMPILE, "{0} was killed by signal {1}",
+                     args[0], WTERMSIG(status));
+  return WEXITSTATUS(status);
+}
 } // namespace
 
-static llvm::Expected<std::string> readWholeFile(llvm::StringRef path) {
-  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> buffer =
-      llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                  /*RequiresNullTerminator=*/false);
-  if (!buffer)
-    return makeError(KVARN_ERROR_IO, "cannot read {0}: {1}", path,
-                     buffer.getError().message());
-  return (*buffer)->getBuffer().str();
+static llvm::Expected<std::string> readWholeFile(const std::string &path) {
+  // A cubin or a log of any size ptxas writes; the bound only keeps a
+  // runaway file from exhausting memory.
+  return readRegularFile(path, ReadOptions{limits::kEntryFileBytes});
 }
 
 llvm::Expected<CubinImage> cuda::assembleWithPtxas(llvm::StringRef ptx,
@@ -236,43 +346,32 @@ llvm::Expected<CubinImage> cuda::assembleWithPtxas(llvm::StringRef ptx,
   auto log = TemporaryFile::create("log");
   if (!log)
     return log.takeError();
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os((*input)->path, ec);
-    if (ec)
-      return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}",
-                       (*input)->path, ec.message());
-    os << ptx;
-  }
+  if (llvm::Error err = writeWholeFile((*input)->path, ptx))
+    return std::move(err);
 
-  std::string arch = "-arch=" + options.arch;
-  std::string optLevel = "-O" + std::to_string(options.optimizationLevel);
-  llvm::SmallVector<llvm::StringRef, 12> args = {
-      ptxas, arch, optLevel, "-v", "-o", (*output)->path, (*input)->path};
+  // ptxas writes both its -v figures and its errors to stderr; stdout goes
+  // to the same log so nothing it says is lost.
+  std::vector<std::string> args = {
+      ptxas,
+      "-arch=" + options.arch,
+      "-O" + std::to_string(options.optimizationLevel),
+      "-v",
+      "-o",
+      (*output)->path,
+      (*input)->path};
   for (const std::string &extra : options.extraArguments)
     args.push_back(extra);
-  // ptxas writes both its -v figures and its errors to stderr; keep stdout in
-  // the same log so nothing it says is lost.
-  std::optional<llvm::StringRef> redirects[] = {
-      llvm::StringRef(""), llvm::StringRef((*log)->path),
-      llvm::StringRef((*log)->path)};
-  std::string launchError;
-  bool launchFailed = false;
-  int exitCode = llvm::sys::ExecuteAndWait(
-      ptxas, args, /*Env=*/std::nullopt, redirects, /*SecondsToWait=*/0,
-      /*MemoryLimit=*/0, &launchError, &launchFailed);
-  if (launchFailed)
-    return makeError(KVARN_ERROR_IO, "cannot run {0}: {1}", ptxas,
-                     launchError);
+  llvm::Expected<int> exitCode = runProgram(args, (*log)->path);
+  if (!exitCode)
+    return exitCode.takeError();
 
   llvm::Expected<std::string> logText = readWholeFile((*log)->path);
   if (!logText)
     return logText.takeError();
-  if (exitCode != 0)
-    return makeError(KVARN_ERROR_COMPILE, "ptxas failed for {0} (exit {1}{2}): {3}",
-                     options.arch, exitCode,
-                     launchError.empty() ? "" : ", " + launchError,
-                     llvm::StringRef(*logText).trim());
+  if (*exitCode != 0)
+    return makeError(KVARN_ERROR_COMPILE,
+                     "ptxas failed for {0} (exit {1}): {2}", options.arch,
+                     *exitCode, llvm::StringRef(*logText).trim());
 
   llvm::Expected<std::string> cubin = readWholeFile((*output)->path);
   if (!cubin)

@@ -173,3 +173,24 @@ std::optional<int64_t> kvarn::jsonInteger(const nlohmann::json &v) {
   }
   return std::nullopt;
 }
+
+std::string kvarn::joinPath(llvm::StringRef dir, llvm::StringRef file) {
+  if (dir.empty())
+    return file.str();
+  return dir.ends_with("/") ? (dir + file).str() : (dir + "/" + file).str();
+}
+
+llvm::StringRef kvarn::baseName(llvm::StringRef path) {
+  path = path.rtrim('/');
+  size_t slash = path.rfind('/');
+  return slash == llvm::StringRef::npos ? path : path.drop_front(slash + 1);
+}
+
+llvm::StringRef kvarn::parentPath(llvm::StringRef path) {
+  llvm::StringRef trimmed = path.rtrim('/');
+  size_t slash = trimmed.rfind('/');
+  if (slash == llvm::StringRef::npos)
+    return "";
+  llvm::StringRef parent = trimmed.take_front(slash).rtrim('/');
+  return parent.empty() ? path.take_front(1) : parent;
+}

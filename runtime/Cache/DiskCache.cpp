@@ -15,10 +15,6 @@
 #include "kvarn/Support/FileIO.h"
 
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/Chrono.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Path.h"
-#include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
 
@@ -29,13 +25,13 @@
 #include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
+#include <filesystem>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 using namespace kvarn;
 using namespace kvarn::cache;
-namespace fs = llvm::sys::fs;
 using Json = nlohmann::json;
 
 // 2: the metadata carries its own checksum (kvarn.metadata_xxh3).
@@ -43,12 +39,6 @@ static constexpr int kMetadataFormat = 2;
 
 std::string cache::groupFileName(llvm::StringRef name) {
   return ("__grp__" + name + ".json").str();
-}
-
-static std::string joinPath(llvm::StringRef dir, llvm::StringRef file) {
-  llvm::SmallString<256> path(dir);
-  llvm::sys::path::append(path, file);
-  return path.str().str();
 }
 
 static std::string checksum(llvm::StringRef bytes) {
@@ -93,8 +83,12 @@ llvm::Expected<EntryDir> EntryDir::open(const std::string &path, bool create,
   };
   if (create) {
     // The root may be a link (a user's choice); the entry may not.
-    llvm::StringRef root = llvm::sys::path::parent_path(path);
-    if (std::error_code ec = fs::create_directories(root))
+    // Something already there is left to the mkdir below to report.
+    std::string root = parentPath(path).str();
+    std::error_code ec;
+    if (!root.empty() && !std::filesystem::exists(root, ec) && !ec)
+      std::filesystem::create_directories(root, ec);
+    if (ec)
       return fail(ec.value(), "cannot create the cache directory '" + root +
                                   "': " + ec.message());
     if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
@@ -624,7 +618,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
     return bad("the metadata names kernel '" + str(&m, "name") + "'");
   std::string hash = str(&m, "hash");
   if (expectedHash ? hash != *expectedHash
-                   : llvm::sys::path::filename(dirPath) != [&] {
+                   : baseName(dirPath) != [&] {
                        std::string bytes;
                        if (!llvm::tryGetFromHex(hash, bytes))
                          return std::string();
@@ -690,7 +684,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
 
   a.name = name.str();
   a.hash = hash;
-  a.key = llvm::sys::path::filename(dirPath).str();
+  a.key = baseName(dirPath).str();
   a.directory = dirPath.str();
   a.chip = str(kvarn, "chip");
   a.ptxVersion = int(std::clamp<int64_t>(integer(kvarn, "ptx_version"), -1, 1000));

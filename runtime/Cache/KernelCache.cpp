@@ -8,10 +8,9 @@
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/PtxAssembler.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/FileIO.h"
 
 #include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Path.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "llvm/ADT/StringMap.h"
@@ -86,15 +85,10 @@ CacheOptions CacheOptions::fromEnvironment() {
   if (dir) {
     o.directory = llvm::StringRef(dir) == "off" ? "" : dir;
   } else {
-    llvm::SmallString<256> home;
-    if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
-      home = xdg;
-      llvm::sys::path::append(home, "kvarn");
-    } else if (const char *h = std::getenv("HOME"); h && *h) {
-      home = h;
-      llvm::sys::path::append(home, ".cache", "kvarn");
-    }
-    o.directory = home.str().str();
+    if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+      o.directory = joinPath(xdg, "kvarn");
+    else if (const char *h = std::getenv("HOME"); h && *h)
+      o.directory = joinPath(joinPath(h, ".cache"), "kvarn");
   }
   const char *always = std::getenv("KVARN_ALWAYS_COMPILE");
   o.alwaysCompile = always && *always && llvm::StringRef(always) != "0";
@@ -454,9 +448,7 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
   const std::string &name = request.kernel;
   std::string dir; // empty: no disk level
   if (!opts.directory.empty()) {
-    llvm::SmallString<256> path(opts.directory);
-    llvm::sys::path::append(path, key->directory);
-    dir = path.str().str();
+    dir = joinPath(opts.directory, key->directory);
   }
   if (!linkedCompiler())
     return serveCachedOnly(request, options, *key, dir, context);

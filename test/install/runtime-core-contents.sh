@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What the runtime core (libkvarn_runtime.so, issue 15 item 5) is made of,
 # against libkvarn.so: the same exported C API; no MLIR, none of LLVM's IR,
-# code generator or MC layer, and not LLVM's JSON (nlohmann/json reads the
-# cache's files; of LLVM only the Support library's errors, strings and
-# files remain, hidden); a few MiB; and no shared library beyond the C and
-# C++ runtimes.
+# code generator or MC layer, not LLVM's JSON (nlohmann/json reads the
+# cache's files), regular expressions, paths, temporary files or process
+# launching (POSIX does: ptxas runs through posix_spawn); of LLVM only the
+# Support library's errors, strings, formatting and hashes remain, hidden;
+# a few MiB; and no shared library beyond the C and C++ runtimes.
 #
 #   runtime-core-contents.sh LIBKVARN_RUNTIME LIBKVARN
 set -euo pipefail
@@ -22,7 +23,7 @@ echo "exports: $(exports "$core" | wc -l) symbols, as libkvarn.so"
 
 # Symbol names of what a compiler would bring (from the static symbol table:
 # the C API is all that is exported).
-forbidden='mlir::|llvm::(Module|LLVMContext|Function|Instruction|TargetMachine|MCContext|MCStreamer|legacy::|NVPTX|PassBuilder|json::)\b'
+forbidden='mlir::|llvm::(Module|LLVMContext|Function|Instruction|TargetMachine|MCContext|MCStreamer|legacy::|NVPTX|PassBuilder|json::|Regex|MemoryBuffer|sys::path::|sys::ExecuteAndWait|sys::fs::create)\b'
 found=$(nm -C "$core" | grep -cE "$forbidden" || true)
 [ "$found" = 0 ] || { fail "$found compiler symbols:"; nm -C "$core" | grep -E "$forbidden" | head; }
 [ "$(nm -C "$jit" | grep -cE "$forbidden" || true)" -gt 0 ] ||

@@ -49,6 +49,15 @@ llvm::Expected<std::string> readRegularFile(llvm::StringRef path,
                                             const ReadOptions &options,
                                             int dirFd = -100 /*AT_FDCWD*/);
 
+/// `dir`/`file`, one '/' between them (just `file` when `dir` is empty).
+std::string joinPath(llvm::StringRef dir, llvm::StringRef file);
+
+/// The last component of `path` ("a/b/" -> "b"), or "" for "/" and "".
+llvm::StringRef baseName(llvm::StringRef path);
+
+/// `path` without its last component ("a/b" -> "a", "/b" -> "/", "b" -> "").
+llvm::StringRef parentPath(llvm::StringRef path);
+
 /// JSON of at most `maxDepth` nested arrays and objects, parsed (deeper
 /// text is refused before parsing) as nlohmann::json, kvarn's JSON where
 /// the runtime core reads it (no LLVM). Never throws (kvarn builds without
