@@ -16,13 +16,13 @@
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/Hash.h"
 #include "kvarn/Version.h"
 
 #include "KernelCacheBuildId.inc" // KVARN_COMPILER_BUILD_ID
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
-#include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
@@ -152,7 +152,7 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   }
 
   // Length-prefixed fields, so no two lists serialize alike.
-  llvm::SHA256 sha;
+  Sha256 sha;
   for (const auto &[name, value] : key.fields) {
     std::string header = name;
     header.push_back('\0');

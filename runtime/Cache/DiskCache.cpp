@@ -13,10 +13,10 @@
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/FileIO.h"
+#include "kvarn/Support/Hash.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/raw_ostream.h"
-#include "llvm/Support/xxhash.h"
 
 #include <algorithm>
 #include <atomic>
@@ -42,7 +42,7 @@ std::string cache::groupFileName(llvm::StringRef name) {
 }
 
 static std::string checksum(llvm::StringRef bytes) {
-  return llvm::utohexstr(llvm::xxh3_64bits(bytes), /*LowerCase=*/true, 16);
+  return llvm::utohexstr(xxh3_64(bytes), /*LowerCase=*/true, 16);
 }
 
 //===----------------------------------------------------------------------===//
