@@ -37,7 +37,9 @@
 #include <random>
 #include <set>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <thread>
+#include <unistd.h>
 #include <utime.h>
 
 using namespace kvarn;
@@ -1029,6 +1031,98 @@ TEST(KernelCache, CompilesOnThreadsAndOncePerKernel) {
   EXPECT_EQ(cache.cache->stats().compiled, 4u);
   EXPECT_EQ(cache.cache->stats().diskHits + cache.cache->stats().memoryHits,
             3u);
+}
+
+// Several processes on one cache directory at once, as a host with one
+// serving process per GPU has (issue 19): each asks for the same kernels,
+// released together. Each entry's lock lets exactly one process compile it;
+// the others wait and find it on disk; every entry checks out afterwards
+// and no temporary is left.
+TEST(KernelCache, ProcessesShareOneDirectory) {
+  TempDir dir;
+  constexpr int kProcesses = 6;
+  std::vector<KernelRequest> requests = {
+      tiny(kTinySource + std::string("// p0\n")),
+      tiny(kTinySource + std::string("// p1\n")),
+      {"append", {}, "", ""}};
+  int go[2], report[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(report), 0);
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcesses; ++p) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // The child: wait for the start, then one byte per request: 'C'
+      // compiled, 'D' disk hit, 'M' memory hit, 'E' failed.
+      ::close(go[1]);
+      ::close(report[0]);
+      char start;
+      bool started = ::read(go[0], &start, 1) == 0; // the parent closed it
+      TestCache cache(dir.path);
+      // Child p starts at request p: the processes contend on every entry
+      // at once, not one entry after another.
+      std::string outcomes(requests.size(), '?');
+      for (size_t k = 0; k < requests.size(); ++k) {
+        size_t r = (size_t(p) + k) % requests.size();
+        llvm::Expected<CacheResult> result =
+            cache.cache->getOrCompile(requests[r], sm90());
+        if (!result) {
+          llvm::consumeError(result.takeError());
+          outcomes[r] = 'E';
+          continue;
+        }
+        outcomes[r] = result->outcome == CacheOutcome::Compiled  ? 'C'
+                      : result->outcome == CacheOutcome::DiskHit ? 'D'
+                                                                 : 'M';
+      }
+      bool wrote = ::write(report[1], outcomes.data(), outcomes.size()) ==
+                   ssize_t(outcomes.size());
+      ::_exit(started && wrote && cache.warnings.empty() ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  ::close(go[0]);
+  ::close(report[1]);
+  ::close(go[1]); // every child starts now
+  std::string all;
+  char buffer[64];
+  for (ssize_t n; (n = ::read(report[0], buffer, sizeof buffer)) > 0;)
+    all.append(buffer, size_t(n));
+  ::close(report[0]);
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "a child failed or warned (status " << status << ")";
+  }
+  // Writes of a few bytes to a pipe are atomic: one record per child.
+  std::fprintf(stderr,
+               "[ outcomes ] %s (each process's requests in request order)\n",
+               all.c_str());
+  ASSERT_EQ(all.size(), size_t(kProcesses) * requests.size()) << all;
+  EXPECT_EQ(std::count(all.begin(), all.end(), 'E'), 0) << all;
+  EXPECT_EQ(std::count(all.begin(), all.end(), 'C'), long(requests.size()))
+      << "one compilation per kernel, whatever the order: " << all;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    int compiled = 0;
+    for (int p = 0; p < kProcesses; ++p)
+      compiled += all[p * requests.size() + r] == 'C';
+    EXPECT_EQ(compiled, 1) << requests[r].kernel << " " << r << ": " << all;
+  }
+  llvm::Expected<std::vector<DiskEntry>> entries =
+      listDiskCache(dir.path, /*verify=*/true);
+  ASSERT_TRUE(bool(entries)) << llvm::toString(entries.takeError());
+  EXPECT_EQ(entries->size(), requests.size());
+  for (const DiskEntry &e : *entries) {
+    EXPECT_TRUE(e.complete) << e.directory;
+    EXPECT_EQ(e.problem, "") << e.directory;
+  }
+  std::error_code ec;
+  for (llvm::sys::fs::recursive_directory_iterator it(dir.path, ec), end;
+       it != end && !ec; it.increment(ec))
+    EXPECT_EQ(llvm::StringRef(it->path()).find(".tmp."), llvm::StringRef::npos)
+        << it->path();
 }
 
 TEST(KernelCache, WorksWithoutADiskLevel) {
