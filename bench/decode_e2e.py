@@ -22,15 +22,26 @@ every full block but the sink is a record); its contents do not change
 the timing. kvarn's bf16 activations are converted to fp16 at the pool's
 boundary (the managed pool takes fp16; docs/pytorch.md). The fp16 side's
 cache is 16-bit (bf16 here, the model's dtype: the same bytes as fp16).
+
+--tp N runs the same over N GPUs, one process each (issue 19): attention
+heads, the MLP's intermediate features and the vocabulary split Megatron's
+way (QKV, gate/up and the head by columns; o_proj and down by rows, their
+partial sums all-reduced over NCCL, NVLink multicast off), each rank with
+its share of the KV heads in its own cache and a budget of --budget-gb per
+GPU. Rank 0 prints; tokens/s are the batch's, every rank serving all of it.
 """
 
 import argparse
 import json
 import math
+import os
+import socket
 import sys
 import time
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -46,11 +57,19 @@ PRESET = "kvarn_k4v2_g128"
 
 
 class Shapes:
-    def __init__(self, name, layers=None):
+    """The model's shapes, or one tensor-parallel rank's share of them
+    (heads, intermediate features and vocabulary divided by `tp`)."""
+
+    def __init__(self, name, layers=None, tp=1):
         (self.layers, self.hidden, self.hq, self.hk, self.d, self.inter,
          self.vocab) = MODELS[name]
         if layers:
             self.layers = layers
+        if self.hk % tp or self.inter % tp or self.vocab % tp:
+            raise SystemExit("decode_e2e: --tp %d does not divide %s's KV "
+                             "heads, MLP or vocabulary" % (tp, name))
+        self.hq, self.hk = self.hq // tp, self.hk // tp
+        self.inter, self.vocab = self.inter // tp, self.vocab // tp
         self.name = name
 
 
@@ -77,8 +96,16 @@ def rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), -1)
 
 
+def all_reduce(t):
+    """The sum over the tensor-parallel ranks (none: t itself)."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
 def step(s, w, x, pos, attend):
-    """One decode step for the batch: x [B, hidden] -> logits [B, vocab].
+    """One decode step for the batch: x [B, hidden] -> logits [B, vocab]
+    (this rank's share of the vocabulary).
     attend(layer, q [B, Hq, D], k [B, Hk, D], v [B, Hk, D]) -> [B, Hq, D]."""
     b = x.shape[0]
     inv = 1.0 / (10000.0 ** (torch.arange(0, s.d, 2, device=x.device) / s.d))
@@ -92,10 +119,10 @@ def step(s, w, x, pos, attend):
         q = rope(q.view(b, s.hq, s.d), cos, sin)
         k = rope(k.view(b, s.hk, s.d), cos, sin)
         a = attend(layer, q, k, v.reshape(b, s.hk, s.d))
-        x = x + a.reshape(b, -1) @ w.o.T
+        x = x + all_reduce(a.reshape(b, -1) @ w.o.T)
         h = rms(x, w.norm)
         g, u = (h @ w.gate_up.T).chunk(2, -1)
-        x = x + (F.silu(g) * u) @ w.down.T
+        x = x + all_reduce((F.silu(g) * u) @ w.down.T)
     return rms(x, w.norm) @ w.head.T
 
 
@@ -207,52 +234,87 @@ def run_kvarn(s, w, batch, plan, context, steps, warmup, dev):
     return t
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=sorted(MODELS), default="llama-3.1-8b")
-    p.add_argument("--layers", type=int, default=0,
-                   help="override the layer count (a reduced run)")
-    p.add_argument("--context", type=int, default=16384)
-    p.add_argument("--budget-gb", type=float, default=60.0)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--max-batch", type=int, default=0,
-                   help="cap both batches (a reduced run)")
-    p.add_argument("--json", default="")
-    a = p.parse_args()
-    dev = torch.device("cuda", 0)
-    s = Shapes(a.model, a.layers)
+def run(a, rank=0):
+    """Plans and times both caches on GPU `rank`; rank 0 reports."""
+    dev = torch.device("cuda", rank)
+    torch.cuda.set_device(dev)
+    s = Shapes(a.model, a.layers, a.tp)
     budget = int(a.budget_gb * 1e9)
     w = Weights(s, dev)
     b16 = fp16_batch(s, a.context + a.steps + a.warmup, budget)
     bkv, plan = kvarn_batch(s, a.context + a.steps + a.warmup, budget)
     if a.max_batch:
         b16, bkv = min(b16, a.max_batch), min(bkv, a.max_batch)
-    row = dict(model=s.name, layers=s.layers, context=a.context,
+    report = rank == 0
+    row = dict(model=s.name, layers=s.layers, context=a.context, tp=a.tp,
                budget_gb=a.budget_gb, gpu=torch.cuda.get_device_name(dev),
                fp16_batch=b16, kvarn_batch=bkv,
                capacity_ratio=bkv / b16 if b16 else float("inf"))
-    print("%s (%d layers), %d context, %.0f GB KV budget: batch %d (16-bit "
-          "K/V) vs %d (kvarn k4v2), capacity %.2fx"
-          % (s.name, s.layers, a.context, a.budget_gb, b16, bkv,
-             row["capacity_ratio"]), flush=True)
+    if report:
+        print("%s (%d layers, TP %d), %d context, %.0f GB KV budget per GPU: "
+              "batch %d (16-bit K/V) vs %d (kvarn k4v2), capacity %.2fx"
+              % (s.name, s.layers, a.tp, a.context, a.budget_gb, b16, bkv,
+                 row["capacity_ratio"]), flush=True)
     if b16:
         t = run_fp16(s, w, b16, a.context, a.steps, a.warmup, dev)
         row.update(fp16_ms=t * 1e3, fp16_tok_s=b16 / t)
-        print("  SDPA  batch %4d: %.2f ms/step, %.0f tokens/s"
-              % (b16, t * 1e3, b16 / t), flush=True)
+        if report:
+            print("  SDPA  batch %4d: %.2f ms/step, %.0f tokens/s"
+                  % (b16, t * 1e3, b16 / t), flush=True)
         torch.cuda.empty_cache()
     if bkv:
         t = run_kvarn(s, w, bkv, plan, a.context, a.steps, a.warmup, dev)
         row.update(kvarn_ms=t * 1e3, kvarn_tok_s=bkv / t)
-        print("  kvarn batch %4d: %.2f ms/step, %.0f tokens/s"
-              % (bkv, t * 1e3, bkv / t), flush=True)
+        if report:
+            print("  kvarn batch %4d: %.2f ms/step, %.0f tokens/s"
+                  % (bkv, t * 1e3, bkv / t), flush=True)
     if "fp16_tok_s" in row and "kvarn_tok_s" in row:
         row["throughput_ratio"] = row["kvarn_tok_s"] / row["fp16_tok_s"]
-        print("  kvarn / SDPA tokens/s: %.2fx" % row["throughput_ratio"])
-    if a.json:
+        if report:
+            print("  kvarn / SDPA tokens/s: %.2fx" % row["throughput_ratio"])
+    if report and a.json:
         with open(a.json, "w") as f:
             json.dump(row, f, indent=1)
+
+
+def tp_worker(rank, a, port):
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port,
+                            rank=rank, world_size=a.tp)
+    try:
+        run(a, rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="llama-3.1-8b")
+    p.add_argument("--layers", type=int, default=0,
+                   help="override the layer count (a reduced run)")
+    p.add_argument("--context", type=int, default=16384)
+    p.add_argument("--budget-gb", type=float, default=60.0,
+                   help="KV-cache budget per GPU")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--max-batch", type=int, default=0,
+                   help="cap both batches (a reduced run)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel ranks, one GPU and process each")
+    p.add_argument("--json", default="")
+    a = p.parse_args()
+    if a.tp == 1:
+        run(a)
+        return 0
+    if torch.cuda.device_count() < a.tp:
+        print("decode_e2e: --tp %d needs %d GPUs, this machine has %d: skipped"
+              % (a.tp, a.tp, torch.cuda.device_count()))
+        return 77
+    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # multicast stays off
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(tp_worker, args=(a, port), nprocs=a.tp, join=True)
     return 0
 
 
