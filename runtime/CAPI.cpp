@@ -283,6 +283,31 @@ kvarn_status_t kvarn_capacity_plan(const char *preset, int32_t head_dim,
   });
 }
 
+kvarn_status_t kvarn_mla_capacity_plan(const char *preset, int32_t kv_lora_rank,
+                                       int32_t rope_dim, int32_t num_layers,
+                                       int64_t budget_bytes,
+                                       int64_t concurrent_requests,
+                                       int64_t pool_slots,
+                                       kvarn_capacity_t *out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_mla_capacity_plan", preset);
+    KVARN_REQUIRE("kvarn_mla_capacity_plan", out);
+    llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
+    if (!p)
+      return p.takeError();
+    llvm::Expected<MlaRecordLayout> l =
+        MlaRecordLayout::get(**p, kv_lora_rank, rope_dim);
+    if (!l)
+      return l.takeError();
+    llvm::Expected<pool::Capacity> c = pool::planMlaCapacity(
+        *l, num_layers, budget_bytes, concurrent_requests, pool_slots);
+    if (!c)
+      return c.takeError();
+    *out = toC(*c);
+    return llvm::Error::success();
+  });
+}
+
 //===----------------------------------------------------------------------===//
 // Contexts and kernels
 //===----------------------------------------------------------------------===//

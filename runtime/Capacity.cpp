@@ -63,6 +63,60 @@ std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests)
   return *two + concurrentRequests / 8 + (concurrentRequests % 8 != 0);
 }
 
+llvm::Expected<Capacity>
+kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
+                             int64_t budgetBytes, int64_t concurrentRequests,
+                             int64_t numPoolSlots) {
+  if (numLayers <= 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "capacity: layers ({0}) must be positive", numLayers);
+  if (budgetBytes <= 0 || concurrentRequests < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "capacity: the budget ({0} bytes) must be positive and "
+                     "the request count ({1}) not negative",
+                     budgetBytes, concurrentRequests);
+  if (numPoolSlots < 0) {
+    // A tail per request, no sink; one per eight more.
+    if (concurrentRequests > INT64_MAX - (concurrentRequests / 8 + 1))
+      return tooLarge("the default pool slots of " +
+                      llvm::Twine(concurrentRequests) + " requests");
+    numPoolSlots = concurrentRequests + concurrentRequests / 8 +
+                   (concurrentRequests % 8 != 0);
+  }
+  int64_t rowBytes = int64_t(layout.kvLoraRank + layout.ropeDim) * 2;
+  std::optional<int64_t> blockBytes =
+      checkedProduct({numLayers, layout.recordBytes});
+  std::optional<int64_t> slotBytes =
+      checkedProduct({numLayers, layout.group, rowBytes});
+  std::optional<int64_t> poolBytes =
+      slotBytes ? checkedProduct({numPoolSlots, *slotBytes}) : std::nullopt;
+  // Every live request holds at least one block.
+  std::optional<int64_t> firstBlocks =
+      blockBytes ? checkedProduct(
+                       {std::max<int64_t>(concurrentRequests, 1), *blockBytes})
+                 : std::nullopt;
+  int64_t left = poolBytes ? budgetBytes - *poolBytes : -1;
+  if (!blockBytes || !slotBytes || !poolBytes || !firstBlocks ||
+      left < *firstBlocks)
+    return makeError(KVARN_ERROR_OUT_OF_MEMORY,
+                     "capacity: {0} bytes do not hold {1} pool slots ({2} "
+                     "bytes each) and a block for each of {3} requests ({4} "
+                     "bytes each)",
+                     budgetBytes, numPoolSlots, slotBytes.value_or(-1),
+                     concurrentRequests, blockBytes.value_or(-1));
+  Capacity c;
+  c.numBlocks = std::min<int64_t>(left / *blockBytes, INT32_MAX / layout.group);
+  c.numPoolSlots = numPoolSlots;
+  c.tokens = c.numBlocks * layout.group;
+  c.usedBytes = c.numBlocks * *blockBytes + *poolBytes;
+  c.recordBytesPerToken = double(layout.recordBytes) / layout.group;
+  c.bytesPerToken = double(c.usedBytes) / (double(c.tokens) * numLayers);
+  std::optional<int64_t> fp16PerToken = checkedProduct({numLayers, rowBytes});
+  c.fp16Tokens = fp16PerToken ? budgetBytes / *fp16PerToken : 0;
+  c.ratioVsFp16 = double(c.tokens) / double(c.fp16Tokens);
+  return c;
+}
+
 llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
                                                    const ModelShape &model,
                                                    int64_t budgetBytes,

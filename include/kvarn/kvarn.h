@@ -183,6 +183,19 @@ KVARN_API kvarn_status_t kvarn_capacity_plan(
     int32_t num_kv_heads, int64_t budget_bytes, int64_t concurrent_requests,
     int64_t pool_slots, kvarn_capacity_t *out);
 
+/* What a memory budget holds for num_layers MLA layers of `preset`: each
+ * layer one latent "KV head", its blocks' records and fp16 tail slots
+ * [pool_slots, block, kv_lora_rank + rope_dim] (no sink block; pool_slots
+ * < 0: one per concurrent request and one per eight more), against the same
+ * latent and rope keys in 16 bits (fp16_tokens, ratio_vs_fp16). Per-token
+ * figures count one layer's latent (record_bytes_per_token) or everything
+ * (bytes_per_token, per layer). The plan of the MLA pool to come: nothing
+ * runs MLA yet. */
+KVARN_API kvarn_status_t kvarn_mla_capacity_plan(
+    const char *preset, int32_t kv_lora_rank, int32_t rope_dim,
+    int32_t num_layers, int64_t budget_bytes, int64_t concurrent_requests,
+    int64_t pool_slots, kvarn_capacity_t *out);
+
 /*===----------------------------------------------------------------------===*
  * Contexts and kernels: launches on buffers the caller owns.
  *

@@ -41,6 +41,7 @@ from ._api import (  # noqa: F401
     can_compile,
     cuda_available,
     library,
+    mla_capacity_plan,
     mla_presets,
     mla_record_layout,
     presets,

@@ -266,6 +266,8 @@ _SIGNATURES = {
                                 POINTER(MlaRecordLayout)),
     "kvarn_can_compile": (),
     "kvarn_cuda_available": (POINTER(c_int),),
+    "kvarn_mla_capacity_plan": (c_char_p, c_int32, c_int32, c_int32, c_int64,
+                                c_int64, c_int64, POINTER(Capacity)),
     "kvarn_cache_shape": (c_char_p, c_int32, c_int32, c_int64, c_int64,
                           POINTER(CacheShape)),
     "kvarn_decode_split_scratch_bytes": (c_int32, c_int32, c_int32, c_int32,
@@ -340,6 +342,8 @@ _PARAMS = {
     "kvarn_mla_record_layout": "preset kv_lora_rank rope_dim out",
     "kvarn_can_compile": "",
     "kvarn_cuda_available": "device_count",
+    "kvarn_mla_capacity_plan": ("preset kv_lora_rank rope_dim num_layers "
+        "budget_bytes concurrent_requests pool_slots out"),
     "kvarn_cache_shape": ("preset head_dim num_kv_heads num_blocks "
         "pool_slots out"),
     "kvarn_decode_split_scratch_bytes": ("batch num_kv_heads gqa head_dim "
@@ -495,6 +499,18 @@ def mla_record_layout(preset="kvarn_mla_k4_g128", kv_lora_rank=512,
     kernel runs MLA yet)."""
     out = MlaRecordLayout()
     _call("kvarn_mla_record_layout", _bytes(preset), kv_lora_rank, rope_dim,
+          byref(out))
+    return out
+
+
+def mla_capacity_plan(kv_lora_rank, rope_dim, num_layers, budget_bytes,
+                      concurrent_requests, pool_slots=-1,
+                      preset="kvarn_mla_k4_g128"):
+    """What a budget holds for MLA layers (kvarn_mla_capacity_plan: the plan
+    of the MLA pool to come; nothing runs MLA yet)."""
+    out = Capacity()
+    _call("kvarn_mla_capacity_plan", _bytes(preset), kv_lora_rank, rope_dim,
+          num_layers, budget_bytes, concurrent_requests, pool_slots,
           byref(out))
     return out
 

@@ -160,6 +160,18 @@ class PackageTest(unittest.TestCase):
             kvarn.mla_record_layout("kvarn_k4v2_g128", 512, 64)
         self.assertEqual(e.exception.status, "KVARN_ERROR_UNKNOWN_PRESET")
 
+    def test_mla_capacity_plan(self):
+        # DeepSeek-V2-Lite's latent over 27 layers, 10 GB, 16 requests.
+        c = kvarn.mla_capacity_plan(512, 64, 27, 10 * 10**9, 16)
+        self.assertEqual(c.pool_slots, 18)
+        self.assertEqual(c.record_bytes_per_token, 402.0)
+        self.assertEqual(c.fp16_tokens, 10 * 10**9 // (27 * 1152))
+        self.assertGreater(c.ratio_vs_fp16, 2.8)
+        self.assertLess(c.ratio_vs_fp16, 1152 / 402)
+        with self.assertRaises(kvarn.KvarnError) as e:
+            kvarn.mla_capacity_plan(512, 64, 27, 1 << 20, 16)
+        self.assertEqual(e.exception.status, "KVARN_ERROR_OUT_OF_MEMORY")
+
     def test_can_compile_says_which_library_this_is(self):
         expected = os.environ.get("KVARN_EXPECT_CAN_COMPILE")
         if expected is None:

@@ -92,6 +92,61 @@ TEST(CAPI, MlaPresetsAndLayouts) {
   EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0);
 }
 
+TEST(CAPI, MlaCapacityPlan) {
+  // DeepSeek-V2-Lite's latent (R 512, rope 64) over 27 layers, 10 GB, 16
+  // requests; the sizes from the format, not from the library.
+  const int64_t layers = 27, budget = 10'000'000'000LL, requests = 16;
+  const int64_t record = 128 * 512 / 2 + 4 * 512 + 2 * 128 + 2 * 128 * 64;
+  const int64_t slot = layers * 128 * (512 + 64) * 2;
+  const int64_t slots = requests + 2; // a tail each, one per eight more
+  const int64_t blocks = (budget - slots * slot) / (layers * record);
+  kvarn_capacity_t c;
+  ASSERT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, layers,
+                                    budget, requests, -1, &c),
+            KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_EQ(c.pool_slots, slots);
+  EXPECT_EQ(c.num_blocks, blocks);
+  EXPECT_EQ(c.tokens, blocks * 128);
+  EXPECT_EQ(c.used_bytes, blocks * layers * record + slots * slot);
+  EXPECT_LE(c.used_bytes, budget);
+  EXPECT_DOUBLE_EQ(c.record_bytes_per_token, 402.0);
+  EXPECT_EQ(c.fp16_tokens, budget / (layers * 1152));
+  EXPECT_NEAR(c.ratio_vs_fp16,
+              double(blocks * 128) / (budget / (layers * 1152)), 1e-12);
+  EXPECT_GT(c.ratio_vs_fp16, 2.8); // 1152 / 402 = 2.87 less the tails
+  // An explicit slot count is taken as given.
+  ASSERT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, layers,
+                                    budget, requests, 5, &c),
+            KVARN_OK);
+  EXPECT_EQ(c.pool_slots, 5);
+  EXPECT_EQ(c.num_blocks, (budget - 5 * slot) / (layers * record));
+
+  kvarn_capacity_t untouched = c;
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_k4v2_g128", 512, 64, layers, budget,
+                                    requests, -1, &c),
+            KVARN_ERROR_UNKNOWN_PRESET);
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 500, 64, layers,
+                                    budget, requests, -1, &c),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, 0, budget,
+                                    requests, -1, &c),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, layers,
+                                    1 << 20, requests, -1, &c),
+            KVARN_ERROR_OUT_OF_MEMORY);
+  EXPECT_NE(std::string(kvarn_last_error()).find("pool slots"),
+            std::string::npos)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, layers,
+                                    budget, -1, -1, &c),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_mla_capacity_plan("kvarn_mla_k4_g128", 512, 64, layers,
+                                    budget, requests, -1, nullptr),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::memcmp(&c, &untouched, sizeof c), 0);
+}
+
 // KvarnCAPITests links libkvarn.so, KvarnCAPIRuntimeCoreTests the runtime
 // core (test/unit/CMakeLists.txt says which through this macro).
 TEST(CAPI, CanCompileSaysWhichLibraryThisIs) {

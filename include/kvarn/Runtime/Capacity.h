@@ -10,6 +10,7 @@
 #ifndef KVARN_RUNTIME_CAPACITY_H
 #define KVARN_RUNTIME_CAPACITY_H
 
+#include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/RecordLayout.h"
 
 #include "llvm/ADT/ArrayRef.h"
@@ -74,6 +75,19 @@ llvm::Expected<Capacity> planCapacity(const RecordLayout &layout,
 /// requests for blocks that fill during a step and wait for its flush;
 /// nullopt when that overflows int64.
 std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests);
+
+/// The capacity of a budget for `numLayers` MLA layers (docs/kvarn.md, "MLA
+/// records"): each layer one latent "KV head", its blocks' records
+/// [blocks, record] and fp16 tail slots [slots, G, kv_lora_rank +
+/// rope_dim] (the latent rotated, the rope keys as is); no sink block, so
+/// the default is one slot per request (its partial tail) plus one per
+/// eight for blocks that fill during a step and wait for its flush. The
+/// fp16 comparison is the same latent and rope keys in 16 bits. The plan of
+/// the MLA pool to come (no kernel or pool runs MLA yet).
+llvm::Expected<Capacity> planMlaCapacity(const MlaRecordLayout &layout,
+                                         int32_t numLayers, int64_t budgetBytes,
+                                         int64_t concurrentRequests,
+                                         int64_t numPoolSlots = -1);
 
 /// What a layer of a mixed pool keeps (kvarn.h, kvarn_layer_kind_t).
 enum class LayerKind : int32_t { Kvarn = 0, Fp16 = 1, Absent = 2 };
