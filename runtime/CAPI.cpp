@@ -89,6 +89,14 @@ static llvm::Expected<RecordLayout> layoutFor(const char *preset,
   return RecordLayout::get(**p, headDim);
 }
 
+static llvm::Expected<MlaRecordLayout>
+mlaLayoutFor(const char *preset, int32_t kvLoraRank, int32_t ropeDim) {
+  llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
+  if (!p)
+    return p.takeError();
+  return MlaRecordLayout::get(**p, kvLoraRank, ropeDim);
+}
+
 static kvarn_capacity_t toC(const pool::Capacity &c) {
   return {c.numBlocks,       c.numPoolSlots,  c.tokens,
           c.usedBytes,       c.recordBytesPerToken, c.bytesPerToken,
@@ -189,11 +197,8 @@ kvarn_status_t kvarn_mla_record_layout(const char *preset, int32_t kv_lora_rank,
   return guarded([&]() -> llvm::Error {
     KVARN_REQUIRE("kvarn_mla_record_layout", preset);
     KVARN_REQUIRE("kvarn_mla_record_layout", out);
-    llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
-    if (!p)
-      return p.takeError();
     llvm::Expected<MlaRecordLayout> l =
-        MlaRecordLayout::get(**p, kv_lora_rank, rope_dim);
+        mlaLayoutFor(preset, kv_lora_rank, rope_dim);
     if (!l)
       return l.takeError();
     *out = {l->kvLoraRank,    l->ropeDim, l->group,      l->bits,
@@ -292,11 +297,8 @@ kvarn_status_t kvarn_mla_capacity_plan(const char *preset, int32_t kv_lora_rank,
   return guarded([&]() -> llvm::Error {
     KVARN_REQUIRE("kvarn_mla_capacity_plan", preset);
     KVARN_REQUIRE("kvarn_mla_capacity_plan", out);
-    llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
-    if (!p)
-      return p.takeError();
     llvm::Expected<MlaRecordLayout> l =
-        MlaRecordLayout::get(**p, kv_lora_rank, rope_dim);
+        mlaLayoutFor(preset, kv_lora_rank, rope_dim);
     if (!l)
       return l.takeError();
     llvm::Expected<pool::Capacity> c = pool::planMlaCapacity(

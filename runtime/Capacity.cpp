@@ -56,6 +56,16 @@ llvm::Expected<PoolBytes> kvarn::pool::poolBytes(const RecordLayout &layout,
   return b;
 }
 
+/// A plan's budget and request count: positive and not negative.
+static llvm::Error checkBudget(int64_t budgetBytes, int64_t concurrentRequests) {
+  if (budgetBytes <= 0 || concurrentRequests < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "capacity: the budget ({0} bytes) must be positive and "
+                     "the request count ({1}) not negative",
+                     budgetBytes, concurrentRequests);
+  return llvm::Error::success();
+}
+
 std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests) {
   std::optional<int64_t> two = checkedProduct({2, concurrentRequests});
   if (!two || *two > INT64_MAX - (concurrentRequests / 8 + 1))
@@ -70,11 +80,8 @@ kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
   if (numLayers <= 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: layers ({0}) must be positive", numLayers);
-  if (budgetBytes <= 0 || concurrentRequests < 0)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "capacity: the budget ({0} bytes) must be positive and "
-                     "the request count ({1}) not negative",
-                     budgetBytes, concurrentRequests);
+  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+    return std::move(err);
   if (numPoolSlots < 0) {
     // A tail per request, no sink; one per eight more.
     if (concurrentRequests > INT64_MAX - (concurrentRequests / 8 + 1))
@@ -131,11 +138,8 @@ llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: head_dim {0} does not match the layout's {1}",
                      model.headDim, layout.headDim);
-  if (budgetBytes <= 0 || concurrentRequests < 0)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "capacity: the budget ({0} bytes) must be positive and "
-                     "the request count ({1}) not negative",
-                     budgetBytes, concurrentRequests);
+  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+    return std::move(err);
   if (numPoolSlots < 0) {
     std::optional<int64_t> slots = defaultPoolSlots(concurrentRequests);
     if (!slots)
@@ -312,11 +316,8 @@ kvarn::pool::planCapacity(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
                           int32_t headDim, int32_t blockSize,
                           int64_t budgetBytes, int64_t concurrentRequests,
                           int64_t numPoolSlots) {
-  if (budgetBytes <= 0 || concurrentRequests < 0)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "capacity: the budget ({0} bytes) must be positive and "
-                     "the request count ({1}) not negative",
-                     budgetBytes, concurrentRequests);
+  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+    return std::move(err);
   if (numPoolSlots < 0) {
     std::optional<int64_t> slots = defaultPoolSlots(concurrentRequests);
     if (!slots)
