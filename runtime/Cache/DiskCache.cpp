@@ -34,8 +34,10 @@ using namespace kvarn;
 using namespace kvarn::cache;
 using Json = nlohmann::json;
 
-// 2: the metadata carries its own checksum (kvarn.metadata_xxh3).
-static constexpr int kMetadataFormat = 2;
+// 2: the metadata carries its own checksum (kvarn.metadata_xxh3); 3: that
+// checksum is over nlohmann/json's compact text (2's was llvm::json's, which
+// spells some numbers otherwise: a format-2 entry is stale, not edited).
+static constexpr int kMetadataFormat = 3;
 
 std::string cache::groupFileName(llvm::StringRef name) {
   return ("__grp__" + name + ".json").str();
