@@ -66,11 +66,12 @@ static llvm::Error checkBudget(int64_t budgetBytes, int64_t concurrentRequests) 
   return llvm::Error::success();
 }
 
-std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests) {
-  std::optional<int64_t> two = checkedProduct({2, concurrentRequests});
-  if (!two || *two > INT64_MAX - (concurrentRequests / 8 + 1))
+std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests,
+                                                     int64_t perRequest) {
+  std::optional<int64_t> own = checkedProduct({perRequest, concurrentRequests});
+  if (!own || *own > INT64_MAX - (concurrentRequests / 8 + 1))
     return std::nullopt;
-  return *two + concurrentRequests / 8 + (concurrentRequests % 8 != 0);
+  return *own + concurrentRequests / 8 + (concurrentRequests % 8 != 0);
 }
 
 llvm::Expected<Capacity>
@@ -83,12 +84,13 @@ kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
   if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
     return std::move(err);
   if (numPoolSlots < 0) {
-    // A tail per request, no sink; one per eight more.
-    if (concurrentRequests > INT64_MAX - (concurrentRequests / 8 + 1))
+    // A tail per request, no sink.
+    std::optional<int64_t> slots =
+        defaultPoolSlots(concurrentRequests, /*perRequest=*/1);
+    if (!slots)
       return tooLarge("the default pool slots of " +
                       llvm::Twine(concurrentRequests) + " requests");
-    numPoolSlots = concurrentRequests + concurrentRequests / 8 +
-                   (concurrentRequests % 8 != 0);
+    numPoolSlots = *slots;
   }
   int64_t rowBytes = int64_t(layout.kvLoraRank + layout.ropeDim) * 2;
   std::optional<int64_t> blockBytes =

@@ -194,3 +194,11 @@ llvm::StringRef kvarn::parentPath(llvm::StringRef path) {
   llvm::StringRef parent = trimmed.take_front(slash).rtrim('/');
   return parent.empty() ? path.take_front(1) : parent;
 }
+
+const nlohmann::json *kvarn::jsonMember(const nlohmann::json *o,
+                                        const char *field) {
+  if (!o || !o->is_object())
+    return nullptr;
+  auto it = o->find(field);
+  return it == o->end() ? nullptr : &*it;
+}

@@ -447,17 +447,9 @@ static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
 /// The metadata's "abi" into `a.abi`, checked against `a.signature` (the
 /// PTX's parameters): one typed, named parameter each, and a grid of three
 /// integer parameters or constants.
-/// Member `field` of `o` when `o` is an object that has it; else null.
-static const Json *member(const Json *o, const char *field) {
-  if (!o || !o->is_object())
-    return nullptr;
-  auto it = o->find(field);
-  return it == o->end() ? nullptr : &*it;
-}
-
 /// The string `field` of `o`, or nothing.
 static std::optional<std::string> stringOf(const Json *o, const char *field) {
-  const Json *v = member(o, field);
+  const Json *v = jsonMember(o, field);
   if (!v || !v->is_string())
     return std::nullopt;
   return v->get<std::string>();
@@ -468,8 +460,8 @@ static llvm::Error readAbi(const Json &abi, KernelArtifacts &a) {
     return llvm::createStringError(
         std::make_error_code(std::errc::invalid_argument), why.str().c_str());
   };
-  const Json *params = member(&abi, "params");
-  const Json *grid = member(&abi, "grid");
+  const Json *params = jsonMember(&abi, "params");
+  const Json *grid = jsonMember(&abi, "grid");
   if (!params || !grid || !params->is_array() || !grid->is_array())
     return fail("no params or grid");
   if (params->size() != a.signature.size())
@@ -574,9 +566,9 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   if (!group)
     return bad("the group file is not JSON (" + takeMessage(group.takeError()) +
                ")");
-  const Json *children = member(&*group, "child_paths");
+  const Json *children = jsonMember(&*group, "child_paths");
   std::string metadataName = (name + ".json").str();
-  if (!member(children, metadataName.c_str()))
+  if (!jsonMember(children, metadataName.c_str()))
     return bad("the group file does not list " + metadataName);
 
   llvm::Expected<std::string> metadataText =
@@ -589,14 +581,14 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
     return bad(metadataName + " is not a JSON object" + why);
   }
   Json &m = *parsed;
-  const Json *kvarn = member(&m, "kvarn");
+  const Json *kvarn = jsonMember(&m, "kvarn");
   if (!kvarn || !kvarn->is_object())
     return bad(metadataName + " has no 'kvarn' section (not kvarn's)");
   auto str = [](const Json *o, const char *field) {
     return stringOf(o, field).value_or("");
   };
   auto integer = [](const Json *o, const char *field) {
-    const Json *v = member(o, field);
+    const Json *v = jsonMember(o, field);
     std::optional<int64_t> i = v ? jsonInteger(*v) : std::nullopt;
     return i ? *i : int64_t(-1);
   };
@@ -629,13 +621,13 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
                            bytes.size()));
                      }())
     return bad("the metadata's hash does not match the entry's key");
-  const Json *files = member(kvarn, "files");
+  const Json *files = jsonMember(kvarn, "files");
   if (!files || !files->is_object())
     return bad(metadataName + " lists no files");
 
   KernelArtifacts &a = r.artifacts;
   auto loadFile = [&](llvm::StringRef file, std::string *into) -> bool {
-    const Json *sum = member(files, file.str().c_str());
+    const Json *sum = jsonMember(files, file.str().c_str());
     if (!sum || !sum->is_object()) {
       bad(metadataName + " has no checksum for " + file);
       return false;
@@ -677,7 +669,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   std::string ptxName = (name + ".ptx").str(), cubinName = (name + ".cubin").str();
   if (!loadFile(ptxName, &a.ptx))
     return r;
-  if (member(files, cubinName.c_str()) && !loadFile(cubinName, &a.cubin))
+  if (jsonMember(files, cubinName.c_str()) && !loadFile(cubinName, &a.cubin))
     return r;
   for (const auto &item : files->items())
     if (item.key() != ptxName && item.key() != cubinName &&
@@ -694,7 +686,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   int64_t warps = integer(&m, "num_warps"), shared = integer(&m, "shared");
   int64_t args = integer(kvarn, "num_args");
   int64_t programs = 1; // absent in entries older than the field
-  if (member(kvarn, "programs_per_cta"))
+  if (jsonMember(kvarn, "programs_per_cta"))
     programs = integer(kvarn, "programs_per_cta");
   if (warps < 1 || warps > 32 || shared < 0 || shared > (1 << 20) ||
       a.chip.empty() || args < 0 || args > 1024)
@@ -711,11 +703,11 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   a.numArgs = int(args);
   a.programsPerCta = int(programs);
   a.ctasPerSM = int(ctas);
-  if (const Json *sig = member(kvarn, "signature"); sig && sig->is_array())
+  if (const Json *sig = jsonMember(kvarn, "signature"); sig && sig->is_array())
     for (const Json &t : *sig)
       if (t.is_string())
         a.signature.push_back(t.get<std::string>());
-  if (const Json *s = member(kvarn, "compile_seconds"); s && s->is_number())
+  if (const Json *s = jsonMember(kvarn, "compile_seconds"); s && s->is_number())
     a.compileSeconds = s->get<double>();
   // What the verified PTX says must agree with the metadata.
   if (int64_t threads = maxThreadsOf(a.ptx, name);
@@ -727,7 +719,7 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
                " CTAs per SM, the PTX's .minnctapersm " + llvm::Twine(minCtas));
   if (a.signature != signatureFromPtx(a.ptx, name))
     return bad(metadataName + "'s signature is not the PTX's");
-  if (const Json *abi = member(kvarn, "abi")) {
+  if (const Json *abi = jsonMember(kvarn, "abi")) {
     if (llvm::Error err = readAbi(*abi, a))
       return bad(metadataName + "'s abi: " + llvm::toString(std::move(err)));
   }
@@ -983,11 +975,11 @@ DiskEntry describe(const EntryScan &s) {
 }
 
 void fillFrom(DiskEntry &e, const Json &m) {
-  const Json *k = member(&m, "kvarn");
+  const Json *k = jsonMember(&m, "kvarn");
   if (!k || !k->is_object())
     return;
   auto integer = [&](const char *field) {
-    const Json *v = member(k, field);
+    const Json *v = jsonMember(k, field);
     std::optional<int64_t> i = v ? jsonInteger(*v) : std::nullopt;
     return int(std::clamp<int64_t>(i.value_or(0), INT32_MIN, INT32_MAX));
   };

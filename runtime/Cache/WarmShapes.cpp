@@ -29,12 +29,6 @@ std::vector<std::string> libraryKernels() {
   return names;
 }
 
-/// The member `field` of object `o`, or null.
-const Json *member(const Json &o, const char *field) {
-  auto it = o.find(field);
-  return it == o.end() ? nullptr : &*it;
-}
-
 /// "sm_90", or 90 as Triton writes a target's arch.
 llvm::Expected<std::string> archOf(const Json &v) {
   if (v.is_string())
@@ -56,8 +50,8 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
   std::string arch = defaultArch.str();
   const Json *shapes = root->is_array() ? &*root : nullptr;
   if (root->is_object()) {
-    shapes = member(*root, "shapes");
-    if (const Json *a = member(*root, "arch")) {
+    shapes = jsonMember(&*root, "shapes");
+    if (const Json *a = jsonMember(&*root, "arch")) {
       llvm::Expected<std::string> chip = archOf(*a);
       if (!chip)
         return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1}", path,
@@ -85,18 +79,18 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
         return bad("unknown field '" + item.key() +
                    "' (fields: preset, head_dim, gqa, dtype, kernels, arch)");
     dsl::Specialization spec;
-    if (const Json *p = member(shape, "preset")) {
+    if (const Json *p = jsonMember(&shape, "preset")) {
       if (!p->is_string())
         return bad("'preset' must be a string");
       spec.preset = p->get_ref<const std::string &>();
     }
-    const Json *headDimValue = member(shape, "head_dim");
+    const Json *headDimValue = jsonMember(&shape, "head_dim");
     std::optional<int64_t> headDim =
         headDimValue ? jsonInteger(*headDimValue) : std::nullopt;
     if (!headDim)
       return bad("needs an integer 'head_dim'");
     spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
-    if (const Json *d = member(shape, "dtype")) {
+    if (const Json *d = jsonMember(&shape, "dtype")) {
       if (!d->is_string())
         return bad("'dtype' must be a string (f16 or bf16)");
       llvm::Expected<DType> dtype =
@@ -106,7 +100,7 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       spec.dtype = *dtype;
     }
     std::vector<int64_t> gqas = {1};
-    if (const Json *g = member(shape, "gqa")) {
+    if (const Json *g = jsonMember(&shape, "gqa")) {
       gqas.clear();
       if (std::optional<int64_t> one = jsonInteger(*g))
         gqas.push_back(*one);
@@ -121,7 +115,7 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
         return bad("'gqa' must be an integer or a list of integers");
     }
     std::vector<std::string> kernels = libraryKernels();
-    if (const Json *k = member(shape, "kernels")) {
+    if (const Json *k = jsonMember(&shape, "kernels")) {
       if (!k->is_array())
         return bad("'kernels' must be a list of kernel names");
       kernels.clear();
@@ -138,7 +132,7 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       }
     }
     std::string chip = arch;
-    if (const Json *a = member(shape, "arch")) {
+    if (const Json *a = jsonMember(&shape, "arch")) {
       llvm::Expected<std::string> given = archOf(*a);
       if (!given)
         return bad(llvm::toString(given.takeError()));

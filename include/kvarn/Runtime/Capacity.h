@@ -71,10 +71,12 @@ llvm::Expected<Capacity> planCapacity(const RecordLayout &layout,
                                       int64_t concurrentRequests,
                                       int64_t numPoolSlots = -1);
 
-/// Two slots per request (its sink and its partial tail) plus one per eight
-/// requests for blocks that fill during a step and wait for its flush;
-/// nullopt when that overflows int64.
-std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests);
+/// `perRequest` slots per request (2 on the dense path: its sink and its
+/// partial tail; 1 on MLA's, which has no sink) plus one per eight requests
+/// for blocks that fill during a step and wait for its flush; nullopt when
+/// that overflows int64.
+std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests,
+                                        int64_t perRequest = 2);
 
 /// The capacity of a budget for `numLayers` MLA layers (docs/kvarn.md, "MLA
 /// records"): each layer one latent "KV head", its blocks' records

@@ -67,6 +67,11 @@ llvm::StringRef parentPath(llvm::StringRef path);
 llvm::Expected<nlohmann::json>
 parseJsonDocument(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
 
+/// Member `field` of `o` when `o` is an object that has it; else null (a
+/// reader's one way in: nlohmann aborts on a missing key without
+/// exceptions).
+const nlohmann::json *jsonMember(const nlohmann::json *o, const char *field);
+
 /// `v` as an integer: an integer, or a number with an integral value that
 /// fits in int64 (128.0), as JSON writers may give it; else nothing.
 std::optional<int64_t> jsonInteger(const nlohmann::json &v);
