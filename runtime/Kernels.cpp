@@ -27,12 +27,13 @@ llvm::Error ContextState::synchronize() const {
   return KVARN_CUDA_CHECK(context.driver(), cuStreamSynchronize, stream);
 }
 
-// The kernels' names are the library's (dsl::libraryFiles: kernels first,
-// in KernelKind's order); nothing here spells them again.
+// The kernels' names are the library's (dsl::libraryFiles: the dense
+// kernels first, in KernelKind's order); nothing here spells them again.
 static llvm::ArrayRef<dsl::LibraryFile> libraryKernels() {
   llvm::ArrayRef<dsl::LibraryFile> files = dsl::libraryFiles();
   size_t n = 0;
-  while (n < files.size() && files[n].isKernel)
+  while (n < files.size() && files[n].isKernel &&
+         files[n].family == dsl::KernelFamily::Dense)
     ++n;
   assert(n == kNumKernelKinds && "KernelKind and the kernel library differ");
   return files.take_front(n);

@@ -180,7 +180,8 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t G = op.getK().getType().getDim(0);
   const TileView &valid = s.view(op.getValid());
-  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat || op.getFrom())
+  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat ||
+      op.getFrom() || op.getQRope())
     return false;
   auto kType = cast<MemRefType>(kq->packed.getType()),
        vType = cast<MemRefType>(vq->packed.getType());
@@ -242,7 +243,8 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
   const TileView *from = op.getFrom() ? &s.view(op.getFrom()) : nullptr;
   Value keys = stagedF16Rows(s.view(op.getK())),
         values = stagedF16Rows(s.view(op.getV()));
-  if (!keys || !values || !valid.splat || (from && !from->splat))
+  if (!keys || !values || !valid.splat || (from && !from->splat) ||
+      op.getQRope())
     return false;
   std::optional<kvgpu::RowsAttendLayout> layout =
       kvgpu::getRowsAttendLayout(H, D, T, s.numWarps * kvgpu::kWarpSize);
@@ -270,11 +272,13 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
   return true;
 }
 
-/// Online softmax over one block. When K or V is read from a record
+/// Online softmax over one block (with MLA's rope term, when given, added
+/// to every score). When K or V is read from a record
 /// (dequantized codes), the scales are folded out of the dot products
 /// (docs/design.md, "Speed"):
-///   q . k[t]  = kouter[t] * (sum_d (q[d] kscale[d]) code[d, t] + sum_d q[d] kzero[d])
-///   sum_t p[t] v[t, d] = vouter[d] * (sum_t (p[t] vscale[t]) code[t, d] + sum_t p[t] vzero[t])
+///   q . k[t]  = kouter[t] * (sum_d (q[d] kscale[d]) code[d, t] + sum_d q[d]
+///   kzero[d]) sum_t p[t] v[t, d] = vouter[d] * (sum_t (p[t] vscale[t]) code[t,
+///   d] + sum_t p[t] vzero[t])
 /// so the inner loops multiply raw codes, and the per-channel and per-token
 /// terms are computed once per block.
 LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
@@ -348,6 +352,21 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
                                           s.read(b, loc, k, {t, d}))
                  .getResult();
            });
+  // ropeScores[h, t] = q_rope[h] . k_rope[t] (MLA's second term).
+  Value ropeScores;
+  if (op.getQRope()) {
+    int64_t E = op.getQRope().getType().getDim(1);
+    TileView qRope = s.view(op.getQRope()), kRope = s.view(op.getKRope());
+    ropeScores = scratch.get(loc, {H * G}, f32);
+    s.reduce(loc, ReduceKind::Add, H * G, E, ropeScores,
+             [&](OpBuilder &b, Value r, Value e) {
+               auto [h, t] = split(b, loc, r, G);
+               return arith::MulFOp::create(b, loc,
+                                            s.read(b, loc, qRope, {h, e}),
+                                            s.read(b, loc, kRope, {t, e}))
+                   .getResult();
+             });
+  }
   std::optional<TileView> from;
   if (op.getFrom())
     from = s.view(op.getFrom());
@@ -360,6 +379,8 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       dot = arith::MulFOp::create(
           b, loc, arith::AddFOp::create(b, loc, dot, load(b, loc, kZeroDot, {h})),
           widenToF32(b, loc, s.read(b, loc, kq->other, {t})));
+    if (ropeScores)
+      dot = arith::AddFOp::create(b, loc, dot, load(b, loc, ropeScores, hg));
     Value x = arith::MulFOp::create(b, loc, dot, scale);
     Value limit = arith::IndexCastOp::create(b, loc, b.getIndexType(),
                                              s.read(b, loc, valid, {h}));

@@ -174,7 +174,7 @@ SmallVector<Value> fieldStrides(TileLowering &s, Location loc, TileType t) {
 
 Value fieldByteOffset(TileLowering &s, Location loc, Value recordOffset,
                       RecordField field) {
-  int64_t at = getFieldOffset(s.spec.getLayout(), field);
+  int64_t at = getFieldOffset(s.spec.getRecordFormat(), field);
   return arith::AddIOp::create(s.b, loc, s.i64(loc, recordOffset),
                                s.i64Constant(loc, at));
 }
@@ -191,7 +191,7 @@ int64_t tileBytes(TileType t) {
 /// alignment test and address arithmetic: a fifth of decode's instructions
 /// per block.
 std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
-  const RecordLayout &layout = s.spec.getLayout();
+  const RecordFormat format = s.spec.getRecordFormat();
   std::pair<Value, Value> key{op.getCache(), op.getOffset()};
   auto it = s.stagedRecords.find(key);
   if (it == s.stagedRecords.end() || it->second.block != op->getBlock()) {
@@ -203,23 +203,23 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
     llvm::SmallDenseSet<int64_t> seen;
     int64_t covered = 0, end = 0;
     for (LoadFieldOp f : fields) {
-      int64_t at = getFieldOffset(layout, f.getField());
+      int64_t at = getFieldOffset(format, f.getField());
       if (at % kvgpu::kVectorBytes)
         return std::nullopt; // a view there would not be 16-byte aligned
       int64_t fieldBytes =
-          tileBytes(getStoredFieldType(s.b.getContext(), layout, f.getField()));
+          tileBytes(getStoredFieldType(s.b.getContext(), format, f.getField()));
       end = std::max(end, at + fieldBytes);
       if (seen.insert(at).second)
         covered += fieldBytes;
     }
     // E4M3 fields: their shared exponents (after the last field) too.
     if (llvm::any_of(fields, [&](LoadFieldOp f) {
-          return isE4M3Field(layout, f.getField());
+          return isE4M3Field(format, f.getField());
         }))
-      end = std::max(end, layout.scaleExponents + kScaleFieldCount);
+      end = std::max(end, format.dense->scaleExponents + kScaleFieldCount);
     int64_t bytes = llvm::alignTo(end, kvgpu::kVectorBytes);
-    if (layout.recordBytes % kvgpu::kVectorBytes ||
-        bytes > layout.recordBytes || 4 * covered < 3 * bytes)
+    if (format.recordBytes() % kvgpu::kVectorBytes ||
+        bytes > format.recordBytes() || 4 * covered < 3 * bytes)
       return std::nullopt;
     Location loc = op.getLoc();
     auto [id, offset] = s.planner.allocate(bytes);
@@ -240,7 +240,7 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
                  key, TileLowering::StagedRecord{id, offset, op->getBlock()})
              .first;
   }
-  TileType type = getStoredFieldType(s.b.getContext(), layout, op.getField());
+  TileType type = getStoredFieldType(s.b.getContext(), format, op.getField());
   TileView v;
   v.type = type;
   v.bufferId = it->second.bufferId;
@@ -248,7 +248,7 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
       s.b, op.getLoc(),
       kvgpu::getSharedMemRefType(type.getShape(), type.getElementType()),
       s.b.getI64IntegerAttr(it->second.offset +
-                            getFieldOffset(layout, op.getField())));
+                            getFieldOffset(format, op.getField())));
   for (int i = 0; i < int(type.getRank()); ++i)
     v.bufferDims.push_back(i);
   return v;
@@ -258,7 +258,7 @@ std::optional<TileView> stagedRecordField(TileLowering &s, LoadFieldOp op) {
 /// `recordOffset`.
 Value scaleExponentOffset(TileLowering &s, Location loc, Value recordOffset,
                           RecordField field) {
-  const RecordLayout &layout = s.spec.getLayout();
+  const RecordLayout layout = *s.spec.getRecordFormat().dense;
   return arith::AddIOp::create(
       s.b, loc, s.i64(loc, recordOffset),
       s.i64Constant(loc, layout.scaleExponentOffset(*getScaleField(field))));
@@ -274,7 +274,7 @@ TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
                           const TileView &bytes,
                           std::optional<int64_t> stagedRecord) {
   Location loc = op.getLoc();
-  const RecordLayout &layout = s.spec.getLayout();
+  const RecordLayout layout = *s.spec.getRecordFormat().dense;
   ScaleField field = *getScaleField(op.getField());
   Value globalExponent;
   if (!stagedRecord)
@@ -308,7 +308,7 @@ TileView decodedE4M3Field(TileLowering &s, LoadFieldOp op,
 
 LogicalResult lowerLoadField(TileLowering &s, Operation *raw) {
   auto op = cast<LoadFieldOp>(raw);
-  bool e4m3 = isE4M3Field(s.spec.getLayout(), op.getField());
+  bool e4m3 = isE4M3Field(s.spec.getRecordFormat(), op.getField());
   if (std::optional<TileView> staged = stagedRecordField(s, op)) {
     int64_t record =
         s.stagedRecords.find({op.getCache(), op.getOffset()})->second.offset;
@@ -317,8 +317,8 @@ LogicalResult lowerLoadField(TileLowering &s, Operation *raw) {
     return success();
   }
   Location loc = op.getLoc();
-  TileType type =
-      getStoredFieldType(s.b.getContext(), s.spec.getLayout(), op.getField());
+  TileType type = getStoredFieldType(s.b.getContext(), s.spec.getRecordFormat(),
+                                     op.getField());
   TileView v = s.allocate(loc, type);
   kvgpu::CopyInOp::create(
       s.b, loc, s.lookup(op.getCache()),
@@ -349,7 +349,8 @@ void storeE4M3Field(TileLowering &s, StoreFieldOp op) {
   Value inverse = codegen::emitPow2(
       s.b, loc,
       arith::SubIOp::create(s.b, loc, codegen::emitI32(s.b, loc, 0), exponent));
-  TileType stored = getStoredFieldType(ctx, s.spec.getLayout(), op.getField());
+  TileType stored =
+      getStoredFieldType(ctx, s.spec.getRecordFormat(), op.getField());
   TileView bytes = s.allocate(loc, stored);
   s.foreach (loc, {n}, [&](OpBuilder &b, ValueRange i) {
     Value x = arith::MulFOp::create(b, loc, s.read(b, loc, values, i), inverse);
@@ -370,7 +371,7 @@ void storeE4M3Field(TileLowering &s, StoreFieldOp op) {
 
 LogicalResult lowerStoreField(TileLowering &s, Operation *raw) {
   auto op = cast<StoreFieldOp>(raw);
-  if (isE4M3Field(s.spec.getLayout(), op.getField())) {
+  if (isE4M3Field(s.spec.getRecordFormat(), op.getField())) {
     storeE4M3Field(s, op);
     return success();
   }

@@ -36,7 +36,22 @@ void KVTDialect::registerAttributes() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                               StringRef preset, int64_t headDim, int64_t gqa) {
+                               StringRef preset, int64_t headDim, int64_t gqa,
+                               int64_t ropeDim) {
+  if (kvarn::isMlaPresetName(preset)) {
+    const kvarn::MlaPreset *p = llvm::cantFail(kvarn::lookupMlaPreset(preset));
+    if (llvm::Error err =
+            kvarn::MlaRecordLayout::get(*p, int(headDim), int(ropeDim))
+                .takeError())
+      return emitError() << llvm::toString(std::move(err));
+    if (ropeDim == 0)
+      return emitError() << "MLA kernels need the rope key: rope_dim must be "
+                            "a multiple of 8 from 8 to 256, not 0";
+    if (gqa < 1 || gqa > kvarn::kMaxMlaHeads)
+      return emitError() << "MLA query heads " << gqa << " are outside [1, "
+                         << kvarn::kMaxMlaHeads << "]";
+    return success();
+  }
   llvm::Expected<const kvarn::Preset *> p = kvarn::lookupPreset(preset);
   if (!p)
     return emitError() << llvm::toString(p.takeError());
@@ -44,13 +59,29 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << llvm::toString(std::move(err));
   if (gqa < 1 || gqa > 64)
     return emitError() << "gqa ratio " << gqa << " is outside [1, 64]";
+  if (ropeDim != 0)
+    return emitError() << "rope_dim is for MLA presets; " << preset
+                       << " is not one";
   return success();
 }
 
-kvarn::RecordLayout SpecAttr::getLayout() const {
-  // Verified on construction: both lookups succeed.
-  const kvarn::Preset *preset = llvm::cantFail(kvarn::lookupPreset(getPreset()));
-  return llvm::cantFail(kvarn::RecordLayout::get(*preset, int(getHeadDim())));
+bool SpecAttr::isMla() const { return kvarn::isMlaPresetName(getPreset()); }
+
+RecordFormat SpecAttr::getRecordFormat() const {
+  // Verified on construction: the lookups succeed.
+  RecordFormat format;
+  if (isMla()) {
+    const kvarn::MlaPreset *preset =
+        llvm::cantFail(kvarn::lookupMlaPreset(getPreset()));
+    format.mla = llvm::cantFail(kvarn::MlaRecordLayout::get(
+        *preset, int(getHeadDim()), int(getRopeDim())));
+  } else {
+    const kvarn::Preset *preset =
+        llvm::cantFail(kvarn::lookupPreset(getPreset()));
+    format.dense =
+        llvm::cantFail(kvarn::RecordLayout::get(*preset, int(getHeadDim())));
+  }
+  return format;
 }
 
 SpecAttr kvarn::kvt::getEnclosingSpec(Operation *op) {

@@ -83,12 +83,57 @@ std::optional<ScaleField> kvarn::kvt::getScaleField(RecordField field) {
   }
 }
 
-bool kvarn::kvt::isE4M3Field(const RecordLayout &l, RecordField field) {
-  return l.scaleFormat == ScaleFormat::E4M3 && getScaleField(field).has_value();
+static bool isMlaField(RecordField field) {
+  switch (field) {
+  case RecordField::LatentCodes:
+  case RecordField::LatentScale:
+  case RecordField::LatentZero:
+  case RecordField::LatentTokenScale:
+  case RecordField::Rope:
+    return true;
+  default:
+    return false;
+  }
 }
 
-TileType kvarn::kvt::getStoredFieldType(MLIRContext *ctx, const RecordLayout &l,
+bool kvarn::kvt::hasField(const RecordFormat &format, RecordField field) {
+  if (isMlaField(field))
+    return format.mla && (field != RecordField::Rope || format.mla->ropeDim);
+  return format.dense.has_value();
+}
+
+bool kvarn::kvt::isE4M3Field(const RecordFormat &format, RecordField field) {
+  return format.dense && format.dense->scaleFormat == ScaleFormat::E4M3 &&
+         getScaleField(field).has_value();
+}
+
+static TileType getStoredMlaFieldType(MLIRContext *ctx,
+                                      const MlaRecordLayout &l,
+                                      RecordField field) {
+  Type f16 = Float16Type::get(ctx), i8 = IntegerType::get(ctx, 8);
+  const int64_t r = l.kvLoraRank, g = l.group;
+  switch (field) {
+  case RecordField::LatentCodes:
+    return TileType::get({g, l.tokenCodeBytes()}, i8);
+  case RecordField::LatentScale:
+  case RecordField::LatentZero:
+    return TileType::get({r}, f16);
+  case RecordField::LatentTokenScale:
+    return TileType::get({g}, f16);
+  case RecordField::Rope:
+    return TileType::get({g, l.ropeDim}, f16);
+  default:
+    llvm_unreachable("not a field of MLA records");
+  }
+}
+
+TileType kvarn::kvt::getStoredFieldType(MLIRContext *ctx,
+                                        const RecordFormat &format,
                                         RecordField field) {
+  assert(hasField(format, field) && "a field the record does not have");
+  if (format.mla)
+    return getStoredMlaFieldType(ctx, *format.mla, field);
+  const RecordLayout &l = *format.dense;
   Type f16 = Float16Type::get(ctx), i8 = IntegerType::get(ctx, 8);
   Type scale = l.scaleFormat == ScaleFormat::E4M3 ? i8 : f16;
   const int64_t d = l.headDim, g = l.group;
@@ -107,19 +152,40 @@ TileType kvarn::kvt::getStoredFieldType(MLIRContext *ctx, const RecordLayout &l,
   case RecordField::KTokenScale:
   case RecordField::VScale:
     return TileType::get({g}, scale);
+  default:
+    llvm_unreachable("not a field of dense records");
   }
-  llvm_unreachable("unknown record field");
 }
 
-TileType kvarn::kvt::getFieldType(MLIRContext *ctx, const RecordLayout &l,
+TileType kvarn::kvt::getFieldType(MLIRContext *ctx, const RecordFormat &format,
                                   RecordField field) {
-  TileType stored = getStoredFieldType(ctx, l, field);
-  if (isE4M3Field(l, field))
+  TileType stored = getStoredFieldType(ctx, format, field);
+  if (isE4M3Field(format, field))
     return TileType::get(stored.getShape(), Float32Type::get(ctx));
   return stored;
 }
 
-int64_t kvarn::kvt::getFieldOffset(const RecordLayout &l, RecordField field) {
+int64_t kvarn::kvt::getFieldOffset(const RecordFormat &format,
+                                   RecordField field) {
+  assert(hasField(format, field) && "a field the record does not have");
+  if (format.mla) {
+    const MlaRecordLayout &l = *format.mla;
+    switch (field) {
+    case RecordField::LatentCodes:
+      return l.codes;
+    case RecordField::LatentScale:
+      return l.scale;
+    case RecordField::LatentZero:
+      return l.zero;
+    case RecordField::LatentTokenScale:
+      return l.tokenScale;
+    case RecordField::Rope:
+      return l.rope;
+    default:
+      llvm_unreachable("not a field of MLA records");
+    }
+  }
+  const RecordLayout &l = *format.dense;
   switch (field) {
   case RecordField::KCodes:
     return l.kCodes;
@@ -137,8 +203,9 @@ int64_t kvarn::kvt::getFieldOffset(const RecordLayout &l, RecordField field) {
     return l.vScale;
   case RecordField::VZero:
     return l.vZero;
+  default:
+    llvm_unreachable("not a field of dense records");
   }
-  llvm_unreachable("unknown record field");
 }
 
 static LogicalResult verifyFieldAccess(Operation *op, PointerType cache,
@@ -151,8 +218,16 @@ static LogicalResult verifyFieldAccess(Operation *op, PointerType cache,
   if (!spec)
     return op->emitOpError("needs an enclosing kernel with a 'kvt.spec' "
                            "attribute to know the record layout");
-  TileType expected =
-      getFieldType(op->getContext(), spec.getLayout(), field);
+  RecordFormat format = spec.getRecordFormat();
+  if (!hasField(format, field))
+    return op->emitOpError("records of ")
+           << spec.getPreset() << " have no field "
+           << stringifyRecordField(field)
+           << (spec.isMla() ? " (MLA records: latent_codes, latent_scale, "
+                              "latent_zero, latent_token_scale, rope)"
+                            : " (the latent_ fields and rope are MLA "
+                              "records')");
+  TileType expected = getFieldType(op->getContext(), format, field);
   if (expected != tile)
     return op->emitOpError("field ")
            << stringifyRecordField(field) << " of " << spec.getPreset()
@@ -420,6 +495,19 @@ LogicalResult AttendOp::verify() {
   if (q.getDim(1) != k.getDim(1))
     return emitOpError("queries have ")
            << q.getDim(1) << " channels but keys have " << k.getDim(1);
+  if (bool(getQRope()) != bool(getKRope()))
+    return emitOpError("needs both rope parts, q_rope and k_rope, or none");
+  if (getQRope()) {
+    TileType qr = getQRope().getType(), kr = getKRope().getType();
+    if (qr.getRank() != 2 || !qr.getElementType().isF32() ||
+        qr.getDim(0) != q.getDim(0))
+      return emitOpError("q_rope must be an f32 tile [")
+             << q.getDim(0) << ", E], got " << qr;
+    if (kr.getRank() != 2 || !kr.getElementType().isF32() ||
+        kr.getDim(0) != k.getDim(0) || kr.getDim(1) != qr.getDim(1))
+      return emitOpError("k_rope must be an f32 tile [")
+             << k.getDim(0) << ", " << qr.getDim(1) << "], got " << kr;
+  }
   return success();
 }
 

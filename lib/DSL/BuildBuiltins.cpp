@@ -276,7 +276,11 @@ FailureOr<Operand> buildLoadField(KvtBuilder &kb, CallArgs &args) {
   FailureOr<kvt::RecordField> field = args.field(2);
   if (failed(field))
     return failure();
-  kvt::TileType type = kvt::getFieldType(kb.ctx(), kb.layout(), *field);
+  if (!kvt::hasField(kb.recordFormat(), *field))
+    return kb.error(args.expr(2).getLoc(),
+                    "records of " + kb.specialization().preset +
+                        " have no field " + kvt::stringifyRecordField(*field));
+  kvt::TileType type = kvt::getFieldType(kb.ctx(), kb.recordFormat(), *field);
   FailureOr<kvt::LoadFieldOp> op = kb.createVerified<kvt::LoadFieldOp>(
       args.loc(), type, *cache, *offset,
       kvt::RecordFieldAttr::get(kb.ctx(), *field));
@@ -415,7 +419,8 @@ FailureOr<Operand> buildQuantize(KvtBuilder &kb, CallArgs &args) {
     return failure();
   // The record's scale format decides the rounding (the scales' types
   // follow, and store_field checks them against the field).
-  bool e4m3 = kb.layout().scaleFormat == ScaleFormat::E4M3;
+  const kvt::RecordFormat &format = kb.recordFormat();
+  bool e4m3 = format.dense && format.dense->scaleFormat == ScaleFormat::E4M3;
   FailureOr<kvt::QuantizeOp> op = kb.createInferred<kvt::QuantizeOp>(
       args.loc(), 4, *in, *colScale, *rowScale, *bits, e4m3);
   if (failed(op))
@@ -461,21 +466,34 @@ FailureOr<Operand> buildPacking(KvtBuilder &kb, CallArgs &args) {
 // Attention
 //===----------------------------------------------------------------------===//
 
-/// attend(q, k, v, m, l, acc, valid, scale) and, with a window's lower
-/// edge, attend_range(q, k, v, m, l, acc, from, valid, scale).
-template <bool Ranged>
+/// The forms of kvt.attend the DSL spells.
+enum class AttendForm {
+  Plain,  // attend(q, k, v, m, l, acc, valid, scale)
+  Ranged, // attend_range(q, k, v, m, l, acc, from, valid, scale): a
+          // window's lower edge
+  Rope,   // attend_rope(q, k, v, q_rope, k_rope, m, l, acc, valid, scale):
+          // MLA's second score term
+};
+
+template <AttendForm Form>
 FailureOr<Operand> buildAttend(KvtBuilder &kb, CallArgs &args) {
-  if (failed(Ranged ? args.arity({"q", "k", "v", "m", "l", "acc", "from",
-                                  "valid", "scale"})
-                    : args.arity(
-                          {"q", "k", "v", "m", "l", "acc", "valid", "scale"})))
+  LogicalResult arity =
+      Form == AttendForm::Ranged ? args.arity({"q", "k", "v", "m", "l", "acc",
+                                               "from", "valid", "scale"})
+      : Form == AttendForm::Rope
+          ? args.arity({"q", "k", "v", "q_rope", "k_rope", "m", "l", "acc",
+                        "valid", "scale"})
+          : args.arity({"q", "k", "v", "m", "l", "acc", "valid", "scale"});
+  if (failed(arity))
     return failure();
-  SmallVector<Value> tiles;
-  SmallVector<const char *> roles = {
-      "queries", "keys", "values", "running max", "running sum", "accumulator"};
-  if (Ranged)
+  SmallVector<const char *> roles = {"queries", "keys", "values"};
+  if (Form == AttendForm::Rope)
+    roles.append({"rope queries", "rope keys"});
+  roles.append({"running max", "running sum", "accumulator"});
+  if (Form == AttendForm::Ranged)
     roles.push_back("first key per row");
   roles.push_back("valid keys per row");
+  SmallVector<Value> tiles;
   for (unsigned i = 0; i < roles.size(); ++i) {
     FailureOr<Value> v = args.tile(i, roles[i]);
     if (failed(v))
@@ -486,11 +504,19 @@ FailureOr<Operand> buildAttend(KvtBuilder &kb, CallArgs &args) {
       args.scalar(roles.size(), "softmax scale", kb.b().getF32Type());
   if (failed(scale))
     return failure();
-  Value valid = tiles.back(), from = Ranged ? tiles[6] : Value();
+  Value q = tiles[0], k = tiles[1], v = tiles[2], qRope, kRope;
+  unsigned state = 3;
+  if (Form == AttendForm::Rope) {
+    qRope = tiles[3];
+    kRope = tiles[4];
+    state = 5;
+  }
+  Value m = tiles[state], l = tiles[state + 1], acc = tiles[state + 2];
+  Value valid = tiles.back();
+  Value from = Form == AttendForm::Ranged ? tiles[state + 3] : Value();
   FailureOr<kvt::AttendOp> op = kb.createVerified<kvt::AttendOp>(
-      args.loc(), tiles[3].getType(), tiles[4].getType(), tiles[5].getType(),
-      tiles[0], tiles[1], tiles[2], tiles[3], tiles[4], tiles[5], valid, from,
-      *scale);
+      args.loc(), m.getType(), l.getType(), acc.getType(), q, k, v, m, l, acc,
+      valid, from, qRope, kRope, *scale);
   if (failed(op))
     return failure();
   return several(op->getResults(), args.loc());
@@ -557,8 +583,9 @@ const Builtin kBuiltins[] = {
     {"dequantize", buildDequantize, true},
     {"pack", buildPacking<kvt::PackOp>, true},
     {"unpack", buildPacking<kvt::UnpackOp>, true},
-    {"attend", buildAttend<false>, true},
-    {"attend_range", buildAttend<true>, true},
+    {"attend", buildAttend<AttendForm::Plain>, true},
+    {"attend_range", buildAttend<AttendForm::Ranged>, true},
+    {"attend_rope", buildAttend<AttendForm::Rope>, true},
     {"attend_finish", buildAttendFinish, true},
     {"merge", buildMerge, true},
 };

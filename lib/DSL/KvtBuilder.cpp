@@ -229,7 +229,7 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
   func->setAttr(kvt::KVTDialect::getKernelAttrName(), builder.getUnitAttr());
   func->setAttr(kvt::KVTDialect::getSpecAttrName(),
                 kvt::SpecAttr::get(context, spec.preset, int64_t(spec.headDim),
-                                   int64_t(spec.gqa)));
+                                   int64_t(spec.gqa), int64_t(spec.ropeDim)));
 
   // The grid: each dimension a constant (an integer or a specialization
   // constant such as GQA) or the name of an integer parameter.
@@ -303,14 +303,15 @@ LogicalResult KvtBuilder::buildKernel(const ast::Kernel &kernel) {
 OwningOpRef<ModuleOp> KvtBuilder::build() {
   auto specAttr = kvt::SpecAttr::getChecked(
       [&] { return mlir::emitError(UnknownLoc::get(context)); }, context,
-      llvm::StringRef(spec.preset), int64_t(spec.headDim), int64_t(spec.gqa));
+      llvm::StringRef(spec.preset), int64_t(spec.headDim), int64_t(spec.gqa),
+      int64_t(spec.ropeDim));
   if (!specAttr)
     return nullptr;
-  recordLayout = specAttr.getLayout();
+  format = specAttr.getRecordFormat();
 
   Operand inf = Operand::ofFloat(INFINITY, llvm::SMLoc());
   globalConstants["INF"] = inf;
-  for (const SpecConstant &c : specConstants(spec, recordLayout))
+  for (const SpecConstant &c : specConstants(spec))
     globalConstants[c.name] = Operand::ofInt(c.value, llvm::SMLoc());
 
   unsigned mainId = sourceMgr.getMainFileID();

@@ -110,7 +110,9 @@ public:
 
   mlir::MLIRContext *ctx() { return context; }
   mlir::OpBuilder &b() { return builder; }
-  const RecordLayout &layout() const { return recordLayout; }
+  /// The records the kernels being built read and write.
+  const kvt::RecordFormat &recordFormat() const { return format; }
+  const Specialization &specialization() const { return spec; }
 
   /// Runs `op`'s verifier (not its regions); on failure the diagnostic is
   /// already at the op's location.
@@ -258,7 +260,7 @@ private:
   Specialization spec;
   mlir::MLIRContext *context;
   BuildOptions options;
-  RecordLayout recordLayout;
+  kvt::RecordFormat format;
   mlir::OpBuilder builder;
   mlir::ModuleOp module;
 

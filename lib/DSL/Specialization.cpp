@@ -8,6 +8,24 @@ using namespace kvarn;
 using namespace kvarn::dsl;
 
 llvm::Error Specialization::check() const {
+  if (isMla()) {
+    const MlaPreset *p = llvm::cantFail(lookupMlaPreset(preset));
+    if (llvm::Error err =
+            MlaRecordLayout::get(*p, headDim, ropeDim).takeError())
+      return err;
+    if (ropeDim == 0)
+      return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                       "MLA kernels need the rope key: rope_dim must be a "
+                       "multiple of 8 from 8 to 256, not 0");
+    if (gqa < 1 || gqa > kMaxMlaHeads)
+      return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                       "MLA query heads {0} are outside [1, {1}]", gqa,
+                       kMaxMlaHeads);
+    return llvm::Error::success();
+  }
+  if (ropeDim != 0)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "rope_dim is for MLA presets; {0} is not one", preset);
   llvm::Expected<const Preset *> p = lookupPreset(preset);
   if (!p)
     return p.takeError();
@@ -23,13 +41,39 @@ std::string Specialization::describe() const {
   std::string text = llvm::formatv("{0} head_dim {1} gqa {2}", preset,
                                    headDim, gqa)
                          .str();
+  if (isMla())
+    text += llvm::formatv(" rope_dim {0}", ropeDim).str();
   if (dtype != DType::F16)
     text += (" dtype " + spell(dtype)).str();
   return text;
 }
 
-std::vector<SpecConstant> kvarn::dsl::specConstants(const Specialization &spec,
-                                                    const RecordLayout &l) {
+std::vector<SpecConstant>
+kvarn::dsl::specConstants(const Specialization &spec) {
+  if (spec.isMla()) {
+    const MlaPreset *p = llvm::cantFail(lookupMlaPreset(spec.preset));
+    MlaRecordLayout l =
+        llvm::cantFail(MlaRecordLayout::get(*p, spec.headDim, spec.ropeDim));
+    return {
+        {"R", l.kvLoraRank, "latent channels (kv_lora_rank)"},
+        {"E", l.ropeDim, "rope key channels, kept in fp16"},
+        {"G", l.group, "tokens per tile (the block size)"},
+        {"BITS", l.bits, "bits per latent code"},
+        {"ITERS", l.sinkhornIters, "Sinkhorn iterations"},
+        {"HEADS", spec.gqa, "query heads attending to the latent"},
+        {"HEAD_GROUP", mlaHeadsPerProgram(spec.gqa),
+         "query heads one decode program serves (LaunchPolicy.h)"},
+        {"HEAD_GROUPS", spec.gqa / mlaHeadsPerProgram(spec.gqa),
+         "decode programs per request (HEADS / HEAD_GROUP)"},
+        {"RECORD_BYTES", l.recordBytes, "bytes per record (the stride)"},
+        {"POOL_ROWS", poolRowsPerStep(l.group, l.kvLoraRank),
+         "tokens of an fp16 pool block attended per step (LaunchPolicy.h)"},
+        {"MAX_SPLITS", kMaxDecodeSplits,
+         "split dimension of mla_decode_split's scratch buffers"},
+    };
+  }
+  const Preset *p = llvm::cantFail(lookupPreset(spec.preset));
+  RecordLayout l = llvm::cantFail(RecordLayout::get(*p, spec.headDim));
   return {
       {"D", l.headDim, "head_dim"},
       {"G", l.group, "tokens per tile (the block size)"},

@@ -10,8 +10,8 @@
 #ifndef KVARN_LIB_EVAL_INTERPRETER_H
 #define KVARN_LIB_EVAL_INTERPRETER_H
 
+#include "kvarn/Dialect/KVT/KVT.h"
 #include "kvarn/Eval/KvtInterpreter.h"
-#include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Reference/Rotation.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -22,6 +22,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace kvarn::eval {
@@ -96,7 +97,6 @@ public:
   llvm::Error errorAt(mlir::Operation *op, const llvm::Twine &message);
   RtValue &get(mlir::Value v) { return values[v]; }
   void set(mlir::Value v, RtValue r) { values[v] = std::move(r); }
-  const RecordLayout &layout() const { return recordLayout; }
   const Buffer &buffer(unsigned i) const { return buffers[i]; }
   llvm::Expected<const Rotation *> rotation(int order);
   /// Bounds-checked element access: `index` of the buffer behind `ptr`.
@@ -117,8 +117,8 @@ private:
   mlir::func::FuncOp kernel;
   llvm::ArrayRef<KernelArg> args;
   std::vector<Buffer> buffers;
-  RecordLayout recordLayout;
-  bool hasLayout = false;
+  /// The records of the kernel's kvt.spec (none without one).
+  std::optional<kvt::RecordFormat> recordFormat;
   std::map<int, std::unique_ptr<Rotation>> rotations;
   llvm::DenseMap<mlir::Value, RtValue> values;
   int64_t operations = 0;

@@ -143,8 +143,7 @@ llvm::Error Interpreter::bindArguments() {
                      "'{0}' is not a kvt kernel (no kvt.kernel attribute)",
                      kernel.getName());
   if (kvt::SpecAttr spec = kvt::getEnclosingSpec(kernel)) {
-    recordLayout = spec.getLayout();
-    hasLayout = true;
+    recordFormat = spec.getRecordFormat();
   }
   Block &entry = kernel.getBody().front();
   if (args.size() != entry.getNumArguments())

@@ -101,25 +101,29 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
   auto fieldAccess = [&](kvt::RecordField field, int64_t recordOffset,
                          const RtValue &cache, Type &type,
                          int64_t &byteOffset) -> llvm::Error {
-    if (!hasLayout)
+    if (!recordFormat)
       return errorAt(op, "the kernel has no kvt.spec, so no record layout");
-    type = kvt::getStoredFieldType(op->getContext(), recordLayout, field);
-    byteOffset = recordOffset + kvt::getFieldOffset(recordLayout, field);
+    if (!kvt::hasField(*recordFormat, field))
+      return errorAt(op, "the kernel's records have no field " +
+                             kvt::stringifyRecordField(field));
+    type = kvt::getStoredFieldType(op->getContext(), *recordFormat, field);
+    byteOffset = recordOffset + kvt::getFieldOffset(*recordFormat, field);
     auto tile = cast<kvt::TileType>(type);
     int64_t bytes = tile.getNumElements() * elementBytes(tile.getElementType());
     if (llvm::Error err = checkAccess(op, cache, byteOffset, bytes))
       return err;
     // An e4m3 field's shared exponent, at the record's end.
-    if (kvt::isE4M3Field(recordLayout, field))
+    if (kvt::isE4M3Field(*recordFormat, field))
       return checkAccess(op, cache,
-                         recordOffset + recordLayout.scaleExponentOffset(
-                                            *kvt::getScaleField(field)),
+                         recordOffset +
+                             recordFormat->dense->scaleExponentOffset(
+                                 *kvt::getScaleField(field)),
                          1);
     return llvm::Error::success();
   };
   auto exponentAt = [&](kvt::RecordField field, int64_t recordOffset) {
     return recordOffset +
-           recordLayout.scaleExponentOffset(*kvt::getScaleField(field));
+           recordFormat->dense->scaleExponentOffset(*kvt::getScaleField(field));
   };
 
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
@@ -215,7 +219,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           return err;
         auto tile = newTile(l.getResult().getType());
         const Buffer &b = buffer(cache.buffer);
-        if (kvt::isE4M3Field(recordLayout, l.getField())) {
+        if (kvt::isE4M3Field(*recordFormat, l.getField())) {
           int exponent =
               int8_t(b.data[exponentAt(l.getField(), get(l.getOffset()).i)]);
           for (size_t i = 0; i < tile->data.size(); ++i)
@@ -237,7 +241,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           return err;
         const Tile &tile = tileOf(s.getValue());
         const Buffer &b = buffer(cache.buffer);
-        if (kvt::isE4M3Field(recordLayout, s.getField())) {
+        if (kvt::isE4M3Field(*recordFormat, s.getField())) {
           // Fp8.h's canonical encoding of values quantize rounded.
           float max = 0;
           for (double x : tile.data)
@@ -396,9 +400,15 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           const Tile &fromTile = tileOf(a.getFrom());
           from.assign(fromTile.data.begin(), fromTile.data.end());
         }
+        RopeScores rope;
+        if (a.getQRope()) {
+          rope.q = tileOf(a.getQRope()).data;
+          rope.k = tileOf(a.getKRope()).data;
+          rope.dim = int(a.getQRope().getType().getDim(1));
+        }
         attendBlock(rows, dim, q.data, tileOf(a.getK()).data,
                     tileOf(a.getV()).data, valid, double(get(a.getScale()).f),
-                    m->data, l->data, acc->data, from);
+                    m->data, l->data, acc->data, from, rope);
         setTile(a.getNewM(), m);
         setTile(a.getNewL(), l);
         setTile(a.getNewAcc(), acc);

@@ -4,6 +4,7 @@
 
 #include "kvarn/Support/Error.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/MathExtras.h"
 
 using namespace kvarn;
@@ -24,6 +25,11 @@ llvm::Expected<const MlaPreset *> kvarn::lookupMlaPreset(llvm::StringRef name) {
   return makeError(KVARN_ERROR_UNKNOWN_PRESET,
                    "unknown MLA preset '{0}' (known MLA presets: {1})", name,
                    known);
+}
+
+bool kvarn::isMlaPresetName(llvm::StringRef name) {
+  return llvm::any_of(kMlaPresets,
+                      [&](const MlaPreset &p) { return name == p.name; });
 }
 
 llvm::Expected<MlaRecordLayout>

@@ -15,12 +15,14 @@ void kvarn::attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
                         llvm::MutableArrayRef<double> m,
                         llvm::MutableArrayRef<double> l,
                         llvm::MutableArrayRef<double> acc,
-                        llvm::ArrayRef<int32_t> from) {
+                        llvm::ArrayRef<int32_t> from, RopeScores rope) {
   const int keys = int(k.size() / size_t(dim));
   assert(q.size() == size_t(rows) * dim && v.size() == k.size() &&
          valid.size() == size_t(rows) && m.size() == size_t(rows) &&
          l.size() == size_t(rows) && acc.size() == size_t(rows) * dim &&
          (from.empty() || from.size() == size_t(rows)) &&
+         rope.q.size() == size_t(rows) * rope.dim &&
+         rope.k.size() == size_t(keys) * rope.dim &&
          "shapes of an attention block step");
   std::vector<double> scores(keys);
   for (int h = 0; h < rows; ++h) {
@@ -34,6 +36,9 @@ void kvarn::attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
       double dot = 0;
       for (int c = 0; c < dim; ++c)
         dot += qh[c] * k[size_t(t) * dim + c];
+      for (int c = 0; c < rope.dim; ++c)
+        dot +=
+            rope.q[size_t(h) * rope.dim + c] * rope.k[size_t(t) * rope.dim + c];
       scores[t] = dot * scale;
       blockMax = std::max(blockMax, scores[t]);
     }

@@ -1,15 +1,19 @@
 cmake_minimum_required(VERSION 3.20)
 # Writes the .kvt kernel library as C++ table rows (included by
 # lib/DSL/KernelLibrary.cpp), so the binary never reads kernel files.
-#   cmake -DSOURCE_DIR=... -DKERNELS=a,b -DMODULES=c -DOUTPUT=... -P EmbedKernels.cmake
+#   cmake -DSOURCE_DIR=... -DKERNELS=a,b -DMLA_KERNELS=c -DMODULES=d
+#         -DOUTPUT=... -P EmbedKernels.cmake
 string(REPLACE "," ";" KERNELS "${KERNELS}")
+string(REPLACE "," ";" MLA_KERNELS "${MLA_KERNELS}")
 string(REPLACE "," ";" MODULES "${MODULES}")
 set(content "// Generated from lib/kernels/*.kvt by EmbedKernels.cmake; do not edit.\n")
-foreach(kind KERNELS MODULES)
+foreach(kind KERNELS MLA_KERNELS MODULES)
   if(kind STREQUAL "KERNELS")
-    set(is_kernel true)
+    set(is_kernel "true, KernelFamily::Dense")
+  elseif(kind STREQUAL "MLA_KERNELS")
+    set(is_kernel "true, KernelFamily::Mla")
   else()
-    set(is_kernel false)
+    set(is_kernel "false, KernelFamily::Dense")
   endif()
   foreach(name ${${kind}})
     file(READ "${SOURCE_DIR}/${name}.kvt" text)

@@ -97,13 +97,6 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   Target target = options.target;
   if (llvm::Error err = validateTarget(target))
     return std::move(err);
-  llvm::Expected<const Preset *> preset = lookupPreset(request.spec.preset);
-  if (!preset)
-    return preset.takeError();
-  llvm::Expected<RecordLayout> layout =
-      RecordLayout::get(**preset, request.spec.headDim);
-  if (!layout)
-    return layout.takeError();
 
   CacheKey key;
   auto add = [&](const char *name, const llvm::Twine &value) {
@@ -116,25 +109,42 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   add("llvm_version", id.llvmVersion);
   add("kernel", request.kernel);
   if (request.source.empty()) {
-    const dsl::LibraryFile *file = dsl::findLibraryFile(request.kernel);
-    if (!file || !file->isKernel)
-      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                       "unknown kernel '{0}' (not in the kernel library)",
-                       request.kernel);
-    add("source_name", "library:" + file->fileName);
-    add("source", librarySource(*file));
+    llvm::Expected<const dsl::LibraryFile *> file =
+        dsl::findLibraryKernel(request.kernel, request.spec);
+    if (!file)
+      return file.takeError();
+    add("source_name", "library:" + (*file)->fileName);
+    add("source", librarySource(**file));
   } else {
     add("source_name", request.sourceName);
     add("source", request.source);
   }
-  add("preset", (*preset)->name);
-  add("key_bits", llvm::Twine((*preset)->keyBits));
-  add("value_bits", llvm::Twine((*preset)->valueBits));
-  add("group", llvm::Twine((*preset)->group));
-  add("sinkhorn_iters", llvm::Twine((*preset)->sinkhornIters));
-  add("head_dim", llvm::Twine(request.spec.headDim));
-  add("gqa", llvm::Twine(request.spec.gqa));
-  add("record_bytes", llvm::Twine(layout->recordBytes));
+  // The preset's fields, not only its name: a preset table that changed
+  // between versions gives new keys.
+  add("preset", request.spec.preset);
+  if (request.spec.isMla()) {
+    const MlaPreset &p = *llvm::cantFail(lookupMlaPreset(request.spec.preset));
+    MlaRecordLayout layout = llvm::cantFail(
+        MlaRecordLayout::get(p, request.spec.headDim, request.spec.ropeDim));
+    add("latent_bits", llvm::Twine(p.bits));
+    add("group", llvm::Twine(p.group));
+    add("sinkhorn_iters", llvm::Twine(p.sinkhornIters));
+    add("head_dim", llvm::Twine(request.spec.headDim));
+    add("rope_dim", llvm::Twine(request.spec.ropeDim));
+    add("gqa", llvm::Twine(request.spec.gqa));
+    add("record_bytes", llvm::Twine(layout.recordBytes));
+  } else {
+    const Preset &p = *llvm::cantFail(lookupPreset(request.spec.preset));
+    RecordLayout layout =
+        llvm::cantFail(RecordLayout::get(p, request.spec.headDim));
+    add("key_bits", llvm::Twine(p.keyBits));
+    add("value_bits", llvm::Twine(p.valueBits));
+    add("group", llvm::Twine(p.group));
+    add("sinkhorn_iters", llvm::Twine(p.sinkhornIters));
+    add("head_dim", llvm::Twine(request.spec.headDim));
+    add("gqa", llvm::Twine(request.spec.gqa));
+    add("record_bytes", llvm::Twine(layout.recordBytes));
+  }
   // The element types of the ABI (docs/dsl.md): the activations (q, append's
   // k/v, outputs) in the specialization's dtype; the fp16 pool, fp32
   // accumulation and byte records are fixed.

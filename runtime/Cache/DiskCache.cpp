@@ -285,7 +285,27 @@ Json cache::buildMetadata(const KernelArtifacts &a,
       {"created", int64_t(std::time(nullptr))},
       {"created_by_pid", int64_t(::getpid())},
   };
-  if (llvm::Expected<const Preset *> preset = lookupPreset(request.spec.preset)) {
+  if (request.spec.isMla()) {
+    kvarn["rope_dim"] = request.spec.ropeDim;
+    const MlaPreset &p = *llvm::cantFail(lookupMlaPreset(request.spec.preset));
+    kvarn["group"] = p.group;
+    kvarn["latent_bits"] = p.bits;
+    kvarn["sinkhorn_iters"] = p.sinkhornIters;
+    if (llvm::Expected<MlaRecordLayout> l = MlaRecordLayout::get(
+            p, request.spec.headDim, request.spec.ropeDim)) {
+      kvarn["record_layout"] = Json{
+          {"record_bytes", l->recordBytes},
+          {"latent_codes", l->codes},
+          {"latent_scale", l->scale},
+          {"latent_zero", l->zero},
+          {"latent_token_scale", l->tokenScale},
+          {"rope", l->rope},
+      };
+    } else {
+      llvm::consumeError(l.takeError());
+    }
+  } else if (llvm::Expected<const Preset *> preset =
+                 lookupPreset(request.spec.preset)) {
     kvarn["group"] = (*preset)->group;
     kvarn["key_bits"] = (*preset)->keyBits;
     kvarn["value_bits"] = (*preset)->valueBits;

@@ -136,13 +136,12 @@ namespace {
 /// The memory level's key: the request as given (no hashing of the library,
 /// which cannot change within a process).
 std::string memoryKey(const KernelRequest &r, const CompileOptions &o) {
-  std::string key = r.kernel + "|" + r.spec.preset + "|" +
-                    std::to_string(r.spec.headDim) + "|" +
-                    std::to_string(r.spec.gqa) + "|" +
-                    spell(r.spec.dtype).str() + "|" + o.target.chip + "|" +
-                    std::to_string(o.target.ptxVersion) + "|" +
-                    std::to_string(o.numWarps) + "|" +
-                    std::to_string(o.minCtasPerSM);
+  std::string key =
+      r.kernel + "|" + r.spec.preset + "|" + std::to_string(r.spec.headDim) +
+      "|" + std::to_string(r.spec.gqa) + "|" + std::to_string(r.spec.ropeDim) +
+      "|" + spell(r.spec.dtype).str() + "|" + o.target.chip + "|" +
+      std::to_string(o.target.ptxVersion) + "|" + std::to_string(o.numWarps) +
+      "|" + std::to_string(o.minCtasPerSM);
   if (!r.source.empty())
     key += "|" + r.sourceName + "|" +
            llvm::utohexstr(std::hash<std::string>()(r.source));

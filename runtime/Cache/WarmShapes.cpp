@@ -21,14 +21,6 @@ using Json = nlohmann::json;
 namespace {
 constexpr size_t kMaxWarmKernels = 100000;
 
-std::vector<std::string> libraryKernels() {
-  std::vector<std::string> names;
-  for (const dsl::LibraryFile &f : dsl::libraryFiles())
-    if (f.isKernel)
-      names.push_back(f.name.str());
-  return names;
-}
-
 /// "sm_90", or 90 as Triton writes a target's arch.
 llvm::Expected<std::string> archOf(const Json &v) {
   if (v.is_string())
@@ -73,11 +65,12 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
     if (!shape.is_object())
       return bad("not an object");
     for (const auto &item : shape.items())
-      if (!llvm::is_contained(
-              {"preset", "head_dim", "gqa", "dtype", "kernels", "arch"},
-              item.key()))
+      if (!llvm::is_contained({"preset", "head_dim", "gqa", "rope_dim", "dtype",
+                               "kernels", "arch"},
+                              item.key()))
         return bad("unknown field '" + item.key() +
-                   "' (fields: preset, head_dim, gqa, dtype, kernels, arch)");
+                   "' (fields: preset, head_dim, gqa, rope_dim, dtype, "
+                   "kernels, arch)");
     dsl::Specialization spec;
     if (const Json *p = jsonMember(&shape, "preset")) {
       if (!p->is_string())
@@ -90,6 +83,12 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
     if (!headDim)
       return bad("needs an integer 'head_dim'");
     spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
+    if (const Json *r = jsonMember(&shape, "rope_dim")) {
+      std::optional<int64_t> ropeDim = jsonInteger(*r);
+      if (!ropeDim)
+        return bad("'rope_dim' must be an integer");
+      spec.ropeDim = int(std::clamp<int64_t>(*ropeDim, INT32_MIN, INT32_MAX));
+    }
     if (const Json *d = jsonMember(&shape, "dtype")) {
       if (!d->is_string())
         return bad("'dtype' must be a string (f16 or bf16)");
@@ -114,21 +113,21 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
       else
         return bad("'gqa' must be an integer or a list of integers");
     }
-    std::vector<std::string> kernels = libraryKernels();
+    std::vector<std::string> kernels =
+        dsl::libraryKernelNames(dsl::kernelFamily(spec));
     if (const Json *k = jsonMember(&shape, "kernels")) {
       if (!k->is_array())
         return bad("'kernels' must be a list of kernel names");
       kernels.clear();
       for (const Json &v : *k) {
-        const std::string *name =
-            v.is_string() ? &v.get_ref<const std::string &>() : nullptr;
-        const dsl::LibraryFile *f = name ? dsl::findLibraryFile(*name) : nullptr;
-        if (!f || !f->isKernel)
-          return bad("unknown kernel " +
-                     (name ? "'" + *name + "'" : std::string("(not a string)")) +
-                     " (library kernels: " + llvm::join(libraryKernels(), ", ") +
-                     ")");
-        kernels.push_back(*name);
+        if (!v.is_string())
+          return bad("kernel names must be strings");
+        const std::string &name = v.get_ref<const std::string &>();
+        llvm::Expected<const dsl::LibraryFile *> f =
+            dsl::findLibraryKernel(name, spec);
+        if (!f)
+          return bad(llvm::toString(f.takeError()));
+        kernels.push_back(name);
       }
     }
     std::string chip = arch;

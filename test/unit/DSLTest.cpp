@@ -242,7 +242,7 @@ Specialization spec(const char *preset = "kvarn_k4v2_g128", int d = 128,
 
 TEST(Builder, EveryLibraryKernelBuildsForEveryPresetAndShape) {
   for (const LibraryFile &file : libraryFiles()) {
-    if (!file.isKernel)
+    if (!file.isKernel || file.family != KernelFamily::Dense)
       continue;
     for (const Preset &preset : allPresets())
       for (int d : {64, 80, 96, 128, 256, 368, 512})
@@ -257,6 +257,69 @@ TEST(Builder, EveryLibraryKernelBuildsForEveryPresetAndShape) {
                 << k.diagnostics;
           }
   }
+}
+
+// The MLA kernels, for every latent rank and a few rope dims and head
+// counts (one program's heads dividing them or not), in both dtypes.
+TEST(Builder, EveryMlaKernelBuildsForEveryRankAndShape) {
+  for (const LibraryFile &file : libraryFiles()) {
+    if (!file.isKernel || file.family != KernelFamily::Mla)
+      continue;
+    for (const MlaPreset &preset : allMlaPresets())
+      for (int rank : {64, 128, 256, 512})
+        for (auto [rope, heads] :
+             {std::pair{64, 16}, {32, 128}, {8, 1}, {256, 7}})
+          for (DType dtype : {DType::F16, DType::BF16}) {
+            Specialization s = spec(preset.name, rank, heads);
+            s.ropeDim = rope;
+            s.dtype = dtype;
+            BuiltKernel k =
+                buildFromSource(file.text, file.fileName, file.name, s);
+            ASSERT_TRUE(bool(k)) << file.name.str() << " " << s.describe()
+                                 << ": " << k.diagnostics;
+          }
+  }
+}
+
+// A kernel of one family asked for the other's preset is refused by name,
+// with the kernels that preset has; so is a name the library lacks.
+TEST(Builder, LibraryKernelsBelongToTheirFamily) {
+  Specialization mla = spec("kvarn_mla_k4_g128", 512, 16);
+  mla.ropeDim = 64;
+  ASSERT_FALSE(bool(mla.check()));
+  llvm::Expected<const LibraryFile *> f = findLibraryKernel("decode", mla);
+  ASSERT_FALSE(bool(f));
+  EXPECT_EQ(llvm::toString(f.takeError()),
+            "kernel 'decode' is built for dense presets, and kvarn_mla_k4_g128 "
+            "is an MLA preset (its kernels: mla_append, mla_flush, mla_decode, "
+            "mla_decode_split, mla_combine)");
+  f = findLibraryKernel("mla_flush", spec("kvarn_k4v2_g128", 128));
+  ASSERT_FALSE(bool(f));
+  EXPECT_NE(llvm::toString(f.takeError()).find("built for MLA presets"),
+            std::string::npos);
+  f = findLibraryKernel("mla_paged", mla);
+  ASSERT_FALSE(bool(f));
+  EXPECT_NE(llvm::toString(f.takeError()).find("unknown kernel 'mla_paged'"),
+            std::string::npos);
+  f = findLibraryKernel("mla_decode", mla);
+  ASSERT_TRUE(bool(f)) << llvm::toString(f.takeError());
+  EXPECT_EQ((*f)->name, "mla_decode");
+  EXPECT_EQ(libraryKernelNames(KernelFamily::Dense).size(), 7u);
+
+  // A dense kernel built for an MLA preset stops at its first dense
+  // constant; the record fields of the other family are refused by name.
+  const char *denseField = R"(
+kernel k(c: ptr<i8>, o: ptr<f16>, n: i32) grid(n) {
+  store_tile(o, 0, [1], load_field(c, 0, latent_scale));
+}
+)";
+  BuiltKernel k =
+      buildFromSource(denseField, "k.kvt", "k", spec("kvarn_k4v2_g128", 128));
+  EXPECT_FALSE(bool(k));
+  EXPECT_NE(k.diagnostics.find("records of kvarn_k4v2_g128 have no field "
+                               "latent_scale"),
+            std::string::npos)
+      << k.diagnostics;
 }
 
 TEST(Builder, KernelAttributes) {
@@ -505,7 +568,7 @@ TEST(Builder, DiagnosticsNameTheLocation) {
                 "0, [n], [1]); }",
                 "a shape dimension must be a compile-time integer"},
            Case{"import nothing; kernel k(n: i32) grid(n) { }",
-                "unknown module 'nothing' (library modules: paged)"},
+                "unknown module 'nothing' (library modules: paged, mla_paged)"},
            Case{"kernel k(n: i32) grid(n) { let x = frob(1); }",
                 "unknown function 'frob'"},
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, n); }",

@@ -55,8 +55,20 @@ inline BuiltKernel buildFromSource(llvm::StringRef source,
   return k;
 }
 
-/// Builds library kernel `name` for (preset, head_dim, gqa, dtype); fails
-/// the test when that does not work.
+/// Builds library kernel `name` for `spec`; fails the test when that does
+/// not work.
+inline BuiltKernel buildLibrary(llvm::StringRef name,
+                                const dsl::Specialization &spec) {
+  const dsl::LibraryFile *file = dsl::findLibraryFile(name);
+  EXPECT_NE(file, nullptr) << name.str();
+  if (!file)
+    return BuiltKernel();
+  BuiltKernel k = buildFromSource(file->text, file->fileName, name, spec);
+  EXPECT_TRUE(bool(k)) << name.str() << ": " << k.diagnostics;
+  return k;
+}
+
+/// Builds library kernel `name` for (preset, head_dim, gqa, dtype).
 inline BuiltKernel buildLibrary(llvm::StringRef name, llvm::StringRef preset,
                                 int headDim, int gqa = 1,
                                 DType dtype = DType::F16) {
@@ -65,13 +77,7 @@ inline BuiltKernel buildLibrary(llvm::StringRef name, llvm::StringRef preset,
   spec.headDim = headDim;
   spec.gqa = gqa;
   spec.dtype = dtype;
-  const dsl::LibraryFile *file = dsl::findLibraryFile(name);
-  EXPECT_NE(file, nullptr) << name.str();
-  if (!file)
-    return BuiltKernel();
-  BuiltKernel k = buildFromSource(file->text, file->fileName, name, spec);
-  EXPECT_TRUE(bool(k)) << name.str() << ": " << k.diagnostics;
-  return k;
+  return buildLibrary(name, spec);
 }
 
 } // namespace kvarn::test

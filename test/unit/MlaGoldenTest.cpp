@@ -8,13 +8,12 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "MlaCase.h"
+
 #include "kvarn/Golden/Compare.h"
 #include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Reference/Mla.h"
 #include "kvarn/Support/Error.h"
-
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
 
 #include <gtest/gtest.h>
 
@@ -23,97 +22,9 @@
 #include <cstring>
 
 using namespace kvarn;
+using kvarn::test::MlaCase;
 
 namespace {
-
-std::string mlaCaseDir(const std::string &name) {
-  const char *dir = std::getenv("KVARN_GOLDEN_DIR");
-  return std::string(dir && *dir ? dir : KVARN_GOLDEN_DIR) + "/mla/" + name;
-}
-
-/// One MLA golden case: case.json and its tensors (raw little-endian).
-struct MlaCase {
-  std::string dir;
-  llvm::json::Object root;
-  MlaRecordLayout layout;
-
-  static MlaCase load(const std::string &name) {
-    MlaCase c;
-    c.dir = mlaCaseDir(name);
-    auto buf = llvm::MemoryBuffer::getFile(c.dir + "/case.json");
-    if (!buf) {
-      ADD_FAILURE() << "cannot read " << c.dir << "/case.json";
-      return c;
-    }
-    llvm::Expected<llvm::json::Value> v =
-        llvm::json::parse((*buf)->getBuffer());
-    if (!v || !v->getAsObject()) {
-      ADD_FAILURE() << c.dir << "/case.json is not a JSON object";
-      if (!v)
-        llvm::consumeError(v.takeError());
-      return c;
-    }
-    c.root = std::move(*v->getAsObject());
-    auto preset = lookupMlaPreset(c.str("preset"));
-    if (!preset) {
-      ADD_FAILURE() << llvm::toString(preset.takeError());
-      return c;
-    }
-    auto l = MlaRecordLayout::get(**preset, int(c.integer("kv_lora_rank")),
-                                  int(c.integer("rope_dim")));
-    if (!l) {
-      ADD_FAILURE() << llvm::toString(l.takeError());
-      return c;
-    }
-    c.layout = *l;
-    EXPECT_EQ(c.integer("record_bytes"), c.layout.recordBytes);
-    EXPECT_EQ(c.integer("group"), c.layout.group);
-    EXPECT_EQ(c.integer("bits"), c.layout.bits);
-    EXPECT_EQ(c.integer("sinkhorn_iters"), c.layout.sinkhornIters);
-    return c;
-  }
-
-  std::string str(llvm::StringRef key) const {
-    auto s = root.getString(key);
-    EXPECT_TRUE(s.has_value()) << key.str();
-    return s ? s->str() : "";
-  }
-  int64_t integer(llvm::StringRef key) const {
-    auto i = root.getInteger(key);
-    EXPECT_TRUE(i.has_value()) << key.str();
-    return i.value_or(0);
-  }
-  double number(llvm::StringRef key) const {
-    auto n = root.getNumber(key);
-    EXPECT_TRUE(n.has_value()) << key.str();
-    return n.value_or(0);
-  }
-
-  /// The tensor's bytes as T, checked against case.json's dtype and shape.
-  template <typename T>
-  std::vector<T> tensor(llvm::StringRef name, llvm::StringRef dtype) const {
-    const llvm::json::Object *tensors = root.getObject("tensors");
-    const llvm::json::Object *t = tensors ? tensors->getObject(name) : nullptr;
-    if (!t) {
-      ADD_FAILURE() << "case " << dir << " has no tensor " << name.str();
-      return {};
-    }
-    EXPECT_EQ(t->getString("dtype").value_or(""), dtype) << name.str();
-    int64_t n = 1;
-    if (const llvm::json::Array *shape = t->getArray("shape"))
-      for (const llvm::json::Value &d : *shape)
-        n *= d.getAsInteger().value_or(0);
-    auto buf = llvm::MemoryBuffer::getFile(dir + "/" + name.str() + ".bin");
-    if (!buf || (*buf)->getBufferSize() != size_t(n) * sizeof(T)) {
-      ADD_FAILURE() << "tensor " << name.str() << " of " << dir
-                    << ": missing or not " << n << " elements";
-      return {};
-    }
-    std::vector<T> out(n);
-    std::memcpy(out.data(), (*buf)->getBufferStart(), n * sizeof(T));
-    return out;
-  }
-};
 
 double relL2(const std::vector<float> &a, const std::vector<float> &b) {
   return relativeL2(a.data(), b.data(), std::min(a.size(), b.size()));

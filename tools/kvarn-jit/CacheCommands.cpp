@@ -181,14 +181,6 @@ int runClear(const ParsedOptions &opts) {
 // warm: compile a list of shapes ahead of time
 //===----------------------------------------------------------------------===//
 
-std::vector<std::string> libraryKernels() {
-  std::vector<std::string> names;
-  for (const dsl::LibraryFile &f : dsl::libraryFiles())
-    if (f.isKernel)
-      names.push_back(f.name.str());
-  return names;
-}
-
 /// The shapes file, read as any file from outside: a regular file of
 /// bounded size (not a FIFO or /dev/zero), then parsed by the cache.
 llvm::Expected<std::vector<WarmShape>> readShapes(const std::string &path,
@@ -335,7 +327,8 @@ llvm::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
   b.options.target.chip = opts.has("arch") ? opts.get("arch") : localArch();
   if (llvm::Error err = validateTarget(b.options.target))
     return std::move(err);
-  for (const std::string &k : libraryKernels())
+  for (const std::string &k :
+       dsl::libraryKernelNames(dsl::kernelFamily(b.spec)))
     b.requests.push_back({k, b.spec, "", ""});
   return b;
 }

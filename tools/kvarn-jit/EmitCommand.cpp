@@ -46,6 +46,11 @@ int listPresets() {
                                   p.name, p.keyBits, p.valueBits, p.group,
                                   p.sinkhornIters,
                                   &p == &defaultPreset() ? " (default)" : "");
+  for (const MlaPreset &p : allMlaPresets())
+    llvm::outs() << llvm::formatv("{0,-16} MLA: latent bits {1}, group {2}, "
+                                  "Sinkhorn iterations {3}; --head-dim is "
+                                  "kv_lora_rank, with --rope-dim\n",
+                                  p.name, p.bits, p.group, p.sinkhornIters);
   return kExitOk;
 }
 
@@ -250,10 +255,11 @@ int runEmit(const ParsedOptions &opts) {
   spec.preset = opts.get("preset", defaultPreset().name);
   std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
   std::optional<int64_t> gqa = opts.getInt("gqa", 1);
+  std::optional<int64_t> ropeDim = opts.getInt("rope-dim", 0);
   std::optional<int64_t> threads = opts.getInt("threads", 0);
   std::optional<int64_t> warps = opts.getInt("num-warps", 0);
   std::optional<int64_t> minCtas = opts.getInt("min-ctas-per-sm", 0);
-  if (!headDim || !gqa || !threads || !warps || !minCtas)
+  if (!headDim || !gqa || !ropeDim || !threads || !warps || !minCtas)
     return kExitUsage;
   if (*warps < 0 || *warps > 32)
     return usageError("--num-warps takes 1 to 32 (0: the compiler's choice)");
@@ -261,12 +267,13 @@ int runEmit(const ParsedOptions &opts) {
     return usageError(
         "--min-ctas-per-sm takes 1 to 32 (0: the compiler's choice, 1)");
   if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
-      *gqa > INT32_MAX)
-    return usageError("--head-dim and --gqa take 32-bit integers");
+      *gqa > INT32_MAX || *ropeDim < INT32_MIN || *ropeDim > INT32_MAX)
+    return usageError("--head-dim, --gqa and --rope-dim take 32-bit integers");
   if (*threads < 0 || *threads > 1024)
     return usageError("--threads takes 0 (one per core) to 1024");
   spec.headDim = int(*headDim);
   spec.gqa = int(*gqa);
+  spec.ropeDim = int(*ropeDim);
   llvm::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
   if (!dtype)
     return usageError(llvm::toString(dtype.takeError()));
@@ -330,19 +337,13 @@ int runEmit(const ParsedOptions &opts) {
   } else {
     std::vector<std::string> names = wanted;
     if (names.empty())
-      for (const dsl::LibraryFile &f : dsl::libraryFiles())
-        if (f.isKernel)
-          names.push_back(f.name.str());
+      names = dsl::libraryKernelNames(dsl::kernelFamily(spec));
     for (const std::string &name : names) {
-      const dsl::LibraryFile *file = dsl::findLibraryFile(name);
-      if (!file || !file->isKernel) {
-        std::vector<std::string> known;
-        for (const dsl::LibraryFile &f : dsl::libraryFiles())
-          if (f.isKernel)
-            known.push_back(f.name.str());
-        return usageError("unknown kernel '" + name +
-                          "' (library kernels: " + llvm::join(known, ", ") + ")");
-      }
+      llvm::Expected<const dsl::LibraryFile *> found =
+          dsl::findLibraryKernel(name, spec);
+      if (!found)
+        return usageError(llvm::toString(found.takeError()));
+      const dsl::LibraryFile *file = *found;
       sources[name] = {file->text.str(), file->fileName.str(), false};
       if (emit.empty()) { // the cache builds it
         built.push_back(name);
@@ -368,7 +369,7 @@ int runEmit(const ParsedOptions &opts) {
 Command kvarn::jit::emitCommand() {
   return {"",
           "[--kernels a,b] [--preset P] [--head-dim N] [--gqa N] "
-          "[--dtype f16|bf16] [--arch SM] "
+          "[--rope-dim N] [--dtype f16|bf16] [--arch SM] "
           "[--emit STAGE] [--source FILE] [--out DIR] [--json] [--dump-ir DIR] "
           "[--print-ir-after-all] [--timing]",
           "build kernels for one preset and shape: into the kernel cache "
@@ -379,7 +380,12 @@ Command kvarn::jit::emitCommand() {
            {"head-dim", "N",
             "head_dim, a multiple of 16 in [64, 512] "
             "(default 128)"},
-           {"gqa", "N", "query heads per KV head (default 1)"},
+           {"gqa", "N",
+            "query heads per KV head (default 1); MLA: the query heads "
+            "of the one latent, up to 128"},
+           {"rope-dim", "N",
+            "MLA presets: the rope key's width beside the latent "
+            "(a multiple of 8 to 256; --head-dim is kv_lora_rank)"},
            {"dtype", "TYPE",
             "activation dtype of q, new K/V and outputs: f16 "
             "or bf16 (default f16; the pool stays fp16)"},

@@ -67,6 +67,21 @@ constexpr int poolRowsPerStep(int group, int headDim) {
 static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128 &&
               poolRowsPerStep(128, 160) == 32 && poolRowsPerStep(64, 512) == 16);
 
+/// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
+/// the largest divisor of `heads` up to 8. Each head keeps its queries,
+/// accumulator and partial products in shared memory, ~11.8 KB at
+/// kv_lora_rank 512 beside the 51 KB record staged whole: 8 heads take
+/// 146 KB of the 227 KB a CTA may have, 16 would need 240 KB. Programs of
+/// one request read the same latent, the second and later from L2.
+constexpr int mlaHeadsPerProgram(int heads) {
+  for (int d = 8; d > 1; --d)
+    if (heads % d == 0)
+      return d;
+  return 1;
+}
+static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
+              mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
+
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;

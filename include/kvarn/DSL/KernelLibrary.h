@@ -8,24 +8,49 @@
 #ifndef KVARN_DSL_KERNELLIBRARY_H
 #define KVARN_DSL_KERNELLIBRARY_H
 
+#include "kvarn/DSL/Specialization.h"
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
 
 namespace kvarn::dsl {
+
+/// The specializations a library kernel is built for: the dense presets'
+/// (one record per block and KV head) or the MLA presets' (one latent
+/// record per block).
+enum class KernelFamily { Dense, Mla };
+
+/// The family of kernels `spec` builds (its preset's).
+KernelFamily kernelFamily(const Specialization &spec);
 
 struct LibraryFile {
   llvm::StringRef name;     // "decode": the kernel or module name
   llvm::StringRef fileName; // "decode.kvt"
   llvm::StringRef text;
   bool isKernel; // defines kernel `name`; else a module of fns and consts
+  KernelFamily family; // kernels: what they are built for
 };
 
-/// Kernels first, in ABI order (append, flush, decode, decode_split, combine,
-/// verify, materialize), then modules.
+/// The dense kernels first, in ABI order (append, flush, decode,
+/// decode_split, combine, verify, materialize), then the MLA kernels
+/// (mla_append, mla_flush, mla_decode, mla_decode_split, mla_combine), then
+/// modules.
 llvm::ArrayRef<LibraryFile> libraryFiles();
 
 /// The library file named `name` ("decode" or "paged"), or null.
 const LibraryFile *findLibraryFile(llvm::StringRef name);
+
+/// The names of the library's kernels of `family`, in library order.
+std::vector<std::string> libraryKernelNames(KernelFamily family);
+
+/// The library kernel `name` if it is one built for `spec`; otherwise an
+/// error that says why (unknown, a module, or the other family's).
+llvm::Expected<const LibraryFile *>
+findLibraryKernel(llvm::StringRef name, const Specialization &spec);
 
 } // namespace kvarn::dsl
 

@@ -4,12 +4,14 @@
 // activation dtype; building it for one Specialization binds the DSL's named
 // constants (D, G, KBITS, ...) from kvarn's one layout table, the way Triton
 // binds constexprs, so every tile shape in the kvt IR is static, and its
-// named type ACT to the activation dtype.
+// named type ACT to the activation dtype. An MLA preset's kernels (the
+// mla_ kernels) get their own constants (R, E, BITS, HEADS, ...).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_DSL_SPECIALIZATION_H
 #define KVARN_DSL_SPECIALIZATION_H
 
+#include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/DType.h"
 
@@ -22,19 +24,30 @@ namespace kvarn::dsl {
 
 struct Specialization {
   std::string preset = "kvarn_k4v2_g128";
+  /// The width of a KV head; for an MLA preset the latent's, kv_lora_rank.
   int headDim = 128;
-  int gqa = 1; // query heads per KV head
+  /// Query heads per KV head; for an MLA preset the query heads that all
+  /// attend to the one latent.
+  int gqa = 1;
   /// The activations' element type (the DSL's ACT): q, append's k/v and the
   /// decode family's outputs. The pool and the records are fp16 and bytes
   /// whatever it is.
   DType dtype = DType::F16;
+  /// MLA presets only: the width of the fp16 rope key beside the latent.
+  int ropeDim = 0;
 
-  /// Checks the preset, head_dim and GQA ratio (1 to kMaxGqa).
+  /// Whether the preset is an MLA preset (kvarn_mla_*).
+  bool isMla() const { return isMlaPresetName(preset); }
+
+  /// Checks the preset, head_dim and GQA ratio (1 to kMaxGqa); for MLA the
+  /// latent's rank and rope dim (MlaRecordLayout::get) and heads (1 to
+  /// kMaxMlaHeads); dense presets have no rope dim.
   llvm::Error check() const;
 
   /// "kvarn_k4v2_g128 head_dim 128 gqa 1", with " dtype bf16" appended for
   /// bf16: how tools and errors name a specialization (f16, the default,
-  /// is not spelled, so fp16 lines read as they always did).
+  /// is not spelled, so fp16 lines read as they always did); MLA adds
+  /// " rope_dim 64".
   std::string describe() const;
 };
 
@@ -56,10 +69,11 @@ struct SpecConstant {
   const char *meaning;
 };
 
-/// D, G, KBITS, VBITS, ITERS, GQA, RECORD_BYTES, RECORD_USED_BYTES,
-/// POOL_ROWS and MAX_SPLITS for `spec` (which must pass check()).
-std::vector<SpecConstant> specConstants(const Specialization &spec,
-                                        const RecordLayout &layout);
+/// The DSL's constants for `spec` (which must pass check()): D, G, KBITS,
+/// VBITS, ITERS, GQA, RECORD_BYTES, RECORD_USED_BYTES, POOL_ROWS and
+/// MAX_SPLITS; for an MLA preset R, E, G, BITS, ITERS, HEADS, HEAD_GROUP,
+/// HEAD_GROUPS, RECORD_BYTES, POOL_ROWS and MAX_SPLITS.
+std::vector<SpecConstant> specConstants(const Specialization &spec);
 
 } // namespace kvarn::dsl
 

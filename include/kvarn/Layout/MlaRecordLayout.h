@@ -31,6 +31,11 @@ struct MlaPreset {
 /// configuration: it forces the block size to 128).
 llvm::ArrayRef<MlaPreset> allMlaPresets();
 llvm::Expected<const MlaPreset *> lookupMlaPreset(llvm::StringRef name);
+/// Whether `name` is one of allMlaPresets().
+bool isMlaPresetName(llvm::StringRef name);
+
+/// Most query heads one MLA latent serves (DeepSeek-V3 has 128).
+constexpr int kMaxMlaHeads = 128;
 
 struct MlaRecordLayout {
   int kvLoraRank = 0; // R, latent channels

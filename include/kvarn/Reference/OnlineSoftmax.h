@@ -18,16 +18,24 @@
 
 namespace kvarn {
 
+/// MLA's second score term (kvt.attend's rope operands): q [H][dim] and
+/// k [G][dim], channels the values do not have. Empty: no such term.
+struct RopeScores {
+  llvm::ArrayRef<double> q, k;
+  int dim = 0;
+};
+
 /// One block step. q is [H][D], k and v are [G][D] (G = k.size() / D); query
 /// row h sees keys from[h] <= t < min(valid[h], G) (from empty: from 0) and
-/// is left unchanged when it sees none. Scores are scale * (q[h] . k[t]).
+/// is left unchanged when it sees none. Scores are scale * (q[h] . k[t]),
+/// plus scale * (rope.q[h] . rope.k[t]) with a rope term.
 void attendBlock(int rows, int dim, llvm::ArrayRef<double> q,
                  llvm::ArrayRef<double> k, llvm::ArrayRef<double> v,
                  llvm::ArrayRef<int32_t> valid, double scale,
                  llvm::MutableArrayRef<double> m,
                  llvm::MutableArrayRef<double> l,
                  llvm::MutableArrayRef<double> acc,
-                 llvm::ArrayRef<int32_t> from = {});
+                 llvm::ArrayRef<int32_t> from = {}, RopeScores rope = {});
 
 /// out[h] = acc[h] / l[h] and lse[h] = m[h] + log(l[h]); rows that saw no key
 /// (l = 0) give out = 0 and lse = -inf.

@@ -278,7 +278,7 @@ def KVT_UnpackOp : KVT_Op<"unpack", [Pure,
 // Attention
 //===----------------------------------------------------------------------===//
 
-def KVT_AttendOp : KVT_Op<"attend", [Pure,
+def KVT_AttendOp : KVT_Op<"attend", [Pure, AttrSizedOperandSegments,
     AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "acc", "newAcc"]>,
     RowVectorOf<"q", "m", F32Of>, RowVectorOf<"q", "l", F32Of>,
     RowVectorOf<"q", "newM", F32Of>, RowVectorOf<"q", "newL", F32Of>,
@@ -294,17 +294,25 @@ def KVT_AttendOp : KVT_Op<"attend", [Pure,
     flash-attention. With `from` (an i32 per-row vector, like `valid`), row
     h sees only rows from[h] <= t < valid[h] (a sliding window's lower
     edge). Rows that see no key are unchanged.
+
+    With `rope(q_rope, k_rope)` (MLA, docs/kvarn.md "MLA records") every
+    score gains a second dot product over other channels, which the values
+    do not have: `scale * (q[h] . k[t] + q_rope[h] . k_rope[t])`, q_rope
+    [H, E] and k_rope [G, E] f32.
   }];
   let arguments = (ins KVT_TileType:$q, KVT_TileType:$k, KVT_TileType:$v,
                        KVT_TileType:$m, KVT_TileType:$l, KVT_TileType:$acc,
                        KVT_TileType:$valid,
-                       Optional<KVT_TileType>:$from, F32:$scale);
+                       Optional<KVT_TileType>:$from,
+                       Optional<KVT_TileType>:$qRope,
+                       Optional<KVT_TileType>:$kRope, F32:$scale);
   let results = (outs KVT_TileType:$newM, KVT_TileType:$newL,
                       KVT_TileType:$newAcc);
   let assemblyFormat = [{
     $q `,` $k `,` $v `state` `(` $m `,` $l `,` $acc `)` `valid` $valid
-    (`from` $from^)? `scale` $scale
+    (`from` $from^)? (`rope` `(` $qRope^ `,` $kRope `)`)? `scale` $scale
     attr-dict `:` qualified(type($q)) `,` qualified(type($k))
+    (`,` qualified(type($qRope))^ `,` qualified(type($kRope)))?
   }];
   let hasVerifier = 1;
 }

@@ -127,6 +127,74 @@ func.func private @bad_head_dim() attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g
 
 // -----
 
+// expected-error @+1 {{rope_dim is for MLA presets; kvarn_k4v2_g128 is not one}}
+func.func private @dense_rope_dim() attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1, rope_dim = 64>}
+
+// -----
+
+// expected-error @+1 {{MLA kernels need the rope key}}
+func.func private @mla_without_rope() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 16>}
+
+// -----
+
+// expected-error @+1 {{MLA kv_lora_rank 384 is not supported}}
+func.func private @mla_rank() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 384, gqa = 16, rope_dim = 64>}
+
+// -----
+
+// expected-error @+1 {{MLA query heads 129 are outside [1, 128]}}
+func.func private @mla_heads() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 129, rope_dim = 64>}
+
+// -----
+
+func.func @mla_field_in_dense_record(%p: !kvt.ptr<i8>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
+  // expected-error @+1 {{records of kvarn_k4v2_g128 have no field latent_scale (the latent_ fields and rope are MLA records')}}
+  %t = kvt.load_field %p[%o] <latent_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf16>
+  return
+}
+
+// -----
+
+func.func @dense_field_in_mla_record(%p: !kvt.ptr<i8>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 16, rope_dim = 64>} {
+  // expected-error @+1 {{records of kvarn_mla_k4_g128 have no field k_scale (MLA records: latent_codes, latent_scale, latent_zero, latent_token_scale, rope)}}
+  %t = kvt.load_field %p[%o] <k_scale> : !kvt.ptr<i8> -> !kvt.tile<512xf16>
+  return
+}
+
+// -----
+
+func.func @mla_field_shape(%p: !kvt.ptr<i8>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 16, rope_dim = 64>} {
+  // expected-error @+1 {{field latent_codes of kvarn_mla_k4_g128 at head_dim 512 is '!kvt.tile<128x256xi8>', not '!kvt.tile<512x64xi8>'}}
+  %t = kvt.load_field %p[%o] <latent_codes> : !kvt.ptr<i8> -> !kvt.tile<512x64xi8>
+  return
+}
+
+// -----
+
+func.func @attend_rope_half(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf32>,
+                            %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
+                            %valid: !kvt.tile<4xi32>, %s: f32) {
+  // expected-error @+1 {{needs both rope parts, q_rope and k_rope, or none}}
+  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %acc, %s) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1>}> : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<4x128xf32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
+  return
+}
+
+// -----
+
+func.func @attend_rope_keys(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf32>,
+                            %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
+                            %valid: !kvt.tile<4xi32>, %qr: !kvt.tile<4x64xf32>,
+                            %kr: !kvt.tile<32x64xf32>, %s: f32) {
+  // expected-error @+1 {{k_rope must be an f32 tile [64, 64], got '!kvt.tile<32x64xf32>'}}
+  %r:3 = kvt.attend %q, %k, %k state(%m, %m, %acc) valid %valid rope(%qr, %kr) scale %s : !kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4x64xf32>, !kvt.tile<32x64xf32>
+  return
+}
+
+// -----
+
 func.func @attend_channels(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x64xf32>,
                            %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
                            %valid: !kvt.tile<4xi32>, %s: f32) {
@@ -157,7 +225,7 @@ func.func @attend_from_not_per_row(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x12
                                    %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
                                    %valid: !kvt.tile<4xi32>, %from: !kvt.tile<8xi32>, %s: f32) {
   // expected-error @+1 {{from is a per-row vector of q}}
-  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %from, %s) : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<8xi32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
+  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %from, %s) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1>}> : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<8xi32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
   return
 }
 
@@ -167,6 +235,6 @@ func.func @attend_from_not_i32(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf3
                                %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
                                %valid: !kvt.tile<4xi32>, %s: f32) {
   // expected-error @+1 {{from is a per-row vector of q}}
-  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %m, %s) : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<4xf32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
+  %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %m, %s) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1>}> : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<4xf32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
   return
 }

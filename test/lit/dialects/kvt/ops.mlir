@@ -68,6 +68,8 @@ func.func @attend_block(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<128x128xf32>,
   // A sliding window's lower edge: rows see keys from <= t < valid.
   // CHECK: kvt.attend %{{.*}}, %{{.*}}, %{{.*}} state(%{{.*}}, %{{.*}}, %{{.*}}) valid %[[VALID:.*]] from %[[VALID]] scale %{{.*}} : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
   %m3, %l3, %acc3 = kvt.attend %q, %k, %v state(%m, %l, %acc) valid %valid from %valid scale %scale : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
+  // CHECK: kvt.attend %{{.*}}, %{{.*}}, %{{.*}} state(%{{.*}}, %{{.*}}, %{{.*}}) valid %{{.*}} rope(%{{.*}}, %{{.*}}) scale %{{.*}} : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>, !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
+  %m4, %l4, %acc4 = kvt.attend %q, %k, %k state(%m, %l, %acc) valid %valid rope(%q, %v) scale %scale : !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>, !kvt.tile<4x128xf32>, !kvt.tile<128x128xf32>
   // CHECK: kvt.attend_finish %{{.*}}, %{{.*}}, %{{.*}} : !kvt.tile<4x128xf32>
   %out, %lse = kvt.attend_finish %m2, %l2, %acc2 : !kvt.tile<4x128xf32>
   // CHECK: kvt.merge %{{.*}}, %{{.*}} count %{{.*}} : !kvt.tile<8x4x128xf32>, !kvt.tile<8x4xf32>
@@ -93,5 +95,20 @@ func.func @e4m3_scales(%cache: !kvt.ptr<i8>, %rec: i64, %v: !kvt.tile<128x128xf3
   %vch = kvt.load_field %cache[%rec] <v_channel_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf32>
   // CHECK: kvt.dequantize %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : !kvt.tile<128x128xi8> scales f32
   %d = kvt.dequantize %codes, %vs, %vz, %vch : !kvt.tile<128x128xi8> scales f32
+  return
+}
+
+// An MLA kernel's spec and record fields.
+// CHECK-LABEL: func.func @mla_fields
+// CHECK-SAME: kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 16, rope_dim = 64>
+func.func @mla_fields(%p: !kvt.ptr<i8>, %o: i64)
+    attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 512, gqa = 16, rope_dim = 64>} {
+  // CHECK: kvt.load_field %{{.*}}[%{{.*}}] <latent_codes> : !kvt.ptr<i8> -> !kvt.tile<128x256xi8>
+  %c = kvt.load_field %p[%o] <latent_codes> : !kvt.ptr<i8> -> !kvt.tile<128x256xi8>
+  %s = kvt.load_field %p[%o] <latent_scale> : !kvt.ptr<i8> -> !kvt.tile<512xf16>
+  %z = kvt.load_field %p[%o] <latent_zero> : !kvt.ptr<i8> -> !kvt.tile<512xf16>
+  %t = kvt.load_field %p[%o] <latent_token_scale> : !kvt.ptr<i8> -> !kvt.tile<128xf16>
+  // CHECK: kvt.load_field %{{.*}}[%{{.*}}] <rope> : !kvt.ptr<i8> -> !kvt.tile<128x64xf16>
+  %r = kvt.load_field %p[%o] <rope> : !kvt.ptr<i8> -> !kvt.tile<128x64xf16>
   return
 }
