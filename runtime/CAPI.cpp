@@ -7,6 +7,7 @@
 
 #include "Kernels.h"
 #include "ManagedPool.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Capacity.h"
@@ -374,6 +375,36 @@ kvarn_status_t kvarn_kernels_create_dtype(kvarn_context_t *context,
   });
 }
 
+kvarn_status_t kvarn_mla_kernels_create(kvarn_context_t *context,
+                                        const char *preset,
+                                        int32_t kv_lora_rank, int32_t rope_dim,
+                                        int32_t num_heads, const char *dtype,
+                                        kvarn_kernels_t **out) {
+  return guarded([&]() -> llvm::Error {
+    const char *fn = "kvarn_mla_kernels_create";
+    llvm::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
+    if (!activation)
+      return activation.takeError();
+    dsl::Specialization spec{preset ? preset : allMlaPresets().front().name,
+                             kv_lora_rank, num_heads, *activation, rope_dim};
+    if (!spec.isMla())
+      return makeError(KVARN_ERROR_UNKNOWN_PRESET,
+                       "{0}: '{1}' is not an MLA preset (MLA presets: {2})", fn,
+                       spec.preset, allMlaPresets().front().name);
+    // The shape before the context, so it is checked without a GPU.
+    if (llvm::Error err = spec.check())
+      return withContext(std::move(err), fn);
+    KVARN_REQUIRE(fn, context);
+    KVARN_REQUIRE(fn, out);
+    llvm::Expected<std::unique_ptr<KernelSet>> set =
+        KernelSet::create(context->state, spec);
+    if (!set)
+      return set.takeError();
+    *out = new kvarn_kernels{std::move(*set)};
+    return llvm::Error::success();
+  });
+}
+
 kvarn_status_t kvarn_kernels_destroy(kvarn_kernels_t *kernels) {
   return guarded([&]() -> llvm::Error {
     delete kernels;
@@ -387,7 +418,9 @@ kvarn_status_t kvarn_kernels_load(kvarn_kernels_t *kernels, const char *names) {
     llvm::SmallVector<KernelKind, 8> kinds;
     if (!names) {
       for (size_t i = 0; i < kNumKernelKinds; ++i)
-        kinds.push_back(KernelKind(i));
+        if (kernelFamily(KernelKind(i)) ==
+            dsl::kernelFamily(kernels->set->spec()))
+          kinds.push_back(KernelKind(i));
     } else {
       llvm::SmallVector<llvm::StringRef, 8> parts;
       llvm::StringRef(names).split(parts, ',', -1, false);
@@ -485,6 +518,113 @@ kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
     KVARN_REQUIRE(fn, kernels);
     llvm::Expected<int> count = decodeSplitCountFor(
         *kernels->set, int64_t(batch_capacity) * num_kv_heads, max_blocks);
+    if (!count)
+      return withContext(count.takeError(), fn);
+    *num_splits = *count;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_mla_append(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                                kvarn_devptr_t latent, kvarn_devptr_t k_pe,
+                                kvarn_devptr_t slot_mapping,
+                                kvarn_devptr_t block_to_slot,
+                                kvarn_devptr_t pool_latent,
+                                kvarn_devptr_t pool_pe, int32_t num_tokens) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_mla_append");
+    return launchMlaAppend(ks, s, latent, k_pe, slot_mapping, block_to_slot,
+                           pool_latent, pool_pe, num_tokens);
+  });
+}
+
+kvarn_status_t kvarn_mla_flush(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                               kvarn_devptr_t pool_latent,
+                               kvarn_devptr_t pool_pe,
+                               kvarn_devptr_t tile_slots,
+                               kvarn_devptr_t tile_blocks, kvarn_devptr_t cache,
+                               int32_t num_tiles) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_mla_flush");
+    return launchMlaFlush(ks, s, pool_latent, pool_pe, tile_slots, tile_blocks,
+                          cache, num_tiles);
+  });
+}
+
+kvarn_status_t
+kvarn_mla_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                 kvarn_devptr_t q, kvarn_devptr_t block_table,
+                 kvarn_devptr_t seq_lens, kvarn_devptr_t block_to_slot,
+                 kvarn_devptr_t cache, kvarn_devptr_t pool_latent,
+                 kvarn_devptr_t pool_pe, kvarn_devptr_t out,
+                 float softmax_scale, int32_t batch, int32_t max_blocks) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_mla_decode");
+    return launchMlaDecode(ks, s, q, block_table, seq_lens, block_to_slot,
+                           cache, pool_latent, pool_pe, out, softmax_scale,
+                           batch, max_blocks);
+  });
+}
+
+kvarn_status_t kvarn_mla_decode_split(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+    kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe, kvarn_devptr_t part_out,
+    kvarn_devptr_t part_lse, kvarn_devptr_t out, float softmax_scale,
+    int32_t batch, int32_t max_blocks, int32_t num_splits) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_mla_decode_split");
+    return launchMlaDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
+                                cache, pool_latent, pool_pe, part_out, part_lse,
+                                out, softmax_scale, batch, max_blocks,
+                                num_splits);
+  });
+}
+
+kvarn_status_t kvarn_mla_decode_split_scratch_bytes(int32_t batch,
+                                                    int32_t num_heads,
+                                                    int32_t kv_lora_rank,
+                                                    int64_t *part_out_bytes,
+                                                    int64_t *part_lse_bytes) {
+  return guarded([&]() -> llvm::Error {
+    const char *fn = "kvarn_mla_decode_split_scratch_bytes";
+    KVARN_REQUIRE(fn, part_out_bytes);
+    KVARN_REQUIRE(fn, part_lse_bytes);
+    // One latent "KV head" whose query heads write a partial each.
+    llvm::Expected<DecodeSplitPartialBytes> bytes =
+        decodeSplitPartialBytes(batch, 1, num_heads, kv_lora_rank);
+    if (!bytes)
+      return withContext(bytes.takeError(), fn);
+    *part_out_bytes = bytes->partOut;
+    *part_lse_bytes = bytes->partLse;
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_mla_decode_split_count(kvarn_kernels_t *kernels,
+                                            int32_t batch_capacity,
+                                            int32_t max_blocks,
+                                            int32_t *num_splits) {
+  return guarded([&]() -> llvm::Error {
+    const char *fn = "kvarn_mla_decode_split_count";
+    KVARN_REQUIRE(fn, num_splits);
+    if (batch_capacity <= 0 || max_blocks <= 0)
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "{0}: batch_capacity ({1}) and max_blocks ({2}) must "
+                       "be positive",
+                       fn, batch_capacity, max_blocks);
+    KVARN_REQUIRE(fn, kernels);
+    const dsl::Specialization &spec = kernels->set->spec();
+    if (!spec.isMla())
+      return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                       "{0}: these kernels are {1}'s, a dense preset (use "
+                       "kvarn_decode_split_count)",
+                       fn, spec.preset);
+    // A request's decode programs: its query heads in groups (HEAD_GROUP).
+    int64_t programs = spec.gqa / mlaHeadsPerProgram(spec.gqa);
+    llvm::Expected<int> count = decodeSplitCountFor(
+        *kernels->set, int64_t(batch_capacity) * programs, max_blocks);
     if (!count)
       return withContext(count.takeError(), fn);
     *num_splits = *count;

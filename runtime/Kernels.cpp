@@ -27,13 +27,12 @@ llvm::Error ContextState::synchronize() const {
   return KVARN_CUDA_CHECK(context.driver(), cuStreamSynchronize, stream);
 }
 
-// The kernels' names are the library's (dsl::libraryFiles: the dense
-// kernels first, in KernelKind's order); nothing here spells them again.
+// The kernels' names are the library's (dsl::libraryFiles: kernels first,
+// in KernelKind's order); nothing here spells them again.
 static llvm::ArrayRef<dsl::LibraryFile> libraryKernels() {
   llvm::ArrayRef<dsl::LibraryFile> files = dsl::libraryFiles();
   size_t n = 0;
-  while (n < files.size() && files[n].isKernel &&
-         files[n].family == dsl::KernelFamily::Dense)
+  while (n < files.size() && files[n].isKernel)
     ++n;
   assert(n == kNumKernelKinds && "KernelKind and the kernel library differ");
   return files.take_front(n);
@@ -42,6 +41,10 @@ static llvm::ArrayRef<dsl::LibraryFile> libraryKernels() {
 const char *kvarn::runtime::kernelName(KernelKind kind) {
   // The library's names are literals embedded at build time.
   return libraryKernels()[size_t(kind)].name.data();
+}
+
+dsl::KernelFamily kvarn::runtime::kernelFamily(KernelKind kind) {
+  return libraryKernels()[size_t(kind)].family;
 }
 
 llvm::Expected<KernelKind> kvarn::runtime::parseKernelName(llvm::StringRef name) {
@@ -87,6 +90,18 @@ compileAndLoad(const Context &context, const char *kernel,
 }
 
 llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
+  if (kernelFamily(kind) != dsl::kernelFamily(specialization))
+    return makeError(
+        KVARN_ERROR_INVALID_ARGUMENT,
+        "'{0}' is built for {1} presets, and these kernels are {2}'s, {3} "
+        "({4})",
+        kernelName(kind),
+        kernelFamily(kind) == dsl::KernelFamily::Mla ? "MLA" : "dense",
+        specialization.preset,
+        specialization.isMla() ? "an MLA preset" : "a dense preset",
+        specialization.isMla()
+            ? "use the kvarn_mla_* calls"
+            : "MLA kernels come from kvarn_mla_kernels_create");
   if (llvm::Error e = ctx->checkAlive(kernelName(kind)))
     return std::move(e);
   std::lock_guard<std::mutex> lock(mutex);
@@ -227,7 +242,8 @@ llvm::Error kvarn::runtime::launchDecode(
 llvm::Expected<int> kvarn::runtime::decodeSplitCountFor(KernelSet &ks,
                                                         int64_t pairs,
                                                         int64_t maxBlocks) {
-  llvm::Expected<const LoadedKernel *> split = ks.get(KernelKind::DecodeSplit);
+  llvm::Expected<const LoadedKernel *> split = ks.get(
+      ks.spec().isMla() ? KernelKind::MlaDecodeSplit : KernelKind::DecodeSplit);
   if (!split)
     return split.takeError();
   return decodeSplitCount({pairs, maxBlocks,
@@ -346,5 +362,116 @@ llvm::Error kvarn::runtime::launchMaterialize(
                  {"batch", batch},
                  {"max_blocks", maxBlocks},
                  {"num_kv_heads", numKvHeads}}}
+      .run(stream);
+}
+
+llvm::Error kvarn::runtime::launchMlaAppend(
+    KernelSet &ks, CUstream stream, CUdeviceptr latent, CUdeviceptr kPe,
+    CUdeviceptr slotMapping, CUdeviceptr blockToSlot, CUdeviceptr poolLatent,
+    CUdeviceptr poolPe, int32_t numTokens) {
+  return Launch{ks,
+                KernelKind::MlaAppend,
+                {{"num_tokens", numTokens}},
+                {{"latent", latent},
+                 {"k_pe", kPe},
+                 {"slot_mapping", slotMapping},
+                 {"block_to_slot", blockToSlot},
+                 {"pool_latent", poolLatent},
+                 {"pool_pe", poolPe},
+                 {"num_tokens", numTokens}}}
+      .run(stream);
+}
+
+llvm::Error
+kvarn::runtime::launchMlaFlush(KernelSet &ks, CUstream stream,
+                               CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                               CUdeviceptr tileSlots, CUdeviceptr tileBlocks,
+                               CUdeviceptr cache, int32_t numTiles) {
+  return Launch{ks,
+                KernelKind::MlaFlush,
+                {{"num_tiles", numTiles}},
+                {{"pool_latent", poolLatent},
+                 {"pool_pe", poolPe},
+                 {"tile_slots", tileSlots},
+                 {"tile_blocks", tileBlocks},
+                 {"cache", cache},
+                 {"num_tiles", numTiles}}}
+      .run(stream);
+}
+
+llvm::Error kvarn::runtime::launchMlaDecode(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
+    CUdeviceptr poolLatent, CUdeviceptr poolPe, CUdeviceptr out, float scale,
+    int32_t batch, int32_t maxBlocks) {
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "mla_decode: max_blocks is negative ({0})", maxBlocks);
+  return Launch{ks,
+                KernelKind::MlaDecode,
+                {{"batch", batch}},
+                {{"q", q},
+                 {"block_table", blockTable},
+                 {"seq_lens", seqLens},
+                 {"block_to_slot", blockToSlot},
+                 {"cache", cache},
+                 {"pool_latent", poolLatent},
+                 {"pool_pe", poolPe},
+                 {"out", out},
+                 {"softmax_scale", scale},
+                 {"batch", batch},
+                 {"max_blocks", maxBlocks}}}
+      .run(stream);
+}
+
+llvm::Error kvarn::runtime::launchMlaDecodeSplit(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
+    CUdeviceptr poolLatent, CUdeviceptr poolPe, CUdeviceptr partOut,
+    CUdeviceptr partLse, CUdeviceptr out, float scale, int32_t batch,
+    int32_t maxBlocks, int32_t numSplits) {
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "mla_decode_split: max_blocks is negative ({0})",
+                     maxBlocks);
+  if (numSplits < 1)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "mla_decode_split: num_splits must be at least 1, got {0}",
+                     numSplits);
+  if (batch > 0 && !out)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "mla_decode_split: out is null");
+  // Both kernels are fetched first so a compile failure launches nothing.
+  for (KernelKind kind : {KernelKind::MlaDecodeSplit, KernelKind::MlaCombine})
+    if (batch > 0)
+      if (llvm::Expected<const LoadedKernel *> k = ks.get(kind); !k)
+        return k.takeError();
+  if (llvm::Error e = Launch{ks,
+                             KernelKind::MlaDecodeSplit,
+                             {{"batch", batch}},
+                             {{"q", q},
+                              {"block_table", blockTable},
+                              {"seq_lens", seqLens},
+                              {"block_to_slot", blockToSlot},
+                              {"cache", cache},
+                              {"pool_latent", poolLatent},
+                              {"pool_pe", poolPe},
+                              {"part_out", partOut},
+                              {"part_lse", partLse},
+                              {"softmax_scale", scale},
+                              {"batch", batch},
+                              {"max_blocks", maxBlocks},
+                              {"num_splits", numSplits}}}
+                          .run(stream))
+    return e;
+  return Launch{ks,
+                KernelKind::MlaCombine,
+                {{"batch", batch}},
+                {{"part_out", partOut},
+                 {"part_lse", partLse},
+                 {"seq_lens", seqLens},
+                 {"out", out},
+                 {"batch", batch},
+                 {"num_splits", numSplits}}}
       .run(stream);
 }

@@ -7,6 +7,7 @@
 #ifndef KVARN_RUNTIME_KERNELS_H
 #define KVARN_RUNTIME_KERNELS_H
 
+#include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/DSL/Specialization.h"
 #include "kvarn/Runtime/Module.h"
 
@@ -32,6 +33,8 @@ struct ContextState {
   llvm::Error synchronize() const;
 };
 
+/// The library's kernels, in its order (dsl::libraryFiles): the dense
+/// presets', then the MLA presets'.
 enum class KernelKind {
   Append,
   Flush,
@@ -40,9 +43,16 @@ enum class KernelKind {
   Combine,
   Verify,
   Materialize,
+  MlaAppend,
+  MlaFlush,
+  MlaDecode,
+  MlaDecodeSplit,
+  MlaCombine,
 };
-constexpr size_t kNumKernelKinds = 7;
+constexpr size_t kNumKernelKinds = 12;
 const char *kernelName(KernelKind kind);
+/// The specializations `kind` is built for.
+dsl::KernelFamily kernelFamily(KernelKind kind);
 /// "decode" -> KernelKind::Decode.
 llvm::Expected<KernelKind> parseKernelName(llvm::StringRef name);
 
@@ -89,9 +99,11 @@ llvm::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
                          CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
                          float scale, int32_t window, int32_t batch,
                          int32_t maxBlocks, int32_t numKvHeads);
-/// decodeSplitCount for `pairs` (requests x Hk) over `maxBlocks` blocks a
-/// request on this set's GPU, with the CTAs per SM decode_split was built
-/// for (its metadata); loads decode_split if it is not yet.
+/// decodeSplitCount for `pairs` (requests x Hk; MLA: requests x the
+/// programs of one request's heads, HEAD_GROUPS) over `maxBlocks` blocks a
+/// request on this set's GPU, with the CTAs per SM decode_split (or
+/// mla_decode_split) was built for (its metadata); loads it if it is not
+/// yet.
 llvm::Expected<int> decodeSplitCountFor(KernelSet &ks, int64_t pairs,
                                         int64_t maxBlocks);
 llvm::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
@@ -116,6 +128,30 @@ llvm::Error launchMaterialize(KernelSet &ks, CUstream stream,
                               CUdeviceptr outStart, CUdeviceptr outK,
                               CUdeviceptr outV, int32_t batch,
                               int32_t maxBlocks, int32_t numKvHeads);
+
+/// The MLA kernels (lib/kernels/mla_*.kvt), parameters in their ABI order.
+llvm::Error launchMlaAppend(KernelSet &ks, CUstream stream, CUdeviceptr latent,
+                            CUdeviceptr kPe, CUdeviceptr slotMapping,
+                            CUdeviceptr blockToSlot, CUdeviceptr poolLatent,
+                            CUdeviceptr poolPe, int32_t numTokens);
+llvm::Error launchMlaFlush(KernelSet &ks, CUstream stream,
+                           CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                           CUdeviceptr tileSlots, CUdeviceptr tileBlocks,
+                           CUdeviceptr cache, int32_t numTiles);
+llvm::Error launchMlaDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                            CUdeviceptr blockTable, CUdeviceptr seqLens,
+                            CUdeviceptr blockToSlot, CUdeviceptr cache,
+                            CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                            CUdeviceptr out, float scale, int32_t batch,
+                            int32_t maxBlocks);
+/// mla_decode_split then mla_combine.
+llvm::Error launchMlaDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                                 CUdeviceptr blockTable, CUdeviceptr seqLens,
+                                 CUdeviceptr blockToSlot, CUdeviceptr cache,
+                                 CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                                 CUdeviceptr partOut, CUdeviceptr partLse,
+                                 CUdeviceptr out, float scale, int32_t batch,
+                                 int32_t maxBlocks, int32_t numSplits);
 
 } // namespace kvarn::runtime
 

@@ -189,8 +189,9 @@ KVARN_API kvarn_status_t kvarn_capacity_plan(
  * < 0: one per concurrent request and one per eight more), against the same
  * latent and rope keys in 16 bits (fp16_tokens, ratio_vs_fp16). Per-token
  * figures count one layer's latent (record_bytes_per_token) or everything
- * (bytes_per_token, per layer). The plan of the MLA pool to come: nothing
- * runs MLA yet. */
+ * (bytes_per_token, per layer). The managed pool does not hold MLA layers
+ * yet: the MLA kernels (kvarn_mla_kernels_create) run on buffers the
+ * caller lays out. */
 KVARN_API kvarn_status_t kvarn_mla_capacity_plan(
     const char *preset, int32_t kv_lora_rank, int32_t rope_dim,
     int32_t num_layers, int64_t budget_bytes, int64_t concurrent_requests,
@@ -292,6 +293,60 @@ KVARN_API kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
                                                   int32_t max_blocks,
                                                   int32_t num_kv_heads,
                                                   int32_t *num_splits);
+/* MLA kernels (docs/kvarn.md "MLA records", docs/dsl.md "MLA kernels"):
+ * the kernels of one MLA preset ("kvarn_mla_k4_g128"; NULL: it) for a
+ * latent of kv_lora_rank channels (a power of two, 64 to 512) beside a rope
+ * key of rope_dim (a multiple of 8, 8 to 256), attended by num_heads query
+ * heads (1 to 128), activations of `dtype` ("f16", NULL, or "bf16"). One
+ * latent "KV head" per layer:
+ *   cache       [num_blocks, record_bytes]               u8
+ *   pool_latent [pool_slots, block_size, kv_lora_rank]   fp16, rotated
+ *   pool_pe     [pool_slots, block_size, rope_dim]       fp16
+ * The dense calls refuse these kernels, and these calls dense ones. */
+KVARN_API kvarn_status_t kvarn_mla_kernels_create(
+    kvarn_context_t *context, const char *preset, int32_t kv_lora_rank,
+    int32_t rope_dim, int32_t num_heads, const char *dtype,
+    kvarn_kernels_t **out);
+/* latent [num_tokens, kv_lora_rank] and k_pe [num_tokens, rope_dim] in the
+ * activation dtype, written (the latent rotated) to the pool slots of
+ * slot_mapping's blocks that block_to_slot maps; negative slots are padding. */
+KVARN_API kvarn_status_t kvarn_mla_append(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t latent,
+    kvarn_devptr_t k_pe, kvarn_devptr_t slot_mapping,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t pool_latent,
+    kvarn_devptr_t pool_pe, int32_t num_tokens);
+/* Pool slot tile_slots[t] quantized into the record of block
+ * tile_blocks[t], for t < num_tiles. */
+KVARN_API kvarn_status_t kvarn_mla_flush(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t pool_latent,
+    kvarn_devptr_t pool_pe, kvarn_devptr_t tile_slots,
+    kvarn_devptr_t tile_blocks, kvarn_devptr_t cache, int32_t num_tiles);
+/* q [batch, num_heads, kv_lora_rank + rope_dim]: the absorbed query (the
+ * latent part un-rotated, then the rope part); out [batch, num_heads,
+ * kv_lora_rank]: attention over the latent, un-rotated. */
+KVARN_API kvarn_status_t kvarn_mla_decode(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+    kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe, kvarn_devptr_t out,
+    float softmax_scale, int32_t batch, int32_t max_blocks);
+/* mla_decode_split then mla_combine, scratch from
+ * kvarn_mla_decode_split_scratch_bytes. */
+KVARN_API kvarn_status_t kvarn_mla_decode_split(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t seq_lens,
+    kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+    kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe, kvarn_devptr_t part_out,
+    kvarn_devptr_t part_lse, kvarn_devptr_t out, float softmax_scale,
+    int32_t batch, int32_t max_blocks, int32_t num_splits);
+KVARN_API kvarn_status_t kvarn_mla_decode_split_scratch_bytes(
+    int32_t batch, int32_t num_heads, int32_t kv_lora_rank,
+    int64_t *part_out_bytes, int64_t *part_lse_bytes);
+/* As kvarn_decode_split_count, for MLA kernels. */
+KVARN_API kvarn_status_t kvarn_mla_decode_split_count(kvarn_kernels_t *kernels,
+                                                      int32_t batch_capacity,
+                                                      int32_t max_blocks,
+                                                      int32_t *num_splits);
 KVARN_API kvarn_status_t kvarn_verify(
     kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
     kvarn_devptr_t block_table, kvarn_devptr_t context_lens,

@@ -297,6 +297,17 @@ _SIGNATURES = {
                                  (c_float,) + (c_int32,) * 5,
     "kvarn_verify_window": (_H, _H) + (_P,) * 9 + (c_float,) + (c_int32,) * 5,
     "kvarn_materialize": (_H, _H) + (_P,) * 9 + (c_int32, c_int32, c_int32),
+    "kvarn_mla_kernels_create": (_H, c_char_p, c_int32, c_int32, c_int32,
+                                 c_char_p, POINTER(_H)),
+    "kvarn_mla_append": (_H, _H) + (_P,) * 6 + (c_int32,),
+    "kvarn_mla_flush": (_H, _H) + (_P,) * 5 + (c_int32,),
+    "kvarn_mla_decode": (_H, _H) + (_P,) * 8 + (c_float, c_int32, c_int32),
+    "kvarn_mla_decode_split": (_H, _H) + (_P,) * 10 +
+                              (c_float, c_int32, c_int32, c_int32),
+    "kvarn_mla_decode_split_scratch_bytes": (c_int32, c_int32, c_int32,
+                                             POINTER(c_int64),
+                                             POINTER(c_int64)),
+    "kvarn_mla_decode_split_count": (_H, c_int32, c_int32, POINTER(c_int32)),
     "kvarn_pool_create": (_H, POINTER(_PoolConfig), POINTER(_H)),
     "kvarn_pool_create_ex": (_H, POINTER(_PoolConfig), POINTER(_PoolOptions),
                              POINTER(_H)),
@@ -383,6 +394,22 @@ _PARAMS = {
     "kvarn_materialize": ("kernels stream block_table seq_lens block_to_slot "
         "cache pool_k pool_v out_start out_k out_v batch max_blocks "
         "num_kv_heads"),
+    "kvarn_mla_kernels_create": ("context preset kv_lora_rank rope_dim "
+        "num_heads dtype out"),
+    "kvarn_mla_append": ("kernels stream latent k_pe slot_mapping "
+        "block_to_slot pool_latent pool_pe num_tokens"),
+    "kvarn_mla_flush": ("kernels stream pool_latent pool_pe tile_slots "
+        "tile_blocks cache num_tiles"),
+    "kvarn_mla_decode": ("kernels stream q block_table seq_lens "
+        "block_to_slot cache pool_latent pool_pe out softmax_scale batch "
+        "max_blocks"),
+    "kvarn_mla_decode_split": ("kernels stream q block_table seq_lens "
+        "block_to_slot cache pool_latent pool_pe part_out part_lse out "
+        "softmax_scale batch max_blocks num_splits"),
+    "kvarn_mla_decode_split_scratch_bytes": ("batch num_heads kv_lora_rank "
+        "part_out_bytes part_lse_bytes"),
+    "kvarn_mla_decode_split_count": ("kernels batch_capacity max_blocks "
+        "num_splits"),
     "kvarn_pool_create": "context config out",
     "kvarn_pool_create_ex": "context config options out",
     "kvarn_pool_layer_info": "pool layer out",
@@ -673,6 +700,71 @@ class Kernels(_Handle):
         _call("kvarn_materialize", self._h, _stream(stream), *map(_ptr, (
             block_table, seq_lens, block_to_slot, cache, pool_k, pool_v,
             out_start, out_k, out_v)), batch, max_blocks, num_kv_heads)
+
+
+class MlaKernels(_Handle):
+    """The MLA kernels of one (MLA preset, kv_lora_rank, rope_dim, query
+    heads, activation dtype) on caller buffers (docs/runtime.md, "MLA"):
+    cache [num_blocks, record_bytes] u8, pool_latent [pool_slots, block,
+    kv_lora_rank] (rotated) and pool_pe [pool_slots, block, rope_dim] fp16;
+    q [batch, heads, kv_lora_rank + rope_dim] (the absorbed query), out
+    [batch, heads, kv_lora_rank]."""
+    _destroy = "kvarn_kernels_destroy"
+
+    def __init__(self, context, kv_lora_rank=512, rope_dim=64, num_heads=16,
+                 preset="kvarn_mla_k4_g128", dtype="f16"):
+        super().__init__()
+        self.context = context
+        _call("kvarn_mla_kernels_create", context._h, _bytes(preset),
+              kv_lora_rank, rope_dim, num_heads, _bytes(dtype),
+              byref(self._h))
+
+    def load(self, names=None):
+        _call("kvarn_kernels_load", self._h, _bytes(names))
+
+    def append(self, latent, k_pe, slot_mapping, block_to_slot, pool_latent,
+               pool_pe, num_tokens, stream=None):
+        _call("kvarn_mla_append", self._h, _stream(stream), *map(_ptr, (
+            latent, k_pe, slot_mapping, block_to_slot, pool_latent, pool_pe)),
+            num_tokens)
+
+    def flush(self, pool_latent, pool_pe, tile_slots, tile_blocks, cache,
+              num_tiles, stream=None):
+        _call("kvarn_mla_flush", self._h, _stream(stream), *map(_ptr, (
+            pool_latent, pool_pe, tile_slots, tile_blocks, cache)), num_tiles)
+
+    def decode(self, q, block_table, seq_lens, block_to_slot, cache,
+               pool_latent, pool_pe, out, softmax_scale, batch, max_blocks,
+               stream=None):
+        _call("kvarn_mla_decode", self._h, _stream(stream), *map(_ptr, (
+            q, block_table, seq_lens, block_to_slot, cache, pool_latent,
+            pool_pe, out)), softmax_scale, batch, max_blocks)
+
+    def decode_split(self, q, block_table, seq_lens, block_to_slot, cache,
+                     pool_latent, pool_pe, part_out, part_lse, out,
+                     softmax_scale, batch, max_blocks, num_splits,
+                     stream=None):
+        _call("kvarn_mla_decode_split", self._h, _stream(stream),
+              *map(_ptr, (q, block_table, seq_lens, block_to_slot, cache,
+                          pool_latent, pool_pe, part_out, part_lse, out)),
+              softmax_scale, batch, max_blocks, num_splits)
+
+    def decode_split_count(self, batch_capacity, max_blocks):
+        """num_splits for decode_split in a deployment of up to
+        batch_capacity requests of up to max_blocks blocks; 1 means use
+        decode."""
+        n = c_int32(0)
+        _call("kvarn_mla_decode_split_count", self._h, batch_capacity,
+              max_blocks, byref(n))
+        return n.value
+
+
+def mla_decode_split_scratch_bytes(batch, num_heads, kv_lora_rank):
+    """(part_out, part_lse) bytes of MlaKernels.decode_split's f32 scratch."""
+    out, lse = c_int64(0), c_int64(0)
+    _call("kvarn_mla_decode_split_scratch_bytes", batch, num_heads,
+          kv_lora_rank, byref(out), byref(lse))
+    return out.value, lse.value
 
 
 def _array(ctype, what, xs):

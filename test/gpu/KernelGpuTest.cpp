@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "MlaCase.h"
 #include "RandomPagedCache.h"
 #include "TestUtil.h"
 
@@ -16,6 +17,7 @@
 #include "kvarn/Golden/GoldenCase.h"
 #include "kvarn/Golden/ReferenceOnCase.h"
 #include "kvarn/Reference/Attention.h"
+#include "kvarn/Reference/Mla.h"
 #include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Reference/Rotation.h"
 #include "kvarn/Runtime/Context.h"
@@ -976,3 +978,368 @@ TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// MLA: mla_append, mla_flush, mla_decode, mla_decode_split + mla_combine
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+dsl::Specialization mlaSpec(int rank, int ropeDim, int heads) {
+  dsl::Specialization spec;
+  spec.preset = allMlaPresets().front().name;
+  spec.headDim = rank;
+  spec.ropeDim = ropeDim;
+  spec.gqa = heads;
+  return spec;
+}
+
+/// MLA flush records against other records of the same tiles: codes at
+/// least 99% equal and one step apart at most, dequantized latents within
+/// 5e-3, rope keys byte for byte (the dense path's bars).
+void expectMlaRecordsAgree(const MlaRecordLayout &l, const uint8_t *ours,
+                           const uint8_t *theirs, int tiles, const char *what) {
+  int64_t codes = 0, equal = 0;
+  int maxStep = 0;
+  double worst = 0;
+  const int g = l.group, r = l.kvLoraRank, e = l.ropeDim;
+  std::vector<double> a(size_t(g) * r), b(a.size()), ra(size_t(g) * e),
+      rb(ra.size());
+  for (int t = 0; t < tiles; ++t) {
+    const uint8_t *x = ours + size_t(t) * l.recordBytes;
+    const uint8_t *y = theirs + size_t(t) * l.recordBytes;
+    QuantizedTile qa = decodeMlaRecord(l, x), qb = decodeMlaRecord(l, y);
+    for (size_t i = 0; i < qa.codes.size(); ++i) {
+      ++codes;
+      equal += qa.codes[i] == qb.codes[i];
+      maxStep = std::max(maxStep, std::abs(int(qa.codes[i]) - qb.codes[i]));
+    }
+    dequantizeMlaRecord(l, x, a.data(), ra.data());
+    dequantizeMlaRecord(l, y, b.data(), rb.data());
+    worst = std::max(worst, relativeL2(a.data(), b.data(), a.size()));
+    EXPECT_EQ(0, std::memcmp(x + l.rope, y + l.rope, size_t(g) * e * 2))
+        << "tile " << t << ": rope keys";
+  }
+  std::printf("[ figures  ] MLA flush, GPU vs %s: codes %.5f%%, step %d, "
+              "worst tile %.2e\n",
+              what, 100.0 * equal / codes, maxStep, worst);
+  EXPECT_GE(double(equal) / codes, 0.99) << what;
+  EXPECT_LE(maxStep, 1) << what;
+  EXPECT_LE(worst, 5e-3) << what;
+}
+
+} // namespace
+
+// The golden case's tiles flushed on the GPU: against the CPU reference's
+// records and the public reference's.
+TEST_F(KernelGpu, MlaFlushMatchesBothReferences) {
+  test::MlaCase c = test::MlaCase::load("flush_mla_k4_g128_r512_e64_a");
+  const MlaRecordLayout &l = c.layout;
+  ASSERT_GT(l.recordBytes, 0);
+  const int tiles = int(c.integer("tiles"));
+  const int g = l.group, r = l.kvLoraRank, e = l.ropeDim;
+  auto lat = c.tensor<uint16_t>("lat_rot", "float16");
+  auto rope = c.tensor<uint16_t>("rope", "float16");
+  auto peer = c.tensor<uint8_t>("records_peer", "uint8");
+  std::mt19937_64 rng(freshSeed());
+  std::vector<int32_t> slots(tiles), blocks(tiles);
+  for (int t = 0; t < tiles; ++t)
+    slots[t] = t, blocks[t] = t + 1;
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  DeviceBuffer dl = upload(lat), dr = upload(rope), ds = upload(slots),
+               db = upload(blocks);
+  DeviceBuffer dc =
+      upload(std::vector<uint8_t>(size_t(tiles + 2) * l.recordBytes, 0xA5));
+  KernelArgs args;
+  args.pointer(dl)
+      .pointer(dr)
+      .pointer(ds)
+      .pointer(db)
+      .pointer(dc)
+      .i32(tiles)
+      .scratch();
+  run(kernel("mla_flush", mlaSpec(r, e, 16)), args);
+  std::vector<uint8_t> cache = download<uint8_t>(dc);
+  std::vector<uint8_t> ours(size_t(tiles) * l.recordBytes), cpu(ours.size());
+  for (int t = 0; t < tiles; ++t) {
+    std::copy_n(&cache[size_t(blocks[t]) * l.recordBytes], l.recordBytes,
+                &ours[size_t(t) * l.recordBytes]);
+    encodeMlaRecord(l, &lat[size_t(t) * g * r], &rope[size_t(t) * g * e],
+                    &cpu[size_t(t) * l.recordBytes]);
+  }
+  expectMlaRecordsAgree(l, ours.data(), cpu.data(), tiles, "the CPU reference");
+  expectMlaRecordsAgree(l, ours.data(), peer.data(), tiles,
+                        "the public reference");
+  for (int blk : {0, tiles + 1}) // blocks no tile maps to are untouched
+    for (int64_t i = 0; i < l.recordBytes; ++i)
+      ASSERT_EQ(cache[size_t(blk) * l.recordBytes + i], 0xA5);
+}
+
+// The golden caches as the public reference wrote them (records and pool
+// blocks), decoded single-pass and split: against the CPU reference on the
+// same fp16 queries within the dense path's 4e-4, and for the record
+// against exact attention on the f32 queries.
+TEST_F(KernelGpu, MlaDecodeGoldenCasesMatchTheReference) {
+  for (const char *name : {"decode_mla_k4_g128_r512_e64_h16_a",
+                           "decode_mla_k4_g128_r512_e64_h128_a"}) {
+    SCOPED_TRACE(name);
+    test::MlaCase c = test::MlaCase::load(name);
+    const MlaRecordLayout &l = c.layout;
+    ASSERT_GT(l.recordBytes, 0);
+    auto q = c.tensor<float>("q", "float32");
+    auto table = c.tensor<int32_t>("block_table", "int32");
+    auto lens = c.tensor<int32_t>("seq_lens", "int32");
+    auto toSlot = c.tensor<int32_t>("block_to_slot", "int32");
+    auto cache = c.tensor<uint8_t>("kv_cache", "uint8");
+    auto poolLat = c.tensor<uint16_t>("pool_lat", "float16");
+    auto poolPe = c.tensor<uint16_t>("pool_rope", "float16");
+    auto exact = c.tensor<float>("out_exact", "float32");
+    const int batch = int(c.integer("batch")),
+              heads = int(c.integer("num_heads")),
+              maxBlocks = int(c.integer("max_blocks"));
+    const float scale = float(c.number("softmax_scale"));
+    const int r = l.kvLoraRank;
+    std::vector<uint16_t> qHalf(q.size());
+    std::vector<float> qRounded(q.size());
+    for (size_t i = 0; i < q.size(); ++i) {
+      qHalf[i] = floatToHalf(q[i]);
+      qRounded[i] = halfToFloat(qHalf[i]);
+    }
+    MlaPagedCacheView view;
+    view.layout = &l;
+    view.numBlocks = c.integer("num_blocks");
+    view.records = cache.data();
+    view.blockToSlot = toSlot.data();
+    view.poolSlots = c.integer("pool_slots");
+    view.poolLatent = poolLat.data();
+    view.poolRope = poolPe.data();
+    MlaDecodeBatchView bv;
+    bv.batch = batch;
+    bv.numHeads = heads;
+    bv.q = qRounded.data();
+    bv.blockTable = table.data();
+    bv.maxBlocks = maxBlocks;
+    bv.seqLens = lens.data();
+    bv.softmaxScale = scale;
+    std::vector<float> want(exact.size());
+    llvm::Error err =
+        mlaDecodeAttention(view, bv, *Rotation::get(r), want.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+
+    dsl::Specialization spec = mlaSpec(r, l.ropeDim, heads);
+    DeviceBuffer dq = upload(qHalf), dt = upload(table), dl = upload(lens),
+                 ds = upload(toSlot), dc = upload(cache), dpl = upload(poolLat),
+                 dpe = upload(poolPe);
+    for (int splits : {0, 1, 3, 64}) { // 0: mla_decode
+      SCOPED_TRACE(splits ? std::to_string(splits) + " splits" : "single pass");
+      DeviceBuffer out = upload(std::vector<uint16_t>(want.size(), kPoison));
+      KernelArgs args;
+      args.pointer(dq)
+          .pointer(dt)
+          .pointer(dl)
+          .pointer(ds)
+          .pointer(dc)
+          .pointer(dpl)
+          .pointer(dpe);
+      if (!splits) {
+        args.pointer(out).f32(scale).i32(batch).i32(maxBlocks).scratch();
+        run(kernel("mla_decode", spec), args);
+      } else {
+        const int maxSplits = dsl::kMaxDecodeSplits;
+        DeviceBuffer partOut = upload(
+            std::vector<float>(size_t(batch) * maxSplits * heads * r, NAN));
+        DeviceBuffer partLse =
+            upload(std::vector<float>(size_t(batch) * maxSplits * heads, NAN));
+        args.pointer(partOut)
+            .pointer(partLse)
+            .f32(scale)
+            .i32(batch)
+            .i32(maxBlocks)
+            .i32(splits)
+            .scratch();
+        run(kernel("mla_decode_split", spec), args);
+        KernelArgs merge;
+        merge.pointer(partOut)
+            .pointer(partLse)
+            .pointer(dl)
+            .pointer(out)
+            .i32(batch)
+            .i32(splits)
+            .scratch();
+        run(kernel("mla_combine", spec), merge);
+      }
+      std::vector<uint16_t> got = download<uint16_t>(out);
+      double vsReference = decodeError(got, want, lens, size_t(heads) * r);
+      std::vector<float> gotF(got.size());
+      for (size_t i = 0; i < got.size(); ++i)
+        gotF[i] = halfToFloat(got[i]);
+      double vsExact = relativeL2(gotF.data(), exact.data(), gotF.size());
+      EXPECT_LE(vsReference, 4e-4);
+      std::printf("[ figures  ] %s GPU %s: vs the CPU reference %.3e, vs "
+                  "out_exact (f32 queries) %.3e\n",
+                  name, splits ? "split" : "single", vsReference, vsExact);
+    }
+  }
+}
+
+// Fresh latents: mla_append's pool rows are rotateHalf's bit for bit,
+// mla_flush's records agree with encodeMlaRecord by the bars above, and
+// decode (single and split) over records and pool blocks is the CPU
+// reference's within 4e-4.
+TEST_F(KernelGpu, MlaAppendFlushDecodeMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (auto [r, e, heads] :
+       {std::tuple{512, 64, 16}, {512, 64, 128}, {256, 32, 6}}) {
+    SCOPED_TRACE("R " + std::to_string(r) + " rope " + std::to_string(e) +
+                 " heads " + std::to_string(heads));
+    MlaRecordLayout l = *MlaRecordLayout::get(allMlaPresets().front(), r, e);
+    const int g = l.group;
+    dsl::Specialization spec = mlaSpec(r, e, heads);
+    // Two requests (3 blocks with a tail, 1 full block) and an empty one.
+    std::vector<int32_t> lens = {2 * g + 37, 0, g};
+    const int batch = 3, maxBlocks = 3, numBlocks = 6, poolSlots = 4;
+    std::vector<int32_t> table = {4, 1, 5, 0, 0, 0, 2, 0, 0};
+    std::vector<int32_t> toSlot = {-1, 2, 0, -1, 3, 1};
+    std::vector<int32_t> slotMapping;
+    for (int b = 0; b < batch; ++b)
+      for (int t = 0; t < lens[b]; ++t)
+        slotMapping.push_back(table[size_t(b) * maxBlocks + t / g] * g + t % g);
+    slotMapping.push_back(-1);
+    const int n = int(slotMapping.size());
+    std::vector<uint16_t> latent = tokens(rng, n, r, false);
+    std::vector<uint16_t> pe = tokens(rng, n, e, false);
+    std::vector<uint16_t> pool(size_t(poolSlots) * g * r, kPoison),
+        poolPe(size_t(poolSlots) * g * e, kPoison);
+    DeviceBuffer dlat = upload(latent), dpe = upload(pe),
+                 dm = upload(slotMapping), dts = upload(toSlot),
+                 dpool = upload(pool), dpoolPe = upload(poolPe);
+    KernelArgs args;
+    args.pointer(dlat)
+        .pointer(dpe)
+        .pointer(dm)
+        .pointer(dts)
+        .pointer(dpool)
+        .pointer(dpoolPe)
+        .i32(n)
+        .scratch();
+    run(kernel("mla_append", spec), args);
+    pool = download<uint16_t>(dpool);
+    poolPe = download<uint16_t>(dpoolPe);
+    Rotation rot = *Rotation::get(r);
+    std::vector<uint16_t> row(r);
+    int64_t differing = 0;
+    for (int t = 0; t < n; ++t) {
+      if (slotMapping[t] < 0)
+        continue;
+      size_t at = size_t(toSlot[slotMapping[t] / g]) * g + slotMapping[t] % g;
+      rot.rotateHalf(&latent[size_t(t) * r], row.data(), DType::F16);
+      for (int c2 = 0; c2 < r; ++c2)
+        differing += pool[at * r + c2] != row[c2];
+      ASSERT_EQ(0, std::memcmp(&poolPe[at * e], &pe[size_t(t) * e], e * 2));
+    }
+    EXPECT_EQ(differing, 0) << "pool rows differ from rotateHalf";
+
+    // Flush the three full blocks (4, 1 of request 0; 2 of request 2).
+    std::vector<int32_t> tileBlocks = {4, 1, 2}, tileSlots;
+    for (int32_t b : tileBlocks)
+      tileSlots.push_back(toSlot[b]);
+    DeviceBuffer dtsl = upload(tileSlots), dtb = upload(tileBlocks);
+    DeviceBuffer dc =
+        upload(std::vector<uint8_t>(size_t(numBlocks) * l.recordBytes, 0xA5));
+    KernelArgs flush;
+    flush.pointer(dpool)
+        .pointer(dpoolPe)
+        .pointer(dtsl)
+        .pointer(dtb)
+        .pointer(dc)
+        .i32(3)
+        .scratch();
+    run(kernel("mla_flush", spec), flush);
+    std::vector<uint8_t> cache = download<uint8_t>(dc);
+    std::vector<uint8_t> ours, cpu(size_t(3) * l.recordBytes);
+    for (int i = 0; i < 3; ++i) {
+      ours.insert(ours.end(), &cache[size_t(tileBlocks[i]) * l.recordBytes],
+                  &cache[size_t(tileBlocks[i] + 1) * l.recordBytes]);
+      encodeMlaRecord(l, &pool[size_t(tileSlots[i]) * g * r],
+                      &poolPe[size_t(tileSlots[i]) * g * e],
+                      &cpu[size_t(i) * l.recordBytes]);
+      toSlot[tileBlocks[i]] = -1; // read from its record from now on
+    }
+    expectMlaRecordsAgree(l, ours.data(), cpu.data(), 3, "the CPU reference");
+
+    // Decode over records (blocks 4, 1, 2) and the pool (block 5's tail).
+    std::normal_distribution<float> normal;
+    std::vector<uint16_t> q(size_t(batch) * heads * (r + e));
+    std::vector<float> qf(q.size());
+    for (size_t i = 0; i < q.size(); ++i) {
+      q[i] = floatToHalf(normal(rng));
+      qf[i] = halfToFloat(q[i]);
+    }
+    const float scale = float(1.0 / std::sqrt(192.0));
+    MlaPagedCacheView view;
+    view.layout = &l;
+    view.numBlocks = numBlocks;
+    view.records = cache.data();
+    view.blockToSlot = toSlot.data();
+    view.poolSlots = poolSlots;
+    view.poolLatent = pool.data();
+    view.poolRope = poolPe.data();
+    MlaDecodeBatchView bv;
+    bv.batch = batch;
+    bv.numHeads = heads;
+    bv.q = qf.data();
+    bv.blockTable = table.data();
+    bv.maxBlocks = maxBlocks;
+    bv.seqLens = lens.data();
+    bv.softmaxScale = scale;
+    std::vector<float> want(size_t(batch) * heads * r);
+    llvm::Error err = mlaDecodeAttention(view, bv, rot, want.data());
+    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    DeviceBuffer dq = upload(q), dt = upload(table), dl = upload(lens),
+                 dts2 = upload(toSlot);
+    for (int splits : {0, 2, 64}) {
+      DeviceBuffer out = upload(std::vector<uint16_t>(want.size(), kPoison));
+      KernelArgs a;
+      a.pointer(dq)
+          .pointer(dt)
+          .pointer(dl)
+          .pointer(dts2)
+          .pointer(dc)
+          .pointer(dpool)
+          .pointer(dpoolPe);
+      if (!splits) {
+        a.pointer(out).f32(scale).i32(batch).i32(maxBlocks).scratch();
+        run(kernel("mla_decode", spec), a);
+      } else {
+        const int maxSplits = dsl::kMaxDecodeSplits;
+        DeviceBuffer partOut = upload(
+            std::vector<float>(size_t(batch) * maxSplits * heads * r, NAN));
+        DeviceBuffer partLse =
+            upload(std::vector<float>(size_t(batch) * maxSplits * heads, NAN));
+        a.pointer(partOut)
+            .pointer(partLse)
+            .f32(scale)
+            .i32(batch)
+            .i32(maxBlocks)
+            .i32(splits)
+            .scratch();
+        run(kernel("mla_decode_split", spec), a);
+        KernelArgs merge;
+        merge.pointer(partOut)
+            .pointer(partLse)
+            .pointer(dl)
+            .pointer(out)
+            .i32(batch)
+            .i32(splits)
+            .scratch();
+        run(kernel("mla_combine", spec), merge);
+      }
+      double e2 =
+          decodeError(download<uint16_t>(out), want, lens, size_t(heads) * r);
+      EXPECT_LE(e2, 4e-4) << splits << " splits";
+      std::printf("[ figures  ] MLA R %d heads %d %s: vs the CPU reference "
+                  "%.3e\n",
+                  r, heads, splits ? "split" : "single", e2);
+    }
+  }
+}

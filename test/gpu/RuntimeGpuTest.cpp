@@ -794,3 +794,92 @@ TEST_F(Gpu, EveryDeviceServesTheSameStepBitForBit) {
 TEST_F(Gpu, TwoThreadsServeOnOneDeviceAlike) {
   expectTheSameStepOn({0, 0}, freshSeed());
 }
+
+// The MLA kernels through the C API: created for a shape, loaded (all of
+// the family and nothing of the other), a launch of each on buffers the
+// caller owns, the split count, and each family refused by the other's
+// calls without touching the output.
+TEST_F(Gpu, MlaKernelsThroughTheCApi) {
+  kvarn_context_t *ctx = nullptr;
+  ASSERT_EQ(kvarn_context_create(0, nullptr, &ctx), KVARN_OK)
+      << kvarn_last_error();
+  kvarn_kernels_t *mla = nullptr;
+  ASSERT_EQ(kvarn_mla_kernels_create(ctx, nullptr, 512, 64, 16, nullptr, &mla),
+            KVARN_OK)
+      << kvarn_last_error();
+  ASSERT_EQ(kvarn_kernels_load(mla, nullptr), KVARN_OK) << kvarn_last_error();
+  EXPECT_EQ(kvarn_kernels_load(mla, "decode"), KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("kvarn_mla_"),
+            std::string::npos)
+      << kvarn_last_error();
+
+  const int g = 128, r = 512, e = 64, heads = 16, batch = 1, len = g + 5;
+  kvarn_mla_record_layout_t l;
+  ASSERT_EQ(kvarn_mla_record_layout(nullptr, r, e, &l), KVARN_OK);
+  DeviceBuffer latent = allocate(size_t(len) * r * 2),
+               pe = allocate(size_t(len) * e * 2), slots = allocate(len * 4),
+               toSlot = allocate(2 * 4),
+               poolLat = allocate(size_t(2) * g * r * 2),
+               poolPe = allocate(size_t(2) * g * e * 2),
+               cache = allocate(size_t(2) * l.record_bytes),
+               q = allocate(size_t(batch) * heads * (r + e) * 2),
+               out = allocate(size_t(batch) * heads * r * 2),
+               table = allocate(2 * 4), lens = allocate(4), tile = allocate(4);
+  std::vector<int32_t> slotMapping(len);
+  for (int t = 0; t < len; ++t)
+    slotMapping[t] = t;
+  std::vector<int32_t> both = {0, 1}, one = {len}, zero = {0};
+  ASSERT_OK(slots.upload(slotMapping.data(), len * 4));
+  ASSERT_OK(toSlot.upload(both.data(), 8));
+  ASSERT_OK(table.upload(both.data(), 8));
+  ASSERT_OK(lens.upload(one.data(), 4));
+  ASSERT_OK(tile.upload(zero.data(), 4));
+  for (DeviceBuffer *b : {&latent, &pe, &q})
+    ASSERT_OK(b->fill16(0x3c00)); // fp16 1.0
+  EXPECT_EQ(kvarn_mla_append(mla, nullptr, latent.address(), pe.address(),
+                             slots.address(), toSlot.address(),
+                             poolLat.address(), poolPe.address(), len),
+            KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_mla_flush(mla, nullptr, poolLat.address(), poolPe.address(),
+                            tile.address(), tile.address(), cache.address(), 1),
+            KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_mla_decode(mla, nullptr, q.address(), table.address(),
+                             lens.address(), toSlot.address(), cache.address(),
+                             poolLat.address(), poolPe.address(), out.address(),
+                             0.07f, batch, 2),
+            KVARN_OK)
+      << kvarn_last_error();
+  int32_t splits = 0;
+  EXPECT_EQ(kvarn_mla_decode_split_count(mla, 8, 256, &splits), KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_GE(splits, 1);
+  EXPECT_LE(splits, 64);
+  EXPECT_EQ(kvarn_context_synchronize(ctx), KVARN_OK) << kvarn_last_error();
+
+  // The dense calls refuse MLA kernels, and the MLA calls dense ones.
+  EXPECT_EQ(kvarn_decode(mla, nullptr, q.address(), table.address(),
+                         lens.address(), toSlot.address(), cache.address(),
+                         poolLat.address(), poolPe.address(), out.address(),
+                         0.07f, batch, 2, 1),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("is built for dense presets"),
+            std::string::npos)
+      << kvarn_last_error();
+  kvarn_kernels_t *dense = nullptr;
+  ASSERT_EQ(kvarn_kernels_create(ctx, nullptr, 128, 1, &dense), KVARN_OK);
+  EXPECT_EQ(kvarn_mla_decode(dense, nullptr, q.address(), table.address(),
+                             lens.address(), toSlot.address(), cache.address(),
+                             poolLat.address(), poolPe.address(), out.address(),
+                             0.07f, batch, 2),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("is built for MLA presets"),
+            std::string::npos)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_mla_decode_split_count(dense, 8, 256, &splits),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  kvarn_kernels_destroy(dense);
+  kvarn_kernels_destroy(mla);
+  kvarn_context_destroy(ctx);
+}

@@ -172,6 +172,24 @@ class PackageTest(unittest.TestCase):
             kvarn.mla_capacity_plan(512, 64, 27, 1 << 20, 16)
         self.assertEqual(e.exception.status, "KVARN_ERROR_OUT_OF_MEMORY")
 
+    def test_mla_kernels_refuse_bad_shapes_without_a_gpu(self):
+        out, lse = kvarn.mla_decode_split_scratch_bytes(2, 16, 512)
+        self.assertEqual((out, lse), (2 * 64 * 16 * 512 * 4, 2 * 64 * 16 * 4))
+
+        class NoContext:
+            _h = None
+        for kwargs, status in [
+                (dict(kv_lora_rank=384), "KVARN_ERROR_UNSUPPORTED_SHAPE"),
+                (dict(rope_dim=0), "KVARN_ERROR_UNSUPPORTED_SHAPE"),
+                (dict(num_heads=129), "KVARN_ERROR_UNSUPPORTED_SHAPE"),
+                (dict(preset="kvarn_k4v2_g128"), "KVARN_ERROR_UNKNOWN_PRESET"),
+                (dict(dtype="f8"), "KVARN_ERROR_INVALID_ARGUMENT")]:
+            with self.assertRaises(kvarn.KvarnError) as e:
+                kvarn.MlaKernels(NoContext(), **kwargs)
+            self.assertEqual(e.exception.status, status, kwargs)
+        with self.assertRaises(kvarn.KvarnArgumentError):
+            kvarn.MlaKernels(NoContext(), num_heads=1 << 40)
+
     def test_can_compile_says_which_library_this_is(self):
         expected = os.environ.get("KVARN_EXPECT_CAN_COMPILE")
         if expected is None:

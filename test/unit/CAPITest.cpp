@@ -92,6 +92,73 @@ TEST(CAPI, MlaPresetsAndLayouts) {
   EXPECT_EQ(std::memcmp(&l, &untouched, sizeof l), 0);
 }
 
+// The MLA kernels' shape and arguments are checked before a context is
+// needed, so every bad one is reported here without a GPU; the output
+// handle stays untouched.
+TEST(CAPI, MlaKernelsRefuseBadShapes) {
+  kvarn_kernels_t *k = reinterpret_cast<kvarn_kernels_t *>(0x1);
+  struct Bad {
+    const char *preset;
+    int32_t rank, rope, heads;
+    const char *dtype;
+    kvarn_status_t status;
+    const char *says;
+  };
+  for (const Bad &b : {
+           Bad{"kvarn_k4v2_g128", 512, 64, 16, nullptr,
+               KVARN_ERROR_UNKNOWN_PRESET, "is not an MLA preset"},
+           Bad{"kvarn_mla_k9", 512, 64, 16, nullptr, KVARN_ERROR_UNKNOWN_PRESET,
+               "is not an MLA preset"},
+           Bad{nullptr, 384, 64, 16, nullptr, KVARN_ERROR_UNSUPPORTED_SHAPE,
+               "kv_lora_rank 384"},
+           Bad{nullptr, 512, 0, 16, nullptr, KVARN_ERROR_UNSUPPORTED_SHAPE,
+               "need the rope key"},
+           Bad{nullptr, 512, 60, 16, nullptr, KVARN_ERROR_UNSUPPORTED_SHAPE,
+               "rope dim 60"},
+           Bad{nullptr, 512, 64, 0, nullptr, KVARN_ERROR_UNSUPPORTED_SHAPE,
+               "query heads 0"},
+           Bad{nullptr, 512, 64, 129, nullptr, KVARN_ERROR_UNSUPPORTED_SHAPE,
+               "query heads 129"},
+           Bad{nullptr, 512, 64, 16, "f8", KVARN_ERROR_INVALID_ARGUMENT, "f8"},
+       }) {
+    EXPECT_EQ(kvarn_mla_kernels_create(nullptr, b.preset, b.rank, b.rope,
+                                       b.heads, b.dtype, &k),
+              b.status)
+        << b.says;
+    EXPECT_NE(std::string(kvarn_last_error()).find(b.says), std::string::npos)
+        << kvarn_last_error();
+    EXPECT_EQ(k, reinterpret_cast<kvarn_kernels_t *>(0x1));
+  }
+  // A good shape then needs the context.
+  EXPECT_EQ(kvarn_mla_kernels_create(nullptr, nullptr, 512, 64, 16, "bf16", &k),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("context"), std::string::npos)
+      << kvarn_last_error();
+
+  EXPECT_EQ(
+      kvarn_mla_decode(nullptr, nullptr, 0, 0, 0, 0, 0, 0, 0, 0, 1.0f, 1, 1),
+      KVARN_ERROR_INVALID_ARGUMENT);
+  int32_t splits = 7;
+  EXPECT_EQ(kvarn_mla_decode_split_count(nullptr, 0, 4, &splits),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(splits, 7);
+}
+
+// part_out [batch, MAX_SPLITS, heads, kv_lora_rank] and part_lse [batch,
+// MAX_SPLITS, heads], f32, from the kernels' ABI (docs/dsl.md).
+TEST(CAPI, MlaDecodeSplitScratch) {
+  int64_t out = 0, lse = 0;
+  ASSERT_EQ(kvarn_mla_decode_split_scratch_bytes(3, 16, 512, &out, &lse),
+            KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_EQ(lse, 3LL * 64 * 16 * 4);
+  EXPECT_EQ(out, 3LL * 64 * 16 * 512 * 4);
+  EXPECT_EQ(kvarn_mla_decode_split_scratch_bytes(3, 0, 512, &out, &lse),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(kvarn_mla_decode_split_scratch_bytes(3, 16, 512, nullptr, &lse),
+            KVARN_ERROR_INVALID_ARGUMENT);
+}
+
 TEST(CAPI, MlaCapacityPlan) {
   // DeepSeek-V2-Lite's latent (R 512, rope 64) over 27 layers, 10 GB, 16
   // requests; the sizes from the format, not from the library.
