@@ -801,8 +801,10 @@ static kvarn_layer_info_t layerInfo(const ManagedPool &p,
   i.record_bytes = b.recordBytes;
   i.cache_bytes = b.cacheBytes;
   i.pool_bytes = b.poolBytes;
-  i.fp16_bytes = b.kind == pool::LayerKind::Absent
-                     ? 0
+  i.fp16_bytes = b.kind == pool::LayerKind::Absent ? 0
+                 : p.mla // the latent and rope keys in 16 bits
+                     ? numBlocks * p.mla->group *
+                           (int64_t(p.mla->kvLoraRank) + p.mla->ropeDim) * 2
                      : numBlocks * p.layout.group * p.model.numKvHeads *
                            p.model.headDim * 4;
   return i;
@@ -849,6 +851,21 @@ kvarn_status_t kvarn_pool_create_ex(kvarn_context_t *context,
       return layers.takeError();
     llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::create(
         context ? context->state : nullptr, *config, *layers);
+    if (!p)
+      return p.takeError();
+    *out = new kvarn_pool{std::move(*p)};
+    return llvm::Error::success();
+  });
+}
+
+kvarn_status_t kvarn_mla_pool_create(kvarn_context_t *context,
+                                     const kvarn_pool_config_t *config,
+                                     int32_t rope_dim, kvarn_pool_t **out) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_REQUIRE("kvarn_mla_pool_create", config);
+    KVARN_REQUIRE("kvarn_mla_pool_create", out);
+    llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::createMla(
+        context ? context->state : nullptr, *config, rope_dim);
     if (!p)
       return p.takeError();
     *out = new kvarn_pool{std::move(*p)};
@@ -1063,9 +1080,12 @@ kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool, kvarn_capacity_t *out) {
                   [&](ManagedPool &p) -> llvm::Error {
                     KVARN_REQUIRE("kvarn_pool_capacity", out);
                     const pool::PoolGeometry &g = p.state.geometry();
-                    *out = toC(pool::capacityOf(p.mixed, p.model.numKvHeads,
-                                                p.model.headDim, g.blockSize,
-                                                g.numBlocks, g.numPoolSlots));
+                    *out = toC(
+                        p.mla ? pool::mlaCapacityOf(*p.mla, p.mixed,
+                                                    g.numBlocks, g.numPoolSlots)
+                              : pool::capacityOf(p.mixed, p.model.numKvHeads,
+                                                 p.model.headDim, g.blockSize,
+                                                 g.numBlocks, g.numPoolSlots));
                     return llvm::Error::success();
                   });
 }
@@ -1075,6 +1095,13 @@ kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
   return withPool("kvarn_pool_buffers", pool,
                   [&](ManagedPool &p) -> llvm::Error {
                     KVARN_REQUIRE("kvarn_pool_buffers", out);
+                    if (p.mla)
+                      return makeError(
+                          KVARN_ERROR_INVALID_ARGUMENT,
+                          "kvarn_pool_buffers: an MLA pool's pool_k "
+                          "(latents) and pool_v (rope keys) have rows of "
+                          "different widths, so no common stride; use "
+                          "kvarn_pool_layer_info");
                     if (!p.uniform())
                       return makeError(
                           KVARN_ERROR_INVALID_ARGUMENT,

@@ -380,3 +380,72 @@ kvarn::pool::flushLaunches(const MixedBytes &b, llvm::ArrayRef<int32_t> blocks,
       out.push_back(std::move(f));
   return out;
 }
+
+llvm::Expected<MixedBytes> kvarn::pool::mlaPoolBytes(const MlaRecordLayout &l,
+                                                     const char *preset,
+                                                     int32_t numLayers,
+                                                     int64_t numBlocks,
+                                                     int64_t numPoolSlots) {
+  if (numLayers <= 0 || numBlocks < 0 || numPoolSlots < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "MLA pool: {0} layers, {1} blocks, {2} pool slots",
+                     numLayers, numBlocks, numPoolSlots);
+  const int64_t latentRow = int64_t(l.group) * l.kvLoraRank * 2,
+                peRow = int64_t(l.group) * l.ropeDim * 2;
+  std::optional<int64_t> cache = checkedProduct({numBlocks, l.recordBytes});
+  std::optional<int64_t> latent = checkedProduct({numPoolSlots, latentRow});
+  std::optional<int64_t> pe = checkedProduct({numPoolSlots, peRow});
+  std::optional<int64_t> allCache =
+      cache ? checkedProduct({numLayers, *cache}) : std::nullopt;
+  std::optional<int64_t> allPool =
+      latent && pe && *latent <= INT64_MAX - *pe
+          ? checkedProduct({numLayers, *latent + *pe})
+          : std::nullopt;
+  if (!allCache || !allPool || *allCache > INT64_MAX - *allPool)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "MLA pool: {0} layers of {1} blocks and {2} pool slots "
+                     "do not fit in a 64-bit byte count",
+                     numLayers, numBlocks, numPoolSlots);
+  MixedBytes b;
+  b.groupCacheBytes = {*allCache};
+  b.groupPreset = {preset};
+  b.poolBytes = *allPool;
+  b.poolRows = int64_t(numLayers) * numPoolSlots;
+  b.cacheBytesPerBlock = int64_t(numLayers) * l.recordBytes;
+  b.poolBytesPerSlot = int64_t(numLayers) * (latentRow + peRow);
+  b.kvLayers = numLayers;
+  for (int32_t i = 0; i < numLayers; ++i) {
+    LayerBytes lb;
+    lb.kind = LayerKind::Kvarn;
+    lb.group = 0;
+    lb.indexInGroup = i;
+    lb.recordBytes = l.recordBytes;
+    lb.cacheBytesPerBlock = l.recordBytes;
+    lb.poolBytesPerSlot = latentRow + peRow;
+    lb.cacheOffset = i * *cache;
+    lb.cacheBytes = *cache;
+    lb.poolRows = int64_t(i) * numPoolSlots;
+    lb.poolOffset = i * *latent;
+    lb.poolBytes = *latent + *pe;
+    b.layers.push_back(lb);
+  }
+  return b;
+}
+
+Capacity kvarn::pool::mlaCapacityOf(const MlaRecordLayout &l,
+                                    const MixedBytes &b, int64_t numBlocks,
+                                    int64_t numPoolSlots) {
+  Capacity c;
+  c.numBlocks = numBlocks;
+  c.numPoolSlots = numPoolSlots;
+  c.tokens = numBlocks * l.group;
+  c.usedBytes = b.totalBytes();
+  c.recordBytesPerToken = double(l.recordBytes) / l.group;
+  c.bytesPerToken =
+      c.tokens ? double(c.usedBytes) / (double(c.tokens) * b.kvLayers) : 0;
+  std::optional<int64_t> fp16PerToken =
+      checkedProduct({b.kvLayers, int64_t(l.kvLoraRank) + l.ropeDim, 2});
+  c.fp16Tokens = fp16PerToken ? c.usedBytes / *fp16PerToken : 0;
+  c.ratioVsFp16 = c.fp16Tokens ? double(c.tokens) / double(c.fp16Tokens) : 0;
+  return c;
+}

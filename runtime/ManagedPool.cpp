@@ -9,6 +9,7 @@
 
 #include "ManagedPool.h"
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Support/Error.h"
 
@@ -34,6 +35,12 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                     const kvarn_pool_config_t &c,
                     llvm::ArrayRef<kvarn_layer_config_t> layerConfigs) {
   const char *presetName = c.preset ? c.preset : defaultPreset().name;
+  if (isMlaPresetName(presetName))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "pool: {0} is an MLA preset: an MLA pool comes from "
+                     "kvarn_mla_pool_create (its plan from "
+                     "kvarn_mla_capacity_plan)",
+                     presetName);
   llvm::Expected<const Preset *> preset = lookupPreset(presetName);
   if (!preset)
     return preset.takeError();
@@ -253,6 +260,110 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   return std::move(p);
 }
 
+llvm::Expected<std::unique_ptr<ManagedPool>>
+ManagedPool::createMla(std::shared_ptr<ContextState> context,
+                       const kvarn_pool_config_t &c, int32_t ropeDim) {
+  const char *name = c.preset ? c.preset : allMlaPresets().front().name;
+  if (!isMlaPresetName(name))
+    return makeError(KVARN_ERROR_UNKNOWN_PRESET,
+                     "MLA pool: '{0}' is not an MLA preset (MLA presets: {1})",
+                     name, allMlaPresets().front().name);
+  const MlaPreset &preset = *llvm::cantFail(lookupMlaPreset(name));
+  name = preset.name; // static storage
+  if (c.num_layers <= 0 || c.num_q_heads <= 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "MLA pool: num_layers ({0}) and num_q_heads ({1}) must "
+                     "be positive",
+                     c.num_layers, c.num_q_heads);
+  if (c.num_kv_heads != 1)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "MLA pool: num_kv_heads is {0}; an MLA layer caches one "
+                     "latent, its one KV head",
+                     c.num_kv_heads);
+  if (c.block_size != 0 && c.block_size != preset.group)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "MLA pool: block_size {0} differs from preset {1}'s "
+                     "{2}-token blocks",
+                     c.block_size, name, preset.group);
+  dsl::Specialization spec{name, c.head_dim, c.num_q_heads, DType::F16,
+                           ropeDim};
+  if (llvm::Error e = spec.check())
+    return withContext(std::move(e), "MLA pool");
+  MlaRecordLayout layout =
+      llvm::cantFail(MlaRecordLayout::get(preset, c.head_dim, ropeDim));
+  PoolGeometry g;
+  g.blockSize = preset.group;
+  g.numBlocks = c.num_blocks;
+  g.numPoolSlots = c.pool_slots;
+  g.maxRequests = c.max_requests;
+  g.maxBlocksPerRequest = c.max_blocks_per_request;
+  g.keepSinks = false;
+  if (llvm::Error e = g.check())
+    return std::move(e);
+  // The flush kernel takes pool rows and cache blocks as i32 indices.
+  if (int64_t(c.num_layers) * c.num_blocks > INT32_MAX ||
+      int64_t(c.num_layers) * c.pool_slots > INT32_MAX)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "MLA pool: {0} layers x {1} blocks (or {2} pool slots) "
+                     "overflow the flush kernel's 32-bit block and slot "
+                     "indices",
+                     c.num_layers, c.num_blocks, c.pool_slots);
+  llvm::Expected<MixedBytes> bytes =
+      mlaPoolBytes(layout, name, c.num_layers, g.numBlocks, g.numPoolSlots);
+  if (!bytes)
+    return bytes.takeError();
+  llvm::Expected<PoolState> state = PoolState::create(g);
+  if (!state)
+    return state.takeError();
+
+  std::unique_ptr<ManagedPool> p(new ManagedPool(std::move(*state)));
+  p->model = {c.num_layers, 1, c.head_dim};
+  p->mla = layout;
+  p->numQHeads = c.num_q_heads;
+  p->specs.resize(c.num_layers);
+  for (LayerSpec &ls : p->specs)
+    ls.preset = name;
+  p->mixed = std::move(*bytes);
+  if (!context)
+    return std::move(p);
+
+  if (llvm::Error e = context->checkAlive("MLA pool"))
+    return std::move(e);
+  p->ctx = context;
+  llvm::Expected<std::unique_ptr<KernelSet>> ks =
+      KernelSet::create(context, spec);
+  if (!ks)
+    return ks.takeError();
+  p->groupKernels.push_back(std::move(*ks));
+  auto allocate = [&](DeviceBuffer &buffer, int64_t n) -> llvm::Error {
+    llvm::Expected<DeviceBuffer> d =
+        DeviceBuffer::allocate(context->context, size_t(n));
+    if (!d)
+      return d.takeError();
+    buffer = std::move(*d);
+    return llvm::Error::success();
+  };
+  const int64_t rows = p->mixed.poolRows, g16 = int64_t(g.blockSize) * 2;
+  p->caches.resize(1);
+  for (auto [buffer, n] :
+       {std::pair{&p->caches[0], p->mixed.groupCacheBytes[0]},
+        std::pair{&p->poolK, rows * g16 * layout.kvLoraRank},
+        std::pair{&p->poolV, rows * g16 * layout.ropeDim},
+        std::pair{&p->blockToSlot, int64_t(g.numBlocks) * 4},
+        std::pair{&p->flushTiles, 2 * rows * 4}})
+    if (llvm::Error e = allocate(*buffer, std::max<int64_t>(n, 4)))
+      return std::move(e);
+  // The kernels a serving step uses, so no step compiles.
+  for (KernelKind k :
+       {KernelKind::MlaAppend, KernelKind::MlaFlush, KernelKind::MlaDecode,
+        KernelKind::MlaDecodeSplit, KernelKind::MlaCombine})
+    if (llvm::Expected<const LoadedKernel *> loaded =
+            p->groupKernels[0]->get(k);
+        !loaded)
+      return loaded.takeError();
+  return std::move(p);
+}
+
 bool ManagedPool::uniform() const {
   if (mixed.groupPreset.size() != 1)
     return false;
@@ -286,6 +397,9 @@ ManagedPool::layerMemory(const char *op, int32_t layer) {
   m.window = l.window;
   m.poolK = poolK.address() + l.poolOffset;
   m.poolV = poolV.address() + l.poolOffset;
+  if (mla) // rows of their own widths: latents in poolK, rope keys in poolV
+    m.poolV =
+        poolV.address() + l.poolRows * int64_t(mla->group) * mla->ropeDim * 2;
   if (l.kind == LayerKind::Kvarn) {
     m.kernels = groupKernels[l.group].get();
     m.cache = caches[l.group].address() + l.cacheOffset;
@@ -353,10 +467,16 @@ llvm::Expected<int32_t> ManagedPool::flush() {
                                                  ctx->stream, at * 4))
         return std::move(e);
       CUdeviceptr base = flushTiles.address() + at * 4;
-      if (llvm::Error e = launchFlush(
-              *groupKernels[f.group], ctx->stream, poolK.address(),
-              poolV.address(), base, base + tiles * 4,
-              caches[f.group].address(), int32_t(tiles), model.numKvHeads))
+      llvm::Error e =
+          mla ? launchMlaFlush(*groupKernels[f.group], ctx->stream,
+                               poolK.address(), poolV.address(), base,
+                               base + tiles * 4, caches[f.group].address(),
+                               int32_t(tiles))
+              : launchFlush(*groupKernels[f.group], ctx->stream,
+                            poolK.address(), poolV.address(), base,
+                            base + tiles * 4, caches[f.group].address(),
+                            int32_t(tiles), model.numKvHeads);
+      if (e)
         return std::move(e);
       at += 2 * tiles;
     }
@@ -468,6 +588,10 @@ llvm::Error Step::writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v) {
       checkLayer("step_write_kv", layer);
   if (!m)
     return m.takeError();
+  if (pool.mla) // k: the latents [tokens, R], v: the rope keys [tokens, E]
+    return launchMlaAppend(*m->kernels, pool.ctx->stream, k, v, at(0),
+                           m->blockToSlot, m->poolK, m->poolV,
+                           int32_t(slotMapping.size()));
   return launchAppend(*m->kernels, pool.ctx->stream, k, v, at(0),
                       m->blockToSlot, m->poolK, m->poolV,
                       int32_t(slotMapping.size()), pool.model.numKvHeads);
@@ -490,6 +614,21 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
   llvm::Expected<int> splits = pool.decodeSplits(*m, int64_t(ids.size()));
   if (!splits)
     return withContext(splits.takeError(), "step_decode");
+  if (pool.mla) {
+    // q [n, heads, R + E] (the absorbed query), out [n, heads, R].
+    if (*splits == 1)
+      return launchMlaDecode(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
+                             at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
+                             m->poolV, out, scale, int32_t(ids.size()), width);
+    llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
+        pool.splitPartials(int64_t(ids.size()));
+    if (!partials)
+      return withContext(partials.takeError(), "step_decode");
+    return launchMlaDecodeSplit(
+        *m->kernels, pool.ctx->stream, q, at(blockTableAt), at(seqLensAt),
+        m->blockToSlot, m->cache, m->poolK, m->poolV, partials->first,
+        partials->second, out, scale, int32_t(ids.size()), width, *splits);
+  }
   if (*splits > 1) {
     llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
         pool.splitPartials(int64_t(ids.size()));
@@ -509,11 +648,15 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
 
 llvm::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
                                               int64_t batch) {
-  llvm::Expected<int64_t> blocks = decodeBlocksRead(
-      state.geometry().maxBlocksPerRequest, layer.window, layout.group);
+  llvm::Expected<int64_t> blocks =
+      decodeBlocksRead(state.geometry().maxBlocksPerRequest, layer.window,
+                       state.geometry().blockSize);
   if (!blocks)
     return blocks.takeError();
-  return decodeSplitCountFor(*layer.kernels, batch * model.numKvHeads, *blocks);
+  // An MLA request's decode programs: its query heads in groups.
+  int64_t perRequest =
+      mla ? numQHeads / mlaHeadsPerProgram(numQHeads) : model.numKvHeads;
+  return decodeSplitCountFor(*layer.kernels, batch * perRequest, *blocks);
 }
 
 llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
@@ -548,6 +691,11 @@ llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
   llvm::Expected<ManagedPool::LayerMemory> m = checkLayer("step_verify", layer);
   if (!m)
     return m.takeError();
+  if (pool.mla)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "step_verify: an MLA pool has no verify kernel (several "
+                     "query tokens a request over an MLA cache are not "
+                     "built yet); decode takes one token a request");
   return launchVerify(
       *m->kernels, pool.ctx->stream, q, at(blockTableAt), at(contextLensAt),
       at(queryLensAt), m->blockToSlot, m->cache, m->poolK, m->poolV, out, scale,

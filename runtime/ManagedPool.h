@@ -14,6 +14,8 @@
 // flush launch per preset covers its layers: tile t names pool row
 // (the layer's first row) + slot and block (index in the preset's cache) *
 // blocks + b. A pool of one preset and no other kind has today's layout.
+// An MLA pool (createMla) is one preset's layers with the latents in pool_k
+// and the rope keys in pool_v, rows of their own widths.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_RUNTIME_MANAGEDPOOL_H
@@ -42,12 +44,23 @@ public:
   create(std::shared_ptr<ContextState> context,
          const kvarn_pool_config_t &config,
          llvm::ArrayRef<kvarn_layer_config_t> layers = {});
+  /// An MLA pool (kvarn_mla_pool_create): every layer one latent "KV head"
+  /// of `config.preset` (an MLA preset; NULL: the default), kv_lora_rank
+  /// `config.head_dim`, `ropeDim`, `config.num_q_heads` query heads;
+  /// num_kv_heads must be 1. No sinks: every full block is flushed.
+  static llvm::Expected<std::unique_ptr<ManagedPool>>
+  createMla(std::shared_ptr<ContextState> context,
+            const kvarn_pool_config_t &config, int32_t ropeDim);
 
   std::mutex mutex; // guards everything below and every Step of this pool
 
   pool::PoolState state;
   pool::ModelShape model;
-  RecordLayout layout; // of the pool's preset
+  RecordLayout layout; // of the pool's preset (dense pools)
+  /// MLA pools: the latent record. poolK then holds the rotated latents
+  /// [layers x slots, G, kv_lora_rank] and poolV the rope keys [layers x
+  /// slots, G, rope_dim] (pool::mlaPoolBytes).
+  std::optional<MlaRecordLayout> mla;
   std::vector<pool::LayerSpec> specs;
   pool::MixedBytes mixed;
   /// One preset, every layer kvarn: kvarn_pool_buffers' strides hold.

@@ -203,7 +203,7 @@ void PoolState::markReadyIfFlushable(int32_t block) {
 }
 
 void PoolState::dropSinkHold(Request &r) {
-  if (r.phase != RequestPhase::Live || r.blocks.empty())
+  if (!geom.keepSinks || r.phase != RequestPhase::Live || r.blocks.empty())
     return;
   --sinkHolders[r.blocks[0]];
 }
@@ -257,7 +257,7 @@ llvm::Error PoolState::append(llvm::ArrayRef<RequestId> ids,
     bool hadSink = !r.blocks.empty();
     while (int64_t(r.blocks.size()) * geom.blockSize < to)
       r.blocks.push_back(allocateBlock());
-    if (!hadSink && !r.blocks.empty())
+    if (geom.keepSinks && !hadSink && !r.blocks.empty())
       ++sinkHolders[r.blocks[0]];
     if (slotMapping)
       for (int32_t p = from; p < to; ++p)
@@ -415,7 +415,7 @@ llvm::Error PoolState::sharePrefix(RequestId dstId, RequestId srcId,
   for (int32_t b : d.blocks)
     ++refs[b];
   int32_t sink = d.blocks[0];
-  if (sinkHolders[sink]++ == 0 && readyMark[sink])
+  if (geom.keepSinks && sinkHolders[sink]++ == 0 && readyMark[sink])
     readyMark[sink] = 0; // a sink again: stays in fp16 (stale list entry)
   d.length = d.committed = tokens;
   return llvm::Error::success();
@@ -528,7 +528,7 @@ llvm::Error PoolState::verify() const {
       if (int64_t(i + 1) * geom.blockSize <= r.committed)
         fullCommitted[r.blocks[i]] = 1;
     }
-    if (r.phase == RequestPhase::Live && !r.blocks.empty())
+    if (geom.keepSinks && r.phase == RequestPhase::Live && !r.blocks.empty())
       ++countedSinks[r.blocks[0]];
   }
   std::vector<int32_t> slotOwner(geom.numPoolSlots, -1);

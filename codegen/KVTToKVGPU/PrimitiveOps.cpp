@@ -612,14 +612,53 @@ LogicalResult lowerDequantize(TileLowering &s, Operation *raw) {
 // pack, unpack
 //===----------------------------------------------------------------------===//
 
+/// Codes in row-major order go through kvgpu.pack_bits. A view that is not
+/// (a transposed tile: MLA stores its per-channel codes token-major) is
+/// packed byte by byte through the view instead of being copied first,
+/// which for a 512 x 128 latent tile would take another 64 KB of shared
+/// memory.
 LogicalResult lowerPack(TileLowering &s, Operation *raw) {
   auto op = cast<PackOp>(raw);
   Location loc = op.getLoc();
-  TileView codes = s.materialize(loc, s.view(op.getCodes()), s.b.getI8Type());
+  const TileView &in = s.view(op.getCodes());
+  bool rowMajor = in.isPlainBuffer() && in.conversions.empty() &&
+                  (in.bufferDims.empty() ||
+                   llvm::equal(in.bufferDims,
+                               llvm::seq<int>(0, int(in.bufferDims.size()))));
+  if (!rowMajor && op.getCodes().getType().getRank() == 2) {
+    TileType outType = op.getResult().getType();
+    int64_t bits = op.getBits(), perByte = 8 / bits;
+    TileView out = s.allocate(loc, outType);
+    s.foreach (loc, outType.getShape(), [&](OpBuilder &b, ValueRange i) {
+      Value byte = arith::ConstantIntOp::create(b, loc, 0, 32);
+      for (int64_t k = 0; k < perByte; ++k) {
+        Value column = arith::AddIOp::create(
+            b, loc,
+            arith::MulIOp::create(
+                b, loc, i[1], arith::ConstantIndexOp::create(b, loc, perByte)),
+            arith::ConstantIndexOp::create(b, loc, k));
+        Value code = arith::AndIOp::create(
+            b, loc,
+            arith::ExtUIOp::create(b, loc, b.getI32Type(),
+                                   s.read(b, loc, in, {i[0], column})),
+            arith::ConstantIntOp::create(b, loc, (1 << bits) - 1, 32));
+        byte = arith::OrIOp::create(
+            b, loc, byte,
+            arith::ShLIOp::create(
+                b, loc, code,
+                arith::ConstantIntOp::create(b, loc, k * bits, 32)));
+      }
+      store(b, loc, arith::TruncIOp::create(b, loc, b.getI8Type(), byte),
+            out.buffer, i);
+    });
+    s.tiles[op.getResult()] = out;
+    return success();
+  }
+  TileView codes = s.materialize(loc, in, s.b.getI8Type());
   TileView out = s.allocate(loc, op.getResult().getType());
   kvgpu::PackBitsOp::create(s.b, loc, codes.buffer, out.buffer, op.getBits());
   s.barrier(loc);
-  if (codes.buffer != s.view(op.getCodes()).buffer)
+  if (codes.buffer != in.buffer)
     s.planner.release(codes.bufferId);
   s.tiles[op.getResult()] = out;
   return success();

@@ -189,9 +189,7 @@ KVARN_API kvarn_status_t kvarn_capacity_plan(
  * < 0: one per concurrent request and one per eight more), against the same
  * latent and rope keys in 16 bits (fp16_tokens, ratio_vs_fp16). Per-token
  * figures count one layer's latent (record_bytes_per_token) or everything
- * (bytes_per_token, per layer). The managed pool does not hold MLA layers
- * yet: the MLA kernels (kvarn_mla_kernels_create) run on buffers the
- * caller lays out. */
+ * (bytes_per_token, per layer): the plan of kvarn_mla_pool_create's pool. */
 KVARN_API kvarn_status_t kvarn_mla_capacity_plan(
     const char *preset, int32_t kv_lora_rank, int32_t rope_dim,
     int32_t num_layers, int64_t budget_bytes, int64_t concurrent_requests,
@@ -521,6 +519,21 @@ KVARN_API kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
                                            const kvarn_pool_config_t *config,
                                            kvarn_pool_t **out);
 /* Fails (pool unchanged) while steps of the pool exist. NULL is a no-op. */
+/* An MLA pool (docs/runtime.md, "MLA pools"): every layer one latent "KV
+ * head" of config->preset (an MLA preset; NULL: kvarn_mla_k4_g128), with
+ * head_dim the kv_lora_rank, `rope_dim`, num_q_heads the query heads and
+ * num_kv_heads 1; no per-layer kinds. Steps work as on a dense pool, with
+ * kvarn_step_write_kv's k the latents [tokens, kv_lora_rank] and v the
+ * rope keys [tokens, rope_dim], kvarn_step_decode's q the absorbed query
+ * [n, num_q_heads, kv_lora_rank + rope_dim] and out [n, num_q_heads,
+ * kv_lora_rank]; kvarn_step_verify is KVARN_ERROR_INVALID_ARGUMENT (no MLA
+ * verify kernel yet). There is no sink: every full block is flushed.
+ * kvarn_pool_buffers is refused (latent and rope rows differ in width):
+ * kvarn_pool_layer_info gives each layer's pointers. kvarn_pool_create
+ * refuses MLA presets. */
+KVARN_API kvarn_status_t kvarn_mla_pool_create(
+    kvarn_context_t *context, const kvarn_pool_config_t *config,
+    int32_t rope_dim, kvarn_pool_t **out);
 KVARN_API kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool);
 
 KVARN_API kvarn_status_t kvarn_pool_add_request(kvarn_pool_t *pool,

@@ -311,6 +311,7 @@ _SIGNATURES = {
     "kvarn_pool_create": (_H, POINTER(_PoolConfig), POINTER(_H)),
     "kvarn_pool_create_ex": (_H, POINTER(_PoolConfig), POINTER(_PoolOptions),
                              POINTER(_H)),
+    "kvarn_mla_pool_create": (_H, POINTER(_PoolConfig), c_int32, POINTER(_H)),
     "kvarn_pool_layer_info": (_H, c_int32, POINTER(_LayerInfo)),
     "kvarn_capacity_plan_ex": (POINTER(_PoolConfig), POINTER(_PoolOptions),
                                c_int64, c_int64, c_int64, POINTER(Capacity),
@@ -412,6 +413,7 @@ _PARAMS = {
         "num_splits"),
     "kvarn_pool_create": "context config out",
     "kvarn_pool_create_ex": "context config options out",
+    "kvarn_mla_pool_create": "context config rope_dim out",
     "kvarn_pool_layer_info": "pool layer out",
     "kvarn_capacity_plan_ex": ("config options budget_bytes "
         "concurrent_requests pool_slots out layers capacity"),
@@ -522,8 +524,7 @@ def mla_presets():
 
 def mla_record_layout(preset="kvarn_mla_k4_g128", kv_lora_rank=512,
                       rope_dim=64):
-    """The byte layout of an MLA layer's block record (the format only: no
-    kernel runs MLA yet)."""
+    """The byte layout of an MLA layer's block record (MlaKernels' cache)."""
     out = MlaRecordLayout()
     _call("kvarn_mla_record_layout", _bytes(preset), kv_lora_rank, rope_dim,
           byref(out))
@@ -812,6 +813,32 @@ class Pool(_Handle):
                                    layers)
         _call("kvarn_pool_create_ex", context._h if context else None,
               byref(cfg), byref(opts) if opts else None, byref(self._h))
+
+    @classmethod
+    def mla(cls, context, num_layers, num_heads, kv_lora_rank, rope_dim,
+            num_blocks, pool_slots, max_requests, max_blocks_per_request,
+            preset="kvarn_mla_k4_g128"):
+        """An MLA pool (kvarn_mla_pool_create): every layer one latent "KV
+        head". Steps take the latents as write_kv's k and the rope keys as
+        its v, the absorbed query [n, num_heads, kv_lora_rank + rope_dim]
+        as decode's q; verify is refused; no sink block."""
+        self = cls.__new__(cls)
+        _Handle.__init__(self)
+        self.context = context
+        values = dict(num_layers=num_layers, num_kv_heads=1,
+                      num_q_heads=num_heads, head_dim=kv_lora_rank,
+                      block_size=0, num_blocks=num_blocks,
+                      pool_slots=pool_slots, max_requests=max_requests,
+                      max_blocks_per_request=max_blocks_per_request)
+        for field, value in values.items():
+            values[field] = _as_int("kvarn_mla_pool_create: config.%s" % field,
+                                    value, c_int32)
+        self.num_blocks = values["num_blocks"]
+        self.num_layers = values["num_layers"]
+        cfg = _PoolConfig(_bytes(preset), **values)
+        _call("kvarn_mla_pool_create", context._h if context else None,
+              byref(cfg), rope_dim, byref(self._h))
+        return self
 
     def add_request(self, request):
         _call("kvarn_pool_add_request", self._h, request)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every kernel of the library, for every preset and the head dims below,
-# compiled to PTX by kvarn-jit and assembled by ptxas for sm_80 and sm_90.
+# Every kernel of the library, for every preset and the head dims below (MLA:
+# the kv_lora_rank in the head_dim column), compiled to PTX by kvarn-jit and
+# assembled by ptxas for sm_80 and sm_90.
 # Fails on any compile or ptxas error and on register spills up to
 # head_dim 256; writes a markdown table of warps,
 # shared memory, registers and spills (docs/kernels.md is this table).
@@ -44,9 +45,29 @@ for arch in sm_80 sm_90; do
     done
   done
 done
+# The MLA kernels: kv_lora_rank 512 (DeepSeek-V2/V3) and 256, rope dim 64,
+# 16 and 128 query heads (in the preset column).
+for arch in sm_80 sm_90; do
+  for shape in "512 16" "512 128" "256 16"; do
+    read -r rank heads <<<"$shape"
+    p=kvarn_mla_k4_g128
+    dir=$work/$arch-$p-$rank-$heads
+    if ! "$jit" --preset "$p" --head-dim "$rank" --rope-dim 64 --gqa "$heads" \
+        --arch "$arch" --emit cubin --out "$dir" >"$work/log" 2>&1; then
+      echo "FAIL $arch $p kv_lora_rank $rank heads $heads:"; cat "$work/log"
+      failures=$((failures + 1))
+      continue
+    fi
+    sed -E 's/^([a-z_]+): .*\(([0-9]+) warps, ([0-9]+) bytes of shared memory, ([0-9-]+) registers, ([0-9-]+) bytes stack, ([0-9-]+) bytes spilled\)$/\1 \2 \3 \4 \5 \6/' \
+      "$work/log" | while read -r k w s r st sp; do
+        echo "| $arch | $p ($heads heads, rope 64) | $rank | $k | $w | $s | $r | $st | $sp |" >>"$out"
+      done
+  done
+done
 kernels=$(grep -c '^| sm_' "$out")
 # Spills are a failure up to head_dim 256 (at 512 they are reported only),
-# but for flush's measured exception: its launch shape budgets 128 registers
+# but for flush's measured exception (mla_flush too: its latent tile is
+# normalized by the same lowering): its launch shape budgets 128 registers
 # for 64 tile elements per thread (kvarn/Codegen/LaunchPolicy.h,
 # normalizeLaunch), where ptxas spills (272-548 bytes of spill stores plus
 # loads) and the kernel still
@@ -83,10 +104,10 @@ flush_spill_allowance=640
 attention_spill_allowance=272
 spilling=$(awk -F'|' -v allow=$flush_spill_allowance -v attend=$attention_spill_allowance '
   /^\| sm_/ && $4+0 <= 256 && $10+0 > 0 &&
-  !($5 ~ /^ flush $/ && $8+0 == 128 && $10+0 <= allow) &&
-  !($5 ~ /^ (decode|decode_split|verify) $/ && $10+0 <= attend)' "$out")
-allowed=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -c ' flush ')
-attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE ' (decode|decode_split|verify) ')
+  !($5 ~ /^ (mla_)?flush $/ && $8+0 == 128 && $10+0 <= allow) &&
+  !($5 ~ /^ (mla_)?(decode|decode_split|verify) $/ && $10+0 <= attend)' "$out")
+allowed=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE ' (mla_)?flush ')
+attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE ' (mla_)?(decode|decode_split|verify) ')
 {
   echo
   echo "Spills up to head_dim 256: none, except $allowed flush kernels with 64"

@@ -190,6 +190,23 @@ class PackageTest(unittest.TestCase):
         with self.assertRaises(kvarn.KvarnArgumentError):
             kvarn.MlaKernels(NoContext(), num_heads=1 << 40)
 
+    def test_mla_pool_flushes_every_full_block(self):
+        pool = kvarn.Pool.mla(None, num_layers=2, num_heads=16,
+                              kv_lora_rank=512, rope_dim=64, num_blocks=8,
+                              pool_slots=3, max_requests=2,
+                              max_blocks_per_request=4)
+        c = pool.capacity()
+        self.assertEqual(c.record_bytes_per_token, 402.0)
+        self.assertEqual(pool.layer_info(1)["record_bytes"], 51456)
+        pool.add_request(1)
+        step = pool.step()
+        step.begin([1], [128 + 3])
+        step.commit()
+        self.assertEqual(pool.flush(), 1)  # no sink block held back
+        with self.assertRaises(kvarn.KvarnError) as e:
+            kvarn.Pool.mla(None, 2, 16, 512, 0, 8, 3, 2, 4)
+        self.assertEqual(e.exception.status, "KVARN_ERROR_UNSUPPORTED_SHAPE")
+
     def test_can_compile_says_which_library_this_is(self):
         expected = os.environ.get("KVARN_EXPECT_CAN_COMPILE")
         if expected is None:

@@ -443,3 +443,111 @@ TEST(CAPIPool, SeveralThreadsDriveDifferentRequests) {
 }
 
 } // namespace
+
+// An MLA pool, bookkeeping only: its bytes from the format's arithmetic,
+// every full block flushed (no sink held back, unlike a dense pool), and
+// its refusals.
+TEST(CAPIPool, MlaPoolKeepsNoSink) {
+  kvarn_pool_config_t c;
+  std::memset(&c, 0, sizeof c);
+  c.num_layers = 3;
+  c.num_kv_heads = 1;
+  c.num_q_heads = 16;
+  c.head_dim = 512; // kv_lora_rank
+  c.num_blocks = 10;
+  c.pool_slots = 4;
+  c.max_requests = 4;
+  c.max_blocks_per_request = 5;
+  kvarn_pool_t *pool = nullptr;
+  ASSERT_EQ(kvarn_mla_pool_create(nullptr, &c, 64, &pool), KVARN_OK)
+      << kvarn_last_error();
+  const int64_t record = 128 * 512 / 2 + 4 * 512 + 2 * 128 + 2 * 128 * 64;
+  const int64_t slot = 128 * (512 + 64) * 2;
+  kvarn_capacity_t cap;
+  ASSERT_EQ(kvarn_pool_capacity(pool, &cap), KVARN_OK) << kvarn_last_error();
+  EXPECT_EQ(cap.num_blocks, 10);
+  EXPECT_EQ(cap.tokens, 10 * 128);
+  EXPECT_EQ(cap.used_bytes, 3 * (10 * record + 4 * slot));
+  EXPECT_DOUBLE_EQ(cap.record_bytes_per_token, 402.0);
+  EXPECT_EQ(cap.fp16_tokens, cap.used_bytes / (3 * (512 + 64) * 2));
+  kvarn_layer_info_t info;
+  std::memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  ASSERT_EQ(kvarn_pool_layer_info(pool, 2, &info), KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_STREQ(info.preset, "kvarn_mla_k4_g128");
+  EXPECT_EQ(info.record_bytes, record);
+  EXPECT_EQ(info.cache_bytes, 10 * record);
+  EXPECT_EQ(info.pool_bytes, 4 * slot);
+  EXPECT_EQ(info.fp16_bytes, 10 * 128 * (512 + 64) * 2);
+  EXPECT_EQ(info.cache, 0u); // no context
+  kvarn_pool_buffers_t buffers;
+  EXPECT_EQ(kvarn_pool_buffers(pool, &buffers), KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("kvarn_pool_layer_info"),
+            std::string::npos);
+
+  // A prompt of a block and 5 tokens: its first block is flushed at once.
+  ASSERT_EQ(kvarn_pool_add_request(pool, 7), KVARN_OK);
+  kvarn_step_t *step = nullptr;
+  ASSERT_EQ(kvarn_step_create(pool, &step), KVARN_OK);
+  int64_t ids[] = {7};
+  int32_t counts[] = {128 + 5};
+  ASSERT_EQ(kvarn_step_begin(step, 1, ids, counts), KVARN_OK)
+      << kvarn_last_error();
+  EXPECT_EQ(kvarn_step_verify(step, 0, 0, 0, 1.0f),
+            KVARN_ERROR_INVALID_ARGUMENT); // no context (nor MLA verify)
+  ASSERT_EQ(kvarn_step_commit(step, nullptr), KVARN_OK);
+  kvarn_pool_stats_t st;
+  ASSERT_EQ(kvarn_pool_stats(pool, &st), KVARN_OK);
+  EXPECT_EQ(st.pending_flush, 1);
+  int32_t flushed = -1;
+  ASSERT_EQ(kvarn_pool_flush(pool, &flushed), KVARN_OK) << kvarn_last_error();
+  EXPECT_EQ(flushed, 1);
+  ASSERT_EQ(kvarn_pool_stats(pool, &st), KVARN_OK);
+  EXPECT_EQ(st.free_slots, 3); // the tail's slot only
+  kvarn_step_destroy(step);
+  kvarn_pool_destroy(pool);
+
+  // The same prompt in a dense pool keeps its first block (the sink).
+  kvarn_pool_config_t d = smallConfig();
+  ASSERT_EQ(kvarn_pool_create(nullptr, &d, &pool), KVARN_OK);
+  ASSERT_EQ(kvarn_pool_add_request(pool, 7), KVARN_OK);
+  ASSERT_EQ(kvarn_step_create(pool, &step), KVARN_OK);
+  int32_t denseCounts[] = {64 + 5};
+  ASSERT_EQ(kvarn_step_begin(step, 1, ids, denseCounts), KVARN_OK);
+  ASSERT_EQ(kvarn_step_commit(step, nullptr), KVARN_OK);
+  ASSERT_EQ(kvarn_pool_flush(pool, &flushed), KVARN_OK);
+  EXPECT_EQ(flushed, 0);
+  kvarn_step_destroy(step);
+  kvarn_pool_destroy(pool);
+
+  // Refusals, the handle untouched.
+  kvarn_pool_t *untouched = reinterpret_cast<kvarn_pool_t *>(0x1);
+  pool = untouched;
+  kvarn_pool_config_t bad = c;
+  bad.preset = "kvarn_mla_k4_g128";
+  EXPECT_EQ(kvarn_pool_create(nullptr, &bad, &pool),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(kvarn_last_error()).find("kvarn_mla_pool_create"),
+            std::string::npos);
+  bad.preset = "kvarn_k4v2_g128";
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, &bad, 64, &pool),
+            KVARN_ERROR_UNKNOWN_PRESET);
+  bad = c;
+  bad.num_kv_heads = 2;
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, &bad, 64, &pool),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, &c, 0, &pool),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  bad = c;
+  bad.head_dim = 384;
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, &bad, 64, &pool),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  bad = c;
+  bad.block_size = 64;
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, &bad, 64, &pool),
+            KVARN_ERROR_UNSUPPORTED_SHAPE);
+  EXPECT_EQ(kvarn_mla_pool_create(nullptr, nullptr, 64, &pool),
+            KVARN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(pool, untouched);
+}

@@ -84,8 +84,8 @@ std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests,
 /// rope_dim] (the latent rotated, the rope keys as is); no sink block, so
 /// the default is one slot per request (its partial tail) plus one per
 /// eight for blocks that fill during a step and wait for its flush. The
-/// fp16 comparison is the same latent and rope keys in 16 bits. The plan of
-/// the MLA pool to come (no kernel or pool runs MLA yet).
+/// fp16 comparison is the same latent and rope keys in 16 bits: the plan of
+/// an MLA pool (kvarn_mla_pool_create).
 llvm::Expected<Capacity> planMlaCapacity(const MlaRecordLayout &layout,
                                          int32_t numLayers, int64_t budgetBytes,
                                          int64_t concurrentRequests,
@@ -145,6 +145,22 @@ llvm::Expected<MixedBytes> mixedBytes(llvm::ArrayRef<LayerSpec> layers,
                                       int32_t numKvHeads, int32_t headDim,
                                       int32_t blockSize, int64_t numBlocks,
                                       int64_t numPoolSlots);
+
+/// The byte layout of an MLA pool (every layer one latent "KV head" of
+/// `layout`, no other kind): per layer a record cache [blocks, record] and
+/// fp16 rows in two allocations, the rotated latents [layers x slots, G,
+/// kv_lora_rank] (pool_k) and the rope keys [layers x slots, G, rope_dim]
+/// (pool_v), layer l's from row l x slots (LayerBytes::poolRows; poolOffset
+/// is the bytes into pool_k). One record cache, group 0, so flushLaunches
+/// serves it. KVARN_ERROR_INVALID_ARGUMENT when a size does not fit in int64.
+llvm::Expected<MixedBytes> mlaPoolBytes(const MlaRecordLayout &layout,
+                                        const char *preset, int32_t numLayers,
+                                        int64_t numBlocks,
+                                        int64_t numPoolSlots);
+/// capacityOf for an MLA pool: the fp16 comparison is the latent and rope
+/// keys in 16 bits, (kv_lora_rank + rope_dim) x 2 bytes a token and layer.
+Capacity mlaCapacityOf(const MlaRecordLayout &layout, const MixedBytes &b,
+                       int64_t numBlocks, int64_t numPoolSlots);
 
 /// planCapacity for a mixed pool: the fp16 comparison counts the layers
 /// that have KV (an absent layer costs nothing either way).

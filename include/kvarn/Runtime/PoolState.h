@@ -41,6 +41,10 @@ struct PoolGeometry {
   int32_t numPoolSlots = 0;        // fp16 pool slots (each holds one block)
   int32_t maxRequests = 0;         // requests known at once (live or finished)
   int32_t maxBlocksPerRequest = 0; // the block table's width: max context / G
+  /// Whether a live request's first block (its attention sink) stays in
+  /// the fp16 pool until the request ends (docs/kvarn.md, "The cache at run
+  /// time"). MLA pools keep none: every full block is flushed.
+  bool keepSinks = true;
 
   /// The sizes: positive, within 32-bit slot mappings, slots <= blocks.
   llvm::Error check() const;
