@@ -130,6 +130,51 @@ protected:
     return host;
   }
 
+  /// mla_decode (splits 0) or mla_decode_split + mla_combine over `b` (an
+  /// MlaDecodeBuffers): the fp16 output [batch, heads, R], poisoned first.
+  template <typename Buffers>
+  std::vector<uint16_t> runMlaDecode(const dsl::Specialization &spec,
+                                     const Buffers &b, float scale, int batch,
+                                     int maxBlocks, int splits) {
+    const size_t outElems = size_t(batch) * spec.gqa * spec.headDim;
+    DeviceBuffer out = upload(std::vector<uint16_t>(outElems, 0x7e00));
+    KernelArgs a;
+    a.pointer(b.q)
+        .pointer(b.table)
+        .pointer(b.lens)
+        .pointer(b.toSlot)
+        .pointer(b.cache)
+        .pointer(b.poolLatent)
+        .pointer(b.poolPe);
+    if (!splits) {
+      a.pointer(out).f32(scale).i32(batch).i32(maxBlocks).scratch();
+      run(kernel("mla_decode", spec), a);
+      return download<uint16_t>(out);
+    }
+    const size_t parts = size_t(batch) * dsl::kMaxDecodeSplits * spec.gqa;
+    DeviceBuffer partOut =
+        upload(std::vector<float>(parts * spec.headDim, NAN));
+    DeviceBuffer partLse = upload(std::vector<float>(parts, NAN));
+    a.pointer(partOut)
+        .pointer(partLse)
+        .f32(scale)
+        .i32(batch)
+        .i32(maxBlocks)
+        .i32(splits)
+        .scratch();
+    run(kernel("mla_decode_split", spec), a);
+    KernelArgs merge;
+    merge.pointer(partOut)
+        .pointer(partLse)
+        .pointer(b.lens)
+        .pointer(out)
+        .i32(batch)
+        .i32(splits)
+        .scratch();
+    run(kernel("mla_combine", spec), merge);
+    return download<uint16_t>(out);
+  }
+
   /// Launches the grid `k` declares for `args` (its ABI), and waits.
   void run(const LoadedKernel *k, KernelArgs &args) {
     ASSERT_NE(k, nullptr);
@@ -1028,6 +1073,11 @@ void expectMlaRecordsAgree(const MlaRecordLayout &l, const uint8_t *ours,
   EXPECT_LE(worst, 5e-3) << what;
 }
 
+/// The device buffers of an MLA decode, in mla_decode's argument order.
+struct MlaDecodeBuffers {
+  DeviceBuffer q, table, lens, toSlot, cache, poolLatent, poolPe;
+};
+
 } // namespace
 
 // The golden case's tiles flushed on the GPU: against the CPU reference's
@@ -1083,97 +1133,31 @@ TEST_F(KernelGpu, MlaDecodeGoldenCasesMatchTheReference) {
   for (const char *name : {"decode_mla_k4_g128_r512_e64_h16_a",
                            "decode_mla_k4_g128_r512_e64_h128_a"}) {
     SCOPED_TRACE(name);
-    test::MlaCase c = test::MlaCase::load(name);
-    const MlaRecordLayout &l = c.layout;
-    ASSERT_GT(l.recordBytes, 0);
-    auto q = c.tensor<float>("q", "float32");
-    auto table = c.tensor<int32_t>("block_table", "int32");
-    auto lens = c.tensor<int32_t>("seq_lens", "int32");
-    auto toSlot = c.tensor<int32_t>("block_to_slot", "int32");
-    auto cache = c.tensor<uint8_t>("kv_cache", "uint8");
-    auto poolLat = c.tensor<uint16_t>("pool_lat", "float16");
-    auto poolPe = c.tensor<uint16_t>("pool_rope", "float16");
-    auto exact = c.tensor<float>("out_exact", "float32");
-    const int batch = int(c.integer("batch")),
-              heads = int(c.integer("num_heads")),
-              maxBlocks = int(c.integer("max_blocks"));
-    const float scale = float(c.number("softmax_scale"));
-    const int r = l.kvLoraRank;
-    std::vector<uint16_t> qHalf(q.size());
-    std::vector<float> qRounded(q.size());
-    for (size_t i = 0; i < q.size(); ++i) {
-      qHalf[i] = floatToHalf(q[i]);
+    test::MlaDecodeInputs d = test::MlaDecodeInputs::load(name);
+    ASSERT_GT(d.layout().recordBytes, 0);
+    const int r = d.layout().kvLoraRank;
+    std::vector<uint16_t> qHalf(d.q.size());
+    std::vector<float> qRounded(d.q.size());
+    for (size_t i = 0; i < d.q.size(); ++i) {
+      qHalf[i] = floatToHalf(d.q[i]);
       qRounded[i] = halfToFloat(qHalf[i]);
     }
-    MlaPagedCacheView view;
-    view.layout = &l;
-    view.numBlocks = c.integer("num_blocks");
-    view.records = cache.data();
-    view.blockToSlot = toSlot.data();
-    view.poolSlots = c.integer("pool_slots");
-    view.poolLatent = poolLat.data();
-    view.poolRope = poolPe.data();
-    MlaDecodeBatchView bv;
-    bv.batch = batch;
-    bv.numHeads = heads;
-    bv.q = qRounded.data();
-    bv.blockTable = table.data();
-    bv.maxBlocks = maxBlocks;
-    bv.seqLens = lens.data();
-    bv.softmaxScale = scale;
-    std::vector<float> want(exact.size());
-    llvm::Error err =
-        mlaDecodeAttention(view, bv, *Rotation::get(r), want.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-
-    dsl::Specialization spec = mlaSpec(r, l.ropeDim, heads);
-    DeviceBuffer dq = upload(qHalf), dt = upload(table), dl = upload(lens),
-                 ds = upload(toSlot), dc = upload(cache), dpl = upload(poolLat),
-                 dpe = upload(poolPe);
+    std::vector<float> want = d.reference(qRounded);
+    MlaDecodeBuffers buffers{upload(qHalf),     upload(d.table),
+                             upload(d.seqLens), upload(d.blockToSlot),
+                             upload(d.cache),   upload(d.poolLatent),
+                             upload(d.poolRope)};
     for (int splits : {0, 1, 3, 64}) { // 0: mla_decode
       SCOPED_TRACE(splits ? std::to_string(splits) + " splits" : "single pass");
-      DeviceBuffer out = upload(std::vector<uint16_t>(want.size(), kPoison));
-      KernelArgs args;
-      args.pointer(dq)
-          .pointer(dt)
-          .pointer(dl)
-          .pointer(ds)
-          .pointer(dc)
-          .pointer(dpl)
-          .pointer(dpe);
-      if (!splits) {
-        args.pointer(out).f32(scale).i32(batch).i32(maxBlocks).scratch();
-        run(kernel("mla_decode", spec), args);
-      } else {
-        const int maxSplits = dsl::kMaxDecodeSplits;
-        DeviceBuffer partOut = upload(
-            std::vector<float>(size_t(batch) * maxSplits * heads * r, NAN));
-        DeviceBuffer partLse =
-            upload(std::vector<float>(size_t(batch) * maxSplits * heads, NAN));
-        args.pointer(partOut)
-            .pointer(partLse)
-            .f32(scale)
-            .i32(batch)
-            .i32(maxBlocks)
-            .i32(splits)
-            .scratch();
-        run(kernel("mla_decode_split", spec), args);
-        KernelArgs merge;
-        merge.pointer(partOut)
-            .pointer(partLse)
-            .pointer(dl)
-            .pointer(out)
-            .i32(batch)
-            .i32(splits)
-            .scratch();
-        run(kernel("mla_combine", spec), merge);
-      }
-      std::vector<uint16_t> got = download<uint16_t>(out);
-      double vsReference = decodeError(got, want, lens, size_t(heads) * r);
+      std::vector<uint16_t> got =
+          runMlaDecode(mlaSpec(r, d.layout().ropeDim, d.heads), buffers,
+                       d.softmaxScale, d.batch, d.maxBlocks, splits);
+      double vsReference =
+          decodeError(got, want, d.seqLens, size_t(d.heads) * r);
       std::vector<float> gotF(got.size());
       for (size_t i = 0; i < got.size(); ++i)
         gotF[i] = halfToFloat(got[i]);
-      double vsExact = relativeL2(gotF.data(), exact.data(), gotF.size());
+      double vsExact = relativeL2(gotF.data(), d.exact.data(), gotF.size());
       EXPECT_LE(vsReference, 4e-4);
       std::printf("[ figures  ] %s GPU %s: vs the CPU reference %.3e, vs "
                   "out_exact (f32 queries) %.3e\n",
@@ -1295,47 +1279,13 @@ TEST_F(KernelGpu, MlaAppendFlushDecodeMatchTheCpuReference) {
     std::vector<float> want(size_t(batch) * heads * r);
     llvm::Error err = mlaDecodeAttention(view, bv, rot, want.data());
     ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    DeviceBuffer dq = upload(q), dt = upload(table), dl = upload(lens),
-                 dts2 = upload(toSlot);
+    MlaDecodeBuffers buffers{upload(q),         upload(table), upload(lens),
+                             upload(toSlot),    std::move(dc), std::move(dpool),
+                             std::move(dpoolPe)};
     for (int splits : {0, 2, 64}) {
-      DeviceBuffer out = upload(std::vector<uint16_t>(want.size(), kPoison));
-      KernelArgs a;
-      a.pointer(dq)
-          .pointer(dt)
-          .pointer(dl)
-          .pointer(dts2)
-          .pointer(dc)
-          .pointer(dpool)
-          .pointer(dpoolPe);
-      if (!splits) {
-        a.pointer(out).f32(scale).i32(batch).i32(maxBlocks).scratch();
-        run(kernel("mla_decode", spec), a);
-      } else {
-        const int maxSplits = dsl::kMaxDecodeSplits;
-        DeviceBuffer partOut = upload(
-            std::vector<float>(size_t(batch) * maxSplits * heads * r, NAN));
-        DeviceBuffer partLse =
-            upload(std::vector<float>(size_t(batch) * maxSplits * heads, NAN));
-        a.pointer(partOut)
-            .pointer(partLse)
-            .f32(scale)
-            .i32(batch)
-            .i32(maxBlocks)
-            .i32(splits)
-            .scratch();
-        run(kernel("mla_decode_split", spec), a);
-        KernelArgs merge;
-        merge.pointer(partOut)
-            .pointer(partLse)
-            .pointer(dl)
-            .pointer(out)
-            .i32(batch)
-            .i32(splits)
-            .scratch();
-        run(kernel("mla_combine", spec), merge);
-      }
-      double e2 =
-          decodeError(download<uint16_t>(out), want, lens, size_t(heads) * r);
+      double e2 = decodeError(
+          runMlaDecode(spec, buffers, scale, batch, maxBlocks, splits), want,
+          lens, size_t(heads) * r);
       EXPECT_LE(e2, 4e-4) << splits << " splits";
       std::printf("[ figures  ] MLA R %d heads %d %s: vs the CPU reference "
                   "%.3e\n",

@@ -363,54 +363,18 @@ class MlaGoldenDecode : public ::testing::TestWithParam<const char *> {};
 // the 4e-4; the library kernel (fp16 q and out) is the reference on
 // fp16 queries, rounded.
 TEST_P(MlaGoldenDecode, KernelsMatchExactAttention) {
-  MlaCase c = MlaCase::load(GetParam());
-  const MlaRecordLayout &l = c.layout;
-  ASSERT_GT(l.recordBytes, 0);
-  auto q = c.tensor<float>("q", "float32");
-  auto table = c.tensor<int32_t>("block_table", "int32");
-  auto lens = c.tensor<int32_t>("seq_lens", "int32");
-  auto toSlot = c.tensor<int32_t>("block_to_slot", "int32");
-  auto cache = c.tensor<uint8_t>("kv_cache", "uint8");
-  auto poolLat = c.tensor<uint16_t>("pool_lat", "float16");
-  auto poolPe = c.tensor<uint16_t>("pool_rope", "float16");
-  auto exact = c.tensor<float>("out_exact", "float32");
-  const int batch = int(c.integer("batch")),
-            heads = int(c.integer("num_heads"));
-  const int maxBlocks = int(c.integer("max_blocks"));
-  const float scale = float(c.number("softmax_scale"));
-  const int r = l.kvLoraRank, e = l.ropeDim;
-  dsl::Specialization spec = mlaSpec(r, e, heads);
-
-  MlaPagedCacheView view;
-  view.layout = &l;
-  view.numBlocks = c.integer("num_blocks");
-  view.records = cache.data();
-  view.blockToSlot = toSlot.data();
-  view.poolSlots = c.integer("pool_slots");
-  view.poolLatent = poolLat.data();
-  view.poolRope = poolPe.data();
-  auto reference = [&](const std::vector<float> &queries) {
-    MlaDecodeBatchView bv;
-    bv.batch = batch;
-    bv.numHeads = heads;
-    bv.q = queries.data();
-    bv.blockTable = table.data();
-    bv.maxBlocks = maxBlocks;
-    bv.seqLens = lens.data();
-    bv.softmaxScale = scale;
-    std::vector<float> out(size_t(batch) * heads * r);
-    llvm::Error err =
-        mlaDecodeAttention(view, bv, *Rotation::get(r), out.data());
-    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    return out;
-  };
+  MlaDecodeInputs d = MlaDecodeInputs::load(GetParam());
+  ASSERT_GT(d.layout().recordBytes, 0);
+  const int r = d.layout().kvLoraRank, e = d.layout().ropeDim;
+  dsl::Specialization spec = mlaSpec(r, e, d.heads);
   auto run = [&](BuiltKernel &k, auto &queries, auto &out) {
-    return k.run({KernelArg::buffer(queries), KernelArg::buffer(table),
-                  KernelArg::buffer(lens), KernelArg::buffer(toSlot),
-                  KernelArg::buffer(cache), KernelArg::buffer(poolLat),
-                  KernelArg::buffer(poolPe), KernelArg::buffer(out),
-                  KernelArg::f32(scale), KernelArg::integer(batch),
-                  KernelArg::integer(maxBlocks)});
+    return k.run({KernelArg::buffer(queries), KernelArg::buffer(d.table),
+                  KernelArg::buffer(d.seqLens),
+                  KernelArg::buffer(d.blockToSlot), KernelArg::buffer(d.cache),
+                  KernelArg::buffer(d.poolLatent),
+                  KernelArg::buffer(d.poolRope), KernelArg::buffer(out),
+                  KernelArg::f32(d.softmaxScale), KernelArg::integer(d.batch),
+                  KernelArg::integer(d.maxBlocks)});
   };
 
   // f32 in and out.
@@ -426,30 +390,30 @@ TEST_P(MlaGoldenDecode, KernelsMatchExactAttention) {
   BuiltKernel f32Decode =
       buildFromSource(source, "mla_decode_f32.kvt", "mla_decode", spec);
   ASSERT_TRUE(bool(f32Decode)) << f32Decode.diagnostics;
-  std::vector<float> out(exact.size(), NAN);
-  llvm::Expected<eval::RunStats> stats = run(f32Decode, q, out);
+  std::vector<float> out(d.exact.size(), NAN);
+  llvm::Expected<eval::RunStats> stats = run(f32Decode, d.q, out);
   ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
-  std::vector<float> want = reference(q);
+  std::vector<float> want = d.reference(d.q);
   double vsReference = relativeL2(out.data(), want.data(), out.size());
-  double vsExact = relativeL2(out.data(), exact.data(), out.size());
+  double vsExact = relativeL2(out.data(), d.exact.data(), out.size());
   std::printf("[ figures  ] %s: kernel vs CPU reference %.2e, vs exact %.2e\n",
               GetParam(), vsReference, vsExact);
   EXPECT_LE(vsReference, 1e-9);
   EXPECT_LE(vsExact, 4e-4);
 
   // The library kernel: fp16 queries and output.
-  std::vector<uint16_t> qHalf(q.size());
-  std::vector<float> qRounded(q.size());
-  for (size_t i = 0; i < q.size(); ++i) {
-    qHalf[i] = floatToHalf(q[i]);
+  std::vector<uint16_t> qHalf(d.q.size());
+  std::vector<float> qRounded(d.q.size());
+  for (size_t i = 0; i < d.q.size(); ++i) {
+    qHalf[i] = floatToHalf(d.q[i]);
     qRounded[i] = halfToFloat(qHalf[i]);
   }
   BuiltKernel decode = buildLibrary("mla_decode", spec);
   ASSERT_TRUE(bool(decode));
-  std::vector<uint16_t> outHalf(exact.size(), kPoison);
+  std::vector<uint16_t> outHalf(d.exact.size(), kPoison);
   stats = run(decode, qHalf, outHalf);
   ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
-  want = reference(qRounded);
+  want = d.reference(qRounded);
   size_t differing = 0;
   for (size_t i = 0; i < outHalf.size(); ++i)
     differing += outHalf[i] != floatToHalf(want[i]);

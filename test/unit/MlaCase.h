@@ -8,6 +8,7 @@
 #define KVARN_TEST_MLACASE_H
 
 #include "kvarn/Layout/MlaRecordLayout.h"
+#include "kvarn/Reference/Mla.h"
 
 #include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -106,6 +107,72 @@ struct MlaCase {
     }
     std::vector<T> out(n);
     std::memcpy(out.data(), (*buf)->getBufferStart(), n * sizeof(T));
+    return out;
+  }
+};
+
+/// A decode case's tensors (the public reference's cache: records and pool
+/// blocks), and the CPU reference's views of them.
+struct MlaDecodeInputs {
+  MlaCase c;
+  std::vector<float> q, exact, peer;
+  std::vector<int32_t> table, seqLens, blockToSlot;
+  std::vector<uint8_t> cache;
+  std::vector<uint16_t> poolLatent, poolRope;
+  int batch = 0, heads = 0, maxBlocks = 0;
+  float softmaxScale = 0;
+
+  static MlaDecodeInputs load(const std::string &name) {
+    MlaDecodeInputs d;
+    d.c = MlaCase::load(name);
+    d.q = d.c.tensor<float>("q", "float32");
+    d.table = d.c.tensor<int32_t>("block_table", "int32");
+    d.seqLens = d.c.tensor<int32_t>("seq_lens", "int32");
+    d.blockToSlot = d.c.tensor<int32_t>("block_to_slot", "int32");
+    d.cache = d.c.tensor<uint8_t>("kv_cache", "uint8");
+    d.poolLatent = d.c.tensor<uint16_t>("pool_lat", "float16");
+    d.poolRope = d.c.tensor<uint16_t>("pool_rope", "float16");
+    d.exact = d.c.tensor<float>("out_exact", "float32");
+    d.peer = d.c.tensor<float>("out_peer", "float32");
+    d.batch = int(d.c.integer("batch"));
+    d.heads = int(d.c.integer("num_heads"));
+    d.maxBlocks = int(d.c.integer("max_blocks"));
+    d.softmaxScale = float(d.c.number("softmax_scale"));
+    return d;
+  }
+  const MlaRecordLayout &layout() const { return c.layout; }
+
+  MlaPagedCacheView view() const {
+    MlaPagedCacheView v;
+    v.layout = &c.layout;
+    v.numBlocks = c.integer("num_blocks");
+    v.records = cache.data();
+    v.blockToSlot = blockToSlot.data();
+    v.poolSlots = c.integer("pool_slots");
+    v.poolLatent = poolLatent.data();
+    v.poolRope = poolRope.data();
+    return v;
+  }
+
+  /// The CPU reference's output for queries `queries` (this case's or the
+  /// same rounded), fp32 [batch, heads, R].
+  std::vector<float> reference(const std::vector<float> &queries) const {
+    MlaDecodeBatchView bv;
+    bv.batch = batch;
+    bv.numHeads = heads;
+    bv.q = queries.data();
+    bv.blockTable = table.data();
+    bv.maxBlocks = maxBlocks;
+    bv.seqLens = seqLens.data();
+    bv.softmaxScale = softmaxScale;
+    std::vector<float> out(size_t(batch) * heads * c.layout.kvLoraRank);
+    llvm::Expected<Rotation> rotation = Rotation::get(c.layout.kvLoraRank);
+    if (!rotation) {
+      ADD_FAILURE() << llvm::toString(rotation.takeError());
+      return out;
+    }
+    llvm::Error err = mlaDecodeAttention(view(), bv, *rotation, out.data());
+    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
     return out;
   }
 };

@@ -81,41 +81,11 @@ TEST(MlaGolden, FlushAgreesWithThePublicReference) {
 class MlaDecodeCase : public ::testing::TestWithParam<const char *> {};
 
 TEST_P(MlaDecodeCase, MatchesExactAttentionOverTheCache) {
-  MlaCase c = MlaCase::load(GetParam());
-  const MlaRecordLayout &l = c.layout;
-  ASSERT_GT(l.recordBytes, 0);
-  auto q = c.tensor<float>("q", "float32");
-  auto table = c.tensor<int32_t>("block_table", "int32");
-  auto seqLens = c.tensor<int32_t>("seq_lens", "int32");
-  auto blockToSlot = c.tensor<int32_t>("block_to_slot", "int32");
-  auto cache = c.tensor<uint8_t>("kv_cache", "uint8");
-  auto poolLat = c.tensor<uint16_t>("pool_lat", "float16");
-  auto poolRope = c.tensor<uint16_t>("pool_rope", "float16");
-  auto exact = c.tensor<float>("out_exact", "float32");
-  auto peer = c.tensor<float>("out_peer", "float32");
-
-  MlaPagedCacheView view;
-  view.layout = &l;
-  view.numBlocks = c.integer("num_blocks");
-  view.records = cache.data();
-  view.blockToSlot = blockToSlot.data();
-  view.poolSlots = c.integer("pool_slots");
-  view.poolLatent = poolLat.data();
-  view.poolRope = poolRope.data();
-  MlaDecodeBatchView batch;
-  batch.batch = int(c.integer("batch"));
-  batch.numHeads = int(c.integer("num_heads"));
-  batch.q = q.data();
-  batch.blockTable = table.data();
-  batch.maxBlocks = int(c.integer("max_blocks"));
-  batch.seqLens = seqLens.data();
-  batch.softmaxScale = float(c.number("softmax_scale"));
-  Rotation rotation = cantFail(Rotation::get(l.kvLoraRank));
-  std::vector<float> out(exact.size());
-  ASSERT_EQ(out.size(), size_t(batch.batch) * batch.numHeads * l.kvLoraRank);
-  llvm::Error err = mlaDecodeAttention(view, batch, rotation, out.data());
-  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-  double vsExact = relL2(out, exact), peerVsExact = relL2(peer, exact);
+  test::MlaDecodeInputs d = test::MlaDecodeInputs::load(GetParam());
+  ASSERT_GT(d.layout().recordBytes, 0);
+  std::vector<float> out = d.reference(d.q);
+  ASSERT_EQ(out.size(), d.exact.size());
+  double vsExact = relL2(out, d.exact), peerVsExact = relL2(d.peer, d.exact);
   std::printf("[ figures  ] %s: ours vs exact %.2e; the reference's kernels "
               "vs exact %.2e\n",
               GetParam(), vsExact, peerVsExact);
