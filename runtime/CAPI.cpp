@@ -582,6 +582,22 @@ kvarn_status_t kvarn_mla_decode_split(
   });
 }
 
+kvarn_status_t
+kvarn_mla_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
+                 kvarn_devptr_t q, kvarn_devptr_t block_table,
+                 kvarn_devptr_t context_lens, kvarn_devptr_t query_lens,
+                 kvarn_devptr_t block_to_slot, kvarn_devptr_t cache,
+                 kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe,
+                 kvarn_devptr_t out, float softmax_scale, int32_t batch,
+                 int32_t max_query_tokens, int32_t max_blocks) {
+  return guarded([&]() -> llvm::Error {
+    KVARN_KERNELS("kvarn_mla_verify");
+    return launchMlaVerify(ks, s, q, block_table, context_lens, query_lens,
+                           block_to_slot, cache, pool_latent, pool_pe, out,
+                           softmax_scale, batch, max_query_tokens, max_blocks);
+  });
+}
+
 kvarn_status_t kvarn_mla_decode_split_scratch_bytes(int32_t batch,
                                                     int32_t num_heads,
                                                     int32_t kv_lora_rank,

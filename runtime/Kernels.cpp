@@ -475,3 +475,31 @@ llvm::Error kvarn::runtime::launchMlaDecodeSplit(
                  {"num_splits", numSplits}}}
       .run(stream);
 }
+
+llvm::Error kvarn::runtime::launchMlaVerify(
+    KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
+    CUdeviceptr contextLens, CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+    CUdeviceptr cache, CUdeviceptr poolLatent, CUdeviceptr poolPe,
+    CUdeviceptr out, float scale, int32_t batch, int32_t maxQueryTokens,
+    int32_t maxBlocks) {
+  if (maxBlocks < 0)
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "mla_verify: max_blocks is negative ({0})", maxBlocks);
+  return Launch{ks,
+                KernelKind::MlaVerify,
+                {{"batch", batch}, {"max_query_tokens", maxQueryTokens}},
+                {{"q", q},
+                 {"block_table", blockTable},
+                 {"context_lens", contextLens},
+                 {"query_lens", queryLens},
+                 {"block_to_slot", blockToSlot},
+                 {"cache", cache},
+                 {"pool_latent", poolLatent},
+                 {"pool_pe", poolPe},
+                 {"out", out},
+                 {"softmax_scale", scale},
+                 {"batch", batch},
+                 {"max_query_tokens", maxQueryTokens},
+                 {"max_blocks", maxBlocks}}}
+      .run(stream);
+}

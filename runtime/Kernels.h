@@ -48,8 +48,9 @@ enum class KernelKind {
   MlaDecode,
   MlaDecodeSplit,
   MlaCombine,
+  MlaVerify,
 };
-constexpr size_t kNumKernelKinds = 12;
+constexpr size_t kNumKernelKinds = 13;
 const char *kernelName(KernelKind kind);
 /// The specializations `kind` is built for.
 dsl::KernelFamily kernelFamily(KernelKind kind);
@@ -152,6 +153,14 @@ llvm::Error launchMlaDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
                                  CUdeviceptr partOut, CUdeviceptr partLse,
                                  CUdeviceptr out, float scale, int32_t batch,
                                  int32_t maxBlocks, int32_t numSplits);
+
+llvm::Error launchMlaVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                            CUdeviceptr blockTable, CUdeviceptr contextLens,
+                            CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+                            CUdeviceptr cache, CUdeviceptr poolLatent,
+                            CUdeviceptr poolPe, CUdeviceptr out, float scale,
+                            int32_t batch, int32_t maxQueryTokens,
+                            int32_t maxBlocks);
 
 } // namespace kvarn::runtime
 

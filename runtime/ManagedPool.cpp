@@ -354,9 +354,9 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
     if (llvm::Error e = allocate(*buffer, std::max<int64_t>(n, 4)))
       return std::move(e);
   // The kernels a serving step uses, so no step compiles.
-  for (KernelKind k :
-       {KernelKind::MlaAppend, KernelKind::MlaFlush, KernelKind::MlaDecode,
-        KernelKind::MlaDecodeSplit, KernelKind::MlaCombine})
+  for (KernelKind k : {KernelKind::MlaAppend, KernelKind::MlaFlush,
+                       KernelKind::MlaDecode, KernelKind::MlaDecodeSplit,
+                       KernelKind::MlaCombine, KernelKind::MlaVerify})
     if (llvm::Expected<const LoadedKernel *> loaded =
             p->groupKernels[0]->get(k);
         !loaded)
@@ -692,10 +692,10 @@ llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
   if (!m)
     return m.takeError();
   if (pool.mla)
-    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                     "step_verify: an MLA pool has no verify kernel (several "
-                     "query tokens a request over an MLA cache are not "
-                     "built yet); decode takes one token a request");
+    return launchMlaVerify(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
+                           at(contextLensAt), at(queryLensAt), m->blockToSlot,
+                           m->cache, m->poolK, m->poolV, out, scale,
+                           int32_t(ids.size()), maxCount, width);
   return launchVerify(
       *m->kernels, pool.ctx->stream, q, at(blockTableAt), at(contextLensAt),
       at(queryLensAt), m->blockToSlot, m->cache, m->poolK, m->poolV, out, scale,

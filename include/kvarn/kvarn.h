@@ -337,6 +337,18 @@ KVARN_API kvarn_status_t kvarn_mla_decode_split(
     kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe, kvarn_devptr_t part_out,
     kvarn_devptr_t part_lse, kvarn_devptr_t out, float softmax_scale,
     int32_t batch, int32_t max_blocks, int32_t num_splits);
+/* Speculative decoding: q [batch, max_query_tokens, num_heads,
+ * kv_lora_rank + rope_dim], out [batch, max_query_tokens, num_heads,
+ * kv_lora_rank]; token j of request b attends to the first
+ * context_lens[b] + j + 1 tokens (drafts appended first); tokens j >=
+ * query_lens[b] are not written. */
+KVARN_API kvarn_status_t kvarn_mla_verify(
+    kvarn_kernels_t *kernels, kvarn_stream_t stream, kvarn_devptr_t q,
+    kvarn_devptr_t block_table, kvarn_devptr_t context_lens,
+    kvarn_devptr_t query_lens, kvarn_devptr_t block_to_slot,
+    kvarn_devptr_t cache, kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe,
+    kvarn_devptr_t out, float softmax_scale, int32_t batch,
+    int32_t max_query_tokens, int32_t max_blocks);
 KVARN_API kvarn_status_t kvarn_mla_decode_split_scratch_bytes(
     int32_t batch, int32_t num_heads, int32_t kv_lora_rank,
     int64_t *part_out_bytes, int64_t *part_lse_bytes);
@@ -526,8 +538,8 @@ KVARN_API kvarn_status_t kvarn_pool_create(kvarn_context_t *context,
  * kvarn_step_write_kv's k the latents [tokens, kv_lora_rank] and v the
  * rope keys [tokens, rope_dim], kvarn_step_decode's q the absorbed query
  * [n, num_q_heads, kv_lora_rank + rope_dim] and out [n, num_q_heads,
- * kv_lora_rank]; kvarn_step_verify is KVARN_ERROR_INVALID_ARGUMENT (no MLA
- * verify kernel yet). There is no sink: every full block is flushed.
+ * kv_lora_rank], kvarn_step_verify's likewise with max_query_tokens rows a
+ * request (mla_verify). There is no sink: every full block is flushed.
  * kvarn_pool_buffers is refused (latent and rope rows differ in width):
  * kvarn_pool_layer_info gives each layer's pointers. kvarn_pool_create
  * refuses MLA presets. */

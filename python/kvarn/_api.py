@@ -308,6 +308,8 @@ _SIGNATURES = {
                                              POINTER(c_int64),
                                              POINTER(c_int64)),
     "kvarn_mla_decode_split_count": (_H, c_int32, c_int32, POINTER(c_int32)),
+    "kvarn_mla_verify": (_H, _H) + (_P,) * 9 + (c_float, c_int32, c_int32,
+                                                c_int32),
     "kvarn_pool_create": (_H, POINTER(_PoolConfig), POINTER(_H)),
     "kvarn_pool_create_ex": (_H, POINTER(_PoolConfig), POINTER(_PoolOptions),
                              POINTER(_H)),
@@ -411,6 +413,9 @@ _PARAMS = {
         "part_out_bytes part_lse_bytes"),
     "kvarn_mla_decode_split_count": ("kernels batch_capacity max_blocks "
         "num_splits"),
+    "kvarn_mla_verify": ("kernels stream q block_table context_lens "
+        "query_lens block_to_slot cache pool_latent pool_pe out softmax_scale "
+        "batch max_query_tokens max_blocks"),
     "kvarn_pool_create": "context config out",
     "kvarn_pool_create_ex": "context config options out",
     "kvarn_mla_pool_create": "context config rope_dim out",
@@ -750,6 +755,14 @@ class MlaKernels(_Handle):
                           pool_latent, pool_pe, part_out, part_lse, out)),
               softmax_scale, batch, max_blocks, num_splits)
 
+    def verify(self, q, block_table, context_lens, query_lens, block_to_slot,
+               cache, pool_latent, pool_pe, out, softmax_scale, batch,
+               max_query_tokens, max_blocks, stream=None):
+        _call("kvarn_mla_verify", self._h, _stream(stream), *map(_ptr, (
+            q, block_table, context_lens, query_lens, block_to_slot, cache,
+            pool_latent, pool_pe, out)), softmax_scale, batch,
+            max_query_tokens, max_blocks)
+
     def decode_split_count(self, batch_capacity, max_blocks):
         """num_splits for decode_split in a deployment of up to
         batch_capacity requests of up to max_blocks blocks; 1 means use
@@ -821,7 +834,7 @@ class Pool(_Handle):
         """An MLA pool (kvarn_mla_pool_create): every layer one latent "KV
         head". Steps take the latents as write_kv's k and the rope keys as
         its v, the absorbed query [n, num_heads, kv_lora_rank + rope_dim]
-        as decode's q; verify is refused; no sink block."""
+        as decode's and verify's q; no sink block."""
         self = cls.__new__(cls)
         _Handle.__init__(self)
         self.context = context

@@ -852,6 +852,18 @@ TEST_F(Gpu, MlaKernelsThroughTheCApi) {
                              0.07f, batch, 2),
             KVARN_OK)
       << kvarn_last_error();
+  // The same token through mla_verify: no draft, one query token.
+  DeviceBuffer contextLens = allocate(4), queryLens = allocate(4);
+  std::vector<int32_t> context = {len - 1}, queries = {1};
+  ASSERT_OK(contextLens.upload(context.data(), 4));
+  ASSERT_OK(queryLens.upload(queries.data(), 4));
+  EXPECT_EQ(kvarn_mla_verify(mla, nullptr, q.address(), table.address(),
+                             contextLens.address(), queryLens.address(),
+                             toSlot.address(), cache.address(),
+                             poolLat.address(), poolPe.address(), out.address(),
+                             0.07f, batch, 1, 2),
+            KVARN_OK)
+      << kvarn_last_error();
   int32_t splits = 0;
   EXPECT_EQ(kvarn_mla_decode_split_count(mla, 8, 256, &splits), KVARN_OK)
       << kvarn_last_error();
@@ -948,7 +960,7 @@ TEST_F(Gpu, MlaPoolServesAStepLikeTheCpuReference) {
                dout = allocate(size_t(heads) * r * 2);
   ASSERT_OK(dq.upload(q.data(), q.size() * 2));
   const float scale = 0.072f;
-  std::vector<uint16_t> out[layers];
+  std::vector<uint16_t> out[layers], verified[layers];
   for (int phase = 0; phase < 2; ++phase) {
     int32_t from = phase ? prompt : 0, n = phase ? 1 : prompt;
     ASSERT_EQ(kvarn_step_begin(step, 1, &id, &n), KVARN_OK)
@@ -965,12 +977,17 @@ TEST_F(Gpu, MlaPoolServesAStepLikeTheCpuReference) {
             kvarn_step_decode(step, l, dq.address(), dout.address(), scale),
             KVARN_OK)
             << kvarn_last_error();
-        EXPECT_EQ(
-            kvarn_step_verify(step, l, dq.address(), dout.address(), scale),
-            KVARN_ERROR_INVALID_ARGUMENT);
         ASSERT_EQ(kvarn_context_synchronize(ctx), KVARN_OK);
         out[l].resize(size_t(heads) * r);
         ASSERT_OK(dout.download(out[l].data(), out[l].size() * 2));
+        // The same token through mla_verify (one query token a request).
+        ASSERT_EQ(
+            kvarn_step_verify(step, l, dq.address(), dout.address(), scale),
+            KVARN_OK)
+            << kvarn_last_error();
+        ASSERT_EQ(kvarn_context_synchronize(ctx), KVARN_OK);
+        verified[l].resize(size_t(heads) * r);
+        ASSERT_OK(dout.download(verified[l].data(), verified[l].size() * 2));
       }
     }
     ASSERT_EQ(kvarn_step_commit(step, nullptr), KVARN_OK);
@@ -1052,18 +1069,22 @@ TEST_F(Gpu, MlaPoolServesAStepLikeTheCpuReference) {
     std::vector<float> ref(size_t(heads) * r);
     llvm::Error err = mlaDecodeAttention(view, bv, rot, ref.data());
     ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      double w = halfToFloat(floatToHalf(ref[i]));
-      num += (halfToFloat(out[l][i]) - w) * (halfToFloat(out[l][i]) - w);
-      den += w * w;
+    for (auto [what, got] :
+         {std::pair{"decode", &out[l]}, std::pair{"verify", &verified[l]}}) {
+      double num = 0, den = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        double w = halfToFloat(floatToHalf(ref[i]));
+        double x = halfToFloat((*got)[i]);
+        num += (x - w) * (x - w);
+        den += w * w;
+      }
+      double rel = std::sqrt(num / den);
+      std::fprintf(stderr,
+                   "[ figures  ] MLA pool layer %d %s: vs the CPU reference "
+                   "%.3e\n",
+                   l, what, rel);
+      EXPECT_LE(rel, 4e-4) << what;
     }
-    double rel = std::sqrt(num / den);
-    std::fprintf(stderr,
-                 "[ figures  ] MLA pool layer %d: vs the CPU "
-                 "reference %.3e\n",
-                 l, rel);
-    EXPECT_LE(rel, 4e-4);
   }
   kvarn_step_destroy(step);
   kvarn_pool_destroy(pool);

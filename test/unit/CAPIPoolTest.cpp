@@ -495,7 +495,7 @@ TEST(CAPIPool, MlaPoolKeepsNoSink) {
   ASSERT_EQ(kvarn_step_begin(step, 1, ids, counts), KVARN_OK)
       << kvarn_last_error();
   EXPECT_EQ(kvarn_step_verify(step, 0, 0, 0, 1.0f),
-            KVARN_ERROR_INVALID_ARGUMENT); // no context (nor MLA verify)
+            KVARN_ERROR_INVALID_ARGUMENT); // no context
   ASSERT_EQ(kvarn_step_commit(step, nullptr), KVARN_OK);
   kvarn_pool_stats_t st;
   ASSERT_EQ(kvarn_pool_stats(pool, &st), KVARN_OK);

@@ -292,7 +292,7 @@ TEST(Builder, LibraryKernelsBelongToTheirFamily) {
   EXPECT_EQ(llvm::toString(f.takeError()),
             "kernel 'decode' is built for dense presets, and kvarn_mla_k4_g128 "
             "is an MLA preset (its kernels: mla_append, mla_flush, mla_decode, "
-            "mla_decode_split, mla_combine)");
+            "mla_decode_split, mla_combine, mla_verify)");
   f = findLibraryKernel("mla_flush", spec("kvarn_k4v2_g128", 128));
   ASSERT_FALSE(bool(f));
   EXPECT_NE(llvm::toString(f.takeError()).find("built for MLA presets"),

@@ -101,9 +101,11 @@ struct MlaPagedCache {
     return v;
   }
 
-  /// The reference's attention for fp16 queries [batch, heads, R + E].
-  std::vector<float> reference(const std::vector<uint16_t> &q,
-                               float scale) const {
+  /// The reference's attention for fp16 queries [batch, heads, R + E]
+  /// over the first `seqLens[b]` tokens of each request (default: lens).
+  std::vector<float>
+  reference(const std::vector<uint16_t> &q, float scale,
+            const std::vector<int32_t> *seqLens = nullptr) const {
     std::vector<float> qf(q.size());
     for (size_t i = 0; i < q.size(); ++i)
       qf[i] = halfToFloat(q[i]);
@@ -113,7 +115,7 @@ struct MlaPagedCache {
     bv.q = qf.data();
     bv.blockTable = table.data();
     bv.maxBlocks = maxBlocks;
-    bv.seqLens = lens.data();
+    bv.seqLens = seqLens ? seqLens->data() : lens.data();
     bv.softmaxScale = scale;
     std::vector<float> out(size_t(batch) * heads * l.kvLoraRank);
     llvm::Error err = mlaDecodeAttention(
@@ -293,6 +295,47 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
     ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
     SCOPED_TRACE(testing::Message() << splits << " splits");
     expectOutputs(c, merged, reference, /*exactRounding=*/false);
+  }
+
+  // Verify: each request's last (up to) 3 tokens as drafts, token j
+  // attending to the first context + j + 1 tokens.
+  const int maxQuery = 3;
+  std::vector<int32_t> contextLens(c.batch), queryLens(c.batch);
+  for (int b = 0; b < c.batch; ++b) {
+    queryLens[b] = std::min(c.lens[b], maxQuery);
+    contextLens[b] = c.lens[b] - queryLens[b];
+  }
+  const size_t row = size_t(c.heads) * (r + e), outRow = size_t(c.heads) * r;
+  std::vector<uint16_t> qv(size_t(c.batch) * maxQuery * row);
+  for (uint16_t &x : qv)
+    x = floatToHalf(normal(rng));
+  std::vector<uint16_t> verified(size_t(c.batch) * maxQuery * outRow, kPoison);
+  BuiltKernel verify = buildLibrary("mla_verify", spec);
+  ASSERT_TRUE(bool(verify));
+  stats =
+      verify.run({KernelArg::buffer(qv), KernelArg::buffer(c.table),
+                  KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
+                  KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.cache),
+                  KernelArg::buffer(c.poolLatent), KernelArg::buffer(c.poolPe),
+                  KernelArg::buffer(verified), KernelArg::f32(scale),
+                  KernelArg::integer(c.batch), KernelArg::integer(maxQuery),
+                  KernelArg::integer(c.maxBlocks)});
+  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  for (int j = 0; j < maxQuery; ++j) {
+    // Token j of every request as a decode batch of its own.
+    std::vector<uint16_t> qj(size_t(c.batch) * row);
+    std::vector<int32_t> lensJ(c.batch);
+    for (int b = 0; b < c.batch; ++b) {
+      std::copy_n(&qv[(size_t(b) * maxQuery + j) * row], row, &qj[b * row]);
+      lensJ[b] = j < queryLens[b] ? contextLens[b] + j + 1 : 0;
+    }
+    std::vector<float> want = c.reference(qj, scale, &lensJ);
+    for (int b = 0; b < c.batch; ++b)
+      for (size_t i = 0; i < outRow; ++i) {
+        uint16_t got = verified[(size_t(b) * maxQuery + j) * outRow + i];
+        ASSERT_EQ(got, lensJ[b] ? floatToHalf(want[b * outRow + i]) : kPoison)
+            << "request " << b << " token " << j << " element " << i;
+      }
   }
 }
 

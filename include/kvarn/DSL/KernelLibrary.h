@@ -37,7 +37,8 @@ struct LibraryFile {
 
 /// The dense kernels first, in ABI order (append, flush, decode,
 /// decode_split, combine, verify, materialize), then the MLA kernels
-/// (mla_append, mla_flush, mla_decode, mla_decode_split, mla_combine), then
+/// (mla_append, mla_flush, mla_decode, mla_decode_split, mla_combine,
+/// mla_verify), then
 /// modules.
 llvm::ArrayRef<LibraryFile> libraryFiles();
 
