@@ -1,6 +1,6 @@
 //===- kvarn-jit.cpp - the kvarn command line -----------------------------===//
 //
-//   kvarn-jit [--kernels a,b] [--preset P] [--head-dim N] [--gqa N]
+//   kvarn-jit [--kernels a,b] [--preset P] [--head-dim N] [--gqa N] [--rope-dim N]
 //             [--arch SM] [--emit STAGE] [--source FILE] [--out DIR] [--json]
 //             [--dump-ir DIR] [--print-ir-after-all] [--timing]
 //   kvarn-jit --list-presets | --list-kernels
