@@ -1007,6 +1007,7 @@ void fillFrom(DiskEntry &e, const Json &m) {
   e.chip = stringOf(k, "chip").value_or("");
   e.headDim = integer("head_dim");
   e.gqa = integer("gqa");
+  e.ropeDim = integer("rope_dim");
   e.dtype = stringOf(k, "dtype").value_or("f16");
 }
 } // namespace
@@ -1048,9 +1049,10 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
     out.push_back(std::move(e));
   }
   std::sort(out.begin(), out.end(), [](const DiskEntry &a, const DiskEntry &b) {
-    return std::tie(a.name, a.preset, a.headDim, a.gqa, a.dtype, a.chip,
-                    a.key) < std::tie(b.name, b.preset, b.headDim, b.gqa,
-                                      b.dtype, b.chip, b.key);
+    return std::tie(a.name, a.preset, a.headDim, a.gqa, a.ropeDim, a.dtype,
+                    a.chip, a.key) < std::tie(b.name, b.preset, b.headDim,
+                                              b.gqa, b.ropeDim, b.dtype, b.chip,
+                                              b.key);
   });
   return out;
 }

@@ -77,6 +77,7 @@ json::Object entryJson(const DiskEntry &e) {
                       {"preset", e.preset},
                       {"head_dim", e.headDim},
                       {"gqa", e.gqa},
+                      {"rope_dim", e.ropeDim},
                       {"dtype", e.dtype},
                       {"arch", e.chip},
                       {"bytes", int64_t(e.bytes)},
@@ -134,6 +135,8 @@ int runList(const ParsedOptions &opts, bool verify) {
           e.dtype.empty() ? "?" : printable(e.dtype),
           e.chip.empty() ? "?" : printable(e.chip), humanBytes(e.bytes),
           humanAge(e.lastUsed));
+      if (e.ropeDim)
+        llvm::outs() << "  rope_dim " << e.ropeDim;
       if (!e.problem.empty())
         llvm::outs() << "  UNUSABLE: " << printable(e.problem);
       llvm::outs() << "\n";

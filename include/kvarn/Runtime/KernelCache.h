@@ -301,6 +301,7 @@ struct DiskEntry {
   /// the field).
   std::string preset, chip, dtype;
   int headDim = 0, gqa = 0;
+  int ropeDim = 0; // MLA presets; 0 for dense ones
 };
 
 /// Every entry under `root`, and whatever else is named like one. Each
