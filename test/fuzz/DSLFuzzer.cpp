@@ -50,6 +50,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   spec.preset = size % 2 ? "kvarn_k4v2_g64" : "kvarn_k4v2_g128";
   spec.headDim = size % 3 ? 64 : 96;
   spec.gqa = 1 + int(size % 4);
+  if (size % 5 == 0) { // an MLA specialization: R, E, HEADS, latent fields
+    spec.preset = "kvarn_mla_k4_g128";
+    spec.headDim = 128;
+    spec.ropeDim = 32;
+  }
   mlir::OwningOpRef<mlir::ModuleOp> module =
       kvarn::dsl::buildKernels(sourceMgr, spec, &context);
   if (!module)
