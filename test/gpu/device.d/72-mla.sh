@@ -11,7 +11,7 @@ set -uo pipefail
 rc=0
 for seed in "" ""; do
   KVARN_TEST_SEED=$seed "$KVARN_DEVICE_ROOT/tests/gpu/KvarnKernelGpuTests" \
-    --gtest_brief=1 --gtest_filter='KernelGpu.Mla*' || rc=1
+    --gtest_brief=1 --gtest_filter='KernelGpu.Mla*:MlaGpu.*' || rc=1
 done
 if [ -x "$KVARN_DEVICE_ROOT/tests/gpu/KvarnGpuTests" ]; then
   "$KVARN_DEVICE_ROOT/tests/gpu/KvarnGpuTests" --gtest_brief=1 \
