@@ -6,6 +6,9 @@
 
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <algorithm>
+#include <cstdint>
+
 using namespace mlir;
 using namespace kvarn::kvt;
 
@@ -40,16 +43,13 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                int64_t ropeDim) {
   if (kvarn::isMlaPresetName(preset)) {
     const kvarn::MlaPreset *p = llvm::cantFail(kvarn::lookupMlaPreset(preset));
-    if (llvm::Error err =
-            kvarn::MlaRecordLayout::get(*p, int(headDim), int(ropeDim))
-                .takeError())
+    // Out-of-range values clamp to ones the check refuses.
+    auto i32 = [](int64_t v) {
+      return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+    };
+    if (llvm::Error err = kvarn::checkMlaKernelShape(*p, i32(headDim),
+                                                     i32(ropeDim), i32(gqa)))
       return emitError() << llvm::toString(std::move(err));
-    if (ropeDim == 0)
-      return emitError() << "MLA kernels need the rope key: rope_dim must be "
-                            "a multiple of 8 from 8 to 256, not 0";
-    if (gqa < 1 || gqa > kvarn::kMaxMlaHeads)
-      return emitError() << "MLA query heads " << gqa << " are outside [1, "
-                         << kvarn::kMaxMlaHeads << "]";
     return success();
   }
   llvm::Expected<const kvarn::Preset *> p = kvarn::lookupPreset(preset);

@@ -10,18 +10,7 @@ using namespace kvarn::dsl;
 llvm::Error Specialization::check() const {
   if (isMla()) {
     const MlaPreset *p = llvm::cantFail(lookupMlaPreset(preset));
-    if (llvm::Error err =
-            MlaRecordLayout::get(*p, headDim, ropeDim).takeError())
-      return err;
-    if (ropeDim == 0)
-      return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
-                       "MLA kernels need the rope key: rope_dim must be a "
-                       "multiple of 8 from 8 to 256, not 0");
-    if (gqa < 1 || gqa > kMaxMlaHeads)
-      return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
-                       "MLA query heads {0} are outside [1, {1}]", gqa,
-                       kMaxMlaHeads);
-    return llvm::Error::success();
+    return checkMlaKernelShape(*p, headDim, ropeDim, gqa);
   }
   if (ropeDim != 0)
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,

@@ -32,6 +32,22 @@ bool kvarn::isMlaPresetName(llvm::StringRef name) {
                       [&](const MlaPreset &p) { return name == p.name; });
 }
 
+llvm::Error kvarn::checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
+                                       int ropeDim, int heads) {
+  if (llvm::Error err =
+          MlaRecordLayout::get(preset, kvLoraRank, ropeDim).takeError())
+    return err;
+  if (ropeDim == 0)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "MLA kernels need the rope key: rope_dim must be a "
+                     "multiple of 8 from 8 to 256, not 0");
+  if (heads < 1 || heads > kMaxMlaHeads)
+    return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
+                     "MLA query heads {0} are outside [1, {1}]", heads,
+                     kMaxMlaHeads);
+  return llvm::Error::success();
+}
+
 llvm::Expected<MlaRecordLayout>
 MlaRecordLayout::get(const MlaPreset &preset, int kvLoraRank, int ropeDim) {
   if (kvLoraRank < 64 || kvLoraRank > 512 ||

@@ -37,6 +37,12 @@ bool isMlaPresetName(llvm::StringRef name);
 /// Most query heads one MLA latent serves (DeepSeek-V3 has 128).
 constexpr int kMaxMlaHeads = 128;
 
+/// What MLA kernels are built for (the kvt spec's verifier and the DSL's
+/// Specialization both ask here): a layout MlaRecordLayout::get accepts,
+/// a rope key (rope_dim > 0), 1 to kMaxMlaHeads query heads.
+llvm::Error checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
+                                int ropeDim, int heads);
+
 struct MlaRecordLayout {
   int kvLoraRank = 0; // R, latent channels
   int ropeDim = 0;    // decoupled RoPE key channels, kept in fp16

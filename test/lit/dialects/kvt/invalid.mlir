@@ -238,3 +238,9 @@ func.func @attend_from_not_i32(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf3
   %r:3 = "kvt.attend"(%q, %k, %k, %m, %m, %acc, %valid, %m, %s) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1>}> : (!kvt.tile<4x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<64x128xf32>, !kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>, !kvt.tile<4xi32>, !kvt.tile<4xf32>, f32) -> (!kvt.tile<4xf32>, !kvt.tile<4xf32>, !kvt.tile<4x128xf32>)
   return
 }
+
+// -----
+
+// A rank past 32 bits is not taken modulo 2^32.
+// expected-error @+1 {{MLA kv_lora_rank 2147483647 is not supported}}
+func.func private @mla_huge_rank() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 4294967808, gqa = 16, rope_dim = 64>}
