@@ -41,12 +41,12 @@ void KVTDialect::registerAttributes() {
 LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                StringRef preset, int64_t headDim, int64_t gqa,
                                int64_t ropeDim) {
+  // Out-of-range values clamp to ones the checks refuse (not modulo 2^32).
+  auto i32 = [](int64_t v) {
+    return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
+  };
   if (kvarn::isMlaPresetName(preset)) {
     const kvarn::MlaPreset *p = llvm::cantFail(kvarn::lookupMlaPreset(preset));
-    // Out-of-range values clamp to ones the check refuses.
-    auto i32 = [](int64_t v) {
-      return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
-    };
     if (llvm::Error err = kvarn::checkMlaKernelShape(*p, i32(headDim),
                                                      i32(ropeDim), i32(gqa)))
       return emitError() << llvm::toString(std::move(err));
@@ -55,7 +55,7 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   llvm::Expected<const kvarn::Preset *> p = kvarn::lookupPreset(preset);
   if (!p)
     return emitError() << llvm::toString(p.takeError());
-  if (llvm::Error err = kvarn::checkHeadDim(int(headDim)))
+  if (llvm::Error err = kvarn::checkHeadDim(i32(headDim)))
     return emitError() << llvm::toString(std::move(err));
   if (gqa < 1 || gqa > 64)
     return emitError() << "gqa ratio " << gqa << " is outside [1, 64]";

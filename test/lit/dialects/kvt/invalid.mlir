@@ -244,3 +244,8 @@ func.func @attend_from_not_i32(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf3
 // A rank past 32 bits is not taken modulo 2^32.
 // expected-error @+1 {{MLA kv_lora_rank 2147483647 is not supported}}
 func.func private @mla_huge_rank() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k4_g128", head_dim = 4294967808, gqa = 16, rope_dim = 64>}
+
+// -----
+
+// expected-error @+1 {{head_dim 2147483647 is not supported}}
+func.func private @huge_head_dim() attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 4294967424, gqa = 1>}
