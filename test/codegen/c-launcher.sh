@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kvarn-jit --emit c-launcher (issue 16, part 4): every library kernel's
-# launcher, for two shapes, compiles with the system C compiler as C11 and
+# launcher, for two dense shapes and an MLA one, compiles with the system C compiler as C11 and
 # as C++17 with warnings as errors, against the CUDA toolkit's cuda.h when
 # there is one, else against the driver API subset in Inputs/cuda-stub;
 # the objects link into one shared library (no symbol defined twice) with
@@ -27,8 +27,8 @@ done
 cxx=${CXX:-g++}
 echo "c-launcher: cuda.h from $cuda_include; C compiler $cc"
 
-shape() { # name, then kvarn-jit options
-  local name=$1; shift
+shape() { # name, launcher count, then kvarn-jit options
+  local name=$1 expected=$2; shift 2
   mkdir -p "$work/$name"
   "$jit" --emit c-launcher --out "$work/$name" "$@" >/dev/null
   local n=0
@@ -39,7 +39,8 @@ shape() { # name, then kvarn-jit options
       -I"$cuda_include" "$src"
     n=$((n + 1))
   done
-  [ "$n" -eq 7 ] || { echo "c-launcher: $name: $n launchers, expected 7" >&2; exit 1; }
+  [ "$n" -eq "$expected" ] ||
+    { echo "c-launcher: $name: $n launchers, expected $expected" >&2; exit 1; }
   local stubs=""
   for d in ${CUDA_HOME:+$CUDA_HOME/lib64/stubs} /usr/local/cuda/lib64/stubs; do
     [ -f "$d/libcuda.so" ] && { stubs=$d; break; }
@@ -51,7 +52,8 @@ shape() { # name, then kvarn-jit options
     $cc -shared -o "$work/$name/liblaunchers.so" "$work/$name"/*.o \
       -Wl,--allow-shlib-undefined
   fi
-  echo "c-launcher: $name: 7 launchers compiled and linked"
+  echo "c-launcher: $name: $n launchers compiled and linked"
 }
-shape f16-d128-gqa4 --gqa 4
-shape bf16-d64-gqa8-sm80 --dtype bf16 --head-dim 64 --gqa 8 --arch sm_80
+shape f16-d128-gqa4 7 --gqa 4
+shape bf16-d64-gqa8-sm80 7 --dtype bf16 --head-dim 64 --gqa 8 --arch sm_80
+shape mla-r512-h16 6 --preset kvarn_mla_k4_g128 --head-dim 512 --rope-dim 64 --gqa 16
