@@ -26,7 +26,7 @@ from . import _api
 from ._api import KvarnArgumentError
 
 __all__ = ["KernelSet", "DecodeWorkspace", "Pages", "PagedKVCache",
-           "activation_dtype_name"]
+           "MlaKernelSet", "MlaPages", "activation_dtype_name"]
 
 _ACT = {torch.float16: "f16", torch.bfloat16: "bf16"}
 
@@ -338,6 +338,193 @@ class KernelSet:
                                       cache, pool_k, pool_v, ws.part_out,
                                       ws.part_lse, out, softmax_scale, batch,
                                       max_blocks, hk, ws.num_splits, stream=s)
+        return out
+
+
+class MlaPages:
+    """One MLA layer's paged cache as torch tensors: cache uint8
+    [num_blocks, record_bytes], pool_latent fp16 [pool_slots, block_size,
+    kv_lora_rank] (rotated latents of blocks not yet flushed), pool_pe fp16
+    [pool_slots, block_size, rope_dim], block_to_slot int32 [num_blocks]."""
+
+    def __init__(self, cache, pool_latent, pool_pe, block_to_slot):
+        self.cache, self.pool_latent, self.pool_pe = cache, pool_latent, pool_pe
+        self.block_to_slot = block_to_slot
+
+
+class MlaKernelSet:
+    """The MLA kernels (docs/kvarn.md, "MLA records") of one (kv_lora_rank,
+    rope_dim, query heads, activation dtype) on one GPU, taking torch
+    tensors: latents and rope keys in, the absorbed query [batch, heads,
+    kv_lora_rank + rope_dim] in, attention over the latent [batch, heads,
+    kv_lora_rank] out (un-rotated)."""
+
+    def __init__(self, kv_lora_rank=512, rope_dim=64, num_heads=16,
+                 dtype=torch.float16, preset="kvarn_mla_k4_g128", device=None,
+                 load=True):
+        self.device = _device(device)
+        self.dtype = dtype
+        self.rank, self.rope_dim, self.heads = kv_lora_rank, rope_dim, num_heads
+        self.context = _api.Context(self.device.index,
+                                    torch.cuda.current_stream(self.device))
+        self.kernels = _api.MlaKernels(self.context, kv_lora_rank, rope_dim,
+                                       num_heads, preset,
+                                       activation_dtype_name(dtype))
+        if load:
+            self.kernels.load()
+        layout = _api.mla_record_layout(preset, kv_lora_rank, rope_dim)
+        self.block_size = layout.group
+        self.record_bytes = layout.record_bytes
+        self._splits = {}
+
+    def close(self):
+        self.kernels.close()
+        self.context.close()
+
+    def _stream(self):
+        return torch.cuda.current_stream(self.device).cuda_stream
+
+    def allocate(self, num_blocks, pool_slots):
+        """Zeroed buffers of one layer's MLA cache; block_to_slot all -1."""
+        dev, g = self.device, self.block_size
+        return MlaPages(
+            torch.zeros(num_blocks, self.record_bytes, dtype=torch.uint8,
+                        device=dev),
+            torch.zeros(pool_slots, g, self.rank, dtype=torch.float16,
+                        device=dev),
+            torch.zeros(pool_slots, g, self.rope_dim, dtype=torch.float16,
+                        device=dev),
+            torch.full((num_blocks,), -1, dtype=torch.int32, device=dev))
+
+    def _pool(self, where, pool_latent, pool_pe):
+        g = self.block_size
+        _tensor(where, "pool_latent", pool_latent, (None, g, self.rank),
+                torch.float16, self.device,
+                ("pool_slots", "block_size", "kv_lora_rank"))
+        _tensor(where, "pool_pe", pool_pe,
+                (pool_latent.shape[0], g, self.rope_dim), torch.float16,
+                self.device, ("pool_slots", "block_size", "rope_dim"))
+        return pool_latent.shape[0]
+
+    def _cache(self, where, cache):
+        _tensor(where, "cache", cache, (None, self.record_bytes), torch.uint8,
+                self.device, ("num_blocks", "record_bytes"))
+        return cache.shape[0]
+
+    def _i32(self, where, name, t, shape, names=None):
+        return _tensor(where, name, t, shape, torch.int32, self.device, names)
+
+    def append(self, latent, k_pe, slot_mapping, block_to_slot, pool_latent,
+               pool_pe, check_indices=True):
+        """Writes latent [num_tokens, kv_lora_rank] (rotated on the way) and
+        k_pe [num_tokens, rope_dim] (activation dtype) to the pool rows of
+        their slots, as KernelSet.append does."""
+        where = "kvarn.torch.MlaKernelSet.append"
+        slots = self._pool(where, pool_latent, pool_pe)
+        _tensor(where, "latent", latent, (None, self.rank), self.dtype,
+                self.device, ("num_tokens", "kv_lora_rank"))
+        n = latent.shape[0]
+        _tensor(where, "k_pe", k_pe, (n, self.rope_dim), self.dtype,
+                self.device, ("num_tokens", "rope_dim"))
+        self._i32(where, "slot_mapping", slot_mapping, (n,))
+        self._i32(where, "block_to_slot", block_to_slot, (None,),
+                  ("num_blocks",))
+        nb = block_to_slot.shape[0]
+        if check_indices:
+            _range(where, "slot_mapping", slot_mapping, -(1 << 31),
+                   nb * self.block_size - 1, " (num_blocks * block_size - 1 "
+                   "at most; negative: padding)")
+            _range(where, "block_to_slot", block_to_slot, -1, slots - 1)
+        if n:
+            self.kernels.append(latent, k_pe, slot_mapping, block_to_slot,
+                                pool_latent, pool_pe, n, stream=self._stream())
+
+    def flush(self, pool_latent, pool_pe, tile_slots, tile_blocks, cache,
+              check_indices=True):
+        """Quantizes pool slot tile_slots[t] into the record of block
+        tile_blocks[t]; the caller then sets block_to_slot[tile_blocks] =
+        -1."""
+        where = "kvarn.torch.MlaKernelSet.flush"
+        slots = self._pool(where, pool_latent, pool_pe)
+        nb = self._cache(where, cache)
+        self._i32(where, "tile_slots", tile_slots, (None,), ("num_tiles",))
+        n = tile_slots.shape[0]
+        self._i32(where, "tile_blocks", tile_blocks, (n,))
+        if check_indices:
+            _range(where, "tile_slots", tile_slots, 0, slots - 1)
+            _range(where, "tile_blocks", tile_blocks, 0, nb - 1)
+        if n:
+            self.kernels.flush(pool_latent, pool_pe, tile_slots, tile_blocks,
+                               cache, n, stream=self._stream())
+
+    def split_count(self, batch_capacity, max_blocks):
+        """The runtime's split count for a deployment (fixed per shape)."""
+        key = (batch_capacity, max_blocks)
+        if key not in self._splits:
+            self._splits[key] = self.kernels.decode_split_count(*key)
+        return self._splits[key]
+
+    def decode(self, q, block_table, seq_lens, block_to_slot, cache,
+               pool_latent, pool_pe, out=None, softmax_scale=None,
+               check_indices=True):
+        """Attention of the absorbed query q [batch, heads, kv_lora_rank +
+        rope_dim] over request b's first seq_lens[b] tokens (block i of it
+        block_table[b, i]); returns out [batch, heads, kv_lora_rank] (given
+        or new; rows of empty requests left as they were). softmax_scale
+        has no default: MLA models scale by their q/k head dim, not the
+        latent's. With splits the f32 partials are allocated per call (from
+        torch's caching allocator), so this decode is not graph-captured
+        as KernelSet's is."""
+        where = "kvarn.torch.MlaKernelSet.decode"
+        slots = self._pool(where, pool_latent, pool_pe)
+        nb = self._cache(where, cache)
+        names = ("batch", "num_heads", "kv_lora_rank + rope_dim")
+        _tensor(where, "q", q, (None, self.heads, self.rank + self.rope_dim),
+                self.dtype, self.device, names)
+        batch = q.shape[0]
+        self._i32(where, "block_table", block_table, (batch, None),
+                  ("batch", "max_blocks"))
+        max_blocks = block_table.shape[1]
+        self._i32(where, "seq_lens", seq_lens, (batch,))
+        self._i32(where, "block_to_slot", block_to_slot, (nb,),
+                  ("num_blocks of cache",))
+        if softmax_scale is None:
+            raise KvarnArgumentError("%s: softmax_scale is required" % where)
+        shape = (batch, self.heads, self.rank)
+        if out is None:
+            out = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        else:
+            _tensor(where, "out", out, shape, self.dtype, self.device,
+                    ("batch", "num_heads", "kv_lora_rank"))
+        if batch == 0:
+            return out
+        if max_blocks == 0:
+            raise KvarnArgumentError("%s: block_table has no columns" % where)
+        if check_indices and not _capturing():
+            _range(where, "seq_lens", seq_lens, 0, max_blocks * self.block_size,
+                   " (max_blocks * block_size at most)")
+            used = (torch.arange(max_blocks, device=self.device)[None, :]
+                    * self.block_size < seq_lens[:, None].long())
+            _range(where, "block_table (blocks within seq_lens)",
+                   block_table[used], 0, nb - 1)
+            _range(where, "block_to_slot", block_to_slot, -1, slots - 1)
+        splits = self.split_count(batch, max_blocks)
+        s = self._stream()
+        if splits == 1:
+            self.kernels.decode(q, block_table, seq_lens, block_to_slot, cache,
+                                pool_latent, pool_pe, out, softmax_scale,
+                                batch, max_blocks, stream=s)
+        else:
+            po, pl = _api.mla_decode_split_scratch_bytes(batch, self.heads,
+                                                         self.rank)
+            part_out = torch.empty(po // 4, dtype=torch.float32,
+                                   device=self.device)
+            part_lse = torch.empty(pl // 4, dtype=torch.float32,
+                                   device=self.device)
+            self.kernels.decode_split(q, block_table, seq_lens, block_to_slot,
+                                      cache, pool_latent, pool_pe, part_out,
+                                      part_lse, out, softmax_scale, batch,
+                                      max_blocks, splits, stream=s)
         return out
 
 

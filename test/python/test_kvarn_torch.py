@@ -13,6 +13,9 @@ against torch itself.
 4. PagedKVCache (the managed pool): prefill, decode and verify steps equal
    SDPA / causal SDPA while every block is fp16, within the quantization
    bound after flushes; fp16 and bf16 models; its own argument errors.
+5. MlaKernelSet (issue 18): decode over pool blocks equals torch's MLA
+   attention over the same latents, within the quantization bound after a
+   flush; its argument errors.
 
 Seeds: KVARN_TEST_SEED, else a fresh one; printed. Skips without PyTorch,
 CUDA or a GPU for libkvarn. Run on the GPU machine (test/gpu/device.d/
@@ -430,3 +433,103 @@ class PagedKVCacheTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MlaKernelSetTest(unittest.TestCase):
+    """kvarn.torch.MlaKernelSet (issue 18) against torch's own MLA attention
+    over the same latents: the absorbed query's latent part against the
+    latent, its rope part against the rope keys, the latent as the value."""
+
+    @classmethod
+    def setUpClass(cls):
+        reason = _skip_reason()
+        if reason:
+            raise unittest.SkipTest(reason)
+        cls.dev = torch.device("cuda", torch.cuda.current_device())
+        cls.ks = kt.MlaKernelSet(kv_lora_rank=512, rope_dim=64, num_heads=16)
+
+    def make(self, lens, seed):
+        """A paged MLA cache with every block in a pool slot: the latents
+        and rope keys appended through the kernel."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        ks, dev = self.ks, self.dev
+        per = [(n + G - 1) // G for n in lens]
+        num_blocks = sum(per) + 2
+        perm = torch.randperm(num_blocks, generator=gen).tolist()
+        table = torch.zeros(len(lens), max(per), dtype=torch.int32)
+        pages = ks.allocate(num_blocks, sum(per))
+        slot, k, mapping, lat, pe = 0, 0, [], [], []
+        for r, n in enumerate(lens):
+            for i in range(per[r]):
+                table[r, i] = perm[k]
+                pages.block_to_slot[perm[k]] = slot
+                k += 1
+                slot += 1
+            mapping += [int(table[r, t // G]) * G + t % G for t in range(n)]
+            lat.append(torch.randn(n, 512, generator=gen).half())
+            pe.append(torch.randn(n, 64, generator=gen).half())
+        i32 = lambda xs: torch.tensor(xs, dtype=torch.int32, device=dev)
+        latent = torch.cat(lat).to(dev)
+        k_pe = torch.cat(pe).to(dev)
+        ks.append(latent, k_pe, i32(mapping), pages.block_to_slot,
+                  pages.pool_latent, pages.pool_pe)
+        q = (torch.randn(len(lens), 16, 576, generator=gen) * 0.5).half().to(dev)
+        return pages, table.to(dev), i32(lens), lat, pe, q
+
+    def reference(self, lat, pe, q, scale):
+        out = []
+        for r in range(len(lat)):
+            x, p = lat[r].float().to(self.dev), pe[r].float().to(self.dev)
+            s = (q[r, :, :512].float() @ x.t() + q[r, :, 512:].float() @ p.t())
+            out.append(torch.softmax(s * scale, -1) @ x)
+        return torch.stack(out)
+
+    def test_pool_decode_equals_torch_then_flush_is_bounded(self):
+        lens = [300, 77, 1]
+        pages, table, lens_t, lat, pe, q = self.make(lens, SEED + 21)
+        scale = 1.0 / math.sqrt(192)
+        out = self.ks.decode(q, table, lens_t, pages.block_to_slot,
+                             pages.cache, pages.pool_latent, pages.pool_pe,
+                             softmax_scale=scale)
+        torch.cuda.synchronize()
+        ref = self.reference(lat, pe, q, scale)
+        err = rel_l2(out, ref)
+        # fp16 rows of the rotated latent and an fp16 output: a few 1e-4.
+        self.assertLess(err, 1e-3, "MLA pool decode vs torch: %.3g" % err)
+        # Flush the full blocks; decode reads their records.
+        blocks = [int(table[r, i]) for r, n in enumerate(lens)
+                  for i in range(n // G)]
+        i32 = lambda xs: torch.tensor(xs, dtype=torch.int32, device=self.dev)
+        slots = [int(pages.block_to_slot[b]) for b in blocks]
+        self.ks.flush(pages.pool_latent, pages.pool_pe, i32(slots), i32(blocks),
+                      pages.cache)
+        pages.block_to_slot[i32(blocks).long()] = -1
+        pages.pool_latent[i32(slots).long()] = 4096.0  # freed: must not be read
+        out = self.ks.decode(q, table, lens_t, pages.block_to_slot,
+                             pages.cache, pages.pool_latent, pages.pool_pe,
+                             softmax_scale=scale)
+        torch.cuda.synchronize()
+        qerr = rel_l2(out, ref)
+        # 4-bit latents of Gaussian tokens (MlaTest's bound on the latent
+        # itself is 0.05 a head); > 1e-3: the records were read.
+        self.assertLess(qerr, 0.25, "flushed MLA decode vs torch: %.3g" % qerr)
+        self.assertGreater(qerr, 1e-3)
+        print("MLA decode vs torch: pool %.2e, after flush %.4f" % (err, qerr))
+
+    def test_bad_tensors_are_errors(self):
+        pages, table, lens_t, lat, pe, q = self.make([10], SEED + 22)
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError, "q has shape"):
+            self.ks.decode(q[:, :8], table, lens_t, pages.block_to_slot,
+                           pages.cache, pages.pool_latent, pages.pool_pe,
+                           softmax_scale=0.1)
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError, "softmax_scale"):
+            self.ks.decode(q, table, lens_t, pages.block_to_slot, pages.cache,
+                           pages.pool_latent, pages.pool_pe)
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError, "k_pe has shape"):
+            self.ks.append(torch.zeros(2, 512, dtype=torch.float16,
+                                       device=self.dev),
+                           torch.zeros(2, 32, dtype=torch.float16,
+                                       device=self.dev),
+                           torch.zeros(2, dtype=torch.int32, device=self.dev),
+                           pages.block_to_slot, pages.pool_latent,
+                           pages.pool_pe)
