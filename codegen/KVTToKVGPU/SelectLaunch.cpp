@@ -114,7 +114,9 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
       : normalized && normalizeShape.warps ? normalizeShape.warps
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
                               : warpsForLargestTile(func);
-  int64_t defaultCtas = attends ? attentionCtasPerSM(int(group), int(headDim))
+  SpecAttr spec = getEnclosingSpec(func);
+  int64_t defaultCtas = attends && spec && spec.isMla() ? kMlaAttentionCtasPerSM
+                        : attends ? attentionCtasPerSM(int(group), int(headDim))
                         : normalized ? normalizeShape.ctasPerSM
                                      : 1;
   LaunchChoice c;

@@ -82,6 +82,14 @@ constexpr int mlaHeadsPerProgram(int heads) {
 static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
               mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
 
+/// CTAs per SM an MLA attention kernel is budgeted for: one. Its staged
+/// record and its heads' state take most of an SM's shared memory (146 KB
+/// at kv_lora_rank 512), so a budget for several CTAs (the dense kernels')
+/// buys none: it only made convert-kvt-to-kvgpu give up staging the pool's
+/// fp16 rows (read from global memory inside the reductions instead) and
+/// ptxas squeeze registers for CTAs that cannot share the SM.
+constexpr int kMlaAttentionCtasPerSM = 1;
+
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
