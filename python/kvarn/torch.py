@@ -112,6 +112,22 @@ def _int(where, name, v, lo=None, hi=None):
     return v
 
 
+def _check_decode_indices(where, seq_lens, block_table, block_to_slot,
+                          block_size, num_blocks, pool_slots):
+    """seq_lens within the block table's width, the blocks they use within
+    the cache, block_to_slot within the pool (skipped during capture)."""
+    if _capturing():
+        return
+    max_blocks = block_table.shape[1]
+    _range(where, "seq_lens", seq_lens, 0, max_blocks * block_size,
+           " (max_blocks * block_size at most)")
+    used = (torch.arange(max_blocks, device=seq_lens.device)[None, :]
+            * block_size < seq_lens[:, None].long())
+    _range(where, "block_table (blocks within seq_lens)", block_table[used], 0,
+           num_blocks - 1)
+    _range(where, "block_to_slot", block_to_slot, -1, pool_slots - 1)
+
+
 class Pages:
     """One layer's paged cache as torch tensors: cache uint8 [num_blocks,
     Hk, record_bytes] (the records), pool_k / pool_v fp16 [pool_slots,
@@ -311,14 +327,9 @@ class KernelSet:
             return out
         if max_blocks == 0:
             raise KvarnArgumentError("%s: block_table has no columns" % where)
-        if check_indices and not _capturing():
-            _range(where, "seq_lens", seq_lens, 0, max_blocks * self.block_size,
-                   " (max_blocks * block_size at most)")
-            used = (torch.arange(max_blocks, device=self.device)[None, :]
-                    * self.block_size < seq_lens[:, None].long())
-            _range(where, "block_table (blocks within seq_lens)",
-                   block_table[used], 0, nb - 1)
-            _range(where, "block_to_slot", block_to_slot, -1, slots - 1)
+        if check_indices:
+            _check_decode_indices(where, seq_lens, block_table, block_to_slot,
+                                  self.block_size, nb, slots)
         ws = workspace if workspace is not None else \
             self.workspace(batch, max_blocks, hk)
         if (batch > ws.batch_capacity or max_blocks > ws.max_blocks
@@ -500,14 +511,9 @@ class MlaKernelSet:
             return out
         if max_blocks == 0:
             raise KvarnArgumentError("%s: block_table has no columns" % where)
-        if check_indices and not _capturing():
-            _range(where, "seq_lens", seq_lens, 0, max_blocks * self.block_size,
-                   " (max_blocks * block_size at most)")
-            used = (torch.arange(max_blocks, device=self.device)[None, :]
-                    * self.block_size < seq_lens[:, None].long())
-            _range(where, "block_table (blocks within seq_lens)",
-                   block_table[used], 0, nb - 1)
-            _range(where, "block_to_slot", block_to_slot, -1, slots - 1)
+        if check_indices:
+            _check_decode_indices(where, seq_lens, block_table, block_to_slot,
+                                  self.block_size, nb, slots)
         splits = self.split_count(batch, max_blocks)
         s = self._stream()
         if splits == 1:
