@@ -1,6 +1,7 @@
 //===- GoldenCase.cpp - reader for golden-format cases --------------------===//
 
 #include "kvarn/Golden/GoldenCase.h"
+#include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Support/Error.h"
 
 #include "llvm/ADT/StringSwitch.h"
@@ -62,6 +63,12 @@ llvm::Expected<GoldenCase> GoldenCase::load(llvm::StringRef dir) {
     return corrupt(dir, "missing string field 'kind' or 'preset'");
   c.caseKind = kind->str();
   c.preset = preset->str();
+  if (isMlaPresetName(c.preset))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "{0}: an MLA case ({1}); kvarn-jit ref and run take the "
+                     "dense cases, the MLA ones are read by the tests "
+                     "(test/unit/MlaCase.h)",
+                     dir, c.preset);
   llvm::Expected<int64_t> headDim = c.getInt("head_dim");
   if (!headDim)
     return headDim.takeError();
