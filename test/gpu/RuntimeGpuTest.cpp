@@ -816,7 +816,7 @@ TEST_F(Gpu, MlaKernelsThroughTheCApi) {
 
   const int g = 128, r = 512, e = 64, heads = 16, batch = 1, len = g + 5;
   kvarn_mla_record_layout_t l;
-  ASSERT_EQ(kvarn_mla_record_layout(nullptr, r, e, &l), KVARN_OK);
+  ASSERT_EQ(kvarn_mla_record_layout("kvarn_mla_k4_g128", r, e, &l), KVARN_OK);
   DeviceBuffer latent = allocate(size_t(len) * r * 2),
                pe = allocate(size_t(len) * e * 2), slots = allocate(len * 4),
                toSlot = allocate(2 * 4),
