@@ -311,7 +311,15 @@ TEST(MlaDecode, MatchesAttentionInTheModelFrame) {
 }
 
 // Decode over the 4-bit records against decode over the same blocks kept in
-// fp16: the quantization error attention sees.
+// fp16: the quantization error attention sees. How large it is depends on
+// how attention spreads: near-uniform weights average the tokens' errors
+// out (~0.01 of a token's latent norm); weights on a few large tokens pass
+// their own ~0.1 through, plus what the scores' errors move between them
+// (seed 13602957662432782890: one head's output norm 108 against ~3, its
+// error 0.10 of it). So the bound is relative to the norm of what attention
+// reads, sqrt(sum_t p_t |x_t|^2) with the exact weights p_t, for queries
+// that may concentrate attention; and for queries small enough to spread
+// it, the averaging itself.
 TEST(MlaDecode, QuantizedCacheStaysCloseToFp16) {
   std::mt19937_64 rng(test::freshSeed());
   MlaRecordLayout l = layoutOf(512, 64);
@@ -325,35 +333,73 @@ TEST(MlaDecode, QuantizedCacheStaysCloseToFp16) {
   for (int64_t i = 0; i < blocks; ++i)
     exact.blockToSlot[i] = int32_t(i);
   Rotation rot = cantFail(Rotation::get(r));
-  std::vector<int32_t> table = {0, 1, 2, 3}, seqLens = {int32_t(4 * g - 17)};
-  std::normal_distribution<float> normal(0.0f, 0.1f);
-  std::vector<float> q(size_t(heads) * (r + e));
-  for (float &x : q)
-    x = normal(rng);
-  MlaDecodeBatchView bv;
-  bv.batch = 1;
-  bv.numHeads = heads;
-  bv.q = q.data();
-  bv.blockTable = table.data();
-  bv.maxBlocks = 4;
-  bv.seqLens = seqLens.data();
-  bv.softmaxScale = 1.0f / std::sqrt(float(192));
-  std::vector<float> a(size_t(heads) * r), b(size_t(heads) * r);
-  ASSERT_FALSE(bool(mlaDecodeAttention(cache.view(), bv, rot, a.data())));
-  ASSERT_FALSE(bool(mlaDecodeAttention(exact.view(), bv, rot, b.data())));
-  // The error per head against a token's latent norm (random latents average
-  // out to near zero, so the output's own norm says little): quantization
-  // errors average too, so well under a tile's ~0.10 (see above).
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    err += (a[i] - b[i]) * double(a[i] - b[i]);
-  for (uint16_t x : cache.trueLatent)
-    norm += double(halfToFloat(x)) * halfToFloat(x);
-  norm *= double(heads) / (blocks * g);
-  std::printf("[ figures  ] MLA decode, 4-bit vs fp16 cache: error %.4f of a "
-              "token's latent norm\n",
-              std::sqrt(err / norm));
-  EXPECT_LT(std::sqrt(err / norm), 0.05);
+  const int len = 4 * g - 17;
+  std::vector<int32_t> table = {0, 1, 2, 3}, seqLens = {len};
+  // The true rotated latents and rope keys, token by token.
+  std::vector<double> x(size_t(len) * r), pe(size_t(len) * e);
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = halfToFloat(cache.trueLatent[i]);
+  for (size_t i = 0; i < pe.size(); ++i)
+    pe[i] = halfToFloat(cache.trueRope[i]);
+  double tokenNorm = 0; // a token's RMS latent norm
+  for (double v : x)
+    tokenNorm += v * v;
+  tokenNorm = std::sqrt(tokenNorm / len);
+
+  for (float spread : {0.01f, 0.1f}) {
+    SCOPED_TRACE(testing::Message() << "queries of sd " << spread);
+    std::normal_distribution<float> normal(0.0f, spread);
+    std::vector<float> q(size_t(heads) * (r + e));
+    for (float &v : q)
+      v = normal(rng);
+    MlaDecodeBatchView bv;
+    bv.batch = 1;
+    bv.numHeads = heads;
+    bv.q = q.data();
+    bv.blockTable = table.data();
+    bv.maxBlocks = 4;
+    bv.seqLens = seqLens.data();
+    bv.softmaxScale = 1.0f / std::sqrt(float(192));
+    std::vector<float> a(size_t(heads) * r), b(size_t(heads) * r);
+    ASSERT_FALSE(bool(mlaDecodeAttention(cache.view(), bv, rot, a.data())));
+    ASSERT_FALSE(bool(mlaDecodeAttention(exact.view(), bv, rot, b.data())));
+    double worstRead = 0, allErr = 0;
+    std::vector<double> ql(r), qr(r), p(len);
+    for (int h = 0; h < heads; ++h) {
+      std::copy_n(q.begin() + size_t(h) * (r + e), r, ql.begin());
+      rot.rotate(ql.data(), qr.data());
+      const float *qpe = q.data() + size_t(h) * (r + e) + r;
+      double mx = -INFINITY, sum = 0, read = 0, err = 0;
+      for (int t = 0; t < len; ++t) {
+        double sc = 0;
+        for (int c = 0; c < r; ++c)
+          sc += qr[c] * x[size_t(t) * r + c];
+        for (int c = 0; c < e; ++c)
+          sc += double(qpe[c]) * pe[size_t(t) * e + c];
+        mx = std::max(mx, p[t] = sc * bv.softmaxScale);
+      }
+      for (int t = 0; t < len; ++t)
+        sum += (p[t] = std::exp(p[t] - mx));
+      for (int t = 0; t < len; ++t)
+        for (int c = 0; c < r; ++c)
+          read += p[t] / sum * x[size_t(t) * r + c] * x[size_t(t) * r + c];
+      for (int c = 0; c < r; ++c)
+        err +=
+            (a[h * r + c] - b[h * r + c]) * double(a[h * r + c] - b[h * r + c]);
+      allErr += err;
+      // A tile's ~0.10 passed through, and what the scores' errors move.
+      EXPECT_LT(std::sqrt(err / read), 0.3) << "head " << h;
+      worstRead = std::max(worstRead, std::sqrt(err / read));
+    }
+    double averaged = std::sqrt(allErr / heads) / tokenNorm;
+    if (spread < 0.05f) { // near-uniform weights: the errors average out
+      EXPECT_LT(averaged, 0.05);
+    }
+    std::printf("[ figures  ] MLA decode, 4-bit vs fp16 cache, queries of sd "
+                "%.2f: error %.4f of a token's latent norm, at most %.4f of "
+                "what a head reads\n",
+                spread, averaged, worstRead);
+  }
 }
 
 TEST(MlaDecode, BadIndicesAreErrors) {
