@@ -454,8 +454,16 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
                           b, loc, load(b, loc, vScaledProbs, {flatIndex(b, loc, h, t, G)}),
                           widenToF32(b, loc, s.read(b, loc, vq->codes, {t, d})))
                    .getResult();
-             return arith::MulFOp::create(b, loc, prob(b, h, t),
-                                          s.read(b, loc, v, {t, d}))
+             // A masked token (probability 0) contributes nothing, even
+             // where its row holds NaN (a pool block's rows past its tail
+             // are whatever the slot held): 0 * NaN would be NaN.
+             Value p = prob(b, h, t);
+             Value term =
+                 arith::MulFOp::create(b, loc, p, s.read(b, loc, v, {t, d}));
+             Value masked = arith::CmpFOp::create(
+                 b, loc, arith::CmpFPredicate::OEQ, p, cst(b, loc, 0.0f));
+             return arith::SelectOp::create(b, loc, masked, cst(b, loc, 0.0f),
+                                            term)
                  .getResult();
            });
   s.foreach(loc, {H}, [&](OpBuilder &b, ValueRange i) {
