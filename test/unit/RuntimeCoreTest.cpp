@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 using namespace kvarn;
@@ -97,8 +98,11 @@ protected:
       os << R"({"arch": "sm_90", "shapes": [{"preset": "kvarn_k4v2_g64", )"
             R"("head_dim": 64, "gqa": 2, "kernels": ["decode", "append"]}]})";
     }
-    std::string command = std::string(KVARN_JIT_BINARY) +
-                          " cache warm --shapes " + shapes + " --dir " +
+    // The build's kvarn-jit, or, where the tests run from a package (the
+    // GPU machine's, docs/device.md), the one on PATH.
+    std::string jit =
+        ::access(KVARN_JIT_BINARY, X_OK) == 0 ? KVARN_JIT_BINARY : "kvarn-jit";
+    std::string command = jit + " cache warm --shapes " + shapes + " --dir " +
                           dir->path + "/cache >" + dir->path + "/warm.log 2>&1";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
   }
