@@ -44,20 +44,20 @@ struct Row {
   llvm::json::Object extra; // more fields for --json
 };
 
-[[noreturn]] void die(llvm::Error err) {
+[[noreturn]] void die(kvarn::Error err) {
   std::string message;
   kvarn::consumeError(std::move(err), message);
   llvm::errs() << "kvarn-bench: error: " << message << "\n";
   std::exit(1);
 }
 
-template <typename T> T check(llvm::Expected<T> v) {
+template <typename T> T check(kvarn::Expected<T> v) {
   if (!v)
     die(v.takeError());
   return std::move(*v);
 }
 
-void check(llvm::Error err) {
+void check(kvarn::Error err) {
   if (err)
     die(std::move(err));
 }

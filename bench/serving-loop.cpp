@@ -117,17 +117,18 @@ constexpr int kFlushMaxStep = 1;
     }                                                                          \
   } while (0)
 
-template <typename T> T orDie(llvm::Expected<T> v, const char *what) {
+template <typename T> T orDie(kvarn::Expected<T> v, const char *what) {
   if (!v) {
     std::fprintf(stderr, "%s: %s\n", what,
-                 llvm::toString(v.takeError()).c_str());
+                 kvarn::toString(v.takeError()).c_str());
     std::exit(1);
   }
   return std::move(*v);
 }
-void orDie(llvm::Error e, const char *what) {
+void orDie(kvarn::Error e, const char *what) {
   if (e) {
-    std::fprintf(stderr, "%s: %s\n", what, llvm::toString(std::move(e)).c_str());
+    std::fprintf(stderr, "%s: %s\n", what,
+                 kvarn::toString(std::move(e)).c_str());
     std::exit(1);
   }
 }
@@ -195,11 +196,13 @@ int main(int argc, char **argv) {
   bool mixed = false;
   for (int i = 1; i < argc; ++i)
     mixed |= !std::strcmp(argv[i], "--mixed");
-  llvm::Expected<const Preset *> chosen = lookupPreset(preset);
+  kvarn::Expected<const Preset *> chosen = lookupPreset(preset);
   if (!chosen || (*chosen)->group != G) {
-    std::fprintf(stderr, "serving-loop: --preset must name a preset of %d-token "
-                         "blocks: %s\n",
-                 G, chosen ? preset : llvm::toString(chosen.takeError()).c_str());
+    std::fprintf(stderr,
+                 "serving-loop: --preset must name a preset of %d-token "
+                 "blocks: %s\n",
+                 G,
+                 chosen ? preset : kvarn::toString(chosen.takeError()).c_str());
     return 2;
   }
   std::mt19937_64 rng(seed);

@@ -1,6 +1,6 @@
 //===- CAPI.cpp - the kvarn C API -----------------------------------------===//
 //
-// Every entry point validates its arguments, turns internal llvm::Errors into
+// Every entry point validates its arguments, turns internal kvarn::Errors into
 // a status and a thread-local message, and never lets an error escape.
 //
 //===----------------------------------------------------------------------===//
@@ -18,7 +18,7 @@
 #include "kvarn/Version.h"
 #include "kvarn/kvarn.h"
 
-#include "llvm/ADT/StringExtras.h"
+#include "kvarn/Support/Strings.h"
 
 #include <cstring>
 #include <new>
@@ -44,7 +44,7 @@ struct kvarn_step {
 
 static thread_local std::string lastError;
 
-static kvarn_status_t fail(llvm::Error err) {
+static kvarn_status_t fail(kvarn::Error err) {
   return kvarn::consumeError(std::move(err), lastError);
 }
 
@@ -53,11 +53,11 @@ static kvarn_status_t succeed() {
   return KVARN_OK;
 }
 
-/// Runs `body` (returning llvm::Error) so that nothing escapes: an error
+/// Runs `body` (returning kvarn::Error) so that nothing escapes: an error
 /// becomes its status and message, an exception OUT_OF_MEMORY or INTERNAL.
 template <typename Body> static kvarn_status_t guarded(Body &&body) {
   try {
-    if (llvm::Error e = body())
+    if (kvarn::Error e = body())
       return fail(std::move(e));
     return succeed();
   } catch (const std::bad_alloc &) {
@@ -72,7 +72,7 @@ template <typename Body> static kvarn_status_t guarded(Body &&body) {
   }
 }
 
-static llvm::Error nullArgument(const char *fn, const char *what) {
+static kvarn::Error nullArgument(const char *fn, const char *what) {
   return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} must not be null",
                    fn, what);
 }
@@ -81,18 +81,18 @@ static llvm::Error nullArgument(const char *fn, const char *what) {
   if (!(arg))                                                                  \
     return nullArgument(fn, #arg);
 
-static llvm::Expected<RecordLayout> layoutFor(const char *preset,
-                                              int32_t headDim) {
-  llvm::Expected<const Preset *> p =
+static kvarn::Expected<RecordLayout> layoutFor(const char *preset,
+                                               int32_t headDim) {
+  kvarn::Expected<const Preset *> p =
       lookupPreset(preset ? preset : defaultPreset().name);
   if (!p)
     return p.takeError();
   return RecordLayout::get(**p, headDim);
 }
 
-static llvm::Expected<MlaRecordLayout>
+static kvarn::Expected<MlaRecordLayout>
 mlaLayoutFor(const char *preset, int32_t kvLoraRank, int32_t ropeDim) {
-  llvm::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
+  kvarn::Expected<const MlaPreset *> p = lookupMlaPreset(preset);
   if (!p)
     return p.takeError();
   return MlaRecordLayout::get(**p, kvLoraRank, ropeDim);
@@ -108,7 +108,7 @@ static kvarn_capacity_t toC(const pool::Capacity &c) {
 template <typename Body>
 static kvarn_status_t withPool(const char *fn, kvarn_pool_t *pool,
                                Body &&body) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE(fn, pool);
     std::lock_guard<std::mutex> lock(pool->pool->mutex);
     return body(*pool->pool);
@@ -118,7 +118,7 @@ static kvarn_status_t withPool(const char *fn, kvarn_pool_t *pool,
 template <typename Body>
 static kvarn_status_t withStep(const char *fn, kvarn_step_t *step,
                                Body &&body) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE(fn, step);
     std::lock_guard<std::mutex> lock(step->owner->pool->mutex);
     return body(*step->step);
@@ -171,10 +171,10 @@ kvarn_status_t kvarn_record_layout(const char *preset, int32_t headDim,
     return fail(makeError(KVARN_ERROR_INVALID_ARGUMENT,
                           "kvarn_record_layout: preset and out must not be "
                           "null"));
-  llvm::Expected<const Preset *> p = lookupPreset(preset);
+  kvarn::Expected<const Preset *> p = lookupPreset(preset);
   if (!p)
     return fail(p.takeError());
-  llvm::Expected<RecordLayout> l = RecordLayout::get(**p, headDim);
+  kvarn::Expected<RecordLayout> l = RecordLayout::get(**p, headDim);
   if (!l)
     return fail(l.takeError());
   *out = {l->headDim,       l->group,          l->keyBits,
@@ -188,31 +188,31 @@ kvarn_status_t kvarn_record_layout(const char *preset, int32_t headDim,
 size_t kvarn_mla_preset_count(void) { return allMlaPresets().size(); }
 
 const char *kvarn_mla_preset_name(size_t index) {
-  llvm::ArrayRef<MlaPreset> presets = allMlaPresets();
+  Span<const MlaPreset> presets = allMlaPresets();
   return index < presets.size() ? presets[index].name : nullptr;
 }
 
 kvarn_status_t kvarn_mla_record_layout(const char *preset, int32_t kv_lora_rank,
                                        int32_t rope_dim,
                                        kvarn_mla_record_layout_t *out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_mla_record_layout", preset);
     KVARN_REQUIRE("kvarn_mla_record_layout", out);
-    llvm::Expected<MlaRecordLayout> l =
+    kvarn::Expected<MlaRecordLayout> l =
         mlaLayoutFor(preset, kv_lora_rank, rope_dim);
     if (!l)
       return l.takeError();
     *out = {l->kvLoraRank,    l->ropeDim, l->group,      l->bits,
             l->sinkhornIters, l->codes,   l->scale,      l->zero,
             l->tokenScale,    l->rope,    l->recordBytes};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 int kvarn_can_compile(void) { return linkedCompiler() != nullptr; }
 
 kvarn_status_t kvarn_cuda_available(int *device_count) {
-  llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
+  kvarn::Expected<const cuda::Driver &> driver = cuda::Driver::get();
   if (!driver) {
     if (device_count)
       *device_count = 0;
@@ -230,9 +230,9 @@ kvarn_status_t kvarn_cuda_available(int *device_count) {
 kvarn_status_t kvarn_cache_shape(const char *preset, int32_t head_dim,
                                  int32_t num_kv_heads, int64_t num_blocks,
                                  int64_t pool_slots, kvarn_cache_shape_t *out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_cache_shape", out);
-    llvm::Expected<RecordLayout> l = layoutFor(preset, head_dim);
+    kvarn::Expected<RecordLayout> l = layoutFor(preset, head_dim);
     if (!l)
       return l.takeError();
     if (num_kv_heads <= 0 || num_blocks < 0 || pool_slots < 0)
@@ -241,13 +241,13 @@ kvarn_status_t kvarn_cache_shape(const char *preset, int32_t head_dim,
                        "positive, num_blocks ({1}) and pool_slots ({2}) not "
                        "negative",
                        num_kv_heads, num_blocks, pool_slots);
-    llvm::Expected<pool::PoolBytes> b =
-        pool::poolBytes(*l, {1, num_kv_heads, head_dim}, num_blocks, pool_slots);
+    kvarn::Expected<pool::PoolBytes> b = pool::poolBytes(
+        *l, {1, num_kv_heads, head_dim}, num_blocks, pool_slots);
     if (!b)
       return withContext(b.takeError(), "kvarn_cache_shape");
     *out = {num_blocks, num_kv_heads, l->recordBytes, l->group,
             head_dim,   pool_slots,   b->cacheBytes,  b->poolBytes / 2};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -256,16 +256,16 @@ kvarn_status_t kvarn_decode_split_scratch_bytes(int32_t batch,
                                                 int32_t gqa, int32_t head_dim,
                                                 int64_t *part_out_bytes,
                                                 int64_t *part_lse_bytes) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_out_bytes);
     KVARN_REQUIRE("kvarn_decode_split_scratch_bytes", part_lse_bytes);
-    llvm::Expected<DecodeSplitPartialBytes> bytes =
+    kvarn::Expected<DecodeSplitPartialBytes> bytes =
         decodeSplitPartialBytes(batch, num_kv_heads, gqa, head_dim);
     if (!bytes)
       return withContext(bytes.takeError(), "kvarn_decode_split_scratch_bytes");
     *part_out_bytes = bytes->partOut;
     *part_lse_bytes = bytes->partLse;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -274,18 +274,18 @@ kvarn_status_t kvarn_capacity_plan(const char *preset, int32_t head_dim,
                                    int64_t budget_bytes,
                                    int64_t concurrent_requests,
                                    int64_t pool_slots, kvarn_capacity_t *out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_capacity_plan", out);
-    llvm::Expected<RecordLayout> l = layoutFor(preset, head_dim);
+    kvarn::Expected<RecordLayout> l = layoutFor(preset, head_dim);
     if (!l)
       return l.takeError();
-    llvm::Expected<pool::Capacity> c =
+    kvarn::Expected<pool::Capacity> c =
         pool::planCapacity(*l, {num_layers, num_kv_heads, head_dim},
                            budget_bytes, concurrent_requests, pool_slots);
     if (!c)
       return c.takeError();
     *out = toC(*c);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -295,19 +295,19 @@ kvarn_status_t kvarn_mla_capacity_plan(const char *preset, int32_t kv_lora_rank,
                                        int64_t concurrent_requests,
                                        int64_t pool_slots,
                                        kvarn_capacity_t *out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_mla_capacity_plan", preset);
     KVARN_REQUIRE("kvarn_mla_capacity_plan", out);
-    llvm::Expected<MlaRecordLayout> l =
+    kvarn::Expected<MlaRecordLayout> l =
         mlaLayoutFor(preset, kv_lora_rank, rope_dim);
     if (!l)
       return l.takeError();
-    llvm::Expected<pool::Capacity> c = pool::planMlaCapacity(
+    kvarn::Expected<pool::Capacity> c = pool::planMlaCapacity(
         *l, num_layers, budget_bytes, concurrent_requests, pool_slots);
     if (!c)
       return c.takeError();
     *out = toC(*c);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -317,30 +317,30 @@ kvarn_status_t kvarn_mla_capacity_plan(const char *preset, int32_t kv_lora_rank,
 
 kvarn_status_t kvarn_context_create(int device, kvarn_stream_t stream,
                                     kvarn_context_t **out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_context_create", out);
-    llvm::Expected<cuda::Context> ctx = cuda::Context::create(device);
+    kvarn::Expected<cuda::Context> ctx = cuda::Context::create(device);
     if (!ctx)
       return ctx.takeError();
     auto state = std::make_shared<ContextState>(std::move(*ctx),
                                                 static_cast<CUstream>(stream));
     *out = new kvarn_context{std::move(state)};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_context_destroy(kvarn_context_t *context) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     if (context) {
       context->state->alive = false;
       delete context;
     }
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_context_synchronize(kvarn_context_t *context) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_context_synchronize", context);
     return context->state->synchronize();
   });
@@ -357,21 +357,21 @@ kvarn_status_t kvarn_kernels_create_dtype(kvarn_context_t *context,
                                           const char *preset, int32_t head_dim,
                                           int32_t gqa, const char *dtype,
                                           kvarn_kernels_t **out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     // The dtype first: a bad one is reported with or without a GPU.
-    llvm::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
+    kvarn::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
     if (!activation)
       return activation.takeError();
     KVARN_REQUIRE("kvarn_kernels_create", context);
     KVARN_REQUIRE("kvarn_kernels_create", out);
     dsl::Specialization spec{preset ? preset : defaultPreset().name, head_dim,
                              gqa, *activation};
-    llvm::Expected<std::unique_ptr<KernelSet>> set =
+    kvarn::Expected<std::unique_ptr<KernelSet>> set =
         KernelSet::create(context->state, spec);
     if (!set)
       return set.takeError();
     *out = new kvarn_kernels{std::move(*set)};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -380,9 +380,9 @@ kvarn_status_t kvarn_mla_kernels_create(kvarn_context_t *context,
                                         int32_t kv_lora_rank, int32_t rope_dim,
                                         int32_t num_heads, const char *dtype,
                                         kvarn_kernels_t **out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     const char *fn = "kvarn_mla_kernels_create";
-    llvm::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
+    kvarn::Expected<DType> activation = parseDType(dtype ? dtype : "f16");
     if (!activation)
       return activation.takeError();
     dsl::Specialization spec{preset ? preset : allMlaPresets().front().name,
@@ -392,50 +392,48 @@ kvarn_status_t kvarn_mla_kernels_create(kvarn_context_t *context,
                        "{0}: '{1}' is not an MLA preset (MLA presets: {2})", fn,
                        spec.preset, allMlaPresets().front().name);
     // The shape before the context, so it is checked without a GPU.
-    if (llvm::Error err = spec.check())
+    if (kvarn::Error err = spec.check())
       return withContext(std::move(err), fn);
     KVARN_REQUIRE(fn, context);
     KVARN_REQUIRE(fn, out);
-    llvm::Expected<std::unique_ptr<KernelSet>> set =
+    kvarn::Expected<std::unique_ptr<KernelSet>> set =
         KernelSet::create(context->state, spec);
     if (!set)
       return set.takeError();
     *out = new kvarn_kernels{std::move(*set)};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_kernels_destroy(kvarn_kernels_t *kernels) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     delete kernels;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_kernels_load(kvarn_kernels_t *kernels, const char *names) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_kernels_load", kernels);
-    llvm::SmallVector<KernelKind, 8> kinds;
+    std::vector<KernelKind> kinds;
     if (!names) {
       for (size_t i = 0; i < kNumKernelKinds; ++i)
         if (kernelFamily(KernelKind(i)) ==
             dsl::kernelFamily(kernels->set->spec()))
           kinds.push_back(KernelKind(i));
     } else {
-      llvm::SmallVector<llvm::StringRef, 8> parts;
-      llvm::StringRef(names).split(parts, ',', -1, false);
-      for (llvm::StringRef p : parts) {
-        llvm::Expected<KernelKind> k = parseKernelName(p.trim());
+      for (std::string_view p : split(names, ',', /*keepEmpty=*/false)) {
+        kvarn::Expected<KernelKind> k = parseKernelName(trim(p));
         if (!k)
           return k.takeError();
         kinds.push_back(*k);
       }
     }
     for (KernelKind k : kinds)
-      if (llvm::Expected<const cuda::LoadedKernel *> l = kernels->set->get(k);
+      if (kvarn::Expected<const cuda::LoadedKernel *> l = kernels->set->get(k);
           !l)
         return l.takeError();
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -450,7 +448,7 @@ kvarn_status_t kvarn_append(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                             kvarn_devptr_t block_to_slot, kvarn_devptr_t pool_k,
                             kvarn_devptr_t pool_v, int32_t num_tokens,
                             int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_append");
     return launchAppend(ks, s, k, v, slot_mapping, block_to_slot, pool_k,
                         pool_v, num_tokens, num_kv_heads);
@@ -462,7 +460,7 @@ kvarn_status_t kvarn_flush(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                            kvarn_devptr_t tile_slots,
                            kvarn_devptr_t tile_blocks, kvarn_devptr_t cache,
                            int32_t num_tiles, int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_flush");
     return launchFlush(ks, s, pool_k, pool_v, tile_slots, tile_blocks, cache,
                        num_tiles, num_kv_heads);
@@ -477,7 +475,7 @@ kvarn_status_t kvarn_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                             kvarn_devptr_t out, float softmax_scale,
                             int32_t batch, int32_t max_blocks,
                             int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_decode");
     return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
                         pool_k, pool_v, out, softmax_scale, /*window=*/0, batch,
@@ -492,7 +490,7 @@ kvarn_status_t kvarn_decode_split(
     kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
     kvarn_devptr_t out, float softmax_scale, int32_t batch, int32_t max_blocks,
     int32_t num_kv_heads, int32_t num_splits) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_decode_split");
     return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
                              cache, pool_k, pool_v, part_out, part_lse, out,
@@ -506,7 +504,7 @@ kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
                                         int32_t max_blocks,
                                         int32_t num_kv_heads,
                                         int32_t *num_splits) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     const char *fn = "kvarn_decode_split_count";
     KVARN_REQUIRE(fn, num_splits);
     // The extents before the kernels, so they are checked without a GPU.
@@ -516,12 +514,12 @@ kvarn_status_t kvarn_decode_split_count(kvarn_kernels_t *kernels,
                        "num_kv_heads ({3}) must be positive",
                        fn, batch_capacity, max_blocks, num_kv_heads);
     KVARN_REQUIRE(fn, kernels);
-    llvm::Expected<int> count = decodeSplitCountFor(
+    kvarn::Expected<int> count = decodeSplitCountFor(
         *kernels->set, int64_t(batch_capacity) * num_kv_heads, max_blocks);
     if (!count)
       return withContext(count.takeError(), fn);
     *num_splits = *count;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -531,7 +529,7 @@ kvarn_status_t kvarn_mla_append(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                                 kvarn_devptr_t block_to_slot,
                                 kvarn_devptr_t pool_latent,
                                 kvarn_devptr_t pool_pe, int32_t num_tokens) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_mla_append");
     return launchMlaAppend(ks, s, latent, k_pe, slot_mapping, block_to_slot,
                            pool_latent, pool_pe, num_tokens);
@@ -544,7 +542,7 @@ kvarn_status_t kvarn_mla_flush(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                                kvarn_devptr_t tile_slots,
                                kvarn_devptr_t tile_blocks, kvarn_devptr_t cache,
                                int32_t num_tiles) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_mla_flush");
     return launchMlaFlush(ks, s, pool_latent, pool_pe, tile_slots, tile_blocks,
                           cache, num_tiles);
@@ -558,7 +556,7 @@ kvarn_mla_decode(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                  kvarn_devptr_t cache, kvarn_devptr_t pool_latent,
                  kvarn_devptr_t pool_pe, kvarn_devptr_t out,
                  float softmax_scale, int32_t batch, int32_t max_blocks) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_mla_decode");
     return launchMlaDecode(ks, s, q, block_table, seq_lens, block_to_slot,
                            cache, pool_latent, pool_pe, out, softmax_scale,
@@ -573,7 +571,7 @@ kvarn_status_t kvarn_mla_decode_split(
     kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe, kvarn_devptr_t part_out,
     kvarn_devptr_t part_lse, kvarn_devptr_t out, float softmax_scale,
     int32_t batch, int32_t max_blocks, int32_t num_splits) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_mla_decode_split");
     return launchMlaDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
                                 cache, pool_latent, pool_pe, part_out, part_lse,
@@ -590,7 +588,7 @@ kvarn_mla_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                  kvarn_devptr_t pool_latent, kvarn_devptr_t pool_pe,
                  kvarn_devptr_t out, float softmax_scale, int32_t batch,
                  int32_t max_query_tokens, int32_t max_blocks) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_mla_verify");
     return launchMlaVerify(ks, s, q, block_table, context_lens, query_lens,
                            block_to_slot, cache, pool_latent, pool_pe, out,
@@ -603,18 +601,18 @@ kvarn_status_t kvarn_mla_decode_split_scratch_bytes(int32_t batch,
                                                     int32_t kv_lora_rank,
                                                     int64_t *part_out_bytes,
                                                     int64_t *part_lse_bytes) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     const char *fn = "kvarn_mla_decode_split_scratch_bytes";
     KVARN_REQUIRE(fn, part_out_bytes);
     KVARN_REQUIRE(fn, part_lse_bytes);
     // One latent "KV head" whose query heads write a partial each.
-    llvm::Expected<DecodeSplitPartialBytes> bytes =
+    kvarn::Expected<DecodeSplitPartialBytes> bytes =
         decodeSplitPartialBytes(batch, 1, num_heads, kv_lora_rank);
     if (!bytes)
       return withContext(bytes.takeError(), fn);
     *part_out_bytes = bytes->partOut;
     *part_lse_bytes = bytes->partLse;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -622,7 +620,7 @@ kvarn_status_t kvarn_mla_decode_split_count(kvarn_kernels_t *kernels,
                                             int32_t batch_capacity,
                                             int32_t max_blocks,
                                             int32_t *num_splits) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     const char *fn = "kvarn_mla_decode_split_count";
     KVARN_REQUIRE(fn, num_splits);
     if (batch_capacity <= 0 || max_blocks <= 0)
@@ -639,12 +637,12 @@ kvarn_status_t kvarn_mla_decode_split_count(kvarn_kernels_t *kernels,
                        fn, spec.preset);
     // A request's decode programs: its query heads in groups (HEAD_GROUP).
     int64_t programs = spec.gqa / mlaHeadsPerProgram(spec.gqa);
-    llvm::Expected<int> count = decodeSplitCountFor(
+    kvarn::Expected<int> count = decodeSplitCountFor(
         *kernels->set, int64_t(batch_capacity) * programs, max_blocks);
     if (!count)
       return withContext(count.takeError(), fn);
     *num_splits = *count;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -657,7 +655,7 @@ kvarn_status_t kvarn_verify(kvarn_kernels_t *kernels, kvarn_stream_t stream,
                             kvarn_devptr_t out, float softmax_scale,
                             int32_t batch, int32_t max_query_tokens,
                             int32_t max_blocks, int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_verify");
     return launchVerify(ks, s, q, block_table, context_lens, query_lens,
                         block_to_slot, cache, pool_k, pool_v, out,
@@ -681,7 +679,7 @@ kvarn_status_t kvarn_decode_window(
     kvarn_devptr_t block_to_slot, kvarn_devptr_t cache, kvarn_devptr_t pool_k,
     kvarn_devptr_t pool_v, kvarn_devptr_t out, float softmax_scale,
     int32_t window, int32_t batch, int32_t max_blocks, int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_WINDOW("kvarn_decode_window");
     KVARN_KERNELS("kvarn_decode_window");
     return launchDecode(ks, s, q, block_table, seq_lens, block_to_slot, cache,
@@ -697,7 +695,7 @@ kvarn_status_t kvarn_decode_split_window(
     kvarn_devptr_t pool_v, kvarn_devptr_t part_out, kvarn_devptr_t part_lse,
     kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
     int32_t max_blocks, int32_t num_kv_heads, int32_t num_splits) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_WINDOW("kvarn_decode_split_window");
     KVARN_KERNELS("kvarn_decode_split_window");
     return launchDecodeSplit(ks, s, q, block_table, seq_lens, block_to_slot,
@@ -714,7 +712,7 @@ kvarn_status_t kvarn_verify_window(
     kvarn_devptr_t cache, kvarn_devptr_t pool_k, kvarn_devptr_t pool_v,
     kvarn_devptr_t out, float softmax_scale, int32_t window, int32_t batch,
     int32_t max_query_tokens, int32_t max_blocks, int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_WINDOW("kvarn_verify_window");
     KVARN_KERNELS("kvarn_verify_window");
     return launchVerify(ks, s, q, block_table, context_lens, query_lens,
@@ -731,7 +729,7 @@ kvarn_status_t kvarn_materialize(
     kvarn_devptr_t pool_v, kvarn_devptr_t out_start, kvarn_devptr_t out_k,
     kvarn_devptr_t out_v, int32_t batch, int32_t max_blocks,
     int32_t num_kv_heads) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_KERNELS("kvarn_materialize");
     return launchMaterialize(ks, s, block_table, seq_lens, block_to_slot,
                              cache, pool_k, pool_v, out_start, out_k, out_v,
@@ -758,7 +756,7 @@ static bool tailIsZero(const void *p, size_t known, size_t size) {
 
 /// The layer configs of `options` (NULL: none), copied at the caller's
 /// struct sizes.
-static llvm::Expected<std::vector<kvarn_layer_config_t>>
+static kvarn::Expected<std::vector<kvarn_layer_config_t>>
 readOptions(const char *fn, const kvarn_pool_config_t &config,
             const kvarn_pool_options_t *options) {
   std::vector<kvarn_layer_config_t> layers;
@@ -835,15 +833,15 @@ static void writeLayerInfo(void *out, kvarn_layer_info_t info, size_t size) {
   std::memset(static_cast<char *>(out) + sizeof info, 0, size - sizeof info);
 }
 
-static llvm::Error checkInfoSize(const char *fn, const char *what,
-                                 uint32_t size) {
+static kvarn::Error checkInfoSize(const char *fn, const char *what,
+                                  uint32_t size) {
   if (size < sizeof(kvarn_layer_info_t))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: {1}struct_size {2} is smaller than "
                      "kvarn_layer_info_t ({3} bytes); set it to "
                      "sizeof(kvarn_layer_info_t)",
                      fn, what, size, sizeof(kvarn_layer_info_t));
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 extern "C" {
@@ -858,34 +856,34 @@ kvarn_status_t kvarn_pool_create_ex(kvarn_context_t *context,
                                     const kvarn_pool_config_t *config,
                                     const kvarn_pool_options_t *options,
                                     kvarn_pool_t **out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_pool_create", config);
     KVARN_REQUIRE("kvarn_pool_create", out);
-    llvm::Expected<std::vector<kvarn_layer_config_t>> layers =
+    kvarn::Expected<std::vector<kvarn_layer_config_t>> layers =
         readOptions("kvarn_pool_create", *config, options);
     if (!layers)
       return layers.takeError();
-    llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::create(
+    kvarn::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::create(
         context ? context->state : nullptr, *config, *layers);
     if (!p)
       return p.takeError();
     *out = new kvarn_pool{std::move(*p)};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_mla_pool_create(kvarn_context_t *context,
                                      const kvarn_pool_config_t *config,
                                      int32_t rope_dim, kvarn_pool_t **out) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     KVARN_REQUIRE("kvarn_mla_pool_create", config);
     KVARN_REQUIRE("kvarn_mla_pool_create", out);
-    llvm::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::createMla(
+    kvarn::Expected<std::unique_ptr<ManagedPool>> p = ManagedPool::createMla(
         context ? context->state : nullptr, *config, rope_dim);
     if (!p)
       return p.takeError();
     *out = new kvarn_pool{std::move(*p)};
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -893,17 +891,17 @@ kvarn_status_t kvarn_capacity_plan_ex(
     const kvarn_pool_config_t *config, const kvarn_pool_options_t *options,
     int64_t budget_bytes, int64_t concurrent_requests, int64_t pool_slots,
     kvarn_capacity_t *out, kvarn_layer_info_t *layers, int32_t capacity) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     const char *fn = "kvarn_capacity_plan_ex";
     KVARN_REQUIRE(fn, config);
     KVARN_REQUIRE(fn, out);
     if (capacity > 0 && !layers)
       return nullArgument(fn, "layers");
     if (capacity > 0)
-      if (llvm::Error e =
+      if (kvarn::Error e =
               checkInfoSize(fn, "layers[0].", layers[0].struct_size))
         return e;
-    llvm::Expected<std::vector<kvarn_layer_config_t>> lc =
+    kvarn::Expected<std::vector<kvarn_layer_config_t>> lc =
         readOptions(fn, *config, options);
     if (!lc)
       return lc.takeError();
@@ -912,17 +910,17 @@ kvarn_status_t kvarn_capacity_plan_ex(
     kvarn_pool_config_t one = *config;
     one.num_blocks = one.pool_slots = one.max_requests =
         one.max_blocks_per_request = 1;
-    llvm::Expected<std::unique_ptr<ManagedPool>> p =
+    kvarn::Expected<std::unique_ptr<ManagedPool>> p =
         ManagedPool::create(nullptr, one, *lc);
     if (!p)
       return withContext(p.takeError(), fn);
     const ManagedPool &mp = **p;
-    llvm::Expected<pool::Capacity> c = pool::planCapacity(
+    kvarn::Expected<pool::Capacity> c = pool::planCapacity(
         mp.specs, mp.model.numKvHeads, mp.model.headDim, mp.layout.group,
         budget_bytes, concurrent_requests, pool_slots);
     if (!c)
       return c.takeError();
-    pool::MixedBytes b = llvm::cantFail(
+    pool::MixedBytes b = kvarn::cantFail(
         pool::mixedBytes(mp.specs, mp.model.numKvHeads, mp.model.headDim,
                          mp.layout.group, c->numBlocks, c->numPoolSlots));
     int32_t n = std::min(std::max(capacity, 0), mp.model.numLayers);
@@ -932,17 +930,17 @@ kvarn_status_t kvarn_capacity_plan_ex(
                      layerInfo(mp, b.layers[l], mp.specs[l], c->numBlocks),
                      stride);
     *out = toC(*c);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
                                      kvarn_layer_info_t *out) {
   return withPool(
-      "kvarn_pool_layer_info", pool, [&](ManagedPool &p) -> llvm::Error {
+      "kvarn_pool_layer_info", pool, [&](ManagedPool &p) -> kvarn::Error {
         const char *fn = "kvarn_pool_layer_info";
         KVARN_REQUIRE(fn, out);
-        if (llvm::Error e = checkInfoSize(fn, "out->", out->struct_size))
+        if (kvarn::Error e = checkInfoSize(fn, "out->", out->struct_size))
           return e;
         if (layer < 0 || layer >= p.model.numLayers)
           return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -953,7 +951,8 @@ kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
                       p.state.geometry().numBlocks);
         if (p.hasDevice() &&
             p.mixed.layers[layer].kind != pool::LayerKind::Absent) {
-          llvm::Expected<ManagedPool::LayerMemory> m = p.layerMemory(fn, layer);
+          kvarn::Expected<ManagedPool::LayerMemory> m =
+              p.layerMemory(fn, layer);
           if (!m)
             return m.takeError();
           i.pool_k = m->poolK;
@@ -963,14 +962,14 @@ kvarn_status_t kvarn_pool_layer_info(kvarn_pool_t *pool, int32_t layer,
             i.cache = m->cache;
         }
         writeLayerInfo(out, i, out->struct_size);
-        return llvm::Error::success();
+        return kvarn::Error::success();
       });
 }
 
 kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     if (!pool)
-      return llvm::Error::success();
+      return kvarn::Error::success();
     {
       std::lock_guard<std::mutex> lock(pool->pool->mutex);
       if (pool->pool->liveSteps)
@@ -980,7 +979,7 @@ kvarn_status_t kvarn_pool_destroy(kvarn_pool_t *pool) {
                          pool->pool->liveSteps);
     }
     delete pool;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
@@ -992,18 +991,18 @@ kvarn_status_t kvarn_pool_add_request(kvarn_pool_t *pool, int64_t request) {
 
 /// Finish, preempt and free change a request's blocks, which an open step's
 /// tables name.
-static llvm::Error checkNotInStep(ManagedPool &p, int64_t request,
-                                  const char *fn) {
+static kvarn::Error checkNotInStep(ManagedPool &p, int64_t request,
+                                   const char *fn) {
   if (p.inOpenStep.count(request))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: request {1} is in an open step; commit it first",
                      fn, request);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 kvarn_status_t kvarn_pool_finish(kvarn_pool_t *pool, int64_t request) {
   return withPool("kvarn_pool_finish", pool, [&](ManagedPool &p) {
-    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_finish"))
+    if (kvarn::Error e = checkNotInStep(p, request, "kvarn_pool_finish"))
       return e;
     return p.state.finish(request);
   });
@@ -1011,7 +1010,7 @@ kvarn_status_t kvarn_pool_finish(kvarn_pool_t *pool, int64_t request) {
 
 kvarn_status_t kvarn_pool_preempt(kvarn_pool_t *pool, int64_t request) {
   return withPool("kvarn_pool_preempt", pool, [&](ManagedPool &p) {
-    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_preempt"))
+    if (kvarn::Error e = checkNotInStep(p, request, "kvarn_pool_preempt"))
       return e;
     return p.state.preempt(request);
   });
@@ -1019,7 +1018,7 @@ kvarn_status_t kvarn_pool_preempt(kvarn_pool_t *pool, int64_t request) {
 
 kvarn_status_t kvarn_pool_free(kvarn_pool_t *pool, int64_t request) {
   return withPool("kvarn_pool_free", pool, [&](ManagedPool &p) {
-    if (llvm::Error e = checkNotInStep(p, request, "kvarn_pool_free"))
+    if (kvarn::Error e = checkNotInStep(p, request, "kvarn_pool_free"))
       return e;
     return p.state.free(request);
   });
@@ -1028,72 +1027,71 @@ kvarn_status_t kvarn_pool_free(kvarn_pool_t *pool, int64_t request) {
 kvarn_status_t kvarn_pool_share_prefix(kvarn_pool_t *pool, int64_t dst,
                                        int64_t src, int32_t tokens) {
   return withPool("kvarn_pool_share_prefix", pool, [&](ManagedPool &p) {
-    if (llvm::Error e = checkNotInStep(p, dst, "kvarn_pool_share_prefix"))
+    if (kvarn::Error e = checkNotInStep(p, dst, "kvarn_pool_share_prefix"))
       return e;
     return p.state.sharePrefix(dst, src, tokens);
   });
 }
 
 kvarn_status_t kvarn_pool_flush(kvarn_pool_t *pool, int32_t *num_blocks) {
-  return withPool("kvarn_pool_flush", pool, [&](ManagedPool &p) -> llvm::Error {
-    llvm::Expected<int32_t> n = p.flush();
-    if (!n)
-      return n.takeError();
-    if (num_blocks)
-      *num_blocks = *n;
-    return llvm::Error::success();
-  });
+  return withPool("kvarn_pool_flush", pool,
+                  [&](ManagedPool &p) -> kvarn::Error {
+                    kvarn::Expected<int32_t> n = p.flush();
+                    if (!n)
+                      return n.takeError();
+                    if (num_blocks)
+                      *num_blocks = *n;
+                    return kvarn::Error::success();
+                  });
 }
 
 kvarn_status_t kvarn_pool_request_info(kvarn_pool_t *pool, int64_t request,
                                        kvarn_request_info_t *out) {
   return withPool("kvarn_pool_request_info", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
+                  [&](ManagedPool &p) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_pool_request_info", out);
-                    llvm::Expected<pool::RequestInfo> r =
+                    kvarn::Expected<pool::RequestInfo> r =
                         p.state.request(request);
                     if (!r)
                       return r.takeError();
                     *out = {r->phase == pool::RequestPhase::Live, r->length,
                             r->committed, int32_t(r->blocks.size())};
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 
 kvarn_status_t kvarn_pool_request_blocks(kvarn_pool_t *pool, int64_t request,
                                          int32_t *blocks, int32_t capacity,
                                          int32_t *count) {
-  return withPool("kvarn_pool_request_blocks", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
-                    KVARN_REQUIRE("kvarn_pool_request_blocks", count);
-                    if (capacity > 0 && !blocks)
-                      return nullArgument("kvarn_pool_request_blocks",
-                                          "blocks");
-                    llvm::Expected<pool::RequestInfo> r =
-                        p.state.request(request);
-                    if (!r)
-                      return r.takeError();
-                    size_t n = std::min(r->blocks.size(),
-                                        size_t(std::max(capacity, 0)));
-                    std::copy_n(r->blocks.begin(), n, blocks);
-                    *count = int32_t(r->blocks.size());
-                    return llvm::Error::success();
-                  });
+  return withPool(
+      "kvarn_pool_request_blocks", pool, [&](ManagedPool &p) -> kvarn::Error {
+        KVARN_REQUIRE("kvarn_pool_request_blocks", count);
+        if (capacity > 0 && !blocks)
+          return nullArgument("kvarn_pool_request_blocks", "blocks");
+        kvarn::Expected<pool::RequestInfo> r = p.state.request(request);
+        if (!r)
+          return r.takeError();
+        size_t n = std::min(r->blocks.size(), size_t(std::max(capacity, 0)));
+        std::copy_n(r->blocks.begin(), n, blocks);
+        *count = int32_t(r->blocks.size());
+        return kvarn::Error::success();
+      });
 }
 
 kvarn_status_t kvarn_pool_stats(kvarn_pool_t *pool, kvarn_pool_stats_t *out) {
-  return withPool("kvarn_pool_stats", pool, [&](ManagedPool &p) -> llvm::Error {
-    KVARN_REQUIRE("kvarn_pool_stats", out);
-    *out = {p.state.numRequests(), p.state.freeBlockCount(),
-            p.state.freeSlotCount(), p.state.pendingFlushCount(),
-            p.openSteps};
-    return llvm::Error::success();
-  });
+  return withPool("kvarn_pool_stats", pool,
+                  [&](ManagedPool &p) -> kvarn::Error {
+                    KVARN_REQUIRE("kvarn_pool_stats", out);
+                    *out = {p.state.numRequests(), p.state.freeBlockCount(),
+                            p.state.freeSlotCount(),
+                            p.state.pendingFlushCount(), p.openSteps};
+                    return kvarn::Error::success();
+                  });
 }
 
 kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool, kvarn_capacity_t *out) {
   return withPool("kvarn_pool_capacity", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
+                  [&](ManagedPool &p) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_pool_capacity", out);
                     const pool::PoolGeometry &g = p.state.geometry();
                     *out = toC(
@@ -1102,14 +1100,14 @@ kvarn_status_t kvarn_pool_capacity(kvarn_pool_t *pool, kvarn_capacity_t *out) {
                               : pool::capacityOf(p.mixed, p.model.numKvHeads,
                                                  p.model.headDim, g.blockSize,
                                                  g.numBlocks, g.numPoolSlots));
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 
 kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
                                   kvarn_pool_buffers_t *out) {
   return withPool("kvarn_pool_buffers", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
+                  [&](ManagedPool &p) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_pool_buffers", out);
                     if (p.mla)
                       return makeError(
@@ -1131,41 +1129,41 @@ kvarn_status_t kvarn_pool_buffers(kvarn_pool_t *pool,
                             p.blockToSlot.address(),
                             l0.cacheBytes,
                             l0.poolBytes / 2};
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 
 kvarn_status_t kvarn_pool_block_to_slot(kvarn_pool_t *pool, int32_t *out,
                                         int32_t capacity) {
   return withPool("kvarn_pool_block_to_slot", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
+                  [&](ManagedPool &p) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_pool_block_to_slot", out);
-                    llvm::ArrayRef<int32_t> b = p.state.blockToSlot();
+                    Span<const int32_t> b = p.state.blockToSlot();
                     if (capacity < int32_t(b.size()))
                       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                                        "kvarn_pool_block_to_slot: capacity "
                                        "{0} < num_blocks {1}",
                                        capacity, b.size());
                     std::copy(b.begin(), b.end(), out);
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 
 kvarn_status_t kvarn_step_create(kvarn_pool_t *pool, kvarn_step_t **out) {
   return withPool("kvarn_step_create", pool,
-                  [&](ManagedPool &p) -> llvm::Error {
+                  [&](ManagedPool &p) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_step_create", out);
                     auto step = std::make_unique<Step>(p);
                     *out = new kvarn_step{pool, std::move(step)};
                     ++p.liveSteps;
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 
 kvarn_status_t kvarn_step_destroy(kvarn_step_t *step) {
-  return guarded([&]() -> llvm::Error {
+  return guarded([&]() -> kvarn::Error {
     if (!step)
-      return llvm::Error::success();
+      return kvarn::Error::success();
     {
       std::lock_guard<std::mutex> lock(step->owner->pool->mutex);
       if (step->step->open)
@@ -1175,13 +1173,13 @@ kvarn_status_t kvarn_step_destroy(kvarn_step_t *step) {
       --step->owner->pool->liveSteps;
     }
     delete step;
-    return llvm::Error::success();
+    return kvarn::Error::success();
   });
 }
 
 kvarn_status_t kvarn_step_begin(kvarn_step_t *step, int32_t n,
                                 const int64_t *ids, const int32_t *counts) {
-  return withStep("kvarn_step_begin", step, [&](Step &s) -> llvm::Error {
+  return withStep("kvarn_step_begin", step, [&](Step &s) -> kvarn::Error {
     if (n < 0)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kvarn_step_begin: n is negative ({0})", n);
@@ -1189,8 +1187,8 @@ kvarn_status_t kvarn_step_begin(kvarn_step_t *step, int32_t n,
       KVARN_REQUIRE("kvarn_step_begin", ids);
       KVARN_REQUIRE("kvarn_step_begin", counts);
     }
-    return s.begin(llvm::ArrayRef<int64_t>(ids, size_t(n)),
-                   llvm::ArrayRef<int32_t>(counts, size_t(n)));
+    return s.begin(Span<const int64_t>(ids, size_t(n)),
+                   Span<const int32_t>(counts, size_t(n)));
   });
 }
 
@@ -1219,7 +1217,7 @@ kvarn_status_t kvarn_step_verify(kvarn_step_t *step, int32_t layer,
 kvarn_status_t kvarn_step_slot_mapping(kvarn_step_t *step, int32_t *out,
                                        int32_t capacity, int32_t *num_tokens) {
   return withStep("kvarn_step_slot_mapping", step,
-                  [&](Step &s) -> llvm::Error {
+                  [&](Step &s) -> kvarn::Error {
                     KVARN_REQUIRE("kvarn_step_slot_mapping", num_tokens);
                     if (!s.open)
                       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -1231,7 +1229,7 @@ kvarn_status_t kvarn_step_slot_mapping(kvarn_step_t *step, int32_t *out,
                                         size_t(std::max(capacity, 0)));
                     std::copy_n(s.slotMapping.begin(), n, out);
                     *num_tokens = int32_t(s.slotMapping.size());
-                    return llvm::Error::success();
+                    return kvarn::Error::success();
                   });
 }
 

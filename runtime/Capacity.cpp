@@ -3,8 +3,6 @@
 #include "kvarn/Runtime/Capacity.h"
 #include "kvarn/Support/Error.h"
 
-#include "llvm/Support/FormatVariadic.h"
-
 using namespace kvarn;
 using namespace kvarn::pool;
 
@@ -17,15 +15,15 @@ kvarn::pool::checkedProduct(std::initializer_list<int64_t> factors) {
   return r;
 }
 
-static llvm::Error tooLarge(const llvm::Twine &what) {
+static kvarn::Error tooLarge(const std::string &what) {
   return makeError(KVARN_ERROR_INVALID_ARGUMENT,
-                   "{0} do not fit in a 64-bit byte count", what.str());
+                   "{0} do not fit in a 64-bit byte count", what);
 }
 
-llvm::Expected<PoolBytes> kvarn::pool::poolBytes(const RecordLayout &layout,
-                                                 const ModelShape &model,
-                                                 int64_t numBlocks,
-                                                 int64_t numPoolSlots) {
+kvarn::Expected<PoolBytes> kvarn::pool::poolBytes(const RecordLayout &layout,
+                                                  const ModelShape &model,
+                                                  int64_t numBlocks,
+                                                  int64_t numPoolSlots) {
   if (model.numLayers < 0 || model.numKvHeads < 0 || model.headDim < 0 ||
       numBlocks < 0 || numPoolSlots < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -44,11 +42,10 @@ llvm::Expected<PoolBytes> kvarn::pool::poolBytes(const RecordLayout &layout,
   std::optional<int64_t> pool =
       perSlot ? checkedProduct({numPoolSlots, *perSlot}) : std::nullopt;
   if (!cache || !pool || *cache > INT64_MAX - *pool)
-    return tooLarge(llvm::formatv("{0} blocks and {1} pool slots of {2} "
-                                  "layers x {3} KV heads x head_dim {4}",
-                                  numBlocks, numPoolSlots, model.numLayers,
-                                  model.numKvHeads, model.headDim)
-                        .str());
+    return tooLarge(format("{0} blocks and {1} pool slots of {2} "
+                           "layers x {3} KV heads x head_dim {4}",
+                           numBlocks, numPoolSlots, model.numLayers,
+                           model.numKvHeads, model.headDim));
   b.cacheBytesPerBlock = *perBlock;
   b.poolBytesPerSlot = *perSlot;
   b.cacheBytes = *cache;
@@ -57,13 +54,14 @@ llvm::Expected<PoolBytes> kvarn::pool::poolBytes(const RecordLayout &layout,
 }
 
 /// A plan's budget and request count: positive and not negative.
-static llvm::Error checkBudget(int64_t budgetBytes, int64_t concurrentRequests) {
+static kvarn::Error checkBudget(int64_t budgetBytes,
+                                int64_t concurrentRequests) {
   if (budgetBytes <= 0 || concurrentRequests < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: the budget ({0} bytes) must be positive and "
                      "the request count ({1}) not negative",
                      budgetBytes, concurrentRequests);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests,
@@ -74,14 +72,14 @@ std::optional<int64_t> kvarn::pool::defaultPoolSlots(int64_t concurrentRequests,
   return *own + concurrentRequests / 8 + (concurrentRequests % 8 != 0);
 }
 
-llvm::Expected<Capacity>
+kvarn::Expected<Capacity>
 kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
                              int64_t budgetBytes, int64_t concurrentRequests,
                              int64_t numPoolSlots) {
   if (numLayers <= 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: layers ({0}) must be positive", numLayers);
-  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+  if (kvarn::Error err = checkBudget(budgetBytes, concurrentRequests))
     return std::move(err);
   if (numPoolSlots < 0) {
     // A tail per request, no sink.
@@ -89,7 +87,7 @@ kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
         defaultPoolSlots(concurrentRequests, /*perRequest=*/1);
     if (!slots)
       return tooLarge("the default pool slots of " +
-                      llvm::Twine(concurrentRequests) + " requests");
+                      std::to_string(concurrentRequests) + " requests");
     numPoolSlots = *slots;
   }
   int64_t rowBytes = int64_t(layout.kvLoraRank + layout.ropeDim) * 2;
@@ -126,11 +124,11 @@ kvarn::pool::planMlaCapacity(const MlaRecordLayout &layout, int32_t numLayers,
   return c;
 }
 
-llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
-                                                   const ModelShape &model,
-                                                   int64_t budgetBytes,
-                                                   int64_t concurrentRequests,
-                                                   int64_t numPoolSlots) {
+kvarn::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
+                                                    const ModelShape &model,
+                                                    int64_t budgetBytes,
+                                                    int64_t concurrentRequests,
+                                                    int64_t numPoolSlots) {
   if (model.numLayers <= 0 || model.numKvHeads <= 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: layers ({0}) and KV heads ({1}) must be "
@@ -140,16 +138,16 @@ llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "capacity: head_dim {0} does not match the layout's {1}",
                      model.headDim, layout.headDim);
-  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+  if (kvarn::Error err = checkBudget(budgetBytes, concurrentRequests))
     return std::move(err);
   if (numPoolSlots < 0) {
     std::optional<int64_t> slots = defaultPoolSlots(concurrentRequests);
     if (!slots)
       return tooLarge("the default pool slots of " +
-                      llvm::Twine(concurrentRequests) + " requests");
+                      std::to_string(concurrentRequests) + " requests");
     numPoolSlots = *slots;
   }
-  llvm::Expected<PoolBytes> perOne = poolBytes(layout, model, 1, 1);
+  kvarn::Expected<PoolBytes> perOne = poolBytes(layout, model, 1, 1);
   if (!perOne)
     return perOne.takeError();
   const PoolBytes &per = *perOne;
@@ -173,7 +171,7 @@ llvm::Expected<Capacity> kvarn::pool::planCapacity(const RecordLayout &layout,
   c.tokens = c.numBlocks * layout.group;
   // Within the budget by construction.
   c.usedBytes =
-      llvm::cantFail(poolBytes(layout, model, c.numBlocks, numPoolSlots))
+      kvarn::cantFail(poolBytes(layout, model, c.numBlocks, numPoolSlots))
           .totalBytes();
   c.recordBytesPerToken = double(layout.recordBytes) / layout.group;
   c.bytesPerToken = double(c.usedBytes) /
@@ -198,8 +196,8 @@ int64_t MixedBytes::totalBytes() const {
   return t;
 }
 
-llvm::Expected<MixedBytes>
-kvarn::pool::mixedBytes(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
+kvarn::Expected<MixedBytes>
+kvarn::pool::mixedBytes(Span<const LayerSpec> layers, int32_t numKvHeads,
                         int32_t headDim, int32_t blockSize, int64_t numBlocks,
                         int64_t numPoolSlots) {
   if (layers.empty() || numKvHeads <= 0 || headDim <= 0 || blockSize <= 0 ||
@@ -211,11 +209,10 @@ kvarn::pool::mixedBytes(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
                      layers.size(), numKvHeads, headDim, blockSize, numBlocks,
                      numPoolSlots);
   auto overflow = [&] {
-    return tooLarge(llvm::formatv("{0} blocks and {1} pool slots of {2} "
-                                  "layers x {3} KV heads x head_dim {4}",
-                                  numBlocks, numPoolSlots, layers.size(),
-                                  numKvHeads, headDim)
-                        .str());
+    return tooLarge(format("{0} blocks and {1} pool slots of {2} "
+                           "layers x {3} KV heads x head_dim {4}",
+                           numBlocks, numPoolSlots, layers.size(), numKvHeads,
+                           headDim));
   };
   // K and V fp16 rows of one tile: 2 x G x Hk x D x 2 bytes (< 2^40).
   int64_t rowBytes = int64_t(blockSize) * numKvHeads * headDim * 2;
@@ -241,7 +238,7 @@ kvarn::pool::mixedBytes(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
                          blockSize);
       size_t g = 0;
       while (g < m.groupPreset.size() &&
-             llvm::StringRef(m.groupPreset[g]) != s.preset)
+             std::string_view(m.groupPreset[g]) != s.preset)
         ++g;
       if (g == m.groupPreset.size()) {
         m.groupPreset.push_back(s.preset);
@@ -313,21 +310,21 @@ Capacity kvarn::pool::capacityOf(const MixedBytes &b, int32_t numKvHeads,
   return c;
 }
 
-llvm::Expected<Capacity>
-kvarn::pool::planCapacity(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
+kvarn::Expected<Capacity>
+kvarn::pool::planCapacity(Span<const LayerSpec> layers, int32_t numKvHeads,
                           int32_t headDim, int32_t blockSize,
                           int64_t budgetBytes, int64_t concurrentRequests,
                           int64_t numPoolSlots) {
-  if (llvm::Error err = checkBudget(budgetBytes, concurrentRequests))
+  if (kvarn::Error err = checkBudget(budgetBytes, concurrentRequests))
     return std::move(err);
   if (numPoolSlots < 0) {
     std::optional<int64_t> slots = defaultPoolSlots(concurrentRequests);
     if (!slots)
       return tooLarge("the default pool slots of " +
-                      llvm::Twine(concurrentRequests) + " requests");
+                      std::to_string(concurrentRequests) + " requests");
     numPoolSlots = *slots;
   }
-  llvm::Expected<MixedBytes> perOne =
+  kvarn::Expected<MixedBytes> perOne =
       mixedBytes(layers, numKvHeads, headDim, blockSize, 1, 1);
   if (!perOne)
     return perOne.takeError();
@@ -345,7 +342,7 @@ kvarn::pool::planCapacity(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
                      budgetBytes, numPoolSlots, perOne->poolBytesPerSlot,
                      concurrentRequests, perBlock);
   int64_t blocks = std::min<int64_t>(left / perBlock, INT32_MAX / blockSize);
-  MixedBytes b = llvm::cantFail(
+  MixedBytes b = kvarn::cantFail(
       mixedBytes(layers, numKvHeads, headDim, blockSize, blocks, numPoolSlots));
   Capacity c =
       capacityOf(b, numKvHeads, headDim, blockSize, blocks, numPoolSlots);
@@ -357,9 +354,10 @@ kvarn::pool::planCapacity(llvm::ArrayRef<LayerSpec> layers, int32_t numKvHeads,
   return c;
 }
 
-std::vector<FlushLaunch>
-kvarn::pool::flushLaunches(const MixedBytes &b, llvm::ArrayRef<int32_t> blocks,
-                           llvm::ArrayRef<int32_t> slots, int64_t numBlocks) {
+std::vector<FlushLaunch> kvarn::pool::flushLaunches(const MixedBytes &b,
+                                                    Span<const int32_t> blocks,
+                                                    Span<const int32_t> slots,
+                                                    int64_t numBlocks) {
   std::vector<FlushLaunch> launches(b.groupPreset.size());
   for (size_t g = 0; g < launches.size(); ++g)
     launches[g].group = int32_t(g);
@@ -381,11 +379,11 @@ kvarn::pool::flushLaunches(const MixedBytes &b, llvm::ArrayRef<int32_t> blocks,
   return out;
 }
 
-llvm::Expected<MixedBytes> kvarn::pool::mlaPoolBytes(const MlaRecordLayout &l,
-                                                     const char *preset,
-                                                     int32_t numLayers,
-                                                     int64_t numBlocks,
-                                                     int64_t numPoolSlots) {
+kvarn::Expected<MixedBytes> kvarn::pool::mlaPoolBytes(const MlaRecordLayout &l,
+                                                      const char *preset,
+                                                      int32_t numLayers,
+                                                      int64_t numBlocks,
+                                                      int64_t numPoolSlots) {
   if (numLayers <= 0 || numBlocks < 0 || numPoolSlots < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "MLA pool: {0} layers, {1} blocks, {2} pool slots",

@@ -11,14 +11,14 @@ std::string DeviceInfo::arch() const {
   return "sm_" + std::to_string(computeMajor) + std::to_string(computeMinor);
 }
 
-llvm::Expected<ScopedContext> ScopedContext::enter(const Driver &driver,
-                                                   CUcontext context) {
+kvarn::Expected<ScopedContext> ScopedContext::enter(const Driver &driver,
+                                                    CUcontext context) {
   CUcontext previous = nullptr;
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuCtxGetCurrent, &previous))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(driver, cuCtxGetCurrent, &previous))
     return std::move(err);
   if (previous == context)
     return ScopedContext(&driver, previous, /*restore=*/false);
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuCtxSetCurrent, context))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(driver, cuCtxSetCurrent, context))
     return std::move(err);
   return ScopedContext(&driver, previous, /*restore=*/true);
 }
@@ -33,25 +33,26 @@ ScopedContext::~ScopedContext() {
     (void)driver->api().cuCtxSetCurrent(previous);
 }
 
-llvm::Expected<DeviceInfo> cuda::queryDevice(const Driver &driver,
-                                             int ordinal) {
+kvarn::Expected<DeviceInfo> cuda::queryDevice(const Driver &driver,
+                                              int ordinal) {
   if (ordinal < 0 || ordinal >= driver.deviceCount())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "no GPU {0}: the driver reports {1} device(s)", ordinal,
                      driver.deviceCount());
   CUdevice device = 0;
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuDeviceGet, &device, ordinal))
+  if (kvarn::Error err =
+          KVARN_CUDA_CHECK(driver, cuDeviceGet, &device, ordinal))
     return std::move(err);
 
   DeviceInfo info;
   info.ordinal = ordinal;
   char name[256] = {};
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(driver, cuDeviceGetName, name, sizeof name, device))
     return std::move(err);
   info.name = name;
   size_t totalBytes = 0;
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(driver, cuDeviceTotalMem, &totalBytes, device))
     return std::move(err);
   info.totalMemoryBytes = int64_t(totalBytes);
@@ -72,28 +73,28 @@ llvm::Expected<DeviceInfo> cuda::queryDevice(const Driver &driver,
       {CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, &info.memoryBusWidthBits},
   };
   for (auto &[attribute, field] : attributes)
-    if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuDeviceGetAttribute, field,
-                                           attribute, device))
+    if (kvarn::Error err = KVARN_CUDA_CHECK(driver, cuDeviceGetAttribute, field,
+                                            attribute, device))
       return std::move(err);
   return info;
 }
 
-llvm::Expected<Context> Context::create(int ordinal) {
-  llvm::Expected<const Driver &> driver = Driver::get();
+kvarn::Expected<Context> Context::create(int ordinal) {
+  kvarn::Expected<const Driver &> driver = Driver::get();
   if (!driver)
     return driver.takeError();
-  llvm::Expected<DeviceInfo> info = queryDevice(*driver, ordinal);
+  kvarn::Expected<DeviceInfo> info = queryDevice(*driver, ordinal);
   if (!info)
     return info.takeError();
 
   Context context;
   context.drv = &*driver;
   context.deviceInfo = std::move(*info);
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(*driver, cuDeviceGet, &context.dev, ordinal))
     return std::move(err);
-  if (llvm::Error err = KVARN_CUDA_CHECK(*driver, cuDevicePrimaryCtxRetain,
-                                         &context.context, context.dev))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(*driver, cuDevicePrimaryCtxRetain,
+                                          &context.context, context.dev))
     return std::move(err);
   return std::move(context);
 }
@@ -120,15 +121,15 @@ void Context::release() {
   context = nullptr;
 }
 
-llvm::Error Context::synchronize() const {
+kvarn::Error Context::synchronize() const {
   KVARN_ENTER_CONTEXT(*this);
   return KVARN_CUDA_CHECK(*drv, cuCtxSynchronize);
 }
 
-llvm::Expected<Context::MemoryInfo> Context::memoryInfo() const {
+kvarn::Expected<Context::MemoryInfo> Context::memoryInfo() const {
   KVARN_ENTER_CONTEXT(*this);
   size_t freeBytes = 0, totalBytes = 0;
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(*drv, cuMemGetInfo, &freeBytes, &totalBytes))
     return std::move(err);
   return MemoryInfo{int64_t(freeBytes), int64_t(totalBytes)};

@@ -2,8 +2,6 @@
 
 #include "kvarn/Runtime/CudaDriver.h"
 
-#include "llvm/ADT/StringExtras.h"
-
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -22,7 +20,7 @@ static const char *const kSymbolNames[] = {
 #undef KVARN_CUDA_NAME_ENTRY
 };
 
-llvm::ArrayRef<const char *> Driver::symbolNames() { return kSymbolNames; }
+Span<const char *const> Driver::symbolNames() { return kSymbolNames; }
 
 kvarn_status_t cuda::statusForCudaResult(CUresult result) {
   switch (result) {
@@ -46,10 +44,10 @@ kvarn_status_t cuda::statusForCudaResult(CUresult result) {
   }
 }
 
-std::string cuda::formatCudaError(llvm::StringRef call, int result,
+std::string cuda::formatCudaError(std::string_view call, int result,
                                   const char *errorName,
                                   const char *errorString) {
-  std::string message = call.str() + ": ";
+  std::string message = std::string(call) + ": ";
   if (errorName)
     message += errorName;
   else
@@ -60,9 +58,9 @@ std::string cuda::formatCudaError(llvm::StringRef call, int result,
   return message;
 }
 
-llvm::Error Driver::check(CUresult result, llvm::StringRef call) const {
+kvarn::Error Driver::check(CUresult result, std::string_view call) const {
   if (result == CUDA_SUCCESS)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   const char *name = nullptr, *description = nullptr;
   if (functions.cuGetErrorName(result, &name) != CUDA_SUCCESS)
     name = nullptr;
@@ -86,13 +84,13 @@ Driver::~Driver() {
 /// The symbol to fall back on where the header's versioned one is missing
 /// and the older one has the same signature (drivers before CUDA 12.8 lack
 /// cuEventElapsedTime_v2).
-static const char *olderSymbolWithSameSignature(llvm::StringRef symbol) {
+static const char *olderSymbolWithSameSignature(std::string_view symbol) {
   if (symbol == "cuEventElapsedTime_v2")
     return "cuEventElapsedTime";
   return nullptr;
 }
 
-llvm::Expected<std::unique_ptr<Driver>>
+kvarn::Expected<std::unique_ptr<Driver>>
 Driver::load(const std::string &libraryPath) {
   std::unique_ptr<Driver> driver(new Driver());
   // RTLD_LOCAL: the driver's symbols must not satisfy anyone else's lookups.
@@ -146,12 +144,12 @@ Driver::load(const std::string &libraryPath) {
                      "no GPU: the CUDA driver ({0}) found no device ({1})",
                      driver->loadedPath,
                      toString(driver->check(init, "cuInit")));
-  if (llvm::Error err = driver->check(init, "cuInit"))
+  if (kvarn::Error err = driver->check(init, "cuInit"))
     return err;
-  if (llvm::Error err = KVARN_CUDA_CHECK(*driver, cuDriverGetVersion,
-                                         &driver->driverVersion))
+  if (kvarn::Error err =
+          KVARN_CUDA_CHECK(*driver, cuDriverGetVersion, &driver->driverVersion))
     return err;
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(*driver, cuDeviceGetCount, &driver->numDevices))
     return err;
   if (driver->numDevices == 0)
@@ -170,12 +168,13 @@ struct ProcessDriver {
 };
 } // namespace
 
-llvm::Expected<const Driver &> Driver::get() {
+kvarn::Expected<const Driver &> Driver::get() {
   // Never destroyed: objects destroyed at exit may still call the driver,
   // and unloading libcuda at exit is a known source of crashes.
   static const ProcessDriver *process = [] {
     auto *p = new ProcessDriver();
-    llvm::Expected<std::unique_ptr<Driver>> loaded = load(defaultLibraryPath());
+    kvarn::Expected<std::unique_ptr<Driver>> loaded =
+        load(defaultLibraryPath());
     if (loaded)
       p->driver = std::move(*loaded);
     else

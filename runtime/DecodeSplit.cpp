@@ -10,7 +10,7 @@
 
 using namespace kvarn;
 
-llvm::Error kvarn::checkDecodeDeployment(const DecodeDeployment &d) {
+kvarn::Error kvarn::checkDecodeDeployment(const DecodeDeployment &d) {
   constexpr int64_t kMaxExtent = std::numeric_limits<int32_t>::max();
   auto bad = [](const char *what, int64_t value, const char *range) {
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -27,7 +27,7 @@ llvm::Error kvarn::checkDecodeDeployment(const DecodeDeployment &d) {
     return bad("the multiprocessor count", d.multiprocessors, "1 to 4096");
   if (d.ctasPerSM < 1 || d.ctasPerSM > 64)
     return bad("CTAs per SM", d.ctasPerSM, "1 to 64");
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 DecodeSplitCost kvarn::decodeSplitCost(const DecodeDeployment &d, int splits) {
@@ -50,8 +50,8 @@ bool kvarn::decodeSplitDesynchronizes(const DecodeDeployment &d, int splits) {
          c.blocksPerSplit >= kDecodeMinSplitBlocks;
 }
 
-llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
-  if (llvm::Error e = checkDecodeDeployment(d))
+kvarn::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
+  if (kvarn::Error e = checkDecodeDeployment(d))
     return std::move(e);
   // The count of least cost among those `eligible` accepts, or 0.
   auto cheapest = [&](auto eligible) {
@@ -76,8 +76,8 @@ llvm::Expected<int> kvarn::decodeSplitCount(const DecodeDeployment &d) {
   return stepped ? stepped : best;
 }
 
-llvm::Expected<int64_t> kvarn::decodeBlocksRead(int64_t maxBlocks,
-                                                int32_t window, int group) {
+kvarn::Expected<int64_t> kvarn::decodeBlocksRead(int64_t maxBlocks,
+                                                 int32_t window, int group) {
   if (window < 0 || group < 1 || maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "decode blocks read: window ({0}) and max_blocks ({1}) "
@@ -89,7 +89,7 @@ llvm::Expected<int64_t> kvarn::decodeBlocksRead(int64_t maxBlocks,
                            (int64_t(window) + group - 2) / group + 1);
 }
 
-llvm::Expected<kvarn::DecodeSplitPartialBytes>
+kvarn::Expected<kvarn::DecodeSplitPartialBytes>
 kvarn::decodeSplitPartialBytes(int64_t batch, int64_t numKvHeads, int64_t gqa,
                                int64_t headDim) {
   if (batch < 0 || numKvHeads <= 0 || gqa <= 0 || headDim <= 0)

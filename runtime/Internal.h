@@ -8,7 +8,7 @@
 
 #include "kvarn/Runtime/Context.h"
 
-#include "llvm/ADT/StringRef.h"
+#include "kvarn/Support/Strings.h"
 
 #include <cstdint>
 #include <cstring>
@@ -19,7 +19,7 @@ namespace kvarn::cuda {
 
 /// Enters `ctx` for the rest of the enclosing function, or returns its error.
 #define KVARN_ENTER_CONTEXT(ctx)                                               \
-  llvm::Expected<ScopedContext> scopedContext = (ctx).enter();                 \
+  kvarn::Expected<ScopedContext> scopedContext = (ctx).enter();                \
   if (!scopedContext)                                                          \
     return scopedContext.takeError();
 
@@ -28,9 +28,9 @@ namespace kvarn::cuda {
 /// context that cannot be entered leaks the handle rather than abort).
 template <typename Fn, typename Handle>
 void releaseInContext(ContextRef ctx, Fn fn, Handle handle) {
-  llvm::Expected<ScopedContext> scope = ctx.enter();
+  kvarn::Expected<ScopedContext> scope = ctx.enter();
   if (!scope) {
-    llvm::consumeError(scope.takeError());
+    kvarn::consumeError(scope.takeError());
     return;
   }
   (void)fn(handle);
@@ -82,9 +82,8 @@ private:
   }
   /// The driver writes NUL-terminated text into the buffer.
   static std::string text(const std::vector<char> &buffer) {
-    return llvm::StringRef(buffer.data(), strnlen(buffer.data(), buffer.size()))
-        .trim()
-        .str();
+    return std::string(trim(std::string_view(
+        buffer.data(), strnlen(buffer.data(), buffer.size()))));
   }
 
   std::vector<char> infoLog = std::vector<char>(kLogBytes, '\0');

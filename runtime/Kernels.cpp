@@ -9,33 +9,31 @@
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/STLExtras.h"
-
 using namespace kvarn;
 using namespace kvarn::runtime;
 using namespace kvarn::cuda;
 
-llvm::Error ContextState::checkAlive(llvm::StringRef what) const {
+kvarn::Error ContextState::checkAlive(std::string_view what) const {
   if (!alive.load())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: its context was destroyed", what);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error ContextState::synchronize() const {
+kvarn::Error ContextState::synchronize() const {
   KVARN_ENTER_CONTEXT(context);
   return KVARN_CUDA_CHECK(context.driver(), cuStreamSynchronize, stream);
 }
 
 // The kernels' names are the library's (dsl::libraryFiles: kernels first,
 // in KernelKind's order); nothing here spells them again.
-static llvm::ArrayRef<dsl::LibraryFile> libraryKernels() {
-  llvm::ArrayRef<dsl::LibraryFile> files = dsl::libraryFiles();
+static Span<const dsl::LibraryFile> libraryKernels() {
+  Span<const dsl::LibraryFile> files = dsl::libraryFiles();
   size_t n = 0;
   while (n < files.size() && files[n].isKernel)
     ++n;
   assert(n == kNumKernelKinds && "KernelKind and the kernel library differ");
-  return files.take_front(n);
+  return Span<const dsl::LibraryFile>(files.data(), n);
 }
 
 const char *kvarn::runtime::kernelName(KernelKind kind) {
@@ -47,22 +45,23 @@ dsl::KernelFamily kvarn::runtime::kernelFamily(KernelKind kind) {
   return libraryKernels()[size_t(kind)].family;
 }
 
-llvm::Expected<KernelKind> kvarn::runtime::parseKernelName(llvm::StringRef name) {
-  llvm::ArrayRef<dsl::LibraryFile> kernels = libraryKernels();
+kvarn::Expected<KernelKind>
+kvarn::runtime::parseKernelName(std::string_view name) {
+  Span<const dsl::LibraryFile> kernels = libraryKernels();
   for (size_t i = 0; i < kernels.size(); ++i)
     if (name == kernels[i].name)
       return KernelKind(i);
   std::string known;
   for (const dsl::LibraryFile &k : kernels)
-    known += (known.empty() ? "" : ", ") + k.name.str();
+    known += (known.empty() ? "" : ", ") + std::string(k.name);
   return makeError(KVARN_ERROR_INVALID_ARGUMENT, "unknown kernel '{0}' ({1})",
                    name, known);
 }
 
-llvm::Expected<std::unique_ptr<KernelSet>>
+kvarn::Expected<std::unique_ptr<KernelSet>>
 KernelSet::create(std::shared_ptr<ContextState> context,
                   dsl::Specialization spec) {
-  if (llvm::Error e = spec.check())
+  if (kvarn::Error e = spec.check())
     return std::move(e);
   return std::unique_ptr<KernelSet>(
       new KernelSet(std::move(context), std::move(spec)));
@@ -77,19 +76,19 @@ static KernelCache &processKernelCache() {
 
 /// One library kernel for the context's GPU, from the cache or compiled,
 /// loaded into the context.
-static llvm::Expected<LoadedKernel>
+static kvarn::Expected<LoadedKernel>
 compileAndLoad(const Context &context, const char *kernel,
                const dsl::Specialization &spec) {
   CompileOptions options;
   options.target.chip = context.info().arch();
-  llvm::Expected<CacheResult> found =
-      processKernelCache().getOrCompile({kernel, spec, "", ""}, options, &context);
+  kvarn::Expected<CacheResult> found = processKernelCache().getOrCompile(
+      {kernel, spec, "", ""}, options, &context);
   if (!found)
     return found.takeError();
   return LoadedKernel::load(context, found->artifacts->image());
 }
 
-llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
+kvarn::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
   if (kernelFamily(kind) != dsl::kernelFamily(specialization))
     return makeError(
         KVARN_ERROR_INVALID_ARGUMENT,
@@ -102,21 +101,18 @@ llvm::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
         specialization.isMla()
             ? "use the kvarn_mla_* calls"
             : "MLA kernels come from kvarn_mla_kernels_create");
-  if (llvm::Error e = ctx->checkAlive(kernelName(kind)))
+  if (kvarn::Error e = ctx->checkAlive(kernelName(kind)))
     return std::move(e);
   std::lock_guard<std::mutex> lock(mutex);
   std::unique_ptr<LoadedKernel> &slot = loaded[size_t(kind)];
   if (!slot) {
-    llvm::Expected<LoadedKernel> k =
+    kvarn::Expected<LoadedKernel> k =
         compileAndLoad(ctx->context, kernelName(kind), specialization);
     if (!k)
       return withContext(k.takeError(),
-                         llvm::formatv("{0} '{1}' for {2}",
-                                       linkedCompiler() ? "compiling"
-                                                        : "loading",
-                                       kernelName(kind),
-                                       specialization.describe())
-                             .str());
+                         format("{0} '{1}' for {2}",
+                                linkedCompiler() ? "compiling" : "loading",
+                                kernelName(kind), specialization.describe()));
     slot = std::make_unique<LoadedKernel>(std::move(*k));
   }
   return slot.get();
@@ -129,12 +125,12 @@ struct Launch {
   KernelSet &ks;
   KernelKind kind;
   /// Integers that must not be negative; any of them 0 launches nothing.
-  llvm::SmallVector<std::pair<const char *, int64_t>, 4> extents;
+  std::vector<std::pair<const char *, int64_t>> extents;
   /// Every argument by its parameter's name; every pointer must be set.
-  llvm::SmallVector<NamedArg, 16> args;
+  std::vector<NamedArg> args;
 
   /// Launches the grid the kernel declares for the arguments (its ABI).
-  llvm::Error run(CUstream stream) {
+  kvarn::Error run(CUstream stream) {
     const char *name = kernelName(kind);
     bool empty = false;
     for (auto [what, n] : extents) {
@@ -144,15 +140,15 @@ struct Launch {
       empty |= n == 0;
     }
     if (empty)
-      return llvm::Error::success();
+      return kvarn::Error::success();
     for (const NamedArg &a : args)
       if (a.kind == KernelArgs::Kind::Pointer && !a.bits)
         return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1} is null", name,
                          a.name);
-    llvm::Expected<const LoadedKernel *> k = ks.get(kind);
+    kvarn::Expected<const LoadedKernel *> k = ks.get(kind);
     if (!k)
       return k.takeError();
-    llvm::Expected<KernelArgs> bound = bindArguments(name, (*k)->abi(), args);
+    kvarn::Expected<KernelArgs> bound = bindArguments(name, (*k)->abi(), args);
     if (!bound)
       return bound.takeError();
     return withContext((*k)->launch(*bound, ks.streamOr(stream)),
@@ -161,13 +157,10 @@ struct Launch {
 };
 } // namespace
 
-llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
-                                         CUdeviceptr k, CUdeviceptr v,
-                                         CUdeviceptr slotMapping,
-                                         CUdeviceptr blockToSlot,
-                                         CUdeviceptr poolK, CUdeviceptr poolV,
-                                         int32_t numTokens,
-                                         int32_t numKvHeads) {
+kvarn::Error kvarn::runtime::launchAppend(
+    KernelSet &ks, CUstream stream, CUdeviceptr k, CUdeviceptr v,
+    CUdeviceptr slotMapping, CUdeviceptr blockToSlot, CUdeviceptr poolK,
+    CUdeviceptr poolV, int32_t numTokens, int32_t numKvHeads) {
   return Launch{ks,
                 KernelKind::Append,
                 {{"num_tokens", numTokens}, {"num_kv_heads", numKvHeads}},
@@ -182,12 +175,12 @@ llvm::Error kvarn::runtime::launchAppend(KernelSet &ks, CUstream stream,
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
-                                        CUdeviceptr poolK, CUdeviceptr poolV,
-                                        CUdeviceptr tileSlots,
-                                        CUdeviceptr tileBlocks,
-                                        CUdeviceptr cache, int32_t numTiles,
-                                        int32_t numKvHeads) {
+kvarn::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
+                                         CUdeviceptr poolK, CUdeviceptr poolV,
+                                         CUdeviceptr tileSlots,
+                                         CUdeviceptr tileBlocks,
+                                         CUdeviceptr cache, int32_t numTiles,
+                                         int32_t numKvHeads) {
   return Launch{ks,
                 KernelKind::Flush,
                 {{"num_tiles", numTiles}, {"num_kv_heads", numKvHeads}},
@@ -202,23 +195,23 @@ llvm::Error kvarn::runtime::launchFlush(KernelSet &ks, CUstream stream,
 }
 
 /// A sliding window is a token count; 0 means none.
-static llvm::Error checkWindow(const char *kernel, int32_t window) {
+static kvarn::Error checkWindow(const char *kernel, int32_t window) {
   if (window < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: window is {1} tokens; it must be >= 0 (0: no "
                      "sliding window)",
                      kernel, window);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error kvarn::runtime::launchDecode(
+kvarn::Error kvarn::runtime::launchDecode(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out, float scale,
     int32_t window, int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode: max_blocks is negative ({0})", maxBlocks);
-  if (llvm::Error e = checkWindow("decode", window))
+  if (kvarn::Error e = checkWindow("decode", window))
     return e;
   return Launch{ks,
                 KernelKind::Decode,
@@ -239,10 +232,10 @@ llvm::Error kvarn::runtime::launchDecode(
       .run(stream);
 }
 
-llvm::Expected<int> kvarn::runtime::decodeSplitCountFor(KernelSet &ks,
-                                                        int64_t pairs,
-                                                        int64_t maxBlocks) {
-  llvm::Expected<const LoadedKernel *> split = ks.get(
+kvarn::Expected<int> kvarn::runtime::decodeSplitCountFor(KernelSet &ks,
+                                                         int64_t pairs,
+                                                         int64_t maxBlocks) {
+  kvarn::Expected<const LoadedKernel *> split = ks.get(
       ks.spec().isMla() ? KernelKind::MlaDecodeSplit : KernelKind::DecodeSplit);
   if (!split)
     return split.takeError();
@@ -251,7 +244,7 @@ llvm::Expected<int> kvarn::runtime::decodeSplitCountFor(KernelSet &ks,
                            (*split)->ctasPerSM()});
 }
 
-llvm::Error kvarn::runtime::launchDecodeSplit(
+kvarn::Error kvarn::runtime::launchDecodeSplit(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr partOut,
@@ -259,7 +252,7 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
     int32_t batch, int32_t maxBlocks, int32_t numKvHeads, int32_t numSplits) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode_split: max_blocks is negative ({0})", maxBlocks);
-  if (llvm::Error e = checkWindow("decode_split", window))
+  if (kvarn::Error e = checkWindow("decode_split", window))
     return e;
   if (numSplits < 1)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -271,27 +264,27 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
   // Both kernels are fetched first so a compile failure launches nothing.
   for (KernelKind kind : {KernelKind::DecodeSplit, KernelKind::Combine})
     if (batch > 0 && numKvHeads > 0)
-      if (llvm::Expected<const LoadedKernel *> k = ks.get(kind); !k)
+      if (kvarn::Expected<const LoadedKernel *> k = ks.get(kind); !k)
         return k.takeError();
-  if (llvm::Error e = Launch{ks,
-                             KernelKind::DecodeSplit,
-                             {{"batch", batch}, {"num_kv_heads", numKvHeads}},
-                             {{"q", q},
-                              {"block_table", blockTable},
-                              {"seq_lens", seqLens},
-                              {"block_to_slot", blockToSlot},
-                              {"cache", cache},
-                              {"pool_k", poolK},
-                              {"pool_v", poolV},
-                              {"part_out", partOut},
-                              {"part_lse", partLse},
-                              {"softmax_scale", scale},
-                              {"window", window},
-                              {"batch", batch},
-                              {"max_blocks", maxBlocks},
-                              {"num_kv_heads", numKvHeads},
-                              {"num_splits", numSplits}}}
-                          .run(stream))
+  if (kvarn::Error e = Launch{ks,
+                              KernelKind::DecodeSplit,
+                              {{"batch", batch}, {"num_kv_heads", numKvHeads}},
+                              {{"q", q},
+                               {"block_table", blockTable},
+                               {"seq_lens", seqLens},
+                               {"block_to_slot", blockToSlot},
+                               {"cache", cache},
+                               {"pool_k", poolK},
+                               {"pool_v", poolV},
+                               {"part_out", partOut},
+                               {"part_lse", partLse},
+                               {"softmax_scale", scale},
+                               {"window", window},
+                               {"batch", batch},
+                               {"max_blocks", maxBlocks},
+                               {"num_kv_heads", numKvHeads},
+                               {"num_splits", numSplits}}}
+                           .run(stream))
     return e;
   return Launch{ks,
                 KernelKind::Combine,
@@ -306,7 +299,7 @@ llvm::Error kvarn::runtime::launchDecodeSplit(
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchVerify(
+kvarn::Error kvarn::runtime::launchVerify(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr contextLens, CUdeviceptr queryLens, CUdeviceptr blockToSlot,
     CUdeviceptr cache, CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
@@ -314,7 +307,7 @@ llvm::Error kvarn::runtime::launchVerify(
     int32_t maxBlocks, int32_t numKvHeads) {
   if (maxBlocks < 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "verify: max_blocks is negative ({0})", maxBlocks);
-  if (llvm::Error e = checkWindow("verify", window))
+  if (kvarn::Error e = checkWindow("verify", window))
     return e;
   return Launch{ks,
                 KernelKind::Verify,
@@ -339,12 +332,11 @@ llvm::Error kvarn::runtime::launchVerify(
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchMaterialize(
-    KernelSet &ks, CUstream stream, CUdeviceptr blockTable,
-    CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
-    CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr outStart,
-    CUdeviceptr outK, CUdeviceptr outV, int32_t batch, int32_t maxBlocks,
-    int32_t numKvHeads) {
+kvarn::Error kvarn::runtime::launchMaterialize(
+    KernelSet &ks, CUstream stream, CUdeviceptr blockTable, CUdeviceptr seqLens,
+    CUdeviceptr blockToSlot, CUdeviceptr cache, CUdeviceptr poolK,
+    CUdeviceptr poolV, CUdeviceptr outStart, CUdeviceptr outK, CUdeviceptr outV,
+    int32_t batch, int32_t maxBlocks, int32_t numKvHeads) {
   return Launch{ks,
                 KernelKind::Materialize,
                 {{"batch", batch},
@@ -365,7 +357,7 @@ llvm::Error kvarn::runtime::launchMaterialize(
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchMlaAppend(
+kvarn::Error kvarn::runtime::launchMlaAppend(
     KernelSet &ks, CUstream stream, CUdeviceptr latent, CUdeviceptr kPe,
     CUdeviceptr slotMapping, CUdeviceptr blockToSlot, CUdeviceptr poolLatent,
     CUdeviceptr poolPe, int32_t numTokens) {
@@ -382,7 +374,7 @@ llvm::Error kvarn::runtime::launchMlaAppend(
       .run(stream);
 }
 
-llvm::Error
+kvarn::Error
 kvarn::runtime::launchMlaFlush(KernelSet &ks, CUstream stream,
                                CUdeviceptr poolLatent, CUdeviceptr poolPe,
                                CUdeviceptr tileSlots, CUdeviceptr tileBlocks,
@@ -399,7 +391,7 @@ kvarn::runtime::launchMlaFlush(KernelSet &ks, CUstream stream,
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchMlaDecode(
+kvarn::Error kvarn::runtime::launchMlaDecode(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolLatent, CUdeviceptr poolPe, CUdeviceptr out, float scale,
@@ -424,7 +416,7 @@ llvm::Error kvarn::runtime::launchMlaDecode(
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchMlaDecodeSplit(
+kvarn::Error kvarn::runtime::launchMlaDecodeSplit(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr seqLens, CUdeviceptr blockToSlot, CUdeviceptr cache,
     CUdeviceptr poolLatent, CUdeviceptr poolPe, CUdeviceptr partOut,
@@ -444,25 +436,25 @@ llvm::Error kvarn::runtime::launchMlaDecodeSplit(
   // Both kernels are fetched first so a compile failure launches nothing.
   for (KernelKind kind : {KernelKind::MlaDecodeSplit, KernelKind::MlaCombine})
     if (batch > 0)
-      if (llvm::Expected<const LoadedKernel *> k = ks.get(kind); !k)
+      if (kvarn::Expected<const LoadedKernel *> k = ks.get(kind); !k)
         return k.takeError();
-  if (llvm::Error e = Launch{ks,
-                             KernelKind::MlaDecodeSplit,
-                             {{"batch", batch}},
-                             {{"q", q},
-                              {"block_table", blockTable},
-                              {"seq_lens", seqLens},
-                              {"block_to_slot", blockToSlot},
-                              {"cache", cache},
-                              {"pool_latent", poolLatent},
-                              {"pool_pe", poolPe},
-                              {"part_out", partOut},
-                              {"part_lse", partLse},
-                              {"softmax_scale", scale},
-                              {"batch", batch},
-                              {"max_blocks", maxBlocks},
-                              {"num_splits", numSplits}}}
-                          .run(stream))
+  if (kvarn::Error e = Launch{ks,
+                              KernelKind::MlaDecodeSplit,
+                              {{"batch", batch}},
+                              {{"q", q},
+                               {"block_table", blockTable},
+                               {"seq_lens", seqLens},
+                               {"block_to_slot", blockToSlot},
+                               {"cache", cache},
+                               {"pool_latent", poolLatent},
+                               {"pool_pe", poolPe},
+                               {"part_out", partOut},
+                               {"part_lse", partLse},
+                               {"softmax_scale", scale},
+                               {"batch", batch},
+                               {"max_blocks", maxBlocks},
+                               {"num_splits", numSplits}}}
+                           .run(stream))
     return e;
   return Launch{ks,
                 KernelKind::MlaCombine,
@@ -476,7 +468,7 @@ llvm::Error kvarn::runtime::launchMlaDecodeSplit(
       .run(stream);
 }
 
-llvm::Error kvarn::runtime::launchMlaVerify(
+kvarn::Error kvarn::runtime::launchMlaVerify(
     KernelSet &ks, CUstream stream, CUdeviceptr q, CUdeviceptr blockTable,
     CUdeviceptr contextLens, CUdeviceptr queryLens, CUdeviceptr blockToSlot,
     CUdeviceptr cache, CUdeviceptr poolLatent, CUdeviceptr poolPe,

@@ -28,9 +28,9 @@ struct ContextState {
 
   explicit ContextState(cuda::Context c, CUstream s)
       : context(std::move(c)), stream(s) {}
-  llvm::Error checkAlive(llvm::StringRef what) const;
+  kvarn::Error checkAlive(std::string_view what) const;
   /// Waits for `stream` (cuStreamSynchronize).
-  llvm::Error synchronize() const;
+  kvarn::Error synchronize() const;
 };
 
 /// The library's kernels, in its order (dsl::libraryFiles): the dense
@@ -55,13 +55,13 @@ const char *kernelName(KernelKind kind);
 /// The specializations `kind` is built for.
 dsl::KernelFamily kernelFamily(KernelKind kind);
 /// "decode" -> KernelKind::Decode.
-llvm::Expected<KernelKind> parseKernelName(llvm::StringRef name);
+kvarn::Expected<KernelKind> parseKernelName(std::string_view name);
 
 /// The library's kernels for one specialization in one context, each
 /// compiled and loaded on first use.
 class KernelSet {
 public:
-  static llvm::Expected<std::unique_ptr<KernelSet>>
+  static kvarn::Expected<std::unique_ptr<KernelSet>>
   create(std::shared_ptr<ContextState> context, dsl::Specialization spec);
 
   const dsl::Specialization &spec() const { return specialization; }
@@ -70,7 +70,7 @@ public:
     return stream ? stream : ctx->stream;
   }
   /// The loaded kernel, compiling it first if needed (thread-safe).
-  llvm::Expected<const cuda::LoadedKernel *> get(KernelKind kind);
+  kvarn::Expected<const cuda::LoadedKernel *> get(KernelKind kind);
 
 private:
   KernelSet(std::shared_ptr<ContextState> context, dsl::Specialization spec)
@@ -85,82 +85,82 @@ private:
 /// One launcher per kernel, parameters in the ABI order of docs/dsl.md. A
 /// zero extent launches nothing; negative extents and null buffers that
 /// would be read are errors.
-llvm::Error launchAppend(KernelSet &ks, CUstream stream, CUdeviceptr k,
-                         CUdeviceptr v, CUdeviceptr slotMapping,
-                         CUdeviceptr blockToSlot, CUdeviceptr poolK,
-                         CUdeviceptr poolV, int32_t numTokens,
-                         int32_t numKvHeads);
-llvm::Error launchFlush(KernelSet &ks, CUstream stream, CUdeviceptr poolK,
-                        CUdeviceptr poolV, CUdeviceptr tileSlots,
-                        CUdeviceptr tileBlocks, CUdeviceptr cache,
-                        int32_t numTiles, int32_t numKvHeads);
-llvm::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                         CUdeviceptr blockTable, CUdeviceptr seqLens,
-                         CUdeviceptr blockToSlot, CUdeviceptr cache,
-                         CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
-                         float scale, int32_t window, int32_t batch,
-                         int32_t maxBlocks, int32_t numKvHeads);
+kvarn::Error launchAppend(KernelSet &ks, CUstream stream, CUdeviceptr k,
+                          CUdeviceptr v, CUdeviceptr slotMapping,
+                          CUdeviceptr blockToSlot, CUdeviceptr poolK,
+                          CUdeviceptr poolV, int32_t numTokens,
+                          int32_t numKvHeads);
+kvarn::Error launchFlush(KernelSet &ks, CUstream stream, CUdeviceptr poolK,
+                         CUdeviceptr poolV, CUdeviceptr tileSlots,
+                         CUdeviceptr tileBlocks, CUdeviceptr cache,
+                         int32_t numTiles, int32_t numKvHeads);
+kvarn::Error launchDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                          CUdeviceptr blockTable, CUdeviceptr seqLens,
+                          CUdeviceptr blockToSlot, CUdeviceptr cache,
+                          CUdeviceptr poolK, CUdeviceptr poolV, CUdeviceptr out,
+                          float scale, int32_t window, int32_t batch,
+                          int32_t maxBlocks, int32_t numKvHeads);
 /// decodeSplitCount for `pairs` (requests x Hk; MLA: requests x the
 /// programs of one request's heads, HEAD_GROUPS) over `maxBlocks` blocks a
 /// request on this set's GPU, with the CTAs per SM decode_split (or
 /// mla_decode_split) was built for (its metadata); loads it if it is not
 /// yet.
-llvm::Expected<int> decodeSplitCountFor(KernelSet &ks, int64_t pairs,
-                                        int64_t maxBlocks);
-llvm::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                              CUdeviceptr blockTable, CUdeviceptr seqLens,
-                              CUdeviceptr blockToSlot, CUdeviceptr cache,
-                              CUdeviceptr poolK, CUdeviceptr poolV,
-                              CUdeviceptr partOut, CUdeviceptr partLse,
-                              CUdeviceptr out, float scale, int32_t window,
-                              int32_t batch, int32_t maxBlocks,
-                              int32_t numKvHeads, int32_t numSplits);
-llvm::Error launchVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                         CUdeviceptr blockTable, CUdeviceptr contextLens,
-                         CUdeviceptr queryLens, CUdeviceptr blockToSlot,
-                         CUdeviceptr cache, CUdeviceptr poolK,
-                         CUdeviceptr poolV, CUdeviceptr out, float scale,
-                         int32_t window, int32_t batch, int32_t maxQueryTokens,
-                         int32_t maxBlocks, int32_t numKvHeads);
-llvm::Error launchMaterialize(KernelSet &ks, CUstream stream,
-                              CUdeviceptr blockTable, CUdeviceptr seqLens,
-                              CUdeviceptr blockToSlot, CUdeviceptr cache,
-                              CUdeviceptr poolK, CUdeviceptr poolV,
-                              CUdeviceptr outStart, CUdeviceptr outK,
-                              CUdeviceptr outV, int32_t batch,
-                              int32_t maxBlocks, int32_t numKvHeads);
+kvarn::Expected<int> decodeSplitCountFor(KernelSet &ks, int64_t pairs,
+                                         int64_t maxBlocks);
+kvarn::Error launchDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                               CUdeviceptr blockTable, CUdeviceptr seqLens,
+                               CUdeviceptr blockToSlot, CUdeviceptr cache,
+                               CUdeviceptr poolK, CUdeviceptr poolV,
+                               CUdeviceptr partOut, CUdeviceptr partLse,
+                               CUdeviceptr out, float scale, int32_t window,
+                               int32_t batch, int32_t maxBlocks,
+                               int32_t numKvHeads, int32_t numSplits);
+kvarn::Error launchVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                          CUdeviceptr blockTable, CUdeviceptr contextLens,
+                          CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+                          CUdeviceptr cache, CUdeviceptr poolK,
+                          CUdeviceptr poolV, CUdeviceptr out, float scale,
+                          int32_t window, int32_t batch, int32_t maxQueryTokens,
+                          int32_t maxBlocks, int32_t numKvHeads);
+kvarn::Error launchMaterialize(KernelSet &ks, CUstream stream,
+                               CUdeviceptr blockTable, CUdeviceptr seqLens,
+                               CUdeviceptr blockToSlot, CUdeviceptr cache,
+                               CUdeviceptr poolK, CUdeviceptr poolV,
+                               CUdeviceptr outStart, CUdeviceptr outK,
+                               CUdeviceptr outV, int32_t batch,
+                               int32_t maxBlocks, int32_t numKvHeads);
 
 /// The MLA kernels (lib/kernels/mla_*.kvt), parameters in their ABI order.
-llvm::Error launchMlaAppend(KernelSet &ks, CUstream stream, CUdeviceptr latent,
-                            CUdeviceptr kPe, CUdeviceptr slotMapping,
-                            CUdeviceptr blockToSlot, CUdeviceptr poolLatent,
-                            CUdeviceptr poolPe, int32_t numTokens);
-llvm::Error launchMlaFlush(KernelSet &ks, CUstream stream,
-                           CUdeviceptr poolLatent, CUdeviceptr poolPe,
-                           CUdeviceptr tileSlots, CUdeviceptr tileBlocks,
-                           CUdeviceptr cache, int32_t numTiles);
-llvm::Error launchMlaDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                            CUdeviceptr blockTable, CUdeviceptr seqLens,
-                            CUdeviceptr blockToSlot, CUdeviceptr cache,
+kvarn::Error launchMlaAppend(KernelSet &ks, CUstream stream, CUdeviceptr latent,
+                             CUdeviceptr kPe, CUdeviceptr slotMapping,
+                             CUdeviceptr blockToSlot, CUdeviceptr poolLatent,
+                             CUdeviceptr poolPe, int32_t numTokens);
+kvarn::Error launchMlaFlush(KernelSet &ks, CUstream stream,
                             CUdeviceptr poolLatent, CUdeviceptr poolPe,
-                            CUdeviceptr out, float scale, int32_t batch,
-                            int32_t maxBlocks);
+                            CUdeviceptr tileSlots, CUdeviceptr tileBlocks,
+                            CUdeviceptr cache, int32_t numTiles);
+kvarn::Error launchMlaDecode(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                             CUdeviceptr blockTable, CUdeviceptr seqLens,
+                             CUdeviceptr blockToSlot, CUdeviceptr cache,
+                             CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                             CUdeviceptr out, float scale, int32_t batch,
+                             int32_t maxBlocks);
 /// mla_decode_split then mla_combine.
-llvm::Error launchMlaDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                                 CUdeviceptr blockTable, CUdeviceptr seqLens,
-                                 CUdeviceptr blockToSlot, CUdeviceptr cache,
-                                 CUdeviceptr poolLatent, CUdeviceptr poolPe,
-                                 CUdeviceptr partOut, CUdeviceptr partLse,
-                                 CUdeviceptr out, float scale, int32_t batch,
-                                 int32_t maxBlocks, int32_t numSplits);
+kvarn::Error launchMlaDecodeSplit(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                                  CUdeviceptr blockTable, CUdeviceptr seqLens,
+                                  CUdeviceptr blockToSlot, CUdeviceptr cache,
+                                  CUdeviceptr poolLatent, CUdeviceptr poolPe,
+                                  CUdeviceptr partOut, CUdeviceptr partLse,
+                                  CUdeviceptr out, float scale, int32_t batch,
+                                  int32_t maxBlocks, int32_t numSplits);
 
-llvm::Error launchMlaVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
-                            CUdeviceptr blockTable, CUdeviceptr contextLens,
-                            CUdeviceptr queryLens, CUdeviceptr blockToSlot,
-                            CUdeviceptr cache, CUdeviceptr poolLatent,
-                            CUdeviceptr poolPe, CUdeviceptr out, float scale,
-                            int32_t batch, int32_t maxQueryTokens,
-                            int32_t maxBlocks);
+kvarn::Error launchMlaVerify(KernelSet &ks, CUstream stream, CUdeviceptr q,
+                             CUdeviceptr blockTable, CUdeviceptr contextLens,
+                             CUdeviceptr queryLens, CUdeviceptr blockToSlot,
+                             CUdeviceptr cache, CUdeviceptr poolLatent,
+                             CUdeviceptr poolPe, CUdeviceptr out, float scale,
+                             int32_t batch, int32_t maxQueryTokens,
+                             int32_t maxBlocks);
 
 } // namespace kvarn::runtime
 

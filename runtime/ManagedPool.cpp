@@ -30,10 +30,10 @@ static const char *kindName(int32_t kind) {
   return "unknown";
 }
 
-llvm::Expected<std::unique_ptr<ManagedPool>>
+kvarn::Expected<std::unique_ptr<ManagedPool>>
 ManagedPool::create(std::shared_ptr<ContextState> context,
                     const kvarn_pool_config_t &c,
-                    llvm::ArrayRef<kvarn_layer_config_t> layerConfigs) {
+                    Span<const kvarn_layer_config_t> layerConfigs) {
   const char *presetName = c.preset ? c.preset : defaultPreset().name;
   if (isMlaPresetName(presetName))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -41,11 +41,12 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                      "kvarn_mla_pool_create (its plan from "
                      "kvarn_mla_capacity_plan)",
                      presetName);
-  llvm::Expected<const Preset *> preset = lookupPreset(presetName);
+  kvarn::Expected<const Preset *> preset = lookupPreset(presetName);
   if (!preset)
     return preset.takeError();
   presetName = (*preset)->name; // static storage
-  llvm::Expected<RecordLayout> layout = RecordLayout::get(**preset, c.head_dim);
+  kvarn::Expected<RecordLayout> layout =
+      RecordLayout::get(**preset, c.head_dim);
   if (!layout)
     return layout.takeError();
   if (c.block_size != 0 && c.block_size != (*preset)->group)
@@ -65,7 +66,7 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                      c.num_q_heads, c.num_kv_heads);
   int32_t gqa = c.num_q_heads / c.num_kv_heads;
   dsl::Specialization spec{presetName, c.head_dim, gqa};
-  if (llvm::Error e = spec.check())
+  if (kvarn::Error e = spec.check())
     return std::move(e);
   PoolGeometry g;
   g.blockSize = (*preset)->group;
@@ -74,12 +75,12 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   g.maxRequests = c.max_requests;
   g.maxBlocksPerRequest = c.max_blocks_per_request;
   // Every size is checked before anything is allocated.
-  if (llvm::Error e = g.check())
+  if (kvarn::Error e = g.check())
     return std::move(e);
   if (layerConfigs.empty()) {
     // Every layer alike: the sizes are checked before a per-layer table is
     // (num_layers may be anything here, unlike with a caller's table).
-    llvm::Expected<PoolBytes> bytes =
+    kvarn::Expected<PoolBytes> bytes =
         poolBytes(*layout, {c.num_layers, c.num_kv_heads, c.head_dim},
                   g.numBlocks, g.numPoolSlots);
     if (!bytes)
@@ -134,7 +135,7 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
     }
     if (!lc.preset)
       continue;
-    llvm::Expected<const Preset *> lp = lookupPreset(lc.preset);
+    kvarn::Expected<const Preset *> lp = lookupPreset(lc.preset);
     if (!lp)
       return withContext(lp.takeError(), "pool: layer " + std::to_string(l));
     if ((*lp)->group != (*preset)->group)
@@ -145,16 +146,16 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                        l, (*lp)->name, (*lp)->group, presetName,
                        (*preset)->group);
     dsl::Specialization ls2{(*lp)->name, c.head_dim, gqa};
-    if (llvm::Error e = ls2.check())
+    if (kvarn::Error e = ls2.check())
       return withContext(std::move(e), "pool: layer " + std::to_string(l));
-    llvm::Expected<RecordLayout> ll = RecordLayout::get(**lp, c.head_dim);
+    kvarn::Expected<RecordLayout> ll = RecordLayout::get(**lp, c.head_dim);
     if (!ll)
       return withContext(ll.takeError(), "pool: layer " + std::to_string(l));
     ls.layout = *ll;
     ls.preset = (*lp)->name;
   }
   ModelShape model{c.num_layers, c.num_kv_heads, c.head_dim};
-  llvm::Expected<MixedBytes> mixed =
+  kvarn::Expected<MixedBytes> mixed =
       mixedBytes(specs, c.num_kv_heads, c.head_dim, g.blockSize, g.numBlocks,
                  g.numPoolSlots);
   if (!mixed)
@@ -170,7 +171,7 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
                      "every layer) overflow the flush kernel's 32-bit block "
                      "and slot indices",
                      c.num_layers, g.numBlocks, mixed->poolRows);
-  llvm::Expected<PoolState> state = PoolState::create(g);
+  kvarn::Expected<PoolState> state = PoolState::create(g);
   if (!state)
     return state.takeError();
 
@@ -183,50 +184,50 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   if (!context)
     return std::move(p);
 
-  if (llvm::Error e = context->checkAlive("pool"))
+  if (kvarn::Error e = context->checkAlive("pool"))
     return std::move(e);
   p->ctx = context;
   const MixedBytes &b = p->mixed;
   for (const char *name : b.groupPreset) {
-    llvm::Expected<std::unique_ptr<KernelSet>> ks =
+    kvarn::Expected<std::unique_ptr<KernelSet>> ks =
         KernelSet::create(context, {name, c.head_dim, gqa});
     if (!ks)
       return ks.takeError();
     p->groupKernels.push_back(std::move(*ks));
   }
   if (b.fp16BytesPerBlock) {
-    llvm::Expected<std::unique_ptr<KernelSet>> ks =
+    kvarn::Expected<std::unique_ptr<KernelSet>> ks =
         KernelSet::create(context, spec);
     if (!ks)
       return ks.takeError();
     p->fp16Kernels = std::move(*ks);
   }
-  auto allocate = [&](DeviceBuffer &buffer, int64_t bytes) -> llvm::Error {
-    llvm::Expected<DeviceBuffer> d =
+  auto allocate = [&](DeviceBuffer &buffer, int64_t bytes) -> kvarn::Error {
+    kvarn::Expected<DeviceBuffer> d =
         DeviceBuffer::allocate(context->context, size_t(bytes));
     if (!d)
       return d.takeError();
     buffer = std::move(*d);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   p->caches.resize(b.groupCacheBytes.size());
   for (size_t i = 0; i < b.groupCacheBytes.size(); ++i)
-    if (llvm::Error e = allocate(p->caches[i], b.groupCacheBytes[i]))
+    if (kvarn::Error e = allocate(p->caches[i], b.groupCacheBytes[i]))
       return std::move(e);
-  if (llvm::Error e = allocate(p->poolK, b.poolBytes / 2))
+  if (kvarn::Error e = allocate(p->poolK, b.poolBytes / 2))
     return std::move(e);
-  if (llvm::Error e = allocate(p->poolV, b.poolBytes / 2))
+  if (kvarn::Error e = allocate(p->poolV, b.poolBytes / 2))
     return std::move(e);
-  if (llvm::Error e = allocate(p->blockToSlot, int64_t(g.numBlocks) * 4))
+  if (kvarn::Error e = allocate(p->blockToSlot, int64_t(g.numBlocks) * 4))
     return std::move(e);
   if (b.fp16BytesPerBlock) {
-    if (llvm::Error e = allocate(p->identity, int64_t(g.numBlocks) * 4))
+    if (kvarn::Error e = allocate(p->identity, int64_t(g.numBlocks) * 4))
       return std::move(e);
     std::vector<int32_t> ids(g.numBlocks);
     for (int32_t i = 0; i < g.numBlocks; ++i)
       ids[i] = i;
-    if (llvm::Error e = p->identity.uploadAsync(ids.data(), ids.size() * 4,
-                                                context->stream))
+    if (kvarn::Error e = p->identity.uploadAsync(ids.data(), ids.size() * 4,
+                                                 context->stream))
       return std::move(e);
     // `ids` is pageable memory: the driver staged it before returning.
   }
@@ -235,24 +236,24 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   for (const LayerBytes &lb : b.layers)
     kvarnLayers += lb.kind == LayerKind::Kvarn;
   if (kvarnLayers)
-    if (llvm::Error e =
+    if (kvarn::Error e =
             allocate(p->flushTiles, 2 * kvarnLayers * g.numPoolSlots * 4))
       return std::move(e);
   // The kernels a serving step uses, so no step compiles.
   auto load = [](KernelSet &ks,
-                 std::initializer_list<KernelKind> kinds) -> llvm::Error {
+                 std::initializer_list<KernelKind> kinds) -> kvarn::Error {
     for (KernelKind k : kinds)
-      if (llvm::Expected<const LoadedKernel *> loaded = ks.get(k); !loaded)
+      if (kvarn::Expected<const LoadedKernel *> loaded = ks.get(k); !loaded)
         return loaded.takeError();
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   for (auto &ks : p->groupKernels)
-    if (llvm::Error e = load(*ks, {KernelKind::Append, KernelKind::Flush,
-                                   KernelKind::Decode, KernelKind::DecodeSplit,
-                                   KernelKind::Combine, KernelKind::Verify}))
+    if (kvarn::Error e = load(*ks, {KernelKind::Append, KernelKind::Flush,
+                                    KernelKind::Decode, KernelKind::DecodeSplit,
+                                    KernelKind::Combine, KernelKind::Verify}))
       return std::move(e);
   if (p->fp16Kernels)
-    if (llvm::Error e =
+    if (kvarn::Error e =
             load(*p->fp16Kernels, {KernelKind::Append, KernelKind::Decode,
                                    KernelKind::DecodeSplit, KernelKind::Combine,
                                    KernelKind::Verify}))
@@ -260,7 +261,7 @@ ManagedPool::create(std::shared_ptr<ContextState> context,
   return std::move(p);
 }
 
-llvm::Expected<std::unique_ptr<ManagedPool>>
+kvarn::Expected<std::unique_ptr<ManagedPool>>
 ManagedPool::createMla(std::shared_ptr<ContextState> context,
                        const kvarn_pool_config_t &c, int32_t ropeDim) {
   const char *name = c.preset ? c.preset : allMlaPresets().front().name;
@@ -268,7 +269,7 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
     return makeError(KVARN_ERROR_UNKNOWN_PRESET,
                      "MLA pool: '{0}' is not an MLA preset (MLA presets: {1})",
                      name, allMlaPresets().front().name);
-  const MlaPreset &preset = *llvm::cantFail(lookupMlaPreset(name));
+  const MlaPreset &preset = *kvarn::cantFail(lookupMlaPreset(name));
   name = preset.name; // static storage
   if (c.num_layers <= 0 || c.num_q_heads <= 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -287,10 +288,10 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
                      c.block_size, name, preset.group);
   dsl::Specialization spec{name, c.head_dim, c.num_q_heads, DType::F16,
                            ropeDim};
-  if (llvm::Error e = spec.check())
+  if (kvarn::Error e = spec.check())
     return withContext(std::move(e), "MLA pool");
   MlaRecordLayout layout =
-      llvm::cantFail(MlaRecordLayout::get(preset, c.head_dim, ropeDim));
+      kvarn::cantFail(MlaRecordLayout::get(preset, c.head_dim, ropeDim));
   PoolGeometry g;
   g.blockSize = preset.group;
   g.numBlocks = c.num_blocks;
@@ -298,7 +299,7 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
   g.maxRequests = c.max_requests;
   g.maxBlocksPerRequest = c.max_blocks_per_request;
   g.keepSinks = false;
-  if (llvm::Error e = g.check())
+  if (kvarn::Error e = g.check())
     return std::move(e);
   // The flush kernel takes pool rows and cache blocks as i32 indices.
   if (int64_t(c.num_layers) * c.num_blocks > INT32_MAX ||
@@ -308,11 +309,11 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
                      "overflow the flush kernel's 32-bit block and slot "
                      "indices",
                      c.num_layers, c.num_blocks, c.pool_slots);
-  llvm::Expected<MixedBytes> bytes =
+  kvarn::Expected<MixedBytes> bytes =
       mlaPoolBytes(layout, name, c.num_layers, g.numBlocks, g.numPoolSlots);
   if (!bytes)
     return bytes.takeError();
-  llvm::Expected<PoolState> state = PoolState::create(g);
+  kvarn::Expected<PoolState> state = PoolState::create(g);
   if (!state)
     return state.takeError();
 
@@ -327,21 +328,21 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
   if (!context)
     return std::move(p);
 
-  if (llvm::Error e = context->checkAlive("MLA pool"))
+  if (kvarn::Error e = context->checkAlive("MLA pool"))
     return std::move(e);
   p->ctx = context;
-  llvm::Expected<std::unique_ptr<KernelSet>> ks =
+  kvarn::Expected<std::unique_ptr<KernelSet>> ks =
       KernelSet::create(context, spec);
   if (!ks)
     return ks.takeError();
   p->groupKernels.push_back(std::move(*ks));
-  auto allocate = [&](DeviceBuffer &buffer, int64_t n) -> llvm::Error {
-    llvm::Expected<DeviceBuffer> d =
+  auto allocate = [&](DeviceBuffer &buffer, int64_t n) -> kvarn::Error {
+    kvarn::Expected<DeviceBuffer> d =
         DeviceBuffer::allocate(context->context, size_t(n));
     if (!d)
       return d.takeError();
     buffer = std::move(*d);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   const int64_t rows = p->mixed.poolRows, g16 = int64_t(g.blockSize) * 2;
   p->caches.resize(1);
@@ -351,13 +352,13 @@ ManagedPool::createMla(std::shared_ptr<ContextState> context,
         std::pair{&p->poolV, rows * g16 * layout.ropeDim},
         std::pair{&p->blockToSlot, int64_t(g.numBlocks) * 4},
         std::pair{&p->flushTiles, 2 * rows * 4}})
-    if (llvm::Error e = allocate(*buffer, std::max<int64_t>(n, 4)))
+    if (kvarn::Error e = allocate(*buffer, std::max<int64_t>(n, 4)))
       return std::move(e);
   // The kernels a serving step uses, so no step compiles.
   for (KernelKind k : {KernelKind::MlaAppend, KernelKind::MlaFlush,
                        KernelKind::MlaDecode, KernelKind::MlaDecodeSplit,
                        KernelKind::MlaCombine, KernelKind::MlaVerify})
-    if (llvm::Expected<const LoadedKernel *> loaded =
+    if (kvarn::Expected<const LoadedKernel *> loaded =
             p->groupKernels[0]->get(k);
         !loaded)
       return loaded.takeError();
@@ -373,7 +374,7 @@ bool ManagedPool::uniform() const {
   return true;
 }
 
-llvm::Error ManagedPool::checkLayer(const char *op, int32_t layer) const {
+kvarn::Error ManagedPool::checkLayer(const char *op, int32_t layer) const {
   if (layer < 0 || layer >= model.numLayers)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: layer {1} is not in [0, {2})", op, layer,
@@ -383,14 +384,14 @@ llvm::Error ManagedPool::checkLayer(const char *op, int32_t layer) const {
                      "{0}: layer {1} is absent (configured without a KV "
                      "cache: a Mamba or linear-attention layer)",
                      op, layer);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<ManagedPool::LayerMemory>
+kvarn::Expected<ManagedPool::LayerMemory>
 ManagedPool::layerMemory(const char *op, int32_t layer) {
-  if (llvm::Error e = checkLayer(op, layer))
+  if (kvarn::Error e = checkLayer(op, layer))
     return std::move(e);
-  if (llvm::Error e = checkDevice(op))
+  if (kvarn::Error e = checkDevice(op))
     return std::move(e);
   const LayerBytes &l = mixed.layers[layer];
   LayerMemory m;
@@ -415,7 +416,7 @@ ManagedPool::layerMemory(const char *op, int32_t layer) {
   return m;
 }
 
-llvm::Error ManagedPool::checkDevice(llvm::StringRef what) const {
+kvarn::Error ManagedPool::checkDevice(std::string_view what) const {
   if (!ctx)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: the pool was created without a context "
@@ -424,28 +425,28 @@ llvm::Error ManagedPool::checkDevice(llvm::StringRef what) const {
   return ctx->checkAlive(what);
 }
 
-llvm::Error ManagedPool::syncBlockToSlot() {
+kvarn::Error ManagedPool::syncBlockToSlot() {
   if (!ctx || !blockToSlotDirty)
-    return llvm::Error::success();
-  llvm::ArrayRef<int32_t> host = state.blockToSlot();
+    return kvarn::Error::success();
+  Span<const int32_t> host = state.blockToSlot();
   // Pageable memory: the driver stages it before returning, so the host
   // array may change right after. TODO: a pinned ring buffer would keep the
   // driver from ever waiting on the stream here.
-  if (llvm::Error e = blockToSlot.uploadAsync(host.data(), host.size() * 4,
-                                              ctx->stream))
+  if (kvarn::Error e =
+          blockToSlot.uploadAsync(host.data(), host.size() * 4, ctx->stream))
     return e;
   blockToSlotDirty = false;
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<int32_t> ManagedPool::flush() {
+kvarn::Expected<int32_t> ManagedPool::flush() {
   if (openSteps)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "flush: {0} step(s) of the pool are open; commit them "
                      "first (their tables name pool slots a flush frees)",
                      openSteps);
   if (ctx)
-    if (llvm::Error e = ctx->checkAlive("flush"))
+    if (kvarn::Error e = ctx->checkAlive("flush"))
       return std::move(e);
   std::vector<FlushTile> work = state.flushWork();
   if (!work.empty() && ctx) {
@@ -463,11 +464,11 @@ llvm::Expected<int32_t> ManagedPool::flush() {
       // The launches share one tile buffer, each its own part.
       std::vector<int32_t> lists(f.poolRows);
       lists.insert(lists.end(), f.cacheBlocks.begin(), f.cacheBlocks.end());
-      if (llvm::Error e = flushTiles.uploadAsync(lists.data(), lists.size() * 4,
-                                                 ctx->stream, at * 4))
+      if (kvarn::Error e = flushTiles.uploadAsync(
+              lists.data(), lists.size() * 4, ctx->stream, at * 4))
         return std::move(e);
       CUdeviceptr base = flushTiles.address() + at * 4;
-      llvm::Error e =
+      kvarn::Error e =
           mla ? launchMlaFlush(*groupKernels[f.group], ctx->stream,
                                poolK.address(), poolV.address(), base,
                                base + tiles * 4, caches[f.group].address(),
@@ -491,22 +492,22 @@ llvm::Expected<int32_t> ManagedPool::flush() {
 // Step
 //===----------------------------------------------------------------------===//
 
-llvm::Error Step::checkOpen(const char *op) const {
+kvarn::Error Step::checkOpen(const char *op) const {
   if (!open)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: the step is not open (kvarn_step_begin first)", op);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<ManagedPool::LayerMemory> Step::checkLayer(const char *op,
-                                                          int32_t layer) const {
-  if (llvm::Error e = checkOpen(op))
+kvarn::Expected<ManagedPool::LayerMemory>
+Step::checkLayer(const char *op, int32_t layer) const {
+  if (kvarn::Error e = checkOpen(op))
     return std::move(e);
   return pool.layerMemory(op, layer);
 }
 
-llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
-                        llvm::ArrayRef<int32_t> newCounts) {
+kvarn::Error Step::begin(Span<const RequestId> newIds,
+                         Span<const int32_t> newCounts) {
   if (open)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "step_begin: the step is already open (commit it first)");
@@ -515,7 +516,7 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "step_begin: request {0} is in another open step", id);
   if (pool.ctx)
-    if (llvm::Error e = pool.ctx->checkAlive("step_begin"))
+    if (kvarn::Error e = pool.ctx->checkAlive("step_begin"))
       return e;
   // Sizes first: the device buffer is grown before anything changes.
   int64_t tokens = 0;
@@ -530,10 +531,10 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
   if (pool.ctx && device.size() < bound * 4) {
     // Rare: the old buffer may still be read by launches in flight.
     if (device.size())
-      if (llvm::Error e = pool.ctx->synchronize())
+      if (kvarn::Error e = pool.ctx->synchronize())
         return withContext(std::move(e), "growing a step's tables");
-    llvm::Expected<DeviceBuffer> d =
-        DeviceBuffer::allocate(pool.ctx->context, std::max(bound * 4, size_t(4096)));
+    kvarn::Expected<DeviceBuffer> d = DeviceBuffer::allocate(
+        pool.ctx->context, std::max(bound * 4, size_t(4096)));
     if (!d)
       return d.takeError();
     device = std::move(*d);
@@ -541,23 +542,23 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
 
   std::vector<int32_t> mapping;
   int32_t freeBefore = pool.state.freeBlockCount();
-  if (llvm::Error e = pool.state.append(newIds, newCounts, &mapping))
+  if (kvarn::Error e = pool.state.append(newIds, newCounts, &mapping))
     return e;
   // From here a failure rolls the append back.
-  auto rollback = [&](llvm::Error e) {
+  auto rollback = [&](kvarn::Error e) {
     std::vector<int32_t> zeros(n, 0);
-    llvm::cantFail(pool.state.commit(newIds, zeros));
+    kvarn::cantFail(pool.state.commit(newIds, zeros));
     return e;
   };
-  int32_t w = llvm::cantFail(pool.state.maxBlocksOf(newIds));
+  int32_t w = kvarn::cantFail(pool.state.maxBlocksOf(newIds));
   host.resize(mapping.size() + n * size_t(w) + 3 * n);
   std::copy(mapping.begin(), mapping.end(), host.begin());
   blockTableAt = mapping.size();
   seqLensAt = blockTableAt + n * size_t(w);
   contextLensAt = seqLensAt + n;
   queryLensAt = contextLensAt + n;
-  llvm::cantFail(pool.state.fillBlockTable(newIds, w, host.data() + blockTableAt,
-                                           host.data() + seqLensAt));
+  kvarn::cantFail(pool.state.fillBlockTable(
+      newIds, w, host.data() + blockTableAt, host.data() + seqLensAt));
   for (size_t i = 0; i < n; ++i) {
     host[contextLensAt + i] = host[seqLensAt + i] - newCounts[i];
     host[queryLensAt + i] = newCounts[i];
@@ -565,11 +566,11 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
   if (pool.ctx) {
     if (pool.state.freeBlockCount() != freeBefore)
       pool.blockToSlotDirty = true;
-    if (llvm::Error e = pool.syncBlockToSlot())
+    if (kvarn::Error e = pool.syncBlockToSlot())
       return rollback(std::move(e));
     if (!host.empty())
-      if (llvm::Error e = device.uploadAsync(host.data(), host.size() * 4,
-                                             pool.ctx->stream))
+      if (kvarn::Error e = device.uploadAsync(host.data(), host.size() * 4,
+                                              pool.ctx->stream))
         return rollback(std::move(e));
   }
   ids.assign(newIds.begin(), newIds.end());
@@ -580,11 +581,11 @@ llvm::Error Step::begin(llvm::ArrayRef<RequestId> newIds,
   open = true;
   pool.inOpenStep.insert(ids.begin(), ids.end());
   ++pool.openSteps;
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error Step::writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v) {
-  llvm::Expected<ManagedPool::LayerMemory> m =
+kvarn::Error Step::writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v) {
+  kvarn::Expected<ManagedPool::LayerMemory> m =
       checkLayer("step_write_kv", layer);
   if (!m)
     return m.takeError();
@@ -597,9 +598,10 @@ llvm::Error Step::writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v) {
                       int32_t(slotMapping.size()), pool.model.numKvHeads);
 }
 
-llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
-                         float scale) {
-  llvm::Expected<ManagedPool::LayerMemory> m = checkLayer("step_decode", layer);
+kvarn::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                          float scale) {
+  kvarn::Expected<ManagedPool::LayerMemory> m =
+      checkLayer("step_decode", layer);
   if (!m)
     return m.takeError();
   for (size_t i = 0; i < ids.size(); ++i)
@@ -611,7 +613,7 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                        ids[i], counts[i]);
   // Flash-decoding where plain decode's batch x Hk CTAs would leave SMs
   // idle (a few requests at long contexts).
-  llvm::Expected<int> splits = pool.decodeSplits(*m, int64_t(ids.size()));
+  kvarn::Expected<int> splits = pool.decodeSplits(*m, int64_t(ids.size()));
   if (!splits)
     return withContext(splits.takeError(), "step_decode");
   if (pool.mla) {
@@ -620,7 +622,7 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
       return launchMlaDecode(*m->kernels, pool.ctx->stream, q, at(blockTableAt),
                              at(seqLensAt), m->blockToSlot, m->cache, m->poolK,
                              m->poolV, out, scale, int32_t(ids.size()), width);
-    llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
+    kvarn::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
         pool.splitPartials(int64_t(ids.size()));
     if (!partials)
       return withContext(partials.takeError(), "step_decode");
@@ -630,7 +632,7 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
         partials->second, out, scale, int32_t(ids.size()), width, *splits);
   }
   if (*splits > 1) {
-    llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
+    kvarn::Expected<std::pair<CUdeviceptr, CUdeviceptr>> partials =
         pool.splitPartials(int64_t(ids.size()));
     if (!partials)
       return withContext(partials.takeError(), "step_decode");
@@ -646,9 +648,9 @@ llvm::Error Step::decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
                       width, pool.model.numKvHeads);
 }
 
-llvm::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
-                                              int64_t batch) {
-  llvm::Expected<int64_t> blocks =
+kvarn::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
+                                               int64_t batch) {
+  kvarn::Expected<int64_t> blocks =
       decodeBlocksRead(state.geometry().maxBlocksPerRequest, layer.window,
                        state.geometry().blockSize);
   if (!blocks)
@@ -659,9 +661,9 @@ llvm::Expected<int> ManagedPool::decodeSplits(const LayerMemory &layer,
   return decodeSplitCountFor(*layer.kernels, batch * perRequest, *blocks);
 }
 
-llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
+kvarn::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
 ManagedPool::splitPartials(int64_t batch) {
-  llvm::Expected<DecodeSplitPartialBytes> bytes = decodeSplitPartialBytes(
+  kvarn::Expected<DecodeSplitPartialBytes> bytes = decodeSplitPartialBytes(
       batch, model.numKvHeads, numQHeads / model.numKvHeads, model.headDim);
   if (!bytes)
     return bytes.takeError();
@@ -670,13 +672,13 @@ ManagedPool::splitPartials(int64_t batch) {
     // Rare (a larger batch than any before): launches in flight may still
     // read the old buffers.
     if (partOut.size())
-      if (llvm::Error e = ctx->synchronize())
+      if (kvarn::Error e = ctx->synchronize())
         return withContext(std::move(e), "growing decode_split's partials");
-    llvm::Expected<DeviceBuffer> o =
+    kvarn::Expected<DeviceBuffer> o =
         DeviceBuffer::allocate(ctx->context, size_t(outBytes));
     if (!o)
       return o.takeError();
-    llvm::Expected<DeviceBuffer> l =
+    kvarn::Expected<DeviceBuffer> l =
         DeviceBuffer::allocate(ctx->context, size_t(lseBytes));
     if (!l)
       return l.takeError();
@@ -686,9 +688,10 @@ ManagedPool::splitPartials(int64_t batch) {
   return std::make_pair(partOut.address(), partLse.address());
 }
 
-llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
-                         float scale) {
-  llvm::Expected<ManagedPool::LayerMemory> m = checkLayer("step_verify", layer);
+kvarn::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                          float scale) {
+  kvarn::Expected<ManagedPool::LayerMemory> m =
+      checkLayer("step_verify", layer);
   if (!m)
     return m.takeError();
   if (pool.mla)
@@ -702,12 +705,11 @@ llvm::Error Step::verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
       m->window, int32_t(ids.size()), maxCount, width, pool.model.numKvHeads);
 }
 
-llvm::Error Step::commit(const int32_t *accepted) {
-  if (llvm::Error e = checkOpen("step_commit"))
+kvarn::Error Step::commit(const int32_t *accepted) {
+  if (kvarn::Error e = checkOpen("step_commit"))
     return e;
-  llvm::ArrayRef<int32_t> a =
-      accepted ? llvm::ArrayRef<int32_t>(accepted, ids.size())
-               : llvm::ArrayRef<int32_t>(counts);
+  Span<const int32_t> a = accepted ? Span<const int32_t>(accepted, ids.size())
+                                   : Span<const int32_t>(counts);
   // Past the tokens this step appended is an error even where the request
   // has older uncommitted ones (it cannot: steps commit everything).
   for (size_t i = 0; i < ids.size(); ++i)
@@ -716,11 +718,11 @@ llvm::Error Step::commit(const int32_t *accepted) {
                        "step_commit: request {0} appended {1} tokens in this "
                        "step, cannot accept {2}",
                        ids[i], counts[i], a[i]);
-  if (llvm::Error e = pool.state.commit(ids, a))
+  if (kvarn::Error e = pool.state.commit(ids, a))
     return e;
   for (RequestId id : ids)
     pool.inOpenStep.erase(id);
   --pool.openSteps;
   open = false;
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

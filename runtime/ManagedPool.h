@@ -40,15 +40,15 @@ class ManagedPool {
 public:
   /// `context` null: bookkeeping only.
   /// `layers` empty: every layer kvarn with the pool's preset.
-  static llvm::Expected<std::unique_ptr<ManagedPool>>
+  static kvarn::Expected<std::unique_ptr<ManagedPool>>
   create(std::shared_ptr<ContextState> context,
          const kvarn_pool_config_t &config,
-         llvm::ArrayRef<kvarn_layer_config_t> layers = {});
+         Span<const kvarn_layer_config_t> layers = {});
   /// An MLA pool (kvarn_mla_pool_create): every layer one latent "KV head"
   /// of `config.preset` (an MLA preset; NULL: the default), kv_lora_rank
   /// `config.head_dim`, `ropeDim`, `config.num_q_heads` query heads;
   /// num_kv_heads must be 1. No sinks: every full block is flushed.
-  static llvm::Expected<std::unique_ptr<ManagedPool>>
+  static kvarn::Expected<std::unique_ptr<ManagedPool>>
   createMla(std::shared_ptr<ContextState> context,
             const kvarn_pool_config_t &config, int32_t ropeDim);
 
@@ -71,13 +71,13 @@ public:
   std::unordered_set<pool::RequestId> inOpenStep;
 
   bool hasDevice() const { return ctx != nullptr; }
-  llvm::Error checkDevice(llvm::StringRef what) const;
+  kvarn::Error checkDevice(std::string_view what) const;
 
   /// Flushes every ready block (one launch over all layers) and frees their
   /// slots; without a device only the bookkeeping.
-  llvm::Expected<int32_t> flush();
+  kvarn::Expected<int32_t> flush();
   /// Uploads block_to_slot if it changed since the last upload.
-  llvm::Error syncBlockToSlot();
+  kvarn::Error syncBlockToSlot();
   /// The device memory of a layer's kernels; an error for an absent layer
   /// or one out of range.
   struct LayerMemory {
@@ -85,9 +85,9 @@ public:
     CUdeviceptr cache, poolK, poolV, blockToSlot;
     int32_t window; // tokens; 0: no sliding window
   };
-  llvm::Expected<LayerMemory> layerMemory(const char *op, int32_t layer);
+  kvarn::Expected<LayerMemory> layerMemory(const char *op, int32_t layer);
   /// The layer's range and kind (not absent), before any device check.
-  llvm::Error checkLayer(const char *op, int32_t layer) const;
+  kvarn::Error checkLayer(const char *op, int32_t layer) const;
 
   std::shared_ptr<ContextState> ctx;
   /// Per preset group of mixed.groupPreset; fp16 layers use fp16Kernels.
@@ -102,11 +102,11 @@ public:
   /// pool's context capacity (max_blocks_per_request, or the blocks a
   /// sliding window spans), this GPU's SMs and decode_split's CTAs per SM.
   /// It changes with the batch only, never with the sequence lengths.
-  llvm::Expected<int> decodeSplits(const LayerMemory &layer, int64_t batch);
+  kvarn::Expected<int> decodeSplits(const LayerMemory &layer, int64_t batch);
   /// decode_split's partials (part_out, part_lse) for `batch` requests, one
   /// pair of buffers shared by every layer and step (their launches share
   /// the pool's stream), grown when a larger batch needs them.
-  llvm::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
+  kvarn::Expected<std::pair<CUdeviceptr, CUdeviceptr>>
   splitPartials(int64_t batch);
   cuda::DeviceBuffer partOut, partLse;
 
@@ -119,14 +119,14 @@ class Step {
 public:
   explicit Step(ManagedPool &pool) : pool(pool) {}
 
-  llvm::Error begin(llvm::ArrayRef<pool::RequestId> ids,
-                    llvm::ArrayRef<int32_t> counts);
-  llvm::Error writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v);
-  llvm::Error decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
-                     float scale);
-  llvm::Error verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
-                     float scale);
-  llvm::Error commit(const int32_t *accepted);
+  kvarn::Error begin(Span<const pool::RequestId> ids,
+                     Span<const int32_t> counts);
+  kvarn::Error writeKV(int32_t layer, CUdeviceptr k, CUdeviceptr v);
+  kvarn::Error decode(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                      float scale);
+  kvarn::Error verify(int32_t layer, CUdeviceptr q, CUdeviceptr out,
+                      float scale);
+  kvarn::Error commit(const int32_t *accepted);
 
   ManagedPool &pool;
   bool open = false;
@@ -136,9 +136,9 @@ public:
   int32_t maxCount = 0, width = 0;
 
 private:
-  llvm::Error checkOpen(const char *op) const;
-  llvm::Expected<ManagedPool::LayerMemory> checkLayer(const char *op,
-                                                      int32_t layer) const;
+  kvarn::Error checkOpen(const char *op) const;
+  kvarn::Expected<ManagedPool::LayerMemory> checkLayer(const char *op,
+                                                       int32_t layer) const;
 
   // Device tables of the open step, one buffer, one upload:
   // slot_mapping | block_table | seq_lens | context_lens | query_lens.

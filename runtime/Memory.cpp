@@ -17,12 +17,12 @@ using namespace kvarn::cuda;
 // Stream
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<Stream> Stream::create(const Context &context) {
+kvarn::Expected<Stream> Stream::create(const Context &context) {
   KVARN_ENTER_CONTEXT(context);
   Stream s;
   s.ctx = context.ref();
-  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuStreamCreate,
-                                         &s.stream, CU_STREAM_NON_BLOCKING))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(context.driver(), cuStreamCreate,
+                                          &s.stream, CU_STREAM_NON_BLOCKING))
     return std::move(err);
   return std::move(s);
 }
@@ -40,7 +40,7 @@ Stream::~Stream() {
   stream = nullptr;
 }
 
-llvm::Error Stream::synchronize() const {
+kvarn::Error Stream::synchronize() const {
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuStreamSynchronize, stream);
 }
@@ -49,12 +49,12 @@ llvm::Error Stream::synchronize() const {
 // Event
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<Event> Event::create(const Context &context) {
+kvarn::Expected<Event> Event::create(const Context &context) {
   KVARN_ENTER_CONTEXT(context);
   Event e;
   e.ctx = context.ref();
-  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuEventCreate,
-                                         &e.event, CU_EVENT_DEFAULT))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(context.driver(), cuEventCreate,
+                                          &e.event, CU_EVENT_DEFAULT))
     return std::move(err);
   return std::move(e);
 }
@@ -72,23 +72,22 @@ Event::~Event() {
   event = nullptr;
 }
 
-llvm::Error Event::record(CUstream stream) const {
+kvarn::Error Event::record(CUstream stream) const {
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuEventRecord, event, stream);
 }
 
-llvm::Error Event::synchronize() const {
+kvarn::Error Event::synchronize() const {
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuEventSynchronize, event);
 }
 
-llvm::Expected<float> Event::elapsedMilliseconds(const Event &start,
-                                                 const Event &end) {
+kvarn::Expected<float> Event::elapsedMilliseconds(const Event &start,
+                                                  const Event &end) {
   KVARN_ENTER_CONTEXT(start.ctx);
   float ms = 0;
-  if (llvm::Error err = KVARN_CUDA_CHECK(start.ctx.driver(),
-                                         cuEventElapsedTime, &ms, start.event,
-                                         end.event))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(
+          start.ctx.driver(), cuEventElapsedTime, &ms, start.event, end.event))
     return std::move(err);
   return ms;
 }
@@ -97,19 +96,17 @@ llvm::Expected<float> Event::elapsedMilliseconds(const Event &start,
 // DeviceBuffer
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<DeviceBuffer> DeviceBuffer::allocate(const Context &context,
-                                                    size_t bytes) {
+kvarn::Expected<DeviceBuffer> DeviceBuffer::allocate(const Context &context,
+                                                     size_t bytes) {
   DeviceBuffer buffer;
   buffer.ctx = context.ref();
   if (bytes == 0)
     return std::move(buffer);
   KVARN_ENTER_CONTEXT(context);
-  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuMemAlloc,
-                                         &buffer.pointer, bytes))
-    return withContext(std::move(err),
-                       llvm::formatv("allocating {0} bytes on GPU {1}", bytes,
-                                     context.info().ordinal)
-                           .str());
+  if (kvarn::Error err = KVARN_CUDA_CHECK(context.driver(), cuMemAlloc,
+                                          &buffer.pointer, bytes))
+    return withContext(std::move(err), format("allocating {0} bytes on GPU {1}",
+                                              bytes, context.info().ordinal));
   buffer.bytes = bytes;
   return std::move(buffer);
 }
@@ -128,89 +125,89 @@ DeviceBuffer::~DeviceBuffer() {
   pointer = 0;
 }
 
-llvm::Error DeviceBuffer::checkRange(llvm::StringRef what, size_t offset,
-                                     size_t count) const {
+kvarn::Error DeviceBuffer::checkRange(std::string_view what, size_t offset,
+                                      size_t count) const {
   if (offset > bytes || count > bytes - offset)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "DeviceBuffer::{0}: {1} bytes at offset {2} overrun a "
                      "{3}-byte buffer",
                      what, count, offset, bytes);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error DeviceBuffer::checkFillWidth(size_t width) const {
+kvarn::Error DeviceBuffer::checkFillWidth(size_t width) const {
   if (bytes % width)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "DeviceBuffer::fill{0}: a {1}-byte buffer is not a "
                      "multiple of {2} bytes",
                      width * 8, bytes, width);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error DeviceBuffer::upload(const void *host, size_t count,
-                                 size_t offset) {
-  if (llvm::Error err = checkRange("upload", offset, count))
+kvarn::Error DeviceBuffer::upload(const void *host, size_t count,
+                                  size_t offset) {
+  if (kvarn::Error err = checkRange("upload", offset, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyHtoD, pointer + offset, host,
                           count);
 }
 
-llvm::Error DeviceBuffer::download(void *host, size_t count,
-                                   size_t offset) const {
-  if (llvm::Error err = checkRange("download", offset, count))
+kvarn::Error DeviceBuffer::download(void *host, size_t count,
+                                    size_t offset) const {
+  if (kvarn::Error err = checkRange("download", offset, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoH, host, pointer + offset,
                           count);
 }
 
-llvm::Error DeviceBuffer::copyFrom(const DeviceBuffer &source, size_t count) {
-  if (llvm::Error err = checkRange("copyFrom", 0, count))
+kvarn::Error DeviceBuffer::copyFrom(const DeviceBuffer &source, size_t count) {
+  if (kvarn::Error err = checkRange("copyFrom", 0, count))
     return err;
-  if (llvm::Error err = source.checkRange("copyFrom (source)", 0, count))
+  if (kvarn::Error err = source.checkRange("copyFrom (source)", 0, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoD, pointer, source.pointer,
                           count);
 }
 
-llvm::Error DeviceBuffer::uploadAsync(const void *host, size_t count,
-                                      CUstream stream, size_t offset) {
-  if (llvm::Error err = checkRange("uploadAsync", offset, count))
+kvarn::Error DeviceBuffer::uploadAsync(const void *host, size_t count,
+                                       CUstream stream, size_t offset) {
+  if (kvarn::Error err = checkRange("uploadAsync", offset, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyHtoDAsync, pointer + offset,
                           host, count, stream);
 }
 
-llvm::Error DeviceBuffer::downloadAsync(void *host, size_t count,
-                                        CUstream stream, size_t offset) const {
-  if (llvm::Error err = checkRange("downloadAsync", offset, count))
+kvarn::Error DeviceBuffer::downloadAsync(void *host, size_t count,
+                                         CUstream stream, size_t offset) const {
+  if (kvarn::Error err = checkRange("downloadAsync", offset, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoHAsync, host,
                           pointer + offset, count, stream);
 }
 
-llvm::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
-                                        size_t count, CUstream stream) {
-  if (llvm::Error err = checkRange("copyFromAsync", 0, count))
+kvarn::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
+                                         size_t count, CUstream stream) {
+  if (kvarn::Error err = checkRange("copyFromAsync", 0, count))
     return err;
-  if (llvm::Error err = source.checkRange("copyFromAsync (source)", 0, count))
+  if (kvarn::Error err = source.checkRange("copyFromAsync (source)", 0, count))
     return err;
   if (count == 0)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   KVARN_ENTER_CONTEXT(ctx);
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoDAsync, pointer,
                           source.pointer, count, stream);
@@ -219,22 +216,22 @@ llvm::Error DeviceBuffer::copyFromAsync(const DeviceBuffer &source,
 // The fills: a width check, then one cuMemsetD{8,16,32}[Async] over the
 // whole buffer, whose count is in elements of the pattern's width.
 #define KVARN_DEFINE_FILL(bits, type)                                          \
-  llvm::Error DeviceBuffer::fill##bits(type value) {                           \
-    if (llvm::Error err = checkFillWidth(bits / 8))                            \
+  kvarn::Error DeviceBuffer::fill##bits(type value) {                          \
+    if (kvarn::Error err = checkFillWidth(bits / 8))                           \
       return err;                                                              \
     if (bytes == 0)                                                            \
-      return llvm::Error::success();                                           \
-    KVARN_ENTER_CONTEXT(ctx);                                                 \
-    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits, pointer, value,    \
+      return kvarn::Error::success();                                          \
+    KVARN_ENTER_CONTEXT(ctx);                                                  \
+    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits, pointer, value,     \
                             bytes / (bits / 8));                               \
   }                                                                            \
-  llvm::Error DeviceBuffer::fill##bits##Async(type value, CUstream stream) {   \
-    if (llvm::Error err = checkFillWidth(bits / 8))                            \
+  kvarn::Error DeviceBuffer::fill##bits##Async(type value, CUstream stream) {  \
+    if (kvarn::Error err = checkFillWidth(bits / 8))                           \
       return err;                                                              \
     if (bytes == 0)                                                            \
-      return llvm::Error::success();                                           \
-    KVARN_ENTER_CONTEXT(ctx);                                                 \
-    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits##Async, pointer,    \
+      return kvarn::Error::success();                                          \
+    KVARN_ENTER_CONTEXT(ctx);                                                  \
+    return KVARN_CUDA_CHECK(ctx.driver(), cuMemsetD##bits##Async, pointer,     \
                             value, bytes / (bits / 8), stream);                \
   }
 KVARN_DEFINE_FILL(8, uint8_t)

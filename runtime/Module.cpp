@@ -4,8 +4,6 @@
 
 #include "Internal.h"
 
-#include "llvm/ADT/STLExtras.h"
-
 #include <algorithm>
 #include <limits>
 #include <utility>
@@ -18,15 +16,15 @@ using namespace kvarn::cuda;
 // Module
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<Module> Module::loadPtx(const Context &context,
-                                       llvm::StringRef ptx) {
+kvarn::Expected<Module> Module::loadPtx(const Context &context,
+                                        std::string_view ptx) {
   KVARN_ENTER_CONTEXT(context);
   JitLogs logs(/*verbose=*/false);
-  std::string text = ptx.str(); // the driver reads up to the NUL
+  std::string text = std::string(ptx); // the driver reads up to the NUL
   Module m;
   m.ctx = context.ref();
   m.device = context.info();
-  if (llvm::Error err = KVARN_CUDA_CHECK(
+  if (kvarn::Error err = KVARN_CUDA_CHECK(
           context.driver(), cuModuleLoadDataEx, &m.module, text.c_str(),
           logs.count(), logs.optionArray(), logs.valueArray()))
     return withContext(std::move(err), "JIT for " + context.info().arch() +
@@ -34,8 +32,8 @@ llvm::Expected<Module> Module::loadPtx(const Context &context,
   return std::move(m);
 }
 
-llvm::Expected<Module> Module::loadCubin(const Context &context,
-                                         llvm::StringRef image) {
+kvarn::Expected<Module> Module::loadCubin(const Context &context,
+                                          std::string_view image) {
   if (image.empty())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "Module::loadCubin: the image is empty");
@@ -43,8 +41,8 @@ llvm::Expected<Module> Module::loadCubin(const Context &context,
   Module m;
   m.ctx = context.ref();
   m.device = context.info();
-  if (llvm::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadData,
-                                         &m.module, image.data()))
+  if (kvarn::Error err = KVARN_CUDA_CHECK(context.driver(), cuModuleLoadData,
+                                          &m.module, image.data()))
     return withContext(std::move(err), "a " + std::to_string(image.size()) +
                                            "-byte image on " +
                                            context.info().arch());
@@ -65,18 +63,18 @@ Module::~Module() {
   module = nullptr;
 }
 
-llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
-                                         int dynamicSharedBytes) const {
+kvarn::Expected<Kernel> Module::getKernel(std::string_view name,
+                                          int dynamicSharedBytes) const {
   const Driver &driver = ctx.driver();
   KVARN_ENTER_CONTEXT(ctx);
   Kernel kernel;
-  kernel.name = name.str();
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuModuleGetFunction,
-                                         &kernel.function, module,
-                                         kernel.name.c_str()))
+  kernel.name = std::string(name);
+  if (kvarn::Error err =
+          KVARN_CUDA_CHECK(driver, cuModuleGetFunction, &kernel.function,
+                           module, kernel.name.c_str()))
     return withContext(std::move(err), "kernel '" + kernel.name + "'");
 
-  auto readAttributes = [&]() -> llvm::Error {
+  auto readAttributes = [&]() -> kvarn::Error {
     KernelAttributes &a = kernel.attributes;
     struct {
       CUfunction_attribute attribute;
@@ -92,12 +90,12 @@ llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
         {CU_FUNC_ATTRIBUTE_BINARY_VERSION, &a.binaryVersion},
     };
     for (auto &[attribute, field] : fields)
-      if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuFuncGetAttribute, field,
-                                             attribute, kernel.function))
+      if (kvarn::Error err = KVARN_CUDA_CHECK(driver, cuFuncGetAttribute, field,
+                                              attribute, kernel.function))
         return withContext(std::move(err), "kernel '" + kernel.name + "'");
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
-  if (llvm::Error err = readAttributes())
+  if (kvarn::Error err = readAttributes())
     return std::move(err);
 
   if (dynamicSharedBytes > kernel.attributes.maxDynamicSharedBytes) {
@@ -112,19 +110,19 @@ llvm::Expected<Kernel> Module::getKernel(llvm::StringRef name,
                        device.arch(),
                        device.maxSharedBytesPerBlockOptin,
                        kernel.attributes.staticSharedBytes);
-    if (llvm::Error err = KVARN_CUDA_CHECK(
-            driver, cuFuncSetAttribute, kernel.function,
-            CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            dynamicSharedBytes))
+    if (kvarn::Error err =
+            KVARN_CUDA_CHECK(driver, cuFuncSetAttribute, kernel.function,
+                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                             dynamicSharedBytes))
       return withContext(std::move(err), "kernel '" + kernel.name + "'");
     kernel.attributes.maxDynamicSharedBytes = dynamicSharedBytes;
     // Split the SM's unified L1/shared memory all to shared, so as many CTAs
     // as their shared memory allows fit at once (the default split can hold
     // one 79 KiB CTA where two fit). A hint: the driver may round it.
-    if (llvm::Error err = KVARN_CUDA_CHECK(
-            driver, cuFuncSetAttribute, kernel.function,
-            CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-            int(CU_SHAREDMEM_CARVEOUT_MAX_SHARED)))
+    if (kvarn::Error err =
+            KVARN_CUDA_CHECK(driver, cuFuncSetAttribute, kernel.function,
+                             CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                             int(CU_SHAREDMEM_CARVEOUT_MAX_SHARED)))
       return withContext(std::move(err), "kernel '" + kernel.name + "'");
   }
   return std::move(kernel);
@@ -141,8 +139,8 @@ void **KernelArgs::data() {
   return addresses.data();
 }
 
-llvm::Error cuda::checkLaunchConfig(const Kernel &kernel,
-                                    const LaunchConfig &config) {
+kvarn::Error cuda::checkLaunchConfig(const Kernel &kernel,
+                                     const LaunchConfig &config) {
   const Grid &g = config.grid;
   if (g.x == 0 || g.y == 0 || g.z == 0)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -168,36 +166,34 @@ llvm::Error cuda::checkLaunchConfig(const Kernel &kernel,
                      "bytes) to raise the limit)",
                      kernel.name, config.dynamicSharedBytes,
                      kernel.attributes.maxDynamicSharedBytes);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error cuda::launch(ContextRef context, const Kernel &kernel,
-                         const LaunchConfig &config, KernelArgs &args) {
-  if (llvm::Error err = checkLaunchConfig(kernel, config))
+kvarn::Error cuda::launch(ContextRef context, const Kernel &kernel,
+                          const LaunchConfig &config, KernelArgs &args) {
+  if (kvarn::Error err = checkLaunchConfig(kernel, config))
     return err;
   KVARN_ENTER_CONTEXT(context);
   const Grid &g = config.grid;
-  if (llvm::Error err = KVARN_CUDA_CHECK(
-          context.driver(), cuLaunchKernel, kernel.function, g.x, g.y, g.z,
-          unsigned(32 * config.numWarps), 1u, 1u,
-          unsigned(config.dynamicSharedBytes), config.stream, args.data(),
-          nullptr))
+  if (kvarn::Error err =
+          KVARN_CUDA_CHECK(context.driver(), cuLaunchKernel, kernel.function,
+                           g.x, g.y, g.z, unsigned(32 * config.numWarps), 1u,
+                           1u, unsigned(config.dynamicSharedBytes),
+                           config.stream, args.data(), nullptr))
     return withContext(std::move(err),
-                       llvm::formatv("kernel '{0}', grid ({1}, {2}, {3}), {4} "
-                                     "warps, {5} B shared, {6} parameters",
-                                     kernel.name, g.x, g.y, g.z,
-                                     config.numWarps, config.dynamicSharedBytes,
-                                     args.size())
-                           .str());
-  return llvm::Error::success();
+                       format("kernel '{0}', grid ({1}, {2}, {3}), {4} "
+                              "warps, {5} B shared, {6} parameters",
+                              kernel.name, g.x, g.y, g.z, config.numWarps,
+                              config.dynamicSharedBytes, args.size()));
+  return kvarn::Error::success();
 }
 
 //===----------------------------------------------------------------------===//
 // LoadedKernel
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
-                                                const KernelImage &image) {
+kvarn::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
+                                                 const KernelImage &image) {
   if (image.name.empty() || (image.ptx.empty() && image.cubin.empty()))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "LoadedKernel::load: a kernel image needs a name and PTX "
@@ -209,13 +205,13 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   loaded.programs = std::max(image.programsPerCta, 1);
   loaded.ctasPerMultiprocessor = std::max(image.ctasPerSM, 1);
   loaded.signature = image.abi;
-  llvm::Expected<Module> module =
+  kvarn::Expected<Module> module =
       image.cubin.empty() ? Module::loadPtx(context, image.ptx)
                           : Module::loadCubin(context, image.cubin);
   if (!module)
     return withContext(module.takeError(), "loading kernel '" + image.name + "'");
   loaded.module = std::move(*module);
-  llvm::Expected<Kernel> kernel =
+  kvarn::Expected<Kernel> kernel =
       loaded.module.getKernel(image.name, image.sharedBytes);
   if (!kernel)
     return kernel.takeError();
@@ -223,10 +219,10 @@ llvm::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   return std::move(loaded);
 }
 
-llvm::Error cuda::checkArguments(llvm::StringRef name, const KernelAbi &abi,
-                                 const KernelArgs &args) {
+kvarn::Error cuda::checkArguments(std::string_view name, const KernelAbi &abi,
+                                  const KernelArgs &args) {
   if (abi.params.empty())
-    return llvm::Error::success();
+    return kvarn::Error::success();
   if (args.size() != abi.params.size() + 2)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "kernel '{0}': {1} arguments; it takes {2} (its {3} "
@@ -269,35 +265,36 @@ llvm::Error cuda::checkArguments(llvm::StringRef name, const KernelAbi &abi,
                        "takes {4}",
                        name, i, what, kindName(args.kind(i)), kindName(want));
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<KernelArgs> cuda::bindArguments(llvm::StringRef name,
-                                               const KernelAbi &abi,
-                                               llvm::ArrayRef<NamedArg> named) {
+kvarn::Expected<KernelArgs> cuda::bindArguments(std::string_view name,
+                                                const KernelAbi &abi,
+                                                Span<const NamedArg> named) {
   if (abi.params.empty())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "kernel '{0}': its image carries no parameter names (ABI)",
                      name);
   for (size_t i = 0; i < named.size(); ++i) {
     auto same = [&](const NamedArg &a) {
-      return llvm::StringRef(a.name) == named[i].name;
+      return std::string_view(a.name) == named[i].name;
     };
-    if (llvm::none_of(abi.params, [&](const KernelAbi::Param &p) {
-          return p.name == named[i].name;
-        }))
+    if (std::none_of(
+            abi.params.begin(), abi.params.end(),
+            [&](const KernelAbi::Param &p) { return p.name == named[i].name; }))
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kernel '{0}' has no parameter '{1}'", name,
                        named[i].name);
-    if (llvm::any_of(named.take_front(i), same))
+    if (std::any_of(named.begin(), named.begin() + i, same))
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kernel '{0}': '{1}' is given twice", name,
                        named[i].name);
   }
   KernelArgs args;
   for (const KernelAbi::Param &p : abi.params) {
-    const NamedArg *a = llvm::find_if(
-        named, [&](const NamedArg &n) { return p.name == n.name; });
+    const NamedArg *a =
+        std::find_if(named.begin(), named.end(),
+                     [&](const NamedArg &n) { return p.name == n.name; });
     if (a == named.end())
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "kernel '{0}': no argument for its parameter '{1}'",
@@ -306,14 +303,14 @@ llvm::Expected<KernelArgs> cuda::bindArguments(llvm::StringRef name,
   }
   args.scratch();
   // Kinds against the parameters' types, with checkArguments' messages.
-  if (llvm::Error err = checkArguments(name, abi, args))
+  if (kvarn::Error err = checkArguments(name, abi, args))
     return std::move(err);
   return std::move(args);
 }
 
-llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
-                                 CUstream stream) const {
-  if (llvm::Error err = checkArguments(function.name, signature, args))
+kvarn::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
+                                  CUstream stream) const {
+  if (kvarn::Error err = checkArguments(function.name, signature, args))
     return err;
   LaunchConfig config;
   config.grid = grid;
@@ -324,8 +321,8 @@ llvm::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
   return cuda::launch(ctx, function, config, args);
 }
 
-llvm::Expected<Grid> cuda::gridOf(llvm::StringRef name, const KernelAbi &abi,
-                                  const KernelArgs &args) {
+kvarn::Expected<Grid> cuda::gridOf(std::string_view name, const KernelAbi &abi,
+                                   const KernelArgs &args) {
   if (abi.params.empty() || abi.grid.empty() || abi.grid.size() > 3)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "kernel '{0}': its image carries no grid rule (ABI)",
@@ -354,13 +351,13 @@ llvm::Expected<Grid> cuda::gridOf(llvm::StringRef name, const KernelAbi &abi,
   return Grid{extents[0], extents[1], extents[2]};
 }
 
-llvm::Error LoadedKernel::launch(KernelArgs &args, CUstream stream) const {
-  if (llvm::Error err = checkArguments(function.name, signature, args))
+kvarn::Error LoadedKernel::launch(KernelArgs &args, CUstream stream) const {
+  if (kvarn::Error err = checkArguments(function.name, signature, args))
     return err;
-  llvm::Expected<Grid> grid = gridOf(function.name, signature, args);
+  kvarn::Expected<Grid> grid = gridOf(function.name, signature, args);
   if (!grid)
     return grid.takeError();
   if (grid->empty())
-    return llvm::Error::success();
+    return kvarn::Error::success();
   return launch(*grid, args, stream);
 }

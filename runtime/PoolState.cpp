@@ -9,12 +9,11 @@
 #include "kvarn/Runtime/PoolState.h"
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/DenseSet.h"
-#include "llvm/ADT/SmallVector.h"
-#include "llvm/Support/raw_ostream.h"
-
 #include <algorithm>
 #include <map>
+#include <sstream>
+#include <unordered_set>
+#include <vector>
 
 #include <unistd.h>
 
@@ -23,22 +22,22 @@ using namespace kvarn::pool;
 
 static int32_t ceilDiv(int64_t a, int64_t b) { return int32_t((a + b - 1) / b); }
 
-llvm::Error PoolGeometry::check() const {
-  auto positive = [](const char *name, int64_t v) -> llvm::Error {
+kvarn::Error PoolGeometry::check() const {
+  auto positive = [](const char *name, int64_t v) -> kvarn::Error {
     if (v <= 0)
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "pool: {0} must be positive, got {1}", name, v);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
-  if (llvm::Error e = positive("block size", blockSize))
+  if (kvarn::Error e = positive("block size", blockSize))
     return e;
-  if (llvm::Error e = positive("num_blocks", numBlocks))
+  if (kvarn::Error e = positive("num_blocks", numBlocks))
     return e;
-  if (llvm::Error e = positive("pool slots", numPoolSlots))
+  if (kvarn::Error e = positive("pool slots", numPoolSlots))
     return e;
-  if (llvm::Error e = positive("max_requests", maxRequests))
+  if (kvarn::Error e = positive("max_requests", maxRequests))
     return e;
-  if (llvm::Error e = positive("max blocks per request", maxBlocksPerRequest))
+  if (kvarn::Error e = positive("max blocks per request", maxBlocksPerRequest))
     return e;
   // Slot mappings are block * G + offset in an i32.
   if (int64_t(numBlocks) * blockSize > INT32_MAX)
@@ -58,7 +57,7 @@ llvm::Error PoolGeometry::check() const {
                      "block until it is flushed, so at most {1} slots can be "
                      "used",
                      numPoolSlots, numBlocks);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 int64_t PoolGeometry::hostBytes() const {
@@ -67,8 +66,8 @@ int64_t PoolGeometry::hostBytes() const {
   return int64_t(numBlocks) * (4 * 4 + 1 + 2 * 4) + int64_t(numPoolSlots) * 4;
 }
 
-llvm::Error PoolGeometry::check(uint64_t hostMemory) const {
-  if (llvm::Error e = check())
+kvarn::Error PoolGeometry::check(uint64_t hostMemory) const {
+  if (kvarn::Error e = check())
     return e;
   if (uint64_t(hostBytes()) > hostMemory)
     return makeError(KVARN_ERROR_OUT_OF_MEMORY,
@@ -76,7 +75,7 @@ llvm::Error PoolGeometry::check(uint64_t hostMemory) const {
                      "needs {2} bytes of host memory, more than the {3} this "
                      "machine has",
                      numBlocks, numPoolSlots, hostBytes(), hostMemory);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 uint64_t PoolGeometry::physicalMemory() {
@@ -108,13 +107,13 @@ PoolState::PoolState(const PoolGeometry &geometry) : geom(geometry) {
   requests.reserve(std::min(geom.maxRequests, geom.numBlocks));
 }
 
-llvm::Expected<PoolState> PoolState::create(const PoolGeometry &geometry) {
-  if (llvm::Error e = geometry.check(PoolGeometry::physicalMemory()))
+kvarn::Expected<PoolState> PoolState::create(const PoolGeometry &geometry) {
+  if (kvarn::Error e = geometry.check(PoolGeometry::physicalMemory()))
     return std::move(e);
   return PoolState(geometry);
 }
 
-llvm::Expected<const PoolState::Request *>
+kvarn::Expected<const PoolState::Request *>
 PoolState::find(RequestId id, const char *op) const {
   auto it = requests.find(id);
   if (it == requests.end())
@@ -123,8 +122,8 @@ PoolState::find(RequestId id, const char *op) const {
   return &it->second;
 }
 
-llvm::Expected<PoolState::Request *> PoolState::findLive(RequestId id,
-                                                        const char *op) {
+kvarn::Expected<PoolState::Request *> PoolState::findLive(RequestId id,
+                                                          const char *op) {
   auto it = requests.find(id);
   if (it == requests.end())
     return makeError(KVARN_ERROR_UNKNOWN_REQUEST, "{0}: no request {1}", op,
@@ -135,13 +134,14 @@ llvm::Expected<PoolState::Request *> PoolState::findLive(RequestId id,
   return &it->second;
 }
 
-llvm::Error PoolState::checkBatch(llvm::ArrayRef<RequestId> ids, size_t n,
-                                  const char *what, const char *op) const {
+kvarn::Error PoolState::checkBatch(Span<const RequestId> ids, size_t n,
+                                   const char *what, const char *op) const {
   if (ids.size() != n)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "{0}: {1} request ids but {2} {3}", op, ids.size(), n,
                      what);
-  llvm::SmallDenseSet<RequestId, 64> seen;
+  std::unordered_set<RequestId> seen;
+  seen.reserve(ids.size());
   for (RequestId id : ids) {
     auto it = requests.find(id);
     if (it == requests.end())
@@ -154,10 +154,10 @@ llvm::Error PoolState::checkBatch(llvm::ArrayRef<RequestId> ids, size_t n,
       return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                        "{0}: request {1} appears twice", op, id);
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error PoolState::addRequest(RequestId id) {
+kvarn::Error PoolState::addRequest(RequestId id) {
   if (requests.count(id))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "add_request: request {0} already exists", id);
@@ -171,7 +171,7 @@ llvm::Error PoolState::addRequest(RequestId id) {
   r.blocks.reserve(std::min(geom.maxBlocksPerRequest,
                             geom.numBlocks)); // may throw: nothing changed yet
   requests.emplace(id, std::move(r));
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 int32_t PoolState::allocateBlock() {
@@ -215,10 +215,10 @@ void PoolState::truncateBlocks(Request &r, size_t keep) {
   }
 }
 
-llvm::Error PoolState::append(llvm::ArrayRef<RequestId> ids,
-                              llvm::ArrayRef<int32_t> counts,
-                              std::vector<int32_t> *slotMapping) {
-  if (llvm::Error e = checkBatch(ids, counts.size(), "counts", "append"))
+kvarn::Error PoolState::append(Span<const RequestId> ids,
+                               Span<const int32_t> counts,
+                               std::vector<int32_t> *slotMapping) {
+  if (kvarn::Error e = checkBatch(ids, counts.size(), "counts", "append"))
     return e;
   int64_t needBlocks = 0, newTokens = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -265,13 +265,13 @@ llvm::Error PoolState::append(llvm::ArrayRef<RequestId> ids,
                                p % geom.blockSize);
     r.length = to;
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error PoolState::commit(llvm::ArrayRef<RequestId> ids,
-                              llvm::ArrayRef<int32_t> accepted) {
-  if (llvm::Error e = checkBatch(ids, accepted.size(), "accepted counts",
-                                 "commit"))
+kvarn::Error PoolState::commit(Span<const RequestId> ids,
+                               Span<const int32_t> accepted) {
+  if (kvarn::Error e =
+          checkBatch(ids, accepted.size(), "accepted counts", "commit"))
     return e;
   for (size_t i = 0; i < ids.size(); ++i) {
     const Request &r = requests.find(ids[i])->second;
@@ -297,7 +297,7 @@ llvm::Error PoolState::commit(llvm::ArrayRef<RequestId> ids,
     for (int32_t b = oldFull; b < newFull; ++b)
       markReadyIfFlushable(r.blocks[b]); // the sink stays: sinkHolders > 0
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 std::vector<FlushTile> PoolState::takeFlushWork() {
@@ -335,8 +335,8 @@ int32_t PoolState::pendingFlushCount() const {
   return n;
 }
 
-llvm::Error PoolState::finish(RequestId id) {
-  llvm::Expected<Request *> found = findLive(id, "finish");
+kvarn::Error PoolState::finish(RequestId id) {
+  kvarn::Expected<Request *> found = findLive(id, "finish");
   if (!found)
     return found.takeError();
   Request &r = **found;
@@ -348,11 +348,11 @@ llvm::Error PoolState::finish(RequestId id) {
   // The sink was the only full block that waited; others are marked already.
   if (!r.blocks.empty())
     markReadyIfFlushable(r.blocks[0]);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error PoolState::preempt(RequestId id) {
-  llvm::Expected<Request *> found = findLive(id, "preempt");
+kvarn::Error PoolState::preempt(RequestId id) {
+  kvarn::Expected<Request *> found = findLive(id, "preempt");
   if (!found)
     return found.takeError();
   Request &r = **found;
@@ -362,10 +362,10 @@ llvm::Error PoolState::preempt(RequestId id) {
   r.length = r.committed = 0;
   if (sink >= 0)
     markReadyIfFlushable(sink); // shared with a finished request, say
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error PoolState::free(RequestId id) {
+kvarn::Error PoolState::free(RequestId id) {
   auto it = requests.find(id);
   if (it == requests.end())
     return makeError(KVARN_ERROR_UNKNOWN_REQUEST, "free: no request {0}", id);
@@ -376,15 +376,15 @@ llvm::Error PoolState::free(RequestId id) {
   requests.erase(it);
   if (sink >= 0)
     markReadyIfFlushable(sink);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error PoolState::sharePrefix(RequestId dstId, RequestId srcId,
-                                   int32_t tokens) {
-  llvm::Expected<Request *> dst = findLive(dstId, "share_prefix");
+kvarn::Error PoolState::sharePrefix(RequestId dstId, RequestId srcId,
+                                    int32_t tokens) {
+  kvarn::Expected<Request *> dst = findLive(dstId, "share_prefix");
   if (!dst)
     return dst.takeError();
-  llvm::Expected<const Request *> src = find(srcId, "share_prefix");
+  kvarn::Expected<const Request *> src = find(srcId, "share_prefix");
   if (!src)
     return src.takeError();
   if (dstId == srcId)
@@ -418,22 +418,22 @@ llvm::Error PoolState::sharePrefix(RequestId dstId, RequestId srcId,
   if (geom.keepSinks && sinkHolders[sink]++ == 0 && readyMark[sink])
     readyMark[sink] = 0; // a sink again: stays in fp16 (stale list entry)
   d.length = d.committed = tokens;
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<RequestInfo> PoolState::request(RequestId id) const {
-  llvm::Expected<const Request *> r = find(id, "request");
+kvarn::Expected<RequestInfo> PoolState::request(RequestId id) const {
+  kvarn::Expected<const Request *> r = find(id, "request");
   if (!r)
     return r.takeError();
   return RequestInfo{(*r)->phase, (*r)->length, (*r)->committed,
                      (*r)->blocks};
 }
 
-llvm::Expected<int32_t>
-PoolState::maxBlocksOf(llvm::ArrayRef<RequestId> ids) const {
+kvarn::Expected<int32_t>
+PoolState::maxBlocksOf(Span<const RequestId> ids) const {
   int32_t width = 0;
   for (RequestId id : ids) {
-    llvm::Expected<const Request *> r = find(id, "block_table");
+    kvarn::Expected<const Request *> r = find(id, "block_table");
     if (!r)
       return r.takeError();
     width = std::max(width, int32_t((*r)->blocks.size()));
@@ -441,13 +441,13 @@ PoolState::maxBlocksOf(llvm::ArrayRef<RequestId> ids) const {
   return width;
 }
 
-llvm::Error PoolState::fillBlockTable(llvm::ArrayRef<RequestId> ids,
-                                      int32_t width, int32_t *blockTable,
-                                      int32_t *seqLens) const {
-  llvm::SmallVector<const Request *, 64> rs;
+kvarn::Error PoolState::fillBlockTable(Span<const RequestId> ids, int32_t width,
+                                       int32_t *blockTable,
+                                       int32_t *seqLens) const {
+  std::vector<const Request *> rs;
   rs.reserve(ids.size());
   for (RequestId id : ids) {
-    llvm::Expected<const Request *> r = find(id, "block_table");
+    kvarn::Expected<const Request *> r = find(id, "block_table");
     if (!r)
       return r.takeError();
     if (int32_t((*r)->blocks.size()) > width)
@@ -465,12 +465,11 @@ llvm::Error PoolState::fillBlockTable(llvm::ArrayRef<RequestId> ids,
     if (seqLens)
       seqLens[i] = rs[i]->length;
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 std::string PoolState::describe() const {
-  std::string text;
-  llvm::raw_string_ostream os(text);
+  std::ostringstream os;
   auto list = [&](const char *name, std::vector<int32_t> v) {
     std::sort(v.begin(), v.end());
     os << name << ":";
@@ -503,25 +502,26 @@ std::string PoolState::describe() const {
       os << ' ' << b;
     os << '\n';
   }
-  return text;
+  return os.str();
 }
 
-llvm::Error PoolState::verify() const {
-  auto broken = [](const llvm::Twine &what) {
-    return makeError(KVARN_ERROR_INTERNAL, "pool invariant: {0}", what.str());
+kvarn::Error PoolState::verify() const {
+  auto broken = [](const std::string &what) {
+    return makeError(KVARN_ERROR_INTERNAL, "pool invariant: {0}", what);
   };
   std::vector<int32_t> countedRefs(geom.numBlocks, 0),
       countedSinks(geom.numBlocks, 0);
   std::vector<uint8_t> fullCommitted(geom.numBlocks, 0);
   for (const auto &[id, r] : requests) {
     if (r.committed > r.length || r.committed < 0)
-      return broken("request " + llvm::Twine(id) + " commits past its length");
+      return broken("request " + std::to_string(id) +
+                    " commits past its length");
     if (int32_t(r.blocks.size()) != ceilDiv(r.length, geom.blockSize))
-      return broken("request " + llvm::Twine(id) +
+      return broken("request " + std::to_string(id) +
                     " holds a block count that does not match its length");
     if (r.phase == RequestPhase::Finished &&
         (r.length != r.committed || r.length % geom.blockSize))
-      return broken("finished request " + llvm::Twine(id) +
+      return broken("finished request " + std::to_string(id) +
                     " holds a partial block");
     for (size_t i = 0; i < r.blocks.size(); ++i) {
       ++countedRefs[r.blocks[i]];
@@ -535,40 +535,40 @@ llvm::Error PoolState::verify() const {
   std::vector<uint8_t> blockFree(geom.numBlocks, 0);
   for (int32_t b : freeBlocks) {
     if (blockFree[b]++)
-      return broken("block " + llvm::Twine(b) + " is free twice");
+      return broken("block " + std::to_string(b) + " is free twice");
   }
   for (int32_t s : freeSlots) {
     if (slotOwner[s] != -1)
-      return broken("slot " + llvm::Twine(s) + " is free twice");
+      return broken("slot " + std::to_string(s) + " is free twice");
     slotOwner[s] = geom.numBlocks; // "free"
   }
   for (int32_t b = 0; b < geom.numBlocks; ++b) {
     if (refs[b] != countedRefs[b])
-      return broken("block " + llvm::Twine(b) + " has " + llvm::Twine(refs[b]) +
-                    " references but " + llvm::Twine(countedRefs[b]) +
-                    " holders");
+      return broken("block " + std::to_string(b) + " has " +
+                    std::to_string(refs[b]) + " references but " +
+                    std::to_string(countedRefs[b]) + " holders");
     if (bool(blockFree[b]) != (refs[b] == 0))
-      return broken("block " + llvm::Twine(b) +
+      return broken("block " + std::to_string(b) +
                     " is free and held, or neither");
     if (sinkHolders[b] != countedSinks[b])
-      return broken("block " + llvm::Twine(b) + " sink count is wrong");
+      return broken("block " + std::to_string(b) + " sink count is wrong");
     if (toSlot[b] >= 0) {
       if (refs[b] == 0)
-        return broken("free block " + llvm::Twine(b) + " keeps a slot");
+        return broken("free block " + std::to_string(b) + " keeps a slot");
       if (slotOwner[toSlot[b]] != -1)
-        return broken("slot " + llvm::Twine(toSlot[b]) +
+        return broken("slot " + std::to_string(toSlot[b]) +
                       " is free or held twice");
       slotOwner[toSlot[b]] = b;
     }
     bool flushable = refs[b] > 0 && toSlot[b] >= 0 && sinkHolders[b] == 0 &&
                      fullCommitted[b];
     if (bool(readyMark[b]) != flushable)
-      return broken("block " + llvm::Twine(b) +
+      return broken("block " + std::to_string(b) +
                     (flushable ? " should be flushed but is not queued"
                                : " is queued but not flushable"));
   }
   for (int32_t s = 0; s < geom.numPoolSlots; ++s)
     if (slotOwner[s] == -1)
-      return broken("slot " + llvm::Twine(s) + " is neither free nor held");
-  return llvm::Error::success();
+      return broken("slot " + std::to_string(s) + " is neither free nor held");
+  return kvarn::Error::success();
 }

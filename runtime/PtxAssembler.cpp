@@ -6,7 +6,7 @@
 
 #include "kvarn/Support/FileIO.h"
 
-#include "llvm/ADT/StringExtras.h"
+#include "kvarn/Support/Strings.h"
 
 #include <cerrno>
 #include <cstdint>
@@ -29,32 +29,32 @@ using namespace kvarn::cuda;
 //===----------------------------------------------------------------------===//
 
 /// The integer before `suffix` in `line` ("40 registers" -> 40), or -1.
-static int64_t figureBefore(llvm::StringRef line, llvm::StringRef suffix) {
-  size_t at = line.find((" " + suffix).str());
-  if (at == llvm::StringRef::npos)
+static int64_t figureBefore(std::string_view line, std::string_view suffix) {
+  size_t at = line.find(" " + std::string(suffix));
+  if (at == std::string_view::npos)
     return -1;
-  llvm::StringRef before = line.take_front(at);
+  std::string_view before = line.substr(0, at);
   size_t last = before.find_last_not_of("0123456789");
-  llvm::StringRef digits =
-      last == llvm::StringRef::npos ? before : before.drop_front(last + 1);
+  std::string_view digits =
+      last == std::string_view::npos ? before : before.substr(last + 1);
   int64_t value = -1;
-  if (digits.empty() || digits.getAsInteger(10, value))
+  if (!parseInteger(digits, value))
     return -1;
   return value;
 }
 
 /// The text between `open` and the next `close` after it in `line`, or
 /// nothing when `line` lacks either.
-static std::optional<llvm::StringRef>
-between(llvm::StringRef line, llvm::StringRef open, llvm::StringRef close) {
+static std::optional<std::string_view>
+between(std::string_view line, std::string_view open, std::string_view close) {
   size_t from = line.find(open);
-  if (from == llvm::StringRef::npos)
+  if (from == std::string_view::npos)
     return std::nullopt;
-  llvm::StringRef rest = line.drop_front(from + open.size());
+  std::string_view rest = line.substr(from + open.size());
   size_t to = rest.find(close);
-  if (to == llvm::StringRef::npos)
+  if (to == std::string_view::npos)
     return std::nullopt;
-  return rest.take_front(to);
+  return rest.substr(0, to);
 }
 
 // ptxas -v (CUDA 13) writes, per entry function:
@@ -63,43 +63,40 @@ between(llvm::StringRef line, llvm::StringRef open, llvm::StringRef close) {
 //       0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 //   ptxas info    : Used 10 registers, used 1 barriers, 1024 bytes smem
 // "Function properties" also appear for device functions, which we skip.
-std::vector<KernelResources> cuda::parseAssemblerLog(llvm::StringRef log) {
+std::vector<KernelResources> cuda::parseAssemblerLog(std::string_view log) {
   std::vector<KernelResources> kernels;
   std::map<std::string, size_t> indexByName;
   KernelResources *current = nullptr;     // the entry being compiled
   KernelResources *propertiesOf = nullptr; // whose "stack frame" line is next
 
-  llvm::SmallVector<llvm::StringRef, 0> lines;
-  log.split(lines, '\n');
-  for (llvm::StringRef line : lines) {
-    std::optional<llvm::StringRef> entry =
+  for (std::string_view line : split(log, '\n')) {
+    std::optional<std::string_view> entry =
         between(line, "Compiling entry function '", "'");
-    std::optional<llvm::StringRef> entryArch =
+    std::optional<std::string_view> entryArch =
         entry ? between(line, "' for '", "'") : std::nullopt;
     if (entry && !entry->empty() && entryArch && !entryArch->empty()) {
-      std::string name = entry->str();
+      std::string name = std::string(*entry);
       auto [it, inserted] = indexByName.try_emplace(name, kernels.size());
       if (inserted) {
         kernels.push_back({});
         kernels.back().name = name;
       }
       current = &kernels[it->second];
-      current->arch = entryArch->str();
+      current->arch = std::string(*entryArch);
       propertiesOf = nullptr;
       continue;
     }
     if (size_t at = line.find("Function properties for ");
-        at != llvm::StringRef::npos &&
+        at != std::string_view::npos &&
         line.size() > at + strlen("Function properties for ")) {
-      llvm::StringRef name =
-          line.drop_front(at + strlen("Function properties for "))
-              .take_until([](char c) { return c == ' '; })
-              .trim();
-      auto it = indexByName.find(name.str());
+      std::string_view rest =
+          line.substr(at + strlen("Function properties for "));
+      std::string_view name = trim(rest.substr(0, rest.find(' ')));
+      auto it = indexByName.find(std::string(name));
       propertiesOf = it == indexByName.end() ? nullptr : &kernels[it->second];
       continue;
     }
-    if (line.contains("bytes stack frame")) {
+    if (contains(line, "bytes stack frame")) {
       if (propertiesOf) {
         propertiesOf->stackFrameBytes = figureBefore(line, "bytes stack frame");
         propertiesOf->spillStoreBytes = figureBefore(line, "bytes spill stores");
@@ -108,7 +105,7 @@ std::vector<KernelResources> cuda::parseAssemblerLog(llvm::StringRef log) {
       propertiesOf = nullptr;
       continue;
     }
-    if (current && line.contains("Used ") && line.contains(" registers")) {
+    if (current && contains(line, "Used ") && contains(line, " registers")) {
       current->registers = int(figureBefore(line, "registers"));
       current->barriers = int(figureBefore(line, "barriers"));
       int64_t shared = figureBefore(line, "bytes smem");
@@ -122,40 +119,40 @@ std::vector<KernelResources> cuda::parseAssemblerLog(llvm::StringRef log) {
 // The driver's linker
 //===----------------------------------------------------------------------===//
 
-llvm::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
-                                                   llvm::StringRef ptx,
-                                                   llvm::StringRef name) {
+kvarn::Expected<CubinImage> cuda::linkPtxWithDriver(const Context &context,
+                                                    std::string_view ptx,
+                                                    std::string_view name) {
   const Driver &driver = context.driver();
   KVARN_ENTER_CONTEXT(context);
 
   JitLogs logs(/*verbose=*/true);
   CUlinkState state = nullptr;
-  if (llvm::Error err =
+  if (kvarn::Error err =
           KVARN_CUDA_CHECK(driver, cuLinkCreate, logs.count(),
                            logs.optionArray(), logs.valueArray(), &state))
     return std::move(err);
   // The driver owns the cubin until cuLinkDestroy: copy it out first.
-  auto finish = [&](llvm::Error err) -> llvm::Expected<CubinImage> {
+  auto finish = [&](kvarn::Error err) -> kvarn::Expected<CubinImage> {
     (void)driver.api().cuLinkDestroy(state);
     return std::move(err);
   };
-  auto withLogs = [&](llvm::Error err) {
-    return withContext(std::move(err), "linking " + name.str() + " for " +
-                                           context.info().arch() +
+  auto withLogs = [&](kvarn::Error err) {
+    return withContext(std::move(err), "linking " + std::string(name) +
+                                           " for " + context.info().arch() +
                                            logs.forMessage());
   };
 
   // The PTX must be NUL-terminated, and the size counts the NUL.
-  std::string text = ptx.str();
-  std::string label = name.str();
-  if (llvm::Error err = KVARN_CUDA_CHECK(
+  std::string text = std::string(ptx);
+  std::string label = std::string(name);
+  if (kvarn::Error err = KVARN_CUDA_CHECK(
           driver, cuLinkAddData, state, CU_JIT_INPUT_PTX, text.data(),
           text.size() + 1, label.c_str(), 0, nullptr, nullptr))
     return finish(withLogs(std::move(err)));
   void *cubin = nullptr;
   size_t cubinBytes = 0;
-  if (llvm::Error err = KVARN_CUDA_CHECK(driver, cuLinkComplete, state, &cubin,
-                                         &cubinBytes))
+  if (kvarn::Error err =
+          KVARN_CUDA_CHECK(driver, cuLinkComplete, state, &cubin, &cubinBytes))
     return finish(withLogs(std::move(err)));
 
   CubinImage image;
@@ -182,10 +179,9 @@ static std::optional<std::string> findOnPath(const char *program) {
   const char *path = std::getenv("PATH");
   if (!path)
     return std::nullopt;
-  llvm::SmallVector<llvm::StringRef, 16> dirs;
-  llvm::StringRef(path).split(dirs, ':');
-  for (llvm::StringRef dir : dirs) {
-    std::string candidate = (dir.empty() ? "." : dir.str()) + "/" + program;
+  for (std::string_view dir : split(path, ':')) {
+    std::string candidate =
+        (dir.empty() ? "." : std::string(dir)) + "/" + program;
     if (isExecutableFile(candidate))
       return candidate;
   }
@@ -199,7 +195,7 @@ std::vector<std::string> cuda::ptxasCandidates() {
     candidates.push_back(explicitPath);
   for (const char *variable : {"CUDA_HOME", "CUDA_PATH"})
     if (const char *root = std::getenv(variable); root && *root)
-      candidates.push_back((llvm::Twine(root) + "/bin/ptxas").str());
+      candidates.push_back(std::string(root) + "/bin/ptxas");
 #ifdef KVARN_CUDA_TOOLKIT_DIR
   candidates.push_back(KVARN_CUDA_TOOLKIT_DIR "/bin/ptxas");
 #endif
@@ -209,7 +205,7 @@ std::vector<std::string> cuda::ptxasCandidates() {
   return candidates;
 }
 
-llvm::Expected<std::string>
+kvarn::Expected<std::string>
 cuda::findPtxas(const std::vector<std::string> &candidates,
                 std::string *warning) {
   auto usable = [](const std::string &path) { return isExecutableFile(path); };
@@ -233,7 +229,7 @@ cuda::findPtxas(const std::vector<std::string> &candidates,
   return makeError(KVARN_ERROR_IO,
                    "ptxas not found (looked at {0}); install the "
                    "CUDA toolkit or set CUDA_HOME or KVARN_PTXAS",
-                   llvm::join(candidates, ", "));
+                   join(candidates, ", "));
 }
 
 namespace {
@@ -246,11 +242,11 @@ struct TemporaryFile {
       ::unlink(path.c_str());
   }
 
-  static llvm::Expected<std::unique_ptr<TemporaryFile>>
-  create(llvm::StringRef suffix) {
+  static kvarn::Expected<std::unique_ptr<TemporaryFile>>
+  create(std::string_view suffix) {
     const char *dir = std::getenv("TMPDIR");
     std::string name = std::string(dir && *dir ? dir : "/tmp") +
-                       "/kvarn-ptxas-XXXXXX." + suffix.str();
+                       "/kvarn-ptxas-XXXXXX." + std::string(suffix);
     int fd = ::mkstemps(name.data(), int(suffix.size()) + 1);
     if (fd < 0)
       return makeError(KVARN_ERROR_IO,
@@ -264,7 +260,7 @@ struct TemporaryFile {
 };
 
 /// Writes all of `bytes` to `path` (created or truncated).
-llvm::Error writeWholeFile(const std::string &path, llvm::StringRef bytes) {
+kvarn::Error writeWholeFile(const std::string &path, std::string_view bytes) {
   int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
   if (fd < 0)
     return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}", path,
@@ -284,14 +280,14 @@ llvm::Error writeWholeFile(const std::string &path, llvm::StringRef bytes) {
   if (::close(fd) != 0)
     return makeError(KVARN_ERROR_IO, "cannot write {0}: {1}", path,
                      std::strerror(errno));
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 /// Runs `args` (args[0] the program's path) with stdin from /dev/null and
 /// stdout and stderr to `logPath`; its exit code, or an error when it
 /// could not be started or did not exit normally.
-llvm::Expected<int> runProgram(const std::vector<std::string> &args,
-                               const std::string &logPath) {
+kvarn::Expected<int> runProgram(const std::vector<std::string> &args,
+                                const std::string &logPath) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
@@ -321,17 +317,17 @@ llvm::Expected<int> runProgram(const std::vector<std::string> &args,
 }
 } // namespace
 
-static llvm::Expected<std::string> readWholeFile(const std::string &path) {
+static kvarn::Expected<std::string> readWholeFile(const std::string &path) {
   // A cubin or a log of any size ptxas writes; the bound only keeps a
   // runaway file from exhausting memory.
   return readRegularFile(path, ReadOptions{limits::kEntryFileBytes});
 }
 
-llvm::Expected<CubinImage> cuda::assembleWithPtxas(llvm::StringRef ptx,
-                                                   const PtxasOptions &options) {
+kvarn::Expected<CubinImage>
+cuda::assembleWithPtxas(std::string_view ptx, const PtxasOptions &options) {
   std::string ptxas = options.ptxasPath;
   if (ptxas.empty()) {
-    llvm::Expected<std::string> found = findPtxas();
+    kvarn::Expected<std::string> found = findPtxas();
     if (!found)
       return found.takeError();
     ptxas = *found;
@@ -346,7 +342,7 @@ llvm::Expected<CubinImage> cuda::assembleWithPtxas(llvm::StringRef ptx,
   auto log = TemporaryFile::create("log");
   if (!log)
     return log.takeError();
-  if (llvm::Error err = writeWholeFile((*input)->path, ptx))
+  if (kvarn::Error err = writeWholeFile((*input)->path, ptx))
     return std::move(err);
 
   // ptxas writes both its -v figures and its errors to stderr; stdout goes
@@ -361,19 +357,19 @@ llvm::Expected<CubinImage> cuda::assembleWithPtxas(llvm::StringRef ptx,
       (*input)->path};
   for (const std::string &extra : options.extraArguments)
     args.push_back(extra);
-  llvm::Expected<int> exitCode = runProgram(args, (*log)->path);
+  kvarn::Expected<int> exitCode = runProgram(args, (*log)->path);
   if (!exitCode)
     return exitCode.takeError();
 
-  llvm::Expected<std::string> logText = readWholeFile((*log)->path);
+  kvarn::Expected<std::string> logText = readWholeFile((*log)->path);
   if (!logText)
     return logText.takeError();
   if (*exitCode != 0)
     return makeError(KVARN_ERROR_COMPILE,
                      "ptxas failed for {0} (exit {1}): {2}", options.arch,
-                     *exitCode, llvm::StringRef(*logText).trim());
+                     *exitCode, trim(*logText));
 
-  llvm::Expected<std::string> cubin = readWholeFile((*output)->path);
+  kvarn::Expected<std::string> cubin = readWholeFile((*output)->path);
   if (!cubin)
     return cubin.takeError();
   CubinImage image;

@@ -55,9 +55,9 @@ LogicalResult lowerRotate(TileLowering &s, Operation *raw) {
     return op.emitOpError("GPU rotation handles rank-1 and rank-2 tiles");
   int64_t d = type.getShape().back();
   int64_t rows = type.getRank() == 2 ? type.getDim(0) : 1;
-  llvm::Expected<Rotation> rotation = Rotation::get(int(d));
+  kvarn::Expected<Rotation> rotation = Rotation::get(int(d));
   if (!rotation)
-    return op.emitOpError(llvm::toString(rotation.takeError()));
+    return op.emitOpError(kvarn::toString(rotation.takeError()));
 
   // The transform is in place, so it always works on a copy.
   TileView in = s.view(op.getInput());

@@ -45,9 +45,9 @@ std::optional<int64_t> rowLength(Type type) {
 }
 
 bool isSylvester(int64_t n) {
-  llvm::Expected<Rotation> rotation = Rotation::get(int(n));
+  kvarn::Expected<Rotation> rotation = Rotation::get(int(n));
   if (!rotation) {
-    llvm::consumeError(rotation.takeError());
+    kvarn::consumeError(rotation.takeError());
     return false;
   }
   return rotation->kind() == Rotation::Kind::Sylvester;

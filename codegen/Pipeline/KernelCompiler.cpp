@@ -17,10 +17,10 @@
 using namespace mlir;
 using namespace kvarn;
 
-llvm::Expected<CompiledModule>
+kvarn::Expected<CompiledModule>
 kvarn::compileKernel(const KernelRequest &request,
                      const CompileOptions &options) {
-  if (llvm::Error err = request.spec.check())
+  if (kvarn::Error err = request.spec.check())
     return std::move(err);
   DialectRegistry registry;
   registerKvarnDialects(registry);
@@ -57,7 +57,7 @@ kvarn::compileKernel(const KernelRequest &request,
     return makeError(KVARN_ERROR_COMPILE, "{0}",
                      diagnostics.text().empty() ? "the DSL front end failed"
                                                 : diagnostics.text());
-  llvm::Expected<CompiledModule> compiled = compileToPTX(*module, options);
+  kvarn::Expected<CompiledModule> compiled = compileToPTX(*module, options);
   if (!compiled)
     return compiled.takeError();
   return compiled;

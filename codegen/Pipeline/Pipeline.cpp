@@ -67,10 +67,10 @@ std::string printOp(Operation *op) {
   return s;
 }
 
-llvm::Error runPasses(ModuleOp module,
-                      function_ref<void(OpPassManager &)> populate,
-                      const CompileOptions &opts, dsl::ErrorCollector &diags,
-                      llvm::StringRef stage) {
+kvarn::Error runPasses(ModuleOp module,
+                       function_ref<void(OpPassManager &)> populate,
+                       const CompileOptions &opts, dsl::ErrorCollector &diags,
+                       llvm::StringRef stage) {
   PassManager runner(module.getContext());
   populate(runner);
   if (opts.printIRAfterAll) {
@@ -86,7 +86,7 @@ llvm::Error runPasses(ModuleOp module,
                      diags.text().empty() ? "(no diagnostic)" : diags.text());
   if (opts.onStage)
     opts.onStage(stage, printOp(module));
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 std::string debugString(Attribute a) {
   std::string text;
@@ -97,7 +97,7 @@ std::string debugString(Attribute a) {
 
 /// The ABI of a kvt kernel: its parameters (names from `kvt.name`) and its
 /// `kvt.grid`.
-llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
+kvarn::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
   auto scalarName = [](Type t) -> std::string {
     if (t.isInteger(32))
       return "i32";
@@ -154,10 +154,10 @@ llvm::Expected<KernelAbi> kernelAbi(func::FuncOp func) {
 }
 } // namespace
 
-llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
-                                                   const CompileOptions &opts) {
+kvarn::Expected<CompiledModule>
+kvarn::compileToPTX(ModuleOp module, const CompileOptions &opts) {
   Target target = opts.target;
-  if (llvm::Error err = validateTarget(target))
+  if (kvarn::Error err = validateTarget(target))
     return std::move(err);
   MLIRContext *ctx = module.getContext();
   // The lowering needs every dialect's ConvertToLLVM interface and the
@@ -173,14 +173,14 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
   llvm::StringMap<KernelAbi> abis;
   for (auto func : module.getOps<func::FuncOp>())
     if (func->hasAttr(kvt::KVTDialect::getKernelAttrName())) {
-      llvm::Expected<KernelAbi> abi = kernelAbi(func);
+      kvarn::Expected<KernelAbi> abi = kernelAbi(func);
       if (!abi)
         return abi.takeError();
       abis[func.getName()] = std::move(*abi);
     }
 
   // kvt -> kvgpu, then kvgpu -> NVVM, so each stage can be dumped.
-  if (llvm::Error err = runPasses(
+  if (kvarn::Error err = runPasses(
           module, [&](OpPassManager &pm) { addKvtToKVGPUPasses(pm, opts); },
           opts, diags, "kvgpu"))
     return std::move(err);
@@ -206,7 +206,7 @@ llvm::Expected<CompiledModule> kvarn::compileToPTX(ModuleOp module,
     result.kernels.push_back(k);
   });
 
-  if (llvm::Error err = runPasses(
+  if (kvarn::Error err = runPasses(
           module, [&](OpPassManager &pm) { addKVGPUToNVVMPasses(pm); }, opts,
           diags, "nvvm"))
     return std::move(err);

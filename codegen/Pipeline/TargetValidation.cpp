@@ -9,7 +9,7 @@
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/StringExtras.h"
+#include "kvarn/Support/Strings.h"
 
 using namespace kvarn;
 
@@ -25,12 +25,12 @@ std::vector<std::string> kvarn::supportedChips() {
   return chips;
 }
 
-llvm::Error kvarn::validateTarget(Target &target) {
+kvarn::Error kvarn::validateTarget(Target &target) {
   const ChipInfo *info = findChip(target.chip);
   if (!info)
     return makeError(KVARN_ERROR_UNSUPPORTED_TARGET,
                      "unsupported GPU architecture '{0}' (supported: {1})",
-                     target.chip, llvm::join(supportedChips(), ", "));
+                     target.chip, join(supportedChips(), ", "));
   if (target.ptxVersion == 0)
     target.ptxVersion = std::max(info->minPtx, kDefaultPtx);
   if (target.ptxVersion < info->minPtx || target.ptxVersion > kMaxPtx)
@@ -40,5 +40,5 @@ llvm::Error kvarn::validateTarget(Target &target) {
                      target.ptxVersion / 10, target.ptxVersion % 10,
                      target.chip, info->minPtx / 10, info->minPtx % 10,
                      kMaxPtx / 10, kMaxPtx % 10);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

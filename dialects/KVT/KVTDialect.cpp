@@ -46,17 +46,17 @@ LogicalResult SpecAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return int(std::clamp<int64_t>(v, INT32_MIN, INT32_MAX));
   };
   if (kvarn::isMlaPresetName(preset)) {
-    const kvarn::MlaPreset *p = llvm::cantFail(kvarn::lookupMlaPreset(preset));
-    if (llvm::Error err = kvarn::checkMlaKernelShape(*p, i32(headDim),
-                                                     i32(ropeDim), i32(gqa)))
-      return emitError() << llvm::toString(std::move(err));
+    const kvarn::MlaPreset *p = kvarn::cantFail(kvarn::lookupMlaPreset(preset));
+    if (kvarn::Error err = kvarn::checkMlaKernelShape(*p, i32(headDim),
+                                                      i32(ropeDim), i32(gqa)))
+      return emitError() << kvarn::toString(std::move(err));
     return success();
   }
-  llvm::Expected<const kvarn::Preset *> p = kvarn::lookupPreset(preset);
+  kvarn::Expected<const kvarn::Preset *> p = kvarn::lookupPreset(preset);
   if (!p)
-    return emitError() << llvm::toString(p.takeError());
-  if (llvm::Error err = kvarn::checkHeadDim(i32(headDim)))
-    return emitError() << llvm::toString(std::move(err));
+    return emitError() << kvarn::toString(p.takeError());
+  if (kvarn::Error err = kvarn::checkHeadDim(i32(headDim)))
+    return emitError() << kvarn::toString(std::move(err));
   if (gqa < 1 || gqa > 64)
     return emitError() << "gqa ratio " << gqa << " is outside [1, 64]";
   if (ropeDim != 0)
@@ -72,14 +72,14 @@ RecordFormat SpecAttr::getRecordFormat() const {
   RecordFormat format;
   if (isMla()) {
     const kvarn::MlaPreset *preset =
-        llvm::cantFail(kvarn::lookupMlaPreset(getPreset()));
-    format.mla = llvm::cantFail(kvarn::MlaRecordLayout::get(
+        kvarn::cantFail(kvarn::lookupMlaPreset(getPreset()));
+    format.mla = kvarn::cantFail(kvarn::MlaRecordLayout::get(
         *preset, int(getHeadDim()), int(getRopeDim())));
   } else {
     const kvarn::Preset *preset =
-        llvm::cantFail(kvarn::lookupPreset(getPreset()));
+        kvarn::cantFail(kvarn::lookupPreset(getPreset()));
     format.dense =
-        llvm::cantFail(kvarn::RecordLayout::get(*preset, int(getHeadDim())));
+        kvarn::cantFail(kvarn::RecordLayout::get(*preset, int(getHeadDim())));
   }
   return format;
 }

@@ -324,9 +324,9 @@ LogicalResult RotateOp::verify() {
     return emitOpError("rotates f32 tiles; convert ")
            << t.getElementType() << " first";
   int64_t d = t.getShape().back();
-  if (llvm::Error err = checkHeadDim(int(d)))
+  if (kvarn::Error err = checkHeadDim(int(d)))
     return emitOpError("no rotation of order ")
-           << d << ": " << llvm::toString(std::move(err));
+           << d << ": " << kvarn::toString(std::move(err));
   return success();
 }
 

@@ -605,7 +605,7 @@ Type KvtBuilder::activationType() {
 }
 
 Type KvtBuilder::conversionTarget(llvm::StringRef name) {
-  if (name == kActivationTypeName)
+  if (name == llvm::StringRef(kActivationTypeName))
     return activationType();
   return llvm::StringSwitch<Type>(name)
       .Case("i8", builder.getI8Type())

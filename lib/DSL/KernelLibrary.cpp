@@ -3,7 +3,7 @@
 #include "kvarn/DSL/KernelLibrary.h"
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/StringExtras.h"
+#include "kvarn/Support/Strings.h"
 
 using namespace kvarn;
 using namespace kvarn::dsl;
@@ -12,9 +12,9 @@ static const LibraryFile kLibraryFiles[] = {
 #include "kvarn/DSL/KernelLibrarySources.inc"
 };
 
-llvm::ArrayRef<LibraryFile> kvarn::dsl::libraryFiles() { return kLibraryFiles; }
+Span<const LibraryFile> kvarn::dsl::libraryFiles() { return kLibraryFiles; }
 
-const LibraryFile *kvarn::dsl::findLibraryFile(llvm::StringRef name) {
+const LibraryFile *kvarn::dsl::findLibraryFile(std::string_view name) {
   for (const LibraryFile &file : kLibraryFiles)
     if (file.name == name)
       return &file;
@@ -29,12 +29,12 @@ std::vector<std::string> kvarn::dsl::libraryKernelNames(KernelFamily family) {
   std::vector<std::string> names;
   for (const LibraryFile &file : kLibraryFiles)
     if (file.isKernel && file.family == family)
-      names.push_back(file.name.str());
+      names.push_back(std::string(file.name));
   return names;
 }
 
-llvm::Expected<const LibraryFile *>
-kvarn::dsl::findLibraryKernel(llvm::StringRef name,
+kvarn::Expected<const LibraryFile *>
+kvarn::dsl::findLibraryKernel(std::string_view name,
                               const Specialization &spec) {
   KernelFamily family = kernelFamily(spec);
   const char *kind = family == KernelFamily::Mla ? "MLA" : "dense";
@@ -42,7 +42,7 @@ kvarn::dsl::findLibraryKernel(llvm::StringRef name,
   if (!file || !file->isKernel)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "unknown kernel '{0}' (the library's {1} kernels: {2})",
-                     name, kind, llvm::join(libraryKernelNames(family), ", "));
+                     name, kind, join(libraryKernelNames(family), ", "));
   if (file->family != family)
     return makeError(
         KVARN_ERROR_INVALID_ARGUMENT,
@@ -50,6 +50,6 @@ kvarn::dsl::findLibraryKernel(llvm::StringRef name,
         "(its kernels: {4})",
         name, family == KernelFamily::Mla ? "dense" : "MLA", spec.preset,
         family == KernelFamily::Mla ? "an MLA preset" : "a dense preset",
-        llvm::join(libraryKernelNames(family), ", "));
+        join(libraryKernelNames(family), ", "));
   return file;
 }

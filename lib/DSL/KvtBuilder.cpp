@@ -27,7 +27,7 @@ KvtBuilder::KvtBuilder(llvm::SourceMgr &sourceMgr, const Specialization &spec,
       const LibraryFile *file = findLibraryFile(name);
       if (!file || file->isKernel)
         return std::nullopt;
-      return ModuleSource{file->fileName.str(), file->text};
+      return ModuleSource{std::string(file->fileName), file->text};
     };
 }
 
@@ -61,7 +61,7 @@ LogicalResult KvtBuilder::error(llvm::SMLoc at, const llvm::Twine &message) {
 //===----------------------------------------------------------------------===//
 
 static bool isTypeName(llvm::StringRef name) {
-  return name == kActivationTypeName ||
+  return name == llvm::StringRef(kActivationTypeName) ||
          llvm::StringSwitch<bool>(name)
              .Cases({"i1", "i8", "i32", "i64", "f16", "bf16", "f32", "ptr"},
                     true)
@@ -136,7 +136,7 @@ LogicalResult KvtBuilder::importModule(const ast::Name &name) {
     std::string known;
     for (const LibraryFile &f : libraryFiles())
       if (!f.isKernel)
-        known += (known.empty() ? "" : ", ") + f.name.str();
+        known += (known.empty() ? "" : ", ") + std::string(f.name);
     return error(name.loc, "unknown module '" + name.text +
                                "' (library modules: " + known + ")");
   }

@@ -222,6 +222,8 @@ bool Parser::parseType(TypeSpec &type) {
     return failExpected("a type (i32, i64, f32 or ptr<...>)");
   llvm::StringRef word = tok.text;
   auto scalar = [](llvm::StringRef w) -> std::optional<ScalarKind> {
+    if (w == llvm::StringRef(kActivationTypeName))
+      return ScalarKind::Act;
     return llvm::StringSwitch<std::optional<ScalarKind>>(w)
         .Case("i8", ScalarKind::I8)
         .Case("i32", ScalarKind::I32)
@@ -229,7 +231,6 @@ bool Parser::parseType(TypeSpec &type) {
         .Case("f16", ScalarKind::F16)
         .Case("bf16", ScalarKind::BF16)
         .Case("f32", ScalarKind::F32)
-        .Case(kActivationTypeName, ScalarKind::Act)
         .Default(std::nullopt);
   };
   if (word == "ptr") {

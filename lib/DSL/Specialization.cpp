@@ -7,42 +7,40 @@
 using namespace kvarn;
 using namespace kvarn::dsl;
 
-llvm::Error Specialization::check() const {
+kvarn::Error Specialization::check() const {
   if (isMla()) {
-    const MlaPreset *p = llvm::cantFail(lookupMlaPreset(preset));
+    const MlaPreset *p = kvarn::cantFail(lookupMlaPreset(preset));
     return checkMlaKernelShape(*p, headDim, ropeDim, gqa);
   }
   if (ropeDim != 0)
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
                      "rope_dim is for MLA presets; {0} is not one", preset);
-  llvm::Expected<const Preset *> p = lookupPreset(preset);
+  kvarn::Expected<const Preset *> p = lookupPreset(preset);
   if (!p)
     return p.takeError();
-  if (llvm::Error err = checkHeadDim(headDim))
+  if (kvarn::Error err = checkHeadDim(headDim))
     return err;
   if (gqa < 1 || gqa > kMaxGqa)
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
                      "gqa ratio {0} is outside [1, {1}]", gqa, kMaxGqa);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 std::string Specialization::describe() const {
-  std::string text = llvm::formatv("{0} head_dim {1} gqa {2}", preset,
-                                   headDim, gqa)
-                         .str();
+  std::string text = format("{0} head_dim {1} gqa {2}", preset, headDim, gqa);
   if (isMla())
-    text += llvm::formatv(" rope_dim {0}", ropeDim).str();
+    text += format(" rope_dim {0}", ropeDim);
   if (dtype != DType::F16)
-    text += (" dtype " + spell(dtype)).str();
+    text += " dtype " + std::string(spell(dtype));
   return text;
 }
 
 std::vector<SpecConstant>
 kvarn::dsl::specConstants(const Specialization &spec) {
   if (spec.isMla()) {
-    const MlaPreset *p = llvm::cantFail(lookupMlaPreset(spec.preset));
+    const MlaPreset *p = kvarn::cantFail(lookupMlaPreset(spec.preset));
     MlaRecordLayout l =
-        llvm::cantFail(MlaRecordLayout::get(*p, spec.headDim, spec.ropeDim));
+        kvarn::cantFail(MlaRecordLayout::get(*p, spec.headDim, spec.ropeDim));
     return {
         {"R", l.kvLoraRank, "latent channels (kv_lora_rank)"},
         {"E", l.ropeDim, "rope key channels, kept in fp16"},
@@ -61,8 +59,8 @@ kvarn::dsl::specConstants(const Specialization &spec) {
          "split dimension of mla_decode_split's scratch buffers"},
     };
   }
-  const Preset *p = llvm::cantFail(lookupPreset(spec.preset));
-  RecordLayout l = llvm::cantFail(RecordLayout::get(*p, spec.headDim));
+  const Preset *p = kvarn::cantFail(lookupPreset(spec.preset));
+  RecordLayout l = kvarn::cantFail(RecordLayout::get(*p, spec.headDim));
   return {
       {"D", l.headDim, "head_dim"},
       {"G", l.group, "tokens per tile (the block size)"},

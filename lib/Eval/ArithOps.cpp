@@ -35,28 +35,28 @@ static double roundFloat(double v, Type t) {
   return roundToType(v, t);
 }
 
-llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
+kvarn::Error Interpreter::executeArith(Operation *op, bool &handled) {
   if (op->getDialect() == nullptr ||
       op->getDialect()->getNamespace() != arith::ArithDialect::getDialectNamespace())
-    return llvm::Error::success();
+    return kvarn::Error::success();
   handled = true;
   auto intOf = [&](unsigned i) { return get(op->getOperand(i)).i; };
   auto floatOf = [&](unsigned i) { return get(op->getOperand(i)).f; };
   Type resultType = op->getNumResults() ? op->getResult(0).getType() : Type();
   auto setInt = [&](int64_t v) {
     set(op->getResult(0), RtValue::ofInt(wrapInt(v, widthOf(resultType))));
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   auto setFloat = [&](double v) {
     set(op->getResult(0), RtValue::ofFloat(roundFloat(v, resultType)));
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   // Integer ops compute on uint64 so that overflow wraps instead of being UB.
   auto u = [](int64_t v) { return uint64_t(v); };
   unsigned width = op->getNumOperands() ? widthOf(op->getOperand(0).getType()) : 0;
 
-  return llvm::TypeSwitch<Operation *, llvm::Error>(op)
-      .Case([&](arith::ConstantOp c) -> llvm::Error {
+  return llvm::TypeSwitch<Operation *, kvarn::Error>(op)
+      .Case([&](arith::ConstantOp c) -> kvarn::Error {
         Attribute value = c.getValue();
         if (auto i = dyn_cast<IntegerAttr>(value))
           return setInt(i.getType().isInteger(1) ? int64_t(i.getValue().getZExtValue())
@@ -65,11 +65,17 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
           return setFloat(f.getValueAsDouble());
         return errorAt(op, "only scalar constants are supported");
       })
-      .Case([&](arith::AddIOp) { return setInt(int64_t(u(intOf(0)) + u(intOf(1)))); })
-      .Case([&](arith::SubIOp) { return setInt(int64_t(u(intOf(0)) - u(intOf(1)))); })
-      .Case([&](arith::MulIOp) { return setInt(int64_t(u(intOf(0)) * u(intOf(1)))); })
+      .Case([&](arith::AddIOp) {
+        return setInt(int64_t(u(intOf(0)) + u(intOf(1))));
+      })
+      .Case([&](arith::SubIOp) {
+        return setInt(int64_t(u(intOf(0)) - u(intOf(1))));
+      })
+      .Case([&](arith::MulIOp) {
+        return setInt(int64_t(u(intOf(0)) * u(intOf(1))));
+      })
       .Case<arith::DivSIOp, arith::RemSIOp, arith::CeilDivSIOp,
-            arith::FloorDivSIOp>([&](Operation *) -> llvm::Error {
+            arith::FloorDivSIOp>([&](Operation *) -> kvarn::Error {
         int64_t a = intOf(0), b = intOf(1);
         if (b == 0)
           return errorAt(op, "division by zero");
@@ -85,7 +91,7 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
         return setInt(q);
       })
       .Case<arith::DivUIOp, arith::RemUIOp, arith::CeilDivUIOp>(
-          [&](Operation *) -> llvm::Error {
+          [&](Operation *) -> kvarn::Error {
             uint64_t a = zext(intOf(0), width), b = zext(intOf(1), width);
             if (b == 0)
               return errorAt(op, "division by zero");
@@ -95,8 +101,10 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
               return setInt(int64_t(a / b + (a % b != 0)));
             return setInt(int64_t(a / b));
           })
-      .Case([&](arith::MinSIOp) { return setInt(std::min(intOf(0), intOf(1))); })
-      .Case([&](arith::MaxSIOp) { return setInt(std::max(intOf(0), intOf(1))); })
+      .Case(
+          [&](arith::MinSIOp) { return setInt(std::min(intOf(0), intOf(1))); })
+      .Case(
+          [&](arith::MaxSIOp) { return setInt(std::max(intOf(0), intOf(1))); })
       .Case([&](arith::MinUIOp) {
         return setInt(zext(intOf(0), width) < zext(intOf(1), width) ? intOf(0) : intOf(1));
       })
@@ -107,7 +115,7 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
       .Case([&](arith::OrIOp) { return setInt(intOf(0) | intOf(1)); })
       .Case([&](arith::XOrIOp) { return setInt(intOf(0) ^ intOf(1)); })
       .Case<arith::ShLIOp, arith::ShRSIOp, arith::ShRUIOp>(
-          [&](Operation *) -> llvm::Error {
+          [&](Operation *) -> kvarn::Error {
             uint64_t s = zext(intOf(1), width);
             if (s >= width)
               return errorAt(op, "shift amount is not below the bit width");
@@ -117,54 +125,106 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
               return setInt(intOf(0) >> s);
             return setInt(int64_t(zext(intOf(0), width) >> s));
           })
-      .Case([&](arith::CmpIOp c) -> llvm::Error {
+      .Case([&](arith::CmpIOp c) -> kvarn::Error {
         int64_t a = intOf(0), b = intOf(1);
         uint64_t ua = zext(a, width), ub = zext(b, width);
         bool r = false;
         switch (c.getPredicate()) {
-        case arith::CmpIPredicate::eq: r = a == b; break;
-        case arith::CmpIPredicate::ne: r = a != b; break;
-        case arith::CmpIPredicate::slt: r = a < b; break;
-        case arith::CmpIPredicate::sle: r = a <= b; break;
-        case arith::CmpIPredicate::sgt: r = a > b; break;
-        case arith::CmpIPredicate::sge: r = a >= b; break;
-        case arith::CmpIPredicate::ult: r = ua < ub; break;
-        case arith::CmpIPredicate::ule: r = ua <= ub; break;
-        case arith::CmpIPredicate::ugt: r = ua > ub; break;
-        case arith::CmpIPredicate::uge: r = ua >= ub; break;
+        case arith::CmpIPredicate::eq:
+          r = a == b;
+          break;
+        case arith::CmpIPredicate::ne:
+          r = a != b;
+          break;
+        case arith::CmpIPredicate::slt:
+          r = a < b;
+          break;
+        case arith::CmpIPredicate::sle:
+          r = a <= b;
+          break;
+        case arith::CmpIPredicate::sgt:
+          r = a > b;
+          break;
+        case arith::CmpIPredicate::sge:
+          r = a >= b;
+          break;
+        case arith::CmpIPredicate::ult:
+          r = ua < ub;
+          break;
+        case arith::CmpIPredicate::ule:
+          r = ua <= ub;
+          break;
+        case arith::CmpIPredicate::ugt:
+          r = ua > ub;
+          break;
+        case arith::CmpIPredicate::uge:
+          r = ua >= ub;
+          break;
         }
         return setInt(r);
       })
-      .Case([&](arith::CmpFOp c) -> llvm::Error {
+      .Case([&](arith::CmpFOp c) -> kvarn::Error {
         double a = floatOf(0), b = floatOf(1);
         bool unordered = std::isnan(a) || std::isnan(b);
         bool r = false;
         using P = arith::CmpFPredicate;
         switch (c.getPredicate()) {
-        case P::AlwaysFalse: r = false; break;
-        case P::OEQ: r = !unordered && a == b; break;
-        case P::OGT: r = !unordered && a > b; break;
-        case P::OGE: r = !unordered && a >= b; break;
-        case P::OLT: r = !unordered && a < b; break;
-        case P::OLE: r = !unordered && a <= b; break;
-        case P::ONE: r = !unordered && a != b; break;
-        case P::ORD: r = !unordered; break;
-        case P::UEQ: r = unordered || a == b; break;
-        case P::UGT: r = unordered || a > b; break;
-        case P::UGE: r = unordered || a >= b; break;
-        case P::ULT: r = unordered || a < b; break;
-        case P::ULE: r = unordered || a <= b; break;
-        case P::UNE: r = unordered || a != b; break;
-        case P::UNO: r = unordered; break;
-        case P::AlwaysTrue: r = true; break;
+        case P::AlwaysFalse:
+          r = false;
+          break;
+        case P::OEQ:
+          r = !unordered && a == b;
+          break;
+        case P::OGT:
+          r = !unordered && a > b;
+          break;
+        case P::OGE:
+          r = !unordered && a >= b;
+          break;
+        case P::OLT:
+          r = !unordered && a < b;
+          break;
+        case P::OLE:
+          r = !unordered && a <= b;
+          break;
+        case P::ONE:
+          r = !unordered && a != b;
+          break;
+        case P::ORD:
+          r = !unordered;
+          break;
+        case P::UEQ:
+          r = unordered || a == b;
+          break;
+        case P::UGT:
+          r = unordered || a > b;
+          break;
+        case P::UGE:
+          r = unordered || a >= b;
+          break;
+        case P::ULT:
+          r = unordered || a < b;
+          break;
+        case P::ULE:
+          r = unordered || a <= b;
+          break;
+        case P::UNE:
+          r = unordered || a != b;
+          break;
+        case P::UNO:
+          r = unordered;
+          break;
+        case P::AlwaysTrue:
+          r = true;
+          break;
         }
         return setInt(r);
       })
-      .Case([&](arith::SelectOp s) -> llvm::Error {
+      .Case([&](arith::SelectOp s) -> kvarn::Error {
         if (!s.getCondition().getType().isInteger(1))
           return errorAt(op, "only scalar conditions are supported");
         set(op->getResult(0), get(op->getOperand(intOf(0) ? 1 : 2)));
-        return llvm::Error::success();
+        return kvarn::Error::success();
       })
       .Case<arith::ExtSIOp, arith::TruncIOp, arith::IndexCastOp>(
           [&](Operation *) { return setInt(intOf(0)); })
@@ -174,7 +234,7 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
       .Case([&](arith::UIToFPOp) {
         return setFloat(double(float(zext(intOf(0), width))));
       })
-      .Case<arith::FPToSIOp, arith::FPToUIOp>([&](Operation *) -> llvm::Error {
+      .Case<arith::FPToSIOp, arith::FPToUIOp>([&](Operation *) -> kvarn::Error {
         double v = std::trunc(floatOf(0));
         unsigned w = widthOf(resultType);
         double lo = isa<arith::FPToUIOp>(op) ? 0.0 : -std::ldexp(1.0, w - 1);
@@ -185,10 +245,18 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
       })
       .Case<arith::ExtFOp, arith::TruncFOp>(
           [&](Operation *) { return setFloat(floatOf(0)); })
-      .Case([&](arith::AddFOp) { return setFloat(float(floatOf(0)) + float(floatOf(1))); })
-      .Case([&](arith::SubFOp) { return setFloat(float(floatOf(0)) - float(floatOf(1))); })
-      .Case([&](arith::MulFOp) { return setFloat(float(floatOf(0)) * float(floatOf(1))); })
-      .Case([&](arith::DivFOp) { return setFloat(float(floatOf(0)) / float(floatOf(1))); })
+      .Case([&](arith::AddFOp) {
+        return setFloat(float(floatOf(0)) + float(floatOf(1)));
+      })
+      .Case([&](arith::SubFOp) {
+        return setFloat(float(floatOf(0)) - float(floatOf(1)));
+      })
+      .Case([&](arith::MulFOp) {
+        return setFloat(float(floatOf(0)) * float(floatOf(1)));
+      })
+      .Case([&](arith::DivFOp) {
+        return setFloat(float(floatOf(0)) / float(floatOf(1)));
+      })
       .Case([&](arith::RemFOp) {
         return setFloat(std::fmod(float(floatOf(0)), float(floatOf(1))));
       })
@@ -203,7 +271,7 @@ llvm::Error Interpreter::executeArith(Operation *op, bool &handled) {
         double a = floatOf(0), b = floatOf(1);
         return setFloat(isa<arith::MaxNumFOp>(op) ? std::fmax(a, b) : std::fmin(a, b));
       })
-      .Default([&](Operation *) -> llvm::Error {
+      .Default([&](Operation *) -> kvarn::Error {
         return errorAt(op, "the kvt evaluator does not support this arith op");
       });
 }

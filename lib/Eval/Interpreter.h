@@ -91,28 +91,28 @@ class Interpreter {
 public:
   Interpreter(mlir::func::FuncOp kernel, llvm::ArrayRef<KernelArg> args);
 
-  llvm::Expected<RunStats> run();
+  kvarn::Expected<RunStats> run();
 
   // Shared by the op files.
-  llvm::Error errorAt(mlir::Operation *op, const llvm::Twine &message);
+  kvarn::Error errorAt(mlir::Operation *op, const llvm::Twine &message);
   RtValue &get(mlir::Value v) { return values[v]; }
   void set(mlir::Value v, RtValue r) { values[v] = std::move(r); }
   const Buffer &buffer(unsigned i) const { return buffers[i]; }
-  llvm::Expected<const Rotation *> rotation(int order);
+  kvarn::Expected<const Rotation *> rotation(int order);
   /// Bounds-checked element access: `index` of the buffer behind `ptr`.
-  llvm::Error checkAccess(mlir::Operation *op, const RtValue &ptr,
-                          int64_t index, int64_t count = 1);
+  kvarn::Error checkAccess(mlir::Operation *op, const RtValue &ptr,
+                           int64_t index, int64_t count = 1);
   int64_t programId[3] = {0, 0, 0};
   int64_t numPrograms[3] = {1, 1, 1};
 
-  llvm::Error executeArith(mlir::Operation *op, bool &handled);
-  llvm::Error executeTileOp(mlir::Operation *op, bool &handled);
+  kvarn::Error executeArith(mlir::Operation *op, bool &handled);
+  kvarn::Error executeTileOp(mlir::Operation *op, bool &handled);
 
 private:
-  llvm::Error bindArguments();
-  llvm::Error runBlock(mlir::Block &block, llvm::ArrayRef<RtValue> blockArgs,
-                       llvm::SmallVectorImpl<RtValue> &yielded);
-  llvm::Error execute(mlir::Operation *op);
+  kvarn::Error bindArguments();
+  kvarn::Error runBlock(mlir::Block &block, llvm::ArrayRef<RtValue> blockArgs,
+                        llvm::SmallVectorImpl<RtValue> &yielded);
+  kvarn::Error execute(mlir::Operation *op);
 
   mlir::func::FuncOp kernel;
   llvm::ArrayRef<KernelArg> args;

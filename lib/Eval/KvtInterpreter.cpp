@@ -105,7 +105,7 @@ int64_t eval::wrapInt(int64_t value, unsigned width) {
 Interpreter::Interpreter(func::FuncOp kernel, llvm::ArrayRef<KernelArg> args)
     : kernel(kernel), args(args) {}
 
-llvm::Error Interpreter::errorAt(Operation *op, const llvm::Twine &message) {
+kvarn::Error Interpreter::errorAt(Operation *op, const llvm::Twine &message) {
   std::string where;
   llvm::raw_string_ostream os(where);
   op->getLoc().print(os);
@@ -113,11 +113,11 @@ llvm::Error Interpreter::errorAt(Operation *op, const llvm::Twine &message) {
                    op->getName().getStringRef(), message.str());
 }
 
-llvm::Expected<const Rotation *> Interpreter::rotation(int order) {
+kvarn::Expected<const Rotation *> Interpreter::rotation(int order) {
   auto it = rotations.find(order);
   if (it != rotations.end())
     return it->second.get();
-  llvm::Expected<Rotation> r = Rotation::get(order);
+  kvarn::Expected<Rotation> r = Rotation::get(order);
   if (!r)
     return r.takeError();
   auto &slot = rotations[order];
@@ -125,8 +125,8 @@ llvm::Expected<const Rotation *> Interpreter::rotation(int order) {
   return slot.get();
 }
 
-llvm::Error Interpreter::checkAccess(Operation *op, const RtValue &ptr,
-                                     int64_t index, int64_t count) {
+kvarn::Error Interpreter::checkAccess(Operation *op, const RtValue &ptr,
+                                      int64_t index, int64_t count) {
   const Buffer &b = buffers[ptr.buffer];
   int64_t elements = int64_t(b.bytes / elementBytes(b.elementType));
   if (index < 0 || count < 0 || index > elements - count)
@@ -134,10 +134,10 @@ llvm::Error Interpreter::checkAccess(Operation *op, const RtValue &ptr,
                                      "is outside its {3} elements",
                                      index, index + count, b.name, elements)
                            .str());
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error Interpreter::bindArguments() {
+kvarn::Error Interpreter::bindArguments() {
   if (!kernel->hasAttr(kvt::KVTDialect::getKernelAttrName()))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "'{0}' is not a kvt kernel (no kvt.kernel attribute)",
@@ -214,26 +214,27 @@ llvm::Error Interpreter::bindArguments() {
                        kernel.getName());
     numPrograms[axis] = n;
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error Interpreter::runBlock(Block &block, llvm::ArrayRef<RtValue> blockArgs,
-                                  llvm::SmallVectorImpl<RtValue> &yielded) {
+kvarn::Error Interpreter::runBlock(Block &block,
+                                   llvm::ArrayRef<RtValue> blockArgs,
+                                   llvm::SmallVectorImpl<RtValue> &yielded) {
   for (auto [arg, v] : llvm::zip(block.getArguments(), blockArgs))
     set(arg, v);
   for (Operation &op : block) {
     if (isa<scf::YieldOp, func::ReturnOp>(op)) {
       for (Value v : op.getOperands())
         yielded.push_back(get(v));
-      return llvm::Error::success();
+      return kvarn::Error::success();
     }
-    if (llvm::Error err = execute(&op))
+    if (kvarn::Error err = execute(&op))
       return err;
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error Interpreter::execute(Operation *op) {
+kvarn::Error Interpreter::execute(Operation *op) {
   ++operations;
   if (auto forOp = dyn_cast<scf::ForOp>(op)) {
     int64_t lb = get(forOp.getLowerBound()).i, ub = get(forOp.getUpperBound()).i;
@@ -249,43 +250,43 @@ llvm::Error Interpreter::execute(Operation *op) {
       llvm::SmallVector<RtValue> blockArgs = {RtValue::ofInt(iv)};
       blockArgs.append(carried.begin(), carried.end());
       llvm::SmallVector<RtValue> next;
-      if (llvm::Error err = runBlock(*forOp.getBody(), blockArgs, next))
+      if (kvarn::Error err = runBlock(*forOp.getBody(), blockArgs, next))
         return err;
       carried = std::move(next);
     }
     for (auto [result, v] : llvm::zip(forOp.getResults(), carried))
       set(result, v);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   if (auto ifOp = dyn_cast<scf::IfOp>(op)) {
     Region &region = get(ifOp.getCondition()).i ? ifOp.getThenRegion()
                                                 : ifOp.getElseRegion();
     if (region.empty())
-      return llvm::Error::success();
+      return kvarn::Error::success();
     llvm::SmallVector<RtValue> results;
-    if (llvm::Error err = runBlock(region.front(), {}, results))
+    if (kvarn::Error err = runBlock(region.front(), {}, results))
       return err;
     for (auto [result, v] : llvm::zip(ifOp.getResults(), results))
       set(result, v);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   bool handled = false;
-  if (llvm::Error err = executeArith(op, handled))
+  if (kvarn::Error err = executeArith(op, handled))
     return err;
   if (handled)
-    return llvm::Error::success();
-  if (llvm::Error err = executeTileOp(op, handled))
+    return kvarn::Error::success();
+  if (kvarn::Error err = executeTileOp(op, handled))
     return err;
   if (handled)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   return errorAt(op, "the kvt evaluator does not support this op");
 }
 
-llvm::Expected<RunStats> Interpreter::run() {
+kvarn::Expected<RunStats> Interpreter::run() {
   if (kernel.isExternal())
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "kernel '{0}' has no body",
                      kernel.getName());
-  if (llvm::Error err = bindArguments())
+  if (kvarn::Error err = bindArguments())
     return std::move(err);
   RunStats stats;
   Block &entry = kernel.getBody().front();
@@ -299,7 +300,7 @@ llvm::Expected<RunStats> Interpreter::run() {
         programId[1] = y;
         programId[2] = z;
         llvm::SmallVector<RtValue> ignored;
-        if (llvm::Error err = runBlock(entry, entryArgs, ignored))
+        if (kvarn::Error err = runBlock(entry, entryArgs, ignored))
           return std::move(err);
         ++stats.programs;
       }
@@ -307,8 +308,8 @@ llvm::Expected<RunStats> Interpreter::run() {
   return stats;
 }
 
-llvm::Expected<RunStats> eval::runKernel(func::FuncOp kernel,
-                                         llvm::ArrayRef<KernelArg> args) {
+kvarn::Expected<RunStats> eval::runKernel(func::FuncOp kernel,
+                                          llvm::ArrayRef<KernelArg> args) {
   Interpreter interpreter(kernel, args);
   return interpreter.run();
 }

@@ -86,21 +86,21 @@ static std::vector<uint16_t> toHalfBits(const Tile &t) {
   return bits;
 }
 
-llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
+kvarn::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
   if (!isa<kvt::KVTDialect>(op->getDialect()))
-    return llvm::Error::success();
+    return kvarn::Error::success();
   handled = true;
   auto tileOf = [&](Value v) -> const Tile & { return *get(v).tile; };
   auto setTile = [&](Value v, std::shared_ptr<Tile> t) {
     set(v, RtValue::ofTile(std::move(t)));
   };
-  auto ok = [] { return llvm::Error::success(); };
+  auto ok = [] { return kvarn::Error::success(); };
 
   // Record fields: the byte offset and shape of `field` in this kernel's
   // record layout.
   auto fieldAccess = [&](kvt::RecordField field, int64_t recordOffset,
                          const RtValue &cache, Type &type,
-                         int64_t &byteOffset) -> llvm::Error {
+                         int64_t &byteOffset) -> kvarn::Error {
     if (!recordFormat)
       return errorAt(op, "the kernel has no kvt.spec, so no record layout");
     if (!kvt::hasField(*recordFormat, field))
@@ -110,7 +110,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
     byteOffset = recordOffset + kvt::getFieldOffset(*recordFormat, field);
     auto tile = cast<kvt::TileType>(type);
     int64_t bytes = tile.getNumElements() * elementBytes(tile.getElementType());
-    if (llvm::Error err = checkAccess(op, cache, byteOffset, bytes))
+    if (kvarn::Error err = checkAccess(op, cache, byteOffset, bytes))
       return err;
     // An e4m3 field's shared exponent, at the record's end.
     if (kvt::isE4M3Field(*recordFormat, field))
@@ -119,14 +119,14 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
                              recordFormat->dense->scaleExponentOffset(
                                  *kvt::getScaleField(field)),
                          1);
-    return llvm::Error::success();
+    return kvarn::Error::success();
   };
   auto exponentAt = [&](kvt::RecordField field, int64_t recordOffset) {
     return recordOffset +
            recordFormat->dense->scaleExponentOffset(*kvt::getScaleField(field));
   };
 
-  return llvm::TypeSwitch<Operation *, llvm::Error>(op)
+  return llvm::TypeSwitch<Operation *, kvarn::Error>(op)
       //===--- Program and memory ---------------------------------------===//
       .Case([&](kvt::ProgramIdOp p) {
         set(p.getResult(), RtValue::ofInt(programId[p.getAxis()]));
@@ -136,10 +136,10 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         set(p.getResult(), RtValue::ofInt(numPrograms[p.getAxis()]));
         return ok();
       })
-      .Case([&](kvt::LoadOp l) -> llvm::Error {
+      .Case([&](kvt::LoadOp l) -> kvarn::Error {
         const RtValue &ptr = get(l.getPtr());
         int64_t index = get(l.getIndex()).i;
-        if (llvm::Error err = checkAccess(op, ptr, index))
+        if (kvarn::Error err = checkAccess(op, ptr, index))
           return err;
         const Buffer &b = buffer(ptr.buffer);
         if (b.elementType.isInteger()) {
@@ -155,10 +155,10 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         }
         return ok();
       })
-      .Case([&](kvt::StoreOp s) -> llvm::Error {
+      .Case([&](kvt::StoreOp s) -> kvarn::Error {
         const RtValue &ptr = get(s.getPtr());
         int64_t index = get(s.getIndex()).i;
-        if (llvm::Error err = checkAccess(op, ptr, index))
+        if (kvarn::Error err = checkAccess(op, ptr, index))
           return err;
         const Buffer &b = buffer(ptr.buffer);
         const RtValue &v = get(s.getValue());
@@ -169,7 +169,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           writeElement(b.data, b.elementType, index, v.f);
         return ok();
       })
-      .Case([&](kvt::LoadTileOp l) -> llvm::Error {
+      .Case([&](kvt::LoadTileOp l) -> kvarn::Error {
         const RtValue &ptr = get(l.getPtr());
         auto tile = newTile(l.getResult().getType());
         llvm::SmallVector<int64_t, 3> strides;
@@ -177,7 +177,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           strides.push_back(get(s).i);
         int64_t offset = get(l.getOffset()).i;
         auto [lo, hi] = stridedExtent(tile->shape, offset, strides);
-        if (llvm::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
+        if (kvarn::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
           return err;
         const Buffer &b = buffer(ptr.buffer);
         forEachStrided(tile->shape, offset, strides, [&](int64_t i, int64_t at) {
@@ -186,7 +186,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         setTile(l.getResult(), tile);
         return ok();
       })
-      .Case([&](kvt::PrefetchOp p) -> llvm::Error {
+      .Case([&](kvt::PrefetchOp p) -> kvarn::Error {
         // A hint on the GPU; here only its range is checked, as a load's.
         const RtValue &ptr = get(p.getPtr());
         int64_t elementSize = elementBytes(
@@ -194,7 +194,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         int64_t count = (p.getBytes() + elementSize - 1) / elementSize;
         return checkAccess(op, ptr, get(p.getOffset()).i, count);
       })
-      .Case([&](kvt::StoreTileOp s) -> llvm::Error {
+      .Case([&](kvt::StoreTileOp s) -> kvarn::Error {
         const RtValue &ptr = get(s.getPtr());
         const Tile &tile = tileOf(s.getValue());
         llvm::SmallVector<int64_t, 3> strides;
@@ -202,7 +202,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           strides.push_back(get(v).i);
         int64_t offset = get(s.getOffset()).i;
         auto [lo, hi] = stridedExtent(tile.shape, offset, strides);
-        if (llvm::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
+        if (kvarn::Error err = checkAccess(op, ptr, lo, hi - lo + 1))
           return err;
         const Buffer &b = buffer(ptr.buffer);
         forEachStrided(tile.shape, offset, strides, [&](int64_t i, int64_t at) {
@@ -210,12 +210,12 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         });
         return ok();
       })
-      .Case([&](kvt::LoadFieldOp l) -> llvm::Error {
+      .Case([&](kvt::LoadFieldOp l) -> kvarn::Error {
         Type type;
         int64_t at = 0;
         const RtValue &cache = get(l.getCache());
-        if (llvm::Error err =
-                fieldAccess(l.getField(), get(l.getOffset()).i, cache, type, at))
+        if (kvarn::Error err = fieldAccess(l.getField(), get(l.getOffset()).i,
+                                           cache, type, at))
           return err;
         auto tile = newTile(l.getResult().getType());
         const Buffer &b = buffer(cache.buffer);
@@ -232,12 +232,12 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         setTile(l.getResult(), tile);
         return ok();
       })
-      .Case([&](kvt::StoreFieldOp s) -> llvm::Error {
+      .Case([&](kvt::StoreFieldOp s) -> kvarn::Error {
         Type type;
         int64_t at = 0;
         const RtValue &cache = get(s.getCache());
-        if (llvm::Error err =
-                fieldAccess(s.getField(), get(s.getOffset()).i, cache, type, at))
+        if (kvarn::Error err = fieldAccess(s.getField(), get(s.getOffset()).i,
+                                           cache, type, at))
           return err;
         const Tile &tile = tileOf(s.getValue());
         const Buffer &b = buffer(cache.buffer);
@@ -287,12 +287,12 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         return ok();
       })
       //===--- KVarN primitives -----------------------------------------===//
-      .Case([&](kvt::RotateOp r) -> llvm::Error {
+      .Case([&](kvt::RotateOp r) -> kvarn::Error {
         const Tile &in = tileOf(r.getInput());
         int64_t d = in.shape.back();
-        llvm::Expected<const Rotation *> rot = rotation(int(d));
+        kvarn::Expected<const Rotation *> rot = rotation(int(d));
         if (!rot)
-          return errorAt(op, llvm::toString(rot.takeError()));
+          return errorAt(op, kvarn::toString(rot.takeError()));
         auto tile = newTile(r.getResult().getType());
         for (size_t row = 0; row < in.data.size() / size_t(d); ++row) {
           const double *x = &in.data[row * d];
@@ -433,7 +433,7 @@ llvm::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         setTile(m.getResult(), out);
         return ok();
       })
-      .Default([&](Operation *) -> llvm::Error {
+      .Default([&](Operation *) -> kvarn::Error {
         return errorAt(op, "the kvt evaluator does not support this op");
       });
 }

@@ -31,12 +31,12 @@ int64_t Tensor::numElements() const {
   return n;
 }
 
-static llvm::Error corrupt(llvm::StringRef dir, const llvm::Twine &what) {
+static kvarn::Error corrupt(llvm::StringRef dir, const llvm::Twine &what) {
   return makeError(KVARN_ERROR_CORRUPT_DATA, "{0}/case.json: {1}", dir,
                    what.str());
 }
 
-llvm::Expected<GoldenCase> GoldenCase::load(llvm::StringRef dir) {
+kvarn::Expected<GoldenCase> GoldenCase::load(llvm::StringRef dir) {
   if (!llvm::sys::fs::is_directory(dir))
     return makeError(KVARN_ERROR_IO, "case directory '{0}' does not exist",
                      dir);
@@ -69,15 +69,15 @@ llvm::Expected<GoldenCase> GoldenCase::load(llvm::StringRef dir) {
                      "dense cases, the MLA ones are read by the tests "
                      "(test/unit/MlaCase.h)",
                      dir, c.preset);
-  llvm::Expected<int64_t> headDim = c.getInt("head_dim");
+  kvarn::Expected<int64_t> headDim = c.getInt("head_dim");
   if (!headDim)
     return headDim.takeError();
-  llvm::Expected<const Preset *> p = lookupPreset(c.preset);
+  kvarn::Expected<const Preset *> p = lookupPreset(c.preset);
   if (!p)
     return p.takeError();
   if (*headDim < INT32_MIN || *headDim > INT32_MAX)
     return corrupt(dir, "head_dim out of range");
-  llvm::Expected<RecordLayout> layout = RecordLayout::get(**p, int(*headDim));
+  kvarn::Expected<RecordLayout> layout = RecordLayout::get(**p, int(*headDim));
   if (!layout)
     return layout.takeError();
   c.layout = *layout;
@@ -86,21 +86,21 @@ llvm::Expected<GoldenCase> GoldenCase::load(llvm::StringRef dir) {
   return c;
 }
 
-llvm::Expected<int64_t> GoldenCase::getInt(llvm::StringRef key) const {
+kvarn::Expected<int64_t> GoldenCase::getInt(llvm::StringRef key) const {
   if (auto v = root.getInteger(key))
     return *v;
   return corrupt(directory, "missing integer field '" + key + "'");
 }
 
-llvm::Expected<double> GoldenCase::getNumber(llvm::StringRef key) const {
+kvarn::Expected<double> GoldenCase::getNumber(llvm::StringRef key) const {
   if (auto v = root.getNumber(key))
     return *v;
   return corrupt(directory, "missing number field '" + key + "'");
 }
 
-llvm::Expected<Tensor> GoldenCase::tensor(llvm::StringRef name,
-                                          llvm::StringRef dtype,
-                                          int rank) const {
+kvarn::Expected<Tensor> GoldenCase::tensor(llvm::StringRef name,
+                                           llvm::StringRef dtype,
+                                           int rank) const {
   const llvm::json::Object *entry =
       root.getObject("tensors")->getObject(name);
   if (!entry)
@@ -151,7 +151,7 @@ llvm::Expected<Tensor> GoldenCase::tensor(llvm::StringRef name,
   return t;
 }
 
-llvm::Error GoldenCase::checkLayout() const {
+kvarn::Error GoldenCase::checkLayout() const {
   const llvm::json::Object *offsets = root.getObject("offsets");
   if (!offsets)
     return corrupt(directory, "missing object 'offsets'");
@@ -172,7 +172,7 @@ llvm::Error GoldenCase::checkLayout() const {
   for (auto [key, value] :
        {std::pair<const char *, int64_t>{"tile_bytes", layout.unalignedBytes},
         {"tile_bytes_aligned", layout.recordBytes}}) {
-    llvm::Expected<int64_t> got = getInt(key);
+    kvarn::Expected<int64_t> got = getInt(key);
     if (!got)
       return got.takeError();
     if (*got != value)
@@ -180,11 +180,11 @@ llvm::Error GoldenCase::checkLayout() const {
                        "{0}: {1} is {2}, kvarn's layout says {3}", directory,
                        key, *got, value);
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error kvarn::writeBinaryFile(llvm::StringRef path, const void *data,
-                                   size_t size) {
+kvarn::Error kvarn::writeBinaryFile(llvm::StringRef path, const void *data,
+                                    size_t size) {
   std::error_code ec;
   llvm::raw_fd_ostream os(path, ec, llvm::sys::fs::OF_None);
   if (ec)
@@ -195,5 +195,5 @@ llvm::Error kvarn::writeBinaryFile(llvm::StringRef path, const void *data,
   if (os.has_error())
     return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                      os.error().message());
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

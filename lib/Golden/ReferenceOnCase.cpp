@@ -8,18 +8,19 @@
 
 using namespace kvarn;
 
-static llvm::Error shapeError(const GoldenCase &c, const llvm::Twine &what) {
+static kvarn::Error shapeError(const GoldenCase &c, const llvm::Twine &what) {
   return makeError(KVARN_ERROR_CORRUPT_DATA, "{0}: {1}", c.dir(), what.str());
 }
 
-llvm::Expected<std::vector<uint8_t>> kvarn::referenceFlush(const GoldenCase &c) {
+kvarn::Expected<std::vector<uint8_t>>
+kvarn::referenceFlush(const GoldenCase &c) {
   if (c.kind() != "flush")
     return shapeError(c, "is a '" + c.kind() + "' case, not a flush case");
   const RecordLayout &l = c.recordLayout();
-  llvm::Expected<Tensor> k = c.tensor("k_rot", "float16", 3);
+  kvarn::Expected<Tensor> k = c.tensor("k_rot", "float16", 3);
   if (!k)
     return k.takeError();
-  llvm::Expected<Tensor> v = c.tensor("v_rot", "float16", 3);
+  kvarn::Expected<Tensor> v = c.tensor("v_rot", "float16", 3);
   if (!v)
     return v.takeError();
   if (k->shape != v->shape || k->shape[1] != l.group ||
@@ -38,34 +39,34 @@ llvm::Expected<std::vector<uint8_t>> kvarn::referenceFlush(const GoldenCase &c) 
   return records;
 }
 
-llvm::Expected<std::vector<float>>
+kvarn::Expected<std::vector<float>>
 kvarn::referenceDecode(const GoldenCase &c, DecodeShape *shapeOut) {
   if (c.kind() != "decode")
     return shapeError(c, "is a '" + c.kind() + "' case, not a decode case");
   const RecordLayout &l = c.recordLayout();
   const int d = l.headDim, g = l.group;
-  llvm::Expected<Tensor> q = c.tensor("q", "float16", 3);
+  kvarn::Expected<Tensor> q = c.tensor("q", "float16", 3);
   if (!q)
     return q.takeError();
-  llvm::Expected<Tensor> table = c.tensor("block_table", "int32", 2);
+  kvarn::Expected<Tensor> table = c.tensor("block_table", "int32", 2);
   if (!table)
     return table.takeError();
-  llvm::Expected<Tensor> lens = c.tensor("seq_lens", "int32", 1);
+  kvarn::Expected<Tensor> lens = c.tensor("seq_lens", "int32", 1);
   if (!lens)
     return lens.takeError();
-  llvm::Expected<Tensor> toSlot = c.tensor("block_to_slot", "int32", 1);
+  kvarn::Expected<Tensor> toSlot = c.tensor("block_to_slot", "int32", 1);
   if (!toSlot)
     return toSlot.takeError();
-  llvm::Expected<Tensor> cache = c.tensor("kv_cache", "uint8", 3);
+  kvarn::Expected<Tensor> cache = c.tensor("kv_cache", "uint8", 3);
   if (!cache)
     return cache.takeError();
-  llvm::Expected<Tensor> poolK = c.tensor("pool_k", "float16", 4);
+  kvarn::Expected<Tensor> poolK = c.tensor("pool_k", "float16", 4);
   if (!poolK)
     return poolK.takeError();
-  llvm::Expected<Tensor> poolV = c.tensor("pool_v", "float16", 4);
+  kvarn::Expected<Tensor> poolV = c.tensor("pool_v", "float16", 4);
   if (!poolV)
     return poolV.takeError();
-  llvm::Expected<double> scale = c.getNumber("softmax_scale");
+  kvarn::Expected<double> scale = c.getNumber("softmax_scale");
   if (!scale)
     return scale.takeError();
 
@@ -92,7 +93,7 @@ kvarn::referenceDecode(const GoldenCase &c, DecodeShape *shapeOut) {
   if (hk <= 0 || hq % hk != 0)
     return shapeError(c, "query heads must be a multiple of KV heads");
 
-  llvm::Expected<Rotation> rotation = Rotation::get(d);
+  kvarn::Expected<Rotation> rotation = Rotation::get(d);
   if (!rotation)
     return rotation.takeError();
 
@@ -116,7 +117,7 @@ kvarn::referenceDecode(const GoldenCase &c, DecodeShape *shapeOut) {
   bv.softmaxScale = *scale;
 
   std::vector<float> out(size_t(batch) * hq * d);
-  if (llvm::Error err = decodeAttention(view, bv, *rotation, out.data()))
+  if (kvarn::Error err = decodeAttention(view, bv, *rotation, out.data()))
     return std::move(err);
   if (shapeOut)
     *shapeOut = {int(batch), int(hq), d};

@@ -4,8 +4,9 @@
 
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/STLExtras.h"
-#include "llvm/Support/MathExtras.h"
+#include "kvarn/Support/Math.h"
+
+#include <algorithm>
 
 using namespace kvarn;
 
@@ -13,9 +14,10 @@ static const MlaPreset kMlaPresets[] = {
     {"kvarn_mla_k4_g128", /*bits=*/4, /*group=*/128, /*sinkhornIters=*/16},
 };
 
-llvm::ArrayRef<MlaPreset> kvarn::allMlaPresets() { return kMlaPresets; }
+Span<const MlaPreset> kvarn::allMlaPresets() { return kMlaPresets; }
 
-llvm::Expected<const MlaPreset *> kvarn::lookupMlaPreset(llvm::StringRef name) {
+kvarn::Expected<const MlaPreset *>
+kvarn::lookupMlaPreset(std::string_view name) {
   for (const MlaPreset &preset : kMlaPresets)
     if (name == preset.name)
       return &preset;
@@ -27,14 +29,14 @@ llvm::Expected<const MlaPreset *> kvarn::lookupMlaPreset(llvm::StringRef name) {
                    known);
 }
 
-bool kvarn::isMlaPresetName(llvm::StringRef name) {
-  return llvm::any_of(kMlaPresets,
-                      [&](const MlaPreset &p) { return name == p.name; });
+bool kvarn::isMlaPresetName(std::string_view name) {
+  return std::any_of(std::begin(kMlaPresets), std::end(kMlaPresets),
+                     [&](const MlaPreset &p) { return name == p.name; });
 }
 
-llvm::Error kvarn::checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
-                                       int ropeDim, int heads) {
-  if (llvm::Error err =
+kvarn::Error kvarn::checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
+                                        int ropeDim, int heads) {
+  if (kvarn::Error err =
           MlaRecordLayout::get(preset, kvLoraRank, ropeDim).takeError())
     return err;
   if (ropeDim == 0)
@@ -45,13 +47,12 @@ llvm::Error kvarn::checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
                      "MLA query heads {0} are outside [1, {1}]", heads,
                      kMaxMlaHeads);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Expected<MlaRecordLayout>
+kvarn::Expected<MlaRecordLayout>
 MlaRecordLayout::get(const MlaPreset &preset, int kvLoraRank, int ropeDim) {
-  if (kvLoraRank < 64 || kvLoraRank > 512 ||
-      !llvm::isPowerOf2_32(unsigned(kvLoraRank)))
+  if (kvLoraRank < 64 || kvLoraRank > 512 || !isPowerOf2(unsigned(kvLoraRank)))
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
                      "MLA kv_lora_rank {0} is not supported: it must be a "
                      "power of two from 64 to 512",

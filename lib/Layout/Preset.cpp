@@ -16,11 +16,11 @@ static const Preset kPresets[] = {
     {"kvarn_k4v4_g64_e4m3", 4, 4, 64, 8, ScaleFormat::E4M3},
 };
 
-llvm::ArrayRef<Preset> kvarn::allPresets() { return kPresets; }
+Span<const Preset> kvarn::allPresets() { return kPresets; }
 
 const Preset &kvarn::defaultPreset() { return kPresets[0]; }
 
-llvm::Expected<const Preset *> kvarn::lookupPreset(llvm::StringRef name) {
+kvarn::Expected<const Preset *> kvarn::lookupPreset(std::string_view name) {
   for (const Preset &preset : kPresets)
     if (name == preset.name)
       return &preset;
@@ -31,12 +31,12 @@ llvm::Expected<const Preset *> kvarn::lookupPreset(llvm::StringRef name) {
                    "unknown preset '{0}' (known presets: {1})", name, known);
 }
 
-llvm::Error kvarn::checkHeadDim(int headDim) {
+kvarn::Error kvarn::checkHeadDim(int headDim) {
   if (headDim < kMinHeadDim || headDim > kMaxHeadDim ||
       headDim % kHeadDimMultiple != 0)
     return makeError(KVARN_ERROR_UNSUPPORTED_SHAPE,
                      "head_dim {0} is not supported: it must be a multiple of "
                      "{1} from {2} to {3}",
                      headDim, kHeadDimMultiple, kMinHeadDim, kMaxHeadDim);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

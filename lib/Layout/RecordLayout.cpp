@@ -2,22 +2,22 @@
 
 #include "kvarn/Layout/RecordLayout.h"
 
-#include "llvm/Support/MathExtras.h"
+#include "kvarn/Support/Math.h"
 
 using namespace kvarn;
 
 int64_t kvarn::alignedRecordBytes(int64_t unalignedBytes, int headDim,
                                   int group) {
-  if (headDim >= 256 && llvm::isPowerOf2_32(headDim)) {
-    int64_t perToken = llvm::divideCeil(unalignedBytes, group);
-    return int64_t(llvm::PowerOf2Ceil(perToken)) * group;
+  if (headDim >= 256 && isPowerOf2(headDim)) {
+    int64_t perToken = divideCeil(unalignedBytes, group);
+    return int64_t(powerOf2Ceil(perToken)) * group;
   }
-  return llvm::alignTo(unalignedBytes, 8);
+  return alignTo(unalignedBytes, 8);
 }
 
-llvm::Expected<RecordLayout> RecordLayout::get(const Preset &preset,
-                                               int headDim) {
-  if (llvm::Error err = checkHeadDim(headDim))
+kvarn::Expected<RecordLayout> RecordLayout::get(const Preset &preset,
+                                                int headDim) {
+  if (kvarn::Error err = checkHeadDim(headDim))
     return std::move(err);
   RecordLayout l;
   l.headDim = headDim;
@@ -49,6 +49,6 @@ llvm::Expected<RecordLayout> RecordLayout::get(const Preset &preset,
   // kvarn's own format: records 16-byte aligned, as the fp16 ones of the
   // head dims served are, so that they are copied by 16-byte vectors.
   if (preset.scales == ScaleFormat::E4M3)
-    l.recordBytes = llvm::alignTo(l.recordBytes, 16);
+    l.recordBytes = alignTo(l.recordBytes, 16);
   return l;
 }

@@ -11,9 +11,9 @@
 
 using namespace kvarn;
 
-llvm::Error kvarn::readBlockRows(const PagedCacheView &cache, int64_t block,
-                                 int kvHead, std::vector<double> &k,
-                                 std::vector<double> &v) {
+kvarn::Error kvarn::readBlockRows(const PagedCacheView &cache, int64_t block,
+                                  int kvHead, std::vector<double> &k,
+                                  std::vector<double> &v) {
   const RecordLayout &l = *cache.layout;
   const int d = l.headDim, g = l.group;
   if (block < 0 || block >= cache.numBlocks)
@@ -27,7 +27,7 @@ llvm::Error kvarn::readBlockRows(const PagedCacheView &cache, int64_t block,
     const uint8_t *record =
         cache.records + (block * cache.numKvHeads + kvHead) * l.recordBytes;
     dequantizeRecord(l, record, k.data(), v.data());
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   if (slot >= cache.poolSlots)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -40,12 +40,12 @@ llvm::Error kvarn::readBlockRows(const PagedCacheView &cache, int64_t block,
       k[size_t(t) * d + c] = halfToFloat(cache.poolK[at]);
       v[size_t(t) * d + c] = halfToFloat(cache.poolV[at]);
     }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
-                                   const DecodeBatchView &batch,
-                                   const Rotation &rotation, float *out) {
+kvarn::Error kvarn::decodeAttention(const PagedCacheView &cache,
+                                    const DecodeBatchView &batch,
+                                    const Rotation &rotation, float *out) {
   const RecordLayout &l = *cache.layout;
   const int d = l.headDim, g = l.group;
   if (rotation.order() != d)
@@ -99,7 +99,7 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
                            "request {0}, block {1}: block id {2} is outside "
                            "[0, {3})",
                            b, blk, block, cache.numBlocks);
-        if (llvm::Error err = readBlockRows(cache, block, kvh, blockK, blockV))
+        if (kvarn::Error err = readBlockRows(cache, block, kvh, blockK, blockV))
           return err;
         int tokens = std::min(g, len - blk * g);
         std::copy_n(blockK.begin(), size_t(tokens) * d,
@@ -135,12 +135,12 @@ llvm::Error kvarn::decodeAttention(const PagedCacheView &cache,
       }
     }
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
-                                   const VerifyBatchView &batch,
-                                   const Rotation &rotation, float *out) {
+kvarn::Error kvarn::verifyAttention(const PagedCacheView &cache,
+                                    const VerifyBatchView &batch,
+                                    const Rotation &rotation, float *out) {
   // Every (request, query token) is one decode row with its causal length;
   // q and out of [B, T, Hq, D] are already [B * T, Hq, D].
   const int t = batch.maxQueryTokens;
@@ -185,10 +185,10 @@ llvm::Error kvarn::verifyAttention(const PagedCacheView &cache,
   return decodeAttention(cache, rows, rotation, out);
 }
 
-llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
-                                      const ContextBatchView &batch,
-                                      int64_t outRows, uint16_t *outK,
-                                      uint16_t *outV) {
+kvarn::Error kvarn::materializeContext(const PagedCacheView &cache,
+                                       const ContextBatchView &batch,
+                                       int64_t outRows, uint16_t *outK,
+                                       uint16_t *outV) {
   const RecordLayout &l = *cache.layout;
   const int d = l.headDim, g = l.group, hk = cache.numKvHeads;
   std::vector<double> k, v;
@@ -206,7 +206,7 @@ llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
     for (int blk = 0; blk < numBlocks; ++blk) {
       int32_t block = batch.blockTable[size_t(b) * batch.maxBlocks + blk];
       for (int h = 0; h < hk; ++h) {
-        if (llvm::Error err = readBlockRows(cache, block, h, k, v))
+        if (kvarn::Error err = readBlockRows(cache, block, h, k, v))
           return err;
         for (int t = 0; t < std::min(g, len - blk * g); ++t)
           for (int c = 0; c < d; ++c) {
@@ -217,5 +217,5 @@ llvm::Error kvarn::materializeContext(const PagedCacheView &cache,
       }
     }
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

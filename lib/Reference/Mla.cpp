@@ -85,9 +85,9 @@ void kvarn::dequantizeMlaRecord(const MlaRecordLayout &l, const uint8_t *record,
     rope[i] = halfToFloat(loadHalf(record + l.rope + 2 * i));
 }
 
-llvm::Error kvarn::readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
-                                std::vector<double> &latentRot,
-                                std::vector<double> &rope) {
+kvarn::Error kvarn::readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
+                                 std::vector<double> &latentRot,
+                                 std::vector<double> &rope) {
   const MlaRecordLayout &l = *cache.layout;
   const int r = l.kvLoraRank, g = l.group, e = l.ropeDim;
   if (block < 0 || block >= cache.numBlocks)
@@ -100,7 +100,7 @@ llvm::Error kvarn::readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
   if (slot < 0) {
     dequantizeMlaRecord(l, cache.records + block * l.recordBytes,
                         latentRot.data(), rope.data());
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   if (slot >= cache.poolSlots)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
@@ -111,13 +111,13 @@ llvm::Error kvarn::readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
     latentRot[i] = halfToFloat(cache.poolLatent[size_t(slot) * g * r + i]);
   for (size_t i = 0; i < size_t(g) * e; ++i)
     rope[i] = halfToFloat(cache.poolRope[size_t(slot) * g * e + i]);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error kvarn::mlaDecodeAttention(const MlaPagedCacheView &cache,
-                                      const MlaDecodeBatchView &batch,
-                                      const Rotation &rotation, float *out,
-                                      float *lse) {
+kvarn::Error kvarn::mlaDecodeAttention(const MlaPagedCacheView &cache,
+                                       const MlaDecodeBatchView &batch,
+                                       const Rotation &rotation, float *out,
+                                       float *lse) {
   const MlaRecordLayout &l = *cache.layout;
   const int r = l.kvLoraRank, g = l.group, e = l.ropeDim, h = batch.numHeads;
   if (rotation.order() != r)
@@ -146,7 +146,7 @@ llvm::Error kvarn::mlaDecodeAttention(const MlaPagedCacheView &cache,
     allRope.assign(size_t(len) * e, 0.0);
     for (int64_t i = 0; i < numBlocks; ++i) {
       int64_t block = batch.blockTable[size_t(b) * batch.maxBlocks + i];
-      if (llvm::Error err = readMlaBlock(cache, block, latent, rope))
+      if (kvarn::Error err = readMlaBlock(cache, block, latent, rope))
         return err;
       int64_t tokens = std::min<int64_t>(g, len - i * g);
       std::copy(latent.begin(), latent.begin() + tokens * r,
@@ -188,5 +188,5 @@ llvm::Error kvarn::mlaDecodeAttention(const MlaPagedCacheView &cache,
         lse[size_t(b) * h + head] = float(mx + std::log(sum));
     }
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

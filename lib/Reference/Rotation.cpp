@@ -87,8 +87,8 @@ std::vector<int8_t> kvarn::paleyHadamard(int m) {
   return {};
 }
 
-llvm::Expected<Rotation> Rotation::get(int order) {
-  if (llvm::Error err = checkHeadDim(order))
+kvarn::Expected<Rotation> Rotation::get(int order) {
+  if (kvarn::Error err = checkHeadDim(order))
     return std::move(err);
   Rotation r;
   r.n = order;

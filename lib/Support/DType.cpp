@@ -5,11 +5,11 @@
 
 using namespace kvarn;
 
-llvm::StringRef kvarn::spell(DType dtype) {
+std::string_view kvarn::spell(DType dtype) {
   return dtype == DType::F16 ? "f16" : "bf16";
 }
 
-llvm::Expected<DType> kvarn::parseDType(llvm::StringRef text) {
+kvarn::Expected<DType> kvarn::parseDType(std::string_view text) {
   if (text == "f16")
     return DType::F16;
   if (text == "bf16")

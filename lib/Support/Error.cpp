@@ -1,34 +1,27 @@
-//===- Error.cpp - kvarn errors carried through llvm::Error ---------------===//
+//===- Error.cpp - kvarn's errors: a status and a message -----------------===//
 
 #include "kvarn/Support/Error.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 using namespace kvarn;
 
-char KvarnError::ID = 0;
-
-kvarn_status_t kvarn::consumeError(llvm::Error err, std::string &message) {
-  kvarn_status_t status = KVARN_OK;
-  message.clear();
-  llvm::handleAllErrors(
-      std::move(err),
-      [&](const KvarnError &e) {
-        if (status == KVARN_OK)
-          status = e.getStatus();
-        message += (message.empty() ? "" : "; ") + e.getMessage();
-      },
-      [&](const llvm::ErrorInfoBase &e) {
-        if (status == KVARN_OK)
-          status = KVARN_ERROR_INTERNAL;
-        message += (message.empty() ? "" : "; ") + e.message();
-      });
-  return status;
+kvarn_status_t kvarn::consumeError(Error err, std::string &message) {
+  message = err.message();
+  return err.status();
 }
 
-llvm::Error kvarn::withContext(llvm::Error err, llvm::StringRef context) {
+Error kvarn::withContext(Error err, std::string_view context) {
   if (!err)
     return err;
-  std::string message;
-  kvarn_status_t status = consumeError(std::move(err), message);
-  return llvm::make_error<KvarnError>(status,
-                                      message + " (" + context.str() + ")");
+  return Error(err.status(), err.message() + " (" + std::string(context) + ")");
+}
+
+void kvarn::cantFail(Error err) {
+  if (!err)
+    return;
+  std::fprintf(stderr, "kvarn: an operation that cannot fail failed: %s\n",
+               err.message().c_str());
+  std::abort();
 }

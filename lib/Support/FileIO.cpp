@@ -3,6 +3,7 @@
 #include "kvarn/Support/FileIO.h"
 
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/Strings.h"
 
 #include <cerrno>
 #include <cmath>
@@ -30,10 +31,10 @@ static const char *fileKind(mode_t mode) {
   return "not a regular file";
 }
 
-llvm::Expected<std::string> kvarn::readRegularFile(llvm::StringRef path,
-                                                   const ReadOptions &options,
-                                                   int dirFd) {
-  std::string p = path.str();
+kvarn::Expected<std::string> kvarn::readRegularFile(std::string_view path,
+                                                    const ReadOptions &options,
+                                                    int dirFd) {
+  std::string p = std::string(path);
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
   // below. Regular files ignore the flag.
   int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
@@ -91,7 +92,7 @@ llvm::Expected<std::string> kvarn::readRegularFile(llvm::StringRef path,
   return bytes;
 }
 
-unsigned kvarn::jsonNestingDepth(llvm::StringRef text, unsigned stopAt) {
+unsigned kvarn::jsonNestingDepth(std::string_view text, unsigned stopAt) {
   unsigned depth = 0, deepest = 0;
   bool inString = false;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -141,8 +142,8 @@ struct SyntaxErrorOf : nlohmann::json_sax<nlohmann::json> {
 };
 } // namespace
 
-llvm::Expected<nlohmann::json> kvarn::parseJsonDocument(llvm::StringRef text,
-                                                        unsigned maxDepth) {
+kvarn::Expected<nlohmann::json> kvarn::parseJsonDocument(std::string_view text,
+                                                         unsigned maxDepth) {
   if (jsonNestingDepth(text, maxDepth) > maxDepth)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "nested deeper than {0} levels", maxDepth);
@@ -174,25 +175,25 @@ std::optional<int64_t> kvarn::jsonInteger(const nlohmann::json &v) {
   return std::nullopt;
 }
 
-std::string kvarn::joinPath(llvm::StringRef dir, llvm::StringRef file) {
+std::string kvarn::joinPath(std::string_view dir, std::string_view file) {
   if (dir.empty())
-    return file.str();
-  return dir.ends_with("/") ? (dir + file).str() : (dir + "/" + file).str();
+    return std::string(file);
+  return std::string(dir) + (endsWith(dir, "/") ? "" : "/") + std::string(file);
 }
 
-llvm::StringRef kvarn::baseName(llvm::StringRef path) {
-  path = path.rtrim('/');
+std::string_view kvarn::baseName(std::string_view path) {
+  path = rtrim(path, "/");
   size_t slash = path.rfind('/');
-  return slash == llvm::StringRef::npos ? path : path.drop_front(slash + 1);
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
-llvm::StringRef kvarn::parentPath(llvm::StringRef path) {
-  llvm::StringRef trimmed = path.rtrim('/');
+std::string_view kvarn::parentPath(std::string_view path) {
+  std::string_view trimmed = rtrim(path, "/");
   size_t slash = trimmed.rfind('/');
-  if (slash == llvm::StringRef::npos)
+  if (slash == std::string_view::npos)
     return "";
-  llvm::StringRef parent = trimmed.take_front(slash).rtrim('/');
-  return parent.empty() ? path.take_front(1) : parent;
+  std::string_view parent = rtrim(trimmed.substr(0, slash), "/");
+  return parent.empty() ? path.substr(0, 1) : parent;
 }
 
 const nlohmann::json *kvarn::jsonMember(const nlohmann::json *o,

@@ -21,15 +21,13 @@
 
 #include "KernelCacheBuildId.inc" // KVARN_COMPILER_BUILD_ID
 
-#include "llvm/ADT/StringExtras.h"
-#include "llvm/Config/llvm-config.h"
-#include "llvm/Support/raw_ostream.h"
+#include "kvarn/Support/Strings.h"
 
 #include <cstdlib>
 
 using namespace kvarn;
 
-std::string kvarn::base32Encode(llvm::ArrayRef<uint8_t> bytes) {
+std::string kvarn::base32Encode(Span<const uint8_t> bytes) {
   static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
   std::string out;
   uint32_t buffer = 0;
@@ -47,27 +45,26 @@ std::string kvarn::base32Encode(llvm::ArrayRef<uint8_t> bytes) {
   return out;
 }
 
-bool kvarn::isCacheKeyDirectory(llvm::StringRef name) {
+bool kvarn::isCacheKeyDirectory(std::string_view name) {
   // 256 bits in 5-bit digits.
-  return name.size() == 52 && llvm::all_of(name, [](char c) {
+  return name.size() == 52 && std::all_of(name.begin(), name.end(), [](char c) {
            return (c >= 'A' && c <= 'Z') || (c >= '2' && c <= '7');
          });
 }
 
-llvm::ArrayRef<const char *> kvarn::keyedEnvironmentVariables() {
+Span<const char *const> kvarn::keyedEnvironmentVariables() {
   // KVARN_PTXAS picks the assembler that makes the cached cubin.
   static const char *const kVariables[] = {"KVARN_PTXAS"};
   return kVariables;
 }
 
 const CompilerIdentity &kvarn::compilerIdentity() {
-  static const CompilerIdentity identity{KVARN_VERSION_STRING,
-                                         KVARN_COMPILER_BUILD_ID,
-                                         LLVM_VERSION_STRING};
+  static const CompilerIdentity identity{
+      KVARN_VERSION_STRING, KVARN_COMPILER_BUILD_ID, KVARN_LLVM_VERSION};
   return identity;
 }
 
-const std::string *CacheKey::find(llvm::StringRef field) const {
+const std::string *CacheKey::find(std::string_view field) const {
   for (const auto &[name, value] : fields)
     if (name == field)
       return &value;
@@ -79,28 +76,30 @@ namespace {
 /// The DSL text a library kernel is built from: its file and every module
 /// a kernel may import (kernels import modules only).
 std::string librarySource(const dsl::LibraryFile &kernel) {
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << "== " << kernel.fileName << "\n" << kernel.text;
+  std::string text = "== " + std::string(kernel.fileName) + "\n";
+  text += kernel.text;
   for (const dsl::LibraryFile &f : dsl::libraryFiles())
-    if (!f.isKernel)
-      os << "\n== " << f.fileName << "\n" << f.text;
+    if (!f.isKernel) {
+      text += "\n== " + std::string(f.fileName) + "\n";
+      text += f.text;
+    }
   return text;
 }
 
 } // namespace
 
-llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
-                                                const CompileOptions &options) {
-  if (llvm::Error err = request.spec.check())
+kvarn::Expected<CacheKey>
+kvarn::computeCacheKey(const KernelRequest &request,
+                       const CompileOptions &options) {
+  if (kvarn::Error err = request.spec.check())
     return std::move(err);
   Target target = options.target;
-  if (llvm::Error err = validateTarget(target))
+  if (kvarn::Error err = validateTarget(target))
     return std::move(err);
 
   CacheKey key;
-  auto add = [&](const char *name, const llvm::Twine &value) {
-    key.fields.emplace_back(name, value.str());
+  auto add = [&](const char *name, const std::string &value) {
+    key.fields.emplace_back(name, value);
   };
   const CompilerIdentity &id = compilerIdentity();
   add("format", "kvarn-cache-2");
@@ -109,11 +108,11 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   add("llvm_version", id.llvmVersion);
   add("kernel", request.kernel);
   if (request.source.empty()) {
-    llvm::Expected<const dsl::LibraryFile *> file =
+    kvarn::Expected<const dsl::LibraryFile *> file =
         dsl::findLibraryKernel(request.kernel, request.spec);
     if (!file)
       return file.takeError();
-    add("source_name", "library:" + (*file)->fileName);
+    add("source_name", "library:" + std::string((*file)->fileName));
     add("source", librarySource(**file));
   } else {
     add("source_name", request.sourceName);
@@ -123,38 +122,38 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
   // between versions gives new keys.
   add("preset", request.spec.preset);
   if (request.spec.isMla()) {
-    const MlaPreset &p = *llvm::cantFail(lookupMlaPreset(request.spec.preset));
-    MlaRecordLayout layout = llvm::cantFail(
+    const MlaPreset &p = *kvarn::cantFail(lookupMlaPreset(request.spec.preset));
+    MlaRecordLayout layout = kvarn::cantFail(
         MlaRecordLayout::get(p, request.spec.headDim, request.spec.ropeDim));
-    add("latent_bits", llvm::Twine(p.bits));
-    add("group", llvm::Twine(p.group));
-    add("sinkhorn_iters", llvm::Twine(p.sinkhornIters));
-    add("head_dim", llvm::Twine(request.spec.headDim));
-    add("rope_dim", llvm::Twine(request.spec.ropeDim));
-    add("gqa", llvm::Twine(request.spec.gqa));
-    add("record_bytes", llvm::Twine(layout.recordBytes));
+    add("latent_bits", std::to_string(p.bits));
+    add("group", std::to_string(p.group));
+    add("sinkhorn_iters", std::to_string(p.sinkhornIters));
+    add("head_dim", std::to_string(request.spec.headDim));
+    add("rope_dim", std::to_string(request.spec.ropeDim));
+    add("gqa", std::to_string(request.spec.gqa));
+    add("record_bytes", std::to_string(layout.recordBytes));
   } else {
-    const Preset &p = *llvm::cantFail(lookupPreset(request.spec.preset));
+    const Preset &p = *kvarn::cantFail(lookupPreset(request.spec.preset));
     RecordLayout layout =
-        llvm::cantFail(RecordLayout::get(p, request.spec.headDim));
-    add("key_bits", llvm::Twine(p.keyBits));
-    add("value_bits", llvm::Twine(p.valueBits));
-    add("group", llvm::Twine(p.group));
-    add("sinkhorn_iters", llvm::Twine(p.sinkhornIters));
-    add("head_dim", llvm::Twine(request.spec.headDim));
-    add("gqa", llvm::Twine(request.spec.gqa));
-    add("record_bytes", llvm::Twine(layout.recordBytes));
+        kvarn::cantFail(RecordLayout::get(p, request.spec.headDim));
+    add("key_bits", std::to_string(p.keyBits));
+    add("value_bits", std::to_string(p.valueBits));
+    add("group", std::to_string(p.group));
+    add("sinkhorn_iters", std::to_string(p.sinkhornIters));
+    add("head_dim", std::to_string(request.spec.headDim));
+    add("gqa", std::to_string(request.spec.gqa));
+    add("record_bytes", std::to_string(layout.recordBytes));
   }
   // The element types of the ABI (docs/dsl.md): the activations (q, append's
   // k/v, outputs) in the specialization's dtype; the fp16 pool, fp32
   // accumulation and byte records are fixed.
-  add("dtypes", "q,k,v,out=" + spell(request.spec.dtype) +
+  add("dtypes", "q,k,v,out=" + std::string(spell(request.spec.dtype)) +
                     " pool=f16 accumulate=f32 records=u8");
   add("chip", target.chip);
-  add("ptx_version", llvm::Twine(target.ptxVersion));
+  add("ptx_version", std::to_string(target.ptxVersion));
   add("codegen", "nvptx64-nvidia-cuda O3 " + target.features());
-  add("num_warps", llvm::Twine(options.numWarps));
-  add("min_ctas_per_sm", llvm::Twine(options.minCtasPerSM));
+  add("num_warps", std::to_string(options.numWarps));
+  add("min_ctas_per_sm", std::to_string(options.minCtasPerSM));
   for (const char *variable : keyedEnvironmentVariables()) {
     const char *value = std::getenv(variable);
     key.fields.emplace_back(std::string("env:") + variable,
@@ -171,7 +170,7 @@ llvm::Expected<CacheKey> kvarn::computeCacheKey(const KernelRequest &request,
     sha.update(value);
   }
   std::array<uint8_t, 32> digest = sha.final();
-  key.hash = llvm::toHex(digest, /*LowerCase=*/true);
+  key.hash = hexBytes(digest.data(), digest.size(), /*lowerCase=*/true);
   key.directory = base32Encode(digest);
   return key;
 }

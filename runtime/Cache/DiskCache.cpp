@@ -15,8 +15,7 @@
 #include "kvarn/Support/FileIO.h"
 #include "kvarn/Support/Hash.h"
 
-#include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/raw_ostream.h"
+#include "kvarn/Support/Strings.h"
 
 #include <algorithm>
 #include <atomic>
@@ -39,54 +38,54 @@ using Json = nlohmann::json;
 // spells some numbers otherwise: a format-2 entry is stale, not edited).
 static constexpr int kMetadataFormat = 3;
 
-std::string cache::groupFileName(llvm::StringRef name) {
-  return ("__grp__" + name + ".json").str();
+std::string cache::groupFileName(std::string_view name) {
+  return "__grp__" + std::string(name) + ".json";
 }
 
-static std::string checksum(llvm::StringRef bytes) {
-  return llvm::utohexstr(xxh3_64(bytes), /*LowerCase=*/true, 16);
+static std::string checksum(std::string_view bytes) {
+  return hexString(xxh3_64(bytes), /*lowerCase=*/true, 16);
 }
 
 //===----------------------------------------------------------------------===//
 // Files
 //===----------------------------------------------------------------------===//
 
-static bool isIdentifier(llvm::StringRef s) {
-  return !s.empty() && (llvm::isAlpha(s[0]) || s[0] == '_') &&
-         llvm::all_of(s, [](char c) { return llvm::isAlnum(c) || c == '_'; });
+static bool isIdentifier(std::string_view s) {
+  return !s.empty() && (isAlpha(s[0]) || s[0] == '_') &&
+         std::all_of(s.begin(), s.end(),
+                     [](char c) { return isAlnum(c) || c == '_'; });
 }
 
-bool cache::isCacheFileName(llvm::StringRef file) {
+bool cache::isCacheFileName(std::string_view file) {
   // <file>.tmp.<pid>.<n>: a temporary of writeFileAtomically.
-  if (size_t tmp = file.find(".tmp."); tmp != llvm::StringRef::npos) {
-    llvm::StringRef pid, n;
-    std::tie(pid, n) = file.substr(tmp + 5).split('.');
-    if (pid.empty() || n.empty() || !llvm::all_of(pid, llvm::isDigit) ||
-        !llvm::all_of(n, llvm::isDigit))
+  if (size_t tmp = file.find(".tmp."); tmp != std::string_view::npos) {
+    std::string_view pid, n;
+    std::tie(pid, n) = splitOnce(file.substr(tmp + 5), '.');
+    if (pid.empty() || n.empty() || !allDigits(pid) || !allDigits(n))
       return false;
-    file = file.take_front(tmp);
+    file = file.substr(0, tmp);
   }
-  if (file.consume_front("__grp__"))
-    return file.consume_back(".json") && isIdentifier(file);
+  if (consumeFront(file, "__grp__"))
+    return consumeBack(file, ".json") && isIdentifier(file);
   size_t dot = file.find('.');
-  if (dot == llvm::StringRef::npos || !isIdentifier(file.take_front(dot)))
+  if (dot == std::string_view::npos || !isIdentifier(file.substr(0, dot)))
     return false;
-  return llvm::is_contained({".kvt", ".kvt.mlir", ".kvgpu.mlir", ".nvvm.mlir",
-                             ".llir", ".ptx", ".cubin", ".json", ".lock"},
-                            file.drop_front(dot));
+  return isOneOf(file.substr(dot),
+                 {".kvt", ".kvt.mlir", ".kvgpu.mlir", ".nvvm.mlir", ".llir",
+                  ".ptx", ".cubin", ".json", ".lock"});
 }
 
-llvm::Expected<EntryDir> EntryDir::open(const std::string &path, bool create,
-                                        int *errnoOut) {
-  auto fail = [&](int err, const llvm::Twine &why) {
+kvarn::Expected<EntryDir> EntryDir::open(const std::string &path, bool create,
+                                         int *errnoOut) {
+  auto fail = [&](int err, const std::string &why) {
     if (errnoOut)
       *errnoOut = err;
-    return makeError(KVARN_ERROR_IO, "{0}", why.str());
+    return makeError(KVARN_ERROR_IO, "{0}", why);
   };
   if (create) {
     // The root may be a link (a user's choice); the entry may not.
     // Something already there is left to the mkdir below to report.
-    std::string root = parentPath(path).str();
+    std::string root(parentPath(path));
     std::error_code ec;
     if (!root.empty() && !std::filesystem::exists(root, ec) && !ec)
       std::filesystem::create_directories(root, ec);
@@ -103,10 +102,12 @@ llvm::Expected<EntryDir> EntryDir::open(const std::string &path, bool create,
     int err = errno;
     struct stat st;
     if ((err == ELOOP || err == ENOTDIR) && ::lstat(path.c_str(), &st) == 0)
-      return fail(err, llvm::Twine(S_ISLNK(st.st_mode) ? "a symbolic link"
-                                                       : "not a directory") +
-                           " is in the entry's place (not kvarn's; left alone)");
-    return fail(err, "cannot open the entry: " + llvm::Twine(std::strerror(err)));
+      return fail(err,
+                  std::string(S_ISLNK(st.st_mode) ? "a symbolic link"
+                                                  : "not a directory") +
+                      " is in the entry's place (not kvarn's; left alone)");
+    return fail(err,
+                "cannot open the entry: " + std::string(std::strerror(err)));
   }
   if (errnoOut)
     *errnoOut = 0;
@@ -118,13 +119,12 @@ EntryDir::~EntryDir() {
     ::close(fd);
 }
 
-llvm::Error cache::writeFileAtomically(const EntryDir &dir,
-                                       llvm::StringRef file,
-                                       llvm::StringRef contents) {
+kvarn::Error cache::writeFileAtomically(const EntryDir &dir,
+                                        std::string_view file,
+                                        std::string_view contents) {
   static std::atomic<unsigned> counter{0};
-  std::string temp = (file + ".tmp." + llvm::Twine(::getpid()) + "." +
-                      llvm::Twine(counter++))
-                         .str();
+  std::string temp = std::string(file) + ".tmp." + std::to_string(::getpid()) +
+                     "." + std::to_string(counter++);
   std::string path = joinPath(dir.path(), file);
   auto create = [&] {
     return ::openat(dir.descriptor(), temp.c_str(),
@@ -156,29 +156,30 @@ llvm::Error cache::writeFileAtomically(const EntryDir &dir,
     left -= size_t(n);
   }
   // rename replaces a link in the way, never writes through it.
-  if (::close(fd) != 0 || ::renameat(dir.descriptor(), temp.c_str(),
-                                     dir.descriptor(), file.str().c_str()) != 0) {
+  if (::close(fd) != 0 ||
+      ::renameat(dir.descriptor(), temp.c_str(), dir.descriptor(),
+                 std::string(file).c_str()) != 0) {
     int saved = errno;
     ::unlinkat(dir.descriptor(), temp.c_str(), 0);
     return makeError(KVARN_ERROR_IO, "cannot write '{0}': {1}", path,
                      std::strerror(saved));
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-void cache::hideEntry(const EntryDir &dir, llvm::StringRef name) {
+void cache::hideEntry(const EntryDir &dir, std::string_view name) {
   ::unlinkat(dir.descriptor(), groupFileName(name).c_str(), 0);
 }
 
-void cache::touchEntry(llvm::StringRef dir, llvm::StringRef name) {
+void cache::touchEntry(std::string_view dir, std::string_view name) {
   std::string group = joinPath(dir, groupFileName(name));
   // now; best effort (a read-only cache keeps its old times)
   ::utimensat(AT_FDCWD, group.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
 }
 
-llvm::Expected<FileLock> FileLock::acquire(const EntryDir &dir,
-                                           llvm::StringRef name) {
-  std::string file = (name + ".lock").str();
+kvarn::Expected<FileLock> FileLock::acquire(const EntryDir &dir,
+                                            std::string_view name) {
+  std::string file = std::string(name) + ".lock";
   std::string path = joinPath(dir.path(), file);
   // O_NONBLOCK: a FIFO in the lock's place must not block the open.
   int fd = ::openat(dir.descriptor(), file.c_str(),
@@ -213,26 +214,24 @@ FileLock::~FileLock() {
 // Metadata
 //===----------------------------------------------------------------------===//
 
-std::vector<std::string> cache::signatureFromPtx(llvm::StringRef ptx,
-                                                 llvm::StringRef name) {
+std::vector<std::string> cache::signatureFromPtx(std::string_view ptx,
+                                                 std::string_view name) {
   std::vector<std::string> types;
-  size_t entry = ptx.find((".entry " + name + "(").str());
-  if (entry == llvm::StringRef::npos)
+  size_t entry = ptx.find(".entry " + std::string(name) + "(");
+  if (entry == std::string_view::npos)
     return types;
-  llvm::StringRef params = ptx.substr(entry);
+  std::string_view params = ptx.substr(entry);
   params = params.substr(0, params.find(')'));
-  llvm::SmallVector<llvm::StringRef> lines;
-  params.split(lines, '\n');
-  for (llvm::StringRef line : lines) {
-    line = line.trim();
-    if (!line.starts_with(".param"))
+  for (std::string_view line : split(params, '\n')) {
+    line = trim(line);
+    if (!startsWith(line, ".param"))
       continue;
-    if (line.contains(".ptr"))
+    if (contains(line, ".ptr"))
       types.push_back("*i8");
-    else if (line.contains(".u64") || line.contains(".s64") ||
-             line.contains(".b64"))
+    else if (contains(line, ".u64") || contains(line, ".s64") ||
+             contains(line, ".b64"))
       types.push_back("i64");
-    else if (line.contains(".f32"))
+    else if (contains(line, ".f32"))
       types.push_back("fp32");
     else
       types.push_back("i32");
@@ -246,10 +245,10 @@ std::vector<std::string> cache::signatureFromPtx(llvm::StringRef ptx,
 
 Json cache::buildMetadata(const KernelArtifacts &a,
                           const KernelRequest &request, const CacheKey &key,
-                          llvm::StringRef cubinMaker) {
+                          std::string_view cubinMaker) {
   int arch = 0;
-  llvm::StringRef digits = llvm::StringRef(a.chip).drop_front(3); // "sm_"
-  digits.take_while(llvm::isDigit).getAsInteger(10, arch);
+  std::string_view digits = std::string_view(a.chip).substr(3); // "sm_"
+  parseInteger(leadingDigits(digits), arch);
   Json signature = Json::array();
   for (const std::string &t : a.signature)
     signature.push_back(t);
@@ -269,7 +268,7 @@ Json cache::buildMetadata(const KernelArtifacts &a,
       {"preset", request.spec.preset},
       {"head_dim", request.spec.headDim},
       {"gqa", request.spec.gqa},
-      {"dtype", spell(request.spec.dtype).str()},
+      {"dtype", std::string(spell(request.spec.dtype))},
       {"chip", a.chip},
       {"ptx_version", a.ptxVersion},
       {"num_args", a.numArgs},
@@ -280,18 +279,19 @@ Json cache::buildMetadata(const KernelArtifacts &a,
       // the two scratch pointers, and the grid along x, y, z as a parameter
       // name or a constant (x in programs: ceil(x / programs_per_cta) CTAs).
       {"abi", Json{{"params", std::move(params)}, {"grid", std::move(grid)}}},
-      {"cubin_by", cubinMaker.empty() ? Json(nullptr) : Json(cubinMaker.str())},
+      {"cubin_by",
+       cubinMaker.empty() ? Json(nullptr) : Json(std::string(cubinMaker))},
       {"compile_seconds", a.compileSeconds},
       {"created", int64_t(std::time(nullptr))},
       {"created_by_pid", int64_t(::getpid())},
   };
   if (request.spec.isMla()) {
     kvarn["rope_dim"] = request.spec.ropeDim;
-    const MlaPreset &p = *llvm::cantFail(lookupMlaPreset(request.spec.preset));
+    const MlaPreset &p = *kvarn::cantFail(lookupMlaPreset(request.spec.preset));
     kvarn["group"] = p.group;
     kvarn["latent_bits"] = p.bits;
     kvarn["sinkhorn_iters"] = p.sinkhornIters;
-    if (llvm::Expected<MlaRecordLayout> l = MlaRecordLayout::get(
+    if (kvarn::Expected<MlaRecordLayout> l = MlaRecordLayout::get(
             p, request.spec.headDim, request.spec.ropeDim)) {
       kvarn["record_layout"] = Json{
           {"record_bytes", l->recordBytes},
@@ -302,15 +302,15 @@ Json cache::buildMetadata(const KernelArtifacts &a,
           {"rope", l->rope},
       };
     } else {
-      llvm::consumeError(l.takeError());
+      kvarn::consumeError(l.takeError());
     }
-  } else if (llvm::Expected<const Preset *> preset =
+  } else if (kvarn::Expected<const Preset *> preset =
                  lookupPreset(request.spec.preset)) {
     kvarn["group"] = (*preset)->group;
     kvarn["key_bits"] = (*preset)->keyBits;
     kvarn["value_bits"] = (*preset)->valueBits;
     kvarn["sinkhorn_iters"] = (*preset)->sinkhornIters;
-    if (llvm::Expected<RecordLayout> l =
+    if (kvarn::Expected<RecordLayout> l =
             RecordLayout::get(**preset, request.spec.headDim)) {
       kvarn["record_layout"] = Json{
           {"record_bytes", l->recordBytes},
@@ -325,10 +325,10 @@ Json cache::buildMetadata(const KernelArtifacts &a,
           {"v_zero", l->vZero},
       };
     } else {
-      llvm::consumeError(l.takeError());
+      kvarn::consumeError(l.takeError());
     }
   } else {
-    llvm::consumeError(preset.takeError());
+    kvarn::consumeError(preset.takeError());
   }
   // The key's inputs; long ones (source text) by their checksum.
   Json keyFields = Json::object();
@@ -391,15 +391,15 @@ void cache::sealMetadata(Json &metadata) {
     (*kvarn)["metadata_xxh3"] = std::move(sum);
 }
 
-llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
-                              const std::vector<EntryFile> &files,
-                              Json metadata, std::string &metadataText) {
+kvarn::Error cache::writeEntry(const EntryDir &dir, std::string_view name,
+                               const std::vector<EntryFile> &files,
+                               Json metadata, std::string &metadataText) {
   Json sums = Json::object();
   Json children = Json::object();
   for (const EntryFile &f : files) {
     sums[f.name] = Json{{"bytes", int64_t(f.contents.size())},
                         {"xxh3", checksum(f.contents)}};
-    if (llvm::Error err = writeFileAtomically(dir, f.name, f.contents))
+    if (kvarn::Error err = writeFileAtomically(dir, f.name, f.contents))
       return err;
     children[f.name] = joinPath(dir.path(), f.name);
   }
@@ -408,8 +408,8 @@ llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
     (*kvarn)["files"] = std::move(sums);
   sealMetadata(metadata);
   metadataText = jsonText(metadata, 2);
-  std::string metadataName = (name + ".json").str();
-  if (llvm::Error err = writeFileAtomically(dir, metadataName, metadataText))
+  std::string metadataName = std::string(name) + ".json";
+  if (kvarn::Error err = writeFileAtomically(dir, metadataName, metadataText))
     return err;
   children[metadataName] = joinPath(dir.path(), metadataName);
   // Last: from now on readers see the entry.
@@ -423,42 +423,43 @@ llvm::Error cache::writeEntry(const EntryDir &dir, llvm::StringRef name,
 
 /// The directives between `name`'s entry and its body in `ptx`; empty when
 /// it has no such entry.
-static llvm::StringRef entryHeaderOf(llvm::StringRef ptx, llvm::StringRef name) {
-  size_t entry = ptx.find((".entry " + name + "(").str());
-  if (entry == llvm::StringRef::npos)
+static std::string_view entryHeaderOf(std::string_view ptx,
+                                      std::string_view name) {
+  size_t entry = ptx.find(".entry " + std::string(name) + "(");
+  if (entry == std::string_view::npos)
     return {};
-  llvm::StringRef rest = ptx.substr(entry);
-  return rest.take_front(rest.find('{'));
+  std::string_view rest = ptx.substr(entry);
+  return rest.substr(0, rest.find('{'));
 }
 
 /// The numbers after `directive` ("X[, Y[, Z]]") in `name`'s entry header
 /// in `ptx`; none when the directive or its first number is missing.
-static llvm::SmallVector<int64_t, 3>
-directiveOperandsOf(llvm::StringRef ptx, llvm::StringRef name,
-                    llvm::StringRef directive) {
-  llvm::SmallVector<int64_t, 3> out;
-  llvm::StringRef header = entryHeaderOf(ptx, name);
+static std::vector<int64_t> directiveOperandsOf(std::string_view ptx,
+                                                std::string_view name,
+                                                std::string_view directive) {
+  std::vector<int64_t> out;
+  std::string_view header = entryHeaderOf(ptx, name);
   size_t at = header.find(directive);
-  if (at == llvm::StringRef::npos)
+  if (at == std::string_view::npos)
     return out;
-  llvm::StringRef rest = header.substr(at + directive.size());
+  std::string_view rest = header.substr(at + directive.size());
   for (int i = 0; i < 3; ++i) {
-    rest = rest.ltrim();
-    llvm::StringRef digits = rest.take_while(llvm::isDigit);
+    rest = ltrim(rest);
+    std::string_view digits = leadingDigits(rest);
     int64_t n = 0;
-    if (digits.empty() || digits.size() > 6 || digits.getAsInteger(10, n))
+    if (digits.empty() || digits.size() > 6 || !parseInteger(digits, n))
       break;
     out.push_back(n);
-    rest = rest.drop_front(digits.size()).ltrim();
-    if (!rest.consume_front(","))
+    rest = ltrim(rest.substr(digits.size()));
+    if (!consumeFront(rest, ","))
       break;
   }
   return out;
 }
 
 /// `.minnctapersm N` of `name`'s entry in `ptx`, or 0 when it has none.
-static int64_t minCtasPerSMOf(llvm::StringRef ptx, llvm::StringRef name) {
-  llvm::SmallVector<int64_t, 3> n = directiveOperandsOf(ptx, name, ".minnctapersm");
+static int64_t minCtasPerSMOf(std::string_view ptx, std::string_view name) {
+  std::vector<int64_t> n = directiveOperandsOf(ptx, name, ".minnctapersm");
   return n.empty() ? 0 : n[0];
 }
 
@@ -475,25 +476,24 @@ static std::optional<std::string> stringOf(const Json *o, const char *field) {
   return v->get<std::string>();
 }
 
-static llvm::Error readAbi(const Json &abi, KernelArtifacts &a) {
-  auto fail = [](const llvm::Twine &why) {
-    return llvm::createStringError(
-        std::make_error_code(std::errc::invalid_argument), why.str().c_str());
+static kvarn::Error readAbi(const Json &abi, KernelArtifacts &a) {
+  auto fail = [](const std::string &why) {
+    return kvarn::Error(KVARN_ERROR_CORRUPT_DATA, why);
   };
   const Json *params = jsonMember(&abi, "params");
   const Json *grid = jsonMember(&abi, "grid");
   if (!params || !grid || !params->is_array() || !grid->is_array())
     return fail("no params or grid");
   if (params->size() != a.signature.size())
-    return fail(llvm::Twine(params->size()) + " parameters, the PTX " +
-                llvm::Twine(a.signature.size()));
+    return fail(std::to_string(params->size()) + " parameters, the PTX " +
+                std::to_string(a.signature.size()));
   KernelAbi out;
   for (size_t i = 0; i < params->size(); ++i) {
     const Json *p = &(*params)[i];
     std::optional<std::string> name = stringOf(p, "name");
     std::optional<std::string> type = stringOf(p, "type");
     if (!name || !type || name->empty() || !isIdentifier(*name))
-      return fail("parameter " + llvm::Twine(i) + " has no name or type");
+      return fail("parameter " + std::to_string(i) + " has no name or type");
     KernelAbi::Param param{*name, *type};
     // The PTX's view of it (Param::ptxSignature).
     if (param.ptxSignature().empty() || param.ptxSignature() != a.signature[i])
@@ -502,32 +502,32 @@ static llvm::Error readAbi(const Json &abi, KernelArtifacts &a) {
     out.params.push_back(std::move(param));
   }
   if (grid->size() != 3)
-    return fail("the grid has " + llvm::Twine(grid->size()) + " extents");
+    return fail("the grid has " + std::to_string(grid->size()) + " extents");
   for (const Json &v : *grid) {
     std::optional<std::string> extent;
     if (v.is_string())
       extent = v.get<std::string>();
     int64_t constant = 0;
-    if (extent && !llvm::StringRef(*extent).getAsInteger(10, constant) &&
-        constant >= 0 && constant <= INT32_MAX) {
+    if (extent && parseInteger(*extent, constant) && constant >= 0 &&
+        constant <= INT32_MAX) {
       out.grid.push_back(-1 - int(constant));
       continue;
     }
-    auto at = extent ? llvm::find_if(out.params,
-                                     [&](const KernelAbi::Param &p) {
-                                       return p.name == *extent;
-                                     })
+    auto at = extent ? std::find_if(out.params.begin(), out.params.end(),
+                                    [&](const KernelAbi::Param &p) {
+                                      return p.name == *extent;
+                                    })
                      : out.params.end();
     if (at == out.params.end() || (at->type != "i32" && at->type != "i64"))
       return fail("a grid extent is not an integer parameter or a constant");
     out.grid.push_back(int(at - out.params.begin()));
   }
   a.abi = std::move(out);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
-  llvm::SmallVector<int64_t, 3> n = directiveOperandsOf(ptx, name, ".maxntid");
+static int64_t maxThreadsOf(std::string_view ptx, std::string_view name) {
+  std::vector<int64_t> n = directiveOperandsOf(ptx, name, ".maxntid");
   if (n.empty())
     return 0;
   int64_t threads = 1;
@@ -536,14 +536,15 @@ static int64_t maxThreadsOf(llvm::StringRef ptx, llvm::StringRef name) {
   return threads;
 }
 
-EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
+EntryRead cache::readEntry(std::string_view dirPath, std::string_view name,
                            const std::string *expectedHash) {
   EntryRead r;
   std::string groupName = groupFileName(name);
   int openErrno = 0;
-  llvm::Expected<EntryDir> dir = EntryDir::open(dirPath.str(), false, &openErrno);
+  kvarn::Expected<EntryDir> dir =
+      EntryDir::open(std::string(dirPath), false, &openErrno);
   std::optional<EntryDir> held;
-  auto takeMessage = [](llvm::Error err) {
+  auto takeMessage = [](kvarn::Error err) {
     std::string message;
     kvarn::consumeError(std::move(err), message);
     return message;
@@ -552,7 +553,8 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
     std::string why = takeMessage(dir.takeError());
     // Something in the entry's place is damage; no entry (or no root) a miss.
     struct stat st;
-    if (openErrno != ENOENT && ::lstat(dirPath.str().c_str(), &st) == 0) {
+    if (openErrno != ENOENT &&
+        ::lstat(std::string(dirPath).c_str(), &st) == 0) {
       r.status = EntryRead::Bad;
       r.problem = why;
     }
@@ -560,21 +562,22 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   }
   held.emplace(std::move(*dir));
   int fd = held->descriptor();
-  auto read = [&](llvm::StringRef file, uint64_t maxBytes) {
+  auto read = [&](std::string_view file, uint64_t maxBytes) {
     return readRegularFile(file, ReadOptions{maxBytes, /*noFollow=*/true}, fd);
   };
-  auto bad = [&](const llvm::Twine &why) -> EntryRead & {
+  auto bad = [&](const std::string &why) -> EntryRead & {
     // A group file that went away meanwhile (evicted, cleared, being
     // rebuilt) is a miss, not a corrupt entry.
     struct stat st;
     r.status = ::fstatat(fd, groupName.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0
                    ? EntryRead::Bad
                    : EntryRead::Missing;
-    r.problem = why.str();
+    r.problem = why;
     return r;
   };
 
-  llvm::Expected<std::string> groupText = read(groupName, limits::kGroupFileBytes);
+  kvarn::Expected<std::string> groupText =
+      read(groupName, limits::kGroupFileBytes);
   if (!groupText) {
     std::string why = takeMessage(groupText.takeError());
     struct stat st;
@@ -582,20 +585,20 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
       return r; // no group file: not an entry yet
     return bad(why);
   }
-  llvm::Expected<Json> group = parseJsonDocument(*groupText);
+  kvarn::Expected<Json> group = parseJsonDocument(*groupText);
   if (!group)
     return bad("the group file is not JSON (" + takeMessage(group.takeError()) +
                ")");
   const Json *children = jsonMember(&*group, "child_paths");
-  std::string metadataName = (name + ".json").str();
+  std::string metadataName = std::string(name) + ".json";
   if (!jsonMember(children, metadataName.c_str()))
     return bad("the group file does not list " + metadataName);
 
-  llvm::Expected<std::string> metadataText =
+  kvarn::Expected<std::string> metadataText =
       read(metadataName, limits::kMetadataBytes);
   if (!metadataText)
     return bad(takeMessage(metadataText.takeError()));
-  llvm::Expected<Json> parsed = parseJsonDocument(*metadataText);
+  kvarn::Expected<Json> parsed = parseJsonDocument(*metadataText);
   if (!parsed || !parsed->is_object()) {
     std::string why = parsed ? "" : " (" + takeMessage(parsed.takeError()) + ")";
     return bad(metadataName + " is not a JSON object" + why);
@@ -614,16 +617,15 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   };
   const CompilerIdentity &id = compilerIdentity();
   if (integer(kvarn, "format") != kMetadataFormat)
-    return bad("metadata format " + llvm::Twine(integer(kvarn, "format")) +
-               ", expected " + llvm::Twine(kMetadataFormat));
+    return bad("metadata format " + std::to_string(integer(kvarn, "format")) +
+               ", expected " + std::to_string(kMetadataFormat));
   if (str(kvarn, "version") != id.kvarnVersion ||
       str(kvarn, "build_id") != id.buildId ||
       str(kvarn, "llvm_version") != id.llvmVersion)
     return bad("made by kvarn " + str(kvarn, "version") + " (build " +
-               llvm::StringRef(str(kvarn, "build_id")).take_front(12) +
-               ", LLVM " + str(kvarn, "llvm_version") + "), this is " +
-               id.kvarnVersion + " (build " +
-               llvm::StringRef(id.buildId).take_front(12) + ", LLVM " +
+               str(kvarn, "build_id").substr(0, 12) + ", LLVM " +
+               str(kvarn, "llvm_version") + "), this is " + id.kvarnVersion +
+               " (build " + id.buildId.substr(0, 12) + ", LLVM " +
                id.llvmVersion + ")");
   // Every field (the launch's among them) as written, or not at all.
   if (str(kvarn, "metadata_xxh3") != metadataChecksum(m))
@@ -634,9 +636,9 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   if (expectedHash ? hash != *expectedHash
                    : baseName(dirPath) != [&] {
                        std::string bytes;
-                       if (!llvm::tryGetFromHex(hash, bytes))
+                       if (!bytesFromHex(hash, bytes))
                          return std::string();
-                       return base32Encode(llvm::ArrayRef<uint8_t>(
+                       return base32Encode(Span<const uint8_t>(
                            reinterpret_cast<const uint8_t *>(bytes.data()),
                            bytes.size()));
                      }())
@@ -646,13 +648,13 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
     return bad(metadataName + " lists no files");
 
   KernelArtifacts &a = r.artifacts;
-  auto loadFile = [&](llvm::StringRef file, std::string *into) -> bool {
-    const Json *sum = jsonMember(files, file.str().c_str());
+  auto loadFile = [&](const std::string &file, std::string *into) -> bool {
+    const Json *sum = jsonMember(files, file.c_str());
     if (!sum || !sum->is_object()) {
       bad(metadataName + " has no checksum for " + file);
       return false;
     }
-    if (!isCacheFileName(file) || file.contains(".tmp.")) {
+    if (!isCacheFileName(file) || contains(file, ".tmp.")) {
       bad(metadataName + " lists '" + file + "', not a file of an entry");
       return false;
     }
@@ -662,18 +664,19 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
       return false;
     }
     // Bounded by the size the metadata gives: a longer file is damage.
-    llvm::Expected<std::string> bytes = read(file, uint64_t(expected));
+    kvarn::Expected<std::string> bytes = read(file, uint64_t(expected));
     if (!bytes) {
       std::string why = takeMessage(bytes.takeError());
-      if (llvm::StringRef(why).ends_with("the most this file may have"))
-        why = file.str() + " is longer than the metadata says (" +
+      if (endsWith(why, "the most this file may have"))
+        why = file + " is longer than the metadata says (" +
               std::to_string(expected) + " bytes)";
       bad(why);
       return false;
     }
     if (expected != int64_t(bytes->size())) {
-      bad(file + " has " + llvm::Twine(bytes->size()) + " bytes, the metadata " +
-          "says " + llvm::Twine(expected) + " (truncated?)");
+      bad(file + " has " + std::to_string(bytes->size()) +
+          " bytes, the metadata " + "says " + std::to_string(expected) +
+          " (truncated?)");
       return false;
     }
     if (str(sum, "xxh3") != checksum(*bytes)) {
@@ -686,7 +689,8 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   };
   // Every file the entry lists, the source and IR too: a lookup and
   // `cache verify` agree on which entries are usable.
-  std::string ptxName = (name + ".ptx").str(), cubinName = (name + ".cubin").str();
+  std::string ptxName = std::string(name) + ".ptx";
+  std::string cubinName = std::string(name) + ".cubin";
   if (!loadFile(ptxName, &a.ptx))
     return r;
   if (jsonMember(files, cubinName.c_str()) && !loadFile(cubinName, &a.cubin))
@@ -696,10 +700,10 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
         !loadFile(item.key(), nullptr))
       return r;
 
-  a.name = name.str();
+  a.name = std::string(name);
   a.hash = hash;
-  a.key = baseName(dirPath).str();
-  a.directory = dirPath.str();
+  a.key = std::string(baseName(dirPath));
+  a.directory = std::string(dirPath);
   a.chip = str(kvarn, "chip");
   a.ptxVersion = int(std::clamp<int64_t>(integer(kvarn, "ptx_version"), -1, 1000));
   // Range-checked before narrowing; the checksum says they are as written.
@@ -732,16 +736,17 @@ EntryRead cache::readEntry(llvm::StringRef dirPath, llvm::StringRef name,
   // What the verified PTX says must agree with the metadata.
   if (int64_t threads = maxThreadsOf(a.ptx, name);
       threads && threads != warps * 32)
-    return bad(metadataName + " says " + llvm::Twine(warps) +
-               " warps, the PTX " + llvm::Twine(threads) + " threads");
+    return bad(metadataName + " says " + std::to_string(warps) +
+               " warps, the PTX " + std::to_string(threads) + " threads");
   if (int64_t minCtas = minCtasPerSMOf(a.ptx, name); minCtas && minCtas != ctas)
-    return bad(metadataName + " says " + llvm::Twine(ctas) +
-               " CTAs per SM, the PTX's .minnctapersm " + llvm::Twine(minCtas));
+    return bad(metadataName + " says " + std::to_string(ctas) +
+               " CTAs per SM, the PTX's .minnctapersm " +
+               std::to_string(minCtas));
   if (a.signature != signatureFromPtx(a.ptx, name))
     return bad(metadataName + "'s signature is not the PTX's");
   if (const Json *abi = jsonMember(kvarn, "abi")) {
-    if (llvm::Error err = readAbi(*abi, a))
-      return bad(metadataName + "'s abi: " + llvm::toString(std::move(err)));
+    if (kvarn::Error err = readAbi(*abi, a))
+      return bad(metadataName + "'s abi: " + kvarn::toString(std::move(err)));
   }
   a.metadataJson = std::move(*metadataText);
   r.metadata = std::move(m);
@@ -774,9 +779,9 @@ bool listNames(int dirFd, std::vector<std::string> &names, int &err) {
   }
   errno = 0;
   while (struct dirent *e = ::readdir(d)) {
-    llvm::StringRef n(e->d_name);
+    std::string_view n(e->d_name);
     if (n != "." && n != "..")
-      names.push_back(n.str());
+      names.push_back(std::string(n));
   }
   err = errno;
   ::closedir(d);
@@ -807,7 +812,7 @@ struct EntryScan {
 
 class RootDir {
 public:
-  explicit RootDir(llvm::StringRef root) : path(root.str()) {
+  explicit RootDir(std::string_view root) : path(std::string(root)) {
     // The root itself may be a link: the user's choice of place.
     fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     err = fd < 0 ? errno : 0;
@@ -863,11 +868,11 @@ EntryScan scanEntry(const RootDir &root, const std::string &key) {
       continue;
     }
     e.bytes += uint64_t(st.st_size);
-    llvm::StringRef f(file);
-    if (f.starts_with("__grp__") && f.ends_with(".json") &&
-        !f.contains(".tmp.")) {
+    std::string_view f(file);
+    if (startsWith(f, "__grp__") && endsWith(f, ".json") &&
+        !contains(f, ".tmp.")) {
       e.complete = true;
-      e.name = f.drop_front(7).drop_back(5).str();
+      e.name = std::string(f.substr(7, f.size() - 12));
       e.lastUsed = st.st_mtime;
     }
   }
@@ -875,7 +880,7 @@ EntryScan scanEntry(const RootDir &root, const std::string &key) {
   return e;
 }
 
-llvm::Expected<std::vector<EntryScan>> scan(const RootDir &root) {
+kvarn::Expected<std::vector<EntryScan>> scan(const RootDir &root) {
   std::vector<EntryScan> entries;
   if (root.fd < 0) {
     if (root.err == ENOENT)
@@ -937,15 +942,14 @@ Removal removeCacheDirectory(const RootDir &root, const std::string &name,
   }
   if (own.empty() && !foreign.empty()) {
     ::close(fd);
-    r.message = "holds no kvarn files (" + llvm::join(foreign, ", ") + ")";
+    r.message = "holds no kvarn files (" + join(foreign, ", ") + ")";
     return r;
   }
   std::string hiddenAs;
   if (hide && foreign.empty()) {
     static std::atomic<unsigned> counter{0};
-    hiddenAs = (".evicted." + llvm::Twine(::getpid()) + "." +
-                llvm::Twine(counter++))
-                   .str();
+    hiddenAs = ".evicted." + std::to_string(::getpid()) + "." +
+               std::to_string(counter++);
     if (::renameat(root.fd, name.c_str(), root.fd, hiddenAs.c_str()) != 0) {
       r.outcome = Removal::Failed;
       r.message = std::strerror(errno);
@@ -955,7 +959,7 @@ Removal removeCacheDirectory(const RootDir &root, const std::string &name,
   }
   // Group files first: from then on readers see no entry.
   std::stable_partition(own.begin(), own.end(), [](const std::string &f) {
-    return llvm::StringRef(f).starts_with("__grp__");
+    return startsWith(f, "__grp__");
   });
   for (const std::string &file : own)
     if (::unlinkat(fd, file.c_str(), 0) != 0 && errno != ENOENT) {
@@ -967,8 +971,7 @@ Removal removeCacheDirectory(const RootDir &root, const std::string &name,
   ::close(fd);
   r.outcome = Removal::Removed;
   if (!foreign.empty()) {
-    r.message = "kept, with what is not kvarn's in it: " +
-                llvm::join(foreign, ", ");
+    r.message = "kept, with what is not kvarn's in it: " + join(foreign, ", ");
     return r;
   }
   // Fails harmlessly if something was put in it meanwhile.
@@ -1012,10 +1015,10 @@ void fillFrom(DiskEntry &e, const Json &m) {
 }
 } // namespace
 
-llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root,
-                                                            bool /*verify*/) {
+kvarn::Expected<std::vector<DiskEntry>>
+kvarn::listDiskCache(std::string_view root, bool /*verify*/) {
   RootDir rootDir(root);
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
+  kvarn::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
   std::vector<DiskEntry> out;
@@ -1034,16 +1037,16 @@ llvm::Expected<std::vector<DiskEntry>> kvarn::listDiskCache(llvm::StringRef root
                       ? "the group file went away"
                       : r.problem;
       // Unusable entries still say what they were, where they can.
-      if (llvm::Expected<std::string> text = readRegularFile(
+      if (kvarn::Expected<std::string> text = readRegularFile(
               joinPath(s.directory, s.name + ".json"),
               ReadOptions{limits::kMetadataBytes, /*noFollow=*/true})) {
-        if (llvm::Expected<Json> v = parseJsonDocument(*text)) {
+        if (kvarn::Expected<Json> v = parseJsonDocument(*text)) {
           fillFrom(e, *v);
         } else {
-          llvm::consumeError(v.takeError());
+          kvarn::consumeError(v.takeError());
         }
       } else {
-        llvm::consumeError(text.takeError());
+        kvarn::consumeError(text.takeError());
       }
     }
     out.push_back(std::move(e));
@@ -1075,7 +1078,8 @@ static void record(CacheRemoval &report, const std::string &path,
   }
 }
 
-CacheRemoval kvarn::removeDiskEntry(llvm::StringRef root, llvm::StringRef key) {
+CacheRemoval kvarn::removeDiskEntry(std::string_view root,
+                                    std::string_view key) {
   CacheRemoval report;
   RootDir rootDir(root);
   std::string path = joinPath(root, key);
@@ -1087,13 +1091,14 @@ CacheRemoval kvarn::removeDiskEntry(llvm::StringRef root, llvm::StringRef key) {
     report.leftAlone.push_back(path + ": not an entry's name");
     return report;
   }
-  record(report, path, removeCacheDirectory(rootDir, key.str(), true), true);
+  record(report, path, removeCacheDirectory(rootDir, std::string(key), true),
+         true);
   return report;
 }
 
-llvm::Expected<CacheRemoval> kvarn::clearDiskCache(llvm::StringRef root) {
+kvarn::Expected<CacheRemoval> kvarn::clearDiskCache(std::string_view root) {
   RootDir rootDir(root);
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
+  kvarn::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
   CacheRemoval report;
@@ -1111,17 +1116,17 @@ llvm::Expected<CacheRemoval> kvarn::clearDiskCache(llvm::StringRef root) {
   int err = 0;
   if (rootDir.fd >= 0 && listNames(rootDir.fd, names, err))
     for (const std::string &name : names)
-      if (llvm::StringRef(name).starts_with(".evicted."))
+      if (startsWith(name, ".evicted."))
         record(report, joinPath(root, name),
                removeCacheDirectory(rootDir, name, false), false);
   return report;
 }
 
-llvm::Expected<size_t> kvarn::evictDiskCache(llvm::StringRef root,
-                                             uint64_t maxBytes,
-                                             llvm::StringRef keep) {
+kvarn::Expected<size_t> kvarn::evictDiskCache(std::string_view root,
+                                              uint64_t maxBytes,
+                                              std::string_view keep) {
   RootDir rootDir(root);
-  llvm::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
+  kvarn::Expected<std::vector<EntryScan>> scanned = scan(rootDir);
   if (!scanned)
     return scanned.takeError();
   uint64_t total = 0;

@@ -16,13 +16,13 @@
 
 namespace kvarn::cache {
 
-std::string groupFileName(llvm::StringRef name);
+std::string groupFileName(std::string_view name);
 
 /// Whether `file` is a name the cache writes inside an entry: <kernel>.kvt,
 /// .kvt.mlir, .kvgpu.mlir, .nvvm.mlir, .llir, .ptx, .cubin, .json, .lock,
 /// __grp__<kernel>.json, or one of their temporaries (<file>.tmp.<pid>.<n>).
 /// Nothing else is ever deleted.
-bool isCacheFileName(llvm::StringRef file);
+bool isCacheFileName(std::string_view file);
 
 /// An entry's directory, opened without following a link: every file of
 /// the entry is read, written, renamed and removed relative to it, so a
@@ -32,8 +32,8 @@ public:
   /// Opens `path`, making it (and the cache's root) first with `create`.
   /// Fails with ENOENT in `errnoOut` when absent, and when it is a link, a
   /// file or unreadable (an obstruction).
-  static llvm::Expected<EntryDir> open(const std::string &path, bool create,
-                                       int *errnoOut = nullptr);
+  static kvarn::Expected<EntryDir> open(const std::string &path, bool create,
+                                        int *errnoOut = nullptr);
   EntryDir(EntryDir &&other) noexcept
       : fd(other.fd), dirPath(std::move(other.dirPath)) {
     other.fd = -1;
@@ -62,7 +62,7 @@ struct EntryRead {
 /// checksum, name and, when given, the hash), the sizes and checksums of
 /// every file it lists, and the launch fields against the PTX. An entry
 /// whose group file is absent is Missing.
-EntryRead readEntry(llvm::StringRef dir, llvm::StringRef name,
+EntryRead readEntry(std::string_view dir, std::string_view name,
                     const std::string *expectedHash);
 
 /// One file of an entry, by name inside the entry's directory.
@@ -74,20 +74,20 @@ struct EntryFile {
 /// Writes `files` and `<name>.json` (the metadata, with the checksums of
 /// `files` and its own added), then the group file. The caller holds the
 /// entry's lock.
-llvm::Error writeEntry(const EntryDir &dir, llvm::StringRef name,
-                       const std::vector<EntryFile> &files,
-                       nlohmann::json metadata, std::string &metadataText);
+kvarn::Error writeEntry(const EntryDir &dir, std::string_view name,
+                        const std::vector<EntryFile> &files,
+                        nlohmann::json metadata, std::string &metadataText);
 
 /// Writes `contents` to `file` in `dir` through a temporary file and a
 /// rename; never through a link.
-llvm::Error writeFileAtomically(const EntryDir &dir, llvm::StringRef file,
-                                llvm::StringRef contents);
+kvarn::Error writeFileAtomically(const EntryDir &dir, std::string_view file,
+                                 std::string_view contents);
 
 /// Removes `name`'s group file (readers stop using the entry); best effort.
-void hideEntry(const EntryDir &dir, llvm::StringRef name);
+void hideEntry(const EntryDir &dir, std::string_view name);
 
 /// Marks the entry used now (the group file's mtime), for LRU eviction.
-void touchEntry(llvm::StringRef dir, llvm::StringRef name);
+void touchEntry(std::string_view dir, std::string_view name);
 
 /// The metadata's checksum of itself: xxh3 of its compact JSON (keys
 /// sorted, as nlohmann::json keeps them) without the field
@@ -102,8 +102,8 @@ void sealMetadata(nlohmann::json &metadata);
 /// it held. The lock file must be a regular file.
 class FileLock {
 public:
-  static llvm::Expected<FileLock> acquire(const EntryDir &dir,
-                                          llvm::StringRef name);
+  static kvarn::Expected<FileLock> acquire(const EntryDir &dir,
+                                           std::string_view name);
   FileLock(FileLock &&other) noexcept : fd(other.fd) { other.fd = -1; }
   FileLock &operator=(FileLock &&) = delete;
   ~FileLock();
@@ -117,12 +117,12 @@ private:
 /// `request` under `key`.
 nlohmann::json buildMetadata(const KernelArtifacts &artifacts,
                              const KernelRequest &request, const CacheKey &key,
-                             llvm::StringRef cubinMaker);
+                             std::string_view cubinMaker);
 
 /// The PTX entry's parameter types, Triton-style, without the trailing
 /// scratch pointers.
-std::vector<std::string> signatureFromPtx(llvm::StringRef ptx,
-                                          llvm::StringRef name);
+std::vector<std::string> signatureFromPtx(std::string_view ptx,
+                                          std::string_view name);
 
 } // namespace kvarn::cache
 

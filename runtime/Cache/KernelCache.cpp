@@ -10,21 +10,20 @@
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/FileIO.h"
 
-#include "llvm/ADT/StringExtras.h"
-#include "llvm/Support/raw_ostream.h"
+#include "kvarn/Support/Strings.h"
 
-#include "llvm/ADT/StringMap.h"
-
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cerrno>
+#include <iostream>
+#include <map>
 #include <thread>
 #include <unistd.h>
 
 using namespace kvarn;
 using namespace kvarn::cache;
 
-llvm::StringRef kvarn::toString(CacheOutcome outcome) {
+std::string_view kvarn::toString(CacheOutcome outcome) {
   switch (outcome) {
   case CacheOutcome::Compiled:
     return "compiled";
@@ -49,11 +48,11 @@ cuda::KernelImage KernelArtifacts::image() const {
   return image;
 }
 
-std::optional<uint64_t> kvarn::parseByteSize(llvm::StringRef text) {
-  text = text.trim();
+std::optional<uint64_t> kvarn::parseByteSize(std::string_view text) {
+  text = trim(text);
   uint64_t scale = 1;
   if (!text.empty()) {
-    switch (llvm::toUpper(text.back())) {
+    switch (toUpper(text.back())) {
     case 'K':
       scale = 1ull << 10;
       break;
@@ -70,11 +69,10 @@ std::optional<uint64_t> kvarn::parseByteSize(llvm::StringRef text) {
       break;
     }
     if (scale != 1)
-      text = text.drop_back();
+      text.remove_suffix(1);
   }
   uint64_t value;
-  if (text.empty() || text.getAsInteger(10, value) ||
-      (value && value > UINT64_MAX / scale))
+  if (!parseInteger(text, value) || (value && value > UINT64_MAX / scale))
     return std::nullopt;
   return value * scale;
 }
@@ -83,7 +81,7 @@ CacheOptions CacheOptions::fromEnvironment() {
   CacheOptions o;
   const char *dir = std::getenv("KVARN_CACHE_DIR");
   if (dir) {
-    o.directory = llvm::StringRef(dir) == "off" ? "" : dir;
+    o.directory = std::string_view(dir) == "off" ? "" : dir;
   } else {
     if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
       o.directory = joinPath(xdg, "kvarn");
@@ -91,22 +89,22 @@ CacheOptions CacheOptions::fromEnvironment() {
       o.directory = joinPath(joinPath(h, ".cache"), "kvarn");
   }
   const char *always = std::getenv("KVARN_ALWAYS_COMPILE");
-  o.alwaysCompile = always && *always && llvm::StringRef(always) != "0";
+  o.alwaysCompile = always && *always && std::string_view(always) != "0";
   o.maxBytes = 1ull << 30;
   if (const char *cap = std::getenv("KVARN_CACHE_MAX_SIZE"); cap && *cap) {
     if (std::optional<uint64_t> bytes = parseByteSize(cap))
       o.maxBytes = *bytes;
     else
-      llvm::errs() << "kvarn: warning: KVARN_CACHE_MAX_SIZE='" << cap
-                   << "' is not a size (e.g. 512M, 2G, 0 for none); using 1G\n";
+      std::cerr << "kvarn: warning: KVARN_CACHE_MAX_SIZE='" << cap
+                << "' is not a size (e.g. 512M, 2G, 0 for none); using 1G\n";
   }
   return o;
 }
 
 KernelCache::KernelCache(CacheOptions options) : opts(std::move(options)) {
   if (!opts.warn)
-    opts.warn = [](llvm::StringRef line) {
-      llvm::errs() << "kvarn: warning: " << line << "\n";
+    opts.warn = [](std::string_view line) {
+      std::cerr << "kvarn: warning: " << line << "\n";
     };
 }
 
@@ -139,16 +137,16 @@ std::string memoryKey(const KernelRequest &r, const CompileOptions &o) {
   std::string key =
       r.kernel + "|" + r.spec.preset + "|" + std::to_string(r.spec.headDim) +
       "|" + std::to_string(r.spec.gqa) + "|" + std::to_string(r.spec.ropeDim) +
-      "|" + spell(r.spec.dtype).str() + "|" + o.target.chip + "|" +
+      "|" + std::string(spell(r.spec.dtype)) + "|" + o.target.chip + "|" +
       std::to_string(o.target.ptxVersion) + "|" + std::to_string(o.numWarps) +
       "|" + std::to_string(o.minCtasPerSM);
   if (!r.source.empty())
     key += "|" + r.sourceName + "|" +
-           llvm::utohexstr(std::hash<std::string>()(r.source));
+           hexString(std::hash<std::string>()(r.source), /*lowerCase=*/false);
   return key;
 }
 
-std::string messageOf(llvm::Error err) {
+std::string messageOf(kvarn::Error err) {
   std::string message;
   kvarn::consumeError(std::move(err), message);
   return message;
@@ -161,7 +159,7 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
 
 } // namespace
 
-llvm::Expected<CacheResult>
+kvarn::Expected<CacheResult>
 KernelCache::getOrCompile(const KernelRequest &request,
                           const CompileOptions &options,
                           const cuda::Context *context) {
@@ -177,7 +175,7 @@ KernelCache::getOrCompile(const KernelRequest &request,
                          secondsSince(start)};
     }
   }
-  llvm::Expected<CacheResult> result =
+  kvarn::Expected<CacheResult> result =
       lookupOrCompile(request, options, context);
   if (!result)
     return result.takeError();
@@ -222,11 +220,11 @@ KernelCache::claimEntry(std::string &dir, const std::string &name,
   // link, a lock that is not a file) means compiling in memory, with one
   // warning, never failing the kernel.
   int err = 0;
-  llvm::Error problem = llvm::Error::success();
-  if (llvm::Expected<EntryDir> opened =
+  kvarn::Error problem = kvarn::Error::success();
+  if (kvarn::Expected<EntryDir> opened =
           EntryDir::open(dir, /*create=*/true, &err)) {
     claim.dir.emplace(std::move(*opened));
-    if (llvm::Expected<FileLock> held = FileLock::acquire(*claim.dir, name))
+    if (kvarn::Expected<FileLock> held = FileLock::acquire(*claim.dir, name))
       claim.lock.emplace(std::move(*held));
     else
       problem = held.takeError();
@@ -266,7 +264,7 @@ KernelCache::claimEntry(std::string &dir, const std::string &name,
   return nullptr;
 }
 
-llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
+kvarn::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
     const KernelRequest &request, const CompileOptions &options,
     const CacheKey &key, const std::string &dir, const cuda::Context *context,
     std::vector<EntryFile> &files, std::string &cubinMaker) {
@@ -274,21 +272,21 @@ llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
   // Compile, keeping the IR of every stage for the entry.
   auto start = std::chrono::steady_clock::now();
   CompileOptions compileOptions = options;
-  compileOptions.onStage = [&](llvm::StringRef stage, llvm::StringRef ir) {
+  compileOptions.onStage = [&](std::string_view stage, std::string_view ir) {
     if (options.onStage)
       options.onStage(stage, ir);
     if (!opts.keepIR || stage == "ptx" || dir.empty())
       return;
-    static const llvm::StringMap<std::string> kExtension = {
+    static const std::map<std::string, std::string, std::less<>> kExtension = {
         {"kvt", "kvt.mlir"},
         {"kvgpu", "kvgpu.mlir"},
         {"nvvm", "nvvm.mlir"},
         {"llir", "llir"}};
     auto ext = kExtension.find(stage);
     if (ext != kExtension.end())
-      files.push_back(EntryFile{name + "." + ext->second, ir.str()});
+      files.push_back(EntryFile{name + "." + ext->second, std::string(ir)});
   };
-  llvm::Expected<CompiledModule> compiled =
+  kvarn::Expected<CompiledModule> compiled =
       linkedCompiler()(request, compileOptions);
   if (!compiled)
     return compiled.takeError();
@@ -300,7 +298,7 @@ llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
   auto a = std::make_shared<KernelArtifacts>();
   Target target = options.target;
   // computeCacheKey has checked it; this fills in the defaulted PTX version.
-  if (llvm::Error err = validateTarget(target))
+  if (kvarn::Error err = validateTarget(target))
     return std::move(err);
   const CompiledKernel &k = compiled->kernels[0];
   a->name = name;
@@ -317,29 +315,29 @@ llvm::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
   a->numArgs = k.numArgs;
   a->signature = signatureFromPtx(a->ptx, name);
   a->abi = k.abi;
-  if (llvm::Error err = assembleCubin(*a, context, cubinMaker))
+  if (kvarn::Error err = assembleCubin(*a, context, cubinMaker))
     return std::move(err);
   a->compileSeconds = secondsSince(start);
   return a;
 }
 
-llvm::Error KernelCache::assembleCubin(KernelArtifacts &a,
-                                       const cuda::Context *context,
-                                       std::string &maker) {
+kvarn::Error KernelCache::assembleCubin(KernelArtifacts &a,
+                                        const cuda::Context *context,
+                                        std::string &maker) {
   // The driver's linker for a caller's GPU, else ptxas if found.
   if (context) {
-    llvm::Expected<cuda::CubinImage> cubin =
+    kvarn::Expected<cuda::CubinImage> cubin =
         cuda::linkPtxWithDriver(*context, a.ptx, a.name + ".ptx");
     if (!cubin)
       return cubin.takeError();
     a.cubin = std::move(cubin->bytes);
     maker = "driver";
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   if (!opts.assembleWithPtxas)
-    return llvm::Error::success();
+    return kvarn::Error::success();
   std::string ptxasWarning;
-  llvm::Expected<std::string> ptxas =
+  kvarn::Expected<std::string> ptxas =
       cuda::findPtxas(cuda::ptxasCandidates(), &ptxasWarning);
   if (!ptxasWarning.empty())
     warnOnce("ptxas", ptxasWarning);
@@ -347,20 +345,20 @@ llvm::Error KernelCache::assembleCubin(KernelArtifacts &a,
     std::string why = messageOf(ptxas.takeError());
     // No ptxas at all is normal (PTX only; the driver JITs it); a
     // KVARN_PTXAS that leads nowhere is said once.
-    if (llvm::StringRef(why).starts_with("KVARN_PTXAS"))
+    if (startsWith(why, "KVARN_PTXAS"))
       warnOnce("ptxas", why + "; the entry has PTX only");
-    return llvm::Error::success();
+    return kvarn::Error::success();
   }
   cuda::PtxasOptions ptxasOptions;
   ptxasOptions.arch = a.chip;
   ptxasOptions.ptxasPath = *ptxas;
-  llvm::Expected<cuda::CubinImage> cubin =
+  kvarn::Expected<cuda::CubinImage> cubin =
       cuda::assembleWithPtxas(a.ptx, ptxasOptions);
   if (!cubin)
     return cubin.takeError();
   a.cubin = std::move(cubin->bytes);
   maker = "ptxas";
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
 void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
@@ -371,7 +369,7 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   std::string sourceText;
   if (request.source.empty()) {
     if (const dsl::LibraryFile *f = dsl::findLibraryFile(name))
-      sourceText = f->text.str();
+      sourceText = std::string(f->text);
   } else {
     sourceText = request.source;
   }
@@ -380,8 +378,8 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   if (!a.cubin.empty())
     files.push_back(EntryFile{name + ".cubin", a.cubin});
   nlohmann::json metadata = buildMetadata(a, request, key, cubinMaker);
-  if (llvm::Error err = writeEntry(*claim.dir, name, files, std::move(metadata),
-                                   a.metadataJson)) {
+  if (kvarn::Error err = writeEntry(*claim.dir, name, files,
+                                    std::move(metadata), a.metadataJson)) {
     // The kernel is good; only the disk level failed.
     warnOnce(key.directory + "/write",
              messageOf(std::move(err)) + "; the kernel stays in memory");
@@ -390,7 +388,7 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   }
   claim.lock.reset();
   if (opts.maxBytes) {
-    llvm::Expected<size_t> evicted =
+    kvarn::Expected<size_t> evicted =
         evictDiskCache(opts.directory, opts.maxBytes, key.directory);
     if (evicted)
       counters.evicted += *evicted;
@@ -399,7 +397,7 @@ void KernelCache::storeEntry(ClaimedEntry &claim, const KernelRequest &request,
   }
 }
 
-llvm::Expected<CacheResult> KernelCache::serveCachedOnly(
+kvarn::Expected<CacheResult> KernelCache::serveCachedOnly(
     const KernelRequest &request, const CompileOptions &options,
     const CacheKey &key, const std::string &dir, const cuda::Context *context) {
   const std::string &name = request.kernel;
@@ -414,7 +412,7 @@ llvm::Expected<CacheResult> KernelCache::serveCachedOnly(
       auto a = std::make_shared<KernelArtifacts>(std::move(r.artifacts));
       std::string maker;
       if (context && a->cubin.empty())
-        if (llvm::Error err = assembleCubin(*a, context, maker))
+        if (kvarn::Error err = assembleCubin(*a, context, maker))
           return std::move(err);
       touchEntry(dir, name);
       ++counters.diskHits;
@@ -437,11 +435,11 @@ llvm::Expected<CacheResult> KernelCache::serveCachedOnly(
                    opts.directory.empty() ? "(none)" : opts.directory, why);
 }
 
-llvm::Expected<CacheResult>
+kvarn::Expected<CacheResult>
 KernelCache::lookupOrCompile(const KernelRequest &request,
                              const CompileOptions &options,
                              const cuda::Context *context) {
-  llvm::Expected<CacheKey> key = computeCacheKey(request, options);
+  kvarn::Expected<CacheKey> key = computeCacheKey(request, options);
   if (!key)
     return key.takeError();
   const std::string &name = request.kernel;
@@ -470,7 +468,7 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
 
   std::vector<EntryFile> files;
   std::string cubinMaker;
-  llvm::Expected<std::shared_ptr<KernelArtifacts>> a =
+  kvarn::Expected<std::shared_ptr<KernelArtifacts>> a =
       compileArtifacts(request, options, *key, dir, context, files, cubinMaker);
   if (!a)
     return a.takeError();
@@ -482,12 +480,13 @@ KernelCache::lookupOrCompile(const KernelRequest &request,
   return CacheResult{std::move(*a), CacheOutcome::Compiled, 0};
 }
 
-std::vector<llvm::Expected<CacheResult>> KernelCache::getOrCompileAll(
-    llvm::ArrayRef<KernelRequest> requests,
-    llvm::ArrayRef<CompileOptions> options, unsigned threads, const cuda::Context *context,
+std::vector<kvarn::Expected<CacheResult>> KernelCache::getOrCompileAll(
+    Span<const KernelRequest> requests, Span<const CompileOptions> options,
+    unsigned threads, const cuda::Context *context,
     std::function<void(size_t, const CacheResult *)> onDone) {
   assert(options.size() == 1 || options.size() == requests.size());
-  std::vector<std::optional<llvm::Expected<CacheResult>>> slots(requests.size());
+  std::vector<std::optional<kvarn::Expected<CacheResult>>> slots(
+      requests.size());
   if (threads == 0)
     threads = std::max(1u, std::thread::hardware_concurrency());
   threads = std::min<unsigned>(threads, std::max<size_t>(requests.size(), 1));
@@ -495,7 +494,7 @@ std::vector<llvm::Expected<CacheResult>> KernelCache::getOrCompileAll(
   std::mutex doneMutex;
   auto work = [&] {
     for (size_t i = next++; i < requests.size(); i = next++) {
-      llvm::Expected<CacheResult> r = getOrCompile(
+      kvarn::Expected<CacheResult> r = getOrCompile(
           requests[i], options.size() == 1 ? options[0] : options[i], context);
       if (onDone) {
         std::lock_guard<std::mutex> lock(doneMutex);
@@ -510,19 +509,19 @@ std::vector<llvm::Expected<CacheResult>> KernelCache::getOrCompileAll(
   work();
   for (std::thread &t : pool)
     t.join();
-  std::vector<llvm::Expected<CacheResult>> results;
+  std::vector<kvarn::Expected<CacheResult>> results;
   results.reserve(slots.size());
   for (auto &slot : slots)
     results.push_back(std::move(*slot));
   return results;
 }
 
-llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>>
+kvarn::Expected<std::shared_ptr<const cuda::LoadedKernel>>
 KernelCache::load(const KernelRequest &request, CompileOptions options,
                   const cuda::Context &context) {
   options.target.chip = context.info().arch();
   std::string key = memoryKey(request, options) + "|ctx:" +
-                    llvm::utohexstr(uintptr_t(context.handle()));
+                    hexString(uintptr_t(context.handle()), /*lowerCase=*/false);
   if (!opts.alwaysCompile) {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = loaded.find(key);
@@ -531,10 +530,10 @@ KernelCache::load(const KernelRequest &request, CompileOptions options,
       return it->second;
     }
   }
-  llvm::Expected<CacheResult> found = getOrCompile(request, options, &context);
+  kvarn::Expected<CacheResult> found = getOrCompile(request, options, &context);
   if (!found)
     return found.takeError();
-  llvm::Expected<cuda::LoadedKernel> kernel =
+  kvarn::Expected<cuda::LoadedKernel> kernel =
       cuda::LoadedKernel::load(context, found->artifacts->image());
   if (!kernel)
     return kernel.takeError();

@@ -11,7 +11,7 @@
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/FileIO.h"
 
-#include "llvm/ADT/StringExtras.h"
+#include "kvarn/Support/Strings.h"
 
 #include <algorithm>
 
@@ -22,7 +22,7 @@ namespace {
 constexpr size_t kMaxWarmKernels = 100000;
 
 /// "sm_90", or 90 as Triton writes a target's arch.
-llvm::Expected<std::string> archOf(const Json &v) {
+kvarn::Expected<std::string> archOf(const Json &v) {
   if (v.is_string())
     return v.get_ref<const std::string &>();
   if (std::optional<int64_t> n = jsonInteger(v); n && *n > 0 && *n < 1000)
@@ -32,22 +32,22 @@ llvm::Expected<std::string> archOf(const Json &v) {
 }
 } // namespace
 
-llvm::Expected<std::vector<WarmShape>>
-kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
-                       llvm::StringRef defaultArch) {
-  llvm::Expected<Json> root = parseJsonDocument(text);
+kvarn::Expected<std::vector<WarmShape>>
+kvarn::parseWarmShapes(std::string_view text, std::string_view path,
+                       std::string_view defaultArch) {
+  kvarn::Expected<Json> root = parseJsonDocument(text);
   if (!root)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: not JSON: {1}", path,
-                     llvm::toString(root.takeError()));
-  std::string arch = defaultArch.str();
+                     kvarn::toString(root.takeError()));
+  std::string arch = std::string(defaultArch);
   const Json *shapes = root->is_array() ? &*root : nullptr;
   if (root->is_object()) {
     shapes = jsonMember(&*root, "shapes");
     if (const Json *a = jsonMember(&*root, "arch")) {
-      llvm::Expected<std::string> chip = archOf(*a);
+      kvarn::Expected<std::string> chip = archOf(*a);
       if (!chip)
         return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: {1}", path,
-                         llvm::toString(chip.takeError()));
+                         kvarn::toString(chip.takeError()));
       arch = *chip;
     }
   }
@@ -57,17 +57,16 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
                      path);
   std::vector<WarmShape> items;
   for (size_t i = 0; i < shapes->size(); ++i) {
-    auto bad = [&](const llvm::Twine &why) {
+    auto bad = [&](const std::string &why) {
       return makeError(KVARN_ERROR_INVALID_ARGUMENT, "{0}: shapes[{1}]: {2}",
-                       path, i, why.str());
+                       path, i, why);
     };
     const Json &shape = (*shapes)[i];
     if (!shape.is_object())
       return bad("not an object");
     for (const auto &item : shape.items())
-      if (!llvm::is_contained({"preset", "head_dim", "gqa", "rope_dim", "dtype",
-                               "kernels", "arch"},
-                              item.key()))
+      if (!isOneOf(item.key(), {"preset", "head_dim", "gqa", "rope_dim",
+                                "dtype", "kernels", "arch"}))
         return bad("unknown field '" + item.key() +
                    "' (fields: preset, head_dim, gqa, rope_dim, dtype, "
                    "kernels, arch)");
@@ -92,10 +91,10 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
     if (const Json *d = jsonMember(&shape, "dtype")) {
       if (!d->is_string())
         return bad("'dtype' must be a string (f16 or bf16)");
-      llvm::Expected<DType> dtype =
+      kvarn::Expected<DType> dtype =
           parseDType(d->get_ref<const std::string &>());
       if (!dtype)
-        return bad(llvm::toString(dtype.takeError()));
+        return bad(kvarn::toString(dtype.takeError()));
       spec.dtype = *dtype;
     }
     std::vector<int64_t> gqas = {1};
@@ -123,32 +122,32 @@ kvarn::parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
         if (!v.is_string())
           return bad("kernel names must be strings");
         const std::string &name = v.get_ref<const std::string &>();
-        llvm::Expected<const dsl::LibraryFile *> f =
+        kvarn::Expected<const dsl::LibraryFile *> f =
             dsl::findLibraryKernel(name, spec);
         if (!f)
-          return bad(llvm::toString(f.takeError()));
+          return bad(kvarn::toString(f.takeError()));
         kernels.push_back(name);
       }
     }
     std::string chip = arch;
     if (const Json *a = jsonMember(&shape, "arch")) {
-      llvm::Expected<std::string> given = archOf(*a);
+      kvarn::Expected<std::string> given = archOf(*a);
       if (!given)
-        return bad(llvm::toString(given.takeError()));
+        return bad(kvarn::toString(given.takeError()));
       chip = *given;
     }
     Target target{chip, 0};
-    if (llvm::Error err = validateTarget(target))
-      return bad(llvm::toString(std::move(err)));
+    if (kvarn::Error err = validateTarget(target))
+      return bad(kvarn::toString(std::move(err)));
     for (int64_t gqa : gqas) {
       spec.gqa = int(std::clamp<int64_t>(gqa, INT32_MIN, INT32_MAX));
-      if (llvm::Error err = spec.check())
-        return bad(llvm::toString(std::move(err)));
+      if (kvarn::Error err = spec.check())
+        return bad(kvarn::toString(std::move(err)));
       // Every distinct kernel of every preset, head_dim, GQA ratio, dtype
       // and chip is far fewer; a file that lists more repeats itself
       // (e.g. a long "gqa" list) and would only take memory.
       if (items.size() + kernels.size() > kMaxWarmKernels)
-        return bad("more than " + llvm::Twine(kMaxWarmKernels) +
+        return bad("more than " + std::to_string(kMaxWarmKernels) +
                    " kernels in the file");
       for (const std::string &kernel : kernels)
         items.push_back(WarmShape{KernelRequest{kernel, spec, "", ""}, chip});

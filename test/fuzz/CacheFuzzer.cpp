@@ -51,10 +51,10 @@ void writeFile(const std::string &path, llvm::StringRef text) {
 }
 
 std::string readFile(const std::string &path) {
-  llvm::Expected<std::string> text =
+  kvarn::Expected<std::string> text =
       readRegularFile(path, ReadOptions{limits::kMetadataBytes});
   if (!text) {
-    std::fprintf(stderr, "%s\n", llvm::toString(text.takeError()).c_str());
+    std::fprintf(stderr, "%s\n", kvarn::toString(text.takeError()).c_str());
     std::abort();
   }
   return *text;
@@ -74,13 +74,14 @@ Fixture *makeFixture() {
   KernelCache cache(o);
   CompileOptions c;
   c.target.chip = "sm_90";
-  llvm::Expected<CacheResult> r = cache.getOrCompile(
-      {"tiny", {},
+  kvarn::Expected<CacheResult> r = cache.getOrCompile(
+      {"tiny",
+       {},
        "kernel tiny(p: ptr<f32>, n: i32) grid(n) { p[program_id(0)] = 1.0; }\n",
        "tiny.kvt"},
       c);
   if (!r) {
-    std::fprintf(stderr, "%s\n", llvm::toString(r.takeError()).c_str());
+    std::fprintf(stderr, "%s\n", kvarn::toString(r.takeError()).c_str());
     std::abort();
   }
   f->entry = r->artifacts->directory;
@@ -135,7 +136,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   if (mode == 3) {
-    llvm::Expected<std::vector<WarmShape>> shapes =
+    kvarn::Expected<std::vector<WarmShape>> shapes =
         parseWarmShapes(text, "fuzz.json", "sm_90");
     if (shapes) {
       ++stats.shapesOk;
@@ -143,7 +144,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(!s.chip.empty() && !s.request.kernel.empty(), "empty shape");
     } else {
       ++stats.shapesBad;
-      llvm::consumeError(shapes.takeError());
+      kvarn::consumeError(shapes.takeError());
     }
     return 0;
   }
@@ -152,12 +153,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::string groupPath = fixture->entry + "/__grp__tiny.json";
   if (mode == 1) {
     // Sealed: what a tool that rewrites the metadata consistently makes.
-    llvm::Expected<nlohmann::json> v = parseJsonDocument(text);
+    kvarn::Expected<nlohmann::json> v = parseJsonDocument(text);
     if (v && v->is_object() && v->contains("kvarn")) {
       cache::sealMetadata(*v);
       text = v->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     } else if (!v) {
-      llvm::consumeError(v.takeError());
+      kvarn::consumeError(v.takeError());
     }
   }
   writeFile(mode == 2 ? groupPath : metadataPath, text);
@@ -179,12 +180,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check(r.status == cache::EntryRead::Missing || !r.problem.empty(),
           "a bad entry without a reason");
   }
-  llvm::Expected<std::vector<DiskEntry>> listed =
+  kvarn::Expected<std::vector<DiskEntry>> listed =
       listDiskCache(fixture->root, true);
   if (listed)
     check(listed->size() == 1, "the entry went missing from the listing");
   else
-    llvm::consumeError(listed.takeError());
+    kvarn::consumeError(listed.takeError());
 
   writeFile(metadataPath, fixture->metadata);
   writeFile(groupPath, fixture->group);

@@ -104,12 +104,12 @@ void addSeed(const std::string &path, std::vector<std::string> &seeds) {
       addSeed(it->path(), seeds);
     return;
   }
-  llvm::Expected<std::string> text =
+  kvarn::Expected<std::string> text =
       kvarn::readRegularFile(path, kvarn::ReadOptions{1 << 20});
   if (text)
     seeds.push_back(std::move(*text));
   else
-    llvm::consumeError(text.takeError());
+    kvarn::consumeError(text.takeError());
 }
 } // namespace
 

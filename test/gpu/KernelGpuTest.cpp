@@ -73,7 +73,7 @@ struct Gpu {
 Gpu &gpu() {
   static Gpu *g = [] {
     auto *g = new Gpu();
-    llvm::Expected<Context> context = Context::create(0);
+    kvarn::Expected<Context> context = Context::create(0);
     if (context) {
       g->context = std::make_unique<Context>(std::move(*context));
       g->cache = std::make_unique<KernelCache>();
@@ -102,19 +102,19 @@ protected:
   /// The library kernel `name` for `spec`, through the kernel cache.
   const LoadedKernel *kernel(const std::string &name,
                              const dsl::Specialization &spec) {
-    llvm::Expected<std::shared_ptr<const LoadedKernel>> loaded =
+    kvarn::Expected<std::shared_ptr<const LoadedKernel>> loaded =
         gpu().cache->load({name, spec, "", ""}, CompileOptions(), ctx());
     if (!loaded) {
       ADD_FAILURE() << name << " " << spec.describe() << ": "
-                    << llvm::toString(loaded.takeError());
+                    << kvarn::toString(loaded.takeError());
       return nullptr;
     }
     return loaded->get(); // the cache keeps it loaded
   }
 
   template <typename T> DeviceBuffer upload(const std::vector<T> &host) {
-    llvm::Expected<DeviceBuffer> buf =
-        DeviceBuffer::allocate(ctx(), std::max<size_t>(1, host.size() * sizeof(T)));
+    kvarn::Expected<DeviceBuffer> buf = DeviceBuffer::allocate(
+        ctx(), std::max<size_t>(1, host.size() * sizeof(T)));
     EXPECT_TRUE(bool(buf));
     if (!buf)
       return DeviceBuffer();
@@ -125,8 +125,8 @@ protected:
 
   template <typename T> std::vector<T> download(const DeviceBuffer &buf) {
     std::vector<T> host(buf.size() / sizeof(T));
-    llvm::Error err = buf.download(host.data(), host.size() * sizeof(T));
-    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    kvarn::Error err = buf.download(host.data(), host.size() * sizeof(T));
+    EXPECT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     return host;
   }
 
@@ -178,10 +178,10 @@ protected:
   /// Launches the grid `k` declares for `args` (its ABI), and waits.
   void run(const LoadedKernel *k, KernelArgs &args) {
     ASSERT_NE(k, nullptr);
-    llvm::Error err = k->launch(args, nullptr);
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
-    llvm::Error sync = ctx().synchronize();
-    ASSERT_FALSE(bool(sync)) << llvm::toString(std::move(sync));
+    kvarn::Error err = k->launch(args, nullptr);
+    ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
+    kvarn::Error sync = ctx().synchronize();
+    ASSERT_FALSE(bool(sync)) << kvarn::toString(std::move(sync));
   }
 };
 
@@ -235,12 +235,12 @@ TEST_F(Flush, GoldenCasesMatchThePublicReference) {
         "flush_kvarn_k4v2_g128_d64_a", "flush_kvarn_k4v2_g64_d128_a",
         "flush_kvarn_k4v4_g128_d128_a", "flush_kvarn_k4v4_g64_d128_a"}) {
     SCOPED_TRACE(name);
-    llvm::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
-    ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+    kvarn::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
+    ASSERT_TRUE(bool(c)) << kvarn::toString(c.takeError());
     const RecordLayout &l = c->recordLayout();
-    llvm::Expected<Tensor> k = c->tensor("k_rot", "float16", 3);
-    llvm::Expected<Tensor> v = c->tensor("v_rot", "float16", 3);
-    llvm::Expected<Tensor> ref = c->tensor("records_ref", "uint8", 2);
+    kvarn::Expected<Tensor> k = c->tensor("k_rot", "float16", 3);
+    kvarn::Expected<Tensor> v = c->tensor("v_rot", "float16", 3);
+    kvarn::Expected<Tensor> ref = c->tensor("records_ref", "uint8", 2);
     ASSERT_TRUE(k && v && ref);
     int tiles = int(k->shape[0]);
     std::mt19937_64 rng(freshSeed());
@@ -358,7 +358,7 @@ TEST_F(Flush, StressEveryPresetHeadDimAndDType) {
     for (const Preset &preset : allPresets())
       for (int d : {64, 96, 128, 192, 256, 512}) {
         std::string name = std::string(preset.name) + " head_dim " +
-                           std::to_string(d) + " " + spell(dtype).str();
+                           std::to_string(d) + " " + std::string(spell(dtype));
         SCOPED_TRACE(name);
         RecordLayout l = *RecordLayout::get(preset, d);
         const int g = l.group, tiles = seeds * tilesPerSeed;
@@ -482,8 +482,8 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
   for (DType dtype : {DType::F16, DType::BF16})
     for (auto [d, shift] : {std::pair{64, 0}, {96, 0}, {128, 0}, {256, 0},
                             {512, 0}, {128, 1}, {96, 1}}) {
-      SCOPED_TRACE("head_dim " + std::to_string(d) + " " + spell(dtype).str() +
-                   (shift ? " misaligned" : ""));
+      SCOPED_TRACE("head_dim " + std::to_string(d) + " " +
+                   std::string(spell(dtype)) + (shift ? " misaligned" : ""));
       // 203 tokens: append runs 4 a CTA, so the last CTA has programs past
       // the grid.
       const int g = 64, hk = 3, n = 203, blocks = 8, poolSlots = 6;
@@ -567,7 +567,7 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
           differing += g != w;
         }
       EXPECT_EQ(differing, 0)
-          << spell(dtype).str() << " head_dim " << d
+          << std::string(spell(dtype)) << " head_dim " << d
           << (shift ? " misaligned" : "") << ": values differ from rotateHalf, "
           << "the first at element " << first;
     }
@@ -583,10 +583,10 @@ TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
         "decode_kvarn_k4v2_g128_d256_h8x2_a", "decode_kvarn_k4v2_g64_d128_h8x1_a",
         "decode_kvarn_k4v4_g128_d64_h16x2_a"}) {
     SCOPED_TRACE(name);
-    llvm::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
-    ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+    kvarn::Expected<GoldenCase> c = GoldenCase::load(goldenPath(name));
+    ASSERT_TRUE(bool(c)) << kvarn::toString(c.takeError());
     auto t = [&](const char *n, const char *dtype) {
-      llvm::Expected<Tensor> x = c->tensor(n, dtype);
+      kvarn::Expected<Tensor> x = c->tensor(n, dtype);
       EXPECT_TRUE(bool(x)) << n;
       return x ? std::move(*x) : Tensor();
     };
@@ -794,8 +794,9 @@ protected:
     bv.qType = dtype;
     bv.window = window;
     std::vector<float> want(size_t(bv.batch) * c.hq * c.d);
-    llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), want.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    kvarn::Error err =
+        decodeAttention(c.view(), bv, *Rotation::get(c.d), want.data());
+    ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
 
     Buffers in = upload(c);
     size_t row = size_t(c.hq) * c.d;
@@ -824,13 +825,13 @@ protected:
     // (its context capacity, or its window's), and 3.
     const LoadedKernel *split = kernel("decode_split", spec);
     ASSERT_NE(split, nullptr);
-    llvm::Expected<int64_t> blocksRead =
+    kvarn::Expected<int64_t> blocksRead =
         decodeBlocksRead(std::max(c.maxBlocks, 1), window, preset.group);
-    ASSERT_TRUE(bool(blocksRead)) << llvm::toString(blocksRead.takeError());
-    llvm::Expected<int> chosen =
+    ASSERT_TRUE(bool(blocksRead)) << kvarn::toString(blocksRead.takeError());
+    kvarn::Expected<int> chosen =
         decodeSplitCount({int64_t(lens.size()) * c.hk, *blocksRead,
                           ctx().info().multiprocessors, split->ctasPerSM()});
-    ASSERT_TRUE(bool(chosen)) << llvm::toString(chosen.takeError());
+    ASSERT_TRUE(bool(chosen)) << kvarn::toString(chosen.takeError());
     for (int splits : {*chosen, 3}) {
       std::vector<uint16_t> merged =
           splitDecode(spec, c, in, scale, splits, window);
@@ -903,7 +904,8 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
   for (DType dtype : {DType::F16, DType::BF16})
     for (int window : {0, 1, 3, 64, 70, 100000}) {
-      SCOPED_TRACE(spell(dtype).str() + " window " + std::to_string(window));
+      SCOPED_TRACE(std::string(spell(dtype)) + " window " +
+                   std::to_string(window));
       const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
       const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
       test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
@@ -941,9 +943,9 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
                                         queryLens, scale, dtype);
       vb.window = window;
       std::vector<float> want(q.size());
-      llvm::Error err =
+      kvarn::Error err =
           verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
-      ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+      ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
       // Unused query tokens are padding: one "request" row per (b, j).
       std::vector<int32_t> used;
       for (int b = 0; b < batch; ++b)
@@ -962,7 +964,7 @@ TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
   for (DType dtype : {DType::F16, DType::BF16})
     for (int d : {96, 128}) {
-      SCOPED_TRACE(spell(dtype).str());
+      SCOPED_TRACE(std::string(spell(dtype)));
       const Preset &preset = allPresets()[0];
       const int hk = 2, batch = 3;
       test::RandomPagedCache c(preset, d, hk, 1, {300, 0, 128}, rng);
@@ -992,9 +994,9 @@ TEST_F(DecodeGpu, MaterializeMatchesTheCpuReference) {
                             gotV = download<uint16_t>(ov);
       std::vector<uint16_t> wantK = poison, wantV = poison;
       ContextBatchView cb = c.contextView(start, dtype);
-      llvm::Error err =
+      kvarn::Error err =
           materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
-      ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+      ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
       // Pool rows are copies (or, in bf16, rounded once); record values are
       // the same fp32 dequantization rounded to the dtype, where an FMA may
       // move a value by one step of it (adjacent bit patterns).
@@ -1278,8 +1280,8 @@ protected:
     bv.seqLens = lens.data();
     bv.softmaxScale = scale;
     std::vector<float> want(size_t(batch) * heads * r);
-    llvm::Error err = mlaDecodeAttention(view, bv, rot, want.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    kvarn::Error err = mlaDecodeAttention(view, bv, rot, want.data());
+    ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     MlaDecodeBuffers buffers{upload(q),         upload(table), upload(lens),
                              upload(toSlot),    std::move(dc), std::move(dpool),
                              std::move(dpoolPe)};

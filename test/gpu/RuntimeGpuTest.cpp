@@ -58,7 +58,7 @@ std::vector<uint8_t> randomBytes(size_t count) {
   return bytes;
 }
 
-std::pair<kvarn_status_t, std::string> statusAndMessage(llvm::Error err) {
+std::pair<kvarn_status_t, std::string> statusAndMessage(kvarn::Error err) {
   std::string message;
   kvarn_status_t status = kvarn::consumeError(std::move(err), message);
   return {status, message};
@@ -95,7 +95,7 @@ struct SharedGpu {
 const SharedGpu &sharedGpu() {
   static const SharedGpu *gpu = [] {
     auto *g = new SharedGpu();
-    llvm::Expected<Context> context = Context::create(0);
+    kvarn::Expected<Context> context = Context::create(0);
     if (context) {
       g->context = std::make_unique<Context>(std::move(*context));
       const DeviceInfo &d = g->context->info();
@@ -130,9 +130,10 @@ protected:
   const Context &context() const { return *sharedGpu().context; }
 
   DeviceBuffer allocate(size_t bytes) {
-    llvm::Expected<DeviceBuffer> buffer = DeviceBuffer::allocate(context(), bytes);
+    kvarn::Expected<DeviceBuffer> buffer =
+        DeviceBuffer::allocate(context(), bytes);
     if (!buffer) {
-      ADD_FAILURE() << llvm::toString(buffer.takeError());
+      ADD_FAILURE() << kvarn::toString(buffer.takeError());
       return DeviceBuffer();
     }
     return std::move(*buffer);
@@ -141,8 +142,8 @@ protected:
 
 #define ASSERT_OK(expr)                                                        \
   do {                                                                         \
-    if (llvm::Error err_ = (expr))                                             \
-      FAIL() << #expr << ": " << llvm::toString(std::move(err_));              \
+    if (kvarn::Error err_ = (expr))                                            \
+      FAIL() << #expr << ": " << kvarn::toString(std::move(err_));             \
   } while (0)
 
 } // namespace
@@ -159,8 +160,8 @@ TEST_F(Gpu, DeviceQuery) {
   EXPECT_GE(context().driver().version(), 12000);
   EXPECT_GE(context().driver().deviceCount(), 1);
 
-  llvm::Expected<Context::MemoryInfo> memory = context().memoryInfo();
-  ASSERT_TRUE(bool(memory)) << llvm::toString(memory.takeError());
+  kvarn::Expected<Context::MemoryInfo> memory = context().memoryInfo();
+  ASSERT_TRUE(bool(memory)) << kvarn::toString(memory.takeError());
   EXPECT_GT(memory->freeBytes, 0);
   EXPECT_LE(memory->freeBytes, memory->totalBytes);
   std::fprintf(stderr,
@@ -192,7 +193,7 @@ TEST_F(Gpu, AllocationAndRelease) {
   ASSERT_OK(empty.fill8(0)); // nothing to do, and no error
 
   // Far more than any GPU has: a clear out-of-memory error, not a crash.
-  llvm::Expected<DeviceBuffer> huge =
+  kvarn::Expected<DeviceBuffer> huge =
       DeviceBuffer::allocate(context(), size_t(1) << 50);
   ASSERT_FALSE(bool(huge));
   auto [status, message] = statusAndMessage(huge.takeError());
@@ -262,10 +263,10 @@ TEST_F(Gpu, StreamsAndEvents) {
   const size_t bytes = size_t(256) << 20; // well past L2
   std::vector<uint8_t> host = randomBytes(bytes);
   DeviceBuffer source = allocate(bytes), target = allocate(bytes);
-  llvm::Expected<Stream> stream = Stream::create(context());
-  ASSERT_TRUE(bool(stream)) << llvm::toString(stream.takeError());
-  llvm::Expected<Event> start = Event::create(context());
-  llvm::Expected<Event> end = Event::create(context());
+  kvarn::Expected<Stream> stream = Stream::create(context());
+  ASSERT_TRUE(bool(stream)) << kvarn::toString(stream.takeError());
+  kvarn::Expected<Event> start = Event::create(context());
+  kvarn::Expected<Event> end = Event::create(context());
   ASSERT_TRUE(start && end);
 
   ASSERT_OK(target.fill8Async(0xa5, stream->handle()));
@@ -283,8 +284,8 @@ TEST_F(Gpu, StreamsAndEvents) {
   ASSERT_OK(end->synchronize());
   EXPECT_TRUE(back == host);
 
-  llvm::Expected<float> ms = Event::elapsedMilliseconds(*start, *end);
-  ASSERT_TRUE(bool(ms)) << llvm::toString(ms.takeError());
+  kvarn::Expected<float> ms = Event::elapsedMilliseconds(*start, *end);
+  ASSERT_TRUE(bool(ms)) << kvarn::toString(ms.takeError());
   EXPECT_GT(*ms, 0.0f);
   // Bytes read plus bytes written, as METHOD.md counts a copy.
   double gbPerSecond = 2.0 * bytes * kCopies / (*ms * 1e-3) / 1e9;
@@ -298,8 +299,8 @@ TEST_F(Gpu, TwoStreamsAtOnce) {
   const size_t bytes = size_t(8) << 20;
   std::vector<uint8_t> hostA = randomBytes(bytes), hostB = randomBytes(bytes);
   DeviceBuffer a = allocate(bytes), b = allocate(bytes);
-  llvm::Expected<Stream> s1 = Stream::create(context());
-  llvm::Expected<Stream> s2 = Stream::create(context());
+  kvarn::Expected<Stream> s1 = Stream::create(context());
+  kvarn::Expected<Stream> s2 = Stream::create(context());
   ASSERT_TRUE(s1 && s2);
   ASSERT_OK(a.uploadAsync(hostA.data(), bytes, s1->handle()));
   ASSERT_OK(b.uploadAsync(hostB.data(), bytes, s2->handle()));
@@ -319,10 +320,10 @@ TEST_F(Gpu, WorksFromAnotherThreadAndLeavesItsContextAlone) {
   std::string failure;
   CUcontext currentAfter = reinterpret_cast<CUcontext>(uintptr_t(1));
   std::thread worker([&] {
-    if (llvm::Error err = buffer.upload(host.data(), bytes))
-      failure = llvm::toString(std::move(err));
-    else if (llvm::Error err = buffer.download(back.data(), bytes))
-      failure = llvm::toString(std::move(err));
+    if (kvarn::Error err = buffer.upload(host.data(), bytes))
+      failure = kvarn::toString(std::move(err));
+    else if (kvarn::Error err = buffer.download(back.data(), bytes))
+      failure = kvarn::toString(std::move(err));
     (void)context().driver().api().cuCtxGetCurrent(&currentAfter);
   });
   worker.join();
@@ -333,10 +334,10 @@ TEST_F(Gpu, WorksFromAnotherThreadAndLeavesItsContextAlone) {
 
 TEST_F(Gpu, BuffersSurviveMovingTheirContext) {
   // Objects keep a ContextRef, not the Context's address.
-  llvm::Expected<Context> first = Context::create(0);
-  ASSERT_TRUE(bool(first)) << llvm::toString(first.takeError());
-  llvm::Expected<DeviceBuffer> buffer = DeviceBuffer::allocate(*first, 4096);
-  ASSERT_TRUE(bool(buffer)) << llvm::toString(buffer.takeError());
+  kvarn::Expected<Context> first = Context::create(0);
+  ASSERT_TRUE(bool(first)) << kvarn::toString(first.takeError());
+  kvarn::Expected<DeviceBuffer> buffer = DeviceBuffer::allocate(*first, 4096);
+  ASSERT_TRUE(bool(buffer)) << kvarn::toString(buffer.takeError());
   Context moved = std::move(*first);
   std::vector<uint8_t> host = randomBytes(4096), back(4096);
   ASSERT_OK(buffer->upload(host.data(), host.size()));
@@ -345,15 +346,15 @@ TEST_F(Gpu, BuffersSurviveMovingTheirContext) {
 }
 
 TEST_F(Gpu, DriverLinkerMakesALoadableCubin) {
-  llvm::Expected<CubinImage> cubin =
+  kvarn::Expected<CubinImage> cubin =
       linkPtxWithDriver(context(), ptxModuleWithNoKernels(context().info()));
-  ASSERT_TRUE(bool(cubin)) << llvm::toString(cubin.takeError());
+  ASSERT_TRUE(bool(cubin)) << kvarn::toString(cubin.takeError());
   ASSERT_GE(cubin->bytes.size(), 4u);
   EXPECT_EQ(cubin->bytes.substr(0, 4), "\x7f" "ELF");
-  llvm::Expected<Module> module = Module::loadCubin(context(), cubin->bytes);
-  ASSERT_TRUE(bool(module)) << llvm::toString(module.takeError());
+  kvarn::Expected<Module> module = Module::loadCubin(context(), cubin->bytes);
+  ASSERT_TRUE(bool(module)) << kvarn::toString(module.takeError());
 
-  llvm::Expected<Kernel> missing = module->getKernel("no_such_kernel");
+  kvarn::Expected<Kernel> missing = module->getKernel("no_such_kernel");
   ASSERT_FALSE(bool(missing));
   auto [status, message] = statusAndMessage(missing.takeError());
   EXPECT_EQ(status, KVARN_ERROR_CUDA);
@@ -365,7 +366,7 @@ TEST_F(Gpu, DriverLinkerMakesALoadableCubin) {
 TEST_F(Gpu, DriverLinkerReportsRejectedPtxWithItsLog) {
   for (const std::string &input :
        {ptxWithASyntaxError(context().info()), std::string("not PTX at all\n")}) {
-    llvm::Expected<CubinImage> cubin =
+    kvarn::Expected<CubinImage> cubin =
         linkPtxWithDriver(context(), input, "broken.ptx");
     ASSERT_FALSE(bool(cubin));
     auto [status, message] = statusAndMessage(cubin.takeError());
@@ -379,12 +380,12 @@ TEST_F(Gpu, DriverLinkerReportsRejectedPtxWithItsLog) {
 }
 
 TEST_F(Gpu, ModuleLoadsPtxThroughTheDriverJit) {
-  llvm::Expected<Module> module =
+  kvarn::Expected<Module> module =
       Module::loadPtx(context(), ptxModuleWithNoKernels(context().info()));
-  ASSERT_TRUE(bool(module)) << llvm::toString(module.takeError());
+  ASSERT_TRUE(bool(module)) << kvarn::toString(module.takeError());
   EXPECT_NE(module->handle(), nullptr);
 
-  llvm::Expected<Module> broken =
+  kvarn::Expected<Module> broken =
       Module::loadPtx(context(), ptxWithASyntaxError(context().info()));
   ASSERT_FALSE(bool(broken));
   auto [status, message] = statusAndMessage(broken.takeError());
@@ -394,7 +395,7 @@ TEST_F(Gpu, ModuleLoadsPtxThroughTheDriverJit) {
       << message;
   EXPECT_TRUE(contains(message, "JIT error log")) << message;
 
-  llvm::Expected<Module> garbage = Module::loadCubin(context(), "garbage!");
+  kvarn::Expected<Module> garbage = Module::loadCubin(context(), "garbage!");
   ASSERT_FALSE(bool(garbage));
   std::tie(status, message) = statusAndMessage(garbage.takeError());
   std::fprintf(stderr, "[   info   ] rejected: %s\n", message.c_str());
@@ -402,17 +403,17 @@ TEST_F(Gpu, ModuleLoadsPtxThroughTheDriverJit) {
 }
 
 TEST_F(Gpu, PtxasCubinLoads) {
-  llvm::Expected<std::string> ptxas = findPtxas();
+  kvarn::Expected<std::string> ptxas = findPtxas();
   if (!ptxas)
     GTEST_SKIP() << "no ptxas on this machine: "
-                 << llvm::toString(ptxas.takeError());
+                 << kvarn::toString(ptxas.takeError());
   PtxasOptions options;
   options.arch = context().info().arch();
-  llvm::Expected<CubinImage> cubin =
+  kvarn::Expected<CubinImage> cubin =
       assembleWithPtxas(ptxModuleWithNoKernels(context().info()), options);
-  ASSERT_TRUE(bool(cubin)) << llvm::toString(cubin.takeError());
-  llvm::Expected<Module> module = Module::loadCubin(context(), cubin->bytes);
-  ASSERT_TRUE(bool(module)) << llvm::toString(module.takeError());
+  ASSERT_TRUE(bool(cubin)) << kvarn::toString(cubin.takeError());
+  kvarn::Expected<Module> module = Module::loadCubin(context(), cubin->bytes);
+  ASSERT_TRUE(bool(module)) << kvarn::toString(module.takeError());
   std::fprintf(stderr, "[   info   ] ptxas %s: %zu-byte cubin for %s loaded\n",
                ptxas->c_str(), cubin->bytes.size(), options.arch.c_str());
 }
@@ -421,7 +422,7 @@ TEST_F(Gpu, LoadedKernelNamesWhatIsMissing) {
   KernelImage image;
   image.name = "flush";
   image.ptx = ptxModuleWithNoKernels(context().info());
-  llvm::Expected<LoadedKernel> loaded = LoadedKernel::load(context(), image);
+  kvarn::Expected<LoadedKernel> loaded = LoadedKernel::load(context(), image);
   ASSERT_FALSE(bool(loaded));
   auto [status, message] = statusAndMessage(loaded.takeError());
   EXPECT_TRUE(contains(message, "'flush'")) << message;
@@ -513,8 +514,8 @@ TEST_F(Gpu, MixedLayerPoolMatchesOneLayerPoolsAndExactAttention) {
                    int32_t n) -> kvarn_status_t {
     size_t at = size_t(from) * hk * d, count = size_t(n) * hk * d * 2;
     for (auto [buffer, host] : {std::pair{&dk, &k[l]}, std::pair{&dv, &v[l]}})
-      if (llvm::Error e = buffer->upload(host->data() + at, count)) {
-        ADD_FAILURE() << llvm::toString(std::move(e));
+      if (kvarn::Error e = buffer->upload(host->data() + at, count)) {
+        ADD_FAILURE() << kvarn::toString(std::move(e));
         return KVARN_ERROR_CUDA;
       }
     kvarn_status_t s =
@@ -612,8 +613,8 @@ TEST_F(Gpu, MixedLayerPoolMatchesOneLayerPoolsAndExactAttention) {
   ASSERT_EQ(kvarn_pool_layer_info(mixed, 1, &info), KVARN_OK);
   std::vector<int32_t> ident(blocks);
   {
-    llvm::Expected<ScopedContext> scope = context().enter();
-    ASSERT_TRUE(bool(scope)) << llvm::toString(scope.takeError());
+    kvarn::Expected<ScopedContext> scope = context().enter();
+    ASSERT_TRUE(bool(scope)) << kvarn::toString(scope.takeError());
     ASSERT_EQ(context().driver().api().cuMemcpyDtoH(
                   ident.data(), info.block_to_slot, ident.size() * 4),
               0);
@@ -671,15 +672,15 @@ ServedStep serveOneStep(int dev, const ServingInputs &in) {
     if (r.error.empty())
       r.error = "GPU " + std::to_string(dev) + ": " + what;
   };
-  llvm::Expected<Context> runtime = Context::create(dev);
+  kvarn::Expected<Context> runtime = Context::create(dev);
   if (!runtime) {
-    fail(llvm::toString(runtime.takeError()));
+    fail(kvarn::toString(runtime.takeError()));
     return r;
   }
   auto buffer = [&](size_t bytes) -> std::optional<DeviceBuffer> {
-    llvm::Expected<DeviceBuffer> b = DeviceBuffer::allocate(*runtime, bytes);
+    kvarn::Expected<DeviceBuffer> b = DeviceBuffer::allocate(*runtime, bytes);
     if (!b) {
-      fail(llvm::toString(b.takeError()));
+      fail(kvarn::toString(b.takeError()));
       return std::nullopt;
     }
     return std::move(*b);
@@ -692,8 +693,8 @@ ServedStep serveOneStep(int dev, const ServingInputs &in) {
     return r;
   for (auto [buf, host] :
        {std::pair{&*dk, &in.k}, std::pair{&*dv, &in.v}, std::pair{&*dq, &in.q}})
-    if (llvm::Error e = buf->upload(host->data(), host->size() * 2)) {
-      fail(llvm::toString(std::move(e)));
+    if (kvarn::Error e = buf->upload(host->data(), host->size() * 2)) {
+      fail(kvarn::toString(std::move(e)));
       return r;
     }
   kvarn_context_t *ctx = nullptr;
@@ -738,8 +739,8 @@ ServedStep serveOneStep(int dev, const ServingInputs &in) {
               check(kvarn_step_commit(step, nullptr), "commit");
     if (ok) {
       r.out.assign(in.q.size(), 0xFFFF); // poisoned
-      if (llvm::Error e = dout->download(r.out.data(), in.q.size() * 2))
-        fail(llvm::toString(std::move(e)));
+      if (kvarn::Error e = dout->download(r.out.data(), in.q.size() * 2))
+        fail(kvarn::toString(std::move(e)));
     }
   }
   if (step)
@@ -899,9 +900,9 @@ TEST_F(Gpu, MlaKernelsThroughTheCApi) {
 
 namespace {
 /// `bytes` bytes of device memory at `p` (the pool's own buffers).
-llvm::Error downloadRaw(const Context &ctx, CUdeviceptr p, void *host,
-                        size_t bytes) {
-  llvm::Expected<ScopedContext> scope = ctx.enter();
+kvarn::Error downloadRaw(const Context &ctx, CUdeviceptr p, void *host,
+                         size_t bytes) {
+  kvarn::Expected<ScopedContext> scope = ctx.enter();
   if (!scope)
     return scope.takeError();
   return KVARN_CUDA_CHECK(ctx.driver(), cuMemcpyDtoH, host, p, bytes);
@@ -1067,8 +1068,8 @@ TEST_F(Gpu, MlaPoolServesAStepLikeTheCpuReference) {
     bv.seqLens = &len;
     bv.softmaxScale = scale;
     std::vector<float> ref(size_t(heads) * r);
-    llvm::Error err = mlaDecodeAttention(view, bv, rot, ref.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    kvarn::Error err = mlaDecodeAttention(view, bv, rot, ref.data());
+    ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     for (auto [what, got] :
          {std::pair{"decode", &out[l]}, std::pair{"verify", &verified[l]}}) {
       double num = 0, den = 0;

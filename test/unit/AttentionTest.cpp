@@ -63,7 +63,7 @@ TEST(DecodeAttention, MatchesAttentionInTheUnrotatedFrame) {
           ASSERT_NEAR(out[(b * c.hq + h) * s.d + i], expect[i] / den,
                       1e-5 * (1 + std::fabs(expect[i] / den)))
               << "request " << b << " head " << h << " channel " << i << " "
-              << spell(dtype).str();
+              << std::string(spell(dtype));
       }
   }
 }

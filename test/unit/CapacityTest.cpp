@@ -16,7 +16,7 @@ RecordLayout layoutOf(const char *preset, int d) {
 
 TEST(Capacity, PoolBytesCountRecordsAndBothFp16Pools) {
   RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);
-  PoolBytes b = llvm::cantFail(poolBytes(l, {32, 8, 128}, 10, 3));
+  PoolBytes b = kvarn::cantFail(poolBytes(l, {32, 8, 128}, 10, 3));
   EXPECT_EQ(b.recordBytes, 13824);
   EXPECT_EQ(b.cacheBytesPerBlock, 32 * 8 * 13824);
   EXPECT_EQ(b.poolBytesPerSlot, 2 * 32 * 128 * 8 * 128 * 2);
@@ -42,7 +42,7 @@ TEST(Capacity, ByteCountsPastInt64AreErrors) {
             KVARN_ERROR_INVALID_ARGUMENT);
   // Each count fits, their sum does not.
   int64_t blocks = INT64_MAX / perBlock;
-  llvm::Expected<PoolBytes> most = poolBytes(l, {32, 8, 128}, blocks, 0);
+  kvarn::Expected<PoolBytes> most = poolBytes(l, {32, 8, 128}, blocks, 0);
   ASSERT_TRUE(bool(most));
   EXPECT_EQ(most->cacheBytes, blocks * perBlock);
   EXPECT_EQ(status(poolBytes(l, {32, 8, 128}, blocks, 1 << 20)),
@@ -58,7 +58,7 @@ TEST(Capacity, ByteCountsPastInt64AreErrors) {
 TEST(Capacity, K4V2At60GiBHoldsOver4Point5TimesFp16) {
   const int64_t budget = int64_t(60) << 30;
   RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);
-  llvm::Expected<Capacity> c = planCapacity(l, {32, 8, 128}, budget, 64);
+  kvarn::Expected<Capacity> c = planCapacity(l, {32, 8, 128}, budget, 64);
   ASSERT_TRUE(bool(c));
   int64_t slots = 2 * 64 + 8;
   EXPECT_EQ(c->numPoolSlots, slots);
@@ -80,7 +80,7 @@ TEST(Capacity, K4V2At60GiBHoldsOver4Point5TimesFp16) {
 TEST(Capacity, Errors) {
   RecordLayout l = layoutOf("kvarn_k4v2_g128", 128);
   std::string m;
-  auto status = [&](llvm::Expected<Capacity> c) {
+  auto status = [&](kvarn::Expected<Capacity> c) {
     if (c)
       return KVARN_OK;
     return kvarn::consumeError(c.takeError(), m);
@@ -121,7 +121,7 @@ TEST(Capacity, MixedLayersBytesAndFlushOnlyKvarnLayers) {
       kv(a, "kvarn_k4v2_g64"),  other(LayerKind::Fp16, 256),
       other(LayerKind::Absent), kv(b, "kvarn_k4v4_g64"),
       kv(a, "kvarn_k4v2_g64"),  other(LayerKind::Fp16)};
-  MixedBytes m = llvm::cantFail(mixedBytes(specs, hk, d, g, blocks, slots));
+  MixedBytes m = kvarn::cantFail(mixedBytes(specs, hk, d, g, blocks, slots));
   int64_t tile = int64_t(g) * hk * d * 2; // one K (or V) tile, fp16
   int64_t row = 0, cacheA = 0, cacheB = 0;
   std::vector<int64_t> firstRow, group, index;
@@ -183,18 +183,18 @@ TEST(Capacity, MixedLayersBytesAndFlushOnlyKvarnLayers) {
   // fp16 and absent layers only: nothing to flush.
   std::vector<LayerSpec> exact = {other(LayerKind::Fp16),
                                   other(LayerKind::Absent)};
-  MixedBytes e = llvm::cantFail(mixedBytes(exact, hk, d, g, blocks, slots));
+  MixedBytes e = kvarn::cantFail(mixedBytes(exact, hk, d, g, blocks, slots));
   EXPECT_TRUE(flushLaunches(e, fb, fs, blocks).empty());
   // Every layer absent, or a preset of another block size: errors.
   std::vector<LayerSpec> none = {other(LayerKind::Absent)};
-  llvm::Expected<MixedBytes> bad = mixedBytes(none, hk, d, g, blocks, slots);
+  kvarn::Expected<MixedBytes> bad = mixedBytes(none, hk, d, g, blocks, slots);
   ASSERT_FALSE(bool(bad));
-  llvm::consumeError(bad.takeError());
+  kvarn::consumeError(bad.takeError());
   std::vector<LayerSpec> g128 = {
       kv(layoutOf("kvarn_k4v2_g128", d), "kvarn_k4v2_g128")};
   bad = mixedBytes(g128, hk, d, g, blocks, slots);
   ASSERT_FALSE(bool(bad));
-  llvm::consumeError(bad.takeError());
+  kvarn::consumeError(bad.takeError());
 }
 
 // The uniform pool through the mixed planner: the same plan.
@@ -204,9 +204,9 @@ TEST(Capacity, UniformMixedPlanIsTheOldPlan) {
   s.layout = l;
   s.preset = "kvarn_k4v2_g128";
   std::vector<LayerSpec> specs(32, s);
-  Capacity old = llvm::cantFail(planCapacity(l, {32, 8, 128}, 60LL << 30, 64));
+  Capacity old = kvarn::cantFail(planCapacity(l, {32, 8, 128}, 60LL << 30, 64));
   Capacity mix =
-      llvm::cantFail(planCapacity(specs, 8, 128, 128, 60LL << 30, 64));
+      kvarn::cantFail(planCapacity(specs, 8, 128, 128, 60LL << 30, 64));
   EXPECT_EQ(old.numBlocks, mix.numBlocks);
   EXPECT_EQ(old.usedBytes, mix.usedBytes);
   EXPECT_EQ(old.fp16Tokens, mix.fp16Tokens);

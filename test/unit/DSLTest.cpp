@@ -252,9 +252,8 @@ TEST(Builder, EveryLibraryKernelBuildsForEveryPresetAndShape) {
             s.dtype = dtype;
             BuiltKernel k =
                 buildFromSource(file.text, file.fileName, file.name, s);
-            ASSERT_TRUE(bool(k))
-                << file.name.str() << " " << s.describe() << ": "
-                << k.diagnostics;
+            ASSERT_TRUE(bool(k)) << std::string(file.name) << " "
+                                 << s.describe() << ": " << k.diagnostics;
           }
   }
 }
@@ -275,8 +274,8 @@ TEST(Builder, EveryMlaKernelBuildsForEveryRankAndShape) {
             s.dtype = dtype;
             BuiltKernel k =
                 buildFromSource(file.text, file.fileName, file.name, s);
-            ASSERT_TRUE(bool(k)) << file.name.str() << " " << s.describe()
-                                 << ": " << k.diagnostics;
+            ASSERT_TRUE(bool(k)) << std::string(file.name) << " "
+                                 << s.describe() << ": " << k.diagnostics;
           }
   }
 }
@@ -287,22 +286,22 @@ TEST(Builder, LibraryKernelsBelongToTheirFamily) {
   Specialization mla = spec("kvarn_mla_k4_g128", 512, 16);
   mla.ropeDim = 64;
   ASSERT_FALSE(bool(mla.check()));
-  llvm::Expected<const LibraryFile *> f = findLibraryKernel("decode", mla);
+  kvarn::Expected<const LibraryFile *> f = findLibraryKernel("decode", mla);
   ASSERT_FALSE(bool(f));
-  EXPECT_EQ(llvm::toString(f.takeError()),
+  EXPECT_EQ(kvarn::toString(f.takeError()),
             "kernel 'decode' is built for dense presets, and kvarn_mla_k4_g128 "
             "is an MLA preset (its kernels: mla_append, mla_flush, mla_decode, "
             "mla_decode_split, mla_combine, mla_verify)");
   f = findLibraryKernel("mla_flush", spec("kvarn_k4v2_g128", 128));
   ASSERT_FALSE(bool(f));
-  EXPECT_NE(llvm::toString(f.takeError()).find("built for MLA presets"),
+  EXPECT_NE(kvarn::toString(f.takeError()).find("built for MLA presets"),
             std::string::npos);
   f = findLibraryKernel("mla_paged", mla);
   ASSERT_FALSE(bool(f));
-  EXPECT_NE(llvm::toString(f.takeError()).find("unknown kernel 'mla_paged'"),
+  EXPECT_NE(kvarn::toString(f.takeError()).find("unknown kernel 'mla_paged'"),
             std::string::npos);
   f = findLibraryKernel("mla_decode", mla);
-  ASSERT_TRUE(bool(f)) << llvm::toString(f.takeError());
+  ASSERT_TRUE(bool(f)) << kvarn::toString(f.takeError());
   EXPECT_EQ((*f)->name, "mla_decode");
   EXPECT_EQ(libraryKernelNames(KernelFamily::Dense).size(), 7u);
 
@@ -368,8 +367,8 @@ kernel k(x: ptr<ACT>, y: ptr<ACT>, n: i32) grid(n) {
     k.func.walk([&](mlir::arith::TruncFOp t) {
       scalarTruncs += t.getType() == act;
     });
-    EXPECT_EQ(converts, 1) << spell(dtype).str();
-    EXPECT_EQ(scalarTruncs, 1) << spell(dtype).str();
+    EXPECT_EQ(converts, 1) << std::string(spell(dtype));
+    EXPECT_EQ(scalarTruncs, 1) << std::string(spell(dtype));
   }
   // Without a dtype the specialization is f16: existing kernels keep their
   // fp16 ABI.

@@ -38,7 +38,7 @@ int64_t mostOverhead(const DecodeDeployment &d) {
 }
 
 int chosen(const DecodeDeployment &d) {
-  llvm::Expected<int> s = decodeSplitCount(d);
+  kvarn::Expected<int> s = decodeSplitCount(d);
   if (!s) {
     std::string message;
     consumeError(s.takeError(), message);
@@ -84,7 +84,7 @@ TEST(DecodeSplit, BadDeploymentsAreErrorsNamingTheField) {
            {{64, 256, 0, 4}, "multiprocessor"},
            {{64, 256, 132, 0}, "CTAs per SM"},
            {{64, 256, 132, 65}, "CTAs per SM"}}) {
-    llvm::Expected<int> s = decodeSplitCount(c.d);
+    kvarn::Expected<int> s = decodeSplitCount(c.d);
     ASSERT_FALSE(bool(s)) << describe(c.d);
     std::string message;
     EXPECT_EQ(consumeError(s.takeError(), message),
@@ -249,17 +249,17 @@ TEST(DecodeSplit, WindowedBlocksReadAreTheMostAnyWindowTouches) {
           int64_t lo = std::max<int64_t>(len - window, 0);
           most = std::max(most, (len + group - 1) / group - lo / group);
         }
-        llvm::Expected<int64_t> got =
+        kvarn::Expected<int64_t> got =
             decodeBlocksRead(maxBlocks, window, group);
-        ASSERT_TRUE(bool(got)) << llvm::toString(got.takeError());
+        ASSERT_TRUE(bool(got)) << kvarn::toString(got.takeError());
         EXPECT_EQ(*got, most) << "window " << window << " group " << group
                               << " max_blocks " << maxBlocks;
       }
-  llvm::Expected<int64_t> all = decodeBlocksRead(7, 0, 64);
+  kvarn::Expected<int64_t> all = decodeBlocksRead(7, 0, 64);
   ASSERT_TRUE(bool(all));
   EXPECT_EQ(*all, 7);
-  llvm::Expected<int64_t> bad = decodeBlocksRead(7, -1, 64);
+  kvarn::Expected<int64_t> bad = decodeBlocksRead(7, -1, 64);
   ASSERT_FALSE(bool(bad));
-  EXPECT_NE(llvm::toString(bad.takeError()).find("window (-1)"),
+  EXPECT_NE(kvarn::toString(bad.takeError()).find("window (-1)"),
             std::string::npos);
 }

@@ -42,10 +42,10 @@ std::vector<std::string> goldenCases(llvm::StringRef prefix) {
 }
 
 GoldenCase loadCase(const std::string &name) {
-  llvm::Expected<GoldenCase> c =
+  kvarn::Expected<GoldenCase> c =
       GoldenCase::load(std::string(KVARN_GOLDEN_DIR) + "/" + name);
   if (!c) {
-    ADD_FAILURE() << llvm::toString(c.takeError());
+    ADD_FAILURE() << kvarn::toString(c.takeError());
     std::abort();
   }
   return std::move(*c);
@@ -54,9 +54,9 @@ GoldenCase loadCase(const std::string &name) {
 template <typename T>
 std::vector<T> tensorData(const GoldenCase &c, const char *name,
                           const char *dtype) {
-  llvm::Expected<Tensor> t = c.tensor(name, dtype);
+  kvarn::Expected<Tensor> t = c.tensor(name, dtype);
   if (!t) {
-    ADD_FAILURE() << llvm::toString(t.takeError());
+    ADD_FAILURE() << kvarn::toString(t.takeError());
     return {};
   }
   const T *p = t->as<T>();
@@ -101,16 +101,16 @@ TEST_P(FlushGolden, RecordsAreByteIdenticalToTheReference) {
 
   BuiltKernel flush = buildLibrary("flush", c.presetName(), d);
   ASSERT_TRUE(bool(flush));
-  llvm::Expected<eval::RunStats> stats = flush.run(
-      {KernelArg::buffer(poolK), KernelArg::buffer(poolV),
-       KernelArg::buffer(tileSlots), KernelArg::buffer(tileBlocks),
-       KernelArg::buffer(cache), KernelArg::integer(blocks),
-       KernelArg::integer(hk)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats =
+      flush.run({KernelArg::buffer(poolK), KernelArg::buffer(poolV),
+                 KernelArg::buffer(tileSlots), KernelArg::buffer(tileBlocks),
+                 KernelArg::buffer(cache), KernelArg::integer(blocks),
+                 KernelArg::integer(hk)});
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   EXPECT_EQ(stats->programs, blocks * hk);
 
-  llvm::Expected<std::vector<uint8_t>> expected = referenceFlush(c);
-  ASSERT_TRUE(bool(expected)) << llvm::toString(expected.takeError());
+  kvarn::Expected<std::vector<uint8_t>> expected = referenceFlush(c);
+  ASSERT_TRUE(bool(expected)) << kvarn::toString(expected.takeError());
   for (int i = 0; i < tiles; ++i) {
     int block = tileBlocks[i / hk], head = i % hk;
     const uint8_t *got = &cache[(size_t(block) * hk + head) * l.recordBytes];
@@ -172,12 +172,13 @@ struct DecodeInputs {
     bv.seqLens = lens.data();
     bv.softmaxScale = scale; // what the kernel gets: an f32
     reference.assign(size_t(batch) * hq * d, 0.0f);
-    llvm::Error err =
+    kvarn::Error err =
         decodeAttention(view, bv, *Rotation::get(d), reference.data());
-    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    EXPECT_FALSE(bool(err)) << kvarn::toString(std::move(err));
   }
 
-  template <typename Out> llvm::Expected<eval::RunStats> run(BuiltKernel &k, std::vector<Out> &out) {
+  template <typename Out>
+  kvarn::Expected<eval::RunStats> run(BuiltKernel &k, std::vector<Out> &out) {
     return k.run({KernelArg::buffer(q), KernelArg::buffer(table),
                   KernelArg::buffer(lens), KernelArg::buffer(toSlot),
                   KernelArg::buffer(cache), KernelArg::buffer(poolK),
@@ -197,8 +198,8 @@ TEST_P(DecodeGolden, LibraryDecodeMatchesTheReference) {
   BuiltKernel decode = buildLibrary("decode", c.presetName(), in.d, in.hq / in.hk);
   ASSERT_TRUE(bool(decode));
   std::vector<uint16_t> out(in.reference.size(), 0x7e00); // NaN poison
-  llvm::Expected<eval::RunStats> stats = in.run(decode, out);
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats = in.run(decode, out);
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
 
   std::vector<double> got(out.size()), want(out.size()), exact(out.size());
   size_t differing = 0;
@@ -221,7 +222,7 @@ TEST_P(DecodeGolden, LibraryDecodeMatchesTheReference) {
 TEST_P(DecodeGolden, DecodeWithF32OutputIsWithin1e9) {
   GoldenCase c = loadCase(GetParam());
   DecodeInputs in(c);
-  std::string source = dsl::findLibraryFile("decode")->text.str();
+  std::string source(dsl::findLibraryFile("decode")->text);
   auto replace = [&](llvm::StringRef from, llvm::StringRef to) {
     size_t at = source.find(from.str());
     ASSERT_NE(at, std::string::npos) << from.str();
@@ -236,8 +237,8 @@ TEST_P(DecodeGolden, DecodeWithF32OutputIsWithin1e9) {
   BuiltKernel decode = buildFromSource(source, "decode_f32.kvt", "decode", spec);
   ASSERT_TRUE(bool(decode)) << decode.diagnostics;
   std::vector<float> out(in.reference.size(), NAN);
-  llvm::Expected<eval::RunStats> stats = in.run(decode, out);
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats = in.run(decode, out);
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   EXPECT_LE(relativeL2(out.data(), in.reference.data(), out.size()), 1e-9);
 }
 

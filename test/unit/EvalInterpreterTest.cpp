@@ -28,7 +28,7 @@ BuiltKernel build(llvm::StringRef source) {
 }
 
 std::string runError(BuiltKernel &k, llvm::ArrayRef<KernelArg> args) {
-  llvm::Expected<eval::RunStats> stats = k.run(args);
+  kvarn::Expected<eval::RunStats> stats = k.run(args);
   if (stats) {
     ADD_FAILURE() << "expected the run to fail";
     return "";
@@ -57,10 +57,10 @@ kernel t(out: ptr<i32>, big: ptr<i64>, a: i32, b: i32, n: i32) grid(n) {
   std::vector<int32_t> out(8, 0);
   std::vector<int64_t> big(1, 0);
   int32_t a = 2147483647, b = 2;
-  llvm::Expected<eval::RunStats> stats =
-      k.run({KernelArg::buffer(out), KernelArg::buffer(big),
-             KernelArg::integer(a), KernelArg::integer(b), KernelArg::integer(1)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats = k.run(
+      {KernelArg::buffer(out), KernelArg::buffer(big), KernelArg::integer(a),
+       KernelArg::integer(b), KernelArg::integer(1)});
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   EXPECT_EQ(out[0], int32_t(uint32_t(a) + uint32_t(b)));
   EXPECT_EQ(out[1], -3);
   EXPECT_EQ(out[2], -1);
@@ -102,9 +102,9 @@ kernel t(out: ptr<i32>, nx: i32, ny: i32) grid(nx, ny, 2) {
 )");
   ASSERT_TRUE(bool(k));
   std::vector<int32_t> out(3 * 2 * 2, -1);
-  llvm::Expected<eval::RunStats> stats =
-      k.run({KernelArg::buffer(out), KernelArg::integer(3), KernelArg::integer(2)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats = k.run(
+      {KernelArg::buffer(out), KernelArg::integer(3), KernelArg::integer(2)});
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   EXPECT_EQ(stats->programs, 12);
   for (int z = 0; z < 2; ++z)
     for (int y = 0; y < 2; ++y)
@@ -129,9 +129,9 @@ kernel t(p: ptr<i32>, n: i32) grid(n) {
 )");
   ASSERT_TRUE(bool(k));
   std::vector<int32_t> p = {1, -1, 2, 3};
-  llvm::Expected<eval::RunStats> stats =
+  kvarn::Expected<eval::RunStats> stats =
       k.run({KernelArg::buffer(p), KernelArg::integer(6)}); // 6 > 4 elements
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   EXPECT_EQ(p, (std::vector<int32_t>{0, -1, 0, 0}));
 }
 

@@ -87,8 +87,9 @@ std::vector<float> referenceDecode(RandomPagedCache &c, float scale,
   bv.q = q.data();
   bv.qType = dtype;
   std::vector<float> out(size_t(bv.batch) * c.hq * c.d);
-  llvm::Error err = decodeAttention(c.view(), bv, *Rotation::get(c.d), out.data());
-  EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  kvarn::Error err =
+      decodeAttention(c.view(), bv, *Rotation::get(c.d), out.data());
+  EXPECT_FALSE(bool(err)) << kvarn::toString(std::move(err));
   return out;
 }
 
@@ -98,7 +99,7 @@ std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
                                 int window = 0) {
   int batch = int(c.seqLens.size());
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
-  llvm::Expected<eval::RunStats> stats =
+  kvarn::Expected<eval::RunStats> stats =
       k.run({KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
              KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
              KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
@@ -106,7 +107,7 @@ std::vector<uint16_t> runDecode(BuiltKernel &k, RandomPagedCache &c,
              KernelArg::f32(scale), KernelArg::integer(window),
              KernelArg::integer(batch), KernelArg::integer(c.maxBlocks),
              KernelArg::integer(c.hk)});
-  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  EXPECT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   return out;
 }
 
@@ -118,7 +119,7 @@ std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
   int batch = int(c.seqLens.size()), ratio = c.hq / c.hk;
   size_t parts = size_t(batch) * c.hk * dsl::kMaxDecodeSplits * ratio;
   std::vector<float> partOut(parts * c.d, NAN), partLse(parts, NAN);
-  llvm::Expected<eval::RunStats> stats =
+  kvarn::Expected<eval::RunStats> stats =
       split.run({KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
                  KernelArg::buffer(c.lens), KernelArg::buffer(c.blockToSlot),
                  KernelArg::buffer(c.records), KernelArg::buffer(c.poolK),
@@ -127,13 +128,13 @@ std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
                  KernelArg::integer(window), KernelArg::integer(batch),
                  KernelArg::integer(c.maxBlocks), KernelArg::integer(c.hk),
                  KernelArg::integer(splits)});
-  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  EXPECT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
   stats = combine.run({KernelArg::buffer(partOut), KernelArg::buffer(partLse),
                        KernelArg::buffer(c.lens), KernelArg::buffer(out),
                        KernelArg::integer(batch), KernelArg::integer(c.hk),
                        KernelArg::integer(splits)});
-  EXPECT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  EXPECT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   return out;
 }
 
@@ -222,12 +223,12 @@ TEST(EvalKernels, AppendWritesRotatedTokensToThePool) {
       std::vector<uint16_t> poolV = poolK;
       BuiltKernel append = buildLibrary("append", preset.name, d, 1, dtype);
       ASSERT_TRUE(bool(append));
-      llvm::Expected<eval::RunStats> stats =
+      kvarn::Expected<eval::RunStats> stats =
           append.run({KernelArg::buffer(k), KernelArg::buffer(v),
                       KernelArg::buffer(slots), KernelArg::buffer(blockToSlot),
                       KernelArg::buffer(poolK), KernelArg::buffer(poolV),
                       KernelArg::integer(tokens), KernelArg::integer(hk)});
-      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+      ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
 
       Rotation rot = *Rotation::get(d);
       std::vector<uint16_t> expectK(poolK.size(), kPoison), expectV = expectK;
@@ -243,9 +244,9 @@ TEST(EvalKernels, AppendWritesRotatedTokensToThePool) {
         }
       }
       EXPECT_EQ(poolK, expectK)
-          << "head_dim " << d << " " << spell(dtype).str();
+          << "head_dim " << d << " " << std::string(spell(dtype));
       EXPECT_EQ(poolV, expectV)
-          << "head_dim " << d << " " << spell(dtype).str();
+          << "head_dim " << d << " " << std::string(spell(dtype));
     }
 }
 
@@ -263,11 +264,11 @@ TEST(EvalKernels, FlushMatchesEncodeRecordAtEveryPresetAndHeadDim96) {
     for (bool canonical : {false, true}) {
       if (canonical)
         canonicalize(flush);
-      llvm::Expected<eval::RunStats> stats = flush.run(
+      kvarn::Expected<eval::RunStats> stats = flush.run(
           {KernelArg::buffer(k), KernelArg::buffer(v), KernelArg::buffer(slot),
            KernelArg::buffer(block), KernelArg::buffer(cache),
            KernelArg::integer(1), KernelArg::integer(hk)});
-      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+      ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
       encodeRecord(l, k.data(), v.data(), expected.data());
       EXPECT_EQ(0, std::memcmp(&cache[l.recordBytes], expected.data(),
                                l.recordBytes))
@@ -302,7 +303,7 @@ TEST(EvalKernels, DecodeMatchesDecodeAttention) {
       std::vector<double> gw = widen(got, dtype), ew = widen(expected, dtype);
       EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
           << "head_dim " << s.d << " gqa " << s.ratio << " "
-          << spell(dtype).str();
+          << std::string(spell(dtype));
       canonicalize(decode);
       std::vector<uint16_t> canonical = runDecode(decode, c, scale, q);
       for (size_t b = 0; b < s.lens.size(); ++b)
@@ -346,7 +347,7 @@ TEST(EvalKernels, SplitDecodeAndCombineMatchDecode) {
         EXPECT_LT(relativeL2(mw.data(), sw.data(), mw.size()),
                   dtype == DType::F16 ? 1e-4 : 1e-3)
             << splits << " splits, head_dim " << s.d << " "
-            << spell(dtype).str();
+            << std::string(spell(dtype));
       }
     }
 }
@@ -369,7 +370,7 @@ TEST(EvalKernels, VerifyMatchesVerifyAttention) {
       float scale = 0.09f;
       BuiltKernel verify = buildLibrary("verify", preset.name, d, ratio, dtype);
       ASSERT_TRUE(bool(verify));
-      llvm::Expected<eval::RunStats> stats = verify.run(
+      kvarn::Expected<eval::RunStats> stats = verify.run(
           {KernelArg::buffer(q), KernelArg::buffer(c.blockTable),
            KernelArg::buffer(contextLens), KernelArg::buffer(queryLens),
            KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
@@ -378,15 +379,15 @@ TEST(EvalKernels, VerifyMatchesVerifyAttention) {
            KernelArg::integer(window), KernelArg::integer(batch),
            KernelArg::integer(t), KernelArg::integer(c.maxBlocks),
            KernelArg::integer(hk)});
-      ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+      ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
 
       VerifyBatchView vb = c.verifyView(batch, t, q.data(), contextLens,
                                         queryLens, scale, dtype);
       vb.window = window;
       std::vector<float> expected(out.size());
-      llvm::Error err =
+      kvarn::Error err =
           verifyAttention(c.view(), vb, *Rotation::get(d), expected.data());
-      ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+      ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
       size_t row = size_t(c.hq) * d;
       for (int b = 0; b < batch; ++b)
         for (int j = 0; j < t; ++j)
@@ -396,7 +397,7 @@ TEST(EvalKernels, VerifyMatchesVerifyAttention) {
                 j < queryLens[b] ? floatToDType(expected[at], dtype) : kPoison;
             ASSERT_EQ(out[at], want)
                 << "request " << b << " token " << j << " window " << window
-                << " " << spell(dtype).str();
+                << " " << std::string(spell(dtype));
           }
     }
 }
@@ -447,7 +448,7 @@ TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
           std::fill_n(&got[b * c.hq * d], size_t(c.hq) * d, uint16_t(0));
       std::vector<double> gw = widen(got, dtype);
       EXPECT_LE(relativeL2(gw.data(), ew.data(), gw.size()), 1e-9)
-          << "decode, window " << window << " " << spell(dtype).str();
+          << "decode, window " << window << " " << std::string(spell(dtype));
       for (int splits : {1, 2, 5}) {
         std::vector<uint16_t> merged =
             runSplitDecode(split, combine, c, scale, q, splits, window);
@@ -477,28 +478,28 @@ TEST(EvalKernels, MaterializeMatchesMaterializeContext) {
     BuiltKernel materialize =
         buildLibrary("materialize", preset.name, d, 1, dtype);
     ASSERT_TRUE(bool(materialize));
-    llvm::Expected<eval::RunStats> stats = materialize.run(
+    kvarn::Expected<eval::RunStats> stats = materialize.run(
         {KernelArg::buffer(c.blockTable), KernelArg::buffer(c.lens),
          KernelArg::buffer(c.blockToSlot), KernelArg::buffer(c.records),
          KernelArg::buffer(c.poolK), KernelArg::buffer(c.poolV),
          KernelArg::buffer(start), KernelArg::buffer(outK),
          KernelArg::buffer(outV), KernelArg::integer(batch),
          KernelArg::integer(c.maxBlocks), KernelArg::integer(hk)});
-    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+    ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
 
     std::vector<uint16_t> wantK(outK.size(), kPoison), wantV = wantK;
     ContextBatchView cb = c.contextView(start, dtype);
-    llvm::Error err =
+    kvarn::Error err =
         materializeContext(c.view(), cb, rows, wantK.data(), wantV.data());
-    ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     for (int b = 0; b < batch; ++b)
       for (int t = 0; t < std::max(0, c.lens[b]); ++t)
         for (int i = 0; i < hk * d; ++i) {
           size_t at = (size_t(start[b]) + t) * hk * d + i;
-          ASSERT_EQ(outK[at], wantK[at])
-              << "request " << b << " token " << t << " " << spell(dtype).str();
-          ASSERT_EQ(outV[at], wantV[at])
-              << "request " << b << " token " << t << " " << spell(dtype).str();
+          ASSERT_EQ(outK[at], wantK[at]) << "request " << b << " token " << t
+                                         << " " << std::string(spell(dtype));
+          ASSERT_EQ(outV[at], wantV[at]) << "request " << b << " token " << t
+                                         << " " << std::string(spell(dtype));
         }
     // Rows past a request's length in its last block are written (whole
     // blocks), rows of other requests' space are not.

@@ -118,9 +118,9 @@ struct MlaPagedCache {
     bv.seqLens = seqLens ? seqLens->data() : lens.data();
     bv.softmaxScale = scale;
     std::vector<float> out(size_t(batch) * heads * l.kvLoraRank);
-    llvm::Error err = mlaDecodeAttention(
+    kvarn::Error err = mlaDecodeAttention(
         view(), bv, *Rotation::get(l.kvLoraRank), out.data());
-    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    EXPECT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     return out;
   }
 
@@ -203,12 +203,12 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
   std::vector<uint16_t> pe = heavyTailedTokens(rng, tokens, e, false);
   BuiltKernel append = buildLibrary("mla_append", spec);
   ASSERT_TRUE(bool(append));
-  llvm::Expected<eval::RunStats> stats = append.run(
+  kvarn::Expected<eval::RunStats> stats = append.run(
       {KernelArg::buffer(latent), KernelArg::buffer(pe),
        KernelArg::buffer(slotMapping), KernelArg::buffer(c.blockToSlot),
        KernelArg::buffer(c.poolLatent), KernelArg::buffer(c.poolPe),
        KernelArg::integer(tokens)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   Rotation rot = *Rotation::get(r);
   std::vector<uint16_t> wantLatent(c.poolLatent.size(), kPoison),
       wantPe(c.poolPe.size(), kPoison);
@@ -238,7 +238,7 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
                      KernelArg::buffer(c.poolPe), KernelArg::buffer(tileSlots),
                      KernelArg::buffer(tileBlocks), KernelArg::buffer(c.cache),
                      KernelArg::integer(int64_t(tileSlots.size()))});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   std::vector<uint8_t> want(l.recordBytes);
   for (size_t i = 0; i < tileSlots.size(); ++i) {
     encodeMlaRecord(l, &c.poolLatent[size_t(tileSlots[i]) * g * r],
@@ -270,7 +270,7 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
               {KernelArg::buffer(out), KernelArg::f32(scale),
                KernelArg::integer(c.batch), KernelArg::integer(c.maxBlocks)});
   stats = decode.run(args);
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   expectOutputs(c, out, reference, /*exactRounding=*/true);
 
   BuiltKernel split = buildLibrary("mla_decode_split", spec);
@@ -286,13 +286,13 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
                  KernelArg::f32(scale), KernelArg::integer(c.batch),
                  KernelArg::integer(c.maxBlocks), KernelArg::integer(splits)});
     stats = split.run(args);
-    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+    ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
     std::vector<uint16_t> merged(reference.size(), kPoison);
     stats =
         combine.run({KernelArg::buffer(partOut), KernelArg::buffer(partLse),
                      KernelArg::buffer(c.lens), KernelArg::buffer(merged),
                      KernelArg::integer(c.batch), KernelArg::integer(splits)});
-    ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+    ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
     SCOPED_TRACE(testing::Message() << splits << " splits");
     expectOutputs(c, merged, reference, /*exactRounding=*/false);
   }
@@ -320,7 +320,7 @@ TEST_P(MlaKernels, AppendFlushDecodeMatchTheReference) {
                   KernelArg::buffer(verified), KernelArg::f32(scale),
                   KernelArg::integer(c.batch), KernelArg::integer(maxQuery),
                   KernelArg::integer(c.maxBlocks)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   for (int j = 0; j < maxQuery; ++j) {
     // Token j of every request as a decode batch of its own.
     std::vector<uint16_t> qj(size_t(c.batch) * row);
@@ -372,11 +372,11 @@ TEST(MlaGoldenKernels, FlushRecordsAreTheReferenceEncoders) {
   std::vector<uint8_t> cache(size_t(tiles) * l.recordBytes, 0xA5);
   BuiltKernel flush = buildLibrary("mla_flush", mlaSpec(r, e, 16));
   ASSERT_TRUE(bool(flush));
-  llvm::Expected<eval::RunStats> stats =
+  kvarn::Expected<eval::RunStats> stats =
       flush.run({KernelArg::buffer(lat), KernelArg::buffer(rope),
                  KernelArg::buffer(slots), KernelArg::buffer(blocks),
                  KernelArg::buffer(cache), KernelArg::integer(tiles)});
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   std::vector<uint8_t> want(l.recordBytes);
   int64_t codes = 0, equal = 0;
   int maxStep = 0;
@@ -421,7 +421,7 @@ TEST_P(MlaGoldenDecode, KernelsMatchExactAttention) {
   };
 
   // f32 in and out.
-  std::string source = dsl::findLibraryFile("mla_decode")->text.str();
+  std::string source(dsl::findLibraryFile("mla_decode")->text);
   for (auto [from, to] :
        {std::pair<std::string, std::string>{"q: ptr<ACT>", "q: ptr<f32>"},
         {"out: ptr<ACT>", "out: ptr<f32>"},
@@ -434,8 +434,8 @@ TEST_P(MlaGoldenDecode, KernelsMatchExactAttention) {
       buildFromSource(source, "mla_decode_f32.kvt", "mla_decode", spec);
   ASSERT_TRUE(bool(f32Decode)) << f32Decode.diagnostics;
   std::vector<float> out(d.exact.size(), NAN);
-  llvm::Expected<eval::RunStats> stats = run(f32Decode, d.q, out);
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  kvarn::Expected<eval::RunStats> stats = run(f32Decode, d.q, out);
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   std::vector<float> want = d.reference(d.q);
   double vsReference = relativeL2(out.data(), want.data(), out.size());
   double vsExact = relativeL2(out.data(), d.exact.data(), out.size());
@@ -455,7 +455,7 @@ TEST_P(MlaGoldenDecode, KernelsMatchExactAttention) {
   ASSERT_TRUE(bool(decode));
   std::vector<uint16_t> outHalf(d.exact.size(), kPoison);
   stats = run(decode, qHalf, outHalf);
-  ASSERT_TRUE(bool(stats)) << llvm::toString(stats.takeError());
+  ASSERT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   want = d.reference(qRounded);
   size_t differing = 0;
   for (size_t i = 0; i < outHalf.size(); ++i)

@@ -30,7 +30,7 @@ struct BuiltKernel {
 
   explicit operator bool() const { return bool(func); }
 
-  llvm::Expected<eval::RunStats> run(llvm::ArrayRef<eval::KernelArg> args) {
+  kvarn::Expected<eval::RunStats> run(llvm::ArrayRef<eval::KernelArg> args) {
     return eval::runKernel(func, args);
   }
 };

@@ -30,9 +30,9 @@ static std::string casePath(const std::string &name) {
 }
 
 static GoldenCase loadCase(const std::string &name) {
-  llvm::Expected<GoldenCase> c = GoldenCase::load(casePath(name));
+  kvarn::Expected<GoldenCase> c = GoldenCase::load(casePath(name));
   if (!c) {
-    ADD_FAILURE() << llvm::toString(c.takeError());
+    ADD_FAILURE() << kvarn::toString(c.takeError());
     return *GoldenCase::load(casePath("flush_kvarn_k4v2_g128_d64_a"));
   }
   return std::move(*c);
@@ -40,8 +40,8 @@ static GoldenCase loadCase(const std::string &name) {
 
 static Tensor loadTensor(const GoldenCase &c, const char *name,
                          const char *dtype) {
-  llvm::Expected<Tensor> t = c.tensor(name, dtype);
-  EXPECT_TRUE(bool(t)) << (t ? "" : llvm::toString(t.takeError()));
+  kvarn::Expected<Tensor> t = c.tensor(name, dtype);
+  EXPECT_TRUE(bool(t)) << (t ? "" : kvarn::toString(t.takeError()));
   return t ? std::move(*t) : Tensor();
 }
 
@@ -55,8 +55,8 @@ TEST_P(FlushCase, LayoutMatchesTheCase) {
 TEST_P(FlushCase, RecordsAgreeWithThePublicReference) {
   GoldenCase c = loadCase(GetParam());
   const RecordLayout &l = c.recordLayout();
-  llvm::Expected<std::vector<uint8_t>> ours = referenceFlush(c);
-  ASSERT_TRUE(bool(ours)) << llvm::toString(ours.takeError());
+  kvarn::Expected<std::vector<uint8_t>> ours = referenceFlush(c);
+  ASSERT_TRUE(bool(ours)) << kvarn::toString(ours.takeError());
   Tensor ref = loadTensor(c, "records_ref", "uint8");
   ASSERT_EQ(ref.bytes.size(), ours->size());
   int64_t tiles = int64_t(ours->size()) / l.recordBytes;
@@ -125,8 +125,8 @@ class DecodeCase : public ::testing::TestWithParam<const char *> {};
 TEST_P(DecodeCase, MatchesExactAttentionOverTheCache) {
   GoldenCase c = loadCase(GetParam());
   EXPECT_FALSE(bool(c.checkLayout()));
-  llvm::Expected<std::vector<float>> out = referenceDecode(c);
-  ASSERT_TRUE(bool(out)) << llvm::toString(out.takeError());
+  kvarn::Expected<std::vector<float>> out = referenceDecode(c);
+  ASSERT_TRUE(bool(out)) << kvarn::toString(out.takeError());
   Tensor exact = loadTensor(c, "out_exact", "float32");
   Tensor peer = loadTensor(c, "out_peer", "float16");
   ASSERT_EQ(exact.bytes.size(), out->size() * sizeof(float));
@@ -164,7 +164,7 @@ struct TempCase {
 };
 } // namespace
 
-static kvarn_status_t statusOf(llvm::Error err) {
+static kvarn_status_t statusOf(kvarn::Error err) {
   std::string message;
   return consumeError(std::move(err), message);
 }
@@ -208,7 +208,7 @@ TEST(GoldenCaseErrors, BadTensors) {
                 "k_rot": {"file": "short.bin", "dtype": "float16", "shape": [1, 2, 3]}
               }})");
   t.write("short.bin", "abc");
-  llvm::Expected<GoldenCase> c = GoldenCase::load(t.dir);
+  kvarn::Expected<GoldenCase> c = GoldenCase::load(t.dir);
   ASSERT_TRUE(bool(c));
   EXPECT_EQ(statusOf(c->tensor("short", "float16").takeError()),
             KVARN_ERROR_CORRUPT_DATA);
@@ -250,7 +250,7 @@ TEST(GoldenCaseErrors, DecodeWithABadBlockId) {
     int32_t bad = 1 << 20;
     f.write(reinterpret_cast<const char *>(&bad), sizeof bad);
   }
-  llvm::Expected<GoldenCase> c = GoldenCase::load(t.dir);
+  kvarn::Expected<GoldenCase> c = GoldenCase::load(t.dir);
   ASSERT_TRUE(bool(c));
   EXPECT_EQ(statusOf(referenceDecode(*c).takeError()),
             KVARN_ERROR_INVALID_ARGUMENT);

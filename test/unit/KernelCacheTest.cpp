@@ -60,8 +60,8 @@ CompileOptions sm90() {
 }
 
 std::string keyOf(const KernelRequest &r, const CompileOptions &o) {
-  llvm::Expected<CacheKey> key = computeCacheKey(r, o);
-  EXPECT_TRUE(bool(key)) << llvm::toString(key.takeError());
+  kvarn::Expected<CacheKey> key = computeCacheKey(r, o);
+  EXPECT_TRUE(bool(key)) << kvarn::toString(key.takeError());
   return key ? key->hash : "";
 }
 
@@ -93,8 +93,8 @@ struct TestCache {
     cache = std::make_unique<KernelCache>(o);
   }
   CacheResult get(const KernelRequest &r, const CompileOptions &o = sm90()) {
-    llvm::Expected<CacheResult> result = cache->getOrCompile(r, o);
-    EXPECT_TRUE(bool(result)) << llvm::toString(result.takeError());
+    kvarn::Expected<CacheResult> result = cache->getOrCompile(r, o);
+    EXPECT_TRUE(bool(result)) << kvarn::toString(result.takeError());
     return result ? *result : CacheResult{};
   }
   std::vector<std::string> warnings;
@@ -120,8 +120,8 @@ TEST(CacheKey, Base32MatchesRfc4648) {
 
 TEST(CacheKey, IsStableAndNamesAValidDirectory) {
   KernelRequest r{"decode", {}, "", ""};
-  llvm::Expected<CacheKey> a = computeCacheKey(r, sm90());
-  llvm::Expected<CacheKey> b = computeCacheKey(r, sm90());
+  kvarn::Expected<CacheKey> a = computeCacheKey(r, sm90());
+  kvarn::Expected<CacheKey> b = computeCacheKey(r, sm90());
   ASSERT_TRUE(bool(a) && bool(b));
   EXPECT_EQ(a->hash, b->hash);
   EXPECT_EQ(a->hash.size(), 64u);
@@ -174,7 +174,7 @@ TEST(CacheKey, ChangesWithEveryInput) {
   r = base;
   r.spec.dtype = DType::BF16;
   expectNew("dtype", r, sm90());
-  llvm::Expected<CacheKey> bf16Key = computeCacheKey(r, sm90());
+  kvarn::Expected<CacheKey> bf16Key = computeCacheKey(r, sm90());
   ASSERT_TRUE(bool(bf16Key));
   EXPECT_NE(bf16Key->find("dtypes")->find("q,k,v,out=bf16"), std::string::npos)
       << *bf16Key->find("dtypes");
@@ -209,7 +209,7 @@ TEST(CacheKey, ChangesWithEveryInput) {
 
 TEST(CacheKey, RejectsWhatCannotCompile) {
   auto status = [](const KernelRequest &r, const CompileOptions &o) {
-    llvm::Expected<CacheKey> k = computeCacheKey(r, o);
+    kvarn::Expected<CacheKey> k = computeCacheKey(r, o);
     std::string message;
     return k ? KVARN_OK : kvarn::consumeError(k.takeError(), message);
   };
@@ -297,7 +297,7 @@ TEST(KernelCache, CompilesOnceThenHitsDiskThenMemory) {
   always.alwaysCompile = true;
   always.assembleWithPtxas = false;
   KernelCache third(always);
-  llvm::Expected<CacheResult> c = third.getOrCompile(tiny(), sm90());
+  kvarn::Expected<CacheResult> c = third.getOrCompile(tiny(), sm90());
   ASSERT_TRUE(bool(c));
   EXPECT_EQ(c->outcome, CacheOutcome::Compiled);
 }
@@ -348,7 +348,7 @@ llvm::json::Object metadataOf(const KernelArtifacts &a) {
 }
 
 /// The code of the error `err` carries, consumed.
-kvarn_status_t statusOf(llvm::Error err) {
+kvarn_status_t statusOf(kvarn::Error err) {
   std::string message;
   return kvarn::consumeError(std::move(err), message);
 }
@@ -383,9 +383,9 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   EXPECT_FALSE(bool(cuda::checkArguments("decode", abi, good)));
 
   cuda::KernelArgs noScratch = decodeArgs(false);
-  llvm::Error e = cuda::checkArguments("decode", abi, noScratch);
+  kvarn::Error e = cuda::checkArguments("decode", abi, noScratch);
   ASSERT_TRUE(bool(e));
-  std::string message = llvm::toString(std::move(e));
+  std::string message = kvarn::toString(std::move(e));
   EXPECT_NE(message.find("13 arguments; it takes 15"), std::string::npos)
       << message;
 
@@ -393,7 +393,7 @@ TEST(KernelCache, LaunchArgumentsAreCheckedAgainstTheCompiledAbi) {
   wrongKind.scratch();
   e = cuda::checkArguments("decode", abi, wrongKind);
   ASSERT_TRUE(bool(e));
-  message = llvm::toString(std::move(e));
+  message = kvarn::toString(std::move(e));
   EXPECT_NE(message.find("argument 8 (softmax_scale) is i32; the kernel takes "
                          "f32"),
             std::string::npos)
@@ -426,8 +426,8 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     for (int i = 0; i < 9; ++i) // q ... part_lse
       s.pointer(CUdeviceptr(0x1000));
     s.f32(0.088f).i32(0).i32(batch).i32(16).i32(heads).i32(splits).scratch();
-    llvm::Expected<cuda::Grid> g = cuda::gridOf("decode_split", splitAbi, s);
-    ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
+    kvarn::Expected<cuda::Grid> g = cuda::gridOf("decode_split", splitAbi, s);
+    ASSERT_TRUE(bool(g)) << kvarn::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
     EXPECT_EQ(g->y, unsigned(heads));
     EXPECT_EQ(g->z, unsigned(splits));
@@ -437,7 +437,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
       c.pointer(CUdeviceptr(0x1000));
     c.i32(batch).i32(heads).i32(splits).scratch();
     g = cuda::gridOf("combine", combineAbi, c);
-    ASSERT_TRUE(bool(g)) << llvm::toString(g.takeError());
+    ASSERT_TRUE(bool(g)) << kvarn::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
     EXPECT_EQ(g->y, unsigned(heads));
     EXPECT_EQ(g->z, unsigned(gqa));
@@ -446,10 +446,10 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     for (int i = 0; i < 4; ++i)
       negative.pointer(CUdeviceptr(0x1000));
     negative.i32(batch).i32(-heads).i32(splits).scratch();
-    llvm::Expected<cuda::Grid> bad =
+    kvarn::Expected<cuda::Grid> bad =
         cuda::gridOf("combine", combineAbi, negative);
     ASSERT_FALSE(bool(bad));
-    std::string message = llvm::toString(bad.takeError());
+    std::string message = kvarn::toString(bad.takeError());
     EXPECT_NE(
         message.find("grid axis 1 (num_kv_heads) is " + std::to_string(-heads)),
         std::string::npos)
@@ -458,7 +458,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
   // An image without an ABI has no grid to launch.
   cuda::KernelArgs any;
   any.i32(1).scratch();
-  llvm::Expected<cuda::Grid> none = cuda::gridOf("k", KernelAbi{}, any);
+  kvarn::Expected<cuda::Grid> none = cuda::gridOf("k", KernelAbi{}, any);
   ASSERT_FALSE(bool(none));
   EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
 }
@@ -487,9 +487,9 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
                                        {"max_blocks", maxBlocks},
                                        {"num_kv_heads", heads}};
   std::shuffle(named.begin(), named.end(), rng);
-  llvm::Expected<cuda::KernelArgs> bound =
+  kvarn::Expected<cuda::KernelArgs> bound =
       cuda::bindArguments("decode", abi, named);
-  ASSERT_TRUE(bool(bound)) << llvm::toString(bound.takeError());
+  ASSERT_TRUE(bool(bound)) << kvarn::toString(bound.takeError());
   ASSERT_EQ(bound->size(), abi.params.size() + 2);
   for (size_t i = 0; i < abi.params.size(); ++i) {
     const cuda::NamedArg &given = *llvm::find_if(
@@ -528,10 +528,10 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
   EXPECT_EQ(bound->kind(14), cuda::KernelArgs::Kind::Pointer);
 
   auto failure = [&](std::vector<cuda::NamedArg> args) {
-    llvm::Expected<cuda::KernelArgs> b =
+    kvarn::Expected<cuda::KernelArgs> b =
         cuda::bindArguments("decode", abi, args);
     EXPECT_FALSE(bool(b));
-    return b ? std::string() : llvm::toString(b.takeError());
+    return b ? std::string() : kvarn::toString(b.takeError());
   };
   std::vector<cuda::NamedArg> missing = named;
   missing.erase(llvm::find_if(missing, [](const auto &a) {
@@ -555,7 +555,7 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
       std::string::npos);
   EXPECT_NE(failure({}).find("no argument for its parameter 'q'"),
             std::string::npos);
-  llvm::Expected<cuda::KernelArgs> none =
+  kvarn::Expected<cuda::KernelArgs> none =
       cuda::bindArguments("k", KernelAbi{}, named);
   ASSERT_FALSE(bool(none));
   EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
@@ -583,7 +583,7 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   EXPECT_EQ(fields, expected);
 
   EXPECT_EQ(m.getString("name").value_or(""), "decode");
-  llvm::Expected<CacheKey> key =
+  kvarn::Expected<CacheKey> key =
       computeCacheKey({"decode", spec, "", ""}, sm90());
   ASSERT_TRUE(bool(key));
   EXPECT_EQ(m.getString("hash").value_or(""), key->hash);
@@ -623,7 +623,7 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
             compilerIdentity().kvarnVersion);
   EXPECT_EQ(kvarn->getString("llvm_version").value_or(""),
             compilerIdentity().llvmVersion);
-  llvm::Expected<RecordLayout> layout =
+  kvarn::Expected<RecordLayout> layout =
       RecordLayout::get(**lookupPreset("kvarn_k4v4_g64"), 96);
   ASSERT_TRUE(bool(layout));
   const llvm::json::Object *rl = kvarn->getObject("record_layout");
@@ -848,7 +848,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(KernelCache, RebuildsAnEntryWithADamagedCubin) {
   if (!cuda::findPtxas()) {
-    llvm::consumeError(cuda::findPtxas().takeError());
+    kvarn::consumeError(cuda::findPtxas().takeError());
     GTEST_SKIP() << "no ptxas here, so no cubin";
   }
   TempDir dir;
@@ -894,7 +894,8 @@ TEST(KernelCache, VerifyFindsDamage) {
     entry = cache.get(tiny()).artifacts->directory;
     cache.get(tiny(std::string(kTinySource) + "// two\n"));
   }
-  llvm::Expected<std::vector<DiskEntry>> entries = listDiskCache(dir.path, true);
+  kvarn::Expected<std::vector<DiskEntry>> entries =
+      listDiskCache(dir.path, true);
   ASSERT_TRUE(bool(entries));
   ASSERT_EQ(entries->size(), 2u);
   for (const DiskEntry &e : *entries)
@@ -918,7 +919,7 @@ TEST(KernelCache, VerifyFindsDamage) {
       EXPECT_EQ(e.problem, "") << file;
   }
 
-  llvm::Expected<CacheRemoval> cleared = clearDiskCache(dir.path);
+  kvarn::Expected<CacheRemoval> cleared = clearDiskCache(dir.path);
   ASSERT_TRUE(bool(cleared));
   EXPECT_EQ(cleared->removed, 2u);
   EXPECT_TRUE(cleared->failed.empty() && cleared->leftAlone.empty());
@@ -949,7 +950,8 @@ TEST(KernelCache, EvictsTheLeastRecentlyUsed) {
                          "\n"))
               .artifacts->directory);
   }
-  llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, false);
+  kvarn::Expected<std::vector<DiskEntry>> listed =
+      listDiskCache(dir.path, false);
   ASSERT_TRUE(bool(listed));
   for (const DiskEntry &e : *listed)
     entryBytes = std::max(entryBytes, e.bytes);
@@ -960,7 +962,8 @@ TEST(KernelCache, EvictsTheLeastRecentlyUsed) {
   setLastUse(entries[2], "tiny", now - 100);
 
   // Room for two: the oldest goes.
-  llvm::Expected<size_t> evicted = evictDiskCache(dir.path, 2 * entryBytes + 64);
+  kvarn::Expected<size_t> evicted =
+      evictDiskCache(dir.path, 2 * entryBytes + 64);
   ASSERT_TRUE(bool(evicted));
   EXPECT_EQ(*evicted, 1u);
   EXPECT_FALSE(llvm::sys::fs::exists(entries[1]));
@@ -989,12 +992,13 @@ TEST(KernelCache, KeepsItsSizeCapWhenWriting) {
   KernelCache cache(o);
   std::string last;
   for (int i = 0; i < 3; ++i) {
-    llvm::Expected<CacheResult> r = cache.getOrCompile(
+    kvarn::Expected<CacheResult> r = cache.getOrCompile(
         tiny(kTinySource + std::string("// w") + char('0' + i) + "\n"), sm90());
     ASSERT_TRUE(bool(r));
     last = r->artifacts->directory;
   }
-  llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, false);
+  kvarn::Expected<std::vector<DiskEntry>> listed =
+      listDiskCache(dir.path, false);
   ASSERT_TRUE(bool(listed));
   ASSERT_EQ(listed->size(), 1u);
   EXPECT_EQ((*listed)[0].directory, last);
@@ -1015,16 +1019,16 @@ TEST(KernelCache, CompilesOnThreadsAndOncePerKernel) {
           tiny(kTinySource + std::string("// t") + char('0' + i) + "\n"));
   requests.push_back({"append", {}, "", ""});
   size_t calls = 0;
-  std::vector<llvm::Expected<CacheResult>> results = cache.cache->getOrCompileAll(
-      requests, {sm90()}, 4, nullptr,
-      [&](size_t, const CacheResult *r) {
-        EXPECT_NE(r, nullptr);
-        ++calls;
-      });
+  std::vector<kvarn::Expected<CacheResult>> results =
+      cache.cache->getOrCompileAll(requests, {sm90()}, 4, nullptr,
+                                   [&](size_t, const CacheResult *r) {
+                                     EXPECT_NE(r, nullptr);
+                                     ++calls;
+                                   });
   EXPECT_EQ(calls, requests.size());
   ASSERT_EQ(results.size(), requests.size());
   for (size_t i = 0; i < results.size(); ++i) {
-    ASSERT_TRUE(bool(results[i])) << llvm::toString(results[i].takeError());
+    ASSERT_TRUE(bool(results[i])) << kvarn::toString(results[i].takeError());
     EXPECT_EQ(results[i]->artifacts->name, requests[i].kernel);
   }
   // Two threads asking for one kernel: one compiles, one waits and hits.
@@ -1065,10 +1069,10 @@ TEST(KernelCache, ProcessesShareOneDirectory) {
       std::string outcomes(requests.size(), '?');
       for (size_t k = 0; k < requests.size(); ++k) {
         size_t r = (size_t(p) + k) % requests.size();
-        llvm::Expected<CacheResult> result =
+        kvarn::Expected<CacheResult> result =
             cache.cache->getOrCompile(requests[r], sm90());
         if (!result) {
-          llvm::consumeError(result.takeError());
+          kvarn::consumeError(result.takeError());
           outcomes[r] = 'E';
           continue;
         }
@@ -1110,9 +1114,9 @@ TEST(KernelCache, ProcessesShareOneDirectory) {
       compiled += all[p * requests.size() + r] == 'C';
     EXPECT_EQ(compiled, 1) << requests[r].kernel << " " << r << ": " << all;
   }
-  llvm::Expected<std::vector<DiskEntry>> entries =
+  kvarn::Expected<std::vector<DiskEntry>> entries =
       listDiskCache(dir.path, /*verify=*/true);
-  ASSERT_TRUE(bool(entries)) << llvm::toString(entries.takeError());
+  ASSERT_TRUE(bool(entries)) << kvarn::toString(entries.takeError());
   EXPECT_EQ(entries->size(), requests.size());
   for (const DiskEntry &e : *entries) {
     EXPECT_TRUE(e.complete) << e.directory;
@@ -1129,11 +1133,11 @@ TEST(KernelCache, WorksWithoutADiskLevel) {
   CacheOptions o;
   o.directory = "";
   KernelCache cache(o);
-  llvm::Expected<CacheResult> r = cache.getOrCompile(tiny(), sm90());
+  kvarn::Expected<CacheResult> r = cache.getOrCompile(tiny(), sm90());
   ASSERT_TRUE(bool(r));
   EXPECT_EQ(r->outcome, CacheOutcome::Compiled);
   EXPECT_EQ(r->artifacts->directory, "");
-  llvm::Expected<CacheResult> again = cache.getOrCompile(tiny(), sm90());
+  kvarn::Expected<CacheResult> again = cache.getOrCompile(tiny(), sm90());
   ASSERT_TRUE(bool(again));
   EXPECT_EQ(again->outcome, CacheOutcome::MemoryHit);
 }
@@ -1165,7 +1169,7 @@ TEST(KernelCache, TheDtypeSelectsAnotherKernel) {
 TEST(KernelCache, ReportsCompileErrors) {
   TempDir dir;
   TestCache cache(dir.path);
-  llvm::Expected<CacheResult> r =
+  kvarn::Expected<CacheResult> r =
       cache.cache->getOrCompile(tiny("kernel tiny(p: ptr<f32>) {"), sm90());
   ASSERT_FALSE(bool(r));
   std::string message;
@@ -1226,18 +1230,21 @@ TEST(KernelCache, AFifoOrADeviceInAnEntryIsDamageNotAHang) {
       std::vector<std::string> warnings;
       CacheOutcome outcome = CacheOutcome::DiskHit;
       size_t unusable = 0;
-      finishesWithin(60, [&] {
-        llvm::Expected<std::vector<DiskEntry>> listed =
-            listDiskCache(dir.path, true);
-        if (listed)
-          for (const DiskEntry &e : *listed)
-            unusable += !e.problem.empty();
-        else
-          llvm::consumeError(listed.takeError());
-        TestCache cache(dir.path);
-        outcome = cache.get(tiny()).outcome;
-        warnings = cache.warnings;
-      }, std::string(file) + " as " + kind);
+      finishesWithin(
+          60,
+          [&] {
+            kvarn::Expected<std::vector<DiskEntry>> listed =
+                listDiskCache(dir.path, true);
+            if (listed)
+              for (const DiskEntry &e : *listed)
+                unusable += !e.problem.empty();
+            else
+              kvarn::consumeError(listed.takeError());
+            TestCache cache(dir.path);
+            outcome = cache.get(tiny()).outcome;
+            warnings = cache.warnings;
+          },
+          std::string(file) + " as " + kind);
       EXPECT_EQ(unusable, 1u) << file << " as " << kind;
       // A lookup does not need the lock: a hit. The rest is damage.
       bool lock = std::string(file) == "tiny.lock";
@@ -1272,11 +1279,11 @@ TEST(KernelCache, ClearAndEvictionDeleteOnlyTheirOwnFiles) {
 
     size_t removed = 0;
     if (evict) {
-      llvm::Expected<size_t> n = evictDiskCache(dir.path, 1);
+      kvarn::Expected<size_t> n = evictDiskCache(dir.path, 1);
       ASSERT_TRUE(bool(n));
       removed = *n;
     } else {
-      llvm::Expected<CacheRemoval> r = clearDiskCache(dir.path);
+      kvarn::Expected<CacheRemoval> r = clearDiskCache(dir.path);
       ASSERT_TRUE(bool(r));
       removed = r->removed;
       EXPECT_TRUE(r->failed.empty());
@@ -1311,7 +1318,7 @@ TEST(KernelCache, RemovingAnEntryKeepsWhatIsNotKvarns) {
 // Something in an entry's place: the kernel is compiled in memory with one
 // warning, nothing is written through it, and verify counts it unusable.
 TEST(KernelCache, AnObstructionMeansCompilingInMemory) {
-  llvm::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
+  kvarn::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
   ASSERT_TRUE(bool(key));
   struct Case {
     const char *name;
@@ -1339,15 +1346,16 @@ TEST(KernelCache, AnObstructionMeansCompilingInMemory) {
     std::string entry = dir.path + "/" + key->directory;
     c.make(dir.path, entry);
     TestCache cache(dir.path);
-    llvm::Expected<CacheResult> r = cache.cache->getOrCompile(tiny(), sm90());
-    ASSERT_TRUE(bool(r)) << c.name << ": " << llvm::toString(r.takeError());
+    kvarn::Expected<CacheResult> r = cache.cache->getOrCompile(tiny(), sm90());
+    ASSERT_TRUE(bool(r)) << c.name << ": " << kvarn::toString(r.takeError());
     EXPECT_EQ(r->outcome, CacheOutcome::Compiled) << c.name;
     EXPECT_EQ(r->artifacts->directory, "") << c.name;
     EXPECT_EQ(cache.warnings.size(), 1u) << c.name;
     // Again in the same process: still one warning.
     ASSERT_TRUE(bool(cache.cache->getOrCompile(tiny(), sm90())));
     EXPECT_EQ(cache.warnings.size(), 1u) << c.name;
-    llvm::Expected<std::vector<DiskEntry>> listed = listDiskCache(dir.path, true);
+    kvarn::Expected<std::vector<DiskEntry>> listed =
+        listDiskCache(dir.path, true);
     ASSERT_TRUE(bool(listed));
     size_t unusable = 0;
     for (const DiskEntry &e : *listed)
@@ -1374,18 +1382,18 @@ TEST(KernelCache, TheMetadataChecksumCoversValuesNotLayout) {
 }
 
 TEST(WarmShapes, RefuseDeepNestingAndTakeANumericArch) {
-  llvm::Expected<std::vector<WarmShape>> deep =
+  kvarn::Expected<std::vector<WarmShape>> deep =
       parseWarmShapes(std::string(200000, '['), "deep.json", "sm_90");
   ASSERT_FALSE(bool(deep));
-  std::string message = llvm::toString(deep.takeError());
+  std::string message = kvarn::toString(deep.takeError());
   EXPECT_NE(message.find("deep.json: not JSON: nested deeper than"),
             std::string::npos)
       << message;
-  llvm::Expected<std::vector<WarmShape>> shapes = parseWarmShapes(
+  kvarn::Expected<std::vector<WarmShape>> shapes = parseWarmShapes(
       R"({"arch": 80, "shapes": [{"head_dim": 64, "kernels": ["append"]},
           {"head_dim": 64, "kernels": ["append"], "arch": 90}]})",
       "s.json", "sm_90");
-  ASSERT_TRUE(bool(shapes)) << llvm::toString(shapes.takeError());
+  ASSERT_TRUE(bool(shapes)) << kvarn::toString(shapes.takeError());
   ASSERT_EQ(shapes->size(), 2u);
   EXPECT_EQ((*shapes)[0].chip, "sm_80");
   EXPECT_EQ((*shapes)[1].chip, "sm_90");
@@ -1394,16 +1402,16 @@ TEST(WarmShapes, RefuseDeepNestingAndTakeANumericArch) {
   for (int i = 0; i < 20000; ++i)
     many += ",1";
   many += "]}]";
-  llvm::Expected<std::vector<WarmShape>> tooMany =
+  kvarn::Expected<std::vector<WarmShape>> tooMany =
       parseWarmShapes(many, "many.json", "sm_90");
   ASSERT_FALSE(bool(tooMany));
-  EXPECT_NE(llvm::toString(tooMany.takeError())
+  EXPECT_NE(kvarn::toString(tooMany.takeError())
                 .find("shapes[0]: more than 100000 kernels in the file"),
             std::string::npos);
-  llvm::Expected<std::vector<WarmShape>> bad =
+  kvarn::Expected<std::vector<WarmShape>> bad =
       parseWarmShapes(R"({"arch": true, "shapes": []})", "b.json", "sm_90");
   ASSERT_FALSE(bool(bad));
-  EXPECT_NE(llvm::toString(bad.takeError()).find("'arch' must be"),
+  EXPECT_NE(kvarn::toString(bad.takeError()).find("'arch' must be"),
             std::string::npos);
 }
 
@@ -1411,26 +1419,26 @@ TEST(FileIO, ReadsRegularFilesWithinTheirBoundOnly) {
   TempDir dir;
   std::string file = dir.path + "/f";
   writeFile(file, "0123456789");
-  llvm::Expected<std::string> whole = readRegularFile(file, ReadOptions{10});
-  ASSERT_TRUE(bool(whole)) << llvm::toString(whole.takeError());
+  kvarn::Expected<std::string> whole = readRegularFile(file, ReadOptions{10});
+  ASSERT_TRUE(bool(whole)) << kvarn::toString(whole.takeError());
   EXPECT_EQ(*whole, "0123456789");
-  llvm::Expected<std::string> over = readRegularFile(file, ReadOptions{9});
+  kvarn::Expected<std::string> over = readRegularFile(file, ReadOptions{9});
   ASSERT_FALSE(bool(over));
   std::string message;
   EXPECT_EQ(kvarn::consumeError(over.takeError(), message),
             KVARN_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(message.find("larger than 9 bytes"), std::string::npos) << message;
   // stat says 0 bytes; the text is read whole.
-  llvm::Expected<std::string> proc =
+  kvarn::Expected<std::string> proc =
       readRegularFile("/proc/self/status", ReadOptions{1 << 20});
-  ASSERT_TRUE(bool(proc)) << llvm::toString(proc.takeError());
+  ASSERT_TRUE(bool(proc)) << kvarn::toString(proc.takeError());
   EXPECT_NE(proc->find("Pid:"), std::string::npos);
   ASSERT_EQ(::symlink(file.c_str(), (dir.path + "/link").c_str()), 0);
   EXPECT_TRUE(bool(readRegularFile(dir.path + "/link", ReadOptions{10})));
-  llvm::Expected<std::string> link =
+  kvarn::Expected<std::string> link =
       readRegularFile(dir.path + "/link", ReadOptions{10, /*noFollow=*/true});
   ASSERT_FALSE(bool(link));
-  EXPECT_NE(llvm::toString(link.takeError()).find("a symbolic link"),
+  EXPECT_NE(kvarn::toString(link.takeError()).find("a symbolic link"),
             std::string::npos);
 }
 
@@ -1438,15 +1446,15 @@ TEST(FileIO, CountsNestingOutsideStringsOnly) {
   EXPECT_EQ(jsonNestingDepth(R"({"a": [[1], {"b": "[[[[{{"}]})", 100), 3u);
   EXPECT_EQ(jsonNestingDepth(R"(["\"[[[", "\\", [0]])", 100), 2u);
   EXPECT_EQ(jsonNestingDepth(std::string(1000, '['), 10), 11u);
-  llvm::Expected<nlohmann::json> deepest =
+  kvarn::Expected<nlohmann::json> deepest =
       parseJsonDocument(std::string(64, '[') + std::string(64, ']'));
   EXPECT_TRUE(bool(deepest));
   if (!deepest)
-    llvm::consumeError(deepest.takeError());
-  llvm::Expected<nlohmann::json> deep =
+    kvarn::consumeError(deepest.takeError());
+  kvarn::Expected<nlohmann::json> deep =
       parseJsonDocument(std::string(65, '[') + std::string(65, ']'));
   ASSERT_FALSE(bool(deep));
-  EXPECT_NE(llvm::toString(deep.takeError()).find("nested deeper than 64"),
+  EXPECT_NE(kvarn::toString(deep.takeError()).find("nested deeper than 64"),
             std::string::npos);
 }
 
@@ -1456,7 +1464,7 @@ TEST(FileIO, CountsNestingOutsideStringsOnly) {
 // starts at 0 here.)
 TEST(KernelCache, StaleTemporariesOfThisPidAreReplaced) {
   TempDir dir, outside;
-  llvm::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
+  kvarn::Expected<CacheKey> key = computeCacheKey(tiny(), sm90());
   ASSERT_TRUE(bool(key));
   std::string entry = dir.path + "/" + key->directory;
   ASSERT_EQ(::mkdir(entry.c_str(), 0755), 0);

@@ -8,9 +8,9 @@
 using namespace kvarn;
 
 static RecordLayout layoutFor(const char *preset, int headDim) {
-  llvm::Expected<const Preset *> p = lookupPreset(preset);
+  kvarn::Expected<const Preset *> p = lookupPreset(preset);
   EXPECT_TRUE(bool(p));
-  llvm::Expected<RecordLayout> l = RecordLayout::get(**p, headDim);
+  kvarn::Expected<RecordLayout> l = RecordLayout::get(**p, headDim);
   EXPECT_TRUE(bool(l));
   return *l;
 }
@@ -73,7 +73,7 @@ TEST(Preset, TableAndErrors) {
         std::string(p.name) + (p.scales == ScaleFormat::E4M3 ? "" : "_e4m3"))))
         << p.name;
   EXPECT_STREQ(defaultPreset().name, "kvarn_k4v2_g128");
-  llvm::Expected<const Preset *> bad = lookupPreset("kvarn_k3v1_g32");
+  kvarn::Expected<const Preset *> bad = lookupPreset("kvarn_k3v1_g32");
   ASSERT_FALSE(bool(bad));
   std::string message;
   EXPECT_EQ(consumeError(bad.takeError(), message), KVARN_ERROR_UNKNOWN_PRESET);
@@ -81,7 +81,7 @@ TEST(Preset, TableAndErrors) {
   EXPECT_NE(message.find("kvarn_k4v2_g128"), std::string::npos);
 
   for (int d : {0, 48, 72, 100, 528, 1024, -128}) {
-    llvm::Error err = checkHeadDim(d);
+    kvarn::Error err = checkHeadDim(d);
     ASSERT_TRUE(bool(err)) << d;
     EXPECT_EQ(consumeError(std::move(err), message),
               KVARN_ERROR_UNSUPPORTED_SHAPE);

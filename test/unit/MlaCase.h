@@ -52,13 +52,13 @@ struct MlaCase {
     c.root = std::move(*v->getAsObject());
     auto preset = lookupMlaPreset(c.str("preset"));
     if (!preset) {
-      ADD_FAILURE() << llvm::toString(preset.takeError());
+      ADD_FAILURE() << kvarn::toString(preset.takeError());
       return c;
     }
     auto l = MlaRecordLayout::get(**preset, int(c.integer("kv_lora_rank")),
                                   int(c.integer("rope_dim")));
     if (!l) {
-      ADD_FAILURE() << llvm::toString(l.takeError());
+      ADD_FAILURE() << kvarn::toString(l.takeError());
       return c;
     }
     c.layout = *l;
@@ -166,13 +166,13 @@ struct MlaDecodeInputs {
     bv.seqLens = seqLens.data();
     bv.softmaxScale = softmaxScale;
     std::vector<float> out(size_t(batch) * heads * c.layout.kvLoraRank);
-    llvm::Expected<Rotation> rotation = Rotation::get(c.layout.kvLoraRank);
+    kvarn::Expected<Rotation> rotation = Rotation::get(c.layout.kvLoraRank);
     if (!rotation) {
-      ADD_FAILURE() << llvm::toString(rotation.takeError());
+      ADD_FAILURE() << kvarn::toString(rotation.takeError());
       return out;
     }
-    llvm::Error err = mlaDecodeAttention(view(), bv, *rotation, out.data());
-    EXPECT_FALSE(bool(err)) << llvm::toString(std::move(err));
+    kvarn::Error err = mlaDecodeAttention(view(), bv, *rotation, out.data());
+    EXPECT_FALSE(bool(err)) << kvarn::toString(std::move(err));
     return out;
   }
 };

@@ -20,7 +20,7 @@ const MlaPreset &defaultMla() { return allMlaPresets().front(); }
 
 MlaRecordLayout layoutOf(int r, int rope) {
   auto l = MlaRecordLayout::get(defaultMla(), r, rope);
-  EXPECT_TRUE(bool(l)) << llvm::toString(l.takeError());
+  EXPECT_TRUE(bool(l)) << kvarn::toString(l.takeError());
   return *l;
 }
 

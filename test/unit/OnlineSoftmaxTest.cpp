@@ -188,7 +188,8 @@ TEST(MaterializeContext, RebuildsWhatTheCacheHolds) {
       }
   cb.outType = DType::F16;
   start[1] = 200; // 129 rows from 200 overrun the output
-  llvm::Error overrun = materializeContext(c.view(), cb, rows, k.data(), v.data());
+  kvarn::Error overrun =
+      materializeContext(c.view(), cb, rows, k.data(), v.data());
   EXPECT_TRUE(bool(overrun));
-  llvm::consumeError(std::move(overrun));
+  kvarn::consumeError(std::move(overrun));
 }

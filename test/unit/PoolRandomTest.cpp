@@ -27,7 +27,7 @@ using namespace kvarn::pool;
 
 namespace {
 
-bool ok(llvm::Error err) {
+bool ok(kvarn::Error err) {
   std::string message;
   return kvarn::consumeError(std::move(err), message) == KVARN_OK;
 }
@@ -93,7 +93,7 @@ void compare(const PoolState &pool, const Model &model, const char *op) {
   SCOPED_TRACE(op);
   ASSERT_EQ(pool.numRequests(), int32_t(model.reqs.size()));
   for (const auto &[id, r] : model.reqs) {
-    llvm::Expected<RequestInfo> info = pool.request(id);
+    kvarn::Expected<RequestInfo> info = pool.request(id);
     ASSERT_TRUE(bool(info)) << id;
     EXPECT_EQ(info->phase == RequestPhase::Live, r.live) << id;
     EXPECT_EQ(info->length, r.length) << id;
@@ -187,7 +187,7 @@ TEST_P(PoolRandomTest, MatchesTheModel) {
         size_t at = 0;
         for (size_t i = 0; i < ids.size(); ++i) {
           Model::Req &r = model.reqs[ids[i]];
-          llvm::Expected<RequestInfo> info = pool.request(ids[i]);
+          kvarn::Expected<RequestInfo> info = pool.request(ids[i]);
           ASSERT_TRUE(bool(info));
           for (size_t b = r.blocks.size(); b < info->blocks.size(); ++b) {
             int block = info->blocks[b];

@@ -33,7 +33,7 @@ PoolGeometry smallGeometry() {
 
 /// The status of `err` (KVARN_OK for success), consuming it; the message
 /// goes to `message`.
-kvarn_status_t statusOf(llvm::Error err, std::string *message = nullptr) {
+kvarn_status_t statusOf(kvarn::Error err, std::string *message = nullptr) {
   std::string m;
   kvarn_status_t s = kvarn::consumeError(std::move(err), m);
   if (message)
@@ -59,7 +59,7 @@ kvarn_status_t statusOf(llvm::Error err, std::string *message = nullptr) {
 class PoolStateTest : public ::testing::Test {
 protected:
   void SetUp() override {
-    llvm::Expected<PoolState> p = PoolState::create(smallGeometry());
+    kvarn::Expected<PoolState> p = PoolState::create(smallGeometry());
     ASSERT_TRUE(bool(p));
     pool.emplace(std::move(*p));
   }
@@ -69,10 +69,10 @@ protected:
     }
   }
   RequestInfo info(RequestId id) {
-    llvm::Expected<RequestInfo> i = pool->request(id);
+    kvarn::Expected<RequestInfo> i = pool->request(id);
     EXPECT_TRUE(bool(i));
     if (!i) {
-      llvm::consumeError(i.takeError());
+      kvarn::consumeError(i.takeError());
       return {};
     }
     return *i;
@@ -90,10 +90,10 @@ TEST(PoolGeometry, RejectsNonPositiveAndOverflowingSizes) {
     PoolGeometry bad = g;
     bad.*field = 0;
     EXPECT_EQ(statusOf(bad.check()), KVARN_ERROR_INVALID_ARGUMENT);
-    llvm::Expected<PoolState> p = PoolState::create(bad);
+    kvarn::Expected<PoolState> p = PoolState::create(bad);
     EXPECT_FALSE(bool(p));
     if (!p)
-      llvm::consumeError(p.takeError());
+      kvarn::consumeError(p.takeError());
   }
   PoolGeometry huge = g;
   huge.blockSize = 128;
@@ -212,7 +212,7 @@ TEST(PoolGeometry, SizesAreCheckedBeforeAnythingIsAllocated) {
   g = smallGeometry();
   g.maxRequests = INT32_MAX;
   g.maxBlocksPerRequest = INT32_MAX / G;
-  llvm::Expected<PoolState> p = PoolState::create(g);
+  kvarn::Expected<PoolState> p = PoolState::create(g);
   ASSERT_TRUE(bool(p));
   EXPECT_OK(p->addRequest(1));
 }
@@ -454,7 +454,7 @@ TEST_F(PoolStateTest, BlockTableRowsAndLengths) {
   ASSERT_OK(pool->addRequest(1));
   ASSERT_OK(pool->addRequest(2));
   ASSERT_OK(pool->append({1, 2}, {9, 2}));
-  llvm::Expected<int32_t> width = pool->maxBlocksOf({2, 1});
+  kvarn::Expected<int32_t> width = pool->maxBlocksOf({2, 1});
   ASSERT_TRUE(bool(width));
   EXPECT_EQ(*width, 3);
   std::vector<int32_t> table(2 * 3, -7), lens(2, -7);

@@ -12,7 +12,7 @@
 using namespace kvarn;
 
 static Rotation rotationFor(int d) {
-  llvm::Expected<Rotation> r = Rotation::get(d);
+  kvarn::Expected<Rotation> r = Rotation::get(d);
   EXPECT_TRUE(bool(r)) << d;
   return std::move(*r);
 }
@@ -159,10 +159,10 @@ TEST(Rotation, ConstructionsPerHeadDim) {
   EXPECT_EQ(rotationFor(368).describe(), "block-diagonal(256+64+32+16)");
   EXPECT_EQ(rotationFor(128).describe(), "sylvester(128)");
   for (int d : {48, 100, 520}) {
-    llvm::Expected<Rotation> r = Rotation::get(d);
+    kvarn::Expected<Rotation> r = Rotation::get(d);
     EXPECT_FALSE(bool(r)) << d;
     if (!r)
-      llvm::consumeError(r.takeError());
+      kvarn::consumeError(r.takeError());
   }
 }
 

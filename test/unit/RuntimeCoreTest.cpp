@@ -76,7 +76,7 @@ std::unique_ptr<KernelCache> coreCache(const std::string &dir,
 /// The status and message of a lookup that must fail.
 std::pair<kvarn_status_t, std::string> failure(KernelCache &cache,
                                                const KernelRequest &r) {
-  llvm::Expected<CacheResult> result = cache.getOrCompile(r, sm90());
+  kvarn::Expected<CacheResult> result = cache.getOrCompile(r, sm90());
   if (result)
     return {KVARN_OK, "served " + r.kernel};
   std::string message;
@@ -133,9 +133,9 @@ TEST(RuntimeCore, MissingKernelSaysHowToWarmAndWritesNothing) {
 TEST_F(WarmedCache, ServesWhatKvarnJitWarmed) {
   std::unique_ptr<KernelCache> cache = coreCache(cacheDir());
   for (const char *kernel : {"decode", "append"}) {
-    llvm::Expected<CacheResult> first =
+    kvarn::Expected<CacheResult> first =
         cache->getOrCompile(request(kernel), sm90());
-    ASSERT_TRUE(bool(first)) << llvm::toString(first.takeError());
+    ASSERT_TRUE(bool(first)) << kvarn::toString(first.takeError());
     EXPECT_EQ(first->outcome, CacheOutcome::DiskHit) << kernel;
     const KernelArtifacts &a = *first->artifacts;
     EXPECT_EQ(a.name, kernel);
@@ -144,9 +144,9 @@ TEST_F(WarmedCache, ServesWhatKvarnJitWarmed) {
     // The ABI the compiler wrote into the metadata, for the launchers.
     ASSERT_FALSE(a.abi.params.empty()) << kernel;
     EXPECT_EQ(a.abi.params.size() + 2, size_t(a.numArgs)) << kernel;
-    llvm::Expected<CacheResult> again =
+    kvarn::Expected<CacheResult> again =
         cache->getOrCompile(request(kernel), sm90());
-    ASSERT_TRUE(bool(again)) << llvm::toString(again.takeError());
+    ASSERT_TRUE(bool(again)) << kvarn::toString(again.takeError());
     EXPECT_EQ(again->outcome, CacheOutcome::MemoryHit);
   }
   EXPECT_EQ(cache->stats().diskHits, 2u);
@@ -163,7 +163,7 @@ TEST_F(WarmedCache, OtherKernelsShapesAndOptionsAreNotCached) {
   for (auto [r, o] :
        {std::pair{request("flush"), sm90()}, std::pair{otherShape, sm90()},
         std::pair{request("decode"), eightWarps}}) {
-    llvm::Expected<CacheResult> result = cache->getOrCompile(r, o);
+    kvarn::Expected<CacheResult> result = cache->getOrCompile(r, o);
     ASSERT_FALSE(bool(result)) << r.kernel << " " << r.spec.describe();
     std::string message;
     EXPECT_EQ(consumeError(result.takeError(), message),
@@ -207,9 +207,9 @@ TEST_F(WarmedCache, DamagedEntryIsReportedAndLeftAlone) {
   EXPECT_NE(message.find("unusable"), std::string::npos) << message;
   EXPECT_EQ(listing(copy.path), before);
   // The intact entry beside it still serves.
-  llvm::Expected<CacheResult> decode =
+  kvarn::Expected<CacheResult> decode =
       cache->getOrCompile(request("decode"), sm90());
-  EXPECT_TRUE(bool(decode)) << llvm::toString(decode.takeError());
+  EXPECT_TRUE(bool(decode)) << kvarn::toString(decode.takeError());
 }
 
 } // namespace

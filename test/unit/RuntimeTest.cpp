@@ -49,14 +49,14 @@ private:
 };
 
 /// The status and message of an error, consuming it.
-std::pair<kvarn_status_t, std::string> statusAndMessage(llvm::Error err) {
+std::pair<kvarn_status_t, std::string> statusAndMessage(kvarn::Error err) {
   std::string message;
   kvarn_status_t status = kvarn::consumeError(std::move(err), message);
   return {status, message};
 }
 
 template <typename T>
-std::pair<kvarn_status_t, std::string> statusAndMessage(llvm::Expected<T> &v) {
+std::pair<kvarn_status_t, std::string> statusAndMessage(kvarn::Expected<T> &v) {
   if (v)
     return {KVARN_OK, ""};
   return statusAndMessage(v.takeError());
@@ -107,7 +107,7 @@ TEST(CudaErrors, WithContextKeepsTheStatus) {
   EXPECT_EQ(status, KVARN_ERROR_OUT_OF_MEMORY);
   EXPECT_EQ(message,
             "cuMemAlloc: CUDA_ERROR_OUT_OF_MEMORY (allocating 64 bytes on GPU 0)");
-  EXPECT_FALSE(bool(withContext(llvm::Error::success(), "nothing")));
+  EXPECT_FALSE(bool(withContext(kvarn::Error::success(), "nothing")));
 }
 
 //===----------------------------------------------------------------------===//
@@ -115,7 +115,7 @@ TEST(CudaErrors, WithContextKeepsTheStatus) {
 //===----------------------------------------------------------------------===//
 
 TEST(CudaDriver, ResolvesTheVersionedSymbolsOfTheHeader) {
-  llvm::ArrayRef<const char *> names = Driver::symbolNames();
+  Span<const char *const> names = Driver::symbolNames();
   auto has = [&](llvm::StringRef name) {
     return llvm::is_contained(names, name);
   };
@@ -139,7 +139,7 @@ TEST(CudaDriver, ResolvesTheVersionedSymbolsOfTheHeader) {
 }
 
 TEST(CudaDriver, AMissingLibraryIsNoDriver) {
-  llvm::Expected<std::unique_ptr<Driver>> driver =
+  kvarn::Expected<std::unique_ptr<Driver>> driver =
       Driver::load("/nonexistent/kvarn-test/libcuda.so.1");
   auto [status, message] = statusAndMessage(driver);
   EXPECT_EQ(status, KVARN_ERROR_NO_DRIVER);
@@ -154,7 +154,8 @@ TEST(CudaDriver, AFileThatIsNoLibraryIsNoDriver) {
   ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("kvarn-not-a-lib", "so", path));
   llvm::FileRemover remover(path);
   std::ofstream(path.c_str()) << "not an ELF file\n";
-  llvm::Expected<std::unique_ptr<Driver>> driver = Driver::load(path.str().str());
+  kvarn::Expected<std::unique_ptr<Driver>> driver =
+      Driver::load(path.str().str());
   auto [status, message] = statusAndMessage(driver);
   EXPECT_EQ(status, KVARN_ERROR_NO_DRIVER);
   EXPECT_TRUE(contains(message, path.str().str())) << message;
@@ -164,7 +165,7 @@ TEST(CudaDriver, TheToolkitStubIsNoDriver) {
   const char *stub = "/usr/local/cuda/lib64/stubs/libcuda.so";
   if (!llvm::sys::fs::exists(stub))
     GTEST_SKIP() << "no CUDA toolkit stub at " << stub;
-  llvm::Expected<std::unique_ptr<Driver>> driver = Driver::load(stub);
+  kvarn::Expected<std::unique_ptr<Driver>> driver = Driver::load(stub);
   auto [status, message] = statusAndMessage(driver);
   EXPECT_EQ(status, KVARN_ERROR_NO_DRIVER);
   EXPECT_TRUE(contains(message, "stub")) << message;
@@ -185,7 +186,7 @@ TEST(CudaDriver, TheProcessDriverGivesOneAnswerToEveryThread) {
   std::vector<std::thread> threads;
   for (auto &outcome : outcomes)
     threads.emplace_back([&outcome] {
-      llvm::Expected<const Driver &> driver = Driver::get();
+      kvarn::Expected<const Driver &> driver = Driver::get();
       outcome = statusAndMessage(driver);
     });
   for (std::thread &t : threads)
@@ -309,7 +310,7 @@ TEST(Ptxas, CandidatesFollowTheEnvironmentFirst) {
 
 TEST(Ptxas, AnExplicitPathMustBeAProgram) {
   ScopedEnv explicitPath("KVARN_PTXAS", "/nonexistent/ptxas");
-  llvm::Expected<std::string> found = findPtxas({"/nonexistent/ptxas"});
+  kvarn::Expected<std::string> found = findPtxas({"/nonexistent/ptxas"});
   auto [status, message] = statusAndMessage(found);
   EXPECT_EQ(status, KVARN_ERROR_IO);
   EXPECT_TRUE(contains(message, "KVARN_PTXAS") &&
@@ -323,9 +324,9 @@ TEST(Ptxas, AWrongExplicitPathFallsBackWithAWarning) {
   ScopedEnv explicitPath("KVARN_PTXAS", "/nonexistent/ptxas");
   std::string warning;
   // /bin/sh stands in for a toolkit's ptxas: an executable file.
-  llvm::Expected<std::string> found =
+  kvarn::Expected<std::string> found =
       findPtxas({"/nonexistent/ptxas", "/bin/sh"}, &warning);
-  ASSERT_TRUE(bool(found)) << llvm::toString(found.takeError());
+  ASSERT_TRUE(bool(found)) << kvarn::toString(found.takeError());
   EXPECT_EQ(*found, "/bin/sh");
   EXPECT_TRUE(contains(warning, "KVARN_PTXAS is '/nonexistent/ptxas'") &&
               contains(warning, "using /bin/sh"))
@@ -334,7 +335,7 @@ TEST(Ptxas, AWrongExplicitPathFallsBackWithAWarning) {
 
 TEST(Ptxas, NoToolkitSaysWhereItLooked) {
   ScopedEnv explicitPath("KVARN_PTXAS", nullptr);
-  llvm::Expected<std::string> found =
+  kvarn::Expected<std::string> found =
       findPtxas({"/nonexistent/a/bin/ptxas", "/nonexistent/b/bin/ptxas"});
   auto [status, message] = statusAndMessage(found);
   EXPECT_EQ(status, KVARN_ERROR_IO);
@@ -345,15 +346,15 @@ TEST(Ptxas, NoToolkitSaysWhereItLooked) {
 }
 
 TEST(Ptxas, AssemblesAModuleIntoACubin) {
-  llvm::Expected<std::string> ptxas = findPtxas();
+  kvarn::Expected<std::string> ptxas = findPtxas();
   if (!ptxas)
-    GTEST_SKIP() << "no ptxas here: " << llvm::toString(ptxas.takeError());
+    GTEST_SKIP() << "no ptxas here: " << kvarn::toString(ptxas.takeError());
   for (const char *arch : {"sm_80", "sm_90"}) {
     PtxasOptions options;
     options.arch = arch;
-    llvm::Expected<CubinImage> cubin =
+    kvarn::Expected<CubinImage> cubin =
         assembleWithPtxas(ptxModuleWithNoKernels(arch), options);
-    ASSERT_TRUE(bool(cubin)) << llvm::toString(cubin.takeError());
+    ASSERT_TRUE(bool(cubin)) << kvarn::toString(cubin.takeError());
     ASSERT_GE(cubin->bytes.size(), 4u);
     EXPECT_EQ(cubin->bytes.substr(0, 4), "\x7f" "ELF");
     EXPECT_TRUE(cubin->kernels.empty());
@@ -361,10 +362,10 @@ TEST(Ptxas, AssemblesAModuleIntoACubin) {
 }
 
 TEST(Ptxas, RejectedPtxIsACompileErrorWithPtxasMessages) {
-  llvm::Expected<std::string> ptxas = findPtxas();
+  kvarn::Expected<std::string> ptxas = findPtxas();
   if (!ptxas)
-    GTEST_SKIP() << "no ptxas here: " << llvm::toString(ptxas.takeError());
-  llvm::Expected<CubinImage> cubin = assembleWithPtxas("this is not PTX\n");
+    GTEST_SKIP() << "no ptxas here: " << kvarn::toString(ptxas.takeError());
+  kvarn::Expected<CubinImage> cubin = assembleWithPtxas("this is not PTX\n");
   auto [status, message] = statusAndMessage(cubin);
   EXPECT_EQ(status, KVARN_ERROR_COMPILE);
   EXPECT_TRUE(contains(message, "ptxas failed for sm_90")) << message;

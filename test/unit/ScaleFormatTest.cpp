@@ -207,11 +207,11 @@ TEST(E4M3, ErrorAgainstFp16ScalesOnGoldenAndRandomTiles) {
   for (const char *name :
        {"flush_kvarn_k4v2_g128_d128_a", "flush_kvarn_k4v2_g128_d256_a",
         "flush_kvarn_k4v2_g64_d128_a", "flush_kvarn_k4v4_g128_d128_a"}) {
-    llvm::Expected<GoldenCase> c = GoldenCase::load(root + "/" + name);
-    ASSERT_TRUE(bool(c)) << llvm::toString(c.takeError());
+    kvarn::Expected<GoldenCase> c = GoldenCase::load(root + "/" + name);
+    ASSERT_TRUE(bool(c)) << kvarn::toString(c.takeError());
     const RecordLayout &l = c->recordLayout();
-    llvm::Expected<Tensor> k = c->tensor("k_rot", "float16", 3);
-    llvm::Expected<Tensor> v = c->tensor("v_rot", "float16", 3);
+    kvarn::Expected<Tensor> k = c->tensor("k_rot", "float16", 3);
+    kvarn::Expected<Tensor> v = c->tensor("v_rot", "float16", 3);
     ASSERT_TRUE(k && v);
     ErrorSums ks, vs;
     size_t tileElems = size_t(l.group) * l.headDim;

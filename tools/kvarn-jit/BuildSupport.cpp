@@ -30,16 +30,16 @@ using namespace kvarn;
 using namespace kvarn::jit;
 
 std::string jit::localArch() {
-  llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
+  kvarn::Expected<const cuda::Driver &> driver = cuda::Driver::get();
   if (!driver) {
-    llvm::consumeError(driver.takeError());
+    kvarn::consumeError(driver.takeError());
     return "sm_90";
   }
   if (driver->deviceCount() < 1)
     return "sm_90";
-  llvm::Expected<cuda::DeviceInfo> info = cuda::queryDevice(*driver, 0);
+  kvarn::Expected<cuda::DeviceInfo> info = cuda::queryDevice(*driver, 0);
   if (!info) {
-    llvm::consumeError(info.takeError());
+    kvarn::consumeError(info.takeError());
     return "sm_90";
   }
   std::string arch = info->arch();
@@ -102,7 +102,7 @@ void jit::applyReportingOptions(const ParsedOptions &opts,
 }
 
 int jit::compileFailure(llvm::StringRef kernel, const CompileOptions &options,
-                        llvm::Error err) {
+                        kvarn::Error err) {
   std::string message;
   kvarn::consumeError(std::move(err), message);
   // One line: the errors, without the notes (an operation's dump, where
@@ -291,7 +291,7 @@ int jit::buildThroughCache(const ParsedOptions &opts,
       llvm::errs() << "\r\033[K";
     llvm::errs().flush();
   };
-  std::vector<llvm::Expected<CacheResult>> results =
+  std::vector<kvarn::Expected<CacheResult>> results =
       cache.getOrCompileAll(requests, options, threads, nullptr, onDone);
 
   int rc = kExitOk;
@@ -324,13 +324,13 @@ int jit::buildThroughCache(const ParsedOptions &opts,
           {"head_dim", spec.headDim},
           {"gqa", spec.gqa},
           {"rope_dim", spec.ropeDim},
-          {"dtype", spell(spec.dtype)},
+          {"dtype", llvm::StringRef(spell(spec.dtype))},
           {"arch", a.chip},
           {"ptx_version", a.ptxVersion},
           {"key", a.key},
           {"hash", a.hash},
           {"directory", a.directory},
-          {"cache", toString(r.outcome)},
+          {"cache", llvm::StringRef(toString(r.outcome))},
           {"seconds", r.seconds},
           {"compile_seconds", a.compileSeconds},
           {"num_warps", a.numWarps},

@@ -43,17 +43,16 @@ bool isReservedInC(llvm::StringRef name) {
   return llvm::is_contained(kReserved, name) || name.starts_with("kvarn_");
 }
 
-llvm::Error launcherError(const llvm::Twine &message) {
-  return llvm::createStringError(
-      std::make_error_code(std::errc::invalid_argument), message.str().c_str());
+kvarn::Error launcherError(const llvm::Twine &message) {
+  return kvarn::Error(KVARN_ERROR_INTERNAL, message.str());
 }
 
 } // namespace
 
-llvm::Expected<jit::CLauncher> jit::makeCLauncher(const CompiledKernel &k,
-                                                  llvm::StringRef image,
-                                                  bool isCubin,
-                                                  llvm::StringRef describe) {
+kvarn::Expected<jit::CLauncher> jit::makeCLauncher(const CompiledKernel &k,
+                                                   llvm::StringRef image,
+                                                   bool isCubin,
+                                                   llvm::StringRef describe) {
   const std::string &name = k.name;
   const KernelAbi &abi = k.abi;
   if (abi.params.size() + 2 != size_t(k.numArgs) || abi.grid.size() != 3)

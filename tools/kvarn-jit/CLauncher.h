@@ -14,6 +14,8 @@
 
 #include "kvarn/Codegen/Pipeline.h"
 
+#include "llvm/ADT/StringRef.h"
+
 #include <string>
 
 namespace kvarn::jit {
@@ -26,9 +28,9 @@ struct CLauncher {
 /// else PTX text); `describe` (the shape and chip) goes into the comments.
 /// Fails for a kernel without an ABI or with a parameter name C cannot
 /// take as given.
-llvm::Expected<CLauncher> makeCLauncher(const CompiledKernel &kernel,
-                                        llvm::StringRef image, bool isCubin,
-                                        llvm::StringRef describe);
+kvarn::Expected<CLauncher> makeCLauncher(const CompiledKernel &kernel,
+                                         llvm::StringRef image, bool isCubin,
+                                         llvm::StringRef describe);
 
 } // namespace kvarn::jit
 

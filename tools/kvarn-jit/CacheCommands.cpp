@@ -93,7 +93,7 @@ int runList(const ParsedOptions &opts, bool verify) {
     return failure("no cache directory (KVARN_CACHE_DIR is 'off'; give --dir)");
   if (llvm::sys::fs::exists(dir) && !llvm::sys::fs::is_directory(dir))
     return failure("'" + dir + "' is not a directory");
-  llvm::Expected<std::vector<DiskEntry>> entries = listDiskCache(dir, verify);
+  kvarn::Expected<std::vector<DiskEntry>> entries = listDiskCache(dir, verify);
   if (!entries)
     return failure(entries.takeError());
   uint64_t total = 0;
@@ -168,7 +168,7 @@ int runClear(const ParsedOptions &opts) {
     return failure("no cache directory (KVARN_CACHE_DIR is 'off'; give --dir)");
   if (llvm::sys::fs::exists(dir) && !llvm::sys::fs::is_directory(dir))
     return failure("'" + dir + "' is not a directory");
-  llvm::Expected<CacheRemoval> report = clearDiskCache(dir);
+  kvarn::Expected<CacheRemoval> report = clearDiskCache(dir);
   if (!report)
     return failure(report.takeError());
   llvm::outs() << llvm::formatv("{0}: removed {1} entries\n", dir,
@@ -186,9 +186,9 @@ int runClear(const ParsedOptions &opts) {
 
 /// The shapes file, read as any file from outside: a regular file of
 /// bounded size (not a FIFO or /dev/zero), then parsed by the cache.
-llvm::Expected<std::vector<WarmShape>> readShapes(const std::string &path,
-                                                  const std::string &defaultArch) {
-  llvm::Expected<std::string> text =
+kvarn::Expected<std::vector<WarmShape>>
+readShapes(const std::string &path, const std::string &defaultArch) {
+  kvarn::Expected<std::string> text =
       readRegularFile(path, ReadOptions{limits::kShapesFileBytes});
   if (!text)
     return text.takeError();
@@ -203,9 +203,9 @@ int runWarm(const ParsedOptions &opts) {
     return usageError("--threads takes 0 (one per core) to 1024");
   std::string arch = opts.has("arch") ? opts.get("arch") : localArch();
   Target target{arch, 0};
-  if (llvm::Error err = validateTarget(target))
+  if (kvarn::Error err = validateTarget(target))
     return failure(std::move(err));
-  llvm::Expected<std::vector<WarmShape>> items =
+  kvarn::Expected<std::vector<WarmShape>> items =
       readShapes(opts.get("shapes"), arch);
   if (!items)
     return failure(items.takeError());
@@ -226,7 +226,7 @@ int runWarm(const ParsedOptions &opts) {
   bool progress = llvm::errs().is_displayed();
   size_t done = 0;
   auto start = std::chrono::steady_clock::now();
-  std::vector<llvm::Expected<CacheResult>> results = cache.getOrCompileAll(
+  std::vector<kvarn::Expected<CacheResult>> results = cache.getOrCompileAll(
       requests, options, unsigned(*threads), nullptr,
       [&](size_t i, const CacheResult *r) {
         if (!progress)
@@ -265,15 +265,16 @@ int runWarm(const ParsedOptions &opts) {
     }
     (r.outcome == CacheOutcome::Compiled ? compiled : hits)++;
     if (opts.has("json")) {
-      list.push_back(json::Object{{"name", q.kernel},
-                                  {"preset", q.spec.preset},
-                                  {"head_dim", q.spec.headDim},
-                                  {"gqa", q.spec.gqa},
-                                  {"dtype", spell(q.spec.dtype)},
-                                  {"arch", options[i].target.chip},
-                                  {"key", r.artifacts->key},
-                                  {"cache", toString(r.outcome)},
-                                  {"seconds", r.seconds}});
+      list.push_back(
+          json::Object{{"name", q.kernel},
+                       {"preset", q.spec.preset},
+                       {"head_dim", q.spec.headDim},
+                       {"gqa", q.spec.gqa},
+                       {"dtype", llvm::StringRef(spell(q.spec.dtype))},
+                       {"arch", options[i].target.chip},
+                       {"key", r.artifacts->key},
+                       {"cache", llvm::StringRef(toString(r.outcome))},
+                       {"seconds", r.seconds}});
       continue;
     }
     llvm::outs() << what << ": "
@@ -312,7 +313,7 @@ struct BenchShape {
   CompileOptions options;
 };
 
-llvm::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
+kvarn::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
   BenchShape b;
   b.spec.preset = opts.get("preset", defaultPreset().name);
   std::optional<int64_t> headDim = opts.getInt("head-dim", 128);
@@ -321,14 +322,14 @@ llvm::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "bad usage");
   b.spec.headDim = int(std::clamp<int64_t>(*headDim, INT32_MIN, INT32_MAX));
   b.spec.gqa = int(std::clamp<int64_t>(*gqa, INT32_MIN, INT32_MAX));
-  llvm::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
+  kvarn::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
   if (!dtype)
     return dtype.takeError();
   b.spec.dtype = *dtype;
-  if (llvm::Error err = b.spec.check())
+  if (kvarn::Error err = b.spec.check())
     return std::move(err);
   b.options.target.chip = opts.has("arch") ? opts.get("arch") : localArch();
-  if (llvm::Error err = validateTarget(b.options.target))
+  if (kvarn::Error err = validateTarget(b.options.target))
     return std::move(err);
   for (const std::string &k :
        dsl::libraryKernelNames(dsl::kernelFamily(b.spec)))
@@ -338,9 +339,9 @@ llvm::Expected<BenchShape> benchShape(const ParsedOptions &opts) {
 
 /// The GPU's context where there is one (its absence is not an error).
 std::unique_ptr<cuda::Context> benchContext() {
-  llvm::Expected<cuda::Context> ctx = cuda::Context::create(0);
+  kvarn::Expected<cuda::Context> ctx = cuda::Context::create(0);
   if (!ctx) {
-    llvm::consumeError(ctx.takeError());
+    kvarn::consumeError(ctx.takeError());
     return nullptr;
   }
   return std::make_unique<cuda::Context>(std::move(*ctx));
@@ -359,12 +360,12 @@ int benchWarmChild(const ParsedOptions &opts, BenchShape &b) {
   size_t hits = 0;
   for (const KernelRequest &r : b.requests) {
     if (ctx) {
-      llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>> k =
+      kvarn::Expected<std::shared_ptr<const cuda::LoadedKernel>> k =
           cache.load(r, b.options, *ctx);
       if (!k)
         return failure(k.takeError());
     } else {
-      llvm::Expected<CacheResult> a = cache.getOrCompile(r, b.options);
+      kvarn::Expected<CacheResult> a = cache.getOrCompile(r, b.options);
       if (!a)
         return failure(a.takeError());
     }
@@ -387,7 +388,7 @@ int runBench(const ParsedOptions &opts) {
     return kExitUsage;
   if (*threads < 0 || *threads > 1024 || *reps < 1)
     return usageError("--threads takes 0 to 1024 and --reps a positive count");
-  llvm::Expected<BenchShape> shape = benchShape(opts);
+  kvarn::Expected<BenchShape> shape = benchShape(opts);
   if (!shape)
     return failure(shape.takeError());
   if (opts.has("warm-dir"))
@@ -410,7 +411,7 @@ int runBench(const ParsedOptions &opts) {
   cacheOptions.directory = dir.str().str();
   KernelCache cache(cacheOptions);
   auto start = std::chrono::steady_clock::now();
-  std::vector<llvm::Expected<CacheResult>> cold = cache.getOrCompileAll(
+  std::vector<kvarn::Expected<CacheResult>> cold = cache.getOrCompileAll(
       shape->requests, {shape->options}, useThreads, ctx.get());
   double coldSeconds = since(start);
   double sumCompile = 0;
@@ -428,12 +429,20 @@ int runBench(const ParsedOptions &opts) {
   std::string exe = llvm::sys::fs::getMainExecutable(nullptr, nullptr);
   llvm::SmallString<256> childOut;
   llvm::sys::fs::createTemporaryFile("kvarn-cache-bench", "json", childOut);
-  std::vector<std::string> args = {exe, "cache", "bench", "--warm-dir",
-                                   dir.str().str(), "--preset",
-                                   shape->spec.preset, "--head-dim",
-                                   std::to_string(shape->spec.headDim), "--gqa",
-                                   std::to_string(shape->spec.gqa), "--dtype",
-                                   spell(shape->spec.dtype).str(), "--arch",
+  std::vector<std::string> args = {exe,
+                                   "cache",
+                                   "bench",
+                                   "--warm-dir",
+                                   dir.str().str(),
+                                   "--preset",
+                                   shape->spec.preset,
+                                   "--head-dim",
+                                   std::to_string(shape->spec.headDim),
+                                   "--gqa",
+                                   std::to_string(shape->spec.gqa),
+                                   "--dtype",
+                                   std::string(spell(shape->spec.dtype)),
+                                   "--arch",
                                    chip};
   std::vector<llvm::StringRef> argv(args.begin(), args.end());
   std::optional<llvm::StringRef> redirects[] = {
@@ -464,7 +473,7 @@ int runBench(const ParsedOptions &opts) {
   const KernelRequest &first = shape->requests.front();
   std::shared_ptr<const cuda::LoadedKernel> keep;
   if (ctx) { // the first load() links nothing: the entry has its cubin
-    llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>> k =
+    kvarn::Expected<std::shared_ptr<const cuda::LoadedKernel>> k =
         cache.load(first, shape->options, *ctx);
     if (!k)
       return failure(k.takeError());
@@ -504,23 +513,22 @@ int runBench(const ParsedOptions &opts) {
     if (ec)
       return failure("cannot write '" + opts.get("json") + "': " + ec.message());
     os << llvm::formatv(
-        "{0:2}\n",
-        json::Value(json::Object{
-            {"machine", machine},
-            {"arch", chip},
-            {"kernels", int64_t(shape->requests.size())},
-            {"preset", shape->spec.preset},
-            {"head_dim", shape->spec.headDim},
-            {"gqa", shape->spec.gqa},
-            {"dtype", spell(shape->spec.dtype)},
-            {"threads", int64_t(useThreads)},
-            {"cold_seconds", coldSeconds},
-            {"cold_compile_seconds_sum", sumCompile},
-            {"cubin_by", cubinBy},
-            {"warm_disk_ms", warmSeconds * 1e3},
-            {"warm_process_ms", childSeconds * 1e3},
-            {"memory_hit_us", memoryMicros},
-            {"memory_hit_of", ctx ? "load" : "getOrCompile"}}));
+        "{0:2}\n", json::Value(json::Object{
+                       {"machine", machine},
+                       {"arch", chip},
+                       {"kernels", int64_t(shape->requests.size())},
+                       {"preset", shape->spec.preset},
+                       {"head_dim", shape->spec.headDim},
+                       {"gqa", shape->spec.gqa},
+                       {"dtype", llvm::StringRef(spell(shape->spec.dtype))},
+                       {"threads", int64_t(useThreads)},
+                       {"cold_seconds", coldSeconds},
+                       {"cold_compile_seconds_sum", sumCompile},
+                       {"cubin_by", cubinBy},
+                       {"warm_disk_ms", warmSeconds * 1e3},
+                       {"warm_process_ms", childSeconds * 1e3},
+                       {"memory_hit_us", memoryMicros},
+                       {"memory_hit_of", ctx ? "load" : "getOrCompile"}}));
   }
   return kExitOk;
 }

@@ -17,21 +17,21 @@
 
 using namespace kvarn;
 
-llvm::Expected<GoldenCase> jit::loadCaseOption(const ParsedOptions &opts) {
+kvarn::Expected<GoldenCase> jit::loadCaseOption(const ParsedOptions &opts) {
   return GoldenCase::load(opts.get("case"));
 }
 
-llvm::Expected<std::vector<uint16_t>>
+kvarn::Expected<std::vector<uint16_t>>
 jit::referenceAppend(const GoldenCase &c) {
   if (c.kind() != "flush")
     return makeError(KVARN_ERROR_CORRUPT_DATA,
                      "{0}: is a '{1}' case; append runs on a flush case's "
                      "k_raw/v_raw",
                      c.dir(), c.kind());
-  llvm::Expected<Tensor> k = c.tensor("k_raw", "float16", 3);
+  kvarn::Expected<Tensor> k = c.tensor("k_raw", "float16", 3);
   if (!k)
     return k.takeError();
-  llvm::Expected<Tensor> v = c.tensor("v_raw", "float16", 3);
+  kvarn::Expected<Tensor> v = c.tensor("v_raw", "float16", 3);
   if (!v)
     return v.takeError();
   const int d = c.headDim();
@@ -39,7 +39,7 @@ jit::referenceAppend(const GoldenCase &c) {
     return makeError(KVARN_ERROR_CORRUPT_DATA,
                      "{0}: k_raw/v_raw must both be [tiles, G, {1}]", c.dir(),
                      d);
-  llvm::Expected<Rotation> rot = Rotation::get(d);
+  kvarn::Expected<Rotation> rot = Rotation::get(d);
   if (!rot)
     return rot.takeError();
   size_t n = size_t(k->numElements());
@@ -51,12 +51,12 @@ jit::referenceAppend(const GoldenCase &c) {
   return out;
 }
 
-llvm::Error jit::describeRecordsAgainstCase(const GoldenCase &c,
-                                            llvm::ArrayRef<uint8_t> records) {
-  llvm::Expected<Tensor> expected = c.tensor("records_ref", "uint8", 2);
+kvarn::Error jit::describeRecordsAgainstCase(const GoldenCase &c,
+                                             llvm::ArrayRef<uint8_t> records) {
+  kvarn::Expected<Tensor> expected = c.tensor("records_ref", "uint8", 2);
   if (!expected) {
-    llvm::consumeError(expected.takeError());
-    return llvm::Error::success();
+    kvarn::consumeError(expected.takeError());
+    return kvarn::Error::success();
   }
   const RecordLayout &l = c.recordLayout();
   if (expected->bytes.size() != records.size())
@@ -71,15 +71,15 @@ llvm::Error jit::describeRecordsAgainstCase(const GoldenCase &c,
       "dequantized rel L2 K {2:e2} V {3:e2}, bytes equal {4:P3}",
       cmp.codeAgreement(), cmp.maxCodeStep, cmp.maxKRelL2, cmp.maxVRelL2,
       cmp.byteAgreement());
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error jit::describeAttentionAgainstCase(const GoldenCase &c,
-                                              llvm::ArrayRef<float> out) {
+kvarn::Error jit::describeAttentionAgainstCase(const GoldenCase &c,
+                                               llvm::ArrayRef<float> out) {
   for (const char *name : {"out_exact", "out_unquantized"}) {
-    llvm::Expected<Tensor> t = c.tensor(name, "float32");
+    kvarn::Expected<Tensor> t = c.tensor(name, "float32");
     if (!t) {
-      llvm::consumeError(t.takeError());
+      kvarn::consumeError(t.takeError());
       continue;
     }
     if (t->bytes.size() != out.size() * sizeof(float))
@@ -90,17 +90,18 @@ llvm::Error jit::describeAttentionAgainstCase(const GoldenCase &c,
                                   relativeL2(out.data(), t->as<float>(),
                                              out.size()));
   }
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }
 
-llvm::Error jit::describeRotationAgainstCase(const GoldenCase &c,
-                                             llvm::ArrayRef<uint16_t> rotated) {
-  llvm::Expected<Tensor> k = c.tensor("k_rot", "float16", 3);
-  llvm::Expected<Tensor> v = c.tensor("v_rot", "float16", 3);
+kvarn::Error
+jit::describeRotationAgainstCase(const GoldenCase &c,
+                                 llvm::ArrayRef<uint16_t> rotated) {
+  kvarn::Expected<Tensor> k = c.tensor("k_rot", "float16", 3);
+  kvarn::Expected<Tensor> v = c.tensor("v_rot", "float16", 3);
   if (!k || !v) {
-    llvm::consumeError(k.takeError());
-    llvm::consumeError(v.takeError());
-    return llvm::Error::success();
+    kvarn::consumeError(k.takeError());
+    kvarn::consumeError(v.takeError());
+    return kvarn::Error::success();
   }
   size_t n = size_t(k->numElements());
   if (rotated.size() != 2 * n)
@@ -119,5 +120,5 @@ llvm::Error jit::describeRotationAgainstCase(const GoldenCase &c,
                                 "GEMM): {0} of {1} values differ, at most {2} "
                                 "ulps",
                                 differing, 2 * n, maxUlps);
-  return llvm::Error::success();
+  return kvarn::Error::success();
 }

@@ -20,7 +20,7 @@ int jit::usageError(const llvm::Twine &message) {
   return kExitUsage;
 }
 
-int jit::failure(llvm::Error err) {
+int jit::failure(kvarn::Error err) {
   std::string message;
   (void)kvarn::consumeError(std::move(err), message);
   return failure(message);

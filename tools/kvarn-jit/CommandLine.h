@@ -8,6 +8,8 @@
 #ifndef KVARN_TOOLS_KVARNJIT_COMMANDLINE_H
 #define KVARN_TOOLS_KVARNJIT_COMMANDLINE_H
 
+#include "kvarn/Support/Error.h"
+
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/Error.h"
@@ -54,7 +56,7 @@ struct Command {
 /// Prints "kvarn-jit: error: MESSAGE (see kvarn-jit --help)"; returns 2.
 int usageError(const llvm::Twine &message);
 /// Prints "kvarn-jit: error: MESSAGE" for a kvarn error; returns 1.
-int failure(llvm::Error err);
+int failure(kvarn::Error err);
 int failure(const llvm::Twine &message);
 
 /// Dispatches argv to a command (help and version included).

@@ -38,7 +38,7 @@ void applyReportingOptions(const ParsedOptions &opts, llvm::StringRef kernel,
 /// Prints a compiler failure for `kernel` on one line, with the crash
 /// reproducer's path when one was written; returns 1.
 int compileFailure(llvm::StringRef kernel, const CompileOptions &options,
-                   llvm::Error err);
+                   kvarn::Error err);
 
 /// --dump-ir DIR: the IR after every stage of one kernel, as
 /// DIR/<kernel>/NN-<stage>.<ext>. A no-op without the option.
@@ -72,18 +72,18 @@ Command devicesCommand();
 std::vector<Command> runCommands();
 
 // Shared by `ref` and `run`: a golden case and how outputs compare with it.
-llvm::Expected<GoldenCase> loadCaseOption(const ParsedOptions &opts);
+kvarn::Expected<GoldenCase> loadCaseOption(const ParsedOptions &opts);
 /// Rotated K then V of a flush case's raw tokens, on the CPU.
-llvm::Expected<std::vector<uint16_t>> referenceAppend(const GoldenCase &c);
+kvarn::Expected<std::vector<uint16_t>> referenceAppend(const GoldenCase &c);
 /// "; vs records_ref: codes equal ..." (nothing when the case has none).
-llvm::Error describeRecordsAgainstCase(const GoldenCase &c,
-                                       llvm::ArrayRef<uint8_t> records);
+kvarn::Error describeRecordsAgainstCase(const GoldenCase &c,
+                                        llvm::ArrayRef<uint8_t> records);
 /// "; rel L2 vs out_exact ..." for fp32 [B, Hq, D].
-llvm::Error describeAttentionAgainstCase(const GoldenCase &c,
-                                         llvm::ArrayRef<float> out);
+kvarn::Error describeAttentionAgainstCase(const GoldenCase &c,
+                                          llvm::ArrayRef<float> out);
 /// "; vs k_rot/v_rot: N values differ, at most U ulps".
-llvm::Error describeRotationAgainstCase(const GoldenCase &c,
-                                        llvm::ArrayRef<uint16_t> rotated);
+kvarn::Error describeRotationAgainstCase(const GoldenCase &c,
+                                         llvm::ArrayRef<uint16_t> rotated);
 
 } // namespace kvarn::jit
 

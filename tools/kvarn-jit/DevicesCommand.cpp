@@ -15,12 +15,12 @@ using namespace kvarn::jit;
 /// the driver loader's message where kernels cannot run.
 static int runDevices(const ParsedOptions &) {
   std::string warning;
-  llvm::Expected<std::string> ptxas =
+  kvarn::Expected<std::string> ptxas =
       cuda::findPtxas(cuda::ptxasCandidates(), &warning);
   llvm::outs() << "ptxas: "
                << (ptxas ? *ptxas : "none (" + toString(ptxas.takeError()) + ")")
                << (warning.empty() ? "" : " (" + warning + ")") << "\n";
-  llvm::Expected<const cuda::Driver &> driver = cuda::Driver::get();
+  kvarn::Expected<const cuda::Driver &> driver = cuda::Driver::get();
   if (!driver)
     return failure(driver.takeError());
   int version = driver->version();
@@ -28,7 +28,8 @@ static int runDevices(const ParsedOptions &) {
                                 version / 1000, version % 1000 / 10,
                                 driver->libraryPath(), driver->deviceCount());
   for (int ordinal = 0; ordinal < driver->deviceCount(); ++ordinal) {
-    llvm::Expected<cuda::DeviceInfo> info = cuda::queryDevice(*driver, ordinal);
+    kvarn::Expected<cuda::DeviceInfo> info =
+        cuda::queryDevice(*driver, ordinal);
     if (!info)
       return failure(info.takeError());
     llvm::outs() << llvm::formatv(

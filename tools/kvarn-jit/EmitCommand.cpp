@@ -176,7 +176,7 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
       if (s == wantedStage || (wantedStage == "cubin" && s == "ptx"))
         text = ir.str();
     };
-    llvm::Expected<CompiledModule> compiled = compileToPTX(*one, options);
+    kvarn::Expected<CompiledModule> compiled = compileToPTX(*one, options);
     if (!compiled)
       return compileFailure(name, options, compiled.takeError());
     if (stage == "c-launcher") {
@@ -184,20 +184,20 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
       const CompiledKernel &k = compiled->kernels.front();
       bool isCubin = false;
       std::string image = compiled->ptx;
-      if (llvm::Expected<std::string> found = cuda::findPtxas()) {
+      if (kvarn::Expected<std::string> found = cuda::findPtxas()) {
         cuda::PtxasOptions ptxas;
         ptxas.arch = target.chip;
         ptxas.ptxasPath = *found;
-        llvm::Expected<cuda::CubinImage> cubin =
+        kvarn::Expected<cuda::CubinImage> cubin =
             cuda::assembleWithPtxas(compiled->ptx, ptxas);
         if (!cubin)
           return failure(cubin.takeError());
         image = std::move(cubin->bytes);
         isCubin = true;
       } else {
-        llvm::consumeError(found.takeError());
+        kvarn::consumeError(found.takeError());
       }
-      llvm::Expected<CLauncher> launcher = makeCLauncher(
+      kvarn::Expected<CLauncher> launcher = makeCLauncher(
           k, image, isCubin, spec.describe() + ", " + target.chip);
       if (!launcher)
         return failure(launcher.takeError());
@@ -215,7 +215,7 @@ int emitCompiled(const ParsedOptions &opts, const dsl::Specialization &spec,
     if (stage == "cubin") {
       cuda::PtxasOptions ptxas;
       ptxas.arch = target.chip;
-      llvm::Expected<cuda::CubinImage> cubin =
+      kvarn::Expected<cuda::CubinImage> cubin =
           cuda::assembleWithPtxas(compiled->ptx, ptxas);
       if (!cubin)
         return failure(cubin.takeError());
@@ -274,11 +274,11 @@ int runEmit(const ParsedOptions &opts) {
   spec.headDim = int(*headDim);
   spec.gqa = int(*gqa);
   spec.ropeDim = int(*ropeDim);
-  llvm::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
+  kvarn::Expected<DType> dtype = parseDType(opts.get("dtype", "f16"));
   if (!dtype)
-    return usageError(llvm::toString(dtype.takeError()));
+    return usageError(kvarn::toString(dtype.takeError()));
   spec.dtype = *dtype;
-  if (llvm::Error err = spec.check())
+  if (kvarn::Error err = spec.check())
     return failure(std::move(err));
 
   // No --emit: every kernel through the kernel cache (or into --out).
@@ -291,7 +291,7 @@ int runEmit(const ParsedOptions &opts) {
                       "c-launcher)");
   Target target;
   target.chip = opts.has("arch") ? opts.get("arch") : localArch();
-  if (llvm::Error err = validateTarget(target))
+  if (kvarn::Error err = validateTarget(target))
     return failure(std::move(err));
   if (opts.has("dump-ir"))
     if (std::error_code ec =
@@ -323,7 +323,7 @@ int runEmit(const ParsedOptions &opts) {
     std::string path = opts.get("source");
     // A regular file of bounded size: not a FIFO, /dev/zero or the like;
     // /proc files read whole.
-    llvm::Expected<std::string> text =
+    kvarn::Expected<std::string> text =
         readRegularFile(path, ReadOptions{limits::kSourceFileBytes});
     if (!text)
       return failure(text.takeError());
@@ -339,12 +339,13 @@ int runEmit(const ParsedOptions &opts) {
     if (names.empty())
       names = dsl::libraryKernelNames(dsl::kernelFamily(spec));
     for (const std::string &name : names) {
-      llvm::Expected<const dsl::LibraryFile *> found =
+      kvarn::Expected<const dsl::LibraryFile *> found =
           dsl::findLibraryKernel(name, spec);
       if (!found)
-        return usageError(llvm::toString(found.takeError()));
+        return usageError(kvarn::toString(found.takeError()));
       const dsl::LibraryFile *file = *found;
-      sources[name] = {file->text.str(), file->fileName.str(), false};
+      sources[name] = {std::string(file->text), std::string(file->fileName),
+                       false};
       if (emit.empty()) { // the cache builds it
         built.push_back(name);
         continue;

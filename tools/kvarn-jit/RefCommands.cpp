@@ -21,16 +21,16 @@ using namespace kvarn::jit;
 namespace {
 
 int runRefFlush(const ParsedOptions &opts) {
-  llvm::Expected<GoldenCase> c = loadCaseOption(opts);
+  kvarn::Expected<GoldenCase> c = loadCaseOption(opts);
   if (!c)
     return failure(c.takeError());
-  if (llvm::Error err = c->checkLayout())
+  if (kvarn::Error err = c->checkLayout())
     return failure(std::move(err));
-  llvm::Expected<std::vector<uint8_t>> records = referenceFlush(*c);
+  kvarn::Expected<std::vector<uint8_t>> records = referenceFlush(*c);
   if (!records)
     return failure(records.takeError());
-  if (llvm::Error err = writeBinaryFile(opts.get("out"), records->data(),
-                                        records->size()))
+  if (kvarn::Error err =
+          writeBinaryFile(opts.get("out"), records->data(), records->size()))
     return failure(std::move(err));
   const RecordLayout &l = c->recordLayout();
   int64_t tiles = int64_t(records->size()) / l.recordBytes;
@@ -38,7 +38,7 @@ int runRefFlush(const ParsedOptions &opts) {
                                 "{3} B per record -> {4}",
                                 tiles, c->presetName(), l.headDim,
                                 l.recordBytes, opts.get("out"));
-  if (llvm::Error err = describeRecordsAgainstCase(*c, *records))
+  if (kvarn::Error err = describeRecordsAgainstCase(*c, *records))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
@@ -47,43 +47,43 @@ int runRefFlush(const ParsedOptions &opts) {
 /// K rotated then V rotated, [tiles, G, D] fp16 each, from a flush case's
 /// raw tokens: what `append` writes into the pool.
 int runRefAppend(const ParsedOptions &opts) {
-  llvm::Expected<GoldenCase> c = loadCaseOption(opts);
+  kvarn::Expected<GoldenCase> c = loadCaseOption(opts);
   if (!c)
     return failure(c.takeError());
-  llvm::Expected<std::vector<uint16_t>> rotated = referenceAppend(*c);
+  kvarn::Expected<std::vector<uint16_t>> rotated = referenceAppend(*c);
   if (!rotated)
     return failure(rotated.takeError());
-  if (llvm::Error err = writeBinaryFile(opts.get("out"), rotated->data(),
-                                        rotated->size() * 2))
+  if (kvarn::Error err = writeBinaryFile(opts.get("out"), rotated->data(),
+                                         rotated->size() * 2))
     return failure(std::move(err));
   llvm::outs() << llvm::formatv("ref append: {0} tokens of head_dim {1} "
                                 "rotated -> {2}",
                                 rotated->size() / 2 / c->headDim(),
                                 c->headDim(), opts.get("out"));
-  if (llvm::Error err = describeRotationAgainstCase(*c, *rotated))
+  if (kvarn::Error err = describeRotationAgainstCase(*c, *rotated))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
 }
 
 int runRefDecode(const ParsedOptions &opts) {
-  llvm::Expected<GoldenCase> c = loadCaseOption(opts);
+  kvarn::Expected<GoldenCase> c = loadCaseOption(opts);
   if (!c)
     return failure(c.takeError());
-  if (llvm::Error err = c->checkLayout())
+  if (kvarn::Error err = c->checkLayout())
     return failure(std::move(err));
   DecodeShape shape;
-  llvm::Expected<std::vector<float>> out = referenceDecode(*c, &shape);
+  kvarn::Expected<std::vector<float>> out = referenceDecode(*c, &shape);
   if (!out)
     return failure(out.takeError());
-  if (llvm::Error err = writeBinaryFile(opts.get("out"), out->data(),
-                                        out->size() * sizeof(float)))
+  if (kvarn::Error err = writeBinaryFile(opts.get("out"), out->data(),
+                                         out->size() * sizeof(float)))
     return failure(std::move(err));
   llvm::outs() << llvm::formatv("ref decode: batch {0}, {1} query heads, "
                                 "head_dim {2}, {3} -> {4}",
                                 shape.batch, shape.numQHeads, shape.headDim,
                                 c->presetName(), opts.get("out"));
-  if (llvm::Error err = describeAttentionAgainstCase(*c, *out))
+  if (kvarn::Error err = describeAttentionAgainstCase(*c, *out))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;

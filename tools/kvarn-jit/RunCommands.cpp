@@ -30,15 +30,15 @@ namespace {
 /// The GPU, the kernel compiled for it, and buffers, for one command.
 class GpuRun {
 public:
-  static llvm::Expected<GpuRun> open(const std::string &kernel,
-                                     const dsl::Specialization &spec) {
-    llvm::Expected<Context> ctx = Context::create(0);
+  static kvarn::Expected<GpuRun> open(const std::string &kernel,
+                                      const dsl::Specialization &spec) {
+    kvarn::Expected<Context> ctx = Context::create(0);
     if (!ctx)
       return ctx.takeError();
     GpuRun run(std::move(*ctx));
     // Through the kernel cache: compiled once, then loaded from disk.
     run.cache = std::make_unique<KernelCache>();
-    llvm::Expected<std::shared_ptr<const LoadedKernel>> k =
+    kvarn::Expected<std::shared_ptr<const LoadedKernel>> k =
         run.cache->load({kernel, spec, "", ""}, CompileOptions(), run.ctx);
     if (!k)
       return k.takeError();
@@ -46,23 +46,23 @@ public:
     return std::move(run);
   }
 
-  llvm::Expected<DeviceBuffer> upload(const void *data, size_t bytes) {
-    llvm::Expected<DeviceBuffer> b =
+  kvarn::Expected<DeviceBuffer> upload(const void *data, size_t bytes) {
+    kvarn::Expected<DeviceBuffer> b =
         DeviceBuffer::allocate(ctx, std::max<size_t>(bytes, 1));
     if (!b)
       return b.takeError();
-    if (llvm::Error err = b->upload(data, bytes))
+    if (kvarn::Error err = b->upload(data, bytes))
       return std::move(err);
     return b;
   }
   template <typename T>
-  llvm::Expected<DeviceBuffer> upload(const std::vector<T> &v) {
+  kvarn::Expected<DeviceBuffer> upload(const std::vector<T> &v) {
     return upload(v.data(), v.size() * sizeof(T));
   }
 
   /// Launches the grid the kernel declares for `args`, and waits.
-  llvm::Error launch(KernelArgs &args) {
-    if (llvm::Error err = kernel->launch(args, nullptr))
+  kvarn::Error launch(KernelArgs &args) {
+    if (kvarn::Error err = kernel->launch(args, nullptr))
       return err;
     return ctx.synchronize();
   }
@@ -86,7 +86,7 @@ private:
 /// case's own [tiles, G, D] layout).
 int runFlush(const ParsedOptions &opts) {
   KVARN_TRY(c, loadCaseOption(opts));
-  if (llvm::Error err = c.checkLayout())
+  if (kvarn::Error err = c.checkLayout())
     return failure(std::move(err));
   if (c.kind() != "flush")
     return failure("'" + c.dir() + "' is a '" + c.kind() +
@@ -110,18 +110,18 @@ int runFlush(const ParsedOptions &opts) {
   KernelArgs args;
   args.pointer(pk).pointer(pv).pointer(slots).pointer(blocks).pointer(cache)
       .i32(tiles).i32(1).scratch();
-  if (llvm::Error err = run.launch(args))
+  if (kvarn::Error err = run.launch(args))
     return failure(std::move(err));
-  if (llvm::Error err = cache.download(records.data(), records.size()))
+  if (kvarn::Error err = cache.download(records.data(), records.size()))
     return failure(std::move(err));
-  if (llvm::Error err =
+  if (kvarn::Error err =
           writeBinaryFile(opts.get("out"), records.data(), records.size()))
     return failure(std::move(err));
   llvm::outs() << llvm::formatv("run flush on {0}: {1} tiles of {2} head_dim "
                                 "{3}, {4} B per record -> {5}",
                                 run.ctx.info().name, tiles, c.presetName(),
                                 l.headDim, l.recordBytes, opts.get("out"));
-  if (llvm::Error err = describeRecordsAgainstCase(c, records))
+  if (kvarn::Error err = describeRecordsAgainstCase(c, records))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
@@ -157,21 +157,21 @@ int runAppend(const ParsedOptions &opts) {
   KernelArgs args;
   args.pointer(dk).pointer(dv).pointer(dm).pointer(dt).pointer(pk).pointer(pv)
       .i32(tokens).i32(1).scratch();
-  if (llvm::Error err = run.launch(args))
+  if (kvarn::Error err = run.launch(args))
     return failure(std::move(err));
   size_t half = pool.size() / 2;
-  if (llvm::Error err = pk.download(pool.data(), half * 2))
+  if (kvarn::Error err = pk.download(pool.data(), half * 2))
     return failure(std::move(err));
-  if (llvm::Error err = pv.download(pool.data() + half, half * 2))
+  if (kvarn::Error err = pv.download(pool.data() + half, half * 2))
     return failure(std::move(err));
-  if (llvm::Error err =
+  if (kvarn::Error err =
           writeBinaryFile(opts.get("out"), pool.data(), pool.size() * 2))
     return failure(std::move(err));
   llvm::outs() << llvm::formatv("run append on {0}: {1} tokens of head_dim "
                                 "{2} rotated -> {3}",
                                 run.ctx.info().name, tokens, l.headDim,
                                 opts.get("out"));
-  if (llvm::Error err = describeRotationAgainstCase(c, pool))
+  if (kvarn::Error err = describeRotationAgainstCase(c, pool))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
@@ -180,7 +180,7 @@ int runAppend(const ParsedOptions &opts) {
 /// A decode case's paged cache; fp32 [B, Hq, D] out (the kernel writes fp16).
 int runDecode(const ParsedOptions &opts) {
   KVARN_TRY(c, loadCaseOption(opts));
-  if (llvm::Error err = c.checkLayout())
+  if (kvarn::Error err = c.checkLayout())
     return failure(std::move(err));
   if (c.kind() != "decode")
     return failure("'" + c.dir() + "' is a '" + c.kind() +
@@ -222,21 +222,21 @@ int runDecode(const ParsedOptions &opts) {
       .i32(maxBlocks)
       .i32(hk)
       .scratch();
-  if (llvm::Error err = run.launch(args))
+  if (kvarn::Error err = run.launch(args))
     return failure(std::move(err));
-  if (llvm::Error err = dout.download(out.data(), out.size() * 2))
+  if (kvarn::Error err = dout.download(out.data(), out.size() * 2))
     return failure(std::move(err));
   std::vector<float> result(out.size());
   for (size_t i = 0; i < out.size(); ++i)
     result[i] = halfToFloat(out[i]);
-  if (llvm::Error err = writeBinaryFile(opts.get("out"), result.data(),
-                                        result.size() * sizeof(float)))
+  if (kvarn::Error err = writeBinaryFile(opts.get("out"), result.data(),
+                                         result.size() * sizeof(float)))
     return failure(std::move(err));
   llvm::outs() << llvm::formatv("run decode on {0}: batch {1}, {2} query "
                                 "heads, head_dim {3}, {4} -> {5}",
                                 run.ctx.info().name, batch, hq, d,
                                 c.presetName(), opts.get("out"));
-  if (llvm::Error err = describeAttentionAgainstCase(c, result))
+  if (kvarn::Error err = describeAttentionAgainstCase(c, result))
     return failure(std::move(err));
   llvm::outs() << "\n";
   return kExitOk;
@@ -271,7 +271,7 @@ int runExample(const ParsedOptions &opts) {
     return o;
   };
 
-  llvm::Expected<Context> ctx = Context::create(0);
+  kvarn::Expected<Context> ctx = Context::create(0);
   if (!ctx) {
     std::string why;
     kvarn_status_t status = kvarn::consumeError(ctx.takeError(), why);

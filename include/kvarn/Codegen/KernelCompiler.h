@@ -21,8 +21,8 @@ struct KernelRequest {
 
 /// Builds the kvt module of `request` and compiles it to PTX. DSL and
 /// compiler errors come back as KVARN_ERROR_COMPILE with file:line:col.
-llvm::Expected<CompiledModule> compileKernel(const KernelRequest &request,
-                                             const CompileOptions &options);
+kvarn::Expected<CompiledModule> compileKernel(const KernelRequest &request,
+                                              const CompileOptions &options);
 
 } // namespace kvarn
 

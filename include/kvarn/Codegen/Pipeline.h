@@ -8,8 +8,8 @@
 #ifndef KVARN_CODEGEN_PIPELINE_H
 #define KVARN_CODEGEN_PIPELINE_H
 
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include <string_view>
 
 #include <functional>
 #include <optional>
@@ -32,7 +32,7 @@ struct Target {
 
 /// Checks the chip and fills in / checks the PTX version, so LLVM never sees
 /// a pair it would abort on. The highest PTX version LLVM 22 emits is 9.0.
-llvm::Error validateTarget(Target &target);
+kvarn::Error validateTarget(Target &target);
 
 /// The chips kvarn emits code for.
 std::vector<std::string> supportedChips();
@@ -45,7 +45,7 @@ struct CompileOptions {
   int minCtasPerSM = 0;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
-  std::function<void(llvm::StringRef, llvm::StringRef)> onStage;
+  std::function<void(std::string_view, std::string_view)> onStage;
   bool printIRAfterAll = false; // upstream -mlir-print-ir-after-all, to stderr
   bool timing = false;          // pass timing report, to stderr
   /// When set, a failing pass pipeline writes an MLIR reproducer here: the
@@ -131,8 +131,8 @@ struct CompiledModule {
 void buildKvtToNVVMPipeline(mlir::OpPassManager &pm, const CompileOptions &opts);
 
 /// Lowers `module` (kvt kernels) in place and serializes it to PTX.
-llvm::Expected<CompiledModule> compileToPTX(mlir::ModuleOp module,
-                                            const CompileOptions &opts);
+kvarn::Expected<CompiledModule> compileToPTX(mlir::ModuleOp module,
+                                             const CompileOptions &opts);
 
 } // namespace kvarn
 

@@ -10,9 +10,9 @@
 
 #include "kvarn/DSL/Specialization.h"
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
 
 #include <string>
 #include <vector>
@@ -28,9 +28,9 @@ enum class KernelFamily { Dense, Mla };
 KernelFamily kernelFamily(const Specialization &spec);
 
 struct LibraryFile {
-  llvm::StringRef name;     // "decode": the kernel or module name
-  llvm::StringRef fileName; // "decode.kvt"
-  llvm::StringRef text;
+  std::string_view name;     // "decode": the kernel or module name
+  std::string_view fileName; // "decode.kvt"
+  std::string_view text;
   bool isKernel; // defines kernel `name`; else a module of fns and consts
   KernelFamily family; // kernels: what they are built for
 };
@@ -40,18 +40,18 @@ struct LibraryFile {
 /// (mla_append, mla_flush, mla_decode, mla_decode_split, mla_combine,
 /// mla_verify), then
 /// modules.
-llvm::ArrayRef<LibraryFile> libraryFiles();
+Span<const LibraryFile> libraryFiles();
 
 /// The library file named `name` ("decode" or "paged"), or null.
-const LibraryFile *findLibraryFile(llvm::StringRef name);
+const LibraryFile *findLibraryFile(std::string_view name);
 
 /// The names of the library's kernels of `family`, in library order.
 std::vector<std::string> libraryKernelNames(KernelFamily family);
 
 /// The library kernel `name` if it is one built for `spec`; otherwise an
 /// error that says why (unknown, a module, or the other family's).
-llvm::Expected<const LibraryFile *>
-findLibraryKernel(llvm::StringRef name, const Specialization &spec);
+kvarn::Expected<const LibraryFile *>
+findLibraryKernel(std::string_view name, const Specialization &spec);
 
 } // namespace kvarn::dsl
 

@@ -15,7 +15,7 @@
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/DType.h"
 
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
 
 #include <string>
 #include <vector>
@@ -42,7 +42,7 @@ struct Specialization {
   /// Checks the preset, head_dim and GQA ratio (1 to kMaxGqa); for MLA the
   /// latent's rank and rope dim (MlaRecordLayout::get) and heads (1 to
   /// kMaxMlaHeads); dense presets have no rope dim.
-  llvm::Error check() const;
+  kvarn::Error check() const;
 
   /// "kvarn_k4v2_g128 head_dim 128 gqa 1", with " dtype bf16" appended for
   /// bf16: how tools and errors name a specialization (f16, the default,
@@ -60,7 +60,7 @@ constexpr int kMaxGqa = 64;
 constexpr int kMaxDecodeSplits = 64;
 
 /// The DSL's name for the activation dtype: `ptr<ACT>`, `ACT(x)`.
-constexpr llvm::StringLiteral kActivationTypeName = "ACT";
+constexpr std::string_view kActivationTypeName = "ACT";
 
 /// A named integer constant of the DSL.
 struct SpecConstant {

@@ -83,8 +83,8 @@ struct RunStats {
 
 /// Runs every program of `kernel`'s grid, in row-major order of
 /// (program_id(0), program_id(1), program_id(2)) with axis 0 fastest.
-llvm::Expected<RunStats> runKernel(mlir::func::FuncOp kernel,
-                                   llvm::ArrayRef<KernelArg> args);
+kvarn::Expected<RunStats> runKernel(mlir::func::FuncOp kernel,
+                                    llvm::ArrayRef<KernelArg> args);
 
 } // namespace kvarn::eval
 

@@ -39,7 +39,7 @@ int dtypeSize(llvm::StringRef dtype);
 class GoldenCase {
 public:
   /// Reads and checks `dir/case.json`; tensors are read on demand.
-  static llvm::Expected<GoldenCase> load(llvm::StringRef dir);
+  static kvarn::Expected<GoldenCase> load(llvm::StringRef dir);
 
   const std::string &dir() const { return directory; }
   const std::string &kind() const { return caseKind; } // "flush" or "decode"
@@ -50,15 +50,15 @@ public:
 
   /// A tensor, checked: dtype as expected, rank as expected (-1: any), file
   /// size equal to the shape's.
-  llvm::Expected<Tensor> tensor(llvm::StringRef name, llvm::StringRef dtype,
-                                int rank = -1) const;
+  kvarn::Expected<Tensor> tensor(llvm::StringRef name, llvm::StringRef dtype,
+                                 int rank = -1) const;
 
   /// Integer / float parameters of case.json.
-  llvm::Expected<int64_t> getInt(llvm::StringRef key) const;
-  llvm::Expected<double> getNumber(llvm::StringRef key) const;
+  kvarn::Expected<int64_t> getInt(llvm::StringRef key) const;
+  kvarn::Expected<double> getNumber(llvm::StringRef key) const;
 
   /// Checks case.json's `offsets` and tile sizes against `layout`.
-  llvm::Error checkLayout() const;
+  kvarn::Error checkLayout() const;
 
 private:
   std::string directory;
@@ -69,8 +69,8 @@ private:
 };
 
 /// Writes `bytes` to `path` (raw), with an error naming the path on failure.
-llvm::Error writeBinaryFile(llvm::StringRef path, const void *data,
-                            size_t size);
+kvarn::Error writeBinaryFile(llvm::StringRef path, const void *data,
+                             size_t size);
 
 } // namespace kvarn
 

@@ -12,7 +12,7 @@
 namespace kvarn {
 
 /// Records [tiles, recordBytes] for a flush case's `k_rot` / `v_rot` tiles.
-llvm::Expected<std::vector<uint8_t>> referenceFlush(const GoldenCase &c);
+kvarn::Expected<std::vector<uint8_t>> referenceFlush(const GoldenCase &c);
 
 /// Shape of a decode case's output.
 struct DecodeShape {
@@ -22,8 +22,8 @@ struct DecodeShape {
 };
 
 /// fp32 [B, Hq, D] attention over a decode case's paged cache.
-llvm::Expected<std::vector<float>> referenceDecode(const GoldenCase &c,
-                                                   DecodeShape *shape = nullptr);
+kvarn::Expected<std::vector<float>>
+referenceDecode(const GoldenCase &c, DecodeShape *shape = nullptr);
 
 } // namespace kvarn
 

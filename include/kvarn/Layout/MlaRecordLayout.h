@@ -9,9 +9,9 @@
 #ifndef KVARN_LAYOUT_MLARECORDLAYOUT_H
 #define KVARN_LAYOUT_MLARECORDLAYOUT_H
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
 
 #include <cstdint>
 
@@ -29,10 +29,10 @@ struct MlaPreset {
 
 /// The MLA presets, default first: kvarn_mla_k4_g128 (the reference's only
 /// configuration: it forces the block size to 128).
-llvm::ArrayRef<MlaPreset> allMlaPresets();
-llvm::Expected<const MlaPreset *> lookupMlaPreset(llvm::StringRef name);
+Span<const MlaPreset> allMlaPresets();
+kvarn::Expected<const MlaPreset *> lookupMlaPreset(std::string_view name);
 /// Whether `name` is one of allMlaPresets().
-bool isMlaPresetName(llvm::StringRef name);
+bool isMlaPresetName(std::string_view name);
 
 /// Most query heads one MLA latent serves (DeepSeek-V3 has 128).
 constexpr int kMaxMlaHeads = 128;
@@ -40,8 +40,8 @@ constexpr int kMaxMlaHeads = 128;
 /// What MLA kernels are built for (the kvt spec's verifier and the DSL's
 /// Specialization both ask here): a layout MlaRecordLayout::get accepts,
 /// a rope key (rope_dim > 0), 1 to kMaxMlaHeads query heads.
-llvm::Error checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
-                                int ropeDim, int heads);
+kvarn::Error checkMlaKernelShape(const MlaPreset &preset, int kvLoraRank,
+                                 int ropeDim, int heads);
 
 struct MlaRecordLayout {
   int kvLoraRank = 0; // R, latent channels
@@ -69,8 +69,8 @@ struct MlaRecordLayout {
   /// for ranks that are not powers of two in [64, 512] (the latent's
   /// Hadamard rotation is Sylvester's) and rope dims that are not multiples
   /// of 8 in [0, 256].
-  static llvm::Expected<MlaRecordLayout> get(const MlaPreset &preset,
-                                             int kvLoraRank, int ropeDim);
+  static kvarn::Expected<MlaRecordLayout> get(const MlaPreset &preset,
+                                              int kvLoraRank, int ropeDim);
 };
 
 } // namespace kvarn

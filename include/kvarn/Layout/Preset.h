@@ -7,9 +7,9 @@
 #ifndef KVARN_LAYOUT_PRESET_H
 #define KVARN_LAYOUT_PRESET_H
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
 
 namespace kvarn {
 
@@ -28,16 +28,16 @@ struct Preset {
 };
 
 /// The presets of docs/kvarn.md, "Presets", default first.
-llvm::ArrayRef<Preset> allPresets();
+Span<const Preset> allPresets();
 const Preset &defaultPreset();
-llvm::Expected<const Preset *> lookupPreset(llvm::StringRef name);
+kvarn::Expected<const Preset *> lookupPreset(std::string_view name);
 
 constexpr int kMinHeadDim = 64;
 constexpr int kMaxHeadDim = 512;
 constexpr int kHeadDimMultiple = 16;
 
 /// Success for every head_dim that is a multiple of 16 in [64, 512].
-llvm::Error checkHeadDim(int headDim);
+kvarn::Error checkHeadDim(int headDim);
 
 } // namespace kvarn
 

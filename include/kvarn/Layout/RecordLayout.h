@@ -55,7 +55,7 @@ struct RecordLayout {
   int64_t vRowBytes() const { return int64_t(headDim) * valueBits / 8; }
 
   /// The layout for `preset` at `headDim`; fails for unsupported head dims.
-  static llvm::Expected<RecordLayout> get(const Preset &preset, int headDim);
+  static kvarn::Expected<RecordLayout> get(const Preset &preset, int headDim);
 };
 
 /// The aligned record size rule. The reference's rule for its power-of-two

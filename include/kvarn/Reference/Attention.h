@@ -53,17 +53,17 @@ struct DecodeBatchView {
 /// The rotated K and V of one (block, KV head) as double [G][D]: the fp16
 /// pool rows when block_to_slot[block] >= 0, else the dequantized record.
 /// Checks the block id and the pool slot.
-llvm::Error readBlockRows(const PagedCacheView &cache, int64_t block,
-                          int kvHead, std::vector<double> &k,
-                          std::vector<double> &v);
+kvarn::Error readBlockRows(const PagedCacheView &cache, int64_t block,
+                           int kvHead, std::vector<double> &k,
+                           std::vector<double> &v);
 
 /// out[b, h, :] = softmax(scale * q_rot . K_rot^T) V_rot, un-rotated (H^T),
 /// written as fp32 [batch, numQHeads, D]. Rows with seq_len <= 0 are zero.
 /// Validates every index it follows (block ids, pool slots, lengths) and
 /// returns an error instead of reading out of bounds.
-llvm::Error decodeAttention(const PagedCacheView &cache,
-                            const DecodeBatchView &batch,
-                            const Rotation &rotation, float *out);
+kvarn::Error decodeAttention(const PagedCacheView &cache,
+                             const DecodeBatchView &batch,
+                             const Rotation &rotation, float *out);
 
 /// Speculative verification: up to maxQueryTokens query tokens per request,
 /// token j of request b attending to the first contextLens[b] + j + 1 tokens
@@ -87,9 +87,9 @@ struct VerifyBatchView {
 /// fp32 [batch, maxQueryTokens, numQHeads, D], un-rotated; rows of unused
 /// query tokens (j >= queryLens[b]) are zero. decodeAttention on every
 /// (request, token) with its causal length.
-llvm::Error verifyAttention(const PagedCacheView &cache,
-                            const VerifyBatchView &batch,
-                            const Rotation &rotation, float *out);
+kvarn::Error verifyAttention(const PagedCacheView &cache,
+                             const VerifyBatchView &batch,
+                             const Rotation &rotation, float *out);
 
 /// Whole contexts to rebuild in the activation dtype (prefill continuation).
 struct ContextBatchView {
@@ -105,9 +105,9 @@ struct ContextBatchView {
 /// outStart[b] + t of outK / outV ([outRows, numKvHeads, D] bits of
 /// batch.outType): the rotated fp16 pool row or the dequantized record value,
 /// rounded once to outType. Other rows are not written.
-llvm::Error materializeContext(const PagedCacheView &cache,
-                               const ContextBatchView &batch, int64_t outRows,
-                               uint16_t *outK, uint16_t *outV);
+kvarn::Error materializeContext(const PagedCacheView &cache,
+                                const ContextBatchView &batch, int64_t outRows,
+                                uint16_t *outK, uint16_t *outV);
 
 } // namespace kvarn
 

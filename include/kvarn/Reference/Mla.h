@@ -73,19 +73,19 @@ struct MlaDecodeBatchView {
 /// The latent rows of one block, double [G][R] rotated, and its rope keys,
 /// double [G][ropeDim]: the pool rows or the dequantized record. Checks the
 /// block id and the pool slot.
-llvm::Error readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
-                         std::vector<double> &latentRot,
-                         std::vector<double> &rope);
+kvarn::Error readMlaBlock(const MlaPagedCacheView &cache, int64_t block,
+                          std::vector<double> &latentRot,
+                          std::vector<double> &rope);
 
 /// out[b, h, :] = softmax(scale * (q_lat H . latent_rot + q_rope . rope))
 /// latent_rot, un-rotated (H^T): fp32 [batch, numHeads, R]; `lse`, when
 /// given, fp32 [batch, numHeads] (natural log). Requests with seq_len <= 0
 /// give zero rows (and -inf). `rotation` must have order R. Validates every
 /// index it follows.
-llvm::Error mlaDecodeAttention(const MlaPagedCacheView &cache,
-                               const MlaDecodeBatchView &batch,
-                               const Rotation &rotation, float *out,
-                               float *lse = nullptr);
+kvarn::Error mlaDecodeAttention(const MlaPagedCacheView &cache,
+                                const MlaDecodeBatchView &batch,
+                                const Rotation &rotation, float *out,
+                                float *lse = nullptr);
 
 } // namespace kvarn
 

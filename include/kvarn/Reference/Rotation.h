@@ -38,7 +38,7 @@ public:
   enum class Kind { Sylvester, Kronecker, BlockDiagonal };
 
   /// The rotation for a supported head_dim (a multiple of 16 in [64, 512]).
-  static llvm::Expected<Rotation> get(int order);
+  static kvarn::Expected<Rotation> get(int order);
 
   int order() const { return n; }
   Kind kind() const { return k; }

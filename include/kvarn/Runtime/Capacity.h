@@ -13,8 +13,8 @@
 #include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/RecordLayout.h"
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
 
 #include <cstdint>
 #include <initializer_list>
@@ -43,9 +43,9 @@ struct PoolBytes {
 /// KVARN_ERROR_INVALID_ARGUMENT when a count is negative or a byte count
 /// does not fit in int64: callers size allocations from these, so a wrapped
 /// value must never come back.
-llvm::Expected<PoolBytes> poolBytes(const RecordLayout &layout,
-                                    const ModelShape &model, int64_t numBlocks,
-                                    int64_t numPoolSlots);
+kvarn::Expected<PoolBytes> poolBytes(const RecordLayout &layout,
+                                     const ModelShape &model, int64_t numBlocks,
+                                     int64_t numPoolSlots);
 
 /// The product of `factors`, or nullopt when it overflows int64.
 std::optional<int64_t> checkedProduct(std::initializer_list<int64_t> factors);
@@ -65,11 +65,11 @@ struct Capacity {
 /// slots, and what that is worth against an fp16 cache of the same bytes.
 /// `numPoolSlots` < 0 asks for the default for `concurrentRequests`:
 /// defaultPoolSlots().
-llvm::Expected<Capacity> planCapacity(const RecordLayout &layout,
-                                      const ModelShape &model,
-                                      int64_t budgetBytes,
-                                      int64_t concurrentRequests,
-                                      int64_t numPoolSlots = -1);
+kvarn::Expected<Capacity> planCapacity(const RecordLayout &layout,
+                                       const ModelShape &model,
+                                       int64_t budgetBytes,
+                                       int64_t concurrentRequests,
+                                       int64_t numPoolSlots = -1);
 
 /// `perRequest` slots per request (2 on the dense path: its sink and its
 /// partial tail; 1 on MLA's, which has no sink) plus one per eight requests
@@ -86,10 +86,11 @@ std::optional<int64_t> defaultPoolSlots(int64_t concurrentRequests,
 /// eight for blocks that fill during a step and wait for its flush. The
 /// fp16 comparison is the same latent and rope keys in 16 bits: the plan of
 /// an MLA pool (kvarn_mla_pool_create).
-llvm::Expected<Capacity> planMlaCapacity(const MlaRecordLayout &layout,
-                                         int32_t numLayers, int64_t budgetBytes,
-                                         int64_t concurrentRequests,
-                                         int64_t numPoolSlots = -1);
+kvarn::Expected<Capacity> planMlaCapacity(const MlaRecordLayout &layout,
+                                          int32_t numLayers,
+                                          int64_t budgetBytes,
+                                          int64_t concurrentRequests,
+                                          int64_t numPoolSlots = -1);
 
 /// What a layer of a mixed pool keeps (kvarn.h, kvarn_layer_kind_t).
 enum class LayerKind : int32_t { Kvarn = 0, Fp16 = 1, Absent = 2 };
@@ -141,10 +142,10 @@ struct MixedBytes {
   int32_t kvLayers = 0;           // layers that are not absent
   int64_t totalBytes() const;
 };
-llvm::Expected<MixedBytes> mixedBytes(llvm::ArrayRef<LayerSpec> layers,
-                                      int32_t numKvHeads, int32_t headDim,
-                                      int32_t blockSize, int64_t numBlocks,
-                                      int64_t numPoolSlots);
+kvarn::Expected<MixedBytes> mixedBytes(Span<const LayerSpec> layers,
+                                       int32_t numKvHeads, int32_t headDim,
+                                       int32_t blockSize, int64_t numBlocks,
+                                       int64_t numPoolSlots);
 
 /// The byte layout of an MLA pool (every layer one latent "KV head" of
 /// `layout`, no other kind): per layer a record cache [blocks, record] and
@@ -153,10 +154,10 @@ llvm::Expected<MixedBytes> mixedBytes(llvm::ArrayRef<LayerSpec> layers,
 /// (pool_v), layer l's from row l x slots (LayerBytes::poolRows; poolOffset
 /// is the bytes into pool_k). One record cache, group 0, so flushLaunches
 /// serves it. KVARN_ERROR_INVALID_ARGUMENT when a size does not fit in int64.
-llvm::Expected<MixedBytes> mlaPoolBytes(const MlaRecordLayout &layout,
-                                        const char *preset, int32_t numLayers,
-                                        int64_t numBlocks,
-                                        int64_t numPoolSlots);
+kvarn::Expected<MixedBytes> mlaPoolBytes(const MlaRecordLayout &layout,
+                                         const char *preset, int32_t numLayers,
+                                         int64_t numBlocks,
+                                         int64_t numPoolSlots);
 /// capacityOf for an MLA pool: the fp16 comparison is the latent and rope
 /// keys in 16 bits, (kv_lora_rank + rope_dim) x 2 bytes a token and layer.
 Capacity mlaCapacityOf(const MlaRecordLayout &layout, const MixedBytes &b,
@@ -164,11 +165,11 @@ Capacity mlaCapacityOf(const MlaRecordLayout &layout, const MixedBytes &b,
 
 /// planCapacity for a mixed pool: the fp16 comparison counts the layers
 /// that have KV (an absent layer costs nothing either way).
-llvm::Expected<Capacity> planCapacity(llvm::ArrayRef<LayerSpec> layers,
-                                      int32_t numKvHeads, int32_t headDim,
-                                      int32_t blockSize, int64_t budgetBytes,
-                                      int64_t concurrentRequests,
-                                      int64_t numPoolSlots = -1);
+kvarn::Expected<Capacity> planCapacity(Span<const LayerSpec> layers,
+                                       int32_t numKvHeads, int32_t headDim,
+                                       int32_t blockSize, int64_t budgetBytes,
+                                       int64_t concurrentRequests,
+                                       int64_t numPoolSlots = -1);
 /// The capacity figures of a pool of `numBlocks` blocks and the given bytes.
 Capacity capacityOf(const MixedBytes &b, int32_t numKvHeads, int32_t headDim,
                     int32_t blockSize, int64_t numBlocks, int64_t numPoolSlots);
@@ -184,8 +185,8 @@ struct FlushLaunch {
 /// The launches that flush `work` (blocks and their slots): one per preset
 /// group, covering only kvarn layers.
 std::vector<FlushLaunch> flushLaunches(const MixedBytes &b,
-                                       llvm::ArrayRef<int32_t> blocks,
-                                       llvm::ArrayRef<int32_t> slots,
+                                       Span<const int32_t> blocks,
+                                       Span<const int32_t> slots,
                                        int64_t numBlocks);
 
 } // namespace kvarn::pool

@@ -39,8 +39,8 @@ struct DeviceInfo {
 /// from any thread without disturbing a host that uses other contexts.
 class ScopedContext {
 public:
-  static llvm::Expected<ScopedContext> enter(const Driver &driver,
-                                             CUcontext context);
+  static kvarn::Expected<ScopedContext> enter(const Driver &driver,
+                                              CUcontext context);
   ScopedContext(ScopedContext &&other) noexcept;
   ScopedContext &operator=(ScopedContext &&) = delete;
   ~ScopedContext();
@@ -63,7 +63,7 @@ public:
       : drv(driver), context(context) {}
   const Driver &driver() const { return *drv; }
   CUcontext handle() const { return context; }
-  llvm::Expected<ScopedContext> enter() const {
+  kvarn::Expected<ScopedContext> enter() const {
     return ScopedContext::enter(*drv, context);
   }
 
@@ -78,7 +78,7 @@ private:
 class Context {
 public:
   /// Retains device `ordinal`'s primary context, through Driver::get().
-  static llvm::Expected<Context> create(int ordinal = 0);
+  static kvarn::Expected<Context> create(int ordinal = 0);
 
   Context(Context &&other) noexcept;
   Context &operator=(Context &&other) noexcept;
@@ -94,19 +94,19 @@ public:
   operator ContextRef() const { return ref(); }
 
   /// Makes this context current on the calling thread for the scope.
-  llvm::Expected<ScopedContext> enter() const {
+  kvarn::Expected<ScopedContext> enter() const {
     return ScopedContext::enter(*drv, context);
   }
 
   /// Waits for all work in this context (cuCtxSynchronize).
-  llvm::Error synchronize() const;
+  kvarn::Error synchronize() const;
 
   /// cuMemGetInfo: bytes free and in total on the device.
   struct MemoryInfo {
     int64_t freeBytes = 0;
     int64_t totalBytes = 0;
   };
-  llvm::Expected<MemoryInfo> memoryInfo() const;
+  kvarn::Expected<MemoryInfo> memoryInfo() const;
 
 private:
   Context() = default;
@@ -119,7 +119,7 @@ private:
 };
 
 /// Queries device `ordinal` without retaining its context.
-llvm::Expected<DeviceInfo> queryDevice(const Driver &driver, int ordinal);
+kvarn::Expected<DeviceInfo> queryDevice(const Driver &driver, int ordinal);
 
 } // namespace kvarn::cuda
 

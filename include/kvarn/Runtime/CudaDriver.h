@@ -20,8 +20,8 @@
 
 #include "kvarn/Support/Error.h"
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/StringRef.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
 
 #include <memory>
 #include <string>
@@ -92,7 +92,7 @@ kvarn_status_t statusForCudaResult(CUresult result);
 /// "cuModuleLoadData: CUDA_ERROR_INVALID_PTX: a PTX JIT compilation failed".
 /// `errorName`/`errorString` are what cuGetErrorName/String gave, null when
 /// the driver does not know the code.
-std::string formatCudaError(llvm::StringRef call, int result,
+std::string formatCudaError(std::string_view call, int result,
                             const char *errorName, const char *errorString);
 
 /// The loaded driver: its entry points and what cuInit found.
@@ -110,11 +110,11 @@ public:
   /// defaultLibraryPath(). Fails with KVARN_ERROR_NO_DRIVER (no libcuda, the
   /// toolkit's stub, a driver too old), KVARN_ERROR_NO_DEVICE (no GPU) or
   /// KVARN_ERROR_CUDA; every call after the first returns the same outcome.
-  static llvm::Expected<const Driver &> get();
+  static kvarn::Expected<const Driver &> get();
 
   /// Loads the driver from `libraryPath` and runs cuInit, for callers (tests)
   /// that want their own instance; most code wants get().
-  static llvm::Expected<std::unique_ptr<Driver>>
+  static kvarn::Expected<std::unique_ptr<Driver>>
   load(const std::string &libraryPath);
 
   /// $KVARN_LIBCUDA if set (to test other drivers, or to force the no-driver
@@ -123,7 +123,7 @@ public:
 
   /// The exported symbol each entry point resolves to, in the order of
   /// KVARN_CUDA_DRIVER_FUNCTIONS ("cuMemAlloc_v2", "cuLaunchKernel", ...).
-  static llvm::ArrayRef<const char *> symbolNames();
+  static Span<const char *const> symbolNames();
 
   ~Driver();
   Driver(const Driver &) = delete;
@@ -131,9 +131,9 @@ public:
 
   const Functions &api() const { return functions; }
 
-  /// llvm::Error::success() for CUDA_SUCCESS, else a kvarn error whose message
+  /// kvarn::Error::success() for CUDA_SUCCESS, else a kvarn error whose message
   /// names `call` and the CUDA error (see formatCudaError).
-  llvm::Error check(CUresult result, llvm::StringRef call) const;
+  kvarn::Error check(CUresult result, std::string_view call) const;
 
   /// cuDriverGetVersion: 1000 * major + 10 * minor (13000 for CUDA 13.0).
   int version() const { return driverVersion; }

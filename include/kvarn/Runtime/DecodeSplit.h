@@ -21,7 +21,7 @@
 
 #include "kvarn/DSL/Specialization.h"
 
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
 
 #include <cstdint>
 
@@ -70,7 +70,7 @@ struct DecodeSplitCost {
 
 /// Checks a deployment: pairs and maxBlocks in [1, INT32_MAX] (the
 /// kernels' i32 extents), SMs in [1, 4096], CTAs per SM in [1, 64].
-llvm::Error checkDecodeDeployment(const DecodeDeployment &deployment);
+kvarn::Error checkDecodeDeployment(const DecodeDeployment &deployment);
 
 /// The model's cost of `splits` (1 to kDecodeMaxSplits; 1 is plain decode)
 /// for a deployment that passes checkDecodeDeployment.
@@ -104,15 +104,15 @@ bool decodeSplitDesynchronizes(const DecodeDeployment &deployment, int splits);
 /// the best of all is 1 or already makes kDecodeSteppedWaves waves or none
 /// is preferred; the fewest splits among equals; 1 means plain decode. Fails
 /// with KVARN_ERROR_INVALID_ARGUMENT naming the bad field.
-llvm::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
+kvarn::Expected<int> decodeSplitCount(const DecodeDeployment &deployment);
 
 /// The most blocks decode reads for one request of at most `maxBlocks`
 /// blocks of `group` tokens under a sliding window of `window` tokens (0: no
 /// window, all maxBlocks): a window that starts inside a block spans
 /// (window + group - 2) / group + 1 blocks. What DecodeDeployment::maxBlocks
 /// takes for a windowed layer. window < 0 or group < 1 is an error.
-llvm::Expected<int64_t> decodeBlocksRead(int64_t maxBlocks, int32_t window,
-                                         int group);
+kvarn::Expected<int64_t> decodeBlocksRead(int64_t maxBlocks, int32_t window,
+                                          int group);
 
 /// The bytes of decode_split's partials for `batch` requests (decode_split.kvt:
 /// part_out [batch, Hk, kDecodeMaxSplits, GQA, D] and part_lse [.., GQA],
@@ -122,7 +122,7 @@ llvm::Expected<int64_t> decodeBlocksRead(int64_t maxBlocks, int32_t window,
 struct DecodeSplitPartialBytes {
   int64_t partOut = 0, partLse = 0;
 };
-llvm::Expected<DecodeSplitPartialBytes>
+kvarn::Expected<DecodeSplitPartialBytes>
 decodeSplitPartialBytes(int64_t batch, int64_t numKvHeads, int64_t gqa,
                         int64_t headDim);
 

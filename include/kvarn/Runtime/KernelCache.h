@@ -7,7 +7,7 @@
 // environment variables.
 //
 // The header keeps MLIR out: a request is a KernelRequest and CompileOptions
-// (kvarn/Codegen/KernelCompiler.h needs only LLVM's ADT and Support).
+// (kvarn/Codegen/KernelCompiler.h is plain C++: no LLVM either).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_RUNTIME_KERNELCACHE_H
@@ -16,9 +16,9 @@
 #include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Runtime/Module.h"
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
 
 #include <atomic>
 #include <cstdint>
@@ -53,24 +53,24 @@ struct CacheKey {
   std::string hash;      // 64 hex digits
   std::string directory; // 52 characters of [A-Z2-7]
 
-  const std::string *find(llvm::StringRef field) const;
+  const std::string *find(std::string_view field) const;
 };
 
 /// The key of `request` compiled with `options`. Fails like compileKernel on
 /// an unknown preset, a bad shape or an unsupported target, and on a library
 /// kernel that does not exist.
-llvm::Expected<CacheKey> computeCacheKey(const KernelRequest &request,
-                                         const CompileOptions &options);
+kvarn::Expected<CacheKey> computeCacheKey(const KernelRequest &request,
+                                          const CompileOptions &options);
 
 /// RFC 4648 base32 without padding, the alphabet A-Z2-7.
-std::string base32Encode(llvm::ArrayRef<uint8_t> bytes);
+std::string base32Encode(Span<const uint8_t> bytes);
 
 /// Whether `name` looks like a cache entry's directory name.
-bool isCacheKeyDirectory(llvm::StringRef name);
+bool isCacheKeyDirectory(std::string_view name);
 
 /// The environment variables that change compilation; their values are part
 /// of every key.
-llvm::ArrayRef<const char *> keyedEnvironmentVariables();
+Span<const char *const> keyedEnvironmentVariables();
 
 /// The compiler's identity: the kvarn version, a hash of the compiler's
 /// sources (build id) and the LLVM version it was built with.
@@ -87,7 +87,7 @@ const CompilerIdentity &compilerIdentity();
 
 /// Where a kernel came from this time.
 enum class CacheOutcome { Compiled, DiskHit, MemoryHit };
-llvm::StringRef toString(CacheOutcome outcome);
+std::string_view toString(CacheOutcome outcome);
 
 /// One compiled kernel: what a loader needs, and where its files are.
 struct KernelArtifacts {
@@ -139,7 +139,7 @@ struct CacheOptions {
   /// .llir) in each entry, as Triton keeps ttir/ttgir/llir.
   bool keepIR = true;
   /// Where warnings go (one line each, no newline); default: stderr.
-  std::function<void(llvm::StringRef)> warn;
+  std::function<void(std::string_view)> warn;
 
   /// $KVARN_CACHE_DIR (default ~/.cache/kvarn; "" or "off": memory only),
   /// $KVARN_ALWAYS_COMPILE, $KVARN_CACHE_MAX_SIZE (bytes, or with a K, M or G
@@ -148,7 +148,7 @@ struct CacheOptions {
 };
 
 /// Bytes from "512M", "2G", "1048576", "0". None on a malformed value.
-std::optional<uint64_t> parseByteSize(llvm::StringRef text);
+std::optional<uint64_t> parseByteSize(std::string_view text);
 
 /// One kernel of a shapes file (`kvarn-jit cache warm`).
 struct WarmShape {
@@ -160,9 +160,9 @@ struct WarmShape {
 /// "head_dim": N, "gqa": N or [N, ...], "dtype": "f16" or "bf16",
 /// "kernels": [...], "arch": SM}, ...]} or just the list of shapes, as the
 /// kernels to build. Errors name `path` and the shape, in one line.
-llvm::Expected<std::vector<WarmShape>>
-parseWarmShapes(llvm::StringRef text, llvm::StringRef path,
-                llvm::StringRef defaultArch);
+kvarn::Expected<std::vector<WarmShape>>
+parseWarmShapes(std::string_view text, std::string_view path,
+                std::string_view defaultArch);
 
 /// Counters since the cache was made.
 struct CacheStats {
@@ -174,7 +174,7 @@ struct CacheStats {
 };
 
 /// Compiles one kernel: compileKernel (KernelCompiler.h).
-using KernelCompileFn = llvm::Expected<CompiledModule> (*)(
+using KernelCompileFn = kvarn::Expected<CompiledModule> (*)(
     const KernelRequest &request, const CompileOptions &options);
 
 /// The compiler linked into this program, chosen at link time: compileKernel
@@ -199,17 +199,16 @@ public:
   /// The kernel's artifacts: from memory, else disk, else compiled (and
   /// written to disk). With `context`, a cubin is linked for its GPU by the
   /// driver; without, by ptxas where found.
-  llvm::Expected<CacheResult> getOrCompile(const KernelRequest &request,
-                                           const CompileOptions &options,
-                                           const cuda::Context *context = nullptr);
+  kvarn::Expected<CacheResult>
+  getOrCompile(const KernelRequest &request, const CompileOptions &options,
+               const cuda::Context *context = nullptr);
 
   /// getOrCompile for each request on up to `threads` threads (0: one per
   /// core), with `options[i]`, or `options[0]` for all when there is one.
   /// `onDone(i, result)` is called as request i finishes (result null if
   /// it failed), from the worker thread, one call at a time.
-  std::vector<llvm::Expected<CacheResult>> getOrCompileAll(
-      llvm::ArrayRef<KernelRequest> requests,
-      llvm::ArrayRef<CompileOptions> options,
+  std::vector<kvarn::Expected<CacheResult>> getOrCompileAll(
+      Span<const KernelRequest> requests, Span<const CompileOptions> options,
       unsigned threads = 0, const cuda::Context *context = nullptr,
       std::function<void(size_t, const CacheResult *)> onDone = nullptr);
 
@@ -217,7 +216,7 @@ public:
   /// replaced by the GPU's) and loaded into it; later calls for the same
   /// kernel and context return the same LoadedKernel from memory. The
   /// context must outlive this cache.
-  llvm::Expected<std::shared_ptr<const cuda::LoadedKernel>>
+  kvarn::Expected<std::shared_ptr<const cuda::LoadedKernel>>
   load(const KernelRequest &request, CompileOptions options,
        const cuda::Context &context);
 
@@ -228,9 +227,9 @@ private:
   /// (KernelCache.cpp).
   struct ClaimedEntry;
   /// Disk, else compile (KernelCache.cpp says the steps).
-  llvm::Expected<CacheResult> lookupOrCompile(const KernelRequest &request,
-                                              const CompileOptions &options,
-                                              const cuda::Context *context);
+  kvarn::Expected<CacheResult> lookupOrCompile(const KernelRequest &request,
+                                               const CompileOptions &options,
+                                               const cuda::Context *context);
   /// The entry in `dir` when usable (with a cubin for `context`); else
   /// null, and why, when it is corrupt, in `problem`.
   std::shared_ptr<KernelArtifacts> readUsableEntry(const std::string &dir,
@@ -242,11 +241,11 @@ private:
   /// it is, one with PTX only linked for `context`'s GPU by the driver, in
   /// memory (the core never writes the cache); a missing or unusable entry
   /// is KVARN_ERROR_KERNEL_NOT_CACHED, saying how to warm it.
-  llvm::Expected<CacheResult> serveCachedOnly(const KernelRequest &request,
-                                              const CompileOptions &options,
-                                              const CacheKey &key,
-                                              const std::string &dir,
-                                              const cuda::Context *context);
+  kvarn::Expected<CacheResult> serveCachedOnly(const KernelRequest &request,
+                                               const CompileOptions &options,
+                                               const CacheKey &key,
+                                               const std::string &dir,
+                                               const cuda::Context *context);
   /// Opens and locks the entry for writing into `claim`, or, where the disk
   /// fails, warns and clears `dir`; the entry if another process wrote it
   /// meanwhile.
@@ -256,14 +255,14 @@ private:
              ClaimedEntry &claim);
   /// Compiles the kernel into artifacts (the IR of its stages into `files`
   /// when the entry keeps them) and assembles its cubin.
-  llvm::Expected<std::shared_ptr<KernelArtifacts>> compileArtifacts(
+  kvarn::Expected<std::shared_ptr<KernelArtifacts>> compileArtifacts(
       const KernelRequest &request, const CompileOptions &options,
       const CacheKey &key, const std::string &dir, const cuda::Context *context,
       std::vector<cache::EntryFile> &files, std::string &cubinMaker);
   /// A cubin: the driver's linker with `context`, else ptxas where found
   /// (none: PTX only); `maker` says which.
-  llvm::Error assembleCubin(KernelArtifacts &artifacts,
-                            const cuda::Context *context, std::string &maker);
+  kvarn::Error assembleCubin(KernelArtifacts &artifacts,
+                             const cuda::Context *context, std::string &maker);
   /// Writes the claimed entry (source, stages, PTX, cubin, metadata),
   /// releases its lock and evicts past the size cap.
   void storeEntry(ClaimedEntry &claim, const KernelRequest &request,
@@ -309,8 +308,8 @@ struct DiskEntry {
 /// versions, checksums of every file); `problem` says what failed, or what
 /// is in an entry's place (a link, a file, an unreadable directory).
 /// (`verify` is kept for callers; listing and verifying read the same.)
-llvm::Expected<std::vector<DiskEntry>> listDiskCache(llvm::StringRef root,
-                                                     bool verify);
+kvarn::Expected<std::vector<DiskEntry>> listDiskCache(std::string_view root,
+                                                      bool verify);
 
 /// What removing entries did. Only the cache's own file names are removed,
 /// never through a link; a directory holding anything else keeps it.
@@ -322,16 +321,16 @@ struct CacheRemoval {
 
 /// Removes every cache entry (and leftovers of interrupted removals) under
 /// `root`.
-llvm::Expected<CacheRemoval> clearDiskCache(llvm::StringRef root);
+kvarn::Expected<CacheRemoval> clearDiskCache(std::string_view root);
 
 /// Removes the entry `key` (a directory name) under `root`.
-CacheRemoval removeDiskEntry(llvm::StringRef root, llvm::StringRef key);
+CacheRemoval removeDiskEntry(std::string_view root, std::string_view key);
 
 /// Removes least recently used complete entries until the cache holds at
 /// most `maxBytes`; `keep` (a directory name) is never removed. Returns how
 /// many went.
-llvm::Expected<size_t> evictDiskCache(llvm::StringRef root, uint64_t maxBytes,
-                                      llvm::StringRef keep = "");
+kvarn::Expected<size_t> evictDiskCache(std::string_view root, uint64_t maxBytes,
+                                       std::string_view keep = "");
 
 } // namespace kvarn
 

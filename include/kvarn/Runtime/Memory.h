@@ -1,8 +1,8 @@
 //===- Memory.h - device buffers, streams and events ------------*- C++ -*-===//
 //
 // Owning wrappers (move-only, released in the destructor) over device memory,
-// streams and events of one Context, which must outlive them (see ContextRef). Every operation
-// returns an llvm::Error naming the driver call that failed.
+// streams and events of one Context, which must outlive them (see ContextRef).
+// Every operation returns a kvarn::Error naming the driver call that failed.
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_RUNTIME_MEMORY_H
@@ -19,14 +19,14 @@ namespace kvarn::cuda {
 /// stream). A caller's own CUstream works wherever a CUstream is taken.
 class Stream {
 public:
-  static llvm::Expected<Stream> create(const Context &context);
+  static kvarn::Expected<Stream> create(const Context &context);
   Stream() = default;
   Stream(Stream &&other) noexcept { *this = std::move(other); }
   Stream &operator=(Stream &&other) noexcept;
   ~Stream();
 
   CUstream handle() const { return stream; }
-  llvm::Error synchronize() const;
+  kvarn::Error synchronize() const;
 
 private:
   ContextRef ctx;
@@ -36,18 +36,18 @@ private:
 /// A timing event.
 class Event {
 public:
-  static llvm::Expected<Event> create(const Context &context);
+  static kvarn::Expected<Event> create(const Context &context);
   Event() = default;
   Event(Event &&other) noexcept { *this = std::move(other); }
   Event &operator=(Event &&other) noexcept;
   ~Event();
 
   CUevent handle() const { return event; }
-  llvm::Error record(CUstream stream) const;
-  llvm::Error synchronize() const;
+  kvarn::Error record(CUstream stream) const;
+  kvarn::Error synchronize() const;
   /// Milliseconds between two recorded, completed events.
-  static llvm::Expected<float> elapsedMilliseconds(const Event &start,
-                                                   const Event &end);
+  static kvarn::Expected<float> elapsedMilliseconds(const Event &start,
+                                                    const Event &end);
 
 private:
   ContextRef ctx;
@@ -61,8 +61,8 @@ private:
 class DeviceBuffer {
 public:
   /// cuMemAlloc; `bytes` may be 0 (an empty buffer, no allocation).
-  static llvm::Expected<DeviceBuffer> allocate(const Context &context,
-                                               size_t bytes);
+  static kvarn::Expected<DeviceBuffer> allocate(const Context &context,
+                                                size_t bytes);
   DeviceBuffer() = default;
   DeviceBuffer(DeviceBuffer &&other) noexcept { *this = std::move(other); }
   DeviceBuffer &operator=(DeviceBuffer &&other) noexcept;
@@ -71,31 +71,31 @@ public:
   CUdeviceptr address() const { return pointer; }
   size_t size() const { return bytes; }
 
-  llvm::Error upload(const void *host, size_t count, size_t offset = 0);
-  llvm::Error download(void *host, size_t count, size_t offset = 0) const;
+  kvarn::Error upload(const void *host, size_t count, size_t offset = 0);
+  kvarn::Error download(void *host, size_t count, size_t offset = 0) const;
   /// Copies `count` bytes of `source` (from its start) to this buffer's start.
-  llvm::Error copyFrom(const DeviceBuffer &source, size_t count);
-  llvm::Error uploadAsync(const void *host, size_t count, CUstream stream,
-                          size_t offset = 0);
-  llvm::Error downloadAsync(void *host, size_t count, CUstream stream,
-                            size_t offset = 0) const;
-  llvm::Error copyFromAsync(const DeviceBuffer &source, size_t count,
-                            CUstream stream);
+  kvarn::Error copyFrom(const DeviceBuffer &source, size_t count);
+  kvarn::Error uploadAsync(const void *host, size_t count, CUstream stream,
+                           size_t offset = 0);
+  kvarn::Error downloadAsync(void *host, size_t count, CUstream stream,
+                             size_t offset = 0) const;
+  kvarn::Error copyFromAsync(const DeviceBuffer &source, size_t count,
+                             CUstream stream);
 
   /// Fill the whole buffer with a byte, a 16-bit or a 32-bit pattern (the
   /// buffer's size must be a multiple of the pattern's); the 16-bit form
   /// poisons fp16 outputs with NaN (0x7e00).
-  llvm::Error fill8(uint8_t value);
-  llvm::Error fill16(uint16_t value);
-  llvm::Error fill32(uint32_t value);
-  llvm::Error fill8Async(uint8_t value, CUstream stream);
-  llvm::Error fill16Async(uint16_t value, CUstream stream);
-  llvm::Error fill32Async(uint32_t value, CUstream stream);
+  kvarn::Error fill8(uint8_t value);
+  kvarn::Error fill16(uint16_t value);
+  kvarn::Error fill32(uint32_t value);
+  kvarn::Error fill8Async(uint8_t value, CUstream stream);
+  kvarn::Error fill16Async(uint16_t value, CUstream stream);
+  kvarn::Error fill32Async(uint32_t value, CUstream stream);
 
 private:
-  llvm::Error checkRange(llvm::StringRef what, size_t offset,
-                         size_t count) const;
-  llvm::Error checkFillWidth(size_t width) const;
+  kvarn::Error checkRange(std::string_view what, size_t offset,
+                          size_t count) const;
+  kvarn::Error checkFillWidth(size_t width) const;
 
   ContextRef ctx;
   CUdeviceptr pointer = 0;

@@ -17,9 +17,9 @@
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Runtime/Memory.h"
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/ADT/SmallVector.h"
-#include "llvm/ADT/StringRef.h"
+#include "kvarn/Support/Span.h"
+#include <string_view>
+#include <vector>
 
 #include <cstdint>
 #include <cstring>
@@ -53,11 +53,11 @@ class Module {
 public:
   /// Loads PTX through the driver's JIT for the context's GPU; a rejected PTX
   /// fails with KVARN_ERROR_COMPILE and the JIT's error log.
-  static llvm::Expected<Module> loadPtx(const Context &context,
-                                        llvm::StringRef ptx);
+  static kvarn::Expected<Module> loadPtx(const Context &context,
+                                         std::string_view ptx);
   /// Loads a cubin (or fatbin) image.
-  static llvm::Expected<Module> loadCubin(const Context &context,
-                                          llvm::StringRef image);
+  static kvarn::Expected<Module> loadCubin(const Context &context,
+                                           std::string_view image);
 
   Module() = default;
   Module(Module &&other) noexcept { *this = std::move(other); }
@@ -70,8 +70,8 @@ public:
   /// driver allows by default (48 KiB less static shared memory), raises the
   /// kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), or
   /// fails if the GPU has less.
-  llvm::Expected<Kernel> getKernel(llvm::StringRef name,
-                                   int dynamicSharedBytes = 0) const;
+  kvarn::Expected<Kernel> getKernel(std::string_view name,
+                                    int dynamicSharedBytes = 0) const;
 
 private:
   ContextRef ctx;
@@ -143,17 +143,17 @@ private:
     return *this;
   }
 
-  llvm::SmallVector<uint64_t, 16> slots;
-  llvm::SmallVector<Kind, 16> kinds;
-  llvm::SmallVector<void *, 16> addresses;
+  std::vector<uint64_t> slots;
+  std::vector<Kind> kinds;
+  std::vector<void *> addresses;
 };
 
 /// Checks `args` against the ABI of kernel `name`: one argument per
 /// parameter, of its kind (a pointer for `*T`, i32, i64, f32), then the two
 /// scratch pointers. KVARN_ERROR_INVALID_ARGUMENT naming the first that
 /// differs; nothing to check for an empty ABI (an image made without one).
-llvm::Error checkArguments(llvm::StringRef name, const KernelAbi &abi,
-                           const KernelArgs &args);
+kvarn::Error checkArguments(std::string_view name, const KernelAbi &abi,
+                            const KernelArgs &args);
 
 /// One argument of a kernel by its parameter's name in the .kvt signature:
 /// what bindArguments puts in the ABI's order.
@@ -177,9 +177,9 @@ struct NamedArg {
 /// ARGUMENT naming a parameter no argument gives, an argument no parameter
 /// takes (or given twice), or one whose kind is not the parameter's; an
 /// empty ABI (an image made without one) cannot be bound.
-llvm::Expected<KernelArgs> bindArguments(llvm::StringRef name,
-                                         const KernelAbi &abi,
-                                         llvm::ArrayRef<NamedArg> named);
+kvarn::Expected<KernelArgs> bindArguments(std::string_view name,
+                                          const KernelAbi &abi,
+                                          Span<const NamedArg> named);
 
 struct Grid {
   unsigned x = 1, y = 1, z = 1;
@@ -191,8 +191,8 @@ struct Grid {
 /// the integer argument it names, or its constant. A negative extent or one
 /// past 2^31 - 1 is KVARN_ERROR_INVALID_ARGUMENT naming the parameter; an
 /// empty ABI (an image made without one) is too: the grid is unknown.
-llvm::Expected<Grid> gridOf(llvm::StringRef name, const KernelAbi &abi,
-                            const KernelArgs &args);
+kvarn::Expected<Grid> gridOf(std::string_view name, const KernelAbi &abi,
+                             const KernelArgs &args);
 
 /// How to launch: a 1-D block of 32 * numWarps threads, as Triton does.
 struct LaunchConfig {
@@ -204,12 +204,13 @@ struct LaunchConfig {
 
 /// Checks `config` against what `kernel` allows, before the driver does, so
 /// the message says which limit was exceeded.
-llvm::Error checkLaunchConfig(const Kernel &kernel, const LaunchConfig &config);
+kvarn::Error checkLaunchConfig(const Kernel &kernel,
+                               const LaunchConfig &config);
 
 /// cuLaunchKernel: enqueues and returns; errors from the kernel's execution
 /// surface at the next synchronization.
-llvm::Error launch(ContextRef context, const Kernel &kernel,
-                   const LaunchConfig &config, KernelArgs &args);
+kvarn::Error launch(ContextRef context, const Kernel &kernel,
+                    const LaunchConfig &config, KernelArgs &args);
 
 /// What the compiler hands the runtime for one kernel.
 struct KernelImage {
@@ -234,8 +235,8 @@ struct KernelImage {
 class LoadedKernel {
 public:
   /// Loads the cubin if there is one, else the PTX, and finds the kernel.
-  static llvm::Expected<LoadedKernel> load(const Context &context,
-                                           const KernelImage &image);
+  static kvarn::Expected<LoadedKernel> load(const Context &context,
+                                            const KernelImage &image);
 
   const Kernel &kernel() const { return function; }
   int numWarps() const { return warps; }
@@ -247,10 +248,10 @@ public:
   /// Launches the kernel's grid of programs (`grid`, as the kernel declares
   /// it): ceil(grid.x / programsPerCta()) CTAs along x, after checking
   /// `args` against the ABI (checkArguments).
-  llvm::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
+  kvarn::Error launch(Grid grid, KernelArgs &args, CUstream stream) const;
   /// Launches the grid the kernel declares for `args` (gridOf); an empty
   /// grid (an extent of 0) launches nothing.
-  llvm::Error launch(KernelArgs &args, CUstream stream) const;
+  kvarn::Error launch(KernelArgs &args, CUstream stream) const;
 
 private:
   ContextRef ctx;

@@ -23,8 +23,8 @@
 #ifndef KVARN_RUNTIME_POOLSTATE_H
 #define KVARN_RUNTIME_POOLSTATE_H
 
-#include "llvm/ADT/ArrayRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include "kvarn/Support/Span.h"
 
 #include <cstdint>
 #include <string>
@@ -47,10 +47,10 @@ struct PoolGeometry {
   bool keepSinks = true;
 
   /// The sizes: positive, within 32-bit slot mappings, slots <= blocks.
-  llvm::Error check() const;
+  kvarn::Error check() const;
   /// check(), and the bookkeeping's host memory (hostBytes) within
   /// `hostMemory`: KVARN_ERROR_OUT_OF_MEMORY before anything is allocated.
-  llvm::Error check(uint64_t hostMemory) const;
+  kvarn::Error check(uint64_t hostMemory) const;
   int64_t hostBytes() const;
   /// This machine's RAM in bytes (UINT64_MAX when unknown).
   static uint64_t physicalMemory();
@@ -76,34 +76,32 @@ struct RequestInfo {
   RequestPhase phase = RequestPhase::Live;
   int32_t length = 0;    // tokens in the cache, committed or not
   int32_t committed = 0; // tokens that may reach a record
-  llvm::ArrayRef<int32_t> blocks;
+  Span<const int32_t> blocks;
 };
 
 class PoolState {
 public:
-  static llvm::Expected<PoolState> create(const PoolGeometry &geometry);
+  static kvarn::Expected<PoolState> create(const PoolGeometry &geometry);
 
   const PoolGeometry &geometry() const { return geom; }
 
   /// A new live, empty request. Fails if `id` exists or maxRequests are known.
-  llvm::Error addRequest(RequestId id);
+  kvarn::Error addRequest(RequestId id);
 
   /// Appends `counts[i]` tokens to request `ids[i]` (prompt chunks, one
   /// decode token, or several speculative tokens), uncommitted. Allocates the
   /// blocks and pool slots they need, all or nothing. Appends the slot of
   /// each new token (block * G + offset, vLLM's slot mapping) to
   /// `slotMapping`, request by request. The ids must be live and distinct.
-  llvm::Error append(llvm::ArrayRef<RequestId> ids,
-                     llvm::ArrayRef<int32_t> counts,
-                     std::vector<int32_t> *slotMapping = nullptr);
+  kvarn::Error append(Span<const RequestId> ids, Span<const int32_t> counts,
+                      std::vector<int32_t> *slotMapping = nullptr);
 
   /// Commits the first `accepted[i]` uncommitted tokens of request `ids[i]`
   /// and rolls back the rest: the length becomes the committed count, and
   /// blocks (and their slots) that no longer hold a token are freed, so a
   /// rejected token never reaches a record. Blocks that became full and
   /// committed join the flush work (except a live request's sink).
-  llvm::Error commit(llvm::ArrayRef<RequestId> ids,
-                     llvm::ArrayRef<int32_t> accepted);
+  kvarn::Error commit(Span<const RequestId> ids, Span<const int32_t> accepted);
 
   /// The blocks to flush now, in the order they became ready. They leave the
   /// pool: their slots are free for the next append (stream order makes the
@@ -118,35 +116,35 @@ public:
   /// The request stops being live: uncommitted tokens and the partial last
   /// block are dropped, full blocks are kept (and flushed, the sink too) so
   /// another request can share them until free().
-  llvm::Error finish(RequestId id);
+  kvarn::Error finish(RequestId id);
   /// Drops everything a live request holds (nothing is flushed); it stays
   /// live and empty, to be prefilled again (preemption by recomputation).
-  llvm::Error preempt(RequestId id);
+  kvarn::Error preempt(RequestId id);
   /// Forgets a request (live or finished) and releases its blocks.
-  llvm::Error free(RequestId id);
+  kvarn::Error free(RequestId id);
   /// Gives the empty live request `dst` the first `tokens` tokens (a multiple
   /// of G, all full and committed blocks) of `src` (live or finished), by
   /// reference: no copy, no new slot.
-  llvm::Error sharePrefix(RequestId dst, RequestId src, int32_t tokens);
+  kvarn::Error sharePrefix(RequestId dst, RequestId src, int32_t tokens);
 
   // Queries.
   bool hasRequest(RequestId id) const { return requests.count(id) != 0; }
-  llvm::Expected<RequestInfo> request(RequestId id) const;
+  kvarn::Expected<RequestInfo> request(RequestId id) const;
   int32_t numRequests() const { return int32_t(requests.size()); }
   int32_t freeBlockCount() const { return int32_t(freeBlocks.size()); }
   int32_t freeSlotCount() const { return int32_t(freeSlots.size()); }
   int32_t refCount(int32_t block) const { return refs[block]; }
   /// [numBlocks]: the pool slot of each block, -1 where it is not in the pool.
-  llvm::ArrayRef<int32_t> blockToSlot() const { return toSlot; }
+  Span<const int32_t> blockToSlot() const { return toSlot; }
 
   /// For the kernels of one step over `ids` (their order is the batch's):
   /// `blockTable` [ids.size(), width] (the first blocks of each request,
   /// padded with 0), `seqLens` [ids.size()] (lengths). Fails if a request
   /// has more than `width` blocks.
-  llvm::Error fillBlockTable(llvm::ArrayRef<RequestId> ids, int32_t width,
-                             int32_t *blockTable, int32_t *seqLens) const;
+  kvarn::Error fillBlockTable(Span<const RequestId> ids, int32_t width,
+                              int32_t *blockTable, int32_t *seqLens) const;
   /// The most blocks any of `ids` holds (the narrowest table width).
-  llvm::Expected<int32_t> maxBlocksOf(llvm::ArrayRef<RequestId> ids) const;
+  kvarn::Expected<int32_t> maxBlocksOf(Span<const RequestId> ids) const;
 
   /// A canonical description of the whole state (free lists sorted, requests
   /// by id), so tests can check that a failing call changed nothing.
@@ -154,7 +152,7 @@ public:
   /// Checks the invariants (reference counts match the block tables, every
   /// block and slot is either free or held exactly once, ...); an error names
   /// the first one broken.
-  llvm::Error verify() const;
+  kvarn::Error verify() const;
 
 private:
   struct Request {
@@ -165,10 +163,10 @@ private:
   };
 
   explicit PoolState(const PoolGeometry &geometry);
-  llvm::Expected<const Request *> find(RequestId id, const char *op) const;
-  llvm::Expected<Request *> findLive(RequestId id, const char *op);
-  llvm::Error checkBatch(llvm::ArrayRef<RequestId> ids, size_t n,
-                         const char *what, const char *op) const;
+  kvarn::Expected<const Request *> find(RequestId id, const char *op) const;
+  kvarn::Expected<Request *> findLive(RequestId id, const char *op);
+  kvarn::Error checkBatch(Span<const RequestId> ids, size_t n, const char *what,
+                          const char *op) const;
 
   int32_t allocateBlock();
   /// Drops one reference; at zero the block and its slot are free again.

@@ -12,7 +12,7 @@
 
 #include "kvarn/Runtime/Context.h"
 
-#include "llvm/ADT/StringRef.h"
+#include <string_view>
 
 #include <cstdint>
 #include <string>
@@ -37,7 +37,7 @@ struct KernelResources {
 
 /// Reads the entry functions' figures out of an assembler's verbose log.
 /// Functions that are not entries (device functions) are left out.
-std::vector<KernelResources> parseAssemblerLog(llvm::StringRef log);
+std::vector<KernelResources> parseAssemblerLog(std::string_view log);
 
 /// A cubin and what the assembler said while making it.
 struct CubinImage {
@@ -49,9 +49,9 @@ struct CubinImage {
 /// PTX to a cubin for the context's GPU with the driver's linker, in process.
 /// A rejected PTX fails with KVARN_ERROR_COMPILE and the JIT's error log in
 /// the message. `name` labels the input in the driver's messages.
-llvm::Expected<CubinImage> linkPtxWithDriver(const Context &context,
-                                             llvm::StringRef ptx,
-                                             llvm::StringRef name = "kvarn.ptx");
+kvarn::Expected<CubinImage>
+linkPtxWithDriver(const Context &context, std::string_view ptx,
+                  std::string_view name = "kvarn.ptx");
 
 /// Where `ptxas` is looked for, in order: $KVARN_PTXAS (a file), then
 /// bin/ptxas under $CUDA_HOME, $CUDA_PATH, the toolkit kvarn was built
@@ -62,7 +62,7 @@ std::vector<std::string> ptxasCandidates();
 /// with a message listing where it looked. A $KVARN_PTXAS that is not such a
 /// file is passed over for the next candidate, and `warning` (if given) says
 /// so; with no other candidate the error names it.
-llvm::Expected<std::string>
+kvarn::Expected<std::string>
 findPtxas(const std::vector<std::string> &candidates = ptxasCandidates(),
           std::string *warning = nullptr);
 
@@ -76,8 +76,8 @@ struct PtxasOptions {
 /// Runs `ptxas -v` on `ptx` (through temporary files) and returns the cubin,
 /// its log and the parsed figures. A rejected PTX fails with
 /// KVARN_ERROR_COMPILE and ptxas's messages.
-llvm::Expected<CubinImage> assembleWithPtxas(llvm::StringRef ptx,
-                                             const PtxasOptions &options = {});
+kvarn::Expected<CubinImage> assembleWithPtxas(std::string_view ptx,
+                                              const PtxasOptions &options = {});
 
 } // namespace kvarn::cuda
 

@@ -10,8 +10,8 @@
 
 #include "kvarn/Support/Half.h"
 
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
+#include <string_view>
 
 #include <cstdint>
 
@@ -20,11 +20,11 @@ namespace kvarn {
 enum class DType { F16, BF16 };
 
 /// "f16" or "bf16": the spelling of the CLI, the C API and the cache key.
-llvm::StringRef spell(DType dtype);
+std::string_view spell(DType dtype);
 
 /// "f16" or "bf16"; anything else is KVARN_ERROR_INVALID_ARGUMENT naming the
 /// value and the choices.
-llvm::Expected<DType> parseDType(llvm::StringRef text);
+kvarn::Expected<DType> parseDType(std::string_view text);
 
 /// The value of 16 bits of `dtype`.
 inline float dtypeToFloat(uint16_t bits, DType dtype) {

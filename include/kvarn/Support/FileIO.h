@@ -10,9 +10,9 @@
 #ifndef KVARN_SUPPORT_FILEIO_H
 #define KVARN_SUPPORT_FILEIO_H
 
-#include "llvm/ADT/StringRef.h"
-#include "llvm/Support/Error.h"
+#include "kvarn/Support/Error.h"
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include <cstdint>
 #include <optional>
@@ -45,18 +45,18 @@ struct ReadOptions {
 /// KVARN_ERROR_IO when it cannot be opened or read and with
 /// KVARN_ERROR_INVALID_ARGUMENT when it is not a regular file or holds more
 /// than `maxBytes`; the message names `path` and says why, in one line.
-llvm::Expected<std::string> readRegularFile(llvm::StringRef path,
-                                            const ReadOptions &options,
-                                            int dirFd = -100 /*AT_FDCWD*/);
+kvarn::Expected<std::string> readRegularFile(std::string_view path,
+                                             const ReadOptions &options,
+                                             int dirFd = -100 /*AT_FDCWD*/);
 
 /// `dir`/`file`, one '/' between them (just `file` when `dir` is empty).
-std::string joinPath(llvm::StringRef dir, llvm::StringRef file);
+std::string joinPath(std::string_view dir, std::string_view file);
 
 /// The last component of `path` ("a/b/" -> "b"), or "" for "/" and "".
-llvm::StringRef baseName(llvm::StringRef path);
+std::string_view baseName(std::string_view path);
 
 /// `path` without its last component ("a/b" -> "a", "/b" -> "/", "b" -> "").
-llvm::StringRef parentPath(llvm::StringRef path);
+std::string_view parentPath(std::string_view path);
 
 /// JSON of at most `maxDepth` nested arrays and objects, parsed (deeper
 /// text is refused before parsing) as nlohmann::json, kvarn's JSON where
@@ -64,8 +64,9 @@ llvm::StringRef parentPath(llvm::StringRef path);
 /// exceptions, where nlohmann would abort): a malformed text is an error
 /// with nlohmann's message. Readers check each value's type before they
 /// take it (nlohmann aborts on a wrong get<>() here too).
-llvm::Expected<nlohmann::json>
-parseJsonDocument(llvm::StringRef text, unsigned maxDepth = limits::kJsonDepth);
+kvarn::Expected<nlohmann::json>
+parseJsonDocument(std::string_view text,
+                  unsigned maxDepth = limits::kJsonDepth);
 
 /// Member `field` of `o` when `o` is an object that has it; else null (a
 /// reader's one way in: nlohmann aborts on a missing key without
@@ -78,7 +79,7 @@ std::optional<int64_t> jsonInteger(const nlohmann::json &v);
 
 /// How deep `text`'s arrays and objects nest, counting brackets outside
 /// strings; stops counting past `stopAt`.
-unsigned jsonNestingDepth(llvm::StringRef text, unsigned stopAt);
+unsigned jsonNestingDepth(std::string_view text, unsigned stopAt);
 
 } // namespace kvarn
 
