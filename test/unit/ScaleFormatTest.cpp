@@ -191,7 +191,14 @@ TEST(E4M3, RecordsAreSmallerAndCanonical) {
 // The table of docs/benchmarks.md: mean relative L2 error of the
 // dequantized tile, fp16 scales against e4m3 scales, the same Sinkhorn
 // scales for both. E4M3 changes a row's step by its rounding (at most 1/16
-// either way) and nothing else: bounded at 1.15x per tile.
+// either way) and nothing else, so over a set of tiles the error grows by
+// about that much at most: the mean ratio of a set is bounded (1.05; 600
+// fresh seeds of the random sets gave at most 1.028). One tile's ratio is
+// not: where a row's data happen to sit on the grid of its fp16 step (its
+// error ~40x below the tile's), the rounded step leaves that grid, and a
+// tile of such rows measured up to 1.28x (150 seeds; 1.15, the bound
+// before, failed ~5% of them, e.g. 483496202754445176). The worst tile is
+// printed; each element's bound is QuantizedAgainstTheStoredScales'.
 TEST(E4M3, ErrorAgainstFp16ScalesOnGoldenAndRandomTiles) {
   const char *dir = std::getenv("KVARN_GOLDEN_DIR");
   std::string root = dir && *dir ? dir : KVARN_GOLDEN_DIR;
@@ -202,7 +209,7 @@ TEST(E4M3, ErrorAgainstFp16ScalesOnGoldenAndRandomTiles) {
     std::printf("| %s | %d | %s | %d | %.4e | %.4e | %.4f | %.4f |\n", what,
                 bits, rows, s.tiles, s.f16 / s.tiles, s.e4m3 / s.tiles,
                 s.e4m3 / s.f16, s.worstRatio);
-    EXPECT_LE(s.worstRatio, 1.15) << what;
+    EXPECT_LE(s.e4m3 / s.f16, 1.05) << what;
   };
   for (const char *name :
        {"flush_kvarn_k4v2_g128_d128_a", "flush_kvarn_k4v2_g128_d256_a",
