@@ -89,7 +89,7 @@ compileAndLoad(const Context &context, const char *kernel,
 }
 
 kvarn::Expected<const LoadedKernel *> KernelSet::get(KernelKind kind) {
-  if (kernelFamily(kind) != dsl::kernelFamily(specialization))
+  if (kernelFamily(kind) != family)
     return makeError(
         KVARN_ERROR_INVALID_ARGUMENT,
         "'{0}' is built for {1} presets, and these kernels are {2}'s, {3} "

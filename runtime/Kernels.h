@@ -74,10 +74,14 @@ public:
 
 private:
   KernelSet(std::shared_ptr<ContextState> context, dsl::Specialization spec)
-      : ctx(std::move(context)), specialization(std::move(spec)) {}
+      : ctx(std::move(context)), specialization(std::move(spec)),
+        family(dsl::kernelFamily(specialization)) {}
 
   std::shared_ptr<ContextState> ctx;
   dsl::Specialization specialization;
+  /// The specialization's kernel family, looked up once (get() checks every
+  /// launch's kernel against it).
+  dsl::KernelFamily family;
   std::mutex mutex;
   std::array<std::unique_ptr<cuda::LoadedKernel>, kNumKernelKinds> loaded;
 };
