@@ -91,8 +91,17 @@ LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
                     return s.lookup(v);
                   }), elt);
   // Staged: one cooperative, vectorized copy into shared memory. Too large
-  // for the kernel's budget: read from global memory where it is used.
-  if (type.getNumElements() * elementBytes(elt) > s.maxStagedTileBytes) {
+  // for the kernel's budget, or only merged (kvt.merge reads each partial
+  // once, and only the rows of the splits it counts: staging would copy
+  // every split's room, 64 rows where a request used 8): read from global
+  // memory where it is used.
+  bool onlyMerged = !op.getResult().use_empty() &&
+                    llvm::all_of(op.getResult().getUses(), [](OpOperand &use) {
+                      auto merge = dyn_cast<MergeOp>(use.getOwner());
+                      return merge && use.get() == merge.getParts();
+                    });
+  if (onlyMerged ||
+      type.getNumElements() * elementBytes(elt) > s.maxStagedTileBytes) {
     TileView v;
     v.type = type;
     v.compute = [ptr, offset, strides, elt](OpBuilder &b, Location l,
