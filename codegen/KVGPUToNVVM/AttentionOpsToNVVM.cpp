@@ -746,13 +746,76 @@ loadProbabilityFragments(OpBuilder &b, Location loc, Value scratch,
 /// k tile * 32 + lane holds every part of the lane's two registers, slots 2t,
 /// 2t + 1 and 2t + 8, 2t + 9 of head g. Only the 4 H lanes of a k tile that
 /// hold a head compute theirs; the others' fragments (heads past H) are zeros.
+/// With `packedParts` (RecordAttendLayout::packedScoreParts, H <= 4) a
+/// fragment is one part's two registers (words 2f, 2f + 1): lane (g, t)'s
+/// is the hi part of head g for g < 4, the lo part of head g - 4 otherwise.
 /// No barrier.
 void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
                         int64_t h, int64_t d, Value scratch,
-                        function_ref<Value(OpBuilder &, Value, Value)> value) {
+                        function_ref<Value(OpBuilder &, Value, Value)> value,
+                        bool packedParts = false) {
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   int64_t kTiles = d / 16;
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
+  if (packedParts) {
+    Type f32 = rw.getF32Type();
+    auto f32x2 = VectorType::get({2}, f32);
+    auto storePart = [&](OpBuilder &b, Value f, Value w0, Value w1) {
+      vector::StoreOp::create(
+          b, loc,
+          vector::FromElementsOp::create(
+              b, loc, f32x2,
+              ValueRange{arith::BitcastOp::create(b, loc, f32, w0),
+                         arith::BitcastOp::create(b, loc, f32, w1)}),
+          scratch, ValueRange{mulIndex(b, loc, f, 2)},
+          /*nontemporal=*/false, llvm::MaybeAlign(8));
+    };
+    buildThreadStridedLoop(
+        rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
+          Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
+          Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
+          Value head = arith::DivUIOp::create(b, loc, fl, c(4));
+          Value first = arith::AddIOp::create(
+              b, loc, mulIndex(b, loc, kt, 16),
+              mulIndex(b, loc, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
+          Value row = mulIndex(b, loc, head, d);
+          auto aValue = [&](int64_t slot) -> Value {
+            return value(b, row, addIndex(b, loc, first, slot));
+          };
+          Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
+          std::array<Value, kMmaSplitParts> r0 = splitToF16x2(b, loc, x0, x1),
+                                            r1 = splitToF16x2(b, loc, x8, x9);
+          Value f = arith::AddIOp::create(b, loc,
+                                          mulIndex(b, loc, kt, kWarpSize), fl);
+          storePart(b, f, r0[0], r1[0]);
+          storePart(b, addIndex(b, loc, f, 16), r0[1], r1[1]);
+        });
+    // Columns of no head: [H, 4) and [H + 4, 8).
+    if (h < 4)
+      buildThreadStridedLoop(
+          rw, loc, tid, kTiles * 8 * (4 - h), threads,
+          [&](OpBuilder &b, Value e) {
+            int64_t perTile = 8 * (4 - h);
+            Value fl = arith::RemUIOp::create(b, loc, e, c(perTile));
+            Value kt = arith::DivUIOp::create(b, loc, e, c(perTile));
+            // fl / 4 counts the empty columns of a part: column h + that,
+            // in the lo part's half from 4 - h on.
+            Value column = arith::DivUIOp::create(b, loc, fl, c(4));
+            Value lo = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge,
+                                             column, c(4 - h));
+            column = arith::AddIOp::create(
+                b, loc, addIndex(b, loc, column, h),
+                arith::SelectOp::create(b, loc, lo, c(h), c(0)));
+            Value lane =
+                arith::AddIOp::create(b, loc, mulIndex(b, loc, column, 4),
+                                      arith::RemUIOp::create(b, loc, fl, c(4)));
+            Value f = arith::AddIOp::create(
+                b, loc, mulIndex(b, loc, kt, kWarpSize), lane);
+            Value zero = i32Constant(b, loc, 0);
+            storePart(b, f, zero, zero);
+          });
+    return;
+  }
   buildThreadStridedLoop(
       rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
         Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
@@ -984,7 +1047,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
                   b, loc, q,
                   ValueRange{arith::AddIOp::create(b, loc, row, ch)}),
               scaleAt(b, kScale, ch));
-        });
+        },
+        L.packedScoreParts);
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = addIndex(rw, loc, warp, first);
       Value mine =
@@ -1064,7 +1128,19 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             mTiles, SmallVector<Value>(4, f32Constant(rw, loc, 0.0f))));
     for (int64_t kt = 0; kt < kTiles; ++kt) {
       Value f = addIndex(rw, loc, lane, kt * kWarpSize);
-      SplitFragment fragment = loadSplitFragment(rw, loc, scratch, f);
+      SplitFragment fragment;
+      std::array<Value, 2> packedFragment;
+      if (L.packedScoreParts) {
+        Value words =
+            vector::LoadOp::create(rw, loc, VectorType::get({2}, f32), scratch,
+                                   ValueRange{mulIndex(rw, loc, f, 2)},
+                                   /*nontemporal=*/false, llvm::MaybeAlign(8));
+        for (int64_t r = 0; r < 2; ++r)
+          packedFragment[r] = arith::BitcastOp::create(
+              rw, loc, i32, vector::ExtractOp::create(rw, loc, words, r));
+      } else {
+        fragment = loadSplitFragment(rw, loc, scratch, f);
+      }
       SmallVector<std::array<Value, 4>> aRegs;
       if (kMatrices) {
         if (kt % 2 == 0) {
@@ -1088,12 +1164,50 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             },
             L.kPieceBits, mTiles, kBits, CodeOperand::SubnormalF16);
       }
+      if (L.packedScoreParts) {
+        for (int64_t i = 0; i < mTiles; ++i)
+          mmaF16(rw, loc, aRegs[i], packedFragment, partScores[0][i]);
+        continue;
+      }
       // Smallest part first; consecutive MMAs into different sums.
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < mTiles; ++i)
           mmaF16(rw, loc, aRegs[i], fragment.parts[p], partScores[p][i]);
     }
-    SmallVector<SmallVector<Value>> scores = sumParts(rw, loc, partScores);
+    // Lane (g, t) holds tokens j < perLane (accumulator 2 (j % 2) + e of m
+    // tile j / 2: head 2t + e) and takes the softmax of `ownTokens` of them
+    // from `ownFirst` on. With packed parts (RecordAttendLayout), lanes t
+    // and t ^ 2 hold the hi and lo parts of heads 2 (t % 2) + e: each lane
+    // sends its partner the half of its tokens the partner takes and adds
+    // the partner's half of its own (hi + lo, as sumParts adds them).
+    int64_t ownTokens = L.packedScoreParts ? perLane / 2 : perLane;
+    Value upperHalf =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::uge, lt, c(2));
+    Value ownFirst =
+        L.packedScoreParts
+            ? arith::SelectOp::create(rw, loc, upperHalf, c(ownTokens), c(0))
+                  .getResult()
+            : c(0);
+    // own[jj][e]: the score of own token jj and head e before scaling.
+    SmallVector<std::array<Value, 2>> own(ownTokens);
+    if (L.packedScoreParts) {
+      auto accOf = [&](int64_t j, int64_t e) {
+        return partScores[0][j / 2][2 * (j % 2) + e];
+      };
+      for (int64_t jj = 0; jj < ownTokens; ++jj)
+        for (int64_t e = 0; e < 2; ++e) {
+          Value low = accOf(jj, e), high = accOf(ownTokens + jj, e);
+          Value send = arith::SelectOp::create(rw, loc, upperHalf, low, high);
+          Value keep = arith::SelectOp::create(rw, loc, upperHalf, high, low);
+          own[jj][e] =
+              arith::AddFOp::create(rw, loc, keep, shuffleXor(send, 2));
+        }
+    } else {
+      SmallVector<SmallVector<Value>> scores = sumParts(rw, loc, partScores);
+      for (int64_t j = 0; j < perLane; ++j)
+        for (int64_t e = 0; e < 2; ++e)
+          own[j][e] = scores[j / 2][2 * (j % 2) + e];
+    }
 
     // 3. The warp's softmax: accumulator e of m tile i is token j = 2 i +
     // e / 2, head 2t + e % 2. Per head: the max over the warp's tokens, the
@@ -1101,41 +1215,58 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     Value valid =
         arith::IndexCastOp::create(rw, loc, rw.getIndexType(), op.getValid());
     Value softmaxScale = op.getSoftmaxScale();
-    SmallVector<Value> heads, kZeroDot;
+    // heads[e]: the weighted values' head of accumulator e (2t + e);
+    // softmaxHeads[e]: the head of own[.][e].
+    SmallVector<Value> heads, softmaxHeads, kZeroDot;
     for (int64_t e = 0; e < 2; ++e) {
-      Value head = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), e);
-      heads.push_back(head);
+      heads.push_back(addIndex(rw, loc, mulIndex(rw, loc, lt, 2), e));
+      softmaxHeads.push_back(
+          L.packedScoreParts
+              ? addIndex(rw, loc,
+                         mulIndex(rw, loc,
+                                  arith::RemUIOp::create(rw, loc, lt, c(2)), 2),
+                         e)
+              : heads[e]);
       kZeroDot.push_back(memref::LoadOp::create(
           rw, loc, scratch,
-          ValueRange{addIndex(rw, loc,
-                              arith::MinUIOp::create(rw, loc, head, c(h - 1)),
-                              L.kZeroDotOffset)}));
+          ValueRange{addIndex(
+              rw, loc,
+              arith::MinUIOp::create(rw, loc, softmaxHeads[e], c(h - 1)),
+              L.kZeroDotOffset)}));
     }
-    SmallVector<Value> x(perLane * 2), tokenOf(perLane);
-    for (int64_t j = 0; j < perLane; ++j)
-      tokenOf[j] = addIndex(rw, loc, tokenBase, j);
-    for (int64_t j = 0; j < perLane; ++j) {
+    SmallVector<Value> x(ownTokens * 2), tokenOf(ownTokens);
+    Value ownBase = arith::AddIOp::create(rw, loc, tokenBase, ownFirst);
+    for (int64_t j = 0; j < ownTokens; ++j)
+      tokenOf[j] = addIndex(rw, loc, ownBase, j);
+    for (int64_t j = 0; j < ownTokens; ++j) {
       Value kTok = scaleAt(rw, kToken, tokenOf[j]);
       Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
                                          tokenOf[j], valid);
+      // The factor of the lane's token ownFirst + j (subnormalCodeFactor).
+      float first = subnormalCodeFactor(j, kBits);
+      float second = subnormalCodeFactor(ownTokens + j, kBits);
+      Value factor = f32Constant(rw, loc, first);
+      if (L.packedScoreParts && first != second)
+        factor = arith::SelectOp::create(rw, loc, upperHalf,
+                                         f32Constant(rw, loc, second), factor);
       for (int64_t e = 0; e < 2; ++e) {
-        // The product over code j, scaled back (subnormalCodeFactor), plus
-        // q . kzero: one fma.
-        Value dot = LLVM::FMAOp::create(
-            rw, loc, scores[j / 2][2 * (j % 2) + e],
-            f32Constant(rw, loc, subnormalCodeFactor(j, kBits)), kZeroDot[e]);
+        // The product over the code, scaled back, plus q . kzero: one fma.
+        Value dot =
+            LLVM::FMAOp::create(rw, loc, own[j][e], factor, kZeroDot[e]);
         Value s = arith::MulFOp::create(
             rw, loc, arith::MulFOp::create(rw, loc, dot, kTok), softmaxScale);
         Value in = arith::AndIOp::create(
             rw, loc, live,
-            arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, heads[e],
-                                  c(h)));
+            arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult,
+                                  softmaxHeads[e], c(h)));
         x[2 * j + e] = arith::SelectOp::create(rw, loc, in, s, negInf);
       }
     }
-    // Lanes with one t hold one head's values: reduce over g (lanes t + 4k).
+    // The lanes of one head: one t (lanes t + 4k), or with packed parts t
+    // and t ^ 2 (lanes t % 2 + 2k).
     auto warpReduce = [&](Value v, bool isMax) {
-      for (int64_t mask = 4; mask < kWarpSize; mask *= 2) {
+      for (int64_t mask = L.packedScoreParts ? 2 : 4; mask < kWarpSize;
+           mask *= 2) {
         Value other = shuffleXor(v, mask);
         v = isMax ? arith::MaximumFOp::create(rw, loc, v, other).getResult()
                   : arith::AddFOp::create(rw, loc, v, other).getResult();
@@ -1145,25 +1276,27 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     SmallVector<Value> rowMax(2), rowSum(2), zeroSum(2);
     for (int64_t e = 0; e < 2; ++e) {
       Value mx = x[e];
-      for (int64_t j = 1; j < perLane; ++j)
+      for (int64_t j = 1; j < ownTokens; ++j)
         mx = arith::MaximumFOp::create(rw, loc, mx, x[2 * j + e]);
       rowMax[e] = warpReduce(mx, /*isMax=*/true);
     }
     // p * vscale, split into bf16 parts, goes to the warp's region as the
     // B fragments' registers: word (part * 8 + head) * rowWords + i holds
     // tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read hit
-    // 32 banks). Every head row is written (zeros past H).
+    // 32 banks). Every head row is written (zeros past H), but for rows 4-7
+    // with packed parts, whose lanes take zeros in step 4.
     int64_t rowWords = tokens / 2 + 4;
     Value region = addIndex(rw, loc, mulIndex(rw, loc, warp, L.partialFloats),
                             L.partialOffset);
-    auto wordVec = VectorType::get({perLane / 2}, f32);
+    int64_t ownWords = ownTokens / 2;
+    auto wordVec = VectorType::get({ownWords}, f32);
     for (int64_t e = 0; e < 2; ++e) {
       // The sums start from the first token's terms (not 0 + term: one
       // instruction each less).
       Value sum, zsum;
       SmallVector<Value> scaled;
       Value max = finiteMax(rw, loc, rowMax[e]);
-      for (int64_t j = 0; j < perLane; ++j) {
+      for (int64_t j = 0; j < ownTokens; ++j) {
         Value p = expBelow(rw, loc, x[2 * j + e], max);
         Value vz = scaleAt(rw, vZero, tokenOf[j]);
         sum = j ? arith::AddFOp::create(rw, loc, sum, p).getResult() : p;
@@ -1173,7 +1306,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             arith::MulFOp::create(rw, loc, p, scaleAt(rw, vScale, tokenOf[j])));
       }
       SmallVector<SmallVector<Value>> words(kMmaSplitParts);
-      for (int64_t j = 0; j < perLane; j += 2) {
+      for (int64_t j = 0; j < ownTokens; j += 2) {
         std::array<Value, kMmaSplitParts> parts =
             splitToBf16x2(rw, loc, scaled[j], scaled[j + 1]);
         // Less 128 x what the MMAs multiply (kRecordCodeBias).
@@ -1195,23 +1328,27 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       rowSum[e] = warpReduce(sum, /*isMax=*/false);
       zeroSum[e] = warpReduce(zsum, /*isMax=*/false);
       for (int p = 0; p < kMmaSplitParts; ++p) {
+        // The own tokens' pairs: words (ownBase - warpToken) / 2 on.
         Value at = arith::AddIOp::create(
             rw, loc, region,
             arith::AddIOp::create(
                 rw, loc,
-                mulIndex(rw, loc, addIndex(rw, loc, heads[e], 8 * p), rowWords),
-                mulIndex(rw, loc, lg, perLane / 2)));
+                mulIndex(rw, loc, addIndex(rw, loc, softmaxHeads[e], 8 * p),
+                         rowWords),
+                arith::DivUIOp::create(
+                    rw, loc, arith::SubIOp::create(rw, loc, ownBase, warpToken),
+                    c(2))));
         Value row =
-            perLane == 2
+            ownWords == 1
                 ? words[p][0]
                 : vector::FromElementsOp::create(rw, loc, wordVec, words[p])
                       .getResult();
-        if (perLane == 2)
+        if (ownWords == 1)
           memref::StoreOp::create(rw, loc, row, scratch, ValueRange{at});
         else
           vector::StoreOp::create(rw, loc, row, scratch, ValueRange{at},
                                   /*nontemporal=*/false,
-                                  llvm::MaybeAlign(2 * perLane));
+                                  llvm::MaybeAlign(4 * ownWords));
       }
     }
     Value fullMask = i32Constant(rw, loc, -1);
@@ -1220,6 +1357,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // 4. weighted[d, h] = sum_t code_v[t, d] p[h, t] vscale[t] over the
     // warp's tokens: lane (g, t) holds channels g * D / 8 + j (m tile j / 2,
     // row g + 8 (j % 2)); k slot s of k tile i is the warp's token 16 i + s.
+    Value lgIsHead =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(h));
     int64_t vTiles = d / 16, vWords = std::max<int64_t>(1, L.vPieceBits / 32);
     int64_t vRowWords = d * vBits / vWordBits;
     Value vWordInRow = mulIndex(rw, loc, lg, vWords);
@@ -1251,6 +1390,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       SmallVector<std::array<Value, kMmaSplitParts>> bParts =
           loadProbabilityFragments(rw, loc, scratch, region, lg, lt, rowWords,
                                    kt);
+      if (L.packedScoreParts)
+        for (std::array<Value, kMmaSplitParts> &half : bParts)
+          for (Value &part : half)
+            part = arith::SelectOp::create(rw, loc, lgIsHead, part,
+                                           i32Constant(rw, loc, 0));
       Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
       SmallVector<std::array<Value, 4>> aRegs = codeFragments(
           rw, loc,

@@ -363,6 +363,7 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   l.tokensPerWarp = tokens;
   l.kPieceBits = kPiece;
   l.vPieceBits = vPiece;
+  l.packedScoreParts = h * kMmaSplitParts <= 8 && tokens >= 32;
   l.kZeroDotOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;
   l.partialOffset = l.kZeroDotOffset + 8;
   // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.

@@ -164,6 +164,14 @@ constexpr int64_t kRecordAttendStatsFloats = 24;
 
 struct RecordAttendLayout {
   int64_t warps, tokensPerWarp, kPieceBits, vPieceBits;
+  /// H <= 4 and T >= 32: the scores' hi and lo parts share one product's
+  /// 8 columns (hi of head h in column h, lo in column h + 4), so lanes t
+  /// and t ^ 2 hold the two parts of the same heads' scores; one shuffle
+  /// adds them, and each lane then takes the softmax of half its tokens
+  /// (the other half's are its partner's), where with a column per head
+  /// the lanes of columns past H computed the softmax of no head. Half the
+  /// scores' MMAs and of the softmax's instructions; the same sums.
+  bool packedScoreParts;
   /// Scratch offsets in floats: the split B fragments of the scores (D / 16
   /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
   /// warp `partialFloats` (the weighted partial [H, D], and before it the

@@ -33,27 +33,28 @@ gpu.module @m {
     // channels of a token (32 bits).
     // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK-DAG: to memref<1024xi32, #gpu.address_space<workgroup>>
-    // 1. The CTA splits q * kscale into B fragments (hi, lo): the 16 lanes
-    // of a k tile that hold one of the 4 heads, one fragment a thread in
-    // straight-line code; the other lanes' fragments are zeros, one store a
-    // thread, each part f16 (22 bits: the scores' sums cancel). It sums
+    // 1. The CTA splits q * kscale into B fragments (hi, lo), each part f16
+    // (22 bits: the scores' sums cancel), one thread a head's 4 channels of
+    // a k tile in straight-line code. At 4 heads the parts share the 8
+    // columns (packedScoreParts: hi of head h in column h, lo in h + 4), so
+    // a thread stores two 2-word fragments and no column is zeros. It sums
     // q . kzero per head with shuffles, one barrier.
     // CHECK-NOT: scf.for
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
-    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
-    // CHECK-NOT: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
-    // CHECK: vector.store %[[ZEROS:cst.*]], %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK-NOT: vector.store
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
-    // 2. Scores: 8 k tiles x 2 parts x 2 token tiles, no barrier; the K
-    // codes of two k tiles are one transposed ldmatrix (the warp's 16-bit
-    // pieces of 8 channels are one 16-byte row); a code pair is the code
-    // masked in place as an f16 subnormal: one AND (0x000F000F, the low
-    // nibbles, then 0x00F000F0), one shift by 8 for a chunk's high byte,
-    // no f16 arithmetic and no lop3; f16 products.
+    // 2. Scores: 8 k tiles x 2 token tiles, both parts in one product, no
+    // barrier; the K codes of two k tiles are one transposed ldmatrix (the
+    // warp's 16-bit pieces of 8 channels are one 16-byte row); a code pair
+    // is the code masked in place as an f16 subnormal: one AND (0x000F000F,
+    // the low nibbles, then 0x00F000F0), one shift by 8 for a chunk's high
+    // byte, no f16 arithmetic and no lop3; f16 products.
     // CHECK-NOT: gpu.barrier
+    // CHECK: vector.load %{{.*}} {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.ldmatrix %{{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<col>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
     // CHECK-NOT: memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
@@ -61,14 +62,19 @@ gpu.module @m {
     // CHECK: arith.shrui %{{.*}}, %c8_i32 : i32
     // CHECK-NOT: llvm.inline_asm
     // CHECK-NOT: vector<2xf16>, vector<2xf16>, vector<2xf16>
-    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
-    // 3. The warp's softmax: a score is the product scaled back (2^24 for
-    // the rows of low nibbles, 2^20 for the next) plus q . kzero, one fma;
-    // max, then sum and p . vzero over the lanes of a head (xor 4, 8, 16),
-    // the probabilities through the warp's scratch.
+    // CHECK-COUNT-16: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
+    // CHECK-NOT: (vector<2xf16>, vector<2xf16>, f32)
+    // 3. Lanes t and t ^ 2 hold a score's hi and lo parts: each sends the
+    // other the token tile it takes (one shuffle a score of it) and adds.
+    // CHECK-COUNT-4: gpu.shuffle  xor %{{.*}}, %c2_i32, %c32_i32 : f32
+    // The warp's softmax over the lane's 2 tokens: a score is the product
+    // scaled back (2^24 for the rows of low nibbles, 2^20 for the next)
+    // plus q . kzero, one fma; max, then sum and p . vzero over the lanes
+    // of a head (xor 2, 4, 8, 16), the probabilities through the warp's
+    // scratch.
     // CHECK-NOT: gpu.barrier
     // CHECK: llvm.intr.fma(%{{.*}}, %{{.*}}, %{{.*}}) : (f32, f32, f32) -> f32
-    // CHECK-COUNT-6: gpu.shuffle  xor
+    // CHECK-COUNT-8: gpu.shuffle  xor
     // exp(x - max): the row's max made finite once (0 for a row of no
     // tokens), then per score the difference first, the scaling by log2 e,
     // one ex2 (ftz: no subnormal fix-up). Not x log2e - max log2e as one
@@ -78,12 +84,15 @@ gpu.module @m {
     // CHECK-NEXT: %[[DIFF:.*]] = arith.subf %{{.*}}, %[[FINITE]] : f32
     // CHECK-NEXT: %[[SCALED:.*]] = arith.mulf %[[DIFF]], %{{.*}} : f32
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"(%[[SCALED]])
-    // CHECK: vector.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: memref.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>
     // CHECK: nvvm.bar.warp.sync
-    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts; two
-    // tokens' 32-bit pieces meet in the halves of a register by one prmt
-    // each (bytes 0, 1 of both, then 2, 3).
+    // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts; the
+    // lanes of columns past the heads take zeros (their rows of the
+    // probabilities are not written); two tokens' 32-bit pieces meet in
+    // the halves of a register by one prmt each (bytes 0, 1 of both, then
+    // 2, 3).
     // CHECK-NOT: gpu.barrier
+    // CHECK: arith.select %{{.*}}, %{{.*}}, %c0_i32 : i32
     // CHECK: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c30258_i32)
     // The values' codes are bf16 128 + code (kvgpu.biased_code_pair: one
@@ -143,6 +152,35 @@ gpu.module @m {
     // 5. Partials; the incoming max and sum copied into the scratch (so
     // that the new state may overwrite them); one barrier; 6. the merge.
     kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+  // 8 query heads (GQA 8): every column a head, so the parts are two
+  // products (kMmaSplitParts), each fragment both parts' registers (one
+  // 16-byte store), and a head's lanes are one t (xor 4, 8, 16).
+  // CHECK-LABEL: gpu.func @record_eight_heads
+  // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<5240xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+  // CHECK: gpu.barrier
+  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+  // CHECK-NOT: (vector<2xf16>, vector<2xf16>, f32)
+  // CHECK-NOT: gpu.shuffle  xor %{{.*}}, %c2_i32
+  // CHECK: gpu.shuffle  xor %{{.*}}, %c4_i32, %c32_i32 : f32
+  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
+  // CHECK: gpu.return
+  gpu.func @record_eight_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<8x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 4096 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 12288 : !f16x128
+    %kz = kvgpu.shared_buffer 12544 : !f16x128
+    %kt = kvgpu.shared_buffer 12800 : !f16x128
+    %vc = kvgpu.shared_buffer 13056 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 17152 : !f16x128
+    %vz = kvgpu.shared_buffer 17408 : !f16x128
+    %vch = kvgpu.shared_buffer 17664 : !f16x128
+    %m = kvgpu.shared_buffer 17920 : memref<8xf32, #gpu.address_space<workgroup>>
+    %l = kvgpu.shared_buffer 17952 : memref<8xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 17984 : memref<8x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 22080 : memref<5240xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<8x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 }
