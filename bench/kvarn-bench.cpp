@@ -118,10 +118,12 @@ struct Bench {
     CompileOptions options;
     options.numWarps = numWarps;
     options.minCtasPerSM = minCtasPerSM;
+    options.warpStates = warpStates;
     return *check(cache->load({name, spec, "", ""}, options, ctx));
   }
   int numWarps = 0;     // 0: the compiler's choice
   int minCtasPerSM = 0; // 0: the compiler's choice
+  bool warpStates = false;
   int splits = 0;       // > 0: the one split count decode rows time
   /// Run only the rows whose name contains one of these (all when empty).
   std::vector<std::string> only;
@@ -358,7 +360,7 @@ std::vector<std::string> rowNames() {
 int main(int argc, char **argv) {
   std::string jsonPath;
   std::vector<std::string> only;
-  bool poolBlocks = true;
+  bool poolBlocks = true, warpStates = false;
   int numWarps = 0, minCtasPerSM = 0, splits = 0;
   for (int i = 1; i < argc; ++i) {
     bool takesValue = !std::strcmp(argv[i], "--json") ||
@@ -408,6 +410,8 @@ int main(int argc, char **argv) {
       }
     } else if (!std::strcmp(argv[i], "--no-pool-blocks")) {
       poolBlocks = false;
+    } else if (!std::strcmp(argv[i], "--warp-states")) {
+      warpStates = true;
     } else if (!std::strcmp(argv[i], "--list")) {
       for (const std::string &name : rowNames())
         llvm::outs() << name << "\n";
@@ -416,7 +420,7 @@ int main(int argc, char **argv) {
       llvm::outs()
           << "usage: kvarn-bench [--json FILE] [--only SUBSTRING[,...]] "
              "[--num-warps N] [--min-ctas N] [--splits N] [--no-pool-blocks] "
-             "[--list]\n"
+             "[--warp-states] [--list]\n"
              "  --only       run only the rows whose name contains SUBSTRING "
              "(or one of several, comma-separated)\n"
              "  --list       print the rows' names and exit\n"
@@ -426,7 +430,9 @@ int main(int argc, char **argv) {
              "decode)\n"
              "  --no-pool-blocks  decode rows read every block from its "
              "record (by default each request's sink and partial tail are "
-             "fp16 pool blocks, as in serving)\n";
+             "fp16 pool blocks, as in serving)\n"
+             "  --warp-states  compile with attention states held per warp "
+             "(kvarn-jit's --warp-states)\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -453,6 +459,7 @@ int main(int argc, char **argv) {
   b.only = only;
   b.numWarps = numWarps;
   b.minCtasPerSM = minCtasPerSM;
+  b.warpStates = warpStates;
   b.splits = splits;
   std::vector<Row> rows;
   std::vector<std::pair<std::string, DecodeResult>> decodeRows;

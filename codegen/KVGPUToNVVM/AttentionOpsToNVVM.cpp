@@ -966,19 +966,148 @@ void emitMergeWarpPartials(
       });
 }
 
+/// A lane's weighted sums of one head, for emitWarpStateUpdate: runs of
+/// consecutive channels, `values` from channel `first` on (runs of four or
+/// more are read and written four at a time: `first` a multiple of 4).
+struct ChannelRun {
+  Value first;
+  SmallVector<Value> values;
+};
+
+/// The statistics of one head over the warp's tokens of a block.
+struct BlockStats {
+  Value max, sum;
+  Value zeroTerm; // p . vzero (attend_record), or null
+};
+
+/// With warp_states: reads the warp's row `warp * h + head` of the incoming
+/// max and sum, before any lane of the warp writes (the caller syncs the
+/// warp between this and emitWarpStateUpdate). `head` is clamped into
+/// range: lanes of heads past H read a row they leave alone.
+std::pair<Value, Value> loadWarpStateRow(OpBuilder &b, Location loc, Value warp,
+                                         Value head, int64_t h, Value mIn,
+                                         Value lIn) {
+  Value row = arith::AddIOp::create(
+      b, loc, mulIndex(b, loc, warp, h),
+      arith::MinUIOp::create(b, loc, head, indexConstant(b, loc, h - 1)));
+  return {memref::LoadOp::create(b, loc, mIn, ValueRange{row}),
+          memref::LoadOp::create(b, loc, lIn, ValueRange{row})};
+}
+
+/// With warp_states: the block's partial of head `head` (this lane's
+/// channels in `runs`, the warp's statistics in `stats`) folded into the
+/// warp's own row of the state, the incoming max and sum `old` as
+/// loadWarpStateRow read them: acc = alpha acc + beta (weighted + p . vzero)
+/// vchannel, l = alpha l + beta sum, m = max(m, block max). The lane
+/// `writer` writes m and l. `channelScales(b, first, n)`, where given,
+/// reads vchannel of n channels from `first` on.
+void foldIntoWarpRow(
+    OpBuilder &b, Location loc, Value warp, Value head, int64_t h, int64_t d,
+    std::pair<Value, Value> old, const BlockStats &stats,
+    ArrayRef<ChannelRun> runs,
+    function_ref<SmallVector<Value>(OpBuilder &, Value, int64_t)> channelScales,
+    Value accIn, Value mOut, Value lOut, Value accOut, Value writer) {
+  auto [mOld, lOld] = old;
+  Value mx = arith::MaximumFOp::create(b, loc, mOld, stats.max);
+  Value finiteMx = finiteMax(b, loc, mx);
+  Value alpha = expBelow(b, loc, mOld, finiteMx);
+  Value beta = expBelow(b, loc, stats.max, finiteMx);
+  Value row = arith::AddIOp::create(b, loc, mulIndex(b, loc, warp, h), head);
+  Value rowAt = mulIndex(b, loc, row, d);
+  auto f32x4 = VectorType::get({4}, b.getF32Type());
+  for (const ChannelRun &run : runs) {
+    int64_t n = run.values.size();
+    int64_t step = n % 4 == 0 ? 4 : 1;
+    for (int64_t k = 0; k < n; k += step) {
+      Value first = addIndex(b, loc, run.first, k);
+      Value at = arith::AddIOp::create(b, loc, rowAt, first);
+      SmallVector<Value> olds;
+      if (step == 4) {
+        Value vec =
+            vector::LoadOp::create(b, loc, f32x4, accIn, ValueRange{at},
+                                   /*nontemporal=*/false, llvm::MaybeAlign(16));
+        for (int64_t e = 0; e < 4; ++e)
+          olds.push_back(vector::ExtractOp::create(b, loc, vec, e));
+      } else {
+        olds.push_back(memref::LoadOp::create(b, loc, accIn, ValueRange{at}));
+      }
+      SmallVector<Value> scales;
+      if (channelScales)
+        scales = channelScales(b, first, step);
+      SmallVector<Value> out;
+      for (int64_t e = 0; e < step; ++e) {
+        Value v = run.values[k + e];
+        if (stats.zeroTerm)
+          v = arith::AddFOp::create(b, loc, v, stats.zeroTerm);
+        if (channelScales)
+          v = arith::MulFOp::create(b, loc, v, scales[e]);
+        out.push_back(LLVM::FMAOp::create(
+            b, loc, beta, v, arith::MulFOp::create(b, loc, alpha, olds[e])));
+      }
+      if (step == 4)
+        vector::StoreOp::create(
+            b, loc, vector::FromElementsOp::create(b, loc, f32x4, out), accOut,
+            ValueRange{at}, /*nontemporal=*/false, llvm::MaybeAlign(16));
+      else
+        memref::StoreOp::create(b, loc, out[0], accOut, ValueRange{at});
+    }
+  }
+  scf::IfOp::create(b, loc, writer, [&](OpBuilder &tb, Location) {
+    memref::StoreOp::create(tb, loc, mx, mOut, ValueRange{row});
+    memref::StoreOp::create(
+        tb, loc,
+        LLVM::FMAOp::create(tb, loc, beta, stats.sum,
+                            arith::MulFOp::create(tb, loc, alpha, lOld)),
+        lOut, ValueRange{row});
+    scf::YieldOp::create(tb, loc);
+  });
+}
+
+/// Step 5 of attend_record and attend_rows with warp_states: lane (g, t)
+/// holds the block's weighted sums of heads 2t and 2t + 1 (`runs(b, e)`,
+/// the warp's statistics `stats(e)`); all lanes read their heads' incoming
+/// max and sum, the warp syncs, and each lane of a head (< H) folds its
+/// channels into the warp's row, lane g = 0 writing m and l.
+void emitWarpStateUpdate(
+    OpBuilder &rw, Location loc, Value warp, Value lg, Value lt, int64_t h,
+    int64_t d, function_ref<BlockStats(int64_t)> stats,
+    function_ref<SmallVector<ChannelRun>(OpBuilder &, int64_t)> runs,
+    function_ref<SmallVector<Value>(OpBuilder &, Value, int64_t)> channelScales,
+    Value mIn, Value lIn, Value accIn, Value mOut, Value lOut, Value accOut) {
+  auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+  std::array<Value, 2> heads;
+  std::array<std::pair<Value, Value>, 2> old;
+  for (int64_t e = 0; e < 2; ++e) {
+    heads[e] = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), e);
+    old[e] = loadWarpStateRow(rw, loc, warp, heads[e], h, mIn, lIn);
+  }
+  NVVM::SyncWarpOp::create(rw, loc, i32Constant(rw, loc, -1));
+  Value g0 = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq, lg, c(0));
+  for (int64_t e = 0; e < 2; ++e) {
+    Value mine = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult,
+                                       heads[e], c(h));
+    scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+      foldIntoWarpRow(b, loc, warp, heads[e], h, d, old[e], stats(e),
+                      runs(b, e), channelScales, accIn, mOut, lOut, accOut, g0);
+      scf::YieldOp::create(b, loc);
+    });
+  }
+}
+
 /// kvgpu.attend_record (RecordAttendLayout in KVGPU.h).
 struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(AttendRecordOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
-    int64_t h = op.getM().getType().getNumElements();
+    int64_t threads = getNumThreads(op);
+    int64_t h = op.getM().getType().getNumElements() /
+                (op.getWarpStates() ? threads / kWarpSize : 1);
     int64_t d = op.getQ().getType().getNumElements() / h;
     int64_t kBits = op.getKBits(), vBits = op.getVBits();
     int64_t g = op.getKCodes().getType().getDimSize(1) * 8 / kBits;
-    int64_t threads = getNumThreads(op);
-    std::optional<RecordAttendLayout> layout =
-        getRecordAttendLayout(h, d, g, kBits, vBits, threads);
+    std::optional<RecordAttendLayout> layout = getRecordAttendLayout(
+        h, d, g, kBits, vBits, threads, op.getWarpStates());
     if (!layout)
       return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
     const RecordAttendLayout &L = *layout;
@@ -1411,9 +1540,42 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // j: accumulator e of m tile i is channel 2 i + e / 2, head 2t + e % 2)
     // over the probabilities (read above: the warp syncs first), and the
     // max, sum and p . vzero term (lanes g = 0; the merge adds the term once
-    // per output, not each warp once per channel).
-    NVVM::SyncWarpOp::create(rw, loc, fullMask);
+    // per output, not each warp once per channel). With warp_states the
+    // warp folds it into its own row of the state instead, and is done.
     int64_t perLaneChannels = d / 8;
+    if (op.getWarpStates()) {
+      auto channelScales = [&](OpBuilder &b, Value first,
+                               int64_t n) -> SmallVector<Value> {
+        auto type = cast<MemRefType>(vChannel.getType()).getElementType();
+        Value vec = vector::LoadOp::create(
+            b, loc, VectorType::get({n}, type), vChannel, ValueRange{first},
+            /*nontemporal=*/false,
+            llvm::MaybeAlign(n * type.getIntOrFloatBitWidth() / 8));
+        SmallVector<Value> out;
+        for (int64_t k = 0; k < n; ++k) {
+          Value x = vector::ExtractOp::create(b, loc, vec, k);
+          out.push_back(
+              type.isF32() ? x
+                           : arith::ExtFOp::create(b, loc, f32, x).getResult());
+        }
+        return out;
+      };
+      emitWarpStateUpdate(
+          rw, loc, warp, lg, lt, h, d,
+          [&](int64_t e) -> BlockStats {
+            return {rowMax[e], rowSum[e], zeroSum[e]};
+          },
+          [&](OpBuilder &b, int64_t e) {
+            ChannelRun run{mulIndex(b, loc, lg, perLaneChannels), {}};
+            for (int64_t j = 0; j < perLaneChannels; ++j)
+              run.values.push_back(weighted[j / 2][2 * (j % 2) + e]);
+            return SmallVector<ChannelRun>{run};
+          },
+          channelScales, mIn, lIn, accIn, mOut, lOut, accOut);
+      rw.eraseOp(op);
+      return success();
+    }
+    NVVM::SyncWarpOp::create(rw, loc, fullMask);
     for (int64_t e = 0; e < 2; ++e) {
       Value mine = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult,
                                          heads[e], c(h));
@@ -1472,12 +1634,13 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
   LogicalResult matchAndRewrite(AttendRowsOp op,
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
-    int64_t h = op.getM().getType().getNumElements();
+    int64_t threads = getNumThreads(op);
+    int64_t h = op.getM().getType().getNumElements() /
+                (op.getWarpStates() ? threads / kWarpSize : 1);
     int64_t d = op.getQ().getType().getNumElements() / h;
     int64_t t = op.getKeys().getType().getNumElements() / d;
-    int64_t threads = getNumThreads(op);
     std::optional<RowsAttendLayout> layout =
-        getRowsAttendLayout(h, d, t, threads);
+        getRowsAttendLayout(h, d, t, threads, op.getWarpStates());
     if (!layout)
       return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
     const RowsAttendLayout &L = *layout;
@@ -1680,7 +1843,25 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
       }
 
       // 5. The warp's partial state: weighted per head (after the warp's
-      // reads of the probabilities), max and sum (lanes g = 0).
+      // reads of the probabilities), max and sum (lanes g = 0); with
+      // warp_states, folded into the warp's own row of the state.
+      if (op.getWarpStates()) {
+        emitWarpStateUpdate(
+            b, loc, warp, lg, lt, h, d,
+            [&](int64_t e) -> BlockStats {
+              return {rowMax[e], rowSum[e], Value()};
+            },
+            [&](OpBuilder &ib, int64_t e) {
+              SmallVector<ChannelRun> runs;
+              for (int64_t i = 0; i < vTiles; ++i)
+                for (int64_t r = 0; r < 2; ++r)
+                  runs.push_back({addIndex(ib, loc, lg, 16 * i + 8 * r),
+                                  {weighted[i][2 * r + e]}});
+              return runs;
+            },
+            /*channelScales=*/{}, mIn, lIn, accIn, mOut, lOut, accOut);
+        return;
+      }
       NVVM::SyncWarpOp::create(b, loc, fullMask);
       for (int64_t e = 0; e < 2; ++e) {
         Value mine = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
@@ -1724,11 +1905,12 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
     }
 
     // 6. The partials meet the incoming state.
-    emitMergeWarpPartials(rw, loc, tid, threads, h, d,
-                          {L.warps, L.partialOffset, L.partialFloats,
-                           L.statsOffset, L.incomingOffset},
-                          scratch, mIn, lIn, accIn, mOut, lOut, accOut,
-                          /*channelScale=*/{});
+    if (!op.getWarpStates())
+      emitMergeWarpPartials(rw, loc, tid, threads, h, d,
+                            {L.warps, L.partialOffset, L.partialFloats,
+                             L.statsOffset, L.incomingOffset},
+                            scratch, mIn, lIn, accIn, mOut, lOut, accOut,
+                            /*channelScale=*/{});
     rw.eraseOp(op);
     return success();
   }

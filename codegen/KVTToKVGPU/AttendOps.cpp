@@ -159,6 +159,43 @@ std::array<TileView, 3> newStateViews(TileLowering &s, AttendOp op, Value m,
           stateBuffer(op.getAcc(), acc, op.getNewAcc())};
 }
 
+/// The incoming state's buffers and the new state's views of a register
+/// lowering (attend_record, attend_rows). `perWarp`: the new state is held
+/// per warp (findWarpStates); a whole incoming state is then spread over
+/// the new state's copies first and updated there.
+struct RegisterState {
+  Value q, m, l, acc;
+  std::array<TileView, 3> out;
+};
+RegisterState registerState(TileLowering &s, AttendOp op, bool perWarp) {
+  if (!perWarp) {
+    auto [q, m, l, acc] = stateBuffers(s, op);
+    return {q, m, l, acc, newStateViews(s, op, m, l, acc)};
+  }
+  Location loc = op.getLoc();
+  RegisterState r;
+  r.q = s.materialize(loc, s.view(op.getQ()), s.b.getF32Type()).buffer;
+  std::array<Value, 3> olds = {op.getM(), op.getL(), op.getAcc()};
+  std::array<Value, 3> news = {op.getNewM(), op.getNewL(), op.getNewAcc()};
+  std::array<Value, 3> in;
+  for (int i = 0; i < 3; ++i) {
+    const TileView &old = s.view(olds[i]);
+    StateRole role = s.warpStates.lookup(news[i]);
+    bool held = old.warpState != StateRole::None;
+    r.out[i] = held && s.canOverwrite(olds[i], op)
+                   ? old
+                   : allocateWarpState(s, loc,
+                                       cast<TileType>(news[i].getType()), role);
+    if (!held)
+      s.copyInto(loc, old, r.out[i]);
+    in[i] = held ? old.buffer : r.out[i].buffer;
+  }
+  r.m = in[0];
+  r.l = in[1];
+  r.acc = in[2];
+  return r;
+}
+
 /// After an attend op's kvgpu step: one barrier, then its results are the
 /// new state's views.
 void publishNewState(TileLowering &s, AttendOp op, const TileView &newM,
@@ -175,7 +212,7 @@ void publishNewState(TileLowering &s, AttendOp op, const TileView &newM,
 /// nothing.
 bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
                          const std::optional<AffineDequant> &kq,
-                         const std::optional<AffineDequant> &vq) {
+                         const std::optional<AffineDequant> &vq, bool perWarp) {
   TileType qType = op.getQ().getType();
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t G = op.getK().getType().getDim(0);
@@ -190,12 +227,12 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
     return false;
   std::optional<kvgpu::RecordAttendLayout> layout =
       kvgpu::getRecordAttendLayout(H, D, G, kq->bits, vq->bits,
-                                   s.numWarps * kvgpu::kWarpSize);
+                                   s.numWarps * kvgpu::kWarpSize, perWarp);
   if (!layout)
     return false;
   Location loc = op.getLoc();
   Type f32 = s.b.getF32Type();
-  auto [q, m, l, acc] = stateBuffers(s, op);
+  auto [q, m, l, acc, newState] = registerState(s, op, perWarp);
   SmallVector<Value> scales;
   for (const TileView *v :
        {&kq->scale, &kq->zero, &kq->other, &vq->scale, &vq->zero, &vq->other})
@@ -205,13 +242,14 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
     count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
-  auto [newM, newL, newAcc] = newStateViews(s, op, m, l, acc);
+  auto [newM, newL, newAcc] = newState;
   kvgpu::AttendRecordOp::create(
       s.b, loc, q, kq->packed, scales[0], scales[1], scales[2], vq->packed,
       scales[3], scales[4], scales[5], m, l, acc, count,
       s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
       s.b.getI32IntegerAttr(int32_t(kq->bits)),
-      s.b.getI32IntegerAttr(int32_t(vq->bits)));
+      s.b.getI32IntegerAttr(int32_t(vq->bits)),
+      perWarp ? s.b.getUnitAttr() : UnitAttr());
   publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
@@ -235,7 +273,7 @@ Value stagedF16Rows(const TileView &v) {
 /// shared memory, `valid` and `from` (if any) are uniform and the shape
 /// has a register layout (RowsAttendLayout); false otherwise, having
 /// emitted nothing.
-bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
+bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
   TileType qType = op.getQ().getType();
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t T = op.getK().getType().getDim(0);
@@ -246,13 +284,13 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
   if (!keys || !values || !valid.splat || (from && !from->splat) ||
       op.getQRope())
     return false;
-  std::optional<kvgpu::RowsAttendLayout> layout =
-      kvgpu::getRowsAttendLayout(H, D, T, s.numWarps * kvgpu::kWarpSize);
+  std::optional<kvgpu::RowsAttendLayout> layout = kvgpu::getRowsAttendLayout(
+      H, D, T, s.numWarps * kvgpu::kWarpSize, perWarp);
   if (!layout)
     return false;
   Location loc = op.getLoc();
   Type f32 = s.b.getF32Type();
-  auto [q, m, l, acc] = stateBuffers(s, op);
+  auto [q, m, l, acc, newState] = registerState(s, op, perWarp);
   auto asI32 = [&](Value x) -> Value {
     if (x.getType().isInteger(32))
       return x;
@@ -264,10 +302,11 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
   Value count = asI32(valid.splat);
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
-  auto [newM, newL, newAcc] = newStateViews(s, op, m, l, acc);
+  auto [newM, newL, newAcc] = newState;
   kvgpu::AttendRowsOp::create(s.b, loc, q, keys, values, m, l, acc, first,
                               count, s.lookup(op.getScale()), newM.buffer,
-                              newL.buffer, newAcc.buffer, buffer);
+                              newL.buffer, newAcc.buffer, buffer,
+                              perWarp ? s.b.getUnitAttr() : UnitAttr());
   publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
@@ -281,8 +320,68 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op) {
 ///   d] + sum_t p[t] vzero[t])
 /// so the inner loops multiply raw codes, and the per-channel and per-token
 /// terms are computed once per block.
+LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op);
+
+/// kvt.attend: on a register lowering where one applies, with the state
+/// whole or held per warp (findWarpStates); otherwise by lowerWholeAttend
+/// on whole states, a state held per warp merged before it and spread
+/// after it.
 LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   auto op = cast<AttendOp>(raw);
+  Location loc = op.getLoc();
+  std::array<Value, 3> olds = {op.getM(), op.getL(), op.getAcc()};
+  std::array<Value, 3> news = {op.getNewM(), op.getNewL(), op.getNewAcc()};
+  bool perWarp = s.warpStates.lookup(op.getNewM()) != StateRole::None;
+  bool heldIn = s.view(op.getM()).warpState != StateRole::None;
+  if (perWarp || !heldIn) {
+    std::optional<AffineDequant> kq =
+        matchDequant(s, op.getK(), /*transposed=*/true);
+    std::optional<AffineDequant> vq =
+        matchDequant(s, op.getV(), /*transposed=*/false);
+    if (lowerAttendOnRecord(s, op, kq, vq, perWarp) ||
+        lowerAttendOnRows(s, op, perWarp))
+      return success();
+  }
+  std::array<TileView, 3> saved = {s.view(olds[0]), s.view(olds[1]),
+                                   s.view(olds[2])};
+  SmallVector<int> temps;
+  if (heldIn) {
+    std::array<TileView, 3> merged =
+        mergeWarpStates(s, loc, saved[0], saved[1], saved[2]);
+    for (int i = 0; i < 3; ++i) {
+      s.tiles[olds[i]] = merged[i];
+      temps.push_back(merged[i].bufferId);
+    }
+  }
+  if (failed(lowerWholeAttend(s, op)))
+    return failure();
+  for (int i = 0; heldIn && i < 3; ++i)
+    s.tiles[olds[i]] = saved[i];
+  if (perWarp) {
+    for (int i = 0; i < 3; ++i) {
+      TileView whole = s.view(news[i]);
+      TileView held =
+          allocateWarpState(s, loc, cast<TileType>(news[i].getType()),
+                            s.warpStates.lookup(news[i]));
+      s.copyInto(loc, whole, held);
+      s.tiles[news[i]] = held;
+      for (int id : whole.buffers())
+        if (!llvm::is_contained(temps, id))
+          temps.push_back(id);
+    }
+  }
+  // The merged copies and whole results no tile holds any more.
+  for (int id : temps) {
+    bool used = false;
+    for (Value v : news)
+      used = used || llvm::is_contained(s.view(v).buffers(), id);
+    if (!used)
+      s.planner.release(id);
+  }
+  return success();
+}
+
+LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op) {
   Location loc = op.getLoc();
   TileType qType = op.getQ().getType();
   int64_t H = qType.getDim(0), D = qType.getDim(1);
@@ -294,8 +393,6 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       matchDequant(s, op.getK(), /*transposed=*/true);
   std::optional<AffineDequant> vq =
       matchDequant(s, op.getV(), /*transposed=*/false);
-  if (lowerAttendOnRecord(s, op, kq, vq) || lowerAttendOnRows(s, op))
-    return success();
   Value scale = s.lookup(op.getScale());
   Type f32 = s.b.getF32Type();
   ScratchBuffers scratch(s);
@@ -495,6 +592,16 @@ LogicalResult lowerAttendFinish(TileLowering &s, Operation *raw) {
   Location loc = op.getLoc();
   TileView m = s.view(op.getM()), l = s.view(op.getL()),
            acc = s.view(op.getAcc());
+  // A state held per warp: its copies merged once, here.
+  ScratchBuffers merged(s);
+  if (m.warpState != StateRole::None) {
+    std::array<TileView, 3> whole = mergeWarpStates(s, loc, m, l, acc);
+    m = whole[0];
+    l = whole[1];
+    acc = whole[2];
+    for (const TileView &v : whole)
+      merged.ids.push_back(v.bufferId);
+  }
   TileView out = s.allocate(loc, op.getOut().getType());
   TileView lse = s.allocate(loc, op.getLse().getType());
   auto empty = [&](OpBuilder &b, Value sum) {

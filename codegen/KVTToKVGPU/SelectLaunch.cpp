@@ -51,6 +51,7 @@ std::optional<LaunchChoice> kvarn::kvt::readLaunchChoice(Operation *kernel) {
   if (c.programsPerCta < 0 || c.programsPerCta > c.numWarps)
     return std::nullopt;
   c.keepsStaging = bool(dict.get("keeps_staging"));
+  c.warpStates = bool(dict.get("warp_states"));
   return c;
 }
 
@@ -83,7 +84,7 @@ int64_t warpsForLargestTile(func::FuncOp func) {
 }
 
 LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
-                          int64_t minCtasPerSM) {
+                          int64_t minCtasPerSM, bool warpStates) {
   // Kernels that attend: LaunchPolicy.h says why.
   bool attends = false;
   int64_t group = 0, headDim = 0; // of the attended K tile [G, D]
@@ -126,6 +127,7 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   // kvgpu.sinkhorn reads a normalizing kernel's tiles from shared memory:
   // it keeps them staged and gives up CTAs per SM (unless they were asked).
   c.keepsStaging = normalized && defaultCtas > 1 && minCtasPerSM <= 0;
+  c.warpStates = warpStates && attends && !pack;
   return c;
 }
 
@@ -136,7 +138,7 @@ struct SelectLaunchPass : kvarn::impl::SelectLaunchBase<SelectLaunchPass> {
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func->hasAttr(KVTDialect::getKernelAttrName()))
         continue;
-      LaunchChoice c = chooseLaunch(func, numWarps, minCtasPerSM);
+      LaunchChoice c = chooseLaunch(func, numWarps, minCtasPerSM, warpStates);
       Builder b(func);
       SmallVector<NamedAttribute> entries = {
           b.getNamedAttr("num_warps", b.getI64IntegerAttr(c.numWarps)),
@@ -146,6 +148,8 @@ struct SelectLaunchPass : kvarn::impl::SelectLaunchBase<SelectLaunchPass> {
             "programs_per_cta", b.getI64IntegerAttr(c.programsPerCta)));
       if (c.keepsStaging)
         entries.push_back(b.getNamedAttr("keeps_staging", b.getUnitAttr()));
+      if (c.warpStates)
+        entries.push_back(b.getNamedAttr("warp_states", b.getUnitAttr()));
       func->setAttr(kLaunchAttrName, b.getDictionaryAttr(entries));
     }
   }

@@ -168,6 +168,38 @@ static bool noUseAfter(Value v, Operation *at) {
   return true;
 }
 
+/// Whether `user` lies in another branch of an scf.if around `at` than
+/// `at`, with no loop between that scf.if and the block of `v`: once `v`
+/// is defined, `user` and `at` do not both run.
+static bool inOtherBranch(Value v, Operation *user, Operation *at) {
+  Block *home = v.getParentBlock();
+  for (Operation *p = at->getParentOp(); p && p->getBlock();
+       p = p->getParentOp()) {
+    if (p->getBlock() == home && !isa<scf::IfOp>(p))
+      return false;
+    if (auto branch = dyn_cast<scf::IfOp>(p)) {
+      if (branch->isAncestor(user)) {
+        Region *atRegion = at->getParentRegion(),
+               *userRegion = user->getParentRegion();
+        while (atRegion->getParentOp() != branch)
+          atRegion = atRegion->getParentOp()->getParentRegion();
+        while (userRegion->getParentOp() != branch)
+          userRegion = userRegion->getParentOp()->getParentRegion();
+        if (atRegion == userRegion)
+          return false;
+        // No loop from the scf.if out to v's block.
+        for (Operation *q = branch; q->getBlock() != home; q = q->getParentOp())
+          if (!q->getParentOp() || isa<LoopLikeOpInterface>(q->getParentOp()))
+            return false;
+        return true;
+      }
+      if (p->getBlock() == home)
+        return false;
+    }
+  }
+  return false;
+}
+
 bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
   auto it = tiles.find(oldTile);
   if (it == tiles.end() || !it->second.isPlainBuffer() ||
@@ -176,14 +208,58 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
   int id = it->second.bufferId;
   if (id < 0)
     return false;
-  for (const auto &[value, view] : tiles)
-    if (llvm::is_contained(view.buffers(), id) && !noUseAfter(value, at))
+  for (const auto &[value, view] : tiles) {
+    if (!llvm::is_contained(view.buffers(), id))
+      continue;
+    // A state held per warp shares its buffer with the tiles of the loops
+    // that carry it in place (lowerFor): one in a region that does not
+    // enclose `at` (another branch) is used only there, and where that
+    // region runs again it defines the tile again first; one whose uses
+    // are all `at` and the inits of loops around `at` (read once, before
+    // the loop, where they became its carried tile) is dead at `at`.
+    if (view.warpState != StateRole::None) {
+      Value v = value;
+      if (!v.getParentRegion()->isAncestor(at->getParentRegion()))
+        continue;
+      bool dead = llvm::all_of(v.getUses(), [&](OpOperand &use) {
+        Operation *user = use.getOwner();
+        auto loop = dyn_cast<scf::ForOp>(user);
+        return user == at ||
+               (loop && loop->isProperAncestor(at) &&
+                use.getOperandNumber() >= loop.getNumControlOperands()) ||
+               inOtherBranch(v, user, at);
+      });
+      if (dead)
+        continue;
+    }
+    if (!noUseAfter(value, at))
       return false;
+  }
   return true;
 }
 
 void TileLowering::copyInto(Location loc, const TileView &v,
                             const TileView &dst) {
+  if (dst.warpState != StateRole::None) {
+    if (v.warpState != StateRole::None)
+      return copyInto(loc, warpStateRows(v), warpStateRows(dst));
+    // A whole state into copies per warp: the first warp's copy is the
+    // state, the others' hold no token.
+    foreach (loc, warpStateRows(dst).type.getShape(),
+             [&](OpBuilder &at, ValueRange idx) {
+               Value first =
+                   arith::CmpIOp::create(at, loc, arith::CmpIPredicate::eq,
+                                         idx[0], index(at, loc, 0));
+               Value x = arith::SelectOp::create(
+                   at, loc, first, read(at, loc, v, idx.drop_front()),
+                   warpStateIdentity(at, loc, dst.warpState));
+               memref::StoreOp::create(at, loc, x, dst.buffer, idx);
+             })
+      ;
+    return;
+  }
+  assert(v.warpState == StateRole::None &&
+         "a state held per warp is merged before it is read whole");
   Type elt = cast<MemRefType>(dst.buffer.getType()).getElementType();
   foreach(loc, v.type.getShape(), [&](OpBuilder &at, ValueRange idx) {
     Value x = convertScalar(at, loc, read(at, loc, v, idx), elt);

@@ -17,6 +17,7 @@
 
 #include "llvm/ADT/DenseMap.h"
 
+#include <array>
 #include <functional>
 #include <optional>
 
@@ -36,6 +37,9 @@ using ElementFn = std::function<mlir::Value(mlir::OpBuilder &, mlir::Location,
 ///    elements held by warp `warp` as a vector<E x T> per lane; only the ops
 ///    of a register chain read it.
 /// Reads then convert through `conversions`.
+/// Which tile of an attention state (m, l, acc) a tile held per warp is.
+enum class StateRole { None, Max, Sum, Acc };
+
 struct TileView {
   TileType type;            // the logical tile
   mlir::Value buffer;       // memref in shared memory
@@ -51,6 +55,11 @@ struct TileView {
   llvm::SmallVector<mlir::Type> conversions;
   mlir::Value fragment; // vector<E x T>
   int64_t warp = 0;
+  /// An attention state held per warp (WarpStates.cpp): `buffer` is [W,
+  /// type's shape], a copy per warp of the program, and the tile is their
+  /// merge; only attend, attend_finish and copies into other such tiles
+  /// read it.
+  StateRole warpState = StateRole::None;
 
   bool isPlainBuffer() const { return buffer && !compute; }
   /// Every buffer this view needs.
@@ -121,6 +130,9 @@ public:
   };
   llvm::DenseMap<std::pair<mlir::Value, mlir::Value>, StagedRecord>
       stagedRecords;
+  /// The attention states held per warp (findWarpStates), with their roles;
+  /// empty unless the launch choice holds states per warp.
+  llvm::DenseMap<mlir::Value, StateRole> warpStates;
 
   mlir::Value lookup(mlir::Value old) const { return scalars.lookup(old); }
   const TileView &view(mlir::Value oldTile) const {
@@ -215,6 +227,28 @@ RegisterRowChains findRegisterRowChains(mlir::Operation *kernel);
 bool isRegisterRowOp(const TileLowering &s, mlir::Operation *op);
 mlir::LogicalResult lowerRegisterRowOp(TileLowering &s, mlir::Operation *op);
 
+/// Attention states held per warp (WarpStates.cpp): the tiles of `kernel`
+/// that are an attention state (kvt.attend's results, and the scf.if and
+/// scf.for tiles they are yielded into) and that only attention, its finish
+/// and such yields read, as whole states (m, l and acc together), with
+/// their roles, where some attend of the state has a register layout at
+/// `threads`. The register lowerings then fold each warp's tokens into
+/// the warp's own copy, and attend_finish merges the copies.
+llvm::DenseMap<mlir::Value, StateRole> findWarpStates(mlir::Operation *kernel,
+                                                      int64_t threads);
+/// A state tile held per warp, in a fresh buffer.
+TileView allocateWarpState(TileLowering &s, mlir::Location loc, TileType type,
+                           StateRole role);
+/// The buffer of a tile held per warp as a plain [W, ...] tile (for copies).
+TileView warpStateRows(const TileView &state);
+/// The value of a state's tile before any token: -inf for m, 0 otherwise.
+mlir::Value warpStateIdentity(mlir::OpBuilder &b, mlir::Location loc,
+                              StateRole role);
+/// The state the per-warp copies m, l, acc stand for, in fresh buffers.
+std::array<TileView, 3> mergeWarpStates(TileLowering &s, mlir::Location loc,
+                                        const TileView &m, const TileView &l,
+                                        const TileView &acc);
+
 /// A kernel's launch shape, as kvt-select-launch (SelectLaunch.cpp) chose
 /// it and wrote it in the kernel's `kvt.launch` dictionary; convert-kvt-to-
 /// kvgpu lowers by it and states what it settled on as kvgpu attributes.
@@ -227,6 +261,8 @@ struct LaunchChoice {
   /// Where staging outgrows the budget: keep the tiles staged and run one
   /// CTA per SM (kernels that normalize), rather than stage less.
   bool keepsStaging = false;
+  /// Attention states held per warp (findWarpStates).
+  bool warpStates = false;
 };
 inline constexpr llvm::StringLiteral kLaunchAttrName = "kvt.launch";
 /// Grid axis 0's extent as the kernel states it (`kvt.grid[0]`): a constant,

@@ -44,6 +44,7 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   SelectLaunchOptions launchOptions;
   launchOptions.numWarps = opts.numWarps;
   launchOptions.minCtasPerSM = opts.minCtasPerSM;
+  launchOptions.warpStates = opts.warpStates;
   ConvertKVTToKVGPUOptions tileOptions;
   tileOptions.chip = opts.target.chip;
   pm.addNestedPass<func::FuncOp>(createSinkTileUsersIntoBranches());

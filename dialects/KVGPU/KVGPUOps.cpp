@@ -341,10 +341,26 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   return std::nullopt;
 }
 
+/// The scratch from `partialOffset` on: per warp the probabilities (2
+/// parts x 8 heads x (tokens / 2 + 4) words) and, unless the state is held
+/// per warp, the weighted partial [H, D] over them, the warps' statistics
+/// and the incoming max and sum.
+template <typename Layout>
+static void setWarpPartials(Layout &l, int64_t h, int64_t d, int64_t tokens,
+                            bool warpStates) {
+  int64_t probabilities = 8 * tokens + 64;
+  l.partialFloats = llvm::alignTo(
+      warpStates ? probabilities : std::max(h * d, probabilities), 4);
+  l.statsOffset = l.partialOffset + l.warps * l.partialFloats;
+  l.incomingOffset =
+      l.statsOffset + (warpStates ? 0 : l.warps * kRecordAttendStatsFloats);
+  l.scratchFloats = l.incomingOffset + (warpStates ? 0 : 16);
+}
+
 std::optional<RecordAttendLayout>
 kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
                                     int64_t kBits, int64_t vBits,
-                                    int64_t threads) {
+                                    int64_t threads, bool warpStates) {
   auto codeBits = [](int64_t bits) { return bits == 2 || bits == 4; };
   if (h < 1 || h > 8 || d < 32 || d > 256 || d % 32 || !codeBits(kBits) ||
       !codeBits(vBits) || threads % kWarpSize || threads == 0)
@@ -366,17 +382,13 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   l.packedScoreParts = h * kMmaSplitParts <= 8 && tokens >= 32;
   l.kZeroDotOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;
   l.partialOffset = l.kZeroDotOffset + 8;
-  // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.
-  l.partialFloats = llvm::alignTo(std::max(h * d, 8 * tokens + 64), 4);
-  l.statsOffset = l.partialOffset + warps * l.partialFloats;
-  l.incomingOffset = l.statsOffset + warps * kRecordAttendStatsFloats;
-  l.scratchFloats = l.incomingOffset + 16;
+  setWarpPartials(l, h, d, tokens, warpStates);
   return l;
 }
 
 std::optional<RowsAttendLayout>
 kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
-                                  int64_t threads) {
+                                  int64_t threads, bool warpStates) {
   if (h < 1 || h > 8 || d < 16 || d > 256 || d % 16 || t < 16 || t % 16 ||
       threads % kWarpSize || threads == 0)
     return std::nullopt;
@@ -390,11 +402,7 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
   l.warps = warps;
   l.tokensPerWarp = tokens;
   l.partialOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;
-  // The probabilities: 2 parts x 8 heads x (tokens / 2 + 4) words.
-  l.partialFloats = llvm::alignTo(std::max(h * d, 8 * tokens + 64), 4);
-  l.statsOffset = l.partialOffset + warps * l.partialFloats;
-  l.incomingOffset = l.statsOffset + warps * kRecordAttendStatsFloats;
-  l.scratchFloats = l.incomingOffset + 16;
+  setWarpPartials(l, h, d, tokens, warpStates);
   return l;
 }
 
@@ -415,11 +423,17 @@ LogicalResult LoadMatrixOp::verify() {
 }
 
 /// The checks attend_record and attend_rows share: f32 queries [H, D],
-/// state m, l [H] and acc [H, D] (in and out) and scratch. Returns (H, D).
+/// state m, l [H] and acc [H, D] (in and out; with warp_states [W, H] and
+/// [W, H, D] for the CTA's W warps) and scratch. Returns (H, D).
 template <typename AttendOp>
 static FailureOr<std::pair<int64_t, int64_t>> verifyAttendState(AttendOp op) {
   auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
-  int64_t h = op.getM().getType().getNumElements();
+  int64_t copies = op.getWarpStates() ? getNumThreads(op) / kWarpSize : 1;
+  int64_t h = op.getM().getType().getNumElements() / copies;
+  if (h * copies != op.getM().getType().getNumElements())
+    return op.emitOpError("m has ")
+           << op.getM().getType().getNumElements()
+           << " elements, not one row per warp of the " << copies;
   MemRefType q = op.getQ().getType();
   for (MemRefType t :
        {q, op.getM().getType(), op.getL().getType(), op.getAcc().getType(),
@@ -433,12 +447,14 @@ static FailureOr<std::pair<int64_t, int64_t>> verifyAttendState(AttendOp op) {
   int64_t d = q.getNumElements() / h;
   for (MemRefType t :
        {op.getL().getType(), op.getNewM().getType(), op.getNewL().getType()})
-    if (t.getNumElements() != h)
-      return op.emitOpError("m, l and their results must have H = ")
-             << h << " elements";
+    if (t.getNumElements() != copies * h)
+      return op.emitOpError("m, l and their results must have ")
+             << (copies > 1 ? "W x H = " : "H = ") << copies * h << " elements";
   for (MemRefType t : {op.getAcc().getType(), op.getNewAcc().getType()})
-    if (t.getNumElements() != h * d)
-      return op.emitOpError("acc must have H x D = ") << h * d << " elements";
+    if (t.getNumElements() != copies * h * d)
+      return op.emitOpError("acc must have ")
+             << (copies > 1 ? "W x H x D = " : "H x D = ") << copies * h * d
+             << " elements";
   return std::make_pair(h, d);
 }
 
@@ -471,7 +487,7 @@ LogicalResult AttendRecordOp::verify() {
                        "v_zero) elements");
   int64_t threads = getNumThreads(*this);
   std::optional<RecordAttendLayout> layout =
-      getRecordAttendLayout(h, d, g, kBits, vBits, threads);
+      getRecordAttendLayout(h, d, g, kBits, vBits, threads, getWarpStates());
   if (!layout)
     return emitOpError("no register layout for H = ")
            << h << ", D = " << d << ", G = " << g << ", " << kBits << "/"
@@ -497,7 +513,7 @@ LogicalResult AttendRowsOp::verify() {
   int64_t t = keys.getNumElements() / d;
   int64_t threads = getNumThreads(*this);
   std::optional<RowsAttendLayout> layout =
-      getRowsAttendLayout(h, d, t, threads);
+      getRowsAttendLayout(h, d, t, threads, getWarpStates());
   if (!layout)
     return emitOpError("no register layout for H = ")
            << h << ", D = " << d << ", T = " << t << " over " << threads

@@ -98,12 +98,15 @@ protected:
   }
 
   const Context &ctx() { return *gpu().context; }
+  /// How kernel() builds kernels (the defaults but where a test says).
+  CompileOptions options;
 
-  /// The library kernel `name` for `spec`, through the kernel cache.
+  /// The library kernel `name` for `spec`, through the kernel cache, built
+  /// with `options`.
   const LoadedKernel *kernel(const std::string &name,
                              const dsl::Specialization &spec) {
     kvarn::Expected<std::shared_ptr<const LoadedKernel>> loaded =
-        gpu().cache->load({name, spec, "", ""}, CompileOptions(), ctx());
+        gpu().cache->load({name, spec, "", ""}, options, ctx());
     if (!loaded) {
       ADD_FAILURE() << name << " " << spec.describe() << ": "
                     << kvarn::toString(loaded.takeError());
@@ -894,68 +897,96 @@ TEST_F(DecodeGpu, SlidingWindowsMatchTheCpuReference) {
   check({0, 128, 1, 4, {32768 + 77}}, rng, DType::F16, 1024);
 }
 
+// Attention states held per warp (CompileOptions::warpStates, kvarn-jit
+// --warp-states; not yet the default): decode and decode_split + combine
+// over GQA ratios, head dims, presets, bf16, sliding windows and a long
+// context, with the bounds of the tests above.
+TEST_F(DecodeGpu, WarpStatesMatchTheCpuReference) {
+  options.warpStates = true;
+  std::mt19937_64 rng(freshSeed());
+  for (int ratio : {1, 2, 4, 6, 8, 16})
+    check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
+  for (int d : {64, 96, 256})
+    check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
+  for (int preset = 1; preset < int(allPresets().size()); ++preset)
+    check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
+  check({0, 128, 2, 4, {1, 127, 129, 0, 700, -1}}, rng, DType::BF16);
+  for (int window : {1, 64, 65, 129, 1000})
+    check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
+          window);
+  check({0, 128, 1, 4, {32768 + 77}}, rng);
+}
+
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
   check({e4m3PresetIndex(), 128, 1, 4, {300, 0, 129}}, rng); // e4m3 scales
 }
 
+// Both lowerings of the attention state: whole, and held per warp
+// (CompileOptions::warpStates).
 TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
-  for (DType dtype : {DType::F16, DType::BF16})
-    for (int window : {0, 1, 3, 64, 70, 100000}) {
-      SCOPED_TRACE(std::string(spell(dtype)) + " window " +
-                   std::to_string(window));
-      const Preset &preset = allPresets()[1]; // G = 64, so drafts cross blocks
-      const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
-      test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
-      std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
-      std::vector<uint16_t> q =
-          inDType(tokens(rng, batch * t * c.hq, d, false), dtype);
-      float scale = 0.09f;
-      Buffers in = upload(c);
-      DeviceBuffer dq = KernelGpu::upload(q),
-                   dctx = KernelGpu::upload(contextLens),
-                   dql = KernelGpu::upload(queryLens),
-                   out = KernelGpu::upload(
-                       std::vector<uint16_t>(q.size(), kPoison));
-      KernelArgs args;
-      args.pointer(dq)
-          .pointer(in.table)
-          .pointer(dctx)
-          .pointer(dql)
-          .pointer(in.toSlot)
-          .pointer(in.cache)
-          .pointer(in.poolK)
-          .pointer(in.poolV)
-          .pointer(out)
-          .f32(scale)
-          .i32(window)
-          .i32(batch)
-          .i32(t)
-          .i32(c.maxBlocks)
-          .i32(hk)
-          .scratch();
-      run(kernel("verify", {preset.name, d, ratio, dtype}), args);
-      std::vector<uint16_t> got = download<uint16_t>(out);
+  for (bool warpStates : {false, true})
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (int window : {0, 1, 3, 64, 70, 100000}) {
+        options.warpStates = warpStates;
+        SCOPED_TRACE(std::string(spell(dtype)) + " window " +
+                     std::to_string(window) +
+                     (warpStates ? ", warp states" : ""));
+        const Preset &preset =
+            allPresets()[1]; // G = 64, so drafts cross blocks
+        const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
+        test::RandomPagedCache c(preset, d, hk, ratio, {130, 61, 200}, rng);
+        std::vector<int32_t> contextLens = {126, 57, 0}, queryLens = {4, 2, 0};
+        std::vector<uint16_t> q =
+            inDType(tokens(rng, batch * t * c.hq, d, false), dtype);
+        float scale = 0.09f;
+        Buffers in = upload(c);
+        DeviceBuffer dq = KernelGpu::upload(q),
+                     dctx = KernelGpu::upload(contextLens),
+                     dql = KernelGpu::upload(queryLens),
+                     out = KernelGpu::upload(
+                         std::vector<uint16_t>(q.size(), kPoison));
+        KernelArgs args;
+        args.pointer(dq)
+            .pointer(in.table)
+            .pointer(dctx)
+            .pointer(dql)
+            .pointer(in.toSlot)
+            .pointer(in.cache)
+            .pointer(in.poolK)
+            .pointer(in.poolV)
+            .pointer(out)
+            .f32(scale)
+            .i32(window)
+            .i32(batch)
+            .i32(t)
+            .i32(c.maxBlocks)
+            .i32(hk)
+            .scratch();
+        run(kernel("verify", {preset.name, d, ratio, dtype}), args);
+        std::vector<uint16_t> got = download<uint16_t>(out);
 
-      VerifyBatchView vb = c.verifyView(batch, t, q.data(), contextLens,
-                                        queryLens, scale, dtype);
-      vb.window = window;
-      std::vector<float> want(q.size());
-      kvarn::Error err =
-          verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
-      ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
-      // Unused query tokens are padding: one "request" row per (b, j).
-      std::vector<int32_t> used;
-      for (int b = 0; b < batch; ++b)
-        for (int j = 0; j < t; ++j)
-          used.push_back(j < queryLens[b] ? 1 : 0);
-      double e = decodeError(got, want, used, size_t(c.hq) * d, dtype);
-      EXPECT_LE(e, decodeBound(dtype));
-      std::printf("[ figures  ] verify %s window %d vs verifyAttention: %.2e\n",
-                  spell(dtype).data(), window, e);
-    }
+        VerifyBatchView vb = c.verifyView(batch, t, q.data(), contextLens,
+                                          queryLens, scale, dtype);
+        vb.window = window;
+        std::vector<float> want(q.size());
+        kvarn::Error err =
+            verifyAttention(c.view(), vb, *Rotation::get(d), want.data());
+        ASSERT_FALSE(bool(err)) << kvarn::toString(std::move(err));
+        // Unused query tokens are padding: one "request" row per (b, j).
+        std::vector<int32_t> used;
+        for (int b = 0; b < batch; ++b)
+          for (int j = 0; j < t; ++j)
+            used.push_back(j < queryLens[b] ? 1 : 0);
+        double e = decodeError(got, want, used, size_t(c.hq) * d, dtype);
+        EXPECT_LE(e, decodeBound(dtype));
+        std::printf("[ figures  ] verify %s window %d%s vs verifyAttention: "
+                    "%.2e\n",
+                    spell(dtype).data(), window,
+                    warpStates ? " (warp states)" : "", e);
+      }
 }
 
 /// Outputs in the activation dtype (out_k/out_v feed the model's prefill

@@ -94,6 +94,7 @@ void jit::applyReportingOptions(const ParsedOptions &opts,
   // Validated by the command (0: the compiler's choice).
   options.numWarps = int(opts.getInt("num-warps", 0).value_or(0));
   options.minCtasPerSM = int(opts.getInt("min-ctas-per-sm", 0).value_or(0));
+  options.warpStates = opts.has("warp-states");
   options.printIRAfterAll = opts.has("print-ir-after-all");
   options.timing = opts.has("timing");
   options.crashReproducer = reproducerPath(kernel);

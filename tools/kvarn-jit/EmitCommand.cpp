@@ -411,6 +411,9 @@ Command kvarn::jit::emitCommand() {
            {"min-ctas-per-sm", "N",
             "CTAs per SM ptxas budgets registers for "
             "(.minnctapersm; default 1)"},
+           {"warp-states", nullptr,
+            "hold attention states per warp, merged once "
+            "(not yet the default)"},
            {"dump-ir", "DIR",
             "write the IR after every stage to "
             "DIR/<kernel>/NN-<stage>.<ext> (compiles even "

@@ -43,6 +43,9 @@ struct CompileOptions {
   /// CTAs per SM that registers (.minnctapersm) and shared memory are
   /// budgeted for; 0: chosen per kernel (LaunchPolicy.h for attention, else 1).
   int minCtasPerSM = 0;
+  /// Attention states held per warp and merged once (kvt-select-launch's
+  /// warp-states; docs/codegen.md). Off by default until measured on a GPU.
+  bool warpStates = false;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
   std::function<void(std::string_view, std::string_view)> onStage;

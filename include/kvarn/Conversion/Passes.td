@@ -35,14 +35,16 @@ def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
   let summary = "Choose each kvt kernel's launch shape, as its kvt.launch";
   let description = [{
     Writes `kvt.launch = {num_warps, ctas_per_sm[, programs_per_cta]
-    [, keeps_staging]}` on every `kvt.kernel` function, from what it does
+    [, keeps_staging][, warp_states]}` on every `kvt.kernel` function, from what it does
     and kvarn/Codegen/LaunchPolicy.h: kernels that attend get
     `kAttentionNumWarps` warps and `attentionCtasPerSM(G, head_dim)`;
     kernels that normalize their tiles `normalizeLaunch` (and keep their
     tiles staged at fewer CTAs per SM where the chip's shared memory is
     short); kernels that are all register rows pack `kPackedProgramsPerCta`
     programs a CTA, one warp each; others a warp per register-row chain (up
-    to 4) or warps by their largest tile, one CTA per SM.
+    to 4) or warps by their largest tile, one CTA per SM. With
+    `warp-states`, kernels that attend (one program a CTA) hold their
+    attention state per warp (`warp_states`: WarpStates.cpp).
     `convert-kvt-to-kvgpu` lowers by it.
   }];
   let options = [
@@ -50,7 +52,10 @@ def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
            "Warps per CTA; 0: the policy's">,
     Option<"minCtasPerSM", "min-ctas-per-sm", "int", /*default=*/"0",
            "CTAs per SM that registers (.minnctapersm) and shared memory are "
-           "budgeted for; 0: the policy's">
+           "budgeted for; 0: the policy's">,
+    Option<"warpStates", "warp-states", "bool", /*default=*/"false",
+           "Hold kernels' attention states per warp, merged once at the "
+           "finish (not yet the default: not yet measured on a GPU)">
   ];
 }
 

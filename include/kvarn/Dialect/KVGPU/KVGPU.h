@@ -178,7 +178,9 @@ struct RecordAttendLayout {
   /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and
   /// kRecordAttendStatsFloats (max, sum and the p . vzero term of 8 heads),
   /// then the incoming max and sum (16), read there so that the new state
-  /// may overwrite the old one.
+  /// may overwrite the old one. With the state held per warp (warp_states)
+  /// only the probabilities: each warp folds its partial into its own
+  /// state.
   int64_t kZeroDotOffset, partialOffset, partialFloats, statsOffset;
   int64_t incomingOffset;
   int64_t scratchFloats;
@@ -189,14 +191,15 @@ struct RecordAttendLayout {
 /// shared-memory reductions.
 std::optional<RecordAttendLayout>
 getRecordAttendLayout(int64_t h, int64_t d, int64_t g, int64_t kBits,
-                      int64_t vBits, int64_t threads);
+                      int64_t vBits, int64_t threads, bool warpStates = false);
 /// kvgpu.attend_rows: the first `warps` warps attend `tokensPerWarp` tokens
 /// each (16 x a power of two), as attend_record's warps do, from fp16 rows.
 /// Scratch offsets in floats: the split B fragments of q (D / 16 k tiles x
 /// 32 lanes x 4 words), then per warp `partialFloats` (the weighted partial
 /// [H, D], before it the probabilities as f16 pairs [2 parts, 8 heads, T / 2
 /// + 4]) and kRecordAttendStatsFloats (max and sum of 8 heads; the third
-/// eight unused), then the incoming max and sum (16).
+/// eight unused), then the incoming max and sum (16); with warp_states only
+/// the probabilities (as RecordAttendLayout's).
 struct RowsAttendLayout {
   int64_t warps, tokensPerWarp;
   int64_t partialOffset, partialFloats, statsOffset, incomingOffset;
@@ -206,7 +209,8 @@ struct RowsAttendLayout {
 /// multiple of 16 up to 256, T not a multiple of 16): the attention step
 /// then keeps shared-memory reductions.
 std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
-                                                    int64_t t, int64_t threads);
+                                                    int64_t t, int64_t threads,
+                                                    bool warpStates = false);
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"

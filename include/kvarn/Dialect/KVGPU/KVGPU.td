@@ -558,6 +558,12 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     the split B fragments of `q * kscale`, the probabilities on their way
     from one product to the other, and the partials. Like every op here,
     its writes need a kvgpu.barrier before other threads read them.
+
+    With `warp_states`, the state is held per warp: `m`, `l` are [W, H] and
+    `acc` [W, H, D] for the CTA's W warps, the state they stand for is the
+    merge of the W (kvt.attend_finish's), and each warp folds its tokens
+    into its own row with no barrier and no merge; the new state may be
+    the incoming one's buffers, or others.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_codes,
@@ -577,13 +583,15 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$k_bits,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$v_bits);
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$v_bits,
+                       UnitAttr:$warp_states);
   let assemblyFormat = [{
     `q` $q
     `keys` $k_codes `bits` $k_bits `scales` $k_scale `,` $k_zero `,` $k_token_scale
     `values` $v_codes `bits` $v_bits `scales` $v_scale `,` $v_zero `,` $v_channel_scale
     `state` $m `,` $l `,` $acc `valid` $valid `softmax_scale` $softmax_scale
-    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
+    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch
+    (`warp_states` $warp_states^)? attr-dict `:`
     type($q) `,` type($k_codes) `,` type($k_scale) `,` type($k_zero) `,`
     type($k_token_scale) `,` type($v_codes) `,` type($v_scale) `,`
     type($v_zero) `,` type($v_channel_scale) `,` type($m) `,` type($l) `,`
@@ -612,7 +620,8 @@ def KVGPU_AttendRowsOp : KVGPU_Op<"attend_rows"> {
     K and V exact) fed by `ldmatrix`, its softmax in registers, and the
     warps' partials meet the incoming state at one barrier as in
     attend_record. The scratch holds q's split B fragments, the
-    probabilities between the products, and the partials.
+    probabilities between the products, and the partials. `warp_states`:
+    as attend_record's (warps without tokens keep their rows).
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$keys,
@@ -624,12 +633,14 @@ def KVGPU_AttendRowsOp : KVGPU_Op<"attend_rows"> {
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_m,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_l,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
-                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch);
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       UnitAttr:$warp_states);
   let assemblyFormat = [{
     `q` $q `keys` $keys `values` $values
     `state` $m `,` $l `,` $acc `from` $from `valid` $valid
     `softmax_scale` $softmax_scale
-    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
+    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch
+    (`warp_states` $warp_states^)? attr-dict `:`
     type($q) `,` type($keys) `,` type($values) `,` type($m) `,` type($l) `,`
     type($acc) `,` type($new_m) `,` type($new_l) `,` type($new_acc) `,`
     type($scratch)

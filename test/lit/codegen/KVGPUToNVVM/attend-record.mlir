@@ -183,4 +183,45 @@ gpu.module @m {
     kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<8x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+  // The state held per warp (warp_states: m, l [4 warps, 4 heads], acc [4,
+  // 4, 128]): steps 1-4 as above with only the probabilities in the
+  // warps' scratch (2312 floats, not 3192); then each warp folds its
+  // partial into its own row, with no barrier after step 1's: its lanes
+  // read their heads' max and sum, sync the warp, and update four
+  // channels at a time (acc = alpha acc + beta (weighted + p . vzero)
+  // vchannel; vchannel four f16 at a time), lane g = 0 writing m and l.
+  // ROUNDTRIP-LABEL: gpu.func @record_warp_states
+  // ROUNDTRIP: into %{{.*}}, %{{.*}}, %{{.*}} scratch %{{.*}} warp_states :
+  // CHECK-LABEL: gpu.func @record_warp_states
+  // CHECK: gpu.barrier
+  // CHECK-NOT: gpu.barrier
+  // CHECK-COUNT-16: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
+  // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
+  // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK: scf.if
+  // CHECK: vector.load %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<2048xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+  // CHECK: vector.load %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<128xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+  // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<2048xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+  // CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
+  // CHECK-NOT: gpu.barrier
+  // CHECK: gpu.return
+  gpu.func @record_warp_states(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 15616 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %l = kvgpu.shared_buffer 15936 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 16000 : memref<4x4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 24192 : memref<2312xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch warp_states : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<2312xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
 }

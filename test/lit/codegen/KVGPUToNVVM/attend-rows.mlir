@@ -77,4 +77,31 @@ gpu.module @m {
     kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, memref<4160xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+  // The state held per warp (warp_states, as attend_record's): only the
+  // probabilities in the warps' scratch (1792 floats); each warp folds its
+  // 16 tokens into its own row of m, l [4, 4] and acc [4, 4, 128] (a lane's
+  // channels 16 i + g + 8 r one at a time), with no barrier after step 1's.
+  // ROUNDTRIP-LABEL: gpu.func @rows_warp_states
+  // ROUNDTRIP: scratch %{{.*}} warp_states :
+  // CHECK-LABEL: gpu.func @rows_warp_states
+  // CHECK: gpu.barrier
+  // CHECK-NOT: gpu.barrier
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK-COUNT-16: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<2048xf32, #gpu.address_space<workgroup>>
+  // CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
+  // CHECK-NOT: gpu.barrier
+  // CHECK: gpu.return
+  gpu.func @rows_warp_states(%from: i32, %valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %k = kvgpu.shared_buffer 2048 : !rows
+    %v = kvgpu.shared_buffer 18432 : !rows
+    %m = kvgpu.shared_buffer 34816 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %l = kvgpu.shared_buffer 34880 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 34944 : memref<4x4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 43136 : memref<1792xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch warp_states : !f32x4x128, !rows, !rows, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<1792xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
 }

@@ -181,6 +181,26 @@ gpu.module @m {
 
 // -----
 
+// With warp_states the state is one row per warp: [4 warps, 4 heads] here,
+// not [4].
+!f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
+gpu.module @m {
+  gpu.func @attend_record_warp_states(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %s = kvgpu.shared_buffer 10240 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %m = kvgpu.shared_buffer 15872 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 15936 : memref<4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{acc must have W x H x D = 2048 elements}}
+    kvgpu.attend_record q %q keys %kc bits 4 scales %s, %s, %s values %vc bits 2 scales %s, %s, %s state %m, %m, %acc valid %valid softmax_scale %scale into %m, %m, %acc scratch %scratch warp_states : memref<4x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x128xf32, #gpu.address_space<workgroup>>, memref<3192xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
 !f16x128 = memref<128xf16, #gpu.address_space<workgroup>>
 gpu.module @m {
   gpu.func @attend_record_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
