@@ -757,39 +757,48 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   int64_t kTiles = d / 16;
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
+  Type f32 = rw.getF32Type();
+  auto f32x2 = VectorType::get({2}, f32);
+  // With packed parts, a fragment's hi and lo registers go to fragments f
+  // and f + 16 (columns h and h + 4), one 8-byte word pair each.
+  auto storePart = [&](OpBuilder &b, Value f, Value w0, Value w1) {
+    vector::StoreOp::create(
+        b, loc,
+        vector::FromElementsOp::create(
+            b, loc, f32x2,
+            ValueRange{arith::BitcastOp::create(b, loc, f32, w0),
+                       arith::BitcastOp::create(b, loc, f32, w1)}),
+        scratch, ValueRange{mulIndex(b, loc, f, 2)},
+        /*nontemporal=*/false, llvm::MaybeAlign(8));
+  };
+  // Fragment f = 32 kt + fl of head fl / 4: channels 16 kt + 2 (fl % 4)
+  // (+ 1, + 8, + 9).
+  buildThreadStridedLoop(
+      rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
+        Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
+        Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
+        Value head = arith::DivUIOp::create(b, loc, fl, c(4));
+        Value first = arith::AddIOp::create(
+            b, loc, mulIndex(b, loc, kt, 16),
+            mulIndex(b, loc, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
+        Value row = mulIndex(b, loc, head, d);
+        auto aValue = [&](int64_t slot) -> Value {
+          return value(b, row, addIndex(b, loc, first, slot));
+        };
+        // In slot order (arguments have no evaluation order).
+        Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
+        Value f =
+            arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, kWarpSize), fl);
+        if (!packedParts) {
+          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9, splitToF16x2);
+          return;
+        }
+        std::array<Value, kMmaSplitParts> r0 = splitToF16x2(b, loc, x0, x1),
+                                          r1 = splitToF16x2(b, loc, x8, x9);
+        storePart(b, f, r0[0], r1[0]);
+        storePart(b, addIndex(b, loc, f, 16), r0[1], r1[1]);
+      });
   if (packedParts) {
-    Type f32 = rw.getF32Type();
-    auto f32x2 = VectorType::get({2}, f32);
-    auto storePart = [&](OpBuilder &b, Value f, Value w0, Value w1) {
-      vector::StoreOp::create(
-          b, loc,
-          vector::FromElementsOp::create(
-              b, loc, f32x2,
-              ValueRange{arith::BitcastOp::create(b, loc, f32, w0),
-                         arith::BitcastOp::create(b, loc, f32, w1)}),
-          scratch, ValueRange{mulIndex(b, loc, f, 2)},
-          /*nontemporal=*/false, llvm::MaybeAlign(8));
-    };
-    buildThreadStridedLoop(
-        rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
-          Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
-          Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
-          Value head = arith::DivUIOp::create(b, loc, fl, c(4));
-          Value first = arith::AddIOp::create(
-              b, loc, mulIndex(b, loc, kt, 16),
-              mulIndex(b, loc, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
-          Value row = mulIndex(b, loc, head, d);
-          auto aValue = [&](int64_t slot) -> Value {
-            return value(b, row, addIndex(b, loc, first, slot));
-          };
-          Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
-          std::array<Value, kMmaSplitParts> r0 = splitToF16x2(b, loc, x0, x1),
-                                            r1 = splitToF16x2(b, loc, x8, x9);
-          Value f = arith::AddIOp::create(b, loc,
-                                          mulIndex(b, loc, kt, kWarpSize), fl);
-          storePart(b, f, r0[0], r1[0]);
-          storePart(b, addIndex(b, loc, f, 16), r0[1], r1[1]);
-        });
     // Columns of no head: [H, 4) and [H + 4, 8).
     if (h < 4)
       buildThreadStridedLoop(
@@ -816,25 +825,6 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
           });
     return;
   }
-  buildThreadStridedLoop(
-      rw, loc, tid, kTiles * 4 * h, threads, [&](OpBuilder &b, Value e) {
-        Value fl = arith::RemUIOp::create(b, loc, e, c(4 * h));
-        Value kt = arith::DivUIOp::create(b, loc, e, c(4 * h));
-        Value f =
-            arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, kWarpSize), fl);
-        Value row =
-            mulIndex(b, loc, arith::DivUIOp::create(b, loc, fl, c(4)), d);
-        Value first = arith::AddIOp::create(
-            b, loc, mulIndex(b, loc, kt, 16),
-            mulIndex(b, loc, arith::RemUIOp::create(b, loc, fl, c(4)), 2));
-        auto aValue = [&](int64_t slot) -> Value {
-          Value ch = addIndex(b, loc, first, slot);
-          return value(b, row, ch);
-        };
-        // In slot order (arguments have no evaluation order).
-        Value x0 = aValue(0), x1 = aValue(1), x8 = aValue(8), x9 = aValue(9);
-        storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9, splitToF16x2);
-      });
   if (h < 8)
     buildThreadStridedLoop(
         rw, loc, tid, kTiles * 4 * (8 - h), threads,
