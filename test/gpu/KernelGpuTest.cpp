@@ -921,6 +921,8 @@ TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
   check({e4m3PresetIndex(), 128, 1, 4, {300, 0, 129}}, rng); // e4m3 scales
+  options.warpStates = true; // each warp's rows read and written in place
+  check({0, 128, 1, 4, {300, 0, 129}}, rng);
 }
 
 // Both lowerings of the attention state: whole, and held per warp

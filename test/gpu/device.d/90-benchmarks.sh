@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmarks: kvarn-bench prints its table and writes its JSON under $OUT,
+# The benchmarks: kvarn-bench prints its table and writes its JSON under $OUT
+# (and prints the D=128 decode rows again with --warp-states),
 # the fp16 SDPA baseline (bench/sdpa_baseline.py, PyTorch) runs the same
 # decode shapes on the same GPU in the same call, and `kvarn-jit cache bench`
 # prints the kernel cache's cold / warm / memory-hit figures.
@@ -10,6 +11,10 @@ if [ ! -x "$KVARN_DEVICE_ROOT/bin/kvarn-bench" ]; then
 fi
 rc=0
 "$KVARN_DEVICE_ROOT/bin/kvarn-bench" --json "$OUT/bench.json" || rc=1
+# The attention states held per warp (not yet the default), the decode rows
+# again in the same process family and call, to compare against the above.
+"$KVARN_DEVICE_ROOT/bin/kvarn-bench" --warp-states \
+  --only "decode 32/8 D=128" || rc=1
 python3 "$KVARN_REPO/bench/sdpa_baseline.py" --json "$OUT/sdpa.json"
 sdpa=$?
 [ $sdpa -ne 0 ] && [ $sdpa -ne 77 ] && rc=1 # 77: no torch, figures still stand
