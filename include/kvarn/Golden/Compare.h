@@ -9,6 +9,7 @@
 #define KVARN_GOLDEN_COMPARE_H
 
 #include "kvarn/Layout/RecordLayout.h"
+#include "kvarn/Support/DType.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +36,17 @@ RecordComparison compareRecords(const RecordLayout &layout, const uint8_t *a,
 /// ||a - b||_2 / ||b||_2 (0 when both are zero).
 double relativeL2(const float *a, const float *b, size_t n);
 double relativeL2(const double *a, const double *b, size_t n);
+
+/// The relative L2 error of outputs `got` (16-bit values of `dtype`)
+/// against `exact`, less what rounding them to `dtype` accounts for:
+/// element i counts max(0, |got_i - exact_i| - h_i), h_i half of got_i's
+/// step away from zero (a value rounded to nearest lies within h_i of its
+/// rounding). So it bounds below the error of the values a kernel computed
+/// before it rounded them. Comparing with the exact values rounded to
+/// `dtype` instead counts a whole step where the two round apart: 2^-10 of
+/// an element that dominates its row, in f16, for a kernel off by 1e-7.
+double relativeL2BeyondRounding(const uint16_t *got, const double *exact,
+                                size_t n, DType dtype);
 
 } // namespace kvarn
 
