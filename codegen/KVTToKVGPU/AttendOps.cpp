@@ -365,8 +365,13 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
                             s.warpStates.lookup(news[i]));
       s.copyInto(loc, whole, held);
       s.tiles[news[i]] = held;
+      // The whole result's own buffers (not an operand's it was written
+      // over: that operand's tile still holds it).
       for (int id : whole.buffers())
-        if (!llvm::is_contained(temps, id))
+        if (!llvm::is_contained(temps, id) &&
+            llvm::none_of(saved, [&](const TileView &v) {
+              return llvm::is_contained(v.buffers(), id);
+            }))
           temps.push_back(id);
     }
   }
