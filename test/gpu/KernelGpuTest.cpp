@@ -1296,14 +1296,8 @@ protected:
       qf[i] = halfToFloat(q[i]);
     }
     const float scale = float(1.0 / std::sqrt(192.0));
-    MlaPagedCacheView view;
-    view.layout = &l;
-    view.numBlocks = numBlocks;
-    view.records = cache.data();
-    view.blockToSlot = toSlot.data();
-    view.poolSlots = poolSlots;
-    view.poolLatent = pool.data();
-    view.poolRope = poolPe.data();
+    MlaPagedCacheView view{&l,        numBlocks,   cache.data(), toSlot.data(),
+                           poolSlots, pool.data(), poolPe.data()};
     MlaDecodeBatchView bv;
     bv.batch = batch;
     bv.numHeads = heads;

@@ -1047,14 +1047,9 @@ TEST_F(Gpu, MlaPoolServesAStepLikeTheCpuReference) {
       EXPECT_GE(double(equal) / got.codes.size(), 0.99) << "block " << b;
       EXPECT_LE(step, 1) << "block " << b;
     }
-    MlaPagedCacheView view;
-    view.layout = &layout;
-    view.numBlocks = c.num_blocks;
-    view.records = cache.data();
-    view.blockToSlot = toSlot.data();
-    view.poolSlots = c.pool_slots;
-    view.poolLatent = poolLat.data();
-    view.poolRope = poolPe.data();
+    MlaPagedCacheView view{&layout,       c.num_blocks, cache.data(),
+                           toSlot.data(), c.pool_slots, poolLat.data(),
+                           poolPe.data()};
     std::vector<float> qf(q.size());
     for (size_t i = 0; i < q.size(); ++i)
       qf[i] = halfToFloat(q[i]);

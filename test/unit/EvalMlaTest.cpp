@@ -90,14 +90,9 @@ struct MlaPagedCache {
   }
 
   MlaPagedCacheView view() const {
-    MlaPagedCacheView v;
-    v.layout = &l;
-    v.numBlocks = numBlocks;
-    v.records = cache.data();
-    v.blockToSlot = blockToSlot.data();
-    v.poolSlots = poolSlots;
-    v.poolLatent = poolLatent.data();
-    v.poolRope = poolPe.data();
+    MlaPagedCacheView v{
+        &l,        numBlocks,         cache.data(), blockToSlot.data(),
+        poolSlots, poolLatent.data(), poolPe.data()};
     return v;
   }
 

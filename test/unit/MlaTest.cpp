@@ -181,14 +181,9 @@ struct RandomMlaCache {
   int64_t numBlocks = 0, poolSlots = 0;
 
   MlaPagedCacheView view() const {
-    MlaPagedCacheView v;
-    v.layout = &layout;
-    v.numBlocks = numBlocks;
-    v.records = records.data();
-    v.blockToSlot = blockToSlot.data();
-    v.poolSlots = poolSlots;
-    v.poolLatent = poolLatent.data();
-    v.poolRope = poolRope.data();
+    MlaPagedCacheView v{
+        &layout,   numBlocks,         records.data(), blockToSlot.data(),
+        poolSlots, poolLatent.data(), poolRope.data()};
     return v;
   }
 };
