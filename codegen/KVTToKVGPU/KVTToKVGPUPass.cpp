@@ -304,7 +304,13 @@ private:
         continue;
       const TileView &in = state.view(init);
       StateRole role = state.warpStates.lookup(result);
+      // (Not where another init shares its buffer: two carried tiles.)
+      auto sharesBuffer = [&](Value other) {
+        return isa<TileType>(other.getType()) &&
+               llvm::is_contained(state.view(other).buffers(), in.bufferId);
+      };
       reused.push_back(role != StateRole::None && in.warpState == role &&
+                       llvm::count_if(op.getInitArgs(), sharesBuffer) == 1 &&
                        state.canOverwrite(init, op));
       carried.push_back(reused.back() ? in : allocateTile(loc, result, tile));
       int64_t &last = state.bufferLastUse[carried.back().bufferId];
