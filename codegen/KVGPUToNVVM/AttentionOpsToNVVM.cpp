@@ -1002,6 +1002,10 @@ void foldIntoWarpRow(
   Value finiteMx = finiteMax(b, loc, mx);
   Value alpha = expBelow(b, loc, mOld, finiteMx);
   Value beta = expBelow(b, loc, stats.max, finiteMx);
+  Value betaZero =
+      stats.zeroTerm
+          ? arith::MulFOp::create(b, loc, beta, stats.zeroTerm).getResult()
+          : Value();
   Value row = arith::AddIOp::create(b, loc, mulIndex(b, loc, warp, h), head);
   Value rowAt = mulIndex(b, loc, row, d);
   auto f32x4 = VectorType::get({4}, b.getF32Type());
@@ -1024,15 +1028,19 @@ void foldIntoWarpRow(
       SmallVector<Value> scales;
       if (channelScales)
         scales = channelScales(b, first, step);
+      // beta (weighted + zero term) as one fma, times vchannel, plus alpha
+      // acc: three instructions a channel.
       SmallVector<Value> out;
       for (int64_t e = 0; e < step; ++e) {
-        Value v = run.values[k + e];
-        if (stats.zeroTerm)
-          v = arith::AddFOp::create(b, loc, v, stats.zeroTerm);
+        Value v =
+            betaZero
+                ? LLVM::FMAOp::create(b, loc, run.values[k + e], beta, betaZero)
+                      .getResult()
+                : arith::MulFOp::create(b, loc, run.values[k + e], beta)
+                      .getResult();
         if (channelScales)
           v = arith::MulFOp::create(b, loc, v, scales[e]);
-        out.push_back(LLVM::FMAOp::create(
-            b, loc, beta, v, arith::MulFOp::create(b, loc, alpha, olds[e])));
+        out.push_back(LLVM::FMAOp::create(b, loc, alpha, olds[e], v));
       }
       if (step == 4)
         vector::StoreOp::create(
