@@ -60,18 +60,13 @@ struct AffineDequant {
 /// `tile` as a dequantize op's result (behind a transpose when `transposed`).
 std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
                                           bool transposed) {
-  if (transposed) {
-    auto t = tile.getDefiningOp<TransposeOp>();
-    if (!t)
-      return std::nullopt;
-    tile = t.getInput();
-  }
-  auto dq = tile.getDefiningOp<DequantizeOp>();
-  if (!dq)
+  std::optional<DequantChain> chain = matchDequantChain(tile, transposed);
+  if (!chain)
     return std::nullopt;
+  DequantizeOp dq = chain->dequantize;
   AffineDequant result{s.view(dq.getCodes()), s.view(dq.getScale()),
                        s.view(dq.getZero()), s.view(dq.getOtherScale())};
-  if (auto unpack = dq.getCodes().getDefiningOp<UnpackOp>()) {
+  if (UnpackOp unpack = chain->unpack) {
     const TileView &packed = s.view(unpack.getPacked());
     auto type = packed.isPlainBuffer()
                     ? dyn_cast<MemRefType>(packed.buffer.getType())
@@ -320,7 +315,9 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
 ///   d] + sum_t p[t] vzero[t])
 /// so the inner loops multiply raw codes, and the per-channel and per-token
 /// terms are computed once per block.
-LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op);
+LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
+                               const std::optional<AffineDequant> &kq,
+                               const std::optional<AffineDequant> &vq);
 
 /// kvt.attend: on a register lowering where one applies, with the state
 /// whole or held per warp (findWarpStates); otherwise by lowerWholeAttend
@@ -333,15 +330,13 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   std::array<Value, 3> news = {op.getNewM(), op.getNewL(), op.getNewAcc()};
   bool perWarp = s.warpStates.lookup(op.getNewM()) != StateRole::None;
   bool heldIn = s.view(op.getM()).warpState != StateRole::None;
-  if (perWarp || !heldIn) {
-    std::optional<AffineDequant> kq =
-        matchDequant(s, op.getK(), /*transposed=*/true);
-    std::optional<AffineDequant> vq =
-        matchDequant(s, op.getV(), /*transposed=*/false);
-    if (lowerAttendOnRecord(s, op, kq, vq, perWarp) ||
-        lowerAttendOnRows(s, op, perWarp))
-      return success();
-  }
+  std::optional<AffineDequant> kq =
+      matchDequant(s, op.getK(), /*transposed=*/true);
+  std::optional<AffineDequant> vq =
+      matchDequant(s, op.getV(), /*transposed=*/false);
+  if ((perWarp || !heldIn) && (lowerAttendOnRecord(s, op, kq, vq, perWarp) ||
+                               lowerAttendOnRows(s, op, perWarp)))
+    return success();
   std::array<TileView, 3> saved = {s.view(olds[0]), s.view(olds[1]),
                                    s.view(olds[2])};
   SmallVector<int> temps;
@@ -353,7 +348,7 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
       temps.push_back(merged[i].bufferId);
     }
   }
-  if (failed(lowerWholeAttend(s, op)))
+  if (failed(lowerWholeAttend(s, op, kq, vq)))
     return failure();
   for (int i = 0; heldIn && i < 3; ++i)
     s.tiles[olds[i]] = saved[i];
@@ -386,7 +381,9 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   return success();
 }
 
-LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op) {
+LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
+                               const std::optional<AffineDequant> &kq,
+                               const std::optional<AffineDequant> &vq) {
   Location loc = op.getLoc();
   TileType qType = op.getQ().getType();
   int64_t H = qType.getDim(0), D = qType.getDim(1);
@@ -394,10 +391,6 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op) {
   TileView q = s.view(op.getQ()), k = s.view(op.getK()), v = s.view(op.getV()),
            m = s.view(op.getM()), l = s.view(op.getL()),
            acc = s.view(op.getAcc()), valid = s.view(op.getValid());
-  std::optional<AffineDequant> kq =
-      matchDequant(s, op.getK(), /*transposed=*/true);
-  std::optional<AffineDequant> vq =
-      matchDequant(s, op.getV(), /*transposed=*/false);
   Value scale = s.lookup(op.getScale());
   Type f32 = s.b.getF32Type();
   ScratchBuffers scratch(s);
@@ -715,4 +708,18 @@ void kvarn::kvt::registerAttendOpLowerings(
   table[OperationName(AttendOp::getOperationName(), ctx)] = lowerAttend;
   table[OperationName(AttendFinishOp::getOperationName(), ctx)] = lowerAttendFinish;
   table[OperationName(MergeOp::getOperationName(), ctx)] = lowerMerge;
+}
+
+std::optional<DequantChain> kvarn::kvt::matchDequantChain(Value tile,
+                                                          bool transposed) {
+  if (transposed) {
+    auto t = tile.getDefiningOp<TransposeOp>();
+    if (!t)
+      return std::nullopt;
+    tile = t.getInput();
+  }
+  auto dq = tile.getDefiningOp<DequantizeOp>();
+  if (!dq)
+    return std::nullopt;
+  return DequantChain{dq, dq.getCodes().getDefiningOp<UnpackOp>()};
 }

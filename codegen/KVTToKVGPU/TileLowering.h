@@ -227,6 +227,16 @@ RegisterRowChains findRegisterRowChains(mlir::Operation *kernel);
 bool isRegisterRowOp(const TileLowering &s, mlir::Operation *op);
 mlir::LogicalResult lowerRegisterRowOp(TileLowering &s, mlir::Operation *op);
 
+/// The ops a record's dequantized tile comes from: kvt.dequantize of
+/// (where it is one) kvt.unpack's codes, behind a kvt.transpose when
+/// `transposed` (attention's K); nothing when `tile` is not one.
+struct DequantChain {
+  DequantizeOp dequantize;
+  UnpackOp unpack; // null where the codes are not unpacked bytes
+};
+std::optional<DequantChain> matchDequantChain(mlir::Value tile,
+                                              bool transposed);
+
 /// Attention states held per warp (WarpStates.cpp): the tiles of `kernel`
 /// that are an attention state (kvt.attend's results, and the scf.if and
 /// scf.for tiles they are yielded into) and that only attention, its finish

@@ -44,20 +44,6 @@ bool isStateUse(OpOperand &use, StateRole role) {
   return isa<scf::YieldOp, scf::ForOp>(user);
 }
 
-/// The bits of a record's codes `tile` is dequantized from
-/// (transpose(dequantize(unpack(..., bits), ...)) or without the
-/// transpose), or nothing.
-std::optional<int64_t> recordCodeBits(Value tile) {
-  if (auto t = tile.getDefiningOp<TransposeOp>())
-    tile = t.getInput();
-  auto dequantize = tile.getDefiningOp<DequantizeOp>();
-  if (!dequantize)
-    return std::nullopt;
-  if (auto unpack = dequantize.getCodes().getDefiningOp<UnpackOp>())
-    return unpack.getBits();
-  return std::nullopt;
-}
-
 /// Whether `op` has a register lowering's layout (attend_record over a
 /// record's codes, attend_rows over fp16 rows) at `threads`: only then is
 /// its state worth holding per warp. (Whether the lowering takes it also
@@ -68,10 +54,13 @@ bool hasRegisterLayout(AttendOp op, int64_t threads) {
     return false;
   int64_t h = op.getQ().getType().getDim(0), d = op.getQ().getType().getDim(1);
   int64_t t = op.getK().getType().getDim(0);
-  std::optional<int64_t> kBits = recordCodeBits(op.getK()),
-                         vBits = recordCodeBits(op.getV());
-  if (kBits && vBits)
-    return kvgpu::getRecordAttendLayout(h, d, t, *kBits, *vBits, threads,
+  // K and V unpacked from a record's codes (K transposed), as
+  // lowerAttendOnRecord matches them.
+  std::optional<DequantChain> k = matchDequantChain(op.getK(), true),
+                              v = matchDequantChain(op.getV(), false);
+  if (k && k->unpack && v && v->unpack)
+    return kvgpu::getRecordAttendLayout(h, d, t, k->unpack.getBits(),
+                                        v->unpack.getBits(), threads,
                                         /*warpStates=*/true)
         .has_value();
   return kvgpu::getRowsAttendLayout(h, d, t, threads, /*warpStates=*/true)
