@@ -220,13 +220,15 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   Location loc = op.getLoc();
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   int64_t runCodes = 2 * T.columnTiles;
-  // A run shorter than a byte is read as its byte and shifted.
+  // A run shorter than a byte is read as its byte and shifted. Transposed,
+  // a lane reads one 4-code piece (runBits) of each column a k tile.
   int64_t wordBits = std::clamp<int64_t>(T.runBits, 8, 32);
   int64_t words = std::max<int64_t>(1, T.runBits / 32);
   FailureOr<Value> wordView = piecesView(rw, loc, op.getCodes(), wordBits);
   if (failed(wordView))
     return rw.notifyMatchFailure(op, "codes are not an aligned shared buffer");
-  int64_t wordsPerRow = n * bits / wordBits;
+  int64_t k = T.kTiles * 16;
+  int64_t wordsPerRow = (T.transposed ? k : n) * bits / wordBits;
 
   Value tid = threadIndex(rw, loc);
   Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
@@ -268,9 +270,13 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
           Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                               head, c(h));
           Value clamped = arith::MinUIOp::create(b, loc, head, c(h - 1));
+          // Slots 2t, 2t + 1, 2t + 8, 2t + 9 (lane t = fl mod 4): rows t,
+          // t + 4, t + 8, t + 12, or transposed 4t .. 4t + 3.
           Value rowBase = arith::AddIOp::create(
               b, loc, arith::MulIOp::create(b, loc, kt, c(16)),
-              arith::RemUIOp::create(b, loc, fl, c(4)));
+              arith::MulIOp::create(b, loc,
+                                    arith::RemUIOp::create(b, loc, fl, c(4)),
+                                    c(T.transposed ? 4 : 1)));
           auto aValue = [&](int64_t offset) -> Value {
             Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
             Value at = arith::AddIOp::create(
@@ -280,9 +286,10 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                            f32Constant(b, loc, 0.0f));
           };
           // In slot order (arguments have no evaluation order).
-          Value x0 = aValue(0), x4 = aValue(4), x8 = aValue(8),
-                x12 = aValue(12);
-          storeSplitFragment(b, loc, scratch, f, x0, x4, x8, x12);
+          int64_t step = T.transposed ? 1 : 4;
+          Value x0 = aValue(0), x1 = aValue(step), x8 = aValue(2 * step),
+                x9 = aValue(3 * step);
+          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9);
         });
     gpu::BarrierOp::create(rw, loc);
   };
@@ -331,9 +338,29 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                   .getResult()
                             : word;
           };
-          // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t + 12.
-          SmallVector<Value> r0 = loadRun(0), r1 = loadRun(4), r8 = loadRun(8),
-                             r9 = loadRun(12);
+          // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t +
+          // 12; transposed, one piece of each column of the run: its codes
+          // of rows 16 kt + 4t .. 16 kt + 4t + 3 (KVGPU.h).
+          SmallVector<Value> r0, r1, r8, r9;
+          SmallVector<SmallVector<Value, 1>> columnPieces;
+          if (!T.transposed) {
+            r0 = loadRun(0);
+            r1 = loadRun(4);
+            r8 = loadRun(8);
+            r9 = loadRun(12);
+          }
+          for (int64_t j = 0; T.transposed && j < runCodes; ++j) {
+            Value row = arith::AddIOp::create(b, loc, column, c(j));
+            Value at = arith::AddIOp::create(
+                b, loc,
+                arith::AddIOp::create(
+                    b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
+                    arith::MulIOp::create(b, loc, kt, c(4))),
+                t);
+            Value piece = memref::LoadOp::create(b, loc, *wordView, at);
+            columnPieces.push_back(
+                {arith::ExtUIOp::create(b, loc, i32, piece).getResult()});
+          }
           // b: each head tile's fragment, one 16-byte load.
           SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
           for (int64_t j = 0; j < T.headTiles; ++j) {
@@ -363,8 +390,20 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
               return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j),
                                       bits);
             };
-            aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
-                             pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+            if (!T.transposed) {
+              aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
+                               pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+              continue;
+            }
+            // Columns 2i (m-row g) and 2i + 1 (m-row g + 8): codes 0, 1 are
+            // slots 2t, 2t + 1, codes 2, 3 slots 2t + 8, 2t + 9.
+            auto codes = [&](int64_t column, int64_t j) {
+              ArrayRef<Value> piece = columnPieces[column];
+              return codePairToBf16x2(b, loc, codeAt(piece, j),
+                                      codeAt(piece, j + 1), bits);
+            };
+            aRegs.push_back({codes(2 * i, 0), codes(2 * i + 1, 0),
+                             codes(2 * i, 2), codes(2 * i + 1, 2)});
           }
           // Smallest part first.
           for (int p = kMmaSplitParts - 1; p >= 0; --p)
@@ -416,12 +455,12 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
                                 PatternRewriter &rw) const override {
     Location loc = op.getLoc();
     auto codesType = op.getCodes().getType();
-    int64_t bits = op.getBits(), k = codesType.getDimSize(0),
-            rowBytes = codesType.getDimSize(1), n = rowBytes * 8 / bits,
+    int64_t bits = op.getBits(), k = op.getNumRows(),
+            rowBytes = codesType.getDimSize(1), n = op.getNumColumns(),
             h = op.getA().getType().getNumElements() / k;
     int64_t threads = getNumThreads(op);
     std::optional<PackedMatmulLayout> layout =
-        getPackedMatmulLayout(h, k, n, bits, threads);
+        getPackedMatmulLayout(h, k, n, bits, threads, op.getTransposed());
     if (!layout)
       return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
     const PackedMatmulLayout &L = *layout;

@@ -48,13 +48,17 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
                                cst(b, loc, kNegInf));
 }
 
-/// A dequantized tile, (code * scale[r] + zero[r]) * other[c]: the views of
-/// kvt.dequantize's operands. When the codes are a kvt.unpack of a staged
-/// buffer (a record's field), `packed` is that buffer of `bits`-bit codes.
+/// A dequantized tile, (code * scale[r] + zero[r]) * other[c], or its
+/// transpose (`transposed`): the views of kvt.dequantize's operands. When the
+/// codes are a kvt.unpack of a staged buffer (a record's field), `packed` is
+/// that buffer of `bits`-bit codes: [R, C * bits / 8], or with
+/// `packedTransposed` (the codes a transpose of the unpacked bytes: MLA's
+/// token-major latent, quantized per channel) [C, R * bits / 8].
 struct AffineDequant {
   TileView codes, scale, zero, other;
   Value packed;
   int64_t bits = 0;
+  bool transposed = false, packedTransposed = false;
 };
 
 /// `tile` as a dequantize op's result (behind a transpose when `transposed`).
@@ -66,7 +70,13 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
   DequantizeOp dq = chain->dequantize;
   AffineDequant result{s.view(dq.getCodes()), s.view(dq.getScale()),
                        s.view(dq.getZero()), s.view(dq.getOtherScale())};
-  if (UnpackOp unpack = chain->unpack) {
+  result.transposed = transposed;
+  UnpackOp unpack = chain->unpack;
+  if (!unpack)
+    if (auto t = dq.getCodes().getDefiningOp<TransposeOp>())
+      if ((unpack = t.getInput().getDefiningOp<UnpackOp>()))
+        result.packedTransposed = true;
+  if (unpack) {
     const TileView &packed = s.view(unpack.getPacked());
     auto type = packed.isPlainBuffer()
                     ? dyn_cast<MemRefType>(packed.buffer.getType())
@@ -82,26 +92,46 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
   return result;
 }
 
+/// `dq`'s packed codes as kvgpu.packed_matmul's [K, N] operand, K being
+/// the dequantized tile's rows (`kIsRow`) or its columns.
+struct PackedOperand {
+  kvgpu::PackedMatmulLayout layout;
+  /// The bytes hold the codes [N, K] (packed_matmul's `transposed`).
+  bool transposed;
+};
+
 /// The layout of kvgpu.packed_matmul for `dq`'s codes as the [K, N] operand,
 /// or nothing (then attention reduces through kvgpu.reduce).
-std::optional<kvgpu::PackedMatmulLayout>
-packedLayout(TileLowering &s, const std::optional<AffineDequant> &dq,
-             int64_t h, int64_t k, int64_t n) {
+std::optional<PackedOperand>
+packedOperand(TileLowering &s, const std::optional<AffineDequant> &dq,
+              int64_t h, int64_t k, int64_t n, bool kIsRow) {
   if (!dq || !dq->packed)
     return std::nullopt;
+  // The bytes' rows are the tile's rows unless packedTransposed; they are
+  // the operand's K rows unless the operand is transposed.
+  bool transposed = dq->packedTransposed == kIsRow;
+  int64_t rows = transposed ? n : k, columns = transposed ? k : n;
   auto type = cast<MemRefType>(dq->packed.getType());
-  if (type.getDimSize(0) != k || type.getDimSize(1) * 8 != n * dq->bits)
+  if (type.getDimSize(0) != rows ||
+      type.getDimSize(1) * 8 != columns * dq->bits)
     return std::nullopt;
-  return kvgpu::getPackedMatmulLayout(h, k, n, dq->bits,
-                                      s.numWarps * kvgpu::kWarpSize);
+  std::optional<kvgpu::PackedMatmulLayout> layout =
+      kvgpu::getPackedMatmulLayout(h, k, n, dq->bits,
+                                   s.numWarps * kvgpu::kWarpSize, transposed);
+  if (!layout)
+    return std::nullopt;
+  return PackedOperand{*layout, transposed};
 }
 
 /// out[h, n] = sum_k a[k, h] code[k, n] in registers (kvgpu.packed_matmul),
 /// its cross-warp partials in `partials`.
 void emitPackedMatmul(TileLowering &s, Location loc, Value a,
-                      const AffineDequant &dq, Value out, Value partials) {
+                      const AffineDequant &dq, const PackedOperand &operand,
+                      Value out, Value partials) {
   kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed, out, partials,
-                                s.b.getI32IntegerAttr(int32_t(dq.bits)));
+                                s.b.getI32IntegerAttr(int32_t(dq.bits)),
+                                operand.transposed ? s.b.getUnitAttr()
+                                                   : UnitAttr());
   s.barrier(loc);
 }
 
@@ -212,8 +242,9 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t G = op.getK().getType().getDim(0);
   const TileView &valid = s.view(op.getValid());
-  if (!kq || !kq->packed || !vq || !vq->packed || !valid.splat ||
-      op.getFrom() || op.getQRope())
+  if (!kq || !kq->packed || kq->packedTransposed || !vq || !vq->packed ||
+      vq->packedTransposed || vq->transposed || !valid.splat || op.getFrom() ||
+      op.getQRope())
     return false;
   auto kType = cast<MemRefType>(kq->packed.getType()),
        vType = cast<MemRefType>(vq->packed.getType());
@@ -310,9 +341,14 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
 /// to every score). When K or V is read from a record
 /// (dequantized codes), the scales are folded out of the dot products
 /// (docs/design.md, "Speed"):
-///   q . k[t]  = kouter[t] * (sum_d (q[d] kscale[d]) code[d, t] + sum_d q[d]
-///   kzero[d]) sum_t p[t] v[t, d] = vouter[d] * (sum_t (p[t] vscale[t]) code[t,
-///   d] + sum_t p[t] vzero[t])
+///   q . k[t] = kouter[t] (sum_d (q[d] kscale[d]) code[d, t]
+///                         + sum_d q[d] kzero[d])
+///   sum_t p[t] v[t, d] = vouter[d] (sum_t (p[t] vscale[t]) code[t, d]
+///                                   + sum_t p[t] vzero[t])
+/// or, V quantized per channel (the transpose of a dequantized [D, G]:
+/// MLA's latent),
+///   sum_t p[t] v[t, d] = vscale[d] sum_t (p[t] vouter[t]) code[d, t]
+///                        + vzero[d] sum_t p[t] vouter[t]
 /// so the inner loops multiply raw codes, and the per-channel and per-token
 /// terms are computed once per block.
 LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
@@ -332,8 +368,12 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
   bool heldIn = s.view(op.getM()).warpState != StateRole::None;
   std::optional<AffineDequant> kq =
       matchDequant(s, op.getK(), /*transposed=*/true);
+  // V is a dequantized tile, or (MLA's latent, quantized per channel) the
+  // transpose of one.
   std::optional<AffineDequant> vq =
       matchDequant(s, op.getV(), /*transposed=*/false);
+  if (!vq)
+    vq = matchDequant(s, op.getV(), /*transposed=*/true);
   if ((perWarp || !heldIn) && (lowerAttendOnRecord(s, op, kq, vq, perWarp) ||
                                lowerAttendOnRows(s, op, perWarp)))
     return success();
@@ -401,13 +441,17 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   // Dot products over a record's packed codes run in registers
   // (kvgpu.packed_matmul, its a operand k-major); others, and the pool's
   // fp16 blocks, through kvgpu.reduce.
-  std::optional<kvgpu::PackedMatmulLayout> kPacked = packedLayout(s, kq, H, D, G);
-  std::optional<kvgpu::PackedMatmulLayout> vPacked = packedLayout(s, vq, H, G, D);
+  std::optional<PackedOperand> kPacked =
+      packedOperand(s, kq, H, D, G, /*kIsRow=*/true);
+  // V per channel: the tokens (K) are the dequantized tile's columns.
+  bool vPerChannel = vq && vq->transposed;
+  std::optional<PackedOperand> vPacked =
+      packedOperand(s, vq, H, G, D, /*kIsRow=*/!vPerChannel);
   // One partials buffer for both: the K products end before the V ones.
   int64_t partialFloats = 1;
-  for (const auto &layout : {kPacked, vPacked})
-    if (layout)
-      partialFloats = std::max(partialFloats, layout->scratchFloats);
+  for (const auto &operand : {kPacked, vPacked})
+    if (operand)
+      partialFloats = std::max(partialFloats, operand->layout.scratchFloats);
   Value partials = kPacked || vPacked
                        ? scratch.get(loc, {partialFloats}, f32)
                        : Value();
@@ -433,7 +477,7 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   }
   // scores[h, t] = q[h] . k[t] (on raw codes when K is quantized)
   if (kPacked)
-    emitPackedMatmul(s, loc, kScaledQ, *kq, scores, partials);
+    emitPackedMatmul(s, loc, kScaledQ, *kq, *kPacked, scores, partials);
   else
     s.reduce(loc, ReduceKind::Add, H * G, D, scores,
            [&](OpBuilder &b, Value r, Value d) {
@@ -514,41 +558,53 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
         cst(b, loc, 0.0f), emitExp(b, loc, arith::SubFOp::create(b, loc, x, mx)));
     Value hg = flatIndex(b, loc, i[0], i[1], G);
     store(b, loc, p, probs, {hg});
-    if (vq) // p[h, t] * vscale[t]
+    if (vq) // p[h, t] * vscale[t] (per channel: p[h, t] * vouter[t])
       store(b, loc,
             arith::MulFOp::create(
-                b, loc, p, widenToF32(b, loc, s.read(b, loc, vq->scale, {i[1]}))),
-            vScaledProbs,
-            {vPacked ? flatIndex(b, loc, i[1], i[0], H) : hg});
+                b, loc, p,
+                widenToF32(b, loc,
+                           s.read(b, loc, vPerChannel ? vq->other : vq->scale,
+                                  {i[1]}))),
+            vScaledProbs, {vPacked ? flatIndex(b, loc, i[1], i[0], H) : hg});
   });
   auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = flatIndex(b, loc, h, t, G);
     return load(b, loc, probs, {hg});
   };
   s.reduce(loc, ReduceKind::Add, H, G, probSum, prob);
-  Value vZeroDot; // sum_t p[h, t] * vzero[t]
+  // sum_t p[h, t] * vzero[t] (per channel: sum_t p[h, t] * vouter[t])
+  Value vZeroDot;
   if (vq) {
     vZeroDot = scratch.get(loc, {H}, f32);
     s.reduce(loc, ReduceKind::Add, H, G, vZeroDot,
              [&](OpBuilder &b, Value h, Value t) {
                return arith::MulFOp::create(
                           b, loc, prob(b, h, t),
-                          widenToF32(b, loc, s.read(b, loc, vq->zero, {t})))
+                          widenToF32(b, loc,
+                                     s.read(b, loc,
+                                            vPerChannel ? vq->other : vq->zero,
+                                            {t})))
                    .getResult();
              });
   }
   // weighted[h, d] = sum_t p[h, t] v[t, d] (on raw codes when V is quantized)
   if (vPacked)
-    emitPackedMatmul(s, loc, vScaledProbs, *vq, weighted, partials);
+    emitPackedMatmul(s, loc, vScaledProbs, *vq, *vPacked, weighted, partials);
   else
     s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
            [&](OpBuilder &b, Value r, Value t) {
              auto [h, d] = split(b, loc, r, D);
-             if (vq)
+             if (vq) {
+               SmallVector<Value, 2> at = {t, d};
+               if (vPerChannel)
+                 std::swap(at[0], at[1]);
                return arith::MulFOp::create(
-                          b, loc, load(b, loc, vScaledProbs, {flatIndex(b, loc, h, t, G)}),
-                          widenToF32(b, loc, s.read(b, loc, vq->codes, {t, d})))
+                          b, loc,
+                          load(b, loc, vScaledProbs,
+                               {flatIndex(b, loc, h, t, G)}),
+                          widenToF32(b, loc, s.read(b, loc, vq->codes, at)))
                    .getResult();
+             }
              // A masked token (probability 0) contributes nothing, even
              // where its row holds NaN (a pool block's rows past its tail
              // are whatever the slot held): 0 * NaN would be NaN.
@@ -572,10 +628,18 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
                                     s.read(b, loc, acc, i));
     Value hd = flatIndex(b, loc, i[0], i[1], D);
     Value w = load(b, loc, weighted, {hd});
-    if (vq)
-      w = arith::MulFOp::create(
-          b, loc, arith::AddFOp::create(b, loc, w, load(b, loc, vZeroDot, {i[0]})),
-          widenToF32(b, loc, s.read(b, loc, vq->other, {i[1]})));
+    Value zeroDot = vq ? load(b, loc, vZeroDot, {i[0]}) : Value();
+    auto channel = [&](const TileView &v) {
+      return widenToF32(b, loc, s.read(b, loc, v, {i[1]}));
+    };
+    if (vPerChannel)
+      w = arith::AddFOp::create(
+          b, loc, arith::MulFOp::create(b, loc, w, channel(vq->scale)),
+          arith::MulFOp::create(b, loc, zeroDot, channel(vq->zero)));
+    else if (vq)
+      w = arith::MulFOp::create(b, loc,
+                                arith::AddFOp::create(b, loc, w, zeroDot),
+                                channel(vq->other));
     store(b, loc, arith::AddFOp::create(b, loc, x, w), newAcc.buffer, i);
   });
   s.tiles[op.getNewM()] = newM;

@@ -297,7 +297,8 @@ int64_t kvarn::kvgpu::getNumThreads(Operation *op) {
 
 std::optional<PackedMatmulLayout>
 kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
-                                    int64_t bits, int64_t threads) {
+                                    int64_t bits, int64_t threads,
+                                    bool transposed) {
   // A thread's accumulators: 32 spilled within the 128 registers of 4 CTAs
   // per SM (sm_80, decode at head_dim 128).
   constexpr int64_t kMaxSums = 16;
@@ -307,17 +308,22 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   // Tensor cores: codes below 128 (the bf16 magic number), whole k tiles,
   // whole column tiles per warp, a run that is one aligned load (a power of
   // two of tiles), at most 32 accumulators a thread.
-  if ((bits == 1 || bits == 2 || bits == 4) && k % 16 == 0 &&
-      n % (16 * warps) == 0) {
+  // Transposed, a lane's piece of a column is 4 codes: one i8 or i16.
+  bool bitsFit =
+      transposed ? bits == 2 || bits == 4 : bits == 1 || bits == 2 || bits == 4;
+  if (bitsFit && k % 16 == 0 && n % (16 * warps) == 0) {
     int64_t columnTiles = n / (16 * warps), headTiles = (h + 7) / 8;
     if (llvm::isPowerOf2_64(columnTiles) && columnTiles * headTiles * 4 <= 32) {
       PackedMatmulLayout layout;
-      layout.mma = PackedMatmulMmaTiling{columnTiles, headTiles, k / 16,
-                                         2 * columnTiles * bits};
+      layout.mma = PackedMatmulMmaTiling{
+          columnTiles, headTiles, k / 16,
+          transposed ? 4 * bits : 2 * columnTiles * bits, transposed};
       layout.scratchFloats = getMmaSplitScratchWords(*layout.mma);
       return layout;
     }
   }
+  if (transposed)
+    return std::nullopt;
   for (int64_t pieceBits : {32, 16, 8}) {
     int64_t codes = pieceBits / bits;
     if (h * codes > kMaxSums || (n * bits) % pieceBits)
@@ -525,6 +531,18 @@ LogicalResult AttendRowsOp::verify() {
   return success();
 }
 
+int64_t PackedMatmulOp::getNumRows() {
+  auto codes = getCodes().getType();
+  return getTransposed() ? codes.getDimSize(1) * 8 / getBits()
+                         : codes.getDimSize(0);
+}
+
+int64_t PackedMatmulOp::getNumColumns() {
+  auto codes = getCodes().getType();
+  return getTransposed() ? codes.getDimSize(0)
+                         : codes.getDimSize(1) * 8 / getBits();
+}
+
 LogicalResult PackedMatmulOp::verify() {
   MemRefType a = getA().getType(), codes = getCodes().getType(),
              out = getOut().getType(), scratch = getScratch().getType();
@@ -532,11 +550,12 @@ LogicalResult PackedMatmulOp::verify() {
     if (t.getRank() != 1 || !t.getElementType().isF32())
       return emitOpError("a, out and scratch are 1-D f32 buffers");
   if (codes.getRank() != 2 || !codes.getElementType().isInteger(8))
-    return emitOpError("codes are a 2-D i8 buffer [K, N * bits / 8]");
+    return emitOpError("codes are a 2-D i8 buffer ")
+           << (getTransposed() ? "[N, K * bits / 8]" : "[K, N * bits / 8]");
   int64_t bits = getBits();
   if (8 % bits)
     return emitOpError("bits must divide 8, not ") << bits;
-  int64_t k = codes.getDimSize(0), n = codes.getDimSize(1) * 8 / bits;
+  int64_t k = getNumRows(), n = getNumColumns();
   if (a.getNumElements() % k)
     return emitOpError("a has ")
            << a.getNumElements() << " elements, not a multiple of K = " << k;
@@ -544,10 +563,11 @@ LogicalResult PackedMatmulOp::verify() {
   if (out.getNumElements() != h * n)
     return emitOpError("out has ") << out.getNumElements()
                                    << " elements; [H, N] is " << h * n;
-  std::optional<PackedMatmulLayout> layout =
-      getPackedMatmulLayout(h, k, n, bits, getNumThreads(*this));
+  std::optional<PackedMatmulLayout> layout = getPackedMatmulLayout(
+      h, k, n, bits, getNumThreads(*this), getTransposed());
   if (!layout)
-    return emitOpError("no packed layout for H = ")
+    return emitOpError(getTransposed() ? "no transposed packed layout for H = "
+                                       : "no packed layout for H = ")
            << h << ", K = " << k << ", N = " << n << " over "
            << getNumThreads(*this) << " threads";
   if (scratch.getNumElements() < layout->scratchFloats)

@@ -83,8 +83,15 @@ int64_t getNumThreads(mlir::Operation *op);
 /// splits them once, into the scratch buffer in the order a lane reads
 /// them (one 16-byte load per k tile and head tile), before one barrier;
 /// then every warp owns its columns: no shuffles, no further barrier.
+///
+/// With the codes stored transposed ([N, K * bits / 8], a column's codes
+/// adjacent: MLA's token-major latent as the scores' operand) the columns
+/// are split the same way, and slot 2t + e + 8f of k tile i is row 16 i +
+/// 4t + 2f + e: the four rows of a lane are one `runBits` = 4 x bits piece
+/// of each of its columns (one load a column and k tile).
 struct PackedMatmulMmaTiling {
   int64_t columnTiles, headTiles, kTiles, runBits;
+  bool transposed = false;
 };
 /// bf16 parts `a` is split in: hi + lo carry 16 bits, each value within
 /// 2^-17 of itself, so a dot product's error stays ~1e-5 of its terms'
@@ -131,10 +138,12 @@ struct PackedMatmulLayout {
 };
 /// The layout, or nothing when the shape does not divide over `threads`
 /// for either strategy (or the fma one needs more than 16 sums a thread):
-/// attention then reduces through kvgpu.reduce.
+/// attention then reduces through kvgpu.reduce. Codes stored transposed
+/// (`transposed`) have the tensor-core strategy only, for 2- and 4-bit
+/// codes.
 std::optional<PackedMatmulLayout>
 getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
-                      int64_t threads);
+                      int64_t threads, bool transposed = false);
 
 /// How kvgpu.attend_record spreads one online-softmax step over a record's
 /// packed K and V codes (H query heads, head_dim D, G tokens) over a CTA:

@@ -386,7 +386,10 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
     (k-major, so one thread's H values of row k are adjacent), `codes` is
     [K, N * bits / 8] bytes with code (k, n) in bits `(n * bits) mod 8`
     upwards of byte `n * bits / 8` (`pack_bits`' order), `out` is [H, N]
-    row-major.
+    row-major. With `transposed` the codes are [N, K * bits / 8], code (k,
+    n) at bit `(k * bits) mod 8` of byte `k * bits / 8` of row n: MLA's
+    token-major latent as the scores' operand (tensor cores only, 2- or
+    4-bit codes).
 
     `getPackedMatmulLayout` picks one of two strategies. On tensor cores
     (when K is whole tiles of 16 rows and the columns split into 16 x 2^i
@@ -411,10 +414,17 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$out,
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits,
+                       UnitAttr:$transposed);
   let assemblyFormat = [{
-    $a `,` $codes `bits` $bits `into` $out `scratch` $scratch attr-dict `:`
+    $a `,` $codes `bits` $bits (`transposed` $transposed^)? `into` $out
+    `scratch` $scratch attr-dict `:`
     type($a) `,` type($codes) `,` type($out) `,` type($scratch)
+  }];
+  let extraClassDeclaration = [{
+    /// K (the rows summed over) and N (the code columns) of `codes`.
+    int64_t getNumRows();
+    int64_t getNumColumns();
   }];
   let hasVerifier = 1;
 }

@@ -123,6 +123,58 @@ gpu.module @m {
     gpu.return
   }
 
+  // Codes stored transposed ([N, K * bits / 8]: MLA's token-major latent as
+  // the scores' operand), 128 columns (tokens) x 128 rows (channels), eight
+  // heads: two column tiles a warp, 8 k tiles. Slot 2t + e + 8f of a k tile
+  // is row 16 kt + 4t + 2f + e, so the fragments' split reads rows 4t ..
+  // 4t + 3 and a lane's codes of one column and k tile are one i16 piece.
+  // ROUNDTRIP-LABEL: gpu.func @tensor_cores_transposed
+  // ROUNDTRIP: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4 transposed into %{{.*}} scratch %{{.*}} :
+  // CHECK-LABEL: gpu.func @tensor_cores_transposed
+  gpu.func @tensor_cores_transposed() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 16384 : memref<1024xf32, #gpu.address_space<workgroup>>
+    // CHECK: to memref<4096xi16, #gpu.address_space<workgroup>>
+    // CHECK: %[[LANE:.*]] = arith.remui %thread_id_x, %c32 : index
+    // CHECK: %[[T:.*]] = arith.remui %[[LANE]], %c4 : index
+    // The split: a's rows 16 kt + 4t + i ([K, H], 8 heads), i = 0 .. 3.
+    // CHECK: scf.for
+    // CHECK: %[[FT:.*]] = arith.remui %{{.*}}, %c4 : index
+    // CHECK: %[[FT4:.*]] = arith.muli %[[FT]], %c4 : index
+    // CHECK: %[[ROW:.*]] = arith.addi %{{.*}}, %[[FT4]] : index
+    // CHECK: arith.muli %[[ROW]], %c8 : index
+    // CHECK: %[[ROW1:.*]] = arith.addi %[[ROW]], %c1 : index
+    // CHECK: arith.muli %[[ROW1]], %c8 : index
+    // CHECK: %[[ROW2:.*]] = arith.addi %[[ROW]], %c2 : index
+    // CHECK: %[[ROW3:.*]] = arith.addi %[[ROW]], %c3 : index
+    // CHECK: vector.store
+    // CHECK: gpu.barrier
+    // The k loop: one i16 piece (32 a row) of each of the lane's 4 columns,
+    // at 4 kt + t; codes 0, 1 then 2, 3 of a piece make a register.
+    // CHECK: scf.for %[[KT:.*]] = %c0 to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
+    // CHECK-COUNT-4: memref.load %{{.*}} : memref<4096xi16
+    // CHECK-NOT: memref.load %{{.*}} : memref<4096xi16
+    // CHECK: vector.load
+    // CHECK: %[[HI:.*]] = arith.shrui %[[P0:.*]], %c4_i32 : i32
+    // CHECK: arith.andi %[[P0]], %c15_i32 : i32
+    // CHECK: arith.andi %[[HI]], %c15_i32 : i32
+    // CHECK: arith.shrui %[[P0]], %c12_i32 : i32
+    // CHECK: arith.shrui %[[P0]], %c8_i32 : i32
+    // CHECK-COUNT-4: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: scf.yield
+    // CHECK-NOT: gpu.barrier
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a, %codes bits 4 transposed into %out scratch %frags
+        : memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<128x64xi8, #gpu.address_space<workgroup>>,
+          memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
   // fma, four query heads (getPackedMatmulLayout: 16-bit pieces of 4 codes,
   // 16 sums a thread, the 32 column groups on the 32 lanes, K split across
   // the 4 warps, 30 rows a thread).

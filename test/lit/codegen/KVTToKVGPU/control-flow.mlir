@@ -18,12 +18,13 @@
 // CHECK: kvgpu.attend_rows q
 // CHECK: } else {
 // Record branch: packed codes staged (8 KiB). The scores run on them in
-// registers; V here is K's transposed tile, no dequantized [G, D] operand,
-// so its product reduces, unpacking and dequantizing lazily.
-// CHECK: kvgpu.shared_buffer {{.*}} : memref<128x64xi8
-// CHECK: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4
-// CHECK: kvgpu.reduce <add> [512, 128]
-// CHECK: arith.shrui
+// registers; V here is K's tile, quantized per channel (the transpose of a
+// dequantized [D, G]), so its product takes the same bytes as
+// packed_matmul's transposed operand ([N = channels, K = tokens]).
+// CHECK: %[[CODES:.*]] = kvgpu.shared_buffer {{.*}} : memref<128x64xi8
+// CHECK: kvgpu.packed_matmul %{{.*}}, %[[CODES]] bits 4 into
+// CHECK-NOT: kvgpu.reduce <add> [512, 128]
+// CHECK: kvgpu.packed_matmul %{{.*}}, %[[CODES]] bits 4 transposed into
 // CHECK: }
 // The yield copies into the carried buffers.
 // CHECK: memref.store %{{.*}}, %[[ACC]]

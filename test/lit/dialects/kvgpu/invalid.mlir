@@ -150,6 +150,36 @@ gpu.module @m {
 // -----
 
 gpu.module @m {
+  gpu.func @packed_matmul_transposed_no_layout() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<960xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<128x60xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 16384 : memref<1024xf32, #gpu.address_space<workgroup>>
+    // Transposed codes have no fma strategy: K = 120 is no whole k tiles.
+    // expected-error @+1 {{no transposed packed layout for H = 8, K = 120, N = 128 over 128 threads}}
+    kvgpu.packed_matmul %a, %codes bits 4 transposed into %out scratch %p : memref<960xf32, #gpu.address_space<workgroup>>, memref<128x60xi8, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @packed_matmul_transposed_one_bit() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<128x16xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 16384 : memref<1024xf32, #gpu.address_space<workgroup>>
+    // A lane's piece of a column is 4 codes: 1-bit codes have none.
+    // expected-error @+1 {{no transposed packed layout for H = 8, K = 128, N = 128 over 128 threads}}
+    kvgpu.packed_matmul %a, %codes bits 1 transposed into %out scratch %p : memref<1024xf32, #gpu.address_space<workgroup>>, memref<128x16xi8, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
   gpu.func @packed_matmul_bits() kernel attributes {kvgpu.num_warps = 4 : i64} {
     %a = kvgpu.shared_buffer 0 : memref<384xf32, #gpu.address_space<workgroup>>
     %codes = kvgpu.shared_buffer 2048 : memref<96x48xi8, #gpu.address_space<workgroup>>
