@@ -213,6 +213,26 @@ void mma(OpBuilder &b, Location loc, ArrayRef<Value> a, ArrayRef<Value> bRegs,
 constexpr auto mmaBf16 = mma<MmaBf16Op>;
 constexpr auto mmaF16 = mma<MmaF16Op>;
 
+std::optional<int64_t> staticByteOffset(Value buffer);
+
+/// Transposed codes (PackedMatmulMmaTiling in KVGPU.h): the first of the
+/// four rows lane t holds of k tile kt, 16 P (kt / P) + 4 P t + 4 (kt mod
+/// P) for P = pieceTiles.
+Value transposedRow(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
+                    Value kt, Value t) {
+  auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
+  int64_t P = T.pieceTiles;
+  Value group = arith::MulIOp::create(
+      b, loc, arith::DivUIOp::create(b, loc, kt, c(P)), c(16 * P));
+  Value inGroup = arith::MulIOp::create(
+      b, loc, arith::RemUIOp::create(b, loc, kt, c(P)), c(4));
+  return arith::AddIOp::create(
+      b, loc,
+      arith::AddIOp::create(b, loc, group,
+                            arith::MulIOp::create(b, loc, t, c(4 * P))),
+      inGroup);
+}
+
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                  const PackedMatmulMmaTiling &T, int64_t h,
@@ -221,7 +241,8 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   int64_t runCodes = 2 * T.columnTiles;
   // A run shorter than a byte is read as its byte and shifted. Transposed,
-  // a lane reads one 4-code piece (runBits) of each column a k tile.
+  // a lane reads one piece (runBits: 4 codes of each of T.pieceTiles k
+  // tiles) of each column at a time.
   int64_t wordBits = std::clamp<int64_t>(T.runBits, 8, 32);
   int64_t words = std::max<int64_t>(1, T.runBits / 32);
   FailureOr<Value> wordView = piecesView(rw, loc, op.getCodes(), wordBits);
@@ -229,6 +250,16 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
     return rw.notifyMatchFailure(op, "codes are not an aligned shared buffer");
   int64_t k = T.kTiles * 16;
   int64_t wordsPerRow = (T.transposed ? k : n) * bits / wordBits;
+  // f16 rows, not codes (bits 16): the values are the A registers as they
+  // are, `a` is split in f16 parts, f16 MMAs.
+  bool f16Rows = bits == 16;
+  // A transposed piece of 8 or 16 bytes is one vector load where the rows
+  // and the buffer keep that alignment.
+  int64_t pieceBytes = T.runBits / 8;
+  std::optional<int64_t> codesOffset = staticByteOffset(op.getCodes());
+  bool vectorPieces = T.transposed && (pieceBytes == 8 || pieceBytes == 16) &&
+                      codesOffset && *codesOffset % pieceBytes == 0 &&
+                      (k * bits / 8) % pieceBytes == 0;
 
   Value tid = threadIndex(rw, loc);
   Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
@@ -271,12 +302,15 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                               head, c(h));
           Value clamped = arith::MinUIOp::create(b, loc, head, c(h - 1));
           // Slots 2t, 2t + 1, 2t + 8, 2t + 9 (lane t = fl mod 4): rows t,
-          // t + 4, t + 8, t + 12, or transposed 4t .. 4t + 3.
-          Value rowBase = arith::AddIOp::create(
-              b, loc, arith::MulIOp::create(b, loc, kt, c(16)),
-              arith::MulIOp::create(b, loc,
-                                    arith::RemUIOp::create(b, loc, fl, c(4)),
-                                    c(T.transposed ? 4 : 1)));
+          // t + 4, t + 8, t + 12, or transposed (P = pieceTiles) rows
+          // 16 P (kt / P) + 4 P t + 4 (kt mod P) + 0 .. 3.
+          Value ft = arith::RemUIOp::create(b, loc, fl, c(4));
+          Value rowBase =
+              T.transposed
+                  ? transposedRow(b, loc, T, kt, ft)
+                  : arith::AddIOp::create(
+                        b, loc, arith::MulIOp::create(b, loc, kt, c(16)), ft)
+                        .getResult();
           auto aValue = [&](int64_t offset) -> Value {
             Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
             Value at = arith::AddIOp::create(
@@ -289,7 +323,8 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
           int64_t step = T.transposed ? 1 : 4;
           Value x0 = aValue(0), x1 = aValue(step), x8 = aValue(2 * step),
                 x9 = aValue(3 * step);
-          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9);
+          storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9,
+                             f16Rows ? splitToF16x2 : splitToBf16x2);
         });
     gpu::BarrierOp::create(rw, loc);
   };
@@ -305,114 +340,143 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
     if (first > 0)
       gpu::BarrierOp::create(rw, loc);
     splitRound(first);
+    // One iteration a piece's k tiles (one a tile but transposed).
+    int64_t step = T.transposed ? T.pieceTiles : 1;
     auto loop = scf::ForOp::create(
-        rw, loc, c(first), c(first + roundTiles), c(1), sums,
-        [&](OpBuilder &b, Location, Value kt, ValueRange accIn) {
+        rw, loc, c(first), c(first + roundTiles), c(step), sums,
+        [&](OpBuilder &b, Location, Value kt0, ValueRange accIn) {
           SmallVector<Value> acc(accIn);
-          Value rowBase = arith::AddIOp::create(
-              b, loc, arith::MulIOp::create(b, loc, kt, c(16)), t);
-          // The run of row rowBase + offset as `words` i32 values.
-          auto loadRun = [&](int64_t offset) {
-            Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+          // Transposed, the lane's piece of each column of its run: rows
+          // transposedRow(kt0, t) on, one (vector) load each.
+          SmallVector<SmallVector<Value, 4>> columnPieces;
+          for (int64_t j = 0; T.transposed && j < runCodes; ++j) {
+            Value row = arith::AddIOp::create(b, loc, column, c(j));
             Value at = arith::AddIOp::create(
                 b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
-                wordInRow);
-            SmallVector<Value> run;
-            for (int64_t w = 0; w < words; ++w) {
+                arith::DivUIOp::create(
+                    b, loc,
+                    arith::MulIOp::create(
+                        b, loc, transposedRow(b, loc, T, kt0, t), c(bits)),
+                    c(wordBits)));
+            SmallVector<Value, 4> piece;
+            if (vectorPieces) {
+              Value v = vector::LoadOp::create(
+                  b, loc, VectorType::get({words}, i32), *wordView,
+                  ValueRange{at}, /*nontemporal=*/false,
+                  llvm::MaybeAlign(pieceBytes));
+              for (int64_t w = 0; w < words; ++w)
+                piece.push_back(vector::ExtractOp::create(b, loc, v, w));
+            }
+            for (int64_t w = 0; !vectorPieces && w < words; ++w) {
               Value word = memref::LoadOp::create(
                   b, loc, *wordView,
                   ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
               if (wordBits < 32)
                 word = arith::ExtUIOp::create(b, loc, i32, word);
-              if (subShift)
-                word = arith::ShRUIOp::create(b, loc, word, subShift);
-              run.push_back(word);
+              piece.push_back(word);
             }
-            return run;
-          };
-          auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
-            int64_t bit = j * bits;
-            Value word = run[bit / 32];
-            return bit % 32 ? arith::ShRUIOp::create(
-                                  b, loc, word, i32Constant(b, loc, bit % 32))
-                                  .getResult()
-                            : word;
-          };
-          // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t +
-          // 12; transposed, one piece of each column of the run: its codes
-          // of rows 16 kt + 4t .. 16 kt + 4t + 3 (KVGPU.h).
-          SmallVector<Value> r0, r1, r8, r9;
-          SmallVector<SmallVector<Value, 1>> columnPieces;
-          if (!T.transposed) {
-            r0 = loadRun(0);
-            r1 = loadRun(4);
-            r8 = loadRun(8);
-            r9 = loadRun(12);
+            columnPieces.push_back(piece);
           }
-          for (int64_t j = 0; T.transposed && j < runCodes; ++j) {
-            Value row = arith::AddIOp::create(b, loc, column, c(j));
-            Value at = arith::AddIOp::create(
-                b, loc,
-                arith::AddIOp::create(
-                    b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
-                    arith::MulIOp::create(b, loc, kt, c(4))),
-                t);
-            Value piece = memref::LoadOp::create(b, loc, *wordView, at);
-            columnPieces.push_back(
-                {arith::ExtUIOp::create(b, loc, i32, piece).getResult()});
-          }
-          // b: each head tile's fragment, one 16-byte load.
-          SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
-          for (int64_t j = 0; j < T.headTiles; ++j) {
-            Value f = arith::AddIOp::create(
-                b, loc,
-                arith::MulIOp::create(
-                    b, loc,
-                    arith::AddIOp::create(
-                        b, loc,
-                        arith::MulIOp::create(
-                            b, loc, arith::SubIOp::create(b, loc, kt, c(first)),
-                            c(T.headTiles)),
-                        c(j)),
-                    c(kWarpSize)),
-                lane);
-            SplitFragment fragment = loadSplitFragment(b, loc, scratch, f);
-            b0.push_back({fragment.parts[0][0], fragment.parts[1][0]});
-            b1.push_back({fragment.parts[0][1], fragment.parts[1][1]});
-          }
-          // Every column tile's a registers first, then the MMAs part by
-          // part across the tiles: consecutive MMAs accumulate into different
-          // sums, so they do not wait for one another.
-          SmallVector<std::array<Value, 4>> aRegs;
-          for (int64_t i = 0; i < T.columnTiles; ++i) {
-            auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high,
-                            int64_t j) {
-              return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j),
-                                      bits);
-            };
-            if (!T.transposed) {
-              aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
-                               pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
-              continue;
-            }
-            // Columns 2i (m-row g) and 2i + 1 (m-row g + 8): codes 0, 1 are
-            // slots 2t, 2t + 1, codes 2, 3 slots 2t + 8, 2t + 9.
-            auto codes = [&](int64_t column, int64_t j) {
-              ArrayRef<Value> piece = columnPieces[column];
-              return codePairToBf16x2(b, loc, codeAt(piece, j),
-                                      codeAt(piece, j + 1), bits);
-            };
-            aRegs.push_back({codes(2 * i, 0), codes(2 * i + 1, 0),
-                             codes(2 * i, 2), codes(2 * i + 1, 2)});
-          }
-          // Smallest part first.
-          for (int p = kMmaSplitParts - 1; p >= 0; --p)
-            for (int64_t i = 0; i < T.columnTiles; ++i)
-              for (int64_t j = 0; j < T.headTiles; ++j) {
-                int64_t base = accIndex(i, j);
-                mmaBf16(b, loc, aRegs[i], {b0[j][p], b1[j][p]},
-                        MutableArrayRef<Value>(acc).slice(base, 4));
+          for (int64_t kk = 0; kk < step; ++kk) {
+            Value kt =
+                kk ? arith::AddIOp::create(b, loc, kt0, c(kk)).getResult()
+                   : kt0;
+            Value rowBase = arith::AddIOp::create(
+                b, loc, arith::MulIOp::create(b, loc, kt, c(16)), t);
+            // The run of row rowBase + offset as `words` i32 values.
+            auto loadRun = [&](int64_t offset) {
+              Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
+              Value at = arith::AddIOp::create(
+                  b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
+                  wordInRow);
+              SmallVector<Value> run;
+              for (int64_t w = 0; w < words; ++w) {
+                Value word = memref::LoadOp::create(
+                    b, loc, *wordView,
+                    ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
+                if (wordBits < 32)
+                  word = arith::ExtUIOp::create(b, loc, i32, word);
+                if (subShift)
+                  word = arith::ShRUIOp::create(b, loc, word, subShift);
+                run.push_back(word);
               }
+              return run;
+            };
+            auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
+              int64_t bit = j * bits;
+              Value word = run[bit / 32];
+              return bit % 32 ? arith::ShRUIOp::create(
+                                    b, loc, word, i32Constant(b, loc, bit % 32))
+                                    .getResult()
+                              : word;
+            };
+            // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t +
+            // 12 (transposed: codes 4 kk .. 4 kk + 3 of the pieces above).
+            SmallVector<Value> r0, r1, r8, r9;
+            if (!T.transposed) {
+              r0 = loadRun(0);
+              r1 = loadRun(4);
+              r8 = loadRun(8);
+              r9 = loadRun(12);
+            }
+            // b: each head tile's fragment, one 16-byte load.
+            SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
+            for (int64_t j = 0; j < T.headTiles; ++j) {
+              Value f = arith::AddIOp::create(
+                  b, loc,
+                  arith::MulIOp::create(
+                      b, loc,
+                      arith::AddIOp::create(
+                          b, loc,
+                          arith::MulIOp::create(
+                              b, loc,
+                              arith::SubIOp::create(b, loc, kt, c(first)),
+                              c(T.headTiles)),
+                          c(j)),
+                      c(kWarpSize)),
+                  lane);
+              SplitFragment fragment = loadSplitFragment(b, loc, scratch, f);
+              b0.push_back({fragment.parts[0][0], fragment.parts[1][0]});
+              b1.push_back({fragment.parts[0][1], fragment.parts[1][1]});
+            }
+            // Every column tile's a registers first, then the MMAs part by
+            // part across the tiles: consecutive MMAs accumulate into different
+            // sums, so they do not wait for one another.
+            SmallVector<std::array<Value, 4>> aRegs;
+            for (int64_t i = 0; i < T.columnTiles; ++i) {
+              auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high,
+                              int64_t j) {
+                return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j),
+                                        bits);
+              };
+              if (!T.transposed) {
+                aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
+                                 pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+                continue;
+              }
+              // Columns 2i (m-row g) and 2i + 1 (m-row g + 8): codes 0, 1 are
+              // slots 2t, 2t + 1, codes 2, 3 slots 2t + 8, 2t + 9; f16 rows
+              // are those pairs already, one word each.
+              auto codes = [&](int64_t column, int64_t j) {
+                ArrayRef<Value> piece = columnPieces[column];
+                if (f16Rows)
+                  return piece[2 * kk + j / 2];
+                return codePairToBf16x2(b, loc, codeAt(piece, 4 * kk + j),
+                                        codeAt(piece, 4 * kk + j + 1), bits);
+              };
+              aRegs.push_back({codes(2 * i, 0), codes(2 * i + 1, 0),
+                               codes(2 * i, 2), codes(2 * i + 1, 2)});
+            }
+            // Smallest part first.
+            for (int p = kMmaSplitParts - 1; p >= 0; --p)
+              for (int64_t i = 0; i < T.columnTiles; ++i)
+                for (int64_t j = 0; j < T.headTiles; ++j) {
+                  int64_t base = accIndex(i, j);
+                  auto mmaOp = f16Rows ? mmaF16 : mmaBf16;
+                  mmaOp(b, loc, aRegs[i], {b0[j][p], b1[j][p]},
+                        MutableArrayRef<Value>(acc).slice(base, 4));
+                }
+          }
           scf::YieldOp::create(b, loc, acc);
         });
     sums = loop.getResults();

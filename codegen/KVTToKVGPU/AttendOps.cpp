@@ -447,12 +447,25 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   bool vPerChannel = vq && vq->transposed;
   std::optional<PackedOperand> vPacked =
       packedOperand(s, vq, H, G, D, /*kIsRow=*/!vPerChannel);
-  // One partials buffer for both: the K products end before the V ones.
+  // MLA's rope keys, fp16 rows [G, E] staged in shared memory, as
+  // packed_matmul's transposed f16 operand.
+  Value ropeRows;
+  std::optional<kvgpu::PackedMatmulLayout> ropePacked;
+  if (op.getQRope()) {
+    int64_t E = op.getQRope().getType().getDim(1);
+    ropeRows = stagedF16Rows(s.view(op.getKRope()));
+    if (ropeRows)
+      ropePacked = kvgpu::getPackedMatmulLayout(
+          H, E, G, 16, s.numWarps * kvgpu::kWarpSize, /*transposed=*/true);
+  }
+  // One partials buffer for all: the products run one after another.
   int64_t partialFloats = 1;
   for (const auto &operand : {kPacked, vPacked})
     if (operand)
       partialFloats = std::max(partialFloats, operand->layout.scratchFloats);
-  Value partials = kPacked || vPacked
+  if (ropePacked)
+    partialFloats = std::max(partialFloats, ropePacked->scratchFloats);
+  Value partials = kPacked || vPacked || ropePacked
                        ? scratch.get(loc, {partialFloats}, f32)
                        : Value();
   Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
@@ -497,14 +510,27 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
     int64_t E = op.getQRope().getType().getDim(1);
     TileView qRope = s.view(op.getQRope()), kRope = s.view(op.getKRope());
     ropeScores = scratch.get(loc, {H * G}, f32);
-    s.reduce(loc, ReduceKind::Add, H * G, E, ropeScores,
-             [&](OpBuilder &b, Value r, Value e) {
-               auto [h, t] = split(b, loc, r, G);
-               return arith::MulFOp::create(b, loc,
-                                            s.read(b, loc, qRope, {h, e}),
-                                            s.read(b, loc, kRope, {t, e}))
-                   .getResult();
-             });
+    if (ropePacked) {
+      // a = q_rope k-major [E, H]; out [H, G] as ropeScores.
+      Value a = scratch.get(loc, {E * H}, f32);
+      s.foreach (loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
+        store(b, loc, s.read(b, loc, qRope, i), a,
+              {flatIndex(b, loc, i[1], i[0], H)});
+      });
+      kvgpu::PackedMatmulOp::create(s.b, loc, a, ropeRows, ropeScores, partials,
+                                    s.b.getI32IntegerAttr(16),
+                                    s.b.getUnitAttr());
+      s.barrier(loc);
+    } else {
+      s.reduce(loc, ReduceKind::Add, H * G, E, ropeScores,
+               [&](OpBuilder &b, Value r, Value e) {
+                 auto [h, t] = split(b, loc, r, G);
+                 return arith::MulFOp::create(b, loc,
+                                              s.read(b, loc, qRope, {h, e}),
+                                              s.read(b, loc, kRope, {t, e}))
+                     .getResult();
+               });
+    }
   }
   std::optional<TileView> from;
   if (op.getFrom())

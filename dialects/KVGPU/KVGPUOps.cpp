@@ -302,23 +302,34 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
   // A thread's accumulators: 32 spilled within the 128 registers of 4 CTAs
   // per SM (sm_80, decode at head_dim 128).
   constexpr int64_t kMaxSums = 16;
-  if (h < 1 || k < 1 || n < 1 || bits < 1 || 8 % bits || threads % kWarpSize)
+  if (h < 1 || k < 1 || n < 1 || bits < 1 || threads % kWarpSize ||
+      (8 % bits && !(transposed && bits == 16)))
     return std::nullopt;
   int64_t warps = threads / kWarpSize;
   // Tensor cores: codes below 128 (the bf16 magic number), whole k tiles,
   // whole column tiles per warp, a run that is one aligned load (a power of
   // two of tiles), at most 32 accumulators a thread.
-  // Transposed, a lane's piece of a column is 4 codes: one i8 or i16.
-  bool bitsFit =
-      transposed ? bits == 2 || bits == 4 : bits == 1 || bits == 2 || bits == 4;
+  // Transposed, a lane's piece of a column is 4 codes: one i8 or i16 (f16
+  // rows, bits 16: two words).
+  bool bitsFit = transposed ? bits == 2 || bits == 4 || bits == 16
+                            : bits == 1 || bits == 2 || bits == 4;
   if (bitsFit && k % 16 == 0 && n % (16 * warps) == 0) {
     int64_t columnTiles = n / (16 * warps), headTiles = (h + 7) / 8;
     if (llvm::isPowerOf2_64(columnTiles) && columnTiles * headTiles * 4 <= 32) {
       PackedMatmulLayout layout;
-      layout.mma = PackedMatmulMmaTiling{
-          columnTiles, headTiles, k / 16,
-          transposed ? 4 * bits : 2 * columnTiles * bits, transposed};
-      layout.scratchFloats = getMmaSplitScratchWords(*layout.mma);
+      PackedMatmulMmaTiling tiling{columnTiles, headTiles, k / 16,
+                                   2 * columnTiles * bits, transposed};
+      if (transposed) {
+        // A piece of at most 16 bytes, its k tiles dividing the round's.
+        int64_t round = getMmaSplitRoundTiles(tiling);
+        int64_t p = std::min<int64_t>(round, 128 / (4 * bits));
+        while (round % p)
+          --p;
+        tiling.pieceTiles = p;
+        tiling.runBits = 4 * p * bits;
+      }
+      layout.mma = tiling;
+      layout.scratchFloats = getMmaSplitScratchWords(tiling);
       return layout;
     }
   }
@@ -531,16 +542,20 @@ LogicalResult AttendRowsOp::verify() {
   return success();
 }
 
+/// Codes (or f16 values) in one row of the `codes` buffer.
+static int64_t codesPerRow(PackedMatmulOp op) {
+  auto codes = op.getCodes().getType();
+  return codes.getDimSize(1) * codes.getElementTypeBitWidth() / op.getBits();
+}
+
 int64_t PackedMatmulOp::getNumRows() {
-  auto codes = getCodes().getType();
-  return getTransposed() ? codes.getDimSize(1) * 8 / getBits()
-                         : codes.getDimSize(0);
+  return getTransposed() ? codesPerRow(*this)
+                         : getCodes().getType().getDimSize(0);
 }
 
 int64_t PackedMatmulOp::getNumColumns() {
-  auto codes = getCodes().getType();
-  return getTransposed() ? codes.getDimSize(0)
-                         : codes.getDimSize(1) * 8 / getBits();
+  return getTransposed() ? getCodes().getType().getDimSize(0)
+                         : codesPerRow(*this);
 }
 
 LogicalResult PackedMatmulOp::verify() {
@@ -549,12 +564,17 @@ LogicalResult PackedMatmulOp::verify() {
   for (MemRefType t : {a, out, scratch})
     if (t.getRank() != 1 || !t.getElementType().isF32())
       return emitOpError("a, out and scratch are 1-D f32 buffers");
-  if (codes.getRank() != 2 || !codes.getElementType().isInteger(8))
-    return emitOpError("codes are a 2-D i8 buffer ")
-           << (getTransposed() ? "[N, K * bits / 8]" : "[K, N * bits / 8]");
   int64_t bits = getBits();
-  if (8 % bits)
+  if (codes.getRank() == 2 && codes.getElementType().isF16()) {
+    if (bits != 16 || !getTransposed())
+      return emitOpError("f16 values are transposed rows [N, K], bits 16");
+  } else if (codes.getRank() != 2 || !codes.getElementType().isInteger(8)) {
+    return emitOpError("codes are a 2-D i8 buffer ")
+           << (getTransposed() ? "[N, K * bits / 8]" : "[K, N * bits / 8]")
+           << " or f16 rows [N, K]";
+  } else if (8 % bits) {
     return emitOpError("bits must divide 8, not ") << bits;
+  }
   int64_t k = getNumRows(), n = getNumColumns();
   if (a.getNumElements() % k)
     return emitOpError("a has ")

@@ -332,6 +332,10 @@ class KernelSet:
                                   self.block_size, nb, slots)
         ws = workspace if workspace is not None else \
             self.workspace(batch, max_blocks, hk)
+        if not isinstance(ws, DecodeWorkspace):
+            raise KvarnArgumentError(
+                "%s: workspace must be a DecodeWorkspace (from "
+                "KernelSet.workspace), not %s" % (where, type(ws).__name__))
         if (batch > ws.batch_capacity or max_blocks > ws.max_blocks
                 or hk != ws.num_kv_heads):
             raise KvarnArgumentError(
@@ -363,6 +367,29 @@ class MlaPages:
         self.block_to_slot = block_to_slot
 
 
+class MlaDecodeWorkspace:
+    """DecodeWorkspace for an MLA layer: the split count
+    kvarn_mla_decode_split_count chose for up to `batch_capacity` requests
+    of up to `max_blocks` blocks, and mla_decode_split's f32 scratch sized
+    for it, so that a decode that uses it is capturable in a CUDA graph."""
+
+    def __init__(self, kernel_set, batch_capacity, max_blocks):
+        where = "MlaDecodeWorkspace"
+        self.batch_capacity = _int(where, "batch_capacity", batch_capacity, 1)
+        self.max_blocks = _int(where, "max_blocks", max_blocks, 1)
+        ks = kernel_set
+        self.num_splits = ks.kernels.decode_split_count(batch_capacity,
+                                                        max_blocks)
+        self.part_out = self.part_lse = None
+        if self.num_splits > 1:
+            po, pl = _api.mla_decode_split_scratch_bytes(
+                batch_capacity, ks.heads, ks.rank)
+            self.part_out = torch.empty(po // 4, dtype=torch.float32,
+                                        device=ks.device)
+            self.part_lse = torch.empty(pl // 4, dtype=torch.float32,
+                                        device=ks.device)
+
+
 class MlaKernelSet:
     """The MLA kernels (docs/kvarn.md, "MLA records") of one (kv_lora_rank,
     rope_dim, query heads, activation dtype) on one GPU, taking torch
@@ -386,7 +413,7 @@ class MlaKernelSet:
         layout = _api.mla_record_layout(preset, kv_lora_rank, rope_dim)
         self.block_size = layout.group
         self.record_bytes = layout.record_bytes
-        self._splits = {}
+        self._workspaces = {}
 
     def close(self):
         self.kernels.close()
@@ -468,24 +495,29 @@ class MlaKernelSet:
             self.kernels.flush(pool_latent, pool_pe, tile_slots, tile_blocks,
                                cache, n, stream=self._stream())
 
+    def workspace(self, batch_capacity, max_blocks):
+        """An MlaDecodeWorkspace for this shape (made once, then reused)."""
+        key = (batch_capacity, max_blocks)
+        if key not in self._workspaces:
+            self._workspaces[key] = MlaDecodeWorkspace(self, *key)
+        return self._workspaces[key]
+
     def split_count(self, batch_capacity, max_blocks):
         """The runtime's split count for a deployment (fixed per shape)."""
-        key = (batch_capacity, max_blocks)
-        if key not in self._splits:
-            self._splits[key] = self.kernels.decode_split_count(*key)
-        return self._splits[key]
+        return self.workspace(batch_capacity, max_blocks).num_splits
 
     def decode(self, q, block_table, seq_lens, block_to_slot, cache,
                pool_latent, pool_pe, out=None, softmax_scale=None,
-               check_indices=True):
+               workspace=None, check_indices=True):
         """Attention of the absorbed query q [batch, heads, kv_lora_rank +
         rope_dim] over request b's first seq_lens[b] tokens (block i of it
         block_table[b, i]); returns out [batch, heads, kv_lora_rank] (given
         or new; rows of empty requests left as they were). softmax_scale
         has no default: MLA models scale by their q/k head dim, not the
-        latent's. With splits the f32 partials are allocated per call (from
-        torch's caching allocator), so this decode is not graph-captured
-        as KernelSet's is."""
+        latent's. The split count and mla_decode_split's scratch come from
+        `workspace` (an MlaDecodeWorkspace; by default one made for this
+        batch and width and kept): a graph-captured decode passes the
+        workspace and `out` it captured with, as KernelSet.decode."""
         where = "kvarn.torch.MlaKernelSet.decode"
         slots = self._pool(where, pool_latent, pool_pe)
         nb = self._cache(where, cache)
@@ -514,23 +546,27 @@ class MlaKernelSet:
         if check_indices:
             _check_decode_indices(where, seq_lens, block_table, block_to_slot,
                                   self.block_size, nb, slots)
-        splits = self.split_count(batch, max_blocks)
+        ws = workspace if workspace is not None else \
+            self.workspace(batch, max_blocks)
+        if not isinstance(ws, MlaDecodeWorkspace):
+            raise KvarnArgumentError(
+                "%s: workspace must be an MlaDecodeWorkspace (from "
+                "MlaKernelSet.workspace), not %s" % (where, type(ws).__name__))
+        if batch > ws.batch_capacity or max_blocks > ws.max_blocks:
+            raise KvarnArgumentError(
+                "%s: workspace is for up to %d requests, %d blocks; got %d, "
+                "%d" % (where, ws.batch_capacity, ws.max_blocks, batch,
+                        max_blocks))
         s = self._stream()
-        if splits == 1:
+        if ws.num_splits == 1:
             self.kernels.decode(q, block_table, seq_lens, block_to_slot, cache,
                                 pool_latent, pool_pe, out, softmax_scale,
                                 batch, max_blocks, stream=s)
         else:
-            po, pl = _api.mla_decode_split_scratch_bytes(batch, self.heads,
-                                                         self.rank)
-            part_out = torch.empty(po // 4, dtype=torch.float32,
-                                   device=self.device)
-            part_lse = torch.empty(pl // 4, dtype=torch.float32,
-                                   device=self.device)
             self.kernels.decode_split(q, block_table, seq_lens, block_to_slot,
-                                      cache, pool_latent, pool_pe, part_out,
-                                      part_lse, out, softmax_scale, batch,
-                                      max_blocks, splits, stream=s)
+                                      cache, pool_latent, pool_pe, ws.part_out,
+                                      ws.part_lse, out, softmax_scale, batch,
+                                      max_blocks, ws.num_splits, stream=s)
         return out
 
 

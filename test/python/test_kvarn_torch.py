@@ -516,6 +516,54 @@ class MlaKernelSetTest(unittest.TestCase):
         self.assertGreater(qerr, 1e-3)
         print("MLA decode vs torch: pool %.2e, after flush %.4f" % (err, qerr))
 
+    def test_cuda_graph_replay_with_a_workspace(self):
+        # The split count and mla_decode_split's scratch live in the
+        # workspace, so the captured launches replay on the same buffers.
+        lens = [700, 300]
+        pages, table, lens_t, lat, pe, q = self.make(lens, SEED + 23)
+        scale = 1.0 / math.sqrt(192)
+        ws = self.ks.workspace(2, table.shape[1])
+        self.assertIs(ws, self.ks.workspace(2, table.shape[1]))
+        out = torch.zeros(2, 16, 512, dtype=torch.float16, device=self.dev)
+        q_static = q.clone()
+        lens_static = torch.tensor([1, 1], dtype=torch.int32, device=self.dev)
+        args = (q_static, table, lens_static, pages.block_to_slot, pages.cache,
+                pages.pool_latent, pages.pool_pe)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            self.ks.decode(*args, out=out, softmax_scale=scale, workspace=ws)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.ks.decode(*args, out=out, softmax_scale=scale, workspace=ws)
+        gen = torch.Generator().manual_seed(SEED + 24)
+        new_q = (torch.randn(q.shape, generator=gen) * 0.5).half().to(self.dev)
+        q_static.copy_(new_q)
+        lens_static.copy_(lens_t)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        err = rel_l2(out, self.reference(lat, pe, new_q, scale))
+        self.assertLess(err, 1e-3, "MLA graph replay (%d splits): %.3g"
+                        % (ws.num_splits, err))
+        print("MLA graph replay: %d splits, %.2e vs torch" % (ws.num_splits,
+                                                             err))
+
+    def test_bad_workspaces_are_errors(self):
+        pages, table, lens_t, lat, pe, q = self.make([300, 10], SEED + 25)
+        args = (q, table, lens_t, pages.block_to_slot, pages.cache,
+                pages.pool_latent, pages.pool_pe)
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                    "MlaDecodeWorkspace"):
+            self.ks.decode(*args, softmax_scale=0.1, workspace=object())
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                    "workspace is for up to 1 requests"):
+            self.ks.decode(*args, softmax_scale=0.1,
+                           workspace=self.ks.workspace(1, table.shape[1]))
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError, "batch_capacity"):
+            self.ks.workspace(0, 4)
+
     def test_bad_tensors_are_errors(self):
         pages, table, lens_t, lat, pe, q = self.make([10], SEED + 22)
         with self.assertRaisesRegex(kvarn.KvarnArgumentError, "q has shape"):

@@ -69,10 +69,12 @@ static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
 /// the largest divisor of `heads` up to 8. Each head keeps its queries,
-/// accumulator and partial products in shared memory, ~11.8 KB at
+/// accumulator and partial products in shared memory, ~12.8 KB at
 /// kv_lora_rank 512 beside the 51 KB record staged whole: 8 heads take
-/// 146 KB of the 227 KB a CTA may have, 16 would need 240 KB. Programs of
-/// one request read the same latent, the second and later from L2.
+/// 154 KB of the 227 KB a CTA may have, 16 would need over 250 KB; and
+/// kvgpu.packed_matmul's values product holds the 512 channels' sums of 8
+/// heads in 32 accumulators a thread, its limit. Programs of one request
+/// read the same latent, the second and later from L2.
 constexpr int mlaHeadsPerProgram(int heads) {
   for (int d = 8; d > 1; --d)
     if (heads % d == 0)
@@ -83,7 +85,7 @@ static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
               mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
 
 /// CTAs per SM an MLA attention kernel is budgeted for: one. Its staged
-/// record and its heads' state take most of an SM's shared memory (146 KB
+/// record and its heads' state take most of an SM's shared memory (154 KB
 /// at kv_lora_rank 512), so a budget for several CTAs (the dense kernels')
 /// buys none: it only made convert-kvt-to-kvgpu give up staging the pool's
 /// fp16 rows (read from global memory inside the reductions instead) and

@@ -86,12 +86,21 @@ int64_t getNumThreads(mlir::Operation *op);
 ///
 /// With the codes stored transposed ([N, K * bits / 8], a column's codes
 /// adjacent: MLA's token-major latent as the scores' operand) the columns
-/// are split the same way, and slot 2t + e + 8f of k tile i is row 16 i +
-/// 4t + 2f + e: the four rows of a lane are one `runBits` = 4 x bits piece
-/// of each of its columns (one load a column and k tile).
+/// are split the same way, and the k tiles go in groups of P = pieceTiles:
+/// slot 2t + e + 8f of k tile i is row 16 P (i / P) + 4 P t + 4 (i mod P)
+/// + 2f + e, so a lane's rows of a group are one piece of 4 P codes of
+/// each of its columns (`runBits` = 4 P bits: 16 bytes at 4 bits, one
+/// vector load where the rows keep that alignment). The rows of a record
+/// are a multiple of 128 bytes apart, so the 8 lanes g of one load read
+/// the same banks; 16-byte pieces take 8 wavefronts for 512 bytes where
+/// 2-byte ones took 8 for 64. P is the largest divisor of the round's
+/// tiles (getMmaSplitRoundTiles) whose piece fits 16 bytes; the k loop
+/// takes a group an iteration. f16 rows (bits 16, transposed only) are the
+/// A registers as they are, with `a` split in f16 parts and f16 MMAs.
 struct PackedMatmulMmaTiling {
   int64_t columnTiles, headTiles, kTiles, runBits;
   bool transposed = false;
+  int64_t pieceTiles = 1;
 };
 /// bf16 parts `a` is split in: hi + lo carry 16 bits, each value within
 /// 2^-17 of itself, so a dot product's error stays ~1e-5 of its terms'
@@ -140,7 +149,7 @@ struct PackedMatmulLayout {
 /// for either strategy (or the fma one needs more than 16 sums a thread):
 /// attention then reduces through kvgpu.reduce. Codes stored transposed
 /// (`transposed`) have the tensor-core strategy only, for 2- and 4-bit
-/// codes.
+/// codes and f16 values (bits 16).
 std::optional<PackedMatmulLayout>
 getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
                       int64_t threads, bool transposed = false);

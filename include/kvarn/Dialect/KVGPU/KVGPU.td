@@ -389,7 +389,10 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
     row-major. With `transposed` the codes are [N, K * bits / 8], code (k,
     n) at bit `(k * bits) mod 8` of byte `k * bits / 8` of row n: MLA's
     token-major latent as the scores' operand (tensor cores only, 2- or
-    4-bit codes).
+    4-bit codes). `codes` may also be f16 values, transposed rows [N, K]
+    with `bits 16` (MLA's rope keys): they are the MMA's operand as they
+    are, f16 `mma.sync` with `a` split in two f16 parts (22 bits; |a| <
+    65504).
 
     `getPackedMatmulLayout` picks one of two strategies. On tensor cores
     (when K is whole tiles of 16 rows and the columns split into 16 x 2^i
@@ -414,7 +417,7 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$out,
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<16>]>:$bits,
                        UnitAttr:$transposed);
   let assemblyFormat = [{
     $a `,` $codes `bits` $bits (`transposed` $transposed^)? `into` $out

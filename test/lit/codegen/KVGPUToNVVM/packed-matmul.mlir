@@ -125,9 +125,12 @@ gpu.module @m {
 
   // Codes stored transposed ([N, K * bits / 8]: MLA's token-major latent as
   // the scores' operand), 128 columns (tokens) x 128 rows (channels), eight
-  // heads: two column tiles a warp, 8 k tiles. Slot 2t + e + 8f of a k tile
-  // is row 16 kt + 4t + 2f + e, so the fragments' split reads rows 4t ..
-  // 4t + 3 and a lane's codes of one column and k tile are one i16 piece.
+  // heads: two column tiles a warp, 8 k tiles, one group of P = 8 k tiles
+  // (PackedMatmulMmaTiling): slot 2t + e + 8f of k tile i is row 32t + 4i +
+  // 2f + e, so the fragments' split reads rows 32t + 4i .. + 3 and a lane's
+  // codes of one column for all 8 k tiles are one 16-byte piece (one vector
+  // load; the 8 lanes g of a load read the same banks, 8 wavefronts for
+  // 512 bytes).
   // ROUNDTRIP-LABEL: gpu.func @tensor_cores_transposed
   // ROUNDTRIP: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 4 transposed into %{{.*}} scratch %{{.*}} :
   // CHECK-LABEL: gpu.func @tensor_cores_transposed
@@ -136,33 +139,49 @@ gpu.module @m {
     %codes = kvgpu.shared_buffer 4096 : memref<128x64xi8, #gpu.address_space<workgroup>>
     %out = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
     %frags = kvgpu.shared_buffer 16384 : memref<1024xf32, #gpu.address_space<workgroup>>
-    // CHECK: to memref<4096xi16, #gpu.address_space<workgroup>>
+    // CHECK: to memref<2048xi32, #gpu.address_space<workgroup>>
     // CHECK: %[[LANE:.*]] = arith.remui %thread_id_x, %c32 : index
     // CHECK: %[[T:.*]] = arith.remui %[[LANE]], %c4 : index
-    // The split: a's rows 16 kt + 4t + i ([K, H], 8 heads), i = 0 .. 3.
+    // The split: a's rows ([K, H], 8 heads) 128 (kt / 8) + 32t + 4 (kt mod
+    // 8) + i, i = 0 .. 3.
     // CHECK: scf.for
     // CHECK: %[[FT:.*]] = arith.remui %{{.*}}, %c4 : index
-    // CHECK: %[[FT4:.*]] = arith.muli %[[FT]], %c4 : index
-    // CHECK: %[[ROW:.*]] = arith.addi %{{.*}}, %[[FT4]] : index
-    // CHECK: arith.muli %[[ROW]], %c8 : index
+    // CHECK: arith.divui %[[KT:.*]], %c8 : index
+    // CHECK: arith.muli %{{.*}}, %c128 : index
+    // CHECK: arith.remui %[[KT]], %c8 : index
+    // CHECK: arith.muli %{{.*}}, %c4 : index
+    // CHECK: arith.muli %[[FT]], %c32 : index
+    // CHECK: arith.addi
+    // CHECK: %[[ROW:.*]] = arith.addi
+    // CHECK-NEXT: arith.muli %[[ROW]], %c8 : index
     // CHECK: %[[ROW1:.*]] = arith.addi %[[ROW]], %c1 : index
-    // CHECK: arith.muli %[[ROW1]], %c8 : index
     // CHECK: %[[ROW2:.*]] = arith.addi %[[ROW]], %c2 : index
     // CHECK: %[[ROW3:.*]] = arith.addi %[[ROW]], %c3 : index
     // CHECK: vector.store
     // CHECK: gpu.barrier
-    // The k loop: one i16 piece (32 a row) of each of the lane's 4 columns,
-    // at 4 kt + t; codes 0, 1 then 2, 3 of a piece make a register.
-    // CHECK: scf.for %[[KT:.*]] = %c0 to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
-    // CHECK-COUNT-4: memref.load %{{.*}} : memref<4096xi16
-    // CHECK-NOT: memref.load %{{.*}} : memref<4096xi16
-    // CHECK: vector.load
-    // CHECK: %[[HI:.*]] = arith.shrui %[[P0:.*]], %c4_i32 : i32
-    // CHECK: arith.andi %[[P0]], %c15_i32 : i32
+    // The k loop: one iteration for the group's 8 k tiles, unrolled; one
+    // 16-byte piece of each of the lane's 4 columns (16 words a row), at
+    // word 4t.
+    // CHECK: scf.for %{{.*}} = %c0 to %c8 step %c8 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
+    // CHECK: arith.muli %[[T]], %c32 : index
+    // CHECK: %[[P0:.*]] = vector.load %{{.*}} {alignment = 16 : i64} : memref<2048xi32, #gpu.address_space<workgroup>>, vector<4xi32>
+    // CHECK: %[[W0:.*]] = vector.extract %[[P0]][0] : i32 from vector<4xi32>
+    // CHECK-COUNT-3: vector.load %{{.*}} : memref<2048xi32, #gpu.address_space<workgroup>>, vector<4xi32>
+    // CHECK-NOT: memref.load %{{.*}} : memref<2048xi32
+    // k tile 0: codes 0, 1 (bits 0, 4 of word 0) make a register.
+    // CHECK: vector.load %{{.*}} : memref<1024xf32
+    // CHECK: %[[HI:.*]] = arith.shrui %[[W0]], %c4_i32 : i32
+    // CHECK: arith.andi %[[W0]], %c15_i32 : i32
     // CHECK: arith.andi %[[HI]], %c15_i32 : i32
-    // CHECK: arith.shrui %[[P0]], %c12_i32 : i32
-    // CHECK: arith.shrui %[[P0]], %c8_i32 : i32
+    // CHECK: arith.shrui %[[W0]], %c12_i32 : i32
+    // CHECK: arith.shrui %[[W0]], %c8_i32 : i32
     // CHECK-COUNT-4: nvvm.mma.sync
+    // k tile 1: codes 4 .. 7 of word 0.
+    // CHECK: vector.load %{{.*}} : memref<1024xf32
+    // CHECK: arith.shrui %[[W0]], %c20_i32 : i32
+    // CHECK: arith.shrui %[[W0]], %c16_i32 : i32
+    // CHECK-COUNT-4: nvvm.mma.sync
+    // CHECK-COUNT-24: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: scf.yield
     // CHECK-NOT: gpu.barrier
@@ -172,6 +191,52 @@ gpu.module @m {
           memref<128x64xi8, #gpu.address_space<workgroup>>,
           memref<1024xf32, #gpu.address_space<workgroup>>,
           memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
+  // f16 rows (bits 16, transposed: MLA's rope keys [128 tokens, 64]), eight
+  // heads: 4 k tiles in groups of P = 2 (a 16-byte piece: 4 f16 values of
+  // each of 2 k tiles), the words already the f16 pairs of slots 2t, 2t + 1
+  // and 2t + 8, 2t + 9; `a` is split into f16 parts and the MMAs are f16.
+  // ROUNDTRIP-LABEL: gpu.func @tensor_cores_f16_rows
+  // ROUNDTRIP: kvgpu.packed_matmul %{{.*}}, %{{.*}} bits 16 transposed into
+  // CHECK-LABEL: gpu.func @tensor_cores_f16_rows
+  gpu.func @tensor_cores_f16_rows() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %rows = kvgpu.shared_buffer 2048 : memref<128x64xf16, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 18432 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 22528 : memref<512xf32, #gpu.address_space<workgroup>>
+    // CHECK: to memref<4096xi32, #gpu.address_space<workgroup>>
+    // CHECK: scf.for
+    // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
+    // CHECK: vector.store
+    // CHECK: gpu.barrier
+    // CHECK: scf.for %{{.*}} = %c0 to %c4 step %c2 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
+    // CHECK: %[[P0:.*]] = vector.load %{{.*}} {alignment = 16 : i64} : memref<4096xi32, #gpu.address_space<workgroup>>, vector<4xi32>
+    // CHECK: %[[W0:.*]] = vector.extract %[[P0]][0]
+    // CHECK: %[[W1:.*]] = vector.extract %[[P0]][1]
+    // CHECK: %[[P1:.*]] = vector.load %{{.*}} {alignment = 16 : i64} : memref<4096xi32, #gpu.address_space<workgroup>>, vector<4xi32>
+    // CHECK: %[[V0:.*]] = vector.extract %[[P1]][0]
+    // CHECK: %[[V1:.*]] = vector.extract %[[P1]][1]
+    // CHECK-COUNT-2: vector.load %{{.*}} : memref<4096xi32
+    // No conversion of the rows: the words are the A registers.
+    // CHECK-NOT: llvm.intr.fma
+    // CHECK: %[[A0:.*]] = llvm.bitcast %[[W0]] : i32 to vector<2xf16>
+    // CHECK: %[[A1:.*]] = llvm.bitcast %[[V0]] : i32 to vector<2xf16>
+    // CHECK: %[[A2:.*]] = llvm.bitcast %[[W1]] : i32 to vector<2xf16>
+    // CHECK: %[[A3:.*]] = llvm.bitcast %[[V1]] : i32 to vector<2xf16>
+    // CHECK: nvvm.mma.sync A[%[[A0]], %[[A1]], %[[A2]], %[[A3]]]
+    // CHECK-SAME: (vector<2xf16>, vector<2xf16>, f32)
+    // Two k tiles x two column tiles x two parts.
+    // CHECK-COUNT-7: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: scf.yield
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a, %rows bits 16 transposed into %out scratch %frags
+        : memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<128x64xf16, #gpu.address_space<workgroup>>,
+          memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<512xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
 

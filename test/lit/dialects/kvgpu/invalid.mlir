@@ -180,6 +180,34 @@ gpu.module @m {
 // -----
 
 gpu.module @m {
+  gpu.func @packed_matmul_f16_not_transposed() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %rows = kvgpu.shared_buffer 2048 : memref<128x64xf16, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 18432 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 22528 : memref<512xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{f16 values are transposed rows [N, K], bits 16}}
+    kvgpu.packed_matmul %a, %rows bits 16 into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>>, memref<128x64xf16, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @packed_matmul_codes_bits_16() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<128x128xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 18432 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 22528 : memref<512xf32, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{bits must divide 8, not 16}}
+    kvgpu.packed_matmul %a, %codes bits 16 transposed into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>>, memref<128x128xi8, #gpu.address_space<workgroup>>, memref<1024xf32, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
   gpu.func @packed_matmul_bits() kernel attributes {kvgpu.num_warps = 4 : i64} {
     %a = kvgpu.shared_buffer 0 : memref<384xf32, #gpu.address_space<workgroup>>
     %codes = kvgpu.shared_buffer 2048 : memref<96x48xi8, #gpu.address_space<workgroup>>
