@@ -320,11 +320,10 @@ kvarn::kvgpu::getPackedMatmulLayout(int64_t h, int64_t k, int64_t n,
       PackedMatmulMmaTiling tiling{columnTiles, headTiles, k / 16,
                                    2 * columnTiles * bits, transposed};
       if (transposed) {
-        // A piece of at most 16 bytes, its k tiles dividing the round's.
+        // A piece of at most 16 bytes and a power of two of k tiles, which
+        // divides the round: pieces of 8 or 16 bits or whole words.
         int64_t round = getMmaSplitRoundTiles(tiling);
-        int64_t p = std::min<int64_t>(round, 128 / (4 * bits));
-        while (round % p)
-          --p;
+        int64_t p = std::min<int64_t>(round & -round, 128 / (4 * bits));
         tiling.pieceTiles = p;
         tiling.runBits = 4 * p * bits;
       }

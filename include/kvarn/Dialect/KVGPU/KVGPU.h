@@ -93,8 +93,9 @@ int64_t getNumThreads(mlir::Operation *op);
 /// vector load where the rows keep that alignment). The rows of a record
 /// are a multiple of 128 bytes apart, so the 8 lanes g of one load read
 /// the same banks; 16-byte pieces take 8 wavefronts for 512 bytes where
-/// 2-byte ones took 8 for 64. P is the largest divisor of the round's
-/// tiles (getMmaSplitRoundTiles) whose piece fits 16 bytes; the k loop
+/// 2-byte ones took 8 for 64. P is the largest power of two dividing the
+/// round's tiles (getMmaSplitRoundTiles) whose piece fits 16 bytes (so a
+/// piece is 8 or 16 bits or whole words); the k loop
 /// takes a group an iteration. f16 rows (bits 16, transposed only) are the
 /// A registers as they are, with `a` split in f16 parts and f16 MMAs.
 struct PackedMatmulMmaTiling {

@@ -194,6 +194,37 @@ gpu.module @m {
     gpu.return
   }
 
+  // Transposed with K = 48 (3 k tiles, one round of 3): P is a power of two
+  // dividing the round, 1, so a piece is 4 codes of one k tile (an i16 at
+  // 4 bits, an i8 at 2), never a 3-tile piece of 48 or 24 bits.
+  // CHECK-LABEL: gpu.func @tensor_cores_transposed_odd_k
+  gpu.func @tensor_cores_transposed_odd_k() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<384xf32, #gpu.address_space<workgroup>>
+    %codes4 = kvgpu.shared_buffer 2048 : memref<64x24xi8, #gpu.address_space<workgroup>>
+    %codes2 = kvgpu.shared_buffer 4096 : memref<64x12xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 8192 : memref<512xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 12288 : memref<384xf32, #gpu.address_space<workgroup>>
+    // CHECK: to memref<768xi16, #gpu.address_space<workgroup>>
+    // CHECK: scf.for %{{.*}} = %c0 to %c3 step %c1 iter_args
+    // CHECK: memref.load %{{.*}} : memref<768xi16
+    // CHECK: scf.yield
+    kvgpu.packed_matmul %a, %codes4 bits 4 transposed into %out scratch %frags
+        : memref<384xf32, #gpu.address_space<workgroup>>,
+          memref<64x24xi8, #gpu.address_space<workgroup>>,
+          memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<384xf32, #gpu.address_space<workgroup>>
+    // CHECK: to memref<768xi8, #gpu.address_space<workgroup>>
+    // CHECK: scf.for %{{.*}} = %c0 to %c3 step %c1 iter_args
+    // CHECK: memref.load %{{.*}} : memref<768xi8
+    // CHECK: scf.yield
+    kvgpu.packed_matmul %a, %codes2 bits 2 transposed into %out scratch %frags
+        : memref<384xf32, #gpu.address_space<workgroup>>,
+          memref<64x12xi8, #gpu.address_space<workgroup>>,
+          memref<512xf32, #gpu.address_space<workgroup>>,
+          memref<384xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
   // f16 rows (bits 16, transposed: MLA's rope keys [128 tokens, 64]), eight
   // heads: 4 k tiles in groups of P = 2 (a 16-byte piece: 4 f16 values of
   // each of 2 k tiles), the words already the f16 pairs of slots 2t, 2t + 1
