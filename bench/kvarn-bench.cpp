@@ -8,11 +8,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "kvarn/Codegen/KernelCompiler.h"
-#include "kvarn/Runtime/KernelCache.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
+#include "kvarn/Layout/MlaRecordLayout.h"
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Runtime/Context.h"
 #include "kvarn/Runtime/DecodeSplit.h"
+#include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
@@ -341,6 +343,146 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
   return r;
 }
 
+/// One MLA decode row of issue 18: kv_lora_rank 512, rope 64, every block a
+/// record (the MLA path flushes every full block and keeps no sink).
+struct MlaPoint {
+  int heads, batch, context;
+  std::string name() const {
+    // No "decode" in the name: `--only decode` selects issue 14's rows.
+    return llvm::formatv("mla H={0} R=512 {1} x {2}", heads, batch, context)
+        .str();
+  }
+};
+
+/// DeepSeek-V2-Lite's 16 heads and a 128-head shape, batch 1-64 (issue 18).
+std::vector<MlaPoint> mlaPoints() {
+  return {{16, 1, 4096},  {16, 1, 32768},  {16, 8, 4096}, {16, 8, 32768},
+          {16, 64, 4096}, {128, 1, 32768}, {128, 8, 4096}};
+}
+
+struct MlaResult {
+  int autoSplits = 1, ctasPerSM = 0;
+  double autoUs = 0, singleUs = 0, bytes = 0, limitUs = 0;
+};
+
+/// mla_decode and mla_decode_split + mla_combine at the runtime's split
+/// count (decodeSplitCount for requests x HEAD_GROUPS programs, as
+/// kvarn_mla_decode_split_count), launches cycling through copies of the
+/// cache past L2.
+MlaResult benchMlaDecode(Bench &b, const MlaPoint &p, double copyGBs) {
+  const int r = 512, e = 64;
+  const MlaPreset &preset = allMlaPresets().front();
+  MlaRecordLayout l = check(MlaRecordLayout::get(preset, r, e));
+  dsl::Specialization spec;
+  spec.preset = preset.name;
+  spec.headDim = r;
+  spec.ropeDim = e;
+  spec.gqa = p.heads;
+  const LoadedKernel &single = b.load("mla_decode", spec);
+  const LoadedKernel &split = b.load("mla_decode_split", spec);
+  const LoadedKernel &combine = b.load("mla_combine", spec);
+  const int g = l.group, perReq = (p.context + g - 1) / g;
+  const size_t numBlocks = size_t(p.batch) * perReq;
+  std::vector<int32_t> table(numBlocks), lens(p.batch, p.context),
+      toSlot(numBlocks, -1);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), b.rng);
+  // Records with plausible scales: random codes, fixed scales, small rope
+  // keys (random bytes there could be NaN).
+  std::vector<uint8_t> rec(l.recordBytes);
+  for (auto &x : rec)
+    x = uint8_t(b.rng());
+  std::normal_distribution<float> normal;
+  auto setHalves = [&](int64_t at, int64_t n, auto value) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h = floatToHalf(value());
+      std::memcpy(&rec[at + 2 * i], &h, 2);
+    }
+  };
+  setHalves(l.scale, r, [] { return 0.1f; });
+  setHalves(l.zero, r, [] { return -0.7f; });
+  setHalves(l.tokenScale, g, [] { return 1.0f; });
+  setHalves(l.rope, int64_t(g) * e, [&] { return 0.5f * normal(b.rng); });
+  const size_t cacheBytes = numBlocks * l.recordBytes;
+  const int sets = int(std::clamp<size_t>(
+      ((size_t(256) << 20) + cacheBytes - 1) / cacheBytes, 1, 16));
+  std::vector<uint8_t> cacheHost(cacheBytes);
+  for (size_t i = 0; i < numBlocks; ++i)
+    std::memcpy(&cacheHost[i * l.recordBytes], rec.data(), l.recordBytes);
+  std::vector<DeviceBuffer> caches;
+  for (int i = 0; i < sets; ++i)
+    caches.push_back(b.upload(cacheHost));
+  cacheHost = {};
+
+  // No pool blocks: one slot's worth, never read (block_to_slot all -1).
+  DecodeSplitPartialBytes parts =
+      check(decodeSplitPartialBytes(p.batch, 1, p.heads, r));
+  DeviceBuffer q = b.randomHalves(size_t(p.batch) * p.heads * (r + e)),
+               bt = b.upload(table), sl = b.upload(lens), ts = b.upload(toSlot),
+               poolLatent = b.randomHalves(size_t(g) * r),
+               poolPe = b.randomHalves(size_t(g) * e),
+               out = b.buffer(size_t(p.batch) * p.heads * r * 2),
+               partOut = b.buffer(size_t(parts.partOut)),
+               partLse = b.buffer(size_t(parts.partLse));
+  const float scale = 1.0f / std::sqrt(192.0f);
+
+  auto timeSplits = [&](int splits) {
+    std::vector<KernelArgs> first(sets), second(sets);
+    for (int i = 0; i < sets; ++i) {
+      first[i].pointer(q).pointer(bt).pointer(sl).pointer(ts).pointer(
+          caches[i]);
+      first[i].pointer(poolLatent).pointer(poolPe);
+      if (splits == 1) {
+        first[i].pointer(out).f32(scale).i32(p.batch).i32(perReq).scratch();
+        continue;
+      }
+      first[i]
+          .pointer(partOut)
+          .pointer(partLse)
+          .f32(scale)
+          .i32(p.batch)
+          .i32(perReq)
+          .i32(splits)
+          .scratch();
+      second[i]
+          .pointer(partOut)
+          .pointer(partLse)
+          .pointer(sl)
+          .pointer(out)
+          .i32(p.batch)
+          .i32(splits)
+          .scratch();
+    }
+    int next = 0;
+    return b.time(
+        [&] {
+          CUstream stream = b.stream.handle();
+          if (splits == 1) {
+            check(single.launch(first[next], stream));
+          } else {
+            check(split.launch(first[next], stream));
+            check(combine.launch(second[next], stream));
+          }
+          next = (next + 1) % sets;
+        },
+        20);
+  };
+
+  MlaResult res;
+  res.ctasPerSM = split.ctasPerSM();
+  const int64_t programs = p.heads / mlaHeadsPerProgram(p.heads);
+  res.autoSplits = b.splits > 0
+                       ? b.splits
+                       : check(decodeSplitCount(
+                             {int64_t(p.batch) * programs, perReq,
+                              b.ctx.info().multiprocessors, res.ctasPerSM}));
+  res.autoUs = timeSplits(res.autoSplits);
+  res.singleUs = res.autoSplits == 1 ? res.autoUs : timeSplits(1);
+  res.bytes = double(cacheBytes);
+  res.limitUs = res.bytes / (copyGBs * 1e3);
+  return res;
+}
+
 constexpr const char *kAppendRow = "append 4096 tok x 8 heads, D=128";
 std::string flushRow(int headDim) {
   return llvm::formatv("flush 2048 tile pairs, D={0}", headDim).str();
@@ -351,6 +493,8 @@ std::string flushRow(int headDim) {
 std::vector<std::string> rowNames() {
   std::vector<std::string> names = {kAppendRow, flushRow(128), flushRow(256)};
   for (const DecodePoint &p : decodePoints())
+    names.push_back(p.name());
+  for (const MlaPoint &p : mlaPoints())
     names.push_back(p.name());
   return names;
 }
@@ -432,7 +576,10 @@ int main(int argc, char **argv) {
              "record (by default each request's sink and partial tail are "
              "fp16 pool blocks, as in serving)\n"
              "  --warp-states  compile with attention states held per warp "
-             "(kvarn-jit's --warp-states)\n";
+             "(kvarn-jit's --warp-states)\n"
+             "rows: append, flush, issue 14's decode rows ('decode ...'), "
+             "MLA decode ('mla ...': kv_lora_rank 512, rope 64, every block "
+             "a record)\n";
       return 0;
     } else {
       llvm::errs() << "kvarn-bench: error: unknown argument '" << argv[i]
@@ -588,6 +735,28 @@ int main(int argc, char **argv) {
         {"sweep_us", std::move(sweepJson)}};
     rows.push_back(std::move(row));
     decodeRows.push_back({what, r});
+  }
+
+  // MLA decode (issue 18): the runtime's split count and plain decode.
+  for (const MlaPoint &p : mlaPoints()) {
+    std::string what = p.name();
+    if (!b.wants(what))
+      continue;
+    MlaResult r = benchMlaDecode(b, p, copyGBs);
+    Row row{what, r.autoUs, r.bytes / r.autoUs / 1e3,
+            llvm::formatv("auto {0} splits; plain mla_decode {1:f1} us; limit "
+                          "{2:f1} us at the copy rate, {3:P1} of it",
+                          r.autoSplits, r.singleUs, r.limitUs,
+                          r.limitUs / r.autoUs)
+                .str()};
+    row.extra = llvm::json::Object{{"auto_splits", r.autoSplits},
+                                   {"auto_us", r.autoUs},
+                                   {"single_us", r.singleUs},
+                                   {"limit_us", r.limitUs},
+                                   {"copy_fraction_auto", r.limitUs / r.autoUs},
+                                   {"quantized_bytes", r.bytes},
+                                   {"ctas_per_sm", r.ctasPerSM}};
+    rows.push_back(std::move(row));
   }
 
   llvm::outs() << llvm::formatv("kvarn-bench on {0} ({1}, {2} SMs)\n\n",

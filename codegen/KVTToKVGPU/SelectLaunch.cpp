@@ -109,14 +109,16 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
     normalized = std::max(normalized, op.getInput().getType().getNumElements());
   });
   NormalizeLaunch normalizeShape = normalizeLaunch(long(normalized));
+  SpecAttr spec = getEnclosingSpec(func);
+  bool mla = spec && spec.isMla();
   int64_t defaultWarps =
-      attends                              ? kAttentionNumWarps
+      attends && mla                       ? kMlaAttentionNumWarps
+      : attends                            ? kAttentionNumWarps
       : pack                               ? kPackedProgramsPerCta
       : normalized && normalizeShape.warps ? normalizeShape.warps
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
                               : warpsForLargestTile(func);
-  SpecAttr spec = getEnclosingSpec(func);
-  int64_t defaultCtas = attends && spec && spec.isMla() ? kMlaAttentionCtasPerSM
+  int64_t defaultCtas = attends && mla ? kMlaAttentionCtasPerSM
                         : attends ? attentionCtasPerSM(int(group), int(headDim))
                         : normalized ? normalizeShape.ctasPerSM
                                      : 1;

@@ -96,6 +96,16 @@ constexpr int kMlaAttentionCtasPerSM = 1;
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
 
+/// Warps per CTA of an MLA attention kernel: 8. Its one CTA per SM
+/// (kMlaAttentionCtasPerSM) is all the SM runs, and at 4 warps each
+/// scheduler had one warp to issue from in a step whose products
+/// (kvgpu.packed_matmul) and softmax wait on their own chains; 8 warps
+/// halve each warp's share (the scores' 128 tokens are one column tile a
+/// warp, the values' 512 channels four) and give each scheduler two.
+/// Chosen, not yet measured: `kvarn-bench --num-warps 4 --only mla` is the
+/// comparison.
+constexpr int kMlaAttentionNumWarps = 8;
+
 /// CTAs per SM an attention kernel's registers (.minnctapersm) and shared
 /// memory are budgeted for: the block loop is latency-bound, so CTAs
 /// overlap one another's loads. Measured on the H100 (docs/benchmarks.md):
