@@ -202,22 +202,24 @@ RegisterState registerState(TileLowering &s, AttendOp op, bool perWarp) {
   r.q = s.materialize(loc, s.view(op.getQ()), s.b.getF32Type()).buffer;
   std::array<Value, 3> olds = {op.getM(), op.getL(), op.getAcc()};
   std::array<Value, 3> news = {op.getNewM(), op.getNewL(), op.getNewAcc()};
-  std::array<Value, 3> in;
   for (int i = 0; i < 3; ++i) {
     const TileView &old = s.view(olds[i]);
     StateRole role = s.warpStates.lookup(news[i]);
-    bool held = old.warpState != StateRole::None;
-    r.out[i] = held && s.canOverwrite(olds[i], op)
-                   ? old
-                   : allocateWarpState(s, loc,
-                                       cast<TileType>(news[i].getType()), role);
-    if (!held)
+    bool inPlace =
+        old.warpState != StateRole::None && s.canOverwrite(olds[i], op);
+    r.out[i] = inPlace ? old
+                       : allocateWarpState(
+                             s, loc, cast<TileType>(news[i].getType()), role);
+    // A fresh state starts as the incoming one (spread over the rows when
+    // whole), and the op updates it in place: a warp that attends no token
+    // (attend_rows' warps past its layout's) leaves its row as it was, so
+    // every row is written.
+    if (!inPlace)
       s.copyInto(loc, old, r.out[i]);
-    in[i] = held ? old.buffer : r.out[i].buffer;
   }
-  r.m = in[0];
-  r.l = in[1];
-  r.acc = in[2];
+  r.m = r.out[0].buffer;
+  r.l = r.out[1].buffer;
+  r.acc = r.out[2].buffer;
   return r;
 }
 

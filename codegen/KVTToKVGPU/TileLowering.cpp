@@ -200,6 +200,17 @@ static bool inOtherBranch(Value v, Operation *user, Operation *at) {
   return false;
 }
 
+/// Whether no loop lies between `op` and `home` (a block around it): `op`
+/// runs once each time `home` does.
+static bool noLoopBetween(Operation *op, Block *home) {
+  for (Operation *p = op; p->getBlock() != home; p = p->getParentOp()) {
+    Operation *parent = p->getParentOp();
+    if (!parent || isa<LoopLikeOpInterface>(parent))
+      return false;
+  }
+  return true;
+}
+
 bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
   auto it = tiles.find(oldTile);
   if (it == tiles.end() || !it->second.isPlainBuffer() ||
@@ -216,18 +227,23 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
     // enclose `at` (another branch) is used only there, and where that
     // region runs again it defines the tile again first; one whose uses
     // are all `at` and the inits of loops around `at` (read once, before
-    // the loop, where they became its carried tile) is dead at `at`.
+    // the loop, where they became its carried tile) is dead at `at`, where
+    // each such use runs once after the tile is defined (no loop between it
+    // and the tile's block, which would read the tile again).
     if (view.warpState != StateRole::None) {
       Value v = value;
       if (!v.getParentRegion()->isAncestor(at->getParentRegion()))
         continue;
+      Block *home = v.getParentBlock();
       bool dead = llvm::all_of(v.getUses(), [&](OpOperand &use) {
         Operation *user = use.getOwner();
+        if (inOtherBranch(v, user, at))
+          return true;
         auto loop = dyn_cast<scf::ForOp>(user);
-        return user == at ||
-               (loop && loop->isProperAncestor(at) &&
-                use.getOperandNumber() >= loop.getNumControlOperands()) ||
-               inOtherBranch(v, user, at);
+        bool readOnce = user == at || (loop && loop->isProperAncestor(at) &&
+                                       use.getOperandNumber() >=
+                                           loop.getNumControlOperands());
+        return readOnce && noLoopBetween(user, home);
       });
       if (dead)
         continue;
