@@ -153,6 +153,8 @@ class DecodeWorkspace:
         self.max_blocks = _int(where, "max_blocks", max_blocks, 1)
         self.num_kv_heads = _int(where, "num_kv_heads", num_kv_heads, 1)
         ks = kernel_set
+        # The scratch is sized for these: decode checks them.
+        self.shape = (ks.gqa, ks.head_dim, ks.device)
         self.num_splits = ks.kernels.decode_split_count(
             batch_capacity, max_blocks, num_kv_heads)
         self.part_out = self.part_lse = None
@@ -336,6 +338,12 @@ class KernelSet:
             raise KvarnArgumentError(
                 "%s: workspace must be a DecodeWorkspace (from "
                 "KernelSet.workspace), not %s" % (where, type(ws).__name__))
+        if ws.shape != (self.gqa, self.head_dim, self.device):
+            raise KvarnArgumentError(
+                "%s: workspace is for gqa, head_dim, device %s, this "
+                "KernelSet's are %s" % (where, ws.shape,
+                                        (self.gqa, self.head_dim,
+                                         self.device)))
         if (batch > ws.batch_capacity or max_blocks > ws.max_blocks
                 or hk != ws.num_kv_heads):
             raise KvarnArgumentError(
@@ -378,6 +386,8 @@ class MlaDecodeWorkspace:
         self.batch_capacity = _int(where, "batch_capacity", batch_capacity, 1)
         self.max_blocks = _int(where, "max_blocks", max_blocks, 1)
         ks = kernel_set
+        # The scratch is sized for these: decode checks them.
+        self.shape = (ks.heads, ks.rank, ks.device)
         self.num_splits = ks.kernels.decode_split_count(batch_capacity,
                                                         max_blocks)
         self.part_out = self.part_lse = None
@@ -496,7 +506,9 @@ class MlaKernelSet:
                                cache, n, stream=self._stream())
 
     def workspace(self, batch_capacity, max_blocks):
-        """An MlaDecodeWorkspace for this shape (made once, then reused)."""
+        """An MlaDecodeWorkspace for this shape (made once, then reused;
+        each keeps its scratch for the MlaKernelSet's life: a deployment
+        makes one for its largest batch and table)."""
         key = (batch_capacity, max_blocks)
         if key not in self._workspaces:
             self._workspaces[key] = MlaDecodeWorkspace(self, *key)
@@ -552,6 +564,12 @@ class MlaKernelSet:
             raise KvarnArgumentError(
                 "%s: workspace must be an MlaDecodeWorkspace (from "
                 "MlaKernelSet.workspace), not %s" % (where, type(ws).__name__))
+        if ws.shape != (self.heads, self.rank, self.device):
+            raise KvarnArgumentError(
+                "%s: workspace is for num_heads, kv_lora_rank, device %s, "
+                "this MlaKernelSet's are %s" % (where, ws.shape,
+                                                (self.heads, self.rank,
+                                                 self.device)))
         if batch > ws.batch_capacity or max_blocks > ws.max_blocks:
             raise KvarnArgumentError(
                 "%s: workspace is for up to %d requests, %d blocks; got %d, "

@@ -186,6 +186,19 @@ class KernelSetTest(unittest.TestCase):
         torch.cuda.synchronize()
         self.assertLess(rel_l2(out[0], c.reference(0)), 1e-3)
 
+    def test_a_workspace_of_another_shape_is_an_error(self):
+        # ks64's workspace is sized for GQA 2, head_dim 64: a quarter of the
+        # partials ks (GQA 4, head_dim 128) writes.
+        ks = self.ks[torch.float16]
+        c = Paged(self, ks, [300], 2, SEED + 7)
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                    "workspace is for gqa, head_dim, device"):
+            ks.decode(*c.args(),
+                      workspace=self.ks64.workspace(1, c.max_blocks, 2))
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                    "must be a DecodeWorkspace"):
+            ks.decode(*c.args(), workspace="ws")
+
     def test_current_stream_is_used(self):
         ks = self.ks[torch.float16]
         side = torch.cuda.Stream()
@@ -561,8 +574,18 @@ class MlaKernelSetTest(unittest.TestCase):
                                     "workspace is for up to 1 requests"):
             self.ks.decode(*args, softmax_scale=0.1,
                            workspace=self.ks.workspace(1, table.shape[1]))
-        with self.assertRaisesRegex(kvarn.KvarnArgumentError, "batch_capacity"):
+        with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                    "MlaDecodeWorkspace: batch_capacity"):
             self.ks.workspace(0, 4)
+        # A workspace sized for another shape (8 heads: half the scratch).
+        other = kt.MlaKernelSet(kv_lora_rank=512, rope_dim=64, num_heads=8)
+        try:
+            with self.assertRaisesRegex(kvarn.KvarnArgumentError,
+                                        "num_heads, kv_lora_rank, device"):
+                self.ks.decode(*args, softmax_scale=0.1,
+                               workspace=other.workspace(2, table.shape[1]))
+        finally:
+            other.close()
 
     def test_bad_tensors_are_errors(self):
         pages, table, lens_t, lat, pe, q = self.make([10], SEED + 22)
