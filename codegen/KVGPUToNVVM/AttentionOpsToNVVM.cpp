@@ -1645,20 +1645,30 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // warp folds it into its own row of the state instead, and is done.
     int64_t perLaneChannels = d / 8;
     if (op.getWarpStates()) {
+      // n scales from `first` (a multiple of n) in one load where the field
+      // keeps that alignment (every record layout today), else one by one.
+      auto type = cast<MemRefType>(vChannel.getType()).getElementType();
+      std::optional<int64_t> fieldAt = staticByteOffset(op.getVChannelScale());
       auto channelScales = [&](OpBuilder &b, Value first,
                                int64_t n) -> SmallVector<Value> {
-        auto type = cast<MemRefType>(vChannel.getType()).getElementType();
-        Value vec = vector::LoadOp::create(
-            b, loc, VectorType::get({n}, type), vChannel, ValueRange{first},
-            /*nontemporal=*/false,
-            llvm::MaybeAlign(n * type.getIntOrFloatBitWidth() / 8));
+        int64_t bytes = n * type.getIntOrFloatBitWidth() / 8;
+        SmallVector<Value> raw;
+        if (fieldAt && *fieldAt % bytes == 0) {
+          Value vec = vector::LoadOp::create(
+              b, loc, VectorType::get({n}, type), vChannel, ValueRange{first},
+              /*nontemporal=*/false, llvm::MaybeAlign(bytes));
+          for (int64_t k = 0; k < n; ++k)
+            raw.push_back(vector::ExtractOp::create(b, loc, vec, k));
+        } else {
+          for (int64_t k = 0; k < n; ++k)
+            raw.push_back(memref::LoadOp::create(
+                b, loc, vChannel, ValueRange{addIndex(b, loc, first, k)}));
+        }
         SmallVector<Value> out;
-        for (int64_t k = 0; k < n; ++k) {
-          Value x = vector::ExtractOp::create(b, loc, vec, k);
+        for (Value x : raw)
           out.push_back(
               type.isF32() ? x
                            : arith::ExtFOp::create(b, loc, f32, x).getResult());
-        }
         return out;
       };
       emitWarpStateUpdate(

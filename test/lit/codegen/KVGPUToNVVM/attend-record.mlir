@@ -224,4 +224,29 @@ gpu.module @m {
     kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch warp_states : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<2312xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+
+  // vchannel at a byte offset that is no multiple of 8: its four scales a
+  // step are four loads, not one misaligned vector load.
+  // CHECK-LABEL: gpu.func @record_warp_states_vchannel_unaligned
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK-NOT: vector<4xf16>
+  // CHECK-COUNT-4: memref.load %{{.*}}[%{{.*}}] : memref<128xf16, #gpu.address_space<workgroup>>
+  // CHECK: gpu.return
+  gpu.func @record_warp_states_vchannel_unaligned(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 33442 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %l = kvgpu.shared_buffer 15936 : memref<4x4xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 16000 : memref<4x4x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 24192 : memref<2312xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch warp_states : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4xf32, #gpu.address_space<workgroup>>, memref<4x4x128xf32, #gpu.address_space<workgroup>>, memref<2312xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
 }
