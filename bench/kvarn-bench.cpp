@@ -114,6 +114,27 @@ struct Bench {
     return us[us.size() / 2];
   }
 
+  /// Median microseconds of one decode: `single` with first[i] (splits ==
+  /// 1) or `split` then `combine` with first[i] and second[i], each launch
+  /// taking the next set i of arguments (caches cycled past L2).
+  double timeDecode(const LoadedKernel &single, const LoadedKernel &split,
+                    const LoadedKernel &combine, std::vector<KernelArgs> &first,
+                    std::vector<KernelArgs> &second, int splits) {
+    size_t next = 0;
+    return time(
+        [&] {
+          CUstream s = stream.handle();
+          if (splits == 1) {
+            check(single.launch(first[next], s));
+          } else {
+            check(split.launch(first[next], s));
+            check(combine.launch(second[next], s));
+          }
+          next = (next + 1) % first.size();
+        },
+        20);
+  }
+
   /// Through the kernel cache; it keeps the kernel loaded.
   const LoadedKernel &load(const std::string &name,
                            const dsl::Specialization &spec) {
@@ -298,17 +319,7 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
       second[i].pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
           .i32(p.batch).i32(p.hk).i32(splits).scratch();
     }
-    int next = 0;
-    return b.time([&] {
-      CUstream stream = b.stream.handle();
-      if (splits == 1) {
-        check(single.launch(first[next], stream));
-      } else {
-        check(split.launch(first[next], stream));
-        check(combine.launch(second[next], stream));
-      }
-      next = (next + 1) % sets;
-    }, 20);
+    return b.timeDecode(single, split, combine, first, second, splits);
   };
 
   DecodeResult r;
@@ -453,19 +464,7 @@ MlaResult benchMlaDecode(Bench &b, const MlaPoint &p, double copyGBs) {
           .i32(splits)
           .scratch();
     }
-    int next = 0;
-    return b.time(
-        [&] {
-          CUstream stream = b.stream.handle();
-          if (splits == 1) {
-            check(single.launch(first[next], stream));
-          } else {
-            check(split.launch(first[next], stream));
-            check(combine.launch(second[next], stream));
-          }
-          next = (next + 1) % sets;
-        },
-        20);
+    return b.timeDecode(single, split, combine, first, second, splits);
   };
 
   MlaResult res;
