@@ -183,6 +183,75 @@ gpu.module @m {
     kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<8x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+  // 6 query heads: a column a head (no packed parts), so step 1's split
+  // writes the fragments of lanes 0-23 (head fl / 4; slots 2t, 2t + 1,
+  // 2t + 8, 2t + 9 of k tile kt: channels 16 kt + 2t + {0, 1, 8, 9}) as one
+  // 16-byte store each, words hi(0, 1), hi(8, 9), lo(0, 1), lo(8, 9), and
+  // zeros for lanes 24-31 (heads past H), for each of the 8 k tiles.
+  // CHECK-LABEL: gpu.func @record_six_heads
+  // CHECK: scf.for %[[E:.*]] = %thread_id_x to %c192 step %c128 {
+  // CHECK-NEXT: %[[FL:.*]] = arith.remui %[[E]], %c24 : index
+  // CHECK-NEXT: %[[KT:.*]] = arith.divui %[[E]], %c24 : index
+  // CHECK-NEXT: %[[HEAD:.*]] = arith.divui %[[FL]], %c4 : index
+  // CHECK-NEXT: %[[T:.*]] = arith.remui %[[FL]], %c4 : index
+  // CHECK-NEXT: %[[T2:.*]] = arith.muli %[[T]], %c2 : index
+  // CHECK-NEXT: %[[KT16:.*]] = arith.muli %[[KT]], %c16 : index
+  // CHECK-NEXT: %[[FIRST:.*]] = arith.addi %[[KT16]], %[[T2]] : index
+  // CHECK-NEXT: %[[ROW:.*]] = arith.muli %[[HEAD]], %c128 : index
+  // CHECK: %[[AT0:.*]] = arith.addi %[[ROW]], %[[FIRST]] : index
+  // CHECK-NEXT: %[[Q0:.*]] = memref.load %{{.*}}[%[[AT0]]] : memref<768xf32
+  // CHECK-NEXT: %[[X0:.*]] = arith.mulf %[[Q0]]
+  // CHECK: %[[C1:.*]] = arith.addi %[[FIRST]], %c1 : index
+  // CHECK: %[[X1:.*]] = arith.mulf
+  // CHECK: %[[C8:.*]] = arith.addi %[[FIRST]], %c8 : index
+  // CHECK: %[[X8:.*]] = arith.mulf
+  // CHECK: %[[C9:.*]] = arith.addi %[[FIRST]], %c9 : index
+  // CHECK: %[[X9:.*]] = arith.mulf
+  // CHECK: %[[F32:.*]] = arith.muli %[[KT]], %c32 : index
+  // CHECK-NEXT: %[[F:.*]] = arith.addi %[[F32]], %[[FL]] : index
+  // CHECK-NEXT: %[[P01:.*]] = vector.from_elements %[[X0]], %[[X1]] : vector<2xf32>
+  // CHECK-NEXT: %[[HI01:.*]] = arith.truncf %[[P01]]
+  // CHECK: %[[LO01:.*]] = arith.truncf
+  // CHECK-NEXT: %[[I0:.*]] = llvm.bitcast %[[HI01]] : vector<2xf16> to i32
+  // CHECK-NEXT: %[[I2:.*]] = llvm.bitcast %[[LO01]] : vector<2xf16> to i32
+  // CHECK: %[[P89:.*]] = vector.from_elements %[[X8]], %[[X9]] : vector<2xf32>
+  // CHECK-NEXT: %[[HI89:.*]] = arith.truncf %[[P89]]
+  // CHECK: %[[LO89:.*]] = arith.truncf
+  // CHECK-NEXT: %[[I1:.*]] = llvm.bitcast %[[HI89]] : vector<2xf16> to i32
+  // CHECK-NEXT: %[[I3:.*]] = llvm.bitcast %[[LO89]] : vector<2xf16> to i32
+  // CHECK-NEXT: %[[W0:.*]] = arith.bitcast %[[I0]] : i32 to f32
+  // CHECK-NEXT: %[[W1:.*]] = arith.bitcast %[[I1]] : i32 to f32
+  // CHECK-NEXT: %[[W2:.*]] = arith.bitcast %[[I2]] : i32 to f32
+  // CHECK-NEXT: %[[W3:.*]] = arith.bitcast %[[I3]] : i32 to f32
+  // CHECK-NEXT: %[[AT:.*]] = arith.muli %[[F]], %c4 : index
+  // CHECK-NEXT: %[[FRAG:.*]] = vector.from_elements %[[W0]], %[[W1]], %[[W2]], %[[W3]] : vector<4xf32>
+  // CHECK-NEXT: vector.store %[[FRAG]], %{{.*}}[%[[AT]]] {alignment = 16 : i64}
+  // CHECK: scf.for %[[Z:.*]] = %thread_id_x to %c64 step %c128 {
+  // CHECK-NEXT: %[[ZL:.*]] = arith.remui %[[Z]], %c8 : index
+  // CHECK-NEXT: %[[LANE:.*]] = arith.addi %[[ZL]], %c24 : index
+  // CHECK-NEXT: %[[ZKT:.*]] = arith.divui %[[Z]], %c8 : index
+  // CHECK-NEXT: %[[ZF32:.*]] = arith.muli %[[ZKT]], %c32 : index
+  // CHECK-NEXT: %[[ZF:.*]] = arith.addi %[[ZF32]], %[[LANE]] : index
+  // CHECK-NEXT: %[[ZAT:.*]] = arith.muli %[[ZF]], %c4 : index
+  // CHECK-NEXT: vector.store %cst, %{{.*}}[%[[ZAT]]] {alignment = 16 : i64}
+  // CHECK: gpu.barrier
+  gpu.func @record_six_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<6x128xf32, #gpu.address_space<workgroup>>
+    %kc = kvgpu.shared_buffer 4096 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 12288 : !f16x128
+    %kz = kvgpu.shared_buffer 12544 : !f16x128
+    %kt = kvgpu.shared_buffer 12800 : !f16x128
+    %vc = kvgpu.shared_buffer 13056 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 17152 : !f16x128
+    %vz = kvgpu.shared_buffer 17408 : !f16x128
+    %vch = kvgpu.shared_buffer 17664 : !f16x128
+    %m = kvgpu.shared_buffer 17920 : memref<6xf32, #gpu.address_space<workgroup>>
+    %l = kvgpu.shared_buffer 17952 : memref<6xf32, #gpu.address_space<workgroup>>
+    %acc = kvgpu.shared_buffer 17984 : memref<6x128xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 22080 : memref<5240xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<6x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
   // The state held per warp (warp_states: m, l [4 warps, 4 heads], acc [4,
   // 4, 128]): steps 1-4 as above with only the probabilities in the
   // warps' scratch (2312 floats, not 3192); then each warp folds its
