@@ -1,9 +1,11 @@
 //===- AttentionOpsToNVVM.cpp - packed_matmul, attend_record, attend_rows -===//
 //
 // kvgpu.packed_matmul: attention's dot products over a record's packed codes
-// with the operands in registers, on tensor cores (bf16 mma.sync) or with
-// fma. getPackedMatmulLayout (KVGPU.h) decides the strategy and which thread
-// holds which codes; this file emits it.
+// (stored k-major, or transposed: MLA's token-major latent; or f16 rows:
+// MLA's rope keys) with the operands in registers, on tensor cores (bf16
+// mma.sync, f16 for f16 rows) or with fma. getPackedMatmulLayout (KVGPU.h)
+// decides the strategy and which thread holds which codes; this file emits
+// it.
 //
 // kvgpu.attend_record: a whole online-softmax step over a record block, each
 // warp attending its own tokens on tensor cores with its softmax in
