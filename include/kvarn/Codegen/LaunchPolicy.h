@@ -102,8 +102,8 @@ constexpr int kAttentionNumWarps = 4;
 /// (kvgpu.packed_matmul) and softmax wait on their own chains; 8 warps
 /// halve each warp's share (the scores' 128 tokens are one column tile a
 /// warp, the values' 512 channels four) and give each scheduler two.
-/// Chosen, not yet measured: `kvarn-bench --num-warps 4 --only mla` is the
-/// comparison.
+/// On the H100 (`kvarn-bench --only mla` against `--num-warps 4`, one
+/// call): 1.21-1.30x faster on every row (docs/benchmarks.md).
 constexpr int kMlaAttentionNumWarps = 8;
 
 /// CTAs per SM an attention kernel's registers (.minnctapersm) and shared

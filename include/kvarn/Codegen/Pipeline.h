@@ -44,7 +44,8 @@ struct CompileOptions {
   /// budgeted for; 0: chosen per kernel (LaunchPolicy.h for attention, else 1).
   int minCtasPerSM = 0;
   /// Attention states held per warp and merged once (kvt-select-launch's
-  /// warp-states; docs/codegen.md). Off by default until measured on a GPU.
+  /// warp-states; docs/codegen.md). Off by default: 4-14% slower on the
+  /// H100 (docs/benchmarks.md).
   bool warpStates = false;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
