@@ -175,13 +175,46 @@ std::array<TileView, 3> newStateViews(TileLowering &s, AttendOp op, Value m,
                                       Value l, Value acc) {
   auto stateBuffer = [&](Value oldTile, Value buffer, Value newTile) {
     const TileView &old = s.view(oldTile);
-    if (old.buffer == buffer && s.canOverwrite(oldTile, op))
+    if (buffer && old.buffer == buffer && s.canOverwrite(oldTile, op))
       return old;
     return s.allocate(op.getLoc(), cast<TileType>(newTile.getType()));
   };
   return {stateBuffer(op.getM(), m, op.getNewM()),
           stateBuffer(op.getL(), l, op.getNewL()),
           stateBuffer(op.getAcc(), acc, op.getNewAcc())};
+}
+
+/// `v`'s buffer when it is a plain row-major f32 buffer of the tile (an
+/// element's index in the buffer is its index in the tile), else null.
+Value plainF32Buffer(const TileView &v) {
+  if (!v.isPlainBuffer() || !v.conversions.empty())
+    return Value();
+  auto type = cast<MemRefType>(v.buffer.getType());
+  bool identity =
+      v.bufferDims.empty() ||
+      llvm::equal(v.bufferDims, llvm::seq<int>(0, int(v.bufferDims.size())));
+  if (!identity || !type.getElementType().isF32() ||
+      type.getNumElements() != v.type.getNumElements() ||
+      type.getRank() != v.type.getRank())
+    return Value();
+  return v.buffer;
+}
+
+/// An f32 [floats] buffer over the staged rows `rows` (a shared buffer of
+/// op's K rope operand) when nothing reads those rows, or any other tile of
+/// their buffer, after `op`: MLA's record field, dead once the rope term is
+/// done. Null otherwise.
+Value overDeadRows(TileLowering &s, AttendOp op, Value rows, int64_t floats) {
+  auto staged = rows.getDefiningOp<kvgpu::SharedBufferOp>();
+  const TileView &view = s.view(op.getKRope());
+  auto type = cast<MemRefType>(rows.getType());
+  if (!staged || view.bufferId < 0 ||
+      type.getNumElements() * 2 < floats * 4 || // f16 rows
+      !s.bufferDeadAfter(view.bufferId, op))
+    return Value();
+  return kvgpu::SharedBufferOp::create(
+      s.b, op.getLoc(), kvgpu::getSharedMemRefType({floats}, s.b.getF32Type()),
+      staged.getOffsetAttr());
 }
 
 /// The incoming state's buffers and the new state's views of a register
@@ -435,10 +468,16 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
            acc = s.view(op.getAcc()), valid = s.view(op.getValid());
   Value scale = s.lookup(op.getScale());
   Type f32 = s.b.getF32Type();
+  // Scratch is allocated where it is first needed, and what dies inside the
+  // step (q . scale, the rope term) is released there: MLA's step then fits
+  // two CTAs an SM (a block's record is 51 KB, the heads' q, acc and
+  // products 16 KB each).
   ScratchBuffers scratch(s);
   Value scores = scratch.get(loc, {H * G}, f32), blockMax = scratch.get(loc, {H}, f32);
-  Value probs = scratch.get(loc, {H * G}, f32), probSum = scratch.get(loc, {H}, f32);
-  Value alpha = scratch.get(loc, {H}, f32), weighted = scratch.get(loc, {H * D}, f32);
+  Value probSum = scratch.get(loc, {H}, f32),
+        alpha = scratch.get(loc, {H}, f32);
+  // p[h, t] is written over the score it is computed from.
+  Value probs = scores;
 
   // Dot products over a record's packed codes run in registers
   // (kvgpu.packed_matmul, its a operand k-major); others, and the pool's
@@ -471,8 +510,9 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
                        ? scratch.get(loc, {partialFloats}, f32)
                        : Value();
   Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
+  std::optional<ScratchBuffers> kScaledQScratch; // until the scores are done
   if (kq) {
-    kScaledQ = scratch.get(loc, {H * D}, f32);
+    kScaledQ = kScaledQScratch.emplace(s).get(loc, {H * D}, f32);
     kZeroDot = scratch.get(loc, {H}, f32);
     s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
       Value x = arith::MulFOp::create(
@@ -506,16 +546,20 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
                                           s.read(b, loc, k, {t, d}))
                  .getResult();
            });
-  // ropeScores[h, t] = q_rope[h] . k_rope[t] (MLA's second term).
+  kScaledQScratch.reset();
+  // ropeScores[h, t] = q_rope[h] . k_rope[t] (MLA's second term), read until
+  // the probabilities are computed.
   Value ropeScores;
+  std::optional<ScratchBuffers> ropeScratch;
   if (op.getQRope()) {
     int64_t E = op.getQRope().getType().getDim(1);
     TileView qRope = s.view(op.getQRope()), kRope = s.view(op.getKRope());
-    ropeScores = scratch.get(loc, {H * G}, f32);
+    ropeScores = ropeScratch.emplace(s).get(loc, {H * G}, f32);
     if (ropePacked) {
       // a = q_rope k-major [E, H]; out [H, G] as ropeScores.
-      Value a = scratch.get(loc, {E * H}, f32);
-      s.foreach (loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
+      ScratchBuffers aScratch(s);
+      Value a = aScratch.get(loc, {E * H}, f32);
+      s.foreach(loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
         store(b, loc, s.read(b, loc, qRope, i), a,
               {flatIndex(b, loc, i[1], i[0], H)});
       });
@@ -563,9 +607,11 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   };
   s.reduce(loc, ReduceKind::Max, H, G, blockMax, scaled);
 
-  TileView newM = s.allocate(loc, op.getNewM().getType());
-  TileView newL = s.allocate(loc, op.getNewL().getType());
-  TileView newAcc = s.allocate(loc, op.getNewAcc().getType());
+  // Each element of the new state is computed from the same element of the
+  // old one, by the same thread: written over it where nothing reads the
+  // old state afterwards.
+  auto [newM, newL, newAcc] = newStateViews(
+      s, op, plainF32Buffer(m), plainF32Buffer(l), plainF32Buffer(acc));
   s.foreach(loc, {H}, [&](OpBuilder &b, ValueRange i) {
     Value old = s.read(b, loc, m, i);
     Value mx = arith::MaximumFOp::create(b, loc, old, load(b, loc, blockMax, i));
@@ -595,6 +641,7 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
                                   {i[1]}))),
             vScaledProbs, {vPacked ? flatIndex(b, loc, i[1], i[0], H) : hg});
   });
+  ropeScratch.reset();
   auto prob = [&](OpBuilder &b, Value h, Value t) -> Value {
     Value hg = flatIndex(b, loc, h, t, G);
     return load(b, loc, probs, {hg});
@@ -616,6 +663,9 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
              });
   }
   // weighted[h, d] = sum_t p[h, t] v[t, d] (on raw codes when V is quantized)
+  Value weighted = ropeRows ? overDeadRows(s, op, ropeRows, H * D) : Value();
+  if (!weighted)
+    weighted = scratch.get(loc, {H * D}, f32);
   if (vPacked)
     emitPackedMatmul(s, loc, vScaledProbs, *vq, *vPacked, weighted, partials);
   else

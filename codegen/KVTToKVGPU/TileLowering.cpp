@@ -222,18 +222,20 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
   for (const auto &[value, view] : tiles) {
     if (!llvm::is_contained(view.buffers(), id))
       continue;
+    // A tile of a region that does not enclose `at` (another branch, whose
+    // new attention state was written in place over the same buffer) is
+    // used only while that region runs, which it is not at `at`; where it
+    // runs again it defines the tile again first.
+    Value v = value;
+    if (!v.getParentRegion()->isAncestor(at->getParentRegion()))
+      continue;
     // A state held per warp shares its buffer with the tiles of the loops
-    // that carry it in place (lowerFor): one in a region that does not
-    // enclose `at` (another branch) is used only there, and where that
-    // region runs again it defines the tile again first; one whose uses
-    // are all `at` and the inits of loops around `at` (read once, before
-    // the loop, where they became its carried tile) is dead at `at`, where
-    // each such use runs once after the tile is defined (no loop between it
-    // and the tile's block, which would read the tile again).
+    // that carry it in place (lowerFor): one whose uses are all `at` and
+    // the inits of loops around `at` (read once, before the loop, where
+    // they became its carried tile) is dead at `at`, where each such use
+    // runs once after the tile is defined (no loop between it and the
+    // tile's block, which would read the tile again).
     if (view.warpState != StateRole::None) {
-      Value v = value;
-      if (!v.getParentRegion()->isAncestor(at->getParentRegion()))
-        continue;
       Block *home = v.getParentBlock();
       bool dead = llvm::all_of(v.getUses(), [&](OpOperand &use) {
         Operation *user = use.getOwner();
@@ -249,6 +251,18 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
         continue;
     }
     if (!noUseAfter(value, at))
+      return false;
+  }
+  return true;
+}
+
+bool TileLowering::bufferDeadAfter(int id, Operation *at) const {
+  for (const auto &[value, view] : tiles) {
+    Value v = value;
+    if (!llvm::is_contained(view.buffers(), id) ||
+        !v.getParentRegion()->isAncestor(at->getParentRegion()))
+      continue; // as in canOverwrite
+    if (view.warpState != StateRole::None || !noUseAfter(v, at))
       return false;
   }
   return true;

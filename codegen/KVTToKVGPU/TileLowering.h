@@ -158,6 +158,9 @@ public:
   /// iteration of a loop around `at`; a use in the other branch of an
   /// scf.if never runs after it).
   bool canOverwrite(mlir::Value oldTile, mlir::Operation *at) const;
+  /// Whether no tile that reads buffer `id` (its own or as a lazy view's
+  /// dependency) is used after the op `at` (as canOverwrite).
+  bool bufferDeadAfter(int id, mlir::Operation *at) const;
   /// Writes every element of `v` into the plain buffer view `dst`.
   void copyInto(mlir::Location loc, const TileView &v, const TileView &dst);
 

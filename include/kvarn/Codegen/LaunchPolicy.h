@@ -69,9 +69,9 @@ static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
 /// the largest divisor of `heads` up to 8. Each head keeps its queries,
-/// accumulator and partial products in shared memory, ~12.8 KB at
+/// accumulator and partial products in shared memory, ~7.7 KB at
 /// kv_lora_rank 512 beside the 51 KB record staged whole: 8 heads take
-/// 154 KB of the 227 KB a CTA may have, 16 would need over 250 KB; and
+/// 113 KB (two CTAs an SM), 16 would need over 180 KB (one); and
 /// kvgpu.packed_matmul's values product holds the 512 channels' sums of 8
 /// heads in 32 accumulators a thread, its limit. Programs of one request
 /// read the same latent, the second and later from L2.
@@ -84,13 +84,14 @@ constexpr int mlaHeadsPerProgram(int heads) {
 static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
               mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
 
-/// CTAs per SM an MLA attention kernel is budgeted for: one. Its staged
-/// record and its heads' state take most of an SM's shared memory (154 KB
-/// at kv_lora_rank 512), so a budget for several CTAs (the dense kernels')
-/// buys none: it only made convert-kvt-to-kvgpu give up staging the pool's
-/// fp16 rows (read from global memory inside the reductions instead) and
-/// ptxas squeeze registers for CTAs that cannot share the SM.
-constexpr int kMlaAttentionCtasPerSM = 1;
+/// CTAs per SM an MLA attention kernel is budgeted for: two. A record
+/// block's step fits 113 KB of shared memory at kv_lora_rank 512 (the 51 KB
+/// record, the heads' q and acc, q . scale, the weighted sums over the
+/// record's dead rope keys: kvt.attend's lowering), so two CTAs share an
+/// SM, one's copy and softmax overlapping the other's products; at 8 warps
+/// that is 128 registers a thread, which ptxas meets without spilling.
+/// Measured on the H100 against one CTA (docs/benchmarks.md).
+constexpr int kMlaAttentionCtasPerSM = 2;
 
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
