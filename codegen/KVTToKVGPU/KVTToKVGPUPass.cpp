@@ -434,18 +434,11 @@ struct ConvertKVTToKVGPUPass
 
     // Stage loaded tiles in shared memory when they fit: try the largest
     // staging limit first and give up staging, step by step, until the
-    // kernel's shared memory lets `ctasPerSM` CTAs share an SM. Where no
-    // limit does, staging is worth more than a budget that is missed
-    // anyway: the limit that lets the most CTAs share an SM, the largest of
-    // those (MLA's 113 KB step on sm_80: one CTA either way, so its record
-    // stays staged).
-    auto ctasFor = [&](int64_t bytes) {
-      return std::clamp<int64_t>(
-          sharedBytesPerSM / (bytes + reservedSharedBytes), 1, ctasPerSM);
-    };
+    // kernel's shared memory lets `ctasPerSM` CTAs share an SM (or, with
+    // nothing staged, fits one CTA).
     int64_t shared = 0;
     gpu::GPUFuncOp gpuFunc;
-    auto lowerAt = [&](int64_t limit) -> LogicalResult {
+    for (int64_t limit : kStagingLimits) {
       OpBuilder b(ctx);
       b.setInsertionPointToEnd(gpuModule.getBody());
       gpuFunc = gpu::GPUFuncOp::create(b, func.getLoc(), func.getName(),
@@ -480,14 +473,7 @@ struct ConvertKVTToKVGPUPass
         gpu::ReturnOp::create(b, func.getLoc());
       }
       shared = state.planner.peakBytes();
-      return success();
-    };
-    std::optional<int64_t> bestLimit; // most CTAs per SM, then most staging
-    int64_t bestCtas = 0;
-    for (int64_t limit : kStagingLimits) {
-      if (failed(lowerAt(limit)))
-        return failure();
-      if (shared <= sharedBudget)
+      if (shared <= sharedBudget || (limit == 0 && shared <= maxSharedBytes))
         break;
       // A normalizing kernel keeps its tiles staged (kvgpu.sinkhorn reads
       // them from shared memory) and gives up CTAs per SM instead.
@@ -495,23 +481,15 @@ struct ConvertKVTToKVGPUPass
         ctasPerSM = 1;
         break;
       }
-      if (shared <= maxSharedBytes && ctasFor(shared) > bestCtas) {
-        bestLimit = limit;
-        bestCtas = ctasFor(shared);
-      }
       if (limit != 0)
         gpuFunc.erase();
-      else if (bestLimit && *bestLimit != 0) {
-        gpuFunc.erase();
-        if (failed(lowerAt(*bestLimit)))
-          return failure();
-      }
     }
     // Where the staged tiles outgrew the budget, fewer CTAs share an SM than
     // planned: say so (.minnctapersm and the metadata's ctas_per_sm, which
     // decode's split count plans its waves with), rather than the plan.
     if (shared > sharedBudget)
-      ctasPerSM = ctasFor(shared);
+      ctasPerSM = std::clamp<int64_t>(
+          sharedBytesPerSM / (shared + reservedSharedBytes), 1, ctasPerSM);
     OpBuilder b(gpuFunc);
     gpuFunc->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     if (shared > maxSharedBytes)
