@@ -5,7 +5,9 @@
 #include "Internal.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -169,17 +171,43 @@ kvarn::Error cuda::checkLaunchConfig(const Kernel &kernel,
   return kvarn::Error::success();
 }
 
+/// $KVARN_NO_PDL (set, not "0"): every launch plain, for profilers and
+/// drivers that mishandle programmatic dependent launches, and to measure
+/// what they save.
+static bool programmaticLaunchesOff() {
+  static const bool off = [] {
+    const char *v = std::getenv("KVARN_NO_PDL");
+    return v && *v && std::string_view(v) != "0";
+  }();
+  return off;
+}
+
 kvarn::Error cuda::launch(ContextRef context, const Kernel &kernel,
                           const LaunchConfig &config, KernelArgs &args) {
   if (kvarn::Error err = checkLaunchConfig(kernel, config))
     return err;
   KVARN_ENTER_CONTEXT(context);
   const Grid &g = config.grid;
+  CUlaunchConfig ex = {};
+  ex.gridDimX = g.x;
+  ex.gridDimY = g.y;
+  ex.gridDimZ = g.z;
+  ex.blockDimX = unsigned(32 * config.numWarps);
+  ex.blockDimY = ex.blockDimZ = 1;
+  ex.sharedMemBytes = unsigned(config.dynamicSharedBytes);
+  ex.hStream = config.stream;
+  // The kernel may start while the one before it on the stream runs; its
+  // griddepcontrol.wait holds it until that kernel is done.
+  CUlaunchAttribute dependent = {};
+  dependent.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  dependent.value.programmaticStreamSerializationAllowed = 1;
+  if (config.programmaticDependent && !programmaticLaunchesOff()) {
+    ex.attrs = &dependent;
+    ex.numAttrs = 1;
+  }
   if (kvarn::Error err =
-          KVARN_CUDA_CHECK(context.driver(), cuLaunchKernel, kernel.function,
-                           g.x, g.y, g.z, unsigned(32 * config.numWarps), 1u,
-                           1u, unsigned(config.dynamicSharedBytes),
-                           config.stream, args.data(), nullptr))
+          KVARN_CUDA_CHECK(context.driver(), cuLaunchKernelEx, &ex,
+                           kernel.function, args.data(), nullptr))
     return withContext(std::move(err),
                        format("kernel '{0}', grid ({1}, {2}, {3}), {4} "
                               "warps, {5} B shared, {6} parameters",
@@ -204,6 +232,7 @@ kvarn::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   loaded.shared = image.sharedBytes;
   loaded.programs = std::max(image.programsPerCta, 1);
   loaded.ctasPerMultiprocessor = std::max(image.ctasPerSM, 1);
+  loaded.programmaticDependent = image.launchPdl;
   loaded.signature = image.abi;
   kvarn::Expected<Module> module =
       image.cubin.empty() ? Module::loadPtx(context, image.ptx)
@@ -318,6 +347,7 @@ kvarn::Error LoadedKernel::launch(Grid grid, KernelArgs &args,
   config.numWarps = warps;
   config.dynamicSharedBytes = shared;
   config.stream = stream;
+  config.programmaticDependent = programmaticDependent;
   return cuda::launch(ctx, function, config, args);
 }
 

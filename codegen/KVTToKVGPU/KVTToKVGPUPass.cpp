@@ -437,6 +437,7 @@ struct ConvertKVTToKVGPUPass
     // kernel's shared memory lets `ctasPerSM` CTAs share an SM (or, with
     // nothing staged, fits one CTA).
     int64_t shared = 0;
+    bool waitsOnGrid = false;
     gpu::GPUFuncOp gpuFunc;
     for (int64_t limit : kStagingLimits) {
       OpBuilder b(ctx);
@@ -446,6 +447,7 @@ struct ConvertKVTToKVGPUPass
       Block &entry = gpuFunc.getBody().front();
       b.setInsertionPointToStart(&entry);
       TileLowering state(b, spec, warps, limit);
+      state.gridDependencyControl = target->gridDependencyControl;
       for (auto [v, chain] : chains.chainOf)
         state.registerRows[v] = chain % warpsPerProgram;
       for (auto [oldArg, newArg] :
@@ -473,6 +475,7 @@ struct ConvertKVTToKVGPUPass
         gpu::ReturnOp::create(b, func.getLoc());
       }
       shared = state.planner.peakBytes();
+      waitsOnGrid = state.waitsOnGrid;
       if (shared <= sharedBudget || (limit == 0 && shared <= maxSharedBytes))
         break;
       // A normalizing kernel keeps its tiles staged (kvgpu.sinkhorn reads
@@ -504,6 +507,8 @@ struct ConvertKVTToKVGPUPass
                        b.getI64IntegerAttr(programs));
     }
     gpuFunc->setAttr(kvgpu::kSharedBytesAttrName, b.getI64IntegerAttr(shared));
+    if (waitsOnGrid)
+      gpuFunc->setAttr(kvgpu::kLaunchPdlAttrName, b.getUnitAttr());
     gpuFunc.setKnownBlockSizeAttr(
         b.getDenseI32ArrayAttr({int32_t(warps * kvgpu::kWarpSize), 1, 1}));
     // `.minnctapersm` (default 1): with only `.maxntid`, ptxas budgets

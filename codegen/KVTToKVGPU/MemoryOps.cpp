@@ -3,6 +3,8 @@
 #include "TileLowering.h"
 #include "kvarn/Codegen/E4M3Emitters.h"
 
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+
 using namespace mlir;
 using namespace kvarn;
 using namespace kvarn::kvt;
@@ -68,6 +70,21 @@ LogicalResult lowerPrefetch(TileLowering &s, Operation *raw) {
   kvgpu::PrefetchOp::create(s.b, loc, s.lookup(op.getPtr()),
                             byteOffset(s, loc, s.lookup(op.getOffset()), elt),
                             op.getBytesAttr());
+  return success();
+}
+
+/// kvt.launch_dependents and kvt.grid_dependency_wait: griddepcontrol
+/// where the chip has it (sm_90 on), nothing before. A wait makes the
+/// kernel a programmatic dependent (TileLowering::waitsOnGrid).
+LogicalResult lowerGridDependency(TileLowering &s, Operation *raw) {
+  if (!s.gridDependencyControl)
+    return success();
+  bool wait = isa<GridDependencyWaitOp>(raw);
+  NVVM::GriddepcontrolOp::create(
+      s.b, raw->getLoc(),
+      wait ? NVVM::GridDepActionKind::wait
+           : NVVM::GridDepActionKind::launch_dependents);
+  s.waitsOnGrid = s.waitsOnGrid || wait;
   return success();
 }
 
@@ -441,6 +458,10 @@ void kvarn::kvt::registerMemoryOpLowerings(
   table[OperationName(StoreOp::getOperationName(), ctx)] = lowerStore;
   table[OperationName(LoadTileOp::getOperationName(), ctx)] = lowerLoadTile;
   table[OperationName(PrefetchOp::getOperationName(), ctx)] = lowerPrefetch;
+  table[OperationName(LaunchDependentsOp::getOperationName(), ctx)] =
+      lowerGridDependency;
+  table[OperationName(GridDependencyWaitOp::getOperationName(), ctx)] =
+      lowerGridDependency;
   table[OperationName(StoreTileOp::getOperationName(), ctx)] = lowerStoreTile;
   table[OperationName(LoadFieldOp::getOperationName(), ctx)] = lowerLoadField;
   table[OperationName(StoreFieldOp::getOperationName(), ctx)] = lowerStoreField;

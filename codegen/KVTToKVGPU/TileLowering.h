@@ -130,6 +130,11 @@ public:
   };
   llvm::DenseMap<std::pair<mlir::Value, mlir::Value>, StagedRecord>
       stagedRecords;
+  /// The chip has griddepcontrol (LaunchPolicy.h's ChipInfo); a lowered
+  /// kvt.grid_dependency_wait sets waitsOnGrid (the kernel is then launched
+  /// as a programmatic dependent: kvgpu.launch_pdl).
+  bool gridDependencyControl = false;
+  bool waitsOnGrid = false;
   /// The attention states held per warp (findWarpStates), with their roles;
   /// empty unless the launch choice holds states per warp.
   llvm::DenseMap<mlir::Value, StateRole> warpStates;

@@ -203,6 +203,7 @@ kvarn::compileToPTX(ModuleOp module, const CompileOptions &opts) {
       k.ctasPerSM = int(c.getInt());
     if (auto s = func->getAttrOfType<IntegerAttr>(kvgpu::kSharedBytesAttrName))
       k.sharedBytes = s.getInt();
+    k.launchPdl = func->hasAttr(kvgpu::kLaunchPdlAttrName);
     k.numArgs = int(func.getNumArguments());
     result.kernels.push_back(k);
   });

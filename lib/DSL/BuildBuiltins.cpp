@@ -264,6 +264,16 @@ FailureOr<Operand> buildPrefetch(KvtBuilder &kb, CallArgs &args) {
   return none();
 }
 
+/// A builtin of no arguments and no result, one op.
+template <typename OpT>
+FailureOr<Operand> buildNullary(KvtBuilder &kb, CallArgs &args) {
+  if (failed(args.arity({})))
+    return failure();
+  if (failed(kb.createVerified<OpT>(args.loc())))
+    return failure();
+  return none();
+}
+
 FailureOr<Operand> buildLoadField(KvtBuilder &kb, CallArgs &args) {
   if (failed(args.arity({"cache", "offset", "field"})))
     return failure();
@@ -572,6 +582,8 @@ const Builtin kBuiltins[] = {
     {"load_tile", buildLoadTile, true},
     {"store_tile", buildStoreTile, false},
     {"prefetch", buildPrefetch, false},
+    {"launch_dependents", buildNullary<kvt::LaunchDependentsOp>, false},
+    {"grid_dependency_wait", buildNullary<kvt::GridDependencyWaitOp>, false},
     {"load_field", buildLoadField, true},
     {"store_field", buildStoreField, false},
     {"splat", buildSplat, true},

@@ -186,6 +186,9 @@ kvarn::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         setTile(l.getResult(), tile);
         return ok();
       })
+      .Case<kvt::LaunchDependentsOp, kvt::GridDependencyWaitOp>(
+          // The programs run one after another here: nothing to order.
+          [&](Operation *) -> kvarn::Error { return ok(); })
       .Case([&](kvt::PrefetchOp p) -> kvarn::Error {
         // A hint on the GPU; here only its range is checked, as a load's.
         const RtValue &ptr = get(p.getPtr());

@@ -352,7 +352,7 @@ Json cache::buildMetadata(const KernelArtifacts &a,
       {"profile_scratch_size", 0},
       {"profile_scratch_align", 1},
       {"launch_cooperative_grid", false},
-      {"launch_pdl", false},
+      {"launch_pdl", a.launchPdl},
       {"tmem_size", 0},
       {"ptx_version", a.ptxVersion},
       {"arch", "sm" + std::to_string(arch)},
@@ -727,6 +727,9 @@ EntryRead cache::readEntry(std::string_view dirPath, std::string_view name,
   a.numArgs = int(args);
   a.programsPerCta = int(programs);
   a.ctasPerSM = int(ctas);
+  // Absent or false in entries older than the field: a plain launch.
+  if (const Json *pdl = jsonMember(&m, "launch_pdl"); pdl && pdl->is_boolean())
+    a.launchPdl = pdl->get<bool>();
   if (const Json *sig = jsonMember(kvarn, "signature"); sig && sig->is_array())
     for (const Json &t : *sig)
       if (t.is_string())

@@ -44,6 +44,7 @@ cuda::KernelImage KernelArtifacts::image() const {
   image.programsPerCta = programsPerCta;
   image.ctasPerSM = ctasPerSM;
   image.sharedBytes = int(sharedBytes);
+  image.launchPdl = launchPdl;
   image.abi = abi;
   return image;
 }
@@ -313,6 +314,7 @@ kvarn::Expected<std::shared_ptr<KernelArtifacts>> KernelCache::compileArtifacts(
   a->ctasPerSM = k.ctasPerSM;
   a->sharedBytes = k.sharedBytes;
   a->numArgs = k.numArgs;
+  a->launchPdl = k.launchPdl;
   a->signature = signatureFromPtx(a->ptx, name);
   a->abi = k.abi;
   if (kvarn::Error err = assembleCubin(*a, context, cubinMaker))

@@ -561,6 +561,33 @@ TEST(KernelCache, ArgumentsAreBoundByNameInTheAbisOrder) {
   EXPECT_EQ(statusOf(none.takeError()), KVARN_ERROR_INVALID_ARGUMENT);
 }
 
+// launch_pdl (Triton's field: its launcher then launches the kernel as a
+// programmatic dependent) is true exactly where the PTX waits on the grid
+// before it, and survives the disk level (a fresh cache reads it back).
+TEST(KernelCache, MetadataSaysWhichKernelsWaitOnTheOneBefore) {
+  TempDir dir;
+  dsl::Specialization spec{"kvarn_k4v2_g128", 128, 4};
+  for (const char *kernel : {"combine", "decode_split", "append"}) {
+    bool waits = false;
+    {
+      TestCache cache(dir.path);
+      CacheResult r = cache.get({kernel, spec, "", ""});
+      ASSERT_TRUE(r.artifacts) << kernel;
+      waits = r.artifacts->ptx.find("griddepcontrol.wait") != std::string::npos;
+      EXPECT_EQ(r.artifacts->launchPdl, waits) << kernel;
+      EXPECT_EQ(metadataOf(*r.artifacts).getBoolean("launch_pdl"),
+                std::optional<bool>(waits))
+          << kernel;
+      EXPECT_EQ(r.artifacts->image().launchPdl, waits) << kernel;
+    }
+    TestCache reread(dir.path);
+    CacheResult again = reread.get({kernel, spec, "", ""});
+    ASSERT_TRUE(again.artifacts) << kernel;
+    EXPECT_EQ(again.artifacts->launchPdl, waits) << kernel;
+    EXPECT_EQ(waits, std::string(kernel) == "combine") << kernel;
+  }
+}
+
 TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   TempDir dir;
   TestCache cache(dir.path);
@@ -612,6 +639,10 @@ TEST(KernelCache, MetadataCarriesTritonsFieldsAndKvarns) {
   ASSERT_FALSE(match[1].getAsInteger(10, ctas));
   EXPECT_EQ(kvarn->getInteger("ctas_per_sm").value_or(0), ctas);
   EXPECT_EQ(r.artifacts->ctasPerSM, ctas);
+  // decode reads nothing another kernel of the library writes: a plain
+  // launch (combine's case: MetadataSaysWhichKernelsWaitOnTheOneBefore).
+  EXPECT_EQ(m.getBoolean("launch_pdl"), std::optional<bool>(false));
+  EXPECT_FALSE(r.artifacts->launchPdl);
   EXPECT_EQ(kvarn->getString("preset").value_or(""), "kvarn_k4v4_g64");
   EXPECT_EQ(kvarn->getInteger("head_dim").value_or(0), 96);
   EXPECT_EQ(kvarn->getInteger("gqa").value_or(0), 4);

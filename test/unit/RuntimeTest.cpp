@@ -129,7 +129,7 @@ TEST(CudaDriver, ResolvesTheVersionedSymbolsOfTheHeader) {
   EXPECT_TRUE(has("cuStreamDestroy_v2"));
   EXPECT_TRUE(has("cuEventDestroy_v2"));
   EXPECT_TRUE(has("cuDeviceTotalMem_v2"));
-  EXPECT_TRUE(has("cuLaunchKernel"));
+  EXPECT_TRUE(has("cuLaunchKernelEx"));
   EXPECT_TRUE(has("cuModuleLoadDataEx"));
   EXPECT_TRUE(has("cuFuncSetAttribute"));
   for (llvm::StringRef name : names) {

@@ -26,13 +26,20 @@ struct ChipInfo {
   int minPtx;
   long sharedPerCta;
   long sharedPerSM;
+  /// griddepcontrol (programmatic dependent launch): sm_90 on.
+  bool gridDependencyControl;
 };
 inline constexpr ChipInfo kChips[] = {
-    {"sm_80", 70, 163 * 1024, 164 * 1024},   {"sm_86", 71, 99 * 1024, 100 * 1024},
-    {"sm_87", 74, 163 * 1024, 164 * 1024},   {"sm_89", 78, 99 * 1024, 100 * 1024},
-    {"sm_90", 78, 227 * 1024, 228 * 1024},   {"sm_90a", 80, 227 * 1024, 228 * 1024},
-    {"sm_100", 86, 227 * 1024, 228 * 1024},  {"sm_100a", 86, 227 * 1024, 228 * 1024},
-    {"sm_120", 87, 99 * 1024, 100 * 1024},   {"sm_120a", 87, 99 * 1024, 100 * 1024},
+    {"sm_80", 70, 163 * 1024, 164 * 1024, false},
+    {"sm_86", 71, 99 * 1024, 100 * 1024, false},
+    {"sm_87", 74, 163 * 1024, 164 * 1024, false},
+    {"sm_89", 78, 99 * 1024, 100 * 1024, false},
+    {"sm_90", 78, 227 * 1024, 228 * 1024, true},
+    {"sm_90a", 80, 227 * 1024, 228 * 1024, true},
+    {"sm_100", 86, 227 * 1024, 228 * 1024, true},
+    {"sm_100a", 86, 227 * 1024, 228 * 1024, true},
+    {"sm_120", 87, 99 * 1024, 100 * 1024, true},
+    {"sm_120a", 87, 99 * 1024, 100 * 1024, true},
 };
 constexpr long kReservedSharedBytesPerCta = 1024;
 

@@ -123,6 +123,9 @@ struct CompiledKernel {
   int ctasPerSM = 1;
   int64_t sharedBytes = 0; // dynamic shared memory to launch with
   int numArgs = 0;         // parameters including the two scratch pointers
+  /// Launched as a programmatic dependent of the kernel before it: it waits
+  /// for that kernel (griddepcontrol.wait) before reading its results.
+  bool launchPdl = false;
 };
 
 struct CompiledModule {

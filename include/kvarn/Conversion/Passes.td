@@ -16,11 +16,15 @@ def ConvertKVTToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
     by the launch shape in its `kvt.launch` (kvt-select-launch writes it);
     it gets `kvgpu.num_warps`, `kvgpu.shared_bytes` and the CTAs per SM it
     settled on (`nvvm.minctasm`: fewer than planned where staged tiles
-    outgrew the chip's shared memory).
+    outgrew the chip's shared memory). `kvt.launch_dependents` and
+    `kvt.grid_dependency_wait` become `nvvm.griddepcontrol` on chips that
+    have it (sm_90 on) and nothing before; a kernel that waits gets
+    `kvgpu.launch_pdl`.
   }];
   let dependentDialects = [
     "::kvarn::kvgpu::KVGPUDialect", "::mlir::gpu::GPUDialect",
-    "::mlir::LLVM::LLVMDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::NVVM::NVVMDialect",
+    "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
     "::mlir::math::MathDialect"
   ];

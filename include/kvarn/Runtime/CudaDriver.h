@@ -70,7 +70,7 @@ namespace kvarn::cuda {
   X(cuLinkDestroy)                                                             \
   X(cuFuncGetAttribute)                                                        \
   X(cuFuncSetAttribute)                                                        \
-  X(cuLaunchKernel)                                                            \
+  X(cuLaunchKernelEx)                                                          \
   X(cuStreamCreate)                                                            \
   X(cuStreamSynchronize)                                                       \
   X(cuStreamDestroy)                                                           \
@@ -122,7 +122,7 @@ public:
   static std::string defaultLibraryPath();
 
   /// The exported symbol each entry point resolves to, in the order of
-  /// KVARN_CUDA_DRIVER_FUNCTIONS ("cuMemAlloc_v2", "cuLaunchKernel", ...).
+  /// KVARN_CUDA_DRIVER_FUNCTIONS ("cuMemAlloc_v2", "cuLaunchKernelEx", ...).
   static Span<const char *const> symbolNames();
 
   ~Driver();

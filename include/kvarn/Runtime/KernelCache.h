@@ -104,6 +104,7 @@ struct KernelArtifacts {
   int ctasPerSM = 1;      // CTAs per SM the launch shape was budgeted for
   int64_t sharedBytes = 0;
   int numArgs = 0;
+  bool launchPdl = false; // a programmatic dependent launch (launch_pdl)
   /// Triton-style parameter types without the two scratch pointers: "*i8"
   /// for a pointer, "i32", "i64", "fp32".
   std::vector<std::string> signature;

@@ -200,6 +200,11 @@ struct LaunchConfig {
   int numWarps = 4;
   int dynamicSharedBytes = 0;
   CUstream stream = nullptr;  // null: the legacy default stream
+  /// A programmatic dependent launch (cuLaunchKernelEx with programmatic
+  /// stream serialization): the kernel may start before the one before it
+  /// on the stream ends; it must wait for it (griddepcontrol.wait) before
+  /// reading its results. Plain where the driver lacks cuLaunchKernelEx.
+  bool programmaticDependent = false;
 };
 
 /// Checks `config` against what `kernel` allows, before the driver does, so
@@ -207,7 +212,7 @@ struct LaunchConfig {
 kvarn::Error checkLaunchConfig(const Kernel &kernel,
                                const LaunchConfig &config);
 
-/// cuLaunchKernel: enqueues and returns; errors from the kernel's execution
+/// cuLaunchKernelEx: enqueues and returns; errors from the kernel's execution
 /// surface at the next synchronization.
 kvarn::Error launch(ContextRef context, const Kernel &kernel,
                     const LaunchConfig &config, KernelArgs &args);
@@ -225,6 +230,10 @@ struct KernelImage {
   /// CTAs per SM the kernel's registers and shared memory were budgeted for
   /// (the metadata's ctas_per_sm): how many of its CTAs make a wave.
   int ctasPerSM = 1;
+  /// Launched as a programmatic dependent of the kernel before it on the
+  /// stream (the metadata's launch_pdl): it may start while that kernel
+  /// runs, and waits for it (griddepcontrol.wait) before reading its output.
+  bool launchPdl = false;
   /// The parameters and grid rule (the compiler's); every launch's
   /// arguments are checked against it.
   KernelAbi abi;
@@ -243,6 +252,7 @@ public:
   int sharedBytes() const { return shared; }
   int programsPerCta() const { return programs; }
   int ctasPerSM() const { return ctasPerMultiprocessor; }
+  bool launchPdl() const { return programmaticDependent; }
   const KernelAbi &abi() const { return signature; }
 
   /// Launches the kernel's grid of programs (`grid`, as the kernel declares
@@ -261,6 +271,7 @@ private:
   int shared = 0;
   int programs = 1;
   int ctasPerMultiprocessor = 1;
+  bool programmaticDependent = false;
   KernelAbi signature;
 };
 

@@ -38,6 +38,9 @@ inline constexpr llvm::StringLiteral kNumWarpsAttrName = "kvgpu.num_warps";
 /// each; absent means 1. The launch has ceil(grid.x / P) CTAs along x.
 inline constexpr llvm::StringLiteral kProgramsPerCtaAttrName =
     "kvgpu.programs_per_cta";
+/// A kernel that waits on the kernel before it (griddepcontrol.wait) and
+/// is launched as its programmatic dependent (the metadata's launch_pdl).
+inline constexpr llvm::StringLiteral kLaunchPdlAttrName = "kvgpu.launch_pdl";
 /// Warps per program of the kernel enclosing `op`.
 int64_t getWarpsPerProgram(mlir::Operation *op);
 

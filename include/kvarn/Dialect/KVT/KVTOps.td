@@ -114,6 +114,41 @@ def KVT_PrefetchOp : KVT_Op<"prefetch"> {
   let assemblyFormat = "$ptr `[` $offset `]` `bytes` $bytes attr-dict `:` qualified(type($ptr))";
 }
 
+def KVT_LaunchDependentsOp : KVT_Op<"launch_dependents"> {
+  let summary = "let the kernel launched next on the stream start early";
+  let description = [{
+    Tells the GPU that the next kernel on the stream, where it was launched
+    as a programmatic dependent (its metadata's `launch_pdl`: it waits with
+    `kvt.grid_dependency_wait` before reading what this kernel writes), may
+    be scheduled once every program of this kernel has passed this point,
+    rather than when this kernel ends. It changes no value and orders
+    nothing: the dependent still sees this kernel's writes only after its
+    wait. A no-op on chips before sm_90.
+
+    ```mlir
+    kvt.launch_dependents
+    ```
+  }];
+  let assemblyFormat = "attr-dict";
+}
+
+def KVT_GridDependencyWaitOp : KVT_Op<"grid_dependency_wait"> {
+  let summary = "wait for the kernels this one depends on to finish";
+  let description = [{
+    Blocks until the kernels launched before this one on the stream have
+    finished and their memory writes are visible. A kernel that holds one
+    is launched as a programmatic dependent (its metadata's `launch_pdl`),
+    so that it may start while the kernel before it still runs: only what
+    follows the wait may read that kernel's results. Launched otherwise, or
+    on chips before sm_90, it waits for nothing (the stream has already).
+
+    ```mlir
+    kvt.grid_dependency_wait
+    ```
+  }];
+  let assemblyFormat = "attr-dict";
+}
+
 def KVT_LoadFieldOp : KVT_Op<"load_field"> {
   let summary = "load one field of a KVarN record";
   let description = [{
