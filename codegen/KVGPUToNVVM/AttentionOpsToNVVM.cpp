@@ -235,6 +235,56 @@ Value transposedRow(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
       inGroup);
 }
 
+/// Transposed codes: lane (g, t)'s piece (T.runBits: 4 codes of each of
+/// T.pieceTiles k tiles from kt0) of each column of its run, columns
+/// `column` on, as i32 words (`wordView`: the codes as words of that
+/// width; `codesOffset`: the codes' byte offset in shared memory, if known).
+/// A piece of 8 or 16 bytes is one vector load where the rows and the
+/// buffer keep that alignment.
+SmallVector<SmallVector<Value, 4>>
+loadColumnPieces(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
+                 Value wordView, std::optional<int64_t> codesOffset,
+                 Value column, Value kt0, Value t, int64_t bits) {
+  auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
+  Type i32 = b.getI32Type();
+  int64_t wordBits = std::clamp<int64_t>(T.runBits, 8, 32);
+  int64_t words = std::max<int64_t>(1, T.runBits / 32);
+  int64_t k = T.kTiles * 16;
+  int64_t wordsPerRow = k * bits / wordBits;
+  int64_t pieceBytes = T.runBits / 8;
+  bool vectorPieces = (pieceBytes == 8 || pieceBytes == 16) && codesOffset &&
+                      *codesOffset % pieceBytes == 0 &&
+                      (k * bits / 8) % pieceBytes == 0;
+  Value firstWord = arith::DivUIOp::create(
+      b, loc,
+      arith::MulIOp::create(b, loc, transposedRow(b, loc, T, kt0, t), c(bits)),
+      c(wordBits));
+  SmallVector<SmallVector<Value, 4>> pieces;
+  for (int64_t j = 0; j < 2 * T.columnTiles; ++j) {
+    Value row = arith::AddIOp::create(b, loc, column, c(j));
+    Value at = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)), firstWord);
+    SmallVector<Value, 4> piece;
+    if (vectorPieces) {
+      Value v = vector::LoadOp::create(
+          b, loc, VectorType::get({words}, i32), wordView, ValueRange{at},
+          /*nontemporal=*/false, llvm::MaybeAlign(pieceBytes));
+      for (int64_t w = 0; w < words; ++w)
+        piece.push_back(vector::ExtractOp::create(b, loc, v, w));
+    }
+    for (int64_t w = 0; !vectorPieces && w < words; ++w) {
+      Value word = memref::LoadOp::create(
+          b, loc, wordView,
+          ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
+      if (wordBits < 32)
+        word = arith::ExtUIOp::create(b, loc, i32, word);
+      piece.push_back(word);
+    }
+    pieces.push_back(piece);
+  }
+  return pieces;
+}
+
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                  const PackedMatmulMmaTiling &T, int64_t h,
@@ -250,18 +300,10 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   FailureOr<Value> wordView = piecesView(rw, loc, op.getCodes(), wordBits);
   if (failed(wordView))
     return rw.notifyMatchFailure(op, "codes are not an aligned shared buffer");
-  int64_t k = T.kTiles * 16;
-  int64_t wordsPerRow = (T.transposed ? k : n) * bits / wordBits;
+  int64_t wordsPerRow = n * bits / wordBits; // not transposed
   // f16 rows, not codes (bits 16): the values are the A registers as they
   // are, `a` is split in f16 parts, f16 MMAs.
   bool f16Rows = bits == 16;
-  // A transposed piece of 8 or 16 bytes is one vector load where the rows
-  // and the buffer keep that alignment.
-  int64_t pieceBytes = T.runBits / 8;
-  std::optional<int64_t> codesOffset = staticByteOffset(op.getCodes());
-  bool vectorPieces = T.transposed && (pieceBytes == 8 || pieceBytes == 16) &&
-                      codesOffset && *codesOffset % pieceBytes == 0 &&
-                      (k * bits / 8) % pieceBytes == 0;
 
   Value tid = threadIndex(rw, loc);
   Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
@@ -271,14 +313,17 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   Value column = arith::AddIOp::create(
       rw, loc, arith::MulIOp::create(rw, loc, warp, c(16 * T.columnTiles)),
       arith::MulIOp::create(rw, loc, g, c(runCodes)));
-  Value firstBit = arith::MulIOp::create(rw, loc, column, c(bits));
-  Value wordInRow = arith::DivUIOp::create(rw, loc, firstBit, c(wordBits));
-  Value subShift = T.runBits < 8
-                       ? arith::IndexCastOp::create(
-                             rw, loc, rw.getI32Type(),
-                             arith::RemUIOp::create(rw, loc, firstBit, c(8)))
-                             .getResult()
-                       : Value();
+  // Not transposed: the word of each row where the lane's run starts, and
+  // the run's shift within its byte when shorter than one.
+  Value wordInRow, subShift;
+  if (!T.transposed) {
+    Value firstBit = arith::MulIOp::create(rw, loc, column, c(bits));
+    wordInRow = arith::DivUIOp::create(rw, loc, firstBit, c(wordBits));
+    if (T.runBits < 8)
+      subShift = arith::IndexCastOp::create(
+          rw, loc, rw.getI32Type(),
+          arith::RemUIOp::create(rw, loc, firstBit, c(8)));
+  }
   // The B fragments of k tiles [first, first + getMmaSplitRoundTiles), split
   // once per CTA into `scratch` (KVGPU.h): fragment f = ((k tile - first) *
   // headTiles + head tile) * 32 + lane holds, for each part,
@@ -348,37 +393,11 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
         rw, loc, c(first), c(first + roundTiles), c(step), sums,
         [&](OpBuilder &b, Location, Value kt0, ValueRange accIn) {
           SmallVector<Value> acc(accIn);
-          // Transposed, the lane's piece of each column of its run: rows
-          // transposedRow(kt0, t) on, one (vector) load each.
           SmallVector<SmallVector<Value, 4>> columnPieces;
-          for (int64_t j = 0; T.transposed && j < runCodes; ++j) {
-            Value row = arith::AddIOp::create(b, loc, column, c(j));
-            Value at = arith::AddIOp::create(
-                b, loc, arith::MulIOp::create(b, loc, row, c(wordsPerRow)),
-                arith::DivUIOp::create(
-                    b, loc,
-                    arith::MulIOp::create(
-                        b, loc, transposedRow(b, loc, T, kt0, t), c(bits)),
-                    c(wordBits)));
-            SmallVector<Value, 4> piece;
-            if (vectorPieces) {
-              Value v = vector::LoadOp::create(
-                  b, loc, VectorType::get({words}, i32), *wordView,
-                  ValueRange{at}, /*nontemporal=*/false,
-                  llvm::MaybeAlign(pieceBytes));
-              for (int64_t w = 0; w < words; ++w)
-                piece.push_back(vector::ExtractOp::create(b, loc, v, w));
-            }
-            for (int64_t w = 0; !vectorPieces && w < words; ++w) {
-              Value word = memref::LoadOp::create(
-                  b, loc, *wordView,
-                  ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
-              if (wordBits < 32)
-                word = arith::ExtUIOp::create(b, loc, i32, word);
-              piece.push_back(word);
-            }
-            columnPieces.push_back(piece);
-          }
+          if (T.transposed)
+            columnPieces = loadColumnPieces(b, loc, T, *wordView,
+                                            staticByteOffset(op.getCodes()),
+                                            column, kt0, t, bits);
           for (int64_t kk = 0; kk < step; ++kk) {
             Value kt =
                 kk ? arith::AddIOp::create(b, loc, kt0, c(kk)).getResult()
