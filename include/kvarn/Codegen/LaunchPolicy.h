@@ -104,9 +104,9 @@ constexpr int kMlaAttentionCtasPerSM = 2;
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
 
-/// Warps per CTA of an MLA attention kernel: 8. Its one CTA per SM
-/// (kMlaAttentionCtasPerSM) is all the SM runs, and at 4 warps each
-/// scheduler had one warp to issue from in a step whose products
+/// Warps per CTA of an MLA attention kernel: 8. When one CTA ran per SM
+/// (before kMlaAttentionCtasPerSM was 2), at 4 warps each scheduler had
+/// one warp to issue from in a step whose products
 /// (kvgpu.packed_matmul) and softmax wait on their own chains; 8 warps
 /// halve each warp's share (the scores' 128 tokens are one column tile a
 /// warp, the values' 512 channels four) and give each scheduler two.
