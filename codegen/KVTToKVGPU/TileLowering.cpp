@@ -217,8 +217,10 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
       !it->second.conversions.empty())
     return false;
   int id = it->second.bufferId;
-  if (id < 0)
-    return false;
+  return id >= 0 && bufferDeadAfter(id, at);
+}
+
+bool TileLowering::bufferDeadAfter(int id, Operation *at) const {
   for (const auto &[value, view] : tiles) {
     if (!llvm::is_contained(view.buffers(), id))
       continue;
@@ -251,18 +253,6 @@ bool TileLowering::canOverwrite(Value oldTile, Operation *at) const {
         continue;
     }
     if (!noUseAfter(value, at))
-      return false;
-  }
-  return true;
-}
-
-bool TileLowering::bufferDeadAfter(int id, Operation *at) const {
-  for (const auto &[value, view] : tiles) {
-    Value v = value;
-    if (!llvm::is_contained(view.buffers(), id) ||
-        !v.getParentRegion()->isAncestor(at->getParentRegion()))
-      continue; // as in canOverwrite
-    if (view.warpState != StateRole::None || !noUseAfter(v, at))
       return false;
   }
   return true;

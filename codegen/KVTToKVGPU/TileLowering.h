@@ -164,7 +164,8 @@ public:
   /// scf.if never runs after it).
   bool canOverwrite(mlir::Value oldTile, mlir::Operation *at) const;
   /// Whether no tile that reads buffer `id` (its own or as a lazy view's
-  /// dependency) is used after the op `at` (as canOverwrite).
+  /// dependency) is used after the op `at`: canOverwrite's rule, for a
+  /// buffer whose tiles are views (a staged record's fields).
   bool bufferDeadAfter(int id, mlir::Operation *at) const;
   /// Writes every element of `v` into the plain buffer view `dst`.
   void copyInto(mlir::Location loc, const TileView &v, const TileView &dst);
