@@ -112,6 +112,29 @@ def _int(where, name, v, lo=None, hi=None):
     return v
 
 
+def _check_workspace(where, ws, kind, a_kind, maker, shape_names, shape,
+                     fits):
+    """`ws` must be a `kind` (`a_kind`: "a DecodeWorkspace"; from `maker`)
+    made for `shape` (named by `shape_names`) whose capacity covers the call:
+    `fits` lists (what, its capacity, the call's need, whether the two must
+    be equal)."""
+    if not isinstance(ws, kind):
+        raise KvarnArgumentError(
+            "%s: workspace must be %s (from %s), not %s"
+            % (where, a_kind, maker, type(ws).__name__))
+    if ws.shape != shape:
+        raise KvarnArgumentError(
+            "%s: workspace is for %s %s, this %s's are %s"
+            % (where, shape_names, ws.shape, maker.split(".")[0], shape))
+    if any(need != have if exact else need > have
+           for _, have, need, exact in fits):
+        raise KvarnArgumentError(
+            "%s: workspace is for up to %s; got %s"
+            % (where, ", ".join("%d %s" % (have, what)
+                                for what, have, _, _ in fits),
+               ", ".join("%d" % need for _, _, need, _ in fits)))
+
+
 def _check_decode_indices(where, seq_lens, block_table, block_to_slot,
                           block_size, num_blocks, pool_slots):
     """seq_lens within the block table's width, the blocks they use within
@@ -334,23 +357,13 @@ class KernelSet:
                                   self.block_size, nb, slots)
         ws = workspace if workspace is not None else \
             self.workspace(batch, max_blocks, hk)
-        if not isinstance(ws, DecodeWorkspace):
-            raise KvarnArgumentError(
-                "%s: workspace must be a DecodeWorkspace (from "
-                "KernelSet.workspace), not %s" % (where, type(ws).__name__))
-        if ws.shape != (self.gqa, self.head_dim, self.device):
-            raise KvarnArgumentError(
-                "%s: workspace is for gqa, head_dim, device %s, this "
-                "KernelSet's are %s" % (where, ws.shape,
-                                        (self.gqa, self.head_dim,
-                                         self.device)))
-        if (batch > ws.batch_capacity or max_blocks > ws.max_blocks
-                or hk != ws.num_kv_heads):
-            raise KvarnArgumentError(
-                "%s: workspace is for up to %d requests, %d blocks, %d KV "
-                "heads; got %d, %d, %d" % (where, ws.batch_capacity,
-                                           ws.max_blocks, ws.num_kv_heads,
-                                           batch, max_blocks, hk))
+        _check_workspace(where, ws, DecodeWorkspace, "a DecodeWorkspace",
+                         "KernelSet.workspace",
+                         "gqa, head_dim, device",
+                         (self.gqa, self.head_dim, self.device),
+                         [("requests", ws.batch_capacity, batch, False),
+                          ("blocks", ws.max_blocks, max_blocks, False),
+                          ("KV heads", ws.num_kv_heads, hk, True)])
         s = self._stream()
         if ws.num_splits == 1:
             self.kernels.decode(q, block_table, seq_lens, block_to_slot,
@@ -560,21 +573,12 @@ class MlaKernelSet:
                                   self.block_size, nb, slots)
         ws = workspace if workspace is not None else \
             self.workspace(batch, max_blocks)
-        if not isinstance(ws, MlaDecodeWorkspace):
-            raise KvarnArgumentError(
-                "%s: workspace must be an MlaDecodeWorkspace (from "
-                "MlaKernelSet.workspace), not %s" % (where, type(ws).__name__))
-        if ws.shape != (self.heads, self.rank, self.device):
-            raise KvarnArgumentError(
-                "%s: workspace is for num_heads, kv_lora_rank, device %s, "
-                "this MlaKernelSet's are %s" % (where, ws.shape,
-                                                (self.heads, self.rank,
-                                                 self.device)))
-        if batch > ws.batch_capacity or max_blocks > ws.max_blocks:
-            raise KvarnArgumentError(
-                "%s: workspace is for up to %d requests, %d blocks; got %d, "
-                "%d" % (where, ws.batch_capacity, ws.max_blocks, batch,
-                        max_blocks))
+        _check_workspace(where, ws, MlaDecodeWorkspace,
+                         "an MlaDecodeWorkspace", "MlaKernelSet.workspace",
+                         "num_heads, kv_lora_rank, device",
+                         (self.heads, self.rank, self.device),
+                         [("requests", ws.batch_capacity, batch, False),
+                          ("blocks", ws.max_blocks, max_blocks, False)])
         s = self._stream()
         if ws.num_splits == 1:
             self.kernels.decode(q, block_table, seq_lens, block_to_slot, cache,
