@@ -235,6 +235,17 @@ Value transposedRow(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
       inGroup);
 }
 
+/// Word `at + w` of `wordView` (codes as words of 8 to 32 bits) as an i32.
+Value loadCodeWord(OpBuilder &b, Location loc, Value wordView, Value at,
+                   int64_t w) {
+  Value word = memref::LoadOp::create(
+      b, loc, wordView,
+      ValueRange{arith::AddIOp::create(b, loc, at, indexConstant(b, loc, w))});
+  if (!word.getType().isInteger(32))
+    word = arith::ExtUIOp::create(b, loc, b.getI32Type(), word);
+  return word;
+}
+
 /// Transposed codes: lane (g, t)'s piece (T.runBits: 4 codes of each of
 /// T.pieceTiles k tiles from kt0) of each column of its run, columns
 /// `column` on, as i32 words (`wordView`: the codes as words of that
@@ -272,14 +283,8 @@ loadColumnPieces(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
       for (int64_t w = 0; w < words; ++w)
         piece.push_back(vector::ExtractOp::create(b, loc, v, w));
     }
-    for (int64_t w = 0; !vectorPieces && w < words; ++w) {
-      Value word = memref::LoadOp::create(
-          b, loc, wordView,
-          ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
-      if (wordBits < 32)
-        word = arith::ExtUIOp::create(b, loc, i32, word);
-      piece.push_back(word);
-    }
+    for (int64_t w = 0; !vectorPieces && w < words; ++w)
+      piece.push_back(loadCodeWord(b, loc, wordView, at, w));
     pieces.push_back(piece);
   }
   return pieces;
@@ -412,11 +417,7 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                   wordInRow);
               SmallVector<Value> run;
               for (int64_t w = 0; w < words; ++w) {
-                Value word = memref::LoadOp::create(
-                    b, loc, *wordView,
-                    ValueRange{arith::AddIOp::create(b, loc, at, c(w))});
-                if (wordBits < 32)
-                  word = arith::ExtUIOp::create(b, loc, i32, word);
+                Value word = loadCodeWord(b, loc, *wordView, at, w);
                 if (subShift)
                   word = arith::ShRUIOp::create(b, loc, word, subShift);
                 run.push_back(word);
