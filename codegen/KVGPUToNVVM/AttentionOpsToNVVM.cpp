@@ -334,7 +334,6 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
   // headTiles + head tile) * 32 + lane holds, for each part,
   // the lane's two registers: slots 2t, 2t + 1 (rows t, t + 4) and 2t + 8,
   // 2t + 9 (rows t + 8, t + 12) of head 8j + g. Heads past H are zero.
-  Type i32 = rw.getI32Type();
   Value scratch = op.getScratch();
   int64_t roundTiles = getMmaSplitRoundTiles(T);
   auto splitRound = [&](int64_t first) {
