@@ -116,8 +116,9 @@ def _check_workspace(where, ws, kind, a_kind, maker, shape_names, shape,
                      fits):
     """`ws` must be a `kind` (`a_kind`: "a DecodeWorkspace"; from `maker`)
     made for `shape` (named by `shape_names`) whose capacity covers the call:
-    `fits` lists (what, its capacity, the call's need, whether the two must
-    be equal)."""
+    `fits` lists (what, the workspace's attribute holding its capacity, the
+    call's need, whether the two must be equal); the attributes are read
+    only once `ws` is known to be a `kind`."""
     if not isinstance(ws, kind):
         raise KvarnArgumentError(
             "%s: workspace must be %s (from %s), not %s"
@@ -126,6 +127,8 @@ def _check_workspace(where, ws, kind, a_kind, maker, shape_names, shape,
         raise KvarnArgumentError(
             "%s: workspace is for %s %s, this %s's are %s"
             % (where, shape_names, ws.shape, maker.split(".")[0], shape))
+    fits = [(what, getattr(ws, attr), need, exact)
+            for what, attr, need, exact in fits]
     if any(need != have if exact else need > have
            for _, have, need, exact in fits):
         raise KvarnArgumentError(
@@ -361,9 +364,9 @@ class KernelSet:
                          "KernelSet.workspace",
                          "gqa, head_dim, device",
                          (self.gqa, self.head_dim, self.device),
-                         [("requests", ws.batch_capacity, batch, False),
-                          ("blocks", ws.max_blocks, max_blocks, False),
-                          ("KV heads", ws.num_kv_heads, hk, True)])
+                         [("requests", "batch_capacity", batch, False),
+                          ("blocks", "max_blocks", max_blocks, False),
+                          ("KV heads", "num_kv_heads", hk, True)])
         s = self._stream()
         if ws.num_splits == 1:
             self.kernels.decode(q, block_table, seq_lens, block_to_slot,
@@ -577,8 +580,8 @@ class MlaKernelSet:
                          "an MlaDecodeWorkspace", "MlaKernelSet.workspace",
                          "num_heads, kv_lora_rank, device",
                          (self.heads, self.rank, self.device),
-                         [("requests", ws.batch_capacity, batch, False),
-                          ("blocks", ws.max_blocks, max_blocks, False)])
+                         [("requests", "batch_capacity", batch, False),
+                          ("blocks", "max_blocks", max_blocks, False)])
         s = self._stream()
         if ws.num_splits == 1:
             self.kernels.decode(q, block_table, seq_lens, block_to_slot, cache,
