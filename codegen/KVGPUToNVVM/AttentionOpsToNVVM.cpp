@@ -290,6 +290,33 @@ loadColumnPieces(OpBuilder &b, Location loc, const PackedMatmulMmaTiling &T,
   return pieces;
 }
 
+/// packed_matmul's scale of `a`'s row k (scaled_by), widened to f32; null
+/// when it has none.
+Value aRowScale(OpBuilder &b, Location loc, PackedMatmulOp op, Value row) {
+  Value scale = op.getAScale();
+  if (!scale)
+    return Value();
+  Value x = memref::LoadOp::create(b, loc, scale, row);
+  if (!x.getType().isF32())
+    x = arith::ExtFOp::create(b, loc, b.getF32Type(), x);
+  return x;
+}
+
+/// packed_matmul's a[k = row, head] (k-major, or head_major: [H, K]) times
+/// `rowScale` (aRowScale, or null).
+Value loadA(OpBuilder &b, Location loc, PackedMatmulOp op, Value row,
+            Value head, int64_t h, Value rowScale) {
+  auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
+  int64_t k = op.getNumRows();
+  Value at = op.getHeadMajor()
+                 ? arith::AddIOp::create(
+                       b, loc, arith::MulIOp::create(b, loc, head, c(k)), row)
+                 : arith::AddIOp::create(
+                       b, loc, arith::MulIOp::create(b, loc, row, c(h)), head);
+  Value x = memref::LoadOp::create(b, loc, op.getA(), ValueRange{at});
+  return rowScale ? arith::MulFOp::create(b, loc, x, rowScale).getResult() : x;
+}
+
 /// The tensor-core strategy (PackedMatmulMmaTiling in KVGPU.h).
 LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                                  const PackedMatmulMmaTiling &T, int64_t h,
@@ -364,9 +391,8 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
                         .getResult();
           auto aValue = [&](int64_t offset) -> Value {
             Value row = arith::AddIOp::create(b, loc, rowBase, c(offset));
-            Value at = arith::AddIOp::create(
-                b, loc, arith::MulIOp::create(b, loc, row, c(h)), clamped);
-            Value x = memref::LoadOp::create(b, loc, op.getA(), at);
+            Value x =
+                loadA(b, loc, op, row, clamped, h, aRowScale(b, loc, op, row));
             return arith::SelectOp::create(b, loc, valid, x,
                                            f32Constant(b, loc, 0.0f));
           };
@@ -590,11 +616,9 @@ struct PackedMatmulLowering : OpRewritePattern<PackedMatmulOp> {
             if (L.pieceBits < 32)
               piece = arith::ExtUIOp::create(b, loc, b.getI32Type(), piece);
             SmallVector<Value> a;
-            Value aRow = arith::MulIOp::create(b, loc, row, c(h));
+            Value rowScale = aRowScale(b, loc, op, row);
             for (int64_t r = 0; r < h; ++r)
-              a.push_back(memref::LoadOp::create(
-                  b, loc, op.getA(),
-                  ValueRange{arith::AddIOp::create(b, loc, aRow, c(r))}));
+              a.push_back(loadA(b, loc, op, row, c(r), h, rowScale));
             for (int64_t j = 0; j < L.codes; ++j) {
               Value code = widenCode(b, loc, piece, j * bits, bits);
               for (int64_t r = 0; r < h; ++r) {

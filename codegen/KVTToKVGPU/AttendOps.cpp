@@ -125,33 +125,45 @@ packedOperand(TileLowering &s, const std::optional<AffineDequant> &dq,
 
 /// out[h, n] = sum_k a[k, h] code[k, n] in registers (kvgpu.packed_matmul),
 /// its cross-warp partials in `partials`.
+/// out = a x codes (kvgpu.packed_matmul), `a` k-major [K, H]; or, with
+/// `headMajorA`, [H, K] with its row k scaled by aScale[k] (f16 or f32 [K])
+/// as the op reads it.
 void emitPackedMatmul(TileLowering &s, Location loc, Value a,
                       const AffineDequant &dq, const PackedOperand &operand,
-                      Value out, Value partials) {
-  kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed, out, partials,
+                      Value out, Value partials, Value aScale = Value(),
+                      bool headMajorA = false) {
+  UnitAttr none;
+  kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed, out, partials, aScale,
                                 s.b.getI32IntegerAttr(int32_t(dq.bits)),
-                                operand.transposed ? s.b.getUnitAttr()
-                                                   : UnitAttr());
+                                operand.transposed ? s.b.getUnitAttr() : none,
+                                headMajorA ? s.b.getUnitAttr() : none);
   s.barrier(loc);
 }
 
 /// `v`'s buffer when it already holds the tile as f16 or f32 elements in
-/// row-major order (reads only widen it); otherwise a materialized f32 copy.
+/// row-major order (reads only widen it), else null.
+Value plainScaleBuffer(const TileView &v) {
+  if (!v.isPlainBuffer() ||
+      !llvm::all_of(v.conversions, [](Type t) { return t.isF32(); }))
+    return Value();
+  auto type = cast<MemRefType>(v.buffer.getType());
+  SmallVector<int> dims;
+  for (int d : v.bufferDims)
+    if (d >= 0)
+      dims.push_back(d);
+  bool rowMajor = llvm::equal(dims, llvm::seq<int>(0, int(dims.size()))) &&
+                  int64_t(dims.size()) == v.type.getRank();
+  if ((type.getElementType().isF16() || type.getElementType().isF32()) &&
+      type.getNumElements() == v.type.getNumElements() &&
+      (v.bufferDims.empty() || rowMajor))
+    return v.buffer;
+  return Value();
+}
+
+/// plainScaleBuffer, or a materialized f32 copy of the tile.
 Value scaleBuffer(TileLowering &s, Location loc, const TileView &v) {
-  if (v.isPlainBuffer() &&
-      llvm::all_of(v.conversions, [](Type t) { return t.isF32(); })) {
-    auto type = cast<MemRefType>(v.buffer.getType());
-    SmallVector<int> dims;
-    for (int d : v.bufferDims)
-      if (d >= 0)
-        dims.push_back(d);
-    bool rowMajor = llvm::equal(dims, llvm::seq<int>(0, int(dims.size()))) &&
-                    int64_t(dims.size()) == v.type.getRank();
-    if ((type.getElementType().isF16() || type.getElementType().isF32()) &&
-        type.getNumElements() == v.type.getNumElements() &&
-        (v.bufferDims.empty() || rowMajor))
-      return v.buffer;
-  }
+  if (Value plain = plainScaleBuffer(v))
+    return plain;
   return s.materialize(loc, v, s.b.getF32Type()).buffer;
 }
 
@@ -198,6 +210,21 @@ Value plainF32Buffer(const TileView &v) {
       type.getRank() != v.type.getRank())
     return Value();
   return v.buffer;
+}
+
+/// plainF32Buffer(v) as a 1-D shared buffer (the same bytes), as
+/// kvgpu.packed_matmul takes its `a`; null where v is not such a buffer.
+Value flatF32Buffer(TileLowering &s, Location loc, const TileView &v) {
+  Value plain = plainF32Buffer(v);
+  auto staged = plain ? plain.getDefiningOp<kvgpu::SharedBufferOp>() : nullptr;
+  if (!staged)
+    return Value();
+  if (cast<MemRefType>(plain.getType()).getRank() == 1)
+    return plain;
+  return kvgpu::SharedBufferOp::create(
+      s.b, loc,
+      kvgpu::getSharedMemRefType({v.type.getNumElements()}, s.b.getF32Type()),
+      staged.getOffsetAttr());
 }
 
 /// An f32 [floats] buffer over the staged rows `rows` (a shared buffer of
@@ -511,17 +538,30 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
                        : Value();
   Value kScaledQ, kZeroDot; // q[h, d] * kscale[d]; sum_d q[h, d] * kzero[d]
   std::optional<ScratchBuffers> kScaledQScratch; // until the scores are done
+  // MLA's scores (token-major codes: packed_matmul's transposed operand)
+  // read q as it is, scaled by kscale in the op, where both are plain
+  // buffers: no q . kscale copy ([H, D] f32, 16 KB at 8 heads) and no pass
+  // writing it (measured: docs/benchmarks.md). Dense records' sliding-window
+  // steps keep the copy: there ptxas spilled more in some shapes without
+  // it (sm_90 D 192 decode: 196 bytes, from 116), not measured.
+  Value qBuffer, kScale;
+  if (kPacked && kPacked->transposed && (kScale = plainScaleBuffer(kq->scale)))
+    qBuffer = flatF32Buffer(s, loc, q);
+  bool scaleInMatmul = bool(qBuffer);
   if (kq) {
-    kScaledQ = kScaledQScratch.emplace(s).get(loc, {H * D}, f32);
+    if (!scaleInMatmul)
+      kScaledQ = kScaledQScratch.emplace(s).get(loc, {H * D}, f32);
     kZeroDot = scratch.get(loc, {H}, f32);
-    s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
-      Value x = arith::MulFOp::create(
-          b, loc, s.read(b, loc, q, i),
-          widenToF32(b, loc, s.read(b, loc, kq->scale, {i[1]})));
-      store(b, loc, x, kScaledQ,
-            {kPacked ? flatIndex(b, loc, i[1], i[0], H)
-                     : flatIndex(b, loc, i[0], i[1], D)});
-    });
+    if (!scaleInMatmul) {
+      s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
+        Value x = arith::MulFOp::create(
+            b, loc, s.read(b, loc, q, i),
+            widenToF32(b, loc, s.read(b, loc, kq->scale, {i[1]})));
+        store(b, loc, x, kScaledQ,
+              {kPacked ? flatIndex(b, loc, i[1], i[0], H)
+                       : flatIndex(b, loc, i[0], i[1], D)});
+      });
+    }
     s.reduce(loc, ReduceKind::Add, H, D, kZeroDot,
              [&](OpBuilder &b, Value h, Value d) {
                return arith::MulFOp::create(
@@ -531,7 +571,10 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
              });
   }
   // scores[h, t] = q[h] . k[t] (on raw codes when K is quantized)
-  if (kPacked)
+  if (scaleInMatmul)
+    emitPackedMatmul(s, loc, qBuffer, *kq, *kPacked, scores, partials, kScale,
+                     /*headMajorA=*/true);
+  else if (kPacked)
     emitPackedMatmul(s, loc, kScaledQ, *kq, *kPacked, scores, partials);
   else
     s.reduce(loc, ReduceKind::Add, H * G, D, scores,
@@ -556,16 +599,23 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
     TileView qRope = s.view(op.getQRope()), kRope = s.view(op.getKRope());
     ropeScores = ropeScratch.emplace(s).get(loc, {H * G}, f32);
     if (ropePacked) {
-      // a = q_rope k-major [E, H]; out [H, G] as ropeScores.
+      // a = q_rope as it is ([H, E], head_major) where it is a plain f32
+      // buffer, else copied k-major [E, H]; out [H, G] as ropeScores.
       ScratchBuffers aScratch(s);
-      Value a = aScratch.get(loc, {E * H}, f32);
-      s.foreach(loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
-        store(b, loc, s.read(b, loc, qRope, i), a,
-              {flatIndex(b, loc, i[1], i[0], H)});
-      });
-      kvgpu::PackedMatmulOp::create(s.b, loc, a, ropeRows, ropeScores, partials,
-                                    s.b.getI32IntegerAttr(16),
-                                    s.b.getUnitAttr());
+      Value a = flatF32Buffer(s, loc, qRope);
+      bool headMajor = bool(a);
+      if (!a) {
+        a = aScratch.get(loc, {E * H}, f32);
+        s.foreach(loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
+          store(b, loc, s.read(b, loc, qRope, i), a,
+                {flatIndex(b, loc, i[1], i[0], H)});
+        });
+      }
+      UnitAttr none;
+      kvgpu::PackedMatmulOp::create(
+          s.b, loc, a, ropeRows, ropeScores, partials,
+          /*aScale=*/Value(), s.b.getI32IntegerAttr(16), s.b.getUnitAttr(),
+          headMajor ? s.b.getUnitAttr() : none);
       s.barrier(loc);
     } else {
       s.reduce(loc, ReduceKind::Add, H * G, E, ropeScores,
@@ -622,7 +672,15 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
         emitExp(b, loc, arith::SubFOp::create(b, loc, old, mx)));
     store(b, loc, a, alpha, i);
   });
-  Value vScaledProbs = vq ? scratch.get(loc, {H * G}, f32) : Value();
+  // p[h, t] * vscale[t] (per channel: p[h, t] * vouter[t]), the weighted
+  // values' a: for MLA's latent (V per channel) scaled by their
+  // packed_matmul as it reads p where the scale is a plain buffer (p is:
+  // [H, G] f32), else written here (as for the scores' q . kscale).
+  const TileView *vTokenScale =
+      vq ? (vPerChannel ? &vq->other : &vq->scale) : nullptr;
+  Value vScale =
+      vPacked && vPerChannel ? plainScaleBuffer(*vTokenScale) : Value();
+  Value vScaledProbs = vq && !vScale ? scratch.get(loc, {H * G}, f32) : Value();
   s.foreach(loc, {H, G}, [&](OpBuilder &b, ValueRange i) {
     Value mx = load(b, loc, newM.buffer, {i[0]});
     Value x = scaled(b, i[0], i[1]);
@@ -632,13 +690,11 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
         cst(b, loc, 0.0f), emitExp(b, loc, arith::SubFOp::create(b, loc, x, mx)));
     Value hg = flatIndex(b, loc, i[0], i[1], G);
     store(b, loc, p, probs, {hg});
-    if (vq) // p[h, t] * vscale[t] (per channel: p[h, t] * vouter[t])
+    if (vScaledProbs)
       store(b, loc,
             arith::MulFOp::create(
                 b, loc, p,
-                widenToF32(b, loc,
-                           s.read(b, loc, vPerChannel ? vq->other : vq->scale,
-                                  {i[1]}))),
+                widenToF32(b, loc, s.read(b, loc, *vTokenScale, {i[1]}))),
             vScaledProbs, {vPacked ? flatIndex(b, loc, i[1], i[0], H) : hg});
   });
   ropeScratch.reset();
@@ -667,7 +723,8 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   if (!weighted)
     weighted = scratch.get(loc, {H * D}, f32);
   if (vPacked)
-    emitPackedMatmul(s, loc, vScaledProbs, *vq, *vPacked, weighted, partials);
+    emitPackedMatmul(s, loc, vScale ? probs : vScaledProbs, *vq, *vPacked,
+                     weighted, partials, vScale, /*headMajorA=*/bool(vScale));
   else
     s.reduce(loc, ReduceKind::Add, H * D, G, weighted,
            [&](OpBuilder &b, Value r, Value t) {

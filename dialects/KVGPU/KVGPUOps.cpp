@@ -579,6 +579,13 @@ LogicalResult PackedMatmulOp::verify() {
     return emitOpError("a has ")
            << a.getNumElements() << " elements, not a multiple of K = " << k;
   int64_t h = a.getNumElements() / k;
+  if (Value scale = getAScale()) {
+    auto t = cast<MemRefType>(scale.getType());
+    if (t.getRank() != 1 || t.getNumElements() != k ||
+        !(t.getElementType().isF16() || t.getElementType().isF32()))
+      return emitOpError("scaled_by takes an f16 or f32 buffer of K = ")
+             << k << " elements";
+  }
   if (out.getNumElements() != h * n)
     return emitOpError("out has ") << out.getNumElements()
                                    << " elements; [H, N] is " << h * n;

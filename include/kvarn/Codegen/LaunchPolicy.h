@@ -76,12 +76,13 @@ static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
 /// the largest divisor of `heads` up to 8. Each head keeps its queries,
-/// accumulator and partial products in shared memory, ~7.7 KB at
-/// kv_lora_rank 512 beside the 51 KB record staged whole: 8 heads take
-/// 113 KB (two CTAs an SM), 16 would need over 180 KB (one); and
-/// kvgpu.packed_matmul's values product holds the 512 channels' sums of 8
-/// heads in 32 accumulators a thread, its limit. Programs of one request
-/// read the same latent, the second and later from L2.
+/// accumulator and partial products in shared memory, ~6 KB at kv_lora_rank
+/// 512 beside the 51 KB record staged whole: 8 heads take 100.6 KB (two
+/// CTAs an SM), 16 take 166.6 KB (one). Programs of one request read the
+/// same latent, the second and later from L2. Measured on the H100
+/// (docs/benchmarks.md, bench/mla_decode.py, alternating processes): 16
+/// heads at one CTA an SM were no faster at 16 heads (within +-8%, either
+/// way) and 3-7% slower at 128 than 8 heads at two, so 8 it stays.
 constexpr int mlaHeadsPerProgram(int heads) {
   for (int d = 8; d > 1; --d)
     if (heads % d == 0)
@@ -92,8 +93,8 @@ static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
               mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
 
 /// CTAs per SM an MLA attention kernel is budgeted for: two. A record
-/// block's step fits 113 KB of shared memory at kv_lora_rank 512 (the 51 KB
-/// record, the heads' q and acc, q . scale, the weighted sums over the
+/// block's step fits 100.6 KB of shared memory at kv_lora_rank 512 (the 51
+/// KB record, the heads' q and acc, the scores, the weighted sums over the
 /// record's dead rope keys: kvt.attend's lowering), so two CTAs share an
 /// SM, one's copy and softmax overlapping the other's products; at 8 warps
 /// that is 128 registers a thread, which ptxas meets without spilling.

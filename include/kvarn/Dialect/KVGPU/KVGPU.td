@@ -412,17 +412,27 @@ def KVGPU_PackedMatmulOp : KVGPU_Op<"packed_matmul"> {
     `PackedMatmulLayout::scratchFloats` floats) behind an internal barrier.
     Like every op here, its writes to `out` need a kvgpu.barrier before
     other threads read them.
+
+    With `head_major`, `a` is [H, K] row-major instead (the queries as the
+    tile holds them); with `scaled_by %s` (f16 or f32 [K]), row k of `a`
+    is multiplied by s[k] as it is read (in f32, as a product stored
+    beforehand would be): attention's `q . kscale` without a [K, H] copy
+    of it in shared memory.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$a,
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$out,
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       Arg<Optional<KVGPU_SharedMemRef>, "", [MemRead]>:$aScale,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<16>]>:$bits,
-                       UnitAttr:$transposed);
+                       UnitAttr:$transposed,
+                       UnitAttr:$headMajor);
   let assemblyFormat = [{
-    $a `,` $codes `bits` $bits (`transposed` $transposed^)? `into` $out
+    $a (`head_major` $headMajor^)? (`scaled_by` $aScale^)? `,` $codes
+    `bits` $bits (`transposed` $transposed^)? `into` $out
     `scratch` $scratch attr-dict `:`
-    type($a) `,` type($codes) `,` type($out) `,` type($scratch)
+    type($a) (`scaled_by` type($aScale)^)? `,` type($codes) `,` type($out)
+    `,` type($scratch)
   }];
   let extraClassDeclaration = [{
     /// K (the rows summed over) and N (the code columns) of `codes`.

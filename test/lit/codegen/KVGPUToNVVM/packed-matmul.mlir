@@ -326,4 +326,57 @@ gpu.module @m {
           memref<384xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+
+  // head_major a ([H, K]: 8 heads x 128 rows) scaled_by an f16 [K]: the
+  // split reads a[head * 128 + row] and multiplies it by scale[row] in f32
+  // before splitting it into bf16 parts; nothing else changes.
+  // ROUNDTRIP-LABEL: gpu.func @head_major_scaled
+  // ROUNDTRIP: kvgpu.packed_matmul %{{.*}} head_major scaled_by %{{.*}}, %{{.*}} bits 4 transposed into %{{.*}} scratch %{{.*}} : memref<1024xf32, #gpu.address_space<workgroup>> scaled_by memref<128xf16, #gpu.address_space<workgroup>>,
+  // CHECK-LABEL: gpu.func @head_major_scaled
+  gpu.func @head_major_scaled() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 4096 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 12288 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %frags = kvgpu.shared_buffer 16384 : memref<1024xf32, #gpu.address_space<workgroup>>
+    %scale = kvgpu.shared_buffer 20480 : memref<128xf16, #gpu.address_space<workgroup>>
+    // CHECK: scf.for
+    // CHECK: %[[S:.*]] = memref.load %{{.*}}[%[[ROW:.*]]] : memref<128xf16, #gpu.address_space<workgroup>>
+    // CHECK-NEXT: %[[SF:.*]] = arith.extf %[[S]] : f16 to f32
+    // CHECK-NEXT: %[[AT:.*]] = arith.muli %{{.*}}, %c128 : index
+    // CHECK-NEXT: %[[IDX:.*]] = arith.addi %[[AT]], %[[ROW]] : index
+    // CHECK-NEXT: %[[X:.*]] = memref.load %{{.*}}[%[[IDX]]] : memref<1024xf32, #gpu.address_space<workgroup>>
+    // CHECK-NEXT: arith.mulf %[[X]], %[[SF]] : f32
+    // CHECK: vector.store
+    // CHECK: gpu.barrier
+    // CHECK-COUNT-32: nvvm.mma.sync
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: gpu.return
+    kvgpu.packed_matmul %a head_major scaled_by %scale, %codes bits 4 transposed into %out scratch %frags
+        : memref<1024xf32, #gpu.address_space<workgroup>> scaled_by memref<128xf16, #gpu.address_space<workgroup>>,
+          memref<128x64xi8, #gpu.address_space<workgroup>>,
+          memref<1024xf32, #gpu.address_space<workgroup>>,
+          memref<1024xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+
+  // The fma strategy reads head_major a and its row's scale the same way
+  // (one scale load a row, shared by the row's heads).
+  // CHECK-LABEL: gpu.func @head_major_scaled_fma
+  gpu.func @head_major_scaled_fma() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<120xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : !rows120
+    %out = kvgpu.shared_buffer 10240 : memref<128xf32, #gpu.address_space<workgroup>>
+    %partials = kvgpu.shared_buffer 12288 : memref<384xf32, #gpu.address_space<workgroup>>
+    %scale = kvgpu.shared_buffer 14336 : memref<120xf32, #gpu.address_space<workgroup>>
+    // CHECK: scf.for %{{.*}} = %{{.*}} to %c15 step %c1
+    // CHECK: %[[S:.*]] = memref.load %{{.*}}[%[[ROW:.*]]] : memref<120xf32, #gpu.address_space<workgroup>>
+    // CHECK: %[[X:.*]] = memref.load %{{.*}}[%{{.*}}] : memref<120xf32, #gpu.address_space<workgroup>>
+    // CHECK-NEXT: arith.mulf %[[X]], %[[S]] : f32
+    // CHECK: llvm.intr.fma
+    kvgpu.packed_matmul %a head_major scaled_by %scale, %codes bits 4 into %out scratch %partials
+        : memref<120xf32, #gpu.address_space<workgroup>> scaled_by memref<120xf32, #gpu.address_space<workgroup>>,
+          !rows120, memref<128xf32, #gpu.address_space<workgroup>>,
+          memref<384xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
 }

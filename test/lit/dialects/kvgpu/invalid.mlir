@@ -135,6 +135,21 @@ gpu.module @m {
 // -----
 
 gpu.module @m {
+  gpu.func @packed_matmul_scale_length() kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %a = kvgpu.shared_buffer 0 : memref<512xf32, #gpu.address_space<workgroup>>
+    %codes = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %out = kvgpu.shared_buffer 10240 : memref<512xf32, #gpu.address_space<workgroup>>
+    %p = kvgpu.shared_buffer 12288 : memref<1536xf32, #gpu.address_space<workgroup>>
+    %s = kvgpu.shared_buffer 20480 : memref<64xf16, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{scaled_by takes an f16 or f32 buffer of K = 128 elements}}
+    kvgpu.packed_matmul %a head_major scaled_by %s, %codes bits 4 into %out scratch %p : memref<512xf32, #gpu.address_space<workgroup>> scaled_by memref<64xf16, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, memref<512xf32, #gpu.address_space<workgroup>>, memref<1536xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
   gpu.func @packed_matmul_scratch() kernel attributes {kvgpu.num_warps = 4 : i64} {
     %a = kvgpu.shared_buffer 0 : memref<480xf32, #gpu.address_space<workgroup>>
     %codes = kvgpu.shared_buffer 2048 : memref<120x64xi8, #gpu.address_space<workgroup>>
