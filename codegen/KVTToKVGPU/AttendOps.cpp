@@ -124,10 +124,8 @@ packedOperand(TileLowering &s, const std::optional<AffineDequant> &dq,
 }
 
 /// out[h, n] = sum_k a[k, h] code[k, n] in registers (kvgpu.packed_matmul),
-/// its cross-warp partials in `partials`.
-/// out = a x codes (kvgpu.packed_matmul), `a` k-major [K, H]; or, with
-/// `headMajorA`, [H, K] with its row k scaled by aScale[k] (f16 or f32 [K])
-/// as the op reads it.
+/// its cross-warp partials in `partials`; with `headMajorA`, `a` is [H, K]
+/// and a[h, k] is taken times aScale[k] (f16 or f32 [K]) as the op reads it.
 void emitPackedMatmul(TileLowering &s, Location loc, Value a,
                       const AffineDequant &dq, const PackedOperand &operand,
                       Value out, Value partials, Value aScale = Value(),
