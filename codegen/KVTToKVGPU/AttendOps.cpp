@@ -545,12 +545,11 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
   Value qBuffer, kScale;
   if (kPacked && kPacked->transposed && (kScale = plainScaleBuffer(kq->scale)))
     qBuffer = flatF32Buffer(s, loc, q);
-  bool scaleInMatmul = bool(qBuffer);
+  if (kq && !qBuffer) // allocated first, as before qBuffer (dense kernels)
+    kScaledQ = kScaledQScratch.emplace(s).get(loc, {H * D}, f32);
   if (kq) {
-    if (!scaleInMatmul)
-      kScaledQ = kScaledQScratch.emplace(s).get(loc, {H * D}, f32);
     kZeroDot = scratch.get(loc, {H}, f32);
-    if (!scaleInMatmul) {
+    if (kScaledQ) {
       s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
         Value x = arith::MulFOp::create(
             b, loc, s.read(b, loc, q, i),
@@ -569,7 +568,7 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
              });
   }
   // scores[h, t] = q[h] . k[t] (on raw codes when K is quantized)
-  if (scaleInMatmul)
+  if (qBuffer)
     emitPackedMatmul(s, loc, qBuffer, *kq, *kPacked, scores, partials, kScale,
                      /*headMajorA=*/true);
   else if (kPacked)
@@ -597,23 +596,19 @@ LogicalResult lowerWholeAttend(TileLowering &s, AttendOp op,
     TileView qRope = s.view(op.getQRope()), kRope = s.view(op.getKRope());
     ropeScores = ropeScratch.emplace(s).get(loc, {H * G}, f32);
     if (ropePacked) {
-      // a = q_rope as it is ([H, E], head_major) where it is a plain f32
-      // buffer, else copied k-major [E, H]; out [H, G] as ropeScores.
+      // a = q_rope k-major [E, H] (q_rope is a view converting the
+      // activations, not a plain f32 buffer head_major could read); out
+      // [H, G] as ropeScores.
       ScratchBuffers aScratch(s);
-      Value a = flatF32Buffer(s, loc, qRope);
-      bool headMajor = bool(a);
-      if (!a) {
-        a = aScratch.get(loc, {E * H}, f32);
-        s.foreach(loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
-          store(b, loc, s.read(b, loc, qRope, i), a,
-                {flatIndex(b, loc, i[1], i[0], H)});
-        });
-      }
-      UnitAttr none;
-      kvgpu::PackedMatmulOp::create(
-          s.b, loc, a, ropeRows, ropeScores, partials,
-          /*aScale=*/Value(), s.b.getI32IntegerAttr(16), s.b.getUnitAttr(),
-          headMajor ? s.b.getUnitAttr() : none);
+      Value a = aScratch.get(loc, {E * H}, f32);
+      s.foreach(loc, {H, E}, [&](OpBuilder &b, ValueRange i) {
+        store(b, loc, s.read(b, loc, qRope, i), a,
+              {flatIndex(b, loc, i[1], i[0], H)});
+      });
+      kvgpu::PackedMatmulOp::create(s.b, loc, a, ropeRows, ropeScores, partials,
+                                    /*aScale=*/Value(),
+                                    s.b.getI32IntegerAttr(16),
+                                    s.b.getUnitAttr(), UnitAttr());
       s.barrier(loc);
     } else {
       s.reduce(loc, ReduceKind::Add, H * G, E, ropeScores,
