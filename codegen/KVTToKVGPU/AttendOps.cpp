@@ -852,8 +852,23 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
       s.b, loc, arith::SubIOp::create(s.b, loc, count, s.index(s.b, loc, 1)),
       s.index(s.b, loc, 0));
   TileView out = s.allocate(loc, op.getResult().getType());
-  s.foreach(loc, {H, D}, [&](OpBuilder &b, ValueRange i) {
-    Value h = i[0], d = i[1];
+  // Channels a thread takes (C apart, so that a warp's loads stay rows):
+  // every output element in one pass of the CTA's threads, the loads of all
+  // of a thread's channels in one loop (MLA's combine: R 512 over 256
+  // threads), not one loop after the other.
+  int64_t perThread = 1;
+  while (H * D / perThread > s.numWarps * kvgpu::kWarpSize &&
+         D % (2 * perThread) == 0)
+    perThread *= 2;
+  const int64_t C = D / perThread, U = kMergeSplitsInFlight;
+  s.foreach(loc, {H, C}, [&](OpBuilder &b, ValueRange i) {
+    Value h = i[0];
+    SmallVector<Value> channels;
+    for (int64_t k = 0; k < perThread; ++k)
+      channels.push_back(
+          k ? arith::AddIOp::create(b, loc, i[1], s.index(b, loc, k * C))
+                  .getResult()
+            : i[1]);
     Value zero = cst(b, loc, 0.0f);
     auto maxLoop = scf::ForOp::create(
         b, loc, s.index(b, loc, 0), count, s.index(b, loc, 1),
@@ -866,14 +881,14 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
         });
     Value mx = maxLoop.getResult(0);
     Value noneMax = isNegInf(b, loc, mx);
-    // kMergeSplitsInFlight weighted sums, then as many weight sums.
-    SmallVector<Value> inits(2 * kMergeSplitsInFlight, zero);
+    // U weighted sums a channel (channel k's at [k U, k U + U)), then U
+    // weight sums shared by the channels.
+    SmallVector<Value> inits((perThread + 1) * U, zero);
     auto loop = scf::ForOp::create(
-        b, loc, s.index(b, loc, 0), count,
-        s.index(b, loc, kMergeSplitsInFlight), inits,
+        b, loc, s.index(b, loc, 0), count, s.index(b, loc, U), inits,
         [&](OpBuilder &lb, Location, Value first, ValueRange acc) {
-          SmallVector<Value> sums, weights;
-          for (int64_t u = 0; u < kMergeSplitsInFlight; ++u) {
+          SmallVector<Value> next(acc);
+          for (int64_t u = 0; u < U; ++u) {
             Value sIdx =
                 arith::AddIOp::create(lb, loc, first, s.index(lb, loc, u));
             Value in = arith::CmpIOp::create(lb, loc, arith::CmpIPredicate::ult,
@@ -881,7 +896,6 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
             Value past = arith::CmpIOp::create(
                 lb, loc, arith::CmpIPredicate::uge, sIdx, count);
             Value at = arith::MinUIOp::create(lb, loc, sIdx, lastSplit);
-            Value x = s.read(lb, loc, parts, {at, h, d});
             Value lse = s.read(lb, loc, lses, {at, h});
             Value none = arith::OrIOp::create(
                 lb, loc, past,
@@ -889,14 +903,17 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
             Value w = arith::SelectOp::create(
                 lb, loc, none, zero,
                 emitExp(lb, loc, arith::SubFOp::create(lb, loc, lse, mx)));
-            Value term = arith::SelectOp::create(
-                lb, loc, in, arith::MulFOp::create(lb, loc, w, x), zero);
-            sums.push_back(arith::AddFOp::create(lb, loc, acc[u], term));
-            weights.push_back(arith::AddFOp::create(
-                lb, loc, acc[kMergeSplitsInFlight + u], w));
+            for (int64_t k = 0; k < perThread; ++k) {
+              Value x = s.read(lb, loc, parts, {at, h, channels[k]});
+              Value term = arith::SelectOp::create(
+                  lb, loc, in, arith::MulFOp::create(lb, loc, w, x), zero);
+              next[k * U + u] =
+                  arith::AddFOp::create(lb, loc, acc[k * U + u], term);
+            }
+            next[perThread * U + u] =
+                arith::AddFOp::create(lb, loc, acc[perThread * U + u], w);
           }
-          sums.append(weights);
-          scf::YieldOp::create(lb, loc, sums);
+          scf::YieldOp::create(lb, loc, next);
         });
     auto pairwise = [&](ArrayRef<Value> terms) {
       SmallVector<Value> level(terms);
@@ -909,16 +926,16 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
       return level.front();
     };
     SmallVector<Value> results(loop.getResults());
-    Value sum =
-        pairwise(ArrayRef<Value>(results).take_front(kMergeSplitsInFlight));
-    Value den =
-        pairwise(ArrayRef<Value>(results).drop_front(kMergeSplitsInFlight));
+    Value den = pairwise(ArrayRef<Value>(results).slice(perThread * U, U));
     Value emptyRow =
         arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLE, den, zero);
-    store(b, loc,
-          arith::SelectOp::create(b, loc, emptyRow, zero,
-                                  arith::DivFOp::create(b, loc, sum, den)),
-          out.buffer, {h, d});
+    for (int64_t k = 0; k < perThread; ++k) {
+      Value sum = pairwise(ArrayRef<Value>(results).slice(k * U, U));
+      store(b, loc,
+            arith::SelectOp::create(b, loc, emptyRow, zero,
+                                    arith::DivFOp::create(b, loc, sum, den)),
+            out.buffer, {h, channels[k]});
+    }
   });
   s.tiles[op.getResult()] = out;
   return success();
