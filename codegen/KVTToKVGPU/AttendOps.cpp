@@ -78,13 +78,7 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
         result.packedTransposed = true;
   if (unpack) {
     const TileView &packed = s.view(unpack.getPacked());
-    auto type = packed.isPlainBuffer()
-                    ? dyn_cast<MemRefType>(packed.buffer.getType())
-                    : MemRefType();
-    bool identity = packed.bufferDims.empty() ||
-                    llvm::equal(packed.bufferDims, llvm::ArrayRef<int>{0, 1});
-    if (type && type.getRank() == 2 && type.getElementType().isInteger(8) &&
-        packed.conversions.empty() && identity) {
+    if (packed.type.getRank() == 2 && packed.isStoredAs(s.b.getI8Type())) {
       result.packed = packed.buffer;
       result.bits = unpack.getBits();
     }
@@ -141,19 +135,12 @@ void emitPackedMatmul(TileLowering &s, Location loc, Value a,
 /// `v`'s buffer when it already holds the tile as f16 or f32 elements in
 /// row-major order (reads only widen it), else null.
 Value plainScaleBuffer(const TileView &v) {
-  if (!v.isPlainBuffer() ||
+  if (!v.readsInOrder(/*unitDims=*/true) ||
       !llvm::all_of(v.conversions, [](Type t) { return t.isF32(); }))
     return Value();
   auto type = cast<MemRefType>(v.buffer.getType());
-  SmallVector<int> dims;
-  for (int d : v.bufferDims)
-    if (d >= 0)
-      dims.push_back(d);
-  bool rowMajor = llvm::equal(dims, llvm::seq<int>(0, int(dims.size()))) &&
-                  int64_t(dims.size()) == v.type.getRank();
   if ((type.getElementType().isF16() || type.getElementType().isF32()) &&
-      type.getNumElements() == v.type.getNumElements() &&
-      (v.bufferDims.empty() || rowMajor))
+      type.getNumElements() == v.type.getNumElements())
     return v.buffer;
   return Value();
 }
@@ -197,15 +184,9 @@ std::array<TileView, 3> newStateViews(TileLowering &s, AttendOp op, Value m,
 /// `v`'s buffer when it is a plain row-major f32 buffer of the tile (an
 /// element's index in the buffer is its index in the tile), else null.
 Value plainF32Buffer(const TileView &v) {
-  if (!v.isPlainBuffer() || !v.conversions.empty())
-    return Value();
-  auto type = cast<MemRefType>(v.buffer.getType());
-  bool identity =
-      v.bufferDims.empty() ||
-      llvm::equal(v.bufferDims, llvm::seq<int>(0, int(v.bufferDims.size())));
-  if (!identity || !type.getElementType().isF32() ||
-      type.getNumElements() != v.type.getNumElements() ||
-      type.getRank() != v.type.getRank())
+  if (!v.isStoredAs(Float32Type::get(v.type.getContext())) ||
+      cast<MemRefType>(v.buffer.getType()).getNumElements() !=
+          v.type.getNumElements())
     return Value();
   return v.buffer;
 }
@@ -343,13 +324,11 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
 /// `v`'s staged f16 buffer when the tile is one read as f32 ([T, D] rows in
 /// order: a pool block's chunk), or nothing.
 Value stagedF16Rows(const TileView &v) {
-  if (!v.isPlainBuffer() || v.conversions.size() != 1 ||
+  if (v.type.getRank() != 2 || !v.readsInOrder() || v.conversions.size() != 1 ||
       !v.conversions[0].isF32())
     return Value();
-  auto type = dyn_cast<MemRefType>(v.buffer.getType());
-  bool identity = v.bufferDims.empty() ||
-                  llvm::equal(v.bufferDims, llvm::ArrayRef<int>{0, 1});
-  if (!type || !type.getElementType().isF16() || !identity ||
+  auto type = cast<MemRefType>(v.buffer.getType());
+  if (!type.getElementType().isF16() ||
       type.getNumElements() != v.type.getNumElements())
     return Value();
   return v.buffer;

@@ -150,12 +150,7 @@ LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
 void storeView(TileLowering &s, Location loc, const TileView &v, Type elt,
                Value ptr, Value offset, ArrayRef<Value> strides) {
   TileView plain = v;
-  bool copy = v.isPlainBuffer() && v.conversions.empty() &&
-              cast<MemRefType>(v.buffer.getType()).getElementType() == elt &&
-              v.bufferDims.size() == size_t(v.type.getRank());
-  for (size_t k = 0; copy && k < v.bufferDims.size(); ++k)
-    copy = v.bufferDims[k] == int(k);
-  if (copy || v.splat) {
+  if (v.isStoredAs(elt) || v.splat) {
     plain = s.materialize(loc, v, elt); // a splat: small, write it once
     kvgpu::CopyOutOp::create(s.b, loc, plain.buffer, ptr, offset, strides);
     s.barrier(loc);

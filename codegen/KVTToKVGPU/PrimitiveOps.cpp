@@ -621,10 +621,7 @@ LogicalResult lowerPack(TileLowering &s, Operation *raw) {
   auto op = cast<PackOp>(raw);
   Location loc = op.getLoc();
   const TileView &in = s.view(op.getCodes());
-  bool rowMajor = in.isPlainBuffer() && in.conversions.empty() &&
-                  (in.bufferDims.empty() ||
-                   llvm::equal(in.bufferDims,
-                               llvm::seq<int>(0, int(in.bufferDims.size()))));
+  bool rowMajor = in.readsInOrder() && in.conversions.empty();
   if (!rowMajor && op.getCodes().getType().getRank() == 2) {
     TileType outType = op.getResult().getType();
     int64_t bits = op.getBits(), perByte = 8 / bits;

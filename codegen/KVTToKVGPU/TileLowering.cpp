@@ -98,22 +98,37 @@ Value TileLowering::read(OpBuilder &at, Location loc, const TileView &v,
   return x;
 }
 
-static bool isPlainBuffer(const TileView &v, Type elt, bool asRank2) {
-  if (!v.isPlainBuffer() || !v.conversions.empty() ||
-      cast<MemRefType>(v.buffer.getType()).getElementType() != elt)
+bool TileView::readsInOrder(bool unitDims) const {
+  if (!isPlainBuffer())
     return false;
-  int rank = int(v.type.getRank());
-  SmallVector<int> identity;
-  if (asRank2 && rank == 1)
-    identity.push_back(-1);
-  for (int i = 0; i < rank; ++i)
-    identity.push_back(i);
-  return llvm::ArrayRef<int>(v.bufferDims) == llvm::ArrayRef<int>(identity);
+  int next = 0;
+  for (int d : bufferDims) {
+    if (d < 0 && unitDims)
+      continue;
+    if (d != next++)
+      return false;
+  }
+  return next == type.getRank();
+}
+
+bool TileView::isStoredAs(Type elt) const {
+  return readsInOrder() && conversions.empty() &&
+         cast<MemRefType>(buffer.getType()).getElementType() == elt;
+}
+
+/// Whether materialize may return `v` itself: the tile as stored, and with
+/// `asRank2` a rank-1 tile as a [1, n] buffer.
+static bool isMaterialized(const TileView &v, Type elt, bool asRank2) {
+  if (!asRank2 || v.type.getRank() != 1)
+    return v.isStoredAs(elt);
+  return v.isPlainBuffer() && v.conversions.empty() &&
+         cast<MemRefType>(v.buffer.getType()).getElementType() == elt &&
+         llvm::ArrayRef<int>(v.bufferDims) == llvm::ArrayRef<int>{-1, 0};
 }
 
 TileView TileLowering::materialize(Location loc, const TileView &v, Type elt,
                                    bool asRank2) {
-  if (isPlainBuffer(v, elt, asRank2))
+  if (isMaterialized(v, elt, asRank2))
     return v;
   ArrayRef<int64_t> shape = v.type.getShape();
   SmallVector<int64_t> bufShape;

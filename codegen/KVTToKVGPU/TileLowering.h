@@ -62,6 +62,14 @@ struct TileView {
   StateRole warpState = StateRole::None;
 
   bool isPlainBuffer() const { return buffer && !compute; }
+  /// Whether the view reads `buffer` in the tile's own row-major order: a
+  /// plain buffer whose dimensions are the tile's, in order; with
+  /// `unitDims`, buffer dimensions always indexed by 0 (bufferDims -1) may
+  /// come between them. Reads may still convert (`conversions`).
+  bool readsInOrder(bool unitDims = false) const;
+  /// Whether the view is the tile as stored in a buffer of `elt`:
+  /// readsInOrder() with no conversion (materialize returns it as is).
+  bool isStoredAs(mlir::Type elt) const;
   /// Every buffer this view needs.
   llvm::SmallVector<int> buffers() const {
     llvm::SmallVector<int> all(deps);
