@@ -23,6 +23,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 using namespace kvarn;
 using namespace kvarn::test;
 using eval::KernelArg;
@@ -336,17 +338,24 @@ TEST(EvalKernels, SplitDecodeAndCombineMatchDecode) {
             runSplitDecode(split, combine, c, scale, q, splits);
         expectPaddingUntouched(c, merged);
         expectCloseToSinglePass(merged, single, s.d, dtype);
-        std::vector<double> mw = widen(merged, dtype),
-                            sw = widen(single, dtype);
+        // The same sums in another order differ in fp32's last bits, so an
+        // element whose value lies that close to a rounding boundary of the
+        // output type rounds the other way: a few elements one ulp apart
+        // (at most 5 of 4096 over 25 seeds), each within one ulp (above).
+        // Not a relative L2 bound: one large element one bf16 ulp apart
+        // (25.125 against 25.25 of a row of ~1s, seed
+        // 14277399526027064917) is 1.6e-3 of the whole output by itself.
+        size_t differing = 0, counted = 0;
         for (size_t b = 0; b < s.lens.size(); ++b)
-          if (c.lens[b] <= 0) // padding rows
-            for (size_t i = 0; i < size_t(c.hq) * c.d; ++i)
-              mw[b * c.hq * c.d + i] = sw[b * c.hq * c.d + i] = 0;
-        // A few elements one ulp apart: far below one ulp (fp16 2^-11, bf16
-        // 2^-8 relative) over the whole output.
-        EXPECT_LT(relativeL2(mw.data(), sw.data(), mw.size()),
-                  dtype == DType::F16 ? 1e-4 : 1e-3)
-            << splits << " splits, head_dim " << s.d << " "
+          if (c.lens[b] > 0) // not a padding row
+            for (size_t i = 0; i < size_t(c.hq) * c.d; ++i) {
+              size_t at = b * c.hq * c.d + i;
+              differing += merged[at] != single[at];
+              ++counted;
+            }
+        EXPECT_LE(differing, std::max<size_t>(8, counted / 256))
+            << "of " << counted << " elements, " << splits
+            << " splits, head_dim " << s.d << " "
             << std::string(spell(dtype));
       }
     }
@@ -424,6 +433,7 @@ TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
     std::vector<double> full =
         widen(toDType(referenceDecode(c, scale, q, dtype), dtype), dtype);
     const std::vector<int32_t> table = c.blockTable;
+    double largestChange = 0;
     for (int window : {1, 5, 39, 40, 63, 64, 65, 128, 200, 300, 301, 100000}) {
       c.blockTable = table;
       for (size_t b = 0; b < lens.size(); ++b) {
@@ -434,13 +444,18 @@ TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
       std::vector<uint16_t> expected =
           toDType(referenceDecode(c, scale, q, dtype, window), dtype);
       std::vector<double> ew = widen(expected, dtype);
-      // The window changes the output exactly where it hides tokens.
+      // The window changes the output where it hides tokens: some element
+      // at every window that hides any (by how much depends on the hidden
+      // tokens' share of the attention: 5.1e-5 of the output for the 100
+      // first tokens of 300 at seed 8032768048220679672), a lot at one.
       bool hides = false;
       for (int len : lens)
         hides |= len > window;
-      if (hides)
-        EXPECT_GT(relativeL2(ew.data(), full.data(), ew.size()), 1e-3)
-            << "window " << window;
+      if (hides) {
+        EXPECT_NE(ew, full) << "window " << window;
+        largestChange =
+            std::max(largestChange, relativeL2(ew.data(), full.data(), ew.size()));
+      }
       std::vector<uint16_t> got = runDecode(decode, c, scale, q, window);
       expectPaddingUntouched(c, got);
       for (size_t b = 0; b < lens.size(); ++b)
@@ -459,6 +474,8 @@ TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
         expectCloseToSinglePass(merged, got, d, dtype);
       }
     }
+    // A window of 1 or 5 tokens leaves little of the full context's output.
+    EXPECT_GT(largestChange, 1e-1) << std::string(spell(dtype));
   }
 }
 
