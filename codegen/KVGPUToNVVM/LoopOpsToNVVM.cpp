@@ -1,6 +1,7 @@
 //===- LoopOpsToNVVM.cpp - foreach, reduce and warp_reduce ----------------===//
 
 #include "Common.h"
+#include "kvarn/Codegen/PairwiseTree.h"
 
 #include <limits>
 
@@ -104,18 +105,11 @@ void reduceRowsInOneLoop(OpBuilder &b, Location loc, ReduceOp op,
         scf::YieldOp::create(nb, loc, next);
       });
   for (size_t r = 0; r < rows.size(); ++r) {
-    SmallVector<Value> level(loop.getResults().begin() + r * partials,
-                             loop.getResults().begin() + (r + 1) * partials);
-    while (level.size() > 1) { // pairwise, as a tree would
-      SmallVector<Value> up;
-      for (size_t i = 0; i + 1 < level.size(); i += 2)
-        up.push_back(combineReduction(b, loc, kind, level[i], level[i + 1]));
-      if (level.size() % 2)
-        up.push_back(level.back());
-      level = std::move(up);
-    }
-    memref::StoreOp::create(b, loc, level.front(), op.getOut(),
-                            ValueRange{rows[r]});
+    SmallVector<Value> results(loop.getResults());
+    Value row = kvarn::codegen::pairwiseTree(
+        ArrayRef<Value>(results).slice(r * partials, partials),
+        [&](Value x, Value y) { return combineReduction(b, loc, kind, x, y); });
+    memref::StoreOp::create(b, loc, row, op.getOut(), ValueRange{rows[r]});
   }
 }
 

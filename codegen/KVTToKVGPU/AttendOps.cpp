@@ -8,7 +8,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "TileLowering.h"
+#include "kvarn/Codegen/PairwiseTree.h"
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <optional>
@@ -799,31 +801,33 @@ LogicalResult lowerAttendFinish(TileLowering &s, Operation *raw) {
   return success();
 }
 
-/// Splits a thread of combine reads at once (a power of two: the sums meet
-/// pairwise).
-constexpr int64_t kMergeSplitsInFlight = 16;
+/// Loads a thread of combine has in flight at once: the log-sum-exps and
+/// partials of kMergeLoadsInFlight / channels splits (all of MAX_SPLITS for
+/// a dense head, whose thread takes one channel).
+constexpr int64_t kMergeLoadsInFlight = 64;
 
 /// out[h] = sum_s w[s, h] parts[s, h] / sum_s w[s, h], w = exp(lse - max),
 /// over the first `count` splits.
 ///
 /// One pass, one thread an output element (consecutive threads consecutive
-/// channels: a warp's loads of one split are one contiguous row): the
-/// thread takes the largest log-sum-exp itself (shared-memory broadcasts),
-/// then sums kMergeSplitsInFlight splits a step into as many sums, met
-/// pairwise at the end. The partials are read from global memory where the
-/// sum uses them, unconditionally: the split index is clamped to the last
-/// counted split and its term selected away past it (an uncounted split's
-/// row was never written and may hold anything, NaN included), so a step's
-/// loads are in flight together. Summed across a warp's lanes with each
-/// load under a branch, the rows were read one memory latency at a time:
-/// combine took 10.5 us at 1 x 32K, 64 splits, 8.8 with 8 loads in flight
-/// (ncu, H100, caches flushed); the max, weights and denominators, four
-/// passes with a barrier each then, cost nothing measurable.
+/// channels: a warp's loads of one split are one contiguous row). A step
+/// reads U splits' log-sum-exps and partials from global memory (neither is
+/// staged: lowerLoadTile), every load unconditional, the split index
+/// clamped to the last counted split and its log-sum-exp made -inf past it
+/// (an uncounted split's row was never written and may hold anything, NaN
+/// included), so that the step's loads are in flight together: one memory
+/// round trip for up to U = kMergeLoadsInFlight / channels splits. Steps
+/// meet as online softmax does (the running max, the earlier sums scaled by
+/// exp(max - new max)); with one step, as at every dense head, that is
+/// exp(lse - max) of the whole set. Before, the log-sum-exps were staged
+/// (a round trip and a barrier) and the partials read 16 splits a step:
+/// five round trips at 64 splits.
 LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   auto op = cast<MergeOp>(raw);
   Location loc = op.getLoc();
   TileType partsType = op.getParts().getType();
-  int64_t H = partsType.getDim(1), D = partsType.getDim(2);
+  int64_t S = partsType.getDim(0), H = partsType.getDim(1),
+          D = partsType.getDim(2);
   TileView parts = s.view(op.getParts()), lses = s.view(op.getLses());
   Value count = arith::IndexCastOp::create(s.b, loc, s.b.getIndexType(),
                                            s.lookup(op.getCount()));
@@ -833,13 +837,15 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
   TileView out = s.allocate(loc, op.getResult().getType());
   // Channels a thread takes (C apart, so that a warp's loads stay rows):
   // every output element in one pass of the CTA's threads, the loads of all
-  // of a thread's channels in one loop (MLA's combine: R 512 over 256
+  // of a thread's channels in one step (MLA's combine: R 512 over 256
   // threads), not one loop after the other.
   int64_t perThread = 1;
   while (H * D / perThread > s.numWarps * kvgpu::kWarpSize &&
          D % (2 * perThread) == 0)
     perThread *= 2;
-  const int64_t C = D / perThread, U = kMergeSplitsInFlight;
+  const int64_t C = D / perThread;
+  const int64_t U =
+      std::min(S, std::max<int64_t>(1, kMergeLoadsInFlight / perThread));
   s.foreach(loc, {H, C}, [&](OpBuilder &b, ValueRange i) {
     Value h = i[0];
     SmallVector<Value> channels;
@@ -848,73 +854,70 @@ LogicalResult lowerMerge(TileLowering &s, Operation *raw) {
           k ? arith::AddIOp::create(b, loc, i[1], s.index(b, loc, k * C))
                   .getResult()
             : i[1]);
-    Value zero = cst(b, loc, 0.0f);
-    auto maxLoop = scf::ForOp::create(
-        b, loc, s.index(b, loc, 0), count, s.index(b, loc, 1),
-        ValueRange{cst(b, loc, kNegInf)},
-        [&](OpBuilder &lb, Location, Value sIdx, ValueRange acc) {
-          scf::YieldOp::create(
-              lb, loc,
-              ValueRange{arith::MaximumFOp::create(
-                  lb, loc, acc[0], s.read(lb, loc, lses, {sIdx, h}))});
-        });
-    Value mx = maxLoop.getResult(0);
-    Value noneMax = isNegInf(b, loc, mx);
-    // U weighted sums a channel (channel k's at [k U, k U + U)), then U
-    // weight sums shared by the channels.
-    SmallVector<Value> inits((perThread + 1) * U, zero);
+    Value zero = cst(b, loc, 0.0f), negInf = cst(b, loc, kNegInf);
+    // Carried: the running max, the weight sum, a weighted sum a channel.
+    SmallVector<Value> inits(perThread + 2, zero);
+    inits[0] = negInf;
     auto loop = scf::ForOp::create(
         b, loc, s.index(b, loc, 0), count, s.index(b, loc, U), inits,
         [&](OpBuilder &lb, Location, Value first, ValueRange acc) {
-          SmallVector<Value> next(acc);
+          SmallVector<Value> lse(U), x(U * perThread);
           for (int64_t u = 0; u < U; ++u) {
             Value sIdx =
                 arith::AddIOp::create(lb, loc, first, s.index(lb, loc, u));
-            Value in = arith::CmpIOp::create(lb, loc, arith::CmpIPredicate::ult,
-                                             sIdx, count);
             Value past = arith::CmpIOp::create(
                 lb, loc, arith::CmpIPredicate::uge, sIdx, count);
             Value at = arith::MinUIOp::create(lb, loc, sIdx, lastSplit);
-            Value lse = s.read(lb, loc, lses, {at, h});
-            Value none = arith::OrIOp::create(
-                lb, loc, past,
-                arith::OrIOp::create(lb, loc, isNegInf(lb, loc, lse), noneMax));
-            Value w = arith::SelectOp::create(
-                lb, loc, none, zero,
-                emitExp(lb, loc, arith::SubFOp::create(lb, loc, lse, mx)));
-            for (int64_t k = 0; k < perThread; ++k) {
-              Value x = s.read(lb, loc, parts, {at, h, channels[k]});
-              Value term = arith::SelectOp::create(
-                  lb, loc, in, arith::MulFOp::create(lb, loc, w, x), zero);
-              next[k * U + u] =
-                  arith::AddFOp::create(lb, loc, acc[k * U + u], term);
-            }
-            next[perThread * U + u] =
-                arith::AddFOp::create(lb, loc, acc[perThread * U + u], w);
+            lse[u] = arith::SelectOp::create(lb, loc, past, negInf,
+                                             s.read(lb, loc, lses, {at, h}));
+            for (int64_t k = 0; k < perThread; ++k)
+              x[u * perThread + k] =
+                  s.read(lb, loc, parts, {at, h, channels[k]});
           }
+          auto maxOf = [&](Value a, Value c) -> Value {
+            return arith::MaximumFOp::create(lb, loc, a, c);
+          };
+          auto sumOf = [&](Value a, Value c) -> Value {
+            return arith::AddFOp::create(lb, loc, a, c);
+          };
+          Value m = acc[0];
+          Value mx = maxOf(m, codegen::pairwiseTree(lse, maxOf));
+          // Weights are 0 where there is nothing yet (m, or lse, -inf); an
+          // lse that is finite makes mx finite.
+          Value scale = arith::SelectOp::create(
+              lb, loc, isNegInf(lb, loc, m), zero,
+              emitExp(lb, loc, arith::SubFOp::create(lb, loc, m, mx)));
+          SmallVector<Value> w(U);
+          SmallVector<SmallVector<Value>> terms(perThread);
+          for (int64_t u = 0; u < U; ++u) {
+            Value none = isNegInf(lb, loc, lse[u]);
+            w[u] = arith::SelectOp::create(
+                lb, loc, none, zero,
+                emitExp(lb, loc, arith::SubFOp::create(lb, loc, lse[u], mx)));
+            for (int64_t k = 0; k < perThread; ++k)
+              terms[k].push_back(arith::SelectOp::create(
+                  lb, loc, none, zero,
+                  arith::MulFOp::create(lb, loc, w[u], x[u * perThread + k])));
+          }
+          auto rescaled = [&](Value old, ArrayRef<Value> add) -> Value {
+            return arith::AddFOp::create(
+                lb, loc, arith::MulFOp::create(lb, loc, old, scale),
+                codegen::pairwiseTree(add, sumOf));
+          };
+          SmallVector<Value> next{mx, rescaled(acc[1], w)};
+          for (int64_t k = 0; k < perThread; ++k)
+            next.push_back(rescaled(acc[2 + k], terms[k]));
           scf::YieldOp::create(lb, loc, next);
         });
-    auto pairwise = [&](ArrayRef<Value> terms) {
-      SmallVector<Value> level(terms);
-      while (level.size() > 1) {
-        SmallVector<Value> up;
-        for (size_t k = 0; k + 1 < level.size(); k += 2)
-          up.push_back(arith::AddFOp::create(b, loc, level[k], level[k + 1]));
-        level = std::move(up);
-      }
-      return level.front();
-    };
-    SmallVector<Value> results(loop.getResults());
-    Value den = pairwise(ArrayRef<Value>(results).slice(perThread * U, U));
+    Value den = loop.getResult(1);
     Value emptyRow =
         arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLE, den, zero);
-    for (int64_t k = 0; k < perThread; ++k) {
-      Value sum = pairwise(ArrayRef<Value>(results).slice(k * U, U));
+    for (int64_t k = 0; k < perThread; ++k)
       store(b, loc,
-            arith::SelectOp::create(b, loc, emptyRow, zero,
-                                    arith::DivFOp::create(b, loc, sum, den)),
+            arith::SelectOp::create(
+                b, loc, emptyRow, zero,
+                arith::DivFOp::create(b, loc, loop.getResult(2 + k), den)),
             out.buffer, {h, channels[k]});
-    }
   });
   s.tiles[op.getResult()] = out;
   return success();

@@ -109,13 +109,13 @@ LogicalResult lowerLoadTile(TileLowering &s, Operation *raw) {
                   }), elt);
   // Staged: one cooperative, vectorized copy into shared memory. Too large
   // for the kernel's budget, or only merged (kvt.merge reads each partial
-  // once, and only the rows of the splits it counts: staging would copy
-  // every split's room, 64 rows where a request used 8): read from global
-  // memory where it is used.
+  // and log-sum-exp once, and only those of the splits it counts, all in
+  // flight together: staging would copy every split's room, 64 rows where
+  // a request used 8, and add a round trip and a barrier before them): read
+  // from global memory where it is used.
   bool onlyMerged = !op.getResult().use_empty() &&
                     llvm::all_of(op.getResult().getUses(), [](OpOperand &use) {
-                      auto merge = dyn_cast<MergeOp>(use.getOwner());
-                      return merge && use.get() == merge.getParts();
+                      return isa<MergeOp>(use.getOwner());
                     });
   if (onlyMerged ||
       type.getNumElements() * elementBytes(elt) > s.maxStagedTileBytes) {

@@ -109,6 +109,11 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
     normalized = std::max(normalized, op.getInput().getType().getNumElements());
   });
   NormalizeLaunch normalizeShape = normalizeLaunch(long(normalized));
+  // Kernels that merge split partials: by the merged elements.
+  int64_t merged = 0;
+  func.walk([&](MergeOp op) {
+    merged = std::max(merged, op.getResult().getType().getNumElements());
+  });
   SpecAttr spec = getEnclosingSpec(func);
   bool mla = spec && spec.isMla();
   int64_t defaultWarps =
@@ -116,6 +121,7 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
       : attends                            ? kAttentionNumWarps
       : pack                               ? kPackedProgramsPerCta
       : normalized && normalizeShape.warps ? normalizeShape.warps
+      : merged                             ? mergeWarps(merged)
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
                               : warpsForLargestTile(func);
   int64_t defaultCtas = attends && mla ? kMlaAttentionCtasPerSM

@@ -152,6 +152,21 @@ constexpr NormalizeLaunch normalizeLaunch(long tileElements) {
                                  : NormalizeLaunch{0, 1};
 }
 
+/// Warps of a kernel that merges split partials (combine: kvt.merge into
+/// `outputs` elements): a thread an output element, the warps a power of two
+/// up to 8 (MLA's R 512 then takes two channels a thread). The merge keeps a
+/// thread's loads of every split in flight at once (up to 128 values, ~208
+/// registers), so warps with no element of their own would only halve the CTAs
+/// an SM holds (8 warps at head_dim 128 took all of an SM's registers).
+constexpr int64_t mergeWarps(int64_t outputs) {
+  int64_t warps = 1;
+  while (warps < 8 && warps * 32 < outputs)
+    warps *= 2;
+  return warps;
+}
+static_assert(mergeWarps(128) == 4 && mergeWarps(512) == 8 &&
+              mergeWarps(64) == 2 && mergeWarps(96) == 4);
+
 /// Programs per CTA (one warp each) of a kernel whose tiles are all register
 /// rows (append): one program is too short a CTA for the rate CTAs are
 /// launched at (append with one program a CTA took 26.5 us whatever it did;
