@@ -173,23 +173,35 @@ struct GlobalLoadLowering : OpRewritePattern<GlobalLoadOp> {
   }
 };
 
-/// Thread t prefetches lines t, t + threads, ... of the range into L2.
+/// Thread t prefetches lines t, t + threads, ... of the range into L2 (of
+/// the rows' ranges, line k of row r numbered r * linesPerRow + k).
 struct PrefetchLowering : OpRewritePattern<PrefetchOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(PrefetchOp op,
                                 PatternRewriter &rw) const override {
     constexpr int64_t kLineBytes = 128;
     Location loc = op.getLoc();
-    int64_t lines = (op.getBytes() + kLineBytes - 1) / kLineBytes;
+    int64_t linesPerRow = (op.getBytes() + kLineBytes - 1) / kLineBytes;
+    int64_t rows = op.getRows().value_or(1);
     buildStridedLoop(
-        rw, loc, threadIndex(rw, loc), lines, getNumThreads(op),
-        [&](OpBuilder &b, Value line) {
-          Value at = arith::AddIOp::create(
-              b, loc, op.getByteOffset(),
-              arith::MulIOp::create(
-                  b, loc,
-                  arith::IndexCastOp::create(b, loc, b.getI64Type(), line),
-                  i64Constant(b, loc, kLineBytes)));
+        rw, loc, threadIndex(rw, loc), rows * linesPerRow, getNumThreads(op),
+        [&](OpBuilder &b, Value index) {
+          Value line =
+              arith::IndexCastOp::create(b, loc, b.getI64Type(), index);
+          Value at = op.getByteOffset();
+          if (rows > 1) {
+            Value perRow = i64Constant(b, loc, linesPerRow);
+            at = arith::AddIOp::create(
+                b, loc, at,
+                arith::MulIOp::create(
+                    b, loc, arith::DivUIOp::create(b, loc, line, perRow),
+                    op.getByteStride()));
+            line = arith::RemUIOp::create(b, loc, line, perRow);
+          }
+          at = arith::AddIOp::create(
+              b, loc, at,
+              arith::MulIOp::create(b, loc, line,
+                                    i64Constant(b, loc, kLineBytes)));
           Value addr =
               LLVM::GEPOp::create(b, loc, op.getSrc().getType(), b.getI8Type(),
                                   op.getSrc(), ValueRange{at});

@@ -67,9 +67,12 @@ LogicalResult lowerPrefetch(TileLowering &s, Operation *raw) {
   auto op = cast<PrefetchOp>(raw);
   Location loc = op.getLoc();
   Type elt = cast<PointerType>(op.getPtr().getType()).getPointeeType();
+  Value stride = op.getStride()
+                     ? byteOffset(s, loc, s.lookup(op.getStride()), elt)
+                     : Value();
   kvgpu::PrefetchOp::create(s.b, loc, s.lookup(op.getPtr()),
                             byteOffset(s, loc, s.lookup(op.getOffset()), elt),
-                            op.getBytesAttr());
+                            op.getBytesAttr(), op.getRowsAttr(), stride);
   return success();
 }
 

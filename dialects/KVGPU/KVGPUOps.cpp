@@ -20,6 +20,12 @@ LogicalResult SharedBufferOp::verify() {
   return success();
 }
 
+LogicalResult PrefetchOp::verify() {
+  if (getRows().has_value() != bool(getByteStride()))
+    return emitOpError("takes rows and a byte stride together");
+  return success();
+}
+
 static LogicalResult verifyCopy(Operation *op, MemRefType buffer,
                                 size_t numStrides) {
   if (size_t(buffer.getRank()) != numStrides)

@@ -260,6 +260,12 @@ LogicalResult StoreFieldOp::verify() {
                            getField());
 }
 
+LogicalResult PrefetchOp::verify() {
+  if (getRows().has_value() != bool(getStride()))
+    return emitOpError("takes rows and stride together");
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // ConvertOp
 //===----------------------------------------------------------------------===//

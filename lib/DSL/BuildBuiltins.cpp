@@ -246,8 +246,12 @@ FailureOr<Operand> buildStoreTile(KvtBuilder &kb, CallArgs &args) {
   return none();
 }
 
+/// prefetch(ptr, offset, bytes), and with `Rows` prefetch_rows(ptr, offset,
+/// bytes, rows, stride): `rows` ranges of `bytes`, `stride` elements apart.
+template <bool Rows>
 FailureOr<Operand> buildPrefetch(KvtBuilder &kb, CallArgs &args) {
-  if (failed(args.arity({"ptr", "offset", "bytes"})))
+  if (failed(Rows ? args.arity({"ptr", "offset", "bytes", "rows", "stride"})
+                  : args.arity({"ptr", "offset", "bytes"})))
     return failure();
   FailureOr<Value> ptr = args.pointer(0, "pointer");
   if (failed(ptr))
@@ -258,8 +262,21 @@ FailureOr<Operand> buildPrefetch(KvtBuilder &kb, CallArgs &args) {
   FailureOr<int64_t> bytes = args.constant(2, "byte count");
   if (failed(bytes))
     return failure();
+  IntegerAttr rows;
+  Value stride;
+  if (Rows) {
+    FailureOr<int64_t> count = args.constant(3, "row count");
+    if (failed(count))
+      return failure();
+    FailureOr<Value> apart = args.index64(4, "stride");
+    if (failed(apart))
+      return failure();
+    rows = kb.b().getI64IntegerAttr(*count);
+    stride = *apart;
+  }
   if (failed(kb.createVerified<kvt::PrefetchOp>(
-          args.loc(), *ptr, *offset, kb.b().getI64IntegerAttr(*bytes))))
+          args.loc(), *ptr, *offset, kb.b().getI64IntegerAttr(*bytes), rows,
+          stride)))
     return failure();
   return none();
 }
@@ -581,7 +598,8 @@ const Builtin kBuiltins[] = {
     {"num_programs", buildAxisQuery<kvt::NumProgramsOp>, true},
     {"load_tile", buildLoadTile, true},
     {"store_tile", buildStoreTile, false},
-    {"prefetch", buildPrefetch, false},
+    {"prefetch", buildPrefetch<false>, false},
+    {"prefetch_rows", buildPrefetch<true>, false},
     {"launch_dependents", buildNullary<kvt::LaunchDependentsOp>, false},
     {"grid_dependency_wait", buildNullary<kvt::GridDependencyWaitOp>, false},
     {"load_field", buildLoadField, true},

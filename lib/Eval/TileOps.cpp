@@ -195,7 +195,12 @@ kvarn::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
         int64_t elementSize = elementBytes(
             cast<kvt::PointerType>(p.getPtr().getType()).getPointeeType());
         int64_t count = (p.getBytes() + elementSize - 1) / elementSize;
-        return checkAccess(op, ptr, get(p.getOffset()).i, count);
+        int64_t offset = get(p.getOffset()).i;
+        if (!p.getStride())
+          return checkAccess(op, ptr, offset, count);
+        auto [lo, hi] = stridedExtent({*p.getRows(), count}, offset,
+                                      {get(p.getStride()).i, 1});
+        return checkAccess(op, ptr, lo, hi - lo + 1);
       })
       .Case([&](kvt::StoreTileOp s) -> kvarn::Error {
         const RtValue &ptr = get(s.getPtr());

@@ -576,6 +576,14 @@ TEST(Builder, DiagnosticsNameTheLocation) {
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, 0); }",
                 "'kvt.prefetch' op attribute 'bytes' failed to satisfy "
                 "constraint"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { prefetch_rows(p, "
+                "0, 256, n, 8); }",
+                "argument 4 of 'prefetch_rows' (row count) must be a "
+                "compile-time integer, not i32"},
+           Case{"kernel k(p: ptr<f16>, n: i32) grid(n) { prefetch_rows(p, "
+                "0, 256, 4); }",
+                "'prefetch_rows' takes 5 arguments, got 4: prefetch_rows(ptr, "
+                "offset, bytes, rows, stride)"},
            Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = "
                 "load_queries(p, n, 0.5); }",
                 "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float "

@@ -163,6 +163,34 @@ kernel t(data: ptr<f16>, n: i32, d: i32) grid(n) {
   EXPECT_NE(m.find("grid dimension 0 of 't' ('n') is -1"), std::string::npos) << m;
 }
 
+// A prefetch changes nothing, but its ranges are checked as a load's: a
+// row prefetch spans from its first row's start to its last row's end.
+TEST(Evaluator, PrefetchRowsAreCheckedAsLoads) {
+  BuiltKernel k = build(R"(
+kernel t(data: ptr<f16>, n: i32, stride: i32) grid(n) {
+  prefetch_rows(data, i64(program_id(0)), 8, 4, i64(stride));
+}
+)");
+  ASSERT_TRUE(bool(k));
+  // 4 rows of 4 elements (8 bytes), 8 apart: elements [0, 28).
+  std::vector<uint16_t> data(28, 7);
+  kvarn::Expected<eval::RunStats> ok = k.run(
+      {KernelArg::buffer(data), KernelArg::integer(1), KernelArg::integer(8)});
+  ASSERT_TRUE(bool(ok)) << kvarn::toString(ok.takeError());
+  EXPECT_EQ(data, std::vector<uint16_t>(28, 7));
+  std::string m = runError(k, {KernelArg::buffer(data), KernelArg::integer(2),
+                               KernelArg::integer(8)});
+  EXPECT_NE(m.find("kvt.prefetch"), std::string::npos) << m;
+  EXPECT_NE(m.find("access to elements [1, 29) of 'data' is outside its 28 "
+                   "elements"),
+            std::string::npos)
+      << m;
+  m = runError(k, {KernelArg::buffer(data), KernelArg::integer(1),
+                   KernelArg::integer(9)});
+  EXPECT_NE(m.find("access to elements [0, 31) of 'data'"), std::string::npos)
+      << m;
+}
+
 TEST(Evaluator, TileConversionsRoundAndBytesStayBytes) {
   BuiltKernel k = build(R"(
 kernel t(src: ptr<f32>, half: ptr<f16>, bytes: ptr<i8>, back: ptr<f32>, n: i32) grid(n) {

@@ -118,12 +118,17 @@ def KVGPU_PrefetchOp : KVGPU_Op<"prefetch"> {
   let description = [{
     Each thread prefetches some of the 128-byte lines that `bytes` bytes
     from `src + byteOffset` touch (`prefetch.global.L2`, thread t the lines
-    t, t + threads, ...). A hint: it changes no value, and is declared with
-    unknown memory effects so that it is not erased as dead.
+    t, t + threads, ...); with `rows` and `byteStride`, the lines of `rows`
+    such ranges `byteStride` bytes apart, numbered row by row. A hint: it
+    changes no value, and is declared with unknown memory effects so that
+    it is not erased as dead.
   }];
   let arguments = (ins KVGPU_GlobalPtr:$src, I64:$byteOffset,
-                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes);
-  let assemblyFormat = "$src `[` $byteOffset `]` `bytes` $bytes attr-dict";
+                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$rows,
+                       Optional<I64>:$byteStride);
+  let assemblyFormat = "$src `[` $byteOffset `]` `bytes` $bytes (`rows` $rows^ `stride` $byteStride)? attr-dict";
+  let hasVerifier = 1;
 }
 
 def KVGPU_CopyInOp : KVGPU_Op<"copy_in"> {

@@ -101,17 +101,24 @@ def KVT_PrefetchOp : KVT_Op<"prefetch"> {
   let description = [{
     Asks for the `bytes` bytes from element `offset` of `ptr` to be brought
     into the L2 cache, so that a later load of them waits less; it changes
-    no value. The range must lie inside the buffer, as a load's would.
-    Declared with unknown memory effects so that it is never erased as dead
-    (an op that only reads and has no result would be).
+    no value. With `rows` and `stride`, `rows` such ranges, the next
+    starting `stride` elements after the last (one head's rows of a pool
+    block, every KV head's rows between them). Every range must lie inside
+    the buffer, as a load's would. Declared with unknown memory effects so
+    that it is never erased as dead (an op that only reads and has no
+    result would be).
 
     ```mlir
     kvt.prefetch %cache[%next_record] bytes 13824 : !kvt.ptr<i8>
+    kvt.prefetch %pool_k[%first_row] bytes 256 rows 128 stride %token_stride : !kvt.ptr<f16>
     ```
   }];
   let arguments = (ins KVT_PointerType:$ptr, I64:$offset,
-                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes);
-  let assemblyFormat = "$ptr `[` $offset `]` `bytes` $bytes attr-dict `:` qualified(type($ptr))";
+                       ConfinedAttr<I64Attr, [IntPositive]>:$bytes,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$rows,
+                       Optional<I64>:$stride);
+  let assemblyFormat = "$ptr `[` $offset `]` `bytes` $bytes (`rows` $rows^ `stride` $stride)? attr-dict `:` qualified(type($ptr))";
+  let hasVerifier = 1;
 }
 
 def KVT_LaunchDependentsOp : KVT_Op<"launch_dependents"> {

@@ -45,6 +45,24 @@ gpu.module @m {
     gpu.return
   }
 
+  // 128 rows of 256 bytes, `stride` bytes apart (one KV head's rows of a
+  // pool block): 256 lines numbered row by row, two a row; thread t the
+  // lines t and t + 128, line k at stride * (k / 2) + 128 * (k mod 2).
+  // CHECK-LABEL: gpu.func @prefetch_rows
+  // CHECK: %[[TID:.*]] = gpu.thread_id x
+  // CHECK: scf.for %[[LINE:.*]] = %[[TID]] to %c256 step %c128
+  // CHECK: %[[K:.*]] = arith.index_cast %[[LINE]] : index to i64
+  // CHECK: %[[ROW:.*]] = arith.divui %[[K]], %c2_i64
+  // CHECK: arith.muli %[[ROW]], %arg2
+  // CHECK: arith.remui %[[K]], %c2_i64
+  // CHECK: arith.muli %{{.*}}, %c128_i64
+  // CHECK: llvm.inline_asm has_side_effects "prefetch.global.L2 [$0];"
+  gpu.func @prefetch_rows(%p: !llvm.ptr<1>, %off: i64, %stride: i64) kernel
+      attributes {kvgpu.num_warps = 4 : i64} {
+    kvgpu.prefetch %p[%off] bytes 256 rows 128 stride %stride
+    gpu.return
+  }
+
   // A scalar store is made by thread 0 alone.
   // CHECK-LABEL: gpu.func @store
   // CHECK: %[[TID:.*]] = gpu.thread_id x

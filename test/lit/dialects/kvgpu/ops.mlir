@@ -20,6 +20,8 @@ gpu.module @m {
     kvgpu.barrier
     // CHECK: kvgpu.prefetch %{{.*}}[%{{.*}}] bytes 13824
     kvgpu.prefetch %p[%off] bytes 13824
+    // CHECK: kvgpu.prefetch %{{.*}}[%{{.*}}] bytes 256 rows 128 stride %{{.*}}
+    kvgpu.prefetch %p[%off] bytes 256 rows 128 stride %off
     // CHECK: kvgpu.foreach [4, 128] (%{{.*}}, %{{.*}}) {
     kvgpu.foreach [4, 128] (%r, %c) {
       %x = memref.load %h[%r, %c] : memref<4x128xf16, #gpu.address_space<workgroup>>

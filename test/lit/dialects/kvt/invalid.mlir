@@ -221,6 +221,14 @@ func.func @prefetch_nothing(%p: !kvt.ptr<i8>, %o: i64) {
 
 // -----
 
+func.func @prefetch_rows_without_stride(%p: !kvt.ptr<i8>, %o: i64) {
+  // expected-error @+1 {{takes rows and stride together}}
+  "kvt.prefetch"(%p, %o) {bytes = 256 : i64, rows = 128 : i64} : (!kvt.ptr<i8>, i64) -> ()
+  return
+}
+
+// -----
+
 func.func @attend_from_not_per_row(%q: !kvt.tile<4x128xf32>, %k: !kvt.tile<64x128xf32>,
                                    %m: !kvt.tile<4xf32>, %acc: !kvt.tile<4x128xf32>,
                                    %valid: !kvt.tile<4xi32>, %from: !kvt.tile<8xi32>, %s: f32) {

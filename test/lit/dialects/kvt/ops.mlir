@@ -16,6 +16,8 @@ func.func @flush_tile(%pool: !kvt.ptr<f16>, %cache: !kvt.ptr<i8>, %slots: !kvt.p
   %k16 = kvt.load_tile %pool[%base] strides(%row, %one) : !kvt.ptr<f16> -> !kvt.tile<128x128xf16>
   // CHECK: kvt.prefetch %{{.*}}[%{{.*}}] bytes 32768 : !kvt.ptr<f16>
   kvt.prefetch %pool[%base] bytes 32768 : !kvt.ptr<f16>
+  // CHECK: kvt.prefetch %{{.*}}[%{{.*}}] bytes 256 rows 128 stride %{{.*}} : !kvt.ptr<f16>
+  kvt.prefetch %pool[%base] bytes 256 rows 128 stride %row : !kvt.ptr<f16>
   // CHECK: kvt.convert %{{.*}} : !kvt.tile<128x128xf16> -> !kvt.tile<128x128xf32>
   %k = kvt.convert %k16 : !kvt.tile<128x128xf16> -> !kvt.tile<128x128xf32>
   // CHECK: kvt.rotate %{{.*}} : !kvt.tile<128x128xf32>
