@@ -446,18 +446,13 @@ TEST(EvalKernels, WindowedDecodeMatchesDecodeAttention) {
       std::vector<uint16_t> expected =
           toDType(referenceDecode(c, scale, q, dtype, window), dtype);
       std::vector<double> ew = widen(expected, dtype);
-      // The window changes the output where it hides tokens: some element
-      // at every window that hides any (by how much depends on the hidden
-      // tokens' share of the attention: 5.1e-5 of the output for the 100
-      // first tokens of 300 at seed 8032768048220679672), a lot at one.
-      bool hides = false;
-      for (int len : lens)
-        hides |= len > window;
-      if (hides) {
-        EXPECT_NE(ew, full) << "window " << window;
-        largestChange =
-            std::max(largestChange, relativeL2(ew.data(), full.data(), ew.size()));
-      }
+      // What the window changes depends on the hidden tokens' share of the
+      // attention: the 100 first tokens of 300 changed 5.1e-5 of the output
+      // at seed 8032768048220679672 and no element at all in bf16 at
+      // 13327814909500704127. So the test's power to tell a kernel that
+      // ignores the window is asked of the windows together (below).
+      largestChange =
+          std::max(largestChange, relativeL2(ew.data(), full.data(), ew.size()));
       std::vector<uint16_t> got = runDecode(decode, c, scale, q, window);
       expectPaddingUntouched(c, got);
       for (size_t b = 0; b < lens.size(); ++b)
