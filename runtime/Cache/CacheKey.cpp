@@ -74,7 +74,7 @@ const std::string *CacheKey::find(std::string_view field) const {
 namespace {
 
 /// The DSL text a library kernel is built from: its file and every module
-/// a kernel may import (kernels import modules only).
+/// it may import, directly or through another module.
 std::string librarySource(const dsl::LibraryFile &kernel) {
   std::string text = "== " + std::string(kernel.fileName) + "\n";
   text += kernel.text;

@@ -567,7 +567,7 @@ TEST(Builder, DiagnosticsNameTheLocation) {
                 "0, [n], [1]); }",
                 "a shape dimension must be a compile-time integer"},
            Case{"import nothing; kernel k(n: i32) grid(n) { }",
-                "unknown module 'nothing' (library modules: paged, mla_paged)"},
+                "unknown module 'nothing' (library modules: pool, paged, mla_paged)"},
            Case{"kernel k(n: i32) grid(n) { let x = frob(1); }",
                 "unknown function 'frob'"},
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, n); }",
