@@ -655,12 +655,50 @@ double decodeBound(DType dtype) {
   return dtype == DType::F16 ? 4e-4 : std::ldexp(1.0, -8) + 4e-4;
 }
 
-/// Split vs single pass: both round the same f32 values, apart where a value
-/// lies on a rounding boundary, where they are one ulp apart. bf16's ulp is
-/// 8 times fp16's (7 stored mantissa bits instead of 10), and so is the
-/// bound.
+/// Split vs single pass: both compute each output in fp32, in different
+/// orders (the splits' partials meet in combine), and round it to the
+/// output's dtype. Values that close round to the same element or to
+/// neighbours one ulp apart: the rounding, not an error of either path. A
+/// relative L2 bound over the raw differences is ill-posed where one large
+/// element carries the row's norm: one ulp there alone is up to 2^-11 of
+/// the norm in f16 (the CPU evaluator's test met it: bf16 25.1875 rounded
+/// to 25.125 and to 25.25, 1.6e-3 of the row, seed 14277399526027064917).
+/// So the bound is on what exceeds one ulp of each element: relative L2 of
+/// max(|a - b| - ulp, 0) against b. bf16's ulp is 8 times fp16's, and so
+/// is the bound.
 double splitVsSingleBound(DType dtype) {
   return dtype == DType::F16 ? 2e-4 : 8 * 2e-4;
+}
+
+/// The distance from `bits` (an f16 or bf16 element, finite) to the next
+/// element of larger magnitude (the largest finite's distance to the one
+/// below).
+double ulpOf(uint16_t bits, DType dtype) {
+  uint16_t magnitude = bits & 0x7fff;
+  uint16_t maxFinite = dtype == DType::F16 ? 0x7bff : 0x7f7f;
+  uint16_t lower = magnitude == maxFinite ? magnitude - 1 : magnitude;
+  return std::fabs(dtypeToFloat(uint16_t(lower + 1), dtype) -
+                   dtypeToFloat(lower, dtype));
+}
+
+/// Relative L2, against `b`, of how far each element of `a` is from `b`'s
+/// beyond one ulp of the larger of the two (elements both poisoned are
+/// left out).
+double excessBeyondOneUlp(const std::vector<uint16_t> &a,
+                          const std::vector<uint16_t> &b, DType dtype) {
+  double excess = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == kPoison && b[i] == kPoison)
+      continue;
+    double x = dtypeToFloat(a[i], dtype), y = dtypeToFloat(b[i], dtype);
+    double ulp = std::max(ulpOf(a[i], dtype), ulpOf(b[i], dtype));
+    double e = std::max(std::fabs(x - y) - ulp, 0.0);
+    if (std::isnan(x - y))
+      e = INFINITY;
+    excess += e * e;
+    norm += y * y;
+  }
+  return norm > 0 ? std::sqrt(excess / norm) : std::sqrt(excess);
 }
 
 /// Relative L2 error of the kernel's outputs `got` (fp16 or bf16 bits, in
@@ -851,12 +889,14 @@ protected:
       double splitErr = decodeError(merged, want, c.lens, row, dtype);
       EXPECT_LE(splitErr, decodeBound(dtype)) << splits << " splits";
       double apart = relativeL2Between(merged, single, dtype);
-      EXPECT_LE(apart, splitVsSingleBound(dtype))
-          << splits << " splits vs single";
+      double beyondUlp = excessBeyondOneUlp(merged, single, dtype);
+      EXPECT_LE(beyondUlp, splitVsSingleBound(dtype))
+          << splits << " splits vs single (relative L2 " << apart << ")";
       std::printf("[ figures  ] %s: decode %.2e (%.2e from the unrounded "
-                  "reference), %d splits %.2e, split vs single %.2e\n",
+                  "reference), %d splits %.2e, split vs single %.2e (%.2e "
+                  "beyond one ulp)\n",
                   what.c_str(), singleErr, singleUnrounded, splits, splitErr,
-                  apart);
+                  apart, beyondUlp);
     }
   }
 };
