@@ -8,7 +8,8 @@
 # The tarball holds bin/ (every tool), lib/ (libkvarn.so*,
 # libkvarn_runtime.so*), tests/unit and tests/gpu (every GoogleTest binary), hooks/ (test/gpu/device.d), golden/ (the
 # one flush case `kvarn-jit ref flush` runs on, in case the tree that travels
-# lacks test/data/golden) and MANIFEST. Binaries are stripped. The GPU machine
+# lacks test/data/golden; KVARN_DEVICE_GOLDEN=0: none) and MANIFEST; with
+# KVARN_DEVICE_EXTRA="NAME=PATH ...", more executables in bin/. Binaries are stripped. The GPU machine
 # has no LLVM, no lit and no build tools: nothing else is needed there.
 set -euo pipefail
 
@@ -56,6 +57,18 @@ copy_executables() {
   done
 }
 copy_executables "$build/bin" "$pkg/bin"
+# KVARN_DEVICE_EXTRA: more executables for bin/, "NAME=PATH ..." (e.g. an
+# older build's kvarn-bench as kvarn-bench-base, for an A/B in one call: a
+# second build's copy of the same LLVM costs xz ~0.3-2.5 MB).
+for extra in ${KVARN_DEVICE_EXTRA-}; do
+  name=${extra%%=*} path=${extra#*=}
+  if [ "$name" = "$extra" ] || [ ! -x "$path" ]; then
+    echo "pack-for-device: KVARN_DEVICE_EXTRA wants NAME=PATH of an executable, got '$extra'" >&2
+    exit 1
+  fi
+  cp "$path" "$pkg/bin/$name"
+  strip --strip-all "$pkg/bin/$name"
+done
 copy_executables "$build/unittests" "$pkg/tests/unit"
 copy_executables "$build/gputests" "$pkg/tests/gpu"
 
@@ -70,7 +83,11 @@ cp "$root/test/gpu/run-on-device.sh" "$pkg/"
 if compgen -G "$root/test/gpu/device.d/*" >/dev/null; then
   cp "$root"/test/gpu/device.d/* "$pkg/hooks/"
 fi
-cp -r "$root/test/data/golden/$golden_case" "$pkg/golden/"
+# KVARN_DEVICE_GOLDEN=0 leaves it out (~2 MB of the tarball): the tree sent
+# with each call has test/data/golden, which run-on-device.sh prefers.
+if [ "${KVARN_DEVICE_GOLDEN-1}" != 0 ]; then
+  cp -r "$root/test/data/golden/$golden_case" "$pkg/golden/"
+fi
 
 {
   echo "commit: $(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)$(
