@@ -567,7 +567,8 @@ TEST(Builder, DiagnosticsNameTheLocation) {
                 "0, [n], [1]); }",
                 "a shape dimension must be a compile-time integer"},
            Case{"import nothing; kernel k(n: i32) grid(n) { }",
-                "unknown module 'nothing' (library modules: pool, paged, mla_paged)"},
+                "unknown module 'nothing' (library modules: layout, paged, "
+                "mla_paged)"},
            Case{"kernel k(n: i32) grid(n) { let x = frob(1); }",
                 "unknown function 'frob'"},
            Case{"kernel k(p: ptr<i8>, n: i32) grid(n) { prefetch(p, 0, n); }",
@@ -586,7 +587,7 @@ TEST(Builder, DiagnosticsNameTheLocation) {
                 "offset, bytes, rows, stride)"},
            Case{"import paged; kernel k(p: ptr<f32>, n: i32) grid(n) { let q = "
                 "load_queries(p, n, 0.5); }",
-                "paged.kvt:48:54 (inlined at k.kvt:1:63): error: a float "
+                "paged.kvt:47:54 (inlined at k.kvt:1:63): error: a float "
                 "constant cannot be used as i32"},
        }) {
     BuiltKernel k = buildFromSource(c.source, "k.kvt", "k", spec());
