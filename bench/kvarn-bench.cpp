@@ -144,11 +144,13 @@ struct Bench {
     options.numWarps = numWarps;
     options.minCtasPerSM = minCtasPerSM;
     options.warpStates = warpStates;
+    options.pipelineCopies = pipelineCopies;
     return *check(cache->load({name, spec, "", ""}, options, ctx));
   }
   int numWarps = 0;     // 0: the compiler's choice
   int minCtasPerSM = 0; // 0: the compiler's choice
   bool warpStates = false;
+  bool pipelineCopies = false;
   int splits = 0;       // > 0: the one split count decode rows time
   /// Run only the rows whose name contains one of these (all when empty).
   std::vector<std::string> only;
@@ -514,7 +516,7 @@ std::vector<std::string> rowNames() {
 int main(int argc, char **argv) {
   std::string jsonPath;
   std::vector<std::string> only;
-  bool poolBlocks = true, warpStates = false;
+  bool poolBlocks = true, warpStates = false, pipelineCopies = false;
   int numWarps = 0, minCtasPerSM = 0, splits = 0;
   for (int i = 1; i < argc; ++i) {
     bool takesValue = !std::strcmp(argv[i], "--json") ||
@@ -566,6 +568,8 @@ int main(int argc, char **argv) {
       poolBlocks = false;
     } else if (!std::strcmp(argv[i], "--warp-states")) {
       warpStates = true;
+    } else if (!std::strcmp(argv[i], "--pipeline-copies")) {
+      pipelineCopies = true;
     } else if (!std::strcmp(argv[i], "--list")) {
       for (const std::string &name : rowNames())
         llvm::outs() << name << "\n";
@@ -574,7 +578,7 @@ int main(int argc, char **argv) {
       llvm::outs()
           << "usage: kvarn-bench [--json FILE] [--only SUBSTRING[,...]] "
              "[--num-warps N] [--min-ctas N] [--splits N] [--no-pool-blocks] "
-             "[--warp-states] [--list]\n"
+             "[--warp-states] [--pipeline-copies] [--list]\n"
              "  --only       run only the rows whose name contains SUBSTRING "
              "(or one of several, comma-separated)\n"
              "  --list       print the rows' names and exit\n"
@@ -587,6 +591,8 @@ int main(int argc, char **argv) {
              "fp16 pool blocks, as in serving)\n"
              "  --warp-states  compile with attention states held per warp "
              "(kvarn-jit's --warp-states)\n"
+             "  --pipeline-copies  compile with the next record copied "
+             "during this one (kvarn-jit's --pipeline-copies)\n"
              "rows: append, flush, issue 14's decode rows ('decode ...'), "
              "MLA decode ('mla ...': kv_lora_rank 512, rope 64, every block "
              "a record)\n";
@@ -617,6 +623,7 @@ int main(int argc, char **argv) {
   b.numWarps = numWarps;
   b.minCtasPerSM = minCtasPerSM;
   b.warpStates = warpStates;
+  b.pipelineCopies = pipelineCopies;
   b.splits = splits;
   std::vector<Row> rows;
   std::vector<std::pair<std::string, DecodeResult>> decodeRows;

@@ -60,7 +60,8 @@ FailureOr<Value> sharedView(OpBuilder &rw, Location loc, Value buffer,
   if (auto shared = buffer.getDefiningOp<SharedBufferOp>()) {
     if (shared.getOffset() % elementBytes)
       return failure();
-    return SharedBufferOp::create(rw, loc, view, shared.getOffset())
+    return SharedBufferOp::create(rw, loc, view, shared.getOffset(),
+                                  shared.getSlot(), shared.getSlotBytesAttr())
         .getResult();
   }
   if (auto lowered = buffer.getDefiningOp<memref::ViewOp>()) // shared_buffer's
@@ -818,13 +819,27 @@ codeFragments(OpBuilder &b, Location loc,
 }
 
 /// The byte offset of shared `buffer` in the kernel's shared memory where
-/// it is a constant.
+/// it is a constant, for the alignment it has: a ring slot's offset, whose
+/// slots are multiples of 128 bytes apart, stands for every slot (callers
+/// ask for alignments up to 16).
 std::optional<int64_t> staticByteOffset(Value buffer) {
   if (auto shared = buffer.getDefiningOp<SharedBufferOp>())
     return shared.getOffset();
-  if (auto view = buffer.getDefiningOp<memref::ViewOp>())
-    if (std::optional<int64_t> shift = getConstantIntValue(view.getByteShift()))
-      return *shift;
+  if (auto view = buffer.getDefiningOp<memref::ViewOp>()) {
+    Value shift = view.getByteShift();
+    if (std::optional<int64_t> constant = getConstantIntValue(shift))
+      return *constant;
+    // A ring slot's lowering: offset + slot * N (in either order).
+    if (auto add = shift.getDefiningOp<arith::AddIOp>())
+      for (auto [constant, scaled] : {std::pair(add.getLhs(), add.getRhs()),
+                                      std::pair(add.getRhs(), add.getLhs())})
+        if (auto mul = scaled.getDefiningOp<arith::MulIOp>())
+          if (std::optional<int64_t> slotBytes =
+                  getConstantIntValue(mul.getRhs());
+              slotBytes && *slotBytes % 128 == 0)
+            if (std::optional<int64_t> offset = getConstantIntValue(constant))
+              return offset;
+  }
   return std::nullopt;
 }
 

@@ -131,6 +131,10 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
       },
       [&](OpBuilder &b, Location) {
         scalarCopy(b);
+        // An empty group: every copy_in closes exactly one, which
+        // barriers with `in_flight` count on.
+        if (ToShared)
+          NVVM::CpAsyncCommitGroupOp::create(b, loc);
         scf::YieldOp::create(b, loc);
       });
   rw.eraseOp(op);
@@ -146,6 +150,11 @@ struct SharedBufferLowering : OpRewritePattern<SharedBufferOp> {
                                 op.getBuffer().getType().getMemorySpace());
     Value smem = gpu::DynamicSharedMemoryOp::create(rw, loc, base);
     Value offset = indexConstant(rw, loc, op.getOffset());
+    if (Value slot = op.getSlot()) // a ring's slot: offset + slot * N
+      offset = arith::AddIOp::create(
+          rw, loc, offset,
+          arith::MulIOp::create(rw, loc, slot,
+                                indexConstant(rw, loc, *op.getSlotBytes())));
     rw.replaceOpWithNewOp<memref::ViewOp>(op, op.getBuffer().getType(), smem,
                                           offset, ValueRange());
     return success();
@@ -157,6 +166,15 @@ struct BarrierLowering : OpRewritePattern<BarrierOp> {
   LogicalResult matchAndRewrite(BarrierOp op,
                                 PatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<gpu::BarrierOp>(op);
+    return success();
+  }
+};
+
+struct CommitCopiesLowering : OpRewritePattern<CommitCopiesOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(CommitCopiesOp op,
+                                PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<NVVM::CpAsyncCommitGroupOp>(op);
     return success();
   }
 };
@@ -271,15 +289,15 @@ void kvarn::kvgpu::waitForCopiesAtBarriers(Operation *root) {
       return;
     func.walk([](BarrierOp barrier) {
       OpBuilder b(barrier);
-      NVVM::CpAsyncWaitGroupOp::create(b, barrier.getLoc(), 0);
+      NVVM::CpAsyncWaitGroupOp::create(b, barrier.getLoc(),
+                                       barrier.getInFlight().value_or(0));
     });
   });
 }
 
 void kvarn::kvgpu::populateKVGPUMemoryToNVVMPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<SharedBufferLowering, BarrierLowering, GlobalLoadLowering,
-               GlobalStoreLowering, PrefetchLowering, CopyInLowering,
-               CopyOutLowering>(
-      patterns.getContext());
+  patterns.add<SharedBufferLowering, BarrierLowering, CommitCopiesLowering,
+               GlobalLoadLowering, GlobalStoreLowering, PrefetchLowering,
+               CopyInLowering, CopyOutLowering>(patterns.getContext());
 }

@@ -73,11 +73,9 @@ struct Accesses {
 /// Where `value` points: a shared buffer's bytes, global memory, or unknown.
 std::optional<Access> locate(Value value) {
   if (auto buffer = value.getDefiningOp<SharedBufferOp>()) {
-    MemRefType type = buffer.getBuffer().getType();
-    int64_t bytes =
-        type.getNumElements() * ((type.getElementTypeBitWidth() + 7) / 8);
+    // A ring slot stands for every slot it may name.
     int64_t offset = static_cast<int64_t>(buffer.getOffset());
-    return Access{false, offset, offset + bytes};
+    return Access{false, offset, offset + buffer.getSpannedBytes()};
   }
   if (auto ptr = dyn_cast<LLVM::LLVMPointerType>(value.getType()))
     if (ptr.getAddressSpace() == 1)

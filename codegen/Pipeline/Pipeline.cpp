@@ -52,6 +52,11 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   pm.addPass(createConvertKVTToKVGPU(tileOptions));
   pm.addPass(createCanonicalizerPass());
   pm.nest<gpu::GPUModuleOp>().addPass(createEliminateBarriers());
+  if (opts.pipelineCopies) {
+    PipelineCopiesOptions pipelineOptions;
+    pipelineOptions.chip = opts.target.chip;
+    pm.nest<gpu::GPUModuleOp>().addPass(createPipelineCopies(pipelineOptions));
+  }
 }
 
 void kvarn::buildKvtToNVVMPipeline(OpPassManager &pm,

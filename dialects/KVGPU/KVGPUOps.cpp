@@ -17,7 +17,23 @@ LogicalResult SharedBufferOp::verify() {
   if (bytes == 0 || getOffset() % bytes)
     return emitOpError("offset ") << getOffset()
                                   << " is not aligned to the element size";
+  if (bool(getSlot()) != getSlotBytes().has_value())
+    return emitOpError("takes a slot and its bytes together");
+  if (getSlotBytes() && *getSlotBytes() % 128)
+    return emitOpError("slot bytes ")
+           << *getSlotBytes() << " are not a multiple of 128";
+  if (getSlotBytes() && type.getNumElements() * bytes > *getSlotBytes())
+    return emitOpError("buffer does not fit its slot");
   return success();
+}
+
+int64_t SharedBufferOp::getSpannedBytes() {
+  auto type = getBuffer().getType();
+  int64_t bytes =
+      type.getNumElements() * ((type.getElementTypeBitWidth() + 7) / 8);
+  if (std::optional<uint64_t> slotBytes = getSlotBytes())
+    return (kRingSlots - 1) * int64_t(*slotBytes) + bytes;
+  return bytes;
 }
 
 LogicalResult PrefetchOp::verify() {

@@ -71,7 +71,7 @@ kvarn::dsl::specConstants(const Specialization &spec) {
       {"RECORD_BYTES", l.recordBytes, "bytes per record (the record stride)"},
       {"RECORD_USED_BYTES", l.unalignedBytes,
        "bytes of a record before its padding"},
-      {"POOL_ROWS", poolRowsPerStep(l.group, l.headDim),
+      {"POOL_ROWS", poolRowsPerStep(l.group, l.headDim, kDensePoolRowsBytes),
        "tokens of an fp16 pool block attended per step (LaunchPolicy.h)"},
       {"MAX_SPLITS", kMaxDecodeSplits,
        "split dimension of decode_split's scratch buffers"},

@@ -156,6 +156,8 @@ kvarn::computeCacheKey(const KernelRequest &request,
   add("min_ctas_per_sm", std::to_string(options.minCtasPerSM));
   if (options.warpStates) // keys without it stay as they were
     add("warp_states", "1");
+  if (options.pipelineCopies)
+    add("pipeline_copies", "1");
   for (const char *variable : keyedEnvironmentVariables()) {
     const char *value = std::getenv(variable);
     key.fields.emplace_back(std::string("env:") + variable,

@@ -140,7 +140,8 @@ std::string memoryKey(const KernelRequest &r, const CompileOptions &o) {
       "|" + std::to_string(r.spec.gqa) + "|" + std::to_string(r.spec.ropeDim) +
       "|" + std::string(spell(r.spec.dtype)) + "|" + o.target.chip + "|" +
       std::to_string(o.target.ptxVersion) + "|" + std::to_string(o.numWarps) +
-      "|" + std::to_string(o.minCtasPerSM) + (o.warpStates ? "|ws" : "");
+      "|" + std::to_string(o.minCtasPerSM) + (o.warpStates ? "|ws" : "") +
+      (o.pipelineCopies ? "|pc" : "");
   if (!r.source.empty())
     key += "|" + r.sourceName + "|" +
            hexString(std::hash<std::string>()(r.source), /*lowerCase=*/false);
@@ -430,6 +431,8 @@ kvarn::Expected<CacheResult> KernelCache::serveCachedOnly(
     launch += ", " + std::to_string(options.minCtasPerSM) + " CTAs per SM";
   if (options.warpStates)
     launch += ", warp states";
+  if (options.pipelineCopies)
+    launch += ", pipelined copies";
   return makeError(KVARN_ERROR_KERNEL_NOT_CACHED,
                    "kernel '{0}' ({1}, {2}{3}) cannot be served from the "
                    "kernel cache {4}: {5}; this is the runtime core, which "

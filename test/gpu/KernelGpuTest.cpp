@@ -967,25 +967,53 @@ TEST_F(DecodeGpu, WarpStatesMatchTheCpuReference) {
   check({0, 128, 1, 4, {32768 + 77}}, rng);
 }
 
+// The next record copied during this one (CompileOptions::pipelineCopies,
+// kvarn-jit --pipeline-copies; not yet the default): decode and
+// decode_split + combine over GQA ratios, head dims, presets, bf16, sliding
+// windows, pool blocks between records and a long context, with the bounds
+// of the tests above.
+TEST_F(DecodeGpu, PipelinedCopiesMatchTheCpuReference) {
+  options.pipelineCopies = true;
+  std::mt19937_64 rng(freshSeed());
+  for (int ratio : {1, 2, 4, 6, 8, 16})
+    check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
+  for (int d : {64, 96, 256})
+    check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
+  for (int preset = 1; preset < int(allPresets().size()); ++preset)
+    check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
+  check({0, 128, 2, 4, {1, 127, 129, 0, 700, -1}}, rng, DType::BF16);
+  for (int window : {1, 64, 65, 129, 1000})
+    check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
+          window);
+  check({0, 128, 1, 4, {32768 + 77}}, rng);
+}
+
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
   check({e4m3PresetIndex(), 128, 1, 4, {300, 0, 129}}, rng); // e4m3 scales
   options.warpStates = true; // each warp's rows read and written in place
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
+  options.warpStates = false;
+  options.pipelineCopies = true; // two slots, copies in flight
+  check({0, 128, 1, 4, {300, 0, 129, 1000}}, rng);
 }
 
-// Both lowerings of the attention state: whole, and held per warp
-// (CompileOptions::warpStates).
+// Both lowerings of the attention state, whole and held per warp
+// (CompileOptions::warpStates), and the records copied ahead
+// (CompileOptions::pipelineCopies).
 TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
   std::mt19937_64 rng(freshSeed());
-  for (bool warpStates : {false, true})
+  for (int lowering : {0, 1, 2}) // whole, warp states, pipelined copies
     for (DType dtype : {DType::F16, DType::BF16})
       for (int window : {0, 1, 3, 64, 70, 100000}) {
+        bool warpStates = lowering == 1;
         options.warpStates = warpStates;
+        options.pipelineCopies = lowering == 2;
         SCOPED_TRACE(std::string(spell(dtype)) + " window " +
                      std::to_string(window) +
-                     (warpStates ? ", warp states" : ""));
+                     (warpStates ? ", warp states" : "") +
+                     (lowering == 2 ? ", pipelined copies" : ""));
         const Preset &preset =
             allPresets()[1]; // G = 64, so drafts cross blocks
         const int d = 128, hk = 2, ratio = 3, t = 4, batch = 3;
@@ -1037,7 +1065,10 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
         std::printf("[ figures  ] verify %s window %d%s vs verifyAttention: "
                     "%.2e\n",
                     spell(dtype).data(), window,
-                    warpStates ? " (warp states)" : "", e);
+                    warpStates      ? " (warp states)"
+                    : lowering == 2 ? " (pipelined copies)"
+                                    : "",
+                    e);
       }
 }
 

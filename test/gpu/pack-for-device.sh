@@ -59,7 +59,8 @@ copy_executables() {
 copy_executables "$build/bin" "$pkg/bin"
 # KVARN_DEVICE_EXTRA: more executables for bin/, "NAME=PATH ..." (e.g. an
 # older build's kvarn-bench as kvarn-bench-base, for an A/B in one call: a
-# second build's copy of the same LLVM costs xz ~0.3-2.5 MB).
+# second build's copy of the same LLVM costs xz ~0.3-2.5 MB; or a script
+# that runs bin/kvarn-bench with other flags).
 for extra in ${KVARN_DEVICE_EXTRA-}; do
   name=${extra%%=*} path=${extra#*=}
   if [ "$name" = "$extra" ] || [ ! -x "$path" ]; then
@@ -67,7 +68,10 @@ for extra in ${KVARN_DEVICE_EXTRA-}; do
     exit 1
   fi
   cp "$path" "$pkg/bin/$name"
-  strip --strip-all "$pkg/bin/$name"
+  # A script (a build run with other flags) is copied as it is.
+  if [ "$(head -c 4 "$path" | tail -c 3)" = ELF ]; then
+    strip --strip-all "$pkg/bin/$name"
+  fi
 done
 copy_executables "$build/unittests" "$pkg/tests/unit"
 copy_executables "$build/gputests" "$pkg/tests/gpu"

@@ -95,6 +95,7 @@ void jit::applyReportingOptions(const ParsedOptions &opts,
   options.numWarps = int(opts.getInt("num-warps", 0).value_or(0));
   options.minCtasPerSM = int(opts.getInt("min-ctas-per-sm", 0).value_or(0));
   options.warpStates = opts.has("warp-states");
+  options.pipelineCopies = opts.has("pipeline-copies");
   options.printIRAfterAll = opts.has("print-ir-after-all");
   options.timing = opts.has("timing");
   options.crashReproducer = reproducerPath(kernel);

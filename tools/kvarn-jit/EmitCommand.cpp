@@ -414,6 +414,9 @@ Command kvarn::jit::emitCommand() {
            {"warp-states", nullptr,
             "hold attention states per warp, merged once "
             "(not yet the default)"},
+           {"pipeline-copies", nullptr,
+            "copy the next record into shared memory while one is "
+            "attended (not yet the default)"},
            {"dump-ir", "DIR",
             "write the IR after every stage to "
             "DIR/<kernel>/NN-<stage>.<ext> (compiles even "

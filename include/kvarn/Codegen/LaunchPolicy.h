@@ -61,18 +61,26 @@ constexpr long kSmallestStagingLimit = 16 << 10;
 
 /// Tokens of an fp16 pool block that attention takes per step (the DSL's
 /// POOL_ROWS): the largest power-of-two divisor of the block's G tokens
-/// whose fp16 K (or V) rows fit the smallest staging limit, so that they
-/// are staged next to a record's fields. A whole pool block is too large to
-/// stage; read from global memory inside the reductions, it cost ~75 us
-/// (the sink block of 8 x 32K on the H200, docs/benchmarks.md).
-constexpr int poolRowsPerStep(int group, int headDim) {
+/// whose fp16 K (or V) rows fit `bytes`, so that they are staged next to a
+/// record's fields. A whole pool block is too large to stage; read from
+/// global memory inside the reductions, it cost ~75 us (the sink block of
+/// 8 x 32K on the H200, docs/benchmarks.md). MLA's chunks take up to the
+/// smallest staging limit; the dense decode family's half of it
+/// (kDensePoolRowsBytes), so that with the records' ring of
+/// kvgpu-pipeline-copies a CTA needs at most ~60 KB (three an SM).
+constexpr long kDensePoolRowsBytes = kSmallestStagingLimit / 2;
+constexpr int poolRowsPerStep(int group, int width,
+                              long bytes = kSmallestStagingLimit) {
   int rows = group;
-  while (rows % 2 == 0 && long(rows) * headDim * 2 > kSmallestStagingLimit)
+  while (rows % 2 == 0 && long(rows) * width * 2 > bytes)
     rows /= 2;
   return rows;
 }
-static_assert(poolRowsPerStep(128, 128) == 64 && poolRowsPerStep(128, 64) == 128 &&
-              poolRowsPerStep(128, 160) == 32 && poolRowsPerStep(64, 512) == 16);
+static_assert(poolRowsPerStep(128, 128) == 64 &&
+              poolRowsPerStep(128, 64) == 128 &&
+              poolRowsPerStep(128, 160) == 32 &&
+              poolRowsPerStep(64, 512) == 16 &&
+              poolRowsPerStep(128, 128, kDensePoolRowsBytes) == 32);
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
 /// the largest divisor of `heads` up to 8. Each head keeps its queries,

@@ -47,6 +47,10 @@ struct CompileOptions {
   /// warp-states; docs/codegen.md). Off by default: 4-14% slower on the
   /// H100 (docs/benchmarks.md).
   bool warpStates = false;
+  /// Copy the next record into shared memory while this one is attended
+  /// (kvgpu-pipeline-copies; docs/codegen.md). Not yet the default: not yet
+  /// measured on a GPU.
+  bool pipelineCopies = false;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
   std::function<void(std::string_view, std::string_view)> onStage;

@@ -95,6 +95,32 @@ def EliminateBarriers : Pass<"kvgpu-eliminate-barriers", "mlir::gpu::GPUModuleOp
   ];
 }
 
+def PipelineCopies : Pass<"kvgpu-pipeline-copies", "mlir::gpu::GPUModuleOp"> {
+  let summary = "Copy a loop's next record into shared memory during this one";
+  let description = [{
+    A loop whose steps each copy one record into shared memory (`copy_in`
+    of bytes, then a barrier) at an offset known one step ahead gets the
+    copy before the loop for its first step and, in each step, the next
+    step's copy, into a ring of two slots appended to the kernel's shared
+    memory (`kvgpu.shared_buffer ... slot %s of N`); the loop's barriers
+    that no other copy precedes leave that copy in flight (`in_flight 1`),
+    and the loop's prefetch of the same bytes goes. A kernel is changed
+    only where the ring still fits all but one of its CTAs an SM on the
+    chip (`kvgpu.shared_bytes` and `nvvm.minctasm` updated).
+    PipelineCopies.cpp says when a loop qualifies.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"
+  ];
+  let options = [
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
+           "Target chip: its shared memory an SM bounds the ring">
+  ];
+  let statistics = [
+    Statistic<"numPipelined", "loops-pipelined", "Loops whose copies were pipelined">
+  ];
+}
+
 def ConvertKVGPUToNVVM : Pass<"convert-kvgpu-to-nvvm", "mlir::gpu::GPUModuleOp"> {
   let summary = "Lower kvgpu collective ops to gpu, scf, arith, memref and llvm";
   let description = [{

@@ -79,19 +79,62 @@ def KVGPU_SharedBufferOp : KVGPU_Op<"shared_buffer", [Pure]> {
   let description = [{
     ```mlir
     %k = kvgpu.shared_buffer 0 : memref<128x128xf16, #gpu.address_space<workgroup>>
+    %r = kvgpu.shared_buffer 52736 slot %s of 13824 : memref<13824xi8, #gpu.address_space<workgroup>>
     ```
     The offset is planned by the tile lowering; buffers whose lifetimes do
-    not overlap share bytes. The enclosing kernel's `kvgpu.shared_bytes`
-    attribute covers every buffer.
+    not overlap share bytes. With `slot %s of N`, the buffer is slot %s
+    (0 or 1) of a ring of two N-byte slots from `offset` (offset + %s * N:
+    kvgpu-pipeline-copies' staged records); N is a multiple of 128, so the
+    buffer keeps the alignment of `offset`. The enclosing kernel's
+    `kvgpu.shared_bytes` attribute covers every buffer.
   }];
-  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$offset);
+  let arguments = (ins ConfinedAttr<I64Attr, [IntNonNegative]>:$offset,
+                       Optional<Index>:$slot,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$slotBytes);
   let results = (outs KVGPU_SharedMemRef:$buffer);
-  let assemblyFormat = "$offset attr-dict `:` type($buffer)";
+  let assemblyFormat = [{
+    $offset (`slot` $slot^ `of` $slotBytes)? attr-dict `:` type($buffer)
+  }];
+  let builders = [
+    OpBuilder<(ins "::mlir::Type":$type, "int64_t":$offset), [{
+      build($_builder, $_state, type, offset, ::mlir::Value(), nullptr);
+    }]>,
+    OpBuilder<(ins "::mlir::Type":$type, "::mlir::IntegerAttr":$offset), [{
+      build($_builder, $_state, type, offset, ::mlir::Value(), nullptr);
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    /// Slots of a ring buffer (`slot %s of N`).
+    static constexpr int64_t kRingSlots = 2;
+    /// The bytes every slot this op can name spans, from `offset`.
+    int64_t getSpannedBytes();
+  }];
   let hasVerifier = 1;
 }
 
 def KVGPU_BarrierOp : KVGPU_Op<"barrier"> {
   let summary = "wait for every thread of the CTA (bar.sync 0)";
+  let description = [{
+    First waits for the thread's asynchronous copies into shared memory
+    (`copy_in`), all of them, or all but the newest `in_flight` groups of
+    them (`cp.async.wait_group`): kvgpu-pipeline-copies keeps the next
+    record's copy in flight across the barriers that do not need it.
+  }];
+  let arguments = (ins OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$inFlight);
+  let assemblyFormat = "(`in_flight` $inFlight^)? attr-dict";
+  let builders = [
+    OpBuilder<(ins), [{ build($_builder, $_state, ::mlir::IntegerAttr()); }]>
+  ];
+}
+
+def KVGPU_CommitCopiesOp : KVGPU_Op<"commit_copies"> {
+  let summary = "close an empty group of asynchronous copies";
+  let description = [{
+    `cp.async.commit_group` with no copy of its own: where a pipelined
+    copy is not issued (the loop's last step), the step still closes one
+    group, so that `barrier in_flight 1` always leaves exactly the step's
+    own group in flight. Every `copy_in` closes its own group.
+  }];
   let assemblyFormat = "attr-dict";
 }
 

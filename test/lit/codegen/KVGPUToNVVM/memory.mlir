@@ -29,6 +29,35 @@ gpu.module @m {
     gpu.return
   }
 
+  // A ring slot is the view at offset + slot * N; a barrier that leaves a
+  // group in flight waits with wait_group 1; commit_copies closes an empty
+  // group.
+  // CHECK-LABEL: gpu.func @ring
+  // CHECK: %[[SMEM:.*]] = gpu.dynamic_shared_memory
+  // CHECK: %[[SCALED:.*]] = arith.muli %arg2, %c1024
+  // CHECK: %[[AT:.*]] = arith.addi %[[SCALED]], %c2048
+  // CHECK: memref.view %[[SMEM]][%[[AT]]][]
+  // CHECK: nvvm.cp.async.commit.group
+  // CHECK: } else {
+  // The scalar fallback closes a group too.
+  // CHECK: nvvm.cp.async.commit.group
+  // CHECK: }
+  // CHECK: nvvm.cp.async.commit.group
+  // CHECK-NEXT: nvvm.cp.async.wait.group 1
+  // CHECK-NEXT: gpu.barrier
+  // CHECK: nvvm.cp.async.wait.group 0
+  // CHECK-NEXT: gpu.barrier
+  gpu.func @ring(%p: !llvm.ptr<1>, %off: i64, %slot: index) kernel
+      attributes {kvgpu.num_warps = 1 : i64} {
+    %c1 = arith.constant 1 : i64
+    %a = kvgpu.shared_buffer 2048 slot %slot of 1024 : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.copy_in %p[%off] strides(%c1) to %a : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.commit_copies
+    kvgpu.barrier in_flight 1
+    kvgpu.barrier
+    gpu.return
+  }
+
   // A prefetch of 13824 bytes (a k4v2 record at head_dim 128): 108 lines of
   // 128 bytes, thread t the lines t, t + 128, ... (one here), each one
   // prefetch.global.L2 (inline PTX: upstream's intrinsic needs PTX 8.0).

@@ -26,6 +26,22 @@ func.func @misaligned() {
 
 // -----
 
+func.func @slot_not_a_multiple_of_128(%s: index) {
+  // expected-error @+1 {{slot bytes 1000 are not a multiple of 128}}
+  %a = kvgpu.shared_buffer 0 slot %s of 1000 : memref<1000xi8, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
+func.func @larger_than_its_slot(%s: index) {
+  // expected-error @+1 {{buffer does not fit its slot}}
+  %a = kvgpu.shared_buffer 0 slot %s of 128 : memref<256xi8, #gpu.address_space<workgroup>>
+  return
+}
+
+// -----
+
 func.func @strides(%p: !llvm.ptr<1>, %o: i64) {
   %a = kvgpu.shared_buffer 0 : memref<4x4xf32, #gpu.address_space<workgroup>>
   // expected-error @+1 {{needs one byte stride per buffer dimension: 2 dimensions, 1 strides}}

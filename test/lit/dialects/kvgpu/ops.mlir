@@ -18,6 +18,13 @@ gpu.module @m {
     kvgpu.copy_in %p[%off] strides(%s0, %s1) to %h : memref<4x128xf16, #gpu.address_space<workgroup>>
     // CHECK: kvgpu.barrier
     kvgpu.barrier
+    // CHECK: kvgpu.barrier in_flight 1
+    kvgpu.barrier in_flight 1
+    // CHECK: kvgpu.commit_copies
+    kvgpu.commit_copies
+    // CHECK: kvgpu.shared_buffer 6144 slot %{{.*}} of 1024 : memref<1000xi8
+    %slot = arith.constant 1 : index
+    %ring = kvgpu.shared_buffer 6144 slot %slot of 1024 : memref<1000xi8, #gpu.address_space<workgroup>>
     // CHECK: kvgpu.prefetch %{{.*}}[%{{.*}}] bytes 13824
     kvgpu.prefetch %p[%off] bytes 13824
     // CHECK: kvgpu.prefetch %{{.*}}[%{{.*}}] bytes 256 rows 128 stride %{{.*}}
