@@ -33,13 +33,15 @@ kvarn::compileKernel(const KernelRequest &request,
 
   OwningOpRef<ModuleOp> module;
   llvm::SourceMgr sourceMgr;
+  dsl::Specialization spec = request.spec;
+  spec.smallPoolChunks = options.pipelineCopies;
   if (request.source.empty()) {
-    module = dsl::buildLibraryKernel(request.kernel, request.spec, &context);
+    module = dsl::buildLibraryKernel(request.kernel, spec, &context);
   } else {
     sourceMgr.AddNewSourceBuffer(
         llvm::MemoryBuffer::getMemBufferCopy(request.source, request.sourceName),
         llvm::SMLoc());
-    module = dsl::buildKernels(sourceMgr, request.spec, &context);
+    module = dsl::buildKernels(sourceMgr, spec, &context);
     if (module) { // keep only the requested kernel
       bool found = false;
       for (auto func : llvm::make_early_inc_range(module->getOps<func::FuncOp>())) {

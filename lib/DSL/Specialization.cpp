@@ -71,7 +71,10 @@ kvarn::dsl::specConstants(const Specialization &spec) {
       {"RECORD_BYTES", l.recordBytes, "bytes per record (the record stride)"},
       {"RECORD_USED_BYTES", l.unalignedBytes,
        "bytes of a record before its padding"},
-      {"POOL_ROWS", poolRowsPerStep(l.group, l.headDim, kDensePoolRowsBytes),
+      {"POOL_ROWS",
+       spec.smallPoolChunks
+           ? poolRowsPerStep(l.group, l.headDim, kDensePoolRowsBytes)
+           : poolRowsPerStep(l.group, l.headDim),
        "tokens of an fp16 pool block attended per step (LaunchPolicy.h)"},
       {"MAX_SPLITS", kMaxDecodeSplits,
        "split dimension of decode_split's scratch buffers"},

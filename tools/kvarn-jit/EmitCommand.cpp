@@ -278,6 +278,7 @@ int runEmit(const ParsedOptions &opts) {
   if (!dtype)
     return usageError(kvarn::toString(dtype.takeError()));
   spec.dtype = *dtype;
+  spec.smallPoolChunks = opts.has("pipeline-copies");
   if (kvarn::Error err = spec.check())
     return failure(std::move(err));
 

@@ -64,10 +64,12 @@ constexpr long kSmallestStagingLimit = 16 << 10;
 /// whose fp16 K (or V) rows fit `bytes`, so that they are staged next to a
 /// record's fields. A whole pool block is too large to stage; read from
 /// global memory inside the reductions, it cost ~75 us (the sink block of
-/// 8 x 32K on the H200, docs/benchmarks.md). MLA's chunks take up to the
-/// smallest staging limit; the dense decode family's half of it
-/// (kDensePoolRowsBytes), so that with the records' ring of
-/// kvgpu-pipeline-copies a CTA needs at most ~60 KB (three an SM).
+/// 8 x 32K on the H200, docs/benchmarks.md). Up to the smallest staging
+/// limit; with kvgpu-pipeline-copies (Specialization::smallPoolChunks) the
+/// dense decode family's take half of it (kDensePoolRowsBytes), so that
+/// with the records' ring a CTA needs ~60 KB (three an SM) at head_dim
+/// 128, not 80 (two). 32 rows by default were 2-10% slower on the H100
+/// (the pool blocks: sinks and tails; docs/benchmarks.md).
 constexpr long kDensePoolRowsBytes = kSmallestStagingLimit / 2;
 constexpr int poolRowsPerStep(int group, int width,
                               long bytes = kSmallestStagingLimit) {

@@ -35,6 +35,11 @@ struct Specialization {
   DType dtype = DType::F16;
   /// MLA presets only: the width of the fp16 rope key beside the latent.
   int ropeDim = 0;
+  /// Dense presets: a pool block's chunks (POOL_ROWS) at
+  /// kDensePoolRowsBytes of rows, so that kvgpu-pipeline-copies' ring fits
+  /// (set from CompileOptions::pipelineCopies), instead of the smallest
+  /// staging limit.
+  bool smallPoolChunks = false;
 
   /// Whether the preset is an MLA preset (kvarn_mla_*).
   bool isMla() const { return isMlaPresetName(preset); }
