@@ -821,6 +821,23 @@ protected:
     return download<uint16_t>(out);
   }
 
+  /// check() over GQA ratios, head dims, presets, bf16, sliding windows
+  /// and a long context: the sweep a lowering option (warp states,
+  /// pipelined copies) is held to.
+  void checkEveryShape(std::mt19937_64 &rng) {
+    for (int ratio : {1, 2, 4, 6, 8, 16})
+      check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
+    for (int d : {64, 96, 256})
+      check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
+    for (int preset = 1; preset < int(allPresets().size()); ++preset)
+      check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
+    check({0, 128, 2, 4, {1, 127, 129, 0, 700, -1}}, rng, DType::BF16);
+    for (int window : {1, 64, 65, 129, 1000})
+      check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
+            window);
+    check({0, 128, 1, 4, {32768 + 77}}, rng);
+  }
+
   /// decode and decode_split + combine (two split counts) on one random
   /// cache of `shape` with q and out in `dtype`, against decodeAttention
   /// (q read as that dtype) and each other.
@@ -954,17 +971,7 @@ TEST_F(DecodeGpu, SlidingWindowsMatchTheCpuReference) {
 TEST_F(DecodeGpu, WarpStatesMatchTheCpuReference) {
   options.warpStates = true;
   std::mt19937_64 rng(freshSeed());
-  for (int ratio : {1, 2, 4, 6, 8, 16})
-    check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
-  for (int d : {64, 96, 256})
-    check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
-  for (int preset = 1; preset < int(allPresets().size()); ++preset)
-    check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
-  check({0, 128, 2, 4, {1, 127, 129, 0, 700, -1}}, rng, DType::BF16);
-  for (int window : {1, 64, 65, 129, 1000})
-    check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
-          window);
-  check({0, 128, 1, 4, {32768 + 77}}, rng);
+  checkEveryShape(rng);
 }
 
 // The next record copied during this one (CompileOptions::pipelineCopies,
@@ -975,17 +982,7 @@ TEST_F(DecodeGpu, WarpStatesMatchTheCpuReference) {
 TEST_F(DecodeGpu, PipelinedCopiesMatchTheCpuReference) {
   options.pipelineCopies = true;
   std::mt19937_64 rng(freshSeed());
-  for (int ratio : {1, 2, 4, 6, 8, 16})
-    check({0, 128, 2, ratio, {1, 127, 128, 129, 0, 700, -1}}, rng);
-  for (int d : {64, 96, 256})
-    check({0, d, 2, 4, {1, 200, -1, 0, 333}}, rng);
-  for (int preset = 1; preset < int(allPresets().size()); ++preset)
-    check({preset, 128, 2, 4, {1, 64, 65, -1, 1000}}, rng);
-  check({0, 128, 2, 4, {1, 127, 129, 0, 700, -1}}, rng, DType::BF16);
-  for (int window : {1, 64, 65, 129, 1000})
-    check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
-          window);
-  check({0, 128, 1, 4, {32768 + 77}}, rng);
+  checkEveryShape(rng);
 }
 
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
