@@ -417,7 +417,7 @@ Command kvarn::jit::emitCommand() {
             "(not yet the default)"},
            {"pipeline-copies", nullptr,
             "copy the next record into shared memory while one is "
-            "attended (not yet the default)"},
+            "attended (off by default: docs/benchmarks.md)"},
            {"dump-ir", "DIR",
             "write the IR after every stage to "
             "DIR/<kernel>/NN-<stage>.<ext> (compiles even "

@@ -48,8 +48,10 @@ struct CompileOptions {
   /// H100 (docs/benchmarks.md).
   bool warpStates = false;
   /// Copy the next record into shared memory while this one is attended
-  /// (kvgpu-pipeline-copies; docs/codegen.md). Not yet the default: not yet
-  /// measured on a GPU.
+  /// (kvgpu-pipeline-copies; docs/codegen.md). Off by default: on the H100
+  /// 2-4.5% faster on split decode over long contexts, 5-15% slower where
+  /// plain decode fills the GPU in one wave at 4 CTAs an SM and not at 3
+  /// (docs/benchmarks.md).
   bool pipelineCopies = false;
   /// Called with (stage name, IR text) after each stage: "kvt", "kvgpu",
   /// "nvvm", "llir", "ptx".
