@@ -233,6 +233,19 @@ std::optional<Ring> findRing(scf::ForOp loop) {
       return std::nullopt;
     ring.copies.push_back(copy);
   }
+  // The next step's copy goes where the yielded values its offset reads
+  // are defined: every copy must come after that.
+  Block *body = loop.getBody();
+  llvm::SetVector<Value> leaves;
+  collectLeaves(first.getByteOffset(), loop, leaves);
+  auto yield = cast<scf::YieldOp>(body->getTerminator());
+  for (auto [arg, yielded] :
+       llvm::zip(loop.getRegionIterArgs(), yield.getOperands()))
+    if (Operation *def = yielded.getDefiningOp();
+        leaves.contains(arg) && def && def->getBlock() == body)
+      for (CopyInOp copy : ring.copies)
+        if (!def->isBeforeInBlock(ancestorIn(body, copy)))
+          return std::nullopt;
   return ring;
 }
 
@@ -353,10 +366,6 @@ struct PipelineCopiesPass
       OpBuilder e = OpBuilder::atBlockBegin(issue.elseBlock());
       CommitCopiesOp::create(e, loc);
     }
-    for (CopyInOp copy : ring.copies)
-      if (!issue->isBeforeInBlock(ancestorIn(body, copy)))
-        llvm::report_fatal_error("pipeline-copies: a copy before its issue");
-
     // The loop's prefetch of the same bytes is the copy now.
     SmallVector<PrefetchOp> prefetches;
     body->walk([&](PrefetchOp p) {
