@@ -148,7 +148,12 @@ bool otherCopyMayPrecede(BarrierOp barrier, scf::ForOp loop, Operation *issue) {
 struct Ring {
   scf::ForOp loop;
   SmallVector<CopyInOp> copies; // one byte range, in the loop's branches
+  /// Each copy's read range (readRange), in the order of `copies`.
+  SmallVector<std::pair<Operation *, Operation *>> readRanges;
   int64_t bufferOffset = 0, bytes = 0;
+  /// The op of the body after which the next step's offset is known: the
+  /// latest definition of a yielded value it reads (null: the body's start).
+  Operation *issueAfter = nullptr;
 
   /// Whether `view` is a view of the copied bytes.
   bool covers(SharedBufferOp view) const {
@@ -199,7 +204,7 @@ std::optional<Ring> findRing(scf::ForOp loop) {
     return std::nullopt;
   CopyInOp first = copies.front();
   MemRefType type = first.getDst().getType();
-  Ring ring{loop, {}, 0, type.getNumElements()};
+  Ring ring{loop, {}, {}, 0, type.getNumElements()};
   ring.bufferOffset =
       int64_t(first.getDst().getDefiningOp<SharedBufferOp>().getOffset());
   for (CopyInOp copy : copies) {
@@ -232,6 +237,7 @@ std::optional<Ring> findRing(scf::ForOp loop) {
     if (escapes)
       return std::nullopt;
     ring.copies.push_back(copy);
+    ring.readRanges.push_back(*range);
   }
   // The next step's copy goes where the yielded values its offset reads
   // are defined: every copy must come after that.
@@ -242,10 +248,13 @@ std::optional<Ring> findRing(scf::ForOp loop) {
   for (auto [arg, yielded] :
        llvm::zip(loop.getRegionIterArgs(), yield.getOperands()))
     if (Operation *def = yielded.getDefiningOp();
-        leaves.contains(arg) && def && def->getBlock() == body)
-      for (CopyInOp copy : ring.copies)
-        if (!def->isBeforeInBlock(ancestorIn(body, copy)))
-          return std::nullopt;
+        leaves.contains(arg) && def && def->getBlock() == body &&
+        (!ring.issueAfter || ring.issueAfter->isBeforeInBlock(def)))
+      ring.issueAfter = def;
+  for (CopyInOp copy : ring.copies)
+    if (ring.issueAfter &&
+        !ring.issueAfter->isBeforeInBlock(ancestorIn(body, copy)))
+      return std::nullopt;
   return ring;
 }
 
@@ -325,19 +334,12 @@ struct PipelineCopiesPass
     b.setInsertionPointToStart(body);
     Value ivPlusStep = arith::AddIOp::create(b, loc, iv, loop.getStep());
     next.map(iv, ivPlusStep);
-    // After the yielded values the next offset is computed from.
-    llvm::SetVector<Value> leaves;
-    collectLeaves(first.getByteOffset(), loop, leaves);
-    Operation *after = ivPlusStep.getDefiningOp();
     for (auto [arg, yielded] :
-         llvm::zip(loop.getRegionIterArgs(), yield.getOperands())) {
+         llvm::zip(loop.getRegionIterArgs(), yield.getOperands()))
       next.map(arg, yielded);
-      if (Operation *def = yielded.getDefiningOp();
-          leaves.contains(arg) && def && def->getBlock() == body &&
-          after->isBeforeInBlock(def))
-        after = def;
-    }
-    b.setInsertionPointAfter(after);
+    // After the yielded values the next offset is computed from.
+    b.setInsertionPointAfter(ring.issueAfter ? ring.issueAfter
+                                             : ivPlusStep.getDefiningOp());
     Value steps = arith::DivSIOp::create(
         b, loc, arith::SubIOp::create(b, loc, iv, loop.getLowerBound()),
         loop.getStep());
@@ -379,8 +381,7 @@ struct PipelineCopiesPass
 
     // In each copy's read range, views of the copied bytes become views of
     // the step's slot (one new view per old one, where the copy was).
-    for (CopyInOp copy : ring.copies) {
-      auto range = *readRange(copy);
+    for (auto [copy, range] : llvm::zip(ring.copies, ring.readRanges)) {
       llvm::MapVector<Value, Value> rebased;
       OpBuilder v(copy);
       for (Operation *op = range.first; op != range.second;
