@@ -30,7 +30,7 @@ step() { # NAME LIMIT LOG COMMAND...: runs COMMAND under the limit, says how it 
   local name=$1 seconds=$2 log=$3 s; shift 3
   s=$(date +%s); timeout "$(limit "$seconds")" "$@" >"$log" 2>&1
   echo "$name: rc=$? $(( $(date +%s) - s )) s"
-  grep -iE "seed\]|PASSED|FAILED|ERROR SUMMARY|RACECHECK SUMMARY|^OK|^FAILED \(" "$log" | head -6 | cut -c1-200
+  grep -iE "seed +\]|PASSED|FAILED|ERROR SUMMARY|RACECHECK SUMMARY|^OK|^FAILED \(" "$log" | head -6 | cut -c1-200
 }
 export KVARN_CACHE_DIR=/tmp/kc-kvarn-bench
 step "runtime GPU tests" 40 "$OUT/runtime.log" tests/gpu/KvarnGpuTests --gtest_brief=1
