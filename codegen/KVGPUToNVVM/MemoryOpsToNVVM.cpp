@@ -161,23 +161,20 @@ struct SharedBufferLowering : OpRewritePattern<SharedBufferOp> {
   }
 };
 
-struct BarrierLowering : OpRewritePattern<BarrierOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(BarrierOp op,
-                                PatternRewriter &rw) const override {
-    rw.replaceOpWithNewOp<gpu::BarrierOp>(op);
+/// An op with no operands or results that becomes one `Target` op.
+template <typename Source, typename Target>
+struct OneOpLowering : OpRewritePattern<Source> {
+  using OpRewritePattern<Source>::OpRewritePattern;
+  LogicalResult matchAndRewrite(Source op, PatternRewriter &rw) const override {
+    rw.replaceOpWithNewOp<Target>(op);
     return success();
   }
 };
-
-struct CommitCopiesLowering : OpRewritePattern<CommitCopiesOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(CommitCopiesOp op,
-                                PatternRewriter &rw) const override {
-    rw.replaceOpWithNewOp<NVVM::CpAsyncCommitGroupOp>(op);
-    return success();
-  }
-};
+// A barrier's wait for copies in flight is added before it, by
+// waitForCopiesAtBarriers.
+using BarrierLowering = OneOpLowering<BarrierOp, gpu::BarrierOp>;
+using CommitCopiesLowering =
+    OneOpLowering<CommitCopiesOp, NVVM::CpAsyncCommitGroupOp>;
 
 struct GlobalLoadLowering : OpRewritePattern<GlobalLoadOp> {
   using OpRewritePattern::OpRewritePattern;
