@@ -17,6 +17,12 @@
 using namespace mlir;
 using namespace kvarn;
 
+dsl::Specialization kvarn::specializationFor(dsl::Specialization spec,
+                                             const CompileOptions &options) {
+  spec.smallPoolChunks = options.pipelineCopies;
+  return spec;
+}
+
 kvarn::Expected<CompiledModule>
 kvarn::compileKernel(const KernelRequest &request,
                      const CompileOptions &options) {
@@ -33,8 +39,7 @@ kvarn::compileKernel(const KernelRequest &request,
 
   OwningOpRef<ModuleOp> module;
   llvm::SourceMgr sourceMgr;
-  dsl::Specialization spec = request.spec;
-  spec.smallPoolChunks = options.pipelineCopies;
+  dsl::Specialization spec = specializationFor(request.spec, options);
   if (request.source.empty()) {
     module = dsl::buildLibraryKernel(request.kernel, spec, &context);
   } else {

@@ -11,6 +11,7 @@
 #include "CLauncher.h"
 #include "Commands.h"
 
+#include "kvarn/Codegen/KernelCompiler.h"
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/PtxAssembler.h"
@@ -278,7 +279,10 @@ int runEmit(const ParsedOptions &opts) {
   if (!dtype)
     return usageError(kvarn::toString(dtype.takeError()));
   spec.dtype = *dtype;
-  spec.smallPoolChunks = opts.has("pipeline-copies");
+  // Built here too (--emit kvt, user sources): as compileKernel builds it.
+  CompileOptions pipeline;
+  pipeline.pipelineCopies = opts.has("pipeline-copies");
+  spec = specializationFor(spec, pipeline);
   if (kvarn::Error err = spec.check())
     return failure(std::move(err));
 

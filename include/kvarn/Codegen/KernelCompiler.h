@@ -19,6 +19,12 @@ struct KernelRequest {
   std::string sourceName;       // shown in diagnostics for `source`
 };
 
+/// The specialization the DSL builds a kernel from under `options`: with
+/// pipelineCopies, the dense pool blocks in small chunks
+/// (Specialization::smallPoolChunks), so that the records' ring fits.
+dsl::Specialization specializationFor(dsl::Specialization spec,
+                                      const CompileOptions &options);
+
 /// Builds the kvt module of `request` and compiles it to PTX. DSL and
 /// compiler errors come back as KVARN_ERROR_COMPILE with file:line:col.
 kvarn::Expected<CompiledModule> compileKernel(const KernelRequest &request,
