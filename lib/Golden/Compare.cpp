@@ -30,20 +30,24 @@ double kvarn::relativeL2(const double *a, const double *b, size_t n) {
   return relL2(a, b, n);
 }
 
-double kvarn::relativeL2BeyondRounding(const uint16_t *got, const double *exact,
-                                       size_t n, DType dtype) {
+double kvarn::stepOf(uint16_t bits, DType dtype) {
   // The largest finite magnitude's bits (its step is the one below it).
   const uint16_t maxFinite = dtype == DType::F16 ? 0x7BFF : 0x7F7F;
+  uint16_t magnitude = bits & 0x7FFF;
+  uint16_t lower = magnitude == maxFinite ? magnitude - 1 : magnitude;
+  return double(dtypeToFloat(uint16_t(lower + 1), dtype)) -
+         double(dtypeToFloat(lower, dtype));
+}
+
+double kvarn::relativeL2BeyondRounding(const uint16_t *got, const double *exact,
+                                       size_t n, DType dtype) {
   double num = 0, den = 0;
   for (size_t i = 0; i < n; ++i) {
     double g = dtypeToFloat(got[i], dtype);
     if (!std::isfinite(g))
       return INFINITY;
-    uint16_t magnitude = got[i] & 0x7FFF;
-    uint16_t lower = magnitude == maxFinite ? magnitude - 1 : magnitude;
-    double step = double(dtypeToFloat(uint16_t(lower + 1), dtype)) -
-                  double(dtypeToFloat(lower, dtype));
-    double beyond = std::max(0.0, std::fabs(g - exact[i]) - step / 2);
+    double beyond =
+        std::max(0.0, std::fabs(g - exact[i]) - stepOf(got[i], dtype) / 2);
     num += beyond * beyond;
     den += exact[i] * exact[i];
   }

@@ -665,17 +665,6 @@ double splitVsSingleBound(DType dtype) {
   return dtype == DType::F16 ? 2e-4 : 8 * 2e-4;
 }
 
-/// The distance from `bits` (an f16 or bf16 element, finite) to the next
-/// element of larger magnitude (the largest finite's distance to the one
-/// below).
-double ulpOf(uint16_t bits, DType dtype) {
-  uint16_t magnitude = bits & 0x7fff;
-  uint16_t maxFinite = dtype == DType::F16 ? 0x7bff : 0x7f7f;
-  uint16_t lower = magnitude == maxFinite ? magnitude - 1 : magnitude;
-  return std::fabs(dtypeToFloat(uint16_t(lower + 1), dtype) -
-                   dtypeToFloat(lower, dtype));
-}
-
 /// Relative L2, against `b`, of how far each element of `a` is from `b`'s
 /// beyond one ulp of the larger of the two (elements both poisoned are
 /// left out).
@@ -686,7 +675,7 @@ double excessBeyondOneUlp(const std::vector<uint16_t> &a,
     if (a[i] == kPoison && b[i] == kPoison)
       continue;
     double x = dtypeToFloat(a[i], dtype), y = dtypeToFloat(b[i], dtype);
-    double ulp = std::max(ulpOf(a[i], dtype), ulpOf(b[i], dtype));
+    double ulp = std::max(stepOf(a[i], dtype), stepOf(b[i], dtype));
     double e = std::max(std::fabs(x - y) - ulp, 0.0);
     if (std::isnan(x - y))
       e = INFINITY;

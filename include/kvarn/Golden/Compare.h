@@ -37,6 +37,10 @@ RecordComparison compareRecords(const RecordLayout &layout, const uint8_t *a,
 double relativeL2(const float *a, const float *b, size_t n);
 double relativeL2(const double *a, const double *b, size_t n);
 
+/// The step from `bits` (a finite 16-bit value of `dtype`) to the next
+/// value of larger magnitude (for the largest finite, from the one below).
+double stepOf(uint16_t bits, DType dtype);
+
 /// The relative L2 error of outputs `got` (16-bit values of `dtype`)
 /// against `exact`, less what rounding them to `dtype` accounts for:
 /// element i counts max(0, |got_i - exact_i| - h_i), h_i half of got_i's
