@@ -648,7 +648,7 @@ constexpr uint16_t kPoison = 0x7e00; // fp16 NaN; a bf16 1.7e38
 /// The bound on decode's relative L2 against exact attention beyond the
 /// outputs' own rounding (decodeError): issue 5's 4e-4, for f16 and bf16
 /// outputs alike (bf16's coarser rounding is what decodeError leaves out).
-double decodeBound(DType) { return 4e-4; }
+constexpr double kDecodeBound = 4e-4;
 
 /// Split vs single pass: both compute each output in fp32, in different
 /// orders (the splits' partials meet in combine), and round it to the
@@ -861,8 +861,8 @@ protected:
     double singleUnrounded = 0;
     double singleErr =
         decodeError(single, want, c.lens, row, dtype, &singleUnrounded);
-    EXPECT_LE(singleErr, decodeBound(dtype)) << "decode";
-    if (singleErr > decodeBound(dtype))
+    EXPECT_LE(singleErr, kDecodeBound) << "decode";
+    if (singleErr > kDecodeBound)
       // Which requests and heads missed (the seed replays the case).
       for (size_t b = 0; b < c.lens.size(); ++b)
         for (int head = 0; head < c.hq && c.lens[b] > 0; ++head) {
@@ -870,7 +870,7 @@ protected:
           std::vector<double> exact(&want[at], &want[at] + c.d);
           double e =
               relativeL2BeyondRounding(&single[at], exact.data(), c.d, dtype);
-          if (e > decodeBound(dtype))
+          if (e > kDecodeBound)
             std::printf("[ figures  ]   request %zu (length %d), head %d: "
                         "%.2e\n",
                         b, c.lens[b], head, e);
@@ -890,7 +890,7 @@ protected:
       std::vector<uint16_t> merged =
           splitDecode(spec, c, in, scale, splits, window);
       double splitErr = decodeError(merged, want, c.lens, row, dtype);
-      EXPECT_LE(splitErr, decodeBound(dtype)) << splits << " splits";
+      EXPECT_LE(splitErr, kDecodeBound) << splits << " splits";
       double apart = relativeL2Between(merged, single, dtype);
       double beyondUlp = excessBeyondOneUlp(merged, single, dtype);
       EXPECT_LE(beyondUlp, splitVsSingleBound(dtype))
@@ -1044,7 +1044,7 @@ TEST_F(DecodeGpu, VerifyMatchesTheCpuReference) {
           for (int j = 0; j < t; ++j)
             used.push_back(j < queryLens[b] ? 1 : 0);
         double e = decodeError(got, want, used, size_t(c.hq) * d, dtype);
-        EXPECT_LE(e, decodeBound(dtype));
+        EXPECT_LE(e, kDecodeBound);
         std::printf("[ figures  ] verify %s window %d%s vs verifyAttention: "
                     "%.2e\n",
                     spell(dtype).data(), window,
@@ -1257,7 +1257,7 @@ TEST_F(KernelGpu, MlaDecodeGoldenCasesMatchTheReference) {
       for (size_t i = 0; i < got.size(); ++i)
         gotF[i] = halfToFloat(got[i]);
       double vsExact = relativeL2(gotF.data(), d.exact.data(), gotF.size());
-      EXPECT_LE(vsReference, 4e-4);
+      EXPECT_LE(vsReference, kDecodeBound);
       std::printf("[ figures  ] %s GPU %s: vs the CPU reference %.3e, vs "
                   "out_exact (f32 queries) %.3e\n",
                   name, splits ? "split" : "single", vsReference, vsExact);
@@ -1380,7 +1380,7 @@ protected:
       double e2 = decodeError(
           runMlaDecode(spec, buffers, scale, batch, maxBlocks, splits), want,
           lens, size_t(heads) * r);
-      EXPECT_LE(e2, 4e-4) << splits << " splits";
+      EXPECT_LE(e2, kDecodeBound) << splits << " splits";
       std::printf("[ figures  ] MLA R %d heads %d %s: vs the CPU reference "
                   "%.3e\n",
                   r, heads, splits ? "split" : "single", e2);
