@@ -92,27 +92,13 @@ Value widenCode(OpBuilder &b, Location loc, Value piece, int64_t shift,
   return arith::SubFOp::create(b, loc, v, f32Constant(b, loc, 8388608.0f));
 }
 
-Value biasedCodesToBf16x2(OpBuilder &b, Location loc, Value v);
-
-/// Two codes as the bf16 pair (low, high) of an mma operand register (i32):
-/// each OR-ed into the mantissa of 128.0 (0x4300: ulp 1 there, exact for
-/// codes < 128), then 128 subtracted by one fma.rn.bf16x2 (exact).
-Value codePairToBf16x2(OpBuilder &b, Location loc, Value low, Value high,
-                       int64_t bits) {
-  Value mask = i32Constant(b, loc, (1 << bits) - 1);
-  Value lo = arith::AndIOp::create(b, loc, low, mask);
-  Value hi = arith::ShLIOp::create(
-      b, loc, arith::AndIOp::create(b, loc, high, mask), i32Constant(b, loc, 16));
-  return biasedCodesToBf16x2(b, loc, arith::OrIOp::create(b, loc, lo, hi));
-}
-
-/// `codes` (two codes below 128 in the low bits of each 16-bit half) OR-ed
-/// into the mantissas of 128.0 and 128 subtracted: the bf16 pair (i32).
-Value biasedCodesToBf16x2(OpBuilder &b, Location loc, Value codes) {
-  Value v =
-      arith::OrIOp::create(b, loc, codes, i32Constant(b, loc, 0x43004300));
+/// A kvgpu.biased_code_pair's bf16 pair (128 + low code, 128 + high code)
+/// less 128 in each half by one fma.rn.bf16x2 (exact): the codes as bf16,
+/// for packed_matmul, whose `a` has both signs (the scores' q . kscale),
+/// where attend_record takes the bias off the sums (kRecordCodeBias).
+Value unbiasCodePair(OpBuilder &b, Location loc, Value biasedPair) {
   auto bf16x2 = VectorType::get({2}, b.getBF16Type());
-  Value pair = LLVM::BitcastOp::create(b, loc, bf16x2, v);
+  Value pair = LLVM::BitcastOp::create(b, loc, bf16x2, biasedPair);
   Value one = LLVM::ConstantOp::create(
       b, loc, bf16x2, DenseElementsAttr::get(bf16x2, b.getFloatAttr(b.getBF16Type(), 1.0)));
   Value minus128 = LLVM::ConstantOp::create(
@@ -217,6 +203,48 @@ constexpr auto mmaBf16 = mma<MmaBf16Op>;
 constexpr auto mmaF16 = mma<MmaF16Op>;
 
 std::optional<int64_t> staticByteOffset(Value buffer);
+SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
+                                    ArrayRef<Value> low, ArrayRef<Value> high,
+                                    int64_t pieceBits);
+
+/// Transposed codes' group kk (4 codes of `bits` bits from bit 4 kk bits of
+/// `piece`, its words) as the two biased bf16 pairs of slots (2t, 2t + 1)
+/// and (2t + 8, 2t + 9): codes (0, 2) and (1, 3) (the slot order the split
+/// of `a` follows, transposedSlotRow). One register holds codes 0 and 1 in
+/// its low half and 2 and 3 in its high half, each half's first code at
+/// bit 0 and its second at `bits`: at 4 bits the group's two bytes spread
+/// by one prmt, at 2 bits its byte zero-extended by one prmt and copied 12
+/// bits up (codes 2 and 3 sit 4 bits up in the byte); then one
+/// kvgpu.biased_code_pair a pair.
+std::array<Value, 2> transposedCodePairs(OpBuilder &b, Location loc,
+                                         ArrayRef<Value> piece, int64_t kk,
+                                         int64_t bits) {
+  Type i32 = b.getI32Type();
+  auto prmt = [&](Value word, int64_t selector) {
+    return LLVM::CallIntrinsicOp::create(
+               b, loc, i32, b.getStringAttr("llvm.nvvm.prmt"),
+               ValueRange{word, i32Constant(b, loc, 0),
+                          i32Constant(b, loc, selector)})
+        .getResult(0);
+  };
+  int64_t bit = 4 * kk * bits;
+  Value word = piece[bit / 32];
+  int64_t byte = bit % 32 / 8;
+  Value spread;
+  if (bits == 4) {
+    // Bytes `byte` and `byte + 1` to bytes 0 and 2 (selector nibbles 4:
+    // the zero word's byte).
+    spread = prmt(word, byte | 4 << 4 | (byte + 1) << 8 | 4 << 12);
+  } else {
+    assert(bits == 2 && "transposed codes are 2 or 4 bits (or f16 rows)");
+    Value zeroExtended = prmt(word, byte | 4 << 4 | 4 << 8 | 4 << 12);
+    spread = arith::OrIOp::create(
+        b, loc, zeroExtended,
+        arith::ShLIOp::create(b, loc, zeroExtended, i32Constant(b, loc, 12)));
+  }
+  return {BiasedCodePairOp::create(b, loc, spread, 0, bits),
+          BiasedCodePairOp::create(b, loc, spread, bits, bits)};
+}
 
 /// Transposed codes (PackedMatmulMmaTiling in KVGPU.h): the first of the
 /// four rows lane t holds of k tile kt, 16 P (kt / P) + 4 P t + 4 (kt mod
@@ -397,10 +425,17 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             return arith::SelectOp::create(b, loc, valid, x,
                                            f32Constant(b, loc, 0.0f));
           };
-          // In slot order (arguments have no evaluation order).
-          int64_t step = T.transposed ? 1 : 4;
-          Value x0 = aValue(0), x1 = aValue(step), x8 = aValue(2 * step),
-                x9 = aValue(3 * step);
+          // In slot order (arguments have no evaluation order). Transposed
+          // codes pair a group's codes 0 and 2, then 1 and 3
+          // (transposedCodePairs); f16 rows are pairs as stored.
+          Value x0, x1, x8, x9;
+          if (!T.transposed) {
+            x0 = aValue(0), x1 = aValue(4), x8 = aValue(8), x9 = aValue(12);
+          } else if (f16Rows) {
+            x0 = aValue(0), x1 = aValue(1), x8 = aValue(2), x9 = aValue(3);
+          } else {
+            x0 = aValue(0), x1 = aValue(2), x8 = aValue(1), x9 = aValue(3);
+          }
           storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9,
                              f16Rows ? splitToF16x2 : splitToBf16x2);
         });
@@ -450,22 +485,16 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
               }
               return run;
             };
-            auto codeAt = [&](ArrayRef<Value> run, int64_t j) -> Value {
-              int64_t bit = j * bits;
-              Value word = run[bit / 32];
-              return bit % 32 ? arith::ShRUIOp::create(
-                                    b, loc, word, i32Constant(b, loc, bit % 32))
-                                    .getResult()
-                              : word;
-            };
             // Slots 2t, 2t + 1, 2t + 8, 2t + 9 read rows t, t + 4, t + 8, t +
-            // 12 (transposed: codes 4 kk .. 4 kk + 3 of the pieces above).
-            SmallVector<Value> r0, r1, r8, r9;
+            // 12, the two rows of a register's pair interleaved by halves
+            // (one prmt per 16 bits of a run); transposed: codes 4 kk .. 4 kk
+            // + 3 of the pieces above (transposedCodePairs).
+            SmallVector<Value> low, high;
             if (!T.transposed) {
-              r0 = loadRun(0);
-              r1 = loadRun(4);
-              r8 = loadRun(8);
-              r9 = loadRun(12);
+              int64_t chunkBits = std::max<int64_t>(T.runBits, 16);
+              low = interleaveHalves(b, loc, loadRun(0), loadRun(4), chunkBits);
+              high =
+                  interleaveHalves(b, loc, loadRun(8), loadRun(12), chunkBits);
             }
             // b: each head tile's fragment, one 16-byte load.
             SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
@@ -492,28 +521,37 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             // sums, so they do not wait for one another.
             SmallVector<std::array<Value, 4>> aRegs;
             for (int64_t i = 0; i < T.columnTiles; ++i) {
-              auto pair = [&](ArrayRef<Value> low, ArrayRef<Value> high,
-                              int64_t j) {
-                return codePairToBf16x2(b, loc, codeAt(low, j), codeAt(high, j),
-                                        bits);
-              };
               if (!T.transposed) {
-                aRegs.push_back({pair(r0, r1, 2 * i), pair(r0, r1, 2 * i + 1),
-                                 pair(r8, r9, 2 * i), pair(r8, r9, 2 * i + 1)});
+                // Code j of both rows of a chunk: column j of the run.
+                auto pair = [&](ArrayRef<Value> chunks, int64_t j) {
+                  return unbiasCodePair(
+                      b, loc,
+                      BiasedCodePairOp::create(b, loc, chunks[j * bits / 16],
+                                               j * bits % 16, bits));
+                };
+                aRegs.push_back({pair(low, 2 * i), pair(low, 2 * i + 1),
+                                 pair(high, 2 * i), pair(high, 2 * i + 1)});
                 continue;
               }
-              // Columns 2i (m-row g) and 2i + 1 (m-row g + 8): codes 0, 1 are
-              // slots 2t, 2t + 1, codes 2, 3 slots 2t + 8, 2t + 9; f16 rows
-              // are those pairs already, one word each.
-              auto codes = [&](int64_t column, int64_t j) {
-                ArrayRef<Value> piece = columnPieces[column];
-                if (f16Rows)
-                  return piece[2 * kk + j / 2];
-                return codePairToBf16x2(b, loc, codeAt(piece, 4 * kk + j),
-                                        codeAt(piece, 4 * kk + j + 1), bits);
-              };
-              aRegs.push_back({codes(2 * i, 0), codes(2 * i + 1, 0),
-                               codes(2 * i, 2), codes(2 * i + 1, 2)});
+              // Columns 2i (m-row g) and 2i + 1 (m-row g + 8); f16 rows are
+              // the slots' pairs already, one word each.
+              if (f16Rows) {
+                auto words = [&](int64_t column, int64_t half) {
+                  return columnPieces[column][2 * kk + half];
+                };
+                aRegs.push_back({words(2 * i, 0), words(2 * i + 1, 0),
+                                 words(2 * i, 1), words(2 * i + 1, 1)});
+                continue;
+              }
+              std::array<Value, 2> even = transposedCodePairs(
+                                       b, loc, columnPieces[2 * i], kk, bits),
+                                   odd = transposedCodePairs(
+                                       b, loc, columnPieces[2 * i + 1], kk,
+                                       bits);
+              aRegs.push_back({unbiasCodePair(b, loc, even[0]),
+                               unbiasCodePair(b, loc, odd[0]),
+                               unbiasCodePair(b, loc, even[1]),
+                               unbiasCodePair(b, loc, odd[1])});
             }
             // Smallest part first.
             for (int p = kMmaSplitParts - 1; p >= 0; --p)

@@ -80,7 +80,9 @@ int64_t getNumThreads(mlir::Operation *op);
 /// g and g + 8 of column tile i being columns 2i and 2i + 1 of its run. Slot
 /// 2t + e + 8f of a k tile (e, f in {0, 1}) reads row t + 4e + 8f of it, so
 /// the lanes of one load read adjacent rows (fewer bank conflicts). Codes
-/// become bf16 through the 0x4300 magic number (exact below 128); `a` is
+/// become bf16 through the 0x4300 magic number (exact below 128): the two
+/// rows of a register's pair interleaved by halves (one prmt per 16 bits),
+/// then one kvgpu.biased_code_pair and one bf16x2 fma (less 128) a pair; `a` is
 /// split in kMmaSplitParts bf16 parts, one MMA each, accumulating into the
 /// same fp32 sums. Every warp needs all of `a`'s B fragments, so the CTA
 /// splits them once, into the scratch buffer in the order a lane reads
@@ -91,7 +93,10 @@ int64_t getNumThreads(mlir::Operation *op);
 /// adjacent: MLA's token-major latent as the scores' operand) the columns
 /// are split the same way, and the k tiles go in groups of P = pieceTiles:
 /// slot 2t + e + 8f of k tile i is row 16 P (i / P) + 4 P t + 4 (i mod P)
-/// + 2f + e, so a lane's rows of a group are one piece of 4 P codes of
+/// + 2e + f (f16 rows: + 2f + e, their pairs as stored), so that a
+/// register's pair, codes 0 and 2 or 1 and 3 of a group, comes out of one
+/// spread of the group's bits (one prmt) by one lop3; a lane's rows of a
+/// group are one piece of 4 P codes of
 /// each of its columns (`runBits` = 4 P bits: 16 bytes at 4 bits, one
 /// vector load where the rows keep that alignment). The rows of a record
 /// are a multiple of 128 bytes apart, so the 8 lanes g of one load read

@@ -562,7 +562,9 @@ def KVGPU_BiasedCodePairOp : KVGPU_Op<"biased_code_pair", [Pure]> {
     each OR-ed into the mantissa of 128.0 (bf16 0x4300, whose ulp is 1): the
     bf16 pair (128 + low code, 128 + high code), exact for codes below 128.
     One shift and one `lop3` (mask and bias at once). The consumer takes 128
-    x the other operand's sum back off the product.
+    x the other operand's sum back off the product (attend_record), or
+    128 off each half of the pair (packed_matmul, whose other operand has
+    both signs).
 
     ```mlir
     %r = kvgpu.biased_code_pair %pair shift 4 bits 4 : i32

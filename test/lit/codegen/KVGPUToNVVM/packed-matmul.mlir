@@ -40,14 +40,27 @@ gpu.module @m {
     // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK: gpu.barrier
     // CHECK: scf.for %{{.*}} = %{{.*}} to %c8 step %c1 iter_args({{.*}}) -> (f32, f32, f32, f32, f32, f32, f32, f32) {
-    // CHECK-COUNT-4: memref.load %{{.*}} : memref<4096xi16
+    // Rows t and t + 4 (a register's pair), each a 16-bit run, interleaved
+    // by halves with one prmt (bytes 0, 1 of each: 0x5410); rows t + 8 and
+    // t + 12 likewise.
+    // CHECK-COUNT-2: memref.load %{{.*}} : memref<4096xi16
+    // CHECK: %[[LOW:.*]] = llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
+    // CHECK-COUNT-2: memref.load %{{.*}} : memref<4096xi16
+    // CHECK: %[[HIGH:.*]] = llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
     // The lane's fragment: one load.
     // CHECK: vector.load %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: llvm.fptrunc
-    // Codes into the mantissa of 128.0 (0x43004300), 128 subtracted.
-    // CHECK: arith.ori %{{.*}}, %c1124090624_i32 : i32
+    // Each pair: its codes into the mantissa of 128.0 by one lop3 (mask
+    // 0x000F000F, 0x43004300; a shift first but for code 0), then 128
+    // subtracted (one bf16x2 fma). No bit-field extracts.
+    // CHECK-NOT: arith.andi
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[LOW]], %c983055_i32, %c1124090624_i32
     // CHECK: llvm.bitcast %{{.*}} : i32 to vector<2xbf16>
     // CHECK: llvm.intr.fma
+    // CHECK: %[[S4:.*]] = arith.shrui %[[LOW]], %c4_i32 : i32
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[S4]], %c983055_i32, %c1124090624_i32
+    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[HIGH]], %c983055_i32, %c1124090624_i32
+    // CHECK-NOT: arith.andi
     // Two column tiles x two parts, the tiles' MMAs alternating.
     // CHECK-COUNT-4: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
@@ -127,7 +140,7 @@ gpu.module @m {
   // the scores' operand), 128 columns (tokens) x 128 rows (channels), eight
   // heads: two column tiles a warp, 8 k tiles, one group of P = 8 k tiles
   // (PackedMatmulMmaTiling): slot 2t + e + 8f of k tile i is row 32t + 4i +
-  // 2f + e, so the fragments' split reads rows 32t + 4i .. + 3 and a lane's
+  // 2e + f, so the fragments' split reads rows 32t + 4i .. + 3 and a lane's
   // codes of one column for all 8 k tiles are one 16-byte piece (one vector
   // load; the 8 lanes g of a load read the same banks, 8 wavefronts for
   // 512 bytes).
@@ -154,9 +167,10 @@ gpu.module @m {
     // CHECK: arith.addi
     // CHECK: %[[ROW:.*]] = arith.addi
     // CHECK-NEXT: arith.muli %[[ROW]], %c8 : index
-    // CHECK: %[[ROW1:.*]] = arith.addi %[[ROW]], %c1 : index
-    // CHECK: %[[ROW2:.*]] = arith.addi %[[ROW]], %c2 : index
-    // CHECK: %[[ROW3:.*]] = arith.addi %[[ROW]], %c3 : index
+    // Slots 2t, 2t + 1, 2t + 8, 2t + 9: rows + 0, 2, 1, 3.
+    // CHECK: arith.addi %[[ROW]], %c2 : index
+    // CHECK: arith.addi %[[ROW]], %c1 : index
+    // CHECK: arith.addi %[[ROW]], %c3 : index
     // CHECK: vector.store
     // CHECK: gpu.barrier
     // The k loop: one iteration for the group's 8 k tiles, unrolled; one
@@ -168,18 +182,19 @@ gpu.module @m {
     // CHECK: %[[W0:.*]] = vector.extract %[[P0]][0] : i32 from vector<4xi32>
     // CHECK-COUNT-3: vector.load %{{.*}} : memref<2048xi32, #gpu.address_space<workgroup>>, vector<4xi32>
     // CHECK-NOT: memref.load %{{.*}} : memref<2048xi32
-    // k tile 0: codes 0, 1 (bits 0, 4 of word 0) make a register.
+    // k tile 0: bytes 0 and 1 of word 0 (codes 0, 1 and 2, 3) spread to
+    // the halves by one prmt (0x4140), then codes 0, 2 and (4 bits on) 1, 3
+    // make a register each: one lop3 each, no bit-field extracts.
     // CHECK: vector.load %{{.*}} : memref<1024xf32
-    // CHECK: %[[HI:.*]] = arith.shrui %[[W0]], %c4_i32 : i32
-    // CHECK: arith.andi %[[W0]], %c15_i32 : i32
-    // CHECK: arith.andi %[[HI]], %c15_i32 : i32
-    // CHECK: arith.shrui %[[W0]], %c12_i32 : i32
-    // CHECK: arith.shrui %[[W0]], %c8_i32 : i32
+    // CHECK-NOT: arith.andi
+    // CHECK: %[[SPREAD:.*]] = llvm.call_intrinsic "llvm.nvvm.prmt"(%[[W0]], %c0_i32, %c16704_i32)
+    // CHECK-NEXT: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[SPREAD]], %c983055_i32, %c1124090624_i32
+    // CHECK-NEXT: %[[S4:.*]] = arith.shrui %[[SPREAD]], %c4_i32 : i32
+    // CHECK-NEXT: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[S4]], %c983055_i32, %c1124090624_i32
     // CHECK-COUNT-4: nvvm.mma.sync
-    // k tile 1: codes 4 .. 7 of word 0.
+    // k tile 1: bytes 2 and 3 of word 0 (0x4342).
     // CHECK: vector.load %{{.*}} : memref<1024xf32
-    // CHECK: arith.shrui %[[W0]], %c20_i32 : i32
-    // CHECK: arith.shrui %[[W0]], %c16_i32 : i32
+    // CHECK: llvm.call_intrinsic "llvm.nvvm.prmt"(%[[W0]], %c0_i32, %c17218_i32)
     // CHECK-COUNT-4: nvvm.mma.sync
     // CHECK-COUNT-24: nvvm.mma.sync
     // CHECK-NOT: nvvm.mma.sync
@@ -213,9 +228,19 @@ gpu.module @m {
           memref<64x24xi8, #gpu.address_space<workgroup>>,
           memref<512xf32, #gpu.address_space<workgroup>>,
           memref<384xf32, #gpu.address_space<workgroup>>
+    // At 2 bits a group is one byte: zero-extended by a prmt (0x4440),
+    // copied 12 bits up (codes 2, 3 to the high half's bits 0 and 2), then
+    // codes 0, 2 and (2 bits on) 1, 3 by one lop3 each (mask 0x00030003).
     // CHECK: to memref<768xi8, #gpu.address_space<workgroup>>
     // CHECK: scf.for %{{.*}} = %c0 to %c3 step %c1 iter_args
-    // CHECK: memref.load %{{.*}} : memref<768xi8
+    // CHECK: %[[BYTE:.*]] = memref.load %{{.*}} : memref<768xi8
+    // CHECK: %[[WORD:.*]] = arith.extui %[[BYTE]] : i8 to i32
+    // CHECK: %[[Z:.*]] = llvm.call_intrinsic "llvm.nvvm.prmt"(%[[WORD]], %c0_i32, %c17472_i32)
+    // CHECK-NEXT: %[[UP:.*]] = arith.shli %[[Z]], %c12_i32 : i32
+    // CHECK-NEXT: %[[SPREAD:.*]] = arith.ori %[[Z]], %[[UP]] : i32
+    // CHECK-NEXT: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[SPREAD]], %c196611_i32, %c1124090624_i32
+    // CHECK-NEXT: %[[S2:.*]] = arith.shrui %[[SPREAD]], %c2_i32 : i32
+    // CHECK-NEXT: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %[[S2]], %c196611_i32, %c1124090624_i32
     // CHECK: scf.yield
     kvgpu.packed_matmul %a, %codes2 bits 2 transposed into %out scratch %frags
         : memref<384xf32, #gpu.address_space<workgroup>>,
