@@ -210,12 +210,12 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
 /// Transposed codes' group kk (4 codes of `bits` bits from bit 4 kk bits of
 /// `piece`, its words) as the two biased bf16 pairs of slots (2t, 2t + 1)
 /// and (2t + 8, 2t + 9): codes (0, 2) and (1, 3) (the slot order the split
-/// of `a` follows, transposedSlotRow). One register holds codes 0 and 1 in
-/// its low half and 2 and 3 in its high half, each half's first code at
-/// bit 0 and its second at `bits`: at 4 bits the group's two bytes spread
-/// by one prmt, at 2 bits its byte zero-extended by one prmt and copied 12
-/// bits up (codes 2 and 3 sit 4 bits up in the byte); then one
-/// kvgpu.biased_code_pair a pair.
+/// of `a` follows: PackedMatmulMmaTiling in KVGPU.h). One register holds codes
+/// 0 and 1 in its low half and 2 and 3 in its high half, each half's first code
+/// at bit 0 and its second at `bits`: at 4 bits the group's two bytes spread by
+/// one prmt, at 2 bits its byte zero-extended by one prmt and copied 12 bits up
+/// (codes 2 and 3 sit 4 bits up in the byte); then one kvgpu.biased_code_pair a
+/// pair.
 std::array<Value, 2> transposedCodePairs(OpBuilder &b, Location loc,
                                          ArrayRef<Value> piece, int64_t kk,
                                          int64_t bits) {
@@ -425,17 +425,16 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             return arith::SelectOp::create(b, loc, valid, x,
                                            f32Constant(b, loc, 0.0f));
           };
-          // In slot order (arguments have no evaluation order). Transposed
-          // codes pair a group's codes 0 and 2, then 1 and 3
+          // The rows of slots 2t, 2t + 1, 2t + 8, 2t + 9 from rowBase:
+          // transposed codes pair a group's codes 0 and 2, then 1 and 3
           // (transposedCodePairs); f16 rows are pairs as stored.
-          Value x0, x1, x8, x9;
-          if (!T.transposed) {
-            x0 = aValue(0), x1 = aValue(4), x8 = aValue(8), x9 = aValue(12);
-          } else if (f16Rows) {
-            x0 = aValue(0), x1 = aValue(1), x8 = aValue(2), x9 = aValue(3);
-          } else {
-            x0 = aValue(0), x1 = aValue(2), x8 = aValue(1), x9 = aValue(3);
-          }
+          std::array<int64_t, 4> rows = {0, 4, 8, 12};
+          if (T.transposed)
+            rows = f16Rows ? std::array<int64_t, 4>{0, 1, 2, 3}
+                           : std::array<int64_t, 4>{0, 2, 1, 3};
+          // In slot order (arguments have no evaluation order).
+          Value x0 = aValue(rows[0]), x1 = aValue(rows[1]),
+                x8 = aValue(rows[2]), x9 = aValue(rows[3]);
           storeSplitFragment(b, loc, scratch, f, x0, x1, x8, x9,
                              f16Rows ? splitToF16x2 : splitToBf16x2);
         });
@@ -491,10 +490,9 @@ LogicalResult lowerOnTensorCores(PackedMatmulOp op, PatternRewriter &rw,
             // + 3 of the pieces above (transposedCodePairs).
             SmallVector<Value> low, high;
             if (!T.transposed) {
-              int64_t chunkBits = std::max<int64_t>(T.runBits, 16);
-              low = interleaveHalves(b, loc, loadRun(0), loadRun(4), chunkBits);
+              low = interleaveHalves(b, loc, loadRun(0), loadRun(4), T.runBits);
               high =
-                  interleaveHalves(b, loc, loadRun(8), loadRun(12), chunkBits);
+                  interleaveHalves(b, loc, loadRun(8), loadRun(12), T.runBits);
             }
             // b: each head tile's fragment, one 16-byte load.
             SmallVector<std::array<Value, kMmaSplitParts>> b0, b1;
