@@ -203,6 +203,17 @@ constexpr auto mmaBf16 = mma<MmaBf16Op>;
 constexpr auto mmaF16 = mma<MmaF16Op>;
 
 std::optional<int64_t> staticByteOffset(Value buffer);
+
+/// One prmt: byte i of the result is byte (selector nibble i) of the eight
+/// bytes of `low` (0-3) and `high` (4-7).
+Value permuteBytes(OpBuilder &b, Location loc, Value low, Value high,
+                   int64_t selector) {
+  return LLVM::CallIntrinsicOp::create(
+             b, loc, b.getI32Type(), b.getStringAttr("llvm.nvvm.prmt"),
+             ValueRange{low, high, i32Constant(b, loc, selector)})
+      .getResult(0);
+}
+
 SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
                                     ArrayRef<Value> low, ArrayRef<Value> high,
                                     int64_t pieceBits);
@@ -219,21 +230,16 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
 std::array<Value, 2> transposedCodePairs(OpBuilder &b, Location loc,
                                          ArrayRef<Value> piece, int64_t kk,
                                          int64_t bits) {
-  Type i32 = b.getI32Type();
+  // Selector nibbles 4 take the zero word's bytes.
   auto prmt = [&](Value word, int64_t selector) {
-    return LLVM::CallIntrinsicOp::create(
-               b, loc, i32, b.getStringAttr("llvm.nvvm.prmt"),
-               ValueRange{word, i32Constant(b, loc, 0),
-                          i32Constant(b, loc, selector)})
-        .getResult(0);
+    return permuteBytes(b, loc, word, i32Constant(b, loc, 0), selector);
   };
   int64_t bit = 4 * kk * bits;
   Value word = piece[bit / 32];
   int64_t byte = bit % 32 / 8;
   Value spread;
   if (bits == 4) {
-    // Bytes `byte` and `byte + 1` to bytes 0 and 2 (selector nibbles 4:
-    // the zero word's byte).
+    // Bytes `byte` and `byte + 1` to bytes 0 and 2.
     spread = prmt(word, byte | 4 << 4 | (byte + 1) << 8 | 4 << 12);
   } else {
     assert(bits == 2 && "transposed codes are 2 or 4 bits (or f16 rows)");
@@ -747,11 +753,7 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
     // Bytes 0, 1 (even chunks) or 2, 3 (odd) of the low piece, then the
     // same bytes of the high one.
     int64_t selector = i % 2 ? 0x7632 : 0x5410;
-    chunks.push_back(
-        LLVM::CallIntrinsicOp::create(
-            b, loc, b.getI32Type(), b.getStringAttr("llvm.nvvm.prmt"),
-            ValueRange{low[i / 2], high[i / 2], i32Constant(b, loc, selector)})
-            .getResult(0));
+    chunks.push_back(permuteBytes(b, loc, low[i / 2], high[i / 2], selector));
   }
   return chunks;
 }
