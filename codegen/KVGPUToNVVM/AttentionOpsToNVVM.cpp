@@ -1832,6 +1832,595 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
   }
 };
 
+/// kvgpu.attend_latent (LatentAttendLayout in KVGPU.h): MLA's record step.
+/// The scores as attend_record's (f16 products on codes masked in place as
+/// subnormals, q * scale split in f16 parts), but with the codes
+/// token-major, so that a code pair is two channels of one token; the
+/// weighted sums with the warps over channels, not tokens, so that each
+/// warp's share of the state is updated in place and no partial state is
+/// merged.
+struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AttendLatentOp op,
+                                PatternRewriter &rw) const override {
+    Location loc = op.getLoc();
+    int64_t threads = getNumThreads(op);
+    int64_t h = op.getM().getType().getNumElements();
+    int64_t r = op.getQ().getType().getNumElements() / h;
+    int64_t e = op.getQRope().getType().getNumElements() / h;
+    int64_t g = op.getCodes().getType().getDimSize(0);
+    int64_t bits = op.getBits();
+    std::optional<LatentAttendLayout> layout =
+        getLatentAttendLayout(h, r, e, g, bits, threads);
+    if (!layout)
+      return rw.notifyMatchFailure(op, "no layout (the verifier checks it)");
+    const LatentAttendLayout &L = *layout;
+    Type f32 = rw.getF32Type(), i32 = rw.getI32Type();
+    auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+
+    SmallVector<Value> views;
+    for (Value v :
+         {op.getQ(), op.getQRope(), op.getScale(), op.getZero(),
+          op.getTokenScale(), op.getM(), op.getL(), op.getAcc(), op.getNewM(),
+          op.getNewL(), op.getNewAcc(), op.getScratch()}) {
+      FailureOr<Value> view = sharedView(
+          rw, loc, v, cast<MemRefType>(v.getType()).getElementType());
+      if (failed(view))
+        return rw.notifyMatchFailure(op, "an operand is not a shared buffer");
+      views.push_back(*view);
+    }
+    Value q = views[0], qRope = views[1], scale = views[2], zero = views[3],
+          tokenScale = views[4], mIn = views[5], lIn = views[6],
+          accIn = views[7], mOut = views[8], lOut = views[9],
+          accOut = views[10], scratch = views[11];
+    // The codes as i32 words (8 channels of a token), the rope keys as
+    // words (two channels).
+    FailureOr<Value> words = piecesView(rw, loc, op.getCodes(), 32);
+    FailureOr<Value> ropeWords = sharedView(rw, loc, op.getRope(), i32);
+    if (failed(words) || failed(ropeWords))
+      return rw.notifyMatchFailure(op, "codes or rope keys are not aligned");
+    auto aligned16 = [](Value buffer) {
+      std::optional<int64_t> at = staticByteOffset(buffer);
+      return at && *at % 16 == 0;
+    };
+
+    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) -> Value {
+      Value x = memref::LoadOp::create(b, loc, buffer, i);
+      return x.getType().isF32()
+                 ? x
+                 : arith::ExtFOp::create(b, loc, f32, x).getResult();
+    };
+    // n consecutive elements from `first` widened to f32: one vector load
+    // where the buffer and `first` (a multiple of n) keep its alignment.
+    auto loadRun = [&](OpBuilder &b, Value buffer, Value original, Value first,
+                       int64_t n) {
+      Type type = cast<MemRefType>(buffer.getType()).getElementType();
+      int64_t bytes = n * type.getIntOrFloatBitWidth() / 8;
+      std::optional<int64_t> at = staticByteOffset(original);
+      SmallVector<Value> out;
+      if (at && *at % bytes == 0 && bytes <= 16) {
+        Value vec = vector::LoadOp::create(
+            b, loc, VectorType::get({n}, type), buffer, ValueRange{first},
+            /*nontemporal=*/false, llvm::MaybeAlign(bytes));
+        for (int64_t k = 0; k < n; ++k)
+          out.push_back(vector::ExtractOp::create(b, loc, vec, k));
+      } else {
+        for (int64_t k = 0; k < n; ++k)
+          out.push_back(memref::LoadOp::create(
+              b, loc, buffer, ValueRange{addIndex(b, loc, first, k)}));
+      }
+      for (Value &x : out)
+        if (!type.isF32())
+          x = arith::ExtFOp::create(b, loc, f32, x);
+      return out;
+    };
+    Value negInf =
+        f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
+    Value width = i32Constant(rw, loc, kWarpSize);
+    auto shuffleXor = [&](Value x, int64_t mask) -> Value {
+      return gpu::ShuffleOp::create(rw, loc, x, i32Constant(rw, loc, mask),
+                                    width, gpu::ShuffleMode::XOR)
+          .getShuffleResult();
+    };
+    auto reduceOverLanes = [&](Value v, int64_t firstMask, bool isMax) {
+      for (int64_t mask = firstMask; mask < kWarpSize; mask *= 2) {
+        Value other = shuffleXor(v, mask);
+        v = isMax ? arith::MaximumFOp::create(rw, loc, v, other).getResult()
+                  : arith::AddFOp::create(rw, loc, v, other).getResult();
+      }
+      return v;
+    };
+    auto select = [&](Value cond, Value a, Value b) -> Value {
+      return arith::SelectOp::create(rw, loc, cond, a, b);
+    };
+
+    Value tid = threadIndex(rw, loc);
+    Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lane = arith::RemUIOp::create(rw, loc, tid, c(kWarpSize));
+    Value lg = arith::DivUIOp::create(rw, loc, lane, c(4));
+    Value lt = arith::RemUIOp::create(rw, loc, lane, c(4));
+    int64_t kTiles = r / 16, ropeTiles = e / 16;
+    int64_t codeRowWords = r * bits / 32, ropeRowWords = e / 2;
+
+    // 1. The CTA splits q * scale and q_rope into the scores' B fragments
+    // (f16 parts) and sums q . zero per head (one warp a head). Fragments
+    // of heads past H are zeros.
+    //
+    // q * scale: one thread a head's word column j (channels 8 j .. 8 j + 7,
+    // two 16-byte loads of q, one of the scales; consecutive lanes,
+    // consecutive columns) makes the two fragments of k tiles 2 u and 2 u +
+    // 1 (u = 4 (j / 16) + j % 4) of lane t = (j / 4) % 4: class c holds
+    // channels 8 j + c + 0, 4 (b0) and + 2, 6 (b1). Fragment (kt, lane) is
+    // stored at kt * 32 + (lane ^ queryFragmentSwizzle(kt)), so that a
+    // quarter warp's stores (four u, two t) hit distinct banks; a lane reads
+    // its own k tile's fragments, 32 lanes over 512 bytes, either way.
+    buildThreadStridedLoop(
+        rw, loc, tid, 8 * (r / 8), threads, [&](OpBuilder &b, Value item) {
+          Value head = arith::DivUIOp::create(b, loc, item, c(r / 8));
+          Value j = arith::RemUIOp::create(b, loc, item, c(r / 8));
+          Value live = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                             head, c(h));
+          Value row = arith::MinUIOp::create(b, loc, head, c(h - 1));
+          Value first = mulIndex(b, loc, j, 8);
+          Value rowAt =
+              arith::AddIOp::create(b, loc, mulIndex(b, loc, row, r), first);
+          SmallVector<Value> qs = loadRun(b, q, op.getQ(), rowAt, 4);
+          qs.append(loadRun(b, q, op.getQ(), addIndex(b, loc, rowAt, 4), 4));
+          SmallVector<Value> scales =
+              loadRun(b, scale, op.getScale(), first, 8);
+          SmallVector<Value> x;
+          for (int64_t k = 0; k < 8; ++k)
+            x.push_back(arith::SelectOp::create(
+                b, loc, live, arith::MulFOp::create(b, loc, qs[k], scales[k]),
+                f32Constant(b, loc, 0.0f)));
+          Value u = arith::AddIOp::create(
+              b, loc,
+              mulIndex(b, loc, arith::DivUIOp::create(b, loc, j, c(16)), 4),
+              arith::RemUIOp::create(b, loc, j, c(4)));
+          Value fragmentLane = arith::AddIOp::create(
+              b, loc, mulIndex(b, loc, head, 4),
+              arith::RemUIOp::create(
+                  b, loc, arith::DivUIOp::create(b, loc, j, c(4)), c(4)));
+          Value swizzled = arith::XOrIOp::create(
+              b, loc, fragmentLane,
+              mulIndex(b, loc, arith::RemUIOp::create(b, loc, j, c(4)), 2));
+          for (int64_t cls = 0; cls < 2; ++cls) {
+            Value kt = addIndex(b, loc, mulIndex(b, loc, u, 2), cls);
+            Value f = arith::AddIOp::create(
+                b, loc, mulIndex(b, loc, kt, kWarpSize), swizzled);
+            storeSplitFragment(b, loc, scratch, f, x[cls], x[4 + cls],
+                               x[2 + cls], x[6 + cls], splitToF16x2);
+          }
+        });
+    // q_rope: k tile kt's slot s is channel 16 kt + s; thread e takes lane t
+    // = e % 4, k tile (e / 4) % tiles and head e / (4 tiles) (its lanes'
+    // loads spread over the banks).
+    buildThreadStridedLoop(
+        rw, loc, tid, 8 * ropeTiles * 4, threads,
+        [&](OpBuilder &b, Value item) {
+          Value ft = arith::RemUIOp::create(b, loc, item, c(4));
+          Value kt = arith::RemUIOp::create(
+              b, loc, arith::DivUIOp::create(b, loc, item, c(4)), c(ropeTiles));
+          Value head = arith::DivUIOp::create(b, loc, item, c(4 * ropeTiles));
+          Value live = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
+                                             head, c(h));
+          Value row = arith::MinUIOp::create(b, loc, head, c(h - 1));
+          Value first = arith::AddIOp::create(
+              b, loc, mulIndex(b, loc, row, e),
+              arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, 16),
+                                    mulIndex(b, loc, ft, 2)));
+          auto x = [&](int64_t slot) -> Value {
+            Value v = scaleAt(b, qRope, addIndex(b, loc, first, slot));
+            return arith::SelectOp::create(b, loc, live, v,
+                                           f32Constant(b, loc, 0.0f));
+          };
+          // In slot order (arguments have no evaluation order).
+          Value x0 = x(0), x1 = x(1), x8 = x(8), x9 = x(9);
+          Value f = arith::AddIOp::create(
+              b, loc, mulIndex(b, loc, kt, kWarpSize),
+              arith::AddIOp::create(b, loc, mulIndex(b, loc, head, 4), ft));
+          storeSplitFragment(b, loc, scratch,
+                             addIndex(b, loc, f, kTiles * kWarpSize), x0, x1,
+                             x8, x9, splitToF16x2);
+        });
+    for (int64_t first = 0; first < h; first += L.warps) {
+      Value head = addIndex(rw, loc, warp, first);
+      Value mine =
+          arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
+      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+        Value sum;
+        for (int64_t ch = 0; ch < r; ch += kWarpSize) {
+          Value at = addIndex(b, loc, lane, ch);
+          Value qv = memref::LoadOp::create(
+              b, loc, q,
+              ValueRange{arith::AddIOp::create(b, loc,
+                                               mulIndex(b, loc, head, r), at)});
+          Value x = arith::MulFOp::create(b, loc, qv, scaleAt(b, zero, at));
+          sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
+        }
+        sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
+        Value lane0 =
+            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
+        scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
+          memref::StoreOp::create(
+              tb, loc, sum, scratch,
+              ValueRange{addIndex(tb, loc, head, L.zeroDotOffset)});
+          scf::YieldOp::create(tb, loc);
+        });
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    gpu::BarrierOp::create(rw, loc);
+
+    // 2. Scores of the warp's tokens: m tile i, rows g and g + 8 are tokens
+    // warpToken + 16 i + g (+ 8); accumulator a is row g + 8 (a / 2), head
+    // 2t + a % 2.
+    int64_t tokens = L.tokensPerWarp, mTiles = tokens / 16;
+    Value warpToken = mulIndex(rw, loc, warp, tokens);
+    SmallVector<std::array<Value, 2>> rowTokens(mTiles);
+    for (int64_t i = 0; i < mTiles; ++i) {
+      rowTokens[i][0] = arith::AddIOp::create(
+          rw, loc, addIndex(rw, loc, warpToken, 16 * i), lg);
+      rowTokens[i][1] = addIndex(rw, loc, rowTokens[i][0], 8);
+    }
+    bool vectorRuns = aligned16(op.getCodes());
+    auto codeRun = [&](Value token, int64_t run) -> SmallVector<Value> {
+      Value at = arith::AddIOp::create(
+          rw, loc, mulIndex(rw, loc, token, codeRowWords),
+          addIndex(rw, loc, mulIndex(rw, loc, lt, 4), 16 * run));
+      SmallVector<Value> out;
+      if (vectorRuns) {
+        Value v = vector::LoadOp::create(
+            rw, loc, VectorType::get({4}, i32), *words, ValueRange{at},
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+        for (int64_t k = 0; k < 4; ++k)
+          out.push_back(vector::ExtractOp::create(rw, loc, v, k));
+      } else {
+        for (int64_t k = 0; k < 4; ++k)
+          out.push_back(memref::LoadOp::create(
+              rw, loc, *words, ValueRange{addIndex(rw, loc, at, k)}));
+      }
+      return out;
+    };
+    auto zeros = [&] {
+      return SmallVector<Value>(4, f32Constant(rw, loc, 0.0f));
+    };
+    // sums[i][class][part], ropeSums[i][part]: chains of dependent MMAs.
+    SmallVector<SmallVector<SmallVector<SmallVector<Value>>>> sums(
+        mTiles, SmallVector<SmallVector<SmallVector<Value>>>(
+                    2, SmallVector<SmallVector<Value>>(kMmaSplitParts)));
+    SmallVector<SmallVector<SmallVector<Value>>> ropeSums(
+        mTiles, SmallVector<SmallVector<Value>>(kMmaSplitParts));
+    for (int64_t i = 0; i < mTiles; ++i)
+      for (int p = 0; p < kMmaSplitParts; ++p) {
+        sums[i][0][p] = zeros();
+        sums[i][1][p] = zeros();
+        ropeSums[i][p] = zeros();
+      }
+    // The lane's q * scale fragments of k tiles 2 u, 2 u + 1 are at lane ^
+    // 2 (u % 4) (step 1).
+    SmallVector<Value> swizzledLanes;
+    for (int64_t k = 0; k < 4; ++k)
+      swizzledLanes.push_back(
+          arith::XOrIOp::create(rw, loc, lane, c(2 * k)).getResult());
+    for (int64_t run = 0; run < r / 128; ++run) {
+      SmallVector<std::array<SmallVector<Value>, 2>> runs(mTiles);
+      for (int64_t i = 0; i < mTiles; ++i)
+        for (int64_t half = 0; half < 2; ++half)
+          runs[i][half] = codeRun(rowTokens[i][half], run);
+      for (int64_t k = 0; k < 4; ++k)
+        for (int64_t cls = 0; cls < 2; ++cls) {
+          int64_t kt = 2 * (4 * run + k) + cls;
+          SplitFragment fragment = loadSplitFragment(
+              rw, loc, scratch,
+              addIndex(rw, loc, swizzledLanes[k], kt * kWarpSize));
+          for (int64_t i = 0; i < mTiles; ++i) {
+            Value w0 = runs[i][0][k], w8 = runs[i][1][k];
+            std::array<Value, 4> a = {
+                subnormalCodePair(rw, loc, w0, cls, bits),
+                subnormalCodePair(rw, loc, w8, cls, bits),
+                subnormalCodePair(rw, loc, w0, cls + 2, bits),
+                subnormalCodePair(rw, loc, w8, cls + 2, bits)};
+            for (int p = kMmaSplitParts - 1; p >= 0; --p)
+              mmaF16(rw, loc, a, fragment.parts[p], sums[i][cls][p]);
+          }
+        }
+    }
+    for (int64_t kt = 0; kt < ropeTiles; ++kt) {
+      SplitFragment fragment = loadSplitFragment(
+          rw, loc, scratch, addIndex(rw, loc, lane, (kTiles + kt) * kWarpSize));
+      for (int64_t i = 0; i < mTiles; ++i) {
+        auto ropeWord = [&](int64_t half, int64_t slot) -> Value {
+          Value at = arith::AddIOp::create(
+              rw, loc, mulIndex(rw, loc, rowTokens[i][half], ropeRowWords),
+              addIndex(rw, loc, lt, 8 * kt + slot / 2));
+          return memref::LoadOp::create(rw, loc, *ropeWords, ValueRange{at});
+        };
+        std::array<Value, 4> a = {ropeWord(0, 0), ropeWord(1, 0),
+                                  ropeWord(0, 8), ropeWord(1, 8)};
+        for (int p = kMmaSplitParts - 1; p >= 0; --p)
+          mmaF16(rw, loc, a, fragment.parts[p], ropeSums[i][p]);
+      }
+    }
+    // The scaled scores, -inf past `valid` and for heads past H.
+    Value valid =
+        arith::IndexCastOp::create(rw, loc, rw.getIndexType(), op.getValid());
+    Value softmaxScale = op.getSoftmaxScale();
+    SmallVector<Value> heads, headRows, zeroDot, mOld, headLive;
+    for (int64_t x = 0; x < 2; ++x) {
+      heads.push_back(addIndex(rw, loc, mulIndex(rw, loc, lt, 2), x));
+      headRows.push_back(arith::MinUIOp::create(rw, loc, heads[x], c(h - 1)));
+      headLive.push_back(arith::CmpIOp::create(
+          rw, loc, arith::CmpIPredicate::ult, heads[x], c(h)));
+      zeroDot.push_back(memref::LoadOp::create(
+          rw, loc, scratch,
+          ValueRange{addIndex(rw, loc, headRows[x], L.zeroDotOffset)}));
+      mOld.push_back(
+          memref::LoadOp::create(rw, loc, mIn, ValueRange{headRows[x]}));
+    }
+    float lowFactor = subnormalCodeFactor(0, bits),
+          highFactor = subnormalCodeFactor(1, bits);
+    // scores[i][a], tokenScales[i][half]
+    SmallVector<SmallVector<Value>> scores(mTiles, SmallVector<Value>(4));
+    SmallVector<std::array<Value, 2>> tokenScales(mTiles);
+    SmallVector<Value> rowMax(2);
+    for (int64_t i = 0; i < mTiles; ++i)
+      for (int64_t half = 0; half < 2; ++half) {
+        Value token = rowTokens[i][half];
+        tokenScales[i][half] = scaleAt(rw, tokenScale, token);
+        Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
+                                           token, valid);
+        for (int64_t x = 0; x < 2; ++x) {
+          int64_t a = 2 * half + x;
+          auto total = [&](ArrayRef<SmallVector<Value>> parts) -> Value {
+            Value s = parts[kMmaSplitParts - 1][a];
+            for (int p = kMmaSplitParts - 2; p >= 0; --p)
+              s = arith::AddFOp::create(rw, loc, s, parts[p][a]);
+            return s;
+          };
+          Value low = total(sums[i][0]), high = total(sums[i][1]);
+          // The products over the codes scaled back (subnormalCodeFactor),
+          // plus q . zero.
+          Value dot = LLVM::FMAOp::create(
+              rw, loc, low, f32Constant(rw, loc, lowFactor),
+              LLVM::FMAOp::create(
+                  rw, loc, high, f32Constant(rw, loc, highFactor), zeroDot[x]));
+          Value s = LLVM::FMAOp::create(rw, loc, dot, tokenScales[i][half],
+                                        total(ropeSums[i]));
+          s = arith::MulFOp::create(rw, loc, s, softmaxScale);
+          s = select(arith::AndIOp::create(rw, loc, live, headLive[x]), s,
+                     negInf);
+          scores[i][a] = s;
+          rowMax[x] =
+              rowMax[x]
+                  ? arith::MaximumFOp::create(rw, loc, rowMax[x], s).getResult()
+                  : s;
+        }
+      }
+    Value lg0 =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq, lg, c(0));
+    auto perHead = [&](int64_t offset, Value head) -> Value {
+      return addIndex(rw, loc,
+                      arith::AddIOp::create(
+                          rw, loc, mulIndex(rw, loc, head, L.warps), warp),
+                      offset);
+    };
+    for (int64_t x = 0; x < 2; ++x) {
+      rowMax[x] = reduceOverLanes(rowMax[x], 4, /*isMax=*/true);
+      Value value = rowMax[x];
+      Value at = perHead(L.warpMaxOffset, heads[x]);
+      scf::IfOp::create(rw, loc, lg0, [&](OpBuilder &b, Location) {
+        memref::StoreOp::create(b, loc, value, scratch, ValueRange{at});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    gpu::BarrierOp::create(rw, loc);
+
+    // 3. The block's max per head, the probabilities, their sums, and p *
+    // token_scale as the weighted sums' B operand.
+    // The warps' values of `head` at `offset` (one float a warp) combined.
+    auto warpTotal = [&](OpBuilder &b, int64_t offset, Value head,
+                         bool isMax) -> Value {
+      Value first = addIndex(b, loc, mulIndex(b, loc, head, L.warps), offset);
+      Value total;
+      for (int64_t w = 0; w < L.warps; ++w) {
+        Value v = memref::LoadOp::create(
+            b, loc, scratch, ValueRange{addIndex(b, loc, first, w)});
+        total = !total ? v
+                : isMax
+                    ? arith::MaximumFOp::create(b, loc, total, v).getResult()
+                    : arith::AddFOp::create(b, loc, total, v).getResult();
+      }
+      return total;
+    };
+    SmallVector<Value> mNew(2), alpha(2), finite(2), probSum(2);
+    for (int64_t x = 0; x < 2; ++x) {
+      mNew[x] = arith::MaximumFOp::create(
+          rw, loc, mOld[x], warpTotal(rw, L.warpMaxOffset, heads[x], true));
+      finite[x] = finiteMax(rw, loc, mNew[x]);
+      alpha[x] = expBelow(rw, loc, mOld[x], finite[x]);
+    }
+    Value gOdd =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ne,
+                              arith::RemUIOp::create(rw, loc, lg, c(2)), c(0));
+    // The pair a lane writes: tokens (g & ~1) and its partner's of head 2t
+    // (even g) or 2t + 1 (odd g).
+    Value pairHead =
+        arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
+                              arith::RemUIOp::create(rw, loc, lg, c(2)));
+    Value pairToken =
+        mulIndex(rw, loc, arith::DivUIOp::create(rw, loc, lg, c(2)), 2);
+    Value weightSum;
+    for (int64_t i = 0; i < mTiles; ++i)
+      for (int64_t half = 0; half < 2; ++half) {
+        std::array<Value, 2> weighted;
+        for (int64_t x = 0; x < 2; ++x) {
+          Value p = expBelow(rw, loc, scores[i][2 * half + x], finite[x]);
+          probSum[x] =
+              probSum[x]
+                  ? arith::AddFOp::create(rw, loc, probSum[x], p).getResult()
+                  : p;
+          weighted[x] = arith::MulFOp::create(rw, loc, p, tokenScales[i][half]);
+        }
+        // Even g sends its head 2t + 1, odd g its head 2t.
+        Value received = shuffleXor(select(gOdd, weighted[0], weighted[1]), 4);
+        Value lowToken = select(gOdd, received, weighted[0]);
+        Value highToken = select(gOdd, weighted[1], received);
+        std::array<Value, kMmaSplitParts> parts =
+            splitToBf16x2(rw, loc, lowToken, highToken);
+        Value pairIndex = arith::DivUIOp::create(
+            rw, loc,
+            arith::AddIOp::create(
+                rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
+                pairToken),
+            c(2));
+        for (int p = 0; p < kMmaSplitParts; ++p) {
+          std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
+          for (Value v : part)
+            weightSum =
+                weightSum
+                    ? arith::AddFOp::create(rw, loc, weightSum, v).getResult()
+                    : v;
+          Value at = arith::AddIOp::create(
+              rw, loc,
+              mulIndex(rw, loc, addIndex(rw, loc, pairHead, 8 * p),
+                       L.probabilityRowWords),
+              pairIndex);
+          memref::StoreOp::create(
+              rw, loc, arith::BitcastOp::create(rw, loc, f32, parts[p]),
+              scratch, ValueRange{addIndex(rw, loc, at, L.probabilityOffset)});
+        }
+      }
+    // Per head: the sum of p over all g, the sum of what the MMAs multiply
+    // (p * token_scale's parts) over the g of one parity.
+    weightSum = reduceOverLanes(weightSum, 8, /*isMax=*/false);
+    Value lgBelow2 =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
+    {
+      Value at = perHead(L.warpWeightOffset, pairHead);
+      scf::IfOp::create(rw, loc, lgBelow2, [&](OpBuilder &b, Location) {
+        memref::StoreOp::create(b, loc, weightSum, scratch, ValueRange{at});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    for (int64_t x = 0; x < 2; ++x) {
+      probSum[x] = reduceOverLanes(probSum[x], 4, /*isMax=*/false);
+      Value value = probSum[x];
+      Value at = perHead(L.warpSumOffset, heads[x]);
+      scf::IfOp::create(rw, loc, lg0, [&](OpBuilder &b, Location) {
+        memref::StoreOp::create(b, loc, value, scratch, ValueRange{at});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    gpu::BarrierOp::create(rw, loc);
+
+    // 4. The warp's channels: weighted[c, h] = sum_t code[t, c] p'[h, t]
+    // over all tokens (k slot s of k tile kt is token 16 kt + s), the codes
+    // as bf16 128 + code; then its channels of the state, in place.
+    SmallVector<Value> weightTotal(2);
+    for (int64_t x = 0; x < 2; ++x)
+      weightTotal[x] = warpTotal(rw, L.warpWeightOffset, heads[x], false);
+    int64_t groups = L.channelsPerWarp / 64;
+    Value region = c(L.probabilityOffset);
+    for (int64_t n = 0; n < groups; ++n) {
+      // Word j of each token row: channels 8 j .. 8 j + 7.
+      Value j = arith::AddIOp::create(
+          rw, loc, mulIndex(rw, loc, addIndex(rw, loc, warp, L.warps * n), 8),
+          lg);
+      SmallVector<SmallVector<SmallVector<Value>>> weighted(
+          4, SmallVector<SmallVector<Value>>(kMmaSplitParts));
+      for (auto &tile : weighted)
+        for (auto &part : tile)
+          part = zeros();
+      for (int64_t kt = 0; kt < g / 16; ++kt) {
+        SmallVector<std::array<Value, kMmaSplitParts>> bParts =
+            loadProbabilityFragments(rw, loc, scratch, region, lg, lt,
+                                     L.probabilityRowWords, kt);
+        Value slotToken = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
+        SmallVector<std::array<Value, 4>> aRegs = codeFragments(
+            rw, loc,
+            [&](int64_t row) -> SmallVector<Value> {
+              Value at = arith::AddIOp::create(
+                  rw, loc,
+                  mulIndex(rw, loc, addIndex(rw, loc, slotToken, row),
+                           codeRowWords),
+                  j);
+              return {memref::LoadOp::create(rw, loc, *words, ValueRange{at})};
+            },
+            32, 4, bits, CodeOperand::BiasedBf16);
+        for (int p = kMmaSplitParts - 1; p >= 0; --p)
+          for (int64_t i = 0; i < 4; ++i)
+            mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]},
+                    weighted[i][p]);
+      }
+      // acc' = alpha acc + scale[c] (W - 128 S) + zero[c] S, S = sum_t p':
+      // channel 8 j + k is m tile k / 2, row g + 8 (k % 2).
+      Value firstChannel = mulIndex(rw, loc, j, 8);
+      for (int64_t x = 0; x < 2; ++x) {
+        scf::IfOp::create(rw, loc, headLive[x], [&](OpBuilder &b, Location) {
+          SmallVector<Value> scales =
+              loadRun(b, scale, op.getScale(), firstChannel, 8);
+          SmallVector<Value> zeroes =
+              loadRun(b, zero, op.getZero(), firstChannel, 8);
+          Value rowAt = arith::AddIOp::create(
+              b, loc, mulIndex(b, loc, heads[x], r), firstChannel);
+          for (int64_t k0 = 0; k0 < 8; k0 += 4) {
+            Value at = addIndex(b, loc, rowAt, k0);
+            SmallVector<Value> old = loadRun(b, accIn, op.getAcc(), at, 4);
+            SmallVector<Value> out;
+            for (int64_t k = k0; k < k0 + 4; ++k) {
+              int64_t a = 2 * (k % 2) + x;
+              Value w = weighted[k / 2][kMmaSplitParts - 1][a];
+              for (int p = kMmaSplitParts - 2; p >= 0; --p)
+                w = arith::AddFOp::create(b, loc, w, weighted[k / 2][p][a]);
+              Value zeroTerm = LLVM::FMAOp::create(
+                  b, loc, scales[k], f32Constant(b, loc, -kRecordCodeBias),
+                  zeroes[k]);
+              Value v = LLVM::FMAOp::create(
+                  b, loc, scales[k], w,
+                  arith::MulFOp::create(b, loc, weightTotal[x], zeroTerm));
+              out.push_back(
+                  LLVM::FMAOp::create(b, loc, alpha[x], old[k - k0], v));
+            }
+            std::optional<int64_t> outAt = staticByteOffset(op.getNewAcc());
+            if (outAt && *outAt % 16 == 0)
+              vector::StoreOp::create(
+                  b, loc,
+                  vector::FromElementsOp::create(
+                      b, loc, VectorType::get({4}, f32), out),
+                  accOut, ValueRange{at}, /*nontemporal=*/false,
+                  llvm::MaybeAlign(16));
+            else
+              for (int64_t k = 0; k < 4; ++k)
+                memref::StoreOp::create(b, loc, out[k], accOut,
+                                        ValueRange{addIndex(b, loc, at, k)});
+          }
+          scf::YieldOp::create(b, loc);
+        });
+      }
+    }
+    // The new max and sum: warp 0's lanes g = 0, a head each (the incoming
+    // ones were read before the last barrier, or by the writer itself).
+    Value writer = arith::AndIOp::create(
+        rw, loc, lg0,
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq, warp, c(0)));
+    for (int64_t x = 0; x < 2; ++x) {
+      Value mine = arith::AndIOp::create(rw, loc, writer, headLive[x]);
+      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+        Value l = memref::LoadOp::create(b, loc, lIn, ValueRange{heads[x]});
+        Value sum = warpTotal(b, L.warpSumOffset, heads[x], false);
+        memref::StoreOp::create(b, loc, mNew[x], mOut, ValueRange{heads[x]});
+        memref::StoreOp::create(b, loc,
+                                LLVM::FMAOp::create(b, loc, alpha[x], l, sum),
+                                lOut, ValueRange{heads[x]});
+        scf::YieldOp::create(b, loc);
+      });
+    }
+    rw.eraseOp(op);
+    return success();
+  }
+};
+
 /// kvgpu.attend_rows (RowsAttendLayout in KVGPU.h): attend_record's steps
 /// on fp16 rows. The warp's tokens are permuted in the scores' product so
 /// that each lane ends with pairs of neighbours: MMA row g of m tile i is
@@ -2129,6 +2718,6 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
 
 void kvarn::kvgpu::populateKVGPUAttentionToNVVMPatterns(
     RewritePatternSet &patterns) {
-  patterns.add<PackedMatmulLowering, AttendRecordLowering, AttendRowsLowering>(
-      patterns.getContext());
+  patterns.add<PackedMatmulLowering, AttendRecordLowering, AttendLatentLowering,
+               AttendRowsLowering>(patterns.getContext());
 }

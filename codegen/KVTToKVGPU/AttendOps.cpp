@@ -323,6 +323,62 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   return true;
 }
 
+/// The step as one kvgpu.attend_latent when K and V are one MLA record's
+/// latent (the same dequantized tile: token-major codes staged in shared
+/// memory, quantized per channel), the rope keys are fp16 rows staged with
+/// it, `valid` is uniform, there is no `from` and the shape has a register
+/// layout (LatentAttendLayout); false otherwise, having emitted nothing.
+Value stagedF16Rows(const TileView &v);
+bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
+                         const std::optional<AffineDequant> &kq) {
+  if (!op.getQRope() || op.getFrom() || op.getK() != op.getV() || !kq ||
+      !kq->packed || !kq->packedTransposed)
+    return false;
+  TileType qType = op.getQ().getType();
+  int64_t H = qType.getDim(0), R = qType.getDim(1);
+  int64_t E = op.getQRope().getType().getDim(1);
+  int64_t G = op.getK().getType().getDim(0);
+  const TileView &valid = s.view(op.getValid());
+  Value rope = stagedF16Rows(s.view(op.getKRope()));
+  auto codes = cast<MemRefType>(kq->packed.getType());
+  if (!valid.splat || !rope || codes.getDimSize(0) != G ||
+      codes.getDimSize(1) * 8 != R * kq->bits)
+    return false;
+  std::optional<kvgpu::LatentAttendLayout> layout =
+      kvgpu::getLatentAttendLayout(H, R, E, G, kq->bits,
+                                   s.numWarps * kvgpu::kWarpSize);
+  if (!layout)
+    return false;
+  Location loc = op.getLoc();
+  Type f32 = s.b.getF32Type();
+  auto [q, m, l, acc] = stateBuffers(s, op);
+  // q_rope as the op reads it (the staged activations, widened as read),
+  // else an f32 copy, freed after the step.
+  const TileView &qRopeView = s.view(op.getQRope());
+  TileView qRope = qRopeView;
+  if (Value plain = plainScaleBuffer(qRopeView))
+    qRope.buffer = plain;
+  else
+    qRope = s.materialize(loc, qRopeView, f32);
+  auto [newM, newL, newAcc] = newStateViews(s, op, m, l, acc);
+  Value scale = scaleBuffer(s, loc, kq->scale),
+        zero = scaleBuffer(s, loc, kq->zero),
+        tokenScale = scaleBuffer(s, loc, kq->other);
+  Value count = valid.splat;
+  if (!count.getType().isInteger(32))
+    count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
+  ScratchBuffers scratch(s);
+  Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
+  kvgpu::AttendLatentOp::create(
+      s.b, loc, q, qRope.buffer, kq->packed, scale, zero, tokenScale, rope, m,
+      l, acc, count, s.lookup(op.getScale()), newM.buffer, newL.buffer,
+      newAcc.buffer, buffer, s.b.getI32IntegerAttr(int32_t(kq->bits)));
+  if (qRope.buffer != qRopeView.buffer)
+    s.planner.release(qRope.bufferId);
+  publishNewState(s, op, newM, newL, newAcc);
+  return true;
+}
+
 /// `v`'s staged f16 buffer when the tile is one read as f32 ([T, D] rows in
 /// order: a pool block's chunk), or nothing.
 Value stagedF16Rows(const TileView &v) {
@@ -417,6 +473,8 @@ LogicalResult lowerAttend(TileLowering &s, Operation *raw) {
     vq = matchDequant(s, op.getV(), /*transposed=*/true);
   if ((perWarp || !heldIn) && (lowerAttendOnRecord(s, op, kq, vq, perWarp) ||
                                lowerAttendOnRows(s, op, perWarp)))
+    return success();
+  if (!perWarp && !heldIn && lowerAttendOnLatent(s, op, kq))
     return success();
   std::array<TileView, 3> saved = {s.view(olds[0]), s.view(olds[1]),
                                    s.view(olds[2])};

@@ -444,6 +444,38 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
   return l;
 }
 
+std::optional<LatentAttendLayout>
+kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
+                                    int64_t bits, int64_t threads) {
+  if (h < 1 || h > 8 || bits != 4 || e < 16 || e % 16 || threads == 0 ||
+      threads % kWarpSize)
+    return std::nullopt;
+  int64_t warps = threads / kWarpSize;
+  if (r % (64 * warps) || g % (16 * warps))
+    return std::nullopt;
+  LatentAttendLayout l;
+  l.warps = warps;
+  l.tokensPerWarp = g / warps;
+  l.channelsPerWarp = r / warps;
+  // Split B fragments, 4 words a lane and k tile (q * scale's from 0), read
+  // until the second barrier; then q . zero and the warps' maxima.
+  l.ropeFragmentOffset = r / 16 * kWarpSize * 2 * kMmaSplitParts;
+  l.zeroDotOffset =
+      l.ropeFragmentOffset + e / 16 * kWarpSize * 2 * kMmaSplitParts;
+  l.warpMaxOffset = l.zeroDotOffset + 8;
+  // Written after the second barrier, over the fragments: the
+  // probabilities, word (part * 8 + head) * rowWords + i holding tokens 2i,
+  // 2i + 1 (rows padded by 4 words: a B fragment's lanes hit 32 banks),
+  // then the warps' sums (per head, one float a warp).
+  l.probabilityOffset = 0;
+  l.probabilityRowWords = g / 2 + 4;
+  l.warpSumOffset = kMmaSplitParts * 8 * l.probabilityRowWords;
+  l.warpWeightOffset = l.warpSumOffset + 8 * warps;
+  l.scratchFloats =
+      std::max(l.warpMaxOffset + 8 * warps, l.warpWeightOffset + 8 * warps);
+  return l;
+}
+
 LogicalResult BiasedCodePairOp::verify() {
   if (getShift() + getBits() > 16)
     return emitOpError("codes at bit ")
@@ -464,9 +496,10 @@ LogicalResult LoadMatrixOp::verify() {
 /// state m, l [H] and acc [H, D] (in and out; with warp_states [W, H] and
 /// [W, H, D] for the CTA's W warps) and scratch. Returns (H, D).
 template <typename AttendOp>
-static FailureOr<std::pair<int64_t, int64_t>> verifyAttendState(AttendOp op) {
+static FailureOr<std::pair<int64_t, int64_t>>
+verifyAttendState(AttendOp op, bool warpStates) {
   auto isF32 = [](MemRefType t) { return t.getElementType().isF32(); };
-  int64_t copies = op.getWarpStates() ? getNumThreads(op) / kWarpSize : 1;
+  int64_t copies = warpStates ? getNumThreads(op) / kWarpSize : 1;
   int64_t h = op.getM().getType().getNumElements() / copies;
   if (h * copies != op.getM().getType().getNumElements())
     return op.emitOpError("m has ")
@@ -497,7 +530,8 @@ static FailureOr<std::pair<int64_t, int64_t>> verifyAttendState(AttendOp op) {
 }
 
 LogicalResult AttendRecordOp::verify() {
-  FailureOr<std::pair<int64_t, int64_t>> hd = verifyAttendState(*this);
+  FailureOr<std::pair<int64_t, int64_t>> hd =
+      verifyAttendState(*this, getWarpStates());
   if (failed(hd))
     return failure();
   auto [h, d] = *hd;
@@ -537,8 +571,50 @@ LogicalResult AttendRecordOp::verify() {
   return success();
 }
 
+LogicalResult AttendLatentOp::verify() {
+  FailureOr<std::pair<int64_t, int64_t>> hr =
+      verifyAttendState(*this, /*warpStates=*/false);
+  if (failed(hr))
+    return failure();
+  auto [h, r] = *hr;
+  MemRefType codes = getCodes().getType(), rope = getRope().getType(),
+             qRope = getQRope().getType();
+  int64_t bits = getBits();
+  if (codes.getRank() != 2 || !codes.getElementType().isInteger(8) ||
+      codes.getDimSize(1) * 8 != r * bits)
+    return emitOpError("codes must be [G, R * bits / 8] i8 with R = ") << r;
+  int64_t g = codes.getDimSize(0);
+  if (!(qRope.getElementType().isF32() || qRope.getElementType().isF16()) ||
+      qRope.getNumElements() % h)
+    return emitOpError("q_rope must be f16 or f32 [H, E] with H = ") << h;
+  int64_t e = qRope.getNumElements() / h;
+  if (!rope.getElementType().isF16() || rope.getNumElements() != g * e)
+    return emitOpError("rope must be f16 [G, E] = [") << g << ", " << e << "]";
+  auto isScale = [](MemRefType t, int64_t n) {
+    return t.getNumElements() == n &&
+           (t.getElementType().isF16() || t.getElementType().isF32());
+  };
+  if (!isScale(getScale().getType(), r) || !isScale(getZero().getType(), r) ||
+      !isScale(getTokenScale().getType(), g))
+    return emitOpError("scales must be f16 or f32 with R (scale, zero) or G "
+                       "(token_scale) elements");
+  int64_t threads = getNumThreads(*this);
+  std::optional<LatentAttendLayout> layout =
+      getLatentAttendLayout(h, r, e, g, bits, threads);
+  if (!layout)
+    return emitOpError("no register layout for H = ")
+           << h << ", R = " << r << ", E = " << e << ", G = " << g << ", "
+           << bits << " bits over " << threads << " threads";
+  if (getScratch().getType().getNumElements() < layout->scratchFloats)
+    return emitOpError("scratch has ")
+           << getScratch().getType().getNumElements()
+           << " floats; the layout needs " << layout->scratchFloats;
+  return success();
+}
+
 LogicalResult AttendRowsOp::verify() {
-  FailureOr<std::pair<int64_t, int64_t>> hd = verifyAttendState(*this);
+  FailureOr<std::pair<int64_t, int64_t>> hd =
+      verifyAttendState(*this, getWarpStates());
   if (failed(hd))
     return failure();
   auto [h, d] = *hd;

@@ -238,6 +238,48 @@ struct RowsAttendLayout {
 std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
                                                     int64_t t, int64_t threads,
                                                     bool warpStates = false);
+/// How kvgpu.attend_latent spreads one online-softmax step over an MLA
+/// record (H <= 8 query heads, latent rank R, rope dim E, G tokens, 4-bit
+/// token-major codes) over a CTA of W warps, in three phases between
+/// barriers:
+///  * scores[t, h] = sum_c code[t, c] (q[h, c] scale[c]) + q_rope[h] .
+///    rope[t]: warp w owns the `tokensPerWarp` tokens from w times that
+///    (M, in 16-token tiles); K = channels. Lane (g, t) reads 16-byte runs
+///    of its rows at byte 16 t + 64 i; word k of run i (channels 8 j ..
+///    8 j + 7, j = 16 i + 4 t + k) makes k tiles 2 (4 i + k) + c: class c =
+///    0 holds channels 8 j + {0, 4} (slots 2t, 2t + 1) and 8 j + {2, 6}
+///    (slots 2t + 8, 2t + 9), class 1 the same + 1, each code masked in
+///    place as an f16 subnormal (class 1 at 16 times the weight), each class
+///    its own sums. The B fragments of q * scale and of q_rope are split
+///    into f16 parts once per block into the scratch.
+///  * The warps' maxima meet in the scratch; each lane computes the
+///    probabilities of its scores, writes p * token_scale as bf16 parts
+///    (the B operand of the next product, tokens in order) and the warps'
+///    sums.
+///  * weighted[c, h] = sum_t code[t, c] (p[h, t] token_scale[t]): warp w
+///    owns `channelsPerWarp` channels (M), all G tokens (K). Lane (g, t)
+///    of channel group n reads word (W n + w) 8 + g of its four token rows
+///    a k tile: m tile i of the group holds channels 8 j + 2 i (row g) and
+///    8 j + 2 i + 1 (row g + 8). The warp updates its channels of the state
+///    in place: acc' = alpha acc + scale[c] W + sum_t p' (zero[c] - 128
+///    scale[c]).
+/// Scratch offsets in floats: the fragments, q . zero and the warps' maxima,
+/// then, over the fragments (dead after the second barrier), the
+/// probabilities and the warps' sums.
+struct LatentAttendLayout {
+  int64_t warps, tokensPerWarp, channelsPerWarp;
+  int64_t ropeFragmentOffset, zeroDotOffset, warpMaxOffset, warpSumOffset,
+      warpWeightOffset, probabilityOffset, probabilityRowWords;
+  int64_t scratchFloats;
+};
+/// The layout, or nothing when the shape does not fit it (H > 8, bits other
+/// than 4, R not a multiple of 64 W, E not a multiple of 16, G not a
+/// multiple of 16 W): the step then keeps packed_matmul and shared-memory
+/// reductions.
+std::optional<LatentAttendLayout> getLatentAttendLayout(int64_t h, int64_t r,
+                                                        int64_t e, int64_t g,
+                                                        int64_t bits,
+                                                        int64_t threads);
 } // namespace kvarn::kvgpu
 
 #include "kvarn/Dialect/KVGPU/KVGPUDialect.h.inc"

@@ -721,6 +721,67 @@ def KVGPU_AttendRowsOp : KVGPU_Op<"attend_rows"> {
   let hasVerifier = 1;
 }
 
+def KVGPU_AttendLatentOp : KVGPU_Op<"attend_latent"> {
+  let summary = "one online-softmax step over an MLA record's latent, in registers";
+  let description = [{
+    ```mlir
+    kvgpu.attend_latent q %q, %q_rope
+        latent %codes bits 4 scales %scale, %zero, %token_scale rope %rope
+        state %m, %l, %acc valid %n softmax_scale %s
+        into %m2, %l2, %acc2 scratch %scratch : ...
+    ```
+    `kvt.attend` over one MLA record block, whose latent is both K and V:
+    latent[t, c] = (code[t, c] scale[c] + zero[c]) token_scale[t] from the
+    token-major [G, R * bits / 8] byte field `codes` (low nibble = even
+    channel), and score[h, t] = q[h] . latent[t] + q_rope[h] . rope[t] with
+    the fp16 rope keys `rope` [G, E]. With the incoming state (`m`, `l` [H],
+    `acc` [H, R], f32), the rotated queries `q` [H, R] and `q_rope` [H, E]
+    (f32; `q_rope` may be f16), it writes the state after the block's first
+    `valid` tokens to `new_m`, `new_l`, `new_acc`, which may be the incoming
+    state's own buffers (as kvgpu.attend_record's).
+
+    `getLatentAttendLayout` (KVGPU.h) says who does what: each warp takes
+    the scores of its own tokens (f16 `mma.sync`, the codes masked in place
+    as f16 subnormals, q * scale split in two f16 parts), the warps meet
+    once for the block's max, and each warp then takes the weighted sums of
+    its own channels over all tokens (bf16 `mma.sync`, the codes as 128 +
+    code, the probabilities times the token scale in two bf16 parts),
+    updating its part of the state in place: no merge of partial states.
+    The scratch holds the split B fragments of `q * scale` and `q_rope`,
+    the warps' maxima and sums, and the probabilities between the products.
+    Like every op here, its writes need a kvgpu.barrier before other threads
+    read them.
+  }];
+  let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q_rope,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$codes,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$zero,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$token_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$rope,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$m,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$l,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead]>:$acc,
+                       I32:$valid, F32:$softmax_scale,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_m,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_l,
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
+                       Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+  let assemblyFormat = [{
+    `q` $q `,` $q_rope
+    `latent` $codes `bits` $bits `scales` $scale `,` $zero `,` $token_scale
+    `rope` $rope
+    `state` $m `,` $l `,` $acc `valid` $valid `softmax_scale` $softmax_scale
+    `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
+    type($q) `,` type($q_rope) `,` type($codes) `,` type($scale) `,`
+    type($zero) `,` type($token_scale) `,` type($rope) `,` type($m) `,`
+    type($l) `,` type($acc) `,` type($new_m) `,` type($new_l) `,`
+    type($new_acc) `,` type($scratch)
+  }];
+  let hasVerifier = 1;
+}
+
 def KVGPU_SinkhornOp : KVGPU_Op<"sinkhorn"> {
   let summary = "Sinkhorn normalization of a tile held in registers";
   let description = [{
