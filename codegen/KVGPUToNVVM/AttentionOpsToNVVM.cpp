@@ -1992,9 +1992,10 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                                x[2 + cls], x[6 + cls], splitToF16x2);
           }
         });
-    // q_rope: k tile kt's slot s is channel 16 kt + s; thread e takes lane t
-    // = e % 4, k tile (e / 4) % tiles and head e / (4 tiles) (its lanes'
-    // loads spread over the banks).
+    // q_rope: k tiles in pairs (32 channels, a lane's 16-byte run of a rope
+    // row): slots 2t, 2t + 1 of k tile 2 p + x are channels 32 p + 8 t + 4 x
+    // + 0, 1, and slots 2t + 8, 2t + 9 the next two. Thread e takes lane t =
+    // e % 4, k tile (e / 4) % tiles and head e / (4 tiles).
     buildThreadStridedLoop(
         rw, loc, tid, 8 * ropeTiles * 4, threads,
         [&](OpBuilder &b, Value item) {
@@ -2005,23 +2006,28 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           Value live = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
                                              head, c(h));
           Value row = arith::MinUIOp::create(b, loc, head, c(h - 1));
-          Value first = arith::AddIOp::create(
-              b, loc, mulIndex(b, loc, row, e),
-              arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, 16),
-                                    mulIndex(b, loc, ft, 2)));
-          auto x = [&](int64_t slot) -> Value {
-            Value v = scaleAt(b, qRope, addIndex(b, loc, first, slot));
-            return arith::SelectOp::create(b, loc, live, v,
-                                           f32Constant(b, loc, 0.0f));
-          };
-          // In slot order (arguments have no evaluation order).
-          Value x0 = x(0), x1 = x(1), x8 = x(8), x9 = x(9);
+          Value channel = arith::AddIOp::create(
+              b, loc,
+              arith::AddIOp::create(
+                  b, loc,
+                  mulIndex(b, loc, arith::DivUIOp::create(b, loc, kt, c(2)),
+                           32),
+                  mulIndex(b, loc, arith::RemUIOp::create(b, loc, kt, c(2)),
+                           4)),
+              mulIndex(b, loc, ft, 8));
+          SmallVector<Value> x = loadRun(
+              b, qRope, op.getQRope(),
+              arith::AddIOp::create(b, loc, mulIndex(b, loc, row, e), channel),
+              4);
+          for (Value &v : x)
+            v = arith::SelectOp::create(b, loc, live, v,
+                                        f32Constant(b, loc, 0.0f));
           Value f = arith::AddIOp::create(
               b, loc, mulIndex(b, loc, kt, kWarpSize),
               arith::AddIOp::create(b, loc, mulIndex(b, loc, head, 4), ft));
           storeSplitFragment(b, loc, scratch,
-                             addIndex(b, loc, f, kTiles * kWarpSize), x0, x1,
-                             x8, x9, splitToF16x2);
+                             addIndex(b, loc, f, kTiles * kWarpSize), x[0],
+                             x[1], x[2], x[3], splitToF16x2);
         });
     for (int64_t first = 0; first < h; first += L.warps) {
       Value head = addIndex(rw, loc, warp, first);
@@ -2064,10 +2070,18 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       rowTokens[i][1] = addIndex(rw, loc, rowTokens[i][0], 8);
     }
     bool vectorRuns = aligned16(op.getCodes());
+    // With `swizzled`, chunk c of a row (16 bytes: 4 words) is stored at c ^
+    // rowSwizzle(row): the lane's rows here are g (mod 8).
+    Value laneSwizzle = op.getSwizzled() ? rowSwizzle(rw, loc, lg) : Value();
+    auto runAt = [&](Value token, int64_t rowWords, int64_t run) -> Value {
+      Value chunk = addIndex(rw, loc, lt, 4 * run);
+      if (laneSwizzle)
+        chunk = arith::XOrIOp::create(rw, loc, chunk, laneSwizzle);
+      return arith::AddIOp::create(rw, loc, mulIndex(rw, loc, token, rowWords),
+                                   mulIndex(rw, loc, chunk, 4));
+    };
     auto codeRun = [&](Value token, int64_t run) -> SmallVector<Value> {
-      Value at = arith::AddIOp::create(
-          rw, loc, mulIndex(rw, loc, token, codeRowWords),
-          addIndex(rw, loc, mulIndex(rw, loc, lt, 4), 16 * run));
+      Value at = runAt(token, codeRowWords, run);
       SmallVector<Value> out;
       if (vectorRuns) {
         Value v = vector::LoadOp::create(
@@ -2126,20 +2140,39 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           }
         }
     }
-    for (int64_t kt = 0; kt < ropeTiles; ++kt) {
-      SplitFragment fragment = loadSplitFragment(
-          rw, loc, scratch, addIndex(rw, loc, lane, (kTiles + kt) * kWarpSize));
-      for (int64_t i = 0; i < mTiles; ++i) {
-        auto ropeWord = [&](int64_t half, int64_t slot) -> Value {
-          Value at = arith::AddIOp::create(
-              rw, loc, mulIndex(rw, loc, rowTokens[i][half], ropeRowWords),
-              addIndex(rw, loc, lt, 8 * kt + slot / 2));
-          return memref::LoadOp::create(rw, loc, *ropeWords, ValueRange{at});
-        };
-        std::array<Value, 4> a = {ropeWord(0, 0), ropeWord(1, 0),
-                                  ropeWord(0, 8), ropeWord(1, 8)};
-        for (int p = kMmaSplitParts - 1; p >= 0; --p)
-          mmaF16(rw, loc, a, fragment.parts[p], ropeSums[i][p]);
+    // The rope keys: a lane's 16-byte run of each of its rows a pair of k
+    // tiles (step 1's order), one load where the rows keep the alignment.
+    bool ropeVectors = aligned16(op.getRope());
+    for (int64_t pair = 0; pair < ropeTiles / 2; ++pair) {
+      SmallVector<std::array<SmallVector<Value>, 2>> ropeRuns(mTiles);
+      for (int64_t i = 0; i < mTiles; ++i)
+        for (int64_t half = 0; half < 2; ++half) {
+          Value at = runAt(rowTokens[i][half], ropeRowWords, pair);
+          if (ropeVectors) {
+            Value v = vector::LoadOp::create(
+                rw, loc, VectorType::get({4}, i32), *ropeWords, ValueRange{at},
+                /*nontemporal=*/false, llvm::MaybeAlign(16));
+            for (int64_t k = 0; k < 4; ++k)
+              ropeRuns[i][half].push_back(
+                  vector::ExtractOp::create(rw, loc, v, k));
+          } else {
+            for (int64_t k = 0; k < 4; ++k)
+              ropeRuns[i][half].push_back(memref::LoadOp::create(
+                  rw, loc, *ropeWords, ValueRange{addIndex(rw, loc, at, k)}));
+          }
+        }
+      for (int64_t x = 0; x < 2; ++x) {
+        int64_t kt = 2 * pair + x;
+        SplitFragment fragment = loadSplitFragment(
+            rw, loc, scratch,
+            addIndex(rw, loc, lane, (kTiles + kt) * kWarpSize));
+        for (int64_t i = 0; i < mTiles; ++i) {
+          std::array<Value, 4> a = {
+              ropeRuns[i][0][2 * x], ropeRuns[i][1][2 * x],
+              ropeRuns[i][0][2 * x + 1], ropeRuns[i][1][2 * x + 1]};
+          for (int p = kMmaSplitParts - 1; p >= 0; --p)
+            mmaF16(rw, loc, a, fragment.parts[p], ropeSums[i][p]);
+        }
       }
     }
     // The scaled scores, -inf past `valid` and for heads past H.
@@ -2327,6 +2360,17 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       Value j = arith::AddIOp::create(
           rw, loc, mulIndex(rw, loc, addIndex(rw, loc, warp, L.warps * n), 8),
           lg);
+      // Where word j of the rows 2t + x (mod 8) is stored: j ^ (swizzle << 2).
+      std::array<Value, 2> wordOf = {j, j};
+      if (op.getSwizzled())
+        for (int64_t x = 0; x < 2; ++x)
+          wordOf[x] = arith::XOrIOp::create(
+              rw, loc, j,
+              mulIndex(
+                  rw, loc,
+                  rowSwizzle(rw, loc,
+                             addIndex(rw, loc, mulIndex(rw, loc, lt, 2), x)),
+                  4));
       SmallVector<SmallVector<SmallVector<Value>>> weighted(
           4, SmallVector<SmallVector<Value>>(kMmaSplitParts));
       for (auto &tile : weighted)
@@ -2344,7 +2388,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                   rw, loc,
                   mulIndex(rw, loc, addIndex(rw, loc, slotToken, row),
                            codeRowWords),
-                  j);
+                  wordOf[row % 2]);
               return {memref::LoadOp::create(rw, loc, *words, ValueRange{at})};
             },
             32, 4, bits, CodeOperand::BiasedBf16);

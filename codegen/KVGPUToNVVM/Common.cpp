@@ -143,6 +143,31 @@ void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
   }
 }
 
+Value kvarn::kvgpu::rowSwizzle(OpBuilder &b, Location loc, Value row) {
+  // (row & 2) | (((row >> 2) ^ row) & 1) << 2, as kvgpu::rowSwizzle.
+  Value bit1 = arith::AndIOp::create(b, loc, row, indexConstant(b, loc, 2));
+  Value bit = arith::AndIOp::create(
+      b, loc,
+      arith::XOrIOp::create(
+          b, loc, arith::ShRUIOp::create(b, loc, row, indexConstant(b, loc, 2)),
+          row),
+      indexConstant(b, loc, 1));
+  return arith::OrIOp::create(
+      b, loc, bit1,
+      arith::ShLIOp::create(b, loc, bit, indexConstant(b, loc, 2)));
+}
+
+Value kvarn::kvgpu::swizzledByte(OpBuilder &b, Location loc, Value at,
+                                 int64_t rowBytes) {
+  Value row =
+      arith::DivUIOp::create(b, loc, at, indexConstant(b, loc, rowBytes));
+  // The chunk's bits (bits 4..6 of the byte) XOR the row's swizzle.
+  return arith::XOrIOp::create(b, loc, at,
+                               arith::ShLIOp::create(b, loc,
+                                                     rowSwizzle(b, loc, row),
+                                                     indexConstant(b, loc, 4)));
+}
+
 Value kvarn::kvgpu::sharedAddress(OpBuilder &b, Location loc, Value shared,
                                   ArrayRef<Value> idx) {
   auto type = cast<MemRefType>(shared.getType());

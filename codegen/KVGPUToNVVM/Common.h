@@ -24,6 +24,15 @@ mlir::Value f32Constant(mlir::OpBuilder &b, mlir::Location loc, float v);
 mlir::Value sharedAddress(mlir::OpBuilder &b, mlir::Location loc,
                           mlir::Value shared, llvm::ArrayRef<mlir::Value> idx);
 
+/// Byte `at` (index) of a region of `rowBytes`-byte rows swizzled by
+/// kvgpu::rowSwizzle (kvgpu.copy_in's `swizzled_rows`), the region's
+/// first byte at 0: where it is stored, relative to the same start.
+mlir::Value swizzledByte(mlir::OpBuilder &b, mlir::Location loc, mlir::Value at,
+                         int64_t rowBytes);
+
+/// kvgpu::rowSwizzle(row) on an index value.
+mlir::Value rowSwizzle(mlir::OpBuilder &b, mlir::Location loc, mlir::Value row);
+
 /// The two halves of a bf16 pair (i32, the first value in the low half) as
 /// f32, by integer ops on the word: a shift and a mask, where LLVM's fpext
 /// of the pair splits it into two registers and joins it again (prmts).

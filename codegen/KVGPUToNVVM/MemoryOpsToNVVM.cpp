@@ -23,6 +23,11 @@ Value elementAddress(OpBuilder &b, Location loc, Value base, Value byteOffset,
                              ValueRange{offset});
 }
 
+/// x + v on indices.
+Value addIndexConstant(OpBuilder &b, Location loc, Value x, int64_t v) {
+  return arith::AddIOp::create(b, loc, x, indexConstant(b, loc, v));
+}
+
 /// Whether the copy can move `vectorElems` contiguous elements per access:
 /// the innermost stride equals the element size and every other stride and
 /// the start address are 16-byte aligned. Decided at run time (uniformly).
@@ -63,6 +68,34 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
   int64_t threads = getNumThreads(op);
   int64_t vecElems = kVectorBytes / elemBytes;
   bool canVectorize = shape.back() % vecElems == 0 && vecElems > 1;
+  // copy_in's swizzled_rows (a 1-D byte buffer: the index is the byte):
+  // where each byte of a swizzled region is stored.
+  std::optional<ArrayRef<int64_t>> regions;
+  if (auto copyIn = dyn_cast<CopyInOp>(op))
+    regions = copyIn.getSwizzledRows();
+  auto sharedIndex = [&](OpBuilder &b, SmallVector<Value> idx) {
+    if (!regions)
+      return idx;
+    Value at = idx[0];
+    Value stored = at;
+    for (size_t i = 0; i < regions->size(); i += 3) {
+      int64_t first = (*regions)[i], end = (*regions)[i + 1];
+      Value in = arith::AndIOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, at,
+                                indexConstant(b, loc, first)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, at,
+                                indexConstant(b, loc, end)));
+      Value moved = addIndexConstant(
+          b, loc,
+          swizzledByte(b, loc, addIndexConstant(b, loc, at, -first),
+                       (*regions)[i + 2]),
+          first);
+      stored = arith::SelectOp::create(b, loc, in, moved, stored);
+    }
+    idx[0] = stored;
+    return idx;
+  };
 
   auto scalarCopy = [&](OpBuilder &b) {
     buildStridedLoop(b, loc, threadIndex(b, loc), total, threads,
@@ -72,7 +105,8 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
                                                    byteStrides, idx);
                        if (ToShared) {
                          Value v = LLVM::LoadOp::create(nb, loc, elt, addr);
-                         memref::StoreOp::create(nb, loc, v, shared, idx);
+                         memref::StoreOp::create(nb, loc, v, shared,
+                                                 sharedIndex(nb, idx));
                        } else {
                          Value v = memref::LoadOp::create(nb, loc, shared, idx);
                          LLVM::StoreOp::create(nb, loc, v, addr);
@@ -102,11 +136,10 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
             // 16 bytes global -> shared without a register in between
             // (cp.async.cg: L2 only); the thread goes on at once, and the
             // next kvgpu.barrier waits for its copies (waitForCopiesAtBarriers).
-            NVVM::CpAsyncOp::create(nb, loc,
-                                    sharedAddress(nb, loc, shared, idx),
-                                    addr, kVectorBytes,
-                                    NVVM::LoadCacheModifierKind::CG,
-                                    /*cpSize=*/Value());
+            NVVM::CpAsyncOp::create(
+                nb, loc, sharedAddress(nb, loc, shared, sharedIndex(nb, idx)),
+                addr, kVectorBytes, NVVM::LoadCacheModifierKind::CG,
+                /*cpSize=*/Value());
           } else {
             Value vec = LLVM::PoisonOp::create(nb, loc, vecType);
             for (int64_t k = 0; k < vecElems; ++k) {

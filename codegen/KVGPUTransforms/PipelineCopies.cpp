@@ -324,7 +324,7 @@ struct PipelineCopiesPass
       Value slot0 =
           SharedBufferOp::create(b, loc, first.getDst().getType(), base);
       CopyInOp::create(b, loc, first.getSrc(), offset, first.getByteStrides(),
-                       slot0);
+                       slot0, first.getSwizzledRowsAttr());
     }
 
     // The step's slot, (iv - lb) / step % 2, and the next record's copy
@@ -364,7 +364,8 @@ struct PipelineCopiesPass
           SharedBufferOp::create(t, loc, first.getDst().getType(), base,
                                  nextSlot, t.getI64IntegerAttr(slotBytes));
       CopyInOp::create(t, loc, first.getSrc(), nextOffset,
-                       first.getByteStrides(), view);
+                       first.getByteStrides(), view,
+                       first.getSwizzledRowsAttr());
       OpBuilder e = OpBuilder::atBlockBegin(issue.elseBlock());
       CommitCopiesOp::create(e, loc);
     }

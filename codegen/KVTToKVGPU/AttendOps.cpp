@@ -323,6 +323,41 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   return true;
 }
 
+/// The kvgpu.copy_in that staged the record whose fields `codes` and `rope`
+/// (shared buffers) are, when only barriers and views lie between it and
+/// the builder's insertion point (nothing has read the record yet), and
+/// nothing reads the record after `op`: the copy may then store the two
+/// fields' rows swizzled for attend_latent alone. Null otherwise.
+kvgpu::CopyInOp recordCopyToSwizzle(TileLowering &s, AttendOp op, Value codes,
+                                    Value rope) {
+  auto codesAt = codes.getDefiningOp<kvgpu::SharedBufferOp>(),
+       ropeAt = rope.getDefiningOp<kvgpu::SharedBufferOp>();
+  const TileView &ropeView = s.view(op.getKRope());
+  if (!codesAt || !ropeAt || codesAt.getSlot() || ropeAt.getSlot() ||
+      ropeView.bufferId < 0 || !s.bufferDeadAfter(ropeView.bufferId, op))
+    return nullptr;
+  Block *block = s.b.getInsertionBlock();
+  for (auto it = s.b.getInsertionPoint(); it != block->begin();) {
+    Operation *prev = &*--it;
+    if (isa<kvgpu::SharedBufferOp, kvgpu::BarrierOp>(prev))
+      continue;
+    auto copy = dyn_cast<kvgpu::CopyInOp>(prev);
+    auto dst =
+        copy ? copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>() : nullptr;
+    if (!dst || dst.getSlot() || copy.getSwizzledRows())
+      return nullptr;
+    int64_t first = dst.getOffset(),
+            end = first + dst.getType().getNumElements();
+    auto inside = [&](kvgpu::SharedBufferOp view) {
+      auto type = view.getType();
+      int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+      return view.getOffset() >= first && view.getOffset() + bytes <= end;
+    };
+    return inside(codesAt) && inside(ropeAt) ? copy : nullptr;
+  }
+  return nullptr;
+}
+
 /// The step as one kvgpu.attend_latent when K and V are one MLA record's
 /// latent (the same dequantized tile: token-major codes staged in shared
 /// memory, quantized per channel), the rope keys are fp16 rows staged with
@@ -367,12 +402,30 @@ bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
   Value count = valid.splat;
   if (!count.getType().isInteger(32))
     count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
+  // The codes' and rope keys' rows stored swizzled by the record's copy
+  // where nothing else reads them (their reads then hit distinct banks).
+  UnitAttr swizzled;
+  int64_t codeRowBytes = R * kq->bits / 8, ropeRowBytes = E * 2;
+  if (codeRowBytes % 128 == 0 && ropeRowBytes % 128 == 0)
+    if (kvgpu::CopyInOp copy = recordCopyToSwizzle(s, op, kq->packed, rope)) {
+      int64_t base =
+          copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>().getOffset();
+      int64_t codesAt =
+          kq->packed.getDefiningOp<kvgpu::SharedBufferOp>().getOffset() - base;
+      int64_t ropeAt =
+          rope.getDefiningOp<kvgpu::SharedBufferOp>().getOffset() - base;
+      copy.setSwizzledRows(
+          ArrayRef<int64_t>{codesAt, codesAt + G * codeRowBytes, codeRowBytes,
+                            ropeAt, ropeAt + G * ropeRowBytes, ropeRowBytes});
+      swizzled = s.b.getUnitAttr();
+    }
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
   kvgpu::AttendLatentOp::create(
       s.b, loc, q, qRope.buffer, kq->packed, scale, zero, tokenScale, rope, m,
       l, acc, count, s.lookup(op.getScale()), newM.buffer, newL.buffer,
-      newAcc.buffer, buffer, s.b.getI32IntegerAttr(int32_t(kq->bits)));
+      newAcc.buffer, buffer, s.b.getI32IntegerAttr(int32_t(kq->bits)),
+      swizzled);
   if (qRope.buffer != qRopeView.buffer)
     s.planner.release(qRope.bufferId);
   publishNewState(s, op, newM, newL, newAcc);

@@ -51,7 +51,26 @@ static LogicalResult verifyCopy(Operation *op, MemRefType buffer,
 }
 
 LogicalResult CopyInOp::verify() {
-  return verifyCopy(*this, getDst().getType(), getByteStrides().size());
+  if (failed(verifyCopy(*this, getDst().getType(), getByteStrides().size())))
+    return failure();
+  if (std::optional<ArrayRef<int64_t>> regions = getSwizzledRows()) {
+    MemRefType dst = getDst().getType();
+    if (dst.getRank() != 1 || !dst.getElementType().isInteger(8))
+      return emitOpError("swizzled_rows needs a 1-D i8 destination");
+    if (regions->size() % 3)
+      return emitOpError("swizzled_rows holds (first, end, row bytes) triples");
+    for (size_t i = 0; i < regions->size(); i += 3) {
+      int64_t first = (*regions)[i], end = (*regions)[i + 1],
+              row = (*regions)[i + 2];
+      if (first < 0 || end > dst.getNumElements() || first % 16 || row <= 0 ||
+          row % 128 || end <= first || (end - first) % row)
+        return emitOpError("swizzled region [")
+               << first << ", " << end << ") of " << row
+               << "-byte rows: whole rows of a multiple of 128 bytes from a "
+                  "16-byte boundary inside the buffer";
+    }
+  }
+  return success();
 }
 
 LogicalResult CopyOutOp::verify() {
@@ -447,7 +466,7 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
 std::optional<LatentAttendLayout>
 kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
                                     int64_t bits, int64_t threads) {
-  if (h < 1 || h > 8 || bits != 4 || e < 16 || e % 16 || threads == 0 ||
+  if (h < 1 || h > 8 || bits != 4 || e < 32 || e % 32 || threads == 0 ||
       threads % kWarpSize)
     return std::nullopt;
   int64_t warps = threads / kWarpSize;

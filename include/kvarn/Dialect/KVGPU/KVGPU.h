@@ -238,6 +238,16 @@ struct RowsAttendLayout {
 std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
                                                     int64_t t, int64_t threads,
                                                     bool warpStates = false);
+/// The chunk swizzle of kvgpu.copy_in's `swizzled_rows`: the 16-byte chunk
+/// c of row r is stored at chunk c ^ rowSwizzle(r) (rows of a multiple of 8
+/// chunks). Rows r, r + 1 differ in the chunk's bit 2 (two rows' runs of 4
+/// chunks in distinct banks: one quarter warp's 16-byte loads), and rows 2k
+/// (and 2k + 1), k < 4, in bits 1 and 2 (four rows' chunk pairs: a warp's
+/// word loads).
+constexpr int64_t rowSwizzle(int64_t row) {
+  return (row & 2) | (((row >> 2) ^ row) & 1) << 2;
+}
+
 /// How kvgpu.attend_latent spreads one online-softmax step over an MLA
 /// record (H <= 8 query heads, latent rank R, rope dim E, G tokens, 4-bit
 /// token-major codes) over a CTA of W warps, in three phases between
@@ -250,8 +260,11 @@ std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
 ///    0 holds channels 8 j + {0, 4} (slots 2t, 2t + 1) and 8 j + {2, 6}
 ///    (slots 2t + 8, 2t + 9), class 1 the same + 1, each code masked in
 ///    place as an f16 subnormal (class 1 at 16 times the weight), each class
-///    its own sums. The B fragments of q * scale and of q_rope are split
-///    into f16 parts once per block into the scratch.
+///    its own sums. The rope term's k tiles go in pairs: lane t reads the
+///    16-byte run t of each 64-byte run of its rope rows (slots 2t, 2t + 1
+///    of k tile 2 p + x are channels 32 p + 8 t + 4 x + 0, 1; slots 2t + 8,
+///    2t + 9 the next two). The B fragments of q * scale and of q_rope are
+///    split into f16 parts once per block into the scratch.
 ///  * The warps' maxima meet in the scratch; each lane computes the
 ///    probabilities of its scores, writes p * token_scale as bf16 parts
 ///    (the B operand of the next product, tokens in order) and the warps'
@@ -273,7 +286,7 @@ struct LatentAttendLayout {
   int64_t scratchFloats;
 };
 /// The layout, or nothing when the shape does not fit it (H > 8, bits other
-/// than 4, R not a multiple of 64 W, E not a multiple of 16, G not a
+/// than 4, R not a multiple of 64 W, E not a multiple of 32, G not a
 /// multiple of 16 W): the step then keeps packed_matmul and shared-memory
 /// reductions.
 std::optional<LatentAttendLayout> getLatentAttendLayout(int64_t h, int64_t r,

@@ -181,13 +181,28 @@ def KVGPU_CopyInOp : KVGPU_Op<"copy_in"> {
     When the innermost byte stride is the element size (a constant), each
     thread moves `vector` contiguous elements per access (16-byte loads for
     f16 x 8).
+
+    `swizzled_rows`, triples (first byte, end byte, row bytes) of a 1-D i8
+    `dst`: in each such region the 16-byte chunk c of row r is stored at
+    chunk c ^ s(r) of its row (`kvgpu::rowSwizzle`, KVGPU.h: reads of one
+    chunk column by rows r .. r + 7 then hit distinct banks). Only a
+    consumer that reads the region through the same map may read it.
   }];
   let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$src, I64:$byteOffset,
                        Variadic<I64>:$byteStrides,
-                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$dst);
+                       Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$dst,
+                       OptionalAttr<DenseI64ArrayAttr>:$swizzled_rows);
   let assemblyFormat = [{
     $src `[` $byteOffset `]` `strides` `(` $byteStrides `)` `to` $dst attr-dict `:` type($dst)
   }];
+  let builders = [
+    OpBuilder<(ins "::mlir::Value":$src, "::mlir::Value":$byteOffset,
+                   "::mlir::ValueRange":$byteStrides,
+                   "::mlir::Value":$dst), [{
+      build($_builder, $_state, src, byteOffset, byteStrides, dst,
+            ::mlir::DenseI64ArrayAttr());
+    }]>
+  ];
   let hasVerifier = 1;
 }
 
@@ -734,7 +749,9 @@ def KVGPU_AttendLatentOp : KVGPU_Op<"attend_latent"> {
     latent[t, c] = (code[t, c] scale[c] + zero[c]) token_scale[t] from the
     token-major [G, R * bits / 8] byte field `codes` (low nibble = even
     channel), and score[h, t] = q[h] . latent[t] + q_rope[h] . rope[t] with
-    the fp16 rope keys `rope` [G, E]. With the incoming state (`m`, `l` [H],
+    the fp16 rope keys `rope` [G, E]. With `swizzled`, both `codes` and
+    `rope` rows were stored through `kvgpu::rowSwizzle` (kvgpu.copy_in's
+    `swizzled_rows`). With the incoming state (`m`, `l` [H],
     `acc` [H, R], f32), the rotated queries `q` [H, R] and `q_rope` [H, E]
     (f32; `q_rope` may be f16), it writes the state after the block's first
     `valid` tokens to `new_m`, `new_l`, `new_acc`, which may be the incoming
@@ -767,11 +784,12 @@ def KVGPU_AttendLatentOp : KVGPU_Op<"attend_latent"> {
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_l,
                        Arg<KVGPU_SharedMemRef, "", [MemWrite]>:$new_acc,
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
-                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits);
+                       ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$bits,
+                       UnitAttr:$swizzled);
   let assemblyFormat = [{
     `q` $q `,` $q_rope
     `latent` $codes `bits` $bits `scales` $scale `,` $zero `,` $token_scale
-    `rope` $rope
+    `rope` $rope (`swizzled` $swizzled^)?
     `state` $m `,` $l `,` $acc `valid` $valid `softmax_scale` $softmax_scale
     `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch attr-dict `:`
     type($q) `,` type($q_rope) `,` type($codes) `,` type($scale) `,`

@@ -58,6 +58,30 @@ gpu.module @m {
     gpu.return
   }
 
+  // swizzled_rows: bytes [256, 768) are two 256-byte rows; a chunk's
+  // destination is its byte XOR rowSwizzle(row) << 4 inside the region (a
+  // select against the plain byte), in both the vector and the scalar copy.
+  // CHECK-LABEL: gpu.func @swizzled
+  // CHECK: scf.for
+  // CHECK-DAG: arith.cmpi ult, %{{.*}}, %c768
+  // CHECK-DAG: arith.cmpi uge, %{{.*}}, %c256
+  // CHECK: arith.divui %{{.*}}, %c256
+  // CHECK: arith.xori
+  // CHECK: arith.select
+  // CHECK: nvvm.cp.async.shared.global
+  // CHECK: } else {
+  // CHECK: arith.xori
+  // CHECK: arith.select
+  // CHECK: memref.store
+  gpu.func @swizzled(%p: !llvm.ptr<1>, %off: i64) kernel
+      attributes {kvgpu.num_warps = 1 : i64} {
+    %c1 = arith.constant 1 : i64
+    %a = kvgpu.shared_buffer 0 : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.copy_in %p[%off] strides(%c1) to %a {swizzled_rows = array<i64: 256, 768, 256>} : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.barrier
+    gpu.return
+  }
+
   // A prefetch of 13824 bytes (a k4v2 record at head_dim 128): 108 lines of
   // 128 bytes, thread t the lines t, t + 128, ... (one here), each one
   // prefetch.global.L2 (inline PTX: upstream's intrinsic needs PTX 8.0).

@@ -414,18 +414,18 @@ gpu.module @m {
 gpu.module @m {
   gpu.func @attend_latent_scratch(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
     %q = kvgpu.shared_buffer 0 : memref<4x256xf32, #s>
-    %qr = kvgpu.shared_buffer 4096 : memref<4x16xf16, #s>
-    %codes = kvgpu.shared_buffer 4224 : memref<64x128xi8, #s>
-    %cs = kvgpu.shared_buffer 12416 : memref<256xf16, #s>
-    %cz = kvgpu.shared_buffer 12928 : memref<256xf16, #s>
-    %ct = kvgpu.shared_buffer 13440 : memref<64xf16, #s>
-    %rope = kvgpu.shared_buffer 13568 : memref<64x16xf16, #s>
-    %m = kvgpu.shared_buffer 15616 : memref<4xf32, #s>
-    %l = kvgpu.shared_buffer 15632 : memref<4xf32, #s>
-    %acc = kvgpu.shared_buffer 15648 : memref<4x256xf32, #s>
-    %scratch = kvgpu.shared_buffer 19744 : memref<2000xf32, #s>
-    // expected-error @+1 {{scratch has 2000 floats; the layout needs 2216}}
-    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x16xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x16xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2000xf32, #s>
+    %qr = kvgpu.shared_buffer 4096 : memref<4x32xf16, #s>
+    %codes = kvgpu.shared_buffer 4352 : memref<64x128xi8, #s>
+    %cs = kvgpu.shared_buffer 12544 : memref<256xf16, #s>
+    %cz = kvgpu.shared_buffer 13056 : memref<256xf16, #s>
+    %ct = kvgpu.shared_buffer 13568 : memref<64xf16, #s>
+    %rope = kvgpu.shared_buffer 13696 : memref<64x32xf16, #s>
+    %m = kvgpu.shared_buffer 17792 : memref<4xf32, #s>
+    %l = kvgpu.shared_buffer 17808 : memref<4xf32, #s>
+    %acc = kvgpu.shared_buffer 17824 : memref<4x256xf32, #s>
+    %scratch = kvgpu.shared_buffer 21920 : memref<2000xf32, #s>
+    // expected-error @+1 {{scratch has 2000 floats; the layout needs 2344}}
+    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2000xf32, #s>
     gpu.return
   }
 }
@@ -436,19 +436,30 @@ gpu.module @m {
 gpu.module @m {
   gpu.func @attend_latent_warps(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 8 : i64} {
     %q = kvgpu.shared_buffer 0 : memref<4x256xf32, #s>
-    %qr = kvgpu.shared_buffer 4096 : memref<4x16xf16, #s>
-    %codes = kvgpu.shared_buffer 4224 : memref<64x128xi8, #s>
-    %cs = kvgpu.shared_buffer 12416 : memref<256xf16, #s>
-    %cz = kvgpu.shared_buffer 12928 : memref<256xf16, #s>
-    %ct = kvgpu.shared_buffer 13440 : memref<64xf16, #s>
-    %rope = kvgpu.shared_buffer 13568 : memref<64x16xf16, #s>
-    %m = kvgpu.shared_buffer 15616 : memref<4xf32, #s>
-    %l = kvgpu.shared_buffer 15632 : memref<4xf32, #s>
-    %acc = kvgpu.shared_buffer 15648 : memref<4x256xf32, #s>
-    %scratch = kvgpu.shared_buffer 19744 : memref<2216xf32, #s>
+    %qr = kvgpu.shared_buffer 4096 : memref<4x32xf16, #s>
+    %codes = kvgpu.shared_buffer 4352 : memref<64x128xi8, #s>
+    %cs = kvgpu.shared_buffer 12544 : memref<256xf16, #s>
+    %cz = kvgpu.shared_buffer 13056 : memref<256xf16, #s>
+    %ct = kvgpu.shared_buffer 13568 : memref<64xf16, #s>
+    %rope = kvgpu.shared_buffer 13696 : memref<64x32xf16, #s>
+    %m = kvgpu.shared_buffer 17792 : memref<4xf32, #s>
+    %l = kvgpu.shared_buffer 17808 : memref<4xf32, #s>
+    %acc = kvgpu.shared_buffer 17824 : memref<4x256xf32, #s>
+    %scratch = kvgpu.shared_buffer 21920 : memref<2344xf32, #s>
     // A warp takes 64 channels a group: R = 256 has no room for 8.
-    // expected-error @+1 {{no register layout for H = 4, R = 256, E = 16, G = 64, 4 bits over 256 threads}}
-    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x16xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x16xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2216xf32, #s>
+    // expected-error @+1 {{no register layout for H = 4, R = 256, E = 32, G = 64, 4 bits over 256 threads}}
+    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2344xf32, #s>
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  gpu.func @swizzled_rows_partial(%p: !llvm.ptr<1>, %o: i64) kernel {
+    %a = kvgpu.shared_buffer 0 : memref<1024xi8, #gpu.address_space<workgroup>>
+    // expected-error @+1 {{swizzled region [0, 200) of 128-byte rows: whole rows of a multiple of 128 bytes from a 16-byte boundary inside the buffer}}
+    kvgpu.copy_in %p[%o] strides(%o) to %a {swizzled_rows = array<i64: 0, 200, 128>} : memref<1024xi8, #gpu.address_space<workgroup>>
     gpu.return
   }
 }
