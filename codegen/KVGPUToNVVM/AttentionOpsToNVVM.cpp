@@ -1045,6 +1045,45 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
         });
 }
 
+/// Step 1's sum_c q[h, c] zero[c] (q [H, D] f32, zero [D] f16 or f32) of
+/// attend_record and attend_latent: one warp a head, its lane 0 writing it
+/// to scratch[offset + h]. D is a multiple of 32 (both layouts'), so every
+/// lane's channels exist. No barrier.
+void emitZeroDots(OpBuilder &rw, Location loc, Value warp, Value lane,
+                  int64_t warps, int64_t h, int64_t d, Value q, Value zero,
+                  Value scratch, int64_t offset) {
+  auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
+  for (int64_t first = 0; first < h; first += warps) {
+    Value head = addIndex(rw, loc, warp, first);
+    Value mine =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
+    scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
+      Value sum;
+      for (int64_t ch = 0; ch < d; ch += kWarpSize) {
+        Value at = addIndex(b, loc, lane, ch);
+        Value qv =
+            memref::LoadOp::create(b, loc, q,
+                                   ValueRange{arith::AddIOp::create(
+                                       b, loc, mulIndex(b, loc, head, d), at)});
+        Value z = memref::LoadOp::create(b, loc, zero, ValueRange{at});
+        if (!z.getType().isF32())
+          z = arith::ExtFOp::create(b, loc, b.getF32Type(), z);
+        Value x = arith::MulFOp::create(b, loc, qv, z);
+        sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
+      }
+      sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
+      Value lane0 =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
+      scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
+        memref::StoreOp::create(tb, loc, sum, scratch,
+                                ValueRange{addIndex(tb, loc, head, offset)});
+        scf::YieldOp::create(tb, loc);
+      });
+      scf::YieldOp::create(b, loc);
+    });
+  }
+}
+
 /// Where the warps of attend_record and attend_rows leave their partial
 /// states in the scratch (RecordAttendLayout, RowsAttendLayout).
 struct WarpPartials {
@@ -1377,35 +1416,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
               scaleAt(b, kScale, ch));
         },
         L.packedScoreParts);
-    for (int64_t first = 0; first < h; first += L.warps) {
-      Value head = addIndex(rw, loc, warp, first);
-      Value mine =
-          arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
-      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
-        // sum_d q kzero; D is a multiple of 32 (the layout's), so every
-        // lane's channels exist.
-        Value sum;
-        for (int64_t ch = 0; ch < d; ch += kWarpSize) {
-          Value at = addIndex(b, loc, lane, ch);
-          Value qv = memref::LoadOp::create(
-              b, loc, q,
-              ValueRange{arith::AddIOp::create(b, loc,
-                                               mulIndex(b, loc, head, d), at)});
-          Value x = arith::MulFOp::create(b, loc, qv, scaleAt(b, kZero, at));
-          sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
-        }
-        sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
-        Value lane0 =
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
-        scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
-          memref::StoreOp::create(
-              tb, loc, sum, scratch,
-              ValueRange{addIndex(tb, loc, head, L.kZeroDotOffset)});
-          scf::YieldOp::create(tb, loc);
-        });
-        scf::YieldOp::create(b, loc);
-      });
-    }
+    emitZeroDots(rw, loc, warp, lane, L.warps, h, d, q, kZero, scratch,
+                 L.kZeroDotOffset);
     gpu::BarrierOp::create(rw, loc);
 
     // 2. Scores of the warp's tokens: lane (g, t) holds tokens
@@ -2029,33 +2041,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                              addIndex(b, loc, f, kTiles * kWarpSize), x[0],
                              x[1], x[2], x[3], splitToF16x2);
         });
-    for (int64_t first = 0; first < h; first += L.warps) {
-      Value head = addIndex(rw, loc, warp, first);
-      Value mine =
-          arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, head, c(h));
-      scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
-        Value sum;
-        for (int64_t ch = 0; ch < r; ch += kWarpSize) {
-          Value at = addIndex(b, loc, lane, ch);
-          Value qv = memref::LoadOp::create(
-              b, loc, q,
-              ValueRange{arith::AddIOp::create(b, loc,
-                                               mulIndex(b, loc, head, r), at)});
-          Value x = arith::MulFOp::create(b, loc, qv, scaleAt(b, zero, at));
-          sum = ch ? arith::AddFOp::create(b, loc, sum, x).getResult() : x;
-        }
-        sum = WarpReduceOp::create(b, loc, ReduceKind::Add, sum);
-        Value lane0 =
-            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c(0));
-        scf::IfOp::create(b, loc, lane0, [&](OpBuilder &tb, Location) {
-          memref::StoreOp::create(
-              tb, loc, sum, scratch,
-              ValueRange{addIndex(tb, loc, head, L.zeroDotOffset)});
-          scf::YieldOp::create(tb, loc);
-        });
-        scf::YieldOp::create(b, loc);
-      });
-    }
+    emitZeroDots(rw, loc, warp, lane, L.warps, h, r, q, zero, scratch,
+                 L.zeroDotOffset);
     gpu::BarrierOp::create(rw, loc);
 
     // 2. Scores of the warp's tokens: m tile i, rows g and g + 8 are tokens
