@@ -323,6 +323,61 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   return true;
 }
 
+/// `v`'s staged f16 buffer when the tile is one read as f32 ([T, D] rows in
+/// order: a pool block's chunk), or nothing.
+Value stagedF16Rows(const TileView &v) {
+  if (v.type.getRank() != 2 || !v.readsInOrder() || v.conversions.size() != 1 ||
+      !v.conversions[0].isF32())
+    return Value();
+  auto type = cast<MemRefType>(v.buffer.getType());
+  if (!type.getElementType().isF16() ||
+      type.getNumElements() != v.type.getNumElements())
+    return Value();
+  return v.buffer;
+}
+
+/// The step as one kvgpu.attend_rows when K and V are fp16 rows staged in
+/// shared memory, `valid` and `from` (if any) are uniform and the shape
+/// has a register layout (RowsAttendLayout); false otherwise, having
+/// emitted nothing.
+bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
+  TileType qType = op.getQ().getType();
+  int64_t H = qType.getDim(0), D = qType.getDim(1);
+  int64_t T = op.getK().getType().getDim(0);
+  const TileView &valid = s.view(op.getValid());
+  const TileView *from = op.getFrom() ? &s.view(op.getFrom()) : nullptr;
+  Value keys = stagedF16Rows(s.view(op.getK())),
+        values = stagedF16Rows(s.view(op.getV()));
+  if (!keys || !values || !valid.splat || (from && !from->splat) ||
+      op.getQRope())
+    return false;
+  std::optional<kvgpu::RowsAttendLayout> layout = kvgpu::getRowsAttendLayout(
+      H, D, T, s.numWarps * kvgpu::kWarpSize, perWarp);
+  if (!layout)
+    return false;
+  Location loc = op.getLoc();
+  Type f32 = s.b.getF32Type();
+  auto [q, m, l, acc, newState] = registerState(s, op, perWarp);
+  auto asI32 = [&](Value x) -> Value {
+    if (x.getType().isInteger(32))
+      return x;
+    return arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), x);
+  };
+  Value first = from
+                    ? asI32(from->splat)
+                    : arith::ConstantIntOp::create(s.b, loc, 0, 32).getResult();
+  Value count = asI32(valid.splat);
+  ScratchBuffers scratch(s);
+  Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
+  auto [newM, newL, newAcc] = newState;
+  kvgpu::AttendRowsOp::create(s.b, loc, q, keys, values, m, l, acc, first,
+                              count, s.lookup(op.getScale()), newM.buffer,
+                              newL.buffer, newAcc.buffer, buffer,
+                              perWarp ? s.b.getUnitAttr() : UnitAttr());
+  publishNewState(s, op, newM, newL, newAcc);
+  return true;
+}
+
 /// The kvgpu.copy_in that staged the record whose fields `codes` and `rope`
 /// (shared buffers) are, when only barriers and views lie between it and
 /// the builder's insertion point (nothing has read the record yet), and
@@ -344,7 +399,9 @@ kvgpu::CopyInOp recordCopyToSwizzle(TileLowering &s, AttendOp op, Value codes,
     auto copy = dyn_cast<kvgpu::CopyInOp>(prev);
     auto dst =
         copy ? copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>() : nullptr;
-    if (!dst || dst.getSlot() || copy.getSwizzledRows())
+    if (!dst || dst.getSlot() || copy.getSwizzledRows() ||
+        dst.getType().getRank() != 1 ||
+        !dst.getType().getElementType().isInteger(8))
       return nullptr;
     int64_t first = dst.getOffset(),
             end = first + dst.getType().getNumElements();
@@ -363,7 +420,6 @@ kvgpu::CopyInOp recordCopyToSwizzle(TileLowering &s, AttendOp op, Value codes,
 /// memory, quantized per channel), the rope keys are fp16 rows staged with
 /// it, `valid` is uniform, there is no `from` and the shape has a register
 /// layout (LatentAttendLayout); false otherwise, having emitted nothing.
-Value stagedF16Rows(const TileView &v);
 bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
                          const std::optional<AffineDequant> &kq) {
   if (!op.getQRope() || op.getFrom() || op.getK() != op.getV() || !kq ||
@@ -428,61 +484,6 @@ bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
       swizzled);
   if (qRope.buffer != qRopeView.buffer)
     s.planner.release(qRope.bufferId);
-  publishNewState(s, op, newM, newL, newAcc);
-  return true;
-}
-
-/// `v`'s staged f16 buffer when the tile is one read as f32 ([T, D] rows in
-/// order: a pool block's chunk), or nothing.
-Value stagedF16Rows(const TileView &v) {
-  if (v.type.getRank() != 2 || !v.readsInOrder() || v.conversions.size() != 1 ||
-      !v.conversions[0].isF32())
-    return Value();
-  auto type = cast<MemRefType>(v.buffer.getType());
-  if (!type.getElementType().isF16() ||
-      type.getNumElements() != v.type.getNumElements())
-    return Value();
-  return v.buffer;
-}
-
-/// The step as one kvgpu.attend_rows when K and V are fp16 rows staged in
-/// shared memory, `valid` and `from` (if any) are uniform and the shape
-/// has a register layout (RowsAttendLayout); false otherwise, having
-/// emitted nothing.
-bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
-  TileType qType = op.getQ().getType();
-  int64_t H = qType.getDim(0), D = qType.getDim(1);
-  int64_t T = op.getK().getType().getDim(0);
-  const TileView &valid = s.view(op.getValid());
-  const TileView *from = op.getFrom() ? &s.view(op.getFrom()) : nullptr;
-  Value keys = stagedF16Rows(s.view(op.getK())),
-        values = stagedF16Rows(s.view(op.getV()));
-  if (!keys || !values || !valid.splat || (from && !from->splat) ||
-      op.getQRope())
-    return false;
-  std::optional<kvgpu::RowsAttendLayout> layout = kvgpu::getRowsAttendLayout(
-      H, D, T, s.numWarps * kvgpu::kWarpSize, perWarp);
-  if (!layout)
-    return false;
-  Location loc = op.getLoc();
-  Type f32 = s.b.getF32Type();
-  auto [q, m, l, acc, newState] = registerState(s, op, perWarp);
-  auto asI32 = [&](Value x) -> Value {
-    if (x.getType().isInteger(32))
-      return x;
-    return arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), x);
-  };
-  Value first = from
-                    ? asI32(from->splat)
-                    : arith::ConstantIntOp::create(s.b, loc, 0, 32).getResult();
-  Value count = asI32(valid.splat);
-  ScratchBuffers scratch(s);
-  Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
-  auto [newM, newL, newAcc] = newState;
-  kvgpu::AttendRowsOp::create(s.b, loc, q, keys, values, m, l, acc, first,
-                              count, s.lookup(op.getScale()), newM.buffer,
-                              newL.buffer, newAcc.buffer, buffer,
-                              perWarp ? s.b.getUnitAttr() : UnitAttr());
   publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
