@@ -1045,6 +1045,33 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
         });
 }
 
+/// n consecutive elements of `view` (the flat view of the shared buffer
+/// `buffer`) from `first` (a multiple of n), widened to f32: one vector load
+/// where the buffer keeps that alignment (every record field and state
+/// buffer today), else one by one.
+SmallVector<Value> loadWidenedRun(OpBuilder &b, Location loc, Value view,
+                                  Value buffer, Value first, int64_t n) {
+  Type type = cast<MemRefType>(view.getType()).getElementType();
+  int64_t bytes = n * type.getIntOrFloatBitWidth() / 8;
+  std::optional<int64_t> at = staticByteOffset(buffer);
+  SmallVector<Value> out;
+  if (at && *at % bytes == 0) {
+    Value vec = vector::LoadOp::create(
+        b, loc, VectorType::get({n}, type), view, ValueRange{first},
+        /*nontemporal=*/false, llvm::MaybeAlign(bytes));
+    for (int64_t k = 0; k < n; ++k)
+      out.push_back(vector::ExtractOp::create(b, loc, vec, k));
+  } else {
+    for (int64_t k = 0; k < n; ++k)
+      out.push_back(memref::LoadOp::create(
+          b, loc, view, ValueRange{addIndex(b, loc, first, k)}));
+  }
+  for (Value &x : out)
+    if (!type.isF32())
+      x = arith::ExtFOp::create(b, loc, b.getF32Type(), x);
+  return out;
+}
+
 /// Step 1's sum_c q[h, c] zero[c] (q [H, D] f32, zero [D] f16 or f32) of
 /// attend_record and attend_latent: one warp a head, its lane 0 writing it
 /// to scratch[offset + h]. D is a multiple of 32 (both layouts'), so every
@@ -1755,31 +1782,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // warp folds it into its own row of the state instead, and is done.
     int64_t perLaneChannels = d / 8;
     if (op.getWarpStates()) {
-      // n scales from `first` (a multiple of n) in one load where the field
-      // keeps that alignment (every record layout today), else one by one.
-      auto type = cast<MemRefType>(vChannel.getType()).getElementType();
-      std::optional<int64_t> fieldAt = staticByteOffset(op.getVChannelScale());
-      auto channelScales = [&](OpBuilder &b, Value first,
-                               int64_t n) -> SmallVector<Value> {
-        int64_t bytes = n * type.getIntOrFloatBitWidth() / 8;
-        SmallVector<Value> raw;
-        if (fieldAt && *fieldAt % bytes == 0) {
-          Value vec = vector::LoadOp::create(
-              b, loc, VectorType::get({n}, type), vChannel, ValueRange{first},
-              /*nontemporal=*/false, llvm::MaybeAlign(bytes));
-          for (int64_t k = 0; k < n; ++k)
-            raw.push_back(vector::ExtractOp::create(b, loc, vec, k));
-        } else {
-          for (int64_t k = 0; k < n; ++k)
-            raw.push_back(memref::LoadOp::create(
-                b, loc, vChannel, ValueRange{addIndex(b, loc, first, k)}));
-        }
-        SmallVector<Value> out;
-        for (Value x : raw)
-          out.push_back(
-              type.isF32() ? x
-                           : arith::ExtFOp::create(b, loc, f32, x).getResult());
-        return out;
+      auto channelScales = [&](OpBuilder &b, Value first, int64_t n) {
+        return loadWidenedRun(b, loc, vChannel, op.getVChannelScale(), first,
+                              n);
       };
       emitWarpStateUpdate(
           rw, loc, warp, lg, lt, h, d,
@@ -1902,30 +1907,6 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                  ? x
                  : arith::ExtFOp::create(b, loc, f32, x).getResult();
     };
-    // n consecutive elements from `first` widened to f32: one vector load
-    // where the buffer and `first` (a multiple of n) keep its alignment.
-    auto loadRun = [&](OpBuilder &b, Value buffer, Value original, Value first,
-                       int64_t n) {
-      Type type = cast<MemRefType>(buffer.getType()).getElementType();
-      int64_t bytes = n * type.getIntOrFloatBitWidth() / 8;
-      std::optional<int64_t> at = staticByteOffset(original);
-      SmallVector<Value> out;
-      if (at && *at % bytes == 0 && bytes <= 16) {
-        Value vec = vector::LoadOp::create(
-            b, loc, VectorType::get({n}, type), buffer, ValueRange{first},
-            /*nontemporal=*/false, llvm::MaybeAlign(bytes));
-        for (int64_t k = 0; k < n; ++k)
-          out.push_back(vector::ExtractOp::create(b, loc, vec, k));
-      } else {
-        for (int64_t k = 0; k < n; ++k)
-          out.push_back(memref::LoadOp::create(
-              b, loc, buffer, ValueRange{addIndex(b, loc, first, k)}));
-      }
-      for (Value &x : out)
-        if (!type.isF32())
-          x = arith::ExtFOp::create(b, loc, f32, x);
-      return out;
-    };
     Value negInf =
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
     Value width = i32Constant(rw, loc, kWarpSize);
@@ -1976,10 +1957,12 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           Value first = mulIndex(b, loc, j, 8);
           Value rowAt =
               arith::AddIOp::create(b, loc, mulIndex(b, loc, row, r), first);
-          SmallVector<Value> qs = loadRun(b, q, op.getQ(), rowAt, 4);
-          qs.append(loadRun(b, q, op.getQ(), addIndex(b, loc, rowAt, 4), 4));
+          SmallVector<Value> qs =
+              loadWidenedRun(b, loc, q, op.getQ(), rowAt, 4);
+          qs.append(loadWidenedRun(b, loc, q, op.getQ(),
+                                   addIndex(b, loc, rowAt, 4), 4));
           SmallVector<Value> scales =
-              loadRun(b, scale, op.getScale(), first, 8);
+              loadWidenedRun(b, loc, scale, op.getScale(), first, 8);
           SmallVector<Value> x;
           for (int64_t k = 0; k < 8; ++k)
             x.push_back(arith::SelectOp::create(
@@ -2027,8 +2010,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                   mulIndex(b, loc, arith::RemUIOp::create(b, loc, kt, c(2)),
                            4)),
               mulIndex(b, loc, ft, 8));
-          SmallVector<Value> x = loadRun(
-              b, qRope, op.getQRope(),
+          SmallVector<Value> x = loadWidenedRun(
+              b, loc, qRope, op.getQRope(),
               arith::AddIOp::create(b, loc, mulIndex(b, loc, row, e), channel),
               4);
           for (Value &v : x)
@@ -2219,20 +2202,22 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       }
     Value lg0 =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq, lg, c(0));
-    auto perHead = [&](int64_t offset, Value head) -> Value {
-      return addIndex(rw, loc,
-                      arith::AddIOp::create(
-                          rw, loc, mulIndex(rw, loc, head, L.warps), warp),
-                      offset);
-    };
-    for (int64_t x = 0; x < 2; ++x) {
-      rowMax[x] = reduceOverLanes(rowMax[x], 4, /*isMax=*/true);
-      Value value = rowMax[x];
-      Value at = perHead(L.warpMaxOffset, heads[x]);
-      scf::IfOp::create(rw, loc, lg0, [&](OpBuilder &b, Location) {
+    // The warp's `value` of `head` into the per-head region at `offset`
+    // (one float a warp), by the lanes where `writes`.
+    auto storeWarpValue = [&](Value writes, Value value, int64_t offset,
+                              Value head) {
+      Value at = addIndex(rw, loc,
+                          arith::AddIOp::create(
+                              rw, loc, mulIndex(rw, loc, head, L.warps), warp),
+                          offset);
+      scf::IfOp::create(rw, loc, writes, [&](OpBuilder &b, Location) {
         memref::StoreOp::create(b, loc, value, scratch, ValueRange{at});
         scf::YieldOp::create(b, loc);
       });
+    };
+    for (int64_t x = 0; x < 2; ++x) {
+      rowMax[x] = reduceOverLanes(rowMax[x], 4, /*isMax=*/true);
+      storeWarpValue(lg0, rowMax[x], L.warpMaxOffset, heads[x]);
     }
     gpu::BarrierOp::create(rw, loc);
 
@@ -2316,21 +2301,10 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     weightSum = reduceOverLanes(weightSum, 8, /*isMax=*/false);
     Value lgBelow2 =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
-    {
-      Value at = perHead(L.warpWeightOffset, pairHead);
-      scf::IfOp::create(rw, loc, lgBelow2, [&](OpBuilder &b, Location) {
-        memref::StoreOp::create(b, loc, weightSum, scratch, ValueRange{at});
-        scf::YieldOp::create(b, loc);
-      });
-    }
+    storeWarpValue(lgBelow2, weightSum, L.warpWeightOffset, pairHead);
     for (int64_t x = 0; x < 2; ++x) {
       probSum[x] = reduceOverLanes(probSum[x], 4, /*isMax=*/false);
-      Value value = probSum[x];
-      Value at = perHead(L.warpSumOffset, heads[x]);
-      scf::IfOp::create(rw, loc, lg0, [&](OpBuilder &b, Location) {
-        memref::StoreOp::create(b, loc, value, scratch, ValueRange{at});
-        scf::YieldOp::create(b, loc);
-      });
+      storeWarpValue(lg0, probSum[x], L.warpSumOffset, heads[x]);
     }
     gpu::BarrierOp::create(rw, loc);
 
@@ -2390,14 +2364,15 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       for (int64_t x = 0; x < 2; ++x) {
         scf::IfOp::create(rw, loc, headLive[x], [&](OpBuilder &b, Location) {
           SmallVector<Value> scales =
-              loadRun(b, scale, op.getScale(), firstChannel, 8);
+              loadWidenedRun(b, loc, scale, op.getScale(), firstChannel, 8);
           SmallVector<Value> zeroes =
-              loadRun(b, zero, op.getZero(), firstChannel, 8);
+              loadWidenedRun(b, loc, zero, op.getZero(), firstChannel, 8);
           Value rowAt = arith::AddIOp::create(
               b, loc, mulIndex(b, loc, heads[x], r), firstChannel);
           for (int64_t k0 = 0; k0 < 8; k0 += 4) {
             Value at = addIndex(b, loc, rowAt, k0);
-            SmallVector<Value> old = loadRun(b, accIn, op.getAcc(), at, 4);
+            SmallVector<Value> old =
+                loadWidenedRun(b, loc, accIn, op.getAcc(), at, 4);
             SmallVector<Value> out;
             for (int64_t k = k0; k < k0 + 4; ++k) {
               int64_t a = 2 * (k % 2) + x;
