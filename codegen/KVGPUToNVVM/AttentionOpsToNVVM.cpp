@@ -1045,6 +1045,22 @@ void emitQueryFragments(OpBuilder &rw, Location loc, Value tid, int64_t threads,
         });
 }
 
+/// Element `i` of the shared `buffer` (f16 or f32) as f32.
+Value loadWidened(OpBuilder &b, Location loc, Value buffer, Value i) {
+  Value x = memref::LoadOp::create(b, loc, buffer, i);
+  return x.getType().isF32()
+             ? x
+             : arith::ExtFOp::create(b, loc, b.getF32Type(), x).getResult();
+}
+
+/// x of lane ^ mask (a warp-wide xor shuffle).
+Value shuffleXorInWarp(OpBuilder &b, Location loc, Value x, int64_t mask) {
+  return gpu::ShuffleOp::create(b, loc, x, i32Constant(b, loc, mask),
+                                i32Constant(b, loc, kWarpSize),
+                                gpu::ShuffleMode::XOR)
+      .getShuffleResult();
+}
+
 /// n consecutive elements of `view` (the flat view of the shared buffer
 /// `buffer`) from `first` (a multiple of n), widened to f32: one vector load
 /// where the buffer keeps that alignment (every record field and state
@@ -1407,19 +1423,13 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       return rw.notifyMatchFailure(op,
                                    "codes are not an aligned shared buffer");
 
-    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) -> Value {
-      Value x = memref::LoadOp::create(b, loc, buffer, i);
-      return x.getType().isF32()
-                 ? x
-                 : arith::ExtFOp::create(b, loc, f32, x).getResult();
+    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) {
+      return loadWidened(b, loc, buffer, i);
     };
     Value negInf =
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
-    Value width = i32Constant(rw, loc, kWarpSize);
-    auto shuffleXor = [&](Value x, int64_t mask) -> Value {
-      return gpu::ShuffleOp::create(rw, loc, x, i32Constant(rw, loc, mask),
-                                    width, gpu::ShuffleMode::XOR)
-          .getShuffleResult();
+    auto shuffleXor = [&](Value x, int64_t mask) {
+      return shuffleXorInWarp(rw, loc, x, mask);
     };
 
     Value tid = threadIndex(rw, loc);
@@ -1901,19 +1911,13 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       return at && *at % 16 == 0;
     };
 
-    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) -> Value {
-      Value x = memref::LoadOp::create(b, loc, buffer, i);
-      return x.getType().isF32()
-                 ? x
-                 : arith::ExtFOp::create(b, loc, f32, x).getResult();
+    auto scaleAt = [&](OpBuilder &b, Value buffer, Value i) {
+      return loadWidened(b, loc, buffer, i);
     };
     Value negInf =
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
-    Value width = i32Constant(rw, loc, kWarpSize);
-    auto shuffleXor = [&](Value x, int64_t mask) -> Value {
-      return gpu::ShuffleOp::create(rw, loc, x, i32Constant(rw, loc, mask),
-                                    width, gpu::ShuffleMode::XOR)
-          .getShuffleResult();
+    auto shuffleXor = [&](Value x, int64_t mask) {
+      return shuffleXorInWarp(rw, loc, x, mask);
     };
     auto reduceOverLanes = [&](Value v, int64_t firstMask, bool isMax) {
       for (int64_t mask = firstMask; mask < kWarpSize; mask *= 2) {
