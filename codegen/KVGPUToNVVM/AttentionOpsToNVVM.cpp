@@ -917,19 +917,20 @@ sumParts(OpBuilder &b, Location loc,
 }
 
 /// The weighted values' B registers of k tile `kt` from the warp's
-/// probabilities `region` of the scratch (word (part * 8 + head) *
+/// probabilities `region` of the scratch (word (part * partRows + head) *
 /// `rowWords` + i holds the pair of tokens 2i, 2i + 1): [half][part], half
-/// 0 tokens 16 kt + 2t, + 1 and half 1 the same + 8, of head g.
+/// 0 tokens 16 kt + 2t, + 1 and half 1 the same + 8, of head firstHead + g.
 SmallVector<std::array<Value, kMmaSplitParts>>
 loadProbabilityFragments(OpBuilder &b, Location loc, Value scratch,
                          Value region, Value lg, Value lt, int64_t rowWords,
-                         int64_t kt) {
+                         int64_t kt, int64_t firstHead, int64_t partRows) {
   auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
   SmallVector<std::array<Value, kMmaSplitParts>> parts(2);
   for (int64_t half = 0; half < 2; ++half)
     for (int p = 0; p < kMmaSplitParts; ++p) {
+      int64_t row = firstHead + partRows * p;
       Value head =
-          p ? arith::AddIOp::create(b, loc, lg, c(8 * p)).getResult() : lg;
+          row ? arith::AddIOp::create(b, loc, lg, c(row)).getResult() : lg;
       Value word = arith::AddIOp::create(b, loc, lt, c(8 * kt + 4 * half));
       Value at = arith::AddIOp::create(
           b, loc, region,
@@ -1766,7 +1767,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       Value firstSlot = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
       SmallVector<std::array<Value, kMmaSplitParts>> bParts =
           loadProbabilityFragments(rw, loc, scratch, region, lg, lt, rowWords,
-                                   kt);
+                                   kt, /*firstHead=*/0, /*partRows=*/8);
       if (L.packedScoreParts)
         for (std::array<Value, kMmaSplitParts> &half : bParts)
           for (Value &part : half)
@@ -1940,8 +1941,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     int64_t codeRowWords = r * bits / 32, ropeRowWords = e / 2;
 
     // 1. The CTA splits q * scale and q_rope into the scores' B fragments
-    // (f16 parts) and sums q . zero per head (one warp a head). Fragments
-    // of heads past H are zeros.
+    // (f16 parts; head tile n's from n fragmentsPerHeadTile) and sums q .
+    // zero per head (one warp a head). Fragments of heads past H are zeros.
     //
     // q * scale: one thread a head's word column j (channels 8 j .. 8 j + 7,
     // two 16-byte loads of q, one of the scales; consecutive lanes,
@@ -1952,7 +1953,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     // quarter warp's stores (four u, two t) hit distinct banks; a lane reads
     // its own k tile's fragments, 32 lanes over 512 bytes, either way.
     buildThreadStridedLoop(
-        rw, loc, tid, 8 * (r / 8), threads, [&](OpBuilder &b, Value item) {
+        rw, loc, tid, L.headSlots * (r / 8), threads,
+        [&](OpBuilder &b, Value item) {
           Value head = arith::DivUIOp::create(b, loc, item, c(r / 8));
           Value j = arith::RemUIOp::create(b, loc, item, c(r / 8));
           Value live = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
@@ -1977,16 +1979,21 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
               mulIndex(b, loc, arith::DivUIOp::create(b, loc, j, c(16)), 4),
               arith::RemUIOp::create(b, loc, j, c(4)));
           Value fragmentLane = arith::AddIOp::create(
-              b, loc, mulIndex(b, loc, head, 4),
+              b, loc,
+              mulIndex(b, loc, arith::RemUIOp::create(b, loc, head, c(8)), 4),
               arith::RemUIOp::create(
                   b, loc, arith::DivUIOp::create(b, loc, j, c(4)), c(4)));
           Value swizzled = arith::XOrIOp::create(
               b, loc, fragmentLane,
               mulIndex(b, loc, arith::RemUIOp::create(b, loc, j, c(4)), 2));
+          Value tileFirst =
+              mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
+                       L.fragmentsPerHeadTile);
           for (int64_t cls = 0; cls < 2; ++cls) {
             Value kt = addIndex(b, loc, mulIndex(b, loc, u, 2), cls);
             Value f = arith::AddIOp::create(
-                b, loc, mulIndex(b, loc, kt, kWarpSize), swizzled);
+                b, loc, mulIndex(b, loc, kt, kWarpSize),
+                arith::AddIOp::create(b, loc, tileFirst, swizzled));
             storeSplitFragment(b, loc, scratch, f, x[cls], x[4 + cls],
                                x[2 + cls], x[6 + cls], splitToF16x2);
           }
@@ -1996,7 +2003,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     // + 0, 1, and slots 2t + 8, 2t + 9 the next two. Thread e takes lane t =
     // e % 4, k tile (e / 4) % tiles and head e / (4 tiles).
     buildThreadStridedLoop(
-        rw, loc, tid, 8 * ropeTiles * 4, threads,
+        rw, loc, tid, L.headSlots * ropeTiles * 4, threads,
         [&](OpBuilder &b, Value item) {
           Value ft = arith::RemUIOp::create(b, loc, item, c(4));
           Value kt = arith::RemUIOp::create(
@@ -2023,7 +2030,15 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                                         f32Constant(b, loc, 0.0f));
           Value f = arith::AddIOp::create(
               b, loc, mulIndex(b, loc, kt, kWarpSize),
-              arith::AddIOp::create(b, loc, mulIndex(b, loc, head, 4), ft));
+              arith::AddIOp::create(
+                  b, loc,
+                  mulIndex(b, loc, arith::RemUIOp::create(b, loc, head, c(8)),
+                           4),
+                  ft));
+          f = arith::AddIOp::create(
+              b, loc, f,
+              mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
+                       L.fragmentsPerHeadTile));
           storeSplitFragment(b, loc, scratch,
                              addIndex(b, loc, f, kTiles * kWarpSize), x[0],
                              x[1], x[2], x[3], splitToF16x2);
@@ -2073,18 +2088,23 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     auto zeros = [&] {
       return SmallVector<Value>(4, f32Constant(rw, loc, 0.0f));
     };
-    // sums[i][class][part], ropeSums[i][part]: chains of dependent MMAs.
-    SmallVector<SmallVector<SmallVector<SmallVector<Value>>>> sums(
-        mTiles, SmallVector<SmallVector<SmallVector<Value>>>(
-                    2, SmallVector<SmallVector<Value>>(kMmaSplitParts)));
-    SmallVector<SmallVector<SmallVector<Value>>> ropeSums(
-        mTiles, SmallVector<SmallVector<Value>>(kMmaSplitParts));
-    for (int64_t i = 0; i < mTiles; ++i)
-      for (int p = 0; p < kMmaSplitParts; ++p) {
-        sums[i][0][p] = zeros();
-        sums[i][1][p] = zeros();
-        ropeSums[i][p] = zeros();
-      }
+    // sums[n][i][class][part], ropeSums[n][i][part] of head tile n: chains
+    // of dependent MMAs.
+    int64_t headTiles = L.headTiles;
+    using PartSums = SmallVector<SmallVector<Value>>;
+    SmallVector<SmallVector<SmallVector<PartSums>>> sums(
+        headTiles,
+        SmallVector<SmallVector<PartSums>>(
+            mTiles, SmallVector<PartSums>(2, PartSums(kMmaSplitParts))));
+    SmallVector<SmallVector<PartSums>> ropeSums(
+        headTiles, SmallVector<PartSums>(mTiles, PartSums(kMmaSplitParts)));
+    for (int64_t n = 0; n < headTiles; ++n)
+      for (int64_t i = 0; i < mTiles; ++i)
+        for (int p = 0; p < kMmaSplitParts; ++p) {
+          sums[n][i][0][p] = zeros();
+          sums[n][i][1][p] = zeros();
+          ropeSums[n][i][p] = zeros();
+        }
     // The lane's q * scale fragments of k tiles 2 u, 2 u + 1 are at lane ^
     // 2 (u % 4) (step 1).
     SmallVector<Value> swizzledLanes;
@@ -2099,18 +2119,22 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       for (int64_t k = 0; k < 4; ++k)
         for (int64_t cls = 0; cls < 2; ++cls) {
           int64_t kt = 2 * (4 * run + k) + cls;
-          SplitFragment fragment = loadSplitFragment(
-              rw, loc, scratch,
-              addIndex(rw, loc, swizzledLanes[k], kt * kWarpSize));
+          SmallVector<std::array<Value, 4>> a;
           for (int64_t i = 0; i < mTiles; ++i) {
             Value w0 = runs[i][0][k], w8 = runs[i][1][k];
-            std::array<Value, 4> a = {
-                subnormalCodePair(rw, loc, w0, cls, bits),
-                subnormalCodePair(rw, loc, w8, cls, bits),
-                subnormalCodePair(rw, loc, w0, cls + 2, bits),
-                subnormalCodePair(rw, loc, w8, cls + 2, bits)};
-            for (int p = kMmaSplitParts - 1; p >= 0; --p)
-              mmaF16(rw, loc, a, fragment.parts[p], sums[i][cls][p]);
+            a.push_back({subnormalCodePair(rw, loc, w0, cls, bits),
+                         subnormalCodePair(rw, loc, w8, cls, bits),
+                         subnormalCodePair(rw, loc, w0, cls + 2, bits),
+                         subnormalCodePair(rw, loc, w8, cls + 2, bits)});
+          }
+          for (int64_t n = 0; n < headTiles; ++n) {
+            SplitFragment fragment = loadSplitFragment(
+                rw, loc, scratch,
+                addIndex(rw, loc, swizzledLanes[k],
+                         kt * kWarpSize + n * L.fragmentsPerHeadTile));
+            for (int64_t i = 0; i < mTiles; ++i)
+              for (int p = kMmaSplitParts - 1; p >= 0; --p)
+                mmaF16(rw, loc, a[i], fragment.parts[p], sums[n][i][cls][p]);
           }
         }
     }
@@ -2137,71 +2161,78 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         }
       for (int64_t x = 0; x < 2; ++x) {
         int64_t kt = 2 * pair + x;
-        SplitFragment fragment = loadSplitFragment(
-            rw, loc, scratch,
-            addIndex(rw, loc, lane, (kTiles + kt) * kWarpSize));
-        for (int64_t i = 0; i < mTiles; ++i) {
-          std::array<Value, 4> a = {
-              ropeRuns[i][0][2 * x], ropeRuns[i][1][2 * x],
-              ropeRuns[i][0][2 * x + 1], ropeRuns[i][1][2 * x + 1]};
-          for (int p = kMmaSplitParts - 1; p >= 0; --p)
-            mmaF16(rw, loc, a, fragment.parts[p], ropeSums[i][p]);
+        for (int64_t n = 0; n < headTiles; ++n) {
+          SplitFragment fragment = loadSplitFragment(
+              rw, loc, scratch,
+              addIndex(rw, loc, lane,
+                       (kTiles + kt) * kWarpSize + n * L.fragmentsPerHeadTile));
+          for (int64_t i = 0; i < mTiles; ++i) {
+            std::array<Value, 4> a = {
+                ropeRuns[i][0][2 * x], ropeRuns[i][1][2 * x],
+                ropeRuns[i][0][2 * x + 1], ropeRuns[i][1][2 * x + 1]};
+            for (int p = kMmaSplitParts - 1; p >= 0; --p)
+              mmaF16(rw, loc, a, fragment.parts[p], ropeSums[n][i][p]);
+          }
         }
       }
     }
-    // The scaled scores, -inf past `valid` and for heads past H.
+    // The scaled scores, -inf past `valid` and for heads past H. A lane's
+    // heads: hx = 2 n + x is head 8 n + 2t + x (head tile n).
     Value valid =
         arith::IndexCastOp::create(rw, loc, rw.getIndexType(), op.getValid());
     Value softmaxScale = op.getSoftmaxScale();
+    int64_t laneHeads = 2 * headTiles;
     SmallVector<Value> heads, headRows, zeroDot, mOld, headLive;
-    for (int64_t x = 0; x < 2; ++x) {
-      heads.push_back(addIndex(rw, loc, mulIndex(rw, loc, lt, 2), x));
-      headRows.push_back(arith::MinUIOp::create(rw, loc, heads[x], c(h - 1)));
+    for (int64_t hx = 0; hx < laneHeads; ++hx) {
+      heads.push_back(
+          addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 8 * (hx / 2) + hx % 2));
+      headRows.push_back(arith::MinUIOp::create(rw, loc, heads[hx], c(h - 1)));
       headLive.push_back(arith::CmpIOp::create(
-          rw, loc, arith::CmpIPredicate::ult, heads[x], c(h)));
+          rw, loc, arith::CmpIPredicate::ult, heads[hx], c(h)));
       zeroDot.push_back(memref::LoadOp::create(
           rw, loc, scratch,
-          ValueRange{addIndex(rw, loc, headRows[x], L.zeroDotOffset)}));
+          ValueRange{addIndex(rw, loc, headRows[hx], L.zeroDotOffset)}));
       mOld.push_back(
-          memref::LoadOp::create(rw, loc, mIn, ValueRange{headRows[x]}));
+          memref::LoadOp::create(rw, loc, mIn, ValueRange{headRows[hx]}));
     }
     float lowFactor = subnormalCodeFactor(0, bits),
           highFactor = subnormalCodeFactor(1, bits);
-    // scores[i][a], tokenScales[i][half]
-    SmallVector<SmallVector<Value>> scores(mTiles, SmallVector<Value>(4));
+    // scores[i][half][hx], tokenScales[i][half]
+    SmallVector<std::array<SmallVector<Value>, 2>> scores(mTiles);
     SmallVector<std::array<Value, 2>> tokenScales(mTiles);
-    SmallVector<Value> rowMax(2);
+    SmallVector<Value> rowMax(laneHeads);
     for (int64_t i = 0; i < mTiles; ++i)
       for (int64_t half = 0; half < 2; ++half) {
         Value token = rowTokens[i][half];
         tokenScales[i][half] = scaleAt(rw, tokenScale, token);
         Value live = arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::slt,
                                            token, valid);
-        for (int64_t x = 0; x < 2; ++x) {
-          int64_t a = 2 * half + x;
+        for (int64_t hx = 0; hx < laneHeads; ++hx) {
+          int64_t n = hx / 2, a = 2 * half + hx % 2;
           auto total = [&](ArrayRef<SmallVector<Value>> parts) -> Value {
             Value s = parts[kMmaSplitParts - 1][a];
             for (int p = kMmaSplitParts - 2; p >= 0; --p)
               s = arith::AddFOp::create(rw, loc, s, parts[p][a]);
             return s;
           };
-          Value low = total(sums[i][0]), high = total(sums[i][1]);
+          Value low = total(sums[n][i][0]), high = total(sums[n][i][1]);
           // The products over the codes scaled back (subnormalCodeFactor),
           // plus q . zero.
           Value dot = LLVM::FMAOp::create(
               rw, loc, low, f32Constant(rw, loc, lowFactor),
-              LLVM::FMAOp::create(
-                  rw, loc, high, f32Constant(rw, loc, highFactor), zeroDot[x]));
+              LLVM::FMAOp::create(rw, loc, high,
+                                  f32Constant(rw, loc, highFactor),
+                                  zeroDot[hx]));
           Value s = LLVM::FMAOp::create(rw, loc, dot, tokenScales[i][half],
-                                        total(ropeSums[i]));
+                                        total(ropeSums[n][i]));
           s = arith::MulFOp::create(rw, loc, s, softmaxScale);
-          s = select(arith::AndIOp::create(rw, loc, live, headLive[x]), s,
+          s = select(arith::AndIOp::create(rw, loc, live, headLive[hx]), s,
                      negInf);
-          scores[i][a] = s;
-          rowMax[x] =
-              rowMax[x]
-                  ? arith::MaximumFOp::create(rw, loc, rowMax[x], s).getResult()
-                  : s;
+          scores[i][half].push_back(s);
+          rowMax[hx] = rowMax[hx]
+                           ? arith::MaximumFOp::create(rw, loc, rowMax[hx], s)
+                                 .getResult()
+                           : s;
         }
       }
     Value lg0 =
@@ -2219,9 +2250,9 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         scf::YieldOp::create(b, loc);
       });
     };
-    for (int64_t x = 0; x < 2; ++x) {
-      rowMax[x] = reduceOverLanes(rowMax[x], 4, /*isMax=*/true);
-      storeWarpValue(lg0, rowMax[x], L.warpMaxOffset, heads[x]);
+    for (int64_t hx = 0; hx < laneHeads; ++hx) {
+      rowMax[hx] = reduceOverLanes(rowMax[hx], 4, /*isMax=*/true);
+      storeWarpValue(lg0, rowMax[hx], L.warpMaxOffset, heads[hx]);
     }
     gpu::BarrierOp::create(rw, loc);
 
@@ -2242,89 +2273,104 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       }
       return total;
     };
-    SmallVector<Value> mNew(2), alpha(2), finite(2), probSum(2);
-    for (int64_t x = 0; x < 2; ++x) {
-      mNew[x] = arith::MaximumFOp::create(
-          rw, loc, mOld[x], warpTotal(rw, L.warpMaxOffset, heads[x], true));
-      finite[x] = finiteMax(rw, loc, mNew[x]);
-      alpha[x] = expBelow(rw, loc, mOld[x], finite[x]);
+    SmallVector<Value> mNew(laneHeads), alpha(laneHeads), finite(laneHeads),
+        probSum(laneHeads);
+    for (int64_t hx = 0; hx < laneHeads; ++hx) {
+      mNew[hx] = arith::MaximumFOp::create(
+          rw, loc, mOld[hx], warpTotal(rw, L.warpMaxOffset, heads[hx], true));
+      finite[hx] = finiteMax(rw, loc, mNew[hx]);
+      alpha[hx] = expBelow(rw, loc, mOld[hx], finite[hx]);
     }
     Value gOdd =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ne,
                               arith::RemUIOp::create(rw, loc, lg, c(2)), c(0));
-    // The pair a lane writes: tokens (g & ~1) and its partner's of head 2t
-    // (even g) or 2t + 1 (odd g).
-    Value pairHead =
-        arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
-                              arith::RemUIOp::create(rw, loc, lg, c(2)));
+    // The pair a lane writes of head tile n: tokens (g & ~1) and its
+    // partner's of head 8 n + 2t (even g) or 8 n + 2t + 1 (odd g).
+    SmallVector<Value> pairHeads;
+    for (int64_t n = 0; n < headTiles; ++n)
+      pairHeads.push_back(addIndex(
+          rw, loc,
+          arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
+                                arith::RemUIOp::create(rw, loc, lg, c(2))),
+          8 * n));
     Value pairToken =
         mulIndex(rw, loc, arith::DivUIOp::create(rw, loc, lg, c(2)), 2);
-    Value weightSum;
+    SmallVector<Value> weightSum(headTiles);
     for (int64_t i = 0; i < mTiles; ++i)
       for (int64_t half = 0; half < 2; ++half) {
-        std::array<Value, 2> weighted;
-        for (int64_t x = 0; x < 2; ++x) {
-          Value p = expBelow(rw, loc, scores[i][2 * half + x], finite[x]);
-          probSum[x] =
-              probSum[x]
-                  ? arith::AddFOp::create(rw, loc, probSum[x], p).getResult()
-                  : p;
-          weighted[x] = arith::MulFOp::create(rw, loc, p, tokenScales[i][half]);
-        }
-        // Even g sends its head 2t + 1, odd g its head 2t.
-        Value received = shuffleXor(select(gOdd, weighted[0], weighted[1]), 4);
-        Value lowToken = select(gOdd, received, weighted[0]);
-        Value highToken = select(gOdd, weighted[1], received);
-        std::array<Value, kMmaSplitParts> parts =
-            splitToBf16x2(rw, loc, lowToken, highToken);
         Value pairIndex = arith::DivUIOp::create(
             rw, loc,
             arith::AddIOp::create(
                 rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
                 pairToken),
             c(2));
-        for (int p = 0; p < kMmaSplitParts; ++p) {
-          std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
-          for (Value v : part)
-            weightSum =
-                weightSum
-                    ? arith::AddFOp::create(rw, loc, weightSum, v).getResult()
-                    : v;
-          Value at = arith::AddIOp::create(
-              rw, loc,
-              mulIndex(rw, loc, addIndex(rw, loc, pairHead, 8 * p),
-                       L.probabilityRowWords),
-              pairIndex);
-          memref::StoreOp::create(
-              rw, loc, arith::BitcastOp::create(rw, loc, f32, parts[p]),
-              scratch, ValueRange{addIndex(rw, loc, at, L.probabilityOffset)});
+        for (int64_t n = 0; n < headTiles; ++n) {
+          std::array<Value, 2> weighted;
+          for (int64_t x = 0; x < 2; ++x) {
+            int64_t hx = 2 * n + x;
+            Value p = expBelow(rw, loc, scores[i][half][hx], finite[hx]);
+            probSum[hx] =
+                probSum[hx]
+                    ? arith::AddFOp::create(rw, loc, probSum[hx], p).getResult()
+                    : p;
+            weighted[x] =
+                arith::MulFOp::create(rw, loc, p, tokenScales[i][half]);
+          }
+          // Even g sends its head 2t + 1, odd g its head 2t.
+          Value received =
+              shuffleXor(select(gOdd, weighted[0], weighted[1]), 4);
+          Value lowToken = select(gOdd, received, weighted[0]);
+          Value highToken = select(gOdd, weighted[1], received);
+          std::array<Value, kMmaSplitParts> parts =
+              splitToBf16x2(rw, loc, lowToken, highToken);
+          for (int p = 0; p < kMmaSplitParts; ++p) {
+            std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
+            for (Value v : part)
+              weightSum[n] =
+                  weightSum[n] ? arith::AddFOp::create(rw, loc, weightSum[n], v)
+                                     .getResult()
+                               : v;
+            Value at = arith::AddIOp::create(
+                rw, loc,
+                mulIndex(rw, loc,
+                         addIndex(rw, loc, pairHeads[n], L.headSlots * p),
+                         L.probabilityRowWords),
+                pairIndex);
+            memref::StoreOp::create(
+                rw, loc, arith::BitcastOp::create(rw, loc, f32, parts[p]),
+                scratch,
+                ValueRange{addIndex(rw, loc, at, L.probabilityOffset)});
+          }
         }
       }
     // Per head: the sum of p over all g, the sum of what the MMAs multiply
     // (p * token_scale's parts) over the g of one parity.
-    weightSum = reduceOverLanes(weightSum, 8, /*isMax=*/false);
     Value lgBelow2 =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
-    storeWarpValue(lgBelow2, weightSum, L.warpWeightOffset, pairHead);
-    for (int64_t x = 0; x < 2; ++x) {
-      probSum[x] = reduceOverLanes(probSum[x], 4, /*isMax=*/false);
-      storeWarpValue(lg0, probSum[x], L.warpSumOffset, heads[x]);
+    for (int64_t n = 0; n < headTiles; ++n) {
+      weightSum[n] = reduceOverLanes(weightSum[n], 8, /*isMax=*/false);
+      storeWarpValue(lgBelow2, weightSum[n], L.warpWeightOffset, pairHeads[n]);
+    }
+    for (int64_t hx = 0; hx < laneHeads; ++hx) {
+      probSum[hx] = reduceOverLanes(probSum[hx], 4, /*isMax=*/false);
+      storeWarpValue(lg0, probSum[hx], L.warpSumOffset, heads[hx]);
     }
     gpu::BarrierOp::create(rw, loc);
 
     // 4. The warp's channels: weighted[c, h] = sum_t code[t, c] p'[h, t]
     // over all tokens (k slot s of k tile kt is token 16 kt + s), the codes
-    // as bf16 128 + code; then its channels of the state, in place.
-    SmallVector<Value> weightTotal(2);
-    for (int64_t x = 0; x < 2; ++x)
-      weightTotal[x] = warpTotal(rw, L.warpWeightOffset, heads[x], false);
+    // as bf16 128 + code, each code fragment multiplied by every head
+    // tile's probabilities; then its channels of the state, in place.
+    SmallVector<Value> weightTotal(laneHeads);
+    for (int64_t hx = 0; hx < laneHeads; ++hx)
+      weightTotal[hx] = warpTotal(rw, L.warpWeightOffset, heads[hx], false);
     int64_t groups = L.channelsPerWarp / 64;
     Value region = c(L.probabilityOffset);
-    for (int64_t n = 0; n < groups; ++n) {
+    for (int64_t group = 0; group < groups; ++group) {
       // Word j of each token row: channels 8 j .. 8 j + 7.
       Value j = arith::AddIOp::create(
-          rw, loc, mulIndex(rw, loc, addIndex(rw, loc, warp, L.warps * n), 8),
-          lg);
+          rw, loc,
+          mulIndex(rw, loc, addIndex(rw, loc, warp, L.warps * group), 8), lg);
       // Where word j of the rows 2t + x (mod 8) is stored: j ^ (swizzle << 2).
       std::array<Value, 2> wordOf = {j, j};
       if (op.getSwizzled())
@@ -2336,15 +2382,14 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                   rowSwizzle(rw, loc,
                              addIndex(rw, loc, mulIndex(rw, loc, lt, 2), x)),
                   4));
-      SmallVector<SmallVector<SmallVector<Value>>> weighted(
-          4, SmallVector<SmallVector<Value>>(kMmaSplitParts));
+      // weighted[n][i][part]: head tile n, m tile i.
+      SmallVector<SmallVector<PartSums>> weighted(
+          headTiles, SmallVector<PartSums>(4, PartSums(kMmaSplitParts)));
       for (auto &tile : weighted)
-        for (auto &part : tile)
-          part = zeros();
+        for (auto &mTile : tile)
+          for (auto &part : mTile)
+            part = zeros();
       for (int64_t kt = 0; kt < g / 16; ++kt) {
-        SmallVector<std::array<Value, kMmaSplitParts>> bParts =
-            loadProbabilityFragments(rw, loc, scratch, region, lg, lt,
-                                     L.probabilityRowWords, kt);
         Value slotToken = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
         SmallVector<std::array<Value, 4>> aRegs = codeFragments(
             rw, loc,
@@ -2357,22 +2402,29 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
               return {memref::LoadOp::create(rw, loc, *words, ValueRange{at})};
             },
             32, 4, bits, CodeOperand::BiasedBf16);
-        for (int p = kMmaSplitParts - 1; p >= 0; --p)
-          for (int64_t i = 0; i < 4; ++i)
-            mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]},
-                    weighted[i][p]);
+        for (int64_t n = 0; n < headTiles; ++n) {
+          SmallVector<std::array<Value, kMmaSplitParts>> bParts =
+              loadProbabilityFragments(rw, loc, scratch, region, lg, lt,
+                                       L.probabilityRowWords, kt, 8 * n,
+                                       L.headSlots);
+          for (int p = kMmaSplitParts - 1; p >= 0; --p)
+            for (int64_t i = 0; i < 4; ++i)
+              mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]},
+                      weighted[n][i][p]);
+        }
       }
       // acc' = alpha acc + scale[c] (W - 128 S) + zero[c] S, S = sum_t p':
       // channel 8 j + k is m tile k / 2, row g + 8 (k % 2).
       Value firstChannel = mulIndex(rw, loc, j, 8);
-      for (int64_t x = 0; x < 2; ++x) {
-        scf::IfOp::create(rw, loc, headLive[x], [&](OpBuilder &b, Location) {
-          SmallVector<Value> scales =
-              loadWidenedRun(b, loc, scale, op.getScale(), firstChannel, 8);
-          SmallVector<Value> zeroes =
-              loadWidenedRun(b, loc, zero, op.getZero(), firstChannel, 8);
+      SmallVector<Value> scales =
+          loadWidenedRun(rw, loc, scale, op.getScale(), firstChannel, 8);
+      SmallVector<Value> zeroes =
+          loadWidenedRun(rw, loc, zero, op.getZero(), firstChannel, 8);
+      for (int64_t hx = 0; hx < laneHeads; ++hx) {
+        int64_t n = hx / 2, x = hx % 2;
+        scf::IfOp::create(rw, loc, headLive[hx], [&](OpBuilder &b, Location) {
           Value rowAt = arith::AddIOp::create(
-              b, loc, mulIndex(b, loc, heads[x], r), firstChannel);
+              b, loc, mulIndex(b, loc, heads[hx], r), firstChannel);
           for (int64_t k0 = 0; k0 < 8; k0 += 4) {
             Value at = addIndex(b, loc, rowAt, k0);
             SmallVector<Value> old =
@@ -2380,17 +2432,17 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
             SmallVector<Value> out;
             for (int64_t k = k0; k < k0 + 4; ++k) {
               int64_t a = 2 * (k % 2) + x;
-              Value w = weighted[k / 2][kMmaSplitParts - 1][a];
+              Value w = weighted[n][k / 2][kMmaSplitParts - 1][a];
               for (int p = kMmaSplitParts - 2; p >= 0; --p)
-                w = arith::AddFOp::create(b, loc, w, weighted[k / 2][p][a]);
+                w = arith::AddFOp::create(b, loc, w, weighted[n][k / 2][p][a]);
               Value zeroTerm = LLVM::FMAOp::create(
                   b, loc, scales[k], f32Constant(b, loc, -kRecordCodeBias),
                   zeroes[k]);
               Value v = LLVM::FMAOp::create(
                   b, loc, scales[k], w,
-                  arith::MulFOp::create(b, loc, weightTotal[x], zeroTerm));
+                  arith::MulFOp::create(b, loc, weightTotal[hx], zeroTerm));
               out.push_back(
-                  LLVM::FMAOp::create(b, loc, alpha[x], old[k - k0], v));
+                  LLVM::FMAOp::create(b, loc, alpha[hx], old[k - k0], v));
             }
             std::optional<int64_t> outAt = staticByteOffset(op.getNewAcc());
             if (outAt && *outAt % 16 == 0)
@@ -2414,15 +2466,15 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     Value writer = arith::AndIOp::create(
         rw, loc, lg0,
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::eq, warp, c(0)));
-    for (int64_t x = 0; x < 2; ++x) {
-      Value mine = arith::AndIOp::create(rw, loc, writer, headLive[x]);
+    for (int64_t hx = 0; hx < laneHeads; ++hx) {
+      Value mine = arith::AndIOp::create(rw, loc, writer, headLive[hx]);
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
-        Value l = memref::LoadOp::create(b, loc, lIn, ValueRange{heads[x]});
-        Value sum = warpTotal(b, L.warpSumOffset, heads[x], false);
-        memref::StoreOp::create(b, loc, mNew[x], mOut, ValueRange{heads[x]});
+        Value l = memref::LoadOp::create(b, loc, lIn, ValueRange{heads[hx]});
+        Value sum = warpTotal(b, L.warpSumOffset, heads[hx], false);
+        memref::StoreOp::create(b, loc, mNew[hx], mOut, ValueRange{heads[hx]});
         memref::StoreOp::create(b, loc,
-                                LLVM::FMAOp::create(b, loc, alpha[x], l, sum),
-                                lOut, ValueRange{heads[x]});
+                                LLVM::FMAOp::create(b, loc, alpha[hx], l, sum),
+                                lOut, ValueRange{heads[hx]});
         scf::YieldOp::create(b, loc);
       });
     }
@@ -2637,7 +2689,7 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
       for (int64_t kt = 0; kt < tokens / 16; ++kt) {
         SmallVector<std::array<Value, kMmaSplitParts>> bParts =
             loadProbabilityFragments(b, loc, scratch, region, lg, lt, rowWords,
-                                     kt);
+                                     kt, /*firstHead=*/0, /*partRows=*/8);
         for (int64_t i = 0; i < vTiles; ++i) {
           Value regs = LoadMatrixOp::create(
               b, loc, VectorType::get({4}, i32), values,

@@ -124,10 +124,12 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
       : merged                             ? mergeWarps(merged)
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
                               : warpsForLargestTile(func);
-  int64_t defaultCtas = attends && mla ? kMlaAttentionCtasPerSM
-                        : attends ? attentionCtasPerSM(int(group), int(headDim))
-                        : normalized ? normalizeShape.ctasPerSM
-                                     : 1;
+  int64_t defaultCtas =
+      attends && mla
+          ? mlaAttentionCtasPerSM(mlaHeadsPerProgram(int(spec.getGqa())))
+      : attends    ? attentionCtasPerSM(int(group), int(headDim))
+      : normalized ? normalizeShape.ctasPerSM
+                   : 1;
   LaunchChoice c;
   c.numWarps = numWarps > 0 ? numWarps : defaultWarps;
   c.ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;

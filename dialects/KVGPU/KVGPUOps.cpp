@@ -466,7 +466,7 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
 std::optional<LatentAttendLayout>
 kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
                                     int64_t bits, int64_t threads) {
-  if (h < 1 || h > 8 || bits != 4 || e < 32 || e % 32 || threads == 0 ||
+  if (h < 1 || h > 16 || bits != 4 || e < 32 || e % 32 || threads == 0 ||
       threads % kWarpSize)
     return std::nullopt;
   int64_t warps = threads / kWarpSize;
@@ -476,22 +476,25 @@ kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
   l.warps = warps;
   l.tokensPerWarp = g / warps;
   l.channelsPerWarp = r / warps;
-  // Split B fragments, 4 words a lane and k tile (q * scale's from 0), read
-  // until the second barrier; then q . zero and the warps' maxima.
-  l.ropeFragmentOffset = r / 16 * kWarpSize * 2 * kMmaSplitParts;
-  l.zeroDotOffset =
-      l.ropeFragmentOffset + e / 16 * kWarpSize * 2 * kMmaSplitParts;
-  l.warpMaxOffset = l.zeroDotOffset + 8;
+  l.headTiles = (h + 7) / 8;
+  l.headSlots = 8 * l.headTiles;
+  // Split B fragments, 4 words a lane and k tile (head tile n's q * scale
+  // from n fragmentsPerHeadTile, its q_rope's after), read until the second
+  // barrier; then q . zero and the warps' maxima.
+  int64_t fragmentFloats = kWarpSize * 2 * kMmaSplitParts;
+  l.fragmentsPerHeadTile = (r / 16 + e / 16) * kWarpSize;
+  l.zeroDotOffset = l.headTiles * (r / 16 + e / 16) * fragmentFloats;
+  l.warpMaxOffset = l.zeroDotOffset + l.headSlots;
   // Written after the second barrier, over the fragments: the
-  // probabilities, word (part * 8 + head) * rowWords + i holding tokens 2i,
-  // 2i + 1 (rows padded by 4 words: a B fragment's lanes hit 32 banks),
-  // then the warps' sums (per head, one float a warp).
+  // probabilities, word (part * headSlots + head) * rowWords + i holding
+  // tokens 2i, 2i + 1 (rows padded by 4 words: a B fragment's lanes hit 32
+  // banks), then the warps' sums (per head, one float a warp).
   l.probabilityOffset = 0;
   l.probabilityRowWords = g / 2 + 4;
-  l.warpSumOffset = kMmaSplitParts * 8 * l.probabilityRowWords;
-  l.warpWeightOffset = l.warpSumOffset + 8 * warps;
-  l.scratchFloats =
-      std::max(l.warpMaxOffset + 8 * warps, l.warpWeightOffset + 8 * warps);
+  l.warpSumOffset = kMmaSplitParts * l.headSlots * l.probabilityRowWords;
+  l.warpWeightOffset = l.warpSumOffset + l.headSlots * warps;
+  l.scratchFloats = std::max(l.warpMaxOffset + l.headSlots * warps,
+                             l.warpWeightOffset + l.headSlots * warps);
   return l;
 }
 

@@ -85,41 +85,44 @@ static_assert(poolRowsPerStep(128, 128) == 64 &&
               poolRowsPerStep(128, 128, kDensePoolRowsBytes) == 32);
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
-/// the largest divisor of `heads` up to 8. Each head keeps its queries,
-/// accumulator and partial products in shared memory, ~6 KB at kv_lora_rank
-/// 512 beside the 51 KB record staged whole: 8 heads take 100.6 KB (two
-/// CTAs an SM), 16 take 166.6 KB (one). Programs of one request read the
-/// same latent, the second and later from L2. Measured on the H100
-/// (docs/benchmarks.md, bench/mla_decode.py, alternating processes): 16
-/// heads at one CTA an SM were no faster at 16 heads (within +-8%, either
-/// way) and 3-7% slower at 128 than 8 heads at two, so 8 it stays.
+/// the largest divisor of `heads` up to 8 for up to 16 heads, up to 16
+/// beyond. kvgpu.attend_latent puts 8 heads in an MMA column tile; with 16
+/// each code fragment it converts feeds two tiles, so the codes' reads and
+/// conversion (most of a block's instructions at 8) serve twice the heads
+/// and a record is read by half as many programs, at one CTA an SM
+/// (mlaAttentionCtasPerSM). Measured on the H100 (docs/benchmarks.md,
+/// kvarn-bench, 16 heads a program against 8): 6-8% faster at 128 heads,
+/// 6-10% at 16 heads and batch >= 8, but 1.2x slower at 16 heads and
+/// batch 1, where one program a request (at most kMaxDecodeSplits of them)
+/// leaves half the SMs idle; so 16 heads keep two programs of 8.
 constexpr int mlaHeadsPerProgram(int heads) {
-  for (int d = 8; d > 1; --d)
+  for (int d = heads > 16 ? 16 : 8; d > 1; --d)
     if (heads % d == 0)
       return d;
   return 1;
 }
-static_assert(mlaHeadsPerProgram(128) == 8 && mlaHeadsPerProgram(16) == 8 &&
-              mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1);
+static_assert(mlaHeadsPerProgram(128) == 16 && mlaHeadsPerProgram(16) == 8 &&
+              mlaHeadsPerProgram(6) == 6 && mlaHeadsPerProgram(11) == 1 &&
+              mlaHeadsPerProgram(40) == 10 && mlaHeadsPerProgram(17) == 1);
 
-/// CTAs per SM an MLA attention kernel is budgeted for: two. A record
-/// block's step fits 100.6 KB of shared memory at kv_lora_rank 512 (the 51
-/// KB record, the heads' q and acc, the scores, the weighted sums over the
-/// record's dead rope keys: kvt.attend's lowering), so two CTAs share an
-/// SM, one's copy and softmax overlapping the other's products; at 8 warps
-/// that is 128 registers a thread, which ptxas meets without spilling.
-/// Measured on the H100 against the same kernels budgeted for one CTA
+/// CTAs per SM an MLA attention kernel is budgeted for: two for up to 8
+/// heads a program (a record block's step fits 111 KB of shared memory at
+/// kv_lora_rank 512: the 51 KB record, the heads' q and acc, the split
+/// query fragments; one CTA's copy and softmax overlap the other's
+/// products, at 128 registers a thread), one for more. Measured on the
+/// H100 against the same 8-head kernels budgeted for one CTA
 /// (docs/benchmarks.md): 1.13-1.43x faster where the grid fills the SMs
-/// twice over (H=16 8 x 32K 254.8 us against 359.5), 3-5% slower at the
-/// two smallest rows.
-constexpr int kMlaAttentionCtasPerSM = 2;
+/// twice over, 3-5% slower at the two smallest rows.
+constexpr int mlaAttentionCtasPerSM(int headsPerProgram) {
+  return headsPerProgram > 8 ? 1 : 2;
+}
 
 /// Warps per CTA of an attention kernel: with 128 threads, each thread
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
 
 /// Warps per CTA of an MLA attention kernel: 8. When one CTA ran per SM
-/// (before kMlaAttentionCtasPerSM was 2), at 4 warps each scheduler had
+/// (before mlaAttentionCtasPerSM gave 2), at 4 warps each scheduler had
 /// one warp to issue from in a step whose products
 /// (kvgpu.packed_matmul) and softmax wait on their own chains; 8 warps
 /// halve each warp's share (the scores' 128 tokens are one column tile a

@@ -249,7 +249,7 @@ constexpr int64_t rowSwizzle(int64_t row) {
 }
 
 /// How kvgpu.attend_latent spreads one online-softmax step over an MLA
-/// record (H <= 8 query heads, latent rank R, rope dim E, G tokens, 4-bit
+/// record (H <= 16 query heads, latent rank R, rope dim E, G tokens, 4-bit
 /// token-major codes) over a CTA of W warps, in three phases between
 /// barriers:
 ///  * scores[t, h] = sum_c code[t, c] (q[h, c] scale[c]) + q_rope[h] .
@@ -276,16 +276,22 @@ constexpr int64_t rowSwizzle(int64_t row) {
 ///    8 j + 2 i + 1 (row g + 8). The warp updates its channels of the state
 ///    in place: acc' = alpha acc + scale[c] W + sum_t p' (zero[c] - 128
 ///    scale[c]).
-/// Scratch offsets in floats: the fragments, q . zero and the warps' maxima,
-/// then, over the fragments (dead after the second barrier), the
-/// probabilities and the warps' sums.
+/// Heads go 8 to an MMA column tile: with 9 to 16 heads (`headTiles` 2)
+/// each code fragment feeds both tiles' products, so the codes' reads and
+/// conversion are shared by twice the heads; `headSlots` = 8 headTiles,
+/// the heads past H computing zeros.
+/// Scratch offsets in floats: the fragments (head tile n's from n
+/// fragmentsPerHeadTile), q . zero and the warps' maxima, then, over the
+/// fragments (dead after the second barrier), the probabilities and the
+/// warps' sums.
 struct LatentAttendLayout {
-  int64_t warps, tokensPerWarp, channelsPerWarp;
-  int64_t ropeFragmentOffset, zeroDotOffset, warpMaxOffset, warpSumOffset,
-      warpWeightOffset, probabilityOffset, probabilityRowWords;
+  int64_t warps, tokensPerWarp, channelsPerWarp, headTiles, headSlots;
+  int64_t fragmentsPerHeadTile;
+  int64_t zeroDotOffset, warpMaxOffset, warpSumOffset, warpWeightOffset,
+      probabilityOffset, probabilityRowWords;
   int64_t scratchFloats;
 };
-/// The layout, or nothing when the shape does not fit it (H > 8, bits other
+/// The layout, or nothing when the shape does not fit it (H > 16, bits other
 /// than 4, R not a multiple of 64 W, E not a multiple of 32, G not a
 /// multiple of 16 W): the step then keeps packed_matmul and shared-memory
 /// reductions.

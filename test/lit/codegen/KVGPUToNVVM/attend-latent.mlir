@@ -3,6 +3,8 @@
 // kvgpu.attend_latent, 4 warps, 4 query heads, R = 256, E = 32, G = 64
 // (LatentAttendLayout in KVGPU.h): the warps' scores over their own tokens,
 // one meeting for the max, the weighted sums over each warp's channels.
+// With 12 heads (two head tiles of 8) each code fragment feeds both tiles'
+// products.
 
 #s = #gpu.address_space<workgroup>
 gpu.module @m {
@@ -63,6 +65,41 @@ gpu.module @m {
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.return
     kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2344xf32, #s>
+    gpu.return
+  }
+
+  // 12 heads: two head tiles. The codes of each k tile and class are masked
+  // once and multiplied by both tiles' fragments (4 MMAs, 2 parts each);
+  // twice the products of 4 heads, the same code conversion.
+  // CHECK-LABEL: gpu.func @latent_two_head_tiles
+  gpu.func @latent_two_head_tiles(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<12x256xf32, #s>
+    %qr = kvgpu.shared_buffer 12288 : memref<12x32xf16, #s>
+    %codes = kvgpu.shared_buffer 13056 : memref<64x128xi8, #s>
+    %cs = kvgpu.shared_buffer 21248 : memref<256xf16, #s>
+    %cz = kvgpu.shared_buffer 21760 : memref<256xf16, #s>
+    %ct = kvgpu.shared_buffer 22272 : memref<64xf16, #s>
+    %rope = kvgpu.shared_buffer 22400 : memref<64x32xf16, #s>
+    %m = kvgpu.shared_buffer 26496 : memref<12xf32, #s>
+    %l = kvgpu.shared_buffer 26560 : memref<12xf32, #s>
+    %acc = kvgpu.shared_buffer 26624 : memref<12x256xf32, #s>
+    %scratch = kvgpu.shared_buffer 38912 : memref<4688xf32, #s>
+    // CHECK: gpu.barrier
+    // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
+    // CHECK: arith.shrui %{{.*}}, %c8_i32 : i32
+    // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
+    // CHECK-COUNT-4: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+    // CHECK: arith.andi %{{.*}}, %c15728880_i32 : i32
+    // CHECK-COUNT-68: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: gpu.barrier
+    // CHECK: nvvm.ff2bf16x2.rn
+    // CHECK: gpu.barrier
+    // CHECK: nvvm.prmt
+    // CHECK-COUNT-64: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+    // CHECK-NOT: nvvm.mma.sync
+    // CHECK: gpu.return
+    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<12x256xf32, #s>, memref<12x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<12xf32, #s>, memref<12xf32, #s>, memref<12x256xf32, #s>, memref<12xf32, #s>, memref<12xf32, #s>, memref<12x256xf32, #s>, memref<4688xf32, #s>
     gpu.return
   }
 }

@@ -428,6 +428,24 @@ gpu.module @m {
     kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #s>, memref<4x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<4xf32, #s>, memref<4xf32, #s>, memref<4x256xf32, #s>, memref<2000xf32, #s>
     gpu.return
   }
+
+  // Heads go 8 to a column tile, at most two tiles.
+  gpu.func @attend_latent_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : memref<17x256xf32, #s>
+    %qr = kvgpu.shared_buffer 17408 : memref<17x32xf16, #s>
+    %codes = kvgpu.shared_buffer 18496 : memref<64x128xi8, #s>
+    %cs = kvgpu.shared_buffer 26688 : memref<256xf16, #s>
+    %cz = kvgpu.shared_buffer 27200 : memref<256xf16, #s>
+    %ct = kvgpu.shared_buffer 27712 : memref<64xf16, #s>
+    %rope = kvgpu.shared_buffer 27840 : memref<64x32xf16, #s>
+    %m = kvgpu.shared_buffer 31936 : memref<17xf32, #s>
+    %l = kvgpu.shared_buffer 32064 : memref<17xf32, #s>
+    %acc = kvgpu.shared_buffer 32192 : memref<17x256xf32, #s>
+    %scratch = kvgpu.shared_buffer 49600 : memref<8000xf32, #s>
+    // expected-error @+1 {{no register layout for H = 17, R = 256, E = 32, G = 64, 4 bits over 128 threads}}
+    kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<17x256xf32, #s>, memref<17x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<17xf32, #s>, memref<17xf32, #s>, memref<17x256xf32, #s>, memref<17xf32, #s>, memref<17xf32, #s>, memref<17x256xf32, #s>, memref<8000xf32, #s>
+    gpu.return
+  }
 }
 
 // -----
