@@ -1932,6 +1932,22 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       return arith::SelectOp::create(rw, loc, cond, a, b);
     };
 
+    // `head`'s column in its head tile, and fragment index f of the tile
+    // (the index itself with one tile).
+    auto headSlot = [&](OpBuilder &b, Value head) -> Value {
+      if (L.headTiles > 1)
+        return arith::RemUIOp::create(b, loc, head, c(8));
+      return head;
+    };
+    auto inHeadTile = [&](OpBuilder &b, Value head, Value f) -> Value {
+      if (L.headTiles == 1)
+        return f;
+      return arith::AddIOp::create(
+          b, loc, f,
+          mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
+                   L.fragmentsPerHeadTile));
+    };
+
     Value tid = threadIndex(rw, loc);
     Value warp = arith::DivUIOp::create(rw, loc, tid, c(kWarpSize));
     Value lane = arith::RemUIOp::create(rw, loc, tid, c(kWarpSize));
@@ -1979,21 +1995,18 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
               mulIndex(b, loc, arith::DivUIOp::create(b, loc, j, c(16)), 4),
               arith::RemUIOp::create(b, loc, j, c(4)));
           Value fragmentLane = arith::AddIOp::create(
-              b, loc,
-              mulIndex(b, loc, arith::RemUIOp::create(b, loc, head, c(8)), 4),
+              b, loc, mulIndex(b, loc, headSlot(b, head), 4),
               arith::RemUIOp::create(
                   b, loc, arith::DivUIOp::create(b, loc, j, c(4)), c(4)));
           Value swizzled = arith::XOrIOp::create(
               b, loc, fragmentLane,
               mulIndex(b, loc, arith::RemUIOp::create(b, loc, j, c(4)), 2));
-          Value tileFirst =
-              mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
-                       L.fragmentsPerHeadTile);
           for (int64_t cls = 0; cls < 2; ++cls) {
             Value kt = addIndex(b, loc, mulIndex(b, loc, u, 2), cls);
-            Value f = arith::AddIOp::create(
-                b, loc, mulIndex(b, loc, kt, kWarpSize),
-                arith::AddIOp::create(b, loc, tileFirst, swizzled));
+            Value f = inHeadTile(
+                b, head,
+                arith::AddIOp::create(b, loc, mulIndex(b, loc, kt, kWarpSize),
+                                      swizzled));
             storeSplitFragment(b, loc, scratch, f, x[cls], x[4 + cls],
                                x[2 + cls], x[6 + cls], splitToF16x2);
           }
@@ -2028,17 +2041,12 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           for (Value &v : x)
             v = arith::SelectOp::create(b, loc, live, v,
                                         f32Constant(b, loc, 0.0f));
-          Value f = arith::AddIOp::create(
-              b, loc, mulIndex(b, loc, kt, kWarpSize),
+          Value f = inHeadTile(
+              b, head,
               arith::AddIOp::create(
-                  b, loc,
-                  mulIndex(b, loc, arith::RemUIOp::create(b, loc, head, c(8)),
-                           4),
-                  ft));
-          f = arith::AddIOp::create(
-              b, loc, f,
-              mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
-                       L.fragmentsPerHeadTile));
+                  b, loc, mulIndex(b, loc, kt, kWarpSize),
+                  arith::AddIOp::create(
+                      b, loc, mulIndex(b, loc, headSlot(b, head), 4), ft)));
           storeSplitFragment(b, loc, scratch,
                              addIndex(b, loc, f, kTiles * kWarpSize), x[0],
                              x[1], x[2], x[3], splitToF16x2);
@@ -2119,22 +2127,22 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       for (int64_t k = 0; k < 4; ++k)
         for (int64_t cls = 0; cls < 2; ++cls) {
           int64_t kt = 2 * (4 * run + k) + cls;
-          SmallVector<std::array<Value, 4>> a;
-          for (int64_t i = 0; i < mTiles; ++i) {
-            Value w0 = runs[i][0][k], w8 = runs[i][1][k];
-            a.push_back({subnormalCodePair(rw, loc, w0, cls, bits),
-                         subnormalCodePair(rw, loc, w8, cls, bits),
-                         subnormalCodePair(rw, loc, w0, cls + 2, bits),
-                         subnormalCodePair(rw, loc, w8, cls + 2, bits)});
-          }
-          for (int64_t n = 0; n < headTiles; ++n) {
-            SplitFragment fragment = loadSplitFragment(
+          SmallVector<SplitFragment> fragments;
+          for (int64_t n = 0; n < headTiles; ++n)
+            fragments.push_back(loadSplitFragment(
                 rw, loc, scratch,
                 addIndex(rw, loc, swizzledLanes[k],
-                         kt * kWarpSize + n * L.fragmentsPerHeadTile));
-            for (int64_t i = 0; i < mTiles; ++i)
+                         kt * kWarpSize + n * L.fragmentsPerHeadTile)));
+          for (int64_t i = 0; i < mTiles; ++i) {
+            Value w0 = runs[i][0][k], w8 = runs[i][1][k];
+            std::array<Value, 4> a = {
+                subnormalCodePair(rw, loc, w0, cls, bits),
+                subnormalCodePair(rw, loc, w8, cls, bits),
+                subnormalCodePair(rw, loc, w0, cls + 2, bits),
+                subnormalCodePair(rw, loc, w8, cls + 2, bits)};
+            for (int64_t n = 0; n < headTiles; ++n)
               for (int p = kMmaSplitParts - 1; p >= 0; --p)
-                mmaF16(rw, loc, a[i], fragment.parts[p], sums[n][i][cls][p]);
+                mmaF16(rw, loc, a, fragments[n].parts[p], sums[n][i][cls][p]);
           }
         }
     }
@@ -2161,18 +2169,20 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         }
       for (int64_t x = 0; x < 2; ++x) {
         int64_t kt = 2 * pair + x;
-        for (int64_t n = 0; n < headTiles; ++n) {
-          SplitFragment fragment = loadSplitFragment(
-              rw, loc, scratch,
-              addIndex(rw, loc, lane,
-                       (kTiles + kt) * kWarpSize + n * L.fragmentsPerHeadTile));
-          for (int64_t i = 0; i < mTiles; ++i) {
-            std::array<Value, 4> a = {
-                ropeRuns[i][0][2 * x], ropeRuns[i][1][2 * x],
-                ropeRuns[i][0][2 * x + 1], ropeRuns[i][1][2 * x + 1]};
+        SmallVector<SplitFragment> fragments;
+        for (int64_t n = 0; n < headTiles; ++n)
+          fragments.push_back(
+              loadSplitFragment(rw, loc, scratch,
+                                addIndex(rw, loc, lane,
+                                         (kTiles + kt) * kWarpSize +
+                                             n * L.fragmentsPerHeadTile)));
+        for (int64_t i = 0; i < mTiles; ++i) {
+          std::array<Value, 4> a = {
+              ropeRuns[i][0][2 * x], ropeRuns[i][1][2 * x],
+              ropeRuns[i][0][2 * x + 1], ropeRuns[i][1][2 * x + 1]};
+          for (int64_t n = 0; n < headTiles; ++n)
             for (int p = kMmaSplitParts - 1; p >= 0; --p)
-              mmaF16(rw, loc, a, fragment.parts[p], ropeSums[n][i][p]);
-          }
+              mmaF16(rw, loc, a, fragments[n].parts[p], ropeSums[n][i][p]);
         }
       }
     }
@@ -2286,24 +2296,17 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                               arith::RemUIOp::create(rw, loc, lg, c(2)), c(0));
     // The pair a lane writes of head tile n: tokens (g & ~1) and its
     // partner's of head 8 n + 2t (even g) or 8 n + 2t + 1 (odd g).
-    SmallVector<Value> pairHeads;
-    for (int64_t n = 0; n < headTiles; ++n)
-      pairHeads.push_back(addIndex(
-          rw, loc,
-          arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
-                                arith::RemUIOp::create(rw, loc, lg, c(2))),
-          8 * n));
+    SmallVector<Value> pairHeads = {
+        arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
+                              arith::RemUIOp::create(rw, loc, lg, c(2)))};
+    for (int64_t n = 1; n < headTiles; ++n)
+      pairHeads.push_back(addIndex(rw, loc, pairHeads[0], 8 * n));
     Value pairToken =
         mulIndex(rw, loc, arith::DivUIOp::create(rw, loc, lg, c(2)), 2);
     SmallVector<Value> weightSum(headTiles);
     for (int64_t i = 0; i < mTiles; ++i)
       for (int64_t half = 0; half < 2; ++half) {
-        Value pairIndex = arith::DivUIOp::create(
-            rw, loc,
-            arith::AddIOp::create(
-                rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
-                pairToken),
-            c(2));
+        Value pairIndex;
         for (int64_t n = 0; n < headTiles; ++n) {
           std::array<Value, 2> weighted;
           for (int64_t x = 0; x < 2; ++x) {
@@ -2323,6 +2326,13 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           Value highToken = select(gOdd, weighted[1], received);
           std::array<Value, kMmaSplitParts> parts =
               splitToBf16x2(rw, loc, lowToken, highToken);
+          if (!pairIndex)
+            pairIndex = arith::DivUIOp::create(
+                rw, loc,
+                arith::AddIOp::create(
+                    rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
+                    pairToken),
+                c(2));
           for (int p = 0; p < kMmaSplitParts; ++p) {
             std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
             for (Value v : part)
@@ -2345,10 +2355,12 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       }
     // Per head: the sum of p over all g, the sum of what the MMAs multiply
     // (p * token_scale's parts) over the g of one parity.
-    Value lgBelow2 =
-        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
+    Value lgBelow2;
     for (int64_t n = 0; n < headTiles; ++n) {
       weightSum[n] = reduceOverLanes(weightSum[n], 8, /*isMax=*/false);
+      if (!lgBelow2)
+        lgBelow2 =
+            arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
       storeWarpValue(lgBelow2, weightSum[n], L.warpWeightOffset, pairHeads[n]);
     }
     for (int64_t hx = 0; hx < laneHeads; ++hx) {
@@ -2390,6 +2402,11 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           for (auto &part : mTile)
             part = zeros();
       for (int64_t kt = 0; kt < g / 16; ++kt) {
+        SmallVector<SmallVector<std::array<Value, kMmaSplitParts>>> bParts;
+        for (int64_t n = 0; n < headTiles; ++n)
+          bParts.push_back(loadProbabilityFragments(
+              rw, loc, scratch, region, lg, lt, L.probabilityRowWords, kt,
+              8 * n, L.headSlots));
         Value slotToken = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
         SmallVector<std::array<Value, 4>> aRegs = codeFragments(
             rw, loc,
@@ -2402,27 +2419,34 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
               return {memref::LoadOp::create(rw, loc, *words, ValueRange{at})};
             },
             32, 4, bits, CodeOperand::BiasedBf16);
-        for (int64_t n = 0; n < headTiles; ++n) {
-          SmallVector<std::array<Value, kMmaSplitParts>> bParts =
-              loadProbabilityFragments(rw, loc, scratch, region, lg, lt,
-                                       L.probabilityRowWords, kt, 8 * n,
-                                       L.headSlots);
+        for (int64_t n = 0; n < headTiles; ++n)
           for (int p = kMmaSplitParts - 1; p >= 0; --p)
             for (int64_t i = 0; i < 4; ++i)
-              mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]},
+              mmaBf16(rw, loc, aRegs[i], {bParts[n][0][p], bParts[n][1][p]},
                       weighted[n][i][p]);
-        }
       }
       // acc' = alpha acc + scale[c] (W - 128 S) + zero[c] S, S = sum_t p':
       // channel 8 j + k is m tile k / 2, row g + 8 (k % 2).
       Value firstChannel = mulIndex(rw, loc, j, 8);
-      SmallVector<Value> scales =
-          loadWidenedRun(rw, loc, scale, op.getScale(), firstChannel, 8);
-      SmallVector<Value> zeroes =
-          loadWidenedRun(rw, loc, zero, op.getZero(), firstChannel, 8);
+      // The channels' scales: read in each head's branch with one head tile,
+      // once for all four heads with two.
+      SmallVector<Value> sharedScales, sharedZeroes;
+      if (headTiles > 1) {
+        sharedScales =
+            loadWidenedRun(rw, loc, scale, op.getScale(), firstChannel, 8);
+        sharedZeroes =
+            loadWidenedRun(rw, loc, zero, op.getZero(), firstChannel, 8);
+      }
       for (int64_t hx = 0; hx < laneHeads; ++hx) {
         int64_t n = hx / 2, x = hx % 2;
         scf::IfOp::create(rw, loc, headLive[hx], [&](OpBuilder &b, Location) {
+          SmallVector<Value> scales = sharedScales, zeroes = sharedZeroes;
+          if (headTiles == 1) {
+            scales =
+                loadWidenedRun(b, loc, scale, op.getScale(), firstChannel, 8);
+            zeroes =
+                loadWidenedRun(b, loc, zero, op.getZero(), firstChannel, 8);
+          }
           Value rowAt = arith::AddIOp::create(
               b, loc, mulIndex(b, loc, heads[hx], r), firstChannel);
           for (int64_t k0 = 0; k0 < 8; k0 += 4) {

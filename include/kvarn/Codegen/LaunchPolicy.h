@@ -92,7 +92,7 @@ static_assert(poolRowsPerStep(128, 128) == 64 &&
 /// and a record is read by half as many programs, at one CTA an SM
 /// (mlaAttentionCtasPerSM). Measured on the H100 (docs/benchmarks.md,
 /// kvarn-bench, 16 heads a program against 8): 6-8% faster at 128 heads,
-/// 6-10% at 16 heads and batch >= 8, but 1.2x slower at 16 heads and
+/// 6-9% at 16 heads, 8 x 32K and 64 x 4K, but 1.2x slower at 16 heads and
 /// batch 1, where one program a request (at most kMaxDecodeSplits of them)
 /// leaves half the SMs idle; so 16 heads keep two programs of 8.
 constexpr int mlaHeadsPerProgram(int heads) {
