@@ -1400,3 +1400,11 @@ TEST_F(MlaGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   roundTrip(rng, 64, 8, 2);
 }
+
+// The smallest shape whose record steps are kvgpu.attend_latent (R a
+// multiple of 64 x 8 warps, rope a multiple of 32), with 32 heads: programs
+// of 16 (two head tiles). SmallForTheSanitizers' shape takes packed_matmul.
+TEST_F(MlaGpu, RegisterStepForTheSanitizers) {
+  std::mt19937_64 rng(freshSeed());
+  roundTrip(rng, 512, 32, 32);
+}

@@ -38,7 +38,7 @@ step "runtime GPU tests" 40 "$OUT/runtime.log" tests/gpu/KvarnGpuTests --gtest_b
   env PYTHONPATH="$KVARN_REPO/python" \
   KVARN_LIBRARY="$KVARN_DEVICE_ROOT/lib/libkvarn.so.0" \
   python3 -m unittest test_kvarn_torch)
-small="MlaGpu.SmallForTheSanitizers:DecodeGpu.SmallForTheSanitizers"
+small="MlaGpu.SmallForTheSanitizers:MlaGpu.RegisterStepForTheSanitizers:DecodeGpu.SmallForTheSanitizers"
 step racecheck 60 "$OUT/race.log" compute-sanitizer --tool racecheck \
   tests/gpu/KvarnKernelGpuTests --gtest_brief=1 --gtest_filter="$small"
 step memcheck 50 "$OUT/mem.log" compute-sanitizer --tool memcheck \

@@ -27,7 +27,7 @@ fi
 for tool in memcheck racecheck; do
   "$sanitizer" --tool $tool --error-exitcode 1 \
     "$KVARN_DEVICE_ROOT/tests/gpu/KvarnKernelGpuTests" --gtest_brief=1 \
-    --gtest_filter='Flush.SmallForTheSanitizers:KernelGpu.AppendRotatesIntoThePoolAndSkipsPadding:DecodeGpu.SmallForTheSanitizers:MlaGpu.SmallForTheSanitizers' \
+    --gtest_filter='Flush.SmallForTheSanitizers:KernelGpu.AppendRotatesIntoThePoolAndSkipsPadding:DecodeGpu.SmallForTheSanitizers:MlaGpu.SmallForTheSanitizers:MlaGpu.RegisterStepForTheSanitizers' \
     || status=1
 done
 exit $status
