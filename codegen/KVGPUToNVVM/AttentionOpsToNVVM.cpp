@@ -94,8 +94,7 @@ Value widenCode(OpBuilder &b, Location loc, Value piece, int64_t shift,
 
 /// A kvgpu.biased_code_pair's bf16 pair (128 + low code, 128 + high code)
 /// less 128 in each half by one fma.rn.bf16x2 (exact): the codes as bf16,
-/// for packed_matmul, whose `a` has both signs (the scores' q . kscale),
-/// where attend_record takes the bias off the sums (kRecordCodeBias).
+/// for packed_matmul, whose `a` has both signs (the scores' q . kscale).
 Value unbiasCodePair(OpBuilder &b, Location loc, Value biasedPair) {
   auto bf16x2 = VectorType::get({2}, b.getBF16Type());
   Value pair = LLVM::BitcastOp::create(b, loc, bf16x2, biasedPair);
@@ -758,11 +757,6 @@ SmallVector<Value> interleaveHalves(OpBuilder &b, Location loc,
   return chunks;
 }
 
-/// How attend_record's code fragments carry their codes: the scores' as
-/// f16 subnormals (subnormalCodePair), the weighted values' as bf16 128 +
-/// code (kvgpu.biased_code_pair, kRecordCodeBias).
-enum class CodeOperand { SubnormalF16, BiasedBf16 };
-
 /// Where code `j` of `bits` bits lies as a subnormalCodePair: `shift`, the
 /// right shift of its chunk (0 or 8: one shift serves the codes of a
 /// chunk's high byte), and `at`, its bit in the shifted halves.
@@ -800,45 +794,33 @@ Value subnormalCodePair(OpBuilder &b, Location loc, Value chunk, int64_t j,
                                i32Constant(b, loc, mask | mask << 16));
 }
 
-/// Code `j` of both pieces behind `chunks` (interleaveHalves) as one pair
-/// of the `kind`.
+/// Code `j` of both pieces behind `chunks` (interleaveHalves) as one f16
+/// subnormal pair (subnormalCodePair).
 Value codeOfHalves(OpBuilder &b, Location loc, ArrayRef<Value> chunks,
-                   int64_t j, int64_t bits, CodeOperand kind) {
-  Value pair = chunks[j * bits / 16];
-  if (kind == CodeOperand::SubnormalF16)
-    return subnormalCodePair(b, loc, pair, j, bits);
-  return BiasedCodePairOp::create(b, loc, pair, j * bits % 16, bits);
+                   int64_t j, int64_t bits) {
+  return subnormalCodePair(b, loc, chunks[j * bits / 16], j, bits);
 }
-
-/// The bias the codes carry into the weighted values' products (128.0's
-/// mantissa): sum_k a[k] (128 + code[k]) - 128 sum_k a[k], where a[k] is
-/// the sum of the parts the MMAs multiplied (exact in fp32), is the
-/// product over the codes. Against subtracting 128 from every code pair
-/// (one bf16 add each), the sums are up to ~100 times larger than the
-/// product (2-bit codes), and the tensor cores' accumulation truncates
-/// below fp32's 24 bits of the largest addend: ~1e-5 of a weighted value,
-/// whose probabilities are positive. The scores' sums have both signs and
-/// cancel (a score can be ~100x smaller than the sum of its terms' sizes),
-/// where the same truncation cost 2e-3 on one head of a test seed: their
-/// codes are exact f16 subnormals (subnormalCodePair) and their q * kscale
-/// two f16 parts (22 bits).
-constexpr float kRecordCodeBias = 128.0f;
 
 /// The A fragments of `tiles` m16n8k16 tiles from the interleaved chunks
 /// (interleaveHalves) of rows r, r + 1 (`low`: the fragment's low k pair)
-/// and r + 8, r + 9 (`high`): code pairs of the `kind`, fragment i from
-/// codes 2i, 2i + 1 of both halves.
-SmallVector<std::array<Value, 4>> fragmentsOfChunks(OpBuilder &b, Location loc,
-                                                    ArrayRef<Value> low,
-                                                    ArrayRef<Value> high,
-                                                    int64_t tiles, int64_t bits,
-                                                    CodeOperand kind) {
+/// and r + 8, r + 9 (`high`): f16 subnormal code pairs, fragment i from
+/// codes 2i, 2i + 1 of both halves, so that the products of row g of tile i
+/// are over code 2i and carry 1 / subnormalCodeFactor(2i), row g + 8's
+/// 1 / subnormalCodeFactor(2i + 1). Both of attend_record's products and
+/// attend_latent's take their codes this way: exact, with no bias to take
+/// off the sums (whose accumulation keeps about fp32's 24 bits of the
+/// largest addend: a bias ~100x the product, as bf16 128 + code was,
+/// costs that much precision), and one shift for a 16-bit chunk's codes
+/// past its low byte.
+SmallVector<std::array<Value, 4>>
+fragmentsOfChunks(OpBuilder &b, Location loc, ArrayRef<Value> low,
+                  ArrayRef<Value> high, int64_t tiles, int64_t bits) {
   SmallVector<std::array<Value, 4>> fragments;
   for (int64_t i = 0; i < tiles; ++i)
-    fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits, kind),
-                         codeOfHalves(b, loc, low, 2 * i + 1, bits, kind),
-                         codeOfHalves(b, loc, high, 2 * i, bits, kind),
-                         codeOfHalves(b, loc, high, 2 * i + 1, bits, kind)});
+    fragments.push_back({codeOfHalves(b, loc, low, 2 * i, bits),
+                         codeOfHalves(b, loc, low, 2 * i + 1, bits),
+                         codeOfHalves(b, loc, high, 2 * i, bits),
+                         codeOfHalves(b, loc, high, 2 * i + 1, bits)});
   return fragments;
 }
 
@@ -847,13 +829,12 @@ SmallVector<std::array<Value, 4>> fragmentsOfChunks(OpBuilder &b, Location loc,
 SmallVector<std::array<Value, 4>>
 codeFragments(OpBuilder &b, Location loc,
               llvm::function_ref<SmallVector<Value>(int64_t)> piece,
-              int64_t pieceBits, int64_t tiles, int64_t bits,
-              CodeOperand kind) {
+              int64_t pieceBits, int64_t tiles, int64_t bits) {
   SmallVector<Value> row0 = piece(0), row1 = piece(1);
   SmallVector<Value> low = interleaveHalves(b, loc, row0, row1, pieceBits);
   SmallVector<Value> row8 = piece(8), row9 = piece(9);
   SmallVector<Value> high = interleaveHalves(b, loc, row8, row9, pieceBits);
-  return fragmentsOfChunks(b, loc, low, high, tiles, bits, kind);
+  return fragmentsOfChunks(b, loc, low, high, tiles, bits);
 }
 
 /// The byte offset of shared `buffer` in the kernel's shared memory where
@@ -1134,18 +1115,26 @@ struct WarpPartials {
   int64_t warps, partialOffset, partialFloats, statsOffset, incomingOffset;
 };
 
+/// How attend_record's merged sums become values: `scale(b, channel)`
+/// (vchannel) scales the weighted sums, each times `codeFactors[channel %
+/// 4]` (subnormalCodeFactor), plus their p . vzero terms.
+struct ChannelScaling {
+  function_ref<Value(OpBuilder &, Value)> scale;
+  std::array<float, 4> codeFactors;
+};
+
 /// The last steps of attend_record and attend_rows: the incoming max and
 /// sum go to the scratch (so that the new state may be written over the
 /// old one), one barrier, then the warps' partials (weighted [H, D] per
 /// warp, and its max, sum and p . vzero term of 8 heads) meet the incoming
-/// state, four channels a thread. `channelScale(b, channel)`, where given
-/// (attend_record's vchannel), scales the weighted sums plus their p .
-/// vzero terms; without it there are no such terms.
-void emitMergeWarpPartials(
-    OpBuilder &rw, Location loc, Value tid, int64_t threads, int64_t h,
-    int64_t d, const WarpPartials &P, Value scratch, Value mIn, Value lIn,
-    Value accIn, Value mOut, Value lOut, Value accOut,
-    function_ref<Value(OpBuilder &, Value)> channelScale) {
+/// state, four channels a thread. Without `scaling` (attend_rows) the
+/// weighted sums are the values' and there are no p . vzero terms.
+void emitMergeWarpPartials(OpBuilder &rw, Location loc, Value tid,
+                           int64_t threads, int64_t h, int64_t d,
+                           const WarpPartials &P, Value scratch, Value mIn,
+                           Value lIn, Value accIn, Value mOut, Value lOut,
+                           Value accOut,
+                           std::optional<ChannelScaling> scaling) {
   auto c = [&](int64_t v) { return indexConstant(rw, loc, v); };
   auto f32x4 = VectorType::get({4}, rw.getF32Type());
   Value stateReader =
@@ -1177,7 +1166,7 @@ void emitMergeWarpPartials(
           maxes.push_back(memref::LoadOp::create(b, loc, scratch, at));
           sums.push_back(
               memref::LoadOp::create(b, loc, scratch, addIndex(b, loc, at, 8)));
-          if (channelScale)
+          if (scaling)
             zeroTerms.push_back(memref::LoadOp::create(
                 b, loc, scratch, addIndex(b, loc, at, 16)));
           mx = arith::MaximumFOp::create(b, loc, mx, maxes.back());
@@ -1194,14 +1183,17 @@ void emitMergeWarpPartials(
             memref::LoadOp::create(b, loc, scratch,
                                    addIndex(b, loc, incoming, 8)));
         SmallVector<Value> betas;
-        Value zeroTerm = f32Constant(b, loc, 0.0f);
+        Value zeroTerm;
         for (int64_t w = 0; w < P.warps; ++w) {
           betas.push_back(expBelow(b, loc, maxes[w], finiteMx));
-          if (channelScale)
-            zeroTerm =
-                LLVM::FMAOp::create(b, loc, betas[w], zeroTerms[w], zeroTerm);
+          if (scaling)
+            zeroTerm = w ? LLVM::FMAOp::create(b, loc, betas[w], zeroTerms[w],
+                                               zeroTerm)
+                               .getResult()
+                         : arith::MulFOp::create(b, loc, betas[w], zeroTerms[w])
+                               .getResult();
         }
-        SmallVector<Value> sum(4, zeroTerm);
+        SmallVector<Value> sum(4);
         for (int64_t w = 0; w < P.warps; ++w) {
           Value beta = betas[w];
           l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
@@ -1210,22 +1202,26 @@ void emitMergeWarpPartials(
               ValueRange{
                   addIndex(b, loc, hd, P.partialOffset + w * P.partialFloats)},
               /*nontemporal=*/false, llvm::MaybeAlign(16));
-          for (int64_t e = 0; e < 4; ++e)
-            sum[e] = LLVM::FMAOp::create(
-                b, loc, beta, vector::ExtractOp::create(b, loc, part, e),
-                sum[e]);
+          for (int64_t e = 0; e < 4; ++e) {
+            Value x = vector::ExtractOp::create(b, loc, part, e);
+            sum[e] =
+                w ? LLVM::FMAOp::create(b, loc, beta, x, sum[e]).getResult()
+                  : arith::MulFOp::create(b, loc, beta, x).getResult();
+          }
         }
         SmallVector<Value> out;
         for (int64_t e = 0; e < 4; ++e) {
-          Value scaled = channelScale
-                             ? arith::MulFOp::create(
-                                   b, loc, sum[e],
-                                   channelScale(b, addIndex(b, loc, first, e)))
-                                   .getResult()
-                             : sum[e];
+          Value value = sum[e];
+          if (scaling)
+            value = arith::MulFOp::create(
+                b, loc,
+                LLVM::FMAOp::create(
+                    b, loc, sum[e],
+                    f32Constant(b, loc, scaling->codeFactors[e]), zeroTerm),
+                scaling->scale(b, addIndex(b, loc, first, e)));
           out.push_back(LLVM::FMAOp::create(
               b, loc, alpha, vector::ExtractOp::create(b, loc, accVec, e),
-              scaled));
+              value));
         }
         vector::StoreOp::create(
             b, loc, vector::FromElementsOp::create(b, loc, f32x4, out), accOut,
@@ -1531,8 +1527,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             kChunks.push_back(vector::ExtractOp::create(rw, loc, regs, r));
         }
         aRegs = fragmentsOfChunks(rw, loc, kChunks[2 * (kt % 2)],
-                                  kChunks[2 * (kt % 2) + 1], mTiles, kBits,
-                                  CodeOperand::SubnormalF16);
+                                  kChunks[2 * (kt % 2) + 1], mTiles, kBits);
       } else {
         Value ch = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), kt * 16);
         aRegs = codeFragments(
@@ -1540,7 +1535,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             [&](int64_t row) -> SmallVector<Value> {
               return {kPiece(addIndex(rw, loc, ch, row))};
             },
-            L.kPieceBits, mTiles, kBits, CodeOperand::SubnormalF16);
+            L.kPieceBits, mTiles, kBits);
       }
       if (L.packedScoreParts) {
         for (int64_t i = 0; i < mTiles; ++i)
@@ -1658,10 +1653,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         mx = arith::MaximumFOp::create(rw, loc, mx, x[2 * j + e]);
       rowMax[e] = warpReduce(mx, /*isMax=*/true);
     }
-    // p * vscale, split into bf16 parts, goes to the warp's region as the
-    // B fragments' registers: word (part * 8 + head) * rowWords + i holds
-    // tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read hit
-    // 32 banks). Every head row is written (zeros past H), but for rows 4-7
+    // p * vscale, split into f16 parts (|p * vscale| <= vscale, an f16 of
+    // the record or smaller, so within f16's range), goes to the warp's
+    // region as the B fragments' registers: word (part * 8 + head) * rowWords +
+    // i holds tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read
+    // hit 32 banks). Every head row is written (zeros past H), but for rows 4-7
     // with packed parts, whose lanes take zeros in step 4.
     int64_t rowWords = tokens / 2 + 4;
     Value region = addIndex(rw, loc, mulIndex(rw, loc, warp, L.partialFloats),
@@ -1686,22 +1682,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       SmallVector<SmallVector<Value>> words(kMmaSplitParts);
       for (int64_t j = 0; j < ownTokens; j += 2) {
         std::array<Value, kMmaSplitParts> parts =
-            splitToBf16x2(rw, loc, scaled[j], scaled[j + 1]);
-        // Less 128 x what the MMAs multiply (kRecordCodeBias).
-        std::array<Value, 2> multiplied;
-        for (int p = 0; p < kMmaSplitParts; ++p) {
+            splitToF16x2(rw, loc, scaled[j], scaled[j + 1]);
+        for (int p = 0; p < kMmaSplitParts; ++p)
           words[p].push_back(arith::BitcastOp::create(rw, loc, f32, parts[p]));
-          std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
-          for (int64_t i = 0; i < 2; ++i)
-            multiplied[i] =
-                p ? arith::AddFOp::create(rw, loc, multiplied[i], part[i])
-                        .getResult()
-                  : part[i];
-        }
-        for (int64_t i = 0; i < 2; ++i)
-          zsum =
-              LLVM::FMAOp::create(rw, loc, multiplied[i],
-                                  f32Constant(rw, loc, -kRecordCodeBias), zsum);
       }
       rowSum[e] = warpReduce(sum, /*isMax=*/false);
       zeroSum[e] = warpReduce(zsum, /*isMax=*/false);
@@ -1735,6 +1718,10 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // 4. weighted[d, h] = sum_t code_v[t, d] p[h, t] vscale[t] over the
     // warp's tokens: lane (g, t) holds channels g * D / 8 + j (m tile j / 2,
     // row g + 8 (j % 2)); k slot s of k tile i is the warp's token 16 i + s.
+    // The codes are f16 subnormals as the scores' (subnormalCodePair, no
+    // bias, no shift for most of them): channel j's sums are the products
+    // over its codes divided by subnormalCodeFactor(j), which step 5 takes
+    // back where it scales the channel.
     Value lgIsHead =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(h));
     int64_t vTiles = d / 16, vWords = std::max<int64_t>(1, L.vPieceBits / 32);
@@ -1779,10 +1766,10 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           [&](int64_t row) {
             return vPiece(addIndex(rw, loc, slotToken, row));
           },
-          L.vPieceBits, vTiles, vBits, CodeOperand::BiasedBf16);
+          L.vPieceBits, vTiles, vBits);
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < vTiles; ++i)
-          mmaBf16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
+          mmaF16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
     }
 
     // 5. The warp's partial state: weighted per head (channels g * D / 8 +
@@ -1805,7 +1792,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           [&](OpBuilder &b, int64_t e) {
             ChannelRun run{mulIndex(b, loc, lg, perLaneChannels), {}};
             for (int64_t j = 0; j < perLaneChannels; ++j)
-              run.values.push_back(weighted[j / 2][2 * (j % 2) + e]);
+              run.values.push_back(arith::MulFOp::create(
+                  b, loc, weighted[j / 2][2 * (j % 2) + e],
+                  f32Constant(b, loc, subnormalCodeFactor(j, vBits))));
             return SmallVector<ChannelRun>{run};
           },
           channelScales, mIn, lIn, accIn, mOut, lOut, accOut);
@@ -1847,14 +1836,22 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         scf::YieldOp::create(b, loc);
       });
     }
-    // 6. The partials meet the incoming state.
+    // 6. The partials meet the incoming state. A thread's four channels
+    // start at a multiple of 4, as do the lanes' runs (D / 8 codes of `vBits`
+    // bits: whole bytes), so the code factor of channel first + e is code
+    // e's.
+    assert(perLaneChannels % 4 == 0 && perLaneChannels * vBits % 8 == 0);
+    std::array<float, 4> codeFactors;
+    for (int64_t e = 0; e < 4; ++e)
+      codeFactors[e] = subnormalCodeFactor(e, vBits);
     emitMergeWarpPartials(rw, loc, tid, threads, h, d,
                           {L.warps, L.partialOffset, L.partialFloats,
                            L.statsOffset, L.incomingOffset},
                           scratch, mIn, lIn, accIn, mOut, lOut, accOut,
-                          [&](OpBuilder &b, Value channel) {
-                            return scaleAt(b, vChannel, channel);
-                          });
+                          ChannelScaling{[&](OpBuilder &b, Value channel) {
+                                           return scaleAt(b, vChannel, channel);
+                                         },
+                                         codeFactors});
     rw.eraseOp(op);
     return success();
   }
@@ -1969,7 +1966,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     // quarter warp's stores (four u, two t) hit distinct banks; a lane reads
     // its own k tile's fragments, 32 lanes over 512 bytes, either way.
     buildThreadStridedLoop(
-        rw, loc, tid, L.headSlots * (r / 8), threads,
+        rw, loc, tid, L.headSlots() * (r / 8), threads,
         [&](OpBuilder &b, Value item) {
           Value head = arith::DivUIOp::create(b, loc, item, c(r / 8));
           Value j = arith::RemUIOp::create(b, loc, item, c(r / 8));
@@ -2016,7 +2013,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     // + 0, 1, and slots 2t + 8, 2t + 9 the next two. Thread e takes lane t =
     // e % 4, k tile (e / 4) % tiles and head e / (4 tiles).
     buildThreadStridedLoop(
-        rw, loc, tid, L.headSlots * ropeTiles * 4, threads,
+        rw, loc, tid, L.headSlots() * ropeTiles * 4, threads,
         [&](OpBuilder &b, Value item) {
           Value ft = arith::RemUIOp::create(b, loc, item, c(4));
           Value kt = arith::RemUIOp::create(
@@ -2306,7 +2303,12 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     SmallVector<Value> weightSum(headTiles);
     for (int64_t i = 0; i < mTiles; ++i)
       for (int64_t half = 0; half < 2; ++half) {
-        Value pairIndex;
+        Value pairIndex = arith::DivUIOp::create(
+            rw, loc,
+            arith::AddIOp::create(
+                rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
+                pairToken),
+            c(2));
         for (int64_t n = 0; n < headTiles; ++n) {
           std::array<Value, 2> weighted;
           for (int64_t x = 0; x < 2; ++x) {
@@ -2325,25 +2327,17 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           Value lowToken = select(gOdd, received, weighted[0]);
           Value highToken = select(gOdd, weighted[1], received);
           std::array<Value, kMmaSplitParts> parts =
-              splitToBf16x2(rw, loc, lowToken, highToken);
-          if (!pairIndex)
-            pairIndex = arith::DivUIOp::create(
-                rw, loc,
-                arith::AddIOp::create(
-                    rw, loc, addIndex(rw, loc, warpToken, 16 * i + 8 * half),
-                    pairToken),
-                c(2));
-          for (int p = 0; p < kMmaSplitParts; ++p) {
-            std::array<Value, 2> part = widenBf16x2(rw, loc, parts[p]);
-            for (Value v : part)
-              weightSum[n] =
-                  weightSum[n] ? arith::AddFOp::create(rw, loc, weightSum[n], v)
+              splitToF16x2(rw, loc, lowToken, highToken);
+          for (Value v : {lowToken, highToken})
+            weightSum[n] = weightSum[n]
+                               ? arith::AddFOp::create(rw, loc, weightSum[n], v)
                                      .getResult()
                                : v;
+          for (int p = 0; p < kMmaSplitParts; ++p) {
             Value at = arith::AddIOp::create(
                 rw, loc,
                 mulIndex(rw, loc,
-                         addIndex(rw, loc, pairHeads[n], L.headSlots * p),
+                         addIndex(rw, loc, pairHeads[n], L.headSlots() * p),
                          L.probabilityRowWords),
                 pairIndex);
             memref::StoreOp::create(
@@ -2353,14 +2347,13 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           }
         }
       }
-    // Per head: the sum of p over all g, the sum of what the MMAs multiply
-    // (p * token_scale's parts) over the g of one parity.
-    Value lgBelow2;
+    // Per head: the sum of p over all g, the sum of p * token_scale (the
+    // zero points' weight) over the g of one parity (each pair is held by
+    // a lane of either parity).
+    Value lgBelow2 =
+        arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
     for (int64_t n = 0; n < headTiles; ++n) {
       weightSum[n] = reduceOverLanes(weightSum[n], 8, /*isMax=*/false);
-      if (!lgBelow2)
-        lgBelow2 =
-            arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
       storeWarpValue(lgBelow2, weightSum[n], L.warpWeightOffset, pairHeads[n]);
     }
     for (int64_t hx = 0; hx < laneHeads; ++hx) {
@@ -2371,8 +2364,9 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
 
     // 4. The warp's channels: weighted[c, h] = sum_t code[t, c] p'[h, t]
     // over all tokens (k slot s of k tile kt is token 16 kt + s), the codes
-    // as bf16 128 + code, each code fragment multiplied by every head
-    // tile's probabilities; then its channels of the state, in place.
+    // as f16 subnormals (subnormalCodePair, as the scores'), each code
+    // fragment multiplied by every head tile's probabilities; then its
+    // channels of the state, in place.
     SmallVector<Value> weightTotal(laneHeads);
     for (int64_t hx = 0; hx < laneHeads; ++hx)
       weightTotal[hx] = warpTotal(rw, L.warpWeightOffset, heads[hx], false);
@@ -2406,7 +2400,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         for (int64_t n = 0; n < headTiles; ++n)
           bParts.push_back(loadProbabilityFragments(
               rw, loc, scratch, region, lg, lt, L.probabilityRowWords, kt,
-              8 * n, L.headSlots));
+              8 * n, L.headSlots()));
         Value slotToken = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
         SmallVector<std::array<Value, 4>> aRegs = codeFragments(
             rw, loc,
@@ -2418,35 +2412,29 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                   wordOf[row % 2]);
               return {memref::LoadOp::create(rw, loc, *words, ValueRange{at})};
             },
-            32, 4, bits, CodeOperand::BiasedBf16);
+            32, 4, bits);
         for (int64_t n = 0; n < headTiles; ++n)
           for (int p = kMmaSplitParts - 1; p >= 0; --p)
             for (int64_t i = 0; i < 4; ++i)
-              mmaBf16(rw, loc, aRegs[i], {bParts[n][0][p], bParts[n][1][p]},
-                      weighted[n][i][p]);
+              mmaF16(rw, loc, aRegs[i], {bParts[n][0][p], bParts[n][1][p]},
+                     weighted[n][i][p]);
       }
-      // acc' = alpha acc + scale[c] (W - 128 S) + zero[c] S, S = sum_t p':
-      // channel 8 j + k is m tile k / 2, row g + 8 (k % 2).
+      // acc' = alpha acc + scale[c] F W + zero[c] S, S = sum_t p', F the
+      // code factor of the word's code k (subnormalCodeFactor): channel 8 j
+      // + k is m tile k / 2, row g + 8 (k % 2).
       Value firstChannel = mulIndex(rw, loc, j, 8);
-      // The channels' scales: read in each head's branch with one head tile,
-      // once for all four heads with two.
-      SmallVector<Value> sharedScales, sharedZeroes;
-      if (headTiles > 1) {
-        sharedScales =
-            loadWidenedRun(rw, loc, scale, op.getScale(), firstChannel, 8);
-        sharedZeroes =
-            loadWidenedRun(rw, loc, zero, op.getZero(), firstChannel, 8);
-      }
+      // The channels' scales, once for the lane's heads.
+      SmallVector<Value> scales =
+          loadWidenedRun(rw, loc, scale, op.getScale(), firstChannel, 8);
+      for (int64_t k = 0; k < 8; ++k)
+        scales[k] = arith::MulFOp::create(
+            rw, loc, scales[k],
+            f32Constant(rw, loc, subnormalCodeFactor(k, bits)));
+      SmallVector<Value> zeroes =
+          loadWidenedRun(rw, loc, zero, op.getZero(), firstChannel, 8);
       for (int64_t hx = 0; hx < laneHeads; ++hx) {
         int64_t n = hx / 2, x = hx % 2;
         scf::IfOp::create(rw, loc, headLive[hx], [&](OpBuilder &b, Location) {
-          SmallVector<Value> scales = sharedScales, zeroes = sharedZeroes;
-          if (headTiles == 1) {
-            scales =
-                loadWidenedRun(b, loc, scale, op.getScale(), firstChannel, 8);
-            zeroes =
-                loadWidenedRun(b, loc, zero, op.getZero(), firstChannel, 8);
-          }
           Value rowAt = arith::AddIOp::create(
               b, loc, mulIndex(b, loc, heads[hx], r), firstChannel);
           for (int64_t k0 = 0; k0 < 8; k0 += 4) {
@@ -2459,12 +2447,9 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
               Value w = weighted[n][k / 2][kMmaSplitParts - 1][a];
               for (int p = kMmaSplitParts - 2; p >= 0; --p)
                 w = arith::AddFOp::create(b, loc, w, weighted[n][k / 2][p][a]);
-              Value zeroTerm = LLVM::FMAOp::create(
-                  b, loc, scales[k], f32Constant(b, loc, -kRecordCodeBias),
-                  zeroes[k]);
               Value v = LLVM::FMAOp::create(
                   b, loc, scales[k], w,
-                  arith::MulFOp::create(b, loc, weightTotal[hx], zeroTerm));
+                  arith::MulFOp::create(b, loc, weightTotal[hx], zeroes[k]));
               out.push_back(
                   LLVM::FMAOp::create(b, loc, alpha[hx], old[k - k0], v));
             }
@@ -2794,7 +2779,7 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
                             {L.warps, L.partialOffset, L.partialFloats,
                              L.statsOffset, L.incomingOffset},
                             scratch, mIn, lIn, accIn, mOut, lOut, accOut,
-                            /*channelScale=*/{});
+                            /*scaling=*/std::nullopt);
     rw.eraseOp(op);
     return success();
   }

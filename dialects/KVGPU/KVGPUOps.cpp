@@ -477,24 +477,23 @@ kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
   l.tokensPerWarp = g / warps;
   l.channelsPerWarp = r / warps;
   l.headTiles = (h + 7) / 8;
-  l.headSlots = 8 * l.headTiles;
   // Split B fragments, 4 words a lane and k tile (head tile n's q * scale
   // from n fragmentsPerHeadTile, its q_rope's after), read until the second
   // barrier; then q . zero and the warps' maxima.
   int64_t fragmentFloats = kWarpSize * 2 * kMmaSplitParts;
   l.fragmentsPerHeadTile = (r / 16 + e / 16) * kWarpSize;
   l.zeroDotOffset = l.headTiles * (r / 16 + e / 16) * fragmentFloats;
-  l.warpMaxOffset = l.zeroDotOffset + l.headSlots;
+  l.warpMaxOffset = l.zeroDotOffset + l.headSlots();
   // Written after the second barrier, over the fragments: the
   // probabilities, word (part * headSlots + head) * rowWords + i holding
   // tokens 2i, 2i + 1 (rows padded by 4 words: a B fragment's lanes hit 32
   // banks), then the warps' sums (per head, one float a warp).
   l.probabilityOffset = 0;
   l.probabilityRowWords = g / 2 + 4;
-  l.warpSumOffset = kMmaSplitParts * l.headSlots * l.probabilityRowWords;
-  l.warpWeightOffset = l.warpSumOffset + l.headSlots * warps;
-  l.scratchFloats = std::max(l.warpMaxOffset + l.headSlots * warps,
-                             l.warpWeightOffset + l.headSlots * warps);
+  l.warpSumOffset = kMmaSplitParts * l.headSlots() * l.probabilityRowWords;
+  l.warpWeightOffset = l.warpSumOffset + l.headSlots() * warps;
+  l.scratchFloats = std::max(l.warpMaxOffset + l.headSlots() * warps,
+                             l.warpWeightOffset + l.headSlots() * warps);
   return l;
 }
 

@@ -169,8 +169,9 @@ getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
 /// NVVM lowering emits.
 ///
 /// Warp w owns the T = G / warps tokens from w * T and attends them alone,
-/// in registers, as two bf16 `mma.sync` m16n8k16 products (the heads as N,
-/// padded to 8; `a` split in kMmaSplitParts parts as for packed_matmul):
+/// in registers, as two f16 `mma.sync` m16n8k16 products (the heads as N,
+/// padded to 8; the codes masked in place as f16 subnormals, `a` split in
+/// kMmaSplitParts f16 parts):
 ///  * scores[t, h] = sum_d code_k[d, t] (q[h, d] kscale[d]): M = the warp's
 ///    tokens (T / 16 tiles), K = channels (D / 16 tiles, slot s of k tile i
 ///    = channel 16 i + s). Lane (g, t) holds tokens g * T / 8 + j, j < T /
@@ -186,7 +187,7 @@ getPackedMatmulLayout(int64_t h, int64_t k, int64_t n, int64_t bits,
 /// Each warp's max, sum and weighted values (its partial softmax) meet the
 /// incoming state at one barrier; no barrier inside a warp's work.
 /// Per warp, RecordAttendLayout's statistics of 8 heads: max, sum, and the
-/// p . vzero term (less the codes' bias) added once per output in the merge.
+/// p . vzero term, added once per output in the merge.
 constexpr int64_t kRecordAttendStatsFloats = 24;
 
 struct RecordAttendLayout {
@@ -202,7 +203,7 @@ struct RecordAttendLayout {
   /// Scratch offsets in floats: the split B fragments of the scores (D / 16
   /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
   /// warp `partialFloats` (the weighted partial [H, D], and before it the
-  /// probabilities as bf16 pairs [2 parts, 8 heads, T / 2 + 4]) and
+  /// probabilities as f16 pairs [2 parts, 8 heads, T / 2 + 4]) and
   /// kRecordAttendStatsFloats (max, sum and the p . vzero term of 8 heads),
   /// then the incoming max and sum (16), read there so that the new state
   /// may overwrite the old one. With the state held per warp (warp_states)
@@ -266,26 +267,27 @@ constexpr int64_t rowSwizzle(int64_t row) {
 ///    2t + 9 the next two). The B fragments of q * scale and of q_rope are
 ///    split into f16 parts once per block into the scratch.
 ///  * The warps' maxima meet in the scratch; each lane computes the
-///    probabilities of its scores, writes p * token_scale as bf16 parts
+///    probabilities of its scores, writes p * token_scale as f16 parts
 ///    (the B operand of the next product, tokens in order) and the warps'
 ///    sums.
 ///  * weighted[c, h] = sum_t code[t, c] (p[h, t] token_scale[t]): warp w
 ///    owns `channelsPerWarp` channels (M), all G tokens (K). Lane (g, t)
 ///    of channel group n reads word (W n + w) 8 + g of its four token rows
 ///    a k tile: m tile i of the group holds channels 8 j + 2 i (row g) and
-///    8 j + 2 i + 1 (row g + 8). The warp updates its channels of the state
-///    in place: acc' = alpha acc + scale[c] W + sum_t p' (zero[c] - 128
-///    scale[c]).
+///    8 j + 2 i + 1 (row g + 8), the codes f16 subnormals as the scores'.
+///    The warp updates its channels of the state in place: acc' = alpha
+///    acc + scale[c] F W + sum_t p' zero[c], F the code's factor.
 /// Heads go 8 to an MMA column tile: with 9 to 16 heads (`headTiles` 2)
 /// each code fragment feeds both tiles' products, so the codes' reads and
-/// conversion are shared by twice the heads; `headSlots` = 8 headTiles,
-/// the heads past H computing zeros.
+/// conversion are shared by twice the heads; the heads past H (up to
+/// headSlots()) compute zeros.
 /// Scratch offsets in floats: the fragments (head tile n's from n
 /// fragmentsPerHeadTile), q . zero and the warps' maxima, then, over the
 /// fragments (dead after the second barrier), the probabilities and the
 /// warps' sums.
 struct LatentAttendLayout {
-  int64_t warps, tokensPerWarp, channelsPerWarp, headTiles, headSlots;
+  int64_t warps, tokensPerWarp, channelsPerWarp, headTiles;
+  int64_t headSlots() const { return 8 * headTiles; }
   int64_t fragmentsPerHeadTile;
   int64_t zeroDotOffset, warpMaxOffset, warpSumOffset, warpWeightOffset,
       probabilityOffset, probabilityRowWords;

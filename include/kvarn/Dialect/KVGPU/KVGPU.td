@@ -640,9 +640,10 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     write, and each `acc` element is read and written by one thread).
 
     `getRecordAttendLayout` (KVGPU.h) says who does what: each warp attends
-    its own tokens with two bf16 `mma.sync` products and a softmax held in
-    registers (warp shuffles for the row max and sums), and the warps'
-    partial states meet the incoming one at one barrier. The scratch holds
+    its own tokens with two f16 `mma.sync` products (the codes masked in
+    place as f16 subnormals) and a softmax held in registers (warp
+    shuffles for the row max and sums), and the warps' partial states meet
+    the incoming one at one barrier. The scratch holds
     the split B fragments of `q * kscale`, the probabilities on their way
     from one product to the other, and the partials. Like every op here,
     its writes need a kvgpu.barrier before other threads read them.
@@ -761,8 +762,9 @@ def KVGPU_AttendLatentOp : KVGPU_Op<"attend_latent"> {
     the scores of its own tokens (f16 `mma.sync`, the codes masked in place
     as f16 subnormals, q * scale split in two f16 parts), the warps meet
     once for the block's max, and each warp then takes the weighted sums of
-    its own channels over all tokens (bf16 `mma.sync`, the codes as 128 +
-    code, the probabilities times the token scale in two bf16 parts),
+    its own channels over all tokens (f16 `mma.sync`, the codes as the
+    scores' subnormals, the probabilities times the token scale in two f16
+    parts),
     updating its part of the state in place: no merge of partial states.
     The scratch holds the split B fragments of `q * scale` and `q_rope`,
     the warps' maxima and sums, and the probabilities between the products.

@@ -50,17 +50,19 @@ gpu.module @m {
     // CHECK-NOT: nvvm.mma.sync
     // CHECK-COUNT-3: gpu.shuffle  xor
     // CHECK: gpu.barrier
-    // 3. The probabilities: exp, p * token_scale as bf16 parts (a lane and
+    // 3. The probabilities: exp, p * token_scale as f16 parts (a lane and
     // its xor-4 partner make a token pair), the sums; one barrier.
     // CHECK: nvvm.ex2.approx.ftz.f32
-    // CHECK: nvvm.ff2bf16x2.rn
+    // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: gpu.barrier
     // 4. The weighted sums: a code word of each of the 4 token rows of a
-    // fragment, interleaved by prmt, bf16 MMAs (4 k tiles x 2 parts x 4 m
-    // tiles), no barrier; the warp's channels of the state in place.
+    // fragment, interleaved by prmt, its codes f16 subnormals as the
+    // scores', f16 MMAs (4 k tiles x 2 parts x 4 m tiles), no barrier; the
+    // warp's channels of the state in place.
     // CHECK-NOT: gpu.barrier
     // CHECK: nvvm.prmt
-    // CHECK-COUNT-32: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+    // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
+    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
     // CHECK-NOT: gpu.barrier
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.return
@@ -93,10 +95,10 @@ gpu.module @m {
     // CHECK-COUNT-68: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.barrier
-    // CHECK: nvvm.ff2bf16x2.rn
+    // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: gpu.barrier
     // CHECK: nvvm.prmt
-    // CHECK-COUNT-64: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>
+    // CHECK-COUNT-64: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.return
     kvgpu.attend_latent q %q, %qr latent %codes bits 4 scales %cs, %cz, %ct rope %rope state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<12x256xf32, #s>, memref<12x32xf16, #s>, memref<64x128xi8, #s>, memref<256xf16, #s>, memref<256xf16, #s>, memref<64xf16, #s>, memref<64x32xf16, #s>, memref<12xf32, #s>, memref<12xf32, #s>, memref<12x256xf32, #s>, memref<12xf32, #s>, memref<12xf32, #s>, memref<12x256xf32, #s>, memref<4688xf32, #s>

@@ -95,10 +95,13 @@ gpu.module @m {
     // CHECK: arith.select %{{.*}}, %{{.*}}, %c0_i32 : i32
     // CHECK: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c21520_i32)
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.prmt"(%{{.*}}, %{{.*}}, %c30258_i32)
-    // The values' codes are bf16 128 + code (kvgpu.biased_code_pair: one
-    // lop3, 0x4300), the 128 taken off through p . vzero; bf16 products.
-    // CHECK: llvm.inline_asm "lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,n,n" %{{.*}}, %c196611_i32, %c1124090624_i32
-    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
+    // The values' codes are f16 subnormals as the scores' (one AND, 0x0003
+    // at bits 0, 2, 4, 6 of each half; one shift by 8 for the next four);
+    // f16 products.
+    // CHECK: arith.andi %{{.*}}, %c196611_i32 : i32
+    // CHECK: arith.andi %{{.*}}, %c786444_i32 : i32
+    // CHECK: arith.shrui %{{.*}}, %c8_i32 : i32
+    // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
     // CHECK-NOT: nvvm.mma.sync
     // 5. Partials; the incoming max and sum copied into the scratch (so
     // that the new state may overwrite them); one barrier; 6. the merge.
@@ -164,7 +167,7 @@ gpu.module @m {
   // CHECK-NOT: (vector<2xf16>, vector<2xf16>, f32)
   // CHECK-NOT: gpu.shuffle  xor %{{.*}}, %c2_i32
   // CHECK: gpu.shuffle  xor %{{.*}}, %c4_i32, %c32_i32 : f32
-  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
+  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
   // CHECK: gpu.return
   gpu.func @record_eight_heads(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
     %q = kvgpu.shared_buffer 0 : memref<8x128xf32, #gpu.address_space<workgroup>>
@@ -265,7 +268,7 @@ gpu.module @m {
   // CHECK: gpu.barrier
   // CHECK-NOT: gpu.barrier
   // CHECK-COUNT-16: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
-  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} multiplicandAPtxType = #nvvm.mma_type<bf16>
+  // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
   // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
   // CHECK: memref.load %{{.*}}[%{{.*}}] : memref<16xf32, #gpu.address_space<workgroup>>
   // CHECK: nvvm.bar.warp.sync
