@@ -2388,13 +2388,13 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
                   rowSwizzle(rw, loc,
                              addIndex(rw, loc, mulIndex(rw, loc, lt, 2), x)),
                   4));
-      // weighted[n][i][part]: head tile n, m tile i.
-      SmallVector<SmallVector<PartSums>> weighted(
-          headTiles, SmallVector<PartSums>(4, PartSums(kMmaSplitParts)));
+      // weighted[n][i]: head tile n, m tile i; both parts' products go into
+      // the same sums (the dense weighted values' way: there are
+      // 4 x headTiles chains of MMAs, and the sums' registers are half).
+      SmallVector<PartSums> weighted(headTiles, PartSums(4));
       for (auto &tile : weighted)
         for (auto &mTile : tile)
-          for (auto &part : mTile)
-            part = zeros();
+          mTile = zeros();
       for (int64_t kt = 0; kt < g / 16; ++kt) {
         SmallVector<SmallVector<std::array<Value, kMmaSplitParts>>> bParts;
         for (int64_t n = 0; n < headTiles; ++n)
@@ -2417,7 +2417,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
           for (int p = kMmaSplitParts - 1; p >= 0; --p)
             for (int64_t i = 0; i < 4; ++i)
               mmaF16(rw, loc, aRegs[i], {bParts[n][0][p], bParts[n][1][p]},
-                     weighted[n][i][p]);
+                     weighted[n][i]);
       }
       // acc' = alpha acc + scale[c] F W + zero[c] S, S = sum_t p', F the
       // code factor of the word's code k (subnormalCodeFactor): channel 8 j
@@ -2444,9 +2444,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
             SmallVector<Value> out;
             for (int64_t k = k0; k < k0 + 4; ++k) {
               int64_t a = 2 * (k % 2) + x;
-              Value w = weighted[n][k / 2][kMmaSplitParts - 1][a];
-              for (int p = kMmaSplitParts - 2; p >= 0; --p)
-                w = arith::AddFOp::create(b, loc, w, weighted[n][k / 2][p][a]);
+              Value w = weighted[n][k / 2][a];
               Value v = LLVM::FMAOp::create(
                   b, loc, scales[k], w,
                   arith::MulFOp::create(b, loc, weightTotal[hx], zeroes[k]));
