@@ -1653,12 +1653,14 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         mx = arith::MaximumFOp::create(rw, loc, mx, x[2 * j + e]);
       rowMax[e] = warpReduce(mx, /*isMax=*/true);
     }
-    // p * vscale, split into f16 parts (|p * vscale| <= vscale, an f16 of
-    // the record or smaller, so within f16's range), goes to the warp's
-    // region as the B fragments' registers: word (part * 8 + head) * rowWords +
-    // i holds tokens 2i, 2i + 1 (rows padded by 4 words: the lanes of one read
-    // hit 32 banks). Every head row is written (zeros past H), but for rows 4-7
-    // with packed parts, whose lanes take zeros in step 4.
+    // p * vscale, split into f16 parts (|p * vscale| <= vscale: within
+    // f16's range where the record stores it as f16; an e4m3 field's
+    // element past 65504 would overflow, as the scores ask |q * kscale| <
+    // 65504), goes to the warp's region as the B fragments' registers: word
+    // (part * 8 + head) * rowWords + i holds tokens 2i, 2i + 1 (rows padded by
+    // 4 words: the lanes of one read hit 32 banks). Every head row is written
+    // (zeros past H), but for rows 4-7 with packed parts, whose lanes take
+    // zeros in step 4.
     int64_t rowWords = tokens / 2 + 4;
     Value region = addIndex(rw, loc, mulIndex(rw, loc, warp, L.partialFloats),
                             L.partialOffset);
