@@ -1043,6 +1043,19 @@ Value shuffleXorInWarp(OpBuilder &b, Location loc, Value x, int64_t mask) {
       .getShuffleResult();
 }
 
+/// The max or sum of v over the lanes that differ from this one in the
+/// bits from `firstMask` up (xor shuffles firstMask, 2 firstMask, ..., 16):
+/// every lane of a row gets the row's.
+Value reduceOverLanes(OpBuilder &b, Location loc, Value v, int64_t firstMask,
+                      bool isMax) {
+  for (int64_t mask = firstMask; mask < kWarpSize; mask *= 2) {
+    Value other = shuffleXorInWarp(b, loc, v, mask);
+    v = isMax ? arith::MaximumFOp::create(b, loc, v, other).getResult()
+              : arith::AddFOp::create(b, loc, v, other).getResult();
+  }
+  return v;
+}
+
 /// n consecutive elements of `view` (the flat view of the shared buffer
 /// `buffer`) from `first` (a multiple of n), widened to f32: one vector load
 /// where the buffer keeps that alignment (every record field and state
@@ -1638,13 +1651,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // The lanes of one head: one t (lanes t + 4k), or with packed parts t
     // and t ^ 2 (lanes t % 2 + 2k).
     auto warpReduce = [&](Value v, bool isMax) {
-      for (int64_t mask = L.packedScoreParts ? 2 : 4; mask < kWarpSize;
-           mask *= 2) {
-        Value other = shuffleXor(v, mask);
-        v = isMax ? arith::MaximumFOp::create(rw, loc, v, other).getResult()
-                  : arith::AddFOp::create(rw, loc, v, other).getResult();
-      }
-      return v;
+      return reduceOverLanes(rw, loc, v, L.packedScoreParts ? 2 : 4, isMax);
     };
     SmallVector<Value> rowMax(2), rowSum(2), zeroSum(2);
     for (int64_t e = 0; e < 2; ++e) {
@@ -1918,14 +1925,6 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
     auto shuffleXor = [&](Value x, int64_t mask) {
       return shuffleXorInWarp(rw, loc, x, mask);
-    };
-    auto reduceOverLanes = [&](Value v, int64_t firstMask, bool isMax) {
-      for (int64_t mask = firstMask; mask < kWarpSize; mask *= 2) {
-        Value other = shuffleXor(v, mask);
-        v = isMax ? arith::MaximumFOp::create(rw, loc, v, other).getResult()
-                  : arith::AddFOp::create(rw, loc, v, other).getResult();
-      }
-      return v;
     };
     auto select = [&](Value cond, Value a, Value b) -> Value {
       return arith::SelectOp::create(rw, loc, cond, a, b);
@@ -2260,7 +2259,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
       });
     };
     for (int64_t hx = 0; hx < laneHeads; ++hx) {
-      rowMax[hx] = reduceOverLanes(rowMax[hx], 4, /*isMax=*/true);
+      rowMax[hx] = reduceOverLanes(rw, loc, rowMax[hx], 4, /*isMax=*/true);
       storeWarpValue(lg0, rowMax[hx], L.warpMaxOffset, heads[hx]);
     }
     gpu::BarrierOp::create(rw, loc);
@@ -2355,11 +2354,11 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     Value lgBelow2 =
         arith::CmpIOp::create(rw, loc, arith::CmpIPredicate::ult, lg, c(2));
     for (int64_t n = 0; n < headTiles; ++n) {
-      weightSum[n] = reduceOverLanes(weightSum[n], 8, /*isMax=*/false);
+      weightSum[n] = reduceOverLanes(rw, loc, weightSum[n], 8, /*isMax=*/false);
       storeWarpValue(lgBelow2, weightSum[n], L.warpWeightOffset, pairHeads[n]);
     }
     for (int64_t hx = 0; hx < laneHeads; ++hx) {
-      probSum[hx] = reduceOverLanes(probSum[hx], 4, /*isMax=*/false);
+      probSum[hx] = reduceOverLanes(rw, loc, probSum[hx], 4, /*isMax=*/false);
       storeWarpValue(lg0, probSum[hx], L.warpSumOffset, heads[hx]);
     }
     gpu::BarrierOp::create(rw, loc);
@@ -2538,17 +2537,8 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
 
     Value negInf =
         f32Constant(rw, loc, -std::numeric_limits<float>::infinity());
-    Value width = i32Constant(rw, loc, kWarpSize);
     auto warpReduce = [&](OpBuilder &b, Value v, bool isMax) {
-      for (int64_t mask = 4; mask < kWarpSize; mask *= 2) {
-        Value other =
-            gpu::ShuffleOp::create(b, loc, v, i32Constant(b, loc, mask), width,
-                                   gpu::ShuffleMode::XOR)
-                .getShuffleResult();
-        v = isMax ? arith::MaximumFOp::create(b, loc, v, other).getResult()
-                  : arith::AddFOp::create(b, loc, v, other).getResult();
-      }
-      return v;
+      return reduceOverLanes(b, loc, v, 4, isMax);
     };
 
     Value tid = threadIndex(rw, loc);
