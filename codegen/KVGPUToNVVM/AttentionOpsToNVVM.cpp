@@ -1934,7 +1934,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     // (the index itself with one tile).
     auto headSlot = [&](OpBuilder &b, Value head) -> Value {
       if (L.headTiles > 1)
-        return arith::RemUIOp::create(b, loc, head, c(8));
+        return arith::RemUIOp::create(b, loc, head, c(kLatentHeadsPerTile));
       return head;
     };
     auto inHeadTile = [&](OpBuilder &b, Value head, Value f) -> Value {
@@ -1942,7 +1942,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         return f;
       return arith::AddIOp::create(
           b, loc, f,
-          mulIndex(b, loc, arith::DivUIOp::create(b, loc, head, c(8)),
+          mulIndex(b, loc,
+                   arith::DivUIOp::create(b, loc, head, c(kLatentHeadsPerTile)),
                    L.fragmentsPerHeadTile));
     };
 
@@ -2192,8 +2193,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
     int64_t laneHeads = 2 * headTiles;
     SmallVector<Value> heads, headRows, zeroDot, mOld, headLive;
     for (int64_t hx = 0; hx < laneHeads; ++hx) {
-      heads.push_back(
-          addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 8 * (hx / 2) + hx % 2));
+      heads.push_back(addIndex(rw, loc, mulIndex(rw, loc, lt, 2),
+                               kLatentHeadsPerTile * (hx / 2) + hx % 2));
       headRows.push_back(arith::MinUIOp::create(rw, loc, heads[hx], c(h - 1)));
       headLive.push_back(arith::CmpIOp::create(
           rw, loc, arith::CmpIPredicate::ult, heads[hx], c(h)));
@@ -2298,7 +2299,8 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         arith::AddIOp::create(rw, loc, mulIndex(rw, loc, lt, 2),
                               arith::RemUIOp::create(rw, loc, lg, c(2)))};
     for (int64_t n = 1; n < headTiles; ++n)
-      pairHeads.push_back(addIndex(rw, loc, pairHeads[0], 8 * n));
+      pairHeads.push_back(
+          addIndex(rw, loc, pairHeads[0], kLatentHeadsPerTile * n));
     Value pairToken =
         mulIndex(rw, loc, arith::DivUIOp::create(rw, loc, lg, c(2)), 2);
     SmallVector<Value> weightSum(headTiles);
@@ -2401,7 +2403,7 @@ struct AttendLatentLowering : OpRewritePattern<AttendLatentOp> {
         for (int64_t n = 0; n < headTiles; ++n)
           bParts.push_back(loadProbabilityFragments(
               rw, loc, scratch, region, lg, lt, L.probabilityRowWords, kt,
-              8 * n, L.headSlots()));
+              kLatentHeadsPerTile * n, L.headSlots()));
         Value slotToken = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
         SmallVector<std::array<Value, 4>> aRegs = codeFragments(
             rw, loc,

@@ -466,8 +466,8 @@ kvarn::kvgpu::getRowsAttendLayout(int64_t h, int64_t d, int64_t t,
 std::optional<LatentAttendLayout>
 kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
                                     int64_t bits, int64_t threads) {
-  if (h < 1 || h > 16 || bits != 4 || e < 32 || e % 32 || threads == 0 ||
-      threads % kWarpSize)
+  if (h < 1 || h > kLatentHeadsPerTile * kLatentMaxHeadTiles || bits != 4 ||
+      e < 32 || e % 32 || threads == 0 || threads % kWarpSize)
     return std::nullopt;
   int64_t warps = threads / kWarpSize;
   if (r % (64 * warps) || g % (16 * warps))
@@ -476,13 +476,12 @@ kvarn::kvgpu::getLatentAttendLayout(int64_t h, int64_t r, int64_t e, int64_t g,
   l.warps = warps;
   l.tokensPerWarp = g / warps;
   l.channelsPerWarp = r / warps;
-  l.headTiles = (h + 7) / 8;
+  l.headTiles = (h + kLatentHeadsPerTile - 1) / kLatentHeadsPerTile;
   // Split B fragments, 4 words a lane and k tile (head tile n's q * scale
   // from n fragmentsPerHeadTile, its q_rope's after), read until the second
   // barrier; then q . zero and the warps' maxima.
-  int64_t fragmentFloats = kWarpSize * 2 * kMmaSplitParts;
   l.fragmentsPerHeadTile = (r / 16 + e / 16) * kWarpSize;
-  l.zeroDotOffset = l.headTiles * (r / 16 + e / 16) * fragmentFloats;
+  l.zeroDotOffset = l.headTiles * l.fragmentsPerHeadTile * 2 * kMmaSplitParts;
   l.warpMaxOffset = l.zeroDotOffset + l.headSlots();
   // Written after the second barrier, over the fragments: the
   // probabilities, word (part * headSlots + head) * rowWords + i holding

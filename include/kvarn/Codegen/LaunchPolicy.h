@@ -86,10 +86,11 @@ static_assert(poolRowsPerStep(128, 128) == 64 &&
 
 /// Query heads one MLA decode program attends for (the DSL's HEAD_GROUP):
 /// the largest divisor of `heads` up to 8 for up to 16 heads, up to 16
-/// beyond. kvgpu.attend_latent puts 8 heads in an MMA column tile; with 16
-/// each code fragment it converts feeds two tiles, so the codes' reads and
-/// conversion (most of a block's instructions at 8) serve twice the heads
-/// and a record is read by half as many programs, at one CTA an SM
+/// beyond (the most kvgpu.attend_latent takes: kLatentHeadsPerTile x
+/// kLatentMaxHeadTiles in KVGPU.h). It puts 8 heads in an MMA column tile;
+/// with 16 each code fragment it converts feeds two tiles, so the codes'
+/// reads and conversion (most of a block's instructions at 8) serve twice
+/// the heads and a record is read by half as many programs, at one CTA an SM
 /// (mlaAttentionCtasPerSM). Measured on the H100 (docs/benchmarks.md,
 /// kvarn-bench, 16 heads a program against 8): 6-8% faster at 128 heads,
 /// 6-9% at 16 heads, 8 x 32K and 64 x 4K, but 1.2x slower at 16 heads and

@@ -285,9 +285,15 @@ constexpr int64_t rowSwizzle(int64_t row) {
 /// fragmentsPerHeadTile), q . zero and the warps' maxima, then, over the
 /// fragments (dead after the second barrier), the probabilities and the
 /// warps' sums.
+/// Query heads in one of attend_latent's MMA column tiles (N = 8), and the
+/// most tiles a program takes (LaunchPolicy.h's mlaHeadsPerProgram stays
+/// within their product, 16 heads).
+constexpr int64_t kLatentHeadsPerTile = 8;
+constexpr int64_t kLatentMaxHeadTiles = 2;
+
 struct LatentAttendLayout {
   int64_t warps, tokensPerWarp, channelsPerWarp, headTiles;
-  int64_t headSlots() const { return 8 * headTiles; }
+  int64_t headSlots() const { return kLatentHeadsPerTile * headTiles; }
   int64_t fragmentsPerHeadTile;
   int64_t zeroDotOffset, warpMaxOffset, warpSumOffset, warpWeightOffset,
       probabilityOffset, probabilityRowWords;
