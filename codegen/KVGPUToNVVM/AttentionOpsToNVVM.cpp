@@ -153,7 +153,7 @@ using SplitPairFn = std::array<Value, kMmaSplitParts> (*)(OpBuilder &, Location,
 /// writes them as fragment `f` of `scratch` (f32 words), part by part.
 void storeSplitFragment(OpBuilder &b, Location loc, Value scratch, Value f,
                         Value x0, Value x1, Value x8, Value x9,
-                        SplitPairFn split = splitToBf16x2) {
+                        SplitPairFn split) {
   Type f32 = b.getF32Type();
   std::array<Value, kMmaSplitParts> r0 = split(b, loc, x0, x1),
                                     r1 = split(b, loc, x8, x9);
