@@ -99,8 +99,9 @@ SmallVector<Value> kvarn::kvgpu::inlineBody(OpBuilder &b, Region &region,
 }
 
 void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
-                                          MutableArrayRef<Value> v, Value lane,
-                                          int64_t lanes, float scale) {
+                                           MutableArrayRef<Value> v, Value lane,
+                                           int64_t lanes, float scale,
+                                           Value memberMask) {
   int64_t per = int64_t(v.size()), len = lanes * per;
   auto i32 = [&](int64_t c) -> Value {
     return arith::ConstantIntOp::create(b, loc, c, 32);
@@ -135,9 +136,14 @@ void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
         arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1)));
     for (int64_t e = 0; e < per; ++e) {
       Value mine = v[e];
-      Value other = gpu::ShuffleOp::create(b, loc, mine, i32(mask), width,
-                                           gpu::ShuffleMode::XOR)
-                        .getShuffleResult();
+      Value other =
+          memberMask ? NVVM::ShflOp::create(b, loc, mine.getType(), memberMask,
+                                            mine, i32(mask), i32(kWarpSize - 1),
+                                            NVVM::ShflKind::bfly, UnitAttr())
+                           .getResult()
+                     : gpu::ShuffleOp::create(b, loc, mine, i32(mask), width,
+                                              gpu::ShuffleMode::XOR)
+                           .getShuffleResult();
       v[e] = finish(LLVM::FMAOp::create(b, loc, sign, mine, other));
     }
   }

@@ -72,10 +72,13 @@ llvm::SmallVector<mlir::Value> inlineBody(mlir::OpBuilder &b,
 /// h < E pair registers of one lane, the others lane l with l ^ (h / E)
 /// (`shfl.sync.bfly`, the lower lane keeping x + y, the upper x - y); the
 /// last stage multiplies by `scale` (unless 1). `lane` is the lane index as
-/// i32. Every lane of the warp must run it (the shuffles are converged).
+/// i32. Every lane of the warp must run it (the shuffles are converged),
+/// unless `memberMask` (i32) names the lanes that do (`lanes` of them,
+/// aligned): then only those must.
 void emitRegisterButterflies(mlir::OpBuilder &b, mlir::Location loc,
                              llvm::MutableArrayRef<mlir::Value> v,
-                             mlir::Value lane, int64_t lanes, float scale);
+                             mlir::Value lane, int64_t lanes, float scale,
+                             mlir::Value memberMask = {});
 
 /// kvgpu.copy_in is asynchronous (cp.async): its writes land by the next
 /// kvgpu.barrier, which this makes wait for the thread's copies first

@@ -1,7 +1,10 @@
-//===- FragmentOpsToNVVM.cpp - fragment_load, _fwht, _store ----------------===//
+//===- FragmentOpsToNVVM.cpp - fragment_load, _fwht, _store
+//----------------===//
 //
-// A fragment is one row of N = 32 x E elements held by one warp, lane l
-// holding channels l*E .. l*E+E-1 as a vector<E x T>. Loads and stores move
+// A fragment is one row of N = L x E elements held by the L lanes of one
+// program in a warp (L = 32, or fewer where programs share a warp:
+// getLanesPerProgram), its lane l holding channels l*E .. l*E+E-1 as a
+// vector<E x T>. Loads and stores move
 // each lane's channels with vector accesses of up to 16 bytes when the row
 // is contiguous and aligned (checked at run time, uniformly), element by
 // element otherwise. The element accesses of that fallback are volatile:
@@ -11,8 +14,9 @@
 // sink the merged loads into the branches that use them, past the loads
 // the kernel meant them to overlap. The transform is the in-register
 // butterflies of
-// kvgpu.fwht. When a program has several warps, each op runs in its warp
-// only.
+// kvgpu.fwht; where programs share a warp, their shuffles name only their
+// own lanes (the programs branch apart on their own data). When a program
+// has several warps, each op runs in its warp only.
 //
 //===----------------------------------------------------------------------===//
 
@@ -65,9 +69,10 @@ inWarp(PatternRewriter &rw, Operation *op, int64_t warp, TypeRange types,
   return SmallVector<Value>(guard.getResults());
 }
 
-Value laneIndex(OpBuilder &b, Location loc) {
+/// The calling thread's lane among the `lanes` of its program.
+Value laneIndex(OpBuilder &b, Location loc, int64_t lanes) {
   return arith::RemUIOp::create(b, loc, threadIndex(b, loc),
-                                indexConstant(b, loc, kWarpSize));
+                                indexConstant(b, loc, lanes));
 }
 
 /// How a lane's E channels are accessed: `chunk` elements (a power of two
@@ -118,8 +123,9 @@ Value contiguousAndAligned(OpBuilder &b, Location loc, Value base,
 }
 
 /// The first channel of the calling lane: lane * E.
-Value firstChannel(OpBuilder &b, Location loc, const Access &a) {
-  return arith::MulIOp::create(b, loc, laneIndex(b, loc),
+Value firstChannel(OpBuilder &b, Location loc, Operation *op, const Access &a) {
+  return arith::MulIOp::create(b, loc,
+                               laneIndex(b, loc, getLanesPerProgram(op)),
                                indexConstant(b, loc, a.perLane));
 }
 
@@ -146,7 +152,7 @@ struct FragmentLoadLowering : OpRewritePattern<FragmentLoadOp> {
     Value src = op.getSrc(), offset = op.getByteOffset(),
           stride = op.getByteStride();
     auto elements = [&](OpBuilder &b, bool isVolatile) -> Value {
-      Value first = firstChannel(b, loc, a);
+      Value first = firstChannel(b, loc, op, a);
       Value vec = LLVM::PoisonOp::create(b, loc, type);
       for (int64_t e = 0; e < a.perLane; ++e) {
         Value addr = channelAddress(b, loc, src, offset,
@@ -158,7 +164,7 @@ struct FragmentLoadLowering : OpRewritePattern<FragmentLoadOp> {
       return vec;
     };
     auto vectors = [&](OpBuilder &b) -> Value {
-      Value first = firstChannel(b, loc, a);
+      Value first = firstChannel(b, loc, op, a);
       Value eb = i64Constant(b, loc, a.elemBytes);
       auto chunkType = VectorType::get({a.chunk}, a.elt);
       Value vec = LLVM::PoisonOp::create(b, loc, type);
@@ -204,7 +210,7 @@ struct FragmentStoreLowering : OpRewritePattern<FragmentStoreOp> {
     Value value = op.getValue(), dst = op.getDst(), offset = op.getByteOffset(),
           stride = op.getByteStride();
     auto elements = [&](OpBuilder &b, bool isVolatile) {
-      Value first = firstChannel(b, loc, a);
+      Value first = firstChannel(b, loc, op, a);
       for (int64_t e = 0; e < a.perLane; ++e) {
         Value addr = channelAddress(b, loc, dst, offset,
                                     channel(b, loc, first, e), stride);
@@ -213,7 +219,7 @@ struct FragmentStoreLowering : OpRewritePattern<FragmentStoreOp> {
       }
     };
     auto vectors = [&](OpBuilder &b) {
-      Value first = firstChannel(b, loc, a);
+      Value first = firstChannel(b, loc, op, a);
       Value eb = i64Constant(b, loc, a.elemBytes);
       auto chunkType = VectorType::get({a.chunk}, a.elt);
       for (int64_t c = 0; c < a.perLane; c += a.chunk) {
@@ -262,9 +268,20 @@ struct FragmentFWHTLowering : OpRewritePattern<FragmentFWHTOp> {
       SmallVector<Value> v;
       for (int64_t e = 0; e < type.getNumElements(); ++e)
         v.push_back(element(b, loc, op.getInput(), e));
-      Value lane = arith::IndexCastOp::create(b, loc, b.getI32Type(),
-                                              laneIndex(b, loc));
-      emitRegisterButterflies(b, loc, v, lane, kWarpSize, scale);
+      int64_t lanes = getLanesPerProgram(op);
+      Value thread = arith::IndexCastOp::create(b, loc, b.getI32Type(),
+                                                threadIndex(b, loc));
+      Value lane =
+          arith::RemUIOp::create(b, loc, thread, i32Constant(b, loc, lanes));
+      // A program of part of a warp: the shuffles name its lanes only,
+      // ((1 << L) - 1) << (thread & 31 & -L).
+      Value memberMask;
+      if (lanes < kWarpSize)
+        memberMask = arith::ShLIOp::create(
+            b, loc, i32Constant(b, loc, int32_t((1ull << lanes) - 1)),
+            arith::AndIOp::create(b, loc, thread,
+                                  i32Constant(b, loc, kWarpSize - lanes)));
+      emitRegisterButterflies(b, loc, v, lane, lanes, scale, memberMask);
       Value out = LLVM::PoisonOp::create(b, loc, type);
       for (auto [e, x] : llvm::enumerate(v))
         out = insert(b, loc, out, x, int64_t(e));

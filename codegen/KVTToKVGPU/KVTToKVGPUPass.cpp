@@ -419,7 +419,9 @@ struct ConvertKVTToKVGPUPass
     bool pack = launch->programsPerCta > 0;
     int64_t warps = launch->numWarps;
     int64_t programs = pack ? launch->programsPerCta : 1,
-            warpsPerProgram = warps / programs;
+            programThreads = threadsPerProgram(warps, programs),
+            warpsPerProgram =
+                std::max<int64_t>(programThreads / kvgpu::kWarpSize, 1);
     int64_t ctasPerSM = launch->ctasPerSM;
     // The target chip's shared memory (kChips, LaunchPolicy.h); sm_90's
     // for a chip outside the table (validateTarget rejects those first).
@@ -450,6 +452,8 @@ struct ConvertKVTToKVGPUPass
       state.gridDependencyControl = target->gridDependencyControl;
       for (auto [v, chain] : chains.chainOf)
         state.registerRows[v] = chain % warpsPerProgram;
+      state.registerRowLanes =
+          std::min<int64_t>(programThreads, kvgpu::kWarpSize);
       for (auto [oldArg, newArg] :
            llvm::zip(func.getArguments(), entry.getArguments()))
         state.scalars.map(oldArg, newArg);

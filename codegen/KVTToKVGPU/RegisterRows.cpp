@@ -1,11 +1,12 @@
 //===- RegisterRows.cpp - load -> rotate -> store chains in registers -----===//
 //
 // append loads a K row and a V row, rotates each and stores it: nothing else
-// reads the tiles. Such chains need no shared memory: each row stays in one
-// warp's registers (lane l holding channels l*E .. l*E+E-1, E = N / 32),
+// reads the tiles. Such chains need no shared memory: each row stays in the
+// registers of L lanes of one warp (lane l holding channels l*E .. l*E+E-1,
+// E = N / L; L = 32, or fewer where packed programs share a warp),
 // loaded and stored with vector accesses, converted as vectors and rotated
 // with the in-register butterflies of kvgpu.fwht (the same operations, so
-// the same bits). Chains go round-robin over the CTA's warps. Every other
+// the same bits). Chains go round-robin over a program's warps. Every other
 // tile, and any tile a chain shares with another op, keeps the general
 // shared-memory lowering.
 //
@@ -68,8 +69,8 @@ bool candidate(Value v) {
   return false;
 }
 
-VectorType fragmentType(TileType type) {
-  return VectorType::get({type.getShape().back() / kWarpSize},
+VectorType fragmentType(TileType type, int64_t lanes) {
+  return VectorType::get({type.getShape().back() / lanes},
                          type.getElementType());
 }
 
@@ -147,6 +148,12 @@ RegisterRowChains kvarn::kvt::findRegisterRowChains(Operation *kernel) {
                             : chains.chainOf.lookup(def->getOperand(0));
   }
   chains.coversAllTiles = allTiles && !rows.empty();
+  for (Value v : rows) {
+    int64_t n = *rowLength(v.getType());
+    chains.shortestRow =
+        chains.shortestRow ? std::min(chains.shortestRow, n) : n;
+    chains.longestRow = std::max(chains.longestRow, n);
+  }
   return chains;
 }
 
@@ -167,8 +174,8 @@ LogicalResult kvarn::kvt::lowerRegisterRowOp(TileLowering &s, Operation *op) {
     v.warp = s.registerRows.lookup(load.getResult());
     Type elt = v.type.getElementType();
     v.fragment = kvgpu::FragmentLoadOp::create(
-        s.b, loc, fragmentType(v.type), s.lookup(load.getPtr()),
-        bytes(s, loc, s.lookup(load.getOffset()), elt),
+        s.b, loc, fragmentType(v.type, s.registerRowLanes),
+        s.lookup(load.getPtr()), bytes(s, loc, s.lookup(load.getOffset()), elt),
         bytes(s, loc, s.lookup(load.getStrides().back()), elt),
         warpAttr(v.warp));
     s.tiles[load.getResult()] = v;

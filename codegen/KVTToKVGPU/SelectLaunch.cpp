@@ -48,7 +48,8 @@ std::optional<LaunchChoice> kvarn::kvt::readLaunchChoice(Operation *kernel) {
   c.numWarps = *warps;
   c.ctasPerSM = *ctas;
   c.programsPerCta = integer("programs_per_cta").value_or(0);
-  if (c.programsPerCta < 0 || c.programsPerCta > c.numWarps)
+  if (c.programsPerCta < 0 ||
+      (c.programsPerCta && !threadsPerProgram(c.numWarps, c.programsPerCta)))
     return std::nullopt;
   c.keepsStaging = bool(dict.get("keeps_staging"));
   c.warpStates = bool(dict.get("warp_states"));
@@ -95,9 +96,10 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   });
   // A kernel whose tiles are all register rows (append) needs neither
   // shared memory nor barriers, so its programs need not have CTAs of
-  // their own: each warp runs one program, all its chains, and a CTA
-  // packs several (LaunchPolicy.h), unless it stores scalars (thread 0
-  // of a CTA does). Otherwise each chain gets its own warp, up to 4.
+  // their own: each program, all its chains, runs in the lanes its rows
+  // take (a warp or part of one: packedRowLanes) and a CTA packs several
+  // (LaunchPolicy.h), unless it stores scalars (thread 0 of a CTA does).
+  // Otherwise each chain gets its own warp, up to 4.
   RegisterRowChains chains = findRegisterRowChains(func);
   bool storesScalars = false;
   func.walk([&](StoreOp) { storesScalars = true; });
@@ -119,7 +121,7 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   int64_t defaultWarps =
       attends && mla                       ? kMlaAttentionNumWarps
       : attends                            ? kAttentionNumWarps
-      : pack                               ? kPackedProgramsPerCta
+      : pack                               ? kPackedWarpsPerCta
       : normalized && normalizeShape.warps ? normalizeShape.warps
       : merged                             ? mergeWarps(merged)
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)
@@ -133,7 +135,10 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   LaunchChoice c;
   c.numWarps = numWarps > 0 ? numWarps : defaultWarps;
   c.ctasPerSM = minCtasPerSM > 0 ? minCtasPerSM : defaultCtas;
-  c.programsPerCta = pack ? c.numWarps : 0;
+  c.programsPerCta =
+      pack ? c.numWarps * (kvgpu::kWarpSize / packedRowLanes(chains.shortestRow,
+                                                             chains.longestRow))
+           : 0;
   // kvgpu.sinkhorn reads a normalizing kernel's tiles from shared memory:
   // it keeps them staged and gives up CTAs per SM (unless they were asked).
   c.keepsStaging = normalized && defaultCtas > 1 && minCtasPerSM <= 0;

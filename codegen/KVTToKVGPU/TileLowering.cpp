@@ -2,6 +2,7 @@
 
 #include "TileLowering.h"
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Codegen/TileArithmeticEmitters.h"
 
 #include "mlir/Interfaces/LoopLikeInterface.h"
@@ -311,8 +312,8 @@ Value TileLowering::programId(Location loc, unsigned axis) {
                          : gpu::Dimension::z;
   Value id = gpu::BlockIdOp::create(b, loc, dim);
   if (axis == 0 && programsPerCta > 1) {
-    // blockIdx.x * P + the thread's warp group.
-    int64_t groupThreads = numWarps / programsPerCta * kvgpu::kWarpSize;
+    // blockIdx.x * P + the thread's group (whole warps or part of one).
+    int64_t groupThreads = kvarn::threadsPerProgram(numWarps, programsPerCta);
     Value group = arith::DivUIOp::create(
         b, loc, gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x),
         index(b, loc, groupThreads));

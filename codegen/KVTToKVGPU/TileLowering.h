@@ -117,12 +117,15 @@ public:
   /// op that reads them.
   llvm::DenseMap<int, int64_t> bufferLastUse;
   /// The tiles held as register rows, with the warp (of its program's
-  /// warps) holding each.
+  /// warps) holding each, and the lanes of a warp a row takes (its
+  /// program's: 32, or fewer where programs share a warp).
   llvm::DenseMap<mlir::Value, int64_t> registerRows;
+  int64_t registerRowLanes = 32;
   /// Programs (points of the kernel's grid along axis 0) per CTA: with P > 1
-  /// each group of numWarps / P warps runs one program, program_id(0) is
-  /// blockIdx.x * P + group, and `gridX` (i32) is the grid's extent along
-  /// axis 0 (the launch has ceil(gridX / P) CTAs there).
+  /// each group of numWarps * 32 / P threads (whole warps or part of one)
+  /// runs one program, program_id(0) is blockIdx.x * P + group, and `gridX`
+  /// (i32) is the grid's extent along axis 0 (the launch has
+  /// ceil(gridX / P) CTAs there).
   int64_t programsPerCta = 1;
   mlir::Value gridX;
   /// The position of the last op that needs tile `oldTile` (the kernel's
@@ -237,6 +240,8 @@ struct RegisterRowChains {
   int64_t numChains = 0;
   /// Whether every tile of the kernel is in a chain.
   bool coversAllTiles = false;
+  /// The elements of the chains' shortest and longest rows.
+  int64_t shortestRow = 0, longestRow = 0;
 };
 RegisterRowChains findRegisterRowChains(mlir::Operation *kernel);
 /// Whether `op` is one of a register chain's ops (lowered by
@@ -283,7 +288,8 @@ struct LaunchChoice {
   int64_t numWarps = 0;
   /// CTAs per SM that registers and shared memory are budgeted for.
   int64_t ctasPerSM = 1;
-  /// Programs one CTA runs (a warp each), or 0: one program a CTA.
+  /// Programs one CTA runs (numWarps * 32 / programsPerCta threads each:
+  /// threadsPerProgram, LaunchPolicy.h), or 0: one program a CTA.
   int64_t programsPerCta = 0;
   /// Where staging outgrows the budget: keep the tiles staged and run one
   /// CTA per SM (kernels that normalize), rather than stage less.

@@ -1,11 +1,13 @@
 //===- KVGPUOps.cpp - kvgpu operations ------------------------------------===//
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Dialect/KVGPU/KVGPU.h"
 
 #include "mlir/IR/Builders.h"
 
 #include "llvm/Support/MathExtras.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -81,13 +83,25 @@ LogicalResult CopyOutOp::verify() {
 // Register fragments
 //===----------------------------------------------------------------------===//
 
-int64_t kvarn::kvgpu::getWarpsPerProgram(Operation *op) {
+/// Threads of one program of the kernel enclosing `op` (4 warps outside a
+/// kernel).
+static int64_t getThreadsPerProgram(Operation *op) {
   for (Operation *p = op; p; p = p->getParentOp())
     if (auto warps = p->getAttrOfType<IntegerAttr>(kNumWarpsAttrName)) {
       auto programs = p->getAttrOfType<IntegerAttr>(kProgramsPerCtaAttrName);
-      return warps.getInt() / (programs ? programs.getInt() : 1);
+      int threads = kvarn::threadsPerProgram(warps.getInt(),
+                                             programs ? programs.getInt() : 1);
+      return threads ? threads : warps.getInt() * kWarpSize;
     }
-  return 4;
+  return 4 * kWarpSize;
+}
+
+int64_t kvarn::kvgpu::getWarpsPerProgram(Operation *op) {
+  return std::max<int64_t>(getThreadsPerProgram(op) / kWarpSize, 1);
+}
+
+int64_t kvarn::kvgpu::getLanesPerProgram(Operation *op) {
+  return std::min<int64_t>(getThreadsPerProgram(op), kWarpSize);
 }
 
 /// `warp` must be one of a program's warps (when the kernel says how many).

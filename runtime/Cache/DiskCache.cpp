@@ -9,6 +9,7 @@
 
 #include "DiskCache.h"
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Layout/Preset.h"
 #include "kvarn/Layout/RecordLayout.h"
 #include "kvarn/Support/Error.h"
@@ -715,9 +716,10 @@ EntryRead cache::readEntry(std::string_view dirPath, std::string_view name,
   if (warps < 1 || warps > 32 || shared < 0 || shared > (1 << 20) ||
       a.chip.empty() || args < 0 || args > 1024)
     return bad(metadataName + " lacks num_warps, shared, num_args or the chip");
-  if (programs < 1 || programs > warps || warps % programs)
+  if (!threadsPerProgram(warps, programs))
     return bad(metadataName + " has programs_per_cta that does not divide "
-                              "num_warps");
+                              "its CTA into whole warps or equal parts of "
+                              "one");
   // Every kernel of this format has it (the runtime plans waves with it).
   int64_t ctas = integer(kvarn, "ctas_per_sm");
   if (ctas < 1 || ctas > 64)

@@ -18,6 +18,7 @@
 
 #include "DiskCache.h"
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/FileIO.h"
 
@@ -170,8 +171,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r.status == cache::EntryRead::Ok) {
     const KernelArtifacts &a = r.artifacts;
     check(a.numWarps >= 1 && a.numWarps <= 32, "num_warps out of range");
-    check(a.programsPerCta >= 1 && a.numWarps % a.programsPerCta == 0,
-          "programs_per_cta does not divide num_warps");
+    check(kvarn::threadsPerProgram(a.numWarps, a.programsPerCta) > 0,
+          "programs_per_cta does not divide the CTA");
     check(a.sharedBytes >= 0 && a.sharedBytes <= (1 << 20),
           "shared out of range");
     check(a.ctasPerSM >= 1 && a.ctasPerSM <= 64, "ctas_per_sm out of range");

@@ -495,8 +495,10 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
                             {512, 0}, {128, 1}, {96, 1}}) {
       SCOPED_TRACE("head_dim " + std::to_string(d) + " " +
                    std::string(spell(dtype)) + (shift ? " misaligned" : ""));
-      // 203 tokens: append runs 4 a CTA, so the last CTA has programs past
-      // the grid.
+      // 203 tokens: append runs 4 to 16 a CTA (16 lanes a program at
+      // head_dim 128, 8 at 64: programs share warps), so the last CTA has
+      // programs past the grid, and every 7th token (padding) branches
+      // away from the programs beside it in its warp.
       const int g = 64, hk = 3, n = 203, blocks = 8, poolSlots = 6;
       dsl::Specialization spec{"kvarn_k4v2_g64", d, 1, dtype};
       Rotation rot = *Rotation::get(d);

@@ -2,10 +2,12 @@
 //
 // The chips kvarn targets (kChips) and the launch shape the code generator
 // gives kernels that attend (decode,
-// decode_split, verify) and kernels that normalize (flush). Plain constants:
-// no MLIR needed to read them. The runtime does not read them: each kernel's
-// metadata carries the CTAs per SM it was built for (ctas_per_sm), which
-// decode's split count plans its waves with (kvarn/Runtime/DecodeSplit.h).
+// decode_split, verify), kernels that normalize (flush) and kernels of
+// register rows (append). Plain constants: no MLIR needed to read them. The
+// runtime reads only threadsPerProgram (to check a kernel's metadata): each
+// kernel's metadata carries the CTAs per SM it was built for (ctas_per_sm),
+// which decode's split count plans its waves with
+// (kvarn/Runtime/DecodeSplit.h).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_CODEGEN_LAUNCHPOLICY_H
@@ -181,12 +183,49 @@ constexpr int64_t mergeWarps(int64_t outputs) {
 static_assert(mergeWarps(128) == 4 && mergeWarps(512) == 8 &&
               mergeWarps(64) == 2 && mergeWarps(96) == 4);
 
-/// Programs per CTA (one warp each) of a kernel whose tiles are all register
-/// rows (append): one program is too short a CTA for the rate CTAs are
-/// launched at (append with one program a CTA took 26.5 us whatever it did;
-/// 4096 tokens x 8 heads, H100, docs/benchmarks.md), so a CTA runs several.
-/// Measured there: 4 programs 15.0 us, 8 15.6, 16 16.3, 32 15.9.
-constexpr int kPackedProgramsPerCta = 4;
+/// Warps per CTA of a kernel whose tiles are all register rows (append):
+/// one program is too short a CTA for the rate CTAs are launched at (append
+/// with one program a CTA took 26.5 us whatever it did; 4096 tokens x 8
+/// heads, H100, docs/benchmarks.md), so a CTA runs several. Measured there
+/// with a warp a program: 4 warps 15.0 us, 8 15.6, 16 16.3, 32 15.9.
+constexpr int kPackedWarpsPerCta = 4;
+
+/// Lanes one program of such a kernel takes (packedRowLanes): each lane
+/// holds 8 elements of the shortest row (16 bytes of fp16: one vector
+/// access, 3 of the rotation's stages in registers) and at most 16 of the
+/// longest; the program is a whole warp past 256 elements. At head_dim 128
+/// two programs share a warp (16 lanes each): per program half the
+/// shuffles and instructions of a warp a program, and twice the rows in
+/// flight a warp.
+constexpr int kPackedRowElementsPerLane = 8;
+constexpr int kMaxRowElementsPerLane = 16;
+constexpr int kMinLanesPerProgram = 4;
+constexpr int packedRowLanes(long shortestRow, long longestRow) {
+  int lanes = kMinLanesPerProgram;
+  while (lanes < 32 && (shortestRow > lanes * long(kPackedRowElementsPerLane) ||
+                        longestRow > lanes * long(kMaxRowElementsPerLane)))
+    lanes *= 2;
+  return lanes;
+}
+static_assert(packedRowLanes(128, 128) == 16 && packedRowLanes(64, 512) == 32 &&
+              packedRowLanes(256, 256) == 32 && packedRowLanes(32, 32) == 4);
+
+/// Threads of each of the `programs` programs a CTA of `warps` warps runs
+/// (kvgpu.programs_per_cta, the metadata's programs_per_cta): whole warps,
+/// or a power-of-two part of one of at least kMinLanesPerProgram lanes; 0
+/// where the CTA does not divide so. The code generator, the cache's
+/// metadata check and the launchers share this one rule.
+constexpr int threadsPerProgram(long warps, long programs) {
+  if (warps < 1 || programs < 1 || (warps * 32) % programs)
+    return 0;
+  long threads = warps * 32 / programs;
+  bool fits = threads % 32 == 0 ||
+              (32 % threads == 0 && threads >= kMinLanesPerProgram);
+  return fits ? int(threads) : 0;
+}
+static_assert(threadsPerProgram(4, 4) == 32 && threadsPerProgram(4, 8) == 16 &&
+              threadsPerProgram(4, 2) == 64 && threadsPerProgram(4, 3) == 0 &&
+              threadsPerProgram(1, 16) == 0 && threadsPerProgram(2, 6) == 0);
 
 } // namespace kvarn
 

@@ -44,8 +44,9 @@ def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
     `kAttentionNumWarps` warps and `attentionCtasPerSM(G, head_dim)`;
     kernels that normalize their tiles `normalizeLaunch` (and keep their
     tiles staged at fewer CTAs per SM where the chip's shared memory is
-    short); kernels that are all register rows pack `kPackedProgramsPerCta`
-    programs a CTA, one warp each; others a warp per register-row chain (up
+    short); kernels that are all register rows get `kPackedWarpsPerCta`
+    warps and pack programs of `packedRowLanes` lanes each (two a warp at
+    head_dim 128); others a warp per register-row chain (up
     to 4) or warps by their largest tile, one CTA per SM. With
     `warp-states`, kernels that attend (one program a CTA) hold their
     attention state per warp (`warp_states`: WarpStates.cpp).

@@ -34,15 +34,21 @@ mlir::MemRefType getSharedMemRefType(llvm::ArrayRef<int64_t> shape,
 /// Attribute names on kernels.
 inline constexpr llvm::StringLiteral kSharedBytesAttrName = "kvgpu.shared_bytes";
 inline constexpr llvm::StringLiteral kNumWarpsAttrName = "kvgpu.num_warps";
-/// Programs (grid points along axis 0) one CTA runs, num_warps / P warps
-/// each; absent means 1. The launch has ceil(grid.x / P) CTAs along x.
+/// Programs (grid points along axis 0) one CTA runs, num_warps * 32 / P
+/// threads each (whole warps or a part of one: threadsPerProgram,
+/// LaunchPolicy.h); absent means 1. The launch has ceil(grid.x / P) CTAs
+/// along x.
 inline constexpr llvm::StringLiteral kProgramsPerCtaAttrName =
     "kvgpu.programs_per_cta";
 /// A kernel that waits on the kernel before it (griddepcontrol.wait) and
 /// is launched as its programmatic dependent (the metadata's launch_pdl).
 inline constexpr llvm::StringLiteral kLaunchPdlAttrName = "kvgpu.launch_pdl";
-/// Warps per program of the kernel enclosing `op`.
+/// Warps per program of the kernel enclosing `op` (1 where a program is a
+/// part of a warp).
 int64_t getWarpsPerProgram(mlir::Operation *op);
+/// Lanes of each warp one program holds: 32, or fewer where programs share
+/// a warp (kernels of register rows, kvgpu.fragment_*).
+int64_t getLanesPerProgram(mlir::Operation *op);
 
 /// How kvgpu.sinkhorn and kvgpu.quantize_tile spread a [b0, b1] shared
 /// buffer over a CTA's threads: t1 threads (a divisor of 32, consecutive

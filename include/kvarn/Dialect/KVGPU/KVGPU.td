@@ -34,7 +34,8 @@ def KVGPU_Dialect : Dialect {
     shuffle reductions (`reduce`, `warp_reduce`), or over butterflies
     (`fwht`). Register rows (`fragment_*`) live in one warp's registers
     instead; a kernel made only of them may run several programs a CTA
-    (`kvgpu.programs_per_cta`), each on its own warps. `convert-kvgpu-to-nvvm`
+    (`kvgpu.programs_per_cta`), each on its own warps or its own part of
+    one. `convert-kvgpu-to-nvvm`
     lowers them to `gpu`, `scf`, `arith`, `memref` and `llvm` ops.
   }];
   let useDefaultAttributePrinterParser = 1;
@@ -226,11 +227,13 @@ def KVGPU_Fragment : VectorOfRankAndType<[1], [F16, BF16, F32]>;
 def KVGPU_FragmentLoadOp : KVGPU_Op<"fragment_load"> {
   let summary = "load a row from global memory into one warp's registers";
   let description = [{
-    The row of `N = 32 x E` elements at `src + byteOffset + c * byteStride`
-    (c < N), E the result's vector length: lane `l` of warp `warp` of the
-    program (a kernel with `kvgpu.programs_per_cta` P runs P programs a
-    CTA, `kvgpu.num_warps / P` warps each; else the CTA is one program)
-    gets channels `l*E .. l*E+E-1`, in order. The program's other warps do
+    The row of `N = L x E` elements at `src + byteOffset + c * byteStride`
+    (c < N), E the result's vector length, L the lanes of a warp the
+    program holds: lane `l` of warp `warp` of the program (a kernel with
+    `kvgpu.programs_per_cta` P runs P programs a CTA of W =
+    `kvgpu.num_warps` warps, 32 W / P threads each: W / P warps of 32
+    lanes, or where P > W, L = 32 W / P lanes of one warp, warp 0; else
+    the CTA is one program) gets channels `l*E .. l*E+E-1`, in order. The program's other warps do
     nothing and hold zeros. When `byteStride` is the element size and the
     row's address is aligned, each lane reads its channels with vector loads
     of up to 16 bytes (decided at run time, uniformly); element loads
@@ -256,10 +259,12 @@ def KVGPU_FragmentFWHTOp : KVGPU_Op<"fragment_fwht", [NoMemoryEffect,
   let description = [{
     The Sylvester butterflies `(a, b) -> (a + b, a - b)` for strides 1, 2,
     ..., N/2 over the whole row held as a fragment (`kvgpu.fragment_load`'s
-    layout, N = 32 x E), then a multiplication by `scale` in the last stage:
+    layout, N = L x E), then a multiplication by `scale` in the last stage:
     the same operations, in the same order, as `kvgpu.fwht`. Strides below E
-    pair registers of one lane, the others lanes (`shfl.sync.bfly`). Only
-    warp `warp` of the program computes; its other warps get zeros.
+    pair registers of one lane, the others lanes (`shfl.sync.bfly`, whose
+    member mask names only the program's L lanes where it holds part of a
+    warp: programs sharing a warp branch apart). Only warp `warp` of the
+    program computes; its other warps get zeros.
 
     ```mlir
     %r = kvgpu.fragment_fwht %x scale 0.0883883461 warp 0 : vector<4xf32>

@@ -76,4 +76,33 @@ gpu.module @m {
     kvgpu.fragment_store %x, %p[%off] stride %s warp 0 : vector<16xf16>
     gpu.return
   }
+
+  // Two programs a warp (8 programs a CTA of 4 warps: 16 lanes each): a
+  // lane's channels are (tid % 16) * 8 .., and the shuffles name only the
+  // program's 16 lanes (0xffff << (tid & 16)): the programs branch apart on
+  // their own slots, so a full-warp shuffle could wait on lanes that never
+  // come.
+  // CHECK-LABEL: gpu.func @half_warp
+  // CHECK-NOT: arith.divui
+  // CHECK: arith.remui %{{.*}}, %c16 : index
+  // CHECK: llvm.load %{{.*}} {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf16>
+  // CHECK: %[[T:.*]] = arith.index_cast %{{.*}} : index to i32
+  // CHECK: %[[L:.*]] = arith.remui %[[T]], %c16_i32
+  // CHECK: %[[AT:.*]] = arith.andi %[[T]], %c16_i32
+  // CHECK: %[[MASK:.*]] = arith.shli %c65535_i32, %[[AT]]
+  // CHECK-COUNT-12: arith.addf
+  // CHECK: arith.andi %[[L]], %c1_i32
+  // CHECK: nvvm.shfl.sync  bfly %[[MASK]], %{{.*}}, %c1_i32, %c31_i32 : f32 -> f32
+  // CHECK-COUNT-31: nvvm.shfl.sync  bfly %[[MASK]]
+  // CHECK-NOT: gpu.shuffle
+  // CHECK: llvm.store %{{.*}}, %{{.*}} {alignment = 16 : i64} : vector<8xf16>, !llvm.ptr<1>
+  gpu.func @half_warp(%p: !llvm.ptr<1>, %off: i64, %s: i64) kernel
+      attributes {kvgpu.num_warps = 4 : i64, kvgpu.programs_per_cta = 8 : i64} {
+    %x = kvgpu.fragment_load %p[%off] stride %s warp 0 : vector<8xf16>
+    %f = arith.extf %x : vector<8xf16> to vector<8xf32>
+    %r = kvgpu.fragment_fwht %f scale 0.0883883461 warp 0 : vector<8xf32>
+    %h = arith.truncf %r : vector<8xf32> to vector<8xf16>
+    kvgpu.fragment_store %h, %p[%off] stride %s warp 0 : vector<8xf16>
+    gpu.return
+  }
 }

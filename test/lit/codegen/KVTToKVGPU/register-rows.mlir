@@ -2,7 +2,8 @@
 // Register rows: a load_tile -> convert -> rotate -> convert -> store_tile
 // chain on rows of 32 x E elements, whose tiles nothing else reads, stays in
 // registers (kvgpu.fragment_*, no shared memory); the chains of a kernel
-// made only of them go to warps of their own. Anything else keeps the
+// made only of them go to warps of their own, or, with a grid, its
+// programs are packed into CTAs (several a warp where the rows are short). Anything else keeps the
 // shared-memory lowering.
 
 // append's shape: K and V rows loaded before the slot is checked, rotated
@@ -107,26 +108,28 @@ func.func @kronecker(%p: !kvt.ptr<f32>, %o: i64, %c1: i64)
 // -----
 
 // With a grid (axis 0 named by a parameter) the programs of a kernel made
-// only of register rows are packed: 4 warps a CTA, one program (all its
-// chains) a warp, program_id(0) = blockIdx.x * 4 + warp, and the programs
-// past the grid's extent skip the whole body.
+// only of register rows are packed: 4 warps a CTA, each program (all its
+// chains) in the lanes its rows take, 8 elements of a 128-element row a
+// lane: 16 lanes, two programs a warp, 8 a CTA; program_id(0) =
+// blockIdx.x * 8 + tid / 16, and the programs past the grid's extent skip
+// the whole body.
 // CHECK-LABEL: gpu.func @packed
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // CHECK-SAME: kvgpu.num_warps = 4
-// CHECK-SAME: kvgpu.programs_per_cta = 4
+// CHECK-SAME: kvgpu.programs_per_cta = 8
 // CHECK-SAME: kvgpu.shared_bytes = 0
 // CHECK: %[[B:.*]] = gpu.block_id x
 // CHECK: %[[T:.*]] = gpu.thread_id x
-// CHECK: %[[W:.*]] = arith.divui %[[T]], %c32
-// CHECK: %[[B8:.*]] = arith.muli %[[B]], %c4
-// CHECK: %[[P:.*]] = arith.addi %[[B8]], %[[W]]
+// CHECK: %[[G:.*]] = arith.divui %[[T]], %c16
+// CHECK: %[[B8:.*]] = arith.muli %[[B]], %c8
+// CHECK: %[[P:.*]] = arith.addi %[[B8]], %[[G]]
 // CHECK: %[[P32:.*]] = arith.index_cast %[[P]] : index to i32
 // CHECK: %[[IN:.*]] = arith.cmpi slt, %[[P32]], %arg2 : i32
 // CHECK: scf.if %[[IN]] {
-// CHECK: kvgpu.fragment_load %arg0{{.*}} warp 0 : vector<4xf16>
-// CHECK: kvgpu.fragment_load %arg1{{.*}} warp 0 : vector<4xf16>
-// CHECK: kvgpu.fragment_store {{.*}} warp 0 : vector<4xf16>
-// CHECK: kvgpu.fragment_store {{.*}} warp 0 : vector<4xf16>
+// CHECK: kvgpu.fragment_load %arg0{{.*}} warp 0 : vector<8xf16>
+// CHECK: kvgpu.fragment_load %arg1{{.*}} warp 0 : vector<8xf16>
+// CHECK: kvgpu.fragment_store {{.*}} warp 0 : vector<8xf16>
+// CHECK: kvgpu.fragment_store {{.*}} warp 0 : vector<8xf16>
 // CHECK: }
 // CHECK-NEXT: gpu.return
 func.func @packed(%k: !kvt.ptr<f16>, %v: !kvt.ptr<f16>, %n: i32 {kvt.name = "n"})
@@ -141,6 +144,31 @@ func.func @packed(%k: !kvt.ptr<f16>, %v: !kvt.ptr<f16>, %n: i32 {kvt.name = "n"}
   %y = kvt.load_tile %v[%src] strides(%c128, %c1) : !kvt.ptr<f16> -> !kvt.tile<1x128xf16>
   kvt.store_tile %y, %k[%src] strides(%c128, %c1) : !kvt.tile<1x128xf16>, !kvt.ptr<f16>
   kvt.store_tile %x, %v[%src] strides(%c128, %c1) : !kvt.tile<1x128xf16>, !kvt.ptr<f16>
+  return
+}
+
+// -----
+
+// A 512-element row beside a 64-element one (MLA's latent and rope): 16
+// elements a lane of the longest at most, so each program takes a whole
+// warp, one a warp as before.
+// CHECK-LABEL: gpu.func @packed_wide
+// CHECK-SAME: kvgpu.programs_per_cta = 4
+// CHECK: arith.divui %{{.*}}, %c32
+// CHECK: kvgpu.fragment_load %arg0{{.*}} warp 0 : vector<16xf16>
+// CHECK: kvgpu.fragment_load %arg1{{.*}} warp 0 : vector<2xf16>
+func.func @packed_wide(%k: !kvt.ptr<f16>, %v: !kvt.ptr<f16>, %n: i32 {kvt.name = "n"})
+    attributes {kvt.kernel, kvt.grid = ["n"],
+                kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 128, gqa = 1>} {
+  %t = kvt.program_id 0
+  %t64 = arith.extsi %t : i32 to i64
+  %c512 = arith.constant 512 : i64
+  %c1 = arith.constant 1 : i64
+  %src = arith.muli %t64, %c512 : i64
+  %x = kvt.load_tile %k[%src] strides(%c512, %c1) : !kvt.ptr<f16> -> !kvt.tile<1x512xf16>
+  %y = kvt.load_tile %v[%src] strides(%c512, %c1) : !kvt.ptr<f16> -> !kvt.tile<1x64xf16>
+  kvt.store_tile %x, %k[%src] strides(%c512, %c1) : !kvt.tile<1x512xf16>, !kvt.ptr<f16>
+  kvt.store_tile %y, %v[%src] strides(%c512, %c1) : !kvt.tile<1x64xf16>, !kvt.ptr<f16>
   return
 }
 

@@ -2,35 +2,41 @@
 // RUN: FileCheck %s < %t
 // RUN: FileCheck %s --check-prefix=NONE < %t
 // append's PTX (lib/kernels/append.kvt at head_dim 128): its tiles are all
-// register rows, so each warp runs one program (a (token, head) pair: its K
-// and V rows) and a CTA of 4 warps runs 4 consecutive tokens, the last
-// CTA's programs past num_tokens doing nothing. Each lane loads and stores
-// its 4 channels of a row with one 8-byte access (2-byte volatile accesses
-// only on the misaligned path), both rows' loads issued before the slot
-// lookups' results are needed; the rotations are in registers with
-// shuffles; no shared memory, no barrier, no local memory.
+// register rows, so each half-warp (16 lanes) runs one program (a (token,
+// head) pair: its K and V rows) and a CTA of 4 warps runs 8 consecutive
+// tokens, the last CTA's programs past num_tokens doing nothing. Each lane
+// loads and stores its 8 channels of a row with one 16-byte access (2-byte
+// volatile accesses only on the misaligned path), both rows' loads issued
+// before the slot lookups' results are needed; the rotations are in
+// registers, 3 stages inside a lane and 4 with shuffles that name only the
+// program's half of the warp; no shared memory, no barrier, no local
+// memory.
 
 // (The PTX is one escaped string: \09 is a tab.)
 // CHECK: .visible .entry append(
 // CHECK: .maxntid 128, 1, 1
-// program = ctaid.x * 4 + warp, against num_tokens:
+// program = ctaid.x * 8 + tid / 16, against num_tokens:
 // CHECK: mov.u32 \09%[[CTA:r[0-9]+]], %ctaid.x;
-// CHECK: shr.u32 \09%[[WARP:r[0-9]+]], %{{r[0-9]+}}, 5;
-// CHECK: shl.b32 \09%[[BASE:r[0-9]+]], %[[CTA]], 2;
-// CHECK: or.b32 \09%[[T:r[0-9]+]], %[[BASE]], %[[WARP]];
+// CHECK: shr.u32 \09%[[HALF:r[0-9]+]], %{{r[0-9]+}}, 4;
+// CHECK: shl.b32 \09%[[BASE:r[0-9]+]], %[[CTA]], 3;
+// CHECK: or.b32 \09%[[T:r[0-9]+]], %[[BASE]], %[[HALF]];
 // CHECK: ld.param.b32 \09%[[N:r[0-9]+]], [append_param_6];
 // CHECK: setp.ge.s32 \09%{{p[0-9]+}}, %[[T]], %[[N]];
-// The slot, then both rows (8 bytes a lane), then the slot's test:
+// The slot, then both rows (16 bytes a lane), then the slot's test:
 // CHECK: ld.global.b32 \09%[[SLOT:r[0-9]+]],
-// CHECK: ld.global.v2.b32
-// CHECK: ld.global.v2.b32
+// CHECK: ld.global.v4.b32
+// CHECK: ld.global.v4.b32
 // CHECK: setp.lt.s32 \09%{{p[0-9]+}}, %[[SLOT]], 0;
 // CHECK: ld.global.s32
-// CHECK-COUNT-20: shfl.sync.bfly.b32
-// CHECK-COUNT-20: shfl.sync.bfly.b32
+// The shuffles' member mask: 0xffff << (tid & 16).
+// CHECK: and.b32 \09%[[AT:r[0-9]+]], %{{r[0-9]+}}, 16;
+// CHECK: mov.b32 \09%[[ONES:r[0-9]+]], 65535;
+// CHECK: shl.b32 \09%[[MASK:r[0-9]+]], %[[ONES]], %[[AT]];
+// CHECK-COUNT-32: shfl.sync.bfly.b32 \09%{{r[0-9]+}}, %{{r[0-9]+}}, {{[0-9]+}}, 31, %[[MASK]];
+// CHECK-COUNT-32: shfl.sync.bfly.b32
 // CHECK: cvt.rn.f16x2.f32
-// CHECK: st.global.v2.b32
-// CHECK: st.global.v2.b32
+// CHECK: st.global.v4.b32
+// CHECK: st.global.v4.b32
 // CHECK: ret;
 // NONE-NOT: .shared
 // NONE-NOT: .local
