@@ -134,6 +134,8 @@ void kvarn::kvgpu::emitRegisterButterflies(OpBuilder &b, Location loc,
     Value sign = arith::SelectOp::create(
         b, loc, upper, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(-1)),
         arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1)));
+    // gpu.shuffle takes no member mask (it names the warp's low `width`
+    // lanes): a part of a warp shuffles through nvvm.shfl.sync itself.
     for (int64_t e = 0; e < per; ++e) {
       Value mine = v[e];
       Value other =
