@@ -1,13 +1,12 @@
-//===- FragmentOpsToNVVM.cpp - fragment_load, _fwht, _store
-//----------------===//
+//===- FragmentOpsToNVVM.cpp - fragment_load, _fwht, _store ---------------===//
 //
 // A fragment is one row of N = L x E elements held by the L lanes of one
 // program in a warp (L = 32, or fewer where programs share a warp:
 // getLanesPerProgram), its lane l holding channels l*E .. l*E+E-1 as a
-// vector<E x T>. Loads and stores move
-// each lane's channels with vector accesses of up to 16 bytes when the row
-// is contiguous and aligned (checked at run time, uniformly), element by
-// element otherwise. The element accesses of that fallback are volatile:
+// vector<E x T>. Loads and stores move each lane's channels with vector
+// accesses of up to 16 bytes when the row is contiguous and aligned
+// (checked at run time, uniformly over the program), element by element
+// otherwise. The element accesses of that fallback are volatile:
 // LLVM would otherwise see that both paths read the same bytes when the
 // stride is a constant, vectorize the elements into one under-aligned
 // vector and merge the two paths into it (2-byte loads on every path), and
@@ -274,7 +273,7 @@ struct FragmentFWHTLowering : OpRewritePattern<FragmentFWHTOp> {
       Value lane =
           arith::RemUIOp::create(b, loc, thread, i32Constant(b, loc, lanes));
       // A program of part of a warp: the shuffles name its lanes only,
-      // ((1 << L) - 1) << (thread & 31 & -L).
+      // ((1 << L) - 1) << (thread & (32 - L)), L a power of two.
       Value memberMask;
       if (lanes < kWarpSize)
         memberMask = arith::ShLIOp::create(

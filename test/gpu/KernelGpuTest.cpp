@@ -495,7 +495,7 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
                             {512, 0}, {128, 1}, {96, 1}}) {
       SCOPED_TRACE("head_dim " + std::to_string(d) + " " +
                    std::string(spell(dtype)) + (shift ? " misaligned" : ""));
-      // 203 tokens: append runs 4 to 16 a CTA (16 lanes a program at
+      // 203 tokens: append runs up to 16 a CTA (16 lanes a program at
       // head_dim 128, 8 at 64: programs share warps), so the last CTA has
       // programs past the grid, and every 7th token (padding) branches
       // away from the programs beside it in its warp.

@@ -1,13 +1,12 @@
 //===- LaunchPolicy.h - how attention kernels are shaped --------*- C++ -*-===//
 //
 // The chips kvarn targets (kChips) and the launch shape the code generator
-// gives kernels that attend (decode,
-// decode_split, verify), kernels that normalize (flush) and kernels of
-// register rows (append). Plain constants: no MLIR needed to read them. The
-// runtime reads only threadsPerProgram (to check a kernel's metadata): each
-// kernel's metadata carries the CTAs per SM it was built for (ctas_per_sm),
-// which decode's split count plans its waves with
-// (kvarn/Runtime/DecodeSplit.h).
+// gives kernels that attend (decode, decode_split, verify), kernels that
+// normalize (flush) and kernels of register rows (append). Plain constants:
+// no MLIR needed to read them. The runtime reads only threadsPerProgram (to
+// check a kernel's metadata): each kernel's metadata carries the CTAs per
+// SM it was built for (ctas_per_sm), which decode's split count plans its
+// waves with (kvarn/Runtime/DecodeSplit.h).
 //
 //===----------------------------------------------------------------------===//
 #ifndef KVARN_CODEGEN_LAUNCHPOLICY_H
@@ -215,8 +214,8 @@ static_assert(packedRowLanes(128, 128) == 16 && packedRowLanes(64, 512) == 32 &&
 /// Threads of each of the `programs` programs a CTA of `warps` warps runs
 /// (kvgpu.programs_per_cta, the metadata's programs_per_cta): whole warps,
 /// or a power-of-two part of one of at least kMinLanesPerProgram lanes; 0
-/// where the CTA does not divide so. The code generator, the cache's
-/// metadata check and the launchers share this one rule.
+/// where the CTA does not divide so. The code generator, the kvgpu
+/// dialect's lowerings and the cache's metadata check share this one rule.
 constexpr int threadsPerProgram(long warps, long programs) {
   if (warps < 1 || programs < 1 || (warps * 32) % programs)
     return 0;

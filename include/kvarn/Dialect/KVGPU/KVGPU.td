@@ -233,11 +233,11 @@ def KVGPU_FragmentLoadOp : KVGPU_Op<"fragment_load"> {
     `kvgpu.programs_per_cta` P runs P programs a CTA of W =
     `kvgpu.num_warps` warps, 32 W / P threads each: W / P warps of 32
     lanes, or where P > W, L = 32 W / P lanes of one warp, warp 0; else
-    the CTA is one program) gets channels `l*E .. l*E+E-1`, in order. The program's other warps do
-    nothing and hold zeros. When `byteStride` is the element size and the
-    row's address is aligned, each lane reads its channels with vector loads
-    of up to 16 bytes (decided at run time, uniformly); element loads
-    otherwise.
+    the CTA is one program) gets channels `l*E .. l*E+E-1`, in order.
+    The program's other warps do nothing and hold zeros. When `byteStride`
+    is the element size and the row's address is aligned, each lane reads
+    its channels with vector loads of up to 16 bytes (decided at run time,
+    uniformly over the program); element loads otherwise.
 
     ```mlir
     %k = kvgpu.fragment_load %src[%off] stride %c2 warp 0 : vector<4xf16>
