@@ -268,18 +268,19 @@ struct FragmentFWHTLowering : OpRewritePattern<FragmentFWHTOp> {
       for (int64_t e = 0; e < type.getNumElements(); ++e)
         v.push_back(element(b, loc, op.getInput(), e));
       int64_t lanes = getLanesPerProgram(op);
-      Value thread = arith::IndexCastOp::create(b, loc, b.getI32Type(),
-                                                threadIndex(b, loc));
-      Value lane =
-          arith::RemUIOp::create(b, loc, thread, i32Constant(b, loc, lanes));
+      Value lane = arith::IndexCastOp::create(b, loc, b.getI32Type(),
+                                              laneIndex(b, loc, lanes));
       // A program of part of a warp: the shuffles name its lanes only,
       // ((1 << L) - 1) << (thread & (32 - L)), L a power of two.
       Value memberMask;
-      if (lanes < kWarpSize)
+      if (lanes < kWarpSize) {
+        Value thread = arith::IndexCastOp::create(b, loc, b.getI32Type(),
+                                                  threadIndex(b, loc));
         memberMask = arith::ShLIOp::create(
             b, loc, i32Constant(b, loc, int32_t((1ull << lanes) - 1)),
             arith::AndIOp::create(b, loc, thread,
                                   i32Constant(b, loc, kWarpSize - lanes)));
+      }
       emitRegisterButterflies(b, loc, v, lane, lanes, scale, memberMask);
       Value out = LLVM::PoisonOp::create(b, loc, type);
       for (auto [e, x] : llvm::enumerate(v))

@@ -255,6 +255,12 @@ constexpr int64_t rowSwizzle(int64_t row) {
   return (row & 2) | (((row >> 2) ^ row) & 1) << 2;
 }
 
+/// Query heads in one of attend_latent's MMA column tiles (N = 8), and the
+/// most tiles a program takes (LaunchPolicy.h's mlaHeadsPerProgram stays
+/// within their product, 16 heads).
+constexpr int64_t kLatentHeadsPerTile = 8;
+constexpr int64_t kLatentMaxHeadTiles = 2;
+
 /// How kvgpu.attend_latent spreads one online-softmax step over an MLA
 /// record (H <= 16 query heads, latent rank R, rope dim E, G tokens, 4-bit
 /// token-major codes) over a CTA of W warps, in three phases between
@@ -291,12 +297,6 @@ constexpr int64_t rowSwizzle(int64_t row) {
 /// fragmentsPerHeadTile), q . zero and the warps' maxima, then, over the
 /// fragments (dead after the second barrier), the probabilities and the
 /// warps' sums.
-/// Query heads in one of attend_latent's MMA column tiles (N = 8), and the
-/// most tiles a program takes (LaunchPolicy.h's mlaHeadsPerProgram stays
-/// within their product, 16 heads).
-constexpr int64_t kLatentHeadsPerTile = 8;
-constexpr int64_t kLatentMaxHeadTiles = 2;
-
 struct LatentAttendLayout {
   int64_t warps, tokensPerWarp, channelsPerWarp, headTiles;
   int64_t headSlots() const { return kLatentHeadsPerTile * headTiles; }

@@ -86,8 +86,10 @@ gpu.module @m {
   // CHECK-NOT: arith.divui
   // CHECK: arith.remui %{{.*}}, %c16 : index
   // CHECK: llvm.load %{{.*}} {alignment = 16 : i64} : !llvm.ptr<1> -> vector<8xf16>
+  // CHECK: arith.extf
+  // CHECK: %[[LX:.*]] = arith.remui %{{.*}}, %c16 : index
+  // CHECK: %[[L:.*]] = arith.index_cast %[[LX]] : index to i32
   // CHECK: %[[T:.*]] = arith.index_cast %{{.*}} : index to i32
-  // CHECK: %[[L:.*]] = arith.remui %[[T]], %c16_i32
   // CHECK: %[[AT:.*]] = arith.andi %[[T]], %c16_i32
   // CHECK: %[[MASK:.*]] = arith.shli %c65535_i32, %[[AT]]
   // CHECK-COUNT-12: arith.addf
