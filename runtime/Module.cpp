@@ -3,6 +3,7 @@
 #include "kvarn/Runtime/Module.h"
 
 #include "Internal.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -226,11 +227,22 @@ kvarn::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "LoadedKernel::load: a kernel image needs a name and PTX "
                      "or a cubin");
+  // What launch() divides the grid by: a hand-built or corrupt image must
+  // fail here, not launch CTAs whose programs overlap.
+  int programs = std::max(image.programsPerCta, 1);
+  if (image.numWarps < 1 || image.numWarps > 32 ||
+      !threadsPerProgram(image.numWarps, programs))
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "LoadedKernel::load: kernel '{0}' has {1} warps and {2} "
+                     "programs a CTA: warps must be 1 to 32 and the programs "
+                     "must divide the CTA into whole warps or equal parts of "
+                     "one",
+                     image.name, image.numWarps, programs);
   LoadedKernel loaded;
   loaded.ctx = context.ref();
   loaded.warps = image.numWarps;
   loaded.shared = image.sharedBytes;
-  loaded.programs = std::max(image.programsPerCta, 1);
+  loaded.programs = programs;
   loaded.ctasPerMultiprocessor = std::max(image.ctasPerSM, 1);
   loaded.programmaticDependent = image.launchPdl;
   loaded.signature = image.abi;

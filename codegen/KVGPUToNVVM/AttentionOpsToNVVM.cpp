@@ -1426,8 +1426,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           mIn = views[7], lIn = views[8], accIn = views[9], mOut = views[10],
           lOut = views[11], accOut = views[12], scratch = views[13];
     int64_t vWordBits = std::min<int64_t>(L.vPieceBits, 32);
-    FailureOr<Value> kPieces =
-        piecesView(rw, loc, op.getKCodes(), L.kPieceBits);
+    int64_t kWordBits = std::min<int64_t>(L.kPieceBits, 32);
+    FailureOr<Value> kPieces = piecesView(rw, loc, op.getKCodes(), kWordBits);
     FailureOr<Value> vPieces = piecesView(rw, loc, op.getVCodes(), vWordBits);
     if (failed(kPieces) || failed(vPieces))
       return rw.notifyMatchFailure(op,
@@ -1474,14 +1474,27 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     Value warpToken = mulIndex(rw, loc, warp, tokens);
     Value tokenBase = arith::AddIOp::create(rw, loc, warpToken,
                                             mulIndex(rw, loc, lg, perLane));
-    int64_t kRowPieces = g * kBits / L.kPieceBits;
+    // kPieces' elements: pieces up to 32 bits, words of wider ones.
+    int64_t kRowPieces = g * kBits / kWordBits,
+            kWords = std::max<int64_t>(1, L.kPieceBits / 32);
     Value kPieceInRow = arith::DivUIOp::create(
-        rw, loc, mulIndex(rw, loc, tokenBase, kBits), c(L.kPieceBits));
-    auto kPiece = [&](Value ch) -> Value {
+        rw, loc, mulIndex(rw, loc, tokenBase, kBits), c(kWordBits));
+    auto kPiece = [&](Value ch) -> SmallVector<Value> {
       Value at = arith::AddIOp::create(
           rw, loc, mulIndex(rw, loc, ch, kRowPieces), kPieceInRow);
+      if (kWords > 1) {
+        Value v = vector::LoadOp::create(
+            rw, loc, VectorType::get({kWords}, i32), *kPieces, ValueRange{at},
+            /*nontemporal=*/false, llvm::MaybeAlign(4 * kWords));
+        SmallVector<Value> words;
+        for (int64_t w = 0; w < kWords; ++w)
+          words.push_back(vector::ExtractOp::create(rw, loc, v, w));
+        return words;
+      }
       Value piece = memref::LoadOp::create(rw, loc, *kPieces, at);
-      return arith::ExtUIOp::create(rw, loc, i32, piece);
+      if (kWordBits < 32)
+        piece = arith::ExtUIOp::create(rw, loc, i32, piece);
+      return {piece};
     };
     // With 16-bit pieces, the warp's pieces of a channel are one 16-byte
     // row of 8 pieces (piece g: lane g's tokens), so one transposed
@@ -1545,9 +1558,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         Value ch = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), kt * 16);
         aRegs = codeFragments(
             rw, loc,
-            [&](int64_t row) -> SmallVector<Value> {
-              return {kPiece(addIndex(rw, loc, ch, row))};
-            },
+            [&](int64_t row) { return kPiece(addIndex(rw, loc, ch, row)); },
             L.kPieceBits, mTiles, kBits);
       }
       if (L.packedScoreParts) {

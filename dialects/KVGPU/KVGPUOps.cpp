@@ -440,10 +440,11 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   if (g % warps)
     return std::nullopt;
   int64_t tokens = g / warps;
-  // A K piece is at most 16 bits (one half of an operand register); a V
+  // A K piece (a lane's tokens of one channel) is at most two words; a V
   // piece at least a byte.
   int64_t kPiece = tokens / 8 * kBits, vPiece = d / 8 * vBits;
-  if (tokens % 16 || kPiece > 16 || vPiece < 8 || !llvm::isPowerOf2_64(vPiece))
+  if (tokens % 16 || kPiece > 64 || !llvm::isPowerOf2_64(kPiece) ||
+      vPiece < 8 || !llvm::isPowerOf2_64(vPiece))
     return std::nullopt;
   RecordAttendLayout l;
   l.warps = warps;

@@ -973,6 +973,18 @@ TEST_F(DecodeGpu, PipelinedCopiesMatchTheCpuReference) {
   checkEveryShape(rng);
 }
 
+// One and two warps a CTA (CompileOptions::numWarps, kvarn-jit
+// --num-warps): each warp attends 128 or 64 of a block's tokens, its K
+// pieces one or two words of a channel's codes row (RecordAttendLayout).
+TEST_F(DecodeGpu, OneAndTwoWarpsMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int warps : {1, 2}) {
+    SCOPED_TRACE(llvm::formatv("{0} warps a CTA", warps).str());
+    options.numWarps = warps;
+    checkEveryShape(rng);
+  }
+}
+
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);

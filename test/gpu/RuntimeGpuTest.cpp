@@ -432,6 +432,19 @@ TEST_F(Gpu, LoadedKernelNamesWhatIsMissing) {
   ASSERT_FALSE(bool(loaded));
   std::tie(status, message) = statusAndMessage(loaded.takeError());
   EXPECT_EQ(status, KVARN_ERROR_INVALID_ARGUMENT);
+
+  // Programs a CTA that do not divide it, and warps out of range: refused
+  // before the module is loaded.
+  image.ptx = ptxModuleWithNoKernels(context().info());
+  for (auto [warps, programs] : {std::pair{4, 3}, {1, 16}, {0, 1}, {33, 1}}) {
+    image.numWarps = warps;
+    image.programsPerCta = programs;
+    loaded = LoadedKernel::load(context(), image);
+    ASSERT_FALSE(bool(loaded)) << warps << " warps, " << programs;
+    std::tie(status, message) = statusAndMessage(loaded.takeError());
+    EXPECT_EQ(status, KVARN_ERROR_INVALID_ARGUMENT);
+    EXPECT_TRUE(contains(message, "programs a CTA")) << message;
+  }
 }
 
 // Issue 17: a pool whose layers are kvarn (two presets), fp16 and absent,

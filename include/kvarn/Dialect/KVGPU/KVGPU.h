@@ -221,7 +221,8 @@ struct RecordAttendLayout {
 };
 /// The layout, or nothing when the shape does not fit it (H > 8, D not 16 x
 /// a multiple of 32 up to 256, codes other than 2 or 4 bits, T not a multiple
-/// of 16 or over 32): the attention step then keeps packed_matmul and
+/// of 16, or a lane's K piece over two words: T over 128 at 4 bits, as with
+/// one warp and G = 256): the attention step then keeps packed_matmul and
 /// shared-memory reductions.
 std::optional<RecordAttendLayout>
 getRecordAttendLayout(int64_t h, int64_t d, int64_t g, int64_t kBits,

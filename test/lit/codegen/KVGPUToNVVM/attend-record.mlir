@@ -157,6 +157,39 @@ gpu.module @m {
     kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
+  // One warp (kvarn-jit --num-warps 1): it attends all 128 tokens, a lane
+  // 16 of them, so its K piece of a channel is 64 bits (two words, one
+  // 8-byte load a row of the fragment) and no transposed ldmatrix; 8 k tiles
+  // x 8 token tiles of scores, 8 channel tiles x 8 token tiles x 2 parts of
+  // weighted values.
+  // CHECK-LABEL: gpu.func @record_one_warp
+  // CHECK-DAG: to memref<2048xi32, #gpu.address_space<workgroup>>
+  // CHECK: gpu.barrier
+  // CHECK-NOT: nvvm.ldmatrix
+  // CHECK: vector.load %{{.*}} {alignment = 8 : i64} : memref<2048xi32, #gpu.address_space<workgroup>>, vector<2xi32>
+  // CHECK-COUNT-64: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+  // CHECK-NOT: gpu.barrier
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK-COUNT-128: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
+  // CHECK-NOT: nvvm.mma.sync
+  // CHECK: gpu.return
+  gpu.func @record_one_warp(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 1 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 15616 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : !f32x4
+    %l = kvgpu.shared_buffer 15888 : !f32x4
+    %acc = kvgpu.shared_buffer 15904 : !f32x4x128
+    %scratch = kvgpu.shared_buffer 17952 : memref<2160xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<2160xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
   // 8 query heads (GQA 8): every column a head, so the parts are two
   // products (kMmaSplitParts), each fragment both parts' registers (one
   // 16-byte store), and a head's lanes are one t (xor 4, 8, 16).
