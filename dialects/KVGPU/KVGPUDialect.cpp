@@ -1,5 +1,6 @@
 //===- KVGPUDialect.cpp - the kvgpu dialect -------------------------------===//
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Dialect/KVGPU/KVGPU.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -17,6 +18,59 @@ using namespace kvarn::kvgpu;
 
 #define GET_ATTRDEF_CLASSES
 #include "kvarn/Dialect/KVGPU/KVGPUAttrs.cpp.inc"
+
+/// The kernel attributes (KVGPU.h): warps 1 to 32, programs a CTA that
+/// divide its threads (threadsPerProgram) beside the warps they divide,
+/// non-negative shared bytes, a unit launch_pdl.
+LogicalResult KVGPUDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  auto integer = [&]() -> FailureOr<int64_t> {
+    auto value = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!value)
+      return op->emitError() << "'" << name << "' must be an integer";
+    return value.getInt();
+  };
+  if (name == kNumWarpsAttrName) {
+    FailureOr<int64_t> warps = integer();
+    if (failed(warps))
+      return failure();
+    if (*warps < 1 || *warps > 32)
+      return op->emitError()
+             << "'" << name << "' must be 1 to 32, got " << *warps;
+    return success();
+  }
+  if (name == kProgramsPerCtaAttrName) {
+    FailureOr<int64_t> programs = integer();
+    if (failed(programs))
+      return failure();
+    auto warps = op->getAttrOfType<IntegerAttr>(kNumWarpsAttrName);
+    if (!warps)
+      return op->emitError() << "'" << name << "' needs '" << kNumWarpsAttrName
+                             << "' beside it";
+    if (!kvarn::threadsPerProgram(warps.getInt(), *programs))
+      return op->emitError()
+             << "'" << name << "' " << *programs << " does not divide "
+             << warps.getInt()
+             << " warps into whole warps or equal parts of one (at least "
+             << kvarn::kMinLanesPerProgram << " lanes)";
+    return success();
+  }
+  if (name == kSharedBytesAttrName) {
+    FailureOr<int64_t> bytes = integer();
+    if (failed(bytes))
+      return failure();
+    if (*bytes < 0)
+      return op->emitError() << "'" << name << "' must not be negative";
+    return success();
+  }
+  if (name == kLaunchPdlAttrName) {
+    if (!isa<UnitAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be a unit attribute";
+    return success();
+  }
+  return op->emitError() << "unknown kvgpu attribute '" << name << "'";
+}
 
 void KVGPUDialect::initialize() {
   addAttributes<

@@ -39,6 +39,9 @@ def KVGPU_Dialect : Dialect {
     lowers them to `gpu`, `scf`, `arith`, `memref` and `llvm` ops.
   }];
   let useDefaultAttributePrinterParser = 1;
+  // A kernel's launch attributes (kvgpu.num_warps, kvgpu.programs_per_cta,
+  // ...) are checked where they are set, by hand-written IR too.
+  let hasOperationAttrVerify = 1;
   // The parsers build !llvm.ptr<1> and #gpu.address_space types for operands
   // whose type the assembly leaves implicit: those dialects must be loaded
   // before the first kvgpu op is parsed, not when an !llvm type appears.

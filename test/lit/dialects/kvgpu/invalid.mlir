@@ -481,3 +481,53 @@ gpu.module @m {
     gpu.return
   }
 }
+
+// -----
+
+// A kernel's launch attributes are verified where they are written (by a
+// pass or by hand): programs a CTA must divide it into whole warps or equal
+// parts of one, beside the warps they divide.
+gpu.module @m {
+  // expected-error @+1 {{'kvgpu.programs_per_cta' 3 does not divide 4 warps into whole warps or equal parts of one (at least 4 lanes)}}
+  gpu.func @three_programs() kernel
+      attributes {kvgpu.num_warps = 4 : i64, kvgpu.programs_per_cta = 3 : i64} {
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  // expected-error @+1 {{'kvgpu.programs_per_cta' needs 'kvgpu.num_warps' beside it}}
+  gpu.func @programs_without_warps() kernel
+      attributes {kvgpu.programs_per_cta = 2 : i64} {
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  // expected-error @+1 {{'kvgpu.num_warps' must be 1 to 32, got 0}}
+  gpu.func @no_warps() kernel attributes {kvgpu.num_warps = 0 : i64} {
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  // expected-error @+1 {{'kvgpu.launch_pdl' must be a unit attribute}}
+  gpu.func @pdl_flag() kernel attributes {kvgpu.launch_pdl = 1 : i64} {
+    gpu.return
+  }
+}
+
+// -----
+
+gpu.module @m {
+  // expected-error @+1 {{unknown kvgpu attribute 'kvgpu.num_warp'}}
+  gpu.func @misspelt() kernel attributes {kvgpu.num_warp = 4 : i64} {
+    gpu.return
+  }
+}
