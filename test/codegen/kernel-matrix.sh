@@ -113,7 +113,7 @@ attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE 
   echo "Spills up to head_dim 256: none, except $allowed flush kernels with 64"
   echo "tile elements per thread in 128 registers (at most $flush_spill_allowance bytes;"
   echo "\`LaunchPolicy.h\` \`normalizeLaunch\` says why that shape is kept) and"
-  echo "$attending decode-family kernels at 4 CTAs per SM of 4 warps or 8 of 2 (at most $attention_spill_allowance bytes;"
+  echo "$attending decode-family kernels at 4 CTAs per SM (at most $attention_spill_allowance bytes;"
   echo "measured faster with them than without, docs/benchmarks.md)."
 } >>"$out"
 # Every kernel launches on its chip: dynamic shared memory within the most
