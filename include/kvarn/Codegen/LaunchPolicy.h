@@ -123,24 +123,6 @@ constexpr int mlaAttentionCtasPerSM(int headsPerProgram) {
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
 
-/// Warps per CTA of an attention kernel over blocks of `group` tokens: one
-/// per 32 tokens, at most kAttentionNumWarps. kvgpu.attend_record's warps
-/// each take G / warps of a block's tokens; at 32 a warp's K piece of a
-/// channel is 16 bits (one transposed ldmatrix brings two k tiles) and the
-/// scores' hi and lo parts share one product (RecordAttendLayout). With 4
-/// warps at G = 64 each took 16 tokens, neither held, and a block's partial
-/// states met from twice the warps: on the H200, kvarn_k4v2_g64 at 8 x 32K
-/// took 231.7 us with 4 warps (3 CTAs an SM), 158.8 with 2 (8 CTAs an SM;
-/// 1 warp: 171.9; docs/benchmarks.md). One warp for all 128 tokens of a
-/// G = 128 block was 1.8x slower at 8 x 32K and 7.6x at 4 x 3000 (one
-/// warp's chain of a block's steps, at 7 CTAs an SM).
-constexpr int attentionNumWarps(int group) {
-  int warps = group / 32;
-  return warps < 1                    ? 1
-         : warps > kAttentionNumWarps ? kAttentionNumWarps
-                                      : warps;
-}
-
 /// Warps per CTA of an MLA attention kernel: 8. When one CTA ran per SM
 /// (before mlaAttentionCtasPerSM gave 2), at 4 warps each scheduler had
 /// one warp to issue from in a step whose products
@@ -157,17 +139,12 @@ constexpr int kMlaAttentionNumWarps = 8;
 /// 4 beat 2 and 3 at 32 x 8K and 8 x 32K.
 constexpr int kAttentionCtasPerSM = 4;
 
-/// kAttentionCtasPerSM, except: with fewer warps a CTA (G <= 64,
-/// attentionNumWarps) as many warps an SM from twice the CTAs (8 of 2 warps
-/// at 128 registers: 158.8 us at kvarn_k4v2_g64's 8 x 32K on the H200, 157.3
-/// at 6 CTAs, 172.4 at 10) up to head_dim 128; beyond, and when head_dim
-/// is 64 or fewer at G = 128, 3: the 64-long reduction loops unroll fully
-/// and ptxas spilled (8-40 bytes) within the 128 registers of 4 CTAs per
-/// SM of 4 warps; 3 CTAs leave 168.
+/// kAttentionCtasPerSM, except when a block's tokens (G) or channels
+/// (head_dim) are 64 or fewer: the 64-long reduction loops unroll fully and
+/// ptxas spilled (8-40 bytes) within the 128 registers of 4 CTAs per SM; 3
+/// CTAs leave 168.
 constexpr int attentionCtasPerSM(int group, int headDim) {
-  if (group <= 64)
-    return headDim <= 128 ? 2 * kAttentionCtasPerSM : 3;
-  return headDim <= 64 ? 3 : kAttentionCtasPerSM;
+  return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
 /// Warps and CTAs per SM of a kernel that normalizes (flush), by the

@@ -41,8 +41,7 @@ def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
     Writes `kvt.launch = {num_warps, ctas_per_sm[, programs_per_cta]
     [, keeps_staging][, warp_states]}` on every `kvt.kernel` function, from what it does
     and kvarn/Codegen/LaunchPolicy.h: kernels that attend get
-    `attentionNumWarps(G)` warps (a warp per 32 of a block's tokens, up to
-    4) and `attentionCtasPerSM(G, head_dim)`;
+    `kAttentionNumWarps` warps and `attentionCtasPerSM(G, head_dim)`;
     kernels that normalize their tiles `normalizeLaunch` (and keep their
     tiles staged at fewer CTAs per SM where the chip's shared memory is
     short); kernels that are all register rows get `kPackedWarpsPerCta`
