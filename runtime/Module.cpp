@@ -230,8 +230,7 @@ kvarn::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   // What launch() divides the grid by: a hand-built or corrupt image must
   // fail here, not launch CTAs whose programs overlap.
   int programs = std::max(image.programsPerCta, 1);
-  if (image.numWarps < 1 || image.numWarps > 32 ||
-      !threadsPerProgram(image.numWarps, programs))
+  if (!threadsPerProgram(image.numWarps, programs))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "LoadedKernel::load: kernel '{0}' has {1} warps and {2} "
                      "programs a CTA: warps must be 1 to 32 and the programs "

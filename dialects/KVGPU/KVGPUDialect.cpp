@@ -35,9 +35,9 @@ LogicalResult KVGPUDialect::verifyOperationAttribute(Operation *op,
     FailureOr<int64_t> warps = integer();
     if (failed(warps))
       return failure();
-    if (*warps < 1 || *warps > 32)
-      return op->emitError()
-             << "'" << name << "' must be 1 to 32, got " << *warps;
+    if (*warps < 1 || *warps > kvarn::kMaxWarpsPerCta)
+      return op->emitError() << "'" << name << "' must be 1 to "
+                             << kvarn::kMaxWarpsPerCta << ", got " << *warps;
     return success();
   }
   if (name == kProgramsPerCtaAttrName) {

@@ -713,8 +713,8 @@ EntryRead cache::readEntry(std::string_view dirPath, std::string_view name,
   int64_t programs = 1; // absent in entries older than the field
   if (jsonMember(kvarn, "programs_per_cta"))
     programs = integer(kvarn, "programs_per_cta");
-  if (warps < 1 || warps > 32 || shared < 0 || shared > (1 << 20) ||
-      a.chip.empty() || args < 0 || args > 1024)
+  if (warps < 1 || warps > kMaxWarpsPerCta || shared < 0 ||
+      shared > (1 << 20) || a.chip.empty() || args < 0 || args > 1024)
     return bad(metadataName + " lacks num_warps, shared, num_args or the chip");
   if (!threadsPerProgram(warps, programs))
     return bad(metadataName + " has programs_per_cta that does not divide "

@@ -211,13 +211,18 @@ constexpr int packedRowLanes(long shortestRow, long longestRow) {
 static_assert(packedRowLanes(128, 128) == 16 && packedRowLanes(64, 512) == 32 &&
               packedRowLanes(256, 256) == 32 && packedRowLanes(32, 32) == 4);
 
+/// The most warps a CTA has: CUDA's 1024 threads.
+constexpr int kMaxWarpsPerCta = 32;
+
 /// Threads of each of the `programs` programs a CTA of `warps` warps runs
 /// (kvgpu.programs_per_cta, the metadata's programs_per_cta): whole warps,
 /// or a power-of-two part of one of at least kMinLanesPerProgram lanes; 0
-/// where the CTA does not divide so. The code generator, the kvgpu
-/// dialect's lowerings and the cache's metadata check share this one rule.
+/// where the CTA does not divide so or has not 1 to kMaxWarpsPerCta warps. The
+/// code generator, the kvgpu dialect's lowerings and the cache's metadata check
+/// share this one rule.
 constexpr int threadsPerProgram(long warps, long programs) {
-  if (warps < 1 || programs < 1 || (warps * 32) % programs)
+  if (warps < 1 || warps > kMaxWarpsPerCta || programs < 1 ||
+      (warps * 32) % programs)
     return 0;
   long threads = warps * 32 / programs;
   bool fits = threads % 32 == 0 ||
@@ -226,7 +231,9 @@ constexpr int threadsPerProgram(long warps, long programs) {
 }
 static_assert(threadsPerProgram(4, 4) == 32 && threadsPerProgram(4, 8) == 16 &&
               threadsPerProgram(4, 2) == 64 && threadsPerProgram(4, 3) == 0 &&
-              threadsPerProgram(1, 16) == 0 && threadsPerProgram(2, 6) == 0);
+              threadsPerProgram(1, 16) == 0 && threadsPerProgram(2, 6) == 0 &&
+              threadsPerProgram(32, 1) == 1024 &&
+              threadsPerProgram(33, 1) == 0);
 
 } // namespace kvarn
 
