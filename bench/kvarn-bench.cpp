@@ -551,9 +551,10 @@ int main(int argc, char **argv) {
       }
     } else if (!std::strcmp(argv[i], "--num-warps") && i + 1 < argc) {
       numWarps = std::atoi(argv[++i]);
-      if (numWarps < 0 || numWarps > 32) {
+      if (numWarps < 0 || numWarps > kMaxWarpsPerCta) {
         llvm::errs() << "kvarn-bench: error: --num-warps takes 0 (the "
-                        "compiler's choice) to 32\n";
+                        "compiler's choice) to "
+                     << kMaxWarpsPerCta << "\n";
         return 2;
       }
     } else if (!std::strcmp(argv[i], "--splits") && i + 1 < argc) {

@@ -12,6 +12,7 @@
 #include "Commands.h"
 
 #include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Codegen/Pipeline.h"
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Runtime/PtxAssembler.h"
@@ -262,8 +263,11 @@ int runEmit(const ParsedOptions &opts) {
   std::optional<int64_t> minCtas = opts.getInt("min-ctas-per-sm", 0);
   if (!headDim || !gqa || !ropeDim || !threads || !warps || !minCtas)
     return kExitUsage;
-  if (*warps < 0 || *warps > 32)
-    return usageError("--num-warps takes 1 to 32 (0: the compiler's choice)");
+  if (*warps < 0 || *warps > kMaxWarpsPerCta)
+    return usageError(llvm::formatv("--num-warps takes 1 to {0} (0: the "
+                                    "compiler's choice), not {1}",
+                                    kMaxWarpsPerCta, *warps)
+                          .str());
   if (*minCtas < 0 || *minCtas > 32)
     return usageError(
         "--min-ctas-per-sm takes 1 to 32 (0: the compiler's choice, 1)");
