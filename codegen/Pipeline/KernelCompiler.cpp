@@ -20,6 +20,7 @@ using namespace kvarn;
 dsl::Specialization kvarn::specializationFor(dsl::Specialization spec,
                                              const CompileOptions &options) {
   spec.smallPoolChunks = options.pipelineCopies;
+  spec.attentionCtasPerSM = options.minCtasPerSM;
   return spec;
 }
 

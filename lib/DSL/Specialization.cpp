@@ -4,6 +4,8 @@
 #include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Support/Error.h"
 
+#include <algorithm>
+
 using namespace kvarn;
 using namespace kvarn::dsl;
 
@@ -61,6 +63,12 @@ kvarn::dsl::specConstants(const Specialization &spec) {
   }
   const Preset *p = kvarn::cantFail(lookupPreset(spec.preset));
   RecordLayout l = kvarn::cantFail(RecordLayout::get(*p, spec.headDim));
+  int ctasPerSM = spec.attentionCtasPerSM
+                      ? spec.attentionCtasPerSM
+                      : kvarn::attentionCtasPerSM(l.group, l.headDim);
+  long poolRowsBytes = densePoolRowsBytes(ctasPerSM);
+  if (spec.smallPoolChunks)
+    poolRowsBytes = std::min(poolRowsBytes, kDensePoolRowsBytes);
   return {
       {"D", l.headDim, "head_dim"},
       {"G", l.group, "tokens per tile (the block size)"},
@@ -71,10 +79,7 @@ kvarn::dsl::specConstants(const Specialization &spec) {
       {"RECORD_BYTES", l.recordBytes, "bytes per record (the record stride)"},
       {"RECORD_USED_BYTES", l.unalignedBytes,
        "bytes of a record before its padding"},
-      {"POOL_ROWS",
-       spec.smallPoolChunks
-           ? poolRowsPerStep(l.group, l.headDim, kDensePoolRowsBytes)
-           : poolRowsPerStep(l.group, l.headDim),
+      {"POOL_ROWS", poolRowsPerStep(l.group, l.headDim, poolRowsBytes),
        "tokens of an fp16 pool block attended per step (LaunchPolicy.h)"},
       {"MAX_SPLITS", kMaxDecodeSplits,
        "split dimension of decode_split's scratch buffers"},

@@ -286,6 +286,7 @@ int runEmit(const ParsedOptions &opts) {
   // Built here too (--emit kvt, user sources): as compileKernel builds it.
   CompileOptions pipeline;
   pipeline.pipelineCopies = opts.has("pipeline-copies");
+  pipeline.minCtasPerSM = int(*minCtas);
   spec = specializationFor(spec, pipeline);
   if (kvarn::Error err = spec.check())
     return failure(std::move(err));

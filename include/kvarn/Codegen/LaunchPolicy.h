@@ -147,6 +147,25 @@ constexpr int attentionCtasPerSM(int group, int headDim) {
   return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
+/// Bytes of a pool chunk's fp16 K (or V) rows (the DSL's POOL_ROWS:
+/// poolRowsPerStep) in an attention kernel at `ctasPerSM` CTAs an SM. The
+/// chunk's K and V rows are staged beside the attention's other buffers
+/// (queries, partial states, scratch), which do not shrink with a CTA's
+/// share of the SM's shared memory: 16 KB up to kAttentionCtasPerSM CTAs,
+/// 8 KB at 5 and 6, 4 KB beyond. At kvarn_k4v2_g64, 2 warps and 8 CTAs an
+/// SM (head_dim 128) 16-row chunks are staged (21.7 KB a CTA) and 32-row
+/// ones were not: its pool blocks (sinks, tails) then went through the
+/// generic reduction instead of kvgpu.attend_rows; at G = 128, 5 or 6 CTAs,
+/// 32 rows fit (32 KB).
+constexpr long densePoolRowsBytes(int ctasPerSM) {
+  return ctasPerSM <= kAttentionCtasPerSM ? kSmallestStagingLimit
+         : ctasPerSM <= 6                 ? kSmallestStagingLimit / 2
+                                          : kSmallestStagingLimit / 4;
+}
+static_assert(poolRowsPerStep(64, 128, densePoolRowsBytes(8)) == 16 &&
+              poolRowsPerStep(128, 128, densePoolRowsBytes(6)) == 32 &&
+              poolRowsPerStep(128, 128, densePoolRowsBytes(4)) == 64);
+
 /// Warps and CTAs per SM of a kernel that normalizes (flush), by the
 /// elements of its largest normalized tile. kvgpu.sinkhorn keeps the tile in
 /// registers and reduces across warps through barriers, so the SM needs

@@ -40,6 +40,10 @@ struct Specialization {
   /// (set from CompileOptions::pipelineCopies), instead of the smallest
   /// staging limit.
   bool smallPoolChunks = false;
+  /// Dense presets: the CTAs an SM the decode family is built for, which
+  /// size its pool chunks (densePoolRowsBytes): CompileOptions::minCtasPerSM,
+  /// or 0 for the launch policy's (attentionCtasPerSM).
+  int attentionCtasPerSM = 0;
 
   /// Whether the preset is an MLA preset (kvarn_mla_*).
   bool isMla() const { return isMlaPresetName(preset); }
