@@ -1,6 +1,7 @@
 //===- KernelCompiler.cpp - a DSL kernel to PTX ---------------------------===//
 
 #include "kvarn/Codegen/KernelCompiler.h"
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/DSL/Diagnostics.h"
 #include "kvarn/DSL/KernelBuilder.h"
 #include "kvarn/RegisterKvarnDialects.h"
@@ -21,6 +22,8 @@ dsl::Specialization kvarn::specializationFor(dsl::Specialization spec,
                                              const CompileOptions &options) {
   spec.smallPoolChunks = options.pipelineCopies;
   spec.attentionCtasPerSM = options.minCtasPerSM;
+  if (const ChipInfo *chip = findChip(options.target.chip))
+    spec.sharedBytesPerSM = chip->sharedPerSM;
   return spec;
 }
 

@@ -66,7 +66,9 @@ kvarn::dsl::specConstants(const Specialization &spec) {
   int ctasPerSM = spec.attentionCtasPerSM
                       ? spec.attentionCtasPerSM
                       : kvarn::attentionCtasPerSM(l.group, l.headDim);
-  long poolRowsBytes = densePoolRowsBytes(ctasPerSM);
+  long poolRowsBytes = densePoolRowsBytes(
+      ctasPerSM, spec.sharedBytesPerSM ? spec.sharedBytesPerSM
+                                       : findChip("sm_90")->sharedPerSM);
   if (spec.smallPoolChunks)
     poolRowsBytes = std::min(poolRowsBytes, kDensePoolRowsBytes);
   return {

@@ -283,11 +283,6 @@ int runEmit(const ParsedOptions &opts) {
   if (!dtype)
     return usageError(kvarn::toString(dtype.takeError()));
   spec.dtype = *dtype;
-  // Built here too (--emit kvt, user sources): as compileKernel builds it.
-  CompileOptions pipeline;
-  pipeline.pipelineCopies = opts.has("pipeline-copies");
-  pipeline.minCtasPerSM = int(*minCtas);
-  spec = specializationFor(spec, pipeline);
   if (kvarn::Error err = spec.check())
     return failure(std::move(err));
 
@@ -303,6 +298,12 @@ int runEmit(const ParsedOptions &opts) {
   target.chip = opts.has("arch") ? opts.get("arch") : localArch();
   if (kvarn::Error err = validateTarget(target))
     return failure(std::move(err));
+  // Built here too (--emit kvt, user sources): as compileKernel builds it.
+  CompileOptions pipeline;
+  pipeline.target = target;
+  pipeline.pipelineCopies = opts.has("pipeline-copies");
+  pipeline.minCtasPerSM = int(*minCtas);
+  spec = specializationFor(spec, pipeline);
   if (opts.has("dump-ir"))
     if (std::error_code ec =
             llvm::sys::fs::create_directories(opts.get("dump-ir")))

@@ -22,8 +22,9 @@ struct KernelRequest {
 /// The specialization the DSL builds a kernel from under `options`: with
 /// pipelineCopies, the dense pool blocks in small chunks
 /// (Specialization::smallPoolChunks), so that the records' ring fits; the
-/// chunks sized for minCtasPerSM CTAs an SM where it is given
-/// (Specialization::attentionCtasPerSM).
+/// chunks sized for minCtasPerSM CTAs an SM where it is given and for the
+/// target chip's shared memory (Specialization::attentionCtasPerSM,
+/// sharedBytesPerSM).
 dsl::Specialization specializationFor(dsl::Specialization spec,
                                       const CompileOptions &options);
 

@@ -147,24 +147,40 @@ constexpr int attentionCtasPerSM(int group, int headDim) {
   return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
+/// Shared memory an attention kernel's other buffers (queries, partial
+/// states, scratch) take beside a staged pool chunk: 13.5-20 KB at head_dim
+/// 128, and they do not shrink with a CTA's share of the SM.
+constexpr long kAttentionOtherSharedBytes = 16 << 10;
+
 /// Bytes of a pool chunk's fp16 K (or V) rows (the DSL's POOL_ROWS:
-/// poolRowsPerStep) in an attention kernel at `ctasPerSM` CTAs an SM. The
-/// chunk's K and V rows are staged beside the attention's other buffers
-/// (queries, partial states, scratch), which do not shrink with a CTA's
-/// share of the SM's shared memory: 16 KB up to kAttentionCtasPerSM CTAs,
-/// 8 KB at 5 and 6, 4 KB beyond. At kvarn_k4v2_g64, 2 warps and 8 CTAs an
-/// SM (head_dim 128) 16-row chunks are staged (21.7 KB a CTA) and 32-row
+/// poolRowsPerStep) in an attention kernel at `ctasPerSM` CTAs an SM of a
+/// chip with `sharedPerSM` bytes (ChipInfo): the largest power of two up to
+/// kSmallestStagingLimit whose K and V rows fit a CTA's share beside
+/// kAttentionOtherSharedBytes, at least 4 KB. On sm_90: 16 KB up to 4 CTAs,
+/// 8 KB at 5 and 6, 4 KB at 7 and 8. At kvarn_k4v2_g64, 2 warps and 8 CTAs
+/// an SM (head_dim 128) 16-row chunks are staged (21.7 KB a CTA) and 32-row
 /// ones were not: its pool blocks (sinks, tails) then went through the
-/// generic reduction instead of kvgpu.attend_rows; at G = 128, 5 or 6 CTAs,
-/// 32 rows fit (32 KB).
-constexpr long densePoolRowsBytes(int ctasPerSM) {
-  return ctasPerSM <= kAttentionCtasPerSM ? kSmallestStagingLimit
-         : ctasPerSM <= 6                 ? kSmallestStagingLimit / 2
-                                          : kSmallestStagingLimit / 4;
+/// generic reduction instead of kvgpu.attend_rows; at 5 or 6 CTAs, 32 rows
+/// fit (32 KB a CTA at G = 64 and 128); on sm_80 at 4 CTAs (40 KB a CTA)
+/// 64 rows did not.
+constexpr long densePoolRowsBytes(int ctasPerSM, long sharedPerSM) {
+  long share = sharedPerSM / (ctasPerSM < 1 ? 1 : ctasPerSM) -
+               kReservedSharedBytesPerCta;
+  long bytes = kSmallestStagingLimit;
+  while (bytes > (4 << 10) && 2 * bytes + kAttentionOtherSharedBytes > share)
+    bytes /= 2;
+  return bytes;
 }
-static_assert(poolRowsPerStep(64, 128, densePoolRowsBytes(8)) == 16 &&
-              poolRowsPerStep(128, 128, densePoolRowsBytes(6)) == 32 &&
-              poolRowsPerStep(128, 128, densePoolRowsBytes(4)) == 64);
+static_assert(densePoolRowsBytes(4, 228 << 10) == 16 << 10 &&
+              densePoolRowsBytes(5, 228 << 10) == 8 << 10 &&
+              densePoolRowsBytes(6, 228 << 10) == 8 << 10 &&
+              densePoolRowsBytes(8, 228 << 10) == 4 << 10 &&
+              densePoolRowsBytes(4, 164 << 10) == 8 << 10 &&
+              densePoolRowsBytes(3, 228 << 10) == 16 << 10);
+static_assert(
+    poolRowsPerStep(64, 128, densePoolRowsBytes(8, 228 << 10)) == 16 &&
+    poolRowsPerStep(128, 128, densePoolRowsBytes(6, 228 << 10)) == 32 &&
+    poolRowsPerStep(128, 128, densePoolRowsBytes(4, 228 << 10)) == 64);
 
 /// Warps and CTAs per SM of a kernel that normalizes (flush), by the
 /// elements of its largest normalized tile. kvgpu.sinkhorn keeps the tile in

@@ -40,10 +40,13 @@ struct Specialization {
   /// (set from CompileOptions::pipelineCopies), instead of the smallest
   /// staging limit.
   bool smallPoolChunks = false;
-  /// Dense presets: the CTAs an SM the decode family is built for, which
-  /// size its pool chunks (densePoolRowsBytes): CompileOptions::minCtasPerSM,
-  /// or 0 for the launch policy's (attentionCtasPerSM).
+  /// Dense presets: the CTAs an SM the decode family is built for and the
+  /// chip's shared memory an SM, which size its pool chunks
+  /// (densePoolRowsBytes): CompileOptions::minCtasPerSM, or 0 for the
+  /// launch policy's (attentionCtasPerSM); the target's ChipInfo::sharedPerSM,
+  /// or 0 for sm_90's.
   int attentionCtasPerSM = 0;
+  long sharedBytesPerSM = 0;
 
   /// Whether the preset is an MLA preset (kvarn_mla_*).
   bool isMla() const { return isMlaPresetName(preset); }
