@@ -985,6 +985,20 @@ TEST_F(DecodeGpu, OneAndTwoWarpsMatchTheCpuReference) {
   }
 }
 
+// More CTAs an SM than the policy's 4 (CompileOptions::minCtasPerSM,
+// kvarn-jit --min-ctas-per-sm): 96 and 80 registers a thread, the pool
+// blocks' chunks of 32 rows (densePoolRowsBytes) still staged for
+// kvgpu.attend_rows, as the sinks, tails and pool blocks between records of
+// the sweep check.
+TEST_F(DecodeGpu, FiveAndSixCtasAnSmMatchTheCpuReference) {
+  std::mt19937_64 rng(freshSeed());
+  for (int ctas : {5, 6}) {
+    SCOPED_TRACE(llvm::formatv("{0} CTAs an SM", ctas).str());
+    options.minCtasPerSM = ctas;
+    checkEveryShape(rng);
+  }
+}
+
 TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
@@ -994,6 +1008,9 @@ TEST_F(DecodeGpu, SmallForTheSanitizers) {
   options.warpStates = false;
   options.pipelineCopies = true; // two slots, copies in flight
   check({0, 128, 1, 4, {300, 0, 129, 1000}}, rng);
+  options.pipelineCopies = false;
+  options.minCtasPerSM = 6; // 32-row pool chunks staged beside the record
+  check({0, 128, 1, 4, {300, 0, 129}}, rng);
 }
 
 // Both lowerings of the attention state, whole and held per warp
