@@ -544,9 +544,10 @@ int main(int argc, char **argv) {
       }
     } else if (!std::strcmp(argv[i], "--min-ctas") && i + 1 < argc) {
       minCtasPerSM = std::atoi(argv[++i]);
-      if (minCtasPerSM < 0 || minCtasPerSM > 32) {
+      if (minCtasPerSM < 0 || minCtasPerSM > kMaxCtasPerSM) {
         llvm::errs() << "kvarn-bench: error: --min-ctas takes 0 (the "
-                        "compiler's choice) to 32\n";
+                        "compiler's choice) to "
+                     << kMaxCtasPerSM << "\n";
         return 2;
       }
     } else if (!std::strcmp(argv[i], "--num-warps") && i + 1 < argc) {

@@ -233,10 +233,10 @@ kvarn::Expected<LoadedKernel> LoadedKernel::load(const Context &context,
   if (!threadsPerProgram(image.numWarps, programs))
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "LoadedKernel::load: kernel '{0}' has {1} warps and {2} "
-                     "programs a CTA: warps must be 1 to 32 and the programs "
+                     "programs a CTA: warps must be 1 to {3} and the programs "
                      "must divide the CTA into whole warps or equal parts of "
                      "one",
-                     image.name, image.numWarps, programs);
+                     image.name, image.numWarps, programs, kMaxWarpsPerCta);
   LoadedKernel loaded;
   loaded.ctx = context.ref();
   loaded.warps = image.numWarps;

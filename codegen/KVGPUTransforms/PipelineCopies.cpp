@@ -265,7 +265,7 @@ struct PipelineCopiesPass
   void runOnOperation() override {
     const kvarn::ChipInfo *target = kvarn::findChip(chip);
     if (!target)
-      target = kvarn::findChip("sm_90");
+      target = kvarn::findChip(kvarn::kDefaultChip);
     getOperation().walk([&](gpu::GPUFuncOp kernel) {
       auto shared = kernel->getAttrOfType<IntegerAttr>(kSharedBytesAttrName);
       auto ctas = kernel->getAttrOfType<IntegerAttr>(

@@ -423,11 +423,11 @@ struct ConvertKVTToKVGPUPass
             warpsPerProgram =
                 std::max<int64_t>(programThreads / kvgpu::kWarpSize, 1);
     int64_t ctasPerSM = launch->ctasPerSM;
-    // The target chip's shared memory (kChips, LaunchPolicy.h); sm_90's
-    // for a chip outside the table (validateTarget rejects those first).
+    // The target chip's shared memory (kChips, LaunchPolicy.h); the default
+    // chip's for one outside the table (validateTarget rejects those first).
     const ChipInfo *target = findChip(chip);
     if (!target)
-      target = findChip("sm_90");
+      target = findChip(kDefaultChip);
     const int64_t maxSharedBytes = target->sharedPerCta,
                   sharedBytesPerSM = target->sharedPerSM;
     const int64_t reservedSharedBytes = kReservedSharedBytesPerCta;

@@ -43,7 +43,7 @@ std::optional<LaunchChoice> kvarn::kvt::readLaunchChoice(Operation *kernel) {
   std::optional<int64_t> warps = integer("num_warps"),
                          ctas = integer("ctas_per_sm");
   if (!warps || !ctas || *warps < 1 || *warps > kMaxWarpsPerCta || *ctas < 1 ||
-      *ctas > 32)
+      *ctas > kMaxCtasPerSM)
     return std::nullopt;
   LaunchChoice c;
   c.numWarps = *warps;

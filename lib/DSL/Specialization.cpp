@@ -68,7 +68,7 @@ kvarn::dsl::specConstants(const Specialization &spec) {
                       : kvarn::attentionCtasPerSM(l.group, l.headDim);
   long poolRowsBytes = densePoolRowsBytes(
       ctasPerSM, spec.sharedBytesPerSM ? spec.sharedBytesPerSM
-                                       : findChip("sm_90")->sharedPerSM);
+                                       : findChip(kDefaultChip)->sharedPerSM);
   if (spec.smallPoolChunks)
     poolRowsBytes = std::min(poolRowsBytes, kDensePoolRowsBytes);
   return {

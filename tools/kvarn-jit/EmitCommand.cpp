@@ -268,9 +268,11 @@ int runEmit(const ParsedOptions &opts) {
                                     "compiler's choice), not {1}",
                                     kMaxWarpsPerCta, *warps)
                           .str());
-  if (*minCtas < 0 || *minCtas > 32)
-    return usageError(
-        "--min-ctas-per-sm takes 1 to 32 (0: the compiler's choice, 1)");
+  if (*minCtas < 0 || *minCtas > kMaxCtasPerSM)
+    return usageError(llvm::formatv("--min-ctas-per-sm takes 1 to {0} (0: the "
+                                    "compiler's choice, 1)",
+                                    kMaxCtasPerSM)
+                          .str());
   if (*headDim < INT32_MIN || *headDim > INT32_MAX || *gqa < INT32_MIN ||
       *gqa > INT32_MAX || *ropeDim < INT32_MIN || *ropeDim > INT32_MAX)
     return usageError("--head-dim, --gqa and --rope-dim take 32-bit integers");

@@ -44,6 +44,11 @@ inline constexpr ChipInfo kChips[] = {
 };
 constexpr long kReservedSharedBytesPerCta = 1024;
 
+/// The chip kvarn builds for when none is named (Target's default), and
+/// whose row stands in for a chip outside kChips (validateTarget rejects
+/// those first).
+inline constexpr std::string_view kDefaultChip = "sm_90";
+
 /// The row of `chip`, or nullptr.
 constexpr const ChipInfo *findChip(std::string_view chip) {
   for (const ChipInfo &c : kChips)
@@ -248,6 +253,10 @@ static_assert(packedRowLanes(128, 128) == 16 && packedRowLanes(64, 512) == 32 &&
 
 /// The most warps a CTA has: CUDA's 1024 threads.
 constexpr int kMaxWarpsPerCta = 32;
+
+/// The most CTAs an SM holds at once on any chip of kChips (sm_80, sm_90:
+/// 32): the bound of a CTAs-per-SM override (--min-ctas-per-sm).
+constexpr int kMaxCtasPerSM = 32;
 
 /// Threads of each of the `programs` programs a CTA of `warps` warps runs
 /// (kvgpu.programs_per_cta, the metadata's programs_per_cta): whole warps,

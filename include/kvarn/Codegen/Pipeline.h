@@ -8,6 +8,7 @@
 #ifndef KVARN_CODEGEN_PIPELINE_H
 #define KVARN_CODEGEN_PIPELINE_H
 
+#include "kvarn/Codegen/LaunchPolicy.h"
 #include "kvarn/Support/Error.h"
 #include <string_view>
 
@@ -25,7 +26,7 @@ namespace kvarn {
 
 /// A chip and the PTX ISA version to emit for it.
 struct Target {
-  std::string chip = "sm_90"; // sm_80, sm_86, sm_89, sm_90, sm_90a, ...
+  std::string chip{kDefaultChip}; // sm_80, sm_86, sm_89, sm_90, sm_90a, ...
   int ptxVersion = 0;         // e.g. 80 for PTX ISA 8.0; 0: the chip's default
   std::string features() const { return "+ptx" + std::to_string(ptxVersion); }
 };

@@ -44,7 +44,7 @@ struct Specialization {
   /// chip's shared memory an SM, which size its pool chunks
   /// (densePoolRowsBytes): CompileOptions::minCtasPerSM, or 0 for the
   /// launch policy's (attentionCtasPerSM); the target's ChipInfo::sharedPerSM,
-  /// or 0 for sm_90's.
+  /// or 0 for kDefaultChip's.
   int attentionCtasPerSM = 0;
   long sharedBytesPerSM = 0;
 
