@@ -18,6 +18,13 @@ per request over a paged cache whose blocks are all records:
   copy       a 1 GiB device-to-device copy: the rate the other rows are
              measured against (the records read once at that rate is the
              memory limit)
+  tensor     an 8192^3 fp16 matmul (fp32 accumulation): the tensor-core
+             rate the compute limit is measured against, the decode's
+             multiply-adds (heads x tokens x (2 R + E), once; kvarn's f16
+             hi + lo parts double them) at that rate. Where the compute
+             limit passes the memory limit (128 heads: ~690 flops a
+             record byte) no decoder reaches the memory limit; "%bound"
+             is the larger limit over kvarn's time.
 
 CUDA events, 3 warm-up calls, the median of 20; launches cycle through
 copies of the cache (at least 256 MiB) so no launch finds the previous one's
@@ -117,10 +124,19 @@ def main():
     copy_us = median_us(lambda: dst.copy_(src))
     copy_gbs = 2 * src.numel() / copy_us / 1e3
     del src, dst
+    # The tensor-core rate: fp16 products, fp32 accumulation (cuBLAS).
+    n = 8192
+    a = torch.randn(n, n, dtype=torch.float16, device=dev)
+    bm = torch.randn(n, n, dtype=torch.float16, device=dev)
+    mm_us = median_us(lambda: torch.matmul(a, bm))
+    tflops = 2 * n ** 3 / mm_us / 1e6
+    del a, bm
     print(f"MLA decode on {torch.cuda.get_device_name()} (torch "
-          f"{torch.__version__}); copy {copy_gbs:.0f} GB/s")
-    print(f"{'what':<34} {'kvarn us':>9} {'%copy':>6} {'splits':>6} "
-          f"{'torch us':>9} {'ref us':>8} {'torch/kvarn':>11} {'ref/kvarn':>9}")
+          f"{torch.__version__}); copy {copy_gbs:.0f} GB/s; fp16 matmul "
+          f"{tflops:.0f} TFLOP/s")
+    print(f"{'what':<34} {'kvarn us':>9} {'%copy':>6} {'limit us':>8} "
+          f"{'%bound':>6} {'splits':>6} {'torch us':>9} {'ref us':>8} "
+          f"{'torch/kvarn':>11} {'ref/kvarn':>9}")
     rows = []
     kernels = {}
     for heads, batch, context in POINTS:
@@ -164,6 +180,8 @@ def main():
                                splits, stream=stream.cuda_stream)
         kvarn_us = median_us(kvarn_call)
         limit_us = num_blocks * layout.record_bytes / (copy_gbs * 1e3)
+        flops = 2 * heads * batch * context * (2 * R + E)
+        compute_us = flops / (tflops * 1e6)
 
         # torch: the unquantized latent and rope keys in bf16.
         kv = cycling(lambda: torch.randn(batch, context, R + E, device=dev,
@@ -208,20 +226,24 @@ def main():
                     lse.stride(0), R=R, NUM_SPLITS=nspl)
             ref_us = median_us(ref_call)
         pct = 100 * limit_us / kvarn_us
+        bound_us = max(limit_us, compute_us)
         ref_text = f"{ref_us:8.1f}" if ref_us else f"{'-':>8}"
         ratio = f"{ref_us / kvarn_us:9.2f}" if ref_us else f"{'-':>9}"
-        print(f"{what:<34} {kvarn_us:9.1f} {pct:6.1f} {splits:6d} "
+        print(f"{what:<34} {kvarn_us:9.1f} {pct:6.1f} {bound_us:8.1f} "
+              f"{100 * bound_us / kvarn_us:6.1f} {splits:6d} "
               f"{torch_us:9.1f} {ref_text} {torch_us / kvarn_us:11.2f} {ratio}")
         rows.append({"what": what, "kvarn_us": kvarn_us, "splits": splits,
                      "percent_of_copy": pct, "record_bytes": num_blocks *
-                     layout.record_bytes, "torch_bf16_us": torch_us,
-                     "reference_us": ref_us})
+                     layout.record_bytes, "memory_limit_us": limit_us,
+                     "compute_limit_us": compute_us,
+                     "torch_bf16_us": torch_us, "reference_us": ref_us})
         del caches
         torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(),
-                       "copy_gb_per_s": copy_gbs, "rows": rows}, f, indent=1)
+                       "copy_gb_per_s": copy_gbs, "fp16_matmul_tflops": tflops,
+                       "rows": rows}, f, indent=1)
     return 0
 
 
