@@ -89,11 +89,13 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
                           int64_t minCtasPerSM, bool warpStates) {
   // Kernels that attend: LaunchPolicy.h says why.
   bool attends = false;
-  int64_t group = 0, headDim = 0; // of the attended K tile [G, D]
+  // Of the attended K tiles [G, D]: the largest (a record block's, not the
+  // pool's chunks of fp16 rows).
+  int64_t group = 0, headDim = 0;
   func.walk([&](AttendOp op) {
     attends = true;
-    group = op.getK().getType().getDim(0);
-    headDim = op.getK().getType().getDim(1);
+    group = std::max(group, op.getK().getType().getDim(0));
+    headDim = std::max(headDim, op.getK().getType().getDim(1));
   });
   // A kernel whose tiles are all register rows (append) needs neither
   // shared memory nor barriers, so its programs need not have CTAs of
@@ -121,7 +123,7 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   bool mla = spec && spec.isMla();
   int64_t defaultWarps =
       attends && mla                       ? kMlaAttentionNumWarps
-      : attends                            ? kAttentionNumWarps
+      : attends                            ? attentionNumWarps(int(group), int(headDim))
       : pack                               ? kPackedWarpsPerCta
       : normalized && normalizeShape.warps ? normalizeShape.warps
       : merged                             ? mergeWarps(merged)

@@ -73,6 +73,7 @@ kernels=$(grep -c '^| sm_' "$out")
 # loads) and the kernel still
 # runs faster than the spill-free one-CTA shape (docs/benchmarks.md).
 # And the decode family (decode, decode_split, verify) at 4 CTAs per SM
+# of 4 warps (G = 128; 6 of 2 warps at G = 64, LaunchPolicy.h)
 # (128 registers; 168 at head_dim 64): since its reductions over the fp16
 # pool blocks keep up to 4 rows x 4 columns of global loads in flight
 # (LoopOpsToNVVM.cpp) and its dot products run on tensor cores, ptxas spills
@@ -113,7 +114,7 @@ attending=$(awk -F'|' '/^\| sm_/ && $4+0 <= 256 && $10+0 > 0' "$out" | grep -cE 
   echo "Spills up to head_dim 256: none, except $allowed flush kernels with 64"
   echo "tile elements per thread in 128 registers (at most $flush_spill_allowance bytes;"
   echo "\`LaunchPolicy.h\` \`normalizeLaunch\` says why that shape is kept) and"
-  echo "$attending decode-family kernels at 4 CTAs per SM (at most $attention_spill_allowance bytes;"
+  echo "$attending decode-family kernels at 4 CTAs per SM of 4 warps or 6 of 2 (at most $attention_spill_allowance bytes;"
   echo "measured faster with them than without, docs/benchmarks.md)."
 } >>"$out"
 # Every kernel launches on its chip: dynamic shared memory within the most

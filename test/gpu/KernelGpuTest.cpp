@@ -1003,6 +1003,7 @@ TEST_F(DecodeGpu, SmallForTheSanitizers) {
   std::mt19937_64 rng(freshSeed());
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
   check({e4m3PresetIndex(), 128, 1, 4, {300, 0, 129}}, rng); // e4m3 scales
+  check({1, 128, 1, 4, {300, 0, 129}}, rng); // G = 64: 2 warps, 6 CTAs an SM
   options.warpStates = true; // each warp's rows read and written in place
   check({0, 128, 1, 4, {300, 0, 129}}, rng);
   options.warpStates = false;

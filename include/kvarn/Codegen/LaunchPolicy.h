@@ -128,6 +128,24 @@ constexpr int mlaAttentionCtasPerSM(int headsPerProgram) {
 /// reduces the scores of several query heads of one token at once.
 constexpr int kAttentionNumWarps = 4;
 
+/// Warps per CTA of an attention kernel over blocks of `group` tokens of
+/// `headDim` channels: kAttentionNumWarps, but one per 32 tokens at G = 64
+/// up to head_dim 128. kvgpu.attend_record's warps each take G / warps of a
+/// block's tokens; at 32 a warp's K piece of a channel is 16 bits (one
+/// transposed ldmatrix brings two k tiles) and the scores' hi and lo parts
+/// share one product (RecordAttendLayout). With 4 warps at G = 64 each took
+/// 16 tokens, neither held, and a block's partial states met from twice the
+/// warps: on the H200, kvarn_k4v2_g64 at 8 x 32K took 231.7 us with 4 warps
+/// (3 CTAs an SM), 157.3 with 2 (6 CTAs an SM; 1 warp: 171.9;
+/// docs/benchmarks.md). Past head_dim 128 only 3 CTAs an SM fit
+/// (attentionCtasPerSM), where 2 warps would leave 6 warps an SM; not
+/// measured, so kept at 4. One warp for all 128 tokens of a G = 128 block
+/// was 1.8x slower at 8 x 32K and 7.6x at 4 x 3000 (one warp's chain of a
+/// block's steps, at 7 CTAs an SM).
+constexpr int attentionNumWarps(int group, int headDim) {
+  return group <= 64 && headDim <= 128 ? 2 : kAttentionNumWarps;
+}
+
 /// Warps per CTA of an MLA attention kernel: 8. When one CTA ran per SM
 /// (before mlaAttentionCtasPerSM gave 2), at 4 warps each scheduler had
 /// one warp to issue from in a step whose products
@@ -144,12 +162,18 @@ constexpr int kMlaAttentionNumWarps = 8;
 /// 4 beat 2 and 3 at 32 x 8K and 8 x 32K.
 constexpr int kAttentionCtasPerSM = 4;
 
-/// kAttentionCtasPerSM, except when a block's tokens (G) or channels
-/// (head_dim) are 64 or fewer: the 64-long reduction loops unroll fully and
-/// ptxas spilled (8-40 bytes) within the 128 registers of 4 CTAs per SM; 3
-/// CTAs leave 168.
+/// kAttentionCtasPerSM, except: with fewer warps a CTA (G <= 64,
+/// attentionNumWarps) 6 CTAs of 2 warps up to head_dim 128 (168 registers;
+/// on the H200 kvarn_k4v2_g64's 8 x 32K took 157.3 us at 6, 158.8 at 8,
+/// 172.4 at 10, 231.7 with 4 warps at 3; at 8, 128 registers, ptxas spilled
+/// 284-384 bytes at kvarn_k4v4_g64 once the pool's chunks were staged);
+/// beyond, and when head_dim is 64 or fewer at G = 128, 3: the 64-long
+/// reduction loops unroll fully and ptxas spilled (8-40 bytes) within the
+/// 128 registers of 4 CTAs per SM of 4 warps; 3 CTAs leave 168.
 constexpr int attentionCtasPerSM(int group, int headDim) {
-  return group <= 64 || headDim <= 64 ? 3 : kAttentionCtasPerSM;
+  if (group <= 64)
+    return headDim <= 128 ? 6 : 3;
+  return headDim <= 64 ? 3 : kAttentionCtasPerSM;
 }
 
 /// Shared memory an attention kernel's other buffers (queries, partial
@@ -166,7 +190,7 @@ constexpr long kAttentionOtherSharedBytes = 16 << 10;
 /// an SM (head_dim 128) 16-row chunks are staged (21.7 KB a CTA) and 32-row
 /// ones were not: its pool blocks (sinks, tails) then went through the
 /// generic reduction instead of kvgpu.attend_rows; at 5 or 6 CTAs, 32 rows
-/// fit (32 KB a CTA at G = 64 and 128); on sm_80 at 4 CTAs (40 KB a CTA)
+/// fit (32 KB a CTA at G = 64 and 128; G = 64's default is 6); on sm_80 at 4 CTAs (40 KB a CTA)
 /// 64 rows did not.
 constexpr long densePoolRowsBytes(int ctasPerSM, long sharedPerSM) {
   long share = sharedPerSM / (ctasPerSM < 1 ? 1 : ctasPerSM) -

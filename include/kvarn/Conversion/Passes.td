@@ -41,7 +41,8 @@ def SelectLaunch : Pass<"kvt-select-launch", "mlir::ModuleOp"> {
     Writes `kvt.launch = {num_warps, ctas_per_sm[, programs_per_cta]
     [, keeps_staging][, warp_states]}` on every `kvt.kernel` function, from what it does
     and kvarn/Codegen/LaunchPolicy.h: kernels that attend get
-    `kAttentionNumWarps` warps and `attentionCtasPerSM(G, head_dim)`;
+    `attentionNumWarps(G, head_dim)` warps (2 at G = 64 up to head_dim 128, else
+    4) and `attentionCtasPerSM(G, head_dim)`;
     kernels that normalize their tiles `normalizeLaunch` (and keep their
     tiles staged at fewer CTAs per SM where the chip's shared memory is
     short); kernels that are all register rows get `kPackedWarpsPerCta`
