@@ -122,9 +122,9 @@ LaunchChoice chooseLaunch(func::FuncOp func, int64_t numWarps,
   SpecAttr spec = getEnclosingSpec(func);
   bool mla = spec && spec.isMla();
   int64_t defaultWarps =
-      attends && mla                       ? kMlaAttentionNumWarps
-      : attends                            ? attentionNumWarps(int(group), int(headDim))
-      : pack                               ? kPackedWarpsPerCta
+      attends && mla ? kMlaAttentionNumWarps
+      : attends      ? attentionNumWarps(int(group), int(headDim))
+      : pack         ? kPackedWarpsPerCta
       : normalized && normalizeShape.warps ? normalizeShape.warps
       : merged                             ? mergeWarps(merged)
       : chains.coversAllTiles ? std::min<int64_t>(chains.numChains, 4)

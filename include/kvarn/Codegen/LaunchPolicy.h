@@ -190,8 +190,8 @@ constexpr long kAttentionOtherSharedBytes = 16 << 10;
 /// an SM (head_dim 128) 16-row chunks are staged (21.7 KB a CTA) and 32-row
 /// ones were not: its pool blocks (sinks, tails) then went through the
 /// generic reduction instead of kvgpu.attend_rows; at 5 or 6 CTAs, 32 rows
-/// fit (32 KB a CTA at G = 64 and 128; G = 64's default is 6); on sm_80 at 4 CTAs (40 KB a CTA)
-/// 64 rows did not.
+/// fit (32 KB a CTA at G = 64 and 128; G = 64's default is 6); on sm_80 at 4
+/// CTAs (40 KB a CTA) 64 rows did not.
 constexpr long densePoolRowsBytes(int ctasPerSM, long sharedPerSM) {
   long share = sharedPerSM / (ctasPerSM < 1 ? 1 : ctasPerSM) -
                kReservedSharedBytesPerCta;
