@@ -862,6 +862,18 @@ std::optional<int64_t> staticByteOffset(Value buffer) {
   return std::nullopt;
 }
 
+/// Where a field stored through kvgpu.copy_in's `swizzled_rows` (rows of
+/// `rowBytes`, the field's first byte at 0) keeps its unit `at` (units of
+/// `unitBytes`, within one 16-byte chunk): the unit's index. A reader
+/// swizzles a lane's base once and steps from it by whole
+/// swizzlePeriodBytes, which keep the swizzle.
+Value swizzledIndex(OpBuilder &b, Location loc, Value at, int64_t unitBytes,
+                    int64_t rowBytes) {
+  Value byte = mulIndex(b, loc, at, unitBytes);
+  return arith::DivUIOp::create(b, loc, swizzledByte(b, loc, byte, rowBytes),
+                                indexConstant(b, loc, unitBytes));
+}
+
 /// max, or 0 where it is -inf (no token seen): the operand of expBelow,
 /// computed once per row, so that the exps of -inf scores are 0 without a
 /// test each (-inf - -inf would be NaN).
@@ -1126,6 +1138,7 @@ void emitZeroDots(OpBuilder &rw, Location loc, Value warp, Value lane,
 /// states in the scratch (RecordAttendLayout, RowsAttendLayout).
 struct WarpPartials {
   int64_t warps, partialOffset, partialFloats, statsOffset, incomingOffset;
+  int64_t headFloats; // a head's row in a partial (partialHeadFloats)
 };
 
 /// How attend_record's merged sums become values: `scale(b, channel)`
@@ -1207,13 +1220,15 @@ void emitMergeWarpPartials(OpBuilder &rw, Location loc, Value tid,
                                .getResult();
         }
         SmallVector<Value> sum(4);
+        Value partialAt = arith::AddIOp::create(
+            b, loc, mulIndex(b, loc, head, P.headFloats), first);
         for (int64_t w = 0; w < P.warps; ++w) {
           Value beta = betas[w];
           l = LLVM::FMAOp::create(b, loc, beta, sums[w], l);
           Value part = vector::LoadOp::create(
               b, loc, f32x4, scratch,
-              ValueRange{
-                  addIndex(b, loc, hd, P.partialOffset + w * P.partialFloats)},
+              ValueRange{addIndex(b, loc, partialAt,
+                                  P.partialOffset + w * P.partialFloats)},
               /*nontemporal=*/false, llvm::MaybeAlign(16));
           for (int64_t e = 0; e < 4; ++e) {
             Value x = vector::ExtractOp::create(b, loc, part, e);
@@ -1479,9 +1494,22 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             kWords = std::max<int64_t>(1, L.kPieceBits / 32);
     Value kPieceInRow = arith::DivUIOp::create(
         rw, loc, mulIndex(rw, loc, tokenBase, kBits), c(kWordBits));
-    auto kPiece = [&](Value ch) -> SmallVector<Value> {
+    // With `swizzled` (the rows stored through kvgpu::chunkSwizzle) a lane
+    // swizzles the index of its piece of k tile 0 once a row and steps by
+    // whole k tiles (16 rows: whole swizzle periods).
+    bool swizzled = op.getSwizzled();
+    int64_t kRowBytes = g * kBits / 8;
+    assert(!swizzled || (16 * kRowBytes) % swizzlePeriodBytes(kRowBytes) == 0);
+    // kPieces' index of the lane's piece of channel 16 kt + 2t + row.
+    auto kPieceAt = [&](int64_t kt, int64_t row) -> Value {
+      Value ch = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), row);
       Value at = arith::AddIOp::create(
           rw, loc, mulIndex(rw, loc, ch, kRowPieces), kPieceInRow);
+      if (swizzled)
+        at = swizzledIndex(rw, loc, at, kWordBits / 8, kRowBytes);
+      return addIndex(rw, loc, at, kt * 16 * kRowPieces);
+    };
+    auto kPiece = [&](Value at) -> SmallVector<Value> {
       if (kWords > 1) {
         Value v = vector::LoadOp::create(
             rw, loc, VectorType::get({kWords}, i32), *kPieces, ValueRange{at},
@@ -1518,6 +1546,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       kMatrixRow =
           arith::AddIOp::create(rw, loc, mulIndex(rw, loc, channel, kRowPieces),
                                 mulIndex(rw, loc, warp, 8));
+      if (swizzled)
+        kMatrixRow = swizzledIndex(rw, loc, kMatrixRow, 2, kRowBytes);
     }
     SmallVector<Value> kChunks;
     // One sum per m tile and part: chains of kTiles dependent MMAs, not
@@ -1555,10 +1585,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
         aRegs = fragmentsOfChunks(rw, loc, kChunks[2 * (kt % 2)],
                                   kChunks[2 * (kt % 2) + 1], mTiles, kBits);
       } else {
-        Value ch = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), kt * 16);
         aRegs = codeFragments(
-            rw, loc,
-            [&](int64_t row) { return kPiece(addIndex(rw, loc, ch, row)); },
+            rw, loc, [&](int64_t row) { return kPiece(kPieceAt(kt, row)); },
             L.kPieceBits, mTiles, kBits);
       }
       if (L.packedScoreParts) {
@@ -1747,7 +1775,11 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     int64_t vTiles = d / 16, vWords = std::max<int64_t>(1, L.vPieceBits / 32);
     int64_t vRowWords = d * vBits / vWordBits;
     Value vWordInRow = mulIndex(rw, loc, lg, vWords);
-    auto vPiece = [&](Value token) -> SmallVector<Value> {
+    // The lane's piece of the warp's token 16 kt + 2t + row.
+    Value laneToken =
+        arith::AddIOp::create(rw, loc, warpToken, mulIndex(rw, loc, lt, 2));
+    auto vPiece = [&](int64_t kt, int64_t row) -> SmallVector<Value> {
+      Value token = addIndex(rw, loc, laneToken, 16 * kt + row);
       Value at = arith::AddIOp::create(
           rw, loc, mulIndex(rw, loc, token, vRowWords), vWordInRow);
       SmallVector<Value> piece;
@@ -1771,7 +1803,6 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     for (int64_t kt = 0; kt < tokens / 16; ++kt) {
       // B: p[h = g, tokens 16 kt + 2t, + 1] and [.. + 8, + 9], each part
       // one word of the region.
-      Value firstSlot = addIndex(rw, loc, mulIndex(rw, loc, lt, 2), 16 * kt);
       SmallVector<std::array<Value, kMmaSplitParts>> bParts =
           loadProbabilityFragments(rw, loc, scratch, region, lg, lt, rowWords,
                                    kt, /*firstHead=*/0, /*partRows=*/8);
@@ -1780,13 +1811,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
           for (Value &part : half)
             part = arith::SelectOp::create(rw, loc, lgIsHead, part,
                                            i32Constant(rw, loc, 0));
-      Value slotToken = arith::AddIOp::create(rw, loc, warpToken, firstSlot);
       SmallVector<std::array<Value, 4>> aRegs = codeFragments(
-          rw, loc,
-          [&](int64_t row) {
-            return vPiece(addIndex(rw, loc, slotToken, row));
-          },
-          L.vPieceBits, vTiles, vBits);
+          rw, loc, [&](int64_t row) { return vPiece(kt, row); }, L.vPieceBits,
+          vTiles, vBits);
       for (int p = kMmaSplitParts - 1; p >= 0; --p)
         for (int64_t i = 0; i < vTiles; ++i)
           mmaF16(rw, loc, aRegs[i], {bParts[0][p], bParts[1][p]}, weighted[i]);
@@ -1828,8 +1855,9 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       scf::IfOp::create(rw, loc, mine, [&](OpBuilder &b, Location) {
         Value at = arith::AddIOp::create(
             b, loc, region,
-            arith::AddIOp::create(b, loc, mulIndex(b, loc, heads[e], d),
-                                  mulIndex(b, loc, lg, perLaneChannels)));
+            arith::AddIOp::create(
+                b, loc, mulIndex(b, loc, heads[e], L.partialHeadFloats),
+                mulIndex(b, loc, lg, perLaneChannels)));
         for (int64_t j0 = 0; j0 < perLaneChannels; j0 += 4) {
           SmallVector<Value> four;
           for (int64_t j = j0; j < j0 + 4; ++j)
@@ -1866,7 +1894,8 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
       codeFactors[e] = subnormalCodeFactor(e, vBits);
     emitMergeWarpPartials(rw, loc, tid, threads, h, d,
                           {L.warps, L.partialOffset, L.partialFloats,
-                           L.statsOffset, L.incomingOffset},
+                           L.statsOffset, L.incomingOffset,
+                           L.partialHeadFloats},
                           scratch, mIn, lIn, accIn, mOut, lOut, accOut,
                           ChannelScaling{[&](OpBuilder &b, Value channel) {
                                            return scaleAt(b, vChannel, channel);
@@ -2741,8 +2770,9 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
         scf::IfOp::create(b, loc, mine, [&](OpBuilder &ib, Location) {
           Value at = arith::AddIOp::create(
               ib, loc, region,
-              arith::AddIOp::create(ib, loc, mulIndex(ib, loc, heads[e], d),
-                                    lg));
+              arith::AddIOp::create(
+                  ib, loc, mulIndex(ib, loc, heads[e], L.partialHeadFloats),
+                  lg));
           for (int64_t i = 0; i < vTiles; ++i)
             for (int64_t r = 0; r < 2; ++r)
               memref::StoreOp::create(
@@ -2780,7 +2810,8 @@ struct AttendRowsLowering : OpRewritePattern<AttendRowsOp> {
     if (!op.getWarpStates())
       emitMergeWarpPartials(rw, loc, tid, threads, h, d,
                             {L.warps, L.partialOffset, L.partialFloats,
-                             L.statsOffset, L.incomingOffset},
+                             L.statsOffset, L.incomingOffset,
+                             L.partialHeadFloats},
                             scratch, mIn, lIn, accIn, mOut, lOut, accOut,
                             /*scaling=*/std::nullopt);
     rw.eraseOp(op);

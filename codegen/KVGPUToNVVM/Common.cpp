@@ -167,13 +167,24 @@ Value kvarn::kvgpu::rowSwizzle(OpBuilder &b, Location loc, Value row) {
 
 Value kvarn::kvgpu::swizzledByte(OpBuilder &b, Location loc, Value at,
                                  int64_t rowBytes) {
-  Value row =
-      arith::DivUIOp::create(b, loc, at, indexConstant(b, loc, rowBytes));
-  // The chunk's bits (bits 4..6 of the byte) XOR the row's swizzle.
+  auto c = [&](int64_t v) { return indexConstant(b, loc, v); };
+  Value swizzle;
+  if (rowBytes % 128 == 0) {
+    swizzle =
+        rowSwizzle(b, loc, arith::DivUIOp::create(b, loc, at, c(rowBytes)));
+  } else {
+    // lineSwizzle(line): 3 (line & 1) ^ ((line >> 1) & 1).
+    Value line = arith::ShRUIOp::create(b, loc, at, c(7));
+    swizzle = arith::XOrIOp::create(
+        b, loc,
+        arith::MulIOp::create(b, loc, arith::AndIOp::create(b, loc, line, c(1)),
+                              c(3)),
+        arith::AndIOp::create(
+            b, loc, arith::ShRUIOp::create(b, loc, line, c(1)), c(1)));
+  }
+  // The chunk's bits (bits 4..6 of the byte) XOR the swizzle.
   return arith::XOrIOp::create(b, loc, at,
-                               arith::ShLIOp::create(b, loc,
-                                                     rowSwizzle(b, loc, row),
-                                                     indexConstant(b, loc, 4)));
+                               arith::ShLIOp::create(b, loc, swizzle, c(4)));
 }
 
 Value kvarn::kvgpu::sharedAddress(OpBuilder &b, Location loc, Value shared,

@@ -25,7 +25,7 @@ mlir::Value sharedAddress(mlir::OpBuilder &b, mlir::Location loc,
                           mlir::Value shared, llvm::ArrayRef<mlir::Value> idx);
 
 /// Byte `at` (index) of a region of `rowBytes`-byte rows swizzled by
-/// kvgpu::rowSwizzle (kvgpu.copy_in's `swizzled_rows`), the region's
+/// kvgpu::chunkSwizzle (kvgpu.copy_in's `swizzled_rows`), the region's
 /// first byte at 0: where it is stored, relative to the same start.
 mlir::Value swizzledByte(mlir::OpBuilder &b, mlir::Location loc, mlir::Value at,
                          int64_t rowBytes);

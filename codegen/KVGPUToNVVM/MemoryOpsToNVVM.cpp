@@ -119,7 +119,55 @@ void emitCopy(PatternRewriter &rw, Operation *op, Value global,
     return;
   }
 
+  // A 1-D copy_in with swizzled regions: one strided loop over each
+  // region and each span between them, a region's chunks stored at `rel +
+  // (swizzled(low) - low)` for `low` their place in a swizzle period: the
+  // period's bits alone decide the move, so that a loop's stores step from
+  // one base (a select among the regions a chunk, with the swizzle of each
+  // whole index, held more registers across decode's block loop, which
+  // spilled 44 bytes at head_dim 128).
+  auto swizzledVectorCopy = [&](OpBuilder &b) {
+    // (first, end, row bytes) in order; row bytes 0: not swizzled.
+    SmallVector<std::array<int64_t, 3>> spans;
+    int64_t at = 0;
+    for (size_t i = 0; i < regions->size(); i += 3) {
+      int64_t first = (*regions)[i], end = (*regions)[i + 1];
+      if (first > at)
+        spans.push_back({at, first, 0});
+      spans.push_back({first, end, (*regions)[i + 2]});
+      at = end;
+    }
+    if (at < total)
+      spans.push_back({at, total, 0});
+    for (auto [first, end, rowBytes] : spans)
+      buildStridedLoop(
+          b, loc, threadIndex(b, loc), (end - first) / kVectorBytes, threads,
+          [&](OpBuilder &nb, Value p) {
+            Value rel = arith::MulIOp::create(
+                nb, loc, p, indexConstant(nb, loc, kVectorBytes));
+            Value src = elementAddress(nb, loc, global, byteOffset, byteStrides,
+                                       {addIndexConstant(nb, loc, rel, first)});
+            Value dst = rel;
+            if (rowBytes) {
+              Value low = arith::RemUIOp::create(
+                  nb, loc, rel,
+                  indexConstant(nb, loc, swizzlePeriodBytes(rowBytes)));
+              dst = arith::AddIOp::create(
+                  nb, loc, rel,
+                  arith::SubIOp::create(
+                      nb, loc, swizzledByte(nb, loc, low, rowBytes), low));
+            }
+            NVVM::CpAsyncOp::create(
+                nb, loc,
+                sharedAddress(nb, loc, shared,
+                              {addIndexConstant(nb, loc, dst, first)}),
+                src, kVectorBytes, NVVM::LoadCacheModifierKind::CG,
+                /*cpSize=*/Value());
+          });
+  };
   auto vectorCopy = [&](OpBuilder &b) {
+    if (ToShared && regions)
+      return swizzledVectorCopy(b);
     SmallVector<int64_t> vecShape(shape);
     vecShape.back() /= vecElems;
     auto vecType = VectorType::get({vecElems}, elt);

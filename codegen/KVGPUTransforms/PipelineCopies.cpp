@@ -16,7 +16,8 @@
 //
 // A loop qualifies when its copies of one byte range (every copy_in in its
 // body, outside nested loops, of the same global pointer, 1-D bytes, and
-// offsets computed alike) each come right before a barrier, the offset is
+// offsets computed alike, stored alike: the same swizzled_rows) each come
+// right before a barrier, the offset is
 // pure arithmetic on the loop's iteration arguments, its index and values
 // from outside (so that step k + 1's is step k's yielded values put in), each
 // copy's block ends with a barrier after the buffers read from it, and the
@@ -214,6 +215,9 @@ std::optional<Ring> findRing(scf::ForOp loop) {
         !computedAlike(copy.getByteStrides()[0], first.getByteStrides()[0]) ||
         !computedAlike(copy.getByteOffset(), first.getByteOffset()))
       continue;
+    // One ring copy stands for them all: the bytes must land alike.
+    if (copy.getSwizzledRowsAttr() != first.getSwizzledRowsAttr())
+      return std::nullopt;
     auto range = readRange(copy);
     if (!range)
       return std::nullopt;

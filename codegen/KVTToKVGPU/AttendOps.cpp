@@ -58,6 +58,7 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
 /// token-major latent, quantized per channel) [C, R * bits / 8].
 struct AffineDequant {
   TileView codes, scale, zero, other;
+  TileView packedView; // the packed codes' tile, when `packed`
   Value packed;
   int64_t bits = 0;
   bool transposed = false, packedTransposed = false;
@@ -81,6 +82,7 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
   if (unpack) {
     const TileView &packed = s.view(unpack.getPacked());
     if (packed.type.getRank() == 2 && packed.isStoredAs(s.b.getI8Type())) {
+      result.packedView = packed;
       result.packed = packed.buffer;
       result.bits = unpack.getBits();
     }
@@ -274,6 +276,66 @@ void publishNewState(TileLowering &s, AttendOp op, const TileView &newM,
   s.tiles[op.getNewAcc()] = newAcc;
 }
 
+/// The kvgpu.copy_in that staged the record whose fields `fields` (shared
+/// buffers) are, when only barriers and views lie between it and the
+/// builder's insertion point (nothing has read the record yet), and nothing
+/// reads the record after `op` (`recordView`: one of the fields' tile
+/// views): the copy may then store the fields' rows swizzled for `op`
+/// alone. Null otherwise.
+kvgpu::CopyInOp recordCopyToSwizzle(TileLowering &s, AttendOp op,
+                                    ArrayRef<Value> fields,
+                                    const TileView &recordView) {
+  if (!s.swizzleRecords)
+    return nullptr;
+  SmallVector<kvgpu::SharedBufferOp> views;
+  for (Value field : fields) {
+    auto at = field.getDefiningOp<kvgpu::SharedBufferOp>();
+    if (!at || at.getSlot())
+      return nullptr;
+    views.push_back(at);
+  }
+  if (recordView.bufferId < 0 || !s.bufferDeadAfter(recordView.bufferId, op))
+    return nullptr;
+  Block *block = s.b.getInsertionBlock();
+  for (auto it = s.b.getInsertionPoint(); it != block->begin();) {
+    Operation *prev = &*--it;
+    if (isa<kvgpu::SharedBufferOp, kvgpu::BarrierOp>(prev))
+      continue;
+    auto copy = dyn_cast<kvgpu::CopyInOp>(prev);
+    auto dst =
+        copy ? copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>() : nullptr;
+    if (!dst || dst.getSlot() || copy.getSwizzledRows() ||
+        dst.getType().getRank() != 1 ||
+        !dst.getType().getElementType().isInteger(8))
+      return nullptr;
+    int64_t first = dst.getOffset(),
+            end = first + dst.getType().getNumElements();
+    auto inside = [&](kvgpu::SharedBufferOp view) {
+      auto type = view.getType();
+      int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+      return view.getOffset() >= first && view.getOffset() + bytes <= end;
+    };
+    return llvm::all_of(views, inside) ? copy : nullptr;
+  }
+  return nullptr;
+}
+
+/// Swizzles `copy`'s rows of the record fields `fields` (shared buffers
+/// inside its destination, each of `rows` rows of `rowBytes` bytes).
+void swizzleRecordRows(kvgpu::CopyInOp copy, ArrayRef<Value> fields,
+                       ArrayRef<std::pair<int64_t, int64_t>> shapes) {
+  int64_t base =
+      copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>().getOffset();
+  SmallVector<int64_t> regions;
+  for (auto [field, shape] : llvm::zip(fields, shapes)) {
+    int64_t at =
+        field.getDefiningOp<kvgpu::SharedBufferOp>().getOffset() - base;
+    auto [rows, rowBytes] = shape;
+    regions.append({at, at + rows * rowBytes, rowBytes});
+  }
+  copy.setSwizzledRows(regions);
+}
+
 /// The step as one kvgpu.attend_record when K and V are both a record's
 /// staged codes, `valid` is uniform, there is no `from` and the shape has a
 /// register layout (RecordAttendLayout); false otherwise, having emitted
@@ -309,6 +371,25 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   Value count = valid.splat;
   if (!count.getType().isInteger(32))
     count = arith::IndexCastOp::create(s.b, loc, s.b.getI32Type(), count);
+  // The keys' rows stored swizzled by the record's copy where nothing else
+  // reads them and the lowering reads them by ldmatrix (16-bit pieces: its
+  // eight rows at one chunk then hit distinct banks, not four rows one
+  // bank; the values' word loads meet two-way conflicts that a swizzle
+  // would trade for three more registers a lane). Only with 4 warps and
+  // 2-bit values: the copy's second loop costs registers, and where the
+  // kernel had none to spare the spills cost more than the conflicts
+  // (H100, 8 x 32K: kvarn_k4v2_g128 129.0 us against 133.6, head_dim 256
+  // 301.6 against 330.2; kvarn_k4v4_g128 203.8 against 151.0, 152 bytes
+  // spilled; kvarn_k4v2_g64, 2 warps, 150.0 against 142.2).
+  UnitAttr swizzled;
+  int64_t kRowBytes = G * kq->bits / 8;
+  if (layout->kPieceBits == 16 && layout->warps == 4 && vq->bits == 2 &&
+      kvgpu::isSwizzledRowBytes(kRowBytes))
+    if (kvgpu::CopyInOp copy =
+            recordCopyToSwizzle(s, op, {kq->packed}, kq->packedView)) {
+      swizzleRecordRows(copy, {kq->packed}, {{D, kRowBytes}});
+      swizzled = s.b.getUnitAttr();
+    }
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
   auto [newM, newL, newAcc] = newState;
@@ -318,7 +399,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
       s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
       s.b.getI32IntegerAttr(int32_t(kq->bits)),
       s.b.getI32IntegerAttr(int32_t(vq->bits)),
-      perWarp ? s.b.getUnitAttr() : UnitAttr());
+      perWarp ? s.b.getUnitAttr() : UnitAttr(), swizzled);
   publishNewState(s, op, newM, newL, newAcc);
   return true;
 }
@@ -378,43 +459,6 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
   return true;
 }
 
-/// The kvgpu.copy_in that staged the record whose fields `codes` and `rope`
-/// (shared buffers) are, when only barriers and views lie between it and
-/// the builder's insertion point (nothing has read the record yet), and
-/// nothing reads the record after `op`: the copy may then store the two
-/// fields' rows swizzled for attend_latent alone. Null otherwise.
-kvgpu::CopyInOp recordCopyToSwizzle(TileLowering &s, AttendOp op, Value codes,
-                                    Value rope) {
-  auto codesAt = codes.getDefiningOp<kvgpu::SharedBufferOp>(),
-       ropeAt = rope.getDefiningOp<kvgpu::SharedBufferOp>();
-  const TileView &ropeView = s.view(op.getKRope());
-  if (!codesAt || !ropeAt || codesAt.getSlot() || ropeAt.getSlot() ||
-      ropeView.bufferId < 0 || !s.bufferDeadAfter(ropeView.bufferId, op))
-    return nullptr;
-  Block *block = s.b.getInsertionBlock();
-  for (auto it = s.b.getInsertionPoint(); it != block->begin();) {
-    Operation *prev = &*--it;
-    if (isa<kvgpu::SharedBufferOp, kvgpu::BarrierOp>(prev))
-      continue;
-    auto copy = dyn_cast<kvgpu::CopyInOp>(prev);
-    auto dst =
-        copy ? copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>() : nullptr;
-    if (!dst || dst.getSlot() || copy.getSwizzledRows() ||
-        dst.getType().getRank() != 1 ||
-        !dst.getType().getElementType().isInteger(8))
-      return nullptr;
-    int64_t first = dst.getOffset(),
-            end = first + dst.getType().getNumElements();
-    auto inside = [&](kvgpu::SharedBufferOp view) {
-      auto type = view.getType();
-      int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
-      return view.getOffset() >= first && view.getOffset() + bytes <= end;
-    };
-    return inside(codesAt) && inside(ropeAt) ? copy : nullptr;
-  }
-  return nullptr;
-}
-
 /// The step as one kvgpu.attend_latent when K and V are one MLA record's
 /// latent (the same dequantized tile: token-major codes staged in shared
 /// memory, quantized per channel), the rope keys are fp16 rows staged with
@@ -463,16 +507,10 @@ bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
   UnitAttr swizzled;
   int64_t codeRowBytes = R * kq->bits / 8, ropeRowBytes = E * 2;
   if (codeRowBytes % 128 == 0 && ropeRowBytes % 128 == 0)
-    if (kvgpu::CopyInOp copy = recordCopyToSwizzle(s, op, kq->packed, rope)) {
-      int64_t base =
-          copy.getDst().getDefiningOp<kvgpu::SharedBufferOp>().getOffset();
-      int64_t codesAt =
-          kq->packed.getDefiningOp<kvgpu::SharedBufferOp>().getOffset() - base;
-      int64_t ropeAt =
-          rope.getDefiningOp<kvgpu::SharedBufferOp>().getOffset() - base;
-      copy.setSwizzledRows(
-          ArrayRef<int64_t>{codesAt, codesAt + G * codeRowBytes, codeRowBytes,
-                            ropeAt, ropeAt + G * ropeRowBytes, ropeRowBytes});
+    if (kvgpu::CopyInOp copy = recordCopyToSwizzle(s, op, {kq->packed, rope},
+                                                   s.view(op.getKRope()))) {
+      swizzleRecordRows(copy, {kq->packed, rope},
+                        {{G, codeRowBytes}, {G, ropeRowBytes}});
       swizzled = s.b.getUnitAttr();
     }
   ScratchBuffers scratch(s);

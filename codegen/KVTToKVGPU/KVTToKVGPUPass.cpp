@@ -450,6 +450,7 @@ struct ConvertKVTToKVGPUPass
       b.setInsertionPointToStart(&entry);
       TileLowering state(b, spec, warps, limit);
       state.gridDependencyControl = target->gridDependencyControl;
+      state.swizzleRecords = swizzleRecords;
       for (auto [v, chain] : chains.chainOf)
         state.registerRows[v] = chain % warpsPerProgram;
       state.registerRowLanes =

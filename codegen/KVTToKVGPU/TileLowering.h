@@ -146,6 +146,9 @@ public:
   /// as a programmatic dependent: kvgpu.launch_pdl).
   bool gridDependencyControl = false;
   bool waitsOnGrid = false;
+  /// Record copies may store fields swizzled for their one reader
+  /// (convert-kvt-to-kvgpu's swizzle-records).
+  bool swizzleRecords = true;
   /// The attention states held per warp (findWarpStates), with their roles;
   /// empty unless the launch choice holds states per warp.
   llvm::DenseMap<mlir::Value, StateRole> warpStates;

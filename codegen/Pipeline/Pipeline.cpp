@@ -47,6 +47,9 @@ static void addKvtToKVGPUPasses(OpPassManager &pm, const CompileOptions &opts) {
   launchOptions.warpStates = opts.warpStates;
   ConvertKVTToKVGPUOptions tileOptions;
   tileOptions.chip = opts.target.chip;
+  // The ring copy of -pipeline-copies stands for every record copy of the
+  // loop (the window's, unswizzled, among them).
+  tileOptions.swizzleRecords = !opts.pipelineCopies;
   pm.addNestedPass<func::FuncOp>(createSinkTileUsersIntoBranches());
   pm.addPass(createSelectLaunch(launchOptions));
   pm.addPass(createConvertKVTToKVGPU(tileOptions));

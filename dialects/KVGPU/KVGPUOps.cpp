@@ -64,12 +64,16 @@ LogicalResult CopyInOp::verify() {
     for (size_t i = 0; i < regions->size(); i += 3) {
       int64_t first = (*regions)[i], end = (*regions)[i + 1],
               row = (*regions)[i + 2];
-      if (first < 0 || end > dst.getNumElements() || first % 16 || row <= 0 ||
-          row % 128 || end <= first || (end - first) % row)
+      if (i && first < (*regions)[i - 2])
+        return emitOpError("swizzled regions must be in order, apart: [")
+               << first << ", " << end << ") starts before the end of the one "
+               << "before it, " << (*regions)[i - 2];
+      if (first < 0 || end > dst.getNumElements() || first % 16 ||
+          !isSwizzledRowBytes(row) || end <= first || (end - first) % row)
         return emitOpError("swizzled region [")
                << first << ", " << end << ") of " << row
-               << "-byte rows: whole rows of a multiple of 128 bytes from a "
-                  "16-byte boundary inside the buffer";
+               << "-byte rows: whole rows of 32, 64 or a multiple of 128 bytes "
+                  "from a 16-byte boundary inside the buffer";
     }
   }
   return success();
@@ -420,8 +424,11 @@ template <typename Layout>
 static void setWarpPartials(Layout &l, int64_t h, int64_t d, int64_t tokens,
                             bool warpStates) {
   int64_t probabilities = 8 * tokens + 64;
+  l.partialHeadFloats = d + 4;
   l.partialFloats = llvm::alignTo(
-      warpStates ? probabilities : std::max(h * d, probabilities), 4);
+      warpStates ? probabilities
+                 : std::max(h * l.partialHeadFloats, probabilities),
+      4);
   l.statsOffset = l.partialOffset + l.warps * l.partialFloats;
   l.incomingOffset =
       l.statsOffset + (warpStates ? 0 : l.warps * kRecordAttendStatsFloats);

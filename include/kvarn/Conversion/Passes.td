@@ -31,7 +31,12 @@ def ConvertKVTToKVGPU : Pass<"convert-kvt-to-kvgpu", "mlir::ModuleOp"> {
   let options = [
     Option<"chip", "chip", "std::string", /*default=*/"\"sm_90\"",
            "Target chip (sm_80, sm_86, sm_89, sm_90, ...): its shared memory "
-           "bounds staging and CTAs per SM">
+           "bounds staging and CTAs per SM">,
+    Option<"swizzleRecords", "swizzle-records", "bool", /*default=*/"true",
+           "Store a record's fields swizzled (copy_in's swizzled_rows) where "
+           "the one op that reads them reads them so; off for "
+           "-pipeline-copies, whose ring copy stands for every copy of the "
+           "loop, swizzled or not">
   ];
 }
 

@@ -208,7 +208,7 @@ struct RecordAttendLayout {
   bool packedScoreParts;
   /// Scratch offsets in floats: the split B fragments of the scores (D / 16
   /// k tiles x 32 lanes x 4 words), sum_d q[h, d] kzero[d] (8), then per
-  /// warp `partialFloats` (the weighted partial [H, D], and before it the
+  /// warp `partialFloats` (the weighted partial [H, D + 4], and before it the
   /// probabilities as f16 pairs [2 parts, 8 heads, T / 2 + 4]) and
   /// kRecordAttendStatsFloats (max, sum and the p . vzero term of 8 heads),
   /// then the incoming max and sum (16), read there so that the new state
@@ -218,6 +218,9 @@ struct RecordAttendLayout {
   int64_t kZeroDotOffset, partialOffset, partialFloats, statsOffset;
   int64_t incomingOffset;
   int64_t scratchFloats;
+  /// A head's row in a warp's partial: D + 4 floats, so that the lanes of
+  /// heads 2t and 2t + 2 store into distinct banks.
+  int64_t partialHeadFloats;
 };
 /// The layout, or nothing when the shape does not fit it (H > 8, D not 16 x
 /// a multiple of 32 up to 256, codes other than 2 or 4 bits, T not a multiple
@@ -239,6 +242,7 @@ struct RowsAttendLayout {
   int64_t warps, tokensPerWarp;
   int64_t partialOffset, partialFloats, statsOffset, incomingOffset;
   int64_t scratchFloats;
+  int64_t partialHeadFloats; // as RecordAttendLayout's
 };
 /// The layout, or nothing when the shape does not fit it (H > 8, D not a
 /// multiple of 16 up to 256, T not a multiple of 16): the attention step
@@ -254,6 +258,33 @@ std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
 /// word loads).
 constexpr int64_t rowSwizzle(int64_t row) {
   return (row & 2) | (((row >> 2) ^ row) & 1) << 2;
+}
+/// The chunk swizzle of `swizzled_rows` for rows of 32 or 64 bytes, several
+/// to a 128-byte line: chunk c (of 8) of line L is stored at chunk c ^
+/// lineSwizzle(L). Lines 2k and 2k + 1 differ in bits 0 and 1, lines 4k ..
+/// 4k + 3 in their low two bits, so that attend_record's reads hit distinct
+/// banks: the values' word loads of 32-byte rows r, r + 2, r + 4, r + 6 (a
+/// warp's lanes t), and the keys' ldmatrix of eight consecutive rows at one
+/// chunk, 64-byte rows (4 lines) or 32-byte ones (2 lines).
+constexpr int64_t lineSwizzle(int64_t line) {
+  return (3 * (line & 1)) ^ ((line >> 1) & 1);
+}
+/// The rows `swizzled_rows` takes: 32 or 64 bytes (lineSwizzle) or a
+/// multiple of 128 (rowSwizzle).
+constexpr bool isSwizzledRowBytes(int64_t rowBytes) {
+  return rowBytes == 32 || rowBytes == 64 ||
+         (rowBytes > 0 && rowBytes % 128 == 0);
+}
+/// What the chunk index of byte `at` of a swizzled region of `rowBytes`-byte
+/// rows (the region's first byte at 0) is XOR-ed with.
+constexpr int64_t chunkSwizzle(int64_t at, int64_t rowBytes) {
+  return rowBytes % 128 == 0 ? rowSwizzle(at / rowBytes)
+                             : lineSwizzle(at / 128);
+}
+/// Bytes `at` and `at + k * swizzlePeriodBytes(rowBytes)` have the same
+/// chunkSwizzle: a reader may swizzle a base once and step by whole periods.
+constexpr int64_t swizzlePeriodBytes(int64_t rowBytes) {
+  return rowBytes % 128 == 0 ? 8 * rowBytes : 4 * 128;
 }
 
 /// Query heads in one of attend_latent's MMA column tiles (N = 8), and the

@@ -189,8 +189,10 @@ def KVGPU_CopyInOp : KVGPU_Op<"copy_in"> {
     `swizzled_rows`, triples (first byte, end byte, row bytes) of a 1-D i8
     `dst`: in each such region the 16-byte chunk c of row r is stored at
     chunk c ^ s(r) of its row (`kvgpu::rowSwizzle`, KVGPU.h: reads of one
-    chunk column by rows r .. r + 7 then hit distinct banks). Only a
-    consumer that reads the region through the same map may read it.
+    chunk column by rows r .. r + 7 then hit distinct banks); rows of 32 or
+    64 bytes, several to a 128-byte line, swizzle their line's chunks by
+    the line (`kvgpu::lineSwizzle`). Only a consumer that reads the region
+    through the same map may read it.
   }];
   let arguments = (ins Arg<KVGPU_GlobalPtr, "", [MemRead]>:$src, I64:$byteOffset,
                        Variadic<I64>:$byteStrides,
@@ -661,6 +663,10 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     merge of the W (kvt.attend_finish's), and each warp folds its tokens
     into its own row with no barrier and no merge; the new state may be
     the incoming one's buffers, or others.
+
+    With `swizzled`, the rows of `k_codes` were stored through
+    `kvgpu::chunkSwizzle` (kvgpu.copy_in's `swizzled_rows`), so that the
+    keys' ldmatrix reads hit distinct banks.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_codes,
@@ -681,11 +687,12 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
                        Arg<KVGPU_SharedMemRef, "", [MemRead, MemWrite]>:$scratch,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$k_bits,
                        ConfinedAttr<I32Attr, [IntMinValue<1>, IntMaxValue<8>]>:$v_bits,
-                       UnitAttr:$warp_states);
+                       UnitAttr:$warp_states, UnitAttr:$swizzled);
   let assemblyFormat = [{
     `q` $q
     `keys` $k_codes `bits` $k_bits `scales` $k_scale `,` $k_zero `,` $k_token_scale
     `values` $v_codes `bits` $v_bits `scales` $v_scale `,` $v_zero `,` $v_channel_scale
+    (`swizzled` $swizzled^)?
     `state` $m `,` $l `,` $acc `valid` $valid `softmax_scale` $softmax_scale
     `into` $new_m `,` $new_l `,` $new_acc `scratch` $scratch
     (`warp_states` $warp_states^)? attr-dict `:`

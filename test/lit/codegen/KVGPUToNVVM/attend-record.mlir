@@ -28,7 +28,7 @@ gpu.module @m {
     %m2 = kvgpu.shared_buffer 17952 : !f32x4
     %l2 = kvgpu.shared_buffer 17968 : !f32x4
     %acc2 = kvgpu.shared_buffer 17984 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3256xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
     // CHECK-DAG: to memref<4096xi16, #gpu.address_space<workgroup>>
@@ -42,8 +42,8 @@ gpu.module @m {
     // CHECK-NOT: scf.for
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
-    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
-    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3256xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 8 : i64} : memref<3256xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK-NOT: vector.store
     // CHECK-COUNT-5: gpu.shuffle  xor
     // CHECK: gpu.barrier
@@ -54,7 +54,7 @@ gpu.module @m {
     // the low nibbles, then 0x00F000F0), one shift by 8 for a chunk's high
     // byte, no f16 arithmetic and no lop3; f16 products.
     // CHECK-NOT: gpu.barrier
-    // CHECK: vector.load %{{.*}} {alignment = 8 : i64} : memref<3192xf32, #gpu.address_space<workgroup>>, vector<2xf32>
+    // CHECK: vector.load %{{.*}} {alignment = 8 : i64} : memref<3256xf32, #gpu.address_space<workgroup>>, vector<2xf32>
     // CHECK: nvvm.ldmatrix %{{.*}} {eltType = #nvvm.ld_st_matrix_elt_type<b16>, layout = #nvvm.mma_layout<col>, num = 4 : i32, shape = #nvvm.ld_st_matrix_shape<m = 8, n = 8>}
     // CHECK-NOT: memref<4096xi16, #gpu.address_space<workgroup>>
     // CHECK: arith.andi %{{.*}}, %c983055_i32 : i32
@@ -84,7 +84,7 @@ gpu.module @m {
     // CHECK-NEXT: %[[DIFF:.*]] = arith.subf %{{.*}}, %[[FINITE]] : f32
     // CHECK-NEXT: %[[SCALED:.*]] = arith.mulf %[[DIFF]], %{{.*}} : f32
     // CHECK-NEXT: llvm.call_intrinsic "llvm.nvvm.ex2.approx.ftz.f32"(%[[SCALED]])
-    // CHECK: memref.store {{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>
+    // CHECK: memref.store {{.*}} : memref<3256xf32, #gpu.address_space<workgroup>>
     // CHECK: nvvm.bar.warp.sync
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts; the
     // lanes of columns past the heads take zeros (their rows of the
@@ -108,7 +108,7 @@ gpu.module @m {
     // CHECK: nvvm.bar.warp.sync
     // CHECK: scf.if
     // CHECK: memref.load %{{.*}} : memref<4xf32, #gpu.address_space<workgroup>>
-    // CHECK: memref.store %{{.*}} : memref<3192xf32, #gpu.address_space<workgroup>>
+    // CHECK: memref.store %{{.*}} : memref<3256xf32, #gpu.address_space<workgroup>>
     // CHECK-NOT: nvvm.mma.sync
     // CHECK: gpu.barrier
     // CHECK-NOT: scf.for
@@ -118,7 +118,46 @@ gpu.module @m {
     // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK-NOT: gpu.barrier
     // CHECK: gpu.return
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3256xf32, #gpu.address_space<workgroup>>
+    gpu.return
+  }
+  // `swizzled`: the keys' 64-byte rows were stored by kvgpu::lineSwizzle
+  // (kvgpu.copy_in's swizzled_rows), so the lane's ldmatrix row is its byte
+  // with the chunk bits XOR 3 (line & 1) ^ ((line >> 1) & 1), computed once:
+  // the k tiles' rows are whole swizzle periods (512 bytes) apart. A warp's
+  // partial keeps a head's row at 128 + 4 floats (heads 2t and 2t + 2 in
+  // distinct banks).
+  // ROUNDTRIP-LABEL: gpu.func @record_swizzled
+  // ROUNDTRIP: values %{{.*}} bits 2 scales %{{.*}}, %{{.*}}, %{{.*}} swizzled state
+  // CHECK-LABEL: gpu.func @record_swizzled
+  // CHECK: gpu.barrier
+  // CHECK: %[[LINE:.*]] = arith.shrui %{{.*}}, %c7 : index
+  // CHECK: arith.andi %[[LINE]], %c1 : index
+  // CHECK: arith.muli %{{.*}}, %c3 : index
+  // CHECK: arith.xori
+  // CHECK: %[[ROW:.*]] = arith.divui %{{.*}}, %c2 : index
+  // CHECK: nvvm.ldmatrix
+  // CHECK-COUNT-3: nvvm.ldmatrix
+  // CHECK-NOT: nvvm.ldmatrix
+  // CHECK: nvvm.bar.warp.sync
+  // CHECK: arith.muli %{{.*}}, %c132 : index
+  // CHECK: vector.store {{.*}} : memref<3256xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+  // CHECK: gpu.return
+  gpu.func @record_swizzled(%valid: i32, %scale: f32) kernel attributes {kvgpu.num_warps = 4 : i64} {
+    %q = kvgpu.shared_buffer 0 : !f32x4x128
+    %kc = kvgpu.shared_buffer 2048 : memref<128x64xi8, #gpu.address_space<workgroup>>
+    %ks = kvgpu.shared_buffer 10240 : !f16x128
+    %kz = kvgpu.shared_buffer 10496 : !f16x128
+    %kt = kvgpu.shared_buffer 10752 : !f16x128
+    %vc = kvgpu.shared_buffer 11008 : memref<128x32xi8, #gpu.address_space<workgroup>>
+    %vs = kvgpu.shared_buffer 15104 : !f16x128
+    %vz = kvgpu.shared_buffer 15360 : !f16x128
+    %vch = kvgpu.shared_buffer 15616 : !f16x128
+    %m = kvgpu.shared_buffer 15872 : !f32x4
+    %l = kvgpu.shared_buffer 15888 : !f32x4
+    %acc = kvgpu.shared_buffer 15904 : !f32x4x128
+    %scratch = kvgpu.shared_buffer 20032 : memref<3256xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch swizzled state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3256xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // The new state over the old one (a loop's carried state): the same
@@ -142,7 +181,7 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 15872 : !f32x4
     %l = kvgpu.shared_buffer 15888 : !f32x4
     %acc = kvgpu.shared_buffer 15904 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 20032 : memref<3192xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 20032 : memref<3256xf32, #gpu.address_space<workgroup>>
     // K's codes as a lane's 4 tokens of a channel (16 bits), V's as its 16
     // channels of a token (32 bits).
     // 1. The CTA splits q * kscale into f16 B fragments (hi, lo), sums q .
@@ -154,7 +193,7 @@ gpu.module @m {
     // 4. Weighted values: 8 channel tiles x 2 token tiles x 2 parts.
     // 5. Partials; the incoming max and sum copied into the scratch (so
     // that the new state may overwrite them); one barrier; 6. the merge.
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3192xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : !f32x4x128, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3256xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // One warp (kvarn-jit --num-warps 1): it attends all 128 tokens, a lane
@@ -194,7 +233,7 @@ gpu.module @m {
   // products (kMmaSplitParts), each fragment both parts' registers (one
   // 16-byte store), and a head's lanes are one t (xor 4, 8, 16).
   // CHECK-LABEL: gpu.func @record_eight_heads
-  // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<5240xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+  // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<5368xf32, #gpu.address_space<workgroup>>, vector<4xf32>
   // CHECK: gpu.barrier
   // CHECK-COUNT-32: nvvm.mma.sync {{.*}} : (vector<2xf16>, vector<2xf16>, f32)
   // CHECK-NOT: (vector<2xf16>, vector<2xf16>, f32)
@@ -215,8 +254,8 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 17920 : memref<8xf32, #gpu.address_space<workgroup>>
     %l = kvgpu.shared_buffer 17952 : memref<8xf32, #gpu.address_space<workgroup>>
     %acc = kvgpu.shared_buffer 17984 : memref<8x128xf32, #gpu.address_space<workgroup>>
-    %scratch = kvgpu.shared_buffer 22080 : memref<5240xf32, #gpu.address_space<workgroup>>
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<8x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 22080 : memref<5368xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<8x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8xf32, #gpu.address_space<workgroup>>, memref<8x128xf32, #gpu.address_space<workgroup>>, memref<5368xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // 6 query heads: a column a head (no packed parts), so step 1's split
@@ -284,13 +323,13 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 17920 : memref<6xf32, #gpu.address_space<workgroup>>
     %l = kvgpu.shared_buffer 17952 : memref<6xf32, #gpu.address_space<workgroup>>
     %acc = kvgpu.shared_buffer 17984 : memref<6x128xf32, #gpu.address_space<workgroup>>
-    %scratch = kvgpu.shared_buffer 22080 : memref<5240xf32, #gpu.address_space<workgroup>>
-    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<6x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<5240xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 22080 : memref<5368xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_record q %q keys %kc bits 4 scales %ks, %kz, %kt values %vc bits 2 scales %vs, %vz, %vch state %m, %l, %acc valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<6x128xf32, #gpu.address_space<workgroup>>, memref<128x64xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<128x32xi8, #gpu.address_space<workgroup>>, !f16x128, !f16x128, !f16x128, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6xf32, #gpu.address_space<workgroup>>, memref<6x128xf32, #gpu.address_space<workgroup>>, memref<5368xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // The state held per warp (warp_states: m, l [4 warps, 4 heads], acc [4,
   // 4, 128]): steps 1-4 as above with only the probabilities in the
-  // warps' scratch (2312 floats, not 3192); then each warp folds its
+  // warps' scratch (2312 floats, not 3256); then each warp folds its
   // partial into its own row, with no barrier after step 1's: its lanes
   // read their heads' max and sum, sync the warp, and update four
   // channels at a time (acc = alpha acc + beta (weighted + p . vzero)

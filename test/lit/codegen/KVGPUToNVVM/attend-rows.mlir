@@ -22,12 +22,12 @@ gpu.module @m {
     %m2 = kvgpu.shared_buffer 36896 : !f32x4
     %l2 = kvgpu.shared_buffer 36912 : !f32x4
     %acc2 = kvgpu.shared_buffer 36928 : !f32x4x128
-    %scratch = kvgpu.shared_buffer 38976 : memref<3184xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 38976 : memref<3248xf32, #gpu.address_space<workgroup>>
     // 1. The CTA splits q into f16 hi + lo B fragments (one 16-byte store
     // a fragment), zeros for the lanes of heads past 4, one barrier.
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
     // CHECK: arith.truncf %{{.*}} : vector<2xf32> to vector<2xf16>
-    // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<3184xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+    // CHECK: vector.store %{{.*}} {alignment = 16 : i64} : memref<3248xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK: gpu.barrier
     // 2. Scores: per k tile one ldmatrix of K's rows (not transposed) and
     // two f16 MMAs (hi, lo), 8 k tiles; no barrier.
@@ -55,7 +55,7 @@ gpu.module @m {
     // CHECK-NOT: gpu.barrier
     // CHECK: vector.store {{.*}} : memref<512xf32, #gpu.address_space<workgroup>>, vector<4xf32>
     // CHECK: gpu.return
-    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, !rows, !rows, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3184xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m2, %l2, %acc2 scratch %scratch : !f32x4x128, !rows, !rows, !f32x4, !f32x4, !f32x4x128, !f32x4, !f32x4, !f32x4x128, memref<3248xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // 32 rows at head_dim 256 (POOL_ROWS there): two warps of 16 tokens
@@ -73,8 +73,8 @@ gpu.module @m {
     %m = kvgpu.shared_buffer 36864 : !f32x4
     %l = kvgpu.shared_buffer 36880 : !f32x4
     %acc = kvgpu.shared_buffer 36896 : memref<4x256xf32, #gpu.address_space<workgroup>>
-    %scratch = kvgpu.shared_buffer 40992 : memref<4160xf32, #gpu.address_space<workgroup>>
-    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, memref<4160xf32, #gpu.address_space<workgroup>>
+    %scratch = kvgpu.shared_buffer 40992 : memref<4192xf32, #gpu.address_space<workgroup>>
+    kvgpu.attend_rows q %q keys %k values %v state %m, %l, %acc from %from valid %valid softmax_scale %scale into %m, %l, %acc scratch %scratch : memref<4x256xf32, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, memref<32x256xf16, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, !f32x4, !f32x4, memref<4x256xf32, #gpu.address_space<workgroup>>, memref<4192xf32, #gpu.address_space<workgroup>>
     gpu.return
   }
   // The state held per warp (warp_states, as attend_record's): only the

@@ -58,16 +58,22 @@ gpu.module @m {
     gpu.return
   }
 
-  // swizzled_rows: bytes [256, 768) are two 256-byte rows; a chunk's
-  // destination is its byte XOR rowSwizzle(row) << 4 inside the region (a
-  // select against the plain byte), in both the vector and the scalar copy.
+  // swizzled_rows: bytes [256, 768) are two 256-byte rows. The vector copy
+  // takes one loop a span (before, in, after the region); the region's
+  // chunks move by swizzled(low) - low, `low` their place in a swizzle
+  // period (8 rows: 2048 bytes), rowSwizzle(row) << 4 XOR-ed into it. The
+  // scalar copy moves each byte by a select against the plain one.
   // CHECK-LABEL: gpu.func @swizzled
-  // CHECK: scf.for
-  // CHECK-DAG: arith.cmpi ult, %{{.*}}, %c768
-  // CHECK-DAG: arith.cmpi uge, %{{.*}}, %c256
-  // CHECK: arith.divui %{{.*}}, %c256
-  // CHECK: arith.xori
-  // CHECK: arith.select
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c32
+  // CHECK: nvvm.cp.async.shared.global
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c32 step %c32
+  // CHECK: %[[LOW:.*]] = arith.remui %{{.*}}, %c2048
+  // CHECK: arith.divui %[[LOW]], %c256
+  // CHECK: %[[SWZ:.*]] = arith.xori %[[LOW]]
+  // CHECK: arith.subi %[[SWZ]], %[[LOW]]
+  // CHECK: nvvm.cp.async.shared.global
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c32
+  // CHECK: arith.addi %{{.*}}, %c768
   // CHECK: nvvm.cp.async.shared.global
   // CHECK: } else {
   // CHECK: arith.xori
@@ -78,6 +84,27 @@ gpu.module @m {
     %c1 = arith.constant 1 : i64
     %a = kvgpu.shared_buffer 0 : memref<1024xi8, #gpu.address_space<workgroup>>
     kvgpu.copy_in %p[%off] strides(%c1) to %a {swizzled_rows = array<i64: 256, 768, 256>} : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.barrier
+    gpu.return
+  }
+
+  // Rows of 64 bytes, two a line: the line's chunks XOR lineSwizzle(line)
+  // = 3 (line & 1) ^ ((line >> 1) & 1), a period of 4 lines (512 bytes).
+  // CHECK-LABEL: gpu.func @swizzled_short_rows
+  // CHECK: scf.for %{{.*}} = %{{.*}} to %c64 step %c32
+  // CHECK: %[[LOW:.*]] = arith.remui %{{.*}}, %c512
+  // CHECK: %[[LINE:.*]] = arith.shrui %[[LOW]], %c7
+  // CHECK-DAG: arith.shrui %[[LINE]], %c1
+  // CHECK-DAG: arith.andi %[[LINE]], %c1
+  // CHECK: arith.muli %{{.*}}, %c3
+  // CHECK: %[[SWZ:.*]] = arith.xori %[[LOW]]
+  // CHECK: arith.subi %[[SWZ]], %[[LOW]]
+  // CHECK: nvvm.cp.async.shared.global
+  gpu.func @swizzled_short_rows(%p: !llvm.ptr<1>, %off: i64) kernel
+      attributes {kvgpu.num_warps = 1 : i64} {
+    %c1 = arith.constant 1 : i64
+    %a = kvgpu.shared_buffer 0 : memref<1024xi8, #gpu.address_space<workgroup>>
+    kvgpu.copy_in %p[%off] strides(%c1) to %a {swizzled_rows = array<i64: 0, 1024, 64>} : memref<1024xi8, #gpu.address_space<workgroup>>
     kvgpu.barrier
     gpu.return
   }
