@@ -1494,7 +1494,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
             kWords = std::max<int64_t>(1, L.kPieceBits / 32);
     Value kPieceInRow = arith::DivUIOp::create(
         rw, loc, mulIndex(rw, loc, tokenBase, kBits), c(kWordBits));
-    // With `swizzled` (the rows stored through kvgpu::chunkSwizzle) a lane
+    // With `swizzled` (the rows stored as swizzled_rows: swizzledByte) a lane
     // swizzles the index of its piece of k tile 0 once a row and steps by
     // whole k tiles (16 rows: whole swizzle periods).
     bool swizzled = op.getSwizzled();

@@ -24,9 +24,10 @@ mlir::Value f32Constant(mlir::OpBuilder &b, mlir::Location loc, float v);
 mlir::Value sharedAddress(mlir::OpBuilder &b, mlir::Location loc,
                           mlir::Value shared, llvm::ArrayRef<mlir::Value> idx);
 
-/// Byte `at` (index) of a region of `rowBytes`-byte rows swizzled by
-/// kvgpu::chunkSwizzle (kvgpu.copy_in's `swizzled_rows`), the region's
-/// first byte at 0: where it is stored, relative to the same start.
+/// Byte `at` (index) of a region of `rowBytes`-byte rows swizzled as
+/// kvgpu.copy_in's `swizzled_rows` (kvgpu::rowSwizzle, or kvgpu::lineSwizzle
+/// for rows of 32 or 64 bytes), the region's first byte at 0: where it is
+/// stored, relative to the same start.
 mlir::Value swizzledByte(mlir::OpBuilder &b, mlir::Location loc, mlir::Value at,
                          int64_t rowBytes);
 

@@ -275,14 +275,9 @@ constexpr bool isSwizzledRowBytes(int64_t rowBytes) {
   return rowBytes == 32 || rowBytes == 64 ||
          (rowBytes > 0 && rowBytes % 128 == 0);
 }
-/// What the chunk index of byte `at` of a swizzled region of `rowBytes`-byte
-/// rows (the region's first byte at 0) is XOR-ed with.
-constexpr int64_t chunkSwizzle(int64_t at, int64_t rowBytes) {
-  return rowBytes % 128 == 0 ? rowSwizzle(at / rowBytes)
-                             : lineSwizzle(at / 128);
-}
-/// Bytes `at` and `at + k * swizzlePeriodBytes(rowBytes)` have the same
-/// chunkSwizzle: a reader may swizzle a base once and step by whole periods.
+/// Bytes `at` and `at + k * swizzlePeriodBytes(rowBytes)` of a swizzled
+/// region move alike (rowSwizzle's 8 rows, lineSwizzle's 4 lines): a reader
+/// may swizzle a base once and step by whole periods.
 constexpr int64_t swizzlePeriodBytes(int64_t rowBytes) {
   return rowBytes % 128 == 0 ? 8 * rowBytes : 4 * 128;
 }

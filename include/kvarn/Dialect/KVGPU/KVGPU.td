@@ -664,9 +664,10 @@ def KVGPU_AttendRecordOp : KVGPU_Op<"attend_record"> {
     into its own row with no barrier and no merge; the new state may be
     the incoming one's buffers, or others.
 
-    With `swizzled`, the rows of `k_codes` were stored through
-    `kvgpu::chunkSwizzle` (kvgpu.copy_in's `swizzled_rows`), so that the
-    keys' ldmatrix reads hit distinct banks.
+    With `swizzled`, the rows of `k_codes` were stored as kvgpu.copy_in's
+    `swizzled_rows` stores them (`kvgpu::lineSwizzle` for 32- and 64-byte
+    rows, else `kvgpu::rowSwizzle`), so that the keys' ldmatrix reads hit
+    distinct banks.
   }];
   let arguments = (ins Arg<KVGPU_SharedMemRef, "", [MemRead]>:$q,
                        Arg<KVGPU_SharedMemRef, "", [MemRead]>:$k_codes,
