@@ -1531,8 +1531,7 @@ struct AttendRecordLowering : OpRewritePattern<AttendRecordOp> {
     // gets piece g of channels 2t and 2t + 1 of each, as interleaveHalves
     // would have joined them. The rows must be 16-byte aligned.
     std::optional<int64_t> kCodesAt = staticByteOffset(op.getKCodes());
-    bool kMatrices = L.kPieceBits == 16 && kTiles % 2 == 0 && kCodesAt &&
-                     *kCodesAt % 16 == 0 && (kRowPieces * 2) % 16 == 0;
+    bool kMatrices = L.keyMatrices && kCodesAt && *kCodesAt % 16 == 0;
     Value kMatrixRow;
     if (kMatrices) {
       Value m = arith::DivUIOp::create(rw, loc, lane, c(8));

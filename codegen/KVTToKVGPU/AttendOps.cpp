@@ -383,7 +383,7 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   // spilled; kvarn_k4v2_g64, 2 warps, 150.0 against 142.2).
   UnitAttr swizzled;
   int64_t kRowBytes = G * kq->bits / 8;
-  if (layout->kPieceBits == 16 && layout->warps == 4 && vq->bits == 2 &&
+  if (layout->keyMatrices && layout->warps == 4 && vq->bits == 2 &&
       kvgpu::isSwizzledRowBytes(kRowBytes))
     if (kvgpu::CopyInOp copy =
             recordCopyToSwizzle(s, op, {kq->packed}, kq->packedView)) {

@@ -457,6 +457,9 @@ kvarn::kvgpu::getRecordAttendLayout(int64_t h, int64_t d, int64_t g,
   l.warps = warps;
   l.tokensPerWarp = tokens;
   l.kPieceBits = kPiece;
+  // D is a multiple of 32 (whole k-tile pairs) and a channel's codes row
+  // (G * kBits / 8 = 16 bytes a warp) a multiple of 16 bytes.
+  l.keyMatrices = kPiece == 16;
   l.vPieceBits = vPiece;
   l.packedScoreParts = h * kMmaSplitParts <= 8 && tokens >= 32;
   l.kZeroDotOffset = d / 16 * kWarpSize * 2 * kMmaSplitParts;

@@ -198,6 +198,10 @@ constexpr int64_t kRecordAttendStatsFloats = 24;
 
 struct RecordAttendLayout {
   int64_t warps, tokensPerWarp, kPieceBits, vPieceBits;
+  /// 16-bit K pieces (32 tokens a warp at 4 bits): a warp's pieces of 8
+  /// channels are an 8 x 8 matrix of 16-byte rows, read by one transposed
+  /// ldmatrix for two k tiles (where the codes' rows start 16-byte aligned).
+  bool keyMatrices;
   /// H <= 4 and T >= 32: the scores' hi and lo parts share one product's
   /// 8 columns (hi of head h in column h, lo in column h + 4), so lanes t
   /// and t ^ 2 hold the two parts of the same heads' scores; one shuffle
