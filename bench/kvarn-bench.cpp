@@ -166,13 +166,29 @@ struct Bench {
 struct DecodePoint {
   int hq, hk, d, batch, context;
   std::string preset = "kvarn_k4v2_g128";
+  /// A batch of mixed lengths: the first `longRequests` requests have
+  /// `context` tokens, the others `shortContext` (0: every request
+  /// `context`). The split count is the deployment's (the longest context).
+  int longRequests = 0, shortContext = 0;
 
-  /// "decode 32/8 D=128 8 x 32768", the preset appended when not the
-  /// default: stable names for --only.
+  int contextOf(int request) const {
+    return shortContext && request >= longRequests ? shortContext : context;
+  }
+
+  /// "decode 32/8 D=128 8 x 32768" ("... mixed: 1 at 32768, 31 at 1024"),
+  /// the preset appended when not the default: stable names for
+  /// --only.
   std::string name() const {
-    std::string n = llvm::formatv("decode {0}/{1} D={2} {3} x {4}", hq, hk, d,
-                                  batch, context)
-                        .str();
+    std::string n =
+        shortContext
+            ? llvm::formatv("decode {0}/{1} D={2} mixed: {3} at {4}, {5} at "
+                            "{6}",
+                            hq, hk, d, longRequests, context,
+                            batch - longRequests, shortContext)
+                  .str()
+            : llvm::formatv("decode {0}/{1} D={2} {3} x {4}", hq, hk, d, batch,
+                            context)
+                  .str();
     return preset == "kvarn_k4v2_g128" ? n : n + " " + preset;
   }
 };
@@ -194,7 +210,11 @@ std::vector<DecodePoint> decodePoints() {
           {32, 8, 256, 8, 32768},
           {32, 8, 128, 8, 32768, "kvarn_k4v2_g64"},
           {32, 8, 128, 8, 32768, "kvarn_k4v4_g128"},
-          {32, 8, 128, 8, 32768, "kvarn_k4v2_g128_e4m3"}};
+          {32, 8, 128, 8, 32768, "kvarn_k4v2_g128_e4m3"},
+          // Mixed lengths (issue 14: no stragglers): one long request among
+          // short ones, beside a uniform batch of the same tokens (64512).
+          {32, 8, 128, 32, 32768, "kvarn_k4v2_g128", 1, 1024},
+          {32, 8, 128, 32, 2016}};
 }
 
 /// The fixed split counts each row sweeps (1: plain decode).
@@ -228,22 +248,30 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
   const LoadedKernel &single = b.load("decode", spec);
   const LoadedKernel &split = b.load("decode_split", spec);
   const LoadedKernel &combine = b.load("combine", spec);
-  // A context that is not a whole number of blocks ends in a partial block,
-  // which stays fp16 in the pool (as the sink does) until it fills.
+  // The block table's rows are perReq (the longest request's blocks) apart;
+  // each request's blocks are distinct records, in random order.
   const int perReq = (p.context + g - 1) / g;
-  const bool partialTail = p.context % g != 0 && perReq > 1;
-  const size_t numBlocks = size_t(p.batch) * perReq;
-  std::vector<int32_t> ids(numBlocks), table(numBlocks),
-      lens(p.batch, p.context), toSlot(numBlocks, -1);
+  std::vector<int32_t> lens(p.batch), blocksOf(p.batch);
+  size_t numBlocks = 0;
+  for (int r = 0; r < p.batch; ++r) {
+    lens[r] = p.contextOf(r);
+    blocksOf[r] = (lens[r] + g - 1) / g;
+    numBlocks += size_t(blocksOf[r]);
+  }
+  std::vector<int32_t> ids(numBlocks), table(size_t(p.batch) * perReq, 0),
+      toSlot(numBlocks, -1);
   std::iota(ids.begin(), ids.end(), 0);
   std::shuffle(ids.begin(), ids.end(), b.rng);
-  for (size_t i = 0; i < numBlocks; ++i)
-    table[i] = ids[i];
+  for (int r = 0, next = 0; r < p.batch; ++r)
+    for (int i = 0; i < blocksOf[r]; ++i)
+      table[size_t(r) * perReq + i] = ids[next++];
   int poolSlots = 0;
   for (int r = 0; r < p.batch && b.poolBlocks; ++r) {
+    // A context that is not a whole number of blocks ends in a partial
+    // block, which stays fp16 in the pool (as the sink does) until it fills.
     toSlot[table[size_t(r) * perReq]] = poolSlots++;
-    if (partialTail)
-      toSlot[table[size_t(r) * perReq + perReq - 1]] = poolSlots++;
+    if (lens[r] % g != 0 && blocksOf[r] > 1)
+      toSlot[table[size_t(r) * perReq + blocksOf[r] - 1]] = poolSlots++;
   }
   // Records with plausible scales: random codes, unit scales.
   std::vector<uint8_t> rec(l.recordBytes);
