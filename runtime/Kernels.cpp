@@ -293,7 +293,6 @@ kvarn::Error kvarn::runtime::launchDecodeSplit(
                  {"part_lse", partLse},
                  {"seq_lens", seqLens},
                  {"out", out},
-                 {"window", window},
                  {"batch", batch},
                  {"num_kv_heads", numKvHeads},
                  {"num_splits", numSplits}}}
