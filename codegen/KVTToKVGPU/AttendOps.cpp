@@ -52,16 +52,17 @@ Value isNegInf(OpBuilder &b, Location loc, Value x) {
 
 /// A dequantized tile, (code * scale[r] + zero[r]) * other[c], or its
 /// transpose (`transposed`): the views of kvt.dequantize's operands. When the
-/// codes are a kvt.unpack of a staged buffer (a record's field), `packed` is
-/// that buffer of `bits`-bit codes: [R, C * bits / 8], or with
-/// `packedTransposed` (the codes a transpose of the unpacked bytes: MLA's
-/// token-major latent, quantized per channel) [C, R * bits / 8].
+/// codes are a kvt.unpack of a staged buffer (a record's field), `packedView`
+/// is that tile and packed() its buffer of `bits`-bit codes: [R, C * bits / 8],
+/// or with `packedTransposed` (the codes a transpose of the unpacked bytes:
+/// MLA's token-major latent, quantized per channel) [C, R * bits / 8].
 struct AffineDequant {
   TileView codes, scale, zero, other;
-  TileView packedView; // the packed codes' tile, when `packed`
-  Value packed;
+  TileView packedView; // no buffer when the codes are not a staged unpack
   int64_t bits = 0;
   bool transposed = false, packedTransposed = false;
+
+  Value packed() const { return packedView.buffer; }
 };
 
 /// `tile` as a dequantize op's result (behind a transpose when `transposed`).
@@ -83,7 +84,6 @@ std::optional<AffineDequant> matchDequant(TileLowering &s, Value tile,
     const TileView &packed = s.view(unpack.getPacked());
     if (packed.type.getRank() == 2 && packed.isStoredAs(s.b.getI8Type())) {
       result.packedView = packed;
-      result.packed = packed.buffer;
       result.bits = unpack.getBits();
     }
   }
@@ -103,13 +103,13 @@ struct PackedOperand {
 std::optional<PackedOperand>
 packedOperand(TileLowering &s, const std::optional<AffineDequant> &dq,
               int64_t h, int64_t k, int64_t n, bool kIsRow) {
-  if (!dq || !dq->packed)
+  if (!dq || !dq->packed())
     return std::nullopt;
   // The bytes' rows are the tile's rows unless packedTransposed; they are
   // the operand's K rows unless the operand is transposed.
   bool transposed = dq->packedTransposed == kIsRow;
   int64_t rows = transposed ? n : k, columns = transposed ? k : n;
-  auto type = cast<MemRefType>(dq->packed.getType());
+  auto type = cast<MemRefType>(dq->packed().getType());
   if (type.getDimSize(0) != rows ||
       type.getDimSize(1) * 8 != columns * dq->bits)
     return std::nullopt;
@@ -129,7 +129,7 @@ void emitPackedMatmul(TileLowering &s, Location loc, Value a,
                       Value out, Value partials, Value aScale = Value(),
                       bool headMajorA = false) {
   UnitAttr none;
-  kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed, out, partials, aScale,
+  kvgpu::PackedMatmulOp::create(s.b, loc, a, dq.packed(), out, partials, aScale,
                                 s.b.getI32IntegerAttr(int32_t(dq.bits)),
                                 operand.transposed ? s.b.getUnitAttr() : none,
                                 headMajorA ? s.b.getUnitAttr() : none);
@@ -347,12 +347,12 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   int64_t H = qType.getDim(0), D = qType.getDim(1);
   int64_t G = op.getK().getType().getDim(0);
   const TileView &valid = s.view(op.getValid());
-  if (!kq || !kq->packed || kq->packedTransposed || !vq || !vq->packed ||
+  if (!kq || !kq->packed() || kq->packedTransposed || !vq || !vq->packed() ||
       vq->packedTransposed || vq->transposed || !valid.splat || op.getFrom() ||
       op.getQRope())
     return false;
-  auto kType = cast<MemRefType>(kq->packed.getType()),
-       vType = cast<MemRefType>(vq->packed.getType());
+  auto kType = cast<MemRefType>(kq->packed().getType()),
+       vType = cast<MemRefType>(vq->packed().getType());
   if (kType.getDimSize(0) != D || kType.getDimSize(1) * 8 != G * kq->bits ||
       vType.getDimSize(0) != G || vType.getDimSize(1) * 8 != D * vq->bits)
     return false;
@@ -386,15 +386,15 @@ bool lowerAttendOnRecord(TileLowering &s, AttendOp op,
   if (layout->keyMatrices && layout->warps == 4 && vq->bits == 2 &&
       kvgpu::isSwizzledRowBytes(kRowBytes))
     if (kvgpu::CopyInOp copy =
-            recordCopyToSwizzle(s, op, {kq->packed}, kq->packedView)) {
-      swizzleRecordRows(copy, {kq->packed}, {{D, kRowBytes}});
+            recordCopyToSwizzle(s, op, {kq->packed()}, kq->packedView)) {
+      swizzleRecordRows(copy, {kq->packed()}, {{D, kRowBytes}});
       swizzled = s.b.getUnitAttr();
     }
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
   auto [newM, newL, newAcc] = newState;
   kvgpu::AttendRecordOp::create(
-      s.b, loc, q, kq->packed, scales[0], scales[1], scales[2], vq->packed,
+      s.b, loc, q, kq->packed(), scales[0], scales[1], scales[2], vq->packed(),
       scales[3], scales[4], scales[5], m, l, acc, count,
       s.lookup(op.getScale()), newM.buffer, newL.buffer, newAcc.buffer, buffer,
       s.b.getI32IntegerAttr(int32_t(kq->bits)),
@@ -467,7 +467,7 @@ bool lowerAttendOnRows(TileLowering &s, AttendOp op, bool perWarp) {
 bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
                          const std::optional<AffineDequant> &kq) {
   if (!op.getQRope() || op.getFrom() || op.getK() != op.getV() || !kq ||
-      !kq->packed || !kq->packedTransposed)
+      !kq->packed() || !kq->packedTransposed)
     return false;
   TileType qType = op.getQ().getType();
   int64_t H = qType.getDim(0), R = qType.getDim(1);
@@ -475,7 +475,7 @@ bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
   int64_t G = op.getK().getType().getDim(0);
   const TileView &valid = s.view(op.getValid());
   Value rope = stagedF16Rows(s.view(op.getKRope()));
-  auto codes = cast<MemRefType>(kq->packed.getType());
+  auto codes = cast<MemRefType>(kq->packed().getType());
   if (!valid.splat || !rope || codes.getDimSize(0) != G ||
       codes.getDimSize(1) * 8 != R * kq->bits)
     return false;
@@ -507,16 +507,16 @@ bool lowerAttendOnLatent(TileLowering &s, AttendOp op,
   UnitAttr swizzled;
   int64_t codeRowBytes = R * kq->bits / 8, ropeRowBytes = E * 2;
   if (codeRowBytes % 128 == 0 && ropeRowBytes % 128 == 0)
-    if (kvgpu::CopyInOp copy = recordCopyToSwizzle(s, op, {kq->packed, rope},
+    if (kvgpu::CopyInOp copy = recordCopyToSwizzle(s, op, {kq->packed(), rope},
                                                    s.view(op.getKRope()))) {
-      swizzleRecordRows(copy, {kq->packed, rope},
+      swizzleRecordRows(copy, {kq->packed(), rope},
                         {{G, codeRowBytes}, {G, ropeRowBytes}});
       swizzled = s.b.getUnitAttr();
     }
   ScratchBuffers scratch(s);
   Value buffer = scratch.get(loc, {layout->scratchFloats}, f32);
   kvgpu::AttendLatentOp::create(
-      s.b, loc, q, qRope.buffer, kq->packed, scale, zero, tokenScale, rope, m,
+      s.b, loc, q, qRope.buffer, kq->packed(), scale, zero, tokenScale, rope, m,
       l, acc, count, s.lookup(op.getScale()), newM.buffer, newL.buffer,
       newAcc.buffer, buffer, s.b.getI32IntegerAttr(int32_t(kq->bits)),
       swizzled);
