@@ -1,15 +1,18 @@
-//===- SplitPlan.cpp - kvt.split_plan: a split decode's chunk, on one warp -===//
+//===- SplitPlan.cpp - kvt.split_plan: a split decode's chunk, per warp ---===//
 //
-// kvarn::splitPlan (include/kvarn/Support/SplitPlan.h) on the GPU: the
-// first warp of the program reads the batch's context lengths, 32 lanes
-// at a time, and computes the plan with warp shuffles (sums and maxima by
-// xor shuffles, the chunks' running count by an inclusive scan of up
-// shuffles); lane 0 writes the three results to shared memory and one
-// barrier hands them to every thread. The first pass loads up to
-// kLoadsInFlight lengths a lane at once, so that a batch of up to 128
-// requests costs one memory round trip; the other two passes read the
-// same lengths again from L1. Every thread of the other warps waits at the
-// barrier: the plan decides which request the program reads at all.
+// kvarn::splitPlan (include/kvarn/Support/SplitPlan.h) on the GPU. Every
+// warp of the program computes it, the same integers in each, so nothing
+// goes through shared memory and no barrier hands it on: a lane holds the
+// block counts of kLoadsInFlight requests of a group of 128 (lane + 32 u);
+// the batch's sum, maximum and active requests are redux.sync (one
+// instruction each, sm_80 on); the program's chunk is found 32 requests a
+// step by a binary search whose probes are redux sums, so every value
+// stays warp-uniform. The first group's counts are loaded once and kept
+// in registers for all three passes: a batch of up to 128 requests costs
+// one memory round trip. (A first version in one warp with shuffles and a
+// shared-memory broadcast made ptxas spill 188 bytes in decode_split where
+// it spilled 24; with redux in every warp, 40. Reloading the lengths in
+// each pass cost about 2 us a CTA: 4 x 3000 15% slower, H100.)
 //
 //===----------------------------------------------------------------------===//
 
@@ -98,29 +101,42 @@ LogicalResult lowerSplitPlan(TileLowering &s, Operation *raw) {
                                 q.cmp(arith::CmpIPredicate::sgt, len, zero));
       return q.select(counted, n, zero);
     };
-    auto forLanes = [&](int64_t perLane, ValueRange inits,
-                        function_ref<SmallVector<Value>(OpBuilder &, Value,
-                                                        ValueRange)>
-                            body) {
-      Value step = p.i32(kvgpu::kWarpSize * perLane);
+    // A group is kGroup requests, kLoadsInFlight a lane (lane + 32 u).
+    // The first group's block counts are loaded once and kept in
+    // registers for the three passes (a batch of up to kGroup requests
+    // costs one memory round trip); later groups are loaded again in each
+    // pass.
+    const int64_t kGroup = kvgpu::kWarpSize * kLoadsInFlight;
+    auto loadGroup = [&](OpBuilder &at, Value base) {
+      PlanBuilder q{at, loc};
+      SmallVector<Value> n;
+      for (int64_t u = 0; u < kLoadsInFlight; ++u)
+        n.push_back(blocksOf(
+            at, q.add(base, q.add(lane, q.i32(u * kvgpu::kWarpSize)))));
+      return n;
+    };
+    // `body` over every group: the first from `first`, the rest loaded.
+    auto forGroups = [&](ArrayRef<Value> first, ValueRange inits,
+                         function_ref<SmallVector<Value>(
+                             OpBuilder &, Value, ArrayRef<Value>, ValueRange)>
+                             body) {
+      SmallVector<Value> acc = body(b, zero, first, inits);
       return scf::ForOp::create(
-                 b, loc, zero, batch, step, inits,
-                 [&](OpBuilder &lb, Location, Value base, ValueRange acc) {
-                   scf::YieldOp::create(lb, loc, body(lb, base, acc));
+                 b, loc, p.i32(kGroup), batch, p.i32(kGroup), acc,
+                 [&](OpBuilder &lb, Location, Value base, ValueRange carried) {
+                   scf::YieldOp::create(
+                       lb, loc, body(lb, base, loadGroup(lb, base), carried));
                  })
           .getResults();
     };
+    SmallVector<Value> firstGroup = loadGroup(b, zero);
 
     // Pass 1: N (blocks in all), M (the most of one request), R (requests
     // with any).
-    ValueRange counts = forLanes(
-        kLoadsInFlight, {zero, zero, zero},
-        [&](OpBuilder &lb, Value base, ValueRange acc) {
+    ValueRange counts = forGroups(
+        firstGroup, {zero, zero, zero},
+        [&](OpBuilder &lb, Value, ArrayRef<Value> n, ValueRange acc) {
           PlanBuilder q{lb, loc};
-          SmallVector<Value> n;
-          for (int64_t u = 0; u < kLoadsInFlight; ++u)
-            n.push_back(blocksOf(
-                lb, q.add(base, q.add(lane, q.i32(u * kvgpu::kWarpSize)))));
           SmallVector<Value> next(acc.begin(), acc.end());
           for (Value v : n) {
             next[0] = q.add(next[0], v);
@@ -142,12 +158,14 @@ LogicalResult lowerSplitPlan(TileLowering &s, Operation *raw) {
     Value safeSlots = p.max(slots, one);
     Value first = p.max(p.cdiv(total, safeSlots), floorC);
     Value chunksAtFirst = p.warpReduce(
-        forLanes(1, {zero},
-                 [&](OpBuilder &lb, Value base, ValueRange acc) {
-                   PlanBuilder q{lb, loc};
-                   Value k = q.cdiv(blocksOf(lb, q.add(base, lane)), first);
-                   return SmallVector<Value>{q.add(acc[0], k)};
-                 })[0],
+        forGroups(firstGroup, {zero},
+                  [&](OpBuilder &lb, Value, ArrayRef<Value> n, ValueRange acc) {
+                    PlanBuilder q{lb, loc};
+                    Value k = acc[0];
+                    for (Value v : n)
+                      k = q.add(k, q.cdiv(v, first));
+                    return SmallVector<Value>{k};
+                  })[0],
         false);
     Value spare = p.sub(slots, active);
     Value fallback = p.max(
@@ -158,37 +176,54 @@ LogicalResult lowerSplitPlan(TileLowering &s, Operation *raw) {
         p.cmp(arith::CmpIPredicate::sgt, chunksAtFirst, slots), fallback,
         first);
 
-    // Pass 3: the chunks numbered request by request, 32 requests a step.
-    // Within a step, the chunk's lane m is the largest with (chunks of the
-    // lanes below m) <= (program - chunks before the step), found by a
-    // binary search of redux sums: every value stays warp-uniform.
+    // Pass 3: the chunks numbered request by request, 32 requests a step
+    // (steps past the batch skipped). Within a step, the chunk's lane m is
+    // the largest with (chunks of the lanes below m) <= (program - chunks
+    // before the step), found by a binary search of redux sums: every
+    // value stays warp-uniform.
+    auto step = [&](OpBuilder &at, Value base, Value n, ValueRange acc) {
+      PlanBuilder q{at, loc};
+      Value k = q.cdiv(n, chunkBlocks);
+      // Chunks of the lanes below `m`.
+      auto below = [&](Value m) {
+        return q.warpReduce(
+            q.select(q.cmp(arith::CmpIPredicate::slt, lane, m), k, q.i32(0)),
+            false);
+      };
+      Value want = q.sub(program, acc[0]);
+      Value m = q.i32(0);
+      for (int64_t d = kvgpu::kWarpSize / 2; d >= 1; d /= 2) {
+        Value next = q.add(m, q.i32(d));
+        m = q.select(q.cmp(arith::CmpIPredicate::sle, below(next), want), next,
+                     m);
+      }
+      Value stepChunks = q.warpReduce(k, false);
+      Value hit = arith::AndIOp::create(
+          at, loc, q.cmp(arith::CmpIPredicate::sge, want, q.i32(0)),
+          q.cmp(arith::CmpIPredicate::slt, want, stepChunks));
+      return SmallVector<Value>{q.add(acc[0], stepChunks),
+                                q.select(hit, q.add(base, m), acc[1]),
+                                q.select(hit, q.sub(want, below(m)), acc[2])};
+    };
     Value none = p.i32(-1);
-    ValueRange found = forLanes(
-        1, {zero, none, zero},
-        [&](OpBuilder &lb, Value base, ValueRange acc) {
+    ValueRange found = forGroups(
+        firstGroup, {zero, none, zero},
+        [&](OpBuilder &lb, Value base, ArrayRef<Value> n, ValueRange acc) {
+          SmallVector<Value> carried(acc.begin(), acc.end());
           PlanBuilder q{lb, loc};
-          Value k = q.cdiv(blocksOf(lb, q.add(base, lane)), chunkBlocks);
-          // Chunks of the lanes below `m`.
-          auto below = [&](Value m) {
-            return q.warpReduce(
-                q.select(q.cmp(arith::CmpIPredicate::slt, lane, m), k,
-                         q.i32(0)),
-                false);
-          };
-          Value want = q.sub(program, acc[0]);
-          Value m = q.i32(0);
-          for (int64_t step = kvgpu::kWarpSize / 2; step >= 1; step /= 2) {
-            Value next = q.add(m, q.i32(step));
-            m = q.select(q.cmp(arith::CmpIPredicate::sle, below(next), want),
-                         next, m);
+          for (int64_t u = 0; u < kLoadsInFlight; ++u) {
+            Value at = q.add(base, q.i32(u * kvgpu::kWarpSize));
+            auto inBatch = scf::IfOp::create(
+                lb, loc, TypeRange(ValueRange(carried)),
+                q.cmp(arith::CmpIPredicate::slt, at, batch), true);
+            OpBuilder tb = inBatch.getThenBodyBuilder();
+            scf::YieldOp::create(tb, loc, step(tb, at, n[u], carried));
+            OpBuilder eb = inBatch.getElseBodyBuilder();
+            scf::YieldOp::create(eb, loc, carried);
+            carried.assign(inBatch.getResults().begin(),
+                           inBatch.getResults().end());
           }
-          Value stepChunks = q.warpReduce(k, false);
-          Value hit = arith::AndIOp::create(
-              lb, loc, q.cmp(arith::CmpIPredicate::sge, want, q.i32(0)),
-              q.cmp(arith::CmpIPredicate::slt, want, stepChunks));
-          return SmallVector<Value>{
-              q.add(acc[0], stepChunks), q.select(hit, q.add(base, m), acc[1]),
-              q.select(hit, q.sub(want, below(m)), acc[2])};
+          return carried;
         });
     Value chunkBlocksOut = chunkBlocks, request = found[1], chunk = found[2];
     s.scalars.map(op.getChunkBlocks(), chunkBlocksOut);
