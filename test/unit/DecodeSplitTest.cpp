@@ -345,6 +345,20 @@ TEST(SplitPlan, EqualLengthsSplitEachRequestIntoEqualParts) {
         std::vector<int> chunks = checkPlan(lens, 0, 128, batch * splits, 64);
         for (int c : chunks)
           EXPECT_EQ(c, (n + plan.chunkBlocks - 1) / plan.chunkBlocks);
+        // decode_split's program (b, h, s) asks for chunk b * splits + s:
+        // where each request makes `splits` chunks, that is chunk s of
+        // request b, the blocks that program read before the plan.
+        if (chunks[0] != splits)
+          continue;
+        for (int32_t b = 0; b < batch; ++b)
+          for (int32_t s = 0; s < splits; ++s) {
+            SplitPlan at = splitPlan(
+                batch,
+                [&](int32_t r) { return splitPlanBlocks(lens[r], 0, 128); },
+                b * splits + s, batch * splits, 64);
+            EXPECT_EQ(at.request, b) << n << " blocks, split " << s;
+            EXPECT_EQ(at.chunk, s) << n << " blocks, request " << b;
+          }
       }
 }
 
