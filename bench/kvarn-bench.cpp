@@ -355,8 +355,16 @@ DecodeResult benchDecode(Bench &b, const DecodePoint &p, double copyGBs) {
           .i32(p.hk)
           .i32(splits)
           .scratch();
-      second[i].pointer(partOut).pointer(partLse).pointer(sl).pointer(out)
-          .i32(p.batch).i32(p.hk).i32(splits).scratch();
+      second[i]
+          .pointer(partOut)
+          .pointer(partLse)
+          .pointer(sl)
+          .pointer(out)
+          .i32(/*window=*/0)
+          .i32(p.batch)
+          .i32(p.hk)
+          .i32(splits)
+          .scratch();
     }
     return b.timeDecode(single, split, combine, first, second, splits,
                         perSample);

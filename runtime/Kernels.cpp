@@ -293,6 +293,7 @@ kvarn::Error kvarn::runtime::launchDecodeSplit(
                  {"part_lse", partLse},
                  {"seq_lens", seqLens},
                  {"out", out},
+                 {"window", window},
                  {"batch", batch},
                  {"num_kv_heads", numKvHeads},
                  {"num_splits", numSplits}}}

@@ -358,6 +358,7 @@ struct ConvertKVTToKVGPUPass
     registerMemoryOpLowerings(table, ctx);
     registerPrimitiveOpLowerings(table, ctx);
     registerAttendOpLowerings(table, ctx);
+    registerSplitPlanLowering(table, ctx);
 
     SmallVector<func::FuncOp> kernels;
     for (auto func : module.getOps<func::FuncOp>())

@@ -323,6 +323,9 @@ void registerPrimitiveOpLowerings(
 void registerAttendOpLowerings(
     llvm::DenseMap<mlir::OperationName, OpLowering> &table,
     mlir::MLIRContext *ctx);
+void registerSplitPlanLowering(
+    llvm::DenseMap<mlir::OperationName, OpLowering> &table,
+    mlir::MLIRContext *ctx);
 
 /// `v` (f16, f32 or an unsigned i8 code) as f32.
 mlir::Value widenToF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v);

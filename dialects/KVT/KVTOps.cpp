@@ -5,6 +5,8 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace kvarn;
 using namespace kvarn::kvt;
@@ -263,6 +265,20 @@ LogicalResult StoreFieldOp::verify() {
 LogicalResult PrefetchOp::verify() {
   if (getRows().has_value() != bool(getStride()))
     return emitOpError("takes rows and stride together");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// SplitPlanOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SplitPlanOp::verify() {
+  if (!getSeqLens().getType().getPointeeType().isInteger(32))
+    return emitOpError("reads the context lengths as i32, not ")
+           << getSeqLens().getType().getPointeeType();
+  if (getBlockTokens() > std::numeric_limits<int32_t>::max() ||
+      getMaxChunks() > std::numeric_limits<int32_t>::max())
+    return emitOpError("block_tokens and max_chunks must fit in i32");
   return success();
 }
 

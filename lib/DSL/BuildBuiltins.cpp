@@ -13,6 +13,8 @@
 
 #include "llvm/ADT/StringSwitch.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace kvarn;
 using namespace kvarn::dsl;
@@ -587,6 +589,42 @@ FailureOr<Operand> buildMerge(KvtBuilder &kb, CallArgs &args) {
   return single(*op, args.loc());
 }
 
+FailureOr<Operand> buildSplitPlan(KvtBuilder &kb, CallArgs &args) {
+  if (failed(args.arity({"seq_lens", "batch", "window", "program", "slots",
+                         "block_tokens", "max_chunks"})))
+    return failure();
+  FailureOr<Value> lens = args.pointer(0, "context lengths");
+  if (failed(lens))
+    return failure();
+  Type i32 = kb.b().getI32Type();
+  SmallVector<Value> scalars;
+  const StringRef roles[] = {"batch", "window", "program", "slots"};
+  for (auto [i, what] : llvm::enumerate(roles)) {
+    FailureOr<Value> v = args.scalar(unsigned(i) + 1, what, i32);
+    if (failed(v))
+      return failure();
+    scalars.push_back(*v);
+  }
+  SmallVector<int64_t, 2> sizes;
+  for (unsigned i : {5u, 6u}) {
+    FailureOr<int64_t> c =
+        args.constant(i, i == 5 ? "block_tokens" : "max_chunks");
+    if (failed(c))
+      return failure();
+    if (*c < 1 || *c > std::numeric_limits<int32_t>::max())
+      return kb.error(args.expr(i).getLoc(),
+                      llvm::Twine(i == 5 ? "block_tokens" : "max_chunks") +
+                          " must be in [1, 2^31), got " + llvm::Twine(*c));
+    sizes.push_back(*c);
+  }
+  FailureOr<kvt::SplitPlanOp> op = kb.createVerified<kvt::SplitPlanOp>(
+      args.loc(), TypeRange{i32, i32, i32}, *lens, scalars[0], scalars[1],
+      scalars[2], scalars[3], sizes[0], sizes[1]);
+  if (failed(op))
+    return failure();
+  return several(op->getResults(), args.loc());
+}
+
 struct Builtin {
   llvm::StringLiteral name;
   BuiltinFn build;
@@ -618,6 +656,7 @@ const Builtin kBuiltins[] = {
     {"attend_rope", buildAttend<AttendForm::Rope>, true},
     {"attend_finish", buildAttendFinish, true},
     {"merge", buildMerge, true},
+    {"split_plan", buildSplitPlan, true},
 };
 
 const Builtin *findBuiltin(llvm::StringRef name) {

@@ -15,6 +15,7 @@
 #include "kvarn/Reference/Quantizer.h"
 #include "kvarn/Support/Fp8.h"
 #include "kvarn/Support/Half.h"
+#include "kvarn/Support/SplitPlan.h"
 
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -153,6 +154,29 @@ kvarn::Error Interpreter::executeTileOp(Operation *op, bool &handled) {
           set(l.getResult(),
               RtValue::ofFloat(readElement(b.data, b.elementType, index)));
         }
+        return ok();
+      })
+      .Case([&](kvt::SplitPlanOp p) -> kvarn::Error {
+        const RtValue &lens = get(p.getSeqLens());
+        int64_t batch = get(p.getBatch()).i;
+        if (batch > 0)
+          if (kvarn::Error err = checkAccess(op, lens, 0, batch))
+            return err;
+        const Buffer &b = buffer(lens.buffer);
+        int32_t window = int32_t(get(p.getWindow()).i);
+        int32_t blockTokens = int32_t(p.getBlockTokens());
+        SplitPlan plan = splitPlan(
+            int32_t(std::max<int64_t>(batch, 0)),
+            [&](int32_t r) {
+              int32_t len;
+              std::memcpy(&len, b.data + size_t(r) * 4, 4);
+              return splitPlanBlocks(len, window, blockTokens);
+            },
+            int32_t(get(p.getProgram()).i), int32_t(get(p.getSlots()).i),
+            int32_t(p.getMaxChunks()));
+        set(p.getChunkBlocks(), RtValue::ofInt(plan.chunkBlocks));
+        set(p.getRequest(), RtValue::ofInt(plan.request));
+        set(p.getChunk(), RtValue::ofInt(plan.chunk));
         return ok();
       })
       .Case([&](kvt::StoreOp s) -> kvarn::Error {

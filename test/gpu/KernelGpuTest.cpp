@@ -806,8 +806,15 @@ protected:
     // once decode_split has written them.
     launch(kernel("decode_split", spec), a);
     KernelArgs m;
-    m.pointer(partOut).pointer(partLse).pointer(in.lens).pointer(out)
-        .i32(batch).i32(c.hk).i32(splits).scratch();
+    m.pointer(partOut)
+        .pointer(partLse)
+        .pointer(in.lens)
+        .pointer(out)
+        .i32(window)
+        .i32(batch)
+        .i32(c.hk)
+        .i32(splits)
+        .scratch();
     run(kernel("combine", spec), m);
     return download<uint16_t>(out);
   }
@@ -827,6 +834,9 @@ protected:
       check({0, 128, 2, 4, {1, 40, 127, 128, 129, 0, 700, -1}}, rng, DType::F16,
             window);
     check({0, 128, 1, 4, {32768 + 77}}, rng);
+    // One long request among short ones (split_plan's chunks: the long one
+    // takes more programs than `splits`).
+    check({0, 128, 2, 4, {9000, 3, 1, 200, 0, 64, -1, 129}}, rng);
   }
 
   /// decode and decode_split + combine (two split counts) on one random

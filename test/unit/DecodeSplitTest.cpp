@@ -7,12 +7,16 @@
 
 #include "kvarn/Runtime/DecodeSplit.h"
 #include "kvarn/Support/Error.h"
+#include "kvarn/Support/SplitPlan.h"
+
+#include "TestUtil.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -262,4 +266,137 @@ TEST(DecodeSplit, WindowedBlocksReadAreTheMostAnyWindowTouches) {
   ASSERT_FALSE(bool(bad));
   EXPECT_NE(kvarn::toString(bad.takeError()).find("window (-1)"),
             std::string::npos);
+}
+
+//===----------------------------------------------------------------------===//
+// splitPlan: a split decode's chunks over the batch
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Every program's plan of one batch, checked for what the kernels rely
+/// on: every block of every request is attended by exactly one program,
+/// every chunk holds at least one block and C at most, no request has more
+/// than `maxChunks` chunks, and programs past the chunks take none.
+/// Returns the chunks of each request.
+std::vector<int> checkPlan(const std::vector<int32_t> &lens, int32_t window,
+                           int32_t g, int32_t slots, int32_t maxChunks) {
+  const int32_t batch = int32_t(lens.size());
+  auto blocksOf = [&](int32_t b) {
+    return splitPlanBlocks(lens[b], window, g);
+  };
+  std::vector<std::vector<int>> seen(batch);
+  for (int32_t b = 0; b < batch; ++b)
+    seen[b].assign(size_t(blocksOf(b)), 0);
+  std::vector<int> chunks(batch, 0);
+  int32_t chunkBlocks = -1;
+  for (int32_t p = 0; p < slots; ++p) {
+    SplitPlan plan = splitPlan(batch, blocksOf, p, slots, maxChunks);
+    if (chunkBlocks < 0)
+      chunkBlocks = plan.chunkBlocks;
+    EXPECT_EQ(plan.chunkBlocks, chunkBlocks) << "program " << p;
+    EXPECT_GE(plan.chunkBlocks, 1);
+    if (plan.request < 0)
+      continue;
+    EXPECT_LT(plan.request, batch);
+    EXPECT_GE(plan.chunk, 0);
+    EXPECT_LT(plan.chunk, maxChunks) << "request " << plan.request;
+    int32_t n = blocksOf(plan.request);
+    int32_t first = plan.chunk * plan.chunkBlocks,
+            last = std::min(first + plan.chunkBlocks, n);
+    EXPECT_LT(first, last) << "an empty chunk: program " << p;
+    for (int32_t i = first; i < last; ++i)
+      ++seen[plan.request][i];
+    chunks[plan.request] = std::max(chunks[plan.request], plan.chunk + 1);
+  }
+  for (int32_t b = 0; b < batch; ++b)
+    for (size_t i = 0; i < seen[b].size(); ++i)
+      EXPECT_EQ(seen[b][i], 1)
+          << "request " << b << " block " << i << " of " << seen[b].size()
+          << ", " << slots << " programs";
+  return chunks;
+}
+
+} // namespace
+
+TEST(SplitPlan, BlocksCountTheWindowAndSkipEmptyRequests) {
+  EXPECT_EQ(splitPlanBlocks(0, 0, 128), 0);
+  EXPECT_EQ(splitPlanBlocks(-3, 0, 128), 0);
+  EXPECT_EQ(splitPlanBlocks(1, 0, 128), 1);
+  EXPECT_EQ(splitPlanBlocks(129, 0, 128), 2);
+  // Tokens 100..299 of 300 under a window of 200: blocks 0 (from token
+  // 100) to 2 at G = 128; at G = 64, blocks 1 to 4.
+  EXPECT_EQ(splitPlanBlocks(300, 200, 128), 3);
+  EXPECT_EQ(splitPlanBlocks(300, 200, 64), 4);
+  EXPECT_EQ(splitPlanBlocks(300, 1, 64), 1);
+}
+
+TEST(SplitPlan, EqualLengthsSplitEachRequestIntoEqualParts) {
+  // What decode_split did before the plan: ceil(n / splits) blocks a part.
+  for (int32_t n : {1, 7, 64, 256, 1000})
+    for (int32_t splits : {1, 2, 3, 8, 32, 64})
+      for (int32_t batch : {1, 4, 36}) {
+        std::vector<int32_t> lens(batch, n * 128);
+        SplitPlan plan = splitPlan(
+            batch, [&](int32_t b) { return splitPlanBlocks(lens[b], 0, 128); },
+            0, batch * splits, 64);
+        EXPECT_EQ(plan.chunkBlocks, (n + splits - 1) / splits)
+            << n << " blocks, " << splits << " splits, batch " << batch;
+        std::vector<int> chunks = checkPlan(lens, 0, 128, batch * splits, 64);
+        for (int c : chunks)
+          EXPECT_EQ(c, (n + plan.chunkBlocks - 1) / plan.chunkBlocks);
+        // decode_split's program (b, h, s) asks for chunk b * splits + s:
+        // where each request makes `splits` chunks, that is chunk s of
+        // request b, the blocks that program read before the plan.
+        if (chunks[0] != splits)
+          continue;
+        for (int32_t b = 0; b < batch; ++b)
+          for (int32_t s = 0; s < splits; ++s) {
+            SplitPlan at = splitPlan(
+                batch,
+                [&](int32_t r) { return splitPlanBlocks(lens[r], 0, 128); },
+                b * splits + s, batch * splits, 64);
+            EXPECT_EQ(at.request, b) << n << " blocks, split " << s;
+            EXPECT_EQ(at.chunk, s) << n << " blocks, request " << b;
+          }
+      }
+}
+
+TEST(SplitPlan, ALongRequestGetsMoreProgramsThanTheSplits) {
+  // kvarn-bench's mixed row: one request at 32K among 31 at 1K, 8 splits.
+  std::vector<int32_t> lens(32, 1024);
+  lens[0] = 32768;
+  std::vector<int> chunks = checkPlan(lens, 0, 128, 32 * 8, 64);
+  EXPECT_GT(chunks[0], 8);
+  EXPECT_LE(chunks[0], 64);
+  for (int b = 1; b < 32; ++b)
+    EXPECT_LE(chunks[b], 8);
+}
+
+TEST(SplitPlan, RandomBatchesAreCoveredOnce) {
+  uint64_t seed = test::freshSeed();
+  std::mt19937_64 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::uniform_int_distribution<int> batchOf(1, 40), splitsOf(1, 70),
+      pick(0, 9);
+  for (int trial = 0; trial < 300; ++trial) {
+    int batch = batchOf(rng), splits = splitsOf(rng);
+    int32_t g = pick(rng) < 5 ? 128 : 64;
+    std::vector<int32_t> lens(batch);
+    for (int32_t &len : lens) {
+      int kind = pick(rng);
+      // Padding, one token, a block edge, short, long.
+      len = kind == 0   ? -1 + int(rng() % 2)
+            : kind == 1 ? 1
+            : kind == 2 ? g * int32_t(1 + rng() % 8)
+            : kind < 7  ? int32_t(1 + rng() % 3000)
+                        : int32_t(1 + rng() % 200000);
+    }
+    int32_t window = pick(rng) < 7 ? 0 : int32_t(1 + rng() % 5000);
+    int32_t slots = batch * std::min(splits, 64);
+    checkPlan(lens, window, g, slots, 64);
+    if (::testing::Test::HasFailure())
+      FAIL() << "trial " << trial << ": batch " << batch << ", " << splits
+             << " splits, window " << window;
+  }
 }

@@ -134,8 +134,8 @@ std::vector<uint16_t> runSplitDecode(BuiltKernel &split, BuiltKernel &combine,
   std::vector<uint16_t> out(size_t(batch) * c.hq * c.d, kPoison);
   stats = combine.run({KernelArg::buffer(partOut), KernelArg::buffer(partLse),
                        KernelArg::buffer(c.lens), KernelArg::buffer(out),
-                       KernelArg::integer(batch), KernelArg::integer(c.hk),
-                       KernelArg::integer(splits)});
+                       KernelArg::integer(window), KernelArg::integer(batch),
+                       KernelArg::integer(c.hk), KernelArg::integer(splits)});
   EXPECT_TRUE(bool(stats)) << kvarn::toString(stats.takeError());
   return out;
 }
@@ -186,6 +186,9 @@ const std::vector<Shape> &shapes() {
       {1, 96, 1, 6, {200, 64}},         // Kronecker rotation, GQA 6
       {3, 64, 3, 1, {65, 513}},
       {2, 80, 2, 2, {257}},
+      // One long request among short ones: split_plan gives it more
+      // chunks than the others (and more than `splits`).
+      {0, 64, 1, 2, {1500, 3, 130, 0, 7, 64}},
   };
   return s;
 }

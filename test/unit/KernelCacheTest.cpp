@@ -435,7 +435,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     cuda::KernelArgs c;
     for (int i = 0; i < 4; ++i) // part_out, part_lse, seq_lens, out
       c.pointer(CUdeviceptr(0x1000));
-    c.i32(batch).i32(heads).i32(splits).scratch();
+    c.i32(/*window=*/0).i32(batch).i32(heads).i32(splits).scratch();
     g = cuda::gridOf("combine", combineAbi, c);
     ASSERT_TRUE(bool(g)) << kvarn::toString(g.takeError());
     EXPECT_EQ(g->x, unsigned(batch));
@@ -445,7 +445,7 @@ TEST(KernelCache, LaunchGridsComeFromTheCompiledAbi) {
     cuda::KernelArgs negative;
     for (int i = 0; i < 4; ++i)
       negative.pointer(CUdeviceptr(0x1000));
-    negative.i32(batch).i32(-heads).i32(splits).scratch();
+    negative.i32(0).i32(batch).i32(-heads).i32(splits).scratch();
     kvarn::Expected<cuda::Grid> bad =
         cuda::gridOf("combine", combineAbi, negative);
     ASSERT_FALSE(bool(bad));

@@ -156,6 +156,39 @@ def KVT_GridDependencyWaitOp : KVT_Op<"grid_dependency_wait"> {
   let assemblyFormat = "attr-dict";
 }
 
+def KVT_SplitPlanOp : KVT_Op<"split_plan"> {
+  let summary = "the chunk of a batch's blocks one program of a split decode attends";
+  let description = [{
+    Reads the `batch` context lengths of `seq_lens` and cuts every request's
+    blocks (of `block_tokens` tokens, from the one holding its sliding
+    window's first token, `window` <= 0: none) into chunks of one size C
+    chosen from the whole batch, at most `max_chunks` a request, numbered
+    request by request; program `program` of the `slots` programs takes
+    chunk `program`. Returns C (`chunk_blocks`), the chunk's `request` (-1
+    where the program takes none) and its index `chunk` within the request
+    (blocks [chunk C, min((chunk + 1) C, n)) of its n). The rule, and its
+    CPU definition, is `kvarn::splitPlan` (include/kvarn/Support/SplitPlan.h):
+    with equal lengths it is the split of each request into slots / batch
+    parts; with one long request among short ones, the long one gets more
+    programs. The results are the same in every thread of a program.
+
+    ```mlir
+    %c, %req, %k = kvt.split_plan %seq_lens[%batch] window %window program %p of %slots block_tokens 128 max_chunks 64 : !kvt.ptr<i32>
+    ```
+  }];
+  let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$seq_lens, I32:$batch,
+                       I32:$window, I32:$program, I32:$slots,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$block_tokens,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$max_chunks);
+  let results = (outs I32:$chunk_blocks, I32:$request, I32:$chunk);
+  let assemblyFormat = [{
+    $seq_lens `[` $batch `]` `window` $window `program` $program `of` $slots
+    `block_tokens` $block_tokens `max_chunks` $max_chunks attr-dict `:`
+    qualified(type($seq_lens))
+  }];
+  let hasVerifier = 1;
+}
+
 def KVT_LoadFieldOp : KVT_Op<"load_field"> {
   let summary = "load one field of a KVarN record";
   let description = [{
