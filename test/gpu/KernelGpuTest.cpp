@@ -26,6 +26,7 @@
 #include "kvarn/Runtime/Module.h"
 #include "kvarn/Support/Error.h"
 #include "kvarn/Support/Half.h"
+#include "kvarn/Support/SplitPlan.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -589,6 +590,84 @@ TEST_F(KernelGpu, AppendRotatesIntoThePoolAndSkipsPadding) {
 //===----------------------------------------------------------------------===//
 // decode
 //===----------------------------------------------------------------------===//
+
+/// kvt.split_plan's GPU lowering (codegen/KVTToKVGPU/SplitPlan.cpp) against
+/// its definition, kvarn::splitPlan: every program's (C, request, chunk), in
+/// a probe kernel, on random batches: equal lengths (the closed form), any
+/// lengths (the passes over the batch), empty and negative lengths,
+/// windows, more than 128 requests (groups loaded again), slots not a
+/// multiple of the batch (the chunks at C = N / slots outnumbering them).
+/// decode_split's own tests cannot see a plan that differs but still
+/// covers every block once.
+TEST_F(KernelGpu, DecodeSplitPlanIsKvarnSplitPlan) {
+  const std::string probe = R"(
+kernel plan_probe(seq_lens: ptr<i32>, out: ptr<i32>, batch: i32, window: i32,
+                  slots: i32)
+    grid(slots) {
+  let p = program_id(0);
+  let c, r, k = split_plan(seq_lens, batch, window, p, slots, G, MAX_SPLITS);
+  out[3 * p] = c;
+  out[3 * p + 1] = r;
+  out[3 * p + 2] = k;
+}
+)";
+  dsl::Specialization spec{"kvarn_k4v2_g128", 128, 1};
+  kvarn::Expected<std::shared_ptr<const LoadedKernel>> k =
+      gpu().cache->load({"plan_probe", spec, probe, "plan_probe.kvt"}, options,
+                        ctx());
+  ASSERT_TRUE(bool(k)) << kvarn::toString(k.takeError());
+  const int g = 128, maxChunks = int(dsl::kMaxDecodeSplits);
+  std::mt19937_64 rng(freshSeed());
+  auto pick = [&](int n) { return int(rng() % uint64_t(n)); };
+  int uniformCases = 0, overCases = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int batch =
+        std::vector<int>{1, 2, 3, 4, 8, 31, 37, 129, 300}[pick(9)];
+    const bool uniform = trial % 2 == 0;
+    const int shared = 1 + pick(40000);
+    std::vector<int32_t> lens(size_t(batch), 0);
+    for (int32_t &len : lens)
+      len = uniform ? shared
+                    : std::vector<int>{0, -5, 1, 128, 129, 1 + pick(3000),
+                                       1 + pick(70000)}[pick(7)];
+    const int window = std::vector<int>{0, 0, 1, 200, 4096}[pick(5)];
+    const int splits = 1 + pick(maxChunks);
+    const int slots = batch * splits + (trial % 3 == 0 ? pick(batch + 1) : 0);
+    auto blocksOf = [&](int32_t b) {
+      return splitPlanBlocks(lens[size_t(b)], window, g);
+    };
+    SCOPED_TRACE(llvm::formatv("trial {0}: batch {1} ({2}), window {3}, "
+                               "slots {4}",
+                               trial, batch, uniform ? "equal lengths" : "any",
+                               window, slots)
+                     .str());
+    DeviceBuffer lensBuf = upload(lens);
+    DeviceBuffer out = upload(std::vector<int32_t>(size_t(slots) * 3, -7));
+    KernelArgs a;
+    a.pointer(lensBuf).pointer(out).i32(batch).i32(window).i32(slots).scratch();
+    run(k->get(), a);
+    std::vector<int32_t> got = download<int32_t>(out);
+    for (int p = 0; p < slots; ++p) {
+      SplitPlan want = splitPlan(batch, blocksOf, p, slots, maxChunks);
+      ASSERT_EQ(got[3 * size_t(p)], want.chunkBlocks) << "program " << p;
+      ASSERT_EQ(got[3 * size_t(p) + 1], want.request) << "program " << p;
+      ASSERT_EQ(got[3 * size_t(p) + 2], want.chunk) << "program " << p;
+    }
+    uniformCases += uniform;
+    // The fallback chunk size: C above max(ceil(N / slots), ceil(M /
+    // maxChunks), 1), the first choice.
+    int32_t total = 0, most = 0;
+    for (int b = 0; b < batch; ++b) {
+      total += blocksOf(b);
+      most = std::max(most, blocksOf(b));
+    }
+    overCases += got[0] > std::max({(total + slots - 1) / slots,
+                                    (most + maxChunks - 1) / maxChunks, 1});
+  }
+  std::printf("[ figures  ] split_plan: 200 batches, %d of equal lengths, %d "
+              "with the fallback chunk size\n",
+              uniformCases, overCases);
+}
 
 TEST_F(KernelGpu, DecodeGoldenCasesMatchExactAttention) {
   for (const char *name :
