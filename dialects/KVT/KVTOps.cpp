@@ -276,9 +276,11 @@ LogicalResult SplitPlanOp::verify() {
   if (!getSeqLens().getType().getPointeeType().isInteger(32))
     return emitOpError("reads the context lengths as i32, not ")
            << getSeqLens().getType().getPointeeType();
-  if (getBlockTokens() > std::numeric_limits<int32_t>::max() ||
-      getMaxChunks() > std::numeric_limits<int32_t>::max())
-    return emitOpError("block_tokens and max_chunks must fit in i32");
+  // Both are i32 on the GPU (the plan's arithmetic).
+  for (auto [name, value] : {std::pair{"block_tokens", getBlockTokens()},
+                             std::pair{"max_chunks", getMaxChunks()}})
+    if (value < 1 || value > std::numeric_limits<int32_t>::max())
+      return emitOpError(name) << " must be in [1, 2^31), got " << value;
   return success();
 }
 

@@ -171,6 +171,8 @@ def KVT_SplitPlanOp : KVT_Op<"split_plan"> {
     with equal lengths it is the split of each request into slots / batch
     parts; with one long request among short ones, the long one gets more
     programs. The results are the same in every thread of a program.
+    `block_tokens` and `max_chunks` are in [1, 2^31) (the plan is i32
+    arithmetic on the GPU).
 
     ```mlir
     %c, %req, %k = kvt.split_plan %seq_lens[%batch] window %window program %p of %slots block_tokens 128 max_chunks 64 : !kvt.ptr<i32>
@@ -178,8 +180,7 @@ def KVT_SplitPlanOp : KVT_Op<"split_plan"> {
   }];
   let arguments = (ins Arg<KVT_PointerType, "", [MemRead]>:$seq_lens, I32:$batch,
                        I32:$window, I32:$program, I32:$slots,
-                       ConfinedAttr<I64Attr, [IntPositive]>:$block_tokens,
-                       ConfinedAttr<I64Attr, [IntPositive]>:$max_chunks);
+                       I64Attr:$block_tokens, I64Attr:$max_chunks);
   let results = (outs I32:$chunk_blocks, I32:$request, I32:$chunk);
   let assemblyFormat = [{
     $seq_lens `[` $batch `]` `window` $window `program` $program `of` $slots

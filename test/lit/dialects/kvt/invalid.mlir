@@ -257,3 +257,27 @@ func.func private @mla_huge_rank() attributes {kvt.spec = #kvt.spec<"kvarn_mla_k
 
 // expected-error @+1 {{head_dim 2147483647 is not supported}}
 func.func private @huge_head_dim() attributes {kvt.spec = #kvt.spec<"kvarn_k4v2_g128", head_dim = 4294967424, gqa = 1>}
+
+// -----
+
+func.func @split_plan_block_tokens(%s: !kvt.ptr<i32>, %n: i32) {
+  // expected-error @+1 {{block_tokens must be in [1, 2^31), got 0}}
+  %c, %r, %k = kvt.split_plan %s[%n] window %n program %n of %n block_tokens 0 max_chunks 64 : !kvt.ptr<i32>
+  return
+}
+
+// -----
+
+func.func @split_plan_max_chunks(%s: !kvt.ptr<i32>, %n: i32) {
+  // expected-error @+1 {{max_chunks must be in [1, 2^31), got 2147483648}}
+  %c, %r, %k = kvt.split_plan %s[%n] window %n program %n of %n block_tokens 128 max_chunks 2147483648 : !kvt.ptr<i32>
+  return
+}
+
+// -----
+
+func.func @split_plan_lengths(%s: !kvt.ptr<f32>, %n: i32) {
+  // expected-error @+1 {{reads the context lengths as i32, not 'f32'}}
+  %c, %r, %k = kvt.split_plan %s[%n] window %n program %n of %n block_tokens 128 max_chunks 64 : !kvt.ptr<f32>
+  return
+}
