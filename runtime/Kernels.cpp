@@ -9,6 +9,8 @@
 #include "kvarn/Runtime/KernelCache.h"
 #include "kvarn/Support/Error.h"
 
+#include <limits>
+
 using namespace kvarn;
 using namespace kvarn::runtime;
 using namespace kvarn::cuda;
@@ -258,6 +260,14 @@ kvarn::Error kvarn::runtime::launchDecodeSplit(
     return makeError(KVARN_ERROR_INVALID_ARGUMENT,
                      "decode_split: num_splits must be at least 1, got {0}",
                      numSplits);
+  // decode_split numbers its partials (b x Hk + h) x MAX_SPLITS + chunk in
+  // 32 bits (one register across the attention loop, not two).
+  if (int64_t(batch) * numKvHeads * kDecodeMaxSplits >
+      std::numeric_limits<int32_t>::max())
+    return makeError(KVARN_ERROR_INVALID_ARGUMENT,
+                     "decode_split: batch {0} x num_kv_heads {1} x {2} "
+                     "splits must fit in 32 bits",
+                     batch, numKvHeads, kDecodeMaxSplits);
   // combine's output, checked before decode_split writes anything.
   if (batch > 0 && numKvHeads > 0 && !out)
     return makeError(KVARN_ERROR_INVALID_ARGUMENT, "decode_split: out is null");

@@ -426,6 +426,10 @@ class TorchTest(unittest.TestCase):
                                    pool, pool, k, SCALE, 1, 1, HK, 0)
         self.assertIn("num_splits must be at least 1", str(e.exception))
         with self.assertRaises(kvarn.KvarnError) as e:
+            self.kern.decode_split(k, mapping, mapping, b2s, pool, pool, pool,
+                                   pool, pool, k, SCALE, 1 << 25, 1, HK, 2)
+        self.assertIn("must fit in 32 bits", str(e.exception))
+        with self.assertRaises(kvarn.KvarnError) as e:
             kvarn.Kernels(self.ctx, PRESET, 100, GQA)
         self.assertEqual(e.exception.status, "KVARN_ERROR_UNSUPPORTED_SHAPE")
         self.sync()
