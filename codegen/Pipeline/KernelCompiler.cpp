@@ -20,10 +20,25 @@ using namespace kvarn;
 
 dsl::Specialization kvarn::specializationFor(dsl::Specialization spec,
                                              const CompileOptions &options) {
-  spec.smallPoolChunks = options.pipelineCopies;
-  spec.attentionCtasPerSM = options.minCtasPerSM;
-  if (const ChipInfo *chip = findChip(options.target.chip))
-    spec.sharedBytesPerSM = chip->sharedPerSM;
+  if (spec.isMla())
+    return spec; // MLA's pool chunks do not depend on the options
+  kvarn::Expected<const Preset *> preset = lookupPreset(spec.preset);
+  if (!preset) {
+    kvarn::consumeError(preset.takeError()); // check() reports it
+    return spec;
+  }
+  kvarn::Expected<RecordLayout> layout =
+      RecordLayout::get(**preset, spec.headDim);
+  if (!layout) {
+    kvarn::consumeError(layout.takeError());
+    return spec;
+  }
+  const ChipInfo *chip = findChip(options.target.chip);
+  if (!chip)
+    chip = findChip(kDefaultChip);
+  spec.poolRowsBytes = attentionPoolRowsBytes(
+      layout->group, layout->headDim, options.minCtasPerSM, chip->sharedPerSM,
+      options.pipelineCopies);
   return spec;
 }
 

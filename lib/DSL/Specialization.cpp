@@ -63,14 +63,12 @@ kvarn::dsl::specConstants(const Specialization &spec) {
   }
   const Preset *p = kvarn::cantFail(lookupPreset(spec.preset));
   RecordLayout l = kvarn::cantFail(RecordLayout::get(*p, spec.headDim));
-  int ctasPerSM = spec.attentionCtasPerSM
-                      ? spec.attentionCtasPerSM
-                      : kvarn::attentionCtasPerSM(l.group, l.headDim);
-  long poolRowsBytes = densePoolRowsBytes(
-      ctasPerSM, spec.sharedBytesPerSM ? spec.sharedBytesPerSM
-                                       : findChip(kDefaultChip)->sharedPerSM);
-  if (spec.smallPoolChunks)
-    poolRowsBytes = std::min(poolRowsBytes, kDensePoolRowsBytes);
+  long poolRowsBytes =
+      spec.poolRowsBytes
+          ? spec.poolRowsBytes
+          : attentionPoolRowsBytes(l.group, l.headDim, 0,
+                                   findChip(kDefaultChip)->sharedPerSM,
+                                   /*pipelineCopies=*/false);
   return {
       {"D", l.headDim, "head_dim"},
       {"G", l.group, "tokens per tile (the block size)"},

@@ -19,12 +19,11 @@ struct KernelRequest {
   std::string sourceName;       // shown in diagnostics for `source`
 };
 
-/// The specialization the DSL builds a kernel from under `options`: with
-/// pipelineCopies, the dense pool blocks in small chunks
-/// (Specialization::smallPoolChunks), so that the records' ring fits; the
-/// chunks sized for minCtasPerSM CTAs an SM where it is given and for the
-/// target chip's shared memory (Specialization::attentionCtasPerSM,
-/// sharedBytesPerSM).
+/// The specialization the DSL builds a kernel from under `options`: a dense
+/// preset's pool chunks (Specialization::poolRowsBytes) sized for the
+/// options' CTAs an SM and chip, small with pipelineCopies so that the
+/// records' ring fits (attentionPoolRowsBytes). A spec that fails check()
+/// comes back as it was, for compileKernel to report.
 dsl::Specialization specializationFor(dsl::Specialization spec,
                                       const CompileOptions &options);
 

@@ -71,7 +71,7 @@ constexpr long kSmallestStagingLimit = 16 << 10;
 /// record's fields. A whole pool block is too large to stage; read from
 /// global memory inside the reductions, it cost ~75 us (the sink block of
 /// 8 x 32K on the H200, docs/benchmarks.md). Up to the smallest staging
-/// limit; with kvgpu-pipeline-copies (Specialization::smallPoolChunks) the
+/// limit; with kvgpu-pipeline-copies (attentionPoolRowsBytes) the
 /// dense decode family's take half of it (kDensePoolRowsBytes), so that
 /// with the records' ring a CTA needs ~60 KB (three an SM) at head_dim
 /// 128, not 80 (two). 32 rows by default were 2-10% slower on the H100
@@ -206,6 +206,20 @@ static_assert(densePoolRowsBytes(4, 228 << 10) == 16 << 10 &&
               densePoolRowsBytes(8, 228 << 10) == 4 << 10 &&
               densePoolRowsBytes(4, 164 << 10) == 8 << 10 &&
               densePoolRowsBytes(3, 228 << 10) == 16 << 10);
+
+/// The pool chunk bytes a dense attention kernel of `group`-token blocks and
+/// `headDim` is built with (Specialization::poolRowsBytes, whose
+/// poolRowsPerStep is the DSL's POOL_ROWS): densePoolRowsBytes at
+/// `ctasPerSM` CTAs an SM (0: attentionCtasPerSM's) on a chip of
+/// `sharedPerSM` bytes an SM, at most kDensePoolRowsBytes with
+/// kvgpu-pipeline-copies (`pipelineCopies`), so that the records' ring fits.
+constexpr long attentionPoolRowsBytes(int group, int headDim, int ctasPerSM,
+                                      long sharedPerSM, bool pipelineCopies) {
+  long bytes = densePoolRowsBytes(
+      ctasPerSM ? ctasPerSM : attentionCtasPerSM(group, headDim), sharedPerSM);
+  return pipelineCopies && bytes > kDensePoolRowsBytes ? kDensePoolRowsBytes
+                                                       : bytes;
+}
 static_assert(
     poolRowsPerStep(64, 128, densePoolRowsBytes(8, 228 << 10)) == 16 &&
     poolRowsPerStep(128, 128, densePoolRowsBytes(6, 228 << 10)) == 32 &&

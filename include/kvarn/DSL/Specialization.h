@@ -35,18 +35,12 @@ struct Specialization {
   DType dtype = DType::F16;
   /// MLA presets only: the width of the fp16 rope key beside the latent.
   int ropeDim = 0;
-  /// Dense presets: a pool block's chunks (POOL_ROWS) at
-  /// kDensePoolRowsBytes of rows, so that kvgpu-pipeline-copies' ring fits
-  /// (set from CompileOptions::pipelineCopies), instead of the smallest
-  /// staging limit.
-  bool smallPoolChunks = false;
-  /// Dense presets: the CTAs an SM the decode family is built for and the
-  /// chip's shared memory an SM, which size its pool chunks
-  /// (densePoolRowsBytes): CompileOptions::minCtasPerSM, or 0 for the
-  /// launch policy's (attentionCtasPerSM); the target's ChipInfo::sharedPerSM,
-  /// or 0 for kDefaultChip's.
-  int attentionCtasPerSM = 0;
-  long sharedBytesPerSM = 0;
+  /// Dense presets: the bytes of a pool block's chunk of fp16 K (or V) rows,
+  /// which sizes POOL_ROWS (poolRowsPerStep); 0: attentionPoolRowsBytes at
+  /// the launch policy's CTAs an SM on kDefaultChip. specializationFor
+  /// (KernelCompiler.h) sets it from the compile options: their CTAs an SM,
+  /// chip and pipelineCopies.
+  long poolRowsBytes = 0;
 
   /// Whether the preset is an MLA preset (kvarn_mla_*).
   bool isMla() const { return isMlaPresetName(preset); }
