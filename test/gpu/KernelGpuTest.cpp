@@ -654,15 +654,13 @@ kernel plan_probe(seq_lens: ptr<i32>, out: ptr<i32>, batch: i32, window: i32,
       ASSERT_EQ(got[3 * size_t(p) + 2], want.chunk) << "program " << p;
     }
     uniformCases += uniform;
-    // The fallback chunk size: C above max(ceil(N / slots), ceil(M /
-    // maxChunks), 1), the first choice.
+    // The fallback chunk size: C above the first choice.
     int32_t total = 0, most = 0;
     for (int b = 0; b < batch; ++b) {
       total += blocksOf(b);
       most = std::max(most, blocksOf(b));
     }
-    overCases += got[0] > std::max({(total + slots - 1) / slots,
-                                    (most + maxChunks - 1) / maxChunks, 1});
+    overCases += got[0] > splitPlanFirstChunk(total, most, slots, maxChunks);
   }
   std::printf("[ figures  ] split_plan: 200 batches, %d of equal lengths, %d "
               "with the fallback chunk size\n",

@@ -46,6 +46,16 @@ struct SplitPlan {
   int32_t chunk = 0;
 };
 
+/// The plan's first choice of C for N = `total` blocks, M = `most` of one
+/// request, over `slots` programs (at least 1): max(ceil(N / slots),
+/// ceil(M / maxChunks), 1), kept unless its chunks outnumber the slots.
+inline int32_t splitPlanFirstChunk(int32_t total, int32_t most, int32_t slots,
+                                   int32_t maxChunks) {
+  auto cdiv = [](int32_t a, int32_t c) { return (a + c - 1) / c; };
+  return std::max(cdiv(total, slots),
+                  std::max(cdiv(most, std::max(maxChunks, 1)), 1));
+}
+
 /// The plan of program `program` of `slots` (one KV head's programs: batch
 /// x splits) over a batch whose request b has `blocksOf(b)` blocks
 /// (splitPlanBlocks), b < batch. With N blocks in all, M the most of one
@@ -83,7 +93,7 @@ splitPlan(int32_t batch, const std::function<int32_t(int32_t)> &blocksOf,
   if (total == 0 || slots < 1)
     return plan;
   int32_t floor = std::max(cdiv(most, std::max(maxChunks, 1)), 1);
-  plan.chunkBlocks = std::max(cdiv(total, slots), floor);
+  plan.chunkBlocks = splitPlanFirstChunk(total, most, slots, maxChunks);
   if (chunksAt(plan.chunkBlocks) > slots)
     plan.chunkBlocks = std::max(
         slots > active ? cdiv(total, slots - active) : most, floor);
