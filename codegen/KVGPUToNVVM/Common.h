@@ -27,7 +27,8 @@ mlir::Value sharedAddress(mlir::OpBuilder &b, mlir::Location loc,
 /// Byte `at` (index) of a region of `rowBytes`-byte rows swizzled as
 /// kvgpu.copy_in's `swizzled_rows` (kvgpu::rowSwizzle, or kvgpu::lineSwizzle
 /// for rows of 32 or 64 bytes), the region's first byte at 0: where it is
-/// stored, relative to the same start.
+/// stored, relative to the same start. test/unit/SwizzleTest.cpp folds it
+/// and rowSwizzle below against KVGPU.h's constexprs.
 mlir::Value swizzledByte(mlir::OpBuilder &b, mlir::Location loc, mlir::Value at,
                          int64_t rowBytes);
 

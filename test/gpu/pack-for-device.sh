@@ -44,8 +44,8 @@ mkdir -p "$pkg"/{bin,lib,tests/unit,tests/gpu,hooks,golden}
 # Executables of a build folder, stripped, into a package folder. Each binary
 # that links LLVM is ~50 MB stripped, and the tarball plus the tree must stay
 # under the device tool's 64 MiB: KVARN_DEVICE_SKIP names what to leave out.
-# The fuzz drivers are CPU-only (CI runs them).
-skip=" ${KVARN_DEVICE_SKIP-kvarn-opt KvarnEvalTests kvarn-cache-fuzz-ci kvarn-dsl-fuzz-ci} "
+# The fuzz drivers and KvarnCodegenTests are CPU-only (CI runs them).
+skip=" ${KVARN_DEVICE_SKIP-kvarn-opt KvarnEvalTests KvarnCodegenTests kvarn-cache-fuzz-ci kvarn-dsl-fuzz-ci} "
 copy_executables() {
   local from=$1 to=$2 f
   [ -d "$from" ] || return 0

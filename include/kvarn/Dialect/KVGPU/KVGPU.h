@@ -254,7 +254,9 @@ struct RowsAttendLayout {
 std::optional<RowsAttendLayout> getRowsAttendLayout(int64_t h, int64_t d,
                                                     int64_t t, int64_t threads,
                                                     bool warpStates = false);
-/// The chunk swizzle of kvgpu.copy_in's `swizzled_rows`: the 16-byte chunk
+/// The chunk swizzle of kvgpu.copy_in's `swizzled_rows` (the lowering builds
+/// it as IR, KVGPUToNVVM/Common.cpp, checked against this by
+/// test/unit/SwizzleTest.cpp): the 16-byte chunk
 /// c of row r is stored at chunk c ^ rowSwizzle(r) (rows of a multiple of 8
 /// chunks). Rows r, r + 1 differ in the chunk's bit 2 (two rows' runs of 4
 /// chunks in distinct banks: one quarter warp's 16-byte loads), and rows 2k
