@@ -94,25 +94,35 @@ TEST(Swizzle, SwizzledByteIsTheChunkXorTheRowsSwizzle) {
   }
 }
 
-// The property the swizzle exists for, on the constexprs the IR matches:
-// within a period every row's chunks are a permutation (no two chunks of
-// one row land together) and a period's bytes move alike by whole periods.
-TEST(Swizzle, SwizzlePermutesEachRowsChunks) {
-  for (int64_t row = 0; row < 16; ++row) {
-    unsigned seen = 0;
-    for (int64_t chunk = 0; chunk < 8; ++chunk)
-      seen |= 1u << (chunk ^ kvarn::kvgpu::rowSwizzle(row));
-    EXPECT_EQ(seen, 0xffu) << "row " << row;
-    EXPECT_EQ(kvarn::kvgpu::rowSwizzle(row), kvarn::kvgpu::rowSwizzle(row + 8));
-  }
-  for (int64_t line = 0; line < 8; ++line) {
-    unsigned seen = 0;
-    for (int64_t chunk = 0; chunk < 8; ++chunk)
-      seen |= 1u << (chunk ^ kvarn::kvgpu::lineSwizzle(line));
-    EXPECT_EQ(seen, 0xffu) << "line " << line;
-    EXPECT_EQ(kvarn::kvgpu::lineSwizzle(line),
-              kvarn::kvgpu::lineSwizzle(line + 4));
-  }
+// The bank properties KVGPU.h gives as the swizzles' reason, on the
+// constexprs the IR matches: rows 2k and 2k + 1 differ in the chunk's bit 2
+// and rows 0, 2, 4, 6 in bits 1 and 2; lines 2k and 2k + 1 differ in both
+// low bits and lines 4k .. 4k + 3 have four different low two bits; both
+// repeat by whole periods (8 rows, 4 lines), which swizzlePeriodBytes
+// states.
+TEST(Swizzle, SwizzlesKeepTheirBankProperties) {
+  using kvarn::kvgpu::lineSwizzle;
+  using kvarn::kvgpu::rowSwizzle;
+  for (int64_t k = 0; k < 8; ++k)
+    EXPECT_EQ((rowSwizzle(2 * k) ^ rowSwizzle(2 * k + 1)) & 4, 4) << "k " << k;
+  unsigned evenRows = 0;
+  for (int64_t k = 0; k < 4; ++k)
+    evenRows |= 1u << ((rowSwizzle(2 * k) >> 1) & 3);
+  EXPECT_EQ(evenRows, 0xfu);
+  for (int64_t row = 0; row < 16; ++row)
+    EXPECT_EQ(rowSwizzle(row), rowSwizzle(row + 8)) << "row " << row;
+  EXPECT_EQ(kvarn::kvgpu::swizzlePeriodBytes(256), 8 * 256);
+
+  for (int64_t k = 0; k < 4; ++k)
+    EXPECT_EQ((lineSwizzle(2 * k) ^ lineSwizzle(2 * k + 1)) & 3, 3)
+        << "k " << k;
+  unsigned lines = 0;
+  for (int64_t line = 0; line < 4; ++line)
+    lines |= 1u << (lineSwizzle(line) & 3);
+  EXPECT_EQ(lines, 0xfu);
+  for (int64_t line = 0; line < 8; ++line)
+    EXPECT_EQ(lineSwizzle(line), lineSwizzle(line + 4)) << "line " << line;
+  EXPECT_EQ(kvarn::kvgpu::swizzlePeriodBytes(64), 4 * 128);
 }
 
 } // namespace
